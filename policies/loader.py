@@ -1,0 +1,25 @@
+"""Loading a policy from YAML text or a file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from policies.errors import FieldIssue, PolicyError
+from policies.model import Policy
+from policies.yamldoc import validate_document
+
+DEFAULT_POLICY = Path(__file__).parent / "defaults" / "policy.yaml"
+
+
+def parse_policy(text: str, source: str = "<policy>") -> Policy:
+    return validate_document(Policy, text, source)
+
+
+def load_policy(path: str | Path | None = None) -> Policy:
+    """The policy in `path`, or the built-in demo policy when `path` is None."""
+    file = Path(path) if path is not None else DEFAULT_POLICY
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(str(file), [FieldIssue("", f"cannot read: {exc.strerror}")]) from exc
+    return parse_policy(text, str(file))

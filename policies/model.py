@@ -1,0 +1,208 @@
+"""The fairpool policy (`apiVersion: fairpool.io/v1`, `kind: Policy`).
+
+YAML keys are camelCase like Kubernetes objects; Python attributes are snake_case.
+Unknown fields are errors everywhere (`extra="forbid"`), so a typo never silently
+falls back to a default.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+NonNegInt = Annotated[int, Field(ge=0)]
+PositiveDecimal = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=6)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        frozen=True,
+    )
+
+
+class GPUModel(_Strict):
+    """A GPU model as named by `nvidia.com/gpu.product`, with its hourly cost."""
+
+    name: str = Field(min_length=1)
+    hourly_cost: PositiveDecimal
+    currency: str = Field(default="EUR", min_length=3, max_length=3)
+
+
+class Member(_Strict):
+    """An organization in the consortium."""
+
+    name: str = Field(min_length=1, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    namespaces: list[str] = Field(default_factory=list)
+    weight: float = Field(default=1.0, gt=0)
+    purchased: dict[str, NonNegInt] = Field(default_factory=dict)
+    """GPUs bought with money (no hardware), per GPU model: part of the entitlement."""
+    max_gpus: NonNegInt | None = None
+    """Hard cap on the GPUs the member may hold at once, over all models."""
+    lending_limit: NonNegInt | None = None
+    """At most this many of the member's GPUs may be lent to others at once."""
+    checkpointable: bool = False
+    """Preempted jobs of this member resume where they stopped instead of from zero."""
+
+    def owns_namespace(self, namespace: str) -> bool:
+        return any(fnmatch.fnmatchcase(namespace, pattern) for pattern in self.namespaces)
+
+
+class SharingRules(_Strict):
+    borrowing: bool = True
+    reclaim_grace_period_seconds: NonNegInt = 30
+    min_runtime_seconds: NonNegInt = 0
+    """A borrowed pod younger than this is not preempted..."""
+    preempt_below_min_runtime: bool = False
+    """...unless this is set."""
+    usage_half_life_hours: float | None = Field(default=None, gt=0)
+
+
+class IdleCostRule(StrEnum):
+    OWNER = "owner"
+    BY_CONTRIBUTION = "by-contribution"
+    BY_USAGE = "by-usage"
+
+
+class SplitRule(StrEnum):
+    EQUAL = "equal"
+    BY_CONTRIBUTION = "by-contribution"
+    BY_USAGE = "by-usage"
+    FIXED = "fixed"
+
+
+class SharedFixedCost(_Strict):
+    """A monthly cost of the pool that is not a GPU (network, staff, power, rack space)."""
+
+    name: str = Field(min_length=1)
+    monthly_amount: PositiveDecimal
+    split: SplitRule = SplitRule.EQUAL
+    shares: dict[str, Annotated[Decimal, Field(ge=0)]] | None = None
+    """Fractions per member when `split: fixed`; they must sum to 1."""
+
+    @model_validator(mode="after")
+    def _fixed_needs_shares(self) -> SharedFixedCost:
+        if self.split is SplitRule.FIXED:
+            if not self.shares:
+                raise ValueError("split 'fixed' needs 'shares' (member -> fraction)")
+            if sum(self.shares.values()) != Decimal(1):
+                raise ValueError(f"shares must sum to 1, not {sum(self.shares.values())}")
+        elif self.shares is not None:
+            raise ValueError(f"'shares' is only used with split 'fixed', not '{self.split}'")
+        return self
+
+
+class BillingRules(_Strict):
+    time_zone: str = "UTC"
+    currency: str = Field(default="EUR", min_length=3, max_length=3)
+    idle_cost: IdleCostRule = IdleCostRule.OWNER
+    shared_fixed_costs: list[SharedFixedCost] = Field(default_factory=list)
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.time_zone)
+
+
+class Metadata(_Strict):
+    name: str = "fairpool"
+    version: NonNegInt = 0
+    """Set by the policy store on every applied change; 0 for a file never applied."""
+
+
+class PolicySpec(_Strict):
+    gpu_models: list[GPUModel] = Field(min_length=1)
+    members: list[Member] = Field(min_length=1)
+    sharing: SharingRules = Field(default_factory=SharingRules)
+    billing: BillingRules = Field(default_factory=BillingRules)
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> PolicySpec:
+        models = [m.name for m in self.gpu_models]
+        _no_duplicates("gpuModels", models)
+        names = [m.name for m in self.members]
+        _no_duplicates("members", names)
+        for member in self.members:
+            for model in member.purchased:
+                if model not in models:
+                    raise ValueError(
+                        f"member {member.name!r} purchased unknown GPU model {model!r} "
+                        f"(known: {', '.join(models)})"
+                    )
+        currencies = {m.currency for m in self.gpu_models} | {self.billing.currency}
+        if len(currencies) > 1:
+            raise ValueError(f"one currency per policy, found {sorted(currencies)}")
+        for cost in self.billing.shared_fixed_costs:
+            for member in cost.shares or {}:
+                if member not in names:
+                    raise ValueError(f"shared cost {cost.name!r} names unknown member {member!r}")
+        return self
+
+
+def _no_duplicates(field: str, names: list[str]) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"{field}: duplicate name {name!r}")
+        seen.add(name)
+
+
+class Policy(_Strict):
+    api_version: Literal["fairpool.io/v1"]
+    kind: Literal["Policy"]
+    metadata: Metadata = Field(default_factory=Metadata)
+    spec: PolicySpec
+
+    @property
+    def version(self) -> int:
+        return self.metadata.version
+
+    @property
+    def members(self) -> list[Member]:
+        return self.spec.members
+
+    @property
+    def sharing(self) -> SharingRules:
+        return self.spec.sharing
+
+    @property
+    def billing(self) -> BillingRules:
+        return self.spec.billing
+
+    def member(self, name: str) -> Member:
+        for member in self.spec.members:
+            if member.name == name:
+                return member
+        raise KeyError(name)
+
+    def member_names(self) -> list[str]:
+        return [m.name for m in self.spec.members]
+
+    def gpu_model(self, name: str) -> GPUModel:
+        for model in self.spec.gpu_models:
+            if model.name == name:
+                return model
+        raise KeyError(name)
+
+    def member_for_namespace(self, namespace: str) -> str | None:
+        """The first member (in policy order) whose namespace patterns match."""
+        for member in self.spec.members:
+            if member.owns_namespace(namespace):
+                return member.name
+        return None

@@ -1,0 +1,1 @@
+"""The `fairpool` command line."""

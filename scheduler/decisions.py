@@ -1,0 +1,64 @@
+"""What the engine decides. Adapters carry these out; nothing here does I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Bind:
+    pod_uid: str
+    node: str
+    job_id: str
+    member: str
+    owner: str | None
+    """Owner of the node; differs from `member` when the pod borrows."""
+    borrowed: bool
+    """True when this pod runs above the member's entitlement (reclaimable)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Preemption:
+    pod_uid: str
+    job_id: str
+    victim_member: str | None
+    reclaimer: str
+    """Member whose pending job needs the GPUs back."""
+    for_job: str
+    reason: str
+    grace_period_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class Nomination:
+    """GPUs being freed by preemption are held for this job until the victims are gone."""
+
+    job_id: str
+    nodes: dict[str, str]
+    """pod uid -> node."""
+
+
+@dataclass(frozen=True, slots=True)
+class MemberShare:
+    """One member's position for one GPU model at the instant of the snapshot."""
+
+    member: str
+    gpu_model: str
+    contribution: int
+    entitlement: int
+    fair_share: float
+    allocated: int
+    borrowed: int
+    lent: int
+    pending: int
+    demand: int
+
+
+@dataclass(frozen=True, slots=True)
+class Decisions:
+    binds: tuple[Bind, ...] = ()
+    preemptions: tuple[Preemption, ...] = ()
+    nominations: tuple[Nomination, ...] = ()
+    explanations: dict[str, str] = field(default_factory=dict)
+    """job id -> one human sentence saying why it still waits."""
+    shares: tuple[MemberShare, ...] = ()

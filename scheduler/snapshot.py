@@ -1,0 +1,137 @@
+"""What the engine sees: an immutable snapshot of nodes, running pods and pending jobs.
+
+Adapters (the Kubernetes cluster cache, the simulator) build snapshots; the engine never
+reads anything else. Times are float seconds since the Unix epoch (UTC) in the daemon and
+seconds since trace start in the simulator: the engine only ever subtracts them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+TaintEffect = Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
+SelectorOperator = Literal["In", "NotIn", "Exists", "DoesNotExist"]
+
+
+@dataclass(frozen=True, slots=True)
+class Taint:
+    key: str
+    value: str = ""
+    effect: TaintEffect = "NoSchedule"
+
+
+@dataclass(frozen=True, slots=True)
+class Toleration:
+    key: str = ""
+    """Empty key with operator Exists tolerates every taint."""
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: str = ""
+    effect: str = ""
+    """Empty effect tolerates every effect."""
+
+
+@dataclass(frozen=True, slots=True)
+class SelectorRequirement:
+    key: str
+    operator: SelectorOperator
+    values: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    name: str
+    owner: str | None
+    """Member from the `fairpool.io/owner` label; None for nodes nobody contributed."""
+    gpu_model: str | None
+    """From `nvidia.com/gpu.product`."""
+    gpus: int
+    """Allocatable `nvidia.com/gpu`."""
+    cpu_milli: int
+    memory_bytes: int
+    max_pods: int = 110
+    topology_domain: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    taints: tuple[Taint, ...] = ()
+    ready: bool = True
+    unschedulable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PodSpec:
+    """What one pod asks for, and where it may go."""
+
+    gpus: int
+    cpu_milli: int = 0
+    memory_bytes: int = 0
+    gpu_model: str | None = None
+    """A required GPU model (from nodeSelector `nvidia.com/gpu.product` or the trace)."""
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    affinity: tuple[tuple[SelectorRequirement, ...], ...] = ()
+    """Required node affinity: OR over terms, AND within a term; empty = anywhere."""
+    tolerations: tuple[Toleration, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RunningPod:
+    """A pod bound to a node. Pods fairpool did not schedule still take resources;
+    their member is None unless their namespace maps to one."""
+
+    uid: str
+    name: str
+    namespace: str
+    member: str | None
+    job_id: str
+    """The gang name, or the pod's own uid for a single pod."""
+    node: str
+    spec: PodSpec
+    priority: int = 0
+    started_at: float = 0.0
+    terminating: bool = False
+    """Being evicted: its resources are still taken until it is gone."""
+    scheduled_by_fairpool: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class PendingPod:
+    uid: str
+    name: str
+    namespace: str
+    spec: PodSpec
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class PendingJob:
+    """A unit of admission: one pod, or a gang that must start whole."""
+
+    job_id: str
+    member: str
+    pods: tuple[PendingPod, ...]
+    min_member: int = 1
+    """Pods that must be placed together: the gang size (1 for a single pod). When fewer
+    pods than this exist yet, the job waits."""
+    priority: int = 0
+    submitted_at: float = 0.0
+    nominated_nodes: Mapping[str, str] = field(default_factory=dict)
+    """pod uid -> node reserved for it by an earlier reclaim."""
+
+    @property
+    def is_gang(self) -> bool:
+        return self.min_member > 1
+
+    @property
+    def gpus(self) -> int:
+        return sum(p.spec.gpus for p in self.pods)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    now: float
+    nodes: tuple[Node, ...]
+    running: tuple[RunningPod, ...]
+    pending: tuple[PendingJob, ...]
+    usage_history: Mapping[str, float] = field(default_factory=dict)
+    """Member -> decayed past GPU-seconds (half-life from the policy), lowering heavy
+    users' part of the surplus. Empty when the policy sets no half-life."""

@@ -1,0 +1,24 @@
+from pathlib import Path
+
+import pytest
+
+from policies import PolicyError, load_inventory, load_policy
+from policies.loader import parse_policy
+
+
+def test_default_policy_and_inventory_load() -> None:
+    policy = load_policy()
+    inventory = load_inventory()
+    assert set(inventory.owners()) == set(policy.member_names())
+    assert inventory.total_gpus() == 64
+
+
+def test_errors_name_field_path_and_line() -> None:
+    text = Path("policies/defaults/policy.yaml").read_text()
+    text = text.replace("weight: 2", "weight: -2\n      colour: red")
+    with pytest.raises(PolicyError) as info:
+        parse_policy(text)
+    found = {(i.path, i.line) for i in info.value.issues}
+    line = text.splitlines().index("      weight: -2") + 1
+    assert ("spec.members[2].weight", line) in found
+    assert ("spec.members[2].colour", line + 1) in found
