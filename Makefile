@@ -9,6 +9,10 @@ OUT ?= out/demo
 
 .PHONY: demo test unit bench lint venv system-deps clean
 
+# Each real component adds its set-up target to SYSTEM_DEPS in its own fragment.
+SYSTEM_DEPS :=
+include $(sort $(wildcard mk/*.mk))
+
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
@@ -38,8 +42,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 ## Real components the integration tests run (installed from Debian's packages / built from Go modules).
-system-deps:
-	@true
+system-deps: $(SYSTEM_DEPS)
 
 clean:
 	rm -rf $(VENV) $(CACHE) out
