@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-CACHE := .cache
+CACHE ?= $(CURDIR)/.cache
 OUT ?= out/demo
 
 .PHONY: demo test unit bench lint venv system-deps clean
