@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import importlib
-import sys
 
 import click
 from rich.console import Console
@@ -31,6 +30,16 @@ class LazyGroup(click.Group):
         assert isinstance(command, click.Command)
         return command
 
+    def invoke(self, ctx: click.Context) -> object:
+        # Bad input from the user is exit code 2 with the field or line named, whichever
+        # subcommand met it (click's own usage errors are 2 as well).
+        try:
+            return super().invoke(ctx)
+        except InputError as exc:
+            console = Console(stderr=True, soft_wrap=True, highlight=False)
+            console.print("[bold red]error:[/]", escape(str(exc)))
+            ctx.exit(2)
+
 
 @click.group(cls=LazyGroup)
 @click.version_option(package_name="fairpool")
@@ -39,19 +48,7 @@ def cli() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    try:
-        cli.main(args=argv, standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        sys.exit(130)
-    except InputError as exc:
-        console = Console(stderr=True, soft_wrap=True, highlight=False)
-        console.print("[bold red]error:[/]", escape(str(exc)))
-        sys.exit(2)
+    cli.main(args=argv, prog_name="fairpool")
 
 
 if __name__ == "__main__":

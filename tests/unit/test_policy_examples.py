@@ -1,0 +1,132 @@
+"""Every shipped policy and inventory must load; bad documents name field and line."""
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from policies import PolicyError, load_policy
+from policies.inventory import parse_inventory
+from policies.loader import parse_policy
+from scheduler.cli.main import cli
+
+EXAMPLES = sorted(Path("policies/examples").glob("*.yaml"))
+
+
+def test_there_are_examples() -> None:
+    assert len(EXAMPLES) >= 3
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_policy_is_valid(path: Path) -> None:
+    policy = load_policy(path)
+    assert policy.members
+    result = CliRunner().invoke(cli, ["policy", "validate", str(path)])
+    assert result.exit_code == 0, result.output
+
+
+MINIMAL = """\
+apiVersion: fairpool.io/v1
+kind: Policy
+spec:
+  gpuModels:
+    - name: H100
+      hourlyCost: "2.00"
+  members:
+    - name: a
+"""
+
+
+def issues_of(text: str) -> list[tuple[str, int | None, str]]:
+    with pytest.raises(PolicyError) as info:
+        parse_policy(text)
+    return [(i.path, i.line, i.message) for i in info.value.issues]
+
+
+def test_minimal_policy_takes_defaults() -> None:
+    policy = parse_policy(MINIMAL)
+    assert policy.member("a").weight == 1.0
+    assert policy.sharing.borrowing is True
+    assert policy.billing.time_zone == "UTC"
+    assert str(policy.gpu_model("H100").hourly_cost) == "2.00"
+
+
+@pytest.mark.parametrize(
+    ("change", "path", "line", "words"),
+    [
+        (("kind: Policy", "kind: Polcy"), "kind", 2, "Policy"),
+        (('hourlyCost: "2.00"', 'hourlyCost: "-1"'), "spec.gpuModels[0].hourlyCost", 6, ""),
+        (
+            ('hourlyCost: "2.00"', 'hourlyCost: "2.00"\n      vendor: x'),
+            "spec.gpuModels[0].vendor",
+            7,
+            "unknown field",
+        ),
+        (("    - name: a", "    - name: a\n      purchased: {B200: 2}"), "spec", 3, "B200"),
+        (("    - name: a", "    - name: a\n    - name: a"), "spec", 3, "duplicate"),
+        (
+            ("    - name: a", "    - name: a\n  billing:\n    timeZone: Mars/Olympus"),
+            "spec.billing.timeZone",
+            10,
+            "Mars/Olympus",
+        ),
+        (
+            ("    - name: a", "    - name: a\n  sharing:\n    borrowing: maybe"),
+            "spec.sharing.borrowing",
+            10,
+            "",
+        ),
+        (("    - name: a", "    - name: Bad_Name"), "spec.members[0].name", 8, "pattern"),
+    ],
+)
+def test_bad_policy_names_path_and_line(
+    change: tuple[str, str], path: str, line: int, words: str
+) -> None:
+    found = issues_of(MINIMAL.replace(*change))
+    assert any(p == path and ln == line and words in msg for p, ln, msg in found), found
+
+
+def test_fixed_split_shares_must_sum_to_one() -> None:
+    text = MINIMAL + (
+        "  billing:\n    sharedFixedCosts:\n      - name: rack\n        monthlyAmount: '10'\n"
+        "        split: fixed\n        shares: {a: '0.4'}\n"
+    )
+    found = issues_of(text)
+    assert any("sum to 1" in msg for _, _, msg in found), found
+
+
+def test_not_yaml_names_line() -> None:
+    found = issues_of("apiVersion: fairpool.io/v1\nkind: [Policy\n")
+    assert found[0][1] is not None
+
+
+def test_validate_cli_exits_2_on_bad_input(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(MINIMAL.replace("name: a", "name: a\n      weight: 0"))
+    result = CliRunner().invoke(cli, ["policy", "validate", str(bad)])
+    assert result.exit_code == 2
+    missing = CliRunner().invoke(cli, ["policy", "validate", str(tmp_path / "none.yaml")])
+    assert missing.exit_code == 2
+
+
+INVENTORY = """\
+apiVersion: fairpool.io/v1
+kind: ClusterInventory
+spec:
+  nodeGroups:
+    - name: g1
+      owner: a
+      count: 2
+      gpusPerNode: 8
+      gpuModel: H100
+"""
+
+
+def test_inventory_defaults_and_errors() -> None:
+    inventory = parse_inventory(INVENTORY)
+    assert inventory.total_gpus() == 16
+    assert inventory.node_groups[0].node_names() == ["g1-0", "g1-1"]
+    with pytest.raises(PolicyError) as info:
+        parse_inventory(INVENTORY.replace("count: 2", "count: 0"))
+    assert info.value.issues[0].path == "spec.nodeGroups[0].count"
+    assert info.value.issues[0].line == 7
