@@ -1,0 +1,324 @@
+"""The canonical trace CSV (DESIGN.md, "Fixed interfaces"): read with every problem
+named by line and column, and written atomically."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from scheduler.traces.errors import IssueCollector, TraceError, TraceIssue
+from scheduler.traces.model import Trace, TraceJob
+
+REQUIRED_COLUMNS = ("job_id", "org", "submit_time", "duration_s", "num_pods", "gpus_per_pod")
+OPTIONAL_COLUMNS = ("gpu_model", "priority")
+CANONICAL_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+
+
+def _open_source(path_or_text: str | os.PathLike[str]) -> tuple[str, Iterator[str]]:
+    """(name for messages, lines). A string holding a newline is the CSV itself."""
+    if isinstance(path_or_text, str) and "\n" in path_or_text:
+        return "<trace>", iter(io.StringIO(path_or_text, newline=""))
+    path = Path(path_or_text)
+    try:
+        handle = path.open(encoding="utf-8-sig", newline="")
+    except OSError as exc:
+        raise TraceError(
+            str(path), [TraceIssue(None, None, f"cannot read: {exc.strerror}")]
+        ) from exc
+    return str(path), _lines_then_close(handle)
+
+
+def _lines_then_close(handle: io.TextIOWrapper) -> Iterator[str]:
+    with handle:
+        try:
+            yield from handle
+        except UnicodeDecodeError as exc:
+            raise TraceError(
+                handle.name, [TraceIssue(None, None, f"not UTF-8 text: {exc.reason}")]
+            ) from exc
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _whole(text: str) -> int | None:
+    """An integer, also written as '2.0' (spreadsheets do that)."""
+    try:
+        return int(text)
+    except ValueError:
+        value = _number(text)
+        if value is None or not value.is_integer():
+            return None
+        return int(value)
+
+
+def _iso_epoch(text: str) -> float | None:
+    """UTC epoch seconds of an ISO-8601 time; a time without a zone is UTC."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def read_trace(
+    path_or_text: str | os.PathLike[str],
+    members: set[str] | None = None,
+    max_gang_gpus: int | None = None,
+    gpu_models: set[str] | None = None,
+) -> Trace:
+    """The trace in a canonical CSV file (or CSV text), sorted by (submit_time, job_id).
+
+    `members`, `gpu_models` and `max_gang_gpus` (the cluster's GPU count), when given,
+    are checked too. Raises TraceError listing every problem found (the first 20 in full)
+    with its line and column."""
+    source, lines = _open_source(path_or_text)
+    problems = IssueCollector(source)
+    reader = csv.reader(lines)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise TraceError(
+            source, [TraceIssue(1, None, "empty file: expected a header row")]
+        ) from None
+    except csv.Error as exc:
+        raise TraceError(source, [TraceIssue(1, None, f"not CSV: {exc}")]) from exc
+    index = _check_header([c.strip() for c in header], problems)
+    problems.raise_if_any()
+
+    jobs: list[TraceJob] = []
+    first_line_of: dict[str, int] = {}
+    time_kind: str | None = None  # "seconds" or "iso", fixed by the first readable row
+    width = len(header)
+    try:
+        for row in reader:
+            line = reader.line_num
+            if not row or all(not cell.strip() for cell in row):
+                continue
+            if len(row) != width:
+                problems.add(line, None, f"{len(row)} fields, the header has {width}")
+                continue
+            job, time_kind = _parse_row(
+                row, line, index, time_kind, problems, members, max_gang_gpus, gpu_models
+            )
+            if job is None:
+                continue
+            if job.job_id in first_line_of:
+                problems.add(
+                    line,
+                    "job_id",
+                    f"duplicate job_id {job.job_id!r} (first on line {first_line_of[job.job_id]})",
+                )
+                continue
+            first_line_of[job.job_id] = line
+            jobs.append(job)
+    except csv.Error as exc:
+        problems.add(reader.line_num, None, f"not CSV: {exc}")
+    if not jobs and not problems:
+        problems.add(None, None, "empty trace: the file has a header but no jobs")
+    problems.raise_if_any()
+
+    start_epoch = 0.0
+    if time_kind == "iso":
+        # ISO times were kept as epoch seconds; trace time 0 is the earliest submission.
+        start_epoch = min(j.submit_time for j in jobs)
+        jobs = [_shift(j, start_epoch) for j in jobs]
+    jobs.sort(key=lambda j: (j.submit_time, j.job_id))
+    return Trace(jobs=tuple(jobs), start_epoch=start_epoch)
+
+
+def _shift(job: TraceJob, origin: float) -> TraceJob:
+    return TraceJob(
+        job_id=job.job_id,
+        org=job.org,
+        submit_time=job.submit_time - origin,
+        duration_s=job.duration_s,
+        num_pods=job.num_pods,
+        gpus_per_pod=job.gpus_per_pod,
+        gpu_model=job.gpu_model,
+        priority=job.priority,
+    )
+
+
+def _check_header(names: list[str], problems: IssueCollector) -> dict[str, int]:
+    index: dict[str, int] = {}
+    for position, name in enumerate(names):
+        if name in index:
+            problems.add(1, name, "column appears twice in the header")
+        index[name] = position
+    for name in REQUIRED_COLUMNS:
+        if name not in index:
+            problems.add(1, name, "missing required column")
+    extra = [n for n in names if n not in CANONICAL_COLUMNS]
+    if extra:
+        allowed = ", ".join(CANONICAL_COLUMNS)
+        problems.add(
+            1, ", ".join(extra), f"unknown column(s) {', '.join(extra)} (allowed: {allowed})"
+        )
+    return index
+
+
+def _parse_row(
+    row: list[str],
+    line: int,
+    index: dict[str, int],
+    time_kind: str | None,
+    problems: IssueCollector,
+    members: set[str] | None,
+    max_gang_gpus: int | None,
+    gpu_models: set[str] | None,
+) -> tuple[TraceJob | None, str | None]:
+    """One job, or None after recording its problems; and the trace's time kind."""
+    before = problems.total
+
+    def cell(name: str) -> str:
+        position = index.get(name)
+        return row[position].strip() if position is not None else ""
+
+    job_id = cell("job_id")
+    if not job_id:
+        problems.add(line, "job_id", "empty job_id")
+    org = cell("org")
+    if not org:
+        problems.add(line, "org", "empty org (the member that submits the job)")
+    elif members is not None and org not in members:
+        problems.add(line, "org", f"unknown member {org!r} (members: {', '.join(sorted(members))})")
+
+    raw_time = cell("submit_time")
+    submit = _number(raw_time)
+    kind = "seconds" if submit is not None else None
+    if submit is None:
+        submit = _iso_epoch(raw_time)
+        kind = "iso" if submit is not None else None
+    if submit is None or kind is None:
+        problems.add(line, "submit_time", f"{raw_time!r} is neither seconds nor an ISO-8601 time")
+    elif time_kind is not None and kind != time_kind:
+        problems.add(
+            line,
+            "submit_time",
+            f"{raw_time!r} is {'ISO-8601' if kind == 'iso' else 'seconds'} but earlier rows "
+            f"use {'ISO-8601' if time_kind == 'iso' else 'seconds'}; use one kind for all rows",
+        )
+    elif kind == "seconds" and submit < 0:
+        problems.add(line, "submit_time", f"negative time {raw_time}")
+    if time_kind is None and kind is not None:
+        time_kind = kind
+
+    raw_duration = cell("duration_s")
+    duration = _number(raw_duration)
+    if duration is None:
+        problems.add(line, "duration_s", f"{raw_duration!r} is not a number of seconds")
+    elif duration <= 0:
+        problems.add(line, "duration_s", f"duration must be > 0, got {raw_duration}")
+
+    num_pods = _count(cell("num_pods"), "num_pods", line, problems)
+    gpus_per_pod = _count(cell("gpus_per_pod"), "gpus_per_pod", line, problems)
+    if num_pods is not None and gpus_per_pod is not None and max_gang_gpus is not None:
+        gpus = num_pods * gpus_per_pod
+        if gpus > max_gang_gpus:
+            what = "gang" if num_pods > 1 else "job"
+            problems.add(
+                line,
+                "num_pods" if num_pods > 1 else "gpus_per_pod",
+                f"{what} of {num_pods} x {gpus_per_pod} = {gpus} GPUs is larger than the "
+                f"cluster ({max_gang_gpus} GPUs)",
+            )
+
+    gpu_model = cell("gpu_model") or None
+    if gpu_model is not None and gpu_models is not None and gpu_model not in gpu_models:
+        problems.add(
+            line,
+            "gpu_model",
+            f"unknown GPU model {gpu_model!r} (cluster has: {', '.join(sorted(gpu_models))})",
+        )
+
+    priority = 0
+    raw_priority = cell("priority")
+    if raw_priority:
+        parsed = _whole(raw_priority)
+        if parsed is None:
+            problems.add(line, "priority", f"{raw_priority!r} is not an integer")
+        else:
+            priority = parsed
+
+    if problems.total > before:
+        return None, time_kind
+    assert submit is not None and duration is not None
+    assert num_pods is not None and gpus_per_pod is not None
+    job = TraceJob(
+        job_id=job_id,
+        org=org,
+        submit_time=submit,
+        duration_s=duration,
+        num_pods=num_pods,
+        gpus_per_pod=gpus_per_pod,
+        gpu_model=gpu_model,
+        priority=priority,
+    )
+    return job, time_kind
+
+
+def _count(text: str, column: str, line: int, problems: IssueCollector) -> int | None:
+    value = _whole(text)
+    if value is None:
+        problems.add(line, column, f"{text!r} is not a whole number")
+        return None
+    if value < 1:
+        problems.add(line, column, f"must be at least 1, got {text}")
+        return None
+    return value
+
+
+def _seconds_text(value: float) -> str:
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def trace_rows(trace: Trace) -> Iterable[list[str]]:
+    """The canonical CSV rows (header first). Times are ISO-8601 UTC when the trace has a
+    start epoch (so re-reading keeps it), else seconds from trace start."""
+    yield list(CANONICAL_COLUMNS)
+    for job in trace.jobs:
+        if trace.start_epoch:
+            moment = datetime.fromtimestamp(trace.start_epoch + job.submit_time, tz=UTC)
+            submit = moment.isoformat()
+        else:
+            submit = _seconds_text(job.submit_time)
+        yield [
+            job.job_id,
+            job.org,
+            submit,
+            _seconds_text(job.duration_s),
+            str(job.num_pods),
+            str(job.gpus_per_pod),
+            job.gpu_model or "",
+            str(job.priority),
+        ]
+
+
+def write_trace(trace: Trace, path: str | os.PathLike[str]) -> None:
+    """Write `trace` as canonical CSV to `path`: all of it or, on failure, nothing."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            csv.writer(handle, lineterminator="\n").writerows(trace_rows(trace))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp_name, target)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,312 @@
+"""A synthetic trace shaped like published GPU-cluster traces.
+
+The shape follows what the Philly (Jeon et al., ATC'19), Helios (Hu et al., SC'21) and
+PAI (Weng et al., NSDI'22) studies report: most jobs ask for one GPU, fewer for 2/4/8
+GPUs on one node, and a thin tail of multi-node gangs of full nodes; run times are
+heavy-tailed (minutes to days, bigger jobs run longer); submissions are bursty, with a
+daily and weekly rhythm and per-member bursts (a deadline, a sweep).
+
+Pure and deterministic: the same arguments give the same trace."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from policies.errors import InputError
+from scheduler.traces.model import Trace, TraceJob
+
+DAY_S = 86_400.0
+MIN_DURATION_S = 60.0
+MAX_DURATION_S = 3 * DAY_S
+BIN_S = 600.0
+"""Arrival intensity is piecewise constant over 10-minute bins."""
+
+# Share of jobs by GPUs asked for. Single-pod sizes are multiples of nothing in
+# particular; gang sizes are counted in full pods (see `_shape`).
+SINGLE_POD_MIX: dict[int, float] = {1: 0.70, 2: 0.10, 4: 0.09, 8: 0.07}
+GANG_PODS_MIX: dict[int, float] = {2: 0.020, 4: 0.012, 8: 0.008}
+
+
+@dataclass(frozen=True, slots=True)
+class _DurationLaw:
+    median_s: float
+    sigma: float
+
+
+# Log-normal run time by job size: a sigma near 1.5-2 gives p99/p50 of 30-100.
+SINGLE_GPU_LAW = _DurationLaw(median_s=20 * 60, sigma=1.9)
+SINGLE_NODE_LAW = _DurationLaw(median_s=90 * 60, sigma=1.7)
+GANG_LAW = _DurationLaw(median_s=4 * 3600, sigma=1.4)
+
+
+def synthesize(
+    members: Sequence[str],
+    gpus: int,
+    days: float,
+    load: float,
+    seed: int,
+    gpu_models: Mapping[str, int] | None = None,
+    member_weights: Mapping[str, float] | None = None,
+    max_gpus_per_pod: int | Mapping[str, int] = 8,
+) -> Trace:
+    """A trace of `days` days whose offered GPU-seconds are about
+    `load * gpus * days * 86400` (load > 1 means contention).
+
+    `gpu_models` (model -> GPUs of that model in the cluster) gives each job a model with
+    probability proportional to capacity and keeps every job within that model's
+    capacity; without it jobs carry no model and stay within `gpus`. `member_weights`
+    splits the load between members (default: seeded random, unequal, intensities).
+    `max_gpus_per_pod` (per model, or one number) is the largest pod: the GPUs of the
+    biggest node; gangs are made of such full pods."""
+    _check_arguments(members, gpus, days, load, gpu_models, member_weights)
+    rng = np.random.default_rng(seed)
+    names = list(dict.fromkeys(members))
+    weights = _weights(names, member_weights, rng)
+    horizon = days * DAY_S
+    target = load * gpus * horizon
+    models = dict(gpu_models) if gpu_models else None
+
+    jobs: list[TraceJob] = []
+    for name, weight in zip(names, weights, strict=True):
+        member_rng = np.random.default_rng([seed, _stable_hash(name)])
+        jobs.extend(
+            _member_jobs(name, weight * target, horizon, gpus, models, max_gpus_per_pod, member_rng)
+        )
+    jobs.sort(key=lambda j: (j.submit_time, j.org))
+    width = max(6, len(str(len(jobs))))
+    numbered = tuple(
+        TraceJob(
+            job_id=f"job-{i:0{width}d}",
+            org=j.org,
+            submit_time=j.submit_time,
+            duration_s=j.duration_s,
+            num_pods=j.num_pods,
+            gpus_per_pod=j.gpus_per_pod,
+            gpu_model=j.gpu_model,
+            priority=j.priority,
+        )
+        for i, j in enumerate(jobs, start=1)
+    )
+    return Trace(jobs=numbered, start_epoch=0.0)
+
+
+def _check_arguments(
+    members: Sequence[str],
+    gpus: int,
+    days: float,
+    load: float,
+    gpu_models: Mapping[str, int] | None,
+    member_weights: Mapping[str, float] | None,
+) -> None:
+    if not members or any(not m for m in members):
+        raise InputError("synthesize: members must be a non-empty list of names")
+    if gpus < 1:
+        raise InputError(f"synthesize: gpus must be at least 1, got {gpus}")
+    if not days > 0:
+        raise InputError(f"synthesize: days must be > 0, got {days}")
+    if not load > 0:
+        raise InputError(f"synthesize: load must be > 0, got {load}")
+    if gpu_models is not None:
+        bad = [m for m, n in gpu_models.items() if n < 1]
+        if not gpu_models or bad:
+            raise InputError(f"synthesize: gpu_models need at least 1 GPU each: {bad}")
+    if member_weights is not None:
+        unknown = sorted(set(member_weights) - set(members))
+        if unknown or any(w < 0 for w in member_weights.values()):
+            raise InputError(
+                f"synthesize: member_weights must be >= 0 and name members (unknown: {unknown})"
+            )
+        if not any(member_weights.get(m, 0) > 0 for m in members):
+            raise InputError("synthesize: member_weights give every member zero load")
+
+
+def _stable_hash(text: str) -> int:
+    """A per-member seed part that does not depend on PYTHONHASHSEED."""
+    value = 0
+    for byte in text.encode():
+        value = (value * 131 + byte) % (2**61 - 1)
+    return value
+
+
+def _weights(
+    names: list[str], given: Mapping[str, float] | None, rng: np.random.Generator
+) -> list[float]:
+    if given is not None:
+        raw = np.array([float(given.get(n, 0.0)) for n in names])
+    else:
+        # Members differ: some submit several times more than others.
+        raw = rng.lognormal(mean=0.0, sigma=0.5, size=len(names))
+    return [float(w) for w in raw / raw.sum()]
+
+
+def _model_caps(
+    models: dict[str, int] | None, gpus: int, max_gpus_per_pod: int | Mapping[str, int]
+) -> list[tuple[str | None, int, int, float]]:
+    """(model, GPUs of that model, largest pod, probability) per model."""
+    if models is None:
+        pod = (
+            max_gpus_per_pod
+            if isinstance(max_gpus_per_pod, int)
+            else max(max_gpus_per_pod.values(), default=8)
+        )
+        return [(None, gpus, max(1, min(pod, gpus)), 1.0)]
+    total = sum(models.values())
+    caps: list[tuple[str | None, int, int, float]] = []
+    for model, count in sorted(models.items()):
+        pod = (
+            max_gpus_per_pod
+            if isinstance(max_gpus_per_pod, int)
+            else max_gpus_per_pod.get(model, 8)
+        )
+        caps.append((model, count, max(1, min(pod, count)), count / total))
+    return caps
+
+
+def _shape_menu(capacity: int, pod: int) -> tuple[list[tuple[int, int]], np.ndarray]:
+    """Possible (num_pods, gpus_per_pod) within `capacity` and their probabilities."""
+    shapes: list[tuple[int, int]] = []
+    weights: list[float] = []
+    for size, share in SINGLE_POD_MIX.items():
+        if size <= pod:
+            shapes.append((1, size))
+            weights.append(share)
+    if pod not in SINGLE_POD_MIX:
+        # A node size off the usual powers of two: its full-node jobs take the 8-GPU share.
+        shapes.append((1, pod))
+        weights.append(SINGLE_POD_MIX[8])
+    for pods, share in GANG_PODS_MIX.items():
+        if pods * pod <= capacity:
+            shapes.append((pods, pod))
+            weights.append(share)
+    p = np.array(weights)
+    return shapes, p / p.sum()
+
+
+def _durations(
+    rng: np.random.Generator, num_pods: np.ndarray, gpus_per_pod: np.ndarray, cap: float
+) -> np.ndarray:
+    gang = num_pods > 1
+    single_gpu = (~gang) & (gpus_per_pod == 1)
+    median = np.where(
+        gang,
+        GANG_LAW.median_s,
+        np.where(single_gpu, SINGLE_GPU_LAW.median_s, SINGLE_NODE_LAW.median_s),
+    )
+    sigma = np.where(
+        gang, GANG_LAW.sigma, np.where(single_gpu, SINGLE_GPU_LAW.sigma, SINGLE_NODE_LAW.sigma)
+    )
+    raw = median * np.exp(sigma * rng.standard_normal(len(num_pods)))
+    return np.clip(np.round(raw), MIN_DURATION_S, cap)
+
+
+def _member_jobs(
+    member: str,
+    target_gpu_s: float,
+    horizon: float,
+    gpus: int,
+    models: dict[str, int] | None,
+    max_gpus_per_pod: int | Mapping[str, int],
+    rng: np.random.Generator,
+) -> list[TraceJob]:
+    if target_gpu_s <= 0:
+        return []
+    caps = _model_caps(models, gpus, max_gpus_per_pod)
+    # One job may not exceed a tenth of the member's offered work, or a short trace
+    # would be dominated (and its load missed) by a single multi-day gang.
+    duration_cap = min(MAX_DURATION_S, max(horizon, MIN_DURATION_S))
+    model_p = np.array([c[3] for c in caps])
+    menus = [_shape_menu(c[1], c[2]) for c in caps]
+    # Members differ in how much distributed training they do.
+    gang_taste = float(rng.lognormal(0.0, 0.6))
+
+    model_idx: list[np.ndarray] = []
+    pods_all: list[np.ndarray] = []
+    per_pod_all: list[np.ndarray] = []
+    durations_all: list[np.ndarray] = []
+    offered = 0.0
+    batch = 256
+    while offered < target_gpu_s:
+        chosen = rng.choice(len(caps), size=batch, p=model_p)
+        pods = np.empty(batch, dtype=np.int64)
+        per_pod = np.empty(batch, dtype=np.int64)
+        for k, (shapes, p) in enumerate(menus):
+            mask = chosen == k
+            if not mask.any():
+                continue
+            tilted = p * np.array([gang_taste if n > 1 else 1.0 for n, _ in shapes])
+            picks = rng.choice(len(shapes), size=int(mask.sum()), p=tilted / tilted.sum())
+            pods[mask] = np.array([shapes[i][0] for i in picks])
+            per_pod[mask] = np.array([shapes[i][1] for i in picks])
+        durations = _durations(rng, pods, per_pod, duration_cap)
+        job_gpus = pods * per_pod
+        durations = np.maximum(
+            MIN_DURATION_S, np.minimum(durations, np.floor(0.1 * target_gpu_s / job_gpus))
+        )
+        model_idx.append(chosen)
+        pods_all.append(pods)
+        per_pod_all.append(per_pod)
+        durations_all.append(durations)
+        offered += float((durations * job_gpus).sum())
+        batch = min(batch * 2, 65_536)
+
+    chosen = np.concatenate(model_idx)
+    pods = np.concatenate(pods_all)
+    per_pod = np.concatenate(per_pod_all)
+    durations = np.concatenate(durations_all)
+    # Keep the prefix whose offered work comes closest to the target.
+    cumulative = np.cumsum(durations * pods * per_pod)
+    n = int(np.searchsorted(cumulative, target_gpu_s))
+    if n > 0 and abs(cumulative[n - 1] - target_gpu_s) < abs(cumulative[n] - target_gpu_s):
+        count = n
+    else:
+        count = n + 1
+    submits = _arrivals(count, horizon, rng)
+    return [
+        TraceJob(
+            job_id="",
+            org=member,
+            submit_time=float(submits[i]),
+            duration_s=float(durations[i]),
+            num_pods=int(pods[i]),
+            gpus_per_pod=int(per_pod[i]),
+            gpu_model=caps[int(chosen[i])][0],
+        )
+        for i in range(count)
+    ]
+
+
+def _arrivals(count: int, horizon: float, rng: np.random.Generator) -> np.ndarray:
+    """`count` submit times of a bursty process over [0, horizon): an inhomogeneous
+    Poisson process conditioned on its count, whose intensity is a daily and weekly
+    rhythm times an on/off burst state (a Markov-modulated process)."""
+    bins = max(1, int(np.ceil(horizon / BIN_S)))
+    starts = np.arange(bins) * BIN_S
+    hour = (starts % DAY_S) / 3600.0
+    # Busy working hours around a member-specific peak (members sit in different zones).
+    peak = rng.uniform(11.0, 17.0)
+    daily = 1.0 + 0.7 * np.cos(2 * np.pi * (hour - peak) / 24.0)
+    weekday = (starts // DAY_S) % 7
+    weekly = np.where(weekday >= 5, 0.5, 1.0)
+    burst = _on_off(bins, rng)
+    intensity = daily * weekly * burst
+    p = intensity / intensity.sum()
+    picked = rng.choice(bins, size=count, p=p)
+    times = starts[picked] + rng.uniform(0.0, BIN_S, size=count)
+    return np.round(np.minimum(times, np.nextafter(horizon, 0.0)), 3)
+
+
+def _on_off(bins: int, rng: np.random.Generator) -> np.ndarray:
+    """Per-bin burst multiplier: quiet spells (x0.3) and bursts (x4) of random length."""
+    level = np.empty(bins)
+    position = 0
+    on = bool(rng.random() < 0.2)
+    while position < bins:
+        mean_hours = 8.0 if on else 36.0
+        length = max(1, int(rng.exponential(mean_hours * 3600.0 / BIN_S)))
+        level[position : position + length] = 4.0 if on else 0.3
+        position += length
+        on = not on
+    return level
