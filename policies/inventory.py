@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from policies.errors import FieldIssue, PolicyError
 from policies.model import _Strict
@@ -41,20 +41,22 @@ class NodeGroup(_Strict):
 class InventorySpec(_Strict):
     node_groups: list[NodeGroup] = Field(min_length=1)
 
-    @model_validator(mode="after")
-    def _unique_groups(self) -> InventorySpec:
-        seen: set[str] = set()
-        for group in self.node_groups:
-            if group.name in seen:
-                raise ValueError(f"nodeGroups: duplicate name {group.name!r}")
-            seen.add(group.name)
-        return self
+    def reference_issues(self) -> list[tuple[tuple[str | int, ...], str]]:
+        names = [g.name for g in self.node_groups]
+        return [
+            (("spec", "nodeGroups", i, "name"), f"duplicate node group {name!r}")
+            for i, name in enumerate(names)
+            if name in names[:i]
+        ]
 
 
 class ClusterInventory(_Strict):
     api_version: Literal["fairpool.io/v1"]
     kind: Literal["ClusterInventory"]
     spec: InventorySpec
+
+    def reference_issues(self) -> list[tuple[tuple[str | int, ...], str]]:
+        return self.spec.reference_issues()
 
     @property
     def node_groups(self) -> list[NodeGroup]:

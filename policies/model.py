@@ -132,35 +132,47 @@ class PolicySpec(_Strict):
     sharing: SharingRules = Field(default_factory=SharingRules)
     billing: BillingRules = Field(default_factory=BillingRules)
 
-    @model_validator(mode="after")
-    def _cross_references(self) -> PolicySpec:
+    def reference_issues(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """Problems between fields (unknown names, duplicates), each at its exact path.
+
+        Kept out of pydantic validators so each one names the offending field, not just
+        `spec`, and so they are all reported at once."""
+        found: list[tuple[tuple[str | int, ...], str]] = []
         models = [m.name for m in self.gpu_models]
-        _no_duplicates("gpuModels", models)
+        for i, name in enumerate(models):
+            if name in models[:i]:
+                found.append((("gpuModels", i, "name"), f"duplicate GPU model {name!r}"))
         names = [m.name for m in self.members]
-        _no_duplicates("members", names)
-        for member in self.members:
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                found.append((("members", i, "name"), f"duplicate member {name!r}"))
+        for i, member in enumerate(self.members):
             for model in member.purchased:
                 if model not in models:
-                    raise ValueError(
-                        f"member {member.name!r} purchased unknown GPU model {model!r} "
-                        f"(known: {', '.join(models)})"
+                    found.append(
+                        (
+                            ("members", i, "purchased", model),
+                            f"unknown GPU model {model!r} (known: {', '.join(models)})",
+                        )
                     )
-        currencies = {m.currency for m in self.gpu_models} | {self.billing.currency}
-        if len(currencies) > 1:
-            raise ValueError(f"one currency per policy, found {sorted(currencies)}")
-        for cost in self.billing.shared_fixed_costs:
-            for member in cost.shares or {}:
-                if member not in names:
-                    raise ValueError(f"shared cost {cost.name!r} names unknown member {member!r}")
-        return self
-
-
-def _no_duplicates(field: str, names: list[str]) -> None:
-    seen: set[str] = set()
-    for name in names:
-        if name in seen:
-            raise ValueError(f"{field}: duplicate name {name!r}")
-        seen.add(name)
+        for i, gpu in enumerate(self.gpu_models):
+            if gpu.currency != self.billing.currency:
+                found.append(
+                    (
+                        ("gpuModels", i, "currency"),
+                        f"{gpu.currency} differs from billing currency {self.billing.currency}",
+                    )
+                )
+        for i, cost in enumerate(self.billing.shared_fixed_costs):
+            for share_name in cost.shares or {}:
+                if share_name not in names:
+                    found.append(
+                        (
+                            ("billing", "sharedFixedCosts", i, "shares", share_name),
+                            f"unknown member {share_name!r}",
+                        )
+                    )
+        return [(("spec", *loc), message) for loc, message in found]
 
 
 class Policy(_Strict):
@@ -168,6 +180,9 @@ class Policy(_Strict):
     kind: Literal["Policy"]
     metadata: Metadata = Field(default_factory=Metadata)
     spec: PolicySpec
+
+    def reference_issues(self) -> list[tuple[tuple[str | int, ...], str]]:
+        return self.spec.reference_issues()
 
     @property
     def version(self) -> int:

@@ -64,7 +64,7 @@ def validate_document(model: type[M], text: str, source: str) -> M:
     if not isinstance(data, dict):
         raise PolicyError(source, [FieldIssue("", "expected a mapping at the top level", 1)])
     try:
-        return model.model_validate(data)
+        document = model.model_validate(data)
     except ValidationError as exc:
         issues = []
         for err in exc.errors():
@@ -78,3 +78,12 @@ def validate_document(model: type[M], text: str, source: str) -> M:
                 message = "required field is missing"
             issues.append(FieldIssue(format_path(loc), message, line_of(node, loc)))
         raise PolicyError(source, issues) from exc
+    checker = getattr(document, "reference_issues", None)
+    if checker is not None:
+        found = checker()
+        if found:
+            raise PolicyError(
+                source,
+                [FieldIssue(format_path(loc), msg, line_of(node, loc)) for loc, msg in found],
+            )
+    return document

@@ -62,8 +62,13 @@ def test_minimal_policy_takes_defaults() -> None:
             7,
             "unknown field",
         ),
-        (("    - name: a", "    - name: a\n      purchased: {B200: 2}"), "spec", 3, "B200"),
-        (("    - name: a", "    - name: a\n    - name: a"), "spec", 3, "duplicate"),
+        (
+            ("    - name: a", "    - name: a\n      purchased: {B200: 2}"),
+            "spec.members[0].purchased.B200",
+            9,
+            "B200",
+        ),
+        (("    - name: a", "    - name: a\n    - name: a"), "spec.members[1].name", 9, "duplicate"),
         (
             ("    - name: a", "    - name: a\n  billing:\n    timeZone: Mars/Olympus"),
             "spec.billing.timeZone",
