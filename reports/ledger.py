@@ -1,0 +1,442 @@
+"""The usage ledger: metered GPU usage per hour and pod, durable in SQL.
+
+SQLite file by default, any SQLAlchemy URL (e.g. ``postgresql+psycopg://...``) otherwise.
+Tables are created when missing. Every ``hour`` is the start of a UTC hour, stored as UTC
+and always returned timezone-aware UTC.
+
+==============  ===========================  ==============================================
+table           key                          columns
+==============  ===========================  ==============================================
+usage           (hour, pod_uid)              namespace, pod, job_id, member, owner,
+                                             gpu_model, node, gpu_seconds (float),
+                                             utilization (float 0..1, NULL = unknown),
+                                             coverage (0..1), policy_version (int),
+                                             source ("fairpool" | "kube-state-metrics" |
+                                             "simulation")
+capacity        (hour, node)                 owner, gpu_model, gpu_seconds_available,
+                                             coverage
+reclaim_lost    (hour, member, gpu_model)    gpu_seconds_lost
+hours           hour                         status ("metered" | "pending"), coverage,
+                                             attempts, last_error, metered_at
+metering_runs   id                           started_at, finished_at, range_start,
+                                             range_end, hours_ok, hours_pending,
+                                             mean_coverage, error
+==============  ===========================  ==============================================
+
+``usage_frame``, ``capacity_frame`` and ``reclaim_lost_frame`` return the same columns as
+the simulator's ``usage.parquet`` / ``capacity.parquet`` / ``reclaim_lost.parquet`` (plus
+``pod``, ``source`` for usage and ``node``, ``coverage`` for capacity), so the cost model
+bills simulated and metered usage alike. Capacity is per node; group by (hour, owner,
+gpu_model) to match the simulator's aggregation.
+
+An hour's rows are only ever replaced as a whole, in one transaction (``replace_hour``):
+rerunning an hour never duplicates, and a failed run leaves the previous rows intact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Dialect,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    event,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.types import TypeDecorator
+
+from policies.errors import InputError
+
+HOUR = timedelta(hours=1)
+
+METERED = "metered"
+PENDING = "pending"
+
+SOURCES = ("fairpool", "kube-state-metrics", "simulation")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend (SQLite keeps naive UTC text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise InputError(f"naive datetime {value.isoformat()} given to the ledger; use UTC")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+metadata = MetaData()
+
+usage_table = Table(
+    "usage",
+    metadata,
+    Column("hour", UTCDateTime, primary_key=True),
+    Column("pod_uid", String(128), primary_key=True),
+    Column("namespace", String(253), nullable=False),
+    Column("pod", String(253), nullable=False, default=""),
+    Column("job_id", String(253), nullable=False, default=""),
+    Column("member", String(253), nullable=False),
+    Column("owner", String(253), nullable=False),
+    Column("gpu_model", String(253), nullable=False),
+    Column("node", String(253), nullable=False),
+    Column("gpu_seconds", Float, nullable=False),
+    Column("utilization", Float, nullable=True),
+    Column("coverage", Float, nullable=False),
+    Column("policy_version", Integer, nullable=False),
+    Column("source", String(32), nullable=False),
+)
+
+capacity_table = Table(
+    "capacity",
+    metadata,
+    Column("hour", UTCDateTime, primary_key=True),
+    Column("node", String(253), primary_key=True),
+    Column("owner", String(253), nullable=False),
+    Column("gpu_model", String(253), nullable=False),
+    Column("gpu_seconds_available", Float, nullable=False),
+    Column("coverage", Float, nullable=False),
+)
+
+reclaim_lost_table = Table(
+    "reclaim_lost",
+    metadata,
+    Column("hour", UTCDateTime, primary_key=True),
+    Column("member", String(253), primary_key=True),
+    Column("gpu_model", String(253), primary_key=True),
+    Column("gpu_seconds_lost", Float, nullable=False),
+)
+
+hours_table = Table(
+    "hours",
+    metadata,
+    Column("hour", UTCDateTime, primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("coverage", Float, nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", Text, nullable=True),
+    Column("metered_at", UTCDateTime, nullable=True),
+)
+
+metering_runs_table = Table(
+    "metering_runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Column("range_start", UTCDateTime, nullable=False),
+    Column("range_end", UTCDateTime, nullable=False),
+    Column("hours_ok", Integer, nullable=False, default=0),
+    Column("hours_pending", Integer, nullable=False, default=0),
+    Column("mean_coverage", Float, nullable=True),
+    Column("error", Text, nullable=True),
+)
+
+USAGE_COLUMNS = [c.name for c in usage_table.columns]
+CAPACITY_COLUMNS = [c.name for c in capacity_table.columns]
+RECLAIM_LOST_COLUMNS = [c.name for c in reclaim_lost_table.columns]
+HOURS_COLUMNS = [c.name for c in hours_table.columns]
+
+# Columns a caller may leave out of a usage frame, and what they become.
+_USAGE_DEFAULTS: dict[str, Any] = {
+    "pod": "",
+    "job_id": "",
+    "utilization": None,
+    "source": "fairpool",
+}
+
+
+def hour_start(value: datetime) -> datetime:
+    """`value` as a tz-aware UTC datetime, checked to be the start of an hour."""
+    if value.tzinfo is None:
+        raise InputError(f"hour {value.isoformat()} has no time zone; the ledger keeps UTC")
+    value = value.astimezone(UTC)
+    if value.minute or value.second or value.microsecond:
+        raise InputError(f"hour {value.isoformat()} is not the start of an hour")
+    return value
+
+
+def hours_between(start: datetime, end: datetime) -> list[datetime]:
+    """Every hour start h with start <= h < end (both bounds on the hour, UTC)."""
+    first, last = hour_start(start), hour_start(end)
+    out: list[datetime] = []
+    hour = first
+    while hour < last:
+        out.append(hour)
+        hour += HOUR
+    return out
+
+
+@dataclass(frozen=True)
+class MeteringRun:
+    """One metering run as recorded in `metering_runs`."""
+
+    started_at: datetime
+    finished_at: datetime
+    range_start: datetime
+    range_end: datetime
+    hours_ok: int
+    hours_pending: int
+    mean_coverage: float | None
+    error: str | None = None
+
+
+class Ledger:
+    """The usage ledger at `url` (tables created when missing)."""
+
+    def __init__(self, url: str = "sqlite:///fairpool-ledger.db", *, echo: bool = False) -> None:
+        self.url = url
+        self.engine: Engine = create_engine(url, echo=echo)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- writing -------------------------------------------------------------------
+
+    def replace_hour(
+        self,
+        hour: datetime,
+        usage: pd.DataFrame,
+        capacity: pd.DataFrame,
+        reclaim_lost: pd.DataFrame | None,
+        coverage: float,
+    ) -> None:
+        """Replace everything stored for `hour` by these rows and mark it metered,
+        in one transaction."""
+        hour = hour_start(hour)
+        if not 0.0 <= coverage <= 1.0:
+            raise InputError(f"coverage {coverage} is outside 0..1")
+        usage_rows = _rows(usage, hour, USAGE_COLUMNS, _USAGE_DEFAULTS, "usage")
+        for row in usage_rows:
+            if row["source"] not in SOURCES:
+                raise InputError(f"usage source {row['source']!r} is not one of {SOURCES}")
+        capacity_rows = _rows(capacity, hour, CAPACITY_COLUMNS, {}, "capacity")
+        lost_rows = (
+            _rows(reclaim_lost, hour, RECLAIM_LOST_COLUMNS, {}, "reclaim_lost")
+            if reclaim_lost is not None
+            else []
+        )
+        now = datetime.now(UTC)
+        with self.engine.begin() as conn:
+            for table in (usage_table, capacity_table, reclaim_lost_table):
+                conn.execute(delete(table).where(table.c.hour == hour))
+            if usage_rows:
+                conn.execute(insert(usage_table), usage_rows)
+            if capacity_rows:
+                conn.execute(insert(capacity_table), capacity_rows)
+            if lost_rows:
+                conn.execute(insert(reclaim_lost_table), lost_rows)
+            attempts = _attempts(conn, hour)
+            conn.execute(delete(hours_table).where(hours_table.c.hour == hour))
+            conn.execute(
+                insert(hours_table),
+                [
+                    {
+                        "hour": hour,
+                        "status": METERED,
+                        "coverage": float(coverage),
+                        "attempts": attempts + 1,
+                        "last_error": None,
+                        "metered_at": now,
+                    }
+                ],
+            )
+
+    def mark_pending(self, hour: datetime, error: str) -> None:
+        """Record a failed attempt at `hour`. An hour never metered becomes pending; an
+        hour already metered keeps its rows and status (they are still the best data) and
+        only records the error."""
+        hour = hour_start(hour)
+        with self.engine.begin() as conn:
+            existing = conn.execute(
+                select(hours_table.c.status, hours_table.c.attempts).where(
+                    hours_table.c.hour == hour
+                )
+            ).first()
+            if existing is None:
+                conn.execute(
+                    insert(hours_table),
+                    [
+                        {
+                            "hour": hour,
+                            "status": PENDING,
+                            "coverage": None,
+                            "attempts": 1,
+                            "last_error": error,
+                            "metered_at": None,
+                        }
+                    ],
+                )
+            else:
+                conn.execute(
+                    update(hours_table)
+                    .where(hours_table.c.hour == hour)
+                    .values(attempts=existing.attempts + 1, last_error=error)
+                )
+
+    def record_run(self, run: MeteringRun) -> int:
+        """Store a metering run; returns its id."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                insert(metering_runs_table).values(
+                    started_at=run.started_at,
+                    finished_at=run.finished_at,
+                    range_start=run.range_start,
+                    range_end=run.range_end,
+                    hours_ok=run.hours_ok,
+                    hours_pending=run.hours_pending,
+                    mean_coverage=run.mean_coverage,
+                    error=run.error,
+                )
+            )
+            key = result.inserted_primary_key
+            return int(key[0]) if key is not None else 0
+
+    # ---- reading -------------------------------------------------------------------
+
+    def pending_hours(self) -> list[datetime]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(hours_table.c.hour)
+                .where(hours_table.c.status == PENDING)
+                .order_by(hours_table.c.hour)
+            )
+            return [r.hour for r in rows]
+
+    def hour_status(self, start: datetime, end: datetime) -> pd.DataFrame:
+        """Status rows of the hours in [start, end) that were ever attempted."""
+        return self._frame(hours_table, HOURS_COLUMNS, start, end)
+
+    def usage_frame(self, start: datetime, end: datetime) -> pd.DataFrame:
+        return self._frame(usage_table, USAGE_COLUMNS, start, end)
+
+    def capacity_frame(self, start: datetime, end: datetime) -> pd.DataFrame:
+        return self._frame(capacity_table, CAPACITY_COLUMNS, start, end)
+
+    def reclaim_lost_frame(self, start: datetime, end: datetime) -> pd.DataFrame:
+        return self._frame(reclaim_lost_table, RECLAIM_LOST_COLUMNS, start, end)
+
+    def metering_runs(self) -> pd.DataFrame:
+        columns = [c.name for c in metering_runs_table.columns]
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(metering_runs_table).order_by(metering_runs_table.c.id))
+            frame = pd.DataFrame([tuple(r) for r in rows], columns=columns)
+        for column in ("started_at", "finished_at", "range_start", "range_end"):
+            frame[column] = pd.to_datetime(frame[column], utc=True)
+        return frame
+
+    def _frame(
+        self, table: Table, columns: list[str], start: datetime, end: datetime
+    ) -> pd.DataFrame:
+        start, end = _aware(start, "start"), _aware(end, "end")
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(table)
+                .where(table.c.hour >= start, table.c.hour < end)
+                .order_by(*table.primary_key.columns)
+            )
+            frame = pd.DataFrame([tuple(r) for r in rows], columns=columns)
+        frame["hour"] = pd.to_datetime(frame["hour"], utc=True)
+        if "metered_at" in frame:
+            frame["metered_at"] = pd.to_datetime(frame["metered_at"], utc=True)
+        for column in ("gpu_seconds", "utilization", "coverage", "gpu_seconds_available"):
+            if column in frame:
+                frame[column] = frame[column].astype("float64")
+        return frame
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets a report read the ledger while the hourly job writes; waiting beats
+    # failing when two writers meet.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _aware(value: datetime, name: str) -> datetime:
+    if value.tzinfo is None:
+        raise InputError(f"{name} {value.isoformat()} has no time zone; the ledger keeps UTC")
+    return value.astimezone(UTC)
+
+
+def _attempts(conn: Connection, hour: datetime) -> int:
+    value = conn.execute(
+        select(hours_table.c.attempts).where(hours_table.c.hour == hour)
+    ).scalar_one_or_none()
+    return int(value) if value is not None else 0
+
+
+def _rows(
+    frame: pd.DataFrame,
+    hour: datetime,
+    columns: list[str],
+    defaults: dict[str, Any],
+    name: str,
+) -> list[dict[str, Any]]:
+    """The frame's rows as dicts for `columns`, every row forced onto `hour`."""
+    missing = [c for c in columns if c != "hour" and c not in frame and c not in defaults]
+    if missing:
+        raise InputError(f"{name} rows lack column(s) {', '.join(missing)}")
+    if "hour" in frame and len(frame):
+        hours = pd.to_datetime(frame["hour"], utc=True)
+        if (hours != pd.Timestamp(hour)).any():
+            raise InputError(f"{name} rows for {hour.isoformat()} include other hours")
+    out: list[dict[str, Any]] = []
+    present = [c for c in columns if c != "hour" and c in frame]
+    for record in frame[present].to_dict("records"):
+        row: dict[str, Any] = {"hour": hour}
+        for column in columns[1:]:
+            value = record.get(column, defaults.get(column))
+            row[column] = _plain(value)
+        out.append(row)
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """numpy/pandas scalars -> Python; NaN/NA -> None (unknown, never zero)."""
+    if value is None:
+        return None
+    try:
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError):
+        pass
+    if hasattr(value, "item"):
+        return value.item()
+    return value

@@ -1,0 +1,143 @@
+"""The usage ledger: hour replacement is atomic and idempotent, times stay UTC."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from policies.errors import InputError
+from reports.ledger import (
+    CAPACITY_COLUMNS,
+    USAGE_COLUMNS,
+    Ledger,
+    MeteringRun,
+    hours_between,
+)
+
+H0 = datetime(2026, 10, 5, 10, tzinfo=UTC)
+H1 = H0 + timedelta(hours=1)
+
+
+def usage(uids: list[str], seconds: float = 3600.0) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "pod_uid": uids,
+            "namespace": ["lab-bio"] * len(uids),
+            "pod": [f"pod-{u}" for u in uids],
+            "job_id": ["job-1"] * len(uids),
+            "member": ["lab-bio"] * len(uids),
+            "owner": ["uni-north"] * len(uids),
+            "gpu_model": ["NVIDIA-H100-80GB-HBM3"] * len(uids),
+            "node": ["gpu-1"] * len(uids),
+            "gpu_seconds": [seconds] * len(uids),
+            "utilization": ([0.5] + [float("nan")] * (len(uids) - 1))[: len(uids)],
+            "coverage": [1.0] * len(uids),
+            "policy_version": [3] * len(uids),
+            "source": ["fairpool"] * len(uids),
+        }
+    )
+
+
+def capacity() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "node": ["gpu-1"],
+            "owner": ["uni-north"],
+            "gpu_model": ["NVIDIA-H100-80GB-HBM3"],
+            "gpu_seconds_available": [8 * 3600.0],
+            "coverage": [1.0],
+        }
+    )
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Ledger:
+    return Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+
+
+def test_replace_hour_round_trips_with_utc_hours(ledger: Ledger) -> None:
+    ledger.replace_hour(H0, usage(["a", "b"]), capacity(), None, coverage=0.9)
+    frame = ledger.usage_frame(H0, H1)
+    assert list(frame.columns) == USAGE_COLUMNS
+    assert len(frame) == 2
+    assert str(frame["hour"].dt.tz) == "UTC"
+    assert frame["hour"].iloc[0] == pd.Timestamp(H0)
+    assert frame["gpu_seconds"].sum() == 7200.0
+    # Unknown utilization stays unknown, never zero.
+    assert frame.set_index("pod_uid").loc["b", "utilization"] != 0.0
+    assert pd.isna(frame.set_index("pod_uid").loc["b", "utilization"])
+    cap = ledger.capacity_frame(H0, H1)
+    assert list(cap.columns) == CAPACITY_COLUMNS
+    assert cap["gpu_seconds_available"].tolist() == [28800.0]
+    status = ledger.hour_status(H0, H1)
+    assert status["status"].tolist() == ["metered"]
+    assert status["coverage"].tolist() == [0.9]
+
+
+def test_rerun_replaces_never_duplicates(ledger: Ledger) -> None:
+    ledger.replace_hour(H0, usage(["a", "b"]), capacity(), None, coverage=1.0)
+    ledger.replace_hour(H0, usage(["a"], seconds=1800.0), capacity(), None, coverage=1.0)
+    frame = ledger.usage_frame(H0, H1)
+    assert frame["pod_uid"].tolist() == ["a"]
+    assert frame["gpu_seconds"].tolist() == [1800.0]
+    assert ledger.hour_status(H0, H1)["attempts"].tolist() == [2]
+
+
+def test_failed_replace_leaves_previous_rows(ledger: Ledger) -> None:
+    ledger.replace_hour(H0, usage(["a"]), capacity(), None, coverage=1.0)
+    bad = usage(["x", "x"])  # duplicate primary key: the insert fails mid-transaction
+    with pytest.raises(Exception):  # noqa: B017 - any database error will do
+        ledger.replace_hour(H0, bad, capacity(), None, coverage=1.0)
+    assert ledger.usage_frame(H0, H1)["pod_uid"].tolist() == ["a"]
+
+
+def test_pending_then_metered(ledger: Ledger) -> None:
+    ledger.mark_pending(H0, "connection refused")
+    ledger.mark_pending(H0, "connection refused again")
+    assert ledger.pending_hours() == [H0]
+    status = ledger.hour_status(H0, H1)
+    assert status["attempts"].tolist() == [2]
+    assert status["last_error"].tolist() == ["connection refused again"]
+    ledger.replace_hour(H0, usage(["a"]), capacity(), None, coverage=1.0)
+    assert ledger.pending_hours() == []
+    assert ledger.hour_status(H0, H1)["attempts"].tolist() == [3]
+
+
+def test_failure_after_metering_keeps_hour_metered(ledger: Ledger) -> None:
+    ledger.replace_hour(H0, usage(["a"]), capacity(), None, coverage=1.0)
+    ledger.mark_pending(H0, "prometheus down")
+    assert ledger.pending_hours() == []
+    assert len(ledger.usage_frame(H0, H1)) == 1
+
+
+def test_reclaim_lost_and_runs(ledger: Ledger) -> None:
+    lost = pd.DataFrame(
+        {"member": ["physics"], "gpu_model": ["NVIDIA-H100-80GB-HBM3"], "gpu_seconds_lost": [90.0]}
+    )
+    ledger.replace_hour(H0, usage([]), capacity(), lost, coverage=1.0)
+    assert ledger.reclaim_lost_frame(H0, H1)["gpu_seconds_lost"].tolist() == [90.0]
+    run_id = ledger.record_run(
+        MeteringRun(H0, H1, H0, H1, hours_ok=1, hours_pending=0, mean_coverage=1.0)
+    )
+    assert run_id == 1
+    assert ledger.metering_runs()["hours_ok"].tolist() == [1]
+
+
+def test_bad_hours_are_input_errors(ledger: Ledger) -> None:
+    with pytest.raises(InputError, match="no time zone"):
+        ledger.replace_hour(datetime(2026, 10, 5, 10), usage([]), capacity(), None, 1.0)
+    with pytest.raises(InputError, match="start of an hour"):
+        ledger.replace_hour(H0 + timedelta(minutes=5), usage([]), capacity(), None, 1.0)
+    with pytest.raises(InputError, match="lack column"):
+        ledger.replace_hour(H0, usage([]).drop(columns=["member"]), capacity(), None, 1.0)
+
+
+def test_hours_between() -> None:
+    assert hours_between(H0, H0 + timedelta(hours=3)) == [
+        H0,
+        H1,
+        H0 + timedelta(hours=2),
+    ]
