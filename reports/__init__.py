@@ -1,1 +1,1 @@
-"""Metering from Prometheus, the usage ledger, the cost model and report rendering."""
+"""Metering, the usage ledger, the cost model and the monthly reports."""
