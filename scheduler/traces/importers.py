@@ -1,0 +1,508 @@
+"""Importers of public GPU-cluster traces into fairpool's Trace.
+
+- Microsoft Philly `cluster_job_log` (JSON list of jobs; msr-fiddle/philly-traces):
+  a job's run is its last scheduling attempt; each machine in that attempt's `detail`
+  is one pod, holding the GPUs listed for it.
+- SenseTime Helios `cluster_log.csv` (S-Lab-System-Group/HeliosData): `gpu_num` GPUs on
+  `node_num` nodes becomes `node_num` pods of `gpu_num / node_num` GPUs.
+
+Both map a virtual cluster (`vc`) to a member through a member map. Jobs that cannot be
+replayed (no GPUs, never started, uneven pods, unmapped virtual cluster) are skipped and
+counted by reason; malformed input raises TraceError naming the line and field.
+
+Times in these traces carry no zone; they are read in `tz` (UTC unless told)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+
+from scheduler.traces.errors import IssueCollector, TraceError, TraceIssue
+from scheduler.traces.model import Trace, TraceJob
+
+UTC_ZONE = ZoneInfo("UTC")
+
+# Reasons a job is skipped (the keys of ImportReport.skipped).
+NO_GPUS = "no GPUs"
+NEVER_STARTED = "never started"
+NOT_FINISHED = "no end time (still running or not logged)"
+NON_POSITIVE_DURATION = "zero or negative run time"
+UNEVEN_PODS = "GPUs not evenly spread over nodes"
+UNMAPPED = "virtual cluster not in the member map"
+
+
+@dataclass
+class ImportReport:
+    """What an import did: the trace and how many jobs were skipped, by reason."""
+
+    trace: Trace
+    source: str
+    read: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    unmapped_vcs: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def imported(self) -> int:
+        return len(self.trace.jobs)
+
+
+@dataclass(frozen=True)
+class MemberMap:
+    """Virtual cluster -> member. Without entries every virtual cluster keeps its own
+    name as member; `strict` turns an unmapped virtual cluster into an error instead of
+    a skipped job."""
+
+    mapping: Mapping[str, str] = field(default_factory=dict)
+    strict: bool = False
+
+    def member_for(self, vc: str) -> str | None:
+        if not self.mapping:
+            return vc
+        return self.mapping.get(vc)
+
+
+def parse_member_map(spec: str | os.PathLike[str] | None, strict: bool = False) -> MemberMap:
+    """A member map from a YAML file (`vc: member` pairs, or a `members:` mapping of
+    member -> list of virtual clusters), or from text `vc=member[,vc=member...]`."""
+    if spec is None:
+        return MemberMap(strict=strict)
+    text = str(spec)
+    path = Path(text)
+    if "=" not in text and (path.suffix in {".yaml", ".yml", ".json"} or path.exists()):
+        return MemberMap(_member_map_file(path), strict)
+    mapping: dict[str, str] = {}
+    issues: list[TraceIssue] = []
+    for part in text.split(","):
+        pair = part.strip()
+        if not pair:
+            continue
+        vc, sep, member = (s.strip() for s in pair.partition("="))
+        if not sep or not vc or not member:
+            issues.append(TraceIssue(None, "--member-map", f"{pair!r} is not vc=member"))
+        elif vc in mapping and mapping[vc] != member:
+            issues.append(TraceIssue(None, "--member-map", f"{vc!r} mapped twice"))
+        else:
+            mapping[vc] = member
+    if issues:
+        raise TraceError("member map", issues)
+    return MemberMap(mapping, strict)
+
+
+def _member_map_file(path: Path) -> dict[str, str]:
+    source = str(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise TraceError(source, [TraceIssue(None, None, f"cannot read: {exc.strerror}")]) from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise TraceError(source, [TraceIssue(line, None, f"not valid YAML: {exc}")]) from exc
+    if isinstance(data, dict) and set(data) == {"members"} and isinstance(data["members"], dict):
+        # members: {lab-a: [vc1, vc2], lab-b: vc3}
+        mapping: dict[str, str] = {}
+        for member, vcs in data["members"].items():
+            for vc in vcs if isinstance(vcs, list) else [vcs]:
+                mapping[str(vc)] = str(member)
+        return mapping
+    if not isinstance(data, dict) or not data:
+        raise TraceError(
+            source,
+            [TraceIssue(None, None, "expected a mapping of virtual cluster -> member")],
+        )
+    bad = [k for k, v in data.items() if not isinstance(v, str | int) or isinstance(v, bool)]
+    if bad:
+        raise TraceError(
+            source, [TraceIssue(None, str(k), "member must be a plain name") for k in bad]
+        )
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def _zone(tz: str | tzinfo | None) -> tzinfo:
+    if tz is None:
+        return UTC_ZONE
+    if isinstance(tz, tzinfo):
+        return tz
+    try:
+        return ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise TraceError("--timezone", [TraceIssue(None, None, f"unknown zone {tz!r}")]) from exc
+
+
+def _epoch(text: Any, zone: tzinfo) -> float | None:
+    """Epoch seconds of a trace time like '2017-10-07 01:12:09', or None if absent/bad."""
+    if text is None or not isinstance(text, str) or not text.strip() or text == "None":
+        return None
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zone)
+    return moment.timestamp()
+
+
+@dataclass
+class _Collected:
+    """Jobs with absolute submit times, before they are made relative."""
+
+    jobs: list[TraceJob] = field(default_factory=list)
+    seen: dict[str, int | None] = field(default_factory=dict)
+
+    def trace(self) -> Trace:
+        if not self.jobs:
+            return Trace(jobs=())
+        origin = min(j.submit_time for j in self.jobs)
+        jobs = sorted(
+            (
+                TraceJob(
+                    job_id=j.job_id,
+                    org=j.org,
+                    submit_time=j.submit_time - origin,
+                    duration_s=j.duration_s,
+                    num_pods=j.num_pods,
+                    gpus_per_pod=j.gpus_per_pod,
+                )
+                for j in self.jobs
+            ),
+            key=lambda j: (j.submit_time, j.job_id),
+        )
+        return Trace(jobs=tuple(jobs), start_epoch=origin)
+
+
+def _finish(
+    report: ImportReport, collected: _Collected, problems: IssueCollector, members: MemberMap
+) -> ImportReport:
+    if members.strict and report.unmapped_vcs:
+        for vc, count in sorted(report.unmapped_vcs.items()):
+            problems.add(None, "vc", f"virtual cluster {vc!r} ({count} jobs) is not mapped")
+    problems.raise_if_any()
+    report.trace = collected.trace()
+    if not report.trace.jobs:
+        reasons = ", ".join(f"{n} {r}" for r, n in report.skipped.most_common()) or "none read"
+        raise TraceError(report.source, [TraceIssue(None, None, f"no jobs imported ({reasons})")])
+    return report
+
+
+def _add_job(
+    report: ImportReport,
+    collected: _Collected,
+    problems: IssueCollector,
+    line: int | None,
+    job_id: str,
+    vc: str,
+    members: MemberMap,
+    submit: float,
+    duration: float,
+    num_pods: int,
+    gpus_per_pod: int,
+) -> None:
+    member = members.member_for(vc)
+    if member is None:
+        report.unmapped_vcs[vc] += 1
+        report.skipped[UNMAPPED] += 1
+        return
+    if job_id in collected.seen:
+        first = collected.seen[job_id]
+        where = f" (first on line {first})" if first is not None else ""
+        problems.add(line, "job_id", f"duplicate job id {job_id!r}{where}")
+        return
+    collected.seen[job_id] = line
+    collected.jobs.append(
+        TraceJob(
+            job_id=job_id,
+            org=member,
+            submit_time=submit,
+            duration_s=duration,
+            num_pods=num_pods,
+            gpus_per_pod=gpus_per_pod,
+        )
+    )
+
+
+# --- Philly ------------------------------------------------------------------------
+
+
+def _json_array_items(text: str, source: str) -> Iterator[tuple[int, Any]]:
+    """(line, item) for each element of a top-level JSON array, so that problems in a
+    job can name the line where the job starts."""
+    decoder = json.JSONDecoder()
+    length = len(text)
+    position = 0
+    line = 1
+
+    def skip_space(at: int) -> int:
+        while at < length and text[at] in " \t\r\n":
+            at += 1
+        return at
+
+    def fail(at: int, message: str) -> TraceError:
+        where = text.count("\n", 0, at) + 1
+        return TraceError(source, [TraceIssue(where, None, message)])
+
+    position = skip_space(0)
+    if position >= length or text[position] != "[":
+        raise fail(position, "expected a JSON list of jobs ('[' ...)")
+    position = skip_space(position + 1)
+    counted_to = 0
+    if position < length and text[position] == "]":
+        return
+    while True:
+        line += text.count("\n", counted_to, position)
+        counted_to = position
+        try:
+            item, end = decoder.raw_decode(text, position)
+        except json.JSONDecodeError as exc:
+            raise TraceError(
+                source, [TraceIssue(exc.lineno, None, f"not valid JSON: {exc.msg}")]
+            ) from exc
+        yield line, item
+        position = skip_space(end)
+        if position < length and text[position] == ",":
+            position = skip_space(position + 1)
+            continue
+        if position < length and text[position] == "]":
+            return
+        raise fail(position, "expected ',' or ']' after a job")
+
+
+def import_philly(
+    path: str | os.PathLike[str],
+    member_map: MemberMap | None = None,
+    tz: str | tzinfo | None = None,
+) -> ImportReport:
+    """Read a Philly `cluster_job_log` file."""
+    source = str(path)
+    members = member_map or MemberMap()
+    zone = _zone(tz)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TraceError(source, [TraceIssue(None, None, f"cannot read: {exc.strerror}")]) from exc
+    except UnicodeDecodeError as exc:
+        raise TraceError(source, [TraceIssue(None, None, "not UTF-8 text")]) from exc
+    problems = IssueCollector(source)
+    report = ImportReport(trace=Trace(jobs=()), source=source)
+    collected = _Collected()
+    for index, (line, job) in enumerate(_json_array_items(text, source)):
+        report.read += 1
+        _philly_job(index, line, job, report, collected, problems, members, zone)
+    return _finish(report, collected, problems, members)
+
+
+def _philly_job(
+    index: int,
+    line: int,
+    job: Any,
+    report: ImportReport,
+    collected: _Collected,
+    problems: IssueCollector,
+    members: MemberMap,
+    zone: tzinfo,
+) -> None:
+    where = f"[{index}]"
+    if not isinstance(job, dict):
+        problems.add(line, where, "a job must be a JSON object")
+        return
+    missing = [k for k in ("jobid", "vc", "submitted_time", "attempts") if k not in job]
+    if missing:
+        problems.add(line, f"{where}.{missing[0]}", f"missing key(s) {', '.join(missing)}")
+        return
+    job_id, vc = str(job["jobid"]), str(job["vc"])
+    submit = _epoch(job["submitted_time"], zone)
+    if submit is None:
+        problems.add(line, f"{where}.submitted_time", f"{job['submitted_time']!r} is not a time")
+        return
+    attempts = job["attempts"]
+    if not isinstance(attempts, list):
+        problems.add(line, f"{where}.attempts", "must be a list")
+        return
+    if not attempts:
+        report.skipped[NEVER_STARTED] += 1
+        return
+    last = attempts[-1]
+    if not isinstance(last, dict):
+        problems.add(line, f"{where}.attempts[{len(attempts) - 1}]", "must be an object")
+        return
+    start = _epoch(last.get("start_time"), zone)
+    end = _epoch(last.get("end_time"), zone)
+    if start is None:
+        report.skipped[NEVER_STARTED] += 1
+        return
+    if end is None:
+        report.skipped[NOT_FINISHED] += 1
+        return
+    detail = last.get("detail") or []
+    if not isinstance(detail, list) or not all(
+        isinstance(d, dict) and isinstance(d.get("gpus", []), list) for d in detail
+    ):
+        problems.add(
+            line, f"{where}.attempts[{len(attempts) - 1}].detail", "must be a list of machines"
+        )
+        return
+    per_machine = [len(d.get("gpus") or []) for d in detail]
+    per_machine = [n for n in per_machine if n > 0]
+    if not per_machine:
+        report.skipped[NO_GPUS] += 1
+        return
+    if len(set(per_machine)) > 1:
+        report.skipped[UNEVEN_PODS] += 1
+        return
+    if end <= start:
+        report.skipped[NON_POSITIVE_DURATION] += 1
+        return
+    _add_job(
+        report,
+        collected,
+        problems,
+        line,
+        job_id,
+        vc,
+        members,
+        submit,
+        end - start,
+        len(per_machine),
+        per_machine[0],
+    )
+
+
+# --- Helios ------------------------------------------------------------------------
+
+HELIOS_REQUIRED = ("job_id", "vc", "gpu_num", "node_num", "submit_time")
+HELIOS_KNOWN = (
+    "job_id",
+    "user",
+    "vc",
+    "jobname",
+    "gpu_num",
+    "cpu_num",
+    "node_num",
+    "state",
+    "submit_time",
+    "start_time",
+    "end_time",
+    "duration",
+    "queue",
+)
+
+
+def import_helios(
+    path: str | os.PathLike[str],
+    member_map: MemberMap | None = None,
+    tz: str | tzinfo | None = None,
+) -> ImportReport:
+    """Read a Helios `cluster_log.csv` file. Run time is `duration`, else end - start."""
+    source = str(path)
+    members = member_map or MemberMap()
+    zone = _zone(tz)
+    problems = IssueCollector(source)
+    report = ImportReport(trace=Trace(jobs=()), source=source)
+    collected = _Collected()
+    try:
+        # Closed by the `with` below; opened here so a missing file is a TraceError.
+        handle = Path(path).open(encoding="utf-8-sig", newline="")  # noqa: SIM115
+    except OSError as exc:
+        raise TraceError(source, [TraceIssue(None, None, f"cannot read: {exc.strerror}")]) from exc
+    with handle:
+        reader = csv.reader(handle)
+        header = [c.strip() for c in next(reader, [])]
+        index = {name: i for i, name in enumerate(header)}
+        missing = [c for c in HELIOS_REQUIRED if c not in index]
+        if "duration" not in index and not {"start_time", "end_time"} <= set(index):
+            missing.append("duration (or start_time and end_time)")
+        for name in missing:
+            problems.add(1, name, "missing required column")
+        extra = [c for c in header if c not in HELIOS_KNOWN]
+        if extra:
+            problems.add(1, ", ".join(extra), f"unknown column(s) {', '.join(extra)}")
+        problems.raise_if_any()
+        try:
+            for row in reader:
+                if not row or all(not c.strip() for c in row):
+                    continue
+                report.read += 1
+                _helios_row(row, reader.line_num, index, report, collected, problems, members, zone)
+        except csv.Error as exc:
+            problems.add(reader.line_num, None, f"not CSV: {exc}")
+        except UnicodeDecodeError:
+            problems.add(None, None, "not UTF-8 text")
+    return _finish(report, collected, problems, members)
+
+
+def _helios_row(
+    row: list[str],
+    line: int,
+    index: dict[str, int],
+    report: ImportReport,
+    collected: _Collected,
+    problems: IssueCollector,
+    members: MemberMap,
+    zone: tzinfo,
+) -> None:
+    if len(row) != len(index):
+        problems.add(line, None, f"{len(row)} fields, the header has {len(index)}")
+        return
+
+    def cell(name: str) -> str:
+        position = index.get(name)
+        return row[position].strip() if position is not None else ""
+
+    before = problems.total
+    counts: dict[str, int] = {}
+    for name in ("gpu_num", "node_num"):
+        try:
+            counts[name] = int(float(cell(name)))
+        except ValueError:
+            problems.add(line, name, f"{cell(name)!r} is not a number")
+    submit = _epoch(cell("submit_time"), zone)
+    if submit is None:
+        problems.add(line, "submit_time", f"{cell('submit_time')!r} is not a time")
+    duration: float | None = None
+    if cell("duration"):
+        try:
+            duration = float(cell("duration"))
+        except ValueError:
+            problems.add(line, "duration", f"{cell('duration')!r} is not a number")
+    else:
+        start, end = _epoch(cell("start_time"), zone), _epoch(cell("end_time"), zone)
+        if start is not None and end is not None:
+            duration = end - start
+    if problems.total > before or submit is None:
+        return
+    gpus, nodes = counts["gpu_num"], counts["node_num"]
+    if gpus <= 0:
+        report.skipped[NO_GPUS] += 1
+        return
+    if duration is None or (not cell("start_time") and "start_time" in index):
+        report.skipped[NEVER_STARTED] += 1
+        return
+    if duration <= 0:
+        report.skipped[NON_POSITIVE_DURATION] += 1
+        return
+    nodes = max(nodes, 1)
+    if gpus % nodes:
+        report.skipped[UNEVEN_PODS] += 1
+        return
+    _add_job(
+        report,
+        collected,
+        problems,
+        line,
+        cell("job_id"),
+        cell("vc"),
+        members,
+        submit,
+        duration,
+        nodes,
+        gpus // nodes,
+    )
