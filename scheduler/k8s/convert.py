@@ -1,0 +1,537 @@
+"""Pure conversion of Kubernetes API objects (JSON dicts as the API server sends them) to
+the engine's snapshot types. No I/O: everything here is unit-tested on literal dicts.
+
+A pod is read once per change into a `PodInfo` (policy-independent); the policy-dependent
+parts (member, priority from PriorityClasses, gang grouping) are applied when a snapshot is
+built, so a policy hot swap never needs a re-list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal, cast
+
+from kubernetes.utils import parse_quantity
+
+from policies.errors import InputError
+from policies.model import Policy
+from scheduler.k8s import labels as L
+from scheduler.snapshot import (
+    Node,
+    PendingJob,
+    PendingPod,
+    PodSpec,
+    RunningPod,
+    SelectorOperator,
+    SelectorRequirement,
+    Taint,
+    TaintEffect,
+    Toleration,
+)
+
+Obj = Mapping[str, Any]
+
+TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
+_OPERATORS: frozenset[str] = frozenset({"In", "NotIn", "Exists", "DoesNotExist"})
+_EFFECTS: frozenset[str] = frozenset({"NoSchedule", "PreferNoSchedule", "NoExecute"})
+
+
+class ConversionError(InputError):
+    """A pod or node whose spec fairpool cannot read; the message names the field."""
+
+
+# --- quantities -------------------------------------------------------------------------
+
+
+def quantity(value: object, field_path: str) -> Decimal:
+    """A Kubernetes resource quantity ("500m", "64Gi", "1.5", "2e3") as a Decimal."""
+    try:
+        result = parse_quantity(value)
+    except (ValueError, InvalidOperation, TypeError) as exc:
+        raise ConversionError(f"{field_path}: not a quantity: {value!r}") from exc
+    if result < 0:
+        raise ConversionError(f"{field_path}: negative quantity {value!r}")
+    return cast(Decimal, result)
+
+
+def milli(value: object, field_path: str) -> int:
+    """CPU in millicores, rounded up as the API server does ("500m" -> 500, "2" -> 2000)."""
+    return _ceil(quantity(value, field_path) * 1000)
+
+
+def whole(value: object, field_path: str) -> int:
+    """An integer quantity: bytes, GPUs, pods ("64Gi" -> 68719476736)."""
+    return _ceil(quantity(value, field_path))
+
+
+def _ceil(value: Decimal) -> int:
+    return int(value.to_integral_value(rounding="ROUND_CEILING"))
+
+
+def timestamp(value: str | None) -> float:
+    """An RFC 3339 API timestamp as float seconds since the epoch; 0.0 when unset."""
+    if not value:
+        return 0.0
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+# --- nodes ------------------------------------------------------------------------------
+
+
+def node_from_api(obj: Obj) -> Node:
+    meta = obj.get("metadata") or {}
+    name = meta.get("name", "")
+    labels: dict[str, str] = dict(meta.get("labels") or {})
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    allocatable = status.get("allocatable") or status.get("capacity") or {}
+    where = f"node {name}: status.allocatable"
+    taints = tuple(
+        Taint(
+            key=t.get("key", ""),
+            value=t.get("value", "") or "",
+            effect=_effect(t.get("effect", "NoSchedule"), f"node {name}: spec.taints"),
+        )
+        for t in spec.get("taints") or ()
+    )
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or ()
+    )
+    return Node(
+        name=name,
+        owner=labels.get(L.OWNER_LABEL) or None,
+        gpu_model=labels.get(L.GPU_MODEL_LABEL) or None,
+        gpus=whole(allocatable.get(L.GPU_RESOURCE, 0), f"{where}[{L.GPU_RESOURCE}]"),
+        cpu_milli=milli(allocatable.get("cpu", 0), f"{where}.cpu"),
+        memory_bytes=whole(allocatable.get("memory", 0), f"{where}.memory"),
+        max_pods=whole(allocatable.get("pods", 110), f"{where}.pods"),
+        topology_domain=labels.get(L.TOPOLOGY_LABEL) or labels.get(L.ZONE_LABEL) or None,
+        labels=labels,
+        taints=taints,
+        ready=ready,
+        unschedulable=bool(spec.get("unschedulable", False)),
+    )
+
+
+def _effect(value: str, where: str) -> TaintEffect:
+    if value not in _EFFECTS:
+        raise ConversionError(f"{where}: unknown taint effect {value!r}")
+    return cast(TaintEffect, value)
+
+
+# --- pods -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Requests:
+    gpus: int = 0
+    cpu_milli: int = 0
+    memory_bytes: int = 0
+
+    def __add__(self, other: Requests) -> Requests:
+        return Requests(
+            self.gpus + other.gpus,
+            self.cpu_milli + other.cpu_milli,
+            self.memory_bytes + other.memory_bytes,
+        )
+
+    def max(self, other: Requests) -> Requests:
+        return Requests(
+            max(self.gpus, other.gpus),
+            max(self.cpu_milli, other.cpu_milli),
+            max(self.memory_bytes, other.memory_bytes),
+        )
+
+
+def _container_requests(container: Obj, where: str) -> Requests:
+    resources = container.get("resources") or {}
+    # Defaulting copies limits to unset requests; extended resources (GPUs) are often
+    # given as limits only.
+    values = {**(resources.get("limits") or {}), **(resources.get("requests") or {})}
+    return Requests(
+        gpus=whole(values.get(L.GPU_RESOURCE, 0), f"{where}[{L.GPU_RESOURCE}]"),
+        cpu_milli=milli(values.get("cpu", 0), f"{where}.cpu"),
+        memory_bytes=whole(values.get("memory", 0), f"{where}.memory"),
+    )
+
+
+def pod_requests(spec: Obj, pod: str = "pod") -> Requests:
+    """Effective requests as kube-scheduler computes them: app containers and sidecars
+    (init containers with restartPolicy Always) add up; a plain init container runs alone,
+    so only the largest matters; pod overhead adds on top."""
+    total = Requests()
+    for i, c in enumerate(spec.get("containers") or ()):
+        total += _container_requests(c, f"{pod}: spec.containers[{i}].resources")
+    init_peak = Requests()
+    sidecars = Requests()
+    for i, c in enumerate(spec.get("initContainers") or ()):
+        r = _container_requests(c, f"{pod}: spec.initContainers[{i}].resources")
+        if c.get("restartPolicy") == "Always":
+            sidecars += r
+        else:
+            init_peak = init_peak.max(r + sidecars)
+    total = (total + sidecars).max(init_peak)
+    overhead = spec.get("overhead")
+    if overhead:
+        total += _container_requests({"resources": {"requests": overhead}}, f"{pod}: overhead")
+    return total
+
+
+def _tolerations(spec: Obj, where: str) -> tuple[Toleration, ...]:
+    out = []
+    for i, t in enumerate(spec.get("tolerations") or ()):
+        operator = t.get("operator") or "Equal"
+        if operator not in ("Equal", "Exists"):
+            raise ConversionError(f"{where}: spec.tolerations[{i}].operator: {operator!r}")
+        out.append(
+            Toleration(
+                key=t.get("key") or "",
+                operator=cast(Literal["Equal", "Exists"], operator),
+                value=t.get("value") or "",
+                effect=t.get("effect") or "",
+            )
+        )
+    return tuple(out)
+
+
+def _required_affinity(spec: Obj, where: str) -> tuple[tuple[SelectorRequirement, ...], ...]:
+    required = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ) or {}
+    terms = []
+    for i, term in enumerate(required.get("nodeSelectorTerms") or ()):
+        path = f"{where}: spec.affinity.nodeAffinity.required…nodeSelectorTerms[{i}]"
+        requirements = []
+        for j, e in enumerate(term.get("matchExpressions") or ()):
+            operator = e.get("operator")
+            if operator not in _OPERATORS:
+                raise ConversionError(
+                    f"{path}.matchExpressions[{j}].operator: {operator!r} is not supported "
+                    f"(supported: {', '.join(sorted(_OPERATORS))})"
+                )
+            requirements.append(
+                SelectorRequirement(
+                    key=e.get("key", ""),
+                    operator=cast(SelectorOperator, operator),
+                    values=tuple(e.get("values") or ()),
+                )
+            )
+        # matchFields can only name metadata.name; it maps onto the hostname label that
+        # the kubelet and kwok both set, which is what such terms mean in practice.
+        for j, f in enumerate(term.get("matchFields") or ()):
+            if f.get("key") != "metadata.name" or f.get("operator") not in ("In", "NotIn"):
+                raise ConversionError(f"{path}.matchFields[{j}]: only metadata.name In/NotIn")
+            requirements.append(
+                SelectorRequirement(
+                    key="kubernetes.io/hostname",
+                    operator=cast(SelectorOperator, f["operator"]),
+                    values=tuple(f.get("values") or ()),
+                )
+            )
+        terms.append(tuple(requirements))
+    return tuple(terms)
+
+
+def pod_spec_from_api(obj: Obj) -> PodSpec:
+    meta = obj.get("metadata") or {}
+    where = f"pod {meta.get('namespace', '')}/{meta.get('name', '')}"
+    spec = obj.get("spec") or {}
+    requests = pod_requests(spec, where)
+    selector: dict[str, str] = dict(spec.get("nodeSelector") or {})
+    return PodSpec(
+        gpus=requests.gpus,
+        cpu_milli=requests.cpu_milli,
+        memory_bytes=requests.memory_bytes,
+        gpu_model=selector.get(L.GPU_MODEL_LABEL),
+        node_selector=selector,
+        affinity=_required_affinity(spec, where),
+        tolerations=_tolerations(spec, where),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class GangRef:
+    """The gang a pod belongs to: which label named it and the size it declares."""
+
+    name: str
+    pod_group: bool
+    """True for the scheduler-plugins `scheduling.x-k8s.io/pod-group` label."""
+    size: int | None
+    """From the `fairpool.io/gang-size` annotation; None when absent."""
+
+
+@dataclass(frozen=True, slots=True)
+class PodInfo:
+    """What the scheduler needs of one pod, read once per change of the pod."""
+
+    uid: str
+    name: str
+    namespace: str
+    resource_version: str
+    scheduler_name: str
+    node_name: str
+    phase: str
+    created_at: float
+    started_at: float
+    deleting: bool
+    priority: int | None
+    """spec.priority as admission set it; None when the Priority plugin did not run."""
+    priority_class: str
+    annotations: Mapping[str, str]
+    gang: GangRef | None
+    spec: PodSpec | None
+    """None when the spec cannot be read; `error` then says why."""
+    error: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def terminal(self) -> bool:
+        return self.phase in TERMINAL_PHASES
+
+    @property
+    def assigned(self) -> bool:
+        return bool(self.node_name)
+
+    def takes_resources(self) -> bool:
+        """Assigned pods of any scheduler take their node's resources until they finish."""
+        return self.assigned and not self.terminal
+
+    def waits_for(self, scheduler_name: str) -> bool:
+        """Pending for this scheduler: ours, unassigned, not finished, not being deleted."""
+        return (
+            self.scheduler_name == scheduler_name
+            and not self.assigned
+            and not self.terminal
+            and not self.deleting
+        )
+
+
+def pod_info(obj: Obj) -> PodInfo:
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    labels = meta.get("labels") or {}
+    annotations: dict[str, str] = dict(meta.get("annotations") or {})
+    pod_spec: PodSpec | None
+    error = None
+    gang = None
+    try:
+        pod_spec = pod_spec_from_api(obj)
+        gang = _gang(labels, annotations, f"pod {meta.get('namespace')}/{meta.get('name')}")
+    except ConversionError as exc:
+        pod_spec, error = None, str(exc)
+    priority = spec.get("priority")
+    return PodInfo(
+        uid=meta.get("uid", ""),
+        name=meta.get("name", ""),
+        namespace=meta.get("namespace", ""),
+        resource_version=meta.get("resourceVersion", ""),
+        scheduler_name=spec.get("schedulerName") or "default-scheduler",
+        node_name=spec.get("nodeName") or "",
+        phase=status.get("phase") or "Pending",
+        created_at=timestamp(meta.get("creationTimestamp")),
+        started_at=timestamp(status.get("startTime")),
+        deleting=bool(meta.get("deletionTimestamp")),
+        priority=int(priority) if priority is not None else None,
+        priority_class=spec.get("priorityClassName") or "",
+        annotations=annotations,
+        gang=gang,
+        spec=pod_spec,
+        error=error,
+    )
+
+
+def _gang(labels: Obj, annotations: Obj, where: str) -> GangRef | None:
+    size_text = annotations.get(L.GANG_SIZE_ANNOTATION)
+    size = None
+    if size_text is not None:
+        try:
+            size = int(size_text)
+        except ValueError:
+            size = 0
+        if size < 1:
+            raise ConversionError(
+                f"{where}: annotation {L.GANG_SIZE_ANNOTATION}={size_text!r} "
+                "is not a positive integer"
+            )
+    if labels.get(L.GANG_LABEL):
+        if size is None:
+            raise ConversionError(
+                f"{where}: label {L.GANG_LABEL} needs annotation {L.GANG_SIZE_ANNOTATION}"
+            )
+        return GangRef(labels[L.GANG_LABEL], pod_group=False, size=size)
+    if labels.get(L.POD_GROUP_LABEL):
+        return GangRef(labels[L.POD_GROUP_LABEL], pod_group=True, size=size)
+    return None
+
+
+# --- priority classes, pod groups -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Priorities:
+    """PriorityClass name -> value, and the global default."""
+
+    values: Mapping[str, int] = field(default_factory=dict)
+    default: int = 0
+
+    @classmethod
+    def from_api(cls, classes: Iterable[Obj]) -> Priorities:
+        values: dict[str, int] = {}
+        default = 0
+        for c in classes:
+            name = (c.get("metadata") or {}).get("name", "")
+            values[name] = int(c.get("value", 0))
+            if c.get("globalDefault"):
+                default = values[name]
+        return cls(values, default)
+
+    def of(self, pod: PodInfo) -> int:
+        if pod.priority is not None:
+            return pod.priority
+        if pod.priority_class:
+            return self.values.get(pod.priority_class, self.default)
+        return self.default
+
+
+def pod_group_min_member(obj: Obj) -> tuple[str, int]:
+    """`namespace/name` and spec.minMember of a scheduler-plugins PodGroup."""
+    meta = obj.get("metadata") or {}
+    return (
+        f"{meta.get('namespace', '')}/{meta.get('name', '')}",
+        int((obj.get("spec") or {}).get("minMember") or 1),
+    )
+
+
+# --- snapshot parts ---------------------------------------------------------------------
+
+
+def member_of(pod: PodInfo, policy: Policy) -> str | None:
+    """The member a pod counts for: the annotation written at bind (so a policy change
+    never re-attributes a running pod), else the policy's namespace mapping."""
+    annotated = pod.annotations.get(L.MEMBER_ANNOTATION)
+    if annotated and annotated in policy.member_names():
+        return annotated
+    return policy.member_for_namespace(pod.namespace)
+
+
+def job_id_of(pod: PodInfo) -> str:
+    if pod.gang is not None:
+        return f"{pod.namespace}/{pod.gang.name}"
+    return pod.uid
+
+
+def running_pod(
+    pod: PodInfo,
+    policy: Policy,
+    priorities: Priorities,
+    scheduler_name: str = L.SCHEDULER_NAME,
+    node: str | None = None,
+    started_at: float | None = None,
+) -> RunningPod:
+    """A pod that takes resources (bound, or assumed bound to `node`)."""
+    return RunningPod(
+        uid=pod.uid,
+        name=pod.name,
+        namespace=pod.namespace,
+        member=member_of(pod, policy),
+        job_id=job_id_of(pod),
+        node=node or pod.node_name,
+        spec=pod.spec if pod.spec is not None else PodSpec(gpus=0),
+        priority=priorities.of(pod),
+        started_at=started_at if started_at is not None else pod.started_at or pod.created_at,
+        terminating=pod.deleting,
+        scheduled_by_fairpool=pod.scheduler_name == scheduler_name,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Unschedulable:
+    """A pending pod (or gang) fairpool cannot even hand to the engine, and why."""
+
+    job_id: str
+    pods: tuple[PodInfo, ...]
+    reason: str
+
+
+def pending_jobs(
+    pods: Iterable[PodInfo],
+    policy: Policy,
+    priorities: Priorities,
+    pod_groups: Mapping[str, int],
+    nominations: Mapping[str, Mapping[str, str]],
+) -> tuple[tuple[PendingJob, ...], tuple[Unschedulable, ...]]:
+    """Group pending pods into jobs (single pods, gangs).
+
+    Gangs whose size is known only from a PodGroup use its minMember, else the
+    annotation. Pods that cannot be read, or belong to no member, come back as
+    `Unschedulable` with the reason (they get a FailedScheduling event).
+    """
+    groups: dict[str, list[PodInfo]] = {}
+    for pod in pods:
+        groups.setdefault(job_id_of(pod), []).append(pod)
+    jobs: list[PendingJob] = []
+    rejected: list[Unschedulable] = []
+    for job_id, members in groups.items():
+        members.sort(key=lambda p: (p.created_at, p.name))
+        broken = next((p for p in members if p.spec is None), None)
+        if broken is not None:
+            rejected.append(Unschedulable(job_id, tuple(members), broken.error or "unreadable"))
+            continue
+        first = members[0]
+        member = policy.member_for_namespace(first.namespace)
+        if member is None:
+            rejected.append(
+                Unschedulable(
+                    job_id,
+                    tuple(members),
+                    f"namespace {first.namespace!r} belongs to no member of policy "
+                    f"{policy.metadata.name!r}",
+                )
+            )
+            continue
+        min_member = 1
+        if first.gang is not None:
+            size = pod_groups.get(job_id) if first.gang.pod_group else None
+            size = size or first.gang.size
+            if size is None:
+                rejected.append(
+                    Unschedulable(
+                        job_id,
+                        tuple(members),
+                        f"pod group {first.gang.name!r}: no PodGroup readable and no "
+                        f"{L.GANG_SIZE_ANNOTATION} annotation, so the gang size is unknown",
+                    )
+                )
+                continue
+            min_member = size
+        pending = tuple(
+            PendingPod(
+                uid=p.uid,
+                name=p.name,
+                namespace=p.namespace,
+                spec=cast(PodSpec, p.spec),
+                created_at=p.created_at,
+            )
+            for p in members
+        )
+        jobs.append(
+            PendingJob(
+                job_id=job_id,
+                member=member,
+                pods=pending,
+                min_member=min_member,
+                priority=max(priorities.of(p) for p in members),
+                submitted_at=first.created_at,
+                nominated_nodes=dict(nominations.get(job_id, {})),
+            )
+        )
+    jobs.sort(key=lambda j: (j.submitted_at, j.job_id))
+    return tuple(jobs), tuple(rejected)

@@ -1,0 +1,21 @@
+"""Label and annotation keys fairpool reads and writes (the fixed interfaces of DESIGN.md)."""
+
+from __future__ import annotations
+
+SCHEDULER_NAME = "fairpool"
+
+OWNER_LABEL = "fairpool.io/owner"
+GPU_MODEL_LABEL = "nvidia.com/gpu.product"
+TOPOLOGY_LABEL = "fairpool.io/topology-domain"
+ZONE_LABEL = "topology.kubernetes.io/zone"
+GPU_RESOURCE = "nvidia.com/gpu"
+
+GANG_LABEL = "fairpool.io/gang"
+GANG_SIZE_ANNOTATION = "fairpool.io/gang-size"
+POD_GROUP_LABEL = "scheduling.x-k8s.io/pod-group"
+
+MEMBER_ANNOTATION = "fairpool.io/member"
+BORROWED_FROM_ANNOTATION = "fairpool.io/borrowed-from"
+PREEMPTED_BY_ANNOTATION = "fairpool.io/preempted-by"
+PREEMPTION_REASON_ANNOTATION = "fairpool.io/preemption-reason"
+DURATION_ANNOTATION = "fairpool.io/duration-seconds"

@@ -1,0 +1,285 @@
+"""Pure conversion of Kubernetes API objects to snapshot types."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from policies.loader import load_policy
+from scheduler.k8s.convert import (
+    ConversionError,
+    Priorities,
+    milli,
+    node_from_api,
+    pending_jobs,
+    pod_info,
+    pod_spec_from_api,
+    running_pod,
+    timestamp,
+    whole,
+)
+from scheduler.snapshot import SelectorRequirement, Taint, Toleration
+
+POLICY = load_policy()  # the built-in demo: uni-north, lab-bio, ai-startup-*, physics
+
+
+def pod(
+    name: str = "p",
+    namespace: str = "uni-north",
+    gpus: str | int | None = 1,
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+    node: str | None = None,
+    **spec: Any,
+) -> dict[str, Any]:
+    resources: dict[str, Any] = {"requests": {"cpu": "500m", "memory": "1Gi"}}
+    if gpus is not None:
+        resources["limits"] = {"nvidia.com/gpu": str(gpus)}
+    body: dict[str, Any] = {
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "uid": f"uid-{name}",
+            "resourceVersion": "7",
+            "creationTimestamp": "2026-11-28T10:00:00Z",
+            "labels": labels or {},
+            "annotations": annotations or {},
+        },
+        "spec": {
+            "schedulerName": "fairpool",
+            "containers": [{"name": "main", "resources": resources}],
+            **spec,
+        },
+        "status": {"phase": "Pending"},
+    }
+    if node:
+        body["spec"]["nodeName"] = node
+    return body
+
+
+@pytest.mark.parametrize(
+    ("text", "m", "w"),
+    [("500m", 500, 1), ("2", 2000, 2), ("1.5", 1500, 2), ("64Gi", 64 * 2**30 * 1000, 64 * 2**30)],
+)
+def test_quantities(text: str, m: int, w: int) -> None:
+    assert milli(text, "x") == m
+    assert whole(text, "x") == w
+
+
+def test_bad_quantity_names_the_field() -> None:
+    body = pod()
+    body["spec"]["containers"] = [{"name": "c", "resources": {"requests": {"cpu": "lots"}}}]
+    with pytest.raises(ConversionError, match=r"uni-north/p: spec.containers\[0\].resources.cpu"):
+        pod_spec_from_api(body)
+
+
+def test_timestamp_is_utc_epoch() -> None:
+    assert timestamp("1970-01-01T00:01:00Z") == 60.0
+    assert timestamp(None) == 0.0
+
+
+def test_node_from_api() -> None:
+    node = node_from_api(
+        {
+            "metadata": {
+                "name": "n1",
+                "labels": {
+                    "fairpool.io/owner": "physics",
+                    "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB",
+                    "topology.kubernetes.io/zone": "zone-a",
+                },
+            },
+            "spec": {"taints": [{"key": "gpu", "value": "yes", "effect": "NoSchedule"}]},
+            "status": {
+                "allocatable": {
+                    "nvidia.com/gpu": "8",
+                    "cpu": "63500m",
+                    "memory": "512Gi",
+                    "pods": "110",
+                },
+                "conditions": [{"type": "Ready", "status": "True"}],
+            },
+        }
+    )
+    assert node.owner == "physics"
+    assert node.gpu_model == "NVIDIA-A100-SXM4-80GB"
+    assert (node.gpus, node.cpu_milli, node.memory_bytes) == (8, 63500, 512 * 2**30)
+    assert node.topology_domain == "zone-a"
+    assert node.taints == (Taint("gpu", "yes", "NoSchedule"),)
+    assert node.ready and not node.unschedulable
+
+
+def test_node_topology_domain_label_wins_and_not_ready() -> None:
+    node = node_from_api(
+        {
+            "metadata": {
+                "name": "n",
+                "labels": {
+                    "fairpool.io/topology-domain": "rack-a",
+                    "topology.kubernetes.io/zone": "z",
+                },
+            },
+            "spec": {"unschedulable": True},
+            "status": {"conditions": [{"type": "Ready", "status": "False"}]},
+        }
+    )
+    assert node.topology_domain == "rack-a"
+    assert node.owner is None and node.gpus == 0
+    assert not node.ready and node.unschedulable
+
+
+def test_pod_spec_reads_requests_selector_affinity_tolerations() -> None:
+    body = pod(
+        gpus=4,
+        nodeSelector={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", "disk": "ssd"},
+        tolerations=[{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        affinity={
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "rack", "operator": "In", "values": ["a"]}]},
+                        {
+                            "matchFields": [
+                                {"key": "metadata.name", "operator": "In", "values": ["n1"]}
+                            ]
+                        },
+                    ]
+                }
+            }
+        },
+    )
+    spec = pod_spec_from_api(body)
+    assert (spec.gpus, spec.cpu_milli, spec.memory_bytes) == (4, 500, 2**30)
+    assert spec.gpu_model == "NVIDIA-H100-80GB-HBM3"
+    assert spec.node_selector["disk"] == "ssd"
+    assert spec.tolerations == (Toleration("gpu", "Exists", "", "NoSchedule"),)
+    assert spec.affinity == (
+        (SelectorRequirement("rack", "In", ("a",)),),
+        (SelectorRequirement("kubernetes.io/hostname", "In", ("n1",)),),
+    )
+
+
+def test_unsupported_affinity_operator_is_a_clear_error() -> None:
+    body = pod(
+        affinity={
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "gen", "operator": "Gt", "values": ["3"]}]}
+                    ]
+                }
+            }
+        }
+    )
+    info = pod_info(body)
+    assert info.spec is None
+    assert info.error is not None and "'Gt' is not supported" in info.error
+
+
+def test_init_containers_and_sidecars() -> None:
+    body = pod(gpus=1)
+    body["spec"]["initContainers"] = [
+        {"name": "big-init", "resources": {"requests": {"cpu": "4", "nvidia.com/gpu": "2"}}},
+        {"name": "sidecar", "restartPolicy": "Always", "resources": {"requests": {"cpu": "1"}}},
+    ]
+    body["spec"]["overhead"] = {"cpu": "100m"}
+    spec = pod_spec_from_api(body)
+    # app (0.5 cpu, 1 gpu) + sidecar (1 cpu) vs plain init alone (4 cpu, 2 gpu): max per resource
+    assert spec.cpu_milli == 4000 + 100
+    assert spec.gpus == 2
+
+
+def test_pod_info_states() -> None:
+    pending = pod_info(pod())
+    assert pending.waits_for("fairpool") and not pending.takes_resources()
+    bound = pod_info(pod(node="n1") | {"status": {"phase": "Running"}})
+    assert bound.takes_resources() and not bound.waits_for("fairpool")
+    done = pod_info(pod(node="n1") | {"status": {"phase": "Succeeded"}})
+    assert not done.takes_resources()
+    other = pod_info(pod(schedulerName="default-scheduler"))
+    assert not other.waits_for("fairpool")
+    deleting = pod(name="d")
+    deleting["metadata"]["deletionTimestamp"] = "2026-11-28T10:00:05Z"
+    assert not pod_info(deleting).waits_for("fairpool")
+
+
+def test_priority_from_spec_then_class_then_global_default() -> None:
+    priorities = Priorities.from_api(
+        [
+            {"metadata": {"name": "high"}, "value": 1000},
+            {"metadata": {"name": "normal"}, "value": 10, "globalDefault": True},
+        ]
+    )
+    assert priorities.of(pod_info(pod(priority=5))) == 5
+    assert priorities.of(pod_info(pod(priorityClassName="high"))) == 1000
+    assert priorities.of(pod_info(pod())) == 10
+
+
+def test_single_pods_become_jobs_with_member_from_namespace() -> None:
+    infos = [pod_info(pod("a", "uni-north")), pod_info(pod("b", "ai-startup-x", gpus=2))]
+    jobs, rejected = pending_jobs(infos, POLICY, Priorities(), {}, {})
+    assert rejected == ()
+    assert {(j.job_id, j.member, j.min_member, j.gpus) for j in jobs} == {
+        ("uid-a", "uni-north", 1, 1),
+        ("uid-b", "ai-startup", 1, 2),
+    }
+
+
+def test_gang_by_label_and_annotation() -> None:
+    infos = [
+        pod_info(
+            pod(
+                f"w{i}",
+                "physics",
+                labels={"fairpool.io/gang": "train"},
+                annotations={"fairpool.io/gang-size": "4"},
+            )
+        )
+        for i in range(3)
+    ]
+    nominations = {"physics/train": {"uid-w0": "n1"}}
+    jobs, _ = pending_jobs(infos, POLICY, Priorities(), {}, nominations)
+    (job,) = jobs
+    assert job.job_id == "physics/train" and job.is_gang and job.min_member == 4
+    assert len(job.pods) == 3 and job.gpus == 3
+    assert job.nominated_nodes == {"uid-w0": "n1"}
+
+
+def test_gang_label_without_size_is_rejected_with_reason() -> None:
+    info = pod_info(pod("w", "physics", labels={"fairpool.io/gang": "train"}))
+    assert info.error is not None and "fairpool.io/gang-size" in info.error
+    jobs, rejected = pending_jobs([info], POLICY, Priorities(), {}, {})
+    assert jobs == () and "fairpool.io/gang-size" in rejected[0].reason
+
+
+def test_pod_group_min_member_from_podgroup_else_annotation() -> None:
+    labels = {"scheduling.x-k8s.io/pod-group": "pg"}
+    infos = [pod_info(pod("a", "physics", labels=labels))]
+    jobs, _ = pending_jobs(infos, POLICY, Priorities(), {"physics/pg": 3}, {})
+    assert jobs[0].min_member == 3
+    annotated = [
+        pod_info(pod("a", "physics", labels=labels, annotations={"fairpool.io/gang-size": "2"}))
+    ]
+    jobs, _ = pending_jobs(annotated, POLICY, Priorities(), {}, {})
+    assert jobs[0].min_member == 2
+    jobs, rejected = pending_jobs(infos, POLICY, Priorities(), {}, {})
+    assert jobs == () and "gang size is unknown" in rejected[0].reason
+
+
+def test_namespace_of_no_member_is_rejected() -> None:
+    jobs, rejected = pending_jobs([pod_info(pod(namespace="stray"))], POLICY, Priorities(), {}, {})
+    assert jobs == () and "'stray' belongs to no member" in rejected[0].reason
+
+
+def test_running_pod_member_from_bind_annotation_and_foreign_scheduler() -> None:
+    body = pod(
+        namespace="stray",
+        node="n1",
+        annotations={"fairpool.io/member": "physics"},
+        schedulerName="default-scheduler",
+    )
+    body["status"] = {"phase": "Running", "startTime": "1970-01-01T00:00:10Z"}
+    running = running_pod(pod_info(body), POLICY, Priorities())
+    assert running.member == "physics" and running.node == "n1"
+    assert running.started_at == 10.0 and not running.scheduled_by_fairpool
