@@ -14,6 +14,7 @@ from policies.errors import InputError
 # name -> "module:attribute" of a click command or group.
 COMMANDS: dict[str, str] = {
     "policy": "scheduler.cli.policy:policy",
+    "trace": "scheduler.cli.trace:trace",
 }
 
 
