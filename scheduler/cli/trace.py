@@ -1,0 +1,284 @@
+"""`fairpool trace ...`: make, import and check workload traces for the simulator."""
+
+from __future__ import annotations
+
+import sys
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from policies.errors import InputError
+from policies.inventory import ClusterInventory, load_inventory
+from scheduler.traces.csv import read_trace, trace_rows, write_trace
+from scheduler.traces.importers import (
+    ImportReport,
+    import_helios,
+    import_philly,
+    parse_member_map,
+)
+from scheduler.traces.model import Trace
+from scheduler.traces.summary import member_summary, offered_load, span_s
+from scheduler.traces.synth import synthesize
+
+
+@click.group()
+def trace() -> None:
+    """Make, import and check workload traces (the simulator's input)."""
+
+
+def _console(out: str | None = None) -> Console:
+    # When the trace itself goes to stdout, everything else goes to stderr.
+    return Console(stderr=out == "-", highlight=False)
+
+
+def _emit(result: Trace, out: str) -> None:
+    if out == "-":
+        import csv
+
+        csv.writer(sys.stdout, lineterminator="\n").writerows(trace_rows(result))
+    else:
+        write_trace(result, out)
+
+
+def _cluster_shape(
+    inventory: ClusterInventory,
+) -> tuple[dict[str, int], dict[str, int]]:
+    """GPUs per model, and the biggest node's GPUs per model."""
+    capacity: dict[str, int] = defaultdict(int)
+    widest: dict[str, int] = defaultdict(int)
+    for group in inventory.node_groups:
+        if group.gpus_per_node <= 0:
+            continue
+        capacity[group.gpu_model] += group.count * group.gpus_per_node
+        widest[group.gpu_model] = max(widest[group.gpu_model], group.gpus_per_node)
+    return dict(capacity), dict(widest)
+
+
+def _weights(pairs: str | None, members: list[str]) -> dict[str, float] | None:
+    if not pairs:
+        return None
+    weights: dict[str, float] = {}
+    for part in pairs.split(","):
+        name, sep, value = (s.strip() for s in part.partition("="))
+        try:
+            weights[name] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or name not in members:
+            raise InputError(
+                f"--member-weights: {part.strip()!r} is not member=weight with a member "
+                f"of {', '.join(members)}"
+            )
+    return weights
+
+
+@trace.command()
+@click.option(
+    "--members",
+    "member_count",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Number of members, named member-1..N (default 4, or the cluster's owners).",
+)
+@click.option(
+    "--gpus",
+    type=click.IntRange(min=1),
+    default=None,
+    help="GPUs the load is measured against (default 64, or the cluster's total).",
+)
+@click.option(
+    "--days", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True
+)
+@click.option(
+    "--load",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.1,
+    show_default=True,
+    help="Offered GPU-seconds / available; above 1 means contention.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--cluster",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Cluster inventory YAML: members are its owners, jobs get its GPU models.",
+)
+@click.option(
+    "--member-weights",
+    default=None,
+    metavar="M=W,...",
+    help="Share of the load per member (default: seeded, unequal).",
+)
+@click.option("--out", required=True, metavar="FILE.csv", help="Where to write ('-': stdout).")
+def synth(
+    member_count: int | None,
+    gpus: int | None,
+    days: float,
+    load: float,
+    seed: int,
+    cluster: Path | None,
+    member_weights: str | None,
+    out: str,
+) -> None:
+    """Write a synthetic trace shaped like published GPU-cluster traces."""
+    gpu_models: dict[str, int] | None = None
+    pod_width: int | dict[str, int] = 8
+    if cluster is not None:
+        inventory = load_inventory(cluster)
+        members = inventory.owners()
+        if member_count is not None and member_count != len(members):
+            raise InputError(
+                f"--members {member_count} but {cluster} has {len(members)} owners "
+                f"({', '.join(members)}); leave --members out with --cluster"
+            )
+        gpu_models, pod_width = _cluster_shape(inventory)
+        if not gpu_models:
+            raise InputError(f"{cluster}: the cluster has no GPUs")
+        gpus = gpus or sum(gpu_models.values())
+    else:
+        members = [f"member-{i}" for i in range(1, (member_count or 4) + 1)]
+        gpus = gpus or 64
+    result = synthesize(
+        members=members,
+        gpus=gpus,
+        days=days,
+        load=load,
+        seed=seed,
+        gpu_models=gpu_models,
+        member_weights=_weights(member_weights, members),
+        max_gpus_per_pod=pod_width,
+    )
+    _emit(result, out)
+    console = _console(out)
+    _print_summary(console, result, f"synthetic trace -> {out}", gpus=gpus, days=days)
+
+
+@trace.command("import")
+@click.argument("kind", type=click.Choice(["philly", "helios"]))
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option(
+    "--member-map",
+    default=None,
+    metavar="MAP",
+    help="YAML file of vc: member, or 'vc=member,...' (default: vc names are members).",
+)
+@click.option(
+    "--strict-members",
+    is_flag=True,
+    help="An unmapped virtual cluster is an error (default: its jobs are skipped).",
+)
+@click.option(
+    "--timezone",
+    "tz",
+    default="UTC",
+    show_default=True,
+    help="Zone of the trace's times (they carry none).",
+)
+@click.option("--out", required=True, metavar="FILE.csv", help="Where to write ('-': stdout).")
+def import_(
+    kind: str, file: Path, member_map: str | None, strict_members: bool, tz: str, out: str
+) -> None:
+    """Convert a public trace (Philly cluster_job_log, Helios cluster_log.csv) to the
+    canonical CSV, mapping virtual clusters to members."""
+    members = parse_member_map(member_map, strict=strict_members)
+    importer = import_philly if kind == "philly" else import_helios
+    console = _console(out)
+    with console.status(f"reading {file}"):
+        report = importer(file, members, tz)
+    _emit(report.trace, out)
+    _print_import(console, report, out)
+    _print_summary(console, report.trace, f"imported trace -> {out}")
+
+
+@trace.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option(
+    "--cluster",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Check GPU models and gang sizes against this inventory.",
+)
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Check that every org is a member of this policy.",
+)
+def check(file: Path, cluster: Path | None, policy_file: Path | None) -> None:
+    """Validate a canonical trace CSV and summarize it; exit 2 naming every bad line."""
+    members: set[str] | None = None
+    if policy_file is not None:
+        from policies.loader import load_policy
+
+        members = set(load_policy(policy_file).member_names())
+    max_gpus: int | None = None
+    models: set[str] | None = None
+    if cluster is not None:
+        inventory = load_inventory(cluster)
+        max_gpus = inventory.total_gpus()
+        models = set(inventory.gpu_models())
+    result = read_trace(file, members=members, max_gang_gpus=max_gpus, gpu_models=models)
+    console = _console()
+    _print_summary(console, result, f"valid: {file}", gpus=max_gpus)
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:,.1f} h" if seconds < 2 * 86400 else f"{seconds / 86400:,.1f} d"
+
+
+def _print_summary(
+    console: Console,
+    result: Trace,
+    title: str,
+    gpus: int | None = None,
+    days: float | None = None,
+) -> None:
+    summary = member_summary(result)
+    table = Table(title=title, title_justify="left")
+    for name in ("member", "jobs", "gangs", "GPU-hours", "largest job", "median run", "submits"):
+        table.add_column(name, justify="left" if name == "member" else "right")
+    last_member = len(summary) - 2  # the row before 'total' closes a section
+    for position, row in enumerate(summary.itertuples(index=False)):
+        table.add_row(
+            str(row.member),
+            f"{row.jobs:,}",
+            f"{row.gangs:,}",
+            f"{row.gpu_hours:,.0f}",
+            f"{row.largest_job_gpus} GPUs",
+            _hours(row.median_duration_s),
+            f"{_hours(row.first_submit_s)} .. {_hours(row.last_submit_s)}",
+            style="bold" if row.member == "total" else None,
+            end_section=position == last_member,
+        )
+    console.print(table)
+    span = span_s(result)
+    facts = [f"span {_hours(span)} (to the last job's end)"]
+    if result.start_epoch:
+        start = datetime.fromtimestamp(result.start_epoch, tz=UTC)
+        facts.append(f"starts {start.isoformat()}")
+    if gpus:
+        window = days * 86400 if days else span
+        facts.append(f"offered load {offered_load(result, gpus, window):.2f} on {gpus} GPUs")
+    console.print("; ".join(facts))
+
+
+def _print_import(console: Console, report: ImportReport, out: str) -> None:
+    table = Table(title=f"import of {report.source}", title_justify="left")
+    table.add_column("jobs")
+    table.add_column("count", justify="right")
+    table.add_row("read", f"{report.read:,}")
+    table.add_row("imported", f"{report.imported:,}", style="bold green")
+    for reason, count in report.skipped.most_common():
+        table.add_row(f"skipped: {reason}", f"{count:,}")
+    console.print(table)
+    if report.unmapped_vcs:
+        top = ", ".join(f"{vc} ({n})" for vc, n in report.unmapped_vcs.most_common(10))
+        more = len(report.unmapped_vcs) - 10
+        console.print(
+            f"unmapped virtual clusters: {top}" + (f" and {more} more" if more > 0 else "")
+        )
