@@ -127,6 +127,7 @@ def synth(
     """Write a synthetic trace shaped like published GPU-cluster traces."""
     gpu_models: dict[str, int] | None = None
     pod_width: int | dict[str, int] = 8
+    weights: dict[str, float] | None = None
     if cluster is not None:
         inventory = load_inventory(cluster)
         members = inventory.owners()
@@ -139,6 +140,11 @@ def synth(
         if not gpu_models:
             raise InputError(f"{cluster}: the cluster has no GPUs")
         gpus = gpus or sum(gpu_models.values())
+        if member_weights is None:
+            # A member's demand follows the hardware it brings; bursts do the rest.
+            weights = defaultdict(float)
+            for group in inventory.node_groups:
+                weights[group.owner] += group.count * group.gpus_per_node
     else:
         members = [f"member-{i}" for i in range(1, (member_count or 4) + 1)]
         gpus = gpus or 64
@@ -149,7 +155,7 @@ def synth(
         load=load,
         seed=seed,
         gpu_models=gpu_models,
-        member_weights=_weights(member_weights, members),
+        member_weights=_weights(member_weights, members) or weights,
         max_gpus_per_pod=pod_width,
     )
     _emit(result, out)

@@ -138,7 +138,7 @@ def _weights(
         raw = np.array([float(given.get(n, 0.0)) for n in names])
     else:
         # Members differ: some submit several times more than others.
-        raw = rng.lognormal(mean=0.0, sigma=0.5, size=len(names))
+        raw = rng.lognormal(mean=0.0, sigma=0.35, size=len(names))
     return [float(w) for w in raw / raw.sum()]
 
 
