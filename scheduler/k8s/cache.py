@@ -1,0 +1,212 @@
+"""The cluster cache: what the informers saw, plus binds not yet confirmed by a watch.
+
+An *assumed* pod is one the binder has been asked to bind: from that instant the cache
+counts it on its node, so the next scheduling cycle never hands the same GPUs out twice.
+The assumption ends when the watch shows the pod assigned (or gone), when the bind fails
+(`forget`), or after `assume_ttl` seconds without confirmation: a lost assumption is safe
+because the API server refuses to bind a pod that is already bound.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from policies.model import Policy
+from scheduler.k8s import labels as L
+from scheduler.k8s.convert import (
+    ConversionError,
+    Obj,
+    PodInfo,
+    Priorities,
+    Unschedulable,
+    node_from_api,
+    pending_jobs,
+    pod_group_min_member,
+    pod_info,
+    running_pod,
+)
+from scheduler.snapshot import Node, RunningPod, Snapshot
+
+NODES, PODS, PRIORITY_CLASSES, POD_GROUPS = "nodes", "pods", "priorityclasses", "podgroups"
+
+
+@dataclass(frozen=True, slots=True)
+class Assumed:
+    node: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CacheView:
+    """One consistent read of the cache: the engine's snapshot and the pods the engine
+    never sees because they cannot be scheduled at all (with the reason)."""
+
+    snapshot: Snapshot
+    unschedulable: tuple[Unschedulable, ...]
+    pods: Mapping[str, PodInfo]
+    """uid -> pod, for every pod in the snapshot (running, assumed and pending)."""
+
+
+class ClusterCache:
+    """Thread-safe store fed by informers (`replace`, `apply`) and the binder (`assume`,
+    `forget`); read by the scheduling loop (`view`)."""
+
+    def __init__(self, scheduler_name: str = L.SCHEDULER_NAME, assume_ttl: float = 60.0):
+        self.scheduler_name = scheduler_name
+        self.assume_ttl = assume_ttl
+        self.changed = threading.Event()
+        """Set on every change; the scheduling loop waits on it."""
+        self._lock = threading.Lock()
+        self._nodes: dict[str, Node] = {}
+        self._pods: dict[str, PodInfo] = {}
+        self._priority_classes: dict[str, Obj] = {}
+        self._priorities = Priorities()
+        self._pod_groups: dict[str, int] = {}
+        self._assumed: dict[str, Assumed] = {}
+        self.node_errors: dict[str, str] = {}
+        """Node name -> why it could not be read (it is left out of snapshots)."""
+
+    # --- informer side ------------------------------------------------------------------
+
+    def replace(self, kind: str, objects: Iterable[Obj]) -> None:
+        """The full list of one resource (after a list or re-list)."""
+        with self._lock:
+            if kind == NODES:
+                self._nodes.clear()
+                self.node_errors.clear()
+            elif kind == PODS:
+                self._pods.clear()
+            elif kind == PRIORITY_CLASSES:
+                self._priority_classes.clear()
+            elif kind == POD_GROUPS:
+                self._pod_groups.clear()
+            for obj in objects:
+                self._apply(kind, "ADDED", obj)
+            if kind == PODS:
+                self._assumed = {u: a for u, a in self._assumed.items() if u in self._pods}
+            self._after_change(kind)
+
+    def apply(self, kind: str, event_type: str, obj: Obj) -> None:
+        """One watch event: ADDED, MODIFIED or DELETED."""
+        with self._lock:
+            self._apply(kind, event_type, obj)
+            self._after_change(kind)
+
+    def _apply(self, kind: str, event_type: str, obj: Obj) -> None:
+        meta = obj.get("metadata") or {}
+        deleted = event_type == "DELETED"
+        if kind == PODS:
+            uid = meta.get("uid", "")
+            if deleted:
+                self._pods.pop(uid, None)
+                self._assumed.pop(uid, None)
+                return
+            info = pod_info(obj)
+            self._pods[uid] = info
+            if info.assigned or info.terminal:
+                self._assumed.pop(uid, None)
+        elif kind == NODES:
+            name = meta.get("name", "")
+            self._nodes.pop(name, None)
+            self.node_errors.pop(name, None)
+            if not deleted:
+                try:
+                    self._nodes[name] = node_from_api(obj)
+                except ConversionError as exc:
+                    self.node_errors[name] = str(exc)
+        elif kind == PRIORITY_CLASSES:
+            name = meta.get("name", "")
+            if deleted:
+                self._priority_classes.pop(name, None)
+            else:
+                self._priority_classes[name] = obj
+        elif kind == POD_GROUPS:
+            key, min_member = pod_group_min_member(obj)
+            if deleted:
+                self._pod_groups.pop(key, None)
+            else:
+                self._pod_groups[key] = min_member
+        else:
+            raise ValueError(f"unknown kind {kind!r}")
+
+    def _after_change(self, kind: str) -> None:
+        if kind == PRIORITY_CLASSES:
+            self._priorities = Priorities.from_api(self._priority_classes.values())
+        self.changed.set()
+
+    # --- binder side --------------------------------------------------------------------
+
+    def assume(self, uid: str, node: str, now: float | None = None) -> None:
+        with self._lock:
+            self._assumed[uid] = Assumed(node, time.time() if now is None else now)
+            self.changed.set()
+
+    def forget(self, uid: str) -> None:
+        """A bind failed: the pod is pending again (if it still exists)."""
+        with self._lock:
+            if self._assumed.pop(uid, None) is not None:
+                self.changed.set()
+
+    def is_assumed(self, uid: str) -> bool:
+        with self._lock:
+            return uid in self._assumed
+
+    # --- reader side --------------------------------------------------------------------
+
+    def pod(self, uid: str) -> PodInfo | None:
+        with self._lock:
+            return self._pods.get(uid)
+
+    def pods(self) -> list[PodInfo]:
+        with self._lock:
+            return list(self._pods.values())
+
+    def nodes(self) -> list[Node]:
+        with self._lock:
+            return list(self._nodes.values())
+
+    def view(
+        self,
+        policy: Policy,
+        nominations: Mapping[str, Mapping[str, str]] | None = None,
+        now: float | None = None,
+        usage_history: Mapping[str, float] | None = None,
+    ) -> CacheView:
+        now = time.time() if now is None else now
+        with self._lock:
+            self._expire_assumed(now)
+            pods = dict(self._pods)
+            assumed = dict(self._assumed)
+            nodes = tuple(sorted(self._nodes.values(), key=lambda n: n.name))
+            priorities = self._priorities
+            pod_groups = dict(self._pod_groups)
+        running: list[RunningPod] = []
+        waiting: list[PodInfo] = []
+        for info in pods.values():
+            guess = assumed.get(info.uid)
+            if guess is not None and not info.terminal:
+                running.append(
+                    running_pod(info, policy, priorities, self.scheduler_name, guess.node, guess.at)
+                )
+            elif info.takes_resources():
+                running.append(running_pod(info, policy, priorities, self.scheduler_name))
+            elif info.waits_for(self.scheduler_name):
+                waiting.append(info)
+        jobs, rejected = pending_jobs(waiting, policy, priorities, pod_groups, nominations or {})
+        running.sort(key=lambda p: (p.node, p.uid))
+        snapshot = Snapshot(
+            now=now,
+            nodes=nodes,
+            running=tuple(running),
+            pending=jobs,
+            usage_history=dict(usage_history or {}),
+        )
+        return CacheView(snapshot, rejected, pods)
+
+    def _expire_assumed(self, now: float) -> None:
+        stale = [u for u, a in self._assumed.items() if now - a.at > self.assume_ttl]
+        for uid in stale:
+            del self._assumed[uid]

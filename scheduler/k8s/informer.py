@@ -1,0 +1,190 @@
+"""An informer: list one resource, then watch it from the list's resourceVersion.
+
+One thread per resource. The objects stay plain JSON dicts (no model deserialization:
+it costs more than the scheduling itself at 5,000 pods). A `410 Gone` (the version fell
+out of the API server's watch window) re-lists; so does every `resync_seconds`, which
+heals any event that was lost. A broken connection (API server restart) resumes the
+watch from the last version seen after a short backoff.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+from kubernetes import watch
+from kubernetes.client.exceptions import ApiException
+
+from scheduler.k8s.convert import Obj
+
+log = logging.getLogger(__name__)
+
+ListFunction = Callable[..., Any]
+
+
+class Sink(Protocol):
+    def replace(self, kind: str, objects: list[Obj]) -> None: ...
+    def apply(self, kind: str, event_type: str, obj: Obj) -> None: ...
+
+
+class _DictWatch(watch.Watch):
+    """`watch.Watch` that yields the API's JSON dicts and tracks resourceVersion on
+    them (the stock `deserialize=False` path forgets the version and mishandles ERROR)."""
+
+    def unmarshal_event(self, data: str, return_type: Any) -> dict[str, Any] | None:
+        if not data or data.isspace():
+            return None
+        event: dict[str, Any] = json.loads(data)
+        obj = event.get("object")
+        event["raw_object"] = obj
+        if event.get("type") != "ERROR" and isinstance(obj, dict):
+            version = (obj.get("metadata") or {}).get("resourceVersion")
+            if version:
+                self.resource_version = version
+        return event
+
+
+class Gone(Exception):
+    """The watch's resourceVersion is too old: re-list."""
+
+
+class Informer:
+    def __init__(
+        self,
+        kind: str,
+        list_function: ListFunction,
+        sink: Sink,
+        stop: threading.Event,
+        *,
+        resync_seconds: float = 300.0,
+        watch_seconds: int = 60,
+        page_size: int = 500,
+        on_error: Callable[[str, BaseException], None] | None = None,
+        **list_kwargs: Any,
+    ) -> None:
+        self.kind = kind
+        self.list_function = list_function
+        self.sink = sink
+        self.stop = stop
+        self.resync_seconds = resync_seconds
+        self.watch_seconds = watch_seconds
+        self.page_size = page_size
+        self.list_kwargs = list_kwargs
+        self.on_error = on_error
+        self.synced = threading.Event()
+        """Set once the first full list is in the sink."""
+        self.relists = 0
+        self.forbidden = False
+        """True when the identity may not list this resource (optional resources)."""
+        self._thread = threading.Thread(target=self._run, name=f"informer-{kind}", daemon=True)
+        self._watch: _DictWatch | None = None
+
+    def start(self) -> Informer:
+        self._thread.start()
+        return self
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._watch is not None:
+            self._watch.stop()
+        self._thread.join(timeout)
+
+    # --- the loop -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        backoff = 0.5
+        version: str | None = None
+        while not self.stop.is_set():
+            try:
+                if version is None:
+                    version = self._list()
+                    self.relists += 1
+                    self.synced.set()
+                version = self._watch_until_resync(version)
+                backoff = 0.5
+            except Gone:
+                log.info("%s: resourceVersion %s is gone, re-listing", self.kind, version)
+                version = None
+            except ApiException as exc:
+                if exc.status == 410:
+                    version = None
+                    continue
+                if exc.status in (401, 403, 404) and version is None:
+                    # The resource is optional (PodGroups) or not readable: say so once,
+                    # count as synced (empty), and look again much later.
+                    if not self.forbidden:
+                        log.warning(
+                            "%s: cannot list (%s), treating as empty", self.kind, exc.status
+                        )
+                    self.forbidden = True
+                    self.sink.replace(self.kind, [])
+                    self.synced.set()
+                    self.stop.wait(self.resync_seconds)
+                    continue
+                self._report(exc)
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+            except Exception as exc:  # the connection broke: the API server may restart
+                self._report(exc)
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _report(self, exc: BaseException) -> None:
+        log.warning("%s informer: %s: %s", self.kind, type(exc).__name__, exc)
+        if self.on_error is not None:
+            self.on_error(self.kind, exc)
+
+    def _list(self) -> str:
+        items: list[Obj] = []
+        token: str | None = None
+        version = ""
+        while True:
+            kwargs: dict[str, Any] = dict(self.list_kwargs, limit=self.page_size)
+            if token:
+                kwargs["_continue"] = token
+            response = self.list_function(
+                _preload_content=False, _request_timeout=(5, 60), **kwargs
+            )
+            body = json.loads(response.data)
+            items.extend(body.get("items") or ())
+            meta = body.get("metadata") or {}
+            version = meta.get("resourceVersion", version)
+            token = meta.get("continue")
+            if not token:
+                break
+        self.sink.replace(self.kind, items)
+        return version
+
+    def _watch_until_resync(self, version: str) -> str | None:
+        """Watch from `version`; return the version to continue from, or None to re-list
+        (resync due)."""
+        deadline = time.monotonic() + self.resync_seconds
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            self._watch = _DictWatch()
+            self._watch.resource_version = version
+            for event in self._events(self._watch, version):
+                kind = event.get("type")
+                obj = event.get("object") or {}
+                if kind == "ERROR":
+                    if obj.get("code") == 410:
+                        raise Gone
+                    raise ApiException(status=obj.get("code"), reason=obj.get("message"))
+                if kind in ("ADDED", "MODIFIED", "DELETED"):
+                    self.sink.apply(self.kind, kind, obj)
+                if self.stop.is_set():
+                    break
+            version = self._watch.resource_version or version
+        return None if not self.stop.is_set() else version
+
+    def _events(self, w: _DictWatch, version: str) -> Iterator[dict[str, Any]]:
+        return w.stream(  # type: ignore[no-any-return]
+            self.list_function,
+            resource_version=version,
+            timeout_seconds=self.watch_seconds,
+            allow_watch_bookmarks=True,
+            _request_timeout=(5, self.watch_seconds + 15),
+            **self.list_kwargs,
+        )

@@ -1,0 +1,173 @@
+"""The cluster cache: informer events in, consistent snapshots out, assumed binds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from policies.loader import load_policy
+from scheduler.k8s.cache import NODES, POD_GROUPS, PODS, PRIORITY_CLASSES, ClusterCache
+
+POLICY = load_policy()
+
+
+def node(name: str, owner: str = "physics", gpus: int = 8) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "labels": {
+                "fairpool.io/owner": owner,
+                "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB",
+            },
+        },
+        "status": {
+            "allocatable": {"nvidia.com/gpu": str(gpus), "cpu": "64", "memory": "512Gi"},
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    }
+
+
+def pod(
+    name: str,
+    namespace: str = "physics",
+    node_name: str | None = None,
+    phase: str = "Pending",
+    scheduler: str = "fairpool",
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+    **spec: Any,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "uid": f"uid-{name}",
+            "creationTimestamp": "2026-11-28T10:00:00Z",
+            "labels": labels or {},
+            "annotations": annotations or {},
+        },
+        "spec": {
+            "schedulerName": scheduler,
+            "containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpu": "1"}}}],
+            **spec,
+        },
+        "status": {"phase": phase},
+    }
+    if node_name:
+        body["spec"]["nodeName"] = node_name
+    return body
+
+
+def test_replace_then_events_build_the_snapshot() -> None:
+    cache = ClusterCache()
+    cache.replace(NODES, [node("n1"), node("n2", owner="lab-bio")])
+    cache.replace(
+        PODS,
+        [
+            pod("run", node_name="n1", phase="Running"),
+            pod("foreign", node_name="n2", phase="Running", scheduler="default-scheduler"),
+            pod("done", node_name="n1", phase="Succeeded"),
+            pod("wait"),
+            pod("not-ours", scheduler="default-scheduler"),
+        ],
+    )
+    snap = cache.view(POLICY, now=100.0).snapshot
+    assert [n.name for n in snap.nodes] == ["n1", "n2"]
+    assert {p.name for p in snap.running} == {"run", "foreign"}
+    assert [j.pods[0].name for j in snap.pending] == ["wait"]
+    assert snap.now == 100.0
+
+    cache.apply(PODS, "MODIFIED", pod("wait", node_name="n2", phase="Running"))
+    cache.apply(PODS, "DELETED", pod("run"))
+    cache.apply(NODES, "DELETED", node("n1"))
+    snap = cache.view(POLICY).snapshot
+    assert {p.name for p in snap.running} == {"foreign", "wait"}
+    assert snap.pending == ()
+    assert [n.name for n in snap.nodes] == ["n2"]
+
+
+def test_assumed_pod_counts_on_its_node_until_confirmed() -> None:
+    cache = ClusterCache(assume_ttl=30)
+    cache.replace(NODES, [node("n1")])
+    cache.replace(PODS, [pod("a")])
+    cache.assume("uid-a", "n1", now=10.0)
+    snap = cache.view(POLICY, now=11.0).snapshot
+    assert snap.pending == ()
+    (running,) = snap.running
+    assert (running.name, running.node, running.started_at) == ("a", "n1", 10.0)
+    # The watch confirms the bind: the assumption is dropped, the pod stays running.
+    cache.apply(PODS, "MODIFIED", pod("a", node_name="n1", phase="Running"))
+    assert not cache.is_assumed("uid-a")
+    assert [p.name for p in cache.view(POLICY, now=12.0).snapshot.running] == ["a"]
+
+
+def test_failed_bind_is_forgotten_and_pending_again() -> None:
+    cache = ClusterCache()
+    cache.replace(PODS, [pod("a")])
+    cache.assume("uid-a", "n1")
+    cache.forget("uid-a")
+    snap = cache.view(POLICY).snapshot
+    assert snap.running == () and len(snap.pending) == 1
+
+
+def test_unconfirmed_assumption_expires() -> None:
+    cache = ClusterCache(assume_ttl=30)
+    cache.replace(PODS, [pod("a")])
+    cache.assume("uid-a", "n1", now=0.0)
+    assert cache.view(POLICY, now=29.0).snapshot.running
+    snap = cache.view(POLICY, now=31.0).snapshot
+    assert snap.running == () and len(snap.pending) == 1
+
+
+def test_deleted_pod_drops_its_assumption_and_relist_prunes() -> None:
+    cache = ClusterCache()
+    cache.replace(PODS, [pod("a"), pod("b")])
+    cache.assume("uid-a", "n1")
+    cache.assume("uid-b", "n1")
+    cache.apply(PODS, "DELETED", pod("a"))
+    assert not cache.is_assumed("uid-a")
+    cache.replace(PODS, [])  # b vanished while the watch was down
+    assert not cache.is_assumed("uid-b")
+    assert cache.view(POLICY).snapshot.running == ()
+
+
+def test_changed_is_signalled() -> None:
+    cache = ClusterCache()
+    cache.changed.clear()
+    cache.apply(PODS, "ADDED", pod("a"))
+    assert cache.changed.is_set()
+
+
+def test_priority_classes_and_pod_groups_feed_pending_jobs() -> None:
+    cache = ClusterCache()
+    cache.replace(PRIORITY_CLASSES, [{"metadata": {"name": "high"}, "value": 500}])
+    cache.replace(
+        POD_GROUPS, [{"metadata": {"name": "pg", "namespace": "physics"}, "spec": {"minMember": 2}}]
+    )
+    group = {"scheduling.x-k8s.io/pod-group": "pg"}
+    cache.replace(
+        PODS,
+        [
+            pod("w0", labels=group, priorityClassName="high"),
+            pod("w1", labels=group, priorityClassName="high"),
+        ],
+    )
+    (job,) = cache.view(POLICY).snapshot.pending
+    assert (job.job_id, job.min_member, job.priority, len(job.pods)) == ("physics/pg", 2, 500, 2)
+
+
+def test_unreadable_pending_pod_is_reported_not_snapshotted() -> None:
+    cache = ClusterCache()
+    cache.replace(PODS, [pod("g", labels={"fairpool.io/gang": "x"})])
+    view = cache.view(POLICY)
+    assert view.snapshot.pending == ()
+    (bad,) = view.unschedulable
+    assert "fairpool.io/gang-size" in bad.reason and bad.pods[0].name == "g"
+
+
+def test_unreadable_node_is_left_out_with_reason() -> None:
+    cache = ClusterCache()
+    broken = node("n1")
+    broken["status"]["allocatable"]["nvidia.com/gpu"] = "many"
+    cache.replace(NODES, [broken, node("n2")])
+    assert [n.name for n in cache.view(POLICY).snapshot.nodes] == ["n2"]
+    assert "n1" in cache.node_errors
