@@ -1,0 +1,140 @@
+"""The synthetic trace: deterministic per seed, the requested load, a Philly/Helios-like
+size mix and heavy-tailed run times, bounded gangs, bursty arrivals."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from policies.errors import InputError
+from scheduler.traces import synthesize
+from scheduler.traces.model import Trace
+
+MEMBERS = ["uni-north", "ai-startup", "lab-bio", "physics"]
+MODELS = {"NVIDIA-H100-80GB-HBM3": 32, "NVIDIA-A100-SXM4-80GB": 32}
+
+
+def offered(trace: Trace, gpus: int, days: float) -> float:
+    return sum(j.gpus * j.duration_s for j in trace.jobs) / (gpus * days * 86_400)
+
+
+@pytest.fixture(scope="module")
+def demo() -> Trace:
+    return synthesize(MEMBERS, gpus=64, days=30, load=1.1, seed=11, gpu_models=MODELS)
+
+
+def test_same_seed_same_trace_other_seed_other_trace() -> None:
+    a = synthesize(MEMBERS, gpus=64, days=7, load=1.0, seed=5)
+    b = synthesize(MEMBERS, gpus=64, days=7, load=1.0, seed=5)
+    c = synthesize(MEMBERS, gpus=64, days=7, load=1.0, seed=6)
+    assert a == b
+    assert a != c
+
+
+@pytest.mark.parametrize(
+    ("gpus", "days", "load", "seed"),
+    [(64, 30, 1.1, 1), (64, 30, 0.6, 2), (500, 30, 1.0, 3), (16, 3, 1.5, 4), (8, 1, 0.5, 5)],
+)
+def test_offered_load_within_15_percent(gpus: int, days: float, load: float, seed: int) -> None:
+    trace = synthesize(MEMBERS, gpus=gpus, days=days, load=load, seed=seed)
+    assert offered(trace, gpus, days) == pytest.approx(load, rel=0.15)
+
+
+def test_jobs_sorted_with_unique_ids_inside_the_window(demo: Trace) -> None:
+    times = [j.submit_time for j in demo.jobs]
+    assert times == sorted(times)
+    assert len({j.job_id for j in demo.jobs}) == len(demo.jobs)
+    assert times[0] >= 0 and times[-1] < 30 * 86_400
+    assert set(demo.members()) == set(MEMBERS)
+
+
+def test_size_mix_mostly_single_gpu_with_a_gang_tail(demo: Trace) -> None:
+    sizes = Counter(j.gpus for j in demo.jobs)
+    n = len(demo.jobs)
+    assert 0.6 <= sizes[1] / n <= 0.8
+    assert all(sizes[s] > 0 for s in (2, 4, 8, 16, 32))
+    gangs = [j for j in demo.jobs if j.is_gang]
+    assert 0.005 <= len(gangs) / n <= 0.08
+    assert all(j.gpus_per_pod == 8 for j in gangs)  # gangs of whole 8-GPU nodes
+
+
+def test_gangs_never_exceed_the_largest_model_or_their_models_capacity(demo: Trace) -> None:
+    assert max(j.gpus for j in demo.jobs) == 32
+    small = {"big": 64, "small": 4}
+    trace = synthesize(MEMBERS, gpus=68, days=10, load=1.0, seed=3, gpu_models=small)
+    assert max(j.gpus for j in trace.jobs) == 64
+    assert all(j.gpus <= small[j.gpu_model or ""] for j in trace.jobs)
+    assert any(j.gpus == 64 for j in trace.jobs)
+    assert max(j.gpus for j in trace.jobs if j.gpu_model == "small") == 4
+
+
+def test_without_models_gangs_reach_64_gpus_within_the_cluster() -> None:
+    trace = synthesize(MEMBERS, gpus=128, days=30, load=1.0, seed=9)
+    assert max(j.gpus for j in trace.jobs) == 64
+    assert all(j.gpu_model is None for j in trace.jobs)
+    tiny = synthesize(MEMBERS, gpus=6, days=5, load=1.0, seed=9)
+    assert max(j.gpus for j in tiny.jobs) <= 6
+
+
+def test_models_drawn_in_proportion_to_capacity() -> None:
+    trace = synthesize(MEMBERS, 64, 30, 1.0, seed=2, gpu_models={"a": 48, "b": 16})
+    share = Counter(j.gpu_model for j in trace.jobs)["a"] / len(trace.jobs)
+    assert share == pytest.approx(0.75, abs=0.05)
+
+
+def test_durations_heavy_tailed_from_minutes_to_days(demo: Trace) -> None:
+    durations = np.array([j.duration_s for j in demo.jobs])
+    p50, p99 = np.percentile(durations, [50, 99])
+    assert p99 / p50 > 20
+    assert durations.min() >= 60
+    assert durations.max() <= 3 * 86_400
+    assert durations.max() > 86_400  # some jobs run for days
+    single = np.median([j.duration_s for j in demo.jobs if j.gpus == 1])
+    gang = np.median([j.duration_s for j in demo.jobs if j.is_gang])
+    assert gang > 3 * single  # bigger jobs run longer
+
+
+def test_arrivals_are_bursty(demo: Trace) -> None:
+    # Hourly submission counts of one member: a Poisson process would have a
+    # variance-to-mean ratio near 1; bursts and the daily rhythm make it much larger.
+    for member in MEMBERS:
+        times = np.array([j.submit_time for j in demo.jobs if j.org == member])
+        counts = np.bincount((times // 3600).astype(int), minlength=30 * 24)
+        assert counts.var() / counts.mean() > 2, member
+
+
+def test_member_weights_split_the_load() -> None:
+    weights = {"uni-north": 3.0, "ai-startup": 1.0, "lab-bio": 0.0, "physics": 1.0}
+    trace = synthesize(MEMBERS, 64, 30, 1.0, seed=4, member_weights=weights)
+    work = Counter[str]()
+    for j in trace.jobs:
+        work[j.org] += j.gpus * j.duration_s
+    assert "lab-bio" not in work
+    assert work["uni-north"] / work["ai-startup"] == pytest.approx(3.0, rel=0.25)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"members": []},
+        {"gpus": 0},
+        {"days": 0},
+        {"load": -1},
+        {"gpu_models": {"a": 0}},
+        {"member_weights": {"nobody": 1.0}},
+        {"member_weights": {"uni-north": 0.0}},
+    ],
+)
+def test_bad_arguments_are_input_errors(kwargs: dict[str, object]) -> None:
+    arguments: dict[str, object] = {
+        "members": MEMBERS,
+        "gpus": 64,
+        "days": 1,
+        "load": 1.0,
+        "seed": 0,
+    }
+    arguments.update(kwargs)
+    with pytest.raises(InputError):
+        synthesize(**arguments)  # type: ignore[arg-type]
