@@ -1,0 +1,250 @@
+"""The simulated cluster: nodes from a cluster inventory, the pods running on them and
+the jobs waiting, turned into an engine `Snapshot` at every cycle.
+
+It is the simulator's counterpart of the daemon's cluster cache: it only keeps state
+and checks the engine's binds against capacity (an over-committed node is an engine
+defect, raised at once rather than silently simulated).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from policies.errors import FieldIssue, PolicyError
+from policies.inventory import ClusterInventory
+from policies.model import Policy
+from scheduler.snapshot import (
+    Node,
+    PendingJob,
+    PendingPod,
+    PodSpec,
+    RunningPod,
+    Snapshot,
+    Taint,
+)
+from scheduler.traces.model import TraceJob
+
+GIB = 1 << 30
+# Trace jobs only say how many GPUs they need; give each pod a small, GPU-proportional
+# CPU and memory request so CPU/memory never become the binding constraint.
+CPU_MILLI_PER_GPU = 500
+MEMORY_PER_GPU = 2 * GIB
+
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+OWNER_LABEL = "fairpool.io/owner"
+DOMAIN_LABEL = "fairpool.io/topology-domain"
+
+
+class SimulationInvariantError(RuntimeError):
+    """The engine decided something the cluster cannot carry out (a defect, not input)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    """Static GPU capacity of a simulated cluster, per (owner, GPU model)."""
+
+    by_owner_model: Mapping[tuple[str, str], int]
+    entitlement: Mapping[tuple[str, str], int]
+    """(member, model) -> contribution + purchased GPUs."""
+    contribution: Mapping[tuple[str, str], int]
+    models: tuple[str, ...]
+    members: tuple[str, ...]
+
+    def total(self) -> int:
+        return sum(self.by_owner_model.values())
+
+
+def build_nodes(inventory: ClusterInventory) -> tuple[Node, ...]:
+    nodes: list[Node] = []
+    for group in inventory.node_groups:
+        labels = {
+            **group.labels,
+            OWNER_LABEL: group.owner,
+            GPU_PRODUCT_LABEL: group.gpu_model,
+            DOMAIN_LABEL: group.topology_domain,
+        }
+        taints = tuple(Taint(t.key, t.value, t.effect) for t in group.taints)
+        for name in group.node_names():
+            nodes.append(
+                Node(
+                    name=name,
+                    owner=group.owner,
+                    gpu_model=group.gpu_model,
+                    gpus=group.gpus_per_node,
+                    cpu_milli=group.cpu * 1000,
+                    memory_bytes=group.memory_gi_b * GIB,
+                    max_pods=group.max_pods,
+                    topology_domain=group.topology_domain,
+                    labels=labels,
+                    taints=taints,
+                )
+            )
+    return tuple(nodes)
+
+
+def check_inventory(inventory: ClusterInventory, policy: Policy, source: str) -> None:
+    """Every node owner must be a policy member, and purchased GPU models must exist."""
+    members = set(policy.member_names())
+    issues = [
+        FieldIssue(
+            f"spec.nodeGroups[{i}].owner",
+            f"owner {g.owner!r} is not a member of the policy "
+            f"(members: {', '.join(sorted(members))})",
+        )
+        for i, g in enumerate(inventory.node_groups)
+        if g.owner not in members
+    ]
+    if issues:
+        raise PolicyError(source, issues)
+
+
+def capacity_of(nodes: tuple[Node, ...], policy: Policy) -> Capacity:
+    by_owner_model: dict[tuple[str, str], int] = {}
+    for node in nodes:
+        if node.owner is None or node.gpu_model is None:
+            continue
+        key = (node.owner, node.gpu_model)
+        by_owner_model[key] = by_owner_model.get(key, 0) + node.gpus
+    models = sorted({n.gpu_model for n in nodes if n.gpu_model is not None})
+    members = policy.member_names()
+    contribution: dict[tuple[str, str], int] = {}
+    entitlement: dict[tuple[str, str], int] = {}
+    for member in members:
+        purchased = policy.member(member).purchased
+        for model in models:
+            own = by_owner_model.get((member, model), 0)
+            contribution[(member, model)] = own
+            entitlement[(member, model)] = own + purchased.get(model, 0)
+    return Capacity(by_owner_model, entitlement, contribution, tuple(models), tuple(members))
+
+
+def namespace_for(policy: Policy, member: str) -> str:
+    """A namespace that maps back to `member` through the policy's patterns."""
+    for pattern in policy.member(member).namespaces:
+        candidate = pattern.replace("*", "sim").replace("?", "x")
+        if policy.member_for_namespace(candidate) == member:
+            return candidate
+    return member
+
+
+def pod_spec(job: TraceJob) -> PodSpec:
+    return PodSpec(
+        gpus=job.gpus_per_pod,
+        cpu_milli=max(1, job.gpus_per_pod) * CPU_MILLI_PER_GPU,
+        memory_bytes=max(1, job.gpus_per_pod) * MEMORY_PER_GPU,
+        gpu_model=job.gpu_model,
+    )
+
+
+def pod_uids(job: TraceJob, attempt: int) -> tuple[str, ...]:
+    """Pods get fresh uids on every attempt, like pods recreated after an eviction."""
+    return tuple(f"{job.job_id}-a{attempt}-p{i}" for i in range(job.num_pods))
+
+
+class SimCluster:
+    """Nodes, running pods and pending jobs of one simulated cluster."""
+
+    def __init__(self, nodes: tuple[Node, ...], policy: Policy) -> None:
+        self.nodes = nodes
+        self.node_by_name = {n.name: n for n in nodes}
+        self.capacity = capacity_of(nodes, policy)
+        self._namespaces = {m: namespace_for(policy, m) for m in policy.member_names()}
+        self.running: dict[str, RunningPod] = {}
+        self.pending: dict[str, PendingJob] = {}
+        self._free_gpus = {n.name: n.gpus for n in nodes}
+        self._free_cpu = {n.name: n.cpu_milli for n in nodes}
+        self._free_memory = {n.name: n.memory_bytes for n in nodes}
+        self._free_pods = {n.name: n.max_pods for n in nodes}
+
+    def namespace(self, member: str) -> str:
+        return self._namespaces.get(member, member)
+
+    # -- pending jobs ---------------------------------------------------------------
+    def enqueue(self, job: TraceJob, attempt: int, submitted_at: float, now: float) -> None:
+        spec = pod_spec(job)
+        namespace = self.namespace(job.org)
+        pods = tuple(
+            PendingPod(uid=uid, name=uid, namespace=namespace, spec=spec, created_at=now)
+            for uid in pod_uids(job, attempt)
+        )
+        self.pending[job.job_id] = PendingJob(
+            job_id=job.job_id,
+            member=job.org,
+            pods=pods,
+            min_member=job.num_pods,
+            priority=job.priority,
+            submitted_at=submitted_at,
+        )
+
+    def nominate(self, job_id: str, nodes: Mapping[str, str]) -> None:
+        job = self.pending.get(job_id)
+        if job is not None:
+            self.pending[job_id] = replace(job, nominated_nodes=dict(nodes))
+
+    def dequeue(self, job_id: str) -> PendingJob:
+        return self.pending.pop(job_id)
+
+    # -- running pods ---------------------------------------------------------------
+    def bind(self, pod: PendingPod, job: PendingJob, node_name: str, now: float) -> RunningPod:
+        node = self.node_by_name.get(node_name)
+        if node is None:
+            raise SimulationInvariantError(
+                f"engine bound pod {pod.uid} to unknown node {node_name}"
+            )
+        spec = pod.spec
+        if spec.gpu_model is not None and spec.gpu_model != node.gpu_model:
+            raise SimulationInvariantError(
+                f"engine bound pod {pod.uid} needing {spec.gpu_model} to {node_name} "
+                f"({node.gpu_model})"
+            )
+        if (
+            self._free_gpus[node_name] < spec.gpus
+            or self._free_cpu[node_name] < spec.cpu_milli
+            or self._free_memory[node_name] < spec.memory_bytes
+            or self._free_pods[node_name] < 1
+        ):
+            raise SimulationInvariantError(
+                f"engine over-committed node {node_name} with pod {pod.uid} at t={now}: "
+                f"{self._free_gpus[node_name]} GPUs free, {spec.gpus} asked"
+            )
+        self._free_gpus[node_name] -= spec.gpus
+        self._free_cpu[node_name] -= spec.cpu_milli
+        self._free_memory[node_name] -= spec.memory_bytes
+        self._free_pods[node_name] -= 1
+        running = RunningPod(
+            uid=pod.uid,
+            name=pod.name,
+            namespace=pod.namespace,
+            member=job.member,
+            job_id=job.job_id,
+            node=node_name,
+            spec=spec,
+            priority=job.priority,
+            started_at=now,
+        )
+        self.running[pod.uid] = running
+        return running
+
+    def mark_terminating(self, uid: str) -> None:
+        self.running[uid] = replace(self.running[uid], terminating=True)
+
+    def free(self, uid: str) -> RunningPod:
+        pod = self.running.pop(uid)
+        self._free_gpus[pod.node] += pod.spec.gpus
+        self._free_cpu[pod.node] += pod.spec.cpu_milli
+        self._free_memory[pod.node] += pod.spec.memory_bytes
+        self._free_pods[pod.node] += 1
+        return pod
+
+    def free_gpus(self, node_name: str) -> int:
+        return self._free_gpus[node_name]
+
+    def snapshot(self, now: float, usage_history: Mapping[str, float]) -> Snapshot:
+        return Snapshot(
+            now=now,
+            nodes=self.nodes,
+            running=tuple(self.running.values()),
+            pending=tuple(self.pending.values()),
+            usage_history=dict(usage_history),
+        )

@@ -1,0 +1,404 @@
+"""A whole what-if study: load-checked inputs -> pooled replay -> standalone replays ->
+tables and summary. The CLI and the benchmark both call `run_study`."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+
+from policies.errors import InputError
+from policies.model import Policy
+from scheduler.sim import metrics
+from scheduler.sim.simulator import Engine, JobState, Progress, SimulationResult, Simulator
+from scheduler.sim.standalone import StandaloneResult, fits, replay_all
+from scheduler.snapshot import Node
+from scheduler.traces.model import Trace
+
+HOUR_S = 3600
+
+
+@dataclass
+class Study:
+    policy: Policy
+    start: datetime
+    """UTC instant of trace time 0."""
+    result: SimulationResult
+    standalone: dict[str, StandaloneResult] | None
+    jobs: pd.DataFrame
+    members: pd.DataFrame
+    timeline: pd.DataFrame
+    usage: pd.DataFrame
+    capacity: pd.DataFrame
+    reclaim_lost: pd.DataFrame
+    summary: dict[str, object]
+
+
+def check_trace(
+    trace: Trace, nodes: tuple[Node, ...], policy: Policy, source: str = "trace"
+) -> None:
+    """Jobs of unknown members, or that could not run even on an empty cluster, are bad
+    input, not a wait (the CSV reader names lines; this also guards synthetic traces)."""
+    known = set(policy.member_names())
+    unknown = sorted({j.org for j in trace.jobs} - known)
+    if unknown:
+        raise InputError(
+            f"{source}: unknown member(s) {', '.join(unknown)} "
+            f"(policy members: {', '.join(sorted(known))})"
+        )
+    bad = [j for j in trace.jobs if not fits(j, nodes)]
+    if bad:
+        first = bad[0]
+        model = first.gpu_model or "any GPU model"
+        raise InputError(
+            f"{source}: {len(bad)} job(s) can never fit the cluster; first: job "
+            f"{first.job_id!r} needs {first.num_pods} pod(s) x {first.gpus_per_pod} GPUs "
+            f"of {model}"
+        )
+
+
+def run_study(
+    nodes: tuple[Node, ...],
+    policy: Policy,
+    trace: Trace,
+    start: datetime,
+    *,
+    standalone: bool = True,
+    engine: Engine | None = None,
+    progress: Progress | None = None,
+    on_standalone: Callable[[str], None] | None = None,
+    processes: int | None = None,
+) -> Study:
+    if start.tzinfo is None:
+        raise ValueError("start must be timezone-aware")
+    start_epoch = start.timestamp()
+    offset = start_epoch - math.floor(start_epoch / HOUR_S) * HOUR_S
+    result = Simulator(nodes, policy, trace, engine, start_offset_s=offset, progress=progress).run()
+    alone: dict[str, StandaloneResult] | None = None
+    if standalone:
+        alone = replay_all(
+            nodes,
+            policy,
+            trace,
+            list(result.members),
+            engine=engine,
+            processes=processes,
+            on_done=on_standalone,
+        )
+    return build_study(policy, start, result, alone)
+
+
+def build_study(
+    policy: Policy,
+    start: datetime,
+    result: SimulationResult,
+    alone: dict[str, StandaloneResult] | None,
+) -> Study:
+    start_utc = start.astimezone(UTC)
+    base = pd.Timestamp(start_utc)
+    hour0 = base.floor("h")
+    jobs = jobs_table(result, alone)
+    timeline = metrics.timeline_frame(result.timeline)
+    end = result.end_time
+    g = metrics.grid(timeline, end)
+    members = members_table(policy, result, alone, jobs, g, end)
+    summary = summary_dict(policy, start_utc, result, alone, jobs, members, g, end)
+    timeline.insert(1, "time_utc", base + pd.to_timedelta(timeline["time"], unit="s"))
+    timeline = timeline.rename(columns={"time": "time_s"})
+    return Study(
+        policy=policy,
+        start=start_utc,
+        result=result,
+        standalone=alone,
+        jobs=jobs,
+        members=members,
+        timeline=timeline,
+        usage=usage_table(result, hour0, policy.version),
+        capacity=capacity_table(result, start_utc, end),
+        reclaim_lost=lost_table(result, hour0),
+        summary=summary,
+    )
+
+
+def jobs_table(result: SimulationResult, alone: dict[str, StandaloneResult] | None) -> pd.DataFrame:
+    rows = []
+    for record in result.jobs.values():
+        job = record.job
+        done = record.state is JobState.DONE
+        standalone_jct = math.nan
+        standalone_runs: bool | None = None
+        if alone is not None and job.org in alone:
+            member = alone[job.org]
+            standalone_runs = job.job_id not in member.never_runs
+            standalone_jct = member.jct_s.get(job.job_id, math.nan)
+        rows.append(
+            {
+                "job_id": job.job_id,
+                "member": job.org,
+                "gpu_model": job.gpu_model,
+                "num_pods": job.num_pods,
+                "gpus_per_pod": job.gpus_per_pod,
+                "gpus": job.gpus,
+                "priority": job.priority,
+                "submit_s": job.submit_time,
+                "duration_s": job.duration_s,
+                "start_s": record.first_start if record.first_start is not None else math.nan,
+                "end_s": record.end if record.end is not None else math.nan,
+                "wait_s": (record.first_start - job.submit_time)
+                if record.first_start is not None
+                else math.nan,
+                "jct_s": (record.end - job.submit_time) if record.end is not None else math.nan,
+                "completed": done,
+                "state": record.state.value,
+                "preemptions": record.preemptions,
+                "lost_gpu_s": record.lost_gpu_s,
+                "node_owners": ";".join(record.node_owners),
+                "borrowed": record.borrowed,
+                "standalone_runs": standalone_runs,
+                "standalone_jct_s": standalone_jct,
+            }
+        )
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    return frame.astype({"standalone_runs": "boolean", "gpu_model": "string"})
+
+
+def _member_used_gpu_s(g: metrics.Grid, member: str) -> float:
+    return metrics.integral(g, "allocated", g.member_columns(member))
+
+
+def members_table(
+    policy: Policy,
+    result: SimulationResult,
+    alone: dict[str, StandaloneResult] | None,
+    jobs: pd.DataFrame,
+    g: metrics.Grid,
+    end: float,
+) -> pd.DataFrame:
+    rows = []
+    for member in result.members:
+        columns = g.member_columns(member)
+        mine = jobs[jobs["member"] == member] if not jobs.empty else jobs
+        stats = metrics.job_stats(mine) if not mine.empty else metrics.job_stats(_empty_jobs())
+        used = metrics.integral(g, "allocated", columns)
+        row: dict[str, object] = {
+            "member": member,
+            "gpus_contributed": sum(n for (o, _), n in result.capacity.items() if o == member),
+            "gpus_entitled": sum(n for (m, _), n in result.entitlement.items() if m == member),
+            "gpu_hours_used": metrics.hours(used),
+            "gpu_hours_entitled": metrics.hours(metrics.integral(g, "entitlement", columns)),
+            "gpu_hours_borrowed": metrics.hours(metrics.integral(g, "borrowed", columns)),
+            "gpu_hours_lent": metrics.hours(metrics.integral(g, "lent", columns)),
+            "gpu_hours_lost_to_reclaim": metrics.hours(
+                float(mine["lost_gpu_s"].sum()) if not mine.empty else 0.0
+            ),
+            "jobs_submitted": len(mine),
+            **stats,
+            "preemptions": int(mine["preemptions"].sum()) if not mine.empty else 0,
+            "standalone_mean_jct_s": None,
+            "standalone_mean_wait_s": None,
+            "standalone_jobs_completed": None,
+            "standalone_never_runs": None,
+            "pooling_dividend_gpu_hours": None,
+        }
+        if alone is not None and member in alone:
+            own = alone[member]
+            row["standalone_mean_jct_s"] = _mean(list(own.jct_s.values()))
+            row["standalone_mean_wait_s"] = _mean(list(own.wait_s.values()))
+            row["standalone_jobs_completed"] = len(own.jct_s)
+            row["standalone_never_runs"] = len(own.never_runs)
+            standalone_used = 0.0
+            if own.timeline:
+                sg = metrics.grid(metrics.timeline_frame(own.timeline), max(end, own.end_time))
+                standalone_used = metrics.integral_until(sg, "allocated", end)
+            row["pooling_dividend_gpu_hours"] = metrics.hours(used - standalone_used)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _empty_jobs() -> pd.DataFrame:
+    return pd.DataFrame({"completed": pd.Series([], dtype=bool), "wait_s": [], "jct_s": []})
+
+
+def _mean(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+SUM_KEYS = (
+    "gpu_hours_used",
+    "gpu_hours_entitled",
+    "gpu_hours_borrowed",
+    "gpu_hours_lent",
+    "gpu_hours_lost_to_reclaim",
+)
+MEMBER_KEYS = (
+    *SUM_KEYS,
+    "jobs_submitted",
+    "jobs_completed",
+    "mean_wait_s",
+    "p95_wait_s",
+    "mean_jct_s",
+    "preemptions",
+    "standalone_mean_jct_s",
+    "standalone_mean_wait_s",
+    "standalone_jobs_completed",
+    "standalone_never_runs",
+    "pooling_dividend_gpu_hours",
+)
+
+
+def _clean(value: object) -> object:
+    """JSON-ready and byte-stable: numpy scalars to Python, NaN to None, floats rounded."""
+    if value is None:
+        return None
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return None if math.isnan(value) else round(value, 6)
+    return value
+
+
+def summary_dict(
+    policy: Policy,
+    start: datetime,
+    result: SimulationResult,
+    alone: dict[str, StandaloneResult] | None,
+    jobs: pd.DataFrame,
+    members: pd.DataFrame,
+    g: metrics.Grid,
+    end: float,
+) -> dict[str, object]:
+    capacity = sum(result.capacity.values())
+    overall: dict[str, object] = {}
+    for key in SUM_KEYS:
+        overall[key] = float(members[key].sum()) if not members.empty else 0.0
+    stats = metrics.job_stats(jobs) if not jobs.empty else metrics.job_stats(_empty_jobs())
+    overall.update(stats)
+    overall["jobs_submitted"] = len(jobs)
+    overall["utilization"] = metrics.utilization(g, capacity)
+    overall["fairness_jain"] = metrics.fairness_jain(g)
+    overall["entitlement_violation_gpu_s"] = metrics.entitlement_violation_gpu_s(
+        g, policy.sharing.reclaim_grace_period_seconds
+    )
+    overall["preemptions"] = int(jobs["preemptions"].sum()) if not jobs.empty else 0
+    if alone is not None:
+        jcts = [v for r in alone.values() for v in r.jct_s.values()]
+        overall["standalone_mean_jct_s"] = _mean(jcts)
+        overall["pooling_dividend_gpu_hours"] = float(members["pooling_dividend_gpu_hours"].sum())
+    else:
+        overall["standalone_mean_jct_s"] = None
+        overall["pooling_dividend_gpu_hours"] = None
+    per_member = {
+        str(row["member"]): {key: _clean(row[key]) for key in MEMBER_KEYS}
+        for row in members.to_dict("records")
+    }
+    end_utc = start + pd.Timedelta(seconds=end).to_pytimedelta()
+    local = start.astimezone(policy.billing.zone)
+    return {
+        **{k: _clean(v) for k, v in overall.items()},
+        "members": per_member,
+        "window": {
+            "start": start.isoformat(),
+            "end": end_utc.isoformat(),
+            "seconds": _clean(float(end)),
+            "month": local.strftime("%Y-%m"),
+            "time_zone": policy.billing.time_zone,
+        },
+        "cluster": {"gpus": capacity, "nodes": len(result.nodes)},
+        "simulation": {
+            "policy": policy.metadata.name,
+            "policy_version": policy.version,
+            "events": result.events,
+            "engine_cycles": result.cycles,
+            "livelock_guard_trips": result.guard_trips,
+            "jobs_unfinished": len(result.unfinished()),
+            "standalone": alone is not None,
+        },
+    }
+
+
+USAGE_COLUMNS = [
+    "hour",
+    "pod_uid",
+    "namespace",
+    "job_id",
+    "member",
+    "owner",
+    "gpu_model",
+    "node",
+    "gpu_seconds",
+    "utilization",
+    "coverage",
+    "policy_version",
+]
+
+
+def usage_table(result: SimulationResult, hour0: pd.Timestamp, version: int) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        [
+            (
+                u.hour,
+                u.pod_uid,
+                u.namespace,
+                u.job_id,
+                u.member,
+                u.owner,
+                u.gpu_model,
+                u.node,
+                u.gpu_seconds,
+            )
+            for u in result.usage
+        ],
+        columns=USAGE_COLUMNS[:9],
+    )
+    frame["hour"] = hour0 + pd.to_timedelta(frame["hour"].astype("int64") * HOUR_S, unit="s")
+    frame["hour"] = frame["hour"].astype("datetime64[ns, UTC]")
+    frame["gpu_seconds"] = frame["gpu_seconds"].astype("float64")
+    frame["utilization"] = np.nan
+    frame["coverage"] = 1.0
+    frame["policy_version"] = version
+    frame = frame.groupby(USAGE_COLUMNS[:8], as_index=False, sort=True).agg(
+        gpu_seconds=("gpu_seconds", "sum"),
+        utilization=("utilization", "first"),
+        coverage=("coverage", "first"),
+        policy_version=("policy_version", "first"),
+    )
+    return frame[USAGE_COLUMNS].astype({"policy_version": "int64", "utilization": "float64"})
+
+
+def capacity_table(result: SimulationResult, start: datetime, end: float) -> pd.DataFrame:
+    """GPU-seconds available per (UTC hour, owner, model) over the simulated window."""
+    t0 = start.timestamp()
+    t1 = t0 + end
+    first = math.floor(t0 / HOUR_S)
+    last = math.ceil(t1 / HOUR_S)
+    rows = []
+    for hour in range(first, max(last, first + 1)):
+        lo = max(t0, hour * HOUR_S)
+        hi = min(t1, (hour + 1) * HOUR_S)
+        seconds = max(0.0, hi - lo)
+        if seconds <= 0:
+            continue
+        for (owner, model), gpus in sorted(result.capacity.items()):
+            rows.append((hour * HOUR_S, owner, model, gpus * seconds))
+    frame = pd.DataFrame(rows, columns=["hour", "owner", "gpu_model", "gpu_seconds_available"])
+    frame["hour"] = pd.to_datetime(frame["hour"], unit="s", utc=True)
+    return frame.astype({"gpu_seconds_available": "float64"})
+
+
+def lost_table(result: SimulationResult, hour0: pd.Timestamp) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        [(r.hour, r.member, r.gpu_model, r.gpu_seconds) for r in result.lost],
+        columns=["hour", "member", "gpu_model", "gpu_seconds_lost"],
+    )
+    frame["hour"] = hour0 + pd.to_timedelta(frame["hour"].astype("int64") * HOUR_S, unit="s")
+    frame["hour"] = frame["hour"].astype("datetime64[ns, UTC]")
+    frame = frame.groupby(["hour", "member", "gpu_model"], as_index=False, sort=True).agg(
+        gpu_seconds_lost=("gpu_seconds_lost", "sum")
+    )
+    return frame.astype({"gpu_seconds_lost": "float64"})

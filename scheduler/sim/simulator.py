@@ -1,0 +1,457 @@
+"""Discrete-event replay of a trace on a simulated cluster, driven by the real engine.
+
+Events are job arrivals, job completions and the ends of preemption grace periods. All
+events at one instant are applied first, then the engine runs ONE cycle on the
+resulting snapshot and its decisions are carried out: binds start jobs (a gang starts
+when all its pods are bound, which the engine does in one cycle), preemptions mark the
+victim's pods terminating for the grace period, nominations are handed back to the
+engine through `PendingJob.nominated_nodes`.
+
+A preempted job goes back to pending with fresh pods. It restarts from zero (its
+GPU-seconds are lost) unless its member is `checkpointable`, in which case it resumes
+with the work it had left when the preemption was decided; the grace period itself is
+counted as lost in both cases. A job that finishes during its grace period completes.
+
+Livelock guard: the engine is pure, so a decision it makes once it makes again on the
+same state. Two caps keep a defective or flip-flopping policy from running forever:
+at most `max_cycles_per_instant` cycles at one instant (only grace periods of 0 s can
+chain cycles at one instant), and at most `max_preemptions_per_job` preemptions of one
+job; preemptions beyond a cap are not carried out and are counted in
+`SimulationResult.guard_trips` (reported in summary.json), never silently.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+
+from policies.model import Policy
+from scheduler.decisions import Decisions, MemberShare
+from scheduler.sim.cluster import SimCluster, SimulationInvariantError
+from scheduler.snapshot import Node, RunningPod, Snapshot
+from scheduler.traces.model import Trace, TraceJob
+
+Engine = Callable[[Snapshot, Policy], Decisions]
+Progress = Callable[[float, int], None]
+"""Called with (simulated time, jobs finished) every few hundred cycles."""
+
+HOUR_S = 3600.0
+LN2 = math.log(2.0)
+
+
+class JobState(Enum):
+    WAITING = "waiting"  # not yet submitted
+    PENDING = "pending"
+    RUNNING = "running"
+    TERMINATING = "terminating"
+    DONE = "done"
+
+
+class EventKind(Enum):
+    # Value = order among events at the same instant: capacity is freed before new
+    # work arrives, so one cycle sees both.
+    COMPLETION = 0
+    GRACE_END = 1
+    ARRIVAL = 2
+
+
+@dataclass(slots=True)
+class JobRecord:
+    """Everything the simulation learns about one job."""
+
+    job: TraceJob
+    remaining_s: float
+    state: JobState = JobState.WAITING
+    attempt: int = 0
+    token: int = 0
+    """Bumped on every state change; events carrying an older token are stale."""
+    first_start: float | None = None
+    start: float | None = None
+    end: float | None = None
+    preempted_at: float | None = None
+    preemptions: int = 0
+    lost_gpu_s: float = 0.0
+    pods: tuple[str, ...] = ()
+    node_owners: tuple[str, ...] = ()
+    nodes: tuple[str, ...] = ()
+    borrowed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """GPU-seconds of one pod within one hour (the metering ledger's grain)."""
+
+    hour: int
+    """Hour index since trace time 0's hour (0 = the hour holding trace time 0)."""
+    pod_uid: str
+    namespace: str
+    job_id: str
+    member: str
+    owner: str
+    gpu_model: str
+    node: str
+    gpu_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class LostRow:
+    hour: int
+    member: str
+    gpu_model: str
+    gpu_seconds: float
+
+
+@dataclass
+class SimulationResult:
+    policy: Policy
+    nodes: tuple[Node, ...]
+    jobs: dict[str, JobRecord]
+    timeline: list[tuple[float, str, str, int, int, float, int, int, int, int]]
+    """(time, member, model, *TIMELINE_FIELDS), a row only when a value changed;
+    piecewise constant until the next row of the same (member, model)."""
+    usage: list[UsageRow]
+    lost: list[LostRow]
+    end_time: float
+    start_offset_s: float
+    """Trace time 0 minus the start of its UTC hour (hour buckets are UTC hours)."""
+    events: int = 0
+    cycles: int = 0
+    guard_trips: int = 0
+    invariant_checks: int = 0
+    members: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+    capacity: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    entitlement: Mapping[tuple[str, str], int] = field(default_factory=dict)
+
+    def unfinished(self) -> list[JobRecord]:
+        return [r for r in self.jobs.values() if r.state is not JobState.DONE]
+
+
+def default_engine() -> Engine:
+    from scheduler.engine import schedule
+
+    return schedule
+
+
+class Simulator:
+    def __init__(
+        self,
+        nodes: tuple[Node, ...],
+        policy: Policy,
+        trace: Trace,
+        engine: Engine | None = None,
+        *,
+        start_offset_s: float = 0.0,
+        max_cycles_per_instant: int = 50,
+        max_preemptions_per_job: int = 25,
+        progress: Progress | None = None,
+    ) -> None:
+        self.policy = policy
+        self.engine = engine or default_engine()
+        self.cluster = SimCluster(nodes, policy)
+        self.trace = trace
+        self.start_offset_s = start_offset_s
+        self.max_cycles_per_instant = max_cycles_per_instant
+        self.max_preemptions_per_job = max_preemptions_per_job
+        self.progress = progress
+        self.jobs = {j.job_id: JobRecord(job=j, remaining_s=j.duration_s) for j in trace.jobs}
+        self._events: list[tuple[float, int, int, str, int]] = []
+        self._seq = 0
+        self._node_owner = {n.name: n.owner or "" for n in nodes}
+        self._node_model = {n.name: n.gpu_model or "" for n in nodes}
+        self._grace = policy.sharing.reclaim_grace_period_seconds
+        half_life = policy.sharing.usage_half_life_hours
+        self._half_life_s = half_life * HOUR_S if half_life else None
+        self._history: dict[str, float] = {}
+        cap = self.cluster.capacity
+        self._members = cap.members
+        self._models = cap.models
+        # Incremental counters, updated on bind/free, so a cycle costs O(changes).
+        self._allocated: dict[tuple[str, str], int] = {}
+        self._lent: dict[tuple[str, str], int] = {}
+        self._member_alloc: dict[str, int] = {}
+        self._last_row: dict[tuple[str, str], tuple[int, int, float, int, int, int, int]] = {}
+        self.timeline: list[tuple[float, str, str, int, int, float, int, int, int, int]] = []
+        self.usage: list[UsageRow] = []
+        self.lost: list[LostRow] = []
+        self.events_done = 0
+        self.cycles = 0
+        self.guard_trips = 0
+        self._finished = 0
+        self._now = 0.0
+        self._bound_this_cycle: dict[tuple[str, str], int] = {}
+
+    # -- events ---------------------------------------------------------------------
+    def _push(self, time: float, kind: EventKind, job_id: str, token: int) -> None:
+        self._seq += 1
+        heapq.heappush(self._events, (time, kind.value, self._seq, job_id, token))
+
+    def run(self) -> SimulationResult:
+        for job in self.trace.jobs:
+            self._push(job.submit_time, EventKind.ARRIVAL, job.job_id, 0)
+        self._record_timeline({})
+        cycles_at_instant = 0
+        last_instant = -math.inf
+        while self._events:
+            now = self._events[0][0]
+            self._advance_history(now)
+            while self._events and self._events[0][0] == now:
+                _, kind, _, job_id, token = heapq.heappop(self._events)
+                self.events_done += 1
+                self._handle(EventKind(kind), self.jobs[job_id], token, now)
+            cycles_at_instant = cycles_at_instant + 1 if now == last_instant else 1
+            last_instant = now
+            if self.cluster.pending:
+                self._cycle(now, allow_preemption=cycles_at_instant <= self.max_cycles_per_instant)
+            else:
+                self._record_timeline({})
+            if self.progress is not None and self.cycles % 256 == 0:
+                self.progress(now, self._finished)
+        if self.progress is not None:
+            self.progress(self._now, self._finished)
+        return SimulationResult(
+            policy=self.policy,
+            nodes=self.cluster.nodes,
+            jobs=self.jobs,
+            timeline=self.timeline,
+            usage=self.usage,
+            lost=self.lost,
+            end_time=self._now,
+            start_offset_s=self.start_offset_s,
+            events=self.events_done,
+            cycles=self.cycles,
+            guard_trips=self.guard_trips,
+            members=self._members,
+            models=self._models,
+            capacity=dict(self.cluster.capacity.by_owner_model),
+            entitlement=dict(self.cluster.capacity.entitlement),
+        )
+
+    def _handle(self, kind: EventKind, record: JobRecord, token: int, now: float) -> None:
+        if token != record.token:
+            return  # stale: the job changed state since this event was scheduled
+        if kind is EventKind.ARRIVAL:
+            record.state = JobState.PENDING
+            self.cluster.enqueue(record.job, 0, record.job.submit_time, now)
+        elif kind is EventKind.COMPLETION:
+            self._free_pods(record, now)
+            record.state = JobState.DONE
+            record.end = now
+            record.remaining_s = 0.0
+            record.token += 1
+            self._finished += 1
+        else:  # grace period over: the victim's pods are gone
+            self._free_pods(record, now)
+            assert record.start is not None and record.preempted_at is not None
+            gpus = record.job.gpus
+            if self.policy.member(record.job.org).checkpointable:
+                record.remaining_s -= record.preempted_at - record.start
+                lost_from = record.preempted_at
+            else:
+                record.remaining_s = record.job.duration_s
+                lost_from = record.start
+            record.lost_gpu_s += gpus * (now - lost_from)
+            self._count_lost(record, lost_from, now)
+            record.state = JobState.PENDING
+            record.attempt += 1
+            record.token += 1
+            record.start = None
+            record.preempted_at = None
+            self.cluster.enqueue(record.job, record.attempt, record.job.submit_time, now)
+
+    # -- one engine cycle -----------------------------------------------------------
+    def _cycle(self, now: float, allow_preemption: bool) -> None:
+        self.cycles += 1
+        snapshot = self.cluster.snapshot(now, self._history)
+        decisions = self.engine(snapshot, self.policy)
+        self._bound_this_cycle = {}
+        self._apply_binds(decisions, now)
+        self._apply_preemptions(decisions, now, allow_preemption)
+        for nomination in decisions.nominations:
+            self.cluster.nominate(nomination.job_id, nomination.nodes)
+        self._record_timeline(self._shares_by_key(decisions.shares))
+
+    def _apply_binds(self, decisions: Decisions, now: float) -> None:
+        by_job: dict[str, dict[str, str]] = {}
+        for bind in decisions.binds:
+            by_job.setdefault(bind.job_id, {})[bind.pod_uid] = bind.node
+        for job_id, placement in by_job.items():
+            pending = self.cluster.pending.get(job_id)
+            if pending is None:
+                raise SimulationInvariantError(f"engine bound job {job_id}, which is not pending")
+            if len(placement) != len(pending.pods) or any(
+                p.uid not in placement for p in pending.pods
+            ):
+                raise SimulationInvariantError(
+                    f"engine bound {len(placement)} of the {len(pending.pods)} pods of "
+                    f"job {job_id}: gangs start whole"
+                )
+            self.cluster.dequeue(job_id)
+            record = self.jobs[job_id]
+            owners: list[str] = []
+            nodes: list[str] = []
+            for pod in pending.pods:
+                running = self.cluster.bind(pod, pending, placement[pod.uid], now)
+                self._count_bind(running, +1)
+                owners.append(self._node_owner[running.node])
+                nodes.append(running.node)
+            record.state = JobState.RUNNING
+            record.pods = tuple(p.uid for p in pending.pods)
+            record.nodes = tuple(nodes)
+            record.node_owners = tuple(sorted(set(owners)))
+            record.borrowed = record.borrowed or any(o != record.job.org for o in owners)
+            record.start = now
+            if record.first_start is None:
+                record.first_start = now
+            record.token += 1
+            self._push(now + record.remaining_s, EventKind.COMPLETION, job_id, record.token)
+
+    def _apply_preemptions(self, decisions: Decisions, now: float, allow: bool) -> None:
+        grace_of: dict[str, int] = {}
+        for preemption in decisions.preemptions:
+            grace = max(grace_of.get(preemption.job_id, 0), preemption.grace_period_seconds)
+            grace_of[preemption.job_id] = grace
+        for job_id, grace in grace_of.items():
+            record = self.jobs.get(job_id)
+            if record is None or record.state is not JobState.RUNNING:
+                continue  # already terminating: the engine sees it and waits
+            if not allow or record.preemptions >= self.max_preemptions_per_job:
+                self.guard_trips += 1
+                continue
+            # Gangs are preempted whole: a gang missing a pod cannot go on.
+            for uid in record.pods:
+                self.cluster.mark_terminating(uid)
+            record.state = JobState.TERMINATING
+            record.preempted_at = now
+            record.preemptions += 1
+            # The completion event stays valid: a job that finishes within its grace
+            # period completes. The token is kept so both events stay live.
+            self._push(now + grace, EventKind.GRACE_END, job_id, record.token)
+
+    # -- bookkeeping ----------------------------------------------------------------
+    def _count_bind(self, pod: RunningPod, sign: int) -> None:
+        member = pod.member or ""
+        owner = self._node_owner[pod.node]
+        model = self._node_model[pod.node]
+        gpus = sign * pod.spec.gpus
+        key = (member, model)
+        self._allocated[key] = self._allocated.get(key, 0) + gpus
+        self._member_alloc[member] = self._member_alloc.get(member, 0) + gpus
+        if owner != member:
+            self._lent[(owner, model)] = self._lent.get((owner, model), 0) + gpus
+        if sign > 0:
+            self._bound_this_cycle[key] = self._bound_this_cycle.get(key, 0) + pod.spec.gpus
+
+    def _free_pods(self, record: JobRecord, now: float) -> None:
+        for uid in record.pods:
+            pod = self.cluster.free(uid)
+            self._count_bind(pod, -1)
+            self._count_usage(pod, record.job.org, pod.started_at, now)
+        record.pods = ()
+
+    def _hours(self, start: float, end: float) -> Iterable[tuple[int, float]]:
+        """(hour index, seconds) pieces of [start, end) cut at UTC hour boundaries."""
+        offset = self.start_offset_s
+        t = start
+        while t < end:
+            hour = int((t + offset) // HOUR_S)
+            boundary = (hour + 1) * HOUR_S - offset
+            piece_end = min(end, boundary)
+            yield hour, piece_end - t
+            t = piece_end
+
+    def _count_usage(self, pod: RunningPod, member: str, start: float, end: float) -> None:
+        owner = self._node_owner[pod.node]
+        model = self._node_model[pod.node]
+        for hour, seconds in self._hours(start, end):
+            self.usage.append(
+                UsageRow(
+                    hour=hour,
+                    pod_uid=pod.uid,
+                    namespace=pod.namespace,
+                    job_id=pod.job_id,
+                    member=member,
+                    owner=owner,
+                    gpu_model=model,
+                    node=pod.node,
+                    gpu_seconds=seconds * pod.spec.gpus,
+                )
+            )
+
+    def _count_lost(self, record: JobRecord, start: float, end: float) -> None:
+        gpus_by_model: dict[str, int] = {}
+        for node in record.nodes:
+            model = self._node_model[node]
+            gpus_by_model[model] = gpus_by_model.get(model, 0) + record.job.gpus_per_pod
+        for hour, seconds in self._hours(start, end):
+            for model, gpus in sorted(gpus_by_model.items()):
+                self.lost.append(LostRow(hour, record.job.org, model, gpus * seconds))
+
+    def _advance_history(self, now: float) -> None:
+        """Decay past usage to `now` and add what was used since the last event."""
+        dt = now - self._now
+        if self._half_life_s is not None and dt > 0:
+            decay = 0.5 ** (dt / self._half_life_s)
+            # Integral of a constant allocation under exponential decay over dt.
+            gain = self._half_life_s / LN2 * (1.0 - decay)
+            for member in self._members:
+                past = self._history.get(member, 0.0) * decay
+                past += self._member_alloc.get(member, 0) * gain
+                if past > 0:
+                    self._history[member] = past
+        self._now = max(self._now, now)
+
+    @staticmethod
+    def _shares_by_key(shares: Iterable[MemberShare]) -> dict[tuple[str, str], MemberShare]:
+        return {(s.member, s.gpu_model): s for s in shares}
+
+    def _record_timeline(self, shares: Mapping[tuple[str, str], MemberShare]) -> None:
+        now = self._now
+        pending = self._pending_gpus() if not shares else None
+        for member in self._members:
+            for model in self._models:
+                key = (member, model)
+                allocated = self._allocated.get(key, 0)
+                entitlement = self.cluster.capacity.entitlement.get(key, 0)
+                share = shares.get(key)
+                if share is not None:
+                    # The engine's view before its own binds; binds only move GPUs from
+                    # pending to allocated, so demand and fair share still hold.
+                    waiting = max(0, share.pending - self._bound_this_cycle.get(key, 0))
+                    demand = share.demand
+                    fair = float(share.fair_share)
+                elif pending is not None:
+                    waiting = pending.get(key, 0)
+                    demand = allocated + waiting
+                    previous = self._last_row.get(key)
+                    fair = previous[2] if previous is not None and waiting else float(allocated)
+                else:  # the engine gave no share for this member: nothing to share
+                    waiting = 0
+                    demand = allocated
+                    fair = float(allocated)
+                borrowed = max(0, allocated - entitlement)
+                lent = self._lent.get(key, 0)
+                row = (allocated, entitlement, fair, demand, waiting, borrowed, lent)
+                if self._last_row.get(key) != row:
+                    self._last_row[key] = row
+                    self.timeline.append((now, member, model, *row))
+        self._bound_this_cycle = {}
+
+    def _pending_gpus(self) -> dict[tuple[str, str], int]:
+        """Pending GPUs per (member, model), for instants without an engine cycle. A job
+        without a model counts for the model with the most GPUs."""
+        fallback = max(self._models, key=lambda m: self._model_capacity(m), default="")
+        out: dict[tuple[str, str], int] = {}
+        for job in self.cluster.pending.values():
+            model = job.pods[0].spec.gpu_model or fallback
+            key = (job.member, model)
+            out[key] = out.get(key, 0) + job.gpus
+        return out
+
+    def _model_capacity(self, model: str) -> int:
+        return sum(
+            gpus for (_, m), gpus in self.cluster.capacity.by_owner_model.items() if m == model
+        )
