@@ -1,0 +1,151 @@
+"""Importers of the Philly and Helios trace formats, on small hand-made sample files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from scheduler.traces import TraceError, read_trace, write_trace
+from scheduler.traces.importers import (
+    NEVER_STARTED,
+    NO_GPUS,
+    NOT_FINISHED,
+    UNEVEN_PODS,
+    UNMAPPED,
+    MemberMap,
+    import_helios,
+    import_philly,
+    parse_member_map,
+)
+
+DATA = Path(__file__).parents[1] / "data" / "traces"
+PHILLY = DATA / "philly_sample.json"
+HELIOS = DATA / "helios_sample.csv"
+MAP = DATA / "member_map.yaml"
+HELIOS_HEADER = (
+    "job_id,user,vc,gpu_num,cpu_num,node_num,state,submit_time,start_time,end_time,duration,queue"
+)
+
+
+def test_philly_last_attempt_one_pod_per_machine() -> None:
+    report = import_philly(PHILLY, parse_member_map(MAP))
+    jobs = {j.job_id: j for j in report.trace.jobs}
+    assert set(jobs) == {"application_0001_0001", "application_0001_0002"}
+    single = jobs["application_0001_0001"]
+    assert (single.org, single.submit_time, single.duration_s) == ("uni-north", 0.0, 3600.0)
+    assert (single.num_pods, single.gpus_per_pod) == (1, 1)
+    gang = jobs["application_0001_0002"]
+    # The first attempt (4 GPUs, 1 min) is ignored: the last one ran 2 h on 2 x 8 GPUs.
+    assert (gang.org, gang.submit_time, gang.duration_s) == ("ai-startup", 600.0, 7200.0)
+    assert (gang.num_pods, gang.gpus_per_pod) == (2, 8)
+    assert report.trace.start_epoch == 1506931200.0  # 2017-10-02 08:00:00 UTC
+    assert report.read == 7
+    assert report.skipped == {
+        NEVER_STARTED: 1,
+        NOT_FINISHED: 1,
+        UNEVEN_PODS: 1,
+        NO_GPUS: 1,
+        UNMAPPED: 1,
+    }
+    assert report.unmapped_vcs == {"vc-gamma": 1}
+
+
+def test_philly_without_map_keeps_vc_names_and_timezone_shifts() -> None:
+    report = import_philly(PHILLY, tz="America/Los_Angeles")
+    assert report.trace.members() == ["vc-alpha", "vc-beta", "vc-gamma"]
+    assert report.imported == 3
+    assert report.trace.start_epoch == 1506931200.0 + 7 * 3600  # PDT is UTC-7
+
+
+def test_philly_strict_map_makes_unmapped_vc_an_error() -> None:
+    with pytest.raises(TraceError, match="'vc-gamma'"):
+        import_philly(PHILLY, parse_member_map(MAP, strict=True))
+
+
+def test_helios_gpus_spread_over_nodes() -> None:
+    report = import_helios(HELIOS, parse_member_map(MAP))
+    jobs = {j.job_id: j for j in report.trace.jobs}
+    assert set(jobs) == {"5000001", "5000003", "5000005", "5000007"}
+    assert (jobs["5000003"].num_pods, jobs["5000003"].gpus_per_pod) == (2, 8)
+    assert (jobs["5000005"].num_pods, jobs["5000005"].gpus_per_pod) == (2, 6)
+    assert jobs["5000007"].duration_s == 86400.0
+    assert jobs["5000003"].submit_time == 120.0
+    assert jobs["5000001"].org == "uni-north"
+    assert report.read == 8
+    assert report.skipped == {NO_GPUS: 1, NEVER_STARTED: 1, UNEVEN_PODS: 1, UNMAPPED: 1}
+    assert report.unmapped_vcs == {"vcDelta": 1}
+
+
+def test_imported_trace_survives_the_canonical_csv(tmp_path: Path) -> None:
+    for report in (import_helios(HELIOS), import_philly(PHILLY)):
+        path = tmp_path / "trace.csv"
+        write_trace(report.trace, path)
+        assert read_trace(path) == report.trace
+
+
+def test_helios_bad_values_name_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "cluster_log.csv"
+    path.write_text(
+        f"{HELIOS_HEADER}\n"
+        "1,u,vcA,1,1,1,COMPLETED,2020-07-01 09:00:00,2020-07-01 09:00:00,,60,0\n"
+        "2,u,vcA,one,1,1,COMPLETED,2020-07-01 09:00:00,2020-07-01 09:00:00,,60,0\n"
+        "3,u,vcA,1,1,1,COMPLETED,yesterday,2020-07-01 09:00:00,,60,0\n"
+        "1,u,vcA,1,1,1,COMPLETED,2020-07-01 09:00:00,2020-07-01 09:00:00,,60,0\n"
+    )
+    with pytest.raises(TraceError) as info:
+        import_helios(path)
+    assert {(i.line, i.column) for i in info.value.issues} == {
+        (3, "gpu_num"),
+        (4, "submit_time"),
+        (5, "job_id"),
+    }
+
+
+def test_helios_missing_column(tmp_path: Path) -> None:
+    path = tmp_path / "cluster_log.csv"
+    path.write_text("job_id,vc,gpu_num,submit_time,duration\n1,vcA,1,2020-07-01 09:00:00,5\n")
+    with pytest.raises(TraceError) as info:
+        import_helios(path)
+    assert (1, "node_num") in {(i.line, i.column) for i in info.value.issues}
+
+
+def test_philly_malformed_json_and_jobs_name_the_line(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.json"
+    broken.write_text('[\n  {"jobid": "a",\n   "vc": }\n]\n')
+    with pytest.raises(TraceError) as info:
+        import_philly(broken)
+    assert info.value.issues[0].line == 3
+    missing = tmp_path / "missing.json"
+    missing.write_text(
+        '[\n{"jobid": "a", "vc": "v", "submitted_time": "2017-10-02 08:00:00",'
+        ' "attempts": []},\n\n{"jobid": "b", "submitted_time": "2017-10-02 08:00:00",'
+        ' "attempts": []}\n]\n'
+    )
+    with pytest.raises(TraceError) as info:
+        import_philly(missing)
+    assert [(i.line, i.column) for i in info.value.issues] == [(4, "[1].vc")]
+
+
+def test_nothing_importable_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "cluster_log.csv"
+    path.write_text(
+        f"{HELIOS_HEADER}\n1,u,vcA,0,1,1,COMPLETED,2020-07-01 09:00:00,2020-07-01 09:00:00,,60,0\n"
+    )
+    with pytest.raises(TraceError, match="no jobs imported"):
+        import_helios(path)
+
+
+def test_member_map_forms(tmp_path: Path) -> None:
+    assert parse_member_map("vc1=lab-a, vc2=lab-b").mapping == {"vc1": "lab-a", "vc2": "lab-b"}
+    grouped = tmp_path / "map.yaml"
+    grouped.write_text("members:\n  lab-a: [vc1, vc2]\n  lab-b: vc3\n")
+    assert parse_member_map(grouped).mapping == {"vc1": "lab-a", "vc2": "lab-a", "vc3": "lab-b"}
+    assert MemberMap().member_for("vcX") == "vcX"
+    assert MemberMap({"a": "m"}).member_for("vcX") is None
+    with pytest.raises(TraceError, match="not vc=member"):
+        parse_member_map("vc1=lab-a,vc2")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(TraceError, match="mapping"):
+        parse_member_map(bad)
