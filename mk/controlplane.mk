@@ -1,0 +1,25 @@
+# The local Kubernetes control plane for integration tests, demos and benchmarks:
+# etcd, kube-apiserver, kube-scheduler, kubectl and kwok built from the pinned Go wrapper
+# modules in tests/controlplane/go, into $(CACHE) (Go module and build caches included).
+# The build commands live in tests/controlplane/build.py, shared with `python -m
+# tests.controlplane up`; a binary whose go.mod/go.sum/flags are unchanged is not rebuilt.
+CONTROLPLANE := FAIRPOOL_CACHE=$(CACHE) $(BIN)/python -m tests.controlplane
+
+.PHONY: controlplane cluster-up cluster-down cluster-status
+
+## Build the control-plane binaries that are missing (a cold build takes a while).
+controlplane: $(STAMP)
+	$(CONTROLPLANE) build
+
+## Start etcd, kube-apiserver and kwok on loopback; kubeconfigs in $(CACHE)/controlplane/cluster/kubeconfig.
+cluster-up: controlplane
+	$(CONTROLPLANE) up
+
+## Stop the control plane started by cluster-up; nothing is left running.
+cluster-down: $(STAMP)
+	$(CONTROLPLANE) down
+
+cluster-status: $(STAMP)
+	$(CONTROLPLANE) status
+
+SYSTEM_DEPS += controlplane
