@@ -1,0 +1,157 @@
+"""The usage tables the cost model reads, checked and normalised.
+
+Metered usage (the ledger) and simulated usage (the simulator's parquet files) have
+the same shape, so one cost model serves both.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pandas as pd
+
+from policies.errors import InputError
+
+UNATTRIBUTED = "unattributed"
+"""Member (or owner) of usage the policy could not map to anyone: billed to no member,
+shown as its own row so that nothing disappears from the totals."""
+
+USAGE_COLUMNS = ("hour", "member", "owner", "gpu_model", "gpu_seconds")
+CAPACITY_COLUMNS = ("hour", "owner", "gpu_model", "gpu_seconds_available")
+RECLAIM_COLUMNS = ("hour", "member", "gpu_model", "gpu_seconds_lost")
+
+
+class FrameError(InputError):
+    """A usage table without a column the cost model needs."""
+
+
+def _require(frame: pd.DataFrame, name: str, columns: tuple[str, ...]) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise FrameError(f"{name}: missing column(s) {', '.join(missing)}")
+
+
+def _utc_hours(values: pd.Series) -> pd.Series:
+    hours = pd.to_datetime(values, utc=True)
+    return hours.dt.floor("h")
+
+
+def _in_window(frame: pd.DataFrame, start: datetime, end: datetime) -> pd.DataFrame:
+    return frame[(frame["hour"] >= pd.Timestamp(start)) & (frame["hour"] < pd.Timestamp(end))]
+
+
+def _names(values: pd.Series) -> pd.Series:
+    filled = values.astype("object").where(values.notna(), UNATTRIBUTED)
+    return filled.astype(str).replace("", UNATTRIBUTED)
+
+
+def normalise_usage(
+    usage: pd.DataFrame | None, start: datetime, end: datetime, default_version: int
+) -> pd.DataFrame:
+    columns = [*USAGE_COLUMNS, "utilization", "coverage", "policy_version"]
+    if usage is None or usage.empty:
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in columns}).assign(
+            hour=pd.Series(dtype="datetime64[ns, UTC]"),
+            gpu_seconds=pd.Series(dtype="float64"),
+            utilization=pd.Series(dtype="float64"),
+            coverage=pd.Series(dtype="float64"),
+            policy_version=pd.Series(dtype="int64"),
+        )
+    _require(usage, "usage", USAGE_COLUMNS)
+    frame = pd.DataFrame(
+        {
+            "hour": _utc_hours(usage["hour"]),
+            "member": _names(usage["member"]),
+            "owner": _names(usage["owner"]),
+            "gpu_model": usage["gpu_model"].astype(str),
+            "gpu_seconds": pd.to_numeric(usage["gpu_seconds"]).astype("float64"),
+            "utilization": pd.to_numeric(usage["utilization"]).astype("float64")
+            if "utilization" in usage
+            else float("nan"),
+            "coverage": pd.to_numeric(usage["coverage"]).astype("float64")
+            if "coverage" in usage
+            else 1.0,
+            "policy_version": pd.to_numeric(usage["policy_version"])
+            .fillna(default_version)
+            .astype("int64")
+            if "policy_version" in usage
+            else default_version,
+        }
+    )
+    if (frame["gpu_seconds"] < 0).any():
+        raise FrameError("usage: gpu_seconds must not be negative")
+    return _in_window(frame, start, end).reset_index(drop=True)
+
+
+def normalise_capacity(
+    capacity: pd.DataFrame | None, start: datetime, end: datetime
+) -> pd.DataFrame:
+    if capacity is None or capacity.empty:
+        return pd.DataFrame(
+            {
+                "hour": pd.Series(dtype="datetime64[ns, UTC]"),
+                "owner": pd.Series(dtype="object"),
+                "gpu_model": pd.Series(dtype="object"),
+                "gpu_seconds_available": pd.Series(dtype="float64"),
+                "coverage": pd.Series(dtype="float64"),
+            }
+        )
+    _require(capacity, "capacity", CAPACITY_COLUMNS)
+    frame = pd.DataFrame(
+        {
+            "hour": _utc_hours(capacity["hour"]),
+            "owner": _names(capacity["owner"]),
+            "gpu_model": capacity["gpu_model"].astype(str),
+            "gpu_seconds_available": pd.to_numeric(capacity["gpu_seconds_available"]).astype(
+                "float64"
+            ),
+            "coverage": pd.to_numeric(capacity["coverage"]).astype("float64")
+            if "coverage" in capacity
+            else 1.0,
+        }
+    )
+    frame = _in_window(frame, start, end)
+    # Capacity may come per node; the cost model needs it per owner and GPU model.
+    return (
+        frame.groupby(["hour", "owner", "gpu_model"], as_index=False)
+        .agg(gpu_seconds_available=("gpu_seconds_available", "sum"), coverage=("coverage", "min"))
+        .reset_index(drop=True)
+    )
+
+
+def normalise_reclaim(reclaim: pd.DataFrame | None, start: datetime, end: datetime) -> pd.DataFrame:
+    if reclaim is None or reclaim.empty:
+        return pd.DataFrame(
+            {
+                "hour": pd.Series(dtype="datetime64[ns, UTC]"),
+                "member": pd.Series(dtype="object"),
+                "gpu_model": pd.Series(dtype="object"),
+                "gpu_seconds_lost": pd.Series(dtype="float64"),
+            }
+        )
+    _require(reclaim, "reclaim_lost", RECLAIM_COLUMNS)
+    frame = pd.DataFrame(
+        {
+            "hour": _utc_hours(reclaim["hour"]),
+            "member": _names(reclaim["member"]),
+            "gpu_model": reclaim["gpu_model"].astype(str),
+            "gpu_seconds_lost": pd.to_numeric(reclaim["gpu_seconds_lost"]).astype("float64"),
+        }
+    )
+    return _in_window(frame, start, end).reset_index(drop=True)
+
+
+def normalise_hour_status(
+    status: pd.DataFrame | None, start: datetime, end: datetime
+) -> pd.DataFrame | None:
+    """The ledger's per-hour status (`hour`, `status`, optional `coverage`), or None."""
+    if status is None:
+        return None
+    if "hour" not in status.columns:
+        raise FrameError("hour_status: missing column hour")
+    frame = pd.DataFrame({"hour": _utc_hours(status["hour"])})
+    frame["status"] = status["status"].astype(str).values if "status" in status else "metered"
+    frame["coverage"] = (
+        pd.to_numeric(status["coverage"]).astype("float64").values if "coverage" in status else 1.0
+    )
+    return _in_window(frame, start, end).reset_index(drop=True)
