@@ -1,0 +1,153 @@
+"""`fairpool trace synth|import|check`: outputs, exit codes, nothing written on error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner, Result
+
+from scheduler.cli.main import cli
+from scheduler.traces import read_trace
+
+DATA = Path(__file__).parents[1] / "data" / "traces"
+ROOT = Path(__file__).parents[2]
+CLUSTER = ROOT / "policies" / "defaults" / "cluster.yaml"
+POLICY = ROOT / "policies" / "defaults" / "policy.yaml"
+
+
+def run(*args: str | Path) -> Result:
+    return CliRunner().invoke(cli, ["trace", *map(str, args)], catch_exceptions=False)
+
+
+def test_synth_without_cluster_names_members(tmp_path: Path) -> None:
+    out = tmp_path / "t.csv"
+    result = run(
+        "synth",
+        "--members",
+        "3",
+        "--gpus",
+        "16",
+        "--days",
+        "2",
+        "--load",
+        "0.9",
+        "--seed",
+        "1",
+        "--out",
+        out,
+    )
+    assert result.exit_code == 0, result.output
+    trace = read_trace(out)
+    assert trace.members() == ["member-1", "member-2", "member-3"]
+    assert "offered load 0.9" in result.output
+    again = tmp_path / "again.csv"
+    run(
+        "synth",
+        "--members",
+        "3",
+        "--gpus",
+        "16",
+        "--days",
+        "2",
+        "--load",
+        "0.9",
+        "--seed",
+        "1",
+        "--out",
+        again,
+    )
+    assert again.read_bytes() == out.read_bytes()
+
+
+def test_synth_on_the_demo_cluster_passes_check(tmp_path: Path) -> None:
+    out = tmp_path / "demo.csv"
+    result = run("synth", "--cluster", CLUSTER, "--days", "7", "--seed", "2", "--out", out)
+    assert result.exit_code == 0, result.output
+    trace = read_trace(out)
+    assert trace.members() == ["ai-startup", "lab-bio", "physics", "uni-north"]
+    assert {j.gpu_model for j in trace.jobs} == {
+        "NVIDIA-H100-80GB-HBM3",
+        "NVIDIA-A100-SXM4-80GB",
+    }
+    checked = run("check", out, "--cluster", CLUSTER, "--policy", POLICY)
+    assert checked.exit_code == 0, checked.output
+    assert "valid" in checked.output and "uni-north" in checked.output
+
+
+def test_synth_members_disagreeing_with_cluster_is_exit_2(tmp_path: Path) -> None:
+    out = tmp_path / "t.csv"
+    result = run("synth", "--cluster", CLUSTER, "--members", "7", "--out", out)
+    assert result.exit_code == 2
+    assert "4 owners" in result.output
+    assert not out.exists()
+
+
+def test_check_bad_file_exit_2_names_line_and_column(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        "job_id,org,submit_time,duration_s,num_pods,gpus_per_pod\n"
+        "a,uni-north,0,60,1,1\n"
+        "b,uni-north,10,-5,1,1\n"
+        "c,nobody,20,60,16,8\n"
+    )
+    result = run("check", bad, "--cluster", CLUSTER, "--policy", POLICY)
+    assert result.exit_code == 2
+    assert "line 3, column duration_s" in result.output
+    assert "line 4, column org" in result.output
+    assert "line 4, column num_pods" in result.output
+    assert run("check", bad).exit_code == 2  # the negative duration alone
+
+
+def test_import_philly_and_helios(tmp_path: Path) -> None:
+    out = tmp_path / "philly.csv"
+    result = run(
+        "import",
+        "philly",
+        DATA / "philly_sample.json",
+        "--member-map",
+        DATA / "member_map.yaml",
+        "--out",
+        out,
+    )
+    assert result.exit_code == 0, result.output
+    assert len(read_trace(out).jobs) == 2
+    assert "never started" in result.output and "vc-gamma" in result.output
+    out = tmp_path / "helios.csv"
+    result = run(
+        "import",
+        "helios",
+        DATA / "helios_sample.csv",
+        "--member-map",
+        "vcAlpha=uni-north,vcBeta=ai-startup,vcDelta=physics",
+        "--out",
+        out,
+    )
+    assert result.exit_code == 0, result.output
+    assert read_trace(out).members() == ["ai-startup", "physics", "uni-north"]
+
+
+def test_import_strict_unmapped_exit_2_writes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "h.csv"
+    result = run(
+        "import",
+        "helios",
+        DATA / "helios_sample.csv",
+        "--member-map",
+        "vcAlpha=a",
+        "--strict-members",
+        "--out",
+        out,
+    )
+    assert result.exit_code == 2
+    assert "not mapped" in result.output
+    assert not out.exists()
+
+
+def test_import_does_not_replace_existing_output_on_error(tmp_path: Path) -> None:
+    out = tmp_path / "keep.csv"
+    out.write_text("previous\n")
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not a list}")
+    result = run("import", "philly", broken, "--out", out)
+    assert result.exit_code == 2
+    assert out.read_text() == "previous\n"
