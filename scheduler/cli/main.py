@@ -15,6 +15,7 @@ from policies.errors import InputError
 COMMANDS: dict[str, str] = {
     "policy": "scheduler.cli.policy:policy",
     "trace": "scheduler.cli.trace:trace",
+    "simulate": "scheduler.cli.simulate:simulate",
 }
 
 
