@@ -1,0 +1,307 @@
+"""`fairpool simulate`: replay a month of GPU jobs on a pooled cluster under a policy,
+with the same engine the daemon runs, and write what happened (DESIGN.md)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from policies.errors import InputError
+from policies.inventory import ClusterInventory, load_inventory
+from policies.loader import load_policy
+from policies.model import Policy
+from scheduler.sim.cluster import build_nodes, check_inventory
+from scheduler.sim.outputs import write_study
+from scheduler.sim.pipeline import Study, check_trace, run_study
+from scheduler.traces.csv import read_trace
+from scheduler.traces.model import Trace
+from scheduler.traces.synth import synthesize
+
+DEFAULT_OUT = Path("out/simulation")
+DEFAULT_LOAD = 1.2
+DAY_S = 86_400.0
+
+
+def previous_month_start(policy: Policy, now: datetime | None = None) -> datetime:
+    """Midnight of the first day of the previous calendar month, in the policy's zone."""
+    zone = policy.billing.zone
+    local = (now or datetime.now(UTC)).astimezone(zone)
+    year, month = (local.year, local.month - 1) if local.month > 1 else (local.year - 1, 12)
+    return datetime(year, month, 1, tzinfo=zone)
+
+
+def parse_start(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise InputError(f"--start: not an ISO-8601 time: {text!r}") from exc
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def default_trace(inventory: ClusterInventory, days: float, load: float, seed: int) -> Trace:
+    """A synthetic month shaped like published GPU-cluster traces; each member's load
+    follows the hardware it brings, and load > 1 makes borrowing and reclaim happen."""
+    capacity: dict[str, int] = defaultdict(int)
+    widest: dict[str, int] = defaultdict(int)
+    weights: dict[str, float] = defaultdict(float)
+    for group in inventory.node_groups:
+        gpus = group.count * group.gpus_per_node
+        if gpus <= 0:
+            continue
+        capacity[group.gpu_model] += gpus
+        widest[group.gpu_model] = max(widest[group.gpu_model], group.gpus_per_node)
+        weights[group.owner] += gpus
+    if not capacity:
+        raise InputError("the cluster has no GPUs to simulate")
+    return synthesize(
+        members=inventory.owners(),
+        gpus=sum(capacity.values()),
+        days=days,
+        load=load,
+        seed=seed,
+        gpu_models=dict(capacity),
+        member_weights=dict(weights),
+        max_gpus_per_pod=dict(widest),
+    )
+
+
+def _hours(seconds: object) -> str:
+    if not isinstance(seconds, int | float):
+        return "—"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _gpu_h(value: object) -> str:
+    return f"{value:,.0f}" if isinstance(value, int | float) else "—"
+
+
+def member_table(study: Study) -> Table:
+    summary = study.summary
+    table = Table(title=f"Simulated {summary['window']['month']}: per member (GPU-hours)")  # type: ignore[index]
+    for name in ("member", "entitled", "used", "borrowed", "lent", "lost", "mean wait"):
+        table.add_column(name, justify="left" if name == "member" else "right")
+    table.add_column("mean JCT", justify="right")
+    table.add_column("standalone JCT", justify="right")
+    table.add_column("pooling dividend", justify="right")
+    table.add_column("jobs", justify="right")
+    members = summary["members"]
+    assert isinstance(members, dict)
+    for name, m in members.items():
+        table.add_row(
+            name,
+            _gpu_h(m["gpu_hours_entitled"]),
+            _gpu_h(m["gpu_hours_used"]),
+            _gpu_h(m["gpu_hours_borrowed"]),
+            _gpu_h(m["gpu_hours_lent"]),
+            _gpu_h(m["gpu_hours_lost_to_reclaim"]),
+            _hours(m["mean_wait_s"]),
+            _hours(m["mean_jct_s"]),
+            _hours(m["standalone_mean_jct_s"]),
+            _gpu_h(m["pooling_dividend_gpu_hours"]),
+            f"{m['jobs_completed']}/{m['jobs_submitted']}",
+        )
+    table.add_section()
+    table.add_row(
+        "all",
+        _gpu_h(summary["gpu_hours_entitled"]),
+        _gpu_h(summary["gpu_hours_used"]),
+        _gpu_h(summary["gpu_hours_borrowed"]),
+        _gpu_h(summary["gpu_hours_lent"]),
+        _gpu_h(summary["gpu_hours_lost_to_reclaim"]),
+        _hours(summary["mean_wait_s"]),
+        _hours(summary["mean_jct_s"]),
+        _hours(summary["standalone_mean_jct_s"]),
+        _gpu_h(summary["pooling_dividend_gpu_hours"]),
+        f"{summary['jobs_completed']}/{summary['jobs_submitted']}",
+    )
+    return table
+
+
+def _fraction(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, int | float) else "— (no contention)"
+
+
+def _log(**fields: object) -> None:
+    print(" ".join(f"{k}={v}" for k, v in fields.items()), file=sys.stderr, flush=True)
+
+
+def _load_inputs(
+    cluster: Path | None,
+    policy_file: Path | None,
+    trace_file: Path | None,
+    days: float,
+    load: float,
+    seed: int,
+) -> tuple[Policy, ClusterInventory, Trace, str]:
+    policy = load_policy(policy_file)
+    inventory = load_inventory(cluster)
+    check_inventory(inventory, policy, str(cluster or "built-in cluster"))
+    nodes = build_nodes(inventory)
+    if trace_file is None:
+        trace = default_trace(inventory, days, load, seed)
+        source = f"synthetic trace ({days:g} days, load {load:g}, seed {seed})"
+    else:
+        per_model: dict[str, int] = defaultdict(int)
+        for g in inventory.node_groups:
+            per_model[g.gpu_model] += g.count * g.gpus_per_node
+        largest = max(per_model.values(), default=0)
+        trace = read_trace(
+            trace_file,
+            members=set(policy.member_names()),
+            max_gang_gpus=largest,
+            gpu_models=set(per_model),
+        )
+        source = str(trace_file)
+    check_trace(trace, nodes, policy, source)
+    return policy, inventory, trace, source
+
+
+@click.command()
+@click.option("--cluster", type=click.Path(path_type=Path), help="Cluster inventory YAML.")
+@click.option("--policy", "policy_file", type=click.Path(path_type=Path), help="Policy YAML.")
+@click.option("--trace", "trace_file", type=click.Path(path_type=Path), help="Trace CSV.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_OUT,
+    show_default=True,
+    help="Folder for summary.json, tables and the cost report.",
+)
+@click.option("--start", "start_text", help="UTC/ISO instant of trace time 0.")
+@click.option("--seed", default=42, show_default=True, help="Synthetic trace seed.")
+@click.option("--days", default=30.0, show_default=True, help="Synthetic trace length.")
+@click.option("--load", default=DEFAULT_LOAD, show_default=True, help="Synthetic offered load.")
+@click.option("--no-standalone", is_flag=True, help="Skip the per-member standalone replays.")
+def simulate(
+    cluster: Path | None,
+    policy_file: Path | None,
+    trace_file: Path | None,
+    out: Path,
+    start_text: str | None,
+    seed: int,
+    days: float,
+    load: float,
+    no_standalone: bool,
+) -> None:
+    """Replay a trace (default: a synthetic month) on a cluster under a policy.
+
+    Writes OUT/summary.json, jobs/members tables (CSV and Parquet), the allocation
+    timeline, usage/capacity/reclaim tables for billing, and the month's cost report
+    when the reports package is installed. Bad input: exit 2, nothing written."""
+    console = Console(highlight=False)
+    policy, inventory, trace, source = _load_inputs(
+        cluster, policy_file, trace_file, days, load, seed
+    )
+    if start_text is not None:
+        start = parse_start(start_text)
+    elif trace.start_epoch:
+        start = datetime.fromtimestamp(trace.start_epoch, UTC)
+    else:
+        start = previous_month_start(policy)
+    nodes = build_nodes(inventory)
+    horizon = max((j.submit_time for j in trace.jobs), default=0.0) or 1.0
+    began = time.monotonic()
+    interactive = console.is_terminal
+    if not interactive:
+        _log(
+            event="simulate.start",
+            trace=repr(source),
+            jobs=len(trace.jobs),
+            gpus=inventory.total_gpus(),
+            start=start.isoformat(),
+        )
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not interactive,
+        transient=True,
+    )
+    next_log = [0.0]
+
+    def on_progress(now: float, finished: int) -> None:
+        fraction = min(1.0, now / horizon)
+        if interactive:
+            progress.update(
+                pooled,
+                completed=fraction,
+                detail=f"day {now / DAY_S:.1f}, {finished}/{len(trace.jobs)} jobs done",
+            )
+        elif fraction >= next_log[0]:
+            next_log[0] = fraction + 0.1
+            _log(event="simulate.progress", sim_day=f"{now / DAY_S:.2f}", jobs_done=finished)
+
+    def on_standalone(member: str) -> None:
+        if interactive:
+            progress.advance(alone)
+        else:
+            _log(event="simulate.standalone_done", member=member)
+
+    with progress:
+        pooled = progress.add_task("pooled replay", total=1.0, detail="")
+        alone = progress.add_task(
+            "standalone replays",
+            total=len(inventory.owners()),
+            detail="one per member",
+            visible=not no_standalone,
+        )
+        study = run_study(
+            nodes,
+            policy,
+            trace,
+            start,
+            standalone=not no_standalone,
+            progress=on_progress,
+            on_standalone=on_standalone,
+        )
+    write_study(study, out)
+    elapsed = time.monotonic() - began
+    console.print(member_table(study))
+    s = study.summary
+    sim = s["simulation"]
+    assert isinstance(sim, dict)
+    console.print(
+        f"utilization {_fraction(s['utilization'])}, fairness (Jain) "
+        f"{_fraction(s['fairness_jain'])}, entitlement violation "
+        f"{_gpu_h(float(s['entitlement_violation_gpu_s']) / 3600)} GPU-h, "  # type: ignore[arg-type]
+        f"preemptions {s['preemptions']}, engine cycles {sim['engine_cycles']}, "
+        f"{elapsed:.1f} s"
+    )
+    if sim["livelock_guard_trips"]:
+        console.print(
+            f"[yellow]livelock guard: {sim['livelock_guard_trips']} preemption(s) not "
+            "carried out (see scheduler/sim/simulator.py)[/]"
+        )
+    if sim["jobs_unfinished"]:
+        console.print(f"[yellow]{sim['jobs_unfinished']} job(s) never finished[/]")
+    console.print(f"wrote {out}/summary.json and tables")
+    if not interactive:
+        _log(event="simulate.done", out=str(out), seconds=f"{elapsed:.1f}")
+    _cost_report(console, out, policy, str(s["window"]["month"]))  # type: ignore[index]
+
+
+def _cost_report(console: Console, out: Path, policy: Policy, month: str) -> None:
+    """The month's cost report, when the reports engine is installed."""
+    try:
+        importlib.import_module("reports.costmodel")
+        simulation = importlib.import_module("reports.simulation")
+    except ImportError as exc:
+        if exc.name not in {"reports.costmodel", "reports.simulation", "reports"}:
+            raise
+        console.print("[dim]cost report: reports.simulation is not installed yet[/]")
+        return
+    path = simulation.write_simulated_report(out, policy, month)
+    console.print(f"cost report: {path}")
