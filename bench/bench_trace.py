@@ -6,6 +6,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -51,10 +52,10 @@ def run(console: Console) -> None:
             ("3,000 GPUs x 30 d", 3000, 30.0),
         ]
         for label, gpus, days in cases:
-            trace, synth_s = _timed(lambda g=gpus, d=days: synthesize(MEMBERS, g, d, 1.0, 1))
+            trace, synth_s = _timed(partial(synthesize, MEMBERS, gpus, days, 1.0, 1))
             path = Path(scratch) / f"{gpus}.csv"
-            _, write_s = _timed(lambda t=trace, p=path: write_trace(t, p))
-            read, read_s = _timed(lambda p=path: read_trace(p))
+            _, write_s = _timed(partial(write_trace, trace, path))
+            read, read_s = _timed(partial(read_trace, path))
             jobs = len(read.jobs)
             table.add_row(
                 label,
