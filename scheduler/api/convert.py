@@ -1,0 +1,93 @@
+"""Engine and store values -> protobuf messages."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from policies.errors import PolicyError
+from proto.fairpool.v1 import policy_pb2, share_pb2
+from scheduler.api.policy_store import Origin, StoredVersion
+from scheduler.decisions import MemberShare
+from scheduler.snapshot import PendingJob
+
+_ORIGINS = {
+    Origin.BOOTSTRAP: policy_pb2.POLICY_ORIGIN_BOOTSTRAP,
+    Origin.API: policy_pb2.POLICY_ORIGIN_API,
+    Origin.EXTERNAL: policy_pb2.POLICY_ORIGIN_EXTERNAL,
+}
+
+
+def timestamp(moment: datetime) -> Timestamp:
+    out = Timestamp()
+    out.FromDatetime(moment.astimezone(UTC))
+    return out
+
+
+def from_timestamp(value: Timestamp) -> datetime:
+    return value.ToDatetime(tzinfo=UTC)
+
+
+def policy_version(entry: StoredVersion, with_document: bool = True) -> policy_pb2.PolicyVersion:
+    return policy_pb2.PolicyVersion(
+        version=entry.version,
+        author=entry.author,
+        applied_at=timestamp(entry.applied_at),
+        yaml=entry.document if with_document else "",
+        diff=entry.diff,
+        comment=entry.comment,
+        origin=_ORIGINS[entry.origin],
+    )
+
+
+def violations(error: PolicyError) -> list[policy_pb2.FieldViolation]:
+    return [
+        policy_pb2.FieldViolation(path=i.path, line=i.line or 0, message=i.message)
+        for i in error.issues
+    ]
+
+
+def member_share(share: MemberShare) -> share_pb2.MemberShare:
+    return share_pb2.MemberShare(
+        member=share.member,
+        gpu_model=share.gpu_model,
+        contribution=share.contribution,
+        entitlement=share.entitlement,
+        fair_share=share.fair_share,
+        allocated=share.allocated,
+        borrowed=share.borrowed,
+        lent=share.lent,
+        pending=share.pending,
+        demand=share.demand,
+    )
+
+
+def pool_summaries(shares: Iterable[MemberShare]) -> list[share_pb2.PoolSummary]:
+    """The shared summary per GPU model: totals only, nothing of any one member."""
+    pools: dict[str, share_pb2.PoolSummary] = {}
+    for s in shares:
+        pool = pools.setdefault(s.gpu_model, share_pb2.PoolSummary(gpu_model=s.gpu_model))
+        pool.capacity += s.contribution
+        pool.allocated += s.allocated
+        pool.pending += s.pending
+        if s.contribution or s.allocated or s.pending or s.entitlement:
+            pool.members += 1
+    return [pools[k] for k in sorted(pools)]
+
+
+def pending_job(job: PendingJob, now: float) -> share_pb2.PendingJob:
+    models = {p.spec.gpu_model for p in job.pods if p.spec.gpu_model}
+    return share_pb2.PendingJob(
+        job_id=job.job_id,
+        member=job.member,
+        kind=share_pb2.JOB_KIND_GANG if job.is_gang else share_pb2.JOB_KIND_POD,
+        namespace=job.pods[0].namespace if job.pods else "",
+        pod_names=[p.name for p in job.pods],
+        min_member=job.min_member,
+        gpus=job.gpus,
+        gpu_model=models.pop() if len(models) == 1 else "",
+        priority=job.priority,
+        waiting_seconds=max(0.0, now - job.submitted_at),
+    )

@@ -1,0 +1,32 @@
+"""Turning domain errors into gRPC status codes, in one place."""
+
+from __future__ import annotations
+
+from typing import NoReturn
+
+import grpc
+
+from policies.errors import InputError, PolicyError
+
+MAX_DETAILS = 4000
+"""gRPC details travel in a header; keep them well under common header limits."""
+
+
+def abort_input(context: grpc.ServicerContext, error: InputError) -> NoReturn:
+    """INVALID_ARGUMENT naming every field path and line the error lists."""
+    if isinstance(error, PolicyError):
+        lines = [str(issue) for issue in error.issues]
+        details = f"invalid policy: {len(lines)} error(s): " + "; ".join(lines)
+    else:
+        details = str(error)
+    context.abort(grpc.StatusCode.INVALID_ARGUMENT, _short(details))
+    raise AssertionError("unreachable")  # context.abort raises
+
+
+def abort(context: grpc.ServicerContext, code: grpc.StatusCode, details: str) -> NoReturn:
+    context.abort(code, _short(details))
+    raise AssertionError("unreachable")
+
+
+def _short(details: str) -> str:
+    return details if len(details) <= MAX_DETAILS else details[: MAX_DETAILS - 1] + "…"

@@ -1,0 +1,150 @@
+"""PolicyService: read, validate, dry-run, apply, list and watch policy versions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import grpc
+
+from policies.errors import PolicyError
+from policies.loader import parse_policy
+from policies.model import Policy
+from proto.fairpool.v1 import policy_pb2, policy_pb2_grpc
+from scheduler.api import convert
+from scheduler.api.auth import Authenticator
+from scheduler.api.errors import abort, abort_input
+from scheduler.api.policy_store import PolicyStore, VersionConflict, policy_diff
+from scheduler.daemon import SchedulerView
+from scheduler.decisions import MemberShare
+
+WATCH_POLL_SECONDS = 1.0
+"""How often a watcher wakes up to notice a cancelled call or a passed deadline."""
+
+
+def share_changes(
+    before: tuple[MemberShare, ...], after: tuple[MemberShare, ...]
+) -> list[policy_pb2.ShareChange]:
+    """Per member and GPU model, entitlement and fair share under two policies."""
+    old = {(s.member, s.gpu_model): s for s in before}
+    new = {(s.member, s.gpu_model): s for s in after}
+    out = []
+    for key in sorted(old.keys() | new.keys()):
+        a, b = old.get(key), new.get(key)
+        out.append(
+            policy_pb2.ShareChange(
+                member=key[0],
+                gpu_model=key[1],
+                entitlement_before=a.entitlement if a else 0,
+                entitlement_after=b.entitlement if b else 0,
+                fair_share_before=a.fair_share if a else 0.0,
+                fair_share_after=b.fair_share if b else 0.0,
+            )
+        )
+    return out
+
+
+class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
+    def __init__(
+        self,
+        store: PolicyStore,
+        view: SchedulerView,
+        auth: Authenticator,
+        compute_shares: Callable[..., tuple[MemberShare, ...]],
+    ) -> None:
+        self._store = store
+        self._view = view
+        self._auth = auth
+        self._compute_shares = compute_shares
+
+    def _parse(self, text: str, context: grpc.ServicerContext) -> Policy:
+        try:
+            return parse_policy(text, "policy")
+        except PolicyError as exc:
+            abort_input(context, exc)
+
+    def GetPolicy(
+        self, request: policy_pb2.GetPolicyRequest, context: grpc.ServicerContext
+    ) -> policy_pb2.GetPolicyResponse:
+        if request.version < 0:
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, "version: must be >= 0")
+        if request.version == 0:
+            entry, _ = self._store.current()
+        else:
+            found = self._store.audit.get(request.version)
+            if found is None:
+                abort(context, grpc.StatusCode.NOT_FOUND, f"no policy version {request.version}")
+            entry = found
+        return policy_pb2.GetPolicyResponse(policy=convert.policy_version(entry))
+
+    def ValidatePolicy(
+        self, request: policy_pb2.ValidatePolicyRequest, context: grpc.ServicerContext
+    ) -> policy_pb2.ValidatePolicyResponse:
+        policy = self._parse(request.yaml, context)
+        return policy_pb2.ValidatePolicyResponse(
+            members=policy.member_names(), gpu_models=[m.name for m in policy.spec.gpu_models]
+        )
+
+    def ApplyPolicy(
+        self, request: policy_pb2.ApplyPolicyRequest, context: grpc.ServicerContext
+    ) -> policy_pb2.ApplyPolicyResponse:
+        if request.expected_version < 0:
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, "expected_version: must be >= 0")
+        author = self._auth.caller(context).name
+        draft = self._parse(request.yaml, context)
+        base, current = self._store.current()
+        if request.expected_version and request.expected_version != base.version:
+            abort(
+                context,
+                grpc.StatusCode.ABORTED,
+                f"expected version {request.expected_version}, the current version is "
+                f"{base.version}: get the policy again and reapply your change",
+            )
+        snapshot = self._view.snapshot()
+        changes = share_changes(
+            self._compute_shares(snapshot, current), self._compute_shares(snapshot, draft)
+        )
+        diff = policy_diff(current, draft, base.version, base.version + 1)
+        response = policy_pb2.ApplyPolicyResponse(
+            dry_run=request.dry_run, changes=changes, diff=diff, base_version=base.version
+        )
+        if request.dry_run:
+            return response
+        try:
+            entry = self._store.apply(
+                draft, request.expected_version, author=author, comment=request.comment
+            )
+        except VersionConflict as exc:
+            abort(context, grpc.StatusCode.ABORTED, f"{exc}: get the policy again and reapply")
+        response.applied.CopyFrom(convert.policy_version(entry))
+        response.diff = entry.diff
+        return response
+
+    def ListPolicyVersions(
+        self, request: policy_pb2.ListPolicyVersionsRequest, context: grpc.ServicerContext
+    ) -> policy_pb2.ListPolicyVersionsResponse:
+        if request.page_size < 0 or request.before_version < 0:
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, "page_size, before_version: >= 0")
+        limit = min(request.page_size or 50, 500)
+        entries = self._store.audit.list(limit=limit, before=request.before_version or None)
+        return policy_pb2.ListPolicyVersionsResponse(
+            versions=[convert.policy_version(e, not request.omit_yaml) for e in entries]
+        )
+
+    def WatchPolicy(
+        self, request: policy_pb2.WatchPolicyRequest, context: grpc.ServicerContext
+    ) -> Iterator[policy_pb2.PolicyVersion]:
+        if request.since_version < 0:
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, "since_version: must be >= 0")
+        since = request.since_version
+        if since == 0:
+            entry, _ = self._store.current()
+            yield convert.policy_version(entry)
+            since = entry.version
+        while context.is_active():
+            remaining = context.time_remaining()
+            if remaining is not None and remaining <= 0:
+                return
+            wait = WATCH_POLL_SECONDS if remaining is None else min(WATCH_POLL_SECONDS, remaining)
+            for entry in self._store.wait_newer(since, wait):
+                yield convert.policy_version(entry)
+                since = entry.version

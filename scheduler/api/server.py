@@ -1,0 +1,167 @@
+"""The gRPC server: PolicyService, ShareService and UsageService behind the bearer-token
+interceptor, with TLS (optionally mutual), message size limits, health checking and
+reflection. It serves any SchedulerView: the daemon's, or a standalone one."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from policies.model import Policy
+from proto.fairpool.v1 import (
+    policy_pb2,
+    policy_pb2_grpc,
+    share_pb2,
+    share_pb2_grpc,
+    usage_pb2,
+    usage_pb2_grpc,
+)
+from scheduler.api.auth import Authenticator, AuthInterceptor, TokenTable
+from scheduler.api.policy_service import PolicyServicer
+from scheduler.api.policy_store import AuditLog, PolicySource, PolicyStore
+from scheduler.api.share_service import ShareBook, ShareServicer
+from scheduler.api.tls import server_credentials
+from scheduler.api.usage_service import UsageServicer
+from scheduler.api.whatif import WhatIf
+from scheduler.daemon import SchedulerView
+from scheduler.decisions import MemberShare
+from scheduler.snapshot import Snapshot
+
+log = logging.getLogger(__name__)
+
+MIB = 1 << 20
+SERVICE_NAMES = (
+    policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name,
+    share_pb2.DESCRIPTOR.services_by_name["ShareService"].full_name,
+    usage_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name,
+)
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    tokens: TokenTable
+    policy_source: PolicySource
+    ledger_url: str
+    """SQLAlchemy URL of the ledger database; the policy audit log lives there too."""
+    address: str = "127.0.0.1:50051"
+    """host:port; port 0 picks a free one (see ApiServer.port)."""
+    reports_dir: Path | None = None
+    """Folder of monthly report folders (`<reports_dir>/YYYY-MM/...`)."""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    client_ca: Path | None = None
+    """Require client certificates signed by this CA (mutual TLS)."""
+    max_receive_bytes: int = 4 * MIB
+    max_send_bytes: int = 64 * MIB
+    max_workers: int = 16
+    max_concurrent_rpcs: int = 256
+    """Beyond this many calls in flight, new ones get RESOURCE_EXHAUSTED at once."""
+    refresh_seconds: float = 5.0
+    """How often the policy source is checked for changes made outside the API."""
+
+
+def _engine_shares(snapshot: Snapshot, policy: Policy) -> tuple[MemberShare, ...]:
+    from scheduler.engine import compute_shares
+
+    return compute_shares(snapshot, policy)
+
+
+class ApiServer:
+    def __init__(
+        self,
+        view: SchedulerView,
+        config: ApiConfig,
+        compute_shares: Callable[[Snapshot, Policy], tuple[MemberShare, ...]] = _engine_shares,
+        what_if: WhatIf | None = None,
+    ) -> None:
+        self.config = config
+        self.store = PolicyStore(
+            config.policy_source, AuditLog(config.ledger_url), on_change=view.set_policy
+        )
+        auth = Authenticator(config.tokens)
+        self._server = grpc.server(
+            ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="fairpool-api"),
+            interceptors=[AuthInterceptor(auth)],
+            options=[
+                ("grpc.max_receive_message_length", config.max_receive_bytes),
+                ("grpc.max_send_message_length", config.max_send_bytes),
+            ],
+            maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+        )
+        policy_pb2_grpc.add_PolicyServiceServicer_to_server(
+            PolicyServicer(self.store, view, auth, compute_shares), self._server
+        )
+        share_pb2_grpc.add_ShareServiceServicer_to_server(
+            ShareServicer(
+                view,
+                auth,
+                ShareBook(view, compute_shares),
+                what_if or WhatIf(),
+                lambda: self.store.current()[0].version,
+            ),
+            self._server,
+        )
+        usage_pb2_grpc.add_UsageServiceServicer_to_server(
+            UsageServicer(auth, config.ledger_url, config.reports_dir, view.policy),
+            self._server,
+        )
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
+        )
+        if config.tls_cert is not None or config.tls_key is not None:
+            if config.tls_cert is None or config.tls_key is None:
+                from policies.errors import InputError
+
+                raise InputError("TLS needs both a certificate and a key")
+            creds = server_credentials(config.tls_cert, config.tls_key, config.client_ca)
+            self.port = self._server.add_secure_port(config.address, creds)
+        else:
+            self.port = self._server.add_insecure_port(config.address)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {config.address}")
+        self._stopping = threading.Event()
+        self._refresher = threading.Thread(
+            target=self._refresh_loop, name="fairpool-policy-refresh", daemon=True
+        )
+
+    @property
+    def secure(self) -> bool:
+        return self.config.tls_cert is not None
+
+    def start(self) -> ApiServer:
+        self._server.start()
+        for name in ("", *SERVICE_NAMES):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._refresher.start()
+        log.info("fairpool API listening on port %d (tls=%s)", self.port, self.secure)
+        return self
+
+    def _refresh_loop(self) -> None:
+        while not self._stopping.wait(self.config.refresh_seconds):
+            try:
+                if self.store.refresh():
+                    log.info(
+                        "policy changed outside the API: version %d",
+                        self.store.current()[0].version,
+                    )
+            except Exception:  # a bad edit of the source must not stop the server
+                log.exception("cannot refresh the policy from %s", self.config.policy_source.name)
+
+    def wait(self) -> None:
+        self._server.wait_for_termination()
+
+    def stop(self, grace: float | None = 1.0) -> None:
+        self._stopping.set()
+        self.health.enter_graceful_shutdown()
+        self._server.stop(grace).wait()
+        self.store.audit.close()

@@ -1,0 +1,265 @@
+"""ShareService: live shares, the queue, why jobs wait, and what-if simulations, each
+scoped to what the caller may see."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import grpc
+
+from policies.errors import InputError, PolicyError
+from policies.loader import parse_policy
+from policies.model import Policy
+from proto.fairpool.v1 import share_pb2, share_pb2_grpc
+from scheduler.api import convert
+from scheduler.api.auth import Authenticator, Principal, RoleKind
+from scheduler.api.errors import abort, abort_input
+from scheduler.api.whatif import SimulationFailed, WhatIf
+from scheduler.daemon import SchedulerView
+from scheduler.decisions import MemberShare
+from scheduler.snapshot import PendingJob, Snapshot
+
+MAX_PENDING_PAGE = 5000
+NO_DECISION_YET = "no scheduling decision yet: the job arrived after the latest cycle"
+
+
+@dataclass(frozen=True, slots=True)
+class _Book:
+    """What one (snapshot, policy) pair answers, computed once and shared by readers."""
+
+    snapshot: Snapshot
+    policy: Policy
+    shares: tuple[MemberShare, ...]
+    jobs: dict[str, PendingJob]
+    by_pod: dict[str, list[PendingJob]]
+    """pod name -> jobs with a pod of that name (names repeat across namespaces)."""
+    oldest_first: tuple[PendingJob, ...]
+
+
+class ShareBook:
+    """Caches the engine's shares and a pending-job index per snapshot and policy: the
+    engine runs once per scheduling cycle, not once per request."""
+
+    def __init__(
+        self,
+        view: SchedulerView,
+        compute_shares: Callable[[Snapshot, Policy], tuple[MemberShare, ...]],
+    ) -> None:
+        self._view = view
+        self._compute = compute_shares
+        self._lock = threading.Lock()
+        self._book: _Book | None = None
+
+    def current(self) -> _Book:
+        snapshot, policy = self._view.snapshot(), self._view.policy()
+        book = self._book
+        if book is not None and book.snapshot is snapshot and book.policy is policy:
+            return book
+        with self._lock:
+            book = self._book
+            if book is None or book.snapshot is not snapshot or book.policy is not policy:
+                book = self._build(snapshot, policy)
+                self._book = book
+            return book
+
+    def _build(self, snapshot: Snapshot, policy: Policy) -> _Book:
+        jobs: dict[str, PendingJob] = {}
+        by_pod: dict[str, list[PendingJob]] = {}
+        for job in snapshot.pending:
+            jobs[job.job_id] = job
+            for pod in job.pods:
+                by_pod.setdefault(pod.name, []).append(job)
+        ordered = tuple(sorted(snapshot.pending, key=lambda j: (j.submitted_at, j.job_id)))
+        return _Book(snapshot, policy, self._compute(snapshot, policy), jobs, by_pod, ordered)
+
+
+def _scope(
+    principal: Principal, wanted: str, context: grpc.ServicerContext, everyone: bool
+) -> str | None:
+    """The member a request is limited to (None = all). `everyone`: the role may read
+    every member's rows (admin; viewer for entitlements)."""
+    if principal.kind is RoleKind.MEMBER:
+        if wanted and wanted != principal.member:
+            abort(
+                context,
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"role {principal.role} may only read its own member's data",
+            )
+        return principal.member
+    if not everyone:
+        abort(context, grpc.StatusCode.PERMISSION_DENIED, f"role {principal.role} may not")
+    return wanted or None
+
+
+class ShareServicer(share_pb2_grpc.ShareServiceServicer):
+    def __init__(
+        self,
+        view: SchedulerView,
+        auth: Authenticator,
+        book: ShareBook,
+        what_if: WhatIf,
+        policy_version: Callable[[], int],
+    ) -> None:
+        self._view = view
+        self._auth = auth
+        self._book = book
+        self._what_if = what_if
+        self._policy_version = policy_version
+
+    def GetEntitlements(
+        self, request: share_pb2.GetEntitlementsRequest, context: grpc.ServicerContext
+    ) -> share_pb2.GetEntitlementsResponse:
+        principal = self._auth.caller(context)
+        member = _scope(principal, request.member, context, everyone=True)
+        book = self._book.current()
+        rows = [
+            convert.member_share(s)
+            for s in book.shares
+            if (member is None or s.member == member)
+            and (not request.gpu_model or s.gpu_model == request.gpu_model)
+        ]
+        pool = [
+            p
+            for p in convert.pool_summaries(book.shares)
+            if not request.gpu_model or p.gpu_model == request.gpu_model
+        ]
+        response = share_pb2.GetEntitlementsResponse(
+            policy_version=book.policy.version or self._policy_version(),
+            shares=rows,
+            pool=pool,
+        )
+        if book.snapshot.now > 0:
+            response.snapshot_time.CopyFrom(
+                convert.timestamp(datetime.fromtimestamp(book.snapshot.now, UTC))
+            )
+        return response
+
+    def ListPending(
+        self, request: share_pb2.ListPendingRequest, context: grpc.ServicerContext
+    ) -> share_pb2.ListPendingResponse:
+        if request.limit < 0:
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, "limit: must be >= 0")
+        member = _scope(self._auth.caller(context), request.member, context, everyone=True)
+        book = self._book.current()
+        limit = min(request.limit or 1000, MAX_PENDING_PAGE)
+        matching = [j for j in book.oldest_first if member is None or j.member == member]
+        now = book.snapshot.now
+        return share_pb2.ListPendingResponse(
+            jobs=[convert.pending_job(j, now) for j in matching[:limit]], total=len(matching)
+        )
+
+    def ExplainPending(
+        self, request: share_pb2.ExplainPendingRequest, context: grpc.ServicerContext
+    ) -> share_pb2.ExplainPendingResponse:
+        principal = self._auth.caller(context)
+        if not request.name:
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, "name: a job, gang or pod name")
+        book = self._book.current()
+        candidates: list[PendingJob] = []
+        if request.name in book.jobs:
+            candidates.append(book.jobs[request.name])
+        for job in book.by_pod.get(request.name, ()):
+            if job not in candidates:
+                candidates.append(job)
+        if request.namespace:
+            candidates = [
+                j for j in candidates if any(p.namespace == request.namespace for p in j.pods)
+            ]
+        # Another member's jobs are answered exactly like jobs that do not exist, so
+        # the answer does not even reveal that they are there.
+        candidates = [j for j in candidates if principal.may_see_member(j.member)]
+        if not candidates:
+            where = f" in namespace {request.namespace}" if request.namespace else ""
+            abort(
+                context,
+                grpc.StatusCode.NOT_FOUND,
+                f"no pending pod or gang named {request.name!r}{where} that you may see",
+            )
+        if len(candidates) > 1:
+            namespaces = sorted({j.pods[0].namespace for j in candidates if j.pods})
+            abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"{request.name!r} is ambiguous: give a namespace ({', '.join(namespaces)})",
+            )
+        job = candidates[0]
+        explanation = self._view.last_decisions().explanations.get(job.job_id, NO_DECISION_YET)
+        return share_pb2.ExplainPendingResponse(
+            job=convert.pending_job(job, book.snapshot.now), explanation=explanation
+        )
+
+    def Simulate(
+        self, request: share_pb2.SimulateRequest, context: grpc.ServicerContext
+    ) -> share_pb2.SimulateResponse:
+        source = request.source or share_pb2.SIMULATION_SOURCE_TRACE
+        if source == share_pb2.SIMULATION_SOURCE_LEDGER:
+            abort(
+                context,
+                grpc.StatusCode.UNIMPLEMENTED,
+                "replaying ledger usage is not served yet: send a trace",
+            )
+        if source != share_pb2.SIMULATION_SOURCE_TRACE:
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"source: unknown value {source}")
+        if not request.trace_csv.strip():
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, "trace_csv: empty")
+        try:
+            draft = parse_policy(request.draft_policy_yaml, "draft_policy_yaml")
+        except PolicyError as exc:
+            abort_input(context, exc)
+        current = self._view.policy()
+        remaining = context.time_remaining()
+        try:
+            current_summary, draft_summary = self._what_if.compare(
+                self._view.snapshot(), current, draft, request.trace_csv, remaining
+            )
+        except InputError as exc:
+            abort_input(context, exc)
+        except TimeoutError:
+            abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, "the simulation ran out of time")
+        except SimulationFailed as exc:
+            abort(context, grpc.StatusCode.INTERNAL, str(exc))
+        return share_pb2.SimulateResponse(
+            current=convert_summary("current", current.version, current_summary),
+            draft=convert_summary("draft", draft.version, draft_summary),
+        )
+
+
+def convert_summary(
+    label: str, version: int, summary: dict[str, object]
+) -> share_pb2.SimulationSummary:
+    def num(data: object, key: str) -> float:
+        value = data.get(key) if isinstance(data, dict) else None
+        return float(value) if isinstance(value, int | float) else 0.0
+
+    members = summary.get("members")
+    outcomes = []
+    if isinstance(members, dict):
+        for name in sorted(members):
+            m = members[name]
+            outcomes.append(
+                share_pb2.MemberOutcome(
+                    member=str(name),
+                    gpu_hours_used=num(m, "gpu_hours_used"),
+                    gpu_hours_entitled=num(m, "gpu_hours_entitled"),
+                    gpu_hours_borrowed=num(m, "gpu_hours_borrowed"),
+                    gpu_hours_lent=num(m, "gpu_hours_lent"),
+                    jobs_completed=int(num(m, "jobs_completed")),
+                    mean_wait_s=num(m, "mean_wait_s"),
+                    p95_wait_s=num(m, "p95_wait_s"),
+                    mean_jct_s=num(m, "mean_jct_s"),
+                )
+            )
+    return share_pb2.SimulationSummary(
+        label=label,
+        policy_version=version,
+        utilization=num(summary, "utilization"),
+        fairness_jain=num(summary, "fairness_jain"),
+        entitlement_violation_gpu_s=num(summary, "entitlement_violation_gpu_s"),
+        preemptions=int(num(summary, "preemptions")),
+        members=outcomes,
+        summary_json=json.dumps(summary, sort_keys=True),
+    )
