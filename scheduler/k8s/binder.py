@@ -1,0 +1,210 @@
+"""The binder: carries out the engine's `Bind` decisions through the Binding subresource.
+
+Annotations ride in the Binding itself: the API server copies a Binding's annotations onto
+the pod in the same atomic update that sets `spec.nodeName` (with the pod's UID as
+precondition). So `fairpool.io/member` and `fairpool.io/borrowed-from` are on the pod
+from the instant it is bound; there is no window in which metering could see a bound pod
+without them, and no second request (patch before would annotate pods that may never
+bind; patch after would leave bound pods unannotated if the daemon died in between).
+
+Binds run on a bounded thread pool. Each pod is *assumed* in the cache before its request
+goes out, so the next scheduling cycle already counts its GPUs. Conflicts and transient
+errors are retried with exponential backoff; a pod deleted (404) or replaced (UID
+precondition failed) mid-cycle is dropped quietly; a pod found already bound to the same
+node (a retry after a lost response) counts as bound.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from scheduler.decisions import Bind
+from scheduler.k8s import labels as L
+from scheduler.k8s.cache import ClusterCache
+from scheduler.k8s.client import read_body
+from scheduler.k8s.convert import PodInfo
+from scheduler.k8s.events import EventRecorder, ObjectRef
+
+log = logging.getLogger(__name__)
+
+Outcome = Literal["bound", "gone", "failed"]
+RETRYABLE = frozenset({409, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True, slots=True)
+class BindResult:
+    bind: Bind
+    pod: PodInfo
+    outcome: Outcome
+    detail: str
+    seconds: float
+    """From the request being queued to the API server's answer."""
+
+
+def binding_annotations(bind: Bind) -> dict[str, str]:
+    annotations = {L.MEMBER_ANNOTATION: bind.member}
+    if bind.borrowed and bind.owner:
+        annotations[L.BORROWED_FROM_ANNOTATION] = bind.owner
+    return annotations
+
+
+def binding_body(bind: Bind, pod: PodInfo) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Binding",
+        "metadata": {
+            "name": pod.name,
+            "namespace": pod.namespace,
+            "uid": pod.uid,
+            "annotations": binding_annotations(bind),
+        },
+        "target": {"apiVersion": "v1", "kind": "Node", "name": bind.node},
+    }
+
+
+class Binder:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        cache: ClusterCache,
+        recorder: EventRecorder | None = None,
+        workers: int = 16,
+        attempts: int = 5,
+        base_backoff: float = 0.1,
+        on_result: Callable[[BindResult], None] | None = None,
+    ) -> None:
+        self._core = client.CoreV1Api(api)
+        self.cache = cache
+        self.recorder = recorder
+        self.attempts = attempts
+        self.base_backoff = base_backoff
+        self.on_result = on_result
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="binder")
+        self._lock = threading.Lock()
+        self._in_flight: set[str] = set()
+        self._idle = threading.Condition(self._lock)
+
+    def submit(self, binds: Sequence[tuple[Bind, PodInfo]]) -> int:
+        """Bind these pods (one job's, or several jobs'). Pods already in flight are
+        skipped; returns how many requests were queued."""
+        queued = 0
+        for bind, pod in binds:
+            with self._lock:
+                if pod.uid in self._in_flight:
+                    continue
+                self._in_flight.add(pod.uid)
+            self.cache.assume(pod.uid, bind.node)
+            self._pool.submit(self._bind, bind, pod, time.monotonic())
+            queued += 1
+        return queued
+
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._in_flight)
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._in_flight, timeout)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    # --- one bind -----------------------------------------------------------------------
+
+    def _bind(self, bind: Bind, pod: PodInfo, queued_at: float) -> None:
+        try:
+            outcome, detail = self._attempt(bind, pod)
+        except Exception as exc:  # never lose the in-flight mark
+            outcome, detail = "failed", f"{type(exc).__name__}: {exc}"
+        result = BindResult(bind, pod, outcome, detail, time.monotonic() - queued_at)
+        ref = ObjectRef("Pod", pod.namespace, pod.name, pod.uid)
+        if outcome == "bound":
+            if self.recorder is not None:
+                self.recorder.forget(pod.uid)
+                self.recorder.record(ref, "Normal", "Scheduled", detail)
+        else:
+            self.cache.forget(pod.uid)
+            if outcome == "failed":
+                log.warning("bind %s -> %s failed: %s", pod.key, bind.node, detail)
+                if self.recorder is not None:
+                    self.recorder.failed_scheduling(
+                        ref, f"binding to node {bind.node} failed: {detail}"
+                    )
+        if self.on_result is not None:
+            self.on_result(result)
+        with self._idle:
+            self._in_flight.discard(pod.uid)
+            self._idle.notify_all()
+
+    def _attempt(self, bind: Bind, pod: PodInfo) -> tuple[Outcome, str]:
+        body = binding_body(bind, pod)
+        last = ""
+        for attempt in range(self.attempts):
+            try:
+                read_body(
+                    self._core.create_namespaced_pod_binding(
+                        pod.name,
+                        pod.namespace,
+                        body,  # type: ignore[arg-type]
+                        _preload_content=False,
+                        _request_timeout=(5, 30),
+                    )
+                )
+                return "bound", self._scheduled_message(bind, pod)
+            except ApiException as exc:
+                last = f"{exc.status} {_message(exc)}"
+                if exc.status == 404:
+                    return "gone", "pod deleted before it was bound"
+                if exc.status == 409:
+                    text = _message(exc)
+                    if "precondition" in text.lower():
+                        return "gone", "pod replaced before it was bound"
+                    current = self._current_node(pod)
+                    if current == bind.node:
+                        return "bound", self._scheduled_message(bind, pod)
+                    if current is None:
+                        return "gone", "pod deleted before it was bound"
+                    if current:
+                        return "gone", f"pod already bound to {current}"
+                if exc.status not in RETRYABLE:
+                    return "failed", last
+            except Exception as exc:  # connection refused/reset: the API server restarts
+                last = f"{type(exc).__name__}: {exc}"
+            time.sleep(self.base_backoff * (2**attempt) * (0.5 + random.random()))
+        return "failed", f"gave up after {self.attempts} attempts: {last}"
+
+    def _current_node(self, pod: PodInfo) -> str | None:
+        """The node the pod is bound to now ("" if none); None when it no longer exists
+        (or was replaced by a pod of the same name)."""
+        try:
+            current = self._core.read_namespaced_pod(pod.name, pod.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        if current.metadata is None or current.metadata.uid != pod.uid:
+            return None
+        return (current.spec.node_name if current.spec else "") or ""
+
+    @staticmethod
+    def _scheduled_message(bind: Bind, pod: PodInfo) -> str:
+        borrowing = f", borrowing from {bind.owner}" if bind.borrowed and bind.owner else ""
+        return f"Successfully assigned {pod.key} to {bind.node} (member {bind.member}{borrowing})"
+
+
+def _message(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
+    except ValueError:
+        return str(exc.reason)

@@ -1,0 +1,134 @@
+"""Kubernetes Events about pods and the policy ConfigMap: `Scheduled`, `FailedScheduling`,
+`Preempted`, `PolicyRejected`, ...
+
+Events are best effort, as in client-go's broadcaster: they are posted by two background
+workers and dropped (counted) when more than `queue_limit` wait, so a burst of 5,000
+binds is never slowed down by its 5,000 `Scheduled` events. `FailedScheduling` is
+rate-limited per pod: repeated only when the explanation changes or after `repeat_seconds`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from scheduler.k8s.client import read_body
+
+log = logging.getLogger(__name__)
+
+EventType = Literal["Normal", "Warning"]
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectRef:
+    kind: str
+    namespace: str
+    name: str
+    uid: str = ""
+    api_version: str = "v1"
+
+
+class EventRecorder:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        component: str = "fairpool",
+        instance: str = "",
+        workers: int = 2,
+        queue_limit: int = 1000,
+        repeat_seconds: float = 60.0,
+    ) -> None:
+        self._core = client.CoreV1Api(api)
+        self.component = component
+        self.instance = instance
+        self.queue_limit = queue_limit
+        self.repeat_seconds = repeat_seconds
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="events")
+        self._lock = threading.Lock()
+        self._queued = 0
+        self.dropped = 0
+        self.posted = 0
+        self._last_failed: dict[str, tuple[float, str]] = {}
+
+    def record(self, ref: ObjectRef, event_type: EventType, reason: str, message: str) -> None:
+        with self._lock:
+            if self._queued >= self.queue_limit:
+                self.dropped += 1
+                return
+            self._queued += 1
+        self._pool.submit(self._post, ref, event_type, reason, message)
+
+    def failed_scheduling(self, ref: ObjectRef, message: str, now: float | None = None) -> bool:
+        """A `FailedScheduling` warning unless the same one went out recently."""
+        now = time.time() if now is None else now
+        key = ref.uid or f"{ref.namespace}/{ref.name}"
+        with self._lock:
+            last = self._last_failed.get(key)
+            if last is not None and last[1] == message and now - last[0] < self.repeat_seconds:
+                return False
+            self._last_failed[key] = (now, message)
+        self.record(ref, "Warning", "FailedScheduling", message)
+        return True
+
+    def forget(self, uid: str) -> None:
+        """The pod is scheduled or gone: no rate-limit memory needed any more."""
+        with self._lock:
+            self._last_failed.pop(uid, None)
+
+    def flush(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self._queued == 0:
+                    return
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _post(self, ref: ObjectRef, event_type: EventType, reason: str, message: str) -> None:
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body: dict[str, Any] = {
+            "metadata": {"generateName": f"{ref.name}.", "namespace": ref.namespace},
+            "involvedObject": {
+                "apiVersion": ref.api_version,
+                "kind": ref.kind,
+                "namespace": ref.namespace,
+                "name": ref.name,
+                "uid": ref.uid or None,
+            },
+            "type": event_type,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": self.component},
+            "reportingComponent": self.component,
+            "reportingInstance": self.instance or self.component,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            read_body(
+                self._core.create_namespaced_event(
+                    ref.namespace,
+                    body,  # type: ignore[arg-type]
+                    _preload_content=False,
+                    _request_timeout=(5, 10),
+                )
+            )
+            self.posted += 1
+        except (ApiException, OSError, ValueError) as exc:
+            log.debug("event %s on %s/%s not posted: %s", reason, ref.namespace, ref.name, exc)
+        except Exception as exc:  # connection errors from urllib3
+            log.debug("event %s not posted: %s", reason, exc)
+        finally:
+            with self._lock:
+                self._queued -= 1

@@ -1,0 +1,159 @@
+"""The evictor: carries out the engine's `Preemption` decisions through the Eviction API.
+
+Before the eviction the victim is annotated with who reclaimed it and why
+(`fairpool.io/preempted-by`, `fairpool.io/preemption-reason`), so the reason survives on
+the pod object through its grace period and in its final state. The Eviction API honours
+PodDisruptionBudgets: `429 Too Many Requests` means a budget forbids it now, so the
+victim is retried later (`retry_seconds`), never deleted around the budget.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from scheduler.decisions import Preemption
+from scheduler.k8s import labels as L
+from scheduler.k8s.client import read_body
+from scheduler.k8s.convert import PodInfo
+from scheduler.k8s.events import EventRecorder, ObjectRef
+
+log = logging.getLogger(__name__)
+
+EvictOutcome = Literal["evicted", "blocked", "gone", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class EvictResult:
+    preemption: Preemption
+    pod: PodInfo
+    outcome: EvictOutcome
+    detail: str
+
+
+def eviction_body(preemption: Preemption, pod: PodInfo) -> dict[str, Any]:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "Eviction",
+        "metadata": {"name": pod.name, "namespace": pod.namespace},
+        "deleteOptions": {
+            "gracePeriodSeconds": preemption.grace_period_seconds,
+            "preconditions": {"uid": pod.uid},
+        },
+    }
+
+
+def victim_annotations(preemption: Preemption) -> dict[str, str]:
+    return {
+        L.PREEMPTED_BY_ANNOTATION: preemption.reclaimer,
+        L.PREEMPTION_REASON_ANNOTATION: preemption.reason,
+    }
+
+
+class Evictor:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        recorder: EventRecorder | None = None,
+        workers: int = 4,
+        retry_seconds: float = 5.0,
+        on_result: Callable[[EvictResult], None] | None = None,
+    ) -> None:
+        self._core = client.CoreV1Api(api)
+        self.recorder = recorder
+        self.retry_seconds = retry_seconds
+        self.on_result = on_result
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="evictor")
+        self._lock = threading.Lock()
+        self._in_flight: set[str] = set()
+        self._not_before: dict[str, float] = {}
+        """uid -> earliest next attempt (after a PDB refusal or once evicted)."""
+
+    def submit(self, preemption: Preemption, pod: PodInfo) -> bool:
+        """Evict the victim unless it is already going or was tried too recently."""
+        if pod.deleting:
+            return False
+        now = time.monotonic()
+        with self._lock:
+            if pod.uid in self._in_flight or self._not_before.get(pod.uid, 0.0) > now:
+                return False
+            self._in_flight.add(pod.uid)
+        self._pool.submit(self._evict, preemption, pod)
+        return True
+
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._in_flight:
+                    return
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _evict(self, preemption: Preemption, pod: PodInfo) -> None:
+        try:
+            outcome, detail = self._attempt(preemption, pod)
+        except Exception as exc:
+            outcome, detail = "failed", f"{type(exc).__name__}: {exc}"
+        with self._lock:
+            self._in_flight.discard(pod.uid)
+            if outcome in ("blocked", "failed"):
+                self._not_before[pod.uid] = time.monotonic() + self.retry_seconds
+            elif outcome == "evicted":
+                # The pod now terminates for its grace period; never evict it twice.
+                self._not_before[pod.uid] = float("inf")
+        ref = ObjectRef("Pod", pod.namespace, pod.name, pod.uid)
+        if outcome == "evicted" and self.recorder is not None:
+            self.recorder.record(
+                ref,
+                "Normal",
+                "Preempted",
+                f"Preempted by member {preemption.reclaimer} for job {preemption.for_job}: "
+                f"{preemption.reason} (grace period {preemption.grace_period_seconds}s)",
+            )
+        elif outcome == "blocked":
+            log.info("eviction of %s blocked: %s", pod.key, detail)
+        elif outcome == "failed":
+            log.warning("eviction of %s failed: %s", pod.key, detail)
+        if self.on_result is not None:
+            self.on_result(EvictResult(preemption, pod, outcome, detail))
+
+    def _attempt(self, preemption: Preemption, pod: PodInfo) -> tuple[EvictOutcome, str]:
+        try:
+            read_body(
+                self._core.patch_namespaced_pod(
+                    pod.name,
+                    pod.namespace,
+                    {"metadata": {"annotations": victim_annotations(preemption)}},
+                    _preload_content=False,
+                    _request_timeout=(5, 30),
+                )
+            )
+            read_body(
+                self._core.create_namespaced_pod_eviction(
+                    pod.name,
+                    pod.namespace,
+                    eviction_body(preemption, pod),  # type: ignore[arg-type]
+                    _preload_content=False,
+                    _request_timeout=(5, 30),
+                )
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return "gone", "pod already gone"
+            if exc.status == 429:
+                return "blocked", "a PodDisruptionBudget forbids the eviction now"
+            if exc.status == 409:
+                return "gone", "pod replaced"
+            return "failed", f"{exc.status} {exc.reason}"
+        return "evicted", "evicted"

@@ -1,0 +1,198 @@
+"""Leader election on a `coordination.k8s.io/v1` Lease.
+
+The stock `kubernetes.leaderelection` uses the process-wide default client and cannot be
+stopped, so this is a small one with the same rules as client-go: a candidate takes the
+Lease when it is free or when its holder has not renewed it for `lease_seconds` *as
+observed locally* (no clock comparison between machines); the leader renews every
+`retry_seconds` and steps down when it could not renew for `renew_deadline` seconds,
+which is shorter than `lease_seconds`, so a deposed leader stops before another starts.
+Updates carry the Lease's resourceVersion: of two candidates racing, one gets 409.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+log = logging.getLogger(__name__)
+
+
+def _now_micro() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class LeaderElector:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        namespace: str,
+        name: str,
+        identity: str,
+        lease_seconds: float = 15.0,
+        renew_deadline: float = 10.0,
+        retry_seconds: float = 2.0,
+        on_change: Callable[[bool], None] | None = None,
+    ) -> None:
+        if not retry_seconds < renew_deadline < lease_seconds:
+            raise ValueError("need retry_seconds < renew_deadline < lease_seconds")
+        self._coordination = client.CoordinationV1Api(api)
+        self.namespace = namespace
+        self.name = name
+        self.identity = identity
+        self.lease_seconds = lease_seconds
+        self.renew_deadline = renew_deadline
+        self.retry_seconds = retry_seconds
+        self.on_change = on_change
+        self.leading = threading.Event()
+        self.transitions = 0
+        self._observed: tuple[str, str] | None = None
+        """(holder, renewTime) last seen, and when (monotonic) it last changed."""
+        self._observed_at = 0.0
+        self._last_renew = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="leader-election", daemon=True)
+
+    @property
+    def holder(self) -> str:
+        return self._observed[0] if self._observed else ""
+
+    def start(self) -> LeaderElector:
+        self._thread.start()
+        return self
+
+    def stop(self, release: bool = True) -> None:
+        """Stop campaigning; a leader gives the Lease up so a standby takes over at once."""
+        self._stop.set()
+        self._thread.join(timeout=self.retry_seconds + 10)
+        if release and self.leading.is_set():
+            self._release()
+        self._set_leading(False)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                ok = self._try_acquire_or_renew()
+            except Exception as exc:  # API server unreachable: keep trying
+                log.debug("lease %s/%s: %s", self.namespace, self.name, exc)
+                ok = False
+            now = time.monotonic()
+            if ok:
+                self._last_renew = now
+                self._set_leading(True)
+            elif self.leading.is_set() and now - self._last_renew > self.renew_deadline:
+                log.warning("%s lost the lease %s/%s", self.identity, self.namespace, self.name)
+                self._set_leading(False)
+            self._stop.wait(self.retry_seconds)
+
+    def _set_leading(self, leading: bool) -> None:
+        if leading == self.leading.is_set():
+            return
+        if leading:
+            self.leading.set()
+            log.info("%s is now the leader", self.identity)
+        else:
+            self.leading.clear()
+        if self.on_change is not None:
+            self.on_change(leading)
+
+    def _spec(self, transitions: int, acquire_time: str | None) -> dict[str, Any]:
+        now = _now_micro()
+        return {
+            "holderIdentity": self.identity,
+            "leaseDurationSeconds": int(self.lease_seconds),
+            "acquireTime": acquire_time or now,
+            "renewTime": now,
+            "leaseTransitions": transitions,
+        }
+
+    def _try_acquire_or_renew(self) -> bool:
+        try:
+            lease = self._coordination.read_namespaced_lease(self.name, self.namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            body = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": self.name, "namespace": self.namespace},
+                "spec": self._spec(0, None),
+            }
+            try:
+                self._coordination.create_namespaced_lease(self.namespace, body)  # type: ignore[arg-type]
+            except ApiException as exc2:
+                if exc2.status == 409:
+                    return False
+                raise
+            self._observe(self.identity, "x")
+            return True
+        spec = lease.spec
+        holder = (spec.holder_identity if spec else None) or ""
+        renew = str(spec.renew_time) if spec and spec.renew_time else ""
+        self._observe(holder, renew)
+        mine = holder == self.identity
+        expired = time.monotonic() - self._observed_at > self.lease_seconds
+        if holder and not mine and not expired:
+            return False
+        transitions = (spec.lease_transitions or 0) if spec else 0
+        acquire_time = None
+        if mine and spec and spec.acquire_time:
+            acquire_time = spec.acquire_time.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        else:
+            transitions += 1
+        new_spec = self._spec(transitions, acquire_time)
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {
+                "name": self.name,
+                "namespace": self.namespace,
+                "resourceVersion": lease.metadata.resource_version if lease.metadata else None,
+            },
+            "spec": new_spec,
+        }
+        try:
+            self._coordination.replace_namespaced_lease(self.name, self.namespace, body)  # type: ignore[arg-type]
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        if not mine:
+            self.transitions += 1
+        self._observe(self.identity, str(new_spec["renewTime"]))
+        return True
+
+    def _observe(self, holder: str, renew: str) -> None:
+        if self._observed != (holder, renew):
+            self._observed = (holder, renew)
+            self._observed_at = time.monotonic()
+
+    def _release(self) -> None:
+        try:
+            lease = self._coordination.read_namespaced_lease(self.name, self.namespace)
+            if lease.spec is None or lease.spec.holder_identity != self.identity:
+                return
+            body = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {
+                    "name": self.name,
+                    "namespace": self.namespace,
+                    "resourceVersion": lease.metadata.resource_version if lease.metadata else None,
+                },
+                "spec": {
+                    "holderIdentity": "",
+                    "leaseDurationSeconds": 1,
+                    "leaseTransitions": lease.spec.lease_transitions or 0,
+                    "renewTime": _now_micro(),
+                },
+            }
+            self._coordination.replace_namespaced_lease(self.name, self.namespace, body)  # type: ignore[arg-type]
+        except Exception as exc:
+            log.debug("lease release failed: %s", exc)
