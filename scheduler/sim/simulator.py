@@ -97,6 +97,19 @@ class UsageRow:
 
 
 @dataclass(frozen=True, slots=True)
+class PodRun:
+    """One pod's life on a node, from bind to gone (grace period included)."""
+
+    pod_uid: str
+    job_id: str
+    member: str
+    node: str
+    gpus: int
+    start: float
+    end: float
+
+
+@dataclass(frozen=True, slots=True)
 class LostRow:
     hour: int
     member: str
@@ -114,6 +127,7 @@ class SimulationResult:
     piecewise constant until the next row of the same (member, model)."""
     usage: list[UsageRow]
     lost: list[LostRow]
+    pod_runs: list[PodRun]
     end_time: float
     start_offset_s: float
     """Trace time 0 minus the start of its UTC hour (hour buckets are UTC hours)."""
@@ -177,6 +191,7 @@ class Simulator:
         self.timeline: list[tuple[float, str, str, int, int, float, int, int, int, int]] = []
         self.usage: list[UsageRow] = []
         self.lost: list[LostRow] = []
+        self.pod_runs: list[PodRun] = []
         self.events_done = 0
         self.cycles = 0
         self.guard_trips = 0
@@ -219,6 +234,7 @@ class Simulator:
             timeline=self.timeline,
             usage=self.usage,
             lost=self.lost,
+            pod_runs=self.pod_runs,
             end_time=self._now,
             start_offset_s=self.start_offset_s,
             events=self.events_done,
@@ -350,6 +366,11 @@ class Simulator:
             pod = self.cluster.free(uid)
             self._count_bind(pod, -1)
             self._count_usage(pod, record.job.org, pod.started_at, now)
+            self.pod_runs.append(
+                PodRun(
+                    uid, pod.job_id, record.job.org, pod.node, pod.spec.gpus, pod.started_at, now
+                )
+            )
         record.pods = ()
 
     def _hours(self, start: float, end: float) -> Iterable[tuple[int, float]]:
