@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -32,14 +32,18 @@ DEFAULT_CONCURRENCY = 16
 Manifest = dict[str, Any]
 
 
-def node_manifest(group: NodeGroup, name: str) -> Manifest:
+def node_manifest(
+    group: NodeGroup, name: str, extra_labels: Mapping[str, str] | None = None
+) -> Manifest:
     """The Node object for one node of `group`.
 
-    The group's own labels come first so they can never overwrite the labels fairpool
-    reads ownership, GPU model and topology from.
+    The group's own labels (and `extra_labels`, e.g. to find test nodes again) come
+    first so they can never overwrite the labels fairpool reads ownership, GPU model and
+    topology from.
     """
     labels = {
         **group.labels,
+        **(extra_labels or {}),
         "kubernetes.io/hostname": name,
         "kubernetes.io/os": "linux",
         "kubernetes.io/arch": "amd64",
@@ -74,10 +78,14 @@ def node_manifest(group: NodeGroup, name: str) -> Manifest:
     }
 
 
-def node_manifests(inventory: ClusterInventory) -> list[Manifest]:
+def node_manifests(
+    inventory: ClusterInventory, extra_labels: Mapping[str, str] | None = None
+) -> list[Manifest]:
     """Every node of the inventory, group by group, in `NodeGroup.node_names()` order."""
     return [
-        node_manifest(group, name) for group in inventory.node_groups for name in group.node_names()
+        node_manifest(group, name, extra_labels)
+        for group in inventory.node_groups
+        for name in group.node_names()
     ]
 
 
@@ -136,10 +144,12 @@ def create_nodes(
     api: k8s.ApiClient | k8s.CoreV1Api,
     inventory: ClusterInventory,
     *,
+    labels: Mapping[str, str] | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
 ) -> NodeCreation:
-    """Create the inventory's nodes as kwok-managed fake GPU nodes."""
-    return create_node_objects(api, node_manifests(inventory), concurrency=concurrency)
+    """Create the inventory's nodes as kwok-managed fake GPU nodes (plus `labels`)."""
+    manifests = node_manifests(inventory, labels)
+    return create_node_objects(api, manifests, concurrency=concurrency)
 
 
 def is_ready(node: k8s.V1Node) -> bool:
