@@ -1,0 +1,70 @@
+"""Who holds what right now: allocated, borrowed and lent GPUs from the running pods.
+
+- A running pod's GPU model is its node's model. Pods whose node is not in the snapshot
+  are ignored (the node is gone; so is the pod, soon).
+- `allocated[(member, model)]` counts GPUs of the member's pods that are not terminating:
+  a terminating pod still occupies its node (placement sees that) but no longer counts
+  for its member's position (it is already on its way out).
+- Within-entitlement versus borrowed: per member and model, the pods fill the entitlement
+  first, pods on the member's own nodes first, then the oldest (start time, then uid);
+  the first pod that does not fit entirely and every later one is *borrowed*, hence
+  reclaimable. A member at or below its entitlement therefore has no borrowed pod.
+- `lent[(owner, model)]` counts GPUs on the owner's nodes held by other members' pods
+  (not terminating); pods of no member (not scheduled for a fairpool member) are not
+  lending, they are the owner's own business.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from scheduler.entitlement import MemberModel, node_model
+from scheduler.snapshot import Node, RunningPod
+
+
+@dataclass(slots=True)
+class Allocation:
+    allocated: dict[MemberModel, int] = field(default_factory=dict)
+    borrowed: dict[MemberModel, int] = field(default_factory=dict)
+    lent: dict[MemberModel, int] = field(default_factory=dict)
+    borrowed_pods: set[str] = field(default_factory=set)
+    """Uids of borrowed (reclaimable) pods."""
+
+    def member_total(self, member: str) -> int:
+        return sum(v for (m, _), v in self.allocated.items() if m == member)
+
+    def lent_total(self, owner: str) -> int:
+        return sum(v for (o, _), v in self.lent.items() if o == owner)
+
+
+def classify(
+    running: tuple[RunningPod, ...],
+    nodes_by_name: Mapping[str, Node],
+    entitlement: Mapping[MemberModel, int],
+) -> Allocation:
+    out = Allocation()
+    groups: dict[MemberModel, list[tuple[bool, float, str, int]]] = {}
+    for pod in running:
+        node = nodes_by_name.get(pod.node)
+        if node is None or pod.member is None or pod.terminating or pod.spec.gpus <= 0:
+            continue
+        model = node_model(node)
+        key = (pod.member, model)
+        out.allocated[key] = out.allocated.get(key, 0) + pod.spec.gpus
+        own = node.owner == pod.member
+        groups.setdefault(key, []).append((not own, pod.started_at, pod.uid, pod.spec.gpus))
+        if node.owner is not None and not own:
+            lkey = (node.owner, model)
+            out.lent[lkey] = out.lent.get(lkey, 0) + pod.spec.gpus
+    for key in sorted(groups):
+        room = entitlement.get(key, 0)
+        filled = 0
+        for _, _, uid, gpus in sorted(groups[key]):
+            if filled + gpus <= room:
+                filled += gpus
+            else:
+                room = -1  # everything after the first overflow is borrowed too
+                out.borrowed_pods.add(uid)
+                out.borrowed[key] = out.borrowed.get(key, 0) + gpus
+    return out

@@ -1,0 +1,437 @@
+"""One scheduling cycle: shares, order, placement, gangs, reclaim and explanations.
+
+`schedule(snapshot, policy)` is a pure function: no I/O, no clock, no randomness, and
+every collection is walked in an order fixed by names and ids, so the same snapshot and
+policy give identical decisions whatever the order of the snapshot's tuples.
+
+The cycle:
+1. Shares (`shares.build`): entitlements, allocations, demand and fair shares per
+   (member, GPU model), as at the instant of the snapshot. `Decisions.shares` reports
+   exactly these (the same as `compute_shares`).
+2. Capacity promised to nominated jobs (an earlier reclaim) is held for them first.
+3. Jobs are taken one at a time from the member furthest below its fair share
+   (`ordering`). A job is checked against its member's limits (`max_gpus`; with
+   borrowing off, its entitlement; owners' `lending_limit`), then placed: a single pod
+   on the best node (`placement`), a gang whole or not at all (`gang`). A pod shape that
+   failed once is not tried again in the cycle: capacity only shrinks within a cycle.
+4. A job that does not fit, of a member that stays within its fair share counting the
+   job, triggers reclaim (`reclaim`): preemptions plus a nomination holding the freed
+   capacity for it. A job whose nominated capacity is still being freed by terminating
+   pods does not reclaim more.
+5. Every job still waiting gets one sentence (`explain`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from scheduler import shares as shares_mod
+from scheduler.decisions import Bind, Decisions, MemberShare, Nomination, Preemption
+from scheduler.entitlement import MemberModel, node_model
+from scheduler.explain import Waiting, fmt, plural, position, sentence
+from scheduler.gang import Plan, plan_job
+from scheduler.ordering import MemberQueues, ratio
+from scheduler.placement import (
+    ClusterState,
+    blocking_taints,
+    effective_labels,
+    labels_match,
+    spec_key,
+    spec_res,
+)
+from scheduler.reclaim import Reclaimer, ReclaimResult
+from scheduler.snapshot import PendingJob, PodSpec, Snapshot
+
+if TYPE_CHECKING:
+    from policies.model import Member, Policy
+
+_EPS = 1e-9
+
+__all__ = ["compute_shares", "schedule"]
+
+
+def compute_shares(snapshot: Snapshot, policy: Policy) -> tuple[MemberShare, ...]:
+    """Every member's position per GPU model, without scheduling anything."""
+    return shares_mod.build(snapshot, policy).shares()
+
+
+def schedule(snapshot: Snapshot, policy: Policy) -> Decisions:
+    return _Cycle(snapshot, policy).run()
+
+
+@dataclass(slots=True)
+class _Outcome:
+    binds: list[Bind] = field(default_factory=list)
+    preemptions: list[Preemption] = field(default_factory=list)
+    nominations: list[Nomination] = field(default_factory=list)
+    waiting: dict[str, tuple[PendingJob, Waiting]] = field(default_factory=dict)
+
+
+class _Cycle:
+    def __init__(self, snapshot: Snapshot, policy: Policy) -> None:
+        self.snapshot = snapshot
+        self.policy = policy
+        self.book = shares_mod.build(snapshot, policy)
+        self.state = ClusterState(snapshot)
+        self.members: dict[str, Member] = {m.name: m for m in policy.members}
+        self.alloc: dict[MemberModel, int] = dict(self.book.allocation.allocated)
+        self.member_total: dict[str, int] = {}
+        for (m, _), v in self.alloc.items():
+            self.member_total[m] = self.member_total.get(m, 0) + v
+        self.lent: dict[str, int] = {}
+        for (o, _), v in self.book.allocation.lent.items():
+            self.lent[o] = self.lent.get(o, 0) + v
+        self.fair_total: dict[str, float] = {}
+        for (m, _), share in self.book.fair.items():
+            self.fair_total[m] = self.fair_total.get(m, 0.0) + share
+        self.out = _Outcome()
+        self.failed: set[tuple[object, ...]] = set()
+        self.reclaimer: Reclaimer | None = None
+        self.freeing: set[str] = set()
+        """Jobs whose nominated nodes still carry terminating pods."""
+
+    # -- positions -----------------------------------------------------------------------
+    def job_model(self, job: PendingJob) -> str | None:
+        return self.book.job_model.get(job.job_id)
+
+    def position_of(self, member: str, model: str | None) -> tuple[int, float]:
+        if model is None:
+            return self.member_total.get(member, 0), self.fair_total.get(member, 0.0)
+        key = (member, model)
+        return self.alloc.get(key, 0), self.book.fair.get(key, 0.0)
+
+    def order_key(self, member: str, job: PendingJob) -> float:
+        allocated, fair = self.position_of(member, shares_mod.job_gpu_model(job))
+        return ratio(allocated, fair)
+
+    def lendable(self) -> dict[str, int]:
+        return {
+            name: m.lending_limit - self.lent.get(name, 0)
+            for name, m in sorted(self.members.items())
+            if m.lending_limit is not None
+        }
+
+    # -- the cycle -----------------------------------------------------------------------
+    def run(self) -> Decisions:
+        self._hold_nominations()
+        queues = MemberQueues(self.snapshot.pending, self.order_key)
+        while (job := queues.pop()) is not None:
+            self._handle(job)
+            queues.done(job.member)
+        return Decisions(
+            binds=tuple(self.out.binds),
+            preemptions=tuple(self.out.preemptions),
+            nominations=tuple(self.out.nominations),
+            explanations=self._explanations(),
+            shares=self.book.shares(),
+        )
+
+    def _hold_nominations(self) -> None:
+        term_nodes = {
+            p.node for p in self.snapshot.running if p.terminating and p.node in self.state.index
+        }
+        jobs = sorted(
+            (j for j in self.snapshot.pending if j.nominated_nodes),
+            key=lambda j: (j.member, *shares_mod.job_sort_key(j)),
+        )
+        for job in jobs:
+            pods = {p.uid: p for p in job.pods}
+            for uid, node in sorted(job.nominated_nodes.items()):
+                i = self.state.index.get(node)
+                if i is None or uid not in pods:
+                    continue
+                self.state.hold(job.job_id, i, spec_res(pods[uid].spec))
+                if node in term_nodes:
+                    self.freeing.add(job.job_id)
+
+    def _handle(self, job: PendingJob) -> None:
+        held = job.job_id in self.state.holds
+        if held:
+            self.state.release(job.job_id)
+        if len(job.pods) < job.min_member or not job.pods:
+            self._wait(job, Waiting("incomplete"))
+            return
+        model = self.job_model(job)
+        limit = self._limit(job, model)
+        if limit is not None:
+            self._wait(job, Waiting("limit", limit))
+            return
+        models = self._models_allowed(job, model)
+        lendable = self.lendable()
+        restricted = (
+            any(h < job.gpus for o, h in lendable.items() if o != job.member) or models is not None
+        )
+        shape = (
+            tuple(sorted((spec_key(p.spec) for p in job.pods), key=repr)),
+            job.member if restricted else None,
+            models,
+        )
+        placed = False
+        if held or shape not in self.failed:
+            placed = self._place(job, lendable, models)
+            if not placed and not held:
+                self.failed.add(shape)
+        if placed:
+            return
+        if job.job_id in self.freeing:
+            detail = self._nominated_detail(job)
+            for uid, node in sorted(job.nominated_nodes.items()):
+                i = self.state.index.get(node)
+                pod = next((p for p in job.pods if p.uid == uid), None)
+                if i is not None and pod is not None:
+                    self.state.hold(job.job_id, i, spec_res(pod.spec))
+            self._wait(job, Waiting("held", detail))
+            return
+        if self._unplaceable(job):
+            self._wait(job, Waiting("unplaceable", self._unplaceable_detail(job)))
+            return
+        self._wait(job, Waiting("capacity", self._try_reclaim(job, model, lendable)))
+
+    def _limit(self, job: PendingJob, model: str | None) -> str | None:
+        spec = self.members.get(job.member)
+        gpus = job.gpus
+        if spec is None or gpus <= 0:
+            return None
+        total = self.member_total.get(job.member, 0)
+        if spec.max_gpus is not None and total + gpus > spec.max_gpus:
+            return (
+                f"it needs {gpus} more GPUs but its limit is {spec.max_gpus} (max_gpus) "
+                f"and it holds {total}"
+            )
+        if not self.policy.sharing.borrowing and not self._models_allowed(job, model):
+            ent = self.book.entitlement.get((job.member, model or ""), 0)
+            what = f"{ent} {model}" if model else "its entitlement"
+            return (
+                f"borrowing is off and {plural(gpus, 'more GPU')} would take it above "
+                f"its entitlement of {what}"
+            )
+        return None
+
+    def _models_allowed(self, job: PendingJob, model: str | None) -> frozenset[str] | None:
+        """With borrowing off: the GPU models on which the job stays within entitlement."""
+        if self.policy.sharing.borrowing or job.gpus <= 0:
+            return None
+        explicit = shares_mod.job_gpu_model(job)
+        options = [explicit] if explicit is not None else self.book.models
+        return frozenset(
+            m
+            for m in options
+            if self.alloc.get((job.member, m), 0) + job.gpus
+            <= self.book.entitlement.get((job.member, m), 0)
+        )
+
+    def _place(
+        self, job: PendingJob, lendable: dict[str, int], models: frozenset[str] | None
+    ) -> bool:
+        if len(job.pods) == 1 and models is None:
+            pod = job.pods[0]
+            i = self.state.best_node(pod.spec, job.member, lendable)
+            if i is None:
+                return False
+            self._bind(job, ((pod.uid, i),))
+            return True
+        plan = plan_job(self.state, job.pods, job.member, lendable, None, models)
+        if plan is None:
+            return False
+        self._bind(job, plan.pods)
+        return True
+
+    def _bind(self, job: PendingJob, where: tuple[tuple[str, int], ...]) -> None:
+        specs = {p.uid: p.spec for p in job.pods}
+        member = job.member
+        for uid, i in where:
+            spec = specs[uid]
+            node = self.state.nodes[i]
+            owner = node.owner
+            borrowed = False
+            if spec.gpus > 0:
+                key = (member, node_model(node))
+                now = self.alloc.get(key, 0) + spec.gpus
+                borrowed = now > self.book.entitlement.get(key, 0)
+                self.alloc[key] = now
+                self.member_total[member] = self.member_total.get(member, 0) + spec.gpus
+                if owner is not None and owner != member:
+                    self.lent[owner] = self.lent.get(owner, 0) + spec.gpus
+            self.state.take(i, spec_res(spec), owner_pod=owner == member)
+            self.out.binds.append(
+                Bind(
+                    pod_uid=uid,
+                    node=node.name,
+                    job_id=job.job_id,
+                    member=member,
+                    owner=owner,
+                    borrowed=borrowed,
+                )
+            )
+
+    def _wait(self, job: PendingJob, why: Waiting) -> None:
+        self.out.waiting[job.job_id] = (job, why)
+
+    # -- reclaim -------------------------------------------------------------------------
+    def _try_reclaim(self, job: PendingJob, model: str | None, lendable: dict[str, int]) -> str:
+        if model is None or job.gpus <= 0:
+            return ""
+        allocated, fair = self.position_of(job.member, shares_mod.job_gpu_model(job))
+        if allocated + job.gpus > fair + _EPS:
+            return ""
+        if self.reclaimer is None:
+            sharing = self.policy.sharing
+            self.reclaimer = Reclaimer(
+                self.state,
+                self.snapshot.running,
+                self.book.allocation.borrowed_pods,
+                self.snapshot.now,
+                sharing.min_runtime_seconds,
+                sharing.preempt_below_min_runtime,
+            )
+        if not self.reclaimer.has_candidates() and not any(any(t) for t in self.state.term):
+            return f"no member above its fair share holds borrowed {model} GPUs it could use"
+        result = self.reclaimer.attempt(
+            job.pods, job.member, model, self.alloc, self.book.fair, lendable
+        )
+        if isinstance(result, str):
+            return f"nothing can be reclaimed: {result}"
+        self._apply_reclaim(job, model, result)
+        return ""
+
+    def _apply_reclaim(self, job: PendingJob, model: str, result: ReclaimResult) -> None:
+        state = self.state
+        grace = self.policy.sharing.reclaim_grace_period_seconds
+        allocated, fair = self.position_of(job.member, model)
+        victims_text: list[str] = []
+        for victim in result.victims:
+            v_alloc, v_fair = self.position_of(victim.member, model)
+            reason = (
+                f"reclaim for member {job.member} (holds {allocated} of its fair share of "
+                f"{fmt(fair)} {model}, job {job.job_id} needs {job.gpus}): member "
+                f"{victim.member} holds {v_alloc}, above its fair share of {fmt(v_fair)}, "
+                f"and job {victim.job_id} runs on borrowed GPUs"
+            )
+            for pod, i in sorted(victim.pods, key=lambda pi: pi[0].uid):
+                self.out.preemptions.append(
+                    Preemption(
+                        pod_uid=pod.uid,
+                        job_id=victim.job_id,
+                        victim_member=victim.member,
+                        reclaimer=job.member,
+                        for_job=job.job_id,
+                        reason=reason,
+                        grace_period_seconds=grace,
+                    )
+                )
+                r = spec_res(pod.spec)
+                t = state.term[i]
+                for k in range(4):
+                    t[k] += r[k]
+                node = state.nodes[i]
+                if pod.spec.gpus > 0:
+                    key = (victim.member, node_model(node))
+                    self.alloc[key] = self.alloc.get(key, 0) - pod.spec.gpus
+                    self.member_total[victim.member] -= pod.spec.gpus
+                    if node.owner is not None and node.owner != victim.member:
+                        self.lent[node.owner] = self.lent.get(node.owner, 0) - pod.spec.gpus
+            victims_text.append(f"{victim.job_id} of {victim.member}")
+        self._nominate(job, result.plan)
+        n_pods = sum(len(v.pods) for v in result.victims)
+        if n_pods:
+            detail = (
+                f"preempting {plural(n_pods, 'borrowed pod')} ({', '.join(victims_text)}) "
+                f"with a grace period of {grace} s; their GPUs are held for this job"
+            )
+        else:
+            detail = "terminating pods are freeing room; it is held for this job"
+        self.out.waiting[job.job_id] = (job, Waiting("reclaiming", detail))
+        self.freeing.add(job.job_id)
+
+    def _nominate(self, job: PendingJob, plan: Plan) -> None:
+        specs = {p.uid: p.spec for p in job.pods}
+        nodes: dict[str, str] = {}
+        for uid, i in plan.pods:
+            self.state.hold(job.job_id, i, spec_res(specs[uid]))
+            nodes[uid] = self.state.nodes[i].name
+        self.out.nominations.append(Nomination(job_id=job.job_id, nodes=nodes))
+
+    # -- explanations --------------------------------------------------------------------
+    def _nominated_detail(self, job: PendingJob) -> str:
+        nodes = sorted(set(job.nominated_nodes.values()))
+        term = sum(
+            1
+            for p in self.snapshot.running
+            if p.terminating and p.node in job.nominated_nodes.values()
+        )
+        return (
+            f"{plural(term, 'preempted pod')} still terminating on {', '.join(nodes)}; "
+            f"their GPUs are held for this job"
+        )
+
+    def _unplaceable(self, job: PendingJob) -> bool:
+        """True when no node, even empty, could ever take one of the job's pods."""
+        for pod in job.pods:
+            res = spec_res(pod.spec)
+            if not any(self._static_room(i, res) for i in self.state.candidate_nodes(pod.spec)):
+                return True
+        return False
+
+    def _static_room(self, i: int, res: tuple[int, int, int, int]) -> bool:
+        n = self.state.nodes[i]
+        return (
+            n.gpus >= res[0]
+            and n.cpu_milli >= res[1]
+            and n.memory_bytes >= res[2]
+            and n.max_pods >= 1
+        )
+
+    def _unplaceable_detail(self, job: PendingJob) -> str:
+        spec = next(
+            p.spec
+            for p in job.pods
+            if not any(
+                self._static_room(i, spec_res(p.spec)) for i in self.state.candidate_nodes(p.spec)
+            )
+        )
+        return "no node can ever run its pods: " + _filter_report(self.snapshot, spec)
+
+    def _explanations(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for job_id in sorted(self.out.waiting):
+            job, why = self.out.waiting[job_id]
+            model = shares_mod.job_gpu_model(job)
+            allocated, fair = self.position_of(job.member, model)
+            out[job_id] = sentence(job, why, model, allocated, fair, self.state)
+        return out
+
+
+def _filter_report(snapshot: Snapshot, spec: PodSpec) -> str:
+    """Which filters rule the nodes out, most common first."""
+    counts: dict[str, int] = {}
+
+    def count(reason: str) -> None:
+        counts[reason] = counts.get(reason, 0) + 1
+
+    for node in sorted(snapshot.nodes, key=lambda n: n.name):
+        if not node.ready:
+            count("not Ready")
+        elif node.unschedulable:
+            count("cordoned")
+        elif spec.gpu_model is not None and node.gpu_model != spec.gpu_model:
+            count("another GPU model")
+        elif blocking_taints(node.taints, spec.tolerations):
+            count("untolerated taints")
+        elif not labels_match(spec, effective_labels(node)):
+            count("labels not matching its node selector or affinity")
+        elif node.gpus < spec.gpus:
+            count(f"fewer than {spec.gpus} GPUs")
+        else:
+            count("too little CPU, memory or pod slots")
+    if not counts:
+        return "the cluster has no nodes"
+    total = sum(counts.values())
+    parts = [
+        f"{n} {reason}" for reason, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    ]
+    return f"of {plural(total, 'node')}, " + ", ".join(parts)
+
+
+# `position` is re-exported for the API's own messages.
+__all__ += ["position"]

@@ -1,0 +1,410 @@
+"""Where a pod may go and where it goes best, over the free capacity of the cycle.
+
+Filters (a node failing any of them is never a target):
+- the node is Ready and schedulable (cordoned nodes keep their pods but get no new ones);
+- GPU model (`PodSpec.gpu_model`), nodeSelector, required node affinity (OR over terms,
+  AND within a term; In, NotIn, Exists, DoesNotExist) against the node's labels, which are
+  completed with `nvidia.com/gpu.product`, `fairpool.io/owner` and
+  `kubernetes.io/hostname` when the adapter did not copy them;
+- taints: every NoSchedule and NoExecute taint must be tolerated; PreferNoSchedule
+  taints only lower the score;
+- free `nvidia.com/gpu`, CPU, memory and pod slots (all running pods count, terminating
+  ones included, since they hold their resources until they are gone).
+
+Score (lowest wins, compared in this order):
+1. tier: the member's own nodes; then nodes of no member; then other members' nodes on
+   which their owner runs nothing (borrowing there hurts least when the owner reclaims);
+   then other members' busy nodes. The same order serves work within entitlement (own
+   nodes first) and borrowing (idle foreign nodes before busy ones).
+2. untolerated PreferNoSchedule taints;
+3. GPU bin-packing: fewest free GPUs left on the node after the placement (most
+   allocated first), so whole nodes stay free for big gangs;
+4. node name.
+
+Nodes with identical owner, model, labels (hostname aside), taints and topology domain
+form an equivalence class; the static filters run once per class and pod shape, and
+each class keeps its nodes in buckets by free GPUs so a placement never scans the cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from scheduler.snapshot import Node, PodSpec, SelectorRequirement, Snapshot, Taint, Toleration
+
+HOSTNAME = "kubernetes.io/hostname"
+GPU_PRODUCT = "nvidia.com/gpu.product"
+OWNER_LABEL = "fairpool.io/owner"
+
+TIER_OWN, TIER_UNOWNED, TIER_IDLE, TIER_BUSY = 0, 1, 2, 3
+
+SpecKey = tuple[object, ...]
+
+
+def spec_key(spec: PodSpec) -> SpecKey:
+    """A hashable identity of a pod shape (requests and constraints)."""
+    return (
+        spec.gpus,
+        spec.cpu_milli,
+        spec.memory_bytes,
+        spec.gpu_model,
+        tuple(sorted(spec.node_selector.items())),
+        spec.affinity,
+        spec.tolerations,
+    )
+
+
+def tolerates(tolerations: Iterable[Toleration], taint: Taint) -> bool:
+    for tol in tolerations:
+        if tol.effect and tol.effect != taint.effect:
+            continue
+        if tol.key == "":
+            if tol.operator == "Exists":
+                return True
+            continue
+        if tol.key != taint.key:
+            continue
+        if tol.operator == "Exists" or tol.value == taint.value:
+            return True
+    return False
+
+
+def effective_labels(node: Node) -> dict[str, str]:
+    labels = dict(node.labels)
+    if node.gpu_model is not None:
+        labels.setdefault(GPU_PRODUCT, node.gpu_model)
+    if node.owner is not None:
+        labels.setdefault(OWNER_LABEL, node.owner)
+    labels.setdefault(HOSTNAME, node.name)
+    return labels
+
+
+def requirement_matches(req: SelectorRequirement, labels: Mapping[str, str]) -> bool:
+    value = labels.get(req.key)
+    if req.operator == "In":
+        return value is not None and value in req.values
+    if req.operator == "NotIn":
+        return value is None or value not in req.values
+    if req.operator == "Exists":
+        return value is not None
+    return value is None  # DoesNotExist
+
+
+def labels_match(spec: PodSpec, labels: Mapping[str, str]) -> bool:
+    for key, value in spec.node_selector.items():
+        if labels.get(key) != value:
+            return False
+    if spec.affinity:
+        return any(all(requirement_matches(r, labels) for r in term) for term in spec.affinity)
+    return True
+
+
+def uses_hostname(spec: PodSpec) -> bool:
+    return HOSTNAME in spec.node_selector or any(
+        r.key == HOSTNAME for term in spec.affinity for r in term
+    )
+
+
+def blocking_taints(taints: Iterable[Taint], tolerations: Iterable[Toleration]) -> list[Taint]:
+    tols = tuple(tolerations)
+    return [t for t in taints if t.effect in ("NoSchedule", "NoExecute") and not tolerates(tols, t)]
+
+
+def prefer_penalty(taints: Iterable[Taint], tolerations: Iterable[Toleration]) -> int:
+    tols = tuple(tolerations)
+    return sum(1 for t in taints if t.effect == "PreferNoSchedule" and not tolerates(tols, t))
+
+
+@dataclass(slots=True)
+class NodeClass:
+    cid: int
+    owner: str | None
+    gpu_model: str | None
+    domain: str
+    labels: dict[str, str]
+    taints: tuple[Taint, ...]
+    nodes: list[int] = field(default_factory=list)
+    buckets: tuple[dict[int, list[int]], dict[int, list[int]]] = field(
+        default_factory=lambda: ({}, {})
+    )
+    """(owner idle, owner busy) -> free GPUs -> node indices in name order."""
+
+
+Res = tuple[int, int, int, int]
+"""(gpus, cpu milli, memory bytes, pod slots)."""
+
+
+def spec_res(spec: PodSpec) -> Res:
+    return (spec.gpus, spec.cpu_milli, spec.memory_bytes, 1)
+
+
+class ClusterState:
+    """Free capacity of every node during one cycle, with the indexes placement needs."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        nodes = sorted(snapshot.nodes, key=lambda n: n.name)
+        self.nodes = nodes
+        self.index = {n.name: i for i, n in enumerate(nodes)}
+        count = len(nodes)
+        self.free_gpu = [n.gpus for n in nodes]
+        self.free_cpu = [n.cpu_milli for n in nodes]
+        self.free_mem = [n.memory_bytes for n in nodes]
+        self.free_pods = [n.max_pods for n in nodes]
+        self.term: list[list[int]] = [[0, 0, 0, 0] for _ in range(count)]
+        """Resources of terminating pods not yet promised to a nominated job."""
+        self.owner_pods = [0] * count
+        self.placeable = [n.ready and not n.unschedulable for n in nodes]
+        self.domain = [n.topology_domain or "" for n in nodes]
+        self.holds: dict[str, list[tuple[int, Res, Res]]] = {}
+        """job id -> (node, taken from terminating, taken from free)."""
+        for pod in snapshot.running:
+            i = self.index.get(pod.node)
+            if i is None:
+                continue
+            s = pod.spec
+            self.free_gpu[i] -= s.gpus
+            self.free_cpu[i] -= s.cpu_milli
+            self.free_mem[i] -= s.memory_bytes
+            self.free_pods[i] -= 1
+            if pod.terminating:
+                t = self.term[i]
+                t[0] += s.gpus
+                t[1] += s.cpu_milli
+                t[2] += s.memory_bytes
+                t[3] += 1
+            elif pod.member is not None and pod.member == nodes[i].owner:
+                self.owner_pods[i] += 1
+
+        self.classes: list[NodeClass] = []
+        self.node_class = [-1] * count
+        by_key: dict[tuple[object, ...], NodeClass] = {}
+        for i, node in enumerate(nodes):
+            if not self.placeable[i]:
+                continue
+            labels = effective_labels(node)
+            labels.pop(HOSTNAME, None)
+            key = (
+                node.owner,
+                node.gpu_model,
+                self.domain[i],
+                tuple(sorted(labels.items())),
+                node.taints,
+            )
+            cls = by_key.get(key)
+            if cls is None:
+                cls = NodeClass(
+                    len(self.classes),
+                    node.owner,
+                    node.gpu_model,
+                    self.domain[i],
+                    labels,
+                    node.taints,
+                )
+                by_key[key] = cls
+                self.classes.append(cls)
+            cls.nodes.append(i)
+            self.node_class[i] = cls.cid
+            self._bucket_add(i)
+        self._spec_classes: dict[SpecKey, list[int]] = {}
+        self._penalty: dict[tuple[int, SpecKey], int] = {}
+
+    # -- buckets -------------------------------------------------------------------------
+    def _bucket_of(self, i: int) -> list[int]:
+        cls = self.classes[self.node_class[i]]
+        level = max(0, self.free_gpu[i])
+        side = cls.buckets[1 if self.owner_pods[i] > 0 else 0]
+        bucket = side.get(level)
+        if bucket is None:
+            bucket = side[level] = []
+        return bucket
+
+    def _bucket_add(self, i: int) -> None:
+        bucket = self._bucket_of(i)
+        # indices are in name order; appends are the common case at build time
+        if not bucket or bucket[-1] < i:
+            bucket.append(i)
+        else:
+            from bisect import insort
+
+            insort(bucket, i)
+
+    def _bucket_remove(self, i: int) -> None:
+        cls = self.classes[self.node_class[i]]
+        level = max(0, self.free_gpu[i])
+        side = cls.buckets[1 if self.owner_pods[i] > 0 else 0]
+        bucket = side[level]
+        from bisect import bisect_left
+
+        del bucket[bisect_left(bucket, i)]
+        if not bucket:
+            del side[level]
+
+    # -- capacity changes ----------------------------------------------------------------
+    def take(self, i: int, res: Res, owner_pod: bool = False) -> None:
+        indexed = self.node_class[i] >= 0
+        if indexed:
+            self._bucket_remove(i)
+        self.free_gpu[i] -= res[0]
+        self.free_cpu[i] -= res[1]
+        self.free_mem[i] -= res[2]
+        self.free_pods[i] -= res[3]
+        if owner_pod:
+            self.owner_pods[i] += 1
+        if indexed:
+            self._bucket_add(i)
+
+    def give(self, i: int, res: Res) -> None:
+        self.take(i, (-res[0], -res[1], -res[2], -res[3]))
+
+    def hold(self, job_id: str, i: int, res: Res) -> None:
+        """Reserve `res` on node i for a nominated job: terminating capacity first, then
+        free capacity (never below zero: what is missing simply is not there yet)."""
+        t = self.term[i]
+        from_term = tuple(min(max(0, t[k]), res[k]) for k in range(4))
+        for k in range(4):
+            t[k] -= from_term[k]
+        free = (self.free_gpu[i], self.free_cpu[i], self.free_mem[i], self.free_pods[i])
+        from_free = tuple(max(0, min(free[k], res[k] - from_term[k])) for k in range(4))
+        self.take(i, from_free)  # type: ignore[arg-type]
+        self.holds.setdefault(job_id, []).append((i, from_term, from_free))  # type: ignore[arg-type]
+
+    def release(self, job_id: str) -> None:
+        for i, from_term, from_free in self.holds.pop(job_id, []):
+            t = self.term[i]
+            for k in range(4):
+                t[k] += from_term[k]
+            self.give(i, from_free)
+
+    # -- filters -------------------------------------------------------------------------
+    def classes_for(self, spec: PodSpec) -> list[int]:
+        """Classes whose static properties admit this pod shape."""
+        key = spec_key(spec)
+        found = self._spec_classes.get(key)
+        if found is None:
+            found = []
+            for cls in self.classes:
+                if spec.gpu_model is not None and cls.gpu_model != spec.gpu_model:
+                    continue
+                if blocking_taints(cls.taints, spec.tolerations):
+                    continue
+                if not uses_hostname(spec) and not labels_match(spec, cls.labels):
+                    continue
+                found.append(cls.cid)
+            self._spec_classes[key] = found
+        return found
+
+    def node_admits(self, i: int, spec: PodSpec) -> bool:
+        """Per-node part of the filter (only hostname-bound shapes need it)."""
+        if not uses_hostname(spec):
+            return True
+        return labels_match(spec, effective_labels(self.nodes[i]))
+
+    def penalty(self, cid: int, spec: PodSpec) -> int:
+        key = (cid, spec_key(spec))
+        found = self._penalty.get(key)
+        if found is None:
+            found = prefer_penalty(self.classes[cid].taints, spec.tolerations)
+            self._penalty[key] = found
+        return found
+
+    def tier(self, cid: int, member: str, busy: bool) -> int:
+        owner = self.classes[cid].owner
+        if owner == member:
+            return TIER_OWN
+        if owner is None:
+            return TIER_UNOWNED
+        return TIER_BUSY if busy else TIER_IDLE
+
+    def node_tier(self, i: int, member: str) -> int:
+        return self.tier(self.node_class[i], member, self.owner_pods[i] > 0)
+
+    def fits(self, i: int, res: Res, extra: Mapping[int, Res] | None = None) -> bool:
+        e = extra.get(i) if extra else None
+        if e is None:
+            return (
+                self.free_gpu[i] >= res[0]
+                and self.free_cpu[i] >= res[1]
+                and self.free_mem[i] >= res[2]
+                and self.free_pods[i] >= res[3]
+            )
+        return (
+            self.free_gpu[i] + e[0] >= res[0]
+            and self.free_cpu[i] + e[1] >= res[1]
+            and self.free_mem[i] + e[2] >= res[2]
+            and self.free_pods[i] + e[3] >= res[3]
+        )
+
+    def room(self, i: int, res: Res, extra: Mapping[int, Res] | None = None) -> int:
+        """How many pods of shape `res` fit on node i."""
+        e = extra.get(i) if extra else None
+        free = (self.free_gpu[i], self.free_cpu[i], self.free_mem[i], self.free_pods[i])
+        if e is not None:
+            free = (free[0] + e[0], free[1] + e[1], free[2] + e[2], free[3] + e[3])
+        n = free[3]
+        for k in range(3):
+            if res[k] > 0:
+                n = min(n, free[k] // res[k])
+        return max(0, n)
+
+    # -- single pod fast path ------------------------------------------------------------
+    def best_node(
+        self, spec: PodSpec, member: str, allowed: Mapping[str, int] | None = None
+    ) -> int | None:
+        """The best node for one pod, or None. `allowed` maps an owner to the GPUs it may
+        still lend (owners absent from it are unlimited)."""
+        res = spec_res(spec)
+        g = res[0]
+        best: tuple[int, int, int, int] | None = None
+        host = uses_hostname(spec)
+        for cid in self.classes_for(spec):
+            cls = self.classes[cid]
+            if (
+                allowed is not None
+                and cls.owner is not None
+                and cls.owner != member
+                and allowed.get(cls.owner, g) < g
+            ):
+                continue
+            pen = self.penalty(cid, spec)
+            for busy in (0, 1):
+                side = cls.buckets[busy]
+                if not side:
+                    continue
+                tier = self.tier(cid, member, bool(busy))
+                if best is not None and (tier, pen) > best[:2]:
+                    continue
+                for level in sorted(side):
+                    if level < g:
+                        continue
+                    cand_head = (tier, pen, level - g)
+                    if best is not None and cand_head > best[:3]:
+                        break
+                    found = -1
+                    for i in side[level]:
+                        if best is not None and cand_head == best[:3] and i > best[3]:
+                            break
+                        if (
+                            self.free_cpu[i] >= res[1]
+                            and self.free_mem[i] >= res[2]
+                            and self.free_pods[i] >= 1
+                            and (not host or self.node_admits(i, spec))
+                        ):
+                            found = i
+                            break
+                    if found >= 0:
+                        cand = (tier, pen, level - g, found)
+                        if best is None or cand < best:
+                            best = cand
+                        break
+        return None if best is None else best[3]
+
+    def candidate_nodes(self, spec: PodSpec) -> list[int]:
+        """Every placeable node admitting the shape, in name order."""
+        out: list[int] = []
+        host = uses_hostname(spec)
+        for cid in self.classes_for(spec):
+            nodes = self.classes[cid].nodes
+            out.extend(i for i in nodes if not host or self.node_admits(i, spec))
+        out.sort()
+        return out

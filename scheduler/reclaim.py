@@ -1,0 +1,202 @@
+"""Reclaim: preempt borrowed pods so that a member below its fair share can run.
+
+Runs for a job that did not fit when its member, counting the job, stays within its
+fair share for the job's GPU model. Rules:
+
+- Victims are whole jobs (a gang is preempted with all its pods) of *other* members that
+  hold at least one borrowed pod (see `allocation`) and are above their fair share for
+  that model; pods not scheduled by fairpool and terminating pods are never victims.
+- A victim whose member would fall below its fair share once it is gone is skipped.
+- Pods younger than `sharing.min_runtime_seconds` are skipped unless
+  `sharing.preempt_below_min_runtime` is set.
+- Only victims with a pod on a node the job could use are considered, in this order:
+  victims on the reclaiming member's own nodes first (the owner gets its hardware back),
+  then the youngest (least work lost), then the lowest priority, then job id.
+- Terminating pods already count as capacity being freed: if the job fits once they are
+  gone, nothing is preempted, the job is only nominated.
+- Victims are added in that order until a what-if placement of the whole job succeeds on
+  the free capacity plus what they free; then each victim except the last one added is
+  dropped again if the job still fits without it (a minimal set).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from scheduler.entitlement import MemberModel, node_model
+from scheduler.gang import Plan, plan_job
+from scheduler.placement import ClusterState, Res, spec_res
+from scheduler.snapshot import PendingPod, RunningPod
+
+_EPS = 1e-9
+
+
+@dataclass(slots=True)
+class VictimJob:
+    job_id: str
+    member: str
+    pods: list[tuple[RunningPod, int]] = field(default_factory=list)
+    """(pod, node index); pods whose node is gone are left out."""
+    youngest_start: float = float("-inf")
+    priority: int = -(2**62)
+    borrowed: bool = False
+
+    def gpus_by_model(self, state: ClusterState) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for pod, i in self.pods:
+            model = node_model(state.nodes[i])
+            out[model] = out.get(model, 0) + pod.spec.gpus
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ReclaimResult:
+    victims: tuple[VictimJob, ...]
+    plan: Plan
+
+
+class Reclaimer:
+    """Victim index for one cycle (built on first use; reclaim is rare)."""
+
+    def __init__(
+        self,
+        state: ClusterState,
+        running: Sequence[RunningPod],
+        borrowed_pods: set[str],
+        now: float,
+        min_runtime: int,
+        below_min_runtime: bool,
+    ) -> None:
+        self.state = state
+        self.now = now
+        self.min_runtime = min_runtime
+        self.below_min_runtime = below_min_runtime
+        jobs: dict[str, VictimJob] = {}
+        for pod in running:
+            i = state.index.get(pod.node)
+            if i is None or pod.terminating or pod.member is None:
+                continue
+            if not pod.scheduled_by_fairpool:
+                continue
+            job = jobs.get(pod.job_id)
+            if job is None:
+                job = jobs[pod.job_id] = VictimJob(pod.job_id, pod.member)
+            job.pods.append((pod, i))
+            job.youngest_start = max(job.youngest_start, pod.started_at)
+            job.priority = max(job.priority, pod.priority)
+            if pod.uid in borrowed_pods:
+                job.borrowed = True
+        self.jobs = sorted((j for j in jobs.values() if j.borrowed), key=lambda j: j.job_id)
+        self.gone: set[str] = set()
+
+    def has_candidates(self) -> bool:
+        return any(j.job_id not in self.gone for j in self.jobs)
+
+    def attempt(
+        self,
+        pods: Sequence[PendingPod],
+        member: str,
+        model: str,
+        alloc: Mapping[MemberModel, int],
+        fair: Mapping[MemberModel, float],
+        lendable: Mapping[str, int] | None,
+    ) -> ReclaimResult | str:
+        """Victims and the plan they make possible, or why nothing can be reclaimed."""
+        state = self.state
+        feasible: set[int] = set()
+        for pod in pods:
+            for i in state.candidate_nodes(pod.spec):
+                if node_model(state.nodes[i]) == model:
+                    feasible.add(i)
+        if not feasible:
+            return "no node it may use exists"
+        extra: dict[int, Res] = {}
+        for i in feasible:
+            t = state.term[i]
+            if any(t):
+                extra[i] = (t[0], t[1], t[2], t[3])
+        models = frozenset({model})
+        plan = plan_job(state, pods, member, lendable, extra, models)
+        if plan is not None:
+            return ReclaimResult((), plan)
+
+        candidates: list[VictimJob] = []
+        young = 0
+        for job in self.jobs:
+            if job.job_id in self.gone or job.member == member:
+                continue
+            if not any(i in feasible for _, i in job.pods):
+                continue
+            key = (job.member, model)
+            if alloc.get(key, 0) <= fair.get(key, 0.0) + _EPS:
+                continue
+            if self.now - job.youngest_start < self.min_runtime and not self.below_min_runtime:
+                young += 1
+                continue
+            candidates.append(job)
+        if not candidates:
+            if young:
+                return (
+                    f"the borrowed pods that could make room are younger than the minimum "
+                    f"runtime of {self.min_runtime} s"
+                )
+            return f"no member above its fair share holds borrowed {model} GPUs it could use"
+
+        def order(job: VictimJob) -> tuple[int, float, int, str]:
+            on_own = any(state.nodes[i].owner == member for _, i in job.pods)
+            return (0 if on_own else 1, -job.youngest_start, job.priority, job.job_id)
+
+        candidates.sort(key=order)
+        need = sum(p.spec.gpus for p in pods)
+        have = sum(max(0, state.free_gpu[i]) for i in feasible) + sum(e[0] for e in extra.values())
+        taken: dict[MemberModel, int] = {}
+        chosen: list[VictimJob] = []
+        for job in candidates:
+            by_model = job.gpus_by_model(state)
+            if any(
+                alloc.get((job.member, m), 0) - taken.get((job.member, m), 0) - g
+                < fair.get((job.member, m), 0.0) - _EPS
+                for m, g in by_model.items()
+                if g > 0
+            ):
+                continue
+            for m, g in by_model.items():
+                taken[(job.member, m)] = taken.get((job.member, m), 0) + g
+            chosen.append(job)
+            _add(extra, job, feasible, 1)
+            have += sum(p.spec.gpus for p, i in job.pods if i in feasible)
+            if have < need:
+                continue
+            plan = plan_job(state, pods, member, lendable, extra, models)
+            if plan is not None:
+                break
+        else:
+            return "the borrowed GPUs of members above their fair share would not make room"
+
+        for job in list(reversed(chosen[:-1])):
+            _add(extra, job, feasible, -1)
+            trial = plan_job(state, pods, member, lendable, extra, models)
+            if trial is not None:
+                chosen.remove(job)
+                plan = trial
+            else:
+                _add(extra, job, feasible, 1)
+        assert plan is not None
+        for job in chosen:
+            self.gone.add(job.job_id)
+        return ReclaimResult(tuple(chosen), plan)
+
+
+def _add(extra: dict[int, Res], job: VictimJob, feasible: set[int], sign: int) -> None:
+    for pod, i in job.pods:
+        if i not in feasible:
+            continue
+        r = spec_res(pod.spec)
+        e = extra.get(i, (0, 0, 0, 0))
+        extra[i] = (
+            e[0] + sign * r[0],
+            e[1] + sign * r[1],
+            e[2] + sign * r[2],
+            e[3] + sign * r[3],
+        )
