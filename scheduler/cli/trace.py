@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from policies.errors import InputError
-from policies.inventory import ClusterInventory, load_inventory
+from policies.inventory import load_inventory
 from scheduler.traces.csv import read_trace, trace_rows, write_trace
 from scheduler.traces.importers import (
     ImportReport,
@@ -22,7 +22,7 @@ from scheduler.traces.importers import (
 )
 from scheduler.traces.model import Trace
 from scheduler.traces.summary import member_summary, offered_load, span_s
-from scheduler.traces.synth import synthesize
+from scheduler.traces.synth import node_gpus_of, synthesize
 
 
 @click.group()
@@ -42,20 +42,6 @@ def _emit(result: Trace, out: str) -> None:
         csv.writer(sys.stdout, lineterminator="\n").writerows(trace_rows(result))
     else:
         write_trace(result, out)
-
-
-def _cluster_shape(
-    inventory: ClusterInventory,
-) -> tuple[dict[str, int], dict[str, int]]:
-    """GPUs per model, and the biggest node's GPUs per model."""
-    capacity: dict[str, int] = defaultdict(int)
-    widest: dict[str, int] = defaultdict(int)
-    for group in inventory.node_groups:
-        if group.gpus_per_node <= 0:
-            continue
-        capacity[group.gpu_model] += group.count * group.gpus_per_node
-        widest[group.gpu_model] = max(widest[group.gpu_model], group.gpus_per_node)
-    return dict(capacity), dict(widest)
 
 
 def _weights(pairs: str | None, members: list[str]) -> dict[str, float] | None:
@@ -125,8 +111,7 @@ def synth(
     out: str,
 ) -> None:
     """Write a synthetic trace shaped like published GPU-cluster traces."""
-    gpu_models: dict[str, int] | None = None
-    pod_width: int | dict[str, int] = 8
+    node_gpus: dict[str, list[int]] | None = None
     weights: dict[str, float] | None = None
     if cluster is not None:
         inventory = load_inventory(cluster)
@@ -136,10 +121,10 @@ def synth(
                 f"--members {member_count} but {cluster} has {len(members)} owners "
                 f"({', '.join(members)}); leave --members out with --cluster"
             )
-        gpu_models, pod_width = _cluster_shape(inventory)
-        if not gpu_models:
+        node_gpus = node_gpus_of(inventory)
+        if not node_gpus:
             raise InputError(f"{cluster}: the cluster has no GPUs")
-        gpus = gpus or sum(gpu_models.values())
+        gpus = gpus or sum(sum(n) for n in node_gpus.values())
         if member_weights is None:
             # A member's demand follows the hardware it brings; bursts do the rest.
             weights = defaultdict(float)
@@ -154,9 +139,8 @@ def synth(
         days=days,
         load=load,
         seed=seed,
-        gpu_models=gpu_models,
         member_weights=_weights(member_weights, members) or weights,
-        max_gpus_per_pod=pod_width,
+        node_gpus=node_gpus,
     )
     _emit(result, out)
     console = _console(out)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from policies.errors import InputError
+from policies.inventory import ClusterInventory
 from scheduler.traces.model import Trace, TraceJob
 
 DAY_S = 86_400.0
@@ -51,6 +52,7 @@ def synthesize(
     gpu_models: Mapping[str, int] | None = None,
     member_weights: Mapping[str, float] | None = None,
     max_gpus_per_pod: int | Mapping[str, int] = 8,
+    node_gpus: Mapping[str, Sequence[int]] | None = None,
 ) -> Trace:
     """A trace of `days` days whose offered GPU-seconds are about
     `load * gpus * days * 86400` (load > 1 means contention).
@@ -59,8 +61,13 @@ def synthesize(
     probability proportional to capacity and keeps every job within that model's
     capacity; without it jobs carry no model and stay within `gpus`. `member_weights`
     splits the load between members (default: seeded random, unequal, intensities).
-    `max_gpus_per_pod` (per model, or one number) is the largest pod: the GPUs of the
-    biggest node; gangs are made of such full pods."""
+    `max_gpus_per_pod` (per model, or one number) is the largest pod; gangs are made of
+    such full pods. `node_gpus` (model -> GPUs of each node, see `node_gpus_of`) makes
+    every job placeable: pods no bigger than the biggest node, gangs no bigger than the
+    nodes that can hold a full pod; it also stands in for `gpu_models` when that is
+    not given. Without it, gangs only stay within each model's total GPUs."""
+    if gpu_models is None and node_gpus is not None:
+        gpu_models = {m: sum(n) for m, n in node_gpus.items() if sum(n) > 0}
     _check_arguments(members, gpus, days, load, gpu_models, member_weights)
     rng = np.random.default_rng(seed)
     names = list(dict.fromkeys(members))
@@ -73,7 +80,16 @@ def synthesize(
     for name, weight in zip(names, weights, strict=True):
         member_rng = np.random.default_rng([seed, _stable_hash(name)])
         jobs.extend(
-            _member_jobs(name, weight * target, horizon, gpus, models, max_gpus_per_pod, member_rng)
+            _member_jobs(
+                name,
+                weight * target,
+                horizon,
+                gpus,
+                models,
+                max_gpus_per_pod,
+                node_gpus,
+                member_rng,
+            )
         )
     jobs.sort(key=lambda j: (j.submit_time, j.org))
     width = max(6, len(str(len(jobs))))
@@ -91,6 +107,15 @@ def synthesize(
         for i, j in enumerate(jobs, start=1)
     )
     return Trace(jobs=numbered, start_epoch=0.0)
+
+
+def node_gpus_of(inventory: ClusterInventory) -> dict[str, list[int]]:
+    """GPU model -> the GPUs of each node of that model, for `synthesize(node_gpus=...)`."""
+    nodes: dict[str, list[int]] = {}
+    for group in inventory.node_groups:
+        if group.gpus_per_node > 0:
+            nodes.setdefault(group.gpu_model, []).extend([group.gpus_per_node] * group.count)
+    return nodes
 
 
 def _check_arguments(
@@ -142,31 +167,50 @@ def _weights(
     return [float(w) for w in raw / raw.sum()]
 
 
-def _model_caps(
-    models: dict[str, int] | None, gpus: int, max_gpus_per_pod: int | Mapping[str, int]
-) -> list[tuple[str | None, int, int, float]]:
-    """(model, GPUs of that model, largest pod, probability) per model."""
+@dataclass(frozen=True, slots=True)
+class _ModelShape:
+    """What jobs of one GPU model may look like."""
+
+    model: str | None
+    probability: float
+    pod: int
+    """GPUs of the largest pod: the biggest node's GPUs (capped by max_gpus_per_pod)."""
+    max_pods: int
+    """Pods of that size the cluster holds at once: the largest gang that can run."""
+
+
+def _model_shapes(
+    models: dict[str, int] | None,
+    gpus: int,
+    max_gpus_per_pod: int | Mapping[str, int],
+    node_gpus: Mapping[str, Sequence[int]] | None,
+) -> list[_ModelShape]:
+    def pod_limit(model: str | None) -> int:
+        if isinstance(max_gpus_per_pod, int):
+            return max_gpus_per_pod
+        if model is None:
+            return max(max_gpus_per_pod.values(), default=8)
+        return max_gpus_per_pod.get(model, 8)
+
     if models is None:
-        pod = (
-            max_gpus_per_pod
-            if isinstance(max_gpus_per_pod, int)
-            else max(max_gpus_per_pod.values(), default=8)
-        )
-        return [(None, gpus, max(1, min(pod, gpus)), 1.0)]
+        pod = max(1, min(pod_limit(None), gpus))
+        return [_ModelShape(None, 1.0, pod, gpus // pod)]
     total = sum(models.values())
-    caps: list[tuple[str | None, int, int, float]] = []
+    shapes: list[_ModelShape] = []
     for model, count in sorted(models.items()):
-        pod = (
-            max_gpus_per_pod
-            if isinstance(max_gpus_per_pod, int)
-            else max_gpus_per_pod.get(model, 8)
-        )
-        caps.append((model, count, max(1, min(pod, count)), count / total))
-    return caps
+        nodes = [n for n in (node_gpus or {}).get(model, []) if n > 0]
+        if nodes:
+            pod = max(1, min(pod_limit(model), max(nodes)))
+            max_pods = sum(n // pod for n in nodes)
+        else:
+            pod = max(1, min(pod_limit(model), count))
+            max_pods = count // pod
+        shapes.append(_ModelShape(model, count / total, pod, max_pods))
+    return shapes
 
 
-def _shape_menu(capacity: int, pod: int) -> tuple[list[tuple[int, int]], np.ndarray]:
-    """Possible (num_pods, gpus_per_pod) within `capacity` and their probabilities."""
+def _shape_menu(pod: int, max_pods: int) -> tuple[list[tuple[int, int]], np.ndarray]:
+    """Possible (num_pods, gpus_per_pod) that fit and their probabilities."""
     shapes: list[tuple[int, int]] = []
     weights: list[float] = []
     for size, share in SINGLE_POD_MIX.items():
@@ -178,7 +222,7 @@ def _shape_menu(capacity: int, pod: int) -> tuple[list[tuple[int, int]], np.ndar
         shapes.append((1, pod))
         weights.append(SINGLE_POD_MIX[8])
     for pods, share in GANG_PODS_MIX.items():
-        if pods * pod <= capacity:
+        if pods <= max_pods:
             shapes.append((pods, pod))
             weights.append(share)
     p = np.array(weights)
@@ -209,16 +253,17 @@ def _member_jobs(
     gpus: int,
     models: dict[str, int] | None,
     max_gpus_per_pod: int | Mapping[str, int],
+    node_gpus: Mapping[str, Sequence[int]] | None,
     rng: np.random.Generator,
 ) -> list[TraceJob]:
     if target_gpu_s <= 0:
         return []
-    caps = _model_caps(models, gpus, max_gpus_per_pod)
+    caps = _model_shapes(models, gpus, max_gpus_per_pod, node_gpus)
     # One job may not exceed a tenth of the member's offered work, or a short trace
     # would be dominated (and its load missed) by a single multi-day gang.
     duration_cap = min(MAX_DURATION_S, max(horizon, MIN_DURATION_S))
-    model_p = np.array([c[3] for c in caps])
-    menus = [_shape_menu(c[1], c[2]) for c in caps]
+    model_p = np.array([c.probability for c in caps])
+    menus = [_shape_menu(c.pod, c.max_pods) for c in caps]
     # Members differ in how much distributed training they do.
     gang_taste = float(rng.lognormal(0.0, 0.6))
 
@@ -272,7 +317,7 @@ def _member_jobs(
             duration_s=float(durations[i]),
             num_pods=int(pods[i]),
             gpus_per_pod=int(per_pod[i]),
-            gpu_model=caps[int(chosen[i])][0],
+            gpu_model=caps[int(chosen[i])].model,
         )
         for i in range(count)
     ]

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from policies.errors import InputError
-from scheduler.traces import synthesize
+from policies.inventory import load_inventory
+from scheduler.traces import node_gpus_of, synthesize
 from scheduler.traces.model import Trace
 
 MEMBERS = ["uni-north", "ai-startup", "lab-bio", "physics"]
@@ -138,3 +139,25 @@ def test_bad_arguments_are_input_errors(kwargs: dict[str, object]) -> None:
     arguments.update(kwargs)
     with pytest.raises(InputError):
         synthesize(**arguments)  # type: ignore[arg-type]
+
+
+def fits_empty_cluster(pods: int, per_pod: int, nodes: list[int]) -> bool:
+    """Whether `pods` pods of `per_pod` GPUs fit on an idle cluster of these nodes."""
+    return sum(n // per_pod for n in nodes) >= pods
+
+
+def test_with_node_shapes_every_job_fits_its_model() -> None:
+    inventory = load_inventory()  # H100: 4 nodes of 8; A100: 2 of 4 and 3 of 8
+    nodes = node_gpus_of(inventory)
+    assert sorted(nodes["NVIDIA-A100-SXM4-80GB"]) == [4, 4, 8, 8, 8]
+    trace = synthesize(inventory.owners(), 64, 30, 1.1, seed=8, node_gpus=nodes)
+    assert {j.gpu_model for j in trace.jobs} == set(nodes)
+    assert all(
+        fits_empty_cluster(j.num_pods, j.gpus_per_pod, nodes[j.gpu_model or ""]) for j in trace.jobs
+    )
+    largest = Counter[str]()
+    for j in trace.jobs:
+        largest[j.gpu_model or ""] = max(largest[j.gpu_model or ""], j.gpus)
+    # 32 A100s exist but only three nodes hold an 8-GPU pod: gangs stop at 2 x 8.
+    assert largest == {"NVIDIA-H100-80GB-HBM3": 32, "NVIDIA-A100-SXM4-80GB": 16}
+    assert offered(trace, 64, 30) == pytest.approx(1.1, rel=0.15)
