@@ -1,0 +1,181 @@
+"""The simulator on tiny clusters, every number worked out by hand.
+
+Two members a and b each own one 4-GPU node of model G; grace period 30 s."""
+
+from __future__ import annotations
+
+import pytest
+
+from scheduler.sim import metrics
+from scheduler.sim.pipeline import build_study
+from scheduler.sim.simulator import JobState, SimulationResult, Simulator
+from scheduler.sim.standalone import replay_all
+from tests.unit.sim_helpers import START, job, node, policy, trace
+
+NODES = (node("a-0", "a", 4), node("b-0", "b", 4))
+
+
+def run(pol: object, *jobs: object) -> SimulationResult:
+    return Simulator(NODES, pol, trace(*jobs)).run()  # type: ignore[arg-type]
+
+
+def borrow_then_reclaim(checkpointable: bool = False) -> SimulationResult:
+    # a1 runs on a's node; a2 borrows b's idle node. b1 arrives at t=100: b is below its
+    # entitlement and nothing is free, so a2 (borrowed, on b's node) is preempted at
+    # t=100, gone at t=130, b1 starts at 130 and ends at 630; a2 starts again at 630 on
+    # b's node (the only free one).
+    pol = policy({"a": {"checkpointable": checkpointable}, "b": {}})
+    return run(
+        pol,
+        job("a1", "a", 0, 1000, 4),
+        job("a2", "a", 0, 1000, 4),
+        job("b1", "b", 100, 500, 4),
+    )
+
+
+def test_borrowing_then_reclaim_by_hand() -> None:
+    result = borrow_then_reclaim()
+    a1, a2, b1 = (result.jobs[j] for j in ("a1", "a2", "b1"))
+    assert all(r.state is JobState.DONE for r in (a1, a2, b1))
+    assert (a1.first_start, a1.end, a1.nodes) == (0, 1000, ("a-0",))
+    assert (a2.first_start, a2.preemptions, a2.end) == (0, 1, 630 + 1000)
+    assert a2.node_owners == ("b",) and a2.borrowed
+    assert (b1.first_start, b1.end, b1.nodes) == (130, 630, ("b-0",))
+    # a2 ran 130 s on 4 GPUs (grace period included) and restarts from zero.
+    assert a2.lost_gpu_s == pytest.approx(4 * 130)
+    assert result.end_time == 1630
+    assert sum(r.gpu_seconds for r in result.lost) == pytest.approx(520)
+
+    study = build_study(result.policy, START, result, None)
+    m = study.summary["members"]
+    # a: a1 4x1000 + a2 4x130 (lost) + a2 4x1000 = 8520 GPU-s; b: 4x500 = 2000.
+    assert m["a"]["gpu_hours_used"] == pytest.approx(8520 / 3600, abs=1e-6)
+    assert m["b"]["gpu_hours_used"] == pytest.approx(2000 / 3600, abs=1e-6)
+    # a is above its entitlement of 4 on [0,130) and [630,1000): 4 x 500 GPU-s.
+    assert m["a"]["gpu_hours_borrowed"] == pytest.approx(2000 / 3600, abs=1e-6)
+    # b's node carries a2 on [0,130) and [630,1630): 4 x 1130 GPU-s lent.
+    assert m["b"]["gpu_hours_lent"] == pytest.approx(4520 / 3600, abs=1e-6)
+    assert m["a"]["gpu_hours_lent"] == 0
+    assert m["a"]["gpu_hours_lost_to_reclaim"] == pytest.approx(520 / 3600, abs=1e-6)
+    assert m["a"]["mean_wait_s"] == 0 and m["a"]["mean_jct_s"] == pytest.approx(1315)
+    assert m["b"]["mean_wait_s"] == pytest.approx(30) and m["b"]["mean_jct_s"] == 500 + 30
+    assert m["a"]["preemptions"] == 1 and study.summary["preemptions"] == 1
+    assert study.summary["utilization"] == pytest.approx(10520 / (8 * 1630), abs=1e-6)
+    # b's 30 s below its entitlement is the grace period: not a violation.
+    assert study.summary["entitlement_violation_gpu_s"] == 0
+
+
+def test_checkpointable_job_resumes() -> None:
+    result = borrow_then_reclaim(checkpointable=True)
+    a2 = result.jobs["a2"]
+    # 100 s of work done when preempted: 900 s left, restarted at 630.
+    assert (a2.preemptions, a2.end) == (1, 630 + 900)
+    # Only the grace period is lost: 4 GPUs x 30 s.
+    assert a2.lost_gpu_s == pytest.approx(120)
+
+
+def test_gang_starts_whole_or_waits() -> None:
+    # b1 holds b's node until t=100; a's 2x4 gang (submitted at t=10) needs both nodes.
+    # It must not start on a's node alone, and b1 is within b's entitlement (no reclaim).
+    result = run(
+        policy(),
+        job("b1", "b", 0, 100, 4),
+        job("g", "a", 10, 50, 4, pods=2),
+    )
+    g = result.jobs["g"]
+    assert (g.first_start, g.end) == (100, 150)
+    assert sorted(g.nodes) == ["a-0", "b-0"]
+    runs = [r for r in result.pod_runs if r.job_id == "g"]
+    assert len(runs) == 2 and {(r.start, r.end) for r in runs} == {(100, 150)}
+
+
+def test_job_finishing_within_its_grace_period_completes() -> None:
+    # a2 borrows b's node and would end at 110; b1 arrives at 100 and preempts it with a
+    # 30 s grace period, so a2 finishes at 110 anyway, without losing anything.
+    result = run(
+        policy(),
+        job("a1", "a", 0, 1000, 4),
+        job("a2", "a", 0, 110, 4),
+        job("b1", "b", 100, 50, 4),
+    )
+    a2, b1 = result.jobs["a2"], result.jobs["b1"]
+    assert (a2.state, a2.end, a2.preemptions, a2.lost_gpu_s) == (JobState.DONE, 110, 1, 0)
+    assert (b1.first_start, b1.end) == (110, 160)
+
+
+def test_standalone_replay_by_hand() -> None:
+    pol = policy()
+    jobs = trace(
+        job("a1", "a", 0, 1000, 4),
+        job("a2", "a", 0, 1000, 4),
+        job("a3", "a", 0, 10, 8),  # 8 GPUs never fit a's one 4-GPU node
+        job("b1", "b", 100, 500, 4),
+    )
+    alone = replay_all(NODES, pol, jobs, ["a", "b"])
+    # a alone: a1 on [0,1000), a2 on [1000,2000); a3 never runs. b alone: b1 [100,600).
+    assert alone["a"].never_runs == ("a3",)
+    assert alone["a"].jct_s == {"a1": 1000, "a2": 2000}
+    assert alone["b"].jct_s == {"b1": 500} and alone["b"].wait_s == {"b1": 0}
+
+
+def test_pooling_dividend_and_standalone_jct() -> None:
+    pol = policy()
+    jobs = trace(
+        job("a1", "a", 0, 1000, 4),
+        job("a2", "a", 0, 1000, 4),
+        job("b1", "b", 100, 500, 4),
+    )
+    result = Simulator(NODES, pol, jobs).run()
+    alone = replay_all(NODES, pol, jobs, ["a", "b"])
+    study = build_study(pol, START, result, alone)
+    m = study.summary["members"]
+    assert m["a"]["standalone_mean_jct_s"] == pytest.approx(1500)
+    assert m["b"]["standalone_mean_jct_s"] == pytest.approx(500)
+    # Over the pooled window [0,1630]: a used 8520 GPU-s pooled, 4 x 1630 standalone.
+    assert m["a"]["pooling_dividend_gpu_hours"] == pytest.approx(2000 / 3600, abs=1e-6)
+    assert m["b"]["pooling_dividend_gpu_hours"] == pytest.approx(0, abs=1e-6)
+    assert m["a"]["standalone_never_runs"] == 0
+    assert study.jobs.set_index("job_id").loc["a2", "standalone_jct_s"] == 2000
+
+
+def test_usage_rows_split_at_hour_boundaries() -> None:
+    # One 2-GPU job from t=3000 to t=4200 crosses the first UTC hour boundary.
+    result = Simulator(NODES, policy(), trace(job("a1", "a", 3000, 1200, 2))).run()
+    study = build_study(result.policy, START, result, None)
+    usage = study.usage
+    assert list(usage["gpu_seconds"]) == [2 * 600, 2 * 600]
+    assert [str(h) for h in usage["hour"]] == [
+        "2026-10-01 00:00:00+00:00",
+        "2026-10-01 01:00:00+00:00",
+    ]
+    assert set(usage["owner"]) == {"a"} and usage["coverage"].eq(1.0).all()
+    assert usage["utilization"].isna().all()
+
+
+def test_usage_history_decays_with_half_life() -> None:
+    # One 4-GPU job for 3600 s with a 1 h half-life: decayed usage at t=3600 is
+    # 4 * 3600 / ln 2 * (1 - 1/2) GPU-s; it is what the engine sees in usage_history.
+    seen: list[dict[str, float]] = []
+    from scheduler.engine import schedule
+
+    def spy(snapshot, pol):  # type: ignore[no-untyped-def]
+        seen.append(dict(snapshot.usage_history))
+        return schedule(snapshot, pol)
+
+    pol = policy(half_life=1.0)
+    jobs = trace(job("a1", "a", 0, 3600, 4), job("b1", "b", 3600, 10, 4))
+    Simulator(NODES, pol, jobs, spy).run()
+    import math
+
+    assert seen[-1]["a"] == pytest.approx(4 * 3600 / math.log(2) * 0.5)
+
+
+def test_timeline_rows_record_changes() -> None:
+    result = borrow_then_reclaim()
+    frame = metrics.timeline_frame(result.timeline)
+    a = frame[(frame["member"] == "a")]
+    # a holds 8 GPUs from t=0 until its borrowed pod is gone at 130.
+    assert a[a["time"] == 0]["allocated"].iloc[-1] == 8
+    assert a[a["time"] == 130]["allocated"].iloc[-1] == 4
+    b = frame[(frame["member"] == "b")]
+    assert b[b["time"] == 100]["pending"].iloc[-1] == 4
