@@ -54,6 +54,7 @@ class ClusterState(BaseModel):
     tokens: dict[str, str]
     etcd_data_dir: str
     started_at: dt.datetime
+    die_with_parent: bool = False
     processes: list[ProcessRecord] = Field(default_factory=list)
 
     def record(self, name: str) -> ProcessRecord | None:
@@ -142,7 +143,12 @@ class ControlPlane:
             "--secure-port=0",
             *extra_args,
         ]
-        record = processes.spawn("kube-scheduler", command, self.log("kube-scheduler"))
+        record = processes.spawn(
+            "kube-scheduler",
+            command,
+            self.log("kube-scheduler"),
+            die_with_parent=self.state.die_with_parent,
+        )
         self.state.processes.append(record)
         save_state(self.state)
         # It serves nothing on port 0; give it a moment so an instant crash is reported.
@@ -243,8 +249,13 @@ def start(
     *,
     cache: Path | None = None,
     console: Console | None = None,
+    die_with_parent: bool = False,
 ) -> ControlPlane:
-    """Build what is missing and start a fresh control plane recorded in `directory`."""
+    """Build what is missing and start a fresh control plane recorded in `directory`.
+
+    With `die_with_parent` the processes get SIGTERM when the calling process dies
+    (for test sessions); `up` leaves them running for a later `down`.
+    """
     out = console or Console(stderr=True)
     directory = directory.resolve()
     existing = load_state(directory)
@@ -279,11 +290,12 @@ def start(
             tokens=tokens,
             etcd_data_dir=tempfile.mkdtemp(prefix="fairpool-etcd-"),
             started_at=dt.datetime.now(dt.UTC),
+            die_with_parent=die_with_parent,
         )
         _write_kubeconfigs(directory, state.server, keys.ca_cert, tokens)
         save_state(state)
         try:
-            _start_processes(state, binaries, keys, out)
+            _start_processes(state, binaries, keys, out, die_with_parent)
         except StartError as exc:
             stop(directory)
             if not exc.port_in_use:
@@ -309,14 +321,20 @@ def _write_kubeconfigs(directory: Path, server: str, ca: Path, tokens: dict[str,
 
 
 def _start_processes(
-    state: ClusterState, binaries: dict[str, Path], keys: pki.Pki, out: Console
+    state: ClusterState,
+    binaries: dict[str, Path],
+    keys: pki.Pki,
+    out: Console,
+    die_with_parent: bool,
 ) -> None:
     directory = Path(state.directory)
     logs = directory / "logs"
     ports = state.ports
 
     def launch(name: str, command: list[str]) -> ProcessRecord:
-        record = processes.spawn(name, command, logs / f"{name}.log")
+        record = processes.spawn(
+            name, command, logs / f"{name}.log", die_with_parent=die_with_parent
+        )
         state.processes.append(record)
         save_state(state)
         return record

@@ -8,6 +8,7 @@ A process is remembered by pid and start time, so a reused pid is never signalle
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -23,6 +24,7 @@ from pathlib import Path
 import psutil
 
 TAIL_LINES = 30
+_PR_SET_PDEATHSIG = 1
 
 
 class StartError(RuntimeError):
@@ -78,7 +80,20 @@ class ProcessRecord:
         return self.process() is not None
 
 
-def spawn(name: str, command: Sequence[str], log: Path) -> ProcessRecord:
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the parent dies (Linux prctl)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def spawn(
+    name: str, command: Sequence[str], log: Path, *, die_with_parent: bool = False
+) -> ProcessRecord:
+    """Start `command` in a new session, output appended to `log`.
+
+    `die_with_parent` ties the process to this one (a test session that is killed takes
+    its cluster along); a cluster started by `up` must outlive the command instead.
+    """
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         proc = subprocess.Popen(
@@ -87,6 +102,7 @@ def spawn(name: str, command: Sequence[str], log: Path) -> ProcessRecord:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent if die_with_parent else None,
         )
     try:
         created = psutil.Process(proc.pid).create_time()

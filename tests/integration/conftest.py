@@ -33,7 +33,7 @@ TEST_NODE_LABEL = "fairpool.io/test-node"
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     directory: Path = tmp_path_factory.mktemp("controlplane")
-    plane = start(directory)
+    plane = start(directory, die_with_parent=True)
     try:
         yield plane
     finally:
