@@ -10,7 +10,7 @@ from scheduler.sim import metrics
 from scheduler.sim.pipeline import build_study
 from scheduler.sim.simulator import JobState, SimulationResult, Simulator
 from scheduler.sim.standalone import replay_all
-from tests.unit.sim_helpers import START, job, node, policy, trace
+from tests.unit.test_sim_helpers import START, job, node, policy, trace
 
 NODES = (node("a-0", "a", 4), node("b-0", "b", 4))
 

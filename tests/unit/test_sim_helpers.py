@@ -86,3 +86,10 @@ def job(
 
 def trace(*jobs: TraceJob) -> Trace:
     return Trace(tuple(sorted(jobs, key=lambda j: (j.submit_time, j.job_id))))
+
+
+def test_policy_builder_writes_member_options() -> None:
+    built = policy({"a": {"checkpointable": True, "weight": 2.0}, "b": {}}, half_life=2.0)
+    assert built.member("a").checkpointable and built.member("a").weight == 2.0
+    assert not built.member("b").checkpointable
+    assert built.sharing.usage_half_life_hours == 2.0
