@@ -208,11 +208,15 @@ def check(file: Path, cluster: Path | None, policy_file: Path | None) -> None:
         members = set(load_policy(policy_file).member_names())
     max_gpus: int | None = None
     models: set[str] | None = None
+    nodes: dict[str, list[int]] | None = None
     if cluster is not None:
         inventory = load_inventory(cluster)
         max_gpus = inventory.total_gpus()
         models = set(inventory.gpu_models())
-    result = read_trace(file, members=members, max_gang_gpus=max_gpus, gpu_models=models)
+        nodes = node_gpus_of(inventory)
+    result = read_trace(
+        file, members=members, max_gang_gpus=max_gpus, gpu_models=models, node_gpus=nodes
+    )
     console = _console()
     _print_summary(console, result, f"valid: {file}", gpus=max_gpus)
 

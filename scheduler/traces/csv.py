@@ -8,7 +8,8 @@ import io
 import math
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -79,12 +80,16 @@ def read_trace(
     members: set[str] | None = None,
     max_gang_gpus: int | None = None,
     gpu_models: set[str] | None = None,
+    node_gpus: Mapping[str, Sequence[int]] | None = None,
 ) -> Trace:
     """The trace in a canonical CSV file (or CSV text), sorted by (submit_time, job_id).
 
     `members`, `gpu_models` and `max_gang_gpus` (the cluster's GPU count), when given,
-    are checked too. Raises TraceError listing every problem found (the first 20 in full)
-    with its line and column."""
+    are checked too; `node_gpus` (GPU model -> GPUs of each node, see
+    `synth.node_gpus_of`) also rejects pods bigger than any node and gangs that cannot
+    fit even on an idle cluster. Raises TraceError listing every problem found (the
+    first 20 in full) with its line and column."""
+    limits = _Limits(members, max_gang_gpus, gpu_models, node_gpus)
     source, lines = _open_source(path_or_text)
     problems = IssueCollector(source)
     reader = csv.reader(lines)
@@ -111,9 +116,7 @@ def read_trace(
             if len(row) != width:
                 problems.add(line, None, f"{len(row)} fields, the header has {width}")
                 continue
-            job, time_kind = _parse_row(
-                row, line, index, time_kind, problems, members, max_gang_gpus, gpu_models
-            )
+            job, time_kind = _parse_row(row, line, index, time_kind, problems, limits)
             if job is None:
                 continue
             if job.job_id in first_line_of:
@@ -171,18 +174,49 @@ def _check_header(names: list[str], problems: IssueCollector) -> dict[str, int]:
     return index
 
 
+@dataclass(frozen=True)
+class _Limits:
+    """What rows are checked against, when the caller knows the cluster and policy."""
+
+    members: set[str] | None
+    max_gang_gpus: int | None
+    gpu_models: set[str] | None
+    node_gpus: Mapping[str, Sequence[int]] | None
+
+    def unfit(self, pods: int, per_pod: int, model: str | None) -> tuple[str, str] | None:
+        """(column, why) when the job cannot run even on an idle cluster, else None."""
+        assert self.node_gpus is not None
+        if model is not None:
+            candidates = {model: list(self.node_gpus.get(model, []))}
+        else:
+            candidates = {m: list(n) for m, n in self.node_gpus.items()}
+        nodes = [n for group in candidates.values() for n in group]
+        biggest = max(nodes, default=0)
+        label = f"{model} " if model else ""
+        if per_pod > biggest:
+            return "gpus_per_pod", (
+                f"a pod of {per_pod} GPUs is larger than any {label}node (biggest: {biggest})"
+            )
+        room = max(sum(n // per_pod for n in group) for group in candidates.values())
+        if pods > room:
+            return "num_pods", (
+                f"gang of {pods} pods x {per_pod} GPUs cannot fit: the {label}nodes hold at "
+                f"most {room} such pods"
+            )
+        return None
+
+
 def _parse_row(
     row: list[str],
     line: int,
     index: dict[str, int],
     time_kind: str | None,
     problems: IssueCollector,
-    members: set[str] | None,
-    max_gang_gpus: int | None,
-    gpu_models: set[str] | None,
+    limits: _Limits,
 ) -> tuple[TraceJob | None, str | None]:
     """One job, or None after recording its problems; and the trace's time kind."""
     before = problems.total
+    members, max_gang_gpus, gpu_models = limits.members, limits.max_gang_gpus, limits.gpu_models
 
     def cell(name: str) -> str:
         position = index.get(name)
@@ -258,6 +292,11 @@ def _parse_row(
         return None, time_kind
     assert submit is not None and duration is not None
     assert num_pods is not None and gpus_per_pod is not None
+    if limits.node_gpus is not None:
+        unfit = limits.unfit(num_pods, gpus_per_pod, gpu_model)
+        if unfit is not None:
+            problems.add(line, unfit[0], unfit[1])
+            return None, time_kind
     job = TraceJob(
         job_id=job_id,
         org=org,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 from click.testing import CliRunner, Result
@@ -151,3 +152,36 @@ def test_import_does_not_replace_existing_output_on_error(tmp_path: Path) -> Non
     result = run("import", "philly", broken, "--out", out)
     assert result.exit_code == 2
     assert out.read_text() == "previous\n"
+
+
+def test_check_rejects_a_gang_the_demo_nodes_cannot_hold(tmp_path: Path) -> None:
+    trace = tmp_path / "gang.csv"
+    trace.write_text(
+        "job_id,org,submit_time,duration_s,num_pods,gpus_per_pod,gpu_model\n"
+        "g,physics,0,600,4,8,NVIDIA-A100-SXM4-80GB\n"
+    )
+    assert run("check", trace).exit_code == 0
+    result = run("check", trace, "--cluster", CLUSTER)
+    assert result.exit_code == 2
+    assert "line 2, column num_pods" in result.output
+    assert "at most 3 such pods" in result.output
+
+
+def test_installed_command_exit_codes(tmp_path: Path) -> None:
+    fairpool = ROOT / ".venv" / "bin" / "fairpool"
+    out = tmp_path / "t.csv"
+    ok = subprocess.run(
+        [fairpool, "trace", "synth", "--members", "2", "--days", "1", "--out", out],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert read_trace(out).members() == ["member-1", "member-2"]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("job_id,org,submit_time,duration_s,num_pods\nj,lab,0,60,1\n")
+    failed = subprocess.run(
+        [fairpool, "trace", "check", bad], capture_output=True, text=True, check=False
+    )
+    assert failed.returncode == 2
+    assert "line 1, column gpus_per_pod: missing required column" in failed.stderr

@@ -209,3 +209,28 @@ def test_write_failure_leaves_previous_file(tmp_path: Path) -> None:
         write_trace(bad, path)
     assert path.read_text() == "previous\n"
     assert [p.name for p in tmp_path.iterdir()] == ["trace.csv"]
+
+
+def test_jobs_that_cannot_fit_the_nodes_are_rejected() -> None:
+    nodes = {"H100": [8, 8], "A100": [4, 4, 8]}
+    text = (
+        "job_id,org,submit_time,duration_s,num_pods,gpus_per_pod,gpu_model\n"
+        "ok1,lab,0,60,2,8,H100\n"
+        "ok2,lab,0,60,3,4,A100\n"
+        "ok3,lab,0,60,2,8,\n"
+        "full-node,lab,0,60,1,8,A100\n"
+        "wide,lab,0,60,3,8,H100\n"
+        "a100-gang,lab,0,60,2,8,A100\n"
+        "no-model,lab,0,60,1,16,\n"
+        "unknown,lab,0,60,1,1,TPU\n"
+    )
+    assert len(read_trace(text).jobs) == 8
+    with pytest.raises(TraceError) as info:
+        read_trace(text, node_gpus=nodes, gpu_models=set(nodes))
+    assert where(info.value) == {
+        (6, "num_pods"),  # three 8-GPU pods on two H100 nodes
+        (7, "num_pods"),  # only one A100 node holds an 8-GPU pod
+        (8, "gpus_per_pod"),  # no node has 16 GPUs
+        (9, "gpu_model"),
+    }
+    assert "larger than any node (biggest: 8)" in str(info.value)
