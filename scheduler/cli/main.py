@@ -16,6 +16,11 @@ COMMANDS: dict[str, str] = {
     "policy": "scheduler.cli.policy:policy",
     "trace": "scheduler.cli.trace:trace",
     "simulate": "scheduler.cli.simulate:simulate",
+    "shares": "scheduler.cli.shares:shares",
+    "explain": "scheduler.cli.explain:explain",
+    "usage": "scheduler.cli.usage:usage",
+    "report-get": "scheduler.cli.usage:report_get",
+    "serve-api": "scheduler.cli.serve:serve_api",
 }
 
 
