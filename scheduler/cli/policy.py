@@ -1,18 +1,25 @@
-"""`fairpool policy ...`: local policy commands (the gRPC-backed ones join later)."""
+"""`fairpool policy ...`: `validate` checks a file locally; `get`, `apply`, `history` and
+`diff` talk to the gRPC API (see scheduler/cli/client.py for the connection options)."""
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
+from rich.syntax import Syntax
+from rich.table import Table
 
-from policies.loader import load_policy
+from policies.errors import FieldIssue, PolicyError
+from policies.loader import load_policy, parse_policy
+from scheduler.cli.client import Client, client_options
 
 
 @click.group()
 def policy() -> None:
-    """Read and check fairpool policies."""
+    """Read, check, change and audit fairpool policies."""
 
 
 @policy.command()
@@ -22,3 +29,165 @@ def validate(file: Path) -> None:
     loaded = load_policy(file)
     members = ", ".join(loaded.member_names())
     Console().print(f"[green]valid[/]: {file} ({len(loaded.members)} members: {members})")
+
+
+def _read(file: Path) -> str:
+    try:
+        return file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(str(file), [FieldIssue("", f"cannot read: {exc.strerror}")]) from exc
+
+
+def _print_diff(console: Console, diff: str) -> None:
+    if diff.strip():
+        console.print(Syntax(diff, "diff", theme="ansi_dark", background_color="default"))
+    else:
+        console.print("[dim]no change[/]")
+
+
+@policy.command()
+@click.option(
+    "--version",
+    "version",
+    type=click.IntRange(min=0),
+    default=0,
+    help="a past version (default: current)",
+)
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path, dir_okay=False), help="write the YAML here"
+)
+@client_options
+def get(client: Client, version: int, output: Path | None) -> None:
+    """Print the current policy (or VERSION) as YAML."""
+    from proto.fairpool.v1 import policy_pb2
+
+    found = client.policy.GetPolicy(
+        policy_pb2.GetPolicyRequest(version=version), **client.options()
+    )
+    entry = found.policy
+    err = Console(stderr=True, highlight=False)
+    err.print(
+        f"version {entry.version} by {escape(entry.author)} at "
+        f"{entry.applied_at.ToDatetime().isoformat()}Z"
+    )
+    if output is not None:
+        from scheduler.cli.serve import _write_atomic
+
+        _write_atomic(output, entry.yaml)
+        err.print(f"written to {output}")
+    else:
+        click.echo(entry.yaml, nl=False)
+
+
+@policy.command()
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--expected-version",
+    type=click.IntRange(min=0),
+    default=0,
+    help="refuse (ABORTED) unless this is the current version",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="show the change in entitlement and fair share; store nothing"
+)
+@click.option("-m", "--comment", default="", help="why (kept in the audit log)")
+@client_options
+def apply(client: Client, file: Path, expected_version: int, dry_run: bool, comment: str) -> None:
+    """Apply the policy in FILE (checked locally first)."""
+    from proto.fairpool.v1 import policy_pb2
+
+    text = _read(file)
+    parse_policy(text, str(file))  # bad input: exit 2 before calling the server
+    reply = client.policy.ApplyPolicy(
+        policy_pb2.ApplyPolicyRequest(
+            yaml=text, expected_version=expected_version, dry_run=dry_run, comment=comment
+        ),
+        **client.options(),
+    )
+    console = Console()
+    table = Table(title="change per member and GPU model", title_justify="left")
+    for column in ("member", "GPU model", "entitlement", "fair share"):
+        table.add_column(column, justify="left" if column in ("member", "GPU model") else "right")
+    for c in reply.changes:
+        ent = f"{c.entitlement_before} → {c.entitlement_after}"
+        fair = f"{c.fair_share_before:.2f} → {c.fair_share_after:.2f}"
+        moved = (
+            c.entitlement_before != c.entitlement_after
+            or abs(c.fair_share_before - c.fair_share_after) > 1e-6
+        )
+        style = "bold" if moved else "dim"
+        table.add_row(c.member, c.gpu_model, ent, fair, style=style)
+    console.print(table)
+    _print_diff(console, reply.diff)
+    if reply.dry_run:
+        console.print(f"[yellow]dry run[/]: nothing changed (current version {reply.base_version})")
+    else:
+        console.print(
+            f"[green]applied[/]: version {reply.applied.version} (was {reply.base_version})"
+        )
+
+
+@policy.command()
+@click.option("--limit", type=click.IntRange(min=1, max=500), default=20, show_default=True)
+@click.option("--diffs", is_flag=True, help="print each version's diff too")
+@client_options
+def history(client: Client, limit: int, diffs: bool) -> None:
+    """Every applied version, newest first: who, when, why."""
+    from proto.fairpool.v1 import policy_pb2
+
+    reply = client.policy.ListPolicyVersions(
+        policy_pb2.ListPolicyVersionsRequest(page_size=limit, omit_yaml=True), **client.options()
+    )
+    console = Console()
+    table = Table(title="policy versions", title_justify="left")
+    for column in ("version", "applied (UTC)", "author", "origin", "+/-", "comment"):
+        table.add_column(column, justify="right" if column in ("version", "+/-") else "left")
+    for v in reply.versions:
+        lines = v.diff.splitlines()
+        added = sum(1 for x in lines if x.startswith("+") and not x.startswith("+++"))
+        removed = sum(1 for x in lines if x.startswith("-") and not x.startswith("---"))
+        origin = policy_pb2.PolicyOrigin.Name(v.origin).removeprefix("POLICY_ORIGIN_").lower()
+        table.add_row(
+            str(v.version),
+            v.applied_at.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"),
+            escape(v.author),
+            origin,
+            f"+{added}/-{removed}",
+            escape(v.comment),
+        )
+    console.print(table)
+    if diffs:
+        for v in reply.versions:
+            console.rule(f"version {v.version}")
+            _print_diff(console, v.diff)
+
+
+@policy.command()
+@click.argument("old")
+@click.argument("new", required=False)
+@client_options
+def diff(client: Client, old: str, new: str | None) -> None:
+    """Diff two policies, each a version number or a file: `diff FILE` compares the
+    current version with FILE, `diff 3 5` two stored versions."""
+    from scheduler.api.policy_store import canonical_document
+
+    def document(ref: str | None) -> tuple[str, str]:
+        from proto.fairpool.v1 import policy_pb2
+
+        if ref is None or ref.isdigit():
+            version = int(ref) if ref else 0
+            reply = client.policy.GetPolicy(
+                policy_pb2.GetPolicyRequest(version=version), **client.options()
+            )
+            text, label = reply.policy.yaml, f"version {reply.policy.version}"
+        else:
+            text, label = _read(Path(ref)), ref
+        return canonical_document(parse_policy(text, label), None), label
+
+    if new is None:
+        old, new = "", old
+    (before, a), (after, b) = document(old or None), document(new)
+    lines = difflib.unified_diff(
+        before.splitlines(keepends=True), after.splitlines(keepends=True), a, b
+    )
+    _print_diff(Console(), "".join(lines))

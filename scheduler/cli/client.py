@@ -1,0 +1,144 @@
+"""What every `fairpool` command that talks to the gRPC API shares: the connection
+options (`--server`, `--token`, `--ca`, with FAIRPOOL_SERVER, FAIRPOOL_TOKEN, FAIRPOOL_CA)
+and the exit codes: 0 done, 1 the server said no (or could not be reached), 2 bad input
+(ours, or INVALID_ARGUMENT from the server)."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import grpc
+from rich.console import Console
+from rich.markup import escape
+
+from proto.fairpool.v1 import policy_pb2_grpc, share_pb2_grpc, usage_pb2_grpc
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_SERVER = "localhost:50051"
+MAX_RESPONSE_BYTES = 64 << 20
+EXIT_REFUSED = 1
+EXIT_BAD_INPUT = 2
+
+
+@dataclass
+class Client:
+    channel: grpc.Channel
+    token: str | None
+    timeout: float
+
+    @property
+    def policy(self) -> policy_pb2_grpc.PolicyServiceStub:
+        return policy_pb2_grpc.PolicyServiceStub(self.channel)
+
+    @property
+    def shares(self) -> share_pb2_grpc.ShareServiceStub:
+        return share_pb2_grpc.ShareServiceStub(self.channel)
+
+    @property
+    def usage(self) -> usage_pb2_grpc.UsageServiceStub:
+        return usage_pb2_grpc.UsageServiceStub(self.channel)
+
+    def options(self) -> dict[str, Any]:
+        """Keyword arguments for every stub call: the bearer token and the deadline."""
+        metadata = (("authorization", f"Bearer {self.token}"),) if self.token else ()
+        return {"metadata": metadata, "timeout": self.timeout}
+
+
+def connect(
+    server: str,
+    token: str | None,
+    ca: Path | None,
+    cert: Path | None = None,
+    key: Path | None = None,
+    timeout: float = 30.0,
+) -> Client:
+    """A channel to `server`: TLS when a CA (or a client certificate) is given, else
+    plaintext (loopback and tests)."""
+    options = [("grpc.max_receive_message_length", MAX_RESPONSE_BYTES)]
+    if ca is not None or cert is not None:
+        from scheduler.api.tls import channel_credentials
+
+        channel = grpc.secure_channel(server, channel_credentials(ca, cert, key), options)
+    else:
+        channel = grpc.insecure_channel(server, options)
+    return Client(channel, token or None, timeout)
+
+
+def client_options(command: F) -> F:
+    """Adds the connection options; the command receives `client: Client`."""
+
+    @click.option(
+        "--server",
+        envvar="FAIRPOOL_SERVER",
+        default=DEFAULT_SERVER,
+        show_default=True,
+        help="host:port of the fairpool API [env FAIRPOOL_SERVER]",
+    )
+    @click.option("--token", envvar="FAIRPOOL_TOKEN", help="bearer token [env FAIRPOOL_TOKEN]")
+    @click.option(
+        "--ca",
+        envvar="FAIRPOOL_CA",
+        type=click.Path(path_type=Path, dir_okay=False),
+        help="CA certificate: use TLS and trust it [env FAIRPOOL_CA]",
+    )
+    @click.option(
+        "--cert",
+        envvar="FAIRPOOL_CERT",
+        type=click.Path(path_type=Path, dir_okay=False),
+        help="client certificate for mutual TLS [env FAIRPOOL_CERT]",
+    )
+    @click.option(
+        "--key",
+        envvar="FAIRPOOL_KEY",
+        type=click.Path(path_type=Path, dir_okay=False),
+        help="client key for mutual TLS [env FAIRPOOL_KEY]",
+    )
+    @click.option(
+        "--timeout",
+        type=click.FloatRange(min=0.1),
+        default=30.0,
+        show_default=True,
+        help="seconds before a call is given up",
+    )
+    @functools.wraps(command)
+    def wrapper(
+        *args: Any,
+        server: str,
+        token: str | None,
+        ca: Path | None,
+        cert: Path | None,
+        key: Path | None,
+        timeout: float,
+        **kwargs: Any,
+    ) -> Any:
+        client = connect(server, token, ca, cert, key, timeout)
+        try:
+            with rpc_errors():
+                return command(*args, client=client, **kwargs)
+        finally:
+            client.channel.close()
+
+    return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def rpc_errors() -> Iterator[None]:
+    """A refused call becomes a message on stderr and exit code 1 (2 for bad input)."""
+    try:
+        yield
+    except grpc.RpcError as exc:
+        code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+        details = exc.details() if hasattr(exc, "details") else str(exc)
+        err = Console(stderr=True, soft_wrap=True, highlight=False)
+        name = code.name if code is not None else "UNKNOWN"
+        err.print(f"[bold red]error:[/] {name}: {escape(details or '')}")
+        raise click.exceptions.Exit(
+            EXIT_BAD_INPUT if code == grpc.StatusCode.INVALID_ARGUMENT else EXIT_REFUSED
+        ) from None

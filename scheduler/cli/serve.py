@@ -1,0 +1,144 @@
+"""`fairpool serve-api`: the gRPC API on its own, over a simulated cluster (an inventory
+and a queue of pending jobs from a trace), for demos and tests until the daemon hosts it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import tempfile
+from pathlib import Path
+from types import FrameType
+
+import click
+from rich.console import Console
+
+from policies.errors import InputError
+from policies.inventory import load_inventory
+from policies.loader import DEFAULT_POLICY, load_policy
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+@click.command("serve-api")
+@click.option(
+    "--listen",
+    default="127.0.0.1:50051",
+    show_default=True,
+    help="host:port (port 0: any free port)",
+)
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("fairpool-policy.yaml"),
+    show_default=True,
+    help="the policy store file; created from the built-in demo policy when missing",
+)
+@click.option(
+    "--cluster",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="ClusterInventory YAML (default: the built-in demo cluster)",
+)
+@click.option(
+    "--trace",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="trace CSV of pending work (default: a demo queue)",
+)
+@click.option(
+    "--tokens",
+    envvar="FAIRPOOL_TOKENS",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="token file (YAML or CSV: token, role[, name]) [env FAIRPOOL_TOKENS]",
+)
+@click.option(
+    "--ledger-url",
+    envvar="FAIRPOOL_LEDGER_URL",
+    default="sqlite:///fairpool-ledger.db",
+    show_default=True,
+    help="ledger database (also keeps the policy audit log)",
+)
+@click.option(
+    "--reports-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="folder of monthly report folders (YYYY-MM/)",
+)
+@click.option("--tls-cert", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--tls-key", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--client-ca",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="require client certificates signed by this CA (mutual TLS)",
+)
+@click.option(
+    "--max-message-bytes", type=click.IntRange(min=1024), default=4 << 20, show_default=True
+)
+@click.option(
+    "--port-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="write the bound port here once serving",
+)
+def serve_api(
+    listen: str,
+    policy_file: Path,
+    cluster: Path | None,
+    trace: Path | None,
+    tokens: Path,
+    ledger_url: str,
+    reports_dir: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    client_ca: Path | None,
+    max_message_bytes: int,
+    port_file: Path | None,
+) -> None:
+    """Serve the fairpool gRPC API over a simulated cluster."""
+    from scheduler.api.auth import TokenTable
+    from scheduler.api.policy_store import FileSource
+    from scheduler.api.server import ApiConfig, ApiServer
+    from scheduler.api.standalone import StandaloneView
+    from scheduler.traces.csv import read_trace
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if client_ca is not None and tls_cert is None:
+        raise InputError("--client-ca needs --tls-cert and --tls-key (mutual TLS is TLS)")
+    if not policy_file.exists():
+        _write_atomic(policy_file, DEFAULT_POLICY.read_text(encoding="utf-8"))
+    policy = load_policy(policy_file)
+    inventory = load_inventory(cluster)
+    pending = read_trace(trace, members=set(policy.member_names())) if trace else None
+    view = StandaloneView.from_inventory(policy, inventory, pending)
+    config = ApiConfig(
+        tokens=TokenTable(tokens),
+        policy_source=FileSource(policy_file),
+        ledger_url=ledger_url,
+        address=listen,
+        reports_dir=reports_dir,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        client_ca=client_ca,
+        max_receive_bytes=max_message_bytes,
+    )
+    server = ApiServer(view, config).start()
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        server.stop(grace=2.0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    if port_file is not None:
+        _write_atomic(port_file, f"{server.port}\n")
+    Console(stderr=True).print(
+        f"fairpool API on port {server.port} ({'TLS' if tls_cert else 'plaintext'}), "
+        f"policy version {server.store.current()[0].version} from {policy_file}"
+    )
+    sys.stderr.flush()
+    server.wait()

@@ -1,0 +1,65 @@
+"""`fairpool shares`: live entitlement, fair share and allocation per member and GPU model."""
+
+from __future__ import annotations
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from scheduler.cli.client import Client, client_options
+
+
+@click.command()
+@click.option("--member", default="", help="only this member")
+@click.option("--gpu-model", default="", help="only this GPU model")
+@client_options
+def shares(client: Client, member: str, gpu_model: str) -> None:
+    """Each member's contribution, entitlement, fair share, allocation and queue, per
+    GPU model, and the pool's totals."""
+    from proto.fairpool.v1 import share_pb2
+
+    reply = client.shares.GetEntitlements(
+        share_pb2.GetEntitlementsRequest(member=member, gpu_model=gpu_model), **client.options()
+    )
+    console = Console()
+    when = (
+        reply.snapshot_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S UTC")
+        if reply.HasField("snapshot_time")
+        else "simulated cluster"
+    )
+    table = Table(
+        title=f"shares (policy version {reply.policy_version}, {when})", title_justify="left"
+    )
+    columns = (
+        "member",
+        "GPU model",
+        "contribution",
+        "entitlement",
+        "fair share",
+        "allocated",
+        "borrowed",
+        "lent",
+        "pending",
+    )
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("member", "GPU model") else "right")
+    for s in reply.shares:
+        below = s.allocated + 1e-9 < min(s.fair_share, s.demand)
+        table.add_row(
+            s.member,
+            s.gpu_model,
+            str(s.contribution),
+            str(s.entitlement),
+            f"{s.fair_share:.2f}",
+            f"[red]{s.allocated}[/]" if below and s.pending else str(s.allocated),
+            str(s.borrowed),
+            str(s.lent),
+            str(s.pending),
+        )
+    console.print(table)
+    pool = Table(title="pool", title_justify="left")
+    for column in ("GPU model", "GPUs", "allocated", "pending", "members"):
+        pool.add_column(column, justify="left" if column == "GPU model" else "right")
+    for p in reply.pool:
+        pool.add_row(p.gpu_model, str(p.capacity), str(p.allocated), str(p.pending), str(p.members))
+    console.print(pool)

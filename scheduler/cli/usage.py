@@ -1,0 +1,97 @@
+"""`fairpool usage`: metered GPU-hours from the ledger; `fairpool report-get`: a month's
+cost report files."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from policies.errors import InputError
+from scheduler.cli.client import Client, client_options
+
+
+def _moment(text: str | None, name: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise InputError(f"--{name}: not an ISO-8601 date or time: {text!r}") from exc
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+@click.command()
+@click.option("--member", default="", help="only this member (members see only themselves)")
+@click.option("--start", help="ISO-8601, UTC unless a zone is given (default: 30 days before end)")
+@click.option("--end", help="ISO-8601 (default: now)")
+@client_options
+def usage(client: Client, member: str, start: str | None, end: str | None) -> None:
+    """GPU-hours used, borrowed (on others' nodes) and lent (others on yours) per GPU model."""
+    from proto.fairpool.v1 import usage_pb2
+    from scheduler.api.convert import timestamp
+
+    request = usage_pb2.GetUsageRequest(member=member)
+    begin, finish = _moment(start, "start"), _moment(end, "end")
+    if begin is not None:
+        request.start.CopyFrom(timestamp(begin))
+    if finish is not None:
+        request.end.CopyFrom(timestamp(finish))
+    if begin and finish and not begin < finish:
+        raise InputError("--start must be before --end")
+    reply = client.usage.GetUsage(request, **client.options())
+    fmt = "%Y-%m-%d %H:%M"
+    title = f"usage {reply.start.ToDatetime():{fmt}} – {reply.end.ToDatetime():{fmt}} UTC"
+    table = Table(title=title, title_justify="left")
+    for column in ("member", "GPU model", "GPU-hours used", "borrowed", "lent"):
+        table.add_column(column, justify="left" if column in ("member", "GPU model") else "right")
+    for row in reply.rows:
+        table.add_row(
+            row.member,
+            row.gpu_model,
+            f"{row.gpu_hours_used:,.1f}",
+            f"{row.gpu_hours_borrowed:,.1f}",
+            f"{row.gpu_hours_lent:,.1f}",
+        )
+    console = Console()
+    if reply.rows:
+        console.print(table)
+    else:
+        console.print(f"[yellow]no metered usage[/] in {title.removeprefix('usage ')}")
+
+
+@click.command("report-get")
+@click.argument("month")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="write the files here (default: list them)",
+)
+@client_options
+def report_get(client: Client, month: str, out: Path | None) -> None:
+    """The cost report files of MONTH (YYYY-MM) that you may read."""
+    from proto.fairpool.v1 import usage_pb2
+
+    reply = client.usage.GetReport(usage_pb2.GetReportRequest(month=month), **client.options())
+    table = Table(title=f"report {reply.month}", title_justify="left")
+    for column in ("file", "type", "bytes"):
+        table.add_column(column, justify="right" if column == "bytes" else "left")
+    for f in reply.files:
+        table.add_row(f.name, f.media_type, f"{len(f.content):,}")
+        if out is not None:
+            target = (out / f.name).resolve()
+            if not target.is_relative_to(out.resolve()):
+                raise InputError(f"the server sent a file outside the folder: {f.name!r}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(f.content)
+            os.replace(tmp, target)
+    Console().print(table)
+    if out is not None:
+        Console().print(f"{len(reply.files)} file(s) written to {out}")
