@@ -1,0 +1,130 @@
+"""Hand-computed entitlements and water-filling fair shares."""
+
+from __future__ import annotations
+
+import pytest
+
+from scheduler.engine import compute_shares
+from scheduler.entitlement import entitlements
+from scheduler.fairshare import water_fill
+from tests.unit.engine_strategies import A100, H100, job, node, policy, running, snapshot
+
+
+def test_equal_weights_split_surplus_evenly() -> None:
+    # 32 GPUs; a owns 16, b owns 16; a wants 30, b wants 2: b gets 2, a gets 16 + 14.
+    share = water_fill(32, {"a": 16, "b": 16}, {"a": 30, "b": 2}, {"a": 1, "b": 1})
+    assert share == {"a": 30.0, "b": 2.0}
+
+
+def test_surplus_divided_by_weight() -> None:
+    # c owns 12 and wants nothing: the 12 are split 2:1 between a (w=2) and b (w=1).
+    share = water_fill(
+        24, {"a": 6, "b": 6, "c": 12}, {"a": 100, "b": 100}, {"a": 2, "b": 1, "c": 1}
+    )
+    assert share["a"] == pytest.approx(14.0)
+    assert share["b"] == pytest.approx(10.0)
+    assert share["c"] == 0.0
+
+
+def test_capped_demand_spills_to_others() -> None:
+    # Surplus 12 over a, b, c (equal weights): c only wants 1 more, a and b share the rest.
+    share = water_fill(12, {}, {"a": 100, "b": 100, "c": 1}, {"a": 1, "b": 1, "c": 1})
+    assert share == pytest.approx({"a": 5.5, "b": 5.5, "c": 1.0})
+
+
+def test_purchased_entitlement_scaled_when_above_capacity() -> None:
+    # Entitlements 8 + 8 on 12 GPUs, both want everything: scaled to 6 each.
+    share = water_fill(12, {"a": 8, "b": 8}, {"a": 20, "b": 20}, {"a": 1, "b": 1})
+    assert share == pytest.approx({"a": 6.0, "b": 6.0})
+
+
+def test_cap_limits_share() -> None:
+    share = water_fill(16, {"a": 8, "b": 8}, {"a": 16, "b": 16}, {"a": 1, "b": 1}, cap={"a": 4})
+    assert share == pytest.approx({"a": 4.0, "b": 12.0})
+
+
+def test_usage_lowers_only_the_surplus_part() -> None:
+    # a and b own 4 each and want 20; surplus 16 from idle c. a used 3x the mean... :
+    # usage a=30, b=0, c=0 -> mean 10 -> a's weight 1/(1+3) = 0.25, b's 1.
+    share = water_fill(
+        24,
+        {"a": 4, "b": 4, "c": 16},
+        {"a": 20, "b": 20},
+        {"a": 1, "b": 1, "c": 1},
+        usage={"a": 30, "b": 0, "c": 0},
+    )
+    assert share["a"] == pytest.approx(4 + 16 * 0.25 / 1.25)
+    assert share["b"] == pytest.approx(4 + 16 * 1 / 1.25)
+    # Its entitlement is untouched even with overwhelming usage.
+    share = water_fill(
+        8, {"a": 4, "b": 4}, {"a": 8, "b": 8}, {"a": 1, "b": 1}, usage={"a": 1e9, "b": 0}
+    )
+    assert share == pytest.approx({"a": 4.0, "b": 4.0})
+
+
+def test_no_demand_no_share() -> None:
+    assert water_fill(8, {"a": 8}, {}, {"a": 1}) == {"a": 0.0}
+
+
+def test_entitlement_counts_ready_nodes_and_purchases() -> None:
+    pol = policy({"lab-a": {"purchased": {A100: 4}}, "lab-b": {}})
+    nodes = [
+        node("a1", "lab-a", 8),
+        node("a2", "lab-a", 8, ready=False),
+        node("a3", "lab-a", 8, unschedulable=True),  # cordoned still contributes
+        node("b1", "lab-b", 4, model=A100),
+        node("x1", None, 8),
+        node("z1", "stranger", 8),
+    ]
+    assert entitlements(nodes, pol) == {
+        ("lab-a", A100): 4,
+        ("lab-a", H100): 16,
+        ("lab-b", A100): 4,
+    }
+
+
+def test_shares_rows_and_borrowed_classification() -> None:
+    pol = policy(["lab-a", "lab-b"])
+    nodes = [node("a1", "lab-a"), node("b1", "lab-b")]
+    run = [
+        # lab-b holds 10 H100 with 8 entitled: the 2 youngest on foreign nodes are borrowed
+        running("b-own", "lab-b", "b1", gpus=6, started_at=5),
+        running("b-old", "lab-b", "a1", gpus=2, started_at=1),
+        running("b-new", "lab-b", "a1", gpus=2, started_at=9),
+    ]
+    pending = [job("a-job", "lab-a", gpus=4), job("b-job", "lab-b", gpus=2)]
+    rows = {s.member: s for s in compute_shares(snapshot(nodes, pending, run), pol)}
+    a, b = rows["lab-a"], rows["lab-b"]
+    assert (a.entitlement, a.allocated, a.lent, a.pending, a.demand) == (8, 0, 4, 4, 4)
+    assert (b.entitlement, b.allocated, b.borrowed, b.pending, b.demand) == (8, 10, 2, 2, 12)
+    # a gets min(8, 4) = 4, b gets 8 + the surplus 4.
+    assert a.fair_share == pytest.approx(4.0)
+    assert b.fair_share == pytest.approx(12.0)
+
+
+def test_max_gpus_caps_fair_share() -> None:
+    pol = policy({"lab-a": {"max_gpus": 6}, "lab-b": {}})
+    nodes = [node("a1", "lab-a"), node("b1", "lab-b")]
+    pending = [job(f"a{k}", "lab-a", gpus=4) for k in range(4)] + [job("b", "lab-b", gpus=2)]
+    rows = {s.member: s for s in compute_shares(snapshot(nodes, pending), pol)}
+    assert rows["lab-a"].fair_share == pytest.approx(6.0)
+    assert rows["lab-b"].fair_share == pytest.approx(2.0)
+
+
+def test_no_borrowing_caps_fair_share_at_entitlement() -> None:
+    pol = policy(["lab-a", "lab-b"], borrowing=False)
+    nodes = [node("a1", "lab-a"), node("b1", "lab-b")]
+    pending = [job(f"a{k}", "lab-a", gpus=8) for k in range(2)]
+    rows = {s.member: s for s in compute_shares(snapshot(nodes, pending), pol)}
+    assert rows["lab-a"].fair_share == pytest.approx(8.0)
+
+
+def test_model_agnostic_demand_counts_once_on_freest_model() -> None:
+    pol = policy(["lab-a", "lab-b"])
+    nodes = [node("a1", "lab-a", 8, H100), node("b1", "lab-b", 4, A100)]
+    pending = [job("j1", "lab-a", gpus=2), job("j2", "lab-a", gpus=2), job("j3", "lab-a", gpus=2)]
+    rows = {(s.member, s.gpu_model): s for s in compute_shares(snapshot(nodes, pending), pol)}
+    # j1, j2 -> H100 (8, then 6 free); j3: H100 and A100 both have 4 free -> A100 by name
+    assert rows[("lab-a", A100)].pending + rows[("lab-a", H100)].pending == 6
+    assert rows[("lab-a", H100)].pending == 4
+    assert rows[("lab-a", A100)].pending == 2

@@ -1,0 +1,155 @@
+"""Hand-computed placements of single pods: filters and scores."""
+
+from __future__ import annotations
+
+from scheduler.engine import schedule
+from scheduler.snapshot import SelectorRequirement, Taint, Toleration
+from tests.unit.engine_strategies import A100, GIB, H100, job, node, policy, running, snapshot
+
+POL = policy(["lab-a", "lab-b", "lab-c"])
+
+
+def bound(decisions: object) -> dict[str, str]:
+    return {b.pod_uid: b.node for b in decisions.binds}  # type: ignore[attr-defined]
+
+
+def test_gpu_model_filter() -> None:
+    nodes = [node("h", "lab-a", model=H100), node("a", "lab-a", model=A100)]
+    d = schedule(snapshot(nodes, [job("j", "lab-a", gpu_model=A100)]), POL)
+    assert bound(d) == {"j-0": "a"}
+
+
+def test_cpu_memory_and_pod_slots_filter() -> None:
+    nodes = [
+        node("n1", "lab-a", cpu=2),
+        node("n2", "lab-a", mem_gib=1),
+        node("n3", "lab-a", max_pods=0),
+        node("n4", "lab-a"),
+    ]
+    d = schedule(snapshot(nodes, [job("j", "lab-a", cpu_milli=4000, memory_bytes=2 * GIB)]), POL)
+    assert bound(d) == {"j-0": "n4"}
+    d = schedule(
+        snapshot(nodes[:3], [job("j", "lab-a", cpu_milli=4000, memory_bytes=2 * GIB)]), POL
+    )
+    assert d.binds == ()
+    assert "no node can ever run its pods" in d.explanations["j"]
+
+
+def test_gpu_count_filter_counts_running_pods() -> None:
+    nodes = [node("n1", "lab-a", gpus=8), node("n2", "lab-a", gpus=8)]
+    run = [running("r", "lab-a", "n1", gpus=6)]
+    d = schedule(snapshot(nodes, [job("j", "lab-a", gpus=4)], run), POL)
+    assert bound(d) == {"j-0": "n2"}
+
+
+def test_taints_block_unless_tolerated_and_prefer_no_schedule_only_scores() -> None:
+    nodes = [
+        node("n1", "lab-a", taints=(Taint("gpu", "x", "NoSchedule"),)),
+        node("n2", "lab-a", taints=(Taint("gpu", "x", "NoExecute"),)),
+        node("n3", "lab-a", taints=(Taint("soft", "", "PreferNoSchedule"),)),
+    ]
+    d = schedule(snapshot(nodes, [job("j", "lab-a")]), POL)
+    assert bound(d) == {"j-0": "n3"}
+    tol = (Toleration("gpu", "Equal", "x", "NoSchedule"),)
+    d = schedule(snapshot(nodes, [job("j", "lab-a", tolerations=tol)]), POL)
+    assert bound(d) == {"j-0": "n1"}  # tolerated, no PreferNoSchedule penalty
+    wildcard = (Toleration("", "Exists"),)
+    d = schedule(snapshot(nodes[1:2], [job("j", "lab-a", tolerations=wildcard)]), POL)
+    assert bound(d) == {"j-0": "n2"}
+
+
+def test_node_selector_and_affinity_operators() -> None:
+    nodes = [
+        node("n1", "lab-a", labels={"zone": "z1", "ib": "yes"}),
+        node("n2", "lab-a", labels={"zone": "z2"}),
+        node("n3", "lab-a", labels={"zone": "z3"}),
+    ]
+
+    def where(**spec: object) -> set[str]:
+        d = schedule(snapshot(nodes, [job("j", "lab-a", **spec)]), POL)
+        return set(bound(d).values())
+
+    assert where(node_selector={"zone": "z2"}) == {"n2"}
+    req = SelectorRequirement
+    assert where(affinity=((req("zone", "In", ("z3",)),),)) == {"n3"}
+    assert where(affinity=((req("zone", "NotIn", ("z1", "z2")),),)) == {"n3"}
+    assert where(affinity=((req("ib", "Exists"),),)) == {"n1"}
+    assert where(affinity=((req("ib", "DoesNotExist"), req("zone", "In", ("z3",))),)) == {"n3"}
+    # OR over terms: the first term matches nothing, the second matches n2.
+    assert where(affinity=((req("zone", "In", ("nope",)),), (req("zone", "In", ("z2",)),))) == {
+        "n2"
+    }
+    assert where(node_selector={"kubernetes.io/hostname": "n2"}) == {"n2"}
+
+
+def test_unschedulable_and_not_ready_nodes_get_nothing() -> None:
+    nodes = [node("n1", "lab-a", unschedulable=True), node("n2", "lab-a", ready=False)]
+    d = schedule(snapshot(nodes, [job("j", "lab-a")]), POL)
+    assert d.binds == ()
+    assert d.explanations["j"].endswith(
+        "no node can ever run its pods: of 2 nodes, 1 cordoned, 1 not Ready"
+    )
+
+
+def test_own_nodes_first_within_entitlement() -> None:
+    nodes = [node("a-1", "lab-b"), node("b-1", "lab-a"), node("c-1", None)]
+    d = schedule(snapshot(nodes, [job("j", "lab-a", gpus=2)]), POL)
+    assert bound(d) == {"j-0": "b-1"}
+    assert d.binds[0].borrowed is False and d.binds[0].owner == "lab-a"
+
+
+def test_borrowing_prefers_idle_foreign_nodes() -> None:
+    # lab-a's own node is full; lab-b works on b-1, lab-c's c-1 is idle: borrow on c-1
+    # even though b-1 is more packed.
+    nodes = [node("a-1", "lab-a"), node("b-1", "lab-b"), node("c-1", "lab-c")]
+    run = [running("own", "lab-a", "a-1", gpus=8), running("bb", "lab-b", "b-1", gpus=4)]
+    d = schedule(snapshot(nodes, [job("j", "lab-a")], run), POL)
+    assert bound(d) == {"j-0": "c-1"}
+    assert d.binds[0].borrowed is True and d.binds[0].owner == "lab-c"
+
+
+def test_bin_packing_most_allocated_then_name() -> None:
+    nodes = [node("n1", "lab-a"), node("n2", "lab-a"), node("n3", "lab-a")]
+    run = [running("r2", "lab-a", "n2", gpus=5), running("r3", "lab-a", "n3", gpus=2)]
+    d = schedule(snapshot(nodes, [job("j", "lab-a", gpus=2)], run), POL)
+    assert bound(d) == {"j-0": "n2"}
+    # Three 1-GPU pods fill n2 before touching the others; ties go by name.
+    d = schedule(
+        snapshot(nodes, [job(f"j{k}", "lab-a", submitted_at=k) for k in range(4)], run), POL
+    )
+    assert bound(d) == {"j0-0": "n2", "j1-0": "n2", "j2-0": "n2", "j3-0": "n3"}
+
+
+def test_members_below_fair_share_first_and_no_head_of_line_blocking() -> None:
+    nodes = [node("a-1", "lab-a", gpus=4), node("b-1", "lab-b", gpus=4)]
+    pending = [
+        job("a-big", "lab-a", gpus=8, submitted_at=0),  # never fits on a 4-GPU node
+        job("a-small", "lab-a", gpus=2, submitted_at=1),
+        job("b-1", "lab-b", gpus=2, submitted_at=2),
+        job("b-2", "lab-b", gpus=2, submitted_at=3),
+        job("b-3", "lab-b", gpus=2, submitted_at=4),
+    ]
+    d = schedule(snapshot(nodes, pending), POL)
+    assert [b.job_id for b in d.binds] == ["a-small", "b-1", "b-2", "b-3"]
+    assert "a-big" in d.explanations
+
+
+def test_borrowing_off_never_exceeds_entitlement() -> None:
+    pol = policy(["lab-a", "lab-b"], borrowing=False)
+    nodes = [node("a-1", "lab-a", gpus=4), node("b-1", "lab-b", gpus=4)]
+    pending = [job(f"a{k}", "lab-a", gpus=2, submitted_at=k) for k in range(4)]
+    d = schedule(snapshot(nodes, pending), pol)
+    assert [b.job_id for b in d.binds] == ["a0", "a1"]
+    assert "borrowing is off" in d.explanations["a2"]
+
+
+def test_lending_limit_and_max_gpus() -> None:
+    pol = policy({"lab-a": {"max_gpus": 3}, "lab-b": {"lending_limit": 2}})
+    nodes = [node("b-1", "lab-b", gpus=8)]
+    pending = [job(f"a{k}", "lab-a", gpus=1, submitted_at=k) for k in range(4)]
+    d = schedule(snapshot(nodes, pending), pol)
+    assert [b.job_id for b in d.binds] == ["a0", "a1"]  # lab-b lends at most 2
+    pol = policy({"lab-a": {"max_gpus": 3}, "lab-b": {}})
+    d = schedule(snapshot(nodes, pending), pol)
+    assert [b.job_id for b in d.binds] == ["a0", "a1", "a2"]
+    assert "max_gpus" in d.explanations["a3"]
