@@ -1,0 +1,293 @@
+"""Metering: closed hours from Prometheus into the usage ledger.
+
+An hour [h, h+1h) is *closed* once `max_gap` has passed after its end (the look-ahead
+that bridges missing scrapes needs those samples). Hours are fetched in chunks of
+consecutive hours (one range query per expression, one point per hour and series, well
+under Prometheus' 11,000 points per series), turned into rows by
+`reports.meter_rows.build_hour`, and written with `Ledger.replace_hour`, one transaction
+per hour. Prometheus unreachable, or no series at all for an hour: the hour is marked
+pending with the reason, and the next run retries it. Missing data is never zero.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+
+from policies.model import Policy
+from reports import promql
+from reports.ledger import Ledger, MeteringRun, hour_start, hours_between
+from reports.meter_rows import HourInputs, HourRows, build_hour, counter_increase
+from reports.prom_source import PrometheusUnavailable, PromSource
+
+log = logging.getLogger(__name__)
+
+HOUR = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class MeterConfig:
+    interval: float = 30.0
+    """Scrape interval of the metered series, seconds (must divide an hour)."""
+    max_gap: float = 300.0
+    """Missing scrapes up to this long are bridged when the series resumes."""
+    chunk_hours: int = 6
+    """Consecutive hours fetched per query (bounds memory and the points per series)."""
+
+
+@dataclass(frozen=True)
+class HourOutcome:
+    hour: datetime
+    status: str  # "metered" | "pending"
+    coverage: float | None
+    gpu_seconds: float
+    pods: int
+    error: str | None = None
+
+
+@dataclass
+class RunSummary:
+    started_at: datetime
+    finished_at: datetime
+    range_start: datetime
+    range_end: datetime
+    outcomes: list[HourOutcome] = field(default_factory=list)
+    skipped_open: list[datetime] = field(default_factory=list)
+
+    @property
+    def hours_ok(self) -> int:
+        return sum(o.status == "metered" for o in self.outcomes)
+
+    @property
+    def hours_pending(self) -> int:
+        return sum(o.status == "pending" for o in self.outcomes)
+
+    @property
+    def mean_coverage(self) -> float | None:
+        values = [o.coverage for o in self.outcomes if o.coverage is not None]
+        return sum(values) / len(values) if values else None
+
+    @property
+    def first_error(self) -> str | None:
+        return next((o.error for o in self.outcomes if o.error), None)
+
+
+Progress = Callable[[HourOutcome], None]
+
+
+class Meter:
+    """Meters hours from `source` into `ledger` under `policy`."""
+
+    def __init__(
+        self,
+        source: PromSource,
+        ledger: Ledger,
+        policy: Policy,
+        config: MeterConfig | None = None,
+    ) -> None:
+        self.source = source
+        self.ledger = ledger
+        self.policy = policy
+        self.config = config or MeterConfig()
+        self.queries = promql.MeteringQueries(self.config.interval, self.config.max_gap)
+
+    # ---- public --------------------------------------------------------------------
+
+    def last_closed_hour(self, now: datetime) -> datetime:
+        settled = now.astimezone(UTC) - timedelta(seconds=self.config.max_gap) - HOUR
+        return settled.replace(minute=0, second=0, microsecond=0)
+
+    def meter_range(
+        self,
+        start: datetime,
+        end: datetime,
+        *,
+        now: datetime | None = None,
+        progress: Progress | None = None,
+    ) -> RunSummary:
+        """Meter every closed hour in [start, end) (bounds on the hour, UTC)."""
+        started = datetime.now(UTC)
+        now = now or started
+        last = self.last_closed_hour(now)
+        hours = hours_between(start, end)
+        closed = [h for h in hours if h <= last]
+        summary = RunSummary(started, started, hour_start(start), hour_start(end))
+        summary.skipped_open = [h for h in hours if h > last]
+        summary.outcomes = self.meter_hours(closed, progress)
+        return self._record(summary)
+
+    def meter_due(
+        self, now: datetime | None = None, progress: Progress | None = None
+    ) -> RunSummary:
+        """The hourly job: the last closed hour plus every pending hour."""
+        started = datetime.now(UTC)
+        now = now or started
+        last = self.last_closed_hour(now)
+        hours = sorted({last, *[h for h in self.ledger.pending_hours() if h <= last]})
+        summary = RunSummary(started, started, hours[0], last + HOUR)
+        summary.outcomes = self.meter_hours(hours, progress)
+        return self._record(summary)
+
+    def meter_hours(
+        self, hours: Iterable[datetime], progress: Progress | None = None
+    ) -> list[HourOutcome]:
+        outcomes: list[HourOutcome] = []
+        for chunk in _chunks(sorted({hour_start(h) for h in hours}), self.config.chunk_hours):
+            try:
+                rows = self.fetch(chunk)
+            except PrometheusUnavailable as exc:
+                error = f"prometheus unavailable: {exc}"
+                log.warning("hours %s..%s pending: %s", chunk[0], chunk[-1], error)
+                for hour in chunk:
+                    self.ledger.mark_pending(hour, error)
+                    outcome = HourOutcome(hour, "pending", None, 0.0, 0, error)
+                    outcomes.append(outcome)
+                    if progress:
+                        progress(outcome)
+                continue
+            for hour in chunk:
+                outcome = self._store(hour, rows[hour])
+                outcomes.append(outcome)
+                if progress:
+                    progress(outcome)
+        return outcomes
+
+    def fetch(self, chunk: list[datetime]) -> dict[datetime, HourRows]:
+        """Query Prometheus for the consecutive hours in `chunk` and build their rows."""
+        q = self.queries
+        first, last = chunk[0], chunk[-1]
+        fp, pod_by = promql.FAIRPOOL_LABELS, promql.POD_LABELS
+
+        def hourly(query: str) -> pd.DataFrame:
+            return self.source.hourly(query, first, last)
+
+        frames = {
+            "fairpool_sum": hourly(q.live_sum(promql.FAIRPOOL_ALLOCATION, fp)),
+            "fairpool_live": hourly(q.live_count(promql.FAIRPOOL_ALLOCATION, fp)),
+            "fairpool_present": hourly(q.present(promql.FAIRPOOL_ALLOCATION, fp)),
+            "fairpool_around": hourly(q.around(promql.FAIRPOOL_ALLOCATION, ("uid",))),
+            "ksm_requests": hourly(q.pod_gpu_requests()),
+            "ksm_start": hourly(q.around(promql.KSM_START, pod_by)),
+            "ksm_completion": hourly(q.around(promql.KSM_COMPLETION, pod_by)),
+            "ksm_info": hourly(q.around(promql.KSM_POD_INFO, (*pod_by, "node"))),
+            "ksm_running_sum": hourly(q.live_sum(promql.KSM_RUNNING, pod_by)),
+            "ksm_running_live": hourly(q.live_count(promql.KSM_RUNNING, pod_by)),
+            "ksm_running_present": hourly(q.present(promql.KSM_RUNNING, pod_by)),
+            "node_labels": hourly(q.around(promql.KSM_NODE_LABELS, promql.NODE_LABEL_KEYS)),
+            "capacity_sum": hourly(q.live_sum(promql.KSM_ALLOCATABLE, ("node",))),
+            "capacity_present": hourly(q.present(promql.KSM_ALLOCATABLE, ("node",))),
+            "dcgm_engine_active": hourly(q.dcgm_mean(promql.DCGM_ENGINE_ACTIVE)),
+            "dcgm_gpu_util": hourly(q.dcgm_mean(promql.DCGM_GPU_UTIL)),
+        }
+        span = (last + HOUR - first).total_seconds()
+        counters = self.source.raw(
+            q.counter_samples(promql.RECLAIM_LOST, span),
+            last + HOUR - timedelta(milliseconds=1),
+        )
+        lost = _reclaim_lost(counters, chunk)
+        by_hour = {name: _split_hours(frame) for name, frame in frames.items()}
+        out: dict[datetime, HourRows] = {}
+        for hour in chunk:
+
+            def part(name: str, hour: datetime = hour) -> pd.DataFrame:
+                return by_hour[name].get(hour, _EMPTY)
+
+            around = part("fairpool_around")
+            inputs = HourInputs(
+                hour=hour,
+                interval=self.config.interval,
+                fairpool_sum=part("fairpool_sum"),
+                fairpool_live=part("fairpool_live"),
+                fairpool_present=part("fairpool_present"),
+                fairpool_uids_around=set(around["uid"]) if "uid" in around else set(),
+                ksm_requests=part("ksm_requests"),
+                ksm_start=part("ksm_start"),
+                ksm_completion=part("ksm_completion"),
+                ksm_info=part("ksm_info"),
+                ksm_running_sum=part("ksm_running_sum"),
+                ksm_running_live=part("ksm_running_live"),
+                ksm_running_present=part("ksm_running_present"),
+                node_labels=part("node_labels"),
+                capacity_sum=part("capacity_sum"),
+                capacity_present=part("capacity_present"),
+                dcgm_engine_active=part("dcgm_engine_active"),
+                dcgm_gpu_util=part("dcgm_gpu_util"),
+                reclaim_lost=lost.get(hour, {}),
+            )
+            out[hour] = build_hour(inputs, self.policy.member_for_namespace, self.policy.version)
+        return out
+
+    # ---- internals -----------------------------------------------------------------
+
+    def _store(self, hour: datetime, rows: HourRows) -> HourOutcome:
+        if not rows.has_data:
+            error = "no series in Prometheus for this hour"
+            self.ledger.mark_pending(hour, error)
+            return HourOutcome(hour, "pending", None, 0.0, 0, error)
+        self.ledger.replace_hour(
+            hour, rows.usage, rows.capacity, rows.reclaim_lost, coverage=rows.coverage
+        )
+        return HourOutcome(
+            hour,
+            "metered",
+            rows.coverage,
+            float(rows.usage["gpu_seconds"].sum()) if len(rows.usage) else 0.0,
+            len(rows.usage),
+        )
+
+    def _record(self, summary: RunSummary) -> RunSummary:
+        summary.finished_at = datetime.now(UTC)
+        self.ledger.record_run(
+            MeteringRun(
+                started_at=summary.started_at,
+                finished_at=summary.finished_at,
+                range_start=summary.range_start,
+                range_end=summary.range_end,
+                hours_ok=summary.hours_ok,
+                hours_pending=summary.hours_pending,
+                mean_coverage=summary.mean_coverage,
+                error=summary.first_error,
+            )
+        )
+        return summary
+
+
+_EMPTY = pd.DataFrame({"value": pd.Series([], dtype=float)})
+
+
+def _split_hours(frame: pd.DataFrame) -> dict[datetime, pd.DataFrame]:
+    if not len(frame):
+        return {}
+    return {
+        pd.Timestamp(hour).to_pydatetime(): part for hour, part in frame.groupby("hour", sort=False)
+    }
+
+
+def _chunks(hours: list[datetime], size: int) -> list[list[datetime]]:
+    """Runs of consecutive hours, at most `size` long."""
+    chunks: list[list[datetime]] = []
+    for hour in hours:
+        if chunks and len(chunks[-1]) < size and chunks[-1][-1] + HOUR == hour:
+            chunks[-1].append(hour)
+        else:
+            chunks.append([hour])
+    return chunks
+
+
+def _reclaim_lost(
+    series: list[tuple[dict[str, str], list[tuple[float, float]]]], chunk: list[datetime]
+) -> dict[datetime, dict[tuple[str, str], float]]:
+    """GPU-seconds lost to reclaim per hour, (member, gpu_model); exporter replicas of
+    one counter collapse with max, like `max by` would."""
+    out: dict[datetime, dict[tuple[str, str], float]] = {h: {} for h in chunk}
+    baseline = chunk[0].timestamp()
+    for labels, samples in series:
+        key = (labels.get("member", ""), labels.get("gpu_model", ""))
+        for hour, value in counter_increase(samples, chunk, baseline).items():
+            if value > 0:
+                out[hour][key] = max(out[hour].get(key, 0.0), value)
+    return out

@@ -1,0 +1,83 @@
+"""Reading Prometheus for metering: hourly series as tidy frames, raw counter samples."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+import requests
+from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
+
+HOUR = timedelta(hours=1)
+
+# Prometheus refuses range queries with more points per series than this.
+MAX_POINTS_PER_SERIES = 11_000
+
+
+class PrometheusUnavailable(RuntimeError):
+    """Prometheus could not answer (unreachable, timed out, or failed the query)."""
+
+
+class PromSource:
+    """A Prometheus server answering metering queries."""
+
+    def __init__(self, url: str, timeout: float = 120.0) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.client = PrometheusConnect(url=url, disable_ssl=True)
+
+    def hourly(self, query: str, first_hour: datetime, last_hour: datetime) -> pd.DataFrame:
+        """`query` evaluated at the end of each hour first_hour..last_hour (inclusive):
+        one row per series and hour, label columns + `hour` (UTC start) + `value`."""
+        points = int((last_hour - first_hour) / HOUR) + 1
+        if points > MAX_POINTS_PER_SERIES:
+            raise ValueError(f"{points} hours in one query; chunk the range")
+        try:
+            result = self.client.custom_query_range(
+                query,
+                start_time=first_hour + HOUR,
+                end_time=last_hour + HOUR,
+                step="3600",
+                timeout=int(self.timeout),
+            )
+        except (requests.RequestException, PrometheusApiClientException) as exc:
+            raise PrometheusUnavailable(f"{self.url}: {_short(exc)}") from exc
+        return _matrix_frame(result)
+
+    def raw(
+        self, query: str, at: datetime
+    ) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
+        """A range-vector instant query at `at`: each series' labels and raw samples."""
+        try:
+            result = self.client.custom_query(
+                query, params={"time": f"{at.timestamp():.3f}"}, timeout=int(self.timeout)
+            )
+        except (requests.RequestException, PrometheusApiClientException) as exc:
+            raise PrometheusUnavailable(f"{self.url}: {_short(exc)}") from exc
+        return [
+            (dict(item["metric"]), [(float(t), float(v)) for t, v in item.get("values", [])])
+            for item in result
+        ]
+
+
+def _matrix_frame(result: list[dict[str, Any]]) -> pd.DataFrame:
+    records: list[dict[str, Any]] = []
+    for item in result:
+        labels = item["metric"]
+        for t, v in item["values"]:
+            records.append({**labels, "_t": float(t), "value": float(v)})
+    if not records:
+        return pd.DataFrame({"hour": pd.Series([], dtype="datetime64[ns, UTC]"), "value": []})
+    frame = pd.DataFrame.from_records(records)
+    frame["hour"] = pd.to_datetime(frame.pop("_t") - 3600, unit="s", utc=True)
+    return frame
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) < 300 else text[:300] + "..."
+
+
+def utc_hour(value: datetime) -> datetime:
+    return value.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
