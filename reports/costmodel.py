@@ -147,6 +147,7 @@ class MonthReport:
     capacity_cost: Decimal
     shared_fixed_cost: Decimal
     complete: bool
+    idle_cost_rule: str = "owner"
     rounding_rule: str = ROUNDING_RULE
 
     def invoice(self, member: str) -> pd.DataFrame:
@@ -738,6 +739,7 @@ def build_month_report(
         capacity_cost=capacity_total,
         shared_fixed_cost=fixed_total_all,
         complete=coverage.complete,
+        idle_cost_rule=idle_rule.value,
     )
 
 

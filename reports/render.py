@@ -1,0 +1,316 @@
+"""Writing a month's report: invoices (CSV, JSON), summary (CSV, Parquet), settlement
+(CSV) and one self-contained HTML page with inline SVG charts.
+
+Everything is written into a temporary folder beside the destination first and moved
+in only when all files exist, so an error leaves nothing half written; files already
+there are never replaced unless asked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import replace
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pandas as pd
+
+from policies.errors import InputError
+from reports import charts
+from reports.costmodel import MonthReport
+from reports.money import ZERO, money_str
+
+TEMPLATES = Path(__file__).parent / "templates"
+MONEY_COLUMNS = (
+    "capacity_cost",
+    "charges",
+    "credits",
+    "purchase_paid",
+    "purchase_received",
+    "idle_adjustment",
+    "shared_fixed",
+    "total",
+    "net_settlement",
+    "dividend_money",
+)
+
+
+class ReportExistsError(InputError):
+    """A report file is already there and overwriting was not asked for."""
+
+
+def restrict(report: MonthReport, member: str) -> MonthReport:
+    """The report as `member` may see it: its own invoice, the pool's totals, and
+    only the settlement and flows it is a party to."""
+    if member not in report.members:
+        raise InputError(f"--member: {member!r} is not a member in this report")
+    keep = [m for m in report.members if m == member]
+    settlement = report.settlement.copy()
+    others = [m for m in report.members if m != member]
+    for a in others:
+        for b in others:
+            settlement.loc[a, b] = ZERO
+    parties = report.settlement.loc[member].ne(ZERO) | report.settlement[member].ne(ZERO)
+    visible = [m for m in report.members if m == member or bool(parties.get(m, False))]
+    flows = report.lending_flows.copy()
+    for a in others:
+        for b in others:
+            flows.loc[a, b] = 0.0
+    daily = report.daily_gpu_hours
+    restricted_daily = pd.DataFrame(index=daily.index)
+    if member in daily.columns:
+        restricted_daily[member] = daily[member]
+    rest = [c for c in daily.columns if c != member]
+    if rest:
+        restricted_daily["other members"] = daily[rest].sum(axis=1)
+    net = report.net_settlement
+    return replace(
+        report,
+        members=keep,
+        summary=report.summary[report.summary["member"] == member].reset_index(drop=True),
+        invoices=report.invoice(member),
+        settlement=settlement.loc[visible, visible],
+        net_settlement=net[(net["payer"] == member) | (net["payee"] == member)].reset_index(
+            drop=True
+        ),
+        lending_flows=flows.loc[visible, visible],
+        daily_gpu_hours=restricted_daily,
+        entitlement_vs_use=report.entitlement_vs_use[
+            report.entitlement_vs_use["member"] == member
+        ].reset_index(drop=True),
+        flags=[f for f in report.flags if not _about_other_member(f, member, others)],
+    )
+
+
+def _about_other_member(flag: str, member: str, others: list[str]) -> bool:
+    return any(f" {o} " in f" {flag} " or flag.startswith(f"{o} ") for o in others)
+
+
+# --- formatting ---------------------------------------------------------------------
+
+
+def _hours(value: Any) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return ""
+    return f"{float(value):,.1f}"
+
+
+def _hours_or_nodata(value: Any) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return "no data"
+    return f"{float(value):,.1f}"
+
+
+def _money(value: Any) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return ""
+    amount = Decimal(value)
+    text = f"{abs(amount):,.2f}"
+    return f"−{text}" if amount < 0 else text
+
+
+def _percent(value: Any) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return "missing"
+    return f"{float(value):.0%}"
+
+
+def _environment() -> jinja2.Environment:
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.filters.update(
+        hours=_hours, hours_or_nodata=_hours_or_nodata, money=_money, percent=_percent
+    )
+    return environment
+
+
+# --- the files ----------------------------------------------------------------------
+
+
+def _money_frame(frame: pd.DataFrame, columns: tuple[str, ...] | list[str]) -> pd.DataFrame:
+    out = frame.copy()
+    for column in columns:
+        if column in out:
+            out[column] = [money_str(v) if v is not None else None for v in out[column]]
+    return out
+
+
+def _clean(value: Any) -> Any:
+    """NaN (pandas' missing) as None, so JSON stays valid."""
+    if isinstance(value, float) and pd.isna(value):
+        return None
+    return value
+
+
+def summary_table(report: MonthReport, pool_from: MonthReport | None = None) -> pd.DataFrame:
+    """Per-member rows and one `pool` row (Decimal money); the pool row comes from
+    `pool_from` (the whole report) when the rows are restricted to one member."""
+    rows = report.summary.copy()
+    report = pool_from or report
+    pool: dict[str, Any] = {c: None for c in rows.columns}
+    pool["member"] = "pool"
+    pool["status"] = "complete" if report.complete else "incomplete"
+    for column in ("contributed_gpu_hours", "used_gpu_hours", "borrowed_gpu_hours"):
+        values = [v for v in report.summary[column] if v is not None and not pd.isna(v)]
+        pool[column] = float(sum(values))
+    pool["total"] = report.pool_cost
+    pool["capacity_cost"] = report.capacity_cost
+    pool["shared_fixed"] = report.shared_fixed_cost
+    return pd.concat([rows, pd.DataFrame([pool])], ignore_index=True)
+
+
+def _invoice_json(report: MonthReport, member: str) -> dict[str, Any]:
+    row = report.summary[report.summary["member"] == member].iloc[0].to_dict()
+    lines = []
+    for line in report.invoice(member).to_dict("records"):
+        lines.append(
+            {
+                "section": line["section"],
+                "description": line["description"],
+                "counterparty": _clean(line["counterparty"]),
+                "gpu_model": _clean(line["gpu_model"]),
+                "gpu_hours": None if pd.isna(line["gpu_hours"]) else round(line["gpu_hours"], 6),
+                "rate": money_str(line["rate"]),
+                "amount": money_str(line["amount"]),
+                "info_value": money_str(line["info_value"]),
+            }
+        )
+    quantities = {
+        k: (None if _clean(v) is None else round(float(v), 6))
+        for k, v in row.items()
+        if k.endswith("_gpu_hours") or k == "efficiency"
+    }
+    return {
+        "member": member,
+        "month": report.month,
+        "period": {
+            "start": report.start.isoformat(),
+            "end": report.end.isoformat(),
+            "time_zone": report.time_zone,
+            "hours": report.hours,
+        },
+        "currency": report.currency,
+        "policy": {"name": report.policy_name, "versions": report.policy_versions},
+        "source": report.source,
+        "status": row["status"],
+        "complete": report.complete,
+        "lines": lines,
+        "total": money_str(row["total"]),
+        "money": {k: money_str(row[k]) for k in MONEY_COLUMNS},
+        "gpu_hours": quantities,
+        "flags": report.flags,
+        "rounding_rule": report.rounding_rule,
+    }
+
+
+def _invoice_csv(report: MonthReport, member: str) -> pd.DataFrame:
+    lines = _money_frame(report.invoice(member), ["rate", "amount", "info_value"])
+    total: dict[str, Any] = {c: None for c in lines.columns}
+    total.update(member=member, section="total", description="Total due", amount=None)
+    total["amount"] = money_str(report.total(member))
+    return pd.concat([lines, pd.DataFrame([total])], ignore_index=True)
+
+
+def _html(report: MonthReport, member: str | None) -> str:
+    colors = charts.color_for(list(report.daily_gpu_hours.columns) or report.members)
+    chart_svgs = {
+        "daily": charts.daily_stacked(report.daily_gpu_hours, colors),
+        "entitlement": charts.entitlement_vs_use(report.entitlement_vs_use, colors),
+        "lending": charts.lending_heatmap(report.lending_flows),
+        "utilization": charts.utilization(report.utilization_daily),
+        "coverage": charts.coverage(report.coverage_daily),
+    }
+    template = _environment().get_template("report.html.j2")
+    invoices = [
+        {
+            "member": m,
+            "row": report.summary[report.summary["member"] == m].iloc[0].to_dict(),
+            "lines": report.invoice(m).to_dict("records"),
+        }
+        for m in report.members
+    ]
+    return template.render(
+        report=report,
+        member=member,
+        summary=report.summary.to_dict("records"),
+        consortium=report.consortium.to_dict("records"),
+        invoices=invoices,
+        settlement=report.settlement,
+        net_settlement=report.net_settlement.to_dict("records"),
+        coverage_days=[d for d in report.coverage_daily.to_dict("records") if d["message"]],
+        charts=chart_svgs,
+        generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    )
+
+
+def _files(report: MonthReport, member: str | None) -> dict[str, Any]:
+    """File name -> writer(path)."""
+    shown = restrict(report, member) if member is not None else report
+    writers: dict[str, Any] = {}
+    for m in shown.members:
+        writers[f"invoice-{m}.csv"] = lambda p, m=m: _invoice_csv(shown, m).to_csv(p, index=False)
+        writers[f"invoice-{m}.json"] = lambda p, m=m: p.write_text(
+            json.dumps(_invoice_json(shown, m), indent=2, ensure_ascii=False) + "\n",
+            encoding="utf-8",
+        )
+    table = summary_table(shown, pool_from=report)
+    writers["summary.csv"] = lambda p: _money_frame(table, MONEY_COLUMNS).to_csv(p, index=False)
+    writers["summary.parquet"] = lambda p: _parquet(table, p)
+    writers["settlement.csv"] = lambda p: _settlement_csv(shown).to_csv(p)
+    html = "report.html" if member is None else f"report-{member}.html"
+    writers[html] = lambda p: p.write_text(_html(shown, member), encoding="utf-8")
+    return writers
+
+
+def _parquet(table: pd.DataFrame, path: Path) -> None:
+    out = table.copy()
+    for column in MONEY_COLUMNS:
+        out[column] = [None if v is None else Decimal(money_str(v) or "0") for v in out[column]]
+    out.to_parquet(path, index=False)
+
+
+def _settlement_csv(report: MonthReport) -> pd.DataFrame:
+    frame = report.settlement.map(money_str)
+    frame.index.name = "payer \\ payee"
+    return frame
+
+
+def write_report(
+    report: MonthReport, out_dir: Path, member: str | None = None, overwrite: bool = False
+) -> list[Path]:
+    """Write the report files into `out_dir`; returns their paths (HTML last)."""
+    out_dir = Path(out_dir)
+    writers = _files(report, member)
+    targets = [out_dir / name for name in writers]
+    if not overwrite:
+        for target in targets:
+            if target.exists():
+                raise ReportExistsError(
+                    f"{target}: a report file is already there (use --overwrite to replace it)"
+                )
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        for name, writer in writers.items():
+            writer(staging / name)
+        if not out_dir.exists():
+            os.replace(staging, out_dir)
+        else:
+            for name in writers:
+                os.replace(staging / name, out_dir / name)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    html = [t for t in targets if t.suffix == ".html"]
+    return [t for t in targets if t.suffix != ".html"] + html

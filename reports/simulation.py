@@ -1,0 +1,93 @@
+"""The cost report of a simulation: the simulator's usage through the same cost model
+and renderer as metered usage (so `make demo` ends in a real report)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from policies.errors import InputError
+from policies.model import Policy
+from reports.costmodel import MonthReport, build_month_report
+from reports.render import write_report
+
+USAGE_FILE = "usage.parquet"
+CAPACITY_FILE = "capacity.parquet"
+RECLAIM_FILE = "reclaim_lost.parquet"
+SUMMARY_FILE = "summary.json"
+
+
+class SimulationOutputError(InputError):
+    """A simulation folder without the files the report needs."""
+
+
+def _read(path: Path, required: bool) -> pd.DataFrame | None:
+    if not path.exists():
+        if required:
+            raise SimulationOutputError(f"{path}: not found (run `fairpool simulate` first)")
+        return None
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several types for a bad file
+        raise SimulationOutputError(f"{path}: cannot read parquet: {exc}") from exc
+
+
+def read_simulation(
+    out_dir: Path,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None, dict[str, Any]]:
+    out_dir = Path(out_dir)
+    usage = _read(out_dir / USAGE_FILE, required=True)
+    capacity = _read(out_dir / CAPACITY_FILE, required=True)
+    reclaim = _read(out_dir / RECLAIM_FILE, required=False)
+    summary: dict[str, Any] = {}
+    summary_path = out_dir / SUMMARY_FILE
+    if summary_path.exists():
+        try:
+            summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise SimulationOutputError(f"{summary_path}: line {exc.lineno}: {exc.msg}") from exc
+    assert usage is not None and capacity is not None
+    return usage, capacity, reclaim, summary
+
+
+def busiest_month(usage: pd.DataFrame, capacity: pd.DataFrame, policy: Policy) -> str:
+    """The month (policy time zone) with the most GPU-seconds used, else of capacity."""
+    tz = policy.billing.zone
+    frame, column = (
+        (usage, "gpu_seconds") if not usage.empty else (capacity, "gpu_seconds_available")
+    )
+    if frame.empty:
+        raise SimulationOutputError("simulation: no usage and no capacity rows")
+    hours = pd.to_datetime(frame["hour"], utc=True)
+    local = hours.dt.tz_convert(tz)
+    months = local.dt.strftime("%Y-%m")
+    totals = frame[column].groupby(months.to_numpy()).sum()
+    best = totals[totals == totals.max()].index.min()  # ties: the earlier month
+    return str(best)
+
+
+def simulated_report(out_dir: Path, policy: Policy, month: str | None = None) -> MonthReport:
+    usage, capacity, reclaim, summary = read_simulation(out_dir)
+    chosen = month or busiest_month(usage, capacity, policy)
+    return build_month_report(
+        chosen,
+        policy,
+        usage,
+        capacity,
+        reclaim,
+        simulation_summary=summary,
+        source="simulation",
+    )
+
+
+def write_simulated_report(
+    out_dir: Path, policy: Policy, month: str | None = None, overwrite: bool = True
+) -> Path:
+    """Build the month's report from `out_dir`'s simulation files into `out_dir/report`;
+    returns the HTML path. A rerun of the simulation replaces its report."""
+    report = simulated_report(Path(out_dir), policy, month)
+    paths = write_report(report, Path(out_dir) / "report", overwrite=overwrite)
+    return paths[-1]
