@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "usage": "scheduler.cli.usage:usage",
     "report-get": "scheduler.cli.usage:report_get",
     "serve-api": "scheduler.cli.serve:serve_api",
+    "run": "scheduler.cli.run:run",
 }
 
 
