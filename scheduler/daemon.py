@@ -1,17 +1,60 @@
 """The scheduler daemon: watch the cluster, ask the engine, carry out its decisions.
 
+Wiring only: informers fill the cluster cache; the scheduling loop turns the cache into
+a snapshot, calls the pure engine, and hands binds to the binder, preemptions to the
+evictor and explanations to the event recorder. Everything the daemon remembers besides
+the cluster itself is small: the nominations of jobs waiting for reclaimed GPUs (passed
+back to the engine in `PendingJob.nominated_nodes`) and the policy.
+
+Restart safety: nothing else is kept. On start the cache is listed from the API server;
+pods bound before the restart are running pods (their member comes from the annotation
+written in the Binding); pods not bound are pending. A bind the old process sent but
+whose answer it never saw is refused by the API server the second time (409), so no pod
+is bound twice, and every unbound pod is in the pending list, so none is forgotten.
+Nominations are lost on restart; the engine counts terminating victims' GPUs as being
+freed, so it does not reclaim twice meanwhile.
+
+Only the leader (a coordination.k8s.io Lease) binds, evicts and posts events; a standby
+keeps its cache warm and computes shares, so it takes over within one lease period.
+
 `SchedulerView` is the read-only window other parts of the process (the gRPC policy API)
-get onto the running daemon. The daemon implements it; tests may implement it with a
-plain object.
+get onto the running daemon. `Daemon` implements it.
 """
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
+from kubernetes import client
+
+from policies.errors import InputError, PolicyError
+from policies.loader import load_policy, parse_policy
 from policies.model import Policy
-from scheduler.decisions import Decisions
-from scheduler.snapshot import Snapshot
+from scheduler import engine
+from scheduler.decisions import Bind, Decisions, Preemption
+from scheduler.k8s import labels as L
+from scheduler.k8s.binder import Binder, BindResult
+from scheduler.k8s.cache import NODES, POD_GROUPS, PODS, PRIORITY_CLASSES, CacheView, ClusterCache
+from scheduler.k8s.convert import Obj, PodInfo
+from scheduler.k8s.events import EventRecorder, ObjectRef
+from scheduler.k8s.evictor import Evictor, EvictResult
+from scheduler.k8s.informer import Informer
+from scheduler.k8s.leader import LeaderElector
+from scheduler.metrics import SchedulerMetrics, State
+from scheduler.snapshot import RunningPod, Snapshot
+
+log = logging.getLogger(__name__)
+
+POLICY_KEY = "policy.yaml"
 
 
 @runtime_checkable
@@ -40,3 +83,424 @@ class SchedulerView(Protocol):
         """Hot-swap the policy (after ApplyPolicy validated and stored it). The next
         scheduling cycle uses it; running pods are not touched by the swap itself."""
         ...
+
+
+EMPTY_SNAPSHOT = Snapshot(now=0.0, nodes=(), running=(), pending=())
+
+
+def default_identity() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    scheduler_name: str = L.SCHEDULER_NAME
+    identity: str = field(default_factory=default_identity)
+    leader_elect: bool = True
+    lease_namespace: str = "fairpool-system"
+    lease_name: str = "fairpool-scheduler"
+    lease_seconds: float = 15.0
+    renew_deadline: float = 10.0
+    retry_seconds: float = 2.0
+    cycle_seconds: float = 1.0
+    """Longest pause between cycles when nothing changes (time-based effects: grace
+    periods, min-runtime, policy file changes)."""
+    batch_seconds: float = 0.05
+    """After a change, wait this long for more changes before the cycle starts."""
+    bind_workers: int = 16
+    resync_seconds: float = 300.0
+    explain_after_seconds: float = 1.0
+    """A job must have waited this long before it gets a FailedScheduling event (gangs
+    still being created would otherwise get one per arriving pod)."""
+    event_repeat_seconds: float = 60.0
+    watch_pod_groups: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyConfigMap:
+    namespace: str
+    name: str
+    key: str = POLICY_KEY
+
+    @classmethod
+    def parse(cls, text: str) -> PolicyConfigMap:
+        namespace, sep, name = text.partition("/")
+        if not sep or not namespace or not name:
+            raise InputError(f"--policy-configmap: expected NAMESPACE/NAME, got {text!r}")
+        return cls(namespace, name)
+
+
+class Daemon:
+    """The scheduler: `start()`, then `stop()`; implements `SchedulerView`."""
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        policy: Policy | None = None,
+        config: DaemonConfig | None = None,
+        *,
+        policy_file: str | Path | None = None,
+        policy_configmap: PolicyConfigMap | None = None,
+    ) -> None:
+        if policy is None and policy_file is None and policy_configmap is None:
+            raise InputError("give a policy, a policy file or a policy ConfigMap")
+        self.api = api
+        self.config = config or DaemonConfig()
+        self.policy_file = Path(policy_file) if policy_file is not None else None
+        self.policy_configmap = policy_configmap
+        self._policy_mtime = 0.0
+        if policy is None and self.policy_file is not None:
+            policy = load_policy(self.policy_file)
+            self._policy_mtime = self.policy_file.stat().st_mtime
+        self._policy = policy
+        self._policy_resource_version = ""
+        self._lock = threading.Lock()
+        self._snapshot = EMPTY_SNAPSHOT
+        self._decisions = Decisions()
+        self._running_phase: frozenset[str] = frozenset()
+        self._nominations: dict[str, dict[str, str]] = {}
+        self._victims: dict[str, RunningPod] = {}
+        self.stop_event = threading.Event()
+        self.cycles = 0
+        c = self.config
+        self.cache = ClusterCache(c.scheduler_name)
+        self.metrics = SchedulerMetrics(self._metrics_state)
+        self.recorder = EventRecorder(
+            api, instance=c.identity, repeat_seconds=c.event_repeat_seconds
+        )
+        self.binder = Binder(
+            api, self.cache, self.recorder, workers=c.bind_workers, on_result=self._bound
+        )
+        self.evictor = Evictor(api, self.recorder, on_result=self._evicted)
+        self.elector: LeaderElector | None = None
+        if c.leader_elect:
+            self.elector = LeaderElector(
+                api,
+                c.lease_namespace,
+                c.lease_name,
+                c.identity,
+                lease_seconds=c.lease_seconds,
+                renew_deadline=c.renew_deadline,
+                retry_seconds=c.retry_seconds,
+                on_change=lambda _leading: self.cache.changed.set(),
+            )
+        self.informers = self._informers()
+        self._loop = threading.Thread(target=self._run, name="scheduling-loop", daemon=True)
+
+    # --- SchedulerView ------------------------------------------------------------------
+
+    def policy(self) -> Policy:
+        with self._lock:
+            assert self._policy is not None, "no policy loaded yet"
+            return self._policy
+
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            return self._snapshot
+
+    def last_decisions(self) -> Decisions:
+        with self._lock:
+            return self._decisions
+
+    def set_policy(self, policy: Policy) -> None:
+        with self._lock:
+            self._policy = policy
+        self.metrics.policy_version.set(policy.version)
+        self.cache.changed.set()
+        log.info("policy %s version %s in use", policy.metadata.name, policy.version)
+
+    # --- life cycle ---------------------------------------------------------------------
+
+    @property
+    def is_leader(self) -> bool:
+        return self.elector is None or self.elector.leading.is_set()
+
+    def start(self, sync_timeout: float = 60.0) -> Daemon:
+        for informer in self.informers:
+            informer.start()
+        deadline = time.monotonic() + sync_timeout
+        for informer in self.informers:
+            if not informer.synced.wait(max(0.0, deadline - time.monotonic())):
+                self.stop()
+                raise TimeoutError(f"informer {informer.kind} did not sync in {sync_timeout}s")
+        if self._policy is None:
+            self.stop()
+            where = self.policy_configmap
+            raise InputError(
+                f"policy ConfigMap {where.namespace}/{where.name} is missing or holds no "
+                f"valid policy under key {where.key!r}"
+                if where
+                else "no policy"
+            )
+        self.metrics.policy_version.set(self._policy.version)
+        if self.elector is not None:
+            self.elector.start()
+        self._loop.start()
+        return self
+
+    def stop(self, release_lease: bool = True) -> None:
+        self.stop_event.set()
+        self.cache.changed.set()
+        if self._loop.is_alive():
+            self._loop.join(timeout=30)
+        if self.elector is not None and self.elector._thread.is_alive():
+            self.elector.stop(release=release_lease)
+        for informer in self.informers:
+            informer.join(timeout=5)
+        self.binder.close()
+        self.evictor.close()
+        self.recorder.flush(timeout=5)
+        self.recorder.close()
+        self.metrics.close()
+
+    def wait(self) -> None:
+        while not self.stop_event.wait(1.0):
+            pass
+
+    # --- informers ----------------------------------------------------------------------
+
+    def _informers(self) -> list[Informer]:
+        core = client.CoreV1Api(self.api)
+        scheduling = client.SchedulingV1Api(self.api)
+        custom = client.CustomObjectsApi(self.api)
+        c = self.config
+        common: dict[str, Any] = {"resync_seconds": c.resync_seconds}
+        informers = [
+            Informer(NODES, core.list_node, self.cache, self.stop_event, **common),
+            Informer(PODS, core.list_pod_for_all_namespaces, self.cache, self.stop_event, **common),
+            Informer(
+                PRIORITY_CLASSES,
+                scheduling.list_priority_class,
+                self.cache,
+                self.stop_event,
+                **common,
+            ),
+        ]
+        if c.watch_pod_groups:
+
+            def list_pod_groups(**kwargs: Any) -> Any:
+                return custom.list_cluster_custom_object(
+                    "scheduling.x-k8s.io", "v1alpha1", "podgroups", **kwargs
+                )
+
+            list_pod_groups.__doc__ = ":return: object"
+            informers.append(
+                Informer(POD_GROUPS, list_pod_groups, self.cache, self.stop_event, **common)
+            )
+        if self.policy_configmap is not None:
+            where = self.policy_configmap
+            informers.append(
+                Informer(
+                    "configmap",
+                    core.list_namespaced_config_map,
+                    _PolicySink(self),
+                    self.stop_event,
+                    namespace=where.namespace,
+                    field_selector=f"metadata.name={where.name}",
+                    **common,
+                )
+            )
+        return informers
+
+    # --- policy reload ------------------------------------------------------------------
+
+    def _policy_from_configmap(self, obj: Obj) -> None:
+        assert self.policy_configmap is not None
+        where = self.policy_configmap
+        meta = obj.get("metadata") or {}
+        version = meta.get("resourceVersion", "")
+        if version and version == self._policy_resource_version:
+            return
+        self._policy_resource_version = version
+        ref = ObjectRef("ConfigMap", where.namespace, where.name, meta.get("uid", ""))
+        text = (obj.get("data") or {}).get(where.key)
+        try:
+            if text is None:
+                raise InputError(f"ConfigMap has no key {where.key!r}")
+            policy = parse_policy(text, f"configmap {where.namespace}/{where.name}")
+        except InputError as exc:
+            self.metrics.policy_reloads.labels("rejected").inc()
+            log.error("policy rejected, keeping the running one: %s", exc)
+            if self._policy is not None:
+                self.recorder.record(
+                    ref, "Warning", "PolicyRejected", f"{exc}; the running policy stays"
+                )
+            return
+        self.metrics.policy_reloads.labels("applied").inc()
+        if self._policy is not None:
+            self.recorder.record(
+                ref,
+                "Normal",
+                "PolicyApplied",
+                f"policy {policy.metadata.name} version {policy.version} in use",
+            )
+        self.set_policy(policy)
+
+    def _reload_policy_file(self) -> None:
+        if self.policy_file is None:
+            return
+        try:
+            mtime = self.policy_file.stat().st_mtime
+        except OSError:
+            return
+        if mtime == self._policy_mtime:
+            return
+        self._policy_mtime = mtime
+        try:
+            policy = load_policy(self.policy_file)
+        except PolicyError as exc:
+            self.metrics.policy_reloads.labels("rejected").inc()
+            log.error("policy file rejected, keeping the running one: %s", exc)
+            return
+        self.metrics.policy_reloads.labels("applied").inc()
+        self.set_policy(policy)
+
+    # --- the scheduling loop ------------------------------------------------------------
+
+    def _run(self) -> None:
+        c = self.config
+        while not self.stop_event.is_set():
+            self.cache.changed.wait(c.cycle_seconds)
+            if self.stop_event.is_set():
+                break
+            if c.batch_seconds:
+                time.sleep(c.batch_seconds)
+            self.cache.changed.clear()
+            try:
+                self.run_cycle()
+            except Exception:
+                log.exception("scheduling cycle failed")
+                self.stop_event.wait(1.0)
+
+    def run_cycle(self) -> Decisions:
+        """One cycle: snapshot, engine, and (on the leader) the decisions carried out."""
+        started = time.monotonic()
+        self._reload_policy_file()
+        policy = self.policy()
+        leader = self.is_leader
+        view = self.cache.view(policy, self._nominations)
+        snapshot = view.snapshot
+        if leader:
+            decisions = engine.schedule(snapshot, policy)
+        else:
+            decisions = Decisions(shares=engine.compute_shares(snapshot, policy))
+        engine_done = time.monotonic()
+        self.metrics.engine_seconds.observe(engine_done - started)
+        running_phase = frozenset(
+            uid for uid, pod in view.pods.items() if pod.phase == "Running" and pod.assigned
+        )
+        with self._lock:
+            self._snapshot = snapshot
+            self._decisions = decisions
+            self._running_phase = running_phase
+        if leader and not self.stop_event.is_set():
+            self._carry_out(view, decisions)
+        self.cycles += 1
+        self.metrics.cycle_seconds.observe(time.monotonic() - started)
+        return decisions
+
+    def _carry_out(self, view: CacheView, decisions: Decisions) -> None:
+        snapshot = view.snapshot
+        pending_ids = {job.job_id for job in snapshot.pending}
+        by_job: dict[str, list[Bind]] = {}
+        for bind in decisions.binds:
+            by_job.setdefault(bind.job_id, []).append(bind)
+        bound_jobs: set[str] = set()
+        for job_id, binds in by_job.items():
+            pods = [view.pods.get(b.pod_uid) for b in binds]
+            if any(p is None or p.deleting for p in pods):
+                # All or none: a gang member vanished between snapshot and bind.
+                self.metrics.attempts.labels("dropped").inc()
+                continue
+            self.binder.submit([(b, p) for b, p in zip(binds, pods, strict=True) if p])
+            self.metrics.attempts.labels("scheduled").inc()
+            bound_jobs.add(job_id)
+        running = {p.uid: p for p in snapshot.running}
+        for preemption in decisions.preemptions:
+            self._preempt(preemption, view.pods.get(preemption.pod_uid), running)
+        for nomination in decisions.nominations:
+            self._nominations[nomination.job_id] = dict(nomination.nodes)
+        for job_id in list(self._nominations):
+            if job_id in bound_jobs or job_id not in pending_ids:
+                del self._nominations[job_id]
+        self._explain(snapshot, decisions.explanations, view)
+        for rejected in view.unschedulable:
+            self.metrics.attempts.labels("error").inc()
+            for pod in rejected.pods:
+                self.recorder.failed_scheduling(_ref(pod), rejected.reason)
+
+    def _preempt(
+        self, preemption: Preemption, pod: PodInfo | None, running: Mapping[str, RunningPod]
+    ) -> None:
+        if pod is None:
+            return
+        victim = running.get(pod.uid)
+        if self.evictor.submit(preemption, pod) and victim is not None:
+            self._victims[pod.uid] = victim
+
+    def _explain(
+        self, snapshot: Snapshot, explanations: Mapping[str, str], view: CacheView
+    ) -> None:
+        now = snapshot.now
+        for job in snapshot.pending:
+            sentence = explanations.get(job.job_id)
+            if sentence is None:
+                continue
+            self.metrics.attempts.labels("unschedulable").inc()
+            if now - job.submitted_at < self.config.explain_after_seconds:
+                continue
+            for pending in job.pods:
+                pod = view.pods.get(pending.uid)
+                if pod is not None:
+                    self.recorder.failed_scheduling(_ref(pod), sentence, now)
+
+    # --- results from the binder and evictor threads ------------------------------------
+
+    def _bound(self, result: BindResult) -> None:
+        self.metrics.binds.labels(result.outcome).inc()
+        self.metrics.bind_seconds.observe(result.seconds)
+        if result.outcome == "bound" and result.pod.created_at:
+            self.metrics.e2e_seconds.observe(max(0.0, time.time() - result.pod.created_at))
+
+    def _evicted(self, result: EvictResult) -> None:
+        p = result.preemption
+        self.metrics.preemptions.labels(p.reclaimer, result.outcome).inc()
+        victim = self._victims.pop(result.pod.uid, None)
+        if result.outcome != "evicted" or victim is None or victim.spec.gpus <= 0:
+            return
+        nodes = {n.name: n for n in self.snapshot().nodes}
+        node = nodes.get(victim.node)
+        lost = victim.spec.gpus * max(0.0, time.time() - victim.started_at)
+        self.metrics.reclaim_lost.labels(
+            victim.member or "", (node.gpu_model if node else None) or ""
+        ).inc(lost)
+
+    def _metrics_state(self) -> State:
+        with self._lock:
+            return State(
+                snapshot=self._snapshot if self._snapshot is not EMPTY_SNAPSHOT else None,
+                decisions=self._decisions,
+                leader=self.is_leader,
+                running_phase=self._running_phase,
+            )
+
+
+class _PolicySink:
+    """Receives the policy ConfigMap from its informer."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+
+    def replace(self, kind: str, objects: list[Obj]) -> None:
+        for obj in objects:
+            self.daemon._policy_from_configmap(obj)
+
+    def apply(self, kind: str, event_type: str, obj: Obj) -> None:
+        if event_type == "DELETED":
+            log.warning("policy ConfigMap deleted; the running policy stays")
+            return
+        self.daemon._policy_from_configmap(obj)
+
+
+def _ref(pod: PodInfo) -> ObjectRef:
+    return ObjectRef("Pod", pod.namespace, pod.name, pod.uid)

@@ -1,0 +1,91 @@
+"""`fairpool run`: the secondary scheduler daemon against a real cluster."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from policies.errors import InputError
+
+
+@click.command()
+@click.option("--kubeconfig", type=click.Path(path_type=Path), help="Kubeconfig file.")
+@click.option("--in-cluster", is_flag=True, help="Use the pod's service account.")
+@click.option("--policy", "policy_file", type=click.Path(path_type=Path), help="Policy YAML.")
+@click.option(
+    "--policy-configmap",
+    metavar="NS/NAME",
+    help="Read the policy from this ConfigMap (key policy.yaml) and reload it on change.",
+)
+@click.option("--metrics-port", type=int, default=9090, show_default=True, help="0: pick one.")
+@click.option("--metrics-address", default="0.0.0.0", show_default=True)
+@click.option("--leader-elect/--no-leader-elect", default=True, show_default=True)
+@click.option("--lease-namespace", default="fairpool-system", show_default=True)
+@click.option("--lease-name", default="fairpool-scheduler", show_default=True)
+@click.option("--identity", default=None, help="Leader election identity (default: host-pid).")
+@click.option("--scheduler-name", default="fairpool", show_default=True)
+@click.option("--bind-workers", type=int, default=16, show_default=True)
+@click.option("--log-level", default="INFO", show_default=True)
+def run(
+    kubeconfig: Path | None,
+    in_cluster: bool,
+    policy_file: Path | None,
+    policy_configmap: str | None,
+    metrics_port: int,
+    metrics_address: str,
+    leader_elect: bool,
+    lease_namespace: str,
+    lease_name: str,
+    identity: str | None,
+    scheduler_name: str,
+    bind_workers: int,
+    log_level: str,
+) -> None:
+    """Schedule pods with `schedulerName: fairpool` by fair share until stopped."""
+    from scheduler.daemon import Daemon, DaemonConfig, PolicyConfigMap, default_identity
+    from scheduler.k8s.client import api_client
+
+    if bool(kubeconfig) == in_cluster:
+        raise InputError("give exactly one of --kubeconfig FILE and --in-cluster")
+    if bool(policy_file) == bool(policy_configmap):
+        raise InputError("give exactly one of --policy FILE and --policy-configmap NS/NAME")
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    config = DaemonConfig(
+        scheduler_name=scheduler_name,
+        identity=identity or default_identity(),
+        leader_elect=leader_elect,
+        lease_namespace=lease_namespace,
+        lease_name=lease_name,
+        bind_workers=bind_workers,
+    )
+    api = api_client(kubeconfig, in_cluster, pool_size=bind_workers + 16)
+    daemon = Daemon(
+        api,
+        config=config,
+        policy_file=policy_file,
+        policy_configmap=PolicyConfigMap.parse(policy_configmap) if policy_configmap else None,
+    )
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        logging.getLogger(__name__).info("signal %s: stopping", signum)
+        daemon.stop_event.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    port = daemon.metrics.serve(metrics_port, metrics_address)
+    daemon.start()
+    logging.getLogger(__name__).info(
+        "fairpool scheduler %s running; metrics on :%d/metrics", config.identity, port
+    )
+    print(f"metrics-port {port}", flush=True)
+    daemon.wait()
+    daemon.stop()

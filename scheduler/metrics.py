@@ -1,0 +1,176 @@
+"""Prometheus metrics of the scheduler daemon (prometheus-client, `/metrics`).
+
+Gauges that describe the cluster (member shares per GPU model, pod GPU allocations, queue
+depth) are computed at scrape time from the latest snapshot and decisions, so a scrape
+never sees half of a cycle. Counters and histograms count what the daemon did.
+
+Only the leader reports `fairpool_pod_gpu_allocation`: metering sums it per member, and
+two replicas reporting the same pods would double the bill. Standbys report
+`fairpool_leader 0` and the share gauges (handy to compare).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from scheduler.decisions import Decisions
+from scheduler.snapshot import Snapshot
+
+SHARE_FIELDS = ("entitlement", "fair_share", "allocated", "borrowed", "lent", "pending")
+LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    """What the scrape-time gauges read: the latest cycle's inputs and outputs."""
+
+    snapshot: Snapshot | None
+    decisions: Decisions
+    leader: bool
+    running_phase: frozenset[str]
+    """uids of pods in phase Running (the allocation gauge's 'while it runs')."""
+
+
+class _ClusterCollector(Collector):
+    def __init__(self, state: Callable[[], State]) -> None:
+        self._state = state
+
+    def collect(self) -> Iterator[Metric]:
+        state = self._state()
+        leader = GaugeMetricFamily(
+            "fairpool_leader", "1 when this replica is the leader that binds, else 0"
+        )
+        leader.add_metric([], 1.0 if state.leader else 0.0)
+        yield leader
+        share_gauges = {
+            name: GaugeMetricFamily(
+                f"fairpool_member_{name}_gpus",
+                f"Per member and GPU model: {name.replace('_', ' ')} in GPUs",
+                labels=["member", "gpu_model"],
+            )
+            for name in SHARE_FIELDS
+        }
+        for share in state.decisions.shares:
+            labels = [share.member, share.gpu_model]
+            for name in SHARE_FIELDS:
+                share_gauges[name].add_metric(labels, float(getattr(share, name)))
+        yield from share_gauges.values()
+        queue = GaugeMetricFamily(
+            "fairpool_queue_depth",
+            "Pending pods waiting for fairpool, per member",
+            labels=["member"],
+        )
+        allocation = GaugeMetricFamily(
+            "fairpool_pod_gpu_allocation",
+            "GPUs held by a running pod (metering joins on it)",
+            labels=["namespace", "pod", "uid", "member", "owner", "gpu_model", "node"],
+        )
+        snapshot = state.snapshot
+        if snapshot is not None:
+            depth: dict[str, int] = {}
+            for job in snapshot.pending:
+                depth[job.member] = depth.get(job.member, 0) + len(job.pods)
+            for member, pods in sorted(depth.items()):
+                queue.add_metric([member], float(pods))
+            if state.leader:
+                nodes = {n.name: n for n in snapshot.nodes}
+                for pod in snapshot.running:
+                    if pod.spec.gpus <= 0 or pod.uid not in state.running_phase:
+                        continue
+                    node = nodes.get(pod.node)
+                    allocation.add_metric(
+                        [
+                            pod.namespace,
+                            pod.name,
+                            pod.uid,
+                            pod.member or "",
+                            (node.owner if node else None) or "",
+                            (node.gpu_model if node else None) or "",
+                            pod.node,
+                        ],
+                        float(pod.spec.gpus),
+                    )
+        yield queue
+        yield allocation
+
+
+class SchedulerMetrics:
+    """The daemon's metrics in a registry of its own (two daemons can share a process)."""
+
+    def __init__(self, state: Callable[[], State] | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.attempts = Counter(
+            "fairpool_scheduling_attempts",
+            "Scheduling attempts of pending jobs, by result",
+            ["result"],
+            registry=r,
+        )
+        self.cycle_seconds = Histogram(
+            "fairpool_scheduling_cycle_duration_seconds",
+            "One scheduling cycle: snapshot, engine, hand-off of decisions",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.engine_seconds = Histogram(
+            "fairpool_engine_duration_seconds",
+            "The pure engine's part of a cycle",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.bind_seconds = Histogram(
+            "fairpool_bind_duration_seconds",
+            "From a bind being queued to the API server's answer",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.e2e_seconds = Histogram(
+            "fairpool_pod_scheduling_duration_seconds",
+            "From pod creation to its successful bind",
+            buckets=(*LATENCY_BUCKETS, 60, 120, 300, 600, 1800, 3600),
+            registry=r,
+        )
+        self.binds = Counter(
+            "fairpool_binds", "Binds carried out, by result", ["result"], registry=r
+        )
+        self.preemptions = Counter(
+            "fairpool_preemptions",
+            "Evictions of borrowed pods, by reclaiming member and result",
+            ["reclaimer", "result"],
+            registry=r,
+        )
+        self.reclaim_lost = Counter(
+            "fairpool_reclaim_lost_gpu_seconds",
+            "GPU-seconds of work lost by pods preempted for reclaim (their runtime so far)",
+            ["member", "gpu_model"],
+            registry=r,
+        )
+        self.policy_reloads = Counter(
+            "fairpool_policy_reloads", "Policy reloads, by result", ["result"], registry=r
+        )
+        self.policy_version = Gauge(
+            "fairpool_policy_version", "metadata.version of the policy in use", registry=r
+        )
+        if state is not None:
+            r.register(_ClusterCollector(state))
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def serve(self, port: int, address: str = "0.0.0.0") -> int:
+        """Serve /metrics; port 0 picks a free one. Returns the port."""
+        server, thread = start_http_server(port, addr=address, registry=self.registry)
+        self._server, self._thread = server, thread
+        return int(server.server_port)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
