@@ -25,8 +25,9 @@ MAX_DURATION_S = 3 * DAY_S
 BIN_S = 600.0
 """Arrival intensity is piecewise constant over 10-minute bins."""
 
-# Share of jobs by GPUs asked for. Single-pod sizes are multiples of nothing in
-# particular; gang sizes are counted in full pods (see `_shape`).
+# Share of jobs by shape: one pod of 1/2/4/8 GPUs, or a gang of 2/4/8 full-node pods
+# (16-64 GPUs with 8-GPU nodes). Shapes that do not fit the cluster are left out and
+# the rest renormalized (see `_shape_menu`).
 SINGLE_POD_MIX: dict[int, float] = {1: 0.70, 2: 0.10, 4: 0.09, 8: 0.07}
 GANG_PODS_MIX: dict[int, float] = {2: 0.020, 4: 0.012, 8: 0.008}
 
