@@ -101,8 +101,16 @@ class _Cycle:
         key = (member, model)
         return self.alloc.get(key, 0), self.book.fair.get(key, 0.0)
 
+    def position_model(self, job: PendingJob) -> str | None:
+        """The model a job's member position is measured on: the one it asks for, the
+        only one there is, or None (all models together)."""
+        model = shares_mod.job_gpu_model(job)
+        if model is None and len(self.book.models) == 1:
+            return self.book.models[0]
+        return model
+
     def order_key(self, member: str, job: PendingJob) -> float:
-        allocated, fair = self.position_of(member, shares_mod.job_gpu_model(job))
+        allocated, fair = self.position_of(member, self.position_model(job))
         return ratio(allocated, fair)
 
     def lendable(self) -> dict[str, int]:
@@ -272,7 +280,7 @@ class _Cycle:
     def _try_reclaim(self, job: PendingJob, model: str | None, lendable: dict[str, int]) -> str:
         if model is None or job.gpus <= 0:
             return ""
-        allocated, fair = self.position_of(job.member, shares_mod.job_gpu_model(job))
+        allocated, fair = self.position_of(job.member, self.position_model(job))
         if allocated + job.gpus > fair + _EPS:
             return ""
         if self.reclaimer is None:
@@ -396,7 +404,7 @@ class _Cycle:
         out: dict[str, str] = {}
         for job_id in sorted(self.out.waiting):
             job, why = self.out.waiting[job_id]
-            model = shares_mod.job_gpu_model(job)
+            model = self.position_model(job)
             allocated, fair = self.position_of(job.member, model)
             out[job_id] = sentence(job, why, model, allocated, fair, self.state)
         return out

@@ -1,0 +1,72 @@
+"""Gangs: all or nothing, fewest nodes, one topology domain, waiting for missing pods."""
+
+from __future__ import annotations
+
+from scheduler.engine import schedule
+from tests.unit.engine_strategies import A100, H100, job, node, policy, running, snapshot
+
+POL = policy(["lab-a", "lab-b"])
+
+
+def test_all_or_nothing() -> None:
+    nodes = [node("n1", "lab-a", gpus=8), node("n2", "lab-a", gpus=8)]
+    run = [running("r", "lab-a", "n2", gpus=4)]
+    # 3 pods x 4 GPUs = 12 but only 12 free in pieces of 8 and 4: fits (2 on n1, 1 on n2).
+    d = schedule(snapshot(nodes, [job("g", "lab-a", pods=3, gpus=4)], run), POL)
+    assert sorted(b.node for b in d.binds) == ["n1", "n1", "n2"]
+    # 4 pods x 4 GPUs = 16 > 12 free: nothing at all.
+    d = schedule(snapshot(nodes, [job("g", "lab-a", pods=4, gpus=4)], run), POL)
+    assert d.binds == ()
+    assert d.explanations["g"] == (
+        f"member lab-a is below its fair share of 16 {H100} (holds 4); "
+        f"12 idle {H100} exist but the gang needs 16 (4 pods)"
+    )
+
+
+def test_fewest_nodes() -> None:
+    # Four 2-GPU pods: one empty node holds them all, rather than spreading over the
+    # partly used nodes (which bin-packing alone would prefer).
+    nodes = [node("n1", "lab-a"), node("n2", "lab-a"), node("n3", "lab-a")]
+    run = [running("r1", "lab-a", "n1", gpus=4), running("r2", "lab-a", "n2", gpus=4)]
+    d = schedule(snapshot(nodes, [job("g", "lab-a", pods=4, gpus=2)], run), POL)
+    assert {b.node for b in d.binds} == {"n3"}
+
+
+def test_single_topology_domain_preferred_and_spanning_as_last_resort() -> None:
+    nodes = [
+        node("x1", "lab-a", domain="rack-1"),
+        node("y1", "lab-a", domain="rack-2"),
+        node("y2", "lab-a", domain="rack-2"),
+    ]
+    d = schedule(snapshot(nodes, [job("g", "lab-a", pods=2, gpus=8)]), POL)
+    assert sorted(b.node for b in d.binds) == ["y1", "y2"]
+    run = [running("r", "lab-a", "y2", gpus=8)]
+    d = schedule(snapshot(nodes, [job("g", "lab-a", pods=2, gpus=8)], run), POL)
+    assert sorted(b.node for b in d.binds) == ["x1", "y1"]
+
+
+def test_gang_never_mixes_gpu_models() -> None:
+    nodes = [node("h1", "lab-a", gpus=4, model=H100), node("a1", "lab-a", gpus=4, model=A100)]
+    d = schedule(snapshot(nodes, [job("g", "lab-a", pods=2, gpus=4)]), POL)
+    assert d.binds == ()
+
+
+def test_waits_for_missing_members() -> None:
+    nodes = [node("n1", "lab-a")]
+    d = schedule(snapshot(nodes, [job("g", "lab-a", pods=2, min_member=4)]), POL)
+    assert d.binds == ()
+    assert d.explanations["g"] == (
+        "gang g has 2 of its 4 pods; it waits for the rest before any can start"
+    )
+
+
+def test_gang_pods_bound_together_in_one_cycle() -> None:
+    nodes = [node("n1", "lab-a"), node("n2", "lab-b")]
+    pending = [job("s", "lab-b", gpus=1), job("g", "lab-a", pods=3, gpus=4)]
+    d = schedule(snapshot(nodes, pending), POL)
+    ids = [b.job_id for b in d.binds]
+    assert ids.count("g") == 3
+    first = ids.index("g")
+    assert ids[first : first + 3] == ["g", "g", "g"]
+    # The gang's third pod lands above lab-a's 8-GPU entitlement: borrowed.
+    assert [b.borrowed for b in d.binds if b.job_id == "g"] == [False, False, True]
