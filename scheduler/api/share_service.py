@@ -132,7 +132,7 @@ class ShareServicer(share_pb2_grpc.ShareServiceServicer):
             shares=rows,
             pool=pool,
         )
-        if book.snapshot.now > 0:
+        if book.snapshot.now > 1e9:  # epoch seconds, not simulated seconds
             response.snapshot_time.CopyFrom(
                 convert.timestamp(datetime.fromtimestamp(book.snapshot.now, UTC))
             )
