@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "report-get": "scheduler.cli.usage:report_get",
     "serve-api": "scheduler.cli.serve:serve_api",
     "run": "scheduler.cli.run:run",
+    "report": "scheduler.cli.report:report",
 }
 
 
