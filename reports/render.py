@@ -107,7 +107,7 @@ def _hours_or_nodata(value: Any) -> str:
     return f"{float(value):,.1f}"
 
 
-def _money(value: Any) -> str:
+def format_money(value: Any) -> str:
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return ""
     amount = Decimal(value)
@@ -130,7 +130,7 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     environment.filters.update(
-        hours=_hours, hours_or_nodata=_hours_or_nodata, money=_money, percent=_percent
+        hours=_hours, hours_or_nodata=_hours_or_nodata, money=format_money, percent=_percent
     )
     return environment
 

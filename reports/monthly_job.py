@@ -1,0 +1,108 @@
+"""The monthly report job: on day 1 at 06:00 in the policy's time zone, write the
+previous month's report from the usage ledger into `<reports dir>/<YYYY-MM>/`.
+
+A report already written is left alone unless `overwrite` is asked (a treasurer may
+have signed it); a month without any data is logged, not written as an empty report.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+
+from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.cron import CronTrigger
+
+from policies.model import Policy
+from reports.costmodel import MonthReport, NoDataError, build_month_report
+from reports.months import month_bounds, previous_month
+from reports.render import write_report
+
+log = logging.getLogger(__name__)
+
+RUN_DAY = 1
+RUN_HOUR = 6
+
+
+def ledger_month_report(
+    ledger_url: str,
+    policy: Policy,
+    month: str,
+    policies: Mapping[int, Policy] | None = None,
+) -> MonthReport:
+    """The month's report from the usage ledger at `ledger_url`."""
+    from reports.ledger import Ledger  # the ledger pulls in SQLAlchemy: only when used
+
+    start, end = month_bounds(month, policy.billing.zone)
+    with Ledger(ledger_url) as ledger:
+        usage = ledger.usage_frame(start, end)
+        capacity = ledger.capacity_frame(start, end)
+        reclaim = ledger.reclaim_lost_frame(start, end)
+        status = ledger.hour_status(start, end)
+    return build_month_report(
+        month, policy, usage, capacity, reclaim, status, policies=policies, source="ledger"
+    )
+
+
+def run_monthly_report(
+    now: datetime,
+    ledger_url: str,
+    policy: Policy,
+    reports_dir: Path,
+    *,
+    overwrite: bool = False,
+) -> Path | None:
+    """Write the report of the month before `now`; the HTML path, or None when it was
+    already written (and not `overwrite`) or the month has no data."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    month = previous_month(now, policy.billing.zone)
+    out_dir = Path(reports_dir) / month
+    if not overwrite and (out_dir / "report.html").exists():
+        log.info("report for %s already written in %s: left as it is", month, out_dir)
+        return None
+    try:
+        report = ledger_month_report(ledger_url, policy, month)
+    except NoDataError as exc:
+        log.warning("monthly report %s not written: %s", month, exc)
+        return None
+    paths = write_report(report, out_dir, overwrite=overwrite)
+    log.info(
+        "monthly report %s written to %s (%s)",
+        month,
+        out_dir,
+        "complete" if report.complete else f"incomplete: {'; '.join(report.flags[:2])}",
+    )
+    return paths[-1]
+
+
+def monthly_trigger(policy: Policy) -> CronTrigger:
+    return CronTrigger(day=RUN_DAY, hour=RUN_HOUR, minute=0, timezone=policy.billing.zone)
+
+
+def schedule_monthly_report(
+    scheduler: BaseScheduler, ledger_url: str, policy: Policy, reports_dir: Path
+) -> None:
+    """Add the monthly report job to a scheduler (the daemon's, or a blocking one)."""
+
+    def job() -> None:
+        run_monthly_report(datetime.now(UTC), ledger_url, policy, reports_dir)
+
+    scheduler.add_job(
+        job,
+        monthly_trigger(policy),
+        id="fairpool-monthly-report",
+        name="monthly cost report",
+        replace_existing=True,
+        coalesce=True,
+        misfire_grace_time=6 * 3600,
+    )
+
+
+def run_forever(ledger_url: str, policy: Policy, reports_dir: Path) -> None:
+    scheduler = BlockingScheduler(timezone=policy.billing.zone)
+    schedule_monthly_report(scheduler, ledger_url, policy, reports_dir)
+    scheduler.start()

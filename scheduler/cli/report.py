@@ -1,0 +1,141 @@
+"""`fairpool report`: a month's cost report from the usage ledger or a simulation.
+
+fairpool report --month 2026-10 [--member M] --ledger URL --policy FILE --out DIR
+fairpool report --from-simulation DIR [--month 2026-10]
+fairpool report monthly --ledger URL --reports-dir DIR   (the monthly job, blocking)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from policies.loader import load_policy
+from reports.costmodel import MonthReport, NoDataError, check_invariants
+from reports.months import parse_month
+from reports.render import format_money, restrict, write_report
+
+DEFAULT_LEDGER = "sqlite:///fairpool-ledger.db"
+
+
+def _ledger_default() -> str:
+    return os.environ.get("FAIRPOOL_LEDGER", DEFAULT_LEDGER)
+
+
+def _hours(value: object) -> str:
+    if value is None or value != value:  # NaN
+        return "no data"
+    return f"{float(value):,.1f}"  # type: ignore[arg-type]
+
+
+def print_summary(console: Console, report: MonthReport) -> None:
+    table = Table(
+        title=f"{report.policy_name} · {report.month} · {report.currency}",
+        caption=f"pool cost {format_money(report.pool_cost)} {report.currency}",
+    )
+    for column in ("member", "used GPU-h", "borrowed GPU-h", "lent GPU-h"):
+        table.add_column(column, justify="left" if column == "member" else "right")
+    for column in ("charges", "credits", "net", "total"):
+        table.add_column(column, justify="right")
+    for row in report.summary.to_dict("records"):
+        table.add_row(
+            row["member"],
+            _hours(row["used_gpu_hours"]),
+            _hours(row["borrowed_gpu_hours"]),
+            _hours(row["lent_gpu_hours"]),
+            format_money(row["charges"] + row["purchase_paid"]),
+            format_money(row["credits"] + row["purchase_received"]),
+            format_money(row["net_settlement"]),
+            format_money(row["total"]),
+        )
+    console.print(table)
+    for flag in report.flags[:10]:
+        console.print(f"[yellow]![/] {escape(flag)}")
+    if len(report.flags) > 10:
+        console.print(f"[yellow]![/] … {len(report.flags) - 10} more in the report")
+
+
+@click.group(invoke_without_command=True)
+@click.option("--month", help="YYYY-MM, cut in the policy's time zone")
+@click.option("--member", help="only this member's invoice plus the shared summary")
+@click.option(
+    "--ledger",
+    "ledger_url",
+    default=_ledger_default,
+    show_default="$FAIRPOOL_LEDGER or sqlite:///fairpool-ledger.db",
+    help="usage ledger database URL",
+)
+@click.option("--policy", "policy_file", type=click.Path(path_type=Path), help="policy YAML")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "--from-simulation",
+    "simulation_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="a `fairpool simulate --out` folder instead of the ledger",
+)
+@click.option("--overwrite", is_flag=True, help="replace report files already there")
+@click.pass_context
+def report(
+    ctx: click.Context,
+    month: str | None,
+    member: str | None,
+    ledger_url: str,
+    policy_file: Path | None,
+    out_dir: Path | None,
+    simulation_dir: Path | None,
+    overwrite: bool,
+) -> None:
+    """Write a month's cost report: invoices, summary, settlement and an HTML page."""
+    if ctx.invoked_subcommand is not None:
+        return
+    console = Console()
+    if not console.is_terminal:  # logs and pipes: do not truncate the money columns
+        console = Console(width=max(console.width, 120))
+    if month is not None:
+        parse_month(month)
+    policy = load_policy(policy_file)
+    try:
+        if simulation_dir is not None:
+            from reports.simulation import simulated_report
+
+            built = simulated_report(simulation_dir, policy, month)
+            out_dir = out_dir or simulation_dir / "report"
+        else:
+            if month is None:
+                raise click.UsageError("--month is required (or --from-simulation DIR)")
+            from reports.monthly_job import ledger_month_report
+
+            built = ledger_month_report(ledger_url, policy, month)
+            out_dir = out_dir or Path("out") / "reports" / month
+    except NoDataError as exc:
+        Console(stderr=True).print(f"[bold red]no data:[/] {escape(str(exc))}")
+        raise click.exceptions.Exit(1) from None
+    check_invariants(built)
+    paths = write_report(built, out_dir, member=member, overwrite=overwrite)
+    print_summary(console, restrict(built, member) if member else built)
+    console.print(f"[green]report[/]: {paths[-1]} ({len(paths)} files in {out_dir})")
+
+
+@report.command()
+@click.option("--ledger", "ledger_url", default=_ledger_default, help="usage ledger database URL")
+@click.option("--policy", "policy_file", type=click.Path(path_type=Path), help="policy YAML")
+@click.option(
+    "--reports-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("out/reports"),
+    show_default=True,
+)
+def monthly(ledger_url: str, policy_file: Path | None, reports_dir: Path) -> None:
+    """Run the monthly job: on day 1 at 06:00 (policy time zone) write last month's report."""
+    from reports.monthly_job import monthly_trigger, run_forever
+
+    policy = load_policy(policy_file)
+    Console().print(
+        f"monthly report job: {monthly_trigger(policy)} -> {reports_dir}/<YYYY-MM>/ (Ctrl-C stops)"
+    )
+    run_forever(ledger_url, policy, reports_dir)
