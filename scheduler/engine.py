@@ -194,7 +194,9 @@ class _Cycle:
         if self._unplaceable(job):
             self._wait(job, Waiting("unplaceable", self._unplaceable_detail(job)))
             return
-        self._wait(job, Waiting("capacity", self._try_reclaim(job, model, lendable)))
+        detail = self._try_reclaim(job, model, lendable)
+        if job.job_id not in self.out.waiting:
+            self._wait(job, Waiting("capacity", detail))
 
     def _limit(self, job: PendingJob, model: str | None) -> str | None:
         spec = self.members.get(job.member)
@@ -282,6 +284,11 @@ class _Cycle:
             return ""
         allocated, fair = self.position_of(job.member, self.position_model(job))
         if allocated + job.gpus > fair + _EPS:
+            if allocated < fair - _EPS:
+                return (
+                    f"with this job it would hold {allocated + job.gpus}, above its fair "
+                    "share, so nothing is reclaimed for it"
+                )
             return ""
         if self.reclaimer is None:
             sharing = self.policy.sharing

@@ -65,6 +65,8 @@ def capacity_detail(state: ClusterState, job: PendingJob, model: str | None) -> 
     if job.is_gang:
         need = job.gpus
         pods = len(job.pods)
+        if idle == 0:
+            return f"all {label} on nodes it may use are taken; the gang needs {need}"
         if idle < need:
             return f"{idle} idle {label} exist but the gang needs {need} ({pods} pods)"
         return (
@@ -72,6 +74,8 @@ def capacity_detail(state: ClusterState, job: PendingJob, model: str | None) -> 
             f"the gang's {pods} pods of {_shape(spec)}"
         )
     g = spec.gpus
+    if idle == 0 and g > 0:
+        return f"all {label} on nodes it may use are taken"
     if idle < g or (g == 0 and not nodes):
         return f"{idle} idle {label} exist on nodes it may use but it needs {g}"
     res = spec_res(spec)

@@ -1,0 +1,185 @@
+"""Reclaim: who is preempted, in which order, and what is held for whom."""
+
+from __future__ import annotations
+
+from scheduler.engine import schedule
+from tests.unit.engine_strategies import H100, job, node, policy, running, snapshot
+
+POL = policy(["lab-a", "lab-b", "lab-c"], reclaim_grace_period_seconds=45)
+
+
+def preempted(d: object) -> list[str]:
+    return [p.pod_uid for p in d.preemptions]  # type: ignore[attr-defined]
+
+
+def test_reclaims_borrowed_pods_for_a_member_below_its_fair_share() -> None:
+    nodes = [node("a1", "lab-a"), node("a2", "lab-a"), node("b1", "lab-b")]
+    run = [
+        running("b-own", "lab-b", "b1", gpus=8, started_at=0),
+        running("b-x", "lab-b", "a1", gpus=4, started_at=100),
+        running("b-y", "lab-b", "a1", gpus=4, started_at=200),
+    ]
+    pending = [job("a-1", "lab-a", gpus=8), job("a-2", "lab-a", gpus=8, submitted_at=1)]
+    d = schedule(snapshot(nodes, pending, run), POL)
+    # a-1 fits on a2; a-2 (lab-a: 8 held + 8 <= fair share 16) needs a1 back.
+    assert [(b.job_id, b.node) for b in d.binds] == [("a-1", "a2")]
+    assert sorted(preempted(d)) == ["b-x", "b-y"]
+    p = d.preemptions[0]
+    assert (p.victim_member, p.reclaimer, p.for_job, p.grace_period_seconds) == (
+        "lab-b",
+        "lab-a",
+        "a-2",
+        45,
+    )
+    assert "above its fair share of 8" in p.reason
+    assert [(n.job_id, n.nodes) for n in d.nominations] == [("a-2", {"a-2-0": "a1"})]
+    assert d.explanations["a-2"] == (
+        f"member lab-a is below its fair share of 16 {H100} (holds 8); preempting 2 "
+        "borrowed pods (b-y of lab-b, b-x of lab-b) with a grace period of 45 s; their "
+        "GPUs are held for this job"
+    )
+    # The pods within lab-b's entitlement (its own node) are never touched.
+    assert "b-own" not in preempted(d)
+
+
+def test_no_reclaim_from_members_at_their_fair_share() -> None:
+    nodes = [node("a1", "lab-a"), node("b1", "lab-b"), node("c1", "lab-c")]
+    run = [
+        running("a-own", "lab-a", "a1", gpus=8),
+        running("b-own", "lab-b", "b1", gpus=8),
+        running("b-x", "lab-b", "c1", gpus=4),
+        running("other", None, "c1", gpus=4),
+    ]
+    # Fair shares: 8 each plus half of lab-c's idle 8 -> 12 each. lab-b holds exactly 12.
+    d = schedule(snapshot(nodes, [job("a-1", "lab-a", gpus=4)], run), POL)
+    assert d.preemptions == ()
+    assert d.explanations["a-1"] == (
+        f"member lab-a is below its fair share of 12 {H100} (holds 8); all {H100} on nodes "
+        "it may use are taken; nothing can be reclaimed: no member above its fair share "
+        f"holds borrowed {H100} GPUs it could use"
+    )
+
+
+def test_no_reclaim_for_a_job_that_would_exceed_the_fair_share() -> None:
+    nodes = [node("a1", "lab-a"), node("b1", "lab-b")]
+    run = [
+        running("a-own", "lab-a", "a1", gpus=4),
+        running("b-own", "lab-b", "b1", gpus=8),
+        running("b-x", "lab-b", "a1", gpus=4),
+    ]
+    d = schedule(snapshot(nodes, [job("a-1", "lab-a", gpus=8)], run), POL)
+    assert d.preemptions == ()
+    assert d.explanations["a-1"] == (
+        f"member lab-a is below its fair share of 8 {H100} (holds 4); all {H100} on nodes "
+        "it may use are taken; with this job it would hold 12, above its fair share, so "
+        "nothing is reclaimed for it"
+    )
+
+
+def test_owner_nodes_first() -> None:
+    nodes = [node("a1", "lab-a"), node("c1", "lab-c")]
+    run = [
+        running("a-own", "lab-a", "a1", gpus=4),
+        running("b-on-a", "lab-b", "a1", gpus=4, started_at=100),
+        running("b-on-c1", "lab-b", "c1", gpus=4, started_at=9000),
+        running("b-on-c2", "lab-b", "c1", gpus=4, started_at=9000),
+    ]
+    d = schedule(snapshot(nodes, [job("a-1", "lab-a", gpus=4)], run), POL)
+    assert preempted(d) == ["b-on-a"]
+    assert d.nominations[0].nodes == {"a-1-0": "a1"}
+
+
+def _youngest_case(**sharing: object) -> tuple[list, list]:  # type: ignore[type-arg]
+    nodes = [node("a1", "lab-a"), node("a2", "lab-a"), node("b1", "lab-b")]
+    run = [
+        running("a-own", "lab-a", "a2", gpus=8),
+        running("b-own", "lab-b", "b1", gpus=8),
+        running("b-old", "lab-b", "a1", gpus=4, started_at=100),
+        running("b-young", "lab-b", "a1", gpus=4, started_at=5000),
+    ]
+    return nodes, run
+
+
+def test_youngest_first() -> None:
+    nodes, run = _youngest_case()
+    d = schedule(snapshot(nodes, [job("a-1", "lab-a", gpus=4)], run, now=10_000), POL)
+    assert preempted(d) == ["b-young"]
+
+
+def test_lowest_priority_breaks_age_ties() -> None:
+    nodes, run = _youngest_case()
+    run[2] = running("b-low", "lab-b", "a1", gpus=4, started_at=5000, priority=0)
+    run[3] = running("b-high", "lab-b", "a1", gpus=4, started_at=5000, priority=5)
+    d = schedule(snapshot(nodes, [job("a-1", "lab-a", gpus=4)], run, now=10_000), POL)
+    assert preempted(d) == ["b-low"]
+
+
+def test_min_runtime_respected_unless_policy_allows() -> None:
+    nodes, run = _youngest_case()
+    pol = policy(["lab-a", "lab-b"], min_runtime_seconds=6000)
+    d = schedule(snapshot(nodes, [job("a-1", "lab-a", gpus=4)], run, now=10_000), pol)
+    assert preempted(d) == ["b-old"]  # b-young has run 5000 s < 6000 s
+    pol = policy(["lab-a", "lab-b"], min_runtime_seconds=20_000)
+    d = schedule(snapshot(nodes, [job("a-1", "lab-a", gpus=4)], run, now=10_000), pol)
+    assert d.preemptions == ()
+    assert d.explanations["a-1"].endswith(
+        "nothing can be reclaimed: the borrowed pods that could make room are younger "
+        "than the minimum runtime of 20000 s"
+    )
+    pol = policy(["lab-a", "lab-b"], min_runtime_seconds=20_000, preempt_below_min_runtime=True)
+    d = schedule(snapshot(nodes, [job("a-1", "lab-a", gpus=4)], run, now=10_000), pol)
+    assert preempted(d) == ["b-young"]
+
+
+def test_gangs_preempted_whole_and_terminating_capacity_reused() -> None:
+    nodes = [node("a1", "lab-a", gpus=4), node("c1", None, gpus=4)]
+    run = [
+        running("bg-0", "lab-b", "a1", gpus=2, job_id="bg", started_at=5000),
+        running("bg-1", "lab-b", "c1", gpus=2, job_id="bg", started_at=5000),
+        running("bs", "lab-b", "a1", gpus=2, started_at=0),
+        running("bt", "lab-b", "c1", gpus=2, started_at=0),
+    ]
+    pending = [job("j1", "lab-a", gpus=2), job("j2", "lab-a", gpus=2, submitted_at=1)]
+    d = schedule(snapshot(nodes, pending, run), POL)
+    # The gang goes whole (its c1 pod too); j2 then fits on the capacity bg-1 frees:
+    # nothing more is preempted for it.
+    assert sorted(preempted(d)) == ["bg-0", "bg-1"]
+    assert {n.job_id: n.nodes for n in d.nominations} == {
+        "j1": {"j1-0": "a1"},
+        "j2": {"j2-0": "c1"},
+    }
+
+
+def test_nominated_job_waits_for_terminating_pods_and_keeps_its_room() -> None:
+    nodes = [node("a1", "lab-a", gpus=8)]
+    run = [
+        running("a-own", "lab-a", "a1", gpus=4),
+        running("b-x", "lab-b", "a1", gpus=4, terminating=True),
+    ]
+    pending = [
+        job("a-2", "lab-a", gpus=4, nominated={"a-2-0": "a1"}, submitted_at=5),
+        job("c-1", "lab-c", gpus=4),
+    ]
+    d = schedule(snapshot(nodes, pending, run), POL)
+    assert d.binds == () and d.preemptions == ()
+    assert (
+        d.explanations["a-2"]
+        == (
+            f"member lab-a is at its fair share of 4 {H100} (holds 4); 1 preempted pod still "
+            "terminating on a1; their GPUs are held for this job"
+        )
+        or "1 preempted pod still terminating on a1" in d.explanations["a-2"]
+    )
+    # Once it is gone, the nominated job gets the room even though lab-c would go first.
+    run = run[:1]
+    nodes2 = [node("a1", "lab-a", gpus=8)]
+    d = schedule(snapshot(nodes2, pending, run), POL)
+    assert [(b.job_id, b.node) for b in d.binds] == [("a-2", "a1")]
+    assert "c-1" in d.explanations
+
+
+def test_no_preemption_when_the_job_fits() -> None:
+    nodes = [node("a1", "lab-a"), node("b1", "lab-b")]
+    run = [running("b-x", "lab-b", "a1", gpus=4)]
+    d = schedule(snapshot(nodes, [job("a-1", "lab-a", gpus=4)], run), POL)
+    assert d.preemptions == () and len(d.binds) == 1
