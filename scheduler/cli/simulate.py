@@ -22,6 +22,7 @@ from policies.model import Policy
 from scheduler.sim.cluster import build_nodes, check_inventory
 from scheduler.sim.outputs import write_study
 from scheduler.sim.pipeline import Study, check_trace, run_study
+from scheduler.sim.standalone import fits, reachable
 from scheduler.traces.csv import read_trace
 from scheduler.traces.model import Trace
 from scheduler.traces.synth import synthesize
@@ -47,9 +48,17 @@ def parse_start(text: str) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def default_trace(inventory: ClusterInventory, days: float, load: float, seed: int) -> Trace:
+def default_trace(
+    inventory: ClusterInventory, policy: Policy, days: float, load: float, seed: int
+) -> tuple[Trace, int]:
     """A synthetic month shaped like published GPU-cluster traces; each member's load
-    follows the hardware it brings, and load > 1 makes borrowing and reclaim happen."""
+    follows the hardware it brings, and load > 1 makes borrowing and reclaim happen.
+
+    The generator knows GPUs per model, not node shapes or lending limits, so it can
+    draw a gang that no set of nodes can hold (4 x 8 GPUs of a model with 32 GPUs on
+    2x4 + 3x8) or that the policy never lets its member reach (a lending limit). Those
+    are dropped and counted (the second value) rather than failing the built-in demo
+    or waiting forever."""
     capacity: dict[str, int] = defaultdict(int)
     widest: dict[str, int] = defaultdict(int)
     weights: dict[str, float] = defaultdict(float)
@@ -62,7 +71,7 @@ def default_trace(inventory: ClusterInventory, days: float, load: float, seed: i
         weights[group.owner] += gpus
     if not capacity:
         raise InputError("the cluster has no GPUs to simulate")
-    return synthesize(
+    trace = synthesize(
         members=inventory.owners(),
         gpus=sum(capacity.values()),
         days=days,
@@ -72,6 +81,9 @@ def default_trace(inventory: ClusterInventory, days: float, load: float, seed: i
         member_weights=dict(weights),
         max_gpus_per_pod=dict(widest),
     )
+    nodes = build_nodes(inventory)
+    kept = tuple(j for j in trace.jobs if fits(j, nodes) and reachable(j, nodes, policy))
+    return Trace(kept, trace.start_epoch), len(trace.jobs) - len(kept)
 
 
 def _hours(seconds: object) -> str:
@@ -149,8 +161,10 @@ def _load_inputs(
     check_inventory(inventory, policy, str(cluster or "built-in cluster"))
     nodes = build_nodes(inventory)
     if trace_file is None:
-        trace = default_trace(inventory, days, load, seed)
+        trace, dropped = default_trace(inventory, policy, days, load, seed)
         source = f"synthetic trace ({days:g} days, load {load:g}, seed {seed})"
+        if dropped:
+            source += f", {dropped} gang(s) that could never run here dropped"
     else:
         per_model: dict[str, int] = defaultdict(int)
         for g in inventory.node_groups:
@@ -200,6 +214,8 @@ def simulate(
     timeline, usage/capacity/reclaim tables for billing, and the month's cost report
     when the reports package is installed. Bad input: exit 2, nothing written."""
     console = Console(highlight=False)
+    if not console.is_terminal:
+        console = Console(highlight=False, width=max(console.width, 150))
     policy, inventory, trace, source = _load_inputs(
         cluster, policy_file, trace_file, days, load, seed
     )
@@ -269,6 +285,7 @@ def simulate(
         )
     write_study(study, out)
     elapsed = time.monotonic() - began
+    console.print(f"trace: {source}, {len(trace.jobs)} jobs")
     console.print(member_table(study))
     s = study.summary
     sim = s["simulation"]

@@ -39,16 +39,38 @@ def fits(job: TraceJob, nodes: Sequence[Node]) -> bool:
     simulated pods ask for little CPU and memory)."""
     if job.gpus_per_pod == 0:
         return True
-    usable = [
-        n
-        for n in nodes
-        if n.ready
+    usable = [n for n in nodes if _usable(job, n)]
+    # An unmodelled job may use any model's nodes (the engine decides which).
+    return sum(n.gpus // job.gpus_per_pod for n in usable) >= job.num_pods
+
+
+def reachable(job: TraceJob, nodes: Sequence[Node], policy: Policy) -> bool:
+    """Whether the policy lets the job's member ever hold the job's GPUs: its own nodes
+    plus what other owners may lend (`lending_limit`), within its `max_gpus`. A gang
+    above that waits forever, whatever the load."""
+    member = policy.member(job.org)
+    if member.max_gpus is not None and job.gpus > member.max_gpus:
+        return False
+    reach: dict[str, int] = {}
+    for owner in sorted({n.owner or "" for n in nodes}):
+        own = [n for n in nodes if (n.owner or "") == owner]
+        slots = sum(n.gpus // job.gpus_per_pod for n in own if _usable(job, n))
+        gpus = slots * job.gpus_per_pod
+        if owner != job.org and owner:
+            limit = policy.member(owner).lending_limit if owner in policy.member_names() else None
+            if limit is not None:
+                gpus = min(gpus, limit - limit % job.gpus_per_pod)
+        reach[owner] = gpus
+    return sum(reach.values()) >= job.gpus
+
+
+def _usable(job: TraceJob, n: Node) -> bool:
+    return (
+        n.ready
         and not n.unschedulable
         and not n.taints
         and (job.gpu_model is None or n.gpu_model == job.gpu_model)
-    ]
-    # An unmodelled job may use any model's nodes (the engine decides which).
-    return sum(n.gpus // job.gpus_per_pod for n in usable) >= job.num_pods
+    )
 
 
 def restrict_policy(policy: Policy, member: str) -> Policy:
