@@ -153,8 +153,12 @@ def build_hour(
         overlap = (
             np.minimum(k["completion"].fillna(h0), h1) - np.maximum(k["start"].fillna(h0), h0)
         ).clip(lower=0.0)
-        by_steps = k["steps"] * interval
-        # Without a completion time the grid points decide, but never before the start.
+        # Without a completion time the Running grid points decide. A start inside the
+        # hour adds the part before the first grid point (the pod ran from its start,
+        # not from the scrape that first saw it), and nothing is billed before it.
+        start_in_hour = k["start"].where((k["start"] >= h0) & (k["start"] < h1))
+        lead = (np.ceil(start_in_hour / interval) * interval - start_in_hour).fillna(0.0)
+        by_steps = k["steps"] * interval + lead.where(k["steps"] > 0, 0.0)
         since_start = (h1 - np.maximum(k["start"].fillna(h0), h0)).clip(lower=0.0)
         seconds = np.where(exact, overlap, np.minimum(by_steps, since_start))
         k = k.assign(gpu_seconds=seconds * k["gpus"])
