@@ -143,7 +143,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         while context.is_active():
             remaining = context.time_remaining()
             if remaining is not None and remaining <= 0:
-                return
+                abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, "watch ended at its deadline")
             wait = WATCH_POLL_SECONDS if remaining is None else min(WATCH_POLL_SECONDS, remaining)
             for entry in self._store.wait_newer(since, wait):
                 yield convert.policy_version(entry)

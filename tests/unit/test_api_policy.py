@@ -1,0 +1,239 @@
+"""PolicyService on a real server: optimistic concurrency, dry runs, the audit log,
+errors that name the field and line, watching, and the scheduler picking a policy up."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+import sqlalchemy
+import yaml
+
+from policies.loader import DEFAULT_POLICY, parse_policy
+from proto.fairpool.v1 import policy_pb2, share_pb2
+from scheduler.api.policy_store import AuditLog, FileSource, PolicyStore, policy_versions
+from tests.unit.test_api_support import MEMBER_A, Running, metadata, running_server
+
+ADMIN = metadata("admin")
+A100 = "NVIDIA-A100-SXM4-80GB"
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Running]:
+    with running_server(tmp_path) as running:
+        yield running
+
+
+def edited(change: dict[str, object], member: str = MEMBER_A) -> str:
+    """The demo policy with `change` merged into one member."""
+    data = yaml.safe_load(DEFAULT_POLICY.read_text())
+    for entry in data["spec"]["members"]:
+        if entry["name"] == member:
+            entry.update(change)
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def current_version(api: Running) -> int:
+    reply = api.policy.GetPolicy(policy_pb2.GetPolicyRequest(), metadata=ADMIN)
+    return reply.policy.version
+
+
+def test_two_concurrent_applies_on_one_version_one_wins(api: Running) -> None:
+    base = current_version(api)
+    drafts = [edited({"weight": 3}), edited({"weight": 4})]
+    barrier = threading.Barrier(len(drafts))
+    outcomes: list[grpc.StatusCode] = []
+
+    def apply(text: str) -> None:
+        barrier.wait()
+        try:
+            api.policy.ApplyPolicy(
+                policy_pb2.ApplyPolicyRequest(yaml=text, expected_version=base), metadata=ADMIN
+            )
+            outcomes.append(grpc.StatusCode.OK)
+        except grpc.RpcError as exc:
+            outcomes.append(exc.code())
+
+    threads = [threading.Thread(target=apply, args=(d,)) for d in drafts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(outcomes, key=str) == sorted(
+        [grpc.StatusCode.OK, grpc.StatusCode.ABORTED], key=str
+    )
+    assert current_version(api) == base + 1
+    versions = api.policy.ListPolicyVersions(
+        policy_pb2.ListPolicyVersionsRequest(), metadata=ADMIN
+    ).versions
+    assert [v.version for v in versions] == [base + 1, base]
+
+
+def test_two_stores_on_one_file_and_database_never_share_a_version(tmp_path: Path) -> None:
+    # Two API replicas outside a cluster: the file lock and the audit log's key decide.
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(DEFAULT_POLICY.read_text())
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    first = PolicyStore(FileSource(policy_file), AuditLog(url))
+    second = PolicyStore(FileSource(policy_file), AuditLog(url))
+    draft = parse_policy(edited({"weight": 5}))
+    first.apply(draft, expected_version=1, author="one")
+    with pytest.raises(Exception, match="version"):
+        second.apply(parse_policy(edited({"weight": 6})), expected_version=1, author="two")
+    assert [v.version for v in second.audit.list()] == [2, 1]
+
+
+def test_dry_run_changes_nothing_and_reports_the_share_change(api: Running) -> None:
+    before_file = api.policy_file.read_bytes()
+    before_versions = api.policy.ListPolicyVersions(
+        policy_pb2.ListPolicyVersionsRequest(), metadata=ADMIN
+    )
+    before_shares = api.shares.GetEntitlements(share_pb2.GetEntitlementsRequest(), metadata=ADMIN)
+    policy_before = api.view.policy()
+
+    reply = api.policy.ApplyPolicy(
+        policy_pb2.ApplyPolicyRequest(
+            yaml=edited({"purchased": {A100: 4}}), dry_run=True, expected_version=1
+        ),
+        metadata=ADMIN,
+    )
+    assert reply.dry_run and not reply.HasField("applied")
+    change = {(c.member, c.gpu_model): c for c in reply.changes}[(MEMBER_A, A100)]
+    assert change.entitlement_after - change.entitlement_before == 4
+    assert "+    purchased:" in reply.diff or "purchased" in reply.diff
+
+    assert api.policy_file.read_bytes() == before_file
+    assert (
+        api.policy.ListPolicyVersions(policy_pb2.ListPolicyVersionsRequest(), metadata=ADMIN)
+        == before_versions
+    )
+    assert api.view.policy() is policy_before
+    after_shares = api.shares.GetEntitlements(share_pb2.GetEntitlementsRequest(), metadata=ADMIN)
+    assert after_shares.shares == before_shares.shares
+
+
+def test_apply_changes_entitlements_the_scheduler_uses(api: Running) -> None:
+    reply = api.policy.ApplyPolicy(
+        policy_pb2.ApplyPolicyRequest(yaml=edited({"purchased": {A100: 4}}), expected_version=1),
+        metadata=ADMIN,
+    )
+    assert reply.applied.version == 2
+    assert api.view.policy().version == 2
+    assert api.view.policy().member(MEMBER_A).purchased == {A100: 4}
+    shares = api.shares.GetEntitlements(
+        share_pb2.GetEntitlementsRequest(member=MEMBER_A, gpu_model=A100), metadata=ADMIN
+    )
+    assert [s.entitlement for s in shares.shares] == [4]
+    assert shares.policy_version == 2
+    stored = parse_policy(api.policy_file.read_text())
+    assert stored.version == 2 and stored.member(MEMBER_A).purchased == {A100: 4}
+
+
+def test_stale_expected_version_is_aborted(api: Running) -> None:
+    api.policy.ApplyPolicy(
+        policy_pb2.ApplyPolicyRequest(yaml=edited({"weight": 2}), expected_version=1),
+        metadata=ADMIN,
+    )
+    for dry_run in (False, True):
+        with pytest.raises(grpc.RpcError) as info:
+            api.policy.ApplyPolicy(
+                policy_pb2.ApplyPolicyRequest(
+                    yaml=edited({"weight": 3}), expected_version=1, dry_run=dry_run
+                ),
+                metadata=ADMIN,
+            )
+        assert info.value.code() == grpc.StatusCode.ABORTED
+        assert "current version is 2" in info.value.details()
+
+
+def test_a_bad_policy_names_the_field_path_and_line(api: Running) -> None:
+    text = edited({"weight": -1, "colour": "red"})
+    line = next(i for i, x in enumerate(text.splitlines(), 1) if "weight: -1" in x)
+    for call in (api.policy.ValidatePolicy, api.policy.ApplyPolicy):
+        request = (
+            policy_pb2.ValidatePolicyRequest(yaml=text)
+            if call is api.policy.ValidatePolicy
+            else policy_pb2.ApplyPolicyRequest(yaml=text)
+        )
+        with pytest.raises(grpc.RpcError) as info:
+            call(request, metadata=ADMIN)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        details = info.value.details()
+        assert f"line {line}: spec.members[0].weight" in details
+        assert "spec.members[0].colour: unknown field" in details
+    with pytest.raises(grpc.RpcError) as info:
+        api.policy.ValidatePolicy(policy_pb2.ValidatePolicyRequest(yaml="a: [1"), metadata=ADMIN)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert current_version(api) == 1
+
+
+def test_the_audit_log_keeps_every_version_with_author_and_diff(api: Running) -> None:
+    authors = {"admin": "admin-person"}
+    for weight in (2, 3, 4):
+        api.policy.ApplyPolicy(
+            policy_pb2.ApplyPolicyRequest(
+                yaml=edited({"weight": weight}), comment=f"weight {weight}"
+            ),
+            metadata=ADMIN,
+        )
+    # An edit of the file outside the API is recorded too.
+    text = api.policy_file.read_text().replace("weight: 4.0", "weight: 7.0")
+    api.policy_file.write_text(text)
+    assert api.server.store.refresh()
+
+    versions = api.policy.ListPolicyVersions(
+        policy_pb2.ListPolicyVersionsRequest(), metadata=ADMIN
+    ).versions
+    assert [v.version for v in versions] == [5, 4, 3, 2, 1]
+    assert [v.author for v in versions[1:4]] == [authors["admin"]] * 3
+    assert [v.comment for v in versions[1:4]] == ["weight 4", "weight 3", "weight 2"]
+    assert versions[0].origin == policy_pb2.POLICY_ORIGIN_EXTERNAL
+    assert versions[-1].origin == policy_pb2.POLICY_ORIGIN_BOOTSTRAP
+    assert all(v.origin == policy_pb2.POLICY_ORIGIN_API for v in versions[1:4])
+    assert "-    weight: 3.0\n+    weight: 4.0" in versions[1].diff
+    assert "-    weight: 4.0\n+    weight: 7.0" in versions[0].diff
+    old = api.policy.GetPolicy(policy_pb2.GetPolicyRequest(version=3), metadata=ADMIN)
+    assert parse_policy(old.policy.yaml).member(MEMBER_A).weight == 3
+    with pytest.raises(grpc.RpcError) as info:
+        api.policy.GetPolicy(policy_pb2.GetPolicyRequest(version=99), metadata=ADMIN)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+    # Straight from the table in the ledger database.
+    engine = sqlalchemy.create_engine(api.ledger_url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sqlalchemy.select(policy_versions.c.version, policy_versions.c.author)
+        ).all()
+    engine.dispose()
+    assert sorted(rows)[1:4] == [(2, "admin-person"), (3, "admin-person"), (4, "admin-person")]
+
+
+def test_watch_streams_new_versions(api: Running) -> None:
+    stream = api.policy.WatchPolicy(policy_pb2.WatchPolicyRequest(), metadata=ADMIN, timeout=20)
+    seen: list[int] = []
+    first = next(stream)
+    seen.append(first.version)
+    api.policy.ApplyPolicy(
+        policy_pb2.ApplyPolicyRequest(yaml=edited({"weight": 2})), metadata=ADMIN
+    )
+    seen.append(next(stream).version)
+    stream.cancel()
+    assert seen == [1, 2]
+    again = api.policy.WatchPolicy(
+        policy_pb2.WatchPolicyRequest(since_version=1), metadata=ADMIN, timeout=5
+    )
+    assert next(again).version == 2
+    again.cancel()
+
+
+def test_watch_ends_at_the_callers_deadline(api: Running) -> None:
+    stream = api.policy.WatchPolicy(
+        policy_pb2.WatchPolicyRequest(since_version=1), metadata=ADMIN, timeout=1.0
+    )
+    with pytest.raises(grpc.RpcError) as info:
+        list(stream)
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert current_version(api) == 1  # the server is still answering
