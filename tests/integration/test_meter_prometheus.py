@@ -13,18 +13,17 @@ from policies.model import Policy
 from reports.ledger import Ledger
 from reports.meter import HourOutcome, Meter, MeterConfig
 from reports.prom_source import PromSource
-from tests.integration.prometheus_fixtures import (  # noqa: F401 - pytest fixtures
-    A100,
-    H100,
-    at,
-    fresh_prometheus,
-    metering_scenario,
-    metering_tsdb,
-    prometheus,
-)
+from tests.integration import prometheus_fixtures as fixtures
+from tests.integration.prometheus_fixtures import A100, H100, at
 from tests.promtest import PrometheusServer, Scenario
 
 pytestmark = pytest.mark.integration
+
+# The shared Prometheus fixtures, made visible to pytest in this module.
+metering_scenario = fixtures.metering_scenario
+metering_tsdb = fixtures.metering_tsdb
+prometheus = fixtures.prometheus
+fresh_prometheus = fixtures.fresh_prometheus
 
 HOUR = timedelta(hours=1)
 START, END = at(8), at(14)
