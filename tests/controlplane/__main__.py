@@ -44,7 +44,7 @@ def build(force: bool) -> None:
     started = time.monotonic()
     paths = build_mod.ensure_built(cache_dir(), force=force, console=console)
     for name, path in paths.items():
-        console.print(f"{name:15} {path}")
+        console.print(f"{name:15} {path}", soft_wrap=True)
     console.print(f"build step took {time.monotonic() - started:.1f}s")
 
 
@@ -56,7 +56,7 @@ def up(directory: Path | None) -> None:
     plane = cluster.start(_directory(directory), console=console)
     console.print(f"control plane up in {time.monotonic() - started:.1f}s: {plane.server}")
     for name in ("admin", "scheduler"):
-        console.print(f"  kubeconfig {name:10} {plane.kubeconfig(name)}")
+        console.print(f"  kubeconfig {name:10} {plane.kubeconfig(name)}", soft_wrap=True)
 
 
 @main.command()

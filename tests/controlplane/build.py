@@ -181,5 +181,8 @@ def ensure_built(
     for binary in todo:
         with out.status(f"building {binary.name} from {binary.module_dir.name}/go.mod"):
             seconds = build(binary, root)
-        out.print(f"built {binary.name} in {seconds:.1f}s -> {binary_path(binary.name, root)}")
+        out.print(
+            f"built {binary.name} in {seconds:.1f}s -> {binary_path(binary.name, root)}",
+            soft_wrap=True,
+        )
     return {name: binary_path(name, root) for name in wanted}

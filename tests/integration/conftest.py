@@ -7,7 +7,8 @@ Control plane (tests/controlplane):
   "kube-scheduler", "kwok"), `.admin` and `.scheduler` (`kubernetes.client.ApiClient`;
   wrap them as `CoreV1Api(control_plane.admin)`), `.start_kube_scheduler()`.
 - `namespace` (function): a fresh namespace for one test. After the test every namespace
-  labelled as a test namespace is removed (pods first, at once), and so are fake nodes
+  labelled as a test namespace is removed (pods at once; see
+  tests/controlplane/namespaces.py), and so are fake nodes
   the test created with the `fairpool.io/test-node` label.
 
 Other components add their fixtures below, one section each.
@@ -15,16 +16,15 @@ Other components add their fixtures below, one section each.
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from kubernetes import client as k8s
-from kubernetes.client.rest import ApiException
 
 from tests.controlplane import ControlPlane, start, stop
+from tests.controlplane.namespaces import remove_labelled_namespaces
 
 TEST_NAMESPACE_LABEL = "fairpool.io/test-namespace"
 TEST_NODE_LABEL = "fairpool.io/test-node"
@@ -40,27 +40,6 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
         stop(directory)
 
 
-def _remove_namespace(core: k8s.CoreV1Api, name: str) -> None:
-    """Delete a namespace without kube-controller-manager's namespace controller.
-
-    Pods go first with no grace period; then the namespace is deleted and its
-    `kubernetes` finalizer cleared, which is the namespace controller's job here.
-    """
-    core.delete_collection_namespaced_pod(name, grace_period_seconds=0)
-    with contextlib.suppress(ApiException):
-        core.delete_namespace(name, grace_period_seconds=0)
-    try:
-        ns = core.read_namespace(name)
-    except ApiException as exc:
-        if exc.status == 404:
-            return
-        raise
-    if ns.spec is not None:
-        ns.spec.finalizers = []
-    with contextlib.suppress(ApiException):
-        core.replace_namespace_finalize(name, ns)
-
-
 @pytest.fixture
 def namespace(control_plane: ControlPlane) -> Iterator[str]:
     core = k8s.CoreV1Api(control_plane.admin)
@@ -71,8 +50,5 @@ def namespace(control_plane: ControlPlane) -> Iterator[str]:
     try:
         yield name
     finally:
-        listed = core.list_namespace(label_selector=TEST_NAMESPACE_LABEL)
-        for ns in listed.items:
-            if ns.metadata and ns.metadata.name:
-                _remove_namespace(core, ns.metadata.name)
+        remove_labelled_namespaces(core, TEST_NAMESPACE_LABEL)
         core.delete_collection_node(label_selector=TEST_NODE_LABEL)

@@ -10,6 +10,7 @@ from kubernetes.client.rest import ApiException
 
 from policies.inventory import parse_inventory
 from tests.controlplane import ControlPlane
+from tests.controlplane.namespaces import remove_namespace
 from tests.controlplane.nodes import create_nodes, is_ready, wait_nodes_ready
 from tests.controlplane.objects import as_dict
 from tests.integration.conftest import TEST_NODE_LABEL
@@ -92,3 +93,32 @@ def test_scheduler_identity_reads_and_binds_but_cannot_write_objects(
     with pytest.raises(ApiException) as denied:
         scheduler.delete_collection_node(label_selector=TEST_NODE_LABEL)
     assert denied.value.status == 403
+
+
+def test_namespace_with_a_running_pod_is_removed_without_a_controller_manager(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    core = k8s.CoreV1Api(control_plane.admin)
+    name = f"removal-{uuid.uuid4().hex[:6]}"
+    core.create_namespace({"metadata": {"name": name}})  # type: ignore[arg-type]
+    created = create_nodes(
+        core,
+        parse_inventory(f"""
+apiVersion: fairpool.io/v1
+kind: ClusterInventory
+spec:
+  nodeGroups: [{{name: {name}, owner: lab, count: 1, gpusPerNode: 1, gpuModel: T4}}]
+"""),
+        labels={TEST_NODE_LABEL: "true"},
+    )
+    pod = {
+        "metadata": {"name": "p"},
+        "spec": {"nodeName": created.created[0], "containers": [{"name": "c", "image": "i"}]},
+    }
+    core.create_namespaced_pod(name, pod)  # type: ignore[arg-type]
+
+    remove_namespace(core, name)
+
+    with pytest.raises(ApiException) as gone:
+        core.read_namespace(name)
+    assert gone.value.status == 404
