@@ -1,0 +1,339 @@
+"""The cost model on hand-computed scenarios, to the cent.
+
+Scenario (two hours on 2026-10-10, prices H 2.00 and A 1.00 per GPU-hour):
+- capacity: a owns 2 H GPUs, b owns 2 A GPUs, c owns nothing: 4 H-hours (8.00) and
+  4 A-hours (4.00), pool capacity cost 12.00;
+- hour 0: a uses 1 H on a, b borrows 1 H on a, c borrows 1 A on b (1 A idle on b);
+- hour 1: a uses 2 H on a, b uses 2 A on b.
+So b owes a 2.00, c owes b 1.00, b's nodes were idle 1 A-hour (1.00).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pandas as pd
+import pytest
+
+from policies.loader import parse_policy
+from policies.model import Policy
+from reports.costmodel import (
+    MonthReport,
+    NoDataError,
+    PriceBook,
+    build_month_report,
+    check_invariants,
+)
+from reports.frames import UNATTRIBUTED, FrameError
+
+D = Decimal
+H0 = pd.Timestamp("2026-10-10T00:00Z")
+H1 = pd.Timestamp("2026-10-10T01:00Z")
+
+
+def make_policy(
+    idle: str = "owner",
+    shared: str = '[{name: ops, monthlyAmount: "100.00", split: equal}]',
+    extra_member: str = "",
+    c_purchased: str = "{}",
+    a_purchased: str = "{}",
+    version: int = 0,
+) -> Policy:
+    return parse_policy(
+        f"""
+apiVersion: fairpool.io/v1
+kind: Policy
+metadata: {{name: test-pool, version: {version}}}
+spec:
+  gpuModels:
+    - {{name: H, hourlyCost: "2.00"}}
+    - {{name: A, hourlyCost: "1.00"}}
+  members:
+    - {{name: a, namespaces: [a], purchased: {a_purchased}}}
+    - {{name: b, namespaces: [b]}}
+    - {{name: c, namespaces: [c], purchased: {c_purchased}}}
+    {extra_member}
+  billing:
+    timeZone: Europe/Paris
+    idleCost: {idle}
+    sharedFixedCosts: {shared}
+"""
+    )
+
+
+def usage_frame(rows: list[tuple[pd.Timestamp, str, str, str, float]]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=["hour", "member", "owner", "gpu_model", "gpu_seconds"])
+    frame["pod_uid"] = [f"pod-{i}" for i in range(len(frame))]
+    frame["namespace"] = frame["member"]
+    frame["job_id"] = frame["pod_uid"]
+    frame["node"] = frame["owner"] + "-node"
+    frame["utilization"] = 0.5
+    frame["coverage"] = 1.0
+    frame["policy_version"] = 0
+    return frame
+
+
+USAGE = usage_frame(
+    [
+        (H0, "a", "a", "H", 3600.0),
+        (H0, "b", "a", "H", 3600.0),
+        (H0, "c", "b", "A", 3600.0),
+        (H1, "a", "a", "H", 7200.0),
+        (H1, "b", "b", "A", 7200.0),
+    ]
+)
+CAPACITY = pd.DataFrame(
+    [(h, o, g, 7200.0) for h in (H0, H1) for o, g in (("a", "H"), ("b", "A"))],
+    columns=["hour", "owner", "gpu_model", "gpu_seconds_available"],
+)
+
+
+def build(policy: Policy, **kwargs: object) -> MonthReport:
+    report = build_month_report(
+        "2026-10",
+        policy,
+        kwargs.pop("usage", USAGE),  # type: ignore[arg-type]
+        kwargs.pop("capacity", CAPACITY),  # type: ignore[arg-type]
+        **kwargs,  # type: ignore[arg-type]
+    )
+    check_invariants(report)
+    return report
+
+
+def totals(report: MonthReport) -> dict[str, Decimal]:
+    return {row["member"]: row["total"] for row in report.summary.to_dict("records")}
+
+
+def column(report: MonthReport, name: str) -> dict[str, Decimal]:
+    return {row["member"]: row[name] for row in report.summary.to_dict("records")}
+
+
+@pytest.mark.parametrize(
+    ("idle", "expected_idle", "expected_totals"),
+    [
+        # owner: b bears its own idle A-hour; totals 8-2 / 4+2-1 / 1 plus 100/3 each.
+        ("owner", {"a": D("0"), "b": D("0"), "c": D("0")}, ["39.34", "38.33", "34.33"]),
+        # by-contribution: 1.00 idle pooled, split 4:4:0 GPU-hours contributed.
+        (
+            "by-contribution",
+            {"a": D("0.50"), "b": D("-0.50"), "c": D("0")},
+            ["39.84", "37.83", "34.33"],
+        ),
+        # by-usage: split 3:3:1 GPU-hours used -> 0.43, 0.43, 0.14 (largest remainder).
+        (
+            "by-usage",
+            {"a": D("0.43"), "b": D("-0.57"), "c": D("0.14")},
+            ["39.77", "37.76", "34.47"],
+        ),
+    ],
+)
+def test_idle_cost_rules_to_the_cent(
+    idle: str, expected_idle: dict[str, Decimal], expected_totals: list[str]
+) -> None:
+    report = build(make_policy(idle=idle))
+    assert column(report, "idle_adjustment") == expected_idle
+    assert totals(report) == dict(zip("abc", map(D, expected_totals), strict=True))
+    assert report.capacity_cost == D("12.00")
+    assert report.pool_cost == D("112.00")
+    assert sum(totals(report).values()) == report.pool_cost
+
+
+def test_borrowing_charges_and_lending_credits() -> None:
+    report = build(make_policy())
+    assert column(report, "charges") == {"a": D("0"), "b": D("2.00"), "c": D("1.00")}
+    assert column(report, "credits") == {"a": D("2.00"), "b": D("1.00"), "c": D("0")}
+    assert column(report, "net_settlement") == {"a": D("2.00"), "b": D("-1.00"), "c": D("-1.00")}
+    assert column(report, "capacity_cost") == {"a": D("8.00"), "b": D("4.00"), "c": D("0")}
+    assert report.settlement.loc["b", "a"] == D("2.00")
+    assert report.settlement.loc["c", "b"] == D("1.00")
+    assert report.settlement.loc["a", "b"] == D("0")
+    assert report.net_settlement.to_dict("records") == [
+        {"payer": "b", "payee": "a", "amount": D("2.00")},
+        {"payer": "c", "payee": "b", "amount": D("1.00")},
+    ]
+    hours = column(report, "borrowed_gpu_hours")
+    assert hours == {"a": 0.0, "b": 1.0, "c": 1.0}
+    assert column(report, "lent_gpu_hours") == {"a": 1.0, "b": 1.0, "c": 0.0}
+    assert column(report, "used_gpu_hours") == {"a": 3.0, "b": 3.0, "c": 1.0}
+    assert report.lending_flows.loc["b", "a"] == 1.0
+    assert report.lending_flows.loc["c", "b"] == 1.0
+
+
+def test_pairwise_net_settlement() -> None:
+    # a also borrows 1 A-hour from b: b owes a 2.00, a owes b 1.00 -> b pays a 1.00 net.
+    usage = pd.concat([USAGE, usage_frame([(H1, "a", "b", "A", 0.0), (H0, "a", "b", "A", 3600.0)])])
+    capacity = CAPACITY.copy()
+    capacity.loc[capacity["owner"] == "b", "gpu_seconds_available"] = 10800.0
+    report = build(make_policy(), usage=usage, capacity=capacity)
+    assert report.settlement.loc["b", "a"] == D("2.00")
+    assert report.settlement.loc["a", "b"] == D("1.00")
+    net = report.net_settlement.to_dict("records")
+    assert {"payer": "b", "payee": "a", "amount": D("1.00")} in net
+    assert not any(r["payer"] == "a" and r["payee"] == "b" for r in net)
+
+
+@pytest.mark.parametrize(
+    ("shared", "expected"),
+    [
+        ('[{name: ops, monthlyAmount: "100.00", split: equal}]', ["33.34", "33.33", "33.33"]),
+        ('[{name: ops, monthlyAmount: "10.00", split: equal}]', ["3.34", "3.33", "3.33"]),
+        # contributed GPU-hours 4 : 4 : 0
+        (
+            '[{name: ops, monthlyAmount: "100.00", split: by-contribution}]',
+            ["50.00", "50.00", None],
+        ),
+        # used GPU-hours 3 : 3 : 1 -> 42.857.., 42.857.., 14.285.. -> +1 cent to a and b
+        ('[{name: ops, monthlyAmount: "100.00", split: by-usage}]', ["42.86", "42.86", "14.28"]),
+        (
+            '[{name: ops, monthlyAmount: "100.00", split: fixed, '
+            'shares: {a: "0.5", b: "0.3", c: "0.2"}}]',
+            ["50.00", "30.00", "20.00"],
+        ),
+        (
+            '[{name: ops, monthlyAmount: "0.05", split: fixed, '
+            'shares: {a: "0.5", b: "0.25", c: "0.25"}}]',
+            ["0.03", "0.01", "0.01"],
+        ),
+    ],
+)
+def test_shared_fixed_cost_split_rules(shared: str, expected: list[str | None]) -> None:
+    report = build(make_policy(shared=shared))
+    lines = report.invoices[report.invoices["section"] == "shared"]
+    got = {row["member"]: row["amount"] for row in lines.to_dict("records")}
+    want = {m: D(v) for m, v in zip("abc", expected, strict=True) if v is not None}
+    assert got == want
+    assert sum(got.values()) == sum(want.values())
+    assert column(report, "shared_fixed") == {m: want.get(m, D(0)) for m in "abc"}
+
+
+def test_invoice_lines_add_up_to_each_total() -> None:
+    report = build(make_policy(idle="by-usage"))
+    for member in "abc":
+        lines = report.invoice(member)
+        billed = sum(a for a in lines["amount"] if a is not None)
+        assert billed == report.total(member)
+    b = report.invoice("b")
+    descriptions = list(b["description"])
+    assert "Contributed capacity, A" in descriptions
+    assert "Borrowed GPU-hours on a's nodes" in descriptions
+    assert "Lent GPU-hours to c" in descriptions
+
+
+def test_purchased_gpus_paid_to_the_hosting_owner() -> None:
+    # c holds 1 purchased A GPU: pays 745 h x 1.00 to b (the only other A owner); its
+    # A-hour on b's nodes is within the purchase, so not charged as borrowing.
+    report = build(make_policy(c_purchased="{A: 1}"))
+    assert report.settlement.loc["c", "b"] == D("745.00")
+    assert column(report, "purchase_paid")["c"] == D("745.00")
+    assert column(report, "purchase_received")["b"] == D("745.00")
+    assert column(report, "charges") == {"a": D("0"), "b": D("2.00"), "c": D("0")}
+    assert column(report, "borrowed_gpu_hours")["c"] == 0.0
+    assert column(report, "used_within_purchase_gpu_hours")["c"] == 1.0
+    assert totals(report) == {"a": D("39.34"), "b": D("-705.67"), "c": D("778.33")}
+    assert column(report, "entitlement_gpu_hours")["c"] == 745.0
+    # dividend: value of the purchased hour used (1.00) minus the purchase (745.00)
+    assert column(report, "dividend_money")["c"] == D("-744.00")
+
+
+def test_purchase_of_a_model_nobody_else_hosts_is_flagged_not_billed() -> None:
+    # a is the only H owner: nobody else can host a purchased H GPU of a's.
+    report = build(make_policy(a_purchased="{H: 1}", shared="[]"))
+    assert column(report, "purchase_paid")["a"] == D("0")
+    assert any("a holds 1 purchased H" in f and "not billed" in f for f in report.flags)
+    # c's purchased H is hosted by a: 745 h x 2.00.
+    report = build(make_policy(c_purchased="{H: 1}", shared="[]"))
+    assert report.settlement.loc["c", "a"] == D("1490.00")
+
+
+def test_reclaim_lost_is_information_not_money() -> None:
+    lost = pd.DataFrame(
+        [(H0, "b", "H", 1800.0)], columns=["hour", "member", "gpu_model", "gpu_seconds_lost"]
+    )
+    with_lost = build(make_policy(), reclaim_lost=lost)
+    without = build(make_policy())
+    assert totals(with_lost) == totals(without)
+    assert column(with_lost, "reclaim_lost_gpu_hours")["b"] == 0.5
+    line = with_lost.invoice("b")
+    info = line[line["description"].str.contains("lost to reclaim")].iloc[0]
+    assert info["amount"] is None
+    assert info["info_value"] == D("1.00")
+
+
+def test_efficiency_known_and_missing() -> None:
+    usage = USAGE.copy()
+    usage.loc[usage["member"] == "c", "utilization"] = float("nan")
+    usage.loc[usage["member"] == "a", "utilization"] = 0.25
+    report = build(make_policy(), usage=usage)
+    eff = column(report, "efficiency")
+    assert eff["a"] == pytest.approx(0.25)
+    assert eff["b"] == pytest.approx(0.5)
+    assert pd.isna(eff["c"])  # unknown, not 0
+
+
+def test_a_member_without_data_shows_no_data_not_zero() -> None:
+    report = build(make_policy(extra_member="- {name: d, namespaces: [d]}"))
+    row = report.summary.set_index("member").loc["d"]
+    assert row["status"] == "no data"
+    assert pd.isna(row["used_gpu_hours"])
+    assert pd.isna(row["borrowed_gpu_hours"])
+    assert "no data for member d this month" in report.flags
+    assert report.summary.set_index("member").loc["a", "status"] == "ok"
+
+
+def test_usage_no_member_claims_is_unattributed_and_still_balances() -> None:
+    usage = pd.concat([USAGE, usage_frame([(H1, "", "a", "H", 0.0)])])
+    usage.loc[usage.index[-1], "member"] = None
+    report = build(make_policy(), usage=usage)
+    assert UNATTRIBUTED in report.members
+
+
+def test_prices_per_policy_version() -> None:
+    old = make_policy(version=1)
+    new = parse_policy(
+        make_policy(version=2)
+        .model_dump_json(by_alias=True)
+        .replace('"hourlyCost":"2.00"', '"hourlyCost":"3.00"')
+    )
+    book = PriceBook(new, {1: old, 2: new})
+    assert book.price("H", 1) == D("2.00")
+    assert book.price("H", 2) == D("3.00")
+    assert book.price("H") == D("3.00")
+    usage = USAGE.copy()
+    usage["policy_version"] = [1, 1, 1, 2, 2]
+    report = build(new, usage=usage, policies={1: old, 2: new})
+    # a's H capacity: hour 0 at 2.00 (v1), hour 1 at 3.00 (v2) -> 2 x 2.00 + 2 x 3.00
+    assert column(report, "capacity_cost")["a"] == D("10.00")
+    assert report.policy_versions == [1, 2]
+
+
+def test_unknown_gpu_model_is_an_input_error_naming_it() -> None:
+    usage = usage_frame([(H0, "a", "a", "X100", 3600.0)])
+    with pytest.raises(Exception, match="X100"):
+        build(make_policy(), usage=usage)
+
+
+def test_missing_column_is_named() -> None:
+    with pytest.raises(FrameError, match="gpu_seconds"):
+        build(make_policy(), usage=USAGE.drop(columns=["gpu_seconds"]))
+
+
+def test_a_month_without_any_data_raises() -> None:
+    with pytest.raises(NoDataError, match="2026-11"):
+        build_month_report("2026-11", make_policy(), USAGE, CAPACITY)
+
+
+def test_usage_above_reported_capacity_is_billed_and_flagged() -> None:
+    capacity = CAPACITY[~((CAPACITY["owner"] == "a") & (CAPACITY["hour"] == H1))]
+    report = build(make_policy(), capacity=capacity)
+    assert column(report, "capacity_cost")["a"] == D("8.00")
+    assert any("exceeded reported capacity" in f for f in report.flags)
+
+
+def test_pooling_dividend() -> None:
+    summary = {"members": {"b": {"pooling_dividend_gpu_hours": 7.5}}}
+    report = build(make_policy(), simulation_summary=summary)
+    dividend = column(report, "dividend_gpu_hours")
+    assert dividend == {"a": 0.0, "b": 1.0, "c": 1.0}
+    money = column(report, "dividend_money")
+    assert money == {"a": D("2.00"), "b": D("1.00"), "c": D("0")}
+    assert column(report, "simulated_dividend_gpu_hours")["b"] == 7.5
