@@ -42,6 +42,11 @@ class _ClusterCollector(Collector):
     def __init__(self, state: Callable[[], State]) -> None:
         self._state = state
 
+    def describe(self) -> list[Metric]:
+        # Nothing to check for clashes, and collect() must not run before the daemon
+        # it reads from is built.
+        return []
+
     def collect(self) -> Iterator[Metric]:
         state = self._state()
         leader = GaugeMetricFamily(

@@ -133,6 +133,8 @@ class Informer:
                 backoff = min(backoff * 2, 5.0)
 
     def _report(self, exc: BaseException) -> None:
+        if self.stop.is_set():
+            return  # the connection was closed by join()
         log.warning("%s informer: %s: %s", self.kind, type(exc).__name__, exc)
         if self.on_error is not None:
             self.on_error(self.kind, exc)

@@ -1,0 +1,477 @@
+"""The scheduler daemon against the local control plane: a real kube-apiserver, kwok nodes.
+
+Each test gets its own members (namespaces `<prefix>-a`, `<prefix>-b`, ...) and its own
+fake GPU nodes, and runs the daemon in-process with the `fairpool` scheduler identity
+(the least-privilege RBAC of tests/controlplane/rbac.yaml).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client as k8s
+from kubernetes.client.rest import ApiException
+
+from policies.inventory import parse_inventory
+from policies.loader import parse_policy
+from policies.model import Policy
+from scheduler.daemon import Daemon, DaemonConfig, PolicyConfigMap, SchedulerView
+from scheduler.k8s.client import api_client
+from tests.controlplane import ControlPlane
+from tests.controlplane.nodes import create_nodes, wait_nodes_ready
+from tests.integration.conftest import TEST_NAMESPACE_LABEL, TEST_NODE_LABEL
+
+pytestmark = pytest.mark.integration
+
+H100 = "NVIDIA-H100-80GB-HBM3"
+
+
+def wait_until(
+    check: Callable[[], Any], timeout: float = 30.0, every: float = 0.2, what: str = ""
+) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or check}: {last!r}")
+
+
+@dataclass
+class Pool:
+    """One test's consortium: members (a namespace each), their nodes, a policy."""
+
+    plane: ControlPlane
+    prefix: str
+    core: k8s.CoreV1Api
+    members: list[str] = field(default_factory=list)
+    daemons: list[Daemon] = field(default_factory=list)
+
+    def ns(self, member: str) -> str:
+        return f"{self.prefix}-{member}"
+
+    def add_member(self, member: str) -> None:
+        self.members.append(member)
+        self.core.create_namespace(
+            {"metadata": {"name": self.ns(member), "labels": {TEST_NAMESPACE_LABEL: "true"}}}  # type: ignore[arg-type]
+        )
+
+    def add_nodes(self, owner: str, count: int, gpus: int, model: str = H100) -> list[str]:
+        group = f"{self.prefix}-{owner}"
+        inventory = parse_inventory(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "fairpool.io/v1",
+                    "kind": "ClusterInventory",
+                    "spec": {
+                        "nodeGroups": [
+                            {
+                                "name": group,
+                                "owner": owner,
+                                "count": count,
+                                "gpusPerNode": gpus,
+                                "gpuModel": model,
+                            }
+                        ]
+                    },
+                }
+            )
+        )
+        created = create_nodes(self.core, inventory, labels={TEST_NODE_LABEL: "true"})
+        wait_nodes_ready(self.core, created.created, timeout=30)
+        return created.created
+
+    def policy_text(
+        self, weights: dict[str, float] | None = None, grace: int = 2, **sharing: Any
+    ) -> str:
+        return yaml.safe_dump(
+            {
+                "apiVersion": "fairpool.io/v1",
+                "kind": "Policy",
+                "metadata": {"name": self.prefix},
+                "spec": {
+                    "gpuModels": [{"name": H100, "hourlyCost": "2.40"}],
+                    "members": [
+                        {
+                            "name": m,
+                            "namespaces": [self.ns(m)],
+                            "weight": (weights or {}).get(m, 1),
+                        }
+                        for m in self.members
+                    ],
+                    "sharing": {"reclaimGracePeriodSeconds": grace, **sharing},
+                },
+            }
+        )
+
+    def policy(self, **kwargs: Any) -> Policy:
+        return parse_policy(self.policy_text(**kwargs))
+
+    def daemon(
+        self,
+        policy: Policy | None = None,
+        configmap: PolicyConfigMap | None = None,
+        **config: Any,
+    ) -> Daemon:
+        settings: dict[str, Any] = {
+            "leader_elect": False,
+            "cycle_seconds": 0.5,
+            "explain_after_seconds": 0.5,
+            "event_repeat_seconds": 5.0,
+            "watch_pod_groups": False,
+        }
+        settings.update(config)
+        api = api_client(self.plane.kubeconfig("scheduler"), pool_size=32)
+        daemon = Daemon(
+            api,
+            policy if configmap is None else None,
+            DaemonConfig(**settings),
+            policy_configmap=configmap,
+        )
+        self.daemons.append(daemon)
+        return daemon.start()
+
+    def pod(
+        self,
+        member: str,
+        name: str,
+        gpus: int = 1,
+        *,
+        gang: str | None = None,
+        gang_size: int | None = None,
+        duration: float | None = None,
+        grace: int = 1,
+        extra_spec: dict[str, Any] | None = None,
+    ) -> k8s.V1Pod:
+        labels: dict[str, str] = {}
+        annotations: dict[str, str] = {}
+        if gang is not None:
+            labels["fairpool.io/gang"] = gang
+            annotations["fairpool.io/gang-size"] = str(gang_size)
+        if duration is not None:
+            annotations["fairpool.io/duration-seconds"] = str(duration)
+        body = {
+            "metadata": {"name": name, "labels": labels, "annotations": annotations},
+            "spec": {
+                "schedulerName": "fairpool",
+                "restartPolicy": "Never",
+                "terminationGracePeriodSeconds": grace,
+                "containers": [
+                    {
+                        "name": "train",
+                        "image": "example.invalid/train:1",
+                        "resources": {"limits": {"nvidia.com/gpu": str(gpus)}},
+                    }
+                ],
+                **(extra_spec or {}),
+            },
+        }
+        return self.core.create_namespaced_pod(self.ns(member), body)  # type: ignore[arg-type]
+
+    def pods(self, member: str) -> list[k8s.V1Pod]:
+        return list(self.core.list_namespaced_pod(self.ns(member)).items)
+
+    def bound(self, member: str) -> dict[str, str]:
+        """pod name -> node, for bound pods of the member still not being deleted."""
+        return {
+            p.metadata.name: p.spec.node_name
+            for p in self.pods(member)
+            if p.spec.node_name and not p.metadata.deletion_timestamp
+        }
+
+    def events(self, member: str, reason: str) -> list[k8s.CoreV1Event]:
+        listed = self.core.list_namespaced_event(self.ns(member))
+        return [e for e in listed.items if e.reason == reason]
+
+
+@pytest.fixture
+def pool(control_plane: ControlPlane, namespace: str) -> Iterator[Pool]:
+    """`namespace` is requested for its clean-up: every test namespace and test node
+    goes after the test."""
+    core = k8s.CoreV1Api(control_plane.admin)
+    result = Pool(control_plane, f"fp{uuid.uuid4().hex[:6]}", core)
+    try:
+        yield result
+    finally:
+        for daemon in result.daemons:
+            with contextlib.suppress(Exception):
+                daemon.stop()
+
+
+# --- single pods ------------------------------------------------------------------------
+
+
+def test_single_pods_are_bound_annotated_and_reported(pool: Pool) -> None:
+    pool.add_member("a")
+    nodes = pool.add_nodes("a", count=2, gpus=4)
+    daemon = pool.daemon(pool.policy())
+    assert isinstance(daemon, SchedulerView)
+    for i in range(3):
+        pool.pod("a", f"p{i}", gpus=2)
+    bound = wait_until(lambda: len(pool.bound("a")) == 3 and pool.bound("a"), what="3 binds")
+    assert set(bound.values()) <= set(nodes)
+    per_node: dict[str, int] = {}
+    for node in bound.values():
+        per_node[node] = per_node.get(node, 0) + 2
+    assert max(per_node.values()) <= 4
+    for p in pool.pods("a"):
+        assert p.metadata.annotations["fairpool.io/member"] == "a"
+        assert "fairpool.io/borrowed-from" not in p.metadata.annotations
+    wait_until(lambda: len(pool.events("a", "Scheduled")) == 3, timeout=10, what="Scheduled events")
+    # kwok runs them: the pod GPU allocation metric shows each running pod.
+    wait_until(lambda: all(p.status.phase == "Running" for p in pool.pods("a")), what="Running")
+    port = daemon.metrics.serve(0, "127.0.0.1")
+
+    def allocation_lines() -> list[str]:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+        return [
+            line
+            for line in text.splitlines()
+            if line.startswith("fairpool_pod_gpu_allocation{") and pool.ns("a") in line
+        ]
+
+    lines = wait_until(lambda: len(allocation_lines()) == 3 and allocation_lines())
+    assert all('member="a"' in line and line.endswith(" 2.0") for line in lines)
+    assert all(f'gpu_model="{H100}"' in line and 'owner="a"' in line for line in lines)
+
+
+def test_foreign_pods_take_resources(pool: Pool) -> None:
+    """A pod bound by someone else (here: created with nodeName) takes its GPUs."""
+    pool.add_member("a")
+    (node,) = pool.add_nodes("a", count=1, gpus=4)
+    pool.pod(
+        "a", "foreign", gpus=3, extra_spec={"schedulerName": "default-scheduler", "nodeName": node}
+    )
+    daemon = pool.daemon(pool.policy())
+    pool.pod("a", "fits", gpus=1)
+    pool.pod("a", "too-big", gpus=2)
+    wait_until(lambda: "fits" in pool.bound("a"), what="fits bound")
+    time.sleep(2)
+    assert "too-big" not in pool.bound("a")
+    uid = next(p.metadata.uid for p in pool.pods("a") if p.metadata.name == "too-big")
+    explanation = daemon.last_decisions().explanations[uid]
+    assert "taken" in explanation, explanation
+
+
+def test_unsatisfiable_pod_gets_failed_scheduling_with_reason(pool: Pool) -> None:
+    pool.add_member("a")
+    pool.add_nodes("a", count=1, gpus=4)
+    pool.daemon(pool.policy())
+    pool.pod("a", "huge", gpus=16)
+    events = wait_until(lambda: pool.events("a", "FailedScheduling"), what="FailedScheduling")
+    assert events[0].type == "Warning"
+    assert events[0].involved_object.name == "huge"
+    assert "16" in events[0].message, events[0].message
+    assert "huge" not in pool.bound("a")
+    # Rate-limited: the same explanation is not repeated every cycle.
+    time.sleep(3)
+    assert sum((e.count or 1) for e in pool.events("a", "FailedScheduling")) <= 2
+
+
+def test_pod_of_namespace_outside_the_policy_is_explained(pool: Pool) -> None:
+    pool.add_member("a")
+    pool.add_member("stray")
+    pool.add_nodes("a", count=1, gpus=4)
+    policy = parse_policy(pool.policy_text().replace(f"- {pool.ns('stray')}", "- nobody-here"))
+    pool.daemon(policy)
+    pool.pod("stray", "lost")
+    events = wait_until(lambda: pool.events("stray", "FailedScheduling"))
+    assert "belongs to no member" in events[0].message
+
+
+# --- gangs ------------------------------------------------------------------------------
+
+
+def test_gang_waits_for_all_members_then_binds_whole(pool: Pool) -> None:
+    pool.add_member("a")
+    pool.add_nodes("a", count=2, gpus=4)
+    pool.daemon(pool.policy())
+    for i in range(3):
+        pool.pod("a", f"w{i}", gpus=2, gang="train", gang_size=4)
+    time.sleep(2.5)
+    assert pool.bound("a") == {}, "a gang must not start before all its pods exist"
+    events = wait_until(lambda: pool.events("a", "FailedScheduling"))
+    assert "gang" in events[0].message or "pods" in events[0].message
+    pool.pod("a", "w3", gpus=2, gang="train", gang_size=4)
+    bound = wait_until(lambda: len(pool.bound("a")) == 4 and pool.bound("a"), what="gang bound")
+    assert len(bound) == 4
+
+
+def test_gang_that_cannot_fit_binds_nothing(pool: Pool) -> None:
+    pool.add_member("a")
+    pool.add_nodes("a", count=2, gpus=4)
+    pool.daemon(pool.policy())
+    for i in range(3):
+        pool.pod("a", f"big{i}", gpus=4, gang="big", gang_size=3)  # 12 GPUs > 8
+    for i in range(2):
+        pool.pod("a", f"small{i}", gpus=2, gang="small", gang_size=2)
+    wait_until(lambda: len(pool.bound("a")) == 2, what="small gang bound")
+    time.sleep(2)
+    assert set(pool.bound("a")) == {"small0", "small1"}
+    events = wait_until(
+        lambda: [e for e in pool.events("a", "FailedScheduling") if "big" in e.involved_object.name]
+    )
+    assert events[0].message
+
+
+# --- borrowing and reclaim --------------------------------------------------------------
+
+
+def test_borrowing_onto_another_members_idle_nodes(pool: Pool) -> None:
+    for m in ("a", "b"):
+        pool.add_member(m)
+    a_nodes = pool.add_nodes("a", count=1, gpus=4)
+    b_nodes = pool.add_nodes("b", count=1, gpus=4)
+    pool.daemon(pool.policy())
+    for i in range(6):
+        pool.pod("a", f"p{i}")
+    bound = wait_until(lambda: len(pool.bound("a")) == 6 and pool.bound("a"), what="6 binds")
+    on_b = [name for name, node in bound.items() if node in b_nodes]
+    assert len(on_b) == 2 and sum(node in a_nodes for node in bound.values()) == 4
+    for p in pool.pods("a"):
+        borrowed = p.metadata.annotations.get("fairpool.io/borrowed-from")
+        if p.metadata.name in on_b:
+            assert borrowed == "b"
+        else:
+            assert borrowed is None
+
+
+def test_reclaim_end_to_end(pool: Pool) -> None:
+    """A fills the pool; B submits; A's borrowed pods on B's node are evicted within the
+    grace period plus a few seconds and B's pods run on B's node."""
+    for m in ("a", "b"):
+        pool.add_member(m)
+    pool.add_nodes("a", count=1, gpus=4)
+    b_nodes = pool.add_nodes("b", count=1, gpus=4)
+    daemon = pool.daemon(pool.policy(grace=2))
+    for i in range(8):
+        pool.pod("a", f"a{i}", grace=2)
+    wait_until(lambda: len(pool.bound("a")) == 8, what="A fills the pool")
+    borrowed = {n for n, node in pool.bound("a").items() if node in b_nodes}
+    assert len(borrowed) == 4
+
+    started = time.monotonic()
+    for i in range(4):
+        pool.pod("b", f"b{i}")
+    wait_until(lambda: len(pool.bound("b")) == 4, timeout=30, every=0.1, what="B's pods bound")
+    took = time.monotonic() - started
+    assert took < 2 + 8, f"reclaim took {took:.1f}s"
+    assert set(pool.bound("b").values()) == set(b_nodes)
+    assert set(pool.bound("a")).isdisjoint(borrowed), "the borrowed pods are gone"
+    assert len(pool.bound("a")) == 4
+    preempted = pool.events("a", "Preempted")
+    assert {e.involved_object.name for e in preempted} == borrowed
+    assert "member b" in preempted[0].message
+    text = urllib.request.urlopen(
+        f"http://127.0.0.1:{daemon.metrics.serve(0, '127.0.0.1')}/metrics"
+    )
+    metrics = text.read().decode()
+    assert 'fairpool_preemptions_total{reclaimer="b",result="evicted"} 4.0' in metrics
+    assert 'fairpool_reclaim_lost_gpu_seconds_total{gpu_model="' + H100 + '",member="a"}' in metrics
+
+
+def test_victims_are_annotated_before_eviction(pool: Pool) -> None:
+    """Victims with a long grace period stay visible while terminating, annotated."""
+    for m in ("a", "b"):
+        pool.add_member(m)
+    pool.add_nodes("a", count=1, gpus=2)
+    b_nodes = pool.add_nodes("b", count=1, gpus=2)
+    pool.daemon(pool.policy(grace=20))
+    for i in range(4):
+        pool.pod("a", f"a{i}", grace=20)
+    wait_until(lambda: len(pool.bound("a")) == 4)
+    borrowed = {n for n, node in pool.bound("a").items() if node in b_nodes}
+    pool.pod("b", "b0", gpus=2)
+
+    def terminating() -> list[k8s.V1Pod]:
+        return [p for p in pool.pods("a") if p.metadata.deletion_timestamp]
+
+    victims = wait_until(lambda: len(terminating()) == 2 and terminating(), what="victims")
+    for p in victims:
+        assert p.metadata.name in borrowed
+        assert p.metadata.annotations["fairpool.io/preempted-by"] == "b"
+        assert p.metadata.annotations["fairpool.io/preemption-reason"]
+        assert p.metadata.deletion_grace_period_seconds == 20
+    # Meanwhile B's pod is nominated and waits: nobody else takes the freed GPUs.
+    time.sleep(2)
+    assert pool.bound("b") == {}
+
+
+# --- policy through a ConfigMap ---------------------------------------------------------
+
+
+def _fair_shares(daemon: Daemon) -> dict[str, float]:
+    return {s.member: s.fair_share for s in daemon.last_decisions().shares if s.gpu_model == H100}
+
+
+def test_policy_configmap_change_shifts_shares_and_bad_policy_is_rejected(pool: Pool) -> None:
+    for m in ("a", "b", "c"):
+        pool.add_member(m)
+    pool.add_nodes("c", count=1, gpus=8)  # only c owns GPUs, and c is idle
+    config_ns = pool.ns("c")
+    name = "fairpool-policy"
+    pool.core.create_namespaced_config_map(
+        config_ns,
+        {"metadata": {"name": name}, "data": {"policy.yaml": pool.policy_text()}},  # type: ignore[arg-type]
+    )
+    daemon = pool.daemon(configmap=PolicyConfigMap(config_ns, name))
+    for m in ("a", "b"):
+        for i in range(8):
+            pool.pod(m, f"{m}{i}", extra_spec={"nodeSelector": {"no-such": "node"}})
+    shares = wait_until(
+        lambda: (s := _fair_shares(daemon)).get("a", 0) > 0 and s.get("b", 0) > 0 and s,
+        what="equal shares",
+    )
+    assert shares["a"] == pytest.approx(shares["b"])
+
+    pool.core.patch_namespaced_config_map(
+        name, config_ns, {"data": {"policy.yaml": pool.policy_text(weights={"a": 3})}}
+    )
+    shares = wait_until(
+        lambda: (s := _fair_shares(daemon))["a"] > s["b"] + 1 and s, what="weights applied"
+    )
+    assert shares["a"] == pytest.approx(3 * shares["b"])
+    assert pool.events("c", "PolicyApplied")
+
+    bad = pool.policy_text(weights={"a": 3}).replace("weight: 3", "weight: -1")
+    pool.core.patch_namespaced_config_map(name, config_ns, {"data": {"policy.yaml": bad}})
+    events = wait_until(lambda: pool.events("c", "PolicyRejected"), what="PolicyRejected")
+    assert "weight" in events[0].message and events[0].type == "Warning"
+    assert daemon.policy().member("a").weight == 3
+    assert _fair_shares(daemon)["a"] == pytest.approx(3 * _fair_shares(daemon)["b"])
+
+
+def test_set_policy_hot_swap(pool: Pool) -> None:
+    pool.add_member("a")
+    pool.add_nodes("a", count=1, gpus=4)
+    daemon = pool.daemon(pool.policy())
+    pool.add_member("b")
+    pool.pod("b", "late")
+    time.sleep(1.5)
+    assert pool.bound("b") == {}, "namespace b is in no member of the running policy"
+    daemon.set_policy(pool.policy())
+    wait_until(lambda: "late" in pool.bound("b"), what="bound after the swap")
+    assert daemon.policy().member("b").name == "b"
+
+
+def test_pod_deleted_before_bind_is_dropped(pool: Pool) -> None:
+    pool.add_member("a")
+    pool.add_nodes("a", count=1, gpus=4)
+    daemon = pool.daemon(pool.policy())
+    pod = pool.pod("a", "brief")
+    with contextlib.suppress(ApiException):
+        pool.core.delete_namespaced_pod("brief", pool.ns("a"), grace_period_seconds=0)
+    pool.pod("a", "after")
+    wait_until(lambda: "after" in pool.bound("a"))
+    assert daemon.binder.in_flight() == 0
+    assert not daemon.cache.is_assumed(pod.metadata.uid)
