@@ -1,0 +1,187 @@
+"""Malformed and hostile requests never crash the server: random bytes to every method,
+random field values in every request, oversized messages; health and reflection work
+without a token."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
+from google.protobuf.message import Message
+from google.protobuf.message_factory import GetMessageClass
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from proto.fairpool.v1 import policy_pb2, share_pb2, usage_pb2
+from tests.unit.test_api_support import MEMBER_A, Running, metadata, running_server
+
+METHODS: list[MethodDescriptor] = [
+    m
+    for file in (policy_pb2.DESCRIPTOR, share_pb2.DESCRIPTOR, usage_pb2.DESCRIPTOR)
+    for service in file.services_by_name.values()
+    for m in service.methods
+]
+# A handler that raised an unexpected exception answers UNKNOWN: that is the crash we
+# look for. Everything else is a deliberate answer.
+CRASH = grpc.StatusCode.UNKNOWN
+CALLERS = ("admin", f"member:{MEMBER_A}")
+_INT_RANGES = {
+    FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_INT64: (-(2**63), 2**63 - 1),
+}
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    with running_server(tmp_path_factory.mktemp("robust"), max_receive_bytes=64 * 1024) as r:
+        yield r
+
+
+def _path(method: MethodDescriptor) -> str:
+    return f"/{method.containing_service.full_name}/{method.name}"
+
+
+def _call_raw(api: Running, method: MethodDescriptor, payload: bytes, role: str) -> grpc.StatusCode:
+    identity = {"request_serializer": None, "response_deserializer": None}
+    try:
+        if method.server_streaming:
+            stream = api.channel.unary_stream(_path(method), **identity)
+            for _ in stream(payload, metadata=metadata(role), timeout=0.5):
+                pass
+        else:
+            api.channel.unary_unary(_path(method), **identity)(
+                payload, metadata=metadata(role), timeout=10
+            )
+    except grpc.RpcError as exc:
+        return exc.code()
+    return grpc.StatusCode.OK
+
+
+def _assert_still_serving(api: Running) -> None:
+    health = health_pb2_grpc.HealthStub(api.channel)
+    reply = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def _value(field: FieldDescriptor, depth: int) -> st.SearchStrategy[Any]:
+    kind = field.type
+    if kind in _INT_RANGES:
+        low, high = _INT_RANGES[kind]
+        return st.integers(low, high)
+    if kind == FieldDescriptor.TYPE_BOOL:
+        return st.booleans()
+    if kind == FieldDescriptor.TYPE_DOUBLE:
+        return st.floats(allow_nan=True, allow_infinity=True)
+    if kind == FieldDescriptor.TYPE_STRING:
+        return st.text(max_size=200) | st.sampled_from(["", MEMBER_A, "physics", "2026-10", "*"])
+    if kind == FieldDescriptor.TYPE_BYTES:
+        return st.binary(max_size=100)
+    if kind == FieldDescriptor.TYPE_ENUM:
+        return st.integers(-5, 10)  # open enums: unknown numbers must be handled
+    if kind == FieldDescriptor.TYPE_MESSAGE and depth < 2:
+        return _message(field.message_type, depth + 1)
+    return st.nothing()
+
+
+def _message(descriptor: Descriptor, depth: int = 0) -> st.SearchStrategy[Message]:
+    cls = GetMessageClass(descriptor)
+    if descriptor.full_name == "google.protobuf.Timestamp":
+        fields = {
+            "seconds": st.integers(-(2**40), 2**40) | st.integers(-(2**63), 2**63 - 1),
+            "nanos": st.integers(-(2**31), 2**31 - 1),
+        }
+    else:
+        fields = {f.name: _value(f, depth) for f in descriptor.fields}
+
+    @st.composite
+    def build(draw: st.DrawFn) -> Message:
+        message = cls()
+        for name, strategy in fields.items():
+            if draw(st.booleans()):
+                continue
+            value = draw(strategy)
+            target = descriptor.fields_by_name[name]
+            if target.type == FieldDescriptor.TYPE_MESSAGE:
+                getattr(message, name).CopyFrom(value)
+            else:
+                setattr(message, name, value)
+        return message
+
+    return build()
+
+
+@pytest.mark.parametrize("method", METHODS, ids=lambda m: m.name)
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(payload=st.binary(max_size=512), role=st.sampled_from(CALLERS))
+def test_random_bytes_never_crash(
+    api: Running, method: MethodDescriptor, payload: bytes, role: str
+) -> None:
+    code = _call_raw(api, method, payload, role)
+    assert code != CRASH, f"{method.name} crashed on {payload!r}"
+    _assert_still_serving(api)
+
+
+@pytest.mark.parametrize("method", METHODS, ids=lambda m: m.name)
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data(), role=st.sampled_from(CALLERS))
+def test_random_field_values_never_crash(
+    api: Running, method: MethodDescriptor, data: st.DataObject, role: str
+) -> None:
+    request = data.draw(_message(method.input_type))
+    code = _call_raw(api, method, request.SerializeToString(), role)
+    assert code != CRASH, f"{method.name} crashed on {request}"
+    _assert_still_serving(api)
+
+
+def test_oversized_requests_are_refused(api: Running) -> None:
+    huge = policy_pb2.ValidatePolicyRequest(yaml="# " + "x" * (128 * 1024))
+    with pytest.raises(grpc.RpcError) as info:
+        api.policy.ValidatePolicy(huge, metadata=metadata("admin"), timeout=10)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    _assert_still_serving(api)
+
+
+def test_health_and_reflection_need_no_token(api: Running) -> None:
+    health = health_pb2_grpc.HealthStub(api.channel)
+    for service in ("", "fairpool.v1.PolicyService", "fairpool.v1.ShareService"):
+        reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    reflection = reflection_pb2_grpc.ServerReflectionStub(api.channel)
+    replies = reflection.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+    )
+    names = {s.name for r in replies for s in r.list_services_response.service}
+    assert {
+        "fairpool.v1.PolicyService",
+        "fairpool.v1.ShareService",
+        "fairpool.v1.UsageService",
+        "grpc.health.v1.Health",
+    } <= names
+
+
+def test_unknown_methods_are_unimplemented(api: Running) -> None:
+    call = api.channel.unary_unary("/fairpool.v1.PolicyService/DropTables")
+    with pytest.raises(grpc.RpcError) as info:
+        call(b"", metadata=metadata("admin"), timeout=5)
+    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_simulate_ledger_source_is_unimplemented(api: Running, tmp_path: Path) -> None:
+    request = share_pb2.SimulateRequest(source=share_pb2.SIMULATION_SOURCE_LEDGER, ledger_days=7)
+    with pytest.raises(grpc.RpcError) as info:
+        api.shares.Simulate(request, metadata=metadata("admin"), timeout=5)
+    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
