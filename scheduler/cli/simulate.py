@@ -104,7 +104,7 @@ def member_table(study: Study) -> Table:
     for name in ("member", "entitled", "used", "borrowed", "lent", "lost", "mean wait"):
         table.add_column(name, justify="left" if name == "member" else "right")
     table.add_column("mean JCT", justify="right")
-    table.add_column("standalone JCT", justify="right")
+    table.add_column("same jobs pooled / standalone JCT", justify="right")
     table.add_column("pooling dividend", justify="right")
     table.add_column("jobs", justify="right")
     members = summary["members"]
@@ -119,7 +119,7 @@ def member_table(study: Study) -> Table:
             _gpu_h(m["gpu_hours_lost_to_reclaim"]),
             _hours(m["mean_wait_s"]),
             _hours(m["mean_jct_s"]),
-            _hours(m["standalone_mean_jct_s"]),
+            f"{_hours(m['pooled_mean_jct_s_same_jobs'])} / {_hours(m['standalone_mean_jct_s'])}",
             _gpu_h(m["pooling_dividend_gpu_hours"]),
             f"{m['jobs_completed']}/{m['jobs_submitted']}",
         )
@@ -133,7 +133,7 @@ def member_table(study: Study) -> Table:
         _gpu_h(summary["gpu_hours_lost_to_reclaim"]),
         _hours(summary["mean_wait_s"]),
         _hours(summary["mean_jct_s"]),
-        _hours(summary["standalone_mean_jct_s"]),
+        f"— / {_hours(summary['standalone_mean_jct_s'])}",
         _gpu_h(summary["pooling_dividend_gpu_hours"]),
         f"{summary['jobs_completed']}/{summary['jobs_submitted']}",
     )

@@ -201,6 +201,7 @@ def members_table(
             **stats,
             "preemptions": int(mine["preemptions"].sum()) if not mine.empty else 0,
             "standalone_mean_jct_s": None,
+            "pooled_mean_jct_s_same_jobs": None,
             "standalone_mean_wait_s": None,
             "standalone_jobs_completed": None,
             "standalone_never_runs": None,
@@ -209,6 +210,11 @@ def members_table(
         if alone is not None and member in alone:
             own = alone[member]
             row["standalone_mean_jct_s"] = _mean(list(own.jct_s.values()))
+            # Like with like: the pooled JCT of the very jobs that completed standalone.
+            both = (
+                mine[mine["completed"] & mine["job_id"].isin(own.jct_s)] if not mine.empty else mine
+            )
+            row["pooled_mean_jct_s_same_jobs"] = _mean(list(both["jct_s"])) if len(both) else None
             row["standalone_mean_wait_s"] = _mean(list(own.wait_s.values()))
             row["standalone_jobs_completed"] = len(own.jct_s)
             row["standalone_never_runs"] = len(own.never_runs)
@@ -245,6 +251,7 @@ MEMBER_KEYS = (
     "mean_jct_s",
     "preemptions",
     "standalone_mean_jct_s",
+    "pooled_mean_jct_s_same_jobs",
     "standalone_mean_wait_s",
     "standalone_jobs_completed",
     "standalone_never_runs",

@@ -1,0 +1,192 @@
+"""Properties of the simulator over random small clusters, policies and traces.
+
+Invariants (hypothesis): every job of a finite trace completes when every job fits;
+no node is ever over-committed; gangs start whole; two runs give byte-identical
+summary.json.
+
+Sharing incentive (DESIGN.md): no member's mean JCT pooled should be worse than
+standalone. It is measured over 200 fixed seeded random cases, comparing like with like
+(the pooled JCT of the jobs that also completed standalone), with a tolerance of 10 %
+plus the grace period. It does NOT hold in every case; the failing cases are printed
+(run with -s). Measured with the engine of commit 79a2353: 25 of 200 cases (12.5 %)
+fail. The causes seen when replaying them by hand:
+- seed 143: member a runs one 1-GPU pod on its own 2-GPU node and borrows owner b's
+  node for a 2-GPU pod (1 GPU above its entitlement). b's own job arrives and waits
+  1800 s: preempting a's pod would take a below its entitlement, which reclaim never
+  does, so the owner waits for the borrower to finish (pod granularity).
+- seed 96: a and c submit a 4-GPU job at the same instant; a (no entitlement on that
+  model) is ordered first on a tie of allocated/fair share and borrows c's only 4-GPU
+  node; c's own job then waits for it (min runtime 600 s blocks reclaim).
+- min runtime before preemption (600 s) delays owners in general; short standalone
+  JCTs (30-300 s jobs) make such delays large in relative terms.
+The bound asserted (`MAX_FAILURE_RATE`, 15 %) is the measured rate rounded up; an
+engine or accounting change that makes pooling worse shows up as a higher rate.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from policies.model import Policy
+from scheduler.sim.outputs import summary_json
+from scheduler.sim.pipeline import build_study
+from scheduler.sim.simulator import JobState, SimulationResult, Simulator
+from scheduler.sim.standalone import fits, replay_all
+from scheduler.snapshot import Node
+from scheduler.traces.model import Trace, TraceJob
+from tests.unit.test_sim_helpers import START, node, policy
+
+MODELS = ("G", "H")
+MEMBERS = ("a", "b", "c")
+
+
+@dataclass(frozen=True)
+class Case:
+    policy: Policy
+    nodes: tuple[Node, ...]
+    trace: Trace
+
+    def __str__(self) -> str:
+        nodes = ", ".join(f"{n.name}({n.owner},{n.gpus}{n.gpu_model})" for n in self.nodes)
+        jobs = ", ".join(
+            f"{j.job_id}:{j.org}@{j.submit_time:g}+{j.duration_s:g}s {j.num_pods}x{j.gpus_per_pod}"
+            f"{j.gpu_model}"
+            for j in self.trace.jobs
+        )
+        sharing = self.policy.sharing
+        return (
+            f"nodes [{nodes}] grace={sharing.reclaim_grace_period_seconds} "
+            f"min_runtime={sharing.min_runtime_seconds} jobs [{jobs}]"
+        )
+
+
+def make_case(rng: random.Random) -> Case:
+    members = list(MEMBERS[: rng.randint(2, 3)])
+    models = MODELS[: rng.randint(1, 2)]
+    nodes: list[Node] = []
+    for member in members:
+        for k in range(rng.randint(1, 2)):
+            nodes.append(node(f"{member}-{k}", member, rng.choice([2, 4, 8]), rng.choice(models)))
+    options = {
+        m: {"weight": rng.choice([1.0, 2.0]), "checkpointable": rng.random() < 0.3} for m in members
+    }
+    pol = policy(
+        options,
+        models=models,
+        grace=rng.choice([0, 30]),
+        min_runtime=rng.choice([0, 600]),
+        half_life=rng.choice([None, 1.0]),
+    )
+    jobs: list[TraceJob] = []
+    present = sorted({n.gpu_model or "" for n in nodes})
+    for i in range(rng.randint(1, 12)):
+        model = rng.choice(present)
+        widest = max(n.gpus for n in nodes if n.gpu_model == model)
+        per_pod = rng.choice([g for g in (1, 2, 4, 8) if g <= widest])
+        job = TraceJob(
+            job_id=f"j{i:02d}",
+            org=rng.choice(members),
+            submit_time=float(rng.choice([0, 0, 60, 300, 1000, 3600]) + rng.randint(0, 5)),
+            duration_s=float(rng.choice([30, 300, 1800, 7200])),
+            num_pods=rng.choice([1, 1, 1, 2]),
+            gpus_per_pod=per_pod,
+            gpu_model=model,
+            priority=rng.choice([0, 0, 1]),
+        )
+        if fits(job, nodes):
+            jobs.append(job)
+    jobs.sort(key=lambda j: (j.submit_time, j.job_id))
+    return Case(pol, tuple(nodes), Trace(tuple(jobs)))
+
+
+cases = st.randoms(use_true_random=False).map(make_case)
+
+
+def check_no_overcommit(case: Case, result: SimulationResult) -> None:
+    capacity = {n.name: n.gpus for n in case.nodes}
+    changes: dict[str, list[tuple[float, int]]] = {}
+    for run in result.pod_runs:
+        changes.setdefault(run.node, []).extend([(run.start, run.gpus), (run.end, -run.gpus)])
+    for name, steps in changes.items():
+        held = 0
+        # At one instant, pods leaving free their GPUs before new ones take them.
+        for _, delta in sorted(steps, key=lambda s: (s[0], s[1])):
+            held += delta
+            assert 0 <= held <= capacity[name], f"node {name} holds {held} GPUs"
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases)
+def test_invariants(case: Case) -> None:
+    result = Simulator(case.nodes, case.policy, case.trace).run()
+    assert not result.unfinished(), [r.job.job_id for r in result.unfinished()]
+    assert all(r.state is JobState.DONE for r in result.jobs.values())
+    check_no_overcommit(case, result)
+    # Gangs start whole: every attempt's pods start and end together.
+    attempts: dict[tuple[str, float], set[float]] = {}
+    for run in result.pod_runs:
+        attempts.setdefault((run.job_id, run.start), set()).add(run.end)
+    for (job_id, _), ends in attempts.items():
+        assert len(ends) == 1, job_id
+    runs_per_job: dict[str, int] = {}
+    for run in result.pod_runs:
+        runs_per_job[run.job_id] = runs_per_job.get(run.job_id, 0) + 1
+    for record in result.jobs.values():
+        assert runs_per_job[record.job.job_id] == record.job.num_pods * (record.preemptions + 1)
+        assert record.end is not None and record.first_start is not None
+        assert record.end - record.job.submit_time >= record.job.duration_s - 1e-6
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases)
+def test_determinism(case: Case) -> None:
+    def once() -> str:
+        result = Simulator(case.nodes, case.policy, case.trace).run()
+        alone = replay_all(case.nodes, case.policy, case.trace, list(result.members))
+        return summary_json(build_study(case.policy, START, result, alone))
+
+    assert once() == once()
+
+
+SHARING_CASES = 200
+TOLERANCE = 0.10
+MAX_FAILURE_RATE = 0.15
+
+
+def sharing_incentive_failures(case: Case) -> list[str]:
+    result = Simulator(case.nodes, case.policy, case.trace).run()
+    alone = replay_all(case.nodes, case.policy, case.trace, list(result.members))
+    slack = case.policy.sharing.reclaim_grace_period_seconds
+    failures = []
+    for member, own in alone.items():
+        if not own.jct_s:
+            continue
+        pooled = [
+            result.jobs[j].end - result.jobs[j].job.submit_time  # type: ignore[operator]
+            for j in own.jct_s
+        ]
+        pooled_mean = sum(pooled) / len(pooled)
+        standalone_mean = sum(own.jct_s.values()) / len(own.jct_s)
+        if pooled_mean > standalone_mean * (1 + TOLERANCE) + slack:
+            failures.append(
+                f"{member}: pooled {pooled_mean:.0f} s > standalone {standalone_mean:.0f} s"
+            )
+    return failures
+
+
+def test_sharing_incentive_holds_in_most_cases() -> None:
+    failing: list[str] = []
+    for seed in range(SHARING_CASES):
+        case = make_case(random.Random(seed))
+        found = sharing_incentive_failures(case)
+        if found:
+            failing.append(f"seed {seed}: {'; '.join(found)}\n    {case}")
+    rate = len(failing) / SHARING_CASES
+    print(f"\nsharing incentive fails in {len(failing)}/{SHARING_CASES} cases ({rate:.1%}):")
+    for line in failing:
+        print("  " + line)
+    assert rate <= MAX_FAILURE_RATE, f"{rate:.1%} of cases fail the sharing incentive"
