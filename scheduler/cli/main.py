@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "serve-api": "scheduler.cli.serve:serve_api",
     "run": "scheduler.cli.run:run",
     "report": "scheduler.cli.report:report",
+    "meter": "scheduler.cli.meter:meter",
 }
 
 
