@@ -179,7 +179,11 @@ def ensure_built(
     wanted = list(names)
     todo = [b for b in BINARIES if b.name in wanted] if force else stale(root, wanted)
     for binary in todo:
-        with out.status(f"building {binary.name} from {binary.module_dir.name}/go.mod"):
+        activity = f"building {binary.name} from {binary.module_dir.name}/go.mod"
+        if not out.is_terminal:
+            # No spinner in a log: say what runs, or a cold build looks hung for minutes.
+            out.print(f"{activity} ...", soft_wrap=True)
+        with out.status(activity):
             seconds = build(binary, root)
         out.print(
             f"built {binary.name} in {seconds:.1f}s -> {binary_path(binary.name, root)}",
