@@ -67,6 +67,7 @@ def measure_coverage(
             capacity.groupby("hour")["coverage"].min(),
         ],
         axis=1,
+        sort=True,
     ).min(axis=1)
     data_coverage = data_coverage.reindex(hours)
     if hour_status is None:

@@ -1,0 +1,117 @@
+"""Billing months in the policy's time zone (Europe/Paris across the October DST change)
+and the coverage flags per local day."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+import pytest
+
+from reports.costmodel import build_month_report
+from reports.months import MonthError, month_bounds, month_hours, month_of, previous_month
+from tests.unit.test_costmodel import CAPACITY, USAGE, make_policy, usage_frame
+
+PARIS = ZoneInfo("Europe/Paris")
+
+
+def test_october_2026_in_paris_has_745_hours() -> None:
+    start, end = month_bounds("2026-10", PARIS)
+    assert start == datetime(2026, 9, 30, 22, tzinfo=UTC)
+    assert end == datetime(2026, 10, 31, 23, tzinfo=UTC)
+    assert len(month_hours("2026-10", PARIS)) == 745
+    assert len(month_hours("2026-03", PARIS)) == 743
+    assert len(month_hours("2026-10", ZoneInfo("UTC"))) == 744
+
+
+@pytest.mark.parametrize("bad", ["2026-13", "2026-1", "26-10", "october", "2026-00", ""])
+def test_bad_month_names_the_option(bad: str) -> None:
+    with pytest.raises(MonthError, match="--month"):
+        month_bounds(bad, PARIS)
+
+
+def test_hours_are_attributed_by_their_utc_start() -> None:
+    assert month_of(datetime(2026, 9, 30, 21, tzinfo=UTC), PARIS) == "2026-09"
+    assert month_of(datetime(2026, 9, 30, 22, tzinfo=UTC), PARIS) == "2026-10"
+    assert month_of(datetime(2026, 10, 31, 22, tzinfo=UTC), PARIS) == "2026-10"
+    assert month_of(datetime(2026, 10, 31, 23, tzinfo=UTC), PARIS) == "2026-11"
+    assert previous_month(datetime(2026, 11, 1, 5, tzinfo=UTC), PARIS) == "2026-10"
+    # 2026-10-31T23:30Z is already November 1st in Paris: the job reports October.
+    assert previous_month(datetime(2026, 10, 31, 23, 30, tzinfo=UTC), PARIS) == "2026-10"
+
+
+def test_cost_model_cuts_the_month_at_local_midnight() -> None:
+    edge = usage_frame(
+        [
+            (pd.Timestamp("2026-09-30T21:00Z"), "a", "a", "H", 3600.0),  # September
+            (pd.Timestamp("2026-09-30T22:00Z"), "a", "a", "H", 1800.0),  # October
+            (pd.Timestamp("2026-10-31T22:00Z"), "b", "b", "A", 900.0),  # October
+            (pd.Timestamp("2026-10-31T23:00Z"), "b", "b", "A", 3600.0),  # November
+        ]
+    )
+    report = build_month_report("2026-10", make_policy(), edge, CAPACITY)
+    used = report.summary.set_index("member")["used_gpu_hours"]
+    assert used["a"] == 0.5
+    assert used["b"] == 0.25
+    days = report.coverage_daily.set_index("day")["hours"]
+    assert days[pd.Timestamp("2026-10-25").date()] == 25  # the DST day
+    assert days[pd.Timestamp("2026-10-01").date()] == 24
+    assert int(days.sum()) == 745
+    daily = report.daily_gpu_hours
+    assert daily.loc[pd.Timestamp("2026-10-01").date(), "a"] == 0.5
+    assert daily.loc[pd.Timestamp("2026-10-31").date(), "b"] == 0.25
+
+
+def full_month_frames() -> tuple[pd.DataFrame, pd.DataFrame]:
+    hours = pd.date_range("2026-09-30T22:00Z", "2026-10-31T22:00Z", freq="h")
+    usage = usage_frame([(h, "a", "a", "H", 3600.0) for h in hours])
+    capacity = pd.DataFrame(
+        [(h, "a", "H", 7200.0) for h in hours],
+        columns=["hour", "owner", "gpu_model", "gpu_seconds_available"],
+    )
+    return usage, capacity
+
+
+def test_complete_month_has_no_coverage_flags() -> None:
+    usage, capacity = full_month_frames()
+    report = build_month_report("2026-10", make_policy(shared="[]"), usage, capacity)
+    assert report.complete
+    assert report.flags == ["no data for member b this month", "no data for member c this month"]
+
+
+def test_pending_and_partial_hours_are_flagged_per_local_day() -> None:
+    usage, capacity = full_month_frames()
+    hours = pd.date_range("2026-09-30T22:00Z", "2026-10-31T22:00Z", freq="h")
+    status = pd.DataFrame({"hour": hours, "status": "metered", "coverage": 1.0})
+    pending = pd.to_datetime(["2026-10-14T08:00Z", "2026-10-14T09:00Z", "2026-10-14T10:00Z"])
+    status.loc[status["hour"].isin(pending), "status"] = "pending"
+    status.loc[status["hour"].isin(pending), "coverage"] = None
+    # the ledger has no rows for pending hours
+    usage = usage[~usage["hour"].isin(pending)]
+    capacity = capacity[~capacity["hour"].isin(pending)]
+    # 2026-10-20T23:00Z is 2026-10-21 01:00 in Paris: partial data that day
+    usage.loc[usage["hour"] == pd.Timestamp("2026-10-20T23:00Z"), "coverage"] = 0.75
+    # an hour never attempted at all is missing too
+    status = status[status["hour"] != pd.Timestamp("2026-10-30T12:00Z")]
+    report = build_month_report(
+        "2026-10", make_policy(shared="[]"), usage, capacity, hour_status=status
+    )
+    assert not report.complete
+    assert "data missing for 3 hours on 2026-10-14" in report.flags
+    assert "data missing for 1 hour on 2026-10-30" in report.flags
+    assert "partial data (coverage down to 75%) for 1 hour on 2026-10-21" in report.flags
+    assert report.flags[0] == "data missing for 4 hours of 745 this month"
+    daily = report.coverage_daily.set_index("day")
+    assert daily.loc[pd.Timestamp("2026-10-14").date(), "hours_missing"] == 3
+    assert daily.loc[pd.Timestamp("2026-10-21").date(), "hours_partial"] == 1
+    consortium = report.consortium.set_index("item")["gpu_hours"]
+    assert consortium["hours missing"] == 4
+    assert consortium["hours partial"] == 1
+
+
+def test_days_without_any_data_have_no_utilization_not_zero() -> None:
+    report = build_month_report("2026-10", make_policy(), USAGE, CAPACITY)
+    util = report.utilization_daily.set_index("day")
+    assert pd.isna(util.loc[pd.Timestamp("2026-10-05").date(), "allocation"])
+    assert util.loc[pd.Timestamp("2026-10-10").date(), "allocation"] == pytest.approx(7 / 8)
