@@ -1,0 +1,164 @@
+"""`fairpool simulate` end to end on a tiny cluster: summary.json per DESIGN.md, the
+tables, byte-identical reruns, and exit 2 with nothing written on bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from scheduler.cli.main import main
+
+POLICY = """\
+apiVersion: fairpool.io/v1
+kind: Policy
+spec:
+  gpuModels:
+    - {name: G, hourlyCost: "2.00"}
+  members:
+    - {name: a, namespaces: ["a"]}
+    - {name: b, namespaces: ["b-*"], checkpointable: true}
+  sharing: {reclaimGracePeriodSeconds: 30}
+  billing: {timeZone: Europe/Paris}
+"""
+CLUSTER = """\
+apiVersion: fairpool.io/v1
+kind: ClusterInventory
+spec:
+  nodeGroups:
+    - {name: a-g, owner: a, count: 1, gpusPerNode: 4, gpuModel: G}
+    - {name: b-g, owner: b, count: 1, gpusPerNode: 4, gpuModel: G}
+"""
+TRACE = """\
+job_id,org,submit_time,duration_s,num_pods,gpus_per_pod,gpu_model
+a1,a,0,1000,1,4,G
+a2,a,0,1000,1,4,G
+b1,b,100,500,1,4,G
+b2,b,200,300,2,2,G
+"""
+OVERALL = {
+    "gpu_hours_used": float,
+    "gpu_hours_entitled": float,
+    "gpu_hours_borrowed": float,
+    "gpu_hours_lent": float,
+    "jobs_completed": int,
+    "mean_wait_s": float,
+    "p95_wait_s": float,
+    "mean_jct_s": float,
+    "utilization": float,
+    "fairness_jain": float,
+    "entitlement_violation_gpu_s": float,
+    "preemptions": int,
+}
+PER_MEMBER = {
+    **{
+        k: v
+        for k, v in OVERALL.items()
+        if k not in {"utilization", "fairness_jain", "entitlement_violation_gpu_s", "preemptions"}
+    },
+    "standalone_mean_jct_s": float,
+    "pooling_dividend_gpu_hours": float,
+}
+
+
+def inputs(tmp_path: Path, trace: str = TRACE, cluster: str = CLUSTER) -> list[str]:
+    (tmp_path / "policy.yaml").write_text(POLICY)
+    (tmp_path / "cluster.yaml").write_text(cluster)
+    (tmp_path / "trace.csv").write_text(trace)
+    return [
+        "simulate",
+        "--policy", str(tmp_path / "policy.yaml"),
+        "--cluster", str(tmp_path / "cluster.yaml"),
+        "--trace", str(tmp_path / "trace.csv"),
+        "--start", "2026-10-01T00:00:00+02:00",
+    ]  # fmt: skip
+
+
+def run(args: list[str]) -> int:
+    """The exit code of `fairpool ARGS`."""
+    try:
+        main(args)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def number_of(kind: type, value: object) -> bool:
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, kind) and not isinstance(value, bool)
+
+
+def test_summary_keys_types_and_tables(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert run([*inputs(tmp_path), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    for key, kind in OVERALL.items():
+        assert number_of(kind, summary[key]), (key, summary[key])
+    assert set(summary["members"]) == {"a", "b"}
+    for member in summary["members"].values():
+        for key, kind in PER_MEMBER.items():
+            assert number_of(kind, member[key]), (key, member[key])
+    assert summary["jobs_completed"] == 4
+    assert summary["preemptions"] >= 1  # b reclaims its node from a's borrowed job
+    assert summary["window"]["start"] == "2026-09-30T22:00:00+00:00"
+    assert summary["window"]["month"] == "2026-10"
+
+    jobs = pd.read_parquet(out / "jobs.parquet")
+    assert list(jobs["job_id"]) == ["a1", "a2", "b1", "b2"]
+    assert pd.read_csv(out / "jobs.csv")["jct_s"].notna().all()
+    assert list(pd.read_parquet(out / "members.parquet")["member"]) == ["a", "b"]
+    usage = pd.read_parquet(out / "usage.parquet")
+    assert str(usage["hour"].dtype) == "datetime64[ns, UTC]"
+    assert set(usage["namespace"]) == {"a", "b-sim"}  # namespaces that map back
+    used = usage.groupby("member")["gpu_seconds"].sum() / 3600
+    assert used["a"] == pytest.approx(summary["members"]["a"]["gpu_hours_used"], abs=1e-5)
+    capacity = pd.read_parquet(out / "capacity.parquet")
+    window = summary["window"]["seconds"]
+    assert capacity["gpu_seconds_available"].sum() == pytest.approx(8 * window)
+    lost = pd.read_parquet(out / "reclaim_lost.parquet")
+    assert lost["gpu_seconds_lost"].sum() == pytest.approx(
+        summary["gpu_hours_lost_to_reclaim"] * 3600, abs=1e-2
+    )
+    timeline = pd.read_parquet(out / "timeline.parquet")
+    assert {"time_s", "time_utc", "member", "gpu_model", "fair_share"} <= set(timeline.columns)
+
+
+def test_rerun_gives_identical_summary(tmp_path: Path) -> None:
+    args = inputs(tmp_path)
+    assert run([*args, "--out", str(tmp_path / "one")]) == 0
+    assert run([*args, "--out", str(tmp_path / "two")]) == 0
+    first = (tmp_path / "one" / "summary.json").read_bytes()
+    assert first == (tmp_path / "two" / "summary.json").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("trace", "cluster", "message"),
+    [
+        (TRACE + "b3,b,300,-5,1,1,G\n", CLUSTER, "line 6"),
+        (TRACE + "c1,nobody,300,5,1,1,G\n", CLUSTER, "line 6"),
+        (TRACE + "big,a,300,5,3,4,G\n", CLUSTER, "line 6"),
+        (TRACE, CLUSTER.replace("owner: b", "owner: zed"), "zed"),
+    ],
+    ids=["negative-duration", "unknown-member", "gang-too-big", "unknown-owner"],
+)
+def test_bad_input_exits_2_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], trace: str, cluster: str, message: str
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "summary.json").write_text("previous run\n")
+    assert run([*inputs(tmp_path, trace, cluster), "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
+    assert (out / "summary.json").read_text() == "previous run\n"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+
+
+def test_gang_that_fits_gpus_but_no_node_set_is_rejected(tmp_path: Path) -> None:
+    # 8 GPUs exist, but no node has 8: a 1 x 8 pod can never run.
+    out = tmp_path / "out"
+    assert run([*inputs(tmp_path, TRACE + "wide,a,300,5,1,8,G\n"), "--out", str(out)]) == 2
+    assert not out.exists()
