@@ -75,6 +75,11 @@ def _matrix_frame(result: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def _short(exc: BaseException) -> str:
+    """The reason without the (long) query URL that requests puts in its messages."""
+    if isinstance(exc, requests.Timeout):
+        return "timed out"
+    if isinstance(exc, requests.ConnectionError):
+        return "cannot connect"
     text = str(exc)
     return text if len(text) < 300 else text[:300] + "..."
 

@@ -1,0 +1,230 @@
+"""`fairpool meter`: GPU usage from Prometheus into the usage ledger."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from policies.errors import InputError
+
+HOUR = timedelta(hours=1)
+SHOW_EVERY_HOUR = 48
+
+
+def parse_time(value: str, flag: str) -> datetime:
+    """ISO-8601 (`2026-10-01`, `2026-10-01T05:00Z`, `...+02:00`); no zone means UTC."""
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise InputError(f"{flag}: {value!r} is not an ISO-8601 time ({exc})") from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def floor_hour(value: datetime) -> datetime:
+    return value.replace(minute=0, second=0, microsecond=0)
+
+
+def ceil_hour(value: datetime) -> datetime:
+    floor = floor_hour(value)
+    return floor if floor == value else floor + HOUR
+
+
+@click.command()
+@click.option(
+    "--prometheus",
+    "prometheus_url",
+    default=lambda: os.environ.get("FAIRPOOL_PROMETHEUS", "http://127.0.0.1:9090"),
+    show_default="$FAIRPOOL_PROMETHEUS or http://127.0.0.1:9090",
+    help="Prometheus base URL.",
+)
+@click.option(
+    "--ledger",
+    "ledger_url",
+    default=lambda: os.environ.get("FAIRPOOL_LEDGER", "sqlite:///fairpool-ledger.db"),
+    show_default="$FAIRPOOL_LEDGER or sqlite:///fairpool-ledger.db",
+    help="Usage ledger database URL (SQLAlchemy).",
+)
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Policy file (members' namespaces, policy version); built-in demo if omitted.",
+)
+@click.option("--from", "from_", default=None, help="First hour to meter (ISO-8601, UTC default).")
+@click.option("--to", "to", default=None, help="End of the range, exclusive (ISO-8601).")
+@click.option("--watch", is_flag=True, help="Run the hourly metering job until interrupted.")
+@click.option(
+    "--scrape-interval", default=30.0, show_default=True, help="Scrape interval, seconds."
+)
+@click.option(
+    "--max-gap",
+    default=300.0,
+    show_default=True,
+    help="Missing scrapes up to this many seconds are bridged when a series resumes.",
+)
+@click.option("--chunk-hours", default=6, show_default=True, help="Hours fetched per query.")
+def meter(
+    prometheus_url: str,
+    ledger_url: str,
+    policy_file: Path | None,
+    from_: str | None,
+    to: str | None,
+    watch: bool,
+    scrape_interval: float,
+    max_gap: float,
+    chunk_hours: int,
+) -> None:
+    """Meter closed hours from Prometheus into the ledger.
+
+    With --from/--to: backfill every closed hour in [FROM, TO) (widened to whole hours);
+    rerunning an hour replaces it. Without them: the last closed hour plus every pending
+    hour (what the hourly job does). With --watch: that, every hour, until Ctrl-C.
+    Exit status 1 when hours remain pending (Prometheus unreachable or without data)."""
+    start = parse_time(from_, "--from") if from_ is not None else None
+    end = parse_time(to, "--to") if to is not None else None
+    if (start is None) != (end is None):
+        raise InputError("--from and --to go together")
+    if start is not None and end is not None and floor_hour(start) >= ceil_hour(end):
+        raise InputError(f"--to: {to} is not after --from {from_}")
+    if watch and start is not None:
+        raise InputError("--watch: meters the latest hours; backfill with --from/--to first")
+    if chunk_hours < 1:
+        raise InputError("--chunk-hours: must be at least 1")
+    if scrape_interval <= 0 or 3600 % scrape_interval:
+        raise InputError(f"--scrape-interval: {scrape_interval} must divide an hour")
+    if max_gap < scrape_interval:
+        raise InputError("--max-gap: must be at least one scrape interval")
+
+    from policies.loader import load_policy
+    from reports.ledger import Ledger
+    from reports.meter import HourOutcome, Meter, MeterConfig, RunSummary
+    from reports.prom_source import PromSource
+
+    policy = load_policy(policy_file)
+    console = Console()
+    ledger = Ledger(ledger_url)
+    metering = Meter(
+        PromSource(prometheus_url),
+        ledger,
+        policy,
+        MeterConfig(interval=scrape_interval, max_gap=max_gap, chunk_hours=chunk_hours),
+    )
+
+    if watch:
+        from reports.jobs import add_metering_job, build_scheduler
+
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        )
+        scheduler = build_scheduler()
+        add_metering_job(scheduler, metering, on_summary=lambda s: _print_summary(console, s))
+        console.print(
+            f"[bold]metering[/] {prometheus_url} -> {ledger_url} every hour; Ctrl-C stops"
+        )
+        try:
+            scheduler.start()
+        except (KeyboardInterrupt, SystemExit):
+            scheduler.shutdown(wait=False)
+        return
+
+    interactive = console.is_terminal
+    log_lines = Console(stderr=True, soft_wrap=True, highlight=False)
+
+    def run(progress_cb: object) -> RunSummary:
+        if start is not None and end is not None:
+            return metering.meter_range(
+                floor_hour(start),
+                ceil_hour(end),
+                progress=progress_cb,  # type: ignore[arg-type]
+            )
+        return metering.meter_due(progress=progress_cb)  # type: ignore[arg-type]
+
+    total = (
+        int((ceil_hour(end) - floor_hour(start)) / HOUR)
+        if start is not None and end is not None
+        else None
+    )
+    if interactive:
+        with Progress(
+            TextColumn("[bold]metering[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as progress:
+            task = progress.add_task("", total=total)
+
+            def advance(outcome: HourOutcome) -> None:
+                progress.update(
+                    task, advance=1, description=f"{outcome.hour:%Y-%m-%d %H:00} {outcome.status}"
+                )
+
+            summary = run(advance)
+    else:
+
+        def log_line(outcome: HourOutcome) -> None:
+            coverage = "-" if outcome.coverage is None else f"{outcome.coverage:.4f}"
+            log_lines.print(
+                f"hour={outcome.hour.isoformat()} status={outcome.status} "
+                f"coverage={coverage} gpu_seconds={outcome.gpu_seconds:.0f} "
+                f"pods={outcome.pods}" + (f' error="{outcome.error}"' if outcome.error else "")
+            )
+
+        summary = run(log_line)
+    _print_summary(console, summary)
+    if summary.hours_pending:
+        sys.exit(1)
+
+
+def _print_summary(console: Console, summary: object) -> None:
+    from reports.meter import RunSummary
+
+    assert isinstance(summary, RunSummary)
+    outcomes = summary.outcomes
+    shown = (
+        outcomes
+        if len(outcomes) <= SHOW_EVERY_HOUR
+        else [o for o in outcomes if o.status != "metered" or (o.coverage or 0) < 1.0]
+    )
+    if shown:
+        table = Table(title="hours" if shown is outcomes else "hours pending or with missing data")
+        for column in ("hour (UTC)", "status", "coverage", "GPU-hours", "pods", "error"):
+            table.add_column(column, justify="right" if column in ("GPU-hours", "pods") else "left")
+        for o in shown[:200]:
+            table.add_row(
+                f"{o.hour:%Y-%m-%d %H:00}",
+                "[green]metered[/]" if o.status == "metered" else "[yellow]pending[/]",
+                "-" if o.coverage is None else f"{o.coverage:.2%}",
+                f"{o.gpu_seconds / 3600:,.2f}",
+                str(o.pods),
+                o.error or "",
+            )
+        console.print(table)
+    mean = summary.mean_coverage
+    totals = Table(title="metering run", show_header=False)
+    totals.add_row("hours metered", str(summary.hours_ok))
+    totals.add_row("hours pending", str(summary.hours_pending))
+    if summary.skipped_open:
+        totals.add_row("hours not closed yet (skipped)", str(len(summary.skipped_open)))
+    totals.add_row("mean coverage", "-" if mean is None else f"{mean:.2%}")
+    totals.add_row("GPU-hours", f"{sum(o.gpu_seconds for o in outcomes) / 3600:,.2f}")
+    totals.add_row(
+        "wall time", f"{(summary.finished_at - summary.started_at).total_seconds():.1f} s"
+    )
+    console.print(totals)

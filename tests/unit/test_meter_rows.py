@@ -1,0 +1,180 @@
+"""The pure part of metering: rows from query answers, counters, chunks, PromQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import pytest
+
+from reports.meter import _chunks
+from reports.meter_rows import HourInputs, build_hour, counter_increase
+from reports.promql import MeteringQueries
+
+H = datetime(2026, 10, 5, 10, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+
+
+def frame(rows: list[dict[str, object]]) -> pd.DataFrame:
+    return pd.DataFrame(rows) if rows else pd.DataFrame({"value": pd.Series([], dtype=float)})
+
+
+def fp(value: float, uid: str = "u1", member: str = "", **extra: str) -> dict[str, object]:
+    return {
+        "namespace": extra.get("namespace", "lab-bio"),
+        "pod": "p",
+        "uid": uid,
+        "member": member,
+        "owner": "uni-north",
+        "gpu_model": "H100",
+        "node": "gpu-a",
+        "value": value,
+    }
+
+
+def inputs(**frames: pd.DataFrame) -> HourInputs:
+    names = [
+        "fairpool_sum",
+        "fairpool_live",
+        "fairpool_present",
+        "ksm_requests",
+        "ksm_start",
+        "ksm_completion",
+        "ksm_info",
+        "ksm_running_sum",
+        "ksm_running_live",
+        "ksm_running_present",
+        "node_labels",
+        "capacity_sum",
+        "capacity_present",
+        "dcgm_engine_active",
+        "dcgm_gpu_util",
+    ]
+    given = {n: frames.get(n, frame([])) for n in names}
+    return HourInputs(hour=H, interval=30.0, fairpool_uids_around=set(), **given)
+
+
+def test_fairpool_steps_become_gpu_seconds_and_member_falls_back_to_namespace() -> None:
+    rows = build_hour(
+        inputs(
+            fairpool_sum=frame([fp(480.0)]),  # 4 GPUs x 120 grid points
+            fairpool_live=frame([fp(120.0)]),
+            fairpool_present=frame([fp(114.0)]),
+        ),
+        lambda ns: {"lab-bio": "lab-bio"}.get(ns),
+        7,
+    )
+    usage = rows.usage.set_index("pod_uid")
+    assert usage.loc["u1", "gpu_seconds"] == 4 * 3600.0
+    assert usage.loc["u1", "member"] == "lab-bio"
+    assert usage.loc["u1", "coverage"] == pytest.approx(114 / 120)
+    assert usage.loc["u1", "policy_version"] == 7
+    assert pd.isna(usage.loc["u1", "utilization"])
+    assert rows.has_data
+    assert rows.coverage == pytest.approx(114 / 120)
+
+
+def test_unknown_namespace_is_unassigned_not_dropped() -> None:
+    rows = build_hour(
+        inputs(fairpool_sum=frame([fp(10.0)]), fairpool_live=frame([fp(10.0)])),
+        lambda ns: None,
+        0,
+    )
+    assert rows.usage["member"].tolist() == ["unassigned"]
+
+
+def test_short_pod_from_start_and_completion() -> None:
+    ident = {"namespace": "misc", "pod": "s", "uid": "k1"}
+    rows = build_hour(
+        inputs(
+            ksm_requests=frame([{**ident, "value": 2.0}]),
+            ksm_start=frame([{**ident, "value": H.timestamp() + 605}]),
+            ksm_completion=frame([{**ident, "value": H.timestamp() + 617}]),
+            ksm_info=frame([{**ident, "node": "gpu-b", "value": 1.0}]),
+            node_labels=frame(
+                [
+                    {
+                        "node": "gpu-b",
+                        "label_fairpool_io_owner": "lab-bio",
+                        "label_nvidia_com_gpu_product": "A100",
+                        "value": 1.0,
+                    }
+                ]
+            ),
+        ),
+        lambda ns: None,
+        0,
+    )
+    row = rows.usage.set_index("pod_uid").loc["k1"]
+    assert row["gpu_seconds"] == pytest.approx(24.0)
+    assert (row["owner"], row["gpu_model"], row["source"]) == (
+        "lab-bio",
+        "A100",
+        "kube-state-metrics",
+    )
+
+
+def test_fairpool_pods_are_not_billed_again_from_kube_state_metrics() -> None:
+    ident = {"namespace": "lab-bio", "pod": "p", "uid": "u1"}
+    data = inputs(
+        fairpool_sum=frame([fp(120.0)]),
+        fairpool_live=frame([fp(120.0)]),
+        ksm_requests=frame([{**ident, "value": 1.0}]),
+        ksm_running_sum=frame([{**ident, "value": 120.0}]),
+        ksm_running_live=frame([{**ident, "value": 120.0}]),
+    )
+    data.fairpool_uids_around = {"u1"}
+    rows = build_hour(data, lambda ns: None, 0)
+    assert rows.usage["source"].tolist() == ["fairpool"]
+
+
+def test_no_series_means_no_data() -> None:
+    rows = build_hour(inputs(), lambda ns: None, 0)
+    assert not rows.has_data
+    assert rows.usage.empty
+
+
+def test_utilization_prefers_engine_active_and_reads_exported_labels() -> None:
+    rows = build_hour(
+        inputs(
+            fairpool_sum=frame([fp(120.0)]),
+            fairpool_live=frame([fp(120.0)]),
+            dcgm_gpu_util=frame(
+                [
+                    {
+                        "namespace": "gpu-operator",
+                        "pod": "dcgm",
+                        "exported_namespace": "lab-bio",
+                        "exported_pod": "p",
+                        "value": 40.0,
+                    }
+                ]
+            ),
+        ),
+        lambda ns: None,
+        0,
+    )
+    assert rows.usage["utilization"].tolist() == [pytest.approx(0.4)]
+
+
+def test_counter_increase_handles_resets_and_hour_edges() -> None:
+    t = H.timestamp()
+    samples = [(t - 60, 100.0), (t + 60, 110.0), (t + 120, 5.0), (t + 3700, 25.0)]
+    out = counter_increase(samples, [H, H + HOUR], baseline_before=t)
+    assert out == {H: 15.0, H + HOUR: 20.0}
+    # A counter born inside the range counts from zero.
+    assert counter_increase([(t + 10, 7.0)], [H], baseline_before=t) == {H: 7.0}
+
+
+def test_chunks_split_runs_and_cap_size() -> None:
+    hours = [H + i * HOUR for i in (0, 1, 2, 5, 6)]
+    assert _chunks(hours, 2) == [[hours[0], hours[1]], [hours[2]], [hours[3], hours[4]]]
+
+
+def test_queries_reject_intervals_that_do_not_divide_an_hour() -> None:
+    with pytest.raises(ValueError, match="divide an hour"):
+        MeteringQueries(interval=7)
+    q = MeteringQueries(interval=30, max_gap=300)
+    expr = q.live_sum("m", ("node",))
+    assert "[1h:30000ms] offset 1ms" in expr
+    assert "offset -300000ms" in expr
