@@ -49,6 +49,8 @@ def _svg(figure: Figure, title: str) -> str:
     plt.close(figure)
     text = buffer.getvalue()
     text = text[text.index("<svg") :]
+    # Matplotlib's RDF block only names schemas; a report keeps no foreign URLs.
+    text = re.sub(r"\s*<metadata>.*?</metadata>", "", text, flags=re.DOTALL)
     # Inline SVGs scale with the page; an accessible title names the chart.
     text = re.sub(r'<svg([^>]*?) width="[^"]*" height="[^"]*"', r"<svg\1", text, count=1)
     return text.replace(">", f' role="img" aria-label="{title}"><title>{title}</title>', 1)

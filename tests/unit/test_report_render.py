@@ -1,0 +1,148 @@
+"""Writing a report: the files, money as strings, member restriction, overwrite refusal,
+atomic writes."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import reports.render as render
+from reports.costmodel import MonthReport, build_month_report
+from reports.render import ReportExistsError, write_report
+from tests.unit.test_costmodel import CAPACITY, USAGE, make_policy
+
+
+@pytest.fixture(scope="module")
+def report() -> MonthReport:
+    return build_month_report("2026-10", make_policy(idle="by-usage"), USAGE, CAPACITY)
+
+
+def test_full_report_files(report: MonthReport, tmp_path: Path) -> None:
+    out = tmp_path / "2026-10"
+    paths = write_report(report, out)
+    names = sorted(p.name for p in paths)
+    assert names == sorted(
+        [
+            *(f"invoice-{m}.{ext}" for m in "abc" for ext in ("csv", "json")),
+            "summary.csv",
+            "summary.parquet",
+            "settlement.csv",
+            "report.html",
+        ]
+    )
+    assert paths[-1].name == "report.html"
+    assert all(p.exists() for p in paths)
+    invoice = json.loads((out / "invoice-b.json").read_text())
+    assert invoice["total"] == "37.76"
+    assert invoice["money"]["charges"] == "2.00"
+    assert invoice["money"]["net_settlement"] == "-1.00"
+    assert invoice["period"]["hours"] == 745
+    amounts = [line["amount"] for line in invoice["lines"] if line["amount"] is not None]
+    assert sum(Decimal(a) for a in amounts) == Decimal("37.76")
+    csv = pd.read_csv(out / "invoice-b.csv", dtype=str)
+    assert csv.iloc[-1]["description"] == "Total due"
+    assert csv.iloc[-1]["amount"] == "37.76"
+    summary = pd.read_csv(out / "summary.csv", dtype=str).set_index("member")
+    assert summary.loc["pool", "total"] == "112.00"
+    assert summary.loc["a", "total"] == "39.77"
+    parquet = pd.read_parquet(out / "summary.parquet").set_index("member")
+    assert parquet.loc["pool", "total"] == Decimal("112.00")
+    assert sum(parquet.drop(index="pool")["total"]) == Decimal("112.00")
+    settlement = pd.read_csv(out / "settlement.csv", dtype=str, index_col=0)
+    assert settlement.loc["b", "a"] == "2.00"
+    assert settlement.loc["c", "b"] == "1.00"
+    html = (out / "report.html").read_text()
+    assert html.count("<svg") >= 5
+    assert "<script" not in html
+    assert "http://" not in html.replace("http://www.w3.org/", "")
+    assert "https://" not in html
+    for member in "abc":
+        assert f'id="invoice-{member}"' in html
+
+
+def test_member_report_shows_no_other_members_lines(report: MonthReport, tmp_path: Path) -> None:
+    out = tmp_path / "b-only"
+    paths = write_report(report, out, member="b")
+    names = sorted(p.name for p in paths)
+    assert names == sorted(
+        [
+            "invoice-b.csv",
+            "invoice-b.json",
+            "summary.csv",
+            "summary.parquet",
+            "settlement.csv",
+            "report-b.html",
+        ]
+    )
+    summary = pd.read_csv(out / "summary.csv", dtype=str)
+    assert list(summary["member"]) == ["b", "pool"]
+    assert summary.iloc[-1]["total"] == "112.00"
+    settlement = pd.read_csv(out / "settlement.csv", dtype=str, index_col=0)
+    # b is a party to b->a and c->b; a and c's dealings with each other are not shown
+    assert settlement.loc["c", "a"] == "0.00"
+    assert settlement.loc["a", "c"] == "0.00"
+    html = (out / "report-b.html").read_text()
+    assert 'id="invoice-b"' in html
+    assert 'id="invoice-a"' not in html
+    assert 'id="invoice-c"' not in html
+    # a's own line items (its H capacity) and totals appear nowhere in b's report
+    assert "Contributed capacity, H" not in html
+    assert "39.77" not in html and "34.47" not in html
+    for path in paths:
+        if path.suffix in (".csv", ".json", ".html"):
+            text = path.read_text()
+            assert "Contributed capacity, H" not in text
+            assert "39.77" not in text
+
+
+def test_member_must_exist(report: MonthReport, tmp_path: Path) -> None:
+    with pytest.raises(Exception, match="--member: 'zz'"):
+        write_report(report, tmp_path / "x", member="zz")
+
+
+def test_refuses_to_overwrite_unless_asked(report: MonthReport, tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    write_report(report, out)
+    before = (out / "invoice-a.json").read_text()
+    (out / "invoice-a.json").write_text("signed by the treasurer")
+    with pytest.raises(ReportExistsError, match=str(out / "invoice-a.csv")):
+        write_report(report, out)
+    assert (out / "invoice-a.json").read_text() == "signed by the treasurer"
+    write_report(report, out, overwrite=True)
+    assert (out / "invoice-a.json").read_text() == before
+
+
+def test_an_error_while_writing_leaves_nothing(
+    report: MonthReport, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object) -> str:
+        raise RuntimeError("renderer crashed")
+
+    monkeypatch.setattr(render, "_html", broken)
+    with pytest.raises(RuntimeError, match="renderer crashed"):
+        write_report(report, tmp_path / "new")
+    assert list(tmp_path.iterdir()) == []  # no report folder, no staging folder
+
+    existing = tmp_path / "old"
+    existing.mkdir()
+    (existing / "notes.txt").write_text("keep me")
+    with pytest.raises(RuntimeError):
+        write_report(report, existing, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old"]
+    assert [p.name for p in existing.iterdir()] == ["notes.txt"]
+
+
+def test_no_data_member_renders_as_no_data(tmp_path: Path) -> None:
+    policy = make_policy(extra_member="- {name: d, namespaces: [d]}")
+    report = build_month_report("2026-10", policy, USAGE, CAPACITY)
+    paths = write_report(report, tmp_path / "r")
+    html = paths[-1].read_text()
+    assert "no data" in html
+    invoice = json.loads((tmp_path / "r" / "invoice-d.json").read_text())
+    assert invoice["status"] == "no data"
+    assert invoice["gpu_hours"]["used_gpu_hours"] is None
+    assert "data missing for" in html  # the month is mostly unmetered
