@@ -1,0 +1,169 @@
+"""The `fairpool` CLI end to end against a running `fairpool serve-api`, in subprocesses:
+output and exit codes (0 done, 1 the server said no, 2 bad input)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from policies.loader import DEFAULT_POLICY, parse_policy
+from tests.unit.test_api_support import TOKEN_FILE, TOKENS
+
+pytestmark = pytest.mark.integration
+FAIRPOOL = [sys.executable, "-m", "scheduler.cli.main"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Served:
+    address: str
+    folder: Path
+    policy_file: Path
+
+    def run(
+        self, *args: str, token: str | None = "admin", **env: str
+    ) -> subprocess.CompletedProcess[str]:
+        environment = {**os.environ, "FAIRPOOL_SERVER": self.address, "COLUMNS": "200", **env}
+        environment.pop("FAIRPOOL_TOKEN", None)
+        if token is not None:
+            environment["FAIRPOOL_TOKEN"] = TOKENS[token]
+        return subprocess.run(
+            [*FAIRPOOL, *args],
+            capture_output=True,
+            text=True,
+            cwd=self.folder,
+            env=environment,
+            timeout=120,
+            check=False,
+        )
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    folder = tmp_path_factory.mktemp("cli")
+    (folder / "tokens.yaml").write_text(TOKEN_FILE)
+    port_file = folder / "port"
+    log = (folder / "serve.log").open("w")
+    process = subprocess.Popen(
+        [
+            *FAIRPOOL,
+            "serve-api",
+            "--listen",
+            "127.0.0.1:0",
+            "--port-file",
+            str(port_file),
+            "--tokens",
+            "tokens.yaml",
+            "--policy",
+            "policy.yaml",
+            "--ledger-url",
+            f"sqlite:///{folder / 'ledger.db'}",
+        ],
+        cwd=folder,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not port_file.exists():
+            assert process.poll() is None, (folder / "serve.log").read_text()
+            assert time.monotonic() < deadline, "serve-api did not start"
+            time.sleep(0.1)
+        yield Served(f"127.0.0.1:{port_file.read_text().strip()}", folder, folder / "policy.yaml")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+    assert process.returncode == 0, (folder / "serve.log").read_text()
+
+
+def test_policy_get_apply_history_diff(served: Served) -> None:
+    got = served.run("policy", "get")
+    assert got.returncode == 0, got.stderr
+    current = parse_policy(got.stdout)
+    data = yaml.safe_load(got.stdout)
+    data["spec"]["members"][0]["purchased"] = {"NVIDIA-A100-SXM4-80GB": 4}
+    draft = served.folder / "draft.yaml"
+    draft.write_text(yaml.safe_dump(data))
+
+    diff = served.run("policy", "diff", "draft.yaml")
+    assert diff.returncode == 0 and "+    purchased:" in diff.stdout
+
+    dry = served.run("policy", "apply", "--dry-run", "draft.yaml")
+    assert dry.returncode == 0, dry.stderr
+    assert "dry run" in dry.stdout and "12 → 16" not in dry.stdout
+    assert "0 → 4" in dry.stdout  # uni-north gains 4 A100s of entitlement
+
+    version = current.version
+    applied = served.run(
+        "policy", "apply", "--expected-version", str(version), "-m", "buy A100s", "draft.yaml"
+    )
+    assert applied.returncode == 0, applied.stderr
+    assert f"applied: version {version + 1}" in applied.stdout
+
+    stale = served.run("policy", "apply", "--expected-version", str(version), "draft.yaml")
+    assert stale.returncode == 1 and "ABORTED" in stale.stderr
+
+    history = served.run("policy", "history")
+    assert history.returncode == 0 and "buy A100s" in history.stdout
+    assert "admin-person" in history.stdout
+
+    between = served.run("policy", "diff", str(version), str(version + 1))
+    assert between.returncode == 0 and "+    purchased:" in between.stdout
+    assert parse_policy(served.policy_file.read_text()).version == version + 1
+
+
+def test_exit_codes(served: Served) -> None:
+    assert served.run("shares", token=None).returncode == 1  # UNAUTHENTICATED
+    denied = served.run("policy", "apply", str(DEFAULT_POLICY), token="member:uni-north")
+    assert denied.returncode == 1 and "PERMISSION_DENIED" in denied.stderr
+    bad = served.folder / "bad.yaml"
+    bad.write_text(DEFAULT_POLICY.read_text().replace("weight: 2", "weight: -2"))
+    invalid = served.run("policy", "apply", "bad.yaml")
+    assert invalid.returncode == 2 and "spec.members[2].weight" in invalid.stderr
+    missing = served.run("policy", "apply", "nope.yaml")
+    assert missing.returncode == 2
+    assert served.run("usage", "--start", "yesterday").returncode == 2
+    bad_month = served.run("report-get", "2026-13")
+    assert bad_month.returncode == 2 and "INVALID_ARGUMENT" in bad_month.stderr
+    unreachable = served.run("shares", FAIRPOOL_SERVER="127.0.0.1:1", token="admin")
+    assert unreachable.returncode == 1 and "UNAVAILABLE" in unreachable.stderr
+
+
+def test_shares_explain_usage_as_a_member(served: Served) -> None:
+    mine = served.run("shares", token="member:physics")
+    assert mine.returncode == 0, mine.stderr
+    assert "physics" in mine.stdout and "uni-north" not in mine.stdout
+    everyone = served.run("shares", token="viewer")
+    assert everyone.returncode == 0 and "uni-north" in everyone.stdout
+
+    queue = served.run("explain", token="member:physics")
+    assert queue.returncode == 0 and "physics-" in queue.stdout
+    assert "uni-north-" not in queue.stdout
+    job = next(
+        line.split("│")[1].strip()
+        for line in queue.stdout.splitlines()
+        if "physics-" in line and "│" in line
+    )
+    why = served.run("explain", job, token="member:physics")
+    assert why.returncode == 0 and job in why.stdout
+    hidden = served.run("explain", job, token="member:uni-north")
+    assert hidden.returncode == 1 and "NOT_FOUND" in hidden.stderr
+
+    usage = served.run("usage", token="member:physics")
+    assert usage.returncode == 0 and "no metered usage" in usage.stdout
+    assert served.run("usage", "--member", "uni-north", token="member:physics").returncode == 1
