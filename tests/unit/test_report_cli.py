@@ -1,0 +1,157 @@
+"""`fairpool report` and the monthly report job, against a real SQLite ledger."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from policies.loader import load_policy
+from reports.ledger import Ledger
+from reports.monthly_job import monthly_trigger, run_monthly_report, schedule_monthly_report
+from reports.simulation import busiest_month, write_simulated_report
+from reports.synthetic import demo_nodes, synthetic_month
+from scheduler.cli.main import main
+
+DEMO = load_policy()  # Europe/Paris
+
+
+def fill_ledger(url: str, hours: list[pd.Timestamp]) -> None:
+    """Two hours of a known scenario in the demo consortium, written hour by hour."""
+    with Ledger(url) as ledger:
+        for hour in hours:
+            usage = pd.DataFrame(
+                [
+                    ("u1", "uni-north", "uni-north", "NVIDIA-H100-80GB-HBM3", 3600.0),
+                    ("u2", "lab-bio", "uni-north", "NVIDIA-H100-80GB-HBM3", 1800.0),
+                ],
+                columns=["pod_uid", "member", "owner", "gpu_model", "gpu_seconds"],
+            ).assign(
+                hour=hour,
+                namespace=lambda f: f["member"],
+                node="n1",
+                utilization=0.5,
+                coverage=1.0,
+                policy_version=0,
+            )
+            capacity = pd.DataFrame(
+                [("n1", "uni-north", "NVIDIA-H100-80GB-HBM3", 8 * 3600.0, 1.0)],
+                columns=["node", "owner", "gpu_model", "gpu_seconds_available", "coverage"],
+            ).assign(hour=hour)
+            ledger.replace_hour(hour.to_pydatetime(), usage, capacity, None, 1.0)
+
+
+@pytest.fixture
+def ledger_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    fill_ledger(url, [pd.Timestamp("2026-10-05T10:00Z"), pd.Timestamp("2026-10-05T11:00Z")])
+    return url
+
+
+def run(argv: list[str]) -> int:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+        raise SystemExit(0)
+    return int(exit_info.value.code or 0)
+
+
+def test_report_from_the_ledger(
+    ledger_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "oct"
+    code = run(["report", "--month", "2026-10", "--ledger", ledger_url, "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "uni-north" in captured.out and "lab-bio" in captured.out
+    assert "data missing for 743 hours of 745" in captured.out
+    invoice = json.loads((out / "invoice-lab-bio.json").read_text())
+    # lab-bio borrowed 2 x 0.5 H100-hours on uni-north's nodes at 2.40
+    assert invoice["money"]["charges"] == "2.40"
+    assert invoice["complete"] is False
+    assert (out / "report.html").exists()
+    # a second run refuses to overwrite, naming the file
+    code = run(["report", "--month", "2026-10", "--ledger", ledger_url, "--out", str(out)])
+    assert code == 2
+    assert "already there" in capsys.readouterr().err
+
+
+def test_member_report_from_the_ledger(ledger_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "m"
+    args = ["report", "--month", "2026-10", "--member", "lab-bio", "--ledger", ledger_url]
+    assert run([*args, "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("invoice")) == [
+        "invoice-lab-bio.csv",
+        "invoice-lab-bio.json",
+    ]
+
+
+def test_bad_month_exits_2_naming_the_option(
+    ledger_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["report", "--month", "2026-13", "--ledger", ledger_url]) == 2
+    assert "--month" in capsys.readouterr().err
+
+
+def test_month_without_data_exits_1(
+    ledger_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "nov"
+    code = run(["report", "--month", "2026-11", "--ledger", ledger_url, "--out", str(out)])
+    assert code == 1
+    assert "no usage and no capacity recorded for 2026-11" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_report_from_a_simulation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    usage, capacity, reclaim = synthetic_month(DEMO, "2026-10", demo_nodes(DEMO, 32))
+    usage.to_parquet(tmp_path / "usage.parquet")
+    capacity.to_parquet(tmp_path / "capacity.parquet")
+    reclaim.to_parquet(tmp_path / "reclaim_lost.parquet")
+    (tmp_path / "summary.json").write_text(
+        json.dumps({"members": {"physics": {"pooling_dividend_gpu_hours": 42.0}}})
+    )
+    assert busiest_month(usage, capacity, DEMO) == "2026-10"
+    html = write_simulated_report(tmp_path, DEMO)
+    assert html == tmp_path / "report" / "report.html"
+    text = html.read_text()
+    assert "source: simulation" in text
+    assert "42.0" in text
+    assert "Data complete" in text
+    assert run(["report", "--from-simulation", str(tmp_path), "--overwrite"]) == 0
+    assert "physics" in capsys.readouterr().out
+
+
+def test_monthly_job_writes_last_month_once(ledger_url: str, tmp_path: Path) -> None:
+    reports = tmp_path / "reports"
+    now = datetime(2026, 11, 1, 5, 0, tzinfo=UTC)  # 06:00 in Paris
+    html = run_monthly_report(now, ledger_url, DEMO, reports)
+    assert html == reports / "2026-10" / "report.html"
+    signed = reports / "2026-10" / "invoice-uni-north.json"
+    signed.write_text("signed")
+    assert run_monthly_report(now, ledger_url, DEMO, reports) is None
+    assert signed.read_text() == "signed"
+    assert run_monthly_report(now, ledger_url, DEMO, reports, overwrite=True) == html
+    assert signed.read_text() != "signed"
+    # December's job finds no data for November: nothing written, no crash
+    december = datetime(2026, 12, 1, 5, 0, tzinfo=UTC)
+    assert run_monthly_report(december, ledger_url, DEMO, reports) is None
+    assert not (reports / "2026-11").exists()
+
+
+def test_monthly_trigger_fires_on_day_one_in_the_policy_zone() -> None:
+    trigger = monthly_trigger(DEMO)
+    after = datetime(2026, 10, 15, tzinfo=UTC)
+    fire = trigger.get_next_fire_time(None, after)
+    assert fire is not None
+    assert fire.astimezone(UTC) == datetime(2026, 11, 1, 5, 0, tzinfo=UTC)  # 06:00 CET
+    summer = trigger.get_next_fire_time(None, datetime(2026, 6, 15, tzinfo=UTC))
+    assert summer is not None
+    assert summer.astimezone(UTC) == datetime(2026, 7, 1, 4, 0, tzinfo=UTC)  # 06:00 CEST
+    scheduler = BackgroundScheduler(timezone=DEMO.billing.zone)
+    schedule_monthly_report(scheduler, "sqlite://", DEMO, Path("unused"))
+    jobs = scheduler.get_jobs()
+    assert [j.id for j in jobs] == ["fairpool-monthly-report"]
