@@ -211,7 +211,7 @@ def snapshots(draw: st.DrawFn, pol: Policy, simple: bool = False) -> Snapshot:
     now = 10_000.0
     run: list[RunningPod] = []
     free = {n.name: [n.gpus, n.cpu_milli, n.memory_bytes, n.max_pods] for n in nodes}
-    for k in range(draw(st.integers(0, 10))):
+    for k in range(draw(st.integers(0, 16))):
         n = draw(st.sampled_from(nodes))
         f = free[n.name]
         gpus = draw(st.integers(0, 4))

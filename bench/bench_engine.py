@@ -1,0 +1,171 @@
+"""Engine benchmark: one full `schedule` cycle on synthetic clusters.
+
+Clusters of 100 / 1,000 / 5,000 nodes x 8 GPUs owned by 8 members (32 nodes per
+topology domain) with 1,000 / 10,000 / 50,000 pending single-GPU pods spread over the
+members, plus gang cases. Each cycle is timed (best of a few repetitions when cheap) and
+run once more under tracemalloc for its peak memory.
+"""
+
+from __future__ import annotations
+
+import time
+import tracemalloc
+from dataclasses import dataclass
+
+from rich.console import Console
+from rich.table import Table
+
+from policies.model import Policy
+from scheduler.engine import schedule
+from scheduler.snapshot import Node, PendingJob, PendingPod, PodSpec, Snapshot
+
+MODEL = "NVIDIA-H100-80GB-HBM3"
+MEMBERS = [f"member-{k}" for k in range(8)]
+GIB = 2**30
+BUDGET_S = 25.0
+"""A case whose estimated cycle time (from smaller runs) exceeds this is skipped."""
+
+
+def _policy() -> Policy:
+    return Policy.model_validate(
+        {
+            "api_version": "fairpool.io/v1",
+            "kind": "Policy",
+            "spec": {
+                "gpu_models": [{"name": MODEL, "hourly_cost": "2.40"}],
+                "members": [{"name": m, "weight": 1 + k % 3} for k, m in enumerate(MEMBERS)],
+                "sharing": {"min_runtime_seconds": 600},
+            },
+        }
+    )
+
+
+def _nodes(count: int) -> tuple[Node, ...]:
+    return tuple(
+        Node(
+            name=f"node-{k:05d}",
+            owner=MEMBERS[k % len(MEMBERS)],
+            gpu_model=MODEL,
+            gpus=8,
+            cpu_milli=96_000,
+            memory_bytes=1024 * GIB,
+            topology_domain=f"rack-{k // 32:03d}",
+            labels={"nvidia.com/gpu.product": MODEL},
+        )
+        for k in range(count)
+    )
+
+
+def _jobs(count: int, pods: int, gpus: int, prefix: str, offset: int = 0) -> list[PendingJob]:
+    out = []
+    for k in range(count):
+        member = MEMBERS[(k * 7 + offset) % len(MEMBERS)]
+        job_id = f"{prefix}-{k:06d}"
+        spec = PodSpec(gpus=gpus, cpu_milli=4_000, memory_bytes=32 * GIB)
+        out.append(
+            PendingJob(
+                job_id=job_id,
+                member=member,
+                pods=tuple(
+                    PendingPod(
+                        uid=f"{job_id}-{p}",
+                        name=f"{job_id}-{p}",
+                        namespace=member,
+                        spec=spec,
+                        created_at=float(k),
+                    )
+                    for p in range(pods)
+                ),
+                min_member=pods,
+                priority=k % 3,
+                submitted_at=float(k),
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class Case:
+    nodes: int
+    pending: int
+    gang: bool
+    snapshot: Snapshot
+
+
+def _cases() -> list[tuple[int, int, bool, list[PendingJob]]]:
+    out: list[tuple[int, int, bool, list[PendingJob]]] = []
+    for nodes in (100, 1_000, 5_000):
+        for pending in (1_000, 10_000, 50_000):
+            out.append((nodes, pending, False, _jobs(pending, 1, 1, "single")))
+    gangs = _jobs(500, 8, 1, "gang-small") + _jobs(100, 8, 8, "gang-big", offset=3)
+    out.append((1_000, sum(len(j.pods) for j in gangs), True, gangs))
+    return out
+
+
+def _time(snapshot: Snapshot, policy: Policy, reps: int) -> tuple[float, int]:
+    best = float("inf")
+    placements = 0
+    for _ in range(reps):
+        start = time.perf_counter()
+        decisions = schedule(snapshot, policy)
+        best = min(best, time.perf_counter() - start)
+        placements = len(decisions.binds)
+    return best, placements
+
+
+def _peak(snapshot: Snapshot, policy: Policy) -> int:
+    tracemalloc.start()
+    try:
+        schedule(snapshot, policy)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def run(console: Console) -> None:
+    policy = _policy()
+    table = Table(title="fairpool engine: one scheduling cycle")
+    for col in (
+        "nodes",
+        "pending pods",
+        "gang?",
+        "cycle (ms)",
+        "placements",
+        "placements/s",
+        "peak traced MiB",
+    ):
+        table.add_column(col, justify="right")
+    seconds_per_pod: dict[int, float] = {}
+    for nodes, pending, gang, jobs in _cases():
+        estimate = seconds_per_pod.get(nodes, 0.0) * pending
+        if not gang and estimate > BUDGET_S:
+            table.add_row(
+                f"{nodes:,}",
+                f"{pending:,}",
+                "no",
+                f"skipped: ~{estimate:.0f} s estimated from the smaller run",
+                "",
+                "",
+                "",
+            )
+            continue
+        snap = Snapshot(now=100_000.0, nodes=_nodes(nodes), running=(), pending=tuple(jobs))
+        with console.status(f"{nodes:,} nodes x {pending:,} pending{' (gangs)' if gang else ''}"):
+            first, placements = _time(snap, policy, 1)
+            best = first
+            if first < 2.0:
+                best = min(first, _time(snap, policy, 2)[0])
+            peak = _peak(snap, policy)
+        if not gang:
+            seconds_per_pod[nodes] = max(seconds_per_pod.get(nodes, 0.0), best / pending)
+        table.add_row(
+            f"{nodes:,}",
+            f"{pending:,}",
+            "yes" if gang else "no",
+            f"{best * 1000:,.1f}",
+            f"{placements:,}",
+            f"{placements / best:,.0f}" if best > 0 else "-",
+            f"{peak / 2**20:,.1f}",
+        )
+    console.print(table)
+    console.print("target: >= 1,000 placements/s at 5,000 nodes x 10,000 pending (the whole cycle)")

@@ -1,0 +1,154 @@
+"""Properties of `schedule` over random clusters, policies and snapshots."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from policies.model import Policy
+from scheduler.decisions import Decisions
+from scheduler.engine import compute_shares, schedule
+from scheduler.placement import blocking_taints
+from scheduler.snapshot import Snapshot
+from tests.unit.engine_strategies import scenarios
+
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _free_after(snap: Snapshot, d: Decisions) -> dict[str, list[int]]:
+    free = {n.name: [n.gpus, n.cpu_milli, n.memory_bytes, n.max_pods] for n in snap.nodes}
+    for pod in snap.running:
+        f = free[pod.node]
+        f[0] -= pod.spec.gpus
+        f[1] -= pod.spec.cpu_milli
+        f[2] -= pod.spec.memory_bytes
+        f[3] -= 1
+    specs = {p.uid: p.spec for j in snap.pending for p in j.pods}
+    for b in d.binds:
+        f = free[b.node]
+        s = specs[b.pod_uid]
+        f[0] -= s.gpus
+        f[1] -= s.cpu_milli
+        f[2] -= s.memory_bytes
+        f[3] -= 1
+    return free
+
+
+@SETTINGS
+@given(scenarios())
+def test_no_node_over_committed(scenario: tuple[Policy, Snapshot]) -> None:
+    pol, snap = scenario
+    d = schedule(snap, pol)
+    for name, f in _free_after(snap, d).items():
+        assert min(f) >= 0, (name, f)
+    nodes = {n.name: n for n in snap.nodes}
+    pods = {p.uid: p for j in snap.pending for p in j.pods}
+    for b in d.binds:
+        n = nodes[b.node]
+        spec = pods[b.pod_uid].spec
+        assert n.ready and not n.unschedulable
+        assert spec.gpu_model is None or spec.gpu_model == n.gpu_model
+        assert not blocking_taints(n.taints, spec.tolerations)
+
+
+@SETTINGS
+@given(scenarios())
+def test_gangs_all_or_nothing(scenario: tuple[Policy, Snapshot]) -> None:
+    pol, snap = scenario
+    d = schedule(snap, pol)
+    bound: dict[str, int] = {}
+    for b in d.binds:
+        bound[b.job_id] = bound.get(b.job_id, 0) + 1
+    for job in snap.pending:
+        assert bound.get(job.job_id, 0) in (0, len(job.pods))
+        if len(job.pods) < job.min_member:
+            assert job.job_id not in bound
+        assert (job.job_id in bound) != (job.job_id in d.explanations)
+    assert len({b.pod_uid for b in d.binds}) == len(d.binds)
+
+
+@SETTINGS
+@given(scenarios())
+def test_members_within_entitlement_never_preempted(scenario: tuple[Policy, Snapshot]) -> None:
+    pol, snap = scenario
+    d = schedule(snap, pol)
+    shares = {(s.member, s.gpu_model): s for s in compute_shares(snap, pol)}
+    preempted = {p.pod_uid for p in d.preemptions}
+    nodes = {n.name: n for n in snap.nodes}
+    victims = {p.member for p in snap.running if p.uid in preempted}
+    for member in victims:
+        rows = [s for (m, _), s in shares.items() if m == member]
+        assert any(s.allocated > s.entitlement for s in rows), member
+        assert any(s.allocated > s.fair_share for s in rows), member
+    for p in snap.running:
+        if p.uid in preempted:
+            assert not p.terminating and p.member is not None
+            assert nodes[p.node] is not None
+    # Whole gangs only.
+    for job_id in {p.job_id for p in d.preemptions}:
+        all_pods = {p.uid for p in snap.running if p.job_id == job_id and not p.terminating}
+        assert all_pods <= preempted
+    for p in d.preemptions:
+        assert p.grace_period_seconds == pol.sharing.reclaim_grace_period_seconds
+
+
+def _shuffled(snap: Snapshot, seed: int) -> Snapshot:
+    rng = random.Random(seed)
+    nodes, run, pending = list(snap.nodes), list(snap.running), list(snap.pending)
+    rng.shuffle(nodes)
+    rng.shuffle(run)
+    rng.shuffle(pending)
+    usage = dict(reversed(list(snap.usage_history.items())))
+    return replace(
+        snap, nodes=tuple(nodes), running=tuple(run), pending=tuple(pending), usage_history=usage
+    )
+
+
+@SETTINGS
+@given(scenarios(), st.integers(0, 2**16))
+def test_deterministic(scenario: tuple[Policy, Snapshot], seed: int) -> None:
+    pol, snap = scenario
+    first = repr(schedule(snap, pol))
+    assert repr(schedule(snap, pol)) == first
+    assert repr(schedule(_shuffled(snap, seed), pol)) == first
+
+
+@SETTINGS
+@given(scenarios())
+def test_shares_reported_are_compute_shares(scenario: tuple[Policy, Snapshot]) -> None:
+    pol, snap = scenario
+    assert schedule(snap, pol).shares == compute_shares(snap, pol)
+
+
+@SETTINGS
+@given(scenarios(simple=True))
+def test_work_conservation_for_single_pods(scenario: tuple[Policy, Snapshot]) -> None:
+    """No single-pod job that fits some node's free capacity is left waiting, unless a
+    member limit forbids it (borrowing off, max_gpus, lending limits)."""
+    pol, snap = scenario
+    d = schedule(snap, pol)
+    free = _free_after(snap, d)
+    limited = not pol.sharing.borrowing or any(
+        m.max_gpus is not None or m.lending_limit is not None for m in pol.members
+    )
+    if limited or d.nominations:
+        return
+    for job in snap.pending:
+        if job.job_id not in d.explanations or len(job.pods) < job.min_member:
+            continue
+        spec = job.pods[0].spec
+        for n in snap.nodes:
+            f = free[n.name]
+            fits = (
+                n.ready
+                and not n.unschedulable
+                and not blocking_taints(n.taints, spec.tolerations)
+                and f[0] >= spec.gpus
+                and f[1] >= spec.cpu_milli
+                and f[2] >= spec.memory_bytes
+                and f[3] >= 1
+            )
+            assert not fits, (job.job_id, n.name, d.explanations[job.job_id])
