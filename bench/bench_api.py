@@ -1,0 +1,267 @@
+"""The gRPC API under load: 50 concurrent clients calling GetEntitlements and
+ExplainPending against a server whose scheduler manages 1,000 nodes and 10,000 pending
+pods, while the engine keeps running scheduling cycles in the same process (as in the
+daemon). Reports requests/s, p50/p99 latency, and the engine's cycle time idle and
+under that load.
+
+The server runs in a child process so that the clients' Python does not share its GIL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import random
+import statistics
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, replace
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import grpc
+from rich.console import Console
+from rich.table import Table
+
+from policies.loader import DEFAULT_POLICY, load_policy
+from policies.model import Policy
+from proto.fairpool.v1 import share_pb2, share_pb2_grpc
+from scheduler.decisions import Decisions
+from scheduler.engine import schedule
+from scheduler.snapshot import Node, PendingJob, PendingPod, PodSpec, RunningPod, Snapshot
+
+NODES = 1_000
+PENDING_PODS = 10_000
+CLIENTS = 50
+LOAD_SECONDS = 15.0
+IDLE_SECONDS = 10.0
+TOKEN = "bench-admin"
+OWNERS = (
+    ("uni-north", "NVIDIA-H100-80GB-HBM3", "uni-north"),
+    ("ai-startup", "NVIDIA-H100-80GB-HBM3", "ai-startup-bench"),
+    ("lab-bio", "NVIDIA-A100-SXM4-80GB", "lab-bio"),
+    ("physics", "NVIDIA-A100-SXM4-80GB", "physics"),
+)
+
+
+def pending_job_ids() -> list[str]:
+    """Job ids of the pending queue (every 10th job is a gang of 4)."""
+    ids, pods, i = [], 0, 0
+    while pods < PENDING_PODS:
+        ids.append(f"job-{i}")
+        pods += 4 if i % 10 == 0 else 1
+        i += 1
+    return ids
+
+
+def build_cluster() -> tuple[Policy, Snapshot]:
+    """1,000 8-GPU nodes, each running one 8-GPU pod of its owner, and 10,000 pods
+    waiting, a tenth of them in gangs."""
+    policy = load_policy(DEFAULT_POLICY)
+    nodes, running = [], []
+    for n in range(NODES):
+        owner, model, namespace = OWNERS[n % len(OWNERS)]
+        nodes.append(
+            Node(f"node-{n}", owner, model, 8, 96_000, 1 << 40, topology_domain=f"rack-{n % 20}")
+        )
+        running.append(
+            RunningPod(
+                f"run-{n}",
+                f"run-{n}",
+                namespace,
+                owner,
+                f"run-{n}",
+                f"node-{n}",
+                PodSpec(gpus=8, gpu_model=model),
+                started_at=0.0,
+            )
+        )
+    jobs = []
+    for i, job_id in enumerate(pending_job_ids()):
+        owner, model, namespace = OWNERS[i % len(OWNERS)]
+        size = 4 if i % 10 == 0 else 1
+        pods = tuple(
+            PendingPod(
+                f"{job_id}-p{k}", f"{job_id}-{k}", namespace, PodSpec(gpus=2, gpu_model=model)
+            )
+            for k in range(size)
+        )
+        jobs.append(PendingJob(job_id, owner, pods, min_member=size, submitted_at=float(i)))
+    snapshot = Snapshot(
+        now=86_400.0, nodes=tuple(nodes), running=tuple(running), pending=tuple(jobs)
+    )
+    return policy, snapshot
+
+
+class CyclingView:
+    """A SchedulerView whose engine runs cycle after cycle on the same cluster; each cycle
+    publishes a new snapshot object, so the API recomputes its cached shares per cycle
+    just as it does under the daemon."""
+
+    def __init__(self, policy: Policy, snapshot: Snapshot) -> None:
+        self._policy, self._snapshot = policy, snapshot
+        self._decisions = Decisions()
+        self._lock = threading.Lock()
+
+    def policy(self) -> Policy:
+        return self._policy
+
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    def last_decisions(self) -> Decisions:
+        return self._decisions
+
+    def set_policy(self, policy: Policy) -> None:
+        self._policy = policy
+
+    def cycle(self) -> float:
+        started = time.perf_counter()
+        decisions = schedule(self._snapshot, self._policy)
+        with self._lock:
+            self._decisions = decisions
+            self._snapshot = replace(self._snapshot, now=self._snapshot.now + 1.0)
+        return time.perf_counter() - started
+
+
+def _serve(conn: Connection, folder: str) -> None:
+    from scheduler.api.auth import TokenTable, parse_tokens
+    from scheduler.api.policy_store import FileSource
+    from scheduler.api.server import ApiConfig, ApiServer
+
+    policy, snapshot = build_cluster()
+    view = CyclingView(policy, snapshot)
+    first = view.cycle()
+    policy_file = Path(folder) / "policy.yaml"
+    policy_file.write_text(DEFAULT_POLICY.read_text())
+    config = ApiConfig(
+        tokens=TokenTable(entries=dict(parse_tokens(f"{TOKEN},admin\n", "bench"))),
+        policy_source=FileSource(policy_file),
+        ledger_url=f"sqlite:///{folder}/ledger.db",
+        address="127.0.0.1:0",
+        max_workers=16,
+    )
+    server = ApiServer(view, config).start()
+    conn.send((server.port, first, len(view.last_decisions().explanations)))
+    while True:
+        command, seconds = conn.recv()
+        if command == "stop":
+            break
+        durations = [view.cycle()]
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            durations.append(view.cycle())
+        conn.send(durations)
+    server.stop(grace=0.5)
+
+
+@dataclass
+class Load:
+    latencies: dict[str, list[float]]
+    errors: dict[str, int]
+    seconds: float
+
+
+async def _client(target: str, job_ids: list[str], until: float, seed: int, load: Load) -> None:
+    rng = random.Random(seed)
+    metadata = (("authorization", f"Bearer {TOKEN}"),)
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = share_pb2_grpc.ShareServiceStub(channel)
+        n = seed
+        while time.monotonic() < until:
+            n += 1
+            if n % 2:
+                name = "GetEntitlements"
+                call = stub.GetEntitlements(
+                    share_pb2.GetEntitlementsRequest(), metadata=metadata, timeout=30
+                )
+            else:
+                name = "ExplainPending"
+                request = share_pb2.ExplainPendingRequest(name=rng.choice(job_ids))
+                call = stub.ExplainPending(request, metadata=metadata, timeout=30)
+            started = time.perf_counter()
+            try:
+                await call
+            except grpc.aio.AioRpcError:
+                load.errors[name] += 1
+                continue
+            load.latencies[name].append(time.perf_counter() - started)
+
+
+async def _load(target: str, seconds: float) -> Load:
+    job_ids = pending_job_ids()
+    load = Load(
+        {"GetEntitlements": [], "ExplainPending": []},
+        {"GetEntitlements": 0, "ExplainPending": 0},
+        seconds,
+    )
+    until = time.monotonic() + seconds
+    await asyncio.gather(*(_client(target, job_ids, until, i, load) for i in range(CLIENTS)))
+    return load
+
+
+def _ms(values: list[float], q: float) -> str:
+    if not values:
+        return "—"
+    ordered = sorted(values)
+    return f"{ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000:.1f}"
+
+
+def run(console: Console) -> None:
+    context = mp.get_context("spawn")
+    with tempfile.TemporaryDirectory(prefix="fairpool-bench-api-") as folder:
+        ours, theirs = context.Pipe()
+        child = context.Process(target=_serve, args=(theirs, folder), daemon=True)
+        with console.status(
+            f"building {NODES:,} nodes and {PENDING_PODS:,} pending pods, first engine cycle…"
+        ):
+            child.start()
+            port, first_cycle, explained = ours.recv()
+        target = f"127.0.0.1:{port}"
+        with console.status(f"engine alone for {IDLE_SECONDS:.0f} s…"):
+            ours.send(("cycles", IDLE_SECONDS))
+            idle = ours.recv()
+        with console.status(f"{CLIENTS} clients for {LOAD_SECONDS:.0f} s while the engine runs…"):
+            ours.send(("cycles", LOAD_SECONDS))
+            load = asyncio.run(_load(target, LOAD_SECONDS))
+            busy = ours.recv()
+        ours.send(("stop", 0))
+        child.join(30)
+
+    table = Table(
+        title=f"gRPC API: {CLIENTS} clients, {NODES:,} nodes, {PENDING_PODS:,} pending pods "
+        f"({explained:,} jobs explained)",
+        title_justify="left",
+    )
+    for column in ("what", "calls", "per second", "p50 ms", "p99 ms", "errors"):
+        table.add_column(column, justify="left" if column == "what" else "right")
+    every: list[float] = []
+    for name, values in load.latencies.items():
+        every += values
+        table.add_row(
+            name,
+            f"{len(values):,}",
+            f"{len(values) / load.seconds:,.0f}",
+            _ms(values, 0.5),
+            _ms(values, 0.99),
+            str(load.errors[name]),
+        )
+    table.add_row(
+        "both",
+        f"{len(every):,}",
+        f"{len(every) / load.seconds:,.0f}",
+        _ms(every, 0.5),
+        _ms(every, 0.99),
+        str(sum(load.errors.values())),
+        style="bold",
+    )
+    console.print(table)
+    engine = Table(title="engine in the same process", title_justify="left")
+    for column in ("phase", "cycles", "mean cycle s", "cycles per minute"):
+        engine.add_column(column, justify="left" if column == "phase" else "right")
+    engine.add_row("first cycle", "1", f"{first_cycle:.2f}", "")
+    for phase, durations in (("idle API", idle), (f"{CLIENTS} clients", busy)):
+        mean = statistics.fmean(durations)
+        engine.add_row(phase, str(len(durations)), f"{mean:.2f}", f"{60 / mean:.1f}")
+    console.print(engine)
