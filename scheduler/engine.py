@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from scheduler import shares as shares_mod
 from scheduler.decisions import Bind, Decisions, MemberShare, Nomination, Preemption
 from scheduler.entitlement import MemberModel, node_model
-from scheduler.explain import Waiting, fmt, plural, position, sentence
+from scheduler.explain import Waiting, capacity_detail, fmt, plural, position, sentence
 from scheduler.gang import Plan, plan_job
 from scheduler.ordering import MemberQueues, ratio
 from scheduler.placement import (
@@ -87,6 +87,7 @@ class _Cycle:
             self.fair_total[m] = self.fair_total.get(m, 0.0) + share
         self.out = _Outcome()
         self.failed: set[tuple[object, ...]] = set()
+        self.never: dict[tuple[object, ...], bool] = {}
         self.reclaimer: Reclaimer | None = None
         self.freeing: set[str] = set()
         """Jobs whose nominated nodes still carry terminating pods."""
@@ -383,8 +384,15 @@ class _Cycle:
     def _unplaceable(self, job: PendingJob) -> bool:
         """True when no node, even empty, could ever take one of the job's pods."""
         for pod in job.pods:
-            res = spec_res(pod.spec)
-            if not any(self._static_room(i, res) for i in self.state.candidate_nodes(pod.spec)):
+            key = spec_key(pod.spec)
+            never = self.never.get(key)
+            if never is None:
+                res = spec_res(pod.spec)
+                never = not any(
+                    self._static_room(i, res) for i in self.state.candidate_nodes(pod.spec)
+                )
+                self.never[key] = never
+            if never:
                 return True
         return False
 
@@ -409,11 +417,15 @@ class _Cycle:
 
     def _explanations(self) -> dict[str, str]:
         out: dict[str, str] = {}
+        details: dict[tuple[object, ...], str] = {}
         for job_id in sorted(self.out.waiting):
             job, why = self.out.waiting[job_id]
             model = self.position_model(job)
             allocated, fair = self.position_of(job.member, model)
-            out[job_id] = sentence(job, why, model, allocated, fair, self.state)
+            shape = (spec_key(job.pods[0].spec), model, job.is_gang, len(job.pods), job.gpus)
+            if why.kind == "capacity" and shape not in details:
+                details[shape] = capacity_detail(self.state, job, model)
+            out[job_id] = sentence(job, why, model, allocated, fair, details.get(shape, ""))
         return out
 
 

@@ -96,8 +96,9 @@ def sentence(
     model: str | None,
     allocated: int,
     fair: float,
-    state: ClusterState,
+    capacity: str,
 ) -> str:
+    """`capacity` is `capacity_detail` for the job (used for kind "capacity")."""
     pos = position(job.member, model, allocated, fair)
     if waiting.kind == "incomplete":
         return (
@@ -106,7 +107,7 @@ def sentence(
         )
     if waiting.kind in ("limit", "unplaceable", "held", "reclaiming"):
         return f"{pos}; {waiting.detail}"
-    text = f"{pos}; {capacity_detail(state, job, model)}"
+    text = f"{pos}; {capacity}"
     if waiting.detail:
         text += f"; {waiting.detail}"
     return text

@@ -22,12 +22,15 @@ Score (lowest wins, compared in this order):
 4. node name.
 
 Nodes with identical owner, model, labels (hostname aside), taints and topology domain
-form an equivalence class; the static filters run once per class and pod shape, and
-each class keeps its nodes in buckets by free GPUs so a placement never scans the cluster.
+form an equivalence class; the static filters run once per class and pod shape. For each
+pod shape a `View` indexes the admitted nodes by owner, penalty, owner-busy and free
+GPUs, and is kept up to date on every placement, so placing a pod never scans the
+cluster.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -125,10 +128,24 @@ class NodeClass:
     labels: dict[str, str]
     taints: tuple[Taint, ...]
     nodes: list[int] = field(default_factory=list)
-    buckets: tuple[dict[int, list[int]], dict[int, list[int]]] = field(
-        default_factory=lambda: ({}, {})
+    views: list[tuple[View, GroupKey]] = field(default_factory=list)
+    """The views (one per pod shape) this class's nodes are indexed in."""
+
+
+GroupKey = tuple[str, int]
+"""(owner or "", untolerated PreferNoSchedule taints)."""
+
+
+@dataclass(slots=True)
+class View:
+    """The placeable nodes admitting one pod shape, grouped by owner and PreferNoSchedule
+    penalty; each group keeps (owner idle, owner busy) -> free GPUs -> node indices in
+    name order, so the best node is found without scanning the cluster."""
+
+    groups: dict[GroupKey, tuple[dict[int, list[int]], dict[int, list[int]]]] = field(
+        default_factory=dict
     )
-    """(owner idle, owner busy) -> free GPUs -> node indices in name order."""
+    order: list[GroupKey] = field(default_factory=list)
 
 
 Res = tuple[int, int, int, int]
@@ -205,54 +222,83 @@ class ClusterState:
                 self.classes.append(cls)
             cls.nodes.append(i)
             self.node_class[i] = cls.cid
-            self._bucket_add(i)
         self._spec_classes: dict[SpecKey, list[int]] = {}
         self._penalty: dict[tuple[int, SpecKey], int] = {}
+        self._views: dict[SpecKey, View] = {}
+        self._candidates: dict[SpecKey, list[int]] = {}
 
-    # -- buckets -------------------------------------------------------------------------
-    def _bucket_of(self, i: int) -> list[int]:
-        cls = self.classes[self.node_class[i]]
+    # -- views ---------------------------------------------------------------------------
+    def view(self, spec: PodSpec) -> View:
+        key = spec_key(spec)
+        view = self._views.get(key)
+        if view is None:
+            view = View()
+            host = uses_hostname(spec)
+            for cid in self.classes_for(spec):
+                cls = self.classes[cid]
+                gk = (cls.owner or "", self.penalty(cid, spec))
+                sides = view.groups.get(gk)
+                if sides is None:
+                    sides = view.groups[gk] = ({}, {})
+                cls.views.append((view, gk))
+                for i in cls.nodes:
+                    if not host or self.node_admits(i, spec):
+                        _insert(
+                            sides[1 if self.owner_pods[i] > 0 else 0], max(0, self.free_gpu[i]), i
+                        )
+            view.order = sorted(view.groups)
+            self._views[key] = view
+        return view
+
+    def _unindex(self, i: int) -> None:
+        busy = 1 if self.owner_pods[i] > 0 else 0
         level = max(0, self.free_gpu[i])
-        side = cls.buckets[1 if self.owner_pods[i] > 0 else 0]
-        bucket = side.get(level)
-        if bucket is None:
-            bucket = side[level] = []
-        return bucket
+        for view, gk in self.classes[self.node_class[i]].views:
+            side = view.groups[gk][busy]
+            bucket = side.get(level)
+            if bucket is None:
+                continue  # a hostname-bound view that never held this node
+            k = bisect_left(bucket, i)
+            if k < len(bucket) and bucket[k] == i:
+                del bucket[k]
+                if not bucket:
+                    del side[level]
 
-    def _bucket_add(self, i: int) -> None:
-        bucket = self._bucket_of(i)
-        # indices are in name order; appends are the common case at build time
-        if not bucket or bucket[-1] < i:
-            bucket.append(i)
-        else:
-            from bisect import insort
-
-            insort(bucket, i)
-
-    def _bucket_remove(self, i: int) -> None:
-        cls = self.classes[self.node_class[i]]
+    def _reindex(self, i: int, members: list[bool]) -> None:
+        busy = 1 if self.owner_pods[i] > 0 else 0
         level = max(0, self.free_gpu[i])
-        side = cls.buckets[1 if self.owner_pods[i] > 0 else 0]
-        bucket = side[level]
-        from bisect import bisect_left
+        for (view, gk), present in zip(
+            self.classes[self.node_class[i]].views, members, strict=True
+        ):
+            if present:
+                _insert(view.groups[gk][busy], level, i)
 
-        del bucket[bisect_left(bucket, i)]
-        if not bucket:
-            del side[level]
+    def _presence(self, i: int) -> list[bool]:
+        busy = 1 if self.owner_pods[i] > 0 else 0
+        level = max(0, self.free_gpu[i])
+        out = []
+        for view, gk in self.classes[self.node_class[i]].views:
+            bucket = view.groups[gk][busy].get(level)
+            k = bisect_left(bucket, i) if bucket else 0
+            out.append(bucket is not None and k < len(bucket) and bucket[k] == i)
+        return out
 
     # -- capacity changes ----------------------------------------------------------------
     def take(self, i: int, res: Res, owner_pod: bool = False) -> None:
-        indexed = self.node_class[i] >= 0
-        if indexed:
-            self._bucket_remove(i)
+        cid = self.node_class[i]
+        indexed = cid >= 0 and bool(self.classes[cid].views)
+        moves = indexed and (res[0] != 0 or (owner_pod and self.owner_pods[i] == 0))
+        if moves:
+            present = self._presence(i)
+            self._unindex(i)
         self.free_gpu[i] -= res[0]
         self.free_cpu[i] -= res[1]
         self.free_mem[i] -= res[2]
         self.free_pods[i] -= res[3]
         if owner_pod:
             self.owner_pods[i] += 1
-        if indexed:
-            self._bucket_add(i)
+        if moves:
+            self._reindex(i, present)
 
     def give(self, i: int, res: Res) -> None:
         self.take(i, (-res[0], -res[1], -res[2], -res[3]))
@@ -353,43 +399,40 @@ class ClusterState:
     ) -> int | None:
         """The best node for one pod, or None. `allowed` maps an owner to the GPUs it may
         still lend (owners absent from it are unlimited)."""
-        res = spec_res(spec)
-        g = res[0]
+        g = spec.gpus
+        cpu, mem = spec.cpu_milli, spec.memory_bytes
+        free_cpu, free_mem, free_pods = self.free_cpu, self.free_mem, self.free_pods
         best: tuple[int, int, int, int] | None = None
-        host = uses_hostname(spec)
-        for cid in self.classes_for(spec):
-            cls = self.classes[cid]
-            if (
-                allowed is not None
-                and cls.owner is not None
-                and cls.owner != member
-                and allowed.get(cls.owner, g) < g
-            ):
+        view = self.view(spec)
+        for gk in view.order:
+            owner, pen = gk
+            if allowed is not None and owner and owner != member and allowed.get(owner, g) < g:
                 continue
-            pen = self.penalty(cid, spec)
+            sides = view.groups[gk]
             for busy in (0, 1):
-                side = cls.buckets[busy]
+                side = sides[busy]
                 if not side:
                     continue
-                tier = self.tier(cid, member, bool(busy))
+                if owner == member:
+                    tier = TIER_OWN
+                elif not owner:
+                    tier = TIER_UNOWNED
+                else:
+                    tier = TIER_BUSY if busy else TIER_IDLE
                 if best is not None and (tier, pen) > best[:2]:
                     continue
                 for level in sorted(side):
                     if level < g:
                         continue
-                    cand_head = (tier, pen, level - g)
-                    if best is not None and cand_head > best[:3]:
+                    head = (tier, pen, level - g)
+                    if best is not None and head > best[:3]:
                         break
                     found = -1
+                    same = best is not None and head == best[:3]
                     for i in side[level]:
-                        if best is not None and cand_head == best[:3] and i > best[3]:
+                        if same and best is not None and i > best[3]:
                             break
-                        if (
-                            self.free_cpu[i] >= res[1]
-                            and self.free_mem[i] >= res[2]
-                            and self.free_pods[i] >= 1
-                            and (not host or self.node_admits(i, spec))
-                        ):
+                        if free_cpu[i] >= cpu and free_mem[i] >= mem and free_pods[i] >= 1:
                             found = i
                             break
                     if found >= 0:
@@ -400,11 +443,25 @@ class ClusterState:
         return None if best is None else best[3]
 
     def candidate_nodes(self, spec: PodSpec) -> list[int]:
-        """Every placeable node admitting the shape, in name order."""
-        out: list[int] = []
-        host = uses_hostname(spec)
-        for cid in self.classes_for(spec):
-            nodes = self.classes[cid].nodes
-            out.extend(i for i in nodes if not host or self.node_admits(i, spec))
-        out.sort()
+        """Every placeable node admitting the shape, in name order (static: cached)."""
+        key = spec_key(spec)
+        out = self._candidates.get(key)
+        if out is None:
+            out = []
+            host = uses_hostname(spec)
+            for cid in self.classes_for(spec):
+                nodes = self.classes[cid].nodes
+                out.extend(i for i in nodes if not host or self.node_admits(i, spec))
+            out.sort()
+            self._candidates[key] = out
         return out
+
+
+def _insert(side: dict[int, list[int]], level: int, i: int) -> None:
+    bucket = side.get(level)
+    if bucket is None:
+        side[level] = [i]
+    elif bucket[-1] < i:
+        bucket.append(i)
+    else:
+        insort(bucket, i)
