@@ -80,9 +80,15 @@ def daily_stacked(daily: pd.DataFrame, colors: dict[str, str]) -> str:
         axes.set_xticks(x, [str(d) for d in labels], fontsize=7)
         axes.set_xlabel("day of month (local time)")
         axes.set_ylabel("GPU-hours")
-        axes.set_title(title)
+        axes.set_title(title, pad=22)
         if len(daily.columns):
-            axes.legend(fontsize=8, frameon=False, ncols=min(4, len(daily.columns)))
+            axes.legend(
+                fontsize=8,
+                frameon=False,
+                ncols=min(6, len(daily.columns)),
+                loc="lower left",
+                bbox_to_anchor=(0.0, 1.0),
+            )
         return _svg(figure, title)
 
 

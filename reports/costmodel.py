@@ -314,7 +314,7 @@ def build_month_report(
     # --- rounded money ----------------------------------------------------------------
     capacity_cost = {k: cents(v) for k, v in capacity_exact.items()}
     settlement: dict[tuple[str, str], Decimal] = {}
-    borrow_cells = {k: cents(v) for k, v in borrowed_exact.items() if k[0] != k[1]}
+    borrow_cells = {k: cents(v) for k, v in borrowed_exact.items() if k[0] != k[1] and v}
     purchase_cells: dict[tuple[str, str], Decimal] = {}
     hours_per_version = version_of_hour.value_counts()
     for buyer in policy.members:
@@ -433,7 +433,7 @@ def build_month_report(
                 line(
                     m,
                     "borrowing",
-                    f"Borrowed GPU-hours on {other_member}'s nodes",
+                    f"GPU-hours borrowed from {other_member}",
                     counterparty=other_member,
                     gpu_hours=float(borrowed_pair_h.get((m, other_member), 0.0)),
                     amount=cell,
@@ -445,7 +445,7 @@ def build_month_report(
                 line(
                     m,
                     "lending",
-                    f"Lent GPU-hours to {other_member}",
+                    f"GPU-hours lent to {other_member}",
                     counterparty=other_member,
                     gpu_hours=float(borrowed_pair_h.get((other_member, m), 0.0)),
                     amount=-cell,

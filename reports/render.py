@@ -121,6 +121,14 @@ def _percent(value: Any) -> str:
     return f"{float(value):.0%}"
 
 
+def _known(value: Any) -> bool:
+    return _clean(value) is not None
+
+
+def _text(value: Any) -> str:
+    return "" if _clean(value) is None else str(value)
+
+
 def _environment() -> jinja2.Environment:
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
@@ -130,8 +138,13 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     environment.filters.update(
-        hours=_hours, hours_or_nodata=_hours_or_nodata, money=format_money, percent=_percent
+        hours=_hours,
+        hours_or_nodata=_hours_or_nodata,
+        money=format_money,
+        percent=_percent,
+        text=_text,
     )
+    environment.tests["known"] = _known
     return environment
 
 

@@ -215,8 +215,8 @@ def test_invoice_lines_add_up_to_each_total() -> None:
     b = report.invoice("b")
     descriptions = list(b["description"])
     assert "Contributed capacity, A" in descriptions
-    assert "Borrowed GPU-hours on a's nodes" in descriptions
-    assert "Lent GPU-hours to c" in descriptions
+    assert "GPU-hours borrowed from a" in descriptions
+    assert "GPU-hours lent to c" in descriptions
 
 
 def test_purchased_gpus_paid_to_the_hosting_owner() -> None:
