@@ -382,6 +382,14 @@ class PolicyStore:
             self._set(entry, parse_policy(document), revision)
             return entry
 
+    def policies(self) -> dict[int, Policy]:
+        """Every recorded version (the latest 1,000), for billing usage metered under
+        an older policy at that policy's prices."""
+        return {
+            e.version: parse_policy(e.document, f"policy version {e.version}")
+            for e in self.audit.list(limit=1000)
+        }
+
     def wait_newer(self, version: int, timeout: float) -> list[StoredVersion]:
         """Versions newer than `version`, oldest first; waits up to `timeout` for one."""
         with self._lock:

@@ -53,8 +53,6 @@ class ApiConfig:
     """SQLAlchemy URL of the ledger database; the policy audit log lives there too."""
     address: str = "127.0.0.1:50051"
     """host:port; port 0 picks a free one (see ApiServer.port)."""
-    reports_dir: Path | None = None
-    """Folder of monthly report folders (`<reports_dir>/YYYY-MM/...`)."""
     tls_cert: Path | None = None
     tls_key: Path | None = None
     client_ca: Path | None = None
@@ -110,7 +108,7 @@ class ApiServer:
             self._server,
         )
         usage_pb2_grpc.add_UsageServiceServicer_to_server(
-            UsageServicer(auth, config.ledger_url, config.reports_dir, view.policy),
+            UsageServicer(auth, config.ledger_url, view.policy, self.store.policies),
             self._server,
         )
         self.health = health.HealthServicer()

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import mimetypes
 import re
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
 import pandas as pd
 
+from policies.errors import InputError
 from policies.model import Policy
 from proto.fairpool.v1 import usage_pb2, usage_pb2_grpc
+from reports.costmodel import MonthReport, NoDataError
 from reports.ledger import Ledger
+from reports.monthly_job import ledger_month_report
+from reports.render import write_report
 from scheduler.api import convert
 from scheduler.api.auth import Authenticator, Principal, RoleKind
-from scheduler.api.errors import abort
+from scheduler.api.errors import abort, abort_input
 
 MAX_RANGE = timedelta(days=400)
 DEFAULT_RANGE = timedelta(days=30)
@@ -40,21 +45,21 @@ def usage_rows(frame: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(["member", "gpu_model"])[columns]
 
 
-def visible_report_files(folder: Path, principal: Principal, members: list[str]) -> list[Path]:
-    """Report files the caller may read: an admin all of them; anyone else the shared
-    ones (naming no member) and a member also those naming only itself."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
-    if principal.kind is RoleKind.ADMIN:
-        return files
-    out = []
-    for path in files:
-        text = str(path.relative_to(folder)).lower()
-        named = {
-            m for m in members if re.search(rf"(^|[^a-z0-9-]){re.escape(m)}($|[^a-z0-9-])", text)
-        }
-        if not named or named == {principal.member}:
-            out.append(path)
-    return out
+VIEWER_FILES = ("summary.csv", "summary.parquet", "settlement.csv")
+"""A viewer gets the summaries, not the invoices."""
+
+
+def report_files(built: MonthReport, principal: Principal) -> dict[str, bytes]:
+    """The report as the caller may see it, written by the reports module: an admin the
+    whole report, a member its restricted report (own invoice, the pool's totals, the
+    settlement it is a party to), a viewer the summary tables."""
+    member = principal.member if principal.kind is RoleKind.MEMBER else None
+    with tempfile.TemporaryDirectory(prefix="fairpool-report-") as tmp:
+        paths = write_report(built, Path(tmp) / "report", member=member)
+        files = {p.name: p.read_bytes() for p in paths}
+    if principal.kind is RoleKind.VIEWER:
+        files = {name: files[name] for name in VIEWER_FILES if name in files}
+    return files
 
 
 class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
@@ -62,14 +67,15 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
         self,
         auth: Authenticator,
         ledger_url: str,
-        reports_dir: Path | None,
         policy: Callable[[], Policy],
+        policies: Callable[[], Mapping[int, Policy]],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._auth = auth
         self._ledger = Ledger(ledger_url)
-        self._reports_dir = reports_dir
+        self._ledger_url = ledger_url
         self._policy = policy
+        self._policies = policies
         self._clock = clock
 
     def GetUsage(
@@ -124,25 +130,28 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
         principal = self._auth.caller(context)
         if not MONTH.match(request.month):
             abort(context, grpc.StatusCode.INVALID_ARGUMENT, "month: expected YYYY-MM")
-        folder = self._reports_dir / request.month if self._reports_dir is not None else None
-        if folder is None or not folder.is_dir():
-            abort(
-                context,
-                grpc.StatusCode.NOT_FOUND,
-                f"no report for {request.month} (reports are written by `fairpool report`)",
+        policy = self._policy()
+        if principal.kind is RoleKind.MEMBER and principal.member not in policy.member_names():
+            abort(context, grpc.StatusCode.PERMISSION_DENIED, f"{principal.role}: not a member")
+        try:
+            built = ledger_month_report(
+                self._ledger_url, policy, request.month, policies=self._policies()
             )
-        members = self._policy().member_names()
-        files = []
-        total = 0
-        for path in visible_report_files(folder, principal, members):
-            content = path.read_bytes()
-            total += len(content)
-            if total > MAX_REPORT_BYTES:
-                abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, "report larger than 32 MiB")
-            media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-            files.append(
+        except NoDataError as exc:
+            abort(context, grpc.StatusCode.NOT_FOUND, f"no report for {request.month}: {exc}")
+        except InputError as exc:
+            abort_input(context, exc)
+        files = report_files(built, principal)
+        if sum(len(c) for c in files.values()) > MAX_REPORT_BYTES:
+            abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, "report larger than 32 MiB")
+        return usage_pb2.GetReportResponse(
+            month=request.month,
+            files=[
                 usage_pb2.ReportFile(
-                    name=str(path.relative_to(folder)), media_type=media_type, content=content
+                    name=name,
+                    media_type=mimetypes.guess_type(name)[0] or "application/octet-stream",
+                    content=content,
                 )
-            )
-        return usage_pb2.GetReportResponse(month=request.month, files=files)
+                for name, content in files.items()
+            ],
+        )

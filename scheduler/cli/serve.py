@@ -61,15 +61,10 @@ def _write_atomic(path: Path, text: str) -> None:
 )
 @click.option(
     "--ledger-url",
-    envvar="FAIRPOOL_LEDGER_URL",
+    envvar="FAIRPOOL_LEDGER",
     default="sqlite:///fairpool-ledger.db",
     show_default=True,
     help="ledger database (also keeps the policy audit log)",
-)
-@click.option(
-    "--reports-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    help="folder of monthly report folders (YYYY-MM/)",
 )
 @click.option("--tls-cert", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--tls-key", type=click.Path(path_type=Path, dir_okay=False))
@@ -93,7 +88,6 @@ def serve_api(
     trace: Path | None,
     tokens: Path,
     ledger_url: str,
-    reports_dir: Path | None,
     tls_cert: Path | None,
     tls_key: Path | None,
     client_ca: Path | None,
@@ -121,7 +115,6 @@ def serve_api(
         policy_source=FileSource(policy_file),
         ledger_url=ledger_url,
         address=listen,
-        reports_dir=reports_dir,
         tls_cert=tls_cert,
         tls_key=tls_key,
         client_ca=client_ca,

@@ -227,21 +227,25 @@ def test_a_member_sees_only_its_own_rows_and_the_pool(api: Running) -> None:
 
 
 def test_report_files_are_scoped(api: Running) -> None:
-    def names(role: str) -> set[str]:
+    def files(role: str) -> dict[str, bytes]:
         reply = api.usage.GetReport(
             usage_pb2.GetReportRequest(month=REPORT_MONTH), metadata=metadata(role)
         )
-        return {f.name for f in reply.files}
+        return {f.name: f.content for f in reply.files}
 
-    assert names("admin") == {
-        "summary.html",
-        f"{MEMBER_A}.csv",
-        f"{MEMBER_B}.csv",
-        f"members/{MEMBER_A}/invoice.pdf",
-    }
-    assert names(A) == {"summary.html", f"{MEMBER_A}.csv", f"members/{MEMBER_A}/invoice.pdf"}
-    assert names(B) == {"summary.html", f"{MEMBER_B}.csv"}
-    assert names("viewer") == {"summary.html"}
+    everything = files("admin")
+    assert {f"invoice-{MEMBER_A}.csv", f"invoice-{MEMBER_B}.csv", "report.html"} <= set(everything)
+    mine = files(B)
+    assert f"invoice-{MEMBER_B}.csv" in mine and f"report-{MEMBER_B}.html" in mine
+    assert not any(MEMBER_A in name for name in mine)
+    assert (
+        mine != everything
+        and mine[f"invoice-{MEMBER_B}.csv"] == everything[f"invoice-{MEMBER_B}.csv"]
+    )
+    assert set(files("viewer")) == {"summary.csv", "summary.parquet", "settlement.csv"}
+    with pytest.raises(grpc.RpcError) as info:
+        api.usage.GetReport(usage_pb2.GetReportRequest(month="2025-01"), metadata=metadata(A))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_explain_gives_the_engines_sentence(api: Running) -> None:

@@ -37,12 +37,6 @@ ROLES = (*TOKENS, None)
 """Every role, and None for a caller without a token."""
 USAGE_HOUR = datetime(2026, 10, 5, 10, tzinfo=UTC)
 REPORT_MONTH = "2026-10"
-REPORT_FILES = {
-    "summary.html": b"<h1>pool</h1>",
-    f"{MEMBER_A}.csv": b"member,eur\nuni-north,10\n",
-    f"{MEMBER_B}.csv": b"member,eur\nphysics,20\n",
-    f"members/{MEMBER_A}/invoice.pdf": b"%PDF-a",
-}
 
 
 def metadata(role: str | None) -> tuple[tuple[str, str], ...]:
@@ -103,17 +97,11 @@ def make_config(folder: Path, **overrides: object) -> ApiConfig:
         policy_file.write_text(DEFAULT_POLICY.read_text())
     tokens = folder / "tokens.yaml"
     tokens.write_text(TOKEN_FILE)
-    reports = folder / "reports"
-    for name, content in REPORT_FILES.items():
-        target = reports / REPORT_MONTH / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(content)
     options: dict[str, object] = {
         "tokens": TokenTable(tokens),
         "policy_source": FileSource(policy_file),
         "ledger_url": f"sqlite:///{folder / 'ledger.db'}",
         "address": "127.0.0.1:0",
-        "reports_dir": reports,
         "max_workers": 8,
     }
     options.update(overrides)
