@@ -198,6 +198,6 @@ def coverage(daily: pd.DataFrame) -> str:
         axes.set_ylim(0, 26)
         axes.set_xlabel("day of month (local time)")
         axes.set_ylabel("hours")
-        axes.set_title(title)
-        axes.legend(fontsize=8, frameon=False, ncols=3, loc="lower left")
+        axes.set_title(title, pad=22)
+        axes.legend(fontsize=8, frameon=False, ncols=3, loc="lower left", bbox_to_anchor=(0.0, 1.0))
         return _svg(figure, title)
