@@ -71,7 +71,12 @@ def print_summary(console: Console, report: MonthReport) -> None:
     help="usage ledger database URL",
 )
 @click.option("--policy", "policy_file", type=click.Path(path_type=Path), help="policy YAML")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="report folder (default: out/reports/MONTH, or DIR/report with --from-simulation)",
+)
 @click.option(
     "--from-simulation",
     "simulation_dir",
