@@ -130,7 +130,7 @@ def test_applied_policy_changes_entitlements_and_the_scheduler_acts(
         wait_until(lambda: len(pool.bound("a")) == 1, what="a's pod bound on its entitlement")
         assert pool.bound("b") == {}
         stored = pool.core.read_namespaced_config_map(CONFIG_MAP, pool.ns("c"))
-        assert yaml.safe_load(stored.data[POLICY_KEY])["metadata"]["version"] == version + 1
+        assert yaml.safe_load((stored.data or {})[POLICY_KEY])["metadata"]["version"] == version + 1
         wait_until(lambda: daemon.policy().version == version + 1, what="daemon reloaded")
 
         # Weights 3:1 and borrowing on: the surplus is split 3:1 and the idle GPUs fill up.
@@ -179,4 +179,5 @@ def test_two_api_replicas_racing_on_one_version(pool: Pool, tmp_path: Path) -> N
             t.join(60)
         assert sorted(c.name for c in codes) == ["ABORTED", "OK"]
         stored = pool.core.read_namespaced_config_map(CONFIG_MAP, pool.ns("c"))
-        assert yaml.safe_load(stored.data[POLICY_KEY])["metadata"]["version"] == texts[0][2] + 1
+        document = yaml.safe_load((stored.data or {})[POLICY_KEY])
+        assert document["metadata"]["version"] == texts[0][2] + 1
