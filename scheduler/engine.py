@@ -88,6 +88,7 @@ class _Cycle:
         self.out = _Outcome()
         self.failed: set[tuple[object, ...]] = set()
         self.never: dict[tuple[object, ...], bool] = {}
+        self.reclaim_failed: dict[tuple[object, ...], str] = {}
         self.reclaimer: Reclaimer | None = None
         self.freeing: set[str] = set()
         """Jobs whose nominated nodes still carry terminating pods."""
@@ -301,11 +302,27 @@ class _Cycle:
                 sharing.min_runtime_seconds,
                 sharing.preempt_below_min_runtime,
             )
-        if not self.reclaimer.has_candidates() and not any(any(t) for t in self.state.term):
-            return f"no member above its fair share holds borrowed {model} GPUs it could use"
-        result = self.reclaimer.attempt(
-            job.pods, job.member, model, self.alloc, self.book.fair, lendable
+        if not self.reclaimer.has_candidates() and self.state.term_pods <= 0:
+            return (
+                f"nothing can be reclaimed: no member above its fair share holds borrowed "
+                f"{model} GPUs it could use"
+            )
+        # What reclaim can do changes only with a bind (a member may rise above its fair
+        # share) or another reclaim: until then a failure stands.
+        key = (
+            tuple(sorted((spec_key(p.spec) for p in job.pods), key=repr)),
+            job.member,
+            model,
+            len(self.out.nominations),
+            len(self.out.binds),
         )
+        result: ReclaimResult | str | None = self.reclaim_failed.get(key)
+        if result is None:
+            result = self.reclaimer.attempt(
+                job.pods, job.member, model, self.alloc, self.book.fair, lendable
+            )
+            if isinstance(result, str):
+                self.reclaim_failed[key] = result
         if isinstance(result, str):
             return f"nothing can be reclaimed: {result}"
         self._apply_reclaim(job, model, result)
@@ -337,9 +354,7 @@ class _Cycle:
                     )
                 )
                 r = spec_res(pod.spec)
-                t = state.term[i]
-                for k in range(4):
-                    t[k] += r[k]
+                state.add_terminating(i, r)
                 node = state.nodes[i]
                 if pod.spec.gpus > 0:
                     key = (victim.member, node_model(node))

@@ -58,6 +58,21 @@ def _groups(pods: Sequence[PendingPod]) -> list[tuple[PodSpec, list[str]]]:
     )
 
 
+@dataclass(slots=True)
+class _Slot:
+    """A node that can hold at least one pod of the shape being placed."""
+
+    room: int
+    tier: int
+    pen: int
+    free_gpu: int
+    node: int
+    limited: str
+    """The node's owner when its lending limit applies to this member, else ""."""
+    fresh: bool
+    """Not used by the gang yet."""
+
+
 def _greedy(
     state: ClusterState,
     groups: list[tuple[PodSpec, list[str], list[int]]],
@@ -73,60 +88,99 @@ def _greedy(
         res = spec_res(spec)
         g = res[0]
         remaining = len(uids)
+        entries: list[_Slot] = []
+        total = 0
+        penalties: dict[int, int] = {}
+        for i in cands:
+            free = [state.free_gpu[i], state.free_cpu[i], state.free_mem[i], state.free_pods[i]]
+            e = extra.get(i) if extra else None
+            if e is not None:
+                for k in range(4):
+                    free[k] += e[k]
+            u = used.get(i)
+            if u is not None:
+                for k in range(4):
+                    free[k] -= u[k]
+            room = free[3]
+            for k in range(3):
+                if res[k] > 0:
+                    room = min(room, free[k] // res[k])
+            if room <= 0:
+                continue
+            cid = state.node_class[i]
+            pen = penalties.get(cid)
+            if pen is None:
+                pen = penalties[cid] = state.penalty(cid, spec)
+            owner = state.nodes[i].owner
+            limited = owner if g > 0 and owner and owner != member and owner in headroom else ""
+            entries.append(
+                _Slot(room, state.node_tier(i, member), pen, free[0], i, limited, u is None)
+            )
+            total += room
+        if total < remaining:
+            return None
         pos = 0
         while remaining > 0:
             best_all: tuple[int, ...] | None = None
             best_max: tuple[int, ...] | None = None
-            for i in cands:
-                e = extra.get(i) if extra else None
-                u = used.get(i)
-                free = [state.free_gpu[i], state.free_cpu[i], state.free_mem[i], state.free_pods[i]]
-                if e is not None:
-                    for k in range(4):
-                        free[k] += e[k]
-                if u is not None:
-                    for k in range(4):
-                        free[k] -= u[k]
-                cap = free[3]
-                for k in range(3):
-                    if res[k] > 0:
-                        cap = min(cap, free[k] // res[k])
-                if cap <= 0:
+            best_entry: _Slot | None = None
+            for entry in entries:
+                room = entry.room
+                if entry.limited:
+                    room = min(room, headroom[entry.limited] // g)
+                if room <= 0:
                     continue
-                owner = state.nodes[i].owner
-                if g > 0 and owner is not None and owner != member and owner in headroom:
-                    cap = min(cap, headroom[owner] // g)
-                    if cap <= 0:
-                        continue
-                fresh = 0 if u is not None else 1
-                tier = state.node_tier(i, member)
-                pen = state.penalty(state.node_class[i], spec)
-                if cap >= remaining:
-                    key = (fresh, tier, pen, free[0] - g * remaining, i)
+                fresh = 1 if entry.fresh else 0
+                if room >= remaining:
+                    key = (fresh, entry.tier, entry.pen, entry.free_gpu - g * remaining, entry.node)
                     if best_all is None or key < best_all:
                         best_all = key
+                        best_entry = entry
                 elif best_all is None:
-                    key = (fresh, -cap, tier, pen, i)
+                    key = (fresh, -room, entry.tier, entry.pen, entry.node)
                     if best_max is None or key < best_max:
                         best_max = key
+                        best_entry = entry
             if best_all is not None:
-                i, n, tier = best_all[-1], remaining, best_all[1]
+                n = remaining
             elif best_max is not None:
-                i, n, tier = best_max[-1], -best_max[1], best_max[2]
+                n = -best_max[1]
             else:
                 return None
+            assert best_entry is not None
+            i = best_entry.node
+            tier = best_entry.tier
+            best_entry.room -= n
+            best_entry.free_gpu -= g * n
+            best_entry.fresh = False
             u = used.setdefault(i, [0, 0, 0, 0])
             for k in range(4):
                 u[k] += res[k] * n
-            owner = state.nodes[i].owner
-            if g > 0 and owner is not None and owner != member and owner in headroom:
-                headroom[owner] -= g * n
+            if best_entry.limited:
+                headroom[best_entry.limited] -= g * n
             for uid in uids[pos : pos + n]:
                 where[uid] = i
             tier_sum += tier * n
             pos += n
             remaining -= n
     return where, tier_sum
+
+
+def _candidates(state: ClusterState, spec: PodSpec, extra: Mapping[int, Res] | None) -> list[int]:
+    """Nodes admitting the shape that may have room: from the shape's free-GPU buckets
+    when the state is taken as is (a full cluster yields almost nothing to look at)."""
+    if extra is not None or spec.gpus <= 0:
+        res = spec_res(spec)
+        return [i for i in state.candidate_nodes(spec) if state.fits(i, res, extra)]
+    view = state.view(spec)
+    out: list[int] = []
+    for gk in view.order:
+        for side in view.groups[gk]:
+            for level, bucket in side.items():
+                if level >= spec.gpus:
+                    out.extend(bucket)
+    out.sort()
+    return out
 
 
 def plan_job(
@@ -143,37 +197,40 @@ def plan_job(
         return None
     groups = _groups(pods)
     uses_gpus = any(spec.gpus > 0 for spec, _ in groups)
-    cand_lists: list[list[int]] = []
-    for spec, _ in groups:
-        res = spec_res(spec)
-        cand_lists.append([i for i in state.candidate_nodes(spec) if state.fits(i, res, extra)])
-    partitions: dict[str, set[int]] = {}
-    for cands in cand_lists:
+    cand_lists = [_candidates(state, spec, extra) for spec, _ in groups]
+    # (model, domain) -> nodes, for every group
+    parts: dict[tuple[str, str], list[list[int]]] = {}
+    for k, cands in enumerate(cand_lists):
         for i in cands:
             model = (state.nodes[i].gpu_model or "") if uses_gpus else ""
             if models is not None and uses_gpus and model not in models:
                 continue
-            partitions.setdefault(model, set()).add(i)
+            lists = parts.get((model, state.domain[i]))
+            if lists is None:
+                lists = parts[(model, state.domain[i])] = [[] for _ in groups]
+            lists[k].append(i)
     gang = len(pods) > 1
     best: tuple[tuple[object, ...], Plan] | None = None
-    for model in sorted(partitions):
-        allowed = partitions[model]
+    for model in sorted({m for m, _ in parts}):
+        domains = sorted(d for m, d in parts if m == model)
         options: list[tuple[tuple[object, ...], Plan]] = []
         if gang:
-            domains = sorted({state.domain[i] for i in allowed})
             for domain in domains:
-                subset = {i for i in allowed if state.domain[i] == domain}
-                plan = _try(state, groups, cand_lists, subset, member, lendable, extra, pods)
+                plan = _try(state, groups, parts[(model, domain)], member, lendable, extra, pods)
                 if plan is not None:
                     options.append(((0, plan.nodes, plan.tier_sum, model, domain), plan))
-            if not options and len(domains) > 1:
-                plan = _try(state, groups, cand_lists, allowed, member, lendable, extra, pods)
-                if plan is not None:
-                    options.append(((1, plan.nodes, plan.tier_sum, model, ""), plan))
-        else:
-            plan = _try(state, groups, cand_lists, allowed, member, lendable, extra, pods)
+                    if plan.nodes == 1 and plan.tier_sum == 0:
+                        break  # one of the member's own nodes: no later domain does better
+        if not options and (not gang or len(domains) > 1):
+            merged: list[list[int]] = [[] for _ in groups]
+            for domain in domains:
+                for k, lst in enumerate(parts[(model, domain)]):
+                    merged[k].extend(lst)
+            for lst in merged:
+                lst.sort()
+            plan = _try(state, groups, merged, member, lendable, extra, pods)
             if plan is not None:
-                options.append(((0, plan.nodes, plan.tier_sum, model, ""), plan))
+                options.append(((1 if gang else 0, plan.nodes, plan.tier_sum, model, ""), plan))
         for option in options:
             if best is None or option[0] < best[0]:
                 best = option
@@ -184,16 +241,12 @@ def _try(
     state: ClusterState,
     groups: list[tuple[PodSpec, list[str]]],
     cand_lists: list[list[int]],
-    subset: set[int],
     member: str,
     lendable: Mapping[str, int] | None,
     extra: Mapping[int, Res] | None,
     pods: Sequence[PendingPod],
 ) -> Plan | None:
-    work = [
-        (spec, uids, [i for i in cands if i in subset])
-        for (spec, uids), cands in zip(groups, cand_lists, strict=True)
-    ]
+    work = [(spec, uids, cands) for (spec, uids), cands in zip(groups, cand_lists, strict=True)]
     if any(not c for _, _, c in work):
         return None
     out = _greedy(state, work, member, lendable, extra)

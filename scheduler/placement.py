@@ -170,6 +170,8 @@ class ClusterState:
         self.free_pods = [n.max_pods for n in nodes]
         self.term: list[list[int]] = [[0, 0, 0, 0] for _ in range(count)]
         """Resources of terminating pods not yet promised to a nominated job."""
+        self.term_pods = 0
+        """Terminating pods (counted in `term`) over all nodes."""
         self.owner_pods = [0] * count
         self.placeable = [n.ready and not n.unschedulable for n in nodes]
         self.domain = [n.topology_domain or "" for n in nodes]
@@ -185,6 +187,7 @@ class ClusterState:
             self.free_mem[i] -= s.memory_bytes
             self.free_pods[i] -= 1
             if pod.terminating:
+                self.term_pods += 1
                 t = self.term[i]
                 t[0] += s.gpus
                 t[1] += s.cpu_milli
@@ -310,6 +313,7 @@ class ClusterState:
         from_term = tuple(min(max(0, t[k]), res[k]) for k in range(4))
         for k in range(4):
             t[k] -= from_term[k]
+        self.term_pods -= from_term[3]
         free = (self.free_gpu[i], self.free_cpu[i], self.free_mem[i], self.free_pods[i])
         from_free = tuple(max(0, min(free[k], res[k] - from_term[k])) for k in range(4))
         self.take(i, from_free)  # type: ignore[arg-type]
@@ -320,7 +324,15 @@ class ClusterState:
             t = self.term[i]
             for k in range(4):
                 t[k] += from_term[k]
+            self.term_pods += from_term[3]
             self.give(i, from_free)
+
+    def add_terminating(self, i: int, res: Res) -> None:
+        """A pod on node i was just preempted: its resources will come free."""
+        t = self.term[i]
+        for k in range(4):
+            t[k] += res[k]
+        self.term_pods += res[3]
 
     # -- filters -------------------------------------------------------------------------
     def classes_for(self, spec: PodSpec) -> list[int]:
