@@ -24,6 +24,7 @@ from proto.fairpool.v1 import (
     usage_pb2,
     usage_pb2_grpc,
 )
+from reports.ledger import Ledger
 from scheduler.api.auth import Authenticator, AuthInterceptor, TokenTable
 from scheduler.api.policy_service import PolicyServicer
 from scheduler.api.policy_store import AuditLog, PolicySource, PolicyStore
@@ -104,6 +105,7 @@ class ApiServer:
                 ShareBook(view, compute_shares),
                 what_if or WhatIf(),
                 lambda: self.store.current()[0].version,
+                Ledger(config.ledger_url),
             ),
             self._server,
         )

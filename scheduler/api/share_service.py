@@ -7,7 +7,7 @@ import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import grpc
 
@@ -15,15 +15,17 @@ from policies.errors import InputError, PolicyError
 from policies.loader import parse_policy
 from policies.model import Policy
 from proto.fairpool.v1 import share_pb2, share_pb2_grpc
+from reports.ledger import Ledger
 from scheduler.api import convert
 from scheduler.api.auth import Authenticator, Principal, RoleKind
 from scheduler.api.errors import abort, abort_input
-from scheduler.api.whatif import SimulationFailed, WhatIf
+from scheduler.api.whatif import SimulationFailed, WhatIf, trace_from_usage
 from scheduler.daemon import SchedulerView
 from scheduler.decisions import MemberShare
 from scheduler.snapshot import PendingJob, Snapshot
 
 MAX_PENDING_PAGE = 5000
+MAX_LEDGER_DAYS = 62
 NO_DECISION_YET = "no scheduling decision yet: the job arrived after the latest cycle"
 
 
@@ -103,7 +105,11 @@ class ShareServicer(share_pb2_grpc.ShareServiceServicer):
         book: ShareBook,
         what_if: WhatIf,
         policy_version: Callable[[], int],
+        ledger: Ledger,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        self._ledger = ledger
+        self._clock = clock
         self._view = view
         self._auth = auth
         self._book = book
@@ -195,26 +201,41 @@ class ShareServicer(share_pb2_grpc.ShareServiceServicer):
     def Simulate(
         self, request: share_pb2.SimulateRequest, context: grpc.ServicerContext
     ) -> share_pb2.SimulateResponse:
-        source = request.source or share_pb2.SIMULATION_SOURCE_TRACE
-        if source == share_pb2.SIMULATION_SOURCE_LEDGER:
-            abort(
-                context,
-                grpc.StatusCode.UNIMPLEMENTED,
-                "replaying ledger usage is not served yet: send a trace",
-            )
-        if source != share_pb2.SIMULATION_SOURCE_TRACE:
-            abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"source: unknown value {source}")
-        if not request.trace_csv.strip():
-            abort(context, grpc.StatusCode.INVALID_ARGUMENT, "trace_csv: empty")
         try:
             draft = parse_policy(request.draft_policy_yaml, "draft_policy_yaml")
         except PolicyError as exc:
             abort_input(context, exc)
+        source = request.source or share_pb2.SIMULATION_SOURCE_TRACE
+        if source == share_pb2.SIMULATION_SOURCE_TRACE:
+            if not request.trace_csv.strip():
+                abort(context, grpc.StatusCode.INVALID_ARGUMENT, "trace_csv: empty")
+            trace_csv = request.trace_csv
+        elif source == share_pb2.SIMULATION_SOURCE_LEDGER:
+            if not 1 <= request.ledger_days <= MAX_LEDGER_DAYS:
+                abort(
+                    context,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"ledger_days: 1 to {MAX_LEDGER_DAYS}",
+                )
+            end = self._clock()
+            start = end - timedelta(days=request.ledger_days)
+            replay = trace_from_usage(
+                self._ledger.usage_frame(start, end), start, set(draft.member_names())
+            )
+            if replay is None:
+                abort(
+                    context,
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"no metered usage of members in the last {request.ledger_days} day(s)",
+                )
+            trace_csv = replay
+        else:
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"source: unknown value {source}")
         current = self._view.policy()
         remaining = context.time_remaining()
         try:
             current_summary, draft_summary = self._what_if.compare(
-                self._view.snapshot(), current, draft, request.trace_csv, remaining
+                self._view.snapshot(), current, draft, trace_csv, remaining
             )
         except InputError as exc:
             abort_input(context, exc)

@@ -8,6 +8,8 @@ when the caller's deadline passes without leaving a thread behind.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 import subprocess
@@ -15,15 +17,18 @@ import sys
 import tempfile
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
 
 from policies.errors import InputError
 from policies.model import Policy
 from scheduler.api.policy_store import canonical_document
 from scheduler.snapshot import Snapshot
+from scheduler.traces.csv import CANONICAL_COLUMNS
 
 DEFAULT_TIMEOUT_SECONDS = 600.0
 MIB = 1 << 20
@@ -74,6 +79,43 @@ def inventory_document(snapshot: Snapshot) -> str:
         "spec": {"nodeGroups": node_groups},
     }
     return yaml.safe_dump(document, sort_keys=False)
+
+
+def trace_from_usage(usage: pd.DataFrame, start: datetime, members: set[str]) -> str | None:
+    """A trace (CSV text) of the jobs metered in the ledger, for replaying real demand.
+
+    The ledger holds GPU-seconds per pod and hour, not requests, so each job is rebuilt
+    from what it used: its pods, GPUs per pod (the most GPU-seconds any of its pods used
+    in one hour, over 3600), submitted when first metered, running for its GPU-seconds
+    over its GPUs. Waiting before the first metered hour is not in the ledger, and is
+    lost. None when no member used anything."""
+    frame = usage[usage["member"].isin(members)]
+    if frame.empty:
+        return None
+    origin = start.timestamp()
+    rows = []
+    for job_id, job in frame.groupby("job_id", sort=True):
+        pods = job.groupby("pod_uid")["gpu_seconds"]
+        gpus_per_pod = max(1, round(float(pods.max().max()) / 3600.0))
+        num_pods = int(pods.ngroups)
+        duration = max(1.0, float(job["gpu_seconds"].sum()) / (gpus_per_pod * num_pods))
+        first = min(job["hour"]).timestamp()
+        rows.append(
+            (
+                str(job_id) or str(job["pod_uid"].iloc[0]),
+                str(job["member"].iloc[0]),
+                round(max(0.0, first - origin), 3),
+                round(duration, 3),
+                num_pods,
+                gpus_per_pod,
+                str(job["gpu_model"].iloc[0]),
+            )
+        )
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CANONICAL_COLUMNS[:7])
+    writer.writerows(rows)
+    return out.getvalue()
 
 
 class WhatIf:

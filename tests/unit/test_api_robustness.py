@@ -5,7 +5,6 @@ without a token."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -180,8 +179,18 @@ def test_unknown_methods_are_unimplemented(api: Running) -> None:
     assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
-def test_simulate_ledger_source_is_unimplemented(api: Running, tmp_path: Path) -> None:
-    request = share_pb2.SimulateRequest(source=share_pb2.SIMULATION_SOURCE_LEDGER, ledger_days=7)
+def test_simulate_ledger_without_recent_usage_is_a_failed_precondition(api: Running) -> None:
+    from policies.loader import DEFAULT_POLICY
+
+    request = share_pb2.SimulateRequest(
+        draft_policy_yaml=DEFAULT_POLICY.read_text(),
+        source=share_pb2.SIMULATION_SOURCE_LEDGER,
+        ledger_days=7,
+    )
     with pytest.raises(grpc.RpcError) as info:
         api.shares.Simulate(request, metadata=metadata("admin"), timeout=5)
-    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    request.ledger_days = 0
+    with pytest.raises(grpc.RpcError) as info:
+        api.shares.Simulate(request, metadata=metadata("admin"), timeout=5)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -4,17 +4,23 @@ draft policy, on the cluster the scheduler sees."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
+import pandas as pd
 import pytest
 import yaml
 
 from policies.loader import DEFAULT_POLICY
 from proto.fairpool.v1 import share_pb2
-from scheduler.api.whatif import inventory_document
+from reports.ledger import CAPACITY_COLUMNS, Ledger
+from scheduler.api.whatif import inventory_document, trace_from_usage
+from scheduler.traces.csv import read_trace
 from tests.unit.test_api_support import metadata, running_server
 
+H100 = "NVIDIA-H100-80GB-HBM3"
+CAPACITY = [c for c in CAPACITY_COLUMNS if c != "hour"]
 # uni-north wants 48 H100s for an hour; it owns 16 and ai-startup's 16 sit idle.
 TRACE = "job_id,org,submit_time,duration_s,num_pods,gpus_per_pod,gpu_model\n" + "".join(
     f"u{i},uni-north,{i},3600,1,8,NVIDIA-H100-80GB-HBM3\n" for i in range(6)
@@ -65,3 +71,59 @@ def test_the_inventory_follows_the_snapshot(tmp_path: Path) -> None:
     groups = document["spec"]["nodeGroups"]
     assert sum(g["count"] * g["gpusPerNode"] for g in groups) == 64
     assert {g["owner"] for g in groups} == {"uni-north", "ai-startup", "lab-bio", "physics"}
+
+
+def _recent_usage(url: str) -> datetime:
+    """uni-north ran a 2-pod gang of 8 H100s each for the last two full hours."""
+    last = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    with Ledger(url) as ledger:
+        for hour in (last - timedelta(hours=1), last):
+            usage = pd.DataFrame(
+                [
+                    (f"g-{k}", "uni-north", "gang-1", "uni-north", "uni-north", H100, f"n{k}")
+                    for k in range(2)
+                ],
+                columns=["pod_uid", "namespace", "job_id", "member", "owner", "gpu_model", "node"],
+            ).assign(gpu_seconds=8 * 3600.0, coverage=1.0, policy_version=1)
+            ledger.replace_hour(hour, usage, pd.DataFrame(columns=CAPACITY), None, 1.0)
+    return last - timedelta(hours=1)
+
+
+def test_trace_from_usage_rebuilds_jobs() -> None:
+    start = datetime(2026, 10, 1, tzinfo=UTC)
+    hour = pd.Timestamp("2026-10-01T05:00:00Z")
+    usage = pd.DataFrame(
+        {
+            "hour": [hour, hour, hour + pd.Timedelta(hours=1), hour],
+            "pod_uid": ["a", "b", "a", "c"],
+            "job_id": ["gang", "gang", "gang", "single"],
+            "member": ["uni-north", "uni-north", "uni-north", "stranger"],
+            "gpu_model": [H100] * 4,
+            "gpu_seconds": [8 * 3600.0, 8 * 3600.0, 4 * 3600.0, 3600.0],
+        }
+    )
+    text = trace_from_usage(usage, start, {"uni-north"})
+    assert text is not None
+    trace = read_trace(text)
+    (job,) = trace.jobs
+    assert (job.job_id, job.org, job.num_pods, job.gpus_per_pod) == ("gang", "uni-north", 2, 8)
+    assert job.submit_time == 5 * 3600 and job.duration_s == (20 * 3600) / 16
+    assert trace_from_usage(usage, start, {"physics"}) is None
+
+
+def test_what_if_replays_recent_ledger_usage(tmp_path: Path) -> None:
+    with running_server(tmp_path) as api:
+        _recent_usage(api.ledger_url)
+        reply = api.shares.Simulate(
+            share_pb2.SimulateRequest(
+                draft_policy_yaml=no_borrowing(),
+                source=share_pb2.SIMULATION_SOURCE_LEDGER,
+                ledger_days=1,
+            ),
+            metadata=metadata("admin"),
+            timeout=300,
+        )
+    for summary in (reply.current, reply.draft):
+        outcome = {m.member: m for m in summary.members}["uni-north"]
+        assert outcome.jobs_completed == 1
+        assert outcome.gpu_hours_used == pytest.approx(32.0)
