@@ -1,0 +1,439 @@
+"""Binding throughput on the local control plane: fairpool vs kube-scheduler vs a null binder.
+
+One fresh control plane (etcd, kube-apiserver, kwok) with 1,000 kwok nodes x 8 GPUs owned
+by four members. Each scenario creates its pods at once (16 client threads) and measures
+pods bound per second from the first creation to the last bind, as seen by a watch:
+
+- fairpool: `fairpool run` (a separate process, 16 bind workers, no leader election);
+- kube-scheduler: the one built by the control-plane package, default configuration;
+- null binder: a separate process that binds round-robin with no logic and the same 16
+  workers, i.e. what this machine's API server allows;
+- fairpool with 500 gangs of 8 pods.
+
+Pods never finish (no duration annotation), so all of a scenario's pods stay bound until
+the scenario's pods are deleted. The two cores of the machine are shared by everything,
+so the creation rate bounds every figure; it is shown too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client as k8s
+from rich.console import Console
+from rich.table import Table
+
+NODES = 1_000
+GPUS_PER_NODE = 8
+PODS = 5_000
+GANGS = 500
+GANG_SIZE = 8
+MEMBERS = ("uni-north", "lab-bio", "ai-startup", "physics")
+GPU_MODEL = "NVIDIA-H100-80GB-HBM3"
+WORKERS = 16
+NULL_BINDER = "null-binder"
+TIMEOUT = 600.0
+
+
+@dataclass(frozen=True)
+class Result:
+    scenario: str
+    pods: int
+    created_seconds: float
+    """First creation to last creation."""
+    bound_seconds: float
+    """First creation to last bind."""
+
+    @property
+    def rate(self) -> float:
+        return self.pods / self.bound_seconds if self.bound_seconds else 0.0
+
+    @property
+    def create_rate(self) -> float:
+        return self.pods / self.created_seconds if self.created_seconds else 0.0
+
+
+# --- the cluster --------------------------------------------------------------------------
+
+
+def _inventory_text() -> str:
+    per = NODES // len(MEMBERS)
+    groups = [
+        {
+            "name": f"bench-{m}",
+            "owner": m,
+            "count": per,
+            "gpusPerNode": GPUS_PER_NODE,
+            "gpuModel": GPU_MODEL,
+            "cpu": 96,
+            "memoryGiB": 1024,
+        }
+        for m in MEMBERS
+    ]
+    return yaml.safe_dump(
+        {"apiVersion": "fairpool.io/v1", "kind": "ClusterInventory", "spec": {"nodeGroups": groups}}
+    )
+
+
+def _policy_text() -> str:
+    return yaml.safe_dump(
+        {
+            "apiVersion": "fairpool.io/v1",
+            "kind": "Policy",
+            "metadata": {"name": "bench"},
+            "spec": {
+                "gpuModels": [{"name": GPU_MODEL, "hourlyCost": "2.40"}],
+                "members": [{"name": m, "namespaces": [f"bench-{m}"]} for m in MEMBERS],
+            },
+        }
+    )
+
+
+def _pod(name: str, scheduler: str, gang: tuple[str, int] | None = None) -> dict[str, Any]:
+    labels = {"fairpool.io/bench": "true"}
+    annotations: dict[str, str] = {}
+    if gang is not None:
+        labels["fairpool.io/gang"] = gang[0]
+        annotations["fairpool.io/gang-size"] = str(gang[1])
+    return {
+        "metadata": {"name": name, "labels": labels, "annotations": annotations},
+        "spec": {
+            "schedulerName": scheduler,
+            "terminationGracePeriodSeconds": 0,
+            "containers": [
+                {
+                    "name": "train",
+                    "image": "example.invalid/train:1",
+                    "resources": {
+                        "requests": {"cpu": "100m", "memory": "1Gi"},
+                        "limits": {"nvidia.com/gpu": "1"},
+                    },
+                }
+            ],
+        },
+    }
+
+
+class BindWatch:
+    """Records when each bench pod is first seen bound, from a watch in its own thread."""
+
+    def __init__(self, api: k8s.ApiClient) -> None:
+        from scheduler.k8s.informer import Informer
+
+        self.bound: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        core = k8s.CoreV1Api(api)
+        self._informer = Informer(
+            "pods",
+            core.list_pod_for_all_namespaces,
+            self,
+            self._stop,
+            label_selector="fairpool.io/bench=true",
+            resync_seconds=3600,
+        ).start()
+        self._informer.synced.wait(30)
+
+    def replace(self, kind: str, objects: list[dict[str, Any]]) -> None:
+        for obj in objects:
+            self.apply(kind, "ADDED", obj)
+
+    def apply(self, kind: str, event_type: str, obj: dict[str, Any]) -> None:
+        if event_type == "DELETED" or not (obj.get("spec") or {}).get("nodeName"):
+            return
+        uid = obj["metadata"]["uid"]
+        with self._lock:
+            self.bound.setdefault(uid, time.monotonic())
+
+    def reset(self) -> None:
+        with self._lock:
+            self.bound.clear()
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.bound)
+
+    def last(self) -> float:
+        with self._lock:
+            return max(self.bound.values())
+
+    def close(self) -> None:
+        self._stop.set()
+        self._informer.join(5)
+
+
+def _create_all(
+    core: k8s.CoreV1Api, bodies: list[tuple[str, dict[str, Any]]]
+) -> tuple[float, float]:
+    """Create the pods with WORKERS threads; (first start, last end) monotonic."""
+    first = time.monotonic()
+
+    def create(item: tuple[str, dict[str, Any]]) -> None:
+        namespace, body = item
+        for attempt in range(5):
+            try:
+                core.create_namespaced_pod(namespace, body, _preload_content=False)  # type: ignore[arg-type]
+                return
+            except Exception:
+                if attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+
+    with ThreadPoolExecutor(WORKERS) as pool:
+        list(pool.map(create, bodies))
+    return first, time.monotonic()
+
+
+def _wait(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        time.sleep(0.1)
+
+
+def _delete_bench_pods(core: k8s.CoreV1Api, watch: BindWatch) -> None:
+    for m in MEMBERS:
+        core.delete_collection_namespaced_pod(
+            f"bench-{m}", label_selector="fairpool.io/bench=true", grace_period_seconds=0
+        )
+    _wait(
+        lambda: (
+            not core.list_pod_for_all_namespaces(
+                label_selector="fairpool.io/bench=true", limit=1
+            ).items
+        ),
+        300,
+        "bench pods deleted",
+    )
+    watch.reset()
+
+
+def _scenario(
+    name: str,
+    core: k8s.CoreV1Api,
+    watch: BindWatch,
+    bodies: list[tuple[str, dict[str, Any]]],
+    console: Console,
+) -> Result:
+    # A warm-up pod proves the scheduler is up (its caches synced) before the clock starts.
+    scheduler = bodies[0][1]["spec"]["schedulerName"]
+    namespace = bodies[0][0]
+    warm = _pod(f"warm-{scheduler}", scheduler)
+    core.create_namespaced_pod(namespace, warm)  # type: ignore[arg-type]
+    _wait(lambda: watch.count() >= 1, 120, f"{name}: warm-up pod bound")
+    _delete_bench_pods(core, watch)
+    with console.status(f"{name}: creating and binding {len(bodies)} pods"):
+        first, last_created = _create_all(core, bodies)
+        _wait(lambda: watch.count() >= len(bodies), TIMEOUT, f"{name}: all pods bound")
+    result = Result(name, len(bodies), last_created - first, watch.last() - first)
+    console.print(
+        f"{name}: {result.pods} pods bound in {result.bound_seconds:.1f}s "
+        f"({result.rate:.0f}/s; created at {result.create_rate:.0f}/s)"
+    )
+    _delete_bench_pods(core, watch)
+    return result
+
+
+def _single_pods(scheduler: str) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (f"bench-{MEMBERS[i % len(MEMBERS)]}", _pod(f"{scheduler}-{i}", scheduler))
+        for i in range(PODS)
+    ]
+
+
+def _gang_pods() -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (
+            f"bench-{MEMBERS[g % len(MEMBERS)]}",
+            _pod(f"gang{g}-{k}", "fairpool", (f"gang{g}", GANG_SIZE)),
+        )
+        for g in range(GANGS)
+        for k in range(GANG_SIZE)
+    ]
+
+
+# --- the null binder (a child process) ----------------------------------------------------
+
+
+def _null_binder(kubeconfig: str, nodes: list[str], stop: Any) -> None:
+    """Bind every pending pod of `NULL_BINDER` to the next node, round-robin."""
+    from scheduler.k8s.client import api_client, read_body
+    from scheduler.k8s.informer import Informer
+
+    api = api_client(kubeconfig, pool_size=WORKERS + 4)
+    core = k8s.CoreV1Api(api)
+    pool = ThreadPoolExecutor(WORKERS)
+    next_node = itertools.cycle(nodes)
+    seen: set[str] = set()
+    lock = threading.Lock()
+
+    def bind(namespace: str, name: str, uid: str, node: str) -> None:
+        body = {
+            "metadata": {"name": name, "namespace": namespace, "uid": uid},
+            "target": {"kind": "Node", "name": node},
+        }
+        with contextlib.suppress(Exception):
+            read_body(
+                core.create_namespaced_pod_binding(
+                    name,
+                    namespace,
+                    body,  # type: ignore[arg-type]
+                    _preload_content=False,
+                )
+            )
+
+    class Sink:
+        def replace(self, kind: str, objects: list[dict[str, Any]]) -> None:
+            for obj in objects:
+                self.apply(kind, "ADDED", obj)
+
+        def apply(self, kind: str, event_type: str, obj: dict[str, Any]) -> None:
+            meta, spec = obj["metadata"], obj.get("spec") or {}
+            if event_type == "DELETED" or spec.get("nodeName"):
+                return
+            with lock:
+                if meta["uid"] in seen:
+                    return
+                seen.add(meta["uid"])
+                node = next(next_node)
+            pool.submit(bind, meta["namespace"], meta["name"], meta["uid"], node)
+
+    done = threading.Event()
+    informer = Informer(
+        "pods",
+        core.list_pod_for_all_namespaces,
+        Sink(),
+        done,
+        field_selector=f"spec.schedulerName={NULL_BINDER}",
+    ).start()
+    stop.wait()
+    done.set()
+    informer.join(5)
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+# --- the run ------------------------------------------------------------------------------
+
+
+def run(console: Console) -> None:
+    from policies.inventory import parse_inventory
+    from tests.controlplane import start, stop
+    from tests.controlplane.nodes import create_nodes, wait_nodes_ready
+
+    workdir = Path(tempfile.mkdtemp(prefix="fairpool-bench-k8s-"))
+    plane = start(workdir / "cluster", die_with_parent=True, console=console)
+    results: list[Result] = []
+    daemon: subprocess.Popen[bytes] | None = None
+    try:
+        admin = plane.api_client("admin")
+        admin.configuration.connection_pool_maxsize = WORKERS + 4
+        admin = k8s.ApiClient(admin.configuration)
+        core = k8s.CoreV1Api(admin)
+        for m in MEMBERS:
+            core.create_namespace({"metadata": {"name": f"bench-{m}"}})  # type: ignore[arg-type]
+        with console.status(f"creating {NODES} kwok nodes"):
+            created = create_nodes(core, parse_inventory(_inventory_text()), concurrency=WORKERS)
+            wait_nodes_ready(core, created.created, timeout=300)
+        console.print(f"{len(created.created)} nodes Ready in {created.seconds:.1f}s")
+        watch = BindWatch(admin)
+
+        policy = workdir / "policy.yaml"
+        policy.write_text(_policy_text())
+        log = workdir / "fairpool.log"
+        with log.open("ab") as out:
+            daemon = subprocess.Popen(
+                [
+                    str(Path(sys.executable).with_name("fairpool")),
+                    "run",
+                    "--kubeconfig",
+                    str(plane.kubeconfig("scheduler")),
+                    "--policy",
+                    str(policy),
+                    "--metrics-port",
+                    "0",
+                    "--metrics-address",
+                    "127.0.0.1",
+                    "--no-leader-elect",
+                    "--bind-workers",
+                    str(WORKERS),
+                    "--log-level",
+                    "WARNING",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        results.append(_scenario("fairpool", core, watch, _single_pods("fairpool"), console))
+        results.append(
+            _scenario(f"fairpool, {GANGS} gangs of {GANG_SIZE}", core, watch, _gang_pods(), console)
+        )
+        daemon.terminate()
+        daemon.wait(30)
+        daemon = None
+
+        plane.start_kube_scheduler()
+        results.append(
+            _scenario("kube-scheduler", core, watch, _single_pods("default-scheduler"), console)
+        )
+        plane.stop_process("kube-scheduler")
+
+        context = mp.get_context("spawn")
+        stop_binder = context.Event()
+        binder = context.Process(
+            target=_null_binder,
+            args=(str(plane.kubeconfig("admin")), created.created, stop_binder),
+            daemon=True,
+        )
+        binder.start()
+        results.append(_scenario("null binder", core, watch, _single_pods(NULL_BINDER), console))
+        stop_binder.set()
+        binder.join(10)
+        watch.close()
+    finally:
+        if daemon is not None:
+            daemon.kill()
+        stop(workdir / "cluster")
+    _table(console, results)
+
+
+def _table(console: Console, results: list[Result]) -> None:
+    null = next((r for r in results if r.scenario == "null binder"), None)
+    kube = next((r for r in results if r.scenario == "kube-scheduler"), None)
+    table = Table(
+        title=f"Binding throughput: {NODES} kwok nodes x {GPUS_PER_NODE} GPUs, "
+        f"{os.cpu_count()} cores shared by the API server, etcd, kwok and the binders"
+    )
+    table.add_column("scenario")
+    table.add_column("pods", justify="right")
+    table.add_column("first create -> last bind (s)", justify="right")
+    table.add_column("pods bound / s", justify="right")
+    table.add_column("vs kube-scheduler", justify="right")
+    table.add_column("vs null binder", justify="right")
+    table.add_column("pods created / s", justify="right")
+    for r in results:
+        table.add_row(
+            r.scenario,
+            f"{r.pods:,}",
+            f"{r.bound_seconds:.1f}",
+            f"{r.rate:.0f}",
+            f"{r.rate / kube.rate:.0%}" if kube and kube.rate else "-",
+            f"{r.rate / null.rate:.0%}" if null and null.rate else "-",
+            f"{r.create_rate:.0f}",
+        )
+    console.print(table)
+    console.print(json.dumps({r.scenario: round(r.rate, 1) for r in results}))

@@ -1,0 +1,143 @@
+"""The pure parts of the effects: Binding and Eviction bodies, the FailedScheduling rate
+limit, the metrics exposition, leader-election settings, the ConfigMap reference."""
+
+from __future__ import annotations
+
+import pytest
+from kubernetes import client as k8s
+from prometheus_client import generate_latest
+
+from policies.errors import InputError
+from policies.loader import load_policy
+from scheduler.daemon import Daemon, PolicyConfigMap, SchedulerView
+from scheduler.decisions import Bind, Decisions, MemberShare, Preemption
+from scheduler.k8s.binder import binding_annotations, binding_body
+from scheduler.k8s.convert import pod_info
+from scheduler.k8s.events import EventRecorder, ObjectRef
+from scheduler.k8s.evictor import eviction_body, victim_annotations
+from scheduler.k8s.leader import LeaderElector
+from scheduler.metrics import SchedulerMetrics, State
+from scheduler.snapshot import Node, PodSpec, RunningPod, Snapshot
+
+POD = pod_info(
+    {
+        "metadata": {"name": "p", "namespace": "physics", "uid": "u1"},
+        "spec": {"schedulerName": "fairpool", "containers": []},
+    }
+)
+
+
+def _unreachable() -> k8s.ApiClient:
+    configuration = k8s.Configuration()
+    configuration.host = "http://127.0.0.1:9"  # discard port: nothing answers
+    return k8s.ApiClient(configuration)
+
+
+def test_binding_carries_uid_precondition_and_annotations() -> None:
+    bind = Bind("u1", "n7", "u1", member="physics", owner="lab-bio", borrowed=True)
+    body = binding_body(bind, POD)
+    assert body["metadata"] == {
+        "name": "p",
+        "namespace": "physics",
+        "uid": "u1",
+        "annotations": {"fairpool.io/member": "physics", "fairpool.io/borrowed-from": "lab-bio"},
+    }
+    assert body["target"]["name"] == "n7"
+    own = Bind("u1", "n1", "u1", member="physics", owner="physics", borrowed=False)
+    assert binding_annotations(own) == {"fairpool.io/member": "physics"}
+
+
+def test_eviction_body_has_grace_and_uid_precondition() -> None:
+    preemption = Preemption(
+        "u1",
+        "j",
+        "physics",
+        reclaimer="lab-bio",
+        for_job="lab-bio/x",
+        reason="r",
+        grace_period_seconds=30,
+    )
+    body = eviction_body(preemption, POD)
+    assert body["deleteOptions"] == {"gracePeriodSeconds": 30, "preconditions": {"uid": "u1"}}
+    assert victim_annotations(preemption) == {
+        "fairpool.io/preempted-by": "lab-bio",
+        "fairpool.io/preemption-reason": "r",
+    }
+
+
+def test_failed_scheduling_is_rate_limited_per_pod() -> None:
+    recorder = EventRecorder(_unreachable(), repeat_seconds=60)
+    try:
+        ref = ObjectRef("Pod", "ns", "p", "u1")
+        assert recorder.failed_scheduling(ref, "no room", now=0.0)
+        assert not recorder.failed_scheduling(ref, "no room", now=30.0)
+        assert recorder.failed_scheduling(ref, "other reason", now=31.0)
+        assert recorder.failed_scheduling(ref, "other reason", now=92.0)
+        other = ObjectRef("Pod", "ns", "q", "u2")
+        assert recorder.failed_scheduling(other, "no room", now=92.0)
+        recorder.forget("u1")
+        assert recorder.failed_scheduling(ref, "other reason", now=93.0)
+    finally:
+        recorder.close()
+
+
+def test_event_queue_drops_beyond_its_limit() -> None:
+    recorder = EventRecorder(_unreachable(), workers=1, queue_limit=2)
+    try:
+        for i in range(50):
+            recorder.record(ObjectRef("Pod", "ns", f"p{i}"), "Normal", "Scheduled", "x")
+        assert recorder.dropped >= 40
+    finally:
+        recorder.close()
+
+
+def test_leader_timings_must_nest() -> None:
+    with pytest.raises(ValueError, match="renew_deadline"):
+        LeaderElector(_unreachable(), "ns", "lease", "me", lease_seconds=5, renew_deadline=6)
+
+
+def test_policy_configmap_reference() -> None:
+    assert PolicyConfigMap.parse("fairpool-system/policy") == PolicyConfigMap(
+        "fairpool-system", "policy"
+    )
+    with pytest.raises(InputError, match="NAMESPACE/NAME"):
+        PolicyConfigMap.parse("policy")
+
+
+def test_daemon_is_a_scheduler_view() -> None:
+    daemon = Daemon(_unreachable(), load_policy())
+    assert isinstance(daemon, SchedulerView)
+    assert daemon.last_decisions() == Decisions()
+    assert daemon.snapshot().nodes == ()
+    policy = load_policy()
+    daemon.set_policy(policy)
+    assert daemon.policy() is policy
+
+
+def test_metrics_exposition() -> None:
+    node = Node("n1", "lab-bio", "A100", gpus=8, cpu_milli=0, memory_bytes=0)
+    running = RunningPod(
+        "u1", "p", "physics", "physics", "u1", "n1", PodSpec(gpus=2), started_at=0.0
+    )
+    pending_other = RunningPod(
+        "u2", "q", "physics", "physics", "u2", "n1", PodSpec(gpus=1), started_at=0.0
+    )
+    snapshot = Snapshot(now=10.0, nodes=(node,), running=(running, pending_other), pending=())
+    share = MemberShare("physics", "A100", 0, 0, 1.5, 3, 3, 0, 0, 3)
+    state = State(
+        snapshot, Decisions(shares=(share,)), leader=True, running_phase=frozenset({"u1"})
+    )
+    metrics = SchedulerMetrics(lambda: state)
+    text = generate_latest(metrics.registry).decode()
+    assert "fairpool_leader 1.0" in text
+    assert 'fairpool_member_fair_share_gpus{gpu_model="A100",member="physics"} 1.5' in text
+    assert 'fairpool_member_borrowed_gpus{gpu_model="A100",member="physics"} 3.0' in text
+    allocation = [s for s in text.splitlines() if s.startswith("fairpool_pod_gpu_allocation{")]
+    assert allocation == [
+        'fairpool_pod_gpu_allocation{gpu_model="A100",member="physics",namespace="physics",'
+        'node="n1",owner="lab-bio",pod="p",uid="u1"} 2.0'
+    ]
+    standby = SchedulerMetrics(lambda: State(snapshot, Decisions(), False, frozenset({"u1"})))
+    text = generate_latest(standby.registry).decode()
+    assert "fairpool_leader 0.0" in text
+    assert "fairpool_pod_gpu_allocation{" not in text
