@@ -60,6 +60,15 @@ def schedule(snapshot: Snapshot, policy: Policy) -> Decisions:
     return _Cycle(snapshot, policy).run()
 
 
+@dataclass(frozen=True, slots=True)
+class _JobInfo:
+    gpus: int
+    explicit_model: str | None
+    position_model: str | None
+    shape: tuple[object, ...]
+    """The pods' shapes, a cache key for 'this did not fit'."""
+
+
 @dataclass(slots=True)
 class _Outcome:
     binds: list[Bind] = field(default_factory=list)
@@ -89,6 +98,7 @@ class _Cycle:
         self.failed: set[tuple[object, ...]] = set()
         self.never: dict[tuple[object, ...], bool] = {}
         self.reclaim_failed: dict[tuple[object, ...], str] = {}
+        self._info: dict[str, _JobInfo] = {}
         self.reclaimer: Reclaimer | None = None
         self.freeing: set[str] = set()
         """Jobs whose nominated nodes still carry terminating pods."""
@@ -103,13 +113,25 @@ class _Cycle:
         key = (member, model)
         return self.alloc.get(key, 0), self.book.fair.get(key, 0.0)
 
+    def info(self, job: PendingJob) -> _JobInfo:
+        found = self._info.get(job.job_id)
+        if found is None:
+            explicit = shares_mod.job_gpu_model(job)
+            position = explicit
+            if explicit is None and len(self.book.models) == 1:
+                position = self.book.models[0]
+            if len(job.pods) == 1:
+                shape: tuple[object, ...] = (spec_key(job.pods[0].spec),)
+            else:
+                shape = tuple(sorted((spec_key(p.spec) for p in job.pods), key=repr))
+            found = _JobInfo(job.gpus, explicit, position, shape)
+            self._info[job.job_id] = found
+        return found
+
     def position_model(self, job: PendingJob) -> str | None:
         """The model a job's member position is measured on: the one it asks for, the
         only one there is, or None (all models together)."""
-        model = shares_mod.job_gpu_model(job)
-        if model is None and len(self.book.models) == 1:
-            return self.book.models[0]
-        return model
+        return self.info(job).position_model
 
     def order_key(self, member: str, job: PendingJob) -> float:
         allocated, fair = self.position_of(member, self.position_model(job))
@@ -163,6 +185,7 @@ class _Cycle:
             self._wait(job, Waiting("incomplete"))
             return
         model = self.job_model(job)
+        info = self.info(job)
         limit = self._limit(job, model)
         if limit is not None:
             self._wait(job, Waiting("limit", limit))
@@ -170,10 +193,10 @@ class _Cycle:
         models = self._models_allowed(job, model)
         lendable = self.lendable()
         restricted = (
-            any(h < job.gpus for o, h in lendable.items() if o != job.member) or models is not None
+            any(h < info.gpus for o, h in lendable.items() if o != job.member) or models is not None
         )
         shape = (
-            tuple(sorted((spec_key(p.spec) for p in job.pods), key=repr)),
+            info.shape,
             job.member if restricted else None,
             models,
         )
@@ -202,7 +225,7 @@ class _Cycle:
 
     def _limit(self, job: PendingJob, model: str | None) -> str | None:
         spec = self.members.get(job.member)
-        gpus = job.gpus
+        gpus = self.info(job).gpus
         if spec is None or gpus <= 0:
             return None
         total = self.member_total.get(job.member, 0)
@@ -222,14 +245,15 @@ class _Cycle:
 
     def _models_allowed(self, job: PendingJob, model: str | None) -> frozenset[str] | None:
         """With borrowing off: the GPU models on which the job stays within entitlement."""
-        if self.policy.sharing.borrowing or job.gpus <= 0:
+        info = self.info(job)
+        if self.policy.sharing.borrowing or info.gpus <= 0:
             return None
-        explicit = shares_mod.job_gpu_model(job)
+        explicit = info.explicit_model
         options = [explicit] if explicit is not None else self.book.models
         return frozenset(
             m
             for m in options
-            if self.alloc.get((job.member, m), 0) + job.gpus
+            if self.alloc.get((job.member, m), 0) + info.gpus
             <= self.book.entitlement.get((job.member, m), 0)
         )
 
@@ -282,13 +306,14 @@ class _Cycle:
 
     # -- reclaim -------------------------------------------------------------------------
     def _try_reclaim(self, job: PendingJob, model: str | None, lendable: dict[str, int]) -> str:
-        if model is None or job.gpus <= 0:
+        gpus = self.info(job).gpus
+        if model is None or gpus <= 0:
             return ""
         allocated, fair = self.position_of(job.member, self.position_model(job))
-        if allocated + job.gpus > fair + _EPS:
+        if allocated + gpus > fair + _EPS:
             if allocated < fair - _EPS:
                 return (
-                    f"with this job it would hold {allocated + job.gpus}, above its fair "
+                    f"with this job it would hold {allocated + gpus}, above its fair "
                     "share, so nothing is reclaimed for it"
                 )
             return ""
@@ -310,7 +335,7 @@ class _Cycle:
         # What reclaim can do changes only with a bind (a member may rise above its fair
         # share) or another reclaim: until then a failure stands.
         key = (
-            tuple(sorted((spec_key(p.spec) for p in job.pods), key=repr)),
+            self.info(job).shape,
             job.member,
             model,
             len(self.out.nominations),
