@@ -71,8 +71,12 @@ def connect(
     return Client(channel, token or None, timeout)
 
 
-def client_options(command: F) -> F:
-    """Adds the connection options; the command receives `client: Client`."""
+def client_options(command: F | None = None, *, timeout: float = 30.0) -> Any:
+    """Adds the connection options; the command receives `client: Client`. Use as
+    `@client_options`, or `@client_options(timeout=...)` for a longer default deadline."""
+    if command is None:
+        return functools.partial(client_options, timeout=timeout)
+    default_timeout = timeout
 
     @click.option(
         "--server",
@@ -103,7 +107,7 @@ def client_options(command: F) -> F:
     @click.option(
         "--timeout",
         type=click.FloatRange(min=0.1),
-        default=30.0,
+        default=default_timeout,
         show_default=True,
         help="seconds before a call is given up",
     )

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
-from policies.errors import FieldIssue, PolicyError
+from policies.errors import FieldIssue, InputError, PolicyError
 from policies.loader import load_policy, parse_policy
 from scheduler.cli.client import Client, client_options
 
@@ -191,3 +191,78 @@ def diff(client: Client, old: str, new: str | None) -> None:
         before.splitlines(keepends=True), after.splitlines(keepends=True), a, b
     )
     _print_diff(Console(), "".join(lines))
+
+
+@policy.command()
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--trace", type=click.Path(path_type=Path, dir_okay=False), help="trace CSV to replay"
+)
+@click.option(
+    "--ledger-days",
+    type=click.IntRange(min=1, max=62),
+    help="replay the last N days of metered usage instead",
+)
+@client_options(timeout=900.0)
+def simulate(client: Client, file: Path, trace: Path | None, ledger_days: int | None) -> None:
+    """What if the policy in FILE were in force? Replays a trace (or recent metered usage)
+    under the current policy and under FILE on the cluster the scheduler sees, and shows
+    both side by side."""
+    from proto.fairpool.v1 import share_pb2
+
+    if (trace is None) == (ledger_days is None):
+        raise InputError("give exactly one of --trace and --ledger-days")
+    text = _read(file)
+    parse_policy(text, str(file))
+    request = share_pb2.SimulateRequest(draft_policy_yaml=text)
+    if trace is not None:
+        try:
+            request.trace_csv = trace.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"{trace}: cannot read: {exc.strerror}") from exc
+        request.source = share_pb2.SIMULATION_SOURCE_TRACE
+    else:
+        request.source = share_pb2.SIMULATION_SOURCE_LEDGER
+        request.ledger_days = ledger_days or 0
+    console = Console()
+    with console.status("simulating under the current policy and the draft…"):
+        reply = client.shares.Simulate(request, **client.options())
+    overall = Table(title="pool", title_justify="left")
+    for column in ("", "current", "draft"):
+        overall.add_column(column, justify="left" if not column else "right")
+    a, b = reply.current, reply.draft
+    overall.add_row("utilization", f"{a.utilization:.3f}", f"{b.utilization:.3f}")
+    overall.add_row("fairness (Jain)", f"{a.fairness_jain:.3f}", f"{b.fairness_jain:.3f}")
+    overall.add_row(
+        "entitlement violation GPU-s",
+        f"{a.entitlement_violation_gpu_s:,.0f}",
+        f"{b.entitlement_violation_gpu_s:,.0f}",
+    )
+    overall.add_row("preemptions", str(a.preemptions), str(b.preemptions))
+    console.print(overall)
+    members = Table(title="per member: current → draft", title_justify="left")
+    for column in (
+        "member",
+        "GPU-hours used",
+        "borrowed",
+        "lent",
+        "jobs",
+        "mean wait s",
+        "mean JCT s",
+    ):
+        members.add_column(column, justify="left" if column == "member" else "right")
+    drafts = {m.member: m for m in b.members}
+    for m in a.members:
+        d = drafts.get(m.member)
+        if d is None:
+            continue
+        members.add_row(
+            m.member,
+            f"{m.gpu_hours_used:,.1f} → {d.gpu_hours_used:,.1f}",
+            f"{m.gpu_hours_borrowed:,.1f} → {d.gpu_hours_borrowed:,.1f}",
+            f"{m.gpu_hours_lent:,.1f} → {d.gpu_hours_lent:,.1f}",
+            f"{m.jobs_completed} → {d.jobs_completed}",
+            f"{m.mean_wait_s:,.0f} → {d.mean_wait_s:,.0f}",
+            f"{m.mean_jct_s:,.0f} → {d.mean_jct_s:,.0f}",
+        )
+    console.print(members)

@@ -167,3 +167,23 @@ def test_shares_explain_usage_as_a_member(served: Served) -> None:
     usage = served.run("usage", token="member:physics")
     assert usage.returncode == 0 and "no metered usage" in usage.stdout
     assert served.run("usage", "--member", "uni-north", token="member:physics").returncode == 1
+
+
+def test_policy_simulate_shows_current_and_draft(served: Served) -> None:
+    trace = served.folder / "trace.csv"
+    trace.write_text(
+        "job_id,org,submit_time,duration_s,num_pods,gpus_per_pod,gpu_model\n"
+        + "".join(f"u{i},uni-north,{i},3600,1,8,NVIDIA-H100-80GB-HBM3\n" for i in range(6))
+    )
+    data = yaml.safe_load(DEFAULT_POLICY.read_text())
+    data["spec"]["sharing"]["borrowing"] = False
+    (served.folder / "strict.yaml").write_text(yaml.safe_dump(data))
+    done = served.run("policy", "simulate", "strict.yaml", "--trace", "trace.csv", token="viewer")
+    assert done.returncode == 0, done.stderr
+    row = next(line for line in done.stdout.splitlines() if line.startswith("│ uni-north"))
+    assert "6 → 6" in row  # jobs completed under both policies
+    assert served.run("policy", "simulate", "strict.yaml", token="viewer").returncode == 2
+    refused = served.run(
+        "policy", "simulate", "strict.yaml", "--trace", "trace.csv", token="member:physics"
+    )
+    assert refused.returncode == 1 and "PERMISSION_DENIED" in refused.stderr
