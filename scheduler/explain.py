@@ -84,7 +84,7 @@ def capacity_detail(state: ClusterState, job: PendingJob, model: str | None) -> 
         return f"{idle} idle {label} exist but no node has {g} free (at most {best})"
     if not any(state.fits(i, res) for i in nodes):
         return (
-            f"{idle} idle {label} exist but no node with {g} free GPUs also has room for "
+            f"{idle} idle {label} exist but no node with {plural(g, 'free GPU')} also has room for "
             f"{_shape(spec)}"
         )
     return f"{idle} idle {label} exist but they are held for nominated jobs"

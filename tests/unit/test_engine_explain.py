@@ -1,0 +1,68 @@
+"""Every waiting job gets one exact, human sentence."""
+
+from __future__ import annotations
+
+from scheduler.engine import schedule
+from scheduler.snapshot import Taint
+from tests.unit.engine_strategies import A100, H100, job, node, policy, running, snapshot
+
+POL = policy(["lab-a", "lab-b"])
+
+
+def test_gang_too_big_for_what_is_idle() -> None:
+    nodes = [node("a1", "lab-a"), node("b1", "lab-b"), node("b2", "lab-b")]
+    run = [running("a", "lab-a", "a1", gpus=8), running("b", "lab-b", "b1", gpus=8)]
+    d = schedule(snapshot(nodes, [job("g", "lab-b", pods=4, gpus=4)], run), POL)
+    assert d.explanations == {
+        "g": f"member lab-b is below its fair share of 16 {H100} (holds 8); 8 idle {H100} "
+        "exist but the gang needs 16 (4 pods); with this job it would hold 24, above its "
+        "fair share, so nothing is reclaimed for it"
+    }
+
+
+def test_fragmented_idle_gpus() -> None:
+    nodes = [node("a1", "lab-a"), node("a2", "lab-a")]
+    run = [running("x", "lab-a", "a1", gpus=4), running("y", "lab-a", "a2", gpus=4)]
+    d = schedule(snapshot(nodes, [job("j", "lab-a", gpus=8)], run), POL)
+    assert d.explanations["j"] == (
+        f"member lab-a is below its fair share of 16 {H100} (holds 8); 8 idle {H100} exist "
+        "but no node has 8 free (at most 4); nothing can be reclaimed: no member above its "
+        f"fair share holds borrowed {H100} GPUs it could use"
+    )
+
+
+def test_cpu_is_what_is_missing() -> None:
+    nodes = [node("a1", "lab-a", cpu=8)]
+    run = [running("x", "lab-a", "a1", gpus=1, cpu_milli=6000)]
+    d = schedule(snapshot(nodes, [job("j", "lab-a", gpus=1, cpu_milli=4000)], run), POL)
+    assert d.explanations["j"] == (
+        f"member lab-a is below its fair share of 2 {H100} (holds 1); 7 idle {H100} exist "
+        "but no node with 1 free GPU also has room for 1 GPU, 4 CPU; nothing can be "
+        f"reclaimed: no member above its fair share holds borrowed {H100} GPUs it could use"
+    )
+
+
+def test_no_node_can_ever_run_it() -> None:
+    nodes = [
+        node("a1", "lab-a", model=A100),
+        node("a2", "lab-a", taints=(Taint("maintenance", "", "NoSchedule"),)),
+        node("a3", "lab-a", gpus=4),
+    ]
+    d = schedule(snapshot(nodes, [job("j", "lab-a", gpus=8, gpu_model=H100)]), POL)
+    assert d.explanations["j"] == (
+        f"member lab-a is below its fair share of 8 {H100} (holds 0); no node can ever "
+        "run its pods: of 3 nodes, 1 another GPU model, 1 fewer than 8 GPUs, "
+        "1 untolerated taints"
+    )
+
+
+def test_every_waiting_job_is_explained_and_no_bound_job_is() -> None:
+    nodes = [node("a1", "lab-a", gpus=2)]
+    pending = [job(f"j{k}", "lab-a", submitted_at=k) for k in range(4)]
+    d = schedule(snapshot(nodes, pending), POL)
+    assert {b.job_id for b in d.binds} == {"j0", "j1"}
+    assert set(d.explanations) == {"j2", "j3"}
+    assert d.explanations["j2"] == (
+        f"member lab-a is at its fair share of 2 {H100} (holds 2); all {H100} on nodes it "
+        "may use are taken"
+    )
