@@ -1,6 +1,8 @@
 """Discrete-event replay of a trace on a simulated cluster, driven by the real engine.
 
-Events are job arrivals, job completions and the ends of preemption grace periods. All
+Events are job arrivals, job completions, the ends of preemption grace periods, and the
+instants borrowed pods pass the policy's min runtime (they become reclaimable; the
+daemon's idle cycle would see that within a second). All
 events at one instant are applied first, then the engine runs ONE cycle on the
 resulting snapshot and its decisions are carried out: binds start jobs (a gang starts
 when all its pods are bound, which the engine does in one cycle), preemptions mark the
@@ -56,6 +58,9 @@ class EventKind(Enum):
     COMPLETION = 0
     GRACE_END = 1
     ARRIVAL = 2
+    WAKE = 3
+    """A borrowed pod passes the min runtime and becomes reclaimable: the daemon would
+    notice within its 1 s idle cycle, so the simulator runs a cycle then too."""
 
 
 @dataclass(slots=True)
@@ -177,6 +182,8 @@ class Simulator:
         self._node_owner = {n.name: n.owner or "" for n in nodes}
         self._node_model = {n.name: n.gpu_model or "" for n in nodes}
         self._grace = policy.sharing.reclaim_grace_period_seconds
+        sharing = policy.sharing
+        self._min_runtime = 0 if sharing.preempt_below_min_runtime else sharing.min_runtime_seconds
         half_life = policy.sharing.usage_half_life_hours
         self._half_life_s = half_life * HOUR_S if half_life else None
         self._history: dict[str, float] = {}
@@ -197,6 +204,7 @@ class Simulator:
         self.guard_trips = 0
         self._finished = 0
         self._now = 0.0
+        self._end = 0.0
         self._bound_this_cycle: dict[tuple[str, str], int] = {}
 
     # -- events ---------------------------------------------------------------------
@@ -213,10 +221,14 @@ class Simulator:
         while self._events:
             now = self._events[0][0]
             self._advance_history(now)
+            changed = False
             while self._events and self._events[0][0] == now:
                 _, kind, _, job_id, token = heapq.heappop(self._events)
                 self.events_done += 1
-                self._handle(EventKind(kind), self.jobs[job_id], token, now)
+                changed |= self._handle(EventKind(kind), self.jobs[job_id], token, now)
+            if not changed:
+                continue
+            self._end = now
             cycles_at_instant = cycles_at_instant + 1 if now == last_instant else 1
             last_instant = now
             if self.cluster.pending:
@@ -226,7 +238,7 @@ class Simulator:
             if self.progress is not None and self.cycles % 256 == 0:
                 self.progress(now, self._finished)
         if self.progress is not None:
-            self.progress(self._now, self._finished)
+            self.progress(self._end, self._finished)
         return SimulationResult(
             policy=self.policy,
             nodes=self.cluster.nodes,
@@ -235,7 +247,7 @@ class Simulator:
             usage=self.usage,
             lost=self.lost,
             pod_runs=self.pod_runs,
-            end_time=self._now,
+            end_time=self._end,
             start_offset_s=self.start_offset_s,
             events=self.events_done,
             cycles=self.cycles,
@@ -246,9 +258,12 @@ class Simulator:
             entitlement=dict(self.cluster.capacity.entitlement),
         )
 
-    def _handle(self, kind: EventKind, record: JobRecord, token: int, now: float) -> None:
+    def _handle(self, kind: EventKind, record: JobRecord, token: int, now: float) -> bool:
+        """Apply one event; False when it changed nothing (stale), so needs no cycle."""
         if token != record.token:
-            return  # stale: the job changed state since this event was scheduled
+            return False  # stale: the job changed state since this event was scheduled
+        if kind is EventKind.WAKE:
+            return record.state is JobState.RUNNING
         if kind is EventKind.ARRIVAL:
             record.state = JobState.PENDING
             self.cluster.enqueue(record.job, 0, record.job.submit_time, now)
@@ -277,6 +292,7 @@ class Simulator:
             record.start = None
             record.preempted_at = None
             self.cluster.enqueue(record.job, record.attempt, record.job.submit_time, now)
+        return True
 
     # -- one engine cycle -----------------------------------------------------------
     def _cycle(self, now: float, allow_preemption: bool) -> None:
@@ -294,6 +310,7 @@ class Simulator:
         by_job: dict[str, dict[str, str]] = {}
         for bind in decisions.binds:
             by_job.setdefault(bind.job_id, {})[bind.pod_uid] = bind.node
+        borrowed_jobs = {b.job_id for b in decisions.binds if b.borrowed}
         for job_id, placement in by_job.items():
             pending = self.cluster.pending.get(job_id)
             if pending is None:
@@ -324,6 +341,8 @@ class Simulator:
                 record.first_start = now
             record.token += 1
             self._push(now + record.remaining_s, EventKind.COMPLETION, job_id, record.token)
+            if job_id in borrowed_jobs and self._min_runtime > 0:
+                self._push(now + self._min_runtime, EventKind.WAKE, job_id, record.token)
 
     def _apply_preemptions(self, decisions: Decisions, now: float, allow: bool) -> None:
         grace_of: dict[str, int] = {}
