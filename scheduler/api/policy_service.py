@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 
 import grpc
@@ -50,7 +51,9 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         view: SchedulerView,
         auth: Authenticator,
         compute_shares: Callable[..., tuple[MemberShare, ...]],
+        max_watchers: int = 4,
     ) -> None:
+        self._watchers = threading.BoundedSemaphore(max_watchers)
         self._store = store
         self._view = view
         self._auth = auth
@@ -135,7 +138,22 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     ) -> Iterator[policy_pb2.PolicyVersion]:
         if request.since_version < 0:
             abort(context, grpc.StatusCode.INVALID_ARGUMENT, "since_version: must be >= 0")
-        since = request.since_version
+        # A watcher holds a worker thread for as long as it watches: without a cap, a few
+        # watchers would leave no thread for anything else.
+        if not self._watchers.acquire(blocking=False):
+            abort(
+                context,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "too many policy watchers: try again later",
+            )
+        try:
+            yield from self._watch(request.since_version, context)
+        finally:
+            self._watchers.release()
+
+    def _watch(
+        self, since: int, context: grpc.ServicerContext
+    ) -> Iterator[policy_pb2.PolicyVersion]:
         if since == 0:
             entry, _ = self._store.current()
             yield convert.policy_version(entry)

@@ -61,6 +61,7 @@ class ApiConfig:
     max_receive_bytes: int = 4 * MIB
     max_send_bytes: int = 64 * MIB
     max_workers: int = 16
+    """Worker threads; a quarter of them at most serve WatchPolicy streams."""
     max_concurrent_rpcs: int = 256
     """Beyond this many calls in flight, new ones get RESOURCE_EXHAUSTED at once."""
     refresh_seconds: float = 5.0
@@ -96,7 +97,8 @@ class ApiServer:
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
         )
         policy_pb2_grpc.add_PolicyServiceServicer_to_server(
-            PolicyServicer(self.store, view, auth, compute_shares), self._server
+            PolicyServicer(self.store, view, auth, compute_shares, max(1, config.max_workers // 4)),
+            self._server,
         )
         share_pb2_grpc.add_ShareServiceServicer_to_server(
             ShareServicer(

@@ -4,6 +4,7 @@ errors that name the field and line, watching, and the scheduler picking a polic
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -237,3 +238,35 @@ def test_watch_ends_at_the_callers_deadline(api: Running) -> None:
         list(stream)
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert current_version(api) == 1  # the server is still answering
+
+
+def test_watchers_are_capped_so_other_calls_keep_a_thread(api: Running) -> None:
+    # running_server uses 8 worker threads: at most 2 watchers.
+    watchers = []
+    for _ in range(2):
+        stream = api.policy.WatchPolicy(policy_pb2.WatchPolicyRequest(), metadata=ADMIN, timeout=30)
+        assert next(stream).version == 1
+        watchers.append(stream)
+    with pytest.raises(grpc.RpcError) as info:
+        next(api.policy.WatchPolicy(policy_pb2.WatchPolicyRequest(), metadata=ADMIN, timeout=5))
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert current_version(api) == 1
+    watchers.pop().cancel()
+
+    def watch_again() -> int:
+        try:
+            stream = api.policy.WatchPolicy(
+                policy_pb2.WatchPolicyRequest(), metadata=ADMIN, timeout=5
+            )
+            version = next(stream).version
+            stream.cancel()
+            return version
+        except grpc.RpcError:
+            return 0
+
+    deadline = time.monotonic() + 10
+    while (version := watch_again()) == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert version == 1, "a cancelled watcher gives its place back"
+    for stream in watchers:
+        stream.cancel()
