@@ -152,3 +152,43 @@ def test_work_conservation_for_single_pods(scenario: tuple[Policy, Snapshot]) ->
                 and f[3] >= 1
             )
             assert not fits, (job.job_id, n.name, d.explanations[job.job_id])
+
+
+@SETTINGS
+@given(scenarios())
+def test_nominations_fit_once_victims_are_gone(scenario: tuple[Policy, Snapshot]) -> None:
+    """Binds plus every nominated pod fit on their nodes once the terminating and the
+    preempted pods are gone: freed capacity is never promised twice."""
+    pol, snap = scenario
+    d = schedule(snap, pol)
+    gone = {p.pod_uid for p in d.preemptions}
+    free = {n.name: [n.gpus, n.cpu_milli, n.memory_bytes, n.max_pods] for n in snap.nodes}
+    specs = {p.uid: p.spec for j in snap.pending for p in j.pods}
+
+    def take(node: str, gpus: int, cpu: int, mem: int) -> None:
+        f = free[node]
+        f[0] -= gpus
+        f[1] -= cpu
+        f[2] -= mem
+        f[3] -= 1
+
+    for pod in snap.running:
+        if not pod.terminating and pod.uid not in gone:
+            take(pod.node, pod.spec.gpus, pod.spec.cpu_milli, pod.spec.memory_bytes)
+    for b in d.binds:
+        s = specs[b.pod_uid]
+        take(b.node, s.gpus, s.cpu_milli, s.memory_bytes)
+    nominated = set()
+    for nom in d.nominations:
+        assert nom.job_id not in {b.job_id for b in d.binds}
+        assert nom.job_id in d.explanations
+        for uid, node in nom.nodes.items():
+            s = specs[uid]
+            take(node, s.gpus, s.cpu_milli, s.memory_bytes)
+            nominated.add(uid)
+        job = next(j for j in snap.pending if j.job_id == nom.job_id)
+        assert {p.uid for p in job.pods} == set(nom.nodes)
+    for name, f in free.items():
+        assert min(f) >= 0, (name, f)
+    for p in d.preemptions:
+        assert p.for_job in {n.job_id for n in d.nominations}
