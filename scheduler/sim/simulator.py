@@ -205,6 +205,7 @@ class Simulator:
         self._finished = 0
         self._now = 0.0
         self._end = 0.0
+        self._nominated: set[str] = set()
         self._bound_this_cycle: dict[tuple[str, str], int] = {}
 
     # -- events ---------------------------------------------------------------------
@@ -217,6 +218,7 @@ class Simulator:
             self._push(job.submit_time, EventKind.ARRIVAL, job.job_id, 0)
         self._record_timeline({})
         cycles_at_instant = 0
+        instants = 0
         last_instant = -math.inf
         while self._events:
             now = self._events[0][0]
@@ -235,7 +237,8 @@ class Simulator:
                 self._cycle(now, allow_preemption=cycles_at_instant <= self.max_cycles_per_instant)
             else:
                 self._record_timeline({})
-            if self.progress is not None and self.cycles % 256 == 0:
+            instants += 1
+            if self.progress is not None and instants % 256 == 0:
                 self.progress(now, self._finished)
         if self.progress is not None:
             self.progress(self._end, self._finished)
@@ -302,8 +305,11 @@ class Simulator:
         self._bound_this_cycle = {}
         self._apply_binds(decisions, now)
         self._apply_preemptions(decisions, now, allow_preemption)
+        renewed = set()
         for nomination in decisions.nominations:
             self.cluster.nominate(nomination.job_id, nomination.nodes)
+            renewed.add(nomination.job_id)
+        self._drop_stale_nominations(renewed)
         self._record_timeline(self._shares_by_key(decisions.shares))
 
     def _apply_binds(self, decisions: Decisions, now: float) -> None:
@@ -365,6 +371,22 @@ class Simulator:
             # The completion event stays valid: a job that finishes within its grace
             # period completes. The token is kept so both events stay live.
             self._push(now + grace, EventKind.GRACE_END, job_id, record.token)
+
+    def _drop_stale_nominations(self, renewed: set[str]) -> None:
+        """A nomination holds GPUs while the victims terminate. Once none of its nodes
+        carries a terminating pod and the job still did not start (and was not
+        nominated anew), the hold is stale: drop it, as the daemon clears
+        nominatedNodeName, so it does not keep reserving capacity."""
+        self._nominated = {j for j in self._nominated | renewed if j in self.cluster.pending}
+        stale = self._nominated - renewed
+        if not stale:
+            return
+        terminating = {p.node for p in self.cluster.running.values() if p.terminating}
+        for job_id in sorted(stale):
+            job = self.cluster.pending[job_id]
+            if not terminating.intersection(job.nominated_nodes.values()):
+                self.cluster.nominate(job_id, {})
+                self._nominated.discard(job_id)
 
     # -- bookkeeping ----------------------------------------------------------------
     def _count_bind(self, pod: RunningPod, sign: int) -> None:

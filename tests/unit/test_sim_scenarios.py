@@ -179,3 +179,27 @@ def test_timeline_rows_record_changes() -> None:
     assert a[a["time"] == 130]["allocated"].iloc[-1] == 4
     b = frame[(frame["member"] == "b")]
     assert b[b["time"] == 100]["pending"].iloc[-1] == 4
+
+
+def test_reclaim_waits_for_min_runtime_then_happens_at_once() -> None:
+    # a2 borrows b's node at t=0; b1 arrives at 100 but a2 may not be preempted before
+    # it has run 600 s. Nothing else happens until a2 turns 600 s old: the simulator
+    # must still run a cycle then (as the daemon's idle cycle would). Preempted at 600,
+    # gone at 630, b1 runs 630-1130.
+    result = run(
+        policy(min_runtime=600),
+        job("a1", "a", 0, 5000, 4),
+        job("a2", "a", 0, 5000, 4),
+        job("b1", "b", 100, 500, 4),
+    )
+    b1, a2 = result.jobs["b1"], result.jobs["a2"]
+    assert (b1.first_start, b1.end) == (630, 1130)
+    assert a2.preemptions == 1 and a2.lost_gpu_s == pytest.approx(4 * 630)
+
+
+def test_no_standalone_leaves_standalone_keys_empty() -> None:
+    result = borrow_then_reclaim()
+    study = build_study(result.policy, START, result, None)
+    assert study.summary["standalone_mean_jct_s"] is None
+    assert study.summary["pooling_dividend_gpu_hours"] is None
+    assert study.summary["members"]["a"]["standalone_mean_jct_s"] is None
