@@ -147,6 +147,8 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                 "too many policy watchers: try again later",
             )
         try:
+            # Notice a cancelled or timed-out call at once, not at the next poll.
+            context.add_callback(self._store.wake)
             yield from self._watch(request.since_version, context)
         finally:
             self._watchers.release()

@@ -390,6 +390,11 @@ class PolicyStore:
             for e in self.audit.list(limit=1000)
         }
 
+    def wake(self) -> None:
+        """Wake every waiting watcher (one of them has been cancelled)."""
+        with self._lock:
+            self._changed.notify_all()
+
     def wait_newer(self, version: int, timeout: float) -> list[StoredVersion]:
         """Versions newer than `version`, oldest first; waits up to `timeout` for one."""
         with self._lock:

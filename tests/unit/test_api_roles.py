@@ -49,7 +49,11 @@ def _usage_request(member: str = "") -> usage_pb2.GetUsageRequest:
 
 
 def _watch(stub: Any, request: Any, **kwargs: Any) -> Any:
-    return next(iter(stub.WatchPolicy(request, **kwargs)))
+    stream = stub.WatchPolicy(request, **kwargs)
+    try:
+        return next(stream)
+    finally:
+        stream.cancel()
 
 
 # (case, method, call(api) -> (callable, request), expected code per role)
