@@ -115,6 +115,18 @@ class PodRun:
 
 
 @dataclass(frozen=True, slots=True)
+class VictimRecord:
+    """A preempted job's member, as the engine saw it when it chose the victim."""
+
+    time: float
+    job_id: str
+    member: str
+    gpu_model: str
+    allocated: int
+    entitlement: int
+
+
+@dataclass(frozen=True, slots=True)
 class LostRow:
     hour: int
     member: str
@@ -133,6 +145,7 @@ class SimulationResult:
     usage: list[UsageRow]
     lost: list[LostRow]
     pod_runs: list[PodRun]
+    victims: list[VictimRecord]
     end_time: float
     start_offset_s: float
     """Trace time 0 minus the start of its UTC hour (hour buckets are UTC hours)."""
@@ -199,6 +212,7 @@ class Simulator:
         self.usage: list[UsageRow] = []
         self.lost: list[LostRow] = []
         self.pod_runs: list[PodRun] = []
+        self.victims: list[VictimRecord] = []
         self.events_done = 0
         self.cycles = 0
         self.guard_trips = 0
@@ -250,6 +264,7 @@ class Simulator:
             usage=self.usage,
             lost=self.lost,
             pod_runs=self.pod_runs,
+            victims=self.victims,
             end_time=self._end,
             start_offset_s=self.start_offset_s,
             events=self.events_done,
@@ -303,6 +318,8 @@ class Simulator:
         snapshot = self.cluster.snapshot(now, self._history)
         decisions = self.engine(snapshot, self.policy)
         self._bound_this_cycle = {}
+        if decisions.preemptions:
+            self._log_victims(decisions)
         self._apply_binds(decisions, now)
         self._apply_preemptions(decisions, now, allow_preemption)
         renewed = set()
@@ -371,6 +388,25 @@ class Simulator:
             # The completion event stays valid: a job that finishes within its grace
             # period completes. The token is kept so both events stay live.
             self._push(now + grace, EventKind.GRACE_END, job_id, record.token)
+
+    def _log_victims(self, decisions: Decisions) -> None:
+        """Record each victim's standing at the snapshot (running, non-terminating GPUs
+        per model vs entitlement): tests check no one within entitlement is preempted."""
+        held: dict[tuple[str, str], int] = {}
+        for pod in self.cluster.running.values():
+            if not pod.terminating:
+                key = (pod.member or "", self._node_model[pod.node])
+                held[key] = held.get(key, 0) + pod.spec.gpus
+        for job_id in sorted({p.job_id for p in decisions.preemptions}):
+            record = self.jobs.get(job_id)
+            if record is None or record.state is not JobState.RUNNING:
+                continue
+            for model in sorted({self._node_model[n] for n in record.nodes}):
+                key = (record.job.org, model)
+                entitled = self.cluster.capacity.entitlement.get(key, 0)
+                self.victims.append(
+                    VictimRecord(self._now, job_id, key[0], model, held.get(key, 0), entitled)
+                )
 
     def _drop_stale_nominations(self, renewed: set[str]) -> None:
         """A nomination holds GPUs while the victims terminate. Once none of its nodes

@@ -1,8 +1,8 @@
 """Properties of the simulator over random small clusters, policies and traces.
 
 Invariants (hypothesis): every job of a finite trace completes when every job fits;
-no node is ever over-committed; gangs start whole; two runs give byte-identical
-summary.json.
+no node is ever over-committed; gangs start whole; a member at or below its
+entitlement is never preempted; two runs give byte-identical summary.json.
 
 Sharing incentive (DESIGN.md): no member's mean JCT pooled should be worse than
 standalone. It is measured over 200 fixed seeded random cases, comparing like with like
@@ -126,6 +126,9 @@ def test_invariants(case: Case) -> None:
     assert not result.unfinished(), [r.job.job_id for r in result.unfinished()]
     assert all(r.state is JobState.DONE for r in result.jobs.values())
     check_no_overcommit(case, result)
+    # A member at or below its entitlement is never preempted.
+    for victim in result.victims:
+        assert victim.allocated > victim.entitlement, victim
     # Gangs start whole: every attempt's pods start and end together.
     attempts: dict[tuple[str, float], set[float]] = {}
     for run in result.pod_runs:
