@@ -64,9 +64,36 @@ def schedule(snapshot: Snapshot, policy: Policy) -> Decisions:
 class _JobInfo:
     gpus: int
     explicit_model: str | None
-    position_model: str | None
     shape: tuple[object, ...]
     """The pods' shapes, a cache key for 'this did not fit'."""
+    incomplete: bool
+
+
+# Facts that depend only on a PendingJob, memoized across cycles (the simulator and the
+# daemon hand the same job objects to many cycles). Entries keep their job alive, so an
+# id is never reused while cached; the memo is dropped whole when it grows too big.
+_MEMO: dict[int, tuple[PendingJob, _JobInfo]] = {}
+_MEMO_MAX = 200_000
+
+
+def _job_info(job: PendingJob) -> _JobInfo:
+    hit = _MEMO.get(id(job))
+    if hit is not None and hit[0] is job:
+        return hit[1]
+    if len(job.pods) == 1:
+        shape: tuple[object, ...] = (spec_key(job.pods[0].spec),)
+    else:
+        shape = tuple(sorted((spec_key(p.spec) for p in job.pods), key=repr))
+    info = _JobInfo(
+        gpus=job.gpus,
+        explicit_model=shares_mod.job_gpu_model(job),
+        shape=shape,
+        incomplete=len(job.pods) < job.min_member or not job.pods,
+    )
+    if len(_MEMO) >= _MEMO_MAX:
+        _MEMO.clear()
+    _MEMO[id(job)] = (job, info)
+    return info
 
 
 @dataclass(slots=True)
@@ -98,7 +125,14 @@ class _Cycle:
         self.failed: set[tuple[object, ...]] = set()
         self.never: dict[tuple[object, ...], bool] = {}
         self.reclaim_failed: dict[tuple[object, ...], str] = {}
-        self._info: dict[str, _JobInfo] = {}
+        self._info: dict[str, _JobInfo] = {j.job_id: _job_info(j) for j in snapshot.pending}
+        self.only_model = self.book.models[0] if len(self.book.models) == 1 else None
+        self.lenders = [
+            (m.name, m.lending_limit)
+            for m in sorted(policy.members, key=lambda m: m.name)
+            if m.lending_limit is not None
+        ]
+        self.capped = {m.name for m in policy.members if m.max_gpus is not None}
         self.reclaimer: Reclaimer | None = None
         self.freeing: set[str] = set()
         """Jobs whose nominated nodes still carry terminating pods."""
@@ -114,35 +148,22 @@ class _Cycle:
         return self.alloc.get(key, 0), self.book.fair.get(key, 0.0)
 
     def info(self, job: PendingJob) -> _JobInfo:
-        found = self._info.get(job.job_id)
-        if found is None:
-            explicit = shares_mod.job_gpu_model(job)
-            position = explicit
-            if explicit is None and len(self.book.models) == 1:
-                position = self.book.models[0]
-            if len(job.pods) == 1:
-                shape: tuple[object, ...] = (spec_key(job.pods[0].spec),)
-            else:
-                shape = tuple(sorted((spec_key(p.spec) for p in job.pods), key=repr))
-            found = _JobInfo(job.gpus, explicit, position, shape)
-            self._info[job.job_id] = found
-        return found
+        return self._info[job.job_id]
 
     def position_model(self, job: PendingJob) -> str | None:
         """The model a job's member position is measured on: the one it asks for, the
         only one there is, or None (all models together)."""
-        return self.info(job).position_model
+        explicit = self._info[job.job_id].explicit_model
+        return explicit if explicit is not None else self.only_model
 
     def order_key(self, member: str, job: PendingJob) -> float:
         allocated, fair = self.position_of(member, self.position_model(job))
         return ratio(allocated, fair)
 
     def lendable(self) -> dict[str, int]:
-        return {
-            name: m.lending_limit - self.lent.get(name, 0)
-            for name, m in sorted(self.members.items())
-            if m.lending_limit is not None
-        }
+        if not self.lenders:
+            return {}
+        return {name: limit - self.lent.get(name, 0) for name, limit in self.lenders}
 
     # -- the cycle -----------------------------------------------------------------------
     def run(self) -> Decisions:
@@ -181,25 +202,22 @@ class _Cycle:
         held = job.job_id in self.state.holds
         if held:
             self.state.release(job.job_id)
-        if len(job.pods) < job.min_member or not job.pods:
+        info = self._info[job.job_id]
+        if info.incomplete:
             self._wait(job, Waiting("incomplete"))
             return
-        model = self.job_model(job)
-        info = self.info(job)
-        limit = self._limit(job, model)
-        if limit is not None:
-            self._wait(job, Waiting("limit", limit))
-            return
+        model = self.book.job_model.get(job.job_id)
+        if job.member in self.capped or not self.policy.sharing.borrowing:
+            limit = self._limit(job, model)
+            if limit is not None:
+                self._wait(job, Waiting("limit", limit))
+                return
         models = self._models_allowed(job, model)
         lendable = self.lendable()
-        restricted = (
-            any(h < info.gpus for o, h in lendable.items() if o != job.member) or models is not None
+        restricted = models is not None or any(
+            h < info.gpus for o, h in lendable.items() if o != job.member
         )
-        shape = (
-            info.shape,
-            job.member if restricted else None,
-            models,
-        )
+        shape = (info.shape, job.member, models) if restricted else info.shape
         placed = False
         if held or shape not in self.failed:
             placed = self._place(job, lendable, models)
@@ -335,7 +353,7 @@ class _Cycle:
         # What reclaim can do changes only with a bind (a member may rise above its fair
         # share) or another reclaim: until then a failure stands.
         key = (
-            self.info(job).shape,
+            self._info[job.job_id].shape,
             job.member,
             model,
             len(self.out.nominations),
@@ -423,18 +441,17 @@ class _Cycle:
 
     def _unplaceable(self, job: PendingJob) -> bool:
         """True when no node, even empty, could ever take one of the job's pods."""
-        for pod in job.pods:
-            key = spec_key(pod.spec)
-            never = self.never.get(key)
-            if never is None:
+        shape = self._info[job.job_id].shape
+        never = self.never.get(shape)
+        if never is None:
+            never = False
+            for pod in job.pods:
                 res = spec_res(pod.spec)
-                never = not any(
-                    self._static_room(i, res) for i in self.state.candidate_nodes(pod.spec)
-                )
-                self.never[key] = never
-            if never:
-                return True
-        return False
+                if not any(self._static_room(i, res) for i in self.state.candidate_nodes(pod.spec)):
+                    never = True
+                    break
+            self.never[shape] = never
+        return never
 
     def _static_room(self, i: int, res: tuple[int, int, int, int]) -> bool:
         n = self.state.nodes[i]
@@ -458,14 +475,24 @@ class _Cycle:
     def _explanations(self) -> dict[str, str]:
         out: dict[str, str] = {}
         details: dict[tuple[object, ...], str] = {}
+        sentences: dict[tuple[object, ...], str] = {}
         for job_id in sorted(self.out.waiting):
             job, why = self.out.waiting[job_id]
+            if why.kind == "incomplete":
+                out[job_id] = sentence(job, why, None, 0, 0.0, "")
+                continue
+            info = self._info[job_id]
             model = self.position_model(job)
-            allocated, fair = self.position_of(job.member, model)
-            shape = (spec_key(job.pods[0].spec), model, job.is_gang, len(job.pods), job.gpus)
-            if why.kind == "capacity" and shape not in details:
-                details[shape] = capacity_detail(self.state, job, model)
-            out[job_id] = sentence(job, why, model, allocated, fair, details.get(shape, ""))
+            shape = (info.shape, model, job.is_gang, len(job.pods), info.gpus)
+            key = (job.member, why, shape)
+            text = sentences.get(key)
+            if text is None:
+                allocated, fair = self.position_of(job.member, model)
+                if why.kind == "capacity" and shape not in details:
+                    details[shape] = capacity_detail(self.state, job, model)
+                text = sentence(job, why, model, allocated, fair, details.get(shape, ""))
+                sentences[key] = text
+            out[job_id] = text
         return out
 
 
