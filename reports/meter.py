@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -37,6 +38,8 @@ class MeterConfig:
     """Missing scrapes up to this long are bridged when the series resumes."""
     chunk_hours: int = 6
     """Consecutive hours fetched per query (bounds memory and the points per series)."""
+    parallel_queries: int = 4
+    """Queries of one chunk in flight at once."""
 
 
 @dataclass(frozen=True)
@@ -136,10 +139,17 @@ class Meter:
         self, hours: Iterable[datetime], progress: Progress | None = None
     ) -> list[HourOutcome]:
         outcomes: list[HourOutcome] = []
+        unreachable: str | None = None
         for chunk in _chunks(sorted({hour_start(h) for h in hours}), self.config.chunk_hours):
             try:
+                if unreachable is not None:
+                    # Once Prometheus cannot be reached, the rest of the run waits for
+                    # the next one instead of timing out chunk after chunk.
+                    raise PrometheusUnavailable(unreachable, unreachable=True)
                 rows = self.fetch(chunk)
             except PrometheusUnavailable as exc:
+                if exc.unreachable:
+                    unreachable = str(exc)
                 error = f"prometheus unavailable: {exc}"
                 log.warning("hours %s..%s pending: %s", chunk[0], chunk[-1], error)
                 for hour in chunk:
@@ -165,24 +175,35 @@ class Meter:
         def hourly(query: str) -> pd.DataFrame:
             return self.source.hourly(query, first, last)
 
-        frames = {
-            "fairpool_sum": hourly(q.live_sum(promql.FAIRPOOL_ALLOCATION, fp)),
-            "fairpool_live": hourly(q.live_count(promql.FAIRPOOL_ALLOCATION, fp)),
-            "fairpool_present": hourly(q.present(promql.FAIRPOOL_ALLOCATION, fp)),
-            "fairpool_around": hourly(q.around(promql.FAIRPOOL_ALLOCATION, ("uid",))),
-            "ksm_requests": hourly(q.pod_gpu_requests()),
-            "ksm_start": hourly(q.around(promql.KSM_START, pod_by)),
-            "ksm_completion": hourly(q.around(promql.KSM_COMPLETION, pod_by)),
-            "ksm_info": hourly(q.around(promql.KSM_POD_INFO, (*pod_by, "node"))),
-            "ksm_running_sum": hourly(q.live_sum(promql.KSM_RUNNING, pod_by)),
-            "ksm_running_live": hourly(q.live_count(promql.KSM_RUNNING, pod_by)),
-            "ksm_running_present": hourly(q.present(promql.KSM_RUNNING, pod_by)),
-            "node_labels": hourly(q.around(promql.KSM_NODE_LABELS, promql.NODE_LABEL_KEYS)),
-            "capacity_sum": hourly(q.live_sum(promql.KSM_ALLOCATABLE, ("node",))),
-            "capacity_present": hourly(q.present(promql.KSM_ALLOCATABLE, ("node",))),
-            "dcgm_engine_active": hourly(q.dcgm_mean(promql.DCGM_ENGINE_ACTIVE)),
-            "dcgm_gpu_util": hourly(q.dcgm_mean(promql.DCGM_GPU_UTIL)),
+        queries = {
+            "fairpool_mean": q.mean(promql.FAIRPOOL_ALLOCATION, fp),
+            "fairpool_live": q.live_points(promql.FAIRPOOL_ALLOCATION, fp),
+            "fairpool_present": q.present(promql.FAIRPOOL_ALLOCATION, fp),
+            "ksm_requests": q.pod_gpu_requests(),
+            "ksm_start": q.without_fairpool(q.around(promql.KSM_START, pod_by)),
+            "ksm_completion": q.without_fairpool(q.around(promql.KSM_COMPLETION, pod_by)),
+            "ksm_info": q.without_fairpool(q.around(promql.KSM_POD_INFO, (*pod_by, "node"))),
+            "ksm_running_sum": q.without_fairpool(q.fresh_sum(promql.KSM_RUNNING, pod_by)),
+            "ksm_running_live": q.without_fairpool(q.fresh_count(promql.KSM_RUNNING, pod_by)),
+            "ksm_running_present": q.without_fairpool(q.present(promql.KSM_RUNNING, pod_by)),
+            "node_labels": q.around(promql.KSM_NODE_LABELS, promql.NODE_LABEL_KEYS),
+            "capacity_mean": q.mean(promql.KSM_ALLOCATABLE, ("node",)),
+            "capacity_live": q.live_points(promql.KSM_ALLOCATABLE, ("node",)),
+            "capacity_present": q.present(promql.KSM_ALLOCATABLE, ("node",)),
+            "dcgm_engine_active": q.dcgm_mean(promql.DCGM_ENGINE_ACTIVE),
+            "dcgm_gpu_util": q.dcgm_mean(promql.DCGM_GPU_UTIL),
         }
+        # Prometheus evaluates concurrent queries on all its cores; the answers are small.
+        pool = ThreadPoolExecutor(max_workers=self.config.parallel_queries)
+        try:
+            futures = {
+                name: pool.submit(self.source.hourly, query, first, last)
+                for name, query in queries.items()
+            }
+            frames = {name: future.result() for name, future in futures.items()}
+        finally:
+            # On the first failure the queries not yet sent are dropped, not retried.
+            pool.shutdown(wait=True, cancel_futures=True)
         span = (last + HOUR - first).total_seconds()
         counters = self.source.raw(
             q.counter_samples(promql.RECLAIM_LOST, span),
@@ -196,14 +217,14 @@ class Meter:
             def part(name: str, hour: datetime = hour) -> pd.DataFrame:
                 return by_hour[name].get(hour, _EMPTY)
 
-            around = part("fairpool_around")
+            reported = part("fairpool_present")
             inputs = HourInputs(
                 hour=hour,
                 interval=self.config.interval,
-                fairpool_sum=part("fairpool_sum"),
+                fairpool_mean=part("fairpool_mean"),
                 fairpool_live=part("fairpool_live"),
                 fairpool_present=part("fairpool_present"),
-                fairpool_uids_around=set(around["uid"]) if "uid" in around else set(),
+                fairpool_uids_around=set(reported["uid"]) if "uid" in reported else set(),
                 ksm_requests=part("ksm_requests"),
                 ksm_start=part("ksm_start"),
                 ksm_completion=part("ksm_completion"),
@@ -212,7 +233,8 @@ class Meter:
                 ksm_running_live=part("ksm_running_live"),
                 ksm_running_present=part("ksm_running_present"),
                 node_labels=part("node_labels"),
-                capacity_sum=part("capacity_sum"),
+                capacity_mean=part("capacity_mean"),
+                capacity_live=part("capacity_live"),
                 capacity_present=part("capacity_present"),
                 dcgm_engine_active=part("dcgm_engine_active"),
                 dcgm_gpu_util=part("dcgm_gpu_util"),

@@ -49,7 +49,7 @@ class HourInputs:
 
     hour: datetime
     interval: float
-    fairpool_sum: pd.DataFrame
+    fairpool_mean: pd.DataFrame
     fairpool_live: pd.DataFrame
     fairpool_present: pd.DataFrame
     fairpool_uids_around: set[str]
@@ -61,7 +61,8 @@ class HourInputs:
     ksm_running_live: pd.DataFrame
     ksm_running_present: pd.DataFrame
     node_labels: pd.DataFrame
-    capacity_sum: pd.DataFrame
+    capacity_mean: pd.DataFrame
+    capacity_live: pd.DataFrame
     capacity_present: pd.DataFrame
     dcgm_engine_active: pd.DataFrame
     dcgm_gpu_util: pd.DataFrame
@@ -101,10 +102,11 @@ def build_hour(
 
     # ---- fairpool ------------------------------------------------------------------
     fp_keys = ["namespace", "pod", "uid", "member", "owner", "gpu_model", "node"]
-    fp = _keyed(inputs.fairpool_sum, fp_keys, "steps")
-    fp = fp.merge(_keyed(inputs.fairpool_live, fp_keys, "live"), on=fp_keys, how="outer")
+    fp = _keyed(inputs.fairpool_live, fp_keys, "live")
+    fp = fp.merge(_keyed(inputs.fairpool_mean, fp_keys, "mean"), on=fp_keys, how="left")
     fp = fp.merge(_keyed(inputs.fairpool_present, fp_keys, "present"), on=fp_keys, how="left")
-    fp = fp.fillna({"steps": 0.0, "live": 0.0, "present": 0.0})
+    fp = fp.fillna({"mean": 0.0, "live": 0.0, "present": 0.0})
+    fp["steps"] = fp["live"] * fp["mean"]
     fp = fp[fp["live"] > 0]
     fp_present, fp_expected = (
         float(fp["present"].clip(upper=fp["live"]).sum()),
@@ -201,7 +203,9 @@ def build_hour(
         usage = pd.DataFrame(columns=USAGE_OUT)
 
     # ---- capacity ------------------------------------------------------------------
-    cap = _keyed(inputs.capacity_sum, ["node"], "steps")
+    cap = _keyed(inputs.capacity_live, ["node"], "live")
+    cap = cap.merge(_keyed(inputs.capacity_mean, ["node"], "mean"), on="node", how="left")
+    cap["steps"] = cap["live"] * cap["mean"].fillna(0.0)
     cap = cap.groupby("node", as_index=False)["steps"].max()
     present = _keyed(inputs.capacity_present, ["node"], "present")
     present = present.groupby("node", as_index=False)["present"].max()

@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
+from urllib3.util.retry import Retry
 
 HOUR = timedelta(hours=1)
 
@@ -18,14 +19,26 @@ MAX_POINTS_PER_SERIES = 11_000
 class PrometheusUnavailable(RuntimeError):
     """Prometheus could not answer (unreachable, timed out, or failed the query)."""
 
+    def __init__(self, message: str, unreachable: bool = False) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
+
 
 class PromSource:
     """A Prometheus server answering metering queries."""
 
-    def __init__(self, url: str, timeout: float = 120.0) -> None:
+    def __init__(
+        self, url: str, timeout: float = 120.0, retries: int = 3, backoff: float = 1.0
+    ) -> None:
         self.url = url
         self.timeout = timeout
-        self.client = PrometheusConnect(url=url, disable_ssl=True)
+        retry = Retry(
+            total=retries,
+            backoff_factor=backoff,
+            status_forcelist=[408, 429, 500, 502, 503, 504],
+            allowed_methods=["GET", "POST"],
+        )
+        self.client = PrometheusConnect(url=url, disable_ssl=True, retry=retry)
 
     def hourly(self, query: str, first_hour: datetime, last_hour: datetime) -> pd.DataFrame:
         """`query` evaluated at the end of each hour first_hour..last_hour (inclusive):
@@ -42,7 +55,7 @@ class PromSource:
                 timeout=int(self.timeout),
             )
         except (requests.RequestException, PrometheusApiClientException) as exc:
-            raise PrometheusUnavailable(f"{self.url}: {_short(exc)}") from exc
+            raise PrometheusUnavailable(f"{self.url}: {_short(exc)}", _unreachable(exc)) from exc
         return _matrix_frame(result)
 
     def raw(
@@ -54,7 +67,7 @@ class PromSource:
                 query, params={"time": f"{at.timestamp():.3f}"}, timeout=int(self.timeout)
             )
         except (requests.RequestException, PrometheusApiClientException) as exc:
-            raise PrometheusUnavailable(f"{self.url}: {_short(exc)}") from exc
+            raise PrometheusUnavailable(f"{self.url}: {_short(exc)}", _unreachable(exc)) from exc
         return [
             (dict(item["metric"]), [(float(t), float(v)) for t, v in item.get("values", [])])
             for item in result
@@ -72,6 +85,10 @@ def _matrix_frame(result: list[dict[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame.from_records(records)
     frame["hour"] = pd.to_datetime(frame.pop("_t") - 3600, unit="s", utc=True)
     return frame
+
+
+def _unreachable(exc: BaseException) -> bool:
+    return isinstance(exc, requests.ConnectionError) and not isinstance(exc, requests.Timeout)
 
 
 def _short(exc: BaseException) -> str:

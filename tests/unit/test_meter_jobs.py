@@ -15,7 +15,7 @@ from tests.promtest import free_port
 
 
 def make_meter(tmp_path: Path) -> Meter:
-    source = PromSource(f"http://127.0.0.1:{free_port()}", timeout=2)
+    source = PromSource(f"http://127.0.0.1:{free_port()}", timeout=2, retries=1, backoff=0.1)
     return Meter(source, Ledger(f"sqlite:///{tmp_path / 'l.db'}"), load_policy(None))
 
 

@@ -34,7 +34,7 @@ def fp(value: float, uid: str = "u1", member: str = "", **extra: str) -> dict[st
 
 def inputs(**frames: pd.DataFrame) -> HourInputs:
     names = [
-        "fairpool_sum",
+        "fairpool_mean",
         "fairpool_live",
         "fairpool_present",
         "ksm_requests",
@@ -45,7 +45,8 @@ def inputs(**frames: pd.DataFrame) -> HourInputs:
         "ksm_running_live",
         "ksm_running_present",
         "node_labels",
-        "capacity_sum",
+        "capacity_mean",
+        "capacity_live",
         "capacity_present",
         "dcgm_engine_active",
         "dcgm_gpu_util",
@@ -57,7 +58,7 @@ def inputs(**frames: pd.DataFrame) -> HourInputs:
 def test_fairpool_steps_become_gpu_seconds_and_member_falls_back_to_namespace() -> None:
     rows = build_hour(
         inputs(
-            fairpool_sum=frame([fp(480.0)]),  # 4 GPUs x 120 grid points
+            fairpool_mean=frame([fp(4.0)]),  # 4 GPUs at 120 live grid points
             fairpool_live=frame([fp(120.0)]),
             fairpool_present=frame([fp(114.0)]),
         ),
@@ -76,7 +77,7 @@ def test_fairpool_steps_become_gpu_seconds_and_member_falls_back_to_namespace() 
 
 def test_unknown_namespace_is_unassigned_not_dropped() -> None:
     rows = build_hour(
-        inputs(fairpool_sum=frame([fp(10.0)]), fairpool_live=frame([fp(10.0)])),
+        inputs(fairpool_mean=frame([fp(1.0)]), fairpool_live=frame([fp(10.0)])),
         lambda ns: None,
         0,
     )
@@ -117,7 +118,7 @@ def test_short_pod_from_start_and_completion() -> None:
 def test_fairpool_pods_are_not_billed_again_from_kube_state_metrics() -> None:
     ident = {"namespace": "lab-bio", "pod": "p", "uid": "u1"}
     data = inputs(
-        fairpool_sum=frame([fp(120.0)]),
+        fairpool_mean=frame([fp(1.0)]),
         fairpool_live=frame([fp(120.0)]),
         ksm_requests=frame([{**ident, "value": 1.0}]),
         ksm_running_sum=frame([{**ident, "value": 120.0}]),
@@ -137,7 +138,7 @@ def test_no_series_means_no_data() -> None:
 def test_utilization_prefers_engine_active_and_reads_exported_labels() -> None:
     rows = build_hour(
         inputs(
-            fairpool_sum=frame([fp(120.0)]),
+            fairpool_mean=frame([fp(1.0)]),
             fairpool_live=frame([fp(120.0)]),
             dcgm_gpu_util=frame(
                 [
@@ -175,6 +176,7 @@ def test_queries_reject_intervals_that_do_not_divide_an_hour() -> None:
     with pytest.raises(ValueError, match="divide an hour"):
         MeteringQueries(interval=7)
     q = MeteringQueries(interval=30, max_gap=300)
-    expr = q.live_sum("m", ("node",))
+    expr = q.live_points("m", ("node",))
     assert "[1h:30000ms] offset 1ms" in expr
-    assert "offset -300000ms" in expr
+    assert "present_over_time(m[600000ms] offset -300000ms)" in expr
+    assert "present_over_time(m[329999ms] offset -300000ms)" in expr
