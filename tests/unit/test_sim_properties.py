@@ -5,21 +5,24 @@ no node is ever over-committed; gangs start whole; a member at or below its
 entitlement is never preempted; two runs give byte-identical summary.json.
 
 Sharing incentive (DESIGN.md): no member's mean JCT pooled should be worse than
-standalone. It is measured over 200 fixed seeded random cases, comparing like with like
-(the pooled JCT of the jobs that also completed standalone), with a tolerance of 10 %
-plus the grace period. It does NOT hold in every case; the failing cases are printed
-(run with -s). Measured with the engine of commit 79a2353: 25 of 200 cases (12.5 %)
-fail. The causes seen when replaying them by hand:
-- seed 143: member a runs one 1-GPU pod on its own 2-GPU node and borrows owner b's
-  node for a 2-GPU pod (1 GPU above its entitlement). b's own job arrives and waits
-  1800 s: preempting a's pod would take a below its entitlement, which reclaim never
-  does, so the owner waits for the borrower to finish (pod granularity).
-- seed 96: a and c submit a 4-GPU job at the same instant; a (no entitlement on that
-  model) is ordered first on a tie of allocated/fair share and borrows c's only 4-GPU
-  node; c's own job then waits for it (min runtime 600 s blocks reclaim).
-- min runtime before preemption (600 s) delays owners in general; short standalone
-  JCTs (30-300 s jobs) make such delays large in relative terms.
-The bound asserted (`MAX_FAILURE_RATE`, 15 %) is the measured rate rounded up; an
+standalone. It is measured over 200 fixed seeded random cases built for contention
+(the first member fills the cluster early and borrows, the others arrive later wanting
+their own nodes), comparing like with like (the pooled JCT of the jobs that also
+completed standalone), with a tolerance of 10 % plus the grace period. It does NOT hold
+in every case; the failing cases are printed (run with -s). Measured with the engine
+of commit 79a2353: 43 of 200 cases (21.5 %) fail. Causes seen replaying them by hand:
+- Fragmentation vs. fair share by count (seed 18, the clearest): a (6 GPUs) borrows
+  b's only 4-GPU node; b (6 GPUs: 2 + 4) submits a 4-GPU job. 2 + 2 GPUs are free on
+  two nodes, so it cannot be placed; by count a holds exactly its fair share (8 of
+  12), so reclaim finds no victim, and b waits ~1800 s for a's job to end instead of
+  300 s standalone, although b is below its entitlement.
+- Pod granularity: preempting the borrower's pod would take the borrower below its
+  entitlement, which reclaim never does, so the owner waits for it to finish.
+- Ties in ordering: two members submit at the same instant with equal
+  allocated/fair-share ratios; the one without entitlement on that model may be
+  served first and borrow the other's node; min runtime (600 s) then blocks reclaim.
+- Short jobs (30-300 s standalone) make any such wait large in relative terms.
+The bound asserted (`MAX_FAILURE_RATE`, 25 %) is the measured rate rounded up; an
 engine or accounting change that makes pooling worse shows up as a higher rate.
 """
 
@@ -84,14 +87,22 @@ def make_case(rng: random.Random) -> Case:
     jobs: list[TraceJob] = []
     present = sorted({n.gpu_model or "" for n in nodes})
     for i in range(rng.randint(1, 12)):
-        model = rng.choice(present)
+        early = rng.random() < 0.5
+        org = members[0] if early else rng.choice(members[1:])
+        # Mostly the model of the member's own nodes, so that reclaim has a reason.
+        own = sorted({n.gpu_model or "" for n in nodes if n.owner == org})
+        model = rng.choice(own if rng.random() < 0.8 else present)
         widest = max(n.gpus for n in nodes if n.gpu_model == model)
         per_pod = rng.choice([g for g in (1, 2, 4, 8) if g <= widest])
+        # Half the jobs: the first member fills the cluster early (it borrows); the
+        # rest: other members arrive later and want their nodes back (reclaim).
         job = TraceJob(
             job_id=f"j{i:02d}",
-            org=rng.choice(members),
-            submit_time=float(rng.choice([0, 0, 60, 300, 1000, 3600]) + rng.randint(0, 5)),
-            duration_s=float(rng.choice([30, 300, 1800, 7200])),
+            org=org,
+            submit_time=float(
+                (0 if early else rng.choice([60, 300, 1000, 3600])) + rng.randint(0, 5)
+            ),
+            duration_s=float(rng.choice([1800, 7200] if early else [30, 300, 1800, 7200])),
             num_pods=rng.choice([1, 1, 1, 2]),
             gpus_per_pod=per_pod,
             gpu_model=model,
@@ -157,7 +168,7 @@ def test_determinism(case: Case) -> None:
 
 SHARING_CASES = 200
 TOLERANCE = 0.10
-MAX_FAILURE_RATE = 0.15
+MAX_FAILURE_RATE = 0.25
 
 
 def sharing_incentive_failures(case: Case) -> list[str]:
