@@ -192,7 +192,12 @@ def _load_inputs(
     show_default=True,
     help="Folder for summary.json, tables and the cost report.",
 )
-@click.option("--start", "start_text", help="UTC/ISO instant of trace time 0.")
+@click.option(
+    "--start",
+    "start_text",
+    help="ISO-8601 instant of trace time 0 (default: the trace's ISO times, else the "
+    "first day of last month in the policy's time zone).",
+)
 @click.option("--seed", default=42, show_default=True, help="Synthetic trace seed.")
 @click.option("--days", default=30.0, show_default=True, help="Synthetic trace length.")
 @click.option("--load", default=DEFAULT_LOAD, show_default=True, help="Synthetic offered load.")
