@@ -162,3 +162,19 @@ def test_gang_that_fits_gpus_but_no_node_set_is_rejected(tmp_path: Path) -> None
     out = tmp_path / "out"
     assert run([*inputs(tmp_path, TRACE + "wide,a,300,5,1,8,G\n"), "--out", str(out)]) == 2
     assert not out.exists()
+
+
+def test_default_start_is_first_day_of_last_month_in_policy_zone() -> None:
+    from datetime import UTC, datetime
+
+    from policies.loader import parse_policy
+    from scheduler.cli.simulate import previous_month_start
+
+    policy = parse_policy(POLICY)
+    start = previous_month_start(policy, datetime(2026, 11, 28, 12, tzinfo=UTC))
+    assert start.isoformat() == "2026-10-01T00:00:00+02:00"
+    start = previous_month_start(policy, datetime(2027, 1, 1, 0, 30, tzinfo=UTC))
+    assert start.isoformat() == "2026-12-01T00:00:00+01:00"
+    # 23:30 UTC on Oct 31 is already November in Paris: last month is October.
+    start = previous_month_start(policy, datetime(2026, 10, 31, 23, 30, tzinfo=UTC))
+    assert start.isoformat() == "2026-10-01T00:00:00+02:00"
