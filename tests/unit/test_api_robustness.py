@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 import pytest
+import yaml
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
@@ -17,6 +18,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from policies.loader import DEFAULT_POLICY
 from proto.fairpool.v1 import policy_pb2, share_pb2, usage_pb2
 from tests.unit.test_api_support import MEMBER_A, Running, metadata, running_server
 
@@ -180,8 +182,6 @@ def test_unknown_methods_are_unimplemented(api: Running) -> None:
 
 
 def test_simulate_ledger_without_recent_usage_is_a_failed_precondition(api: Running) -> None:
-    from policies.loader import DEFAULT_POLICY
-
     request = share_pb2.SimulateRequest(
         draft_policy_yaml=DEFAULT_POLICY.read_text(),
         source=share_pb2.SIMULATION_SOURCE_LEDGER,
@@ -194,3 +194,42 @@ def test_simulate_ledger_without_recent_usage_is_a_failed_precondition(api: Runn
     with pytest.raises(grpc.RpcError) as info:
         api.shares.Simulate(request, metadata=metadata("admin"), timeout=5)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    weight=st.floats(allow_nan=True, allow_infinity=True) | st.integers(-5, 10**12),
+    purchased=st.integers(-3, 10**6),
+    max_gpus=st.none() | st.integers(-1, 10**6),
+    lending_limit=st.none() | st.integers(-1, 10**6),
+    half_life=st.none() | st.floats(allow_nan=False, allow_infinity=True),
+)
+def test_dry_runs_of_odd_but_parseable_policies_never_crash(
+    api: Running,
+    weight: float,
+    purchased: int,
+    max_gpus: int | None,
+    lending_limit: int | None,
+    half_life: float | None,
+) -> None:
+    data = yaml.safe_load(DEFAULT_POLICY.read_text())
+    member = data["spec"]["members"][0]
+    member.update(
+        weight=weight,
+        purchased={"NVIDIA-A100-SXM4-80GB": purchased},
+        maxGpus=max_gpus,
+        lendingLimit=lending_limit,
+    )
+    data["spec"]["sharing"]["usageHalfLifeHours"] = half_life
+    request = policy_pb2.ApplyPolicyRequest(yaml=yaml.safe_dump(data), dry_run=True)
+    try:
+        reply = api.policy.ApplyPolicy(request, metadata=metadata("admin"), timeout=10)
+    except grpc.RpcError as exc:
+        assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT, exc.details()
+        assert "spec." in exc.details()
+    else:
+        assert reply.dry_run and reply.changes
