@@ -12,9 +12,15 @@ from policies.loader import parse_policy
 from policies.model import Policy
 from proto.fairpool.v1 import policy_pb2, policy_pb2_grpc
 from scheduler.api import convert
-from scheduler.api.auth import Authenticator
+from scheduler.api.auth import Authenticator, Principal, RoleKind
 from scheduler.api.errors import abort, abort_input
-from scheduler.api.policy_store import PolicyStore, VersionConflict, policy_diff
+from scheduler.api.policy_store import (
+    PolicyStore,
+    StoredVersion,
+    VersionConflict,
+    member_version,
+    policy_diff,
+)
 from scheduler.daemon import SchedulerView
 from scheduler.decisions import MemberShare
 
@@ -59,6 +65,16 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         self._auth = auth
         self._compute_shares = compute_shares
 
+    def _readable(
+        self, principal: Principal, entry: StoredVersion, with_document: bool = True
+    ) -> policy_pb2.PolicyVersion:
+        """A policy version as the caller may read it: a member sees the shared rules and
+        its own entry, not the other members' (nor their changes in the diff)."""
+        if principal.kind is RoleKind.MEMBER and principal.member is not None:
+            previous = self._store.audit.get(entry.version - 1)
+            entry = member_version(entry, principal.member, previous)
+        return convert.policy_version(entry, with_document)
+
     def _parse(self, text: str, context: grpc.ServicerContext) -> Policy:
         try:
             return parse_policy(text, "policy")
@@ -77,7 +93,8 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             if found is None:
                 abort(context, grpc.StatusCode.NOT_FOUND, f"no policy version {request.version}")
             entry = found
-        return policy_pb2.GetPolicyResponse(policy=convert.policy_version(entry))
+        principal = self._auth.caller(context)
+        return policy_pb2.GetPolicyResponse(policy=self._readable(principal, entry))
 
     def ValidatePolicy(
         self, request: policy_pb2.ValidatePolicyRequest, context: grpc.ServicerContext
@@ -129,8 +146,9 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             abort(context, grpc.StatusCode.INVALID_ARGUMENT, "page_size, before_version: >= 0")
         limit = min(request.page_size or 50, 500)
         entries = self._store.audit.list(limit=limit, before=request.before_version or None)
+        principal = self._auth.caller(context)
         return policy_pb2.ListPolicyVersionsResponse(
-            versions=[convert.policy_version(e, not request.omit_yaml) for e in entries]
+            versions=[self._readable(principal, e, not request.omit_yaml) for e in entries]
         )
 
     def WatchPolicy(
@@ -149,16 +167,17 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         try:
             # Notice a cancelled or timed-out call at once, not at the next poll.
             context.add_callback(self._store.wake)
-            yield from self._watch(request.since_version, context)
+            principal = self._auth.caller(context)
+            yield from self._watch(request.since_version, principal, context)
         finally:
             self._watchers.release()
 
     def _watch(
-        self, since: int, context: grpc.ServicerContext
+        self, since: int, principal: Principal, context: grpc.ServicerContext
     ) -> Iterator[policy_pb2.PolicyVersion]:
         if since == 0:
             entry, _ = self._store.current()
-            yield convert.policy_version(entry)
+            yield self._readable(principal, entry)
             since = entry.version
         while context.is_active():
             remaining = context.time_remaining()
@@ -166,5 +185,5 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                 abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, "watch ended at its deadline")
             wait = WATCH_POLL_SECONDS if remaining is None else min(WATCH_POLL_SECONDS, remaining)
             for entry in self._store.wait_newer(since, wait):
-                yield convert.policy_version(entry)
+                yield self._readable(principal, entry)
                 since = entry.version

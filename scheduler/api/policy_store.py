@@ -11,6 +11,7 @@ editor) is picked up by `refresh()` and recorded with origin "external".
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import fcntl
 import hashlib
@@ -100,9 +101,7 @@ class StoredVersion:
     """Unified diff from the previous version's document, the version line left out."""
 
 
-def canonical_document(policy: Policy, version: int | None) -> str:
-    """The policy as stored: what was set in the document, in schema order; the version in
-    `metadata.version` (left out when None, for diffs)."""
+def _document(policy: Policy, version: int | None) -> dict[str, Any]:
     data: dict[str, Any] = policy.model_dump(mode="json", by_alias=True, exclude_unset=True)
     metadata = data.setdefault("metadata", {})
     metadata.pop("version", None)
@@ -110,7 +109,46 @@ def canonical_document(policy: Policy, version: int | None) -> str:
         metadata["version"] = version
     if not metadata:
         del data["metadata"]
+    return data
+
+
+def canonical_document(policy: Policy, version: int | None) -> str:
+    """The policy as stored: what was set in the document, in schema order; the version in
+    `metadata.version` (left out when None, for diffs)."""
+    return yaml.safe_dump(_document(policy, version), sort_keys=False, allow_unicode=True)
+
+
+def member_document(policy: Policy, member: str, version: int | None) -> str:
+    """The policy as one member may read it: the shared rules (GPU models and prices,
+    sharing, billing) and its own entry; other members' entries and fixed cost shares
+    are left out."""
+    data = _document(policy, version)
+    spec = data["spec"]
+    spec["members"] = [m for m in spec["members"] if m.get("name") == member]
+    for cost in spec.get("billing", {}).get("sharedFixedCosts", []):
+        if cost.get("shares"):
+            cost["shares"] = {k: v for k, v in cost["shares"].items() if k == member}
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def member_version(
+    entry: StoredVersion, member: str, previous: StoredVersion | None
+) -> StoredVersion:
+    """`entry` as `member` may read it: its document and diff in the member's view."""
+    policy = parse_policy(entry.document, f"policy version {entry.version}")
+    after = member_document(policy, member, None).splitlines(keepends=True)
+    before: list[str] = []
+    if previous is not None:
+        old = parse_policy(previous.document, f"policy version {previous.version}")
+        before = member_document(old, member, None).splitlines(keepends=True)
+    diff = "".join(
+        difflib.unified_diff(
+            before, after, f"version {entry.version - 1}", f"version {entry.version}"
+        )
+    )
+    return dataclasses.replace(
+        entry, document=member_document(policy, member, entry.version), diff=diff
+    )
 
 
 def policy_diff(old: Policy | None, new: Policy, old_version: int, new_version: int) -> str:

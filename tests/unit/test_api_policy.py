@@ -270,3 +270,44 @@ def test_watchers_are_capped_so_other_calls_keep_a_thread(api: Running) -> None:
     assert version == 1, "a cancelled watcher gives its place back"
     for stream in watchers:
         stream.cancel()
+
+
+def test_a_member_reads_the_shared_rules_and_only_its_own_entry(api: Running) -> None:
+    member_a = metadata(f"member:{MEMBER_A}")
+    # A change to another member (physics) and one to uni-north itself.
+    api.policy.ApplyPolicy(
+        policy_pb2.ApplyPolicyRequest(yaml=edited({"weight": 9}, member="physics")),
+        metadata=ADMIN,
+    )
+    api.policy.ApplyPolicy(
+        policy_pb2.ApplyPolicyRequest(yaml=_both_changed()),
+        metadata=ADMIN,
+    )
+    seen = api.policy.GetPolicy(policy_pb2.GetPolicyRequest(), metadata=member_a).policy
+    policy = yaml.safe_load(seen.yaml)
+    assert [m["name"] for m in policy["spec"]["members"]] == [MEMBER_A]
+    assert policy["spec"]["gpuModels"] and policy["metadata"]["version"] == 3
+    assert "physics" not in seen.yaml and "lab-bio" not in seen.yaml
+    full = api.policy.GetPolicy(policy_pb2.GetPolicyRequest(), metadata=ADMIN).policy
+    assert "physics" in full.yaml
+
+    history = api.policy.ListPolicyVersions(
+        policy_pb2.ListPolicyVersionsRequest(), metadata=member_a
+    ).versions
+    by_version = {v.version: v for v in history}
+    assert by_version[2].diff == "", "a change to another member is not shown"
+    assert "+    weight: 5.0" in by_version[3].diff and "physics" not in by_version[3].diff
+    assert all("physics" not in v.yaml and "ai-startup" not in v.yaml for v in history)
+    stream = api.policy.WatchPolicy(
+        policy_pb2.WatchPolicyRequest(since_version=1), metadata=member_a, timeout=10
+    )
+    watched = [next(stream), next(stream)]
+    stream.cancel()
+    assert [w.version for w in watched] == [2, 3]
+    assert all("physics" not in w.yaml for w in watched)
+
+
+def _both_changed() -> str:
+    data = yaml.safe_load(edited({"weight": 9}, member="physics"))
+    data["spec"]["members"][0]["weight"] = 5
+    return yaml.safe_dump(data, sort_keys=False)
