@@ -40,7 +40,7 @@ from scheduler.placement import (
     spec_key,
     spec_res,
 )
-from scheduler.reclaim import Reclaimer, ReclaimResult
+from scheduler.reclaim import NOT_FURTHER_ABOVE, Reclaimer, ReclaimResult
 from scheduler.snapshot import PendingJob, PodSpec, Snapshot
 
 if TYPE_CHECKING:
@@ -135,6 +135,9 @@ class _Cycle:
         self.capped = {m.name for m in policy.members if m.max_gpus is not None}
         self.reclaimer: Reclaimer | None = None
         self.freeing: set[str] = set()
+        self.promised: dict[MemberModel, int] = {}
+        """GPUs held for each member's nominated jobs (not bound yet)."""
+        self.promised_jobs: dict[str, tuple[MemberModel, int]] = {}
         """Jobs whose nominated nodes still carry terminating pods."""
 
     # -- positions -----------------------------------------------------------------------
@@ -197,11 +200,14 @@ class _Cycle:
                 self.state.hold(job.job_id, i, spec_res(pods[uid].spec))
                 if node in term_nodes:
                     self.freeing.add(job.job_id)
+            if job.job_id in self.state.holds:
+                self._promise(job)
 
     def _handle(self, job: PendingJob) -> None:
         held = job.job_id in self.state.holds
         if held:
             self.state.release(job.job_id)
+            self._unpromise(job.job_id)
         info = self._info[job.job_id]
         if info.incomplete:
             self._wait(job, Waiting("incomplete"))
@@ -232,6 +238,7 @@ class _Cycle:
                 pod = next((p for p in job.pods if p.uid == uid), None)
                 if i is not None and pod is not None:
                     self.state.hold(job.job_id, i, spec_res(pod.spec))
+            self._promise(job)
             self._wait(job, Waiting("held", detail))
             return
         if self._unplaceable(job):
@@ -327,14 +334,14 @@ class _Cycle:
         gpus = self.info(job).gpus
         if model is None or gpus <= 0:
             return ""
-        allocated, fair = self.position_of(job.member, self.position_model(job))
-        if allocated + gpus > fair + _EPS:
-            if allocated < fair - _EPS:
-                return (
-                    f"with this job it would hold {allocated + gpus}, above its fair "
-                    "share, so nothing is reclaimed for it"
-                )
+        key_mm = (job.member, model)
+        # Capacity already promised to the member's nominated jobs counts as held.
+        allocated = self.alloc.get(key_mm, 0) + self.promised.get(key_mm, 0)
+        fair = self.book.fair.get(key_mm, 0.0)
+        if allocated >= fair - _EPS:
             return ""
+        after = allocated + gpus
+        above_ratio = after / fair if after > fair + _EPS else None
         if self.reclaimer is None:
             sharing = self.policy.sharing
             self.reclaimer = Reclaimer(
@@ -356,17 +363,24 @@ class _Cycle:
             self._info[job.job_id].shape,
             job.member,
             model,
+            allocated,
             len(self.out.nominations),
             len(self.out.binds),
         )
         result: ReclaimResult | str | None = self.reclaim_failed.get(key)
         if result is None:
             result = self.reclaimer.attempt(
-                job.pods, job.member, model, self.alloc, self.book.fair, lendable
+                job.pods, job.member, model, self.alloc, self.book.fair, lendable, above_ratio
             )
             if isinstance(result, str):
                 self.reclaim_failed[key] = result
         if isinstance(result, str):
+            if result == NOT_FURTHER_ABOVE:
+                return (
+                    f"with this job it would hold {after}, above its fair share of "
+                    f"{fmt(fair)}, and no member further above its own fair share holds "
+                    f"borrowed {model} GPUs it could use"
+                )
             return f"nothing can be reclaimed: {result}"
         self._apply_reclaim(job, model, result)
         return ""
@@ -418,6 +432,20 @@ class _Cycle:
         self.out.waiting[job.job_id] = (job, Waiting("reclaiming", detail))
         self.freeing.add(job.job_id)
 
+    def _promise(self, job: PendingJob) -> None:
+        model = self.book.job_model.get(job.job_id)
+        gpus = self._info[job.job_id].gpus
+        if model is None or gpus <= 0:
+            return
+        key = (job.member, model)
+        self.promised[key] = self.promised.get(key, 0) + gpus
+        self.promised_jobs[job.job_id] = (key, gpus)
+
+    def _unpromise(self, job_id: str) -> None:
+        found = self.promised_jobs.pop(job_id, None)
+        if found is not None:
+            self.promised[found[0]] -= found[1]
+
     def _nominate(self, job: PendingJob, plan: Plan) -> None:
         specs = {p.uid: p.spec for p in job.pods}
         nodes: dict[str, str] = {}
@@ -425,6 +453,7 @@ class _Cycle:
             self.state.hold(job.job_id, i, spec_res(specs[uid]))
             nodes[uid] = self.state.nodes[i].name
         self.out.nominations.append(Nomination(job_id=job.job_id, nodes=nodes))
+        self._promise(job)
 
     # -- explanations --------------------------------------------------------------------
     def _nominated_detail(self, job: PendingJob) -> str:

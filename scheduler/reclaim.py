@@ -1,7 +1,15 @@
 """Reclaim: preempt borrowed pods so that a member below its fair share can run.
 
-Runs for a job that did not fit when its member, counting the job, stays within its
-fair share for the job's GPU model. Rules:
+Runs for a job that did not fit when its member is below its fair share for the job's
+GPU model, counting GPUs already held for its nominated jobs (so one shortfall is not
+reclaimed twice). Rules:
+
+- When the member stays within its fair share with the job, any member above its own fair
+  share may give up borrowed pods. When the job would take it above its fair share (a big
+  gang, or a fractional fair share), only members further above theirs may: the victim
+  member's allocated / fair share must exceed the reclaimer's once the job runs. Without
+  this, a member just below its share could never run a gang bigger than the gap, while
+  others sit far above theirs on its hardware.
 
 - Victims are whole jobs (a gang is preempted with all its pods) of *other* members that
   hold at least one borrowed pod (see `allocation`) and are above their fair share for
@@ -30,6 +38,9 @@ from scheduler.placement import ClusterState, Res, spec_res
 from scheduler.snapshot import PendingPod, RunningPod
 
 _EPS = 1e-9
+NOT_FURTHER_ABOVE = "not-further-above"
+"""`attempt`'s answer when the only members above their fair share are not further
+above it than the reclaimer would be."""
 
 
 @dataclass(slots=True)
@@ -101,8 +112,11 @@ class Reclaimer:
         alloc: Mapping[MemberModel, int],
         fair: Mapping[MemberModel, float],
         lendable: Mapping[str, int] | None,
+        above_ratio: float | None = None,
     ) -> ReclaimResult | str:
-        """Victims and the plan they make possible, or why nothing can be reclaimed."""
+        """Victims and the plan they make possible, or why nothing can be reclaimed.
+        `above_ratio`: the reclaimer's allocated / fair share once the job runs, when that
+        exceeds 1; only members further above their own fair share are victims then."""
         state = self.state
         feasible: set[int] = set()
         for pod in pods:
@@ -123,19 +137,26 @@ class Reclaimer:
 
         candidates: list[VictimJob] = []
         young = 0
+        not_further = 0
         for job in self.jobs:
             if job.job_id in self.gone or job.member == member:
                 continue
             if not any(i in feasible for _, i in job.pods):
                 continue
             key = (job.member, model)
-            if alloc.get(key, 0) <= fair.get(key, 0.0) + _EPS:
+            v_alloc, v_fair = alloc.get(key, 0), fair.get(key, 0.0)
+            if v_alloc <= v_fair + _EPS:
+                continue
+            if above_ratio is not None and v_fair > 0 and v_alloc / v_fair <= above_ratio + _EPS:
+                not_further += 1
                 continue
             if self.now - job.youngest_start < self.min_runtime and not self.below_min_runtime:
                 young += 1
                 continue
             candidates.append(job)
         if not candidates:
+            if not_further and not young:
+                return NOT_FURTHER_ABOVE
             if young:
                 return (
                     f"the borrowed pods that could make room are younger than the minimum "

@@ -15,8 +15,8 @@ def test_gang_too_big_for_what_is_idle() -> None:
     d = schedule(snapshot(nodes, [job("g", "lab-b", pods=4, gpus=4)], run), POL)
     assert d.explanations == {
         "g": f"member lab-b is below its fair share of 16 {H100} (holds 8); 8 idle {H100} "
-        "exist but the gang needs 16 (4 pods); with this job it would hold 24, above its "
-        "fair share, so nothing is reclaimed for it"
+        "exist but the gang needs 16 (4 pods); nothing can be reclaimed: no member above "
+        f"its fair share holds borrowed {H100} GPUs it could use"
     }
 
 

@@ -19,8 +19,8 @@ def test_all_or_nothing() -> None:
     assert d.binds == ()
     assert d.explanations["g"] == (
         f"member lab-a is below its fair share of 16 {H100} (holds 4); "
-        f"12 idle {H100} exist but the gang needs 16 (4 pods); with this job it would "
-        "hold 20, above its fair share, so nothing is reclaimed for it"
+        f"12 idle {H100} exist but the gang needs 16 (4 pods); nothing can be reclaimed: "
+        f"no member above its fair share holds borrowed {H100} GPUs it could use"
     )
 
 

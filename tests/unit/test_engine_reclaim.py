@@ -71,9 +71,28 @@ def test_no_reclaim_for_a_job_that_would_exceed_the_fair_share() -> None:
     assert d.preemptions == ()
     assert d.explanations["a-1"] == (
         f"member lab-a is below its fair share of 8 {H100} (holds 4); all {H100} on nodes "
-        "it may use are taken; with this job it would hold 12, above its fair share, so "
-        "nothing is reclaimed for it"
+        "it may use are taken; with this job it would hold 12, above its fair share of 8, "
+        f"and no member further above its own fair share holds borrowed {H100} GPUs it "
+        "could use"
     )
+
+
+def test_a_gang_beyond_the_fair_share_reclaims_from_members_further_above() -> None:
+    # lab-a holds 4 of its fair share of 8 and wants a 2 x 4 gang (12 > 8, ratio 1.5);
+    # lab-b holds 16 of its fair share of 8 (ratio 2) with 8 borrowed on lab-a's node.
+    nodes = [node("a1", "lab-a"), node("b1", "lab-b"), node("c1", "lab-c")]
+    run = [
+        running("a-own", "lab-a", "c1", gpus=4),
+        running("c-own", "lab-c", "c1", gpus=4),
+        running("b-own", "lab-b", "b1", gpus=8),
+        running("b-x", "lab-b", "a1", gpus=4, started_at=100),
+        running("b-y", "lab-b", "a1", gpus=4, started_at=200),
+    ]
+    pending = [job("g", "lab-a", pods=2, gpus=4), job("c", "lab-c", gpus=4)]
+    d = schedule(snapshot(nodes, pending, run), POL)
+    # lab-b may only go down to its fair share: both pods are needed and 16 - 8 = 8 >= 8.
+    assert sorted(preempted(d)) == ["b-x", "b-y"]
+    assert [(n.job_id, sorted(n.nodes.values())) for n in d.nominations] == [("g", ["a1", "a1"])]
 
 
 def test_owner_nodes_first() -> None:
