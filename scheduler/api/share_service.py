@@ -4,6 +4,7 @@ scoped to what the caller may see."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -77,6 +78,14 @@ class ShareBook:
                 by_pod.setdefault(pod.name, []).append(job)
         ordered = tuple(sorted(snapshot.pending, key=lambda j: (j.submitted_at, j.job_id)))
         return _Book(snapshot, policy, self._compute(snapshot, policy), jobs, by_pod, ordered)
+
+
+def redact_explanation(text: str, member: str, members: list[str]) -> str:
+    """The engine's sentence as `member` may read it: other members become "another
+    member", and their jobs named in it (reclaim victims) "a job"."""
+    for other in sorted(set(members) - {member}, key=len, reverse=True):
+        text = re.sub(rf"(?<![\w-]){re.escape(other)}(?![\w-])", "another member", text)
+    return re.sub(r"[^\s(),;]+ of another member", "a job of another member", text)
 
 
 def _scope(
@@ -194,6 +203,10 @@ class ShareServicer(share_pb2_grpc.ShareServiceServicer):
             )
         job = candidates[0]
         explanation = self._view.last_decisions().explanations.get(job.job_id, NO_DECISION_YET)
+        if principal.kind is RoleKind.MEMBER and principal.member is not None:
+            explanation = redact_explanation(
+                explanation, principal.member, book.policy.member_names()
+            )
         return share_pb2.ExplainPendingResponse(
             job=convert.pending_job(job, book.snapshot.now), explanation=explanation
         )

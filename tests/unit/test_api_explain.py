@@ -1,0 +1,81 @@
+"""ExplainPending gives a member the engine's sentence without other members' names or
+jobs (a reclaim names its victims)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+
+from policies.inventory import load_inventory
+from policies.loader import DEFAULT_POLICY, load_policy
+from proto.fairpool.v1 import share_pb2, share_pb2_grpc
+from scheduler.api.server import ApiServer
+from scheduler.api.share_service import redact_explanation
+from scheduler.api.standalone import StandaloneView
+from scheduler.sim.cluster import build_nodes
+from scheduler.snapshot import PendingJob, PendingPod, PodSpec, RunningPod, Snapshot
+from tests.unit.test_api_support import make_config, metadata
+
+H100 = "NVIDIA-H100-80GB-HBM3"
+MEMBERS = ["uni-north", "lab-bio", "ai-startup", "physics"]
+
+
+def test_redaction_keeps_the_sentence_and_hides_others() -> None:
+    text = (
+        "member uni-north is below its fair share of 16 H100 (holds 8); preempting 2 "
+        "borrowed pods (train-7 of ai-startup, ns/gang-2 of lab-bio) with a grace period "
+        "of 30 s; their GPUs are held for this job"
+    )
+    out = redact_explanation(text, "uni-north", MEMBERS)
+    assert out.startswith("member uni-north is below its fair share")
+    assert "(a job of another member, a job of another member)" in out
+    for hidden in ("ai-startup", "lab-bio", "train-7", "gang-2"):
+        assert hidden not in out
+    assert redact_explanation("held by lab-bio-x", "uni-north", ["lab-bio"]) == (
+        "held by lab-bio-x"
+    ), "a longer name that merely starts with a member's name is not a member"
+
+
+def reclaim_view() -> StandaloneView:
+    """ai-startup runs on every H100 node (half of them uni-north's) since long ago;
+    uni-north now wants one node back: the engine reclaims and names its victim."""
+    policy = load_policy(DEFAULT_POLICY)
+    nodes = build_nodes(load_inventory())
+    h100 = [n for n in nodes if n.gpu_model == H100]
+    running = tuple(
+        RunningPod(
+            uid=f"run-{n.name}",
+            name=f"train-{i}",
+            namespace="ai-startup-lab",
+            member="ai-startup",
+            job_id=f"train-{i}",
+            node=n.name,
+            spec=PodSpec(gpus=8, gpu_model=H100),
+            started_at=0.0,
+        )
+        for i, n in enumerate(h100)
+    )
+    wanted = PendingJob(
+        "uni-north-eval",
+        "uni-north",
+        (PendingPod("p-eval", "eval", "uni-north", PodSpec(gpus=8, gpu_model=H100)),),
+    )
+    return StandaloneView(policy, Snapshot(100_000.0, nodes, running, (wanted,)))
+
+
+def test_a_member_never_reads_who_its_job_preempts(tmp_path: Path) -> None:
+    view = reclaim_view()
+    assert "of ai-startup" in view.last_decisions().explanations["uni-north-eval"]
+    server = ApiServer(view, make_config(tmp_path)).start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = share_pb2_grpc.ShareServiceStub(channel)
+            request = share_pb2.ExplainPendingRequest(name="eval")
+            as_member = stub.ExplainPending(request, metadata=metadata("member:uni-north"))
+            as_admin = stub.ExplainPending(request, metadata=metadata("admin"))
+    finally:
+        server.stop(grace=0.5)
+    assert "ai-startup" in as_admin.explanation and "train-" in as_admin.explanation
+    assert "ai-startup" not in as_member.explanation and "train-" not in as_member.explanation
+    assert "a job of another member" in as_member.explanation
