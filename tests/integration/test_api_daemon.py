@@ -16,9 +16,8 @@ import yaml
 from kubernetes import client as k8s
 
 from proto.fairpool.v1 import policy_pb2, policy_pb2_grpc, share_pb2, share_pb2_grpc
-from scheduler.api.auth import TokenTable
-from scheduler.api.policy_store import ConfigMapSource
-from scheduler.api.server import ApiConfig, ApiServer
+from scheduler.api.hosting import serve_daemon_api
+from scheduler.api.server import ApiServer
 from scheduler.daemon import POLICY_KEY, Daemon, PolicyConfigMap
 from tests.controlplane import ControlPlane
 from tests.integration.test_daemon import H100, Pool, wait_until
@@ -61,19 +60,18 @@ class Api:
 def api_on(pool: Pool, daemon: Daemon, folder: Path, count: int = 1) -> Iterator[list[Api]]:
     tokens = folder / "tokens.yaml"
     tokens.write_text(TOKEN_FILE)
-    core = k8s.CoreV1Api(pool.plane.admin)
+    # The scheduler identity may only read ConfigMaps; the API writes the policy, so it
+    # gets an identity that may update it (here the admin).
     apis = [
         Api(
-            ApiServer(
+            serve_daemon_api(
                 daemon,
-                ApiConfig(
-                    tokens=TokenTable(tokens),
-                    policy_source=ConfigMapSource(core, pool.ns("c"), CONFIG_MAP, POLICY_KEY),
-                    ledger_url=f"sqlite:///{folder / 'ledger.db'}",
-                    address="127.0.0.1:0",
-                    max_workers=4,
-                ),
-            ).start()
+                pool.plane.admin,
+                tokens=tokens,
+                ledger_url=f"sqlite:///{folder / 'ledger.db'}",
+                listen="127.0.0.1:0",
+                max_workers=4,
+            )
         )
         for _ in range(count)
     ]
