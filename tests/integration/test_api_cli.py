@@ -3,6 +3,7 @@ output and exit codes (0 done, 1 the server said no, 2 bad input)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import yaml
 
 from policies.loader import DEFAULT_POLICY, parse_policy
 from tests.unit.test_api_support import TOKEN_FILE, TOKENS
+from tests.unit.test_api_tls import issue, make_ca
 
 pytestmark = pytest.mark.integration
 FAIRPOOL = [sys.executable, "-m", "scheduler.cli.main"]
@@ -47,9 +49,8 @@ class Served:
         )
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    folder = tmp_path_factory.mktemp("cli")
+@contextlib.contextmanager
+def serve_api(folder: Path, *extra: str) -> Iterator[Served]:
     (folder / "tokens.yaml").write_text(TOKEN_FILE)
     port_file = folder / "port"
     log = (folder / "serve.log").open("w")
@@ -67,6 +68,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             "policy.yaml",
             "--ledger-url",
             f"sqlite:///{folder / 'ledger.db'}",
+            *extra,
         ],
         cwd=folder,
         stdout=log,
@@ -79,7 +81,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             assert process.poll() is None, (folder / "serve.log").read_text()
             assert time.monotonic() < deadline, "serve-api did not start"
             time.sleep(0.1)
-        yield Served(f"127.0.0.1:{port_file.read_text().strip()}", folder, folder / "policy.yaml")
+        yield Served(f"localhost:{port_file.read_text().strip()}", folder, folder / "policy.yaml")
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -89,6 +91,39 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             process.wait()
         log.close()
     assert process.returncode == 0, (folder / "serve.log").read_text()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    with serve_api(tmp_path_factory.mktemp("cli")) as running:
+        yield running
+
+
+def test_cli_over_mutual_tls(tmp_path: Path) -> None:
+    _, ca_cert, ca_key = make_ca(tmp_path, "ca")
+    ca = tmp_path / "ca.crt"
+    server = issue(tmp_path, "server", (ca_cert, ca_key), server=True)
+    client = issue(tmp_path, "client", (ca_cert, ca_key), server=False)
+    tls = ("--tls-cert", str(server.cert), "--tls-key", str(server.key))
+    with serve_api(tmp_path, *tls, "--client-ca", str(ca)) as api:
+        mutual = api.run(
+            "shares", "--ca", str(ca), "--cert", str(client.cert), "--key", str(client.key)
+        )
+        assert mutual.returncode == 0, mutual.stderr
+        assert "uni-north" in mutual.stdout
+        by_env = api.run(
+            "shares",
+            FAIRPOOL_CA=str(ca),
+            FAIRPOOL_CERT=str(client.cert),
+            FAIRPOOL_KEY=str(client.key),
+        )
+        assert by_env.returncode == 0, by_env.stderr
+        no_cert = api.run("shares", "--ca", str(ca))
+        assert no_cert.returncode == 1 and "UNAVAILABLE" in no_cert.stderr
+        plaintext = api.run("shares")
+        assert plaintext.returncode == 1
+        half = api.run("shares", "--ca", str(ca), "--cert", str(client.cert))
+        assert half.returncode == 2 and "go together" in half.stderr
 
 
 def test_policy_get_apply_history_diff(served: Served) -> None:
