@@ -387,6 +387,21 @@ class _Cycle:
 
     def _apply_reclaim(self, job: PendingJob, model: str, result: ReclaimResult) -> None:
         state = self.state
+        if result.wait:
+            specs = {p.uid: p.spec for p in job.pods}
+            for uid, i in result.plan.pods:
+                state.hold(job.job_id, i, spec_res(specs[uid]))
+            self._promise(job)
+            self.out.waiting[job.job_id] = (
+                job,
+                Waiting(
+                    "reclaiming",
+                    f"the borrowed pods it needs back have run less than the minimum "
+                    f"runtime of {self.policy.sharing.min_runtime_seconds} s; the idle GPUs "
+                    "it will use are held for it meanwhile",
+                ),
+            )
+            return
         grace = self.policy.sharing.reclaim_grace_period_seconds
         allocated, fair = self.position_of(job.member, model)
         victims_text: list[str] = []

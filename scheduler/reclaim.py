@@ -25,6 +25,8 @@ reclaimed twice). Rules:
 - Victims are added in that order until a what-if placement of the whole job succeeds on
   the free capacity plus what they free; then each victim except the last one added is
   dropped again if the job still fits without it (a minimal set).
+- When only pods younger than the minimum runtime would make room, nothing is preempted;
+  the free capacity the job would use is held for it (a drain) until they are old enough.
 """
 
 from __future__ import annotations
@@ -65,6 +67,11 @@ class VictimJob:
 class ReclaimResult:
     victims: tuple[VictimJob, ...]
     plan: Plan
+    wait: bool = False
+    """Some victims have not run `min_runtime_seconds` yet: nothing is preempted now, but
+    the free capacity of the plan is held for the job so that it is not handed to others
+    while the victims age (otherwise a big job could starve behind a stream of young
+    borrowed pods)."""
 
 
 class Reclaimer:
@@ -136,7 +143,7 @@ class Reclaimer:
             return ReclaimResult((), plan)
 
         candidates: list[VictimJob] = []
-        young = 0
+        young: list[VictimJob] = []
         not_further = 0
         for job in self.jobs:
             if job.job_id in self.gone or job.member == member:
@@ -151,62 +158,75 @@ class Reclaimer:
                 not_further += 1
                 continue
             if self.now - job.youngest_start < self.min_runtime and not self.below_min_runtime:
-                young += 1
+                young.append(job)
                 continue
             candidates.append(job)
-        if not candidates:
-            if not_further and not young:
-                return NOT_FURTHER_ABOVE
-            if young:
-                return (
-                    f"the borrowed pods that could make room are younger than the minimum "
-                    f"runtime of {self.min_runtime} s"
-                )
-            return f"no member above its fair share holds borrowed {model} GPUs it could use"
 
         def order(job: VictimJob) -> tuple[int, float, int, str]:
             on_own = any(state.nodes[i].owner == member for _, i in job.pods)
             return (0 if on_own else 1, -job.youngest_start, job.priority, job.job_id)
 
-        candidates.sort(key=order)
         need = sum(p.spec.gpus for p in pods)
-        have = sum(max(0, state.free_gpu[i]) for i in feasible) + sum(e[0] for e in extra.values())
-        taken: dict[MemberModel, int] = {}
-        chosen: list[VictimJob] = []
-        for job in candidates:
-            by_model = job.gpus_by_model(state)
-            if any(
-                alloc.get((job.member, m), 0) - taken.get((job.member, m), 0) - g
-                < fair.get((job.member, m), 0.0) - _EPS
-                for m, g in by_model.items()
-                if g > 0
-            ):
-                continue
-            for m, g in by_model.items():
-                taken[(job.member, m)] = taken.get((job.member, m), 0) + g
-            chosen.append(job)
-            _add(extra, job, feasible, 1)
-            have += sum(p.spec.gpus for p, i in job.pods if i in feasible)
-            if have < need:
-                continue
-            plan = plan_job(state, pods, member, lendable, extra, models)
-            if plan is not None:
-                break
-        else:
-            return "the borrowed GPUs of members above their fair share would not make room"
+        base_have = sum(max(0, state.free_gpu[i]) for i in feasible) + sum(
+            e[0] for e in extra.values()
+        )
 
-        for job in list(reversed(chosen[:-1])):
-            _add(extra, job, feasible, -1)
-            trial = plan_job(state, pods, member, lendable, extra, models)
-            if trial is not None:
-                chosen.remove(job)
-                plan = trial
-            else:
-                _add(extra, job, feasible, 1)
-        assert plan is not None
-        for job in chosen:
-            self.gone.add(job.job_id)
-        return ReclaimResult(tuple(chosen), plan)
+        def select(jobs: list[VictimJob]) -> tuple[list[VictimJob], Plan] | None:
+            room = dict(extra)
+            have = base_have
+            taken: dict[MemberModel, int] = {}
+            chosen: list[VictimJob] = []
+            plan: Plan | None = None
+            for job in sorted(jobs, key=order):
+                by_model = job.gpus_by_model(state)
+                if any(
+                    alloc.get((job.member, m), 0) - taken.get((job.member, m), 0) - g
+                    < fair.get((job.member, m), 0.0) - _EPS
+                    for m, g in by_model.items()
+                    if g > 0
+                ):
+                    continue
+                for m, g in by_model.items():
+                    taken[(job.member, m)] = taken.get((job.member, m), 0) + g
+                chosen.append(job)
+                _add(room, job, feasible, 1)
+                have += sum(p.spec.gpus for p, i in job.pods if i in feasible)
+                if have < need:
+                    continue
+                plan = plan_job(state, pods, member, lendable, room, models)
+                if plan is not None:
+                    break
+            if plan is None:
+                return None
+            for job in list(reversed(chosen[:-1])):
+                _add(room, job, feasible, -1)
+                trial = plan_job(state, pods, member, lendable, room, models)
+                if trial is not None:
+                    chosen.remove(job)
+                    plan = trial
+                else:
+                    _add(room, job, feasible, 1)
+            return chosen, plan
+
+        if candidates:
+            found = select(candidates)
+            if found is not None:
+                for job in found[0]:
+                    self.gone.add(job.job_id)
+                return ReclaimResult(tuple(found[0]), found[1])
+        if young:
+            found = select(candidates + young)
+            if found is not None:
+                return ReclaimResult(tuple(found[0]), found[1], wait=True)
+            return (
+                f"the borrowed pods that could make room are younger than the minimum "
+                f"runtime of {self.min_runtime} s"
+            )
+        if candidates:
+            return "the borrowed GPUs of members above their fair share would not make room"
+        if not_further:
+            return NOT_FURTHER_ABOVE
+        return f"no member above its fair share holds borrowed {model} GPUs it could use"
 
 
 def _add(extra: dict[int, Res], job: VictimJob, feasible: set[int], sign: int) -> None:

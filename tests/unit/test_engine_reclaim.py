@@ -140,10 +140,10 @@ def test_min_runtime_respected_unless_policy_allows() -> None:
     assert preempted(d) == ["b-old"]  # b-young has run 5000 s < 6000 s
     pol = policy(["lab-a", "lab-b"], min_runtime_seconds=20_000)
     d = schedule(snapshot(nodes, [job("a-1", "lab-a", gpus=4)], run, now=10_000), pol)
-    assert d.preemptions == ()
+    assert d.preemptions == () and d.nominations == ()
     assert d.explanations["a-1"].endswith(
-        "nothing can be reclaimed: the borrowed pods that could make room are younger "
-        "than the minimum runtime of 20000 s"
+        "the borrowed pods it needs back have run less than the minimum runtime of "
+        "20000 s; the idle GPUs it will use are held for it meanwhile"
     )
     pol = policy(["lab-a", "lab-b"], min_runtime_seconds=20_000, preempt_below_min_runtime=True)
     d = schedule(snapshot(nodes, [job("a-1", "lab-a", gpus=4)], run, now=10_000), pol)
@@ -202,3 +202,21 @@ def test_no_preemption_when_the_job_fits() -> None:
     run = [running("b-x", "lab-b", "a1", gpus=4)]
     d = schedule(snapshot(nodes, [job("a-1", "lab-a", gpus=4)], run), POL)
     assert d.preemptions == () and len(d.binds) == 1
+
+
+def test_free_gpus_are_held_while_young_victims_age() -> None:
+    pol = policy(["lab-a", "lab-b"], min_runtime_seconds=6000)
+    nodes = [node("a1", "lab-a"), node("b1", "lab-b")]
+    run = [
+        running("b-own", "lab-b", "b1", gpus=8),
+        running("b-young", "lab-b", "a1", gpus=4, started_at=9000),
+    ]
+    pending = [job("a-big", "lab-a", gpus=8), job("b-more", "lab-b", gpus=4)]
+    d = schedule(snapshot(nodes, pending, run, now=10_000), pol)
+    # Without the hold, b-more would take a1's 4 idle GPUs and a-big would starve.
+    assert d.binds == () and d.preemptions == () and d.nominations == ()
+    assert "held for it meanwhile" in d.explanations["a-big"]
+    # Once b-young is old enough, it is preempted and a1 is nominated for a-big.
+    d = schedule(snapshot(nodes, pending, run, now=20_000), pol)
+    assert [p.pod_uid for p in d.preemptions] == ["b-young"]
+    assert d.nominations[0].nodes == {"a-big-0": "a1"}
