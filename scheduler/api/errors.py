@@ -30,3 +30,11 @@ def abort(context: grpc.ServicerContext, code: grpc.StatusCode, details: str) ->
 
 def _short(details: str) -> str:
     return details if len(details) <= MAX_DETAILS else details[: MAX_DETAILS - 1] + "…"
+
+
+def check_deadline(context: grpc.ServicerContext, what: str) -> None:
+    """DEADLINE_EXCEEDED, before starting `what`, when the caller has stopped waiting:
+    nothing is changed or computed for an answer nobody will read."""
+    remaining = context.time_remaining()
+    if (remaining is not None and remaining <= 0) or not context.is_active():
+        abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, f"deadline passed before {what}")

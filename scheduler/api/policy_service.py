@@ -13,7 +13,7 @@ from policies.model import Policy
 from proto.fairpool.v1 import policy_pb2, policy_pb2_grpc
 from scheduler.api import convert
 from scheduler.api.auth import Authenticator, Principal, RoleKind
-from scheduler.api.errors import abort, abort_input
+from scheduler.api.errors import abort, abort_input, check_deadline
 from scheduler.api.policy_store import (
     PolicyStore,
     StoredVersion,
@@ -129,6 +129,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         )
         if request.dry_run:
             return response
+        check_deadline(context, "storing the policy")
         try:
             entry = self._store.apply(
                 draft, request.expected_version, author=author, comment=request.comment

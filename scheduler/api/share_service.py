@@ -19,7 +19,7 @@ from proto.fairpool.v1 import share_pb2, share_pb2_grpc
 from reports.ledger import Ledger
 from scheduler.api import convert
 from scheduler.api.auth import Authenticator, Principal, RoleKind
-from scheduler.api.errors import abort, abort_input
+from scheduler.api.errors import abort, abort_input, check_deadline
 from scheduler.api.whatif import SimulationFailed, WhatIf, trace_from_usage
 from scheduler.daemon import SchedulerView
 from scheduler.decisions import MemberShare
@@ -244,6 +244,7 @@ class ShareServicer(share_pb2_grpc.ShareServiceServicer):
             trace_csv = replay
         else:
             abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"source: unknown value {source}")
+        check_deadline(context, "simulating")
         current = self._view.policy()
         remaining = context.time_remaining()
         try:

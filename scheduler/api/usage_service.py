@@ -21,7 +21,7 @@ from reports.monthly_job import ledger_month_report
 from reports.render import write_report
 from scheduler.api import convert
 from scheduler.api.auth import Authenticator, Principal, RoleKind
-from scheduler.api.errors import abort, abort_input
+from scheduler.api.errors import abort, abort_input, check_deadline
 
 MAX_RANGE = timedelta(days=400)
 DEFAULT_RANGE = timedelta(days=30)
@@ -133,6 +133,7 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
         policy = self._policy()
         if principal.kind is RoleKind.MEMBER and principal.member not in policy.member_names():
             abort(context, grpc.StatusCode.PERMISSION_DENIED, f"{principal.role}: not a member")
+        check_deadline(context, "building the report")
         try:
             built = ledger_month_report(
                 self._ledger_url, policy, request.month, policies=self._policies()
