@@ -107,6 +107,7 @@ class Reclaimer:
                 job.borrowed = True
         self.jobs = sorted((j for j in jobs.values() if j.borrowed), key=lambda j: j.job_id)
         self.gone: set[str] = set()
+        self._feasible: dict[tuple[object, ...], set[int]] = {}
 
     def has_candidates(self) -> bool:
         return any(j.job_id not in self.gone for j in self.jobs)
@@ -125,22 +126,32 @@ class Reclaimer:
         `above_ratio`: the reclaimer's allocated / fair share once the job runs, when that
         exceeds 1; only members further above their own fair share are victims then."""
         state = self.state
-        feasible: set[int] = set()
-        for pod in pods:
-            for i in state.candidate_nodes(pod.spec):
-                if node_model(state.nodes[i]) == model:
-                    feasible.add(i)
+        fkey = (tuple(sorted({id(p.spec) for p in pods})), model)
+        feasible = self._feasible.get(fkey)
+        if feasible is None:
+            feasible = set()
+            for pod in pods:
+                for i in state.candidate_nodes(pod.spec):
+                    if node_model(state.nodes[i]) == model:
+                        feasible.add(i)
+            self._feasible[fkey] = feasible
         if not feasible:
             return "no node it may use exists"
         extra: dict[int, Res] = {}
-        for i in feasible:
-            t = state.term[i]
-            if any(t):
-                extra[i] = (t[0], t[1], t[2], t[3])
+        if state.term_pods > 0:
+            for i in feasible:
+                t = state.term[i]
+                if any(t):
+                    extra[i] = (t[0], t[1], t[2], t[3])
         models = frozenset({model})
-        plan = plan_job(state, pods, member, lendable, extra, models)
-        if plan is not None:
-            return ReclaimResult((), plan)
+        need = sum(p.spec.gpus for p in pods)
+        base_have = sum(max(0, state.free_gpu[i]) for i in feasible) + sum(
+            e[0] for e in extra.values()
+        )
+        if base_have >= need:
+            plan = plan_job(state, pods, member, lendable, extra, models)
+            if plan is not None:
+                return ReclaimResult((), plan)
 
         candidates: list[VictimJob] = []
         young: list[VictimJob] = []
@@ -166,10 +177,11 @@ class Reclaimer:
             on_own = any(state.nodes[i].owner == member for _, i in job.pods)
             return (0 if on_own else 1, -job.youngest_start, job.priority, job.job_id)
 
-        need = sum(p.spec.gpus for p in pods)
-        base_have = sum(max(0, state.free_gpu[i]) for i in feasible) + sum(
-            e[0] for e in extra.values()
+        reachable = base_have + sum(
+            p.spec.gpus for job in candidates + young for p, i in job.pods if i in feasible
         )
+        if reachable < need and (candidates or young):
+            return "the borrowed GPUs of members above their fair share would not make room"
 
         def select(jobs: list[VictimJob]) -> tuple[list[VictimJob], Plan] | None:
             room = dict(extra)
