@@ -122,10 +122,16 @@ class _Cycle:
         for (m, _), share in self.book.fair.items():
             self.fair_total[m] = self.fair_total.get(m, 0.0) + share
         self.out = _Outcome()
-        self.failed: set[tuple[object, ...]] = set()
-        self.never: dict[tuple[object, ...], bool] = {}
+        self.failed: set[object] = set()
+        self.never: dict[int, bool] = {}
         self.reclaim_failed: dict[tuple[object, ...], str] = {}
         self._info: dict[str, _JobInfo] = {j.job_id: _job_info(j) for j in snapshot.pending}
+        # Shapes are deep tuples (hashing one walks it): number them once per cycle.
+        interned: dict[tuple[object, ...], int] = {}
+        self.shape_id: dict[str, int] = {
+            job_id: interned.setdefault(info.shape, len(interned))
+            for job_id, info in self._info.items()
+        }
         self.only_model = self.book.models[0] if len(self.book.models) == 1 else None
         self.lenders = [
             (m.name, m.lending_limit)
@@ -223,7 +229,8 @@ class _Cycle:
         restricted = models is not None or any(
             h < info.gpus for o, h in lendable.items() if o != job.member
         )
-        shape = (info.shape, job.member, models) if restricted else info.shape
+        sid = self.shape_id[job.job_id]
+        shape = (sid, job.member, models) if restricted else sid
         placed = False
         if held or shape not in self.failed:
             placed = self._place(job, lendable, models)
@@ -360,7 +367,7 @@ class _Cycle:
         # What reclaim can do changes only with a bind (a member may rise above its fair
         # share) or another reclaim: until then a failure stands.
         key = (
-            self._info[job.job_id].shape,
+            self.shape_id[job.job_id],
             job.member,
             model,
             allocated,
@@ -485,7 +492,7 @@ class _Cycle:
 
     def _unplaceable(self, job: PendingJob) -> bool:
         """True when no node, even empty, could ever take one of the job's pods."""
-        shape = self._info[job.job_id].shape
+        shape = self.shape_id[job.job_id]
         never = self.never.get(shape)
         if never is None:
             never = False
@@ -527,7 +534,7 @@ class _Cycle:
                 continue
             info = self._info[job_id]
             model = self.position_model(job)
-            shape = (info.shape, model, job.is_gang, len(job.pods), info.gpus)
+            shape = (self.shape_id[job_id], model, job.is_gang, len(job.pods), info.gpus)
             key = (job.member, why, shape)
             text = sentences.get(key)
             if text is None:
