@@ -128,3 +128,26 @@ def test_model_agnostic_demand_counts_once_on_freest_model() -> None:
     assert rows[("lab-a", A100)].pending + rows[("lab-a", H100)].pending == 6
     assert rows[("lab-a", H100)].pending == 4
     assert rows[("lab-a", A100)].pending == 2
+
+
+def test_half_life_usage_lowers_a_heavy_users_surplus_in_compute_shares() -> None:
+    nodes = [node("a1", "lab-a"), node("b1", "lab-b"), node("c1", "lab-c")]
+    pending = [job(f"{m}{k}", f"lab-{m}", gpus=8) for m in "ab" for k in range(3)]
+    usage = {"lab-a": 300.0, "lab-b": 0.0, "lab-c": 0.0}  # mean 100: lab-a weight 1/4
+    pol = policy(["lab-a", "lab-b", "lab-c"], usage_half_life_hours=24)
+    rows = {s.member: s for s in compute_shares(snapshot(nodes, pending, usage=usage), pol)}
+    # Entitlements 8 + 8, then lab-c's idle 8 split 0.25 : 1.
+    assert rows["lab-a"].fair_share == pytest.approx(8 + 8 * 0.25 / 1.25)
+    assert rows["lab-b"].fair_share == pytest.approx(8 + 8 * 1 / 1.25)
+    # Without a half-life in the policy the history is ignored.
+    pol = policy(["lab-a", "lab-b", "lab-c"])
+    rows = {s.member: s for s in compute_shares(snapshot(nodes, pending, usage=usage), pol)}
+    assert rows["lab-a"].fair_share == pytest.approx(12.0)
+
+
+def test_lending_limit_withholds_idle_capacity() -> None:
+    pol = policy({"lab-a": {}, "lab-c": {"lending_limit": 4}})
+    nodes = [node("a1", "lab-a"), node("c1", "lab-c"), node("c2", "lab-c")]
+    pending = [job(f"a{k}", "lab-a", gpus=8) for k in range(4)]
+    rows = {s.member: s for s in compute_shares(snapshot(nodes, pending), pol)}
+    assert rows["lab-a"].fair_share == pytest.approx(12.0)  # 8 own + at most 4 lent
