@@ -62,12 +62,22 @@ class ShareBook:
         book = self._book
         if book is not None and book.snapshot is snapshot and book.policy is policy:
             return book
-        with self._lock:
+        if book is not None and book.policy is policy:
+            # Only the snapshot moved on (a new cycle): while one thread rebuilds, the
+            # others answer from the previous cycle's book rather than queue behind it.
+            # A new policy is never served stale: whoever applied it reads its effect.
+            if not self._lock.acquire(blocking=False):
+                return book
+        else:
+            self._lock.acquire()
+        try:
             book = self._book
             if book is None or book.snapshot is not snapshot or book.policy is not policy:
                 book = self._build(snapshot, policy)
                 self._book = book
             return book
+        finally:
+            self._lock.release()
 
     def _build(self, snapshot: Snapshot, policy: Policy) -> _Book:
         jobs: dict[str, PendingJob] = {}

@@ -3,6 +3,7 @@ jobs (a reclaim names its victims)."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import grpc
@@ -79,3 +80,28 @@ def test_a_member_never_reads_who_its_job_preempts(tmp_path: Path) -> None:
     assert "ai-startup" in as_admin.explanation and "train-" in as_admin.explanation
     assert "ai-startup" not in as_member.explanation and "train-" not in as_member.explanation
     assert "a job of another member" in as_member.explanation
+
+
+def test_share_book_answers_from_the_last_cycle_while_rebuilding() -> None:
+    from dataclasses import replace
+
+    from scheduler.api.share_service import ShareBook
+    from scheduler.engine import compute_shares
+
+    view = reclaim_view()
+    book = ShareBook(view, compute_shares)
+    first = book.current()
+    assert book.current() is first, "one build per snapshot and policy"
+    view._snapshot = replace(view.snapshot(), now=view.snapshot().now + 1)
+    with book._lock:  # another reader is rebuilding for the new cycle
+        assert book.current() is first
+    fresh = book.current()
+    assert fresh is not first and fresh.snapshot is view.snapshot()
+    policy = view.policy()
+    weights = policy.spec.model_copy(
+        update={"members": [m.model_copy(update={"weight": 5.0}) for m in policy.members]}
+    )
+    view.set_policy(policy.model_copy(update={"spec": weights}))
+    book._lock.acquire()  # released by a timer: the reader below must wait for it
+    threading.Timer(0.3, book._lock.release).start()
+    assert book.current().policy is view.policy(), "a new policy is never served stale"
