@@ -417,15 +417,27 @@ def _rows(
         hours = pd.to_datetime(frame["hour"], utc=True)
         if (hours != pd.Timestamp(hour)).any():
             raise InputError(f"{name} rows for {hour.isoformat()} include other hours")
-    out: list[dict[str, Any]] = []
-    present = [c for c in columns if c != "hour" and c in frame]
-    for record in frame[present].to_dict("records"):
-        row: dict[str, Any] = {"hour": hour}
-        for column in columns[1:]:
-            value = record.get(column, defaults.get(column))
-            row[column] = _plain(value)
-        out.append(row)
-    return out
+    # Column by column: per-value conversion costs more than the database insert.
+    values: dict[str, list[Any]] = {}
+    for column in columns[1:]:
+        if column in frame:
+            values[column] = _plain_list(frame[column])
+        else:
+            values[column] = [_plain(defaults.get(column))] * len(frame)
+    names = list(values)
+    return [
+        {"hour": hour, **dict(zip(names, row, strict=True))}
+        for row in zip(*values.values(), strict=True)
+    ]
+
+
+def _plain_list(series: pd.Series) -> list[Any]:
+    """A column as Python values; NaN/NA -> None (unknown, never zero)."""
+    missing = series.isna().to_numpy()
+    items = series.astype(object).tolist()
+    if missing.any():
+        return [None if m else _plain(v) for v, m in zip(items, missing, strict=True)]
+    return [v.item() if hasattr(v, "item") else v for v in items]
 
 
 def _plain(value: Any) -> Any:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -82,6 +82,15 @@ class RunSummary:
 Progress = Callable[[HourOutcome], None]
 
 
+@dataclass
+class ChunkAnswers:
+    hourly: dict[str, pd.DataFrame]
+    """Per-hour figures: label columns, `hour`, `value`."""
+    constant: dict[str, pd.DataFrame]
+    """Pod and node attributes over the whole chunk."""
+    reclaim_lost: dict[datetime, dict[tuple[str, str], float]]
+
+
 class Meter:
     """Meters hours from `source` into `ledger` under `policy`."""
 
@@ -140,58 +149,73 @@ class Meter:
     ) -> list[HourOutcome]:
         outcomes: list[HourOutcome] = []
         unreachable: str | None = None
-        for chunk in _chunks(sorted({hour_start(h) for h in hours}), self.config.chunk_hours):
-            try:
-                if unreachable is not None:
-                    # Once Prometheus cannot be reached, the rest of the run waits for
-                    # the next one instead of timing out chunk after chunk.
-                    raise PrometheusUnavailable(unreachable, unreachable=True)
-                rows = self.fetch(chunk)
-            except PrometheusUnavailable as exc:
-                if exc.unreachable:
-                    unreachable = str(exc)
-                error = f"prometheus unavailable: {exc}"
-                log.warning("hours %s..%s pending: %s", chunk[0], chunk[-1], error)
+        chunks = _chunks(sorted({hour_start(h) for h in hours}), self.config.chunk_hours)
+        # Prometheus answers the next chunk while this process builds and stores the
+        # current one: the two use different cores.
+        with ThreadPoolExecutor(max_workers=1) as prefetch:
+            ahead: Future[ChunkAnswers] | None = (
+                prefetch.submit(self.query, chunks[0]) if chunks else None
+            )
+            for index, chunk in enumerate(chunks):
+                current, ahead = ahead, None
+                if unreachable is None and index + 1 < len(chunks):
+                    ahead = prefetch.submit(self.query, chunks[index + 1])
+                try:
+                    if unreachable is not None or current is None:
+                        # Once Prometheus cannot be reached, the rest of the run waits
+                        # for the next one instead of timing out chunk after chunk.
+                        raise PrometheusUnavailable(unreachable or "", unreachable=True)
+                    rows = self.build(chunk, current.result())
+                except PrometheusUnavailable as exc:
+                    if exc.unreachable:
+                        unreachable = str(exc)
+                    error = f"prometheus unavailable: {exc}"
+                    log.warning("hours %s..%s pending: %s", chunk[0], chunk[-1], error)
+                    for hour in chunk:
+                        self.ledger.mark_pending(hour, error)
+                        outcome = HourOutcome(hour, "pending", None, 0.0, 0, error)
+                        outcomes.append(outcome)
+                        if progress:
+                            progress(outcome)
+                    continue
                 for hour in chunk:
-                    self.ledger.mark_pending(hour, error)
-                    outcome = HourOutcome(hour, "pending", None, 0.0, 0, error)
+                    outcome = self._store(hour, rows[hour])
                     outcomes.append(outcome)
                     if progress:
                         progress(outcome)
-                continue
-            for hour in chunk:
-                outcome = self._store(hour, rows[hour])
-                outcomes.append(outcome)
-                if progress:
-                    progress(outcome)
         return outcomes
 
     def fetch(self, chunk: list[datetime]) -> dict[datetime, HourRows]:
         """Query Prometheus for the consecutive hours in `chunk` and build their rows."""
+        return self.build(chunk, self.query(chunk))
+
+    def query(self, chunk: list[datetime]) -> ChunkAnswers:
+        """Every answer Prometheus gives about the consecutive hours in `chunk`."""
         q = self.queries
         first, last = chunk[0], chunk[-1]
         fp, pod_by = promql.FAIRPOOL_LABELS, promql.POD_LABELS
-
-        def hourly(query: str) -> pd.DataFrame:
-            return self.source.hourly(query, first, last)
 
         queries = {
             "fairpool_mean": q.mean(promql.FAIRPOOL_ALLOCATION, fp),
             "fairpool_live": q.live_points(promql.FAIRPOOL_ALLOCATION, fp),
             "fairpool_present": q.present(promql.FAIRPOOL_ALLOCATION, fp),
-            "ksm_requests": q.pod_gpu_requests(),
-            "ksm_start": q.without_fairpool(q.around(promql.KSM_START, pod_by)),
-            "ksm_completion": q.without_fairpool(q.around(promql.KSM_COMPLETION, pod_by)),
-            "ksm_info": q.without_fairpool(q.around(promql.KSM_POD_INFO, (*pod_by, "node"))),
-            "ksm_running_sum": q.without_fairpool(q.fresh_sum(promql.KSM_RUNNING, pod_by)),
-            "ksm_running_live": q.without_fairpool(q.fresh_count(promql.KSM_RUNNING, pod_by)),
-            "ksm_running_present": q.without_fairpool(q.present(promql.KSM_RUNNING, pod_by)),
-            "node_labels": q.around(promql.KSM_NODE_LABELS, promql.NODE_LABEL_KEYS),
+            "ksm_running_sum": q.sample_sum(promql.KSM_RUNNING, pod_by),
+            "ksm_running_present": q.present(promql.KSM_RUNNING, pod_by),
             "capacity_mean": q.mean(promql.KSM_ALLOCATABLE, ("node",)),
             "capacity_live": q.live_points(promql.KSM_ALLOCATABLE, ("node",)),
             "capacity_present": q.present(promql.KSM_ALLOCATABLE, ("node",)),
             "dcgm_engine_active": q.dcgm_mean(promql.DCGM_ENGINE_ACTIVE),
             "dcgm_gpu_util": q.dcgm_mean(promql.DCGM_GPU_UTIL),
+        }
+        span = (last + HOUR - first).total_seconds()
+        # Attributes are constant per pod and node: read once per chunk, not per hour.
+        attributes = {
+            "fairpool_around": q.around(promql.FAIRPOOL_ALLOCATION, ("uid",), span),
+            "ksm_requests": q.pod_gpu_requests(span),
+            "ksm_start": q.around(promql.KSM_START, pod_by, span),
+            "ksm_completion": q.around(promql.KSM_COMPLETION, pod_by, span),
+            "ksm_info": q.around(promql.KSM_POD_INFO, (*pod_by, "node"), span),
+            "node_labels": q.around(promql.KSM_NODE_LABELS, promql.NODE_LABEL_KEYS, span),
         }
         # Prometheus evaluates concurrent queries on all its cores; the answers are small.
         pool = ThreadPoolExecutor(max_workers=self.config.parallel_queries)
@@ -200,24 +224,34 @@ class Meter:
                 name: pool.submit(self.source.hourly, query, first, last)
                 for name, query in queries.items()
             }
+            chunk_futures = {
+                name: pool.submit(self.source.instant, query, last + HOUR)
+                for name, query in attributes.items()
+            }
             frames = {name: future.result() for name, future in futures.items()}
+            constant = {name: future.result() for name, future in chunk_futures.items()}
         finally:
             # On the first failure the queries not yet sent are dropped, not retried.
             pool.shutdown(wait=True, cancel_futures=True)
-        span = (last + HOUR - first).total_seconds()
         counters = self.source.raw(
             q.counter_samples(promql.RECLAIM_LOST, span),
             last + HOUR - timedelta(milliseconds=1),
         )
-        lost = _reclaim_lost(counters, chunk)
-        by_hour = {name: _split_hours(frame) for name, frame in frames.items()}
+        return ChunkAnswers(frames, constant, _reclaim_lost(counters, chunk))
+
+    def build(self, chunk: list[datetime], answers: ChunkAnswers) -> dict[datetime, HourRows]:
+        """Ledger rows of each hour in `chunk` from Prometheus' answers (no I/O)."""
+        constant, lost = answers.constant, answers.reclaim_lost
+        by_hour = {name: _split_hours(frame) for name, frame in answers.hourly.items()}
         out: dict[datetime, HourRows] = {}
         for hour in chunk:
 
             def part(name: str, hour: datetime = hour) -> pd.DataFrame:
+                if name in constant:
+                    return constant[name]
                 return by_hour[name].get(hour, _EMPTY)
 
-            reported = part("fairpool_present")
+            reported = part("fairpool_around")
             inputs = HourInputs(
                 hour=hour,
                 interval=self.config.interval,
@@ -230,7 +264,6 @@ class Meter:
                 ksm_completion=part("ksm_completion"),
                 ksm_info=part("ksm_info"),
                 ksm_running_sum=part("ksm_running_sum"),
-                ksm_running_live=part("ksm_running_live"),
                 ksm_running_present=part("ksm_running_present"),
                 node_labels=part("node_labels"),
                 capacity_mean=part("capacity_mean"),

@@ -58,7 +58,6 @@ class HourInputs:
     ksm_completion: pd.DataFrame
     ksm_info: pd.DataFrame
     ksm_running_sum: pd.DataFrame
-    ksm_running_live: pd.DataFrame
     ksm_running_present: pd.DataFrame
     node_labels: pd.DataFrame
     capacity_mean: pd.DataFrame
@@ -141,27 +140,28 @@ def build_hour(
         k = requests.merge(_keyed(inputs.ksm_start, pod_keys, "start"), on=pod_keys, how="left")
         k = k.merge(_keyed(inputs.ksm_completion, pod_keys, "completion"), on=pod_keys, how="left")
         k = k.merge(_keyed(inputs.ksm_running_sum, pod_keys, "steps"), on=pod_keys, how="left")
-        k = k.merge(_keyed(inputs.ksm_running_live, pod_keys, "live"), on=pod_keys, how="left")
         k = k.merge(
             _keyed(inputs.ksm_running_present, pod_keys, "present"), on=pod_keys, how="left"
         )
         info = _keyed(inputs.ksm_info, [*pod_keys, "node"], "one").drop(columns="one")
         info = info[info["node"] != ""].drop_duplicates("uid")
         k = k.merge(info[["uid", "node"]], on="uid", how="left")
-        k = k.fillna({"steps": 0.0, "live": 0.0, "present": 0.0, "node": ""})
+        k = k.fillna({"steps": 0.0, "present": 0.0, "node": ""})
         h0 = inputs.hour.timestamp()
         h1 = h0 + 3600.0
         exact = k["start"].notna() & k["completion"].notna() & (k["completion"] > k["start"])
         overlap = (
             np.minimum(k["completion"].fillna(h0), h1) - np.maximum(k["start"].fillna(h0), h0)
         ).clip(lower=0.0)
-        # Without a completion time the Running grid points decide. A start inside the
-        # hour adds the part before the first grid point (the pod ran from its start,
-        # not from the scrape that first saw it), and nothing is billed before it.
+        # Without a completion time the Running samples decide (one interval each). A
+        # start inside the hour adds the part before the first scrape (the pod ran from
+        # its start, not from the scrape that first saw it); nothing is billed before it.
         start_in_hour = k["start"].where((k["start"] >= h0) & (k["start"] < h1))
         lead = (np.ceil(start_in_hour / interval) * interval - start_in_hour).fillna(0.0)
         by_steps = k["steps"] * interval + lead.where(k["steps"] > 0, 0.0)
         since_start = (h1 - np.maximum(k["start"].fillna(h0), h0)).clip(lower=0.0)
+        # Samples expected from its start (or the hour's) to the end of the hour.
+        k["live"] = np.ceil(since_start / interval)
         seconds = np.where(exact, overlap, np.minimum(by_steps, since_start))
         k = k.assign(gpu_seconds=seconds * k["gpus"])
         k["coverage"] = np.where(

@@ -58,6 +58,19 @@ class PromSource:
             raise PrometheusUnavailable(f"{self.url}: {_short(exc)}", _unreachable(exc)) from exc
         return _matrix_frame(result)
 
+    def instant(self, query: str, at: datetime) -> pd.DataFrame:
+        """An instant query at `at`: one row per series, label columns + `value`."""
+        try:
+            result = self.client.custom_query(
+                query, params={"time": f"{at.timestamp():.3f}"}, timeout=int(self.timeout)
+            )
+        except (requests.RequestException, PrometheusApiClientException) as exc:
+            raise PrometheusUnavailable(f"{self.url}: {_short(exc)}", _unreachable(exc)) from exc
+        records = [{**item["metric"], "value": float(item["value"][1])} for item in result]
+        if not records:
+            return pd.DataFrame({"value": pd.Series([], dtype=float)})
+        return pd.DataFrame.from_records(records)
+
     def raw(
         self, query: str, at: datetime
     ) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:

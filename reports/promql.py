@@ -83,35 +83,25 @@ class MeteringQueries:
         x mean is the integral."""
         return f"max by ({', '.join(by)}) (avg_over_time({selector}[1h] offset 1ms))"
 
-    def fresh_sum(self, selector: str, by: tuple[str, ...]) -> str:
-        """Σ of fresh values over the grid (a 0/1 phase gives the points it held)."""
-        fresh = duration(self.interval - 0.001)
-        step = duration(self.interval)
-        grid = f"sum_over_time((last_over_time({selector}[{fresh}]))[1h:{step}] offset 1ms)"
-        return f"max by ({', '.join(by)}) ({grid})"
-
-    def fresh_count(self, selector: str, by: tuple[str, ...]) -> str:
-        fresh = duration(self.interval - 0.001)
-        return f"max by ({', '.join(by)}) ({self._grid(f'last_over_time({selector}[{fresh}])')})"
+    def sample_sum(self, selector: str, by: tuple[str, ...]) -> str:
+        """Σ of the samples in the hour (a 0/1 phase gives the scrapes that saw it)."""
+        return f"max by ({', '.join(by)}) (sum_over_time({selector}[1h] offset 1ms))"
 
     def present(self, selector: str, by: tuple[str, ...]) -> str:
         """Samples actually scraped in the hour (per identity, replicas collapsed)."""
         return f"max by ({', '.join(by)}) (count_over_time({selector}[1h] offset 1ms))"
 
-    def without_fairpool(self, expr: str) -> str:
-        """`expr` (with a `uid` label) for pods fairpool never reported near the hour."""
-        return f"({expr}) unless on (uid) {self.around(FAIRPOOL_ALLOCATION, ('uid',))}"
-
-    def around(self, selector: str, by: tuple[str, ...], agg: str = "max") -> str:
-        """The last value of an identity seen in (hour - max_gap, hour end + max_gap]:
-        pod and node attributes, and start/completion times of pods that ran briefly."""
+    def around(self, selector: str, by: tuple[str, ...], span_seconds: float) -> str:
+        """The last value of each identity seen in (start - max_gap, end + max_gap] of a
+        span of hours, evaluated once at the span's end: pod and node attributes, and
+        start/completion times of pods that ran briefly near an hour's edge."""
         g = duration(self.max_gap)
-        window = duration(3600 + 2 * self.max_gap)
-        return f"{agg} by ({', '.join(by)}) (last_over_time({selector}[{window}] offset -{g}))"
+        window = duration(span_seconds + 2 * self.max_gap)
+        return f"max by ({', '.join(by)}) (last_over_time({selector}[{window}] offset -{g}))"
 
-    def pod_gpu_requests(self) -> str:
-        per_container = self.around(KSM_REQUESTS, (*POD_LABELS, "container"))
-        return self.without_fairpool(f"sum by ({', '.join(POD_LABELS)}) ({per_container})")
+    def pod_gpu_requests(self, span_seconds: float) -> str:
+        per_container = self.around(KSM_REQUESTS, (*POD_LABELS, "container"), span_seconds)
+        return f"sum by ({', '.join(POD_LABELS)}) ({per_container})"
 
     def dcgm_mean(self, metric: str) -> str:
         """Mean of each GPU series over its samples in the hour (labels kept)."""

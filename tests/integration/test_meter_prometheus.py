@@ -165,20 +165,25 @@ def test_prometheus_down_mid_run_then_back(
             fresh_prometheus.stop()
 
     first = meter.meter_range(START, END, progress=stop_after_first)
-    assert [o.status for o in first.outcomes] == ["metered"] * 2 + ["pending"] * 4
-    assert ledger.pending_hours() == [at(h) for h in range(10, 14)]
-    assert "unavailable" in str(ledger.hour_status(at(10), at(11))["last_error"].iloc[0])
+    statuses = [o.status for o in first.outcomes]
+    # The next hour may have been fetched before the stop; every later one is pending.
+    done = statuses.count("metered")
+    assert done in (2, 3)
+    assert statuses == ["metered"] * done + ["pending"] * (6 - done)
+    pending = [at(h) for h in range(8 + done, 14)]
+    assert ledger.pending_hours() == pending
+    assert "unavailable" in str(ledger.hour_status(at(13), at(14))["last_error"].iloc[0])
     runs = ledger.metering_runs()
-    assert runs["hours_pending"].tolist() == [4]
+    assert runs["hours_pending"].tolist() == [6 - done]
 
     fresh_prometheus.start()
     # The hourly job at 14:10 meters the last closed hour (13:00) and retries the pending.
     second = meter.meter_due(now=at(14, 10))
-    assert sorted(o.hour for o in second.outcomes) == [at(h) for h in range(10, 14)]
+    assert sorted(o.hour for o in second.outcomes) == pending
     assert ledger.pending_hours() == []
     filled = ledger.usage_frame(START, END)
     reference = metered.usage_frame(START, END)
     assert len(filled) == len(reference)
     assert not filled.duplicated(["hour", "pod_uid"]).any()
     assert filled["gpu_seconds"].sum() == pytest.approx(reference["gpu_seconds"].sum())
-    assert ledger.metering_runs()["hours_ok"].tolist() == [2, 4]
+    assert ledger.metering_runs()["hours_ok"].tolist() == [done, 6 - done]

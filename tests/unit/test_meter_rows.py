@@ -42,7 +42,6 @@ def inputs(**frames: pd.DataFrame) -> HourInputs:
         "ksm_completion",
         "ksm_info",
         "ksm_running_sum",
-        "ksm_running_live",
         "ksm_running_present",
         "node_labels",
         "capacity_mean",
@@ -122,7 +121,6 @@ def test_fairpool_pods_are_not_billed_again_from_kube_state_metrics() -> None:
         fairpool_live=frame([fp(120.0)]),
         ksm_requests=frame([{**ident, "value": 1.0}]),
         ksm_running_sum=frame([{**ident, "value": 120.0}]),
-        ksm_running_live=frame([{**ident, "value": 120.0}]),
     )
     data.fairpool_uids_around = {"u1"}
     rows = build_hour(data, lambda ns: None, 0)
