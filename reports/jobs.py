@@ -4,8 +4,9 @@
 - `add_metering_job`: every hour, a few minutes after the hour closes (the look-ahead
   that bridges missing scrapes needs `max_gap` of newer samples), meter the last closed
   hour and retry every pending hour. Also runs once at start-up to catch up.
-- The monthly report job (the policy's time zone) joins here as `add_report_job`,
-  registered on the same scheduler by `build_scheduler`'s caller.
+- The monthly report job (the policy's time zone) lives in `reports.monthly_job`;
+  `schedule_monthly_report(scheduler, ledger_url, policy, reports_dir)` registers it on
+  the same scheduler (`fairpool meter --watch --reports-dir DIR` does both).
 """
 
 from __future__ import annotations

@@ -77,6 +77,12 @@ def ceil_hour(value: datetime) -> datetime:
     help="Missing scrapes up to this many seconds are bridged when a series resumes.",
 )
 @click.option("--chunk-hours", default=6, show_default=True, help="Hours fetched per query.")
+@click.option(
+    "--reports-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="With --watch: also write each previous month's report here (monthly job).",
+)
 def meter(
     prometheus_url: str,
     ledger_url: str,
@@ -87,6 +93,7 @@ def meter(
     scrape_interval: float,
     max_gap: float,
     chunk_hours: int,
+    reports_dir: Path | None,
 ) -> None:
     """Meter closed hours from Prometheus into the ledger.
 
@@ -102,6 +109,8 @@ def meter(
         raise InputError(f"--to: {to} is not after --from {from_}")
     if watch and start is not None:
         raise InputError("--watch: meters the latest hours; backfill with --from/--to first")
+    if reports_dir is not None and not watch:
+        raise InputError("--reports-dir: only with --watch (use `fairpool report` once)")
     if chunk_hours < 1:
         raise InputError("--chunk-hours: must be at least 1")
     if scrape_interval <= 0 or 3600 % scrape_interval:
@@ -132,6 +141,10 @@ def meter(
         )
         scheduler = build_scheduler()
         add_metering_job(scheduler, metering, on_summary=lambda s: _print_summary(console, s))
+        if reports_dir is not None:
+            from reports.monthly_job import schedule_monthly_report
+
+            schedule_monthly_report(scheduler, ledger_url, policy, reports_dir)
         console.print(
             f"[bold]metering[/] {prometheus_url} -> {ledger_url} every hour; Ctrl-C stops"
         )

@@ -27,6 +27,8 @@ def run(args: list[str]) -> int:
         (["--from", "2026-10-02", "--to", "2026-13-01"], "--to"),
         (["--from", "2026-10-02", "--to", "2026-10-01"], "--to"),
         (["--from", "2026-10-02"], "--from"),
+        (["--reports-dir", "out"], "--reports-dir"),
+        (["--watch", "--from", "2026-10-01", "--to", "2026-10-02"], "--watch"),
     ],
 )
 def test_bad_times_exit_2_naming_the_flag(
