@@ -180,6 +180,9 @@ class _Cycle:
         queues = MemberQueues(self.snapshot.pending, self.order_key)
         while (job := queues.pop()) is not None:
             self._handle(job)
+            waiting = self.out.waiting.get(job.job_id)
+            if waiting is not None and waiting[1].kind in ("capacity", "unplaceable"):
+                self._wait_alike(job, waiting[1], queues)
             queues.done(job.member)
         return Decisions(
             binds=tuple(self.out.binds),
@@ -188,6 +191,39 @@ class _Cycle:
             explanations=self._explanations(),
             shares=self.book.shares(),
         )
+
+    def _wait_alike(self, job: PendingJob, why: Waiting, queues: MemberQueues) -> None:
+        """The member's next jobs of the same shape wait for the same reason, decided at
+        once: capacity only shrinks within a cycle, and when reclaim cannot change (the
+        member is not below its fair share, or nobody could be preempted) nothing else
+        would. Saves a turn per job when thousands of identical pods are pending."""
+        model = self.book.job_model.get(job.job_id)
+        gpus = self._info[job.job_id].gpus
+        if model is not None and gpus > 0:
+            key = (job.member, model)
+            below = (
+                self.alloc.get(key, 0) + self.promised.get(key, 0)
+                < self.book.fair.get(key, 0.0) - _EPS
+            )
+            if below and (
+                self.reclaimer is None
+                or self.reclaimer.has_candidates()
+                or self.state.term_pods > 0
+            ):
+                return
+        sid = self.shape_id[job.job_id]
+        while (nxt := queues.peek(job.member)) is not None:
+            jid = nxt.job_id
+            if (
+                self.shape_id[jid] != sid
+                or self.book.job_model.get(jid) != model
+                or jid in self.state.holds
+                or jid in self.freeing
+                or self._info[jid].incomplete
+            ):
+                break
+            queues.skip(job.member)
+            self.out.waiting[jid] = (nxt, why)
 
     def _hold_nominations(self) -> None:
         term_nodes = {

@@ -60,6 +60,16 @@ class MemberQueues:
         self._pos[member] += 1
         return job
 
+    def peek(self, member: str) -> PendingJob | None:
+        """The member's next job, without taking it."""
+        queue = self._queues[member]
+        pos = self._pos[member]
+        return queue[pos] if pos < len(queue) else None
+
+    def skip(self, member: str) -> None:
+        """Take the member's next job out of the queue (it was decided without a turn)."""
+        self._pos[member] += 1
+
     def done(self, member: str) -> None:
         """The member's last popped job was handled: queue its next one."""
         self._push(member)

@@ -105,14 +105,18 @@ def build(snapshot: Snapshot, policy: Policy) -> ShareBook:
 
     pending: dict[MemberModel, int] = {}
     job_model: dict[str, str | None] = {}
-    for job in sorted(snapshot.pending, key=lambda j: (j.member, *job_sort_key(j))):
+    only = models[0] if len(models) == 1 else None
+    ordered = sorted(
+        snapshot.pending, key=lambda j: (j.member, -j.priority, j.submitted_at, j.job_id)
+    )
+    for job in ordered:
         gpus = job.gpus
         model = job_gpu_model(job)
         if gpus <= 0:
             job_model[job.job_id] = model
             continue
         if model is None and models:
-            model = min(models, key=lambda m: (-free[m], m))
+            model = only or min(models, key=lambda m: (-free[m], m))
         job_model[job.job_id] = model
         if model is None:
             continue
