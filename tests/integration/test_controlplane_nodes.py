@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import time
 import uuid
 
 import pytest
@@ -93,6 +95,95 @@ def test_scheduler_identity_reads_and_binds_but_cannot_write_objects(
     with pytest.raises(ApiException) as denied:
         scheduler.delete_collection_node(label_selector=TEST_NODE_LABEL)
     assert denied.value.status == 403
+
+
+def test_scheduler_identity_binds_annotates_reports_and_evicts(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    admin = k8s.CoreV1Api(control_plane.admin)
+    scheduler = k8s.CoreV1Api(control_plane.scheduler)
+    group = f"bind-{uuid.uuid4().hex[:6]}"
+    created = create_nodes(
+        admin,
+        parse_inventory(f"""
+apiVersion: fairpool.io/v1
+kind: ClusterInventory
+spec:
+  nodeGroups: [{{name: {group}, owner: lab, count: 1, gpusPerNode: 4, gpuModel: T4}}]
+"""),
+        labels={TEST_NODE_LABEL: "true"},
+    )
+    node = created.created[0]
+    wait_nodes_ready(admin, [node], timeout=30)
+    pod = {
+        "metadata": {"name": "job-0"},
+        "spec": {
+            "schedulerName": "fairpool",
+            "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {"name": "c", "image": "i", "resources": {"limits": {"nvidia.com/gpu": "2"}}}
+            ],
+        },
+    }
+    admin.create_namespaced_pod(namespace, pod)  # type: ignore[arg-type]
+
+    binding = {
+        "apiVersion": "v1",
+        "kind": "Binding",
+        "metadata": {"name": "job-0"},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+    }
+    # The generated client cannot read the Status a binding returns into V1Binding.
+    scheduler.create_namespaced_pod_binding(
+        "job-0",
+        namespace,
+        binding,  # type: ignore[arg-type]
+        _preload_content=False,
+    )
+    scheduler.patch_namespaced_pod(
+        "job-0", namespace, {"metadata": {"annotations": {"fairpool.io/member": "lab"}}}
+    )
+    # The client turns eventTime into a datetime and writes it with isoformat(), which
+    # drops a zero microsecond part that the API's MicroTime requires.
+    now = dt.datetime.now(dt.UTC)
+    event_time = now.replace(microsecond=now.microsecond or 1).isoformat()
+    k8s.EventsV1Api(control_plane.scheduler).create_namespaced_event(
+        namespace,
+        {  # type: ignore[arg-type]
+            "metadata": {"generateName": "job-0-"},
+            "eventTime": event_time,
+            "reportingController": "fairpool.io/scheduler",
+            "reportingInstance": "fairpool-0",
+            "action": "Binding",
+            "reason": "Scheduled",
+            "type": "Normal",
+            "regarding": {"kind": "Pod", "namespace": namespace, "name": "job-0"},
+        },
+    )
+    deadline = time.monotonic() + 30
+    while as_dict(admin.read_namespaced_pod("job-0", namespace))["status"].get("phase") != (
+        "Running"
+    ):
+        assert time.monotonic() < deadline, "bound pod never ran"
+        time.sleep(0.2)
+    bound = as_dict(admin.read_namespaced_pod("job-0", namespace))
+    assert bound["spec"]["nodeName"] == node
+    assert bound["metadata"]["annotations"]["fairpool.io/member"] == "lab"
+
+    scheduler.create_namespaced_pod_eviction(
+        "job-0",
+        namespace,
+        {"metadata": {"name": "job-0", "namespace": namespace}},  # type: ignore[arg-type]
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            admin.read_namespaced_pod("job-0", namespace)
+        except ApiException as exc:
+            assert exc.status == 404
+            break
+        assert time.monotonic() < deadline, "evicted pod was never removed"
+        time.sleep(0.2)
 
 
 def test_namespace_with_a_running_pod_is_removed_without_a_controller_manager(
