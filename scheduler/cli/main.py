@@ -19,7 +19,6 @@ COMMANDS: dict[str, str] = {
     "shares": "scheduler.cli.shares:shares",
     "explain": "scheduler.cli.explain:explain",
     "usage": "scheduler.cli.usage:usage",
-    "report-get": "scheduler.cli.usage:report_get",
     "serve-api": "scheduler.cli.serve:serve_api",
     "run": "scheduler.cli.run:run",
     "report": "scheduler.cli.report:report",

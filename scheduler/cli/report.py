@@ -144,3 +144,14 @@ def monthly(ledger_url: str, policy_file: Path | None, reports_dir: Path) -> Non
         f"monthly report job: {monthly_trigger(policy)} -> {reports_dir}/<YYYY-MM>/ (Ctrl-C stops)"
     )
     run_forever(ledger_url, policy, reports_dir)
+
+
+def _attach_api_commands() -> None:
+    # `fairpool report get MONTH` fetches a report from a running server (gRPC); the
+    # command lives with the other API clients.
+    from scheduler.cli.usage import report_get
+
+    report.add_command(report_get, name="get")
+
+
+_attach_api_commands()

@@ -1,4 +1,4 @@
-"""`fairpool usage`: metered GPU-hours from the ledger; `fairpool report-get`: a month's
+"""`fairpool usage`: metered GPU-hours from the ledger; `fairpool report get`: a month's
 cost report files."""
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def usage(client: Client, member: str, start: str | None, end: str | None) -> No
         console.print(f"[yellow]no metered usage[/] in {title.removeprefix('usage ')}")
 
 
-@click.command("report-get")
+@click.command("get")
 @click.argument("month")
 @click.option(
     "--out",

@@ -173,7 +173,7 @@ def test_exit_codes(served: Served) -> None:
     missing = served.run("policy", "apply", "nope.yaml")
     assert missing.returncode == 2
     assert served.run("usage", "--start", "yesterday").returncode == 2
-    bad_month = served.run("report-get", "2026-13")
+    bad_month = served.run("report", "get", "2026-13")
     assert bad_month.returncode == 2 and "INVALID_ARGUMENT" in bad_month.stderr
     unreachable = served.run("shares", FAIRPOOL_SERVER="127.0.0.1:1", token="admin")
     assert unreachable.returncode == 1 and "UNAVAILABLE" in unreachable.stderr
