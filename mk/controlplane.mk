@@ -5,7 +5,9 @@
 # tests.controlplane up`; a binary whose go.mod/go.sum/flags are unchanged is not rebuilt.
 CONTROLPLANE := FAIRPOOL_CACHE=$(CACHE) $(BIN)/python -m tests.controlplane
 
-.PHONY: controlplane cluster-up cluster-down cluster-status
+INVENTORY ?= policies/defaults/cluster.yaml
+
+.PHONY: controlplane cluster-up cluster-down cluster-status cluster-nodes
 
 ## Build the control-plane binaries that are missing (a cold build takes a while).
 controlplane: $(STAMP)
@@ -21,5 +23,9 @@ cluster-down: $(STAMP)
 
 cluster-status: $(STAMP)
 	$(CONTROLPLANE) status
+
+## Fake GPU nodes (kwok) from a cluster inventory on the running control plane.
+cluster-nodes: $(STAMP)
+	$(CONTROLPLANE) nodes $(INVENTORY)
 
 SYSTEM_DEPS += controlplane
