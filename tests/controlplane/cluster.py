@@ -69,6 +69,7 @@ def save_state(state: ClusterState) -> None:
     path = _state_path(Path(state.directory))
     partial = path.with_name(path.name + ".partial")
     partial.write_text(state.model_dump_json(indent=2))
+    partial.chmod(0o600)  # it holds every identity's token
     partial.replace(path)
 
 
