@@ -167,20 +167,23 @@ def _greedy(
 
 
 def _candidates(state: ClusterState, spec: PodSpec, extra: Mapping[int, Res] | None) -> list[int]:
-    """Nodes admitting the shape that may have room: from the shape's free-GPU buckets
-    when the state is taken as is (a full cluster yields almost nothing to look at)."""
-    if extra is not None or spec.gpus <= 0:
-        res = spec_res(spec)
+    """Nodes admitting the shape that have room, found from the shape's free-GPU buckets
+    (a full cluster yields almost nothing to look at) plus the nodes `extra` adds to."""
+    res = spec_res(spec)
+    if spec.gpus <= 0:
         return [i for i in state.candidate_nodes(spec) if state.fits(i, res, extra)]
     view = state.view(spec)
-    out: list[int] = []
+    found: set[int] = set()
     for gk in view.order:
         for side in view.groups[gk]:
             for level, bucket in side.items():
                 if level >= spec.gpus:
-                    out.extend(bucket)
-    out.sort()
-    return out
+                    found.update(bucket)
+    if extra:
+        # Only nodes with extra capacity can fit beyond their own free GPUs.
+        admitted = state.admits(spec)
+        found.update(i for i in extra if admitted(i))
+    return sorted(i for i in found if state.fits(i, res, extra))
 
 
 def plan_job(

@@ -31,7 +31,7 @@ cluster.
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from scheduler.snapshot import Node, PodSpec, SelectorRequirement, Snapshot, Taint, Toleration
@@ -229,6 +229,7 @@ class ClusterState:
         self._penalty: dict[tuple[int, SpecKey], int] = {}
         self._views: dict[SpecKey, View] = {}
         self._candidates: dict[SpecKey, list[int]] = {}
+        self._admitted: dict[SpecKey, frozenset[int]] = {}
 
     # -- views ---------------------------------------------------------------------------
     def view(self, spec: PodSpec) -> View:
@@ -453,6 +454,15 @@ class ClusterState:
                             best = cand
                         break
         return None if best is None else best[3]
+
+    def admits(self, spec: PodSpec) -> Callable[[int], bool]:
+        """Membership test for `candidate_nodes(spec)`."""
+        key = spec_key(spec)
+        found = self._admitted.get(key)
+        if found is None:
+            found = frozenset(self.candidate_nodes(spec))
+            self._admitted[key] = found
+        return found.__contains__
 
     def candidate_nodes(self, spec: PodSpec) -> list[int]:
         """Every placeable node admitting the shape, in name order (static: cached)."""

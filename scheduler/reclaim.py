@@ -31,7 +31,7 @@ reclaimed twice). Rules:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from scheduler.entitlement import MemberModel, node_model
@@ -54,13 +54,13 @@ class VictimJob:
     youngest_start: float = float("-inf")
     priority: int = -(2**62)
     borrowed: bool = False
+    owners: frozenset[str | None] = frozenset()
+    """Owners of the nodes its pods run on."""
+    by_model: dict[str, int] = field(default_factory=dict)
+    """GPUs it holds per GPU model."""
 
     def gpus_by_model(self, state: ClusterState) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for pod, i in self.pods:
-            model = node_model(state.nodes[i])
-            out[model] = out.get(model, 0) + pod.spec.gpus
-        return out
+        return self.by_model
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +75,12 @@ class ReclaimResult:
 
 
 class Reclaimer:
-    """Victim index for one cycle (built on first use; reclaim is rare)."""
+    """Victim index for one cycle (built on first use; reclaim is rare).
+
+    Victim jobs are kept in one order, youngest first, then lowest priority, then job id;
+    an attempt walks it twice (victims on the reclaimer's own nodes, then the others) and
+    stops as soon as the job fits, so a reclaim costs what it takes, not the cluster size.
+    """
 
     def __init__(
         self,
@@ -105,12 +110,28 @@ class Reclaimer:
             job.priority = max(job.priority, pod.priority)
             if pod.uid in borrowed_pods:
                 job.borrowed = True
-        self.jobs = sorted((j for j in jobs.values() if j.borrowed), key=lambda j: j.job_id)
+        victims = [j for j in jobs.values() if j.borrowed]
+        for job in victims:
+            job.pods.sort(key=lambda pi: pi[0].uid)
+            job.owners = frozenset(state.nodes[i].owner for _, i in job.pods)
+            for pod, i in job.pods:
+                model = node_model(state.nodes[i])
+                job.by_model[model] = job.by_model.get(model, 0) + pod.spec.gpus
+        self.jobs = sorted(victims, key=lambda j: (-j.youngest_start, j.priority, j.job_id))
+        self.by_owner: dict[str | None, list[VictimJob]] = {}
+        for job in self.jobs:
+            for owner in sorted(job.owners, key=lambda o: o or ""):
+                self.by_owner.setdefault(owner, []).append(job)
         self.gone: set[str] = set()
         self._feasible: dict[tuple[object, ...], set[int]] = {}
+        self._model_nodes: dict[str, int] = {}
+        for i, node in enumerate(state.nodes):
+            if state.placeable[i]:
+                model = node_model(node)
+                self._model_nodes[model] = self._model_nodes.get(model, 0) + 1
 
     def has_candidates(self) -> bool:
-        return any(j.job_id not in self.gone for j in self.jobs)
+        return len(self.gone) < len(self.jobs)
 
     def attempt(
         self,
@@ -137,6 +158,7 @@ class Reclaimer:
             self._feasible[fkey] = feasible
         if not feasible:
             return "no node it may use exists"
+        everywhere = len(feasible) >= self._model_nodes.get(model, 0)
         extra: dict[int, Res] = {}
         if state.term_pods > 0:
             for i in feasible:
@@ -153,52 +175,51 @@ class Reclaimer:
             if plan is not None:
                 return ReclaimResult((), plan)
 
-        candidates: list[VictimJob] = []
-        young: list[VictimJob] = []
-        not_further = 0
-        for job in self.jobs:
-            if job.job_id in self.gone or job.member == member:
-                continue
-            if not any(i in feasible for _, i in job.pods):
-                continue
-            key = (job.member, model)
-            v_alloc, v_fair = alloc.get(key, 0), fair.get(key, 0.0)
-            if v_alloc <= v_fair + _EPS:
-                continue
-            if above_ratio is not None and v_fair > 0 and v_alloc / v_fair <= above_ratio + _EPS:
-                not_further += 1
-                continue
-            if self.now - job.youngest_start < self.min_runtime and not self.below_min_runtime:
-                young.append(job)
-                continue
-            candidates.append(job)
+        # Members that may give something up for this job.
+        giving: dict[str, bool] = {}
 
-        def order(job: VictimJob) -> tuple[int, float, int, str]:
-            on_own = any(state.nodes[i].owner == member for _, i in job.pods)
-            return (0 if on_own else 1, -job.youngest_start, job.priority, job.job_id)
+        def may_give(victim_member: str) -> bool:
+            found = giving.get(victim_member)
+            if found is None:
+                key = (victim_member, model)
+                v_alloc, v_fair = alloc.get(key, 0), fair.get(key, 0.0)
+                found = v_alloc > v_fair + _EPS and (
+                    above_ratio is None or v_fair <= 0 or v_alloc / v_fair > above_ratio + _EPS
+                )
+                giving[victim_member] = found
+            return found
 
-        reachable = base_have + sum(
-            p.spec.gpus for job in candidates + young for p, i in job.pods if i in feasible
-        )
-        if reachable < need and (candidates or young):
-            return "the borrowed GPUs of members above their fair share would not make room"
+        def useful(job: VictimJob) -> bool:
+            if job.job_id in self.gone or job.member == member or model not in job.by_model:
+                return False
+            return everywhere or any(i in feasible for _, i in job.pods)
 
-        def select(jobs: list[VictimJob]) -> tuple[list[VictimJob], Plan] | None:
+        def old_enough(job: VictimJob) -> bool:
+            return self.below_min_runtime or self.now - job.youngest_start >= self.min_runtime
+
+        def walk(include_young: bool) -> Iterator[VictimJob]:
+            for own_pass in (True, False):
+                for job in self.by_owner.get(member, []) if own_pass else self.jobs:
+                    if (member in job.owners) != own_pass or not useful(job):
+                        continue
+                    if may_give(job.member) and (include_young or old_enough(job)):
+                        yield job
+
+        def select(jobs: Iterator[VictimJob]) -> tuple[list[VictimJob], Plan] | None:
             room = dict(extra)
             have = base_have
             taken: dict[MemberModel, int] = {}
             chosen: list[VictimJob] = []
             plan: Plan | None = None
-            for job in sorted(jobs, key=order):
-                by_model = job.gpus_by_model(state)
+            for job in jobs:
                 if any(
                     alloc.get((job.member, m), 0) - taken.get((job.member, m), 0) - g
                     < fair.get((job.member, m), 0.0) - _EPS
-                    for m, g in by_model.items()
+                    for m, g in job.by_model.items()
                     if g > 0
                 ):
                     continue
-                for m, g in by_model.items():
+                for m, g in job.by_model.items():
                     taken[(job.member, m)] = taken.get((job.member, m), 0) + g
                 chosen.append(job)
                 _add(room, job, feasible, 1)
@@ -220,21 +241,34 @@ class Reclaimer:
                     _add(room, job, feasible, 1)
             return chosen, plan
 
-        if candidates:
-            found = select(candidates)
-            if found is not None:
-                for job in found[0]:
-                    self.gone.add(job.job_id)
-                return ReclaimResult(tuple(found[0]), found[1])
+        found = select(walk(include_young=False))
+        if found is not None:
+            for job in found[0]:
+                self.gone.add(job.job_id)
+            return ReclaimResult(tuple(found[0]), found[1])
+        # Why not: count what was ruled out (only on failure, which is cached).
+        young = not_further = usable = 0
+        for job in self.jobs:
+            if not useful(job):
+                continue
+            key = (job.member, model)
+            if alloc.get(key, 0) <= fair.get(key, 0.0) + _EPS:
+                continue
+            if not may_give(job.member):
+                not_further += 1
+            elif not old_enough(job):
+                young += 1
+            else:
+                usable += 1
         if young:
-            found = select(candidates + young)
+            found = select(walk(include_young=True))
             if found is not None:
                 return ReclaimResult(tuple(found[0]), found[1], wait=True)
             return (
                 f"the borrowed pods that could make room are younger than the minimum "
                 f"runtime of {self.min_runtime} s"
             )
-        if candidates:
+        if usable:
             return "the borrowed GPUs of members above their fair share would not make room"
         if not_further:
             return NOT_FURTHER_ABOVE
