@@ -129,6 +129,7 @@ def build_hour(
         ).reset_index()
         fp_rows["coverage"] = (fp_rows["present"] / fp_rows["live"]).clip(upper=1.0)
         fp_rows["source"] = "fairpool"
+        fp_rows = _clip_to_runtime(fp_rows, inputs)
 
     # ---- kube-state-metrics fallback -----------------------------------------------
     pod_keys = ["namespace", "pod", "uid"]
@@ -240,6 +241,25 @@ def build_hour(
     has_data = expected_total > 0 or len(usage) > 0
     coverage = min(1.0, present_total / expected_total) if expected_total > 0 else 1.0
     return HourRows(usage, capacity, reclaim, coverage, has_data, present_total, expected_total)
+
+
+def _clip_to_runtime(rows: pd.DataFrame, inputs: HourInputs) -> pd.DataFrame:
+    """A pod shorter than a scrape interval holds one sample worth a whole interval;
+    when kube-state-metrics knows its start and completion, bill no more than that."""
+    times = _keyed(inputs.ksm_start, ["uid"], "start").groupby("uid")["start"].max()
+    ends = _keyed(inputs.ksm_completion, ["uid"], "completion").groupby("uid")["completion"].max()
+    start = rows["uid"].map(times)
+    completion = rows["uid"].map(ends)
+    known = start.notna() & completion.notna() & (completion > start)
+    if not known.any():
+        return rows
+    h0 = inputs.hour.timestamp()
+    overlap = (np.minimum(completion, h0 + 3600.0) - np.maximum(start, h0)).clip(lower=0.0)
+    gpus = rows["gpu_seconds"] / (rows["live"] * inputs.interval)
+    limit = overlap * gpus
+    rows = rows.copy()
+    rows.loc[known, "gpu_seconds"] = np.minimum(rows["gpu_seconds"], limit)[known]
+    return rows[rows["gpu_seconds"] > 0]
 
 
 def _utilization(inputs: HourInputs, usage: pd.DataFrame) -> pd.Series:

@@ -14,6 +14,7 @@ The scenario (2026-10-05, UTC, scraped every 30 s, two kube-state-metrics replic
   lab-bio/short     1 GPU  gpu-b 10:10:05-10:10:17  kube-state-metrics only (12 s)
   ai-startup-x/ext  2 GPUs gpu-a 10:40:10-11:20:20  kube-state-metrics only
   misc/stray        1 GPU  gpu-a 11:00-11:30  kube-state-metrics only, no member
+  lab-bio/blip      1 GPU  gpu-b 10:29:55-10:30:05  fairpool (one scrape sees it), 10 s
   no scrape at all succeeds in 10:20-10:22 (4 scrapes missing);
   fairpool_reclaim_lost_gpu_seconds_total{member=physics}: 0 @09:50, 60 @10:05,
   120 @10:30, reset -> 30 @10:45, 90 @11:10  (hour 10: 150 s, hour 11: 60 s).
@@ -58,6 +59,7 @@ def build_scenario() -> Scenario:
     s.pod("lab-bio", "short", b, 1, at(10, 10, 5), at(10, 10, 17), fairpool=False)
     s.pod("ai-startup-x", "ext", a, 2, at(10, 40, 10), at(11, 20, 20), fairpool=False)
     s.pod("misc", "stray", a, 1, at(11), at(11, 30), fairpool=False, utilization=None)
+    s.pod("lab-bio", "blip", b, 1, at(10, 29, 55), at(10, 30, 5), utilization=None)
     s.gap(at(10, 20), at(10, 22))
     s.add_points(
         "fairpool_reclaim_lost_gpu_seconds",

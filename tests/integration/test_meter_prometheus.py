@@ -55,8 +55,8 @@ def test_exact_gpu_seconds_per_pod_and_hour(metered: Ledger, metering_scenario: 
         assert frame["gpu_seconds"].to_dict() == pytest.approx(expected), hour
     total = metered.usage_frame(START, END)["gpu_seconds"].sum()
     assert total == pytest.approx(metering_scenario.gpu_seconds(START, END))
-    # 14400 + 7200 + 12 + 2380 (the other scheduler's pod from 10:40:10)
-    assert usage(metered, 10)["gpu_seconds"].sum() == pytest.approx(23992.0)
+    # 14400 + 7200 + 12 + 2380 (the other scheduler's pod from 10:40:10) + 10
+    assert usage(metered, 10)["gpu_seconds"].sum() == pytest.approx(24002.0)
 
 
 def test_labels_member_owner_model_and_sources(metered: Ledger, policy: Policy) -> None:
@@ -88,8 +88,12 @@ def test_utilization_from_both_dcgm_metrics_and_label_styles(metered: Ledger) ->
 
 def test_pod_shorter_than_a_scrape_is_billed_its_real_duration(metered: Ledger) -> None:
     frame = usage(metered, 10)
+    # Seen by no scrape while running: kube-state-metrics' start and completion times.
     assert frame.loc["uid-lab-bio-short", "gpu_seconds"] == pytest.approx(12.0)
     assert frame.loc["uid-lab-bio-short", "source"] == "kube-state-metrics"
+    # One fairpool sample (worth a whole interval), clipped to its 10 s of running.
+    assert frame.loc["uid-lab-bio-blip", "gpu_seconds"] == pytest.approx(10.0)
+    assert frame.loc["uid-lab-bio-blip", "source"] == "fairpool"
 
 
 def test_missing_scrapes_lower_coverage_but_not_usage(metered: Ledger) -> None:
