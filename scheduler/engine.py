@@ -69,17 +69,7 @@ class _JobInfo:
     incomplete: bool
 
 
-# Facts that depend only on a PendingJob, memoized across cycles (the simulator and the
-# daemon hand the same job objects to many cycles). Entries keep their job alive, so an
-# id is never reused while cached; the memo is dropped whole when it grows too big.
-_MEMO: dict[int, tuple[PendingJob, _JobInfo]] = {}
-_MEMO_MAX = 200_000
-
-
 def _job_info(job: PendingJob) -> _JobInfo:
-    hit = _MEMO.get(id(job))
-    if hit is not None and hit[0] is job:
-        return hit[1]
     if len(job.pods) == 1:
         shape: tuple[object, ...] = (spec_key(job.pods[0].spec),)
     else:
@@ -90,9 +80,6 @@ def _job_info(job: PendingJob) -> _JobInfo:
         shape=shape,
         incomplete=len(job.pods) < job.min_member or not job.pods,
     )
-    if len(_MEMO) >= _MEMO_MAX:
-        _MEMO.clear()
-    _MEMO[id(job)] = (job, info)
     return info
 
 
