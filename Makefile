@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CACHE ?= $(CURDIR)/.cache
+# Tests and benchmarks find the built control plane in the same place.
+export FAIRPOOL_CACHE := $(CACHE)
 OUT ?= out/demo
 
 .PHONY: demo test unit bench lint venv system-deps clean
