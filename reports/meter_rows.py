@@ -85,6 +85,17 @@ def _col(frame: pd.DataFrame, name: str) -> pd.Series:
     return pd.Series([""] * len(frame), index=frame.index, dtype=str)
 
 
+def _own_pod_labels(frame: pd.DataFrame) -> pd.DataFrame:
+    """`namespace`/`pod` from `exported_namespace`/`exported_pod` where those are set."""
+    if "exported_namespace" not in frame and "exported_pod" not in frame:
+        return frame
+    frame = frame.copy()
+    for label in ("namespace", "pod"):
+        exported = _col(frame, f"exported_{label}")
+        frame[label] = exported.where(exported != "", _col(frame, label))
+    return frame
+
+
 def _keyed(frame: pd.DataFrame, keys: list[str], value: str) -> pd.DataFrame:
     out = pd.DataFrame({k: _col(frame, k) for k in keys})
     out[value] = frame["value"].astype(float) if "value" in frame else []
@@ -101,9 +112,9 @@ def build_hour(
 
     # ---- fairpool ------------------------------------------------------------------
     fp_keys = ["namespace", "pod", "uid", "member", "owner", "gpu_model", "node"]
-    fp = _keyed(inputs.fairpool_live, fp_keys, "live")
-    fp = fp.merge(_keyed(inputs.fairpool_mean, fp_keys, "mean"), on=fp_keys, how="left")
-    fp = fp.merge(_keyed(inputs.fairpool_present, fp_keys, "present"), on=fp_keys, how="left")
+    fp = _keyed(_own_pod_labels(inputs.fairpool_live), fp_keys, "live")
+    for frame, name in ((inputs.fairpool_mean, "mean"), (inputs.fairpool_present, "present")):
+        fp = fp.merge(_keyed(_own_pod_labels(frame), fp_keys, name), on=fp_keys, how="left")
     fp = fp.fillna({"mean": 0.0, "live": 0.0, "present": 0.0})
     fp["steps"] = fp["live"] * fp["mean"]
     fp = fp[fp["live"] > 0]
@@ -269,14 +280,13 @@ def _utilization(inputs: HourInputs, usage: pd.DataFrame) -> pd.Series:
         if not len(frame):
             means.append(pd.Series(dtype=float))
             continue
-        namespace = _col(frame, "exported_namespace").where(
-            _col(frame, "exported_namespace") != "", _col(frame, "namespace")
-        )
-        pod = _col(frame, "exported_pod").where(
-            _col(frame, "exported_pod") != "", _col(frame, "pod")
-        )
+        own = _own_pod_labels(frame)
         values = pd.DataFrame(
-            {"namespace": namespace, "pod": pod, "value": frame["value"].astype(float) / scale}
+            {
+                "namespace": _col(own, "namespace"),
+                "pod": _col(own, "pod"),
+                "value": frame["value"].astype(float) / scale,
+            }
         )
         values = values[values["pod"] != ""]
         means.append(values.groupby(["namespace", "pod"])["value"].mean())

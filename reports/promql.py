@@ -19,7 +19,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-FAIRPOOL_LABELS = ("namespace", "pod", "uid", "member", "owner", "gpu_model", "node")
+# exported_*: the pod's own labels when Prometheus scrapes the daemon without
+# honor_labels (its target labels then keep `namespace` and `pod`).
+FAIRPOOL_LABELS = (
+    "namespace",
+    "pod",
+    "uid",
+    "member",
+    "owner",
+    "gpu_model",
+    "node",
+    "exported_namespace",
+    "exported_pod",
+)
 POD_LABELS = ("namespace", "pod", "uid")
 NODE_LABEL_KEYS = ("node", "label_fairpool_io_owner", "label_nvidia_com_gpu_product")
 

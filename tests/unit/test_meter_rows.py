@@ -178,3 +178,23 @@ def test_queries_reject_intervals_that_do_not_divide_an_hour() -> None:
     assert "[1h:30000ms] offset 1ms" in expr
     assert "present_over_time(m[600000ms] offset -300000ms)" in expr
     assert "present_over_time(m[329999ms] offset -300000ms)" in expr
+
+
+def test_fairpool_scraped_without_honor_labels_keeps_the_pods_own_labels() -> None:
+    def exported(value: float) -> dict[str, object]:
+        row = fp(value)
+        return {
+            **row,
+            "namespace": "fairpool-system",
+            "pod": "fairpool-0",
+            "exported_namespace": "lab-bio",
+            "exported_pod": "p",
+        }
+
+    rows = build_hour(
+        inputs(fairpool_mean=frame([exported(2.0)]), fairpool_live=frame([exported(120.0)])),
+        lambda ns: {"lab-bio": "lab-bio"}.get(ns),
+        0,
+    )
+    row = rows.usage.iloc[0]
+    assert (row["namespace"], row["pod"], row["gpu_seconds"]) == ("lab-bio", "p", 7200.0)
