@@ -14,11 +14,19 @@ The cycle:
    borrowing off, its entitlement; owners' `lending_limit`), then placed: a single pod
    on the best node (`placement`), a gang whole or not at all (`gang`). A pod shape that
    failed once is not tried again in the cycle: capacity only shrinks within a cycle.
-4. A job that does not fit, of a member that stays within its fair share counting the
-   job, triggers reclaim (`reclaim`): preemptions plus a nomination holding the freed
-   capacity for it. A job whose nominated capacity is still being freed by terminating
-   pods does not reclaim more.
+   A job that does not fit does not stop the member's later jobs (backfill), and when
+   nothing about it can change within the cycle, the member's following jobs of the same
+   shape wait for the same reason without a turn each.
+4. A job that does not fit, of a member below its fair share for the job's GPU model
+   (counting GPUs already held for its nominated jobs), triggers reclaim (`reclaim`):
+   preemptions plus a nomination holding the freed capacity for it, or, when the only
+   pods to take back are younger than the minimum runtime, a hold on the free capacity
+   it will use (a drain, not reported as a nomination). A job whose nominated capacity
+   is still being freed by terminating pods does not reclaim more.
 5. Every job still waiting gets one sentence (`explain`).
+
+Bind order: jobs in the order they were placed, the pods of a gang one after another.
+Preemptions: per reclaim, victims in the order chosen, pods by uid.
 """
 
 from __future__ import annotations
