@@ -87,7 +87,7 @@ def capacity_detail(state: ClusterState, job: PendingJob, model: str | None) -> 
             f"{idle} idle {label} exist but no node with {plural(g, 'free GPU')} also has room for "
             f"{_shape(spec)}"
         )
-    return f"{idle} idle {label} exist but they are held for nominated jobs"
+    return f"{idle} idle {label} exist but they are held for jobs that reclaim GPUs"
 
 
 def sentence(
