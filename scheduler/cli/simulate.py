@@ -304,8 +304,9 @@ def simulate(
     )
     if sim["livelock_guard_trips"]:
         console.print(
-            f"[yellow]livelock guard: {sim['livelock_guard_trips']} preemption(s) not "
-            "carried out (see scheduler/sim/simulator.py)[/]"
+            f"[yellow]livelock guard: {sim['livelock_guard_trips']} preemption decision(s) "
+            f"not carried out, for jobs already preempted {sim['max_preemptions_per_job']} "
+            "times (see scheduler/sim/simulator.py)[/]"
         )
     if sim["jobs_unfinished"]:
         console.print(f"[yellow]{sim['jobs_unfinished']} job(s) never finished[/]")

@@ -152,7 +152,7 @@ class SimulationResult:
     events: int = 0
     cycles: int = 0
     guard_trips: int = 0
-    invariant_checks: int = 0
+    max_preemptions_per_job: int = 0
     members: tuple[str, ...] = ()
     models: tuple[str, ...] = ()
     capacity: Mapping[tuple[str, str], int] = field(default_factory=dict)
@@ -270,6 +270,7 @@ class Simulator:
             events=self.events_done,
             cycles=self.cycles,
             guard_trips=self.guard_trips,
+            max_preemptions_per_job=self.max_preemptions_per_job,
             members=self._members,
             models=self._models,
             capacity=dict(self.cluster.capacity.by_owner_model),

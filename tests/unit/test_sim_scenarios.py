@@ -203,3 +203,25 @@ def test_no_standalone_leaves_standalone_keys_empty() -> None:
     assert study.summary["standalone_mean_jct_s"] is None
     assert study.summary["pooling_dividend_gpu_hours"] is None
     assert study.summary["members"]["a"]["standalone_mean_jct_s"] is None
+
+
+def test_livelock_guard_caps_preemptions_of_one_job() -> None:
+    # An engine that (wrongly) preempts every job it sees running or just bound: the
+    # job would restart forever. After 3 preemptions the guard stops carrying them
+    # out, counts the refusals, and the job completes.
+    from scheduler.decisions import Decisions, Preemption
+    from scheduler.engine import schedule
+
+    def always_preempt(snapshot, pol):  # type: ignore[no-untyped-def]
+        decided = schedule(snapshot, pol)
+        victims = [(b.pod_uid, b.job_id) for b in decided.binds]
+        victims += [(p.uid, p.job_id) for p in snapshot.running if not p.terminating]
+        extra = tuple(Preemption(uid, job_id, "a", "b", "x", "test", 30) for uid, job_id in victims)
+        return Decisions(decided.binds, extra, (), {}, decided.shares)
+
+    jobs = trace(job("a1", "a", 0, 100, 4))
+    result = Simulator(NODES, policy(), jobs, always_preempt, max_preemptions_per_job=3).run()
+    a1 = result.jobs["a1"]
+    assert a1.preemptions == 3 and a1.state is JobState.DONE
+    assert a1.end == 3 * 30 + 100
+    assert result.guard_trips >= 1
