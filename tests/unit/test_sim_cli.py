@@ -178,3 +178,22 @@ def test_default_start_is_first_day_of_last_month_in_policy_zone() -> None:
     # 23:30 UTC on Oct 31 is already November in Paris: last month is October.
     start = previous_month_start(policy, datetime(2026, 10, 31, 23, 30, tzinfo=UTC))
     assert start.isoformat() == "2026-10-01T00:00:00+02:00"
+
+
+def test_default_trace_keeps_only_jobs_that_can_run() -> None:
+    from policies import load_inventory, load_policy
+    from scheduler.cli.simulate import default_trace
+    from scheduler.sim.cluster import build_nodes
+    from scheduler.sim.standalone import fits, reachable
+
+    policy, inventory = load_policy(), load_inventory()
+    trace, dropped = default_trace(inventory, policy, days=30, load=1.2, seed=42)
+    nodes = build_nodes(inventory)
+    assert len(trace.jobs) > 1000 and dropped > 0
+    assert all(fits(j, nodes) and reachable(j, nodes, policy) for j in trace.jobs)
+    # The dropped gangs are big: what stays offers ~98 % of the cluster's 30 days
+    # (bursty and uneven between models, so borrowing and reclaim happen).
+    offered = sum(j.gpus * j.duration_s for j in trace.jobs)
+    assert offered > 0.9 * 64 * 30 * 86_400
+    again, _ = default_trace(inventory, policy, days=30, load=1.2, seed=42)
+    assert again == trace
