@@ -128,8 +128,6 @@ class NodeClass:
     labels: dict[str, str]
     taints: tuple[Taint, ...]
     nodes: list[int] = field(default_factory=list)
-    views: list[tuple[View, GroupKey]] = field(default_factory=list)
-    """The views (one per pod shape) this class's nodes are indexed in."""
 
 
 GroupKey = tuple[str, int]
@@ -156,48 +154,19 @@ def spec_res(spec: PodSpec) -> Res:
     return (spec.gpus, spec.cpu_milli, spec.memory_bytes, 1)
 
 
-class ClusterState:
-    """Free capacity of every node during one cycle, with the indexes placement needs."""
+class _Static:
+    """What only depends on the nodes: order, classes and every filter result. Kept
+    across cycles for the same nodes tuple (the simulator passes one tuple to every
+    cycle), since the static filters are most of a small cycle's cost."""
 
-    def __init__(self, snapshot: Snapshot) -> None:
-        nodes = sorted(snapshot.nodes, key=lambda n: n.name)
+    def __init__(self, snapshot_nodes: tuple[Node, ...]) -> None:
+        nodes = sorted(snapshot_nodes, key=lambda n: n.name)
         self.nodes = nodes
         self.index = {n.name: i for i, n in enumerate(nodes)}
-        count = len(nodes)
-        self.free_gpu = [n.gpus for n in nodes]
-        self.free_cpu = [n.cpu_milli for n in nodes]
-        self.free_mem = [n.memory_bytes for n in nodes]
-        self.free_pods = [n.max_pods for n in nodes]
-        self.term: list[list[int]] = [[0, 0, 0, 0] for _ in range(count)]
-        """Resources of terminating pods not yet promised to a nominated job."""
-        self.term_pods = 0
-        """Terminating pods (counted in `term`) over all nodes."""
-        self.owner_pods = [0] * count
         self.placeable = [n.ready and not n.unschedulable for n in nodes]
         self.domain = [n.topology_domain or "" for n in nodes]
-        self.holds: dict[str, list[tuple[int, Res, Res]]] = {}
-        """job id -> (node, taken from terminating, taken from free)."""
-        for pod in snapshot.running:
-            i = self.index.get(pod.node)
-            if i is None:
-                continue
-            s = pod.spec
-            self.free_gpu[i] -= s.gpus
-            self.free_cpu[i] -= s.cpu_milli
-            self.free_mem[i] -= s.memory_bytes
-            self.free_pods[i] -= 1
-            if pod.terminating:
-                self.term_pods += 1
-                t = self.term[i]
-                t[0] += s.gpus
-                t[1] += s.cpu_milli
-                t[2] += s.memory_bytes
-                t[3] += 1
-            elif pod.member is not None and pod.member == nodes[i].owner:
-                self.owner_pods[i] += 1
-
         self.classes: list[NodeClass] = []
-        self.node_class = [-1] * count
+        self.node_class = [-1] * len(nodes)
         by_key: dict[tuple[object, ...], NodeClass] = {}
         for i, node in enumerate(nodes):
             if not self.placeable[i]:
@@ -225,11 +194,76 @@ class ClusterState:
                 self.classes.append(cls)
             cls.nodes.append(i)
             self.node_class[i] = cls.cid
-        self._spec_classes: dict[SpecKey, list[int]] = {}
-        self._penalty: dict[tuple[int, SpecKey], int] = {}
+        self.spec_classes: dict[SpecKey, list[int]] = {}
+        self.penalty: dict[tuple[int, SpecKey], int] = {}
+        self.candidates: dict[SpecKey, list[int]] = {}
+        self.admitted: dict[SpecKey, frozenset[int]] = {}
+
+
+_STATIC: list[tuple[tuple[Node, ...], _Static]] = []
+"""The last two node tuples seen and their static part (the entry keeps its tuple alive,
+so the identity check cannot be fooled by a recycled id)."""
+
+
+def _static(nodes: tuple[Node, ...]) -> _Static:
+    for seen, found in list(_STATIC):
+        if seen is nodes:
+            return found
+    found = _Static(nodes)
+    _STATIC[:] = [(nodes, found), *_STATIC[:1]]
+    return found
+
+
+class ClusterState:
+    """Free capacity of every node during one cycle, with the indexes placement needs."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        static = _static(snapshot.nodes)
+        nodes = static.nodes
+        self.nodes = nodes
+        self.index = static.index
+        self.placeable = static.placeable
+        self.domain = static.domain
+        self.classes = static.classes
+        self.node_class = static.node_class
+        self._spec_classes = static.spec_classes
+        self._penalty = static.penalty
+        self._candidates = static.candidates
+        self._admitted = static.admitted
+        count = len(nodes)
+        self.free_gpu = [n.gpus for n in nodes]
+        self.free_cpu = [n.cpu_milli for n in nodes]
+        self.free_mem = [n.memory_bytes for n in nodes]
+        self.free_pods = [n.max_pods for n in nodes]
+        self.term: list[list[int]] = [[0, 0, 0, 0] for _ in range(count)]
+        """Resources of terminating pods not yet promised to a nominated job."""
+        self.term_pods = 0
+        """Terminating pods (counted in `term`) over all nodes."""
+        self.owner_pods = [0] * count
+        self.holds: dict[str, list[tuple[int, Res, Res]]] = {}
+        """job id -> (node, taken from terminating, taken from free)."""
+        index = self.index
+        for pod in snapshot.running:
+            i = index.get(pod.node)
+            if i is None:
+                continue
+            s = pod.spec
+            self.free_gpu[i] -= s.gpus
+            self.free_cpu[i] -= s.cpu_milli
+            self.free_mem[i] -= s.memory_bytes
+            self.free_pods[i] -= 1
+            if pod.terminating:
+                self.term_pods += 1
+                t = self.term[i]
+                t[0] += s.gpus
+                t[1] += s.cpu_milli
+                t[2] += s.memory_bytes
+                t[3] += 1
+            elif pod.member is not None and pod.member == nodes[i].owner:
+                self.owner_pods[i] += 1
+        self.class_views: list[list[tuple[View, GroupKey]]] = [[] for _ in self.classes]
+        """Per class, the views (one per pod shape) its nodes are indexed in."""
         self._views: dict[SpecKey, View] = {}
-        self._candidates: dict[SpecKey, list[int]] = {}
-        self._admitted: dict[SpecKey, frozenset[int]] = {}
 
     # -- views ---------------------------------------------------------------------------
     def view(self, spec: PodSpec) -> View:
@@ -244,7 +278,7 @@ class ClusterState:
                 sides = view.groups.get(gk)
                 if sides is None:
                     sides = view.groups[gk] = ({}, {})
-                cls.views.append((view, gk))
+                self.class_views[cid].append((view, gk))
                 for i in cls.nodes:
                     if not host or self.node_admits(i, spec):
                         _insert(
@@ -257,7 +291,7 @@ class ClusterState:
     def _unindex(self, i: int) -> None:
         busy = 1 if self.owner_pods[i] > 0 else 0
         level = max(0, self.free_gpu[i])
-        for view, gk in self.classes[self.node_class[i]].views:
+        for view, gk in self.class_views[self.node_class[i]]:
             side = view.groups[gk][busy]
             bucket = side.get(level)
             if bucket is None:
@@ -271,9 +305,7 @@ class ClusterState:
     def _reindex(self, i: int, members: list[bool]) -> None:
         busy = 1 if self.owner_pods[i] > 0 else 0
         level = max(0, self.free_gpu[i])
-        for (view, gk), present in zip(
-            self.classes[self.node_class[i]].views, members, strict=True
-        ):
+        for (view, gk), present in zip(self.class_views[self.node_class[i]], members, strict=True):
             if present:
                 _insert(view.groups[gk][busy], level, i)
 
@@ -281,7 +313,7 @@ class ClusterState:
         busy = 1 if self.owner_pods[i] > 0 else 0
         level = max(0, self.free_gpu[i])
         out = []
-        for view, gk in self.classes[self.node_class[i]].views:
+        for view, gk in self.class_views[self.node_class[i]]:
             bucket = view.groups[gk][busy].get(level)
             k = bisect_left(bucket, i) if bucket else 0
             out.append(bucket is not None and k < len(bucket) and bucket[k] == i)
@@ -290,7 +322,7 @@ class ClusterState:
     # -- capacity changes ----------------------------------------------------------------
     def take(self, i: int, res: Res, owner_pod: bool = False) -> None:
         cid = self.node_class[i]
-        indexed = cid >= 0 and bool(self.classes[cid].views)
+        indexed = cid >= 0 and bool(self.class_views[cid])
         moves = indexed and (res[0] != 0 or (owner_pod and self.owner_pods[i] == 0))
         if moves:
             present = self._presence(i)
