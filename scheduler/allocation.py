@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from scheduler.entitlement import MemberModel, node_model
-from scheduler.snapshot import Node, RunningPod
+from scheduler.entitlement import MemberModel
+from scheduler.snapshot import RunningPod
 
 
 @dataclass(slots=True)
@@ -30,6 +30,8 @@ class Allocation:
     lent: dict[MemberModel, int] = field(default_factory=dict)
     borrowed_pods: set[str] = field(default_factory=set)
     """Uids of borrowed (reclaimable) pods."""
+    used: dict[str, int] = field(default_factory=dict)
+    """GPUs held per model by every pod (terminating and foreign ones too)."""
 
     def member_total(self, member: str) -> int:
         return sum(v for (m, _), v in self.allocated.items() if m == member)
@@ -40,25 +42,37 @@ class Allocation:
 
 def classify(
     running: tuple[RunningPod, ...],
-    nodes_by_name: Mapping[str, Node],
+    node_of: Mapping[str, tuple[str, str | None]],
     entitlement: Mapping[MemberModel, int],
 ) -> Allocation:
+    """`node_of`: node name -> (GPU model, owner) for the nodes in the snapshot."""
     out = Allocation()
     groups: dict[MemberModel, list[tuple[bool, float, str, int]]] = {}
+    used = out.used
+    allocated = out.allocated
     for pod in running:
-        node = nodes_by_name.get(pod.node)
-        if node is None or pod.member is None or pod.terminating or pod.spec.gpus <= 0:
+        gpus = pod.spec.gpus
+        if gpus <= 0:
             continue
-        model = node_model(node)
-        key = (pod.member, model)
-        out.allocated[key] = out.allocated.get(key, 0) + pod.spec.gpus
-        own = node.owner == pod.member
-        groups.setdefault(key, []).append((not own, pod.started_at, pod.uid, pod.spec.gpus))
-        if node.owner is not None and not own:
-            lkey = (node.owner, model)
-            out.lent[lkey] = out.lent.get(lkey, 0) + pod.spec.gpus
+        info = node_of.get(pod.node)
+        if info is None:
+            continue
+        model, owner = info
+        used[model] = used.get(model, 0) + gpus
+        member = pod.member
+        if member is None or pod.terminating:
+            continue
+        key = (member, model)
+        allocated[key] = allocated.get(key, 0) + gpus
+        own = owner == member
+        groups.setdefault(key, []).append((not own, pod.started_at, pod.uid, gpus))
+        if owner is not None and not own:
+            lkey = (owner, model)
+            out.lent[lkey] = out.lent.get(lkey, 0) + gpus
     for key in sorted(groups):
         room = entitlement.get(key, 0)
+        if allocated[key] <= room:
+            continue  # everything fits within the entitlement
         filled = 0
         for _, _, uid, gpus in sorted(groups[key]):
             if filled + gpus <= room:

@@ -32,7 +32,7 @@ from scheduler.entitlement import (
     node_model,
 )
 from scheduler.fairshare import water_fill
-from scheduler.snapshot import PendingJob, Snapshot
+from scheduler.snapshot import Node, PendingJob, Snapshot
 
 if TYPE_CHECKING:
     from policies.model import Policy
@@ -88,19 +88,45 @@ def job_gpu_model(job: PendingJob) -> str | None:
     return None
 
 
-def build(snapshot: Snapshot, policy: Policy) -> ShareBook:
-    nodes_by_name = {n.name: n for n in snapshot.nodes}
-    cap = capacity(snapshot.nodes)
-    contrib = contributions(snapshot.nodes, policy)
-    ent = entitlements(snapshot.nodes, policy)
-    alloc = classify(snapshot.running, nodes_by_name, ent)
-    models = sorted(set(cap) | {m for _, m in ent})
+@dataclass(frozen=True, slots=True)
+class _Static:
+    node_of: dict[str, tuple[str, str | None]]
+    capacity: dict[str, int]
+    contribution: dict[MemberModel, int]
+    entitlement: dict[MemberModel, int]
+    models: list[str]
 
-    used: dict[str, int] = {}
-    for pod in snapshot.running:
-        node = nodes_by_name.get(pod.node)
-        if node is not None and pod.spec.gpus > 0:
-            used[node_model(node)] = used.get(node_model(node), 0) + pod.spec.gpus
+
+_STATIC: list[tuple[tuple[Node, ...], Policy, _Static]] = []
+"""The last two (nodes tuple, policy) seen and what only depends on them; the entries
+keep both alive, so the identity check cannot be fooled by a recycled id."""
+
+
+def _static(nodes: tuple[Node, ...], policy: Policy) -> _Static:
+    for seen_nodes, seen_policy, found in list(_STATIC):
+        if seen_nodes is nodes and seen_policy is policy:
+            return found
+    cap = capacity(nodes)
+    ent = entitlements(nodes, policy)
+    found = _Static(
+        node_of={n.name: (node_model(n), n.owner) for n in nodes},
+        capacity=cap,
+        contribution=contributions(nodes, policy),
+        entitlement=ent,
+        models=sorted(set(cap) | {m for _, m in ent}),
+    )
+    _STATIC[:] = [(nodes, policy, found), *_STATIC[:1]]
+    return found
+
+
+def build(snapshot: Snapshot, policy: Policy) -> ShareBook:
+    static = _static(snapshot.nodes, policy)
+    cap = static.capacity
+    contrib = static.contribution
+    ent = static.entitlement
+    alloc = classify(snapshot.running, static.node_of, ent)
+    models = static.models
+    used = alloc.used
     free = {m: cap.get(m, 0) - used.get(m, 0) for m in models}
 
     pending: dict[MemberModel, int] = {}
