@@ -34,6 +34,7 @@ from bisect import bisect_left, insort
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from scheduler.entitlement import UNKNOWN_MODEL
 from scheduler.snapshot import Node, PodSpec, SelectorRequirement, Snapshot, Taint, Toleration
 
 HOSTNAME = "kubernetes.io/hostname"
@@ -165,6 +166,11 @@ class _Static:
         self.index = {n.name: i for i, n in enumerate(nodes)}
         self.placeable = [n.ready and not n.unschedulable for n in nodes]
         self.domain = [n.topology_domain or "" for n in nodes]
+        self.model = [n.gpu_model or UNKNOWN_MODEL for n in nodes]
+        self.placeable_per_model: dict[str, int] = {}
+        for i, model in enumerate(self.model):
+            if self.placeable[i]:
+                self.placeable_per_model[model] = self.placeable_per_model.get(model, 0) + 1
         self.classes: list[NodeClass] = []
         self.node_class = [-1] * len(nodes)
         by_key: dict[tuple[object, ...], NodeClass] = {}
@@ -224,6 +230,9 @@ class ClusterState:
         self.index = static.index
         self.placeable = static.placeable
         self.domain = static.domain
+        self.model = static.model
+        """GPU model per node (`entitlement.UNKNOWN_MODEL` when unlabelled)."""
+        self.placeable_per_model = static.placeable_per_model
         self.classes = static.classes
         self.node_class = static.node_class
         self._spec_classes = static.spec_classes

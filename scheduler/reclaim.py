@@ -95,28 +95,33 @@ class Reclaimer:
         self.now = now
         self.min_runtime = min_runtime
         self.below_min_runtime = below_min_runtime
+        # Only jobs with a borrowed pod can be victims; their other pods come along.
+        wanted = {p.job_id for p in running if p.uid in borrowed_pods}
         jobs: dict[str, VictimJob] = {}
+        index = state.index
+        models = state.model
         for pod in running:
-            i = state.index.get(pod.node)
-            if i is None or pod.terminating or pod.member is None:
+            if pod.job_id not in wanted or pod.terminating or pod.member is None:
                 continue
-            if not pod.scheduled_by_fairpool:
+            i = index.get(pod.node)
+            if i is None or not pod.scheduled_by_fairpool:
                 continue
             job = jobs.get(pod.job_id)
             if job is None:
                 job = jobs[pod.job_id] = VictimJob(pod.job_id, pod.member)
             job.pods.append((pod, i))
-            job.youngest_start = max(job.youngest_start, pod.started_at)
-            job.priority = max(job.priority, pod.priority)
+            if pod.started_at > job.youngest_start:
+                job.youngest_start = pod.started_at
+            if pod.priority > job.priority:
+                job.priority = pod.priority
             if pod.uid in borrowed_pods:
                 job.borrowed = True
+            model = models[i]
+            job.by_model[model] = job.by_model.get(model, 0) + pod.spec.gpus
         victims = [j for j in jobs.values() if j.borrowed]
         for job in victims:
             job.pods.sort(key=lambda pi: pi[0].uid)
             job.owners = frozenset(state.nodes[i].owner for _, i in job.pods)
-            for pod, i in job.pods:
-                model = node_model(state.nodes[i])
-                job.by_model[model] = job.by_model.get(model, 0) + pod.spec.gpus
         self.jobs = sorted(victims, key=lambda j: (-j.youngest_start, j.priority, j.job_id))
         self.by_owner: dict[str | None, list[VictimJob]] = {}
         for job in self.jobs:
@@ -124,11 +129,7 @@ class Reclaimer:
                 self.by_owner.setdefault(owner, []).append(job)
         self.gone: set[str] = set()
         self._feasible: dict[tuple[object, ...], set[int]] = {}
-        self._model_nodes: dict[str, int] = {}
-        for i, node in enumerate(state.nodes):
-            if state.placeable[i]:
-                model = node_model(node)
-                self._model_nodes[model] = self._model_nodes.get(model, 0) + 1
+        self._model_nodes = state.placeable_per_model
 
     def has_candidates(self) -> bool:
         return len(self.gone) < len(self.jobs)
