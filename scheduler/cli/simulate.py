@@ -25,7 +25,7 @@ from scheduler.sim.pipeline import Study, check_trace, run_study
 from scheduler.sim.standalone import fits, reachable
 from scheduler.traces.csv import read_trace
 from scheduler.traces.model import Trace
-from scheduler.traces.synth import synthesize
+from scheduler.traces.synth import node_gpus_of, synthesize
 
 DEFAULT_OUT = Path("out/simulation")
 DEFAULT_LOAD = 1.2
@@ -62,6 +62,7 @@ def default_trace(
     capacity: dict[str, int] = defaultdict(int)
     widest: dict[str, int] = defaultdict(int)
     weights: dict[str, float] = defaultdict(float)
+    owned: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for group in inventory.node_groups:
         gpus = group.count * group.gpus_per_node
         if gpus <= 0:
@@ -69,6 +70,7 @@ def default_trace(
         capacity[group.gpu_model] += gpus
         widest[group.gpu_model] = max(widest[group.gpu_model], group.gpus_per_node)
         weights[group.owner] += gpus
+        owned[group.owner][group.gpu_model] += gpus
     if not capacity:
         raise InputError("the cluster has no GPUs to simulate")
     trace = synthesize(
@@ -80,6 +82,8 @@ def default_trace(
         gpu_models=dict(capacity),
         member_weights=dict(weights),
         max_gpus_per_pod=dict(widest),
+        node_gpus=node_gpus_of(inventory),
+        member_models={member: dict(models) for member, models in owned.items()},
     )
     nodes = build_nodes(inventory)
     kept = tuple(j for j in trace.jobs if fits(j, nodes) and reachable(j, nodes, policy))

@@ -54,6 +54,8 @@ def synthesize(
     member_weights: Mapping[str, float] | None = None,
     max_gpus_per_pod: int | Mapping[str, int] = 8,
     node_gpus: Mapping[str, Sequence[int]] | None = None,
+    member_models: Mapping[str, Mapping[str, int]] | None = None,
+    home_affinity: float = 0.8,
 ) -> Trace:
     """A trace of `days` days whose offered GPU-seconds are about
     `load * gpus * days * 86400` (load > 1 means contention).
@@ -66,7 +68,16 @@ def synthesize(
     such full pods. `node_gpus` (model -> GPUs of each node, see `node_gpus_of`) makes
     every job placeable: pods no bigger than the biggest node, gangs no bigger than the
     nodes that can hold a full pod; it also stands in for `gpu_models` when that is
-    not given. Without it, gangs only stay within each model's total GPUs."""
+    not given. Without it, gangs only stay within each model's total GPUs.
+
+    `member_models` (member -> model -> GPUs it contributes) makes members ask mostly for
+    the hardware they own: a job picks one of its member's own models with probability
+    `home_affinity` (weighted by what it owns), else any model by cluster capacity. Real
+    groups tune their code for their own GPUs; without this, half of every member's jobs
+    would want a model it does not own and could never run on its own hardware, which
+    makes the standalone counterfactual meaningless."""
+    if not 0.0 <= home_affinity <= 1.0:
+        raise InputError(f"synthesize: home_affinity must be within [0, 1], not {home_affinity}")
     if gpu_models is None and node_gpus is not None:
         gpu_models = {m: sum(n) for m, n in node_gpus.items() if sum(n) > 0}
     _check_arguments(members, gpus, days, load, gpu_models, member_weights)
@@ -90,6 +101,8 @@ def synthesize(
                 max_gpus_per_pod,
                 node_gpus,
                 member_rng,
+                (member_models or {}).get(name),
+                home_affinity,
             )
         )
     jobs.sort(key=lambda j: (j.submit_time, j.org))
@@ -256,6 +269,8 @@ def _member_jobs(
     max_gpus_per_pod: int | Mapping[str, int],
     node_gpus: Mapping[str, Sequence[int]] | None,
     rng: np.random.Generator,
+    owned: Mapping[str, int] | None = None,
+    home_affinity: float = 0.0,
 ) -> list[TraceJob]:
     if target_gpu_s <= 0:
         return []
@@ -264,6 +279,9 @@ def _member_jobs(
     # would be dominated (and its load missed) by a single multi-day gang.
     duration_cap = min(MAX_DURATION_S, max(horizon, MIN_DURATION_S))
     model_p = np.array([c.probability for c in caps])
+    home = np.array([float((owned or {}).get(c.model or "", 0)) for c in caps])
+    if home.sum() > 0:
+        model_p = home_affinity * home / home.sum() + (1.0 - home_affinity) * model_p
     menus = [_shape_menu(c.pod, c.max_pods) for c in caps]
     # Members differ in how much distributed training they do.
     gang_taste = float(rng.lognormal(0.0, 0.6))
