@@ -161,3 +161,22 @@ def test_with_node_shapes_every_job_fits_its_model() -> None:
     # 32 A100s exist but only three nodes hold an 8-GPU pod: gangs stop at 2 x 8.
     assert largest == {"NVIDIA-H100-80GB-HBM3": 32, "NVIDIA-A100-SXM4-80GB": 16}
     assert offered(trace, 64, 30) == pytest.approx(1.1, rel=0.15)
+
+
+def test_members_ask_mostly_for_the_models_they_own() -> None:
+    owned = {"a": {"H100": 16}, "b": {"A100": 16}}
+    trace = synthesize(
+        members=["a", "b"],
+        gpus=32,
+        days=5,
+        load=1.0,
+        seed=7,
+        gpu_models={"H100": 16, "A100": 16},
+        member_models=owned,
+        home_affinity=0.9,
+    )
+    for member, models in owned.items():
+        jobs = [j for j in trace.jobs if j.org == member]
+        home = sum(j.gpu_model in models for j in jobs) / len(jobs)
+        # 0.9 of the jobs plus half of the rest land on the home model: ~0.95.
+        assert 0.88 <= home <= 0.99, (member, home)
