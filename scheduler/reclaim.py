@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from scheduler.entitlement import MemberModel, node_model
+from scheduler.entitlement import MemberModel
 from scheduler.gang import Plan, plan_job
 from scheduler.placement import ClusterState, Res, spec_res
 from scheduler.snapshot import PendingPod, RunningPod
@@ -58,9 +58,6 @@ class VictimJob:
     """Owners of the nodes its pods run on."""
     by_model: dict[str, int] = field(default_factory=dict)
     """GPUs it holds per GPU model."""
-
-    def gpus_by_model(self, state: ClusterState) -> dict[str, int]:
-        return self.by_model
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +151,7 @@ class Reclaimer:
             feasible = set()
             for pod in pods:
                 for i in state.candidate_nodes(pod.spec):
-                    if node_model(state.nodes[i]) == model:
+                    if state.model[i] == model:
                         feasible.add(i)
             self._feasible[fkey] = feasible
         if not feasible:
