@@ -3,10 +3,12 @@
 An hour [h, h+1h) is *closed* once `max_gap` has passed after its end (the look-ahead
 that bridges missing scrapes needs those samples). Hours are fetched in chunks of
 consecutive hours (one range query per expression, one point per hour and series, well
-under Prometheus' 11,000 points per series), turned into rows by
-`reports.meter_rows.build_hour`, and written with `Ledger.replace_hour`, one transaction
-per hour. Prometheus unreachable, or no series at all for an hour: the hour is marked
-pending with the reason, and the next run retries it. Missing data is never zero.
+under Prometheus' 11,000 points per series; pod and node attributes by one instant query
+per chunk), turned into rows by `reports.meter_rows.build_hour`, and written with
+`Ledger.replace_hour`, one transaction per hour. Queries run a few at a time, and the
+next chunk's while the current one is built and stored. Prometheus unreachable, or no
+series at all for an hour: the hour is marked pending with the reason, and the next run
+retries it. Missing data is never zero.
 """
 
 from __future__ import annotations
