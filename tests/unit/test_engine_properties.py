@@ -193,3 +193,46 @@ def test_nominations_fit_once_victims_are_gone(scenario: tuple[Policy, Snapshot]
         assert min(f) >= 0, (name, f)
     for p in d.preemptions:
         assert p.for_job in {n.job_id for n in d.nominations}
+
+
+@SETTINGS
+@given(scenarios())
+def test_member_limits_hold_for_new_binds(scenario: tuple[Policy, Snapshot]) -> None:
+    """Binds never take a member past max_gpus, an owner past its lending limit, or (with
+    borrowing off) a member above its entitlement; `Bind.borrowed` matches the member's
+    position once the bind is counted."""
+    pol, snap = scenario
+    d = schedule(snap, pol)
+    shares = {(s.member, s.gpu_model): s for s in compute_shares(snap, pol)}
+    nodes = {n.name: n for n in snap.nodes}
+    specs = {p.uid: p.spec for j in snap.pending for p in j.pods}
+    total: dict[str, int] = {}
+    per_model: dict[tuple[str, str], int] = {}
+    lent: dict[str, int] = {}
+    for (member, model), s in shares.items():
+        total[member] = total.get(member, 0) + s.allocated
+        per_model[(member, model)] = s.allocated
+        lent[member] = lent.get(member, 0) + s.lent
+    for b in d.binds:
+        gpus = specs[b.pod_uid].gpus
+        if gpus == 0:
+            assert not b.borrowed
+            continue
+        node = nodes[b.node]
+        model = node.gpu_model or "unknown"
+        key = (b.member, model)
+        total[b.member] = total.get(b.member, 0) + gpus
+        per_model[key] = per_model.get(key, 0) + gpus
+        entitlement = shares[key].entitlement if key in shares else 0
+        assert b.borrowed == (per_model[key] > entitlement)
+        assert b.owner == node.owner
+        spec = pol.member(b.member)
+        if spec.max_gpus is not None:
+            assert total[b.member] <= spec.max_gpus
+        if not pol.sharing.borrowing:
+            assert per_model[key] <= entitlement
+        if node.owner is not None and node.owner != b.member:
+            lent[node.owner] = lent.get(node.owner, 0) + gpus
+            owner = pol.member(node.owner)
+            if owner.lending_limit is not None:
+                assert lent[node.owner] <= owner.lending_limit
