@@ -119,6 +119,7 @@ class _Cycle:
         self.out = _Outcome()
         self.failed: set[object] = set()
         self.never: dict[int, bool] = {}
+        self.never_detail: dict[int, str] = {}
         self.reclaim_failed: dict[tuple[object, ...], str] = {}
         self._info: dict[str, _JobInfo] = {j.job_id: _job_info(j) for j in snapshot.pending}
         # Shapes are deep tuples (hashing one walks it): number them once per cycle.
@@ -142,9 +143,6 @@ class _Cycle:
         """Jobs whose nominated nodes still carry terminating pods."""
 
     # -- positions -----------------------------------------------------------------------
-    def job_model(self, job: PendingJob) -> str | None:
-        return self.book.job_model.get(job.job_id)
-
     def position_of(self, member: str, model: str | None) -> tuple[int, float]:
         if model is None:
             return self.member_total.get(member, 0), self.fair_total.get(member, 0.0)
@@ -545,6 +543,13 @@ class _Cycle:
         )
 
     def _unplaceable_detail(self, job: PendingJob) -> str:
+        sid = self.shape_id[job.job_id]
+        found = self.never_detail.get(sid)
+        if found is None:
+            found = self.never_detail[sid] = self._filter_detail(job)
+        return found
+
+    def _filter_detail(self, job: PendingJob) -> str:
         spec = next(
             p.spec
             for p in job.pods
