@@ -8,9 +8,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from policies.errors import FieldIssue, PolicyError
 from policies.model import _Strict
-from policies.yamldoc import validate_document
+from policies.yamldoc import load_document, validate_document
 
 DEFAULT_INVENTORY = Path(__file__).parent / "defaults" / "cluster.yaml"
 
@@ -78,9 +77,4 @@ def parse_inventory(text: str, source: str = "<inventory>") -> ClusterInventory:
 
 def load_inventory(path: str | Path | None = None) -> ClusterInventory:
     """The inventory in `path`, or the built-in demo cluster when `path` is None."""
-    file = Path(path) if path is not None else DEFAULT_INVENTORY
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PolicyError(str(file), [FieldIssue("", f"cannot read: {exc.strerror}")]) from exc
-    return parse_inventory(text, str(file))
+    return load_document(ClusterInventory, path if path is not None else DEFAULT_INVENTORY)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from policies.errors import FieldIssue, PolicyError
 from policies.model import Policy
-from policies.yamldoc import validate_document
+from policies.yamldoc import load_document, validate_document
 
 DEFAULT_POLICY = Path(__file__).parent / "defaults" / "policy.yaml"
 
@@ -17,9 +16,4 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
 
 def load_policy(path: str | Path | None = None) -> Policy:
     """The policy in `path`, or the built-in demo policy when `path` is None."""
-    file = Path(path) if path is not None else DEFAULT_POLICY
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PolicyError(str(file), [FieldIssue("", f"cannot read: {exc.strerror}")]) from exc
-    return parse_policy(text, str(file))
+    return load_document(Policy, path if path is not None else DEFAULT_POLICY)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
@@ -87,3 +88,13 @@ def validate_document(model: type[M], text: str, source: str) -> M:
                 [FieldIssue(format_path(loc), msg, line_of(node, loc)) for loc, msg in found],
             )
     return document
+
+
+def load_document(model: type[M], path: str | Path) -> M:
+    """`validate_document` on a file; an unreadable file is a PolicyError too."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(str(file), [FieldIssue("", f"cannot read: {exc.strerror}")]) from exc
+    return validate_document(model, text, str(file))
