@@ -2,9 +2,11 @@
 
 For one GPU model with `capacity` GPUs:
 
-1. Every member first gets its guaranteed part, `min(entitlement, demand, cap)`. Purchased
-   GPUs can make entitlements exceed the hardware; then these guaranteed parts are scaled
-   down proportionally so that they sum to the capacity.
+1. Every member first gets its guaranteed part, `min(entitlement, demand, cap)`.
+   Entitlements never add up to more than the hardware (`entitlement` carves purchases
+   out of it), but the capacity divided here can be smaller (owners' lending limits
+   withhold idle GPUs); if the guaranteed parts exceed it they are scaled down
+   proportionally so that they sum to the capacity.
 2. The surplus (capacity minus the guaranteed parts) is poured over the members whose
    demand is not met yet, in proportion to their effective weight, each member filling
    up to `min(demand, cap)`; whatever a member cannot take is poured again over the

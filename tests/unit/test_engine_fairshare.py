@@ -76,11 +76,66 @@ def test_entitlement_counts_ready_nodes_and_purchases() -> None:
         node("x1", None, 8),
         node("z1", "stranger", 8),
     ]
+    # lab-a's 4 purchased A100 have no hardware: nobody-owned A100 there is none, so
+    # they are carved out of lab-b's 4 contributed A100 (which lab-b is paid for).
     assert entitlements(nodes, pol) == {
         ("lab-a", A100): 4,
         ("lab-a", H100): 16,
-        ("lab-b", A100): 4,
     }
+
+
+def test_purchases_are_carved_out_of_the_other_contributors() -> None:
+    # The demo: lab-bio contributes 2 x 4 A100 and buys 4; physics contributes 3 x 8.
+    # Only physics can sell: lab-bio 8 + 4 = 12, physics 24 - 4 = 20; 12 + 20 = 32.
+    pol = policy({"lab-bio": {"purchased": {A100: 4}}, "physics": {}})
+    nodes = [node(f"bio{k}", "lab-bio", 4, A100) for k in range(2)]
+    nodes += [node(f"phys{k}", "physics", 8, A100) for k in range(3)]
+    assert entitlements(nodes, pol) == {("lab-bio", A100): 12, ("physics", A100): 20}
+    # Contribution stays the hardware; both want everything: nothing is scaled down.
+    pending = [
+        job(f"{m}{k}", m, gpus=8, gpu_model=A100) for m in ("lab-bio", "physics") for k in range(5)
+    ]
+    rows = {s.member: s for s in compute_shares(snapshot(nodes, pending), pol)}
+    assert (rows["lab-bio"].contribution, rows["lab-bio"].entitlement) == (8, 12)
+    assert (rows["physics"].contribution, rows["physics"].entitlement) == (24, 20)
+    assert rows["lab-bio"].fair_share == pytest.approx(12.0)
+    assert rows["physics"].fair_share == pytest.approx(20.0)
+
+
+def test_purchases_use_unowned_capacity_first_then_largest_remainder() -> None:
+    # 16 A100: 4 on a node of no member, 8 of lab-a, 4 of lab-b; lab-c buys 6.
+    # 4 come from the unowned node; 2 are carved from lab-a : lab-b = 8 : 4, quotas
+    # 1.33 and 0.67 -> floors 1 and 0, the remaining 1 to the larger remainder (lab-b).
+    pol = policy({"lab-a": {}, "lab-b": {}, "lab-c": {"purchased": {A100: 6}}})
+    nodes = [
+        node("x1", None, 4, A100),
+        node("a1", "lab-a", 8, A100),
+        node("b1", "lab-b", 4, A100),
+    ]
+    assert entitlements(nodes, pol) == {
+        ("lab-a", A100): 7,
+        ("lab-b", A100): 3,
+        ("lab-c", A100): 6,
+    }
+
+
+def test_carving_ties_go_by_member_name_and_purchases_are_capped() -> None:
+    # One GPU carved from two equal sellers: the tie goes to the first name.
+    pol = policy({"lab-a": {}, "lab-b": {}, "lab-c": {"purchased": {A100: 1}}})
+    nodes = [node("a1", "lab-a", 4, A100), node("b1", "lab-b", 4, A100)]
+    assert entitlements(nodes, pol) == {
+        ("lab-a", A100): 3,
+        ("lab-b", A100): 4,
+        ("lab-c", A100): 1,
+    }
+    # Buying more than the others contribute: capped at what exists (4 of lab-a's),
+    # and the buyer's own contribution is never sold to itself.
+    pol = policy({"lab-a": {}, "lab-c": {"purchased": {A100: 10}}})
+    nodes = [node("a1", "lab-a", 4, A100), node("c1", "lab-c", 4, A100)]
+    assert entitlements(nodes, pol) == {("lab-c", A100): 8}
+    # No hardware of that model at all (or none Ready): nothing to be entitled to.
+    nodes = [node("a1", "lab-a", 4, A100, ready=False), node("h1", "lab-a", 8, H100)]
+    assert entitlements(nodes, pol) == {("lab-a", H100): 8}
 
 
 def test_shares_rows_and_borrowed_classification() -> None:
