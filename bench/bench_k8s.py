@@ -377,8 +377,9 @@ def _null_binder(kubeconfig: str, nodes: list[str], stop: Any) -> None:
 class FairpoolProcess:
     """`fairpool run` in a process of its own (its GIL is not the bench's)."""
 
-    def __init__(self, plane: ControlPlane, workdir: Path) -> None:
+    def __init__(self, plane: ControlPlane, workdir: Path, *extra: str) -> None:
         self.plane = plane
+        self.extra = extra
         self.policy = workdir / "policy.yaml"
         self.policy.write_text(_policy_text())
         self.log = workdir / "fairpool.log"
@@ -402,7 +403,8 @@ class FairpoolProcess:
                     "--bind-workers",
                     str(WORKERS),
                     "--log-level",
-                    "WARNING",
+                    os.environ.get("FAIRPOOL_BENCH_LOG_LEVEL", "WARNING"),
+                    *self.extra,
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,

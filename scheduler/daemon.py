@@ -40,7 +40,7 @@ from policies.errors import InputError, PolicyError
 from policies.loader import load_policy, parse_policy
 from policies.model import Policy
 from scheduler import engine
-from scheduler.decisions import Bind, Decisions, Preemption
+from scheduler.decisions import Bind, Decisions, MemberShare, Preemption
 from scheduler.k8s import labels as L
 from scheduler.k8s.binder import Binder, BindResult
 from scheduler.k8s.cache import NODES, POD_GROUPS, PODS, PRIORITY_CLASSES, CacheView, ClusterCache
@@ -114,6 +114,9 @@ class DaemonConfig:
     still being created would otherwise get one per arriving pod)."""
     event_repeat_seconds: float = 60.0
     watch_pod_groups: bool = True
+    scheduled_events: bool = True
+    """Post a `Scheduled` event per bind (as kube-scheduler does). Each costs the API
+    server as much as the bind itself; large clusters may turn them off."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +163,9 @@ class Daemon:
         self._running_phase: frozenset[str] = frozenset()
         self._nominations: dict[str, dict[str, str]] = {}
         self._victims: dict[str, RunningPod] = {}
+        self._shares_at: tuple[float, Policy | None] = (0.0, None)
+        self._last_cycle = 0.0
+        self._policy_changed = False
         self.stop_event = threading.Event()
         self.cycles = 0
         c = self.config
@@ -169,7 +175,12 @@ class Daemon:
             api, instance=c.identity, repeat_seconds=c.event_repeat_seconds
         )
         self.binder = Binder(
-            api, self.cache, self.recorder, workers=c.bind_workers, on_result=self._bound
+            api,
+            self.cache,
+            self.recorder,
+            workers=c.bind_workers,
+            on_result=self._bound,
+            scheduled_events=c.scheduled_events,
         )
         self.evictor = Evictor(api, self.recorder, on_result=self._evicted)
         self.elector: LeaderElector | None = None
@@ -205,6 +216,7 @@ class Daemon:
     def set_policy(self, policy: Policy) -> None:
         with self._lock:
             self._policy = policy
+            self._policy_changed = True
         self.metrics.policy_version.set(policy.version)
         self.cache.changed.set()
         log.info("policy %s version %s in use", policy.metadata.name, policy.version)
@@ -243,7 +255,7 @@ class Daemon:
         self.cache.changed.set()
         if self._loop.is_alive():
             self._loop.join(timeout=30)
-        if self.elector is not None and self.elector._thread.is_alive():
+        if self.elector is not None and self.elector.running:
             self.elector.stop(release=release_lease)
         for informer in self.informers:
             informer.join(timeout=5)
@@ -359,33 +371,56 @@ class Daemon:
 
     def _run(self) -> None:
         c = self.config
+        gap = c.batch_seconds
         while not self.stop_event.is_set():
             self.cache.changed.wait(c.cycle_seconds)
+            if gap and self.stop_event.wait(gap):
+                break
             if self.stop_event.is_set():
                 break
-            if c.batch_seconds:
-                time.sleep(c.batch_seconds)
             self.cache.changed.clear()
+            started = time.monotonic()
+            if not self._worth_a_cycle(started):
+                continue
+            self._last_cycle = started
             try:
                 self.run_cycle()
             except Exception:
                 log.exception("scheduling cycle failed")
                 self.stop_event.wait(1.0)
+            # Under a storm of watch events, cycles would run back to back and starve the
+            # binder and informer threads of the GIL: leave them as long as a cycle took.
+            gap = max(c.batch_seconds, time.monotonic() - started)
+
+    def _worth_a_cycle(self, now: float) -> bool:
+        """Skip cycles that could decide nothing: during a storm of watch events for
+        pods already bound (kwok marking them Running), a cycle over every pod would only
+        take the GIL from the binder."""
+        return (
+            self.cache.has_pending()
+            or bool(self._nominations)
+            or self._policy_changed
+            or now - self._last_cycle >= self.config.cycle_seconds
+        )
 
     def run_cycle(self) -> Decisions:
         """One cycle: snapshot, engine, and (on the leader) the decisions carried out."""
         started = time.monotonic()
         self._reload_policy_file()
+        self._policy_changed = False
         policy = self.policy()
         leader = self.is_leader
         view = self.cache.view(policy, self._nominations)
         snapshot = view.snapshot
-        if leader:
+        viewed = time.monotonic()
+        if leader and snapshot.pending:
             decisions = engine.schedule(snapshot, policy)
         else:
-            decisions = Decisions(shares=engine.compute_shares(snapshot, policy))
-        engine_done = time.monotonic()
-        self.metrics.engine_seconds.observe(engine_done - started)
+            # Nothing to place (or not the leader): only the shares, and those at most
+            # once per cycle_seconds, since they are only reported.
+            decisions = Decisions(shares=self._shares(snapshot, policy, started))
+        decided = time.monotonic()
+        self.metrics.engine_seconds.observe(decided - viewed)
         running_phase = frozenset(
             uid for uid, pod in view.pods.items() if pod.phase == "Running" and pod.assigned
         )
@@ -393,11 +428,34 @@ class Daemon:
             self._snapshot = snapshot
             self._decisions = decisions
             self._running_phase = running_phase
+        if decisions.binds or decisions.preemptions:
+            self._shares_at = (decided, policy)
         if leader and not self.stop_event.is_set():
             self._carry_out(view, decisions)
         self.cycles += 1
-        self.metrics.cycle_seconds.observe(time.monotonic() - started)
+        done = time.monotonic()
+        self.metrics.cycle_seconds.observe(done - started)
+        log.debug(
+            "cycle %d: %d pods, %d pending jobs, %d binds, %d preemptions; "
+            "view %.0f ms, engine %.0f ms, hand-off %.0f ms",
+            self.cycles,
+            len(view.pods),
+            len(snapshot.pending),
+            len(decisions.binds),
+            len(decisions.preemptions),
+            (viewed - started) * 1000,
+            (decided - viewed) * 1000,
+            (done - decided) * 1000,
+        )
         return decisions
+
+    def _shares(self, snapshot: Snapshot, policy: Policy, now: float) -> tuple[MemberShare, ...]:
+        at, for_policy = self._shares_at
+        previous = self.last_decisions().shares
+        if previous and for_policy is policy and now - at < self.config.cycle_seconds:
+            return previous
+        self._shares_at = (now, policy)
+        return engine.compute_shares(snapshot, policy)
 
     def _carry_out(self, view: CacheView, decisions: Decisions) -> None:
         snapshot = view.snapshot

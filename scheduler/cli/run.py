@@ -30,6 +30,29 @@ from policies.errors import InputError
 @click.option("--identity", default=None, help="Leader election identity (default: host-pid).")
 @click.option("--scheduler-name", default="fairpool", show_default=True)
 @click.option("--bind-workers", type=int, default=16, show_default=True)
+@click.option(
+    "--scheduled-events/--no-scheduled-events",
+    default=True,
+    show_default=True,
+    help="A Scheduled event per bind (each costs the API server as much as the bind).",
+)
+@click.option(
+    "--tokens",
+    envvar="FAIRPOOL_TOKENS",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Serve the gRPC policy API with these bearer tokens [env FAIRPOOL_TOKENS]; "
+    "without it the API is not served.",
+)
+@click.option("--api-listen", default="0.0.0.0:50051", show_default=True, help="host:port")
+@click.option(
+    "--ledger-url",
+    envvar="FAIRPOOL_LEDGER",
+    default="sqlite:///fairpool-ledger.db",
+    show_default=True,
+    help="Ledger database (the API's policy audit log) [env FAIRPOOL_LEDGER]",
+)
+@click.option("--tls-cert", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--tls-key", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--log-level", default="INFO", show_default=True)
 def run(
     kubeconfig: Path | None,
@@ -44,6 +67,12 @@ def run(
     identity: str | None,
     scheduler_name: str,
     bind_workers: int,
+    scheduled_events: bool,
+    tokens: Path | None,
+    api_listen: str,
+    ledger_url: str,
+    tls_cert: Path | None,
+    tls_key: Path | None,
     log_level: str,
 ) -> None:
     """Schedule pods with `schedulerName: fairpool` by fair share until stopped."""
@@ -66,6 +95,7 @@ def run(
         lease_namespace=lease_namespace,
         lease_name=lease_name,
         bind_workers=bind_workers,
+        scheduled_events=scheduled_events,
     )
     api = api_client(kubeconfig, in_cluster, pool_size=bind_workers + 16)
     daemon = Daemon(
@@ -83,9 +113,27 @@ def run(
     signal.signal(signal.SIGINT, stop)
     port = daemon.metrics.serve(metrics_port, metrics_address)
     daemon.start()
-    logging.getLogger(__name__).info(
-        "fairpool scheduler %s running; metrics on :%d/metrics", config.identity, port
-    )
+    log = logging.getLogger(__name__)
+    log.info("fairpool scheduler %s running; metrics on :%d/metrics", config.identity, port)
     print(f"metrics-port {port}", flush=True)
-    daemon.wait()
-    daemon.stop()
+    server = None
+    if tokens is not None:
+        from scheduler.api.hosting import serve_daemon_api
+
+        server = serve_daemon_api(
+            daemon,
+            api,
+            tokens=tokens,
+            ledger_url=ledger_url,
+            listen=api_listen,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+        )
+        log.info("gRPC policy API on %s (port %s)", api_listen, server.port)
+        print(f"api-port {server.port}", flush=True)
+    try:
+        daemon.wait()
+    finally:
+        if server is not None:
+            server.stop()
+        daemon.stop()

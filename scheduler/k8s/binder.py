@@ -83,8 +83,10 @@ class Binder:
         attempts: int = 5,
         base_backoff: float = 0.1,
         on_result: Callable[[BindResult], None] | None = None,
+        scheduled_events: bool = True,
     ) -> None:
         self._core = client.CoreV1Api(api)
+        self.scheduled_events = scheduled_events
         self.cache = cache
         self.recorder = recorder
         self.attempts = attempts
@@ -132,7 +134,8 @@ class Binder:
         if outcome == "bound":
             if self.recorder is not None:
                 self.recorder.forget(pod.uid)
-                self.recorder.record(ref, "Normal", "Scheduled", detail)
+                if self.scheduled_events:
+                    self.recorder.record(ref, "Normal", "Scheduled", detail)
         else:
             self.cache.forget(pod.uid)
             if outcome == "failed":

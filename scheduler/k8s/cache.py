@@ -66,6 +66,8 @@ class ClusterCache:
         self._priorities = Priorities()
         self._pod_groups: dict[str, int] = {}
         self._assumed: dict[str, Assumed] = {}
+        self._waiting: set[str] = set()
+        """uids of pods waiting for this scheduler and not assumed: `has_pending`."""
         self.node_errors: dict[str, str] = {}
         """Node name -> why it could not be read (it is left out of snapshots)."""
 
@@ -79,6 +81,7 @@ class ClusterCache:
                 self.node_errors.clear()
             elif kind == PODS:
                 self._pods.clear()
+                self._waiting.clear()
             elif kind == PRIORITY_CLASSES:
                 self._priority_classes.clear()
             elif kind == POD_GROUPS:
@@ -103,11 +106,16 @@ class ClusterCache:
             if deleted:
                 self._pods.pop(uid, None)
                 self._assumed.pop(uid, None)
+                self._waiting.discard(uid)
                 return
             info = pod_info(obj)
             self._pods[uid] = info
             if info.assigned or info.terminal:
                 self._assumed.pop(uid, None)
+            if info.waits_for(self.scheduler_name) and uid not in self._assumed:
+                self._waiting.add(uid)
+            else:
+                self._waiting.discard(uid)
         elif kind == NODES:
             name = meta.get("name", "")
             self._nodes.pop(name, None)
@@ -142,13 +150,26 @@ class ClusterCache:
     def assume(self, uid: str, node: str, now: float | None = None) -> None:
         with self._lock:
             self._assumed[uid] = Assumed(node, time.time() if now is None else now)
+            self._waiting.discard(uid)
             self.changed.set()
 
     def forget(self, uid: str) -> None:
         """A bind failed: the pod is pending again (if it still exists)."""
         with self._lock:
             if self._assumed.pop(uid, None) is not None:
+                self._rewait(uid)
                 self.changed.set()
+
+    def _rewait(self, uid: str) -> None:
+        info = self._pods.get(uid)
+        if info is not None and info.waits_for(self.scheduler_name):
+            self._waiting.add(uid)
+
+    def has_pending(self) -> bool:
+        """Some pod waits for this scheduler (not counting assumed binds): cheap, for the
+        loop to skip cycles that could decide nothing."""
+        with self._lock:
+            return bool(self._waiting)
 
     def is_assumed(self, uid: str) -> bool:
         with self._lock:
@@ -210,3 +231,4 @@ class ClusterCache:
         stale = [u for u, a in self._assumed.items() if now - a.at > self.assume_ttl]
         for uid in stale:
             del self._assumed[uid]
+            self._rewait(uid)

@@ -90,7 +90,8 @@ class Informer:
     def join(self, timeout: float | None = None) -> None:
         if self._watch is not None:
             self._watch.stop()
-        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
 
     # --- the loop -----------------------------------------------------------------------
 

@@ -63,6 +63,10 @@ class LeaderElector:
     def holder(self) -> str:
         return self._observed[0] if self._observed else ""
 
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
     def start(self) -> LeaderElector:
         self._thread.start()
         return self

@@ -60,6 +60,9 @@ class Pool:
     def ns(self, member: str) -> str:
         return f"{self.prefix}-{member}"
 
+    def ns_member(self, namespace: str) -> str:
+        return namespace.removeprefix(f"{self.prefix}-")
+
     def add_member(self, member: str) -> None:
         self.members.append(member)
         self.core.create_namespace(
@@ -475,3 +478,40 @@ def test_pod_deleted_before_bind_is_dropped(pool: Pool) -> None:
     wait_until(lambda: "after" in pool.bound("a"))
     assert daemon.binder.in_flight() == 0
     assert not daemon.cache.is_assumed(pod.metadata.uid)
+
+
+def test_eviction_blocked_by_a_disruption_budget_is_retried_later(pool: Pool) -> None:
+    """The Eviction API answers 429 while a PodDisruptionBudget forbids the eviction
+    (here always: no disruption controller runs, so the budget is never processed);
+    victims are left alone and tried again once the budget is gone."""
+    for m in ("a", "b"):
+        pool.add_member(m)
+    pool.add_nodes("a", count=1, gpus=2)
+    b_nodes = pool.add_nodes("b", count=1, gpus=2)
+    daemon = pool.daemon(pool.policy(grace=1))
+    daemon.evictor.retry_seconds = 1.0
+    for i in range(4):
+        pool.pod("a", f"a{i}")
+    wait_until(lambda: len(pool.bound("a")) == 4)
+    k8s.PolicyV1Api(pool.plane.admin).create_namespaced_pod_disruption_budget(
+        pool.ns("a"),
+        {"metadata": {"name": "keep-all"}, "spec": {"minAvailable": 4, "selector": {}}},  # type: ignore[arg-type]
+    )
+    pool.pod("b", "b0", gpus=2)
+    metrics_port = daemon.metrics.serve(0, "127.0.0.1")
+
+    def blocked() -> float:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
+        for line in text.splitlines():
+            if line.startswith('fairpool_preemptions_total{reclaimer="b",result="blocked"}'):
+                return float(line.split()[-1])
+        return 0.0
+
+    wait_until(lambda: blocked() >= 2, timeout=20, what="evictions refused and retried")
+    assert not [p for p in pool.pods("a") if p.metadata.deletion_timestamp]
+    assert pool.bound("b") == {}
+    k8s.PolicyV1Api(pool.plane.admin).delete_namespaced_pod_disruption_budget(
+        "keep-all", pool.ns("a")
+    )
+    wait_until(lambda: pool.bound("b"), timeout=20, what="B bound once the budget is gone")
+    assert set(pool.bound("b").values()) == set(b_nodes)

@@ -171,3 +171,19 @@ def test_unreadable_node_is_left_out_with_reason() -> None:
     cache.replace(NODES, [broken, node("n2")])
     assert [n.name for n in cache.view(POLICY).snapshot.nodes] == ["n2"]
     assert "n1" in cache.node_errors
+
+
+def test_has_pending_ignores_assumed_and_bound_pods() -> None:
+    cache = ClusterCache(assume_ttl=30)
+    assert not cache.has_pending()
+    cache.replace(PODS, [pod("a"), pod("b", node_name="n1", phase="Running")])
+    assert cache.has_pending()
+    cache.assume("uid-a", "n1", now=0.0)
+    assert not cache.has_pending()
+    cache.forget("uid-a")
+    assert cache.has_pending()
+    cache.assume("uid-a", "n1", now=0.0)
+    cache.view(POLICY, now=31.0)  # the assumption expires: pending again
+    assert cache.has_pending()
+    cache.apply(PODS, "MODIFIED", pod("a", node_name="n1", phase="Running"))
+    assert not cache.has_pending()
