@@ -17,8 +17,9 @@ The cycle:
    A job that does not fit does not stop the member's later jobs (backfill), and when
    nothing about it can change within the cycle, the member's following jobs of the same
    shape wait for the same reason without a turn each.
-4. A job that does not fit, of a member below its fair share for the job's GPU model
-   (counting GPUs already held for its nominated jobs), triggers reclaim (`reclaim`):
+4. A job that does not fit, of a member below its fair share for the job's GPU model or
+   that keeps its member within its entitlement (counting GPUs already held for its
+   nominated jobs), triggers reclaim (`reclaim`):
    preemptions plus a nomination holding the freed capacity for it, or, when the only
    pods to take back are younger than the minimum runtime, a hold on the free capacity
    it will use (a drain, not reported as a nomination). A job whose nominated capacity
@@ -194,10 +195,10 @@ class _Cycle:
         gpus = self._info[job.job_id].gpus
         if model is not None and gpus > 0:
             key = (job.member, model)
-            below = (
-                self.alloc.get(key, 0) + self.promised.get(key, 0)
-                < self.book.fair.get(key, 0.0) - _EPS
-            )
+            held = self.alloc.get(key, 0) + self.promised.get(key, 0)
+            below = held < self.book.fair.get(
+                key, 0.0
+            ) - _EPS or held + gpus <= self.book.entitlement.get(key, 0)
             if below and (
                 self.reclaimer is None
                 or self.reclaimer.has_candidates()
@@ -374,10 +375,12 @@ class _Cycle:
         # Capacity already promised to the member's nominated jobs counts as held.
         allocated = self.alloc.get(key_mm, 0) + self.promised.get(key_mm, 0)
         fair = self.book.fair.get(key_mm, 0.0)
-        if allocated >= fair - _EPS:
-            return ""
         after = allocated + gpus
-        above_ratio = after / fair if after > fair + _EPS else None
+        # Within its entitlement a member may take back any borrowed pods (reclaim.py).
+        entitled = after <= self.book.entitlement.get(key_mm, 0)
+        if allocated >= fair - _EPS and not entitled:
+            return ""
+        above_ratio = after / fair if after > fair + _EPS and not entitled else None
         if self.reclaimer is None:
             sharing = self.policy.sharing
             self.reclaimer = Reclaimer(
@@ -406,7 +409,14 @@ class _Cycle:
         result: ReclaimResult | str | None = self.reclaim_failed.get(key)
         if result is None:
             result = self.reclaimer.attempt(
-                job.pods, job.member, model, self.alloc, self.book.fair, lendable, above_ratio
+                job.pods,
+                job.member,
+                model,
+                self.alloc,
+                self.book.fair,
+                lendable,
+                above_ratio,
+                self.book.entitlement if entitled else None,
             )
             if isinstance(result, str):
                 self.reclaim_failed[key] = result
@@ -418,10 +428,12 @@ class _Cycle:
                     f"borrowed {model} GPUs it could use"
                 )
             return f"nothing can be reclaimed: {result}"
-        self._apply_reclaim(job, model, result)
+        self._apply_reclaim(job, model, result, entitled)
         return ""
 
-    def _apply_reclaim(self, job: PendingJob, model: str, result: ReclaimResult) -> None:
+    def _apply_reclaim(
+        self, job: PendingJob, model: str, result: ReclaimResult, entitled: bool
+    ) -> None:
         state = self.state
         if result.wait:
             specs = {p.uid: p.spec for p in job.pods}
@@ -441,13 +453,22 @@ class _Cycle:
         grace = self.policy.sharing.reclaim_grace_period_seconds
         allocated, fair = self.position_of(job.member, model)
         victims_text: list[str] = []
+        ent = self.book.entitlement.get((job.member, model), 0)
         for victim in result.victims:
             v_alloc, v_fair = self.position_of(victim.member, model)
+            if entitled:
+                whose = f"holds {allocated} of its entitlement of {ent} {model}"
+            else:
+                whose = f"holds {allocated} of its fair share of {fmt(fair)} {model}"
+            if v_alloc > v_fair + _EPS:
+                why = f"above its fair share of {fmt(v_fair)}"
+            else:
+                v_ent = self.book.entitlement.get((victim.member, model), 0)
+                why = f"above its entitlement of {v_ent}"
             reason = (
-                f"reclaim for member {job.member} (holds {allocated} of its fair share of "
-                f"{fmt(fair)} {model}, job {job.job_id} needs {job.gpus}): member "
-                f"{victim.member} holds {v_alloc}, above its fair share of {fmt(v_fair)}, "
-                f"and job {victim.job_id} runs on borrowed GPUs"
+                f"reclaim for member {job.member} ({whose}, job {job.job_id} needs "
+                f"{job.gpus}): member {victim.member} holds {v_alloc}, {why}, and job "
+                f"{victim.job_id} runs on borrowed GPUs"
             )
             for pod, i in sorted(victim.pods, key=lambda pi: pi[0].uid):
                 self.out.preemptions.append(

@@ -1,8 +1,24 @@
-"""Reclaim: preempt borrowed pods so that a member below its fair share can run.
+"""Reclaim: preempt borrowed pods so that a member gets back its entitlement, or gets
+up to its fair share.
 
-Runs for a job that did not fit when its member is below its fair share for the job's
-GPU model, counting GPUs already held for its nominated jobs (so one shortfall is not
-reclaimed twice). Rules:
+Runs for a job that did not fit when the job keeps its member within its entitlement, or
+when its member is below its fair share, for the job's GPU model, counting GPUs already
+held for its nominated jobs (so one shortfall is not reclaimed twice).
+
+Within the entitlement (allocated + held for nominations + the job's GPUs <= entitlement
+for that model) the guarantee applies: an entitlement is what a member can always get
+back, and borrowed pods are reclaimable by definition. Victims may then be ANY job of
+another member holding a borrowed pod (see `allocation`), even if that member falls
+below its fair share, but never below its entitlement on any model the victim job
+holds. Without this a member below its entitlement could wait forever behind
+fragmentation: it needs 8 GPUs on one node, 2 + 2 are free elsewhere, and the borrower
+on its node sits exactly at its fair share. Victims are tried on the reclaiming
+member's own nodes first, then by member, furthest above its fair share first
+(allocated / fair share at the start of the attempt), then the youngest, the lowest
+priority and job id. Min runtime, whole gangs, terminating pods and the minimal set work
+as below.
+
+Beyond the entitlement, the fair-share rules:
 
 - When the member stays within its fair share with the job, any member above its own fair
   share may give up borrowed pods. When the job would take it above its fair share (a big
@@ -77,6 +93,8 @@ class Reclaimer:
     Victim jobs are kept in one order, youngest first, then lowest priority, then job id;
     an attempt walks it twice (victims on the reclaimer's own nodes, then the others) and
     stops as soon as the job fits, so a reclaim costs what it takes, not the cluster size.
+    The same order is kept per victim member (and per owner and member) for reclaims
+    within the entitlement, which walk members furthest above their fair share first.
     """
 
     def __init__(
@@ -121,9 +139,13 @@ class Reclaimer:
             job.owners = frozenset(state.nodes[i].owner for _, i in job.pods)
         self.jobs = sorted(victims, key=lambda j: (-j.youngest_start, j.priority, j.job_id))
         self.by_owner: dict[str | None, list[VictimJob]] = {}
+        self.by_member: dict[str, list[VictimJob]] = {}
+        self.by_owner_member: dict[tuple[str | None, str], list[VictimJob]] = {}
         for job in self.jobs:
+            self.by_member.setdefault(job.member, []).append(job)
             for owner in sorted(job.owners, key=lambda o: o or ""):
                 self.by_owner.setdefault(owner, []).append(job)
+                self.by_owner_member.setdefault((owner, job.member), []).append(job)
         self.gone: set[str] = set()
         self._feasible: dict[tuple[object, ...], set[int]] = {}
         self._model_nodes = state.placeable_per_model
@@ -140,10 +162,13 @@ class Reclaimer:
         fair: Mapping[MemberModel, float],
         lendable: Mapping[str, int] | None,
         above_ratio: float | None = None,
+        entitlement: Mapping[MemberModel, int] | None = None,
     ) -> ReclaimResult | str:
         """Victims and the plan they make possible, or why nothing can be reclaimed.
         `above_ratio`: the reclaimer's allocated / fair share once the job runs, when that
-        exceeds 1; only members further above their own fair share are victims then."""
+        exceeds 1; only members further above their own fair share are victims then.
+        `entitlement`: given when the job keeps its member within its entitlement; any
+        borrowed pods may be victims then, down to their member's entitlement."""
         state = self.state
         fkey = (tuple(sorted({id(p.spec) for p in pods})), model)
         feasible = self._feasible.get(fkey)
@@ -181,11 +206,20 @@ class Reclaimer:
             if found is None:
                 key = (victim_member, model)
                 v_alloc, v_fair = alloc.get(key, 0), fair.get(key, 0.0)
-                found = v_alloc > v_fair + _EPS and (
-                    above_ratio is None or v_fair <= 0 or v_alloc / v_fair > above_ratio + _EPS
-                )
+                if entitlement is not None:
+                    found = v_alloc > entitlement.get(key, 0)
+                else:
+                    found = v_alloc > v_fair + _EPS and (
+                        above_ratio is None or v_fair <= 0 or v_alloc / v_fair > above_ratio + _EPS
+                    )
                 giving[victim_member] = found
             return found
+
+        def floor(key: MemberModel) -> float:
+            """How low a victim member may go: its entitlement or its fair share."""
+            if entitlement is not None:
+                return float(entitlement.get(key, 0))
+            return fair.get(key, 0.0)
 
         def useful(job: VictimJob) -> bool:
             if job.job_id in self.gone or job.member == member or model not in job.by_model:
@@ -196,12 +230,38 @@ class Reclaimer:
             return self.below_min_runtime or self.now - job.youngest_start >= self.min_runtime
 
         def walk(include_young: bool) -> Iterator[VictimJob]:
+            if entitlement is not None:
+                yield from walk_by_member(include_young)
+                return
             for own_pass in (True, False):
                 for job in self.by_owner.get(member, []) if own_pass else self.jobs:
                     if (member in job.owners) != own_pass or not useful(job):
                         continue
                     if may_give(job.member) and (include_young or old_enough(job)):
                         yield job
+
+        def above(victim_member: str) -> float:
+            key = (victim_member, model)
+            v_fair = fair.get(key, 0.0)
+            return float("inf") if v_fair <= 0 else alloc.get(key, 0) / v_fair
+
+        def walk_by_member(include_young: bool) -> Iterator[VictimJob]:
+            order = sorted(
+                (m for m in self.by_member if m != member and may_give(m)),
+                key=lambda m: (-above(m), m),
+            )
+            for own_pass in (True, False):
+                for vm in order:
+                    jobs = (
+                        self.by_owner_member.get((member, vm), [])
+                        if own_pass
+                        else self.by_member[vm]
+                    )
+                    for job in jobs:
+                        if (member in job.owners) != own_pass or not useful(job):
+                            continue
+                        if include_young or old_enough(job):
+                            yield job
 
         def select(jobs: Iterator[VictimJob]) -> tuple[list[VictimJob], Plan] | None:
             room = dict(extra)
@@ -212,7 +272,7 @@ class Reclaimer:
             for job in jobs:
                 if any(
                     alloc.get((job.member, m), 0) - taken.get((job.member, m), 0) - g
-                    < fair.get((job.member, m), 0.0) - _EPS
+                    < floor((job.member, m)) - _EPS
                     for m, g in job.by_model.items()
                     if g > 0
                 ):
@@ -250,7 +310,7 @@ class Reclaimer:
             if not useful(job):
                 continue
             key = (job.member, model)
-            if alloc.get(key, 0) <= fair.get(key, 0.0) + _EPS:
+            if entitlement is None and alloc.get(key, 0) <= fair.get(key, 0.0) + _EPS:
                 continue
             if not may_give(job.member):
                 not_further += 1
@@ -266,6 +326,13 @@ class Reclaimer:
                 f"the borrowed pods that could make room are younger than the minimum "
                 f"runtime of {self.min_runtime} s"
             )
+        if entitlement is not None:
+            if usable:
+                return (
+                    "the borrowed GPUs of other members would not make room without taking "
+                    "them below their entitlement"
+                )
+            return f"no other member holds borrowed {model} GPUs it could use"
         if usable:
             return "the borrowed GPUs of members above their fair share would not make room"
         if not_further:

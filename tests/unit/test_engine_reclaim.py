@@ -220,3 +220,125 @@ def test_free_gpus_are_held_while_young_victims_age() -> None:
     d = schedule(snapshot(nodes, pending, run, now=20_000), pol)
     assert [p.pod_uid for p in d.preemptions] == ["b-young"]
     assert d.nominations[0].nodes == {"a-big-0": "a1"}
+
+
+# -- within the entitlement: any borrowed pods, down to their member's entitlement ------
+
+ENT_POL = policy(["physics", "ai-startup", "lab-c"], reclaim_grace_period_seconds=45)
+
+
+def _fragmented(ai_pods: list) -> tuple[list, list]:  # type: ignore[type-arg]
+    """physics owns p1, p2 (entitlement 16); ai-startup owns s1 (8); lab-c owns c1, c2
+    (4 each, 2 used on each: 2 + 2 free); x1 (8, no owner) is full of a foreign pod."""
+    nodes = [
+        node("p1", "physics"),
+        node("p2", "physics"),
+        node("c1", "lab-c", 4),
+        node("c2", "lab-c", 4),
+        node("x1", None),
+    ]
+    run = [
+        running("c-1", "lab-c", "c1", gpus=2),
+        running("c-2", "lab-c", "c2", gpus=2),
+        running("foreign", None, "x1", gpus=8),
+        *ai_pods,
+    ]
+    return nodes, run
+
+
+def test_below_its_entitlement_reclaims_from_a_borrower_at_its_fair_share() -> None:
+    nodes, run = _fragmented(
+        [
+            running("ai-own", "ai-startup", "s1", gpus=8, started_at=0),
+            running("ai-1", "ai-startup", "p1", gpus=8, started_at=100),
+            running("ai-2", "ai-startup", "p2", gpus=8, started_at=200),
+        ]
+    )
+    nodes.append(node("s1", "ai-startup"))
+    d = schedule(snapshot(nodes, [job("p-1", "physics", gpus=8)], run), ENT_POL)
+    # Capacity 40; guaranteed 8 (physics) + 8 (ai) + 4 (lab-c), surplus 20 -> ai's fair
+    # share is its demand, 24: it holds exactly that, nobody is above its fair share.
+    shares = {s.member: s for s in d.shares}
+    assert (shares["ai-startup"].allocated, shares["ai-startup"].fair_share) == (24, 24.0)
+    # physics holds 0 + 8 <= 16 entitled: ai-startup's borrowed pods on physics' own nodes
+    # are taken back, the youngest first, and only as many as needed (ai -> 16 >= 8).
+    assert preempted(d) == ["ai-2"]
+    assert d.preemptions[0].reason == (
+        f"reclaim for member physics (holds 0 of its entitlement of 16 {H100}, job p-1 "
+        "needs 8): member ai-startup holds 24, above its entitlement of 8, and job ai-2 "
+        "runs on borrowed GPUs"
+    )
+    assert [(n.job_id, n.nodes) for n in d.nominations] == [("p-1", {"p-1-0": "p2"})]
+    assert d.explanations["p-1"] == (
+        f"member physics is below its fair share of 8 {H100} (holds 0); preempting 1 "
+        "borrowed pod (ai-2 of ai-startup) with a grace period of 45 s; their GPUs are "
+        "held for this job"
+    )
+
+
+def test_reclaim_within_the_entitlement_never_takes_a_victim_below_its_own() -> None:
+    # ai-startup's node s1 is cordoned (still entitled to 8) and it runs a 2 x 8 gang on
+    # physics' nodes: one pod within its entitlement, one borrowed. Preempting the gang
+    # (whole) would take it to 0 < 8, so physics waits.
+    nodes, run = _fragmented(
+        [
+            running("ai-g-0", "ai-startup", "p1", gpus=8, job_id="ai-g", started_at=100),
+            running("ai-g-1", "ai-startup", "p2", gpus=8, job_id="ai-g", started_at=100),
+        ]
+    )
+    nodes.append(node("s1", "ai-startup", unschedulable=True))
+    d = schedule(snapshot(nodes, [job("p-1", "physics", gpus=8)], run), ENT_POL)
+    assert d.preemptions == ()
+    assert d.explanations["p-1"] == (
+        f"member physics is below its fair share of 8 {H100} (holds 0); 4 idle {H100} "
+        "exist on nodes it may use but it needs 8; nothing can be reclaimed: the borrowed "
+        "GPUs of other members would not make room without taking them below their "
+        "entitlement"
+    )
+
+
+def test_within_the_entitlement_members_furthest_above_their_fair_share_go_first() -> None:
+    # physics (p1, p2) wants 8; lab-b (weight 3) and lab-c (weight 1) each own 8 and
+    # borrow 8 on physics' nodes. Capacity 32: guaranteed 8 + 8 + 8, the surplus 8 split
+    # 3 : 1 -> lab-b 14, lab-c 10. lab-c is further above (16 / 10 > 16 / 14): its older
+    # pod goes rather than lab-b's younger one. Neither would be taken under the fair
+    # share rules (both would fall below their fair share).
+    pol = policy({"physics": {}, "lab-b": {"weight": 3}, "lab-c": {"weight": 1}})
+    nodes = [
+        node("p1", "physics"),
+        node("p2", "physics"),
+        node("b1", "lab-b"),
+        node("c1", "lab-c"),
+    ]
+    run = [
+        running("b-own", "lab-b", "b1", gpus=8),
+        running("b-x", "lab-b", "p1", gpus=8, started_at=900),
+        running("c-own", "lab-c", "c1", gpus=8),
+        running("c-x", "lab-c", "p2", gpus=8, started_at=100),
+    ]
+    d = schedule(snapshot(nodes, [job("p-1", "physics", gpus=8)], run), pol)
+    shares = {s.member: s.fair_share for s in d.shares}
+    assert (shares["lab-b"], shares["lab-c"]) == (14.0, 10.0)
+    assert preempted(d) == ["c-x"]
+    assert "member lab-c holds 16, above its fair share of 10" in d.preemptions[0].reason
+
+
+def test_within_the_entitlement_young_borrowed_pods_are_drained_not_preempted() -> None:
+    nodes, run = _fragmented(
+        [
+            running("ai-own", "ai-startup", "s1", gpus=8, started_at=0),
+            running("ai-1", "ai-startup", "p1", gpus=8, started_at=9_800),
+            running("ai-2", "ai-startup", "p2", gpus=8, started_at=9_900),
+        ]
+    )
+    nodes.append(node("s1", "ai-startup"))
+    pol = policy(
+        ["physics", "ai-startup", "lab-c"], reclaim_grace_period_seconds=45, min_runtime_seconds=600
+    )
+    d = schedule(snapshot(nodes, [job("p-1", "physics", gpus=8)], run, now=10_000), pol)
+    assert d.preemptions == ()
+    assert d.explanations["p-1"] == (
+        f"member physics is below its fair share of 8 {H100} (holds 0); the borrowed pods "
+        "it needs back have run less than the minimum runtime of 600 s; the idle GPUs it "
+        "will use are held for it meanwhile"
+    )
