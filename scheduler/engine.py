@@ -159,9 +159,22 @@ class _Cycle:
         explicit = self._info[job.job_id].explicit_model
         return explicit if explicit is not None else self.only_model
 
-    def order_key(self, member: str, job: PendingJob) -> float:
+    def order_key(self, member: str, job: PendingJob) -> tuple[int, float]:
+        """Entitled demand first (see `ordering`), then allocated / fair share."""
         allocated, fair = self.position_of(member, self.position_model(job))
-        return ratio(allocated, fair)
+        return (0 if self.within_entitlement(member, job) else 1, ratio(allocated, fair))
+
+    def within_entitlement(self, member: str, job: PendingJob) -> bool:
+        """The job keeps its member within its entitlement for the model its demand
+        counts against (GPUs held for its nominated jobs included); a job asking no GPU
+        borrows nothing."""
+        gpus = self._info[job.job_id].gpus
+        model = self.book.job_model.get(job.job_id)
+        if gpus <= 0 or model is None:
+            return gpus <= 0
+        key = (member, model)
+        held = self.alloc.get(key, 0) + self.promised.get(key, 0)
+        return held + gpus <= self.book.entitlement.get(key, 0)
 
     def lendable(self) -> dict[str, int]:
         if not self.lenders:

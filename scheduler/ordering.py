@@ -1,10 +1,16 @@
 """Who goes next.
 
-Members furthest below their fair share go first: the key is `allocated / fair share`
-for the GPU model of the member's next job (over all models for a job asking no GPU),
-infinite when the fair share is zero, ties by member name. The key is recomputed after
-every job of the member is tried, so the order follows the allocations made during the
-cycle. Within a member: higher priority, then earlier submission, then job id.
+Entitled demand first, then members furthest below their fair share. The key of a
+member is that of its next job: first whether the job keeps the member within its
+entitlement for the job's GPU model (allocated + held for nominations + the job's GPUs
+<= entitlement) -- such jobs go before any job that would borrow, so that when positions
+tie (both members at 0, say) a member with no entitlement on that model cannot be served
+first and borrow the other's node, which then waits for reclaim and min runtime; then
+`allocated / fair share` for the GPU model of the job (over all models for a job asking
+no GPU), infinite when the fair share is zero; then member name. The key is recomputed
+after every job of the member is tried, so the order follows the allocations made
+during the cycle. Within a member: higher priority, then earlier submission, then job
+id.
 
 A job that does not fit never blocks other members (each member has its own queue).
 Within a member, later jobs may backfill past a blocked job (a big gang does not keep
@@ -34,7 +40,9 @@ class MemberQueues:
     """Per-member job queues behind a heap keyed by the member's current position."""
 
     def __init__(
-        self, jobs: tuple[PendingJob, ...], key: Callable[[str, PendingJob], float]
+        self,
+        jobs: tuple[PendingJob, ...],
+        key: Callable[[str, PendingJob], tuple[int, float]],
     ) -> None:
         self._key = key
         queues: dict[str, list[PendingJob]] = {}
@@ -42,7 +50,7 @@ class MemberQueues:
             queues.setdefault(job.member, []).append(job)
         self._queues = {m: sorted(q, key=job_sort_key) for m, q in queues.items()}
         self._pos = dict.fromkeys(self._queues, 0)
-        self._heap: list[tuple[float, str]] = []
+        self._heap: list[tuple[tuple[int, float], str]] = []
         for member in sorted(self._queues):
             self._push(member)
 

@@ -130,8 +130,33 @@ def test_members_below_fair_share_first_and_no_head_of_line_blocking() -> None:
         job("b-3", "lab-b", gpus=2, submitted_at=4),
     ]
     d = schedule(snapshot(nodes, pending), POL)
-    assert [b.job_id for b in d.binds] == ["a-small", "b-1", "b-2", "b-3"]
+    # Fair shares 4 and 4. Entitled demand goes first: lab-a's next job, a-big (8 > 4),
+    # would borrow, so b-1 and b-2 (within lab-b's 4) go before it; a-big does not fit,
+    # a-small (within lab-a's 4) follows; b-3 (borrowing, ratio 1 vs lab-a's none
+    # left) last, on lab-a's 2 idle GPUs. a-big blocks nobody.
+    assert [b.job_id for b in d.binds] == ["b-1", "b-2", "a-small", "b-3"]
     assert "a-big" in d.explanations
+
+
+def test_entitled_demand_goes_before_borrowing_when_positions_tie() -> None:
+    # H100: lab-b owns b1 (8), x1 (4) has no owner; lab-a owns only A100. Both want 8
+    # H100 and hold nothing (ratio 0 each; fair shares 4 and 8). lab-a comes first by
+    # name, but its job would borrow while lab-b's stays within its entitlement: lab-b
+    # gets its own node, lab-a waits (x1's 4 GPUs are too few).
+    nodes = [node("b1", "lab-b"), node("x1", None, gpus=4), node("a1", "lab-a", model=A100)]
+    pending = [
+        job("a-1", "lab-a", gpus=8, gpu_model=H100),
+        job("b-1", "lab-b", gpus=8, gpu_model=H100),
+    ]
+    d = schedule(snapshot(nodes, pending), POL)
+    shares = {(s.member, s.gpu_model): s.fair_share for s in d.shares}
+    assert (shares[("lab-a", H100)], shares[("lab-b", H100)]) == (4.0, 8.0)
+    assert [(b.job_id, b.node) for b in d.binds] == [("b-1", "b1")]
+    assert d.explanations["a-1"] == (
+        f"member lab-a is below its fair share of 4 {H100} (holds 0); 4 idle {H100} exist "
+        "on nodes it may use but it needs 8; nothing can be reclaimed: no member above its "
+        f"fair share holds borrowed {H100} GPUs it could use"
+    )
 
 
 def test_borrowing_off_never_exceeds_entitlement() -> None:

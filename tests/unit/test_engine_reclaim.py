@@ -88,11 +88,19 @@ def test_a_gang_beyond_the_fair_share_reclaims_from_members_further_above() -> N
         running("b-x", "lab-b", "a1", gpus=4, started_at=100),
         running("b-y", "lab-b", "a1", gpus=4, started_at=200),
     ]
-    pending = [job("g", "lab-a", pods=2, gpus=4), job("c", "lab-c", gpus=4)]
+    # lab-c's job would borrow too (4 + 8 > its 8), so both wait in fair-share order
+    # (ratios 0.5 and 0.5, lab-a by name); fair shares stay 8 each (24 GPUs, demand 12 each).
+    pending = [job("g", "lab-a", pods=2, gpus=4), job("c", "lab-c", gpus=8)]
     d = schedule(snapshot(nodes, pending, run), POL)
     # lab-b may only go down to its fair share: both pods are needed and 16 - 8 = 8 >= 8.
     assert sorted(preempted(d)) == ["b-x", "b-y"]
     assert [(n.job_id, sorted(n.nodes.values())) for n in d.nominations] == [("g", ["a1", "a1"])]
+    # Had lab-c asked for 4 (4 + 4 <= its entitlement of 8), its entitled demand would go
+    # first and take back lab-b's youngest borrowed pod; the gang then finds only b-x's 4.
+    pending = [job("g", "lab-a", pods=2, gpus=4), job("c", "lab-c", gpus=4)]
+    d = schedule(snapshot(nodes, pending, run), POL)
+    assert preempted(d) == ["b-y"]
+    assert [(n.job_id, n.nodes) for n in d.nominations] == [("c", {"c-0": "a1"})]
 
 
 def test_owner_nodes_first() -> None:
