@@ -10,20 +10,28 @@ standalone. It is measured over 200 fixed seeded random cases built for contenti
 their own nodes), comparing like with like (the pooled JCT of the jobs that also
 completed standalone), with a tolerance of 10 % plus the grace period. It does NOT hold
 in every case; the failing cases are printed (run with -s). Measured with the engine
-of commit 79a2353: 43 of 200 cases (21.5 %) fail. Causes seen replaying them by hand:
-- Fragmentation vs. fair share by count (seed 18, the clearest): a (6 GPUs) borrows
-  b's only 4-GPU node; b (6 GPUs: 2 + 4) submits a 4-GPU job. 2 + 2 GPUs are free on
-  two nodes, so it cannot be placed; by count a holds exactly its fair share (8 of
-  12), so reclaim finds no victim, and b waits ~1800 s for a's job to end instead of
-  300 s standalone, although b is below its entitlement.
-- Pod granularity: preempting the borrower's pod would take the borrower below its
-  entitlement, which reclaim never does, so the owner waits for it to finish.
+of commit 79a2353: 43 of 200 cases (21.5 %) failed. Causes seen replaying them by hand,
+and what the engine does about them since (commits c4d501d..5d184b6):
+- Fair share by count (seed 58): a (2 GPUs) borrows both of b's 4-GPU nodes with two
+  4-GPU jobs; b submits a 2-GPU job. By count a holds exactly its fair share (8 on 10),
+  so the fair-share reclaim found no victim, and b waited for a's job to end although
+  it was below its entitlement. Now a job that keeps its member within its entitlement
+  may reclaim any borrowed pods of others (down to the victim member's entitlement),
+  members furthest above their fair share first, so b gets a node back (also seeds 7,
+  13, 62, 69, 76, 93, 119, 135, 144, 150, 158, 176, 185 pass now).
 - Ties in ordering: two members submit at the same instant with equal
-  allocated/fair-share ratios; the one without entitlement on that model may be
-  served first and borrow the other's node; min runtime (600 s) then blocks reclaim.
-- Short jobs (30-300 s standalone) make any such wait large in relative terms.
-The bound asserted (`MAX_FAILURE_RATE`, 25 %) is the measured rate rounded up; an
-engine or accounting change that makes pooling worse shows up as a higher rate.
+  allocated/fair-share ratios; the one without entitlement on that model could be
+  served first and borrow the other's node. Now entitled demand goes first.
+- Still failing, pod granularity (seed 18, the clearest): a (6 GPUs: 4 + 2) runs a
+  4-GPU job on its own node and another on b's only 4-GPU node; b (6 GPUs: 2 + 4)
+  submits a 4-GPU job. 2 + 2 GPUs are free on two nodes. a's pod on b's node is
+  borrowed (a holds 8 of 6), but preempting it would take a to 4, below its
+  entitlement, which reclaim never does; b waits ~1800 s instead of 300 s.
+- Also still failing: min runtime (600 s) before a borrowed pod may be reclaimed;
+  short jobs (30-300 s standalone) make any such wait large in relative terms.
+Measured after those changes: 29 of 200 cases (14.5 %) fail. The bound asserted
+(`MAX_FAILURE_RATE`, 15 %) is that rate rounded up; an engine or accounting change that
+makes pooling worse shows up as a higher rate.
 """
 
 from __future__ import annotations
@@ -168,7 +176,7 @@ def test_determinism(case: Case) -> None:
 
 SHARING_CASES = 200
 TOLERANCE = 0.10
-MAX_FAILURE_RATE = 0.25
+MAX_FAILURE_RATE = 0.15
 
 
 def sharing_incentive_failures(case: Case) -> list[str]:
