@@ -137,6 +137,7 @@ class _Cycle:
         ]
         self.capped = {m.name for m in policy.members if m.max_gpus is not None}
         self.reclaimer: Reclaimer | None = None
+        self.others_borrow: dict[MemberModel, bool] = {}
         self.freeing: set[str] = set()
         self.promised: dict[MemberModel, int] = {}
         """GPUs held for each member's nominated jobs (not bound yet)."""
@@ -394,6 +395,13 @@ class _Cycle:
         if allocated >= fair - _EPS and not entitled:
             return ""
         above_ratio = after / fair if after > fair + _EPS and not entitled else None
+        if entitled and self.state.term_pods <= 0 and not self._others_borrow(job.member, model):
+            # Borrowed GPUs only shrink within a cycle (binds are not running pods): no
+            # victim index needed, which is most cycles of a busy cluster.
+            return (
+                f"nothing can be reclaimed: no member above its fair share holds borrowed "
+                f"{model} GPUs it could use"
+            )
         if self.reclaimer is None:
             sharing = self.policy.sharing
             self.reclaimer = Reclaimer(
@@ -443,6 +451,15 @@ class _Cycle:
             return f"nothing can be reclaimed: {result}"
         self._apply_reclaim(job, model, result, entitled)
         return ""
+
+    def _others_borrow(self, member: str, model: str) -> bool:
+        found = self.others_borrow.get((member, model))
+        if found is None:
+            found = self.others_borrow[(member, model)] = any(
+                v > 0 and mm == model and m != member
+                for (m, mm), v in self.book.allocation.borrowed.items()
+            )
+        return found
 
     def _apply_reclaim(
         self, job: PendingJob, model: str, result: ReclaimResult, entitled: bool

@@ -79,10 +79,24 @@ def test_members_within_entitlement_never_preempted(scenario: tuple[Policy, Snap
     preempted = {p.pod_uid for p in d.preemptions}
     nodes = {n.name: n for n in snap.nodes}
     victims = {p.member for p in snap.running if p.uid in preempted}
+    # GPUs per (member, model) once the cycle's binds and preemptions are carried out.
+    after: dict[tuple[str, str], int] = {}
+    specs = {q.uid: q.spec for j in snap.pending for q in j.pods}
+    for b in d.binds:
+        key = (b.member, nodes[b.node].gpu_model or "unknown")
+        after[key] = after.get(key, 0) + specs[b.pod_uid].gpus
+    for p in snap.running:
+        if p.uid in preempted and p.member is not None:
+            key = (p.member, nodes[p.node].gpu_model or "unknown")
+            after[key] = after.get(key, 0) - p.spec.gpus
     for member in victims:
         rows = [s for (m, _), s in shares.items() if m == member]
         assert any(s.allocated > s.entitlement for s in rows), member
-        assert any(s.allocated > s.fair_share for s in rows), member
+        # Above its fair share (the fair-share rules), or taken back for a member within
+        # its entitlement: then never below its own entitlement on any model.
+        assert any(s.allocated > s.fair_share for s in rows) or all(
+            s.allocated + after.get((member, s.gpu_model), 0) >= s.entitlement for s in rows
+        ), member
     for p in snap.running:
         if p.uid in preempted:
             assert not p.terminating and p.member is not None
