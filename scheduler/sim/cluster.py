@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from policies.errors import FieldIssue, PolicyError
 from policies.inventory import ClusterInventory
 from policies.model import Policy
+from scheduler.entitlement import entitlements
 from scheduler.snapshot import (
     Node,
     PendingJob,
@@ -46,7 +47,9 @@ class Capacity:
 
     by_owner_model: Mapping[tuple[str, str], int]
     entitlement: Mapping[tuple[str, str], int]
-    """(member, model) -> contribution + purchased GPUs."""
+    """(member, model) -> the engine's entitlement (`scheduler.entitlement.entitlements`):
+    contribution plus purchased GPUs, the purchases carved out of the other contributors
+    of that model, so the metrics measure against what the engine guarantees."""
     contribution: Mapping[tuple[str, str], int]
     models: tuple[str, ...]
     members: tuple[str, ...]
@@ -108,14 +111,16 @@ def capacity_of(nodes: tuple[Node, ...], policy: Policy) -> Capacity:
         by_owner_model[key] = by_owner_model.get(key, 0) + node.gpus
     models = sorted({n.gpu_model for n in nodes if n.gpu_model is not None})
     members = policy.member_names()
+    # One source of truth: the engine's own rule, so a seller of purchased GPUs is
+    # measured as borrowing when it runs on all its nodes, as the engine reclaims it.
+    # Simulated nodes are static and Ready, so computing it once is exact.
+    engine_entitlement = entitlements(nodes, policy)
     contribution: dict[tuple[str, str], int] = {}
     entitlement: dict[tuple[str, str], int] = {}
     for member in members:
-        purchased = policy.member(member).purchased
         for model in models:
-            own = by_owner_model.get((member, model), 0)
-            contribution[(member, model)] = own
-            entitlement[(member, model)] = own + purchased.get(model, 0)
+            contribution[(member, model)] = by_owner_model.get((member, model), 0)
+            entitlement[(member, model)] = engine_entitlement.get((member, model), 0)
     return Capacity(by_owner_model, entitlement, contribution, tuple(models), tuple(members))
 
 

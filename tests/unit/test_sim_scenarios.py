@@ -10,7 +10,7 @@ from scheduler.sim import metrics
 from scheduler.sim.pipeline import build_study
 from scheduler.sim.simulator import JobState, SimulationResult, Simulator
 from scheduler.sim.standalone import replay_all
-from tests.unit.test_sim_helpers import START, job, node, policy, trace
+from tests.unit.test_sim_helpers import MODEL, START, job, node, policy, trace
 
 NODES = (node("a-0", "a", 4), node("b-0", "b", 4))
 
@@ -225,3 +225,40 @@ def test_livelock_guard_caps_preemptions_of_one_job() -> None:
     assert a1.preemptions == 3 and a1.state is JobState.DONE
     assert a1.end == 3 * 30 + 100
     assert result.guard_trips >= 1
+
+
+def test_purchase_is_measured_against_the_engine_entitlement() -> None:
+    # a owns two 4-GPU nodes; b owns nothing and bought 2 GPUs of G, which the engine
+    # carves out of a's contribution: entitlements a 6, b 2 (not a 8, b 2).
+    nodes = (node("a-0", "a", 4), node("a-1", "a", 4))
+    pol = policy({"a": {}, "b": {"purchased": {MODEL: 2}}})
+    result = Simulator(
+        nodes,
+        pol,
+        trace(
+            *(job(f"a{i}", "a", 0, 1000, 2) for i in range(1, 5)),
+            job("b1", "b", 100, 500, 2),
+        ),
+    ).run()
+    assert result.entitlement[("a", MODEL)] == 6
+    assert result.entitlement[("b", MODEL)] == 2
+    # b1 arrives at t=100 within its entitlement, nothing is free: one of a's jobs is
+    # reclaimed (a holds 8 > 6), gone at 130; b1 runs [130,630); the victim restarts at
+    # 630 from zero and ends at 1630.
+    b1 = result.jobs["b1"]
+    assert (b1.first_start, b1.end) == (130, 630)
+    victims = [r for r in result.jobs.values() if r.preemptions]
+    assert len(victims) == 1 and victims[0].end == 1630
+    # The victim's member is above its (engine) entitlement when preempted.
+    assert [(v.member, v.allocated, v.entitlement) for v in result.victims] == [("a", 8, 6)]
+
+    study = build_study(result.policy, START, result, None)
+    m = study.summary["members"]
+    assert m["a"]["gpu_hours_entitled"] == pytest.approx(6 * 1630 / 3600, abs=1e-6)
+    assert m["b"]["gpu_hours_entitled"] == pytest.approx(2 * 1630 / 3600, abs=1e-6)
+    # a above 6: 8 GPUs on [0,130) (the victim holds its GPUs in its grace period) and on
+    # [630,1000): 2 x (130 + 370) GPU-s borrowed; b never borrows.
+    assert m["a"]["gpu_hours_borrowed"] == pytest.approx(1000 / 3600, abs=1e-6)
+    assert m["b"]["gpu_hours_borrowed"] == 0
+    # b waited 30 s, the grace period: not a violation.
+    assert study.summary["entitlement_violation_gpu_s"] == 0
