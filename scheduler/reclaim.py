@@ -12,7 +12,13 @@ another member holding a borrowed pod (see `allocation`), even if that member fa
 below its fair share, but never below its entitlement on any model the victim job
 holds. Without this a member below its entitlement could wait forever behind
 fragmentation: it needs 8 GPUs on one node, 2 + 2 are free elsewhere, and the borrower
-on its node sits exactly at its fair share. Victims are tried on the reclaiming
+on its node sits exactly at its fair share. One exception to the victim's floor: when
+no set within it makes room, a job on the reclaiming member's OWN nodes whose member is
+above its entitlement is taken whole, even below that entitlement. Otherwise a borrower
+whose gang straddles its entitlement (18 of 16 GPUs: a 2 x 8 gang on the owner's two
+nodes, its own nodes lent or fragmented) keeps the owner at 0 of its contribution for as
+long as the gang runs (21 h in the demo); the borrower, now below its entitlement, gets
+its own nodes back by the same rules. Victims are tried on the reclaiming
 member's own nodes first, then by member, furthest above its fair share first
 (allocated / fair share at the start of the attempt), then the youngest, the lowest
 priority and job id. Min runtime, whole gangs, terminating pods and the minimal set work
@@ -263,14 +269,18 @@ class Reclaimer:
                         if include_young or old_enough(job):
                             yield job
 
-        def select(jobs: Iterator[VictimJob]) -> tuple[list[VictimJob], Plan] | None:
+        def select(
+            jobs: Iterator[VictimJob], home: bool = False
+        ) -> tuple[list[VictimJob], Plan] | None:
+            """`home`: jobs on the reclaimer's own nodes may take their member below its
+            entitlement (the member is above it, or it would not give: see `may_give`)."""
             room = dict(extra)
             have = base_have
             taken: dict[MemberModel, int] = {}
             chosen: list[VictimJob] = []
             plan: Plan | None = None
             for job in jobs:
-                if any(
+                if not (home and member in job.owners) and any(
                     alloc.get((job.member, m), 0) - taken.get((job.member, m), 0) - g
                     < floor((job.member, m)) - _EPS
                     for m, g in job.by_model.items()
@@ -300,6 +310,8 @@ class Reclaimer:
             return chosen, plan
 
         found = select(walk(include_young=False))
+        if found is None and entitlement is not None:
+            found = select(walk(include_young=False), home=True)
         if found is not None:
             for job in found[0]:
                 self.gone.add(job.job_id)
@@ -320,6 +332,8 @@ class Reclaimer:
                 usable += 1
         if young:
             found = select(walk(include_young=True))
+            if found is None and entitlement is not None:
+                found = select(walk(include_young=True), home=True)
             if found is not None:
                 return ReclaimResult(tuple(found[0]), found[1], wait=True)
             return (

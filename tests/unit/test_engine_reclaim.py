@@ -284,10 +284,12 @@ def test_below_its_entitlement_reclaims_from_a_borrower_at_its_fair_share() -> N
     )
 
 
-def test_reclaim_within_the_entitlement_never_takes_a_victim_below_its_own() -> None:
-    # ai-startup's node s1 is cordoned (still entitled to 8) and it runs a 2 x 8 gang on
-    # physics' nodes: one pod within its entitlement, one borrowed. Preempting the gang
-    # (whole) would take it to 0 < 8, so physics waits.
+def test_an_owner_gets_its_nodes_back_from_a_gang_straddling_the_entitlement() -> None:
+    # The demo's 21 h breach, shrunk: ai-startup's node s1 is cordoned (still entitled to
+    # 8) and it runs a 2 x 8 gang on physics' two nodes: one pod within its entitlement,
+    # one borrowed (16 > 8). physics holds 0 of its 16 and wants 8; only 2 + 2 are free
+    # elsewhere. Keeping ai-startup at its entitlement would keep the owner at 0 of its
+    # contribution for the gang's whole run, so the gang goes (whole).
     nodes, run = _fragmented(
         [
             running("ai-g-0", "ai-startup", "p1", gpus=8, job_id="ai-g", started_at=100),
@@ -296,13 +298,29 @@ def test_reclaim_within_the_entitlement_never_takes_a_victim_below_its_own() -> 
     )
     nodes.append(node("s1", "ai-startup", unschedulable=True))
     d = schedule(snapshot(nodes, [job("p-1", "physics", gpus=8)], run), ENT_POL)
-    assert d.preemptions == ()
-    assert d.explanations["p-1"] == (
-        f"member physics is below its fair share of 8 {H100} (holds 0); 4 idle {H100} "
-        "exist on nodes it may use but it needs 8; nothing can be reclaimed: the borrowed "
-        "GPUs of other members would not make room without taking them below their "
-        "entitlement"
+    assert preempted(d) == ["ai-g-0", "ai-g-1"]
+    assert {(p.victim_member, p.reclaimer, p.for_job) for p in d.preemptions} == {
+        ("ai-startup", "physics", "p-1")
+    }
+    assert [(n.job_id, n.nodes) for n in d.nominations] == [("p-1", {"p-1-0": "p1"})]
+
+
+def test_an_owner_does_not_take_a_gang_of_a_member_within_its_entitlement() -> None:
+    # Control: the same gang, but ai-startup bought 8 H100, backed by x1 (no owner), so
+    # its entitlement is 16 and it holds 16: no borrowed pod, nothing to take back.
+    pol = policy(
+        {"physics": {}, "ai-startup": {"purchased": {H100: 8}}, "lab-c": {}},
+        reclaim_grace_period_seconds=45,
     )
+    nodes, run = _fragmented(
+        [
+            running("ai-g-0", "ai-startup", "p1", gpus=8, job_id="ai-g", started_at=100),
+            running("ai-g-1", "ai-startup", "p2", gpus=8, job_id="ai-g", started_at=100),
+        ]
+    )
+    nodes.append(node("s1", "ai-startup", unschedulable=True))
+    d = schedule(snapshot(nodes, [job("p-1", "physics", gpus=8)], run), pol)
+    assert d.preemptions == ()
 
 
 def test_within_the_entitlement_members_furthest_above_their_fair_share_go_first() -> None:

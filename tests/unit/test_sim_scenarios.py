@@ -262,3 +262,32 @@ def test_purchase_is_measured_against_the_engine_entitlement() -> None:
     assert m["b"]["gpu_hours_borrowed"] == 0
     # b waited 30 s, the grace period: not a violation.
     assert study.summary["entitlement_violation_gpu_s"] == 0
+
+
+def test_owner_gets_its_nodes_back_from_a_borrowing_gang() -> None:
+    # u owns u-0, u-1 and s owns s-0, s-1 (4 GPUs each; entitlements 8 and 8). s1 and s2
+    # take 3 GPUs on each of s's nodes, so s's 2 x 4 gang (t=10) lands on u's idle
+    # nodes: s holds 14. u1 (4 GPUs, t=100) keeps u within its entitlement, and only
+    # 1 + 1 GPUs are free on s's nodes. Taking the gang takes s to 6 < 8, yet it runs on
+    # u's own nodes and s is above its entitlement: it is preempted at 100, gone at 130,
+    # u1 runs [130, 630); the gang restarts at 630 from zero. Before, u waited until s1
+    # ended at 10000: 4 GPUs x 9900 s below its entitlement.
+    nodes = (node("u-0", "u", 4), node("u-1", "u", 4), node("s-0", "s", 4), node("s-1", "s", 4))
+    result = Simulator(
+        nodes,
+        policy({"u": {}, "s": {}}),
+        trace(
+            job("s1", "s", 0, 10_000, 3),
+            job("s2", "s", 0, 10_000, 3),
+            job("sg", "s", 10, 10_000, 4, pods=2),
+            job("u1", "u", 100, 500, 4),
+        ),
+    ).run()
+    u1, sg = result.jobs["u1"], result.jobs["sg"]
+    assert (u1.first_start, u1.end) == (130, 630)
+    assert (sg.first_start, sg.preemptions, sg.end) == (10, 1, 630 + 10_000)
+    assert [(v.member, v.allocated, v.entitlement) for v in result.victims] == [("s", 14, 8)]
+    # The borrower pays instead, briefly: s holds 6 < min(8, demand 14) while its gang
+    # waits on [130, 630): 2 GPUs x 500 s (it needs 2 x 4, s's nodes have 1 + 1 free).
+    study = build_study(result.policy, START, result, None)
+    assert study.summary["entitlement_violation_gpu_s"] == pytest.approx(2 * 500)
