@@ -323,6 +323,7 @@ def summary_dict(
             "events": result.events,
             "engine_cycles": result.cycles,
             "livelock_guard_trips": result.guard_trips,
+            "livelock_guard_owed_overrides": result.owed_overrides,
             "max_preemptions_per_job": result.max_preemptions_per_job,
             "jobs_unfinished": len(result.unfinished()),
             "standalone": alone is not None,

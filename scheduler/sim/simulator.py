@@ -19,7 +19,11 @@ same state. Two caps keep a defective or flip-flopping policy from running forev
 at most `max_cycles_per_instant` cycles at one instant (only grace periods of 0 s can
 chain cycles at one instant), and at most `max_preemptions_per_job` preemptions of one
 job; preemptions beyond a cap are not carried out and are counted in
-`SimulationResult.guard_trips` (reported in summary.json), never silently.
+`SimulationResult.guard_trips` (reported in summary.json), never silently. The per-job
+cap never applies to a reclaim for a member within its entitlement (its held GPUs of
+that model plus the reclaiming job's fit its entitlement): an entitlement is what a
+member can always get back, so no guard may deny it; `owed_overrides` counts the
+preemptions carried out past the cap for that reason.
 """
 
 from __future__ import annotations
@@ -152,6 +156,7 @@ class SimulationResult:
     events: int = 0
     cycles: int = 0
     guard_trips: int = 0
+    owed_overrides: int = 0
     max_preemptions_per_job: int = 0
     members: tuple[str, ...] = ()
     models: tuple[str, ...] = ()
@@ -216,6 +221,7 @@ class Simulator:
         self.events_done = 0
         self.cycles = 0
         self.guard_trips = 0
+        self.owed_overrides = 0
         self._finished = 0
         self._now = 0.0
         self._end = 0.0
@@ -270,6 +276,7 @@ class Simulator:
             events=self.events_done,
             cycles=self.cycles,
             guard_trips=self.guard_trips,
+            owed_overrides=self.owed_overrides,
             max_preemptions_per_job=self.max_preemptions_per_job,
             members=self._members,
             models=self._models,
@@ -370,14 +377,20 @@ class Simulator:
 
     def _apply_preemptions(self, decisions: Decisions, now: float, allow: bool) -> None:
         grace_of: dict[str, int] = {}
+        reclaimers: dict[str, set[str]] = {}
         for preemption in decisions.preemptions:
             grace = max(grace_of.get(preemption.job_id, 0), preemption.grace_period_seconds)
             grace_of[preemption.job_id] = grace
+            reclaimers.setdefault(preemption.job_id, set()).add(preemption.reclaimer)
+        owed = self._entitled_reclaimers(decisions) if decisions.preemptions else set()
         for job_id, grace in grace_of.items():
             record = self.jobs.get(job_id)
             if record is None or record.state is not JobState.RUNNING:
                 continue  # already terminating: the engine sees it and waits
-            if not allow or record.preemptions >= self.max_preemptions_per_job:
+            capped = record.preemptions >= self.max_preemptions_per_job
+            if capped and reclaimers[job_id] & owed:
+                self.owed_overrides += 1
+            elif not allow or capped:
                 self.guard_trips += 1
                 continue
             # Gangs are preempted whole: a gang missing a pod cannot go on.
@@ -389,6 +402,26 @@ class Simulator:
             # The completion event stays valid: a job that finishes within its grace
             # period completes. The token is kept so both events stay live.
             self._push(now + grace, EventKind.GRACE_END, job_id, record.token)
+
+    def _entitled_reclaimers(self, decisions: Decisions) -> set[str]:
+        """Reclaimers whose job keeps them within their entitlement of a model the
+        victim holds (held = running, not terminating, GPUs at the snapshot)."""
+        held: dict[tuple[str, str], int] = {}
+        for pod in self.cluster.running.values():
+            if not pod.terminating:
+                key = (pod.member or "", self._node_model[pod.node])
+                held[key] = held.get(key, 0) + pod.spec.gpus
+        out: set[str] = set()
+        for p in decisions.preemptions:
+            pending = self.cluster.pending.get(p.for_job)
+            victim = self.jobs.get(p.job_id)
+            if pending is None or victim is None or p.reclaimer in out:
+                continue
+            for model in {self._node_model[n] for n in victim.nodes}:
+                key = (p.reclaimer, model)
+                if held.get(key, 0) + pending.gpus <= self.cluster.capacity.entitlement.get(key, 0):
+                    out.add(p.reclaimer)
+        return out
 
     def _log_victims(self, decisions: Decisions) -> None:
         """Record each victim's standing at the snapshot (running, non-terminating GPUs

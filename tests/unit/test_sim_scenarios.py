@@ -227,6 +227,21 @@ def test_livelock_guard_caps_preemptions_of_one_job() -> None:
     assert result.guard_trips >= 1
 
 
+def test_livelock_guard_never_denies_an_owner_its_entitlement() -> None:
+    # The borrow-then-reclaim case with a cap of 0 preemptions per job: b1 (b holds 0 + 4
+    # <= its entitlement of 4) must still get b's node back at t=100, as by hand in
+    # test_borrowing_then_reclaim_by_hand; before, the guard refused and b waited until
+    # a2 ended at t=1000.
+    pol = policy()
+    jobs = trace(
+        job("a1", "a", 0, 1000, 4), job("a2", "a", 0, 1000, 4), job("b1", "b", 100, 500, 4)
+    )
+    result = Simulator(NODES, pol, jobs, max_preemptions_per_job=0).run()
+    assert (result.jobs["b1"].first_start, result.jobs["b1"].end) == (130, 630)
+    assert (result.jobs["a2"].preemptions, result.jobs["a2"].end) == (1, 1630)
+    assert (result.guard_trips, result.owed_overrides) == (0, 1)
+
+
 def test_purchase_is_measured_against_the_engine_entitlement() -> None:
     # a owns two 4-GPU nodes; b owns nothing and bought 2 GPUs of G, which the engine
     # carves out of a's contribution: entitlements a 6, b 2 (not a 8, b 2).
