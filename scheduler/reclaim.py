@@ -13,8 +13,10 @@ below its fair share, but never below its entitlement on any model the victim jo
 holds. Without this a member below its entitlement could wait forever behind
 fragmentation: it needs 8 GPUs on one node, 2 + 2 are free elsewhere, and the borrower
 on its node sits exactly at its fair share. One exception to the victim's floor: when
-no set within it makes room, a job on the reclaiming member's OWN nodes whose member is
-above its entitlement is taken whole, even below that entitlement. Otherwise a borrower
+no set within it makes room, any job on the reclaiming member's OWN nodes whose member
+is above its entitlement is taken whole (whether `allocation` counted its pods borrowed
+or not: that only says which of the member's pods are the extra ones), even below that
+entitlement. Otherwise a borrower
 whose gang straddles its entitlement (18 of 16 GPUs: a 2 x 8 gang on the owner's two
 nodes, its own nodes lent or fragmented) keeps the owner at 0 of its contribution for as
 long as the gang runs (21 h in the demo); the borrower, now below its entitlement, gets
@@ -116,13 +118,13 @@ class Reclaimer:
         self.now = now
         self.min_runtime = min_runtime
         self.below_min_runtime = below_min_runtime
-        # Only jobs with a borrowed pod can be victims; their other pods come along.
-        wanted = {p.job_id for p in running if p.uid in borrowed_pods}
+        # Jobs with a borrowed pod are victims; their other pods come along. Every other
+        # job is indexed too, for an owner taking back its own nodes (see `attempt`).
         jobs: dict[str, VictimJob] = {}
         index = state.index
         models = state.model
         for pod in running:
-            if pod.job_id not in wanted or pod.terminating or pod.member is None:
+            if pod.terminating or pod.member is None:
                 continue
             i = index.get(pod.node)
             if i is None or not pod.scheduled_by_fairpool:
@@ -139,7 +141,9 @@ class Reclaimer:
                 job.borrowed = True
             model = models[i]
             job.by_model[model] = job.by_model.get(model, 0) + pod.spec.gpus
-        victims = [j for j in jobs.values() if j.borrowed]
+        victims = list(jobs.values())
+        self.borrowing = sum(1 for j in victims if j.borrowed)
+        self.gone_borrowing = 0
         for job in victims:
             job.pods.sort(key=lambda pi: pi[0].uid)
             job.owners = frozenset(state.nodes[i].owner for _, i in job.pods)
@@ -157,7 +161,7 @@ class Reclaimer:
         self._model_nodes = state.placeable_per_model
 
     def has_candidates(self) -> bool:
-        return len(self.gone) < len(self.jobs)
+        return self.gone_borrowing < self.borrowing
 
     def attempt(
         self,
@@ -227,17 +231,21 @@ class Reclaimer:
                 return float(entitlement.get(key, 0))
             return fair.get(key, 0.0)
 
-        def useful(job: VictimJob) -> bool:
+        def useful(job: VictimJob, home: bool = False) -> bool:
+            """`home`: a job without a borrowed pod on the reclaimer's own nodes counts
+            too (its member must still be above its entitlement: `may_give`)."""
             if job.job_id in self.gone or job.member == member or model not in job.by_model:
+                return False
+            if not job.borrowed and not (home and member in job.owners):
                 return False
             return everywhere or any(i in feasible for _, i in job.pods)
 
         def old_enough(job: VictimJob) -> bool:
             return self.below_min_runtime or self.now - job.youngest_start >= self.min_runtime
 
-        def walk(include_young: bool) -> Iterator[VictimJob]:
+        def walk(include_young: bool, home: bool = False) -> Iterator[VictimJob]:
             if entitlement is not None:
-                yield from walk_by_member(include_young)
+                yield from walk_by_member(include_young, home)
                 return
             for own_pass in (True, False):
                 for job in self.by_owner.get(member, []) if own_pass else self.jobs:
@@ -251,7 +259,7 @@ class Reclaimer:
             v_fair = fair.get(key, 0.0)
             return float("inf") if v_fair <= 0 else alloc.get(key, 0) / v_fair
 
-        def walk_by_member(include_young: bool) -> Iterator[VictimJob]:
+        def walk_by_member(include_young: bool, home: bool = False) -> Iterator[VictimJob]:
             order = sorted(
                 (m for m in self.by_member if m != member and may_give(m)),
                 key=lambda m: (-above(m), m),
@@ -264,7 +272,7 @@ class Reclaimer:
                         else self.by_member[vm]
                     )
                     for job in jobs:
-                        if (member in job.owners) != own_pass or not useful(job):
+                        if (member in job.owners) != own_pass or not useful(job, home):
                             continue
                         if include_young or old_enough(job):
                             yield job
@@ -311,15 +319,16 @@ class Reclaimer:
 
         found = select(walk(include_young=False))
         if found is None and entitlement is not None:
-            found = select(walk(include_young=False), home=True)
+            found = select(walk(include_young=False, home=True), home=True)
         if found is not None:
             for job in found[0]:
                 self.gone.add(job.job_id)
+                self.gone_borrowing += job.borrowed
             return ReclaimResult(tuple(found[0]), found[1])
         # Why not: count what was ruled out (only on failure, which is cached).
         young = not_further = usable = 0
         for job in self.jobs:
-            if not useful(job):
+            if not useful(job, entitlement is not None):
                 continue
             key = (job.member, model)
             if entitlement is None and alloc.get(key, 0) <= fair.get(key, 0.0) + _EPS:
@@ -333,7 +342,7 @@ class Reclaimer:
         if young:
             found = select(walk(include_young=True))
             if found is None and entitlement is not None:
-                found = select(walk(include_young=True), home=True)
+                found = select(walk(include_young=True, home=True), home=True)
             if found is not None:
                 return ReclaimResult(tuple(found[0]), found[1], wait=True)
             return (

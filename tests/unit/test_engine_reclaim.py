@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from scheduler.decisions import Decisions
 from scheduler.engine import schedule
 from tests.unit.engine_strategies import H100, job, node, policy, running, snapshot
 
@@ -368,3 +369,34 @@ def test_within_the_entitlement_young_borrowed_pods_are_drained_not_preempted() 
         "it needs back have run less than the minimum runtime of 600 s; the idle GPUs it "
         "will use are held for it meanwhile"
     )
+
+
+def _scattered(with_extra: bool) -> Decisions:
+    # physics owns p1, p2 and ai-startup owns s1 (8 GPUs each; entitlements 16 and 8).
+    # ai-startup runs 5 on s1 (3 free there), 2 on p1 and, if `with_extra`, 2 on p2:
+    # 9 > 8, and only the p2 pod counts as borrowed (own nodes first, then the oldest).
+    nodes = [node("p1", "physics"), node("p2", "physics"), node("s1", "ai-startup")]
+    run = [
+        running("ai-own", "ai-startup", "s1", gpus=5, started_at=0),
+        running("ai-a", "ai-startup", "p1", gpus=2, started_at=100),
+    ]
+    if with_extra:
+        run.append(running("ai-b", "ai-startup", "p2", gpus=2, started_at=200))
+    gang = job("p-g", "physics", pods=2, gpus=8)
+    return schedule(snapshot(nodes, [gang], run), ENT_POL)
+
+
+def test_an_owner_takes_back_all_its_nodes_from_a_member_above_its_entitlement() -> None:
+    # physics (0 of 16) wants a 2 x 8 gang: both its nodes. Taking only the borrowed ai-b
+    # frees p2, not p1; ai-a sits on physics' own node and ai-startup is above its
+    # entitlement, so ai-a goes too (ai-startup falls to 5 < 8, and takes its own node
+    # back by the same rules). ai-own, on ai-startup's node, stays.
+    d = _scattered(with_extra=True)
+    assert sorted(preempted(d)) == ["ai-a", "ai-b"]
+    assert [(n.job_id, n.nodes) for n in d.nominations] == [("p-g", {"p-g-0": "p1", "p-g-1": "p2"})]
+
+
+def test_an_owner_leaves_a_member_within_its_entitlement_on_its_nodes() -> None:
+    # Without ai-b, ai-startup holds 7 <= 8: nothing of it is borrowed and physics waits.
+    d = _scattered(with_extra=False)
+    assert d.preemptions == ()
