@@ -14,7 +14,6 @@ import multiprocessing as mp
 import random
 import statistics
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
@@ -27,7 +26,7 @@ from rich.table import Table
 from policies.loader import DEFAULT_POLICY, load_policy
 from policies.model import Policy
 from proto.fairpool.v1 import share_pb2, share_pb2_grpc
-from scheduler.decisions import Decisions
+from scheduler.api.standalone import StandaloneView
 from scheduler.engine import schedule
 from scheduler.snapshot import Node, PendingJob, PendingPod, PodSpec, RunningPod, Snapshot
 
@@ -94,27 +93,13 @@ def build_cluster() -> tuple[Policy, Snapshot]:
     return policy, snapshot
 
 
-class CyclingView:
+class CyclingView(StandaloneView):
     """A SchedulerView whose engine runs cycle after cycle on the same cluster; each cycle
     publishes a new snapshot object, so the API recomputes its cached shares per cycle
     just as it does under the daemon."""
 
     def __init__(self, policy: Policy, snapshot: Snapshot) -> None:
-        self._policy, self._snapshot = policy, snapshot
-        self._decisions = Decisions()
-        self._lock = threading.Lock()
-
-    def policy(self) -> Policy:
-        return self._policy
-
-    def snapshot(self) -> Snapshot:
-        return self._snapshot
-
-    def last_decisions(self) -> Decisions:
-        return self._decisions
-
-    def set_policy(self, policy: Policy) -> None:
-        self._policy = policy
+        super().__init__(policy, snapshot, decide=False)
 
     def cycle(self) -> float:
         started = time.perf_counter()

@@ -151,16 +151,7 @@ class LeaderElector:
         else:
             transitions += 1
         new_spec = self._spec(transitions, acquire_time)
-        body = {
-            "apiVersion": "coordination.k8s.io/v1",
-            "kind": "Lease",
-            "metadata": {
-                "name": self.name,
-                "namespace": self.namespace,
-                "resourceVersion": lease.metadata.resource_version if lease.metadata else None,
-            },
-            "spec": new_spec,
-        }
+        body = self._replacement(lease, new_spec)
         try:
             self._coordination.replace_namespaced_lease(self.name, self.namespace, body)  # type: ignore[arg-type]
         except ApiException as exc:
@@ -172,6 +163,20 @@ class LeaderElector:
         self._observe(self.identity, str(new_spec["renewTime"]))
         return True
 
+    def _replacement(self, lease: Any, spec: dict[str, Any]) -> dict[str, Any]:
+        """A Lease body that replaces `lease` only if nobody changed it meanwhile (its
+        resourceVersion is the precondition)."""
+        return {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {
+                "name": self.name,
+                "namespace": self.namespace,
+                "resourceVersion": lease.metadata.resource_version if lease.metadata else None,
+            },
+            "spec": spec,
+        }
+
     def _observe(self, holder: str, renew: str) -> None:
         if self._observed != (holder, renew):
             self._observed = (holder, renew)
@@ -182,21 +187,15 @@ class LeaderElector:
             lease = self._coordination.read_namespaced_lease(self.name, self.namespace)
             if lease.spec is None or lease.spec.holder_identity != self.identity:
                 return
-            body = {
-                "apiVersion": "coordination.k8s.io/v1",
-                "kind": "Lease",
-                "metadata": {
-                    "name": self.name,
-                    "namespace": self.namespace,
-                    "resourceVersion": lease.metadata.resource_version if lease.metadata else None,
-                },
-                "spec": {
+            body = self._replacement(
+                lease,
+                {
                     "holderIdentity": "",
                     "leaseDurationSeconds": 1,
                     "leaseTransitions": lease.spec.lease_transitions or 0,
                     "renewTime": _now_micro(),
                 },
-            }
+            )
             self._coordination.replace_namespaced_lease(self.name, self.namespace, body)  # type: ignore[arg-type]
         except Exception as exc:
             log.debug("lease release failed: %s", exc)
