@@ -26,9 +26,9 @@ from rich.table import Table
 from policies.loader import DEFAULT_POLICY, load_policy
 from policies.model import Policy
 from proto.fairpool.v1 import share_pb2, share_pb2_grpc
-from scheduler.api.standalone import StandaloneView
+from scheduler.api.frozen_view import FrozenClusterView
 from scheduler.engine import schedule
-from scheduler.snapshot import Node, PendingJob, PendingPod, PodSpec, RunningPod, Snapshot
+from scheduler.engine.snapshot import Node, PendingJob, PendingPod, PodSpec, RunningPod, Snapshot
 
 NODES = 1_000
 PENDING_PODS = 10_000
@@ -93,7 +93,7 @@ def build_cluster() -> tuple[Policy, Snapshot]:
     return policy, snapshot
 
 
-class CyclingView(StandaloneView):
+class CyclingView(FrozenClusterView):
     """A SchedulerView whose engine runs cycle after cycle on the same cluster; each cycle
     publishes a new snapshot object, so the API recomputes its cached shares per cycle
     just as it does under the daemon."""

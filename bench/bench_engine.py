@@ -16,9 +16,9 @@ from rich.console import Console
 from rich.table import Table
 
 from policies.model import Policy
-from scheduler.decisions import Decisions
 from scheduler.engine import schedule
-from scheduler.snapshot import Node, PendingJob, PendingPod, PodSpec, RunningPod, Snapshot
+from scheduler.engine.decisions import Decisions
+from scheduler.engine.snapshot import Node, PendingJob, PendingPod, PodSpec, RunningPod, Snapshot
 
 MODEL = "NVIDIA-H100-80GB-HBM3"
 MEMBERS = [f"member-{k}" for k in range(8)]

@@ -13,7 +13,7 @@ from policies.errors import InputError
 from scheduler.api.auth import TokenTable
 from scheduler.api.policy_store import ConfigMapSource, FileSource, PolicySource
 from scheduler.api.server import ApiConfig, ApiServer
-from scheduler.daemon import Daemon
+from scheduler.k8s.daemon import Daemon
 
 
 def daemon_policy_source(daemon: Daemon, api: k8s.ApiClient) -> PolicySource:

@@ -11,7 +11,7 @@ from policies.errors import PolicyError
 from policies.loader import parse_policy
 from policies.model import Policy
 from proto.fairpool.v1 import policy_pb2, policy_pb2_grpc
-from scheduler.api import convert
+from scheduler.api import messages
 from scheduler.api.auth import Authenticator, Principal, RoleKind
 from scheduler.api.errors import abort, abort_input, check_deadline
 from scheduler.api.policy_store import (
@@ -21,8 +21,8 @@ from scheduler.api.policy_store import (
     member_version,
     policy_diff,
 )
-from scheduler.daemon import SchedulerView
-from scheduler.decisions import MemberShare
+from scheduler.engine.decisions import MemberShare
+from scheduler.k8s.daemon import SchedulerView
 
 WATCH_POLL_SECONDS = 1.0
 """How often a watcher wakes up to notice a cancelled call or a passed deadline."""
@@ -73,7 +73,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         if principal.kind is RoleKind.MEMBER and principal.member is not None:
             previous = self._store.audit.get(entry.version - 1)
             entry = member_version(entry, principal.member, previous)
-        return convert.policy_version(entry, with_document)
+        return messages.policy_version(entry, with_document)
 
     def _parse(self, text: str, context: grpc.ServicerContext) -> Policy:
         try:
@@ -136,7 +136,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             )
         except VersionConflict as exc:
             abort(context, grpc.StatusCode.ABORTED, f"{exc}: get the policy again and reapply")
-        response.applied.CopyFrom(convert.policy_version(entry))
+        response.applied.CopyFrom(messages.policy_version(entry))
         response.diff = entry.diff
         return response
 

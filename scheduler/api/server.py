@@ -28,13 +28,13 @@ from reports.ledger import Ledger
 from scheduler.api.auth import Authenticator, AuthInterceptor, TokenTable
 from scheduler.api.policy_service import PolicyServicer
 from scheduler.api.policy_store import AuditLog, PolicySource, PolicyStore
-from scheduler.api.share_service import ShareBook, ShareServicer
+from scheduler.api.share_service import PublishedShares, ShareServicer
 from scheduler.api.tls import server_credentials
 from scheduler.api.usage_service import UsageServicer
 from scheduler.api.whatif import WhatIf
-from scheduler.daemon import SchedulerView
-from scheduler.decisions import MemberShare
-from scheduler.snapshot import Snapshot
+from scheduler.engine.decisions import MemberShare
+from scheduler.engine.snapshot import Snapshot
+from scheduler.k8s.daemon import SchedulerView
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class ApiServer:
             ShareServicer(
                 view,
                 auth,
-                ShareBook(view, compute_shares),
+                PublishedShares(view, compute_shares),
                 what_if or WhatIf(),
                 lambda: self.store.current()[0].version,
                 Ledger(config.ledger_url),

@@ -17,13 +17,13 @@ from policies.loader import parse_policy
 from policies.model import Policy
 from proto.fairpool.v1 import share_pb2, share_pb2_grpc
 from reports.ledger import Ledger
-from scheduler.api import convert
+from scheduler.api import messages
 from scheduler.api.auth import Authenticator, Principal, RoleKind
 from scheduler.api.errors import abort, abort_input, check_deadline
 from scheduler.api.whatif import SimulationFailed, WhatIf, trace_from_usage
-from scheduler.daemon import SchedulerView
-from scheduler.decisions import MemberShare
-from scheduler.snapshot import PendingJob, Snapshot
+from scheduler.engine.decisions import MemberShare
+from scheduler.engine.snapshot import PendingJob, Snapshot
+from scheduler.k8s.daemon import SchedulerView
 
 MAX_PENDING_PAGE = 5000
 MAX_LEDGER_DAYS = 62
@@ -43,7 +43,7 @@ class _Book:
     oldest_first: tuple[PendingJob, ...]
 
 
-class ShareBook:
+class PublishedShares:
     """Caches the engine's shares and a pending-job index per snapshot and policy: the
     engine runs once per scheduling cycle, not once per request."""
 
@@ -121,7 +121,7 @@ class ShareServicer(share_pb2_grpc.ShareServiceServicer):
         self,
         view: SchedulerView,
         auth: Authenticator,
-        book: ShareBook,
+        book: PublishedShares,
         what_if: WhatIf,
         policy_version: Callable[[], int],
         ledger: Ledger,
@@ -142,14 +142,14 @@ class ShareServicer(share_pb2_grpc.ShareServiceServicer):
         member = _scope(principal, request.member, context, everyone=True)
         book = self._book.current()
         rows = [
-            convert.member_share(s)
+            messages.member_share(s)
             for s in book.shares
             if (member is None or s.member == member)
             and (not request.gpu_model or s.gpu_model == request.gpu_model)
         ]
         pool = [
             p
-            for p in convert.pool_summaries(book.shares)
+            for p in messages.pool_summaries(book.shares)
             if not request.gpu_model or p.gpu_model == request.gpu_model
         ]
         response = share_pb2.GetEntitlementsResponse(
@@ -159,7 +159,7 @@ class ShareServicer(share_pb2_grpc.ShareServiceServicer):
         )
         if book.snapshot.now > 1e9:  # epoch seconds, not simulated seconds
             response.snapshot_time.CopyFrom(
-                convert.timestamp(datetime.fromtimestamp(book.snapshot.now, UTC))
+                messages.timestamp(datetime.fromtimestamp(book.snapshot.now, UTC))
             )
         return response
 
@@ -174,7 +174,7 @@ class ShareServicer(share_pb2_grpc.ShareServiceServicer):
         matching = [j for j in book.oldest_first if member is None or j.member == member]
         now = book.snapshot.now
         return share_pb2.ListPendingResponse(
-            jobs=[convert.pending_job(j, now) for j in matching[:limit]], total=len(matching)
+            jobs=[messages.pending_job(j, now) for j in matching[:limit]], total=len(matching)
         )
 
     def ExplainPending(
@@ -218,7 +218,7 @@ class ShareServicer(share_pb2_grpc.ShareServiceServicer):
                 explanation, principal.member, book.policy.member_names()
             )
         return share_pb2.ExplainPendingResponse(
-            job=convert.pending_job(job, book.snapshot.now), explanation=explanation
+            job=messages.pending_job(job, book.snapshot.now), explanation=explanation
         )
 
     def Simulate(

@@ -19,7 +19,7 @@ from reports.costmodel import MonthReport, NoDataError
 from reports.ledger import Ledger
 from reports.monthly_job import ledger_month_report
 from reports.render import write_report
-from scheduler.api import convert
+from scheduler.api import messages
 from scheduler.api.auth import Authenticator, Principal, RoleKind
 from scheduler.api.errors import abort, abort_input, check_deadline
 
@@ -92,9 +92,9 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
                 )
             member = principal.member
         try:
-            end = convert.from_timestamp(request.end) if request.HasField("end") else self._clock()
+            end = messages.from_timestamp(request.end) if request.HasField("end") else self._clock()
             start = (
-                convert.from_timestamp(request.start)
+                messages.from_timestamp(request.start)
                 if request.HasField("start")
                 else end - DEFAULT_RANGE
             )
@@ -110,8 +110,8 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
         if member is not None:
             table = table[table["member"] == member]
         return usage_pb2.GetUsageResponse(
-            start=convert.timestamp(start),
-            end=convert.timestamp(end),
+            start=messages.timestamp(start),
+            end=messages.timestamp(end),
             rows=[
                 usage_pb2.UsageRow(
                     member=str(r.member),

@@ -27,7 +27,7 @@ import yaml
 from policies.errors import InputError
 from policies.model import Policy
 from scheduler.api.policy_store import canonical_document
-from scheduler.snapshot import Snapshot
+from scheduler.engine.snapshot import Snapshot
 from scheduler.traces.csv import CANONICAL_COLUMNS
 
 DEFAULT_TIMEOUT_SECONDS = 600.0

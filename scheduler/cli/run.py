@@ -76,8 +76,8 @@ def run(
     log_level: str,
 ) -> None:
     """Schedule pods with `schedulerName: fairpool` by fair share until stopped."""
-    from scheduler.daemon import Daemon, DaemonConfig, PolicyConfigMap, default_identity
     from scheduler.k8s.client import api_client
+    from scheduler.k8s.daemon import Daemon, DaemonConfig, PolicyConfigMap, default_identity
 
     if bool(kubeconfig) == in_cluster:
         raise InputError("give exactly one of --kubeconfig FILE and --in-cluster")

@@ -96,9 +96,9 @@ def serve_api(
 ) -> None:
     """Serve the fairpool gRPC API over a simulated cluster."""
     from scheduler.api.auth import TokenTable
+    from scheduler.api.frozen_view import FrozenClusterView
     from scheduler.api.policy_store import FileSource
     from scheduler.api.server import ApiConfig, ApiServer
-    from scheduler.api.standalone import StandaloneView
     from scheduler.traces.csv import read_trace
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -109,7 +109,7 @@ def serve_api(
     policy = load_policy(policy_file)
     inventory = load_inventory(cluster)
     pending = read_trace(trace, members=set(policy.member_names())) if trace else None
-    view = StandaloneView.from_inventory(policy, inventory, pending)
+    view = FrozenClusterView.from_inventory(policy, inventory, pending)
     config = ApiConfig(
         tokens=TokenTable(tokens),
         policy_source=FileSource(policy_file),

@@ -34,7 +34,7 @@ def _moment(text: str | None, name: str) -> datetime | None:
 def usage(client: Client, member: str, start: str | None, end: str | None) -> None:
     """GPU-hours used, borrowed (on others' nodes) and lent (others on yours) per GPU model."""
     from proto.fairpool.v1 import usage_pb2
-    from scheduler.api.convert import timestamp
+    from scheduler.api.messages import timestamp
 
     request = usage_pb2.GetUsageRequest(member=member)
     begin, finish = _moment(start, "start"), _moment(end, "end")

@@ -29,12 +29,12 @@ from typing import Any, Literal
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from scheduler.decisions import Bind
+from scheduler.engine.decisions import Bind
 from scheduler.k8s import labels as L
 from scheduler.k8s.cache import ClusterCache
 from scheduler.k8s.client import read_body
-from scheduler.k8s.convert import PodInfo
 from scheduler.k8s.events import EventRecorder, ObjectRef
+from scheduler.k8s.objects import PodInfo
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from policies.model import Policy
+from scheduler.engine.snapshot import Node, RunningPod, Snapshot
 from scheduler.k8s import labels as L
-from scheduler.k8s.convert import (
+from scheduler.k8s.objects import (
     ConversionError,
     Obj,
     PodInfo,
@@ -28,7 +29,6 @@ from scheduler.k8s.convert import (
     pod_info,
     running_pod,
 )
-from scheduler.snapshot import Node, RunningPod, Snapshot
 
 NODES, PODS, PRIORITY_CLASSES, POD_GROUPS = "nodes", "pods", "priorityclasses", "podgroups"
 

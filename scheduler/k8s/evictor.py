@@ -20,11 +20,11 @@ from typing import Any, Literal
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from scheduler.decisions import Preemption
+from scheduler.engine.decisions import Preemption
 from scheduler.k8s import labels as L
 from scheduler.k8s.client import read_body
-from scheduler.k8s.convert import PodInfo
 from scheduler.k8s.events import EventRecorder, ObjectRef
+from scheduler.k8s.objects import PodInfo
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
-from scheduler.k8s.convert import Obj
+from scheduler.k8s.objects import Obj
 
 log = logging.getLogger(__name__)
 

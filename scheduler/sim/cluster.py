@@ -14,8 +14,8 @@ from dataclasses import dataclass, replace
 from policies.errors import FieldIssue, PolicyError
 from policies.inventory import ClusterInventory
 from policies.model import Policy
-from scheduler.entitlement import entitlements
-from scheduler.snapshot import (
+from scheduler.engine.entitlement import entitlements
+from scheduler.engine.snapshot import (
     Node,
     PendingJob,
     PendingPod,
@@ -47,7 +47,7 @@ class Capacity:
 
     by_owner_model: Mapping[tuple[str, str], int]
     entitlement: Mapping[tuple[str, str], int]
-    """(member, model) -> the engine's entitlement (`scheduler.entitlement.entitlements`):
+    """(member, model) -> the engine's entitlement (`scheduler.engine.entitlement.entitlements`):
     contribution plus purchased GPUs, the purchases carved out of the other contributors
     of that model, so the metrics measure against what the engine guarantees."""
     contribution: Mapping[tuple[str, str], int]

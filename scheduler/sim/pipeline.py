@@ -13,10 +13,10 @@ import pandas as pd
 
 from policies.errors import InputError
 from policies.model import Policy
+from scheduler.engine.snapshot import Node
 from scheduler.sim import metrics
 from scheduler.sim.simulator import Engine, JobState, Progress, SimulationResult, Simulator
 from scheduler.sim.standalone import StandaloneResult, fits, replay_all
-from scheduler.snapshot import Node
 from scheduler.traces.model import Trace
 
 HOUR_S = 3600

@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from policies.model import Policy
-from scheduler.decisions import Decisions, MemberShare
+from scheduler.engine.decisions import Decisions, MemberShare
+from scheduler.engine.snapshot import Node, RunningPod, Snapshot
 from scheduler.sim.cluster import SimCluster, SimulationInvariantError
-from scheduler.snapshot import Node, RunningPod, Snapshot
 from scheduler.traces.model import Trace, TraceJob
 
 Engine = Callable[[Snapshot, Policy], Decisions]

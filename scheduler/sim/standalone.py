@@ -15,8 +15,8 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 from policies.model import Policy
+from scheduler.engine.snapshot import Node
 from scheduler.sim.simulator import Engine, JobState, Simulator
-from scheduler.snapshot import Node
 from scheduler.traces.model import Trace, TraceJob
 
 

@@ -18,7 +18,7 @@ from kubernetes import client as k8s
 from proto.fairpool.v1 import policy_pb2, policy_pb2_grpc, share_pb2, share_pb2_grpc
 from scheduler.api.hosting import serve_daemon_api
 from scheduler.api.server import ApiServer
-from scheduler.daemon import POLICY_KEY, Daemon, PolicyConfigMap
+from scheduler.k8s.daemon import POLICY_KEY, Daemon, PolicyConfigMap
 from tests.controlplane import ControlPlane
 from tests.integration.test_daemon import H100, Pool, wait_until
 from tests.unit.test_api_support import TOKEN_FILE, metadata

@@ -23,8 +23,8 @@ from kubernetes.client.rest import ApiException
 from policies.inventory import parse_inventory
 from policies.loader import parse_policy
 from policies.model import Policy
-from scheduler.daemon import Daemon, DaemonConfig, PolicyConfigMap, SchedulerView
 from scheduler.k8s.client import api_client
+from scheduler.k8s.daemon import Daemon, DaemonConfig, PolicyConfigMap, SchedulerView
 from tests.controlplane import ControlPlane
 from tests.controlplane.nodes import create_nodes, wait_nodes_ready
 from tests.integration.conftest import TEST_NAMESPACE_LABEL, TEST_NODE_LABEL

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import pytest
 
 from policies.loader import parse_policy
+from scheduler.engine.snapshot import Node
 from scheduler.sim.simulator import Simulator
-from scheduler.snapshot import Node
 from scheduler.traces.model import Trace, TraceJob
 from tests.integration.test_daemon import H100, Pool, pool, wait_until
 

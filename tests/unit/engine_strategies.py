@@ -12,7 +12,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from policies.model import Policy
-from scheduler.snapshot import (
+from scheduler.engine.snapshot import (
     Node,
     PendingJob,
     PendingPod,

@@ -11,11 +11,11 @@ import grpc
 from policies.inventory import load_inventory
 from policies.loader import DEFAULT_POLICY, load_policy
 from proto.fairpool.v1 import share_pb2, share_pb2_grpc
+from scheduler.api.frozen_view import FrozenClusterView
 from scheduler.api.server import ApiServer
 from scheduler.api.share_service import redact_explanation
-from scheduler.api.standalone import StandaloneView
+from scheduler.engine.snapshot import PendingJob, PendingPod, PodSpec, RunningPod, Snapshot
 from scheduler.sim.cluster import build_nodes
-from scheduler.snapshot import PendingJob, PendingPod, PodSpec, RunningPod, Snapshot
 from tests.unit.test_api_support import make_config, metadata
 
 H100 = "NVIDIA-H100-80GB-HBM3"
@@ -38,7 +38,7 @@ def test_redaction_keeps_the_sentence_and_hides_others() -> None:
     ), "a longer name that merely starts with a member's name is not a member"
 
 
-def reclaim_view() -> StandaloneView:
+def reclaim_view() -> FrozenClusterView:
     """ai-startup runs on every H100 node (half of them uni-north's) since long ago;
     uni-north now wants one node back: the engine reclaims and names its victim."""
     policy = load_policy(DEFAULT_POLICY)
@@ -62,7 +62,7 @@ def reclaim_view() -> StandaloneView:
         "uni-north",
         (PendingPod("p-eval", "eval", "uni-north", PodSpec(gpus=8, gpu_model=H100)),),
     )
-    return StandaloneView(policy, Snapshot(100_000.0, nodes, running, (wanted,)))
+    return FrozenClusterView(policy, Snapshot(100_000.0, nodes, running, (wanted,)))
 
 
 def test_a_member_never_reads_who_its_job_preempts(tmp_path: Path) -> None:
@@ -85,11 +85,11 @@ def test_a_member_never_reads_who_its_job_preempts(tmp_path: Path) -> None:
 def test_share_book_answers_from_the_last_cycle_while_rebuilding() -> None:
     from dataclasses import replace
 
-    from scheduler.api.share_service import ShareBook
+    from scheduler.api.share_service import PublishedShares
     from scheduler.engine import compute_shares
 
     view = reclaim_view()
-    book = ShareBook(view, compute_shares)
+    book = PublishedShares(view, compute_shares)
     first = book.current()
     assert book.current() is first, "one build per snapshot and policy"
     view._snapshot = replace(view.snapshot(), now=view.snapshot().now + 1)

@@ -17,9 +17,9 @@ from policies.loader import DEFAULT_POLICY, load_policy
 from proto.fairpool.v1 import policy_pb2_grpc, share_pb2_grpc, usage_pb2_grpc
 from reports.ledger import Ledger
 from scheduler.api.auth import TokenTable, parse_tokens
+from scheduler.api.frozen_view import FrozenClusterView
 from scheduler.api.policy_store import FileSource
 from scheduler.api.server import ApiConfig, ApiServer
-from scheduler.api.standalone import StandaloneView
 
 MEMBER_A = "uni-north"
 MEMBER_B = "physics"
@@ -72,7 +72,7 @@ def seed_ledger(url: str) -> None:
 @dataclass
 class Running:
     server: ApiServer
-    view: StandaloneView
+    view: FrozenClusterView
     channel: grpc.Channel
     folder: Path
     policy_file: Path
@@ -114,7 +114,7 @@ def running_server(
 ) -> Iterator[Running]:
     config = make_config(folder, **overrides)
     seed_ledger(config.ledger_url)
-    view = StandaloneView.from_inventory(load_policy(folder / "policy.yaml"), load_inventory())
+    view = FrozenClusterView.from_inventory(load_policy(folder / "policy.yaml"), load_inventory())
     server = ApiServer(view, config).start()
     target = f"localhost:{server.port}"
     channel = (

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from scheduler.engine import compute_shares
-from scheduler.entitlement import entitlements
-from scheduler.fairshare import water_fill
+from scheduler.engine.entitlement import entitlements
+from scheduler.engine.fairshare import water_fill
 from tests.unit.engine_strategies import A100, H100, job, node, policy, running, snapshot
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from scheduler.engine import schedule
-from scheduler.snapshot import SelectorRequirement, Taint, Toleration
+from scheduler.engine.snapshot import SelectorRequirement, Taint, Toleration
 from tests.unit.engine_strategies import A100, GIB, H100, job, node, policy, running, snapshot
 
 POL = policy(["lab-a", "lab-b", "lab-c"])

@@ -9,10 +9,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from policies.model import Policy
-from scheduler.decisions import Decisions
 from scheduler.engine import compute_shares, schedule
-from scheduler.placement import blocking_taints
-from scheduler.snapshot import Snapshot
+from scheduler.engine.decisions import Decisions
+from scheduler.engine.placement import blocking_taints
+from scheduler.engine.snapshot import Snapshot
 from tests.unit.engine_strategies import scenarios
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from scheduler.decisions import Decisions
 from scheduler.engine import schedule
+from scheduler.engine.decisions import Decisions
 from tests.unit.engine_strategies import H100, job, node, policy, running, snapshot
 
 POL = policy(["lab-a", "lab-b", "lab-c"], reclaim_grace_period_seconds=45)

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from policies.loader import load_policy
-from scheduler.k8s.convert import (
+from scheduler.engine.snapshot import SelectorRequirement, Taint, Toleration
+from scheduler.k8s.objects import (
     ConversionError,
     Priorities,
     milli,
@@ -19,7 +20,6 @@ from scheduler.k8s.convert import (
     timestamp,
     whole,
 )
-from scheduler.snapshot import SelectorRequirement, Taint, Toleration
 
 POLICY = load_policy()  # the built-in demo: uni-north, lab-bio, ai-startup-*, physics
 

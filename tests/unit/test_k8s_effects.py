@@ -9,15 +9,15 @@ from prometheus_client import generate_latest
 
 from policies.errors import InputError
 from policies.loader import load_policy
-from scheduler.daemon import Daemon, PolicyConfigMap, SchedulerView
-from scheduler.decisions import Bind, Decisions, MemberShare, Preemption
+from scheduler.engine.decisions import Bind, Decisions, MemberShare, Preemption
+from scheduler.engine.snapshot import Node, PodSpec, RunningPod, Snapshot
 from scheduler.k8s.binder import binding_annotations, binding_body
-from scheduler.k8s.convert import pod_info
+from scheduler.k8s.daemon import Daemon, PolicyConfigMap, SchedulerView
 from scheduler.k8s.events import EventRecorder, ObjectRef
 from scheduler.k8s.evictor import eviction_body, victim_annotations
+from scheduler.k8s.exporter import SchedulerMetrics, State
 from scheduler.k8s.leader import LeaderElector
-from scheduler.metrics import SchedulerMetrics, State
-from scheduler.snapshot import Node, PodSpec, RunningPod, Snapshot
+from scheduler.k8s.objects import pod_info
 
 POD = pod_info(
     {

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from policies.loader import parse_policy
 from policies.model import Policy
-from scheduler.snapshot import Node
+from scheduler.engine.snapshot import Node
 from scheduler.traces.model import Trace, TraceJob
 
 MODEL = "G"

@@ -43,11 +43,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from policies.model import Policy
+from scheduler.engine.snapshot import Node
 from scheduler.sim.outputs import summary_json
 from scheduler.sim.pipeline import build_study
 from scheduler.sim.simulator import JobState, SimulationResult, Simulator
 from scheduler.sim.standalone import fits, replay_all
-from scheduler.snapshot import Node
 from scheduler.traces.model import Trace, TraceJob
 from tests.unit.test_sim_helpers import START, node, policy
 

@@ -209,8 +209,8 @@ def test_livelock_guard_caps_preemptions_of_one_job() -> None:
     # An engine that (wrongly) preempts every job it sees running or just bound: the
     # job would restart forever. After 3 preemptions the guard stops carrying them
     # out, counts the refusals, and the job completes.
-    from scheduler.decisions import Decisions, Preemption
     from scheduler.engine import schedule
+    from scheduler.engine.decisions import Decisions, Preemption
 
     def always_preempt(snapshot, pol):  # type: ignore[no-untyped-def]
         decided = schedule(snapshot, pol)

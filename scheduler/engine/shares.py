@@ -22,17 +22,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from scheduler.allocation import Allocation, classify
-from scheduler.decisions import MemberShare
-from scheduler.entitlement import (
+from scheduler.engine.allocation import Allocation, classify
+from scheduler.engine.decisions import MemberShare
+from scheduler.engine.entitlement import (
     MemberModel,
     capacity,
     contributions,
     entitlements,
     node_model,
 )
-from scheduler.fairshare import water_fill
-from scheduler.snapshot import Node, PendingJob, Snapshot
+from scheduler.engine.fairshare import water_fill
+from scheduler.engine.snapshot import Node, PendingJob, Snapshot
 
 if TYPE_CHECKING:
     from policies.model import Policy

@@ -35,13 +35,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from scheduler import shares as shares_mod
-from scheduler.decisions import Bind, Decisions, MemberShare, Nomination, Preemption
-from scheduler.entitlement import MemberModel, node_model
-from scheduler.explain import Waiting, capacity_detail, fmt, plural, position, sentence
-from scheduler.gang import Plan, plan_job
-from scheduler.ordering import MemberQueues, ratio
-from scheduler.placement import (
+from scheduler.engine import shares as shares_mod
+from scheduler.engine.decisions import Bind, Decisions, MemberShare, Nomination, Preemption
+from scheduler.engine.entitlement import MemberModel, node_model
+from scheduler.engine.explain import Waiting, capacity_detail, fmt, plural, position, sentence
+from scheduler.engine.gangs import Plan, plan_job
+from scheduler.engine.ordering import MemberQueues, ratio
+from scheduler.engine.placement import (
     ClusterState,
     blocking_taints,
     effective_labels,
@@ -49,8 +49,8 @@ from scheduler.placement import (
     spec_key,
     spec_res,
 )
-from scheduler.reclaim import NOT_FURTHER_ABOVE, Reclaimer, ReclaimResult
-from scheduler.snapshot import PendingJob, PodSpec, Snapshot
+from scheduler.engine.reclaim import NOT_FURTHER_ABOVE, Reclaimer, ReclaimResult
+from scheduler.engine.snapshot import PendingJob, PodSpec, Snapshot
 
 if TYPE_CHECKING:
     from policies.model import Member, Policy

@@ -18,8 +18,7 @@ from kubernetes.utils import parse_quantity
 
 from policies.errors import InputError
 from policies.model import Policy
-from scheduler.k8s import labels as L
-from scheduler.snapshot import (
+from scheduler.engine.snapshot import (
     Node,
     PendingJob,
     PendingPod,
@@ -31,6 +30,7 @@ from scheduler.snapshot import (
     TaintEffect,
     Toleration,
 )
+from scheduler.k8s import labels as L
 
 Obj = Mapping[str, Any]
 

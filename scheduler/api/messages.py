@@ -10,8 +10,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from policies.errors import PolicyError
 from proto.fairpool.v1 import policy_pb2, share_pb2
 from scheduler.api.policy_store import Origin, StoredVersion
-from scheduler.decisions import MemberShare
-from scheduler.snapshot import PendingJob
+from scheduler.engine.decisions import MemberShare
+from scheduler.engine.snapshot import PendingJob
 
 _ORIGINS = {
     Origin.BOOTSTRAP: policy_pb2.POLICY_ORIGIN_BOOTSTRAP,

@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from scheduler.entitlement import MemberModel
-from scheduler.snapshot import RunningPod
+from scheduler.engine.entitlement import MemberModel
+from scheduler.engine.snapshot import RunningPod
 
 
 @dataclass(slots=True)

@@ -40,17 +40,17 @@ from policies.errors import InputError, PolicyError
 from policies.loader import load_policy, parse_policy
 from policies.model import Policy
 from scheduler import engine
-from scheduler.decisions import Bind, Decisions, MemberShare, Preemption
+from scheduler.engine.decisions import Bind, Decisions, MemberShare, Preemption
+from scheduler.engine.snapshot import RunningPod, Snapshot
 from scheduler.k8s import labels as L
 from scheduler.k8s.binder import Binder, BindResult
 from scheduler.k8s.cache import NODES, POD_GROUPS, PODS, PRIORITY_CLASSES, CacheView, ClusterCache
-from scheduler.k8s.convert import Obj, PodInfo
 from scheduler.k8s.events import EventRecorder, ObjectRef
 from scheduler.k8s.evictor import Evictor, EvictResult
+from scheduler.k8s.exporter import SchedulerMetrics, State
 from scheduler.k8s.informer import Informer
 from scheduler.k8s.leader import LeaderElector
-from scheduler.metrics import SchedulerMetrics, State
-from scheduler.snapshot import RunningPod, Snapshot
+from scheduler.k8s.objects import Obj, PodInfo
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from scheduler.decisions import Decisions
-from scheduler.snapshot import Snapshot
+from scheduler.engine.decisions import Decisions
+from scheduler.engine.snapshot import Snapshot
 
 SHARE_FIELDS = ("entitlement", "fair_share", "allocated", "borrowed", "lent", "pending")
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)

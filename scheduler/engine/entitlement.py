@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from scheduler.snapshot import Node
+from scheduler.engine.snapshot import Node
 
 if TYPE_CHECKING:
     from policies.model import Policy

@@ -24,8 +24,8 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable
 
-from scheduler.shares import job_sort_key
-from scheduler.snapshot import PendingJob
+from scheduler.engine.shares import job_sort_key
+from scheduler.engine.snapshot import PendingJob
 
 __all__ = ["MemberQueues", "job_sort_key", "ratio"]
 

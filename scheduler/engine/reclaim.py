@@ -58,10 +58,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from scheduler.entitlement import MemberModel
-from scheduler.gang import Plan, plan_job
-from scheduler.placement import ClusterState, Res, spec_res
-from scheduler.snapshot import PendingPod, RunningPod
+from scheduler.engine.entitlement import MemberModel
+from scheduler.engine.gangs import Plan, plan_job
+from scheduler.engine.placement import ClusterState, Res, spec_res
+from scheduler.engine.snapshot import PendingPod, RunningPod
 
 _EPS = 1e-9
 NOT_FURTHER_ABOVE = "not-further-above"

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scheduler.placement import ClusterState, spec_res
-from scheduler.snapshot import PendingJob, PodSpec
+from scheduler.engine.placement import ClusterState, spec_res
+from scheduler.engine.snapshot import PendingJob, PodSpec
 
 _EPS = 1e-9
 

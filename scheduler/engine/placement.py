@@ -34,8 +34,15 @@ from bisect import bisect_left, insort
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from scheduler.entitlement import UNKNOWN_MODEL
-from scheduler.snapshot import Node, PodSpec, SelectorRequirement, Snapshot, Taint, Toleration
+from scheduler.engine.entitlement import UNKNOWN_MODEL
+from scheduler.engine.snapshot import (
+    Node,
+    PodSpec,
+    SelectorRequirement,
+    Snapshot,
+    Taint,
+    Toleration,
+)
 
 HOSTNAME = "kubernetes.io/hostname"
 GPU_PRODUCT = "nvidia.com/gpu.product"

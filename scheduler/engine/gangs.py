@@ -23,8 +23,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from scheduler.placement import ClusterState, Res, spec_res
-from scheduler.snapshot import PendingPod, PodSpec
+from scheduler.engine.placement import ClusterState, Res, spec_res
+from scheduler.engine.snapshot import PendingPod, PodSpec
 
 
 @dataclass(frozen=True, slots=True)

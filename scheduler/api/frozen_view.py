@@ -14,10 +14,10 @@ from collections.abc import Iterable
 
 from policies.inventory import ClusterInventory
 from policies.model import Policy
-from scheduler.decisions import Decisions
 from scheduler.engine import schedule
+from scheduler.engine.decisions import Decisions
+from scheduler.engine.snapshot import Node, PendingJob, PendingPod, RunningPod, Snapshot
 from scheduler.sim.cluster import build_nodes, namespace_for, pod_spec
-from scheduler.snapshot import Node, PendingJob, PendingPod, RunningPod, Snapshot
 from scheduler.traces.model import Trace, TraceJob
 
 
@@ -105,8 +105,8 @@ def settle(
     return Snapshot(now=now, nodes=nodes, running=tuple(running), pending=tuple(waiting))
 
 
-class StandaloneView:
-    """SchedulerView over a frozen simulated cluster."""
+class FrozenClusterView:
+    """SchedulerView over a frozen simulated cluster (no Kubernetes behind it)."""
 
     def __init__(self, policy: Policy, snapshot: Snapshot, decide: bool = True) -> None:
         self._lock = threading.Lock()
@@ -118,7 +118,7 @@ class StandaloneView:
     @classmethod
     def from_inventory(
         cls, policy: Policy, inventory: ClusterInventory, trace: Trace | None = None
-    ) -> StandaloneView:
+    ) -> FrozenClusterView:
         nodes = build_nodes(inventory)
         trace = trace if trace is not None else demo_trace(inventory)
         jobs = [pending_job(j, policy) for j in trace.jobs]
