@@ -17,8 +17,8 @@ from rich.table import Table
 
 from policies.loader import load_policy
 from reports.costmodel import MonthReport, NoDataError, check_invariants
-from reports.months import parse_month
-from reports.render import format_money, restrict, write_report
+from reports.costmodel.months import parse_month
+from reports.rendering.render import format_money, restrict, write_report
 
 DEFAULT_LEDGER = "sqlite:///fairpool-ledger.db"
 
@@ -106,14 +106,14 @@ def report(
     policy = load_policy(policy_file)
     try:
         if simulation_dir is not None:
-            from reports.simulation import simulated_report
+            from reports.sources.simulation import simulated_report
 
             built = simulated_report(simulation_dir, policy, month)
             out_dir = out_dir or simulation_dir / "report"
         else:
             if month is None:
                 raise click.UsageError("--month is required (or --from-simulation DIR)")
-            from reports.monthly_job import ledger_month_report
+            from reports.sources.monthly_job import ledger_month_report
 
             built = ledger_month_report(ledger_url, policy, month)
             out_dir = out_dir or Path("out") / "reports" / month
@@ -137,7 +137,7 @@ def report(
 )
 def monthly(ledger_url: str, policy_file: Path | None, reports_dir: Path) -> None:
     """Run the monthly job: on day 1 at 06:00 (policy time zone) write last month's report."""
-    from reports.monthly_job import monthly_trigger, run_forever
+    from reports.sources.monthly_job import monthly_trigger, run_forever
 
     policy = load_policy(policy_file)
     Console().print(

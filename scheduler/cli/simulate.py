@@ -324,11 +324,11 @@ def _cost_report(console: Console, out: Path, policy: Policy, month: str) -> Non
     """The month's cost report, when the reports engine is installed."""
     try:
         importlib.import_module("reports.costmodel")
-        simulation = importlib.import_module("reports.simulation")
+        simulation = importlib.import_module("reports.sources.simulation")
     except ImportError as exc:
-        if exc.name not in {"reports.costmodel", "reports.simulation", "reports"}:
+        if exc.name not in {"reports.costmodel", "reports.sources.simulation", "reports"}:
             raise
-        console.print("[dim]cost report: reports.simulation is not installed yet[/]")
+        console.print("[dim]cost report: reports.sources.simulation is not installed yet[/]")
         return
     path = simulation.write_simulated_report(out, policy, month)
     console.print(f"cost report: {path}")

@@ -24,7 +24,7 @@ from reports.costmodel import (
     build_month_report,
     check_invariants,
 )
-from reports.frames import UNATTRIBUTED, FrameError
+from reports.costmodel.frames import UNATTRIBUTED, FrameError
 
 D = Decimal
 H0 = pd.Timestamp("2026-10-10T00:00Z")

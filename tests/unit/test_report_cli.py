@@ -12,9 +12,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from policies.loader import load_policy
 from reports.ledger import Ledger
-from reports.monthly_job import monthly_trigger, run_monthly_report, schedule_monthly_report
-from reports.simulation import busiest_month, write_simulated_report
-from reports.synthetic import demo_nodes, synthetic_month
+from reports.sources.monthly_job import monthly_trigger, run_monthly_report, schedule_monthly_report
+from reports.sources.simulation import busiest_month, write_simulated_report
+from reports.sources.synthetic import demo_nodes, synthetic_month
 from scheduler.cli.main import main
 
 DEMO = load_policy()  # Europe/Paris

@@ -35,7 +35,7 @@ How the bill is built (the same for metered and simulated usage):
   of what it used within its purchase, minus the purchase (borrowing is charged at
   price, so it adds no money either way).
 
-Rounding is described in `reports.money`: every whole is conserved, so member totals
+Rounding is described in `reports.costmodel.money`: every whole is conserved, so member totals
 add up to the pool's cost and the settlement nets to zero, to the cent.
 """
 
@@ -52,16 +52,16 @@ import pandas as pd
 
 from policies.errors import InputError
 from policies.model import IdleCostRule, Policy, SplitRule
-from reports.coverage import Coverage, local_days, measure_coverage, month_hour_index
-from reports.frames import (
+from reports.costmodel.coverage import Coverage, local_days, measure_coverage, month_hour_index
+from reports.costmodel.frames import (
     UNATTRIBUTED,
     normalise_capacity,
     normalise_hour_status,
     normalise_reclaim,
     normalise_usage,
 )
-from reports.money import CONTEXT, ZERO, cents, hours_cost, largest_remainder, split
-from reports.months import month_bounds
+from reports.costmodel.money import CONTEXT, ZERO, cents, hours_cost, largest_remainder, split
+from reports.costmodel.months import month_bounds
 
 ROUNDING_RULE = (
     "Amounts are computed exactly (Decimal) and rounded only for presentation: a single "

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 
 from policies.model import Policy
-from reports.coverage import month_hour_index
-from reports.months import month_bounds
+from reports.costmodel.coverage import month_hour_index
+from reports.costmodel.months import month_bounds
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import pandas as pd
 from policies.errors import InputError
 from policies.model import Policy
 from reports.costmodel import MonthReport, build_month_report
-from reports.render import write_report
+from reports.rendering.render import write_report
 
 USAGE_FILE = "usage.parquet"
 CAPACITY_FILE = "capacity.parquet"

@@ -22,9 +22,9 @@ import jinja2
 import pandas as pd
 
 from policies.errors import InputError
-from reports import charts
 from reports.costmodel import MonthReport
-from reports.money import ZERO, money_str
+from reports.costmodel.money import ZERO, money_str
+from reports.rendering import charts
 
 TEMPLATES = Path(__file__).parent / "templates"
 MONEY_COLUMNS = (
