@@ -38,7 +38,7 @@ def print_summary(console: Console, report: MonthReport) -> None:
         title=f"{report.policy_name} · {report.month} · {report.currency}",
         caption=f"pool cost {format_money(report.pool_cost)} {report.currency}",
     )
-    for column in ("member", "used GPU-h", "borrowed GPU-h", "lent GPU-h"):
+    for column in ("member", "used GPU-h", "on others' hardware, charged GPU-h", "lent GPU-h"):
         table.add_column(column, justify="left" if column == "member" else "right")
     for column in ("charges", "credits", "net", "total"):
         table.add_column(column, justify="right")
@@ -46,7 +46,7 @@ def print_summary(console: Console, report: MonthReport) -> None:
         table.add_row(
             row["member"],
             _hours(row["used_gpu_hours"]),
-            _hours(row["borrowed_gpu_hours"]),
+            _hours(row["used_on_others_charged_gpu_hours"]),
             _hours(row["lent_gpu_hours"]),
             format_money(row["charges"] + row["purchase_paid"]),
             format_money(row["credits"] + row["purchase_received"]),

@@ -69,7 +69,7 @@ def test_report_from_the_ledger(
     assert "uni-north" in captured.out and "lab-bio" in captured.out
     assert "data missing for 743 hours of 745" in captured.out
     invoice = json.loads((out / "invoice-lab-bio.json").read_text())
-    # lab-bio borrowed 2 x 0.5 H100-hours on uni-north's nodes at 2.40
+    # lab-bio used 2 x 0.5 H100-hours on uni-north's nodes at 2.40
     assert invoice["money"]["charges"] == "2.40"
     assert invoice["complete"] is False
     assert (out / "report.html").exists()
