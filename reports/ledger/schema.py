@@ -29,16 +29,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Column, DateTime, Dialect, Float, Integer, MetaData, String, Table, Text
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from policies.errors import InputError
+from reports.costmodel.usage_row import (
+    USAGE_ROW,
+    UsageField,
+)
 
 HOUR = timedelta(hours=1)
 
 METERED = "metered"
 PENDING = "pending"
-
-SOURCES = ("fairpool", "kube-state-metrics", "simulation")
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -65,24 +67,24 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 metadata = MetaData()
 
-usage_table = Table(
-    "usage",
-    metadata,
-    Column("hour", UTCDateTime, primary_key=True),
-    Column("pod_uid", String(128), primary_key=True),
-    Column("namespace", String(253), nullable=False),
-    Column("pod", String(253), nullable=False, default=""),
-    Column("job_id", String(253), nullable=False, default=""),
-    Column("member", String(253), nullable=False),
-    Column("owner", String(253), nullable=False),
-    Column("gpu_model", String(253), nullable=False),
-    Column("node", String(253), nullable=False),
-    Column("gpu_seconds", Float, nullable=False),
-    Column("utilization", Float, nullable=True),
-    Column("coverage", Float, nullable=False),
-    Column("policy_version", Integer, nullable=False),
-    Column("source", String(32), nullable=False),
-)
+
+def _usage_column(field: UsageField) -> Column[Any]:
+    sql_type: dict[type, TypeEngine[Any]] = {
+        datetime: UTCDateTime(),
+        str: String(field.max_length),
+        float: Float(),
+        int: Integer(),
+    }
+    return Column(
+        field.name,
+        sql_type[field.kind],
+        primary_key=field.key,
+        nullable=field.default is None,
+        default=None if field.required else field.default,
+    )
+
+
+usage_table = Table("usage", metadata, *(_usage_column(f) for f in USAGE_ROW))
 
 capacity_table = Table(
     "capacity",
@@ -129,18 +131,9 @@ metering_runs_table = Table(
     Column("error", Text, nullable=True),
 )
 
-USAGE_COLUMNS = [c.name for c in usage_table.columns]
 CAPACITY_COLUMNS = [c.name for c in capacity_table.columns]
 RECLAIM_LOST_COLUMNS = [c.name for c in reclaim_lost_table.columns]
 HOURS_COLUMNS = [c.name for c in hours_table.columns]
-
-# Columns a caller may leave out of a usage frame, and what they become.
-USAGE_DEFAULTS: dict[str, Any] = {
-    "pod": "",
-    "job_id": "",
-    "utilization": None,
-    "source": "fairpool",
-}
 
 
 def hour_start(value: datetime) -> datetime:

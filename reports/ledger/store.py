@@ -24,15 +24,13 @@ from sqlalchemy import Table, create_engine, delete, event, insert, select, upda
 from sqlalchemy.engine import Connection, Engine
 
 from policies.errors import InputError
+from reports.costmodel.usage_row import USAGE_COLUMNS, USAGE_DEFAULTS, USAGE_SOURCES
 from reports.ledger.schema import (
     CAPACITY_COLUMNS,
     HOURS_COLUMNS,
     METERED,
     PENDING,
     RECLAIM_LOST_COLUMNS,
-    SOURCES,
-    USAGE_COLUMNS,
-    USAGE_DEFAULTS,
     capacity_table,
     hour_start,
     hours_table,
@@ -93,8 +91,8 @@ class Ledger:
             raise InputError(f"coverage {coverage} is outside 0..1")
         usage_rows = _rows(usage, hour, USAGE_COLUMNS, USAGE_DEFAULTS, "usage")
         for row in usage_rows:
-            if row["source"] not in SOURCES:
-                raise InputError(f"usage source {row['source']!r} is not one of {SOURCES}")
+            if row["source"] not in USAGE_SOURCES:
+                raise InputError(f"usage source {row['source']!r} is not one of {USAGE_SOURCES}")
         capacity_rows = _rows(capacity, hour, CAPACITY_COLUMNS, {}, "capacity")
         lost_rows = (
             _rows(reclaim_lost, hour, RECLAIM_LOST_COLUMNS, {}, "reclaim_lost")
