@@ -31,8 +31,8 @@ from rich.table import Table
 
 from policies.loader import load_policy
 from reports.ledger import Ledger
-from reports.meter import Meter, MeterConfig
-from reports.prom_source import PromSource
+from reports.metering.meter import Meter, MeterConfig
+from reports.metering.prom_source import PromSource
 from tests.promtest import PrometheusServer, create_blocks
 from tests.promtest.scenario import format_labels
 

@@ -26,8 +26,8 @@ TARGET_RSS_MIB = 2048.0
 def _child() -> dict[str, float]:
     from policies.loader import load_policy
     from reports.costmodel import build_month_report, check_invariants
-    from reports.render import write_report
-    from reports.synthetic import demo_nodes, synthetic_month
+    from reports.rendering.render import write_report
+    from reports.sources.synthetic import demo_nodes, synthetic_month
 
     policy = load_policy()
     started = time.perf_counter()

@@ -28,8 +28,6 @@ from typing import Any, Protocol
 import yaml
 from sqlalchemy import (
     Column,
-    DateTime,
-    Dialect,
     Integer,
     MetaData,
     String,
@@ -40,10 +38,10 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.types import TypeDecorator
 
 from policies.loader import parse_policy
 from policies.model import Policy
+from reports.ledger.schema import UTCDateTime
 
 
 class VersionConflict(Exception):
@@ -56,30 +54,13 @@ class Origin(StrEnum):
     EXTERNAL = "external"
 
 
-class _UTC(TypeDecorator[datetime]):
-    """Aware UTC datetimes in every database (SQLite forgets the zone)."""
-
-    impl = DateTime
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime in policy_versions")
-        return value.astimezone(UTC).replace(tzinfo=None)
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        return value.replace(tzinfo=UTC) if value is not None else None
-
-
 _metadata = MetaData()
 policy_versions = Table(
     "policy_versions",
     _metadata,
     Column("version", Integer, primary_key=True, autoincrement=False),
     Column("author", String(253), nullable=False),
-    Column("applied_at", _UTC, nullable=False),
+    Column("applied_at", UTCDateTime, nullable=False),
     Column("origin", String(16), nullable=False),
     Column("comment", Text, nullable=False, default=""),
     Column("document", Text, nullable=False),

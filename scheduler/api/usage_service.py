@@ -17,8 +17,8 @@ from policies.model import Policy
 from proto.fairpool.v1 import usage_pb2, usage_pb2_grpc
 from reports.costmodel import MonthReport, NoDataError
 from reports.ledger import Ledger
-from reports.monthly_job import ledger_month_report
-from reports.render import write_report
+from reports.rendering.render import write_report
+from reports.sources.monthly_job import ledger_month_report
 from scheduler.api import messages
 from scheduler.api.auth import Authenticator, Principal, RoleKind
 from scheduler.api.errors import abort, abort_input, check_deadline

@@ -120,8 +120,8 @@ def meter(
 
     from policies.loader import load_policy
     from reports.ledger import Ledger
-    from reports.meter import HourOutcome, Meter, MeterConfig, RunSummary
-    from reports.prom_source import PromSource
+    from reports.metering.meter import HourOutcome, Meter, MeterConfig, RunSummary
+    from reports.metering.prom_source import PromSource
 
     policy = load_policy(policy_file)
     console = Console()
@@ -134,7 +134,7 @@ def meter(
     )
 
     if watch:
-        from reports.jobs import add_metering_job, build_scheduler
+        from reports.metering.jobs import add_metering_job, build_scheduler
 
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -142,7 +142,7 @@ def meter(
         scheduler = build_scheduler()
         add_metering_job(scheduler, metering, on_summary=lambda s: _print_summary(console, s))
         if reports_dir is not None:
-            from reports.monthly_job import schedule_monthly_report
+            from reports.sources.monthly_job import schedule_monthly_report
 
             schedule_monthly_report(scheduler, ledger_url, policy, reports_dir)
         console.print(
@@ -206,7 +206,7 @@ def meter(
 
 
 def _print_summary(console: Console, summary: object) -> None:
-    from reports.meter import RunSummary
+    from reports.metering.meter import RunSummary
 
     assert isinstance(summary, RunSummary)
     outcomes = summary.outcomes

@@ -17,8 +17,8 @@ from rich.table import Table
 
 from policies.loader import load_policy
 from reports.costmodel import MonthReport, NoDataError, check_invariants
-from reports.months import parse_month
-from reports.render import format_money, restrict, write_report
+from reports.costmodel.months import parse_month
+from reports.rendering.render import format_money, restrict, write_report
 
 DEFAULT_LEDGER = "sqlite:///fairpool-ledger.db"
 
@@ -38,7 +38,7 @@ def print_summary(console: Console, report: MonthReport) -> None:
         title=f"{report.policy_name} · {report.month} · {report.currency}",
         caption=f"pool cost {format_money(report.pool_cost)} {report.currency}",
     )
-    for column in ("member", "used GPU-h", "borrowed GPU-h", "lent GPU-h"):
+    for column in ("member", "used GPU-h", "on others' hardware, charged GPU-h", "lent GPU-h"):
         table.add_column(column, justify="left" if column == "member" else "right")
     for column in ("charges", "credits", "net", "total"):
         table.add_column(column, justify="right")
@@ -46,7 +46,7 @@ def print_summary(console: Console, report: MonthReport) -> None:
         table.add_row(
             row["member"],
             _hours(row["used_gpu_hours"]),
-            _hours(row["borrowed_gpu_hours"]),
+            _hours(row["used_on_others_charged_gpu_hours"]),
             _hours(row["lent_gpu_hours"]),
             format_money(row["charges"] + row["purchase_paid"]),
             format_money(row["credits"] + row["purchase_received"]),
@@ -106,14 +106,14 @@ def report(
     policy = load_policy(policy_file)
     try:
         if simulation_dir is not None:
-            from reports.simulation import simulated_report
+            from reports.sources.simulation import simulated_report
 
             built = simulated_report(simulation_dir, policy, month)
             out_dir = out_dir or simulation_dir / "report"
         else:
             if month is None:
                 raise click.UsageError("--month is required (or --from-simulation DIR)")
-            from reports.monthly_job import ledger_month_report
+            from reports.sources.monthly_job import ledger_month_report
 
             built = ledger_month_report(ledger_url, policy, month)
             out_dir = out_dir or Path("out") / "reports" / month
@@ -137,7 +137,7 @@ def report(
 )
 def monthly(ledger_url: str, policy_file: Path | None, reports_dir: Path) -> None:
     """Run the monthly job: on day 1 at 06:00 (policy time zone) write last month's report."""
-    from reports.monthly_job import monthly_trigger, run_forever
+    from reports.sources.monthly_job import monthly_trigger, run_forever
 
     policy = load_policy(policy_file)
     Console().print(

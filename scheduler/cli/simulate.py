@@ -3,7 +3,6 @@ with the same engine the daemon runs, and write what happened (DESIGN.md)."""
 
 from __future__ import annotations
 
-import importlib
 import sys
 import time
 from collections import defaultdict
@@ -220,8 +219,8 @@ def simulate(
     """Replay a trace (default: a synthetic month) on a cluster under a policy.
 
     Writes OUT/summary.json, jobs/members tables (CSV and Parquet), the allocation
-    timeline, usage/capacity/reclaim tables for billing, and the month's cost report
-    when the reports package is installed. Bad input: exit 2, nothing written."""
+    timeline, usage/capacity/reclaim tables for billing, and the month's cost report.
+    Bad input: exit 2, nothing written."""
     console = Console(highlight=False)
     if not console.is_terminal:
         console = Console(highlight=False, width=max(console.width, 150))
@@ -317,18 +316,14 @@ def simulate(
     console.print(f"wrote {out}/summary.json and tables")
     if not interactive:
         _log(event="simulate.done", out=str(out), seconds=f"{elapsed:.1f}")
-    _cost_report(console, out, policy, str(s["window"]["month"]))  # type: ignore[index]
+    _cost_report(console, out, study, str(s["window"]["month"]))  # type: ignore[index]
 
 
-def _cost_report(console: Console, out: Path, policy: Policy, month: str) -> None:
-    """The month's cost report, when the reports engine is installed."""
-    try:
-        importlib.import_module("reports.costmodel")
-        simulation = importlib.import_module("reports.simulation")
-    except ImportError as exc:
-        if exc.name not in {"reports.costmodel", "reports.simulation", "reports"}:
-            raise
-        console.print("[dim]cost report: reports.simulation is not installed yet[/]")
-        return
-    path = simulation.write_simulated_report(out, policy, month)
-    console.print(f"cost report: {path}")
+def _cost_report(console: Console, out: Path, study: Study, month: str) -> None:
+    """The month's cost report, billed from the study's tables as they are in memory."""
+    from reports.sources.simulation import simulation_report, write_simulation_report
+
+    report = simulation_report(
+        study.usage, study.capacity, study.reclaim_lost, study.summary, study.policy, month
+    )
+    console.print(f"cost report: {write_simulation_report(report, out)}")

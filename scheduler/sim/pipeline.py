@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 
 import numpy as np
@@ -13,9 +13,17 @@ import pandas as pd
 
 from policies.errors import InputError
 from policies.model import Policy
+from reports.costmodel.usage_row import usage_frame
 from scheduler.engine.snapshot import Node
 from scheduler.sim import metrics
-from scheduler.sim.simulator import Engine, JobState, Progress, SimulationResult, Simulator
+from scheduler.sim.simulator import (
+    Engine,
+    JobState,
+    Progress,
+    SimulationResult,
+    Simulator,
+    UsageRow,
+)
 from scheduler.sim.standalone import StandaloneResult, fits, replay_all
 from scheduler.traces.model import Trace
 
@@ -331,20 +339,8 @@ def summary_dict(
     }
 
 
-USAGE_COLUMNS = [
-    "hour",
-    "pod_uid",
-    "namespace",
-    "job_id",
-    "member",
-    "owner",
-    "gpu_model",
-    "node",
-    "gpu_seconds",
-    "utilization",
-    "coverage",
-    "policy_version",
-]
+# The usage row's columns a `UsageRow` carries (its hour an index from trace time 0's hour).
+SIM_USAGE = [f.name for f in fields(UsageRow)]
 
 
 def usage_table(result: SimulationResult, hour0: pd.Timestamp, version: int) -> pd.DataFrame:
@@ -363,7 +359,7 @@ def usage_table(result: SimulationResult, hour0: pd.Timestamp, version: int) -> 
             )
             for u in result.usage
         ],
-        columns=USAGE_COLUMNS[:9],
+        columns=SIM_USAGE,
     )
     frame["hour"] = hour0 + pd.to_timedelta(frame["hour"].astype("int64") * HOUR_S, unit="s")
     frame["hour"] = frame["hour"].astype("datetime64[ns, UTC]")
@@ -371,13 +367,14 @@ def usage_table(result: SimulationResult, hour0: pd.Timestamp, version: int) -> 
     frame["utilization"] = np.nan
     frame["coverage"] = 1.0
     frame["policy_version"] = version
-    frame = frame.groupby(USAGE_COLUMNS[:8], as_index=False, sort=True).agg(
+    keys = [c for c in SIM_USAGE if c != "gpu_seconds"]
+    frame = frame.groupby(keys, as_index=False, sort=True).agg(
         gpu_seconds=("gpu_seconds", "sum"),
         utilization=("utilization", "first"),
         coverage=("coverage", "first"),
         policy_version=("policy_version", "first"),
     )
-    return frame[USAGE_COLUMNS].astype({"policy_version": "int64", "utilization": "float64"})
+    return usage_frame(frame, source="simulation")
 
 
 def capacity_table(result: SimulationResult, start: datetime, end: float) -> pd.DataFrame:

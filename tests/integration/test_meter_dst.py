@@ -11,8 +11,8 @@ import pytest
 
 from policies.loader import load_policy
 from reports.ledger import Ledger
-from reports.meter import Meter
-from reports.prom_source import PromSource
+from reports.metering.meter import Meter
+from reports.metering.prom_source import PromSource
 from tests.promtest import PrometheusServer, Scenario, create_blocks
 
 pytestmark = pytest.mark.integration

@@ -11,8 +11,8 @@ import pytest
 from policies.loader import load_policy
 from policies.model import Policy
 from reports.ledger import Ledger
-from reports.meter import HourOutcome, Meter, MeterConfig
-from reports.prom_source import PromSource
+from reports.metering.meter import HourOutcome, Meter, MeterConfig
+from reports.metering.prom_source import PromSource
 from tests.integration import prometheus_fixtures as fixtures
 from tests.integration.prometheus_fixtures import A100, H100, at
 from tests.promtest import PrometheusServer, Scenario

@@ -24,8 +24,8 @@ import websocket
 
 from policies.loader import load_policy
 from reports.costmodel import build_month_report
-from reports.render import write_report
-from reports.synthetic import demo_nodes, synthetic_month
+from reports.rendering.render import write_report
+from reports.sources.synthetic import demo_nodes, synthetic_month
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from policies.model import Policy
 from reports.costmodel import build_month_report, check_invariants
-from reports.money import CENT, largest_remainder, split
+from reports.costmodel.money import CENT, largest_remainder, split
 
 MEMBERS = ["a", "b", "c"]
 MODELS = ["H", "A"]

@@ -3,7 +3,7 @@
 Scenario (two hours on 2026-10-10, prices H 2.00 and A 1.00 per GPU-hour):
 - capacity: a owns 2 H GPUs, b owns 2 A GPUs, c owns nothing: 4 H-hours (8.00) and
   4 A-hours (4.00), pool capacity cost 12.00;
-- hour 0: a uses 1 H on a, b borrows 1 H on a, c borrows 1 A on b (1 A idle on b);
+- hour 0: a uses 1 H on a, b uses 1 H on a's nodes, c uses 1 A on b's (1 A idle on b);
 - hour 1: a uses 2 H on a, b uses 2 A on b.
 So b owes a 2.00, c owes b 1.00, b's nodes were idle 1 A-hour (1.00).
 """
@@ -24,7 +24,7 @@ from reports.costmodel import (
     build_month_report,
     check_invariants,
 )
-from reports.frames import UNATTRIBUTED, FrameError
+from reports.costmodel.frames import UNATTRIBUTED, FrameError
 
 D = Decimal
 H0 = pd.Timestamp("2026-10-10T00:00Z")
@@ -138,7 +138,7 @@ def test_idle_cost_rules_to_the_cent(
     assert sum(totals(report).values()) == report.pool_cost
 
 
-def test_borrowing_charges_and_lending_credits() -> None:
+def test_use_of_others_hardware_charged_and_lent_credited() -> None:
     report = build(make_policy())
     assert column(report, "charges") == {"a": D("0"), "b": D("2.00"), "c": D("1.00")}
     assert column(report, "credits") == {"a": D("2.00"), "b": D("1.00"), "c": D("0")}
@@ -151,16 +151,16 @@ def test_borrowing_charges_and_lending_credits() -> None:
         {"payer": "b", "payee": "a", "amount": D("2.00")},
         {"payer": "c", "payee": "b", "amount": D("1.00")},
     ]
-    hours = column(report, "borrowed_gpu_hours")
+    hours = column(report, "used_on_others_charged_gpu_hours")
     assert hours == {"a": 0.0, "b": 1.0, "c": 1.0}
     assert column(report, "lent_gpu_hours") == {"a": 1.0, "b": 1.0, "c": 0.0}
     assert column(report, "used_gpu_hours") == {"a": 3.0, "b": 3.0, "c": 1.0}
-    assert report.lending_flows.loc["b", "a"] == 1.0
-    assert report.lending_flows.loc["c", "b"] == 1.0
+    assert report.lent_flows.loc["b", "a"] == 1.0
+    assert report.lent_flows.loc["c", "b"] == 1.0
 
 
 def test_pairwise_net_settlement() -> None:
-    # a also borrows 1 A-hour from b: b owes a 2.00, a owes b 1.00 -> b pays a 1.00 net.
+    # a also uses 1 A-hour on b's nodes: b owes a 2.00, a owes b 1.00 -> b pays a 1.00 net.
     usage = pd.concat([USAGE, usage_frame([(H1, "a", "b", "A", 0.0), (H0, "a", "b", "A", 3600.0)])])
     capacity = CAPACITY.copy()
     capacity.loc[capacity["owner"] == "b", "gpu_seconds_available"] = 10800.0
@@ -215,19 +215,24 @@ def test_invoice_lines_add_up_to_each_total() -> None:
     b = report.invoice("b")
     descriptions = list(b["description"])
     assert "Contributed capacity, A" in descriptions
-    assert "GPU-hours borrowed from a" in descriptions
-    assert "GPU-hours lent to c" in descriptions
+    assert (
+        "Used on others' hardware: a's nodes (charged whether or not within entitlement; "
+        "offset by what you lent)"
+    ) in descriptions
+    assert (
+        "Lent to c: its use of your nodes (credited; offsets your use of others' hardware)"
+    ) in descriptions
 
 
 def test_purchased_gpus_paid_to_the_hosting_owner() -> None:
     # c holds 1 purchased A GPU: pays 745 h x 1.00 to b (the only other A owner); its
-    # A-hour on b's nodes is within the purchase, so not charged as borrowing.
+    # A-hour on b's nodes is within the purchase, so not charged as use of b's hardware.
     report = build(make_policy(c_purchased="{A: 1}"))
     assert report.settlement.loc["c", "b"] == D("745.00")
     assert column(report, "purchase_paid")["c"] == D("745.00")
     assert column(report, "purchase_received")["b"] == D("745.00")
     assert column(report, "charges") == {"a": D("0"), "b": D("2.00"), "c": D("0")}
-    assert column(report, "borrowed_gpu_hours")["c"] == 0.0
+    assert column(report, "used_on_others_charged_gpu_hours")["c"] == 0.0
     assert column(report, "used_within_purchase_gpu_hours")["c"] == 1.0
     assert totals(report) == {"a": D("39.34"), "b": D("-705.67"), "c": D("778.33")}
     assert column(report, "entitlement_gpu_hours")["c"] == 745.0
@@ -275,7 +280,7 @@ def test_a_member_without_data_shows_no_data_not_zero() -> None:
     row = report.summary.set_index("member").loc["d"]
     assert row["status"] == "no data"
     assert pd.isna(row["used_gpu_hours"])
-    assert pd.isna(row["borrowed_gpu_hours"])
+    assert pd.isna(row["used_on_others_charged_gpu_hours"])
     assert "no data for member d this month" in report.flags
     assert report.summary.set_index("member").loc["a", "status"] == "ok"
 

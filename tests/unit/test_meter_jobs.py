@@ -7,10 +7,10 @@ from pathlib import Path
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from policies.loader import load_policy
-from reports.jobs import METERING_JOB_ID, add_metering_job, meter_due_hours
 from reports.ledger import Ledger
-from reports.meter import Meter, RunSummary
-from reports.prom_source import PromSource
+from reports.metering.jobs import METERING_JOB_ID, add_metering_job, meter_due_hours
+from reports.metering.meter import Meter, RunSummary
+from reports.metering.prom_source import PromSource
 from tests.promtest import free_port
 
 

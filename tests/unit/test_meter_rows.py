@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 
-from reports.meter import _chunks
-from reports.meter_rows import HourInputs, build_hour, counter_increase
-from reports.promql import MeteringQueries
+from reports.metering.meter import _chunks
+from reports.metering.promql import MeteringQueries
+from reports.metering.rows import HourInputs, build_hour, counter_increase
 
 H = datetime(2026, 10, 5, 10, tzinfo=UTC)
 HOUR = timedelta(hours=1)

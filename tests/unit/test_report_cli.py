@@ -12,9 +12,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from policies.loader import load_policy
 from reports.ledger import Ledger
-from reports.monthly_job import monthly_trigger, run_monthly_report, schedule_monthly_report
-from reports.simulation import busiest_month, write_simulated_report
-from reports.synthetic import demo_nodes, synthetic_month
+from reports.sources.monthly_job import monthly_trigger, run_monthly_report, schedule_monthly_report
+from reports.sources.simulation import busiest_month, write_simulated_report
+from reports.sources.synthetic import demo_nodes, synthetic_month
 from scheduler.cli.main import main
 
 DEMO = load_policy()  # Europe/Paris
@@ -69,7 +69,7 @@ def test_report_from_the_ledger(
     assert "uni-north" in captured.out and "lab-bio" in captured.out
     assert "data missing for 743 hours of 745" in captured.out
     invoice = json.loads((out / "invoice-lab-bio.json").read_text())
-    # lab-bio borrowed 2 x 0.5 H100-hours on uni-north's nodes at 2.40
+    # lab-bio used 2 x 0.5 H100-hours on uni-north's nodes at 2.40
     assert invoice["money"]["charges"] == "2.40"
     assert invoice["complete"] is False
     assert (out / "report.html").exists()

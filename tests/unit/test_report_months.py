@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from reports.costmodel import build_month_report
-from reports.months import MonthError, month_bounds, month_hours, month_of, previous_month
+from reports.costmodel.months import MonthError, month_bounds, month_hours, month_of, previous_month
 from tests.unit.test_costmodel import CAPACITY, USAGE, make_policy, usage_frame
 
 PARIS = ZoneInfo("Europe/Paris")

@@ -10,9 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import reports.render as render
+import reports.rendering.render as render
 from reports.costmodel import MonthReport, build_month_report
-from reports.render import ReportExistsError, write_report
+from reports.rendering.render import ReportExistsError, write_report
 from tests.unit.test_costmodel import CAPACITY, USAGE, make_policy
 
 

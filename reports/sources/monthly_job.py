@@ -18,8 +18,8 @@ from apscheduler.triggers.cron import CronTrigger
 
 from policies.model import Policy
 from reports.costmodel import MonthReport, NoDataError, build_month_report
-from reports.months import month_bounds, previous_month
-from reports.render import write_report
+from reports.costmodel.months import month_bounds, previous_month
+from reports.rendering.render import write_report
 
 log = logging.getLogger(__name__)
 

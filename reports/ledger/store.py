@@ -1,27 +1,7 @@
 """The usage ledger: metered GPU usage per hour and pod, durable in SQL.
 
 SQLite file by default, any SQLAlchemy URL (e.g. ``postgresql+psycopg://...``) otherwise.
-Tables are created when missing. Every ``hour`` is the start of a UTC hour, stored as UTC
-and always returned timezone-aware UTC.
-
-==============  ===========================  ==============================================
-table           key                          columns
-==============  ===========================  ==============================================
-usage           (hour, pod_uid)              namespace, pod, job_id, member, owner,
-                                             gpu_model, node, gpu_seconds (float),
-                                             utilization (float 0..1, NULL = unknown),
-                                             coverage (0..1), policy_version (int),
-                                             source ("fairpool" | "kube-state-metrics" |
-                                             "simulation")
-capacity        (hour, node)                 owner, gpu_model, gpu_seconds_available,
-                                             coverage
-reclaim_lost    (hour, member, gpu_model)    gpu_seconds_lost
-hours           hour                         status ("metered" | "pending"), coverage,
-                                             attempts, last_error, metered_at
-metering_runs   id                           started_at, finished_at, range_start,
-                                             range_end, hours_ok, hours_pending,
-                                             mean_coverage, error
-==============  ===========================  ==============================================
+Tables (`reports.ledger.schema`) are created when missing.
 
 ``usage_frame``, ``capacity_frame`` and ``reclaim_lost_frame`` return the same columns as
 the simulator's ``usage.parquet`` / ``capacity.parquet`` / ``reclaim_lost.parquet`` (plus
@@ -36,161 +16,29 @@ rerunning an hour never duplicates, and a failed run leaves the previous rows in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import (
-    Column,
-    DateTime,
-    Dialect,
-    Float,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    create_engine,
-    delete,
-    event,
-    insert,
-    select,
-    update,
-)
+from sqlalchemy import Table, create_engine, delete, event, insert, select, update
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.types import TypeDecorator
 
 from policies.errors import InputError
-
-HOUR = timedelta(hours=1)
-
-METERED = "metered"
-PENDING = "pending"
-
-SOURCES = ("fairpool", "kube-state-metrics", "simulation")
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """A timezone-aware UTC datetime on every backend (SQLite keeps naive UTC text)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise InputError(f"naive datetime {value.isoformat()} given to the ledger; use UTC")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
-
-
-metadata = MetaData()
-
-usage_table = Table(
-    "usage",
+from reports.costmodel.usage_row import USAGE_COLUMNS, USAGE_DEFAULTS, USAGE_SOURCES
+from reports.ledger.schema import (
+    CAPACITY_COLUMNS,
+    HOURS_COLUMNS,
+    METERED,
+    PENDING,
+    RECLAIM_LOST_COLUMNS,
+    capacity_table,
+    hour_start,
+    hours_table,
     metadata,
-    Column("hour", UTCDateTime, primary_key=True),
-    Column("pod_uid", String(128), primary_key=True),
-    Column("namespace", String(253), nullable=False),
-    Column("pod", String(253), nullable=False, default=""),
-    Column("job_id", String(253), nullable=False, default=""),
-    Column("member", String(253), nullable=False),
-    Column("owner", String(253), nullable=False),
-    Column("gpu_model", String(253), nullable=False),
-    Column("node", String(253), nullable=False),
-    Column("gpu_seconds", Float, nullable=False),
-    Column("utilization", Float, nullable=True),
-    Column("coverage", Float, nullable=False),
-    Column("policy_version", Integer, nullable=False),
-    Column("source", String(32), nullable=False),
+    metering_runs_table,
+    reclaim_lost_table,
+    usage_table,
 )
-
-capacity_table = Table(
-    "capacity",
-    metadata,
-    Column("hour", UTCDateTime, primary_key=True),
-    Column("node", String(253), primary_key=True),
-    Column("owner", String(253), nullable=False),
-    Column("gpu_model", String(253), nullable=False),
-    Column("gpu_seconds_available", Float, nullable=False),
-    Column("coverage", Float, nullable=False),
-)
-
-reclaim_lost_table = Table(
-    "reclaim_lost",
-    metadata,
-    Column("hour", UTCDateTime, primary_key=True),
-    Column("member", String(253), primary_key=True),
-    Column("gpu_model", String(253), primary_key=True),
-    Column("gpu_seconds_lost", Float, nullable=False),
-)
-
-hours_table = Table(
-    "hours",
-    metadata,
-    Column("hour", UTCDateTime, primary_key=True),
-    Column("status", String(16), nullable=False),
-    Column("coverage", Float, nullable=True),
-    Column("attempts", Integer, nullable=False, default=0),
-    Column("last_error", Text, nullable=True),
-    Column("metered_at", UTCDateTime, nullable=True),
-)
-
-metering_runs_table = Table(
-    "metering_runs",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("started_at", UTCDateTime, nullable=False),
-    Column("finished_at", UTCDateTime, nullable=True),
-    Column("range_start", UTCDateTime, nullable=False),
-    Column("range_end", UTCDateTime, nullable=False),
-    Column("hours_ok", Integer, nullable=False, default=0),
-    Column("hours_pending", Integer, nullable=False, default=0),
-    Column("mean_coverage", Float, nullable=True),
-    Column("error", Text, nullable=True),
-)
-
-USAGE_COLUMNS = [c.name for c in usage_table.columns]
-CAPACITY_COLUMNS = [c.name for c in capacity_table.columns]
-RECLAIM_LOST_COLUMNS = [c.name for c in reclaim_lost_table.columns]
-HOURS_COLUMNS = [c.name for c in hours_table.columns]
-
-# Columns a caller may leave out of a usage frame, and what they become.
-_USAGE_DEFAULTS: dict[str, Any] = {
-    "pod": "",
-    "job_id": "",
-    "utilization": None,
-    "source": "fairpool",
-}
-
-
-def hour_start(value: datetime) -> datetime:
-    """`value` as a tz-aware UTC datetime, checked to be the start of an hour."""
-    if value.tzinfo is None:
-        raise InputError(f"hour {value.isoformat()} has no time zone; the ledger keeps UTC")
-    value = value.astimezone(UTC)
-    if value.minute or value.second or value.microsecond:
-        raise InputError(f"hour {value.isoformat()} is not the start of an hour")
-    return value
-
-
-def hours_between(start: datetime, end: datetime) -> list[datetime]:
-    """Every hour start h with start <= h < end (both bounds on the hour, UTC)."""
-    first, last = hour_start(start), hour_start(end)
-    out: list[datetime] = []
-    hour = first
-    while hour < last:
-        out.append(hour)
-        hour += HOUR
-    return out
 
 
 @dataclass(frozen=True)
@@ -241,10 +89,10 @@ class Ledger:
         hour = hour_start(hour)
         if not 0.0 <= coverage <= 1.0:
             raise InputError(f"coverage {coverage} is outside 0..1")
-        usage_rows = _rows(usage, hour, USAGE_COLUMNS, _USAGE_DEFAULTS, "usage")
+        usage_rows = _rows(usage, hour, USAGE_COLUMNS, USAGE_DEFAULTS, "usage")
         for row in usage_rows:
-            if row["source"] not in SOURCES:
-                raise InputError(f"usage source {row['source']!r} is not one of {SOURCES}")
+            if row["source"] not in USAGE_SOURCES:
+                raise InputError(f"usage source {row['source']!r} is not one of {USAGE_SOURCES}")
         capacity_rows = _rows(capacity, hour, CAPACITY_COLUMNS, {}, "capacity")
         lost_rows = (
             _rows(reclaim_lost, hour, RECLAIM_LOST_COLUMNS, {}, "reclaim_lost")

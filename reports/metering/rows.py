@@ -21,24 +21,13 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
+from reports.costmodel.usage_row import USAGE_COLUMNS
+
 UNASSIGNED = "unassigned"
 UNKNOWN_MODEL = "unknown"
 
-USAGE_OUT = [
-    "pod_uid",
-    "namespace",
-    "pod",
-    "job_id",
-    "member",
-    "owner",
-    "gpu_model",
-    "node",
-    "gpu_seconds",
-    "utilization",
-    "coverage",
-    "policy_version",
-    "source",
-]
+USAGE_OUT = [c for c in USAGE_COLUMNS if c != "hour"]
+"""An hour's usage rows: the usage row without its hour (the ledger adds it)."""
 CAPACITY_OUT = ["node", "owner", "gpu_model", "gpu_seconds_available", "coverage"]
 RECLAIM_OUT = ["member", "gpu_model", "gpu_seconds_lost"]
 

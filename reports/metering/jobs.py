@@ -4,7 +4,7 @@
 - `add_metering_job`: every hour, a few minutes after the hour closes (the look-ahead
   that bridges missing scrapes needs `max_gap` of newer samples), meter the last closed
   hour and retry every pending hour. Also runs once at start-up to catch up.
-- The monthly report job (the policy's time zone) lives in `reports.monthly_job`;
+- The monthly report job (the policy's time zone) lives in `reports.sources.monthly_job`;
   `schedule_monthly_report(scheduler, ledger_url, policy, reports_dir)` registers it on
   the same scheduler (`fairpool meter --watch --reports-dir DIR` does both).
 """
@@ -21,7 +21,7 @@ from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from reports.meter import Meter, RunSummary
+from reports.metering.meter import Meter, RunSummary
 
 log = logging.getLogger(__name__)
 

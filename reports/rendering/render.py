@@ -22,9 +22,9 @@ import jinja2
 import pandas as pd
 
 from policies.errors import InputError
-from reports import charts
 from reports.costmodel import MonthReport
-from reports.money import ZERO, money_str
+from reports.costmodel.money import ZERO, money_str
+from reports.rendering import charts
 
 TEMPLATES = Path(__file__).parent / "templates"
 MONEY_COLUMNS = (
@@ -58,7 +58,7 @@ def restrict(report: MonthReport, member: str) -> MonthReport:
             settlement.loc[a, b] = ZERO
     parties = report.settlement.loc[member].ne(ZERO) | report.settlement[member].ne(ZERO)
     visible = [m for m in report.members if m == member or bool(parties.get(m, False))]
-    flows = report.lending_flows.copy()
+    flows = report.lent_flows.copy()
     for a in others:
         for b in others:
             flows.loc[a, b] = 0.0
@@ -79,7 +79,7 @@ def restrict(report: MonthReport, member: str) -> MonthReport:
         net_settlement=net[(net["payer"] == member) | (net["payee"] == member)].reset_index(
             drop=True
         ),
-        lending_flows=flows.loc[visible, visible],
+        lent_flows=flows.loc[visible, visible],
         daily_gpu_hours=restricted_daily,
         entitlement_vs_use=report.entitlement_vs_use[
             report.entitlement_vs_use["member"] == member
@@ -174,7 +174,11 @@ def summary_table(report: MonthReport, pool_from: MonthReport | None = None) -> 
     pool: dict[str, Any] = {c: None for c in rows.columns}
     pool["member"] = "pool"
     pool["status"] = "complete" if report.complete else "incomplete"
-    for column in ("contributed_gpu_hours", "used_gpu_hours", "borrowed_gpu_hours"):
+    for column in (
+        "contributed_gpu_hours",
+        "used_gpu_hours",
+        "used_on_others_charged_gpu_hours",
+    ):
         values = [v for v in report.summary[column] if v is not None and not pd.isna(v)]
         pool[column] = float(sum(values))
     pool["total"] = report.pool_cost
@@ -240,7 +244,7 @@ def _html(report: MonthReport, member: str | None) -> str:
     chart_svgs = {
         "daily": charts.daily_stacked(report.daily_gpu_hours, colors),
         "entitlement": charts.entitlement_vs_use(report.entitlement_vs_use, colors),
-        "lending": charts.lending_heatmap(report.lending_flows),
+        "lent": charts.lent_heatmap(report.lent_flows),
         "utilization": charts.utilization(report.utilization_daily),
         "coverage": charts.coverage(report.coverage_daily),
     }

@@ -4,7 +4,7 @@ An hour [h, h+1h) is *closed* once `max_gap` has passed after its end (the look-
 that bridges missing scrapes needs those samples). Hours are fetched in chunks of
 consecutive hours (one range query per expression, one point per hour and series, well
 under Prometheus' 11,000 points per series; pod and node attributes by one instant query
-per chunk), turned into rows by `reports.meter_rows.build_hour`, and written with
+per chunk), turned into rows by `reports.metering.rows.build_hour`, and written with
 `Ledger.replace_hour`, one transaction per hour. Queries run a few at a time, and the
 next chunk's while the current one is built and stored. Prometheus unreachable, or no
 series at all for an hour: the hour is marked pending with the reason, and the next run
@@ -22,10 +22,10 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 
 from policies.model import Policy
-from reports import promql
 from reports.ledger import Ledger, MeteringRun, hour_start, hours_between
-from reports.meter_rows import HourInputs, HourRows, build_hour, counter_increase
-from reports.prom_source import PrometheusUnavailable, PromSource
+from reports.metering import promql
+from reports.metering.prom_source import PrometheusUnavailable, PromSource
+from reports.metering.rows import HourInputs, HourRows, build_hour, counter_increase
 
 log = logging.getLogger(__name__)
 

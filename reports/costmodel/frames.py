@@ -11,12 +11,12 @@ from datetime import datetime
 import pandas as pd
 
 from policies.errors import InputError
+from reports.costmodel.usage_row import BILLED_USAGE_COLUMNS
 
 UNATTRIBUTED = "unattributed"
 """Member (or owner) of usage the policy could not map to anyone: billed to no member,
 shown as its own row so that nothing disappears from the totals."""
 
-USAGE_COLUMNS = ("hour", "member", "owner", "gpu_model", "gpu_seconds")
 CAPACITY_COLUMNS = ("hour", "owner", "gpu_model", "gpu_seconds_available")
 RECLAIM_COLUMNS = ("hour", "member", "gpu_model", "gpu_seconds_lost")
 
@@ -48,7 +48,7 @@ def _names(values: pd.Series) -> pd.Series:
 def normalise_usage(
     usage: pd.DataFrame | None, start: datetime, end: datetime, default_version: int
 ) -> pd.DataFrame:
-    columns = [*USAGE_COLUMNS, "utilization", "coverage", "policy_version"]
+    columns = [*BILLED_USAGE_COLUMNS, "utilization", "coverage", "policy_version"]
     if usage is None or usage.empty:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in columns}).assign(
             hour=pd.Series(dtype="datetime64[ns, UTC]"),
@@ -57,7 +57,7 @@ def normalise_usage(
             coverage=pd.Series(dtype="float64"),
             policy_version=pd.Series(dtype="int64"),
         )
-    _require(usage, "usage", USAGE_COLUMNS)
+    _require(usage, "usage", BILLED_USAGE_COLUMNS)
     frame = pd.DataFrame(
         {
             "hour": _utc_hours(usage["hour"]),

@@ -122,8 +122,8 @@ def entitlement_vs_use(table: pd.DataFrame, colors: dict[str, str]) -> str:
         return _svg(figure, title)
 
 
-def lending_heatmap(flows: pd.DataFrame) -> str:
-    title = "Lending flows: GPU-hours used by borrower (row) on lender's nodes (column)"
+def lent_heatmap(flows: pd.DataFrame) -> str:
+    title = "Used on others' hardware: GPU-hours of member (row) on owner's nodes (column)"
     with plt.rc_context(_STYLE):
         n = max(1, len(flows))
         figure, axes = _figure(width=1.6 + 0.9 * len(flows.columns), height=1.0 + 0.55 * n)
@@ -131,8 +131,8 @@ def lending_heatmap(flows: pd.DataFrame) -> str:
         axes.imshow(values, cmap="Blues", aspect="auto", vmin=0)
         axes.set_xticks(range(len(flows.columns)), list(flows.columns), rotation=30, ha="right")
         axes.set_yticks(range(len(flows.index)), list(flows.index))
-        axes.set_xlabel("lender (node owner)")
-        axes.set_ylabel("borrower")
+        axes.set_xlabel("owner (lent)")
+        axes.set_ylabel("member (used)")
         peak = values.max() if values.size else 0.0
         for (i, j), value in np.ndenumerate(values):
             text = "-" if i == j else f"{value:,.0f}" if value >= 10 else f"{value:,.1f}"
@@ -145,7 +145,7 @@ def lending_heatmap(flows: pd.DataFrame) -> str:
                 fontsize=8,
                 color="white" if peak and value > 0.6 * peak else "#222222",
             )
-        axes.set_title("Lending flows (GPU-hours)")
+        axes.set_title("Lent (GPU-hours)")
         axes.spines[:].set_visible(False)
         return _svg(figure, title)
 

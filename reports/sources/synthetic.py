@@ -1,5 +1,6 @@
 """A synthetic month of pooled usage with known totals, for tests, the benchmark and
-demos: GPU slots on owners' nodes carry pods of random length, some of them borrowed.
+demos: GPU slots on owners' nodes carry pods of random length, some of them of other
+members (used on others' hardware).
 
 Deterministic for a given seed.
 """
@@ -12,8 +13,8 @@ import numpy as np
 import pandas as pd
 
 from policies.model import Policy
-from reports.coverage import month_hour_index
-from reports.months import month_bounds
+from reports.costmodel.coverage import month_hour_index
+from reports.costmodel.months import month_bounds
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ def synthetic_month(
     groups: list[NodeGroup],
     *,
     busy: float = 0.8,
-    borrow: float = 0.25,
+    on_others: float = 0.25,
     mean_pod_hours: float = 24.0,
     seed: int = 7,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -78,10 +79,10 @@ def synthetic_month(
         seg_end[is_busy],
     )
     owners = np.array(slot_owner)[slot_idx]
-    borrowed = rng.random(len(slot_idx)) < borrow
+    elsewhere = rng.random(len(slot_idx)) < on_others
     users = owners.copy()
     others = rng.integers(0, len(members), size=len(slot_idx))
-    users[borrowed] = members[others[borrowed]]
+    users[elsewhere] = members[others[elsewhere]]
     pod_uid = np.char.add("pod-", np.arange(len(slot_idx)).astype(str))
     span = seg_end - seg_start
     row_pod = np.repeat(np.arange(len(slot_idx)), span)
@@ -121,7 +122,7 @@ def synthetic_month(
     ]
     capacity = capacity.groupby(["hour", "owner", "gpu_model"], as_index=False).sum()
     capacity["coverage"] = 1.0
-    lost_mask = borrowed & (rng.random(len(slot_idx)) < 0.05)
+    lost_mask = elsewhere & (rng.random(len(slot_idx)) < 0.05)
     reclaim = pd.DataFrame(
         {
             "hour": hours[np.maximum(seg_end[lost_mask] - 1, 0)],

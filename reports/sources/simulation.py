@@ -1,9 +1,13 @@
 """The cost report of a simulation: the simulator's usage through the same cost model
-and renderer as metered usage (so `make demo` ends in a real report)."""
+and renderer as metered usage (so `make demo` ends in a real report).
+
+`fairpool simulate` bills its tables as they are in memory (`simulation_report`);
+`fairpool report --from-simulation` reads them back from a simulation's folder."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +16,7 @@ import pandas as pd
 from policies.errors import InputError
 from policies.model import Policy
 from reports.costmodel import MonthReport, build_month_report
-from reports.render import write_report
+from reports.rendering.render import write_report
 
 USAGE_FILE = "usage.parquet"
 CAPACITY_FILE = "capacity.parquet"
@@ -69,8 +73,16 @@ def busiest_month(usage: pd.DataFrame, capacity: pd.DataFrame, policy: Policy) -
     return str(best)
 
 
-def simulated_report(out_dir: Path, policy: Policy, month: str | None = None) -> MonthReport:
-    usage, capacity, reclaim, summary = read_simulation(out_dir)
+def simulation_report(
+    usage: pd.DataFrame,
+    capacity: pd.DataFrame,
+    reclaim: pd.DataFrame | None,
+    summary: Mapping[str, Any],
+    policy: Policy,
+    month: str | None = None,
+) -> MonthReport:
+    """The bill of a simulation's usage, capacity and reclaim tables for `month` (default:
+    its busiest month)."""
     chosen = month or busiest_month(usage, capacity, policy)
     return build_month_report(
         chosen,
@@ -83,11 +95,23 @@ def simulated_report(out_dir: Path, policy: Policy, month: str | None = None) ->
     )
 
 
+def simulated_report(out_dir: Path, policy: Policy, month: str | None = None) -> MonthReport:
+    """The bill of the simulation whose tables are in `out_dir`."""
+    usage, capacity, reclaim, summary = read_simulation(out_dir)
+    return simulation_report(usage, capacity, reclaim, summary, policy, month)
+
+
+def write_simulation_report(report: MonthReport, out_dir: Path, overwrite: bool = True) -> Path:
+    """Write a simulation's bill into `out_dir/report`; returns the HTML path. A rerun of
+    the simulation replaces its report."""
+    paths = write_report(report, Path(out_dir) / "report", overwrite=overwrite)
+    return paths[-1]
+
+
 def write_simulated_report(
     out_dir: Path, policy: Policy, month: str | None = None, overwrite: bool = True
 ) -> Path:
     """Build the month's report from `out_dir`'s simulation files into `out_dir/report`;
-    returns the HTML path. A rerun of the simulation replaces its report."""
+    returns the HTML path."""
     report = simulated_report(Path(out_dir), policy, month)
-    paths = write_report(report, Path(out_dir) / "report", overwrite=overwrite)
-    return paths[-1]
+    return write_simulation_report(report, out_dir, overwrite)

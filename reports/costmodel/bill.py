@@ -1,0 +1,117 @@
+"""What a month's bill is made of, before it becomes lines: GPU-hours and amounts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import pandas as pd
+
+from policies.model import Policy
+from reports.costmodel.money import cents
+from reports.costmodel.prices import PriceBook, gpu_hours, priced, priced_by_model
+from reports.costmodel.usage_split import CHARGED, on_own_nodes
+
+
+@dataclass(frozen=True)
+class GpuHours:
+    """GPU-hours per member (floats), and the few splits the lines need."""
+
+    used: pd.Series
+    own: pd.Series
+    """Used on the member's own nodes."""
+    within_purchase: pd.Series
+    """Used on others' hardware, covered by the member's purchased GPUs."""
+    used_on_others_charged: pd.Series
+    """Used on others' hardware beyond the purchased GPUs: charged."""
+    lent: pd.Series
+    """Others' use of the member's nodes."""
+    lent_credited: pd.Series
+    """The part of `lent` the users were charged for, credited to the member."""
+    charged_by_owner_model: pd.Series
+    """(member, owner, GPU model) -> `used_on_others_charged`."""
+    contributed: pd.Series
+    contributed_by_model: pd.Series
+    """(owner, GPU model) -> contributed (billed capacity)."""
+    idle: pd.Series
+    lost: pd.Series
+    """Lost to reclaim."""
+
+
+def month_gpu_hours(
+    usage_split: pd.DataFrame, capacity: pd.DataFrame, lost: pd.DataFrame
+) -> GpuHours:
+    on_others = usage_split[~on_own_nodes(usage_split)]
+    return GpuHours(
+        used=gpu_hours(usage_split, "member", "gpu_seconds"),
+        own=gpu_hours(usage_split, "member", "own"),
+        within_purchase=gpu_hours(usage_split, "member", "within_purchase"),
+        used_on_others_charged=gpu_hours(usage_split, "member", CHARGED),
+        lent=gpu_hours(on_others, "owner", "gpu_seconds"),
+        lent_credited=gpu_hours(usage_split, "owner", CHARGED),
+        charged_by_owner_model=gpu_hours(usage_split, ["member", "owner", "gpu_model"], CHARGED),
+        contributed=gpu_hours(capacity, "owner", "billed"),
+        contributed_by_model=gpu_hours(capacity, ["owner", "gpu_model"], "billed"),
+        idle=gpu_hours(capacity, "owner", "idle"),
+        lost=gpu_hours(lost, "member", "gpu_seconds_lost"),
+    )
+
+
+@dataclass(frozen=True)
+class Prices:
+    """Usage and capacity at price: exact Decimal, except `capacity_cost` (cents)."""
+
+    capacity_cost: dict[tuple[str, str], Decimal]
+    """(owner, GPU model) -> contributed capacity at price, in cents."""
+    idle: dict[str, Decimal]
+    charged: dict[tuple[str, str], Decimal]
+    """(user, owner) -> use of the owner's hardware beyond purchased GPUs."""
+    charged_by_model: dict[tuple[str, str, str], Decimal]
+    within_purchase: dict[str, Decimal]
+    lost: dict[str, Decimal]
+
+
+def month_prices(
+    book: PriceBook,
+    usage_split: pd.DataFrame,
+    capacity: pd.DataFrame,
+    lost: pd.DataFrame,
+    version_of_hour: pd.Series,
+    current_version: int,
+) -> Prices:
+    versions = lost["hour"].map(version_of_hour).fillna(current_version).astype("int64")
+    capacity_exact: dict[Any, Decimal] = priced_by_model(book, capacity, ["owner"], "billed")
+    return Prices(
+        capacity_cost={k: cents(v) for k, v in capacity_exact.items()},
+        idle=priced(book, capacity, ["owner"], "idle"),
+        charged=priced(book, usage_split, ["member", "owner"], CHARGED),
+        charged_by_model=priced_by_model(book, usage_split, ["member", "owner"], CHARGED),
+        within_purchase=priced(book, usage_split, ["member"], "within_purchase"),
+        lost=priced(book, lost.assign(policy_version=versions), ["member"], "gpu_seconds_lost"),
+    )
+
+
+@dataclass(frozen=True)
+class BillParts:
+    """Everything the invoice lines and summary rows are made from."""
+
+    policy: Policy
+    members: list[str]
+    hours_in_month: int
+    versions: list[int]
+    """Policy versions in force during the month."""
+    book: PriceBook
+    hours: GpuHours
+    prices: Prices
+    charges: dict[tuple[str, str], Decimal]
+    """(user, owner) -> charge for use of the owner's hardware, cents."""
+    purchases: dict[tuple[str, str], Decimal]
+    """(buyer, owner) -> purchase payment, cents."""
+    idle_returned: dict[str, Decimal]
+    idle_share: dict[str, Decimal]
+    shared: dict[str, dict[str, Decimal]]
+    """shared cost name -> member -> share, cents."""
+    has_data: set[str]
+    efficiency: dict[str, float | None]
+    simulated_dividend: dict[str, float]

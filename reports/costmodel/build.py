@@ -1,0 +1,280 @@
+"""`build_month_report`: the steps of the bill, in order (see the package docstring)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pandas as pd
+
+from policies.model import Policy
+from reports.costmodel.bill import BillParts, month_gpu_hours, month_prices
+from reports.costmodel.capacity import hourly_capacity, idle_cost_split
+from reports.costmodel.coverage import Coverage, local_days, measure_coverage, month_hour_index
+from reports.costmodel.frames import (
+    UNATTRIBUTED,
+    normalise_capacity,
+    normalise_hour_status,
+    normalise_reclaim,
+    normalise_usage,
+)
+from reports.costmodel.invoices import invoices_and_summary
+from reports.costmodel.money import ZERO, cents
+from reports.costmodel.months import month_bounds
+from reports.costmodel.prices import PriceBook
+from reports.costmodel.purchases import purchase_payments
+from reports.costmodel.report import MonthReport, NoDataError
+from reports.costmodel.settlement import (
+    net_transfers,
+    others_hardware_charges,
+    settlement_cells,
+    settlement_matrix,
+)
+from reports.costmodel.shared import shared_cost_shares
+from reports.costmodel.tables import (
+    consortium_table,
+    daily_gpu_hours,
+    efficiency,
+    entitlement_vs_use,
+    lent_flows,
+    utilization_daily,
+)
+from reports.costmodel.usage_split import policy_version_per_hour, split_usage
+
+
+@dataclass(frozen=True)
+class MonthInputs:
+    """A month's usage, capacity, reclaim and hour status, normalised to its window."""
+
+    month: str
+    start: datetime
+    end: datetime
+    hours: int
+    usage: pd.DataFrame
+    capacity: pd.DataFrame
+    lost: pd.DataFrame
+    status: pd.DataFrame
+    version_of_hour: pd.Series
+    members: list[str]
+
+
+def build_month_report(
+    month: str,
+    policy: Policy,
+    usage: pd.DataFrame | None,
+    capacity: pd.DataFrame | None,
+    reclaim_lost: pd.DataFrame | None = None,
+    hour_status: pd.DataFrame | None = None,
+    *,
+    policies: Mapping[int, Policy] | None = None,
+    simulation_summary: Mapping[str, Any] | None = None,
+    source: str = "ledger",
+) -> MonthReport:
+    """The month's bill from its usage, capacity, GPU-seconds lost to reclaim and metering
+    status per hour (`reports.costmodel.frames` names the columns); `policies` gives the
+    prices of earlier policy versions the usage names."""
+    inputs = month_inputs(month, policy, usage, capacity, reclaim_lost, hour_status)
+    book = PriceBook(policy, dict(policies or {}))
+    flags: list[str] = []
+    usage_split = split_usage(inputs.usage, policy)
+    capacity_hourly = hourly_capacity(
+        inputs.capacity, usage_split, inputs.version_of_hour, policy.version, flags
+    )
+    hours = month_gpu_hours(usage_split, capacity_hourly, inputs.lost)
+    prices = month_prices(
+        book, usage_split, capacity_hourly, inputs.lost, inputs.version_of_hour, policy.version
+    )
+    purchases = purchase_payments(
+        policy, book, hours.contributed_by_model, inputs.version_of_hour, flags
+    )
+    charges = others_hardware_charges(prices.charged)
+    contribution = {m: float(hours.contributed.get(m, 0.0)) for m in inputs.members}
+    use = {m: float(hours.used.get(m, 0.0)) for m in inputs.members}
+    idle_returned, idle_share = idle_cost_split(
+        policy, prices.idle, contribution, use, inputs.members, flags
+    )
+    shared = shared_cost_shares(policy, contribution, use, inputs.members, flags)
+    parts = BillParts(
+        policy=policy,
+        members=inputs.members,
+        hours_in_month=inputs.hours,
+        versions=sorted(set(inputs.version_of_hour.unique().tolist())),
+        book=book,
+        hours=hours,
+        prices=prices,
+        charges=charges,
+        purchases=purchases,
+        idle_returned=idle_returned,
+        idle_share=idle_share,
+        shared=shared,
+        has_data=_members_with_data(inputs),
+        efficiency=efficiency(inputs.usage, inputs.members),
+        simulated_dividend=_simulated_dividends(simulation_summary),
+    )
+    invoices, summary = invoices_and_summary(parts)
+    coverage = measure_coverage(
+        inputs.start, inputs.end, policy.billing.zone, inputs.usage, inputs.capacity, inputs.status
+    )
+    flags = coverage.flags[:2] + flags + coverage.flags[2:] + _data_flags(inputs, parts)
+    return _month_report(
+        inputs, parts, (invoices, summary), (usage_split, capacity_hourly), coverage, flags, source
+    )
+
+
+def month_inputs(
+    month: str,
+    policy: Policy,
+    usage: pd.DataFrame | None,
+    capacity: pd.DataFrame | None,
+    reclaim_lost: pd.DataFrame | None,
+    hour_status: pd.DataFrame | None,
+) -> MonthInputs:
+    """The month's window in the policy's time zone and its inputs inside it; raises
+    NoDataError when there is neither usage nor capacity."""
+    start, end = month_bounds(month, policy.billing.zone)
+    u = normalise_usage(usage, start, end, policy.version)
+    cap = normalise_capacity(capacity, start, end)
+    lost = normalise_reclaim(reclaim_lost, start, end)
+    if u.empty and cap.empty:
+        raise NoDataError(
+            f"no usage and no capacity recorded for {month} "
+            f"({start:%Y-%m-%d %H:%M}Z to {end:%Y-%m-%d %H:%M}Z): nothing to report"
+        )
+    return MonthInputs(
+        month=month,
+        start=start,
+        end=end,
+        hours=int((end - start) / timedelta(hours=1)),
+        usage=u,
+        capacity=cap,
+        lost=lost,
+        status=normalise_hour_status(hour_status, start, end),
+        version_of_hour=policy_version_per_hour(u, start, end, policy.version),
+        members=_member_order(policy, u["member"], u["owner"], cap["owner"], lost["member"]),
+    )
+
+
+def _month_report(
+    inputs: MonthInputs,
+    parts: BillParts,
+    bill: tuple[pd.DataFrame, pd.DataFrame],
+    hourly: tuple[pd.DataFrame, pd.DataFrame],
+    coverage: Coverage,
+    flags: list[str],
+    source: str,
+) -> MonthReport:
+    """The report: the invoices and summary `bill`, the pool's totals (checked to add up),
+    the settlement, and the tables for the charts from the `hourly` usage split and
+    capacity."""
+    invoices, summary = bill
+    usage_split, capacity_hourly = hourly
+    policy, members = parts.policy, inputs.members
+    capacity_total = sum(parts.prices.capacity_cost.values(), ZERO)
+    shared_total = sum((cents(c.monthly_amount) for c in policy.billing.shared_fixed_costs), ZERO)
+    pool_cost = capacity_total + shared_total
+    totals_sum = sum(summary["total"], ZERO)
+    if totals_sum != pool_cost:  # the rounding rule makes this impossible; guard it anyway
+        raise AssertionError(f"member totals {totals_sum} != pool cost {pool_cost}")
+    settlement = settlement_cells(parts.charges, parts.purchases)
+    amounts: dict[str, Decimal] = {
+        "capacity": capacity_total,
+        "shared": shared_total,
+        "pool": pool_cost,
+        "totals": totals_sum,
+        "charges": sum(parts.charges.values(), ZERO),
+        "purchases": sum(parts.purchases.values(), ZERO),
+    }
+    day_of = local_days(month_hour_index(inputs.start, inputs.end), policy.billing.zone)
+    return MonthReport(
+        month=inputs.month,
+        start=inputs.start,
+        end=inputs.end,
+        time_zone=policy.billing.time_zone,
+        currency=policy.billing.currency,
+        policy_name=policy.metadata.name,
+        policy_versions=[int(v) for v in parts.versions],
+        members=members,
+        source=source,
+        hours=inputs.hours,
+        summary=summary,
+        invoices=invoices,
+        consortium=consortium_table(parts.hours, amounts, inputs.hours, coverage),
+        settlement=settlement_matrix(settlement, members),
+        net_settlement=net_transfers(settlement, members),
+        daily_gpu_hours=daily_gpu_hours(usage_split, day_of, members, parts.hours.used),
+        entitlement_vs_use=entitlement_vs_use(
+            policy, usage_split, parts.hours, members, inputs.hours
+        ),
+        lent_flows=lent_flows(usage_split, members),
+        utilization_daily=utilization_daily(
+            inputs.usage, usage_split, capacity_hourly, day_of, coverage
+        ),
+        coverage_daily=coverage.daily,
+        flags=flags,
+        pool_cost=pool_cost,
+        capacity_cost=capacity_total,
+        shared_fixed_cost=shared_total,
+        complete=coverage.complete,
+        idle_cost_rule=policy.billing.idle_cost.value,
+    )
+
+
+def _members_with_data(inputs: MonthInputs) -> set[str]:
+    return (
+        set(inputs.usage["member"])
+        | set(inputs.usage["owner"])
+        | set(inputs.capacity["owner"])
+        | set(inputs.lost["member"])
+    )
+
+
+def _data_flags(inputs: MonthInputs, parts: BillParts) -> list[str]:
+    """Members without data, and usage no member could be found for."""
+    flags = [
+        f"no data for member {m} this month" for m in inputs.members if m not in parts.has_data
+    ]
+    if UNATTRIBUTED in inputs.members:
+        flags.append(
+            f"{float(parts.hours.used.get(UNATTRIBUTED, 0.0)):.1f} GPU-hours used by pods no "
+            "member could be found for (namespace not in the policy): shown as 'unattributed'"
+        )
+    return flags
+
+
+def _member_order(policy: Policy, *names: pd.Series) -> list[str]:
+    """Policy members in policy order, then other names seen (sorted), `unattributed` last."""
+    order = policy.member_names()
+    extra: set[str] = set()
+    for series in names:
+        extra.update(str(v) for v in series.unique())
+    extra -= set(order)
+    tail = sorted(extra - {UNATTRIBUTED}) + ([UNATTRIBUTED] if UNATTRIBUTED in extra else [])
+    return order + tail
+
+
+def _simulated_dividends(summary: Mapping[str, Any] | None) -> dict[str, float]:
+    """`pooling_dividend_gpu_hours` per member from a simulator's summary.json."""
+    if not summary:
+        return {}
+    for key in ("members", "per_member", "by_member"):
+        block = summary.get(key)
+        if isinstance(block, Mapping):
+            return {
+                str(name): float(values["pooling_dividend_gpu_hours"])
+                for name, values in block.items()
+                if isinstance(values, Mapping)
+                and values.get("pooling_dividend_gpu_hours") is not None
+            }
+        if isinstance(block, list):
+            return {
+                str(values.get("member") or values.get("name")): float(
+                    values["pooling_dividend_gpu_hours"]
+                )
+                for values in block
+                if isinstance(values, Mapping)
+                and values.get("pooling_dividend_gpu_hours") is not None
+            }
+    return {}

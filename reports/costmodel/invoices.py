@@ -1,0 +1,286 @@
+"""Invoices: each member's lines (capacity, use of others' hardware, lent, purchases,
+idle capacity, shared costs, information) and its summary row."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+import pandas as pd
+
+from policies.model import IdleCostRule
+from reports.costmodel.bill import BillParts
+from reports.costmodel.money import ZERO, cents, largest_remainder
+from reports.costmodel.purchases import purchased
+from reports.costmodel.report import INVOICE_COLUMNS
+
+OTHERS_HARDWARE = "others-hardware"
+LENT = "lent"
+
+
+class InvoiceLines:
+    """Invoice lines in the order they are added."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, member: str, section: str, description: str, **values: Any) -> None:
+        self.rows.append(
+            {
+                "member": member,
+                "section": section,
+                "description": description,
+                "counterparty": values.get("counterparty"),
+                "gpu_model": values.get("gpu_model"),
+                "gpu_hours": values.get("gpu_hours", float("nan")),
+                "rate": values.get("rate"),
+                "amount": values.get("amount"),
+                "info_value": values.get("info_value"),
+            }
+        )
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=INVOICE_COLUMNS)
+
+
+def invoices_and_summary(parts: BillParts) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(invoice lines of every member, one summary row per member)."""
+    lines = InvoiceLines()
+    rows = [member_invoice(member, parts, lines) for member in parts.members]
+    return lines.frame(), pd.DataFrame(rows)
+
+
+def member_invoice(m: str, parts: BillParts, lines: InvoiceLines) -> dict[str, Any]:
+    """Add `m`'s lines; return its summary row."""
+    capacity = capacity_lines(m, parts, lines)
+    charges = others_hardware_lines(m, parts, lines)
+    credits = lent_lines(m, parts, lines)
+    paid, received = purchase_lines(m, parts, lines)
+    idle_adjustment = idle_lines(m, parts, lines)
+    shared = shared_cost_lines(m, parts, lines)
+    within_value = info_lines(m, parts, lines)
+    total = capacity + charges - credits + paid - received + idle_adjustment + shared
+    money = {
+        "capacity_cost": capacity,
+        "charges": charges,
+        "credits": credits,
+        "purchase_paid": paid,
+        "purchase_received": received,
+        "idle_adjustment": idle_adjustment,
+        "shared_fixed": shared,
+        "total": total,
+        "net_settlement": credits + received - charges - paid,
+    }
+    return summary_row(m, parts, money, within_value)
+
+
+def capacity_lines(m: str, parts: BillParts, lines: InvoiceLines) -> Decimal:
+    """Contributed capacity per GPU model at price; returns their sum."""
+    total = ZERO
+    for (owner, model), amount in sorted(parts.prices.capacity_cost.items()):
+        if owner != m:
+            continue
+        lines.add(
+            m,
+            "capacity",
+            f"Contributed capacity, {model}",
+            gpu_model=model,
+            gpu_hours=float(parts.hours.contributed_by_model.get((owner, model), 0.0)),
+            rate=parts.book.rate(model, parts.versions),
+            amount=amount,
+        )
+        total += amount
+    return total
+
+
+def others_hardware_lines(m: str, parts: BillParts, lines: InvoiceLines) -> Decimal:
+    """One line per owner and GPU model whose hardware `m` used beyond its purchased
+    GPUs; returns the charges."""
+    charges = ZERO
+    for owner in parts.members:
+        cell = parts.charges.get((m, owner))
+        if cell is None:
+            continue
+        for model, amount in _by_model(parts, m, owner, cell).items():
+            lines.add(
+                m,
+                OTHERS_HARDWARE,
+                f"Used on others' hardware: {owner}'s nodes (charged whether or not within "
+                "entitlement; offset by what you lent)",
+                counterparty=owner,
+                gpu_model=model,
+                gpu_hours=float(parts.hours.charged_by_owner_model.get((m, owner, model), 0.0)),
+                rate=parts.book.rate(model, parts.versions),
+                amount=amount,
+            )
+        charges += cell
+    return charges
+
+
+def lent_lines(m: str, parts: BillParts, lines: InvoiceLines) -> Decimal:
+    """One credit line per member and GPU model that used `m`'s nodes and was charged
+    for it; returns the credits."""
+    credits = ZERO
+    for user in parts.members:
+        cell = parts.charges.get((user, m))
+        if cell is None:
+            continue
+        for model, amount in _by_model(parts, user, m, cell).items():
+            lines.add(
+                m,
+                LENT,
+                f"Lent to {user}: its use of your nodes (credited; offsets your use of "
+                "others' hardware)",
+                counterparty=user,
+                gpu_model=model,
+                gpu_hours=float(parts.hours.charged_by_owner_model.get((user, m, model), 0.0)),
+                rate=parts.book.rate(model, parts.versions),
+                amount=-amount,
+            )
+        credits += cell
+    return credits
+
+
+def _by_model(parts: BillParts, user: str, owner: str, cell: Decimal) -> dict[str, Decimal]:
+    """The settlement cell (user, owner) split over GPU models so the lines add up to it."""
+    exact: Mapping[str, Decimal] = {
+        model: value
+        for (u, o, model), value in sorted(parts.prices.charged_by_model.items())
+        if u == user and o == owner and value
+    }
+    return largest_remainder(exact, cell, list(exact))
+
+
+def purchase_lines(m: str, parts: BillParts, lines: InvoiceLines) -> tuple[Decimal, Decimal]:
+    """What `m` pays for its purchased GPUs and receives for hosting others'."""
+    paid = received = ZERO
+    for host in parts.members:
+        cell = parts.purchases.get((m, host))
+        if cell is not None:
+            lines.add(
+                m, "purchase", f"Purchased GPUs, hosted by {host}", counterparty=host, amount=cell
+            )
+            paid += cell
+    for buyer in parts.members:
+        cell = parts.purchases.get((buyer, m))
+        if cell is not None:
+            lines.add(
+                m,
+                "purchase",
+                f"Hosting {buyer}'s purchased GPUs",
+                counterparty=buyer,
+                amount=-cell,
+            )
+            received += cell
+    return paid, received
+
+
+def idle_lines(m: str, parts: BillParts, lines: InvoiceLines) -> Decimal:
+    """Idle capacity on `m`'s nodes under the idle cost rule; returns the adjustment
+    (share of the pooled idle capacity minus what `m` returned to the pool)."""
+    rule = parts.policy.billing.idle_cost
+    idle_h = float(parts.hours.idle.get(m, 0.0))
+    returned = parts.idle_returned.get(m, ZERO)
+    share = parts.idle_share.get(m, ZERO)
+    if rule is IdleCostRule.OWNER:
+        if idle_h > 0:
+            lines.add(
+                m,
+                "info",
+                "Idle capacity on own nodes (in the capacity cost: idle cost rule 'owner')",
+                gpu_hours=idle_h,
+                info_value=cents(parts.prices.idle.get(m, ZERO)),
+            )
+        return share - returned
+    if returned or idle_h > 0:
+        lines.add(
+            m,
+            "idle",
+            "Idle capacity on own nodes, returned to the pool",
+            gpu_hours=idle_h,
+            amount=-returned,
+        )
+    if m in parts.idle_share:
+        lines.add(m, "idle", f"Share of pooled idle capacity ({rule.value})", amount=share)
+    return share - returned
+
+
+def shared_cost_lines(m: str, parts: BillParts, lines: InvoiceLines) -> Decimal:
+    """`m`'s share of each shared fixed cost; returns their sum."""
+    total = ZERO
+    for cost in parts.policy.billing.shared_fixed_costs:
+        piece = parts.shared[cost.name].get(m)
+        if piece is None:
+            continue
+        lines.add(m, "shared", f"Shared cost: {cost.name} ({cost.split.value})", amount=piece)
+        total += piece
+    return total
+
+
+def info_lines(m: str, parts: BillParts, lines: InvoiceLines) -> Decimal:
+    """Information lines (not money due): own use, use within purchased GPUs, GPU-hours
+    lost to reclaim. Returns the value at price of the use within purchased GPUs."""
+    hours = parts.hours
+    if hours.own.get(m, 0.0) > 0:
+        lines.add(
+            m,
+            "info",
+            "Used on own nodes (in the capacity cost)",
+            gpu_hours=float(hours.own.get(m, 0.0)),
+        )
+    within_value = cents(parts.prices.within_purchase.get(m, ZERO))
+    if hours.within_purchase.get(m, 0.0) > 0:
+        lines.add(
+            m,
+            "info",
+            "Used within purchased GPUs (paid by the purchase)",
+            gpu_hours=float(hours.within_purchase.get(m, 0.0)),
+            info_value=within_value,
+        )
+    if hours.lost.get(m, 0.0) > 0:
+        lines.add(
+            m,
+            "info",
+            "GPU-hours lost to reclaim (not billed: already billed as use)",
+            gpu_hours=float(hours.lost.get(m, 0.0)),
+            info_value=cents(parts.prices.lost.get(m, ZERO)),
+        )
+    return within_value
+
+
+def summary_row(
+    m: str, parts: BillParts, money: dict[str, Decimal], within_value: Decimal
+) -> dict[str, Any]:
+    """`m`'s GPU-hours and money; GPU-hours are None for a member without data."""
+    hours = parts.hours
+    nodata = m not in parts.has_data
+
+    def qty(series: pd.Series) -> float | None:
+        return None if nodata else float(series.get(m, 0.0))
+
+    purchased_h = sum(float(g) * parts.hours_in_month for g in purchased(parts.policy, m).values())
+    contributed = float(hours.contributed.get(m, 0.0))
+    used_on_others = float(hours.used_on_others_charged.get(m, 0.0)) + float(
+        hours.within_purchase.get(m, 0.0)
+    )
+    return {
+        "member": m,
+        "status": "no data" if nodata else "ok",
+        "contributed_gpu_hours": qty(hours.contributed),
+        "purchased_gpu_hours": None if nodata else purchased_h,
+        "entitlement_gpu_hours": None if nodata else contributed + purchased_h,
+        "used_gpu_hours": qty(hours.used),
+        "used_own_gpu_hours": qty(hours.own),
+        "used_within_purchase_gpu_hours": qty(hours.within_purchase),
+        "used_on_others_charged_gpu_hours": qty(hours.used_on_others_charged),
+        "lent_gpu_hours": qty(hours.lent),
+        "lent_credited_gpu_hours": qty(hours.lent_credited),
+        "idle_gpu_hours": qty(hours.idle),
+        "reclaim_lost_gpu_hours": qty(hours.lost),
+        "efficiency": parts.efficiency[m],
+        **money,
+        "dividend_gpu_hours": None if nodata else used_on_others,
+        "dividend_money": money["credits"] + within_value - money["purchase_paid"],
+        "simulated_dividend_gpu_hours": parts.simulated_dividend.get(m),
+    }
