@@ -341,7 +341,7 @@ class Simulator:
         by_job: dict[str, dict[str, str]] = {}
         for bind in decisions.binds:
             by_job.setdefault(bind.job_id, {})[bind.pod_uid] = bind.node
-        borrowed_jobs = {b.job_id for b in decisions.binds if b.borrowed}
+        reclaimable_jobs = {b.job_id for b in decisions.binds if b.reclaimable}
         for job_id, placement in by_job.items():
             pending = self.cluster.pending.get(job_id)
             if pending is None:
@@ -372,7 +372,7 @@ class Simulator:
                 record.first_start = now
             record.token += 1
             self._push(now + record.remaining_s, EventKind.COMPLETION, job_id, record.token)
-            if job_id in borrowed_jobs and self._min_runtime > 0:
+            if job_id in reclaimable_jobs and self._min_runtime > 0:
                 self._push(now + self._min_runtime, EventKind.WAKE, job_id, record.token)
 
     def _apply_preemptions(self, decisions: Decisions, now: float, allow: bool) -> None:
