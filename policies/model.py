@@ -60,7 +60,7 @@ class SharingRules(_Strict):
     borrowing: bool = True
     reclaim_grace_period_seconds: NonNegInt = 30
     min_runtime_seconds: NonNegInt = 0
-    """A borrowed pod younger than this is not preempted..."""
+    """A reclaimable pod younger than this is not preempted..."""
     preempt_below_min_runtime: bool = False
     """...unless this is set."""
     usage_half_life_hours: float | None = Field(default=None, gt=0)

@@ -58,6 +58,7 @@ def member_share(share: MemberShare) -> share_pb2.MemberShare:
         fair_share=share.fair_share,
         allocated=share.allocated,
         borrowed=share.borrowed,
+        reclaimable=share.reclaimable,
         lent=share.lent,
         pending=share.pending,
         demand=share.demand,

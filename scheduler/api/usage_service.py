@@ -5,7 +5,7 @@ from __future__ import annotations
 import mimetypes
 import re
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -29,19 +29,22 @@ MAX_REPORT_BYTES = 32 << 20
 MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 
 
-def usage_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per member and GPU model: GPU-hours used, used on others' nodes (borrowed) and
-    used by others on the member's nodes (lent, as one total: who borrowed stays out)."""
-    columns = ["member", "gpu_model", "used", "borrowed", "lent"]
+def usage_rows(frame: pd.DataFrame, members: Collection[str]) -> pd.DataFrame:
+    """Per member and GPU model: GPU-hours used, used on others' hardware (on nodes
+    another member owns) and lent (other members' pods on the member's nodes, as one
+    total: who used them stays out). The ledger knows where pods ran, not entitlements,
+    so it cannot tell borrowing. Nodes whose owner is not in `members` are unowned: their
+    use is neither, so lent and used on others' hardware add up to the same total."""
+    columns = ["member", "gpu_model", "used", "used_on_others_hardware", "lent"]
     if frame.empty:
         return pd.DataFrame(columns=columns)
     hours = frame.assign(h=frame["gpu_seconds"] / 3600.0)
-    away = hours[hours["member"] != hours["owner"]]
+    away = hours[(hours["member"] != hours["owner"]) & hours["owner"].isin(list(members))]
     used = hours.groupby(["member", "gpu_model"])["h"].sum().rename("used")
-    borrowed = away.groupby(["member", "gpu_model"])["h"].sum().rename("borrowed")
+    elsewhere = away.groupby(["member", "gpu_model"])["h"].sum().rename("used_on_others_hardware")
     lent = away.groupby(["owner", "gpu_model"])["h"].sum().rename("lent")
     lent.index = lent.index.set_names(["member", "gpu_model"])
-    table = pd.concat([used, borrowed, lent], axis=1).fillna(0.0).reset_index()
+    table = pd.concat([used, elsewhere, lent], axis=1).fillna(0.0).reset_index()
     return table.sort_values(["member", "gpu_model"])[columns]
 
 
@@ -106,7 +109,8 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
             abort(
                 context, grpc.StatusCode.INVALID_ARGUMENT, f"end: range over {MAX_RANGE.days} days"
             )
-        table = usage_rows(self._ledger.usage_frame(start, end))
+        members = self._policy().member_names()
+        table = usage_rows(self._ledger.usage_frame(start, end), members)
         if member is not None:
             table = table[table["member"] == member]
         return usage_pb2.GetUsageResponse(
@@ -117,7 +121,7 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
                     member=str(r.member),
                     gpu_model=str(r.gpu_model),
                     gpu_hours_used=float(r.used),
-                    gpu_hours_borrowed=float(r.borrowed),
+                    gpu_hours_used_on_others_hardware=float(r.used_on_others_hardware),
                     gpu_hours_lent=float(r.lent),
                 )
                 for r in table.itertuples(index=False)

@@ -245,6 +245,7 @@ def simulate(client: Client, file: Path, trace: Path | None, ledger_days: int | 
         "member",
         "GPU-hours used",
         "borrowed",
+        "used on others' hardware",
         "lent",
         "jobs",
         "mean wait s",
@@ -260,6 +261,8 @@ def simulate(client: Client, file: Path, trace: Path | None, ledger_days: int | 
             m.member,
             f"{m.gpu_hours_used:,.1f} → {d.gpu_hours_used:,.1f}",
             f"{m.gpu_hours_borrowed:,.1f} → {d.gpu_hours_borrowed:,.1f}",
+            f"{m.gpu_hours_used_on_others_hardware:,.1f} → "
+            f"{d.gpu_hours_used_on_others_hardware:,.1f}",
             f"{m.gpu_hours_lent:,.1f} → {d.gpu_hours_lent:,.1f}",
             f"{m.jobs_completed} → {d.jobs_completed}",
             f"{m.mean_wait_s:,.0f} → {d.mean_wait_s:,.0f}",

@@ -38,6 +38,7 @@ def shares(client: Client, member: str, gpu_model: str) -> None:
         "fair share",
         "allocated",
         "borrowed",
+        "reclaimable",
         "lent",
         "pending",
     )
@@ -53,6 +54,7 @@ def shares(client: Client, member: str, gpu_model: str) -> None:
             f"{s.fair_share:.2f}",
             f"[red]{s.allocated}[/]" if below and s.pending else str(s.allocated),
             str(s.borrowed),
+            str(s.reclaimable),
             str(s.lent),
             str(s.pending),
         )

@@ -104,7 +104,17 @@ def _gpu_h(value: object) -> str:
 def member_table(study: Study) -> Table:
     summary = study.summary
     table = Table(title=f"Simulated {summary['window']['month']}: per member (GPU-hours)")  # type: ignore[index]
-    for name in ("member", "entitled", "used", "borrowed", "lent", "lost", "mean wait"):
+    columns = (
+        "member",
+        "entitled",
+        "used",
+        "borrowed",
+        "used on others' hardware",
+        "lent",
+        "lost",
+        "mean wait",
+    )
+    for name in columns:
         table.add_column(name, justify="left" if name == "member" else "right")
     table.add_column("mean JCT", justify="right")
     table.add_column("same jobs pooled / standalone JCT", justify="right")
@@ -118,6 +128,7 @@ def member_table(study: Study) -> Table:
             _gpu_h(m["gpu_hours_entitled"]),
             _gpu_h(m["gpu_hours_used"]),
             _gpu_h(m["gpu_hours_borrowed"]),
+            _gpu_h(m["gpu_hours_used_on_others_hardware"]),
             _gpu_h(m["gpu_hours_lent"]),
             _gpu_h(m["gpu_hours_lost_to_reclaim"]),
             _hours(m["mean_wait_s"]),
@@ -132,6 +143,7 @@ def member_table(study: Study) -> Table:
         _gpu_h(summary["gpu_hours_entitled"]),
         _gpu_h(summary["gpu_hours_used"]),
         _gpu_h(summary["gpu_hours_borrowed"]),
+        _gpu_h(summary["gpu_hours_used_on_others_hardware"]),
         _gpu_h(summary["gpu_hours_lent"]),
         _gpu_h(summary["gpu_hours_lost_to_reclaim"]),
         _hours(summary["mean_wait_s"]),
@@ -299,7 +311,9 @@ def simulate(
     sim = s["simulation"]
     assert isinstance(sim, dict)
     console.print(
-        f"utilization {_fraction(s['utilization'])}, fairness (Jain) "
+        f"utilization {_fraction(s['utilization'])} (submission window), "
+        f"{_fraction(s['utilization_while_pending'])} while pods waited, makespan "
+        f"{_hours(s['makespan_s'])}, fairness (Jain) "
         f"{_fraction(s['fairness_jain'])}, entitlement violation "
         f"{_gpu_h(float(s['entitlement_violation_gpu_s']) / 3600)} GPU-h, "  # type: ignore[arg-type]
         f"preemptions {s['preemptions']}, engine cycles {sim['engine_cycles']}, "

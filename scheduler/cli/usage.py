@@ -32,7 +32,8 @@ def _moment(text: str | None, name: str) -> datetime | None:
 @click.option("--end", help="ISO-8601 (default: now)")
 @client_options
 def usage(client: Client, member: str, start: str | None, end: str | None) -> None:
-    """GPU-hours used, borrowed (on others' nodes) and lent (others on yours) per GPU model."""
+    """GPU-hours used, used on others' hardware (your pods on nodes other members own)
+    and lent (other members' pods on your nodes), per GPU model."""
     from proto.fairpool.v1 import usage_pb2
     from scheduler.api.messages import timestamp
 
@@ -48,14 +49,14 @@ def usage(client: Client, member: str, start: str | None, end: str | None) -> No
     fmt = "%Y-%m-%d %H:%M"
     title = f"usage {reply.start.ToDatetime():{fmt}} – {reply.end.ToDatetime():{fmt}} UTC"
     table = Table(title=title, title_justify="left")
-    for column in ("member", "GPU model", "GPU-hours used", "borrowed", "lent"):
+    for column in ("member", "GPU model", "GPU-hours used", "used on others' hardware", "lent"):
         table.add_column(column, justify="left" if column in ("member", "GPU model") else "right")
     for row in reply.rows:
         table.add_row(
             row.member,
             row.gpu_model,
             f"{row.gpu_hours_used:,.1f}",
-            f"{row.gpu_hours_borrowed:,.1f}",
+            f"{row.gpu_hours_used_on_others_hardware:,.1f}",
             f"{row.gpu_hours_lent:,.1f}",
         )
     console = Console()

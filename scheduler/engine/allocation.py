@@ -1,14 +1,17 @@
-"""Who holds what right now: allocated, borrowed and lent GPUs from the running pods.
+"""Who holds what right now: allocated, borrowed, reclaimable and lent GPUs from the
+running pods (docs/glossary.md).
 
 - A running pod's GPU model is its node's model. Pods whose node is not in the snapshot
   are ignored (the node is gone; so is the pod, soon).
 - `allocated[(member, model)]` counts GPUs of the member's pods that are not terminating:
   a terminating pod still occupies its node (placement sees that) but no longer counts
   for its member's position (it is already on its way out).
-- Within-entitlement versus borrowed: per member and model, the pods fill the entitlement
-  first, pods on the member's own nodes first, then the oldest (start time, then uid);
-  the first pod that does not fit entirely and every later one is *borrowed*, hence
-  reclaimable. A member at or below its entitlement therefore has no borrowed pod.
+- `borrowed[(member, model)]` is `max(0, allocated - entitlement)`.
+- Reclaimable pods: per member and model, the pods fill the entitlement first, pods on
+  the member's own nodes first, then the oldest (start time, then uid); the first pod
+  that does not fit entirely and every later one is *reclaimable*. A member at or below
+  its entitlement therefore has no reclaimable pod. Pods are whole, so the GPUs in
+  reclaimable pods (`reclaimable`) can exceed the borrowed GPUs.
 - `lent[(owner, model)]` counts GPUs on the owner's nodes held by other members' pods
   (not terminating); pods of no member (not scheduled for a fairpool member) are not
   lending, they are the owner's own business.
@@ -27,9 +30,12 @@ from scheduler.engine.snapshot import RunningPod
 class Allocation:
     allocated: dict[MemberModel, int] = field(default_factory=dict)
     borrowed: dict[MemberModel, int] = field(default_factory=dict)
+    """GPUs allocated above the entitlement (only positive entries)."""
+    reclaimable: dict[MemberModel, int] = field(default_factory=dict)
+    """GPUs in reclaimable pods (only positive entries)."""
     lent: dict[MemberModel, int] = field(default_factory=dict)
-    borrowed_pods: set[str] = field(default_factory=set)
-    """Uids of borrowed (reclaimable) pods."""
+    reclaimable_pods: set[str] = field(default_factory=set)
+    """Uids of reclaimable pods."""
     used: dict[str, int] = field(default_factory=dict)
     """GPUs held per model by every pod (terminating and foreign ones too)."""
 
@@ -73,12 +79,13 @@ def classify(
         room = entitlement.get(key, 0)
         if allocated[key] <= room:
             continue  # everything fits within the entitlement
+        out.borrowed[key] = allocated[key] - room
         filled = 0
         for _, _, uid, gpus in sorted(groups[key]):
             if filled + gpus <= room:
                 filled += gpus
             else:
-                room = -1  # everything after the first overflow is borrowed too
-                out.borrowed_pods.add(uid)
-                out.borrowed[key] = out.borrowed.get(key, 0) + gpus
+                room = -1  # everything after the first overflow is reclaimable too
+                out.reclaimable_pods.add(uid)
+                out.reclaimable[key] = out.reclaimable.get(key, 0) + gpus
     return out

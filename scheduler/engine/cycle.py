@@ -356,11 +356,11 @@ class _Cycle:
             spec = specs[uid]
             node = self.state.nodes[i]
             owner = node.owner
-            borrowed = False
+            reclaimable = False
             if spec.gpus > 0:
                 key = (member, node_model(node))
                 now = self.alloc.get(key, 0) + spec.gpus
-                borrowed = now > self.book.entitlement.get(key, 0)
+                reclaimable = now > self.book.entitlement.get(key, 0)
                 self.alloc[key] = now
                 self.member_total[member] = self.member_total.get(member, 0) + spec.gpus
                 if owner is not None and owner != member:
@@ -373,7 +373,7 @@ class _Cycle:
                     job_id=job.job_id,
                     member=member,
                     owner=owner,
-                    borrowed=borrowed,
+                    reclaimable=reclaimable,
                 )
             )
 
@@ -407,7 +407,7 @@ class _Cycle:
             self.reclaimer = Reclaimer(
                 self.state,
                 self.snapshot.running,
-                self.book.allocation.borrowed_pods,
+                self.book.allocation.reclaimable_pods,
                 self.snapshot.now,
                 sharing.min_runtime_seconds,
                 sharing.preempt_below_min_runtime,

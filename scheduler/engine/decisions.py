@@ -12,9 +12,10 @@ class Bind:
     job_id: str
     member: str
     owner: str | None
-    """Owner of the node; differs from `member` when the pod borrows."""
-    borrowed: bool
-    """True when this pod runs above the member's entitlement (reclaimable)."""
+    """Owner of the node; differs from `member` when the pod runs on others' hardware."""
+    reclaimable: bool
+    """True when this pod takes the member above its entitlement: the youngest pod, it
+    is among the reclaimable ones."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +49,13 @@ class MemberShare:
     entitlement: int
     fair_share: float
     allocated: int
+    """GPUs of the member's running pods, terminating ones excepted."""
     borrowed: int
+    """Allocated above the entitlement: `max(0, allocated - entitlement)`."""
+    reclaimable: int
+    """GPUs in the member's reclaimable pods (whole pods, so it can exceed `borrowed`)."""
     lent: int
+    """GPUs on the member's own nodes held by other members' pods."""
     pending: int
     demand: int
 

@@ -24,8 +24,8 @@ Rules (DESIGN.md glossary):
      the buyer's entitlement is capped at what there is: an entitlement is what a member
      can always get back, and GPUs that do not exist cannot be given back.
   `MemberShare.contribution` stays the hardware; `MemberShare.entitlement` is the carved
-  value, so a contributor that sold part of its nodes has borrowed pods (reclaimable by
-  the buyer) when it runs on all of them.
+  value, so a contributor that sold part of its nodes borrows (and has pods reclaimable
+  by the buyer) when it runs on all of them.
 - A node with GPUs but no `nvidia.com/gpu.product` label counts under the model name
   `UNKNOWN_MODEL`.
 """

@@ -67,6 +67,7 @@ class ShareBook:
                     fair_share=round(self.fair.get(key, 0.0), 9),
                     allocated=self.allocation.allocated.get(key, 0),
                     borrowed=self.allocation.borrowed.get(key, 0),
+                    reclaimable=self.allocation.reclaimable.get(key, 0),
                     lent=self.allocation.lent.get(key, 0),
                     pending=self.pending.get(key, 0),
                     demand=self.demand(key),

@@ -54,7 +54,7 @@ class BindResult:
 
 def binding_annotations(bind: Bind) -> dict[str, str]:
     annotations = {L.MEMBER_ANNOTATION: bind.member}
-    if bind.borrowed and bind.owner:
+    if bind.reclaimable and bind.owner:
         annotations[L.BORROWED_FROM_ANNOTATION] = bind.owner
     return annotations
 
@@ -202,7 +202,7 @@ class Binder:
 
     @staticmethod
     def _scheduled_message(bind: Bind, pod: PodInfo) -> str:
-        borrowing = f", borrowing from {bind.owner}" if bind.borrowed and bind.owner else ""
+        borrowing = f", borrowing from {bind.owner}" if bind.reclaimable and bind.owner else ""
         return f"Successfully assigned {pod.key} to {bind.node} (member {bind.member}{borrowing})"
 
 

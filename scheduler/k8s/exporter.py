@@ -23,7 +23,16 @@ from prometheus_client.registry import Collector
 from scheduler.engine.decisions import Decisions
 from scheduler.engine.snapshot import Snapshot
 
-SHARE_FIELDS = ("entitlement", "fair_share", "allocated", "borrowed", "lent", "pending")
+SHARE_FIELDS = {
+    "entitlement": "entitlement (contribution plus purchased GPUs, after the carve-out)",
+    "fair_share": "fair share",
+    "allocated": "GPUs held by running pods",
+    "borrowed": "allocated above the entitlement, max(0, allocated - entitlement)",
+    "reclaimable": "GPUs in reclaimable pods (whole pods, can exceed borrowed)",
+    "lent": "GPUs on the member's own nodes held by other members' pods",
+    "pending": "GPUs asked for by pending pods",
+}
+"""Share gauge `fairpool_member_<name>_gpus` -> its help text (docs/glossary.md words)."""
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -57,10 +66,10 @@ class _ClusterCollector(Collector):
         share_gauges = {
             name: GaugeMetricFamily(
                 f"fairpool_member_{name}_gpus",
-                f"Per member and GPU model: {name.replace('_', ' ')} in GPUs",
+                f"Per member and GPU model: {meaning}",
                 labels=["member", "gpu_model"],
             )
-            for name in SHARE_FIELDS
+            for name, meaning in SHARE_FIELDS.items()
         }
         for share in state.decisions.shares:
             labels = [share.member, share.gpu_model]

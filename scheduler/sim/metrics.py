@@ -7,9 +7,18 @@ The timeline frame has one row per change: `time, member, gpu_model` and the
 the last one until the end of the window. Every (member, gpu_model) needs a row at the
 window start.
 
-Definitions and the choices DESIGN.md leaves open:
-- utilization = allocated GPU-seconds / available GPU-seconds over [0, end]. Pods in
-  their grace period count as allocated (they hold the GPUs).
+Definitions (words of docs/glossary.md) and the choices left open:
+- borrowed = max(0, allocated - entitlement); used_on_others_hardware = GPUs of the
+  member's pods on nodes another member owns; lent = GPUs of other members' pods on the
+  member's own nodes. Pods in their grace period count as allocated (they hold the GPUs).
+- utilization = allocated GPU-seconds / available GPU-seconds over the submission window
+  (first to last submission): the stretch where the trace offers work, so neither the
+  drain after the last submission nor an idle lead-in dilutes it. None when the window
+  is empty (one submission instant).
+- utilization_while_pending = the same ratio over only the instants, anywhere in the
+  run, when some pod waits: below 1 it means GPUs stayed idle while work waited
+  (fragmentation, gangs, limits, grace periods). None when nothing ever waited.
+- makespan_s = from the first submission to the last job's end.
 - fairness_jain: at each instant, the members with pending work (summed over GPU
   models); when there are at least 2, Jain's index of x_i = min(1, allocated_i /
   fair_share_i) with allocated and fair share summed over models (x_i = 1 when the fair
@@ -39,6 +48,7 @@ TIMELINE_FIELDS = (
     "pending",
     "borrowed",
     "lent",
+    "used_on_others_hardware",
 )
 TIMELINE_COLUMNS = ("time", "member", "gpu_model", *TIMELINE_FIELDS)
 VIOLATION_SLACK_S = 10.0
@@ -94,16 +104,50 @@ def integral(g: Grid, field: str, columns: list[int] | None = None) -> float:
 
 def integral_until(g: Grid, field: str, until: float, columns: list[int] | None = None) -> float:
     """Like `integral`, only over [start, until]."""
-    dt = np.clip(np.minimum(g.times + g.dt, until) - g.times, 0.0, None)
+    return integral_between(g, field, -np.inf, until, columns)
+
+
+def integral_between(
+    g: Grid, field: str, since: float, until: float, columns: list[int] | None = None
+) -> float:
+    """Like `integral`, only over [since, until]."""
+    lo = np.maximum(g.times, since)
+    dt = np.clip(np.minimum(g.times + g.dt, until) - lo, 0.0, None)
     data = g.values[field] if columns is None else g.values[field][:, columns]
     return float((data.sum(axis=1) * dt).sum())
 
 
-def utilization(g: Grid, capacity_gpus: int) -> float | None:
-    window = float(g.dt.sum())
+def utilization(g: Grid, capacity_gpus: int, since: float, until: float) -> float | None:
+    """Allocated over available GPU-seconds in [since, until] (the submission window)."""
+    window = until - since
     if capacity_gpus <= 0 or window <= 0:
         return None
-    return integral(g, "allocated") / (capacity_gpus * window)
+    return integral_between(g, "allocated", since, until) / (capacity_gpus * window)
+
+
+def utilization_while_pending(g: Grid, capacity_gpus: int) -> float | None:
+    """Allocated over available GPU-seconds, only while some pod waits."""
+    waiting = g.values["pending"].sum(axis=1) > 0
+    window = float(g.dt[waiting].sum())
+    if capacity_gpus <= 0 or window <= 0:
+        return None
+    allocated = float((g.values["allocated"][waiting].sum(axis=1) * g.dt[waiting]).sum())
+    return allocated / (capacity_gpus * window)
+
+
+def makespan_s(jobs: pd.DataFrame) -> float | None:
+    """From the first submission to the last job's end (over a job table with `submit_s`
+    and `end_s`); None when no job ended."""
+    if jobs.empty or jobs["end_s"].isna().all():
+        return None
+    return float(jobs["end_s"].max() - jobs["submit_s"].min())
+
+
+def submission_window(jobs: pd.DataFrame) -> tuple[float, float]:
+    """(first, last) submission time of a job table with `submit_s`; (0, 0) when empty."""
+    if jobs.empty:
+        return 0.0, 0.0
+    return float(jobs["submit_s"].min()), float(jobs["submit_s"].max())
 
 
 def jain(x: np.ndarray) -> float:

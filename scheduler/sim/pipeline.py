@@ -165,7 +165,7 @@ def jobs_table(result: SimulationResult, alone: dict[str, StandaloneResult] | No
                 "preemptions": record.preemptions,
                 "lost_gpu_s": record.lost_gpu_s,
                 "node_owners": ";".join(record.node_owners),
-                "borrowed": record.borrowed,
+                "used_on_others_hardware_gpu_s": record.used_on_others_hardware_gpu_s,
                 "standalone_runs": standalone_runs,
                 "standalone_jct_s": standalone_jct,
             }
@@ -201,6 +201,9 @@ def members_table(
             "gpu_hours_used": metrics.hours(used),
             "gpu_hours_entitled": metrics.hours(metrics.integral(g, "entitlement", columns)),
             "gpu_hours_borrowed": metrics.hours(metrics.integral(g, "borrowed", columns)),
+            "gpu_hours_used_on_others_hardware": metrics.hours(
+                metrics.integral(g, "used_on_others_hardware", columns)
+            ),
             "gpu_hours_lent": metrics.hours(metrics.integral(g, "lent", columns)),
             "gpu_hours_lost_to_reclaim": metrics.hours(
                 float(mine["lost_gpu_s"].sum()) if not mine.empty else 0.0
@@ -247,6 +250,7 @@ SUM_KEYS = (
     "gpu_hours_used",
     "gpu_hours_entitled",
     "gpu_hours_borrowed",
+    "gpu_hours_used_on_others_hardware",
     "gpu_hours_lent",
     "gpu_hours_lost_to_reclaim",
 )
@@ -295,7 +299,10 @@ def summary_dict(
     stats = metrics.job_stats(jobs) if not jobs.empty else metrics.job_stats(_empty_jobs())
     overall.update(stats)
     overall["jobs_submitted"] = len(jobs)
-    overall["utilization"] = metrics.utilization(g, capacity)
+    first, last = metrics.submission_window(jobs)
+    overall["utilization"] = metrics.utilization(g, capacity, first, last)
+    overall["utilization_while_pending"] = metrics.utilization_while_pending(g, capacity)
+    overall["makespan_s"] = metrics.makespan_s(jobs)
     overall["fairness_jain"] = metrics.fairness_jain(g)
     overall["entitlement_violation_gpu_s"] = metrics.entitlement_violation_gpu_s(
         g, policy.sharing.reclaim_grace_period_seconds

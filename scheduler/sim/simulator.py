@@ -1,7 +1,7 @@
 """Discrete-event replay of a trace on a simulated cluster, driven by the real engine.
 
 Events are job arrivals, job completions, the ends of preemption grace periods, and the
-instants borrowed pods pass the policy's min runtime (they become reclaimable; the
+instants reclaimable pods pass the policy's min runtime (they may then be preempted; the
 daemon's idle cycle would see that within a second). All
 events at one instant are applied first, then the engine runs ONE cycle on the
 resulting snapshot and its decisions are carried out: binds start jobs (a gang starts
@@ -9,10 +9,12 @@ when all its pods are bound, which the engine does in one cycle), preemptions ma
 victim's pods terminating for the grace period, nominations are handed back to the
 engine through `PendingJob.nominated_nodes`.
 
-A preempted job goes back to pending with fresh pods. It restarts from zero (its
-GPU-seconds are lost) unless its member is `checkpointable`, in which case it resumes
-with the work it had left when the preemption was decided; the grace period itself is
-counted as lost in both cases. A job that finishes during its grace period completes.
+A preempted job goes back to pending with fresh pods. It restarts from zero unless its
+member is `checkpointable`, in which case it resumes with the work it had left when the
+preemption was decided (its grace period is spent checkpointing). Lost to reclaim
+(docs/glossary.md): the GPU-seconds its pods ran since they last started, grace period
+included, for a job that restarts from zero; nothing for a checkpointable member. A job
+that finishes during its grace period completes.
 
 Livelock guard: the engine is pure, so a decision it makes once it makes again on the
 same state. Two caps keep a defective or flip-flopping policy from running forever:
@@ -47,6 +49,11 @@ Progress = Callable[[float, int], None]
 HOUR_S = 3600.0
 LN2 = math.log(2.0)
 
+TimelineValues = tuple[int, int, float, int, int, int, int, int]
+"""The `metrics.TIMELINE_FIELDS` of one (member, model) at one instant."""
+TimelineRow = tuple[float, str, str, int, int, float, int, int, int, int, int]
+"""(time, member, model, *TimelineValues)."""
+
 
 class JobState(Enum):
     WAITING = "waiting"  # not yet submitted
@@ -63,7 +70,7 @@ class EventKind(Enum):
     GRACE_END = 1
     ARRIVAL = 2
     WAKE = 3
-    """A borrowed pod passes the min runtime and becomes reclaimable: the daemon would
+    """A reclaimable pod passes the min runtime and may be preempted: the daemon would
     notice within its 1 s idle cycle, so the simulator runs a cycle then too."""
 
 
@@ -86,7 +93,8 @@ class JobRecord:
     pods: tuple[str, ...] = ()
     node_owners: tuple[str, ...] = ()
     nodes: tuple[str, ...] = ()
-    borrowed: bool = False
+    used_on_others_hardware_gpu_s: float = 0.0
+    """GPU-seconds of its pods on nodes another member owns (grace periods included)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +151,7 @@ class SimulationResult:
     policy: Policy
     nodes: tuple[Node, ...]
     jobs: dict[str, JobRecord]
-    timeline: list[tuple[float, str, str, int, int, float, int, int, int, int]]
+    timeline: list[TimelineRow]
     """(time, member, model, *TIMELINE_FIELDS), a row only when a value changed;
     piecewise constant until the next row of the same (member, model)."""
     usage: list[UsageRow]
@@ -207,13 +215,16 @@ class Simulator:
         self._history: dict[str, float] = {}
         cap = self.cluster.capacity
         self._members = cap.members
+        self._member_set = frozenset(cap.members)
         self._models = cap.models
         # Incremental counters, updated on bind/free, so a cycle costs O(changes).
         self._allocated: dict[tuple[str, str], int] = {}
         self._lent: dict[tuple[str, str], int] = {}
+        self._elsewhere: dict[tuple[str, str], int] = {}
+        """GPUs per (member, model) on nodes another member owns."""
         self._member_alloc: dict[str, int] = {}
-        self._last_row: dict[tuple[str, str], tuple[int, int, float, int, int, int, int]] = {}
-        self.timeline: list[tuple[float, str, str, int, int, float, int, int, int, int]] = []
+        self._last_row: dict[tuple[str, str], TimelineValues] = {}
+        self.timeline: list[TimelineRow] = []
         self.usage: list[UsageRow] = []
         self.lost: list[LostRow] = []
         self.pod_runs: list[PodRun] = []
@@ -303,15 +314,12 @@ class Simulator:
         else:  # grace period over: the victim's pods are gone
             self._free_pods(record, now)
             assert record.start is not None and record.preempted_at is not None
-            gpus = record.job.gpus
             if self.policy.member(record.job.org).checkpointable:
                 record.remaining_s -= record.preempted_at - record.start
-                lost_from = record.preempted_at
             else:
                 record.remaining_s = record.job.duration_s
-                lost_from = record.start
-            record.lost_gpu_s += gpus * (now - lost_from)
-            self._count_lost(record, lost_from, now)
+                record.lost_gpu_s += record.job.gpus * (now - record.start)
+                self._count_lost(record, record.start, now)
             record.state = JobState.PENDING
             record.attempt += 1
             record.token += 1
@@ -341,7 +349,7 @@ class Simulator:
         by_job: dict[str, dict[str, str]] = {}
         for bind in decisions.binds:
             by_job.setdefault(bind.job_id, {})[bind.pod_uid] = bind.node
-        borrowed_jobs = {b.job_id for b in decisions.binds if b.borrowed}
+        reclaimable_jobs = {b.job_id for b in decisions.binds if b.reclaimable}
         for job_id, placement in by_job.items():
             pending = self.cluster.pending.get(job_id)
             if pending is None:
@@ -366,13 +374,12 @@ class Simulator:
             record.pods = tuple(p.uid for p in pending.pods)
             record.nodes = tuple(nodes)
             record.node_owners = tuple(sorted(set(owners)))
-            record.borrowed = record.borrowed or any(o != record.job.org for o in owners)
             record.start = now
             if record.first_start is None:
                 record.first_start = now
             record.token += 1
             self._push(now + record.remaining_s, EventKind.COMPLETION, job_id, record.token)
-            if job_id in borrowed_jobs and self._min_runtime > 0:
+            if job_id in reclaimable_jobs and self._min_runtime > 0:
                 self._push(now + self._min_runtime, EventKind.WAKE, job_id, record.token)
 
     def _apply_preemptions(self, decisions: Decisions, now: float, allow: bool) -> None:
@@ -467,8 +474,9 @@ class Simulator:
         key = (member, model)
         self._allocated[key] = self._allocated.get(key, 0) + gpus
         self._member_alloc[member] = self._member_alloc.get(member, 0) + gpus
-        if owner != member:
+        if owner != member and owner in self._member_set:
             self._lent[(owner, model)] = self._lent.get((owner, model), 0) + gpus
+            self._elsewhere[key] = self._elsewhere.get(key, 0) + gpus
         if sign > 0:
             self._bound_this_cycle[key] = self._bound_this_cycle.get(key, 0) + pod.spec.gpus
 
@@ -476,6 +484,9 @@ class Simulator:
         for uid in record.pods:
             pod = self.cluster.free(uid)
             self._count_bind(pod, -1)
+            owner = self._node_owner[pod.node]
+            if owner != record.job.org and owner in self._member_set:
+                record.used_on_others_hardware_gpu_s += pod.spec.gpus * (now - pod.started_at)
             self._count_usage(pod, record.job.org, pod.started_at, now)
             self.pod_runs.append(
                 PodRun(
@@ -566,7 +577,8 @@ class Simulator:
                     fair = float(allocated)
                 borrowed = max(0, allocated - entitlement)
                 lent = self._lent.get(key, 0)
-                row = (allocated, entitlement, fair, demand, waiting, borrowed, lent)
+                elsewhere = self._elsewhere.get(key, 0)
+                row = (allocated, entitlement, fair, demand, waiting, borrowed, lent, elsewhere)
                 if self._last_row.get(key) != row:
                     self._last_row[key] = row
                     self.timeline.append((now, member, model, *row))

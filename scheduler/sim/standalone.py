@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from policies.model import Policy
 from scheduler.engine.snapshot import Node
-from scheduler.sim.simulator import Engine, JobState, Simulator
+from scheduler.sim.simulator import Engine, JobState, Simulator, TimelineRow
 from scheduler.traces.model import Trace, TraceJob
 
 
@@ -28,7 +28,7 @@ class StandaloneResult:
     wait_s: dict[str, float]
     never_runs: tuple[str, ...]
     """Jobs that cannot fit on the member's own hardware."""
-    timeline: list[tuple[float, str, str, int, int, float, int, int, int, int]]
+    timeline: list[TimelineRow]
     end_time: float
     events: int
     cycles: int

@@ -7,12 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import pandas as pd
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from policies.loader import DEFAULT_POLICY
 from proto.fairpool.v1 import policy_pb2, share_pb2, usage_pb2
 from scheduler.api.auth import METHOD_ROLES
+from scheduler.api.usage_service import usage_rows
 from tests.unit.test_api_support import (
     MEMBER_A,
     MEMBER_B,
@@ -223,10 +225,10 @@ def test_a_member_sees_only_its_own_rows_and_the_pool(api: Running) -> None:
     assert {r.member for r in usage.rows} == {MEMBER_B}
     lent = {r.gpu_model: r for r in usage.rows}["NVIDIA-A100-SXM4-80GB"]
     assert (lent.gpu_hours_used, lent.gpu_hours_lent) == (0.5, 1.0)
-    assert MEMBER_A not in str(usage), "who borrowed from physics stays out"
+    assert MEMBER_A not in str(usage), "who used physics's hardware stays out"
     usage_a = api.usage.GetUsage(_usage_request(), metadata=metadata(A))
     by_model = {r.gpu_model: r for r in usage_a.rows}
-    assert by_model["NVIDIA-A100-SXM4-80GB"].gpu_hours_borrowed == 1.0
+    assert by_model["NVIDIA-A100-SXM4-80GB"].gpu_hours_used_on_others_hardware == 1.0
     assert by_model["NVIDIA-H100-80GB-HBM3"].gpu_hours_used == 2.0
 
 
@@ -275,3 +277,20 @@ def test_ledger_and_audit_share_the_database(api: Running) -> None:
     engine.dispose()
     assert {"usage", "policy_versions"} <= tables
     assert Path(api.ledger_url.removeprefix("sqlite:///")).exists()
+
+
+def test_usage_rows_tell_use_of_others_hardware_and_lent_not_borrowing() -> None:
+    # a runs 2 GPU-h on b's node and 1 on an unowned node (neither used on others'
+    # hardware nor lent), b runs 3 GPU-h on its own node and 1 on a's.
+    frame = pd.DataFrame(
+        {
+            "member": ["a", "a", "b", "b"],
+            "owner": ["b", "unassigned", "b", "a"],
+            "gpu_model": ["G"] * 4,
+            "gpu_seconds": [2 * 3600.0, 3600.0, 3 * 3600.0, 3600.0],
+        }
+    )
+    table = usage_rows(frame, ["a", "b"]).set_index("member")
+    assert table.loc["a", ["used", "used_on_others_hardware", "lent"]].tolist() == [3, 2, 1]
+    assert table.loc["b", ["used", "used_on_others_hardware", "lent"]].tolist() == [4, 1, 2]
+    assert table["used_on_others_hardware"].sum() == table["lent"].sum()

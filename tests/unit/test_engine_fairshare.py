@@ -7,6 +7,7 @@ import pytest
 from scheduler.engine import compute_shares
 from scheduler.engine.entitlement import entitlements
 from scheduler.engine.fairshare import water_fill
+from scheduler.engine.shares import build
 from tests.unit.engine_strategies import A100, H100, job, node, policy, running, snapshot
 
 
@@ -138,23 +139,41 @@ def test_carving_ties_go_by_member_name_and_purchases_are_capped() -> None:
     assert entitlements(nodes, pol) == {("lab-a", H100): 8}
 
 
-def test_shares_rows_and_borrowed_classification() -> None:
+def test_shares_rows_borrowed_and_reclaimable() -> None:
     pol = policy(["lab-a", "lab-b"])
     nodes = [node("a1", "lab-a"), node("b1", "lab-b")]
     run = [
-        # lab-b holds 10 H100 with 8 entitled: the 2 youngest on foreign nodes are borrowed
+        # lab-b holds 11 H100 with 8 entitled: 3 borrowed. Own node first, then the
+        # oldest: b-own 6 + b-old 2 fill the 8; b-new (3 GPUs) is the reclaimable pod.
         running("b-own", "lab-b", "b1", gpus=6, started_at=5),
         running("b-old", "lab-b", "a1", gpus=2, started_at=1),
-        running("b-new", "lab-b", "a1", gpus=2, started_at=9),
+        running("b-new", "lab-b", "a1", gpus=3, started_at=9),
     ]
     pending = [job("a-job", "lab-a", gpus=4), job("b-job", "lab-b", gpus=2)]
     rows = {s.member: s for s in compute_shares(snapshot(nodes, pending, run), pol)}
     a, b = rows["lab-a"], rows["lab-b"]
-    assert (a.entitlement, a.allocated, a.lent, a.pending, a.demand) == (8, 0, 4, 4, 4)
-    assert (b.entitlement, b.allocated, b.borrowed, b.pending, b.demand) == (8, 10, 2, 2, 12)
+    assert (a.entitlement, a.allocated, a.lent, a.pending, a.demand) == (8, 0, 5, 4, 4)
+    assert (b.entitlement, b.allocated, b.pending, b.demand) == (8, 11, 2, 13)
+    assert (b.borrowed, b.reclaimable, a.borrowed, a.reclaimable) == (3, 3, 0, 0)
     # a gets min(8, 4) = 4, b gets 8 + the surplus 4.
     assert a.fair_share == pytest.approx(4.0)
     assert b.fair_share == pytest.approx(12.0)
+
+
+def test_reclaimable_pods_are_whole_so_can_exceed_borrowed() -> None:
+    # The glossary's example: entitlement 6 and two 4-GPU pods: 2 GPUs borrowed, one pod
+    # of 4 GPUs reclaimable (the younger: the older fills 4 of the 6).
+    pol = policy(["lab-a", "lab-b"])
+    nodes = [node("a1", "lab-a", 6), node("b1", "lab-b", 8)]
+    run = [
+        running("old", "lab-a", "b1", gpus=4, started_at=1),
+        running("new", "lab-a", "b1", gpus=4, started_at=2),
+    ]
+    snap = snapshot(nodes, [], run)
+    a = {s.member: s for s in compute_shares(snap, pol)}["lab-a"]
+    assert (a.entitlement, a.allocated, a.borrowed, a.reclaimable) == (6, 8, 2, 4)
+    book = build(snap, pol)
+    assert book.allocation.reclaimable_pods == {"new"}
 
 
 def test_max_gpus_caps_fair_share() -> None:

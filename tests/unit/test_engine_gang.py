@@ -70,4 +70,4 @@ def test_gang_pods_bound_together_in_one_cycle() -> None:
     first = ids.index("g")
     assert ids[first : first + 3] == ["g", "g", "g"]
     # The gang's third pod lands above lab-a's 8-GPU entitlement: borrowed.
-    assert [b.borrowed for b in d.binds if b.job_id == "g"] == [False, False, True]
+    assert [b.reclaimable for b in d.binds if b.job_id == "g"] == [False, False, True]

@@ -95,7 +95,7 @@ def test_own_nodes_first_within_entitlement() -> None:
     nodes = [node("a-1", "lab-b"), node("b-1", "lab-a"), node("c-1", None)]
     d = schedule(snapshot(nodes, [job("j", "lab-a", gpus=2)]), POL)
     assert bound(d) == {"j-0": "b-1"}
-    assert d.binds[0].borrowed is False and d.binds[0].owner == "lab-a"
+    assert d.binds[0].reclaimable is False and d.binds[0].owner == "lab-a"
 
 
 def test_borrowing_prefers_idle_foreign_nodes() -> None:
@@ -105,7 +105,7 @@ def test_borrowing_prefers_idle_foreign_nodes() -> None:
     run = [running("own", "lab-a", "a-1", gpus=8), running("bb", "lab-b", "b-1", gpus=4)]
     d = schedule(snapshot(nodes, [job("j", "lab-a")], run), POL)
     assert bound(d) == {"j-0": "c-1"}
-    assert d.binds[0].borrowed is True and d.binds[0].owner == "lab-c"
+    assert d.binds[0].reclaimable is True and d.binds[0].owner == "lab-c"
 
 
 def test_bin_packing_most_allocated_then_name() -> None:

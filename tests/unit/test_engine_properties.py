@@ -224,7 +224,7 @@ def test_nominations_fit_once_victims_are_gone(scenario: tuple[Policy, Snapshot]
 @given(scenarios())
 def test_member_limits_hold_for_new_binds(scenario: tuple[Policy, Snapshot]) -> None:
     """Binds never take a member past max_gpus, an owner past its lending limit, or (with
-    borrowing off) a member above its entitlement; `Bind.borrowed` matches the member's
+    borrowing off) a member above its entitlement; `Bind.reclaimable` matches the member's
     position once the bind is counted."""
     pol, snap = scenario
     d = schedule(snap, pol)
@@ -241,7 +241,7 @@ def test_member_limits_hold_for_new_binds(scenario: tuple[Policy, Snapshot]) -> 
     for b in d.binds:
         gpus = specs[b.pod_uid].gpus
         if gpus == 0:
-            assert not b.borrowed
+            assert not b.reclaimable
             continue
         node = nodes[b.node]
         model = node.gpu_model or "unknown"
@@ -249,7 +249,7 @@ def test_member_limits_hold_for_new_binds(scenario: tuple[Policy, Snapshot]) -> 
         total[b.member] = total.get(b.member, 0) + gpus
         per_model[key] = per_model.get(key, 0) + gpus
         entitlement = shares[key].entitlement if key in shares else 0
-        assert b.borrowed == (per_model[key] > entitlement)
+        assert b.reclaimable == (per_model[key] > entitlement)
         assert b.owner == node.owner
         spec = pol.member(b.member)
         if spec.max_gpus is not None:

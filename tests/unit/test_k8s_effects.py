@@ -34,7 +34,7 @@ def _unreachable() -> k8s.ApiClient:
 
 
 def test_binding_carries_uid_precondition_and_annotations() -> None:
-    bind = Bind("u1", "n7", "u1", member="physics", owner="lab-bio", borrowed=True)
+    bind = Bind("u1", "n7", "u1", member="physics", owner="lab-bio", reclaimable=True)
     body = binding_body(bind, POD)
     assert body["metadata"] == {
         "name": "p",
@@ -43,7 +43,7 @@ def test_binding_carries_uid_precondition_and_annotations() -> None:
         "annotations": {"fairpool.io/member": "physics", "fairpool.io/borrowed-from": "lab-bio"},
     }
     assert body["target"]["name"] == "n7"
-    own = Bind("u1", "n1", "u1", member="physics", owner="physics", borrowed=False)
+    own = Bind("u1", "n1", "u1", member="physics", owner="physics", reclaimable=False)
     assert binding_annotations(own) == {"fairpool.io/member": "physics"}
 
 
@@ -123,7 +123,7 @@ def test_metrics_exposition() -> None:
         "u2", "q", "physics", "physics", "u2", "n1", PodSpec(gpus=1), started_at=0.0
     )
     snapshot = Snapshot(now=10.0, nodes=(node,), running=(running, pending_other), pending=())
-    share = MemberShare("physics", "A100", 0, 0, 1.5, 3, 3, 0, 0, 3)
+    share = MemberShare("physics", "A100", 0, 2, 1.5, 5, 3, 4, 0, 0, 5)
     state = State(
         snapshot, Decisions(shares=(share,)), leader=True, running_phase=frozenset({"u1"})
     )
@@ -132,6 +132,7 @@ def test_metrics_exposition() -> None:
     assert "fairpool_leader 1.0" in text
     assert 'fairpool_member_fair_share_gpus{gpu_model="A100",member="physics"} 1.5' in text
     assert 'fairpool_member_borrowed_gpus{gpu_model="A100",member="physics"} 3.0' in text
+    assert 'fairpool_member_reclaimable_gpus{gpu_model="A100",member="physics"} 4.0' in text
     allocation = [s for s in text.splitlines() if s.startswith("fairpool_pod_gpu_allocation{")]
     assert allocation == [
         'fairpool_pod_gpu_allocation{gpu_model="A100",member="physics",namespace="physics",'

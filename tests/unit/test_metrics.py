@@ -22,8 +22,11 @@ def row(
     pending: int = 0,
     borrowed: int = 0,
     lent: int = 0,
+    elsewhere: int = 0,
 ) -> tuple[object, ...]:
-    return (t, member, model, allocated, entitlement, fair, demand, pending, borrowed, lent)
+    return (
+        t, member, model, allocated, entitlement, fair, demand, pending, borrowed, lent, elsewhere
+    )  # fmt: skip
 
 
 def test_utilization_is_allocated_over_available() -> None:
@@ -32,9 +35,43 @@ def test_utilization_is_allocated_over_available() -> None:
         [row(0, "a", 2), row(0, "b", 0), row(10, "a", 4), row(20, "a", 0)]
     )
     g = metrics.grid(timeline, end=20)
-    assert metrics.utilization(g, capacity_gpus=4) == pytest.approx(60 / 80)
+    assert metrics.utilization(g, capacity_gpus=4, since=0, until=20) == pytest.approx(60 / 80)
+    # Over a submission window [5, 15]: 2 x 5 + 4 x 5 = 30 of 40 GPU-s.
+    assert metrics.utilization(g, capacity_gpus=4, since=5, until=15) == pytest.approx(30 / 40)
+    assert metrics.utilization(g, capacity_gpus=4, since=5, until=5) is None
     assert metrics.integral(g, "allocated", g.member_columns("a")) == pytest.approx(60)
     assert metrics.integral_until(g, "allocated", 15) == pytest.approx(20 + 20)
+    assert metrics.integral_between(g, "allocated", 5, 15) == pytest.approx(10 + 20)
+
+
+def test_utilization_while_pending_only_counts_waiting_instants() -> None:
+    # 4 GPUs. [0,10): a holds 4, b waits for 2 (contended). [10,20): b holds 2, nothing
+    # waits. [20,30): nothing held, a waits for 8 it can never get (say, a gang).
+    timeline = metrics.timeline_frame(
+        [
+            row(0, "a", 4),
+            row(0, "b", 0, pending=2),
+            row(10, "a", 0),
+            row(10, "b", 2),
+            row(20, "b", 0),
+            row(20, "a", 0, pending=8),
+        ]
+    )
+    g = metrics.grid(timeline, end=30)
+    # While pending: (4 x 10 + 0 x 10) / (4 x 20); overall over [0, 30]: 60 / 120.
+    assert metrics.utilization_while_pending(g, capacity_gpus=4) == pytest.approx(0.5)
+    assert metrics.utilization(g, capacity_gpus=4, since=0, until=30) == pytest.approx(0.5)
+    # Over [0, 20] they differ: 60 / 80 overall, still 40 / 80 while pending.
+    assert metrics.utilization(g, capacity_gpus=4, since=0, until=20) == pytest.approx(0.75)
+    quiet = metrics.grid(metrics.timeline_frame([row(0, "a", 2)]), end=10)
+    assert metrics.utilization_while_pending(quiet, capacity_gpus=4) is None
+
+
+def test_makespan_runs_from_first_submission_to_last_end() -> None:
+    jobs = pd.DataFrame({"submit_s": [5.0, 7.0, 9.0], "end_s": [50.0, math.nan, 30.0]})
+    assert metrics.makespan_s(jobs) == 45.0
+    assert metrics.submission_window(jobs) == (5.0, 9.0)
+    assert metrics.makespan_s(jobs.assign(end_s=math.nan)) is None
 
 
 def test_rows_at_one_instant_keep_the_last() -> None:

@@ -42,12 +42,16 @@ OVERALL = {
     "gpu_hours_used": float,
     "gpu_hours_entitled": float,
     "gpu_hours_borrowed": float,
+    "gpu_hours_used_on_others_hardware": float,
     "gpu_hours_lent": float,
+    "gpu_hours_lost_to_reclaim": float,
     "jobs_completed": int,
     "mean_wait_s": float,
     "p95_wait_s": float,
     "mean_jct_s": float,
     "utilization": float,
+    "utilization_while_pending": float,
+    "makespan_s": float,
     "fairness_jain": float,
     "entitlement_violation_gpu_s": float,
     "preemptions": int,
@@ -56,7 +60,15 @@ PER_MEMBER = {
     **{
         k: v
         for k, v in OVERALL.items()
-        if k not in {"utilization", "fairness_jain", "entitlement_violation_gpu_s", "preemptions"}
+        if k
+        not in {
+            "utilization",
+            "utilization_while_pending",
+            "makespan_s",
+            "fairness_jain",
+            "entitlement_violation_gpu_s",
+            "preemptions",
+        }
     },
     "standalone_mean_jct_s": float,
     "pooling_dividend_gpu_hours": float,

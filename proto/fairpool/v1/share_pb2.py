@@ -25,43 +25,43 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dproto/fairpool/v1/share.proto\x12\x0b\x66\x61irpool.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc3\x01\n\x0bMemberShare\x12\x0e\n\x06member\x18\x01 \x01(\t\x12\x11\n\tgpu_model\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontribution\x18\x03 \x01(\x03\x12\x13\n\x0b\x65ntitlement\x18\x04 \x01(\x03\x12\x12\n\nfair_share\x18\x05 \x01(\x01\x12\x11\n\tallocated\x18\x06 \x01(\x03\x12\x10\n\x08\x62orrowed\x18\x07 \x01(\x03\x12\x0c\n\x04lent\x18\x08 \x01(\x03\x12\x0f\n\x07pending\x18\t \x01(\x03\x12\x0e\n\x06\x64\x65mand\x18\n \x01(\x03\"g\n\x0bPoolSummary\x12\x11\n\tgpu_model\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x02 \x01(\x03\x12\x11\n\tallocated\x18\x03 \x01(\x03\x12\x0f\n\x07pending\x18\x04 \x01(\x03\x12\x0f\n\x07members\x18\x05 \x01(\x05\";\n\x16GetEntitlementsRequest\x12\x0e\n\x06member\x18\x01 \x01(\t\x12\x11\n\tgpu_model\x18\x02 \x01(\t\"\xb6\x01\n\x17GetEntitlementsResponse\x12\x16\n\x0epolicy_version\x18\x01 \x01(\x03\x12\x31\n\rsnapshot_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x06shares\x18\x03 \x03(\x0b\x32\x18.fairpool.v1.MemberShare\x12&\n\x04pool\x18\x04 \x03(\x0b\x32\x18.fairpool.v1.PoolSummary\"\xd6\x01\n\nPendingJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06member\x18\x02 \x01(\t\x12\"\n\x04kind\x18\x03 \x01(\x0e\x32\x14.fairpool.v1.JobKind\x12\x11\n\tnamespace\x18\x04 \x01(\t\x12\x11\n\tpod_names\x18\x05 \x03(\t\x12\x12\n\nmin_member\x18\x06 \x01(\x05\x12\x0c\n\x04gpus\x18\x07 \x01(\x03\x12\x11\n\tgpu_model\x18\x08 \x01(\t\x12\x10\n\x08priority\x18\t \x01(\x05\x12\x17\n\x0fwaiting_seconds\x18\n \x01(\x01\"3\n\x12ListPendingRequest\x12\x0e\n\x06member\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"K\n\x13ListPendingResponse\x12%\n\x04jobs\x18\x01 \x03(\x0b\x32\x17.fairpool.v1.PendingJob\x12\r\n\x05total\x18\x02 \x01(\x03\"8\n\x15\x45xplainPendingRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\"S\n\x16\x45xplainPendingResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.fairpool.v1.PendingJob\x12\x13\n\x0b\x65xplanation\x18\x02 \x01(\t\"\x83\x01\n\x0fSimulateRequest\x12\x19\n\x11\x64raft_policy_yaml\x18\x01 \x01(\t\x12-\n\x06source\x18\x02 \x01(\x0e\x32\x1d.fairpool.v1.SimulationSource\x12\x11\n\ttrace_csv\x18\x03 \x01(\t\x12\x13\n\x0bledger_days\x18\x04 \x01(\x05\"\xdc\x01\n\rMemberOutcome\x12\x0e\n\x06member\x18\x01 \x01(\t\x12\x16\n\x0egpu_hours_used\x18\x02 \x01(\x01\x12\x1a\n\x12gpu_hours_entitled\x18\x03 \x01(\x01\x12\x1a\n\x12gpu_hours_borrowed\x18\x04 \x01(\x01\x12\x16\n\x0egpu_hours_lent\x18\x05 \x01(\x01\x12\x16\n\x0ejobs_completed\x18\x06 \x01(\x03\x12\x13\n\x0bmean_wait_s\x18\x07 \x01(\x01\x12\x12\n\np95_wait_s\x18\x08 \x01(\x01\x12\x12\n\nmean_jct_s\x18\t \x01(\x01\"\xe3\x01\n\x11SimulationSummary\x12\r\n\x05label\x18\x01 \x01(\t\x12\x16\n\x0epolicy_version\x18\x02 \x01(\x03\x12\x13\n\x0butilization\x18\x03 \x01(\x01\x12\x15\n\rfairness_jain\x18\x04 \x01(\x01\x12#\n\x1b\x65ntitlement_violation_gpu_s\x18\x05 \x01(\x01\x12\x13\n\x0bpreemptions\x18\x06 \x01(\x03\x12+\n\x07members\x18\x07 \x03(\x0b\x32\x1a.fairpool.v1.MemberOutcome\x12\x14\n\x0csummary_json\x18\x08 \x01(\t\"r\n\x10SimulateResponse\x12/\n\x07\x63urrent\x18\x01 \x01(\x0b\x32\x1e.fairpool.v1.SimulationSummary\x12-\n\x05\x64raft\x18\x02 \x01(\x0b\x32\x1e.fairpool.v1.SimulationSummary*H\n\x07JobKind\x12\x18\n\x14JOB_KIND_UNSPECIFIED\x10\x00\x12\x10\n\x0cJOB_KIND_POD\x10\x01\x12\x11\n\rJOB_KIND_GANG\x10\x02*p\n\x10SimulationSource\x12!\n\x1dSIMULATION_SOURCE_UNSPECIFIED\x10\x00\x12\x1b\n\x17SIMULATION_SOURCE_TRACE\x10\x01\x12\x1c\n\x18SIMULATION_SOURCE_LEDGER\x10\x02\x32\xe2\x02\n\x0cShareService\x12\\\n\x0fGetEntitlements\x12#.fairpool.v1.GetEntitlementsRequest\x1a$.fairpool.v1.GetEntitlementsResponse\x12P\n\x0bListPending\x12\x1f.fairpool.v1.ListPendingRequest\x1a .fairpool.v1.ListPendingResponse\x12Y\n\x0e\x45xplainPending\x12\".fairpool.v1.ExplainPendingRequest\x1a#.fairpool.v1.ExplainPendingResponse\x12G\n\x08Simulate\x12\x1c.fairpool.v1.SimulateRequest\x1a\x1d.fairpool.v1.SimulateResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dproto/fairpool/v1/share.proto\x12\x0b\x66\x61irpool.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd8\x01\n\x0bMemberShare\x12\x0e\n\x06member\x18\x01 \x01(\t\x12\x11\n\tgpu_model\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontribution\x18\x03 \x01(\x03\x12\x13\n\x0b\x65ntitlement\x18\x04 \x01(\x03\x12\x12\n\nfair_share\x18\x05 \x01(\x01\x12\x11\n\tallocated\x18\x06 \x01(\x03\x12\x10\n\x08\x62orrowed\x18\x07 \x01(\x03\x12\x0c\n\x04lent\x18\x08 \x01(\x03\x12\x0f\n\x07pending\x18\t \x01(\x03\x12\x0e\n\x06\x64\x65mand\x18\n \x01(\x03\x12\x13\n\x0breclaimable\x18\x0b \x01(\x03\"g\n\x0bPoolSummary\x12\x11\n\tgpu_model\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x02 \x01(\x03\x12\x11\n\tallocated\x18\x03 \x01(\x03\x12\x0f\n\x07pending\x18\x04 \x01(\x03\x12\x0f\n\x07members\x18\x05 \x01(\x05\";\n\x16GetEntitlementsRequest\x12\x0e\n\x06member\x18\x01 \x01(\t\x12\x11\n\tgpu_model\x18\x02 \x01(\t\"\xb6\x01\n\x17GetEntitlementsResponse\x12\x16\n\x0epolicy_version\x18\x01 \x01(\x03\x12\x31\n\rsnapshot_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x06shares\x18\x03 \x03(\x0b\x32\x18.fairpool.v1.MemberShare\x12&\n\x04pool\x18\x04 \x03(\x0b\x32\x18.fairpool.v1.PoolSummary\"\xd6\x01\n\nPendingJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06member\x18\x02 \x01(\t\x12\"\n\x04kind\x18\x03 \x01(\x0e\x32\x14.fairpool.v1.JobKind\x12\x11\n\tnamespace\x18\x04 \x01(\t\x12\x11\n\tpod_names\x18\x05 \x03(\t\x12\x12\n\nmin_member\x18\x06 \x01(\x05\x12\x0c\n\x04gpus\x18\x07 \x01(\x03\x12\x11\n\tgpu_model\x18\x08 \x01(\t\x12\x10\n\x08priority\x18\t \x01(\x05\x12\x17\n\x0fwaiting_seconds\x18\n \x01(\x01\"3\n\x12ListPendingRequest\x12\x0e\n\x06member\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"K\n\x13ListPendingResponse\x12%\n\x04jobs\x18\x01 \x03(\x0b\x32\x17.fairpool.v1.PendingJob\x12\r\n\x05total\x18\x02 \x01(\x03\"8\n\x15\x45xplainPendingRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tnamespace\x18\x02 \x01(\t\"S\n\x16\x45xplainPendingResponse\x12$\n\x03job\x18\x01 \x01(\x0b\x32\x17.fairpool.v1.PendingJob\x12\x13\n\x0b\x65xplanation\x18\x02 \x01(\t\"\x83\x01\n\x0fSimulateRequest\x12\x19\n\x11\x64raft_policy_yaml\x18\x01 \x01(\t\x12-\n\x06source\x18\x02 \x01(\x0e\x32\x1d.fairpool.v1.SimulationSource\x12\x11\n\ttrace_csv\x18\x03 \x01(\t\x12\x13\n\x0bledger_days\x18\x04 \x01(\x05\"\xaa\x02\n\rMemberOutcome\x12\x0e\n\x06member\x18\x01 \x01(\t\x12\x16\n\x0egpu_hours_used\x18\x02 \x01(\x01\x12\x1a\n\x12gpu_hours_entitled\x18\x03 \x01(\x01\x12\x1a\n\x12gpu_hours_borrowed\x18\x04 \x01(\x01\x12\x16\n\x0egpu_hours_lent\x18\x05 \x01(\x01\x12\x16\n\x0ejobs_completed\x18\x06 \x01(\x03\x12\x13\n\x0bmean_wait_s\x18\x07 \x01(\x01\x12\x12\n\np95_wait_s\x18\x08 \x01(\x01\x12\x12\n\nmean_jct_s\x18\t \x01(\x01\x12)\n!gpu_hours_used_on_others_hardware\x18\n \x01(\x01\x12!\n\x19gpu_hours_lost_to_reclaim\x18\x0b \x01(\x01\"\x9a\x02\n\x11SimulationSummary\x12\r\n\x05label\x18\x01 \x01(\t\x12\x16\n\x0epolicy_version\x18\x02 \x01(\x03\x12\x13\n\x0butilization\x18\x03 \x01(\x01\x12\x15\n\rfairness_jain\x18\x04 \x01(\x01\x12#\n\x1b\x65ntitlement_violation_gpu_s\x18\x05 \x01(\x01\x12\x13\n\x0bpreemptions\x18\x06 \x01(\x03\x12+\n\x07members\x18\x07 \x03(\x0b\x32\x1a.fairpool.v1.MemberOutcome\x12\x14\n\x0csummary_json\x18\x08 \x01(\t\x12!\n\x19utilization_while_pending\x18\t \x01(\x01\x12\x12\n\nmakespan_s\x18\n \x01(\x01\"r\n\x10SimulateResponse\x12/\n\x07\x63urrent\x18\x01 \x01(\x0b\x32\x1e.fairpool.v1.SimulationSummary\x12-\n\x05\x64raft\x18\x02 \x01(\x0b\x32\x1e.fairpool.v1.SimulationSummary*H\n\x07JobKind\x12\x18\n\x14JOB_KIND_UNSPECIFIED\x10\x00\x12\x10\n\x0cJOB_KIND_POD\x10\x01\x12\x11\n\rJOB_KIND_GANG\x10\x02*p\n\x10SimulationSource\x12!\n\x1dSIMULATION_SOURCE_UNSPECIFIED\x10\x00\x12\x1b\n\x17SIMULATION_SOURCE_TRACE\x10\x01\x12\x1c\n\x18SIMULATION_SOURCE_LEDGER\x10\x02\x32\xe2\x02\n\x0cShareService\x12\\\n\x0fGetEntitlements\x12#.fairpool.v1.GetEntitlementsRequest\x1a$.fairpool.v1.GetEntitlementsResponse\x12P\n\x0bListPending\x12\x1f.fairpool.v1.ListPendingRequest\x1a .fairpool.v1.ListPendingResponse\x12Y\n\x0e\x45xplainPending\x12\".fairpool.v1.ExplainPendingRequest\x1a#.fairpool.v1.ExplainPendingResponse\x12G\n\x08Simulate\x12\x1c.fairpool.v1.SimulateRequest\x1a\x1d.fairpool.v1.SimulateResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.fairpool.v1.share_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBKIND']._serialized_start=1821
-  _globals['_JOBKIND']._serialized_end=1893
-  _globals['_SIMULATIONSOURCE']._serialized_start=1895
-  _globals['_SIMULATIONSOURCE']._serialized_end=2007
+  _globals['_JOBKIND']._serialized_start=1975
+  _globals['_JOBKIND']._serialized_end=2047
+  _globals['_SIMULATIONSOURCE']._serialized_start=2049
+  _globals['_SIMULATIONSOURCE']._serialized_end=2161
   _globals['_MEMBERSHARE']._serialized_start=80
-  _globals['_MEMBERSHARE']._serialized_end=275
-  _globals['_POOLSUMMARY']._serialized_start=277
-  _globals['_POOLSUMMARY']._serialized_end=380
-  _globals['_GETENTITLEMENTSREQUEST']._serialized_start=382
-  _globals['_GETENTITLEMENTSREQUEST']._serialized_end=441
-  _globals['_GETENTITLEMENTSRESPONSE']._serialized_start=444
-  _globals['_GETENTITLEMENTSRESPONSE']._serialized_end=626
-  _globals['_PENDINGJOB']._serialized_start=629
-  _globals['_PENDINGJOB']._serialized_end=843
-  _globals['_LISTPENDINGREQUEST']._serialized_start=845
-  _globals['_LISTPENDINGREQUEST']._serialized_end=896
-  _globals['_LISTPENDINGRESPONSE']._serialized_start=898
-  _globals['_LISTPENDINGRESPONSE']._serialized_end=973
-  _globals['_EXPLAINPENDINGREQUEST']._serialized_start=975
-  _globals['_EXPLAINPENDINGREQUEST']._serialized_end=1031
-  _globals['_EXPLAINPENDINGRESPONSE']._serialized_start=1033
-  _globals['_EXPLAINPENDINGRESPONSE']._serialized_end=1116
-  _globals['_SIMULATEREQUEST']._serialized_start=1119
-  _globals['_SIMULATEREQUEST']._serialized_end=1250
-  _globals['_MEMBEROUTCOME']._serialized_start=1253
-  _globals['_MEMBEROUTCOME']._serialized_end=1473
-  _globals['_SIMULATIONSUMMARY']._serialized_start=1476
-  _globals['_SIMULATIONSUMMARY']._serialized_end=1703
-  _globals['_SIMULATERESPONSE']._serialized_start=1705
-  _globals['_SIMULATERESPONSE']._serialized_end=1819
-  _globals['_SHARESERVICE']._serialized_start=2010
-  _globals['_SHARESERVICE']._serialized_end=2364
+  _globals['_MEMBERSHARE']._serialized_end=296
+  _globals['_POOLSUMMARY']._serialized_start=298
+  _globals['_POOLSUMMARY']._serialized_end=401
+  _globals['_GETENTITLEMENTSREQUEST']._serialized_start=403
+  _globals['_GETENTITLEMENTSREQUEST']._serialized_end=462
+  _globals['_GETENTITLEMENTSRESPONSE']._serialized_start=465
+  _globals['_GETENTITLEMENTSRESPONSE']._serialized_end=647
+  _globals['_PENDINGJOB']._serialized_start=650
+  _globals['_PENDINGJOB']._serialized_end=864
+  _globals['_LISTPENDINGREQUEST']._serialized_start=866
+  _globals['_LISTPENDINGREQUEST']._serialized_end=917
+  _globals['_LISTPENDINGRESPONSE']._serialized_start=919
+  _globals['_LISTPENDINGRESPONSE']._serialized_end=994
+  _globals['_EXPLAINPENDINGREQUEST']._serialized_start=996
+  _globals['_EXPLAINPENDINGREQUEST']._serialized_end=1052
+  _globals['_EXPLAINPENDINGRESPONSE']._serialized_start=1054
+  _globals['_EXPLAINPENDINGRESPONSE']._serialized_end=1137
+  _globals['_SIMULATEREQUEST']._serialized_start=1140
+  _globals['_SIMULATEREQUEST']._serialized_end=1271
+  _globals['_MEMBEROUTCOME']._serialized_start=1274
+  _globals['_MEMBEROUTCOME']._serialized_end=1572
+  _globals['_SIMULATIONSUMMARY']._serialized_start=1575
+  _globals['_SIMULATIONSUMMARY']._serialized_end=1857
+  _globals['_SIMULATERESPONSE']._serialized_start=1859
+  _globals['_SIMULATERESPONSE']._serialized_end=1973
+  _globals['_SHARESERVICE']._serialized_start=2164
+  _globals['_SHARESERVICE']._serialized_end=2518
 # @@protoc_insertion_point(module_scope)

@@ -29,7 +29,7 @@ SIMULATION_SOURCE_TRACE: SimulationSource
 SIMULATION_SOURCE_LEDGER: SimulationSource
 
 class MemberShare(_message.Message):
-    __slots__ = ("member", "gpu_model", "contribution", "entitlement", "fair_share", "allocated", "borrowed", "lent", "pending", "demand")
+    __slots__ = ("member", "gpu_model", "contribution", "entitlement", "fair_share", "allocated", "borrowed", "lent", "pending", "demand", "reclaimable")
     MEMBER_FIELD_NUMBER: _ClassVar[int]
     GPU_MODEL_FIELD_NUMBER: _ClassVar[int]
     CONTRIBUTION_FIELD_NUMBER: _ClassVar[int]
@@ -40,6 +40,7 @@ class MemberShare(_message.Message):
     LENT_FIELD_NUMBER: _ClassVar[int]
     PENDING_FIELD_NUMBER: _ClassVar[int]
     DEMAND_FIELD_NUMBER: _ClassVar[int]
+    RECLAIMABLE_FIELD_NUMBER: _ClassVar[int]
     member: str
     gpu_model: str
     contribution: int
@@ -50,7 +51,8 @@ class MemberShare(_message.Message):
     lent: int
     pending: int
     demand: int
-    def __init__(self, member: _Optional[str] = ..., gpu_model: _Optional[str] = ..., contribution: _Optional[int] = ..., entitlement: _Optional[int] = ..., fair_share: _Optional[float] = ..., allocated: _Optional[int] = ..., borrowed: _Optional[int] = ..., lent: _Optional[int] = ..., pending: _Optional[int] = ..., demand: _Optional[int] = ...) -> None: ...
+    reclaimable: int
+    def __init__(self, member: _Optional[str] = ..., gpu_model: _Optional[str] = ..., contribution: _Optional[int] = ..., entitlement: _Optional[int] = ..., fair_share: _Optional[float] = ..., allocated: _Optional[int] = ..., borrowed: _Optional[int] = ..., lent: _Optional[int] = ..., pending: _Optional[int] = ..., demand: _Optional[int] = ..., reclaimable: _Optional[int] = ...) -> None: ...
 
 class PoolSummary(_message.Message):
     __slots__ = ("gpu_model", "capacity", "allocated", "pending", "members")
@@ -155,7 +157,7 @@ class SimulateRequest(_message.Message):
     def __init__(self, draft_policy_yaml: _Optional[str] = ..., source: _Optional[_Union[SimulationSource, str]] = ..., trace_csv: _Optional[str] = ..., ledger_days: _Optional[int] = ...) -> None: ...
 
 class MemberOutcome(_message.Message):
-    __slots__ = ("member", "gpu_hours_used", "gpu_hours_entitled", "gpu_hours_borrowed", "gpu_hours_lent", "jobs_completed", "mean_wait_s", "p95_wait_s", "mean_jct_s")
+    __slots__ = ("member", "gpu_hours_used", "gpu_hours_entitled", "gpu_hours_borrowed", "gpu_hours_lent", "jobs_completed", "mean_wait_s", "p95_wait_s", "mean_jct_s", "gpu_hours_used_on_others_hardware", "gpu_hours_lost_to_reclaim")
     MEMBER_FIELD_NUMBER: _ClassVar[int]
     GPU_HOURS_USED_FIELD_NUMBER: _ClassVar[int]
     GPU_HOURS_ENTITLED_FIELD_NUMBER: _ClassVar[int]
@@ -165,6 +167,8 @@ class MemberOutcome(_message.Message):
     MEAN_WAIT_S_FIELD_NUMBER: _ClassVar[int]
     P95_WAIT_S_FIELD_NUMBER: _ClassVar[int]
     MEAN_JCT_S_FIELD_NUMBER: _ClassVar[int]
+    GPU_HOURS_USED_ON_OTHERS_HARDWARE_FIELD_NUMBER: _ClassVar[int]
+    GPU_HOURS_LOST_TO_RECLAIM_FIELD_NUMBER: _ClassVar[int]
     member: str
     gpu_hours_used: float
     gpu_hours_entitled: float
@@ -174,10 +178,12 @@ class MemberOutcome(_message.Message):
     mean_wait_s: float
     p95_wait_s: float
     mean_jct_s: float
-    def __init__(self, member: _Optional[str] = ..., gpu_hours_used: _Optional[float] = ..., gpu_hours_entitled: _Optional[float] = ..., gpu_hours_borrowed: _Optional[float] = ..., gpu_hours_lent: _Optional[float] = ..., jobs_completed: _Optional[int] = ..., mean_wait_s: _Optional[float] = ..., p95_wait_s: _Optional[float] = ..., mean_jct_s: _Optional[float] = ...) -> None: ...
+    gpu_hours_used_on_others_hardware: float
+    gpu_hours_lost_to_reclaim: float
+    def __init__(self, member: _Optional[str] = ..., gpu_hours_used: _Optional[float] = ..., gpu_hours_entitled: _Optional[float] = ..., gpu_hours_borrowed: _Optional[float] = ..., gpu_hours_lent: _Optional[float] = ..., jobs_completed: _Optional[int] = ..., mean_wait_s: _Optional[float] = ..., p95_wait_s: _Optional[float] = ..., mean_jct_s: _Optional[float] = ..., gpu_hours_used_on_others_hardware: _Optional[float] = ..., gpu_hours_lost_to_reclaim: _Optional[float] = ...) -> None: ...
 
 class SimulationSummary(_message.Message):
-    __slots__ = ("label", "policy_version", "utilization", "fairness_jain", "entitlement_violation_gpu_s", "preemptions", "members", "summary_json")
+    __slots__ = ("label", "policy_version", "utilization", "fairness_jain", "entitlement_violation_gpu_s", "preemptions", "members", "summary_json", "utilization_while_pending", "makespan_s")
     LABEL_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     UTILIZATION_FIELD_NUMBER: _ClassVar[int]
@@ -186,6 +192,8 @@ class SimulationSummary(_message.Message):
     PREEMPTIONS_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_JSON_FIELD_NUMBER: _ClassVar[int]
+    UTILIZATION_WHILE_PENDING_FIELD_NUMBER: _ClassVar[int]
+    MAKESPAN_S_FIELD_NUMBER: _ClassVar[int]
     label: str
     policy_version: int
     utilization: float
@@ -194,7 +202,9 @@ class SimulationSummary(_message.Message):
     preemptions: int
     members: _containers.RepeatedCompositeFieldContainer[MemberOutcome]
     summary_json: str
-    def __init__(self, label: _Optional[str] = ..., policy_version: _Optional[int] = ..., utilization: _Optional[float] = ..., fairness_jain: _Optional[float] = ..., entitlement_violation_gpu_s: _Optional[float] = ..., preemptions: _Optional[int] = ..., members: _Optional[_Iterable[_Union[MemberOutcome, _Mapping]]] = ..., summary_json: _Optional[str] = ...) -> None: ...
+    utilization_while_pending: float
+    makespan_s: float
+    def __init__(self, label: _Optional[str] = ..., policy_version: _Optional[int] = ..., utilization: _Optional[float] = ..., fairness_jain: _Optional[float] = ..., entitlement_violation_gpu_s: _Optional[float] = ..., preemptions: _Optional[int] = ..., members: _Optional[_Iterable[_Union[MemberOutcome, _Mapping]]] = ..., summary_json: _Optional[str] = ..., utilization_while_pending: _Optional[float] = ..., makespan_s: _Optional[float] = ...) -> None: ...
 
 class SimulateResponse(_message.Message):
     __slots__ = ("current", "draft")

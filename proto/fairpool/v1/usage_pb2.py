@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dproto/fairpool/v1/usage.proto\x12\x0b\x66\x61irpool.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"u\n\x0fGetUsageRequest\x12\x0e\n\x06member\x18\x01 \x01(\t\x12)\n\x05start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"y\n\x08UsageRow\x12\x0e\n\x06member\x18\x01 \x01(\t\x12\x11\n\tgpu_model\x18\x02 \x01(\t\x12\x16\n\x0egpu_hours_used\x18\x03 \x01(\x01\x12\x1a\n\x12gpu_hours_borrowed\x18\x04 \x01(\x01\x12\x16\n\x0egpu_hours_lent\x18\x05 \x01(\x01\"\x8b\x01\n\x10GetUsageResponse\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x04rows\x18\x03 \x03(\x0b\x32\x15.fairpool.v1.UsageRow\"!\n\x10GetReportRequest\x12\r\n\x05month\x18\x01 \x01(\t\"?\n\nReportFile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nmedia_type\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\x0c\"J\n\x11GetReportResponse\x12\r\n\x05month\x18\x01 \x01(\t\x12&\n\x05\x66iles\x18\x02 \x03(\x0b\x32\x17.fairpool.v1.ReportFile2\xa3\x01\n\x0cUsageService\x12G\n\x08GetUsage\x12\x1c.fairpool.v1.GetUsageRequest\x1a\x1d.fairpool.v1.GetUsageResponse\x12J\n\tGetReport\x12\x1d.fairpool.v1.GetReportRequest\x1a\x1e.fairpool.v1.GetReportResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dproto/fairpool/v1/usage.proto\x12\x0b\x66\x61irpool.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"u\n\x0fGetUsageRequest\x12\x0e\n\x06member\x18\x01 \x01(\t\x12)\n\x05start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x88\x01\n\x08UsageRow\x12\x0e\n\x06member\x18\x01 \x01(\t\x12\x11\n\tgpu_model\x18\x02 \x01(\t\x12\x16\n\x0egpu_hours_used\x18\x03 \x01(\x01\x12)\n!gpu_hours_used_on_others_hardware\x18\x04 \x01(\x01\x12\x16\n\x0egpu_hours_lent\x18\x05 \x01(\x01\"\x8b\x01\n\x10GetUsageResponse\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x04rows\x18\x03 \x03(\x0b\x32\x15.fairpool.v1.UsageRow\"!\n\x10GetReportRequest\x12\r\n\x05month\x18\x01 \x01(\t\"?\n\nReportFile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nmedia_type\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\x0c\"J\n\x11GetReportResponse\x12\r\n\x05month\x18\x01 \x01(\t\x12&\n\x05\x66iles\x18\x02 \x03(\x0b\x32\x17.fairpool.v1.ReportFile2\xa3\x01\n\x0cUsageService\x12G\n\x08GetUsage\x12\x1c.fairpool.v1.GetUsageRequest\x1a\x1d.fairpool.v1.GetUsageResponse\x12J\n\tGetReport\x12\x1d.fairpool.v1.GetReportRequest\x1a\x1e.fairpool.v1.GetReportResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,16 +34,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GETUSAGEREQUEST']._serialized_start=79
   _globals['_GETUSAGEREQUEST']._serialized_end=196
-  _globals['_USAGEROW']._serialized_start=198
-  _globals['_USAGEROW']._serialized_end=319
-  _globals['_GETUSAGERESPONSE']._serialized_start=322
-  _globals['_GETUSAGERESPONSE']._serialized_end=461
-  _globals['_GETREPORTREQUEST']._serialized_start=463
-  _globals['_GETREPORTREQUEST']._serialized_end=496
-  _globals['_REPORTFILE']._serialized_start=498
-  _globals['_REPORTFILE']._serialized_end=561
-  _globals['_GETREPORTRESPONSE']._serialized_start=563
-  _globals['_GETREPORTRESPONSE']._serialized_end=637
-  _globals['_USAGESERVICE']._serialized_start=640
-  _globals['_USAGESERVICE']._serialized_end=803
+  _globals['_USAGEROW']._serialized_start=199
+  _globals['_USAGEROW']._serialized_end=335
+  _globals['_GETUSAGERESPONSE']._serialized_start=338
+  _globals['_GETUSAGERESPONSE']._serialized_end=477
+  _globals['_GETREPORTREQUEST']._serialized_start=479
+  _globals['_GETREPORTREQUEST']._serialized_end=512
+  _globals['_REPORTFILE']._serialized_start=514
+  _globals['_REPORTFILE']._serialized_end=577
+  _globals['_GETREPORTRESPONSE']._serialized_start=579
+  _globals['_GETREPORTRESPONSE']._serialized_end=653
+  _globals['_USAGESERVICE']._serialized_start=656
+  _globals['_USAGESERVICE']._serialized_end=819
 # @@protoc_insertion_point(module_scope)

@@ -20,18 +20,18 @@ class GetUsageRequest(_message.Message):
     def __init__(self, member: _Optional[str] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class UsageRow(_message.Message):
-    __slots__ = ("member", "gpu_model", "gpu_hours_used", "gpu_hours_borrowed", "gpu_hours_lent")
+    __slots__ = ("member", "gpu_model", "gpu_hours_used", "gpu_hours_used_on_others_hardware", "gpu_hours_lent")
     MEMBER_FIELD_NUMBER: _ClassVar[int]
     GPU_MODEL_FIELD_NUMBER: _ClassVar[int]
     GPU_HOURS_USED_FIELD_NUMBER: _ClassVar[int]
-    GPU_HOURS_BORROWED_FIELD_NUMBER: _ClassVar[int]
+    GPU_HOURS_USED_ON_OTHERS_HARDWARE_FIELD_NUMBER: _ClassVar[int]
     GPU_HOURS_LENT_FIELD_NUMBER: _ClassVar[int]
     member: str
     gpu_model: str
     gpu_hours_used: float
-    gpu_hours_borrowed: float
+    gpu_hours_used_on_others_hardware: float
     gpu_hours_lent: float
-    def __init__(self, member: _Optional[str] = ..., gpu_model: _Optional[str] = ..., gpu_hours_used: _Optional[float] = ..., gpu_hours_borrowed: _Optional[float] = ..., gpu_hours_lent: _Optional[float] = ...) -> None: ...
+    def __init__(self, member: _Optional[str] = ..., gpu_model: _Optional[str] = ..., gpu_hours_used: _Optional[float] = ..., gpu_hours_used_on_others_hardware: _Optional[float] = ..., gpu_hours_lent: _Optional[float] = ...) -> None: ...
 
 class GetUsageResponse(_message.Message):
     __slots__ = ("start", "end", "rows")
