@@ -122,11 +122,11 @@ JOB_LOST = {"a2": 520.0}
 JOB_END = {"a1": 130, "a2": 530, "b1": 630, "b2": 2000, "b3": 1930, "a3": 1530}
 JOB_END |= {"b4": 2200, "b5": 2400, "a4": 2750}
 
-# The bill's columns (reports/costmodel.py summary) for the glossary's words. With no
-# purchased GPUs, all use of others' hardware is billed.
-BILL_USED_ON_OTHERS_HARDWARE = "borrowed_gpu_hours"
+# The bill's summary columns for the glossary's words. With no purchased GPUs, all use
+# of others' hardware is charged and all that was lent is credited.
+BILL_USED_ON_OTHERS_HARDWARE = "used_on_others_charged_gpu_hours"
 BILL_LENT = "lent_gpu_hours"
-BILL_LENT_BILLED = "lent_billed_gpu_hours"
+BILL_LENT_BILLED = "lent_credited_gpu_hours"
 BILL_LOST = "reclaim_lost_gpu_hours"
 
 
