@@ -49,7 +49,7 @@ from scheduler.engine.placement import (
     spec_key,
     spec_res,
 )
-from scheduler.engine.reclaim import NOT_FURTHER_ABOVE, Reclaimer, ReclaimResult
+from scheduler.engine.reclaim import NoReclaim, Reclaimer, ReclaimResult, VictimJob, Why
 from scheduler.engine.snapshot import PendingJob, PodSpec, Snapshot
 
 if TYPE_CHECKING:
@@ -92,6 +92,21 @@ def _job_info(job: PendingJob) -> _JobInfo:
     return info
 
 
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    """A member's position on a GPU model with a job that may reclaim."""
+
+    allocated: int
+    """Allocated plus held for its nominated jobs."""
+    fair: float
+    after: int
+    """`allocated` with the job."""
+    entitled: bool
+    """The job keeps it within its entitlement."""
+    above_ratio: float | None
+    """allocated / fair share with the job, when above 1 and not entitled."""
+
+
 @dataclass(slots=True)
 class _Outcome:
     binds: list[Bind] = field(default_factory=list)
@@ -121,7 +136,7 @@ class _Cycle:
         self.failed: set[object] = set()
         self.never: dict[int, bool] = {}
         self.never_detail: dict[int, str] = {}
-        self.reclaim_failed: dict[tuple[object, ...], str] = {}
+        self.reclaim_failed: dict[tuple[object, ...], NoReclaim] = {}
         self._info: dict[str, _JobInfo] = {j.job_id: _job_info(j) for j in snapshot.pending}
         # Shapes are deep tuples (hashing one walks it): number them once per cycle.
         interned: dict[tuple[object, ...], int] = {}
@@ -382,26 +397,45 @@ class _Cycle:
 
     # -- reclaim -------------------------------------------------------------------------
     def _try_reclaim(self, job: PendingJob, model: str | None, lendable: dict[str, int]) -> str:
-        gpus = self.info(job).gpus
-        if model is None or gpus <= 0:
+        """Reclaim for a job that did not fit; the detail of its wait ("" when none)."""
+        if model is None or self.info(job).gpus <= 0:
             return ""
-        key_mm = (job.member, model)
-        # Capacity already promised to the member's nominated jobs counts as held.
-        allocated = self.alloc.get(key_mm, 0) + self.promised.get(key_mm, 0)
-        fair = self.book.fair.get(key_mm, 0.0)
-        after = allocated + gpus
-        # Within its entitlement a member may take back any borrowed pods (reclaim.py).
-        entitled = after <= self.book.entitlement.get(key_mm, 0)
-        if allocated >= fair - _EPS and not entitled:
+        claim = self._claim(job, model)
+        if claim is None:
             return ""
-        above_ratio = after / fair if after > fair + _EPS and not entitled else None
-        if entitled and self.state.term_pods <= 0 and not self._others_borrow(job.member, model):
-            # Borrowed GPUs only shrink within a cycle (binds are not running pods): no
-            # victim index needed, which is most cycles of a busy cluster.
+        reclaimer = self._reclaimer_for(job.member, model, claim.entitled)
+        if reclaimer is None:
             return (
                 f"nothing can be reclaimed: no member above its fair share holds borrowed "
                 f"{model} GPUs it could use"
             )
+        result = self._attempt_reclaim(reclaimer, job, model, claim, lendable)
+        if isinstance(result, NoReclaim):
+            return self._no_reclaim_detail(result, claim)
+        self._apply_reclaim(job, model, result, claim.entitled)
+        return ""
+
+    def _claim(self, job: PendingJob, model: str) -> _Claim | None:
+        """The member's position with the job, when it may reclaim for it: the job keeps
+        it within its entitlement (reclaim.py), or it is below its fair share. Capacity
+        already promised to the member's nominated jobs counts as held."""
+        key = (job.member, model)
+        allocated = self.alloc.get(key, 0) + self.promised.get(key, 0)
+        fair = self.book.fair.get(key, 0.0)
+        after = allocated + self.info(job).gpus
+        entitled = after <= self.book.entitlement.get(key, 0)
+        if allocated >= fair - _EPS and not entitled:
+            return None
+        above_ratio = after / fair if after > fair + _EPS and not entitled else None
+        return _Claim(allocated, fair, after, entitled, above_ratio)
+
+    def _reclaimer_for(self, member: str, model: str, entitled: bool) -> Reclaimer | None:
+        """The cycle's victim index, built on first use; None when nothing could be
+        reclaimed anyway."""
+        if entitled and self.state.term_pods <= 0 and not self._others_borrow(member, model):
+            # Borrowed GPUs only shrink within a cycle (binds are not running pods): no
+            # victim index needed, which is most cycles of a busy cluster.
+            return None
         if self.reclaimer is None:
             sharing = self.policy.sharing
             self.reclaimer = Reclaimer(
@@ -413,44 +447,56 @@ class _Cycle:
                 sharing.preempt_below_min_runtime,
             )
         if not self.reclaimer.has_candidates() and self.state.term_pods <= 0:
-            return (
-                f"nothing can be reclaimed: no member above its fair share holds borrowed "
-                f"{model} GPUs it could use"
-            )
-        # What reclaim can do changes only with a bind (a member may rise above its fair
-        # share) or another reclaim: until then a failure stands.
+            return None
+        return self.reclaimer
+
+    def _attempt_reclaim(
+        self,
+        reclaimer: Reclaimer,
+        job: PendingJob,
+        model: str,
+        claim: _Claim,
+        lendable: dict[str, int],
+    ) -> ReclaimResult | NoReclaim:
+        """Ask the victim index, unless the same attempt failed already. What reclaim can
+        do changes only with a bind (a member may rise above its fair share) or another
+        reclaim: until then a failure stands."""
         key = (
             self.shape_id[job.job_id],
             job.member,
             model,
-            allocated,
+            claim.allocated,
             len(self.out.nominations),
             len(self.out.binds),
         )
-        result: ReclaimResult | str | None = self.reclaim_failed.get(key)
-        if result is None:
-            result = self.reclaimer.attempt(
+        failed = self.reclaim_failed.get(key)
+        if failed is not None:
+            return failed
+        if claim.entitled:
+            result = reclaimer.within_entitlement(
                 job.pods,
                 job.member,
                 model,
                 self.alloc,
                 self.book.fair,
+                self.book.entitlement,
                 lendable,
-                above_ratio,
-                self.book.entitlement if entitled else None,
             )
-            if isinstance(result, str):
-                self.reclaim_failed[key] = result
-        if isinstance(result, str):
-            if result == NOT_FURTHER_ABOVE:
-                return (
-                    f"with this job it would hold {after}, above its fair share of "
-                    f"{fmt(fair)}, and no member further above its own fair share holds "
-                    f"borrowed {model} GPUs it could use"
-                )
-            return f"nothing can be reclaimed: {result}"
-        self._apply_reclaim(job, model, result, entitled)
-        return ""
+        else:
+            result = reclaimer.up_to_fair_share(
+                job.pods, job.member, model, self.alloc, self.book.fair, lendable, claim.above_ratio
+            )
+        if isinstance(result, NoReclaim):
+            self.reclaim_failed[key] = result
+        return result
+
+    def _no_reclaim_detail(self, result: NoReclaim, claim: _Claim) -> str:
+        if result.why is Why.NOT_FURTHER_ABOVE:
+            return (
+                f"with this job it would hold {claim.after}, above its fair share of "
+                f"{fmt(claim.fair)}, and {result.detail}"
+            )
+        return f"nothing can be reclaimed: {result.detail}"
 
     def _others_borrow(self, member: str, model: str) -> bool:
         found = self.others_borrow.get((member, model))
@@ -464,63 +510,20 @@ class _Cycle:
     def _apply_reclaim(
         self, job: PendingJob, model: str, result: ReclaimResult, entitled: bool
     ) -> None:
-        state = self.state
         if result.wait:
-            specs = {p.uid: p.spec for p in job.pods}
-            for uid, i in result.plan.pods:
-                state.hold(job.job_id, i, spec_res(specs[uid]))
-            self._promise(job)
-            self.out.waiting[job.job_id] = (
-                job,
-                Waiting(
-                    "reclaiming",
-                    f"the borrowed pods it needs back have run less than the minimum "
-                    f"runtime of {self.policy.sharing.min_runtime_seconds} s; the idle GPUs "
-                    "it will use are held for it meanwhile",
-                ),
-            )
+            self._drain(job, result.plan)
             return
         grace = self.policy.sharing.reclaim_grace_period_seconds
-        allocated, fair = self.position_of(job.member, model)
+        whose = self._reclaimer_position(job.member, model, entitled)
         victims_text: list[str] = []
-        ent = self.book.entitlement.get((job.member, model), 0)
         for victim in result.victims:
-            v_alloc, v_fair = self.position_of(victim.member, model)
-            if entitled:
-                whose = f"holds {allocated} of its entitlement of {ent} {model}"
-            else:
-                whose = f"holds {allocated} of its fair share of {fmt(fair)} {model}"
-            if v_alloc > v_fair + _EPS:
-                why = f"above its fair share of {fmt(v_fair)}"
-            else:
-                v_ent = self.book.entitlement.get((victim.member, model), 0)
-                why = f"above its entitlement of {v_ent}"
+            # Each victim's position is read after the earlier victims are taken off.
             reason = (
                 f"reclaim for member {job.member} ({whose}, job {job.job_id} needs "
-                f"{job.gpus}): member {victim.member} holds {v_alloc}, {why}, and job "
+                f"{job.gpus}): {self._victim_position(victim.member, model)}, and job "
                 f"{victim.job_id} runs on borrowed GPUs"
             )
-            for pod, i in sorted(victim.pods, key=lambda pi: pi[0].uid):
-                self.out.preemptions.append(
-                    Preemption(
-                        pod_uid=pod.uid,
-                        job_id=victim.job_id,
-                        victim_member=victim.member,
-                        reclaimer=job.member,
-                        for_job=job.job_id,
-                        reason=reason,
-                        grace_period_seconds=grace,
-                    )
-                )
-                r = spec_res(pod.spec)
-                state.add_terminating(i, r)
-                node = state.nodes[i]
-                if pod.spec.gpus > 0:
-                    key = (victim.member, node_model(node))
-                    self.alloc[key] = self.alloc.get(key, 0) - pod.spec.gpus
-                    self.member_total[victim.member] -= pod.spec.gpus
-                    if node.owner is not None and node.owner != victim.member:
-                        self.lent[node.owner] = self.lent.get(node.owner, 0) - pod.spec.gpus
+            self._preempt(job, victim, reason, grace)
             victims_text.append(f"{victim.job_id} of {victim.member}")
         self._nominate(job, result.plan)
         n_pods = sum(len(v.pods) for v in result.victims)
@@ -533,6 +536,63 @@ class _Cycle:
             detail = "terminating pods are freeing room; it is held for this job"
         self.out.waiting[job.job_id] = (job, Waiting("reclaiming", detail))
         self.freeing.add(job.job_id)
+
+    def _drain(self, job: PendingJob, plan: Plan) -> None:
+        """Hold the free capacity of the plan while the pods it needs back age."""
+        specs = {p.uid: p.spec for p in job.pods}
+        for uid, i in plan.pods:
+            self.state.hold(job.job_id, i, spec_res(specs[uid]))
+        self._promise(job)
+        self.out.waiting[job.job_id] = (
+            job,
+            Waiting(
+                "reclaiming",
+                f"the borrowed pods it needs back have run less than the minimum "
+                f"runtime of {self.policy.sharing.min_runtime_seconds} s; the idle GPUs "
+                "it will use are held for it meanwhile",
+            ),
+        )
+
+    def _reclaimer_position(self, member: str, model: str, entitled: bool) -> str:
+        allocated, fair = self.position_of(member, model)
+        if entitled:
+            ent = self.book.entitlement.get((member, model), 0)
+            return f"holds {allocated} of its entitlement of {ent} {model}"
+        return f"holds {allocated} of its fair share of {fmt(fair)} {model}"
+
+    def _victim_position(self, member: str, model: str) -> str:
+        v_alloc, v_fair = self.position_of(member, model)
+        if v_alloc > v_fair + _EPS:
+            why = f"above its fair share of {fmt(v_fair)}"
+        else:
+            v_ent = self.book.entitlement.get((member, model), 0)
+            why = f"above its entitlement of {v_ent}"
+        return f"member {member} holds {v_alloc}, {why}"
+
+    def _preempt(self, job: PendingJob, victim: VictimJob, reason: str, grace: int) -> None:
+        """Preempt the victim's pods, by uid; their GPUs leave its member's position now
+        and their node's capacity counts as being freed."""
+        state = self.state
+        for pod, i in sorted(victim.pods, key=lambda pi: pi[0].uid):
+            self.out.preemptions.append(
+                Preemption(
+                    pod_uid=pod.uid,
+                    job_id=victim.job_id,
+                    victim_member=victim.member,
+                    reclaimer=job.member,
+                    for_job=job.job_id,
+                    reason=reason,
+                    grace_period_seconds=grace,
+                )
+            )
+            state.add_terminating(i, spec_res(pod.spec))
+            node = state.nodes[i]
+            if pod.spec.gpus > 0:
+                key = (victim.member, node_model(node))
+                self.alloc[key] = self.alloc.get(key, 0) - pod.spec.gpus
+                self.member_total[victim.member] -= pod.spec.gpus
+                if node.owner is not None and node.owner != victim.member:
+                    self.lent[node.owner] = self.lent.get(node.owner, 0) - pod.spec.gpus
 
     def _promise(self, job: PendingJob) -> None:
         model = self.book.job_model.get(job.job_id)
