@@ -32,8 +32,9 @@ Preemptions: per reclaim, victims in the order chosen, pods by uid.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from scheduler.engine import shares as shares_mod
 from scheduler.engine.decisions import Bind, Decisions, MemberShare, Nomination, Preemption
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
     from policies.model import Member, Policy
 
 _EPS = 1e-9
+_N = TypeVar("_N", int, float)
 
 __all__ = ["compute_shares", "schedule"]
 
@@ -107,6 +109,32 @@ class _Claim:
     """allocated / fair share with the job, when above 1 and not entitled."""
 
 
+def _per_member(values: Mapping[tuple[str, str], _N], zero: _N) -> dict[str, _N]:
+    """Per-model values summed per member (or owner)."""
+    out: dict[str, _N] = {}
+    for (m, _), v in values.items():
+        out[m] = out.get(m, zero) + v
+    return out
+
+
+def _lenders(policy: Policy) -> list[tuple[str, int]]:
+    """Members with a lending limit, by name."""
+    return [
+        (m.name, m.lending_limit)
+        for m in sorted(policy.members, key=lambda m: m.name)
+        if m.lending_limit is not None
+    ]
+
+
+def _shape_ids(infos: Mapping[str, _JobInfo]) -> dict[str, int]:
+    """A number per distinct job shape: shapes are deep tuples (hashing one walks it), so
+    they are numbered once per cycle."""
+    interned: dict[tuple[object, ...], int] = {}
+    return {
+        job_id: interned.setdefault(info.shape, len(interned)) for job_id, info in infos.items()
+    }
+
+
 @dataclass(slots=True)
 class _Outcome:
     binds: list[Bind] = field(default_factory=list)
@@ -121,43 +149,34 @@ class _Cycle:
         self.policy = policy
         self.book = shares_mod.build(snapshot, policy)
         self.state = ClusterState(snapshot)
-        self.members: dict[str, Member] = {m.name: m for m in policy.members}
-        self.alloc: dict[MemberModel, int] = dict(self.book.allocation.allocated)
-        self.member_total: dict[str, int] = {}
-        for (m, _), v in self.alloc.items():
-            self.member_total[m] = self.member_total.get(m, 0) + v
-        self.lent: dict[str, int] = {}
-        for (o, _), v in self.book.allocation.lent.items():
-            self.lent[o] = self.lent.get(o, 0) + v
-        self.fair_total: dict[str, float] = {}
-        for (m, _), share in self.book.fair.items():
-            self.fair_total[m] = self.fair_total.get(m, 0.0) + share
         self.out = _Outcome()
+        # Positions, updated by every bind and preemption of the cycle.
+        self.alloc: dict[MemberModel, int] = dict(self.book.allocation.allocated)
+        self.member_total: dict[str, int] = _per_member(self.alloc, 0)
+        self.lent: dict[str, int] = _per_member(self.book.allocation.lent, 0)
+        """GPUs of other members' pods on each owner's nodes."""
+        self.fair_total: dict[str, float] = _per_member(self.book.fair, 0.0)
+        self.promised: dict[MemberModel, int] = {}
+        """GPUs held for each member's nominated jobs (not bound yet)."""
+        self.promised_jobs: dict[str, tuple[MemberModel, int]] = {}
+        """What each job holds in `promised`."""
+        self.freeing: set[str] = set()
+        """Jobs whose nominated nodes still carry terminating pods."""
+        # The policy's limits.
+        self.members: dict[str, Member] = {m.name: m for m in policy.members}
+        self.lenders = _lenders(policy)
+        self.capped = {m.name for m in policy.members if m.max_gpus is not None}
+        # The pending jobs.
+        self._info: dict[str, _JobInfo] = {j.job_id: _job_info(j) for j in snapshot.pending}
+        self.shape_id = _shape_ids(self._info)
+        self.only_model = self.book.models[0] if len(self.book.models) == 1 else None
+        # What failed once in the cycle fails again (capacity only shrinks).
         self.failed: set[object] = set()
         self.never: dict[int, bool] = {}
         self.never_detail: dict[int, str] = {}
         self.reclaim_failed: dict[tuple[object, ...], NoReclaim] = {}
-        self._info: dict[str, _JobInfo] = {j.job_id: _job_info(j) for j in snapshot.pending}
-        # Shapes are deep tuples (hashing one walks it): number them once per cycle.
-        interned: dict[tuple[object, ...], int] = {}
-        self.shape_id: dict[str, int] = {
-            job_id: interned.setdefault(info.shape, len(interned))
-            for job_id, info in self._info.items()
-        }
-        self.only_model = self.book.models[0] if len(self.book.models) == 1 else None
-        self.lenders = [
-            (m.name, m.lending_limit)
-            for m in sorted(policy.members, key=lambda m: m.name)
-            if m.lending_limit is not None
-        ]
-        self.capped = {m.name for m in policy.members if m.max_gpus is not None}
         self.reclaimer: Reclaimer | None = None
         self.others_borrow: dict[MemberModel, bool] = {}
-        self.freeing: set[str] = set()
-        self.promised: dict[MemberModel, int] = {}
-        """GPUs held for each member's nominated jobs (not bound yet)."""
-        self.promised_jobs: dict[str, tuple[MemberModel, int]] = {}
-        """Jobs whose nominated nodes still carry terminating pods."""
 
     # -- positions -----------------------------------------------------------------------
     def position_of(self, member: str, model: str | None) -> tuple[int, float]:
@@ -269,12 +288,13 @@ class _Cycle:
                 self._promise(job)
 
     def _handle(self, job: PendingJob) -> None:
+        """Place the job, or decide why it waits (reclaiming for it if it may)."""
         held = job.job_id in self.state.holds
         if held:
+            # Its nominated capacity is its own to place on now.
             self.state.release(job.job_id)
             self._unpromise(job.job_id)
-        info = self._info[job.job_id]
-        if info.incomplete:
+        if self._info[job.job_id].incomplete:
             self._wait(job, Waiting("incomplete"))
             return
         model = self.book.job_model.get(job.job_id)
@@ -285,27 +305,10 @@ class _Cycle:
                 return
         models = self._models_allowed(job, model)
         lendable = self.lendable()
-        restricted = models is not None or any(
-            h < info.gpus for o, h in lendable.items() if o != job.member
-        )
-        sid = self.shape_id[job.job_id]
-        shape = (sid, job.member, models) if restricted else sid
-        placed = False
-        if held or shape not in self.failed:
-            placed = self._place(job, lendable, models)
-            if not placed and not held:
-                self.failed.add(shape)
-        if placed:
+        if self._try_place(job, lendable, models, held):
             return
         if job.job_id in self.freeing:
-            detail = self._nominated_detail(job)
-            for uid, node in sorted(job.nominated_nodes.items()):
-                i = self.state.index.get(node)
-                pod = next((p for p in job.pods if p.uid == uid), None)
-                if i is not None and pod is not None:
-                    self.state.hold(job.job_id, i, spec_res(pod.spec))
-            self._promise(job)
-            self._wait(job, Waiting("held", detail))
+            self._hold_while_freeing(job)
             return
         if self._unplaceable(job):
             self._wait(job, Waiting("unplaceable", self._unplaceable_detail(job)))
@@ -313,6 +316,39 @@ class _Cycle:
         detail = self._try_reclaim(job, model, lendable)
         if job.job_id not in self.out.waiting:
             self._wait(job, Waiting("capacity", detail))
+
+    def _try_place(
+        self,
+        job: PendingJob,
+        lendable: dict[str, int],
+        models: frozenset[str] | None,
+        held: bool,
+    ) -> bool:
+        """Place the job unless one of the same shape (and, with limits that depend on
+        the member, of the same member) failed already; a job whose hold was just
+        released is always tried."""
+        restricted = models is not None or any(
+            h < self._info[job.job_id].gpus for o, h in lendable.items() if o != job.member
+        )
+        sid = self.shape_id[job.job_id]
+        shape = (sid, job.member, models) if restricted else sid
+        if not held and shape in self.failed:
+            return False
+        placed = self._place(job, lendable, models)
+        if not placed and not held:
+            self.failed.add(shape)
+        return placed
+
+    def _hold_while_freeing(self, job: PendingJob) -> None:
+        """Its nominated nodes still carry terminating pods: hold them for it again."""
+        detail = self._nominated_detail(job)
+        for uid, node in sorted(job.nominated_nodes.items()):
+            i = self.state.index.get(node)
+            pod = next((p for p in job.pods if p.uid == uid), None)
+            if i is not None and pod is not None:
+                self.state.hold(job.job_id, i, spec_res(pod.spec))
+        self._promise(job)
+        self._wait(job, Waiting("held", detail))
 
     def _limit(self, job: PendingJob, model: str | None) -> str | None:
         spec = self.members.get(job.member)
