@@ -32,8 +32,9 @@ Preemptions: per reclaim, victims in the order chosen, pods by uid.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from scheduler.engine import shares as shares_mod
 from scheduler.engine.decisions import Bind, Decisions, MemberShare, Nomination, Preemption
@@ -49,13 +50,14 @@ from scheduler.engine.placement import (
     spec_key,
     spec_res,
 )
-from scheduler.engine.reclaim import NOT_FURTHER_ABOVE, Reclaimer, ReclaimResult
+from scheduler.engine.reclaim import NoReclaim, Reclaimer, ReclaimResult, VictimJob, Why
 from scheduler.engine.snapshot import PendingJob, PodSpec, Snapshot
 
 if TYPE_CHECKING:
     from policies.model import Member, Policy
 
 _EPS = 1e-9
+_N = TypeVar("_N", int, float)
 
 __all__ = ["compute_shares", "schedule"]
 
@@ -92,6 +94,47 @@ def _job_info(job: PendingJob) -> _JobInfo:
     return info
 
 
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    """A member's position on a GPU model with a job that may reclaim."""
+
+    allocated: int
+    """Allocated plus held for its nominated jobs."""
+    fair: float
+    after: int
+    """`allocated` with the job."""
+    entitled: bool
+    """The job keeps it within its entitlement."""
+    above_ratio: float | None
+    """allocated / fair share with the job, when above 1 and not entitled."""
+
+
+def _per_member(values: Mapping[tuple[str, str], _N], zero: _N) -> dict[str, _N]:
+    """Per-model values summed per member (or owner)."""
+    out: dict[str, _N] = {}
+    for (m, _), v in values.items():
+        out[m] = out.get(m, zero) + v
+    return out
+
+
+def _lenders(policy: Policy) -> list[tuple[str, int]]:
+    """Members with a lending limit, by name."""
+    return [
+        (m.name, m.lending_limit)
+        for m in sorted(policy.members, key=lambda m: m.name)
+        if m.lending_limit is not None
+    ]
+
+
+def _shape_ids(infos: Mapping[str, _JobInfo]) -> dict[str, int]:
+    """A number per distinct job shape: shapes are deep tuples (hashing one walks it), so
+    they are numbered once per cycle."""
+    interned: dict[tuple[object, ...], int] = {}
+    return {
+        job_id: interned.setdefault(info.shape, len(interned)) for job_id, info in infos.items()
+    }
+
+
 @dataclass(slots=True)
 class _Outcome:
     binds: list[Bind] = field(default_factory=list)
@@ -106,43 +149,34 @@ class _Cycle:
         self.policy = policy
         self.book = shares_mod.build(snapshot, policy)
         self.state = ClusterState(snapshot)
-        self.members: dict[str, Member] = {m.name: m for m in policy.members}
-        self.alloc: dict[MemberModel, int] = dict(self.book.allocation.allocated)
-        self.member_total: dict[str, int] = {}
-        for (m, _), v in self.alloc.items():
-            self.member_total[m] = self.member_total.get(m, 0) + v
-        self.lent: dict[str, int] = {}
-        for (o, _), v in self.book.allocation.lent.items():
-            self.lent[o] = self.lent.get(o, 0) + v
-        self.fair_total: dict[str, float] = {}
-        for (m, _), share in self.book.fair.items():
-            self.fair_total[m] = self.fair_total.get(m, 0.0) + share
         self.out = _Outcome()
-        self.failed: set[object] = set()
-        self.never: dict[int, bool] = {}
-        self.never_detail: dict[int, str] = {}
-        self.reclaim_failed: dict[tuple[object, ...], str] = {}
-        self._info: dict[str, _JobInfo] = {j.job_id: _job_info(j) for j in snapshot.pending}
-        # Shapes are deep tuples (hashing one walks it): number them once per cycle.
-        interned: dict[tuple[object, ...], int] = {}
-        self.shape_id: dict[str, int] = {
-            job_id: interned.setdefault(info.shape, len(interned))
-            for job_id, info in self._info.items()
-        }
-        self.only_model = self.book.models[0] if len(self.book.models) == 1 else None
-        self.lenders = [
-            (m.name, m.lending_limit)
-            for m in sorted(policy.members, key=lambda m: m.name)
-            if m.lending_limit is not None
-        ]
-        self.capped = {m.name for m in policy.members if m.max_gpus is not None}
-        self.reclaimer: Reclaimer | None = None
-        self.others_borrow: dict[MemberModel, bool] = {}
-        self.freeing: set[str] = set()
+        # Positions, updated by every bind and preemption of the cycle.
+        self.alloc: dict[MemberModel, int] = dict(self.book.allocation.allocated)
+        self.member_total: dict[str, int] = _per_member(self.alloc, 0)
+        self.lent: dict[str, int] = _per_member(self.book.allocation.lent, 0)
+        """GPUs of other members' pods on each owner's nodes."""
+        self.fair_total: dict[str, float] = _per_member(self.book.fair, 0.0)
         self.promised: dict[MemberModel, int] = {}
         """GPUs held for each member's nominated jobs (not bound yet)."""
         self.promised_jobs: dict[str, tuple[MemberModel, int]] = {}
+        """What each job holds in `promised`."""
+        self.freeing: set[str] = set()
         """Jobs whose nominated nodes still carry terminating pods."""
+        # The policy's limits.
+        self.members: dict[str, Member] = {m.name: m for m in policy.members}
+        self.lenders = _lenders(policy)
+        self.capped = {m.name for m in policy.members if m.max_gpus is not None}
+        # The pending jobs.
+        self._info: dict[str, _JobInfo] = {j.job_id: _job_info(j) for j in snapshot.pending}
+        self.shape_id = _shape_ids(self._info)
+        self.only_model = self.book.models[0] if len(self.book.models) == 1 else None
+        # What failed once in the cycle fails again (capacity only shrinks).
+        self.failed: set[object] = set()
+        self.never: dict[int, bool] = {}
+        self.never_detail: dict[int, str] = {}
+        self.reclaim_failed: dict[tuple[object, ...], NoReclaim] = {}
+        self.reclaimer: Reclaimer | None = None
+        self.others_borrow: dict[MemberModel, bool] = {}
 
     # -- positions -----------------------------------------------------------------------
     def position_of(self, member: str, model: str | None) -> tuple[int, float]:
@@ -254,12 +288,13 @@ class _Cycle:
                 self._promise(job)
 
     def _handle(self, job: PendingJob) -> None:
+        """Place the job, or decide why it waits (reclaiming for it if it may)."""
         held = job.job_id in self.state.holds
         if held:
+            # Its nominated capacity is its own to place on now.
             self.state.release(job.job_id)
             self._unpromise(job.job_id)
-        info = self._info[job.job_id]
-        if info.incomplete:
+        if self._info[job.job_id].incomplete:
             self._wait(job, Waiting("incomplete"))
             return
         model = self.book.job_model.get(job.job_id)
@@ -270,27 +305,10 @@ class _Cycle:
                 return
         models = self._models_allowed(job, model)
         lendable = self.lendable()
-        restricted = models is not None or any(
-            h < info.gpus for o, h in lendable.items() if o != job.member
-        )
-        sid = self.shape_id[job.job_id]
-        shape = (sid, job.member, models) if restricted else sid
-        placed = False
-        if held or shape not in self.failed:
-            placed = self._place(job, lendable, models)
-            if not placed and not held:
-                self.failed.add(shape)
-        if placed:
+        if self._try_place(job, lendable, models, held):
             return
         if job.job_id in self.freeing:
-            detail = self._nominated_detail(job)
-            for uid, node in sorted(job.nominated_nodes.items()):
-                i = self.state.index.get(node)
-                pod = next((p for p in job.pods if p.uid == uid), None)
-                if i is not None and pod is not None:
-                    self.state.hold(job.job_id, i, spec_res(pod.spec))
-            self._promise(job)
-            self._wait(job, Waiting("held", detail))
+            self._hold_while_freeing(job)
             return
         if self._unplaceable(job):
             self._wait(job, Waiting("unplaceable", self._unplaceable_detail(job)))
@@ -298,6 +316,39 @@ class _Cycle:
         detail = self._try_reclaim(job, model, lendable)
         if job.job_id not in self.out.waiting:
             self._wait(job, Waiting("capacity", detail))
+
+    def _try_place(
+        self,
+        job: PendingJob,
+        lendable: dict[str, int],
+        models: frozenset[str] | None,
+        held: bool,
+    ) -> bool:
+        """Place the job unless one of the same shape (and, with limits that depend on
+        the member, of the same member) failed already; a job whose hold was just
+        released is always tried."""
+        restricted = models is not None or any(
+            h < self._info[job.job_id].gpus for o, h in lendable.items() if o != job.member
+        )
+        sid = self.shape_id[job.job_id]
+        shape = (sid, job.member, models) if restricted else sid
+        if not held and shape in self.failed:
+            return False
+        placed = self._place(job, lendable, models)
+        if not placed and not held:
+            self.failed.add(shape)
+        return placed
+
+    def _hold_while_freeing(self, job: PendingJob) -> None:
+        """Its nominated nodes still carry terminating pods: hold them for it again."""
+        detail = self._nominated_detail(job)
+        for uid, node in sorted(job.nominated_nodes.items()):
+            i = self.state.index.get(node)
+            pod = next((p for p in job.pods if p.uid == uid), None)
+            if i is not None and pod is not None:
+                self.state.hold(job.job_id, i, spec_res(pod.spec))
+        self._promise(job)
+        self._wait(job, Waiting("held", detail))
 
     def _limit(self, job: PendingJob, model: str | None) -> str | None:
         spec = self.members.get(job.member)
@@ -382,26 +433,45 @@ class _Cycle:
 
     # -- reclaim -------------------------------------------------------------------------
     def _try_reclaim(self, job: PendingJob, model: str | None, lendable: dict[str, int]) -> str:
-        gpus = self.info(job).gpus
-        if model is None or gpus <= 0:
+        """Reclaim for a job that did not fit; the detail of its wait ("" when none)."""
+        if model is None or self.info(job).gpus <= 0:
             return ""
-        key_mm = (job.member, model)
-        # Capacity already promised to the member's nominated jobs counts as held.
-        allocated = self.alloc.get(key_mm, 0) + self.promised.get(key_mm, 0)
-        fair = self.book.fair.get(key_mm, 0.0)
-        after = allocated + gpus
-        # Within its entitlement a member may take back any borrowed pods (reclaim.py).
-        entitled = after <= self.book.entitlement.get(key_mm, 0)
-        if allocated >= fair - _EPS and not entitled:
+        claim = self._claim(job, model)
+        if claim is None:
             return ""
-        above_ratio = after / fair if after > fair + _EPS and not entitled else None
-        if entitled and self.state.term_pods <= 0 and not self._others_borrow(job.member, model):
-            # Borrowed GPUs only shrink within a cycle (binds are not running pods): no
-            # victim index needed, which is most cycles of a busy cluster.
+        reclaimer = self._reclaimer_for(job.member, model, claim.entitled)
+        if reclaimer is None:
             return (
                 f"nothing can be reclaimed: no member above its fair share holds borrowed "
                 f"{model} GPUs it could use"
             )
+        result = self._attempt_reclaim(reclaimer, job, model, claim, lendable)
+        if isinstance(result, NoReclaim):
+            return self._no_reclaim_detail(result, claim)
+        self._apply_reclaim(job, model, result, claim.entitled)
+        return ""
+
+    def _claim(self, job: PendingJob, model: str) -> _Claim | None:
+        """The member's position with the job, when it may reclaim for it: the job keeps
+        it within its entitlement (reclaim.py), or it is below its fair share. Capacity
+        already promised to the member's nominated jobs counts as held."""
+        key = (job.member, model)
+        allocated = self.alloc.get(key, 0) + self.promised.get(key, 0)
+        fair = self.book.fair.get(key, 0.0)
+        after = allocated + self.info(job).gpus
+        entitled = after <= self.book.entitlement.get(key, 0)
+        if allocated >= fair - _EPS and not entitled:
+            return None
+        above_ratio = after / fair if after > fair + _EPS and not entitled else None
+        return _Claim(allocated, fair, after, entitled, above_ratio)
+
+    def _reclaimer_for(self, member: str, model: str, entitled: bool) -> Reclaimer | None:
+        """The cycle's victim index, built on first use; None when nothing could be
+        reclaimed anyway."""
+        if entitled and self.state.term_pods <= 0 and not self._others_borrow(member, model):
+            # Borrowed GPUs only shrink within a cycle (binds are not running pods): no
+            # victim index needed, which is most cycles of a busy cluster.
+            return None
         if self.reclaimer is None:
             sharing = self.policy.sharing
             self.reclaimer = Reclaimer(
@@ -413,44 +483,56 @@ class _Cycle:
                 sharing.preempt_below_min_runtime,
             )
         if not self.reclaimer.has_candidates() and self.state.term_pods <= 0:
-            return (
-                f"nothing can be reclaimed: no member above its fair share holds borrowed "
-                f"{model} GPUs it could use"
-            )
-        # What reclaim can do changes only with a bind (a member may rise above its fair
-        # share) or another reclaim: until then a failure stands.
+            return None
+        return self.reclaimer
+
+    def _attempt_reclaim(
+        self,
+        reclaimer: Reclaimer,
+        job: PendingJob,
+        model: str,
+        claim: _Claim,
+        lendable: dict[str, int],
+    ) -> ReclaimResult | NoReclaim:
+        """Ask the victim index, unless the same attempt failed already. What reclaim can
+        do changes only with a bind (a member may rise above its fair share) or another
+        reclaim: until then a failure stands."""
         key = (
             self.shape_id[job.job_id],
             job.member,
             model,
-            allocated,
+            claim.allocated,
             len(self.out.nominations),
             len(self.out.binds),
         )
-        result: ReclaimResult | str | None = self.reclaim_failed.get(key)
-        if result is None:
-            result = self.reclaimer.attempt(
+        failed = self.reclaim_failed.get(key)
+        if failed is not None:
+            return failed
+        if claim.entitled:
+            result = reclaimer.within_entitlement(
                 job.pods,
                 job.member,
                 model,
                 self.alloc,
                 self.book.fair,
+                self.book.entitlement,
                 lendable,
-                above_ratio,
-                self.book.entitlement if entitled else None,
             )
-            if isinstance(result, str):
-                self.reclaim_failed[key] = result
-        if isinstance(result, str):
-            if result == NOT_FURTHER_ABOVE:
-                return (
-                    f"with this job it would hold {after}, above its fair share of "
-                    f"{fmt(fair)}, and no member further above its own fair share holds "
-                    f"borrowed {model} GPUs it could use"
-                )
-            return f"nothing can be reclaimed: {result}"
-        self._apply_reclaim(job, model, result, entitled)
-        return ""
+        else:
+            result = reclaimer.up_to_fair_share(
+                job.pods, job.member, model, self.alloc, self.book.fair, lendable, claim.above_ratio
+            )
+        if isinstance(result, NoReclaim):
+            self.reclaim_failed[key] = result
+        return result
+
+    def _no_reclaim_detail(self, result: NoReclaim, claim: _Claim) -> str:
+        if result.why is Why.NOT_FURTHER_ABOVE:
+            return (
+                f"with this job it would hold {claim.after}, above its fair share of "
+                f"{fmt(claim.fair)}, and {result.detail}"
+            )
+        return f"nothing can be reclaimed: {result.detail}"
 
     def _others_borrow(self, member: str, model: str) -> bool:
         found = self.others_borrow.get((member, model))
@@ -464,63 +546,20 @@ class _Cycle:
     def _apply_reclaim(
         self, job: PendingJob, model: str, result: ReclaimResult, entitled: bool
     ) -> None:
-        state = self.state
         if result.wait:
-            specs = {p.uid: p.spec for p in job.pods}
-            for uid, i in result.plan.pods:
-                state.hold(job.job_id, i, spec_res(specs[uid]))
-            self._promise(job)
-            self.out.waiting[job.job_id] = (
-                job,
-                Waiting(
-                    "reclaiming",
-                    f"the borrowed pods it needs back have run less than the minimum "
-                    f"runtime of {self.policy.sharing.min_runtime_seconds} s; the idle GPUs "
-                    "it will use are held for it meanwhile",
-                ),
-            )
+            self._drain(job, result.plan)
             return
         grace = self.policy.sharing.reclaim_grace_period_seconds
-        allocated, fair = self.position_of(job.member, model)
+        whose = self._reclaimer_position(job.member, model, entitled)
         victims_text: list[str] = []
-        ent = self.book.entitlement.get((job.member, model), 0)
         for victim in result.victims:
-            v_alloc, v_fair = self.position_of(victim.member, model)
-            if entitled:
-                whose = f"holds {allocated} of its entitlement of {ent} {model}"
-            else:
-                whose = f"holds {allocated} of its fair share of {fmt(fair)} {model}"
-            if v_alloc > v_fair + _EPS:
-                why = f"above its fair share of {fmt(v_fair)}"
-            else:
-                v_ent = self.book.entitlement.get((victim.member, model), 0)
-                why = f"above its entitlement of {v_ent}"
+            # Each victim's position is read after the earlier victims are taken off.
             reason = (
                 f"reclaim for member {job.member} ({whose}, job {job.job_id} needs "
-                f"{job.gpus}): member {victim.member} holds {v_alloc}, {why}, and job "
+                f"{job.gpus}): {self._victim_position(victim.member, model)}, and job "
                 f"{victim.job_id} runs on borrowed GPUs"
             )
-            for pod, i in sorted(victim.pods, key=lambda pi: pi[0].uid):
-                self.out.preemptions.append(
-                    Preemption(
-                        pod_uid=pod.uid,
-                        job_id=victim.job_id,
-                        victim_member=victim.member,
-                        reclaimer=job.member,
-                        for_job=job.job_id,
-                        reason=reason,
-                        grace_period_seconds=grace,
-                    )
-                )
-                r = spec_res(pod.spec)
-                state.add_terminating(i, r)
-                node = state.nodes[i]
-                if pod.spec.gpus > 0:
-                    key = (victim.member, node_model(node))
-                    self.alloc[key] = self.alloc.get(key, 0) - pod.spec.gpus
-                    self.member_total[victim.member] -= pod.spec.gpus
-                    if node.owner is not None and node.owner != victim.member:
-                        self.lent[node.owner] = self.lent.get(node.owner, 0) - pod.spec.gpus
+            self._preempt(job, victim, reason, grace)
             victims_text.append(f"{victim.job_id} of {victim.member}")
         self._nominate(job, result.plan)
         n_pods = sum(len(v.pods) for v in result.victims)
@@ -533,6 +572,63 @@ class _Cycle:
             detail = "terminating pods are freeing room; it is held for this job"
         self.out.waiting[job.job_id] = (job, Waiting("reclaiming", detail))
         self.freeing.add(job.job_id)
+
+    def _drain(self, job: PendingJob, plan: Plan) -> None:
+        """Hold the free capacity of the plan while the pods it needs back age."""
+        specs = {p.uid: p.spec for p in job.pods}
+        for uid, i in plan.pods:
+            self.state.hold(job.job_id, i, spec_res(specs[uid]))
+        self._promise(job)
+        self.out.waiting[job.job_id] = (
+            job,
+            Waiting(
+                "reclaiming",
+                f"the borrowed pods it needs back have run less than the minimum "
+                f"runtime of {self.policy.sharing.min_runtime_seconds} s; the idle GPUs "
+                "it will use are held for it meanwhile",
+            ),
+        )
+
+    def _reclaimer_position(self, member: str, model: str, entitled: bool) -> str:
+        allocated, fair = self.position_of(member, model)
+        if entitled:
+            ent = self.book.entitlement.get((member, model), 0)
+            return f"holds {allocated} of its entitlement of {ent} {model}"
+        return f"holds {allocated} of its fair share of {fmt(fair)} {model}"
+
+    def _victim_position(self, member: str, model: str) -> str:
+        v_alloc, v_fair = self.position_of(member, model)
+        if v_alloc > v_fair + _EPS:
+            why = f"above its fair share of {fmt(v_fair)}"
+        else:
+            v_ent = self.book.entitlement.get((member, model), 0)
+            why = f"above its entitlement of {v_ent}"
+        return f"member {member} holds {v_alloc}, {why}"
+
+    def _preempt(self, job: PendingJob, victim: VictimJob, reason: str, grace: int) -> None:
+        """Preempt the victim's pods, by uid; their GPUs leave its member's position now
+        and their node's capacity counts as being freed."""
+        state = self.state
+        for pod, i in sorted(victim.pods, key=lambda pi: pi[0].uid):
+            self.out.preemptions.append(
+                Preemption(
+                    pod_uid=pod.uid,
+                    job_id=victim.job_id,
+                    victim_member=victim.member,
+                    reclaimer=job.member,
+                    for_job=job.job_id,
+                    reason=reason,
+                    grace_period_seconds=grace,
+                )
+            )
+            state.add_terminating(i, spec_res(pod.spec))
+            node = state.nodes[i]
+            if pod.spec.gpus > 0:
+                key = (victim.member, node_model(node))
+                self.alloc[key] = self.alloc.get(key, 0) - pod.spec.gpus
+                self.member_total[victim.member] -= pod.spec.gpus
+                if node.owner is not None and node.owner != victim.member:
+                    self.lent[node.owner] = self.lent.get(node.owner, 0) - pod.spec.gpus
 
     def _promise(self, job: PendingJob) -> None:
         model = self.book.job_model.get(job.job_id)

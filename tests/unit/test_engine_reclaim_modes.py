@@ -1,0 +1,141 @@
+"""Reclaim modes called directly: who may give GPUs up, and the typed answer when
+nothing can be reclaimed."""
+
+from __future__ import annotations
+
+from policies.model import Policy
+from scheduler.engine import shares
+from scheduler.engine.placement import ClusterState
+from scheduler.engine.reclaim import NoReclaim, Reclaimer, ReclaimResult, Why
+from scheduler.engine.snapshot import Snapshot
+from tests.unit.engine_strategies import H100, job, node, policy, running, snapshot
+
+POL = policy(["lab-a", "lab-b", "lab-c"])
+
+
+def _within_entitlement(snap: Snapshot, pol: Policy) -> object:
+    """Reclaim within the entitlement for the snapshot's only pending job."""
+    (pending,) = snap.pending
+    book = shares.build(snap, pol)
+    reclaimer = Reclaimer(
+        ClusterState(snap),
+        snap.running,
+        book.allocation.borrowed_pods,
+        snap.now,
+        pol.sharing.min_runtime_seconds,
+        pol.sharing.preempt_below_min_runtime,
+    )
+    return reclaimer.within_entitlement(
+        pending.pods,
+        pending.member,
+        H100,
+        book.allocation.allocated,
+        book.fair,
+        book.entitlement,
+        {},
+    )
+
+
+def _up_to_fair_share(snap: Snapshot, pol: Policy, above_ratio: float | None) -> object:
+    """Reclaim up to the fair share for the snapshot's only pending job."""
+    (pending,) = snap.pending
+    book = shares.build(snap, pol)
+    reclaimer = Reclaimer(
+        ClusterState(snap),
+        snap.running,
+        book.allocation.borrowed_pods,
+        snap.now,
+        pol.sharing.min_runtime_seconds,
+        pol.sharing.preempt_below_min_runtime,
+    )
+    return reclaimer.up_to_fair_share(
+        pending.pods,
+        pending.member,
+        H100,
+        book.allocation.allocated,
+        book.fair,
+        {},
+        above_ratio,
+    )
+
+
+def _victims(result: object) -> list[str]:
+    assert isinstance(result, ReclaimResult), result
+    return [v.job_id for v in result.victims]
+
+
+def test_only_members_further_above_their_fair_share_give_beyond_the_entitlement() -> None:
+    # lab-b holds 12 of its fair share of 8 (12 / 8 = 1.5), 4 of them borrowed on lab-a's
+    # node. A job taking lab-a to 1.5 times its own fair share may not take them.
+    nodes = [node("a1", "lab-a"), node("b1", "lab-b")]
+    run = [
+        running("a-own", "lab-a", "a1", gpus=4),
+        running("b-own", "lab-b", "b1", gpus=8),
+        running("b-x", "lab-b", "a1", gpus=4),
+    ]
+    snap = snapshot(nodes, [job("a-1", "lab-a", gpus=4)], run)
+    result = _up_to_fair_share(snap, POL, above_ratio=1.5)
+    assert result == NoReclaim(
+        Why.NOT_FURTHER_ABOVE,
+        f"no member further above its own fair share holds borrowed {H100} GPUs it could use",
+    )
+    # Staying within its fair share, lab-a may take lab-b down to its fair share.
+    assert _victims(_up_to_fair_share(snap, POL, above_ratio=None)) == ["b-x"]
+
+
+def _borrower_straddling(b_big_on: str) -> Snapshot:
+    """lab-b holds 12 of its entitlement of 8: b-own (4, oldest) fills it, b-big (8) is
+    its reclaimable pod, and taking b-big would leave lab-b at 4. lab-c fills the node
+    b-big does not use (within its entitlement). lab-a wants 8 GPUs on one node."""
+    nodes = [node("a1", "lab-a"), node("b1", "lab-b"), node("c1", "lab-c")]
+    c_on = "c1" if b_big_on == "a1" else "a1"
+    run = [
+        running("b-own", "lab-b", "b1", gpus=4, started_at=0),
+        running("b-big", "lab-b", b_big_on, gpus=8, started_at=100),
+        running("c-own", "lab-c", c_on, gpus=8, started_at=0),
+    ]
+    return snapshot(nodes, [job("a-1", "lab-a", gpus=8)], run)
+
+
+def test_within_the_entitlement_an_owner_takes_back_its_own_nodes_whole() -> None:
+    # b-big is on lab-a's node: taken even though lab-b falls below its entitlement.
+    assert _victims(_within_entitlement(_borrower_straddling("a1"), POL)) == ["b-big"]
+
+
+def test_within_the_entitlement_victims_elsewhere_keep_their_entitlement() -> None:
+    # b-big is on lab-c's node and lab-c (at its entitlement) fills lab-a's node.
+    assert _within_entitlement(_borrower_straddling("c1"), POL) == NoReclaim(
+        Why.BELOW_ENTITLEMENT,
+        "the borrowed GPUs of other members would not make room without taking them below "
+        "their entitlement",
+    )
+
+
+def test_within_the_entitlement_no_node_or_nothing_reclaimable() -> None:
+    # lab-c's cordoned node still contributes: it is entitled to the 8 it runs on a1.
+    nodes = [node("a1", "lab-a"), node("b1", "lab-b"), node("c1", "lab-c", unschedulable=True)]
+    run = [running("b-own", "lab-b", "b1", gpus=8), running("c-on-a", "lab-c", "a1", gpus=8)]
+    nowhere = job("a-1", "lab-a", gpus=8, node_selector={"zone": "nowhere"})
+    assert _within_entitlement(snapshot(nodes, [nowhere], run), POL) == NoReclaim(
+        Why.NO_NODE, "no node it may use exists"
+    )
+    # Both members are within their entitlement: nothing is reclaimable.
+    snap = snapshot(nodes, [job("a-1", "lab-a", gpus=8)], run)
+    assert _within_entitlement(snap, POL) == NoReclaim(
+        Why.NO_BORROWER, f"no other member holds borrowed {H100} GPUs it could use"
+    )
+
+
+def test_young_victims_drain_or_refuse() -> None:
+    young = policy(["lab-a", "lab-b", "lab-c"], min_runtime_seconds=20_000)
+    # Only young pods would make room: nothing is preempted, the plan is held (a drain).
+    result = _within_entitlement(_borrower_straddling("a1"), young)
+    assert isinstance(result, ReclaimResult)
+    assert result.wait
+    assert _victims(result) == ["b-big"]
+    # Even all of them would not: the answer says they are young.
+    result = _within_entitlement(_borrower_straddling("c1"), young)
+    assert result == NoReclaim(
+        Why.YOUNG,
+        "the borrowed pods that could make room are younger than the minimum runtime of 20000 s",
+    )
