@@ -157,7 +157,7 @@ class Reclaimer:
         self,
         state: ClusterState,
         running: Sequence[RunningPod],
-        borrowed_pods: set[str],
+        reclaimable_pods: set[str],
         now: float,
         min_runtime: int,
         below_min_runtime: bool,
@@ -166,7 +166,7 @@ class Reclaimer:
         self.now = now
         self.min_runtime = min_runtime
         self.below_min_runtime = below_min_runtime
-        victims = _victim_jobs(state, running, borrowed_pods)
+        victims = _victim_jobs(state, running, reclaimable_pods)
         self.reclaimable_jobs = sum(1 for j in victims if j.reclaimable)
         self.gone_reclaimable = 0
         self.jobs = sorted(victims, key=lambda j: (-j.youngest_start, j.priority, j.job_id))
@@ -286,7 +286,7 @@ class Reclaimer:
 
 
 def _victim_jobs(
-    state: ClusterState, running: Sequence[RunningPod], borrowed_pods: set[str]
+    state: ClusterState, running: Sequence[RunningPod], reclaimable_pods: set[str]
 ) -> list[VictimJob]:
     """Running jobs of members, scheduled by fairpool, on known nodes, without their
     terminating pods. Jobs with a reclaimable pod are victims, their other pods coming
@@ -304,7 +304,7 @@ def _victim_jobs(
         job.pods.append((pod, i))
         job.youngest_start = max(job.youngest_start, pod.started_at)
         job.priority = max(job.priority, pod.priority)
-        if pod.uid in borrowed_pods:
+        if pod.uid in reclaimable_pods:
             job.reclaimable = True
         model = state.model[i]
         job.by_model[model] = job.by_model.get(model, 0) + pod.spec.gpus
