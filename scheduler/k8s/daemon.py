@@ -22,6 +22,10 @@ whose answer it never saw is refused by the API server the second time (409), so
 is bound twice, and every unbound pod is in the pending list, so none is forgotten.
 Nominations are read back from the pods.
 
+A gang is bound all or none: a gang not bound whole (a pod deleted between the check and
+its bind, a bind failing for good) has its bound pods deleted, so that its controller
+recreates it whole; Kubernetes cannot unbind a pod (see `binder`).
+
 Only the leader (a coordination.k8s.io Lease) binds, evicts and posts events; a standby
 keeps its cache warm and computes shares, so it takes over within one lease period.
 
@@ -483,7 +487,7 @@ class Daemon:
                 self.metrics.attempts.labels("dropped").inc()
                 continue
             placed = [(b, p) for b, p in zip(binds, pods, strict=True) if p]
-            self.binder.submit(placed)
+            self.binder.submit(placed, gang=any(p.gang is not None for _, p in placed))
             self.metrics.attempts.labels("scheduled").inc()
             bound_jobs.add(job_id)
             for bind, pod in placed:

@@ -1,11 +1,13 @@
-"""Nominations on the pods (`status.nominatedNodeName`): what the cache reads back, when a
-nomination is written, kept, dropped or cleared."""
+"""Nominations on the pods (`status.nominatedNodeName`) and gangs bound all or none: what
+the cache reads back, when a nomination is written, kept, dropped or cleared, and which
+pods of a gang not bound whole are deleted."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from scheduler.engine.decisions import Decisions, Nomination, Preemption
+from scheduler.engine.decisions import Bind, Decisions, Nomination, Preemption
+from scheduler.k8s.binder import BindResult, gang_undo
 from scheduler.k8s.cache import NODES, PODS, CacheView, ClusterCache
 from scheduler.k8s.nominator import Nominations, NominationWrite, cleared_on_bind
 from scheduler.k8s.objects import pod_info
@@ -173,3 +175,48 @@ def test_losing_the_lease_forgets_decisions() -> None:
     noms.update(v.snapshot, reclaim_decisions(), set(), v.pods)
     noms.reset()
     assert not noms and noms.decided == {} and noms.victims == {}
+
+
+# --- gangs: all or none -----------------------------------------------------------------
+
+
+def result(name: str, outcome: str, bound_node: str, detail: str = "") -> BindResult:
+    info = pod_info(gang_pod(name))
+    bind = Bind(info.uid, "n1", JOB, "physics", "physics", borrowed=False)
+    return BindResult(bind, info, outcome, detail, 0.01, bound_node)  # type: ignore[arg-type]
+
+
+def test_gang_bound_whole_is_left_alone() -> None:
+    assert gang_undo([result("w0", "bound", "n1"), result("w1", "bound", "n1")]) is None
+
+
+def test_gang_with_a_pod_gone_deletes_the_bound_ones_naming_the_reason() -> None:
+    undo = gang_undo(
+        [
+            result("w2", "bound", "n1"),
+            result("w1", "gone", "", "pod deleted before it was bound"),
+            result("w0", "bound", "n1"),
+        ]
+    )
+    assert undo is not None
+    assert [r.pod.name for r in undo.delete] == ["w0", "w2"]
+    assert undo.job_id == JOB
+    assert undo.reason == "pod physics/w1: pod deleted before it was bound"
+
+
+def test_gang_bind_failed_for_good_is_undone_too() -> None:
+    undo = gang_undo([result("w0", "bound", "n1"), result("w1", "failed", "", "403 forbidden")])
+    assert undo is not None and [r.pod.name for r in undo.delete] == ["w0"]
+    assert "403 forbidden" in undo.reason
+
+
+def test_pod_found_bound_by_an_earlier_attempt_counts_as_bound() -> None:
+    whole = [result("w0", "bound", "n1"), result("w1", "gone", "n2", "pod already bound to n2")]
+    assert gang_undo(whole) is None
+    undo = gang_undo([*whole, result("w2", "gone", "", "pod deleted before it was bound")])
+    assert undo is not None and [r.pod.name for r in undo.delete] == ["w0", "w1"]
+
+
+def test_gang_with_nothing_bound_has_nothing_to_delete() -> None:
+    failed = [result("w0", "failed", "", "x"), result("w1", "gone", "", "y")]
+    assert gang_undo(failed) is None
