@@ -12,6 +12,13 @@ goes out, so the next scheduling cycle already counts its GPUs. Conflicts and tr
 errors are retried with exponential backoff; a pod deleted (404) or replaced (UID
 precondition failed) mid-cycle is dropped quietly; a pod found already bound to the same
 node (a retry after a lost response) counts as bound.
+
+A gang is bound all or none. Its binds go out together; once every one has its answer,
+a gang not bound whole (a pod deleted before its bind, or a bind that still failed after
+the retries of transient errors) is undone. Kubernetes cannot unbind a pod, so the
+gang's bound pods are deleted, each with a `GangBindUndone` event naming the pod that
+failed and why: the owning controller recreates them, and the gang is scheduled whole
+again. Running part of a gang would hold GPUs for work that cannot start.
 """
 
 from __future__ import annotations
@@ -50,6 +57,48 @@ class BindResult:
     detail: str
     seconds: float
     """From the request being queued to the API server's answer."""
+    bound_node: str = ""
+    """Where the pod is bound after the attempt ("" when it is not)."""
+
+
+@dataclass(frozen=True, slots=True)
+class GangUndo:
+    """A gang not bound whole: the pods to delete, and why."""
+
+    job_id: str
+    delete: tuple[BindResult, ...]
+    reason: str
+
+
+def gang_undo(results: Sequence[BindResult]) -> GangUndo | None:
+    """The decision once every bind of a gang has its answer: None when all its pods are
+    bound (or none is), else every bound pod goes (Kubernetes cannot unbind) so the gang
+    is never left partly bound."""
+    missing = [r for r in results if not r.bound_node]
+    bound = tuple(sorted((r for r in results if r.bound_node), key=_pod_key))
+    if not missing or not bound:
+        return None
+    why = "; ".join(f"pod {r.pod.key}: {r.detail}" for r in sorted(missing, key=_pod_key))
+    return GangUndo(results[0].bind.job_id, bound, why)
+
+
+def _pod_key(result: BindResult) -> str:
+    return result.pod.key
+
+
+class _Gang:
+    """Collects the answers of one gang's binds."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.results: list[BindResult] = []
+        self._lock = threading.Lock()
+
+    def add(self, result: BindResult) -> list[BindResult] | None:
+        """Returns every result once the last one arrives."""
+        with self._lock:
+            self.results.append(result)
+            return list(self.results) if len(self.results) == self.expected else None
 
 
 def binding_annotations(bind: Bind) -> dict[str, str]:
@@ -84,6 +133,7 @@ class Binder:
         base_backoff: float = 0.1,
         on_result: Callable[[BindResult], None] | None = None,
         scheduled_events: bool = True,
+        before_binds: Callable[[Sequence[tuple[Bind, PodInfo]]], None] | None = None,
     ) -> None:
         self._core = client.CoreV1Api(api)
         self.scheduled_events = scheduled_events
@@ -92,24 +142,34 @@ class Binder:
         self.attempts = attempts
         self.base_backoff = base_backoff
         self.on_result = on_result
+        self.before_binds = before_binds
+        """Called with the binds about to go out, after they were checked (tests use it to
+        change the cluster in that window)."""
+        self.undone = 0
+        """Gangs undone because they could not be bound whole."""
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="binder")
         self._lock = threading.Lock()
         self._in_flight: set[str] = set()
         self._idle = threading.Condition(self._lock)
 
-    def submit(self, binds: Sequence[tuple[Bind, PodInfo]]) -> int:
-        """Bind these pods (one job's, or several jobs'). Pods already in flight are
-        skipped; returns how many requests were queued."""
-        queued = 0
+    def submit(self, binds: Sequence[tuple[Bind, PodInfo]], gang: bool = False) -> int:
+        """Bind these pods (one job's, or several jobs'; with `gang`, one gang's, bound
+        whole or undone). Pods already in flight are skipped; returns how many requests
+        were queued."""
+        queued: list[tuple[Bind, PodInfo]] = []
         for bind, pod in binds:
             with self._lock:
                 if pod.uid in self._in_flight:
                     continue
                 self._in_flight.add(pod.uid)
             self.cache.assume(pod.uid, bind.node)
-            self._pool.submit(self._bind, bind, pod, time.monotonic())
-            queued += 1
-        return queued
+            queued.append((bind, pod))
+        if self.before_binds is not None and queued:
+            self.before_binds(queued)
+        tracker = _Gang(len(queued)) if gang and len(queued) > 1 else None
+        for bind, pod in queued:
+            self._pool.submit(self._bind, bind, pod, time.monotonic(), tracker)
+        return len(queued)
 
     def in_flight(self) -> int:
         with self._lock:
@@ -124,12 +184,19 @@ class Binder:
 
     # --- one bind -----------------------------------------------------------------------
 
-    def _bind(self, bind: Bind, pod: PodInfo, queued_at: float) -> None:
+    def _bind(self, bind: Bind, pod: PodInfo, queued_at: float, gang: _Gang | None = None) -> None:
         try:
-            outcome, detail = self._attempt(bind, pod)
+            outcome, detail, bound_node = self._attempt(bind, pod)
         except Exception as exc:  # never lose the in-flight mark
-            outcome, detail = "failed", f"{type(exc).__name__}: {exc}"
-        result = BindResult(bind, pod, outcome, detail, time.monotonic() - queued_at)
+            outcome, detail, bound_node = "failed", f"{type(exc).__name__}: {exc}", ""
+        result = BindResult(
+            bind,
+            pod,
+            outcome,
+            detail,
+            time.monotonic() - queued_at,
+            bound_node,
+        )
         ref = ObjectRef("Pod", pod.namespace, pod.name, pod.uid)
         if outcome == "bound":
             if self.recorder is not None:
@@ -146,11 +213,16 @@ class Binder:
                     )
         if self.on_result is not None:
             self.on_result(result)
+        results = gang.add(result) if gang is not None else None
+        if results is not None:
+            undo = gang_undo(results)
+            if undo is not None:
+                self._undo(undo)
         with self._idle:
             self._in_flight.discard(pod.uid)
             self._idle.notify_all()
 
-    def _attempt(self, bind: Bind, pod: PodInfo) -> tuple[Outcome, str]:
+    def _attempt(self, bind: Bind, pod: PodInfo) -> tuple[Outcome, str, str]:
         body = binding_body(bind, pod)
         last = ""
         for attempt in range(self.attempts):
@@ -164,28 +236,82 @@ class Binder:
                         _request_timeout=(5, 30),
                     )
                 )
-                return "bound", self._scheduled_message(bind, pod)
+                return "bound", self._scheduled_message(bind, pod), bind.node
             except ApiException as exc:
                 last = f"{exc.status} {_message(exc)}"
                 if exc.status == 404:
-                    return "gone", "pod deleted before it was bound"
+                    return "gone", "pod deleted before it was bound", ""
                 if exc.status == 409:
                     text = _message(exc)
                     if "precondition" in text.lower():
-                        return "gone", "pod replaced before it was bound"
+                        return "gone", "pod replaced before it was bound", ""
                     current = self._current_node(pod)
                     if current == bind.node:
-                        return "bound", self._scheduled_message(bind, pod)
+                        return "bound", self._scheduled_message(bind, pod), bind.node
                     if current is None:
-                        return "gone", "pod deleted before it was bound"
+                        return "gone", "pod deleted before it was bound", ""
                     if current:
-                        return "gone", f"pod already bound to {current}"
+                        return "gone", f"pod already bound to {current}", current
                 if exc.status not in RETRYABLE:
-                    return "failed", last
+                    return "failed", last, ""
             except Exception as exc:  # connection refused/reset: the API server restarts
                 last = f"{type(exc).__name__}: {exc}"
             time.sleep(self.base_backoff * (2**attempt) * (0.5 + random.random()))
-        return "failed", f"gave up after {self.attempts} attempts: {last}"
+        return "failed", f"gave up after {self.attempts} attempts: {last}", ""
+
+    def _undo(self, undo: GangUndo) -> None:
+        log.warning(
+            "gang %s not bound whole (%s): deleting its %d bound pods",
+            undo.job_id,
+            undo.reason,
+            len(undo.delete),
+        )
+        with self._lock:
+            self.undone += 1
+        for result in undo.delete:
+            pod = result.pod
+            message = (
+                f"gang {undo.job_id} could not be bound whole ({undo.reason}); this pod, "
+                f"bound to {result.bound_node}, is deleted so that no part of the gang runs "
+                "alone: its controller recreates it and the gang is scheduled whole again"
+            )
+            detail = self._delete(pod)
+            if self.recorder is not None:
+                self.recorder.record(
+                    ObjectRef("Pod", pod.namespace, pod.name, pod.uid),
+                    "Warning",
+                    "GangBindUndone",
+                    message if detail is None else f"{message}; the deletion failed: {detail}",
+                )
+
+    def _delete(self, pod: PodInfo) -> str | None:
+        """Delete the pod (this very one: UID precondition); None when it is deleted or
+        already gone, else why not."""
+        body = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=pod.uid))
+        last = ""
+        for attempt in range(self.attempts):
+            try:
+                read_body(
+                    self._core.delete_namespaced_pod(
+                        pod.name,
+                        pod.namespace,
+                        body=body,
+                        _preload_content=False,
+                        _request_timeout=(5, 30),
+                    )
+                )
+                return None
+            except ApiException as exc:
+                if exc.status in (404, 409):  # gone, or replaced under the same name
+                    return None
+                last = f"{exc.status} {_message(exc)}"
+                if exc.status not in RETRYABLE:
+                    break
+            except Exception as exc:  # connection refused/reset: the API server restarts
+                last = f"{type(exc).__name__}: {exc}"
+            time.sleep(self.base_backoff * (2**attempt) * (0.5 + random.random()))
+        log.error("could not delete %s of a gang not bound whole: %s", pod.key, last)
+        return last
 
     def _current_node(self, pod: PodInfo) -> str | None:
         """The node the pod is bound to now ("" if none); None when it no longer exists

@@ -5,6 +5,11 @@ counts it on its node, so the next scheduling cycle never hands the same GPUs ou
 The assumption ends when the watch shows the pod assigned (or gone), when the bind fails
 (`forget`), or after `assume_ttl` seconds without confirmation: a lost assumption is safe
 because the API server refuses to bind a pod that is already bound.
+
+Nominations come from the pods themselves: `status.nominatedNodeName` of each pending pod
+of this scheduler, grouped by job, so capacity held for a job survives a restart or a
+leader change. The leader's own decisions not yet seen through the watch (`decided` in
+`view`) take precedence; a nomination naming a node that no longer exists is left out.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from scheduler.k8s.objects import (
     PodInfo,
     Priorities,
     Unschedulable,
+    job_id_of,
     node_from_api,
     pending_jobs,
     pod_group_min_member,
@@ -216,7 +222,8 @@ class ClusterCache:
                 running.append(running_pod(info, policy, priorities, self.scheduler_name))
             elif info.waits_for(self.scheduler_name):
                 waiting.append(info)
-        jobs, rejected = pending_jobs(waiting, policy, priorities, pod_groups, nominations or {})
+        held = recorded_nominations(waiting, {n.name for n in nodes}, nominations or {})
+        jobs, rejected = pending_jobs(waiting, policy, priorities, pod_groups, held)
         running.sort(key=lambda p: (p.node, p.uid))
         snapshot = Snapshot(
             now=now,
@@ -232,3 +239,23 @@ class ClusterCache:
         for uid in stale:
             del self._assumed[uid]
             self._rewait(uid)
+
+
+def recorded_nominations(
+    waiting: Iterable[PodInfo],
+    node_names: set[str] | frozenset[str],
+    decided: Mapping[str, Mapping[str, str]],
+) -> dict[str, dict[str, str]]:
+    """job id -> {pod uid -> node}: what the pending pods' `status.nominatedNodeName`
+    says, replaced per job by `decided` (an empty mapping there drops the job's
+    nomination), keeping only nodes that exist."""
+    found: dict[str, dict[str, str]] = {}
+    for pod in waiting:
+        if pod.nominated_node:
+            found.setdefault(job_id_of(pod), {})[pod.uid] = pod.nominated_node
+    found.update({job_id: dict(nodes) for job_id, nodes in decided.items()})
+    kept = {
+        job_id: {uid: node for uid, node in nodes.items() if node in node_names}
+        for job_id, nodes in found.items()
+    }
+    return {job_id: nodes for job_id, nodes in kept.items() if nodes}

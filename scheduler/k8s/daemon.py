@@ -3,16 +3,28 @@
 Wiring only: informers fill the cluster cache; the scheduling loop turns the cache into
 a snapshot, calls the pure engine, and hands binds to the binder, preemptions to the
 evictor and explanations to the event recorder. Everything the daemon remembers besides
-the cluster itself is small: the nominations of jobs waiting for reclaimed GPUs (passed
-back to the engine in `PendingJob.nominated_nodes`) and the policy.
+the cluster itself is small: the policy, and the nominations it decided that the watch
+does not show yet.
+
+Nominations live on the pods. When the engine reclaims for a waiting job, the GPUs
+being freed are held for it: the leader writes each of the job's pods' nominated node to
+its `status.nominatedNodeName` (as kube-scheduler does on preemption), and the cache
+reads it back into `PendingJob.nominated_nodes`, the same field the simulator fills. So
+the held capacity survives a restart or a leader change (the borrowed job whose pods
+were preempted cannot take it back meanwhile), and `kubectl get pod -o yaml` shows what
+a pod waits for. The field is cleared when the nomination is dropped (stale, see
+`nominator`) or its node is gone, and when the pod binds to another node.
 
 Restart safety: nothing else is kept. On start the cache is listed from the API server;
 pods bound before the restart are running pods (their member comes from the annotation
 written in the Binding); pods not bound are pending. A bind the old process sent but
 whose answer it never saw is refused by the API server the second time (409), so no pod
 is bound twice, and every unbound pod is in the pending list, so none is forgotten.
-Nominations are lost on restart; the engine counts terminating victims' GPUs as being
-freed, so it does not reclaim twice meanwhile.
+Nominations are read back from the pods.
+
+A gang is bound all or none: a gang not bound whole (a pod deleted between the check and
+its bind, a bind failing for good) has its bound pods deleted, so that its controller
+recreates it whole; Kubernetes cannot unbind a pod (see `binder`).
 
 Only the leader (a coordination.k8s.io Lease) binds, evicts and posts events; a standby
 keeps its cache warm and computes shares, so it takes over within one lease period.
@@ -50,6 +62,7 @@ from scheduler.k8s.evictor import Evictor, EvictResult
 from scheduler.k8s.exporter import SchedulerMetrics, State
 from scheduler.k8s.informer import Informer
 from scheduler.k8s.leader import LeaderElector
+from scheduler.k8s.nominator import Nominations, NominationWriter, cleared_on_bind
 from scheduler.k8s.objects import Obj, PodInfo
 
 log = logging.getLogger(__name__)
@@ -161,7 +174,7 @@ class Daemon:
         self._snapshot = EMPTY_SNAPSHOT
         self._decisions = Decisions()
         self._running_phase: frozenset[str] = frozenset()
-        self._nominations: dict[str, dict[str, str]] = {}
+        self.nominations = Nominations()
         self._victims: dict[str, RunningPod] = {}
         self._shares_at: tuple[float, Policy | None] = (0.0, None)
         self._last_cycle = 0.0
@@ -183,6 +196,7 @@ class Daemon:
             scheduled_events=c.scheduled_events,
         )
         self.evictor = Evictor(api, self.recorder, on_result=self._evicted)
+        self.nomination_writer = NominationWriter(api)
         self.elector: LeaderElector | None = None
         if c.leader_elect:
             self.elector = LeaderElector(
@@ -261,6 +275,7 @@ class Daemon:
             informer.join(timeout=5)
         self.binder.close()
         self.evictor.close()
+        self.nomination_writer.close()
         self.recorder.flush(timeout=5)
         self.recorder.close()
         self.metrics.close()
@@ -398,7 +413,7 @@ class Daemon:
         take the GIL from the binder."""
         return (
             self.cache.has_pending()
-            or bool(self._nominations)
+            or bool(self.nominations)
             or self._policy_changed
             or now - self._last_cycle >= self.config.cycle_seconds
         )
@@ -410,7 +425,9 @@ class Daemon:
         self._policy_changed = False
         policy = self.policy()
         leader = self.is_leader
-        view = self.cache.view(policy, self._nominations)
+        if not leader:
+            self.nominations.reset()
+        view = self.cache.view(policy, self.nominations.decided)
         snapshot = view.snapshot
         viewed = time.monotonic()
         if leader and snapshot.pending:
@@ -459,7 +476,6 @@ class Daemon:
 
     def _carry_out(self, view: CacheView, decisions: Decisions) -> None:
         snapshot = view.snapshot
-        pending_ids = {job.job_id for job in snapshot.pending}
         by_job: dict[str, list[Bind]] = {}
         for bind in decisions.binds:
             by_job.setdefault(bind.job_id, []).append(bind)
@@ -470,17 +486,18 @@ class Daemon:
                 # All or none: a gang member vanished between snapshot and bind.
                 self.metrics.attempts.labels("dropped").inc()
                 continue
-            self.binder.submit([(b, p) for b, p in zip(binds, pods, strict=True) if p])
+            placed = [(b, p) for b, p in zip(binds, pods, strict=True) if p]
+            self.binder.submit(placed, gang=any(p.gang is not None for _, p in placed))
             self.metrics.attempts.labels("scheduled").inc()
             bound_jobs.add(job_id)
+            for bind, pod in placed:
+                if (write := cleared_on_bind(pod, bind.node)) is not None:
+                    self.nomination_writer.submit(write)
         running = {p.uid: p for p in snapshot.running}
         for preemption in decisions.preemptions:
             self._preempt(preemption, view.pods.get(preemption.pod_uid), running)
-        for nomination in decisions.nominations:
-            self._nominations[nomination.job_id] = dict(nomination.nodes)
-        for job_id in list(self._nominations):
-            if job_id in bound_jobs or job_id not in pending_ids:
-                del self._nominations[job_id]
+        for write in self.nominations.update(snapshot, decisions, bound_jobs, view.pods):
+            self.nomination_writer.submit(write)
         self._explain(snapshot, decisions.explanations, view)
         for rejected in view.unschedulable:
             self.metrics.attempts.labels("error").inc()

@@ -286,6 +286,8 @@ class PodInfo:
     spec: PodSpec | None
     """None when the spec cannot be read; `error` then says why."""
     error: str | None = None
+    nominated_node: str = ""
+    """`status.nominatedNodeName`: the node an earlier reclaim holds GPUs on for this pod."""
 
     @property
     def key(self) -> str:
@@ -345,6 +347,7 @@ def pod_info(obj: Obj) -> PodInfo:
         gang=gang,
         spec=pod_spec,
         error=error,
+        nominated_node=status.get("nominatedNodeName") or "",
     )
 
 

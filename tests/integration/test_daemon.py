@@ -11,7 +11,7 @@ import contextlib
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,8 +23,10 @@ from kubernetes.client.rest import ApiException
 from policies.inventory import parse_inventory
 from policies.loader import parse_policy
 from policies.model import Policy
+from scheduler.engine.decisions import Bind
 from scheduler.k8s.client import api_client
 from scheduler.k8s.daemon import Daemon, DaemonConfig, PolicyConfigMap, SchedulerView
+from scheduler.k8s.objects import PodInfo
 from tests.controlplane import ControlPlane
 from tests.controlplane.nodes import create_nodes, wait_nodes_ready
 from tests.integration.conftest import TEST_NAMESPACE_LABEL, TEST_NODE_LABEL
@@ -325,6 +327,46 @@ def test_gang_that_cannot_fit_binds_nothing(pool: Pool) -> None:
         lambda: [e for e in pool.events("a", "FailedScheduling") if "big" in e.involved_object.name]
     )
     assert events[0].message
+
+
+def test_gang_pod_deleted_between_check_and_bind_leaves_no_pod_of_the_gang_bound(
+    pool: Pool,
+) -> None:
+    """A gang pod deleted after the daemon checked the gang and before its bind: the
+    binds of the others succeed, so they are deleted again, each with an event saying
+    why; no pod of the gang stays bound."""
+    pool.add_member("a")
+    pool.add_nodes("a", count=2, gpus=4)
+    deleted: list[str] = []
+
+    def delete_one_gang_pod(binds: Sequence[tuple[Bind, PodInfo]]) -> None:
+        names = sorted(pod.name for _, pod in binds)
+        if deleted or len(names) < 3:
+            return
+        pool.core.delete_namespaced_pod(names[1], pool.ns("a"), grace_period_seconds=0)
+        deleted.append(names[1])
+
+    daemon = pool.daemon(pool.policy())
+    daemon.binder.before_binds = delete_one_gang_pod
+    for i in range(3):
+        pool.pod("a", f"w{i}", gpus=2, gang="train", gang_size=3, grace=1)
+    wait_until(lambda: deleted, what="the gang's binds going out")
+    assert deleted == ["w1"]
+    assert daemon.binder.wait_idle(10)
+    assert pool.bound("a") == {}, "no pod of the gang stays bound"
+    assert daemon.binder.undone == 1
+
+    def undone_events() -> list[k8s.CoreV1Event]:
+        found = pool.events("a", "GangBindUndone")
+        return found if len(found) == 2 else []
+
+    events = wait_until(undone_events, timeout=10, what="GangBindUndone events")
+    assert {e.involved_object.name for e in events} == {"w0", "w2"}
+    for event in events:
+        assert event.type == "Warning"
+        assert f"pod {pool.ns('a')}/w1: pod deleted before it was bound" in event.message
+        assert "recreates" in event.message
+    wait_until(lambda: not pool.pods("a"), timeout=20, what="the bound pods gone")
 
 
 # --- borrowing and reclaim --------------------------------------------------------------

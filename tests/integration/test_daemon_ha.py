@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 from kubernetes import client as k8s
 
+from scheduler.k8s.daemon import Daemon
 from tests.controlplane import ControlPlane, processes
+from tests.controlplane.build import binary_path
 from tests.controlplane.cluster import save_state
 from tests.integration.test_daemon import Pool, pool, wait_until
 
@@ -175,3 +177,122 @@ def test_daemon_survives_kube_apiserver_restart(pool: Pool) -> None:
     wait_until(lambda: len(pool.bound("a")) == 8, timeout=60, what="binds after the restart")
     _assert_no_node_overcommitted(pool.core, nodes)
     assert daemon.cycles > 0 and outage > 0
+
+
+# --- nominations survive a restart and a leader change ----------------------------------
+
+
+def _nominated_node(pool: Pool, member: str, name: str) -> str:
+    return pool.core.read_namespaced_pod(name, pool.ns(member)).status.nominated_node_name or ""
+
+
+def _kubectl_nominated_node(pool: Pool, member: str, name: str) -> str:
+    command = [
+        str(binary_path("kubectl", Path(pool.plane.state.cache))),
+        f"--kubeconfig={pool.plane.kubeconfig('admin')}",
+        "get",
+        "pod",
+        name,
+        "--namespace",
+        pool.ns(member),
+        "--output",
+        "jsonpath={.status.nominatedNodeName}",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def _two_members(pool: Pool) -> str:
+    """Members a and b with one 4-GPU node each; returns B's node."""
+    for member in ("a", "b"):
+        pool.add_member(member)
+    pool.add_nodes("a", count=1, gpus=4)
+    (b_node,) = pool.add_nodes("b", count=1, gpus=4)
+    return b_node
+
+
+def _reclaim_with_slow_victims(pool: Pool, first: Daemon, b_node: str) -> tuple[str, set[str]]:
+    """A borrows 3 of B's 4 GPUs; B asks for 4: A's 3 pods there are preempted with a
+    20 s grace period and B's pod is nominated to B's node (its free GPU and the 3 being
+    freed), which its status shows. Returns B's pod uid and the victims' names."""
+    for i in range(7):
+        pool.pod("a", f"a{i}", grace=20)
+    wait_until(lambda: len(pool.bound("a")) == 7, what="A borrows")
+    victims = {n for n, node in pool.bound("a").items() if node == b_node}
+    assert len(victims) == 3
+    uid = pool.pod("b", "b0", gpus=4).metadata.uid
+    wait_until(
+        lambda: _nominated_node(pool, "b", "b0") == b_node,
+        what="status.nominatedNodeName written",
+    )
+    assert first.nominations.decided
+    wait_until(
+        lambda: (
+            {p.metadata.name for p in pool.pods("a") if p.metadata.deletion_timestamp} == victims
+        ),
+        what="the victims terminating",
+    )
+    return uid, victims
+
+
+def _assert_new_leader_holds_then_binds(
+    pool: Pool, leader: Daemon, b_node: str, uid: str, victims: set[str]
+) -> None:
+    """The new leader knows nothing but the cluster: it reads the nomination back and
+    holds it as it is (it decides no nomination of its own), keeps the free GPU on B's
+    node from A's new pod, and binds B's pod there once the victims are gone."""
+    assert not leader.nominations.decided
+    still = {p.metadata.name for p in pool.pods("a") if p.metadata.deletion_timestamp}
+    assert still == victims, "the victims still terminate during the takeover"
+    pool.pod("a", "late")  # would fit in the free GPU on B's node but for the hold
+
+    def held() -> bool:
+        jobs = {j.job_id: j for j in leader.snapshot().pending}
+        job = jobs.get(uid)
+        explanation = leader.last_decisions().explanations.get(uid, "")
+        return job is not None and job.nominated_nodes == {uid: b_node} and "held" in explanation
+
+    wait_until(held, timeout=10, what="the new leader holds the nominated GPUs")
+    assert _kubectl_nominated_node(pool, "b", "b0") == b_node
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        assert "late" not in pool.bound("a"), "A's new pod must not take the held GPU"
+        assert not leader.nominations.decided, "held as read back, not reclaimed anew"
+        assert _nominated_node(pool, "b", "b0") == b_node
+        time.sleep(0.2)
+    bound = wait_until(lambda: pool.bound("b"), timeout=40, what="B bound after the victims")
+    assert bound == {"b0": b_node}
+    assert pool.bound("a").get("late") != b_node
+    assert not leader.nominations.decided
+
+
+def test_nomination_survives_a_daemon_restart(pool: Pool) -> None:
+    b_node = _two_members(pool)
+    policy = pool.policy(grace=20)
+    first = pool.daemon(policy)
+    uid, victims = _reclaim_with_slow_victims(pool, first, b_node)
+    first.stop()
+    second = pool.daemon(policy)
+    _assert_new_leader_holds_then_binds(pool, second, b_node, uid, victims)
+
+
+def test_nomination_survives_a_leader_change(pool: Pool) -> None:
+    b_node = _two_members(pool)
+    policy = pool.policy(grace=20)
+    lease = {
+        "leader_elect": True,
+        "lease_namespace": pool.ns("a"),
+        "lease_name": "fairpool-test",
+        "lease_seconds": 4.0,
+        "renew_deadline": 3.0,
+        "retry_seconds": 0.5,
+    }
+    first = pool.daemon(policy, identity="first", **lease)
+    wait_until(lambda: first.is_leader, timeout=10, what="first leads")
+    standby = pool.daemon(policy, identity="standby", **lease)
+    uid, victims = _reclaim_with_slow_victims(pool, first, b_node)
+    assert not standby.is_leader and not standby.nominations.decided
+    first.stop()
+    wait_until(lambda: standby.is_leader, timeout=5, what="the standby takes over")
+    _assert_new_leader_holds_then_binds(pool, standby, b_node, uid, victims)

@@ -64,7 +64,12 @@ def test_scheduler_role_grants_only_what_a_secondary_scheduler_needs() -> None:
     assert ("", "pods/eviction", "create") in granted
     assert ("coordination.k8s.io", "leases", "update") in granted
     assert ("", "pods", "patch") in granted
-    assert not any(verb in {"delete", "deletecollection", "*"} for _, _, verb in granted)
+    assert ("", "pods/status", "patch") in granted  # status.nominatedNodeName
+    # Deleting is for the bound pods of a gang not bound whole (no unbind exists), nothing
+    # else; never in bulk.
+    deletes = {(group, resource) for group, resource, verb in granted if verb == "delete"}
+    assert deletes == {("", "pods")}
+    assert not any(verb in {"deletecollection", "*"} for _, _, verb in granted)
     assert ("", "nodes", "patch") not in granted
     assert ("", "pods", "create") not in granted
     binding = next(d for d in docs if d["kind"] == "ClusterRoleBinding")
