@@ -4,7 +4,9 @@ Wiring only: informers fill the cluster cache; the scheduling loop turns the cac
 a snapshot, calls the pure engine, and hands binds to the binder, preemptions to the
 evictor and explanations to the event recorder. Everything the daemon remembers besides
 the cluster itself is small: the nominations of jobs waiting for reclaimed GPUs (passed
-back to the engine in `PendingJob.nominated_nodes`) and the policy.
+back to the engine in `PendingJob.nominated_nodes`), the policy, and the usage history
+(passed in `Snapshot.usage_history`; the leader keeps it in a ConfigMap, see
+`scheduler/k8s/usage_history.py` and docs/usage-history.md).
 
 Restart safety: nothing else is kept. On start the cache is listed from the API server;
 pods bound before the restart are running pods (their member comes from the annotation
@@ -42,6 +44,7 @@ from policies.model import Policy
 from scheduler import engine
 from scheduler.engine.decisions import Bind, Decisions, MemberShare, Preemption
 from scheduler.engine.snapshot import RunningPod, Snapshot
+from scheduler.engine.usage import lost_gpu_seconds
 from scheduler.k8s import labels as L
 from scheduler.k8s.binder import Binder, BindResult
 from scheduler.k8s.cache import NODES, POD_GROUPS, PODS, PRIORITY_CLASSES, CacheView, ClusterCache
@@ -51,6 +54,12 @@ from scheduler.k8s.exporter import SchedulerMetrics, State
 from scheduler.k8s.informer import Informer
 from scheduler.k8s.leader import LeaderElector
 from scheduler.k8s.objects import Obj, PodInfo
+from scheduler.k8s.usage_history import (
+    UsageHistoryStore,
+    UsageKeeper,
+    allocated_by_member,
+    bound_by_member,
+)
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +126,12 @@ class DaemonConfig:
     scheduled_events: bool = True
     """Post a `Scheduled` event per bind (as kube-scheduler does). Each costs the API
     server as much as the bind itself; large clusters may turn them off."""
+    usage_history_configmap: str | None = "fairpool-usage-history"
+    """ConfigMap (in `lease_namespace`) keeping the usage history across restarts and
+    leader changes; None keeps it in memory only."""
+    usage_write_seconds: float = 30.0
+    """The leader writes the usage history at most this often (and on a clean stop): a
+    crash loses at most this long of usage, a restart's decay covers the rest."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +198,11 @@ class Daemon:
             scheduled_events=c.scheduled_events,
         )
         self.evictor = Evictor(api, self.recorder, on_result=self._evicted)
+        store = None
+        if c.usage_history_configmap:
+            store = UsageHistoryStore(api, c.lease_namespace, c.usage_history_configmap)
+        self.usage = UsageKeeper(store, write_seconds=c.usage_write_seconds)
+        self._was_leader = False
         self.elector: LeaderElector | None = None
         if c.leader_elect:
             self.elector = LeaderElector(
@@ -255,6 +275,8 @@ class Daemon:
         self.cache.changed.set()
         if self._loop.is_alive():
             self._loop.join(timeout=30)
+        if self.cycles and self.is_leader:
+            self._save_usage_history()
         if self.elector is not None and self.elector.running:
             self.elector.stop(release=release_lease)
         for informer in self.informers:
@@ -410,7 +432,12 @@ class Daemon:
         self._policy_changed = False
         policy = self.policy()
         leader = self.is_leader
-        view = self.cache.view(policy, self._nominations)
+        now = time.time()
+        if leader and not self._was_leader:
+            self.usage.reload()
+        self._was_leader = leader
+        history = self.usage.advance(policy, now)
+        view = self.cache.view(policy, self._nominations, now=now, usage_history=history)
         snapshot = view.snapshot
         viewed = time.monotonic()
         if leader and snapshot.pending:
@@ -430,8 +457,13 @@ class Daemon:
             self._running_phase = running_phase
         if decisions.binds or decisions.preemptions:
             self._shares_at = (decided, policy)
-        if leader and not self.stop_event.is_set():
+        carried_out = leader and not self.stop_event.is_set()
+        if carried_out:
             self._carry_out(view, decisions)
+        bound = bound_by_member(snapshot, decisions) if carried_out else None
+        self.usage.held(allocated_by_member(snapshot, bound))
+        if leader:
+            self.usage.maybe_write(now)
         self.cycles += 1
         done = time.monotonic()
         self.metrics.cycle_seconds.observe(done - started)
@@ -528,10 +560,29 @@ class Daemon:
             return
         nodes = {n.name: n for n in self.snapshot().nodes}
         node = nodes.get(victim.node)
-        lost = victim.spec.gpus * max(0.0, time.time() - victim.started_at)
+        # Counted at the eviction: the daemon does not follow the pod through its grace
+        # period, so that part is not counted here (the simulator counts it).
+        now = time.time()
+        lost = lost_gpu_seconds(
+            victim.spec.gpus, victim.started_at, now, now, self._checkpointable(victim.member)
+        )
         self.metrics.reclaim_lost.labels(
             victim.member or "", (node.gpu_model if node else None) or ""
         ).inc(lost)
+
+    def _checkpointable(self, member: str | None) -> bool:
+        try:
+            return member is not None and self.policy().member(member).checkpointable
+        except KeyError:
+            return False
+
+    def _save_usage_history(self) -> None:
+        """On a clean stop: the history up to now, so the next leader loses nothing."""
+        try:
+            self.usage.advance(self.policy(), time.time())
+            self.usage.maybe_write(time.time(), force=True)
+        except Exception:
+            log.exception("usage history not saved on stop")
 
     def _metrics_state(self) -> State:
         with self._lock:
