@@ -22,8 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -197,12 +196,10 @@ class UsageKeeper:
         store: UsageHistoryStore | None,
         write_seconds: float = 30.0,
         retry_seconds: float = 5.0,
-        clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.write_seconds = write_seconds
         self.retry_seconds = retry_seconds
-        self.clock = clock
         self.history: dict[str, float] = {}
         self.valid_at = 0.0
         self._held: dict[str, int] = {}
@@ -241,9 +238,9 @@ class UsageKeeper:
         self._held = dict(allocated)
 
     def _read(self, now: float) -> None:
-        if self.store is None:
+        if self.store is None:  # in memory only: this daemon's own history goes on
             self._loaded = True
-            self.valid_at = now
+            self.valid_at = self.valid_at or now
             return
         try:
             stored = self.store.load()

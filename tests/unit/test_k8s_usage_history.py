@@ -182,3 +182,13 @@ def test_allocation_counts_terminating_pods_and_this_cycles_binds() -> None:
     bound = bound_by_member(snapshot, decisions)
     assert bound == {"b": 3}
     assert allocated_by_member(snapshot, bound) == {"a": 4, "b": 5}
+
+
+def test_in_memory_only_a_leadership_change_keeps_the_own_history() -> None:
+    keeper = UsageKeeper(None)
+    keeper.advance(policy(), T0)
+    keeper.held({"a": 1})
+    keeper.reload()
+    got = keeper.advance(policy(), T0 + HOUR)
+    assert got == {"a": pytest.approx(1800 / math.log(2))}
+    assert not keeper.maybe_write(T0 + HOUR, force=True)
