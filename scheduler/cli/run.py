@@ -27,6 +27,20 @@ from policies.errors import InputError
 @click.option("--leader-elect/--no-leader-elect", default=True, show_default=True)
 @click.option("--lease-namespace", default="fairpool-system", show_default=True)
 @click.option("--lease-name", default="fairpool-scheduler", show_default=True)
+@click.option(
+    "--usage-history-configmap",
+    default="fairpool-usage-history",
+    show_default=True,
+    help="ConfigMap in the lease namespace keeping the usage history across restarts; "
+    "'' keeps it in memory only.",
+)
+@click.option(
+    "--usage-write-seconds",
+    type=click.FloatRange(min=1.0),
+    default=30.0,
+    show_default=True,
+    help="The leader writes the usage history at most this often (and on a clean stop).",
+)
 @click.option("--identity", default=None, help="Leader election identity (default: host-pid).")
 @click.option("--scheduler-name", default="fairpool", show_default=True)
 @click.option("--bind-workers", type=int, default=16, show_default=True)
@@ -64,6 +78,8 @@ def run(
     leader_elect: bool,
     lease_namespace: str,
     lease_name: str,
+    usage_history_configmap: str,
+    usage_write_seconds: float,
     identity: str | None,
     scheduler_name: str,
     bind_workers: int,
@@ -94,6 +110,8 @@ def run(
         leader_elect=leader_elect,
         lease_namespace=lease_namespace,
         lease_name=lease_name,
+        usage_history_configmap=usage_history_configmap or None,
+        usage_write_seconds=usage_write_seconds,
         bind_workers=bind_workers,
         scheduled_events=scheduled_events,
     )

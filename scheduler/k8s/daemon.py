@@ -3,8 +3,9 @@
 Wiring only: informers fill the cluster cache; the scheduling loop turns the cache into
 a snapshot, calls the pure engine, and hands binds to the binder, preemptions to the
 evictor and explanations to the event recorder. Everything the daemon remembers besides
-the cluster itself is small: the policy, and the nominations it decided that the watch
-does not show yet.
+the cluster itself is small: the policy, the nominations it decided that the watch does
+not show yet, and the usage history (passed in `Snapshot.usage_history`; the leader keeps
+it in a ConfigMap, see `scheduler/k8s/usage_history.py` and docs/usage-history.md).
 
 Nominations live on the pods. When the engine reclaims for a waiting job, the GPUs
 being freed are held for it: the leader writes each of the job's pods' nominated node to
@@ -54,6 +55,7 @@ from policies.model import Policy
 from scheduler import engine
 from scheduler.engine.decisions import Bind, Decisions, MemberShare, Preemption
 from scheduler.engine.snapshot import RunningPod, Snapshot
+from scheduler.engine.usage import lost_gpu_seconds
 from scheduler.k8s import labels as L
 from scheduler.k8s.binder import Binder, BindResult
 from scheduler.k8s.cache import NODES, POD_GROUPS, PODS, PRIORITY_CLASSES, CacheView, ClusterCache
@@ -64,6 +66,12 @@ from scheduler.k8s.informer import Informer
 from scheduler.k8s.leader import LeaderElector
 from scheduler.k8s.nominator import Nominations, NominationWriter, cleared_on_bind
 from scheduler.k8s.objects import Obj, PodInfo
+from scheduler.k8s.usage_history import (
+    UsageHistoryStore,
+    UsageKeeper,
+    allocated_by_member,
+    bound_by_member,
+)
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +138,12 @@ class DaemonConfig:
     scheduled_events: bool = True
     """Post a `Scheduled` event per bind (as kube-scheduler does). Each costs the API
     server as much as the bind itself; large clusters may turn them off."""
+    usage_history_configmap: str | None = "fairpool-usage-history"
+    """ConfigMap (in `lease_namespace`) keeping the usage history across restarts and
+    leader changes; None keeps it in memory only."""
+    usage_write_seconds: float = 30.0
+    """The leader writes the usage history at most this often (and on a clean stop): a
+    crash loses at most this long of usage, a restart's decay covers the rest."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +211,11 @@ class Daemon:
         )
         self.evictor = Evictor(api, self.recorder, on_result=self._evicted)
         self.nomination_writer = NominationWriter(api)
+        store = None
+        if c.usage_history_configmap:
+            store = UsageHistoryStore(api, c.lease_namespace, c.usage_history_configmap)
+        self.usage = UsageKeeper(store, write_seconds=c.usage_write_seconds)
+        self._was_leader = False
         self.elector: LeaderElector | None = None
         if c.leader_elect:
             self.elector = LeaderElector(
@@ -269,6 +288,8 @@ class Daemon:
         self.cache.changed.set()
         if self._loop.is_alive():
             self._loop.join(timeout=30)
+        if self.cycles and self.is_leader:
+            self._save_usage_history()
         if self.elector is not None and self.elector.running:
             self.elector.stop(release=release_lease)
         for informer in self.informers:
@@ -427,7 +448,12 @@ class Daemon:
         leader = self.is_leader
         if not leader:
             self.nominations.reset()
-        view = self.cache.view(policy, self.nominations.decided)
+        now = time.time()
+        if leader and not self._was_leader:
+            self.usage.reload()
+        self._was_leader = leader
+        history = self.usage.advance(policy, now)
+        view = self.cache.view(policy, self.nominations.decided, now=now, usage_history=history)
         snapshot = view.snapshot
         viewed = time.monotonic()
         if leader and snapshot.pending:
@@ -447,8 +473,13 @@ class Daemon:
             self._running_phase = running_phase
         if decisions.binds or decisions.preemptions:
             self._shares_at = (decided, policy)
-        if leader and not self.stop_event.is_set():
+        carried_out = leader and not self.stop_event.is_set()
+        if carried_out:
             self._carry_out(view, decisions)
+        bound = bound_by_member(snapshot, decisions) if carried_out else None
+        self.usage.held(allocated_by_member(snapshot, bound))
+        if leader:
+            self.usage.maybe_write(now)
         self.cycles += 1
         done = time.monotonic()
         self.metrics.cycle_seconds.observe(done - started)
@@ -545,10 +576,29 @@ class Daemon:
             return
         nodes = {n.name: n for n in self.snapshot().nodes}
         node = nodes.get(victim.node)
-        lost = victim.spec.gpus * max(0.0, time.time() - victim.started_at)
+        # Counted at the eviction up to the end of the grace period the victim is given,
+        # the instant the simulator frees its GPUs, so both count the same work as lost.
+        gone_at = time.time() + self.policy().sharing.reclaim_grace_period_seconds
+        lost = lost_gpu_seconds(
+            victim.spec.gpus, victim.started_at, gone_at, self._checkpointable(victim.member)
+        )
         self.metrics.reclaim_lost.labels(
             victim.member or "", (node.gpu_model if node else None) or ""
         ).inc(lost)
+
+    def _checkpointable(self, member: str | None) -> bool:
+        try:
+            return member is not None and self.policy().member(member).checkpointable
+        except KeyError:
+            return False
+
+    def _save_usage_history(self) -> None:
+        """On a clean stop: the history up to now, so the next leader loses nothing."""
+        try:
+            self.usage.advance(self.policy(), time.time())
+            self.usage.maybe_write(time.time(), force=True)
+        except Exception:
+            log.exception("usage history not saved on stop")
 
     def _metrics_state(self) -> State:
         with self._lock:

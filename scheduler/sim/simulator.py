@@ -39,6 +39,7 @@ from enum import Enum
 from policies.model import Policy
 from scheduler.engine.decisions import Decisions, MemberShare
 from scheduler.engine.snapshot import Node, RunningPod, Snapshot
+from scheduler.engine.usage import advance_usage_history, lost_gpu_seconds
 from scheduler.sim.cluster import SimCluster, SimulationInvariantError
 from scheduler.traces.model import Trace, TraceJob
 
@@ -47,7 +48,6 @@ Progress = Callable[[float, int], None]
 """Called with (simulated time, jobs finished) every few hundred cycles."""
 
 HOUR_S = 3600.0
-LN2 = math.log(2.0)
 
 TimelineValues = tuple[int, int, float, int, int, int, int, int]
 """The `metrics.TIMELINE_FIELDS` of one (member, model) at one instant."""
@@ -314,12 +314,15 @@ class Simulator:
         else:  # grace period over: the victim's pods are gone
             self._free_pods(record, now)
             assert record.start is not None and record.preempted_at is not None
-            if self.policy.member(record.job.org).checkpointable:
+            checkpointable = self.policy.member(record.job.org).checkpointable
+            if checkpointable:
                 record.remaining_s -= record.preempted_at - record.start
             else:
                 record.remaining_s = record.job.duration_s
-                record.lost_gpu_s += record.job.gpus * (now - record.start)
                 self._count_lost(record, record.start, now)
+            record.lost_gpu_s += lost_gpu_seconds(
+                record.job.gpus, record.start, now, checkpointable
+            )
             record.state = JobState.PENDING
             record.attempt += 1
             record.token += 1
@@ -537,14 +540,9 @@ class Simulator:
         """Decay past usage to `now` and add what was used since the last event."""
         dt = now - self._now
         if self._half_life_s is not None and dt > 0:
-            decay = 0.5 ** (dt / self._half_life_s)
-            # Integral of a constant allocation under exponential decay over dt.
-            gain = self._half_life_s / LN2 * (1.0 - decay)
-            for member in self._members:
-                past = self._history.get(member, 0.0) * decay
-                past += self._member_alloc.get(member, 0) * gain
-                if past > 0:
-                    self._history[member] = past
+            self._history = advance_usage_history(
+                self._history, self._member_alloc, dt, self._half_life_s, self._members
+            )
         self._now = max(self._now, now)
 
     @staticmethod

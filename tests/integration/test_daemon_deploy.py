@@ -133,6 +133,11 @@ def test_deploy_renders_what_the_issue_asks(control_plane: ControlPlane) -> None
             if "delete" in rule["verbs"]:
                 assert rule["resources"] == ["pods"] and rule["apiGroups"] == [""], rule
             assert "deletecollection" not in rule["verbs"], rule
+    # The leader keeps the usage history in its own ConfigMap next to the Lease.
+    role = next(d for d in docs if d["kind"] == "Role")
+    history = [r for r in role["rules"] if "fairpool-usage-history" in r.get("resourceNames", [])]
+    assert history and {"get", "update", "patch"} <= set(history[0]["verbs"])
+    assert any(r["resources"] == ["configmaps"] and r["verbs"] == ["create"] for r in role["rules"])
     examples = _rendered(control_plane, DEPLOY / "examples")
     for job in (d for d in examples if d["kind"] == "Job"):
         assert job["spec"]["template"]["spec"]["schedulerName"] == "fairpool"

@@ -182,7 +182,7 @@ def test_losing_the_lease_forgets_decisions() -> None:
 
 def result(name: str, outcome: str, bound_node: str, detail: str = "") -> BindResult:
     info = pod_info(gang_pod(name))
-    bind = Bind(info.uid, "n1", JOB, "physics", "physics", borrowed=False)
+    bind = Bind(info.uid, "n1", JOB, "physics", "physics", reclaimable=False)
     return BindResult(bind, info, outcome, detail, 0.01, bound_node)  # type: ignore[arg-type]
 
 

@@ -1,0 +1,282 @@
+"""The daemon's usage history, kept in a ConfigMap so that a restart or a new leader goes
+on from it instead of from nothing (docs/usage-history.md says why a ConfigMap).
+
+`UsageKeeper` advances the history every cycle with the engine's own function
+(`scheduler.engine.usage.advance_usage_history`), from the GPUs each member held since
+the previous cycle; `UsageHistoryStore` reads and writes the ConfigMap. The leader writes
+at most every `write_seconds` and once more on a clean stop; a daemon that starts, or
+becomes leader, reads it and decays it from the instant it was valid at to now. What it
+holds:
+
+    data:
+      usage-history.json: '{"validAt": "2026-11-29T22:41:07.123456Z",
+                            "gpuSeconds": {"lab-a": 5123.4, "lab-b": 18.0}}'
+
+Anything else in that object (another program's data, a hand edit gone wrong) is logged
+and the history starts from nothing: a wrong history only tilts the split of the surplus,
+a crash would stop scheduling.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from policies.errors import InputError
+from policies.model import Policy
+from scheduler.engine.decisions import Decisions
+from scheduler.engine.snapshot import Snapshot
+from scheduler.engine.usage import advance_usage_history
+
+log = logging.getLogger(__name__)
+
+HISTORY_KEY = "usage-history.json"
+HOUR_S = 3600.0
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredHistory:
+    """Per-member decayed GPU-seconds, valid at `valid_at` (Unix seconds)."""
+
+    valid_at: float
+    gpu_seconds: Mapping[str, float] = field(default_factory=dict)
+
+
+def encode(stored: StoredHistory) -> dict[str, str]:
+    """The ConfigMap's `data`."""
+    valid_at = datetime.fromtimestamp(stored.valid_at, UTC).strftime(_TIME_FORMAT)
+    body = {"validAt": valid_at, "gpuSeconds": dict(sorted(stored.gpu_seconds.items()))}
+    return {HISTORY_KEY: json.dumps(body, indent=1)}
+
+
+def decode(data: Mapping[str, str] | None, where: str) -> StoredHistory:
+    """Parse the ConfigMap's `data`; InputError naming the field when it is not ours."""
+    text = (data or {}).get(HISTORY_KEY)
+    if text is None:
+        raise InputError(f"{where}: no key {HISTORY_KEY!r}")
+    try:
+        body = json.loads(text)
+    except ValueError as exc:
+        raise InputError(f"{where}: {HISTORY_KEY} is not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise InputError(f"{where}: {HISTORY_KEY} must be an object")
+    valid_at = body.get("validAt")
+    if not isinstance(valid_at, str):
+        raise InputError(f"{where}: validAt must be a time like 2026-11-29T22:41:07.123456Z")
+    try:
+        at = datetime.strptime(valid_at, _TIME_FORMAT).replace(tzinfo=UTC).timestamp()
+    except ValueError as exc:
+        raise InputError(f"{where}: validAt {valid_at!r}: {exc}") from exc
+    usage = body.get("gpuSeconds")
+    if not isinstance(usage, dict):
+        raise InputError(f"{where}: gpuSeconds must map member names to GPU-seconds")
+    out: dict[str, float] = {}
+    for member, value in usage.items():
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if not ok or not math.isfinite(value) or value < 0:
+            raise InputError(f"{where}: gpuSeconds.{member}: {value!r} is not GPU-seconds >= 0")
+        out[str(member)] = float(value)
+    return StoredHistory(at, out)
+
+
+class StoreUnavailable(Exception):
+    """The API server could not be asked (the caller retries later)."""
+
+
+class UsageHistoryStore:
+    """Reads and writes the usage history ConfigMap `namespace/name`."""
+
+    def __init__(
+        self, api: client.ApiClient, namespace: str, name: str, timeout: float = 5.0
+    ) -> None:
+        self._core = client.CoreV1Api(api)
+        self.namespace = namespace
+        self.name = name
+        self.timeout = timeout
+
+    @property
+    def where(self) -> str:
+        return f"ConfigMap {self.namespace}/{self.name}"
+
+    def load(self) -> StoredHistory | None:
+        """The stored history; None when there is none or it is not ours (logged).
+        Raises StoreUnavailable when the API server did not answer it."""
+        try:
+            obj = self._core.read_namespaced_config_map(
+                self.name, self.namespace, _request_timeout=self.timeout
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                log.info("no usage history yet in %s: starting from none", self.where)
+                return None
+            raise StoreUnavailable(f"{self.where}: {exc.status} {exc.reason}") from exc
+        except Exception as exc:  # connection refused, timeout
+            raise StoreUnavailable(f"{self.where}: {exc}") from exc
+        try:
+            return decode(obj.data, self.where)
+        except InputError as exc:
+            log.error("usage history ignored, starting from none: %s", exc)
+            return None
+
+    def save(self, stored: StoredHistory) -> bool:
+        """Write the history (create the ConfigMap when missing); False on failure
+        (logged), the next write carries the newer history anyway."""
+        body: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": self.name,
+                "namespace": self.namespace,
+                "labels": {"app.kubernetes.io/name": "fairpool"},
+            },
+            "data": encode(stored),
+        }
+        try:
+            try:
+                self._core.replace_namespaced_config_map(
+                    self.name,
+                    self.namespace,
+                    body,  # type: ignore[arg-type]
+                    _request_timeout=self.timeout,
+                )
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+                self._core.create_namespaced_config_map(
+                    self.namespace,
+                    body,  # type: ignore[arg-type]
+                    _request_timeout=self.timeout,
+                )
+        except Exception as exc:
+            log.warning("usage history not written to %s: %s", self.where, exc)
+            return False
+        return True
+
+
+def bound_by_member(snapshot: Snapshot, decisions: Decisions) -> dict[str, int]:
+    """GPUs per member of the pods `decisions` binds (pending pods of `snapshot`)."""
+    gpus = {pod.uid: pod.spec.gpus for job in snapshot.pending for pod in job.pods}
+    out: dict[str, int] = {}
+    for bind in decisions.binds:
+        out[bind.member] = out.get(bind.member, 0) + gpus.get(bind.pod_uid, 0)
+    return out
+
+
+def allocated_by_member(
+    snapshot: Snapshot, bound: Mapping[str, int] | None = None
+) -> dict[str, int]:
+    """GPUs each member holds in `snapshot` (terminating pods still hold theirs), plus
+    `bound`: GPUs the cycle on that snapshot just bound."""
+    out: dict[str, int] = dict(bound or {})
+    for pod in snapshot.running:
+        if pod.member is not None:
+            out[pod.member] = out.get(pod.member, 0) + pod.spec.gpus
+    return out
+
+
+class UsageKeeper:
+    """The history one daemon passes to the engine, and its durable copy.
+
+    Without a half-life in the policy nothing is kept (and the ConfigMap is left alone);
+    when one is set again, the history is read anew, so an old allocation is never
+    integrated over the time it was off.
+    """
+
+    def __init__(
+        self,
+        store: UsageHistoryStore | None,
+        write_seconds: float = 30.0,
+        retry_seconds: float = 5.0,
+    ) -> None:
+        self.store = store
+        self.write_seconds = write_seconds
+        self.retry_seconds = retry_seconds
+        self.history: dict[str, float] = {}
+        self.valid_at = 0.0
+        self._held: dict[str, int] = {}
+        self._half_life_s: float | None = None
+        self._loaded = False
+        self._next_read = 0.0
+        self._written_at = -math.inf
+        self.writes = 0
+
+    def reload(self) -> None:
+        """Read the ConfigMap again before the next cycle (this daemon became leader: the
+        old leader's history is the one that counted)."""
+        self._loaded = False
+        self._next_read = 0.0
+
+    def advance(self, policy: Policy, now: float) -> dict[str, float]:
+        """The history at `now` (for the snapshot): read first if needed, then decayed and
+        added to with what each member held since the previous call."""
+        hours = policy.sharing.usage_half_life_hours
+        if hours is None:
+            self._half_life_s = None
+            self.reload()
+            self.history, self._held = {}, {}
+            return {}
+        self._half_life_s = hours * HOUR_S
+        if not self._loaded and now >= self._next_read:
+            self._read(now)
+        self.history = advance_usage_history(
+            self.history, self._held, now - self.valid_at, self._half_life_s, policy.member_names()
+        )
+        self.valid_at = max(self.valid_at, now)
+        return dict(self.history)
+
+    def held(self, allocated: Mapping[str, int]) -> None:
+        """GPUs per member from now until the next `advance`."""
+        self._held = dict(allocated)
+
+    def _read(self, now: float) -> None:
+        if self.store is None:  # in memory only: this daemon's own history goes on
+            self._loaded = True
+            self.valid_at = self.valid_at or now
+            return
+        try:
+            stored = self.store.load()
+        except StoreUnavailable as exc:
+            # Keep this daemon's own history meanwhile, and do not overwrite the stored
+            # one with it until it has been read.
+            log.warning("usage history not read, retrying in %gs: %s", self.retry_seconds, exc)
+            self._next_read = now + self.retry_seconds
+            if self.valid_at == 0.0:
+                self.valid_at = now
+            return
+        self._loaded = True
+        self._held = {}
+        if stored is None:
+            self.history, self.valid_at = {}, now
+            return
+        # Decayed from its instant to now by the next advance (nothing is added: no
+        # allocation is known for that gap).
+        self.history = dict(stored.gpu_seconds)
+        self.valid_at = min(stored.valid_at, now)
+        log.info(
+            "usage history of %d member(s) read from %s, valid %.0fs ago",
+            len(self.history),
+            self.store.where,
+            now - stored.valid_at,
+        )
+
+    def maybe_write(self, now: float, force: bool = False) -> bool:
+        """Write the history if the last write is `write_seconds` old (or `force`), and it
+        was read first. Only the leader calls this."""
+        if self.store is None or self._half_life_s is None or not self._loaded:
+            return False
+        if not force and now - self._written_at < self.write_seconds:
+            return False
+        self._written_at = now
+        if self.store.save(StoredHistory(self.valid_at, dict(self.history))):
+            self.writes += 1
+            return True
+        return False
