@@ -20,6 +20,8 @@ hours           hour                         status ("metered" | "pending"), cov
 metering_runs   id                           started_at, finished_at, range_start,
                                              range_end, hours_ok, hours_pending,
                                              mean_coverage, error
+policy_versions version                      author, applied_at, origin, comment,
+                                             document (YAML), diff, sha256
 ==============  ===========================  ==============================================
 """
 
@@ -155,3 +157,19 @@ def hours_between(start: datetime, end: datetime) -> list[datetime]:
         out.append(hour)
         hour += HOUR
     return out
+
+
+# The audit log of every policy version (written by the gRPC API's policy store): in the
+# ledger's schema so that a month's prices can be read next to its usage.
+policy_versions = Table(
+    "policy_versions",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("author", String(253), nullable=False),
+    Column("applied_at", UTCDateTime, nullable=False),
+    Column("origin", String(16), nullable=False),
+    Column("comment", Text, nullable=False, default=""),
+    Column("document", Text, nullable=False),
+    Column("diff", Text, nullable=False, default=""),
+    Column("sha256", String(64), nullable=False),
+)

@@ -27,12 +27,6 @@ from typing import Any, Protocol
 
 import yaml
 from sqlalchemy import (
-    Column,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
     create_engine,
     insert,
     select,
@@ -41,7 +35,8 @@ from sqlalchemy.exc import IntegrityError
 
 from policies.loader import parse_policy
 from policies.model import Policy
-from reports.ledger.schema import UTCDateTime
+from reports.ledger.schema import metadata as ledger_metadata
+from reports.ledger.schema import policy_versions
 
 
 class VersionConflict(Exception):
@@ -52,21 +47,6 @@ class Origin(StrEnum):
     BOOTSTRAP = "bootstrap"
     API = "api"
     EXTERNAL = "external"
-
-
-_metadata = MetaData()
-policy_versions = Table(
-    "policy_versions",
-    _metadata,
-    Column("version", Integer, primary_key=True, autoincrement=False),
-    Column("author", String(253), nullable=False),
-    Column("applied_at", UTCDateTime, nullable=False),
-    Column("origin", String(16), nullable=False),
-    Column("comment", Text, nullable=False, default=""),
-    Column("document", Text, nullable=False),
-    Column("diff", Text, nullable=False, default=""),
-    Column("sha256", String(64), nullable=False),
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +126,7 @@ class AuditLog:
     def __init__(self, url: str) -> None:
         self.url = url
         self._engine = create_engine(url)
-        _metadata.create_all(self._engine)
+        ledger_metadata.create_all(self._engine, tables=[policy_versions])
 
     def close(self) -> None:
         self._engine.dispose()
