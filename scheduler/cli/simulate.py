@@ -1,5 +1,5 @@
 """`fairpool simulate`: replay a month of GPU jobs on a pooled cluster under a policy,
-with the same engine the daemon runs, and write what happened (DESIGN.md)."""
+with the same engine the daemon runs, and write what happened (docs/metrics.md)."""
 
 from __future__ import annotations
 

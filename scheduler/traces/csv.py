@@ -1,4 +1,4 @@
-"""The canonical trace CSV (DESIGN.md, "Fixed interfaces"): read with every problem
+"""The canonical trace CSV (docs/policy.md, "The trace CSV"): read with every problem
 named by line and column, and written atomically."""
 
 from __future__ import annotations
