@@ -452,3 +452,45 @@ def test_a_pod_within_the_entitlement_of_its_model_is_never_reclaimed() -> None:
     assert (shares[("lab-a", A100)].allocated, shares[("lab-a", A100)].entitlement) == (1, 1)
     assert d.preemptions == () and d.nominations == () and d.binds == ()
     assert "b-1" in d.explanations
+
+
+def test_an_owner_takes_back_its_node_from_a_member_its_own_bind_took_above_entitlement() -> None:
+    """A victim's position counts its binds of the same cycle.
+
+    lab-c is entitled to 2 H100 (c1) and 2 A100 (c2, cordoned) and holds 1 H100 on
+    lab-b's node b1, within its H100 entitlement: no reclaimable pod. Its job c-1 asks 2
+    GPUs of no model; its demand counts against A100 (the most free), so it goes first as
+    entitled demand, and it is placed on c1: lab-c now holds 3 of its 2 H100. lab-b's
+    job b-1 (2 of its 2 H100 with it) finds b1 full and takes back its own node: c-x goes,
+    leaving lab-c at 2 H100, exactly its entitlement.
+
+    Hypothesis found this with an unrelated terminating pod in the cluster, and the
+    property (measuring the victim on the snapshot alone) called lab-c "not above its
+    entitlement"; it now counts the victim's own binds. Without a terminating pod the
+    engine did nothing here: it skipped reclaim when no other member borrowed in the
+    snapshot or no reclaimable pod was left, ignoring the cycle's binds, so whether lab-b
+    got its node back depended on a pod elsewhere. It must decide the same either way.
+    """
+    nodes = [
+        node("b1", "lab-b", gpus=2),
+        node("c1", "lab-c", gpus=2),
+        node("c2", "lab-c", gpus=2, model=A100, unschedulable=True),
+    ]
+    run = [running("b-own", "lab-b", "b1"), running("c-x", "lab-c", "b1")]
+    pending = [job("c-1", "lab-c", gpus=2), job("b-1", "lab-b", gpu_model=H100, submitted_at=1)]
+    d = schedule(snapshot(nodes, pending, run), POL)
+    shares = {(s.member, s.gpu_model): s for s in d.shares}
+    c = shares[("lab-c", H100)]
+    assert (c.allocated, c.entitlement, c.reclaimable) == (1, 2, 0)
+    assert [(b.job_id, b.node, b.reclaimable) for b in d.binds] == [("c-1", "c1", True)]
+    assert preempted(d) == ["c-x"]
+    assert (d.preemptions[0].victim_member, d.preemptions[0].reclaimer) == ("lab-c", "lab-b")
+    assert [(n.job_id, n.nodes) for n in d.nominations] == [("b-1", {"b-1-0": "b1"})]
+    nodes.append(node("u1", None, gpus=0))
+    run.append(running("gone", "lab-a", "u1", gpus=0, terminating=True))
+    again = schedule(snapshot(nodes, pending, run), POL)
+    assert (again.binds, again.preemptions, again.nominations) == (
+        d.binds,
+        d.preemptions,
+        d.nominations,
+    )
