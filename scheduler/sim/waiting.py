@@ -106,38 +106,47 @@ def idle_by_cause(
     member_total: dict[str, int] = {}
     for (member, _), gpus in state.allocated.items():
         member_total[member] = member_total.get(member, 0) + gpus
+    all_free = state.free
     for model, nodes in nodes_by_model.items():
-        free: list[int] = []
-        free_by_owner: dict[str, int] = {}
-        for node in nodes:
-            f = state.free[node.name]
-            held = min(f, state.nominated.get(node.name, 0))
-            held_total += held
-            f -= held
-            free.append(f)
-            owner = node.owner or ""
-            free_by_owner[owner] = free_by_owner.get(owner, 0) + f
+        free = [all_free[node.name] for node in nodes]
+        if state.nominated:
+            for i, node in enumerate(nodes):
+                held = min(free[i], state.nominated.get(node.name, 0))
+                held_total += held
+                free[i] -= held
         total = sum(free)
         if total <= 0:
             continue
+        free_by_owner: dict[str, int] = {}
+        for node, f in zip(nodes, free, strict=True):
+            if f:
+                owner = node.owner or ""
+                free_by_owner[owner] = free_by_owner.get(owner, 0) + f
         flags = {"placeable": False, "limits": False, "fragmentation": False}
         candidates = False
+        # Per model, slots depend only on the pod size and reach only on the member:
+        # a few distinct values for many pending shapes.
+        slots_of: dict[int, int] = {}
+        reach_of: dict[str, int] = {}
         for member, job_model, pods, per_pod in state.shapes:
             if job_model is not None and job_model != model:
                 continue
             candidates = True
             gpus = pods * per_pod
-            fits_total = gpus <= total
-            limited = _limited(
-                member, model, gpus, state, free_by_owner, member_total, entitlement, limits
+            if per_pod not in slots_of:
+                slots_of[per_pod] = slots(free, per_pod)
+            if member not in reach_of:
+                reach_of[member] = _reach(member, state, free_by_owner, limits)
+            limited = reach_of[member] < gpus or _capped(
+                member, model, gpus, state, member_total, entitlement, limits
             )
-            placeable = slots(free, per_pod) >= pods
+            placeable = slots_of[per_pod] >= pods
             if placeable and not limited:
                 flags["placeable"] = True
                 break
-            if fits_total and limited:
+            if gpus <= total and limited:
                 flags["limits"] = True
-            elif fits_total and not placeable:
+            elif gpus <= total and not placeable:
                 flags["fragmentation"] = True
         if not candidates:
             out["other_model"] += total
@@ -148,22 +157,26 @@ def idle_by_cause(
     return out
 
 
-def _limited(
+def _capped(
     member: str,
     model: str,
     gpus: int,
     state: State,
-    free_by_owner: Mapping[str, int],
     member_total: Mapping[str, int],
     entitlement: Mapping[tuple[str, str], int],
     limits: Limits,
 ) -> bool:
+    """The member's `max_gpus`, or with borrowing off its entitlement, stops the job."""
     cap = limits.max_gpus.get(member)
     if cap is not None and member_total.get(member, 0) + gpus > cap:
         return True
     held = state.allocated.get((member, model), 0)
-    if not limits.borrowing and held + gpus > entitlement.get((member, model), 0):
-        return True
+    return not limits.borrowing and held + gpus > entitlement.get((member, model), 0)
+
+
+def _reach(member: str, state: State, free_by_owner: Mapping[str, int], limits: Limits) -> int:
+    """Free GPUs of a model the member may use: its own and unowned ones, and what each
+    other owner may still lend."""
     reach = 0
     for owner, free in free_by_owner.items():
         limit = limits.lending_limit.get(owner)
@@ -171,7 +184,7 @@ def _limited(
             reach += free
         else:
             reach += min(free, max(0, limit - state.lent.get(owner, 0)))
-    return reach < gpus
+    return reach
 
 
 def owed_keys(
