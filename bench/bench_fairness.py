@@ -292,9 +292,13 @@ def run(console: Console) -> None:
     days_text = os.environ.get("BENCH_FAIRNESS_DAYS")
     days = float(days_text) if days_text else None
     rows: list[dict[str, str]] = []
-    for scenario in selected():
+    scenarios = selected()
+    for scenario in scenarios:
         with console.status(f"fairness: {scenario.name}"):
-            rows.extend(measure(scenario, days))
+            done = measure(scenario, days)
+        rows.extend(done)
+        if len(scenarios) > 1:  # each scenario as it finishes: the whole run is long
+            console.print(table(done))
     console.print(table(rows))
     console.print(
         "idle %: idle GPU-hours while some job was pending, by cause, as a share of the "
