@@ -180,7 +180,8 @@ SCENARIOS = (
 )
 
 COLUMNS = (
-    ("scenario", "scenario / scheduler"),
+    ("scenario", "scenario"),
+    ("scheduler", "scheduler"),
     ("jobs", "jobs"),
     ("uwp", "util. while pending"),
     ("frag", "idle: fragm. %"),
@@ -260,17 +261,18 @@ def measure(scenario: Scenario, days: float | None) -> list[dict[str, str]]:
     baseline_wall = time.perf_counter() - began
     anchor = baseline.summary["mean_jct_s"]
     gpus = inventory.total_gpus()
-    label = f"{scenario.name} ({gpus} GPUs)"
+    label = f"{scenario.name}, {gpus} GPUs"
     return [
-        {"scenario": f"{label} fairpool", **row(pooled, anchor, pooled_wall)},
-        {"scenario": f"{label} baseline", **row(baseline, anchor, baseline_wall)},
+        {"scenario": label, "scheduler": "fairpool", **row(pooled, anchor, pooled_wall)},
+        {"scenario": "", "scheduler": "baseline", **row(baseline, anchor, baseline_wall)},
     ]
 
 
 def table(rows: list[dict[str, str]]) -> Table:
     out = Table(title="fairness: fairpool against the fairness-blind baseline, same traces")
     for key, header in COLUMNS:
-        out.add_column(header, justify="left" if key == "scenario" else "right")
+        left = key in ("scenario", "scheduler")
+        out.add_column(header, justify="left" if left else "right", no_wrap=left)
     for i, r in enumerate(rows):
         out.add_row(*(r[key] for key, _ in COLUMNS), end_section=i % 2 == 1)
     return out
