@@ -19,8 +19,10 @@ Scenarios (`BENCH_FAIRNESS=demo,small,mixed,philly` picks some; all by default;
   as many GPU-hours come in fewer, longer jobs. No public data file is needed or
   committed.
 
-Runtime on the 2-core CI machine when nothing else runs: about 15 min for all four
-(the philly scenario about half of it); `BENCH_FAIRNESS=small,mixed` takes about 2 min.
+Runtime on a shared 2-core machine: about 13 min for all four, two thirds of it the
+philly scenario (7.5 min for fairpool and its 15 standalone replays, 0.5 min for the
+baseline); `BENCH_FAIRNESS=small,mixed` takes under 2 min. The `wall s` column says
+where the time went.
 """
 
 from __future__ import annotations
