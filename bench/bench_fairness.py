@@ -19,10 +19,10 @@ Scenarios (`BENCH_FAIRNESS=demo,small,mixed,philly` picks some; all by default;
   as many GPU-hours come in fewer, longer jobs. No public data file is needed or
   committed.
 
-Runtime on a shared 2-core machine: about 13 min for all four, two thirds of it the
-philly scenario (7.5 min for fairpool and its 15 standalone replays, 0.5 min for the
-baseline); `BENCH_FAIRNESS=small,mixed` takes under 2 min. The `wall s` column says
-where the time went.
+Runtime on 2 cores: about 5 min for all four (4 min 46 s measured), 3 min of it the
+philly scenario (fairpool with its 15 standalone replays in 2 processes, then the
+baseline); up to 13 min when other work shares the cores. `BENCH_FAIRNESS=small,mixed`
+takes under 1 min. The `wall s` column says where the time went.
 """
 
 from __future__ import annotations
