@@ -23,6 +23,7 @@ from scheduler.sim.cluster import build_nodes, check_inventory
 from scheduler.sim.outputs import write_study
 from scheduler.sim.pipeline import Study, check_trace, run_study
 from scheduler.sim.standalone import fits, reachable
+from scheduler.sim.waiting import IDLE_CAUSES
 from scheduler.traces.csv import read_trace
 from scheduler.traces.model import Trace
 from scheduler.traces.synth import node_gpus_of, synthesize
@@ -154,6 +155,24 @@ def member_table(study: Study) -> Table:
         f"{summary['jobs_completed']}/{summary['jobs_submitted']}",
     )
     return table
+
+
+def waiting_line(s: dict[str, object]) -> str:
+    """Idle while work waited by cause, reclaim losses, time to entitlement."""
+    causes = ", ".join(
+        f"{cause.replace('_', ' ')} {_gpu_h(s[f'idle_while_waiting_{cause}_gpu_h'])}"
+        for cause in IDLE_CAUSES
+    )
+    lost = s["reclaim_lost_fraction"]
+    worse = s.get("members_worse_off_pooled")
+    return (
+        f"idle while pods waited {_gpu_h(s['idle_while_waiting_gpu_h'])} GPU-h ({causes}); "
+        f"lost to reclaim {f'{lost:.1%}' if isinstance(lost, float) else '—'} of GPU-hours "
+        f"used; preemptions per job max {_gpu_h(s['preemptions_per_job_max'])}; time to "
+        f"entitlement p99 {_hours(s['time_to_entitlement_p99_s'])}, max "
+        f"{_hours(s['time_to_entitlement_max_s'])}"
+        + (f"; members worse off pooled {worse}" if worse is not None else "")
+    )
 
 
 def _fraction(value: object) -> str:
@@ -350,6 +369,7 @@ def _print_study(
         f"preemptions {s['preemptions']}, engine cycles {sim['engine_cycles']}, "
         f"{elapsed:.1f} s"
     )
+    console.print(waiting_line(s))
     if sim["livelock_guard_trips"]:
         console.print(
             f"[yellow]livelock guard: {sim['livelock_guard_trips']} preemption decision(s) "

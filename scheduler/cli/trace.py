@@ -21,7 +21,7 @@ from scheduler.traces.importers import (
     parse_member_map,
 )
 from scheduler.traces.model import Trace
-from scheduler.traces.summary import member_summary, offered_load, span_s
+from scheduler.traces.summary import member_summary, offered_load, span_s, submission_window_s
 from scheduler.traces.synth import node_gpus_of, synthesize
 
 
@@ -255,9 +255,18 @@ def _print_summary(
     if result.start_epoch:
         start = datetime.fromtimestamp(result.start_epoch, tz=UTC)
         facts.append(f"starts {start.isoformat()}")
-    if gpus:
-        window = days * 86400 if days else span
-        facts.append(f"offered load {offered_load(result, gpus, window):.2f} on {gpus} GPUs")
+    if gpus and days:
+        facts.append(
+            f"offered load {offered_load(result, gpus, days * 86400):.2f} on {gpus} GPUs "
+            f"over {days:g} days"
+        )
+    elif gpus:
+        window = submission_window_s(result)
+        load = f"{offered_load(result, gpus, window):.2f}" if window > 0 else "— (one instant)"
+        facts.append(
+            f"offered load {load} on {gpus} GPUs over the submission window "
+            f"({_hours(window)}, first to last submission)"
+        )
     console.print("; ".join(facts))
 
 

@@ -24,6 +24,7 @@ from scheduler.engine.snapshot import (
     Snapshot,
     Taint,
 )
+from scheduler.sim.waiting import Shape, job_shape
 from scheduler.traces.model import TraceJob
 
 GIB = 1 << 30
@@ -161,6 +162,9 @@ class SimCluster:
         self._free_cpu = {n.name: n.cpu_milli for n in nodes}
         self._free_memory = {n.name: n.memory_bytes for n in nodes}
         self._free_pods = {n.name: n.max_pods for n in nodes}
+        self.pending_shapes: dict[Shape, int] = {}
+        """Pending jobs per shape, kept on enqueue/dequeue so the wait meter need not
+        walk every pending job at every instant."""
 
     def namespace(self, member: str) -> str:
         return self._namespaces.get(member, member)
@@ -173,7 +177,7 @@ class SimCluster:
             PendingPod(uid=uid, name=uid, namespace=namespace, spec=spec, created_at=now)
             for uid in pod_uids(job, attempt)
         )
-        self.pending[job.job_id] = PendingJob(
+        pending = PendingJob(
             job_id=job.job_id,
             member=job.org,
             pods=pods,
@@ -181,6 +185,9 @@ class SimCluster:
             priority=job.priority,
             submitted_at=submitted_at,
         )
+        self.pending[job.job_id] = pending
+        shape = job_shape(pending)
+        self.pending_shapes[shape] = self.pending_shapes.get(shape, 0) + 1
 
     def nominate(self, job_id: str, nodes: Mapping[str, str]) -> None:
         job = self.pending.get(job_id)
@@ -188,7 +195,14 @@ class SimCluster:
             self.pending[job_id] = replace(job, nominated_nodes=dict(nodes))
 
     def dequeue(self, job_id: str) -> PendingJob:
-        return self.pending.pop(job_id)
+        job = self.pending.pop(job_id)
+        shape = job_shape(job)
+        left = self.pending_shapes[shape] - 1
+        if left:
+            self.pending_shapes[shape] = left
+        else:
+            del self.pending_shapes[shape]
+        return job
 
     # -- running pods ---------------------------------------------------------------
     def bind(self, pod: PendingPod, job: PendingJob, node_name: str, now: float) -> RunningPod:
@@ -244,6 +258,11 @@ class SimCluster:
 
     def free_gpus(self, node_name: str) -> int:
         return self._free_gpus[node_name]
+
+    @property
+    def free_gpus_by_node(self) -> Mapping[str, int]:
+        """node -> free GPUs, live (read only)."""
+        return self._free_gpus
 
     def snapshot(self, now: float, usage_history: Mapping[str, float]) -> Snapshot:
         return Snapshot(

@@ -30,6 +30,20 @@ Definitions (words of docs/glossary.md) and the choices left open:
   (the integral of the deficit over the episode), shorter ones not at all.
 - wait = first start - submit; JCT = end - submit; both over completed jobs; p95 by
   linear interpolation. None when a member completed no job.
+- reclaim_lost_fraction = GPU-seconds lost to reclaim / GPU-seconds allocated (the lost
+  work was allocated too, so it is a share of what was used); None when nothing was.
+- preemptions per job: max and p99 over every job of the trace (0 for jobs never
+  preempted, so a rare offender shows in the max, not in the p99).
+- time to entitlement: the lengths of the owed episodes the simulator measures
+  (`scheduler.sim.waiting`); p50, p99, max over episodes longer than 0 s.
+- same jobs pooled and standalone: over the jobs completed in both replays, the ratio
+  of the pooled to the standalone mean JCT, the same for the p95 JCT, and the share of
+  those jobs whose pooled end is later than their standalone end.
+- pooling dividend = the member's own work (GPUs x duration) of jobs completed by the
+  end of the submission window, pooled minus standalone. Lost work is not in it: a job
+  preempted and restarted counts its work once, when it completes.
+- worse off pooled: the sharing incentive fails: the pooled mean JCT of the same jobs is
+  above max(1.05 x standalone, standalone + 1 h), or the pooling dividend is negative.
 """
 
 from __future__ import annotations
@@ -228,6 +242,87 @@ def job_stats(jobs: pd.DataFrame) -> dict[str, float | int | None]:
         "p95_wait_s": _p95(done["wait_s"]),
         "mean_jct_s": _mean(done["jct_s"]),
     }
+
+
+def reclaim_lost_fraction(lost_gpu_s: float, used_gpu_s: float) -> float | None:
+    return lost_gpu_s / used_gpu_s if used_gpu_s > 0 else None
+
+
+def percentile(values: Sequence[float] | np.ndarray, q: float) -> float | None:
+    """Linear-interpolation percentile; None over no value."""
+    data = np.asarray(values, dtype=float)
+    return float(np.percentile(data, q)) if data.size else None
+
+
+def preemptions_per_job(preemptions: Sequence[int] | pd.Series) -> dict[str, float | None]:
+    data = np.asarray(preemptions, dtype=float)
+    return {
+        "preemptions_per_job_max": float(data.max()) if data.size else None,
+        "preemptions_per_job_p99": percentile(data, 99),
+    }
+
+
+def time_to_entitlement(durations: Sequence[float]) -> dict[str, float | int | None]:
+    """Over owed episodes' lengths in seconds; episodes of 0 s are no wait at all."""
+    data = np.asarray([d for d in durations if d > 0], dtype=float)
+    return {
+        "time_to_entitlement_episodes": int(data.size),
+        "time_to_entitlement_p50_s": percentile(data, 50),
+        "time_to_entitlement_p99_s": percentile(data, 99),
+        "time_to_entitlement_max_s": float(data.max()) if data.size else None,
+    }
+
+
+@dataclass(frozen=True)
+class SameJobs:
+    """Pooled against standalone, over the jobs completed in both replays."""
+
+    jobs: int
+    jct_ratio_mean: float | None
+    jct_ratio_p95: float | None
+    share_finished_later: float | None
+
+    @staticmethod
+    def of(pooled_jct: Sequence[float], standalone_jct: Sequence[float]) -> SameJobs:
+        """Pairs of JCTs of the same jobs (same submit time, so a later end is a larger
+        JCT)."""
+        pooled = np.asarray(pooled_jct, dtype=float)
+        alone = np.asarray(standalone_jct, dtype=float)
+        if pooled.size != alone.size:
+            raise ValueError("pooled and standalone JCTs must pair up job by job")
+        if not pooled.size:
+            return SameJobs(0, None, None, None)
+        mean_alone = float(alone.mean())
+        p95_alone = float(np.percentile(alone, 95))
+        return SameJobs(
+            jobs=int(pooled.size),
+            jct_ratio_mean=float(pooled.mean()) / mean_alone if mean_alone > 0 else None,
+            jct_ratio_p95=float(np.percentile(pooled, 95)) / p95_alone if p95_alone > 0 else None,
+            share_finished_later=float((pooled > alone).mean()),
+        )
+
+
+def work_done_by(
+    gpus: Sequence[int], duration_s: Sequence[float], end_s: Sequence[float], until: float
+) -> float:
+    """GPU-seconds of work (GPUs x duration) of the jobs that ended by `until`."""
+    g = np.asarray(gpus, dtype=float)
+    d = np.asarray(duration_s, dtype=float)
+    e = np.asarray(end_s, dtype=float)
+    done = ~np.isnan(e) & (e <= until)
+    return float((g[done] * d[done]).sum())
+
+
+def worse_off_pooled(
+    pooled_mean_jct_s: float | None,
+    standalone_mean_jct_s: float | None,
+    dividend_gpu_h: float | None,
+) -> bool | None:
+    """The sharing incentive fails for the member (see the module docstring)."""
+    if pooled_mean_jct_s is None or standalone_mean_jct_s is None or dividend_gpu_h is None:
+        return None
+    bound = max(1.05 * standalone_mean_jct_s, standalone_mean_jct_s + 3600.0)
+    return pooled_mean_jct_s > bound or dividend_gpu_h < -1e-9
 
 
 def hours(gpu_seconds: float) -> float:

@@ -25,6 +25,7 @@ from scheduler.sim.simulator import (
     UsageRow,
 )
 from scheduler.sim.standalone import StandaloneResult, fits, replay_all
+from scheduler.sim.waiting import IDLE_CAUSES
 from scheduler.traces.model import Trace
 
 HOUR_S = 3600
@@ -188,12 +189,15 @@ def members_table(
     g: metrics.Grid,
     end: float,
 ) -> pd.DataFrame:
+    _, last_submit = metrics.submission_window(jobs)
+    episodes = _episodes_by_member(result)
     rows = []
     for member in result.members:
         columns = g.member_columns(member)
-        mine = jobs[jobs["member"] == member] if not jobs.empty else jobs
-        stats = metrics.job_stats(mine) if not mine.empty else metrics.job_stats(_empty_jobs())
+        mine = jobs[jobs["member"] == member] if not jobs.empty else _empty_jobs()
+        stats = metrics.job_stats(mine)
         used = metrics.integral(g, "allocated", columns)
+        lost = float(mine["lost_gpu_s"].sum())
         row: dict[str, object] = {
             "member": member,
             "gpus_contributed": sum(n for (o, _), n in result.capacity.items() if o == member),
@@ -205,41 +209,98 @@ def members_table(
                 metrics.integral(g, "used_on_others_hardware", columns)
             ),
             "gpu_hours_lent": metrics.hours(metrics.integral(g, "lent", columns)),
-            "gpu_hours_lost_to_reclaim": metrics.hours(
-                float(mine["lost_gpu_s"].sum()) if not mine.empty else 0.0
-            ),
+            "gpu_hours_lost_to_reclaim": metrics.hours(lost),
+            "reclaim_lost_fraction": metrics.reclaim_lost_fraction(lost, used),
             "jobs_submitted": len(mine),
             **stats,
-            "preemptions": int(mine["preemptions"].sum()) if not mine.empty else 0,
-            "standalone_mean_jct_s": None,
-            "pooled_mean_jct_s_same_jobs": None,
-            "standalone_mean_wait_s": None,
-            "standalone_jobs_completed": None,
-            "standalone_never_runs": None,
-            "pooling_dividend_gpu_hours": None,
+            "preemptions": int(mine["preemptions"].sum()),
+            **metrics.preemptions_per_job(mine["preemptions"]),
+            **metrics.time_to_entitlement(episodes.get(member, [])),
+            **_standalone_figures(member, alone, mine, last_submit),
         }
-        if alone is not None and member in alone:
-            own = alone[member]
-            row["standalone_mean_jct_s"] = _mean(list(own.jct_s.values()))
-            # Like with like: the pooled JCT of the very jobs that completed standalone.
-            both = (
-                mine[mine["completed"] & mine["job_id"].isin(own.jct_s)] if not mine.empty else mine
-            )
-            row["pooled_mean_jct_s_same_jobs"] = _mean(list(both["jct_s"])) if len(both) else None
-            row["standalone_mean_wait_s"] = _mean(list(own.wait_s.values()))
-            row["standalone_jobs_completed"] = len(own.jct_s)
-            row["standalone_never_runs"] = len(own.never_runs)
-            standalone_used = 0.0
-            if own.timeline:
-                sg = metrics.grid(metrics.timeline_frame(own.timeline), max(end, own.end_time))
-                standalone_used = metrics.integral_until(sg, "allocated", end)
-            row["pooling_dividend_gpu_hours"] = metrics.hours(used - standalone_used)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
+def _episodes_by_member(result: SimulationResult) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for member, _, start, stop in result.entitlement_episodes:
+        out.setdefault(member, []).append(stop - start)
+    return out
+
+
+STANDALONE_KEYS = (
+    "standalone_mean_jct_s",
+    "pooled_mean_jct_s_same_jobs",
+    "standalone_mean_wait_s",
+    "standalone_jobs_completed",
+    "standalone_never_runs",
+    "jct_ratio_mean",
+    "jct_ratio_p95",
+    "share_jobs_finished_later",
+    "pooling_dividend_gpu_hours",
+    "worse_off_pooled",
+)
+
+
+def _standalone_figures(
+    member: str,
+    alone: dict[str, StandaloneResult] | None,
+    mine: pd.DataFrame,
+    last_submit: float,
+) -> dict[str, object]:
+    row: dict[str, object] = dict.fromkeys(STANDALONE_KEYS)
+    if alone is None or member not in alone:
+        return row
+    own = alone[member]
+    row["standalone_mean_jct_s"] = _mean(list(own.jct_s.values()))
+    # Like with like: the pooled JCT of the very jobs that completed standalone.
+    both = mine[mine["completed"] & mine["job_id"].isin(own.jct_s)]
+    row["pooled_mean_jct_s_same_jobs"] = _mean(list(both["jct_s"])) if len(both) else None
+    row["standalone_mean_wait_s"] = _mean(list(own.wait_s.values()))
+    row["standalone_jobs_completed"] = len(own.jct_s)
+    row["standalone_never_runs"] = len(own.never_runs)
+    same = metrics.SameJobs.of(list(both["jct_s"]), [own.jct_s[j] for j in both["job_id"]])
+    row["jct_ratio_mean"] = same.jct_ratio_mean
+    row["jct_ratio_p95"] = same.jct_ratio_p95
+    row["share_jobs_finished_later"] = same.share_finished_later
+    pooled_work = metrics.work_done_by(
+        list(mine["gpus"]), list(mine["duration_s"]), list(mine["end_s"]), last_submit
+    )
+    standalone_end = [
+        submit + own.jct_s[j] if j in own.jct_s else math.nan
+        for j, submit in zip(mine["job_id"], mine["submit_s"], strict=True)
+    ]
+    standalone_work = metrics.work_done_by(
+        list(mine["gpus"]), list(mine["duration_s"]), standalone_end, last_submit
+    )
+    dividend = metrics.hours(pooled_work - standalone_work)
+    row["pooling_dividend_gpu_hours"] = dividend
+    # The sharing incentive compares the pooled and standalone means of the same jobs.
+    standalone_same = _mean([own.jct_s[j] for j in both["job_id"]])
+    row["worse_off_pooled"] = metrics.worse_off_pooled(
+        row["pooled_mean_jct_s_same_jobs"],  # type: ignore[arg-type]
+        standalone_same,
+        dividend,
+    )
+    return row
+
+
 def _empty_jobs() -> pd.DataFrame:
-    return pd.DataFrame({"completed": pd.Series([], dtype=bool), "wait_s": [], "jct_s": []})
+    return pd.DataFrame(
+        {
+            "job_id": pd.Series([], dtype=str),
+            "completed": pd.Series([], dtype=bool),
+            "wait_s": pd.Series([], dtype=float),
+            "jct_s": pd.Series([], dtype=float),
+            "lost_gpu_s": pd.Series([], dtype=float),
+            "preemptions": pd.Series([], dtype=int),
+            "gpus": pd.Series([], dtype=int),
+            "duration_s": pd.Series([], dtype=float),
+            "end_s": pd.Series([], dtype=float),
+            "submit_s": pd.Series([], dtype=float),
+        }
+    )
 
 
 def _mean(values: list[float]) -> float | None:
@@ -262,12 +323,14 @@ MEMBER_KEYS = (
     "p95_wait_s",
     "mean_jct_s",
     "preemptions",
-    "standalone_mean_jct_s",
-    "pooled_mean_jct_s_same_jobs",
-    "standalone_mean_wait_s",
-    "standalone_jobs_completed",
-    "standalone_never_runs",
-    "pooling_dividend_gpu_hours",
+    "reclaim_lost_fraction",
+    "preemptions_per_job_max",
+    "preemptions_per_job_p99",
+    "time_to_entitlement_episodes",
+    "time_to_entitlement_p50_s",
+    "time_to_entitlement_p99_s",
+    "time_to_entitlement_max_s",
+    *STANDALONE_KEYS,
 )
 
 
@@ -308,13 +371,21 @@ def summary_dict(
         g, policy.sharing.reclaim_grace_period_seconds
     )
     overall["preemptions"] = int(jobs["preemptions"].sum()) if not jobs.empty else 0
+    overall.update(_waiting_figures(result, jobs, members))
     if alone is not None:
         jcts = [v for r in alone.values() for v in r.jct_s.values()]
         overall["standalone_mean_jct_s"] = _mean(jcts)
         overall["pooling_dividend_gpu_hours"] = float(members["pooling_dividend_gpu_hours"].sum())
+        overall.update(_same_jobs_overall(jobs, alone))
+        worse = [v for v in members["worse_off_pooled"] if v is True]
+        overall["members_worse_off_pooled"] = len(worse)
     else:
         overall["standalone_mean_jct_s"] = None
         overall["pooling_dividend_gpu_hours"] = None
+        overall.update(
+            dict.fromkeys(("jct_ratio_mean", "jct_ratio_p95", "share_jobs_finished_later"))
+        )
+        overall["members_worse_off_pooled"] = None
     per_member = {
         str(row["member"]): {key: _clean(row[key]) for key in MEMBER_KEYS}
         for row in members.to_dict("records")
@@ -343,6 +414,42 @@ def summary_dict(
             "jobs_unfinished": len(result.unfinished()),
             "standalone": alone is not None,
         },
+    }
+
+
+def _waiting_figures(
+    result: SimulationResult, jobs: pd.DataFrame, members: pd.DataFrame
+) -> dict[str, object]:
+    """Idle while waiting by cause, reclaim lost, preemptions per job, time to
+    entitlement: the pool's figures (docs/metrics.md)."""
+    idle = result.idle_while_waiting_gpu_s
+    out: dict[str, object] = {
+        "idle_while_waiting_gpu_h": metrics.hours(sum(idle.values())),
+        **{
+            f"idle_while_waiting_{cause}_gpu_h": metrics.hours(idle.get(cause, 0.0))
+            for cause in IDLE_CAUSES
+        },
+        "capacity_gpu_h_while_pending": metrics.hours(result.capacity_gpu_s_while_pending),
+    }
+    lost = float(jobs["lost_gpu_s"].sum()) if not jobs.empty else 0.0
+    used = float(members["gpu_hours_used"].sum()) * 3600.0 if not members.empty else 0.0
+    out["reclaim_lost_fraction"] = metrics.reclaim_lost_fraction(lost, used)
+    out.update(metrics.preemptions_per_job(jobs["preemptions"] if not jobs.empty else []))
+    out.update(metrics.time_to_entitlement([b - a for _, _, a, b in result.entitlement_episodes]))
+    return out
+
+
+def _same_jobs_overall(jobs: pd.DataFrame, alone: dict[str, StandaloneResult]) -> dict[str, object]:
+    """Every member's same jobs pooled against standalone, pooled together."""
+    if jobs.empty:
+        return {"jct_ratio_mean": None, "jct_ratio_p95": None, "share_jobs_finished_later": None}
+    standalone = {j: v for r in alone.values() for j, v in r.jct_s.items()}
+    both = jobs[jobs["completed"] & jobs["job_id"].isin(standalone)]
+    same = metrics.SameJobs.of(list(both["jct_s"]), [standalone[j] for j in both["job_id"]])
+    return {
+        "jct_ratio_mean": same.jct_ratio_mean,
+        "jct_ratio_p95": same.jct_ratio_p95,
+        "share_jobs_finished_later": same.share_finished_later,
     }
 
 

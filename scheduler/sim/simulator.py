@@ -41,6 +41,7 @@ from scheduler.engine.decisions import Decisions, MemberShare
 from scheduler.engine.snapshot import Node, RunningPod, Snapshot
 from scheduler.engine.usage import advance_usage_history, lost_gpu_seconds
 from scheduler.sim.cluster import SimCluster, SimulationInvariantError
+from scheduler.sim.waiting import Limits, State, WaitMeter
 from scheduler.traces.model import Trace, TraceJob
 
 Engine = Callable[[Snapshot, Policy], Decisions]
@@ -170,6 +171,11 @@ class SimulationResult:
     models: tuple[str, ...] = ()
     capacity: Mapping[tuple[str, str], int] = field(default_factory=dict)
     entitlement: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    idle_while_waiting_gpu_s: Mapping[str, float] = field(default_factory=dict)
+    """Cause -> idle GPU-seconds while some job was pending (`scheduler.sim.waiting`)."""
+    capacity_gpu_s_while_pending: float = 0.0
+    entitlement_episodes: list[tuple[str, str, float, float]] = field(default_factory=list)
+    """(member, model, start, end): stretches a member waited for owed GPUs."""
 
     def unfinished(self) -> list[JobRecord]:
         return [r for r in self.jobs.values() if r.state is not JobState.DONE]
@@ -238,6 +244,7 @@ class Simulator:
         self._end = 0.0
         self._nominated: set[str] = set()
         self._bound_this_cycle: dict[tuple[str, str], int] = {}
+        self.meter = WaitMeter(nodes, cap.entitlement, Limits.of(policy))
 
     # -- events ---------------------------------------------------------------------
     def _push(self, time: float, kind: EventKind, job_id: str, token: int) -> None:
@@ -273,6 +280,7 @@ class Simulator:
                 self.progress(now, self._finished)
         if self.progress is not None:
             self.progress(self._end, self._finished)
+        self.meter.finish(self._end)
         return SimulationResult(
             policy=self.policy,
             nodes=self.cluster.nodes,
@@ -293,6 +301,9 @@ class Simulator:
             models=self._models,
             capacity=dict(self.cluster.capacity.by_owner_model),
             entitlement=dict(self.cluster.capacity.entitlement),
+            idle_while_waiting_gpu_s=dict(self.meter.idle_gpu_s),
+            capacity_gpu_s_while_pending=self.meter.capacity_gpu_s_while_pending,
+            entitlement_episodes=self.meter.entitlement_episodes,
         )
 
     def _handle(self, kind: EventKind, record: JobRecord, token: int, now: float) -> bool:
@@ -581,6 +592,28 @@ class Simulator:
                     self._last_row[key] = row
                     self.timeline.append((now, member, model, *row))
         self._bound_this_cycle = {}
+        self._observe_waiting(now)
+
+    def _observe_waiting(self, now: float) -> None:
+        nominated: dict[str, int] = {}
+        for job_id in self._nominated:
+            job = self.cluster.pending.get(job_id)
+            if job is None:
+                continue
+            per_pod = {p.uid: p.spec.gpus for p in job.pods}
+            for uid, node in job.nominated_nodes.items():
+                nominated[node] = nominated.get(node, 0) + per_pod.get(uid, 0)
+        lent: dict[str, int] = {}
+        for (owner, _), gpus in self._lent.items():
+            lent[owner] = lent.get(owner, 0) + gpus
+        state = State(
+            free=self.cluster.free_gpus_by_node,
+            shapes=self.cluster.pending_shapes,
+            nominated=nominated,
+            allocated=self._allocated,
+            lent=lent,
+        )
+        self.meter.observe(now, state)
 
     def _pending_gpus(self) -> dict[tuple[str, str], int]:
         """Pending GPUs per (member, model), for instants without an engine cycle. A job

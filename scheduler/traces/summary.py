@@ -69,3 +69,12 @@ def offered_load(trace: Trace, gpus: int, span_s: float) -> float:
 def span_s(trace: Trace) -> float:
     """From time 0 to the last submission plus its run time, at the latest job end."""
     return max((j.submit_time + j.duration_s for j in trace.jobs), default=0.0)
+
+
+def submission_window_s(trace: Trace) -> float:
+    """From the first submission to the last: the stretch over which the trace offers
+    work, so neither the drain after the last submission nor a lead-in dilutes a load."""
+    if not trace.jobs:
+        return 0.0
+    submits = [j.submit_time for j in trace.jobs]
+    return max(submits) - min(submits)

@@ -179,3 +179,60 @@ def test_job_stats_of_nothing_are_none() -> None:
         "p95_wait_s": None,
         "mean_jct_s": None,
     }
+
+
+def test_reclaim_lost_fraction() -> None:
+    assert metrics.reclaim_lost_fraction(50.0, 1000.0) == 0.05
+    assert metrics.reclaim_lost_fraction(0.0, 0.0) is None
+
+
+def test_preemptions_per_job_max_and_p99() -> None:
+    # 100 jobs: 98 never preempted, one twice, one 52 times. The p99's rank 0.99 x 99 =
+    # 98.01 lies between sorted index 98 (2) and 99 (52): 2 + 0.01 x 50 = 2.5.
+    figures = metrics.preemptions_per_job([0] * 98 + [2, 52])
+    assert figures["preemptions_per_job_max"] == 52
+    assert figures["preemptions_per_job_p99"] == pytest.approx(2.5)
+    assert metrics.preemptions_per_job([]) == {
+        "preemptions_per_job_max": None,
+        "preemptions_per_job_p99": None,
+    }
+
+
+def test_time_to_entitlement_leaves_out_zero_episodes() -> None:
+    figures = metrics.time_to_entitlement([0.0, 30.0, 10.0, 20.0])
+    assert figures["time_to_entitlement_episodes"] == 3
+    assert figures["time_to_entitlement_p50_s"] == 20
+    # p99 of 10, 20, 30: rank 2 x 0.99 = 1.98 -> 20 + 0.98 x 10.
+    assert figures["time_to_entitlement_p99_s"] == pytest.approx(29.8)
+    assert figures["time_to_entitlement_max_s"] == 30
+
+
+def test_same_jobs_ratios_and_share_later() -> None:
+    # Pooled 100, 300, 200 s against standalone 200, 200, 200 s.
+    same = metrics.SameJobs.of([100.0, 300.0, 200.0], [200.0, 200.0, 200.0])
+    assert same.jobs == 3
+    assert same.jct_ratio_mean == pytest.approx(1.0)
+    # p95 pooled: rank 2 x 0.95 = 1.9 over 100, 200, 300 -> 290; standalone 200.
+    assert same.jct_ratio_p95 == pytest.approx(290 / 200)
+    # Only the second finished later (the third equal is not later).
+    assert same.share_finished_later == pytest.approx(1 / 3)
+    assert metrics.SameJobs.of([], []).jct_ratio_mean is None
+    with pytest.raises(ValueError, match="pair up"):
+        metrics.SameJobs.of([1.0], [])
+
+
+def test_work_done_by_counts_whole_jobs_ended_in_time() -> None:
+    # 2 GPUs x 100 s ended at 150, 4 x 50 ended at 300 (late), 1 x 10 never ended.
+    done = metrics.work_done_by([2, 4, 1], [100.0, 50.0, 10.0], [150.0, 300.0, float("nan")], 200.0)
+    assert done == 200.0
+
+
+def test_worse_off_pooled() -> None:
+    # Within 5 % or 1 h of standalone is not worse off; the larger bound applies.
+    assert metrics.worse_off_pooled(3600.0 + 3599.0, 3600.0, 0.0) is False
+    assert metrics.worse_off_pooled(3600.0 + 3601.0, 3600.0, 0.0) is True
+    assert metrics.worse_off_pooled(104_000.0, 100_000.0, 0.0) is False
+    assert metrics.worse_off_pooled(106_000.0, 100_000.0, 0.0) is True
+    # Less own work done within the window is worse off whatever the JCT.
+    assert metrics.worse_off_pooled(10.0, 100.0, -0.5) is True
+    assert metrics.worse_off_pooled(None, 100.0, 0.0) is None

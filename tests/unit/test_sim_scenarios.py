@@ -124,24 +124,105 @@ def test_standalone_replay_by_hand() -> None:
     assert alone["b"].jct_s == {"b1": 500} and alone["b"].wait_s == {"b1": 0}
 
 
-def test_pooling_dividend_and_standalone_jct() -> None:
+def test_pooling_dividend_is_work_done_not_lost_work() -> None:
+    # a1 runs on a's node, a2 borrows b's idle node: both end by t=1500. b1 comes at
+    # t=2000, the last submission, when everything is free: nothing is ever reclaimed.
+    # Standalone a runs a1 [0,1000) then a2 [1000,2500).
     pol = policy()
     jobs = trace(
         job("a1", "a", 0, 1000, 4),
-        job("a2", "a", 0, 1000, 4),
-        job("b1", "b", 100, 500, 4),
+        job("a2", "a", 0, 1500, 4),
+        job("b1", "b", 2000, 500, 4),
     )
     result = Simulator(NODES, pol, jobs).run()
     alone = replay_all(NODES, pol, jobs, ["a", "b"])
     study = build_study(pol, START, result, alone)
     m = study.summary["members"]
-    assert m["a"]["standalone_mean_jct_s"] == pytest.approx(1500)
+    assert m["a"]["standalone_mean_jct_s"] == pytest.approx(1750)
     assert m["b"]["standalone_mean_jct_s"] == pytest.approx(500)
-    # Over the pooled window [0,1630]: a used 8520 GPU-s pooled, 4 x 1630 standalone.
-    assert m["a"]["pooling_dividend_gpu_hours"] == pytest.approx(2000 / 3600, abs=1e-6)
+    # Work done by t=2000: pooled 4x1000 + 4x1500; standalone only a1, 4x1000.
+    assert m["a"]["pooling_dividend_gpu_hours"] == pytest.approx(6000 / 3600, abs=1e-6)
     assert m["b"]["pooling_dividend_gpu_hours"] == pytest.approx(0, abs=1e-6)
+    # Nothing was lost to reclaim, and a used 10,000 GPU-s over [0, 2500] both ways, so
+    # neither lost work nor used GPU-hours would have shown the dividend.
+    assert m["a"]["gpu_hours_lost_to_reclaim"] == 0
+    assert m["a"]["gpu_hours_used"] == pytest.approx(10000 / 3600, abs=1e-6)
+    # Same jobs: pooled JCTs 1000, 1500 against 1000, 2500 standalone.
+    assert m["a"]["jct_ratio_mean"] == pytest.approx(1250 / 1750, abs=1e-6)
+    assert m["a"]["jct_ratio_p95"] == pytest.approx(1475 / 2425, abs=1e-6)
+    assert m["a"]["share_jobs_finished_later"] == 0
+    assert m["a"]["worse_off_pooled"] is False
+    assert study.summary["members_worse_off_pooled"] == 0
     assert m["a"]["standalone_never_runs"] == 0
-    assert study.jobs.set_index("job_id").loc["a2", "standalone_jct_s"] == 2000
+    assert study.jobs.set_index("job_id").loc["a2", "standalone_jct_s"] == 2500
+
+
+def test_pooling_dividend_negative_when_pooling_delays_own_work() -> None:
+    # a's 8-GPU gang borrows both nodes at t=0; b1 (4 GPUs, 600 s) comes at t=100 and
+    # reclaims: the gang is preempted, gone at t=130, and restarts from zero at 730
+    # (after b1), ending at 2730. b's last submission b2 at t=3000 ends the window.
+    # Standalone b runs b1 [100,700): both ways b1 is done by 3000, so b's dividend is 0;
+    # a's gang cannot fit a's 4-GPU node alone, so it never runs standalone: the
+    # pooled gang's 8x2000 GPU-s are all dividend.
+    pol = policy()
+    jobs = trace(
+        job("a1", "a", 0, 2000, 4, pods=2),
+        job("b1", "b", 100, 600, 4),
+        job("b2", "b", 3000, 10, 1),
+    )
+    result = Simulator(NODES, pol, jobs).run()
+    assert result.jobs["a1"].preemptions == 1 and result.jobs["a1"].end == 2730
+    alone = replay_all(NODES, pol, jobs, ["a", "b"])
+    study = build_study(pol, START, result, alone)
+    m = study.summary["members"]
+    assert m["a"]["pooling_dividend_gpu_hours"] == pytest.approx(16000 / 3600, abs=1e-6)
+    assert m["a"]["gpu_hours_lost_to_reclaim"] == pytest.approx(8 * 130 / 3600, abs=1e-6)
+    assert m["b"]["pooling_dividend_gpu_hours"] == pytest.approx(0, abs=1e-6)
+    # Lost 8 x 130 GPU-s out of 8 x 130 + 8 x 2000 used.
+    assert m["a"]["reclaim_lost_fraction"] == pytest.approx(130 / 2130, abs=1e-6)
+    assert m["a"]["preemptions_per_job_max"] == 1
+
+
+def test_time_to_entitlement_of_a_reclaim() -> None:
+    # b1 could use b's entitlement from t=100 (b holds nothing, its node is empty when
+    # the borrowed a2 is gone); it starts at 130, after the 30 s grace period.
+    result = borrow_then_reclaim()
+    assert result.entitlement_episodes == [("b", MODEL, 100.0, 130.0)]
+    study = build_study(result.policy, START, result, None)
+    s = study.summary
+    assert s["time_to_entitlement_max_s"] == 30
+    assert s["members"]["b"]["time_to_entitlement_p99_s"] == 30
+    assert s["members"]["a"]["time_to_entitlement_episodes"] == 0
+    # Work waited over [100, 630) (b1, then the restarted a2), and nothing was idle: a2's
+    # pods held b's node in their grace period, then a1 and b1 filled both nodes.
+    assert s["idle_while_waiting_gpu_h"] == 0
+    assert s["capacity_gpu_h_while_pending"] == pytest.approx(8 * 530 / 3600, abs=1e-6)
+    # a2: 4 x 130 lost out of 8520 used by a; 520 of the pool's 10520.
+    assert s["reclaim_lost_fraction"] == pytest.approx(520 / 10520, abs=1e-6)
+    assert s["preemptions_per_job_max"] == 1
+
+
+def test_idle_while_waiting_from_fragmentation() -> None:
+    # x1 and x2 take 3 GPUs of each 4-GPU node; y (2 GPUs, t=10) finds 2 free GPUs in
+    # total but 1 per node: fragmentation, 2 GPUs x 990 s, until both end at 1000.
+    # a holds 3 of its 4: y would borrow, and b is within its entitlement, so no reclaim.
+    result = run(
+        policy(),
+        job("x1", "a", 0, 1000, 3),
+        job("x2", "b", 0, 1000, 3),
+        job("y", "a", 10, 500, 2),
+    )
+    assert result.jobs["y"].first_start == 1000
+    idle = result.idle_while_waiting_gpu_s
+    assert idle["fragmentation"] == pytest.approx(2 * 990)
+    assert sum(idle.values()) == pytest.approx(2 * 990)
+    assert result.capacity_gpu_s_while_pending == pytest.approx(8 * 990)
+    assert result.entitlement_episodes == []
+    study = build_study(result.policy, START, result, None)
+    s = study.summary
+    assert s["idle_while_waiting_fragmentation_gpu_h"] == pytest.approx(1980 / 3600, abs=1e-6)
+    # The identity: allocated + idle = capacity over the instants work waits.
+    assert s["utilization_while_pending"] == pytest.approx(6 / 8)
 
 
 def test_usage_rows_split_at_hour_boundaries() -> None:

@@ -185,3 +185,20 @@ def test_installed_command_exit_codes(tmp_path: Path) -> None:
     )
     assert failed.returncode == 2
     assert "line 1, column gpus_per_pod: missing required column" in failed.stderr
+
+
+def test_check_reports_offered_load_over_the_submission_window(tmp_path: Path) -> None:
+    # 64 GPUs. Submissions at t=3600 and t=7200: a 1-hour window. Work: 32 GPUs x 1 h
+    # + 32 GPUs x 10 h = 352 GPU-h against 64 GPU-h: 5.50. Over the span to the last
+    # end (t=7200 + 36000) it would read 0.46.
+    out = tmp_path / "t.csv"
+    out.write_text(
+        "job_id,org,submit_time,duration_s,num_pods,gpus_per_pod\n"
+        "j1,uni-north,3600,3600,4,8\n"
+        "j2,uni-north,7200,36000,4,8\n",
+        encoding="utf-8",
+    )
+    checked = run("check", out, "--cluster", CLUSTER)
+    assert checked.exit_code == 0, checked.output
+    text = " ".join(checked.output.split())
+    assert "offered load 5.50 on 64 GPUs over the submission window (1.0 h" in text

@@ -1,0 +1,311 @@
+"""Fairness benchmark: fairpool against a fairness-blind baseline on the same traces.
+
+Each scenario replays one trace on one cluster twice: with the engine (plus every
+member's standalone replay) and with the baseline of `scheduler.sim.baseline` (one FIFO
+queue, greedy backfill, best-fit packing, no preemption, no fairness). Both are measured
+by the same metrics code (docs/metrics.md), so the rows compare figure by figure.
+
+Scenarios (`BENCH_FAIRNESS=demo,small,mixed,philly` picks some; all by default;
+`BENCH_FAIRNESS_DAYS=N` shortens every trace to N days):
+- demo: `fairpool simulate`'s built-in defaults (64 GPUs, 4 members, load 1.2, 30 days);
+- small: small jobs with long runs next to 8-GPU pods and 2 x 8 gangs, 64 GPUs of
+  8-GPU nodes, 4 members, load 1.2, 7 days (the shape that fragments nodes);
+- mixed: three GPU models on 8-, 4- and 2-GPU nodes, 5 members, load 1.2, 7 days;
+- philly: Philly-shaped, 15 members on 69 8-GPU nodes (552 GPUs), about 5,300 jobs over
+  30 days at a load of 1.4: made like `fairpool trace synth --cluster <that cluster>
+  --days 30 --load 0.15 --seed 3` (heavy-tailed log-normal run times, about 70 % 1-GPU
+  jobs, 8-GPU pods and 16- to 64-GPU gangs of 8-GPU pods, bursty submissions), every
+  run time then stretched 9.4 times: Philly's jobs run longer than the generic mix, so
+  as many GPU-hours come in fewer, longer jobs. No public data file is needed or
+  committed.
+
+Runtime on 2 cores: about 5 min for all four (4 min 46 s measured), 3 min of it the
+philly scenario (fairpool with its 15 standalone replays in 2 processes, then the
+baseline); up to 13 min when other work shares the cores. `BENCH_FAIRNESS=small,mixed`
+takes under 1 min. The `wall s` column says where the time went.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from policies.inventory import ClusterInventory, load_inventory, parse_inventory
+from policies.loader import load_policy, parse_policy
+from policies.model import Policy
+from scheduler.sim.baseline import run_baseline
+from scheduler.sim.cluster import build_nodes
+from scheduler.sim.pipeline import Study, run_study
+from scheduler.traces.model import Trace, TraceJob
+
+ROOT = Path(__file__).parents[1]
+START = datetime(2026, 10, 1, tzinfo=UTC)
+H100 = "NVIDIA-H100-80GB-HBM3"
+A100 = "NVIDIA-A100-SXM4-80GB"
+L4 = "NVIDIA-L4"
+DAY_S = 86_400.0
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    make: Callable[[float | None], tuple[ClusterInventory, Policy, Trace]]
+    """(days override) -> inventory, policy, trace."""
+
+
+def _policy(members: list[str], models: list[str]) -> Policy:
+    rows = "\n".join(f"    - {{name: {m}, namespaces: ['{m}']}}" for m in members)
+    prices = "\n".join(f"    - {{name: {m}, hourlyCost: '2.00'}}" for m in models)
+    return parse_policy(
+        "apiVersion: fairpool.io/v1\nkind: Policy\nspec:\n"
+        f"  gpuModels:\n{prices}\n  members:\n{rows}\n"
+        "  sharing: {reclaimGracePeriodSeconds: 30, minRuntimeSeconds: 600, "
+        "usageHalfLifeHours: 168}\n"
+    )
+
+
+def _inventory(groups: list[tuple[str, str, int, int]]) -> ClusterInventory:
+    """(owner, model, nodes, GPUs per node) per node group."""
+    lines = [
+        f"    - {{name: {owner}-{i}, owner: {owner}, count: {count}, gpusPerNode: {gpus}, "
+        f"gpuModel: {model}, topologyDomain: rack-{owner}}}"
+        for i, (owner, model, count, gpus) in enumerate(groups)
+    ]
+    return parse_inventory(
+        "apiVersion: fairpool.io/v1\nkind: ClusterInventory\nspec:\n  nodeGroups:\n"
+        + "\n".join(lines)
+        + "\n"
+    )
+
+
+def _synthetic(
+    inventory: ClusterInventory, policy: Policy, days: float, load: float, seed: int
+) -> Trace:
+    from scheduler.cli.simulate import default_trace
+
+    trace, _ = default_trace(inventory, policy, days, load, seed)
+    return trace
+
+
+def demo(days: float | None) -> tuple[ClusterInventory, Policy, Trace]:
+    inventory = load_inventory(ROOT / "policies" / "defaults" / "cluster.yaml")
+    policy = load_policy(ROOT / "policies" / "defaults" / "policy.yaml")
+    return inventory, policy, _synthetic(inventory, policy, days or 30.0, 1.2, 42)
+
+
+def small(days: float | None) -> tuple[ClusterInventory, Policy, Trace]:
+    """85 % 1-GPU jobs running for hours (log-normal, median 6 h), 10 % 1 x 8-GPU pods
+    and 5 % 2 x 8 gangs (median 3 h), Poisson arrivals sized for a load of 1.2."""
+    members = [f"org-{i}" for i in range(1, 5)]
+    inventory = _inventory([(m, H100, 2, 8) for m in members])
+    policy = _policy(members, [H100])
+    span = (days or 7.0) * DAY_S
+    rng = np.random.default_rng(11)
+    shapes = [(1, 1, 6 * 3600.0), (1, 8, 3 * 3600.0), (2, 8, 3 * 3600.0)]
+    share = np.array([0.85, 0.10, 0.05])
+    sigma = 1.2
+    mean_work = sum(
+        p * pods * gpus * median * np.exp(sigma**2 / 2)
+        for p, (pods, gpus, median) in zip(share, shapes, strict=True)
+    )
+    count = int(1.2 * 64 * span / mean_work)
+    jobs = []
+    for i in range(count):
+        pods, gpus, median = shapes[rng.choice(3, p=share)]
+        duration = float(np.clip(rng.lognormal(np.log(median), sigma), 60.0, 3 * DAY_S))
+        jobs.append(
+            TraceJob(
+                job_id=f"s{i:05d}",
+                org=members[int(rng.integers(len(members)))],
+                submit_time=float(rng.uniform(0.0, span)),
+                duration_s=round(duration),
+                num_pods=pods,
+                gpus_per_pod=gpus,
+                gpu_model=H100,
+            )
+        )
+    jobs.sort(key=lambda j: (j.submit_time, j.job_id))
+    return inventory, policy, Trace(tuple(jobs))
+
+
+def mixed(days: float | None) -> tuple[ClusterInventory, Policy, Trace]:
+    members = [f"org-{i}" for i in range(1, 6)]
+    groups = [
+        ("org-1", H100, 2, 8),
+        ("org-2", H100, 1, 8),
+        ("org-2", A100, 2, 4),
+        ("org-3", A100, 4, 4),
+        ("org-4", L4, 6, 2),
+        ("org-5", H100, 1, 8),
+        ("org-5", L4, 4, 2),
+    ]
+    inventory = _inventory(groups)
+    policy = _policy(members, [H100, A100, L4])
+    return inventory, policy, _synthetic(inventory, policy, days or 7.0, 1.2, 5)
+
+
+PHILLY_STRETCH = 9.4
+PHILLY_NODES = (12, 9, 8, 6, 5, 5, 4, 4, 3, 3, 3, 2, 2, 2, 1)
+"""8-GPU nodes per member: 69 nodes, 552 GPUs, unequal like Philly's virtual clusters."""
+
+
+def philly(days: float | None) -> tuple[ClusterInventory, Policy, Trace]:
+    members = [f"vc-{i:02d}" for i in range(1, len(PHILLY_NODES) + 1)]
+    inventory = _inventory(
+        [(m, "NVIDIA-P100", n, 8) for m, n in zip(members, PHILLY_NODES, strict=True)]
+    )
+    policy = _policy(members, ["NVIDIA-P100"])
+    trace = _synthetic(inventory, policy, days or 30.0, 1.4 / PHILLY_STRETCH, 3)
+    return (
+        inventory,
+        policy,
+        Trace(
+            tuple(replace(j, duration_s=j.duration_s * PHILLY_STRETCH) for j in trace.jobs),
+            trace.start_epoch,
+        ),
+    )
+
+
+SCENARIOS = (
+    Scenario("demo", demo),
+    Scenario("small", small),
+    Scenario("mixed", mixed),
+    Scenario("philly", philly),
+)
+
+COLUMNS = (
+    ("scenario", "scenario"),
+    ("scheduler", "scheduler"),
+    ("jobs", "jobs"),
+    ("uwp", "util. while pending"),
+    ("frag", "idle: fragm. %"),
+    ("few", "idle: too few %"),
+    ("held", "idle: held %"),
+    ("limits", "idle: limits %"),
+    ("placeable", "idle: placeable %"),
+    ("other", "idle: other model %"),
+    ("lost", "lost to reclaim %"),
+    ("preempt", "max preempt./job"),
+    ("tte", "time to entitl. p99"),
+    ("jain", "Jain"),
+    ("jct", "mean JCT"),
+    ("wait", "p95 wait"),
+    ("ratio", "mean JCT / baseline"),
+    ("worse", "members worse off pooled"),
+    ("wall", "wall s"),
+)
+
+
+def _pct(summary: dict[str, object], key: str) -> str:
+    value = summary[key]
+    capacity = summary["capacity_gpu_h_while_pending"]
+    if not isinstance(value, int | float) or not isinstance(capacity, int | float) or not capacity:
+        return "—"
+    return f"{100 * value / capacity:.1f}"
+
+
+def _num(value: object, fmt: str = "{:.3f}") -> str:
+    return fmt.format(value) if isinstance(value, int | float) else "—"
+
+
+def _h(seconds: object) -> str:
+    if not isinstance(seconds, int | float):
+        return "—"
+    return f"{seconds / 60:.0f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"
+
+
+def row(study: Study, baseline_jct: object, wall: float) -> dict[str, str]:
+    s = study.summary
+    lost = s["reclaim_lost_fraction"]
+    jct = s["mean_jct_s"]
+    ratio = (
+        jct / baseline_jct
+        if isinstance(jct, int | float) and isinstance(baseline_jct, int | float)
+        else None
+    )
+    return {
+        "jobs": f"{s['jobs_completed']}/{s['jobs_submitted']}",
+        "uwp": _num(s["utilization_while_pending"]),
+        "frag": _pct(s, "idle_while_waiting_fragmentation_gpu_h"),
+        "few": _pct(s, "idle_while_waiting_too_few_free_gpu_h"),
+        "held": _pct(s, "idle_while_waiting_held_gpu_h"),
+        "limits": _pct(s, "idle_while_waiting_limits_gpu_h"),
+        "placeable": _pct(s, "idle_while_waiting_placeable_gpu_h"),
+        "other": _pct(s, "idle_while_waiting_other_model_gpu_h"),
+        "lost": _num(100 * lost if isinstance(lost, float) else None, "{:.2f}"),
+        "preempt": _num(s["preemptions_per_job_max"], "{:.0f}"),
+        "tte": _h(s["time_to_entitlement_p99_s"]),
+        "jain": _num(s["fairness_jain"]),
+        "jct": _h(jct),
+        "wait": _h(s["p95_wait_s"]),
+        "ratio": _num(ratio, "{:.2f}"),
+        "worse": f"{s['members_worse_off_pooled']}/{len(s['members'])}",  # type: ignore[arg-type]
+        "wall": f"{wall:.0f}",
+    }
+
+
+def measure(scenario: Scenario, days: float | None) -> list[dict[str, str]]:
+    inventory, policy, trace = scenario.make(days)
+    nodes = build_nodes(inventory)
+    began = time.perf_counter()
+    pooled = run_study(nodes, policy, trace, START, processes=2)
+    pooled_wall = time.perf_counter() - began
+    began = time.perf_counter()
+    baseline = run_baseline(nodes, policy, trace, START, pooled.standalone)
+    baseline_wall = time.perf_counter() - began
+    anchor = baseline.summary["mean_jct_s"]
+    gpus = inventory.total_gpus()
+    label = f"{scenario.name}, {gpus} GPUs"
+    return [
+        {"scenario": label, "scheduler": "fairpool", **row(pooled, anchor, pooled_wall)},
+        {"scenario": "", "scheduler": "baseline", **row(baseline, anchor, baseline_wall)},
+    ]
+
+
+def table(rows: list[dict[str, str]]) -> Table:
+    out = Table(title="fairness: fairpool against the fairness-blind baseline, same traces")
+    for key, header in COLUMNS:
+        left = key in ("scenario", "scheduler")
+        out.add_column(header, justify="left" if left else "right", no_wrap=left)
+    for i, r in enumerate(rows):
+        out.add_row(*(r[key] for key, _ in COLUMNS), end_section=i % 2 == 1)
+    return out
+
+
+def selected() -> list[Scenario]:
+    wanted = os.environ.get("BENCH_FAIRNESS", "")
+    names = {n.strip() for n in wanted.split(",") if n.strip()}
+    unknown = names - {s.name for s in SCENARIOS}
+    if unknown:
+        raise SystemExit(
+            f"BENCH_FAIRNESS: unknown scenario(s) {', '.join(sorted(unknown))} "
+            f"(known: {', '.join(s.name for s in SCENARIOS)})"
+        )
+    return [s for s in SCENARIOS if not names or s.name in names]
+
+
+def run(console: Console) -> None:
+    days_text = os.environ.get("BENCH_FAIRNESS_DAYS")
+    days = float(days_text) if days_text else None
+    rows: list[dict[str, str]] = []
+    scenarios = selected()
+    for scenario in scenarios:
+        with console.status(f"fairness: {scenario.name}"):
+            done = measure(scenario, days)
+        rows.extend(done)
+        if len(scenarios) > 1:  # each scenario as it finishes: the whole run is long
+            console.print(table(done))
+    console.print(table(rows))
+    console.print(
+        "idle %: idle GPU-hours while some job was pending, by cause, as a share of the "
+        "cluster's GPU-hours while some job was pending (docs/metrics.md); the baseline's "
+        "'members worse off' compares it to the same standalone replays."
+    )

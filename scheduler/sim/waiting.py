@@ -1,0 +1,277 @@
+"""What the cluster does while work waits, measured by the simulator at every instant.
+
+Two figures need the cluster's state (nodes, free GPUs, nominations), not just the
+allocation timeline, so the simulator feeds a `WaitMeter` after each instant's events
+and cycle; the state then holds until the next instant, so each figure is a rate
+integrated over that stretch. The cost is O(nodes + distinct pending job shapes +
+members) per instant, next to the engine's O(pending x nodes).
+
+Idle while waiting (docs/metrics.md): at an instant where some job is pending, every
+idle GPU (held by no pod) is counted once, to one cause, decided per GPU model m:
+
+1. `held`: free GPUs of a node reserved by a nomination (a reclaim or drain whose victims
+   are still terminating), up to the GPUs the nominated pods ask for on that node.
+2. The other free GPUs of model m, F in total, go to one cause for the whole model, from
+   the pending jobs that could run on m (their model is m, or any model), each looked at
+   with g = its GPUs, against F and the free GPUs node by node:
+   - `other_model`: no pending job can run on m;
+   - `placeable`: some job fits node by node and no limit stops it (the engine left it
+     waiting: ordering, a gang's topology, a policy it applies beyond these limits);
+   - `limits`: some job with g <= F is stopped by a limit: its member's `max_gpus`, the
+     GPUs other owners may still lend it (`lending_limit`), or, with borrowing off, its
+     entitlement;
+   - `fragmentation`: some job has g <= F but its pods do not fit node by node;
+   - `too_few_free`: every job asks for more than F.
+   The first that applies, in that order, wins: a cause is named only when removing it
+   alone would let a waiting job use those GPUs.
+
+Time to entitlement: per (member, model), an episode runs while the member has a
+pending job that could use the member's entitlement: its GPUs fit within
+`entitlement - allocated` of that model, and its pods fit the model's nodes when empty.
+Its length is how long the pool kept the member from what it is owed; an episode still
+open at the end of the replay ends there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from policies.model import Policy
+from scheduler.engine.snapshot import Node, PendingJob
+
+IDLE_CAUSES = ("held", "placeable", "limits", "fragmentation", "too_few_free", "other_model")
+
+Shape = tuple[str, str | None, int, int]
+"""(member, GPU model or None for any, pods, GPUs per pod) of a pending job."""
+
+
+def job_shape(job: PendingJob) -> Shape:
+    spec = job.pods[0].spec if job.pods else None
+    model = spec.gpu_model if spec is not None else None
+    gpus_per_pod = spec.gpus if spec is not None else 0
+    return job.member, model, len(job.pods), gpus_per_pod
+
+
+def slots(free: list[int], gpus_per_pod: int) -> int:
+    """How many pods of `gpus_per_pod` GPUs fit node by node into `free`."""
+    if gpus_per_pod <= 0:
+        return 1 << 30
+    return sum(f // gpus_per_pod for f in free)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What stops a member from holding more GPUs, besides free capacity."""
+
+    max_gpus: Mapping[str, int]
+    lending_limit: Mapping[str, int]
+    borrowing: bool
+
+    @staticmethod
+    def of(policy: Policy) -> Limits:
+        members = [policy.member(m) for m in policy.member_names()]
+        return Limits(
+            max_gpus={m.name: m.max_gpus for m in members if m.max_gpus is not None},
+            lending_limit={m.name: m.lending_limit for m in members if m.lending_limit is not None},
+            borrowing=policy.sharing.borrowing,
+        )
+
+
+@dataclass(frozen=True)
+class State:
+    """The cluster at one instant, as the meter needs it."""
+
+    free: Mapping[str, int]
+    """node -> free GPUs."""
+    shapes: Mapping[Shape, int]
+    """pending job shape -> how many pending jobs have it."""
+    nominated: Mapping[str, int]
+    """node -> GPUs that nominated pending pods ask for there."""
+    allocated: Mapping[tuple[str, str], int]
+    """(member, model) -> allocated GPUs (pods in their grace period included)."""
+    lent: Mapping[str, int]
+    """owner -> GPUs of other members' pods on its nodes, over all models."""
+
+
+def idle_by_cause(
+    state: State,
+    nodes_by_model: Mapping[str, list[Node]],
+    entitlement: Mapping[tuple[str, str], int],
+    limits: Limits,
+) -> dict[str, int]:
+    """Idle GPUs per cause at one instant with pending work (module docstring)."""
+    out = dict.fromkeys(IDLE_CAUSES, 0)
+    held_total = 0
+    member_total: dict[str, int] = {}
+    for (member, _), gpus in state.allocated.items():
+        member_total[member] = member_total.get(member, 0) + gpus
+    all_free = state.free
+    for model, nodes in nodes_by_model.items():
+        free = [all_free[node.name] for node in nodes]
+        if state.nominated:
+            for i, node in enumerate(nodes):
+                held = min(free[i], state.nominated.get(node.name, 0))
+                held_total += held
+                free[i] -= held
+        total = sum(free)
+        if total <= 0:
+            continue
+        free_by_owner: dict[str, int] = {}
+        for node, f in zip(nodes, free, strict=True):
+            if f:
+                owner = node.owner or ""
+                free_by_owner[owner] = free_by_owner.get(owner, 0) + f
+        flags = {"placeable": False, "limits": False, "fragmentation": False}
+        candidates = False
+        # Per model, slots depend only on the pod size and reach only on the member:
+        # a few distinct values for many pending shapes.
+        slots_of: dict[int, int] = {}
+        reach_of: dict[str, int] = {}
+        for member, job_model, pods, per_pod in state.shapes:
+            if job_model is not None and job_model != model:
+                continue
+            candidates = True
+            gpus = pods * per_pod
+            if per_pod not in slots_of:
+                slots_of[per_pod] = slots(free, per_pod)
+            if member not in reach_of:
+                reach_of[member] = _reach(member, state, free_by_owner, limits)
+            limited = reach_of[member] < gpus or _capped(
+                member, model, gpus, state, member_total, entitlement, limits
+            )
+            placeable = slots_of[per_pod] >= pods
+            if placeable and not limited:
+                flags["placeable"] = True
+                break
+            if gpus <= total and limited:
+                flags["limits"] = True
+            elif gpus <= total and not placeable:
+                flags["fragmentation"] = True
+        if not candidates:
+            out["other_model"] += total
+        else:
+            cause = next((c for c, on in flags.items() if on), "too_few_free")
+            out[cause] += total
+    out["held"] = held_total
+    return out
+
+
+def _capped(
+    member: str,
+    model: str,
+    gpus: int,
+    state: State,
+    member_total: Mapping[str, int],
+    entitlement: Mapping[tuple[str, str], int],
+    limits: Limits,
+) -> bool:
+    """The member's `max_gpus`, or with borrowing off its entitlement, stops the job."""
+    cap = limits.max_gpus.get(member)
+    if cap is not None and member_total.get(member, 0) + gpus > cap:
+        return True
+    held = state.allocated.get((member, model), 0)
+    return not limits.borrowing and held + gpus > entitlement.get((member, model), 0)
+
+
+def _reach(member: str, state: State, free_by_owner: Mapping[str, int], limits: Limits) -> int:
+    """Free GPUs of a model the member may use: its own and unowned ones, and what each
+    other owner may still lend."""
+    reach = 0
+    for owner, free in free_by_owner.items():
+        limit = limits.lending_limit.get(owner)
+        if owner == member or not owner or limit is None:
+            reach += free
+        else:
+            reach += min(free, max(0, limit - state.lent.get(owner, 0)))
+    return reach
+
+
+def owed_keys(
+    state: State,
+    entitlement: Mapping[tuple[str, str], int],
+    models: tuple[str, ...],
+    fits_empty: Mapping[tuple[str, int, int], bool],
+) -> set[tuple[str, str]]:
+    """(member, model) keys whose member has a pending job that could use its
+    entitlement of that model (module docstring)."""
+    out: set[tuple[str, str]] = set()
+    for member, job_model, pods, per_pod in state.shapes:
+        gpus = pods * per_pod
+        for model in models if job_model is None else (job_model,):
+            key = (member, model)
+            if key in out:
+                continue
+            room = entitlement.get(key, 0) - state.allocated.get(key, 0)
+            if 0 < gpus <= room and fits_empty.get((model, pods, per_pod), False):
+                out.add(key)
+    return out
+
+
+@dataclass
+class WaitMeter:
+    """Integrates idle-while-waiting per cause and times owed episodes (module docstring)."""
+
+    nodes: tuple[Node, ...]
+    entitlement: Mapping[tuple[str, str], int]
+    limits: Limits
+    idle_gpu_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(IDLE_CAUSES, 0.0))
+    capacity_gpu_s_while_pending: float = 0.0
+    """Cluster GPUs x seconds during which some job was pending."""
+    entitlement_episodes: list[tuple[str, str, float, float]] = field(default_factory=list)
+    """(member, model, start, end) of every owed episode."""
+    _rates: dict[str, int] = field(default_factory=dict)
+    _pending: bool = False
+    _since: float = 0.0
+    _owed_since: dict[tuple[str, str], float] = field(default_factory=dict)
+    _by_model: dict[str, list[Node]] = field(default_factory=dict)
+    _fits_empty: dict[tuple[str, int, int], bool] = field(default_factory=dict)
+    _gpus: int = 0
+
+    def __post_init__(self) -> None:
+        for node in self.nodes:
+            if node.gpu_model is not None and node.gpus > 0:
+                self._by_model.setdefault(node.gpu_model, []).append(node)
+        self._gpus = sum(n.gpus for ns in self._by_model.values() for n in ns)
+
+    def observe(self, now: float, state: State) -> None:
+        """The state from `now` on (until the next call)."""
+        self._accrue(now)
+        self._pending = bool(state.shapes)
+        if not self._pending:
+            self._rates = {}
+            self._close(set(), now)
+            return
+        self._rates = idle_by_cause(state, self._by_model, self.entitlement, self.limits)
+        for shape in state.shapes:
+            self._remember_fit(shape)
+        owed = owed_keys(state, self.entitlement, tuple(self._by_model), self._fits_empty)
+        self._close(owed, now)
+
+    def finish(self, end: float) -> None:
+        self._accrue(end)
+        self._close(set(), end)
+
+    def _accrue(self, now: float) -> None:
+        dt = now - self._since
+        if dt > 0 and self._pending:
+            self.capacity_gpu_s_while_pending += self._gpus * dt
+            for cause, gpus in self._rates.items():
+                self.idle_gpu_s[cause] += gpus * dt
+        self._since = max(self._since, now)
+
+    def _close(self, owed: set[tuple[str, str]], now: float) -> None:
+        for key in [k for k in self._owed_since if k not in owed]:
+            start = self._owed_since.pop(key)
+            self.entitlement_episodes.append((key[0], key[1], start, now))
+        for key in owed:
+            self._owed_since.setdefault(key, now)
+
+    def _remember_fit(self, shape: Shape) -> None:
+        _, job_model, pods, per_pod = shape
+        for model, nodes in self._by_model.items():
+            if job_model is not None and job_model != model:
+                continue
+            key = (model, pods, per_pod)
+            if key not in self._fits_empty:
+                self._fits_empty[key] = slots([n.gpus for n in nodes], per_pod) >= pods

@@ -1,0 +1,99 @@
+"""Idle while waiting by cause and owed keys, on hand-built cluster states.
+
+Two members a and b; a owns two 4-GPU nodes of model G (a-0, a-1), b one 8-GPU node of
+model H (b-0)."""
+
+from __future__ import annotations
+
+from scheduler.sim.waiting import Limits, State, idle_by_cause, owed_keys
+from tests.unit.test_sim_helpers import node
+
+NODES = {"G": [node("a-0", "a", 4, "G"), node("a-1", "a", 4, "G")], "H": [node("b-0", "b", 8, "H")]}
+ENTITLEMENT = {("a", "G"): 8, ("b", "H"): 8, ("a", "H"): 0, ("b", "G"): 0}
+NO_LIMITS = Limits(max_gpus={}, lending_limit={}, borrowing=True)
+
+
+def state(
+    free: dict[str, int],
+    shapes: dict[tuple[str, str | None, int, int], int],
+    nominated: dict[str, int] | None = None,
+    allocated: dict[tuple[str, str], int] | None = None,
+    lent: dict[str, int] | None = None,
+) -> State:
+    return State(
+        free={"a-0": 0, "a-1": 0, "b-0": 0, **free},
+        shapes=shapes,
+        nominated=nominated or {},
+        allocated=allocated or {},
+        lent=lent or {},
+    )
+
+
+def causes(s: State, limits: Limits = NO_LIMITS) -> dict[str, int]:
+    return {k: v for k, v in idle_by_cause(s, NODES, ENTITLEMENT, limits).items() if v}
+
+
+def test_fragmentation_enough_in_total_no_node_fits() -> None:
+    # 2 + 2 free G GPUs, a 4-GPU pod waits.
+    assert causes(state({"a-0": 2, "a-1": 2}, {("a", "G", 1, 4): 1})) == {"fragmentation": 4}
+
+
+def test_too_few_free() -> None:
+    # 3 free G GPUs, an 8-GPU gang of 2 x 4 waits.
+    assert causes(state({"a-0": 3}, {("a", "G", 2, 4): 1})) == {"too_few_free": 3}
+
+
+def test_other_model_when_no_waiting_job_can_use_it() -> None:
+    # H GPUs free while only a G job waits; the G job fits nowhere (too few).
+    s = state({"b-0": 8, "a-0": 1}, {("a", "G", 1, 4): 1})
+    assert causes(s) == {"other_model": 8, "too_few_free": 1}
+
+
+def test_any_model_job_counts_for_every_model() -> None:
+    s = state({"b-0": 8}, {("a", None, 1, 4): 1})
+    assert causes(s) == {"placeable": 8}
+
+
+def test_held_by_a_nomination_only_up_to_what_it_asks() -> None:
+    # a-0 has 4 free, 2 nominated to a pending 2-GPU pod (not yet bound: the rest of a
+    # cycle); the other 2 free GPUs are placeable for it.
+    s = state({"a-0": 4}, {("a", "G", 1, 2): 1}, nominated={"a-0": 2})
+    assert causes(s) == {"held": 2, "placeable": 2}
+
+
+def test_limits_max_gpus() -> None:
+    limits = Limits(max_gpus={"a": 6}, lending_limit={}, borrowing=True)
+    s = state({"a-0": 4}, {("a", "G", 1, 4): 1}, allocated={("a", "G"): 4})
+    assert causes(s, limits) == {"limits": 4}
+    assert causes(s) == {"placeable": 4}
+
+
+def test_limits_lending_limit_of_the_owner() -> None:
+    # b waits for 4 G GPUs on a's nodes; a lends at most 4 and already lends 2.
+    limits = Limits(max_gpus={}, lending_limit={"a": 4}, borrowing=True)
+    s = state({"a-0": 4}, {("b", "G", 1, 4): 1}, lent={"a": 2})
+    assert causes(s, limits) == {"limits": 4}
+
+
+def test_limits_borrowing_off() -> None:
+    limits = Limits(max_gpus={}, lending_limit={}, borrowing=False)
+    s = state({"a-0": 4}, {("b", "G", 1, 4): 1})
+    assert causes(s, limits) == {"limits": 4}
+
+
+def test_placeable_wins_over_fragmentation() -> None:
+    # One job fits node by node (1 GPU), another is fragmented (4 GPUs over 2 + 2).
+    s = state({"a-0": 2, "a-1": 2}, {("a", "G", 1, 4): 1, ("b", "G", 1, 1): 1})
+    assert causes(s) == {"placeable": 4}
+
+
+def test_owed_keys() -> None:
+    fits = {("G", 1, 4): True, ("G", 2, 4): True, ("G", 2, 2): False, ("H", 1, 4): True}
+    # a holds 4 of its 8 G: a 4-GPU job is owed, an 8-GPU gang is not (4 + 8 > 8).
+    s = state({}, {("a", "G", 1, 4): 1}, allocated={("a", "G"): 4})
+    assert owed_keys(s, ENTITLEMENT, ("G", "H"), fits) == {("a", "G")}
+    s = state({}, {("a", "G", 2, 4): 1}, allocated={("a", "G"): 4})
+    assert owed_keys(s, ENTITLEMENT, ("G", "H"), fits) == set()
+    # A job that no empty node set could hold is never owed; any-model: per model.
+    s = state({}, {("a", "G", 2, 2): 1, ("b", None, 1, 4): 1})
+    assert owed_keys(s, ENTITLEMENT, ("G", "H"), fits) == {("b", "H")}
