@@ -63,6 +63,10 @@ class SharingRules(_Strict):
     """A reclaimable pod younger than this is not preempted..."""
     preempt_below_min_runtime: bool = False
     """...unless this is set."""
+    max_reclaims_per_job: NonNegInt | None = 3
+    """A job reclaimed this many times is no longer a victim, and from then on runs only
+    within its member's entitlement (a job bigger than that entitlement may still borrow,
+    now safe from reclaim). None: no limit."""
     usage_half_life_hours: float | None = Field(default=None, gt=0)
 
 

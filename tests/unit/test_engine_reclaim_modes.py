@@ -20,7 +20,7 @@ def _within_entitlement(snap: Snapshot, pol: Policy) -> object:
     reclaimer = Reclaimer(
         ClusterState(snap),
         snap.running,
-        book.allocation.borrowed_pods,
+        book.allocation.reclaimable_pods,
         snap.now,
         pol.sharing.min_runtime_seconds,
         pol.sharing.preempt_below_min_runtime,
@@ -43,7 +43,7 @@ def _up_to_fair_share(snap: Snapshot, pol: Policy, above_ratio: float | None) ->
     reclaimer = Reclaimer(
         ClusterState(snap),
         snap.running,
-        book.allocation.borrowed_pods,
+        book.allocation.reclaimable_pods,
         snap.now,
         pol.sharing.min_runtime_seconds,
         pol.sharing.preempt_below_min_runtime,
