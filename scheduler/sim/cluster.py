@@ -180,6 +180,7 @@ class SimCluster:
             min_member=job.num_pods,
             priority=job.priority,
             submitted_at=submitted_at,
+            reclaims=attempt,
         )
 
     def nominate(self, job_id: str, nodes: Mapping[str, str]) -> None:
@@ -227,6 +228,7 @@ class SimCluster:
             spec=spec,
             priority=job.priority,
             started_at=now,
+            reclaims=job.reclaims,
         )
         self.running[pod.uid] = running
         return running
