@@ -238,7 +238,7 @@ class _Cycle:
 
     def _fits_entitlement(self, job: PendingJob, model: str | None) -> bool:
         """The job could ever run within its member's entitlement (a job bigger than it
-        never could: that one may still borrow, safe from reclaim)."""
+        never could: that one borrows wherever there is room, safe from reclaim)."""
         gpus = self._info[job.job_id].gpus
         if model is None or gpus <= 0:
             return True
@@ -248,9 +248,22 @@ class _Cycle:
         limit = self.policy.sharing.max_reclaims_per_job
         return (
             f"job {job.job_id} was reclaimed {plural(job.reclaims, 'time')}, the policy's "
-            f"limit of {limit} (maxReclaimsPerJob), so it waits to start within its "
-            f"entitlement, where it will not be reclaimed again"
+            f"limit of {limit} (maxReclaimsPerJob): it will not be reclaimed again, so "
+            f"beyond its entitlement it runs only on nodes whose owners are not likely "
+            f"to want them back"
         )
+
+    def _quiet_lenders(
+        self, member: str, model: str | None, lendable: dict[str, int]
+    ) -> dict[str, int]:
+        """`lendable` with nothing lent by owners likely to want their nodes of the
+        model back: a job that is no longer reclaimed would keep them out of them for a
+        whole run. Its own, unowned and quiet owners' nodes stay open."""
+        out = dict(lendable)
+        for owner, wanted_model in self.state.wanted:
+            if owner != member and (model is None or wanted_model == model):
+                out[owner] = 0
+        return out
 
     # -- the cycle -----------------------------------------------------------------------
     def run(self) -> Decisions:
@@ -294,6 +307,7 @@ class _Cycle:
             jid = nxt.job_id
             if (
                 self.shape_id[jid] != sid
+                or self.exhausted(nxt) != self.exhausted(job)
                 or self.book.job_model.get(jid) != model
                 or jid in self.state.holds
                 or jid in self.freeing
@@ -339,17 +353,17 @@ class _Cycle:
             if limit is not None:
                 self._wait(job, Waiting("limit", limit))
                 return
+        lendable = self.lendable()
         exhausted = self.exhausted(job)
-        if (
+        guarded = (
             exhausted
             and self._fits_entitlement(job, model)
             and not self.within_entitlement(job.member, job)
-        ):
-            self._wait(job, Waiting("limit", self._exhausted_detail(job)))
-            return
+        )
+        if guarded:
+            lendable = self._quiet_lenders(job.member, model, lendable)
         models = self._models_allowed(job, model)
-        lendable = self.lendable()
-        if self._try_place(job, lendable, models, held, exhausted or self.cautious(job)):
+        if self._try_place(job, lendable, models, held, exhausted or self.cautious(job), guarded):
             return
         if job.job_id in self.freeing:
             self._hold_while_freeing(job)
@@ -359,7 +373,12 @@ class _Cycle:
             return
         detail = self._try_reclaim(job, model, lendable)
         if job.job_id not in self.out.waiting:
-            self._wait(job, Waiting("capacity", detail))
+            if guarded:
+                # The free capacity it may not use would only mislead: say why instead.
+                detail = "; ".join(d for d in (self._exhausted_detail(job), detail) if d)
+                self._wait(job, Waiting("limit", detail))
+            else:
+                self._wait(job, Waiting("capacity", detail))
 
     def _try_place(
         self,
@@ -368,15 +387,17 @@ class _Cycle:
         models: frozenset[str] | None,
         held: bool,
         cautious: bool,
+        guarded: bool,
     ) -> bool:
         """Place the job unless one of the same shape (and, with limits that depend on
         the member, of the same member) failed already; a job whose hold was just
-        released is always tried."""
+        released is always tried. `guarded`: a job at the reclaim limit, kept to quiet
+        lenders (see `_quiet_lenders`)."""
         restricted = models is not None or any(
             h < self._info[job.job_id].gpus for o, h in lendable.items() if o != job.member
         )
         sid = self.shape_id[job.job_id]
-        shape = (sid, job.member, models) if restricted else sid
+        shape = (sid, job.member, models, guarded) if restricted else sid
         if not held and shape in self.failed:
             return False
         placed = self._place(job, lendable, models, cautious)

@@ -85,22 +85,29 @@ def test_a_job_reclaimed_up_to_the_limit_is_no_longer_a_victim() -> None:
     assert preempted(d) == ["b-young"]
 
 
-def test_a_job_at_the_limit_starts_only_within_its_entitlement() -> None:
-    # lab-a holds its whole entitlement of 8 on a1; b1 is idle. A job reclaimed 3 times
-    # would borrow on b1, so it waits; one reclaimed twice borrows.
+def test_a_job_at_the_limit_borrows_only_from_owners_that_want_little() -> None:
+    # lab-a holds its whole entitlement of 8 on a1. lab-b holds 4 of its 8 on b1 (half:
+    # likely to want the rest back). A job reclaimed 3 times is never reclaimed again,
+    # so it may not sit on b1's free half; one reclaimed twice may.
     nodes = [node("a1", "lab-a"), node("b1", "lab-b")]
-    run = [running("a-own", "lab-a", "a1", gpus=8)]
+    run = [running("a-own", "lab-a", "a1", gpus=8), running("b-own", "lab-b", "b1", gpus=4)]
     d = schedule(snapshot(nodes, [job("j", "lab-a", reclaims=3)], run), POL)
     assert d.binds == ()
     assert d.explanations["j"] == (
         f"member lab-a is below its fair share of 9 {H100} (holds 8); job j was reclaimed "
-        "3 times, the policy's limit of 3 (maxReclaimsPerJob), so it waits to start "
-        "within its entitlement, where it will not be reclaimed again"
+        "3 times, the policy's limit of 3 (maxReclaimsPerJob): it will not be reclaimed "
+        "again, so beyond its entitlement it runs only on nodes whose owners are not "
+        "likely to want them back; nothing can "
+        f"be reclaimed: no member above its fair share holds borrowed {H100} GPUs it could use"
     )
     d = schedule(snapshot(nodes, [job("j", "lab-a", reclaims=2)], run), POL)
     assert [(b.node, b.reclaimable) for b in d.binds] == [("b1", True)]
-    # Within the entitlement it starts, at home.
-    run = [running("a-own", "lab-a", "a1", gpus=4)]
+    # A quiet owner's node (lab-c runs nothing) takes it.
+    nodes.append(node("c1", "lab-c"))
+    d = schedule(snapshot(nodes, [job("j", "lab-a", reclaims=3)], run), POL)
+    assert [(b.node, b.reclaimable) for b in d.binds] == [("c1", True)]
+    # Within the entitlement it starts anywhere, at home first.
+    run = [running("a-own", "lab-a", "a1", gpus=4), running("b-own", "lab-b", "b1", gpus=4)]
     d = schedule(snapshot(nodes, [job("j", "lab-a", gpus=2, reclaims=3)], run), POL)
     assert [(b.node, b.reclaimable) for b in d.binds] == [("a1", False)]
 
