@@ -120,90 +120,126 @@ def _run(out: TextIO, labels: dict[str, str], name: str, value: str, lo: int, hi
 BLOCK = 7200  # promtool cuts 2-hour blocks and re-reads its whole input for each one
 
 
+KSM = {"job": "kube-state-metrics", "instance": "10.0.0.10:8080"}
+POD_FAMILIES = (
+    "kube_pod_container_resource_requests",
+    "kube_pod_info",
+    "kube_pod_status_phase",
+    "kube_pod_start_time",
+    "kube_pod_completion_time",
+)
+
+
+@dataclass
+class _Window:
+    """An OpenMetrics file being written with the samples in [w0, w1) only."""
+
+    out: TextIO
+    w0: int
+    w1: int
+    samples: int = 0
+
+    def family(self, name: str) -> None:
+        self.out.write(f"# TYPE {name} gauge\n")
+
+    def series(self, labels: dict[str, str], name: str, value: str, lo: int, hi: int) -> None:
+        self.samples += _run(self.out, labels, name, value, max(lo, self.w0), min(hi, self.w1))
+
+
 def write_window(
     path: Path, nodes: list[tuple[str, str, str]], pods: list[BenchPod], w0: int, w1: int
 ) -> int:
     """The samples with times in [w0, w1) as OpenMetrics; returns how many."""
-    ksm = {"job": "kube-state-metrics", "instance": "10.0.0.10:8080"}
     live = [p for p in pods if p.start < w1 and p.end + 120 > w0]
-    n = 0
-
-    def run_(labels: dict[str, str], name: str, value: str, lo: int, hi: int) -> int:
-        return _run(out, labels, name, value, max(lo, w0), min(hi, w1))
-
     with path.open("w", encoding="utf-8") as out:
-        out.write("# TYPE kube_node_labels gauge\n")
-        for node, owner, model in nodes:
-            labels = {
-                **ksm,
-                "node": node,
-                "label_fairpool_io_owner": owner,
-                "label_nvidia_com_gpu_product": model,
-            }
-            n += run_(labels, "kube_node_labels", "1", w0, w1)
-        out.write("# TYPE kube_node_status_allocatable gauge\n")
-        for node, _, _ in nodes:
-            labels = {**ksm, "node": node, "resource": "nvidia_com_gpu", "unit": "integer"}
-            n += run_(labels, "kube_node_status_allocatable", str(GPUS_PER_NODE), w0, w1)
-        out.write("# TYPE fairpool_pod_gpu_allocation gauge\n")
-        for p in live:
-            if p.fairpool:
-                labels = {
-                    "namespace": p.namespace,
-                    "pod": p.name,
-                    "uid": p.uid,
-                    "member": p.namespace,
-                    "owner": p.owner,
-                    "gpu_model": p.model,
-                    "node": p.node,
-                }
-                n += run_(labels, "fairpool_pod_gpu_allocation", str(p.gpus), p.start, p.end)
-        families = (
-            "kube_pod_container_resource_requests",
-            "kube_pod_info",
-            "kube_pod_status_phase",
-            "kube_pod_start_time",
-            "kube_pod_completion_time",
-        )
-        for family in families:
-            out.write(f"# TYPE {family} gauge\n")
+        window = _Window(out, w0, w1)
+        _node_series(window, nodes)
+        _fairpool_series(window, live)
+        for family in POD_FAMILIES:
+            window.family(family)
             for p in live:
-                ident = {**ksm, "namespace": p.namespace, "pod": p.name, "uid": p.uid}
-                gone = p.end + 120
-                if family == "kube_pod_container_resource_requests":
-                    labels = {
-                        **ident,
-                        "container": "main",
-                        "node": p.node,
-                        "resource": "nvidia_com_gpu",
-                        "unit": "integer",
-                    }
-                    n += run_(labels, family, str(p.gpus), p.start, gone)
-                elif family == "kube_pod_info":
-                    n += run_({**ident, "node": p.node}, family, "1", p.start, gone)
-                elif family == "kube_pod_status_phase":
-                    labels = {**ident, "phase": "Running"}
-                    n += run_(labels, family, "1", p.start, p.end)
-                    n += run_(labels, family, "0", p.end, gone)
-                elif family == "kube_pod_start_time":
-                    n += run_(ident, family, str(p.start), p.start, gone)
-                else:
-                    n += run_(ident, family, str(p.end), p.end, gone)
-        out.write("# TYPE DCGM_FI_PROF_GR_ENGINE_ACTIVE gauge\n")
-        for p in live:
-            for gpu in range(p.gpus):
-                labels = {
-                    "gpu": str(gpu),
-                    "Hostname": p.node,
-                    "modelName": p.model,
-                    "namespace": p.namespace,
-                    "pod": p.name,
-                }
-                n += run_(
-                    labels, "DCGM_FI_PROF_GR_ENGINE_ACTIVE", str(p.utilization), p.start, p.end
-                )
+                _kube_state_pod_series(window, family, p)
+        _dcgm_series(window, live)
         out.write("# EOF\n")
-    return n
+    return window.samples
+
+
+def _node_series(window: _Window, nodes: list[tuple[str, str, str]]) -> None:
+    """kube-state-metrics' node labels and allocatable GPUs, all the window long."""
+    window.family("kube_node_labels")
+    for node, owner, model in nodes:
+        labels = {
+            **KSM,
+            "node": node,
+            "label_fairpool_io_owner": owner,
+            "label_nvidia_com_gpu_product": model,
+        }
+        window.series(labels, "kube_node_labels", "1", window.w0, window.w1)
+    window.family("kube_node_status_allocatable")
+    for node, _, _ in nodes:
+        labels = {**KSM, "node": node, "resource": "nvidia_com_gpu", "unit": "integer"}
+        window.series(
+            labels, "kube_node_status_allocatable", str(GPUS_PER_NODE), window.w0, window.w1
+        )
+
+
+def _fairpool_series(window: _Window, live: list[BenchPod]) -> None:
+    """fairpool's allocation gauge for the pods it placed, while they run."""
+    window.family("fairpool_pod_gpu_allocation")
+    for p in live:
+        if p.fairpool:
+            labels = {
+                "namespace": p.namespace,
+                "pod": p.name,
+                "uid": p.uid,
+                "member": p.namespace,
+                "owner": p.owner,
+                "gpu_model": p.model,
+                "node": p.node,
+            }
+            window.series(labels, "fairpool_pod_gpu_allocation", str(p.gpus), p.start, p.end)
+
+
+def _kube_state_pod_series(window: _Window, family: str, p: BenchPod) -> None:
+    """One pod's series of a kube-state-metrics family, kept 2 minutes past its end."""
+    ident = {**KSM, "namespace": p.namespace, "pod": p.name, "uid": p.uid}
+    gone = p.end + 120
+    if family == "kube_pod_container_resource_requests":
+        labels = {
+            **ident,
+            "container": "main",
+            "node": p.node,
+            "resource": "nvidia_com_gpu",
+            "unit": "integer",
+        }
+        window.series(labels, family, str(p.gpus), p.start, gone)
+    elif family == "kube_pod_info":
+        window.series({**ident, "node": p.node}, family, "1", p.start, gone)
+    elif family == "kube_pod_status_phase":
+        labels = {**ident, "phase": "Running"}
+        window.series(labels, family, "1", p.start, p.end)
+        window.series(labels, family, "0", p.end, gone)
+    elif family == "kube_pod_start_time":
+        window.series(ident, family, str(p.start), p.start, gone)
+    else:
+        window.series(ident, family, str(p.end), p.end, gone)
+
+
+def _dcgm_series(window: _Window, live: list[BenchPod]) -> None:
+    """The DCGM exporter's engine activity of every GPU of every running pod."""
+    window.family("DCGM_FI_PROF_GR_ENGINE_ACTIVE")
+    for p in live:
+        for gpu in range(p.gpus):
+            labels = {
+                "gpu": str(gpu),
+                "Hostname": p.node,
+                "modelName": p.model,
+                "namespace": p.namespace,
+                "pod": p.name,
+            }
+            window.series(
+                labels, "DCGM_FI_PROF_GR_ENGINE_ACTIVE", str(p.utilization), p.start, p.end
+            )
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Report benchmark: one month (October 2026, Europe/Paris, 745 hours) of 1,000 GPUs with
 ~30,000 pods in memory, through the cost model and the renderer.
 
-Runs in a fresh subprocess so the peak RSS is the report's own. Targets (issue 5): the
+Runs in a fresh subprocess so the peak RSS is the report's own. Targets: the
 report in under 30 s, peak memory under 2 GiB."""
 
 from __future__ import annotations

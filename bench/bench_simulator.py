@@ -1,7 +1,7 @@
 """Simulator benchmark: a 30-day, 500-GPU, ~15,000-job synthetic trace on 8 members.
 
 Each configuration runs in a fresh subprocess so its peak RSS is its own; CPU seconds
-are shown beside wall seconds because the machine is shared. Targets (issue 2): the
+are shown beside wall seconds because the machine is shared. Targets: the
 30-day replay under 30 s, peak memory under 1 GiB. The time is the engine's: the
 simulator runs one `scheduler.engine.schedule` per event instant and spends ~3 % of
 the run outside it (cProfile)."""

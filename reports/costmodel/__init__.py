@@ -40,11 +40,12 @@ in the order `build.build_month_report` runs them; the words are the glossary's
   information lines. GPU-hours **lost to reclaim** are shown with their value at price,
   for information only: they were already billed as use, billing them again would
   double-count.
-- **Dividend** (summary columns `dividend_*`): GPU-hours a member used on others'
-  hardware, and in money: its lent credits, plus the value at price of what it used
-  within its purchase, minus the purchase (use of others' hardware is charged at price,
-  so it adds no money either way). The simulator's pooling dividend (pooled minus
-  standalone) is shown beside it when the usage comes from a simulation.
+- **Lent and purchase net** (summary column `lent_and_purchase_net_money`): a member's
+  lent credits, plus the value at price of what it used within its purchase, minus the
+  purchase (use of others' hardware is charged at price, so it adds no money either
+  way). The **pooling dividend** (summary column `pooling_dividend_gpu_hours`, the
+  simulator's figure from its summary.json, see docs/metrics.md) is shown beside it when
+  the usage comes from a simulation, and is empty otherwise.
 - **Tables** (`tables`): GPU-hours per day, utilization, entitlement against use, who
   used whose hardware, the pool's facts (`report.MonthReport` holds them all).
 

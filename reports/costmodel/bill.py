@@ -114,4 +114,5 @@ class BillParts:
     """shared cost name -> member -> share, cents."""
     has_data: set[str]
     efficiency: dict[str, float | None]
-    simulated_dividend: dict[str, float]
+    pooling_dividend: dict[str, float]
+    """member -> pooling dividend in GPU-hours, from a simulator's summary.json."""

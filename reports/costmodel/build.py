@@ -112,7 +112,7 @@ def build_month_report(
         shared=shared,
         has_data=_members_with_data(inputs),
         efficiency=efficiency(inputs.usage, inputs.members),
-        simulated_dividend=_simulated_dividends(simulation_summary),
+        pooling_dividend=_pooling_dividends(simulation_summary),
     )
     invoices, summary = invoices_and_summary(parts)
     coverage = measure_coverage(
@@ -255,7 +255,7 @@ def _member_order(policy: Policy, *names: pd.Series) -> list[str]:
     return order + tail
 
 
-def _simulated_dividends(summary: Mapping[str, Any] | None) -> dict[str, float]:
+def _pooling_dividends(summary: Mapping[str, Any] | None) -> dict[str, float]:
     """`pooling_dividend_gpu_hours` per member from a simulator's summary.json."""
     if not summary:
         return {}

@@ -261,9 +261,6 @@ def summary_row(
 
     purchased_h = sum(float(g) * parts.hours_in_month for g in purchased(parts.policy, m).values())
     contributed = float(hours.contributed.get(m, 0.0))
-    used_on_others = float(hours.used_on_others_charged.get(m, 0.0)) + float(
-        hours.within_purchase.get(m, 0.0)
-    )
     return {
         "member": m,
         "status": "no data" if nodata else "ok",
@@ -280,7 +277,6 @@ def summary_row(
         "reclaim_lost_gpu_hours": qty(hours.lost),
         "efficiency": parts.efficiency[m],
         **money,
-        "dividend_gpu_hours": None if nodata else used_on_others,
-        "dividend_money": money["credits"] + within_value - money["purchase_paid"],
-        "simulated_dividend_gpu_hours": parts.simulated_dividend.get(m),
+        "lent_and_purchase_net_money": money["credits"] + within_value - money["purchase_paid"],
+        "pooling_dividend_gpu_hours": parts.pooling_dividend.get(m),
     }

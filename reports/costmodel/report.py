@@ -50,7 +50,8 @@ class MonthReport:
     source: str
     hours: int
     summary: pd.DataFrame
-    """One row per member: GPU-hours, money lines, total, net settlement, dividend."""
+    """One row per member: GPU-hours, money lines, total, net settlement, lent and purchase
+    net, pooling dividend (from a simulation)."""
     invoices: pd.DataFrame
     """Line items: member, section, description, counterparty, gpu_model, gpu_hours,
     rate, amount (Decimal, None for information lines), info_value."""

@@ -91,15 +91,36 @@ def _keyed(frame: pd.DataFrame, keys: list[str], value: str) -> pd.DataFrame:
     return out
 
 
+@dataclass
+class _Sampled:
+    """Rows from one source and how many of the samples they expect were present."""
+
+    rows: pd.DataFrame
+    present: float
+    expected: float
+
+
 def build_hour(
     inputs: HourInputs,
     member_for_namespace: Callable[[str], str | None],
     policy_version: int,
 ) -> HourRows:
-    interval = inputs.interval
-    expected_node = 3600.0 / interval
+    fairpool = _fairpool_rows(inputs)
+    fallback = _kube_state_rows(inputs)
+    usage = _usage(fairpool.rows, fallback.rows, inputs, member_for_namespace, policy_version)
+    capacity = _capacity_rows(inputs)
+    reclaim = _reclaim_rows(inputs)
+    present_total = fairpool.present + fallback.present + capacity.present
+    expected_total = fairpool.expected + fallback.expected + capacity.expected
+    has_data = expected_total > 0 or len(usage) > 0
+    coverage = min(1.0, present_total / expected_total) if expected_total > 0 else 1.0
+    return HourRows(
+        usage, capacity.rows, reclaim, coverage, has_data, present_total, expected_total
+    )
 
-    # ---- fairpool ------------------------------------------------------------------
+
+def _fairpool_rows(inputs: HourInputs) -> _Sampled:
+    """Pods fairpool reported: its allocation gauge integrated on the scrape grid."""
     fp_keys = ["namespace", "pod", "uid", "member", "owner", "gpu_model", "node"]
     fp = _keyed(_own_pod_labels(inputs.fairpool_live), fp_keys, "live")
     for frame, name in ((inputs.fairpool_mean, "mean"), (inputs.fairpool_present, "present")):
@@ -112,98 +133,130 @@ def build_hour(
         float(fp["live"].sum()),
     )
     fp = fp[fp["steps"] > 0]
-    fp_rows = pd.DataFrame()
-    if len(fp):
-        fp = fp.assign(gpu_seconds=fp["steps"] * interval)
-        grouped = fp.groupby("uid", sort=True)
-        fp_rows = grouped.agg(
-            namespace=("namespace", "first"),
-            pod=("pod", "first"),
-            member=("member", "first"),
-            owner=("owner", "first"),
-            gpu_model=("gpu_model", "first"),
-            node=("node", "first"),
-            gpu_seconds=("gpu_seconds", "sum"),
-            present=("present", "sum"),
-            live=("live", "sum"),
-        ).reset_index()
-        fp_rows["coverage"] = (fp_rows["present"] / fp_rows["live"]).clip(upper=1.0)
-        fp_rows["source"] = "fairpool"
-        fp_rows = _clip_to_runtime(fp_rows, inputs)
+    if not len(fp):
+        return _Sampled(pd.DataFrame(), fp_present, fp_expected)
+    fp = fp.assign(gpu_seconds=fp["steps"] * inputs.interval)
+    grouped = fp.groupby("uid", sort=True)
+    fp_rows = grouped.agg(
+        namespace=("namespace", "first"),
+        pod=("pod", "first"),
+        member=("member", "first"),
+        owner=("owner", "first"),
+        gpu_model=("gpu_model", "first"),
+        node=("node", "first"),
+        gpu_seconds=("gpu_seconds", "sum"),
+        present=("present", "sum"),
+        live=("live", "sum"),
+    ).reset_index()
+    fp_rows["coverage"] = (fp_rows["present"] / fp_rows["live"]).clip(upper=1.0)
+    fp_rows["source"] = "fairpool"
+    return _Sampled(_clip_to_runtime(fp_rows, inputs), fp_present, fp_expected)
 
-    # ---- kube-state-metrics fallback -----------------------------------------------
-    pod_keys = ["namespace", "pod", "uid"]
-    requests = _keyed(inputs.ksm_requests, pod_keys, "gpus")
+
+_POD_KEYS = ["namespace", "pod", "uid"]
+
+
+def _kube_state_rows(inputs: HourInputs) -> _Sampled:
+    """Pods fairpool never reported: GPU requests x the time kube-state-metrics saw them run."""
+    requests = _keyed(inputs.ksm_requests, _POD_KEYS, "gpus")
     requests = requests[(requests["gpus"] > 0) & ~requests["uid"].isin(inputs.fairpool_uids_around)]
-    ksm_present = ksm_expected = 0.0
-    ksm_rows = pd.DataFrame()
-    if len(requests):
-        k = requests.merge(_keyed(inputs.ksm_start, pod_keys, "start"), on=pod_keys, how="left")
-        k = k.merge(_keyed(inputs.ksm_completion, pod_keys, "completion"), on=pod_keys, how="left")
-        k = k.merge(_keyed(inputs.ksm_running_sum, pod_keys, "steps"), on=pod_keys, how="left")
-        k = k.merge(
-            _keyed(inputs.ksm_running_present, pod_keys, "present"), on=pod_keys, how="left"
-        )
-        info = _keyed(inputs.ksm_info, [*pod_keys, "node"], "one").drop(columns="one")
-        info = info[info["node"] != ""].drop_duplicates("uid")
-        k = k.merge(info[["uid", "node"]], on="uid", how="left")
-        k = k.fillna({"steps": 0.0, "present": 0.0, "node": ""})
-        h0 = inputs.hour.timestamp()
-        h1 = h0 + 3600.0
-        exact = k["start"].notna() & k["completion"].notna() & (k["completion"] > k["start"])
-        overlap = (
-            np.minimum(k["completion"].fillna(h0), h1) - np.maximum(k["start"].fillna(h0), h0)
-        ).clip(lower=0.0)
-        # Without a completion time the Running samples decide (one interval each). A
-        # start inside the hour adds the part before the first scrape (the pod ran from
-        # its start, not from the scrape that first saw it); nothing is billed before it.
-        start_in_hour = k["start"].where((k["start"] >= h0) & (k["start"] < h1))
-        lead = (np.ceil(start_in_hour / interval) * interval - start_in_hour).fillna(0.0)
-        by_steps = k["steps"] * interval + lead.where(k["steps"] > 0, 0.0)
-        since_start = (h1 - np.maximum(k["start"].fillna(h0), h0)).clip(lower=0.0)
-        # Samples expected from its start (or the hour's) to the end of the hour.
-        k["live"] = np.ceil(since_start / interval)
-        seconds = np.where(exact, overlap, np.minimum(by_steps, since_start))
-        k = k.assign(gpu_seconds=seconds * k["gpus"])
-        k["coverage"] = np.where(
-            exact, 1.0, (k["present"] / k["live"].where(k["live"] > 0)).clip(upper=1.0)
-        )
-        k = k[k["gpu_seconds"] > 0].copy()
-        k["coverage"] = k["coverage"].fillna(0.0)
-        inexact = k[~exact.loc[k.index]]
-        ksm_present = float(inexact["present"].clip(upper=inexact["live"]).sum())
-        ksm_expected = float(inexact["live"].sum())
-        labels = _keyed(
-            inputs.node_labels,
-            ["node", "label_fairpool_io_owner", "label_nvidia_com_gpu_product"],
-            "one",
-        ).drop_duplicates("node")
-        k = k.merge(labels, on="node", how="left")
-        k["owner"] = k["label_fairpool_io_owner"].fillna("").replace("", UNASSIGNED)
-        k["gpu_model"] = k["label_nvidia_com_gpu_product"].fillna("").replace("", UNKNOWN_MODEL)
-        k["member"] = ""
-        k["source"] = "kube-state-metrics"
-        ksm_rows = k.drop_duplicates("uid")
+    if not len(requests):
+        return _Sampled(pd.DataFrame(), 0.0, 0.0)
+    k = _kube_state_pods(requests, inputs)
+    exact = k["start"].notna() & k["completion"].notna() & (k["completion"] > k["start"])
+    k = _kube_state_seconds(k, exact, inputs)
+    inexact = k[~exact.loc[k.index]]
+    ksm_present = float(inexact["present"].clip(upper=inexact["live"]).sum())
+    ksm_expected = float(inexact["live"].sum())
+    k = k.merge(_node_labels(inputs), on="node", how="left")
+    k["owner"] = _owner_of(k)
+    k["gpu_model"] = _gpu_model_of(k)
+    k["member"] = ""
+    k["source"] = "kube-state-metrics"
+    return _Sampled(k.drop_duplicates("uid"), ksm_present, ksm_expected)
 
-    usage = (
-        pd.concat([f for f in (fp_rows, ksm_rows) if len(f)], ignore_index=True)
-        if (len(fp_rows) or len(ksm_rows))
-        else pd.DataFrame(columns=[*USAGE_OUT, "uid"])
+
+def _kube_state_pods(requests: pd.DataFrame, inputs: HourInputs) -> pd.DataFrame:
+    """Each requesting pod with its start, completion, Running samples and node."""
+    k = requests.merge(_keyed(inputs.ksm_start, _POD_KEYS, "start"), on=_POD_KEYS, how="left")
+    k = k.merge(_keyed(inputs.ksm_completion, _POD_KEYS, "completion"), on=_POD_KEYS, how="left")
+    k = k.merge(_keyed(inputs.ksm_running_sum, _POD_KEYS, "steps"), on=_POD_KEYS, how="left")
+    k = k.merge(_keyed(inputs.ksm_running_present, _POD_KEYS, "present"), on=_POD_KEYS, how="left")
+    info = _keyed(inputs.ksm_info, [*_POD_KEYS, "node"], "one").drop(columns="one")
+    info = info[info["node"] != ""].drop_duplicates("uid")
+    k = k.merge(info[["uid", "node"]], on="uid", how="left")
+    return k.fillna({"steps": 0.0, "present": 0.0, "node": ""})
+
+
+def _kube_state_seconds(k: pd.DataFrame, exact: pd.Series, inputs: HourInputs) -> pd.DataFrame:
+    """GPU-seconds and coverage of each pod: exact from its start and completion times
+    when both are known, else from its Running samples; pods that used nothing dropped."""
+    interval = inputs.interval
+    h0 = inputs.hour.timestamp()
+    h1 = h0 + 3600.0
+    overlap = (
+        np.minimum(k["completion"].fillna(h0), h1) - np.maximum(k["start"].fillna(h0), h0)
+    ).clip(lower=0.0)
+    # Without a completion time the Running samples decide (one interval each). A
+    # start inside the hour adds the part before the first scrape (the pod ran from
+    # its start, not from the scrape that first saw it); nothing is billed before it.
+    start_in_hour = k["start"].where((k["start"] >= h0) & (k["start"] < h1))
+    lead = (np.ceil(start_in_hour / interval) * interval - start_in_hour).fillna(0.0)
+    by_steps = k["steps"] * interval + lead.where(k["steps"] > 0, 0.0)
+    since_start = (h1 - np.maximum(k["start"].fillna(h0), h0)).clip(lower=0.0)
+    # Samples expected from its start (or the hour's) to the end of the hour.
+    k["live"] = np.ceil(since_start / interval)
+    seconds = np.where(exact, overlap, np.minimum(by_steps, since_start))
+    k = k.assign(gpu_seconds=seconds * k["gpus"])
+    k["coverage"] = np.where(
+        exact, 1.0, (k["present"] / k["live"].where(k["live"] > 0)).clip(upper=1.0)
     )
-    if len(usage):
-        usage = usage.rename(columns={"uid": "pod_uid"})
-        usage["member"] = [
-            m if m else (member_for_namespace(ns) or UNASSIGNED)
-            for m, ns in zip(usage["member"].fillna(""), usage["namespace"], strict=True)
-        ]
-        usage["job_id"] = ""
-        usage["policy_version"] = policy_version
-        usage["utilization"] = _utilization(inputs, usage)
-        usage = usage[USAGE_OUT].sort_values("pod_uid").reset_index(drop=True)
-    else:
-        usage = pd.DataFrame(columns=USAGE_OUT)
+    k = k[k["gpu_seconds"] > 0].copy()
+    k["coverage"] = k["coverage"].fillna(0.0)
+    return k
 
-    # ---- capacity ------------------------------------------------------------------
+
+def _node_labels(inputs: HourInputs) -> pd.DataFrame:
+    return _keyed(
+        inputs.node_labels,
+        ["node", "label_fairpool_io_owner", "label_nvidia_com_gpu_product"],
+        "one",
+    ).drop_duplicates("node")
+
+
+def _owner_of(labelled: pd.DataFrame) -> pd.Series:
+    return labelled["label_fairpool_io_owner"].fillna("").replace("", UNASSIGNED)
+
+
+def _gpu_model_of(labelled: pd.DataFrame) -> pd.Series:
+    return labelled["label_nvidia_com_gpu_product"].fillna("").replace("", UNKNOWN_MODEL)
+
+
+def _usage(
+    fp_rows: pd.DataFrame,
+    ksm_rows: pd.DataFrame,
+    inputs: HourInputs,
+    member_for_namespace: Callable[[str], str | None],
+    policy_version: int,
+) -> pd.DataFrame:
+    """Both sources' pods as usage rows, each charged to its member."""
+    if not (len(fp_rows) or len(ksm_rows)):
+        return pd.DataFrame(columns=USAGE_OUT)
+    usage = pd.concat([f for f in (fp_rows, ksm_rows) if len(f)], ignore_index=True)
+    usage = usage.rename(columns={"uid": "pod_uid"})
+    usage["member"] = [
+        m if m else (member_for_namespace(ns) or UNASSIGNED)
+        for m, ns in zip(usage["member"].fillna(""), usage["namespace"], strict=True)
+    ]
+    usage["job_id"] = ""
+    usage["policy_version"] = policy_version
+    usage["utilization"] = _utilization(inputs, usage)
+    return usage[USAGE_OUT].sort_values("pod_uid").reset_index(drop=True)
+
+
+def _capacity_rows(inputs: HourInputs) -> _Sampled:
+    """GPU-seconds each node had available, from its capacity gauge."""
+    expected_node = 3600.0 / inputs.interval
     cap = _keyed(inputs.capacity_live, ["node"], "live")
     cap = cap.merge(_keyed(inputs.capacity_mean, ["node"], "mean"), on="node", how="left")
     cap["steps"] = cap["live"] * cap["mean"].fillna(0.0)
@@ -211,36 +264,27 @@ def build_hour(
     present = _keyed(inputs.capacity_present, ["node"], "present")
     present = present.groupby("node", as_index=False)["present"].max()
     cap = cap.merge(present, on="node", how="outer").fillna({"steps": 0.0, "present": 0.0})
-    labels = _keyed(
-        inputs.node_labels,
-        ["node", "label_fairpool_io_owner", "label_nvidia_com_gpu_product"],
-        "one",
-    ).drop_duplicates("node")
-    cap = cap.merge(labels, on="node", how="left")
+    cap = cap.merge(_node_labels(inputs), on="node", how="left")
     cap_present = float(cap["present"].clip(upper=expected_node).sum())
     cap_expected = expected_node * len(cap)
     capacity = pd.DataFrame(
         {
             "node": cap["node"],
-            "owner": cap["label_fairpool_io_owner"].fillna("").replace("", UNASSIGNED),
-            "gpu_model": cap["label_nvidia_com_gpu_product"].fillna("").replace("", UNKNOWN_MODEL),
-            "gpu_seconds_available": cap["steps"] * interval,
+            "owner": _owner_of(cap),
+            "gpu_model": _gpu_model_of(cap),
+            "gpu_seconds_available": cap["steps"] * inputs.interval,
             "coverage": (cap["present"] / expected_node).clip(upper=1.0),
         },
         columns=CAPACITY_OUT,
     )
+    return _Sampled(capacity, cap_present, cap_expected)
 
-    # ---- reclaim lost --------------------------------------------------------------
-    reclaim = pd.DataFrame(
+
+def _reclaim_rows(inputs: HourInputs) -> pd.DataFrame:
+    return pd.DataFrame(
         [(m, g, v) for (m, g), v in sorted(inputs.reclaim_lost.items())],
         columns=RECLAIM_OUT,
     )
-
-    present_total = fp_present + ksm_present + cap_present
-    expected_total = fp_expected + ksm_expected + cap_expected
-    has_data = expected_total > 0 or len(usage) > 0
-    coverage = min(1.0, present_total / expected_total) if expected_total > 0 else 1.0
-    return HourRows(usage, capacity, reclaim, coverage, has_data, present_total, expected_total)
 
 
 def _clip_to_runtime(rows: pd.DataFrame, inputs: HourInputs) -> pd.DataFrame:

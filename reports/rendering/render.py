@@ -37,7 +37,7 @@ MONEY_COLUMNS = (
     "shared_fixed",
     "total",
     "net_settlement",
-    "dividend_money",
+    "lent_and_purchase_net_money",
 )
 
 

@@ -38,6 +38,24 @@ def demo_nodes(policy: Policy, gpus: int = 64) -> list[NodeGroup]:
     return groups
 
 
+@dataclass(frozen=True)
+class _GpuSlots:
+    """One entry per GPU of the nodes: its owner, GPU model and node name."""
+
+    owner: np.ndarray
+    gpu_model: np.ndarray
+    node: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Pods:
+    """The busy segments, one pod each: the GPU slot it holds and its hours [start, end)."""
+
+    slot: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+
+
 def synthetic_month(
     policy: Policy,
     month: str,
@@ -52,8 +70,28 @@ def synthetic_month(
     rng = np.random.default_rng(seed)
     start, end = month_bounds(month, policy.billing.zone)
     hours = month_hour_index(start, end)
-    n_hours = len(hours)
+    slots = _gpu_slots(groups)
+    pods = _pods(rng, len(slots.owner), len(hours), busy, mean_pod_hours)
+    owners = slots.owner[pods.slot]
+    on_others_hardware = rng.random(len(pods.slot)) < on_others
+    users = owners.copy()
     members = np.array(policy.member_names())
+    others = rng.integers(0, len(members), size=len(pods.slot))
+    users[on_others_hardware] = members[others[on_others_hardware]]
+    usage = _usage(rng, hours, pods, slots, users, policy.version)
+    lost = on_others_hardware & (rng.random(len(pods.slot)) < 0.05)
+    reclaim = pd.DataFrame(
+        {
+            "hour": hours[np.maximum(pods.end[lost] - 1, 0)],
+            "member": users[lost],
+            "gpu_model": slots.gpu_model[pods.slot][lost],
+            "gpu_seconds_lost": rng.integers(600, 7200, size=int(lost.sum())).astype(float),
+        }
+    )
+    return usage, _capacity(hours, groups), reclaim
+
+
+def _gpu_slots(groups: list[NodeGroup]) -> _GpuSlots:
     slot_owner, slot_model, slot_node = [], [], []
     for group in groups:
         for n in range(group.nodes):
@@ -61,8 +99,13 @@ def synthetic_month(
                 slot_owner.append(group.owner)
                 slot_model.append(group.gpu_model)
                 slot_node.append(f"{group.owner}-{group.gpu_model[-9:].lower()}-{n}")
-    n_slots = len(slot_owner)
-    # Pods: per slot, back-to-back segments of random length; a segment is busy or idle.
+    return _GpuSlots(np.array(slot_owner), np.array(slot_model), np.array(slot_node))
+
+
+def _pods(
+    rng: np.random.Generator, n_slots: int, n_hours: int, busy: float, mean_pod_hours: float
+) -> _Pods:
+    """Per slot, back-to-back segments of random length; a segment is busy (a pod) or idle."""
     lengths = rng.geometric(
         1.0 / mean_pod_hours, size=(n_slots, int(3 * n_hours / mean_pod_hours) + 8)
     )
@@ -72,22 +115,24 @@ def synthetic_month(
     seg_start = starts[slot_idx, seg_idx]
     seg_end = np.minimum(ends[slot_idx, seg_idx], n_hours)
     is_busy = rng.random(len(slot_idx)) < busy
-    slot_idx, seg_idx, seg_start, seg_end = (
-        slot_idx[is_busy],
-        seg_idx[is_busy],
-        seg_start[is_busy],
-        seg_end[is_busy],
-    )
-    owners = np.array(slot_owner)[slot_idx]
-    elsewhere = rng.random(len(slot_idx)) < on_others
-    users = owners.copy()
-    others = rng.integers(0, len(members), size=len(slot_idx))
-    users[elsewhere] = members[others[elsewhere]]
-    pod_uid = np.char.add("pod-", np.arange(len(slot_idx)).astype(str))
-    span = seg_end - seg_start
-    row_pod = np.repeat(np.arange(len(slot_idx)), span)
+    return _Pods(slot_idx[is_busy], seg_start[is_busy], seg_end[is_busy])
+
+
+def _usage(
+    rng: np.random.Generator,
+    hours: pd.DatetimeIndex,
+    pods: _Pods,
+    slots: _GpuSlots,
+    users: np.ndarray,
+    policy_version: int,
+) -> pd.DataFrame:
+    """One usage row per pod and hour it ran."""
+    owners = slots.owner[pods.slot]
+    pod_uid = np.char.add("pod-", np.arange(len(pods.slot)).astype(str))
+    span = pods.end - pods.start
+    row_pod = np.repeat(np.arange(len(pods.slot)), span)
     offsets = np.arange(len(row_pod)) - np.repeat(np.cumsum(span) - span, span)
-    row_hour = np.repeat(seg_start, span) + offsets
+    row_hour = np.repeat(pods.start, span) + offsets
     # First and last hours of a pod are partial (it starts/ends inside the hour).
     seconds = np.full(len(row_pod), 3600.0)
     first = offsets == 0
@@ -95,9 +140,7 @@ def synthetic_month(
     seconds[first] -= rng.integers(0, 1800, size=int(first.sum()))
     seconds[last & ~first] -= rng.integers(0, 1800, size=int((last & ~first).sum()))
     utilization = np.clip(rng.normal(0.7, 0.15, size=len(row_pod)), 0.0, 1.0)
-    slot_models = np.array(slot_model)
-    slot_nodes = np.array(slot_node)
-    usage = pd.DataFrame(
+    return pd.DataFrame(
         {
             "hour": hours[row_hour],
             "pod_uid": pod_uid[row_pod],
@@ -105,14 +148,18 @@ def synthetic_month(
             "job_id": np.char.add("job-", (row_pod // 4).astype(str))[...],
             "member": users[row_pod],
             "owner": owners[row_pod],
-            "gpu_model": slot_models[slot_idx][row_pod],
-            "node": slot_nodes[slot_idx][row_pod],
+            "gpu_model": slots.gpu_model[pods.slot][row_pod],
+            "node": slots.node[pods.slot][row_pod],
             "gpu_seconds": seconds,
             "utilization": utilization,
             "coverage": 1.0,
-            "policy_version": policy.version,
+            "policy_version": policy_version,
         }
     )
+
+
+def _capacity(hours: pd.DatetimeIndex, groups: list[NodeGroup]) -> pd.DataFrame:
+    """Every node group's GPUs available all month, per hour."""
     cap_rows = []
     for group in groups:
         cap_rows.append((group.owner, group.gpu_model, group.nodes * group.gpus_per_node * 3600.0))
@@ -122,13 +169,4 @@ def synthetic_month(
     ]
     capacity = capacity.groupby(["hour", "owner", "gpu_model"], as_index=False).sum()
     capacity["coverage"] = 1.0
-    lost_mask = elsewhere & (rng.random(len(slot_idx)) < 0.05)
-    reclaim = pd.DataFrame(
-        {
-            "hour": hours[np.maximum(seg_end[lost_mask] - 1, 0)],
-            "member": users[lost_mask],
-            "gpu_model": slot_models[slot_idx][lost_mask],
-            "gpu_seconds_lost": rng.integers(600, 7200, size=int(lost_mask.sum())).astype(float),
-        }
-    )
-    return usage, capacity, reclaim
+    return capacity

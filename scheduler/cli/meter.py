@@ -7,6 +7,7 @@ import os
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -14,6 +15,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from policies.errors import InputError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from policies.model import Policy
+    from reports.metering.meter import HourOutcome, Meter, RunSummary
 
 HOUR = timedelta(hours=1)
 SHOW_EVERY_HOUR = 48
@@ -101,26 +108,12 @@ def meter(
     rerunning an hour replaces it. Without them: the last closed hour plus every pending
     hour (what the hourly job does). With --watch: that, every hour, until Ctrl-C.
     Exit status 1 when hours remain pending (Prometheus unreachable or without data)."""
-    start = parse_time(from_, "--from") if from_ is not None else None
-    end = parse_time(to, "--to") if to is not None else None
-    if (start is None) != (end is None):
-        raise InputError("--from and --to go together")
-    if start is not None and end is not None and floor_hour(start) >= ceil_hour(end):
-        raise InputError(f"--to: {to} is not after --from {from_}")
-    if watch and start is not None:
-        raise InputError("--watch: meters the latest hours; backfill with --from/--to first")
-    if reports_dir is not None and not watch:
-        raise InputError("--reports-dir: only with --watch (use `fairpool report` once)")
-    if chunk_hours < 1:
-        raise InputError("--chunk-hours: must be at least 1")
-    if scrape_interval <= 0 or 3600 % scrape_interval:
-        raise InputError(f"--scrape-interval: {scrape_interval} must divide an hour")
-    if max_gap < scrape_interval:
-        raise InputError("--max-gap: must be at least one scrape interval")
+    backfill = _backfill_range(from_, to)
+    _check_options(backfill, watch, reports_dir, chunk_hours, scrape_interval, max_gap)
 
     from policies.loader import load_policy
     from reports.ledger import Ledger
-    from reports.metering.meter import HourOutcome, Meter, MeterConfig, RunSummary
+    from reports.metering.meter import Meter, MeterConfig
     from reports.metering.prom_source import PromSource
 
     policy = load_policy(policy_file)
@@ -132,77 +125,120 @@ def meter(
         policy,
         MeterConfig(interval=scrape_interval, max_gap=max_gap, chunk_hours=chunk_hours),
     )
-
     if watch:
-        from reports.metering.jobs import add_metering_job, build_scheduler
-
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-        )
-        scheduler = build_scheduler()
-        add_metering_job(scheduler, metering, on_summary=lambda s: _print_summary(console, s))
-        if reports_dir is not None:
-            from reports.sources.monthly_job import schedule_monthly_report
-
-            schedule_monthly_report(scheduler, ledger_url, policy, reports_dir)
-        console.print(
-            f"[bold]metering[/] {prometheus_url} -> {ledger_url} every hour; Ctrl-C stops"
-        )
-        try:
-            scheduler.start()
-        except (KeyboardInterrupt, SystemExit):
-            scheduler.shutdown(wait=False)
+        _watch(console, metering, policy, prometheus_url, ledger_url, reports_dir)
         return
-
-    interactive = console.is_terminal
-    log_lines = Console(stderr=True, soft_wrap=True, highlight=False)
-
-    def run(progress_cb: object) -> RunSummary:
-        if start is not None and end is not None:
-            return metering.meter_range(
-                floor_hour(start),
-                ceil_hour(end),
-                progress=progress_cb,  # type: ignore[arg-type]
-            )
-        return metering.meter_due(progress=progress_cb)  # type: ignore[arg-type]
-
-    total = (
-        int((ceil_hour(end) - floor_hour(start)) / HOUR)
-        if start is not None and end is not None
-        else None
-    )
-    if interactive:
-        with Progress(
-            TextColumn("[bold]metering[/]"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.description}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as progress:
-            task = progress.add_task("", total=total)
-
-            def advance(outcome: HourOutcome) -> None:
-                progress.update(
-                    task, advance=1, description=f"{outcome.hour:%Y-%m-%d %H:00} {outcome.status}"
-                )
-
-            summary = run(advance)
-    else:
-
-        def log_line(outcome: HourOutcome) -> None:
-            coverage = "-" if outcome.coverage is None else f"{outcome.coverage:.4f}"
-            log_lines.print(
-                f"hour={outcome.hour.isoformat()} status={outcome.status} "
-                f"coverage={coverage} gpu_seconds={outcome.gpu_seconds:.0f} "
-                f"pods={outcome.pods}" + (f' error="{outcome.error}"' if outcome.error else "")
-            )
-
-        summary = run(log_line)
+    summary = _meter_once(console, metering, backfill)
     _print_summary(console, summary)
     if summary.hours_pending:
         sys.exit(1)
+
+
+def _backfill_range(from_: str | None, to: str | None) -> tuple[datetime, datetime] | None:
+    """[--from, --to) as given (not yet widened to whole hours); None without them."""
+    start = parse_time(from_, "--from") if from_ is not None else None
+    end = parse_time(to, "--to") if to is not None else None
+    if (start is None) != (end is None):
+        raise InputError("--from and --to go together")
+    if start is None or end is None:
+        return None
+    if floor_hour(start) >= ceil_hour(end):
+        raise InputError(f"--to: {to} is not after --from {from_}")
+    return start, end
+
+
+def _check_options(
+    backfill: tuple[datetime, datetime] | None,
+    watch: bool,
+    reports_dir: Path | None,
+    chunk_hours: int,
+    scrape_interval: float,
+    max_gap: float,
+) -> None:
+    if watch and backfill is not None:
+        raise InputError("--watch: meters the latest hours; backfill with --from/--to first")
+    if reports_dir is not None and not watch:
+        raise InputError("--reports-dir: only with --watch (use `fairpool report` once)")
+    if chunk_hours < 1:
+        raise InputError("--chunk-hours: must be at least 1")
+    if scrape_interval <= 0 or 3600 % scrape_interval:
+        raise InputError(f"--scrape-interval: {scrape_interval} must divide an hour")
+    if max_gap < scrape_interval:
+        raise InputError("--max-gap: must be at least one scrape interval")
+
+
+def _watch(
+    console: Console,
+    metering: Meter,
+    policy: Policy,
+    prometheus_url: str,
+    ledger_url: str,
+    reports_dir: Path | None,
+) -> None:
+    """The hourly metering job (and the monthly report with --reports-dir) until Ctrl-C."""
+    from reports.metering.jobs import add_metering_job, build_scheduler
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    scheduler = build_scheduler()
+    add_metering_job(scheduler, metering, on_summary=lambda s: _print_summary(console, s))
+    if reports_dir is not None:
+        from reports.sources.monthly_job import schedule_monthly_report
+
+        schedule_monthly_report(scheduler, ledger_url, policy, reports_dir)
+    console.print(f"[bold]metering[/] {prometheus_url} -> {ledger_url} every hour; Ctrl-C stops")
+    try:
+        scheduler.start()
+    except (KeyboardInterrupt, SystemExit):
+        scheduler.shutdown(wait=False)
+
+
+def _meter_once(
+    console: Console, metering: Meter, backfill: tuple[datetime, datetime] | None
+) -> RunSummary:
+    """One metering run: the backfill range, else the due hours; a progress bar on a
+    terminal, else one log line per hour on stderr."""
+
+    def run(progress_cb: Callable[[HourOutcome], None]) -> RunSummary:
+        if backfill is not None:
+            return metering.meter_range(
+                floor_hour(backfill[0]), ceil_hour(backfill[1]), progress=progress_cb
+            )
+        return metering.meter_due(progress=progress_cb)
+
+    if not console.is_terminal:
+        log_lines = Console(stderr=True, soft_wrap=True, highlight=False)
+        return run(lambda outcome: _log_line(log_lines, outcome))
+    total = (
+        int((ceil_hour(backfill[1]) - floor_hour(backfill[0])) / HOUR)
+        if backfill is not None
+        else None
+    )
+    with Progress(
+        TextColumn("[bold]metering[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("", total=total)
+
+        def advance(outcome: HourOutcome) -> None:
+            progress.update(
+                task, advance=1, description=f"{outcome.hour:%Y-%m-%d %H:00} {outcome.status}"
+            )
+
+        return run(advance)
+
+
+def _log_line(log_lines: Console, outcome: HourOutcome) -> None:
+    coverage = "-" if outcome.coverage is None else f"{outcome.coverage:.4f}"
+    log_lines.print(
+        f"hour={outcome.hour.isoformat()} status={outcome.status} "
+        f"coverage={coverage} gpu_seconds={outcome.gpu_seconds:.0f} "
+        f"pods={outcome.pods}" + (f' error="{outcome.error}"' if outcome.error else "")
+    )
 
 
 def _print_summary(console: Console, summary: object) -> None:

@@ -7,10 +7,17 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
 from policies.errors import InputError
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
+    from scheduler.api.server import ApiServer
+    from scheduler.k8s.daemon import Daemon
 
 
 @click.command()
@@ -122,13 +129,7 @@ def run(
         policy_file=policy_file,
         policy_configmap=PolicyConfigMap.parse(policy_configmap) if policy_configmap else None,
     )
-
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        logging.getLogger(__name__).info("signal %s: stopping", signum)
-        daemon.stop_event.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    _stop_on_signals(daemon)
     port = daemon.metrics.serve(metrics_port, metrics_address)
     daemon.start()
     log = logging.getLogger(__name__)
@@ -136,22 +137,47 @@ def run(
     print(f"metrics-port {port}", flush=True)
     server = None
     if tokens is not None:
-        from scheduler.api.hosting import serve_daemon_api
-
-        server = serve_daemon_api(
-            daemon,
-            api,
-            tokens=tokens,
-            ledger_url=ledger_url,
-            listen=api_listen,
-            tls_cert=tls_cert,
-            tls_key=tls_key,
-        )
-        log.info("gRPC policy API on %s (port %s)", api_listen, server.port)
-        print(f"api-port {server.port}", flush=True)
+        server = _serve_api(daemon, api, tokens, ledger_url, api_listen, tls_cert, tls_key)
     try:
         daemon.wait()
     finally:
         if server is not None:
             server.stop()
         daemon.stop()
+
+
+def _stop_on_signals(daemon: Daemon) -> None:
+    """SIGTERM and SIGINT end the daemon's loop; it then stops cleanly."""
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        logging.getLogger(__name__).info("signal %s: stopping", signum)
+        daemon.stop_event.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+
+def _serve_api(
+    daemon: Daemon,
+    api: ApiClient,
+    tokens: Path,
+    ledger_url: str,
+    api_listen: str,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+) -> ApiServer:
+    """The gRPC policy API beside the daemon; its port is printed for whoever started us."""
+    from scheduler.api.hosting import serve_daemon_api
+
+    server = serve_daemon_api(
+        daemon,
+        api,
+        tokens=tokens,
+        ledger_url=ledger_url,
+        listen=api_listen,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+    )
+    logging.getLogger(__name__).info("gRPC policy API on %s (port %s)", api_listen, server.port)
+    print(f"api-port {server.port}", flush=True)
+    return server

@@ -1,5 +1,5 @@
 """`fairpool simulate`: replay a month of GPU jobs on a pooled cluster under a policy,
-with the same engine the daemon runs, and write what happened (DESIGN.md)."""
+with the same engine the daemon runs, and write what happened (docs/metrics.md)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from policies.errors import InputError
 from policies.inventory import ClusterInventory, load_inventory
 from policies.loader import load_policy
 from policies.model import Policy
+from scheduler.engine.snapshot import Node
 from scheduler.sim.cluster import build_nodes, check_inventory
 from scheduler.sim.outputs import write_study
 from scheduler.sim.pipeline import Study, check_trace, run_study
@@ -239,14 +240,8 @@ def simulate(
     policy, inventory, trace, source = _load_inputs(
         cluster, policy_file, trace_file, days, load, seed
     )
-    if start_text is not None:
-        start = parse_start(start_text)
-    elif trace.start_epoch:
-        start = datetime.fromtimestamp(trace.start_epoch, UTC)
-    else:
-        start = previous_month_start(policy)
+    start = _trace_start(start_text, trace, policy)
     nodes = build_nodes(inventory)
-    horizon = max((j.submit_time for j in trace.jobs), default=0.0) or 1.0
     began = time.monotonic()
     interactive = console.is_terminal
     if not interactive:
@@ -257,6 +252,38 @@ def simulate(
             gpus=inventory.total_gpus(),
             start=start.isoformat(),
         )
+    study = _replay(console, nodes, policy, trace, start, inventory, not no_standalone)
+    write_study(study, out)
+    elapsed = time.monotonic() - began
+    _print_study(console, study, f"trace: {source}, {len(trace.jobs)} jobs", out, elapsed)
+    if not interactive:
+        _log(event="simulate.done", out=str(out), seconds=f"{elapsed:.1f}")
+    _cost_report(console, out, study, str(study.summary["window"]["month"]))  # type: ignore[index]
+
+
+def _trace_start(start_text: str | None, trace: Trace, policy: Policy) -> datetime:
+    """The instant of trace time 0: --start, else the trace's own ISO times, else the
+    first day of last month in the policy's zone."""
+    if start_text is not None:
+        return parse_start(start_text)
+    if trace.start_epoch:
+        return datetime.fromtimestamp(trace.start_epoch, UTC)
+    return previous_month_start(policy)
+
+
+def _replay(
+    console: Console,
+    nodes: tuple[Node, ...],
+    policy: Policy,
+    trace: Trace,
+    start: datetime,
+    inventory: ClusterInventory,
+    standalone: bool,
+) -> Study:
+    """The pooled replay and the standalone ones, with a progress bar on a terminal and
+    log lines elsewhere."""
+    horizon = max((j.submit_time for j in trace.jobs), default=0.0) or 1.0
+    interactive = console.is_terminal
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -292,20 +319,24 @@ def simulate(
             "standalone replays",
             total=len(inventory.owners()),
             detail="one per member",
-            visible=not no_standalone,
+            visible=standalone,
         )
-        study = run_study(
+        return run_study(
             nodes,
             policy,
             trace,
             start,
-            standalone=not no_standalone,
+            standalone=standalone,
             progress=on_progress,
             on_standalone=on_standalone,
         )
-    write_study(study, out)
-    elapsed = time.monotonic() - began
-    console.print(f"trace: {source}, {len(trace.jobs)} jobs")
+
+
+def _print_study(
+    console: Console, study: Study, trace_line: str, out: Path, elapsed: float
+) -> None:
+    """The per-member table, the pool's figures and what went wrong in the replay."""
+    console.print(trace_line)
     console.print(member_table(study))
     s = study.summary
     sim = s["simulation"]
@@ -328,9 +359,6 @@ def simulate(
     if sim["jobs_unfinished"]:
         console.print(f"[yellow]{sim['jobs_unfinished']} job(s) never finished[/]")
     console.print(f"wrote {out}/summary.json and tables")
-    if not interactive:
-        _log(event="simulate.done", out=str(out), seconds=f"{elapsed:.1f}")
-    _cost_report(console, out, study, str(s["window"]["month"]))  # type: ignore[index]
 
 
 def _cost_report(console: Console, out: Path, study: Study, month: str) -> None:

@@ -184,7 +184,6 @@ class _Cycle:
         self.never_detail: dict[int, str] = {}
         self.reclaim_failed: dict[tuple[object, ...], NoReclaim] = {}
         self.reclaimer: Reclaimer | None = None
-        self.others_borrow: dict[MemberModel, bool] = {}
 
     # -- positions -----------------------------------------------------------------------
     def position_of(self, member: str, model: str | None) -> tuple[int, float]:
@@ -296,10 +295,9 @@ class _Cycle:
             below = held < self.book.fair.get(
                 key, 0.0
             ) - _EPS or held + gpus <= self.book.entitlement.get(key, 0)
+            entitled = held + gpus <= self.book.entitlement.get(key, 0)
             if below and (
-                self.reclaimer is None
-                or self.reclaimer.has_candidates()
-                or self.state.term_pods > 0
+                self.reclaimer is None or self._may_find_victims(job.member, model, entitled)
             ):
                 return
         sid = self.shape_id[job.job_id]
@@ -539,8 +537,7 @@ class _Cycle:
         """The cycle's victim index, built on first use; None when nothing could be
         reclaimed anyway."""
         if entitled and self.state.term_pods <= 0 and not self._others_borrow(member, model):
-            # Borrowed GPUs only shrink within a cycle (binds are not running pods): no
-            # victim index needed, which is most cycles of a busy cluster.
+            # No victim index needed, which is most cycles of a busy cluster.
             return None
         if self.reclaimer is None:
             sharing = self.policy.sharing
@@ -554,7 +551,7 @@ class _Cycle:
                 self.checkpointable,
                 sharing.max_reclaims_per_job,
             )
-        if not self.reclaimer.has_candidates() and self.state.term_pods <= 0:
+        if not self._may_find_victims(member, model, entitled):
             return None
         return self.reclaimer
 
@@ -613,14 +610,28 @@ class _Cycle:
             )
         return f"nothing can be reclaimed: {result.detail}"
 
+    def _may_find_victims(self, member: str, model: str, entitled: bool) -> bool:
+        """Reclaim could still preempt or nominate something: terminating pods free
+        capacity, reclaimable pods are left, or (within the entitlement) another member is
+        above its entitlement now, whose jobs on the member's own nodes it may take back."""
+        assert self.reclaimer is not None
+        return (
+            self.state.term_pods > 0
+            or self.reclaimer.has_candidates()
+            or (entitled and self._others_borrow(member, model))
+        )
+
     def _others_borrow(self, member: str, model: str) -> bool:
-        found = self.others_borrow.get((member, model))
-        if found is None:
-            found = self.others_borrow[(member, model)] = any(
-                v > 0 and mm == model and m != member
-                for (m, mm), v in self.book.allocation.borrowed.items()
-            )
-        return found
+        """Another member holds more than its entitlement of `model` now. Counted on the
+        cycle's allocation, not the snapshot's: a bind earlier in the cycle can take a
+        member above its entitlement (a job whose demand counts against another model),
+        and the owner of the nodes its older pods run on may then take them back."""
+        entitlement = self.book.entitlement
+        return any(
+            held > entitlement.get(key, 0)
+            for key, held in self.alloc.items()
+            if key[1] == model and key[0] != member
+        )
 
     def _apply_reclaim(
         self, job: PendingJob, model: str, result: ReclaimResult, entitled: bool

@@ -1,6 +1,6 @@
 """Contribution and entitlement: what each member brings to the pool, per GPU model.
 
-Rules (DESIGN.md glossary):
+Rules (the words are docs/glossary.md's):
 - A node contributes when it is present in the snapshot and Ready. Its GPUs count for the
   member named by its `fairpool.io/owner` label (`Node.owner`) if that member exists in
   the policy; nodes without a known owner add capacity to the pool but nobody's

@@ -87,83 +87,126 @@ def _greedy(
     tier_sum = 0
     for spec, uids, cands in groups:
         res = spec_res(spec)
-        g = res[0]
-        remaining = len(uids)
-        entries: list[_Slot] = []
-        total = 0
-        penalties: dict[int, int] = {}
-        for i in cands:
-            free = [state.free_gpu[i], state.free_cpu[i], state.free_mem[i], state.free_pods[i]]
-            e = extra.get(i) if extra else None
-            if e is not None:
-                for k in range(4):
-                    free[k] += e[k]
-            u = used.get(i)
-            if u is not None:
-                for k in range(4):
-                    free[k] -= u[k]
-            room = free[3]
-            for k in range(3):
-                if res[k] > 0:
-                    room = min(room, free[k] // res[k])
-            if room <= 0:
-                continue
-            cid = state.node_class[i]
-            pen = penalties.get(cid)
-            if pen is None:
-                pen = penalties[cid] = state.penalty(cid, spec)
-            owner = state.nodes[i].owner
-            limited = owner if g > 0 and owner and owner != member and owner in headroom else ""
-            tier = state.node_tier(i, member, cautious)
-            entries.append(_Slot(room, tier, pen, free[0], i, limited, u is None))
-            total += room
-        if total < remaining:
+        slots = _slots(state, spec, res, cands, member, headroom, used, extra, cautious)
+        if sum(slot.room for slot in slots) < len(uids):
             return None
-        pos = 0
-        while remaining > 0:
-            best_all: tuple[int, ...] | None = None
-            best_max: tuple[int, ...] | None = None
-            best_entry: _Slot | None = None
-            for entry in entries:
-                room = entry.room
-                if entry.limited:
-                    room = min(room, headroom[entry.limited] // g)
-                if room <= 0:
-                    continue
-                fresh = 1 if entry.fresh else 0
-                if room >= remaining:
-                    key = (fresh, entry.tier, entry.pen, entry.free_gpu - g * remaining, entry.node)
-                    if best_all is None or key < best_all:
-                        best_all = key
-                        best_entry = entry
-                elif best_all is None:
-                    key = (fresh, -room, entry.tier, entry.pen, entry.node)
-                    if best_max is None or key < best_max:
-                        best_max = key
-                        best_entry = entry
-            if best_all is not None:
-                n = remaining
-            elif best_max is not None:
-                n = -best_max[1]
-            else:
-                return None
-            assert best_entry is not None
-            i = best_entry.node
-            tier = best_entry.tier
-            best_entry.room -= n
-            best_entry.free_gpu -= g * n
-            best_entry.fresh = False
-            u = used.setdefault(i, [0, 0, 0, 0])
-            for k in range(4):
-                u[k] += res[k] * n
-            if best_entry.limited:
-                headroom[best_entry.limited] -= g * n
-            for uid in uids[pos : pos + n]:
-                where[uid] = i
-            tier_sum += tier * n
-            pos += n
-            remaining -= n
+        tiers = _place_shape(slots, res, uids, headroom, used, where)
+        if tiers is None:
+            return None
+        tier_sum += tiers
     return where, tier_sum
+
+
+def _slots(
+    state: ClusterState,
+    spec: PodSpec,
+    res: Res,
+    cands: list[int],
+    member: str,
+    headroom: Mapping[str, int],
+    used: Mapping[int, list[int]],
+    extra: Mapping[int, Res] | None,
+    cautious: bool,
+) -> list[_Slot]:
+    """The candidate nodes with room for at least one pod of the shape, counting what the
+    gang already took there and what `extra` would free; `cautious` as in `plan_job`."""
+    g = res[0]
+    entries: list[_Slot] = []
+    penalties: dict[int, int] = {}
+    for i in cands:
+        free = [state.free_gpu[i], state.free_cpu[i], state.free_mem[i], state.free_pods[i]]
+        e = extra.get(i) if extra else None
+        if e is not None:
+            for k in range(4):
+                free[k] += e[k]
+        u = used.get(i)
+        if u is not None:
+            for k in range(4):
+                free[k] -= u[k]
+        room = free[3]
+        for k in range(3):
+            if res[k] > 0:
+                room = min(room, free[k] // res[k])
+        if room <= 0:
+            continue
+        cid = state.node_class[i]
+        pen = penalties.get(cid)
+        if pen is None:
+            pen = penalties[cid] = state.penalty(cid, spec)
+        owner = state.nodes[i].owner
+        limited = owner if g > 0 and owner and owner != member and owner in headroom else ""
+        tier = state.node_tier(i, member, cautious)
+        entries.append(_Slot(room, tier, pen, free[0], i, limited, u is None))
+    return entries
+
+
+def _place_shape(
+    slots: list[_Slot],
+    res: Res,
+    uids: list[str],
+    headroom: dict[str, int],
+    used: dict[int, list[int]],
+    where: dict[str, int],
+) -> int | None:
+    """Every pod of one shape onto the slots (see the module docstring, step 3), taking
+    the room they use; the sum of their tiers, or None when they do not all fit."""
+    g = res[0]
+    remaining = len(uids)
+    tier_sum = 0
+    pos = 0
+    while remaining > 0:
+        picked = _pick(slots, remaining, headroom, g)
+        if picked is None:
+            return None
+        best_entry, n = picked
+        i = best_entry.node
+        best_entry.room -= n
+        best_entry.free_gpu -= g * n
+        best_entry.fresh = False
+        u = used.setdefault(i, [0, 0, 0, 0])
+        for k in range(4):
+            u[k] += res[k] * n
+        if best_entry.limited:
+            headroom[best_entry.limited] -= g * n
+        for uid in uids[pos : pos + n]:
+            where[uid] = i
+        tier_sum += best_entry.tier * n
+        pos += n
+        remaining -= n
+    return tier_sum
+
+
+def _pick(
+    slots: list[_Slot], remaining: int, headroom: Mapping[str, int], g: int
+) -> tuple[_Slot, int] | None:
+    """The slot for the next pods of a shape and how many go there: the tightest slot
+    that holds all that remain, else the one that holds the most."""
+    best_all: tuple[int, ...] | None = None
+    best_max: tuple[int, ...] | None = None
+    best_entry: _Slot | None = None
+    for entry in slots:
+        room = entry.room
+        if entry.limited:
+            room = min(room, headroom[entry.limited] // g)
+        if room <= 0:
+            continue
+        fresh = 1 if entry.fresh else 0
+        if room >= remaining:
+            key = (fresh, entry.tier, entry.pen, entry.free_gpu - g * remaining, entry.node)
+            if best_all is None or key < best_all:
+                best_all = key
+                best_entry = entry
+        elif best_all is None:
+            key = (fresh, -room, entry.tier, entry.pen, entry.node)
+            if best_max is None or key < best_max:
+                best_max = key
+                best_entry = entry
+    if best_entry is None:
+        return None
+    if best_all is not None:
+        return best_entry, remaining
+    assert best_max is not None
+    return best_entry, -best_max[1]
 
 
 def _candidates(state: ClusterState, spec: PodSpec, extra: Mapping[int, Res] | None) -> list[int]:

@@ -122,14 +122,36 @@ def _static(nodes: tuple[Node, ...], policy: Policy) -> _Static:
 
 def build(snapshot: Snapshot, policy: Policy) -> ShareBook:
     static = _static(snapshot.nodes, policy)
-    cap = static.capacity
-    contrib = static.contribution
-    ent = static.entitlement
-    alloc = classify(snapshot.running, static.node_of, ent)
+    alloc = classify(snapshot.running, static.node_of, static.entitlement)
+    pending, job_model = _pending_demand(snapshot, static, alloc)
+    members = sorted(
+        set(policy.member_names())
+        | {j.member for j in snapshot.pending}
+        | {p.member for p in snapshot.running if p.member is not None}
+    )
+    book = ShareBook(
+        models=static.models,
+        members=members,
+        capacity=static.capacity,
+        contribution=static.contribution,
+        entitlement=static.entitlement,
+        allocation=alloc,
+        pending=pending,
+        fair={},
+        job_model=job_model,
+    )
+    book.fair = _fair_shares(book, snapshot, policy)
+    return book
+
+
+def _pending_demand(
+    snapshot: Snapshot, static: _Static, alloc: Allocation
+) -> tuple[dict[MemberModel, int], dict[str, str | None]]:
+    """GPUs pending per (member, model), and the model each pending job counts against:
+    its own, else the model with the most GPUs still free (see the module docstring)."""
     models = static.models
     used = alloc.used
-    free = {m: cap.get(m, 0) - used.get(m, 0) for m in models}
-
+    free = {m: static.capacity.get(m, 0) - used.get(m, 0) for m in models}
     pending: dict[MemberModel, int] = {}
     job_model: dict[str, str | None] = {}
     only = models[0] if len(models) == 1 else None
@@ -150,67 +172,69 @@ def build(snapshot: Snapshot, policy: Policy) -> ShareBook:
         free[model] = free.get(model, 0) - gpus
         key = (job.member, model)
         pending[key] = pending.get(key, 0) + gpus
+    return pending, job_model
 
-    members = sorted(
-        set(policy.member_names())
-        | {j.member for j in snapshot.pending}
-        | {p.member for p in snapshot.running if p.member is not None}
-    )
+
+def _fair_shares(book: ShareBook, snapshot: Snapshot, policy: Policy) -> dict[MemberModel, float]:
+    """Each model's capacity, less what lending limits withhold, water-filled over the
+    members by entitlement, demand, weight and (with a half-life) usage history."""
+    members = book.members
     known = {m.name: m for m in policy.members}
     weight = {m: (known[m].weight if m in known else 1.0) for m in members}
     usage = dict(snapshot.usage_history) if policy.sharing.usage_half_life_hours else None
     if usage is not None:
         usage = {m: usage.get(m, 0.0) for m in members}
+    withheld = _withheld(book, policy)
+    fair: dict[MemberModel, float] = {}
+    for model in book.models:
+        ent_m = {m: float(book.entitlement.get((m, model), 0)) for m in members}
+        dem_m = {m: float(book.demand((m, model))) for m in members}
+        caps = _caps(book, policy, model, ent_m)
+        shares = water_fill(
+            book.capacity.get(model, 0) - withheld.get(model, 0.0),
+            ent_m,
+            dem_m,
+            weight,
+            caps,
+            usage,
+        )
+        for m in members:
+            fair[(m, model)] = shares.get(m, 0.0)
+    return fair
 
-    # Lending limits: the part of an owner's idle contribution it may not lend is withheld.
+
+def _withheld(book: ShareBook, policy: Policy) -> dict[str, float]:
+    """Per model, the part of owners' idle contribution their lending limits keep back."""
     withheld: dict[str, float] = {}
     for member in policy.members:
         if member.lending_limit is None:
             continue
         idle = {}
-        for model in models:
+        for model in book.models:
             key = (member.name, model)
-            c = contrib.get(key, 0)
-            demand = alloc.allocated.get(key, 0) + pending.get(key, 0)
-            idle[model] = max(0, c - demand)
+            idle[model] = max(0, book.contribution.get(key, 0) - book.demand(key))
         total_idle = sum(idle.values())
         if total_idle > member.lending_limit:
-            for model in models:
+            for model in book.models:
                 lendable = member.lending_limit * idle[model] / total_idle
                 withheld[model] = withheld.get(model, 0.0) + idle[model] - lendable
+    return withheld
 
-    fair: dict[MemberModel, float] = {}
-    for model in models:
-        ent_m = {m: float(ent.get((m, model), 0)) for m in members}
-        dem_m = {
-            m: float(alloc.allocated.get((m, model), 0) + pending.get((m, model), 0))
-            for m in members
-        }
-        caps: dict[str, float] = {}
-        for m in members:
-            limit = float("inf")
-            spec = known.get(m)
-            if spec is not None and spec.max_gpus is not None:
-                others = sum(alloc.allocated.get((m, o), 0) for o in models if o != model)
-                limit = max(0.0, float(spec.max_gpus - others))
-            if not policy.sharing.borrowing:
-                limit = min(limit, ent_m[m])
-            if limit != float("inf"):
-                caps[m] = limit
-        shares = water_fill(
-            cap.get(model, 0) - withheld.get(model, 0.0), ent_m, dem_m, weight, caps, usage
-        )
-        for m in members:
-            fair[(m, model)] = shares.get(m, 0.0)
 
-    return ShareBook(
-        models=models,
-        members=members,
-        capacity=cap,
-        contribution=contrib,
-        entitlement=ent,
-        allocation=alloc,
-        pending=pending,
-        fair=fair,
-        job_model=job_model,
-    )
+def _caps(book: ShareBook, policy: Policy, model: str, ent_m: dict[str, float]) -> dict[str, float]:
+    """Water-filling caps on one model: `max_gpus` less what the member holds on the
+    other models, and the entitlement when borrowing is off."""
+    known = {m.name: m for m in policy.members}
+    allocated = book.allocation.allocated
+    caps: dict[str, float] = {}
+    for m in book.members:
+        limit = float("inf")
+        spec = known.get(m)
+        if spec is not None and spec.max_gpus is not None:
+            others = sum(allocated.get((m, o), 0) for o in book.models if o != model)
+            limit = max(0.0, float(spec.max_gpus - others))
+        if not policy.sharing.borrowing:
+            limit = min(limit, ent_m[m])
+        if limit != float("inf"):
+            caps[m] = limit
+    return caps

@@ -80,7 +80,7 @@ POLICY_KEY = "policy.yaml"
 
 @runtime_checkable
 class SchedulerView(Protocol):
-    """What the running scheduler exposes to the gRPC server (issue 6).
+    """What the running scheduler exposes to the gRPC server (docs/architecture.md, "The gRPC API").
 
     Every method is thread-safe and cheap: it returns the latest immutable value and
     never waits for a scheduling cycle.

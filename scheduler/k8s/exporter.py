@@ -156,13 +156,14 @@ class SchedulerMetrics:
         )
         self.preemptions = Counter(
             "fairpool_preemptions",
-            "Evictions of borrowed pods, by reclaiming member and result",
+            "Evictions of reclaimable pods, by reclaiming member and result",
             ["reclaimer", "result"],
             registry=r,
         )
         self.reclaim_lost = Counter(
             "fairpool_reclaim_lost_gpu_seconds",
-            "GPU-seconds of work lost by pods preempted for reclaim (their runtime so far)",
+            "GPU-seconds lost to reclaim by preempted pods: GPUs x (end of grace period - start);"
+            " nothing for a checkpointable member",
             ["member", "gpu_model"],
             registry=r,
         )

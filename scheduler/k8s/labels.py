@@ -1,4 +1,5 @@
-"""Label and annotation keys fairpool reads and writes (the fixed interfaces of DESIGN.md)."""
+"""Label and annotation keys fairpool reads and writes (docs/policy.md, "Labels and
+annotations on Kubernetes objects")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The metrics of DESIGN.md ("Metrics"), computed from a simulation's allocation
+"""The metrics of docs/metrics.md, computed from a simulation's allocation
 timeline and job table. Pure functions over pandas frames, so tests can feed them
 hand-written timelines.
 

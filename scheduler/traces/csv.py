@@ -1,4 +1,4 @@
-"""The canonical trace CSV (DESIGN.md, "Fixed interfaces"): read with every problem
+"""The canonical trace CSV (docs/policy.md, "The trace CSV"): read with every problem
 named by line and column, and written atomically."""
 
 from __future__ import annotations
@@ -216,7 +216,6 @@ def _parse_row(
 ) -> tuple[TraceJob | None, str | None]:
     """One job, or None after recording its problems; and the trace's time kind."""
     before = problems.total
-    members, max_gang_gpus, gpu_models = limits.members, limits.max_gang_gpus, limits.gpu_models
 
     def cell(name: str) -> str:
         position = index.get(name)
@@ -225,68 +224,15 @@ def _parse_row(
     job_id = cell("job_id")
     if not job_id:
         problems.add(line, "job_id", "empty job_id")
-    org = cell("org")
-    if not org:
-        problems.add(line, "org", "empty org (the member that submits the job)")
-    elif members is not None and org not in members:
-        problems.add(line, "org", f"unknown member {org!r} (members: {', '.join(sorted(members))})")
-
-    raw_time = cell("submit_time")
-    submit = _number(raw_time)
-    kind = "seconds" if submit is not None else None
-    if submit is None:
-        submit = _iso_epoch(raw_time)
-        kind = "iso" if submit is not None else None
-    if submit is None or kind is None:
-        problems.add(line, "submit_time", f"{raw_time!r} is neither seconds nor an ISO-8601 time")
-    elif time_kind is not None and kind != time_kind:
-        problems.add(
-            line,
-            "submit_time",
-            f"{raw_time!r} is {'ISO-8601' if kind == 'iso' else 'seconds'} but earlier rows "
-            f"use {'ISO-8601' if time_kind == 'iso' else 'seconds'}; use one kind for all rows",
-        )
-    elif kind == "seconds" and submit < 0:
-        problems.add(line, "submit_time", f"negative time {raw_time}")
-    if time_kind is None and kind is not None:
-        time_kind = kind
-
-    raw_duration = cell("duration_s")
-    duration = _number(raw_duration)
-    if duration is None:
-        problems.add(line, "duration_s", f"{raw_duration!r} is not a number of seconds")
-    elif duration <= 0:
-        problems.add(line, "duration_s", f"duration must be > 0, got {raw_duration}")
-
+    org = _org(cell("org"), line, problems, limits.members)
+    submit, time_kind = _submit_time(cell("submit_time"), line, time_kind, problems)
+    duration = _duration(cell("duration_s"), line, problems)
     num_pods = _count(cell("num_pods"), "num_pods", line, problems)
     gpus_per_pod = _count(cell("gpus_per_pod"), "gpus_per_pod", line, problems)
-    if num_pods is not None and gpus_per_pod is not None and max_gang_gpus is not None:
-        gpus = num_pods * gpus_per_pod
-        if gpus > max_gang_gpus:
-            what = "gang" if num_pods > 1 else "job"
-            problems.add(
-                line,
-                "num_pods" if num_pods > 1 else "gpus_per_pod",
-                f"{what} of {num_pods} x {gpus_per_pod} = {gpus} GPUs is larger than the "
-                f"cluster ({max_gang_gpus} GPUs)",
-            )
-
-    gpu_model = cell("gpu_model") or None
-    if gpu_model is not None and gpu_models is not None and gpu_model not in gpu_models:
-        problems.add(
-            line,
-            "gpu_model",
-            f"unknown GPU model {gpu_model!r} (cluster has: {', '.join(sorted(gpu_models))})",
-        )
-
-    priority = 0
-    raw_priority = cell("priority")
-    if raw_priority:
-        parsed = _whole(raw_priority)
-        if parsed is None:
-            problems.add(line, "priority", f"{raw_priority!r} is not an integer")
-        else:
-            priority = parsed
+    if num_pods is not None and gpus_per_pod is not None and limits.max_gang_gpus is not None:
+        _check_gang_size(num_pods, gpus_per_pod, limits.max_gang_gpus, line, problems)
+    gpu_model = _gpu_model(cell("gpu_model") or None, line, problems, limits.gpu_models)
+    priority = _priority(cell("priority"), line, problems)
 
     if problems.total > before:
         return None, time_kind
@@ -308,6 +254,88 @@ def _parse_row(
         priority=priority,
     )
     return job, time_kind
+
+
+def _org(org: str, line: int, problems: IssueCollector, members: set[str] | None) -> str:
+    """The member that submits the job, which the policy must know when one is given."""
+    if not org:
+        problems.add(line, "org", "empty org (the member that submits the job)")
+    elif members is not None and org not in members:
+        problems.add(line, "org", f"unknown member {org!r} (members: {', '.join(sorted(members))})")
+    return org
+
+
+def _submit_time(
+    raw_time: str, line: int, time_kind: str | None, problems: IssueCollector
+) -> tuple[float | None, str | None]:
+    """(submission time, the trace's time kind): the first readable row fixes the kind
+    ("seconds" or "iso") and every later row must use it."""
+    submit = _number(raw_time)
+    kind = "seconds" if submit is not None else None
+    if submit is None:
+        submit = _iso_epoch(raw_time)
+        kind = "iso" if submit is not None else None
+    if submit is None or kind is None:
+        problems.add(line, "submit_time", f"{raw_time!r} is neither seconds nor an ISO-8601 time")
+    elif time_kind is not None and kind != time_kind:
+        problems.add(
+            line,
+            "submit_time",
+            f"{raw_time!r} is {'ISO-8601' if kind == 'iso' else 'seconds'} but earlier rows "
+            f"use {'ISO-8601' if time_kind == 'iso' else 'seconds'}; use one kind for all rows",
+        )
+    elif kind == "seconds" and submit < 0:
+        problems.add(line, "submit_time", f"negative time {raw_time}")
+    if time_kind is None and kind is not None:
+        time_kind = kind
+    return submit, time_kind
+
+
+def _duration(raw_duration: str, line: int, problems: IssueCollector) -> float | None:
+    duration = _number(raw_duration)
+    if duration is None:
+        problems.add(line, "duration_s", f"{raw_duration!r} is not a number of seconds")
+    elif duration <= 0:
+        problems.add(line, "duration_s", f"duration must be > 0, got {raw_duration}")
+    return duration
+
+
+def _check_gang_size(
+    num_pods: int, gpus_per_pod: int, max_gang_gpus: int, line: int, problems: IssueCollector
+) -> None:
+    """A job asking for more GPUs than the whole cluster has can never run."""
+    gpus = num_pods * gpus_per_pod
+    if gpus > max_gang_gpus:
+        what = "gang" if num_pods > 1 else "job"
+        problems.add(
+            line,
+            "num_pods" if num_pods > 1 else "gpus_per_pod",
+            f"{what} of {num_pods} x {gpus_per_pod} = {gpus} GPUs is larger than the "
+            f"cluster ({max_gang_gpus} GPUs)",
+        )
+
+
+def _gpu_model(
+    gpu_model: str | None, line: int, problems: IssueCollector, gpu_models: set[str] | None
+) -> str | None:
+    if gpu_model is not None and gpu_models is not None and gpu_model not in gpu_models:
+        problems.add(
+            line,
+            "gpu_model",
+            f"unknown GPU model {gpu_model!r} (cluster has: {', '.join(sorted(gpu_models))})",
+        )
+    return gpu_model
+
+
+def _priority(raw_priority: str, line: int, problems: IssueCollector) -> int:
+    """The job's priority; 0 when the cell is empty."""
+    if not raw_priority:
+        return 0
+    parsed = _whole(raw_priority)
+    if parsed is None:
+        problems.add(line, "priority", f"{raw_priority!r} is not an integer")
+        return 0
+    return parsed
 
 
 def _count(text: str, column: str, line: int, problems: IssueCollector) -> int | None:

@@ -294,16 +294,7 @@ def _member_jobs(
     batch = 256
     while offered < target_gpu_s:
         chosen = rng.choice(len(caps), size=batch, p=model_p)
-        pods = np.empty(batch, dtype=np.int64)
-        per_pod = np.empty(batch, dtype=np.int64)
-        for k, (shapes, p) in enumerate(menus):
-            mask = chosen == k
-            if not mask.any():
-                continue
-            tilted = p * np.array([gang_taste if n > 1 else 1.0 for n, _ in shapes])
-            picks = rng.choice(len(shapes), size=int(mask.sum()), p=tilted / tilted.sum())
-            pods[mask] = np.array([shapes[i][0] for i in picks])
-            per_pod[mask] = np.array([shapes[i][1] for i in picks])
+        pods, per_pod = _pod_shapes(rng, chosen, menus, gang_taste)
         durations = _durations(rng, pods, per_pod, duration_cap)
         job_gpus = pods * per_pod
         durations = np.maximum(
@@ -320,13 +311,7 @@ def _member_jobs(
     pods = np.concatenate(pods_all)
     per_pod = np.concatenate(per_pod_all)
     durations = np.concatenate(durations_all)
-    # Keep the prefix whose offered work comes closest to the target.
-    cumulative = np.cumsum(durations * pods * per_pod)
-    n = int(np.searchsorted(cumulative, target_gpu_s))
-    if n > 0 and abs(cumulative[n - 1] - target_gpu_s) < abs(cumulative[n] - target_gpu_s):
-        count = n
-    else:
-        count = n + 1
+    count = _closest_prefix(np.cumsum(durations * pods * per_pod), target_gpu_s)
     submits = _arrivals(count, horizon, rng)
     return [
         TraceJob(
@@ -340,6 +325,35 @@ def _member_jobs(
         )
         for i in range(count)
     ]
+
+
+def _pod_shapes(
+    rng: np.random.Generator,
+    chosen: np.ndarray,
+    menus: list[tuple[list[tuple[int, int]], np.ndarray]],
+    gang_taste: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(pods, GPUs per pod) of each job, drawn from its GPU model's menu of shapes with
+    gangs weighted by the member's taste for them."""
+    pods = np.empty(len(chosen), dtype=np.int64)
+    per_pod = np.empty(len(chosen), dtype=np.int64)
+    for k, (shapes, p) in enumerate(menus):
+        mask = chosen == k
+        if not mask.any():
+            continue
+        tilted = p * np.array([gang_taste if n > 1 else 1.0 for n, _ in shapes])
+        picks = rng.choice(len(shapes), size=int(mask.sum()), p=tilted / tilted.sum())
+        pods[mask] = np.array([shapes[i][0] for i in picks])
+        per_pod[mask] = np.array([shapes[i][1] for i in picks])
+    return pods, per_pod
+
+
+def _closest_prefix(cumulative: np.ndarray, target_gpu_s: float) -> int:
+    """How many jobs to keep: the prefix whose offered work comes closest to the target."""
+    n = int(np.searchsorted(cumulative, target_gpu_s))
+    if n > 0 and abs(cumulative[n - 1] - target_gpu_s) < abs(cumulative[n] - target_gpu_s):
+        return n
+    return n + 1
 
 
 def _arrivals(count: int, horizon: float, rng: np.random.Generator) -> np.ndarray:

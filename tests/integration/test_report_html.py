@@ -227,6 +227,8 @@ def test_report_renders_offline_with_charts_and_a_clean_console(
     for heading in ("Members", "Settlement", "Usage", "Data coverage", "Invoices"):
         assert heading in visit.text
     assert "data missing for 2 hours on 2026-10-14" in visit.text
+    assert "Lent and purchase net" in visit.text
+    assert "dividend" not in visit.text.lower()  # no simulation summary: no pooling dividend
     assert visit.screenshot.startswith(b"\x89PNG")
     assert len(visit.screenshot) > 20_000  # a blank page is a few kB
 

@@ -236,8 +236,8 @@ def test_purchased_gpus_paid_to_the_hosting_owner() -> None:
     assert column(report, "used_within_purchase_gpu_hours")["c"] == 1.0
     assert totals(report) == {"a": D("39.34"), "b": D("-705.67"), "c": D("778.33")}
     assert column(report, "entitlement_gpu_hours")["c"] == 745.0
-    # dividend: value of the purchased hour used (1.00) minus the purchase (745.00)
-    assert column(report, "dividend_money")["c"] == D("-744.00")
+    # lent and purchase net: value of the purchased hour used (1.00) minus the purchase
+    assert column(report, "lent_and_purchase_net_money")["c"] == D("-744.00")
 
 
 def test_purchase_of_a_model_nobody_else_hosts_is_flagged_not_billed() -> None:
@@ -334,11 +334,15 @@ def test_usage_above_reported_capacity_is_billed_and_flagged() -> None:
     assert any("exceeded reported capacity" in f for f in report.flags)
 
 
-def test_pooling_dividend() -> None:
+def test_lent_and_purchase_net_and_pooling_dividend() -> None:
     summary = {"members": {"b": {"pooling_dividend_gpu_hours": 7.5}}}
     report = build(make_policy(), simulation_summary=summary)
-    dividend = column(report, "dividend_gpu_hours")
-    assert dividend == {"a": 0.0, "b": 1.0, "c": 1.0}
-    money = column(report, "dividend_money")
+    money = column(report, "lent_and_purchase_net_money")
     assert money == {"a": D("2.00"), "b": D("1.00"), "c": D("0")}
-    assert column(report, "simulated_dividend_gpu_hours")["b"] == 7.5
+    # the pooling dividend comes from the simulation only: none for a and c
+    dividend = column(report, "pooling_dividend_gpu_hours")
+    assert dividend["b"] == 7.5
+    assert pd.isna(dividend["a"]) and pd.isna(dividend["c"])
+    assert not any(
+        "dividend" in c for c in report.summary.columns if c != "pooling_dividend_gpu_hours"
+    )

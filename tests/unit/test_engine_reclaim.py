@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from scheduler.engine import schedule
 from scheduler.engine.decisions import Decisions
-from tests.unit.engine_strategies import H100, job, node, policy, running, snapshot
+from tests.unit.engine_strategies import A100, H100, job, node, policy, running, snapshot
 
 POL = policy(["lab-a", "lab-b", "lab-c"], reclaim_grace_period_seconds=45)
 
@@ -400,3 +400,97 @@ def test_an_owner_leaves_a_member_within_its_entitlement_on_its_nodes() -> None:
     # Without ai-b, ai-startup holds 7 <= 8: nothing of it is borrowed and physics waits.
     d = _scattered(with_extra=False)
     assert d.preemptions == ()
+
+
+def _borrowed_a100(lab_a: dict[str, object]) -> Decisions:
+    """lab-a owns an idle 2-GPU H100 node and runs a 1-GPU pod on the only A100 node
+    anyone can use now, an unowned one; lab-b owns a cordoned 2-GPU A100 node and wants
+    1 A100."""
+    nodes = [
+        node("a1", "lab-a", gpus=2, model=H100),
+        node("u1", None, gpus=1, model=A100),
+        node("b1", "lab-b", gpus=2, model=A100, unschedulable=True),
+    ]
+    run = [running("a-x", "lab-a", "u1", gpus=1)]
+    pol = policy({"lab-a": lab_a, "lab-b": {}})
+    return schedule(snapshot(nodes, [job("b-1", "lab-b", gpus=1, gpu_model=A100)], run), pol)
+
+
+def test_an_entitlement_on_another_model_does_not_protect_borrowed_pods() -> None:
+    """Entitlements are per GPU model: an H100 entitlement does not protect A100 pods.
+
+    lab-a is entitled to 2 H100 (its node) and holds none: it asks for no H100. On A100 it
+    is entitled to 0 and holds 1 on the unowned node: 1 borrowed A100, a reclaimable pod.
+    lab-b holds 0 of its 2 A100 (its node is cordoned but Ready, so it still contributes)
+    and its 1-GPU job keeps it within that entitlement: reclaim within the entitlement
+    takes back a-x, leaving lab-a at 0 A100, exactly its A100 entitlement.
+
+    Hypothesis reported this as "a member within its entitlement preempted": the property
+    compared lab-a's position after the cycle with its entitlement on every model, so the
+    H100 row (0 of 2, untouched by the cycle) failed it. The engine is right and the
+    property was wrong; it now checks the floors on the models where a member loses GPUs.
+    """
+    d = _borrowed_a100({})
+    shares = {(s.member, s.gpu_model): s for s in d.shares}
+    a_h100, a_a100 = shares[("lab-a", H100)], shares[("lab-a", A100)]
+    assert (a_h100.allocated, a_h100.entitlement) == (0, 2)
+    assert (a_a100.allocated, a_a100.entitlement, a_a100.borrowed) == (1, 0, 1)
+    assert (shares[("lab-b", A100)].allocated, shares[("lab-b", A100)].entitlement) == (0, 2)
+    assert preempted(d) == ["a-x"]
+    p = d.preemptions[0]
+    assert (p.victim_member, p.reclaimer, p.for_job) == ("lab-a", "lab-b", "b-1")
+    assert "above its entitlement of 0" in p.reason
+    assert [(n.job_id, n.nodes) for n in d.nominations] == [("b-1", {"b-1-0": "u1"})]
+
+
+def test_a_pod_within_the_entitlement_of_its_model_is_never_reclaimed() -> None:
+    """The same cluster with lab-a entitled to 1 A100 (a purchase, backed by the unowned
+    node): a-x is within lab-a's A100 entitlement, so it is not reclaimable and lab-b's
+    job waits although lab-b is within its own entitlement."""
+    d = _borrowed_a100({"purchased": {A100: 1}})
+    shares = {(s.member, s.gpu_model): s for s in d.shares}
+    assert (shares[("lab-a", A100)].allocated, shares[("lab-a", A100)].entitlement) == (1, 1)
+    assert d.preemptions == () and d.nominations == () and d.binds == ()
+    assert "b-1" in d.explanations
+
+
+def test_an_owner_takes_back_its_node_from_a_member_its_own_bind_took_above_entitlement() -> None:
+    """A victim's position counts its binds of the same cycle.
+
+    lab-c is entitled to 2 H100 (c1) and 2 A100 (c2, cordoned) and holds 1 H100 on
+    lab-b's node b1, within its H100 entitlement: no reclaimable pod. Its job c-1 asks 2
+    GPUs of no model; its demand counts against A100 (the most free), so it goes first as
+    entitled demand, and it is placed on c1: lab-c now holds 3 of its 2 H100. lab-b's
+    job b-1 (2 of its 2 H100 with it) finds b1 full and takes back its own node: c-x goes,
+    leaving lab-c at 2 H100, exactly its entitlement.
+
+    Hypothesis found this with an unrelated terminating pod in the cluster, and the
+    property (measuring the victim on the snapshot alone) called lab-c "not above its
+    entitlement"; it now counts the victim's own binds. Without a terminating pod the
+    engine did nothing here: it skipped reclaim when no other member borrowed in the
+    snapshot or no reclaimable pod was left, ignoring the cycle's binds, so whether lab-b
+    got its node back depended on a pod elsewhere. It must decide the same either way.
+    """
+    nodes = [
+        node("b1", "lab-b", gpus=2),
+        node("c1", "lab-c", gpus=2),
+        node("c2", "lab-c", gpus=2, model=A100, unschedulable=True),
+    ]
+    run = [running("b-own", "lab-b", "b1"), running("c-x", "lab-c", "b1")]
+    pending = [job("c-1", "lab-c", gpus=2), job("b-1", "lab-b", gpu_model=H100, submitted_at=1)]
+    d = schedule(snapshot(nodes, pending, run), POL)
+    shares = {(s.member, s.gpu_model): s for s in d.shares}
+    c = shares[("lab-c", H100)]
+    assert (c.allocated, c.entitlement, c.reclaimable) == (1, 2, 0)
+    assert [(b.job_id, b.node, b.reclaimable) for b in d.binds] == [("c-1", "c1", True)]
+    assert preempted(d) == ["c-x"]
+    assert (d.preemptions[0].victim_member, d.preemptions[0].reclaimer) == ("lab-c", "lab-b")
+    assert [(n.job_id, n.nodes) for n in d.nominations] == [("b-1", {"b-1-0": "b1"})]
+    nodes.append(node("u1", None, gpus=0))
+    run.append(running("gone", "lab-a", "u1", gpus=0, terminating=True))
+    again = schedule(snapshot(nodes, pending, run), POL)
+    assert (again.binds, again.preemptions, again.nominations) == (
+        d.binds,
+        d.preemptions,
+        d.nominations,
+    )

@@ -243,3 +243,11 @@ def test_bill_settles_use_of_others_hardware_and_lent(out: Path) -> None:
     settlement = pd.read_csv(out / "report" / "settlement.csv", index_col=0, dtype=str)
     assert settlement.loc["a", "b"] == f"{2.0 * 4520 / H:.2f}" == "2.51"
     assert settlement.loc["b", "a"] == f"{2.0 * 7440 / H:.2f}" == "4.13"
+
+
+def test_the_only_dividend_in_the_bill_is_the_pooling_dividend(out: Path) -> None:
+    bill = pd.read_csv(out / "report" / "summary.csv")
+    dividends = [c for c in bill.columns if "dividend" in c]
+    assert dividends == ["pooling_dividend_gpu_hours"]
+    # --no-standalone: there is no standalone replay to subtract, so no pooling dividend
+    assert bill["pooling_dividend_gpu_hours"].isna().all()

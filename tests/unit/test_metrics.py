@@ -1,4 +1,4 @@
-"""DESIGN.md metrics on tiny hand-written timelines, each worked out by hand."""
+"""The metrics of docs/metrics.md on tiny hand-written timelines, each worked out by hand."""
 
 from __future__ import annotations
 

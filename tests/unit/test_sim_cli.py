@@ -1,4 +1,4 @@
-"""`fairpool simulate` end to end on a tiny cluster: summary.json per DESIGN.md, the
+"""`fairpool simulate` end to end on a tiny cluster: summary.json per docs/metrics.md, the
 tables, byte-identical reruns, and exit 2 with nothing written on bad input."""
 
 from __future__ import annotations

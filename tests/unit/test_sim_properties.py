@@ -4,7 +4,7 @@ Invariants (hypothesis): every job of a finite trace completes when every job fi
 no node is ever over-committed; gangs start whole; a member at or below its
 entitlement is never preempted; two runs give byte-identical summary.json.
 
-Sharing incentive (DESIGN.md): no member's mean JCT pooled should be worse than
+Sharing incentive (docs/metrics.md): no member's mean JCT pooled should be worse than
 standalone. It is measured over 200 fixed seeded random cases built for contention
 (the first member fills the cluster early and borrows, the others arrive later wanting
 their own nodes), comparing like with like (the pooled JCT of the jobs that also
