@@ -63,6 +63,10 @@ class SharingRules(_Strict):
     """A reclaimable pod younger than this is not preempted..."""
     preempt_below_min_runtime: bool = False
     """...unless this is set."""
+    max_reclaims_per_job: NonNegInt | None = 3
+    """A job reclaimed this many times is no longer a victim; beyond its member's
+    entitlement it then runs only on nodes whose owners are not likely to want them back
+    (a job bigger than that entitlement anywhere there is room). None: no limit."""
     usage_half_life_hours: float | None = Field(default=None, gt=0)
 
 

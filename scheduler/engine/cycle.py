@@ -32,6 +32,7 @@ Preemptions: per reclaim, victims in the order chosen, pods by uid.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
@@ -58,6 +59,11 @@ if TYPE_CHECKING:
 
 _EPS = 1e-9
 _N = TypeVar("_N", int, float)
+_HOUR_S = 3600.0
+WANTS_BACK = 0.5
+"""An owner whose demand on a model, or whose recent mean allocation, reaches this part
+of its entitlement is likely to want its nodes back soon: half is where an owner's
+next burst of work no longer fits in what it leaves idle."""
 
 __all__ = ["compute_shares", "schedule"]
 
@@ -149,6 +155,7 @@ class _Cycle:
         self.policy = policy
         self.book = shares_mod.build(snapshot, policy)
         self.state = ClusterState(snapshot)
+        self.state.wanted = wanted_nodes(self.book, snapshot.usage_history, policy)
         self.out = _Outcome()
         # Positions, updated by every bind and preemption of the cycle.
         self.alloc: dict[MemberModel, int] = dict(self.book.allocation.allocated)
@@ -166,6 +173,7 @@ class _Cycle:
         self.members: dict[str, Member] = {m.name: m for m in policy.members}
         self.lenders = _lenders(policy)
         self.capped = {m.name for m in policy.members if m.max_gpus is not None}
+        self.checkpointable = frozenset(m.name for m in policy.members if m.checkpointable)
         # The pending jobs.
         self._info: dict[str, _JobInfo] = {j.job_id: _job_info(j) for j in snapshot.pending}
         self.shape_id = _shape_ids(self._info)
@@ -215,6 +223,47 @@ class _Cycle:
             return {}
         return {name: limit - self.lent.get(name, 0) for name, limit in self.lenders}
 
+    def cautious(self, job: PendingJob) -> bool:
+        """The job borrows and its member restarts reclaimed jobs from zero: placement
+        keeps it off nodes whose owners are likely to want them back."""
+        return job.member not in self.checkpointable and not self.within_entitlement(
+            job.member, job
+        )
+
+    def exhausted(self, job: PendingJob) -> bool:
+        """The job was reclaimed as often as the policy allows."""
+        limit = self.policy.sharing.max_reclaims_per_job
+        return limit is not None and job.reclaims >= limit
+
+    def _fits_entitlement(self, job: PendingJob, model: str | None) -> bool:
+        """The job could ever run within its member's entitlement (a job bigger than it
+        never could: that one borrows wherever there is room, safe from reclaim)."""
+        gpus = self._info[job.job_id].gpus
+        if model is None or gpus <= 0:
+            return True
+        return gpus <= self.book.entitlement.get((job.member, model), 0)
+
+    def _exhausted_detail(self, job: PendingJob) -> str:
+        limit = self.policy.sharing.max_reclaims_per_job
+        return (
+            f"job {job.job_id} was reclaimed {plural(job.reclaims, 'time')}, the policy's "
+            f"limit of {limit} (maxReclaimsPerJob): it will not be reclaimed again, so "
+            f"beyond its entitlement it runs only on nodes whose owners are not likely "
+            f"to want them back"
+        )
+
+    def _quiet_lenders(
+        self, member: str, model: str | None, lendable: dict[str, int]
+    ) -> dict[str, int]:
+        """`lendable` with nothing lent by owners likely to want their nodes of the
+        model back: a job that is no longer reclaimed would keep them out of them for a
+        whole run. Its own, unowned and quiet owners' nodes stay open."""
+        out = dict(lendable)
+        for owner, wanted_model in self.state.wanted:
+            if owner != member and (model is None or wanted_model == model):
+                out[owner] = 0
+        return out
+
     # -- the cycle -----------------------------------------------------------------------
     def run(self) -> Decisions:
         self._hold_nominations()
@@ -256,6 +305,7 @@ class _Cycle:
             jid = nxt.job_id
             if (
                 self.shape_id[jid] != sid
+                or self.exhausted(nxt) != self.exhausted(job)
                 or self.book.job_model.get(jid) != model
                 or jid in self.state.holds
                 or jid in self.freeing
@@ -301,9 +351,17 @@ class _Cycle:
             if limit is not None:
                 self._wait(job, Waiting("limit", limit))
                 return
-        models = self._models_allowed(job, model)
         lendable = self.lendable()
-        if self._try_place(job, lendable, models, held):
+        exhausted = self.exhausted(job)
+        guarded = (
+            exhausted
+            and self._fits_entitlement(job, model)
+            and not self.within_entitlement(job.member, job)
+        )
+        if guarded:
+            lendable = self._quiet_lenders(job.member, model, lendable)
+        models = self._models_allowed(job, model)
+        if self._try_place(job, lendable, models, held, exhausted or self.cautious(job), guarded):
             return
         if job.job_id in self.freeing:
             self._hold_while_freeing(job)
@@ -313,7 +371,12 @@ class _Cycle:
             return
         detail = self._try_reclaim(job, model, lendable)
         if job.job_id not in self.out.waiting:
-            self._wait(job, Waiting("capacity", detail))
+            if guarded:
+                # The free capacity it may not use would only mislead: say why instead.
+                detail = "; ".join(d for d in (self._exhausted_detail(job), detail) if d)
+                self._wait(job, Waiting("limit", detail))
+            else:
+                self._wait(job, Waiting("capacity", detail))
 
     def _try_place(
         self,
@@ -321,18 +384,21 @@ class _Cycle:
         lendable: dict[str, int],
         models: frozenset[str] | None,
         held: bool,
+        cautious: bool,
+        guarded: bool,
     ) -> bool:
         """Place the job unless one of the same shape (and, with limits that depend on
         the member, of the same member) failed already; a job whose hold was just
-        released is always tried."""
+        released is always tried. `guarded`: a job at the reclaim limit, kept to quiet
+        lenders (see `_quiet_lenders`)."""
         restricted = models is not None or any(
             h < self._info[job.job_id].gpus for o, h in lendable.items() if o != job.member
         )
         sid = self.shape_id[job.job_id]
-        shape = (sid, job.member, models) if restricted else sid
+        shape = (sid, job.member, models, guarded) if restricted else sid
         if not held and shape in self.failed:
             return False
-        placed = self._place(job, lendable, models)
+        placed = self._place(job, lendable, models, cautious)
         if not placed and not held:
             self.failed.add(shape)
         return placed
@@ -383,16 +449,20 @@ class _Cycle:
         )
 
     def _place(
-        self, job: PendingJob, lendable: dict[str, int], models: frozenset[str] | None
+        self,
+        job: PendingJob,
+        lendable: dict[str, int],
+        models: frozenset[str] | None,
+        cautious: bool,
     ) -> bool:
         if len(job.pods) == 1 and models is None:
             pod = job.pods[0]
-            i = self.state.best_node(pod.spec, job.member, lendable)
+            i = self.state.best_node(pod.spec, job.member, lendable, cautious)
             if i is None:
                 return False
             self._bind(job, ((pod.uid, i),))
             return True
-        plan = plan_job(self.state, job.pods, job.member, lendable, None, models)
+        plan = plan_job(self.state, job.pods, job.member, lendable, None, models, cautious)
         if plan is None:
             return False
         self._bind(job, plan.pods)
@@ -414,7 +484,7 @@ class _Cycle:
                 self.member_total[member] = self.member_total.get(member, 0) + spec.gpus
                 if owner is not None and owner != member:
                     self.lent[owner] = self.lent.get(owner, 0) + spec.gpus
-            self.state.take(i, spec_res(spec), owner_pod=owner == member)
+            self.state.take(i, spec_res(spec))
             self.out.binds.append(
                 Bind(
                     pod_uid=uid,
@@ -478,6 +548,8 @@ class _Cycle:
                 self.snapshot.now,
                 sharing.min_runtime_seconds,
                 sharing.preempt_below_min_runtime,
+                self.checkpointable,
+                sharing.max_reclaims_per_job,
             )
         if not self._may_find_victims(member, model, entitled):
             return None
@@ -517,7 +589,14 @@ class _Cycle:
             )
         else:
             result = reclaimer.up_to_fair_share(
-                job.pods, job.member, model, self.alloc, self.book.fair, lendable, claim.above_ratio
+                job.pods,
+                job.member,
+                model,
+                self.alloc,
+                self.book.fair,
+                lendable,
+                claim.above_ratio,
+                cautious=job.member not in self.checkpointable or self.exhausted(job),
             )
         if isinstance(result, NoReclaim):
             self.reclaim_failed[key] = result
@@ -739,6 +818,33 @@ class _Cycle:
                 sentences[key] = text
             out[job_id] = text
         return out
+
+
+def wanted_nodes(
+    book: shares_mod.ShareBook, usage_history: Mapping[str, float], policy: Policy
+) -> frozenset[MemberModel]:
+    """(owner, GPU model) pairs whose owner is likely to want its nodes back: its demand
+    on the model (held plus pending) reaches `WANTS_BACK` of its entitlement there, or
+    its recent mean allocation does of its whole entitlement. The recent mean comes from
+    the usage history: a member holding G GPUs for long has a history of
+    G * half-life / ln 2 GPU-seconds."""
+    half_life = policy.sharing.usage_half_life_hours
+    recent: dict[str, float] = {}
+    if half_life:
+        scale = math.log(2) / (half_life * _HOUR_S)
+        recent = {m: v * scale for m, v in usage_history.items()}
+    entitled_total = _per_member(book.entitlement, 0)
+    out: set[MemberModel] = set()
+    for key, contributed in book.contribution.items():
+        entitled = book.entitlement.get(key, 0)
+        if contributed <= 0 or entitled <= 0:
+            continue
+        owner = key[0]
+        if book.demand(key) >= WANTS_BACK * entitled or recent.get(
+            owner, 0.0
+        ) >= WANTS_BACK * entitled_total.get(owner, 0):
+            out.add(key)
+    return frozenset(out)
 
 
 def _filter_report(snapshot: Snapshot, spec: PodSpec) -> str:

@@ -79,6 +79,7 @@ def _greedy(
     member: str,
     lendable: Mapping[str, int] | None,
     extra: Mapping[int, Res] | None,
+    cautious: bool,
 ) -> tuple[dict[str, int], int] | None:
     used: dict[int, list[int]] = {}
     headroom = dict(lendable) if lendable else {}
@@ -86,7 +87,7 @@ def _greedy(
     tier_sum = 0
     for spec, uids, cands in groups:
         res = spec_res(spec)
-        slots = _slots(state, spec, res, cands, member, headroom, used, extra)
+        slots = _slots(state, spec, res, cands, member, headroom, used, extra, cautious)
         if sum(slot.room for slot in slots) < len(uids):
             return None
         tiers = _place_shape(slots, res, uids, headroom, used, where)
@@ -105,9 +106,10 @@ def _slots(
     headroom: Mapping[str, int],
     used: Mapping[int, list[int]],
     extra: Mapping[int, Res] | None,
+    cautious: bool,
 ) -> list[_Slot]:
     """The candidate nodes with room for at least one pod of the shape, counting what the
-    gang already took there and what `extra` would free."""
+    gang already took there and what `extra` would free; `cautious` as in `plan_job`."""
     g = res[0]
     entries: list[_Slot] = []
     penalties: dict[int, int] = {}
@@ -133,7 +135,8 @@ def _slots(
             pen = penalties[cid] = state.penalty(cid, spec)
         owner = state.nodes[i].owner
         limited = owner if g > 0 and owner and owner != member and owner in headroom else ""
-        entries.append(_Slot(room, state.node_tier(i, member), pen, free[0], i, limited, u is None))
+        tier = state.node_tier(i, member, cautious)
+        entries.append(_Slot(room, tier, pen, free[0], i, limited, u is None))
     return entries
 
 
@@ -215,10 +218,9 @@ def _candidates(state: ClusterState, spec: PodSpec, extra: Mapping[int, Res] | N
     view = state.view(spec)
     found: set[int] = set()
     for gk in view.order:
-        for side in view.groups[gk]:
-            for level, bucket in side.items():
-                if level >= spec.gpus:
-                    found.update(bucket)
+        for level, bucket in view.groups[gk].items():
+            if level >= spec.gpus:
+                found.update(bucket)
     if extra:
         # Only nodes with extra capacity can fit beyond their own free GPUs.
         admitted = state.admits(spec)
@@ -233,9 +235,11 @@ def plan_job(
     lendable: Mapping[str, int] | None = None,
     extra: Mapping[int, Res] | None = None,
     models: frozenset[str] | None = None,
+    cautious: bool = False,
 ) -> Plan | None:
     """A placement for every pod of the job, or None. `lendable`: owner -> GPUs it may
-    still lend; `models`: GPU models the job may use (None = any)."""
+    still lend; `models`: GPU models the job may use (None = any); `cautious`: the job
+    borrows and would lose its progress if reclaimed (see `placement`)."""
     if not pods:
         return None
     groups = _groups(pods)
@@ -259,7 +263,9 @@ def plan_job(
         options: list[tuple[tuple[object, ...], Plan]] = []
         if gang:
             for domain in domains:
-                plan = _try(state, groups, parts[(model, domain)], member, lendable, extra, pods)
+                plan = _try(
+                    state, groups, parts[(model, domain)], member, lendable, extra, pods, cautious
+                )
                 if plan is not None:
                     options.append(((0, plan.nodes, plan.tier_sum, model, domain), plan))
                     if plan.nodes == 1 and plan.tier_sum == 0:
@@ -271,7 +277,7 @@ def plan_job(
                     merged[k].extend(lst)
             for lst in merged:
                 lst.sort()
-            plan = _try(state, groups, merged, member, lendable, extra, pods)
+            plan = _try(state, groups, merged, member, lendable, extra, pods, cautious)
             if plan is not None:
                 options.append(((1 if gang else 0, plan.nodes, plan.tier_sum, model, ""), plan))
         for option in options:
@@ -288,11 +294,12 @@ def _try(
     lendable: Mapping[str, int] | None,
     extra: Mapping[int, Res] | None,
     pods: Sequence[PendingPod],
+    cautious: bool,
 ) -> Plan | None:
     work = [(spec, uids, cands) for (spec, uids), cands in zip(groups, cand_lists, strict=True)]
     if any(not c for _, _, c in work):
         return None
-    out = _greedy(state, work, member, lendable, extra)
+    out = _greedy(state, work, member, lendable, extra, cautious)
     if out is None:
         return None
     where, tier_sum = out

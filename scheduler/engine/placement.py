@@ -12,20 +12,25 @@ Filters (a node failing any of them is never a target):
   ones included, since they hold their resources until they are gone).
 
 Score (lowest wins, compared in this order):
-1. tier: the member's own nodes; then nodes of no member; then other members' nodes on
-   which their owner runs nothing (borrowing there hurts least when the owner reclaims);
-   then other members' busy nodes. The same order serves work within entitlement (own
-   nodes first) and borrowing (idle foreign nodes before busy ones).
+1. tier: the member's own nodes first (owner-first: work within entitlement goes home);
+   then every other node alike, nodes of no member and other members' nodes together,
+   so that bin-packing decides among them. Cautious work (see below) has a third tier:
+   other members' nodes whose owner is likely to want them back (`ClusterState.wanted`)
+   come last, so that a reclaim there throws away as little as possible.
 2. untolerated PreferNoSchedule taints;
 3. GPU bin-packing: fewest free GPUs left on the node after the placement (most
-   allocated first), so whole nodes stay free for big gangs;
+   allocated first), so small pods fill the holes of busy nodes and whole nodes stay
+   free for gangs and large pods;
 4. node name.
+
+Cautious work is a job that borrows (it takes its member beyond its entitlement) and
+whose member is not checkpointable: reclaiming it throws its progress away. The engine
+cannot know how long a job will run, so every such job counts as long.
 
 Nodes with identical owner, model, labels (hostname aside), taints and topology domain
 form an equivalence class; the static filters run once per class and pod shape. For each
-pod shape a `View` indexes the admitted nodes by owner, penalty, owner-busy and free
-GPUs, and is kept up to date on every placement, so placing a pod never scans the
-cluster.
+pod shape a `View` indexes the admitted nodes by owner, penalty and free GPUs, and is
+kept up to date on every placement, so placing a pod never scans the cluster.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ HOSTNAME = "kubernetes.io/hostname"
 GPU_PRODUCT = "nvidia.com/gpu.product"
 OWNER_LABEL = "fairpool.io/owner"
 
-TIER_OWN, TIER_UNOWNED, TIER_IDLE, TIER_BUSY = 0, 1, 2, 3
+TIER_OWN, TIER_SHARED, TIER_WANTED = 0, 1, 2
 
 SpecKey = tuple[object, ...]
 
@@ -138,19 +143,17 @@ class NodeClass:
     nodes: list[int] = field(default_factory=list)
 
 
-GroupKey = tuple[str, int]
-"""(owner or "", untolerated PreferNoSchedule taints)."""
+GroupKey = tuple[str, int, str]
+"""(owner or "", untolerated PreferNoSchedule taints, GPU model)."""
 
 
 @dataclass(slots=True)
 class View:
-    """The placeable nodes admitting one pod shape, grouped by owner and PreferNoSchedule
-    penalty; each group keeps (owner idle, owner busy) -> free GPUs -> node indices in
-    name order, so the best node is found without scanning the cluster."""
+    """The placeable nodes admitting one pod shape, grouped by owner, PreferNoSchedule
+    penalty and GPU model; each group keeps free GPUs -> node indices in name order, so
+    the best node is found without scanning the cluster."""
 
-    groups: dict[GroupKey, tuple[dict[int, list[int]], dict[int, list[int]]]] = field(
-        default_factory=dict
-    )
+    groups: dict[GroupKey, dict[int, list[int]]] = field(default_factory=dict)
     order: list[GroupKey] = field(default_factory=list)
 
 
@@ -255,7 +258,9 @@ class ClusterState:
         """Resources of terminating pods not yet promised to a nominated job."""
         self.term_pods = 0
         """Terminating pods (counted in `term`) over all nodes."""
-        self.owner_pods = [0] * count
+        self.wanted: frozenset[tuple[str, str]] = frozenset()
+        """(owner, GPU model) whose owner is likely to want its nodes of that model back;
+        set by the cycle from the owners' demand and usage history."""
         self.holds: dict[str, list[tuple[int, Res, Res]]] = {}
         """job id -> (node, taken from terminating, taken from free)."""
         index = self.index
@@ -275,8 +280,6 @@ class ClusterState:
                 t[1] += s.cpu_milli
                 t[2] += s.memory_bytes
                 t[3] += 1
-            elif pod.member is not None and pod.member == nodes[i].owner:
-                self.owner_pods[i] += 1
         self.class_views: list[list[tuple[View, GroupKey]]] = [[] for _ in self.classes]
         """Per class, the views (one per pod shape) its nodes are indexed in."""
         self._views: dict[SpecKey, View] = {}
@@ -290,25 +293,22 @@ class ClusterState:
             host = uses_hostname(spec)
             for cid in self.classes_for(spec):
                 cls = self.classes[cid]
-                gk = (cls.owner or "", self.penalty(cid, spec))
-                sides = view.groups.get(gk)
-                if sides is None:
-                    sides = view.groups[gk] = ({}, {})
+                gk = (cls.owner or "", self.penalty(cid, spec), cls.gpu_model or UNKNOWN_MODEL)
+                side = view.groups.get(gk)
+                if side is None:
+                    side = view.groups[gk] = {}
                 self.class_views[cid].append((view, gk))
                 for i in cls.nodes:
                     if not host or self.node_admits(i, spec):
-                        _insert(
-                            sides[1 if self.owner_pods[i] > 0 else 0], max(0, self.free_gpu[i]), i
-                        )
+                        _insert(side, max(0, self.free_gpu[i]), i)
             view.order = sorted(view.groups)
             self._views[key] = view
         return view
 
     def _unindex(self, i: int) -> None:
-        busy = 1 if self.owner_pods[i] > 0 else 0
         level = max(0, self.free_gpu[i])
         for view, gk in self.class_views[self.node_class[i]]:
-            side = view.groups[gk][busy]
+            side = view.groups[gk]
             bucket = side.get(level)
             if bucket is None:
                 continue  # a hostname-bound view that never held this node
@@ -319,27 +319,24 @@ class ClusterState:
                     del side[level]
 
     def _reindex(self, i: int, members: list[bool]) -> None:
-        busy = 1 if self.owner_pods[i] > 0 else 0
         level = max(0, self.free_gpu[i])
         for (view, gk), present in zip(self.class_views[self.node_class[i]], members, strict=True):
             if present:
-                _insert(view.groups[gk][busy], level, i)
+                _insert(view.groups[gk], level, i)
 
     def _presence(self, i: int) -> list[bool]:
-        busy = 1 if self.owner_pods[i] > 0 else 0
         level = max(0, self.free_gpu[i])
         out = []
         for view, gk in self.class_views[self.node_class[i]]:
-            bucket = view.groups[gk][busy].get(level)
+            bucket = view.groups[gk].get(level)
             k = bisect_left(bucket, i) if bucket else 0
             out.append(bucket is not None and k < len(bucket) and bucket[k] == i)
         return out
 
     # -- capacity changes ----------------------------------------------------------------
-    def take(self, i: int, res: Res, owner_pod: bool = False) -> None:
+    def take(self, i: int, res: Res) -> None:
         cid = self.node_class[i]
-        indexed = cid >= 0 and bool(self.class_views[cid])
-        moves = indexed and (res[0] != 0 or (owner_pod and self.owner_pods[i] == 0))
+        moves = cid >= 0 and bool(self.class_views[cid]) and res[0] != 0
         if moves:
             present = self._presence(i)
             self._unindex(i)
@@ -347,8 +344,6 @@ class ClusterState:
         self.free_cpu[i] -= res[1]
         self.free_mem[i] -= res[2]
         self.free_pods[i] -= res[3]
-        if owner_pod:
-            self.owner_pods[i] += 1
         if moves:
             self._reindex(i, present)
 
@@ -415,16 +410,20 @@ class ClusterState:
             self._penalty[key] = found
         return found
 
-    def tier(self, cid: int, member: str, busy: bool) -> int:
-        owner = self.classes[cid].owner
+    def tier(self, cid: int, member: str, cautious: bool) -> int:
+        cls = self.classes[cid]
+        return self.owner_tier(cls.owner or "", cls.gpu_model, member, cautious)
+
+    def owner_tier(self, owner: str, model: str | None, member: str, cautious: bool) -> int:
+        """The tier of a node of `owner` ("" for none) and `model` for `member`'s work."""
         if owner == member:
             return TIER_OWN
-        if owner is None:
-            return TIER_UNOWNED
-        return TIER_BUSY if busy else TIER_IDLE
+        if cautious and owner and (owner, model or UNKNOWN_MODEL) in self.wanted:
+            return TIER_WANTED
+        return TIER_SHARED
 
-    def node_tier(self, i: int, member: str) -> int:
-        return self.tier(self.node_class[i], member, self.owner_pods[i] > 0)
+    def node_tier(self, i: int, member: str, cautious: bool = False) -> int:
+        return self.tier(self.node_class[i], member, cautious)
 
     def fits(self, i: int, res: Res, extra: Mapping[int, Res] | None = None) -> bool:
         e = extra.get(i) if extra else None
@@ -456,51 +455,49 @@ class ClusterState:
 
     # -- single pod fast path ------------------------------------------------------------
     def best_node(
-        self, spec: PodSpec, member: str, allowed: Mapping[str, int] | None = None
+        self,
+        spec: PodSpec,
+        member: str,
+        allowed: Mapping[str, int] | None = None,
+        cautious: bool = False,
     ) -> int | None:
         """The best node for one pod, or None. `allowed` maps an owner to the GPUs it may
-        still lend (owners absent from it are unlimited)."""
+        still lend (owners absent from it are unlimited); `cautious`: the pod borrows and
+        would lose its progress if reclaimed (see the module's score)."""
         g = spec.gpus
         cpu, mem = spec.cpu_milli, spec.memory_bytes
         free_cpu, free_mem, free_pods = self.free_cpu, self.free_mem, self.free_pods
         best: tuple[int, int, int, int] | None = None
         view = self.view(spec)
         for gk in view.order:
-            owner, pen = gk
+            owner, pen, model = gk
             if allowed is not None and owner and owner != member and allowed.get(owner, g) < g:
                 continue
-            sides = view.groups[gk]
-            for busy in (0, 1):
-                side = sides[busy]
-                if not side:
+            side = view.groups[gk]
+            if not side:
+                continue
+            tier = self.owner_tier(owner, model, member, cautious)
+            if best is not None and (tier, pen) > best[:2]:
+                continue
+            for level in sorted(side):
+                if level < g:
                     continue
-                if owner == member:
-                    tier = TIER_OWN
-                elif not owner:
-                    tier = TIER_UNOWNED
-                else:
-                    tier = TIER_BUSY if busy else TIER_IDLE
-                if best is not None and (tier, pen) > best[:2]:
-                    continue
-                for level in sorted(side):
-                    if level < g:
-                        continue
-                    head = (tier, pen, level - g)
-                    if best is not None and head > best[:3]:
+                head = (tier, pen, level - g)
+                if best is not None and head > best[:3]:
+                    break
+                found = -1
+                same = best is not None and head == best[:3]
+                for i in side[level]:
+                    if same and best is not None and i > best[3]:
                         break
-                    found = -1
-                    same = best is not None and head == best[:3]
-                    for i in side[level]:
-                        if same and best is not None and i > best[3]:
-                            break
-                        if free_cpu[i] >= cpu and free_mem[i] >= mem and free_pods[i] >= 1:
-                            found = i
-                            break
-                    if found >= 0:
-                        cand = (tier, pen, level - g, found)
-                        if best is None or cand < best:
-                            best = cand
+                    if free_cpu[i] >= cpu and free_mem[i] >= mem and free_pods[i] >= 1:
+                        found = i
                         break
+                if found >= 0:
+                    cand = (tier, pen, level - g, found)
+                    if best is None or cand < best:
+                        best = cand
+                    break
         return None if best is None else best[3]
 
     def admits(self, spec: PodSpec) -> Callable[[int], bool]:

@@ -46,8 +46,10 @@ Common to both (`Reclaimer` and the victim-set search, `_Attempt.select`):
 - Victims are whole jobs (a gang is preempted with all its pods) of *other* members;
   pods not scheduled by fairpool and terminating pods are never victims. Only victims
   with a pod on a node the job could use are considered.
-- The common order is the youngest first (least work lost), then the lowest priority,
-  then job id.
+- The common order loses the least work first: jobs of checkpointable members (they
+  resume where they stopped), then the fewest GPU-seconds run since their last start
+  (what a restart throws away), then the lowest priority, then job id.
+- A job already reclaimed `sharing.max_reclaims_per_job` times is never a victim.
 - Terminating pods already count as capacity being freed: if the job fits once they are
   gone, nothing is preempted, the job is only nominated.
 - Victims are added in order until a what-if placement of the whole job succeeds on the
@@ -91,6 +93,14 @@ class VictimJob:
     """Owners of the nodes its pods run on."""
     by_model: dict[str, int] = field(default_factory=dict)
     """GPUs it holds per GPU model."""
+    run_gpu_s: float = 0.0
+    """GPU-seconds its pods ran since they last started: lost if it restarts from zero."""
+    checkpointable: bool = False
+    """Its member resumes preempted jobs where they stopped: reclaiming it loses nothing."""
+
+    def loss_key(self) -> tuple[int, float, int, str]:
+        """The common order: least work lost first (see the module)."""
+        return (0 if self.checkpointable else 1, self.run_gpu_s, self.priority, self.job_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +156,7 @@ class _Tally:
 class Reclaimer:
     """Victim index for one cycle (built on first use; reclaim is rare).
 
-    Victim jobs are kept in one order, youngest first, then lowest priority, then job id;
+    Victim jobs are kept in one order, least work lost first (`VictimJob.loss_key`);
     an attempt walks it twice (victims on the reclaimer's own nodes, then the others) and
     stops as soon as the job fits, so a reclaim costs what it takes, not the cluster size.
     The same order is kept per victim member (and per owner and member) for reclaims
@@ -161,15 +171,17 @@ class Reclaimer:
         now: float,
         min_runtime: int,
         below_min_runtime: bool,
+        checkpointable: frozenset[str] = frozenset(),
+        max_reclaims: int | None = None,
     ) -> None:
         self.state = state
         self.now = now
         self.min_runtime = min_runtime
         self.below_min_runtime = below_min_runtime
-        victims = _victim_jobs(state, running, reclaimable_pods)
+        victims = _victim_jobs(state, running, reclaimable_pods, now, checkpointable, max_reclaims)
         self.reclaimable_jobs = sum(1 for j in victims if j.reclaimable)
         self.gone_reclaimable = 0
-        self.jobs = sorted(victims, key=lambda j: (-j.youngest_start, j.priority, j.job_id))
+        self.jobs = sorted(victims, key=VictimJob.loss_key)
         self.by_owner: dict[str | None, list[VictimJob]] = {}
         self.by_member: dict[str, list[VictimJob]] = {}
         self.by_owner_member: dict[tuple[str | None, str], list[VictimJob]] = {}
@@ -211,12 +223,14 @@ class Reclaimer:
         fair: Mapping[MemberModel, float],
         lendable: Mapping[str, int] | None,
         above_ratio: float | None,
+        cautious: bool = False,
     ) -> ReclaimResult | NoReclaim:
         """Victims and the plan they make possible for a job that takes `member` beyond
         its entitlement, or why nothing can be reclaimed. `above_ratio`: the reclaimer's
         allocated / fair share once the job runs, when that exceeds 1; only members
-        further above their own fair share are victims then."""
-        room = self._room(pods, member, model, lendable)
+        further above their own fair share are victims then. `cautious`: the job's plan
+        keeps off nodes whose owners are likely to want them back (see `placement`)."""
+        room = self._room(pods, member, model, lendable, cautious)
         if room is None:
             return NoReclaim(Why.NO_NODE, "no node it may use exists")
         return self._attempt(UpToFairShare(self, room, alloc, fair, above_ratio))
@@ -244,6 +258,7 @@ class Reclaimer:
         member: str,
         model: str,
         lendable: Mapping[str, int] | None,
+        cautious: bool = False,
     ) -> _Room | None:
         """Where the job could run and what terminating pods free there; None when no
         node it may use has its model."""
@@ -269,6 +284,7 @@ class Reclaimer:
             have=sum(max(0, state.free_gpu[i]) for i in feasible)
             + sum(e[0] for e in freeing.values()),
             need=sum(p.spec.gpus for p in pods),
+            cautious=cautious,
         )
 
     def _feasible_nodes(self, pods: Sequence[PendingPod], model: str) -> set[int]:
@@ -286,14 +302,24 @@ class Reclaimer:
 
 
 def _victim_jobs(
-    state: ClusterState, running: Sequence[RunningPod], reclaimable_pods: set[str]
+    state: ClusterState,
+    running: Sequence[RunningPod],
+    reclaimable_pods: set[str],
+    now: float,
+    checkpointable: frozenset[str],
+    max_reclaims: int | None,
 ) -> list[VictimJob]:
     """Running jobs of members, scheduled by fairpool, on known nodes, without their
-    terminating pods. Jobs with a reclaimable pod are victims, their other pods coming
-    along; every other job is listed too, for an owner taking back its own nodes."""
+    terminating pods and without jobs reclaimed `max_reclaims` times already. Jobs with a
+    reclaimable pod are victims, their other pods coming along; every other job is listed
+    too, for an owner taking back its own nodes."""
     jobs: dict[str, VictimJob] = {}
+    spent: set[str] = set()
     for pod in running:
         if pod.terminating or pod.member is None:
+            continue
+        if max_reclaims is not None and pod.reclaims >= max_reclaims:
+            spent.add(pod.job_id)
             continue
         i = state.index.get(pod.node)
         if i is None or not pod.scheduled_by_fairpool:
@@ -303,12 +329,14 @@ def _victim_jobs(
             job = jobs[pod.job_id] = VictimJob(pod.job_id, pod.member)
         job.pods.append((pod, i))
         job.youngest_start = max(job.youngest_start, pod.started_at)
+        job.run_gpu_s += pod.spec.gpus * max(0.0, now - pod.started_at)
+        job.checkpointable = pod.member in checkpointable
         job.priority = max(job.priority, pod.priority)
         if pod.uid in reclaimable_pods:
             job.reclaimable = True
         model = state.model[i]
         job.by_model[model] = job.by_model.get(model, 0) + pod.spec.gpus
-    victims = list(jobs.values())
+    victims = [job for job_id, job in jobs.items() if job_id not in spent]
     for job in victims:
         job.pods.sort(key=lambda pi: pi[0].uid)
         job.owners = frozenset(state.nodes[i].owner for _, i in job.pods)
@@ -333,11 +361,15 @@ class _Room:
     have: int
     """Free GPUs on feasible nodes, counting those being freed."""
     need: int
+    cautious: bool = False
+    """The job borrows and would lose its progress if reclaimed (see `placement`)."""
 
     def plan(self, extra: Mapping[int, Res]) -> Plan | None:
         """A what-if placement of the whole job with `extra` freed on its nodes."""
         models = frozenset({self.model})
-        return plan_job(self.state, self.pods, self.member, self.lendable, extra, models)
+        return plan_job(
+            self.state, self.pods, self.member, self.lendable, extra, models, self.cautious
+        )
 
     def plan_with_terminating(self) -> Plan | None:
         """The plan when the terminating pods alone make room."""

@@ -91,6 +91,8 @@ class RunningPod:
     terminating: bool = False
     """Being evicted: its resources are still taken until it is gone."""
     scheduled_by_fairpool: bool = True
+    reclaims: int = 0
+    """Times its job was reclaimed before this run (see `PendingJob.reclaims`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +118,9 @@ class PendingJob:
     submitted_at: float = 0.0
     nominated_nodes: Mapping[str, str] = field(default_factory=dict)
     """pod uid -> node reserved for it by an earlier reclaim."""
+    reclaims: int = 0
+    """Times the job was reclaimed (preempted by a reclaim) so far. At the policy's
+    `maxReclaimsPerJob` it is only placed where it will not be reclaimed again."""
 
     @property
     def is_gang(self) -> bool:

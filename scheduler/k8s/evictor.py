@@ -2,9 +2,10 @@
 
 Before the eviction the victim is annotated with who reclaimed it and why
 (`fairpool.io/preempted-by`, `fairpool.io/preemption-reason`), so the reason survives on
-the pod object through its grace period and in its final state. The Eviction API honours
-PodDisruptionBudgets: `429 Too Many Requests` means a budget forbids it now, so the
-victim is retried later (`retry_seconds`), never deleted around the budget.
+the pod object through its grace period and in its final state, and with its job's
+reclaim count plus one (`fairpool.io/reclaims`, read back into the engine's snapshot).
+The Eviction API honours PodDisruptionBudgets: `429 Too Many Requests` means a budget
+forbids it now, so the victim is retried later (`retry_seconds`), never deleted around the budget.
 """
 
 from __future__ import annotations
@@ -51,10 +52,11 @@ def eviction_body(preemption: Preemption, pod: PodInfo) -> dict[str, Any]:
     }
 
 
-def victim_annotations(preemption: Preemption) -> dict[str, str]:
+def victim_annotations(preemption: Preemption, pod: PodInfo) -> dict[str, str]:
     return {
         L.PREEMPTED_BY_ANNOTATION: preemption.reclaimer,
         L.PREEMPTION_REASON_ANNOTATION: preemption.reason,
+        L.RECLAIMS_ANNOTATION: str(pod.reclaims + 1),
     }
 
 
@@ -134,7 +136,7 @@ class Evictor:
                 self._core.patch_namespaced_pod(
                     pod.name,
                     pod.namespace,
-                    {"metadata": {"annotations": victim_annotations(preemption)}},
+                    {"metadata": {"annotations": victim_annotations(preemption, pod)}},
                     _preload_content=False,
                     _request_timeout=(5, 30),
                 )

@@ -19,4 +19,7 @@ MEMBER_ANNOTATION = "fairpool.io/member"
 BORROWED_FROM_ANNOTATION = "fairpool.io/borrowed-from"
 PREEMPTED_BY_ANNOTATION = "fairpool.io/preempted-by"
 PREEMPTION_REASON_ANNOTATION = "fairpool.io/preemption-reason"
+RECLAIMS_ANNOTATION = "fairpool.io/reclaims"
+"""Times the pod's job was reclaimed: written on a victim before its eviction, read on
+pending and running pods (a workload that recreates pods copies it to carry it over)."""
 DURATION_ANNOTATION = "fairpool.io/duration-seconds"

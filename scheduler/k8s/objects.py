@@ -290,6 +290,14 @@ class PodInfo:
     """`status.nominatedNodeName`: the node an earlier reclaim holds GPUs on for this pod."""
 
     @property
+    def reclaims(self) -> int:
+        """Times its job was reclaimed, from the `fairpool.io/reclaims` annotation
+        fairpool writes on victims; a missing or unreadable value counts as 0 (the
+        annotation is fairpool's own bookkeeping, not an input to reject the pod for)."""
+        text = self.annotations.get(L.RECLAIMS_ANNOTATION, "")
+        return int(text) if text.isdigit() else 0
+
+    @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
 
@@ -452,6 +460,7 @@ def running_pod(
         started_at=started_at if started_at is not None else pod.started_at or pod.created_at,
         terminating=pod.deleting,
         scheduled_by_fairpool=pod.scheduler_name == scheduler_name,
+        reclaims=pod.reclaims,
     )
 
 
@@ -534,6 +543,7 @@ def pending_jobs(
                 priority=max(priorities.of(p) for p in members),
                 submitted_at=first.created_at,
                 nominated_nodes=dict(nominations.get(job_id, {})),
+                reclaims=max(p.reclaims for p in members),
             )
         )
     jobs.sort(key=lambda j: (j.submitted_at, j.job_id))

@@ -184,6 +184,7 @@ class SimCluster:
             min_member=job.num_pods,
             priority=job.priority,
             submitted_at=submitted_at,
+            reclaims=attempt,
         )
         self.pending[job.job_id] = pending
         shape = job_shape(pending)
@@ -241,6 +242,7 @@ class SimCluster:
             spec=spec,
             priority=job.priority,
             started_at=now,
+            reclaims=job.reclaims,
         )
         self.running[pod.uid] = running
         return running

@@ -85,6 +85,7 @@ def running(
     terminating: bool = False,
     cpu_milli: int = 0,
     memory_bytes: int = 0,
+    reclaims: int = 0,
 ) -> RunningPod:
     return RunningPod(
         uid=uid,
@@ -97,6 +98,7 @@ def running(
         priority=priority,
         started_at=started_at,
         terminating=terminating,
+        reclaims=reclaims,
     )
 
 
@@ -109,6 +111,7 @@ def job(
     priority: int = 0,
     submitted_at: float = 0.0,
     nominated: dict[str, str] | None = None,
+    reclaims: int = 0,
     **spec: Any,
 ) -> PendingJob:
     """A job of `pods` identical pods (uids `<job_id>-<n>`); a gang when pods > 1."""
@@ -124,6 +127,7 @@ def job(
         priority=priority,
         submitted_at=submitted_at,
         nominated_nodes=nominated or {},
+        reclaims=reclaims,
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from scheduler.engine import schedule
 from scheduler.engine.snapshot import SelectorRequirement, Taint, Toleration
 from tests.unit.engine_strategies import A100, GIB, H100, job, node, policy, running, snapshot
@@ -98,14 +100,71 @@ def test_own_nodes_first_within_entitlement() -> None:
     assert d.binds[0].reclaimable is False and d.binds[0].owner == "lab-a"
 
 
-def test_borrowing_prefers_idle_foreign_nodes() -> None:
-    # lab-a's own node is full; lab-b works on b-1, lab-c's c-1 is idle: borrow on c-1
-    # even though b-1 is more packed.
+def test_borrowing_packs_into_the_holes_of_owners_that_want_little() -> None:
+    # lab-a's own node is full; lab-b holds 2 of its 8 (below half: it wants little),
+    # lab-c runs nothing. Bin-packing puts the pod in b-1's hole (5 GPUs left free there
+    # against 7 on c-1) and keeps c-1 whole for a gang or an 8-GPU pod.
+    nodes = [node("a-1", "lab-a"), node("b-1", "lab-b"), node("c-1", "lab-c")]
+    run = [running("own", "lab-a", "a-1", gpus=8), running("bb", "lab-b", "b-1", gpus=2)]
+    d = schedule(snapshot(nodes, [job("j", "lab-a")], run), POL)
+    assert bound(d) == {"j-0": "b-1"}
+    assert d.binds[0].reclaimable is True and d.binds[0].owner == "lab-b"
+
+
+def test_borrowing_that_would_lose_work_keeps_off_nodes_their_owners_want_back() -> None:
+    # lab-b holds 4 of its 8 (half: likely to want the rest back). A borrowing job of
+    # lab-a, which restarts from zero when reclaimed, goes to idle c-1 even though b-1 is
+    # more packed; the same job of a checkpointable member loses nothing to a reclaim and
+    # packs into b-1.
     nodes = [node("a-1", "lab-a"), node("b-1", "lab-b"), node("c-1", "lab-c")]
     run = [running("own", "lab-a", "a-1", gpus=8), running("bb", "lab-b", "b-1", gpus=4)]
     d = schedule(snapshot(nodes, [job("j", "lab-a")], run), POL)
     assert bound(d) == {"j-0": "c-1"}
-    assert d.binds[0].reclaimable is True and d.binds[0].owner == "lab-c"
+    ckpt = policy({"lab-a": {"checkpointable": True}, "lab-b": {}, "lab-c": {}})
+    d = schedule(snapshot(nodes, [job("j", "lab-a")], run), ckpt)
+    assert bound(d) == {"j-0": "b-1"}
+
+
+def test_an_owners_recent_usage_marks_its_nodes_wanted() -> None:
+    # lab-b holds 2 of 8 now, but with a 10 h half-life its usage history of
+    # 6 * 36000 / ln 2 GPU-seconds is a recent mean of 6 GPUs (at least half of 8): its
+    # nodes are wanted, so the borrowing pod goes to lab-c's c-1. Without the history it
+    # packs into b-1.
+    nodes = [node("a-1", "lab-a"), node("b-1", "lab-b"), node("c-1", "lab-c")]
+    run = [running("own", "lab-a", "a-1", gpus=8), running("bb", "lab-b", "b-1", gpus=2)]
+    pol = policy(["lab-a", "lab-b", "lab-c"], usage_half_life_hours=10)
+    history = {"lab-b": 6 * 36_000 / math.log(2)}
+    d = schedule(snapshot(nodes, [job("j", "lab-a")], run, usage=history), pol)
+    assert bound(d) == {"j-0": "c-1"}
+    d = schedule(snapshot(nodes, [job("j", "lab-a")], run, usage={"lab-b": 1.0}), pol)
+    assert bound(d) == {"j-0": "b-1"}
+
+
+def test_within_entitlement_the_owner_goes_home_even_to_an_empty_node() -> None:
+    # lab-a's own node is empty and lab-b's has a 1-GPU hole: work within entitlement
+    # still goes to its own node first.
+    nodes = [node("a-1", "lab-a"), node("b-1", "lab-b")]
+    run = [running("bb", "lab-b", "b-1", gpus=7)]
+    d = schedule(snapshot(nodes, [job("j", "lab-a")], run), POL)
+    assert bound(d) == {"j-0": "a-1"}
+
+
+def test_single_gpu_borrowers_leave_a_whole_node_for_a_gang() -> None:
+    # Four 1-GPU borrowers of lab-a (its node full) fill b-1's holes instead of
+    # scattering over c-1 and d-1, so lab-c's 2 x 8 gang still finds two whole nodes.
+    nodes = [
+        node("a-1", "lab-a"),
+        node("b-1", "lab-b"),
+        node("c-1", "lab-c"),
+        node("d-1", "lab-c"),
+    ]
+    run = [running("own", "lab-a", "a-1", gpus=8), running("bb", "lab-b", "b-1", gpus=3)]
+    pending = [job(f"s{k}", "lab-a", submitted_at=k) for k in range(4)]
+    d = schedule(snapshot(nodes, pending, run), POL)
+    assert set(bound(d).values()) == {"b-1"}
+    run += [running(f"s{k}", "lab-a", "b-1") for k in range(4)]
+    d = schedule(snapshot(nodes, [job("g", "lab-c", pods=2, gpus=8)], run), POL)
+    assert bound(d) == {"g-0": "c-1", "g-1": "d-1"}
 
 
 def test_bin_packing_most_allocated_then_name() -> None:

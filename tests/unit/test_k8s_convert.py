@@ -283,3 +283,28 @@ def test_running_pod_member_from_bind_annotation_and_foreign_scheduler() -> None
     running = running_pod(pod_info(body), POLICY, Priorities())
     assert running.member == "physics" and running.node == "n1"
     assert running.started_at == 10.0 and not running.scheduled_by_fairpool
+
+
+def test_reclaim_count_from_the_annotation_on_running_and_pending_pods() -> None:
+    gang = {"fairpool.io/gang": "train"}
+    infos = [
+        pod_info(
+            pod(
+                f"w{i}",
+                "physics",
+                labels=gang,
+                annotations={"fairpool.io/gang-size": "2", "fairpool.io/reclaims": n},
+            )
+        )
+        for i, n in enumerate(("2", "1"))
+    ]
+    jobs, _ = pending_jobs(infos, POLICY, Priorities(), {}, {})
+    assert jobs[0].reclaims == 2  # the most any of its pods carries
+    (single,), _ = pending_jobs([pod_info(pod("s"))], POLICY, Priorities(), {}, {})
+    assert single.reclaims == 0
+    body = pod(node="n1", annotations={"fairpool.io/reclaims": "x"})
+    body["status"] = {"phase": "Running"}
+    assert running_pod(pod_info(body), POLICY, Priorities()).reclaims == 0
+    body = pod(node="n1", annotations={"fairpool.io/reclaims": "3"})
+    body["status"] = {"phase": "Running"}
+    assert running_pod(pod_info(body), POLICY, Priorities()).reclaims == 3

@@ -59,10 +59,23 @@ def test_eviction_body_has_grace_and_uid_precondition() -> None:
     )
     body = eviction_body(preemption, POD)
     assert body["deleteOptions"] == {"gracePeriodSeconds": 30, "preconditions": {"uid": "u1"}}
-    assert victim_annotations(preemption) == {
+    assert victim_annotations(preemption, POD) == {
         "fairpool.io/preempted-by": "lab-bio",
         "fairpool.io/preemption-reason": "r",
+        "fairpool.io/reclaims": "1",
     }
+    again = pod_info(
+        {
+            "metadata": {
+                "name": "p",
+                "namespace": "physics",
+                "uid": "u2",
+                "annotations": {"fairpool.io/reclaims": "2"},
+            },
+            "spec": {"schedulerName": "fairpool", "containers": []},
+        }
+    )
+    assert victim_annotations(preemption, again)["fairpool.io/reclaims"] == "3"
 
 
 def test_failed_scheduling_is_rate_limited_per_pod() -> None:

@@ -22,3 +22,23 @@ def test_errors_name_field_path_and_line() -> None:
     line = text.splitlines().index("      weight: -2") + 1
     assert ("spec.members[2].weight", line) in found
     assert ("spec.members[2].colour", line + 1) in found
+
+
+def test_max_reclaims_per_job_defaults_to_3_and_rejects_negatives_by_path() -> None:
+    text = Path("policies/defaults/policy.yaml").read_text()
+    assert parse_policy(text).sharing.max_reclaims_per_job == 3
+    assert (
+        parse_policy(
+            text.replace(
+                "minRuntimeSeconds: 600", "minRuntimeSeconds: 600\n    maxReclaimsPerJob: null"
+            )
+        ).sharing.max_reclaims_per_job
+        is None
+    )
+    bad = text.replace(
+        "minRuntimeSeconds: 600", "minRuntimeSeconds: 600\n    maxReclaimsPerJob: -1"
+    )
+    with pytest.raises(PolicyError) as info:
+        parse_policy(bad)
+    line = bad.splitlines().index("    maxReclaimsPerJob: -1") + 1
+    assert ("spec.sharing.maxReclaimsPerJob", line) in {(i.path, i.line) for i in info.value.issues}

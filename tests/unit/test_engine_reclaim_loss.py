@@ -1,0 +1,136 @@
+"""Reclaim that loses little: the victims' order by lost work, and the per-job limit on
+reclaims (`sharing.max_reclaims_per_job`)."""
+
+from __future__ import annotations
+
+from scheduler.engine import schedule
+from scheduler.engine.placement import ClusterState
+from scheduler.engine.reclaim import Reclaimer
+from tests.unit.engine_strategies import H100, job, node, policy, running, snapshot
+
+POL = policy(["lab-a", "lab-b", "lab-c"])
+
+
+def preempted(d: object) -> list[str]:
+    return [p.pod_uid for p in d.preemptions]  # type: ignore[attr-defined]
+
+
+def test_victims_are_ordered_by_the_work_a_restart_would_lose() -> None:
+    # now = 10000. lab-c is checkpointable: its job loses nothing, whatever it ran.
+    # The others by GPU-seconds since their start: b-young 1 x 100 = 100,
+    # b-narrow 1 x 1500 = 1500, b-low and b-high 2 x 1000 = 2000 (lowest priority
+    # first), b-wide 4 x 600 = 2400 although it is the youngest but one.
+    nodes = [node("a1", "lab-a"), node("a2", "lab-a"), node("b1", "lab-b")]
+    run = [
+        running("b-wide", "lab-b", "a1", gpus=4, started_at=9400),
+        running("b-young", "lab-b", "a1", gpus=1, started_at=9900),
+        running("b-narrow", "lab-b", "a2", gpus=1, started_at=8500),
+        running("b-high", "lab-b", "a2", gpus=2, started_at=9000, priority=5),
+        running("b-low", "lab-b", "a2", gpus=2, started_at=9000, priority=1),
+        running("c-old", "lab-c", "b1", gpus=4, started_at=1000),
+    ]
+    snap = snapshot(nodes, [], run)
+    reclaimer = Reclaimer(
+        ClusterState(snap),
+        snap.running,
+        {p.uid for p in run},
+        snap.now,
+        0,
+        False,
+        checkpointable=frozenset({"lab-c"}),
+    )
+    assert [j.job_id for j in reclaimer.jobs] == [
+        "c-old",
+        "b-young",
+        "b-narrow",
+        "b-low",
+        "b-high",
+        "b-wide",
+    ]
+
+
+def test_the_victim_with_fewer_gpu_seconds_goes_even_if_it_is_older() -> None:
+    # lab-a (entitled to 16, holds 8) needs 2 GPUs back on a1. b-wide started last but
+    # has run 6 x 1000 = 6000 GPU-seconds; b-narrow 2 x 2000 = 4000: b-narrow goes.
+    nodes = [node("a1", "lab-a"), node("a2", "lab-a"), node("b1", "lab-b")]
+    run = [
+        running("a-own", "lab-a", "a2", gpus=8),
+        running("b-own", "lab-b", "b1", gpus=8),
+        running("b-wide", "lab-b", "a1", gpus=6, started_at=9000),
+        running("b-narrow", "lab-b", "a1", gpus=2, started_at=8000),
+    ]
+    d = schedule(snapshot(nodes, [job("a-1", "lab-a", gpus=2)], run, now=10_000), POL)
+    assert preempted(d) == ["b-narrow"]
+
+
+def test_a_job_reclaimed_up_to_the_limit_is_no_longer_a_victim() -> None:
+    nodes = [node("a1", "lab-a"), node("a2", "lab-a"), node("b1", "lab-b")]
+    run = [
+        running("a-own", "lab-a", "a2", gpus=8),
+        running("b-own", "lab-b", "b1", gpus=8),
+        running("b-old", "lab-b", "a1", gpus=4, started_at=100),
+        running("b-young", "lab-b", "a1", gpus=4, started_at=5000, reclaims=3),
+    ]
+    pending = [job("a-1", "lab-a", gpus=4)]
+    d = schedule(snapshot(nodes, pending, run, now=10_000), POL)
+    assert preempted(d) == ["b-old"]
+    # Two reclaims so far: still a victim, and the one that loses less.
+    run[3] = running("b-young", "lab-b", "a1", gpus=4, started_at=5000, reclaims=2)
+    d = schedule(snapshot(nodes, pending, run, now=10_000), POL)
+    assert preempted(d) == ["b-young"]
+    # No limit in the policy: any number of reclaims.
+    run[3] = running("b-young", "lab-b", "a1", gpus=4, started_at=5000, reclaims=50)
+    unlimited = policy(["lab-a", "lab-b", "lab-c"], max_reclaims_per_job=None)
+    d = schedule(snapshot(nodes, pending, run, now=10_000), unlimited)
+    assert preempted(d) == ["b-young"]
+
+
+def test_a_job_at_the_limit_borrows_only_from_owners_that_want_little() -> None:
+    # lab-a holds its whole entitlement of 8 on a1. lab-b holds 4 of its 8 on b1 (half:
+    # likely to want the rest back). A job reclaimed 3 times is never reclaimed again,
+    # so it may not sit on b1's free half; one reclaimed twice may.
+    nodes = [node("a1", "lab-a"), node("b1", "lab-b")]
+    run = [running("a-own", "lab-a", "a1", gpus=8), running("b-own", "lab-b", "b1", gpus=4)]
+    d = schedule(snapshot(nodes, [job("j", "lab-a", reclaims=3)], run), POL)
+    assert d.binds == ()
+    assert d.explanations["j"] == (
+        f"member lab-a is below its fair share of 9 {H100} (holds 8); job j was reclaimed "
+        "3 times, the policy's limit of 3 (maxReclaimsPerJob): it will not be reclaimed "
+        "again, so beyond its entitlement it runs only on nodes whose owners are not "
+        "likely to want them back; nothing can "
+        f"be reclaimed: no member above its fair share holds borrowed {H100} GPUs it could use"
+    )
+    d = schedule(snapshot(nodes, [job("j", "lab-a", reclaims=2)], run), POL)
+    assert [(b.node, b.reclaimable) for b in d.binds] == [("b1", True)]
+    # A quiet owner's node (lab-c runs nothing) takes it.
+    nodes.append(node("c1", "lab-c"))
+    d = schedule(snapshot(nodes, [job("j", "lab-a", reclaims=3)], run), POL)
+    assert [(b.node, b.reclaimable) for b in d.binds] == [("c1", True)]
+    # Within the entitlement it starts anywhere, at home first.
+    run = [running("a-own", "lab-a", "a1", gpus=4), running("b-own", "lab-b", "b1", gpus=4)]
+    d = schedule(snapshot(nodes, [job("j", "lab-a", gpus=2, reclaims=3)], run), POL)
+    assert [(b.node, b.reclaimable) for b in d.binds] == [("a1", False)]
+
+
+def test_a_gang_bigger_than_its_entitlement_still_runs_and_is_then_kept() -> None:
+    # lab-a is entitled to 8 and asks for a 2 x 8 gang: it can never run within its
+    # entitlement, so at the limit it still borrows the idle b1 and c1...
+    nodes = [node("a1", "lab-a"), node("b1", "lab-b"), node("c1", "lab-c")]
+    run = [running("a-own", "lab-a", "a1", gpus=8)]
+    gang = job("g", "lab-a", pods=2, gpus=8, reclaims=3)
+    d = schedule(snapshot(nodes, [gang], run), POL)
+    assert sorted(b.node for b in d.binds) == ["b1", "c1"]
+    # ...and once running it is not reclaimed again, even for an owner within its
+    # entitlement (that owner waits at most one run of the gang).
+    run += [
+        running("g-0", "lab-a", "b1", gpus=8, job_id="g", reclaims=3),
+        running("g-1", "lab-a", "c1", gpus=8, job_id="g", reclaims=3),
+    ]
+    d = schedule(snapshot(nodes, [job("b-1", "lab-b", gpus=8)], run), POL)
+    assert d.preemptions == ()
+    run[1:] = [
+        running("g-0", "lab-a", "b1", gpus=8, job_id="g", reclaims=2),
+        running("g-1", "lab-a", "c1", gpus=8, job_id="g", reclaims=2),
+    ]
+    d = schedule(snapshot(nodes, [job("b-1", "lab-b", gpus=8)], run), POL)
+    assert sorted(preempted(d)) == ["g-0", "g-1"]
