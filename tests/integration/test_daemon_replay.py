@@ -114,7 +114,7 @@ class Replay:
         self.started = 0.0
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def create(self, job: TraceJob) -> None:
+    def create(self, job: TraceJob, reclaims: str | None = None) -> None:
         attempt = self.attempt.get(job.job_id, -1) + 1
         self.attempt[job.job_id] = attempt
         gang = f"{job.job_id}-r{attempt}"
@@ -134,6 +134,9 @@ class Replay:
                                 f"{self.remaining[job.job_id] * SCALE:g}"
                             ),
                             **({"fairpool.io/gang-size": str(job.num_pods)} if job.is_gang else {}),
+                            # Carried over from the victim, as the simulator counts a
+                            # job's reclaims across its attempts.
+                            **({"fairpool.io/reclaims": reclaims} if reclaims else {}),
                         },
                     },
                     "spec": {
@@ -187,7 +190,7 @@ class Replay:
                     self.remaining[job.job_id] -= now - self.bound_at.get(key, now)
                 else:
                     self.remaining[job.job_id] = job.duration_s
-                self.create(job)
+                self.create(job, (p.metadata.annotations or {}).get("fairpool.io/reclaims"))
 
     def starts(self) -> list[Start]:
         return sorted(
