@@ -31,9 +31,9 @@ demo: $(STAMP)
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-## Unit tests only (no real components), for a quick loop.
+## Unit tests only (no real components), for a quick loop: on both cores (pytest-xdist).
 unit: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 tests/unit
 
 bench: $(STAMP) system-deps
 	$(BIN)/python -m bench
