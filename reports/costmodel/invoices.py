@@ -100,21 +100,13 @@ def others_hardware_lines(m: str, parts: BillParts, lines: InvoiceLines) -> Deci
     charges = ZERO
     for owner in parts.members:
         cell = parts.charges.get((m, owner))
-        if cell is None:
-            continue
-        for model, amount in _by_model(parts, m, owner, cell).items():
-            lines.add(
-                m,
-                OTHERS_HARDWARE,
+        if cell is not None:
+            description = (
                 f"Used on others' hardware: {owner}'s nodes (charged whether or not within "
-                "entitlement; offset by what you lent)",
-                counterparty=owner,
-                gpu_model=model,
-                gpu_hours=float(parts.hours.charged_by_owner_model.get((m, owner, model), 0.0)),
-                rate=parts.book.rate(model, parts.versions),
-                amount=amount,
+                "entitlement; offset by what you lent)"
             )
-        charges += cell
+            _settlement_lines(m, parts, lines, m, owner, cell, OTHERS_HARDWARE, description)
+            charges += cell
     return charges
 
 
@@ -124,22 +116,40 @@ def lent_lines(m: str, parts: BillParts, lines: InvoiceLines) -> Decimal:
     credits = ZERO
     for user in parts.members:
         cell = parts.charges.get((user, m))
-        if cell is None:
-            continue
-        for model, amount in _by_model(parts, user, m, cell).items():
-            lines.add(
-                m,
-                LENT,
+        if cell is not None:
+            description = (
                 f"Lent to {user}: its use of your nodes (credited; offsets your use of "
-                "others' hardware)",
-                counterparty=user,
-                gpu_model=model,
-                gpu_hours=float(parts.hours.charged_by_owner_model.get((user, m, model), 0.0)),
-                rate=parts.book.rate(model, parts.versions),
-                amount=-amount,
+                "others' hardware)"
             )
-        credits += cell
+            _settlement_lines(m, parts, lines, user, m, cell, LENT, description)
+            credits += cell
     return credits
+
+
+def _settlement_lines(
+    m: str,
+    parts: BillParts,
+    lines: InvoiceLines,
+    user: str,
+    owner: str,
+    cell: Decimal,
+    section: str,
+    description: str,
+) -> None:
+    """`m`'s lines for the settlement cell (user, owner), one per GPU model: a charge when
+    `m` is the user, a credit (negative) when `m` is the owner."""
+    sign = 1 if m == user else -1
+    for model, amount in _by_model(parts, user, owner, cell).items():
+        lines.add(
+            m,
+            section,
+            description,
+            counterparty=owner if m == user else user,
+            gpu_model=model,
+            gpu_hours=float(parts.hours.charged_by_owner_model.get((user, owner, model), 0.0)),
+            rate=parts.book.rate(model, parts.versions),
+            amount=sign * amount,
+        )
 
 
 def _by_model(parts: BillParts, user: str, owner: str, cell: Decimal) -> dict[str, Decimal]:

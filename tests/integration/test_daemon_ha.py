@@ -11,6 +11,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client as k8s
@@ -49,14 +50,7 @@ def test_leader_failover_with_two_daemons(pool: Pool) -> None:
     pool.add_member("a")
     nodes = pool.add_nodes("a", count=2, gpus=8)
     policy = pool.policy()
-    lease = {
-        "leader_elect": True,
-        "lease_namespace": pool.ns("a"),
-        "lease_name": "fairpool-test",
-        "lease_seconds": 4.0,
-        "renew_deadline": 3.0,
-        "retry_seconds": 0.5,
-    }
+    lease = fast_lease(pool)
     first = pool.daemon(policy, identity="first", **lease)
     wait_until(lambda: first.is_leader, timeout=10, what="first leads")
     second = pool.daemon(policy, identity="second", **lease)
@@ -92,7 +86,22 @@ def test_leader_failover_with_two_daemons(pool: Pool) -> None:
     wait_until(lambda: third.is_leader, timeout=3, what="third takes the released lease")
 
 
-def _start_fairpool_run(plane: ControlPlane, policy: Path, log: Path) -> subprocess.Popen[bytes]:
+def fast_lease(pool: Pool) -> dict[str, Any]:
+    """Daemon settings for leader election on a short Lease, so a takeover takes seconds."""
+    return {
+        "leader_elect": True,
+        "lease_namespace": pool.ns("a"),
+        "lease_name": "fairpool-test",
+        "lease_seconds": 4.0,
+        "renew_deadline": 3.0,
+        "retry_seconds": 0.5,
+    }
+
+
+def start_fairpool_run(
+    plane: ControlPlane, policy: Path, log: Path, *flags: str
+) -> subprocess.Popen[bytes]:
+    """`fairpool run` as its own process (so it can be SIGKILLed), on loopback metrics."""
     command = [
         str(Path(sys.executable).with_name("fairpool")),
         "run",
@@ -104,9 +113,7 @@ def _start_fairpool_run(plane: ControlPlane, policy: Path, log: Path) -> subproc
         "0",
         "--metrics-address",
         "127.0.0.1",
-        "--no-leader-elect",
-        "--bind-workers",
-        "4",
+        *flags,
     ]
     with log.open("ab") as out:
         return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
@@ -122,14 +129,16 @@ def test_kill_9_and_restart_binds_every_pod_exactly_once(pool: Pool, tmp_path: P
     # Pods first, so the daemon has a backlog to be killed in the middle of.
     for i in range(total):
         pool.pod("a", f"p{i:03d}")
-    first = _start_fairpool_run(pool.plane, policy, log)
+    first = start_fairpool_run(pool.plane, policy, log, "--no-leader-elect", "--bind-workers", "4")
     try:
         wait_until(lambda: len(pool.bound("a")) >= 40, timeout=60, every=0.05, what="some binds")
         os.kill(first.pid, signal.SIGKILL)
         first.wait(timeout=10)
         at_kill = len(pool.bound("a"))
         assert at_kill < total, "the daemon was killed too late to test anything"
-        second = _start_fairpool_run(pool.plane, policy, log)
+        second = start_fairpool_run(
+            pool.plane, policy, log, "--no-leader-elect", "--bind-workers", "4"
+        )
         try:
             wait_until(
                 lambda: len(pool.bound("a")) == total, timeout=120, what="all bound after restart"
@@ -280,14 +289,7 @@ def test_nomination_survives_a_daemon_restart(pool: Pool) -> None:
 def test_nomination_survives_a_leader_change(pool: Pool) -> None:
     b_node = _two_members(pool)
     policy = pool.policy(grace=20)
-    lease = {
-        "leader_elect": True,
-        "lease_namespace": pool.ns("a"),
-        "lease_name": "fairpool-test",
-        "lease_seconds": 4.0,
-        "renew_deadline": 3.0,
-        "retry_seconds": 0.5,
-    }
+    lease = fast_lease(pool)
     first = pool.daemon(policy, identity="first", **lease)
     wait_until(lambda: first.is_leader, timeout=10, what="first leads")
     standby = pool.daemon(policy, identity="standby", **lease)

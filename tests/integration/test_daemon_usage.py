@@ -13,8 +13,6 @@ from __future__ import annotations
 import math
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from kubernetes import client as k8s
 
 from scheduler.k8s.usage_history import StoredHistory, decode
 from tests.integration.test_daemon import Pool, pool, wait_until
+from tests.integration.test_daemon_ha import fast_lease, start_fairpool_run
 
 pytestmark = pytest.mark.integration
 __all__ = ["pool"]
@@ -66,15 +65,7 @@ def test_a_restarted_daemon_reads_the_history_back_decayed(pool: Pool) -> None:
     pool.add_member("b")
     pool.add_nodes("a", count=1, gpus=8)
     policy = pool.policy(usageHalfLifeHours=HALF_LIFE_S / 3600)
-    settings: dict[str, Any] = {
-        "leader_elect": True,
-        "lease_namespace": pool.ns("a"),
-        "lease_name": "fairpool-test",
-        "lease_seconds": 4.0,
-        "renew_deadline": 3.0,
-        "retry_seconds": 0.5,
-        "usage_write_seconds": 1.0,
-    }
+    settings: dict[str, Any] = {**fast_lease(pool), "usage_write_seconds": 1.0}
     first = pool.daemon(policy, identity="first", **settings)
     wait_until(lambda: first.is_leader, timeout=10, what="first leads")
     ran, gone = _run_and_delete(pool, "a", "train", gpus=4, seconds=8.0)
@@ -102,18 +93,17 @@ def test_a_restarted_daemon_reads_the_history_back_decayed(pool: Pool) -> None:
     assert second.usage.writes >= 1
 
 
-def _fairpool_run(pool: Pool, policy: Path, log: Path) -> subprocess.Popen[bytes]:
-    command = [
-        str(Path(sys.executable).with_name("fairpool")),
-        "run",
-        "--kubeconfig",
-        str(pool.plane.kubeconfig("scheduler")),
-        "--policy",
-        str(policy),
-        "--metrics-port",
-        "0",
-        "--metrics-address",
-        "127.0.0.1",
+def test_a_new_leader_goes_on_from_the_killed_leaders_history(pool: Pool, tmp_path: Path) -> None:
+    pool.add_member("a")
+    pool.add_member("b")
+    pool.add_nodes("a", count=1, gpus=8)
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(pool.policy_text(usageHalfLifeHours=HALF_LIFE_S / 3600))
+    log = tmp_path / "fairpool.log"
+    leader = start_fairpool_run(
+        pool.plane,
+        policy_file,
+        log,
         "--leader-elect",
         "--lease-namespace",
         pool.ns("a"),
@@ -123,19 +113,7 @@ def _fairpool_run(pool: Pool, policy: Path, log: Path) -> subprocess.Popen[bytes
         "killed",
         "--usage-write-seconds",
         "1",
-    ]
-    with log.open("ab") as out:
-        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-
-
-def test_a_new_leader_goes_on_from_the_killed_leaders_history(pool: Pool, tmp_path: Path) -> None:
-    pool.add_member("a")
-    pool.add_member("b")
-    pool.add_nodes("a", count=1, gpus=8)
-    policy_file = tmp_path / "policy.yaml"
-    policy_file.write_text(pool.policy_text(usageHalfLifeHours=HALF_LIFE_S / 3600))
-    log = tmp_path / "fairpool.log"
-    leader = _fairpool_run(pool, policy_file, log)
+    )
     try:
         lease_api = k8s.CoordinationV1Api(pool.plane.admin)
 
