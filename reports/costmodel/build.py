@@ -42,6 +42,12 @@ from reports.costmodel.tables import (
     lent_flows,
     utilization_daily,
 )
+from reports.costmodel.unattributed import (
+    check_prices,
+    set_aside,
+    unattributed_flags,
+    unattributed_table,
+)
 from reports.costmodel.usage_split import policy_version_per_hour, split_usage
 
 
@@ -59,6 +65,9 @@ class MonthInputs:
     status: pd.DataFrame
     version_of_hour: pd.Series
     members: list[str]
+    unattributed: pd.DataFrame
+    """Usage without a GPU model: not priced, listed (`reports.costmodel.unattributed`)."""
+    unpriced_capacity: pd.DataFrame
 
 
 def build_month_report(
@@ -78,6 +87,7 @@ def build_month_report(
     prices of earlier policy versions the usage names."""
     inputs = month_inputs(month, policy, usage, capacity, reclaim_lost, hour_status)
     book = PriceBook(policy, dict(policies or {}))
+    check_prices(book, inputs.usage, inputs.capacity, inputs.version_of_hour)
     flags: list[str] = []
     usage_split = split_usage(inputs.usage, policy)
     capacity_hourly = hourly_capacity(
@@ -135,10 +145,10 @@ def month_inputs(
     """The month's window in the policy's time zone and its inputs inside it; raises
     NoDataError when there is neither usage nor capacity."""
     start, end = month_bounds(month, policy.billing.zone)
-    u = normalise_usage(usage, start, end, policy.version)
-    cap = normalise_capacity(capacity, start, end)
-    lost = normalise_reclaim(reclaim_lost, start, end)
-    if u.empty and cap.empty:
+    u, no_model = set_aside(normalise_usage(usage, start, end, policy.version))
+    cap, unpriced_capacity = set_aside(normalise_capacity(capacity, start, end))
+    lost = set_aside(normalise_reclaim(reclaim_lost, start, end))[0]
+    if u.empty and cap.empty and no_model.empty:
         raise NoDataError(
             f"no usage and no capacity recorded for {month} "
             f"({start:%Y-%m-%d %H:%M}Z to {end:%Y-%m-%d %H:%M}Z): nothing to report"
@@ -154,6 +164,8 @@ def month_inputs(
         status=normalise_hour_status(hour_status, start, end),
         version_of_hour=policy_version_per_hour(u, start, end, policy.version),
         members=_member_order(policy, u["member"], u["owner"], cap["owner"], lost["member"]),
+        unattributed=unattributed_table(no_model),
+        unpriced_capacity=unpriced_capacity,
     )
 
 
@@ -219,6 +231,7 @@ def _month_report(
         shared_fixed_cost=shared_total,
         complete=coverage.complete,
         idle_cost_rule=policy.billing.idle_cost.value,
+        unattributed=inputs.unattributed,
     )
 
 
@@ -236,6 +249,7 @@ def _data_flags(inputs: MonthInputs, parts: BillParts) -> list[str]:
     flags = [
         f"no data for member {m} this month" for m in inputs.members if m not in parts.has_data
     ]
+    flags.extend(unattributed_flags(inputs.unattributed, inputs.unpriced_capacity))
     if UNATTRIBUTED in inputs.members:
         flags.append(
             f"{float(parts.hours.used.get(UNATTRIBUTED, 0.0)):.1f} GPU-hours used by pods no "

@@ -48,7 +48,15 @@ def _names(values: pd.Series) -> pd.Series:
 def normalise_usage(
     usage: pd.DataFrame | None, start: datetime, end: datetime, default_version: int
 ) -> pd.DataFrame:
-    columns = [*BILLED_USAGE_COLUMNS, "utilization", "coverage", "policy_version"]
+    columns = [
+        *BILLED_USAGE_COLUMNS,
+        "utilization",
+        "coverage",
+        "policy_version",
+        "namespace",
+        "pod",
+        "node",
+    ]
     if usage is None or usage.empty:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in columns}).assign(
             hour=pd.Series(dtype="datetime64[ns, UTC]"),
@@ -78,6 +86,9 @@ def normalise_usage(
             else default_version,
         }
     )
+    # Where it ran, for the flags that name a pod (metered usage has them).
+    for column in ("namespace", "pod", "node"):
+        frame[column] = usage[column].fillna("").astype(str) if column in usage else ""
     if (frame["gpu_seconds"] < 0).any():
         raise FrameError("usage: gpu_seconds must not be negative")
     return _in_window(frame, start, end).reset_index(drop=True)

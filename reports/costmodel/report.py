@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
@@ -76,6 +76,9 @@ class MonthReport:
     complete: bool
     idle_cost_rule: str = "owner"
     rounding_rule: str = ROUNDING_RULE
+    unattributed: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """Pod-hours with no GPU model (hour, namespace, pod, node, member, owner,
+    gpu_seconds): not priced, billed to no one, listed so that nothing disappears."""
 
     def invoice(self, member: str) -> pd.DataFrame:
         return self.invoices[self.invoices["member"] == member].reset_index(drop=True)

@@ -112,8 +112,11 @@ class MeteringQueries:
         return f"max by ({', '.join(by)}) (last_over_time({selector}[{window}] offset -{g}))"
 
     def pod_gpu_requests(self, span_seconds: float) -> str:
-        per_container = self.around(KSM_REQUESTS, (*POD_LABELS, "container"), span_seconds)
-        return f"sum by ({', '.join(POD_LABELS)}) ({per_container})"
+        """GPUs requested per pod, keeping the `node` label (the pod's node when it has
+        no ``kube_pod_info`` series)."""
+        by = (*POD_LABELS, "node")
+        per_container = self.around(KSM_REQUESTS, (*by, "container"), span_seconds)
+        return f"sum by ({', '.join(by)}) ({per_container})"
 
     def dcgm_mean(self, metric: str) -> str:
         """Mean of each GPU series over its samples in the hour (labels kept)."""

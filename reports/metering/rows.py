@@ -7,6 +7,8 @@ Sources, in order of trust:
    GPU requests x the time the pod ran, from its start/completion timestamps when both
    are known (a pod shorter than a scrape interval is billed its real duration), else
    from the grid points where its phase was Running.
+Node, owner, GPU model and member come from every source that carries them, in the
+order `reports.metering.attribution` documents; what none gives is `unattributed`.
 Utilization is the DCGM exporter's mean over the pod's samples in the hour.
 Coverage compares samples present with samples expected; an hour with no series at all
 has no rows and is left pending by the caller.
@@ -22,9 +24,7 @@ import numpy as np
 import pandas as pd
 
 from reports.costmodel.usage_row import USAGE_COLUMNS
-
-UNASSIGNED = "unassigned"
-UNKNOWN_MODEL = "unknown"
+from reports.metering.attribution import attribute, capacity_attributes
 
 USAGE_OUT = [c for c in USAGE_COLUMNS if c != "hour"]
 """An hour's usage rows: the usage row without its hour (the ledger adds it)."""
@@ -158,7 +158,7 @@ _POD_KEYS = ["namespace", "pod", "uid"]
 
 def _kube_state_rows(inputs: HourInputs) -> _Sampled:
     """Pods fairpool never reported: GPU requests x the time kube-state-metrics saw them run."""
-    requests = _keyed(inputs.ksm_requests, _POD_KEYS, "gpus")
+    requests = _pod_requests(inputs.ksm_requests)
     requests = requests[(requests["gpus"] > 0) & ~requests["uid"].isin(inputs.fairpool_uids_around)]
     if not len(requests):
         return _Sampled(pd.DataFrame(), 0.0, 0.0)
@@ -168,12 +168,20 @@ def _kube_state_rows(inputs: HourInputs) -> _Sampled:
     inexact = k[~exact.loc[k.index]]
     ksm_present = float(inexact["present"].clip(upper=inexact["live"]).sum())
     ksm_expected = float(inexact["live"].sum())
-    k = k.merge(_node_labels(inputs), on="node", how="left")
-    k["owner"] = _owner_of(k)
-    k["gpu_model"] = _gpu_model_of(k)
+    k["owner"] = ""
+    k["gpu_model"] = ""
     k["member"] = ""
     k["source"] = "kube-state-metrics"
     return _Sampled(k.drop_duplicates("uid"), ksm_present, ksm_expected)
+
+
+def _pod_requests(frame: pd.DataFrame) -> pd.DataFrame:
+    """GPUs each pod requests and the node its request series names ('' if none): a pod
+    scheduled after it was created has a series without and one with its node."""
+    requests = _keyed(frame, [*_POD_KEYS, "node"], "gpus")
+    return requests.groupby(_POD_KEYS, as_index=False).agg(
+        gpus=("gpus", "max"), node=("node", "max")
+    )
 
 
 def _kube_state_pods(requests: pd.DataFrame, inputs: HourInputs) -> pd.DataFrame:
@@ -184,8 +192,11 @@ def _kube_state_pods(requests: pd.DataFrame, inputs: HourInputs) -> pd.DataFrame
     k = k.merge(_keyed(inputs.ksm_running_present, _POD_KEYS, "present"), on=_POD_KEYS, how="left")
     info = _keyed(inputs.ksm_info, [*_POD_KEYS, "node"], "one").drop(columns="one")
     info = info[info["node"] != ""].drop_duplicates("uid")
-    k = k.merge(info[["uid", "node"]], on="uid", how="left")
-    return k.fillna({"steps": 0.0, "present": 0.0, "node": ""})
+    k = k.merge(info[["uid", "node"]].rename(columns={"node": "info_node"}), on="uid", how="left")
+    k = k.fillna({"steps": 0.0, "present": 0.0, "info_node": ""})
+    # The request's own node label first, then kube_pod_info's.
+    k["node"] = k["node"].where(k["node"] != "", k.pop("info_node"))
+    return k
 
 
 def _kube_state_seconds(k: pd.DataFrame, exact: pd.Series, inputs: HourInputs) -> pd.DataFrame:
@@ -216,22 +227,6 @@ def _kube_state_seconds(k: pd.DataFrame, exact: pd.Series, inputs: HourInputs) -
     return k
 
 
-def _node_labels(inputs: HourInputs) -> pd.DataFrame:
-    return _keyed(
-        inputs.node_labels,
-        ["node", "label_fairpool_io_owner", "label_nvidia_com_gpu_product"],
-        "one",
-    ).drop_duplicates("node")
-
-
-def _owner_of(labelled: pd.DataFrame) -> pd.Series:
-    return labelled["label_fairpool_io_owner"].fillna("").replace("", UNASSIGNED)
-
-
-def _gpu_model_of(labelled: pd.DataFrame) -> pd.Series:
-    return labelled["label_nvidia_com_gpu_product"].fillna("").replace("", UNKNOWN_MODEL)
-
-
 def _usage(
     fp_rows: pd.DataFrame,
     ksm_rows: pd.DataFrame,
@@ -243,11 +238,9 @@ def _usage(
     if not (len(fp_rows) or len(ksm_rows)):
         return pd.DataFrame(columns=USAGE_OUT)
     usage = pd.concat([f for f in (fp_rows, ksm_rows) if len(f)], ignore_index=True)
-    usage = usage.rename(columns={"uid": "pod_uid"})
-    usage["member"] = [
-        m if m else (member_for_namespace(ns) or UNASSIGNED)
-        for m, ns in zip(usage["member"].fillna(""), usage["namespace"], strict=True)
-    ]
+    usage = attribute(
+        usage.rename(columns={"uid": "pod_uid"}), inputs.node_labels, member_for_namespace
+    )
     usage["job_id"] = ""
     usage["policy_version"] = policy_version
     usage["utilization"] = _utilization(inputs, usage)
@@ -264,14 +257,14 @@ def _capacity_rows(inputs: HourInputs) -> _Sampled:
     present = _keyed(inputs.capacity_present, ["node"], "present")
     present = present.groupby("node", as_index=False)["present"].max()
     cap = cap.merge(present, on="node", how="outer").fillna({"steps": 0.0, "present": 0.0})
-    cap = cap.merge(_node_labels(inputs), on="node", how="left")
+    cap = cap.join(capacity_attributes(cap["node"], inputs.node_labels))
     cap_present = float(cap["present"].clip(upper=expected_node).sum())
     cap_expected = expected_node * len(cap)
     capacity = pd.DataFrame(
         {
             "node": cap["node"],
-            "owner": _owner_of(cap),
-            "gpu_model": _gpu_model_of(cap),
+            "owner": cap["owner"],
+            "gpu_model": cap["gpu_model"],
             "gpu_seconds_available": cap["steps"] * inputs.interval,
             "coverage": (cap["present"] / expected_node).clip(upper=1.0),
         },

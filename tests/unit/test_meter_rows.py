@@ -74,13 +74,13 @@ def test_fairpool_steps_become_gpu_seconds_and_member_falls_back_to_namespace() 
     assert rows.coverage == pytest.approx(114 / 120)
 
 
-def test_unknown_namespace_is_unassigned_not_dropped() -> None:
+def test_unknown_namespace_is_unattributed_not_dropped() -> None:
     rows = build_hour(
         inputs(fairpool_mean=frame([fp(1.0)]), fairpool_live=frame([fp(10.0)])),
         lambda ns: None,
         0,
     )
-    assert rows.usage["member"].tolist() == ["unassigned"]
+    assert rows.usage["member"].tolist() == ["unattributed"]
 
 
 def test_short_pod_from_start_and_completion() -> None:
@@ -198,3 +198,71 @@ def test_fairpool_scraped_without_honor_labels_keeps_the_pods_own_labels() -> No
     )
     row = rows.usage.iloc[0]
     assert (row["namespace"], row["pod"], row["gpu_seconds"]) == ("lab-bio", "p", 7200.0)
+
+
+def _labels(node: str, owner: str, model: str) -> dict[str, object]:
+    return {
+        "node": node,
+        "label_fairpool_io_owner": owner,
+        "label_nvidia_com_gpu_product": model,
+        "value": 1.0,
+    }
+
+
+def test_pod_without_pod_info_takes_its_node_from_its_gpu_request() -> None:
+    ident = {"namespace": "misc", "pod": "x", "uid": "k9"}
+    rows = build_hour(
+        inputs(
+            # One request series before scheduling (no node), one after.
+            ksm_requests=frame(
+                [{**ident, "node": "", "value": 1.0}, {**ident, "node": "gpu-b", "value": 1.0}]
+            ),
+            ksm_running_sum=frame([{**ident, "value": 120.0}]),
+            ksm_running_present=frame([{**ident, "value": 120.0}]),
+            node_labels=frame([_labels("gpu-b", "lab-bio", "A100")]),
+        ),
+        lambda ns: None,
+        0,
+    )
+    row = rows.usage.set_index("pod_uid").loc["k9"]
+    assert (row["node"], row["owner"], row["gpu_model"], row["member"]) == (
+        "gpu-b",
+        "lab-bio",
+        "A100",
+        "unattributed",
+    )
+    assert row["gpu_seconds"] == pytest.approx(3600.0)
+
+
+def test_fairpool_gauge_without_owner_and_model_takes_them_from_node_labels() -> None:
+    bare = {**fp(2.0), "owner": "", "gpu_model": ""}
+    live = {**fp(120.0), "owner": "", "gpu_model": ""}
+    rows = build_hour(
+        inputs(
+            fairpool_mean=frame([bare]),
+            fairpool_live=frame([live]),
+            node_labels=frame([_labels("gpu-a", "uni-north", "H100")]),
+        ),
+        lambda ns: "lab-bio",
+        0,
+    )
+    row = rows.usage.iloc[0]
+    assert (row["owner"], row["gpu_model"], row["member"]) == ("uni-north", "H100", "lab-bio")
+
+
+def test_nothing_known_is_unattributed_in_one_spelling() -> None:
+    ident = {"namespace": "misc", "pod": "x", "uid": "k9"}
+    rows = build_hour(
+        inputs(
+            ksm_requests=frame([{**ident, "value": 1.0}]),
+            ksm_running_sum=frame([{**ident, "value": 120.0}]),
+            capacity_live=frame([{"node": "bare", "value": 120.0}]),
+            capacity_mean=frame([{"node": "bare", "value": 8.0}]),
+        ),
+        lambda ns: None,
+        0,
+    )
+    row = rows.usage.iloc[0]
+    assert {row["node"], row["owner"], row["gpu_model"], row["member"]} == {"unattributed"}
+    cap = rows.capacity.iloc[0]
+    assert (cap["owner"], cap["gpu_model"]) == ("unattributed", "unattributed")
