@@ -24,6 +24,7 @@ from reports.costmodel.frames import (
 from reports.costmodel.invoices import invoices_and_summary
 from reports.costmodel.money import ZERO, cents
 from reports.costmodel.months import month_bounds
+from reports.costmodel.policy_history import PolicyHistory
 from reports.costmodel.prices import PriceBook
 from reports.costmodel.purchases import purchase_payments
 from reports.costmodel.report import MonthReport, NoDataError
@@ -81,12 +82,17 @@ def build_month_report(
     policies: Mapping[int, Policy] | None = None,
     simulation_summary: Mapping[str, Any] | None = None,
     source: str = "ledger",
+    history: PolicyHistory | None = None,
 ) -> MonthReport:
     """The month's bill from its usage, capacity, GPU-seconds lost to reclaim and metering
     status per hour (`reports.costmodel.frames` names the columns); `policies` gives the
-    prices of earlier policy versions the usage names."""
-    inputs = month_inputs(month, policy, usage, capacity, reclaim_lost, hour_status)
-    book = PriceBook(policy, dict(policies or {}))
+    prices of earlier policy versions the usage names. With `history`, every hour is
+    priced at the version in force then, whatever version its usage rows name."""
+    inputs = month_inputs(month, policy, usage, capacity, reclaim_lost, hour_status, history)
+    known = dict(policies or {})
+    if history is not None:
+        known |= history.by_version
+    book = PriceBook(policy, known)
     check_prices(book, inputs.usage, inputs.capacity, inputs.version_of_hour)
     flags: list[str] = []
     usage_split = split_usage(inputs.usage, policy)
@@ -129,9 +135,12 @@ def build_month_report(
         inputs.start, inputs.end, policy.billing.zone, inputs.usage, inputs.capacity, inputs.status
     )
     flags = coverage.flags[:2] + flags + coverage.flags[2:] + _data_flags(inputs, parts)
-    return _month_report(
+    report = _month_report(
         inputs, parts, (invoices, summary), (usage_split, capacity_hourly), coverage, flags, source
     )
+    if history is not None:
+        report.price_basis = history.describe(inputs.version_of_hour.tolist())
+    return report
 
 
 def month_inputs(
@@ -141,6 +150,7 @@ def month_inputs(
     capacity: pd.DataFrame | None,
     reclaim_lost: pd.DataFrame | None,
     hour_status: pd.DataFrame | None,
+    history: PolicyHistory | None = None,
 ) -> MonthInputs:
     """The month's window in the policy's time zone and its inputs inside it; raises
     NoDataError when there is neither usage nor capacity."""
@@ -148,6 +158,10 @@ def month_inputs(
     u, no_model = set_aside(normalise_usage(usage, start, end, policy.version))
     cap, unpriced_capacity = set_aside(normalise_capacity(capacity, start, end))
     lost = set_aside(normalise_reclaim(reclaim_lost, start, end))[0]
+    version_of_hour = policy_version_per_hour(u, start, end, policy.version)
+    if history is not None:
+        version_of_hour = history.versions(month_hour_index(start, end))
+        u["policy_version"] = u["hour"].map(version_of_hour).astype("int64")
     if u.empty and cap.empty and no_model.empty:
         raise NoDataError(
             f"no usage and no capacity recorded for {month} "
@@ -162,7 +176,7 @@ def month_inputs(
         capacity=cap,
         lost=lost,
         status=normalise_hour_status(hour_status, start, end),
-        version_of_hour=policy_version_per_hour(u, start, end, policy.version),
+        version_of_hour=version_of_hour,
         members=_member_order(policy, u["member"], u["owner"], cap["owner"], lost["member"]),
         unattributed=unattributed_table(no_model),
         unpriced_capacity=unpriced_capacity,

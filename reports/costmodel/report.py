@@ -76,6 +76,8 @@ class MonthReport:
     complete: bool
     idle_cost_rule: str = "owner"
     rounding_rule: str = ROUNDING_RULE
+    price_basis: str = ""
+    """Where the prices came from: the ledger's policy history, or the policy file alone."""
     unattributed: pd.DataFrame = field(default_factory=pd.DataFrame)
     """Pod-hours with no GPU model (hour, namespace, pod, node, member, owner,
     gpu_seconds): not priced, billed to no one, listed so that nothing disappears."""

@@ -158,7 +158,7 @@ def consortium_table(
                 "amount": None,
             },
             {
-                "item": "allocation utilization",
+                "item": "allocation (used over available)",
                 "gpu_hours": used / available if available else None,
                 "amount": None,
             },

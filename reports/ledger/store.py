@@ -36,6 +36,7 @@ from reports.ledger.schema import (
     hours_table,
     metadata,
     metering_runs_table,
+    policy_versions,
     reclaim_lost_table,
     usage_table,
 )
@@ -185,6 +186,19 @@ class Ledger:
                 .order_by(hours_table.c.hour)
             )
             return [r.hour for r in rows]
+
+    def policy_records(self) -> list[tuple[int, datetime, str]]:
+        """(version, applied_at, document) of every policy version the audit log
+        recorded, oldest first; empty when the API never applied one here."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    policy_versions.c.version,
+                    policy_versions.c.applied_at,
+                    policy_versions.c.document,
+                ).order_by(policy_versions.c.applied_at, policy_versions.c.version)
+            )
+            return [(int(r.version), r.applied_at, str(r.document)) for r in rows]
 
     def hour_status(self, start: datetime, end: datetime) -> pd.DataFrame:
         """Status rows of the hours in [start, end) that were ever attempted."""

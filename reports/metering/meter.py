@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 
 from policies.model import Policy
+from reports.costmodel.policy_history import PolicyHistory
 from reports.ledger import Ledger, MeteringRun, hour_start, hours_between
 from reports.metering import promql
 from reports.metering.prom_source import PrometheusUnavailable, PromSource
@@ -152,6 +153,7 @@ class Meter:
         outcomes: list[HourOutcome] = []
         unreachable: str | None = None
         chunks = _chunks(sorted({hour_start(h) for h in hours}), self.config.chunk_hours)
+        history = self.history()
         # Prometheus answers the next chunk while this process builds and stores the
         # current one: the two use different cores.
         with ThreadPoolExecutor(max_workers=1) as prefetch:
@@ -167,7 +169,7 @@ class Meter:
                         # Once Prometheus cannot be reached, the rest of the run waits
                         # for the next one instead of timing out chunk after chunk.
                         raise PrometheusUnavailable(unreachable or "", unreachable=True)
-                    rows = self.build(chunk, current.result())
+                    rows = self.build(chunk, current.result(), history)
                 except PrometheusUnavailable as exc:
                     if exc.unreachable:
                         unreachable = str(exc)
@@ -189,7 +191,7 @@ class Meter:
 
     def fetch(self, chunk: list[datetime]) -> dict[datetime, HourRows]:
         """Query Prometheus for the consecutive hours in `chunk` and build their rows."""
-        return self.build(chunk, self.query(chunk))
+        return self.build(chunk, self.query(chunk), self.history())
 
     def query(self, chunk: list[datetime]) -> ChunkAnswers:
         """Every answer Prometheus gives about the consecutive hours in `chunk`."""
@@ -241,8 +243,17 @@ class Meter:
         )
         return ChunkAnswers(frames, constant, _reclaim_lost(counters, chunk))
 
-    def build(self, chunk: list[datetime], answers: ChunkAnswers) -> dict[datetime, HourRows]:
-        """Ledger rows of each hour in `chunk` from Prometheus' answers (no I/O)."""
+    def history(self) -> PolicyHistory:
+        """The policy versions recorded in the ledger, else the meter's policy alone."""
+        recorded = PolicyHistory.from_records(self.ledger.policy_records())
+        return recorded or PolicyHistory.only(self.policy)
+
+    def build(
+        self, chunk: list[datetime], answers: ChunkAnswers, history: PolicyHistory | None = None
+    ) -> dict[datetime, HourRows]:
+        """Ledger rows of each hour in `chunk` from Prometheus' answers (no I/O); each
+        hour's members and version are those of the policy version in force then."""
+        history = history or PolicyHistory.only(self.policy)
         constant, lost = answers.constant, answers.reclaim_lost
         by_hour = {name: _split_hours(frame) for name, frame in answers.hourly.items()}
         out: dict[datetime, HourRows] = {}
@@ -275,7 +286,8 @@ class Meter:
                 dcgm_gpu_util=part("dcgm_gpu_util"),
                 reclaim_lost=lost.get(hour, {}),
             )
-            out[hour] = build_hour(inputs, self.policy.member_for_namespace, self.policy.version)
+            in_force = history.at(hour)
+            out[hour] = build_hour(inputs, in_force.member_for_namespace, in_force.version)
         return out
 
     # ---- internals -----------------------------------------------------------------

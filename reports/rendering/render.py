@@ -218,7 +218,11 @@ def _invoice_json(report: MonthReport, member: str) -> dict[str, Any]:
             "hours": report.hours,
         },
         "currency": report.currency,
-        "policy": {"name": report.policy_name, "versions": report.policy_versions},
+        "policy": {
+            "name": report.policy_name,
+            "versions": report.policy_versions,
+            "prices": report.price_basis,
+        },
         "source": report.source,
         "status": row["status"],
         "complete": report.complete,
@@ -285,6 +289,8 @@ def _files(report: MonthReport, member: str | None) -> dict[str, Any]:
     writers["summary.csv"] = lambda p: _money_frame(table, MONEY_COLUMNS).to_csv(p, index=False)
     writers["summary.parquet"] = lambda p: _parquet(table, p)
     writers["settlement.csv"] = lambda p: _settlement_csv(shown).to_csv(p)
+    if member is None and len(report.unattributed):
+        writers["unattributed.csv"] = lambda p: report.unattributed.to_csv(p, index=False)
     html = "report.html" if member is None else f"report-{member}.html"
     writers[html] = lambda p: p.write_text(_html(shown, member), encoding="utf-8")
     return writers

@@ -16,9 +16,11 @@ from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 
+from policies.errors import InputError
 from policies.model import Policy
 from reports.costmodel import MonthReport, NoDataError, build_month_report
 from reports.costmodel.months import month_bounds, previous_month
+from reports.costmodel.policy_history import PolicyHistory
 from reports.rendering.render import write_report
 
 log = logging.getLogger(__name__)
@@ -29,21 +31,38 @@ RUN_HOUR = 6
 
 def ledger_month_report(
     ledger_url: str,
-    policy: Policy,
+    policy: Policy | None,
     month: str,
     policies: Mapping[int, Policy] | None = None,
 ) -> MonthReport:
-    """The month's report from the usage ledger at `ledger_url`."""
+    """The month's report from the usage ledger at `ledger_url`, each hour priced at the
+    policy version in force then (the ledger's policy history; without one, `policy`
+    for every hour). Without `policy`, the newest recorded version stands for it."""
     from reports.ledger import Ledger  # the ledger pulls in SQLAlchemy: only when used
 
-    start, end = month_bounds(month, policy.billing.zone)
     with Ledger(ledger_url) as ledger:
+        history = PolicyHistory.from_records(ledger.policy_records())
+        if policy is None:
+            if history is None:
+                raise InputError(
+                    f"--policy: required, since the ledger {ledger_url} has no policy history"
+                )
+            policy = history.latest
+        start, end = month_bounds(month, policy.billing.zone)
         usage = ledger.usage_frame(start, end)
         capacity = ledger.capacity_frame(start, end)
         reclaim = ledger.reclaim_lost_frame(start, end)
         status = ledger.hour_status(start, end)
     return build_month_report(
-        month, policy, usage, capacity, reclaim, status, policies=policies, source="ledger"
+        month,
+        policy,
+        usage,
+        capacity,
+        reclaim,
+        status,
+        policies=policies,
+        source="ledger",
+        history=history or PolicyHistory.only(policy),
     )
 
 

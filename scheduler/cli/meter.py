@@ -69,7 +69,8 @@ def ceil_hour(value: datetime) -> datetime:
     "policy_file",
     type=click.Path(path_type=Path),
     default=None,
-    help="Policy file (members' namespaces, policy version); built-in demo if omitted.",
+    help="Policy file (members' namespaces, policy version); required unless the "
+    "ledger's policy history has a version (the newest is then used).",
 )
 @click.option("--from", "from_", default=None, help="First hour to meter (ISO-8601, UTC default).")
 @click.option("--to", "to", default=None, help="End of the range, exclusive (ISO-8601).")
@@ -111,13 +112,14 @@ def meter(
     backfill = _backfill_range(from_, to)
     _check_options(backfill, watch, reports_dir, chunk_hours, scrape_interval, max_gap)
 
-    from policies.loader import load_policy
     from reports.ledger import Ledger
     from reports.metering.meter import Meter, MeterConfig
     from reports.metering.prom_source import PromSource
+    from scheduler.cli.ledger_policy import choose_policy
 
-    policy = load_policy(policy_file)
+    policy, said = choose_policy(policy_file, ledger_url)
     console = Console()
+    Console(stderr=True, highlight=False).print(said)
     ledger = Ledger(ledger_url)
     metering = Meter(
         PromSource(prometheus_url),

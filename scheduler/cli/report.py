@@ -103,18 +103,20 @@ def report(
         console = Console(width=max(console.width, 120))
     if month is not None:
         parse_month(month)
-    policy = load_policy(policy_file)
     try:
         if simulation_dir is not None:
             from reports.sources.simulation import simulated_report
 
-            built = simulated_report(simulation_dir, policy, month)
+            built = simulated_report(simulation_dir, load_policy(policy_file), month)
             out_dir = out_dir or simulation_dir / "report"
         else:
             if month is None:
                 raise click.UsageError("--month is required (or --from-simulation DIR)")
             from reports.sources.monthly_job import ledger_month_report
+            from scheduler.cli.ledger_policy import choose_policy
 
+            policy, said = choose_policy(policy_file, ledger_url)
+            Console(stderr=True, highlight=False).print(said)
             built = ledger_month_report(ledger_url, policy, month)
             out_dir = out_dir or Path("out") / "reports" / month
     except NoDataError as exc:
@@ -123,6 +125,8 @@ def report(
     check_invariants(built)
     paths = write_report(built, out_dir, member=member, overwrite=overwrite)
     print_summary(console, restrict(built, member) if member else built)
+    if built.price_basis:
+        console.print(built.price_basis)
     console.print(f"[green]report[/]: {paths[-1]} ({len(paths)} files in {out_dir})")
 
 
@@ -138,8 +142,10 @@ def report(
 def monthly(ledger_url: str, policy_file: Path | None, reports_dir: Path) -> None:
     """Run the monthly job: on day 1 at 06:00 (policy time zone) write last month's report."""
     from reports.sources.monthly_job import monthly_trigger, run_forever
+    from scheduler.cli.ledger_policy import choose_policy
 
-    policy = load_policy(policy_file)
+    policy, said = choose_policy(policy_file, ledger_url)
+    Console().print(said)
     Console().print(
         f"monthly report job: {monthly_trigger(policy)} -> {reports_dir}/<YYYY-MM>/ (Ctrl-C stops)"
     )

@@ -73,8 +73,8 @@ def test_labels_member_owner_model_and_sources(metered: Ledger, policy: Policy) 
     ext = frame.loc["uid-ai-startup-x-ext"]
     assert ext["source"] == "kube-state-metrics"
     assert (ext["member"], ext["owner"], ext["gpu_model"]) == ("ai-startup", "uni-north", H100)
-    # Pods that map to no member are kept, visibly unassigned.
-    assert frame.loc["uid-misc-stray", "member"] == "unassigned"
+    # Pods that map to no member are kept, visibly unattributed.
+    assert frame.loc["uid-misc-stray", "member"] == "unattributed"
     assert frame.loc["uid-misc-stray", "gpu_seconds"] == pytest.approx(1800.0)
 
 

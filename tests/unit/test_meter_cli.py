@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from policies.loader import DEFAULT_POLICY
 from reports.ledger import Ledger
 from scheduler.cli.main import main
 from scheduler.cli.meter import parse_time
@@ -53,6 +54,8 @@ def test_unreachable_prometheus_leaves_hours_pending(tmp_path: Path) -> None:
             nobody,
             "--ledger",
             url,
+            "--policy",
+            str(DEFAULT_POLICY),
             "--from",
             "2026-10-01",
             "--to",

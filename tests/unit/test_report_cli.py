@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from policies.loader import load_policy
+from policies.loader import DEFAULT_POLICY, load_policy
 from reports.ledger import Ledger
 from reports.sources.monthly_job import monthly_trigger, run_monthly_report, schedule_monthly_report
 from reports.sources.simulation import busiest_month, write_simulated_report
@@ -18,6 +18,7 @@ from reports.sources.synthetic import demo_nodes, synthetic_month
 from scheduler.cli.main import main
 
 DEMO = load_policy()  # Europe/Paris
+DEMO_FILE = str(DEFAULT_POLICY)
 
 
 def fill_ledger(url: str, hours: list[pd.Timestamp]) -> None:
@@ -63,7 +64,19 @@ def test_report_from_the_ledger(
     ledger_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "oct"
-    code = run(["report", "--month", "2026-10", "--ledger", ledger_url, "--out", str(out)])
+    code = run(
+        [
+            "report",
+            "--month",
+            "2026-10",
+            "--ledger",
+            ledger_url,
+            "--policy",
+            DEMO_FILE,
+            "--out",
+            str(out),
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "uni-north" in captured.out and "lab-bio" in captured.out
@@ -74,14 +87,36 @@ def test_report_from_the_ledger(
     assert invoice["complete"] is False
     assert (out / "report.html").exists()
     # a second run refuses to overwrite, naming the file
-    code = run(["report", "--month", "2026-10", "--ledger", ledger_url, "--out", str(out)])
+    code = run(
+        [
+            "report",
+            "--month",
+            "2026-10",
+            "--ledger",
+            ledger_url,
+            "--policy",
+            DEMO_FILE,
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 2
     assert "already there" in capsys.readouterr().err
 
 
 def test_member_report_from_the_ledger(ledger_url: str, tmp_path: Path) -> None:
     out = tmp_path / "m"
-    args = ["report", "--month", "2026-10", "--member", "lab-bio", "--ledger", ledger_url]
+    args = [
+        "report",
+        "--month",
+        "2026-10",
+        "--member",
+        "lab-bio",
+        "--ledger",
+        ledger_url,
+        "--policy",
+        DEMO_FILE,
+    ]
     assert run([*args, "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir() if p.name.startswith("invoice")) == [
         "invoice-lab-bio.csv",
@@ -92,7 +127,7 @@ def test_member_report_from_the_ledger(ledger_url: str, tmp_path: Path) -> None:
 def test_bad_month_exits_2_naming_the_option(
     ledger_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert run(["report", "--month", "2026-13", "--ledger", ledger_url]) == 2
+    assert run(["report", "--month", "2026-13", "--ledger", ledger_url, "--policy", DEMO_FILE]) == 2
     assert "--month" in capsys.readouterr().err
 
 
@@ -100,7 +135,19 @@ def test_month_without_data_exits_1(
     ledger_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "nov"
-    code = run(["report", "--month", "2026-11", "--ledger", ledger_url, "--out", str(out)])
+    code = run(
+        [
+            "report",
+            "--month",
+            "2026-11",
+            "--ledger",
+            ledger_url,
+            "--policy",
+            DEMO_FILE,
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 1
     assert "no usage and no capacity recorded for 2026-11" in capsys.readouterr().err
     assert not out.exists()
@@ -155,3 +202,60 @@ def test_monthly_trigger_fires_on_day_one_in_the_policy_zone() -> None:
     schedule_monthly_report(scheduler, "sqlite://", DEMO, Path("unused"))
     jobs = scheduler.get_jobs()
     assert [j.id for j in jobs] == ["fairpool-monthly-report"]
+
+
+def record_versions(url: str, versions: list[tuple[int, datetime, str]]) -> None:
+    """Policy versions in the ledger's audit log, as the gRPC API's policy store writes
+    them; each is the demo policy with the H100 at `price`."""
+    from scheduler.api.policy_store import AuditLog, Origin, StoredVersion
+
+    text = DEFAULT_POLICY.read_text()
+    log = AuditLog(url)
+    for version, applied_at, price in versions:
+        document = text.replace(
+            "name: demo-consortium", f"name: demo-consortium\n  version: {version}"
+        ).replace('hourlyCost: "2.40"', f'hourlyCost: "{price}"')
+        log.append(StoredVersion(version, "admin", applied_at, Origin.API, "", document, ""))
+    log.close()
+
+
+def test_each_hour_is_priced_at_the_version_in_force_then(
+    ledger_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Version 1 (H100 at 1.00) governs 10:00; version 2 (H100 at 3.00), applied at
+    # 10:30, governs 11:00. The usage rows name version 0 (stamped by an older meter).
+    record_versions(
+        ledger_url,
+        [
+            (1, datetime(2026, 9, 1, tzinfo=UTC), "1.00"),
+            (2, datetime(2026, 10, 5, 10, 30, tzinfo=UTC), "3.00"),
+        ],
+    )
+    out = tmp_path / "oct"
+    assert run(["report", "--month", "2026-10", "--ledger", ledger_url, "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "version 2 from the ledger's policy history" in captured.err
+    assert "versions 1, 2, from the ledger's policy history" in captured.out
+    invoice = json.loads((out / "invoice-lab-bio.json").read_text())
+    # lab-bio used 0.5 H100-hours on uni-north's nodes in each hour: 0.50 + 1.50
+    assert invoice["money"]["charges"] == "2.00"
+
+
+def test_report_without_policy_or_history_exits_2_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "none.db"
+    out = tmp_path / "oct"
+    argv = ["report", "--month", "2026-10", "--ledger", f"sqlite:///{missing}", "--out", str(out)]
+    assert run(argv) == 2
+    assert "--policy: required" in capsys.readouterr().err
+    assert not missing.exists() and not out.exists()
+
+
+def test_policy_file_alone_is_said_to_price_every_hour(
+    ledger_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "oct"
+    args = ["report", "--month", "2026-10", "--ledger", ledger_url, "--policy", DEMO_FILE]
+    assert run([*args, "--out", str(out)]) == 0
+    assert "the ledger has no policy history" in capsys.readouterr().out

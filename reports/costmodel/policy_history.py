@@ -1,0 +1,93 @@
+"""Which policy version was in force in each hour (pure).
+
+The policy audit log (table `policy_versions` in the ledger, written by the gRPC API's
+policy store) records when each version was applied. The version **in force** in an hour
+is the newest one applied at or before the hour's start (a version applied at 10:20
+governs from 11:00); an hour before the first recorded version is governed by the first
+one (the oldest price known). Without any recorded version the policy file given is in
+force in every hour, and the report says so.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pandas as pd
+
+from policies.errors import InputError
+from policies.loader import parse_policy
+from policies.model import Policy
+
+
+@dataclass(frozen=True)
+class PolicyHistory:
+    """Policy versions ordered by the time they were applied."""
+
+    applied_at: tuple[datetime, ...]
+    policies: tuple[Policy, ...]
+    recorded: bool
+    """False when no version was recorded and the policy file stands for all hours."""
+
+    @classmethod
+    def from_records(cls, records: Iterable[tuple[int, datetime, str]]) -> PolicyHistory | None:
+        """From (version, applied_at, document) rows; None when there are none."""
+        rows = sorted(records, key=lambda r: (_utc(r[1]), r[0]))
+        if not rows:
+            return None
+        policies = []
+        for version, _, document in rows:
+            policy = parse_policy(document, f"policy version {version} (ledger)")
+            if policy.version != version:
+                raise InputError(
+                    f"policy_versions: row {version} holds a document of version {policy.version}"
+                )
+            policies.append(policy)
+        return cls(tuple(_utc(r[1]) for r in rows), tuple(policies), True)
+
+    @classmethod
+    def only(cls, policy: Policy) -> PolicyHistory:
+        """`policy` in force at every hour (no recorded history)."""
+        return cls((datetime.min.replace(tzinfo=UTC),), (policy,), False)
+
+    @property
+    def latest(self) -> Policy:
+        return self.policies[-1]
+
+    @property
+    def by_version(self) -> dict[int, Policy]:
+        return {p.version: p for p in self.policies}
+
+    def at(self, hour: datetime) -> Policy:
+        """The policy version in force in the hour starting at `hour`."""
+        index = bisect_right(self.applied_at, _utc(hour)) - 1
+        return self.policies[max(index, 0)]
+
+    def versions(self, hours: pd.DatetimeIndex) -> pd.Series:
+        """The version in force in each hour, indexed by the hours."""
+        return pd.Series(
+            [self.at(h.to_pydatetime()).version for h in hours], index=hours, dtype="int64"
+        )
+
+    def describe(self, versions: Iterable[int]) -> str:
+        """One sentence for the report: where the prices came from."""
+        used = sorted(set(versions))
+        if not self.recorded:
+            return (
+                f"prices: the policy file given (version {self.latest.version}) for every "
+                "hour; the ledger has no policy history"
+            )
+        listed = ", ".join(str(v) for v in used)
+        plural = "s" if len(used) > 1 else ""
+        return (
+            f"prices: each hour at the policy version in force then (version{plural} "
+            f"{listed}, from the ledger's policy history)"
+        )
+
+
+def _utc(value: datetime) -> datetime:
+    stamp = pd.Timestamp(value)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.to_pydatetime()
