@@ -1,7 +1,8 @@
 """The usage ledger: metered GPU usage per hour and pod, durable in SQL.
 
 SQLite file by default, any SQLAlchemy URL (e.g. ``postgresql+psycopg://...``) otherwise.
-Tables (`reports.ledger.schema`) are created when missing.
+Opening it upgrades the database to the newest schema (`reports.ledger.migrate`), creating
+the tables (`reports.ledger.schema`) in an empty one.
 
 ``usage_frame``, ``capacity_frame`` and ``reclaim_lost_frame`` return the same columns as
 the simulator's ``usage.parquet`` / ``capacity.parquet`` / ``reclaim_lost.parquet`` (plus
@@ -20,11 +21,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Table, create_engine, delete, event, insert, select, update
+from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from policies.errors import InputError
 from reports.costmodel.usage_row import USAGE_COLUMNS, USAGE_DEFAULTS, USAGE_SOURCES
+from reports.ledger import migrate
+from reports.ledger.database import make_engine
 from reports.ledger.schema import (
     CAPACITY_COLUMNS,
     HOURS_COLUMNS,
@@ -34,7 +37,6 @@ from reports.ledger.schema import (
     capacity_table,
     hour_start,
     hours_table,
-    metadata,
     metering_runs_table,
     reclaim_lost_table,
     usage_table,
@@ -56,14 +58,12 @@ class MeteringRun:
 
 
 class Ledger:
-    """The usage ledger at `url` (tables created when missing)."""
+    """The usage ledger at `url` (upgraded to the newest schema when opened)."""
 
     def __init__(self, url: str = "sqlite:///fairpool-ledger.db", *, echo: bool = False) -> None:
         self.url = url
-        self.engine: Engine = create_engine(url, echo=echo)
-        if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-        metadata.create_all(self.engine)
+        self.engine: Engine = make_engine(url, echo=echo)
+        migrate.upgrade(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -226,15 +226,6 @@ class Ledger:
             if column in frame:
                 frame[column] = frame[column].astype("float64")
         return frame
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets a report read the ledger while the hourly job writes; waiting beats
-    # failing when two writers meet.
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.close()
 
 
 def _aware(value: datetime, name: str) -> datetime:
