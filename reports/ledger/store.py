@@ -11,23 +11,27 @@ bills simulated and metered usage alike. Capacity is per node; group by (hour, o
 gpu_model) to match the simulator's aggregation.
 
 An hour's rows are only ever replaced as a whole, in one transaction (``replace_hour``):
-rerunning an hour never duplicates, and a failed run leaves the previous rows intact.
+rerunning an hour never duplicates, and a failed run leaves the previous rows intact. Two
+meters writing the same hour at once take turns (a lock per hour), so the hour ends up with
+exactly one of their copies.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy import Table, delete, insert, select, text, update
 from sqlalchemy.engine import Connection, Engine
 
 from policies.errors import InputError
 from reports.costmodel.usage_row import USAGE_COLUMNS, USAGE_DEFAULTS, USAGE_SOURCES
 from reports.ledger import migrate
-from reports.ledger.database import make_engine
+from reports.ledger.database import SQLITE_BEGIN, make_engine
 from reports.ledger.schema import (
     CAPACITY_COLUMNS,
     HOURS_COLUMNS,
@@ -41,6 +45,10 @@ from reports.ledger.schema import (
     reclaim_lost_table,
     usage_table,
 )
+
+# First key of the PostgreSQL advisory locks taken per hour (the second is the hour's
+# number since 1970): any fixed 32-bit number no other lock in the database uses.
+_HOUR_LOCKS = 0x0FA1_1ED6
 
 
 @dataclass(frozen=True)
@@ -100,7 +108,7 @@ class Ledger:
             else []
         )
         now = datetime.now(UTC)
-        with self.engine.begin() as conn:
+        with self._writing(hour) as conn:
             for table in (usage_table, capacity_table, reclaim_lost_table):
                 conn.execute(delete(table).where(table.c.hour == hour))
             if usage_rows:
@@ -130,7 +138,7 @@ class Ledger:
         hour already metered keeps its rows and status (they are still the best data) and
         only records the error."""
         hour = hour_start(hour)
-        with self.engine.begin() as conn:
+        with self._writing(hour) as conn:
             existing = conn.execute(
                 select(hours_table.c.status, hours_table.c.attempts).where(
                     hours_table.c.hour == hour
@@ -174,6 +182,23 @@ class Ledger:
             )
             key = result.inserted_primary_key
             return int(key[0]) if key is not None else 0
+
+    @contextmanager
+    def _writing(self, hour: datetime) -> Iterator[Connection]:
+        """A transaction that alone may write `hour`: two meters metering the same hour at
+        once take turns (the second then replaces the first's rows, never adds to them)
+        instead of colliding on the keys. SQLite has one writer at a time anyway; taking
+        the write lock at BEGIN keeps a read-then-write from meeting a newer snapshot."""
+        with self.engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+            with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    conn.execute(
+                        text("SELECT pg_advisory_xact_lock(:space, :hour)"),
+                        {"space": _HOUR_LOCKS, "hour": int(hour.timestamp()) // 3600},
+                    )
+                yield conn
 
     # ---- reading -------------------------------------------------------------------
 
