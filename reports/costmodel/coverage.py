@@ -2,7 +2,9 @@
 
 A report is never silently zero: an hour that the meter has not filled (pending, or
 absent from the ledger) is *missing*, an hour with coverage below 1 is *partial*, and
-both are flagged per day and in the month's totals.
+both are flagged per day and in the month's totals. An hour an admin gave up on
+(`fairpool meter --forget`, status "forgotten") is missing too, and said to be given up.
+An "empty" hour (the cluster had no nodes yet) is metered, with nothing in it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from zoneinfo import ZoneInfo
 
 import pandas as pd
 
-METERED = frozenset({"metered", "complete", "ok", "done"})
+METERED = frozenset({"metered", "empty", "complete", "ok", "done"})
+FORGOTTEN = "forgotten"
 _EPSILON = 1e-9
 
 
@@ -70,6 +73,7 @@ def measure_coverage(
         sort=True,
     ).min(axis=1)
     data_coverage = data_coverage.reindex(hours)
+    given_up = pd.Series(False, index=hours)
     if hour_status is None:
         missing = data_coverage.isna()
         coverage = data_coverage
@@ -80,6 +84,7 @@ def measure_coverage(
         status = status.reindex(hours)
         metered = status["status"].isin(list(METERED))
         missing = ~metered
+        given_up = status["status"] == FORGOTTEN
         coverage = pd.concat([status["coverage"], data_coverage], axis=1).min(axis=1)
         coverage = coverage.where(metered)
     coverage = coverage.fillna(1.0).where(~missing)
@@ -113,8 +118,14 @@ def measure_coverage(
     flags: list[str] = []
     total_missing = int(hourly["missing"].sum())
     total_partial = int(hourly["partial"].sum())
+    total_given_up = int(given_up.sum())
     if total_missing:
         flags.append(f"data missing for {_plural(total_missing)} of {len(hours)} this month")
+    if total_given_up:
+        flags.append(
+            f"metering given up for {_plural(total_given_up)} of these "
+            "(fairpool meter --forget): they will not be metered"
+        )
     if total_partial:
         flags.append(f"partial data (coverage < 100%) for {_plural(total_partial)} this month")
     flags.extend(m for m in messages if m)

@@ -15,8 +15,14 @@ usage           (hour, pod_uid)              namespace, pod, job_id, member, own
 capacity        (hour, node)                 owner, gpu_model, gpu_seconds_available,
                                              coverage
 reclaim_lost    (hour, member, gpu_model)    gpu_seconds_lost
-hours           hour                         status ("metered" | "pending"), coverage,
-                                             attempts, last_error, metered_at
+hours           hour                         status ("metered" | "empty" | "pending" |
+                                             "forgotten"), coverage, attempts,
+                                             last_error, metered_at
+node_coverage   (hour, node)                 allocation, capacity, utilization: share of
+                                             the expected samples found, 0..1 (NULL: no
+                                             samples were expected)
+forgotten_ranges id                          range_start, range_end, hours, forgotten_by,
+                                             forgotten_at, reason
 metering_runs   id                           started_at, finished_at, range_start,
                                              range_end, hours_ok, hours_pending,
                                              mean_coverage, error
@@ -42,7 +48,12 @@ from reports.costmodel.usage_row import (
 HOUR = timedelta(hours=1)
 
 METERED = "metered"
+EMPTY = "empty"
+"""Metered, and zero: Prometheus answered and the cluster had no nodes yet."""
 PENDING = "pending"
+FORGOTTEN = "forgotten"
+"""Given up by an admin (`fairpool meter --forget`): no longer retried."""
+DONE = (METERED, EMPTY)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -133,7 +144,30 @@ metering_runs_table = Table(
     Column("error", Text, nullable=True),
 )
 
+node_coverage_table = Table(
+    "node_coverage",
+    metadata,
+    Column("hour", UTCDateTime, primary_key=True),
+    Column("node", String(253), primary_key=True),
+    Column("allocation", Float, nullable=True),
+    Column("capacity", Float, nullable=True),
+    Column("utilization", Float, nullable=True),
+)
+
+forgotten_ranges_table = Table(
+    "forgotten_ranges",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("range_start", UTCDateTime, nullable=False),
+    Column("range_end", UTCDateTime, nullable=False),
+    Column("hours", Integer, nullable=False),
+    Column("forgotten_by", String(253), nullable=False),
+    Column("forgotten_at", UTCDateTime, nullable=False),
+    Column("reason", Text, nullable=False),
+)
+
 CAPACITY_COLUMNS = [c.name for c in capacity_table.columns]
+NODE_COVERAGE_COLUMNS = [c.name for c in node_coverage_table.columns]
 RECLAIM_LOST_COLUMNS = [c.name for c in reclaim_lost_table.columns]
 HOURS_COLUMNS = [c.name for c in hours_table.columns]
 

@@ -34,14 +34,21 @@ from reports.ledger import migrate
 from reports.ledger.database import SQLITE_BEGIN, make_engine
 from reports.ledger.schema import (
     CAPACITY_COLUMNS,
+    DONE,
+    FORGOTTEN,
+    HOUR,
     HOURS_COLUMNS,
     METERED,
+    NODE_COVERAGE_COLUMNS,
     PENDING,
     RECLAIM_LOST_COLUMNS,
     capacity_table,
+    forgotten_ranges_table,
     hour_start,
+    hours_between,
     hours_table,
     metering_runs_table,
+    node_coverage_table,
     policy_versions,
     reclaim_lost_table,
     usage_table,
@@ -92,12 +99,22 @@ class Ledger:
         capacity: pd.DataFrame,
         reclaim_lost: pd.DataFrame | None,
         coverage: float,
+        *,
+        node_coverage: pd.DataFrame | None = None,
+        status: str = METERED,
     ) -> None:
-        """Replace everything stored for `hour` by these rows and mark it metered,
-        in one transaction."""
+        """Replace everything stored for `hour` by these rows and mark it metered (or
+        `empty`: metered, and the cluster had no nodes), in one transaction."""
         hour = hour_start(hour)
         if not 0.0 <= coverage <= 1.0:
             raise InputError(f"coverage {coverage} is outside 0..1")
+        if status not in DONE:
+            raise InputError(f"hour status {status!r} is not one of {DONE}")
+        coverage_rows = (
+            _rows(node_coverage, hour, NODE_COVERAGE_COLUMNS, {}, "node_coverage")
+            if node_coverage is not None
+            else []
+        )
         usage_rows = _rows(usage, hour, USAGE_COLUMNS, USAGE_DEFAULTS, "usage")
         for row in usage_rows:
             if row["source"] not in USAGE_SOURCES:
@@ -110,8 +127,10 @@ class Ledger:
         )
         now = datetime.now(UTC)
         with self._writing(hour) as conn:
-            for table in (usage_table, capacity_table, reclaim_lost_table):
+            for table in (usage_table, capacity_table, reclaim_lost_table, node_coverage_table):
                 conn.execute(delete(table).where(table.c.hour == hour))
+            if coverage_rows:
+                conn.execute(insert(node_coverage_table), coverage_rows)
             if usage_rows:
                 conn.execute(insert(usage_table), usage_rows)
             if capacity_rows:
@@ -125,7 +144,7 @@ class Ledger:
                 [
                     {
                         "hour": hour,
-                        "status": METERED,
+                        "status": status,
                         "coverage": float(coverage),
                         "attempts": attempts + 1,
                         "last_error": None,
@@ -201,7 +220,102 @@ class Ledger:
                     )
                 yield conn
 
+    def forget(
+        self, start: datetime, end: datetime, forgotten_by: str, reason: str
+    ) -> list[datetime]:
+        """Give up on every hour in [start, end) that is not metered: it becomes
+        "forgotten", is no longer retried, and the report says it was given up. Who, when
+        and why are recorded in `forgotten_ranges`. Returns the hours given up."""
+        if not forgotten_by.strip():
+            raise InputError("forget: who gives the hours up must be named")
+        if not reason.strip():
+            raise InputError("forget: a reason is required (it is kept in the ledger)")
+        hours = hours_between(start, end)
+        if not hours:
+            raise InputError(f"forget: {end.isoformat()} is not after {start.isoformat()}")
+        now = datetime.now(UTC)
+        with self._writing(hours[0]) as conn:
+            done = {
+                _utc(r.hour)
+                for r in conn.execute(
+                    select(hours_table.c.hour).where(
+                        hours_table.c.hour >= hours[0],
+                        hours_table.c.hour <= hours[-1],
+                        hours_table.c.status.in_(DONE),
+                    )
+                )
+            }
+            given_up = [h for h in hours if h not in done]
+            if given_up:
+                conn.execute(
+                    update(hours_table)
+                    .where(hours_table.c.hour.in_(given_up))
+                    .values(status=FORGOTTEN)
+                )
+                known = {
+                    _utc(r.hour)
+                    for r in conn.execute(
+                        select(hours_table.c.hour).where(hours_table.c.hour.in_(given_up))
+                    )
+                }
+                fresh = [h for h in given_up if h not in known]
+                if fresh:
+                    conn.execute(
+                        insert(hours_table),
+                        [
+                            {
+                                "hour": h,
+                                "status": FORGOTTEN,
+                                "coverage": None,
+                                "attempts": 0,
+                                "last_error": None,
+                                "metered_at": None,
+                            }
+                            for h in fresh
+                        ],
+                    )
+            conn.execute(
+                insert(forgotten_ranges_table).values(
+                    range_start=hours[0],
+                    range_end=hours[-1] + HOUR,
+                    hours=len(given_up),
+                    forgotten_by=forgotten_by,
+                    forgotten_at=now,
+                    reason=reason,
+                )
+            )
+        return given_up
+
     # ---- reading -------------------------------------------------------------------
+
+    def pending_detail(self) -> pd.DataFrame:
+        """Every pending hour with its attempts and the reason of the last failure."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(hours_table.c.hour, hours_table.c.attempts, hours_table.c.last_error)
+                .where(hours_table.c.status == PENDING)
+                .order_by(hours_table.c.hour)
+            )
+            frame = pd.DataFrame(
+                [tuple(r) for r in rows], columns=["hour", "attempts", "last_error"]
+            )
+        frame["hour"] = pd.to_datetime(frame["hour"], utc=True)
+        return frame
+
+    def forgotten_ranges(self) -> pd.DataFrame:
+        """Every `forget`: range_start, range_end, hours, forgotten_by, forgotten_at, reason."""
+        columns = [c.name for c in forgotten_ranges_table.columns]
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(forgotten_ranges_table).order_by(forgotten_ranges_table.c.id)
+            )
+            frame = pd.DataFrame([tuple(r) for r in rows], columns=columns)
+        for column in ("range_start", "range_end", "forgotten_at"):
+            frame[column] = pd.to_datetime(frame[column], utc=True)
+        return frame
+
+    def node_coverage_frame(self, start: datetime, end: datetime) -> pd.DataFrame:
+        return self._frame(node_coverage_table, NODE_COVERAGE_COLUMNS, start, end)
 
     def pending_hours(self) -> list[datetime]:
         with self.engine.connect() as conn:
@@ -265,6 +379,10 @@ class Ledger:
             if column in frame:
                 frame[column] = frame[column].astype("float64")
         return frame
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _aware(value: datetime, name: str) -> datetime:

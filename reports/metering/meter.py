@@ -24,6 +24,7 @@ import pandas as pd
 from policies.model import Policy
 from reports.costmodel.policy_history import PolicyHistory
 from reports.ledger import Ledger, MeteringRun, hour_start, hours_between
+from reports.ledger.schema import DONE, EMPTY
 from reports.metering import promql
 from reports.metering.prom_source import PrometheusUnavailable, PromSource
 from reports.metering.rows import HourInputs, HourRows, build_hour, counter_increase
@@ -48,7 +49,7 @@ class MeterConfig:
 @dataclass(frozen=True)
 class HourOutcome:
     hour: datetime
-    status: str  # "metered" | "pending"
+    status: str  # "metered" | "empty" | "pending"
     coverage: float | None
     gpu_seconds: float
     pods: int
@@ -66,7 +67,7 @@ class RunSummary:
 
     @property
     def hours_ok(self) -> int:
-        return sum(o.status == "metered" for o in self.outcomes)
+        return sum(o.status in DONE for o in self.outcomes)
 
     @property
     def hours_pending(self) -> int:
@@ -182,8 +183,9 @@ class Meter:
                         if progress:
                             progress(outcome)
                     continue
+                empty = self._before_any_node([h for h in chunk if not rows[h].has_data])
                 for hour in chunk:
-                    outcome = self._store(hour, rows[hour])
+                    outcome = self._store(hour, rows[hour], hour in empty)
                     outcomes.append(outcome)
                     if progress:
                         progress(outcome)
@@ -210,6 +212,8 @@ class Meter:
             "capacity_present": q.present(promql.KSM_ALLOCATABLE, ("node",)),
             "dcgm_engine_active": q.dcgm_mean(promql.DCGM_ENGINE_ACTIVE),
             "dcgm_gpu_util": q.dcgm_mean(promql.DCGM_GPU_UTIL),
+            "dcgm_engine_count": q.dcgm_count(promql.DCGM_ENGINE_ACTIVE),
+            "dcgm_util_count": q.dcgm_count(promql.DCGM_GPU_UTIL),
         }
         span = (last + HOUR - first).total_seconds()
         # Attributes are constant per pod and node: read once per chunk, not per hour.
@@ -284,6 +288,8 @@ class Meter:
                 capacity_present=part("capacity_present"),
                 dcgm_engine_active=part("dcgm_engine_active"),
                 dcgm_gpu_util=part("dcgm_gpu_util"),
+                dcgm_engine_count=part("dcgm_engine_count"),
+                dcgm_util_count=part("dcgm_util_count"),
                 reclaim_lost=lost.get(hour, {}),
             )
             in_force = history.at(hour)
@@ -292,13 +298,36 @@ class Meter:
 
     # ---- internals -----------------------------------------------------------------
 
-    def _store(self, hour: datetime, rows: HourRows) -> HourOutcome:
+    def _before_any_node(self, hours: list[datetime]) -> set[datetime]:
+        """The `hours` (without any data) that end before Prometheus has any node series:
+        the cluster had no nodes yet, so they are empty, not missing. Once nodes exist,
+        an hour without data is missing (scrapes failed or lag) and stays pending."""
+        empty: set[datetime] = set()
+        for hour in sorted(hours):
+            # A millisecond short of the next hour: a node born at 08:00 exists in 08:00.
+            end = hour + HOUR - timedelta(milliseconds=1)
+            if self.source.any_series_before(list(promql.NODE_SERIES), end):
+                break
+            empty.add(hour)
+        return empty
+
+    def _store(self, hour: datetime, rows: HourRows, empty: bool = False) -> HourOutcome:
+        if empty:
+            self.ledger.replace_hour(
+                hour, rows.usage, rows.capacity, rows.reclaim_lost, 1.0, status=EMPTY
+            )
+            return HourOutcome(hour, EMPTY, None, 0.0, 0)
         if not rows.has_data:
-            error = "no series in Prometheus for this hour"
+            error = "no series in Prometheus for this hour (nodes existed before it)"
             self.ledger.mark_pending(hour, error)
             return HourOutcome(hour, "pending", None, 0.0, 0, error)
         self.ledger.replace_hour(
-            hour, rows.usage, rows.capacity, rows.reclaim_lost, coverage=rows.coverage
+            hour,
+            rows.usage,
+            rows.capacity,
+            rows.reclaim_lost,
+            coverage=rows.coverage,
+            node_coverage=rows.node_coverage,
         )
         return HourOutcome(
             hour,

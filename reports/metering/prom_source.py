@@ -71,6 +71,17 @@ class PromSource:
             return pd.DataFrame({"value": pd.Series([], dtype=float)})
         return pd.DataFrame.from_records(records)
 
+    def any_series_before(self, selectors: list[str], end: datetime) -> bool:
+        """Whether Prometheus holds any series matching one of `selectors` with a sample
+        at or before `end` (series metadata only: cheap even over years)."""
+        try:
+            found = self.client.get_series(
+                datetime(1970, 1, 1, tzinfo=UTC), end, params={"match[]": selectors}
+            )
+        except (requests.RequestException, PrometheusApiClientException) as exc:
+            raise PrometheusUnavailable(f"{self.url}: {_short(exc)}", _unreachable(exc)) from exc
+        return bool(found)
+
     def raw(
         self, query: str, at: datetime
     ) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:

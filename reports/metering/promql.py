@@ -44,6 +44,8 @@ KSM_COMPLETION = "kube_pod_completion_time"
 KSM_POD_INFO = "kube_pod_info"
 KSM_NODE_LABELS = "kube_node_labels"
 KSM_ALLOCATABLE = 'kube_node_status_allocatable{resource="nvidia_com_gpu"}'
+NODE_SERIES = ("kube_node_status_allocatable", "kube_node_labels")
+"""Series that exist once the cluster has a node (an hour before all of them is empty)."""
 DCGM_ENGINE_ACTIVE = "DCGM_FI_PROF_GR_ENGINE_ACTIVE"
 DCGM_GPU_UTIL = "DCGM_FI_DEV_GPU_UTIL"
 
@@ -121,6 +123,10 @@ class MeteringQueries:
     def dcgm_mean(self, metric: str) -> str:
         """Mean of each GPU series over its samples in the hour (labels kept)."""
         return f"avg_over_time({metric}[1h] offset 1ms)"
+
+    def dcgm_count(self, metric: str) -> str:
+        """DCGM samples of each GPU series in the hour (labels kept): utilization coverage."""
+        return f"count_over_time({metric}[1h] offset 1ms)"
 
     def counter_samples(self, metric: str, span_seconds: float) -> str:
         """Raw samples over `span_seconds` plus `max_gap` before, for reset-aware increase."""

@@ -25,6 +25,7 @@ import pandas as pd
 
 from reports.costmodel.usage_row import USAGE_COLUMNS
 from reports.metering.attribution import attribute, capacity_attributes
+from reports.metering.coverage import node_coverage
 
 USAGE_OUT = [c for c in USAGE_COLUMNS if c != "hour"]
 """An hour's usage rows: the usage row without its hour (the ledger adds it)."""
@@ -55,6 +56,9 @@ class HourInputs:
     dcgm_engine_active: pd.DataFrame
     dcgm_gpu_util: pd.DataFrame
     reclaim_lost: dict[tuple[str, str], float] = field(default_factory=dict)
+    dcgm_engine_count: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """DCGM samples per GPU series in the hour (for the utilization coverage)."""
+    dcgm_util_count: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 @dataclass
@@ -66,6 +70,8 @@ class HourRows:
     has_data: bool
     present: float
     expected: float
+    node_coverage: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """Per node: allocation, capacity and utilization coverage (`reports.metering.coverage`)."""
 
 
 def _col(frame: pd.DataFrame, name: str) -> pd.Series:
@@ -98,6 +104,8 @@ class _Sampled:
     rows: pd.DataFrame
     present: float
     expected: float
+    node_coverage: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """Per node: allocation, capacity and utilization coverage (`reports.metering.coverage`)."""
 
 
 def build_hour(
@@ -114,9 +122,70 @@ def build_hour(
     expected_total = fairpool.expected + fallback.expected + capacity.expected
     has_data = expected_total > 0 or len(usage) > 0
     coverage = min(1.0, present_total / expected_total) if expected_total > 0 else 1.0
-    return HourRows(
-        usage, capacity.rows, reclaim, coverage, has_data, present_total, expected_total
+    per_node = node_coverage(
+        _allocation_samples(fairpool.rows, fallback.rows, usage),
+        capacity.rows,
+        usage,
+        _dcgm_counts(inputs),
+        inputs.interval,
     )
+    return HourRows(
+        usage,
+        capacity.rows,
+        reclaim,
+        coverage,
+        has_data,
+        present_total,
+        expected_total,
+        per_node,
+    )
+
+
+def _allocation_samples(
+    fairpool: pd.DataFrame, kube_state: pd.DataFrame, usage: pd.DataFrame
+) -> pd.DataFrame:
+    """`node`, `present`, `live` per billed pod (its node as attributed); a pod billed
+    from exact start and completion times is fully covered."""
+    parts = []
+    if len(fairpool):
+        parts.append(fairpool[["uid", "present", "live"]])
+    if len(kube_state):
+        exact = (
+            kube_state["start"].notna()
+            & kube_state["completion"].notna()
+            & (kube_state["completion"] > kube_state["start"])
+        )
+        live = kube_state["live"].where(~exact, 1.0)
+        present = kube_state["present"].where(~exact, 1.0).clip(upper=live)
+        parts.append(pd.DataFrame({"uid": kube_state["uid"], "present": present, "live": live}))
+    if not parts or not len(usage):
+        return pd.DataFrame(columns=["node", "present", "live"])
+    samples = pd.concat(parts, ignore_index=True)
+    node_of = dict(zip(usage["pod_uid"], usage["node"], strict=True))
+    samples["node"] = samples["uid"].map(node_of)
+    samples["present"] = samples["present"].clip(upper=samples["live"])
+    return samples.dropna(subset=["node"])[["node", "present", "live"]]
+
+
+def _dcgm_counts(inputs: HourInputs) -> pd.Series:
+    """DCGM samples per (namespace, pod) in the hour, summed over its GPUs; the larger of
+    the two metrics when an exporter publishes both."""
+    counts: list[pd.Series] = []
+    for frame in (inputs.dcgm_engine_count, inputs.dcgm_util_count):
+        if not len(frame) or "value" not in frame:
+            continue
+        own = _own_pod_labels(frame)
+        values = pd.DataFrame(
+            {
+                "namespace": _col(own, "namespace"),
+                "pod": _col(own, "pod"),
+                "value": frame["value"].astype(float),
+            }
+        )
+        counts.append(values[values["pod"] != ""].groupby(["namespace", "pod"])["value"].sum())
+    if not counts:
+        return pd.Series(dtype=float)
+    return pd.concat(counts, axis=1).max(axis=1)
 
 
 def _fairpool_rows(inputs: HourInputs) -> _Sampled:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pandas as pd
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
@@ -53,7 +54,8 @@ def ledger_month_report(
         capacity = ledger.capacity_frame(start, end)
         reclaim = ledger.reclaim_lost_frame(start, end)
         status = ledger.hour_status(start, end)
-    return build_month_report(
+        forgotten = ledger.forgotten_ranges()
+    report = build_month_report(
         month,
         policy,
         usage,
@@ -64,6 +66,22 @@ def ledger_month_report(
         source="ledger",
         history=history or PolicyHistory.only(policy),
     )
+    report.flags.extend(_given_up_flags(forgotten, start, end))
+    return report
+
+
+def _given_up_flags(forgotten: pd.DataFrame, start: datetime, end: datetime) -> list[str]:
+    """Who gave up on which hours of the month, when and why."""
+    overlapping = forgotten[
+        (forgotten["range_start"] < pd.Timestamp(end))
+        & (forgotten["range_end"] > pd.Timestamp(start))
+    ]
+    return [
+        f"hours {r.range_start:%Y-%m-%d %H:00}Z to {r.range_end:%Y-%m-%d %H:00}Z given up "
+        f"by {r.forgotten_by} on {r.forgotten_at:%Y-%m-%d %H:%M}Z: {r.reason}"
+        for r in overlapping.itertuples(index=False)
+        if r.hours
+    ]
 
 
 def run_monthly_report(

@@ -49,7 +49,7 @@ def ceil_hour(value: datetime) -> datetime:
     return floor if floor == value else floor + HOUR
 
 
-@click.command()
+@click.group(invoke_without_command=True)
 @click.option(
     "--prometheus",
     "prometheus_url",
@@ -91,7 +91,25 @@ def ceil_hour(value: datetime) -> datetime:
     default=None,
     help="With --watch: also write each previous month's report here (monthly job).",
 )
+@click.option(
+    "--forget",
+    nargs=2,
+    default=None,
+    metavar="FROM TO",
+    help="Admin: give up on the hours in [FROM, TO) that are not metered (no longer "
+    "retried; the report says they were given up). Needs --reason.",
+)
+@click.option("--reason", default=None, help="With --forget: why (kept in the ledger).")
+@click.option(
+    "--by",
+    "forgotten_by",
+    default=lambda: os.environ.get("USER") or "unknown",
+    show_default="$USER",
+    help="With --forget: who gives the hours up (kept in the ledger).",
+)
+@click.pass_context
 def meter(
+    ctx: click.Context,
     prometheus_url: str,
     ledger_url: str,
     policy_file: Path | None,
@@ -102,13 +120,25 @@ def meter(
     max_gap: float,
     chunk_hours: int,
     reports_dir: Path | None,
+    forget: tuple[str, str] | None,
+    reason: str | None,
+    forgotten_by: str,
 ) -> None:
     """Meter closed hours from Prometheus into the ledger.
 
     With --from/--to: backfill every closed hour in [FROM, TO) (widened to whole hours);
     rerunning an hour replaces it. Without them: the last closed hour plus every pending
     hour (what the hourly job does). With --watch: that, every hour, until Ctrl-C.
-    Exit status 1 when hours remain pending (Prometheus unreachable or without data)."""
+    Exit status 1 when hours remain pending (Prometheus unreachable or without data).
+    `fairpool meter status` lists the pending hours; `--forget FROM TO --reason WHY`
+    gives up on a range."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if forget is not None:
+        _forget(ledger_url, forget, reason, forgotten_by)
+        return
+    if reason is not None:
+        raise InputError("--reason: only with --forget")
     backfill = _backfill_range(from_, to)
     _check_options(backfill, watch, reports_dir, chunk_hours, scrape_interval, max_gap)
 
@@ -134,6 +164,54 @@ def meter(
     _print_summary(console, summary)
     if summary.hours_pending:
         sys.exit(1)
+
+
+def _forget(
+    ledger_url: str, forget: tuple[str, str], reason: str | None, forgotten_by: str
+) -> None:
+    from reports.ledger import Ledger
+
+    start, end = (parse_time(v, "--forget") for v in forget)
+    if floor_hour(start) >= ceil_hour(end):
+        raise InputError(f"--forget: {forget[1]} is not after {forget[0]}")
+    if not reason or not reason.strip():
+        raise InputError("--reason: required with --forget (it is kept in the ledger)")
+    with Ledger(ledger_url) as ledger:
+        given_up = ledger.forget(floor_hour(start), ceil_hour(end), forgotten_by, reason)
+    Console().print(
+        f"gave up {len(given_up)} hour(s) in {floor_hour(start):%Y-%m-%d %H:00}Z.."
+        f"{ceil_hour(end):%Y-%m-%d %H:00}Z (by {forgotten_by}: {reason}); "
+        "metered hours in the range were kept"
+    )
+
+
+@meter.command()
+@click.option(
+    "--ledger",
+    "ledger_url",
+    default=lambda: os.environ.get("FAIRPOOL_LEDGER", "sqlite:///fairpool-ledger.db"),
+    show_default="$FAIRPOOL_LEDGER or sqlite:///fairpool-ledger.db",
+    help="Usage ledger database URL (SQLAlchemy).",
+)
+def status(ledger_url: str) -> None:
+    """List the pending hours, with the reason of their last failure and the attempts."""
+    from reports.ledger import Ledger
+    from scheduler.cli.ledger_policy import ledger_exists
+
+    if not ledger_exists(ledger_url):
+        raise InputError(f"--ledger: {ledger_url}: no ledger there")
+    with Ledger(ledger_url) as ledger:
+        pending = ledger.pending_detail()
+    console = Console()
+    if pending.empty:
+        console.print("no pending hours")
+        return
+    table = Table(title=f"{len(pending)} pending hour(s)")
+    for column in ("hour (UTC)", "attempts", "reason"):
+        table.add_column(column, justify="right" if column == "attempts" else "left")
+    for row in pending.itertuples(index=False):
+        table.add_row(f"{row.hour:%Y-%m-%d %H:00}", str(row.attempts), str(row.last_error or ""))
+    console.print(table)
 
 
 def _backfill_range(from_: str | None, to: str | None) -> tuple[datetime, datetime] | None:
@@ -260,7 +338,7 @@ def _print_summary(console: Console, summary: object) -> None:
         for o in shown[:200]:
             table.add_row(
                 f"{o.hour:%Y-%m-%d %H:00}",
-                "[green]metered[/]" if o.status == "metered" else "[yellow]pending[/]",
+                "[yellow]pending[/]" if o.status == "pending" else f"[green]{o.status}[/]",
                 "-" if o.coverage is None else f"{o.coverage:.2%}",
                 f"{o.gpu_seconds / 3600:,.2f}",
                 str(o.pods),

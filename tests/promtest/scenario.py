@@ -173,10 +173,12 @@ class Scenario:
         dcgm_metric: str = "DCGM_FI_PROF_GR_ENGINE_ACTIVE",
         dcgm_host_label: str = "Hostname",
         dcgm_exported: bool = False,
+        pod_info: bool = True,
     ) -> Pod:
         """A GPU pod running on `node` over [start, end): fairpool's allocation gauge (when
         `fairpool`), kube-state-metrics' pod series (always) and DCGM utilization per GPU
-        (when `utilization` is not None; fraction 0..1)."""
+        (when `utilization` is not None; fraction 0..1). Without `pod_info`, no
+        ``kube_pod_info`` series (the requests' `node` label is then the only one)."""
         pod = Pod(
             namespace,
             name,
@@ -226,9 +228,10 @@ class Scenario:
                 gone,
                 gpus,
             )
-            self.add_series(
-                "kube_pod_info", {**exporter, **ident, "node": node.name}, start, gone, 1
-            )
+            if pod_info:
+                self.add_series(
+                    "kube_pod_info", {**exporter, **ident, "node": node.name}, start, gone, 1
+                )
             self.add_series(
                 "kube_pod_status_phase",
                 {**exporter, **ident, "phase": "Running"},

@@ -49,6 +49,8 @@ def inputs(**frames: pd.DataFrame) -> HourInputs:
         "capacity_present",
         "dcgm_engine_active",
         "dcgm_gpu_util",
+        "dcgm_engine_count",
+        "dcgm_util_count",
     ]
     given = {n: frames.get(n, frame([])) for n in names}
     return HourInputs(hour=H, interval=30.0, fairpool_uids_around=set(), **given)
@@ -266,3 +268,40 @@ def test_nothing_known_is_unattributed_in_one_spelling() -> None:
     assert {row["node"], row["owner"], row["gpu_model"], row["member"]} == {"unattributed"}
     cap = rows.capacity.iloc[0]
     assert (cap["owner"], cap["gpu_model"]) == ("unattributed", "unattributed")
+
+
+def test_dcgm_gap_lowers_utilization_coverage_only() -> None:
+    # 4 GPUs for the whole hour: 4 x 120 DCGM samples expected, 4 x 60 found.
+    dcgm = [
+        {"namespace": "lab-bio", "pod": "p", "gpu": str(g), "Hostname": "gpu-a", "value": 60.0}
+        for g in range(4)
+    ]
+    rows = build_hour(
+        inputs(
+            fairpool_mean=frame([fp(4.0)]),
+            fairpool_live=frame([fp(120.0)]),
+            fairpool_present=frame([fp(120.0)]),
+            capacity_live=frame([{"node": "gpu-a", "value": 120.0}]),
+            capacity_mean=frame([{"node": "gpu-a", "value": 8.0}]),
+            capacity_present=frame([{"node": "gpu-a", "value": 108.0}]),
+            dcgm_engine_active=frame([{**d, "value": 0.5} for d in dcgm]),
+            dcgm_engine_count=frame(dcgm),
+        ),
+        lambda ns: "lab-bio",
+        0,
+    )
+    node = rows.node_coverage.set_index("node").loc["gpu-a"]
+    assert node["allocation"] == pytest.approx(1.0)
+    assert node["capacity"] == pytest.approx(108 / 120)
+    assert node["utilization"] == pytest.approx(0.5)
+
+
+def test_no_dcgm_at_all_is_zero_utilization_coverage_not_unknown() -> None:
+    rows = build_hour(
+        inputs(fairpool_mean=frame([fp(1.0)]), fairpool_live=frame([fp(120.0)])),
+        lambda ns: "lab-bio",
+        0,
+    )
+    node = rows.node_coverage.set_index("node").loc["gpu-a"]
+    assert node["utilization"] == 0.0
+    assert pd.isna(node["capacity"])

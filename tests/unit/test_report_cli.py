@@ -259,3 +259,22 @@ def test_policy_file_alone_is_said_to_price_every_hour(
     args = ["report", "--month", "2026-10", "--ledger", ledger_url, "--policy", DEMO_FILE]
     assert run([*args, "--out", str(out)]) == 0
     assert "the ledger has no policy history" in capsys.readouterr().out
+
+
+def test_report_says_which_hours_were_given_up(ledger_url: str, tmp_path: Path) -> None:
+    with Ledger(ledger_url) as ledger:
+        ledger.forget(
+            datetime(2026, 10, 1, tzinfo=UTC),
+            datetime(2026, 10, 1, 6, tzinfo=UTC),
+            "alice",
+            "cluster not installed yet",
+        )
+    out = tmp_path / "oct"
+    args = ["report", "--month", "2026-10", "--ledger", ledger_url, "--policy", DEMO_FILE]
+    assert run([*args, "--out", str(out)]) == 0
+    flags = json.loads((out / "invoice-lab-bio.json").read_text())["flags"]
+    assert (
+        "metering given up for 6 hours of these (fairpool meter --forget): they will not be metered"
+        in flags
+    )
+    assert any("given up by alice" in f and "cluster not installed yet" in f for f in flags)
