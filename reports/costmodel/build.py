@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -42,6 +42,7 @@ from reports.costmodel.tables import (
     entitlement_vs_use,
     lent_flows,
     utilization_daily,
+    utilization_flags,
 )
 from reports.costmodel.unattributed import (
     check_prices,
@@ -69,6 +70,8 @@ class MonthInputs:
     unattributed: pd.DataFrame
     """Usage without a GPU model: not priced, listed (`reports.costmodel.unattributed`)."""
     unpriced_capacity: pd.DataFrame
+    node_coverage: pd.DataFrame | None = None
+    """Per hour and node: allocation, capacity and utilization coverage (the ledger)."""
 
 
 def build_month_report(
@@ -83,12 +86,15 @@ def build_month_report(
     simulation_summary: Mapping[str, Any] | None = None,
     source: str = "ledger",
     history: PolicyHistory | None = None,
+    node_coverage: pd.DataFrame | None = None,
 ) -> MonthReport:
     """The month's bill from its usage, capacity, GPU-seconds lost to reclaim and metering
     status per hour (`reports.costmodel.frames` names the columns); `policies` gives the
     prices of earlier policy versions the usage names. With `history`, every hour is
     priced at the version in force then, whatever version its usage rows name."""
     inputs = month_inputs(month, policy, usage, capacity, reclaim_lost, hour_status, history)
+    if node_coverage is not None:
+        inputs = replace(inputs, node_coverage=node_coverage)
     known = dict(policies or {})
     if history is not None:
         known |= history.by_version
@@ -140,6 +146,7 @@ def build_month_report(
     )
     if history is not None:
         report.price_basis = history.describe(inputs.version_of_hour.tolist())
+    report.flags.extend(utilization_flags(report.utilization_daily))
     return report
 
 
@@ -236,7 +243,7 @@ def _month_report(
         ),
         lent_flows=lent_flows(usage_split, members),
         utilization_daily=utilization_daily(
-            inputs.usage, usage_split, capacity_hourly, day_of, coverage
+            inputs.usage, usage_split, capacity_hourly, day_of, coverage, inputs.node_coverage
         ),
         coverage_daily=coverage.daily,
         flags=flags,

@@ -52,15 +52,46 @@ def daily_gpu_hours(
     return daily
 
 
+UTILIZATION_NA_BELOW = 0.5
+"""Utilization (DCGM) of a day is shown as n/a when fewer than half the DCGM samples
+expected for the GPUs in use were found."""
+UTILIZATION_PARTIAL_BELOW = 0.9
+"""... and marked partial below 90 %."""
+
+
+def utilization_coverage(
+    usage: pd.DataFrame, node_coverage: pd.DataFrame | None, day_of: pd.Series
+) -> pd.Series:
+    """Per local day, the share of expected DCGM samples found for the GPUs in use: the
+    nodes' utilization coverage weighted by the GPU-seconds used on them each hour.
+    NaN for a day without any (or without coverage recorded, e.g. a simulation)."""
+    days = sorted(set(day_of.values))
+    if node_coverage is None or node_coverage.empty or usage.empty:
+        return pd.Series(np.nan, index=days, dtype="float64")
+    used = usage.groupby(["hour", "node"], as_index=False)["gpu_seconds"].sum()
+    cov = node_coverage[["hour", "node", "utilization"]].dropna(subset=["utilization"])
+    joined = used.merge(cov, on=["hour", "node"], how="inner")
+    joined = joined[joined["gpu_seconds"] > 0]
+    if joined.empty:
+        return pd.Series(np.nan, index=days, dtype="float64")
+    joined_days = joined["hour"].map(day_of)
+    found = (joined["utilization"] * joined["gpu_seconds"]).groupby(joined_days).sum()
+    expected = joined.groupby(joined_days)["gpu_seconds"].sum()
+    return (found / expected).reindex(days).astype("float64")
+
+
 def utilization_daily(
     usage: pd.DataFrame,
     usage_split: pd.DataFrame,
     capacity: pd.DataFrame,
     day_of: pd.Series,
     coverage: Coverage,
+    node_coverage: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Per local day: available and used GPU-hours, allocation (used / available) and
-    GPU activity (where known); a day with every hour missing has neither."""
+    utilization (GPU activity from DCGM, where known), with the utilization's coverage:
+    n/a below `UTILIZATION_NA_BELOW`, partial below `UTILIZATION_PARTIAL_BELOW`; a day
+    with every hour missing has neither."""
     days = sorted(set(day_of.values))
     available = capacity.groupby(capacity["hour"].map(day_of))["billed"].sum().reindex(days)
     available = available / 3600.0
@@ -77,13 +108,39 @@ def utilization_daily(
             "available_gpu_hours": available.to_numpy(),
             "used_gpu_hours": used.to_numpy(),
             "allocation": (used / available.where(available > 0)).to_numpy(),
-            "gpu_activity": activity.to_numpy(),
+            "utilization": activity.to_numpy(),
         }
+    )
+    found = utilization_coverage(usage, node_coverage, day_of).to_numpy()
+    table["utilization_coverage"] = found
+    table.loc[found < UTILIZATION_NA_BELOW, "utilization"] = np.nan
+    table["utilization_partial"] = (found >= UTILIZATION_NA_BELOW) & (
+        found < UTILIZATION_PARTIAL_BELOW
     )
     missing = coverage.daily.set_index("day")
     all_missing = (missing["hours_missing"] == missing["hours"]).reindex(days)
     table.loc[all_missing.to_numpy(), ["allocation", "used_gpu_hours"]] = np.nan
     return table
+
+
+def utilization_flags(daily: pd.DataFrame) -> list[str]:
+    """The days whose utilization (DCGM) is shown as n/a or partial, and why."""
+    found = daily["utilization_coverage"]
+    na_days = daily.loc[found < UTILIZATION_NA_BELOW, "day"].tolist()
+    partial_days = daily.loc[daily["utilization_partial"], "day"].tolist()
+    flags = []
+    if na_days:
+        flags.append(
+            f"utilization (DCGM) n/a on {len(na_days)} day(s) ({', '.join(map(str, na_days[:5]))}"
+            f"{', ...' if len(na_days) > 5 else ''}): under {UTILIZATION_NA_BELOW:.0%} of its "
+            "samples were found"
+        )
+    if partial_days:
+        flags.append(
+            f"utilization (DCGM) partial on {len(partial_days)} day(s): under "
+            f"{UTILIZATION_PARTIAL_BELOW:.0%} of its samples were found"
+        )
+    return flags
 
 
 def entitlement_vs_use(

@@ -375,7 +375,14 @@ class Ledger:
         frame["hour"] = pd.to_datetime(frame["hour"], utc=True)
         if "metered_at" in frame:
             frame["metered_at"] = pd.to_datetime(frame["metered_at"], utc=True)
-        for column in ("gpu_seconds", "utilization", "coverage", "gpu_seconds_available"):
+        for column in (
+            "gpu_seconds",
+            "utilization",
+            "coverage",
+            "gpu_seconds_available",
+            "allocation",
+            "capacity",
+        ):
             if column in frame:
                 frame[column] = frame[column].astype("float64")
         return frame

@@ -55,6 +55,7 @@ def ledger_month_report(
         reclaim = ledger.reclaim_lost_frame(start, end)
         status = ledger.hour_status(start, end)
         forgotten = ledger.forgotten_ranges()
+        node_coverage = ledger.node_coverage_frame(start, end)
     report = build_month_report(
         month,
         policy,
@@ -65,6 +66,7 @@ def ledger_month_report(
         policies=policies,
         source="ledger",
         history=history or PolicyHistory.only(policy),
+        node_coverage=node_coverage,
     )
     report.flags.extend(_given_up_flags(forgotten, start, end))
     return report

@@ -41,3 +41,33 @@ def test_model_without_price_names_the_model_and_first_pod() -> None:
     message = str(raised.value)
     assert "'B200'" in message and "a/early" in message and "n-early" in message
     assert "2026-10-10 00:00Z" in message
+
+
+def node_coverage(utilization: float) -> pd.DataFrame:
+    return pd.DataFrame(
+        [(h, n, 1.0, 1.0, utilization) for h in (H0, H1) for n in ("a-node", "b-node")],
+        columns=["hour", "node", "allocation", "capacity", "utilization"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("found", "shown", "flag"),
+    [(0.2, None, "n/a on 1 day(s)"), (0.7, 0.5, "partial on 1 day(s)"), (1.0, 0.5, None)],
+)
+def test_utilization_is_na_or_partial_where_dcgm_coverage_is_low(
+    found: float, shown: float | None, flag: str | None
+) -> None:
+    report = build_month_report(
+        "2026-10", make_policy(), USAGE, CAPACITY, node_coverage=node_coverage(found)
+    )
+    day = report.utilization_daily.dropna(subset=["utilization_coverage"]).iloc[0]
+    assert day["utilization_coverage"] == pytest.approx(found)
+    if shown is None:
+        assert pd.isna(day["utilization"])
+    else:
+        assert day["utilization"] == pytest.approx(shown)
+    utilization_flags = [f for f in report.flags if f.startswith("utilization (DCGM)")]
+    if flag is None:
+        assert utilization_flags == []
+    else:
+        assert len(utilization_flags) == 1 and flag in utilization_flags[0]
