@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Table, delete, insert, select, text, update
+from sqlalchemy import Table, delete, func, insert, select, text, update
 from sqlalchemy.engine import Connection, Engine
 
 from policies.errors import InputError
@@ -287,6 +287,14 @@ class Ledger:
         return given_up
 
     # ---- reading -------------------------------------------------------------------
+
+    def last_hour(self, statuses: tuple[str, ...]) -> datetime | None:
+        """The newest hour with one of `statuses`, None when there is none."""
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                select(func.max(hours_table.c.hour)).where(hours_table.c.status.in_(statuses))
+            ).scalar_one_or_none()
+        return _utc(value) if value is not None else None
 
     def pending_detail(self) -> pd.DataFrame:
         """Every pending hour with its attempts and the reason of the last failure."""

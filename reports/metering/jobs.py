@@ -37,7 +37,9 @@ def build_scheduler() -> BlockingScheduler:
 
 
 def meter_due_hours(
-    meter: Meter, on_summary: Callable[[RunSummary], None] | None = None
+    meter: Meter,
+    on_summary: Callable[[RunSummary], None] | None = None,
+    on_failure: Callable[[], None] | None = None,
 ) -> RunSummary | None:
     """One run of the hourly job: the last closed hour plus the pending ones. Errors are
     logged, never raised, so the scheduler keeps running."""
@@ -45,6 +47,8 @@ def meter_due_hours(
         summary = meter.meter_due(datetime.now(UTC))
     except Exception:
         log.exception("hourly metering failed")
+        if on_failure is not None:
+            on_failure()
         return None
     log.info(
         "metered %d hour(s), %d pending, mean coverage %s",
@@ -62,13 +66,14 @@ def add_metering_job(
     meter: Meter,
     on_summary: Callable[[RunSummary], None] | None = None,
     run_now: bool = True,
+    on_failure: Callable[[], None] | None = None,
 ) -> Job:
     """Register the hourly metering job on `scheduler`."""
     minute = min(59, math.ceil(meter.config.max_gap / 60) + 1)
     return scheduler.add_job(
         meter_due_hours,
         CronTrigger(minute=minute, timezone=UTC),
-        args=[meter, on_summary],
+        args=[meter, on_summary, on_failure],
         id=METERING_JOB_ID,
         name="meter the last closed hour and retry pending hours",
         replace_existing=True,

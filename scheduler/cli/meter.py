@@ -92,6 +92,18 @@ def ceil_hour(value: datetime) -> datetime:
     help="With --watch: also write each previous month's report here (monthly job).",
 )
 @click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="With --watch: serve the meter's metrics (/metrics) and /healthz on this port.",
+)
+@click.option(
+    "--metrics-address",
+    default="0.0.0.0",
+    show_default=True,
+    help="With --metrics-port: the address to listen on.",
+)
+@click.option(
     "--forget",
     nargs=2,
     default=None,
@@ -120,6 +132,8 @@ def meter(
     max_gap: float,
     chunk_hours: int,
     reports_dir: Path | None,
+    metrics_port: int | None,
+    metrics_address: str,
     forget: tuple[str, str] | None,
     reason: str | None,
     forgotten_by: str,
@@ -141,6 +155,8 @@ def meter(
         raise InputError("--reason: only with --forget")
     backfill = _backfill_range(from_, to)
     _check_options(backfill, watch, reports_dir, chunk_hours, scrape_interval, max_gap)
+    if metrics_port is not None and not watch:
+        raise InputError("--metrics-port: only with --watch")
 
     from reports.ledger import Ledger
     from reports.metering.meter import Meter, MeterConfig
@@ -158,7 +174,14 @@ def meter(
         MeterConfig(interval=scrape_interval, max_gap=max_gap, chunk_hours=chunk_hours),
     )
     if watch:
-        _watch(console, metering, policy, prometheus_url, ledger_url, reports_dir)
+        _watch(
+            console,
+            metering,
+            policy,
+            (prometheus_url, ledger_url),
+            reports_dir,
+            None if metrics_port is None else (metrics_address, metrics_port),
+        )
         return
     summary = _meter_once(console, metering, backfill)
     _print_summary(console, summary)
@@ -251,16 +274,35 @@ def _watch(
     console: Console,
     metering: Meter,
     policy: Policy,
-    prometheus_url: str,
-    ledger_url: str,
+    urls: tuple[str, str],
     reports_dir: Path | None,
+    metrics_at: tuple[str, int] | None,
 ) -> None:
-    """The hourly metering job (and the monthly report with --reports-dir) until Ctrl-C."""
+    """The hourly metering job (and the monthly report with --reports-dir) until Ctrl-C;
+    with `metrics_at`, the meter's metrics served there."""
+    from reports.metering.exporter import MeterMetrics, serve
     from reports.metering.jobs import add_metering_job, build_scheduler
 
+    prometheus_url, ledger_url = urls
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    metrics = MeterMetrics()
+    if metrics_at is not None:
+        metrics.refresh(metering.ledger)
+        server = serve(metrics, metrics_at[1], metrics_at[0])
+        host, port = server.server_address[:2]
+        console.print(f"[bold]metrics[/] http://{host!s}:{port}/metrics and /healthz")
+
+    def after_run(summary: RunSummary) -> None:
+        _print_summary(console, summary)
+        metrics.observe(metering.ledger, summary)
+
     scheduler = build_scheduler()
-    add_metering_job(scheduler, metering, on_summary=lambda s: _print_summary(console, s))
+    add_metering_job(
+        scheduler,
+        metering,
+        on_summary=after_run,
+        on_failure=lambda: metrics.observe(metering.ledger, None),
+    )
     if reports_dir is not None:
         from reports.sources.monthly_job import schedule_monthly_report
 
