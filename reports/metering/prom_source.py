@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import pandas as pd
 import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 from urllib3.util.retry import Retry
+
+from policies.errors import InputError
 
 HOUR = timedelta(hours=1)
 
@@ -22,6 +25,22 @@ class PrometheusUnavailable(RuntimeError):
     def __init__(self, message: str, unreachable: bool = False) -> None:
         super().__init__(message)
         self.unreachable = unreachable
+
+
+def check_url(url: str, flag: str = "--prometheus") -> str:
+    """`url` if it is an http(s) URL with a host, else an InputError naming `flag`."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError as exc:
+        raise InputError(f"{flag}: {url!r} is not a URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InputError(
+            f"{flag}: {url!r} is not an http(s) URL with a host (e.g. http://prometheus:9090)"
+        )
+    if parts.query or parts.fragment:
+        raise InputError(f"{flag}: {url!r}: the base URL takes no query or fragment")
+    return url.rstrip("/")
 
 
 class PromSource:
@@ -39,6 +58,24 @@ class PromSource:
             allowed_methods=["GET", "POST"],
         )
         self.client = PrometheusConnect(url=url, disable_ssl=True, retry=retry)
+
+    def probe(self) -> None:
+        """Raise PrometheusUnavailable (one line: the URL and the reason) unless a
+        Prometheus answers at `url`; no retries, so a wrong URL fails fast."""
+        endpoint = f"{self.url}/api/v1/status/buildinfo"
+        try:
+            response = requests.get(endpoint, timeout=min(self.timeout, 10.0))
+        except requests.RequestException as exc:
+            raise PrometheusUnavailable(f"{self.url}: {_short(exc)}", _unreachable(exc)) from None
+        try:
+            answer = response.json() if response.status_code == 200 else {}
+        except ValueError:
+            answer = {}
+        if answer.get("status") != "success":
+            raise PrometheusUnavailable(
+                f"{self.url}: HTTP {response.status_code} from {endpoint}, "
+                "not a Prometheus API (wrong URL?)"
+            )
 
     def hourly(self, query: str, first_hour: datetime, last_hour: datetime) -> pd.DataFrame:
         """`query` evaluated at the end of each hour first_hour..last_hour (inclusive):

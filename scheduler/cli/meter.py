@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -155,20 +156,32 @@ def meter(
         raise InputError("--reason: only with --forget")
     backfill = _backfill_range(from_, to)
     _check_options(backfill, watch, reports_dir, chunk_hours, scrape_interval, max_gap)
+    from reports.metering.prom_source import PrometheusUnavailable, PromSource, check_url
+
+    prometheus_url = check_url(prometheus_url)
     if metrics_port is not None and not watch:
         raise InputError("--metrics-port: only with --watch")
 
     from reports.ledger import Ledger
     from reports.metering.meter import Meter, MeterConfig
-    from reports.metering.prom_source import PromSource
     from scheduler.cli.ledger_policy import choose_policy
 
     policy, said = choose_policy(policy_file, ledger_url)
     console = Console()
-    Console(stderr=True, highlight=False).print(said)
+    errors = Console(stderr=True, highlight=False, soft_wrap=True)
+    errors.print(said)
+    source = PromSource(prometheus_url)
+    if not watch:
+        # A one-off run against a wrong or unreachable Prometheus records nothing; the
+        # watching job keeps hours pending instead and retries them every hour.
+        try:
+            source.probe()
+        except PrometheusUnavailable as exc:
+            errors.print(f"[bold red]error:[/] Prometheus {escape(str(exc))}")
+            sys.exit(1)
     ledger = Ledger(ledger_url)
     metering = Meter(
-        PromSource(prometheus_url),
+        source,
         ledger,
         policy,
         MeterConfig(interval=scrape_interval, max_gap=max_gap, chunk_hours=chunk_hours),

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from policies.errors import InputError
 from policies.loader import load_policy
 from reports.costmodel import MonthReport, NoDataError, check_invariants
 from reports.costmodel.months import parse_month
@@ -113,8 +114,10 @@ def report(
             if month is None:
                 raise click.UsageError("--month is required (or --from-simulation DIR)")
             from reports.sources.monthly_job import ledger_month_report
-            from scheduler.cli.ledger_policy import choose_policy
+            from scheduler.cli.ledger_policy import choose_policy, ledger_exists
 
+            if policy_file is not None and not ledger_exists(ledger_url):
+                raise InputError(f"--ledger: {ledger_url}: no ledger there (meter first)")
             policy, said = choose_policy(policy_file, ledger_url)
             Console(stderr=True, highlight=False).print(said)
             built = ledger_month_report(ledger_url, policy, month)

@@ -45,33 +45,32 @@ def test_times_without_zone_are_utc() -> None:
     assert parse_time("2026-10-01T05:00Z", "--from") == datetime(2026, 10, 1, 5, tzinfo=UTC)
 
 
-def test_unreachable_prometheus_leaves_hours_pending(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'l.db'}"
+def test_unreachable_prometheus_exits_1_in_one_line_and_records_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ledger = tmp_path / "l.db"
     nobody = f"http://127.0.0.1:{free_port()}"
-    code = run(
-        [
-            "--prometheus",
-            nobody,
-            "--ledger",
-            url,
-            "--policy",
-            str(DEFAULT_POLICY),
-            "--from",
-            "2026-10-01",
-            "--to",
-            "2026-10-01T03:00",
-        ]
-    )
+    argv = ["--prometheus", nobody, "--ledger", f"sqlite:///{ledger}", "--policy"]
+    code = run([*argv, str(DEFAULT_POLICY), "--from", "2026-10-01", "--to", "2026-10-01T03:00"])
     assert code == 1
-    ledger = Ledger(url)
-    assert len(ledger.pending_hours()) == 3
-    assert (
-        "cannot connect"
-        in ledger.hour_status(datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 10, 2, tzinfo=UTC))[
-            "last_error"
-        ].iloc[0]
-    )
-    assert ledger.metering_runs()["hours_pending"].tolist() == [3]
+    err = capsys.readouterr().err
+    assert f"error: Prometheus {nobody}: cannot connect" in err
+    assert "Traceback" not in err and len([x for x in err.splitlines() if "error" in x]) == 1
+    assert not ledger.exists()
+
+
+@pytest.mark.parametrize(
+    "url", ["localhost:9090", "http://[bad", "ftp://127.0.0.1:9090", "http://x:port"]
+)
+def test_malformed_prometheus_url_exits_2_naming_it(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ledger = tmp_path / "l.db"
+    argv = ["--prometheus", url, "--ledger", f"sqlite:///{ledger}", "--policy"]
+    assert run([*argv, str(DEFAULT_POLICY), "--from", "2026-10-01", "--to", "2026-10-02"]) == 2
+    err = capsys.readouterr().err
+    assert "--prometheus" in err and url in err and "Traceback" not in err
+    assert not ledger.exists()
 
 
 def test_status_lists_pending_hours_and_forget_ends_them(
@@ -111,4 +110,25 @@ def test_meter_without_policy_or_history_exits_2_and_creates_nothing(
     ledger = tmp_path / "l.db"
     assert run(["--ledger", f"sqlite:///{ledger}", "--prometheus", "http://127.0.0.1:1"]) == 2
     assert "--policy: required" in capsys.readouterr().err
+    assert not ledger.exists()
+
+
+def test_a_server_that_is_not_prometheus_exits_1_saying_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import http.server
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/wrong"
+    ledger = tmp_path / "l.db"
+    try:
+        argv = ["--prometheus", url, "--ledger", f"sqlite:///{ledger}", "--policy"]
+        assert run([*argv, str(DEFAULT_POLICY), "--from", "2026-10-01", "--to", "2026-10-02"]) == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+    err = capsys.readouterr().err
+    assert f"error: Prometheus {url}: HTTP 501" in err and "not a Prometheus API" in err
     assert not ledger.exists()
