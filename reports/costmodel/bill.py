@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -11,6 +11,7 @@ import pandas as pd
 from policies.model import Policy
 from reports.costmodel.money import cents
 from reports.costmodel.prices import PriceBook, gpu_hours, priced, priced_by_model
+from reports.costmodel.rated import RatedLines
 from reports.costmodel.usage_split import CHARGED, on_own_nodes
 
 
@@ -116,3 +117,11 @@ class BillParts:
     efficiency: dict[str, float | None]
     pooling_dividend: dict[str, float]
     """member -> pooling dividend in GPU-hours, from a simulator's summary.json."""
+    rated_charges: RatedLines = field(default_factory=dict)
+    """(user, owner, GPU model) -> charged GPU-hours at each rate."""
+    rated_capacity: RatedLines = field(default_factory=dict)
+    """(owner, GPU model) -> billed capacity GPU-hours at each rate."""
+    rated_own: RatedLines = field(default_factory=dict)
+    """(member, GPU model) -> GPU-hours used on its own nodes at each rate."""
+    rated_purchases: RatedLines = field(default_factory=dict)
+    """(buyer, host, GPU model) -> purchased GPU-hours that host serves at each rate."""

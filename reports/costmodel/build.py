@@ -26,7 +26,8 @@ from reports.costmodel.money import ZERO, cents
 from reports.costmodel.months import month_bounds
 from reports.costmodel.policy_history import PolicyHistory
 from reports.costmodel.prices import PriceBook
-from reports.costmodel.purchases import purchase_payments
+from reports.costmodel.purchases import purchase_detail, purchase_payments
+from reports.costmodel.rated import by_rate
 from reports.costmodel.report import MonthReport, NoDataError
 from reports.costmodel.settlement import (
     net_transfers,
@@ -50,7 +51,7 @@ from reports.costmodel.unattributed import (
     unattributed_flags,
     unattributed_table,
 )
-from reports.costmodel.usage_split import policy_version_per_hour, split_usage
+from reports.costmodel.usage_split import CHARGED, policy_version_per_hour, split_usage
 
 
 @dataclass(frozen=True)
@@ -87,12 +88,15 @@ def build_month_report(
     source: str = "ledger",
     history: PolicyHistory | None = None,
     node_coverage: pd.DataFrame | None = None,
+    window: tuple[datetime, datetime] | None = None,
 ) -> MonthReport:
     """The month's bill from its usage, capacity, GPU-seconds lost to reclaim and metering
     status per hour (`reports.costmodel.frames` names the columns); `policies` gives the
     prices of earlier policy versions the usage names. With `history`, every hour is
     priced at the version in force then, whatever version its usage rows name."""
-    inputs = month_inputs(month, policy, usage, capacity, reclaim_lost, hour_status, history)
+    inputs = month_inputs(
+        month, policy, usage, capacity, reclaim_lost, hour_status, history, window
+    )
     if node_coverage is not None:
         inputs = replace(inputs, node_coverage=node_coverage)
     known = dict(policies or {})
@@ -135,6 +139,12 @@ def build_month_report(
         has_data=_members_with_data(inputs),
         efficiency=efficiency(inputs.usage, inputs.members),
         pooling_dividend=_pooling_dividends(simulation_summary),
+        rated_charges=by_rate(book, usage_split, ["member", "owner"], CHARGED),
+        rated_capacity=by_rate(book, capacity_hourly, ["owner"], "billed"),
+        rated_own=by_rate(book, usage_split, ["member"], "own"),
+        rated_purchases=purchase_detail(
+            policy, book, hours.contributed_by_model, inputs.version_of_hour
+        ),
     )
     invoices, summary = invoices_and_summary(parts)
     coverage = measure_coverage(
@@ -158,10 +168,14 @@ def month_inputs(
     reclaim_lost: pd.DataFrame | None,
     hour_status: pd.DataFrame | None,
     history: PolicyHistory | None = None,
+    window: tuple[datetime, datetime] | None = None,
 ) -> MonthInputs:
-    """The month's window in the policy's time zone and its inputs inside it; raises
-    NoDataError when there is neither usage nor capacity."""
+    """The month's window in the policy's time zone (cut to `window`, the hours a
+    simulation covered, when given) and its inputs inside it; raises NoDataError when
+    there is neither usage nor capacity."""
     start, end = month_bounds(month, policy.billing.zone)
+    if window is not None:
+        start, end = _within(start, end, window)
     u, no_model = set_aside(normalise_usage(usage, start, end, policy.version))
     cap, unpriced_capacity = set_aside(normalise_capacity(capacity, start, end))
     lost = set_aside(normalise_reclaim(reclaim_lost, start, end))[0]
@@ -188,6 +202,21 @@ def month_inputs(
         unattributed=unattributed_table(no_model),
         unpriced_capacity=unpriced_capacity,
     )
+
+
+def _within(
+    start: datetime, end: datetime, window: tuple[datetime, datetime]
+) -> tuple[datetime, datetime]:
+    """[start, end) cut to the hours `window` touches."""
+    first = pd.Timestamp(window[0]).tz_convert("UTC").floor("h").to_pydatetime()
+    last = pd.Timestamp(window[1]).tz_convert("UTC").ceil("h").to_pydatetime()
+    cut = (max(start, first), min(end, last))
+    if cut[0] >= cut[1]:
+        raise NoDataError(
+            f"the window {window[0]:%Y-%m-%d %H:%M}Z to {window[1]:%Y-%m-%d %H:%M}Z holds "
+            f"no whole hour of the month ({start:%Y-%m-%d %H:%M}Z to {end:%Y-%m-%d %H:%M}Z)"
+        )
+    return cut
 
 
 def _month_report(

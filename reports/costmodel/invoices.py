@@ -13,6 +13,7 @@ from policies.model import IdleCostRule
 from reports.costmodel.bill import BillParts
 from reports.costmodel.money import ZERO, cents, largest_remainder
 from reports.costmodel.purchases import purchased
+from reports.costmodel.rated import Rated, split, split_models
 from reports.costmodel.report import INVOICE_COLUMNS
 
 OTHERS_HARDWARE = "others-hardware"
@@ -76,20 +77,25 @@ def member_invoice(m: str, parts: BillParts, lines: InvoiceLines) -> dict[str, A
 
 
 def capacity_lines(m: str, parts: BillParts, lines: InvoiceLines) -> Decimal:
-    """Contributed capacity per GPU model at price; returns their sum."""
+    """Contributed capacity per GPU model (and rate) at price; returns their sum."""
     total = ZERO
     for (owner, model), amount in sorted(parts.prices.capacity_cost.items()):
         if owner != m:
             continue
-        lines.add(
-            m,
-            "capacity",
-            f"Contributed capacity, {model}",
-            gpu_model=model,
-            gpu_hours=float(parts.hours.contributed_by_model.get((owner, model), 0.0)),
-            rate=parts.book.rate(model, parts.versions),
-            amount=amount,
-        )
+        rated = parts.rated_capacity.get((owner, model), [])
+        if not rated:
+            hours = float(parts.hours.contributed_by_model.get((owner, model), 0.0))
+            rated = [Rated(parts.book.price(model, parts.versions[-1]), hours, amount)]
+        for part, piece in split(amount, rated):
+            lines.add(
+                m,
+                "capacity",
+                f"Contributed capacity, {model}",
+                gpu_model=model,
+                gpu_hours=part.gpu_hours,
+                rate=part.rate,
+                amount=piece,
+            )
         total += amount
     return total
 
@@ -140,16 +146,17 @@ def _settlement_lines(
     `m` is the user, a credit (negative) when `m` is the owner."""
     sign = 1 if m == user else -1
     for model, amount in _by_model(parts, user, owner, cell).items():
-        lines.add(
-            m,
-            section,
-            description,
-            counterparty=owner if m == user else user,
-            gpu_model=model,
-            gpu_hours=float(parts.hours.charged_by_owner_model.get((user, owner, model), 0.0)),
-            rate=parts.book.rate(model, parts.versions),
-            amount=sign * amount,
-        )
+        for part, piece in split(amount, parts.rated_charges.get((user, owner, model), [])):
+            lines.add(
+                m,
+                section,
+                description,
+                counterparty=owner if m == user else user,
+                gpu_model=model,
+                gpu_hours=part.gpu_hours,
+                rate=part.rate,
+                amount=sign * piece,
+            )
 
 
 def _by_model(parts: BillParts, user: str, owner: str, cell: Decimal) -> dict[str, Decimal]:
@@ -163,27 +170,52 @@ def _by_model(parts: BillParts, user: str, owner: str, cell: Decimal) -> dict[st
 
 
 def purchase_lines(m: str, parts: BillParts, lines: InvoiceLines) -> tuple[Decimal, Decimal]:
-    """What `m` pays for its purchased GPUs and receives for hosting others'."""
+    """What `m` pays for its purchased GPUs and receives for hosting others', one line per
+    GPU model and rate."""
     paid = received = ZERO
     for host in parts.members:
         cell = parts.purchases.get((m, host))
         if cell is not None:
-            lines.add(
-                m, "purchase", f"Purchased GPUs, hosted by {host}", counterparty=host, amount=cell
-            )
+            _purchase_lines(m, parts, lines, m, host, cell, f"Purchased GPUs, hosted by {host}")
             paid += cell
     for buyer in parts.members:
         cell = parts.purchases.get((buyer, m))
         if cell is not None:
+            _purchase_lines(m, parts, lines, buyer, m, cell, f"Hosting {buyer}'s purchased GPUs")
+            received += cell
+    return paid, received
+
+
+def _purchase_lines(
+    m: str,
+    parts: BillParts,
+    lines: InvoiceLines,
+    buyer: str,
+    host: str,
+    cell: Decimal,
+    description: str,
+) -> None:
+    sign = 1 if m == buyer else -1
+    rated = {
+        model: detail
+        for (b, h, model), detail in sorted(parts.rated_purchases.items())
+        if b == buyer and h == host
+    }
+    if not rated:
+        lines.add(m, "purchase", description, counterparty=host, amount=sign * cell)
+        return
+    for model, amount in split_models(cell, rated).items():
+        for part, piece in split(amount, rated[model]):
             lines.add(
                 m,
                 "purchase",
-                f"Hosting {buyer}'s purchased GPUs",
-                counterparty=buyer,
-                amount=-cell,
+                description,
+                counterparty=host if m == buyer else buyer,
+                gpu_model=model,
+                gpu_hours=part.gpu_hours,
+                rate=part.rate,
+                amount=sign * piece,
             )
-            received += cell
-    return paid, received
 
 
 def idle_lines(m: str, parts: BillParts, lines: InvoiceLines) -> Decimal:
@@ -232,13 +264,19 @@ def info_lines(m: str, parts: BillParts, lines: InvoiceLines) -> Decimal:
     """Information lines (not money due): own use, use within purchased GPUs, GPU-hours
     lost to reclaim. Returns the value at price of the use within purchased GPUs."""
     hours = parts.hours
-    if hours.own.get(m, 0.0) > 0:
-        lines.add(
-            m,
-            "info",
-            "Used on own nodes (in the capacity cost)",
-            gpu_hours=float(hours.own.get(m, 0.0)),
-        )
+    for (member, model), rated in sorted(parts.rated_own.items()):
+        if member != m:
+            continue
+        for part in rated:
+            lines.add(
+                m,
+                "info",
+                "Used on own nodes (in the capacity cost)",
+                gpu_model=model,
+                gpu_hours=part.gpu_hours,
+                rate=part.rate,
+                info_value=cents(part.exact),
+            )
     within_value = cents(parts.prices.within_purchase.get(m, ZERO))
     if hours.within_purchase.get(m, 0.0) > 0:
         lines.add(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -82,9 +83,11 @@ def simulation_report(
     month: str | None = None,
 ) -> MonthReport:
     """The bill of a simulation's usage, capacity and reclaim tables for `month` (default:
-    its busiest month)."""
+    its busiest month), over the simulated window only: no hour outside it is missing,
+    purchases are prorated to it."""
     chosen = month or busiest_month(usage, capacity, policy)
-    return build_month_report(
+    window = simulated_window(capacity, summary)
+    report = build_month_report(
         chosen,
         policy,
         usage,
@@ -92,7 +95,41 @@ def simulation_report(
         reclaim,
         simulation_summary=summary,
         source="simulation",
+        window=window,
     )
+    hours = int((report.end - report.start).total_seconds() // 3600)
+    full = int((window[1] - window[0]).total_seconds() // 3600)
+    report.flags.insert(
+        0,
+        f"simulated window {report.start:%Y-%m-%d %H:%M}Z to {report.end:%Y-%m-%d %H:%M}Z "
+        f"({hours} hours of {chosen}"
+        + (f"; the simulation ran {full} hours" if full != hours else "")
+        + "): only these hours are billed, purchases prorated to them",
+    )
+    return report
+
+
+def simulated_window(
+    capacity: pd.DataFrame, summary: Mapping[str, Any]
+) -> tuple[datetime, datetime]:
+    """The span the simulation covered: summary.json's window, else the hours of its
+    capacity table."""
+    block = summary.get("window")
+    if isinstance(block, Mapping) and block.get("start") and block.get("end"):
+        try:
+            return (_utc(str(block["start"])), _utc(str(block["end"])))
+        except ValueError as exc:
+            raise SimulationOutputError(f"summary.json: window: {exc}") from exc
+    if capacity.empty:
+        raise SimulationOutputError("simulation: no capacity rows to find its window")
+    hours = pd.to_datetime(capacity["hour"], utc=True)
+    return hours.min().to_pydatetime(), (hours.max() + pd.Timedelta(hours=1)).to_pydatetime()
+
+
+def _utc(text: str) -> datetime:
+    stamp = pd.Timestamp(text)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.to_pydatetime()
 
 
 def simulated_report(out_dir: Path, policy: Policy, month: str | None = None) -> MonthReport:

@@ -29,3 +29,31 @@ def test_in_memory_bill_equals_the_bill_read_back_from_parquet(tmp_path: Path) -
     assert "invoice-a.json" in written and "settlement.csv" in written
     for name in written:
         assert (out / "report" / name).read_text() == (tmp_path / "reread" / name).read_text()
+
+
+def test_a_three_day_simulation_bills_three_days() -> None:
+    from datetime import timedelta
+    from decimal import Decimal
+
+    from policies.loader import load_policy
+    from reports.costmodel.months import month_bounds
+    from reports.sources.simulation import simulation_report
+    from reports.sources.synthetic import demo_nodes, synthetic_month
+
+    demo = load_policy()  # lab-bio purchased 4 A100 at 1.30
+    start, _ = month_bounds("2026-10", demo.billing.zone)
+    end = start + timedelta(days=3)
+    usage, capacity, reclaim = synthetic_month(demo, "2026-10", demo_nodes(demo, 32))
+
+    def cut(frame: pd.DataFrame) -> pd.DataFrame:
+        hours = pd.to_datetime(frame["hour"], utc=True)
+        return frame[(hours >= pd.Timestamp(start)) & (hours < pd.Timestamp(end))]
+
+    summary = {"window": {"start": start.isoformat(), "end": end.isoformat(), "month": "2026-10"}}
+    report = simulation_report(cut(usage), cut(capacity), cut(reclaim), summary, demo)
+    assert report.hours == 72
+    assert not [f for f in report.flags if "missing" in f], report.flags
+    assert report.complete
+    paid = report.summary.set_index("member").loc["lab-bio", "purchase_paid"]
+    assert paid == Decimal("4") * 72 * Decimal("1.30")
+    assert report.flags[0].startswith("simulated window")
