@@ -55,14 +55,14 @@ def node_labels(frame: pd.DataFrame) -> pd.DataFrame:
 
 def attribute(
     rows: pd.DataFrame,
-    labels: pd.DataFrame,
+    known: pd.DataFrame,
     member_for_namespace: Callable[[str], str | None],
 ) -> pd.DataFrame:
     """`rows` (pods with whatever `node`, `owner`, `gpu_model`, `member` their own source
-    gave, '' when it gave none) with every attribute filled in the order above."""
+    gave, '' when it gave none) with every attribute filled in the order above; `known`
+    is `node_labels(...)` indexed by node."""
     rows = rows.copy()
     node = text(rows, "node")
-    known = node_labels(labels).set_index("node")
     rows["node"] = node.where(node != "", UNATTRIBUTED)
     owner_label = _lookup(node, known[NODE_OWNER])
     model_label = _lookup(node, known[NODE_GPU_MODEL])
@@ -76,9 +76,9 @@ def attribute(
     return rows
 
 
-def capacity_attributes(nodes: pd.Series, labels: pd.DataFrame) -> pd.DataFrame:
-    """Owner and GPU model of each node of the capacity gauge, from the node's labels."""
-    known = node_labels(labels).set_index("node")
+def capacity_attributes(nodes: pd.Series, known: pd.DataFrame) -> pd.DataFrame:
+    """Owner and GPU model of each node of the capacity gauge, from the node's labels
+    (`known`: `node_labels(...)` indexed by node)."""
     return pd.DataFrame(
         {
             "owner": _lookup(nodes, known[NODE_OWNER]).replace("", UNATTRIBUTED),
@@ -90,5 +90,5 @@ def capacity_attributes(nodes: pd.Series, labels: pd.DataFrame) -> pd.DataFrame:
 
 def _lookup(keys: pd.Series, values: pd.Series) -> pd.Series:
     """`values[key]` per key as strings, '' where the key is unknown."""
-    mapping = {str(k): str(v) for k, v in values.items()}
-    return pd.Series([mapping.get(str(k), "") for k in keys], index=keys.index, dtype=object)
+    found = keys.astype(object).map(values.astype(object))
+    return found.where(found.notna(), "").astype(object)

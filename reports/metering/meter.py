@@ -261,6 +261,7 @@ class Meter:
         constant, lost = answers.constant, answers.reclaim_lost
         by_hour = {name: _split_hours(frame) for name, frame in answers.hourly.items()}
         out: dict[datetime, HourRows] = {}
+        shared: dict[str, object] = {}  # pod and node attributes, worked out once a chunk
         for hour in chunk:
 
             def part(name: str, hour: datetime = hour) -> pd.DataFrame:
@@ -291,6 +292,7 @@ class Meter:
                 dcgm_engine_count=part("dcgm_engine_count"),
                 dcgm_util_count=part("dcgm_util_count"),
                 reclaim_lost=lost.get(hour, {}),
+                shared=shared,
             )
             in_force = history.at(hour)
             out[hour] = build_hour(inputs, in_force.member_for_namespace, in_force.version)

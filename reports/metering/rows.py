@@ -19,13 +19,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import pandas as pd
 
 from reports.costmodel.usage_row import USAGE_COLUMNS
-from reports.metering.attribution import attribute, capacity_attributes
+from reports.metering.attribution import attribute, capacity_attributes, node_labels
 from reports.metering.coverage import node_coverage
+
+T = TypeVar("T")
 
 USAGE_OUT = [c for c in USAGE_COLUMNS if c != "hour"]
 """An hour's usage rows: the usage row without its hour (the ledger adds it)."""
@@ -56,6 +59,9 @@ class HourInputs:
     dcgm_engine_active: pd.DataFrame
     dcgm_gpu_util: pd.DataFrame
     reclaim_lost: dict[tuple[str, str], float] = field(default_factory=dict)
+    shared: dict[str, Any] = field(default_factory=dict)
+    """What is computed from the chunk-wide frames (pod and node attributes), once for
+    all the hours of a chunk: the meter passes the same dict to each of them."""
     dcgm_engine_count: pd.DataFrame = field(default_factory=pd.DataFrame)
     """DCGM samples per GPU series in the hour (for the utilization coverage)."""
     dcgm_util_count: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -76,7 +82,10 @@ class HourRows:
 
 def _col(frame: pd.DataFrame, name: str) -> pd.Series:
     if name in frame:
-        return frame[name].fillna("").astype(str)
+        column = frame[name]
+        if pd.api.types.is_string_dtype(column) and not column.hasnans:
+            return column  # already text (Prometheus labels): no copy
+        return column.fillna("").astype(str)
     return pd.Series([""] * len(frame), index=frame.index, dtype=str)
 
 
@@ -225,13 +234,23 @@ def _fairpool_rows(inputs: HourInputs) -> _Sampled:
 _POD_KEYS = ["namespace", "pod", "uid"]
 
 
+def _once(inputs: HourInputs, key: str, compute: Callable[[], T]) -> T:
+    """`compute()` once per chunk (the hours of a chunk share `inputs.shared`)."""
+    if key not in inputs.shared:
+        inputs.shared[key] = compute()
+    return cast(T, inputs.shared[key])
+
+
+def _known_nodes(inputs: HourInputs) -> pd.DataFrame:
+    return _once(inputs, "node_labels", lambda: node_labels(inputs.node_labels).set_index("node"))
+
+
 def _kube_state_rows(inputs: HourInputs) -> _Sampled:
     """Pods fairpool never reported: GPU requests x the time kube-state-metrics saw them run."""
-    requests = _pod_requests(inputs.ksm_requests)
-    requests = requests[(requests["gpus"] > 0) & ~requests["uid"].isin(inputs.fairpool_uids_around)]
-    if not len(requests):
+    base = _once(inputs, "kube_state_pods", lambda: _kube_state_base(inputs))
+    if not len(base):
         return _Sampled(pd.DataFrame(), 0.0, 0.0)
-    k = _kube_state_pods(requests, inputs)
+    k = _kube_state_pods(base, inputs)
     exact = k["start"].notna() & k["completion"].notna() & (k["completion"] > k["start"])
     k = _kube_state_seconds(k, exact, inputs)
     inexact = k[~exact.loc[k.index]]
@@ -253,18 +272,32 @@ def _pod_requests(frame: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _kube_state_pods(requests: pd.DataFrame, inputs: HourInputs) -> pd.DataFrame:
-    """Each requesting pod with its start, completion, Running samples and node."""
+def _kube_state_base(inputs: HourInputs) -> pd.DataFrame:
+    """The chunk's pods that requested GPUs and that fairpool never reported, with their
+    start, completion and node (the request's own node label first, then
+    kube_pod_info's)."""
+    requests = _pod_requests(inputs.ksm_requests)
+    requests = requests[(requests["gpus"] > 0) & ~requests["uid"].isin(inputs.fairpool_uids_around)]
+    if not len(requests):
+        return requests
     k = requests.merge(_keyed(inputs.ksm_start, _POD_KEYS, "start"), on=_POD_KEYS, how="left")
     k = k.merge(_keyed(inputs.ksm_completion, _POD_KEYS, "completion"), on=_POD_KEYS, how="left")
-    k = k.merge(_keyed(inputs.ksm_running_sum, _POD_KEYS, "steps"), on=_POD_KEYS, how="left")
-    k = k.merge(_keyed(inputs.ksm_running_present, _POD_KEYS, "present"), on=_POD_KEYS, how="left")
     info = _keyed(inputs.ksm_info, [*_POD_KEYS, "node"], "one").drop(columns="one")
     info = info[info["node"] != ""].drop_duplicates("uid")
     k = k.merge(info[["uid", "node"]].rename(columns={"node": "info_node"}), on="uid", how="left")
-    k = k.fillna({"steps": 0.0, "present": 0.0, "info_node": ""})
-    # The request's own node label first, then kube_pod_info's.
+    k["info_node"] = k["info_node"].fillna("")
     k["node"] = k["node"].where(k["node"] != "", k.pop("info_node"))
+    return k
+
+
+def _kube_state_pods(base: pd.DataFrame, inputs: HourInputs) -> pd.DataFrame:
+    """Each requesting pod with its start, completion, node and Running samples this hour."""
+    steps = _keyed(inputs.ksm_running_sum, ["uid"], "steps").groupby("uid")["steps"].max()
+    present = _keyed(inputs.ksm_running_present, ["uid"], "present")
+    present = present.groupby("uid")["present"].max()
+    k = base.copy()
+    k["steps"] = k["uid"].map(steps).fillna(0.0).astype(float)
+    k["present"] = k["uid"].map(present).fillna(0.0).astype(float)
     return k
 
 
@@ -308,7 +341,7 @@ def _usage(
         return pd.DataFrame(columns=USAGE_OUT)
     usage = pd.concat([f for f in (fp_rows, ksm_rows) if len(f)], ignore_index=True)
     usage = attribute(
-        usage.rename(columns={"uid": "pod_uid"}), inputs.node_labels, member_for_namespace
+        usage.rename(columns={"uid": "pod_uid"}), _known_nodes(inputs), member_for_namespace
     )
     usage["job_id"] = ""
     usage["policy_version"] = policy_version
@@ -326,7 +359,7 @@ def _capacity_rows(inputs: HourInputs) -> _Sampled:
     present = _keyed(inputs.capacity_present, ["node"], "present")
     present = present.groupby("node", as_index=False)["present"].max()
     cap = cap.merge(present, on="node", how="outer").fillna({"steps": 0.0, "present": 0.0})
-    cap = cap.join(capacity_attributes(cap["node"], inputs.node_labels))
+    cap = cap.join(capacity_attributes(cap["node"], _known_nodes(inputs)))
     cap_present = float(cap["present"].clip(upper=expected_node).sum())
     cap_expected = expected_node * len(cap)
     capacity = pd.DataFrame(
@@ -352,8 +385,7 @@ def _reclaim_rows(inputs: HourInputs) -> pd.DataFrame:
 def _clip_to_runtime(rows: pd.DataFrame, inputs: HourInputs) -> pd.DataFrame:
     """A pod shorter than a scrape interval holds one sample worth a whole interval;
     when kube-state-metrics knows its start and completion, bill no more than that."""
-    times = _keyed(inputs.ksm_start, ["uid"], "start").groupby("uid")["start"].max()
-    ends = _keyed(inputs.ksm_completion, ["uid"], "completion").groupby("uid")["completion"].max()
+    times, ends = _once(inputs, "pod_times", lambda: _pod_times(inputs))
     start = rows["uid"].map(times)
     completion = rows["uid"].map(ends)
     known = start.notna() & completion.notna() & (completion > start)
@@ -366,6 +398,13 @@ def _clip_to_runtime(rows: pd.DataFrame, inputs: HourInputs) -> pd.DataFrame:
     rows = rows.copy()
     rows.loc[known, "gpu_seconds"] = np.minimum(rows["gpu_seconds"], limit)[known]
     return rows[rows["gpu_seconds"] > 0]
+
+
+def _pod_times(inputs: HourInputs) -> tuple[pd.Series, pd.Series]:
+    """Start and completion time of each pod uid kube-state-metrics knows."""
+    times = _keyed(inputs.ksm_start, ["uid"], "start").groupby("uid")["start"].max()
+    ends = _keyed(inputs.ksm_completion, ["uid"], "completion").groupby("uid")["completion"].max()
+    return times, ends
 
 
 def _utilization(inputs: HourInputs, usage: pd.DataFrame) -> pd.Series:
