@@ -99,6 +99,8 @@ def build_month_report(
     )
     if node_coverage is not None:
         inputs = replace(inputs, node_coverage=node_coverage)
+    if window is not None:
+        policy = _prorated(policy, inputs.hours, month)
     known = dict(policies or {})
     if history is not None:
         known |= history.by_version
@@ -202,6 +204,21 @@ def month_inputs(
         unattributed=unattributed_table(no_model),
         unpriced_capacity=unpriced_capacity,
     )
+
+
+def _prorated(policy: Policy, hours: int, month: str) -> Policy:
+    """`policy` with each shared fixed cost cut to `hours` of the month's hours (a
+    simulated window shorter than the month pays its part, like its purchases)."""
+    start, end = month_bounds(month, policy.billing.zone)
+    whole = int((end - start) / timedelta(hours=1))
+    if hours >= whole:
+        return policy
+    costs = [
+        c.model_copy(update={"monthly_amount": cents(c.monthly_amount * hours / whole)})
+        for c in policy.billing.shared_fixed_costs
+    ]
+    billing = policy.billing.model_copy(update={"shared_fixed_costs": costs})
+    return policy.model_copy(update={"spec": policy.spec.model_copy(update={"billing": billing})})
 
 
 def _within(
