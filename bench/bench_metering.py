@@ -40,7 +40,7 @@ NODES = 125
 GPUS_PER_NODE = 8
 INTERVAL = 30
 START = datetime(2026, 9, 1, tzinfo=UTC)
-TARGET_SECONDS = 300.0
+TARGET_SECONDS = 120.0
 TARGET_BYTES = 2 * 1024**3
 MODELS = ("NVIDIA-H100-80GB-HBM3", "NVIDIA-A100-SXM4-80GB")
 MEMBERS = ("uni-north", "lab-bio", "ai-startup-a", "physics")
