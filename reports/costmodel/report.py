@@ -76,6 +76,8 @@ class MonthReport:
     complete: bool
     idle_cost_rule: str = "owner"
     rounding_rule: str = ROUNDING_RULE
+    period_note: str = ""
+    """What the period covers when it is not the whole month (a simulated window)."""
     price_basis: str = ""
     """Where the prices came from: the ledger's policy history, or the policy file alone."""
     unattributed: pd.DataFrame = field(default_factory=pd.DataFrame)

@@ -216,6 +216,7 @@ def _invoice_json(report: MonthReport, member: str) -> dict[str, Any]:
             "end": report.end.isoformat(),
             "time_zone": report.time_zone,
             "hours": report.hours,
+            "note": report.period_note,
         },
         "currency": report.currency,
         "policy": {

@@ -99,12 +99,12 @@ def simulation_report(
     )
     hours = int((report.end - report.start).total_seconds() // 3600)
     full = int((window[1] - window[0]).total_seconds() // 3600)
-    report.flags.insert(
-        0,
+    report.period_note = (
         f"simulated window {report.start:%Y-%m-%d %H:%M}Z to {report.end:%Y-%m-%d %H:%M}Z "
         f"({hours} hours of {chosen}"
         + (f"; the simulation ran {full} hours" if full != hours else "")
-        + "): only these hours are billed, purchases prorated to them",
+        + "): only these hours are billed; purchases and shared fixed costs are prorated "
+        "to them"
     )
     return report
 

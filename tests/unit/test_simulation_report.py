@@ -56,7 +56,7 @@ def test_a_three_day_simulation_bills_three_days() -> None:
     assert report.complete
     paid = report.summary.set_index("member").loc["lab-bio", "purchase_paid"]
     assert paid == Decimal("4") * 72 * Decimal("1.30")
-    assert report.flags[0].startswith("simulated window")
+    assert report.period_note.startswith("simulated window")
     # The demo's shared fixed costs (1,200.00 + 2,000.00 a month; October 2026 in Paris
     # has 745 hours) for 72 hours: 115.97 + 193.29.
     assert report.shared_fixed_cost == Decimal("115.97") + Decimal("193.29")
