@@ -308,7 +308,12 @@ class Meter:
         for hour in sorted(hours):
             # A millisecond short of the next hour: a node born at 08:00 exists in 08:00.
             end = hour + HOUR - timedelta(milliseconds=1)
-            if self.source.any_series_before(list(promql.NODE_SERIES), end):
+            try:
+                if self.source.any_series_before(list(promql.NODE_SERIES), end):
+                    break
+            except PrometheusUnavailable as exc:
+                # Not knowing is not empty: the hour stays pending and is retried.
+                log.warning("hour %s: cannot tell whether nodes existed: %s", hour, exc)
                 break
             empty.add(hour)
         return empty
