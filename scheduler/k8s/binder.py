@@ -41,6 +41,7 @@ from scheduler.k8s import labels as L
 from scheduler.k8s.cache import ClusterCache
 from scheduler.k8s.client import read_body
 from scheduler.k8s.events import EventRecorder, ObjectRef
+from scheduler.k8s.gang_repair import PartialGang
 from scheduler.k8s.objects import PodInfo
 
 log = logging.getLogger(__name__)
@@ -175,6 +176,38 @@ class Binder:
         with self._lock:
             return len(self._in_flight)
 
+    def in_flight_uids(self) -> frozenset[str]:
+        """Pods with a bind or a deletion of this binder not answered yet."""
+        with self._lock:
+            return frozenset(self._in_flight)
+
+    def undo_partial(self, gang: PartialGang) -> bool:
+        """Delete, in the background, the bound pods of a gang found partly bound (see
+        `gang_repair`); False when one of them is already in flight."""
+        uids = {pod.uid for pod in gang.bound}
+        with self._lock:
+            if uids & self._in_flight:
+                return False
+            self._in_flight |= uids
+            self.undone += 1
+        log.warning("%s: deleting its %d bound pods", gang.describe(), len(gang.bound))
+        self._pool.submit(self._undo_partial, gang)
+        return True
+
+    def _undo_partial(self, gang: PartialGang) -> None:
+        try:
+            for pod in gang.bound:
+                self._delete_with_event(
+                    pod,
+                    f"{gang.describe()}; this pod, bound to {pod.node_name}, is deleted so "
+                    "that no part of the gang runs alone: its controller recreates it and "
+                    "the gang is scheduled whole again",
+                )
+        finally:
+            with self._idle:
+                self._in_flight -= {pod.uid for pod in gang.bound}
+                self._idle.notify_all()
+
     def wait_idle(self, timeout: float = 30.0) -> bool:
         with self._idle:
             return self._idle.wait_for(lambda: not self._in_flight, timeout)
@@ -269,20 +302,22 @@ class Binder:
         with self._lock:
             self.undone += 1
         for result in undo.delete:
-            pod = result.pod
-            message = (
+            self._delete_with_event(
+                result.pod,
                 f"gang {undo.job_id} could not be bound whole ({undo.reason}); this pod, "
                 f"bound to {result.bound_node}, is deleted so that no part of the gang runs "
-                "alone: its controller recreates it and the gang is scheduled whole again"
+                "alone: its controller recreates it and the gang is scheduled whole again",
             )
-            detail = self._delete(pod)
-            if self.recorder is not None:
-                self.recorder.record(
-                    ObjectRef("Pod", pod.namespace, pod.name, pod.uid),
-                    "Warning",
-                    "GangBindUndone",
-                    message if detail is None else f"{message}; the deletion failed: {detail}",
-                )
+
+    def _delete_with_event(self, pod: PodInfo, message: str) -> None:
+        detail = self._delete(pod)
+        if self.recorder is not None:
+            self.recorder.record(
+                ObjectRef("Pod", pod.namespace, pod.name, pod.uid),
+                "Warning",
+                "GangBindUndone",
+                message if detail is None else f"{message}; the deletion failed: {detail}",
+            )
 
     def _delete(self, pod: PodInfo) -> str | None:
         """Delete the pod (this very one: UID precondition); None when it is deleted or
