@@ -73,6 +73,13 @@ def ceil_hour(value: datetime) -> datetime:
 )
 @click.option("--from", "from_", default=None, help="First hour to meter (ISO-8601, UTC default).")
 @click.option("--to", "to", default=None, help="End of the range, exclusive (ISO-8601).")
+@click.option(
+    "--now",
+    "now_",
+    default=None,
+    help="Without --from/--to: meter what the hourly job would at this time (ISO-8601; "
+    "default: the clock), e.g. to replay a missed run.",
+)
 @click.option("--watch", is_flag=True, help="Run the hourly metering job until interrupted.")
 @click.option(
     "--scrape-interval", default=30.0, show_default=True, help="Scrape interval, seconds."
@@ -96,6 +103,7 @@ def meter(
     policy_file: Path | None,
     from_: str | None,
     to: str | None,
+    now_: str | None,
     watch: bool,
     scrape_interval: float,
     max_gap: float,
@@ -110,6 +118,9 @@ def meter(
     Exit status 1 when hours remain pending (Prometheus unreachable or without data)."""
     backfill = _backfill_range(from_, to)
     _check_options(backfill, watch, reports_dir, chunk_hours, scrape_interval, max_gap)
+    now = parse_time(now_, "--now") if now_ is not None else None
+    if now is not None and (watch or backfill is not None):
+        raise InputError("--now: only for one hourly run (not with --watch or --from/--to)")
 
     from policies.loader import load_policy
     from reports.ledger import Ledger
@@ -128,7 +139,7 @@ def meter(
     if watch:
         _watch(console, metering, policy, prometheus_url, ledger_url, reports_dir)
         return
-    summary = _meter_once(console, metering, backfill)
+    summary = _meter_once(console, metering, backfill, now)
     _print_summary(console, summary)
     if summary.hours_pending:
         sys.exit(1)
@@ -193,7 +204,10 @@ def _watch(
 
 
 def _meter_once(
-    console: Console, metering: Meter, backfill: tuple[datetime, datetime] | None
+    console: Console,
+    metering: Meter,
+    backfill: tuple[datetime, datetime] | None,
+    now: datetime | None = None,
 ) -> RunSummary:
     """One metering run: the backfill range, else the due hours; a progress bar on a
     terminal, else one log line per hour on stderr."""
@@ -203,7 +217,7 @@ def _meter_once(
             return metering.meter_range(
                 floor_hour(backfill[0]), ceil_hour(backfill[1]), progress=progress_cb
             )
-        return metering.meter_due(progress=progress_cb)
+        return metering.meter_due(now=now, progress=progress_cb)
 
     if not console.is_terminal:
         log_lines = Console(stderr=True, soft_wrap=True, highlight=False)
