@@ -1,7 +1,8 @@
 """The usage ledger: metered GPU usage per hour and pod, durable in SQL.
 
 SQLite file by default, any SQLAlchemy URL (e.g. ``postgresql+psycopg://...``) otherwise.
-Tables (`reports.ledger.schema`) are created when missing.
+Opening it upgrades the database to the newest schema (`reports.ledger.migrate`), creating
+the tables (`reports.ledger.schema`) in an empty one.
 
 ``usage_frame``, ``capacity_frame`` and ``reclaim_lost_frame`` return the same columns as
 the simulator's ``usage.parquet`` / ``capacity.parquet`` / ``reclaim_lost.parquet`` (plus
@@ -10,21 +11,27 @@ bills simulated and metered usage alike. Capacity is per node; group by (hour, o
 gpu_model) to match the simulator's aggregation.
 
 An hour's rows are only ever replaced as a whole, in one transaction (``replace_hour``):
-rerunning an hour never duplicates, and a failed run leaves the previous rows intact.
+rerunning an hour never duplicates, and a failed run leaves the previous rows intact. Two
+meters writing the same hour at once take turns (a lock per hour), so the hour ends up with
+exactly one of their copies.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Table, create_engine, delete, event, insert, select, update
+from sqlalchemy import Table, delete, insert, select, text, update
 from sqlalchemy.engine import Connection, Engine
 
 from policies.errors import InputError
 from reports.costmodel.usage_row import USAGE_COLUMNS, USAGE_DEFAULTS, USAGE_SOURCES
+from reports.ledger import migrate
+from reports.ledger.database import SQLITE_BEGIN, make_engine
 from reports.ledger.schema import (
     CAPACITY_COLUMNS,
     HOURS_COLUMNS,
@@ -34,11 +41,14 @@ from reports.ledger.schema import (
     capacity_table,
     hour_start,
     hours_table,
-    metadata,
     metering_runs_table,
     reclaim_lost_table,
     usage_table,
 )
+
+# First key of the PostgreSQL advisory locks taken per hour (the second is the hour's
+# number since 1970): any fixed 32-bit number no other lock in the database uses.
+_HOUR_LOCKS = 0x0FA1_1ED6
 
 
 @dataclass(frozen=True)
@@ -56,14 +66,12 @@ class MeteringRun:
 
 
 class Ledger:
-    """The usage ledger at `url` (tables created when missing)."""
+    """The usage ledger at `url` (upgraded to the newest schema when opened)."""
 
     def __init__(self, url: str = "sqlite:///fairpool-ledger.db", *, echo: bool = False) -> None:
         self.url = url
-        self.engine: Engine = create_engine(url, echo=echo)
-        if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-        metadata.create_all(self.engine)
+        self.engine: Engine = make_engine(url, echo=echo)
+        migrate.upgrade(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -100,7 +108,7 @@ class Ledger:
             else []
         )
         now = datetime.now(UTC)
-        with self.engine.begin() as conn:
+        with self._writing(hour) as conn:
             for table in (usage_table, capacity_table, reclaim_lost_table):
                 conn.execute(delete(table).where(table.c.hour == hour))
             if usage_rows:
@@ -130,7 +138,7 @@ class Ledger:
         hour already metered keeps its rows and status (they are still the best data) and
         only records the error."""
         hour = hour_start(hour)
-        with self.engine.begin() as conn:
+        with self._writing(hour) as conn:
             existing = conn.execute(
                 select(hours_table.c.status, hours_table.c.attempts).where(
                     hours_table.c.hour == hour
@@ -174,6 +182,23 @@ class Ledger:
             )
             key = result.inserted_primary_key
             return int(key[0]) if key is not None else 0
+
+    @contextmanager
+    def _writing(self, hour: datetime) -> Iterator[Connection]:
+        """A transaction that alone may write `hour`: two meters metering the same hour at
+        once take turns (the second then replaces the first's rows, never adds to them)
+        instead of colliding on the keys. SQLite has one writer at a time anyway; taking
+        the write lock at BEGIN keeps a read-then-write from meeting a newer snapshot."""
+        with self.engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
+            with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    conn.execute(
+                        text("SELECT pg_advisory_xact_lock(:space, :hour)"),
+                        {"space": _HOUR_LOCKS, "hour": int(hour.timestamp()) // 3600},
+                    )
+                yield conn
 
     # ---- reading -------------------------------------------------------------------
 
@@ -226,15 +251,6 @@ class Ledger:
             if column in frame:
                 frame[column] = frame[column].astype("float64")
         return frame
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets a report read the ledger while the hourly job writes; waiting beats
-    # failing when two writers meet.
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.close()
 
 
 def _aware(value: datetime, name: str) -> datetime:

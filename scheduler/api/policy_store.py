@@ -26,16 +26,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
-from sqlalchemy import (
-    create_engine,
-    insert,
-    select,
-)
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
 from policies.loader import parse_policy
 from policies.model import Policy
-from reports.ledger.schema import metadata as ledger_metadata
+from reports.ledger import migrate
+from reports.ledger.database import make_engine
 from reports.ledger.schema import policy_versions
 
 
@@ -125,8 +122,8 @@ class AuditLog:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._engine = create_engine(url)
-        ledger_metadata.create_all(self._engine, tables=[policy_versions])
+        self._engine = make_engine(url)
+        migrate.upgrade(self._engine)
 
     def close(self) -> None:
         self._engine.dispose()

@@ -11,6 +11,12 @@ Control plane (tests/controlplane):
   tests/controlplane/namespaces.py), and so are fake nodes
   the test created with the `fairpool.io/test-node` label.
 
+PostgreSQL (tests/pgtest):
+- `postgres` (session): a private PostgreSQL server on loopback (`tests.pgtest.PostgresServer`),
+  started on first use.
+- `postgres_url` (function): a fresh, empty database on it, as a SQLAlchemy URL; dropped
+  after the test.
+
 Other components add their fixtures below, one section each.
 """
 
@@ -25,6 +31,7 @@ from kubernetes import client as k8s
 
 from tests.controlplane import ControlPlane, start, stop
 from tests.controlplane.namespaces import remove_labelled_namespaces
+from tests.pgtest import PostgresServer
 
 TEST_NAMESPACE_LABEL = "fairpool.io/test-namespace"
 TEST_NODE_LABEL = "fairpool.io/test-node"
@@ -52,3 +59,22 @@ def namespace(control_plane: ControlPlane) -> Iterator[str]:
     finally:
         remove_labelled_namespaces(core, TEST_NAMESPACE_LABEL)
         core.delete_collection_node(label_selector=TEST_NODE_LABEL)
+
+
+# ---- PostgreSQL ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresServer) -> Iterator[str]:
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    url = postgres.create_database(name)
+    try:
+        yield url
+    finally:
+        postgres.drop_database(name)

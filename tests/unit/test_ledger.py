@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -54,8 +55,9 @@ def capacity() -> pd.DataFrame:
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Ledger:
-    return Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+def ledger(ledger_url: str) -> Iterator[Ledger]:
+    with Ledger(ledger_url) as opened:
+        yield opened
 
 
 def test_replace_hour_round_trips_with_utc_hours(ledger: Ledger) -> None:
@@ -141,3 +143,58 @@ def test_hours_between() -> None:
         H1,
         H0 + timedelta(hours=2),
     ]
+
+
+def test_two_meters_on_the_same_hours_leave_one_copy_each(ledger_url: str) -> None:
+    """Two meters (each its own engine, as two processes would be) meter the same day at
+    once, while a third records failures on it: every hour ends with exactly one meter's
+    rows, whole, and every attempt counted."""
+    hours = [H0 + timedelta(hours=i) for i in range(24)]
+    copies = {
+        "first": usage(["a", "b"], seconds=3600.0),
+        "second": usage(["a", "b", "c"], seconds=1800.0),
+    }
+    Ledger(ledger_url).close()
+    start = threading.Barrier(3)
+    errors: list[BaseException] = []
+
+    def meter(name: str) -> None:
+        try:
+            with Ledger(ledger_url) as own:
+                start.wait()
+                order = hours if name == "first" else hours[::-1]
+                for hour in order:
+                    own.replace_hour(hour, copies[name], capacity(), None, coverage=1.0)
+        except BaseException as exc:
+            errors.append(exc)
+
+    def failures() -> None:
+        try:
+            with Ledger(ledger_url) as own:
+                start.wait()
+                for hour in hours:
+                    own.mark_pending(hour, "prometheus timed out")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=meter, args=("first",)),
+        threading.Thread(target=meter, args=("second",)),
+        threading.Thread(target=failures),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with Ledger(ledger_url) as ledger:
+        frame = ledger.usage_frame(hours[0], hours[-1] + timedelta(hours=1))
+        for hour in hours:
+            rows = frame[frame["hour"] == pd.Timestamp(hour)]
+            kept = (sorted(rows["pod_uid"]), rows["gpu_seconds"].sum())
+            assert kept in ((["a", "b"], 7200.0), (["a", "b", "c"], 5400.0)), hour
+        capacity_rows = ledger.capacity_frame(hours[0], hours[-1] + timedelta(hours=1))
+        assert capacity_rows["gpu_seconds_available"].sum() == 24 * 8 * 3600.0
+        status = ledger.hour_status(hours[0], hours[-1] + timedelta(hours=1))
+        assert status["status"].tolist() == ["metered"] * 24
+        assert status["attempts"].tolist() == [3] * 24

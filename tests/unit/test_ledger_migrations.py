@@ -1,0 +1,136 @@
+"""The ledger's migrations: they build exactly `reports.ledger.schema`, adopt a ledger made
+before migrations existed without losing a row, and two processes opening one ledger at
+once do not race."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, func, inspect, make_url, select
+from sqlalchemy.engine import Engine
+
+from reports.ledger import Ledger, MeteringRun, migrate
+from reports.ledger.schema import metadata, usage_table
+from scheduler.api.policy_store import AuditLog
+
+BEFORE_MIGRATIONS = Path(__file__).parents[1] / "data" / "ledger_before_migrations"
+H0 = datetime(2026, 10, 5, 10, tzinfo=UTC)
+H1 = H0 + timedelta(hours=1)
+
+
+def schema_diff(engine: Engine) -> list[object]:
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        return list(compare_metadata(context, metadata))
+
+
+def revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return migrate.current_revision(conn)
+
+
+def run_sql(url: str, tables: set[str] | None = None) -> None:
+    """Load the pre-migration ledger (only `tables`' statements when given)."""
+    backend = make_url(url).get_backend_name()
+    script = (BEFORE_MIGRATIONS / f"{backend}.sql").read_text()
+    statements = [s.strip() for s in script.split(";\n") if s.strip()]
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        for statement in statements:
+            body = "\n".join(x for x in statement.splitlines() if not x.startswith("--"))
+            words = body.split()
+            if not words:
+                continue
+            table = words[2]
+            if tables is None or table in tables:
+                conn.exec_driver_sql(body)
+    engine.dispose()
+
+
+def test_migrations_build_exactly_the_schema(ledger_url: str) -> None:
+    Ledger(ledger_url).close()
+    engine = create_engine(ledger_url)
+    assert schema_diff(engine) == []
+    assert revision(engine) == migrate.head_revision()
+    engine.dispose()
+
+
+def test_a_ledger_made_before_migrations_keeps_its_rows(ledger_url: str) -> None:
+    run_sql(ledger_url)
+    engine = create_engine(ledger_url)
+    assert revision(engine) is None
+    with Ledger(ledger_url) as ledger:
+        usage = ledger.usage_frame(H0, H1).set_index("pod_uid")
+        assert usage["gpu_seconds"].to_dict() == {"uid-a": 14400.0, "uid-b": 3600.0}
+        assert usage.loc["uid-b", "source"] == "kube-state-metrics"
+        assert ledger.capacity_frame(H0, H1)["gpu_seconds_available"].tolist() == [28800.0]
+        assert ledger.reclaim_lost_frame(H0, H1)["gpu_seconds_lost"].tolist() == [150.0]
+        assert ledger.pending_hours() == [H1]
+        assert ledger.metering_runs()["hours_ok"].tolist() == [1]
+        # Still a working ledger: the next run's id follows the old ones.
+        later = H0 + timedelta(hours=5)
+        run = MeteringRun(later, later, later, later + timedelta(hours=1), 1, 0, 1.0)
+        assert ledger.record_run(run) == 2
+    audit = AuditLog(ledger_url)
+    first = audit.get(1)
+    assert first is not None
+    assert first.author == "alice"
+    audit.close()
+    assert revision(engine) == migrate.head_revision()
+    assert schema_diff(engine) == []
+    engine.dispose()
+
+
+def test_an_audit_log_made_before_migrations_gets_the_other_tables(ledger_url: str) -> None:
+    run_sql(ledger_url, tables={"policy_versions"})
+    AuditLog(ledger_url).close()
+    engine = create_engine(ledger_url)
+    assert schema_diff(engine) == []
+    with engine.connect() as conn:
+        assert set(inspect(conn).get_table_names()) >= {t.name for t in metadata.sorted_tables}
+    engine.dispose()
+    audit = AuditLog(ledger_url)
+    latest = audit.latest()
+    assert latest is not None
+    assert latest.version == 1
+    audit.close()
+
+
+def test_ledgers_opened_at_once_migrate_once(ledger_url: str) -> None:
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def open_one(kind: int) -> None:
+        try:
+            start.wait()
+            if kind % 2:
+                AuditLog(ledger_url).close()
+            else:
+                Ledger(ledger_url).close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    engine = create_engine(ledger_url)
+    assert revision(engine) == migrate.head_revision()
+    assert schema_diff(engine) == []
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(usage_table)).scalar_one() == 0
+    engine.dispose()
+
+
+def test_upgrade_reports_the_revision_it_found(ledger_url: str) -> None:
+    run_sql(ledger_url)
+    engine = create_engine(ledger_url)
+    assert migrate.upgrade(engine) == ""
+    assert migrate.upgrade(engine) == migrate.head_revision()
+    engine.dispose()
