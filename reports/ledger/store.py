@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Table, delete, insert, select, text, update
+from sqlalchemy import Table, delete, func, insert, select, text, update
 from sqlalchemy.engine import Connection, Engine
 
 from policies.errors import InputError
@@ -210,6 +210,12 @@ class Ledger:
                 .order_by(hours_table.c.hour)
             )
             return [r.hour for r in rows]
+
+    def last_hour(self) -> datetime | None:
+        """The latest hour ever attempted (metered or pending); None for a new ledger."""
+        with self.engine.connect() as conn:
+            latest = conn.execute(select(func.max(hours_table.c.hour))).scalar()
+        return hour_start(latest) if latest is not None else None
 
     def hour_status(self, start: datetime, end: datetime) -> pd.DataFrame:
         """Status rows of the hours in [start, end) that were ever attempted."""

@@ -122,6 +122,10 @@ def meter(
     if now is not None and (watch or backfill is not None):
         raise InputError("--now: only for one hourly run (not with --watch or --from/--to)")
 
+    from rich.markup import escape
+    from sqlalchemy import make_url
+    from sqlalchemy.exc import OperationalError
+
     from policies.loader import load_policy
     from reports.ledger import Ledger
     from reports.metering.meter import Meter, MeterConfig
@@ -129,17 +133,30 @@ def meter(
 
     policy = load_policy(policy_file)
     console = Console()
-    ledger = Ledger(ledger_url)
-    metering = Meter(
-        PromSource(prometheus_url),
-        ledger,
-        policy,
-        MeterConfig(interval=scrape_interval, max_gap=max_gap, chunk_hours=chunk_hours),
-    )
-    if watch:
-        _watch(console, metering, policy, prometheus_url, ledger_url, reports_dir)
-        return
-    summary = _meter_once(console, metering, backfill, now)
+    try:
+        ledger = Ledger(ledger_url)
+        metering = Meter(
+            PromSource(prometheus_url),
+            ledger,
+            policy,
+            MeterConfig(interval=scrape_interval, max_gap=max_gap, chunk_hours=chunk_hours),
+        )
+        if watch:
+            _watch(console, metering, policy, prometheus_url, ledger_url, reports_dir)
+            return
+        summary = _meter_once(console, metering, backfill, now)
+    except OperationalError as exc:
+        # The ledger's database is down or went away during the run: every hour written
+        # is whole (one transaction each); the next run meters the others.
+        where = make_url(ledger_url).render_as_string(hide_password=True)
+        Console(stderr=True, soft_wrap=True, highlight=False).print(
+            "[bold red]error:[/]",
+            escape(
+                f"ledger {where} unreachable ({type(exc.orig).__name__}: "
+                f"{str(exc.orig).strip()}); the hours not written are metered by the next run"
+            ),
+        )
+        sys.exit(1)
     _print_summary(console, summary)
     if summary.hours_pending:
         sys.exit(1)

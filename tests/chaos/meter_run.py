@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from reports.ledger import Ledger
+from tests.pgtest import PostgresServer
 from tests.promtest import PrometheusServer, Scenario, create_blocks
 
 HOUR = timedelta(hours=1)
@@ -30,6 +32,9 @@ START = datetime(2026, 10, 5, 8, tzinfo=UTC)
 HOURS = 8
 DOWN = (3, 4)
 """Hours (index from START) whose hourly runs find Prometheus down."""
+DB_DOWN = 6
+"""Hour (index) whose hourly run sees the ledger's database stop under it."""
+DB_DOWN_SECONDS = 5.0
 
 
 def scenario() -> Scenario:
@@ -97,19 +102,45 @@ def hourly_run(prometheus: str, ledger: str, hour: datetime, log: Path) -> int:
         ).returncode
 
 
+def _database_stopped_during_run(
+    postgres: PostgresServer, prometheus: str, ledger_url: str, hour: datetime, log: Path
+) -> int:
+    """The hourly job for `hour`, with PostgreSQL stopped the instant the job has
+    connected to the ledger, and started again `DB_DOWN_SECONDS` later."""
+    now = hour + HOUR + timedelta(minutes=10)
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            meter_command(prometheus, ledger_url, now), stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while process.poll() is None and time.monotonic() < deadline:
+            if postgres.clients("chaos_ledger"):
+                break
+            time.sleep(0.02)
+        postgres.stop_server()
+        time.sleep(DB_DOWN_SECONDS)
+        postgres.start_again()
+        return process.wait(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def run_meter_chaos(
     workdir: Path,
-    ledger_url: str | None = None,
-    database_fault: Callable[[Callable[[], int]], int] | None = None,
+    postgres: PostgresServer | None = None,
     say: Callable[[str], None] = print,
 ) -> MeterResult:
-    """Meter the scenario hour by hour with Prometheus down for the `DOWN` hours.
-
-    `database_fault`, when given, runs the last hourly job itself (it gets the run as a
-    function) while it takes the ledger's database down and up again; what it returns
-    is that run's exit status."""
+    """Meter the scenario hour by hour with Prometheus down for the `DOWN` hours; with
+    `postgres` the ledger is a database on it, stopped during the run of hour `DB_DOWN`
+    (else an SQLite file)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    ledger_url = ledger_url or f"sqlite:///{workdir / 'ledger.db'}"
+    if postgres is not None:
+        ledger_url = postgres.create_database("chaos_ledger")
+    else:
+        ledger_url = f"sqlite:///{workdir / 'ledger.db'}"
     s = scenario()
     create_blocks(s.write_openmetrics(workdir / "scenario.om"), workdir / "prometheus")
     log = workdir / "meter.log"
@@ -125,21 +156,15 @@ def run_meter_chaos(
                 server.start()
                 with Ledger(ledger_url) as ledger:
                     result.pending_during_outage = ledger.pending_hours()
-                say(
-                    f"prometheus back; pending: {[f'{h:%H}:00' for h in result.pending_during_outage]}"
-                )
+                pending = ", ".join(f"{h:%H}:00" for h in result.pending_during_outage)
+                say(f"prometheus back; pending: {pending}")
 
-            def run(hour: datetime = hour) -> int:
-                return hourly_run(server.url, ledger_url, hour, log)
-
-            if database_fault is not None and index == HOURS - 1:
-                status = database_fault(run)
-                result.runs.append((f"{hour:%H}:00 with the ledger's database stopped", status))
-                # The hourly job an hour later retries what that run left pending.
-                status = hourly_run(server.url, ledger_url, hour, log)
-                result.runs.append((f"{hour:%H}:00 again", status))
+            if postgres is not None and index == DB_DOWN:
+                status = _database_stopped_during_run(postgres, server.url, ledger_url, hour, log)
+                result.runs.append((f"{hour:%H}:00, database stopped during the run", status))
+                say(f"the run for {hour:%H}:00 ended with status {status}")
             else:
-                result.runs.append((f"{hour:%H}:00", run()))
+                result.runs.append((f"{hour:%H}:00", hourly_run(server.url, ledger_url, hour, log)))
         # A second run of the last job (a retried CronJob) replaces, never adds.
         result.runs.append(("last again", hourly_run(server.url, ledger_url, hour, log)))
     finally:
@@ -157,7 +182,7 @@ def _count(result: MeterResult, s: Scenario, ledger_url: str) -> None:
     hours = [START + i * HOUR for i in range(HOURS)]
     metered = status[status["status"] == "metered"]
     counts = metered["hour"].value_counts()
-    result.hours_metered = int(len(metered))
+    result.hours_metered = len(metered)
     result.hours_duplicated = int((counts > 1).sum())
     seen = {pd.Timestamp(h).to_pydatetime() for h in metered["hour"]}
     result.hours_lost = sum(h not in seen for h in hours) + len([h for h in pending if h in hours])
