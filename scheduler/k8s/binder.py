@@ -135,8 +135,13 @@ class Binder:
         on_result: Callable[[BindResult], None] | None = None,
         scheduled_events: bool = True,
         before_binds: Callable[[Sequence[tuple[Bind, PodInfo]]], None] | None = None,
+        may_bind: Callable[[], bool] | None = None,
     ) -> None:
         self._core = client.CoreV1Api(api)
+        self.may_bind = may_bind
+        """Asked before every request (bind, retry, undo): a replica that lost the lease
+        sends nothing more; its queued binds were decided on a view the new leader does
+        not share, and a gang they leave partly bound is the new leader's to repair."""
         self.scheduled_events = scheduled_events
         self.cache = cache
         self.recorder = recorder
@@ -249,8 +254,10 @@ class Binder:
         results = gang.add(result) if gang is not None else None
         if results is not None:
             undo = gang_undo(results)
-            if undo is not None:
+            if undo is not None and self._may_act():
                 self._undo(undo)
+            elif undo is not None:
+                log.warning("gang %s not bound whole; left to the leader's repair", undo.job_id)
         with self._idle:
             self._in_flight.discard(pod.uid)
             self._idle.notify_all()
@@ -259,6 +266,8 @@ class Binder:
         body = binding_body(bind, pod)
         last = ""
         for attempt in range(self.attempts):
+            if not self._may_act():
+                return "gone", "not the leader any more; the new leader decides", ""
             try:
                 read_body(
                     self._core.create_namespaced_pod_binding(
@@ -291,6 +300,9 @@ class Binder:
                 last = f"{type(exc).__name__}: {exc}"
             time.sleep(self.base_backoff * (2**attempt) * (0.5 + random.random()))
         return "failed", f"gave up after {self.attempts} attempts: {last}", ""
+
+    def _may_act(self) -> bool:
+        return self.may_bind is None or self.may_bind()
 
     def _undo(self, undo: GangUndo) -> None:
         log.warning(

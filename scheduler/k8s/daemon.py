@@ -209,8 +209,11 @@ class Daemon:
             workers=c.bind_workers,
             on_result=self._bound,
             scheduled_events=c.scheduled_events,
+            may_bind=lambda: self.is_leader,
         )
-        self.evictor = Evictor(api, self.recorder, on_result=self._evicted)
+        self.evictor = Evictor(
+            api, self.recorder, on_result=self._evicted, may_evict=lambda: self.is_leader
+        )
         self.nomination_writer = NominationWriter(api)
         store = None
         if c.usage_history_configmap:
@@ -334,7 +337,14 @@ class Daemon:
 
             list_pod_groups.__doc__ = ":return: object"
             informers.append(
-                Informer(POD_GROUPS, list_pod_groups, self.cache, self.stop_event, **common)
+                Informer(
+                    POD_GROUPS,
+                    list_pod_groups,
+                    self.cache,
+                    self.stop_event,
+                    optional=True,
+                    **common,
+                )
             )
         if self.policy_configmap is not None:
             where = self.policy_configmap

@@ -20,9 +20,12 @@ apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: ["RequestReceived", "ResponseStarted", "Panic"]
 rules:
+  - level: Request
+    verbs: ["create"]
+    resources: [{group: "", resources: ["pods/binding"]}]
   - level: Metadata
     verbs: ["create"]
-    resources: [{group: "", resources: ["pods/binding", "pods/eviction"]}]
+    resources: [{group: "", resources: ["pods/eviction"]}]
   - level: Metadata
     verbs: ["delete"]
     resources: [{group: "", resources: ["pods"]}]
@@ -53,6 +56,8 @@ class Call:
     """namespace/name."""
     code: int
     user: str
+    node: str = ""
+    """The node a Binding names."""
 
     @property
     def ok(self) -> bool:
@@ -79,6 +84,7 @@ def parse_line(line: str) -> Call | None:
         pod=f"{ref.get('namespace', '')}/{ref.get('name', '')}",
         code=int((event.get("responseStatus") or {}).get("code") or 0),
         user=str((event.get("user") or {}).get("username", "")),
+        node=str(((event.get("requestObject") or {}).get("target") or {}).get("name", "")),
     )
 
 

@@ -302,10 +302,26 @@ class ChaosRun:
         """Every 2 s: does a node hold more GPUs than it has?"""
         while not self._stop_sampling.wait(2.0):
             with contextlib.suppress(Exception):
-                over = checks.overcommitted(self.capacity, self._pods())
+                pods = self._pods()
+                over = checks.overcommitted(self.capacity, pods)
                 if over:
                     self.result.overcommitted_samples += 1
                     self.result.overcommitted.update(over)
+                    self._note_overcommit(over, pods)
+
+    def _note_overcommit(self, over: dict[str, tuple[int, int]], pods: list[Any]) -> None:
+        """The pods on each over-committed node, into the run's folder (for the report)."""
+        with (self.workdir / "overcommitted.txt").open("a") as out:
+            for node in over:
+                out.write(f"{time.time():.3f} {node} {over[node]}\n")
+                for pod in pods:
+                    if pod.spec.node_name == node:
+                        out.write(
+                            f"  {pod.metadata.namespace}/{pod.metadata.name} "
+                            f"gpus={checks.gpus_of(pod)} phase={pod.status.phase} "
+                            f"deleting={pod.metadata.deletion_timestamp} "
+                            f"created={pod.metadata.creation_timestamp}\n"
+                        )
 
     # --- faults -----------------------------------------------------------------------
 
