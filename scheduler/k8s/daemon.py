@@ -25,7 +25,9 @@ Nominations are read back from the pods.
 
 A gang is bound all or none: a gang not bound whole (a pod deleted between the check and
 its bind, a bind failing for good) has its bound pods deleted, so that its controller
-recreates it whole; Kubernetes cannot unbind a pod (see `binder`).
+recreates it whole; Kubernetes cannot unbind a pod (see `binder`). A gang found partly
+bound (a leader killed between its binds) is repaired by the leader in every cycle:
+finished where the engine places the rest, else undone the same way (`gang_repair`).
 
 Only the leader (a coordination.k8s.io Lease) binds, evicts and posts events; a standby
 keeps its cache warm and computes shares, so it takes over within one lease period.
