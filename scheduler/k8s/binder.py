@@ -47,7 +47,10 @@ from scheduler.k8s.objects import PodInfo
 log = logging.getLogger(__name__)
 
 Outcome = Literal["bound", "gone", "failed"]
-RETRYABLE = frozenset({409, 429, 500, 502, 503, 504})
+RETRYABLE = frozenset({401, 403, 409, 429, 500, 502, 503, 504})
+"""Answers worth another try. 401 and 403 among them: a kube-apiserver that has just
+started refuses every request until it has loaded its RBAC (about a second), and a gang
+whose binds were refused half way would have to be undone."""
 
 
 @dataclass(frozen=True, slots=True)
