@@ -191,6 +191,11 @@ class Replicas:
             )
         return identity
 
+    def ready(self, identity: str) -> bool:
+        """The replica has its cache and campaigns for the Lease (its log says so)."""
+        text = (self.logs / f"{identity}.log").read_text(errors="replace")
+        return f"fairpool scheduler {identity} running" in text
+
     def kill(self, identity: str) -> float:
         process = self.processes.pop(identity)
         process.send_signal(signal.SIGKILL)
@@ -353,6 +358,11 @@ class ChaosRun:
             self.say(f"no live leader to kill (lease: {holder})")
             return
         leader = holder[0]
+        # A standby that is still starting could not take over: the failover measured
+        # is from a standby with its cache synced, as in a running deployment.
+        for identity in list(replicas.processes):
+            if _wait(lambda i=identity: True if replicas.ready(i) else None, 180) is None:
+                raise RuntimeError(f"{identity} did not start in 180 s")
         if mid_gang:
             self.audit.poll()
             since = time.time()
