@@ -35,7 +35,7 @@ from kubernetes import client as k8s
 
 from policies.inventory import parse_inventory
 from tests.chaos import audit, checks
-from tests.chaos.workload import Controller
+from tests.chaos.workload import JOB_LABEL, Controller
 from tests.controlplane import ControlPlane, start, stop
 from tests.controlplane.nodes import create_nodes, wait_nodes_ready
 
@@ -298,10 +298,13 @@ class ChaosRun:
         return spec.holder_identity, spec.acquire_time.timestamp()
 
     def _pods(self) -> list[Any]:
-        pods: list[Any] = []
-        for namespace in self.namespaces.values():
-            pods += self.core.list_namespaced_pod(namespace, _request_timeout=10).items
-        return pods
+        """The workload's pods, in one list: one consistent state of the cluster (lists
+        of one namespace after the other would mix states seconds apart)."""
+        return list(
+            self.core.list_pod_for_all_namespaces(
+                label_selector=JOB_LABEL, _request_timeout=10
+            ).items
+        )
 
     def _sample(self) -> None:
         """Every 2 s: does a node hold more GPUs than it has?"""
