@@ -28,13 +28,21 @@ KILLS = 20
 
 def run(console: Console) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="fairpool-chaos-"))
+    keep = False
     try:
         console.print(f"load average before: {_load()}")
         scheduler = run_chaos(ChaosConfig(kills=KILLS), workdir / "scheduler", console.print)
         with PostgresServer() as postgres:
             meter = run_meter_chaos(workdir / "meter", postgres, console.print)
         console.print(chaos_table(scheduler, meter))
-        if scheduler.double_binds or scheduler.partly_bound_at_end or scheduler.lost:
+        keep = bool(
+            scheduler.double_binds
+            or scheduler.overcommitted_samples
+            or scheduler.partly_bound_at_end
+            or scheduler.lost
+        )
+        if keep:
+            console.print(f"logs, audit log and state kept in {workdir}")
             console.print(
                 f"double binds: {scheduler.double_binds}; partly bound: "
                 f"{scheduler.partly_bound_at_end}; waiting without a reason: "
@@ -42,7 +50,8 @@ def run(console: Console) -> None:
             )
         console.print(f"load average after: {_load()}")
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _load() -> str:
