@@ -42,6 +42,9 @@ from tests.controlplane.nodes import create_nodes, wait_nodes_ready
 GPU_MODEL = "NVIDIA-H100-80GB-HBM3"
 NODES = {"north": 3, "bio": 3, "physics": 2, "startup": 0}
 """Member -> 8-GPU nodes it owns (64 GPUs; startup owns none and only borrows)."""
+BORROWER = "startup"
+BORROWER_PODS = 12
+"""4-GPU pods the borrower submits at the start (48 of the 64 GPUs)."""
 SYSTEM_NAMESPACE = "chaos-system"
 LEASE = "fairpool-chaos"
 SCHEDULER_USER = "fairpool"
@@ -262,7 +265,12 @@ class ChaosRun:
             replicas.start_one()
             controller = Controller(
                 plane.admin, self.namespaces, self.config.seed, self.config.jobs_per_second
-            ).start()
+            )
+            # The member owning no node fills most of the pool first: every owner's
+            # later job reclaims from it.
+            for _ in range(BORROWER_PODS):
+                controller.submit(BORROWER, 1, 4)
+            controller.start()
             self.controller = controller
             sampler.start()
             if _wait(self._holder, 120) is None:
