@@ -347,6 +347,12 @@ class Ledger:
             )
             return [(int(r.version), r.applied_at, str(r.document)) for r in rows]
 
+    def latest_attempted_hour(self) -> datetime | None:
+        """The latest hour ever attempted, whatever its status; None for a new ledger."""
+        with self.engine.connect() as conn:
+            latest = conn.execute(select(func.max(hours_table.c.hour))).scalar()
+        return hour_start(latest) if latest is not None else None
+
     def hour_status(self, start: datetime, end: datetime) -> pd.DataFrame:
         """Status rows of the hours in [start, end) that were ever attempted."""
         return self._frame(hours_table, HOURS_COLUMNS, start, end)

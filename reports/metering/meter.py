@@ -139,11 +139,16 @@ class Meter:
     def meter_due(
         self, now: datetime | None = None, progress: Progress | None = None
     ) -> RunSummary:
-        """The hourly job: the last closed hour plus every pending hour."""
+        """The hourly job: the last closed hour, every pending hour, and every hour since
+        the latest one the ledger knows (a run that could not even record its hour as
+        pending, the database being down, or no run at all, leaves no trace of it)."""
         started = datetime.now(UTC)
         now = now or started
         last = self.last_closed_hour(now)
-        hours = sorted({last, *[h for h in self.ledger.pending_hours() if h <= last]})
+        latest = self.ledger.latest_attempted_hour()
+        missed = hours_between(latest + HOUR, last) if latest is not None else []
+        pending = [h for h in self.ledger.pending_hours() if h <= last]
+        hours = sorted({last, *pending, *missed})
         summary = RunSummary(started, started, hours[0], last + HOUR)
         summary.outcomes = self.meter_hours(hours, progress)
         return self._record(summary)

@@ -75,6 +75,13 @@ def ceil_hour(value: datetime) -> datetime:
 )
 @click.option("--from", "from_", default=None, help="First hour to meter (ISO-8601, UTC default).")
 @click.option("--to", "to", default=None, help="End of the range, exclusive (ISO-8601).")
+@click.option(
+    "--now",
+    "now_",
+    default=None,
+    help="Without --from/--to: meter what the hourly job would at this time (ISO-8601; "
+    "default: the clock), e.g. to replay a missed run.",
+)
 @click.option("--watch", is_flag=True, help="Run the hourly metering job until interrupted.")
 @click.option(
     "--scrape-interval", default=30.0, show_default=True, help="Scrape interval, seconds."
@@ -128,6 +135,7 @@ def meter(
     policy_file: Path | None,
     from_: str | None,
     to: str | None,
+    now_: str | None,
     watch: bool,
     scrape_interval: float,
     max_gap: float,
@@ -161,6 +169,12 @@ def meter(
     prometheus_url = check_url(prometheus_url)
     if metrics_port is not None and not watch:
         raise InputError("--metrics-port: only with --watch")
+    now = parse_time(now_, "--now") if now_ is not None else None
+    if now is not None and (watch or backfill is not None):
+        raise InputError("--now: only for one hourly run (not with --watch or --from/--to)")
+
+    from sqlalchemy import make_url
+    from sqlalchemy.exc import OperationalError
 
     from reports.ledger import Ledger
     from reports.metering.meter import Meter, MeterConfig
@@ -171,32 +185,46 @@ def meter(
     errors = Console(stderr=True, highlight=False, soft_wrap=True)
     errors.print(said)
     source = PromSource(prometheus_url)
-    if not watch:
+    if not watch and now is None:
         # A one-off run against a wrong or unreachable Prometheus records nothing; the
-        # watching job keeps hours pending instead and retries them every hour.
+        # hourly job (--watch, or one run of it with --now) keeps hours pending instead
+        # and retries them at its next run.
         try:
             source.probe()
         except PrometheusUnavailable as exc:
             errors.print(f"[bold red]error:[/] Prometheus {escape(str(exc))}")
             sys.exit(1)
-    ledger = Ledger(ledger_url)
-    metering = Meter(
-        source,
-        ledger,
-        policy,
-        MeterConfig(interval=scrape_interval, max_gap=max_gap, chunk_hours=chunk_hours),
-    )
-    if watch:
-        _watch(
-            console,
-            metering,
+    try:
+        ledger = Ledger(ledger_url)
+        metering = Meter(
+            source,
+            ledger,
             policy,
-            (prometheus_url, ledger_url),
-            reports_dir,
-            None if metrics_port is None else (metrics_address, metrics_port),
+            MeterConfig(interval=scrape_interval, max_gap=max_gap, chunk_hours=chunk_hours),
         )
-        return
-    summary = _meter_once(console, metering, backfill)
+        if watch:
+            _watch(
+                console,
+                metering,
+                policy,
+                (prometheus_url, ledger_url),
+                reports_dir,
+                None if metrics_port is None else (metrics_address, metrics_port),
+            )
+            return
+        summary = _meter_once(console, metering, backfill, now)
+    except OperationalError as exc:
+        # The ledger's database is down or went away during the run: every hour written
+        # is whole (one transaction each); the next run meters the others.
+        where = make_url(ledger_url).render_as_string(hide_password=True)
+        errors.print(
+            "[bold red]error:[/]",
+            escape(
+                f"ledger {where} unreachable ({type(exc.orig).__name__}: "
+                f"{str(exc.orig).strip()}); the hours not written are metered by the next run"
+            ),
+        )
+        sys.exit(1)
     _print_summary(console, summary)
     if summary.hours_pending:
         sys.exit(1)
@@ -328,7 +356,10 @@ def _watch(
 
 
 def _meter_once(
-    console: Console, metering: Meter, backfill: tuple[datetime, datetime] | None
+    console: Console,
+    metering: Meter,
+    backfill: tuple[datetime, datetime] | None,
+    now: datetime | None = None,
 ) -> RunSummary:
     """One metering run: the backfill range, else the due hours; a progress bar on a
     terminal, else one log line per hour on stderr."""
@@ -338,7 +369,7 @@ def _meter_once(
             return metering.meter_range(
                 floor_hour(backfill[0]), ceil_hour(backfill[1]), progress=progress_cb
             )
-        return metering.meter_due(progress=progress_cb)
+        return metering.meter_due(now=now, progress=progress_cb)
 
     if not console.is_terminal:
         log_lines = Console(stderr=True, soft_wrap=True, highlight=False)

@@ -35,6 +35,28 @@ if TYPE_CHECKING:
 @click.option("--lease-namespace", default="fairpool-system", show_default=True)
 @click.option("--lease-name", default="fairpool-scheduler", show_default=True)
 @click.option(
+    "--lease-seconds",
+    type=click.FloatRange(min=1.0),
+    default=15.0,
+    show_default=True,
+    help="A standby takes the Lease over once its holder has not renewed it this long "
+    "(the failover time after a crash).",
+)
+@click.option(
+    "--renew-deadline",
+    type=click.FloatRange(min=0.5),
+    default=10.0,
+    show_default=True,
+    help="The leader steps down when it could not renew for this long (< --lease-seconds).",
+)
+@click.option(
+    "--retry-seconds",
+    type=click.FloatRange(min=0.1),
+    default=2.0,
+    show_default=True,
+    help="How often the Lease is renewed or tried (< --renew-deadline).",
+)
+@click.option(
     "--usage-history-configmap",
     default="fairpool-usage-history",
     show_default=True,
@@ -85,6 +107,9 @@ def run(
     leader_elect: bool,
     lease_namespace: str,
     lease_name: str,
+    lease_seconds: float,
+    renew_deadline: float,
+    retry_seconds: float,
     usage_history_configmap: str,
     usage_write_seconds: float,
     identity: str | None,
@@ -104,6 +129,11 @@ def run(
 
     if bool(kubeconfig) == in_cluster:
         raise InputError("give exactly one of --kubeconfig FILE and --in-cluster")
+    if not retry_seconds < renew_deadline < lease_seconds:
+        raise InputError(
+            "--retry-seconds, --renew-deadline, --lease-seconds: need "
+            f"{retry_seconds} < {renew_deadline} < {lease_seconds}"
+        )
     if bool(policy_file) == bool(policy_configmap):
         raise InputError("give exactly one of --policy FILE and --policy-configmap NS/NAME")
     logging.basicConfig(
@@ -117,6 +147,9 @@ def run(
         leader_elect=leader_elect,
         lease_namespace=lease_namespace,
         lease_name=lease_name,
+        lease_seconds=lease_seconds,
+        renew_deadline=renew_deadline,
+        retry_seconds=retry_seconds,
         usage_history_configmap=usage_history_configmap or None,
         usage_write_seconds=usage_write_seconds,
         bind_workers=bind_workers,

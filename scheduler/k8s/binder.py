@@ -41,12 +41,16 @@ from scheduler.k8s import labels as L
 from scheduler.k8s.cache import ClusterCache
 from scheduler.k8s.client import read_body
 from scheduler.k8s.events import EventRecorder, ObjectRef
+from scheduler.k8s.gang_repair import PartialGang
 from scheduler.k8s.objects import PodInfo
 
 log = logging.getLogger(__name__)
 
 Outcome = Literal["bound", "gone", "failed"]
-RETRYABLE = frozenset({409, 429, 500, 502, 503, 504})
+RETRYABLE = frozenset({401, 403, 409, 429, 500, 502, 503, 504})
+"""Answers worth another try. 401 and 403 among them: a kube-apiserver that has just
+started refuses every request until it has loaded its RBAC (about a second), and a gang
+whose binds were refused half way would have to be undone."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,8 +138,13 @@ class Binder:
         on_result: Callable[[BindResult], None] | None = None,
         scheduled_events: bool = True,
         before_binds: Callable[[Sequence[tuple[Bind, PodInfo]]], None] | None = None,
+        may_bind: Callable[[], bool] | None = None,
     ) -> None:
         self._core = client.CoreV1Api(api)
+        self.may_bind = may_bind
+        """Asked before every request (bind, retry, undo): a replica that lost the lease
+        sends nothing more; its queued binds were decided on a view the new leader does
+        not share, and a gang they leave partly bound is the new leader's to repair."""
         self.scheduled_events = scheduled_events
         self.cache = cache
         self.recorder = recorder
@@ -174,6 +183,38 @@ class Binder:
     def in_flight(self) -> int:
         with self._lock:
             return len(self._in_flight)
+
+    def in_flight_uids(self) -> frozenset[str]:
+        """Pods with a bind or a deletion of this binder not answered yet."""
+        with self._lock:
+            return frozenset(self._in_flight)
+
+    def undo_partial(self, gang: PartialGang) -> bool:
+        """Delete, in the background, the bound pods of a gang found partly bound (see
+        `gang_repair`); False when one of them is already in flight."""
+        uids = {pod.uid for pod in gang.bound}
+        with self._lock:
+            if uids & self._in_flight:
+                return False
+            self._in_flight |= uids
+            self.undone += 1
+        log.warning("%s: deleting its %d bound pods", gang.describe(), len(gang.bound))
+        self._pool.submit(self._undo_partial, gang)
+        return True
+
+    def _undo_partial(self, gang: PartialGang) -> None:
+        try:
+            for pod in gang.bound:
+                self._delete_with_event(
+                    pod,
+                    f"{gang.describe()}; this pod, bound to {pod.node_name}, is deleted so "
+                    "that no part of the gang runs alone: its controller recreates it and "
+                    "the gang is scheduled whole again",
+                )
+        finally:
+            with self._idle:
+                self._in_flight -= {pod.uid for pod in gang.bound}
+                self._idle.notify_all()
 
     def wait_idle(self, timeout: float = 30.0) -> bool:
         with self._idle:
@@ -216,8 +257,10 @@ class Binder:
         results = gang.add(result) if gang is not None else None
         if results is not None:
             undo = gang_undo(results)
-            if undo is not None:
+            if undo is not None and self._may_act():
                 self._undo(undo)
+            elif undo is not None:
+                log.warning("gang %s not bound whole; left to the leader's repair", undo.job_id)
         with self._idle:
             self._in_flight.discard(pod.uid)
             self._idle.notify_all()
@@ -226,6 +269,8 @@ class Binder:
         body = binding_body(bind, pod)
         last = ""
         for attempt in range(self.attempts):
+            if not self._may_act():
+                return "gone", "not the leader any more; the new leader decides", ""
             try:
                 read_body(
                     self._core.create_namespaced_pod_binding(
@@ -259,6 +304,9 @@ class Binder:
             time.sleep(self.base_backoff * (2**attempt) * (0.5 + random.random()))
         return "failed", f"gave up after {self.attempts} attempts: {last}", ""
 
+    def _may_act(self) -> bool:
+        return self.may_bind is None or self.may_bind()
+
     def _undo(self, undo: GangUndo) -> None:
         log.warning(
             "gang %s not bound whole (%s): deleting its %d bound pods",
@@ -269,20 +317,22 @@ class Binder:
         with self._lock:
             self.undone += 1
         for result in undo.delete:
-            pod = result.pod
-            message = (
+            self._delete_with_event(
+                result.pod,
                 f"gang {undo.job_id} could not be bound whole ({undo.reason}); this pod, "
                 f"bound to {result.bound_node}, is deleted so that no part of the gang runs "
-                "alone: its controller recreates it and the gang is scheduled whole again"
+                "alone: its controller recreates it and the gang is scheduled whole again",
             )
-            detail = self._delete(pod)
-            if self.recorder is not None:
-                self.recorder.record(
-                    ObjectRef("Pod", pod.namespace, pod.name, pod.uid),
-                    "Warning",
-                    "GangBindUndone",
-                    message if detail is None else f"{message}; the deletion failed: {detail}",
-                )
+
+    def _delete_with_event(self, pod: PodInfo, message: str) -> None:
+        detail = self._delete(pod)
+        if self.recorder is not None:
+            self.recorder.record(
+                ObjectRef("Pod", pod.namespace, pod.name, pod.uid),
+                "Warning",
+                "GangBindUndone",
+                message if detail is None else f"{message}; the deletion failed: {detail}",
+            )
 
     def _delete(self, pod: PodInfo) -> str | None:
         """Delete the pod (this very one: UID precondition); None when it is deleted or

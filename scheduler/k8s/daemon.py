@@ -25,7 +25,9 @@ Nominations are read back from the pods.
 
 A gang is bound all or none: a gang not bound whole (a pod deleted between the check and
 its bind, a bind failing for good) has its bound pods deleted, so that its controller
-recreates it whole; Kubernetes cannot unbind a pod (see `binder`).
+recreates it whole; Kubernetes cannot unbind a pod (see `binder`). A gang found partly
+bound (a leader killed between its binds) is repaired by the leader in every cycle:
+finished where the engine places the rest, else undone the same way (`gang_repair`).
 
 Only the leader (a coordination.k8s.io Lease) binds, evicts and posts events; a standby
 keeps its cache warm and computes shares, so it takes over within one lease period.
@@ -62,6 +64,7 @@ from scheduler.k8s.cache import NODES, POD_GROUPS, PODS, PRIORITY_CLASSES, Cache
 from scheduler.k8s.events import EventRecorder, ObjectRef
 from scheduler.k8s.evictor import Evictor, EvictResult
 from scheduler.k8s.exporter import SchedulerMetrics, State
+from scheduler.k8s.gang_repair import Repair, partial_gangs, plan, remainders, without_undone
 from scheduler.k8s.informer import Informer
 from scheduler.k8s.leader import LeaderElector
 from scheduler.k8s.nominator import Nominations, NominationWriter, cleared_on_bind
@@ -208,8 +211,11 @@ class Daemon:
             workers=c.bind_workers,
             on_result=self._bound,
             scheduled_events=c.scheduled_events,
+            may_bind=lambda: self.is_leader,
         )
-        self.evictor = Evictor(api, self.recorder, on_result=self._evicted)
+        self.evictor = Evictor(
+            api, self.recorder, on_result=self._evicted, may_evict=lambda: self.is_leader
+        )
         self.nomination_writer = NominationWriter(api)
         store = None
         if c.usage_history_configmap:
@@ -333,7 +339,14 @@ class Daemon:
 
             list_pod_groups.__doc__ = ":return: object"
             informers.append(
-                Informer(POD_GROUPS, list_pod_groups, self.cache, self.stop_event, **common)
+                Informer(
+                    POD_GROUPS,
+                    list_pod_groups,
+                    self.cache,
+                    self.stop_event,
+                    optional=True,
+                    **common,
+                )
             )
         if self.policy_configmap is not None:
             where = self.policy_configmap
@@ -440,8 +453,10 @@ class Daemon:
         )
 
     def run_cycle(self) -> Decisions:
-        """One cycle: snapshot, engine, and (on the leader) the decisions carried out."""
+        """One cycle: snapshot, engine, and (on the leader) the decisions carried out,
+        with the repair of gangs found partly bound (`gang_repair`)."""
         started = time.monotonic()
+        c = self.config
         self._reload_policy_file()
         self._policy_changed = False
         policy = self.policy()
@@ -456,8 +471,15 @@ class Daemon:
         view = self.cache.view(policy, self.nominations.decided, now=now, usage_history=history)
         snapshot = view.snapshot
         viewed = time.monotonic()
+        repair = Repair()
         if leader and snapshot.pending:
+            partial = partial_gangs(
+                snapshot.pending, view.pods, c.scheduler_name, self.binder.in_flight_uids()
+            )
+            snapshot = remainders(snapshot, partial)
             decisions = engine.schedule(snapshot, policy)
+            repair = plan(partial, decisions)
+            decisions = without_undone(decisions, repair)
         else:
             # Nothing to place (or not the leader): only the shares, and those at most
             # once per cycle_seconds, since they are only reported.
@@ -475,6 +497,7 @@ class Daemon:
             self._shares_at = (decided, policy)
         carried_out = leader and not self.stop_event.is_set()
         if carried_out:
+            self._repair(repair, view)
             self._carry_out(view, decisions)
         bound = bound_by_member(snapshot, decisions) if carried_out else None
         self.usage.held(allocated_by_member(snapshot, bound))
@@ -496,6 +519,26 @@ class Daemon:
             (done - decided) * 1000,
         )
         return decisions
+
+    def _repair(self, repair: Repair, view: CacheView) -> None:
+        """Gangs found partly bound: events for the ones the cycle's binds finish, the
+        bound pods of the others deleted."""
+        for gang in repair.finish:
+            self.metrics.gang_repairs.labels("finished").inc()
+            log.warning("%s: binding the rest as planned", gang.describe())
+            for uid in gang.pending:
+                pod = view.pods.get(uid)
+                if pod is not None:
+                    self.recorder.record(
+                        _ref(pod),
+                        "Normal",
+                        "GangBindFinished",
+                        f"{gang.describe()}; this pod is bound with the rest of the gang "
+                        "where the engine placed it",
+                    )
+        for gang in repair.undo:
+            if self.binder.undo_partial(gang):
+                self.metrics.gang_repairs.labels("undone").inc()
 
     def _shares(self, snapshot: Snapshot, policy: Policy, now: float) -> tuple[MemberShare, ...]:
         at, for_policy = self._shares_at

@@ -68,8 +68,11 @@ class Evictor:
         workers: int = 4,
         retry_seconds: float = 5.0,
         on_result: Callable[[EvictResult], None] | None = None,
+        may_evict: Callable[[], bool] | None = None,
     ) -> None:
         self._core = client.CoreV1Api(api)
+        self.may_evict = may_evict
+        """Asked before each eviction: a replica that lost the lease evicts nothing more."""
         self.recorder = recorder
         self.retry_seconds = retry_seconds
         self.on_result = on_result
@@ -131,6 +134,8 @@ class Evictor:
             self.on_result(EvictResult(preemption, pod, outcome, detail))
 
     def _attempt(self, preemption: Preemption, pod: PodInfo) -> tuple[EvictOutcome, str]:
+        if self.may_evict is not None and not self.may_evict():
+            return "gone", "not the leader any more; the new leader decides"
         try:
             read_body(
                 self._core.patch_namespaced_pod(

@@ -160,6 +160,13 @@ class SchedulerMetrics:
             ["reclaimer", "result"],
             registry=r,
         )
+        self.gang_repairs = Counter(
+            "fairpool_gang_repairs",
+            "Gangs found partly bound (a crash in the middle of their binds), by what was "
+            "done: finished as planned, or undone so they are scheduled whole",
+            ["action"],
+            registry=r,
+        )
         self.reclaim_lost = Counter(
             "fairpool_reclaim_lost_gpu_seconds",
             "GPU-seconds lost to reclaim by preempted pods: GPUs x (end of grace period - start);"

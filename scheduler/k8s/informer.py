@@ -64,6 +64,7 @@ class Informer:
         watch_seconds: int = 60,
         page_size: int = 500,
         on_error: Callable[[str, BaseException], None] | None = None,
+        optional: bool = False,
         **list_kwargs: Any,
     ) -> None:
         self.kind = kind
@@ -75,6 +76,12 @@ class Informer:
         self.page_size = page_size
         self.list_kwargs = list_kwargs
         self.on_error = on_error
+        self.optional = optional
+        """A resource the cluster may not have or fairpool may not read (PodGroups): a
+        list refused with 401/403/404 counts as empty. For any other resource such an
+        answer is an error, retried, and the cache keeps what it had: a kube-apiserver
+        that just restarted refuses requests until its RBAC is loaded, and reading that
+        as "no pods" would hand out GPUs that running pods hold."""
         self.synced = threading.Event()
         """Set once the first full list is in the sink."""
         self.relists = 0
@@ -113,8 +120,8 @@ class Informer:
                 if exc.status == 410:
                     version = None
                     continue
-                if exc.status in (401, 403, 404) and version is None:
-                    # The resource is optional (PodGroups) or not readable: say so once,
+                if exc.status in (401, 403, 404) and version is None and self.optional:
+                    # The resource is optional (PodGroups) and not readable: say so once,
                     # count as synced (empty), and look again much later.
                     if not self.forbidden:
                         log.warning(

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 import shutil
+import signal
 import tempfile
 import time
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 
@@ -170,6 +173,44 @@ class ControlPlane:
     def stop(self) -> list[str]:
         return stop(self.directory)
 
+    def kill_process(self, name: str) -> ProcessRecord:
+        """SIGKILL one process (a crash: no clean shutdown); `start_again` restarts it."""
+        record = self.state.record(name)
+        if record is None or not record.alive():
+            raise ClusterError(f"{name} is not running")
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(record.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while record.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(record.pid, os.WNOHANG)  # our child: do not leave a zombie
+        self.state.processes = [p for p in self.state.processes if p.name != name]
+        save_state(self.state)
+        return record
+
+    def start_again(self, record: ProcessRecord, timeout: float = _APISERVER_TIMEOUT) -> None:
+        """Start a killed process again with the same command: same ports, and for etcd
+        the same data folder. Returns once it serves again."""
+        new = processes.spawn(
+            record.name,
+            record.command,
+            Path(record.log),
+            die_with_parent=self.state.die_with_parent,
+        )
+        self.state.processes.append(new)
+        save_state(self.state)
+        probes = {
+            "etcd": lambda: processes.http_ok(
+                f"http://127.0.0.1:{self.state.ports['etcd']}/health", expect='"true"'
+            ),
+            "kube-apiserver": self.ready,
+            "kwok": lambda: processes.http_ok(
+                f"http://127.0.0.1:{self.state.ports['kwok']}/healthz"
+            ),
+        }
+        processes.wait_ready(new, probes.get(record.name, new.alive), timeout)
+
 
 def _etcd_command(binary: Path, data_dir: Path, client: int, peer: int) -> list[str]:
     peer_url = f"http://127.0.0.1:{peer}"
@@ -251,11 +292,13 @@ def start(
     cache: Path | None = None,
     console: Console | None = None,
     die_with_parent: bool = False,
+    apiserver_args: Sequence[str] = (),
 ) -> ControlPlane:
     """Build what is missing and start a fresh control plane recorded in `directory`.
 
     With `die_with_parent` the processes get SIGTERM when the calling process dies
-    (for test sessions); `up` leaves them running for a later `down`.
+    (for test sessions); `up` leaves them running for a later `down`. `apiserver_args`
+    are added to kube-apiserver's flags (an audit log, for instance).
     """
     out = console or Console(stderr=True)
     directory = directory.resolve()
@@ -296,7 +339,7 @@ def start(
         _write_kubeconfigs(directory, state.server, keys.ca_cert, tokens)
         save_state(state)
         try:
-            _start_processes(state, binaries, keys, out, die_with_parent)
+            _start_processes(state, binaries, keys, out, die_with_parent, apiserver_args)
         except StartError as exc:
             stop(directory)
             if not exc.port_in_use:
@@ -327,6 +370,7 @@ def _start_processes(
     keys: pki.Pki,
     out: Console,
     die_with_parent: bool,
+    apiserver_args: Sequence[str] = (),
 ) -> None:
     directory = Path(state.directory)
     logs = directory / "logs"
@@ -350,9 +394,12 @@ def _start_processes(
         lambda: processes.http_ok(f"http://127.0.0.1:{ports['etcd']}/health", expect='"true"'),
         _ETCD_TIMEOUT,
     )
-    apiserver_command = _apiserver_command(
-        binaries["kube-apiserver"], directory, keys, ports["etcd"], ports["apiserver"]
-    )
+    apiserver_command = [
+        *_apiserver_command(
+            binaries["kube-apiserver"], directory, keys, ports["etcd"], ports["apiserver"]
+        ),
+        *apiserver_args,
+    ]
     apiserver = launch("kube-apiserver", apiserver_command)
     processes.wait_ready(
         apiserver,

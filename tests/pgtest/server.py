@@ -128,6 +128,18 @@ class PostgresServer:
             shutil.rmtree(self.folder, ignore_errors=True)
             self.folder = None
 
+    def stop_server(self) -> None:
+        """Stop postgres (fast shutdown) and keep its data and port, for `start_again`:
+        what a database restart looks like to its clients."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGINT)
+            self._proc.wait(timeout=30)
+        self._proc = None
+
+    def start_again(self) -> None:
+        """Start the server stopped by `stop_server` on the same data and port."""
+        self._start_postgres(bindir())
+
     def __enter__(self) -> PostgresServer:
         return self.start()
 
@@ -155,6 +167,15 @@ class PostgresServer:
     def drop_database(self, name: str) -> None:
         with self._admin() as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+
+    def clients(self, database: str) -> int:
+        """Sessions connected to `database` now, other than this object's own."""
+        with self._admin() as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s",
+                (database,),
+            ).fetchone()
+        return int(row[0]) if row else 0
 
     def log_tail(self, lines: int = 30) -> str:
         if self.folder is None:

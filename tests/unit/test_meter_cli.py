@@ -132,3 +132,44 @@ def test_a_server_that_is_not_prometheus_exits_1_saying_so(
     err = capsys.readouterr().err
     assert f"error: Prometheus {url}: HTTP 501" in err and "not a Prometheus API" in err
     assert not ledger.exists()
+
+
+def test_now_replays_the_hourly_run_of_that_time(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    nobody = f"http://127.0.0.1:{free_port()}"
+    argv = ["--prometheus", nobody, "--ledger", url, "--policy", str(DEFAULT_POLICY)]
+    # The hourly run keeps what it cannot read pending (the next run retries it), as --watch does.
+    assert run([*argv, "--now", "2026-10-01T05:10Z"]) == 1
+    assert Ledger(url).pending_hours() == [datetime(2026, 10, 1, 4, tzinfo=UTC)]
+
+
+def test_now_goes_with_one_hourly_run_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    args = [
+        "--ledger",
+        url,
+        "--now",
+        "2026-10-01T05:10Z",
+        "--from",
+        "2026-10-01",
+        "--to",
+        "2026-10-02",
+    ]
+    assert run(args) == 2
+    assert "--now" in capsys.readouterr().err
+
+
+def test_unreachable_ledger_database_is_a_clear_error_without_the_password(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    port = free_port()
+    url = f"postgresql+psycopg://fairpool:s3cret@127.0.0.1:{port}/ledger"
+    assert (
+        run(["--ledger", url, "--policy", str(DEFAULT_POLICY), "--now", "2026-10-01T05:10Z"]) == 1
+    )
+    err = capsys.readouterr().err
+    assert f"ledger postgresql+psycopg://fairpool:***@127.0.0.1:{port}/ledger unreachable" in err
+    assert "s3cret" not in err and "Traceback" not in err
+    assert "metered by the next run" in err

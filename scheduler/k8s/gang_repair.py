@@ -1,0 +1,172 @@
+"""Repairing gangs found partly bound: finish them as planned, or undo them whole.
+
+A gang is bound all or none, but the binds of one gang are separate requests: a
+scheduler killed between them (or an API server that died under them) leaves some pods
+bound and the rest pending, and no process remembers it. The leader looks for such gangs
+in every cycle (so also on start and on taking the lease over) and repairs each one the
+same way whatever state it was left in:
+
+- the gang's pending pods are handed to the engine as a job of their own (`remainders`):
+  the pods already bound take their GPUs in the snapshot like any running pod, so the
+  remainder only has to fit in what is left;
+- when the engine binds every pending pod of the gang in this cycle, the gang is
+  finished (`GangBindFinished` on each pod it binds);
+- otherwise (it does not fit now, or pods of the gang are missing) the gang's bound pods
+  are deleted (`GangBindUndone`), exactly like a gang whose bind failed half way: its
+  controller recreates them and the gang is scheduled whole again. Whatever the engine
+  decided for the remainder (preemptions, nominations) is dropped with it.
+
+Gangs with a bind or an undo in flight in this process are left alone until the binder
+has the answers. Everything here is pure (no I/O); `scheduler.k8s.daemon` carries it out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+
+from scheduler.engine.decisions import Decisions
+from scheduler.engine.snapshot import PendingJob, Snapshot
+from scheduler.k8s.objects import PodInfo, job_id_of
+
+
+@dataclass(frozen=True, slots=True)
+class PartialGang:
+    """A gang with some pods bound and some pending."""
+
+    job_id: str
+    size: int
+    """Pods the gang needs (its `min_member`)."""
+    bound: tuple[PodInfo, ...]
+    """Pods bound to a node, not finished, not being deleted; by name."""
+    pending: tuple[str, ...]
+    """uids of the pods waiting for this scheduler, in the engine's job order."""
+
+    @property
+    def complete(self) -> bool:
+        """Every pod of the gang exists (bound or pending), so it can be finished."""
+        return len(self.bound) + len(self.pending) >= self.size
+
+    def describe(self) -> str:
+        return (
+            f"gang {self.job_id} was found partly bound ({len(self.bound)} of {self.size} "
+            f"pods bound, {len(self.pending)} pending)"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Repair:
+    """What to do with the partial gangs of one cycle."""
+
+    finish: tuple[PartialGang, ...] = ()
+    """Gangs whose every pending pod the engine binds in this cycle."""
+    undo: tuple[PartialGang, ...] = ()
+    """Gangs whose bound pods are deleted so the gang is retried whole."""
+
+    def __bool__(self) -> bool:
+        return bool(self.finish or self.undo)
+
+
+def partial_gangs(
+    pending: Iterable[PendingJob],
+    pods: Mapping[str, PodInfo],
+    scheduler_name: str,
+    busy: Collection[str] = (),
+) -> tuple[PartialGang, ...]:
+    """The gangs among the `pending` jobs that also have pods bound by this scheduler,
+    ordered by job id. `busy`: pod uids with a bind or a deletion in flight; a gang with
+    one of those is skipped (the binder's own answers decide it)."""
+    gangs = {
+        job.job_id: job for job in pending if any(_is_gang_pod(pods.get(p.uid)) for p in job.pods)
+    }
+    if not gangs:
+        return ()
+    bound: dict[str, list[PodInfo]] = {}
+    in_flight: set[str] = set()
+    for pod in pods.values():
+        if pod.gang is None:
+            continue
+        job_id = job_id_of(pod)
+        if job_id not in gangs:
+            continue
+        if pod.uid in busy:
+            in_flight.add(job_id)
+        if (
+            pod.assigned
+            and not pod.terminal
+            and not pod.deleting
+            and pod.scheduler_name == scheduler_name
+        ):
+            bound.setdefault(job_id, []).append(pod)
+    found = []
+    for job_id in sorted(bound):
+        if job_id in in_flight:
+            continue
+        job = gangs[job_id]
+        found.append(
+            PartialGang(
+                job_id=job_id,
+                size=job.min_member,
+                bound=tuple(sorted(bound[job_id], key=lambda p: p.name)),
+                pending=tuple(p.uid for p in job.pods),
+            )
+        )
+    return tuple(found)
+
+
+def _is_gang_pod(pod: PodInfo | None) -> bool:
+    return pod is not None and pod.gang is not None
+
+
+def remainders(snapshot: Snapshot, gangs: Iterable[PartialGang]) -> Snapshot:
+    """The snapshot the engine decides on: each complete partial gang's pending pods as
+    a job of their own, all of which must be placed together; incomplete ones are left
+    out (they are undone whatever the engine would say)."""
+    by_job = {g.job_id: g for g in gangs}
+    if not by_job:
+        return snapshot
+    jobs: list[PendingJob] = []
+    for job in snapshot.pending:
+        gang = by_job.get(job.job_id)
+        if gang is None:
+            jobs.append(job)
+        elif gang.complete:
+            jobs.append(dataclasses.replace(job, min_member=len(job.pods)))
+    return dataclasses.replace(snapshot, pending=tuple(jobs))
+
+
+def plan(gangs: Iterable[PartialGang], decisions: Decisions) -> Repair:
+    """Finish the gangs the engine binds whole in this cycle, undo the others."""
+    bound = {b.pod_uid for b in decisions.binds}
+    finish: list[PartialGang] = []
+    undo: list[PartialGang] = []
+    for gang in gangs:
+        if gang.complete and all(uid in bound for uid in gang.pending):
+            finish.append(gang)
+        else:
+            undo.append(gang)
+    return Repair(tuple(finish), tuple(undo))
+
+
+def without_undone(decisions: Decisions, repair: Repair) -> Decisions:
+    """The decisions to carry out: nothing for the remainder of a gang being undone
+    (its pods wait for the gang to be whole again, so they bind nothing, reclaim
+    nothing and hold nothing)."""
+    dropped = {g.job_id for g in repair.undo}
+    if not dropped:
+        return decisions
+    return dataclasses.replace(
+        decisions,
+        binds=tuple(b for b in decisions.binds if b.job_id not in dropped),
+        preemptions=tuple(p for p in decisions.preemptions if p.for_job not in dropped),
+        nominations=tuple(n for n in decisions.nominations if n.job_id not in dropped),
+        explanations={
+            **decisions.explanations,
+            **{
+                g.job_id: f"{g.describe()}; its bound pods are deleted so that it is "
+                "scheduled whole again"
+                for g in repair.undo
+            },
+        },
+    )

@@ -1,0 +1,150 @@
+"""Gangs found partly bound (a scheduler killed between the binds of one gang): found in
+the cache, their rest handed to the real engine, then finished or undone whole."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scheduler import engine
+from scheduler.engine.decisions import Bind, Decisions, Nomination, Preemption
+from scheduler.k8s.cache import NODES, PODS, CacheView, ClusterCache
+from scheduler.k8s.gang_repair import (
+    PartialGang,
+    Repair,
+    partial_gangs,
+    plan,
+    remainders,
+    without_undone,
+)
+from tests.unit.test_k8s_cache import POLICY, node, pod
+
+JOB = "physics/train"
+
+
+def gpus(count: int) -> list[dict[str, Any]]:
+    return [{"name": "c", "resources": {"limits": {"nvidia.com/gpu": str(count)}}}]
+
+
+def gang_pod(name: str, size: int = 3, node_name: str | None = None, **kwargs: Any) -> Any:
+    return pod(
+        name,
+        node_name=node_name,
+        phase="Running" if node_name else "Pending",
+        labels={"fairpool.io/gang": "train"},
+        annotations={"fairpool.io/gang-size": str(size)},
+        containers=gpus(4),
+        **kwargs,
+    )
+
+
+def filler(name: str, node_name: str, count: int) -> Any:
+    return pod(name, node_name=node_name, phase="Running", containers=gpus(count))
+
+
+def view_of(pods: list[Any]) -> CacheView:
+    cache = ClusterCache()
+    cache.replace(NODES, [node("n1"), node("n2")])
+    cache.replace(PODS, pods)
+    return cache.view(POLICY, now=1000.0)
+
+
+def repair_cycle(pods: list[Any], busy: frozenset[str] = frozenset()) -> tuple[Repair, Decisions]:
+    """One leader cycle's repair, as the daemon runs it."""
+    view = view_of(pods)
+    gangs = partial_gangs(view.snapshot.pending, view.pods, "fairpool", busy)
+    decisions = engine.schedule(remainders(view.snapshot, gangs), POLICY)
+    repair = plan(gangs, decisions)
+    return repair, without_undone(decisions, repair)
+
+
+def test_a_partly_bound_gang_is_found_with_its_bound_and_pending_pods() -> None:
+    view = view_of([gang_pod("w1"), gang_pod("w0", node_name="n1"), gang_pod("w2"), pod("solo")])
+    (gang,) = partial_gangs(view.snapshot.pending, view.pods, "fairpool")
+    assert gang.job_id == JOB and gang.size == 3
+    assert [p.name for p in gang.bound] == ["w0"]
+    assert set(gang.pending) == {"uid-w1", "uid-w2"}
+    assert gang.complete
+    assert "gang physics/train was found partly bound (1 of 3 pods bound" in gang.describe()
+
+
+def test_whole_gangs_pending_gangs_and_other_schedulers_pods_are_not_partial() -> None:
+    whole = [gang_pod(f"w{i}", node_name="n1" if i < 2 else "n2") for i in range(3)]
+    pending = [gang_pod(f"w{i}") for i in range(3)]
+    for pods in (whole, pending):
+        view = view_of(pods)
+        assert partial_gangs(view.snapshot.pending, view.pods, "fairpool") == ()
+    # A bound pod of the gang that is being deleted (an undo, a reclaim) holds nothing.
+    deleting = gang_pod("w0", node_name="n1")
+    deleting["metadata"]["deletionTimestamp"] = "2026-11-28T10:05:00Z"
+    view = view_of([deleting, gang_pod("w1"), gang_pod("w2")])
+    assert partial_gangs(view.snapshot.pending, view.pods, "fairpool") == ()
+
+
+def test_rest_of_the_gang_that_fits_is_finished_where_the_engine_places_it() -> None:
+    # w0 holds 4 of n1's 8 GPUs; the other two 4-GPU pods fit next to it and on n2.
+    repair, decisions = repair_cycle(
+        [gang_pod("w0", node_name="n1"), gang_pod("w1"), gang_pod("w2")]
+    )
+    assert [g.job_id for g in repair.finish] == [JOB] and repair.undo == ()
+    binds = {b.pod_uid: b.node for b in decisions.binds}
+    assert set(binds) == {"uid-w1", "uid-w2"}
+    per_node = {"n1": 4}
+    for target in binds.values():
+        per_node[target] = per_node.get(target, 0) + 4
+    assert max(per_node.values()) <= 8, "the bound pod's GPUs are counted"
+
+
+def test_rest_of_the_gang_that_does_not_fit_is_undone_and_decides_nothing() -> None:
+    pods = [
+        gang_pod("w0", node_name="n1"),
+        gang_pod("w1"),
+        gang_pod("w2"),
+        filler("other", "n2", 6),  # 4 + 2 GPUs free: room for one 4-GPU pod, not two
+    ]
+    repair, decisions = repair_cycle(pods)
+    assert repair.finish == () and [g.job_id for g in repair.undo] == [JOB]
+    assert [p.name for p in repair.undo[0].bound] == ["w0"]
+    assert not any(b.job_id == JOB for b in decisions.binds)
+    assert "scheduled whole again" in decisions.explanations[JOB]
+
+
+def test_gang_with_a_pod_missing_is_undone_without_asking_the_engine() -> None:
+    view = view_of([gang_pod("w0", node_name="n1"), gang_pod("w1")])  # w2 is gone
+    gangs = partial_gangs(view.snapshot.pending, view.pods, "fairpool")
+    (gang,) = gangs
+    assert not gang.complete
+    assert JOB not in {j.job_id for j in remainders(view.snapshot, gangs).pending}
+    assert plan(gangs, Decisions()).undo == gangs
+
+
+def test_gang_with_a_bind_or_deletion_in_flight_is_left_to_the_binder() -> None:
+    pods = [gang_pod("w0", node_name="n1"), gang_pod("w1"), gang_pod("w2")]
+    repair, _ = repair_cycle(pods, busy=frozenset({"uid-w1"}))
+    assert not repair
+
+
+def test_repair_is_deterministic_whatever_order_the_pods_come_in() -> None:
+    pods = [
+        gang_pod("w0", node_name="n1"),
+        gang_pod("w1"),
+        gang_pod("w2"),
+        filler("x", "n2", 2),
+    ]
+    first = repair_cycle(pods)
+    for _ in range(3):
+        pods = pods[1:] + pods[:1]
+        assert repair_cycle(pods) == first
+
+
+def test_without_undone_drops_binds_reclaims_and_holds_for_the_undone_gang() -> None:
+    gang = PartialGang(JOB, 3, (), ("uid-w1", "uid-w2"))
+    other = Bind("uid-x", "n1", "uid-x", "physics", "physics", False)
+    decisions = Decisions(
+        binds=(Bind("uid-w1", "n2", JOB, "physics", "physics", False), other),
+        preemptions=(Preemption("uid-v", "uid-v", "lab-bio", "physics", JOB, "r", 20),),
+        nominations=(Nomination(JOB, {"uid-w1": "n2"}),),
+    )
+    kept = without_undone(decisions, Repair(undo=(gang,)))
+    assert kept.binds == (other,)
+    assert kept.preemptions == () and kept.nominations == ()
+    assert without_undone(decisions, Repair()) is decisions

@@ -1,0 +1,57 @@
+"""An informer whose list is refused (401/403/404): an optional resource counts as
+empty, any other keeps the cache as it was and is retried (a kube-apiserver that just
+restarted refuses requests until its RBAC is loaded)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from scheduler.k8s.informer import Informer
+from scheduler.k8s.objects import Obj
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.replaced: list[tuple[str, list[Obj]]] = []
+
+    def replace(self, kind: str, objects: list[Obj]) -> None:
+        self.replaced.append((kind, objects))
+
+    def apply(self, kind: str, event_type: str, obj: Obj) -> None:
+        raise AssertionError("no watch in these tests")
+
+
+def refusing(calls: list[float]) -> Any:
+    def list_function(**_kwargs: Any) -> Any:
+        calls.append(time.monotonic())
+        raise ApiException(status=403, reason="Forbidden")
+
+    return list_function
+
+
+def run_briefly(optional: bool) -> tuple[Informer, Sink, list[float]]:
+    sink, calls, stop = Sink(), [], threading.Event()
+    informer = Informer("pods", refusing(calls), sink, stop, optional=optional)
+    informer.start()
+    time.sleep(1.2)
+    stop.set()
+    informer.join(timeout=5)
+    return informer, sink, calls
+
+
+def test_a_refused_list_of_pods_leaves_the_cache_alone_and_is_retried() -> None:
+    informer, sink, calls = run_briefly(optional=False)
+    assert sink.replaced == [], "no pods is not what the API server said"
+    assert not informer.synced.is_set()
+    assert len(calls) >= 2, "retried after a short backoff"
+
+
+def test_a_refused_list_of_an_optional_resource_counts_as_empty() -> None:
+    informer, sink, calls = run_briefly(optional=True)
+    assert sink.replaced == [("pods", [])]
+    assert informer.synced.is_set() and informer.forbidden
+    assert len(calls) == 1, "looked at again only after the resync period"
