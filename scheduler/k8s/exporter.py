@@ -83,7 +83,7 @@ class _ClusterCollector(Collector):
                 share_gauges[name].add_metric(labels, float(getattr(share, name)))
         yield from share_gauges.values()
         queue = GaugeMetricFamily(
-            "fairpool_queue_depth",
+            "fairpool_pending_pods",
             "Pending pods waiting for fairpool, per member",
             labels=["member"],
         )
