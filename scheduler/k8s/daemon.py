@@ -303,13 +303,16 @@ class Daemon:
                 self.stop()
                 raise TimeoutError(f"informer {informer.kind} did not sync in {sync_timeout}s")
         if self._policy is None:
-            self.stop()
             where = self.policy_configmap
             if self.policy_object is not None:
+                # Say why on the object too (status and event) before giving up.
+                self.policy_object.publish((), leader=True)
+                self.stop()
                 raise InputError(
-                    f"Policy object {self.policy_object.name!r} is missing or holds no valid "
-                    "policy (kubectl describe policy shows why)"
+                    f"Policy object {self.policy_object.name!r} holds no valid policy: "
+                    f"{self.policy_object.refusal or 'it does not exist'}"
                 )
+            self.stop()
             raise InputError(
                 f"policy ConfigMap {where.namespace}/{where.name} is missing or holds no "
                 f"valid policy under key {where.key!r}"

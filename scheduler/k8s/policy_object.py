@@ -172,6 +172,12 @@ class PolicyObject:
                 f"({len(policy.members)} members)",
             )
 
+    @property
+    def refusal(self) -> str:
+        """Why the latest generation was refused ('' when it is in force)."""
+        with self._lock:
+            return self._refusal
+
     def _refuse(self, generation: int, reason: str) -> None:
         self._on_result("rejected")
         version = self.store.current()[0].version if self.store is not None else 0

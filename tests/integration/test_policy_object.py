@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -21,6 +23,7 @@ import yaml
 from kubernetes import client as k8s
 
 from policies.crd import GROUP, PLURAL, VERSION
+from policies.errors import InputError
 from proto.fairpool.v1 import policy_pb2
 from scheduler.api.hosting import serve_daemon_api
 from scheduler.api.policy_store import AuditLog, Origin, PolicyObjectSource, VersionConflict
@@ -30,7 +33,7 @@ from tests.controlplane import ControlPlane
 from tests.controlplane.build import binary_path
 from tests.integration.test_api_daemon import ADMIN, Api
 from tests.integration.test_daemon import H100, Pool, wait_until
-from tests.integration.test_daemon_ha import fast_lease, start_fairpool_run
+from tests.integration.test_daemon_ha import fast_lease
 from tests.unit.test_api_support import TOKEN_FILE
 
 pytestmark = pytest.mark.integration
@@ -67,6 +70,16 @@ def _kubectl(
         text=True,
         timeout=60,
     )
+
+
+def _fairpool_run(plane: ControlPlane, log: Path, *flags: str) -> subprocess.Popen[bytes]:
+    """`fairpool run` finding its credentials in $KUBECONFIG, as kubectl would (no
+    --kubeconfig flag), with the scheduler's identity."""
+    env = {**os.environ, "KUBECONFIG": str(plane.kubeconfig("scheduler"))}
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    command = [str(Path(sys.executable).with_name("fairpool")), "run", *flags]
+    with log.open("ab") as out:
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
 
 
 def _policy_object(pool: Pool, purchased: dict[str, int] | None = None, **member: Any) -> str:
@@ -155,9 +168,8 @@ def test_kubectl_apply_is_taken_or_refused_by_fairpool_run(pool: Pool, tmp_path:
     assert applied.returncode == 0, applied.stderr
     ledger = tmp_path / "ledger.db"
     log = tmp_path / "fairpool.log"
-    process = start_fairpool_run(
+    process = _fairpool_run(
         pool.plane,
-        None,
         log,
         "--policy-object",
         pool.prefix,
@@ -168,6 +180,10 @@ def test_kubectl_apply_is_taken_or_refused_by_fairpool_run(pool: Pool, tmp_path:
         "",
         "--log-format",
         "json",
+        "--metrics-port",
+        "0",
+        "--metrics-address",
+        "127.0.0.1",
     )
     try:
         try:
@@ -378,3 +394,25 @@ def test_healthz_and_readyz_before_and_after_sync(pool: Pool, tmp_path: Path) ->
     code, text = _get(f"{base}/metrics")
     assert code == 200 and "fairpool_policy_version 1.0" in text
     assert _get(f"{base}/healthz")[0] == 200
+
+
+def test_a_policy_refused_at_start_says_why_on_the_object(pool: Pool, tmp_path: Path) -> None:
+    pool.add_member("a")
+    bad = _policy_object(pool, purchased={"TPU-v9": 1})
+    assert _kubectl(pool.plane, "apply", "-f", "-", stdin=bad).returncode == 0
+    daemon = _object_daemon(pool, tmp_path / "ledger.db")
+    with pytest.raises(InputError, match="unknown GPU model 'TPU-v9'"):
+        daemon.start()
+    obj = _object(pool)
+    ready = _ready(obj)
+    assert (ready["status"], ready["reason"]) == ("False", "PolicyRefused")
+    assert "no policy in force" in ready["message"]
+    assert obj["status"]["version"] == 0 and obj["status"]["observedGeneration"] == 1
+    wait_until(
+        lambda: [
+            e
+            for e in pool.core.list_namespaced_event("default").items
+            if e.involved_object.name == pool.prefix and e.reason == "PolicyRefused"
+        ],
+        what="PolicyRefused event",
+    )
