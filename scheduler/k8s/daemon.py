@@ -229,7 +229,7 @@ class Daemon:
                 policy_audit,
                 self.set_policy,
                 self.recorder,
-                on_result=lambda result: self.metrics.policy_reloads.labels(result).inc(),
+                on_result=self._policy_taken_or_refused,
                 status_seconds=self.config.policy_status_seconds,
             )
         self.nomination_writer = NominationWriter(api)
@@ -429,6 +429,13 @@ class Daemon:
                 f"policy {policy.metadata.name} version {policy.version} in use",
             )
         self.set_policy(policy)
+
+    def _policy_taken_or_refused(self, result: str) -> None:
+        """Count it, and run a cycle soon so the leader writes the status at once."""
+        self.metrics.policy_reloads.labels(result).inc()
+        with self._lock:
+            self._policy_changed = True
+        self.cache.changed.set()
 
     def _reload_policy_file(self) -> None:
         if self.policy_file is None:
