@@ -30,7 +30,7 @@ from kubernetes.client.exceptions import ApiException
 
 from policies.crd import GROUP, PLURAL, READY, VERSION, Condition, MemberStatus, PolicyStatus
 from policies.crd import GPUModelShare as GPUModelShareStatus
-from policies.errors import InputError
+from policies.errors import InputError, PolicyError
 from policies.model import Policy
 from scheduler.api.policy_store import (
     AuditLog,
@@ -154,6 +154,11 @@ class PolicyObject:
                 changed = True
             else:
                 changed = self.store.take(text, revision)
+        except PolicyError as exc:
+            # Field paths only: line numbers would count lines of a document the admin
+            # never wrote (the object as the API server serves it).
+            self._refuse(generation, "; ".join(f"{i.path}: {i.message}" for i in exc.issues))
+            return
         except (InputError, VersionConflict, FileNotFoundError, ApiException) as exc:
             self._refuse(generation, str(exc))
             return

@@ -224,7 +224,9 @@ def test_kubectl_apply_is_taken_or_refused_by_fairpool_run(pool: Pool, tmp_path:
         )
         ready = _ready(obj)
         assert ready["reason"] == "PolicyRefused" and ready["observedGeneration"] == 3
-        assert "unknown GPU model 'TPU-v9'" in ready["message"]
+        assert ready["message"].startswith(
+            "generation 3 refused: spec.members[0].purchased.TPU-v9: unknown GPU model 'TPU-v9'"
+        ), ready["message"]
         assert "version 2 stays in force" in ready["message"]
         assert obj["status"]["version"] == 2 and obj["status"]["generationInForce"] == 2
         assert obj["status"]["observedGeneration"] == 3
@@ -248,7 +250,10 @@ def test_kubectl_apply_is_taken_or_refused_by_fairpool_run(pool: Pool, tmp_path:
             lambda: _when(pool, lambda o: _ready(o).get("observedGeneration") == 4),
             what="generation 4 looked at",
         )
-        assert "already claimed by member 'a'" in _ready(obj)["message"]
+        assert (
+            "spec.members[1].namespaces[0]: namespace "
+            f"'{pool.ns('b')}' is already claimed by member 'a'" in _ready(obj)["message"]
+        )
         assert obj["status"]["version"] == 2
 
         # Fixed again: taken as version 3.
