@@ -5,7 +5,8 @@ v1). Its `spec` schema is the pydantic `PolicySpec` turned into a structural Ope
 schema, so the API server refuses what the schema can say (types, enums, minimums,
 patterns, required fields) and the daemon refuses the rest (references between fields,
 duplicate names, fixed shares that do not sum to 1). Its `status` schema is
-`PolicyStatus` below, written by the daemon.
+`PolicyStatus` below, written by the daemon. GPU models and members are lists keyed by
+name, so the API server refuses two entries with one name.
 
 Money (`Decimal`) is a quoted string in policy files ("2.40"); the API server cannot
 express "a number or a string", so such fields are `x-kubernetes-int-or-string` with a
@@ -146,6 +147,16 @@ def schema_of(model: type[BaseModel]) -> dict[str, Any]:
     return dict(_structural(_resolve(raw, raw.get("$defs", {}))))
 
 
+def _keyed_by_name(schema: dict[str, Any], *lists: str) -> dict[str, Any]:
+    """Mark lists of objects as maps keyed by `name`: the API server refuses two entries
+    with one name, and server-side apply merges them by name."""
+    for field in lists:
+        node = schema["properties"][field]
+        node["x-kubernetes-list-type"] = "map"
+        node["x-kubernetes-list-map-keys"] = ["name"]
+    return schema
+
+
 def _printer_columns() -> list[dict[str, Any]]:
     return [
         {
@@ -175,6 +186,14 @@ def _printer_columns() -> list[dict[str, Any]]:
     ]
 
 
+def _status_schema() -> dict[str, Any]:
+    schema = _keyed_by_name(schema_of(PolicyStatus), "members")
+    conditions = schema["properties"]["conditions"]
+    conditions["x-kubernetes-list-type"] = "map"
+    conditions["x-kubernetes-list-map-keys"] = ["type"]
+    return schema
+
+
 def crd() -> dict[str, Any]:
     """The CustomResourceDefinition of the cluster-scoped `Policy`."""
     root = {
@@ -186,8 +205,8 @@ def crd() -> dict[str, Any]:
             "apiVersion": {"type": "string"},
             "kind": {"type": "string"},
             "metadata": {"type": "object"},
-            "spec": schema_of(PolicySpec),
-            "status": schema_of(PolicyStatus),
+            "spec": _keyed_by_name(schema_of(PolicySpec), "gpuModels", "members"),
+            "status": _status_schema(),
         },
     }
     return {

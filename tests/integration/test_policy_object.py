@@ -296,6 +296,9 @@ def test_schema_refuses_what_it_can_say(pool: Pool) -> None:
     bad = json.loads(json.dumps(base))
     bad["spec"]["members"][0]["colour"] = "red"
     cases.append((yaml.safe_dump(bad), 'unknown field "spec.members[0].colour"'))
+    bad = json.loads(json.dumps(base))
+    bad["spec"]["members"].append(dict(bad["spec"]["members"][0]))
+    cases.append((yaml.safe_dump(bad), "spec.members[1]: Duplicate value"))
     for text, field in cases:
         result = _kubectl(pool.plane, "apply", "-f", "-", stdin=text)
         assert result.returncode != 0, f"accepted: {text}"

@@ -91,6 +91,9 @@ def test_schema_says_what_the_model_says() -> None:
         "type": "integer",
     }
     assert member["properties"]["maxGpus"]["nullable"] is True
+    for keyed in (gpu, spec["properties"]["members"]):
+        assert keyed["x-kubernetes-list-type"] == "map"
+        assert keyed["x-kubernetes-list-map-keys"] == ["name"]
     billing = spec["properties"]["billing"]["properties"]
     assert billing["idleCost"]["enum"] == [r.value for r in IdleCostRule]
     split = billing["sharedFixedCosts"]["items"]["properties"]["split"]
