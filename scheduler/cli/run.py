@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 @click.option(
     "--lease-seconds",
     type=click.FloatRange(min=1.0),
-    default=15.0,
+    default=10.0,
     show_default=True,
     help="A standby takes the Lease over once its holder has not renewed it this long "
     "(the failover time after a crash).",
@@ -62,7 +62,7 @@ if TYPE_CHECKING:
 @click.option(
     "--renew-deadline",
     type=click.FloatRange(min=0.5),
-    default=10.0,
+    default=7.0,
     show_default=True,
     help="The leader steps down when it could not renew for this long (< --lease-seconds).",
 )

@@ -125,8 +125,8 @@ class DaemonConfig:
     leader_elect: bool = True
     lease_namespace: str = "fairpool-system"
     lease_name: str = "fairpool-scheduler"
-    lease_seconds: float = 15.0
-    renew_deadline: float = 10.0
+    lease_seconds: float = 10.0
+    renew_deadline: float = 7.0
     retry_seconds: float = 2.0
     cycle_seconds: float = 1.0
     """Longest pause between cycles when nothing changes (time-based effects: grace

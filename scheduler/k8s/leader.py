@@ -35,8 +35,8 @@ class LeaderElector:
         namespace: str,
         name: str,
         identity: str,
-        lease_seconds: float = 15.0,
-        renew_deadline: float = 10.0,
+        lease_seconds: float = 10.0,
+        renew_deadline: float = 7.0,
         retry_seconds: float = 2.0,
         on_change: Callable[[bool], None] | None = None,
     ) -> None:

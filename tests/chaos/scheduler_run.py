@@ -54,9 +54,10 @@ SCHEDULER_USER = "fairpool"
 class ChaosConfig:
     kills: int = 20
     seed: int = 7
-    lease_seconds: float = 8.0
-    renew_deadline: float = 5.0
-    retry_seconds: float = 1.0
+    # fairpool run's own defaults: the failover measured is the one users get.
+    lease_seconds: float = 10.0
+    renew_deadline: float = 7.0
+    retry_seconds: float = 2.0
     bind_workers: int = 2
     """Few bind workers, so a gang's binds take long enough to be killed in the middle."""
     jobs_per_second: float = 0.5
