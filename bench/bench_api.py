@@ -35,7 +35,7 @@ PENDING_PODS = 10_000
 CLIENTS = 50
 LOAD_SECONDS = 15.0
 IDLE_SECONDS = 10.0
-TOKEN = "bench-admin"
+TOKEN = "bench-admin-token-0123456789"
 OWNERS = (
     ("uni-north", "NVIDIA-H100-80GB-HBM3", "uni-north"),
     ("ai-startup", "NVIDIA-H100-80GB-HBM3", "ai-startup-bench"),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from policies.errors import InputError
 from proto.fairpool.v1 import policy_pb2, policy_pb2_grpc
-from scheduler.api.auth import RoleKind, TokenTable, parse_tokens
 from scheduler.api.tls import channel_credentials
 from tests.unit.test_api_support import metadata, running_server
 
@@ -179,39 +176,3 @@ def test_mutual_tls_needs_a_client_certificate_from_the_ca(tmp_path: Path, pki: 
         stranger = channel_credentials(pki.ca.cert, pki.stranger.cert, pki.stranger.key)
         with grpc.secure_channel(target, stranger) as wrong:
             assert _get_policy(wrong) == grpc.StatusCode.UNAVAILABLE
-
-
-def test_token_files_in_yaml_and_csv() -> None:
-    from_yaml = parse_tokens("tokens:\n  - {token: t1, role: admin, name: alice}\n", "f")
-    assert from_yaml[0][1].name == "alice" and from_yaml[0][1].kind is RoleKind.ADMIN
-    plain = parse_tokens("t1: viewer\nt2: 'member:lab-bio'\n", "f")
-    assert [(t, p.role) for t, p in plain] == [("t1", "viewer"), ("t2", "member:lab-bio")]
-    from_csv = parse_tokens("token,role,name\nt1,member:physics,bob\nt2,viewer\n", "f")
-    assert [(t, p.role, p.name) for t, p in from_csv] == [
-        ("t1", "member:physics", "bob"),
-        ("t2", "viewer", "viewer"),
-    ]
-    for bad, message in (
-        ("t1,root\n", "line 1: unknown role 'root'"),
-        ("t1,admin\nt1,viewer\n", "line 2: duplicate token"),
-        ("tokens:\n  - {token: t1}\n", "tokens[0]: needs `token` and `role`"),
-        ("tokens:\n  - {token: t1, role: 'member:'}\n", "unknown role"),
-    ):
-        with pytest.raises(InputError, match=message.replace("[", r"\[").replace("]", r"\]")):
-            parse_tokens(bad, "f")
-
-
-def test_a_rotated_token_file_takes_effect(tmp_path: Path) -> None:
-    path = tmp_path / "tokens.csv"
-    path.write_text("old,admin\n")
-    table = TokenTable(path)
-    table.RECHECK_SECONDS = 0.0
-    assert table.lookup("old") is not None
-    path.write_text("new,viewer\n")
-    os.utime(path, (1, 1))  # a different mtime, whatever the clock resolution
-    assert table.lookup("old") is None
-    found = table.lookup("new")
-    assert found is not None and found.kind is RoleKind.VIEWER
-    path.write_text("broken,nobody\n")
-    os.utime(path, (2, 2))
-    assert table.lookup("new") is not None, "a bad file keeps the last good table"
