@@ -44,12 +44,19 @@ class CallLimits:
 
     @classmethod
     def for_workers(cls, workers: int) -> CallLimits:
-        """Limits that always leave threads for the cheap calls: policy work at most half
-        of the workers, watchers a quarter, simulations two."""
+        """Limits that always leave threads for the cheap calls (policy work at most half
+        of the workers, watchers a quarter, simulations two) and never let one identity
+        take all the slots of a kind."""
+        policy = max(1, workers // 2)
+        watchers = max(1, workers // 4)
+        simulations = max(1, min(2, workers // 4))
         return cls(
-            policy_total=max(1, workers // 2),
-            watchers_total=max(1, workers // 4),
-            simulations_total=max(1, min(2, workers // 4)),
+            policy_per_identity=max(1, min(2, policy // 2)),
+            policy_total=policy,
+            simulations_per_identity=1,
+            simulations_total=simulations,
+            watchers_per_identity=max(1, min(2, watchers // 2)),
+            watchers_total=watchers,
         )
 
     def of(self, kind: str) -> tuple[int, int]:

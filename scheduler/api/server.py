@@ -64,8 +64,9 @@ class ApiConfig:
     """Require client certificates signed by this CA (mutual TLS)."""
     max_receive_bytes: int = 4 * MIB
     max_send_bytes: int = 64 * MIB
-    max_workers: int = 16
-    """Worker threads; a quarter of them at most serve WatchPolicy streams."""
+    max_workers: int = 32
+    """Worker threads; a quarter of them at most serve WatchPolicy streams, half of them
+    at most parse policy documents (see CallLimits.for_workers)."""
     max_concurrent_rpcs: int = 256
     """Beyond this many calls in flight, new ones get RESOURCE_EXHAUSTED at once."""
     refresh_seconds: float = 5.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +16,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from policies.errors import InputError
 from proto.fairpool.v1 import policy_pb2, policy_pb2_grpc
-from scheduler.api.tls import channel_credentials
+from scheduler.api.tls import channel_credentials, is_loopback
 from tests.unit.test_api_support import metadata, running_server
 
 
@@ -176,3 +178,62 @@ def test_mutual_tls_needs_a_client_certificate_from_the_ca(tmp_path: Path, pki: 
         stranger = channel_credentials(pki.ca.cert, pki.stranger.cert, pki.stranger.key)
         with grpc.secure_channel(target, stranger) as wrong:
             assert _get_policy(wrong) == grpc.StatusCode.UNAVAILABLE
+
+
+@pytest.mark.parametrize(
+    ("address", "loopback"),
+    [
+        ("127.0.0.1:50051", True),
+        ("localhost:0", True),
+        ("[::1]:50051", True),
+        ("127.8.9.1:1", True),
+        ("unix:/run/fairpool.sock", True),
+        ("0.0.0.0:50051", False),
+        ("[::]:50051", False),
+        (":50051", False),
+        ("10.0.0.7:50051", False),
+        ("fairpool.example.org:443", False),
+    ],
+)
+def test_loopback_addresses(address: str, loopback: bool) -> None:
+    assert is_loopback(address) is loopback
+
+
+def test_plaintext_outside_loopback_is_refused_unless_asked_for_loudly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with (
+        pytest.raises(InputError, match=r"without TLS.*--insecure-plaintext"),
+        running_server(tmp_path, address="0.0.0.0:0"),
+    ):
+        pass
+    with (
+        caplog.at_level(logging.WARNING),
+        running_server(tmp_path, address="0.0.0.0:0", insecure_plaintext=True) as api,
+    ):
+        assert _get_policy(api.channel) == grpc.StatusCode.OK
+    assert any("INSECURE" in r.getMessage() for r in caplog.records)
+
+
+def test_tls_outside_loopback_needs_no_flag(tmp_path: Path, pki: Pki) -> None:
+    creds = channel_credentials(pki.ca.cert)
+    with running_server(
+        tmp_path, creds, address="0.0.0.0:0", tls_cert=pki.server.cert, tls_key=pki.server.key
+    ) as api:
+        assert _get_policy(api.channel) == grpc.StatusCode.OK
+
+
+def test_the_cli_never_sends_a_token_in_clear_to_another_host() -> None:
+    from click.testing import CliRunner
+
+    from scheduler.cli.main import cli
+
+    runner = CliRunner()
+    args = ["shares", "--server", "192.0.2.1:50051", "--token", "k8Hd9s-Qm2xV7pLr"]
+    refused = runner.invoke(cli, args)
+    assert refused.exit_code == 2
+    assert "refusing to send a bearer token in plaintext" in refused.output
+    assert refused.exception is None or isinstance(refused.exception, SystemExit)
+    allowed = runner.invoke(cli, [*args, "--insecure", "--timeout", "0.5"])
+    assert allowed.exit_code == 1 and "UNAVAILABLE" in allowed.output
+    assert "plaintext connection" in allowed.output
