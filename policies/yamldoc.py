@@ -86,6 +86,18 @@ def _scalar_problem(node: yaml.ScalarNode, loader: Any) -> str | None:
     return None
 
 
+def _error_line(error: yaml.YAMLError, text: str) -> int | None:
+    """The line a YAML error points at: its mark, or for a character the reader refused
+    (a control character), the line of that character's position."""
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    if mark is not None:
+        return int(mark.line) + 1
+    position = getattr(error, "position", None)
+    if isinstance(position, int):
+        return text.count("\n", 0, position) + 1
+    return None
+
+
 def parse_yaml(text: str, source: str) -> tuple[Any, yaml.Node | None]:
     """The plain data and the node tree (for line numbers) of one YAML document."""
     if len(text) > MAX_DOCUMENT_CHARS:
@@ -103,9 +115,9 @@ def parse_yaml(text: str, source: str) -> tuple[Any, yaml.Node | None]:
     except PolicyError:
         raise
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        raise PolicyError(source, [FieldIssue("", f"not valid YAML: {exc}", line)]) from exc
+        raise PolicyError(
+            source, [FieldIssue("", f"not valid YAML: {exc}", _error_line(exc, text))]
+        ) from exc
     except (ValueError, OverflowError, RecursionError) as exc:
         raise PolicyError(source, [FieldIssue("", f"cannot read the document: {exc}")]) from exc
     finally:

@@ -24,6 +24,7 @@ from scheduler.api.whatif import SimulationFailed, WhatIf, trace_from_usage
 from scheduler.engine.decisions import MemberShare
 from scheduler.engine.snapshot import PendingJob, Snapshot
 from scheduler.k8s.daemon import SchedulerView
+from scheduler.traces.csv import read_trace
 
 MAX_PENDING_PAGE = 5000
 MAX_LEDGER_DAYS = 62
@@ -254,6 +255,15 @@ class ShareServicer(share_pb2_grpc.ShareServiceServicer):
             trace_csv = replay
         else:
             abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"source: unknown value {source}")
+        try:
+            # Checked here, before two simulator processes are started for it. Text with
+            # no newline would be taken for a file name: never read a server path.
+            read_trace(
+                trace_csv if "\n" in trace_csv else trace_csv + "\n",
+                members=set(draft.member_names()),
+            )
+        except InputError as exc:
+            abort_input(context, exc)
         check_deadline(context, "simulating")
         current = self._view.policy()
         remaining = context.time_remaining()
