@@ -34,7 +34,9 @@ class CallLimits:
     """Concurrent calls of each kind: per identity (a Principal) and in total."""
 
     policy_per_identity: int = 2
-    policy_total: int = 8
+    policy_total: int = 4
+    """Parsing is CPU-bound (one core, the GIL): more at once adds no throughput, only
+    memory (a policy of the largest size peaks near 80 MiB while it is parsed)."""
     simulations_per_identity: int = 1
     simulations_total: int = 2
     """Each simulation runs two child processes."""
@@ -44,10 +46,10 @@ class CallLimits:
 
     @classmethod
     def for_workers(cls, workers: int) -> CallLimits:
-        """Limits that always leave threads for the cheap calls (policy work at most half
-        of the workers, watchers a quarter, simulations two) and never let one identity
-        take all the slots of a kind."""
-        policy = max(1, workers // 2)
+        """Limits that always leave threads for the cheap calls (policy work at most four
+        and half of the workers, watchers a quarter, simulations two) and never let one
+        identity take all the slots of a kind."""
+        policy = max(1, min(4, workers // 2))
         watchers = max(1, workers // 4)
         simulations = max(1, min(2, workers // 4))
         return cls(
