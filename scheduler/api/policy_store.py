@@ -255,7 +255,8 @@ class FileSource:
     def write(self, text: str, revision: str) -> str:
         with self._locked():
             if self.path.exists() and self.read()[1] != revision:
-                raise VersionConflict(f"{self.path} changed while the policy was applied")
+                # Callers see this message: it says what happened, not where the file is.
+                raise VersionConflict("the stored policy changed while it was applied")
             mode = _mode_of(self.path)
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
             try:
@@ -313,7 +314,7 @@ class ConfigMapSource:
             written = self._api.replace_namespaced_config_map(self.config_map, self.namespace, cm)
         except ApiException as exc:
             if exc.status == 409:
-                raise VersionConflict(f"{self.name} changed while the policy was applied") from exc
+                raise VersionConflict("the stored policy changed while it was applied") from exc
             raise
         return str(written.metadata.resource_version)
 
