@@ -47,9 +47,9 @@ class CallLimits:
     @classmethod
     def for_workers(cls, workers: int) -> CallLimits:
         """Limits that always leave threads for the cheap calls (policy work at most four
-        and half of the workers, watchers a quarter, simulations two) and never let one
-        identity take all the slots of a kind."""
-        policy = max(1, min(4, workers // 2))
+        and a quarter of the workers, watchers a quarter, simulations two) and never let
+        one identity take all the slots of a kind."""
+        policy = max(1, min(4, workers // 4))
         watchers = max(1, workers // 4)
         simulations = max(1, min(2, workers // 4))
         return cls(

@@ -257,3 +257,13 @@ def test_one_member_cannot_lock_every_watcher_out(tmp_path: Path) -> None:
         finally:
             for stream in mine:
                 stream.cancel()
+
+
+@pytest.mark.parametrize("workers", [8, 16, 32, 64])
+def test_default_limits_leave_threads_and_slots_for_others(workers: int) -> None:
+    limits = CallLimits.for_workers(workers)
+    for kind in ("policy documents", "simulations", "policy watchers"):
+        per_identity, total = limits.of(kind)
+        assert per_identity < total or total == per_identity == 1
+    held = limits.policy_total + limits.simulations_total + limits.watchers_total
+    assert held <= workers * 7 // 8, "the cheap calls always keep threads"

@@ -102,7 +102,7 @@ def make_config(folder: Path, **overrides: object) -> ApiConfig:
         "policy_source": FileSource(policy_file),
         "ledger_url": f"sqlite:///{folder / 'ledger.db'}",
         "address": "127.0.0.1:0",
-        "max_workers": 8,
+        "max_workers": 16,
     }
     options.update(overrides)
     return ApiConfig(**options)  # type: ignore[arg-type]
