@@ -2,7 +2,8 @@
 ExplainPending against a server whose scheduler manages 1,000 nodes and 10,000 pending
 pods, while the engine keeps running scheduling cycles in the same process (as in the
 daemon). Reports requests/s, p50/p99 latency, and the engine's cycle time idle and
-under that load.
+under that load. Then ValidatePolicy on policies of 10,000 members and of the most a
+policy may have (`validate_table`, also `python -m bench api_validate`).
 
 The server runs in a child process so that the clients' Python does not share its GIL.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing as mp
+import os
 import random
 import statistics
 import tempfile
@@ -20,12 +22,14 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 import grpc
+import yaml
 from rich.console import Console
 from rich.table import Table
 
-from policies.loader import DEFAULT_POLICY, load_policy
-from policies.model import Policy
-from proto.fairpool.v1 import share_pb2, share_pb2_grpc
+from policies.inventory import load_inventory
+from policies.loader import DEFAULT_POLICY, load_policy, parse_policy
+from policies.model import MAX_MEMBERS, Policy
+from proto.fairpool.v1 import policy_pb2, policy_pb2_grpc, share_pb2, share_pb2_grpc
 from scheduler.api.frozen_view import FrozenClusterView
 from scheduler.engine import schedule
 from scheduler.engine.snapshot import Node, PendingJob, PendingPod, PodSpec, RunningPod, Snapshot
@@ -35,7 +39,7 @@ PENDING_PODS = 10_000
 CLIENTS = 50
 LOAD_SECONDS = 15.0
 IDLE_SECONDS = 10.0
-TOKEN = "bench-admin"
+TOKEN = "bench-admin-token-0123456789"
 OWNERS = (
     ("uni-north", "NVIDIA-H100-80GB-HBM3", "uni-north"),
     ("ai-startup", "NVIDIA-H100-80GB-HBM3", "ai-startup-bench"),
@@ -250,3 +254,89 @@ def run(console: Console) -> None:
         mean = statistics.fmean(durations)
         engine.add_row(phase, str(len(durations)), f"{mean:.2f}", f"{60 / mean:.1f}")
     console.print(engine)
+    validate_table(console)
+
+
+VALIDATE_MEMBERS = (10_000, MAX_MEMBERS)
+VALIDATE_REPEATS = 3
+
+
+def member_heavy_policy(members: int) -> str:
+    """The demo policy with its members followed by `members` more, each with a
+    namespace and a weight (member names of realistic length)."""
+    data = yaml.safe_load(DEFAULT_POLICY.read_text())
+    extra = members - len(data["spec"]["members"])
+    data["spec"]["members"] += [
+        {"name": f"member-{i:05d}", "namespaces": [f"member-{i:05d}-*"], "weight": 1.5}
+        for i in range(extra)
+    ]
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def validate_table(console: Console) -> None:
+    """ValidatePolicy over gRPC on a real server (in this process) for policies of 10,000
+    members and of the most members a policy may have; the local parse beside it is the
+    same work without the network, a second way to the same figure."""
+    from scheduler.api.auth import TokenTable, parse_tokens
+    from scheduler.api.frozen_view import FrozenClusterView
+    from scheduler.api.policy_store import FileSource
+    from scheduler.api.server import ApiConfig, ApiServer
+
+    table = Table(
+        title=f"ValidatePolicy (median of {VALIDATE_REPEATS}; load average "
+        f"{os.getloadavg()[0]:.1f})",
+        title_justify="left",
+    )
+    columns = (
+        "members",
+        "document KiB",
+        "gRPC s",
+        "local parse s",
+        "local parse CPU s",
+        "returned",
+    )
+    for column in columns:
+        table.add_column(column, justify="right")
+    with tempfile.TemporaryDirectory(prefix="fairpool-bench-validate-") as folder:
+        policy_file = Path(folder) / "policy.yaml"
+        policy_file.write_text(DEFAULT_POLICY.read_text())
+        config = ApiConfig(
+            tokens=TokenTable(entries=dict(parse_tokens(f"{TOKEN},admin\n", "bench"))),
+            policy_source=FileSource(policy_file),
+            ledger_url=f"sqlite:///{folder}/ledger.db",
+            address="127.0.0.1:0",
+        )
+        policy = load_policy(DEFAULT_POLICY)
+        view = FrozenClusterView.from_inventory(policy, load_inventory())
+        server = ApiServer(view, config).start()
+        metadata = (("authorization", f"Bearer {TOKEN}"),)
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+                stub = policy_pb2_grpc.PolicyServiceStub(channel)
+                for members in VALIDATE_MEMBERS:
+                    text = member_heavy_policy(members)
+                    remote, local, cpu, returned = [], [], [], 0
+                    for _ in range(VALIDATE_REPEATS):
+                        started = time.perf_counter()
+                        reply = stub.ValidatePolicy(
+                            policy_pb2.ValidatePolicyRequest(yaml=text),
+                            metadata=metadata,
+                            timeout=600,
+                        )
+                        remote.append(time.perf_counter() - started)
+                        returned = len(reply.members)
+                        started, used = time.perf_counter(), time.process_time()
+                        parse_policy(text, "bench")
+                        local.append(time.perf_counter() - started)
+                        cpu.append(time.process_time() - used)
+                    table.add_row(
+                        f"{members:,}",
+                        f"{len(text.encode()) / 1024:,.0f}",
+                        f"{statistics.median(remote):.2f}",
+                        f"{statistics.median(local):.2f}",
+                        f"{statistics.median(cpu):.2f}",
+                        f"{returned:,}",
+                    )
+        finally:
+            server.stop(grace=0.5)
+    console.print(table)

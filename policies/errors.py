@@ -29,5 +29,9 @@ class PolicyError(InputError):
     def __init__(self, source: str, issues: list[FieldIssue]) -> None:
         self.source = source
         self.issues = issues
+        if len(issues) == 1:
+            # One problem reads best on one line: where, then what.
+            super().__init__(f"{source}: {issues[0]}")
+            return
         lines = "\n".join(f"  {i}" for i in issues)
         super().__init__(f"{source}: {len(issues)} error(s)\n{lines}")

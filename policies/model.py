@@ -19,6 +19,33 @@ from pydantic.alias_generators import to_camel
 NonNegInt = Annotated[int, Field(ge=0)]
 PositiveDecimal = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=6)]
 
+# Sane ranges for every number and list of a policy: far beyond any real consortium, and
+# small enough that no arithmetic on them overflows, loses precision or runs for long.
+MAX_MEMBERS = 20_000
+MAX_GPU_MODELS = 256
+MAX_NAMESPACES_PER_MEMBER = 100
+MAX_NAMESPACES = 100_000
+"""Namespace patterns over all members."""
+MAX_GPUS = 10_000_000
+"""Any count of GPUs (purchased, caps, limits)."""
+MAX_WEIGHT = 1_000_000.0
+MAX_GRACE_SECONDS = 86_400
+MAX_MIN_RUNTIME_SECONDS = 30 * 86_400
+MAX_RECLAIMS = 1_000
+MAX_HALF_LIFE_HOURS = 10 * 8_760.0
+MAX_SHARED_FIXED_COSTS = 100
+MAX_VERSION = 2**53
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+NAMESPACE_PATTERN = r"^[a-z0-9]([-a-z0-9*?]*[a-z0-9*?])?$"
+"""A namespace (a DNS-1123 label), or a pattern of one: `*` and `?` after a first literal
+character, so no pattern matches every namespace."""
+LABEL_VALUE = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+"""A Kubernetes label value (GPU models are read from `nvidia.com/gpu.product`)."""
+CURRENCY = r"^[A-Z]{3}$"
+
+GpuCount = Annotated[int, Field(ge=0, le=MAX_GPUS)]
+NamespacePattern = Annotated[str, Field(min_length=1, max_length=63, pattern=NAMESPACE_PATTERN)]
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(
@@ -32,22 +59,24 @@ class _Strict(BaseModel):
 class GPUModel(_Strict):
     """A GPU model as named by `nvidia.com/gpu.product`, with its hourly cost."""
 
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=63, pattern=LABEL_VALUE)
     hourly_cost: PositiveDecimal
-    currency: str = Field(default="EUR", min_length=3, max_length=3)
+    currency: str = Field(default="EUR", pattern=CURRENCY)
 
 
 class Member(_Strict):
     """An organization in the consortium."""
 
-    name: str = Field(min_length=1, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    namespaces: list[str] = Field(default_factory=list)
-    weight: float = Field(default=1.0, gt=0)
-    purchased: dict[str, NonNegInt] = Field(default_factory=dict)
+    name: str = Field(min_length=1, max_length=63, pattern=DNS_LABEL)
+    namespaces: list[NamespacePattern] = Field(
+        default_factory=list, max_length=MAX_NAMESPACES_PER_MEMBER
+    )
+    weight: float = Field(default=1.0, gt=0, le=MAX_WEIGHT, allow_inf_nan=False)
+    purchased: dict[str, GpuCount] = Field(default_factory=dict, max_length=MAX_GPU_MODELS)
     """GPUs bought with money (no hardware), per GPU model: part of the entitlement."""
-    max_gpus: NonNegInt | None = None
+    max_gpus: GpuCount | None = None
     """Hard cap on the GPUs the member may hold at once, over all models."""
-    lending_limit: NonNegInt | None = None
+    lending_limit: GpuCount | None = None
     """At most this many of the member's GPUs may be lent to others at once."""
     checkpointable: bool = False
     """Preempted jobs of this member resume where they stopped instead of from zero."""
@@ -58,16 +87,18 @@ class Member(_Strict):
 
 class SharingRules(_Strict):
     borrowing: bool = True
-    reclaim_grace_period_seconds: NonNegInt = 30
-    min_runtime_seconds: NonNegInt = 0
+    reclaim_grace_period_seconds: int = Field(default=30, ge=0, le=MAX_GRACE_SECONDS)
+    min_runtime_seconds: int = Field(default=0, ge=0, le=MAX_MIN_RUNTIME_SECONDS)
     """A reclaimable pod younger than this is not preempted..."""
     preempt_below_min_runtime: bool = False
     """...unless this is set."""
-    max_reclaims_per_job: NonNegInt | None = 3
+    max_reclaims_per_job: Annotated[int, Field(ge=0, le=MAX_RECLAIMS)] | None = 3
     """A job reclaimed this many times is no longer a victim; beyond its member's
     entitlement it then runs only on nodes whose owners are not likely to want them back
     (a job bigger than that entitlement anywhere there is room). None: no limit."""
-    usage_half_life_hours: float | None = Field(default=None, gt=0)
+    usage_half_life_hours: float | None = Field(
+        default=None, gt=0, le=MAX_HALF_LIFE_HOURS, allow_inf_nan=False
+    )
 
 
 class IdleCostRule(StrEnum):
@@ -86,10 +117,12 @@ class SplitRule(StrEnum):
 class SharedFixedCost(_Strict):
     """A monthly cost of the pool that is not a GPU (network, staff, power, rack space)."""
 
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=200)
     monthly_amount: PositiveDecimal
     split: SplitRule = SplitRule.EQUAL
-    shares: dict[str, Annotated[Decimal, Field(ge=0)]] | None = None
+    shares: dict[str, Annotated[Decimal, Field(ge=0, le=1, max_digits=18)]] | None = Field(
+        default=None, max_length=MAX_MEMBERS
+    )
     """Fractions per member when `split: fixed`; they must sum to 1."""
 
     @model_validator(mode="after")
@@ -105,10 +138,12 @@ class SharedFixedCost(_Strict):
 
 
 class BillingRules(_Strict):
-    time_zone: str = "UTC"
-    currency: str = Field(default="EUR", min_length=3, max_length=3)
+    time_zone: str = Field(default="UTC", min_length=1, max_length=64)
+    currency: str = Field(default="EUR", pattern=CURRENCY)
     idle_cost: IdleCostRule = IdleCostRule.OWNER
-    shared_fixed_costs: list[SharedFixedCost] = Field(default_factory=list)
+    shared_fixed_costs: list[SharedFixedCost] = Field(
+        default_factory=list, max_length=MAX_SHARED_FIXED_COSTS
+    )
 
     @field_validator("time_zone")
     @classmethod
@@ -125,14 +160,14 @@ class BillingRules(_Strict):
 
 
 class Metadata(_Strict):
-    name: str = "fairpool"
-    version: NonNegInt = 0
+    name: str = Field(default="fairpool", min_length=1, max_length=253)
+    version: int = Field(default=0, ge=0, le=MAX_VERSION)
     """Set by the policy store on every applied change; 0 for a file never applied."""
 
 
 class PolicySpec(_Strict):
-    gpu_models: list[GPUModel] = Field(min_length=1)
-    members: list[Member] = Field(min_length=1)
+    gpu_models: list[GPUModel] = Field(min_length=1, max_length=MAX_GPU_MODELS)
+    members: list[Member] = Field(min_length=1, max_length=MAX_MEMBERS)
     sharing: SharingRules = Field(default_factory=SharingRules)
     billing: BillingRules = Field(default_factory=BillingRules)
 
@@ -142,16 +177,21 @@ class PolicySpec(_Strict):
         Kept out of pydantic validators so each one names the offending field, not just
         `spec`, and so they are all reported at once."""
         found: list[tuple[tuple[str | int, ...], str]] = []
-        models = [m.name for m in self.gpu_models]
-        for i, name in enumerate(models):
-            if name in models[:i]:
-                found.append((("gpuModels", i, "name"), f"duplicate GPU model {name!r}"))
-        names = [m.name for m in self.members]
-        for i, name in enumerate(names):
-            if name in names[:i]:
-                found.append((("members", i, "name"), f"duplicate member {name!r}"))
+        # Sets and dicts, not list scans: the cost stays linear in the document's size.
+        models: dict[str, int] = {}
+        for i, gpu in enumerate(self.gpu_models):
+            if gpu.name in models:
+                found.append((("gpuModels", i, "name"), f"duplicate GPU model {gpu.name!r}"))
+            models.setdefault(gpu.name, i)
+        known_models = ", ".join(list(models)[:20])
+        names: set[str] = set()
+        namespaces = 0
         claimed: dict[str, str] = {}
         for i, member in enumerate(self.members):
+            if member.name in names:
+                found.append((("members", i, "name"), f"duplicate member {member.name!r}"))
+            names.add(member.name)
+            namespaces += len(member.namespaces)
             for j, pattern in enumerate(member.namespaces):
                 owner = claimed.setdefault(pattern, member.name)
                 if owner != member.name:
@@ -161,15 +201,18 @@ class PolicySpec(_Strict):
                             f"namespace {pattern!r} is already claimed by member {owner!r}",
                         )
                     )
-        for i, member in enumerate(self.members):
             for model in member.purchased:
                 if model not in models:
                     found.append(
                         (
                             ("members", i, "purchased", model),
-                            f"unknown GPU model {model!r} (known: {', '.join(models)})",
+                            f"unknown GPU model {model!r} (known: {known_models})",
                         )
                     )
+        if namespaces > MAX_NAMESPACES:
+            found.append(
+                (("members",), f"{namespaces:,} namespaces in all, at most {MAX_NAMESPACES:,}")
+            )
         for i, gpu in enumerate(self.gpu_models):
             if gpu.currency != self.billing.currency:
                 found.append(

@@ -1,4 +1,10 @@
-"""YAML documents that remember where every value stands, so errors can name the line."""
+"""YAML documents that remember where every value stands, so errors can name the line.
+
+A document is parsed once (libyaml builds the node tree; the values are constructed from
+that same tree) and bounded before anything walks it: its size, its nesting depth, its
+number of values (aliases counted at every use) and the digits of its integers. So a
+hostile document costs time in proportion to its size and ends in a PolicyError naming
+the line, never in a crash or a runaway."""
 
 from __future__ import annotations
 
@@ -13,16 +19,109 @@ from policies.errors import FieldIssue, PolicyError
 
 M = TypeVar("M", bound=BaseModel)
 
+MAX_DOCUMENT_CHARS = 2 << 20
+"""Characters in one policy or inventory document (2 MiB of ASCII)."""
+MAX_DEPTH = 32
+"""Nesting of mappings and sequences; a policy needs 6."""
+MAX_VALUES = 1_000_000
+"""Values (scalars, mappings, sequences) in one document, aliases counted at every use,
+so an alias bomb is refused before it is expanded."""
+MAX_NUMBER_CHARS = 40
+"""Characters of one integer or float: every number the models accept fits in far
+fewer, and converting a huge integer costs time quadratic in its digits."""
+MAX_ISSUES = 100
+"""Issues listed in one PolicyError; a document with more is broken enough."""
+
+_Loader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_NUMBER_TAGS = frozenset({"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"})
+_SCALAR_TAGS_TO_CHECK = _NUMBER_TAGS | {"tag:yaml.org,2002:timestamp"}
+
+
+def _line(node: yaml.Node) -> int:
+    return int(node.start_mark.line) + 1
+
+
+def _bound_tree(root: yaml.Node, loader: Any, source: str) -> None:
+    """Refuse a node tree too deep, too big, or with a number that is too long or that
+    cannot be constructed (a date before year 1), naming the line. Iterative, so depth
+    cannot exhaust the stack; aliases are walked at every use so they are counted."""
+    issues: list[FieldIssue] = []
+    stack: list[tuple[yaml.Node, tuple[str | int, ...]]] = [(root, ())]
+    seen = 0
+    while stack and len(issues) < MAX_ISSUES:
+        node, path = stack.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            message = f"more than {MAX_VALUES:,} values (aliases count at each use)"
+            issues.append(FieldIssue(format_path(path), message, _line(node)))
+            break
+        if isinstance(node, yaml.ScalarNode):
+            if node.tag in _SCALAR_TAGS_TO_CHECK:
+                problem = _scalar_problem(node, loader)
+                if problem:
+                    issues.append(FieldIssue(format_path(path), problem, _line(node)))
+            continue
+        if len(path) >= MAX_DEPTH:
+            message = f"nested deeper than {MAX_DEPTH} levels"
+            issues.append(FieldIssue(format_path(path), message, _line(node)))
+            break
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((child, (*path, i)) for i, child in enumerate(node.value))
+        elif isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                name = key.value if isinstance(key, yaml.ScalarNode) else "<key>"
+                stack.append((key, (*path, name)))
+                stack.append((value, (*path, name)))
+    if issues:
+        raise PolicyError(source, issues)
+
+
+def _scalar_problem(node: yaml.ScalarNode, loader: Any) -> str | None:
+    if node.tag in _NUMBER_TAGS and len(node.value) > MAX_NUMBER_CHARS:
+        return f"number with more than {MAX_NUMBER_CHARS} characters"
+    try:
+        loader.construct_object(node)
+    except (ValueError, OverflowError, yaml.YAMLError) as exc:
+        return f"cannot read {node.value[:40]!r}: {exc}"
+    return None
+
+
+def _error_line(error: yaml.YAMLError, text: str) -> int | None:
+    """The line a YAML error points at: its mark, or for a character the reader refused
+    (a control character), the line of that character's position."""
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    if mark is not None:
+        return int(mark.line) + 1
+    position = getattr(error, "position", None)
+    if isinstance(position, int):
+        return text.count("\n", 0, position) + 1
+    return None
+
 
 def parse_yaml(text: str, source: str) -> tuple[Any, yaml.Node | None]:
     """The plain data and the node tree (for line numbers) of one YAML document."""
+    if len(text) > MAX_DOCUMENT_CHARS:
+        raise PolicyError(
+            source,
+            [FieldIssue("", f"document longer than {MAX_DOCUMENT_CHARS:,} characters", None)],
+        )
+    loader = _Loader(text)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        if node is None:
+            return None, None
+        _bound_tree(node, loader, source)
+        data = loader.construct_document(node)
+    except PolicyError:
+        raise
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        raise PolicyError(source, [FieldIssue("", f"not valid YAML: {exc}", line)]) from exc
+        raise PolicyError(
+            source, [FieldIssue("", f"not valid YAML: {exc}", _error_line(exc, text))]
+        ) from exc
+    except (ValueError, OverflowError, RecursionError) as exc:
+        raise PolicyError(source, [FieldIssue("", f"cannot read the document: {exc}")]) from exc
+    finally:
+        loader.dispose()
     return data, node
 
 
@@ -78,16 +177,26 @@ def validate_document(model: type[M], text: str, source: str) -> M:
             elif err["type"] == "missing":
                 message = "required field is missing"
             issues.append(FieldIssue(format_path(loc), message, line_of(node, loc)))
-        raise PolicyError(source, issues) from exc
+        raise PolicyError(source, _capped(issues)) from exc
     checker = getattr(document, "reference_issues", None)
     if checker is not None:
         found = checker()
         if found:
             raise PolicyError(
                 source,
-                [FieldIssue(format_path(loc), msg, line_of(node, loc)) for loc, msg in found],
+                _capped(
+                    [FieldIssue(format_path(loc), msg, line_of(node, loc)) for loc, msg in found]
+                ),
             )
     return document
+
+
+def _capped(issues: list[FieldIssue]) -> list[FieldIssue]:
+    """The first MAX_ISSUES issues and, when there were more, one saying how many."""
+    if len(issues) <= MAX_ISSUES:
+        return issues
+    more = len(issues) - MAX_ISSUES
+    return [*issues[:MAX_ISSUES], FieldIssue("", f"... and {more:,} more error(s)")]
 
 
 def load_document(model: type[M], path: str | Path) -> M:
@@ -97,4 +206,7 @@ def load_document(model: type[M], path: str | Path) -> M:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise PolicyError(str(file), [FieldIssue("", f"cannot read: {exc.strerror}")]) from exc
+    except UnicodeDecodeError as exc:
+        issue = FieldIssue("", f"not UTF-8 text (byte {exc.start}: {exc.reason})")
+        raise PolicyError(str(file), [issue]) from exc
     return validate_document(model, text, str(file))

@@ -9,10 +9,12 @@ effect without a restart.
 
 from __future__ import annotations
 
-import contextlib
+import collections
 import csv
 import hashlib
 import io
+import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -25,6 +27,9 @@ import grpc
 import yaml
 
 from policies.errors import InputError
+from scheduler.api.guard import Guard
+
+log = logging.getLogger(__name__)
 
 
 class RoleKind(StrEnum):
@@ -62,37 +67,74 @@ def parse_role(text: str, where: str) -> tuple[RoleKind, str | None]:
     raise InputError(f"{where}: unknown role {text!r} (admin, viewer or member:<name>)")
 
 
+MIN_TOKEN_CHARS = 16
+MAX_TOKEN_CHARS = 512
+TOKEN_CHARS = re.compile(r"^[A-Za-z0-9._~+/=-]+$")
+"""The characters of an RFC 6750 bearer token: nothing a header would mangle."""
+_QUOTED = ("'", '"')
+
+
 def _digest(token: str) -> bytes:
     # Tokens are looked up by hash so that the table never holds them in clear and a
     # lookup does not compare secrets byte by byte.
     return hashlib.sha256(token.encode()).digest()
 
 
+class TokensUnavailable(Exception):
+    """The token file could not be reloaded and the server is failing closed."""
+
+
 class TokenTable:
-    """Bearer token -> Principal, from a file, re-read when the file changes."""
+    """Bearer token -> Principal, from a file, re-read when its content changes.
+
+    A reload that fails (the file deleted, unreadable or invalid) is logged and counted,
+    and by default ends every old token's access (fail closed): a revoked token must not
+    keep working because the file that revoked it has a typo. With
+    `keep_on_reload_error` the last good table stays in force instead."""
 
     RECHECK_SECONDS = 2.0
 
-    def __init__(self, path: Path | None = None, entries: Mapping[str, Principal] | None = None):
+    def __init__(
+        self,
+        path: Path | None = None,
+        entries: Mapping[str, Principal] | None = None,
+        *,
+        keep_on_reload_error: bool = False,
+    ):
         self._path = path
+        self.keep_on_reload_error = keep_on_reload_error
         self._lock = threading.Lock()
         self._by_digest: dict[bytes, Principal] = {}
-        self._mtime: float | None = None
-        self._checked = 0.0
+        self._content: bytes | None = None
+        self._checked = time.monotonic()
+        self._failure: str | None = None
+        self.reloads: collections.Counter[str] = collections.Counter()
+        """Reloads after the first load, by result (`ok`, `error`), for /metrics."""
         if entries is not None:
             self._by_digest = {_digest(t): p for t, p in entries.items()}
         if path is not None:
-            self._load()
+            content = self._read()
+            self._by_digest = self._parse(content)
+            self._content = content
 
-    def _load(self) -> None:
+    @property
+    def failure(self) -> str | None:
+        """Why the last reload failed, while it stays failed; None when in order."""
+        return self._failure
+
+    def _read(self) -> bytes:
         assert self._path is not None
         try:
-            stat = self._path.stat()
-            text = self._path.read_text(encoding="utf-8")
+            return self._path.read_bytes()
         except OSError as exc:
             raise InputError(f"{self._path}: cannot read token file: {exc.strerror}") from exc
-        self._by_digest = {_digest(t): p for t, p in parse_tokens(text, str(self._path))}
-        self._mtime = stat.st_mtime
+
+    def _parse(self, content: bytes) -> dict[bytes, Principal]:
+        try:
+            text = content.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{self._path}: not UTF-8 text (byte {exc.start})") from exc
+        return {_digest(t): p for t, p in parse_tokens(text, str(self._path))}
 
     def _maybe_reload(self) -> None:
         now = time.monotonic()
@@ -100,18 +142,60 @@ class TokenTable:
             return
         self._checked = now
         try:
-            mtime = self._path.stat().st_mtime
-        except OSError:
-            return  # keep the last good table while a Secret is being swapped
-        if mtime != self._mtime:
-            # A half-written or bad file: keep serving with the last good table.
-            with contextlib.suppress(InputError):
-                self._load()
+            content = self._read()
+            if content == self._content and self._failure is None:
+                return
+            table = self._parse(content)
+        except InputError as exc:
+            self._reload_failed(str(exc))
+            return
+        self._by_digest, self._content = table, content
+        self.reloads["ok"] += 1
+        if self._failure is not None:
+            log.warning(
+                "token file %s is valid again: serving its %d tokens", self._path, len(table)
+            )
+        else:
+            log.info("token file %s reloaded: %d tokens", self._path, len(table))
+        self._failure = None
+
+    def _reload_failed(self, reason: str) -> None:
+        self.reloads["error"] += 1
+        if reason != self._failure:
+            # Logged once per distinct failure, not at every recheck.
+            outcome = (
+                "keeping the previous tokens (--keep-tokens-on-reload-error)"
+                if self.keep_on_reload_error
+                else "refusing every call until it is fixed"
+            )
+            log.error("cannot reload the token file: %s; %s", reason, outcome)
+        self._failure = reason
 
     def lookup(self, token: str) -> Principal | None:
+        """The token's principal; raises TokensUnavailable while failing closed."""
         with self._lock:
             self._maybe_reload()
+            if self._failure is not None and not self.keep_on_reload_error:
+                raise TokensUnavailable(self._failure)
             return self._by_digest.get(_digest(token))
+
+
+def check_token(token: str | None, where: str, read_as: str = "") -> str:
+    """`token` when it is a usable bearer token, else an InputError saying why (never
+    quoting the token). In YAML it must be a quoted string: unquoted, `~` is null and
+    `012345` an octal number; `read_as` says what YAML read when it was not."""
+    if token is None or read_as:
+        raise InputError(
+            f"{where}: the token must be a quoted string, YAML read {read_as or 'nothing'}: "
+            'write token: "..."'
+        )
+    if len(token) < MIN_TOKEN_CHARS:
+        raise InputError(f"{where}: token shorter than {MIN_TOKEN_CHARS} characters")
+    if len(token) > MAX_TOKEN_CHARS:
+        raise InputError(f"{where}: token longer than {MAX_TOKEN_CHARS} characters")
+    if not TOKEN_CHARS.match(token):
+        raise InputError(f"{where}: token has characters other than A-Z a-z 0-9 . _ ~ + / = -")
+    return token
 
 
 def parse_tokens(text: str, source: str) -> list[tuple[str, Principal]]:
@@ -123,14 +207,14 @@ def parse_tokens(text: str, source: str) -> list[tuple[str, Principal]]:
     out: list[tuple[str, Principal]] = []
     seen: set[str] = set()
     for where, token, role, name in rows:
-        if not token:
-            raise InputError(f"{where}: empty token")
         if token in seen:
             raise InputError(f"{where}: duplicate token")
         seen.add(token)
         kind, member = parse_role(role, where)
         default_name = f"member:{member}" if member else str(kind)
         out.append((token, Principal(name or default_name, kind, member)))
+    if not out:
+        raise InputError(f"{source}: no tokens: the API would refuse every call")
     return out
 
 
@@ -145,30 +229,70 @@ def _csv_rows(text: str, source: str) -> Iterable[tuple[str, str, str, str]]:
             continue
         if len(cells) not in (2, 3):
             raise InputError(f"{where}: expected token,role[,name], got {len(cells)} fields")
-        yield where, cells[0], cells[1], cells[2] if len(cells) == 3 else ""
+        yield where, check_token(cells[0], where), cells[1], cells[2] if len(cells) == 3 else ""
+
+
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
+def _scalar(node: yaml.Node | None) -> tuple[str | None, str]:
+    """(text, "") of a quoted string scalar, else (None or the text, what YAML read
+    instead: "null", "int", "an unquoted string", a list...)."""
+    if node is None:
+        return None, "nothing"
+    if not isinstance(node, yaml.ScalarNode):
+        return None, "a " + type(node).__name__.removesuffix("Node").lower()
+    if node.tag != _STR_TAG:
+        return None, node.tag.rsplit(":", 1)[-1]
+    return node.value, "" if node.style in _QUOTED else "an unquoted string"
+
+
+def _text(node: yaml.Node | None, where: str, what: str) -> str:
+    if node is None:
+        return ""
+    value, read_as = _scalar(node)
+    if value is None:
+        raise InputError(f"{where}: {what} must be a string, YAML read {read_as}")
+    return value
 
 
 def _yaml_rows(text: str, source: str) -> Iterable[tuple[str, str, str, str]]:
+    # The node tree, not the loaded data: an unquoted `token: 012345` or `token: ~`
+    # would load as a number or None, and must be refused with its line, not converted.
     try:
-        data: Any = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except (yaml.YAMLError, RecursionError) as exc:
         raise InputError(f"{source}: not valid YAML or CSV: {exc}") from exc
-    if isinstance(data, dict) and "tokens" in data:
-        data = data["tokens"]
-    if isinstance(data, dict):
-        for token, role in data.items():
-            yield f"{source}: token for {role!r}", str(token), str(role), ""
-        return
-    if not isinstance(data, list):
+    if isinstance(root, yaml.MappingNode):
+        keys = {k.value: v for k, v in root.value if isinstance(k, yaml.ScalarNode)}
+        if "tokens" in keys:
+            root = keys["tokens"]
+        else:
+            for key, role in root.value:
+                where = f"{source}: line {key.start_mark.line + 1}"
+                token, read_as = _scalar(key)
+                yield where, check_token(token, where, read_as), _text(role, where, "role"), ""
+            return
+    if not isinstance(root, yaml.SequenceNode):
         raise InputError(f"{source}: expected `tokens:` with a list of {{token, role, name}}")
-    for i, entry in enumerate(data):
-        where = f"{source}: tokens[{i}]"
-        if not isinstance(entry, dict) or "token" not in entry or "role" not in entry:
+    for entry in root.value:
+        where = f"{source}: line {entry.start_mark.line + 1}"
+        if not isinstance(entry, yaml.MappingNode):
             raise InputError(f"{where}: needs `token` and `role`")
-        unknown = set(entry) - {"token", "role", "name"}
+        fields = {k.value: v for k, v in entry.value if isinstance(k, yaml.ScalarNode)}
+        if "token" not in fields or "role" not in fields:
+            raise InputError(f"{where}: needs `token` and `role`")
+        unknown = set(fields) - {"token", "role", "name"}
         if unknown:
             raise InputError(f"{where}: unknown field(s) {sorted(unknown)}")
-        yield where, str(entry["token"]), str(entry["role"]), str(entry.get("name") or "")
+        token_where = f"{source}: line {fields['token'].start_mark.line + 1}"
+        token, read_as = _scalar(fields["token"])
+        yield (
+            where,
+            check_token(token, token_where, read_as),
+            _text(fields["role"], where, "role"),
+            _text(fields.get("name"), where, "name"),
+        )
 
 
 def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
@@ -201,6 +325,11 @@ METHOD_ROLES: dict[str, frozenset[RoleKind]] = {
     "/fairpool.v1.UsageService/GetReport": _ALL,
 }
 
+TOKENS_UNAVAILABLE = (
+    "the server cannot reload its token file: every call is refused until an "
+    "administrator repairs it"
+)
+
 # Probes and tooling need these without a token; they reveal no member data.
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
@@ -217,7 +346,10 @@ class Authenticator:
 
     def caller(self, context: grpc.ServicerContext) -> Principal:
         """The caller of the current RPC (the interceptor has already let it in)."""
-        principal = self.principal(context.invocation_metadata())
+        try:
+            principal = self.principal(context.invocation_metadata())
+        except TokensUnavailable:
+            context.abort(grpc.StatusCode.UNAVAILABLE, TOKENS_UNAVAILABLE)
         if principal is None:
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or unknown bearer token")
         assert principal is not None
@@ -242,10 +374,13 @@ def _refusal(
 
 class AuthInterceptor(grpc.ServerInterceptor):
     """UNAUTHENTICATED without a known bearer token; PERMISSION_DENIED for a role the
-    method's entry in METHOD_ROLES does not list."""
+    method's entry in METHOD_ROLES does not list; UNAVAILABLE while the token file cannot
+    be reloaded (failing closed). A call let in runs inside the guard: its identity's
+    slots and the catch-all."""
 
-    def __init__(self, authenticator: Authenticator) -> None:
+    def __init__(self, authenticator: Authenticator, guard: Guard | None = None) -> None:
         self._auth = authenticator
+        self._guard = guard
 
     def intercept_service(
         self,
@@ -256,9 +391,12 @@ class AuthInterceptor(grpc.ServerInterceptor):
         method = handler_call_details.method  # type: ignore[attr-defined]
         if handler is None or method.startswith(OPEN_PREFIXES):
             return handler
-        principal = self._auth.principal(
-            handler_call_details.invocation_metadata  # type: ignore[attr-defined]
-        )
+        try:
+            principal = self._auth.principal(
+                handler_call_details.invocation_metadata  # type: ignore[attr-defined]
+            )
+        except TokensUnavailable:
+            return _refusal(handler, grpc.StatusCode.UNAVAILABLE, TOKENS_UNAVAILABLE)
         if principal is None:
             return _refusal(
                 handler, grpc.StatusCode.UNAUTHENTICATED, "missing or unknown bearer token"
@@ -269,4 +407,6 @@ class AuthInterceptor(grpc.ServerInterceptor):
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"role {principal.role} may not call {method.rsplit('/', 1)[-1]}",
             )
-        return handler
+        if self._guard is None:
+            return handler
+        return self._guard.wrap(handler, method, principal, principal.name)

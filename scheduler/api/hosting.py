@@ -34,17 +34,21 @@ def serve_daemon_api(
     *,
     tokens: Path,
     ledger_url: str,
-    listen: str = "0.0.0.0:50051",
+    listen: str = "127.0.0.1:50051",
+    keep_tokens_on_reload_error: bool = False,
     **options: Any,
 ) -> ApiServer:
     """Start the API on a running daemon; `options` are further ApiConfig fields (TLS
-    files, limits). The caller stops it with `.stop()` before stopping the daemon."""
+    files, limits, insecure_plaintext). Its own series (token reloads, refused calls) go
+    to the daemon's /metrics. The caller stops it with `.stop()` before stopping the
+    daemon."""
     config = ApiConfig(
-        tokens=TokenTable(tokens),
+        tokens=TokenTable(tokens, keep_on_reload_error=keep_tokens_on_reload_error),
         policy_source=daemon_policy_source(daemon, api),
         ledger_url=ledger_url,
         policy_store=daemon.policy_object.store if daemon.policy_object is not None else None,
         address=listen,
+        registry=daemon.metrics.registry,
         **options,
     )
     return ApiServer(daemon, config).start()

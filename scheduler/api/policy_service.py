@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 
 import grpc
@@ -16,6 +15,7 @@ from scheduler.api.auth import Authenticator, Principal, RoleKind
 from scheduler.api.errors import abort, abort_input, check_deadline
 from scheduler.api.policy_store import (
     PolicyStore,
+    StoredPolicyBroken,
     StoredVersion,
     VersionConflict,
     member_version,
@@ -26,6 +26,13 @@ from scheduler.k8s.daemon import SchedulerView
 
 WATCH_POLL_SECONDS = 1.0
 """How often a watcher wakes up to notice a cancelled call or a passed deadline."""
+MAX_COMMENT_CHARS = 4096
+"""An ApplyPolicy comment says why; it is kept with every version and listed often."""
+MAX_PAGE = 500
+PAGE_BYTES = 8 << 20
+"""ListPolicyVersions stops adding versions once their stored text passes this many
+bytes (always returning at least one), so a page fits any client's message limit; the
+caller asks for the rest with `before_version` set to the oldest version it got."""
 
 
 def share_changes(
@@ -57,9 +64,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         view: SchedulerView,
         auth: Authenticator,
         compute_shares: Callable[..., tuple[MemberShare, ...]],
-        max_watchers: int = 4,
     ) -> None:
-        self._watchers = threading.BoundedSemaphore(max_watchers)
         self._store = store
         self._view = view
         self._auth = auth
@@ -69,10 +74,17 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         self, principal: Principal, entry: StoredVersion, with_document: bool = True
     ) -> policy_pb2.PolicyVersion:
         """A policy version as the caller may read it: a member sees the shared rules and
-        its own entry, not the other members' (nor their changes in the diff)."""
+        its own entry, not the other members' (nor their changes in the diff, nor the
+        free-text comment, which may speak of them)."""
         if principal.kind is RoleKind.MEMBER and principal.member is not None:
             previous = self._store.audit.get(entry.version - 1)
-            entry = member_version(entry, principal.member, previous)
+            entry = member_version(
+                entry,
+                principal.member,
+                previous,
+                self._store.parsed(entry),
+                self._store.parsed(previous) if previous is not None else None,
+            )
         return messages.policy_version(entry, with_document)
 
     def _parse(self, text: str, context: grpc.ServicerContext) -> Policy:
@@ -109,6 +121,12 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     ) -> policy_pb2.ApplyPolicyResponse:
         if request.expected_version < 0:
             abort(context, grpc.StatusCode.INVALID_ARGUMENT, "expected_version: must be >= 0")
+        if len(request.comment) > MAX_COMMENT_CHARS:
+            abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"comment: at most {MAX_COMMENT_CHARS:,} characters, got {len(request.comment):,}",
+            )
         author = self._auth.caller(context).name
         draft = self._parse(request.yaml, context)
         base, current = self._store.current()
@@ -136,6 +154,8 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             )
         except VersionConflict as exc:
             abort(context, grpc.StatusCode.ABORTED, f"{exc}: get the policy again and reapply")
+        except StoredPolicyBroken as exc:
+            abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         response.applied.CopyFrom(messages.policy_version(entry))
         response.diff = entry.diff
         return response
@@ -145,11 +165,21 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     ) -> policy_pb2.ListPolicyVersionsResponse:
         if request.page_size < 0 or request.before_version < 0:
             abort(context, grpc.StatusCode.INVALID_ARGUMENT, "page_size, before_version: >= 0")
-        limit = min(request.page_size or 50, 500)
+        limit = min(request.page_size or 50, MAX_PAGE)
         entries = self._store.audit.list(limit=limit, before=request.before_version or None)
         principal = self._auth.caller(context)
+        page: list[StoredVersion] = []
+        size = 0
+        for entry in entries:
+            # Sized on the stored text, before any member view is built: a member's view
+            # is never bigger, and a page past the budget costs nothing.
+            size += len(entry.diff) + len(entry.comment) + len(entry.author)
+            size += 0 if request.omit_yaml else len(entry.document)
+            if page and size > PAGE_BYTES:
+                break
+            page.append(entry)
         return policy_pb2.ListPolicyVersionsResponse(
-            versions=[self._readable(principal, e, not request.omit_yaml) for e in entries]
+            versions=[self._readable(principal, e, not request.omit_yaml) for e in page]
         )
 
     def WatchPolicy(
@@ -157,21 +187,12 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     ) -> Iterator[policy_pb2.PolicyVersion]:
         if request.since_version < 0:
             abort(context, grpc.StatusCode.INVALID_ARGUMENT, "since_version: must be >= 0")
-        # A watcher holds a worker thread for as long as it watches: without a cap, a few
-        # watchers would leave no thread for anything else.
-        if not self._watchers.acquire(blocking=False):
-            abort(
-                context,
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                "too many policy watchers: try again later",
-            )
-        try:
-            # Notice a cancelled or timed-out call at once, not at the next poll.
-            context.add_callback(self._store.wake)
-            principal = self._auth.caller(context)
-            yield from self._watch(request.since_version, principal, context)
-        finally:
-            self._watchers.release()
+        # A watcher holds a worker thread for as long as it watches: the guard bounds
+        # watchers per identity and in total (scheduler/api/guard.py).
+        # Notice a cancelled or timed-out call at once, not at the next poll.
+        context.add_callback(self._store.wake)
+        principal = self._auth.caller(context)
+        yield from self._watch(request.since_version, principal, context)
 
     def _watch(
         self, since: int, principal: Principal, context: grpc.ServicerContext

@@ -11,12 +11,14 @@ a watch to `take()`) and recorded with origin "external".
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import difflib
 import fcntl
 import hashlib
 import os
+import stat
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -32,6 +34,7 @@ from sqlalchemy.exc import IntegrityError
 
 from policies.crd import GROUP, PLURAL
 from policies.crd import VERSION as CRD_VERSION
+from policies.errors import PolicyError
 from policies.loader import parse_policy
 from policies.model import Policy
 from reports.ledger import migrate
@@ -41,6 +44,21 @@ from reports.ledger.schema import policy_versions
 
 class VersionConflict(Exception):
     """The policy changed since the version the caller based its change on."""
+
+
+class StoredPolicyBroken(Exception):
+    """The policy source holds a document that cannot be read or is not a valid policy
+    (edited by hand, a bad GitOps commit). The API keeps serving the last good version,
+    and an admin repairs the source with ApplyPolicy without an expected version. The
+    message names the problem, not where the source is kept on the server."""
+
+    def __init__(self, problem: str, revision: str) -> None:
+        self.revision = revision
+        super().__init__(
+            f"the stored policy is broken ({problem}); the last good version stays in "
+            "force. Repair it with ApplyPolicy (an admin, with a valid document and no "
+            "expected version)"
+        )
 
 
 class Origin(StrEnum):
@@ -93,14 +111,22 @@ def member_document(policy: Policy, member: str, version: int | None) -> str:
 
 
 def member_version(
-    entry: StoredVersion, member: str, previous: StoredVersion | None
+    entry: StoredVersion,
+    member: str,
+    previous: StoredVersion | None,
+    policy: Policy | None = None,
+    old: Policy | None = None,
 ) -> StoredVersion:
-    """`entry` as `member` may read it: its document and diff in the member's view."""
-    policy = parse_policy(entry.document, f"policy version {entry.version}")
+    """`entry` as `member` may read it: its document and diff in the member's view, and
+    no comment (free text about a change may speak of other members). `policy` and
+    `old` are the parsed documents of `entry` and `previous` when the caller has them."""
+    if policy is None:
+        policy = parse_policy(entry.document, f"policy version {entry.version}")
     after = member_document(policy, member, None).splitlines(keepends=True)
     before: list[str] = []
     if previous is not None:
-        old = parse_policy(previous.document, f"policy version {previous.version}")
+        if old is None:
+            old = parse_policy(previous.document, f"policy version {previous.version}")
         before = member_document(old, member, None).splitlines(keepends=True)
     diff = "".join(
         difflib.unified_diff(
@@ -108,7 +134,7 @@ def member_version(
         )
     )
     return dataclasses.replace(
-        entry, document=member_document(policy, member, entry.version), diff=diff
+        entry, document=member_document(policy, member, entry.version), diff=diff, comment=""
     )
 
 
@@ -229,9 +255,14 @@ class FileSource:
     def write(self, text: str, revision: str) -> str:
         with self._locked():
             if self.path.exists() and self.read()[1] != revision:
-                raise VersionConflict(f"{self.path} changed while the policy was applied")
+                # Callers see this message: it says what happened, not where the file is.
+                raise VersionConflict("the stored policy changed while it was applied")
+            mode = _mode_of(self.path)
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
             try:
+                # mkstemp makes the file 0600: keep the mode the file had (or a new
+                # file's usual mode), so readers such as the daemon can still read it.
+                os.fchmod(fd, mode)
                 with os.fdopen(fd, "w", encoding="utf-8") as handle:
                     handle.write(text)
                 os.replace(tmp, self.path)
@@ -240,6 +271,16 @@ class FileSource:
                     os.unlink(tmp)
                 raise
         return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _mode_of(path: Path) -> int:
+    """The permission bits of `path`, or those a new file gets under the umask."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 class ConfigMapSource:
@@ -273,7 +314,7 @@ class ConfigMapSource:
             written = self._api.replace_namespaced_config_map(self.config_map, self.namespace, cm)
         except ApiException as exc:
             if exc.status == 409:
-                raise VersionConflict(f"{self.name} changed while the policy was applied") from exc
+                raise VersionConflict("the stored policy changed while it was applied") from exc
             raise
         return str(written.metadata.resource_version)
 
@@ -350,6 +391,17 @@ def _named(policy: Policy, name: str | None) -> Policy:
     return policy.model_copy(update={"metadata": policy.metadata.model_copy(update={"name": name})})
 
 
+PARSED_CHARS = 64 << 20
+"""Document text behind the parsed policies a store keeps (a few hundred MB of objects
+at most); typical policies are a few KB, so every version stays parsed."""
+
+
+def _first_issues(error: PolicyError, count: int = 3) -> str:
+    shown = "; ".join(str(i) for i in error.issues[:count])
+    more = len(error.issues) - count
+    return shown + (f"; and {more} more" if more > 0 else "")
+
+
 class PolicyStore:
     """The current policy, its versions, and waiting for new ones."""
 
@@ -369,6 +421,9 @@ class PolicyStore:
         self._current: StoredVersion
         self._policy: Policy
         self._revision = ""
+        self._parsed: collections.OrderedDict[int, Policy] = collections.OrderedDict()
+        self._parsed_chars = 0
+        self._parsed_sizes: dict[int, int] = {}
         self.refresh()
 
     def current(self) -> tuple[StoredVersion, Policy]:
@@ -378,8 +433,14 @@ class PolicyStore:
     def refresh(self) -> bool:
         """Pick up a change made to the source outside the API; True when there was one."""
         with self._lock:
-            text, revision = self.source.read()
-            return self.take(text, revision)
+            text, revision = self._read_source()
+            try:
+                return self.take(text, revision)
+            except PolicyError as exc:
+                if not hasattr(self, "_current"):
+                    # At start there is nothing to serve: say exactly where and what.
+                    raise PolicyError(self.source.name, exc.issues) from exc
+                raise StoredPolicyBroken(_first_issues(exc), revision) from exc
 
     def take(self, text: str, revision: str) -> bool:
         """Take `text` at `revision` of the source (read by the caller, e.g. from a watch
@@ -411,6 +472,15 @@ class PolicyStore:
                 self._set(entry, parse_policy(entry.document), revision)
                 return True
             raise VersionConflict(f"{self.source.name}: the audit history keeps changing")
+
+    def _read_source(self) -> tuple[str, str]:
+        try:
+            return self.source.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            if not hasattr(self, "_current"):
+                raise
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise StoredPolicyBroken(f"cannot read it: {reason}", "") from exc
 
     def _record(
         self,
@@ -447,7 +517,15 @@ class PolicyStore:
         """Store `policy` as the next version. Raises VersionConflict when the current
         version is not `expected_version` (0 = any) or the source changed meanwhile."""
         with self._lock:
-            self.refresh()
+            source_revision = None
+            try:
+                self.refresh()
+            except StoredPolicyBroken as broken:
+                # A broken source can only be replaced outright: a change based on a
+                # version is refused, so nobody overwrites what they have not seen.
+                if expected_version:
+                    raise
+                source_revision = broken.revision
             base, old = self._current, self._policy
             if expected_version and expected_version != base.version:
                 raise VersionConflict(
@@ -456,7 +534,9 @@ class PolicyStore:
             version = base.version + 1
             policy = _named(policy, getattr(self.source, "policy_name", None))
             document = canonical_document(policy, version)
-            revision = self.source.write(document, self._revision)
+            revision = self.source.write(
+                document, self._revision if source_revision is None else source_revision
+            )
             entry = StoredVersion(
                 version=version,
                 author=author,
@@ -470,13 +550,30 @@ class PolicyStore:
             self._set(entry, parse_policy(document), revision)
             return entry
 
+    def parsed(self, entry: StoredVersion) -> Policy:
+        """The policy of a recorded version, parsed once: a version never changes, so
+        the parsed policies are kept (the most recent ones, up to PARSED_CHARS of
+        document text)."""
+        with self._lock:
+            found = self._parsed.get(entry.version)
+            if found is not None:
+                self._parsed.move_to_end(entry.version)
+                return found
+        policy = parse_policy(entry.document, f"policy version {entry.version}")
+        with self._lock:
+            if entry.version not in self._parsed:
+                self._parsed[entry.version] = policy
+                self._parsed_sizes[entry.version] = len(entry.document)
+                self._parsed_chars += len(entry.document)
+            while self._parsed_chars > PARSED_CHARS and len(self._parsed) > 1:
+                version, _ = self._parsed.popitem(last=False)
+                self._parsed_chars -= self._parsed_sizes.pop(version)
+        return policy
+
     def policies(self) -> dict[int, Policy]:
         """Every recorded version (the latest 1,000), for billing usage metered under
-        an older policy at that policy's prices."""
-        return {
-            e.version: parse_policy(e.document, f"policy version {e.version}")
-            for e in self.audit.list(limit=1000)
-        }
+        an older policy at that policy's prices; each parsed once (see `parsed`)."""
+        return {e.version: self.parsed(e) for e in self.audit.list(limit=1000)}
 
     def wake(self) -> None:
         """Wake every waiting watcher (one of them has been cancelled)."""

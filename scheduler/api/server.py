@@ -14,7 +14,9 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
 
+from policies.errors import InputError
 from policies.model import Policy
 from proto.fairpool.v1 import (
     policy_pb2,
@@ -26,10 +28,12 @@ from proto.fairpool.v1 import (
 )
 from reports.ledger import Ledger
 from scheduler.api.auth import Authenticator, AuthInterceptor, TokenTable
+from scheduler.api.guard import CallLimits, Guard
+from scheduler.api.metrics import ApiCollector
 from scheduler.api.policy_service import PolicyServicer
-from scheduler.api.policy_store import AuditLog, PolicySource, PolicyStore
+from scheduler.api.policy_store import AuditLog, PolicySource, PolicyStore, StoredPolicyBroken
 from scheduler.api.share_service import PublishedShares, ShareServicer
-from scheduler.api.tls import server_credentials
+from scheduler.api.tls import is_loopback, server_credentials
 from scheduler.api.usage_service import UsageServicer
 from scheduler.api.whatif import WhatIf
 from scheduler.engine.decisions import MemberShare
@@ -60,8 +64,9 @@ class ApiConfig:
     """Require client certificates signed by this CA (mutual TLS)."""
     max_receive_bytes: int = 4 * MIB
     max_send_bytes: int = 64 * MIB
-    max_workers: int = 16
-    """Worker threads; a quarter of them at most serve WatchPolicy streams."""
+    max_workers: int = 32
+    """Worker threads; a quarter of them at most serve WatchPolicy streams, half of them
+    at most parse policy documents (see CallLimits.for_workers)."""
     max_concurrent_rpcs: int = 256
     """Beyond this many calls in flight, new ones get RESOURCE_EXHAUSTED at once."""
     refresh_seconds: float = 5.0
@@ -69,6 +74,32 @@ class ApiConfig:
     policy_store: PolicyStore | None = None
     """The store of the daemon the API is hosted in, when it keeps one (the Policy
     object's): one store, so one audit history, for the watch and ApplyPolicy."""
+    limits: CallLimits | None = None
+    """Concurrent expensive calls per identity and in total (default: from max_workers)."""
+    insecure_plaintext: bool = False
+    """Serve without TLS on an address other hosts can reach (a loud warning)."""
+    registry: CollectorRegistry | None = None
+    """Where the API's own series go (the daemon's /metrics registry)."""
+
+
+def _check_transport(config: ApiConfig) -> None:
+    """TLS is on outside loopback: an address other hosts can reach needs a certificate
+    and key, or an explicit `insecure_plaintext` (bearer tokens then travel in clear)."""
+    if (config.tls_cert is None) != (config.tls_key is None):
+        raise InputError("TLS needs both a certificate and a key")
+    if config.tls_cert is not None or is_loopback(config.address):
+        return
+    if not config.insecure_plaintext:
+        raise InputError(
+            f"refusing to serve the API on {config.address} without TLS: bearer tokens would "
+            "travel in clear to any host that can reach it. Give --tls-cert and --tls-key, "
+            "listen on loopback (127.0.0.1), or accept the risk with --insecure-plaintext"
+        )
+    log.warning(
+        "INSECURE: the fairpool API serves %s in PLAINTEXT: bearer tokens and policies "
+        "cross the network unencrypted (--insecure-plaintext)",
+        config.address,
+    )
 
 
 def _engine_shares(snapshot: Snapshot, policy: Policy) -> tuple[MemberShare, ...]:
@@ -89,10 +120,14 @@ class ApiServer:
         self.store = config.policy_store or PolicyStore(
             config.policy_source, AuditLog(config.ledger_url), on_change=view.set_policy
         )
+        _check_transport(config)
         auth = Authenticator(config.tokens)
+        self.guard = Guard(config.limits or CallLimits.for_workers(config.max_workers))
+        if config.registry is not None:
+            config.registry.register(ApiCollector(config.tokens, self.guard))
         self._server = grpc.server(
             ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="fairpool-api"),
-            interceptors=[AuthInterceptor(auth)],
+            interceptors=[AuthInterceptor(auth, self.guard)],
             options=[
                 ("grpc.max_receive_message_length", config.max_receive_bytes),
                 ("grpc.max_send_message_length", config.max_send_bytes),
@@ -100,7 +135,7 @@ class ApiServer:
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
         )
         policy_pb2_grpc.add_PolicyServiceServicer_to_server(
-            PolicyServicer(self.store, view, auth, compute_shares, max(1, config.max_workers // 4)),
+            PolicyServicer(self.store, view, auth, compute_shares),
             self._server,
         )
         share_pb2_grpc.add_ShareServiceServicer_to_server(
@@ -123,11 +158,7 @@ class ApiServer:
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
         )
-        if config.tls_cert is not None or config.tls_key is not None:
-            if config.tls_cert is None or config.tls_key is None:
-                from policies.errors import InputError
-
-                raise InputError("TLS needs both a certificate and a key")
+        if config.tls_cert is not None and config.tls_key is not None:
             creds = server_credentials(config.tls_cert, config.tls_key, config.client_ca)
             self.port = self._server.add_secure_port(config.address, creds)
         else:
@@ -153,6 +184,7 @@ class ApiServer:
         return self
 
     def _refresh_loop(self) -> None:
+        reported = ""
         while not self._stopping.wait(self.config.refresh_seconds):
             try:
                 if self.store.refresh():
@@ -160,7 +192,13 @@ class ApiServer:
                         "policy changed outside the API: version %d",
                         self.store.current()[0].version,
                     )
-            except Exception:  # a bad edit of the source must not stop the server
+                reported = ""
+            except StoredPolicyBroken as exc:
+                # Once per distinct problem, not every few seconds.
+                if str(exc) != reported:
+                    log.error("%s: %s", self.config.policy_source.name, exc)
+                    reported = str(exc)
+            except Exception:  # a failing source must not stop the server
                 log.exception("cannot refresh the policy from %s", self.config.policy_source.name)
 
     def wait(self) -> None:

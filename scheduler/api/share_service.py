@@ -4,7 +4,9 @@ scoped to what the caller may see."""
 from __future__ import annotations
 
 import json
+import logging
 import re
+import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +26,9 @@ from scheduler.api.whatif import SimulationFailed, WhatIf, trace_from_usage
 from scheduler.engine.decisions import MemberShare
 from scheduler.engine.snapshot import PendingJob, Snapshot
 from scheduler.k8s.daemon import SchedulerView
+from scheduler.traces.csv import read_trace
+
+log = logging.getLogger(__name__)
 
 MAX_PENDING_PAGE = 5000
 MAX_LEDGER_DAYS = 62
@@ -254,6 +259,15 @@ class ShareServicer(share_pb2_grpc.ShareServiceServicer):
             trace_csv = replay
         else:
             abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"source: unknown value {source}")
+        try:
+            # Checked here, before two simulator processes are started for it. Text with
+            # no newline would be taken for a file name: never read a server path.
+            read_trace(
+                trace_csv if "\n" in trace_csv else trace_csv + "\n",
+                members=set(draft.member_names()),
+            )
+        except InputError as exc:
+            abort_input(context, exc)
         check_deadline(context, "simulating")
         current = self._view.policy()
         remaining = context.time_remaining()
@@ -266,7 +280,14 @@ class ShareServicer(share_pb2_grpc.ShareServiceServicer):
         except TimeoutError:
             abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, "the simulation ran out of time")
         except SimulationFailed as exc:
-            abort(context, grpc.StatusCode.INTERNAL, str(exc))
+            # The simulator's own output (paths, a traceback) stays in the server's log.
+            incident = secrets.token_hex(4)
+            log.error("simulation failed (incident %s): %s", incident, exc)
+            abort(
+                context,
+                grpc.StatusCode.INTERNAL,
+                f"the simulation failed (incident {incident}): the server's log has the details",
+            )
         return share_pb2.SimulateResponse(
             current=convert_summary("current", current.version, current_summary),
             draft=convert_summary("draft", draft.version, draft_summary),

@@ -3,6 +3,7 @@ certificates: mutual TLS) and client side."""
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import grpc
@@ -41,3 +42,24 @@ def channel_credentials(
         private_key=_read(key, "TLS key") if key else None,
         certificate_chain=_read(cert, "TLS certificate") if cert else None,
     )
+
+
+def address_host(address: str) -> str:
+    """The host part of a gRPC `host:port` address (`[v6]:port` too)."""
+    if address.startswith("["):
+        return address[1:].partition("]")[0]
+    host, sep, _port = address.rpartition(":")
+    return host if sep else address
+
+
+def is_loopback(address: str) -> bool:
+    """True when `address` (host:port, or a unix socket) only reaches this machine."""
+    if address.startswith(("unix:", "unix-abstract:")):
+        return True
+    host = address_host(address.removeprefix("dns:///").removeprefix("ipv4:").removeprefix("ipv6:"))
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

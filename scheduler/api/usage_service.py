@@ -26,7 +26,10 @@ from scheduler.api.errors import abort, abort_input, check_deadline
 MAX_RANGE = timedelta(days=400)
 DEFAULT_RANGE = timedelta(days=30)
 MAX_REPORT_BYTES = 32 << 20
-MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$", re.ASCII)
+YEARS = (1970, 2200)
+"""Report months the ledger can hold: epoch seconds from 1970, and pandas timestamps end
+in 2262."""
 
 
 def usage_rows(frame: pd.DataFrame, members: Collection[str]) -> pd.DataFrame:
@@ -132,8 +135,12 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
         self, request: usage_pb2.GetReportRequest, context: grpc.ServicerContext
     ) -> usage_pb2.GetReportResponse:
         principal = self._auth.caller(context)
-        if not MONTH.match(request.month):
-            abort(context, grpc.StatusCode.INVALID_ARGUMENT, "month: expected YYYY-MM")
+        if not MONTH.match(request.month) or not YEARS[0] <= int(request.month[:4]) <= YEARS[1]:
+            abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"month: expected YYYY-MM between {YEARS[0]}-01 and {YEARS[1]}-12",
+            )
         policy = self._policy()
         if principal.kind is RoleKind.MEMBER and principal.member not in policy.member_names():
             abort(context, grpc.StatusCode.PERMISSION_DENIED, f"{principal.role}: not a member")

@@ -1,7 +1,11 @@
 """What every `fairpool` command that talks to the gRPC API shares: the connection
-options (`--server`, `--token`, `--ca`, with FAIRPOOL_SERVER, FAIRPOOL_TOKEN, FAIRPOOL_CA)
-and the exit codes: 0 done, 1 the server said no (or could not be reached), 2 bad input
-(ours, or INVALID_ARGUMENT from the server)."""
+options (`--server`, `--token`, `--ca`, `--tls`, `--insecure`, with FAIRPOOL_SERVER,
+FAIRPOOL_TOKEN, FAIRPOOL_CA) and the exit codes: 0 done, 1 the server said no (or could
+not be reached), 2 bad input (ours, or INVALID_ARGUMENT from the server).
+
+A bearer token is never sent in clear to another machine: a server that is not on
+loopback is reached over TLS (`--ca`, or `--tls` to trust the system's roots), or, with
+`--insecure`, in plaintext after a warning."""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import grpc
 from rich.console import Console
 from rich.markup import escape
 
+from policies.errors import InputError
 from proto.fairpool.v1 import policy_pb2_grpc, share_pb2_grpc, usage_pb2_grpc
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -58,16 +63,34 @@ def connect(
     cert: Path | None = None,
     key: Path | None = None,
     timeout: float = 30.0,
+    *,
+    tls: bool = False,
+    insecure: bool = False,
 ) -> Client:
-    """A channel to `server`: TLS when a CA (or a client certificate) is given, else
-    plaintext (loopback and tests)."""
-    options = [("grpc.max_receive_message_length", MAX_RESPONSE_BYTES)]
-    if ca is not None or cert is not None:
-        from scheduler.api.tls import channel_credentials
+    """A channel to `server`: TLS when a CA, a client certificate or `tls` is given;
+    plaintext to a loopback server; to any other server plaintext only with `insecure`
+    (else an InputError: the token would cross the network in clear)."""
+    from scheduler.api.tls import channel_credentials, is_loopback
 
+    options = [("grpc.max_receive_message_length", MAX_RESPONSE_BYTES)]
+    if ca is not None or cert is not None or tls:
+        if insecure:
+            raise InputError(
+                "--insecure (plaintext) and TLS (--ca, --cert, --tls) exclude each other"
+            )
         channel = grpc.secure_channel(server, channel_credentials(ca, cert, key), options)
-    else:
-        channel = grpc.insecure_channel(server, options)
+        return Client(channel, token or None, timeout)
+    if not is_loopback(server):
+        if not insecure:
+            raise InputError(
+                f"refusing to send a bearer token in plaintext to {server}: give --ca FILE "
+                "(or --tls to trust the system's CAs) for TLS, or --insecure to send it in clear"
+            )
+        Console(stderr=True, highlight=False).print(
+            f"[bold yellow]warning:[/] plaintext connection to {escape(server)} (--insecure): "
+            "the bearer token crosses the network unencrypted"
+        )
+    channel = grpc.insecure_channel(server, options)
     return Client(channel, token or None, timeout)
 
 
@@ -105,6 +128,17 @@ def client_options(command: F | None = None, *, timeout: float = 30.0) -> Any:
         help="client key for mutual TLS [env FAIRPOOL_KEY]",
     )
     @click.option(
+        "--tls",
+        is_flag=True,
+        envvar="FAIRPOOL_TLS",
+        help="use TLS and trust the system's CAs [env FAIRPOOL_TLS]",
+    )
+    @click.option(
+        "--insecure",
+        is_flag=True,
+        help="allow a plaintext connection to a server that is not on loopback",
+    )
+    @click.option(
         "--timeout",
         type=click.FloatRange(min=0.1),
         default=default_timeout,
@@ -119,10 +153,12 @@ def client_options(command: F | None = None, *, timeout: float = 30.0) -> Any:
         ca: Path | None,
         cert: Path | None,
         key: Path | None,
+        tls: bool,
+        insecure: bool,
         timeout: float,
         **kwargs: Any,
     ) -> Any:
-        client = connect(server, token, ca, cert, key, timeout)
+        client = connect(server, token, ca, cert, key, timeout, tls=tls, insecure=insecure)
         try:
             with rpc_errors():
                 return command(*args, client=client, **kwargs)

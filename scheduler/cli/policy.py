@@ -36,6 +36,9 @@ def _read(file: Path) -> str:
         return file.read_text(encoding="utf-8")
     except OSError as exc:
         raise PolicyError(str(file), [FieldIssue("", f"cannot read: {exc.strerror}")]) from exc
+    except UnicodeDecodeError as exc:
+        issue = FieldIssue("", f"not UTF-8 text (byte {exc.start}: {exc.reason})")
+        raise PolicyError(str(file), [issue]) from exc
 
 
 def _print_diff(console: Console, diff: str) -> None:
@@ -220,6 +223,8 @@ def simulate(client: Client, file: Path, trace: Path | None, ledger_days: int | 
             request.trace_csv = trace.read_text(encoding="utf-8")
         except OSError as exc:
             raise InputError(f"{trace}: cannot read: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{trace}: not UTF-8 text (byte {exc.start})") from exc
         request.source = share_pb2.SIMULATION_SOURCE_TRACE
     else:
         request.source = share_pb2.SIMULATION_SOURCE_LEDGER

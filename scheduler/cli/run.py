@@ -6,7 +6,7 @@ import logging
 import signal
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -103,7 +103,13 @@ if TYPE_CHECKING:
     help="Serve the gRPC policy API with these bearer tokens [env FAIRPOOL_TOKENS]; "
     "without it the API is not served.",
 )
-@click.option("--api-listen", default="0.0.0.0:50051", show_default=True, help="host:port")
+@click.option(
+    "--api-listen",
+    default="127.0.0.1:50051",
+    show_default=True,
+    help="host:port; any address other hosts can reach needs --tls-cert and --tls-key "
+    "(or --insecure-plaintext)",
+)
 @click.option(
     "--ledger-url",
     envvar="FAIRPOOL_LEDGER",
@@ -113,6 +119,24 @@ if TYPE_CHECKING:
 )
 @click.option("--tls-cert", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--tls-key", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--insecure-plaintext",
+    is_flag=True,
+    help="Serve the API without TLS on an address other hosts can reach (tokens in clear).",
+)
+@click.option(
+    "--keep-tokens-on-reload-error",
+    is_flag=True,
+    help="When the token file changes into something unusable, keep serving the last good "
+    "tokens (default: refuse every API call until it is fixed).",
+)
+@click.option(
+    "--metrics-pod-series/--no-metrics-pod-series",
+    default=True,
+    show_default=True,
+    help="Export fairpool_pod_gpu_allocation (one series per running pod, with its member): "
+    "metering reads it from Prometheus. Without it /metrics holds only per-member totals.",
+)
 @click.option("--log-level", default="INFO", show_default=True)
 @click.option(
     "--log-format",
@@ -146,6 +170,9 @@ def run(
     ledger_url: str,
     tls_cert: Path | None,
     tls_key: Path | None,
+    insecure_plaintext: bool,
+    keep_tokens_on_reload_error: bool,
+    metrics_pod_series: bool,
     log_level: str,
     log_format: str,
 ) -> None:
@@ -192,6 +219,7 @@ def run(
         policy_audit=audit,
     )
     _stop_on_signals(daemon)
+    daemon.metrics.pod_series = metrics_pod_series
     port = daemon.metrics.serve(metrics_port, metrics_address)
     daemon.start()
     log = logging.getLogger(__name__)
@@ -203,7 +231,17 @@ def run(
     print(f"metrics-port {port}", flush=True)
     server = None
     if tokens is not None:
-        server = _serve_api(daemon, api, tokens, ledger_url, api_listen, tls_cert, tls_key)
+        server = _serve_api(
+            daemon,
+            api,
+            tokens,
+            ledger_url,
+            api_listen,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            insecure_plaintext=insecure_plaintext,
+            keep_tokens_on_reload_error=keep_tokens_on_reload_error,
+        )
     try:
         daemon.wait()
     finally:
@@ -229,20 +267,14 @@ def _serve_api(
     tokens: Path,
     ledger_url: str,
     api_listen: str,
-    tls_cert: Path | None,
-    tls_key: Path | None,
+    **options: Any,
 ) -> ApiServer:
-    """The gRPC policy API beside the daemon; its port is printed for whoever started us."""
+    """The gRPC policy API beside the daemon; its port is printed for whoever started us.
+    `options`: TLS files and the token and plaintext switches (see serve_daemon_api)."""
     from scheduler.api.hosting import serve_daemon_api
 
     server = serve_daemon_api(
-        daemon,
-        api,
-        tokens=tokens,
-        ledger_url=ledger_url,
-        listen=api_listen,
-        tls_cert=tls_cert,
-        tls_key=tls_key,
+        daemon, api, tokens=tokens, ledger_url=ledger_url, listen=api_listen, **options
     )
     logging.getLogger(__name__).info("gRPC policy API on %s (port %s)", api_listen, server.port)
     print(f"api-port {server.port}", flush=True)

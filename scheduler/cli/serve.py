@@ -12,6 +12,7 @@ from pathlib import Path
 from types import FrameType
 
 import click
+from prometheus_client import CollectorRegistry
 from rich.console import Console
 
 from policies.errors import InputError
@@ -25,6 +26,21 @@ def _write_atomic(path: Path, text: str) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
     os.replace(tmp, path)
+
+
+def _serve_metrics(listen: str) -> CollectorRegistry:
+    from prometheus_client import start_http_server
+
+    from scheduler.api.tls import address_host
+
+    host = address_host(listen)
+    try:
+        port = int(listen.rpartition(":")[2])
+    except ValueError:
+        raise InputError(f"--metrics-listen {listen!r}: expected host:port") from None
+    registry = CollectorRegistry()
+    start_http_server(port, addr=host or "127.0.0.1", registry=registry)
+    return registry
 
 
 @click.command("serve-api")
@@ -77,6 +93,21 @@ def _write_atomic(path: Path, text: str) -> None:
     "--max-message-bytes", type=click.IntRange(min=1024), default=4 << 20, show_default=True
 )
 @click.option(
+    "--insecure-plaintext",
+    is_flag=True,
+    help="serve without TLS on an address other hosts can reach (tokens travel in clear)",
+)
+@click.option(
+    "--keep-tokens-on-reload-error",
+    is_flag=True,
+    help="when the token file changes into something unusable, keep serving the last good "
+    "tokens (default: refuse every call until it is fixed)",
+)
+@click.option(
+    "--metrics-listen",
+    help="host:port for the API's own /metrics (token reloads, refused calls); default: not served",
+)
+@click.option(
     "--port-file",
     type=click.Path(path_type=Path, dir_okay=False),
     help="write the bound port here once serving",
@@ -92,6 +123,9 @@ def serve_api(
     tls_key: Path | None,
     client_ca: Path | None,
     max_message_bytes: int,
+    insecure_plaintext: bool,
+    keep_tokens_on_reload_error: bool,
+    metrics_listen: str | None,
     port_file: Path | None,
 ) -> None:
     """Serve the fairpool gRPC API over a simulated cluster."""
@@ -110,8 +144,9 @@ def serve_api(
     inventory = load_inventory(cluster)
     pending = read_trace(trace, members=set(policy.member_names())) if trace else None
     view = FrozenClusterView.from_inventory(policy, inventory, pending)
+    registry = _serve_metrics(metrics_listen) if metrics_listen else None
     config = ApiConfig(
-        tokens=TokenTable(tokens),
+        tokens=TokenTable(tokens, keep_on_reload_error=keep_tokens_on_reload_error),
         policy_source=FileSource(policy_file),
         ledger_url=ledger_url,
         address=listen,
@@ -119,6 +154,8 @@ def serve_api(
         tls_key=tls_key,
         client_ca=client_ca,
         max_receive_bytes=max_message_bytes,
+        insecure_plaintext=insecure_plaintext,
+        registry=registry,
     )
     server = ApiServer(view, config).start()
 

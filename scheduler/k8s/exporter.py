@@ -54,8 +54,9 @@ class State:
 
 
 class _ClusterCollector(Collector):
-    def __init__(self, state: Callable[[], State]) -> None:
+    def __init__(self, state: Callable[[], State], pod_series: Callable[[], bool]) -> None:
         self._state = state
+        self._pod_series = pod_series
 
     def describe(self) -> list[Metric]:
         # Nothing to check for clashes, and collect() must not run before the daemon
@@ -99,7 +100,7 @@ class _ClusterCollector(Collector):
                 depth[job.member] = depth.get(job.member, 0) + len(job.pods)
             for member, pods in sorted(depth.items()):
                 queue.add_metric([member], float(pods))
-            if state.leader:
+            if state.leader and self._pod_series():
                 nodes = {n.name: n for n in snapshot.nodes}
                 for pod in snapshot.running:
                     if pod.spec.gpus <= 0 or pod.uid not in state.running_phase:
@@ -218,8 +219,12 @@ class SchedulerMetrics:
         self.policy_version = Gauge(
             "fairpool_policy_version", "metadata.version of the policy in use", registry=r
         )
+        self.pod_series = True
+        """Export fairpool_pod_gpu_allocation (one series per running pod, naming its
+        member, namespace and node). Metering reads it from Prometheus; anyone else who
+        can reach /metrics reads it too, so restrict /metrics to Prometheus."""
         if state is not None:
-            r.register(_ClusterCollector(state))
+            r.register(_ClusterCollector(state, lambda: self.pod_series))
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 

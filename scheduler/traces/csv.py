@@ -7,6 +7,7 @@ import csv
 import io
 import math
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,6 +18,14 @@ from scheduler.traces.errors import IssueCollector, TraceError, TraceIssue
 from scheduler.traces.model import Trace, TraceJob
 
 REQUIRED_COLUMNS = ("job_id", "org", "submit_time", "duration_s", "num_pods", "gpus_per_pod")
+MAX_SECONDS = 10 * 366 * 86_400.0
+"""Submit times (in seconds) and durations: ten years, far beyond any simulated month."""
+MAX_COUNT = 100_000
+"""Pods of one job, GPUs of one pod."""
+PRIORITY_RANGE = (-(2**31), 2**31 - 1)
+"""A Kubernetes priority, and the API's int32."""
+MAX_NAME_CHARS = 253
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 OPTIONAL_COLUMNS = ("gpu_model", "priority")
 CANONICAL_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 
@@ -55,6 +64,8 @@ def _number(text: str) -> float | None:
 
 def _whole(text: str) -> int | None:
     """An integer, also written as '2.0' (spreadsheets do that)."""
+    if len(text) > 40:
+        return None  # converting thousands of digits costs quadratic time, for nothing
     try:
         return int(text)
     except ValueError:
@@ -224,6 +235,8 @@ def _parse_row(
     job_id = cell("job_id")
     if not job_id:
         problems.add(line, "job_id", "empty job_id")
+    for column in ("job_id", "org", "gpu_model"):
+        _check_name(cell(column), column, line, problems)
     org = _org(cell("org"), line, problems, limits.members)
     submit, time_kind = _submit_time(cell("submit_time"), line, time_kind, problems)
     duration = _duration(cell("duration_s"), line, problems)
@@ -256,6 +269,14 @@ def _parse_row(
     return job, time_kind
 
 
+def _check_name(text: str, column: str, line: int, problems: IssueCollector) -> None:
+    """Names travel into Kubernetes objects, logs and the API: printable, and not long."""
+    if CONTROL.search(text):
+        problems.add(line, column, "control character (such as NUL or a tab) in the name")
+    elif len(text) > MAX_NAME_CHARS:
+        problems.add(line, column, f"longer than {MAX_NAME_CHARS} characters")
+
+
 def _org(org: str, line: int, problems: IssueCollector, members: set[str] | None) -> str:
     """The member that submits the job, which the policy must know when one is given."""
     if not org:
@@ -286,6 +307,8 @@ def _submit_time(
         )
     elif kind == "seconds" and submit < 0:
         problems.add(line, "submit_time", f"negative time {raw_time}")
+    elif kind == "seconds" and submit > MAX_SECONDS:
+        problems.add(line, "submit_time", f"{raw_time} s is beyond {MAX_SECONDS:,.0f} s")
     if time_kind is None and kind is not None:
         time_kind = kind
     return submit, time_kind
@@ -297,6 +320,10 @@ def _duration(raw_duration: str, line: int, problems: IssueCollector) -> float |
         problems.add(line, "duration_s", f"{raw_duration!r} is not a number of seconds")
     elif duration <= 0:
         problems.add(line, "duration_s", f"duration must be > 0, got {raw_duration}")
+    elif duration > MAX_SECONDS:
+        problems.add(
+            line, "duration_s", f"duration {raw_duration} s is beyond {MAX_SECONDS:,.0f} s"
+        )
     return duration
 
 
@@ -335,6 +362,10 @@ def _priority(raw_priority: str, line: int, problems: IssueCollector) -> int:
     if parsed is None:
         problems.add(line, "priority", f"{raw_priority!r} is not an integer")
         return 0
+    low, high = PRIORITY_RANGE
+    if not low <= parsed <= high:
+        problems.add(line, "priority", f"{raw_priority} is outside {low} to {high} (int32)")
+        return 0
     return parsed
 
 
@@ -345,6 +376,9 @@ def _count(text: str, column: str, line: int, problems: IssueCollector) -> int |
         return None
     if value < 1:
         problems.add(line, column, f"must be at least 1, got {text}")
+        return None
+    if value > MAX_COUNT:
+        problems.add(line, column, f"at most {MAX_COUNT:,}, got {text}")
         return None
     return value
 

@@ -241,14 +241,18 @@ def test_watch_ends_at_the_callers_deadline(api: Running) -> None:
 
 
 def test_watchers_are_capped_so_other_calls_keep_a_thread(api: Running) -> None:
-    # running_server uses 8 worker threads: at most 2 watchers.
+    # running_server uses 16 worker threads: at most 4 watchers, 2 per identity.
     watchers = []
-    for _ in range(2):
-        stream = api.policy.WatchPolicy(policy_pb2.WatchPolicyRequest(), metadata=ADMIN, timeout=30)
+    for who in (ADMIN, ADMIN, metadata("viewer"), metadata("viewer")):
+        stream = api.policy.WatchPolicy(policy_pb2.WatchPolicyRequest(), metadata=who, timeout=30)
         assert next(stream).version == 1
         watchers.append(stream)
     with pytest.raises(grpc.RpcError) as info:
-        next(api.policy.WatchPolicy(policy_pb2.WatchPolicyRequest(), metadata=ADMIN, timeout=5))
+        next(
+            api.policy.WatchPolicy(
+                policy_pb2.WatchPolicyRequest(), metadata=metadata(f"member:{MEMBER_A}"), timeout=5
+            )
+        )
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert current_version(api) == 1
     watchers.pop().cancel()
@@ -256,7 +260,7 @@ def test_watchers_are_capped_so_other_calls_keep_a_thread(api: Running) -> None:
     def watch_again() -> int:
         try:
             stream = api.policy.WatchPolicy(
-                policy_pb2.WatchPolicyRequest(), metadata=ADMIN, timeout=5
+                policy_pb2.WatchPolicyRequest(), metadata=metadata("viewer"), timeout=5
             )
             version = next(stream).version
             stream.cancel()

@@ -24,13 +24,13 @@ from scheduler.api.server import ApiConfig, ApiServer
 MEMBER_A = "uni-north"
 MEMBER_B = "physics"
 TOKENS = {
-    "admin": "tok-admin",
-    f"member:{MEMBER_A}": "tok-member-a",
-    f"member:{MEMBER_B}": "tok-member-b",
-    "viewer": "tok-viewer",
+    "admin": "tok-admin-5f1c9a0e2b7d",
+    f"member:{MEMBER_A}": "tok-member-a-83d0c6e4",
+    f"member:{MEMBER_B}": "tok-member-b-1e9b7f25",
+    "viewer": "tok-viewer-64a2d8c3f0",
 }
 TOKEN_FILE = "tokens:\n" + "".join(
-    f"  - {{token: {token}, role: '{role}', name: {role.replace(':', '-')}-person}}\n"
+    f"  - {{token: '{token}', role: '{role}', name: {role.replace(':', '-')}-person}}\n"
     for role, token in TOKENS.items()
 )
 ROLES = (*TOKENS, None)
@@ -102,7 +102,7 @@ def make_config(folder: Path, **overrides: object) -> ApiConfig:
         "policy_source": FileSource(policy_file),
         "ledger_url": f"sqlite:///{folder / 'ledger.db'}",
         "address": "127.0.0.1:0",
-        "max_workers": 8,
+        "max_workers": 16,
     }
     options.update(overrides)
     return ApiConfig(**options)  # type: ignore[arg-type]

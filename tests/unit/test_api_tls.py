@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +18,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from policies.errors import InputError
 from proto.fairpool.v1 import policy_pb2, policy_pb2_grpc
-from scheduler.api.auth import RoleKind, TokenTable, parse_tokens
-from scheduler.api.tls import channel_credentials
+from scheduler.api.tls import channel_credentials, is_loopback
 from tests.unit.test_api_support import metadata, running_server
 
 
@@ -181,37 +180,60 @@ def test_mutual_tls_needs_a_client_certificate_from_the_ca(tmp_path: Path, pki: 
             assert _get_policy(wrong) == grpc.StatusCode.UNAVAILABLE
 
 
-def test_token_files_in_yaml_and_csv() -> None:
-    from_yaml = parse_tokens("tokens:\n  - {token: t1, role: admin, name: alice}\n", "f")
-    assert from_yaml[0][1].name == "alice" and from_yaml[0][1].kind is RoleKind.ADMIN
-    plain = parse_tokens("t1: viewer\nt2: 'member:lab-bio'\n", "f")
-    assert [(t, p.role) for t, p in plain] == [("t1", "viewer"), ("t2", "member:lab-bio")]
-    from_csv = parse_tokens("token,role,name\nt1,member:physics,bob\nt2,viewer\n", "f")
-    assert [(t, p.role, p.name) for t, p in from_csv] == [
-        ("t1", "member:physics", "bob"),
-        ("t2", "viewer", "viewer"),
-    ]
-    for bad, message in (
-        ("t1,root\n", "line 1: unknown role 'root'"),
-        ("t1,admin\nt1,viewer\n", "line 2: duplicate token"),
-        ("tokens:\n  - {token: t1}\n", "tokens[0]: needs `token` and `role`"),
-        ("tokens:\n  - {token: t1, role: 'member:'}\n", "unknown role"),
+@pytest.mark.parametrize(
+    ("address", "loopback"),
+    [
+        ("127.0.0.1:50051", True),
+        ("localhost:0", True),
+        ("[::1]:50051", True),
+        ("127.8.9.1:1", True),
+        ("unix:/run/fairpool.sock", True),
+        ("0.0.0.0:50051", False),
+        ("[::]:50051", False),
+        (":50051", False),
+        ("10.0.0.7:50051", False),
+        ("fairpool.example.org:443", False),
+    ],
+)
+def test_loopback_addresses(address: str, loopback: bool) -> None:
+    assert is_loopback(address) is loopback
+
+
+def test_plaintext_outside_loopback_is_refused_unless_asked_for_loudly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with (
+        pytest.raises(InputError, match=r"without TLS.*--insecure-plaintext"),
+        running_server(tmp_path, address="0.0.0.0:0"),
     ):
-        with pytest.raises(InputError, match=message.replace("[", r"\[").replace("]", r"\]")):
-            parse_tokens(bad, "f")
+        pass
+    with (
+        caplog.at_level(logging.WARNING),
+        running_server(tmp_path, address="0.0.0.0:0", insecure_plaintext=True) as api,
+    ):
+        assert _get_policy(api.channel) == grpc.StatusCode.OK
+    assert any("INSECURE" in r.getMessage() for r in caplog.records)
 
 
-def test_a_rotated_token_file_takes_effect(tmp_path: Path) -> None:
-    path = tmp_path / "tokens.csv"
-    path.write_text("old,admin\n")
-    table = TokenTable(path)
-    table.RECHECK_SECONDS = 0.0
-    assert table.lookup("old") is not None
-    path.write_text("new,viewer\n")
-    os.utime(path, (1, 1))  # a different mtime, whatever the clock resolution
-    assert table.lookup("old") is None
-    found = table.lookup("new")
-    assert found is not None and found.kind is RoleKind.VIEWER
-    path.write_text("broken,nobody\n")
-    os.utime(path, (2, 2))
-    assert table.lookup("new") is not None, "a bad file keeps the last good table"
+def test_tls_outside_loopback_needs_no_flag(tmp_path: Path, pki: Pki) -> None:
+    creds = channel_credentials(pki.ca.cert)
+    with running_server(
+        tmp_path, creds, address="0.0.0.0:0", tls_cert=pki.server.cert, tls_key=pki.server.key
+    ) as api:
+        assert _get_policy(api.channel) == grpc.StatusCode.OK
+
+
+def test_the_cli_never_sends_a_token_in_clear_to_another_host() -> None:
+    from click.testing import CliRunner
+
+    from scheduler.cli.main import cli
+
+    runner = CliRunner()
+    args = ["shares", "--server", "192.0.2.1:50051", "--token", "k8Hd9s-Qm2xV7pLr"]
+    refused = runner.invoke(cli, args)
+    assert refused.exit_code == 2
+    assert "refusing to send a bearer token in plaintext" in refused.output
+    assert refused.exception is None or isinstance(refused.exception, SystemExit)
+    allowed = runner.invoke(cli, [*args, "--insecure", "--timeout", "0.5"])
+    assert allowed.exit_code == 1 and "UNAVAILABLE" in allowed.output
+    assert "plaintext connection" in allowed.output

@@ -151,6 +151,10 @@ def test_metrics_exposition() -> None:
         'fairpool_pod_gpu_allocation{gpu_model="A100",member="physics",namespace="physics",'
         'node="n1",owner="lab-bio",pod="p",uid="u1"} 2.0'
     ]
+    metrics.pod_series = False  # `fairpool run --no-metrics-pod-series`
+    text = generate_latest(metrics.registry).decode()
+    assert "fairpool_pod_gpu_allocation{" not in text
+    assert 'fairpool_member_fair_share_gpus{gpu_model="A100",member="physics"} 1.5' in text
     standby = SchedulerMetrics(lambda: State(snapshot, Decisions(), False, frozenset({"u1"})))
     text = generate_latest(standby.registry).decode()
     assert "fairpool_leader 0.0" in text

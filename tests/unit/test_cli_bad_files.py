@@ -1,0 +1,50 @@
+"""Bad input files make the CLI print one clear line naming the file (and line) and exit
+2, never a traceback: deep nesting, huge integers, bytes that are not UTF-8."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from policies.loader import DEFAULT_POLICY
+from scheduler.cli.main import cli
+
+
+def _policy(tmp_path: Path, content: bytes) -> Path:
+    path = tmp_path / "policy.yaml"
+    path.write_bytes(content)
+    return path
+
+
+CASES = {
+    "deep": DEFAULT_POLICY.read_text().replace("weight: 2", "weight: " + "[" * 500 + "]" * 500),
+    "huge-integer": DEFAULT_POLICY.read_text().replace("weight: 2", "weight: " + "9" * 5000),
+    "block-deep": "spec:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, 400)),
+}
+
+
+@pytest.mark.parametrize("case", [*CASES, "not-utf8"])
+@pytest.mark.parametrize("command", ["validate", "apply"])
+def test_bad_policy_files_are_one_line_and_exit_2(tmp_path: Path, case: str, command: str) -> None:
+    content = b"\xff\xfe weight: 2\n" if case == "not-utf8" else CASES[case].encode()
+    path = _policy(tmp_path, content)
+    args = ["policy", command, str(path)]
+    if command == "apply":
+        args += ["--token", "k8Hd9s-Qm2xV7pLr", "--server", "127.0.0.1:1"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}: "), result.output
+    if case != "not-utf8":
+        assert "line " in lines[0]
+
+
+def test_a_non_utf8_trace_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.csv"
+    trace.write_bytes(b"job_id,org\n\xff\xfe\n")
+    result = CliRunner().invoke(cli, ["trace", "check", str(trace)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "UTF-8" in result.output
