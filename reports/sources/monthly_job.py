@@ -37,7 +37,7 @@ def ledger_month_report(
     from reports.ledger import Ledger  # the ledger pulls in SQLAlchemy: only when used
 
     start, end = month_bounds(month, policy.billing.zone)
-    with Ledger(ledger_url) as ledger:
+    with Ledger(ledger_url, readonly=True) as ledger:
         usage = ledger.usage_frame(start, end)
         capacity = ledger.capacity_frame(start, end)
         reclaim = ledger.reclaim_lost_frame(start, end)

@@ -137,8 +137,10 @@ def report(
 )
 def monthly(ledger_url: str, policy_file: Path | None, reports_dir: Path) -> None:
     """Run the monthly job: on day 1 at 06:00 (policy time zone) write last month's report."""
+    from reports.ledger.connect import probe
     from reports.sources.monthly_job import monthly_trigger, run_forever
 
+    probe(ledger_url)
     policy = load_policy(policy_file)
     Console().print(
         f"monthly report job: {monthly_trigger(policy)} -> {reports_dir}/<YYYY-MM>/ (Ctrl-C stops)"
