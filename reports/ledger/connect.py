@@ -23,6 +23,18 @@ def open_engine(url: str, *, create: bool, echo: bool = False) -> Engine:
     `create=False` (reading only) never creates anything: a missing SQLite file or a
     database without the ledger's tables is an UnavailableError.
     """
+    return _open(url, create=create, echo=echo)[0]
+
+
+def upgrade(url: str) -> tuple[str, str]:
+    """Create or upgrade the ledger at `url`: (revision it was at, "" when new or made
+    before migrations; the newest revision, where it is now)."""
+    engine, before = _open(url, create=True, echo=False)
+    engine.dispose()
+    return before, migrate.head_revision()
+
+
+def _open(url: str, *, create: bool, echo: bool) -> tuple[Engine, str]:
     parsed = check_url(url)
     name = masked(url)
     path = sqlite_path(parsed) if parsed.get_backend_name() == "sqlite" else None
@@ -38,11 +50,11 @@ def open_engine(url: str, *, create: bool, echo: bool = False) -> Engine:
             empty = not create and not inspect(conn).get_table_names()
         if empty:
             raise UnavailableError(f"ledger {name}: the database holds no ledger tables")
-        migrate.upgrade(engine)
+        before = migrate.upgrade(engine)
     except BaseException:
         engine.dispose()
         raise
-    return engine
+    return engine, before
 
 
 def _reason(exc: DBAPIError) -> str:

@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "run": "scheduler.cli.run:run",
     "report": "scheduler.cli.report:report",
     "meter": "scheduler.cli.meter:meter",
+    "ledger": "scheduler.cli.ledger:ledger",
 }
 
 

@@ -37,6 +37,7 @@ COMMANDS: dict[str, Command] = {
     "meter": lambda url, _d: ["meter", "--ledger", url, "--prometheus", "http://127.0.0.1:1"],
     "report": lambda url, _d: ["report", "--month", "2026-10", "--ledger", url],
     "report monthly": lambda url, _d: ["report", "monthly", "--ledger", url],
+    "ledger upgrade": lambda url, _d: ["ledger", "upgrade", "--ledger", url],
     "serve-api": lambda url, d: [
         "serve-api",
         "--ledger-url",
