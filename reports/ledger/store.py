@@ -1,6 +1,7 @@
 """The usage ledger: metered GPU usage per hour and pod, durable in SQL.
 
-SQLite file by default, any SQLAlchemy URL (e.g. ``postgresql+psycopg://...``) otherwise.
+A SQLite file by default, or a PostgreSQL database (``postgresql+psycopg://...``); the
+URL is checked, and a bad one said in one line, by `reports.ledger.connect`.
 Opening it upgrades the database to the newest schema (`reports.ledger.migrate`), creating
 the tables (`reports.ledger.schema`) in an empty one.
 
