@@ -1,6 +1,7 @@
 """The usage ledger: metered GPU usage per hour and pod, durable in SQL.
 
-SQLite file by default, any SQLAlchemy URL (e.g. ``postgresql+psycopg://...``) otherwise.
+A SQLite file by default, or a PostgreSQL database (``postgresql+psycopg://...``); the
+URL is checked, and a bad one said in one line, by `reports.ledger.connect`.
 Opening it upgrades the database to the newest schema (`reports.ledger.migrate`), creating
 the tables (`reports.ledger.schema`) in an empty one.
 
@@ -30,8 +31,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from policies.errors import InputError
 from reports.costmodel.usage_row import USAGE_COLUMNS, USAGE_DEFAULTS, USAGE_SOURCES
-from reports.ledger import migrate
-from reports.ledger.database import SQLITE_BEGIN, make_engine
+from reports.ledger.connect import open_engine
+from reports.ledger.database import SQLITE_BEGIN
 from reports.ledger.schema import (
     CAPACITY_COLUMNS,
     DONE,
@@ -76,10 +77,17 @@ class MeteringRun:
 class Ledger:
     """The usage ledger at `url` (upgraded to the newest schema when opened)."""
 
-    def __init__(self, url: str = "sqlite:///fairpool-ledger.db", *, echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str = "sqlite:///fairpool-ledger.db",
+        *,
+        echo: bool = False,
+        readonly: bool = False,
+    ) -> None:
+        """`readonly`: the caller only reads, so a ledger that is not there is an error
+        (`policies.errors.UnavailableError`) instead of a new, empty one."""
         self.url = url
-        self.engine: Engine = make_engine(url, echo=echo)
-        migrate.upgrade(self.engine)
+        self.engine: Engine = open_engine(url, create=not readonly, echo=echo)
 
     def close(self) -> None:
         self.engine.dispose()

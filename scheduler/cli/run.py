@@ -190,6 +190,10 @@ def run(
             "give exactly one of --policy-object NAME, --policy FILE and --policy-configmap NS/NAME"
         )
     configure_logging(log_level, log_format)
+    if tokens is not None or policy_object:
+        from reports.ledger.connect import probe
+
+        probe(ledger_url)  # before the daemon starts: a bad URL fails the command at once
     config = DaemonConfig(
         scheduler_name=scheduler_name,
         identity=identity or default_identity(),

@@ -18,6 +18,8 @@ PostgreSQL (tests/pgtest):
   started on first use.
 - `postgres_url` (function): a fresh, empty database on it, as a SQLAlchemy URL; dropped
   after the test.
+- `ledger_url` (function): the same, under the name the unit tests' ledger fixture has
+  (tests/unit/conftest.py), so a unit test module imported here runs on PostgreSQL.
 
 Other components add their fixtures below, one section each.
 """
@@ -114,3 +116,8 @@ def policy_crd(control_plane: ControlPlane) -> str:
             return name
         time.sleep(0.2)
     raise AssertionError(f"CRD {name} not Established: {conditions}")
+
+
+@pytest.fixture
+def ledger_url(postgres_url: str) -> str:
+    return postgres_url
