@@ -31,7 +31,9 @@ Only the leader (a coordination.k8s.io Lease) binds, evicts and posts events; a 
 keeps its cache warm and computes shares, so it takes over within one lease period.
 
 `SchedulerView` is the read-only window other parts of the process (the gRPC policy API)
-get onto the running daemon. `Daemon` implements it.
+get onto the running daemon. `Daemon` implements it: after each cycle the loop swaps in
+one immutable `Published` (snapshot, policy, decisions), and every read takes it without
+a lock, so readers never wait for a cycle and a cycle never waits for readers.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ from scheduler.k8s.informer import Informer
 from scheduler.k8s.leader import LeaderElector
 from scheduler.k8s.nominator import Nominations, NominationWriter, cleared_on_bind
 from scheduler.k8s.objects import Obj, PodInfo
+from scheduler.k8s.published import NOTHING_PUBLISHED, Published
 from scheduler.k8s.usage_history import (
     UsageHistoryStore,
     UsageKeeper,
@@ -86,6 +89,11 @@ class SchedulerView(Protocol):
     never waits for a scheduling cycle.
     """
 
+    def published(self) -> Published:
+        """What the latest scheduling cycle published (snapshot, policy and decisions of
+        the same cycle); version 0 with an empty snapshot before the first cycle."""
+        ...
+
     def policy(self) -> Policy:
         """The policy the scheduler is using now."""
         ...
@@ -104,9 +112,6 @@ class SchedulerView(Protocol):
         """Hot-swap the policy (after ApplyPolicy validated and stored it). The next
         scheduling cycle uses it; running pods are not touched by the swap itself."""
         ...
-
-
-EMPTY_SNAPSHOT = Snapshot(now=0.0, nodes=(), running=(), pending=())
 
 
 def default_identity() -> str:
@@ -185,9 +190,7 @@ class Daemon:
         self._policy = policy
         self._policy_resource_version = ""
         self._lock = threading.Lock()
-        self._snapshot = EMPTY_SNAPSHOT
-        self._decisions = Decisions()
-        self._running_phase: frozenset[str] = frozenset()
+        self._published = NOTHING_PUBLISHED
         self.nominations = Nominations()
         self._victims: dict[str, RunningPod] = {}
         self._shares_at: tuple[float, Policy | None] = (0.0, None)
@@ -233,18 +236,21 @@ class Daemon:
 
     # --- SchedulerView ------------------------------------------------------------------
 
+    # Reads take no lock: each returns one attribute, swapped whole by its writer.
+
+    def published(self) -> Published:
+        return self._published
+
     def policy(self) -> Policy:
-        with self._lock:
-            assert self._policy is not None, "no policy loaded yet"
-            return self._policy
+        policy = self._policy
+        assert policy is not None, "no policy loaded yet"
+        return policy
 
     def snapshot(self) -> Snapshot:
-        with self._lock:
-            return self._snapshot
+        return self._published.snapshot
 
     def last_decisions(self) -> Decisions:
-        with self._lock:
-            return self._decisions
+        return self._published.decisions
 
     def set_policy(self, policy: Policy) -> None:
         with self._lock:
@@ -467,10 +473,8 @@ class Daemon:
         running_phase = frozenset(
             uid for uid, pod in view.pods.items() if pod.phase == "Running" and pod.assigned
         )
-        with self._lock:
-            self._snapshot = snapshot
-            self._decisions = decisions
-            self._running_phase = running_phase
+        with self._lock:  # writers only (set_policy); readers never take it
+            self._published = self._published.next(snapshot, policy, decisions, running_phase)
         if decisions.binds or decisions.preemptions:
             self._shares_at = (decided, policy)
         carried_out = leader and not self.stop_event.is_set()
@@ -601,13 +605,13 @@ class Daemon:
             log.exception("usage history not saved on stop")
 
     def _metrics_state(self) -> State:
-        with self._lock:
-            return State(
-                snapshot=self._snapshot if self._snapshot is not EMPTY_SNAPSHOT else None,
-                decisions=self._decisions,
-                leader=self.is_leader,
-                running_phase=self._running_phase,
-            )
+        published = self._published
+        return State(
+            snapshot=published.snapshot if published.version else None,
+            decisions=published.decisions,
+            leader=self.is_leader,
+            running_phase=published.running_phase,
+        )
 
 
 class _PolicySink:
