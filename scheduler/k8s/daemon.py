@@ -61,7 +61,7 @@ from scheduler.engine.usage import lost_gpu_seconds
 from scheduler.k8s import labels as L
 from scheduler.k8s.binder import Binder, BindResult
 from scheduler.k8s.cache import NODES, POD_GROUPS, PODS, PRIORITY_CLASSES, CacheView, ClusterCache
-from scheduler.k8s.events import EventRecorder, ObjectRef
+from scheduler.k8s.events import EventLevel, EventRecorder, ObjectRef
 from scheduler.k8s.evictor import Evictor, EvictResult
 from scheduler.k8s.exporter import SchedulerMetrics, State
 from scheduler.k8s.informer import Informer
@@ -140,9 +140,11 @@ class DaemonConfig:
     still being created would otherwise get one per arriving pod)."""
     event_repeat_seconds: float = 60.0
     watch_pod_groups: bool = True
-    scheduled_events: bool = True
-    """Post a `Scheduled` event per bind (as kube-scheduler does). Each costs the API
-    server as much as the bind itself; large clusters may turn them off."""
+    events: EventLevel = "all"
+    """Which Kubernetes Events to post: `all` (a `Scheduled` event per bind, as
+    kube-scheduler does, and every warning), `warnings` (`FailedScheduling`,
+    `Preempted`, `GangBindUndone`, `PolicyRejected`...), or `none`. Events always yield
+    to binds in flight (scheduler/k8s/events.py)."""
     usage_history_configmap: str | None = "fairpool-usage-history"
     """ConfigMap (in `lease_namespace`) keeping the usage history across restarts and
     leader changes; None keeps it in memory only."""
@@ -202,7 +204,11 @@ class Daemon:
         self.cache = ClusterCache(c.scheduler_name)
         self.metrics = SchedulerMetrics(self._metrics_state)
         self.recorder = EventRecorder(
-            api, instance=c.identity, repeat_seconds=c.event_repeat_seconds
+            api,
+            instance=c.identity,
+            repeat_seconds=c.event_repeat_seconds,
+            level=c.events,
+            busy=lambda: self.binder.in_flight() > 0,
         )
         self.binder = Binder(
             api,
@@ -210,7 +216,7 @@ class Daemon:
             self.recorder,
             workers=c.bind_workers,
             on_result=self._bound,
-            scheduled_events=c.scheduled_events,
+            scheduled_events=c.events == "all",
         )
         self.evictor = Evictor(api, self.recorder, on_result=self._evicted)
         self.nomination_writer = NominationWriter(api)
