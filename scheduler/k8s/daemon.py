@@ -79,6 +79,9 @@ from scheduler.k8s.usage_history import (
 log = logging.getLogger(__name__)
 
 POLICY_KEY = "policy.yaml"
+QUIET_CYCLES = 10
+"""While binds are in flight, a cycle with nothing to place runs at most once per this
+many `cycle_seconds`."""
 
 
 @runtime_checkable
@@ -443,13 +446,16 @@ class Daemon:
     def _worth_a_cycle(self, now: float) -> bool:
         """Skip cycles that could decide nothing: during a storm of watch events for
         pods already bound (kwok marking them Running), a cycle over every pod would only
-        take the GIL from the binder."""
-        return (
-            self.cache.has_pending()
-            or bool(self.nominations)
-            or self._policy_changed
-            or now - self._last_cycle >= self.config.cycle_seconds
-        )
+        take the GIL from the binder. The periodic cycle (time-based effects, the shares
+        reported) also waits while binds are in flight, up to `QUIET_CYCLES` periods:
+        their answers are about to change the cluster, and a cycle over thousands of
+        pods would slow them down."""
+        if self.cache.has_pending() or self.nominations or self._policy_changed:
+            return True
+        since = now - self._last_cycle
+        if since < self.config.cycle_seconds:
+            return False
+        return self.binder.in_flight() == 0 or since >= QUIET_CYCLES * self.config.cycle_seconds
 
     def run_cycle(self) -> Decisions:
         """One cycle: snapshot, engine, and (on the leader) the decisions carried out."""
