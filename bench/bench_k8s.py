@@ -69,6 +69,13 @@ class Result:
     load: float = 0.0
     """1-minute load average when the scenario ended."""
     round: int = 0
+    api_binding_seconds: float = 0.0
+    """First to last PodScheduled condition time the API server recorded (a second
+    measure of `binding_seconds`, in whole seconds)."""
+
+    @property
+    def api_binding_rate(self) -> float:
+        return self.pods / (self.api_binding_seconds + 1) if self.api_binding_seconds else 0.0
 
     @property
     def binding_rate(self) -> float:
@@ -311,10 +318,34 @@ def _backlog(
         watch.last() - started,
         watch.last() - watch.first(),
         os.getloadavg()[0],
+        api_binding_seconds=_scheduled_span(core),
     )
     _print(console, result)
     _delete_bench_pods(core, watch)
     return result
+
+
+def _scheduled_span(core: k8s.CoreV1Api) -> float:
+    """The same pace measured a second way, from the API server's own record: first to
+    last `PodScheduled` condition time of the bench pods (whole seconds)."""
+    times = []
+    token = None
+    while True:
+        page = core.list_pod_for_all_namespaces(
+            label_selector="fairpool.io/bench=true", limit=1000, _continue=token
+        )
+        for pod in page.items:
+            for condition in (pod.status and pod.status.conditions) or []:
+                if (
+                    condition.type == "PodScheduled"
+                    and condition.status == "True"
+                    and condition.last_transition_time is not None
+                ):
+                    times.append(condition.last_transition_time.timestamp())
+        token = page.metadata._continue if page.metadata else None
+        if not token:
+            break
+    return max(times) - min(times) if len(times) > 1 else 0.0
 
 
 def _print(console: Console, r: Result) -> None:
@@ -570,23 +601,28 @@ def run(console: Console) -> None:
     _table(console, results)
 
 
-def backlog_rounds(console: Console, rounds: int) -> list[Result]:
-    """The backlog (all pods created first) bound by the null binder, fairpool and
-    fairpool posting warnings only, in turn, `rounds` times on the same cluster: each
-    fairpool figure is compared with the null binder's of its own round."""
+def backlog_rounds(console: Console, rounds: int, warnings_only: bool = False) -> list[Result]:
+    """The backlog (all pods created first) bound by the null binder and by fairpool (and
+    with `warnings_only`, fairpool posting no Scheduled events), in turn, `rounds` times
+    on the same cluster, each round starting with the next contender: each fairpool
+    figure is compared with the null binder's of its own round."""
     results: list[Result] = []
     with bench_cluster(console) as b:
         contenders: list[tuple[str, Scheduler, str]] = [
             ("null binder", NullBinderProcess(b.plane, b.nodes), NULL_BINDER),
             ("fairpool", FairpoolProcess(b.plane, b.workdir), "fairpool"),
-            (
-                "fairpool, --events warnings",
-                FairpoolProcess(b.plane, b.workdir, "--events", "warnings"),
-                "fairpool",
-            ),
         ]
+        if warnings_only:
+            contenders.append(
+                (
+                    "fairpool, --events warnings",
+                    FairpoolProcess(b.plane, b.workdir, "--events", "warnings"),
+                    "fairpool",
+                )
+            )
         for n in range(1, rounds + 1):
-            for name, scheduler, scheduler_name in contenders:
+            turn = (n - 1) % len(contenders)
+            for name, scheduler, scheduler_name in contenders[turn:] + contenders[:turn]:
                 result = _backlog(
                     name, scheduler, b.core, b.watch, _single_pods(scheduler_name), console
                 )
@@ -597,8 +633,9 @@ def backlog_rounds(console: Console, rounds: int) -> list[Result]:
 
 def _rounds_table(console: Console, results: list[Result]) -> None:
     table = Table(
-        title=f"Backlog of {PODS:,} pods created first, {NODES} kwok nodes: each round on the "
-        f"same cluster, {os.cpu_count()} cores shared",
+        title=f"Backlog of {PODS:,} pods created first, {NODES} kwok nodes x {GPUS_PER_NODE} "
+        f"GPUs, {WORKERS} bind workers each: every round on the same cluster, "
+        f"{os.cpu_count()} cores shared",
         title_justify="left",
     )
     for column in (
@@ -609,6 +646,7 @@ def _rounds_table(console: Console, results: list[Result]) -> None:
         "vs null binder",
         "first to last bind / s",
         "vs null binder ",
+        "by PodScheduled / s",
         "load average",
     ):
         table.add_column(column, justify="left" if column in ("round", "binder") else "right")
@@ -622,12 +660,29 @@ def _rounds_table(console: Console, results: list[Result]) -> None:
             f"{r.rate / null.rate:.0%}" if null.rate else "-",
             f"{r.binding_rate:.0f}",
             f"{r.binding_rate / null.binding_rate:.0%}" if null.binding_rate else "-",
+            f"{r.api_binding_rate:.0f}",
             f"{r.load:.1f}",
         )
     console.print(table)
+    for name in sorted({r.scenario for r in results} - {"null binder"}):
+        ratios = [
+            r.rate / n.rate
+            for r in results
+            for n in results
+            if r.scenario == name and n.scenario == "null binder" and n.round == r.round
+            if n.rate
+        ]
+        if ratios:
+            console.print(
+                f"{name}: {min(ratios):.0%} to {max(ratios):.0%} of the null binder's rate "
+                f"(start to last bind), mean {sum(ratios) / len(ratios):.0%} over "
+                f"{len(ratios)} rounds"
+            )
     console.print(
         "pods bound / s: from the binder's start (process start, informer sync, first "
-        "cycle) to the last bind; first to last bind: the pace of binding alone"
+        "cycle) to the last bind; first to last bind: the pace of binding alone, as the "
+        "bench's watch saw it; by PodScheduled: the same pace from the API server's "
+        "condition times (whole seconds)"
     )
 
 
@@ -641,10 +696,15 @@ def main(argv: list[str]) -> int:
         default=0,
         help="only the backlog, null binder against fairpool, this many rounds",
     )
+    parser.add_argument(
+        "--with-warnings-only",
+        action="store_true",
+        help="in the rounds, also fairpool with --events warnings",
+    )
     args = parser.parse_args(argv)
     console = Console()
     if args.backlog_rounds > 0:
-        backlog_rounds(console, args.backlog_rounds)
+        backlog_rounds(console, args.backlog_rounds, args.with_warnings_only)
     else:
         run(console)
     return 0
