@@ -235,9 +235,18 @@ def _wait(check: Callable[[], bool], timeout: float, what: str) -> None:
 
 def _delete_bench_pods(core: k8s.CoreV1Api, watch: BindWatch) -> None:
     for m in MEMBERS:
-        core.delete_collection_namespaced_pod(
-            f"bench-{m}", label_selector="fairpool.io/bench=true", grace_period_seconds=0
-        )
+        # A collection delete of thousands of pods may outlast the API server's request
+        # timeout (504) on a busy machine; it goes on server-side, and is asked again.
+        for attempt in range(5):
+            try:
+                core.delete_collection_namespaced_pod(
+                    f"bench-{m}", label_selector="fairpool.io/bench=true", grace_period_seconds=0
+                )
+                break
+            except k8s.exceptions.ApiException as exc:
+                if exc.status not in (500, 503, 504) or attempt == 4:
+                    raise
+                time.sleep(5)
     _wait(
         lambda: (
             not core.list_pod_for_all_namespaces(
