@@ -5,6 +5,15 @@ daemon). Reports requests/s, p50/p99 latency, and the engine's cycle time idle a
 under that load. Then ValidatePolicy on policies of 10,000 members and of the most a
 policy may have (`validate_table`, also `python -m bench api_validate`).
 
+Two loads, both with the engine cycling and publishing a new snapshot every cycle:
+
+- back to back: each client sends its next call as soon as the last one is answered,
+  so the figure is the server's capacity; by Little's law the mean latency is then
+  clients / calls per second, whatever the server does per call;
+- paced: each client sends one call every CLIENTS / PACED_RATE seconds (PACED_RATE
+  calls/s in all, the rate at which the API was once measured at 803 ms p99), the
+  latency a caller sees at that traffic.
+
 The server runs in a child process so that the clients' Python does not share its GIL.
 """
 
@@ -38,6 +47,10 @@ NODES = 1_000
 PENDING_PODS = 10_000
 CLIENTS = 50
 LOAD_SECONDS = 15.0
+PACED_RATE = 445.0
+DAEMON_RUNTIME = os.environ.get("FAIRPOOL_BENCH_DEFAULT_RUNTIME", "") == ""
+"""The server process tuned as `fairpool run` tunes itself (scheduler/k8s/runtime.py);
+FAIRPOOL_BENCH_DEFAULT_RUNTIME=1 keeps the interpreter's defaults, for comparison."""
 IDLE_SECONDS = 10.0
 TOKEN = "bench-admin-token-0123456789"
 OWNERS = (
@@ -107,10 +120,9 @@ class CyclingView(FrozenClusterView):
 
     def cycle(self) -> float:
         started = time.perf_counter()
-        decisions = schedule(self._snapshot, self._policy)
-        with self._lock:
-            self._decisions = decisions
-            self._snapshot = replace(self._snapshot, now=self._snapshot.now + 1.0)
+        snapshot = self.snapshot()
+        decisions = schedule(snapshot, self.policy())
+        self.publish(replace(snapshot, now=snapshot.now + 1.0), decisions)
         return time.perf_counter() - started
 
 
@@ -118,10 +130,16 @@ def _serve(conn: Connection, folder: str) -> None:
     from scheduler.api.auth import TokenTable, parse_tokens
     from scheduler.api.policy_store import FileSource
     from scheduler.api.server import ApiConfig, ApiServer
+    from scheduler.k8s import runtime
 
+    if DAEMON_RUNTIME:
+        runtime.tune()  # as `fairpool run` does
     policy, snapshot = build_cluster()
     view = CyclingView(policy, snapshot)
     first = view.cycle()
+    explained = len(view.last_decisions().explanations)
+    if DAEMON_RUNTIME:
+        runtime.freeze_startup_objects()
     policy_file = Path(folder) / "policy.yaml"
     policy_file.write_text(DEFAULT_POLICY.read_text())
     config = ApiConfig(
@@ -132,15 +150,18 @@ def _serve(conn: Connection, folder: str) -> None:
         max_workers=16,
     )
     server = ApiServer(view, config).start()
-    conn.send((server.port, first, len(view.last_decisions().explanations)))
+    conn.send((server.port, first, explained))
     while True:
         command, seconds = conn.recv()
         if command == "stop":
             break
-        durations = [view.cycle()]
+        durations: list[float] = []
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             durations.append(view.cycle())
+            # The daemon's loop: after a cycle, a pause as long as it took, so that its
+            # other threads (binder, informers, the API) get their share of the GIL.
+            time.sleep(durations[-1])
         conn.send(durations)
     server.stop(grace=0.5)
 
@@ -152,13 +173,22 @@ class Load:
     seconds: float
 
 
-async def _client(target: str, job_ids: list[str], until: float, seed: int, load: Load) -> None:
+async def _client(
+    target: str, job_ids: list[str], until: float, seed: int, load: Load, period: float
+) -> None:
+    """Calls until `until`; with a `period`, one call per period (a late call is not
+    made up for), else back to back."""
     rng = random.Random(seed)
     metadata = (("authorization", f"Bearer {TOKEN}"),)
     async with grpc.aio.insecure_channel(target) as channel:
         stub = share_pb2_grpc.ShareServiceStub(channel)
         n = seed
+        if period:
+            await asyncio.sleep(rng.uniform(0, period))
+        next_at = time.monotonic()
         while time.monotonic() < until:
+            if period:
+                next_at += period
             n += 1
             if n % 2:
                 name = "GetEntitlements"
@@ -174,19 +204,26 @@ async def _client(target: str, job_ids: list[str], until: float, seed: int, load
                 await call
             except grpc.aio.AioRpcError:
                 load.errors[name] += 1
-                continue
-            load.latencies[name].append(time.perf_counter() - started)
+            else:
+                load.latencies[name].append(time.perf_counter() - started)
+            if period:
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+                next_at = max(next_at, time.monotonic())
 
 
-async def _load(target: str, seconds: float) -> Load:
+async def _load(target: str, seconds: float, rate: float = 0.0) -> Load:
+    """CLIENTS clients for `seconds`, back to back (rate 0) or `rate` calls/s in all."""
     job_ids = pending_job_ids()
     load = Load(
         {"GetEntitlements": [], "ExplainPending": []},
         {"GetEntitlements": 0, "ExplainPending": 0},
         seconds,
     )
+    period = CLIENTS / rate if rate else 0.0
     until = time.monotonic() + seconds
-    await asyncio.gather(*(_client(target, job_ids, until, i, load) for i in range(CLIENTS)))
+    await asyncio.gather(
+        *(_client(target, job_ids, until, i, load, period) for i in range(CLIENTS))
+    )
     return load
 
 
@@ -199,6 +236,7 @@ def _ms(values: list[float], q: float) -> str:
 
 def run(console: Console) -> None:
     context = mp.get_context("spawn")
+    loads: list[tuple[str, Load]] = []
     with tempfile.TemporaryDirectory(prefix="fairpool-bench-api-") as folder:
         ours, theirs = context.Pipe()
         child = context.Process(target=_serve, args=(theirs, folder), daemon=True)
@@ -210,47 +248,63 @@ def run(console: Console) -> None:
         target = f"127.0.0.1:{port}"
         with console.status(f"engine alone for {IDLE_SECONDS:.0f} s…"):
             ours.send(("cycles", IDLE_SECONDS))
-            idle = ours.recv()
-        with console.status(f"{CLIENTS} clients for {LOAD_SECONDS:.0f} s while the engine runs…"):
-            ours.send(("cycles", LOAD_SECONDS))
-            load = asyncio.run(_load(target, LOAD_SECONDS))
-            busy = ours.recv()
+            cycles = [("idle API", ours.recv())]
+        for label, rate in (("back to back", 0.0), (f"paced, {PACED_RATE:.0f}/s", PACED_RATE)):
+            with console.status(
+                f"{CLIENTS} clients ({label}) for {LOAD_SECONDS:.0f} s while the engine runs…"
+            ):
+                ours.send(("cycles", LOAD_SECONDS))
+                loads.append((label, asyncio.run(_load(target, LOAD_SECONDS, rate))))
+                cycles.append((f"{CLIENTS} clients, {label}", ours.recv()))
         ours.send(("stop", 0))
         child.join(30)
+    _tables(console, loads, cycles, first_cycle, explained)
 
+
+def _tables(
+    console: Console,
+    loads: list[tuple[str, Load]],
+    cycles: list[tuple[str, list[float]]],
+    first_cycle: float,
+    explained: int,
+) -> None:
     table = Table(
         title=f"gRPC API: {CLIENTS} clients, {NODES:,} nodes, {PENDING_PODS:,} pending pods "
-        f"({explained:,} jobs explained)",
+        f"({explained:,} jobs explained), load average {os.getloadavg()[0]:.1f} "
+        f"on {os.cpu_count()} cores",
         title_justify="left",
     )
-    for column in ("what", "calls", "per second", "p50 ms", "p99 ms", "errors"):
-        table.add_column(column, justify="left" if column == "what" else "right")
-    every: list[float] = []
-    for name, values in load.latencies.items():
-        every += values
+    for column in ("load", "what", "calls", "per second", "p50 ms", "p99 ms", "errors"):
+        table.add_column(column, justify="left" if column in ("load", "what") else "right")
+    for label, load in loads:
+        every: list[float] = []
+        for name, values in load.latencies.items():
+            every += values
+            table.add_row(
+                label,
+                name,
+                f"{len(values):,}",
+                f"{len(values) / load.seconds:,.0f}",
+                _ms(values, 0.5),
+                _ms(values, 0.99),
+                str(load.errors[name]),
+            )
         table.add_row(
-            name,
-            f"{len(values):,}",
-            f"{len(values) / load.seconds:,.0f}",
-            _ms(values, 0.5),
-            _ms(values, 0.99),
-            str(load.errors[name]),
+            label,
+            "both",
+            f"{len(every):,}",
+            f"{len(every) / load.seconds:,.0f}",
+            _ms(every, 0.5),
+            _ms(every, 0.99),
+            str(sum(load.errors.values())),
+            style="bold",
         )
-    table.add_row(
-        "both",
-        f"{len(every):,}",
-        f"{len(every) / load.seconds:,.0f}",
-        _ms(every, 0.5),
-        _ms(every, 0.99),
-        str(sum(load.errors.values())),
-        style="bold",
-    )
     console.print(table)
     engine = Table(title="engine in the same process", title_justify="left")
     for column in ("phase", "cycles", "mean cycle s", "cycles per minute"):
         engine.add_column(column, justify="left" if column == "phase" else "right")
     engine.add_row("first cycle", "1", f"{first_cycle:.2f}", "")
-    for phase, durations in (("idle API", idle), (f"{CLIENTS} clients", busy)):
+    for phase, durations in cycles:
         mean = statistics.fmean(durations)
         engine.add_row(phase, str(len(durations)), f"{mean:.2f}", f"{60 / mean:.1f}")
     console.print(engine)

@@ -19,6 +19,7 @@ so the creation rate bounds every figure; it is shown too.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import multiprocessing as mp
@@ -28,7 +29,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,22 @@ class Result:
     """First creation to last creation."""
     bound_seconds: float
     """burst: first creation to last bind; backlog: scheduler start to last bind."""
+    binding_seconds: float = 0.0
+    """First bind to last bind: the pace of binding alone, without start-up."""
+    load: float = 0.0
+    """1-minute load average when the scenario ended."""
+    round: int = 0
+    api_binding_seconds: float = 0.0
+    """First to last PodScheduled condition time the API server recorded (a second
+    measure of `binding_seconds`, in whole seconds)."""
+
+    @property
+    def api_binding_rate(self) -> float:
+        return self.pods / (self.api_binding_seconds + 1) if self.api_binding_seconds else 0.0
+
+    @property
+    def binding_rate(self) -> float:
+        return (self.pods - 1) / self.binding_seconds if self.binding_seconds else 0.0
 
     @property
     def rate(self) -> float:
@@ -177,6 +194,10 @@ class BindWatch:
         with self._lock:
             return max(self.bound.values())
 
+    def first(self) -> float:
+        with self._lock:
+            return min(self.bound.values())
+
     def close(self) -> None:
         self._stop.set()
         self._informer.join(5)
@@ -214,9 +235,18 @@ def _wait(check: Callable[[], bool], timeout: float, what: str) -> None:
 
 def _delete_bench_pods(core: k8s.CoreV1Api, watch: BindWatch) -> None:
     for m in MEMBERS:
-        core.delete_collection_namespaced_pod(
-            f"bench-{m}", label_selector="fairpool.io/bench=true", grace_period_seconds=0
-        )
+        # A collection delete of thousands of pods may outlast the API server's request
+        # timeout (504) on a busy machine; it goes on server-side, and is asked again.
+        for attempt in range(5):
+            try:
+                core.delete_collection_namespaced_pod(
+                    f"bench-{m}", label_selector="fairpool.io/bench=true", grace_period_seconds=0
+                )
+                break
+            except k8s.exceptions.ApiException as exc:
+                if exc.status not in (500, 503, 504) or attempt == 4:
+                    raise
+                time.sleep(5)
     _wait(
         lambda: (
             not core.list_pod_for_all_namespaces(
@@ -254,7 +284,15 @@ def _burst(
         with console.status(f"{name}: creating and binding {len(bodies)} pods"):
             first, last_created = _create_all(core, bodies)
             _wait(lambda: watch.count() >= len(bodies), TIMEOUT, f"{name}: all pods bound")
-        result = Result(name, "burst", len(bodies), last_created - first, watch.last() - first)
+        result = Result(
+            name,
+            "burst",
+            len(bodies),
+            last_created - first,
+            watch.last() - first,
+            watch.last() - watch.first(),
+            os.getloadavg()[0],
+        )
     finally:
         scheduler.stop()
     _print(console, result)
@@ -281,16 +319,49 @@ def _backlog(
             _wait(lambda: watch.count() >= len(bodies), TIMEOUT, f"{name}: all pods bound")
         finally:
             scheduler.stop()
-    result = Result(name, "backlog", len(bodies), last_created - first, watch.last() - started)
+    result = Result(
+        name,
+        "backlog",
+        len(bodies),
+        last_created - first,
+        watch.last() - started,
+        watch.last() - watch.first(),
+        os.getloadavg()[0],
+        api_binding_seconds=_scheduled_span(core),
+    )
     _print(console, result)
     _delete_bench_pods(core, watch)
     return result
 
 
+def _scheduled_span(core: k8s.CoreV1Api) -> float:
+    """The same pace measured a second way, from the API server's own record: first to
+    last `PodScheduled` condition time of the bench pods (whole seconds)."""
+    times = []
+    token = None
+    while True:
+        page = core.list_pod_for_all_namespaces(
+            label_selector="fairpool.io/bench=true", limit=1000, _continue=token
+        )
+        for pod in page.items:
+            for condition in (pod.status and pod.status.conditions) or []:
+                if (
+                    condition.type == "PodScheduled"
+                    and condition.status == "True"
+                    and condition.last_transition_time is not None
+                ):
+                    times.append(condition.last_transition_time.timestamp())
+        token = page.metadata._continue if page.metadata else None
+        if not token:
+            break
+    return max(times) - min(times) if len(times) > 1 else 0.0
+
+
 def _print(console: Console, r: Result) -> None:
     console.print(
         f"{r.scenario} ({r.mode}): {r.pods} pods bound in {r.bound_seconds:.1f}s "
-        f"({r.rate:.0f}/s; created at {r.create_rate:.0f}/s)"
+        f"({r.rate:.0f}/s; first to last bind {r.binding_rate:.0f}/s; "
+        f"created at {r.create_rate:.0f}/s; load average {r.load:.1f})"
     )
 
 
@@ -465,14 +536,25 @@ class NullBinderProcess:
 # --- the run ------------------------------------------------------------------------------
 
 
-def run(console: Console) -> None:
+@dataclass
+class Bench:
+    """One control plane with its kwok nodes, the bench namespaces and the bind watch."""
+
+    workdir: Path
+    plane: ControlPlane
+    core: k8s.CoreV1Api
+    watch: BindWatch
+    nodes: list[str]
+
+
+@contextlib.contextmanager
+def bench_cluster(console: Console) -> Iterator[Bench]:
     from policies.inventory import parse_inventory
     from tests.controlplane import start, stop
     from tests.controlplane.nodes import create_nodes, wait_nodes_ready
 
     workdir = Path(tempfile.mkdtemp(prefix="fairpool-bench-k8s-"))
     plane = start(workdir / "cluster", die_with_parent=True, console=console)
-    results: list[Result] = []
     try:
         configuration = plane.api_client("admin").configuration
         configuration.connection_pool_maxsize = WORKERS + 4
@@ -485,10 +567,22 @@ def run(console: Console) -> None:
             wait_nodes_ready(core, created.created, timeout=300)
         console.print(f"{len(created.created)} nodes Ready in {created.seconds:.1f}s")
         watch = BindWatch(admin)
-        fairpool = FairpoolProcess(plane, workdir)
-        kube = KubeScheduler(plane)
-        fast_kube = KubeScheduler(plane, "--kube-api-qps=1000", "--kube-api-burst=1000")
-        null = NullBinderProcess(plane, created.created)
+        try:
+            yield Bench(workdir, plane, core, watch, created.created)
+        finally:
+            watch.close()
+    finally:
+        stop(workdir / "cluster")
+
+
+def run(console: Console) -> None:
+    results: list[Result] = []
+    with bench_cluster(console) as b:
+        core, watch = b.core, b.watch
+        fairpool = FairpoolProcess(b.plane, b.workdir)
+        kube = KubeScheduler(b.plane)
+        fast_kube = KubeScheduler(b.plane, "--kube-api-qps=1000", "--kube-api-burst=1000")
+        null = NullBinderProcess(b.plane, b.nodes)
         gangs = f"fairpool, {GANGS} gangs of {GANG_SIZE}"
         for measure in (_burst, _backlog):
             results.append(
@@ -513,10 +607,116 @@ def run(console: Console) -> None:
             results.append(
                 measure("null binder", null, core, watch, _single_pods(NULL_BINDER), console)
             )
-        watch.close()
-    finally:
-        stop(workdir / "cluster")
     _table(console, results)
+
+
+def backlog_rounds(console: Console, rounds: int, warnings_only: bool = False) -> list[Result]:
+    """The backlog (all pods created first) bound by the null binder and by fairpool (and
+    with `warnings_only`, fairpool posting no Scheduled events), in turn, `rounds` times
+    on the same cluster, each round starting with the next contender: each fairpool
+    figure is compared with the null binder's of its own round."""
+    results: list[Result] = []
+    with bench_cluster(console) as b:
+        contenders: list[tuple[str, Scheduler, str]] = [
+            ("null binder", NullBinderProcess(b.plane, b.nodes), NULL_BINDER),
+            ("fairpool", FairpoolProcess(b.plane, b.workdir), "fairpool"),
+        ]
+        if warnings_only:
+            contenders.append(
+                (
+                    "fairpool, --events warnings",
+                    FairpoolProcess(b.plane, b.workdir, "--events", "warnings"),
+                    "fairpool",
+                )
+            )
+        for n in range(1, rounds + 1):
+            turn = (n - 1) % len(contenders)
+            for name, scheduler, scheduler_name in contenders[turn:] + contenders[:turn]:
+                result = _backlog(
+                    name, scheduler, b.core, b.watch, _single_pods(scheduler_name), console
+                )
+                results.append(dataclasses.replace(result, round=n))
+    _rounds_table(console, results)
+    return results
+
+
+def _rounds_table(console: Console, results: list[Result]) -> None:
+    table = Table(
+        title=f"Backlog of {PODS:,} pods created first, {NODES} kwok nodes x {GPUS_PER_NODE} "
+        f"GPUs, {WORKERS} bind workers each: every round on the same cluster, "
+        f"{os.cpu_count()} cores shared",
+        title_justify="left",
+    )
+    for column in (
+        "round",
+        "binder",
+        "start to last bind s",
+        "pods bound / s",
+        "vs null binder",
+        "first to last bind / s",
+        "vs null binder ",
+        "by PodScheduled / s",
+        "load average",
+    ):
+        table.add_column(column, justify="left" if column in ("round", "binder") else "right")
+    for r in results:
+        null = next(x for x in results if x.round == r.round and x.scenario == "null binder")
+        table.add_row(
+            str(r.round),
+            r.scenario,
+            f"{r.bound_seconds:.1f}",
+            f"{r.rate:.0f}",
+            f"{r.rate / null.rate:.0%}" if null.rate else "-",
+            f"{r.binding_rate:.0f}",
+            f"{r.binding_rate / null.binding_rate:.0%}" if null.binding_rate else "-",
+            f"{r.api_binding_rate:.0f}",
+            f"{r.load:.1f}",
+        )
+    console.print(table)
+    for name in sorted({r.scenario for r in results} - {"null binder"}):
+        ratios = [
+            r.rate / n.rate
+            for r in results
+            for n in results
+            if r.scenario == name and n.scenario == "null binder" and n.round == r.round
+            if n.rate
+        ]
+        if ratios:
+            console.print(
+                f"{name}: {min(ratios):.0%} to {max(ratios):.0%} of the null binder's rate "
+                f"(start to last bind), mean {sum(ratios) / len(ratios):.0%} over "
+                f"{len(ratios)} rounds"
+            )
+    console.print(
+        "pods bound / s: from the binder's start (process start, informer sync, first "
+        "cycle) to the last bind; first to last bind: the pace of binding alone, as the "
+        "bench's watch saw it; by PodScheduled: the same pace from the API server's "
+        "condition times (whole seconds)"
+    )
+
+
+def main(argv: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_k8s")
+    parser.add_argument(
+        "--backlog-rounds",
+        type=int,
+        default=0,
+        help="only the backlog, null binder against fairpool, this many rounds",
+    )
+    parser.add_argument(
+        "--with-warnings-only",
+        action="store_true",
+        help="in the rounds, also fairpool with --events warnings",
+    )
+    args = parser.parse_args(argv)
+    console = Console()
+    if args.backlog_rounds > 0:
+        backlog_rounds(console, args.backlog_rounds, args.with_warnings_only)
+    else:
+        run(console)
+    return 0
 
 
 def _table(console: Console, results: list[Result]) -> None:
@@ -551,3 +751,7 @@ def _table(console: Console, results: list[Result]) -> None:
         "backlog: scheduler start -> last bind, all pods created first"
     )
     console.print(json.dumps({f"{r.scenario} ({r.mode})": round(r.rate, 1) for r in results}))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

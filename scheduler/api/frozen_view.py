@@ -17,6 +17,7 @@ from policies.model import Policy
 from scheduler.engine import schedule
 from scheduler.engine.decisions import Decisions
 from scheduler.engine.snapshot import Node, PendingJob, PendingPod, RunningPod, Snapshot
+from scheduler.k8s.published import NOTHING_PUBLISHED, Published
 from scheduler.sim.cluster import build_nodes, namespace_for, pod_spec
 from scheduler.traces.model import Trace, TraceJob
 
@@ -110,10 +111,10 @@ class FrozenClusterView:
 
     def __init__(self, policy: Policy, snapshot: Snapshot, decide: bool = True) -> None:
         self._lock = threading.Lock()
-        self._snapshot = snapshot
         self._decide = decide
         self._policy = policy
-        self._decisions = schedule(snapshot, policy) if decide else Decisions()
+        decisions = schedule(snapshot, policy) if decide else Decisions()
+        self._published = NOTHING_PUBLISHED.next(snapshot, policy, decisions)
 
     @classmethod
     def from_inventory(
@@ -125,16 +126,31 @@ class FrozenClusterView:
         now = max((j.submit_time for j in trace.jobs), default=0.0) + 60.0
         return cls(policy, settle(nodes, jobs, policy, now))
 
+    def published(self) -> Published:
+        return self._published
+
     def policy(self) -> Policy:
         return self._policy
 
     def snapshot(self) -> Snapshot:
-        return self._snapshot
+        return self._published.snapshot
 
     def last_decisions(self) -> Decisions:
-        return self._decisions
+        return self._published.decisions
+
+    def publish(self, snapshot: Snapshot, decisions: Decisions | None = None) -> Published:
+        """A new cycle over `snapshot` under the policy in use (the engine decides it when
+        `decisions` is None and this view decides at all)."""
+        policy = self._policy
+        if decisions is None:
+            decisions = schedule(snapshot, policy) if self._decide else Decisions()
+        with self._lock:
+            self._published = self._published.next(snapshot, policy, decisions)
+            return self._published
 
     def set_policy(self, policy: Policy) -> None:
-        decisions = schedule(self._snapshot, policy) if self._decide else Decisions()
+        snapshot = self._published.snapshot
+        decisions = schedule(snapshot, policy) if self._decide else Decisions()
         with self._lock:
-            self._policy, self._decisions = policy, decisions
+            self._policy = policy
+            self._published = self._published.next(snapshot, policy, decisions)

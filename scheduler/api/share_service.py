@@ -8,7 +8,7 @@ import logging
 import re
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -26,6 +26,7 @@ from scheduler.api.whatif import SimulationFailed, WhatIf, trace_from_usage
 from scheduler.engine.decisions import MemberShare
 from scheduler.engine.snapshot import PendingJob, Snapshot
 from scheduler.k8s.daemon import SchedulerView
+from scheduler.k8s.published import Published
 from scheduler.traces.csv import read_trace
 
 log = logging.getLogger(__name__)
@@ -36,21 +37,60 @@ NO_DECISION_YET = "no scheduling decision yet: the job arrived after the latest 
 
 
 @dataclass(frozen=True, slots=True)
-class _Book:
-    """What one (snapshot, policy) pair answers, computed once and shared by readers."""
+class _Index:
+    """The pending jobs of one publication, indexed for lookups by name and member."""
 
-    snapshot: Snapshot
-    policy: Policy
-    shares: tuple[MemberShare, ...]
     jobs: dict[str, PendingJob]
     by_pod: dict[str, list[PendingJob]]
     """pod name -> jobs with a pod of that name (names repeat across namespaces)."""
     oldest_first: tuple[PendingJob, ...]
+    by_member: dict[str, tuple[PendingJob, ...]]
+    """member -> its jobs, oldest first."""
+
+    @classmethod
+    def of(cls, snapshot: Snapshot) -> _Index:
+        jobs: dict[str, PendingJob] = {}
+        by_pod: dict[str, list[PendingJob]] = {}
+        for job in snapshot.pending:
+            jobs[job.job_id] = job
+            for pod in job.pods:
+                by_pod.setdefault(pod.name, []).append(job)
+        ordered = tuple(sorted(snapshot.pending, key=lambda j: (j.submitted_at, j.job_id)))
+        by_member: dict[str, list[PendingJob]] = {}
+        for job in ordered:
+            by_member.setdefault(job.member, []).append(job)
+        return cls(jobs, by_pod, ordered, {m: tuple(js) for m, js in by_member.items()})
+
+
+@dataclass(frozen=True, slots=True)
+class _Book:
+    """What one publication answers under one policy, built once and shared by readers."""
+
+    published: Published
+    policy: Policy
+    """The policy in use; newer than `published.policy` between an ApplyPolicy and the
+    next cycle, and then the shares are computed for it."""
+    shares: tuple[MemberShare, ...]
+    index: _Index
+    members: tuple[str, ...]
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self.published.snapshot
+
+    @property
+    def explanations(self) -> Mapping[str, str]:
+        return self.published.decisions.explanations
 
 
 class PublishedShares:
-    """Caches the engine's shares and a pending-job index per snapshot and policy: the
-    engine runs once per scheduling cycle, not once per request."""
+    """The read side of the API: answers come from what the latest scheduling cycle
+    published (`SchedulerView.published()`), indexed once per publication and policy.
+
+    No reader runs the engine or waits for a cycle: the shares are the cycle's own
+    (`Decisions.shares`); only a policy applied since the last cycle has its shares
+    computed here, once. While one reader indexes a new publication, the others answer
+    from the previous one rather than queue behind it."""
 
     def __init__(
         self,
@@ -61,38 +101,44 @@ class PublishedShares:
         self._compute = compute_shares
         self._lock = threading.Lock()
         self._book: _Book | None = None
+        self.builds = 0
+        """Books built so far (one per publication read, plus one per policy change)."""
 
     def current(self) -> _Book:
-        snapshot, policy = self._view.snapshot(), self._view.policy()
+        published, policy = self._view.published(), self._view.policy()
         book = self._book
-        if book is not None and book.snapshot is snapshot and book.policy is policy:
+        if book is not None and book.published is published and book.policy is policy:
             return book
         if book is not None and book.policy is policy:
-            # Only the snapshot moved on (a new cycle): while one thread rebuilds, the
-            # others answer from the previous cycle's book rather than queue behind it.
-            # A new policy is never served stale: whoever applied it reads its effect.
+            # Only a new cycle was published: whoever is indexing it, the others answer
+            # from the previous cycle's book. A new policy is never served stale:
+            # whoever applied it reads its effect.
             if not self._lock.acquire(blocking=False):
                 return book
         else:
             self._lock.acquire()
         try:
             book = self._book
-            if book is None or book.snapshot is not snapshot or book.policy is not policy:
-                book = self._build(snapshot, policy)
+            if book is None or book.published is not published or book.policy is not policy:
+                book = self._build(published, policy, book)
                 self._book = book
             return book
         finally:
             self._lock.release()
 
-    def _build(self, snapshot: Snapshot, policy: Policy) -> _Book:
-        jobs: dict[str, PendingJob] = {}
-        by_pod: dict[str, list[PendingJob]] = {}
-        for job in snapshot.pending:
-            jobs[job.job_id] = job
-            for pod in job.pods:
-                by_pod.setdefault(pod.name, []).append(job)
-        ordered = tuple(sorted(snapshot.pending, key=lambda j: (j.submitted_at, j.job_id)))
-        return _Book(snapshot, policy, self._compute(snapshot, policy), jobs, by_pod, ordered)
+    def _build(self, published: Published, policy: Policy, previous: _Book | None) -> _Book:
+        self.builds += 1
+        if previous is not None and previous.published is published:
+            index = previous.index
+        else:
+            index = _Index.of(published.snapshot)
+        if published.policy is policy and (
+            published.decisions.shares or not published.snapshot.nodes
+        ):
+            shares = published.decisions.shares
+        else:
+            shares = self._compute(published.snapshot, policy)
+        return _Book(published, policy, shares, index, tuple(policy.member_names()))
 
 
 def redact_explanation(text: str, member: str, members: list[str]) -> str:
@@ -176,7 +222,9 @@ class ShareServicer(share_pb2_grpc.ShareServiceServicer):
         member = _scope(self._auth.caller(context), request.member, context, everyone=True)
         book = self._book.current()
         limit = min(request.limit or 1000, MAX_PENDING_PAGE)
-        matching = [j for j in book.oldest_first if member is None or j.member == member]
+        matching = (
+            book.index.oldest_first if member is None else book.index.by_member.get(member, ())
+        )
         now = book.snapshot.now
         return share_pb2.ListPendingResponse(
             jobs=[messages.pending_job(j, now) for j in matching[:limit]], total=len(matching)
@@ -190,9 +238,9 @@ class ShareServicer(share_pb2_grpc.ShareServiceServicer):
             abort(context, grpc.StatusCode.INVALID_ARGUMENT, "name: a job, gang or pod name")
         book = self._book.current()
         candidates: list[PendingJob] = []
-        if request.name in book.jobs:
-            candidates.append(book.jobs[request.name])
-        for job in book.by_pod.get(request.name, ()):
+        if request.name in book.index.jobs:
+            candidates.append(book.index.jobs[request.name])
+        for job in book.index.by_pod.get(request.name, ()):
             if job not in candidates:
                 candidates.append(job)
         if request.namespace:
@@ -217,11 +265,9 @@ class ShareServicer(share_pb2_grpc.ShareServiceServicer):
                 f"{request.name!r} is ambiguous: give a namespace ({', '.join(namespaces)})",
             )
         job = candidates[0]
-        explanation = self._view.last_decisions().explanations.get(job.job_id, NO_DECISION_YET)
+        explanation = book.explanations.get(job.job_id, NO_DECISION_YET)
         if principal.kind is RoleKind.MEMBER and principal.member is not None:
-            explanation = redact_explanation(
-                explanation, principal.member, book.policy.member_names()
-            )
+            explanation = redact_explanation(explanation, principal.member, list(book.members))
         return share_pb2.ExplainPendingResponse(
             job=messages.pending_job(job, book.snapshot.now), explanation=explanation
         )

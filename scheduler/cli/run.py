@@ -6,7 +6,7 @@ import logging
 import signal
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from scheduler.api.server import ApiServer
     from scheduler.k8s.daemon import Daemon
+    from scheduler.k8s.events import EventLevel
 
 
 @click.command()
@@ -91,10 +92,13 @@ if TYPE_CHECKING:
 @click.option("--scheduler-name", default="fairpool", show_default=True)
 @click.option("--bind-workers", type=int, default=16, show_default=True)
 @click.option(
-    "--scheduled-events/--no-scheduled-events",
-    default=True,
+    "--events",
+    type=click.Choice(["all", "warnings", "none"]),
+    default="all",
     show_default=True,
-    help="A Scheduled event per bind (each costs the API server as much as the bind).",
+    help="Kubernetes Events to post: all (a Scheduled event per bind, each costing the API "
+    "server about what the bind costs, posted after the binds in flight), warnings "
+    "(FailedScheduling, Preempted, GangBindUndone...), or none.",
 )
 @click.option(
     "--tokens",
@@ -164,7 +168,7 @@ def run(
     identity: str | None,
     scheduler_name: str,
     bind_workers: int,
-    scheduled_events: bool,
+    events: str,
     tokens: Path | None,
     api_listen: str,
     ledger_url: str,
@@ -177,6 +181,7 @@ def run(
     log_format: str,
 ) -> None:
     """Schedule pods with `schedulerName: fairpool` by fair share until stopped."""
+    from scheduler.k8s import runtime
     from scheduler.k8s.client import api_client
     from scheduler.k8s.daemon import Daemon, DaemonConfig, PolicyConfigMap, default_identity
 
@@ -206,7 +211,7 @@ def run(
         usage_history_configmap=usage_history_configmap or None,
         usage_write_seconds=usage_write_seconds,
         bind_workers=bind_workers,
-        scheduled_events=scheduled_events,
+        events=cast("EventLevel", events),
     )
     api = api_client(kubeconfig, in_cluster, pool_size=bind_workers + 16)
     audit = None
@@ -225,7 +230,9 @@ def run(
     _stop_on_signals(daemon)
     daemon.metrics.pod_series = metrics_pod_series
     port = daemon.metrics.serve(metrics_port, metrics_address)
+    runtime.tune()
     daemon.start()
+    runtime.freeze_startup_objects()
     log = logging.getLogger(__name__)
     log.info(
         "fairpool scheduler %s running; /metrics, /healthz, /readyz on port %d",

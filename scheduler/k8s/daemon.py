@@ -33,7 +33,9 @@ Only the leader (a coordination.k8s.io Lease) binds, evicts and posts events; a 
 keeps its cache warm and computes shares, so it takes over within one lease period.
 
 `SchedulerView` is the read-only window other parts of the process (the gRPC policy API)
-get onto the running daemon. `Daemon` implements it.
+get onto the running daemon. `Daemon` implements it: after each cycle the loop swaps in
+one immutable `Published` (snapshot, policy, decisions), and every read takes it without
+a lock, so readers never wait for a cycle and a cycle never waits for readers.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ from scheduler.engine.usage import lost_gpu_seconds
 from scheduler.k8s import labels as L
 from scheduler.k8s.binder import Binder, BindResult
 from scheduler.k8s.cache import NODES, POD_GROUPS, PODS, PRIORITY_CLASSES, CacheView, ClusterCache
-from scheduler.k8s.events import EventRecorder, ObjectRef
+from scheduler.k8s.events import EventLevel, EventRecorder, ObjectRef
 from scheduler.k8s.evictor import Evictor, EvictResult
 from scheduler.k8s.exporter import SchedulerMetrics, State
 from scheduler.k8s.gang_repair import Repair, partial_gangs, plan, remainders, without_undone
@@ -71,6 +73,7 @@ from scheduler.k8s.leader import LeaderElector
 from scheduler.k8s.nominator import Nominations, NominationWriter, cleared_on_bind
 from scheduler.k8s.objects import Obj, PodInfo
 from scheduler.k8s.policy_object import PolicyObject
+from scheduler.k8s.published import NOTHING_PUBLISHED, Published
 from scheduler.k8s.usage_history import (
     UsageHistoryStore,
     UsageKeeper,
@@ -81,6 +84,9 @@ from scheduler.k8s.usage_history import (
 log = logging.getLogger(__name__)
 
 POLICY_KEY = "policy.yaml"
+QUIET_CYCLES = 10
+"""While binds are in flight, a cycle with nothing to place runs at most once per this
+many `cycle_seconds`."""
 
 
 @runtime_checkable
@@ -90,6 +96,11 @@ class SchedulerView(Protocol):
     Every method is thread-safe and cheap: it returns the latest immutable value and
     never waits for a scheduling cycle.
     """
+
+    def published(self) -> Published:
+        """What the latest scheduling cycle published (snapshot, policy and decisions of
+        the same cycle); version 0 with an empty snapshot before the first cycle."""
+        ...
 
     def policy(self) -> Policy:
         """The policy the scheduler is using now."""
@@ -109,9 +120,6 @@ class SchedulerView(Protocol):
         """Hot-swap the policy (after ApplyPolicy validated and stored it). The next
         scheduling cycle uses it; running pods are not touched by the swap itself."""
         ...
-
-
-EMPTY_SNAPSHOT = Snapshot(now=0.0, nodes=(), running=(), pending=())
 
 
 def default_identity() -> str:
@@ -140,9 +148,11 @@ class DaemonConfig:
     still being created would otherwise get one per arriving pod)."""
     event_repeat_seconds: float = 60.0
     watch_pod_groups: bool = True
-    scheduled_events: bool = True
-    """Post a `Scheduled` event per bind (as kube-scheduler does). Each costs the API
-    server as much as the bind itself; large clusters may turn them off."""
+    events: EventLevel = "all"
+    """Which Kubernetes Events to post: `all` (a `Scheduled` event per bind, as
+    kube-scheduler does, and every warning), `warnings` (`FailedScheduling`,
+    `Preempted`, `GangBindUndone`, `PolicyRejected`...), or `none`. Events always yield
+    to binds in flight (scheduler/k8s/events.py)."""
     usage_history_configmap: str | None = "fairpool-usage-history"
     """ConfigMap (in `lease_namespace`) keeping the usage history across restarts and
     leader changes; None keeps it in memory only."""
@@ -198,9 +208,7 @@ class Daemon:
         self._policy = policy
         self._policy_resource_version = ""
         self._lock = threading.Lock()
-        self._snapshot = EMPTY_SNAPSHOT
-        self._decisions = Decisions()
-        self._running_phase: frozenset[str] = frozenset()
+        self._published = NOTHING_PUBLISHED
         self.nominations = Nominations()
         self._victims: dict[str, RunningPod] = {}
         self._shares_at: tuple[float, Policy | None] = (0.0, None)
@@ -212,7 +220,11 @@ class Daemon:
         self.cache = ClusterCache(c.scheduler_name)
         self.metrics = SchedulerMetrics(self._metrics_state, self.readiness)
         self.recorder = EventRecorder(
-            api, instance=c.identity, repeat_seconds=c.event_repeat_seconds
+            api,
+            instance=c.identity,
+            repeat_seconds=c.event_repeat_seconds,
+            level=c.events,
+            busy=lambda: self.binder.in_flight() > 0,
         )
         self.binder = Binder(
             api,
@@ -220,7 +232,7 @@ class Daemon:
             self.recorder,
             workers=c.bind_workers,
             on_result=self._bound,
-            scheduled_events=c.scheduled_events,
+            scheduled_events=c.events == "all",
             may_bind=lambda: self.is_leader,
         )
         self.evictor = Evictor(
@@ -261,18 +273,21 @@ class Daemon:
 
     # --- SchedulerView ------------------------------------------------------------------
 
+    # Reads take no lock: each returns one attribute, swapped whole by its writer.
+
+    def published(self) -> Published:
+        return self._published
+
     def policy(self) -> Policy:
-        with self._lock:
-            assert self._policy is not None, "no policy loaded yet"
-            return self._policy
+        policy = self._policy
+        assert policy is not None, "no policy loaded yet"
+        return policy
 
     def snapshot(self) -> Snapshot:
-        with self._lock:
-            return self._snapshot
+        return self._published.snapshot
 
     def last_decisions(self) -> Decisions:
-        with self._lock:
-            return self._decisions
+        return self._published.decisions
 
     def set_policy(self, policy: Policy) -> None:
         with self._lock:
@@ -497,13 +512,16 @@ class Daemon:
     def _worth_a_cycle(self, now: float) -> bool:
         """Skip cycles that could decide nothing: during a storm of watch events for
         pods already bound (kwok marking them Running), a cycle over every pod would only
-        take the GIL from the binder."""
-        return (
-            self.cache.has_pending()
-            or bool(self.nominations)
-            or self._policy_changed
-            or now - self._last_cycle >= self.config.cycle_seconds
-        )
+        take the GIL from the binder. The periodic cycle (time-based effects, the shares
+        reported) also waits while binds are in flight, up to `QUIET_CYCLES` periods:
+        their answers are about to change the cluster, and a cycle over thousands of
+        pods would slow them down."""
+        if self.cache.has_pending() or self.nominations or self._policy_changed:
+            return True
+        since = now - self._last_cycle
+        if since < self.config.cycle_seconds:
+            return False
+        return self.binder.in_flight() == 0 or since >= QUIET_CYCLES * self.config.cycle_seconds
 
     def run_cycle(self) -> Decisions:
         """One cycle: snapshot, engine, and (on the leader) the decisions carried out,
@@ -542,10 +560,8 @@ class Daemon:
         running_phase = frozenset(
             uid for uid, pod in view.pods.items() if pod.phase == "Running" and pod.assigned
         )
-        with self._lock:
-            self._snapshot = snapshot
-            self._decisions = decisions
-            self._running_phase = running_phase
+        with self._lock:  # writers only (set_policy); readers never take it
+            self._published = self._published.next(snapshot, policy, decisions, running_phase)
         if decisions.binds or decisions.preemptions:
             self._shares_at = (decided, policy)
         carried_out = leader and not self.stop_event.is_set()
@@ -699,13 +715,13 @@ class Daemon:
             log.exception("usage history not saved on stop")
 
     def _metrics_state(self) -> State:
-        with self._lock:
-            return State(
-                snapshot=self._snapshot if self._snapshot is not EMPTY_SNAPSHOT else None,
-                decisions=self._decisions,
-                leader=self.is_leader,
-                running_phase=self._running_phase,
-            )
+        published = self._published
+        return State(
+            snapshot=published.snapshot if published.version else None,
+            decisions=published.decisions,
+            leader=self.is_leader,
+            running_phase=published.running_phase,
+        )
 
 
 class _PolicySink:

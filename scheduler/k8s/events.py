@@ -2,9 +2,15 @@
 `Scheduled`, `FailedScheduling`, `Preempted`, `PolicyRejected`, `PolicyRefused`, ...
 
 Events are best effort, as in client-go's broadcaster: they are posted by two background
-workers and dropped (counted) when more than `queue_limit` wait, so a burst of 5,000
-binds is never slowed down by its 5,000 `Scheduled` events. `FailedScheduling` is
-rate-limited per pod: repeated only when the explanation changes or after `repeat_seconds`.
+workers and dropped (counted) when more than `queue_limit` wait. Binds come first: each
+event costs the API server about what a bind costs, so while `busy()` says binds are in
+flight the workers hold their events back (up to `defer_seconds` each), and a burst of
+5,000 binds goes out at the API server's rate with its `Scheduled` events after it (those
+beyond `queue_limit` dropped). `FailedScheduling` is rate-limited per pod: repeated only
+when the explanation changes or after `repeat_seconds`.
+
+`level` chooses what is posted at all: `all`, `warnings` (no `Scheduled` or other
+Normal events: what a large cluster with a busy API server may prefer), or `none`.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +32,8 @@ from scheduler.k8s.client import read_body
 log = logging.getLogger(__name__)
 
 EventType = Literal["Normal", "Warning"]
+EventLevel = Literal["all", "warnings", "none"]
+EVENT_LEVELS: tuple[EventLevel, ...] = ("all", "warnings", "none")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,12 +54,22 @@ class EventRecorder:
         workers: int = 2,
         queue_limit: int = 1000,
         repeat_seconds: float = 60.0,
+        level: EventLevel = "all",
+        busy: Callable[[], bool] | None = None,
+        defer_seconds: float = 30.0,
     ) -> None:
+        if level not in EVENT_LEVELS:
+            raise ValueError(f"events: expected one of {', '.join(EVENT_LEVELS)}, got {level!r}")
         self._core = client.CoreV1Api(api)
         self.component = component
         self.instance = instance
         self.queue_limit = queue_limit
         self.repeat_seconds = repeat_seconds
+        self.level = level
+        self.busy = busy
+        """True while binds are in flight: events wait (they would slow the binds down)."""
+        self.defer_seconds = defer_seconds
+        self._closed = threading.Event()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="events")
         self._lock = threading.Lock()
         self._queued = 0
@@ -58,7 +77,13 @@ class EventRecorder:
         self.posted = 0
         self._last_failed: dict[str, tuple[float, str]] = {}
 
+    def wanted(self, event_type: EventType) -> bool:
+        """Whether events of this type are posted at this level."""
+        return self.level == "all" or (self.level == "warnings" and event_type == "Warning")
+
     def record(self, ref: ObjectRef, event_type: EventType, reason: str, message: str) -> None:
+        if not self.wanted(event_type):
+            return
         with self._lock:
             if self._queued >= self.queue_limit:
                 self.dropped += 1
@@ -68,6 +93,8 @@ class EventRecorder:
 
     def failed_scheduling(self, ref: ObjectRef, message: str, now: float | None = None) -> bool:
         """A `FailedScheduling` warning unless the same one went out recently."""
+        if not self.wanted("Warning"):
+            return False
         now = time.time() if now is None else now
         key = ref.uid or f"{ref.namespace}/{ref.name}"
         with self._lock:
@@ -92,7 +119,17 @@ class EventRecorder:
             time.sleep(0.05)
 
     def close(self) -> None:
+        self._closed.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _yield_to_binds(self) -> None:
+        """Wait while binds are in flight (at most `defer_seconds`)."""
+        if self.busy is None:
+            return
+        deadline = time.monotonic() + self.defer_seconds
+        while self.busy() and time.monotonic() < deadline:
+            if self._closed.wait(0.02):
+                return
 
     def _post(self, ref: ObjectRef, event_type: EventType, reason: str, message: str) -> None:
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -119,6 +156,7 @@ class EventRecorder:
             "count": 1,
         }
         try:
+            self._yield_to_binds()
             read_body(
                 self._core.create_namespaced_event(
                     namespace,

@@ -424,13 +424,43 @@ def pod_group_min_member(obj: Obj) -> tuple[str, int]:
 # --- snapshot parts ---------------------------------------------------------------------
 
 
+class _Membership:
+    """One policy's member names and namespace -> member mapping, remembered: matching
+    every pod's namespace against every member's patterns, each cycle, costs more than
+    the rest of building a snapshot of thousands of pods."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.names = frozenset(policy.member_names())
+        self.by_namespace: dict[str, str | None] = {}
+
+    def of_namespace(self, namespace: str) -> str | None:
+        try:
+            return self.by_namespace[namespace]
+        except KeyError:
+            member = self.by_namespace[namespace] = self.policy.member_for_namespace(namespace)
+            return member
+
+
+_membership: _Membership | None = None
+
+
+def _membership_of(policy: Policy) -> _Membership:
+    global _membership
+    known = _membership
+    if known is None or known.policy is not policy:
+        known = _membership = _Membership(policy)
+    return known
+
+
 def member_of(pod: PodInfo, policy: Policy) -> str | None:
     """The member a pod counts for: the annotation written at bind (so a policy change
     never re-attributes a running pod), else the policy's namespace mapping."""
+    membership = _membership_of(policy)
     annotated = pod.annotations.get(L.MEMBER_ANNOTATION)
-    if annotated and annotated in policy.member_names():
+    if annotated and annotated in membership.names:
         return annotated
-    return policy.member_for_namespace(pod.namespace)
+    return membership.of_namespace(pod.namespace)
 
 
 def job_id_of(pod: PodInfo) -> str:

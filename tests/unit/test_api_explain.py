@@ -92,11 +92,12 @@ def test_share_book_answers_from_the_last_cycle_while_rebuilding() -> None:
     book = PublishedShares(view, compute_shares)
     first = book.current()
     assert book.current() is first, "one build per snapshot and policy"
-    view._snapshot = replace(view.snapshot(), now=view.snapshot().now + 1)
+    view.publish(replace(view.snapshot(), now=view.snapshot().now + 1))
     with book._lock:  # another reader is rebuilding for the new cycle
         assert book.current() is first
     fresh = book.current()
     assert fresh is not first and fresh.snapshot is view.snapshot()
+    assert fresh.published is view.published() and book.builds == 2
     policy = view.policy()
     weights = policy.spec.model_copy(
         update={"members": [m.model_copy(update={"weight": 5.0}) for m in policy.members]}

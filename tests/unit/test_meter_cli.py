@@ -170,5 +170,7 @@ def test_unreachable_ledger_database_is_a_clear_error_without_the_password(
         run(["--ledger", url, "--policy", str(DEFAULT_POLICY), "--now", "2026-10-01T05:10Z"]) == 1
     )
     err = capsys.readouterr().err
-    assert f"ledger postgresql+psycopg://fairpool:***@127.0.0.1:{port}/ledger: cannot connect" in err
+    assert (
+        f"ledger postgresql+psycopg://fairpool:***@127.0.0.1:{port}/ledger: cannot connect" in err
+    )
     assert "s3cret" not in err and "Traceback" not in err

@@ -1,0 +1,45 @@
+"""What a scheduling cycle publishes for readers: the snapshot it decided on, the policy it
+used and the engine's decisions, in one immutable object.
+
+The scheduling loop builds a new `Published` after each cycle and swaps it in with a
+single attribute assignment (atomic in Python). Readers (the gRPC API, the metrics
+exporter) take the current object and work on it alone: they hold no lock the loop
+needs, never see a snapshot of one cycle with the decisions of another, and cost the
+loop nothing but the swap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from policies.model import Policy
+from scheduler.engine.decisions import Decisions
+from scheduler.engine.snapshot import Snapshot
+
+EMPTY_SNAPSHOT = Snapshot(now=0.0, nodes=(), running=(), pending=())
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    version: int
+    """Counts publications: a reader caching anything derived from a `Published` keys
+    it by this number (0: nothing decided yet)."""
+    snapshot: Snapshot
+    policy: Policy | None
+    """The policy the cycle decided with (the one in use may be newer, until the next
+    cycle)."""
+    decisions: Decisions = field(default_factory=Decisions)
+    running_phase: frozenset[str] = frozenset()
+    """Uids of the pods bound and reported Running (for the exporter)."""
+
+    def next(
+        self,
+        snapshot: Snapshot,
+        policy: Policy,
+        decisions: Decisions,
+        running_phase: frozenset[str] = frozenset(),
+    ) -> Published:
+        return Published(self.version + 1, snapshot, policy, decisions, running_phase)
+
+
+NOTHING_PUBLISHED = Published(0, EMPTY_SNAPSHOT, None)
