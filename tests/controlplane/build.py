@@ -35,6 +35,9 @@ _KUBE_LDFLAGS = (
     "-X k8s.io/component-base/version.gitTreeState=clean",
 )
 _PLAIN_LDFLAGS = ("-s", "-w")
+HELM_VERSION = "v3.22.0"
+# `helm version` and the chart's kubeVersion check read the stamped version.
+_HELM_LDFLAGS = ("-s", "-w", f"-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}")
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,8 @@ BINARIES: tuple[GoBinary, ...] = (
     GoBinary("kube-apiserver", "kubernetes", "k8s.io/kubernetes/cmd/kube-apiserver", _KUBE_LDFLAGS),
     GoBinary("kube-scheduler", "kubernetes", "k8s.io/kubernetes/cmd/kube-scheduler", _KUBE_LDFLAGS),
     GoBinary("kubectl", "kubernetes", "k8s.io/kubernetes/cmd/kubectl", _KUBE_LDFLAGS),
+    # Lints and renders the chart (deploy/helm/fairpool) for the chart and install tests.
+    GoBinary("helm", "helm", "helm.sh/helm/v3/cmd/helm", _HELM_LDFLAGS),
 )
 BINARY_NAMES = tuple(b.name for b in BINARIES)
 _TAIL_LINES = 40
