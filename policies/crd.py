@@ -1,0 +1,240 @@
+"""The policy as a Kubernetes object: the `Policy` CustomResourceDefinition, generated.
+
+`python -m policies.crd` prints the CRD (cluster-scoped `policies.fairpool.io`, version
+v1). Its `spec` schema is the pydantic `PolicySpec` turned into a structural OpenAPI v3
+schema, so the API server refuses what the schema can say (types, enums, minimums,
+patterns, required fields) and the daemon refuses the rest (references between fields,
+duplicate names, fixed shares that do not sum to 1). Its `status` schema is
+`PolicyStatus` below, written by the daemon.
+
+Money (`Decimal`) is a quoted string in policy files ("2.40"); the API server cannot
+express "a number or a string", so such fields are `x-kubernetes-int-or-string` with a
+decimal pattern on the string: a whole number or a quoted decimal.
+
+Kubernetes forbids `additionalProperties: false` beside `properties`; unknown fields are
+pruned by the API server instead, and `kubectl apply` (server-side field validation,
+strict by default) refuses them with an error naming the field.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from policies.model import PolicySpec
+
+GROUP = "fairpool.io"
+VERSION = "v1"
+KIND = "Policy"
+PLURAL = "policies"
+SINGULAR = "policy"
+CRD_NAME = f"{PLURAL}.{GROUP}"
+READY = "Ready"
+"""The condition type saying whether the latest generation of the object is in force."""
+
+_DECIMAL_PATTERN = r"^[0-9]+(\.[0-9]+)?$"
+_DROPPED_KEYS = {"title", "default", "$defs"}
+
+
+class _Status(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True
+    )
+
+
+class GPUModelShare(_Status):
+    """One member's position on one GPU model, as the latest scheduling cycle saw it."""
+
+    name: str = Field(description="GPU model")
+    entitlement: int = Field(ge=0, description="entitlement, GPUs")
+    fair_share: float = Field(ge=0, description="fair share, GPUs")
+    allocated: int = Field(ge=0, description="GPUs held by the member's running pods")
+
+
+class MemberStatus(_Status):
+    name: str
+    gpu_models: list[GPUModelShare] = Field(default_factory=list)
+
+
+class Condition(_Status):
+    """A condition as in metav1.Condition."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+    message: str = ""
+    observed_generation: int = Field(default=0, ge=0)
+    last_transition_time: str = Field(description="RFC 3339 time the status last changed")
+
+
+class PolicyStatus(_Status):
+    """What the daemon writes on the Policy object (its status subresource)."""
+
+    version: int = Field(
+        default=0, ge=0, description="policy version in force (the audit history's number)"
+    )
+    observed_generation: int = Field(
+        default=0, ge=0, description="the latest metadata.generation the daemon has looked at"
+    )
+    generation_in_force: int = Field(
+        default=0, ge=0, description="the metadata.generation whose spec is in force"
+    )
+    member_count: int = Field(default=0, ge=0, description="members of the policy in force")
+    members: list[MemberStatus] = Field(default_factory=list)
+    conditions: list[Condition] = Field(default_factory=list)
+
+
+def _resolve(node: Any, defs: dict[str, Any]) -> Any:
+    """Inline every `$ref`, keeping the keys that stand beside it."""
+    if isinstance(node, list):
+        return [_resolve(item, defs) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target = defs[node["$ref"].rsplit("/", 1)[-1]]
+        merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+        return _resolve(merged, defs)
+    return {key: _resolve(value, defs) for key, value in node.items()}
+
+
+def _structural(node: Any) -> Any:
+    """A pydantic JSON schema node as a Kubernetes structural schema node."""
+    if isinstance(node, list):
+        return [_structural(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: v for k, v in node.items() if k not in _DROPPED_KEYS}
+    variants = out.pop("anyOf", None)
+    if variants is not None:
+        kinds = [v for v in variants if v.get("type") != "null"]
+        if len(kinds) < len(variants):
+            out["nullable"] = True
+        types = {v.get("type") for v in kinds}
+        if types == {"number", "string"}:  # a Decimal
+            number = next(v for v in kinds if v["type"] == "number")
+            minimum = number.get("minimum")
+            pattern = _DECIMAL_PATTERN
+            if minimum is None or minimum < 0:
+                pattern = "^-?" + _DECIMAL_PATTERN[1:]
+            else:
+                out["minimum"] = int(minimum)
+            # The one union a structural schema allows; the pattern applies to strings.
+            out["x-kubernetes-int-or-string"] = True
+            out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+            out["pattern"] = pattern
+        elif len(kinds) == 1:
+            out.update(kinds[0])
+        else:
+            raise ValueError(f"no structural schema for the union {variants}")
+    if "exclusiveMinimum" in out:  # JSON Schema 2020-12 -> OpenAPI v3.0
+        out["minimum"] = out.pop("exclusiveMinimum")
+        out["exclusiveMinimum"] = True
+    if out.get("type") == "object" and "properties" in out:
+        # Kubernetes refuses additionalProperties beside properties (unknown fields are
+        # pruned, and refused by strict field validation).
+        out.pop("additionalProperties", None)
+    return {k: _structural(v) if isinstance(v, dict | list) else v for k, v in out.items()}
+
+
+def schema_of(model: type[BaseModel]) -> dict[str, Any]:
+    """`model`'s validation schema (camelCase keys) as a structural OpenAPI v3 schema."""
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    return dict(_structural(_resolve(raw, raw.get("$defs", {}))))
+
+
+def _printer_columns() -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "Version",
+            "type": "integer",
+            "jsonPath": ".status.version",
+            "description": "policy version in force",
+        },
+        {
+            "name": "Members",
+            "type": "integer",
+            "jsonPath": ".status.memberCount",
+            "description": "members of the policy in force",
+        },
+        {
+            "name": "Ready",
+            "type": "string",
+            "jsonPath": f'.status.conditions[?(@.type=="{READY}")].status',
+        },
+        {
+            "name": "Reason",
+            "type": "string",
+            "priority": 1,
+            "jsonPath": f'.status.conditions[?(@.type=="{READY}")].reason',
+        },
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+
+
+def crd() -> dict[str, Any]:
+    """The CustomResourceDefinition of the cluster-scoped `Policy`."""
+    root = {
+        "type": "object",
+        "description": "The fairpool policy of the cluster: members, GPU models and prices, "
+        "sharing and billing rules (docs/policy.md).",
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": schema_of(PolicySpec),
+            "status": schema_of(PolicyStatus),
+        },
+    }
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": CRD_NAME,
+            "labels": {"app.kubernetes.io/name": "fairpool"},
+        },
+        "spec": {
+            "group": GROUP,
+            "scope": "Cluster",
+            "names": {
+                "kind": KIND,
+                "listKind": f"{KIND}List",
+                "plural": PLURAL,
+                "singular": SINGULAR,
+                "shortNames": ["fpolicy"],
+                "categories": ["fairpool"],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": _printer_columns(),
+                    "schema": {"openAPIV3Schema": root},
+                }
+            ],
+        },
+    }
+
+
+HEADER = (
+    "# Generated by `python -m policies.crd` from policies/model.py and policies/crd.py;\n"
+    "# do not edit (tests/unit/test_policy_crd.py checks it is up to date).\n"
+)
+
+
+def render() -> str:
+    return HEADER + yaml.safe_dump(crd(), sort_keys=False, width=100)
+
+
+def main() -> None:
+    sys.stdout.write(render())
+
+
+if __name__ == "__main__":
+    main()
