@@ -12,6 +12,8 @@
 IMAGE_SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 IMAGE ?= localhost/fairpool:$(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 IMAGE_BASE ?= docker.io/library/python:3.11-slim
+# Optional dependency groups in the image: the PostgreSQL ledger driver when defined.
+IMAGE_EXTRAS ?= $(shell grep -q '^postgres *=' pyproject.toml && echo postgres)
 IMAGE_TEST_BASE := localhost/fairpool-test-base:bookworm
 IMAGE_STORE := $(CACHE)/image
 DEBIAN_MIRROR ?= http://deb.debian.org/debian
@@ -34,6 +36,7 @@ image-tools:
 ## The image $(IMAGE) from the Containerfile, FROM $(IMAGE_BASE).
 image: image-tools
 	$(BUILDAH) build --isolation chroot --layers --build-arg BASE=$(IMAGE_BASE) \
+	  --build-arg EXTRAS=$(IMAGE_EXTRAS) \
 	  --file Containerfile --tag $(IMAGE) .
 
 ## A python3 base image from Debian's packages, built once (kept in $(IMAGE_STORE)).

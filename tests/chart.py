@@ -63,12 +63,13 @@ def render(
     namespace: str = "fairpool-system",
     api_versions: Iterable[str] = (),
     sets: Iterable[str] = (),
+    release: str = RELEASE,
 ) -> list[dict[str, Any]]:
     """`helm template` of the chart (CRDs included) as a list of objects."""
     extra = [arg for item in sets for arg in ("--set", item)]
     out = run_helm(
         "template",
-        RELEASE,
+        release,
         str(CHART),
         "--namespace",
         namespace,
