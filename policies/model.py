@@ -150,6 +150,17 @@ class PolicySpec(_Strict):
         for i, name in enumerate(names):
             if name in names[:i]:
                 found.append((("members", i, "name"), f"duplicate member {name!r}"))
+        claimed: dict[str, str] = {}
+        for i, member in enumerate(self.members):
+            for j, pattern in enumerate(member.namespaces):
+                owner = claimed.setdefault(pattern, member.name)
+                if owner != member.name:
+                    found.append(
+                        (
+                            ("members", i, "namespaces", j),
+                            f"namespace {pattern!r} is already claimed by member {owner!r}",
+                        )
+                    )
         for i, member in enumerate(self.members):
             for model in member.purchased:
                 if model not in models:

@@ -1,6 +1,7 @@
 """Hosting the API in the scheduler daemon: the policy store follows where the daemon
-reads its policy (its ConfigMap in a cluster, else its file), so an ApplyPolicy reaches
-the daemon both directly (set_policy) and through its own reload."""
+reads its policy (its Policy object or ConfigMap in a cluster, else its file), so an
+ApplyPolicy reaches the daemon both directly (set_policy) and through its own reload.
+With a Policy object the API shares the daemon's own store (one audit history)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from scheduler.k8s.daemon import Daemon
 
 
 def daemon_policy_source(daemon: Daemon, api: k8s.ApiClient) -> PolicySource:
+    if daemon.policy_object is not None:
+        return daemon.policy_object.source
     if daemon.policy_configmap is not None:
         where = daemon.policy_configmap
         return ConfigMapSource(k8s.CoreV1Api(api), where.namespace, where.name, where.key)
@@ -40,6 +43,7 @@ def serve_daemon_api(
         tokens=TokenTable(tokens),
         policy_source=daemon_policy_source(daemon, api),
         ledger_url=ledger_url,
+        policy_store=daemon.policy_object.store if daemon.policy_object is not None else None,
         address=listen,
         **options,
     )

@@ -1,11 +1,12 @@
-"""The policy store: where the live policy is kept (a ConfigMap in a cluster, a file
-outside one) and the audit log of every version (table `policy_versions` in the ledger
-database).
+"""The policy store: where the live policy is kept (the `Policy` object or a ConfigMap in a
+cluster, a file outside one) and the audit log of every version (table `policy_versions`
+in the ledger database).
 
 A version number only ever grows. ApplyPolicy writes the source first, with the source's
-own optimistic concurrency (the ConfigMap's resourceVersion, a lock and content check for a
-file), then records the version; a change made to the source outside the API (GitOps, an
-editor) is picked up by `refresh()` and recorded with origin "external".
+own optimistic concurrency (the object's or ConfigMap's resourceVersion, a lock and
+content check for a file), then records the version; a change made to the source outside
+the API (GitOps, an editor, `kubectl apply`) is picked up by `refresh()` (or handed in by
+a watch to `take()`) and recorded with origin "external".
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import hashlib
 import os
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -33,6 +34,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
+from policies.crd import GROUP, PLURAL
+from policies.crd import VERSION as CRD_VERSION
 from policies.loader import parse_policy
 from policies.model import Policy
 from reports.ledger.schema import metadata as ledger_metadata
@@ -278,6 +281,78 @@ class ConfigMapSource:
         return str(written.metadata.resource_version)
 
 
+class PolicyObjectSource:
+    """The policy as the cluster-scoped `Policy` object (policies.fairpool.io): its spec is
+    the policy's spec, its name the policy's name, its resourceVersion the revision, so
+    a concurrent writer (`kubectl apply`, another API replica) gets a 409 -> conflict.
+    The version number is not in the object: the audit history keeps it and the daemon
+    writes the one in force to the object's status."""
+
+    def __init__(self, custom_objects: Any, name: str) -> None:
+        self._api = custom_objects
+        self.policy_name = name
+
+    @property
+    def name(self) -> str:
+        return f"policy/{self.policy_name}"
+
+    def _get(self) -> dict[str, Any]:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            obj: dict[str, Any] = self._api.get_cluster_custom_object(
+                GROUP, CRD_VERSION, PLURAL, self.policy_name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                raise FileNotFoundError(f"{self.name}: no such Policy object") from exc
+            raise
+        return obj
+
+    def read(self) -> tuple[str, str]:
+        return object_document(self._get())
+
+    def write(self, text: str, revision: str) -> str:
+        from kubernetes.client.exceptions import ApiException
+
+        document = yaml.safe_load(text)
+        obj = self._get()
+        obj["metadata"]["resourceVersion"] = revision
+        obj["spec"] = document["spec"]
+        obj.pop("status", None)  # the status subresource is the daemon's
+        try:
+            written = self._api.replace_cluster_custom_object(
+                GROUP, CRD_VERSION, PLURAL, self.policy_name, obj
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                raise VersionConflict(f"{self.name} changed while the policy was applied") from exc
+            raise
+        return str(written["metadata"]["resourceVersion"])
+
+
+def object_document(obj: Mapping[str, Any]) -> tuple[str, str]:
+    """A Policy object (as the API server serves it) -> (policy YAML, resourceVersion)."""
+    meta = obj.get("metadata") or {}
+    document = {
+        "apiVersion": obj.get("apiVersion", f"{GROUP}/{CRD_VERSION}"),
+        "kind": obj.get("kind", "Policy"),
+        "metadata": {"name": meta.get("name", "")},
+        "spec": obj.get("spec"),
+    }
+    text = yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+    return text, str(meta.get("resourceVersion", ""))
+
+
+def _named(policy: Policy, name: str | None) -> Policy:
+    """`policy` named `name` (an object source's name wins over the document's)."""
+    if name is None or (
+        policy.metadata.name == name and "name" in policy.metadata.model_fields_set
+    ):
+        return policy
+    return policy.model_copy(update={"metadata": policy.metadata.model_copy(update={"name": name})})
+
+
 class PolicyStore:
     """The current policy, its versions, and waiting for new ones."""
 
@@ -307,22 +382,38 @@ class PolicyStore:
         """Pick up a change made to the source outside the API; True when there was one."""
         with self._lock:
             text, revision = self.source.read()
+            return self.take(text, revision)
+
+    def take(self, text: str, revision: str) -> bool:
+        """Take `text` at `revision` of the source (read by the caller, e.g. from a watch
+        event): a new external version when it differs from the latest recorded one; True
+        when the policy in force changed. Raises PolicyError (nothing changes) when the
+        text is not a valid policy."""
+        with self._lock:
             if revision == self._revision:
                 return False
             policy = parse_policy(text, self.source.name)
-            latest = self.audit.latest()
-            if latest is not None:
-                recorded = parse_policy(latest.document, f"policy version {latest.version}")
-                if canonical_document(recorded, None) == canonical_document(policy, None):
-                    self._set(latest, recorded, revision)
-                    return False
-            if latest is None:
-                version, origin, old = max(policy.version, 1), Origin.BOOTSTRAP, None
-            else:
-                version, origin, old = latest.version + 1, Origin.EXTERNAL, recorded
-            entry = self._record(policy, version, origin, f"source:{self.source.name}", "", old)
-            self._set(entry, parse_policy(entry.document), revision)
-            return True
+            for _attempt in range(3):
+                latest = self.audit.latest()
+                recorded = None
+                if latest is not None:
+                    recorded = parse_policy(latest.document, f"policy version {latest.version}")
+                    if canonical_document(recorded, None) == canonical_document(policy, None):
+                        self._set(latest, recorded, revision)
+                        return False
+                if latest is None:
+                    version, origin = max(policy.version, 1), Origin.BOOTSTRAP
+                else:
+                    version, origin = latest.version + 1, Origin.EXTERNAL
+                author = f"source:{self.source.name}"
+                try:
+                    entry = self._record(policy, version, origin, author, "", recorded)
+                except VersionConflict:
+                    # Another replica recorded this change first: match it on the next turn.
+                    continue
+                self._set(entry, parse_policy(entry.document), revision)
+                return True
+            raise VersionConflict(f"{self.source.name}: the audit history keeps changing")
 
     def _record(
         self,
@@ -366,6 +457,7 @@ class PolicyStore:
                     f"expected version {expected_version}, the current version is {base.version}"
                 )
             version = base.version + 1
+            policy = _named(policy, getattr(self.source, "policy_name", None))
             document = canonical_document(policy, version)
             revision = self.source.write(document, self._revision)
             entry = StoredVersion(

@@ -66,6 +66,9 @@ class ApiConfig:
     """Beyond this many calls in flight, new ones get RESOURCE_EXHAUSTED at once."""
     refresh_seconds: float = 5.0
     """How often the policy source is checked for changes made outside the API."""
+    policy_store: PolicyStore | None = None
+    """The store of the daemon the API is hosted in, when it keeps one (the Policy
+    object's): one store, so one audit history, for the watch and ApplyPolicy."""
 
 
 def _engine_shares(snapshot: Snapshot, policy: Policy) -> tuple[MemberShare, ...]:
@@ -83,7 +86,7 @@ class ApiServer:
         what_if: WhatIf | None = None,
     ) -> None:
         self.config = config
-        self.store = PolicyStore(
+        self.store = config.policy_store or PolicyStore(
             config.policy_source, AuditLog(config.ledger_url), on_change=view.set_policy
         )
         auth = Authenticator(config.tokens)
@@ -144,7 +147,8 @@ class ApiServer:
         self._server.start()
         for name in ("", *SERVICE_NAMES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        self._refresher.start()
+        if self.config.policy_store is None:  # a shared store is kept by its daemon's watch
+            self._refresher.start()
         log.info("fairpool API listening on port %d (tls=%s)", self.port, self.secure)
         return self
 

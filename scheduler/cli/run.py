@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 from policies.errors import InputError
+from scheduler.cli.logs import LOG_FORMATS, configure_logging
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -21,15 +21,32 @@ if TYPE_CHECKING:
 
 
 @click.command()
-@click.option("--kubeconfig", type=click.Path(path_type=Path), help="Kubeconfig file.")
+@click.option(
+    "--kubeconfig",
+    type=click.Path(path_type=Path),
+    help="Kubeconfig file [default: $KUBECONFIG, else the pod's service account in a pod, "
+    "else ~/.kube/config].",
+)
 @click.option("--in-cluster", is_flag=True, help="Use the pod's service account.")
+@click.option(
+    "--policy-object",
+    metavar="NAME",
+    help="Take the policy from this cluster-scoped Policy object (policies.fairpool.io), "
+    "follow its changes and write its status.",
+)
 @click.option("--policy", "policy_file", type=click.Path(path_type=Path), help="Policy YAML.")
 @click.option(
     "--policy-configmap",
     metavar="NS/NAME",
     help="Read the policy from this ConfigMap (key policy.yaml) and reload it on change.",
 )
-@click.option("--metrics-port", type=int, default=9090, show_default=True, help="0: pick one.")
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=9464,
+    show_default=True,
+    help="/metrics, /healthz and /readyz; 0: pick one.",
+)
 @click.option("--metrics-address", default="0.0.0.0", show_default=True)
 @click.option("--leader-elect/--no-leader-elect", default=True, show_default=True)
 @click.option("--lease-namespace", default="fairpool-system", show_default=True)
@@ -70,14 +87,22 @@ if TYPE_CHECKING:
     envvar="FAIRPOOL_LEDGER",
     default="sqlite:///fairpool-ledger.db",
     show_default=True,
-    help="Ledger database (the API's policy audit log) [env FAIRPOOL_LEDGER]",
+    help="Ledger database (the policy audit history) [env FAIRPOOL_LEDGER]",
 )
 @click.option("--tls-cert", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--tls-key", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--log-level", default="INFO", show_default=True)
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default="text",
+    show_default=True,
+    help="json: one JSON object per line, for a log collector.",
+)
 def run(
     kubeconfig: Path | None,
     in_cluster: bool,
+    policy_object: str | None,
     policy_file: Path | None,
     policy_configmap: str | None,
     metrics_port: int,
@@ -97,20 +122,17 @@ def run(
     tls_cert: Path | None,
     tls_key: Path | None,
     log_level: str,
+    log_format: str,
 ) -> None:
     """Schedule pods with `schedulerName: fairpool` by fair share until stopped."""
     from scheduler.k8s.client import api_client
     from scheduler.k8s.daemon import Daemon, DaemonConfig, PolicyConfigMap, default_identity
 
-    if bool(kubeconfig) == in_cluster:
-        raise InputError("give exactly one of --kubeconfig FILE and --in-cluster")
-    if bool(policy_file) == bool(policy_configmap):
-        raise InputError("give exactly one of --policy FILE and --policy-configmap NS/NAME")
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    if sum(bool(s) for s in (policy_object, policy_file, policy_configmap)) != 1:
+        raise InputError(
+            "give exactly one of --policy-object NAME, --policy FILE and --policy-configmap NS/NAME"
+        )
+    configure_logging(log_level, log_format)
     config = DaemonConfig(
         scheduler_name=scheduler_name,
         identity=identity or default_identity(),
@@ -123,17 +145,28 @@ def run(
         scheduled_events=scheduled_events,
     )
     api = api_client(kubeconfig, in_cluster, pool_size=bind_workers + 16)
+    audit = None
+    if policy_object:
+        from scheduler.api.policy_store import AuditLog
+
+        audit = AuditLog(ledger_url)
     daemon = Daemon(
         api,
         config=config,
         policy_file=policy_file,
         policy_configmap=PolicyConfigMap.parse(policy_configmap) if policy_configmap else None,
+        policy_object=policy_object,
+        policy_audit=audit,
     )
     _stop_on_signals(daemon)
     port = daemon.metrics.serve(metrics_port, metrics_address)
     daemon.start()
     log = logging.getLogger(__name__)
-    log.info("fairpool scheduler %s running; metrics on :%d/metrics", config.identity, port)
+    log.info(
+        "fairpool scheduler %s running; /metrics, /healthz, /readyz on port %d",
+        config.identity,
+        port,
+    )
     print(f"metrics-port {port}", flush=True)
     server = None
     if tokens is not None:

@@ -53,6 +53,7 @@ from policies.errors import InputError, PolicyError
 from policies.loader import load_policy, parse_policy
 from policies.model import Policy
 from scheduler import engine
+from scheduler.api.policy_store import AuditLog
 from scheduler.engine.decisions import Bind, Decisions, MemberShare, Preemption
 from scheduler.engine.snapshot import RunningPod, Snapshot
 from scheduler.engine.usage import lost_gpu_seconds
@@ -66,6 +67,7 @@ from scheduler.k8s.informer import Informer
 from scheduler.k8s.leader import LeaderElector
 from scheduler.k8s.nominator import Nominations, NominationWriter, cleared_on_bind
 from scheduler.k8s.objects import Obj, PodInfo
+from scheduler.k8s.policy_object import PolicyObject
 from scheduler.k8s.usage_history import (
     UsageHistoryStore,
     UsageKeeper,
@@ -144,6 +146,9 @@ class DaemonConfig:
     usage_write_seconds: float = 30.0
     """The leader writes the usage history at most this often (and on a clean stop): a
     crash loses at most this long of usage, a restart's decay covers the rest."""
+    policy_status_seconds: float = 10.0
+    """The leader rewrites the Policy object's status at most this often when only the
+    members' shares moved (a new version or a refusal is written at once)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,9 +176,14 @@ class Daemon:
         *,
         policy_file: str | Path | None = None,
         policy_configmap: PolicyConfigMap | None = None,
+        policy_object: str | None = None,
+        policy_audit: AuditLog | None = None,
     ) -> None:
-        if policy is None and policy_file is None and policy_configmap is None:
-            raise InputError("give a policy, a policy file or a policy ConfigMap")
+        given = [policy_file, policy_configmap, policy_object]
+        if policy is None and all(g is None for g in given):
+            raise InputError("give a policy, a policy file, a policy ConfigMap or a Policy object")
+        if policy_object is not None and policy_audit is None:
+            raise InputError("a Policy object needs the audit history (the ledger) to number it")
         self.api = api
         self.config = config or DaemonConfig()
         self.policy_file = Path(policy_file) if policy_file is not None else None
@@ -197,7 +207,7 @@ class Daemon:
         self.cycles = 0
         c = self.config
         self.cache = ClusterCache(c.scheduler_name)
-        self.metrics = SchedulerMetrics(self._metrics_state)
+        self.metrics = SchedulerMetrics(self._metrics_state, self.readiness)
         self.recorder = EventRecorder(
             api, instance=c.identity, repeat_seconds=c.event_repeat_seconds
         )
@@ -210,6 +220,18 @@ class Daemon:
             scheduled_events=c.scheduled_events,
         )
         self.evictor = Evictor(api, self.recorder, on_result=self._evicted)
+        self.policy_object: PolicyObject | None = None
+        if policy_object is not None:
+            assert policy_audit is not None
+            self.policy_object = PolicyObject(
+                api,
+                policy_object,
+                policy_audit,
+                self.set_policy,
+                self.recorder,
+                on_result=lambda result: self.metrics.policy_reloads.labels(result).inc(),
+                status_seconds=self.config.policy_status_seconds,
+            )
         self.nomination_writer = NominationWriter(api)
         store = None
         if c.usage_history_configmap:
@@ -260,6 +282,18 @@ class Daemon:
     def is_leader(self) -> bool:
         return self.elector is None or self.elector.leading.is_set()
 
+    def readiness(self) -> tuple[bool, str]:
+        """Ready once every informer has synced and a policy is in force; the detail
+        says why not, or whether this replica is the leader or a standby (both ready)."""
+        waiting = [i.kind for i in self.informers if not i.synced.is_set()]
+        if waiting:
+            return False, f"informer caches not synced: {', '.join(waiting)}"
+        if self._policy is None:
+            return False, "no policy loaded"
+        if not self._loop.is_alive():
+            return False, "scheduling loop not running"
+        return True, "leader" if self.is_leader else "standby"
+
     def start(self, sync_timeout: float = 60.0) -> Daemon:
         for informer in self.informers:
             informer.start()
@@ -271,6 +305,11 @@ class Daemon:
         if self._policy is None:
             self.stop()
             where = self.policy_configmap
+            if self.policy_object is not None:
+                raise InputError(
+                    f"Policy object {self.policy_object.name!r} is missing or holds no valid "
+                    "policy (kubectl describe policy shows why)"
+                )
             raise InputError(
                 f"policy ConfigMap {where.namespace}/{where.name} is missing or holds no "
                 f"valid policy under key {where.key!r}"
@@ -297,6 +336,8 @@ class Daemon:
         self.binder.close()
         self.evictor.close()
         self.nomination_writer.close()
+        if self.policy_object is not None:
+            self.policy_object.close()
         self.recorder.flush(timeout=5)
         self.recorder.close()
         self.metrics.close()
@@ -348,6 +389,8 @@ class Daemon:
                     **common,
                 )
             )
+        if self.policy_object is not None:
+            informers.append(self.policy_object.informer(self.stop_event, **common))
         return informers
 
     # --- policy reload ------------------------------------------------------------------
@@ -476,6 +519,8 @@ class Daemon:
         carried_out = leader and not self.stop_event.is_set()
         if carried_out:
             self._carry_out(view, decisions)
+        if self.policy_object is not None:
+            self.policy_object.publish(decisions.shares, leader and not self.stop_event.is_set())
         bound = bound_by_member(snapshot, decisions) if carried_out else None
         self.usage.held(allocated_by_member(snapshot, bound))
         if leader:

@@ -1,5 +1,5 @@
-"""Kubernetes Events about pods and the policy ConfigMap: `Scheduled`, `FailedScheduling`,
-`Preempted`, `PolicyRejected`, ...
+"""Kubernetes Events about pods and the policy (its ConfigMap or Policy object):
+`Scheduled`, `FailedScheduling`, `Preempted`, `PolicyRejected`, `PolicyRefused`, ...
 
 Events are best effort, as in client-go's broadcaster: they are posted by two background
 workers and dropped (counted) when more than `queue_limit` wait, so a burst of 5,000
@@ -96,12 +96,15 @@ class EventRecorder:
 
     def _post(self, ref: ObjectRef, event_type: EventType, reason: str, message: str) -> None:
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        # Events about a cluster-scoped object (the Policy) live in "default", as the
+        # events about nodes do.
+        namespace = ref.namespace or "default"
         body: dict[str, Any] = {
-            "metadata": {"generateName": f"{ref.name}.", "namespace": ref.namespace},
+            "metadata": {"generateName": f"{ref.name}.", "namespace": namespace},
             "involvedObject": {
                 "apiVersion": ref.api_version,
                 "kind": ref.kind,
-                "namespace": ref.namespace,
+                "namespace": ref.namespace or None,
                 "name": ref.name,
                 "uid": ref.uid or None,
             },
@@ -118,7 +121,7 @@ class EventRecorder:
         try:
             read_body(
                 self._core.create_namespaced_event(
-                    ref.namespace,
+                    namespace,
                     body,  # type: ignore[arg-type]
                     _preload_content=False,
                     _request_timeout=(5, 10),

@@ -4,6 +4,10 @@ Gauges that describe the cluster (member shares per GPU model, pod GPU allocatio
 depth) are computed at scrape time from the latest snapshot and decisions, so a scrape
 never sees half of a cycle. Counters and histograms count what the daemon did.
 
+The same HTTP port serves `/healthz` (the process is alive: always 200) and `/readyz`
+(200 once the informer caches have synced and a policy is in force, its body saying
+"leader" or "standby", both ready; 503 with the reason before).
+
 Only the leader reports `fairpool_pod_gpu_allocation`: metering sums it per member, and
 two replicas reporting the same pods would double the bill. Standbys report
 `fairpool_leader 0` and the share gauges (handy to compare).
@@ -12,12 +16,14 @@ two replicas reporting the same pods would double the bill. Standbys report
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from wsgiref.simple_server import WSGIServer
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 from scheduler.engine.decisions import Decisions
@@ -77,7 +83,7 @@ class _ClusterCollector(Collector):
                 share_gauges[name].add_metric(labels, float(getattr(share, name)))
         yield from share_gauges.values()
         queue = GaugeMetricFamily(
-            "fairpool_queue_depth",
+            "fairpool_pending_pods",
             "Pending pods waiting for fairpool, per member",
             labels=["member"],
         )
@@ -115,10 +121,42 @@ class _ClusterCollector(Collector):
         yield allocation
 
 
+Readiness = Callable[[], tuple[bool, str]]
+"""(ready, why not / leader or standby)."""
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Probes and scrapes every few seconds: no access log."""
+
+
+def health_app(registry: CollectorRegistry, readiness: Readiness) -> Callable[..., Iterable[bytes]]:
+    """A WSGI app: `/healthz`, `/readyz`, and everything else prometheus-client's own
+    exposition app (`/metrics`, content negotiation, gzip)."""
+    metrics = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/healthz":
+            start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"ok\n"]
+        if path == "/readyz":
+            ready, detail = readiness()
+            status = "200 OK" if ready else "503 Service Unavailable"
+            start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
+            return [f"{'ready' if ready else 'not ready'}: {detail}\n".encode()]
+        return metrics(environ, start_response)  # type: ignore[no-any-return]
+
+    return app
+
+
 class SchedulerMetrics:
     """The daemon's metrics in a registry of its own (two daemons can share a process)."""
 
-    def __init__(self, state: Callable[[], State] | None = None) -> None:
+    def __init__(
+        self, state: Callable[[], State] | None = None, readiness: Readiness | None = None
+    ) -> None:
+        self.readiness: Readiness = readiness or (lambda: (False, "not started"))
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.attempts = Counter(
@@ -179,8 +217,16 @@ class SchedulerMetrics:
         self._thread: threading.Thread | None = None
 
     def serve(self, port: int, address: str = "0.0.0.0") -> int:
-        """Serve /metrics; port 0 picks a free one. Returns the port."""
-        server, thread = start_http_server(port, addr=address, registry=self.registry)
+        """Serve /metrics, /healthz and /readyz; port 0 picks a free one. Returns the port."""
+        server = make_server(
+            address,
+            port,
+            health_app(self.registry, lambda: self.readiness()),
+            ThreadingWSGIServer,
+            handler_class=_QuietHandler,
+        )
+        thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
+        thread.start()
         self._server, self._thread = server, thread
         return int(server.server_port)
 

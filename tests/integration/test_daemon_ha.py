@@ -99,16 +99,16 @@ def fast_lease(pool: Pool) -> dict[str, Any]:
 
 
 def start_fairpool_run(
-    plane: ControlPlane, policy: Path, log: Path, *flags: str
+    plane: ControlPlane, policy: Path | None, log: Path, *flags: str
 ) -> subprocess.Popen[bytes]:
-    """`fairpool run` as its own process (so it can be SIGKILLed), on loopback metrics."""
+    """`fairpool run` as its own process (so it can be SIGKILLed), on loopback metrics.
+    `policy` None: the flags name the policy (`--policy-object NAME`)."""
     command = [
         str(Path(sys.executable).with_name("fairpool")),
         "run",
         "--kubeconfig",
         str(plane.kubeconfig("scheduler")),
-        "--policy",
-        str(policy),
+        *(("--policy", str(policy)) if policy is not None else ()),
         "--metrics-port",
         "0",
         "--metrics-address",

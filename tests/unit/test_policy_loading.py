@@ -42,3 +42,16 @@ def test_max_reclaims_per_job_defaults_to_3_and_rejects_negatives_by_path() -> N
         parse_policy(bad)
     line = bad.splitlines().index("    maxReclaimsPerJob: -1") + 1
     assert ("spec.sharing.maxReclaimsPerJob", line) in {(i.path, i.line) for i in info.value.issues}
+
+
+def test_a_namespace_claimed_by_two_members_is_an_error_at_its_line() -> None:
+    text = Path("policies/defaults/policy.yaml").read_text()
+    text = text.replace(
+        'namespaces: ["lab-bio", "lab-bio-*"]', 'namespaces: ["lab-bio", "physics"]'
+    )
+    with pytest.raises(PolicyError) as info:
+        parse_policy(text)
+    (issue,) = info.value.issues
+    assert issue.path == "spec.members[3].namespaces[0]"
+    assert issue.message == "namespace 'physics' is already claimed by member 'lab-bio'"
+    assert issue.line == text.splitlines().index('      namespaces: ["physics", "physics-*"]') + 1

@@ -1,0 +1,280 @@
+"""The daemon's side of the `Policy` object (policies.fairpool.io, cluster-scoped).
+
+An admin changes the policy with `kubectl apply -f policy.yaml`. The daemon watches the
+object, and each new generation is either taken (validated, recorded in the audit
+history `policy_versions` with origin "external", put in force) or refused: the API
+server's schema cannot say everything (a GPU model a member purchased that the policy
+does not list, a namespace claimed by two members...), so an invalid generation gets a
+`Ready=False` condition and a `PolicyRefused` Warning event on the object, and the
+version in force stays. The gRPC ApplyPolicy writes the same object through the same
+policy store, so both paths share one audit history.
+
+The leader writes the object's status: the version in force, the generation it came
+from, the latest generation looked at, the `Ready` condition, and each member's
+entitlement, fair share and allocation per GPU model (at most every `status_seconds`
+when only those move). A standby keeps the policy in force but writes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from policies.crd import GROUP, PLURAL, READY, VERSION, Condition, MemberStatus, PolicyStatus
+from policies.crd import GPUModelShare as GPUModelShareStatus
+from policies.errors import InputError
+from policies.model import Policy
+from scheduler.api.policy_store import (
+    AuditLog,
+    PolicyObjectSource,
+    PolicyStore,
+    VersionConflict,
+    object_document,
+)
+from scheduler.engine.decisions import MemberShare
+from scheduler.k8s.events import EventRecorder, EventType, ObjectRef
+from scheduler.k8s.informer import Informer
+from scheduler.k8s.objects import Obj
+
+log = logging.getLogger(__name__)
+
+IN_FORCE = "PolicyInForce"
+REFUSED = "PolicyRefused"
+_EVENT_TTL_SECONDS = 30.0
+"""A standby drops an event it could not post for longer than this (the leader posts it)."""
+
+
+def member_statuses(policy: Policy, shares: tuple[MemberShare, ...]) -> list[MemberStatus]:
+    """Each member of `policy` (in policy order) with its share per GPU model."""
+    by_member: dict[str, list[GPUModelShareStatus]] = {m: [] for m in policy.member_names()}
+    for share in sorted(shares, key=lambda s: (s.member, s.gpu_model)):
+        if share.member in by_member:
+            by_member[share.member].append(
+                GPUModelShareStatus(
+                    name=share.gpu_model,
+                    entitlement=share.entitlement,
+                    fair_share=round(share.fair_share, 3),
+                    allocated=share.allocated,
+                )
+            )
+    return [MemberStatus(name=name, gpu_models=models) for name, models in by_member.items()]
+
+
+class PolicyObject:
+    """Takes each generation of the Policy object into the policy store, or refuses it;
+    keeps the object's status. The informer's sink."""
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        name: str,
+        audit: AuditLog,
+        on_change: Callable[[Policy], None],
+        recorder: EventRecorder,
+        on_result: Callable[[str], None] = lambda _result: None,
+        status_seconds: float = 10.0,
+    ) -> None:
+        self.name = name
+        self._custom = client.CustomObjectsApi(api)
+        self.source = PolicyObjectSource(self._custom, name)
+        self.audit = audit
+        self.store: PolicyStore | None = None
+        self._on_change = on_change
+        self._recorder = recorder
+        self._on_result = on_result
+        self.status_seconds = status_seconds
+        self._lock = threading.Lock()
+        self._uid = ""
+        self._observed = 0
+        self._in_force = 0
+        self._refusal = ""
+        self._event: tuple[float, EventType, str, str] | None = None
+        self._transitions: dict[str, str] = {}
+        self._written: dict[str, Any] | None = None
+        self._written_at = 0.0
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="policy-status")
+        self._writing = False
+
+    def informer(self, stop: threading.Event, **options: Any) -> Informer:
+        custom = self._custom
+
+        def list_policies(**kwargs: Any) -> Any:
+            return custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, **kwargs)
+
+        list_policies.__doc__ = ":return: object"  # the watch streams dicts of this function
+        return Informer(
+            "policy",
+            list_policies,
+            self,
+            stop,
+            field_selector=f"metadata.name={self.name}",
+            **options,
+        )
+
+    # --- the informer's sink ------------------------------------------------------------
+
+    def replace(self, kind: str, objects: list[Obj]) -> None:
+        if not objects:
+            log.warning("no Policy object %r; the policy in force (if any) stays", self.name)
+        for obj in objects:
+            self.observe(obj)
+
+    def apply(self, kind: str, event_type: str, obj: Obj) -> None:
+        if event_type == "DELETED":
+            log.warning("Policy object %r deleted; the policy in force stays", self.name)
+            with self._lock:
+                self._uid, self._written = "", None
+            return
+        self.observe(obj)
+
+    def observe(self, obj: Obj) -> None:
+        """One state of the object from the watch: a new generation is taken or refused;
+        a status-only change (our own write) changes nothing."""
+        meta = obj.get("metadata") or {}
+        generation = int(meta.get("generation") or 0)
+        uid = str(meta.get("uid", ""))
+        with self._lock:
+            if self.store is not None and uid == self._uid and generation == self._observed:
+                return
+            if uid != self._uid:
+                self._written = None  # a new object: its status is empty
+            self._uid, self._observed = uid, generation
+        text, revision = object_document(obj)
+        try:
+            if self.store is None:
+                self.store = PolicyStore(self.source, self.audit, on_change=self._on_change)
+                changed = True
+            else:
+                changed = self.store.take(text, revision)
+        except (InputError, VersionConflict, FileNotFoundError, ApiException) as exc:
+            self._refuse(generation, str(exc))
+            return
+        entry, policy = self.store.current()
+        with self._lock:
+            self._in_force, self._refusal = generation, ""
+        self._on_result("applied")
+        log.info(
+            "Policy %s generation %d in force as version %d", self.name, generation, entry.version
+        )
+        if changed:
+            self._queue_event(
+                "Normal",
+                "PolicyApplied",
+                f"generation {generation} in force as policy version {entry.version} "
+                f"({len(policy.members)} members)",
+            )
+
+    def _refuse(self, generation: int, reason: str) -> None:
+        self._on_result("rejected")
+        version = self.store.current()[0].version if self.store is not None else 0
+        stays = f"version {version} stays in force" if version else "no policy in force"
+        message = f"generation {generation} refused: {reason}; {stays}"
+        log.error("Policy %s: %s", self.name, message)
+        with self._lock:
+            self._refusal = message
+        self._queue_event("Warning", REFUSED, message)
+
+    def _queue_event(self, kind: EventType, reason: str, message: str) -> None:
+        with self._lock:
+            self._event = (time.monotonic(), kind, reason, message)
+
+    # --- the status, written by the leader ----------------------------------------------
+
+    def status(self, shares: tuple[MemberShare, ...]) -> PolicyStatus:
+        with self._lock:
+            observed, in_force, refusal = self._observed, self._in_force, self._refusal
+        version, members, count = 0, [], 0
+        if self.store is not None:
+            entry, policy = self.store.current()
+            version, count = entry.version, len(policy.members)
+            members = member_statuses(policy, shares)
+        state: Literal["True", "False"]
+        if refusal:
+            state, reason, message = "False", REFUSED, refusal
+        elif self.store is None:
+            state, reason, message = "False", REFUSED, "no valid policy yet"
+        else:
+            state, reason = "True", IN_FORCE
+            message = f"generation {in_force} in force as policy version {version}"
+        since = self._transitions.setdefault(state, _now())
+        for other in ("True", "False"):
+            if other != state:
+                self._transitions.pop(other, None)
+        ready = Condition(
+            type=READY,
+            status=state,
+            reason=reason,
+            message=message[:1024],
+            observed_generation=observed,
+            last_transition_time=since,
+        )
+        return PolicyStatus(
+            version=version,
+            observed_generation=observed,
+            generation_in_force=in_force,
+            member_count=count,
+            members=members,
+            conditions=[ready],
+        )
+
+    def publish(self, shares: tuple[MemberShare, ...], leader: bool) -> None:
+        """Called once per scheduling cycle: on the leader, post the pending event and
+        write the status when it changed (when only the shares moved, at most every
+        `status_seconds`); on a standby, drop events the leader has posted by now."""
+        now = time.monotonic()
+        with self._lock:
+            event, uid = self._event, self._uid
+            if event is not None and (leader or now - event[0] > _EVENT_TTL_SECONDS):
+                self._event = None
+        if not leader or not uid:
+            return
+        if event is not None:
+            ref = ObjectRef("Policy", "", self.name, uid, api_version=f"{GROUP}/{VERSION}")
+            self._recorder.record(ref, event[1], event[2], event[3])
+        status = self.status(shares).model_dump(mode="json", by_alias=True)
+        with self._lock:
+            written, busy = self._written, self._writing
+            if busy or status == written:
+                return
+            recent = now - self._written_at < self.status_seconds
+            if written is not None and recent and _same_but_shares(status, written):
+                return
+            self._writing = True
+        self._writer.submit(self._write, status, uid)
+
+    def _write(self, status: dict[str, Any], uid: str) -> None:
+        try:
+            self._custom.patch_cluster_custom_object_status(
+                GROUP, VERSION, PLURAL, self.name, {"status": status}
+            )
+            with self._lock:
+                if uid == self._uid:
+                    self._written, self._written_at = status, time.monotonic()
+        except (ApiException, OSError) as exc:
+            log.warning("Policy %s: status not written: %s", self.name, exc)
+        except Exception as exc:  # connection errors from urllib3
+            log.warning("Policy %s: status not written: %s", self.name, exc)
+        finally:
+            with self._lock:
+                self._writing = False
+
+    def close(self) -> None:
+        self._writer.shutdown(wait=True, cancel_futures=False)
+
+
+def _same_but_shares(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return {k: v for k, v in a.items() if k != "members"} == {
+        k: v for k, v in b.items() if k != "members"
+    }
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,119 @@
+"""The policy store takes a source's text handed in by a watch (the Policy object's path):
+a new version when it changed, nothing when it did not, nothing at all when it is bad."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from policies.errors import PolicyError
+from policies.loader import DEFAULT_POLICY, parse_policy
+from scheduler.api.policy_store import (
+    AuditLog,
+    FileSource,
+    Origin,
+    PolicyStore,
+    _named,
+    object_document,
+)
+from scheduler.engine.decisions import MemberShare
+from scheduler.k8s.policy_object import member_statuses
+
+
+def _store(tmp_path: Path) -> PolicyStore:
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(DEFAULT_POLICY.read_text())
+    return PolicyStore(FileSource(policy_file), AuditLog(f"sqlite:///{tmp_path / 'ledger.db'}"))
+
+
+def _with_weight(weight: int) -> str:
+    data = yaml.safe_load(DEFAULT_POLICY.read_text())
+    data["spec"]["members"][0]["weight"] = weight
+    return yaml.safe_dump(data)
+
+
+def test_take_records_a_changed_text_once_and_ignores_a_seen_revision(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    assert store.current()[0].version == 1
+    assert store.take(_with_weight(3), "rev-2") is True
+    entry, policy = store.current()
+    assert (entry.version, entry.origin, policy.members[0].weight) == (2, Origin.EXTERNAL, 3)
+    assert store.take(_with_weight(4), "rev-2") is False, "same revision: not read again"
+    assert store.take(_with_weight(3), "rev-3") is False, "same policy at a new revision"
+    assert [v.version for v in store.audit.list()] == [2, 1]
+
+
+def test_take_of_a_bad_text_raises_and_keeps_the_version_in_force(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    bad = _with_weight(3).replace("NVIDIA-A100-SXM4-80GB: 4", "TPU-v9: 4")
+    with pytest.raises(PolicyError, match="unknown GPU model 'TPU-v9'"):
+        store.take(bad, "rev-2")
+    assert store.current()[0].version == 1
+    assert store.take(_with_weight(3), "rev-2") is True, "the bad revision was not remembered"
+
+
+def test_a_second_store_on_the_same_audit_history_matches_the_version_recorded(
+    tmp_path: Path,
+) -> None:
+    # Two replicas watching one Policy object: the first records the change, the second
+    # finds it recorded and takes the same number instead of a second one.
+    first = _store(tmp_path)
+    second = PolicyStore(first.source, AuditLog(first.audit.url))
+    assert first.take(_with_weight(3), "rev-2") is True
+    second.take(_with_weight(3), "rev-2")
+    assert second.current()[0].version == first.current()[0].version == 2
+    assert [v.version for v in first.audit.list()] == [2, 1]
+
+
+def test_object_document_is_the_policy_named_after_the_object() -> None:
+    spec = yaml.safe_load(DEFAULT_POLICY.read_text())["spec"]
+    obj = {
+        "apiVersion": "fairpool.io/v1",
+        "kind": "Policy",
+        "metadata": {"name": "default", "resourceVersion": "42", "generation": 3},
+        "spec": spec,
+        "status": {"version": 7},
+    }
+    text, revision = object_document(obj)
+    policy = parse_policy(text)
+    assert revision == "42"
+    assert policy.metadata.name == "default" and policy.version == 0
+    assert policy.spec == parse_policy(DEFAULT_POLICY.read_text()).spec
+
+
+def test_named_gives_the_object_name_to_a_document_named_otherwise() -> None:
+    policy = parse_policy(DEFAULT_POLICY.read_text())
+    assert _named(policy, None) is policy
+    renamed = _named(policy, "default")
+    assert renamed.metadata.name == "default" and renamed.spec == policy.spec
+    assert _named(renamed, "default") is renamed
+
+
+def test_member_statuses_follow_policy_order_with_shares_per_model() -> None:
+    policy = parse_policy(DEFAULT_POLICY.read_text())
+    share = MemberShare(
+        member="lab-bio",
+        gpu_model="NVIDIA-A100-SXM4-80GB",
+        contribution=8,
+        entitlement=12,
+        fair_share=13.33333,
+        allocated=5,
+        borrowed=0,
+        reclaimable=0,
+        lent=0,
+        pending=0,
+        demand=5,
+    )
+    stranger = MemberShare("nobody", "X", 0, 0, 0.0, 0, 0, 0, 0, 0, 0)
+    statuses = member_statuses(policy, (share, stranger))
+    assert [s.name for s in statuses] == policy.member_names()
+    (model,) = statuses[1].gpu_models
+    assert (model.name, model.entitlement, model.fair_share, model.allocated) == (
+        "NVIDIA-A100-SXM4-80GB",
+        12,
+        13.333,
+        5,
+    )
+    assert statuses[0].gpu_models == []
