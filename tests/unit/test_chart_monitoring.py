@@ -38,11 +38,22 @@ def _scraped_names(registry: CollectorRegistry) -> set[str]:
     return names
 
 
-def exported_names() -> set[str]:
+def scheduler_names() -> set[str]:
     scheduler = SchedulerMetrics(
         lambda: State(snapshot=None, decisions=Decisions(), leader=False, running_phase=frozenset())
     )
     return _scraped_names(scheduler.registry)
+
+
+def meter_names() -> set[str]:
+    # The meter's registry (`fairpool meter --watch --metrics-port`).
+    from reports.metering.exporter import MeterMetrics
+
+    return _scraped_names(MeterMetrics().registry)
+
+
+def exported_names() -> set[str]:
+    return scheduler_names() | meter_names()
 
 
 def metric_names(expr: str) -> set[str]:
@@ -91,10 +102,12 @@ def test_metric_names_are_found_in_promql() -> None:
 
 
 def test_the_exported_names_are_the_scraped_ones() -> None:
-    names = exported_names()
+    names = scheduler_names()
     assert "fairpool_binds_total" in names and "fairpool_binds" not in names
     assert "fairpool_scheduling_cycle_duration_seconds_bucket" in names
     assert "fairpool_member_entitlement_gpus" in names and "fairpool_leader" in names
+    meter = meter_names()
+    assert "fairpool_meter_runs_total" in meter and "fairpool_meter_pending_hours" in meter
 
 
 def test_every_dashboard_and_rule_query_reads_only_exported_metrics() -> None:
