@@ -200,7 +200,10 @@ def test_monitoring_objects_follow_the_clusters_capabilities(policy: Path) -> No
     [
         (["api.tokensSecret=t", "api.tls.existingSecret="], "has no certificate"),
         (["policy.spec=null"], "policy.spec is empty"),
-        (["monitoring.podMonitor.enabled=maybe"], "must be auto, true or false"),
+        (["monitoring.podMonitor.enabled=maybe"], "/monitoring/podMonitor/enabled"),
+        (["scheduler.replicaz=3"], "additional properties 'replicaz' not allowed"),
+        (["meter.prometheusUrl=prometheus:9090"], "/meter/prometheusUrl"),
+        (["ledger.sqlite.accessMode=ReadOnlyMany"], "/ledger/sqlite/accessMode"),
         (
             ["api.tokensSecret=t", "api.tls.certManager.enabled=true"],
             "needs api.tls.certManager.issuerRef.name",
