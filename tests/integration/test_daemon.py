@@ -486,7 +486,8 @@ def test_policy_configmap_change_shifts_shares_and_bad_policy_is_rejected(pool: 
         lambda: (s := _fair_shares(daemon))["a"] > s["b"] + 1 and s, what="weights applied"
     )
     assert shares["a"] == pytest.approx(3 * shares["b"])
-    assert pool.events("c", "PolicyApplied")
+    # Events are posted by the recorder's own workers, after the policy is in force.
+    wait_until(lambda: pool.events("c", "PolicyApplied"), what="PolicyApplied")
 
     bad = pool.policy_text(weights={"a": 3}).replace("weight: 3", "weight: -1")
     pool.core.patch_namespaced_config_map(name, config_ns, {"data": {"policy.yaml": bad}})
