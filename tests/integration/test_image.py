@@ -13,7 +13,9 @@ import pytest
 
 from tests.controlplane.layout import REPO_ROOT, cache_dir
 
-pytestmark = pytest.mark.integration
+# A cold build (no cached layers: every dependency downloaded and installed, each layer
+# a full copy under vfs) takes a quarter of an hour on a loaded two-core machine.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(3600)]
 
 TEST_BASE = "localhost/fairpool-test-base:bookworm"
 IMAGE = "localhost/fairpool:test"
