@@ -33,10 +33,22 @@ image-tools:
 	  install -y --no-install-recommends buildah debootstrap; \
 	buildah --version
 
+# What the image is made of: the Containerfile, the sources it copies and the build
+# arguments. Even a fully cached build copies the build stage whole under vfs (minutes),
+# so an image already labelled with the same digest is not built again.
+IMAGE_INPUTS = $(shell { tar -c --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner \
+  --exclude=__pycache__ Containerfile .containerignore pyproject.toml README.md \
+  scheduler policies reports proto; echo "$(IMAGE_BASE) $(IMAGE_EXTRAS)"; } | sha256sum | cut -c1-32)
+
 ## The image $(IMAGE) from the Containerfile, FROM $(IMAGE_BASE).
 image: image-tools
+	@inputs=$(IMAGE_INPUTS); \
+	built=$$($(BUILDAH) inspect --type image --format '{{index .Docker.Config.Labels "io.fairpool.inputs"}}' \
+	  $(IMAGE) 2>/dev/null || true); \
+	if [ "$$built" = "$$inputs" ]; then echo "$(IMAGE) is up to date ($$inputs)"; exit 0; fi; \
+	set -x; \
 	$(BUILDAH) build --isolation chroot --layers --build-arg BASE=$(IMAGE_BASE) \
-	  --build-arg EXTRAS=$(IMAGE_EXTRAS) \
+	  --build-arg EXTRAS=$(IMAGE_EXTRAS) --label io.fairpool.inputs=$$inputs \
 	  --file Containerfile --tag $(IMAGE) .
 
 ## A python3 base image from Debian's packages, built once (kept in $(IMAGE_STORE)).
