@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -35,6 +36,30 @@ _KUBE_LDFLAGS = (
     "-X k8s.io/component-base/version.gitTreeState=clean",
 )
 _PLAIN_LDFLAGS = ("-s", "-w")
+HELM_VERSION = "v3.22.0"
+
+
+def _client_go_minor(module: str) -> str:
+    go_mod = (GO_MODULES_DIR / module / "go.mod").read_text()
+    found = re.search(r"^\s*k8s\.io/client-go v0\.(\d+)\.", go_mod, re.M)
+    if found is None:
+        raise RuntimeError(f"{GO_MODULES_DIR / module / 'go.mod'} requires no k8s.io/client-go")
+    return found.group(1)
+
+
+# As helm's own release build: its version, and the Kubernetes release it renders for
+# when no cluster is asked (that of its client-go), so `helm template` passes the
+# chart's kubeVersion check.
+_HELM_KUBE_MINOR = _client_go_minor("helm")
+_HELM_LDFLAGS = (
+    "-s",
+    "-w",
+    f"-X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",
+    "-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1",
+    f"-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor={_HELM_KUBE_MINOR}",
+    "-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1",
+    f"-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor={_HELM_KUBE_MINOR}",
+)
 
 
 @dataclass(frozen=True)
@@ -57,6 +82,8 @@ BINARIES: tuple[GoBinary, ...] = (
     GoBinary("kube-apiserver", "kubernetes", "k8s.io/kubernetes/cmd/kube-apiserver", _KUBE_LDFLAGS),
     GoBinary("kube-scheduler", "kubernetes", "k8s.io/kubernetes/cmd/kube-scheduler", _KUBE_LDFLAGS),
     GoBinary("kubectl", "kubernetes", "k8s.io/kubernetes/cmd/kubectl", _KUBE_LDFLAGS),
+    # Lints and renders the chart (deploy/helm/fairpool) for the chart and install tests.
+    GoBinary("helm", "helm", "helm.sh/helm/v3/cmd/helm", _HELM_LDFLAGS),
 )
 BINARY_NAMES = tuple(b.name for b in BINARIES)
 _TAIL_LINES = 40

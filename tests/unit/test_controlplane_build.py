@@ -33,4 +33,5 @@ def test_an_empty_cache_needs_every_binary(tmp_path: Path) -> None:
         "kube-apiserver",
         "kube-scheduler",
         "kubectl",
+        "helm",
     }

@@ -1,0 +1,243 @@
+"""The Helm chart lints and renders what an install needs, for each value set in
+tests/data/chart: no API arguments without tokens, the NetworkPolicy, monitoring objects
+only where the Prometheus Operator is served (or asked for), the ledger from a Secret or
+on a volume, and RBAC without wildcards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.chart import (
+    CHART,
+    MONITORING_API,
+    VALUE_SETS,
+    HelmError,
+    container,
+    one,
+    policy_values,
+    render,
+    run_helm,
+    value_args,
+)
+
+pytestmark = pytest.mark.integration
+
+SETS = sorted(p.stem for p in VALUE_SETS.glob("*.yaml"))
+SCHEDULER = "fairpool-scheduler"
+METER = "fairpool-meter"
+
+
+@pytest.fixture(scope="module")
+def policy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return policy_values(tmp_path_factory.mktemp("chart"))
+
+
+def _render(policy: Path, value_set: str, **kwargs: Any) -> list[dict[str, Any]]:
+    return render([policy, VALUE_SETS / f"{value_set}.yaml"], **kwargs)
+
+
+def _env(deployment: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in container(deployment).get("env", [])}
+
+
+def test_the_value_sets_are_the_ones_this_test_checks() -> None:
+    assert SETS == ["full", "minimal", "no-tokens", "postgres"]
+
+
+@pytest.mark.parametrize("value_set", SETS)
+def test_chart_lints_clean(policy: Path, value_set: str) -> None:
+    out = run_helm(
+        "lint", "--strict", str(CHART), *value_args([policy, VALUE_SETS / f"{value_set}.yaml"])
+    )
+    assert "0 chart(s) failed" in out
+
+
+def test_minimal_install_runs_both_workloads_without_api_or_monitoring(policy: Path) -> None:
+    objects = _render(policy, "minimal")
+    scheduler = one(objects, "Deployment", SCHEDULER)
+    assert scheduler["spec"]["replicas"] == 2
+    pod = scheduler["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == SCHEDULER
+    args = container(scheduler)["args"]
+    assert args[:2] == ["run", "--in-cluster"]
+    assert "--leader-elect" in args and f"--lease-name={SCHEDULER}" in args
+    assert "--policy-object=fairpool" in args
+    # The tokens Secret is not given: the API is off, nothing refers to the Secret.
+    assert not [a for a in args if a.startswith(("--tokens", "--api-listen", "--tls-"))]
+    assert {p["name"] for p in container(scheduler)["ports"]} == {"metrics"}
+    assert not [v for v in pod["volumes"] if "secret" in v]
+    probes = container(scheduler)
+    assert probes["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert probes["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert probes["readinessProbe"]["httpGet"]["port"] == "metrics"
+
+    meter = one(objects, "Deployment", METER)
+    meter_pod = meter["spec"]["template"]["spec"]
+    assert meter_pod["serviceAccountName"] == METER
+    assert meter_pod["automountServiceAccountToken"] is False
+    meter_args = container(meter)["args"]
+    assert meter_args[:2] == ["meter", "--watch"]
+    assert "--reports-dir=/var/lib/fairpool/reports" in meter_args
+    claims = {
+        v["persistentVolumeClaim"]["claimName"]
+        for v in meter_pod["volumes"]
+        if "persistentVolumeClaim" in v
+    }
+    assert claims == {"fairpool-reports", "fairpool-ledger"}
+    assert {o["metadata"]["name"] for o in objects if o["kind"] == "PersistentVolumeClaim"} == {
+        "fairpool-reports",
+        "fairpool-ledger",
+    }
+    # SQLite on one ReadWriteOnce volume: every pod mounting it lands on its node.
+    for deployment in (scheduler, meter):
+        affinity = deployment["spec"]["template"]["spec"]["affinity"]["podAffinity"]
+        term = affinity["requiredDuringSchedulingIgnoredDuringExecution"][0]
+        assert term["labelSelector"]["matchLabels"]["fairpool.io/ledger-volume"] == "true"
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert labels["fairpool.io/ledger-volume"] == "true"
+        assert _env(deployment)["FAIRPOOL_LEDGER"]["value"].startswith("sqlite:////var/lib/")
+
+    kinds = {o["kind"] for o in objects}
+    assert not kinds & {"PodMonitor", "PrometheusRule", "Certificate"}
+    assert {"NetworkPolicy", "Service", "Policy", "CustomResourceDefinition"} <= kinds
+    service = one(objects, "Service")
+    assert {p["name"] for p in service["spec"]["ports"]} == {"metrics"}
+    dashboard = one(objects, "ConfigMap", "fairpool-dashboard")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert yaml.safe_load(dashboard["data"]["fairpool.json"])["uid"] == "fairpool"
+
+
+def test_policy_object_carries_the_given_spec_and_the_meter_reads_the_same(policy: Path) -> None:
+    objects = _render(policy, "minimal")
+    spec = yaml.safe_load(policy.read_text())["policy"]["spec"]
+    policy_object = one(objects, "Policy")
+    assert policy_object["apiVersion"] == "fairpool.io/v1"
+    assert policy_object["spec"] == spec
+    file = yaml.safe_load(one(objects, "ConfigMap", "fairpool-meter-policy")["data"]["policy.yaml"])
+    assert file["spec"] == spec
+    from policies.loader import parse_policy
+
+    parsed = parse_policy(one(objects, "ConfigMap", "fairpool-meter-policy")["data"]["policy.yaml"])
+    assert [m.name for m in parsed.members] == [m["name"] for m in spec["members"]]
+
+
+def test_network_policy_opens_only_the_configured_ports_to_the_configured_peers(
+    policy: Path,
+) -> None:
+    closed = _render(policy, "no-tokens")
+    rules = one(closed, "NetworkPolicy")["spec"]["ingress"]
+    assert [[p["port"] for p in r["ports"]] for r in rules] == [[9464]]
+    assert rules[0]["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
+    full = _render(policy, "full")
+    network = one(full, "NetworkPolicy")
+    assert network["spec"]["policyTypes"] == ["Ingress"]
+    by_port = {r["ports"][0]["port"]: r["from"] for r in network["spec"]["ingress"]}
+    assert set(by_port) == {50051, 9464}
+    assert {"ipBlock": {"cidr": "10.20.0.0/16"}} in by_port[50051]
+    # Every rule names its peers: a rule without `from` would admit every source.
+    assert all(r.get("from") for r in network["spec"]["ingress"])
+    shut = _render(policy, "full", sets=["networkPolicy.metricsFrom=null"])
+    assert [r["ports"][0]["port"] for r in one(shut, "NetworkPolicy")["spec"]["ingress"]] == [50051]
+
+
+def test_full_install_serves_the_api_over_tls_with_a_postgres_ledger(policy: Path) -> None:
+    objects = _render(policy, "full")
+    scheduler = one(objects, "Deployment", SCHEDULER)
+    args = container(scheduler)["args"]
+    assert "--tokens=/etc/fairpool/api/tokens.yaml" in args
+    assert "--tls-cert=/etc/fairpool/tls/tls.crt" in args
+    assert "--tls-key=/etc/fairpool/tls/tls.key" in args
+    secrets = {
+        v["secret"]["secretName"]
+        for v in scheduler["spec"]["template"]["spec"]["volumes"]
+        if "secret" in v
+    }
+    certificate = one(objects, "Certificate")
+    assert secrets == {"fairpool-api-tokens", certificate["spec"]["secretName"]}
+    assert "fairpool.fairpool-system.svc" in certificate["spec"]["dnsNames"]
+    assert {"PodMonitor", "PrometheusRule"} <= {o["kind"] for o in objects}
+    assert one(objects, "PodMonitor")["metadata"]["labels"]["release"] == "prometheus"
+    service = one(objects, "Service")
+    assert {p["name"] for p in service["spec"]["ports"]} == {"grpc", "metrics"}
+
+
+def test_postgres_ledger_comes_from_the_secret_and_no_ledger_volume(policy: Path) -> None:
+    objects = _render(policy, "postgres")
+    for name in (SCHEDULER, METER):
+        deployment = one(objects, "Deployment", name)
+        ref = _env(deployment)["FAIRPOOL_LEDGER"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "fairpool-ledger", "key": "url"}
+        assert "podAffinity" not in deployment["spec"]["template"]["spec"].get("affinity", {})
+    claims = {o["metadata"]["name"] for o in objects if o["kind"] == "PersistentVolumeClaim"}
+    assert claims == {"fairpool-reports"}
+
+
+def test_monitoring_objects_follow_the_clusters_capabilities(policy: Path) -> None:
+    without = {o["kind"] for o in _render(policy, "minimal")}
+    assert not without & {"PodMonitor", "PrometheusRule"}
+    served = _render(policy, "minimal", api_versions=[MONITORING_API])
+    rule = one(served, "PrometheusRule")
+    shipped = yaml.safe_load((CHART / "files" / "rules.yaml").read_text())
+    assert rule["spec"] == shipped
+    assert one(served, "PodMonitor")["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+    off = _render(
+        policy,
+        "minimal",
+        api_versions=[MONITORING_API],
+        sets=["monitoring.podMonitor.enabled=false", "monitoring.prometheusRule.enabled=false"],
+    )
+    assert not {o["kind"] for o in off} & {"PodMonitor", "PrometheusRule"}
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (["api.tokensSecret=t", "api.tls.existingSecret="], "has no certificate"),
+        (["policy.spec=null"], "policy.spec is empty"),
+        (["monitoring.podMonitor.enabled=maybe"], "/monitoring/podMonitor/enabled"),
+        (["scheduler.replicaz=3"], "additional properties 'replicaz' not allowed"),
+        (["meter.prometheusUrl=prometheus:9090"], "/meter/prometheusUrl"),
+        (["ledger.sqlite.accessMode=ReadOnlyMany"], "/ledger/sqlite/accessMode"),
+        (
+            ["api.tokensSecret=t", "api.tls.certManager.enabled=true"],
+            "needs api.tls.certManager.issuerRef.name",
+        ),
+    ],
+)
+def test_bad_values_are_refused_with_the_value_named(
+    policy: Path, sets: list[str], message: str
+) -> None:
+    with pytest.raises(HelmError) as refused:
+        _render(policy, "minimal", sets=sets)
+    assert message in refused.value.output
+
+
+def test_rbac_has_no_wildcards_and_the_meter_no_rights(policy: Path) -> None:
+    objects = _render(policy, "full")
+    roles = [o for o in objects if o["kind"] in ("ClusterRole", "Role")]
+    assert {r["metadata"]["name"] for r in roles} == {SCHEDULER}
+    for role in roles:
+        for rule in role["rules"]:
+            assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
+            if "delete" in rule["verbs"]:
+                assert rule["resources"] == ["pods"] and rule["apiGroups"] == [""], rule
+            assert "deletecollection" not in rule["verbs"], rule
+            assert "secrets" not in rule["resources"], rule
+    subjects = [
+        s["name"]
+        for o in objects
+        if o["kind"] in ("ClusterRoleBinding", "RoleBinding")
+        for s in o["subjects"]
+    ]
+    assert subjects == [SCHEDULER, SCHEDULER]
+    args = container(one(objects, "Deployment", SCHEDULER))["args"]
+    role = one(objects, "Role")
+    named = {n for r in role["rules"] for n in r.get("resourceNames", [])}
+    assert named == {"fairpool-usage-history", SCHEDULER}
+    assert "--usage-history-configmap=fairpool-usage-history" in args

@@ -1,0 +1,159 @@
+"""The chart's Grafana dashboard and alert rules query only metrics fairpool exports.
+
+The exported names come from the real registries (the scheduler daemon's in
+scheduler/k8s/exporter.py, with its scrape-time gauges, and the meter's), as Prometheus
+sees them on /metrics: a counter `x` is scraped as `x_total`, a histogram as `x_bucket`,
+`x_sum` and `x_count`. The rules also pass `promtool check rules`."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prometheus_client import CollectorRegistry
+
+from scheduler.engine.decisions import Decisions
+from scheduler.k8s.exporter import SchedulerMetrics, State
+
+CHART = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "fairpool"
+DASHBOARD = CHART / "files" / "dashboard.json"
+RULES = CHART / "files" / "rules.yaml"
+# Metric names in PromQL: identifiers that are not followed by "(" (functions) and are
+# not label names inside {...} or by/without/on/ignoring (...) lists.
+_IDENTIFIER = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
+
+
+def _scraped_names(registry: CollectorRegistry) -> set[str]:
+    names: set[str] = set()
+    for family in registry.collect():
+        suffixes = _SUFFIXES.get(family.type)
+        names |= {family.name + s for s in suffixes} if suffixes else {family.name}
+    return names
+
+
+def scheduler_names() -> set[str]:
+    scheduler = SchedulerMetrics(
+        lambda: State(snapshot=None, decisions=Decisions(), leader=False, running_phase=frozenset())
+    )
+    return _scraped_names(scheduler.registry)
+
+
+def meter_names() -> set[str]:
+    # The meter's registry (`fairpool meter --watch --metrics-port`).
+    from reports.metering.exporter import MeterMetrics
+
+    return _scraped_names(MeterMetrics().registry)
+
+
+def exported_names() -> set[str]:
+    return scheduler_names() | meter_names()
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression reads (fairpool's and any other)."""
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # label values
+    text = re.sub(r"\{[^}]*\}", "", text)  # label matchers
+    text = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", text)
+    text = re.sub(r"\[[^\]]*\]", "", text)  # range selectors
+    names = set()
+    for match in _IDENTIFIER.finditer(text):
+        rest = text[match.end() :].lstrip()
+        word = match.group()
+        if rest.startswith("(") or word in {"and", "or", "unless", "bool", "offset"}:
+            continue
+        if word.startswith("$") or text[match.start() - 1 : match.start()] == "$":
+            continue
+        names.add(word)
+    return names
+
+
+def _dashboard_queries() -> Iterator[tuple[str, str]]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            yield panel["title"], target["expr"]
+    for variable in dashboard["templating"]["list"]:
+        query: Any = variable.get("query")
+        if isinstance(query, dict):
+            inner = re.fullmatch(r"label_values\((.+),\s*\w+\)", query["query"])
+            assert inner, query
+            yield f"variable {variable['name']}", inner.group(1)
+
+
+def _rule_queries() -> Iterator[tuple[str, str]]:
+    for group in yaml.safe_load(RULES.read_text())["groups"]:
+        for rule in group["rules"]:
+            yield rule.get("alert") or rule["record"], rule["expr"]
+
+
+def test_metric_names_are_found_in_promql() -> None:
+    expr = (
+        'histogram_quantile(0.99, sum by (le) (rate(fairpool_x_bucket{member=~"$m"}[5m])))'
+        " and on() (time() - fairpool_y) > 3 or vector(0)"
+    )
+    assert metric_names(expr) == {"fairpool_x_bucket", "fairpool_y"}
+
+
+def test_the_exported_names_are_the_scraped_ones() -> None:
+    names = scheduler_names()
+    assert "fairpool_binds_total" in names and "fairpool_binds" not in names
+    assert "fairpool_scheduling_cycle_duration_seconds_bucket" in names
+    assert "fairpool_member_entitlement_gpus" in names and "fairpool_leader" in names
+    meter = meter_names()
+    assert "fairpool_meter_runs_total" in meter and "fairpool_meter_pending_hours" in meter
+
+
+def test_every_dashboard_and_rule_query_reads_only_exported_metrics() -> None:
+    exported = exported_names()
+    queries = [*_dashboard_queries(), *_rule_queries()]
+    assert len(queries) > 20
+    for where, expr in queries:
+        names = metric_names(expr)
+        assert names, f"{where}: no metric in {expr!r}"
+        unknown = names - exported
+        assert not unknown, f"{where}: {sorted(unknown)} not exported by fairpool ({expr})"
+
+
+def test_the_dashboard_shows_what_an_operator_watches() -> None:
+    read = set().union(*(metric_names(e) for _, e in _dashboard_queries()))
+    for name in (
+        "fairpool_member_allocated_gpus",
+        "fairpool_member_entitlement_gpus",
+        "fairpool_member_fair_share_gpus",
+        "fairpool_member_borrowed_gpus",
+        "fairpool_member_lent_gpus",
+        "fairpool_member_pending_gpus",
+        "fairpool_pod_scheduling_duration_seconds_bucket",
+        "fairpool_reclaim_lost_gpu_seconds_total",
+        "fairpool_scheduling_cycle_duration_seconds_bucket",
+        "fairpool_binds_total",
+        "fairpool_meter_coverage_ratio",
+        "fairpool_meter_pending_hours",
+    ):
+        assert name in read, name
+
+
+def test_alerts_cover_leader_metering_and_entitlement() -> None:
+    alerts = dict(_rule_queries())
+    assert "fairpool_leader" in metric_names(alerts["FairpoolNoLeader"])
+    assert "fairpool_meter_pending_hours" in metric_names(alerts["FairpoolMeteringPendingHoursOld"])
+    assert {"fairpool_member_allocated_gpus", "fairpool_member_entitlement_gpus"} <= metric_names(
+        alerts["FairpoolOwnerBelowEntitlement"]
+    )
+
+
+def test_promtool_accepts_the_rules() -> None:
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is installed by `make prometheus` (mk/prometheus.mk)"
+    done = subprocess.run(
+        [promtool, "check", "rules", str(RULES)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS: 5 rules found" in done.stdout
