@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from policies.loader import DEFAULT_POLICY
 from reports.ledger import Ledger
 from tests.pgtest import PostgresServer
 from tests.promtest import PrometheusServer, Scenario, create_blocks
@@ -85,6 +86,8 @@ def meter_command(prometheus: str, ledger: str, now: datetime) -> list[str]:
         prometheus,
         "--ledger",
         ledger,
+        "--policy",
+        str(DEFAULT_POLICY),  # the scenario's pods are the demo policy's members'
         "--now",
         now.isoformat(),
     ]
