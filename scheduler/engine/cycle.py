@@ -81,9 +81,20 @@ def schedule(snapshot: Snapshot, policy: Policy) -> Decisions:
 class _JobInfo:
     gpus: int
     explicit_model: str | None
-    shape: tuple[object, ...]
-    """The pods' shapes, a cache key for 'this did not fit'."""
+    sid: int
+    """A number per distinct tuple of the pods' shapes: the cache key for 'this did not
+    fit' (shapes are deep tuples, which Python hashes anew at every lookup)."""
     incomplete: bool
+
+
+_SHAPES: dict[tuple[object, ...], int] = {}
+"""Shape tuple -> its number. Shared by cycles, so that a job's number stays valid in
+`_INFOS`; both are dropped together when the table grows past `_SHAPES_KEPT`."""
+_SHAPES_KEPT = 100_000
+_INFOS: dict[int, tuple[PendingJob, _JobInfo]] = {}
+"""id(job) -> (job, its information), for the jobs of the last snapshot: a job waiting
+for many cycles is looked at once (jobs are immutable; the entry keeps the job alive,
+so the identity check cannot be fooled by a recycled id)."""
 
 
 def _job_info(job: PendingJob) -> _JobInfo:
@@ -91,13 +102,31 @@ def _job_info(job: PendingJob) -> _JobInfo:
         shape: tuple[object, ...] = (spec_key(job.pods[0].spec),)
     else:
         shape = tuple(sorted((spec_key(p.spec) for p in job.pods), key=repr))
-    info = _JobInfo(
+    return _JobInfo(
         gpus=job.gpus,
         explicit_model=shares_mod.job_gpu_model(job),
-        shape=shape,
+        sid=_SHAPES.setdefault(shape, len(_SHAPES)),
         incomplete=len(job.pods) < job.min_member or not job.pods,
     )
-    return info
+
+
+def _job_infos(pending: tuple[PendingJob, ...]) -> dict[str, _JobInfo]:
+    """Every pending job's information, reusing what the last cycle learnt."""
+    global _INFOS
+    if len(_SHAPES) > _SHAPES_KEPT:
+        _SHAPES.clear()
+        _INFOS = {}
+    known = _INFOS
+    kept: dict[int, tuple[PendingJob, _JobInfo]] = {}
+    out: dict[str, _JobInfo] = {}
+    for job in pending:
+        hit = known.get(id(job))
+        if hit is None or hit[0] is not job:
+            hit = (job, _job_info(job))
+        kept[id(job)] = hit
+        out[job.job_id] = hit[1]
+    _INFOS = kept
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,15 +159,6 @@ def _lenders(policy: Policy) -> list[tuple[str, int]]:
         for m in sorted(policy.members, key=lambda m: m.name)
         if m.lending_limit is not None
     ]
-
-
-def _shape_ids(infos: Mapping[str, _JobInfo]) -> dict[str, int]:
-    """A number per distinct job shape: shapes are deep tuples (hashing one walks it), so
-    they are numbered once per cycle."""
-    interned: dict[tuple[object, ...], int] = {}
-    return {
-        job_id: interned.setdefault(info.shape, len(interned)) for job_id, info in infos.items()
-    }
 
 
 @dataclass(slots=True)
@@ -175,8 +195,7 @@ class _Cycle:
         self.capped = {m.name for m in policy.members if m.max_gpus is not None}
         self.checkpointable = frozenset(m.name for m in policy.members if m.checkpointable)
         # The pending jobs.
-        self._info: dict[str, _JobInfo] = {j.job_id: _job_info(j) for j in snapshot.pending}
-        self.shape_id = _shape_ids(self._info)
+        self._info = _job_infos(snapshot.pending)
         self.only_model = self.book.models[0] if len(self.book.models) == 1 else None
         # What failed once in the cycle fails again (capacity only shrinks).
         self.failed: set[object] = set()
@@ -300,11 +319,11 @@ class _Cycle:
                 self.reclaimer is None or self._may_find_victims(job.member, model, entitled)
             ):
                 return
-        sid = self.shape_id[job.job_id]
+        sid = self._info[job.job_id].sid
         while (nxt := queues.peek(job.member)) is not None:
             jid = nxt.job_id
             if (
-                self.shape_id[jid] != sid
+                self._info[jid].sid != sid
                 or self.exhausted(nxt) != self.exhausted(job)
                 or self.book.job_model.get(jid) != model
                 or jid in self.state.holds
@@ -394,7 +413,7 @@ class _Cycle:
         restricted = models is not None or any(
             h < self._info[job.job_id].gpus for o, h in lendable.items() if o != job.member
         )
-        sid = self.shape_id[job.job_id]
+        sid = self._info[job.job_id].sid
         shape = (sid, job.member, models, guarded) if restricted else sid
         if not held and shape in self.failed:
             return False
@@ -567,7 +586,7 @@ class _Cycle:
         do changes only with a bind (a member may rise above its fair share) or another
         reclaim: until then a failure stands."""
         key = (
-            self.shape_id[job.job_id],
+            self._info[job.job_id].sid,
             job.member,
             model,
             claim.allocated,
@@ -758,7 +777,7 @@ class _Cycle:
 
     def _unplaceable(self, job: PendingJob) -> bool:
         """True when no node, even empty, could ever take one of the job's pods."""
-        shape = self.shape_id[job.job_id]
+        shape = self._info[job.job_id].sid
         never = self.never.get(shape)
         if never is None:
             never = False
@@ -780,7 +799,7 @@ class _Cycle:
         )
 
     def _unplaceable_detail(self, job: PendingJob) -> str:
-        sid = self.shape_id[job.job_id]
+        sid = self._info[job.job_id].sid
         found = self.never_detail.get(sid)
         if found is None:
             found = self.never_detail[sid] = self._filter_detail(job)
@@ -807,7 +826,7 @@ class _Cycle:
                 continue
             info = self._info[job_id]
             model = self.position_model(job)
-            shape = (self.shape_id[job_id], model, job.is_gang, len(job.pods), info.gpus)
+            shape = (self._info[job_id].sid, model, job.is_gang, len(job.pods), info.gpus)
             key = (job.member, why, shape)
             text = sentences.get(key)
             if text is None:

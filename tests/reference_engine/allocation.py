@@ -22,8 +22,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from tests.reference_engine.entitlement import MemberModel
 from scheduler.engine.snapshot import RunningPod
+from tests.reference_engine.entitlement import MemberModel
 
 
 @dataclass(slots=True)

@@ -37,8 +37,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
-from tests.reference_engine import shares as shares_mod
 from scheduler.engine.decisions import Bind, Decisions, MemberShare, Nomination, Preemption
+from scheduler.engine.snapshot import PendingJob, PodSpec, Snapshot
+from tests.reference_engine import shares as shares_mod
 from tests.reference_engine.entitlement import MemberModel, node_model
 from tests.reference_engine.explain import Waiting, capacity_detail, fmt, plural, position, sentence
 from tests.reference_engine.gangs import Plan, plan_job
@@ -52,7 +53,6 @@ from tests.reference_engine.placement import (
     spec_res,
 )
 from tests.reference_engine.reclaim import NoReclaim, Reclaimer, ReclaimResult, VictimJob, Why
-from scheduler.engine.snapshot import PendingJob, PodSpec, Snapshot
 
 if TYPE_CHECKING:
     from policies.model import Member, Policy

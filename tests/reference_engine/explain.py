@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tests.reference_engine.placement import ClusterState, spec_res
 from scheduler.engine.snapshot import PendingJob, PodSpec
+from tests.reference_engine.placement import ClusterState, spec_res
 
 _EPS = 1e-9
 

@@ -23,8 +23,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from tests.reference_engine.placement import ClusterState, Res, spec_res
 from scheduler.engine.snapshot import PendingPod, PodSpec
+from tests.reference_engine.placement import ClusterState, Res, spec_res
 
 
 @dataclass(frozen=True, slots=True)

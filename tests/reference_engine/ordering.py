@@ -24,8 +24,8 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable
 
-from tests.reference_engine.shares import job_sort_key
 from scheduler.engine.snapshot import PendingJob
+from tests.reference_engine.shares import job_sort_key
 
 __all__ = ["MemberQueues", "job_sort_key", "ratio"]
 

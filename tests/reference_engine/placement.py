@@ -39,7 +39,6 @@ from bisect import bisect_left, insort
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from tests.reference_engine.entitlement import UNKNOWN_MODEL
 from scheduler.engine.snapshot import (
     Node,
     PodSpec,
@@ -48,6 +47,7 @@ from scheduler.engine.snapshot import (
     Taint,
     Toleration,
 )
+from tests.reference_engine.entitlement import UNKNOWN_MODEL
 
 HOSTNAME = "kubernetes.io/hostname"
 GPU_PRODUCT = "nvidia.com/gpu.product"

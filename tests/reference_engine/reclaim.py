@@ -71,10 +71,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
+from scheduler.engine.snapshot import PendingPod, RunningPod
 from tests.reference_engine.entitlement import MemberModel
 from tests.reference_engine.gangs import Plan, plan_job
 from tests.reference_engine.placement import ClusterState, Res, spec_res
-from scheduler.engine.snapshot import PendingPod, RunningPod
 
 _EPS = 1e-9
 

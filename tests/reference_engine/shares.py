@@ -22,8 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tests.reference_engine.allocation import Allocation, classify
 from scheduler.engine.decisions import MemberShare
+from scheduler.engine.snapshot import Node, PendingJob, Snapshot
+from tests.reference_engine.allocation import Allocation, classify
 from tests.reference_engine.entitlement import (
     MemberModel,
     capacity,
@@ -32,7 +33,6 @@ from tests.reference_engine.entitlement import (
     node_model,
 )
 from tests.reference_engine.fairshare import water_fill
-from scheduler.engine.snapshot import Node, PendingJob, Snapshot
 
 if TYPE_CHECKING:
     from policies.model import Policy

@@ -18,7 +18,7 @@ from scheduler.engine.snapshot import PendingJob, Snapshot
 from scheduler.sim.simulator import Simulator
 from scheduler.traces.model import Trace, TraceJob
 from tests.reference_engine import schedule as reference_schedule
-from tests.unit.engine_strategies import MEMBERS, MODELS, policies, scenarios, snapshots
+from tests.unit.engine_strategies import MEMBERS, policies, scenarios, snapshots
 from tests.unit.test_sim_helpers import node as sim_node
 from tests.unit.test_sim_helpers import policy as sim_policy
 
