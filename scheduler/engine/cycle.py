@@ -42,13 +42,13 @@ from scheduler.engine.decisions import Bind, Decisions, MemberShare, Nomination,
 from scheduler.engine.entitlement import MemberModel, node_model
 from scheduler.engine.explain import Waiting, capacity_detail, fmt, plural, position, sentence
 from scheduler.engine.gangs import Plan, plan_job
+from scheduler.engine.jobinfo import JobInfo
 from scheduler.engine.ordering import MemberQueues, ratio
 from scheduler.engine.placement import (
     ClusterState,
     blocking_taints,
     effective_labels,
     labels_match,
-    spec_key,
     spec_res,
 )
 from scheduler.engine.reclaim import NoReclaim, Reclaimer, ReclaimResult, VictimJob, Why
@@ -75,58 +75,6 @@ def compute_shares(snapshot: Snapshot, policy: Policy) -> tuple[MemberShare, ...
 
 def schedule(snapshot: Snapshot, policy: Policy) -> Decisions:
     return _Cycle(snapshot, policy).run()
-
-
-@dataclass(frozen=True, slots=True)
-class _JobInfo:
-    gpus: int
-    explicit_model: str | None
-    sid: int
-    """A number per distinct tuple of the pods' shapes: the cache key for 'this did not
-    fit' (shapes are deep tuples, which Python hashes anew at every lookup)."""
-    incomplete: bool
-
-
-_SHAPES: dict[tuple[object, ...], int] = {}
-"""Shape tuple -> its number. Shared by cycles, so that a job's number stays valid in
-`_INFOS`; both are dropped together when the table grows past `_SHAPES_KEPT`."""
-_SHAPES_KEPT = 100_000
-_INFOS: dict[int, tuple[PendingJob, _JobInfo]] = {}
-"""id(job) -> (job, its information), for the jobs of the last snapshot: a job waiting
-for many cycles is looked at once (jobs are immutable; the entry keeps the job alive,
-so the identity check cannot be fooled by a recycled id)."""
-
-
-def _job_info(job: PendingJob) -> _JobInfo:
-    if len(job.pods) == 1:
-        shape: tuple[object, ...] = (spec_key(job.pods[0].spec),)
-    else:
-        shape = tuple(sorted((spec_key(p.spec) for p in job.pods), key=repr))
-    return _JobInfo(
-        gpus=job.gpus,
-        explicit_model=shares_mod.job_gpu_model(job),
-        sid=_SHAPES.setdefault(shape, len(_SHAPES)),
-        incomplete=len(job.pods) < job.min_member or not job.pods,
-    )
-
-
-def _job_infos(pending: tuple[PendingJob, ...]) -> dict[str, _JobInfo]:
-    """Every pending job's information, reusing what the last cycle learnt."""
-    global _INFOS
-    if len(_SHAPES) > _SHAPES_KEPT:
-        _SHAPES.clear()
-        _INFOS = {}
-    known = _INFOS
-    kept: dict[int, tuple[PendingJob, _JobInfo]] = {}
-    out: dict[str, _JobInfo] = {}
-    for job in pending:
-        hit = known.get(id(job))
-        if hit is None or hit[0] is not job:
-            hit = (job, _job_info(job))
-        kept[id(job)] = hit
-        out[job.job_id] = hit[1]
-    _INFOS = kept
-    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +143,7 @@ class _Cycle:
         self.capped = {m.name for m in policy.members if m.max_gpus is not None}
         self.checkpointable = frozenset(m.name for m in policy.members if m.checkpointable)
         # The pending jobs.
-        self._info = _job_infos(snapshot.pending)
+        self._info: dict[str, JobInfo] = {i.job.job_id: i for i in self.book.infos}
         self.only_model = self.book.models[0] if len(self.book.models) == 1 else None
         # What failed once in the cycle fails again (capacity only shrinks).
         self.failed: set[object] = set()
@@ -211,7 +159,7 @@ class _Cycle:
         key = (member, model)
         return self.alloc.get(key, 0), self.book.fair.get(key, 0.0)
 
-    def info(self, job: PendingJob) -> _JobInfo:
+    def info(self, job: PendingJob) -> JobInfo:
         return self._info[job.job_id]
 
     def position_model(self, job: PendingJob) -> str | None:
@@ -286,7 +234,7 @@ class _Cycle:
     # -- the cycle -----------------------------------------------------------------------
     def run(self) -> Decisions:
         self._hold_nominations()
-        queues = MemberQueues(self.snapshot.pending, self.order_key)
+        queues = MemberQueues(self.book.queued, self.order_key)
         while (job := queues.pop()) is not None:
             self._handle(job)
             waiting = self.out.waiting.get(job.job_id)
