@@ -152,6 +152,17 @@ def _time(snapshot: Snapshot, policy: Policy, reps: int) -> tuple[float, float, 
     return best, best_cpu, decisions
 
 
+def _before(snapshot: Snapshot, policy: Policy) -> float:
+    """CPU seconds of one cycle of the reference engine (`tests/reference_engine`, the
+    cycle before it followed what changed), for the before/after columns."""
+    from tests.reference_engine import schedule as reference_schedule
+
+    cold = replace(snapshot, nodes=tuple(snapshot.nodes))
+    cpu = time.process_time()
+    reference_schedule(cold, policy)
+    return time.process_time() - cpu
+
+
 def _peak(snapshot: Snapshot, policy: Policy) -> int:
     cold = replace(snapshot, nodes=tuple(snapshot.nodes))
     tracemalloc.start()
@@ -169,6 +180,7 @@ def run(console: Console) -> None:
         "nodes",
         "pending",
         "gang?",
+        "before CPU ms",
         "cold ms",
         "cycle ms",
         "CPU ms",
@@ -194,6 +206,7 @@ def run(console: Console) -> None:
                 "",
                 "",
                 "",
+                "",
             )
             continue
         snap = Snapshot(
@@ -203,6 +216,7 @@ def run(console: Console) -> None:
             cold, _, decisions = _time(snap, policy, 1)
             best, cpu, _ = _time(snap, policy, 2 if cold < 2.0 else 1)
             peak = _peak(snap, policy)
+            before = _before(snap, policy)
         if case.kind == "no":
             seconds_per_pod[nodes] = max(seconds_per_pod.get(nodes, 0.0), best / pending)
         placements = len(decisions.binds)
@@ -210,6 +224,7 @@ def run(console: Console) -> None:
             f"{nodes:,}",
             f"{pending:,}",
             case.kind,
+            f"{before * 1000:,.1f}",
             f"{cold * 1000:,.1f}",
             f"{best * 1000:,.1f}",
             f"{cpu * 1000:,.1f}",
@@ -220,6 +235,7 @@ def run(console: Console) -> None:
         )
     console.print(table)
     console.print(
+        "before CPU ms: the reference engine (tests/reference_engine), one cycle; "
         "cold ms: the first schedule() call on the snapshot's jobs; cycle ms: best wall "
         "time of a repeated call on the same jobs; both on a fresh nodes tuple (no "
         "node-only work kept from an earlier cycle); CPU ms: its process CPU "
