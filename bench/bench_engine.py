@@ -2,12 +2,16 @@
 
 Clusters of 100 / 1,000 / 5,000 nodes x 8 GPUs owned by 8 members (32 nodes per
 topology domain) with 1,000 / 10,000 / 50,000 pending single-GPU pods spread over the
-members, plus gang cases. Each cycle is timed (best of a few repetitions when cheap) and
+members, 10,000 nodes with 100,000 pending, plus gang and reclaim cases. The first cycle
+on a snapshot is cold (nothing learnt about its jobs yet: the daemon's case when its queue
+changed wholesale); a repeated cycle on the same jobs is warm (the engine reuses what it
+learnt about each job, the simulator's and a steady daemon's case). Each is timed, then
 run once more under tracemalloc for its peak memory.
 """
 
 from __future__ import annotations
 
+import os
 import time
 import tracemalloc
 from dataclasses import dataclass, replace
@@ -122,6 +126,7 @@ def _cases() -> list[Case]:
     for nodes in (100, 1_000, 5_000):
         for pending in (1_000, 10_000, 50_000):
             out.append(Case(nodes, pending, "no", _jobs(pending, 1, 1, "single")))
+    out.append(Case(10_000, 100_000, "no", _jobs(100_000, 1, 1, "single")))
     gangs = _jobs(500, 8, 1, "gang-small") + _jobs(100, 8, 8, "gang-big", offset=3)
     out.append(Case(1_000, sum(len(j.pods) for j in gangs), "yes", gangs))
     # Reclaim: members 4-7 (below their fair share) want back what 0-3 borrowed.
@@ -147,6 +152,17 @@ def _time(snapshot: Snapshot, policy: Policy, reps: int) -> tuple[float, float, 
     return best, best_cpu, decisions
 
 
+def _before(snapshot: Snapshot, policy: Policy) -> float:
+    """CPU seconds of one cycle of the reference engine (`tests/reference_engine`, the
+    cycle before it followed what changed), for the before/after columns."""
+    from tests.reference_engine import schedule as reference_schedule
+
+    cold = replace(snapshot, nodes=tuple(snapshot.nodes))
+    cpu = time.process_time()
+    reference_schedule(cold, policy)
+    return time.process_time() - cpu
+
+
 def _peak(snapshot: Snapshot, policy: Policy) -> int:
     cold = replace(snapshot, nodes=tuple(snapshot.nodes))
     tracemalloc.start()
@@ -164,6 +180,8 @@ def run(console: Console) -> None:
         "nodes",
         "pending",
         "gang?",
+        "before CPU ms",
+        "cold ms",
         "cycle ms",
         "CPU ms",
         "placed",
@@ -187,17 +205,18 @@ def run(console: Console) -> None:
                 "",
                 "",
                 "",
+                "",
+                "",
             )
             continue
         snap = Snapshot(
             now=100_000.0, nodes=_nodes(nodes), running=case.running, pending=tuple(case.jobs)
         )
         with console.status(f"{nodes:,} nodes x {pending:,} pending ({case.kind})"):
-            best, cpu, decisions = _time(snap, policy, 1)
-            if best < 2.0:
-                again, again_cpu, _ = _time(snap, policy, 2)
-                best, cpu = min(best, again), min(cpu, again_cpu)
+            cold, _, decisions = _time(snap, policy, 1)
+            best, cpu, _ = _time(snap, policy, 2 if cold < 2.0 else 1)
             peak = _peak(snap, policy)
+            before = _before(snap, policy)
         if case.kind == "no":
             seconds_per_pod[nodes] = max(seconds_per_pod.get(nodes, 0.0), best / pending)
         placements = len(decisions.binds)
@@ -205,6 +224,8 @@ def run(console: Console) -> None:
             f"{nodes:,}",
             f"{pending:,}",
             case.kind,
+            f"{before * 1000:,.1f}",
+            f"{cold * 1000:,.1f}",
             f"{best * 1000:,.1f}",
             f"{cpu * 1000:,.1f}",
             f"{placements:,}",
@@ -214,9 +235,15 @@ def run(console: Console) -> None:
         )
     console.print(table)
     console.print(
-        "cycle ms: best wall time of one full schedule() call on a fresh nodes tuple (no "
+        "before CPU ms: the reference engine (tests/reference_engine), one cycle; "
+        "cold ms: the first schedule() call on the snapshot's jobs; cycle ms: best wall "
+        "time of a repeated call on the same jobs; both on a fresh nodes tuple (no "
         "node-only work kept from an earlier cycle); CPU ms: its process CPU "
         "time (tells a slow cycle from a busy machine); placed/s = placed pods / cycle "
         "wall time; peak MiB: tracemalloc peak during the cycle"
     )
-    console.print("target: >= 1,000 placements/s at 5,000 nodes x 10,000 pending (the whole cycle)")
+    console.print(
+        "targets: > 10,000 placements/s at 5,000 nodes x 10,000 pending; <= 0.5 s at 5,000 "
+        "nodes x 50,000 pending; <= 1.5 s and <= 2 GiB at 10,000 nodes x 100,000 pending; "
+        f"load average {os.getloadavg()[0]:.1f} (the machine is shared)"
+    )

@@ -3,6 +3,7 @@ with the same engine the daemon runs, and write what happened (docs/metrics.md).
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections import defaultdict
@@ -237,6 +238,14 @@ def _load_inputs(
 @click.option("--days", default=30.0, show_default=True, help="Synthetic trace length.")
 @click.option("--load", default=DEFAULT_LOAD, show_default=True, help="Synthetic offered load.")
 @click.option("--no-standalone", is_flag=True, help="Skip the per-member standalone replays.")
+@click.option(
+    "--jobs",
+    "processes",
+    type=click.IntRange(min=1),
+    default=os.cpu_count() or 1,
+    show_default="the machine's cores",
+    help="Processes for the standalone replays (one member's replay per process).",
+)
 def simulate(
     cluster: Path | None,
     policy_file: Path | None,
@@ -247,6 +256,7 @@ def simulate(
     days: float,
     load: float,
     no_standalone: bool,
+    processes: int,
 ) -> None:
     """Replay a trace (default: a synthetic month) on a cluster under a policy.
 
@@ -271,7 +281,7 @@ def simulate(
             gpus=inventory.total_gpus(),
             start=start.isoformat(),
         )
-    study = _replay(console, nodes, policy, trace, start, inventory, not no_standalone)
+    study = _replay(console, nodes, policy, trace, start, inventory, not no_standalone, processes)
     write_study(study, out)
     elapsed = time.monotonic() - began
     _print_study(console, study, f"trace: {source}, {len(trace.jobs)} jobs", out, elapsed)
@@ -298,6 +308,7 @@ def _replay(
     start: datetime,
     inventory: ClusterInventory,
     standalone: bool,
+    processes: int = 1,
 ) -> Study:
     """The pooled replay and the standalone ones, with a progress bar on a terminal and
     log lines elsewhere."""
@@ -336,7 +347,7 @@ def _replay(
         pooled = progress.add_task("pooled replay", total=1.0, detail="")
         alone = progress.add_task(
             "standalone replays",
-            total=len(inventory.owners()),
+            total=len(policy.member_names()),
             detail="one per member",
             visible=standalone,
         )
@@ -348,6 +359,7 @@ def _replay(
             standalone=standalone,
             progress=on_progress,
             on_standalone=on_standalone,
+            processes=processes,
         )
 
 

@@ -42,13 +42,13 @@ from scheduler.engine.decisions import Bind, Decisions, MemberShare, Nomination,
 from scheduler.engine.entitlement import MemberModel, node_model
 from scheduler.engine.explain import Waiting, capacity_detail, fmt, plural, position, sentence
 from scheduler.engine.gangs import Plan, plan_job
+from scheduler.engine.jobinfo import JobInfo
 from scheduler.engine.ordering import MemberQueues, ratio
 from scheduler.engine.placement import (
     ClusterState,
     blocking_taints,
     effective_labels,
     labels_match,
-    spec_key,
     spec_res,
 )
 from scheduler.engine.reclaim import NoReclaim, Reclaimer, ReclaimResult, VictimJob, Why
@@ -75,29 +75,6 @@ def compute_shares(snapshot: Snapshot, policy: Policy) -> tuple[MemberShare, ...
 
 def schedule(snapshot: Snapshot, policy: Policy) -> Decisions:
     return _Cycle(snapshot, policy).run()
-
-
-@dataclass(frozen=True, slots=True)
-class _JobInfo:
-    gpus: int
-    explicit_model: str | None
-    shape: tuple[object, ...]
-    """The pods' shapes, a cache key for 'this did not fit'."""
-    incomplete: bool
-
-
-def _job_info(job: PendingJob) -> _JobInfo:
-    if len(job.pods) == 1:
-        shape: tuple[object, ...] = (spec_key(job.pods[0].spec),)
-    else:
-        shape = tuple(sorted((spec_key(p.spec) for p in job.pods), key=repr))
-    info = _JobInfo(
-        gpus=job.gpus,
-        explicit_model=shares_mod.job_gpu_model(job),
-        shape=shape,
-        incomplete=len(job.pods) < job.min_member or not job.pods,
-    )
-    return info
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,15 +107,6 @@ def _lenders(policy: Policy) -> list[tuple[str, int]]:
         for m in sorted(policy.members, key=lambda m: m.name)
         if m.lending_limit is not None
     ]
-
-
-def _shape_ids(infos: Mapping[str, _JobInfo]) -> dict[str, int]:
-    """A number per distinct job shape: shapes are deep tuples (hashing one walks it), so
-    they are numbered once per cycle."""
-    interned: dict[tuple[object, ...], int] = {}
-    return {
-        job_id: interned.setdefault(info.shape, len(interned)) for job_id, info in infos.items()
-    }
 
 
 @dataclass(slots=True)
@@ -175,8 +143,7 @@ class _Cycle:
         self.capped = {m.name for m in policy.members if m.max_gpus is not None}
         self.checkpointable = frozenset(m.name for m in policy.members if m.checkpointable)
         # The pending jobs.
-        self._info: dict[str, _JobInfo] = {j.job_id: _job_info(j) for j in snapshot.pending}
-        self.shape_id = _shape_ids(self._info)
+        self._info: dict[str, JobInfo] = {i.job.job_id: i for i in self.book.infos}
         self.only_model = self.book.models[0] if len(self.book.models) == 1 else None
         # What failed once in the cycle fails again (capacity only shrinks).
         self.failed: set[object] = set()
@@ -192,7 +159,7 @@ class _Cycle:
         key = (member, model)
         return self.alloc.get(key, 0), self.book.fair.get(key, 0.0)
 
-    def info(self, job: PendingJob) -> _JobInfo:
+    def info(self, job: PendingJob) -> JobInfo:
         return self._info[job.job_id]
 
     def position_model(self, job: PendingJob) -> str | None:
@@ -267,7 +234,7 @@ class _Cycle:
     # -- the cycle -----------------------------------------------------------------------
     def run(self) -> Decisions:
         self._hold_nominations()
-        queues = MemberQueues(self.snapshot.pending, self.order_key)
+        queues = MemberQueues(self.book.queued, self.order_key)
         while (job := queues.pop()) is not None:
             self._handle(job)
             waiting = self.out.waiting.get(job.job_id)
@@ -300,11 +267,11 @@ class _Cycle:
                 self.reclaimer is None or self._may_find_victims(job.member, model, entitled)
             ):
                 return
-        sid = self.shape_id[job.job_id]
+        sid = self._info[job.job_id].sid
         while (nxt := queues.peek(job.member)) is not None:
             jid = nxt.job_id
             if (
-                self.shape_id[jid] != sid
+                self._info[jid].sid != sid
                 or self.exhausted(nxt) != self.exhausted(job)
                 or self.book.job_model.get(jid) != model
                 or jid in self.state.holds
@@ -394,7 +361,7 @@ class _Cycle:
         restricted = models is not None or any(
             h < self._info[job.job_id].gpus for o, h in lendable.items() if o != job.member
         )
-        sid = self.shape_id[job.job_id]
+        sid = self._info[job.job_id].sid
         shape = (sid, job.member, models, guarded) if restricted else sid
         if not held and shape in self.failed:
             return False
@@ -567,7 +534,7 @@ class _Cycle:
         do changes only with a bind (a member may rise above its fair share) or another
         reclaim: until then a failure stands."""
         key = (
-            self.shape_id[job.job_id],
+            self._info[job.job_id].sid,
             job.member,
             model,
             claim.allocated,
@@ -758,7 +725,7 @@ class _Cycle:
 
     def _unplaceable(self, job: PendingJob) -> bool:
         """True when no node, even empty, could ever take one of the job's pods."""
-        shape = self.shape_id[job.job_id]
+        shape = self._info[job.job_id].sid
         never = self.never.get(shape)
         if never is None:
             never = False
@@ -780,7 +747,7 @@ class _Cycle:
         )
 
     def _unplaceable_detail(self, job: PendingJob) -> str:
-        sid = self.shape_id[job.job_id]
+        sid = self._info[job.job_id].sid
         found = self.never_detail.get(sid)
         if found is None:
             found = self.never_detail[sid] = self._filter_detail(job)
@@ -807,7 +774,7 @@ class _Cycle:
                 continue
             info = self._info[job_id]
             model = self.position_model(job)
-            shape = (self.shape_id[job_id], model, job.is_gang, len(job.pods), info.gpus)
+            shape = (self._info[job_id].sid, model, job.is_gang, len(job.pods), info.gpus)
             key = (job.member, why, shape)
             text = sentences.get(key)
             if text is None:

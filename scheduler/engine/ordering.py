@@ -22,7 +22,7 @@ then holds the freed capacity for it.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from scheduler.engine.shares import job_sort_key
 from scheduler.engine.snapshot import PendingJob
@@ -41,14 +41,15 @@ class MemberQueues:
 
     def __init__(
         self,
-        jobs: tuple[PendingJob, ...],
+        jobs: Sequence[PendingJob],
         key: Callable[[str, PendingJob], tuple[int, float]],
     ) -> None:
+        """`jobs` in queue order: by member, then `job_sort_key` (`ShareBook.queued`)."""
         self._key = key
         queues: dict[str, list[PendingJob]] = {}
         for job in jobs:
             queues.setdefault(job.member, []).append(job)
-        self._queues = {m: sorted(q, key=job_sort_key) for m, q in queues.items()}
+        self._queues = queues
         self._pos = dict.fromkeys(self._queues, 0)
         self._heap: list[tuple[tuple[int, float], str]] = []
         for member in sorted(self._queues):

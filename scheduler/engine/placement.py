@@ -214,6 +214,7 @@ class _Static:
         self.penalty: dict[tuple[int, SpecKey], int] = {}
         self.candidates: dict[SpecKey, list[int]] = {}
         self.admitted: dict[SpecKey, frozenset[int]] = {}
+        self.feasible: dict[tuple[tuple[SpecKey, ...], str], frozenset[int]] = {}
 
 
 _STATIC: list[tuple[tuple[Node, ...], _Static]] = []
@@ -249,6 +250,7 @@ class ClusterState:
         self._penalty = static.penalty
         self._candidates = static.candidates
         self._admitted = static.admitted
+        self._feasible = static.feasible
         count = len(nodes)
         self.free_gpu = [n.gpus for n in nodes]
         self.free_cpu = [n.cpu_milli for n in nodes]
@@ -280,13 +282,36 @@ class ClusterState:
                 t[1] += s.cpu_milli
                 t[2] += s.memory_bytes
                 t[3] += 1
+        self._keys: dict[int, tuple[PodSpec, SpecKey]] = {}
+        """id(spec) -> (spec, its key): a pod shape's key is a deep tuple, built once per
+        spec object and cycle (the entry keeps the spec alive, so ids are not recycled)."""
         self.class_views: list[list[tuple[View, GroupKey]]] = [[] for _ in self.classes]
         """Per class, the views (one per pod shape) its nodes are indexed in."""
         self._views: dict[SpecKey, View] = {}
 
+    def key(self, spec: PodSpec) -> SpecKey:
+        """`spec_key(spec)`, computed once per spec object in the cycle."""
+        found = self._keys.get(id(spec))
+        if found is None:
+            found = self._keys[id(spec)] = (spec, spec_key(spec))
+        return found[1]
+
+    def feasible(self, specs: Iterable[PodSpec], model: str) -> frozenset[int]:
+        """Nodes of `model` that could take a pod of one of the shapes (static: kept as
+        long as the nodes are)."""
+        keys = tuple(sorted({self.key(s): s for s in specs}.items(), key=lambda kv: repr(kv[0])))
+        cache_key = (tuple(k for k, _ in keys), model)
+        found = self._feasible.get(cache_key)
+        if found is None:
+            found = frozenset(
+                i for _, spec in keys for i in self.candidate_nodes(spec) if self.model[i] == model
+            )
+            self._feasible[cache_key] = found
+        return found
+
     # -- views ---------------------------------------------------------------------------
     def view(self, spec: PodSpec) -> View:
-        key = spec_key(spec)
+        key = self.key(spec)
         view = self._views.get(key)
         if view is None:
             view = View()
@@ -381,7 +406,7 @@ class ClusterState:
     # -- filters -------------------------------------------------------------------------
     def classes_for(self, spec: PodSpec) -> list[int]:
         """Classes whose static properties admit this pod shape."""
-        key = spec_key(spec)
+        key = self.key(spec)
         found = self._spec_classes.get(key)
         if found is None:
             found = []
@@ -403,7 +428,7 @@ class ClusterState:
         return labels_match(spec, effective_labels(self.nodes[i]))
 
     def penalty(self, cid: int, spec: PodSpec) -> int:
-        key = (cid, spec_key(spec))
+        key = (cid, self.key(spec))
         found = self._penalty.get(key)
         if found is None:
             found = prefer_penalty(self.classes[cid].taints, spec.tolerations)
@@ -502,7 +527,7 @@ class ClusterState:
 
     def admits(self, spec: PodSpec) -> Callable[[int], bool]:
         """Membership test for `candidate_nodes(spec)`."""
-        key = spec_key(spec)
+        key = self.key(spec)
         found = self._admitted.get(key)
         if found is None:
             found = frozenset(self.candidate_nodes(spec))
@@ -511,7 +536,7 @@ class ClusterState:
 
     def candidate_nodes(self, spec: PodSpec) -> list[int]:
         """Every placeable node admitting the shape, in name order (static: cached)."""
-        key = spec_key(spec)
+        key = self.key(spec)
         out = self._candidates.get(key)
         if out is None:
             out = []

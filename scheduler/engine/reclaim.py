@@ -66,6 +66,7 @@ each new one taking the capacity freed by the last.
 
 from __future__ import annotations
 
+import heapq
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -182,17 +183,43 @@ class Reclaimer:
         self.reclaimable_jobs = sum(1 for j in victims if j.reclaimable)
         self.gone_reclaimable = 0
         self.jobs = sorted(victims, key=VictimJob.loss_key)
-        self.by_owner: dict[str | None, list[VictimJob]] = {}
-        self.by_member: dict[str, list[VictimJob]] = {}
-        self.by_owner_member: dict[tuple[str | None, str], list[VictimJob]] = {}
-        for job in self.jobs:
-            self.by_member.setdefault(job.member, []).append(job)
-            for owner in sorted(job.owners, key=lambda o: o or ""):
-                self.by_owner.setdefault(owner, []).append(job)
-                self.by_owner_member.setdefault((owner, job.member), []).append(job)
+        # Every list below keeps the common order, so an attempt walks only the jobs that
+        # could give something for its model and merges them back into that order.
+        self.members: dict[str, list[str]] = {}
+        """model -> members with a job holding it, by name."""
+        self.by_member: dict[tuple[str, str], list[VictimJob]] = {}
+        """(member, model) -> its jobs holding the model."""
+        self.reclaimable_by_member: dict[tuple[str, str], list[VictimJob]] = {}
+        self.by_owner_member: dict[tuple[str | None, str, str], list[VictimJob]] = {}
+        """(owner, member, model) -> the member's jobs holding the model with a pod on a
+        node of the owner."""
+        self.reclaimable_by_owner_member: dict[tuple[str | None, str, str], list[VictimJob]] = {}
+        self.rank: dict[str, int] = {}
+        for rank, job in enumerate(self.jobs):
+            self.rank[job.job_id] = rank
+            owners = job.owners
+            for model in job.by_model:
+                key = (job.member, model)
+                self.by_member.setdefault(key, []).append(job)
+                if job.reclaimable:
+                    self.reclaimable_by_member.setdefault(key, []).append(job)
+                for owner in owners:
+                    okey = (owner, job.member, model)
+                    self.by_owner_member.setdefault(okey, []).append(job)
+                    if job.reclaimable:
+                        self.reclaimable_by_owner_member.setdefault(okey, []).append(job)
+        for member, model in sorted(self.by_member):
+            self.members.setdefault(model, []).append(member)
         self.gone: set[str] = set()
-        self._feasible: dict[tuple[object, ...], set[int]] = {}
         self._model_nodes = state.placeable_per_model
+
+    def merged(self, lists: Iterable[list[VictimJob]]) -> Iterator[VictimJob]:
+        """Jobs of several lists in the common order."""
+        found = [lst for lst in lists if lst]
+        if len(found) == 1:
+            return iter(found[0])
+        rank = self.rank
+        return heapq.merge(*found, key=lambda job: rank[job.job_id])
 
     def has_candidates(self) -> bool:
         return self.gone_reclaimable < self.reclaimable_jobs
@@ -287,18 +314,9 @@ class Reclaimer:
             cautious=cautious,
         )
 
-    def _feasible_nodes(self, pods: Sequence[PendingPod], model: str) -> set[int]:
-        """Nodes of `model` that could take one of the pods (cached per pod shapes)."""
-        key = (tuple(sorted({id(p.spec) for p in pods})), model)
-        feasible = self._feasible.get(key)
-        if feasible is None:
-            feasible = set()
-            for pod in pods:
-                for i in self.state.candidate_nodes(pod.spec):
-                    if self.state.model[i] == model:
-                        feasible.add(i)
-            self._feasible[key] = feasible
-        return feasible
+    def _feasible_nodes(self, pods: Sequence[PendingPod], model: str) -> frozenset[int]:
+        """Nodes of `model` that could take one of the pods."""
+        return self.state.feasible((p.spec for p in pods), model)
 
 
 def _victim_jobs(
@@ -315,31 +333,41 @@ def _victim_jobs(
     too, for an owner taking back its own nodes."""
     jobs: dict[str, VictimJob] = {}
     spent: set[str] = set()
+    index = state.index
+    node_model = state.model
     for pod in running:
         if pod.terminating or pod.member is None:
             continue
         if max_reclaims is not None and pod.reclaims >= max_reclaims:
             spent.add(pod.job_id)
             continue
-        i = state.index.get(pod.node)
+        i = index.get(pod.node)
         if i is None or not pod.scheduled_by_fairpool:
             continue
         job = jobs.get(pod.job_id)
         if job is None:
             job = jobs[pod.job_id] = VictimJob(pod.job_id, pod.member)
+            job.checkpointable = pod.member in checkpointable
         job.pods.append((pod, i))
-        job.youngest_start = max(job.youngest_start, pod.started_at)
-        job.run_gpu_s += pod.spec.gpus * max(0.0, now - pod.started_at)
-        job.checkpointable = pod.member in checkpointable
-        job.priority = max(job.priority, pod.priority)
+        started = pod.started_at
+        if started > job.youngest_start:
+            job.youngest_start = started
+        gpus = pod.spec.gpus
+        if now > started:
+            job.run_gpu_s += gpus * (now - started)
+        if pod.priority > job.priority:
+            job.priority = pod.priority
         if pod.uid in reclaimable_pods:
             job.reclaimable = True
-        model = state.model[i]
-        job.by_model[model] = job.by_model.get(model, 0) + pod.spec.gpus
+        by_model = job.by_model
+        model = node_model[i]
+        by_model[model] = by_model.get(model, 0) + gpus
     victims = [job for job_id, job in jobs.items() if job_id not in spent]
+    nodes = state.nodes
     for job in victims:
-        job.pods.sort(key=lambda pi: pi[0].uid)
-        job.owners = frozenset(state.nodes[i].owner for _, i in job.pods)
+        if len(job.pods) > 1:
+            job.pods.sort(key=lambda pi: pi[0].uid)
+        job.owners = frozenset(nodes[i].owner for _, i in job.pods)
     return victims
 
 
@@ -352,7 +380,7 @@ class _Room:
     member: str
     model: str
     lendable: Mapping[str, int] | None
-    feasible: set[int]
+    feasible: frozenset[int]
     everywhere: bool
     """Every placeable node of the model is feasible (no need to look where a victim
     runs)."""
@@ -441,6 +469,11 @@ class _Attempt(ABC):
         ...
 
     @abstractmethod
+    def tallied(self) -> Iterable[VictimJob]:
+        """Every job `considered` may accept (and maybe others), each once."""
+        ...
+
+    @abstractmethod
     def refusal(self, tally: _Tally) -> NoReclaim:
         """Why nothing can be reclaimed, no victim being merely too young."""
         ...
@@ -472,7 +505,7 @@ class _Attempt(ABC):
 
     def tally(self) -> _Tally:
         tally = _Tally()
-        for job in self.reclaimer.jobs:
+        for job in self.tallied():
             if not self.considered(job):
                 continue
             if not self.may_give(job.member):
@@ -563,6 +596,18 @@ class WithinEntitlement(_Attempt):
     def considered(self, job: VictimJob) -> bool:
         return self.useful(job, home=True)
 
+    def tallied(self) -> Iterable[VictimJob]:
+        """Other members' reclaimable jobs of the model, and their other jobs on the
+        reclaimer's own nodes."""
+        r = self.reclaimer
+        for vm in r.members.get(self.model, []):
+            if vm == self.member:
+                continue
+            yield from r.reclaimable_by_member.get((vm, self.model), [])
+            for job in r.by_owner_member.get((self.member, vm, self.model), []):
+                if not job.reclaimable:
+                    yield job
+
     def refusal(self, tally: _Tally) -> NoReclaim:
         if tally.usable:
             return NoReclaim(
@@ -584,13 +629,20 @@ class WithinEntitlement(_Attempt):
         """Jobs on the reclaimer's own nodes, then the others, each pass by member
         furthest above its fair share first, then in the common order."""
         r = self.reclaimer
+        model = self.model
         order = sorted(
-            (m for m in r.by_member if m != self.member and self.may_give(m)),
+            (m for m in r.members.get(model, []) if m != self.member and self.may_give(m)),
             key=lambda m: (-self._above(m), m),
         )
+        # Without `home` only reclaimable jobs are useful.
+        by_owner = r.by_owner_member if home else r.reclaimable_by_owner_member
+        by_member = r.by_member if home else r.reclaimable_by_member
         for own_pass in (True, False):
             for vm in order:
-                jobs = r.by_owner_member.get((self.member, vm), []) if own_pass else r.by_member[vm]
+                if own_pass:
+                    jobs = by_owner.get((self.member, vm, model), [])
+                else:
+                    jobs = by_member.get((vm, model), [])
                 for job in jobs:
                     if (self.member in job.owners) != own_pass or not self.useful(job, home):
                         continue
@@ -624,6 +676,14 @@ class UpToFairShare(_Attempt):
         key = (job.member, self.model)
         return self.useful(job) and self.alloc.get(key, 0) > self.fair.get(key, 0.0) + _EPS
 
+    def tallied(self) -> Iterable[VictimJob]:
+        """The reclaimable jobs of the model of members above their fair share."""
+        r = self.reclaimer
+        for vm in r.members.get(self.model, []):
+            key = (vm, self.model)
+            if vm != self.member and self.alloc.get(key, 0) > self.fair.get(key, 0.0) + _EPS:
+                yield from r.reclaimable_by_member.get(key, [])
+
     def refusal(self, tally: _Tally) -> NoReclaim:
         if tally.usable:
             return NoReclaim(
@@ -644,11 +704,17 @@ class UpToFairShare(_Attempt):
     def _walk(self, include_young: bool) -> Iterator[VictimJob]:
         """Jobs on the reclaimer's own nodes, then the others, in the common order."""
         r = self.reclaimer
+        model = self.model
+        giving = [m for m in r.members.get(model, []) if m != self.member and self.may_give(m)]
         for own_pass in (True, False):
-            for job in r.by_owner.get(self.member, []) if own_pass else r.jobs:
+            if own_pass:
+                lists = [r.reclaimable_by_owner_member.get((self.member, m, model)) for m in giving]
+            else:
+                lists = [r.reclaimable_by_member.get((m, model)) for m in giving]
+            for job in r.merged(lst for lst in lists if lst):
                 if (self.member in job.owners) != own_pass or not self.useful(job):
                     continue
-                if self.may_give(job.member) and (include_young or self.old_enough(job)):
+                if include_young or self.old_enough(job):
                     yield job
 
 

@@ -20,6 +20,7 @@ Limits turned into water-filling caps, per model:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 from scheduler.engine.allocation import Allocation, classify
@@ -32,6 +33,7 @@ from scheduler.engine.entitlement import (
     node_model,
 )
 from scheduler.engine.fairshare import water_fill
+from scheduler.engine.jobinfo import JobInfo, job_infos
 from scheduler.engine.snapshot import Node, PendingJob, Snapshot
 
 if TYPE_CHECKING:
@@ -50,6 +52,10 @@ class ShareBook:
     fair: dict[MemberModel, float]
     job_model: dict[str, str | None]
     """job id -> the model its demand counts against (None: it asks for no GPU)."""
+    infos: list[JobInfo]
+    """What is known of each pending job, in the snapshot's order."""
+    queued: list[PendingJob]
+    """The pending jobs by member, then in each member's queue order (`job_sort_key`)."""
 
     def demand(self, key: MemberModel) -> int:
         return self.allocation.allocated.get(key, 0) + self.pending.get(key, 0)
@@ -77,16 +83,12 @@ class ShareBook:
         return tuple(out)
 
 
+_QUEUE_KEY = attrgetter("queue_key")
+
+
 def job_sort_key(job: PendingJob) -> tuple[int, float, str]:
     """Within a member: higher priority first, then earlier submission, then job id."""
     return (-job.priority, job.submitted_at, job.job_id)
-
-
-def job_gpu_model(job: PendingJob) -> str | None:
-    for pod in job.pods:
-        if pod.spec.gpu_model is not None:
-            return pod.spec.gpu_model
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +125,9 @@ def _static(nodes: tuple[Node, ...], policy: Policy) -> _Static:
 def build(snapshot: Snapshot, policy: Policy) -> ShareBook:
     static = _static(snapshot.nodes, policy)
     alloc = classify(snapshot.running, static.node_of, static.entitlement)
-    pending, job_model = _pending_demand(snapshot, static, alloc)
+    infos = job_infos(snapshot.pending)
+    queued = [i.job for i in sorted(infos, key=_QUEUE_KEY)]
+    pending, job_model = _pending_demand(infos, queued, static, alloc)
     members = sorted(
         set(policy.member_names())
         | {j.member for j in snapshot.pending}
@@ -139,28 +143,30 @@ def build(snapshot: Snapshot, policy: Policy) -> ShareBook:
         pending=pending,
         fair={},
         job_model=job_model,
+        infos=infos,
+        queued=queued,
     )
     book.fair = _fair_shares(book, snapshot, policy)
     return book
 
 
 def _pending_demand(
-    snapshot: Snapshot, static: _Static, alloc: Allocation
+    infos: list[JobInfo], queued: list[PendingJob], static: _Static, alloc: Allocation
 ) -> tuple[dict[MemberModel, int], dict[str, str | None]]:
     """GPUs pending per (member, model), and the model each pending job counts against:
-    its own, else the model with the most GPUs still free (see the module docstring)."""
+    its own, else the model with the most GPUs still free (see the module docstring).
+    `queued`: the jobs in queue order (member, priority, submission, job id)."""
     models = static.models
     used = alloc.used
     free = {m: static.capacity.get(m, 0) - used.get(m, 0) for m in models}
     pending: dict[MemberModel, int] = {}
     job_model: dict[str, str | None] = {}
     only = models[0] if len(models) == 1 else None
-    ordered = sorted(
-        snapshot.pending, key=lambda j: (j.member, -j.priority, j.submitted_at, j.job_id)
-    )
-    for job in ordered:
-        gpus = job.gpus
-        model = job_gpu_model(job)
+    info_of = {id(i.job): i for i in infos}
+    for job in queued:
+        info = info_of[id(job)]
+        gpus = info.gpus
+        model = info.explicit_model
         if gpus <= 0:
             job_model[job.job_id] = model
             continue

@@ -162,6 +162,9 @@ class SimCluster:
         self._free_cpu = {n.name: n.cpu_milli for n in nodes}
         self._free_memory = {n.name: n.memory_bytes for n in nodes}
         self._free_pods = {n.name: n.max_pods for n in nodes}
+        self._specs: dict[tuple[int, str | None], PodSpec] = {}
+        """One spec object per pod shape: the engine keys what it learns about a shape
+        on the object, so every job of a shape shares what was learnt once."""
         self.pending_shapes: dict[Shape, int] = {}
         """Pending jobs per shape, kept on enqueue/dequeue so the wait meter need not
         walk every pending job at every instant."""
@@ -171,7 +174,9 @@ class SimCluster:
 
     # -- pending jobs ---------------------------------------------------------------
     def enqueue(self, job: TraceJob, attempt: int, submitted_at: float, now: float) -> None:
-        spec = pod_spec(job)
+        spec = self._specs.get((job.gpus_per_pod, job.gpu_model))
+        if spec is None:
+            spec = self._specs[(job.gpus_per_pod, job.gpu_model)] = pod_spec(job)
         namespace = self.namespace(job.org)
         pods = tuple(
             PendingPod(uid=uid, name=uid, namespace=namespace, spec=spec, created_at=now)

@@ -24,7 +24,7 @@ from scheduler.sim.simulator import (
     Simulator,
     UsageRow,
 )
-from scheduler.sim.standalone import StandaloneResult, fits, replay_all
+from scheduler.sim.standalone import StandaloneReplays, StandaloneResult, fits
 from scheduler.sim.waiting import IDLE_CAUSES
 from scheduler.traces.model import Trace
 
@@ -86,18 +86,22 @@ def run_study(
         raise ValueError("start must be timezone-aware")
     start_epoch = start.timestamp()
     offset = start_epoch - math.floor(start_epoch / HOUR_S) * HOUR_S
-    result = Simulator(nodes, policy, trace, engine, start_offset_s=offset, progress=progress).run()
     alone: dict[str, StandaloneResult] | None = None
-    if standalone:
-        alone = replay_all(
-            nodes,
-            policy,
-            trace,
-            list(result.members),
-            engine=engine,
-            processes=processes,
-            on_done=on_standalone,
-        )
+    # The standalone replays start first, in worker processes, and run while this
+    # process replays the pooled cluster.
+    with StandaloneReplays(
+        nodes,
+        policy,
+        trace,
+        policy.member_names() if standalone else [],
+        engine=engine,
+        processes=processes,
+    ) as replays:
+        result = Simulator(
+            nodes, policy, trace, engine, start_offset_s=offset, progress=progress
+        ).run()
+        if standalone:
+            alone = replays.results(on_standalone)
     return build_study(policy, start, result, alone)
 
 

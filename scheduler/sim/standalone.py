@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
 from policies.model import Policy
@@ -126,22 +126,64 @@ def replay_all(
 ) -> dict[str, StandaloneResult]:
     """Every member's standalone replay; in `processes` worker processes when > 1
     (only the default engine can be sent to a worker)."""
-    workers = processes if processes is not None else 1
-    workers = min(workers, len(members), os.cpu_count() or 1)
-    results: dict[str, StandaloneResult] = {}
-    if workers <= 1 or engine is not None:
-        for member in members:
-            results[member] = replay_member(nodes, policy, trace, member, engine)
-            if on_done is not None:
-                on_done(member)
-        return results
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = {
-            member: pool.submit(replay_member, nodes, policy, trace, member, None)
-            for member in members
-        }
-        for member, future in futures.items():
-            results[member] = future.result()
-            if on_done is not None:
-                on_done(member)
-    return results
+    with StandaloneReplays(nodes, policy, trace, members, engine, processes) as replays:
+        return replays.results(on_done)
+
+
+class StandaloneReplays:
+    """The standalone replays, started at once in worker processes (when more than one
+    process is asked for and the engine is the default one) so that they run while the
+    caller replays the pooled cluster; `results` waits for them, replaying in this process
+    whatever was not sent to a worker."""
+
+    def __init__(
+        self,
+        nodes: tuple[Node, ...],
+        policy: Policy,
+        trace: Trace,
+        members: Sequence[str],
+        engine: Engine | None = None,
+        processes: int | None = None,
+    ) -> None:
+        self._args = (nodes, policy, trace)
+        self._members = list(members)
+        self._engine = engine
+        workers = min(processes or 1, len(self._members), os.cpu_count() or 1)
+        self._pool: ProcessPoolExecutor | None = None
+        self._futures: dict[str, Future[StandaloneResult]] = {}
+        if workers > 1 and engine is None:
+            self._pool = ProcessPoolExecutor(max_workers=workers)
+            # Largest first: the longest replays should not start last.
+            order = sorted(self._members, key=lambda m: -_work(trace, m))
+            for member in order:
+                self._futures[member] = self._pool.submit(
+                    replay_member, nodes, policy, trace, member, None
+                )
+
+    def results(self, on_done: Callable[[str], None] | None = None) -> dict[str, StandaloneResult]:
+        found: dict[str, StandaloneResult] = {}
+        if self._futures:
+            by_future = {f: m for m, f in self._futures.items()}
+            for future in as_completed(by_future):
+                found[by_future[future]] = future.result()
+                if on_done is not None:
+                    on_done(by_future[future])
+        else:
+            nodes, policy, trace = self._args
+            for member in self._members:
+                found[member] = replay_member(nodes, policy, trace, member, self._engine)
+                if on_done is not None:
+                    on_done(member)
+        return {m: found[m] for m in self._members}
+
+    def __enter__(self) -> StandaloneReplays:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _work(trace: Trace, member: str) -> float:
+    """GPU-seconds the member's jobs ask for: how long its replay roughly takes."""
+    return sum(j.gpus * j.duration_s for j in trace.jobs if j.org == member)

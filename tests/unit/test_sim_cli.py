@@ -139,11 +139,18 @@ def test_summary_keys_types_and_tables(tmp_path: Path) -> None:
 
 
 def test_rerun_gives_identical_summary(tmp_path: Path) -> None:
+    """Also with the standalone replays in this process or in two worker processes."""
     args = inputs(tmp_path)
-    assert run([*args, "--out", str(tmp_path / "one")]) == 0
-    assert run([*args, "--out", str(tmp_path / "two")]) == 0
+    assert run([*args, "--out", str(tmp_path / "one"), "--jobs", "1"]) == 0
+    assert run([*args, "--out", str(tmp_path / "two"), "--jobs", "2"]) == 0
     first = (tmp_path / "one" / "summary.json").read_bytes()
     assert first == (tmp_path / "two" / "summary.json").read_bytes()
+    assert json.loads(first)["standalone_mean_jct_s"] is not None
+
+
+def test_jobs_must_be_positive(tmp_path: Path) -> None:
+    assert run([*inputs(tmp_path), "--out", str(tmp_path / "out"), "--jobs", "0"]) == 2
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(

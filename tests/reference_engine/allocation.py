@@ -1,0 +1,91 @@
+"""Who holds what right now: allocated, borrowed, reclaimable and lent GPUs from the
+running pods (docs/glossary.md).
+
+- A running pod's GPU model is its node's model. Pods whose node is not in the snapshot
+  are ignored (the node is gone; so is the pod, soon).
+- `allocated[(member, model)]` counts GPUs of the member's pods that are not terminating:
+  a terminating pod still occupies its node (placement sees that) but no longer counts
+  for its member's position (it is already on its way out).
+- `borrowed[(member, model)]` is `max(0, allocated - entitlement)`.
+- Reclaimable pods: per member and model, the pods fill the entitlement first, pods on
+  the member's own nodes first, then the oldest (start time, then uid); the first pod
+  that does not fit entirely and every later one is *reclaimable*. A member at or below
+  its entitlement therefore has no reclaimable pod. Pods are whole, so the GPUs in
+  reclaimable pods (`reclaimable`) can exceed the borrowed GPUs.
+- `lent[(owner, model)]` counts GPUs on the owner's nodes held by other members' pods
+  (not terminating); pods of no member (not scheduled for a fairpool member) are not
+  lending, they are the owner's own business.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from scheduler.engine.snapshot import RunningPod
+from tests.reference_engine.entitlement import MemberModel
+
+
+@dataclass(slots=True)
+class Allocation:
+    allocated: dict[MemberModel, int] = field(default_factory=dict)
+    borrowed: dict[MemberModel, int] = field(default_factory=dict)
+    """GPUs allocated above the entitlement (only positive entries)."""
+    reclaimable: dict[MemberModel, int] = field(default_factory=dict)
+    """GPUs in reclaimable pods (only positive entries)."""
+    lent: dict[MemberModel, int] = field(default_factory=dict)
+    reclaimable_pods: set[str] = field(default_factory=set)
+    """Uids of reclaimable pods."""
+    used: dict[str, int] = field(default_factory=dict)
+    """GPUs held per model by every pod (terminating and foreign ones too)."""
+
+    def member_total(self, member: str) -> int:
+        return sum(v for (m, _), v in self.allocated.items() if m == member)
+
+    def lent_total(self, owner: str) -> int:
+        return sum(v for (o, _), v in self.lent.items() if o == owner)
+
+
+def classify(
+    running: tuple[RunningPod, ...],
+    node_of: Mapping[str, tuple[str, str | None]],
+    entitlement: Mapping[MemberModel, int],
+) -> Allocation:
+    """`node_of`: node name -> (GPU model, owner) for the nodes in the snapshot."""
+    out = Allocation()
+    groups: dict[MemberModel, list[tuple[bool, float, str, int]]] = {}
+    used = out.used
+    allocated = out.allocated
+    for pod in running:
+        gpus = pod.spec.gpus
+        if gpus <= 0:
+            continue
+        info = node_of.get(pod.node)
+        if info is None:
+            continue
+        model, owner = info
+        used[model] = used.get(model, 0) + gpus
+        member = pod.member
+        if member is None or pod.terminating:
+            continue
+        key = (member, model)
+        allocated[key] = allocated.get(key, 0) + gpus
+        own = owner == member
+        groups.setdefault(key, []).append((not own, pod.started_at, pod.uid, gpus))
+        if owner is not None and not own:
+            lkey = (owner, model)
+            out.lent[lkey] = out.lent.get(lkey, 0) + gpus
+    for key in sorted(groups):
+        room = entitlement.get(key, 0)
+        if allocated[key] <= room:
+            continue  # everything fits within the entitlement
+        out.borrowed[key] = allocated[key] - room
+        filled = 0
+        for _, _, uid, gpus in sorted(groups[key]):
+            if filled + gpus <= room:
+                filled += gpus
+            else:
+                room = -1  # everything after the first overflow is reclaimable too
+                out.reclaimable_pods.add(uid)
+                out.reclaimable[key] = out.reclaimable.get(key, 0) + gpus
+    return out

@@ -1,0 +1,113 @@
+"""One human sentence per waiting job, saying why it waits.
+
+Sentences start with the member's position for the job's GPU model ("member lab-b is
+below its fair share of 16 NVIDIA-H100 (holds 8)") and go on with what blocks the job,
+measured on the capacity left at the end of the cycle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from scheduler.engine.snapshot import PendingJob, PodSpec
+from tests.reference_engine.placement import ClusterState, spec_res
+
+_EPS = 1e-9
+
+
+def fmt(x: float) -> str:
+    """16 -> '16', 7.5 -> '7.5', 2.3333 -> '2.3'."""
+    r = round(x, 1)
+    return str(int(r)) if r == int(r) else f"{r:.1f}"
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def position(member: str, model: str | None, allocated: int, fair: float) -> str:
+    what = f"{fmt(fair)} {model}" if model else f"{fmt(fair)} GPUs"
+    if allocated < fair - 0.5:
+        state = "below"
+    elif allocated > fair + 0.5:
+        state = "above"
+    else:
+        state = "at"
+    return f"member {member} is {state} its fair share of {what} (holds {allocated})"
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """Why a job waits, as decided during the cycle."""
+
+    kind: str
+    """incomplete | limit | unplaceable | capacity | held | reclaiming"""
+    detail: str = ""
+
+
+def _shape(spec: PodSpec) -> str:
+    parts = [plural(spec.gpus, "GPU")]
+    if spec.cpu_milli:
+        parts.append(f"{fmt(spec.cpu_milli / 1000)} CPU")
+    if spec.memory_bytes:
+        parts.append(f"{fmt(spec.memory_bytes / 2**30)} GiB")
+    return ", ".join(parts)
+
+
+def capacity_detail(state: ClusterState, job: PendingJob, model: str | None) -> str:
+    """What the free capacity looks like to this job at the end of the cycle."""
+    spec = job.pods[0].spec
+    nodes = state.candidate_nodes(spec)
+    if model is not None and spec.gpus > 0:
+        nodes = [i for i in nodes if state.nodes[i].gpu_model == model]
+    idle = sum(max(0, state.free_gpu[i]) for i in nodes)
+    label = model or "GPUs"
+    if job.is_gang:
+        need = job.gpus
+        pods = len(job.pods)
+        if idle == 0:
+            return f"all {label} on nodes it may use are taken; the gang needs {need}"
+        if idle < need:
+            return f"{idle} idle {label} exist but the gang needs {need} ({pods} pods)"
+        return (
+            f"{idle} idle {label} exist but they are scattered over nodes too small for "
+            f"the gang's {pods} pods of {_shape(spec)}"
+        )
+    g = spec.gpus
+    if idle == 0 and g > 0:
+        return f"all {label} on nodes it may use are taken"
+    if idle < g or (g == 0 and not nodes):
+        return f"{idle} idle {label} exist on nodes it may use but it needs {g}"
+    res = spec_res(spec)
+    best = max((max(0, state.free_gpu[i]) for i in nodes), default=0)
+    if best < g:
+        return f"{idle} idle {label} exist but no node has {g} free (at most {best})"
+    if not any(state.fits(i, res) for i in nodes):
+        return (
+            f"{idle} idle {label} exist but no node with {plural(g, 'free GPU')} also has room for "
+            f"{_shape(spec)}"
+        )
+    return f"{idle} idle {label} exist but they are held for jobs that reclaim GPUs"
+
+
+def sentence(
+    job: PendingJob,
+    waiting: Waiting,
+    model: str | None,
+    allocated: int,
+    fair: float,
+    capacity: str,
+) -> str:
+    """`capacity` is `capacity_detail` for the job (used for kind "capacity")."""
+    pos = position(job.member, model, allocated, fair)
+    if waiting.kind == "incomplete":
+        return (
+            f"gang {job.job_id} has {len(job.pods)} of its {job.min_member} pods; "
+            f"it waits for the rest before any can start"
+        )
+    if waiting.kind in ("limit", "unplaceable", "held", "reclaiming"):
+        return f"{pos}; {waiting.detail}"
+    text = f"{pos}; {capacity}"
+    if waiting.detail:
+        text += f"; {waiting.detail}"
+    return text

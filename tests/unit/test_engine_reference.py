@@ -1,0 +1,144 @@
+"""The engine decides exactly what the reference engine (`tests/reference_engine`, the
+cycle that walks the whole queue and every victim at every cycle) decides: on random
+snapshots, on queues of many identical jobs, on the benchmark's clusters, and over whole
+simulated replays, where the engine's caches carry over from cycle to cycle."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from policies.model import Policy
+from scheduler.engine import schedule
+from scheduler.engine.decisions import Decisions
+from scheduler.engine.snapshot import PendingJob, Snapshot
+from scheduler.sim.simulator import Simulator
+from scheduler.traces.model import Trace, TraceJob
+from tests.reference_engine import schedule as reference_schedule
+from tests.unit.engine_strategies import MEMBERS, policies, scenarios, snapshots
+from tests.unit.test_sim_helpers import node as sim_node
+from tests.unit.test_sim_helpers import policy as sim_policy
+
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _same(snap: Snapshot, pol: Policy) -> None:
+    # Fresh tuples, so neither engine reuses what the other cached for these objects.
+    expected = reference_schedule(replace(snap, nodes=tuple(snap.nodes)), pol)
+    got = schedule(replace(snap, nodes=tuple(snap.nodes)), pol)
+    _equal(got, expected)
+
+
+def _equal(got: Decisions, expected: Decisions) -> None:
+    assert got.binds == expected.binds
+    assert got.preemptions == expected.preemptions
+    assert got.nominations == expected.nominations
+    assert got.explanations == expected.explanations
+    assert got.shares == expected.shares
+
+
+@SETTINGS
+@given(scenarios())
+def test_random_snapshots(scenario: tuple[Policy, Snapshot]) -> None:
+    _same(scenario[1], scenario[0])
+
+
+@st.composite
+def crowded(draw: st.DrawFn) -> tuple[Policy, Snapshot]:
+    """A random snapshot whose queue repeats each pending job many times: identical
+    jobs of one member, decided together by the engine."""
+    pol = draw(policies())
+    snap = draw(snapshots(pol))
+    copies = draw(st.integers(2, 12))
+    pending: list[PendingJob] = []
+    for k, job in enumerate(snap.pending):
+        for c in range(copies):
+            job_id = f"{job.job_id}-c{c}"
+            pods = tuple(replace(p, uid=f"{p.uid}-c{c}", name=f"{p.name}-c{c}") for p in job.pods)
+            submitted = job.submitted_at + draw(st.sampled_from([0.0, 0.0, 0.5 * c, 100.0]))
+            pending.append(
+                replace(
+                    job,
+                    job_id=job_id,
+                    pods=pods,
+                    submitted_at=submitted,
+                    priority=job.priority if c % 3 else (k + c) % 3,
+                    nominated_nodes={},
+                )
+            )
+    return pol, replace(snap, pending=tuple(pending))
+
+
+@SETTINGS
+@given(crowded())
+def test_crowded_queues(scenario: tuple[Policy, Snapshot]) -> None:
+    _same(scenario[1], scenario[0])
+
+
+def test_benchmark_clusters() -> None:
+    from bench.bench_engine import _borrowed_everywhere, _jobs, _nodes, _policy
+
+    pol = _policy()
+    gangs = _jobs(60, 8, 1, "gang-small") + _jobs(12, 8, 8, "gang-big", offset=3)
+    reclaimers = [j for j in _jobs(300, 1, 1, "reclaim") if j.member.endswith(("4", "5", "6"))]
+    cases = [
+        Snapshot(100_000.0, _nodes(50), (), tuple(_jobs(600, 1, 1, "single"))),
+        Snapshot(100_000.0, _nodes(60), (), tuple(gangs)),
+        Snapshot(100_000.0, _nodes(40), _borrowed_everywhere(_nodes(40)), tuple(reclaimers)),
+    ]
+    for snap in cases:
+        _same(snap, pol)
+
+
+def _trace(rng: random.Random, members: list[str], models: tuple[str, ...]) -> Trace:
+    jobs = []
+    for k in range(rng.randint(20, 70)):
+        pods = rng.choice([1, 1, 1, 2, 4])
+        jobs.append(
+            TraceJob(
+                job_id=f"j{k:03d}",
+                org=rng.choice(members),
+                submit_time=float(rng.randint(0, 4) * 300 + rng.choice([0, 0, 7])),
+                duration_s=float(rng.choice([60, 600, 1800, 7200])),
+                num_pods=pods,
+                gpus_per_pod=rng.choice([1, 1, 2, 4]) if pods < 4 else 2,
+                gpu_model=rng.choice([None, *models]) if len(models) > 1 else None,
+                priority=rng.choice([0, 0, 1]),
+            )
+        )
+    return Trace(tuple(jobs), 0.0)
+
+
+def test_contended_replays() -> None:
+    """Whole replays under contention: every cycle's decisions, hence every job's
+    start and end, the same with both engines."""
+    for seed in range(12):
+        rng = random.Random(seed)
+        members = list(MEMBERS[: rng.randint(2, 3)])
+        models = ("G", "H")[: rng.randint(1, 2)]
+        pol = sim_policy(
+            {m: {"checkpointable": rng.random() < 0.3} for m in members},
+            models=models,
+            grace=rng.choice([0, 30]),
+            min_runtime=rng.choice([0, 600]),
+            half_life=rng.choice([None, 24.0]),
+        )
+        nodes = tuple(
+            sim_node(f"n{k}", rng.choice(members), rng.choice([2, 4, 8]), rng.choice(models))
+            for k in range(rng.randint(3, 8))
+        )
+        trace = _trace(rng, members, models)
+        got = Simulator(nodes, pol, trace, schedule).run()
+        expected = Simulator(nodes, pol, trace, reference_schedule).run()
+        assert got.timeline == expected.timeline, f"seed {seed}"
+        for job_id, record in expected.jobs.items():
+            mine = got.jobs[job_id]
+            assert (mine.state, mine.start, mine.end, mine.preemptions) == (
+                record.state,
+                record.start,
+                record.end,
+                record.preemptions,
+            ), f"seed {seed}, job {job_id}"
