@@ -281,13 +281,14 @@ def test_scheduler_binds_with_the_charts_service_account_and_refuses_a_bad_polic
         )
         assert ready["status"] == "True", ready
 
-        # A policy the schema accepts but the daemon cannot use: two members of one name.
+        # A policy the schema accepts but the daemon cannot use: a member purchasing a GPU
+        # model that gpuModels does not list (the schema cannot relate two fields).
         custom = k8s.CustomObjectsApi(install.plane.admin)
         policy = custom.get_cluster_custom_object(
             "fairpool.io", "v1", "policies", install.policy_name
         )
         spec = policy["spec"]
-        spec["members"] = [*spec["members"], {**spec["members"][0]}]
+        spec["members"][0]["purchased"] = {"no-such-model": 1}
         custom.patch_cluster_custom_object(
             "fairpool.io", "v1", "policies", install.policy_name, {"spec": spec}
         )
