@@ -3,8 +3,10 @@
 Pods of varying lengths (minutes to days, 1-8 GPUs, 5 % placed by another scheduler so
 kube-state-metrics bills them) fill every node with idle gaps. The OpenMetrics text is
 generated, loaded with promtool, served by a private Prometheus, then metered hour by
-hour into an SQLite ledger. Generation, promtool and metering are timed separately;
-peak memory is the RSS of this process and of prometheus, sampled every 0.2 s.
+hour into a SQLite ledger and then into a PostgreSQL one on a private server
+(BENCH_METERING_LEDGERS=sqlite or =postgresql for one of them). Generation, promtool and
+metering are timed separately; peak memory is the RSS of this process and of prometheus
+(and the PSS of the postgres processes), sampled every 0.2 s.
 
 The generated span defaults to BENCH_METERING_DAYS=7 days (a full month of text is
 ~30 GB and hours of promtool on 2 cores); metering time is then scaled linearly to 30
@@ -14,6 +16,7 @@ BENCH_METERING_DAYS=30 to measure the month itself.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -33,6 +36,7 @@ from policies.loader import load_policy
 from reports.ledger import Ledger
 from reports.metering.meter import Meter, MeterConfig
 from reports.metering.prom_source import PromSource
+from tests.pgtest import PostgresServer
 from tests.promtest import PrometheusServer, create_blocks
 from tests.promtest.scenario import format_labels
 
@@ -272,13 +276,37 @@ def load(folder: Path, days: int) -> Loaded:
     return loaded
 
 
-class PeakRSS:
-    """Samples the RSS of this process and of another one until stopped."""
+def ledger_backends() -> list[str]:
+    """The ledgers to meter into, BENCH_METERING_LEDGERS (default: both, one after the
+    other, from the same Prometheus)."""
+    names = os.environ.get("BENCH_METERING_LEDGERS", "sqlite,postgresql").split(",")
+    unknown = set(names) - {"sqlite", "postgresql"}
+    if unknown:
+        raise SystemExit(f"BENCH_METERING_LEDGERS: unknown {sorted(unknown)}")
+    return names
 
-    def __init__(self, other: PrometheusServer) -> None:
+
+def ledger_url(
+    backend: str, folder: Path, servers: contextlib.ExitStack
+) -> tuple[str, PostgresServer | None]:
+    """A fresh ledger: a SQLite file, or a database on a private PostgreSQL server (fsync
+    on, as a real ledger would run)."""
+    if backend == "sqlite":
+        return f"sqlite:///{folder / 'ledger.db'}", None
+    server = servers.enter_context(PostgresServer(durable=True))
+    return server.create_database("bench_ledger"), server
+
+
+class PeakRSS:
+    """Samples the RSS of this process and of Prometheus (and the memory of a PostgreSQL
+    server) until stopped."""
+
+    def __init__(self, other: PrometheusServer, database: PostgresServer | None = None) -> None:
         self.other = other
+        self.database_server = database
         self.own = 0
         self.prometheus = 0
+        self.database = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -287,6 +315,8 @@ class PeakRSS:
         while not self._stop.is_set():
             self.own = max(self.own, me.memory_info().rss)
             self.prometheus = max(self.prometheus, self.other.rss_bytes())
+            if self.database_server is not None:
+                self.database = max(self.database, self.database_server.memory_bytes())
             time.sleep(0.2)
 
     def __enter__(self) -> PeakRSS:
@@ -309,50 +339,64 @@ def run(console: Console) -> None:
             f"generated {samples:,} samples of {pods:,} pods in {generated:.1f} s, "
             f"promtool {promtool:.1f} s"
         )
-        ledger = Ledger(f"sqlite:///{folder / 'ledger.db'}")
-        with PrometheusServer(folder / "data") as prom, PeakRSS(prom) as peak:
-            meter = Meter(
-                PromSource(prom.url, timeout=600),
-                ledger,
-                load_policy(None),
-                MeterConfig(interval=INTERVAL, chunk_hours=6),
-            )
-            started = time.monotonic()
-            summary = meter.meter_range(START, START + timedelta(days=days))
-            metering = time.monotonic() - started
-        end = START + timedelta(days=days)
-        metered = float(ledger.usage_frame(START, end)["gpu_seconds"].sum())
-        month = metering * 30 / days
+        with contextlib.ExitStack() as servers:
+            prom = servers.enter_context(PrometheusServer(folder / "data"))
+            for backend in ledger_backends():
+                url, database = ledger_url(backend, folder, servers)
+                with PeakRSS(prom, database) as peak:
+                    ledger = Ledger(url)
+                    meter = Meter(
+                        PromSource(prom.url, timeout=600),
+                        ledger,
+                        load_policy(None),
+                        MeterConfig(interval=INTERVAL, chunk_hours=6),
+                    )
+                    started = time.monotonic()
+                    summary = meter.meter_range(START, START + timedelta(days=days))
+                    metering = time.monotonic() - started
+                end = START + timedelta(days=days)
+                metered = float(ledger.usage_frame(START, end)["gpu_seconds"].sum())
+                ledger.close()
+                month = metering * 30 / days
 
-        table = Table(title=f"metering: {NODES * GPUS_PER_NODE} GPUs, 30 s scrapes, {days} days")
-        table.add_column("measure")
-        table.add_column("value", justify="right")
-        table.add_column("target", justify="right")
-        table.add_row("samples generated", f"{samples:,}", "")
-        table.add_row("OpenMetrics size", f"{size / 1024**3:.2f} GiB", "")
-        table.add_row("pods", f"{pods:,}", "")
-        table.add_row("generation (Python)", f"{generated:.1f} s", "")
-        table.add_row("promtool create-blocks-from", f"{promtool:.1f} s", "")
-        table.add_row(f"metering {days * 24} hours (measured)", f"{metering:.1f} s", "")
-        table.add_row(
-            "metering 30 days (scaled x30/days)" if days != 30 else "metering 30 days",
-            f"{month:.1f} s",
-            f"< {TARGET_SECONDS:.0f} s",
-            style="green" if month < TARGET_SECONDS else "red",
-        )
-        table.add_row(
-            "hours metered / pending", f"{summary.hours_ok} / {summary.hours_pending}", ""
-        )
-        table.add_row(
-            "GPU-hours metered / true", f"{metered / 3600:,.1f} / {truth / 3600:,.1f}", "equal"
-        )
-        table.add_row(
-            "peak RSS, this process",
-            f"{peak.own / 1024**2:,.0f} MiB",
-            f"< {TARGET_BYTES / 1024**3:.0f} GiB",
-            style="green" if peak.own < TARGET_BYTES else "red",
-        )
-        table.add_row("peak RSS, prometheus", f"{peak.prometheus / 1024**2:,.0f} MiB", "")
-        console.print(table)
+                table = Table(
+                    title=f"metering: {NODES * GPUS_PER_NODE} GPUs, 30 s scrapes, {days} days, "
+                    f"{backend} ledger"
+                )
+                table.add_column("measure")
+                table.add_column("value", justify="right")
+                table.add_column("target", justify="right")
+                table.add_row("samples generated", f"{samples:,}", "")
+                table.add_row("OpenMetrics size", f"{size / 1024**3:.2f} GiB", "")
+                table.add_row("pods", f"{pods:,}", "")
+                table.add_row("generation (Python)", f"{generated:.1f} s", "")
+                table.add_row("promtool create-blocks-from", f"{promtool:.1f} s", "")
+                table.add_row(f"metering {days * 24} hours (measured)", f"{metering:.1f} s", "")
+                table.add_row(
+                    "metering 30 days (scaled x30/days)" if days != 30 else "metering 30 days",
+                    f"{month:.1f} s",
+                    f"< {TARGET_SECONDS:.0f} s",
+                    style="green" if month < TARGET_SECONDS else "red",
+                )
+                table.add_row(
+                    "hours metered / pending", f"{summary.hours_ok} / {summary.hours_pending}", ""
+                )
+                table.add_row(
+                    "GPU-hours metered / true",
+                    f"{metered / 3600:,.1f} / {truth / 3600:,.1f}",
+                    "equal",
+                )
+                table.add_row(
+                    "peak RSS, this process",
+                    f"{peak.own / 1024**2:,.0f} MiB",
+                    f"< {TARGET_BYTES / 1024**3:.0f} GiB",
+                    style="green" if peak.own < TARGET_BYTES else "red",
+                )
+                table.add_row("peak RSS, prometheus", f"{peak.prometheus / 1024**2:,.0f} MiB", "")
+                if database is not None:
+                    table.add_row(
+                        "peak memory, postgres (PSS)", f"{peak.database / 1024**2:,.0f} MiB", ""
+                    )
+                console.print(table)
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -31,3 +31,8 @@ class PolicyError(InputError):
         self.issues = issues
         lines = "\n".join(f"  {i}" for i in issues)
         super().__init__(f"{source}: {len(issues)} error(s)\n{lines}")
+
+
+class UnavailableError(RuntimeError):
+    """Something the command needs (a database, a server) cannot be reached or is not
+    there, though it was named correctly: the CLI prints it and exits 1."""

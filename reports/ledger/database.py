@@ -1,5 +1,8 @@
-"""The ledger's database engine: one place that makes it, for the usage ledger and the
-policy audit log alike.
+"""The ledger's database URL and engine, for the usage ledger and the policy audit log.
+
+A URL is checked before anything is connected or created: a malformed one (unknown
+scheme, no driver or host, a SQLite file in a folder that does not exist) is an
+`InputError` naming the URL, its password masked, and what is wrong, in one line.
 
 On SQLite, SQLAlchemy (not the sqlite3 driver) starts every transaction, so a writer can
 ask for ``BEGIN IMMEDIATE`` (take the write lock first, then read) and the migration for
@@ -9,18 +12,90 @@ INSERT, would let two writers read the same state and then collide.
 
 from __future__ import annotations
 
+import importlib.util
+import re
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError
+
+from policies.errors import InputError
 
 # Execution option naming how a SQLite transaction begins: DEFERRED (reads), IMMEDIATE
 # (writes), EXCLUSIVE (migrations).
 SQLITE_BEGIN = "fairpool_sqlite_begin"
 
+FORMS = "sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST[:PORT]/DATABASE"
+# A server that does not answer fails the command in this many seconds, not minutes.
+CONNECT_TIMEOUT_S = 10
+
+
+def masked(url: str) -> str:
+    """`url` with its password replaced by ***, even when it does not parse."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+def check_url(url: str) -> URL:
+    """The parsed ledger URL, or an InputError saying what is wrong with it."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise InputError(f"ledger {masked(url)}: not a database URL; use {FORMS}") from None
+    name = masked(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        _check_sqlite(parsed, name)
+    elif backend == "postgresql":
+        _check_postgresql(parsed, name)
+    else:
+        raise InputError(f"ledger {name}: unknown scheme {backend!r}; use {FORMS}")
+    return parsed
+
+
+def _check_sqlite(parsed: URL, name: str) -> None:
+    path = sqlite_path(parsed)
+    if path is not None and not path.parent.is_dir():
+        raise InputError(f"ledger {name}: folder {path.parent} does not exist")
+
+
+def sqlite_path(parsed: URL) -> Path | None:
+    """The file of a SQLite URL; None for an in-memory database."""
+    database = parsed.database or ""
+    if database in ("", ":memory:") or parsed.query.get("uri"):
+        return None
+    return Path(database)
+
+
+def _check_postgresql(parsed: URL, name: str) -> None:
+    driver = parsed.get_driver_name()
+    if "+" not in parsed.drivername:
+        raise InputError(
+            f"ledger {name}: name the driver, postgresql+psycopg://...; "
+            "it comes with pip install 'fairpool[postgres]'"
+        )
+    if driver != "psycopg":
+        raise InputError(f"ledger {name}: driver {driver!r} is not supported; use psycopg")
+    if importlib.util.find_spec("psycopg") is None:
+        raise InputError(
+            f"ledger {name}: the psycopg driver is not installed; pip install 'fairpool[postgres]'"
+        )
+    if not parsed.host:
+        raise InputError(f"ledger {name}: no host; use {FORMS}")
+    if not parsed.database:
+        raise InputError(f"ledger {name}: no database name; use {FORMS}")
+
 
 def make_engine(url: str, *, echo: bool = False) -> Engine:
-    engine = create_engine(url, echo=echo)
+    parsed = check_url(url)
+    connect_args: dict[str, Any] = {}
+    if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+        connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
+    engine = create_engine(parsed, echo=echo, connect_args=connect_args)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)

@@ -30,8 +30,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from policies.errors import InputError
 from reports.costmodel.usage_row import USAGE_COLUMNS, USAGE_DEFAULTS, USAGE_SOURCES
-from reports.ledger import migrate
-from reports.ledger.database import SQLITE_BEGIN, make_engine
+from reports.ledger.connect import open_engine
+from reports.ledger.database import SQLITE_BEGIN
 from reports.ledger.schema import (
     CAPACITY_COLUMNS,
     DONE,
@@ -76,10 +76,17 @@ class MeteringRun:
 class Ledger:
     """The usage ledger at `url` (upgraded to the newest schema when opened)."""
 
-    def __init__(self, url: str = "sqlite:///fairpool-ledger.db", *, echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str = "sqlite:///fairpool-ledger.db",
+        *,
+        echo: bool = False,
+        readonly: bool = False,
+    ) -> None:
+        """`readonly`: the caller only reads, so a ledger that is not there is an error
+        (`policies.errors.UnavailableError`) instead of a new, empty one."""
         self.url = url
-        self.engine: Engine = make_engine(url, echo=echo)
-        migrate.upgrade(self.engine)
+        self.engine: Engine = open_engine(url, create=not readonly, echo=echo)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -41,7 +41,7 @@ def ledger_month_report(
     for every hour). Without `policy`, the newest recorded version stands for it."""
     from reports.ledger import Ledger  # the ledger pulls in SQLAlchemy: only when used
 
-    with Ledger(ledger_url) as ledger:
+    with Ledger(ledger_url, readonly=True) as ledger:
         history = PolicyHistory.from_records(ledger.policy_records())
         if policy is None:
             if history is None:

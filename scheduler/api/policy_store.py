@@ -31,8 +31,7 @@ from sqlalchemy.exc import IntegrityError
 
 from policies.loader import parse_policy
 from policies.model import Policy
-from reports.ledger import migrate
-from reports.ledger.database import make_engine
+from reports.ledger.connect import open_engine
 from reports.ledger.schema import policy_versions
 
 
@@ -122,8 +121,7 @@ class AuditLog:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._engine = make_engine(url)
-        migrate.upgrade(self._engine)
+        self._engine = open_engine(url, create=True)
 
     def close(self) -> None:
         self._engine.dispose()

@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from policies.errors import InputError
+from policies.errors import InputError, UnavailableError
 
 # name -> "module:attribute" of a click command or group.
 COMMANDS: dict[str, str] = {
@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "run": "scheduler.cli.run:run",
     "report": "scheduler.cli.report:report",
     "meter": "scheduler.cli.meter:meter",
+    "ledger": "scheduler.cli.ledger:ledger",
 }
 
 
@@ -41,13 +42,21 @@ class LazyGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> object:
         # Bad input from the user is exit code 2 with the field or line named, whichever
-        # subcommand met it (click's own usage errors are 2 as well).
+        # subcommand met it (click's own usage errors are 2 as well); a database or server
+        # that is named correctly but cannot be reached is 1.
         try:
             return super().invoke(ctx)
         except InputError as exc:
-            console = Console(stderr=True, soft_wrap=True, highlight=False)
-            console.print("[bold red]error:[/]", escape(str(exc)))
+            _error(str(exc))
             ctx.exit(2)
+        except UnavailableError as exc:
+            _error(str(exc))
+            ctx.exit(1)
+
+
+def _error(message: str) -> None:
+    console = Console(stderr=True, soft_wrap=True, highlight=False)
+    console.print("[bold red]error:[/]", escape(message))
 
 
 @click.group(cls=LazyGroup)

@@ -106,6 +106,10 @@ def run(
         raise InputError("give exactly one of --kubeconfig FILE and --in-cluster")
     if bool(policy_file) == bool(policy_configmap):
         raise InputError("give exactly one of --policy FILE and --policy-configmap NS/NAME")
+    if tokens is not None:
+        from reports.ledger.connect import probe
+
+        probe(ledger_url)  # before the daemon starts: a bad URL fails the command at once
     logging.basicConfig(
         level=log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",

@@ -95,6 +95,7 @@ def serve_api(
     port_file: Path | None,
 ) -> None:
     """Serve the fairpool gRPC API over a simulated cluster."""
+    from reports.ledger.connect import probe
     from scheduler.api.auth import TokenTable
     from scheduler.api.frozen_view import FrozenClusterView
     from scheduler.api.policy_store import FileSource
@@ -104,6 +105,7 @@ def serve_api(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if client_ca is not None and tls_cert is None:
         raise InputError("--client-ca needs --tls-cert and --tls-key (mutual TLS is TLS)")
+    probe(ledger_url)  # before anything is written
     if not policy_file.exists():
         _write_atomic(policy_file, DEFAULT_POLICY.read_text(encoding="utf-8"))
     policy = load_policy(policy_file)

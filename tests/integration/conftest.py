@@ -16,6 +16,8 @@ PostgreSQL (tests/pgtest):
   started on first use.
 - `postgres_url` (function): a fresh, empty database on it, as a SQLAlchemy URL; dropped
   after the test.
+- `ledger_url` (function): the same, under the name the unit tests' ledger fixture has
+  (tests/unit/conftest.py), so a unit test module imported here runs on PostgreSQL.
 
 Other components add their fixtures below, one section each.
 """
@@ -78,3 +80,8 @@ def postgres_url(postgres: PostgresServer) -> Iterator[str]:
         yield url
     finally:
         postgres.drop_database(name)
+
+
+@pytest.fixture
+def ledger_url(postgres_url: str) -> str:
+    return postgres_url

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+import psutil
 import psycopg
 
 ROLE = "fairpool"
@@ -155,6 +156,22 @@ class PostgresServer:
     def drop_database(self, name: str) -> None:
         with self._admin() as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+
+    def memory_bytes(self) -> int:
+        """Memory of the server's processes (postmaster and backends): the sum of their
+        proportional set sizes, so pages they share are counted once."""
+        if self._proc is None:
+            return 0
+        try:
+            main = psutil.Process(self._proc.pid)
+            processes = [main, *main.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return 0
+        total = 0
+        for process in processes:
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                total += int(process.memory_full_info().pss)
+        return total
 
     def log_tail(self, lines: int = 30) -> str:
         if self.folder is None:

@@ -23,8 +23,8 @@ A100 = "NVIDIA-A100-SXM4-80GB"
 
 
 @pytest.fixture
-def api(tmp_path: Path) -> Iterator[Running]:
-    with running_server(tmp_path) as running:
+def api(tmp_path: Path, ledger_url: str) -> Iterator[Running]:
+    with running_server(tmp_path, ledger_url=ledger_url) as running:
         yield running
 
 
@@ -73,11 +73,13 @@ def test_two_concurrent_applies_on_one_version_one_wins(api: Running) -> None:
     assert [v.version for v in versions] == [base + 1, base]
 
 
-def test_two_stores_on_one_file_and_database_never_share_a_version(tmp_path: Path) -> None:
+def test_two_stores_on_one_file_and_database_never_share_a_version(
+    tmp_path: Path, ledger_url: str
+) -> None:
     # Two API replicas outside a cluster: the file lock and the audit log's key decide.
     policy_file = tmp_path / "policy.yaml"
     policy_file.write_text(DEFAULT_POLICY.read_text())
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    url = ledger_url
     first = PolicyStore(FileSource(policy_file), AuditLog(url))
     second = PolicyStore(FileSource(policy_file), AuditLog(url))
     draft = parse_policy(edited({"weight": 5}))

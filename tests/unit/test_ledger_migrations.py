@@ -8,6 +8,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, func, inspect, make_url, select
@@ -16,6 +17,7 @@ from sqlalchemy.engine import Engine
 from reports.ledger import Ledger, MeteringRun, migrate
 from reports.ledger.schema import metadata, usage_table
 from scheduler.api.policy_store import AuditLog
+from scheduler.cli.main import main
 
 BEFORE_MIGRATIONS = Path(__file__).parents[1] / "data" / "ledger_before_migrations"
 H0 = datetime(2026, 10, 5, 10, tzinfo=UTC)
@@ -134,3 +136,18 @@ def test_upgrade_reports_the_revision_it_found(ledger_url: str) -> None:
     assert migrate.upgrade(engine) == ""
     assert migrate.upgrade(engine) == migrate.head_revision()
     engine.dispose()
+
+
+def test_the_upgrade_command_adopts_an_old_ledger(
+    ledger_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_sql(ledger_url)
+    head = migrate.head_revision()
+    for said in ("no revision -> revision", "already at revision"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["ledger", "upgrade", "--ledger", ledger_url])
+        assert exit_info.value.code == 0
+        out = " ".join(capsys.readouterr().out.split())
+        assert f"{said} {head}" in out
+    with Ledger(ledger_url, readonly=True) as ledger:
+        assert len(ledger.usage_frame(H0, H1)) == 2

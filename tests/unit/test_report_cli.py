@@ -47,10 +47,10 @@ def fill_ledger(url: str, hours: list[pd.Timestamp]) -> None:
 
 
 @pytest.fixture
-def ledger_url(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    fill_ledger(url, [pd.Timestamp("2026-10-05T10:00Z"), pd.Timestamp("2026-10-05T11:00Z")])
-    return url
+def ledger_url(ledger_url: str) -> str:
+    """The ledger (SQLite here, PostgreSQL in tests/integration) with two known hours."""
+    fill_ledger(ledger_url, [pd.Timestamp("2026-10-05T10:00Z"), pd.Timestamp("2026-10-05T11:00Z")])
+    return ledger_url
 
 
 def run(argv: list[str]) -> int:
