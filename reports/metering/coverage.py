@@ -17,6 +17,8 @@ A source with no samples expected on a node in that hour has no coverage (NULL),
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
@@ -40,7 +42,7 @@ def node_coverage(
     keys = [hour, "node"]
     parts: list[pd.Series] = []
     if len(allocation):
-        sums = allocation.groupby(keys)[["present", "live"]].sum()
+        sums = _exact_sums(allocation, keys, ["present", "live"])
         parts.append((sums["present"] / sums["live"].where(sums["live"] > 0)).rename("allocation"))
     if len(capacity):
         parts.append(capacity.set_index(keys)["coverage"].rename("capacity"))
@@ -56,7 +58,7 @@ def node_coverage(
                 "expected": expected,
             }
         )
-        sums = per_pod.groupby(keys)[["found", "expected"]].sum()
+        sums = _exact_sums(per_pod, keys, ["found", "expected"])
         parts.append(
             (sums["found"] / sums["expected"].where(sums["expected"] > 0)).rename("utilization")
         )
@@ -71,6 +73,13 @@ def node_coverage(
     # Rows in (hour, node) order whatever the sources' order: an hour's rows do not
     # depend on the other hours of its chunk.
     return table.sort_index().reset_index()[columns]
+
+
+def _exact_sums(frame: pd.DataFrame, keys: list[str], columns: list[str]) -> pd.DataFrame:
+    """Correctly rounded sums of `columns` per `keys`: an hour's figures then do not
+    depend on which other hours were summed alongside it (pandas' grouped sums can
+    differ in the last bit)."""
+    return frame.groupby(keys)[columns].agg(math.fsum)
 
 
 def source_coverage(table: pd.DataFrame) -> dict[str, float | None]:

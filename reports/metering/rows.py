@@ -297,8 +297,11 @@ def _allocation_samples(
     if not parts or not len(usage):
         return pd.DataFrame(columns=[H0, "node", "present", "live"])
     samples = pd.concat(parts, ignore_index=True)
+    # A pod both sources billed: the node of its last usage row, as a dict would keep.
+    billed = usage.drop_duplicates([H0, "pod_uid"], keep="last")
     node_of = pd.Series(
-        usage["node"].to_numpy(), index=pd.MultiIndex.from_arrays([usage[H0], usage["pod_uid"]])
+        billed["node"].to_numpy(),
+        index=pd.MultiIndex.from_arrays([billed[H0], billed["pod_uid"]]),
     )
     keys = pd.MultiIndex.from_arrays([samples[H0], samples["uid"]])
     samples["node"] = node_of.reindex(keys).to_numpy()
