@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from policies.errors import InputError, UnavailableError
+from policies.loader import DEFAULT_POLICY
 from reports.ledger import Ledger
 from reports.ledger.connect import probe
 from reports.ledger.database import masked
@@ -130,7 +131,7 @@ def test_reading_a_missing_sqlite_ledger_is_an_error_not_a_new_ledger(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    assert run(["report", "--month", "2026-10"]) == 1
+    assert run(["report", "--month", "2026-10", "--policy", str(DEFAULT_POLICY)]) == 1
     err = capsys.readouterr().err
     assert "ledger sqlite:///fairpool-ledger.db: no ledger file fairpool-ledger.db" in err
     assert files_under(tmp_path) == set()
