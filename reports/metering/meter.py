@@ -41,7 +41,7 @@ class MeterConfig:
     """Scrape interval of the metered series, seconds (must divide an hour)."""
     max_gap: float = 300.0
     """Missing scrapes up to this long are bridged when the series resumes."""
-    chunk_hours: int = 6
+    chunk_hours: int = 24
     """Consecutive hours fetched per query (bounds memory and the points per series)."""
     parallel_queries: int = 4
     """Queries of one chunk in flight at once."""
