@@ -1,4 +1,4 @@
-"""Turning one hour's Prometheus answers into ledger rows (pure; no I/O).
+"""Turning Prometheus answers about consecutive hours into ledger rows (pure; no I/O).
 
 Sources, in order of trust:
 1. fairpool's ``fairpool_pod_gpu_allocation`` gauge (GPUs held by the pod while it
@@ -12,12 +12,15 @@ order `reports.metering.attribution` documents; what none gives is `unattributed
 Utilization is the DCGM exporter's mean over the pod's samples in the hour.
 Coverage compares samples present with samples expected; an hour with no series at all
 has no rows and is left pending by the caller.
+
+A chunk of hours is built at once (`build_chunk`): every figure is grouped by hour and
+pod or node, so an hour's rows are exactly those it gives alone (`build_hour`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -215,8 +218,7 @@ def build_chunk(inputs: ChunkInputs, in_force: InForce) -> dict[datetime, HourRo
     """The ledger rows of every hour of the chunk, computed for all its hours at once
     (grouped by hour and pod, node...): each hour's rows are exactly those the hour
     alone would give."""
-    for name in HOURLY:
-        setattr(inputs, name, _hour_seconds(getattr(inputs, name)))
+    inputs = replace(inputs, **{name: _hour_seconds(getattr(inputs, name)) for name in HOURLY})
     known = node_labels(inputs.node_labels).set_index("node")
     fairpool = _fairpool_rows(inputs)
     fallback = _kube_state_rows(inputs)
