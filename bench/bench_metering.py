@@ -10,7 +10,7 @@ metering are timed separately; peak memory is the RSS of this process and of pro
 
 The generated span defaults to BENCH_METERING_DAYS=7 days (a full month of text is
 ~30 GB and hours of promtool on 2 cores); metering time is then scaled linearly to 30
-days, since every hour is queried and stored on its own (chunks of 6 hours). Set
+days, since every hour is queried and stored on its own (chunks of 24 hours). Set
 BENCH_METERING_DAYS=30 to measure the month itself.
 """
 
@@ -349,7 +349,7 @@ def run(console: Console) -> None:
                         PromSource(prom.url, timeout=600),
                         ledger,
                         load_policy(None),
-                        MeterConfig(interval=INTERVAL, chunk_hours=6),
+                        MeterConfig(interval=INTERVAL),
                     )
                     started = time.monotonic()
                     summary = meter.meter_range(START, START + timedelta(days=days))

@@ -1,4 +1,4 @@
-"""Coverage of one metered hour, per node and per source (pure).
+"""Coverage of metered hours, per hour, node and source (pure).
 
 Coverage is the share of the samples expected in the hour that Prometheus holds, for
 each source separately:
@@ -17,6 +17,8 @@ A source with no samples expected on a node in that hour has no coverage (NULL),
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
@@ -29,41 +31,55 @@ def node_coverage(
     usage: pd.DataFrame,
     dcgm_counts: pd.Series,
     interval: float,
+    hour: str = "h0",
 ) -> pd.DataFrame:
-    """One row per node.
+    """One row per hour and node, the hour in column `hour`.
 
-    `allocation`: `node`, `present`, `live` per pod; `capacity`: the capacity rows
-    (`node`, `coverage`); `usage`: the usage rows (`namespace`, `pod`, `node`,
-    `gpu_seconds`); `dcgm_counts`: DCGM samples per (namespace, pod)."""
+    `allocation`: `hour`, `node`, `present`, `live` per pod; `capacity`: the capacity
+    rows (`hour`, `node`, `coverage`); `usage`: the usage rows (`hour`, `namespace`,
+    `pod`, `node`, `gpu_seconds`); `dcgm_counts`: DCGM samples per (hour, namespace,
+    pod)."""
+    keys = [hour, "node"]
     parts: list[pd.Series] = []
     if len(allocation):
-        sums = allocation.groupby("node")[["present", "live"]].sum()
+        sums = _exact_sums(allocation, keys, ["present", "live"])
         parts.append((sums["present"] / sums["live"].where(sums["live"] > 0)).rename("allocation"))
     if len(capacity):
-        parts.append(capacity.set_index("node")["coverage"].rename("capacity"))
+        parts.append(capacity.set_index(keys)["coverage"].rename("capacity"))
     if len(usage):
         expected = usage["gpu_seconds"].to_numpy(dtype=float) / interval
-        index = pd.MultiIndex.from_arrays([usage["namespace"], usage["pod"]])
+        index = pd.MultiIndex.from_arrays([usage[hour], usage["namespace"], usage["pod"]])
         found = dcgm_counts.reindex(index).fillna(0.0).to_numpy(dtype=float)
         per_pod = pd.DataFrame(
             {
+                hour: usage[hour].to_numpy(),
                 "node": usage["node"].to_numpy(),
                 "found": np.minimum(found, expected),
                 "expected": expected,
             }
         )
-        sums = per_pod.groupby("node")[["found", "expected"]].sum()
+        sums = _exact_sums(per_pod, keys, ["found", "expected"])
         parts.append(
             (sums["found"] / sums["expected"].where(sums["expected"] > 0)).rename("utilization")
         )
+    columns = [hour, *NODE_COVERAGE_OUT]
     if not parts:
         return pd.DataFrame(
-            {c: pd.Series(dtype="object" if c == "node" else "float64") for c in NODE_COVERAGE_OUT}
+            {c: pd.Series(dtype="object" if c == "node" else "float64") for c in columns}
         )
     table = pd.concat(parts, axis=1).reindex(columns=NODE_COVERAGE_OUT[1:])
     table = table.clip(upper=1.0).astype("float64")
-    table.index.name = "node"
-    return table.reset_index()[NODE_COVERAGE_OUT]
+    table.index.names = keys
+    # Rows in (hour, node) order whatever the sources' order: an hour's rows do not
+    # depend on the other hours of its chunk.
+    return table.sort_index().reset_index()[columns]
+
+
+def _exact_sums(frame: pd.DataFrame, keys: list[str], columns: list[str]) -> pd.DataFrame:
+    """Correctly rounded sums of `columns` per `keys`: an hour's figures then do not
+    depend on which other hours were summed alongside it (pandas' grouped sums can
+    differ in the last bit)."""
+    return frame.groupby(keys)[columns].agg(math.fsum)
 
 
 def source_coverage(table: pd.DataFrame) -> dict[str, float | None]:

@@ -4,8 +4,9 @@ An hour [h, h+1h) is *closed* once `max_gap` has passed after its end (the look-
 that bridges missing scrapes needs those samples). Hours are fetched in chunks of
 consecutive hours (one range query per expression, one point per hour and series, well
 under Prometheus' 11,000 points per series; pod and node attributes by one instant query
-per chunk), turned into rows by `reports.metering.rows.build_hour`, and written with
-`Ledger.replace_hour`, one transaction per hour. Queries run a few at a time, and the
+per chunk), turned into the rows of all the chunk's hours at once by
+`reports.metering.rows.build_chunk`, and written with `Ledger.replace_hour`, one
+transaction per hour. Queries run a few at a time, and the
 next chunk's while the current one is built and stored. Prometheus unreachable, or no
 series at all for an hour: the hour is marked pending with the reason, and the next run
 retries it. Missing data is never zero.
@@ -27,7 +28,7 @@ from reports.ledger import Ledger, MeteringRun, hour_start, hours_between
 from reports.ledger.schema import DONE, EMPTY
 from reports.metering import promql
 from reports.metering.prom_source import PrometheusUnavailable, PromSource
-from reports.metering.rows import HourInputs, HourRows, build_hour, counter_increase
+from reports.metering.rows import HOURLY, ChunkInputs, HourRows, build_chunk, counter_increase
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class MeterConfig:
     """Scrape interval of the metered series, seconds (must divide an hour)."""
     max_gap: float = 300.0
     """Missing scrapes up to this long are bridged when the series resumes."""
-    chunk_hours: int = 6
+    chunk_hours: int = 24
     """Consecutive hours fetched per query (bounds memory and the points per series)."""
     parallel_queries: int = 4
     """Queries of one chunk in flight at once."""
@@ -260,48 +261,30 @@ class Meter:
     def build(
         self, chunk: list[datetime], answers: ChunkAnswers, history: PolicyHistory | None = None
     ) -> dict[datetime, HourRows]:
-        """Ledger rows of each hour in `chunk` from Prometheus' answers (no I/O); each
-        hour's members and version are those of the policy version in force then."""
-        history = history or PolicyHistory.only(self.policy)
-        constant, lost = answers.constant, answers.reclaim_lost
-        by_hour = {name: _split_hours(frame) for name, frame in answers.hourly.items()}
-        out: dict[datetime, HourRows] = {}
-        shared: dict[str, object] = {}  # pod and node attributes, worked out once a chunk
-        for hour in chunk:
+        """Ledger rows of each hour in `chunk` from Prometheus' answers (no I/O), built for
+        the whole chunk at once; each hour's members and version are those of the policy
+        version in force then."""
+        known = history or PolicyHistory.only(self.policy)
 
-            def part(name: str, hour: datetime = hour) -> pd.DataFrame:
-                if name in constant:
-                    return constant[name]
-                return by_hour[name].get(hour, _EMPTY)
+        def in_force(hour: datetime) -> tuple[Callable[[str], str | None], int]:
+            version = known.at(hour)
+            return version.member_for_namespace, version.version
 
-            reported = part("fairpool_around")
-            inputs = HourInputs(
-                hour=hour,
-                interval=self.config.interval,
-                fairpool_mean=part("fairpool_mean"),
-                fairpool_live=part("fairpool_live"),
-                fairpool_present=part("fairpool_present"),
-                fairpool_uids_around=set(reported["uid"]) if "uid" in reported else set(),
-                ksm_requests=part("ksm_requests"),
-                ksm_start=part("ksm_start"),
-                ksm_completion=part("ksm_completion"),
-                ksm_info=part("ksm_info"),
-                ksm_running_sum=part("ksm_running_sum"),
-                ksm_running_present=part("ksm_running_present"),
-                node_labels=part("node_labels"),
-                capacity_mean=part("capacity_mean"),
-                capacity_live=part("capacity_live"),
-                capacity_present=part("capacity_present"),
-                dcgm_engine_active=part("dcgm_engine_active"),
-                dcgm_gpu_util=part("dcgm_gpu_util"),
-                dcgm_engine_count=part("dcgm_engine_count"),
-                dcgm_util_count=part("dcgm_util_count"),
-                reclaim_lost=lost.get(hour, {}),
-                shared=shared,
-            )
-            in_force = history.at(hour)
-            out[hour] = build_hour(inputs, in_force.member_for_namespace, in_force.version)
-        return out
+        constant = answers.constant
+        reported = constant["fairpool_around"]
+        inputs = ChunkInputs(
+            hours=chunk,
+            interval=self.config.interval,
+            fairpool_uids_around=set(reported["uid"]) if "uid" in reported else set(),
+            ksm_requests=constant["ksm_requests"],
+            ksm_start=constant["ksm_start"],
+            ksm_completion=constant["ksm_completion"],
+            ksm_info=constant["ksm_info"],
+            node_labels=constant["node_labels"],
+            reclaim_lost=answers.reclaim_lost,
+            **{name: answers.hourly.get(name, _EMPTY) for name in HOURLY},
+        )
+        return build_chunk(inputs, in_force)
 
     # ---- internals -----------------------------------------------------------------
 
@@ -367,14 +350,6 @@ class Meter:
 
 
 _EMPTY = pd.DataFrame({"value": pd.Series([], dtype=float)})
-
-
-def _split_hours(frame: pd.DataFrame) -> dict[datetime, pd.DataFrame]:
-    if not len(frame):
-        return {}
-    return {
-        pd.Timestamp(hour).to_pydatetime(): part for hour, part in frame.groupby("hour", sort=False)
-    }
 
 
 def _chunks(hours: list[datetime], size: int) -> list[list[datetime]]:

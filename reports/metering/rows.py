@@ -1,4 +1,4 @@
-"""Turning one hour's Prometheus answers into ledger rows (pure; no I/O).
+"""Turning Prometheus answers about consecutive hours into ledger rows (pure; no I/O).
 
 Sources, in order of trust:
 1. fairpool's ``fairpool_pod_gpu_allocation`` gauge (GPUs held by the pod while it
@@ -12,28 +12,79 @@ order `reports.metering.attribution` documents; what none gives is `unattributed
 Utilization is the DCGM exporter's mean over the pod's samples in the hour.
 Coverage compares samples present with samples expected; an hour with no series at all
 has no rows and is left pending by the caller.
+
+A chunk of hours is built at once (`build_chunk`): every figure is grouped by hour and
+pod or node, so an hour's rows are exactly those it gives alone (`build_hour`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, TypeVar, cast
 
 import numpy as np
 import pandas as pd
 
 from reports.costmodel.usage_row import USAGE_COLUMNS
 from reports.metering.attribution import attribute, capacity_attributes, node_labels
-from reports.metering.coverage import node_coverage
-
-T = TypeVar("T")
+from reports.metering.coverage import NODE_COVERAGE_OUT, node_coverage
 
 USAGE_OUT = [c for c in USAGE_COLUMNS if c != "hour"]
 """An hour's usage rows: the usage row without its hour (the ledger adds it)."""
 CAPACITY_OUT = ["node", "owner", "gpu_model", "gpu_seconds_available", "coverage"]
 RECLAIM_OUT = ["member", "gpu_model", "gpu_seconds_lost"]
+
+
+HOURLY = (
+    "fairpool_mean",
+    "fairpool_live",
+    "fairpool_present",
+    "ksm_running_sum",
+    "ksm_running_present",
+    "capacity_mean",
+    "capacity_live",
+    "capacity_present",
+    "dcgm_engine_active",
+    "dcgm_gpu_util",
+    "dcgm_engine_count",
+    "dcgm_util_count",
+)
+"""The answers that hold one figure per series and hour (the rest are chunk-wide)."""
+
+H0 = "h0"
+"""Internal column: the start of the row's hour, Unix seconds."""
+
+InForce = Callable[[datetime], tuple[Callable[[str], str | None], int]]
+"""The policy in force at an hour: its member for a namespace, and its version."""
+
+
+@dataclass
+class ChunkInputs:
+    """Prometheus answers for consecutive hours: the hourly frames carry an `hour`
+    column (UTC start), the pod and node attributes cover the whole chunk."""
+
+    hours: list[datetime]
+    interval: float
+    fairpool_mean: pd.DataFrame
+    fairpool_live: pd.DataFrame
+    fairpool_present: pd.DataFrame
+    fairpool_uids_around: set[str]
+    ksm_requests: pd.DataFrame
+    ksm_start: pd.DataFrame
+    ksm_completion: pd.DataFrame
+    ksm_info: pd.DataFrame
+    ksm_running_sum: pd.DataFrame
+    ksm_running_present: pd.DataFrame
+    node_labels: pd.DataFrame
+    capacity_mean: pd.DataFrame
+    capacity_live: pd.DataFrame
+    capacity_present: pd.DataFrame
+    dcgm_engine_active: pd.DataFrame
+    dcgm_gpu_util: pd.DataFrame
+    dcgm_engine_count: pd.DataFrame
+    dcgm_util_count: pd.DataFrame
+    reclaim_lost: dict[datetime, dict[tuple[str, str], float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -59,12 +110,28 @@ class HourInputs:
     dcgm_engine_active: pd.DataFrame
     dcgm_gpu_util: pd.DataFrame
     reclaim_lost: dict[tuple[str, str], float] = field(default_factory=dict)
-    shared: dict[str, Any] = field(default_factory=dict)
-    """What is computed from the chunk-wide frames (pod and node attributes), once for
-    all the hours of a chunk: the meter passes the same dict to each of them."""
     dcgm_engine_count: pd.DataFrame = field(default_factory=pd.DataFrame)
     """DCGM samples per GPU series in the hour (for the utilization coverage)."""
     dcgm_util_count: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def as_chunk(self) -> ChunkInputs:
+        """The same answers as a chunk of this one hour."""
+        frames = {
+            name: getattr(self, name).drop(columns="hour", errors="ignore").assign(hour=self.hour)
+            for name in HOURLY
+        }
+        chunk_wide = {
+            name: getattr(self, name)
+            for name in ("ksm_requests", "ksm_start", "ksm_completion", "ksm_info", "node_labels")
+        }
+        return ChunkInputs(
+            hours=[self.hour],
+            interval=self.interval,
+            fairpool_uids_around=self.fairpool_uids_around,
+            reclaim_lost={self.hour: self.reclaim_lost},
+            **frames,
+            **chunk_wide,
+        )
 
 
 @dataclass
@@ -83,6 +150,8 @@ class HourRows:
 def _col(frame: pd.DataFrame, name: str) -> pd.Series:
     if name in frame:
         column = frame[name]
+        if name == H0:
+            return column
         if pd.api.types.is_string_dtype(column) and not column.hasnans:
             return column  # already text (Prometheus labels): no copy
         return column.fillna("").astype(str)
@@ -106,15 +175,33 @@ def _keyed(frame: pd.DataFrame, keys: list[str], value: str) -> pd.DataFrame:
     return out
 
 
+def _hour_seconds(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with `h0`, its `hour` as Unix seconds (one number per row is cheaper to
+    group and compute with than a timestamp)."""
+    if "hour" not in frame:
+        return frame.assign(**{H0: pd.Series([], dtype=float)}) if not len(frame) else frame
+    seconds = (pd.to_datetime(frame["hour"], utc=True) - _EPOCH) / pd.Timedelta(seconds=1)
+    return frame.assign(**{H0: seconds.astype(float)})
+
+
+_EPOCH = pd.Timestamp(0, tz="UTC")
+
+
 @dataclass
 class _Sampled:
-    """Rows from one source and how many of the samples they expect were present."""
+    """Rows from one source and how many of the samples they expect were present, per
+    hour (`h0`)."""
 
     rows: pd.DataFrame
-    present: float
-    expected: float
-    node_coverage: pd.DataFrame = field(default_factory=pd.DataFrame)
-    """Per node: allocation, capacity and utilization coverage (`reports.metering.coverage`)."""
+    present: pd.Series
+    expected: pd.Series
+
+
+def _per_hour(values: pd.Series, hours: pd.Series) -> pd.Series:
+    """Sum of `values` per hour (`h0`)."""
+    if not len(values):
+        return pd.Series(dtype=float)
+    return values.astype(float).groupby(hours.to_numpy()).sum()
 
 
 def build_hour(
@@ -122,15 +209,21 @@ def build_hour(
     member_for_namespace: Callable[[str], str | None],
     policy_version: int,
 ) -> HourRows:
+    """The ledger rows of one hour (a chunk of one hour)."""
+    built = build_chunk(inputs.as_chunk(), lambda hour: (member_for_namespace, policy_version))
+    return built[inputs.hour]
+
+
+def build_chunk(inputs: ChunkInputs, in_force: InForce) -> dict[datetime, HourRows]:
+    """The ledger rows of every hour of the chunk, computed for all its hours at once
+    (grouped by hour and pod, node...): each hour's rows are exactly those the hour
+    alone would give."""
+    inputs = replace(inputs, **{name: _hour_seconds(getattr(inputs, name)) for name in HOURLY})
+    known = node_labels(inputs.node_labels).set_index("node")
     fairpool = _fairpool_rows(inputs)
     fallback = _kube_state_rows(inputs)
-    usage = _usage(fairpool.rows, fallback.rows, inputs, member_for_namespace, policy_version)
-    capacity = _capacity_rows(inputs)
-    reclaim = _reclaim_rows(inputs)
-    present_total = fairpool.present + fallback.present + capacity.present
-    expected_total = fairpool.expected + fallback.expected + capacity.expected
-    has_data = expected_total > 0 or len(usage) > 0
-    coverage = min(1.0, present_total / expected_total) if expected_total > 0 else 1.0
+    usage = _usage(fairpool.rows, fallback.rows, inputs, known, in_force)
+    capacity = _capacity_rows(inputs, known)
     per_node = node_coverage(
         _allocation_samples(fairpool.rows, fallback.rows, usage),
         capacity.rows,
@@ -138,26 +231,58 @@ def build_hour(
         _dcgm_counts(inputs),
         inputs.interval,
     )
-    return HourRows(
-        usage,
-        capacity.rows,
-        reclaim,
-        coverage,
-        has_data,
-        present_total,
-        expected_total,
-        per_node,
+    usage_by, capacity_by, coverage_by = (
+        _split(usage, USAGE_OUT),
+        _split(capacity.rows, CAPACITY_OUT),
+        _split(per_node, NODE_COVERAGE_OUT),
     )
+    present = fairpool.present.add(fallback.present, fill_value=0.0).add(
+        capacity.present, fill_value=0.0
+    )
+    expected = fairpool.expected.add(fallback.expected, fill_value=0.0).add(
+        capacity.expected, fill_value=0.0
+    )
+    out: dict[datetime, HourRows] = {}
+    for hour in inputs.hours:
+        h0 = hour.timestamp()
+        hour_usage = usage_by(h0)
+        present_total = float(present.get(h0, 0.0))
+        expected_total = float(expected.get(h0, 0.0))
+        coverage = min(1.0, present_total / expected_total) if expected_total > 0 else 1.0
+        out[hour] = HourRows(
+            hour_usage,
+            capacity_by(h0),
+            _reclaim_rows(inputs.reclaim_lost.get(hour, {})),
+            coverage,
+            expected_total > 0 or len(hour_usage) > 0,
+            present_total,
+            expected_total,
+            coverage_by(h0),
+        )
+    return out
+
+
+def _split(frame: pd.DataFrame, columns: list[str]) -> Callable[[float], pd.DataFrame]:
+    """The rows of one hour (`h0`) of `frame`, as `columns`, indexed from 0."""
+    if not len(frame):
+        empty = frame.reindex(columns=columns)
+        return lambda h0: empty.copy()
+    parts = {
+        float(h0): part[columns].reset_index(drop=True)
+        for h0, part in frame.groupby(H0, sort=False)
+    }
+    empty = frame[columns].iloc[0:0].reset_index(drop=True)
+    return lambda h0: parts.get(h0, empty.copy())
 
 
 def _allocation_samples(
     fairpool: pd.DataFrame, kube_state: pd.DataFrame, usage: pd.DataFrame
 ) -> pd.DataFrame:
-    """`node`, `present`, `live` per billed pod (its node as attributed); a pod billed
-    from exact start and completion times is fully covered."""
+    """`h0`, `node`, `present`, `live` per billed pod and hour (its node as attributed);
+    a pod billed from exact start and completion times is fully covered."""
     parts = []
     if len(fairpool):
-        parts.append(fairpool[["uid", "present", "live"]])
+        parts.append(fairpool[[H0, "uid", "present", "live"]])
     if len(kube_state):
         exact = (
             kube_state["start"].notna()
@@ -166,55 +291,70 @@ def _allocation_samples(
         )
         live = kube_state["live"].where(~exact, 1.0)
         present = kube_state["present"].where(~exact, 1.0).clip(upper=live)
-        parts.append(pd.DataFrame({"uid": kube_state["uid"], "present": present, "live": live}))
+        parts.append(
+            pd.DataFrame(
+                {H0: kube_state[H0], "uid": kube_state["uid"], "present": present, "live": live}
+            )
+        )
     if not parts or not len(usage):
-        return pd.DataFrame(columns=["node", "present", "live"])
+        return pd.DataFrame(columns=[H0, "node", "present", "live"])
     samples = pd.concat(parts, ignore_index=True)
-    node_of = dict(zip(usage["pod_uid"], usage["node"], strict=True))
-    samples["node"] = samples["uid"].map(node_of)
+    # A pod both sources billed: the node of its last usage row, as a dict would keep.
+    billed = usage.drop_duplicates([H0, "pod_uid"], keep="last")
+    node_of = pd.Series(
+        billed["node"].to_numpy(),
+        index=pd.MultiIndex.from_arrays([billed[H0], billed["pod_uid"]]),
+    )
+    keys = pd.MultiIndex.from_arrays([samples[H0], samples["uid"]])
+    samples["node"] = node_of.reindex(keys).to_numpy()
     samples["present"] = samples["present"].clip(upper=samples["live"])
-    return samples.dropna(subset=["node"])[["node", "present", "live"]]
+    return samples.dropna(subset=["node"])[[H0, "node", "present", "live"]]
 
 
-def _dcgm_counts(inputs: HourInputs) -> pd.Series:
-    """DCGM samples per (namespace, pod) in the hour, summed over its GPUs; the larger of
-    the two metrics when an exporter publishes both."""
+def _pod_sample_frame(frame: pd.DataFrame, scale: float = 1.0) -> pd.DataFrame:
+    """`h0`, `namespace`, `pod`, `value` of a DCGM answer (the pod's own labels), pods only."""
+    own = _own_pod_labels(frame)
+    values = pd.DataFrame(
+        {
+            H0: frame[H0],
+            "namespace": _col(own, "namespace"),
+            "pod": _col(own, "pod"),
+            "value": frame["value"].astype(float) / scale,
+        }
+    )
+    return values[values["pod"] != ""]
+
+
+def _dcgm_counts(inputs: ChunkInputs) -> pd.Series:
+    """DCGM samples per (h0, namespace, pod), summed over its GPUs; the larger of the two
+    metrics when an exporter publishes both."""
     counts: list[pd.Series] = []
     for frame in (inputs.dcgm_engine_count, inputs.dcgm_util_count):
         if not len(frame) or "value" not in frame:
             continue
-        own = _own_pod_labels(frame)
-        values = pd.DataFrame(
-            {
-                "namespace": _col(own, "namespace"),
-                "pod": _col(own, "pod"),
-                "value": frame["value"].astype(float),
-            }
-        )
-        counts.append(values[values["pod"] != ""].groupby(["namespace", "pod"])["value"].sum())
+        values = _pod_sample_frame(frame)
+        counts.append(values.groupby([H0, "namespace", "pod"])["value"].sum())
     if not counts:
         return pd.Series(dtype=float)
     return pd.concat(counts, axis=1).max(axis=1)
 
 
-def _fairpool_rows(inputs: HourInputs) -> _Sampled:
+def _fairpool_rows(inputs: ChunkInputs) -> _Sampled:
     """Pods fairpool reported: its allocation gauge integrated on the scrape grid."""
-    fp_keys = ["namespace", "pod", "uid", "member", "owner", "gpu_model", "node"]
+    fp_keys = [H0, "namespace", "pod", "uid", "member", "owner", "gpu_model", "node"]
     fp = _keyed(_own_pod_labels(inputs.fairpool_live), fp_keys, "live")
     for frame, name in ((inputs.fairpool_mean, "mean"), (inputs.fairpool_present, "present")):
         fp = fp.merge(_keyed(_own_pod_labels(frame), fp_keys, name), on=fp_keys, how="left")
     fp = fp.fillna({"mean": 0.0, "live": 0.0, "present": 0.0})
     fp["steps"] = fp["live"] * fp["mean"]
     fp = fp[fp["live"] > 0]
-    fp_present, fp_expected = (
-        float(fp["present"].clip(upper=fp["live"]).sum()),
-        float(fp["live"].sum()),
-    )
+    fp_present = _per_hour(fp["present"].clip(upper=fp["live"]), fp[H0])
+    fp_expected = _per_hour(fp["live"], fp[H0])
     fp = fp[fp["steps"] > 0]
     if not len(fp):
         return _Sampled(pd.DataFrame(), fp_present, fp_expected)
     fp = fp.assign(gpu_seconds=fp["steps"] * inputs.interval)
-    grouped = fp.groupby("uid", sort=True)
+    grouped = fp.groupby([H0, "uid"], sort=True)
     fp_rows = grouped.agg(
         namespace=("namespace", "first"),
         pod=("pod", "first"),
@@ -234,33 +374,22 @@ def _fairpool_rows(inputs: HourInputs) -> _Sampled:
 _POD_KEYS = ["namespace", "pod", "uid"]
 
 
-def _once(inputs: HourInputs, key: str, compute: Callable[[], T]) -> T:
-    """`compute()` once per chunk (the hours of a chunk share `inputs.shared`)."""
-    if key not in inputs.shared:
-        inputs.shared[key] = compute()
-    return cast(T, inputs.shared[key])
-
-
-def _known_nodes(inputs: HourInputs) -> pd.DataFrame:
-    return _once(inputs, "node_labels", lambda: node_labels(inputs.node_labels).set_index("node"))
-
-
-def _kube_state_rows(inputs: HourInputs) -> _Sampled:
+def _kube_state_rows(inputs: ChunkInputs) -> _Sampled:
     """Pods fairpool never reported: GPU requests x the time kube-state-metrics saw them run."""
-    base = _once(inputs, "kube_state_pods", lambda: _kube_state_base(inputs))
+    base = _kube_state_base(inputs)
     if not len(base):
-        return _Sampled(pd.DataFrame(), 0.0, 0.0)
+        return _Sampled(pd.DataFrame(), pd.Series(dtype=float), pd.Series(dtype=float))
     k = _kube_state_pods(base, inputs)
     exact = k["start"].notna() & k["completion"].notna() & (k["completion"] > k["start"])
     k = _kube_state_seconds(k, exact, inputs)
     inexact = k[~exact.loc[k.index]]
-    ksm_present = float(inexact["present"].clip(upper=inexact["live"]).sum())
-    ksm_expected = float(inexact["live"].sum())
+    ksm_present = _per_hour(inexact["present"].clip(upper=inexact["live"]), inexact[H0])
+    ksm_expected = _per_hour(inexact["live"], inexact[H0])
     k["owner"] = ""
     k["gpu_model"] = ""
     k["member"] = ""
     k["source"] = "kube-state-metrics"
-    return _Sampled(k.drop_duplicates("uid"), ksm_present, ksm_expected)
+    return _Sampled(k.drop_duplicates([H0, "uid"]), ksm_present, ksm_expected)
 
 
 def _pod_requests(frame: pd.DataFrame) -> pd.DataFrame:
@@ -272,7 +401,7 @@ def _pod_requests(frame: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _kube_state_base(inputs: HourInputs) -> pd.DataFrame:
+def _kube_state_base(inputs: ChunkInputs) -> pd.DataFrame:
     """The chunk's pods that requested GPUs and that fairpool never reported, with their
     start, completion and node (the request's own node label first, then
     kube_pod_info's)."""
@@ -290,22 +419,30 @@ def _kube_state_base(inputs: HourInputs) -> pd.DataFrame:
     return k
 
 
-def _kube_state_pods(base: pd.DataFrame, inputs: HourInputs) -> pd.DataFrame:
-    """Each requesting pod with its start, completion, node and Running samples this hour."""
-    steps = _keyed(inputs.ksm_running_sum, ["uid"], "steps").groupby("uid")["steps"].max()
-    present = _keyed(inputs.ksm_running_present, ["uid"], "present")
-    present = present.groupby("uid")["present"].max()
-    k = base.copy()
-    k["steps"] = k["uid"].map(steps).fillna(0.0).astype(float)
-    k["present"] = k["uid"].map(present).fillna(0.0).astype(float)
+def _by_hour_and_uid(frame: pd.DataFrame, value: str) -> pd.Series:
+    """The largest `value` per (h0, uid) of an hourly answer."""
+    return _keyed(frame, [H0, "uid"], value).groupby([H0, "uid"])[value].max()
+
+
+def _kube_state_pods(base: pd.DataFrame, inputs: ChunkInputs) -> pd.DataFrame:
+    """Each requesting pod in each hour, with its start, completion, node and Running
+    samples that hour."""
+    hours = pd.DataFrame({H0: [h.timestamp() for h in inputs.hours]})
+    k = hours.merge(base, how="cross")
+    keys = pd.MultiIndex.from_arrays([k[H0], k["uid"]])
+    for name, frame in (("steps", inputs.ksm_running_sum), ("present", inputs.ksm_running_present)):
+        found = _by_hour_and_uid(frame, name)
+        k[name] = found.reindex(keys).to_numpy() if len(found) else np.nan
+        k[name] = k[name].fillna(0.0).astype(float)
     return k
 
 
-def _kube_state_seconds(k: pd.DataFrame, exact: pd.Series, inputs: HourInputs) -> pd.DataFrame:
-    """GPU-seconds and coverage of each pod: exact from its start and completion times
-    when both are known, else from its Running samples; pods that used nothing dropped."""
+def _kube_state_seconds(k: pd.DataFrame, exact: pd.Series, inputs: ChunkInputs) -> pd.DataFrame:
+    """GPU-seconds and coverage of each pod and hour: exact from its start and completion
+    times when both are known, else from its Running samples; pods that used nothing
+    dropped."""
     interval = inputs.interval
-    h0 = inputs.hour.timestamp()
+    h0 = k[H0]
     h1 = h0 + 3600.0
     overlap = (
         np.minimum(k["completion"].fillna(h0), h1) - np.maximum(k["start"].fillna(h0), h0)
@@ -332,66 +469,84 @@ def _kube_state_seconds(k: pd.DataFrame, exact: pd.Series, inputs: HourInputs) -
 def _usage(
     fp_rows: pd.DataFrame,
     ksm_rows: pd.DataFrame,
-    inputs: HourInputs,
-    member_for_namespace: Callable[[str], str | None],
-    policy_version: int,
+    inputs: ChunkInputs,
+    known: pd.DataFrame,
+    in_force: InForce,
 ) -> pd.DataFrame:
-    """Both sources' pods as usage rows, each charged to its member."""
+    """Both sources' pods as usage rows (with their `h0`), each charged to its member
+    under the policy version in force that hour."""
     if not (len(fp_rows) or len(ksm_rows)):
-        return pd.DataFrame(columns=USAGE_OUT)
+        return pd.DataFrame(columns=[H0, *USAGE_OUT])
     usage = pd.concat([f for f in (fp_rows, ksm_rows) if len(f)], ignore_index=True)
-    usage = attribute(
-        usage.rename(columns={"uid": "pod_uid"}), _known_nodes(inputs), member_for_namespace
-    )
+    usage = usage.rename(columns={"uid": "pod_uid"})
+    # Hours under the same policy version are attributed together.
+    versions: dict[int, tuple[Callable[[str], str | None], list[float]]] = {}
+    for hour in inputs.hours:
+        member_for_namespace, version = in_force(hour)
+        versions.setdefault(version, (member_for_namespace, []))[1].append(hour.timestamp())
+    parts = []
+    for version, (member_for_namespace, starts) in versions.items():
+        rows = usage if len(versions) == 1 else usage[usage[H0].isin(starts)]
+        part = attribute(rows, known, member_for_namespace)
+        part["policy_version"] = version
+        parts.append(part)
+    usage = parts[0] if len(parts) == 1 else pd.concat(parts)
     usage["job_id"] = ""
-    usage["policy_version"] = policy_version
     usage["utilization"] = _utilization(inputs, usage)
-    return usage[USAGE_OUT].sort_values("pod_uid").reset_index(drop=True)
+    usage = usage.sort_values([H0, "pod_uid"], kind="stable")
+    return usage[[H0, *USAGE_OUT]].reset_index(drop=True)
 
 
-def _capacity_rows(inputs: HourInputs) -> _Sampled:
-    """GPU-seconds each node had available, from its capacity gauge."""
+def _capacity_rows(inputs: ChunkInputs, known: pd.DataFrame) -> _Sampled:
+    """GPU-seconds each node had available per hour, from its capacity gauge."""
     expected_node = 3600.0 / inputs.interval
-    cap = _keyed(inputs.capacity_live, ["node"], "live")
-    cap = cap.merge(_keyed(inputs.capacity_mean, ["node"], "mean"), on="node", how="left")
+    keys = [H0, "node"]
+    cap = _keyed(inputs.capacity_live, keys, "live")
+    cap = cap.merge(_keyed(inputs.capacity_mean, keys, "mean"), on=keys, how="left")
     cap["steps"] = cap["live"] * cap["mean"].fillna(0.0)
-    cap = cap.groupby("node", as_index=False)["steps"].max()
-    present = _keyed(inputs.capacity_present, ["node"], "present")
-    present = present.groupby("node", as_index=False)["present"].max()
-    cap = cap.merge(present, on="node", how="outer").fillna({"steps": 0.0, "present": 0.0})
-    cap = cap.join(capacity_attributes(cap["node"], _known_nodes(inputs)))
-    cap_present = float(cap["present"].clip(upper=expected_node).sum())
-    cap_expected = expected_node * len(cap)
+    cap = cap.groupby(keys, as_index=False)["steps"].max()
+    present = _keyed(inputs.capacity_present, keys, "present")
+    present = present.groupby(keys, as_index=False)["present"].max()
+    if len(cap) and len(present):
+        cap = cap.merge(present, on=keys, how="outer")
+    else:  # (pandas cannot outer-merge empty text keys on two columns)
+        cap = pd.concat([cap, present], ignore_index=True) if len(present) else cap
+        cap = cap.reindex(columns=[*keys, "steps", "present"])
+    cap = cap.fillna({"steps": 0.0, "present": 0.0})
+    cap = cap.join(capacity_attributes(cap["node"], known))
+    cap_present = _per_hour(cap["present"].clip(upper=expected_node), cap[H0])
+    cap_expected = _per_hour(pd.Series(expected_node, index=cap.index), cap[H0])
     capacity = pd.DataFrame(
         {
+            H0: cap[H0],
             "node": cap["node"],
             "owner": cap["owner"],
             "gpu_model": cap["gpu_model"],
             "gpu_seconds_available": cap["steps"] * inputs.interval,
             "coverage": (cap["present"] / expected_node).clip(upper=1.0),
         },
-        columns=CAPACITY_OUT,
+        columns=[H0, *CAPACITY_OUT],
     )
     return _Sampled(capacity, cap_present, cap_expected)
 
 
-def _reclaim_rows(inputs: HourInputs) -> pd.DataFrame:
+def _reclaim_rows(lost: dict[tuple[str, str], float]) -> pd.DataFrame:
     return pd.DataFrame(
-        [(m, g, v) for (m, g), v in sorted(inputs.reclaim_lost.items())],
+        [(m, g, v) for (m, g), v in sorted(lost.items())],
         columns=RECLAIM_OUT,
     )
 
 
-def _clip_to_runtime(rows: pd.DataFrame, inputs: HourInputs) -> pd.DataFrame:
+def _clip_to_runtime(rows: pd.DataFrame, inputs: ChunkInputs) -> pd.DataFrame:
     """A pod shorter than a scrape interval holds one sample worth a whole interval;
     when kube-state-metrics knows its start and completion, bill no more than that."""
-    times, ends = _once(inputs, "pod_times", lambda: _pod_times(inputs))
+    times, ends = _pod_times(inputs)
     start = rows["uid"].map(times)
     completion = rows["uid"].map(ends)
     known = start.notna() & completion.notna() & (completion > start)
     if not known.any():
         return rows
-    h0 = inputs.hour.timestamp()
+    h0 = rows[H0]
     overlap = (np.minimum(completion, h0 + 3600.0) - np.maximum(start, h0)).clip(lower=0.0)
     gpus = rows["gpu_seconds"] / (rows["live"] * inputs.interval)
     limit = overlap * gpus
@@ -400,33 +555,25 @@ def _clip_to_runtime(rows: pd.DataFrame, inputs: HourInputs) -> pd.DataFrame:
     return rows[rows["gpu_seconds"] > 0]
 
 
-def _pod_times(inputs: HourInputs) -> tuple[pd.Series, pd.Series]:
+def _pod_times(inputs: ChunkInputs) -> tuple[pd.Series, pd.Series]:
     """Start and completion time of each pod uid kube-state-metrics knows."""
     times = _keyed(inputs.ksm_start, ["uid"], "start").groupby("uid")["start"].max()
     ends = _keyed(inputs.ksm_completion, ["uid"], "completion").groupby("uid")["completion"].max()
     return times, ends
 
 
-def _utilization(inputs: HourInputs, usage: pd.DataFrame) -> pd.Series:
-    """Mean DCGM utilization (0..1) per pod; NaN when the exporter has nothing."""
+def _utilization(inputs: ChunkInputs, usage: pd.DataFrame) -> pd.Series:
+    """Mean DCGM utilization (0..1) per pod and hour; NaN when the exporter has nothing."""
     means: list[pd.Series] = []
     for frame, scale in ((inputs.dcgm_engine_active, 1.0), (inputs.dcgm_gpu_util, 100.0)):
         if not len(frame):
             means.append(pd.Series(dtype=float))
             continue
-        own = _own_pod_labels(frame)
-        values = pd.DataFrame(
-            {
-                "namespace": _col(own, "namespace"),
-                "pod": _col(own, "pod"),
-                "value": frame["value"].astype(float) / scale,
-            }
-        )
-        values = values[values["pod"] != ""]
-        means.append(values.groupby(["namespace", "pod"])["value"].mean())
+        values = _pod_sample_frame(frame, scale)
+        means.append(values.groupby([H0, "namespace", "pod"])["value"].mean())
     engine, util = means
     combined = engine.combine_first(util) if len(engine) else util
-    index = pd.MultiIndex.from_arrays([usage["namespace"], usage["pod"]])
+    index = pd.MultiIndex.from_arrays([usage[H0], usage["namespace"], usage["pod"]])
     if not len(combined):
         return pd.Series(np.nan, index=usage.index)
     return pd.Series(combined.reindex(index).to_numpy(), index=usage.index).clip(0.0, 1.0)

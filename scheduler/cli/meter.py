@@ -92,7 +92,7 @@ def ceil_hour(value: datetime) -> datetime:
     show_default=True,
     help="Missing scrapes up to this many seconds are bridged when a series resumes.",
 )
-@click.option("--chunk-hours", default=6, show_default=True, help="Hours fetched per query.")
+@click.option("--chunk-hours", default=24, show_default=True, help="Hours fetched per query.")
 @click.option(
     "--reports-dir",
     type=click.Path(path_type=Path),

@@ -15,7 +15,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from policies.errors import InputError
 from policies.loader import load_policy
 from reports.costmodel import MonthReport, NoDataError, check_invariants
 from reports.costmodel.months import parse_month
@@ -113,12 +112,13 @@ def report(
         else:
             if month is None:
                 raise click.UsageError("--month is required (or --from-simulation DIR)")
+            from reports.ledger import Ledger
             from reports.sources.monthly_job import ledger_month_report
-            from scheduler.cli.ledger_policy import choose_policy, ledger_exists
+            from scheduler.cli.ledger_policy import choose_policy
 
-            if policy_file is not None and not ledger_exists(ledger_url):
-                raise InputError(f"--ledger: {ledger_url}: no ledger there (meter first)")
             policy, said = choose_policy(policy_file, ledger_url)
+            # Reading only: a ledger that is not there is an error naming it, not a new one.
+            Ledger(ledger_url, readonly=True).close()
             Console(stderr=True, highlight=False).print(said)
             built = ledger_month_report(ledger_url, policy, month)
             out_dir = out_dir or Path("out") / "reports" / month

@@ -134,9 +134,9 @@ def test_reading_a_missing_sqlite_ledger_is_an_error_not_a_new_ledger(
     # Without --policy the report would take it from the ledger's history: none either.
     assert run(["report", "--month", "2026-10"]) == 2
     assert "--policy: required" in capsys.readouterr().err
-    assert run(["report", "--month", "2026-10", "--policy", str(DEFAULT_POLICY)]) == 2
+    assert run(["report", "--month", "2026-10", "--policy", str(DEFAULT_POLICY)]) == 1
     err = capsys.readouterr().err
-    assert "sqlite:///fairpool-ledger.db: no ledger there" in err
+    assert "ledger sqlite:///fairpool-ledger.db: no ledger file fairpool-ledger.db" in err
     assert files_under(tmp_path) == set()
     with pytest.raises(UnavailableError, match="no ledger file"):
         Ledger(f"sqlite:///{tmp_path / 'other.db'}", readonly=True)
