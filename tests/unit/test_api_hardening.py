@@ -113,7 +113,8 @@ def test_unexpected_exceptions_are_internal_with_an_incident_id_logged_once(
     def broken() -> None:
         raise RuntimeError("the engine fell over")
 
-    monkeypatch.setattr(api.view, "snapshot", broken)
+    # The read path answers from what the cycle published: break that.
+    monkeypatch.setattr(api.view, "published", broken)
     with caplog.at_level(logging.ERROR, logger="scheduler.api.guard"):
         error = _status(api.shares.GetEntitlements, share_pb2.GetEntitlementsRequest())
     details = error.details() or ""
