@@ -51,7 +51,7 @@ from tests.controlplane import ControlPlane
 
 GPU_MODEL = "NVIDIA-H100-80GB-HBM3"
 MEMBERS = ("uni-north", "lab-bio", "ai-startup", "physics")
-TOKEN = "soak-admin"
+TOKEN = "soak-admin-0123456789"  # at least 16 characters, as the API requires
 LABEL = "fairpool.io/soak"
 CLIENTS = 50
 WATCHERS = 4

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import create_engine, inspect
 
+from policies.loader import DEFAULT_POLICY
 from tests.pgtest import PostgresServer
 from tests.unit.test_ledger_urls import COMMANDS, files_under, run
 from tests.unit.test_report_cli import fill_ledger
@@ -80,7 +81,8 @@ def test_reading_an_empty_database_creates_no_tables(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    assert run(["report", "--month", "2026-10", "--ledger", postgres_url]) == 1
+    policy = ["--policy", str(DEFAULT_POLICY)]
+    assert run(["report", "--month", "2026-10", "--ledger", postgres_url, *policy]) == 1
     assert "holds no ledger tables" in one_line(capsys.readouterr().err)
     engine = create_engine(postgres_url)
     with engine.connect() as conn:
@@ -97,7 +99,8 @@ def test_a_postgresql_ledger_bills_like_a_sqlite_one(
     fill_ledger(postgres_url, hours)
     fill_ledger(sqlite_url, hours)
     for name, url in (("pg", postgres_url), ("sqlite", sqlite_url)):
-        assert run(["report", "--month", "2026-10", "--ledger", url, "--out", name]) == 0
+        report = ["report", "--month", "2026-10", "--ledger", url, "--out", name]
+        assert run([*report, "--policy", str(DEFAULT_POLICY)]) == 0
     for path in sorted((tmp_path / "sqlite").rglob("*.csv")):
         twin = tmp_path / "pg" / path.relative_to(tmp_path / "sqlite")
         assert twin.read_text() == path.read_text(), path.name

@@ -85,9 +85,11 @@ def test_schema_says_what_the_model_says() -> None:
         "type": "number",
         "minimum": 0,
         "exclusiveMinimum": True,
+        "maximum": 1_000_000.0,
     }
     assert member["properties"]["purchased"]["additionalProperties"] == {
         "minimum": 0,
+        "maximum": 10_000_000,
         "type": "integer",
     }
     assert member["properties"]["maxGpus"]["nullable"] is True
