@@ -107,9 +107,11 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None
     # WAL lets a report read the ledger while the hourly job writes; waiting beats
     # failing when two writers meet.
+    # The busy timeout first: switching to WAL takes a lock that another opening
+    # connection may hold, and without the timeout that fails at once.
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.close()
 
 
