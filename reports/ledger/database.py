@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,8 @@ SQLITE_BEGIN = "fairpool_sqlite_begin"
 FORMS = "sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST[:PORT]/DATABASE"
 # A server that does not answer fails the command in this many seconds, not minutes.
 CONNECT_TIMEOUT_S = 10
+# Two SQLite writers meeting: the second waits this long before it fails.
+SQLITE_BUSY_TIMEOUT_S = 30
 
 
 def masked(url: str) -> str:
@@ -107,12 +111,25 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None
     # WAL lets a report read the ledger while the hourly job writes; waiting beats
     # failing when two writers meet.
-    # The busy timeout first: switching to WAL takes a lock that another opening
-    # connection may hold, and without the timeout that fails at once.
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
+    _switch_to_wal(cursor)
     cursor.close()
+
+
+def _switch_to_wal(cursor: Any) -> None:
+    # Two connections switching a new file to WAL at once both hold a shared lock and both
+    # want the exclusive one; SQLite answers one of them "database is locked" at once,
+    # without its busy handler (waiting would deadlock). So that one tries again.
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _sqlite_begin(conn: Connection) -> None:
