@@ -227,7 +227,7 @@ def test_live_replay_takes_the_simulators_decisions(pool: Pool, replay: Replay) 
     pool.daemon(parse_policy(pool.policy_text(grace=round(GRACE_TRACE_S * SCALE))))
     replay.start()
     wait_until(
-        lambda: len(replay.bound_at) >= len(expected), timeout=60, what="every simulated start"
+        lambda: len(replay.bound_at) >= len(expected), timeout=120, what="every simulated start"
     )
     live = replay.starts()
     assert [(s.job, s.attempt, s.owners) for s in live] == [
