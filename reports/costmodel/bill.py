@@ -81,7 +81,6 @@ def month_prices(
     version_of_hour: pd.Series,
     current_version: int,
 ) -> Prices:
-    versions = lost["hour"].map(version_of_hour).fillna(current_version).astype("int64")
     capacity_exact: dict[Any, Decimal] = priced_by_model(book, capacity, ["owner"], "billed")
     return Prices(
         capacity_cost={k: cents(v) for k, v in capacity_exact.items()},
@@ -89,8 +88,18 @@ def month_prices(
         charged=priced(book, usage_split, ["member", "owner"], CHARGED),
         charged_by_model=priced_by_model(book, usage_split, ["member", "owner"], CHARGED),
         within_purchase=priced(book, usage_split, ["member"], "within_purchase"),
-        lost=priced(book, lost.assign(policy_version=versions), ["member"], "gpu_seconds_lost"),
+        lost=priced(book, lost_versions(lost, version_of_hour, current_version), ["member"], LOST),
     )
+
+
+LOST = "gpu_seconds_lost"
+
+
+def lost_versions(lost: pd.DataFrame, version_of_hour: pd.Series, current: int) -> pd.DataFrame:
+    """GPU-seconds lost to reclaim with the policy version in force at each hour (the
+    version of the prices they are valued at)."""
+    versions = lost["hour"].map(version_of_hour).fillna(current).astype("int64")
+    return lost.assign(policy_version=versions)
 
 
 @dataclass(frozen=True)
@@ -125,3 +134,9 @@ class BillParts:
     """(member, GPU model) -> GPU-hours used on its own nodes at each rate."""
     rated_purchases: RatedLines = field(default_factory=dict)
     """(buyer, host, GPU model) -> purchased GPU-hours that host serves at each rate."""
+    rated_idle: RatedLines = field(default_factory=dict)
+    """(owner, GPU model) -> idle capacity GPU-hours at each rate."""
+    rated_within_purchase: RatedLines = field(default_factory=dict)
+    """(member, GPU model) -> GPU-hours used within its purchased GPUs at each rate."""
+    rated_lost: RatedLines = field(default_factory=dict)
+    """(member, GPU model) -> GPU-hours lost to reclaim at each rate."""

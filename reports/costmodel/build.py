@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from policies.model import Policy
-from reports.costmodel.bill import BillParts, month_gpu_hours, month_prices
+from reports.costmodel.bill import LOST, BillParts, lost_versions, month_gpu_hours, month_prices
 from reports.costmodel.capacity import hourly_capacity, idle_cost_split
 from reports.costmodel.coverage import Coverage, local_days, measure_coverage, month_hour_index
 from reports.costmodel.frames import (
@@ -146,6 +146,14 @@ def build_month_report(
         rated_own=by_rate(book, usage_split, ["member"], "own"),
         rated_purchases=purchase_detail(
             policy, book, hours.contributed_by_model, inputs.version_of_hour
+        ),
+        rated_idle=by_rate(book, capacity_hourly, ["owner"], "idle"),
+        rated_within_purchase=by_rate(book, usage_split, ["member"], "within_purchase"),
+        rated_lost=by_rate(
+            book,
+            lost_versions(inputs.lost, inputs.version_of_hour, policy.version),
+            ["member"],
+            LOST,
         ),
     )
     invoices, summary = invoices_and_summary(parts)

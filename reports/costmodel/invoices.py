@@ -3,7 +3,7 @@ idle capacity, shared costs, information) and its summary row."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -13,7 +13,7 @@ from policies.model import IdleCostRule
 from reports.costmodel.bill import BillParts
 from reports.costmodel.money import ZERO, cents, largest_remainder
 from reports.costmodel.purchases import purchased
-from reports.costmodel.rated import Rated, split, split_models
+from reports.costmodel.rated import Rated, RatedLines, split, split_models
 from reports.costmodel.report import INVOICE_COLUMNS
 
 OTHERS_HARDWARE = "others-hardware"
@@ -225,23 +225,30 @@ def idle_lines(m: str, parts: BillParts, lines: InvoiceLines) -> Decimal:
     idle_h = float(parts.hours.idle.get(m, 0.0))
     returned = parts.idle_returned.get(m, ZERO)
     share = parts.idle_share.get(m, ZERO)
+    own_models = _member_models(parts.rated_idle, m)
     if rule is IdleCostRule.OWNER:
         if idle_h > 0:
-            lines.add(
+            _rated_lines(
                 m,
+                lines,
                 "info",
                 "Idle capacity on own nodes (in the capacity cost: idle cost rule 'owner')",
-                gpu_hours=idle_h,
-                info_value=cents(parts.prices.idle.get(m, ZERO)),
+                own_models,
+                cents(parts.prices.idle.get(m, ZERO)),
+                "info_value",
+                idle_h,
             )
         return share - returned
     if returned or idle_h > 0:
-        lines.add(
+        _rated_lines(
             m,
+            lines,
             "idle",
             "Idle capacity on own nodes, returned to the pool",
-            gpu_hours=idle_h,
-            amount=-returned,
+            own_models,
+            -returned,
+            "amount",
+            idle_h,
         )
     if m in parts.idle_share:
         lines.add(m, "idle", f"Share of pooled idle capacity ({rule.value})", amount=share)
@@ -279,22 +286,64 @@ def info_lines(m: str, parts: BillParts, lines: InvoiceLines) -> Decimal:
             )
     within_value = cents(parts.prices.within_purchase.get(m, ZERO))
     if hours.within_purchase.get(m, 0.0) > 0:
-        lines.add(
+        _rated_lines(
             m,
+            lines,
             "info",
             "Used within purchased GPUs (paid by the purchase)",
-            gpu_hours=float(hours.within_purchase.get(m, 0.0)),
-            info_value=within_value,
+            _member_models(parts.rated_within_purchase, m),
+            within_value,
+            "info_value",
+            float(hours.within_purchase.get(m, 0.0)),
         )
     if hours.lost.get(m, 0.0) > 0:
-        lines.add(
+        _rated_lines(
             m,
+            lines,
             "info",
             "GPU-hours lost to reclaim (not billed: already billed as use)",
-            gpu_hours=float(hours.lost.get(m, 0.0)),
-            info_value=cents(parts.prices.lost.get(m, ZERO)),
+            _member_models(parts.rated_lost, m),
+            cents(parts.prices.lost.get(m, ZERO)),
+            "info_value",
+            float(hours.lost.get(m, 0.0)),
         )
     return within_value
+
+
+def _member_models(rated: RatedLines, m: str) -> dict[Hashable, list[Rated]]:
+    """`m`'s entries of (member, GPU model)-keyed rated lines, by GPU model."""
+    return {str(model): parts for (member, model), parts in sorted(rated.items()) if member == m}
+
+
+def _rated_lines(
+    m: str,
+    lines: InvoiceLines,
+    section: str,
+    description: str,
+    rated: Mapping[Hashable, list[Rated]],
+    total: Decimal,
+    field: str,
+    gpu_hours: float,
+) -> None:
+    """One line per GPU model and rate, its GPU-hours and its part of `total` (cents, in
+    `field`: `amount` for money due, `info_value` for information), the parts rounded by
+    largest remainder so they add up to `total` exactly. Without rated parts (nothing
+    priced), one line of `gpu_hours` and `total`."""
+    if not rated:
+        lines.add(m, section, description, gpu_hours=gpu_hours, **{field: total})
+        return
+    sign = -1 if total < 0 else 1
+    for model, amount in split_models(abs(total), rated).items():
+        for part, piece in split(amount, rated[model]):
+            lines.add(
+                m,
+                section,
+                description,
+                gpu_model=model,
+                gpu_hours=part.gpu_hours,
+                rate=part.rate,
+                **{field: sign * piece},
+            )
 
 
 def summary_row(
