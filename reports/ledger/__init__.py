@@ -10,13 +10,14 @@ from reports.ledger.schema import (
     hour_start,
     hours_between,
 )
-from reports.ledger.store import Ledger, MeteringRun
+from reports.ledger.store import HourWrite, Ledger, MeteringRun
 
 __all__ = [
     "CAPACITY_COLUMNS",
     "HOURS_COLUMNS",
     "RECLAIM_LOST_COLUMNS",
     "USAGE_COLUMNS",
+    "HourWrite",
     "Ledger",
     "MeteringRun",
     "UTCDateTime",

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -113,51 +113,45 @@ class Ledger:
     ) -> None:
         """Replace everything stored for `hour` by these rows and mark it metered (or
         `empty`: metered, and the cluster had no nodes), in one transaction."""
-        hour = hour_start(hour)
-        if not 0.0 <= coverage <= 1.0:
-            raise InputError(f"coverage {coverage} is outside 0..1")
-        if status not in DONE:
-            raise InputError(f"hour status {status!r} is not one of {DONE}")
-        coverage_rows = (
-            _rows(node_coverage, hour, NODE_COVERAGE_COLUMNS, {}, "node_coverage")
-            if node_coverage is not None
-            else []
+        self.replace_hours(
+            [HourWrite(hour, usage, capacity, reclaim_lost, coverage, node_coverage, status)]
         )
-        usage_rows = _rows(usage, hour, USAGE_COLUMNS, USAGE_DEFAULTS, "usage")
-        for row in usage_rows:
-            if row["source"] not in USAGE_SOURCES:
-                raise InputError(f"usage source {row['source']!r} is not one of {USAGE_SOURCES}")
-        capacity_rows = _rows(capacity, hour, CAPACITY_COLUMNS, {}, "capacity")
-        lost_rows = (
-            _rows(reclaim_lost, hour, RECLAIM_LOST_COLUMNS, {}, "reclaim_lost")
-            if reclaim_lost is not None
-            else []
-        )
+
+    def replace_hours(self, writes: list[HourWrite]) -> None:
+        """`replace_hour` for several hours in one transaction (a meter's chunk): each
+        hour's rows are replaced as a whole, and all the hours are written or none."""
+        if not writes:
+            return
+        rows = _HourRows.of(writes)
+        hours = [hour_start(w.hour) for w in writes]
+        if len(set(hours)) != len(hours):
+            raise InputError("replace_hours: an hour is given twice")
         now = datetime.now(UTC)
-        with self._writing(hour) as conn:
+        with self._writing(*hours) as conn:
             for table in (usage_table, capacity_table, reclaim_lost_table, node_coverage_table):
-                conn.execute(delete(table).where(table.c.hour == hour))
-            if coverage_rows:
-                conn.execute(insert(node_coverage_table), coverage_rows)
-            if usage_rows:
-                conn.execute(insert(usage_table), usage_rows)
-            if capacity_rows:
-                conn.execute(insert(capacity_table), capacity_rows)
-            if lost_rows:
-                conn.execute(insert(reclaim_lost_table), lost_rows)
-            attempts = _attempts(conn, hour)
-            conn.execute(delete(hours_table).where(hours_table.c.hour == hour))
+                conn.execute(delete(table).where(table.c.hour.in_(hours)))
+            for table, values in (
+                (node_coverage_table, rows.node_coverage),
+                (usage_table, rows.usage),
+                (capacity_table, rows.capacity),
+                (reclaim_lost_table, rows.lost),
+            ):
+                if values:
+                    conn.execute(insert(table), values)
+            attempts = _attempts(conn, hours)
+            conn.execute(delete(hours_table).where(hours_table.c.hour.in_(hours)))
             conn.execute(
                 insert(hours_table),
                 [
                     {
                         "hour": hour,
-                        "status": status,
-                        "coverage": float(coverage),
-                        "attempts": attempts + 1,
+                        "status": write.status,
+                        "coverage": float(write.coverage),
+                        "attempts": attempts.get(hour, 0) + 1,
                         "last_error": None,
                         "metered_at": now,
                     }
+                    for hour, write in zip(hours, writes, strict=True)
                 ],
             )
 
@@ -212,20 +206,23 @@ class Ledger:
             return int(key[0]) if key is not None else 0
 
     @contextmanager
-    def _writing(self, hour: datetime) -> Iterator[Connection]:
-        """A transaction that alone may write `hour`: two meters metering the same hour at
-        once take turns (the second then replaces the first's rows, never adds to them)
-        instead of colliding on the keys. SQLite has one writer at a time anyway; taking
-        the write lock at BEGIN keeps a read-then-write from meeting a newer snapshot."""
+    def _writing(self, *hours: datetime) -> Iterator[Connection]:
+        """A transaction that alone may write `hours`: two meters metering the same hour
+        at once take turns (the second then replaces the first's rows, never adds to them)
+        instead of colliding on the keys. The hours are locked in time order, so two
+        writers of overlapping hours cannot wait for each other. SQLite has one writer at
+        a time anyway; taking the write lock at BEGIN keeps a read-then-write from meeting
+        a newer snapshot."""
         with self.engine.connect() as conn:
             if conn.dialect.name == "sqlite":
                 conn.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"})
             with conn.begin():
                 if conn.dialect.name == "postgresql":
-                    conn.execute(
-                        text("SELECT pg_advisory_xact_lock(:space, :hour)"),
-                        {"space": _HOUR_LOCKS, "hour": int(hour.timestamp()) // 3600},
-                    )
+                    for number in sorted({int(h.timestamp()) // 3600 for h in hours}):
+                        conn.execute(
+                            text("SELECT pg_advisory_xact_lock(:space, :hour)"),
+                            {"space": _HOUR_LOCKS, "hour": number},
+                        )
                 yield conn
 
     def forget(
@@ -420,40 +417,114 @@ def _aware(value: datetime, name: str) -> datetime:
     return value.astimezone(UTC)
 
 
-def _attempts(conn: Connection, hour: datetime) -> int:
-    value = conn.execute(
-        select(hours_table.c.attempts).where(hours_table.c.hour == hour)
-    ).scalar_one_or_none()
-    return int(value) if value is not None else 0
+def _attempts(conn: Connection, hours: list[datetime]) -> dict[datetime, int]:
+    """Attempts recorded so far for each of `hours` that has a row."""
+    found = conn.execute(
+        select(hours_table.c.hour, hours_table.c.attempts).where(hours_table.c.hour.in_(hours))
+    )
+    return {_utc(r.hour): int(r.attempts) for r in found}
+
+
+@dataclass(frozen=True)
+class HourWrite:
+    """One hour's rows for `Ledger.replace_hours`."""
+
+    hour: datetime
+    usage: pd.DataFrame
+    capacity: pd.DataFrame
+    reclaim_lost: pd.DataFrame | None
+    coverage: float
+    node_coverage: pd.DataFrame | None = None
+    status: str = METERED
+
+
+@dataclass
+class _HourRows:
+    """The rows of several hours as dicts for the database, checked before any is
+    written."""
+
+    usage: list[dict[str, Any]] = field(default_factory=list)
+    capacity: list[dict[str, Any]] = field(default_factory=list)
+    lost: list[dict[str, Any]] = field(default_factory=list)
+    node_coverage: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, writes: list[HourWrite]) -> _HourRows:
+        for write in writes:
+            if not 0.0 <= write.coverage <= 1.0:
+                raise InputError(f"coverage {write.coverage} is outside 0..1")
+            if write.status not in DONE:
+                raise InputError(f"hour status {write.status!r} is not one of {DONE}")
+        usage = _rows([(w.hour, w.usage) for w in writes], USAGE_COLUMNS, USAGE_DEFAULTS, "usage")
+        unknown = {row["source"] for row in usage} - set(USAGE_SOURCES)
+        if unknown:
+            raise InputError(f"usage source {sorted(unknown)[0]!r} is not one of {USAGE_SOURCES}")
+        return cls(
+            usage=usage,
+            capacity=_rows(
+                [(w.hour, w.capacity) for w in writes], CAPACITY_COLUMNS, {}, "capacity"
+            ),
+            lost=_rows(
+                [(w.hour, w.reclaim_lost) for w in writes if w.reclaim_lost is not None],
+                RECLAIM_LOST_COLUMNS,
+                {},
+                "reclaim_lost",
+            ),
+            node_coverage=_rows(
+                [(w.hour, w.node_coverage) for w in writes if w.node_coverage is not None],
+                NODE_COVERAGE_COLUMNS,
+                {},
+                "node_coverage",
+            ),
+        )
 
 
 def _rows(
-    frame: pd.DataFrame,
-    hour: datetime,
+    parts: list[tuple[datetime, pd.DataFrame]],
     columns: list[str],
     defaults: dict[str, Any],
     name: str,
 ) -> list[dict[str, Any]]:
-    """The frame's rows as dicts for `columns`, every row forced onto `hour`."""
-    missing = [c for c in columns if c != "hour" and c not in frame and c not in defaults]
-    if missing:
-        raise InputError(f"{name} rows lack column(s) {', '.join(missing)}")
-    if "hour" in frame and len(frame):
-        hours = pd.to_datetime(frame["hour"], utc=True)
-        if (hours != pd.Timestamp(hour)).any():
-            raise InputError(f"{name} rows for {hour.isoformat()} include other hours")
-    # Column by column: per-value conversion costs more than the database insert.
+    """The rows of each (hour, frame) as dicts for `columns`, every row forced onto its
+    hour."""
+    hours: list[datetime] = []
+    frames: list[pd.DataFrame] = []
+    for hour, frame in parts:
+        hour = hour_start(hour)
+        missing = [c for c in columns if c != "hour" and c not in frame and c not in defaults]
+        if missing:
+            raise InputError(f"{name} rows lack column(s) {', '.join(missing)}")
+        if "hour" in frame and len(frame):
+            stamped = pd.to_datetime(frame["hour"], utc=True)
+            if (stamped != pd.Timestamp(hour)).any():
+                raise InputError(f"{name} rows for {hour.isoformat()} include other hours")
+        if len(frame):
+            hours += [hour] * len(frame)
+            frames.append(frame)
+    # Column by column, all hours at once: per-value conversion costs more than the
+    # database insert.
     values: dict[str, list[Any]] = {}
     for column in columns[1:]:
-        if column in frame:
-            values[column] = _plain_list(frame[column])
-        else:
-            values[column] = [_plain(defaults.get(column))] * len(frame)
+        values[column] = _column_values(frames, column, defaults.get(column))
     names = list(values)
     return [
         {"hour": hour, **dict(zip(names, row, strict=True))}
-        for row in zip(*values.values(), strict=True)
+        for hour, row in zip(hours, zip(*values.values(), strict=True), strict=True)
     ]
+
+
+def _column_values(frames: list[pd.DataFrame], column: str, default: Any) -> list[Any]:
+    """`column` of every frame in turn as Python values (`default` where a frame lacks it)."""
+    kinds = {str(f[column].dtype) if column in f else None for f in frames}
+    if len(kinds) == 1 and None not in kinds:
+        return _plain_list(pd.concat([f[column] for f in frames], ignore_index=True))
+    out: list[Any] = []
+    for frame in frames:
+        if column in frame:
+            out += _plain_list(frame[column])
+        else:
+            out += [_plain(default)] * len(frame)
+    return out
 
 
 def _plain_list(series: pd.Series) -> list[Any]:

@@ -17,6 +17,7 @@ A source with no samples expected on a node in that hour has no coverage (NULL),
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -76,10 +77,30 @@ def node_coverage(
 
 
 def _exact_sums(frame: pd.DataFrame, keys: list[str], columns: list[str]) -> pd.DataFrame:
-    """Correctly rounded sums of `columns` per `keys`: an hour's figures then do not
-    depend on which other hours were summed alongside it (pandas' grouped sums can
-    differ in the last bit)."""
-    return frame.groupby(keys)[columns].agg(math.fsum)
+    """Correctly rounded sums of `columns` per `keys` (sorted): an hour's figures then do
+    not depend on which other hours were summed alongside it (pandas' grouped sums can
+    differ in the last bit). Whole numbers (sample counts) below 2**53 add up exactly in
+    any order; other columns are summed with `math.fsum`, group by group."""
+    grouped = frame.groupby(keys, sort=True)
+    numbers = grouped.ngroup().to_numpy(dtype=float, na_value=np.nan)
+    index = grouped.size().index
+    kept = ~np.isnan(numbers) & (numbers >= 0)  # rows with a missing key: no group
+    codes = numbers[kept].astype(np.int64)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(index) + 1))
+    sums: dict[str, np.ndarray] = {}
+    for column in columns:
+        values = frame[column].to_numpy(dtype=float)[kept]
+        whole = np.isfinite(values).all() and (values == np.floor(values)).all()
+        if whole and np.abs(values).sum() < 2.0**53:
+            sums[column] = np.bincount(codes, weights=values, minlength=len(index))
+        else:
+            ordered = values[order]
+            sums[column] = np.array(
+                [math.fsum(ordered[a:b]) for a, b in itertools.pairwise(bounds)],
+                dtype=float,
+            )
+    return pd.DataFrame(sums, index=index)
 
 
 def source_coverage(table: pd.DataFrame) -> dict[str, float | None]:

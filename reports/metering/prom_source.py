@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+import numpy as np
 import pandas as pd
 import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
@@ -136,15 +137,24 @@ class PromSource:
 
 
 def _matrix_frame(result: list[dict[str, Any]]) -> pd.DataFrame:
-    records: list[dict[str, Any]] = []
+    """One row per series and point: column by column (a dict per point costs more than
+    the query), a label a series lacks is missing (NaN)."""
+    labels: dict[str, list[str | None]] = {}
+    times: list[float] = []
+    values: list[float] = []
     for item in result:
-        labels = item["metric"]
-        for t, v in item["values"]:
-            records.append({**labels, "_t": float(t), "value": float(v)})
-    if not records:
+        points = item["values"]
+        for key in item["metric"]:
+            if key not in labels:
+                labels[key] = [None] * len(times)
+        for key, column in labels.items():
+            column.extend([item["metric"].get(key)] * len(points))
+        times.extend(float(t) for t, _ in points)
+        values.extend(float(v) for _, v in points)
+    if not times:
         return pd.DataFrame({"hour": pd.Series([], dtype="datetime64[ns, UTC]"), "value": []})
-    frame = pd.DataFrame.from_records(records)
-    frame["hour"] = pd.to_datetime(frame.pop("_t") - 3600, unit="s", utc=True)
+    frame = pd.DataFrame({**labels, "value": values})
+    frame["hour"] = pd.to_datetime(np.array(times) - 3600, unit="s", utc=True)
     return frame
 
 

@@ -401,12 +401,22 @@ def _pod_requests(frame: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def _kube_state_requests(ksm_requests: pd.DataFrame, fairpool_uids: set[str]) -> pd.DataFrame:
+    """The pods that requested GPUs and that fairpool never reported."""
+    requests = _pod_requests(ksm_requests)
+    return requests[(requests["gpus"] > 0) & ~requests["uid"].isin(fairpool_uids)]
+
+
+def kube_state_uids(ksm_requests: pd.DataFrame, fairpool_uids: set[str]) -> set[str]:
+    """The uids of the pods kube-state-metrics bills: only their phase series count."""
+    return set(_kube_state_requests(ksm_requests, fairpool_uids)["uid"])
+
+
 def _kube_state_base(inputs: ChunkInputs) -> pd.DataFrame:
     """The chunk's pods that requested GPUs and that fairpool never reported, with their
     start, completion and node (the request's own node label first, then
     kube_pod_info's)."""
-    requests = _pod_requests(inputs.ksm_requests)
-    requests = requests[(requests["gpus"] > 0) & ~requests["uid"].isin(inputs.fairpool_uids_around)]
+    requests = _kube_state_requests(inputs.ksm_requests, inputs.fairpool_uids_around)
     if not len(requests):
         return requests
     k = requests.merge(_keyed(inputs.ksm_start, _POD_KEYS, "start"), on=_POD_KEYS, how="left")

@@ -13,6 +13,7 @@ from policies.errors import InputError
 from reports.ledger import (
     CAPACITY_COLUMNS,
     USAGE_COLUMNS,
+    HourWrite,
     Ledger,
     MeteringRun,
     hours_between,
@@ -198,3 +199,37 @@ def test_two_meters_on_the_same_hours_leave_one_copy_each(ledger_url: str) -> No
         status = ledger.hour_status(hours[0], hours[-1] + timedelta(hours=1))
         assert status["status"].tolist() == ["metered"] * 24
         assert status["attempts"].tolist() == [3] * 24
+
+
+def test_replace_hours_writes_a_chunk_whole_or_not_at_all(ledger: Ledger) -> None:
+    H2 = H1 + timedelta(hours=1)
+    ledger.replace_hour(H0, usage(["old"]), capacity(), None, coverage=1.0)
+    # A failure in the chunk's last hour: no hour of the chunk changes.
+    with pytest.raises(Exception):  # noqa: B017 - any database error will do
+        ledger.replace_hours(
+            [
+                HourWrite(H0, usage(["a"]), capacity(), None, 1.0),
+                HourWrite(H1, usage(["x", "x"]), capacity(), None, 1.0),
+            ]
+        )
+    assert ledger.usage_frame(H0, H2)["pod_uid"].tolist() == ["old"]
+    assert ledger.hour_status(H0, H2)["attempts"].tolist() == [1]
+    ledger.replace_hours(
+        [
+            HourWrite(H0, usage(["a", "b"]), capacity(), None, 0.5),
+            HourWrite(H1, usage(["c"], seconds=60.0), capacity(), None, 1.0),
+        ]
+    )
+    frame = ledger.usage_frame(H0, H2)
+    assert list(zip(frame["hour"], frame["pod_uid"], strict=True)) == [
+        (pd.Timestamp(H0), "a"),
+        (pd.Timestamp(H0), "b"),
+        (pd.Timestamp(H1), "c"),
+    ]
+    assert frame["gpu_seconds"].tolist() == [3600.0, 3600.0, 60.0]
+    status = ledger.hour_status(H0, H2)
+    assert status["attempts"].tolist() == [2, 1]
+    assert status["coverage"].tolist() == [0.5, 1.0]
+    assert len(ledger.capacity_frame(H0, H2)) == 2
+    with pytest.raises(InputError, match="twice"):
+        ledger.replace_hours([HourWrite(H0, usage([]), capacity(), None, 1.0)] * 2)

@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 
-from reports.metering.meter import _chunks
+from reports.metering import promql
+from reports.metering.meter import _chunks, _phase_of
 from reports.metering.promql import MeteringQueries
-from reports.metering.rows import HourInputs, build_hour, counter_increase
+from reports.metering.rows import HourInputs, build_hour, counter_increase, kube_state_uids
 
 H = datetime(2026, 10, 5, 10, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -305,3 +306,44 @@ def test_no_dcgm_at_all_is_zero_utilization_coverage_not_unknown() -> None:
     node = rows.node_coverage.set_index("node").loc["gpu-a"]
     assert node["utilization"] == 0.0
     assert pd.isna(node["capacity"])
+
+
+def test_phase_series_are_read_for_the_pods_kube_state_metrics_bills_only() -> None:
+    requests = pd.DataFrame(
+        {
+            "namespace": ["a", "a", "a"],
+            "pod": ["p1", "p2", "p3"],
+            "uid": ["u-1.x", "u-2", "u-3"],
+            "node": ["n", "n", "n"],
+            "value": [1.0, 0.0, 2.0],
+        }
+    )
+    # u-2 requests no GPU, u-3 was reported by fairpool.
+    assert kube_state_uids(requests, {"u-3"}) == {"u-1.x"}
+    assert _phase_of({"u-1.x", "b-2"}) == (
+        'kube_pod_status_phase{phase="Running",uid=~`b-2|u-1\\.x`}'
+    )
+    # Not plain text, or too many to list: every pod's phase series, as before.
+    assert _phase_of({"u 1"}) == promql.KSM_RUNNING
+    assert _phase_of({f"u-{i}" for i in range(5000)}) == promql.KSM_RUNNING
+
+
+def test_exact_sums_are_correctly_rounded_whole_or_not() -> None:
+    import math
+    import random
+
+    from reports.metering.coverage import _exact_sums
+
+    rng = random.Random(3)
+    n = 400
+    frame = pd.DataFrame(
+        {
+            "h0": [float(rng.choice([0, 3600, 7200])) for _ in range(n)],
+            "node": [rng.choice(["a", "b", "c", None]) for _ in range(n)],
+            "count": [float(rng.randint(0, 120)) for _ in range(n)],
+            "seconds": [rng.uniform(0, 1e6) / 7.0 for _ in range(n)],
+        }
+    )
+    got = _exact_sums(frame, ["h0", "node"], ["count", "seconds"])
+    expected = frame.groupby(["h0", "node"])[["count", "seconds"]].agg(math.fsum)
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
