@@ -27,7 +27,7 @@ import grpc
 import yaml
 
 from policies.errors import InputError
-from scheduler.api.guard import Guard
+from scheduler.api.guard import Guard, pass_bytes
 
 log = logging.getLogger(__name__)
 
@@ -408,5 +408,5 @@ class AuthInterceptor(grpc.ServerInterceptor):
                 f"role {principal.role} may not call {method.rsplit('/', 1)[-1]}",
             )
         if self._guard is None:
-            return handler
+            return pass_bytes(handler)
         return self._guard.wrap(handler, method, principal, principal.name)

@@ -106,6 +106,20 @@ class Slots:
         return self._in_use
 
 
+def pass_bytes(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """The handler with a response serializer that sends bytes as they are: a method may
+    answer with a response it serialized once and keeps (GetEntitlements), instead of a
+    message serialized again at every call."""
+    serialize = handler.response_serializer
+    if serialize is None:
+        return handler
+
+    def serializer(response: Any) -> bytes:
+        return response if isinstance(response, bytes) else serialize(response)  # type: ignore[no-any-return]
+
+    return handler._replace(response_serializer=serializer)  # type: ignore[attr-defined,no-any-return]
+
+
 class Guard:
     """Wraps the behavior of a method handler with the slots of its kind and the
     catch-all; counts what it refused and the incidents, for /metrics."""
@@ -122,6 +136,7 @@ class Guard:
     def wrap(
         self, handler: grpc.RpcMethodHandler, method: str, identity: object, who: str
     ) -> grpc.RpcMethodHandler:
+        handler = pass_bytes(handler)
         kind = LIMITED_METHODS.get(method)
         slots = self.slots[kind] if kind is not None else None
         name = method.rsplit("/", 1)[-1]
