@@ -14,6 +14,11 @@ Two loads, both with the engine cycling and publishing a new snapshot every cycl
   calls/s in all, the rate at which the API was once measured at 803 ms p99), the
   latency a caller sees at that traffic.
 
+Then the paced load once more with the same cycles run by a process of their own, the
+API's process only serving: the share of the latency that comes from sharing one
+interpreter (its GIL) with the scheduling loop, on the same machine at the same load.
+That server sees no new publication meanwhile, so it also skips the per-publication book.
+
 The server runs in a child process so that the clients' Python does not share its GIL.
 """
 
@@ -155,6 +160,10 @@ def _serve(conn: Connection, folder: str) -> None:
         command, seconds = conn.recv()
         if command == "stop":
             break
+        if command == "idle":  # the engine cycles in another process meanwhile
+            time.sleep(seconds)
+            conn.send([])
+            continue
         durations: list[float] = []
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
@@ -164,6 +173,19 @@ def _serve(conn: Connection, folder: str) -> None:
             time.sleep(durations[-1])
         conn.send(durations)
     server.stop(grace=0.5)
+
+
+def _engine_elsewhere(conn: Connection, seconds: float) -> None:
+    """The same cycles as `_serve`'s, in a process of their own: what the API would see
+    if it did not share the scheduler's interpreter (and its GIL)."""
+    view = CyclingView(*build_cluster())
+    conn.send("ready")
+    durations: list[float] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        durations.append(view.cycle())
+        time.sleep(durations[-1])
+    conn.send(durations)
 
 
 @dataclass
@@ -256,6 +278,19 @@ def run(console: Console) -> None:
                 ours.send(("cycles", LOAD_SECONDS))
                 loads.append((label, asyncio.run(_load(target, LOAD_SECONDS, rate))))
                 cycles.append((f"{CLIENTS} clients, {label}", ours.recv()))
+        label = f"paced, {PACED_RATE:.0f}/s, engine in another process"
+        with console.status(f"{CLIENTS} clients ({label}) for {LOAD_SECONDS:.0f} s…"):
+            engine_ours, engine_theirs = context.Pipe()
+            engine = context.Process(
+                target=_engine_elsewhere, args=(engine_theirs, LOAD_SECONDS), daemon=True
+            )
+            engine.start()
+            engine_ours.recv()
+            ours.send(("idle", LOAD_SECONDS))
+            loads.append((label, asyncio.run(_load(target, LOAD_SECONDS, PACED_RATE))))
+            ours.recv()
+            cycles.append((f"{CLIENTS} clients, {label}", engine_ours.recv()))
+            engine.join(30)
         ours.send(("stop", 0))
         child.join(30)
     _tables(console, loads, cycles, first_cycle, explained)
@@ -274,7 +309,7 @@ def _tables(
         f"on {os.cpu_count()} cores",
         title_justify="left",
     )
-    for column in ("load", "what", "calls", "per second", "p50 ms", "p99 ms", "errors"):
+    for column in ("load", "what", "calls", "per second", "p50 ms", "p95 ms", "p99 ms", "errors"):
         table.add_column(column, justify="left" if column in ("load", "what") else "right")
     for label, load in loads:
         every: list[float] = []
@@ -286,6 +321,7 @@ def _tables(
                 f"{len(values):,}",
                 f"{len(values) / load.seconds:,.0f}",
                 _ms(values, 0.5),
+                _ms(values, 0.95),
                 _ms(values, 0.99),
                 str(load.errors[name]),
             )
@@ -295,6 +331,7 @@ def _tables(
             f"{len(every):,}",
             f"{len(every) / load.seconds:,.0f}",
             _ms(every, 0.5),
+            _ms(every, 0.95),
             _ms(every, 0.99),
             str(sum(load.errors.values())),
             style="bold",

@@ -677,6 +677,7 @@ def report(console: Console, r: SoakResult) -> None:
         "binds / s",
         "GetEntitlements calls / s",
         "p50 ms",
+        "p95 ms",
         "p99 ms",
         "load average",
     ):
@@ -700,13 +701,14 @@ def report(console: Console, r: SoakResult) -> None:
             f"{binds:.0f}",
             f"{len(got) / 60:.0f}" if got else "-",
             f"{_quantile_ms(got, 0.5):.1f}" if got else "-",
+            f"{_quantile_ms(got, 0.95):.1f}" if got else "-",
             f"{_quantile_ms(got, 0.99):.1f}" if got else "-",
             f"{last.load:.1f}",
         )
         previous = last
     console.print(table)
     codes = Table(title="gRPC status codes per call", title_justify="left")
-    for column in ("call", "code", "calls", "p50 ms", "p99 ms"):
+    for column in ("call", "code", "calls", "p50 ms", "p95 ms", "p99 ms"):
         codes.add_column(column, justify="left" if column in ("call", "code") else "right")
     every: dict[str, list[float]] = defaultdict(list)
     for (_, method), values in r.latencies.items():
@@ -718,6 +720,7 @@ def report(console: Console, r: SoakResult) -> None:
             code,
             f"{n:,}",
             f"{_quantile_ms(values, 0.5):.1f}" if values else "",
+            f"{_quantile_ms(values, 0.95):.1f}" if values else "",
             f"{_quantile_ms(values, 0.99):.1f}" if values else "",
         )
     console.print(codes)
@@ -745,7 +748,8 @@ def report(console: Console, r: SoakResult) -> None:
         f"{rate(with_clients):.1f} with them"
     )
     console.print(
-        f"GetEntitlements p50 {_quantile_ms(got, 0.5):.1f} ms, p99 "
+        f"GetEntitlements p50 {_quantile_ms(got, 0.5):.1f} ms, p95 "
+        f"{_quantile_ms(got, 0.95):.1f} ms, p99 "
         f"{_quantile_ms(got, 0.99):.1f} ms over {len(got):,} calls (target p99 ≤ "
         f"{TARGET_P99_MS:.0f} ms); UNKNOWN answers: {r.unknown}; daemon alive at the end: "
         f"{r.alive_at_end}; exit code on SIGTERM: {r.exit_code}"

@@ -3,8 +3,9 @@
 Roles: `admin` (everything), `member:<name>` (its own usage, reports, queue and
 explanations, the shared summary; no policy writes), `viewer` (entitlements and
 summaries). The token file is YAML (`tokens: [{token, role, name}]` or `{token: role}`)
-or CSV (`token,role[,name]`); it is re-read when it changes, so a rotated Secret takes
-effect without a restart.
+or CSV (`token,role[,name]`); it is re-read in the background every few seconds, so a
+rotated Secret takes effect without a restart and a revoked token stops working without
+waiting for a call.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import io
 import logging
 import re
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -27,7 +27,7 @@ import grpc
 import yaml
 
 from policies.errors import InputError
-from scheduler.api.guard import Guard
+from scheduler.api.guard import Guard, pass_bytes
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +85,15 @@ class TokensUnavailable(Exception):
 
 
 class TokenTable:
-    """Bearer token -> Principal, from a file, re-read when its content changes.
+    """Bearer token -> Principal, from a file that is re-read in the background.
 
-    A reload that fails (the file deleted, unreadable or invalid) is logged and counted,
-    and by default ends every old token's access (fail closed): a revoked token must not
-    keep working because the file that revoked it has a typo. With
-    `keep_on_reload_error` the last good table stays in force instead."""
+    `reload()` reads the file again; the server calls it every `RECHECK_SECONDS` from a
+    thread of its own (`watch`), so a token removed from the file stops working within
+    that time whether or not calls arrive, and no call ever waits for the file. A reload
+    that fails (the file deleted, unreadable or invalid) is logged and counted, and by
+    default ends every old token's access (fail closed): a revoked token must not keep
+    working because the file that revoked it has a typo. With `keep_on_reload_error`
+    the last good table stays in force instead."""
 
     RECHECK_SECONDS = 2.0
 
@@ -106,10 +109,12 @@ class TokenTable:
         self._lock = threading.Lock()
         self._by_digest: dict[bytes, Principal] = {}
         self._content: bytes | None = None
-        self._checked = time.monotonic()
         self._failure: str | None = None
         self.reloads: collections.Counter[str] = collections.Counter()
         """Reloads after the first load, by result (`ok`, `error`), for /metrics."""
+        self.generation = 0
+        """Counts the changes of what is in force (a new table, or failing closed), so a
+        long call can tell cheaply whether to check its caller again."""
         if entries is not None:
             self._by_digest = {_digest(t): p for t, p in entries.items()}
         if path is not None:
@@ -136,28 +141,49 @@ class TokenTable:
             raise InputError(f"{self._path}: not UTF-8 text (byte {exc.start})") from exc
         return {_digest(t): p for t, p in parse_tokens(text, str(self._path))}
 
-    def _maybe_reload(self) -> None:
-        now = time.monotonic()
-        if self._path is None or now - self._checked < self.RECHECK_SECONDS:
+    def reload(self) -> None:
+        """Read the file again; a new content takes effect at once, a broken one is
+        handled as the class says. Never raises for the file's sake."""
+        if self._path is None:
             return
-        self._checked = now
         try:
             content = self._read()
             if content == self._content and self._failure is None:
                 return
             table = self._parse(content)
         except InputError as exc:
-            self._reload_failed(str(exc))
+            with self._lock:
+                self._reload_failed(str(exc))
             return
-        self._by_digest, self._content = table, content
-        self.reloads["ok"] += 1
-        if self._failure is not None:
-            log.warning(
-                "token file %s is valid again: serving its %d tokens", self._path, len(table)
-            )
-        else:
-            log.info("token file %s reloaded: %d tokens", self._path, len(table))
-        self._failure = None
+        with self._lock:
+            self._by_digest, self._content = table, content
+            self.generation += 1
+            self.reloads["ok"] += 1
+            if self._failure is not None:
+                log.warning(
+                    "token file %s is valid again: serving its %d tokens", self._path, len(table)
+                )
+            else:
+                log.info("token file %s reloaded: %d tokens", self._path, len(table))
+            self._failure = None
+
+    def watch(self, stop: threading.Event, every: float | None = None) -> threading.Thread | None:
+        """Start re-reading the file every `every` seconds (default RECHECK_SECONDS) in a
+        daemon thread, until `stop` is set; None for a table without a file."""
+        if self._path is None:
+            return None
+        period = self.RECHECK_SECONDS if every is None else every
+
+        def loop() -> None:
+            while not stop.wait(period):
+                try:
+                    self.reload()
+                except Exception:  # the reloader must outlive any surprise
+                    log.exception("token file %s: reload failed", self._path)
+
+        thread = threading.Thread(target=loop, name="fairpool-token-reload", daemon=True)
+        thread.start()
+        return thread
 
     def _reload_failed(self, reason: str) -> None:
         self.reloads["error"] += 1
@@ -169,15 +195,15 @@ class TokenTable:
                 else "refusing every call until it is fixed"
             )
             log.error("cannot reload the token file: %s; %s", reason, outcome)
+            self.generation += 1
         self._failure = reason
 
     def lookup(self, token: str) -> Principal | None:
-        """The token's principal; raises TokensUnavailable while failing closed."""
-        with self._lock:
-            self._maybe_reload()
-            if self._failure is not None and not self.keep_on_reload_error:
-                raise TokensUnavailable(self._failure)
-            return self._by_digest.get(_digest(token))
+        """The token's principal; raises TokensUnavailable while failing closed. Reads
+        only what the last reload left: no file access on a call's path."""
+        if self._failure is not None and not self.keep_on_reload_error:
+            raise TokensUnavailable(self._failure)
+        return self._by_digest.get(_digest(token))
 
 
 def check_token(token: str | None, where: str, read_as: str = "") -> str:
@@ -408,5 +434,5 @@ class AuthInterceptor(grpc.ServerInterceptor):
                 f"role {principal.role} may not call {method.rsplit('/', 1)[-1]}",
             )
         if self._guard is None:
-            return handler
+            return pass_bytes(handler)
         return self._guard.wrap(handler, method, principal, principal.name)

@@ -20,11 +20,13 @@ log = logging.getLogger(__name__)
 POLICY_WORK = "policy documents"
 SIMULATIONS = "simulations"
 WATCHERS = "policy watchers"
+REPORTS = "report builds"
 LIMITED_METHODS: dict[str, str] = {
     "/fairpool.v1.PolicyService/ValidatePolicy": POLICY_WORK,
     "/fairpool.v1.PolicyService/ApplyPolicy": POLICY_WORK,
     "/fairpool.v1.ShareService/Simulate": SIMULATIONS,
     "/fairpool.v1.PolicyService/WatchPolicy": WATCHERS,
+    "/fairpool.v1.UsageService/GetReport": REPORTS,
 }
 """Method -> the kind of work it is bounded as. Each kind has its own slots."""
 
@@ -43,15 +45,20 @@ class CallLimits:
     watchers_per_identity: int = 2
     watchers_total: int = 4
     """A watcher holds a worker thread for as long as it watches."""
+    reports_per_identity: int = 1
+    reports_total: int = 2
+    """A report build reads a month of the ledger and every policy version of the month
+    into pandas, then writes the report's files: CPU and memory for seconds."""
 
     @classmethod
     def for_workers(cls, workers: int) -> CallLimits:
         """Limits that always leave threads for the cheap calls (policy work at most four
-        and a quarter of the workers, watchers a quarter, simulations two) and never let
-        one identity take all the slots of a kind."""
+        and a quarter of the workers, watchers a quarter, simulations two, report builds
+        two from 16 workers) and never let one identity take all the slots of a kind."""
         policy = max(1, min(4, workers // 4))
         watchers = max(1, workers // 4)
         simulations = max(1, min(2, workers // 4))
+        reports = max(1, min(2, workers // 8))
         return cls(
             policy_per_identity=max(1, min(2, policy // 2)),
             policy_total=policy,
@@ -59,6 +66,8 @@ class CallLimits:
             simulations_total=simulations,
             watchers_per_identity=max(1, min(2, watchers // 2)),
             watchers_total=watchers,
+            reports_per_identity=1,
+            reports_total=reports,
         )
 
     def of(self, kind: str) -> tuple[int, int]:
@@ -66,6 +75,8 @@ class CallLimits:
             return self.policy_per_identity, self.policy_total
         if kind == SIMULATIONS:
             return self.simulations_per_identity, self.simulations_total
+        if kind == REPORTS:
+            return self.reports_per_identity, self.reports_total
         return self.watchers_per_identity, self.watchers_total
 
 
@@ -106,13 +117,28 @@ class Slots:
         return self._in_use
 
 
+def pass_bytes(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """The handler with a response serializer that sends bytes as they are: a method may
+    answer with a response it serialized once and keeps (GetEntitlements), instead of a
+    message serialized again at every call."""
+    serialize = handler.response_serializer
+    if serialize is None:
+        return handler
+
+    def serializer(response: Any) -> bytes:
+        return response if isinstance(response, bytes) else serialize(response)  # type: ignore[no-any-return]
+
+    return handler._replace(response_serializer=serializer)  # type: ignore[attr-defined,no-any-return]
+
+
 class Guard:
     """Wraps the behavior of a method handler with the slots of its kind and the
     catch-all; counts what it refused and the incidents, for /metrics."""
 
     def __init__(self, limits: CallLimits) -> None:
         self.slots = {
-            kind: Slots(kind, *limits.of(kind)) for kind in (POLICY_WORK, SIMULATIONS, WATCHERS)
+            kind: Slots(kind, *limits.of(kind))
+            for kind in (POLICY_WORK, SIMULATIONS, WATCHERS, REPORTS)
         }
         self.refused: collections.Counter[str] = collections.Counter()
         """Calls refused with RESOURCE_EXHAUSTED, by method name."""
@@ -122,6 +148,7 @@ class Guard:
     def wrap(
         self, handler: grpc.RpcMethodHandler, method: str, identity: object, who: str
     ) -> grpc.RpcMethodHandler:
+        handler = pass_bytes(handler)
         kind = LIMITED_METHODS.get(method)
         slots = self.slots[kind] if kind is not None else None
         name = method.rsplit("/", 1)[-1]

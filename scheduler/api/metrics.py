@@ -45,7 +45,8 @@ class ApiCollector(Collector):
         yield refused
         in_progress = GaugeMetricFamily(
             "fairpool_api_calls_in_progress",
-            "Calls in progress per bounded kind (policy documents, simulations, watchers)",
+            "Calls in progress per bounded kind (policy documents, simulations, watchers, "
+            "report builds)",
             labels=["kind"],
         )
         for kind, slots in self._guard.slots.items():

@@ -201,7 +201,19 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             entry, _ = self._store.current()
             yield self._readable(principal, entry)
             since = entry.version
+        tokens = self._auth.tokens
+        generation = tokens.generation
         while context.is_active():
+            if tokens.generation != generation:
+                # The token file changed: a revoked token ends its open watches too
+                # (UNAUTHENTICATED, or UNAVAILABLE while the file is broken).
+                generation = tokens.generation
+                if self._auth.caller(context) != principal:
+                    abort(
+                        context,
+                        grpc.StatusCode.UNAUTHENTICATED,
+                        "the token's role changed since the watch began: watch again",
+                    )
             remaining = context.time_remaining()
             if remaining is not None and remaining <= 0:
                 abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, "watch ended at its deadline")

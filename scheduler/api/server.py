@@ -71,6 +71,9 @@ class ApiConfig:
     """Beyond this many calls in flight, new ones get RESOURCE_EXHAUSTED at once."""
     refresh_seconds: float = 5.0
     """How often the policy source is checked for changes made outside the API."""
+    token_reload_seconds: float = TokenTable.RECHECK_SECONDS
+    """How often the token file is re-read in the background: the longest a revoked
+    token keeps working (an open WatchPolicy stream: up to a second more)."""
     policy_store: PolicyStore | None = None
     """The store of the daemon the API is hosted in, when it keeps one (the Policy
     object's): one store, so one audit history, for the watch and ApplyPolicy."""
@@ -175,6 +178,7 @@ class ApiServer:
         return self.config.tls_cert is not None
 
     def start(self) -> ApiServer:
+        self.config.tokens.watch(self._stopping, self.config.token_reload_seconds)
         self._server.start()
         for name in ("", *SERVICE_NAMES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)

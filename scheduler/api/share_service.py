@@ -62,17 +62,28 @@ class _Index:
         return cls(jobs, by_pod, ordered, {m: tuple(js) for m, js in by_member.items()})
 
 
-@dataclass(frozen=True, slots=True)
 class _Book:
-    """What one publication answers under one policy, built once and shared by readers."""
+    """What one publication answers under one policy, built once and shared by readers.
 
-    published: Published
-    policy: Policy
-    """The policy in use; newer than `published.policy` between an ApplyPolicy and the
-    next cycle, and then the shares are computed for it."""
-    shares: tuple[MemberShare, ...]
-    index: _Index
-    members: tuple[str, ...]
+    Only the shares are computed when a book is made: the index of the pending queue
+    (a sort of every pending job) is built by the first call that needs it, and each
+    GetEntitlements answer is serialized once per scope and kept, so GetEntitlements
+    costs a dictionary look-up however long the queue."""
+
+    __slots__ = ("_answers", "_index", "indexing", "members", "policy", "published", "shares")
+
+    def __init__(
+        self, published: Published, policy: Policy, shares: tuple[MemberShare, ...]
+    ) -> None:
+        self.published = published
+        self.policy = policy
+        """The policy in use; newer than `published.policy` between an ApplyPolicy and
+        the next cycle, and then the shares are computed for it."""
+        self.shares = shares
+        self.members = tuple(policy.member_names())
+        self._index: _Index | None = None
+        self._answers: dict[tuple[str | None, str], bytes] = {}
+        self.indexing = threading.Lock()
 
     @property
     def snapshot(self) -> Snapshot:
@@ -82,15 +93,71 @@ class _Book:
     def explanations(self) -> Mapping[str, str]:
         return self.published.decisions.explanations
 
+    @property
+    def index(self) -> _Index:
+        """The pending queue indexed (built by `PublishedShares.indexed`)."""
+        assert self._index is not None, "take the book from PublishedShares.indexed()"
+        return self._index
+
+    def share_index_of(self, other: _Book) -> None:
+        """Reuse `other`'s index (same publication, another policy)."""
+        if other.published is self.published:
+            self._index = other._index
+
+    def entitlements(
+        self, member: str | None, gpu_model: str, policy_version: Callable[[], int]
+    ) -> bytes:
+        """The serialized GetEntitlementsResponse for one scope (a member or everyone,
+        a GPU model or all), built at its first request and then served as it is.
+        `policy_version` is asked only when the policy carries no version of its own."""
+        key = (member, gpu_model)
+        answer = self._answers.get(key)
+        if answer is None:
+            answer = entitlements_response(
+                self.shares,
+                member,
+                gpu_model,
+                self.policy.version or policy_version(),
+                self.snapshot.now,
+            ).SerializeToString()
+            # Only scopes that exist are kept (members of the policy, GPU models with
+            # shares), so names made up by callers cannot fill the book.
+            if (member is None or member in self.members) and (
+                not gpu_model or any(s.gpu_model == gpu_model for s in self.shares)
+            ):
+                self._answers[key] = answer
+        return answer
+
+
+def entitlements_response(
+    shares: tuple[MemberShare, ...],
+    member: str | None,
+    gpu_model: str,
+    policy_version: int,
+    now: float,
+) -> share_pb2.GetEntitlementsResponse:
+    rows = [
+        messages.member_share(s)
+        for s in shares
+        if (member is None or s.member == member) and (not gpu_model or s.gpu_model == gpu_model)
+    ]
+    pool = [p for p in messages.pool_summaries(shares) if not gpu_model or p.gpu_model == gpu_model]
+    response = share_pb2.GetEntitlementsResponse(
+        policy_version=policy_version, shares=rows, pool=pool
+    )
+    if now > 1e9:  # epoch seconds, not simulated seconds
+        response.snapshot_time.CopyFrom(messages.timestamp(datetime.fromtimestamp(now, UTC)))
+    return response
+
 
 class PublishedShares:
     """The read side of the API: answers come from what the latest scheduling cycle
-    published (`SchedulerView.published()`), indexed once per publication and policy.
+    published (`SchedulerView.published()`), one book per publication and policy.
 
     No reader runs the engine or waits for a cycle: the shares are the cycle's own
     (`Decisions.shares`); only a policy applied since the last cycle has its shares
-    computed here, once. While one reader indexes a new publication, the others answer
-    from the previous one rather than queue behind it."""
+    computed here, once. While one reader builds or indexes a new publication's book,
+    the others answer from the previous one rather than queue behind it."""
 
     def __init__(
         self,
@@ -101,6 +168,7 @@ class PublishedShares:
         self._compute = compute_shares
         self._lock = threading.Lock()
         self._book: _Book | None = None
+        self._indexed: _Book | None = None
         self.builds = 0
         """Books built so far (one per publication read, plus one per policy change)."""
 
@@ -126,19 +194,39 @@ class PublishedShares:
         finally:
             self._lock.release()
 
+    def indexed(self) -> _Book:
+        """The current book with its pending queue indexed (ListPending, ExplainPending).
+        While one reader indexes a new publication, the others answer from the last
+        indexed book of the same policy rather than queue behind it."""
+        book = self.current()
+        if book._index is not None:
+            return book
+        last = self._indexed
+        if last is not None and last.policy is book.policy:
+            if not book.indexing.acquire(blocking=False):
+                return last
+        else:
+            book.indexing.acquire()
+        try:
+            if book._index is None:
+                book._index = _Index.of(book.snapshot)
+            self._indexed = book
+            return book
+        finally:
+            book.indexing.release()
+
     def _build(self, published: Published, policy: Policy, previous: _Book | None) -> _Book:
         self.builds += 1
-        if previous is not None and previous.published is published:
-            index = previous.index
-        else:
-            index = _Index.of(published.snapshot)
         if published.policy is policy and (
             published.decisions.shares or not published.snapshot.nodes
         ):
             shares = published.decisions.shares
         else:
             shares = self._compute(published.snapshot, policy)
-        return _Book(published, policy, shares, index, tuple(policy.member_names()))
+        book = _Book(published, policy, shares)
+        if previous is not None:
+            book.share_index_of(previous)
+        return book
 
 
 def redact_explanation(text: str, member: str, members: list[str]) -> str:
@@ -188,31 +276,13 @@ class ShareServicer(share_pb2_grpc.ShareServiceServicer):
 
     def GetEntitlements(
         self, request: share_pb2.GetEntitlementsRequest, context: grpc.ServicerContext
-    ) -> share_pb2.GetEntitlementsResponse:
+    ) -> bytes:
+        """Answered with bytes serialized once per publication and scope (the server's
+        response serializer passes bytes through, see `guard.pass_bytes`)."""
         principal = self._auth.caller(context)
         member = _scope(principal, request.member, context, everyone=True)
         book = self._book.current()
-        rows = [
-            messages.member_share(s)
-            for s in book.shares
-            if (member is None or s.member == member)
-            and (not request.gpu_model or s.gpu_model == request.gpu_model)
-        ]
-        pool = [
-            p
-            for p in messages.pool_summaries(book.shares)
-            if not request.gpu_model or p.gpu_model == request.gpu_model
-        ]
-        response = share_pb2.GetEntitlementsResponse(
-            policy_version=book.policy.version or self._policy_version(),
-            shares=rows,
-            pool=pool,
-        )
-        if book.snapshot.now > 1e9:  # epoch seconds, not simulated seconds
-            response.snapshot_time.CopyFrom(
-                messages.timestamp(datetime.fromtimestamp(book.snapshot.now, UTC))
-            )
-        return response
+        return book.entitlements(member, request.gpu_model, self._policy_version)
 
     def ListPending(
         self, request: share_pb2.ListPendingRequest, context: grpc.ServicerContext
@@ -220,7 +290,7 @@ class ShareServicer(share_pb2_grpc.ShareServiceServicer):
         if request.limit < 0:
             abort(context, grpc.StatusCode.INVALID_ARGUMENT, "limit: must be >= 0")
         member = _scope(self._auth.caller(context), request.member, context, everyone=True)
-        book = self._book.current()
+        book = self._book.indexed()
         limit = min(request.limit or 1000, MAX_PENDING_PAGE)
         matching = (
             book.index.oldest_first if member is None else book.index.by_member.get(member, ())
@@ -236,7 +306,7 @@ class ShareServicer(share_pb2_grpc.ShareServiceServicer):
         principal = self._auth.caller(context)
         if not request.name:
             abort(context, grpc.StatusCode.INVALID_ARGUMENT, "name: a job, gang or pod name")
-        book = self._book.current()
+        book = self._book.indexed()
         candidates: list[PendingJob] = []
         if request.name in book.index.jobs:
             candidates.append(book.index.jobs[request.name])

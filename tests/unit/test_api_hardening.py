@@ -260,11 +260,51 @@ def test_one_member_cannot_lock_every_watcher_out(tmp_path: Path) -> None:
                 stream.cancel()
 
 
+def test_one_member_cannot_build_reports_for_everyone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scheduler.api import usage_service
+
+    limits = CallLimits(reports_per_identity=1, reports_total=2)
+    release = threading.Event()
+    original = usage_service.ledger_month_report
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        release.wait(30)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(usage_service, "ledger_month_report", slow)
+    request = usage_pb2.GetReportRequest(month=REPORT_MONTH)
+    member = f"member:{MEMBER_A}"
+    with running_server(tmp_path, limits=limits) as api:
+        held = api.usage.GetReport.future(request, metadata=metadata(member), timeout=60)
+        try:
+            for _ in range(200):  # until the first build holds its slot
+                if api.server.guard.slots["report builds"].in_use == 1:
+                    break
+                threading.Event().wait(0.05)
+            error = _status(api.usage.GetReport, request, member)
+            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "report builds" in (error.details() or "")
+            # Another identity still builds one.
+            other = api.usage.GetReport.future(request, metadata=ADMIN, timeout=60)
+        finally:
+            release.set()
+        assert held.result().files and other.result().files
+        assert api.server.guard.refused["GetReport"] == 1
+        assert api.server.guard.slots["report builds"].in_use == 0
+
+
 @pytest.mark.parametrize("workers", [8, 16, 32, 64])
 def test_default_limits_leave_threads_and_slots_for_others(workers: int) -> None:
     limits = CallLimits.for_workers(workers)
-    for kind in ("policy documents", "simulations", "policy watchers"):
+    for kind in ("policy documents", "simulations", "policy watchers", "report builds"):
         per_identity, total = limits.of(kind)
         assert per_identity < total or total == per_identity == 1
-    held = limits.policy_total + limits.simulations_total + limits.watchers_total
+    held = (
+        limits.policy_total
+        + limits.simulations_total
+        + limits.watchers_total
+        + limits.reports_total
+    )
     assert held <= workers * 7 // 8, "the cheap calls always keep threads"

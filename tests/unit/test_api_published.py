@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from pytest import MonkeyPatch
+
 from policies.model import Policy
+from proto.fairpool.v1.share_pb2 import GetEntitlementsResponse
+from scheduler.api import share_service
 from scheduler.api.share_service import PublishedShares
 from scheduler.engine import compute_shares
 from scheduler.engine.decisions import MemberShare
@@ -33,6 +37,7 @@ def test_reads_use_the_cycles_shares_and_index_each_publication_once() -> None:
     assert first.shares == view.last_decisions().shares and first.shares
     assert compute.calls == 0, "the cycle's shares are served as they are"
     assert book.current() is first and book.builds == 1
+    assert book.indexed() is first
     assert set(first.index.jobs) == {j.job_id for j in view.snapshot().pending}
     assert first.explanations is view.last_decisions().explanations
     published = view.publish(replace(view.snapshot(), now=view.snapshot().now + 1))
@@ -44,7 +49,7 @@ def test_a_policy_applied_since_the_last_cycle_has_its_shares_computed_once() ->
     view = reclaim_view()
     compute = CountingShares()
     book = PublishedShares(view, compute)
-    before = book.current()
+    before = book.indexed()
     policy = view.policy()
     # physics buys 8 H100s: carved out of the H100 owners' entitlements
     heavier = policy.model_copy(
@@ -60,7 +65,7 @@ def test_a_policy_applied_since_the_last_cycle_has_its_shares_computed_once() ->
         }
     )
     view._policy = heavier  # applied; the cycle that decides with it has not run yet
-    after = book.current()
+    after = book.indexed()
     assert compute.calls == 1 and book.current() is after
     assert after.policy is heavier and after.published is before.published
     assert after.index is before.index, "the same publication is not indexed again"
@@ -75,3 +80,55 @@ def test_nothing_published_yet_answers_empty() -> None:
         ).version
         == 1
     )  # type: ignore[arg-type]
+
+
+def test_entitlements_never_wait_for_the_queue_to_be_indexed(monkeypatch: MonkeyPatch) -> None:
+    indexed: list[int] = []
+    original = share_service._Index.of
+
+    def counting(snapshot: Snapshot) -> share_service._Index:
+        indexed.append(len(snapshot.pending))
+        return original(snapshot)
+
+    monkeypatch.setattr(share_service._Index, "of", counting)
+    view = reclaim_view()
+    book = PublishedShares(view, CountingShares())
+    answer = book.current().entitlements(None, "", lambda: 0)
+    assert indexed == [], "GetEntitlements sorted the pending queue"
+    assert GetEntitlementsResponse.FromString(answer).shares
+    book.indexed()
+    book.indexed()
+    assert indexed == [len(view.snapshot().pending)], "indexed once per publication"
+
+
+def test_each_scope_is_serialized_once_per_publication() -> None:
+    view = reclaim_view()
+    book = PublishedShares(view, CountingShares())
+    first = book.current()
+    everyone = first.entitlements(None, "", lambda: 0)
+    assert first.entitlements(None, "", lambda: 0) is everyone, "serialized again"
+    mine = first.entitlements("uni-north", H100, lambda: 0)
+    assert first.entitlements("uni-north", H100, lambda: 0) is mine
+    decoded = GetEntitlementsResponse.FromString(mine)
+    assert {(s.member, s.gpu_model) for s in decoded.shares} == {("uni-north", H100)}
+    assert decoded == share_service.entitlements_response(
+        first.shares, "uni-north", H100, first.policy.version, first.snapshot.now
+    )
+    # Scopes that name nothing are answered but not kept.
+    for member, model in (("made-up", ""), (None, "made-up-gpu")):
+        answer = first.entitlements(member, model, lambda: 0)
+        assert not GetEntitlementsResponse.FromString(answer).shares
+        assert (member, model) not in first._answers
+    view.publish(replace(view.snapshot(), now=view.snapshot().now + 1))
+    assert book.current().entitlements(None, "", lambda: 0) is not everyone
+
+
+def test_readers_answer_from_the_last_indexed_book_while_one_indexes() -> None:
+    view = reclaim_view()
+    book = PublishedShares(view, CountingShares())
+    first = book.indexed()
+    view.publish(replace(view.snapshot(), now=view.snapshot().now + 1))
+    fresh = book.current()
+    with fresh.indexing:  # another reader is indexing the new publication
+        assert book.indexed() is first
+    assert book.indexed() is fresh and fresh.index is not first.index

@@ -6,6 +6,9 @@ told to keep them; either way the failure is logged and counted in /metrics."""
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -15,7 +18,13 @@ from prometheus_client import CollectorRegistry, generate_latest
 from policies.errors import InputError
 from proto.fairpool.v1 import policy_pb2
 from scheduler.api.auth import RoleKind, TokenTable, parse_tokens
-from tests.unit.test_api_support import TOKEN_FILE, TOKENS, metadata, running_server
+from tests.unit.test_api_support import (
+    MEMBER_A,
+    TOKEN_FILE,
+    TOKENS,
+    metadata,
+    running_server,
+)
 
 GOOD = "k8Hd9s-Qm2xV7pLr"
 OTHER = "Zq0-wE4rT6yU8iO2"
@@ -75,15 +84,15 @@ def test_a_bad_token_file_is_refused_at_start(tmp_path: Path) -> None:
 def _table(tmp_path: Path, keep: bool = False) -> tuple[Path, TokenTable]:
     path = tmp_path / "tokens.csv"
     path.write_text(f"{GOOD},admin\n")
-    table = TokenTable(path, keep_on_reload_error=keep)
-    table.RECHECK_SECONDS = 0.0
-    return path, table
+    return path, TokenTable(path, keep_on_reload_error=keep)
 
 
 def test_a_rotated_token_file_takes_effect(tmp_path: Path) -> None:
     path, table = _table(tmp_path)
     assert table.lookup(GOOD) is not None
     path.write_text(f"{OTHER},viewer\n")  # same size and maybe same mtime: content counts
+    assert table.lookup(GOOD) is not None, "no file access on a call's path"
+    table.reload()
     assert table.lookup(GOOD) is None
     found = table.lookup(OTHER)
     assert found is not None and found.kind is RoleKind.VIEWER
@@ -101,14 +110,18 @@ def test_a_failed_reload_fails_closed_and_is_logged(
         path.write_text(f"{GOOD},admn\n")
     else:
         path.unlink()
-    with caplog.at_level(logging.ERROR), pytest.raises(TokensUnavailable):
-        table.lookup(GOOD)
-    with pytest.raises(TokensUnavailable):
-        table.lookup(GOOD)
+    with caplog.at_level(logging.ERROR):
+        table.reload()
+        with pytest.raises(TokensUnavailable):
+            table.lookup(GOOD)
+        table.reload()
+        with pytest.raises(TokensUnavailable):
+            table.lookup(GOOD)
     assert table.reloads["error"] == 2 and table.failure is not None
     errors = [r for r in caplog.records if "cannot reload the token file" in r.getMessage()]
     assert len(errors) == 1, "logged once per distinct failure"
     path.write_text(f"{OTHER},viewer\n")
+    table.reload()
     assert table.lookup(GOOD) is None and table.lookup(OTHER) is not None
     assert table.failure is None
 
@@ -119,18 +132,29 @@ def test_keep_tokens_on_reload_error_keeps_serving_the_last_good_table(
     path, table = _table(tmp_path, keep=True)
     path.write_text("garbage,nobody\n")
     with caplog.at_level(logging.ERROR):
+        table.reload()
         assert table.lookup(GOOD) is not None
     assert table.reloads["error"] == 1
     assert any("keeping the previous tokens" in r.getMessage() for r in caplog.records)
 
 
+def _until(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def test_the_api_refuses_every_call_while_the_token_file_is_broken(tmp_path: Path) -> None:
     registry = CollectorRegistry()
-    with running_server(tmp_path, registry=registry) as api:
-        api.server.config.tokens.RECHECK_SECONDS = 0.0
+    with running_server(tmp_path, registry=registry, token_reload_seconds=0.05) as api:
+        tokens = api.server.config.tokens
         request = policy_pb2.GetPolicyRequest()
         api.policy.GetPolicy(request, metadata=metadata("admin"), timeout=10)
         (tmp_path / "tokens.yaml").write_text("tokens:\n  - {token: ~, role: admin}\n")
+        assert _until(lambda: tokens.reloads["error"] >= 2), "no reload in the background"
         for bearer in (TOKENS["admin"], "None"):
             with pytest.raises(grpc.RpcError) as info:
                 api.policy.GetPolicy(
@@ -140,10 +164,44 @@ def test_the_api_refuses_every_call_while_the_token_file_is_broken(tmp_path: Pat
             assert "token file" in (info.value.details() or "")
             assert str(tmp_path) not in (info.value.details() or "")
         scraped = generate_latest(registry).decode()
-        assert 'fairpool_api_token_reloads_total{result="error"} 2.0' in scraped
+        assert 'fairpool_api_token_reloads_total{result="error"}' in scraped
         assert "fairpool_api_token_file_valid 0.0" in scraped
         (tmp_path / "tokens.yaml").write_text(TOKEN_FILE)
+        assert _until(lambda: tokens.failure is None)
         api.policy.GetPolicy(request, metadata=metadata("admin"), timeout=10)
         assert 'fairpool_api_token_reloads_total{result="ok"} 1.0' in (
             generate_latest(registry).decode()
         )
+        assert "fairpool_api_token_file_valid 1.0" in generate_latest(registry).decode()
+
+
+def test_a_revoked_token_stops_working_without_any_call(tmp_path: Path) -> None:
+    """The file is re-read in the background: the revocation is in force before the
+    revoked token's next call, and its open watch ends."""
+    member = f"member:{MEMBER_A}"
+    with running_server(tmp_path, token_reload_seconds=0.05) as api:
+        tokens = api.server.config.tokens
+        watch = api.policy.WatchPolicy(
+            policy_pb2.WatchPolicyRequest(), metadata=metadata(member), timeout=30
+        )
+        assert next(watch).version >= 1
+        kept = [line for line in TOKEN_FILE.splitlines() if TOKENS[member] not in line]
+        assert len(kept) < len(TOKEN_FILE.splitlines())
+        (tmp_path / "tokens.yaml").write_text("\n".join(kept) + "\n")
+        assert _until(lambda: tokens.reloads["ok"] == 1), "no reload in the background"
+        assert tokens.lookup(TOKENS[member]) is None
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as info:
+            next(watch)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert time.monotonic() - started < 5, "the watch outlived its token"
+        with pytest.raises(grpc.RpcError) as refused:
+            api.policy.GetPolicy(policy_pb2.GetPolicyRequest(), metadata=metadata(member))
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        api.policy.GetPolicy(policy_pb2.GetPolicyRequest(), metadata=metadata("admin"))
+
+
+def test_the_reloader_stops_with_the_server(tmp_path: Path) -> None:
+    with running_server(tmp_path, token_reload_seconds=0.05):
+        assert _until(lambda: any(t.name == "fairpool-token-reload" for t in threading.enumerate()))
+    assert _until(lambda: not any(t.name == "fairpool-token-reload" for t in threading.enumerate()))
