@@ -90,6 +90,9 @@ class JobRecord:
     end: float | None = None
     preempted_at: float | None = None
     preemptions: int = 0
+    consolidations: int = 0
+    """Preemptions of the job that moved it for consolidation (counted in
+    `preemptions` too)."""
     lost_gpu_s: float = 0.0
     pods: tuple[str, ...] = ()
     node_owners: tuple[str, ...] = ()
@@ -166,6 +169,8 @@ class SimulationResult:
     cycles: int = 0
     guard_trips: int = 0
     owed_overrides: int = 0
+    consolidation_preemptions: int = 0
+    """Jobs preempted to consolidate (a gang counts once), part of all preemptions."""
     max_preemptions_per_job: int = 0
     members: tuple[str, ...] = ()
     models: tuple[str, ...] = ()
@@ -239,6 +244,7 @@ class Simulator:
         self.cycles = 0
         self.guard_trips = 0
         self.owed_overrides = 0
+        self.consolidation_preemptions = 0
         self._finished = 0
         self._now = 0.0
         self._end = 0.0
@@ -296,6 +302,7 @@ class Simulator:
             cycles=self.cycles,
             guard_trips=self.guard_trips,
             owed_overrides=self.owed_overrides,
+            consolidation_preemptions=self.consolidation_preemptions,
             max_preemptions_per_job=self.max_preemptions_per_job,
             members=self._members,
             models=self._models,
@@ -399,10 +406,13 @@ class Simulator:
     def _apply_preemptions(self, decisions: Decisions, now: float, allow: bool) -> None:
         grace_of: dict[str, int] = {}
         reclaimers: dict[str, set[str]] = {}
+        moved: set[str] = set()
         for preemption in decisions.preemptions:
             grace = max(grace_of.get(preemption.job_id, 0), preemption.grace_period_seconds)
             grace_of[preemption.job_id] = grace
             reclaimers.setdefault(preemption.job_id, set()).add(preemption.reclaimer)
+            if preemption.cause == "consolidation":
+                moved.add(preemption.job_id)
         owed = self._entitled_reclaimers(decisions) if decisions.preemptions else set()
         for job_id, grace in grace_of.items():
             record = self.jobs.get(job_id)
@@ -420,6 +430,9 @@ class Simulator:
             record.state = JobState.TERMINATING
             record.preempted_at = now
             record.preemptions += 1
+            if job_id in moved:
+                record.consolidations += 1
+                self.consolidation_preemptions += 1
             # The completion event stays valid: a job that finishes within its grace
             # period completes. The token is kept so both events stay live.
             self._push(now + grace, EventKind.GRACE_END, job_id, record.token)
