@@ -103,6 +103,10 @@ class SharingRules(_Strict):
     max_consolidations_per_cycle: int = Field(default=2, ge=0, le=MAX_CONSOLIDATIONS)
     """Jobs blocked by fragmentation that consolidation moves borrowed work for, at most,
     per scheduling cycle; 0 turns consolidation off."""
+    max_consolidation_loss_seconds: int = Field(default=3600, ge=0, le=MAX_MIN_RUNTIME_SECONDS)
+    """A consolidation throws away at most this many seconds of the waiting job's GPUs
+    in work (GPU-seconds since the last start of the moved jobs that restart from zero,
+    per GPU of the waiting job)."""
 
 
 class IdleCostRule(StrEnum):

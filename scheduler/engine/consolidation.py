@@ -1,14 +1,13 @@
-"""Consolidation: move borrowed work so that a job blocked by fragmentation can start.
+"""Consolidation: move running work so that a job blocked by fragmentation can start.
 
 A job is blocked by [fragmentation](docs/glossary.md) when enough GPUs of its model are
-free on the nodes it may use, but no set of those nodes has room for its pods. Reclaim
-does not help it when nobody is above the floor reclaim respects (above its fair share,
-beyond the entitlement); yet a borrowed pod that would run just as well on one of the
-scattered free GPUs costs its member only the work since its last start (nothing when
-checkpointable) if it is moved there. Consolidation preempts such pods so that the
-blocked job's room opens on one node (or on the gang's nodes), and nominates the job
-there, like a reclaim. Their jobs go back to pending and start again on the free GPUs
-elsewhere.
+free on the nodes it may use, but no set of those nodes has room for its pods. Long
+small jobs scattered over many nodes keep it waiting for as long as they run, while the
+GPUs between them idle. Moving a few of those small jobs to the scattered free GPUs
+costs their members only the work since their last start (nothing when checkpointable)
+and opens a node (or the gang's nodes) for the waiting job. Consolidation preempts them
+and nominates the waiting job on the opened room, as a reclaim does; their jobs go back
+to pending and start again on the free GPUs elsewhere.
 
 The cycle tries it for a job that did not fit, just before reclaim, in the order it takes
 jobs (the member furthest below its fair share first). A job is a **claimant** when:
@@ -20,16 +19,17 @@ jobs (the member furthest below its fair share first). A job is a **claimant** w
 
 A running job may be moved (a **victim**) only when all of this holds:
 
-- it is another member's, scheduled by fairpool, none of its pods terminating, not taken
-  by a reclaim or another consolidation of the cycle, and it holds a reclaimable pod
-  (borrowed work); a gang is moved whole;
-- none of its pods runs within its member's entitlement on its member's own nodes;
+- it is scheduled by fairpool, none of its pods is terminating, it was not taken by a
+  reclaim or another move of the cycle; a gang is moved whole;
+- it is the claimant's member's own work, or none of its pods runs within its member's
+  entitlement on its member's own nodes (an owner's guaranteed work is never moved for
+  another member; a member may move its own small jobs to start its own bigger one);
 - it has run `sharing.minRuntimeSeconds` (unless `preemptBelowMinRuntime`), and was
-  reclaimed fewer than `sharing.maxReclaimsPerJob` times (a move counts as a reclaim);
-- its member stays at or above its entitlement on every model once it is gone;
+  reclaimed fewer than `sharing.maxReclaimsPerJob` times (a move counts as one);
 - it fits elsewhere: its pods can be placed on what stays free once the claimant holds
-  its room and the victims before it are placed; or else its member is above its fair
-  share and stays at or above it without the job (it loses its place, as to a reclaim).
+  its room and the victims before it are placed; or else it holds a reclaimable pod and
+  its member is above its fair share and stays at or above it, and at or above its
+  entitlement, without the job (it then loses its place, as to a reclaim).
 
 Choice (deterministic: every walk is in a fixed order):
 
@@ -45,8 +45,12 @@ Choice (deterministic: every walk is in a fixed order):
 - The fit-elsewhere rule is checked on that set; a victim that breaks it is ruled out
   and the search runs again (a few times at most).
 
-Bound: at most `sharing.maxConsolidationsPerCycle` claimants get a move per cycle (0
-turns consolidation off), so a cycle never empties half the cluster at once.
+Bounds: a move throws away at most `sharing.maxConsolidationLossSeconds` of the
+claimant's GPUs in work (a node whose opening costs more is not opened): fragmentation
+idles the claimant's GPUs until the small jobs end by themselves, hours when they are
+long, so a move is worth the work it loses only up to a point. At most
+`sharing.maxConsolidationsPerCycle` claimants get a move per cycle (0 turns consolidation
+off), so one cycle never empties half the cluster.
 """
 
 from __future__ import annotations
@@ -114,12 +118,16 @@ class Consolidator:
         now: float,
         min_runtime: int,
         below_min_runtime: bool,
+        loss_seconds: float,
     ) -> None:
         self.state = state
+        self.loss_seconds = loss_seconds
+        """At most this long of the claimant's GPUs is thrown away in work per move."""
         self.gone = gone
         """Job ids already preempted in the cycle (shared with reclaim)."""
         self.pos = positions
         self.now = now
+        self.reclaimable = reclaimable_pods
         self.on_node: dict[int, list[VictimJob]] = {}
         """Node -> victims with a pod on it, least work lost first."""
         for job in sorted(jobs, key=VictimJob.loss_key):
@@ -136,14 +144,7 @@ class Consolidator:
         below_min_runtime: bool,
     ) -> bool:
         """The rules that do not depend on the claimant."""
-        if not job.reclaimable:
-            return False
-        if not below_min_runtime and self.now - job.youngest_start < min_runtime:
-            return False
-        nodes = self.state.nodes
-        return not any(
-            nodes[i].owner == job.member and p.uid not in reclaimable_pods for p, i in job.pods
-        )
+        return below_min_runtime or self.now - job.youngest_start >= min_runtime
 
     # -- claimants -------------------------------------------------------------------------
     def fragmented(self, job: PendingJob, model: str) -> bool:
@@ -169,12 +170,12 @@ class Consolidator:
 
     # -- the search ----------------------------------------------------------------------
     def _may_move(self, job: VictimJob, member: str, model: str, ruled_out: set[str]) -> bool:
-        return (
-            job.member != member
-            and job.job_id not in self.gone
-            and job.job_id not in ruled_out
-            and model in job.by_model
-        )
+        nodes = self.state.nodes
+        if job.member != member and any(
+            nodes[i].owner == job.member and p.uid not in self.reclaimable for p, i in job.pods
+        ):
+            return False
+        return job.job_id not in self.gone and job.job_id not in ruled_out and model in job.by_model
 
     def _keeps_entitlement(self, job: VictimJob, taken: Mapping[MemberModel, int]) -> bool:
         alloc, ent = self.pos.alloc, self.pos.entitlement
@@ -219,30 +220,28 @@ class Consolidator:
         member = job.member
         biggest = max((spec_res(p.spec) for p in job.pods), key=lambda r: (r[0], r))
         feasible = state.feasible((p.spec for p in job.pods), model)
+        budget = job.gpus * self.loss_seconds
         priced = []
         for i in sorted(feasible):
             if i not in self.on_node and not state.fits(i, biggest):
                 continue
             found = self._opening(i, biggest, member, model, ruled_out)
-            if found is not None:
+            if found is not None and found[0][0] <= budget:
                 priced.append(found)
         priced.sort(key=lambda pv: pv[0])
         models = frozenset({model})
         extra: dict[int, Res] = {}
-        taken: dict[MemberModel, int] = {}
         chosen: list[VictimJob] = []
         seen: set[str] = set()
         plan: Plan | None = None
         for _, victims in priced[:NODES_WALKED]:
             added = False
             for victim in victims:
-                if victim.job_id in seen or not self._keeps_entitlement(victim, taken):
+                if victim.job_id in seen:
                     continue
                 seen.add(victim.job_id)
                 chosen.append(victim)
                 added = True
-                for m, g in victim.by_model.items():
-                    taken[(victim.member, m)] = taken.get((victim.member, m), 0) + g
                 for p, j in victim.pods:
                     _add(extra, j, spec_res(p.spec), 1)
             if not added:
@@ -252,7 +251,10 @@ class Consolidator:
                 break
         if plan is None or not chosen:
             return None
-        return self._minimal(job, chosen, plan, extra, lendable, models)
+        chosen, plan = self._minimal(job, chosen, plan, extra, lendable, models)
+        if sum(v.run_gpu_s for v in chosen if not v.checkpointable) > budget:
+            return None
+        return chosen, plan
 
     def _minimal(
         self,
@@ -310,7 +312,11 @@ class Consolidator:
                 for uid, i in elsewhere.pods:
                     _add(after, i, spec_res(specs_v[uid]), -1)
                 continue
-            if not self._above_share(victim, taken):
+            if not (
+                victim.reclaimable
+                and self._above_share(victim, taken)
+                and self._keeps_entitlement(victim, taken)
+            ):
                 return victim.job_id
             for m, g in victim.by_model.items():
                 taken[(victim.member, m)] = taken.get((victim.member, m), 0) + g

@@ -715,7 +715,9 @@ class _Cycle:
                 key = (victim.member, node_model(node))
                 self.alloc[key] = self.alloc.get(key, 0) - pod.spec.gpus
                 self.member_total[victim.member] -= pod.spec.gpus
-                if node.owner is not None and node.owner != victim.member:
+                if node.owner is not None and node.owner != victim.member and cause == "reclaim":
+                    # A moved pod's GPUs stay lent until it is gone: the owner's lending
+                    # limit must not let a later bind of the cycle on top of it.
                     self.lent[node.owner] = self.lent.get(node.owner, 0) - pod.spec.gpus
 
     def _promise(self, job: PendingJob) -> None:
@@ -774,6 +776,7 @@ class _Cycle:
             self.snapshot.now,
             sharing.min_runtime_seconds,
             sharing.preempt_below_min_runtime,
+            sharing.max_consolidation_loss_seconds,
         )
 
     def _apply_move(self, job: PendingJob, model: str, move: Move) -> None:

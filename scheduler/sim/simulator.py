@@ -140,6 +140,8 @@ class VictimRecord:
     gpu_model: str
     allocated: int
     entitlement: int
+    cause: str = "reclaim"
+    """reclaim, or consolidation (the job was moved, not taken back)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -465,6 +467,7 @@ class Simulator:
             if not pod.terminating:
                 key = (pod.member or "", self._node_model[pod.node])
                 held[key] = held.get(key, 0) + pod.spec.gpus
+        moved = {p.job_id for p in decisions.preemptions if p.cause == "consolidation"}
         for job_id in sorted({p.job_id for p in decisions.preemptions}):
             record = self.jobs.get(job_id)
             if record is None or record.state is not JobState.RUNNING:
@@ -472,8 +475,11 @@ class Simulator:
             for model in sorted({self._node_model[n] for n in record.nodes}):
                 key = (record.job.org, model)
                 entitled = self.cluster.capacity.entitlement.get(key, 0)
+                cause = "consolidation" if job_id in moved else "reclaim"
                 self.victims.append(
-                    VictimRecord(self._now, job_id, key[0], model, held.get(key, 0), entitled)
+                    VictimRecord(
+                        self._now, job_id, key[0], model, held.get(key, 0), entitled, cause
+                    )
                 )
 
     def _drop_stale_nominations(self, renewed: set[str]) -> None:

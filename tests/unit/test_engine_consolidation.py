@@ -133,7 +133,9 @@ def test_a_member_at_its_fair_share_gets_no_move() -> None:
     # free: too few for it, no fragmentation). With lab-b's weight at 100, lab-a's fair
     # share is what lab-b's demand of 23 leaves: 1, so lab-a, above it, gets no move.
     run = [running("a-held", "lab-a", "o1", gpus=7), running("b-o1", "lab-b", "o1")]
-    run += [running(f"b-{n}-{k}", "lab-b", n) for n in ("o2", "o3") for k in range(3)]
+    run += [
+        running(f"b-{n}-{k}", "lab-b", n, started_at=5000.0) for n in ("o2", "o3") for k in range(3)
+    ]
     pending = [job("a-1", "lab-a", gpus=8), job("g-b", "lab-b", pods=2, gpus=8)]
     d = schedule(snapshot(NODES, pending, run), policy({**MEMBERS, "lab-b": {"weight": 100.0}}))
     assert d.preemptions == ()
@@ -187,3 +189,38 @@ def test_same_decisions_whatever_the_snapshot_order() -> None:
     a = schedule(snapshot(NODES, [job("a-1", "lab-a", gpus=8)], run), POL)
     b = schedule(snapshot(NODES[::-1], [job("a-1", "lab-a", gpus=8)], run[::-1]), POL)
     assert a == b
+
+
+def test_a_member_moves_its_own_small_jobs_for_its_own_big_one() -> None:
+    # lab-a's own node a1 carries two of its own 1-GPU pods; a2 is half taken by lab-o's
+    # own work (never moved for lab-a). Moving lab-a's two pods to a2 opens a1.
+    nodes = [node("a1", "lab-a"), node("o1", "lab-o")]
+    run = [running(f"a-{k}", "lab-a", "a1", started_at=9000.0) for k in range(2)]
+    run += [running(f"o-{k}", "lab-o", "o1") for k in range(4)]
+    d = schedule(snapshot(nodes, [job("a-big", "lab-a", gpus=8)], run), POL)
+    assert moved(d) == ["a-0", "a-1"]
+    assert {(p.victim_member, p.reclaimer, p.cause) for p in d.preemptions} == {
+        ("lab-a", "lab-a", "consolidation")
+    }
+
+
+def test_work_within_entitlement_on_others_nodes_moves_when_it_fits_elsewhere() -> None:
+    # lab-b (entitled to its node b1) runs within its entitlement, but on lab-o's nodes;
+    # b1 is free. Its pods on o3 move (they fit on b1), not lab-o's own ones on o1/o2.
+    nodes = [node("b1", "lab-b"), *NODES]
+    run = [running(f"o-{n}-{k}", "lab-o", n) for n in ("o1", "o2") for k in range(3)]
+    run += [running(f"b-{k}", "lab-b", "o3", started_at=8000.0) for k in range(3)]
+    run += [running(f"b1-{k}", "lab-b", "b1", started_at=8000.0) for k in range(3)]
+    d = schedule(snapshot(nodes, [job("a-1", "lab-a", gpus=8)], run), POL)
+    assert moved(d) == ["b-0", "b-1", "b-2"]
+    assert [(n.job_id, n.nodes) for n in d.nominations] == [("a-1", {"a-1-0": "o3"})]
+
+
+def test_no_move_throws_away_more_work_than_the_policy_allows() -> None:
+    # Opening o3 throws away 3 x 7,000 GPU-seconds: 2,625 s of the job's 8 GPUs.
+    pol = policy(MEMBERS, max_consolidation_loss_seconds=2600)
+    d = schedule(snapshot(NODES, [job("a-1", "lab-a", gpus=8)], scattered()), pol)
+    assert d.preemptions == ()
+    pol = policy(MEMBERS, max_consolidation_loss_seconds=2625)
+    d = schedule(snapshot(NODES, [job("a-1", "lab-a", gpus=8)], scattered()), pol)
+    assert moved(d) == ["lab-b-o3-0", "lab-b-o3-1", "lab-b-o3-2"]
