@@ -788,7 +788,7 @@ class _Cycle:
             self.reclaimer.gone.add(victim.job_id)
             self.reclaimer.gone_reclaimable += victim.reclaimable
             if victim.job_id in move.elsewhere:
-                why = "it runs on borrowed GPUs and fits on free GPUs elsewhere"
+                why = "it fits on free GPUs elsewhere"
             else:
                 why = f"it runs on borrowed GPUs and {self._victim_position(victim.member, model)}"
             reason = (
@@ -801,7 +801,7 @@ class _Cycle:
         self._nominate(job, move.plan)
         n_pods = sum(len(v.pods) for v in move.victims)
         detail = (
-            f"waiting for consolidation of {where}: {plural(n_pods, 'borrowed pod')} leaving "
+            f"waiting for consolidation of {where}: {plural(n_pods, 'pod')} leaving "
             f"({', '.join(victims_text)}) with a grace period of {grace} s, since the idle "
             f"{model} GPUs are scattered over nodes too small for it; their GPUs are held "
             "for this job"

@@ -606,7 +606,7 @@ def test_consolidation_frees_a_whole_node_for_an_owners_pod(pool: Pool) -> None:
         what="a's pod explained",
     )
     assert f"waiting for consolidation of {next(iter(opened))}" in (explained[0].message)
-    assert "4 borrowed pods leaving" in explained[0].message
+    assert "4 pods leaving" in explained[0].message
     placed = wait_until(lambda: pool.bound("a"), timeout=30, what="a's pod bound")
     assert placed == {"big": next(iter(opened))}
     # c's pods on the other node were never touched; the moved ones got their event.

@@ -1,4 +1,4 @@
-"""Consolidation: borrowed work is moved so that a job blocked by fragmentation starts."""
+"""Consolidation: running work is moved so that a job blocked by fragmentation starts."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def test_frees_the_node_whose_work_loses_least_for_a_member_below_its_fair_share
     assert [(n.job_id, n.nodes) for n in d.nominations] == [("a-1", {"a-1-0": "o3"})]
     assert d.explanations["a-1"] == (
         f"member lab-a is below its fair share of 8 {H100} (holds 0); waiting for "
-        "consolidation of o3: 3 borrowed pods leaving (lab-b-o3-0 of lab-b, lab-b-o3-1 of "
+        "consolidation of o3: 3 pods leaving (lab-b-o3-0 of lab-b, lab-b-o3-1 of "
         "lab-b, lab-b-o3-2 of lab-b) with a grace period of 45 s, since the idle "
         f"{H100} GPUs are scattered over nodes too small for it; their GPUs are held for "
         "this job"
@@ -82,7 +82,7 @@ def test_an_owner_blocked_by_fragmentation_gets_its_own_node_opened() -> None:
     assert moved(d) == ["b-x"]
     assert {p.cause for p in d.preemptions} == {"consolidation"}
     assert [(n.job_id, n.nodes) for n in d.nominations] == [("a-1", {"a-1-0": "a1"})]
-    assert "waiting for consolidation of a1: 1 borrowed pod leaving" in d.explanations["a-1"]
+    assert "waiting for consolidation of a1: 1 pod leaving" in d.explanations["a-1"]
 
 
 def test_reclaim_when_too_few_gpus_are_free() -> None:
