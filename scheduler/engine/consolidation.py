@@ -104,6 +104,13 @@ def _as_pending(job: VictimJob) -> tuple[PendingPod, ...]:
     return tuple(PendingPod(p.uid, p.name, p.namespace, p.spec) for p, _ in job.pods)
 
 
+def fragmented(state: ClusterState, job: PendingJob, model: str) -> bool:
+    """Enough GPUs of the model are free on the nodes the job may use (it did not fit:
+    so they are scattered). Needs no victim index, which most cycles never build."""
+    feasible = state.feasible((p.spec for p in job.pods), model)
+    return sum(max(0, state.free_gpu[i]) for i in feasible) >= job.gpus
+
+
 class Consolidator:
     """Victim index and search for one cycle (built on first use: most cycles have no
     claimant)."""
@@ -145,13 +152,6 @@ class Consolidator:
     ) -> bool:
         """The rules that do not depend on the claimant."""
         return below_min_runtime or self.now - job.youngest_start >= min_runtime
-
-    # -- claimants -------------------------------------------------------------------------
-    def fragmented(self, job: PendingJob, model: str) -> bool:
-        """Enough GPUs of the model are free on the nodes the job may use."""
-        state = self.state
-        feasible = state.feasible((p.spec for p in job.pods), model)
-        return sum(max(0, state.free_gpu[i]) for i in feasible) >= job.gpus
 
     def find(self, job: PendingJob, model: str, lendable: Mapping[str, int]) -> Move | None:
         """A move that lets the job start, or None."""

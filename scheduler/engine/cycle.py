@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 from scheduler.engine import shares as shares_mod
-from scheduler.engine.consolidation import Consolidator, Move, Positions
+from scheduler.engine.consolidation import Consolidator, Move, Positions, fragmented
 from scheduler.engine.decisions import (
     Bind,
     Decisions,
@@ -752,10 +752,10 @@ class _Cycle:
         key = (self._info[job.job_id].sid, job.member)
         if self.moves_left <= 0 or key in self.no_move:
             return False
-        if self.consolidator is None:
-            self.consolidator = self._consolidator()
         move = None
-        if self.consolidator.fragmented(job, model):
+        if fragmented(self.state, job, model):
+            if self.consolidator is None:
+                self.consolidator = self._consolidator()
             move = self.consolidator.find(job, model, self.lendable())
         if move is None:
             self.no_move.add(key)
