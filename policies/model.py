@@ -32,6 +32,7 @@ MAX_WEIGHT = 1_000_000.0
 MAX_GRACE_SECONDS = 86_400
 MAX_MIN_RUNTIME_SECONDS = 30 * 86_400
 MAX_RECLAIMS = 1_000
+MAX_CONSOLIDATIONS = 1_000
 MAX_HALF_LIFE_HOURS = 10 * 8_760.0
 MAX_SHARED_FIXED_COSTS = 100
 MAX_VERSION = 2**53
@@ -99,6 +100,13 @@ class SharingRules(_Strict):
     usage_half_life_hours: float | None = Field(
         default=None, gt=0, le=MAX_HALF_LIFE_HOURS, allow_inf_nan=False
     )
+    max_consolidations_per_cycle: int = Field(default=2, ge=0, le=MAX_CONSOLIDATIONS)
+    """Jobs blocked by fragmentation that consolidation moves borrowed work for, at most,
+    per scheduling cycle; 0 turns consolidation off."""
+    max_consolidation_loss_seconds: int = Field(default=3600, ge=0, le=MAX_MIN_RUNTIME_SECONDS)
+    """A consolidation throws away at most this many seconds of the waiting job's GPUs
+    in work (GPU-seconds since the last start of the moved jobs that restart from zero,
+    per GPU of the waiting job)."""
 
 
 class IdleCostRule(StrEnum):

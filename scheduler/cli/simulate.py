@@ -169,7 +169,8 @@ def waiting_line(s: dict[str, object]) -> str:
     return (
         f"idle while pods waited {_gpu_h(s['idle_while_waiting_gpu_h'])} GPU-h ({causes}); "
         f"lost to reclaim {f'{lost:.1%}' if isinstance(lost, float) else '—'} of GPU-hours "
-        f"used; preemptions per job max {_gpu_h(s['preemptions_per_job_max'])}; time to "
+        f"used; preemptions per job max {_gpu_h(s['preemptions_per_job_max'])}; "
+        f"consolidation preemptions {s.get('consolidation_preemptions', 0)}; time to "
         f"entitlement p99 {_hours(s['time_to_entitlement_p99_s'])}, max "
         f"{_hours(s['time_to_entitlement_max_s'])}"
         + (f"; members worse off pooled {worse}" if worse is not None else "")

@@ -19,7 +19,10 @@ The cycle:
    shape wait for the same reason without a turn each.
 4. A job that does not fit, of a member below its fair share for the job's GPU model or
    that keeps its member within its entitlement (counting GPUs already held for its
-   nominated jobs), triggers reclaim (`reclaim`):
+   nominated jobs), first tries consolidation (`consolidation`) when enough GPUs of its
+   model are free but scattered: borrowed work that fits elsewhere is preempted so that
+   its room opens, and it is nominated there (a few jobs per cycle at most). Otherwise
+   it triggers reclaim (`reclaim`):
    preemptions plus a nomination holding the freed capacity for it, or, when the only
    pods to take back are younger than the minimum runtime, a hold on the free capacity
    it will use (a drain, not reported as a nomination). A job whose nominated capacity
@@ -38,7 +41,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 from scheduler.engine import shares as shares_mod
-from scheduler.engine.decisions import Bind, Decisions, MemberShare, Nomination, Preemption
+from scheduler.engine.consolidation import Consolidator, Move, Positions, fragmented
+from scheduler.engine.decisions import (
+    Bind,
+    Decisions,
+    MemberShare,
+    Nomination,
+    Preemption,
+    PreemptionCause,
+)
 from scheduler.engine.entitlement import MemberModel, node_model
 from scheduler.engine.explain import Waiting, capacity_detail, fmt, plural, position, sentence
 from scheduler.engine.gangs import Plan, plan_job
@@ -151,6 +162,11 @@ class _Cycle:
         self.never_detail: dict[int, str] = {}
         self.reclaim_failed: dict[tuple[object, ...], NoReclaim] = {}
         self.reclaimer: Reclaimer | None = None
+        self.consolidator: Consolidator | None = None
+        self.moves_left = policy.sharing.max_consolidations_per_cycle
+        self.no_move: set[tuple[int, str]] = set()
+        """(shape, member) that found no move: none appears later in the cycle, as
+        capacity only shrinks."""
 
     # -- positions -----------------------------------------------------------------------
     def position_of(self, member: str, model: str | None) -> tuple[int, float]:
@@ -474,6 +490,8 @@ class _Cycle:
         claim = self._claim(job, model)
         if claim is None:
             return ""
+        if self._try_consolidate(job, model):
+            return ""
         reclaimer = self._reclaimer_for(job.member, model, claim.entitled)
         if reclaimer is None:
             return (
@@ -506,6 +524,13 @@ class _Cycle:
         if entitled and self.state.term_pods <= 0 and not self._others_borrow(member, model):
             # No victim index needed, which is most cycles of a busy cluster.
             return None
+        self._victim_index()
+        if not self._may_find_victims(member, model, entitled):
+            return None
+        return self.reclaimer
+
+    def _victim_index(self) -> Reclaimer:
+        """The cycle's victim index (reclaim's, shared by consolidation)."""
         if self.reclaimer is None:
             sharing = self.policy.sharing
             self.reclaimer = Reclaimer(
@@ -518,8 +543,6 @@ class _Cycle:
                 self.checkpointable,
                 sharing.max_reclaims_per_job,
             )
-        if not self._may_find_victims(member, model, entitled):
-            return None
         return self.reclaimer
 
     def _attempt_reclaim(
@@ -662,7 +685,14 @@ class _Cycle:
             why = f"above its entitlement of {v_ent}"
         return f"member {member} holds {v_alloc}, {why}"
 
-    def _preempt(self, job: PendingJob, victim: VictimJob, reason: str, grace: int) -> None:
+    def _preempt(
+        self,
+        job: PendingJob,
+        victim: VictimJob,
+        reason: str,
+        grace: int,
+        cause: PreemptionCause = "reclaim",
+    ) -> None:
         """Preempt the victim's pods, by uid; their GPUs leave its member's position now
         and their node's capacity counts as being freed."""
         state = self.state
@@ -676,6 +706,7 @@ class _Cycle:
                     for_job=job.job_id,
                     reason=reason,
                     grace_period_seconds=grace,
+                    cause=cause,
                 )
             )
             state.add_terminating(i, spec_res(pod.spec))
@@ -684,7 +715,9 @@ class _Cycle:
                 key = (victim.member, node_model(node))
                 self.alloc[key] = self.alloc.get(key, 0) - pod.spec.gpus
                 self.member_total[victim.member] -= pod.spec.gpus
-                if node.owner is not None and node.owner != victim.member:
+                if node.owner is not None and node.owner != victim.member and cause == "reclaim":
+                    # A moved pod's GPUs stay lent until it is gone: the owner's lending
+                    # limit must not let a later bind of the cycle on top of it.
                     self.lent[node.owner] = self.lent.get(node.owner, 0) - pod.spec.gpus
 
     def _promise(self, job: PendingJob) -> None:
@@ -709,6 +742,72 @@ class _Cycle:
             nodes[uid] = self.state.nodes[i].name
         self.out.nominations.append(Nomination(job_id=job.job_id, nodes=nodes))
         self._promise(job)
+
+    # -- consolidation -------------------------------------------------------------------
+    def _try_consolidate(self, job: PendingJob, model: str) -> bool:
+        """Move borrowed work for a job that may reclaim and waits only because the free
+        GPUs of its model are scattered (see `consolidation`); True when it did. Tried
+        before reclaim: moved work starts again elsewhere at once, where a reclaim would
+        take GPUs away from their member."""
+        key = (self._info[job.job_id].sid, job.member)
+        if self.moves_left <= 0 or key in self.no_move:
+            return False
+        move = None
+        if fragmented(self.state, job, model):
+            if self.consolidator is None:
+                self.consolidator = self._consolidator()
+            move = self.consolidator.find(job, model, self.lendable())
+        if move is None:
+            self.no_move.add(key)
+            return False
+        self._apply_move(job, model, move)
+        self.moves_left -= 1
+        return True
+
+    def _consolidator(self) -> Consolidator:
+        index = self._victim_index()
+        sharing = self.policy.sharing
+        return Consolidator(
+            self.state,
+            index.jobs,
+            index.gone,
+            self.book.allocation.reclaimable_pods,
+            Positions(self.alloc, self.book.fair, self.book.entitlement),
+            self.snapshot.now,
+            sharing.min_runtime_seconds,
+            sharing.preempt_below_min_runtime,
+            sharing.max_consolidation_loss_seconds,
+        )
+
+    def _apply_move(self, job: PendingJob, model: str, move: Move) -> None:
+        grace = self.policy.sharing.reclaim_grace_period_seconds
+        where = ", ".join(move.nodes)
+        victims_text: list[str] = []
+        for victim in move.victims:
+            assert self.reclaimer is not None
+            self.reclaimer.gone.add(victim.job_id)
+            self.reclaimer.gone_reclaimable += victim.reclaimable
+            if victim.job_id in move.elsewhere:
+                why = "it fits on free GPUs elsewhere"
+            else:
+                why = f"it runs on borrowed GPUs and {self._victim_position(victim.member, model)}"
+            reason = (
+                f"consolidation of {where} for job {job.job_id} of member {job.member} "
+                f"(needs {job.gpus} {model}; the idle GPUs are scattered over too many "
+                f"nodes): job {victim.job_id} of member {victim.member} moves, {why}"
+            )
+            self._preempt(job, victim, reason, grace, cause="consolidation")
+            victims_text.append(f"{victim.job_id} of {victim.member}")
+        self._nominate(job, move.plan)
+        n_pods = sum(len(v.pods) for v in move.victims)
+        detail = (
+            f"waiting for consolidation of {where}: {plural(n_pods, 'pod')} leaving "
+            f"({', '.join(victims_text)}) with a grace period of {grace} s, since the idle "
+            f"{model} GPUs are scattered over nodes too small for it; their GPUs are held "
+            "for this job"
+        )
+        self.out.waiting[job.job_id] = (job, Waiting("consolidating", detail))
+        self.freeing.add(job.job_id)
 
     # -- explanations --------------------------------------------------------------------
     def _nominated_detail(self, job: PendingJob) -> str:

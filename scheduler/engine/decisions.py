@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
+
+PreemptionCause = Literal["reclaim", "consolidation"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +31,9 @@ class Preemption:
     for_job: str
     reason: str
     grace_period_seconds: int
+    cause: PreemptionCause = "reclaim"
+    """reclaim: the member takes GPUs back; consolidation: the victim's work is moved
+    off a node so that a job blocked by fragmentation fits (`consolidation`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,7 +41,7 @@ class Waiting:
     """Why a job waits, as decided during the cycle."""
 
     kind: str
-    """incomplete | limit | unplaceable | capacity | held | reclaiming"""
+    """incomplete | limit | unplaceable | capacity | held | reclaiming | consolidating"""
     detail: str = ""
 
 
@@ -105,7 +105,7 @@ def sentence(
             f"gang {job.job_id} has {len(job.pods)} of its {job.min_member} pods; "
             f"it waits for the rest before any can start"
         )
-    if waiting.kind in ("limit", "unplaceable", "held", "reclaiming"):
+    if waiting.kind in ("limit", "unplaceable", "held", "reclaiming", "consolidating"):
         return f"{pos}; {waiting.detail}"
     text = f"{pos}; {capacity}"
     if waiting.detail:

@@ -1,7 +1,8 @@
 """The evictor: carries out the engine's `Preemption` decisions through the Eviction API.
 
-Before the eviction the victim is annotated with who reclaimed it and why
-(`fairpool.io/preempted-by`, `fairpool.io/preemption-reason`), so the reason survives on
+Before the eviction the victim is annotated with who reclaimed it, why, and whether it is
+a reclaim or a consolidation (`fairpool.io/preempted-by`, `fairpool.io/preemption-reason`,
+`fairpool.io/preemption-cause`), so the reason survives on
 the pod object through its grace period and in its final state, and with its job's
 reclaim count plus one (`fairpool.io/reclaims`, read back into the engine's snapshot).
 The Eviction API honours PodDisruptionBudgets: `429 Too Many Requests` means a budget
@@ -56,8 +57,26 @@ def victim_annotations(preemption: Preemption, pod: PodInfo) -> dict[str, str]:
     return {
         L.PREEMPTED_BY_ANNOTATION: preemption.reclaimer,
         L.PREEMPTION_REASON_ANNOTATION: preemption.reason,
+        L.PREEMPTION_CAUSE_ANNOTATION: preemption.cause,
         L.RECLAIMS_ANNOTATION: str(pod.reclaims + 1),
     }
+
+
+def event_text(preemption: Preemption) -> tuple[str, str]:
+    """The victim's event: its reason (`Preempted` for a reclaim, `Consolidated` for a
+    move) and message."""
+    grace = f"(grace period {preemption.grace_period_seconds}s)"
+    if preemption.cause == "consolidation":
+        return (
+            "Consolidated",
+            f"Moved for consolidation, for job {preemption.for_job} of member "
+            f"{preemption.reclaimer}: {preemption.reason} {grace}",
+        )
+    return (
+        "Preempted",
+        f"Preempted by member {preemption.reclaimer} for job {preemption.for_job}: "
+        f"{preemption.reason} {grace}",
+    )
 
 
 class Evictor:
@@ -119,13 +138,7 @@ class Evictor:
                 self._not_before[pod.uid] = float("inf")
         ref = ObjectRef("Pod", pod.namespace, pod.name, pod.uid)
         if outcome == "evicted" and self.recorder is not None:
-            self.recorder.record(
-                ref,
-                "Normal",
-                "Preempted",
-                f"Preempted by member {preemption.reclaimer} for job {preemption.for_job}: "
-                f"{preemption.reason} (grace period {preemption.grace_period_seconds}s)",
-            )
+            self.recorder.record(ref, "Normal", *event_text(preemption))
         elif outcome == "blocked":
             log.info("eviction of %s blocked: %s", pod.key, detail)
         elif outcome == "failed":

@@ -439,6 +439,7 @@ def _waiting_figures(
     used = float(members["gpu_hours_used"].sum()) * 3600.0 if not members.empty else 0.0
     out["reclaim_lost_fraction"] = metrics.reclaim_lost_fraction(lost, used)
     out.update(metrics.preemptions_per_job(jobs["preemptions"] if not jobs.empty else []))
+    out["consolidation_preemptions"] = result.consolidation_preemptions
     out.update(metrics.time_to_entitlement([b - a for _, _, a, b in result.entitlement_episodes]))
     return out
 

@@ -90,6 +90,9 @@ class JobRecord:
     end: float | None = None
     preempted_at: float | None = None
     preemptions: int = 0
+    consolidations: int = 0
+    """Preemptions of the job that moved it for consolidation (counted in
+    `preemptions` too)."""
     lost_gpu_s: float = 0.0
     pods: tuple[str, ...] = ()
     node_owners: tuple[str, ...] = ()
@@ -137,6 +140,8 @@ class VictimRecord:
     gpu_model: str
     allocated: int
     entitlement: int
+    cause: str = "reclaim"
+    """reclaim, or consolidation (the job was moved, not taken back)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +171,8 @@ class SimulationResult:
     cycles: int = 0
     guard_trips: int = 0
     owed_overrides: int = 0
+    consolidation_preemptions: int = 0
+    """Jobs preempted to consolidate (a gang counts once), part of all preemptions."""
     max_preemptions_per_job: int = 0
     members: tuple[str, ...] = ()
     models: tuple[str, ...] = ()
@@ -239,6 +246,7 @@ class Simulator:
         self.cycles = 0
         self.guard_trips = 0
         self.owed_overrides = 0
+        self.consolidation_preemptions = 0
         self._finished = 0
         self._now = 0.0
         self._end = 0.0
@@ -296,6 +304,7 @@ class Simulator:
             cycles=self.cycles,
             guard_trips=self.guard_trips,
             owed_overrides=self.owed_overrides,
+            consolidation_preemptions=self.consolidation_preemptions,
             max_preemptions_per_job=self.max_preemptions_per_job,
             members=self._members,
             models=self._models,
@@ -399,10 +408,13 @@ class Simulator:
     def _apply_preemptions(self, decisions: Decisions, now: float, allow: bool) -> None:
         grace_of: dict[str, int] = {}
         reclaimers: dict[str, set[str]] = {}
+        moved: set[str] = set()
         for preemption in decisions.preemptions:
             grace = max(grace_of.get(preemption.job_id, 0), preemption.grace_period_seconds)
             grace_of[preemption.job_id] = grace
             reclaimers.setdefault(preemption.job_id, set()).add(preemption.reclaimer)
+            if preemption.cause == "consolidation":
+                moved.add(preemption.job_id)
         owed = self._entitled_reclaimers(decisions) if decisions.preemptions else set()
         for job_id, grace in grace_of.items():
             record = self.jobs.get(job_id)
@@ -420,6 +432,9 @@ class Simulator:
             record.state = JobState.TERMINATING
             record.preempted_at = now
             record.preemptions += 1
+            if job_id in moved:
+                record.consolidations += 1
+                self.consolidation_preemptions += 1
             # The completion event stays valid: a job that finishes within its grace
             # period completes. The token is kept so both events stay live.
             self._push(now + grace, EventKind.GRACE_END, job_id, record.token)
@@ -452,6 +467,7 @@ class Simulator:
             if not pod.terminating:
                 key = (pod.member or "", self._node_model[pod.node])
                 held[key] = held.get(key, 0) + pod.spec.gpus
+        moved = {p.job_id for p in decisions.preemptions if p.cause == "consolidation"}
         for job_id in sorted({p.job_id for p in decisions.preemptions}):
             record = self.jobs.get(job_id)
             if record is None or record.state is not JobState.RUNNING:
@@ -459,8 +475,11 @@ class Simulator:
             for model in sorted({self._node_model[n] for n in record.nodes}):
                 key = (record.job.org, model)
                 entitled = self.cluster.capacity.entitlement.get(key, 0)
+                cause = "consolidation" if job_id in moved else "reclaim"
                 self.victims.append(
-                    VictimRecord(self._now, job_id, key[0], model, held.get(key, 0), entitled)
+                    VictimRecord(
+                        self._now, job_id, key[0], model, held.get(key, 0), entitled, cause
+                    )
                 )
 
     def _drop_stale_nominations(self, renewed: set[str]) -> None:

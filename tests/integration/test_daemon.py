@@ -562,3 +562,58 @@ def test_eviction_blocked_by_a_disruption_budget_is_retried_later(pool: Pool) ->
     )
     wait_until(lambda: pool.bound("b"), timeout=20, what="B bound once the budget is gone")
     assert set(pool.bound("b").values()) == set(b_nodes)
+
+
+# --- consolidation ----------------------------------------------------------------------
+
+
+def test_consolidation_frees_a_whole_node_for_an_owners_pod(pool: Pool) -> None:
+    """Member a owns two 8-GPU nodes; c's borrowed 1-GPU pods sit 4 on each, so 8 GPUs are
+    free but no node has 8. a's 8-GPU pod waits only for fragmentation: the daemon
+    evicts c's pods from one node through the Eviction API (they fit on the other one),
+    nominates a's pod there and binds it once they are gone; c's other pods stay."""
+    for m in ("a", "c"):
+        pool.add_member(m)
+    a_nodes = pool.add_nodes("a", count=2, gpus=8)
+    pool.daemon(pool.policy(grace=3), explain_after_seconds=0.0)
+    for i in range(12):
+        pool.pod("c", f"c{i}", grace=3)
+    bound = wait_until(lambda: len(pool.bound("c")) == 12 and pool.bound("c"), what="c fills")
+    # Bin-packing put 8 on one node and 4 on the other: free 4 pods of the full node.
+    full = next(n for n in a_nodes if sum(v == n for v in bound.values()) == 8)
+    for name in sorted(k for k, v in bound.items() if v == full)[:4]:
+        pool.core.delete_namespaced_pod(name, pool.ns("c"), grace_period_seconds=0)
+    wait_until(lambda: len(pool.bound("c")) == 8, what="c down to 4 pods per node")
+    before = pool.bound("c")
+    assert sorted(sum(v == n for v in before.values()) for n in a_nodes) == [4, 4]
+
+    pool.pod("a", "big", gpus=8)
+
+    def terminating() -> list[k8s.V1Pod]:
+        return [p for p in pool.pods("c") if p.metadata.deletion_timestamp]
+
+    victims = wait_until(lambda: len(terminating()) == 4 and terminating(), what="4 moved")
+    opened = {p.spec.node_name for p in victims}
+    assert len(opened) == 1
+    for p in victims:
+        assert p.metadata.annotations["fairpool.io/preempted-by"] == "a"
+        assert p.metadata.annotations["fairpool.io/preemption-cause"] == "consolidation"
+        assert "consolidation of" in p.metadata.annotations["fairpool.io/preemption-reason"]
+        assert p.metadata.deletion_grace_period_seconds == 3
+    # The victims' GPUs are held for a's pod while they terminate.
+    explained = wait_until(
+        lambda: [e for e in pool.events("a", "FailedScheduling") if "consolidation" in e.message],
+        what="a's pod explained",
+    )
+    assert f"waiting for consolidation of {next(iter(opened))}" in (explained[0].message)
+    assert "4 pods leaving" in explained[0].message
+    placed = wait_until(lambda: pool.bound("a"), timeout=30, what="a's pod bound")
+    assert placed == {"big": next(iter(opened))}
+    # c's pods on the other node were never touched; the moved ones got their event.
+    kept = {k for k, v in before.items() if v not in opened}
+    assert kept <= set(pool.bound("c")) and len(kept) == 4
+    moved = wait_until(lambda: pool.events("c", "Consolidated"), what="Consolidated events")
+    assert {e.involved_object.name for e in moved} == {p.metadata.name for p in victims}
+    assert "Moved for consolidation, for job" in moved[0].message
+    assert "of member a" in moved[0].message
+    assert not pool.events("c", "Preempted"), "a move is not reported as a reclaim"

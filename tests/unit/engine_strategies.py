@@ -52,6 +52,12 @@ def policy(
     )
 
 
+def without_consolidation(pol: Policy) -> Policy:
+    """The policy with `maxConsolidationsPerCycle: 0`."""
+    sharing = pol.spec.sharing.model_copy(update={"max_consolidations_per_cycle": 0})
+    return pol.model_copy(update={"spec": pol.spec.model_copy(update={"sharing": sharing})})
+
+
 def node(
     name: str,
     owner: str | None = "lab-a",

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from policies.model import Policy
 from scheduler.engine import compute_shares, schedule
+from scheduler.engine import shares as shares_mod
 from scheduler.engine.decisions import Decisions
 from scheduler.engine.entitlement import node_model
 from scheduler.engine.placement import blocking_taints
@@ -77,7 +78,8 @@ def test_members_within_entitlement_never_preempted(scenario: tuple[Policy, Snap
     pol, snap = scenario
     d = schedule(snap, pol)
     shares = {(s.member, s.gpu_model): s for s in compute_shares(snap, pol)}
-    preempted = {p.pod_uid for p in d.preemptions}
+    # Reclaim only: consolidation moves work that fits elsewhere (its own property below).
+    preempted = {p.pod_uid for p in d.preemptions if p.cause == "reclaim"}
     nodes = {n.name: n for n in snap.nodes}
     victims = {p.member for p in snap.running if p.uid in preempted}
     # GPUs per (member, model) once the cycle's binds and preemptions are carried out.
@@ -121,6 +123,7 @@ def test_members_within_entitlement_never_preempted(scenario: tuple[Policy, Snap
         assert (
             home or s.allocated > s.fair_share or s.allocated + after.get(key, 0) >= s.entitlement
         ), (key, s, after.get(key, 0))
+    preempted = {p.pod_uid for p in d.preemptions}
     for p in snap.running:
         if p.uid in preempted:
             assert not p.terminating and p.member is not None
@@ -131,6 +134,35 @@ def test_members_within_entitlement_never_preempted(scenario: tuple[Policy, Snap
         assert all_pods <= preempted
     for p in d.preemptions:
         assert p.grace_period_seconds == pol.sharing.reclaim_grace_period_seconds
+
+
+@SETTINGS
+@given(scenarios())
+def test_consolidation_never_moves_others_work_within_entitlement_on_their_own_nodes(
+    scenario: tuple[Policy, Snapshot],
+) -> None:
+    """A pod moved by consolidation is the waiting job's member's own, or borrowed (a
+    reclaimable pod), or runs on a node its member does not own; it ran the minimum
+    runtime and its job was reclaimed fewer times than the policy allows."""
+    pol, snap = scenario
+    d = schedule(snap, pol)
+    moved = {p.pod_uid: p for p in d.preemptions if p.cause == "consolidation"}
+    if not moved:
+        return
+    owner = {n.name: n.owner for n in snap.nodes}
+    reclaimable = shares_mod.build(snap, pol).allocation.reclaimable_pods
+    limit = pol.sharing.max_reclaims_per_job
+    for pod in snap.running:
+        p = moved.get(pod.uid)
+        if p is None:
+            continue
+        assert (
+            pod.member == p.reclaimer or pod.uid in reclaimable or owner[pod.node] != pod.member
+        ), (pod, p)
+        assert limit is None or pod.reclaims < limit
+        if not pol.sharing.preempt_below_min_runtime:
+            assert snap.now - pod.started_at >= pol.sharing.min_runtime_seconds
+    assert len({p.for_job for p in moved.values()}) <= pol.sharing.max_consolidations_per_cycle
 
 
 def _shuffled(snap: Snapshot, seed: int) -> Snapshot:

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from scheduler.engine import schedule
 from scheduler.engine.decisions import Decisions
-from tests.unit.engine_strategies import A100, H100, job, node, policy, running, snapshot
+from tests.unit.engine_strategies import (
+    A100,
+    H100,
+    job,
+    node,
+    policy,
+    running,
+    snapshot,
+    without_consolidation,
+)
 
 POL = policy(["lab-a", "lab-b", "lab-c"], reclaim_grace_period_seconds=45)
 
@@ -371,7 +380,7 @@ def test_within_the_entitlement_young_borrowed_pods_are_drained_not_preempted() 
     )
 
 
-def _scattered(with_extra: bool) -> Decisions:
+def _scattered(with_extra: bool, consolidation: bool = True) -> Decisions:
     # physics owns p1, p2 and ai-startup owns s1 (8 GPUs each; entitlements 16 and 8).
     # ai-startup runs 5 on s1 (3 free there), 2 on p1 and, if `with_extra`, 2 on p2:
     # 9 > 8, and only the p2 pod counts as borrowed (own nodes first, then the oldest).
@@ -383,7 +392,8 @@ def _scattered(with_extra: bool) -> Decisions:
     if with_extra:
         run.append(running("ai-b", "ai-startup", "p2", gpus=2, started_at=200))
     gang = job("p-g", "physics", pods=2, gpus=8)
-    return schedule(snapshot(nodes, [gang], run), ENT_POL)
+    pol = ENT_POL if consolidation else without_consolidation(ENT_POL)
+    return schedule(snapshot(nodes, [gang], run), pol)
 
 
 def test_an_owner_takes_back_all_its_nodes_from_a_member_above_its_entitlement() -> None:
@@ -397,8 +407,12 @@ def test_an_owner_takes_back_all_its_nodes_from_a_member_above_its_entitlement()
 
 
 def test_an_owner_leaves_a_member_within_its_entitlement_on_its_nodes() -> None:
-    # Without ai-b, ai-startup holds 7 <= 8: nothing of it is borrowed and physics waits.
+    # Without ai-b, ai-startup holds 7 <= 8: nothing of it is borrowed, so nothing is
+    # reclaimed. Consolidation moves ai-a instead (17 GPUs are free: physics waits only
+    # for fragmentation, and ai-a fits on ai-startup's own node s1).
     d = _scattered(with_extra=False)
+    assert [(p.pod_uid, p.cause) for p in d.preemptions] == [("ai-a", "consolidation")]
+    d = _scattered(with_extra=False, consolidation=False)
     assert d.preemptions == ()
 
 

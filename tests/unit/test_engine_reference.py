@@ -1,7 +1,12 @@
 """The engine decides exactly what the reference engine (`tests/reference_engine`, the
 cycle that walks the whole queue and every victim at every cycle) decides: on random
 snapshots, on queues of many identical jobs, on the benchmark's clusters, and over whole
-simulated replays, where the engine's caches carry over from cycle to cycle."""
+simulated replays, where the engine's caches carry over from cycle to cycle.
+
+The reference engine has no consolidation (`scheduler/engine/consolidation.py`, tested on
+its own in `test_engine_consolidation.py`): the engine runs here with
+`maxConsolidationsPerCycle: 0`, so everything else is still compared decision for
+decision."""
 
 from __future__ import annotations
 
@@ -18,7 +23,13 @@ from scheduler.engine.snapshot import PendingJob, Snapshot
 from scheduler.sim.simulator import Simulator
 from scheduler.traces.model import Trace, TraceJob
 from tests.reference_engine import schedule as reference_schedule
-from tests.unit.engine_strategies import MEMBERS, policies, scenarios, snapshots
+from tests.unit.engine_strategies import (
+    MEMBERS,
+    policies,
+    scenarios,
+    snapshots,
+    without_consolidation,
+)
 from tests.unit.test_sim_helpers import node as sim_node
 from tests.unit.test_sim_helpers import policy as sim_policy
 
@@ -28,7 +39,7 @@ SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[Heal
 def _same(snap: Snapshot, pol: Policy) -> None:
     # Fresh tuples, so neither engine reuses what the other cached for these objects.
     expected = reference_schedule(replace(snap, nodes=tuple(snap.nodes)), pol)
-    got = schedule(replace(snap, nodes=tuple(snap.nodes)), pol)
+    got = schedule(replace(snap, nodes=tuple(snap.nodes)), without_consolidation(pol))
     _equal(got, expected)
 
 
@@ -131,7 +142,7 @@ def test_contended_replays() -> None:
             for k in range(rng.randint(3, 8))
         )
         trace = _trace(rng, members, models)
-        got = Simulator(nodes, pol, trace, schedule).run()
+        got = Simulator(nodes, without_consolidation(pol), trace, schedule).run()
         expected = Simulator(nodes, pol, trace, reference_schedule).run()
         assert got.timeline == expected.timeline, f"seed {seed}"
         for job_id, record in expected.jobs.items():

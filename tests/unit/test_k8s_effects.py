@@ -3,6 +3,8 @@ limit, the metrics exposition, leader-election settings, the ConfigMap reference
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from kubernetes import client as k8s
 from prometheus_client import generate_latest
@@ -14,7 +16,7 @@ from scheduler.engine.snapshot import Node, PodSpec, RunningPod, Snapshot
 from scheduler.k8s.binder import binding_annotations, binding_body
 from scheduler.k8s.daemon import Daemon, PolicyConfigMap, SchedulerView
 from scheduler.k8s.events import EventRecorder, ObjectRef
-from scheduler.k8s.evictor import eviction_body, victim_annotations
+from scheduler.k8s.evictor import event_text, eviction_body, victim_annotations
 from scheduler.k8s.exporter import SchedulerMetrics, State
 from scheduler.k8s.leader import LeaderElector
 from scheduler.k8s.objects import pod_info
@@ -62,8 +64,19 @@ def test_eviction_body_has_grace_and_uid_precondition() -> None:
     assert victim_annotations(preemption, POD) == {
         "fairpool.io/preempted-by": "lab-bio",
         "fairpool.io/preemption-reason": "r",
+        "fairpool.io/preemption-cause": "reclaim",
         "fairpool.io/reclaims": "1",
     }
+    assert event_text(preemption) == (
+        "Preempted",
+        "Preempted by member lab-bio for job lab-bio/x: r (grace period 30s)",
+    )
+    moved = replace(preemption, cause="consolidation")
+    assert victim_annotations(moved, POD)["fairpool.io/preemption-cause"] == "consolidation"
+    assert event_text(moved) == (
+        "Consolidated",
+        "Moved for consolidation, for job lab-bio/x of member lab-bio: r (grace period 30s)",
+    )
     again = pod_info(
         {
             "metadata": {

@@ -145,9 +145,10 @@ def test_invariants(case: Case) -> None:
     assert not result.unfinished(), [r.job.job_id for r in result.unfinished()]
     assert all(r.state is JobState.DONE for r in result.jobs.values())
     check_no_overcommit(case, result)
-    # A member at or below its entitlement is never preempted.
+    # A member at or below its entitlement is never preempted by reclaim (consolidation
+    # moves work that fits elsewhere: test_engine_properties checks whose).
     for victim in result.victims:
-        assert victim.allocated > victim.entitlement, victim
+        assert victim.cause == "consolidation" or victim.allocated > victim.entitlement, victim
     # Gangs start whole: every attempt's pods start and end together.
     attempts: dict[tuple[str, float], set[float]] = {}
     for run in result.pod_runs:

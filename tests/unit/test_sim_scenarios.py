@@ -393,3 +393,29 @@ def test_owner_gets_its_nodes_back_from_a_borrowing_gang() -> None:
     # waits on [130, 630): 2 GPUs x 500 s (it needs 2 x 4, s's nodes have 1 + 1 free).
     study = build_study(result.policy, START, result, None)
     assert study.summary["entitlement_violation_gpu_s"] == pytest.approx(2 * 500)
+
+
+def test_consolidation_moves_borrowed_work_and_is_counted_apart() -> None:
+    # o owns two 4-GPU nodes and runs nothing; b's eight 1-GPU jobs fill them, and one
+    # pair on each node ends at t=100: 4 GPUs free, 2 per node. a (below its fair share
+    # of 4; b holds its whole demand, its fair share) submits a 4-GPU pod at t=200:
+    # nothing may be reclaimed, but moving two of b's pods to the other node opens one.
+    from tests.unit.engine_strategies import without_consolidation
+
+    nodes = (node("o-0", "o", 4), node("o-1", "o", 4))
+    ends = [100, 100, 10_000, 10_000] * 2
+    jobs = trace(*(job(f"b{k}", "b", 0, ends[k], 1) for k in range(8)), job("a1", "a", 200, 500, 4))
+    pol = policy({"a": {}, "b": {}, "o": {}})
+    result = Simulator(nodes, pol, jobs).run()
+    assert result.jobs["a1"].first_start == 230  # the moved pods' grace period
+    moved = sorted(j for j, r in result.jobs.items() if r.consolidations)
+    assert len(moved) == 2 and result.consolidation_preemptions == 2
+    assert all(result.jobs[j].preemptions == 1 for j in moved)
+    # The moved jobs restart from zero: their work counts as lost, like a reclaim's.
+    assert all(result.jobs[j].lost_gpu_s == 230 for j in moved)
+    study = build_study(pol, START, result, None)
+    assert study.summary["consolidation_preemptions"] == 2
+    assert study.summary["reclaim_lost_fraction"] > 0
+    # Without consolidation a1 waits for b's pods to end.
+    off = Simulator(nodes, without_consolidation(pol), jobs).run()
+    assert off.jobs["a1"].first_start == 10_000 and off.consolidation_preemptions == 0

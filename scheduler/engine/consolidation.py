@@ -1,0 +1,333 @@
+"""Consolidation: move running work so that a job blocked by fragmentation can start.
+
+A job is blocked by [fragmentation](docs/glossary.md) when enough GPUs of its model are
+free on the nodes it may use, but no set of those nodes has room for its pods. Long
+small jobs scattered over many nodes keep it waiting for as long as they run, while the
+GPUs between them idle. Moving a few of those small jobs to the scattered free GPUs
+costs their members only the work since their last start (nothing when checkpointable)
+and opens a node (or the gang's nodes) for the waiting job. Consolidation preempts them
+and nominates the waiting job on the opened room, as a reclaim does; their jobs go back
+to pending and start again on the free GPUs elsewhere.
+
+The cycle tries it for a job that did not fit, just before reclaim, in the order it takes
+jobs (the member furthest below its fair share first). A job is a **claimant** when:
+
+- it waits for capacity (no limit, no hold), asks GPUs of one model, and keeps its
+  member within its entitlement or its member is below its fair share there (the same
+  claim as reclaim);
+- its model's free GPUs on the nodes it may use are at least the GPUs it asks for.
+
+A running job may be moved (a **victim**) only when all of this holds:
+
+- it is scheduled by fairpool, none of its pods is terminating, it was not taken by a
+  reclaim or another move of the cycle; a gang is moved whole;
+- it is the claimant's member's own work, or none of its pods runs within its member's
+  entitlement on its member's own nodes (an owner's guaranteed work is never moved for
+  another member; a member may move its own small jobs to start its own bigger one);
+- it has run `sharing.minRuntimeSeconds` (unless `preemptBelowMinRuntime`), and was
+  reclaimed fewer than `sharing.maxReclaimsPerJob` times (a move counts as one);
+- it fits elsewhere: its pods can be placed on what stays free once the claimant holds
+  its room and the victims before it are placed; or else it holds a reclaimable pod and
+  its member is above its fair share and stays at or above it, and at or above its
+  entitlement, without the job (it then loses its place, as to a reclaim).
+
+Choice (deterministic: every walk is in a fixed order):
+
+- Each node the claimant could use is priced by what opening room for its biggest pod
+  there costs: the victims on the node in the order that loses the least work
+  (checkpointable first, then the fewest GPU-seconds since the last start, then the
+  lowest priority, then job id: reclaim's order), taken until the pod fits. Its price is
+  (GPU-seconds of work thrown away, pods moved, the claimant's own nodes first, node
+  name).
+- Nodes are opened cheapest first, until a what-if placement of the whole job succeeds
+  on the free capacity plus what the victims free; then each victim except the last one
+  added is dropped again if the job still fits without it (a minimal set).
+- The fit-elsewhere rule is checked on that set; a victim that breaks it is ruled out
+  and the search runs again (a few times at most).
+
+Bounds: a move throws away at most `sharing.maxConsolidationLossSeconds` of the
+claimant's GPUs in work (a node whose opening costs more is not opened): fragmentation
+idles the claimant's GPUs until the small jobs end by themselves, hours when they are
+long, so a move is worth the work it loses only up to a point. At most
+`sharing.maxConsolidationsPerCycle` claimants get a move per cycle (0 turns consolidation
+off), so one cycle never empties half the cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from scheduler.engine.entitlement import MemberModel
+from scheduler.engine.gangs import Plan, plan_job
+from scheduler.engine.placement import ClusterState, Res, spec_res
+from scheduler.engine.reclaim import VictimJob
+from scheduler.engine.snapshot import PendingJob, PendingPod
+
+_EPS = 1e-9
+RETRIES = 3
+"""Searches per claimant after a victim broke the fit-elsewhere rule: each retry rules
+one more victim out, and a claimant that needs more is better served next cycle."""
+NODES_WALKED = 64
+"""Nodes opened at most for one claimant: a gang needing more is not blocked by
+fragmentation but by the lack of whole nodes, which moving work would not fix cheaply."""
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """What consolidation decided for one claimant."""
+
+    victims: tuple[VictimJob, ...]
+    plan: Plan
+    nodes: tuple[str, ...]
+    """Names of the nodes the claimant's pods go to, where the victims leave room."""
+    elsewhere: frozenset[str]
+    """Victim job ids whose pods fit on free GPUs elsewhere (the others' members are
+    above their fair share)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Positions:
+    """Members' positions, shared with the cycle (it updates `alloc` as it preempts)."""
+
+    alloc: Mapping[MemberModel, int]
+    fair: Mapping[MemberModel, float]
+    entitlement: Mapping[MemberModel, int]
+
+
+def _add(extra: dict[int, Res], i: int, r: Res, sign: int) -> None:
+    e = extra.get(i, (0, 0, 0, 0))
+    extra[i] = (e[0] + sign * r[0], e[1] + sign * r[1], e[2] + sign * r[2], e[3] + sign * r[3])
+
+
+def _as_pending(job: VictimJob) -> tuple[PendingPod, ...]:
+    return tuple(PendingPod(p.uid, p.name, p.namespace, p.spec) for p, _ in job.pods)
+
+
+def fragmented(state: ClusterState, job: PendingJob, model: str) -> bool:
+    """Enough GPUs of the model are free on the nodes the job may use (it did not fit:
+    so they are scattered). Needs no victim index, which most cycles never build."""
+    feasible = state.feasible((p.spec for p in job.pods), model)
+    return sum(max(0, state.free_gpu[i]) for i in feasible) >= job.gpus
+
+
+class Consolidator:
+    """Victim index and search for one cycle (built on first use: most cycles have no
+    claimant)."""
+
+    def __init__(
+        self,
+        state: ClusterState,
+        jobs: Sequence[VictimJob],
+        gone: set[str],
+        reclaimable_pods: set[str] | frozenset[str],
+        positions: Positions,
+        now: float,
+        min_runtime: int,
+        below_min_runtime: bool,
+        loss_seconds: float,
+    ) -> None:
+        self.state = state
+        self.loss_seconds = loss_seconds
+        """At most this long of the claimant's GPUs is thrown away in work per move."""
+        self.gone = gone
+        """Job ids already preempted in the cycle (shared with reclaim)."""
+        self.pos = positions
+        self.now = now
+        self.reclaimable = reclaimable_pods
+        self.on_node: dict[int, list[VictimJob]] = {}
+        """Node -> victims with a pod on it, least work lost first."""
+        for job in sorted(jobs, key=VictimJob.loss_key):
+            if not self._movable(job, reclaimable_pods, min_runtime, below_min_runtime):
+                continue
+            for i in sorted({i for _, i in job.pods}):
+                self.on_node.setdefault(i, []).append(job)
+
+    def _movable(
+        self,
+        job: VictimJob,
+        reclaimable_pods: set[str] | frozenset[str],
+        min_runtime: int,
+        below_min_runtime: bool,
+    ) -> bool:
+        """The rules that do not depend on the claimant."""
+        return below_min_runtime or self.now - job.youngest_start >= min_runtime
+
+    def find(self, job: PendingJob, model: str, lendable: Mapping[str, int]) -> Move | None:
+        """A move that lets the job start, or None."""
+        ruled_out: set[str] = set()
+        for _ in range(RETRIES + 1):
+            found = self._search(job, model, lendable, ruled_out)
+            if found is None:
+                return None
+            victims, plan = found
+            stays = self._stays(job, victims, plan, lendable)
+            if isinstance(stays, frozenset):
+                names = tuple(sorted({self.state.nodes[i].name for _, i in plan.pods}))
+                return Move(tuple(victims), plan, names, stays)
+            ruled_out.add(stays)
+        return None
+
+    # -- the search ----------------------------------------------------------------------
+    def _may_move(self, job: VictimJob, member: str, model: str, ruled_out: set[str]) -> bool:
+        nodes = self.state.nodes
+        if job.member != member and any(
+            nodes[i].owner == job.member and p.uid not in self.reclaimable for p, i in job.pods
+        ):
+            return False
+        return job.job_id not in self.gone and job.job_id not in ruled_out and model in job.by_model
+
+    def _keeps_entitlement(self, job: VictimJob, taken: Mapping[MemberModel, int]) -> bool:
+        alloc, ent = self.pos.alloc, self.pos.entitlement
+        return all(
+            alloc.get((job.member, m), 0) - taken.get((job.member, m), 0) - g
+            >= ent.get((job.member, m), 0)
+            for m, g in job.by_model.items()
+            if g > 0
+        )
+
+    def _opening(
+        self, i: int, res: Res, member: str, model: str, ruled_out: set[str]
+    ) -> tuple[tuple[float, int, int, int], list[VictimJob]] | None:
+        """Victims that open room for one pod of `res` on node i and their price, or None
+        when the node's movable work is not enough."""
+        state = self.state
+        foreign = 0 if state.nodes[i].owner == member else 1
+        if state.fits(i, res):
+            return (0.0, 0, foreign, i), []
+        extra: dict[int, Res] = {}
+        chosen: list[VictimJob] = []
+        lost = 0.0
+        pods = 0
+        for job in self.on_node.get(i, ()):
+            if not self._may_move(job, member, model, ruled_out):
+                continue
+            chosen.append(job)
+            if not job.checkpointable:
+                lost += job.run_gpu_s
+            pods += len(job.pods)
+            for p, j in job.pods:
+                if j == i:
+                    _add(extra, i, spec_res(p.spec), 1)
+            if state.fits(i, res, extra):
+                return (lost, pods, foreign, i), chosen
+        return None
+
+    def _search(
+        self, job: PendingJob, model: str, lendable: Mapping[str, int], ruled_out: set[str]
+    ) -> tuple[list[VictimJob], Plan] | None:
+        state = self.state
+        member = job.member
+        biggest = max((spec_res(p.spec) for p in job.pods), key=lambda r: (r[0], r))
+        feasible = state.feasible((p.spec for p in job.pods), model)
+        budget = job.gpus * self.loss_seconds
+        priced = []
+        for i in sorted(feasible):
+            if i not in self.on_node and not state.fits(i, biggest):
+                continue
+            found = self._opening(i, biggest, member, model, ruled_out)
+            if found is not None and found[0][0] <= budget:
+                priced.append(found)
+        priced.sort(key=lambda pv: pv[0])
+        models = frozenset({model})
+        extra: dict[int, Res] = {}
+        chosen: list[VictimJob] = []
+        seen: set[str] = set()
+        plan: Plan | None = None
+        for _, victims in priced[:NODES_WALKED]:
+            added = False
+            for victim in victims:
+                if victim.job_id in seen:
+                    continue
+                seen.add(victim.job_id)
+                chosen.append(victim)
+                added = True
+                for p, j in victim.pods:
+                    _add(extra, j, spec_res(p.spec), 1)
+            if not added:
+                continue  # the free capacity alone did not fit it in the cycle
+            plan = plan_job(state, job.pods, member, lendable, extra, models)
+            if plan is not None:
+                break
+        if plan is None or not chosen:
+            return None
+        chosen, plan = self._minimal(job, chosen, plan, extra, lendable, models)
+        if sum(v.run_gpu_s for v in chosen if not v.checkpointable) > budget:
+            return None
+        return chosen, plan
+
+    def _minimal(
+        self,
+        job: PendingJob,
+        chosen: list[VictimJob],
+        plan: Plan,
+        extra: dict[int, Res],
+        lendable: Mapping[str, int],
+        models: frozenset[str],
+    ) -> tuple[list[VictimJob], Plan]:
+        """Drop each victim but the last one added when the job fits without it."""
+        for victim in list(reversed(chosen[:-1])):
+            for p, j in victim.pods:
+                _add(extra, j, spec_res(p.spec), -1)
+            trial = plan_job(self.state, job.pods, job.member, lendable, extra, models)
+            if trial is not None:
+                chosen.remove(victim)
+                plan = trial
+            else:
+                for p, j in victim.pods:
+                    _add(extra, j, spec_res(p.spec), 1)
+        return chosen, plan
+
+    # -- the fit-elsewhere rule ----------------------------------------------------------
+    def _stays(
+        self,
+        job: PendingJob,
+        victims: Sequence[VictimJob],
+        plan: Plan,
+        lendable: Mapping[str, int],
+    ) -> frozenset[str] | str:
+        """The victims that fit elsewhere, or the id of the first victim that neither fits
+        elsewhere nor belongs to a member that stays at or above its fair share."""
+        after: dict[int, Res] = {}
+        for victim in victims:
+            for p, j in victim.pods:
+                _add(after, j, spec_res(p.spec), 1)
+        specs = {p.uid: p.spec for p in job.pods}
+        for uid, i in plan.pods:
+            _add(after, i, spec_res(specs[uid]), -1)
+        taken: dict[MemberModel, int] = {}
+        fits: set[str] = set()
+        for victim in victims:
+            elsewhere = plan_job(
+                self.state,
+                _as_pending(victim),
+                victim.member,
+                lendable,
+                after,
+                frozenset(victim.by_model),
+            )
+            if elsewhere is not None:
+                fits.add(victim.job_id)
+                specs_v = {p.uid: p.spec for p, _ in victim.pods}
+                for uid, i in elsewhere.pods:
+                    _add(after, i, spec_res(specs_v[uid]), -1)
+                continue
+            if not (
+                victim.reclaimable
+                and self._above_share(victim, taken)
+                and self._keeps_entitlement(victim, taken)
+            ):
+                return victim.job_id
+            for m, g in victim.by_model.items():
+                taken[(victim.member, m)] = taken.get((victim.member, m), 0) + g
+        return frozenset(fits)
+
+    def _above_share(self, victim: VictimJob, taken: Mapping[MemberModel, int]) -> bool:
+        alloc, fair = self.pos.alloc, self.pos.fair
+        return all(
+            alloc.get((victim.member, m), 0) - taken.get((victim.member, m), 0) - g
+            >= fair.get((victim.member, m), 0.0) - _EPS
+            and alloc.get((victim.member, m), 0) > fair.get((victim.member, m), 0.0) + _EPS
+            for m, g in victim.by_model.items()
+            if g > 0
+        )

@@ -1,0 +1,226 @@
+"""Consolidation: running work is moved so that a job blocked by fragmentation starts."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from policies.loader import parse_policy
+from policies.model import Policy
+from scheduler.engine import schedule
+from scheduler.engine.decisions import Decisions
+from scheduler.engine.snapshot import RunningPod
+from tests.unit.engine_strategies import H100, job, node, policy, running, snapshot
+
+MEMBERS = {"lab-a": {}, "lab-b": {}, "lab-c": {"checkpointable": True}, "lab-o": {}}
+POL = policy(MEMBERS, reclaim_grace_period_seconds=45)
+NODES = [node("o1", "lab-o"), node("o2", "lab-o"), node("o3", "lab-o")]
+
+
+def scattered(per_node: int = 3, member: str = "lab-b", **kw: object) -> list[RunningPod]:
+    """`per_node` 1-GPU pods of `member` on each of o1..o3, started later on later nodes
+    (the pods on o3 are the youngest)."""
+    return [
+        running(f"{member}-{n}-{k}", member, n, started_at=1000.0 * (i + 1), **kw)  # type: ignore[arg-type]
+        for i, n in enumerate(("o1", "o2", "o3"))
+        for k in range(per_node)
+    ]
+
+
+def moved(d: Decisions) -> list[str]:
+    return sorted(p.pod_uid for p in d.preemptions)
+
+
+def test_frees_the_node_whose_work_loses_least_for_a_member_below_its_fair_share() -> None:
+    # lab-o lends its 24 GPUs; lab-b holds 9 (its whole demand: its fair share) scattered
+    # over the three nodes, so 15 are free but no node has 8. lab-a (fair share 8, holds
+    # 0) borrows: reclaim may take nobody below its fair share, consolidation moves work.
+    d = schedule(snapshot(NODES, [job("a-1", "lab-a", gpus=8)], scattered()), POL)
+    assert d.binds == ()
+    assert moved(d) == ["lab-b-o3-0", "lab-b-o3-1", "lab-b-o3-2"]
+    assert {p.cause for p in d.preemptions} == {"consolidation"}
+    assert {(p.reclaimer, p.for_job, p.grace_period_seconds) for p in d.preemptions} == {
+        ("lab-a", "a-1", 45)
+    }
+    assert "consolidation of o3 for job a-1 of member lab-a" in d.preemptions[0].reason
+    assert "fits on free GPUs elsewhere" in d.preemptions[0].reason
+    assert [(n.job_id, n.nodes) for n in d.nominations] == [("a-1", {"a-1-0": "o3"})]
+    assert d.explanations["a-1"] == (
+        f"member lab-a is below its fair share of 8 {H100} (holds 0); waiting for "
+        "consolidation of o3: 3 pods leaving (lab-b-o3-0 of lab-b, lab-b-o3-1 of "
+        "lab-b, lab-b-o3-2 of lab-b) with a grace period of 45 s, since the idle "
+        f"{H100} GPUs are scattered over nodes too small for it; their GPUs are held for "
+        "this job"
+    )
+
+
+def test_checkpointable_work_moves_before_younger_work() -> None:
+    # o1 carries checkpointable lab-c pods (old), o3 young lab-b ones: o1 loses nothing.
+    run = [p for p in scattered() if p.node != "o1"]
+    run += [running(f"c-{k}", "lab-c", "o1", started_at=10.0) for k in range(3)]
+    d = schedule(snapshot(NODES, [job("a-1", "lab-a", gpus=8)], run), POL)
+    assert moved(d) == ["c-0", "c-1", "c-2"]
+    assert [(n.job_id, n.nodes) for n in d.nominations] == [("a-1", {"a-1-0": "o1"})]
+
+
+def test_fewest_pods_moved_when_no_work_is_lost_either_way() -> None:
+    pol = policy({**MEMBERS, "lab-b": {"checkpointable": True}})
+    # Free: o1 4, o2 6, o3 5. Opening o1 moves 4 pods, o2 two, o3 three.
+    run = [running(f"b1-{k}", "lab-b", "o1") for k in range(4)]
+    run += [running(f"b2-{k}", "lab-b", "o2") for k in range(2)]
+    run += [running(f"b3-{k}", "lab-b", "o3") for k in range(3)]
+    d = schedule(snapshot(NODES, [job("a-1", "lab-a", gpus=8)], run), pol)
+    assert moved(d) == ["b2-0", "b2-1"]
+
+
+def test_an_owner_blocked_by_fragmentation_gets_its_own_node_opened() -> None:
+    # lab-a is within its entitlement; its node a1 has 7 GPUs free and lab-b's borrowed
+    # pod b-x, which fits elsewhere: it is moved, not reclaimed.
+    nodes = [node("a1", "lab-a"), *NODES]
+    run = [running("b-x", "lab-b", "a1", started_at=5.0), *scattered()]
+    d = schedule(snapshot(nodes, [job("a-1", "lab-a", gpus=8)], run), POL)
+    assert moved(d) == ["b-x"]
+    assert {p.cause for p in d.preemptions} == {"consolidation"}
+    assert [(n.job_id, n.nodes) for n in d.nominations] == [("a-1", {"a-1-0": "a1"})]
+    assert "waiting for consolidation of a1: 1 pod leaving" in d.explanations["a-1"]
+
+
+def test_reclaim_when_too_few_gpus_are_free() -> None:
+    # No fragmentation (nothing is free): the owner takes its node back by reclaim.
+    run = [running(f"b-{k}", "lab-b", "a1") for k in range(8)]
+    d = schedule(snapshot([node("a1", "lab-a")], [job("a-1", "lab-a", gpus=8)], run), POL)
+    assert len(d.preemptions) == 8
+    assert {p.cause for p in d.preemptions} == {"reclaim"}
+
+
+def test_young_work_is_not_moved() -> None:
+    pol = policy(MEMBERS, min_runtime_seconds=20_000)
+    d = schedule(snapshot(NODES, [job("a-1", "lab-a", gpus=8)], scattered()), pol)
+    assert d.preemptions == () and d.nominations == ()
+    assert "scattered over nodes too small" not in d.explanations["a-1"]
+    # With preemptBelowMinRuntime the young pods move.
+    pol = policy(MEMBERS, min_runtime_seconds=20_000, preempt_below_min_runtime=True)
+    d = schedule(snapshot(NODES, [job("a-1", "lab-a", gpus=8)], scattered()), pol)
+    assert len(d.preemptions) == 3
+
+
+def test_work_reclaimed_as_often_as_allowed_is_not_moved() -> None:
+    d = schedule(snapshot(NODES, [job("a-1", "lab-a", gpus=8)], scattered(reclaims=3)), POL)
+    assert d.preemptions == ()
+    pol = policy(MEMBERS, max_reclaims_per_job=4)
+    d = schedule(snapshot(NODES, [job("a-1", "lab-a", gpus=8)], scattered(reclaims=3)), pol)
+    assert len(d.preemptions) == 3
+
+
+def test_work_that_would_not_fit_elsewhere_is_not_moved() -> None:
+    # 5-GPU pods on each node: 9 GPUs free, none with 8; a moved 5-GPU pod would find no
+    # node with 5 free once lab-a holds the opened one, and lab-b sits at its fair share.
+    run = [running(f"b-{n}", "lab-b", n, gpus=5) for n in ("o1", "o2", "o3")]
+    d = schedule(snapshot(NODES, [job("a-1", "lab-a", gpus=8)], run), POL)
+    assert d.preemptions == ()
+    assert "9 idle NVIDIA-H100 exist but no node has 8 free" in d.explanations["a-1"]
+
+
+def test_work_within_its_members_entitlement_on_its_own_nodes_never_moves() -> None:
+    # lab-o's own pods fill part of its nodes; only they could make room.
+    run = [running(f"o-{n}-{k}", "lab-o", n) for n in ("o1", "o2", "o3") for k in range(3)]
+    d = schedule(snapshot(NODES, [job("a-1", "lab-a", gpus=8)], run), POL)
+    assert d.preemptions == ()
+
+
+def test_a_member_at_its_fair_share_gets_no_move() -> None:
+    # lab-a holds 7 on o1; lab-b holds 7 scattered and waits for a 2 x 8 gang (10 GPUs
+    # free: too few for it, no fragmentation). With lab-b's weight at 100, lab-a's fair
+    # share is what lab-b's demand of 23 leaves: 1, so lab-a, above it, gets no move.
+    run = [running("a-held", "lab-a", "o1", gpus=7), running("b-o1", "lab-b", "o1")]
+    run += [
+        running(f"b-{n}-{k}", "lab-b", n, started_at=5000.0) for n in ("o2", "o3") for k in range(3)
+    ]
+    pending = [job("a-1", "lab-a", gpus=8), job("g-b", "lab-b", pods=2, gpus=8)]
+    d = schedule(snapshot(NODES, pending, run), policy({**MEMBERS, "lab-b": {"weight": 100.0}}))
+    assert d.preemptions == ()
+    # At equal weights lab-a's fair share is 12: below it, it gets o2 or o3 opened.
+    d = schedule(snapshot(NODES, pending, run), POL)
+    assert [(n.job_id, sorted(n.nodes.values())) for n in d.nominations] == [("a-1", ["o2"])]
+    assert {p.cause for p in d.preemptions} == {"consolidation"}
+
+
+def test_a_gang_gets_two_nodes_opened() -> None:
+    nodes = [*NODES, node("o4", "lab-o")]
+    small = [(n, k) for n in ("o1", "o2") for k in range(2)]
+    run = [running(f"b-{n}-{k}", "lab-b", n, started_at=float(k)) for n, k in small]
+    run += [running(f"b-{n}", "lab-b", n, gpus=6) for n in ("o3", "o4")]
+    # Free: 6 + 6 + 2 + 2 = 16 for a 2 x 8 gang; opening o1 and o2 moves 4 small pods,
+    # which fit on o3 and o4.
+    d = schedule(snapshot(nodes, [job("g", "lab-a", pods=2, gpus=8)], run), POL)
+    assert moved(d) == ["b-o1-0", "b-o1-1", "b-o2-0", "b-o2-1"]
+    assert sorted(d.nominations[0].nodes.values()) == ["o1", "o2"]
+
+
+def test_bounded_per_cycle_and_off_at_zero() -> None:
+    pending = [job("a-1", "lab-a", gpus=8), job("a-2", "lab-a", gpus=8, submitted_at=1)]
+    run = [*scattered(per_node=2), running("extra", "lab-b", "o1")]
+    # Free 24 - 7 = 17: two 8-GPU jobs are both blocked by fragmentation.
+    big = {**MEMBERS}
+    d = schedule(snapshot(NODES, pending, run), policy(big, max_consolidations_per_cycle=1))
+    assert len(d.nominations) == 1
+    d = schedule(snapshot(NODES, pending, run), policy(big, max_consolidations_per_cycle=2))
+    assert len(d.nominations) == 2
+    d = schedule(snapshot(NODES, pending, run), policy(big, max_consolidations_per_cycle=0))
+    assert d.preemptions == () and d.nominations == ()
+
+
+def test_the_bound_is_validated() -> None:
+    with pytest.raises(ValidationError, match=r"max_consolidations_per_cycle|maxConsolidations"):
+        policy(MEMBERS, max_consolidations_per_cycle=-1)
+    assert isinstance(policy(MEMBERS), Policy)
+    assert policy(MEMBERS).sharing.max_consolidations_per_cycle == 2
+    text = (
+        "apiVersion: fairpool.io/v1\nkind: Policy\nspec:\n  gpuModels: []\n  members: []\n"
+        "  sharing:\n    maxConsolidationsPerCycle: 1001\n"
+    )
+    with pytest.raises(ValueError, match="maxConsolidationsPerCycle") as caught:
+        parse_policy(text, "p.yaml")
+    assert "1000" in str(caught.value)
+
+
+def test_same_decisions_whatever_the_snapshot_order() -> None:
+    run = scattered()
+    a = schedule(snapshot(NODES, [job("a-1", "lab-a", gpus=8)], run), POL)
+    b = schedule(snapshot(NODES[::-1], [job("a-1", "lab-a", gpus=8)], run[::-1]), POL)
+    assert a == b
+
+
+def test_a_member_moves_its_own_small_jobs_for_its_own_big_one() -> None:
+    # lab-a's own node a1 carries two of its own 1-GPU pods; a2 is half taken by lab-o's
+    # own work (never moved for lab-a). Moving lab-a's two pods to a2 opens a1.
+    nodes = [node("a1", "lab-a"), node("o1", "lab-o")]
+    run = [running(f"a-{k}", "lab-a", "a1", started_at=9000.0) for k in range(2)]
+    run += [running(f"o-{k}", "lab-o", "o1") for k in range(4)]
+    d = schedule(snapshot(nodes, [job("a-big", "lab-a", gpus=8)], run), POL)
+    assert moved(d) == ["a-0", "a-1"]
+    assert {(p.victim_member, p.reclaimer, p.cause) for p in d.preemptions} == {
+        ("lab-a", "lab-a", "consolidation")
+    }
+
+
+def test_work_within_entitlement_on_others_nodes_moves_when_it_fits_elsewhere() -> None:
+    # lab-b (entitled to its node b1) runs within its entitlement, but on lab-o's nodes;
+    # b1 is free. Its pods on o3 move (they fit on b1), not lab-o's own ones on o1/o2.
+    nodes = [node("b1", "lab-b"), *NODES]
+    run = [running(f"o-{n}-{k}", "lab-o", n) for n in ("o1", "o2") for k in range(3)]
+    run += [running(f"b-{k}", "lab-b", "o3", started_at=8000.0) for k in range(3)]
+    run += [running(f"b1-{k}", "lab-b", "b1", started_at=8000.0) for k in range(3)]
+    d = schedule(snapshot(nodes, [job("a-1", "lab-a", gpus=8)], run), POL)
+    assert moved(d) == ["b-0", "b-1", "b-2"]
+    assert [(n.job_id, n.nodes) for n in d.nominations] == [("a-1", {"a-1-0": "o3"})]
+
+
+def test_no_move_throws_away_more_work_than_the_policy_allows() -> None:
+    # Opening o3 throws away 3 x 7,000 GPU-seconds: 2,625 s of the job's 8 GPUs.
+    pol = policy(MEMBERS, max_consolidation_loss_seconds=2600)
+    d = schedule(snapshot(NODES, [job("a-1", "lab-a", gpus=8)], scattered()), pol)
+    assert d.preemptions == ()
+    pol = policy(MEMBERS, max_consolidation_loss_seconds=2625)
+    d = schedule(snapshot(NODES, [job("a-1", "lab-a", gpus=8)], scattered()), pol)
+    assert moved(d) == ["lab-b-o3-0", "lab-b-o3-1", "lab-b-o3-2"]
