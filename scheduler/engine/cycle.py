@@ -715,10 +715,9 @@ class _Cycle:
                 key = (victim.member, node_model(node))
                 self.alloc[key] = self.alloc.get(key, 0) - pod.spec.gpus
                 self.member_total[victim.member] -= pod.spec.gpus
-                if node.owner is not None and node.owner != victim.member and cause == "reclaim":
-                    # A moved pod's GPUs stay lent until it is gone: the owner's lending
-                    # limit must not let a later bind of the cycle on top of it.
-                    self.lent[node.owner] = self.lent.get(node.owner, 0) - pod.spec.gpus
+                # The victim's GPUs stay lent until it is gone (reclaimed or moved): the
+                # owner's lending limit must not let a later bind of the cycle lend them
+                # a second time while the victim still runs its grace period.
 
     def _promise(self, job: PendingJob) -> None:
         model = self.book.job_model.get(job.job_id)

@@ -508,3 +508,22 @@ def test_an_owner_takes_back_its_node_from_a_member_its_own_bind_took_above_enti
         d.preemptions,
         d.nominations,
     )
+
+
+def test_a_reclaimed_pod_stays_lent_until_it_is_gone() -> None:
+    # lab-b lends at most 4 GPUs and lab-a holds all 4 on b-h; lab-b takes them back.
+    # While lab-a's pod terminates it still holds those GPUs, so lab-c's pod must not be
+    # lent b-a's GPUs in the same cycle: lab-b would lend 5.
+    pol = policy(
+        {"lab-a": {}, "lab-b": {"lending_limit": 4}, "lab-c": {}},
+        reclaim_grace_period_seconds=30,
+    )
+    nodes = [node("b-h", "lab-b", gpus=4, model=H100), node("b-a", "lab-b", gpus=2, model=A100)]
+    run = [running("a-x", "lab-a", "b-h", gpus=4, started_at=0)]
+    pending = [
+        job("b-1", "lab-b", gpus=1, gpu_model=H100),
+        job("c-1", "lab-c", gpus=1, submitted_at=1),
+    ]
+    d = schedule(snapshot(nodes, pending, run), pol)
+    assert preempted(d) == ["a-x"]
+    assert [b.job_id for b in d.binds] == []
