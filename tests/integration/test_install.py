@@ -368,6 +368,12 @@ SCHEDULER_MUST_NOT: list[Access] = [
     ("update", "fairpool.io", "policies", "", "", "another-policy"),
     ("create", "apiextensions.k8s.io", "customresourcedefinitions", "", "", ""),
     ("update", "apps", "deployments", "", "NS", ""),
+    # The owners gangs are read from: read only.
+    ("create", "batch", "jobs", "", "NS", ""),
+    ("delete", "batch", "jobs", "", "NS", ""),
+    ("patch", "jobset.x-k8s.io", "jobsets", "", "NS", ""),
+    ("update", "kubeflow.org", "pytorchjobs", "", "NS", ""),
+    ("list", "kubeflow.org", "tfjobs", "", "", ""),
 ]
 SCHEDULER_MUST: list[Access] = [
     ("create", "", "pods", "binding", "", ""),
@@ -377,6 +383,10 @@ SCHEDULER_MUST: list[Access] = [
     ("patch", "fairpool.io", "policies", "status", "", "POLICY"),
     ("update", "coordination.k8s.io", "leases", "", "NS", "LEASE"),
     ("update", "", "configmaps", "", "NS", "HISTORY"),
+    ("watch", "batch", "jobs", "", "", ""),
+    ("list", "jobset.x-k8s.io", "jobsets", "", "", ""),
+    ("watch", "kubeflow.org", "pytorchjobs", "", "", ""),
+    ("watch", "scheduling.volcano.sh", "podgroups", "", "", ""),
 ]
 METER_MUST_NOT: list[Access] = [
     ("list", "", "pods", "", "", ""),
