@@ -8,8 +8,8 @@ enough. SelfSubjectAccessReviews with the same tokens show it is no more than th
 that the meter's ServiceAccount can do nothing at all. `fairpool meter` runs with the
 meter's arguments and the chart's policy file against a real Prometheus.
 
-No controller manager runs here, so the Deployments make no pods; the processes stand
-in for them, as the kubelet would start them."""
+The local kube-controller-manager runs no Deployment controller, so the Deployments make
+no pods; the processes stand in for them, as the kubelet would start them."""
 
 from __future__ import annotations
 
