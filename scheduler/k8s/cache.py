@@ -145,6 +145,12 @@ class ClusterCache:
             self._regroup = True
             self._after_change(kind)
 
+    def reads(self, kind: str) -> bool:
+        """Gangs are read through `kind` (an owner kind or Volcano PodGroups): it was
+        listed, and not found unavailable since."""
+        with self._lock:
+            return kind in self._on
+
     def apply(self, kind: str, event_type: str, obj: Obj) -> None:
         """One watch event: ADDED, MODIFIED or DELETED."""
         with self._lock:

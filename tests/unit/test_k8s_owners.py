@@ -244,7 +244,10 @@ def test_a_pod_seen_before_its_job_waits_then_joins_the_gang() -> None:
 
 def test_jobs_off_means_the_pods_are_placed_one_by_one() -> None:
     cache = ClusterCache()
+    cache.replace(JOBS, [indexed_job()])
+    assert cache.reads(JOBS)
     cache.unavailable(JOBS)
+    assert not cache.reads(JOBS)
     cache.replace(PODS, [job_pod("train-0"), job_pod("train-1")])
     pending = cache.view(POLICY).snapshot.pending
     assert sorted(j.job_id for j in pending) == ["uid-train-0", "uid-train-1"]
