@@ -34,4 +34,7 @@ def test_an_empty_cache_needs_every_binary(tmp_path: Path) -> None:
         "kube-scheduler",
         "kubectl",
         "helm",
+        "jobset",
+        "training-operator",
+        "kueue",
     }
