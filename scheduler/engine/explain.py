@@ -101,9 +101,10 @@ def sentence(
     """`capacity` is `capacity_detail` for the job (used for kind "capacity")."""
     pos = position(job.member, model, allocated, fair)
     if waiting.kind == "incomplete":
+        missing = job.min_member - len(job.pods)
         return (
-            f"gang {job.job_id} has {len(job.pods)} of its {job.min_member} pods; "
-            f"it waits for the rest before any can start"
+            f"gang {job.job_id} has {len(job.pods)} of its {job.min_member} pods "
+            f"({missing} not created yet); it waits for the rest before any can start"
         )
     if waiting.kind in ("limit", "unplaceable", "held", "reclaiming"):
         return f"{pos}; {waiting.detail}"

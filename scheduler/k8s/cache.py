@@ -14,6 +14,7 @@ leader change. The leader's own decisions not yet seen through the watch (`decid
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -24,6 +25,7 @@ from scheduler.engine.snapshot import Node, RunningPod, Snapshot
 from scheduler.k8s import labels as L
 from scheduler.k8s.objects import (
     ConversionError,
+    GangRef,
     Obj,
     PodInfo,
     Priorities,
@@ -35,8 +37,25 @@ from scheduler.k8s.objects import (
     pod_info,
     running_pod,
 )
+from scheduler.k8s.owners import (
+    JOB,
+    JOBSET,
+    PYTORCHJOB,
+    Owner,
+    owner_from_api,
+    owner_gang,
+    volcano_pod_group_min_member,
+)
 
 NODES, PODS, PRIORITY_CLASSES, POD_GROUPS = "nodes", "pods", "priorityclasses", "podgroups"
+JOBS, JOBSETS, PYTORCHJOBS = "jobs", "jobsets", "pytorchjobs"
+VOLCANO_POD_GROUPS = "volcano-podgroups"
+OWNER_RESOURCES: dict[str, str] = {
+    JOBS: JOB.kind,
+    JOBSETS: JOBSET.kind,
+    PYTORCHJOBS: PYTORCHJOB.kind,
+}
+"""Informer kind -> the owner kind it lists (scheduler/k8s/owners.py)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +90,17 @@ class ClusterCache:
         self._priority_classes: dict[str, Obj] = {}
         self._priorities = Priorities()
         self._pod_groups: dict[str, int] = {}
+        self._owners: dict[str, Owner] = {}
+        """uid -> a Job, JobSet or PyTorchJob, as far as gangs go."""
+        self._owner_uids: dict[str, set[str]] = {kind: set() for kind in OWNER_RESOURCES}
+        self._volcano_groups: dict[str, int] = {}
+        self._on: set[str] = set()
+        """Informer kinds listed (owner kinds, Volcano PodGroups): a pod names a gang
+        through them only then; a kind the cluster does not serve is off."""
+        self._grouped: set[str] = set()
+        """uids of pods whose gang comes from an owner or a Volcano PodGroup."""
+        self._regroup = False
+        """An owner changed: those pods' gangs are read again before the next read."""
         self._assumed: dict[str, Assumed] = {}
         self._waiting: set[str] = set()
         """uids of pods waiting for this scheduler and not assumed: `has_pending`."""
@@ -92,10 +122,27 @@ class ClusterCache:
                 self._priority_classes.clear()
             elif kind == POD_GROUPS:
                 self._pod_groups.clear()
+            elif kind == VOLCANO_POD_GROUPS:
+                self._volcano_groups.clear()
+            elif kind in OWNER_RESOURCES:
+                for uid in self._owner_uids[kind]:
+                    self._owners.pop(uid, None)
+                self._owner_uids[kind].clear()
+            if kind in OWNER_RESOURCES or kind == VOLCANO_POD_GROUPS:
+                self._on.add(kind)
+                self._regroup = True
             for obj in objects:
                 self._apply(kind, "ADDED", obj)
             if kind == PODS:
                 self._assumed = {u: a for u, a in self._assumed.items() if u in self._pods}
+            self._after_change(kind)
+
+    def unavailable(self, kind: str) -> None:
+        """The cluster does not serve `kind` (a CRD not installed) or fairpool may not
+        read it: gangs are no longer found through it."""
+        with self._lock:
+            self._on.discard(kind)
+            self._regroup = True
             self._after_change(kind)
 
     def apply(self, kind: str, event_type: str, obj: Obj) -> None:
@@ -111,11 +158,14 @@ class ClusterCache:
             uid = meta.get("uid", "")
             if deleted:
                 self._pods.pop(uid, None)
+                self._grouped.discard(uid)
                 self._assumed.pop(uid, None)
                 self._waiting.discard(uid)
                 return
-            info = pod_info(obj)
+            info = self._with_gang(pod_info(obj))
             self._pods[uid] = info
+            if info.owner is not None or info.volcano_group:
+                self._grouped.add(uid)
             if info.assigned or info.terminal:
                 self._assumed.pop(uid, None)
             if info.waits_for(self.scheduler_name) and uid not in self._assumed:
@@ -143,8 +193,49 @@ class ClusterCache:
                 self._pod_groups.pop(key, None)
             else:
                 self._pod_groups[key] = min_member
+        elif kind == VOLCANO_POD_GROUPS:
+            key, min_member = volcano_pod_group_min_member(obj)
+            if deleted:
+                self._volcano_groups.pop(key, None)
+            else:
+                self._volcano_groups[key] = min_member
+            self._regroup = True
+        elif kind in OWNER_RESOURCES:
+            uid = meta.get("uid", "")
+            if deleted:
+                self._owners.pop(uid, None)
+                self._owner_uids[kind].discard(uid)
+            else:
+                self._owners[uid] = owner_from_api(OWNER_RESOURCES[kind], obj)
+                self._owner_uids[kind].add(uid)
+            self._regroup = True
         else:
             raise ValueError(f"unknown kind {kind!r}")
+
+    def _with_gang(self, pod: PodInfo) -> PodInfo:
+        """The pod with the gang its owner or Volcano PodGroup gives it (a label that
+        names a gang wins)."""
+        if pod.labelled_gang or pod.spec is None:
+            return pod
+        gang: GangRef | None = None
+        if pod.volcano_group and VOLCANO_POD_GROUPS in self._on:
+            size = self._volcano_groups.get(f"{pod.namespace}/{pod.volcano_group}")
+            waits = "" if size else f"Volcano PodGroup {pod.volcano_group} not read yet"
+            gang = GangRef(pod.volcano_group, False, size, "PodGroup", waits)
+        else:
+            on = {OWNER_RESOURCES[k] for k in self._on if k in OWNER_RESOURCES}
+            found = owner_gang(pod.owner, self._owners, on)
+            if found is not None:
+                gang = GangRef(found.name, False, found.size, found.kind, found.waits_for)
+        return pod if gang == pod.gang else dataclasses.replace(pod, gang=gang)
+
+    def _regroup_pods(self) -> None:
+        if not self._regroup:
+            return
+        self._regroup = False
+        for uid in self._grouped:
+            pod = self._pods[uid]
+            self._pods[uid] = self._with_gang(pod)
 
     def _after_change(self, kind: str) -> None:
         if kind == PRIORITY_CLASSES:
@@ -185,10 +276,12 @@ class ClusterCache:
 
     def pod(self, uid: str) -> PodInfo | None:
         with self._lock:
+            self._regroup_pods()
             return self._pods.get(uid)
 
     def pods(self) -> list[PodInfo]:
         with self._lock:
+            self._regroup_pods()
             return list(self._pods.values())
 
     def nodes(self) -> list[Node]:
@@ -205,6 +298,7 @@ class ClusterCache:
         now = time.time() if now is None else now
         with self._lock:
             self._expire_assumed(now)
+            self._regroup_pods()
             pods = dict(self._pods)
             assumed = dict(self._assumed)
             nodes = tuple(sorted(self._nodes.values(), key=lambda n: n.name))

@@ -63,7 +63,18 @@ from scheduler.engine.snapshot import RunningPod, Snapshot
 from scheduler.engine.usage import lost_gpu_seconds
 from scheduler.k8s import labels as L
 from scheduler.k8s.binder import Binder, BindResult
-from scheduler.k8s.cache import NODES, POD_GROUPS, PODS, PRIORITY_CLASSES, CacheView, ClusterCache
+from scheduler.k8s.cache import (
+    JOBS,
+    JOBSETS,
+    NODES,
+    POD_GROUPS,
+    PODS,
+    PRIORITY_CLASSES,
+    PYTORCHJOBS,
+    VOLCANO_POD_GROUPS,
+    CacheView,
+    ClusterCache,
+)
 from scheduler.k8s.events import EventLevel, EventRecorder, ObjectRef
 from scheduler.k8s.evictor import Evictor, EvictResult
 from scheduler.k8s.exporter import SchedulerMetrics, State
@@ -72,6 +83,14 @@ from scheduler.k8s.informer import Informer
 from scheduler.k8s.leader import LeaderElector
 from scheduler.k8s.nominator import Nominations, NominationWriter, cleared_on_bind
 from scheduler.k8s.objects import Obj, PodInfo
+from scheduler.k8s.owners import (
+    JOB,
+    JOBSET,
+    PYTORCHJOB,
+    SCHEDULER_PLUGINS_POD_GROUP,
+    VOLCANO_POD_GROUP,
+    OwnerKind,
+)
 from scheduler.k8s.policy_object import PolicyObject
 from scheduler.k8s.published import NOTHING_PUBLISHED, Published
 from scheduler.k8s.usage_history import (
@@ -148,6 +167,10 @@ class DaemonConfig:
     still being created would otherwise get one per arriving pod)."""
     event_repeat_seconds: float = 60.0
     watch_pod_groups: bool = True
+    """Read gang sizes from scheduler-plugins and Volcano PodGroups (when installed)."""
+    watch_owners: bool = True
+    """Read gangs from the objects that own pods: Jobs, JobSets, PyTorchJobs (a kind the
+    cluster does not serve, or fairpool may not read, is simply off)."""
     events: EventLevel = "all"
     """Which Kubernetes Events to post: `all` (a `Scheduled` event per bind, as
     kube-scheduler does, and every warning), `warnings` (`FailedScheduling`,
@@ -389,21 +412,21 @@ class Daemon:
                 **common,
             ),
         ]
+        optional: list[tuple[str, OwnerKind]] = []
         if c.watch_pod_groups:
-
-            def list_pod_groups(**kwargs: Any) -> Any:
-                return custom.list_cluster_custom_object(
-                    "scheduling.x-k8s.io", "v1alpha1", "podgroups", **kwargs
-                )
-
-            list_pod_groups.__doc__ = ":return: object"
+            optional += [(POD_GROUPS, SCHEDULER_PLUGINS_POD_GROUP)]
+            optional += [(VOLCANO_POD_GROUPS, VOLCANO_POD_GROUP)]
+        if c.watch_owners:
+            optional += [(JOBS, JOB), (JOBSETS, JOBSET), (PYTORCHJOBS, PYTORCHJOB)]
+        for kind, served in optional:
             informers.append(
                 Informer(
-                    POD_GROUPS,
-                    list_pod_groups,
+                    kind,
+                    _cluster_lister(custom, served),
                     self.cache,
                     self.stop_event,
                     optional=True,
+                    on_unavailable=self.cache.unavailable,
                     **common,
                 )
             )
@@ -739,6 +762,19 @@ class _PolicySink:
             log.warning("policy ConfigMap deleted; the running policy stays")
             return
         self.daemon._policy_from_configmap(obj)
+
+
+def _cluster_lister(custom: client.CustomObjectsApi, served: OwnerKind) -> Any:
+    """The list (and watch) call of one API resource across namespaces, as JSON."""
+
+    def list_objects(**kwargs: Any) -> Any:
+        return custom.list_cluster_custom_object(
+            served.group, served.version, served.plural, **kwargs
+        )
+
+    # kubernetes.watch reads the return type from the docstring.
+    list_objects.__doc__ = ":return: object"
+    return list_objects
 
 
 def _ref(pod: PodInfo) -> ObjectRef:

@@ -65,6 +65,7 @@ class Informer:
         page_size: int = 500,
         on_error: Callable[[str, BaseException], None] | None = None,
         optional: bool = False,
+        on_unavailable: Callable[[str], None] | None = None,
         **list_kwargs: Any,
     ) -> None:
         self.kind = kind
@@ -82,6 +83,9 @@ class Informer:
         answer is an error, retried, and the cache keeps what it had: a kube-apiserver
         that just restarted refuses requests until its RBAC is loaded, and reading that
         as "no pods" would hand out GPUs that running pods hold."""
+        self.on_unavailable = on_unavailable
+        """Told the kind when an optional resource cannot be listed (the integration it
+        serves is off until a later list succeeds)."""
         self.synced = threading.Event()
         """Set once the first full list is in the sink."""
         self.relists = 0
@@ -125,10 +129,15 @@ class Informer:
                     # count as synced (empty), and look again much later.
                     if not self.forbidden:
                         log.warning(
-                            "%s: cannot list (%s), treating as empty", self.kind, exc.status
+                            "%s: cannot list (%s), treating as empty; tried again every %.0fs",
+                            self.kind,
+                            exc.status,
+                            self.resync_seconds,
                         )
                     self.forbidden = True
                     self.sink.replace(self.kind, [])
+                    if self.on_unavailable is not None:
+                        self.on_unavailable(self.kind)
                     self.synced.set()
                     self.stop.wait(self.resync_seconds)
                     continue

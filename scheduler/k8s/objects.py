@@ -31,6 +31,7 @@ from scheduler.engine.snapshot import (
     Toleration,
 )
 from scheduler.k8s import labels as L
+from scheduler.k8s.owners import OwnerRef, controller_of, volcano_group_of
 
 Obj = Mapping[str, Any]
 
@@ -255,13 +256,20 @@ def pod_spec_from_api(obj: Obj) -> PodSpec:
 
 @dataclass(frozen=True, slots=True)
 class GangRef:
-    """The gang a pod belongs to: which label named it and the size it declares."""
+    """The gang a pod belongs to: which label named it and the size it declares, or the
+    object it was found from (scheduler/k8s/owners.py)."""
 
     name: str
     pod_group: bool
     """True for the scheduler-plugins `scheduling.x-k8s.io/pod-group` label."""
     size: int | None
-    """From the `fairpool.io/gang-size` annotation; None when absent."""
+    """From the `fairpool.io/gang-size` annotation or the owning object; None when
+    absent."""
+    kind: str = ""
+    """'' for a gang a label names; else the kind it was found from (Job, JobSet,
+    PyTorchJob, or Volcano's PodGroup), re-read whenever that object changes."""
+    waits_for: str = ""
+    """Why the size is not known yet (the owning object not read yet, or unreadable)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +296,15 @@ class PodInfo:
     error: str | None = None
     nominated_node: str = ""
     """`status.nominatedNodeName`: the node an earlier reclaim holds GPUs on for this pod."""
+    owner: OwnerRef | None = None
+    """Its controller (`metadata.ownerReferences`): a Job, a PyTorchJob, a ReplicaSet..."""
+    volcano_group: str = ""
+    """The Volcano PodGroup its annotation names, or ''."""
+
+    @property
+    def labelled_gang(self) -> bool:
+        """A label names its gang: nothing an owner says changes it."""
+        return self.gang is not None and not self.gang.kind
 
     @property
     def reclaims(self) -> int:
@@ -356,6 +373,8 @@ def pod_info(obj: Obj) -> PodInfo:
         spec=pod_spec,
         error=error,
         nominated_node=status.get("nominatedNodeName") or "",
+        owner=controller_of(meta),
+        volcano_group=volcano_group_of(annotations),
     )
 
 
@@ -543,6 +562,16 @@ def pending_jobs(
         if first.gang is not None:
             size = pod_groups.get(job_id) if first.gang.pod_group else None
             size = size or first.gang.size
+            if size is None and first.gang.kind:
+                rejected.append(
+                    Unschedulable(
+                        job_id,
+                        tuple(members),
+                        f"gang {first.gang.name}: {first.gang.waits_for}, so its size is "
+                        "unknown and its pods wait",
+                    )
+                )
+                continue
             if size is None:
                 rejected.append(
                     Unschedulable(

@@ -82,6 +82,14 @@ CONTROL_PLANE: tuple[GoBinary, ...] = (
     GoBinary("kube-apiserver", "kubernetes", "k8s.io/kubernetes/cmd/kube-apiserver", _KUBE_LDFLAGS),
     GoBinary("kube-scheduler", "kubernetes", "k8s.io/kubernetes/cmd/kube-scheduler", _KUBE_LDFLAGS),
     GoBinary("kubectl", "kubernetes", "k8s.io/kubernetes/cmd/kubectl", _KUBE_LDFLAGS),
+    # Its own wrapper module of the same k8s.io/kubernetes release: it needs modules the
+    # others do not, and a shared go.mod would change the others' stamps.
+    GoBinary(
+        "kube-controller-manager",
+        "kube-controller-manager",
+        "k8s.io/kubernetes/cmd/kube-controller-manager",
+        _KUBE_LDFLAGS,
+    ),
     # Lints and renders the chart (deploy/helm/fairpool) for the chart and install tests.
     GoBinary("helm", "helm", "helm.sh/helm/v3/cmd/helm", _HELM_LDFLAGS),
 )

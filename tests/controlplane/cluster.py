@@ -1,7 +1,11 @@
-"""A local control plane: etcd, kube-apiserver and kwok on loopback ports.
+"""A local control plane: etcd, kube-apiserver, kube-controller-manager and kwok on
+loopback ports.
 
-`start(directory)` builds what is missing, starts the three processes, waits until the
+`start(directory)` builds what is missing, starts the four processes, waits until the
 API server is ready and kwok is serving, applies rbac.yaml and returns a `ControlPlane`.
+kube-controller-manager runs the controllers the workloads fairpool schedules rely on:
+Jobs make pods, namespaces are emptied and removed, owned objects are garbage-collected,
+and nodes whose kwok stops posting status turn NotReady.
 Everything it writes lives in `directory` (certificates, token file, one kubeconfig per
 identity, logs, `state.json`) except etcd's data, which goes to a temporary folder.
 `stop(directory)` ends every recorded process group and removes etcd's data.
@@ -40,7 +44,18 @@ _ETCD_TIMEOUT = 60.0
 _APISERVER_TIMEOUT = 180.0
 _KWOK_TIMEOUT = 60.0
 # Order of shutdown: clients of the API server first, etcd last.
-_STOP_ORDER = ("kube-scheduler", "kwok", "kube-apiserver", "etcd")
+_STOP_ORDER = ("kube-scheduler", "kube-controller-manager", "kwok", "kube-apiserver", "etcd")
+CONTROLLERS = (
+    "job-controller",
+    "replicaset-controller",
+    "namespace-controller",
+    "garbage-collector-controller",
+    "node-lifecycle-controller",
+)
+# kwok posts a node's status every 60-75 s (node-stages.yaml) and keeps no node Lease:
+# the grace period spans two missed heartbeats, so only a kwok that stopped leaves its
+# nodes NotReady.
+_NODE_MONITOR_GRACE = "150s"
 
 
 class ClusterError(RuntimeError):
@@ -275,6 +290,25 @@ def _kwok_command(binary: Path, kubeconfig: Path, port: int) -> list[str]:
     return command
 
 
+def _controller_manager_command(binary: Path, kubeconfig: Path) -> list[str]:
+    return [
+        str(binary),
+        f"--kubeconfig={kubeconfig}",
+        f"--controllers={','.join(CONTROLLERS)}",
+        "--leader-elect=false",
+        "--secure-port=0",
+        # No token controller runs (no service-account signing key is given to it), so
+        # every controller acts as the kube-controller-manager identity itself.
+        "--use-service-account-credentials=false",
+        f"--node-monitor-grace-period={_NODE_MONITOR_GRACE}",
+        # Jobs of hundreds of pods in benchmarks: the client defaults (20 qps) would
+        # make the Job controller, not the scheduler, the bottleneck.
+        "--kube-api-qps=200",
+        "--kube-api-burst=400",
+        "--profiling=false",
+    ]
+
+
 def running(directory: Path) -> ControlPlane | None:
     """The control plane recorded in `directory` if its API server still runs."""
     state = load_state(directory)
@@ -422,6 +456,17 @@ def _start_processes(
         _KWOK_TIMEOUT,
     )
     out.print(f"kwok ready ({time.monotonic() - started:.1f}s after start)")
+    manager = launch(
+        "kube-controller-manager",
+        _controller_manager_command(
+            binaries["kube-controller-manager"],
+            directory / "kubeconfig" / "kube-controller-manager.yaml",
+        ),
+    )
+    # It serves nothing (port 0): give it a moment so that a crash on start is reported.
+    time.sleep(0.5)
+    if not manager.alive():
+        raise StartError("kube-controller-manager", "exited during start", Path(manager.log))
 
 
 def apply_manifest(kubeconfig: Path, manifest: Path) -> None:

@@ -4,6 +4,9 @@
 - `scheduler`: user `fairpool`, the fairpool secondary scheduler, limited by rbac.yaml.
 - `kube-scheduler`: the stock scheduler (smoke tests), bootstrap role system:kube-scheduler.
 - `kwok`: the fake kubelets; system:masters because it writes every node's and pod's status.
+- `kube-controller-manager`: the Job, ReplicaSet, namespace, garbage-collector and
+  node-lifecycle controllers; system:masters because without service-account tokens
+  (the ServiceAccount admission plugin is off) every controller runs as this one user.
 """
 
 from __future__ import annotations
@@ -26,7 +29,12 @@ ADMIN = Identity("admin", "fairpool-admin", ("system:masters",))
 SCHEDULER = Identity("scheduler", "fairpool")
 KUBE_SCHEDULER = Identity("kube-scheduler", "system:kube-scheduler")
 KWOK = Identity("kwok", "kwok", ("system:masters",))
-IDENTITIES: dict[str, Identity] = {i.name: i for i in (ADMIN, SCHEDULER, KUBE_SCHEDULER, KWOK)}
+CONTROLLER_MANAGER = Identity(
+    "kube-controller-manager", "system:kube-controller-manager", ("system:masters",)
+)
+IDENTITIES: dict[str, Identity] = {
+    i.name: i for i in (ADMIN, SCHEDULER, KUBE_SCHEDULER, KWOK, CONTROLLER_MANAGER)
+}
 
 
 def new_tokens() -> dict[str, str]:

@@ -1,10 +1,10 @@
-"""Removing namespaces on a control plane that runs no kube-controller-manager.
+"""Removing test namespaces.
 
-Without the namespace controller a deleted namespace stays Terminating forever: its
-`kubernetes` finalizer is only cleared by that controller once the namespace is empty.
-Here the caller does that job: pods go first (no grace period), then the finalizer.
-Other objects of the namespace stay in etcd, unreachable; test namespaces get unique
-names, so none is ever seen again.
+The namespace controller (kube-controller-manager) empties a deleted namespace and
+clears its `kubernetes` finalizer. What the caller adds is speed: the namespace's pods
+are deleted at once (no grace period), so that no pod of a finished test still holds
+room on a node the next test reuses by name. The namespace is deleted first, so that no
+controller (a Job's) can create pods in it again.
 """
 
 from __future__ import annotations
@@ -16,22 +16,9 @@ from kubernetes.client.rest import ApiException
 
 
 def remove_namespace(core: k8s.CoreV1Api, name: str) -> None:
-    core.delete_collection_namespaced_pod(name, grace_period_seconds=0)
     with contextlib.suppress(ApiException):
-        core.delete_namespace(name, grace_period_seconds=0)
-    try:
-        namespace = core.read_namespace(name)
-    except ApiException as exc:
-        if exc.status == 404:
-            return
-        raise
-    if namespace.spec is not None:
-        namespace.spec.finalizers = []
-    try:
-        core.replace_namespace_finalize(name, namespace)
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
+        core.delete_namespace(name)
+    core.delete_collection_namespaced_pod(name, grace_period_seconds=0)
 
 
 def remove_labelled_namespaces(core: k8s.CoreV1Api, label_selector: str) -> list[str]:

@@ -57,7 +57,7 @@ def test_waits_for_missing_members() -> None:
     d = schedule(snapshot(nodes, [job("g", "lab-a", pods=2, min_member=4)]), POL)
     assert d.binds == ()
     assert d.explanations["g"] == (
-        "gang g has 2 of its 4 pods; it waits for the rest before any can start"
+        "gang g has 2 of its 4 pods (2 not created yet); it waits for the rest before any can start"
     )
 
 

@@ -1,0 +1,294 @@
+"""Gangs formed from the object that owns a pod: no annotation to write.
+
+Pure: each owner kind has one function reading its object (a JSON dict as the API
+server sends it) into an `Owner`, and `owner_gang` finds the gang of a pod from its
+controller reference. The cache keeps the `Owner`s (scheduler/k8s/cache.py); the daemon
+lists and watches each kind with its own informer, and a kind the cluster does not serve
+(or fairpool may not read) is simply off.
+
+- batch `Job`, Indexed, with `completions >= parallelism`: its pods run at once, so they
+  are one gang of `parallelism` pods (fewer once only fewer completions are left). Other
+  Jobs are no gang: each pod is placed alone.
+- `JobSet` (jobset.x-k8s.io): its pods belong to its child Jobs. The replicated jobs that
+  start together form one gang of `replicas x pods per Job` summed; a replicated job
+  that `dependsOn` another starts later, so it forms a gang with those that depend on
+  the same, and under `startupPolicyOrder: InOrder` every replicated job is its own
+  gang. A Kubeflow TrainJob runs as a JobSet of the same name, so it is read this way.
+- Kubeflow `PyTorchJob` (kubeflow.org): one gang of the sum of all replica counts, or
+  its own `runPolicy.schedulingPolicy.minAvailable` when set.
+- Volcano `PodGroup` (scheduling.volcano.sh): the pods it names (annotation
+  `scheduling.k8s.io/group-name`) are one gang of `spec.minMember` pods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+Obj = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerKind:
+    """One kind fairpool reads gangs from: what it is called and where the API serves it."""
+
+    kind: str
+    group: str
+    version: str
+    plural: str
+
+
+JOB = OwnerKind("Job", "batch", "v1", "jobs")
+JOBSET = OwnerKind("JobSet", "jobset.x-k8s.io", "v1alpha2", "jobsets")
+PYTORCHJOB = OwnerKind("PyTorchJob", "kubeflow.org", "v1", "pytorchjobs")
+VOLCANO_POD_GROUP = OwnerKind("PodGroup", "scheduling.volcano.sh", "v1beta1", "podgroups")
+SCHEDULER_PLUGINS_POD_GROUP = OwnerKind("PodGroup", "scheduling.x-k8s.io", "v1alpha1", "podgroups")
+OWNER_KINDS: tuple[OwnerKind, ...] = (JOB, JOBSET, PYTORCHJOB)
+"""The kinds whose objects own pods (directly or through a Job) and size their gang."""
+
+VOLCANO_GROUP_ANNOTATIONS = ("scheduling.k8s.io/group-name", "scheduling.volcano.sh/group-name")
+"""Where a pod names its Volcano PodGroup (the first is what Volcano's controllers write)."""
+JOBSET_REPLICATED_JOB_LABEL = "jobset.sigs.k8s.io/replicatedjob-name"
+
+
+class OwnerError(ValueError):
+    """An owner object whose gang cannot be read; the message names the object and field."""
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerRef:
+    """A pod's or a Job's controller reference (`metadata.ownerReferences`)."""
+
+    kind: str
+    name: str
+    uid: str
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """What fairpool keeps of one owning object."""
+
+    kind: str
+    namespace: str
+    name: str
+    uid: str
+    size: int | None = None
+    """Job, PyTorchJob: pods of its gang; None for a Job that is no gang."""
+    parent: OwnerRef | None = None
+    """Its own controller: the JobSet that made a Job."""
+    replicated_job: str = ""
+    """A JobSet's Job: the replicated job it belongs to."""
+    stages: Mapping[str, tuple[str, int]] = field(default_factory=dict)
+    """A JobSet: replicated job -> (the gang's name, its size)."""
+    error: str | None = None
+    """Why its gang cannot be read (its pods wait, and say so)."""
+
+
+def controller_of(meta: Obj) -> OwnerRef | None:
+    """The owner reference marked `controller: true`, if any."""
+    for ref in meta.get("ownerReferences") or ():
+        if ref.get("controller"):
+            return OwnerRef(ref.get("kind", ""), ref.get("name", ""), ref.get("uid", ""))
+    return None
+
+
+def _count(value: object, where: str, default: int) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise OwnerError(f"{where}: {value!r} is not a count")
+    return value
+
+
+def _identity(obj: Obj) -> tuple[str, str, str, str]:
+    meta = obj.get("metadata") or {}
+    return (
+        meta.get("namespace", ""),
+        meta.get("name", ""),
+        meta.get("uid", ""),
+        f"{obj.get('kind', '?')} {meta.get('namespace', '')}/{meta.get('name', '')}",
+    )
+
+
+def job_gang_size(job: Obj) -> int | None:
+    """Pods of an Indexed Job's gang: `parallelism` (default 1), or the completions
+    still to come when fewer; None for a Job that is no gang (NonIndexed, or
+    `completions < parallelism`)."""
+    *_, where = _identity(job)
+    spec = job.get("spec") or {}
+    if spec.get("completionMode") != "Indexed":
+        return None
+    parallelism = _count(spec.get("parallelism"), f"{where}: spec.parallelism", 1)
+    completions = _count(spec.get("completions"), f"{where}: spec.completions", parallelism)
+    if completions < parallelism:
+        return None
+    succeeded = _count((job.get("status") or {}).get("succeeded"), f"{where}: status", 0)
+    left = min(parallelism, completions - succeeded)
+    return left if left > 1 else None
+
+
+def _replicated_job_pods(rjob: Obj, where: str) -> int:
+    """Pods one replicated job runs at once: replicas x the pods of each Job."""
+    replicas = _count(rjob.get("replicas"), f"{where}.replicas", 1)
+    job_spec = (rjob.get("template") or {}).get("spec") or {}
+    parallelism = _count(job_spec.get("parallelism"), f"{where}.template.spec.parallelism", 1)
+    completions = _count(
+        job_spec.get("completions"), f"{where}.template.spec.completions", parallelism
+    )
+    return replicas * min(parallelism, completions)
+
+
+def jobset_gangs(jobset: Obj) -> dict[str, tuple[str, int]]:
+    """Replicated job name -> (gang name, gang size) of a JobSet. The gang name is the
+    JobSet's when every replicated job starts together, else the JobSet's followed by the
+    first replicated job of the gang."""
+    _ns, name, _uid, where = _identity(jobset)
+    spec = jobset.get("spec") or {}
+    in_order = (spec.get("startupPolicy") or {}).get("startupPolicyOrder") == "InOrder"
+    stages: dict[tuple[str, ...], list[tuple[str, int]]] = {}
+    for i, rjob in enumerate(spec.get("replicatedJobs") or ()):
+        path = f"{where}: spec.replicatedJobs[{i}]"
+        rname = rjob.get("name")
+        if not isinstance(rname, str) or not rname:
+            raise OwnerError(f"{path}.name: missing")
+        after = tuple(sorted(str(d.get("name", "")) for d in rjob.get("dependsOn") or ()))
+        key = (rname,) if in_order else after
+        stages.setdefault(key, []).append((rname, _replicated_job_pods(rjob, path)))
+    if not stages:
+        raise OwnerError(f"{where}: spec.replicatedJobs: none")
+    gangs: dict[str, tuple[str, int]] = {}
+    for members in stages.values():
+        gang = name if len(stages) == 1 else f"{name}/{members[0][0]}"
+        size = sum(pods for _, pods in members)
+        for rname, _ in members:
+            gangs[rname] = (gang, size)
+    return gangs
+
+
+_PYTORCH_REPLICAS = "pytorchReplicaSpecs"
+
+
+def pytorchjob_gang_size(job: Obj) -> int:
+    """Pods of a PyTorchJob's gang: its `runPolicy.schedulingPolicy.minAvailable`, else
+    the sum of every replica type's `replicas` (Master and Worker)."""
+    *_, where = _identity(job)
+    spec = job.get("spec") or {}
+    policy = (spec.get("runPolicy") or {}).get("schedulingPolicy") or {}
+    available = _count(
+        policy.get("minAvailable"), f"{where}: spec.runPolicy.schedulingPolicy.minAvailable", 0
+    )
+    if available > 0:
+        return available
+    replicas = spec.get(_PYTORCH_REPLICAS) or {}
+    if not replicas:
+        raise OwnerError(f"{where}: spec.{_PYTORCH_REPLICAS}: none")
+    return sum(
+        _count(r.get("replicas"), f"{where}: spec.{_PYTORCH_REPLICAS}.{kind}.replicas", 1)
+        for kind, r in replicas.items()
+    )
+
+
+def volcano_pod_group_min_member(obj: Obj) -> tuple[str, int]:
+    """`namespace/name` and spec.minMember of a Volcano PodGroup."""
+    namespace, name, _uid, where = _identity(obj)
+    spec = obj.get("spec") or {}
+    return f"{namespace}/{name}", max(1, _count(spec.get("minMember"), f"{where}: minMember", 1))
+
+
+def volcano_group_of(annotations: Obj) -> str:
+    """The Volcano PodGroup a pod names, or ''."""
+    for key in VOLCANO_GROUP_ANNOTATIONS:
+        value = annotations.get(key)
+        if value:
+            return str(value)
+    return ""
+
+
+def owner_from_api(kind: str, obj: Obj) -> Owner:
+    """The `Owner` of one Job, JobSet or PyTorchJob; an object whose gang cannot be read
+    is kept with the error, so its pods wait with the reason instead of being placed
+    one by one."""
+    namespace, name, uid, _where = _identity(obj)
+    meta = obj.get("metadata") or {}
+    try:
+        if kind == JOB.kind:
+            labels = meta.get("labels") or {}
+            return Owner(
+                kind=kind,
+                namespace=namespace,
+                name=name,
+                uid=uid,
+                size=job_gang_size(obj),
+                parent=controller_of(meta),
+                replicated_job=labels.get(JOBSET_REPLICATED_JOB_LABEL, ""),
+            )
+        if kind == JOBSET.kind:
+            return Owner(
+                kind=kind, namespace=namespace, name=name, uid=uid, stages=jobset_gangs(obj)
+            )
+        if kind == PYTORCHJOB.kind:
+            return Owner(
+                kind=kind, namespace=namespace, name=name, uid=uid, size=pytorchjob_gang_size(obj)
+            )
+    except OwnerError as exc:
+        return Owner(kind=kind, namespace=namespace, name=name, uid=uid, error=str(exc))
+    raise ValueError(f"not an owner kind: {kind!r}")  # a caller's mistake, not input
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerGang:
+    """A pod's gang as its owner says: the name (unique in the namespace: `kind/name`,
+    which no label value can be), the size, or why the size is not known yet."""
+
+    name: str
+    kind: str
+    size: int | None
+    waits_for: str = ""
+
+
+def owner_gang(
+    ref: OwnerRef | None, owners: Mapping[str, Owner], kinds_on: frozenset[str] | set[str]
+) -> OwnerGang | None:
+    """The gang of a pod whose controller is `ref`, from the owners known by uid; None
+    when the pod is no gang member (no owner, an owner kind that is off, a Job that is
+    no gang)."""
+    if ref is None or ref.kind not in kinds_on:
+        return None
+    owner = owners.get(ref.uid)
+    label = f"{ref.kind.lower()}/{ref.name}"
+    if owner is None:
+        return OwnerGang(label, ref.kind, None, f"{ref.kind} {ref.name} not read yet")
+    if owner.error is not None:
+        return OwnerGang(label, ref.kind, None, owner.error)
+    if (
+        owner.kind == JOB.kind
+        and owner.parent is not None
+        and owner.parent.kind == JOBSET.kind
+        and JOBSET.kind in kinds_on
+    ):
+        return _jobset_gang(owner, owners)
+    if owner.size is None:
+        return None
+    return OwnerGang(label, ref.kind, owner.size)
+
+
+def _jobset_gang(job: Owner, owners: Mapping[str, Owner]) -> OwnerGang:
+    assert job.parent is not None
+    parent = job.parent
+    label = f"{parent.kind.lower()}/{parent.name}"
+    jobset = owners.get(parent.uid)
+    if jobset is None:
+        return OwnerGang(label, parent.kind, None, f"JobSet {parent.name} not read yet")
+    if jobset.error is not None:
+        return OwnerGang(label, parent.kind, None, jobset.error)
+    stage = jobset.stages.get(job.replicated_job)
+    if stage is None:
+        reason = (
+            f"Job {job.name} of JobSet {parent.name} names replicated job "
+            f"{job.replicated_job!r} (label {JOBSET_REPLICATED_JOB_LABEL}), which the "
+            "JobSet does not have"
+        )
+        return OwnerGang(label, parent.kind, None, reason)
+    gang, size = stage
+    return OwnerGang(f"{parent.kind.lower()}/{gang}", parent.kind, size)

@@ -1,0 +1,324 @@
+"""Gangs from the objects that own pods: each kind's gang size read from its object (a
+dict as the API sends it), and the cache grouping pods by their owners."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from policies.loader import load_policy
+from scheduler.engine.explain import Waiting, sentence
+from scheduler.k8s.cache import (
+    JOBS,
+    JOBSETS,
+    PODS,
+    PYTORCHJOBS,
+    VOLCANO_POD_GROUPS,
+    ClusterCache,
+)
+from scheduler.k8s.owners import (
+    Owner,
+    OwnerRef,
+    controller_of,
+    job_gang_size,
+    jobset_gangs,
+    owner_gang,
+    pytorchjob_gang_size,
+    volcano_group_of,
+    volcano_pod_group_min_member,
+)
+from tests.unit.test_k8s_cache import pod
+
+POLICY = load_policy()
+
+
+def indexed_job(
+    name: str = "train",
+    parallelism: int | None = 4,
+    completions: int | None = 4,
+    mode: str = "Indexed",
+    succeeded: int = 0,
+    owner: dict[str, Any] | None = None,
+    labels: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {"completionMode": mode}
+    if parallelism is not None:
+        spec["parallelism"] = parallelism
+    if completions is not None:
+        spec["completions"] = completions
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": "physics",
+        "uid": f"uid-job-{name}",
+        "labels": labels or {},
+    }
+    if owner is not None:
+        meta["ownerReferences"] = [owner]
+    return {"kind": "Job", "metadata": meta, "spec": spec, "status": {"succeeded": succeeded}}
+
+
+def owned_by(kind: str, name: str, uid: str) -> dict[str, Any]:
+    return {"apiVersion": "x/v1", "kind": kind, "name": name, "uid": uid, "controller": True}
+
+
+def replicated(name: str, replicas: int, parallelism: int, **extra: Any) -> dict[str, Any]:
+    job = {"spec": {"parallelism": parallelism, "completions": parallelism}}
+    return {"name": name, "replicas": replicas, "template": job, **extra}
+
+
+def jobset(name: str, *rjobs: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    return {
+        "kind": "JobSet",
+        "metadata": {"name": name, "namespace": "physics", "uid": f"uid-js-{name}"},
+        "spec": {"replicatedJobs": list(rjobs), **spec},
+    }
+
+
+def pytorchjob(name: str = "bert", **spec: Any) -> dict[str, Any]:
+    return {
+        "kind": "PyTorchJob",
+        "metadata": {"name": name, "namespace": "physics", "uid": f"uid-pt-{name}"},
+        "spec": spec,
+    }
+
+
+# --- each kind's gang size --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("parallelism", "completions", "mode", "succeeded", "size"),
+    [
+        (4, 4, "Indexed", 0, 4),
+        (4, 8, "Indexed", 0, 4),  # completions >= parallelism: the first 4 run at once
+        (4, 6, "Indexed", 4, 2),  # only two completions are left: the last gang is 2
+        (4, 2, "Indexed", 0, None),  # completions < parallelism: no gang
+        (4, 4, "NonIndexed", 0, None),
+        (1, 1, "Indexed", 0, None),  # one pod is no gang
+        (None, None, "Indexed", 0, None),  # parallelism defaults to 1
+        (3, None, "Indexed", 0, 3),  # completions default to parallelism
+    ],
+)
+def test_indexed_job_gang_is_its_parallelism(
+    parallelism: int | None, completions: int | None, mode: str, succeeded: int, size: int | None
+) -> None:
+    job = indexed_job(parallelism=parallelism, completions=completions, mode=mode)
+    job["status"]["succeeded"] = succeeded
+    assert job_gang_size(job) == size
+
+
+def test_a_job_with_an_unreadable_count_names_the_field() -> None:
+    with pytest.raises(ValueError, match=r"Job physics/train: spec.parallelism: 'four'"):
+        job_gang_size(indexed_job(parallelism="four"))  # type: ignore[arg-type]
+
+
+def test_jobset_replicated_jobs_that_start_together_are_one_gang() -> None:
+    gangs = jobset_gangs(jobset("llm", replicated("leader", 1, 1), replicated("workers", 2, 4)))
+    assert gangs == {"leader": ("llm", 9), "workers": ("llm", 9)}
+
+
+def test_jobset_depends_on_starts_a_later_gang() -> None:
+    # A Kubeflow TrainJob's JobSet: the initializers run first, then the trainer nodes.
+    gangs = jobset_gangs(
+        jobset(
+            "tj",
+            replicated("dataset-initializer", 1, 1),
+            replicated("model-initializer", 1, 1),
+            replicated("node", 4, 1, dependsOn=[{"name": "model-initializer"}]),
+        )
+    )
+    assert gangs == {
+        "dataset-initializer": ("tj/dataset-initializer", 2),
+        "model-initializer": ("tj/dataset-initializer", 2),
+        "node": ("tj/node", 4),
+    }
+
+
+def test_jobset_in_order_startup_makes_each_replicated_job_a_gang() -> None:
+    gangs = jobset_gangs(
+        jobset(
+            "io",
+            replicated("driver", 1, 1),
+            replicated("workers", 3, 2),
+            startupPolicy={"startupPolicyOrder": "InOrder"},
+        )
+    )
+    assert gangs == {"driver": ("io/driver", 1), "workers": ("io/workers", 6)}
+
+
+def test_jobset_without_replicated_jobs_is_an_error() -> None:
+    with pytest.raises(ValueError, match=r"JobSet physics/empty: spec\.replicatedJobs: none"):
+        jobset_gangs(jobset("empty"))
+
+
+def test_pytorchjob_gang_is_the_sum_of_its_replicas() -> None:
+    job = pytorchjob(
+        pytorchReplicaSpecs={"Master": {"replicas": 1}, "Worker": {"replicas": 3}},
+    )
+    assert pytorchjob_gang_size(job) == 4
+
+
+def test_pytorchjob_min_available_wins() -> None:
+    job = pytorchjob(
+        pytorchReplicaSpecs={"Master": {"replicas": 1}, "Worker": {"replicas": 7}},
+        runPolicy={"schedulingPolicy": {"minAvailable": 5}},
+    )
+    assert pytorchjob_gang_size(job) == 5
+
+
+def test_pytorchjob_without_replicas_is_an_error() -> None:
+    with pytest.raises(ValueError, match="pytorchReplicaSpecs: none"):
+        pytorchjob_gang_size(pytorchjob())
+
+
+def test_volcano_pod_group_and_the_pod_annotation() -> None:
+    group = {"metadata": {"name": "pg", "namespace": "bio"}, "spec": {"minMember": 6}}
+    assert volcano_pod_group_min_member(group) == ("bio/pg", 6)
+    assert volcano_group_of({"scheduling.k8s.io/group-name": "pg"}) == "pg"
+    assert volcano_group_of({}) == ""
+
+
+def test_controller_reference_is_the_one_marked_controller() -> None:
+    meta = {
+        "ownerReferences": [
+            {"kind": "ConfigMap", "name": "c", "uid": "1"},
+            {"kind": "Job", "name": "train", "uid": "2", "controller": True},
+        ]
+    }
+    assert controller_of(meta) == OwnerRef("Job", "train", "2")
+    assert controller_of({}) is None
+
+
+def test_owner_gang_follows_a_job_to_its_jobset() -> None:
+    owners = {
+        "j": Owner("Job", "ns", "llm-workers-0", "j", 4, OwnerRef("JobSet", "llm", "s"), "workers"),
+        "s": Owner("JobSet", "ns", "llm", "s", stages={"workers": ("llm", 8)}),
+    }
+    ref = OwnerRef("Job", "llm-workers-0", "j")
+    gang = owner_gang(ref, owners, {"Job", "JobSet"})
+    assert gang is not None and (gang.name, gang.size) == ("jobset/llm", 8)
+    # JobSets off (CRD not installed): the Indexed Job alone is the gang.
+    gang = owner_gang(ref, owners, {"Job"})
+    assert gang is not None and (gang.name, gang.size) == ("job/llm-workers-0", 4)
+    # Jobs off too: no gang at all.
+    assert owner_gang(ref, owners, set()) is None
+
+
+def test_owner_gang_waits_for_an_owner_not_read_yet() -> None:
+    gang = owner_gang(OwnerRef("PyTorchJob", "bert", "p"), {}, {"PyTorchJob"})
+    assert gang is not None and gang.size is None
+    assert gang.waits_for == "PyTorchJob bert not read yet"
+
+
+# --- the cache: pods grouped by their owners --------------------------------------------
+
+
+def job_pod(name: str, job: str = "train", **labels: str) -> dict[str, Any]:
+    body = pod(name, labels=labels)
+    body["metadata"]["ownerReferences"] = [owned_by("Job", job, f"uid-job-{job}")]
+    return body
+
+
+def test_an_indexed_jobs_pods_are_one_gang() -> None:
+    cache = ClusterCache()
+    cache.replace(JOBS, [indexed_job()])
+    cache.replace(PODS, [job_pod(f"train-{i}") for i in range(4)])
+    (job,) = cache.view(POLICY).snapshot.pending
+    assert (job.job_id, job.min_member, len(job.pods)) == ("physics/job/train", 4, 4)
+
+
+def test_a_pod_seen_before_its_job_waits_then_joins_the_gang() -> None:
+    cache = ClusterCache()
+    cache.replace(JOBS, [])
+    cache.replace(PODS, [job_pod("train-0"), job_pod("train-1")])
+    view = cache.view(POLICY)
+    assert view.snapshot.pending == ()
+    (waiting,) = view.unschedulable
+    assert "Job train not read yet" in waiting.reason
+    cache.apply(JOBS, "ADDED", indexed_job(parallelism=2, completions=2))
+    (job,) = cache.view(POLICY).snapshot.pending
+    assert (job.job_id, job.min_member) == ("physics/job/train", 2)
+    assert cache.pod("uid-train-0") is not None
+    assert cache.pod("uid-train-0").gang.name == "job/train"  # type: ignore[union-attr]
+
+
+def test_jobs_off_means_the_pods_are_placed_one_by_one() -> None:
+    cache = ClusterCache()
+    cache.unavailable(JOBS)
+    cache.replace(PODS, [job_pod("train-0"), job_pod("train-1")])
+    pending = cache.view(POLICY).snapshot.pending
+    assert sorted(j.job_id for j in pending) == ["uid-train-0", "uid-train-1"]
+
+
+def test_a_jobs_gang_is_missing_pods_and_explain_says_how_many() -> None:
+    cache = ClusterCache()
+    cache.replace(JOBS, [indexed_job()])
+    cache.replace(PODS, [job_pod("train-0"), job_pod("train-1"), job_pod("train-2")])
+    (job,) = cache.view(POLICY).snapshot.pending
+    assert (job.min_member, len(job.pods)) == (4, 3)
+    text = sentence(job, Waiting("incomplete"), None, 0, 0.0, "")
+    assert "1 not created yet" in text and "3 of its 4 pods" in text
+
+
+def test_the_explicit_label_wins_over_the_owner() -> None:
+    cache = ClusterCache()
+    cache.replace(JOBS, [indexed_job()])
+    labelled = job_pod("train-0", **{"fairpool.io/gang": "mine"})
+    labelled["metadata"]["annotations"]["fairpool.io/gang-size"] = "1"
+    cache.replace(PODS, [labelled])
+    (job,) = cache.view(POLICY).snapshot.pending
+    assert (job.job_id, job.min_member) == ("physics/mine", 1)
+
+
+def test_a_jobset_gang_spans_its_jobs() -> None:
+    cache = ClusterCache()
+    cache.replace(JOBSETS, [jobset("llm", replicated("workers", 2, 2))])
+    jobs = [
+        indexed_job(
+            f"llm-workers-{i}",
+            parallelism=2,
+            completions=2,
+            owner=owned_by("JobSet", "llm", "uid-js-llm"),
+            labels={"jobset.sigs.k8s.io/replicatedjob-name": "workers"},
+        )
+        for i in range(2)
+    ]
+    cache.replace(JOBS, jobs)
+    pods = [job_pod(f"llm-workers-{i}-{k}", f"llm-workers-{i}") for i in (0, 1) for k in (0, 1)]
+    cache.replace(PODS, pods)
+    (job,) = cache.view(POLICY).snapshot.pending
+    assert (job.job_id, job.min_member, len(job.pods)) == ("physics/jobset/llm", 4, 4)
+    # The JobSet is deleted (its CRD removed, say): each Indexed Job is a gang again.
+    cache.apply(JOBSETS, "DELETED", jobset("llm"))
+    cache.unavailable(JOBSETS)
+    pending = cache.view(POLICY).snapshot.pending
+    assert sorted((j.job_id, j.min_member) for j in pending) == [
+        ("physics/job/llm-workers-0", 2),
+        ("physics/job/llm-workers-1", 2),
+    ]
+
+
+def test_a_pytorchjobs_pods_are_one_gang_of_every_replica() -> None:
+    cache = ClusterCache()
+    spec = {"pytorchReplicaSpecs": {"Master": {"replicas": 1}, "Worker": {"replicas": 2}}}
+    cache.replace(PYTORCHJOBS, [pytorchjob(**spec)])
+    pods = []
+    for name in ("bert-master-0", "bert-worker-0", "bert-worker-1"):
+        body = pod(name)
+        body["metadata"]["ownerReferences"] = [owned_by("PyTorchJob", "bert", "uid-pt-bert")]
+        pods.append(body)
+    cache.replace(PODS, pods)
+    (job,) = cache.view(POLICY).snapshot.pending
+    assert (job.job_id, job.min_member, len(job.pods)) == ("physics/pytorchjob/bert", 3, 3)
+
+
+def test_a_volcano_pod_group_sizes_its_gang() -> None:
+    cache = ClusterCache()
+    cache.replace(
+        VOLCANO_POD_GROUPS,
+        [{"metadata": {"name": "pg", "namespace": "physics"}, "spec": {"minMember": 2}}],
+    )
+    group = {"scheduling.k8s.io/group-name": "pg"}
+    cache.replace(PODS, [pod("a", annotations=group), pod("b", annotations=group)])
+    (job,) = cache.view(POLICY).snapshot.pending
+    assert (job.job_id, job.min_member) == ("physics/pg", 2)
