@@ -33,6 +33,7 @@ def test_an_empty_cache_needs_every_binary(tmp_path: Path) -> None:
         "kube-apiserver",
         "kube-scheduler",
         "kubectl",
+        "kube-controller-manager",
         "helm",
         "jobset",
         "training-operator",
