@@ -212,7 +212,7 @@ def test_reclaim_takes_a_borrowed_pytorch_job_back_whole(
     # nothing. The operator makes new pods for it, and they wait whole.
     remaining = {p.metadata.uid for p in job_pods(pool, "a", "wide")}
     assert first.isdisjoint(remaining)
-    assert {e.involved_object.name for e in pool.events("a", "Preempted")} >= {p for p in bound}
+    assert {e.involved_object.name for e in pool.events("a", "Preempted")} >= set(bound)
     time.sleep(2)
     assert pool.bound("a") == {}
 
@@ -287,6 +287,36 @@ def test_jobset_that_cannot_fit_binds_nothing(
     )
     wait_until(lambda: len(jobset_pods(pool, "a", "big")) == 6, timeout=90, what="6 pods")
     wait_until(lambda: pool.events("a", "FailedScheduling"), timeout=30, what="FailedScheduling")
+    time.sleep(2)
+    assert pool.bound("a") == {}
+
+
+def test_reclaim_takes_a_borrowed_jobset_back_whole(
+    pool: Pool, jobset_controller: RunningController
+) -> None:
+    for member in ("a", "b"):
+        pool.add_member(member)
+    pool.add_nodes("a", count=1, gpus=8)
+    b_nodes = pool.add_nodes("b", count=1, gpus=8)
+    pool.daemon(pool.policy(grace=2))
+    # A's JobSet of 2 Jobs x 2 pods x 4 GPUs needs both nodes: half of it borrows B's.
+    kubectl_apply(
+        pool.plane, jobset("wide", pool.ns("a"), replicas=2, pods=2, gpus=4, duration=None)
+    )
+    bound = wait_until(
+        lambda: len(pool.bound("a")) == 4 and pool.bound("a"), timeout=90, what="A's gang bound"
+    )
+    assert sum(node in b_nodes for node in bound.values()) == 2
+    first = {p.metadata.uid for p in jobset_pods(pool, "a", "wide")}
+
+    kubectl_apply(
+        pool.plane, jobset("mine", pool.ns("b"), replicas=1, pods=2, gpus=4, duration=None)
+    )
+    wait_until(lambda: len(pool.bound("b")) == 2, timeout=90, what="B's gang bound")
+    assert set(pool.bound("b").values()) == set(b_nodes)
+    # Every pod of A's gang went, those on A's own node too, in one reclaim.
+    assert first.isdisjoint({p.metadata.uid for p in jobset_pods(pool, "a", "wide")})
+    assert {e.involved_object.name for e in pool.events("a", "Preempted")} == set(bound)
     time.sleep(2)
     assert pool.bound("a") == {}
 
