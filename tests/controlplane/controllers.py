@@ -18,6 +18,10 @@ in-cluster name `training-operator.<namespace>.svc`, which the API server cannot
 from here, so its (validating-only) webhook is not registered. What that loses: a
 malformed PyTorchJob is accepted and then rejected by the operator's reconcile instead of
 by the API server. Defaulting is done by the operator itself, so nothing else changes.
+
+Kueue, with its own certificate management off, also insists on a metrics certificate at
+/etc/kueue/metrics/certs (where its Deployment mounts one), even with metrics off; the
+first start writes a throw-away pair there.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from tests.controlplane.cluster import ControlPlane, save_state
 from tests.controlplane.processes import ProcessRecord
 
 CONTROLLER_NAMESPACE = "fairpool-controllers"
+KUEUE_METRICS_CERTS = Path("/etc/kueue/metrics/certs")
 _READY_TIMEOUT = 180.0
 _CRD_TIMEOUT = 60.0
 
@@ -292,6 +297,21 @@ def _command(
     return [str(binary), f"--config={config}"]
 
 
+def _kueue_metrics_certificate(certs: Path) -> None:
+    """Kueue without its internal certificate management loads a metrics certificate from
+    a fixed path (where its Deployment mounts a Secret) and exits if there is none, even
+    with metrics off. Any valid pair will do, since metrics are off: the first start puts
+    one there, later starts keep what is there."""
+    KUEUE_METRICS_CERTS.mkdir(parents=True, exist_ok=True)
+    for name in ("tls.crt", "tls.key"):
+        target = KUEUE_METRICS_CERTS / name
+        if not target.is_file():
+            partial = target.with_name(f".{name}.partial")
+            partial.write_bytes((certs / name).read_bytes())
+            partial.chmod(0o600)
+            partial.replace(target)
+
+
 def _ensure_namespace(core: k8s.CoreV1Api, name: str) -> None:
     try:
         core.create_namespace({"metadata": {"name": name}})  # type: ignore[arg-type]
@@ -316,6 +336,8 @@ def start_controller(plane: ControlPlane, controller: WorkloadController) -> Run
     for name, source in (("tls.crt", "apiserver.crt"), ("tls.key", "apiserver.key")):
         (folder / "certs" / name).write_bytes((pki_dir / source).read_bytes())
         (folder / "certs" / name).chmod(0o600)
+    if controller is KUEUE:
+        _kueue_metrics_certificate(folder / "certs")
     env_extra: dict[str, str] = {"KUBECONFIG": str(plane.kubeconfig("admin"))}
     if controller is TRAINING_OPERATOR:
         # Its certificate rotator keeps its certificates in this Secret, which must exist.
