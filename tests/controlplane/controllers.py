@@ -13,11 +13,13 @@ Pod and Job webhooks get an object selector that keeps them to the objects the
 controller manages, and every configuration is removed again when the controller stops,
 so a stopped controller never blocks other tests' pods.
 
-The training operator is the exception: it always generates its own certificates for the
-in-cluster name `training-operator.<namespace>.svc`, which the API server cannot reach
-from here, so its (validating-only) webhook is not registered. What that loses: a
-malformed PyTorchJob is accepted and then rejected by the operator's reconcile instead of
-by the API server. Defaulting is done by the operator itself, so nothing else changes.
+The training operator is the exception: its certificate rotator always keeps its own CA
+and certificate in a Secret, checks it for the in-cluster name
+`training-operator.<namespace>.svc`, and waits for the kubelet to mount it in
+/tmp/k8s-webhook-server/serving-certs and for its CA to be in the validating
+configuration it looks up by name. So the Secret is filled beforehand with a pair valid
+for that name and for 127.0.0.1, the files are put where the kubelet would put them, and
+the configuration (its PyTorchJob webhook, at 127.0.0.1) is registered before it starts.
 
 Kueue, with its own certificate management off, also insists on a metrics certificate at
 /etc/kueue/metrics/certs (where its Deployment mounts one), even with metrics off; the
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime as dt
 import functools
 import subprocess
 import time
@@ -40,13 +43,15 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
-from tests.controlplane import processes
+from tests.controlplane import pki, processes
 from tests.controlplane.build import CONTROLLERS, GoBinary, binary_path, go_environment
 from tests.controlplane.cluster import ControlPlane, save_state
 from tests.controlplane.processes import ProcessRecord
 
 CONTROLLER_NAMESPACE = "fairpool-controllers"
 KUEUE_METRICS_CERTS = Path("/etc/kueue/metrics/certs")
+TRAINING_OPERATOR_SECRET = "training-operator-webhook-cert"
+TRAINING_OPERATOR_CERTS = Path("/tmp/k8s-webhook-server/serving-certs")
 _READY_TIMEOUT = 180.0
 _CRD_TIMEOUT = 60.0
 
@@ -64,6 +69,8 @@ class WorkloadController:
     crds: tuple[str, ...]
     webhook_manifest: str | None
     webhook_scope: Scope = field(default_factory=dict)
+    validating_name: str | None = None
+    """The name its validating configuration must have (one it looks up itself)."""
 
     @property
     def go_binary(self) -> GoBinary:
@@ -87,7 +94,9 @@ TRAINING_OPERATOR = WorkloadController(
     name="training-operator",
     module="github.com/kubeflow/training-operator",
     crds=("manifests/base/crds/kubeflow.org_pytorchjobs.yaml",),
-    webhook_manifest=None,
+    webhook_manifest="manifests/base/webhook/manifests.yaml",
+    webhook_scope={("kubeflow.org", "pytorchjobs"): None},
+    validating_name="validator.training-operator.kubeflow.org",
 )
 # All of them: Kueue watches its MultiKueue and provisioning kinds even when unused.
 KUEUE_CRDS = (
@@ -202,7 +211,11 @@ def webhook_configurations(
         return []
     path = module_dir(controller, cache) / controller.webhook_manifest
     docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d]
-    return local_webhooks(docs, controller.name, controller.webhook_scope, port, ca_bundle)
+    out = local_webhooks(docs, controller.name, controller.webhook_scope, port, ca_bundle)
+    for body in out:
+        if controller.validating_name and body["kind"] == "ValidatingWebhookConfiguration":
+            body["metadata"]["name"] = controller.validating_name
+    return out
 
 
 def local_webhooks(
@@ -312,6 +325,33 @@ def _kueue_metrics_certificate(certs: Path) -> None:
             partial.replace(target)
 
 
+def _training_operator_certificates(core: k8s.CoreV1Api) -> bytes:
+    """The training operator's certificate rotator keeps its CA and serving certificate in
+    a Secret and waits until the kubelet has mounted them in a fixed folder. Here the
+    Secret is filled beforehand with a pair valid for the in-cluster name it checks and
+    for 127.0.0.1 (and for longer than its 90-day renewal horizon, so it keeps it), and
+    the files are put where the kubelet would put them."""
+    pem = pki.webhook_certificate(
+        f"training-operator.{CONTROLLER_NAMESPACE}.svc",
+        ca_name="training-operator-ca",
+        validity=dt.timedelta(days=730),
+    )
+    body = {
+        "metadata": {"name": TRAINING_OPERATOR_SECRET},
+        "data": {k: base64.b64encode(v).decode() for k, v in pem.items()},
+    }
+    with contextlib.suppress(ApiException):
+        core.delete_namespaced_secret(TRAINING_OPERATOR_SECRET, CONTROLLER_NAMESPACE)
+    core.create_namespaced_secret(CONTROLLER_NAMESPACE, body)  # type: ignore[arg-type]
+    TRAINING_OPERATOR_CERTS.mkdir(parents=True, exist_ok=True)
+    for name in ("tls.crt", "tls.key"):
+        partial = TRAINING_OPERATOR_CERTS / f".{name}.partial"
+        partial.write_bytes(pem[name])
+        partial.chmod(0o600)
+        partial.replace(TRAINING_OPERATOR_CERTS / name)
+    return pem["ca.crt"]
+
+
 def _ensure_namespace(core: k8s.CoreV1Api, name: str) -> None:
     try:
         core.create_namespace({"metadata": {"name": name}})  # type: ignore[arg-type]
@@ -339,14 +379,10 @@ def start_controller(plane: ControlPlane, controller: WorkloadController) -> Run
     if controller is KUEUE:
         _kueue_metrics_certificate(folder / "certs")
     env_extra: dict[str, str] = {"KUBECONFIG": str(plane.kubeconfig("admin"))}
+    ca = (pki_dir / "ca.crt").read_bytes()
     if controller is TRAINING_OPERATOR:
-        # Its certificate rotator keeps its certificates in this Secret, which must exist.
         env_extra["MY_POD_NAMESPACE"] = CONTROLLER_NAMESPACE
-        with contextlib.suppress(ApiException):
-            core.create_namespaced_secret(
-                CONTROLLER_NAMESPACE,
-                {"metadata": {"name": "training-operator-webhook-cert"}},  # type: ignore[arg-type]
-            )
+        ca = _training_operator_certificates(core)
     health, webhook = processes.free_port(), processes.free_port()
     command = _command(controller, binary, folder, health, webhook)
     record = processes.spawn(
@@ -358,15 +394,34 @@ def start_controller(plane: ControlPlane, controller: WorkloadController) -> Run
     )
     plane.state.processes.append(record)
     save_state(plane.state)
-    processes.wait_ready(
-        record,
-        lambda: processes.http_ok(f"http://127.0.0.1:{health}/readyz"),
-        _READY_TIMEOUT,
-    )
     registered: list[tuple[str, str]] = []
     admission = k8s.AdmissionregistrationV1Api(plane.admin)
-    ca = (pki_dir / "ca.crt").read_bytes()
-    for body in webhook_configurations(controller, cache, webhook, ca):
+    webhooks = webhook_configurations(controller, cache, webhook, ca)
+    # A controller that looks its configuration up waits for it before it is ready; the
+    # others get theirs once they serve, so that no request waits on a server not up yet.
+    early = controller.validating_name is not None
+    running = RunningController(controller, record, registered)
+    try:
+        if early:
+            running.webhooks = _register(admission, webhooks)
+        processes.wait_ready(
+            record,
+            lambda: processes.http_ok(f"http://127.0.0.1:{health}/readyz"),
+            _READY_TIMEOUT,
+        )
+        if not early:
+            running.webhooks = _register(admission, webhooks)
+    except BaseException:
+        stop_controller(plane, running)
+        raise
+    return running
+
+
+def _register(
+    admission: k8s.AdmissionregistrationV1Api, webhooks: list[dict[str, Any]]
+) -> list[tuple[str, str]]:
+    registered: list[tuple[str, str]] = []
+    for body in webhooks:
         name = body["metadata"]["name"]
         if body["kind"] == "MutatingWebhookConfiguration":
             with contextlib.suppress(ApiException):
@@ -377,7 +432,7 @@ def start_controller(plane: ControlPlane, controller: WorkloadController) -> Run
                 admission.delete_validating_webhook_configuration(name)
             admission.create_validating_webhook_configuration(body)
         registered.append((body["kind"], name))
-    return RunningController(controller, record, registered)
+    return registered
 
 
 def stop_controller(plane: ControlPlane, running: RunningController) -> None:
