@@ -1,8 +1,9 @@
 # The local Kubernetes control plane for integration tests, demos and benchmarks:
-# etcd, kube-apiserver, kube-scheduler, kubectl, kwok and helm (which lints and renders the
-# chart), and the workload controllers the end-to-end tests run beside it (JobSet, the
-# Kubeflow training operator, Kueue), built from the pinned Go wrapper modules in
-# tests/controlplane/go, into $(CACHE) (Go module and build caches included).
+# etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok and helm
+# (which lints and renders the chart), and the workload controllers the end-to-end tests
+# run beside it (JobSet, the Kubeflow training operator, Kueue), built from the pinned Go
+# wrapper modules in tests/controlplane/go, into $(CACHE) (Go module and build caches
+# included).
 # The build commands live in tests/controlplane/build.py, shared with `python -m
 # tests.controlplane up`; a binary whose go.mod/go.sum/flags are unchanged is not rebuilt.
 CONTROLPLANE := FAIRPOOL_CACHE=$(CACHE) $(BIN)/python -m tests.controlplane
@@ -11,11 +12,13 @@ INVENTORY ?= policies/defaults/cluster.yaml
 
 .PHONY: controlplane cluster-up cluster-down cluster-status cluster-nodes
 
-## Build the control-plane binaries that are missing (a cold build takes a while).
+## Build the control-plane binaries that are missing (a cold build takes a while), and
+## fetch the Go modules the workload CRDs (JobSet, PyTorchJob) are read from.
 controlplane: $(STAMP)
 	$(CONTROLPLANE) build
+	$(CONTROLPLANE) crds
 
-## Start etcd, kube-apiserver and kwok on loopback; kubeconfigs in $(CACHE)/controlplane/cluster/kubeconfig.
+## Start etcd, kube-apiserver, kube-controller-manager and kwok on loopback; kubeconfigs in $(CACHE)/controlplane/cluster/kubeconfig.
 cluster-up: controlplane
 	$(CONTROLPLANE) up
 

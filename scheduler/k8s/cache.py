@@ -42,6 +42,7 @@ from scheduler.k8s.owners import (
     JOBSET,
     PYTORCHJOB,
     Owner,
+    OwnerError,
     owner_from_api,
     owner_gang,
     volcano_pod_group_min_member,
@@ -145,6 +146,12 @@ class ClusterCache:
             self._regroup = True
             self._after_change(kind)
 
+    def reads(self, kind: str) -> bool:
+        """Gangs are read through `kind` (an owner kind or Volcano PodGroups): it was
+        listed, and not found unavailable since."""
+        with self._lock:
+            return kind in self._on
+
     def apply(self, kind: str, event_type: str, obj: Obj) -> None:
         """One watch event: ADDED, MODIFIED or DELETED."""
         with self._lock:
@@ -194,11 +201,14 @@ class ClusterCache:
             else:
                 self._pod_groups[key] = min_member
         elif kind == VOLCANO_POD_GROUPS:
-            key, min_member = volcano_pod_group_min_member(obj)
+            key = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
             if deleted:
                 self._volcano_groups.pop(key, None)
             else:
-                self._volcano_groups[key] = min_member
+                try:
+                    self._volcano_groups[key] = volcano_pod_group_min_member(obj)[1]
+                except OwnerError:
+                    self._volcano_groups[key] = 0  # its pods wait, saying why
             self._regroup = True
         elif kind in OWNER_RESOURCES:
             uid = meta.get("uid", "")
@@ -220,8 +230,9 @@ class ClusterCache:
         gang: GangRef | None = None
         if pod.volcano_group and VOLCANO_POD_GROUPS in self._on:
             size = self._volcano_groups.get(f"{pod.namespace}/{pod.volcano_group}")
-            waits = "" if size else f"Volcano PodGroup {pod.volcano_group} not read yet"
-            gang = GangRef(pod.volcano_group, False, size, "PodGroup", waits)
+            name = f"Volcano PodGroup {pod.volcano_group}"
+            waits = {None: f"{name} not read yet", 0: f"{name}: spec.minMember is no count"}
+            gang = GangRef(pod.volcano_group, False, size or None, "PodGroup", waits.get(size, ""))
         else:
             on = {OWNER_RESOURCES[k] for k in self._on if k in OWNER_RESOURCES}
             found = owner_gang(pod.owner, self._owners, on)

@@ -14,6 +14,7 @@ from policies.errors import InputError
 from policies.inventory import load_inventory
 from tests.controlplane import build as build_mod
 from tests.controlplane import cluster
+from tests.controlplane import crds as crds_mod
 from tests.controlplane.layout import cache_dir, default_cluster_dir
 from tests.controlplane.processes import StartError
 
@@ -34,7 +35,8 @@ def _directory(directory: Path | None) -> Path:
 
 @click.group()
 def main() -> None:
-    """A local Kubernetes control plane (etcd, kube-apiserver, kwok) for fairpool's tests."""
+    """A local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
+    kwok) for fairpool's tests."""
 
 
 @main.command()
@@ -46,6 +48,14 @@ def build(force: bool) -> None:
     for name, path in paths.items():
         console.print(f"{name:15} {path}", soft_wrap=True)
     console.print(f"build step took {time.monotonic() - started:.1f}s")
+
+
+@main.command()
+def crds() -> None:
+    """Fetch the Go modules the workload CRDs (JobSet, PyTorchJob) are read from."""
+    for name, source in crds_mod.WORKLOAD_CRDS.items():
+        where = crds_mod.module_dir(source.module, source.version, cache_dir()) / source.path
+        console.print(f"{name:26} {where}", soft_wrap=True)
 
 
 @main.command()

@@ -1,4 +1,4 @@
-"""deploy/examples (member namespaces, a training Job, a gang) render with kustomize,
+"""deploy/examples (member namespaces, a training Job, an Indexed Job) render with kustomize,
 opt in to fairpool and are accepted by a real kube-apiserver (server-side dry run).
 The chart itself is checked in test_chart.py and installed in test_install.py."""
 
@@ -44,9 +44,10 @@ def test_examples_opt_in_to_fairpool(control_plane: ControlPlane) -> None:
     for job in jobs:
         assert job["spec"]["template"]["spec"]["schedulerName"] == "fairpool"
     gang = next(d for d in examples if d["metadata"]["name"] == "ddp-train")
-    template = gang["spec"]["template"]["metadata"]
-    assert template["labels"]["fairpool.io/gang"] == "ddp-train"
-    assert template["annotations"]["fairpool.io/gang-size"] == str(gang["spec"]["parallelism"])
+    # fairpool finds this gang from the Job itself: nothing to label or annotate.
+    assert gang["spec"]["completionMode"] == "Indexed"
+    assert gang["spec"]["completions"] == gang["spec"]["parallelism"] == 4
+    assert "metadata" not in gang["spec"]["template"]
 
 
 def test_examples_are_accepted_by_the_api_server_in_a_dry_run(

@@ -8,8 +8,8 @@ enough. SelfSubjectAccessReviews with the same tokens show it is no more than th
 that the meter's ServiceAccount can do nothing at all. `fairpool meter` runs with the
 meter's arguments and the chart's policy file against a real Prometheus.
 
-No controller manager runs here, so the Deployments make no pods; the processes stand
-in for them, as the kubelet would start them."""
+The local kube-controller-manager runs no Deployment controller, so the Deployments make
+no pods; the processes stand in for them, as the kubelet would start them."""
 
 from __future__ import annotations
 
@@ -368,6 +368,12 @@ SCHEDULER_MUST_NOT: list[Access] = [
     ("update", "fairpool.io", "policies", "", "", "another-policy"),
     ("create", "apiextensions.k8s.io", "customresourcedefinitions", "", "", ""),
     ("update", "apps", "deployments", "", "NS", ""),
+    # The owners gangs are read from: read only.
+    ("create", "batch", "jobs", "", "NS", ""),
+    ("delete", "batch", "jobs", "", "NS", ""),
+    ("patch", "jobset.x-k8s.io", "jobsets", "", "NS", ""),
+    ("update", "kubeflow.org", "pytorchjobs", "", "NS", ""),
+    ("list", "kubeflow.org", "tfjobs", "", "", ""),
 ]
 SCHEDULER_MUST: list[Access] = [
     ("create", "", "pods", "binding", "", ""),
@@ -377,6 +383,10 @@ SCHEDULER_MUST: list[Access] = [
     ("patch", "fairpool.io", "policies", "status", "", "POLICY"),
     ("update", "coordination.k8s.io", "leases", "", "NS", "LEASE"),
     ("update", "", "configmaps", "", "NS", "HISTORY"),
+    ("watch", "batch", "jobs", "", "", ""),
+    ("list", "jobset.x-k8s.io", "jobsets", "", "", ""),
+    ("watch", "kubeflow.org", "pytorchjobs", "", "", ""),
+    ("watch", "scheduling.volcano.sh", "podgroups", "", "", ""),
 ]
 METER_MUST_NOT: list[Access] = [
     ("list", "", "pods", "", "", ""),

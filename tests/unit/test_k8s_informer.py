@@ -10,6 +10,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
+from scheduler.k8s.cache import JOBSETS, ClusterCache
 from scheduler.k8s.informer import Informer
 from scheduler.k8s.objects import Obj
 
@@ -55,3 +56,24 @@ def test_a_refused_list_of_an_optional_resource_counts_as_empty() -> None:
     assert sink.replaced == [("pods", [])]
     assert informer.synced.is_set() and informer.forbidden
     assert len(calls) == 1, "looked at again only after the resync period"
+
+
+def test_an_optional_resource_not_served_turns_its_integration_off_in_the_cache() -> None:
+    # A JobSet CRD that is not installed: the list answers 404, the cache hears that
+    # JobSets are off (pods they own are placed as if unowned) and nothing fails.
+    cache, stop, offs = ClusterCache(), threading.Event(), []
+
+    def not_served(**_kwargs: Any) -> Any:
+        raise ApiException(status=404, reason="Not Found")
+
+    def off(kind: str) -> None:
+        offs.append(kind)
+        cache.unavailable(kind)
+
+    informer = Informer(JOBSETS, not_served, cache, stop, optional=True, on_unavailable=off)
+    informer.start()
+    assert informer.synced.wait(5)
+    stop.set()
+    informer.join(timeout=5)
+    assert offs == [JOBSETS] and informer.forbidden
+    assert not cache.reads(JOBSETS)

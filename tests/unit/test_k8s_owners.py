@@ -244,7 +244,10 @@ def test_a_pod_seen_before_its_job_waits_then_joins_the_gang() -> None:
 
 def test_jobs_off_means_the_pods_are_placed_one_by_one() -> None:
     cache = ClusterCache()
+    cache.replace(JOBS, [indexed_job()])
+    assert cache.reads(JOBS)
     cache.unavailable(JOBS)
+    assert not cache.reads(JOBS)
     cache.replace(PODS, [job_pod("train-0"), job_pod("train-1")])
     pending = cache.view(POLICY).snapshot.pending
     assert sorted(j.job_id for j in pending) == ["uid-train-0", "uid-train-1"]
@@ -322,3 +325,17 @@ def test_a_volcano_pod_group_sizes_its_gang() -> None:
     cache.replace(PODS, [pod("a", annotations=group), pod("b", annotations=group)])
     (job,) = cache.view(POLICY).snapshot.pending
     assert (job.job_id, job.min_member) == ("physics/pg", 2)
+
+
+def test_a_volcano_pod_group_with_an_unreadable_size_makes_its_pods_wait() -> None:
+    cache = ClusterCache()
+    cache.replace(
+        VOLCANO_POD_GROUPS,
+        [{"metadata": {"name": "pg", "namespace": "physics"}, "spec": {"minMember": "two"}}],
+    )
+    group = {"scheduling.k8s.io/group-name": "pg"}
+    cache.replace(PODS, [pod("a", annotations=group)])
+    view = cache.view(POLICY)
+    assert view.snapshot.pending == ()
+    (waiting,) = view.unschedulable
+    assert "Volcano PodGroup pg: spec.minMember is no count" in waiting.reason
