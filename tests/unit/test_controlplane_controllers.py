@@ -87,3 +87,28 @@ def test_kueue_job_webhooks_see_only_jobs_with_a_queue_name() -> None:
     assert out["webhooks"][0]["objectSelector"] == {
         "matchExpressions": [{"key": "kueue.x-k8s.io/queue-name", "operator": "Exists"}]
     }
+
+
+def test_the_training_operators_certificate_passes_its_rotators_checks() -> None:
+    """Its rotator keeps a pair only if the server certificate is for the in-cluster name,
+    the CA for its own name, both beyond its 90-day horizon, the CA key in PKCS#1; the
+    API server calls it at 127.0.0.1."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+
+    from tests.controlplane.pki import webhook_certificate
+
+    pem = webhook_certificate("op.ns.svc", ca_name="op-ca", validity=dt.timedelta(days=730))
+    assert pem["ca.key"].startswith(b"-----BEGIN RSA PRIVATE KEY-----")
+    ca = x509.load_pem_x509_certificate(pem["ca.crt"])
+    cert = x509.load_pem_x509_certificate(pem["tls.crt"])
+    cert.verify_directly_issued_by(ca)
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["op.ns.svc"]
+    assert names.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
+    ca_names = ca.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert ca_names.get_values_for_type(x509.DNSName) == ["op-ca"]
+    horizon = dt.datetime.now(dt.UTC) + dt.timedelta(days=90)
+    assert cert.not_valid_after_utc > horizon and ca.not_valid_after_utc > horizon
