@@ -1,7 +1,9 @@
 # The local Kubernetes control plane for integration tests, demos and benchmarks:
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok and helm
-# (which lints and renders the chart) built from the pinned Go wrapper modules in tests/controlplane/go, into $(CACHE)
-# (Go module and build caches included).
+# (which lints and renders the chart), and the workload controllers the end-to-end tests
+# run beside it (JobSet, the Kubeflow training operator, Kueue), built from the pinned Go
+# wrapper modules in tests/controlplane/go, into $(CACHE) (Go module and build caches
+# included).
 # The build commands live in tests/controlplane/build.py, shared with `python -m
 # tests.controlplane up`; a binary whose go.mod/go.sum/flags are unchanged is not rebuilt.
 CONTROLPLANE := FAIRPOOL_CACHE=$(CACHE) $(BIN)/python -m tests.controlplane

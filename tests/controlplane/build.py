@@ -76,7 +76,7 @@ class GoBinary:
         return GO_MODULES_DIR / self.module
 
 
-BINARIES: tuple[GoBinary, ...] = (
+CONTROL_PLANE: tuple[GoBinary, ...] = (
     GoBinary("etcd", "etcd", "go.etcd.io/etcd/server/v3", _PLAIN_LDFLAGS),
     GoBinary("kwok", "kwok", "sigs.k8s.io/kwok/cmd/kwok", _PLAIN_LDFLAGS),
     GoBinary("kube-apiserver", "kubernetes", "k8s.io/kubernetes/cmd/kube-apiserver", _KUBE_LDFLAGS),
@@ -93,6 +93,21 @@ BINARIES: tuple[GoBinary, ...] = (
     # Lints and renders the chart (deploy/helm/fairpool) for the chart and install tests.
     GoBinary("helm", "helm", "helm.sh/helm/v3/cmd/helm", _HELM_LDFLAGS),
 )
+# The workload controllers the end-to-end tests run beside the control plane
+# (tests/controlplane/controllers.py): they turn a JobSet, a PyTorchJob or a Kueue-admitted
+# Job into pods as they would in a real cluster.
+CONTROLLERS: tuple[GoBinary, ...] = (
+    GoBinary("jobset", "jobset", "sigs.k8s.io/jobset", _PLAIN_LDFLAGS),
+    GoBinary(
+        "training-operator",
+        "training-operator",
+        "github.com/kubeflow/training-operator/cmd/training-operator.v1",
+        _PLAIN_LDFLAGS,
+    ),
+    GoBinary("kueue", "kueue", "sigs.k8s.io/kueue/cmd/kueue", _PLAIN_LDFLAGS),
+)
+CONTROL_PLANE_NAMES = tuple(b.name for b in CONTROL_PLANE)
+BINARIES = CONTROL_PLANE + CONTROLLERS
 BINARY_NAMES = tuple(b.name for b in BINARIES)
 _TAIL_LINES = 40
 

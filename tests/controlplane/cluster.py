@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field
 from rich.console import Console
 
 from tests.controlplane import identities, pki, processes
-from tests.controlplane.build import binary_path, ensure_built
+from tests.controlplane.build import CONTROL_PLANE_NAMES, binary_path, ensure_built
 from tests.controlplane.layout import RBAC_MANIFEST, STAGE_FILES, cache_dir
 from tests.controlplane.processes import ProcessRecord, StartError
 
@@ -346,7 +346,9 @@ def start(
             )
         stop(directory)
     root = cache or cache_dir()
-    binaries = ensure_built(root, console=out)
+    # The workload controllers are built by `make controlplane` and started by the tests
+    # that use them (controllers.py), not with every control plane.
+    binaries = ensure_built(root, names=CONTROL_PLANE_NAMES, console=out)
 
     for sub in ("logs", "kubeconfig"):
         shutil.rmtree(directory / sub, ignore_errors=True)

@@ -17,7 +17,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,9 +87,15 @@ def _die_with_parent() -> None:
 
 
 def spawn(
-    name: str, command: Sequence[str], log: Path, *, die_with_parent: bool = False
+    name: str,
+    command: Sequence[str],
+    log: Path,
+    *,
+    die_with_parent: bool = False,
+    env: Mapping[str, str] | None = None,
 ) -> ProcessRecord:
-    """Start `command` in a new session, output appended to `log`.
+    """Start `command` in a new session, output appended to `log` (`env` is added to
+    this process's environment).
 
     `die_with_parent` ties the process to this one (a test session that is killed takes
     its cluster along); a cluster started by `up` must outlive the command instead.
@@ -102,6 +108,7 @@ def spawn(
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env={**os.environ, **env} if env else None,
             preexec_fn=_die_with_parent if die_with_parent else None,
         )
     try:

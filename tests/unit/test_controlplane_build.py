@@ -35,4 +35,7 @@ def test_an_empty_cache_needs_every_binary(tmp_path: Path) -> None:
         "kubectl",
         "kube-controller-manager",
         "helm",
+        "jobset",
+        "training-operator",
+        "kueue",
     }

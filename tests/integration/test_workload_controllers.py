@@ -1,0 +1,416 @@
+"""Real workload controllers against the local control plane, with fairpool placing pods.
+
+The Kubeflow training operator, the JobSet controller and Kueue run as built from their
+Go modules (tests/controlplane/controllers.py); a test submits the object with kubectl,
+the controller creates the pods, fairpool (in-process, least-privilege identity) binds
+them, and kwok runs them to completion through the `fairpool.io/duration-seconds` stage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client as k8s
+from kubernetes.client.rest import ApiException
+
+from tests.controlplane import ControlPlane
+from tests.controlplane.build import binary_path
+from tests.controlplane.controllers import (
+    JOBSET,
+    KUEUE,
+    TRAINING_OPERATOR,
+    RunningController,
+    start_controller,
+    stop_controller,
+)
+from tests.integration.test_daemon import Pool, pool, wait_until
+
+pytestmark = pytest.mark.integration
+
+__all__ = ["pool"]  # the fixture, shared with test_daemon.py
+
+IMAGE = "example.invalid/train:1"
+PYTORCH_JOBS = ("kubeflow.org", "v1", "pytorchjobs")
+JOBSETS = ("jobset.x-k8s.io", "v1alpha2", "jobsets")
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+
+
+def kubectl_apply(plane: ControlPlane, manifest: dict[str, Any]) -> str:
+    command = [
+        str(binary_path("kubectl", Path(plane.state.cache))),
+        f"--kubeconfig={plane.kubeconfig('admin')}",
+        "apply",
+        "-f",
+        "-",
+    ]
+    done = subprocess.run(
+        command, input=yaml.safe_dump(manifest), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, f"kubectl apply:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def training_operator(control_plane: ControlPlane) -> Iterator[RunningController]:
+    running = start_controller(control_plane, TRAINING_OPERATOR)
+    try:
+        yield running
+    finally:
+        stop_controller(control_plane, running)
+
+
+@pytest.fixture(scope="module")
+def jobset_controller(control_plane: ControlPlane) -> Iterator[RunningController]:
+    running = start_controller(control_plane, JOBSET)
+    try:
+        yield running
+    finally:
+        stop_controller(control_plane, running)
+
+
+@pytest.fixture(scope="module")
+def kueue(control_plane: ControlPlane) -> Iterator[RunningController]:
+    running = start_controller(control_plane, KUEUE)
+    try:
+        yield running
+    finally:
+        stop_controller(control_plane, running)
+
+
+def pytorch_job(
+    name: str,
+    namespace: str,
+    workers: int,
+    gpus: int,
+    *,
+    duration: float | None = None,
+) -> dict[str, Any]:
+    """A PyTorchJob of one master and `workers` workers, `gpus` GPUs each. No gang label:
+    fairpool reads the gang (all replicas) from the PyTorchJob itself."""
+
+    def replica(count: int) -> dict[str, Any]:
+        return {
+            "replicas": count,
+            "restartPolicy": "Never",
+            "template": pod_template("pytorch", gpus, duration),
+        }
+
+    return {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "PyTorchJob",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"pytorchReplicaSpecs": {"Master": replica(1), "Worker": replica(workers)}},
+    }
+
+
+def pod_template(container: str, gpus: int, duration: float | None) -> dict[str, Any]:
+    annotations = {} if duration is None else {"fairpool.io/duration-seconds": str(duration)}
+    return {
+        "metadata": {"annotations": annotations},
+        "spec": {
+            "schedulerName": "fairpool",
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {
+                    "name": container,
+                    "image": IMAGE,
+                    "resources": {"limits": {"nvidia.com/gpu": str(gpus)}},
+                }
+            ],
+        },
+    }
+
+
+def job_pods(pool: Pool, member: str, job: str) -> list[k8s.V1Pod]:
+    return [
+        p
+        for p in pool.pods(member)
+        if (p.metadata.labels or {}).get("training.kubeflow.org/job-name") == job
+        and not p.metadata.deletion_timestamp
+    ]
+
+
+def true_conditions(
+    plane: ControlPlane, kind: tuple[str, str, str], namespace: str, name: str
+) -> set[str]:
+    """The condition types that are True on a custom object (group, version, plural)."""
+    group, version, plural = kind
+    custom = k8s.CustomObjectsApi(plane.admin)
+    body: dict[str, Any] = custom.get_namespaced_custom_object(
+        group, version, namespace, plural, name
+    )
+    return {
+        c["type"]
+        for c in (body.get("status") or {}).get("conditions") or []
+        if c.get("status") == "True"
+    }
+
+
+def test_pytorch_job_gang_is_bound_whole_and_succeeds(
+    pool: Pool, training_operator: RunningController
+) -> None:
+    pool.add_member("a")
+    nodes = pool.add_nodes("a", count=2, gpus=8)
+    pool.daemon(pool.policy())
+    kubectl_apply(
+        pool.plane,
+        pytorch_job("ddp", pool.ns("a"), workers=3, gpus=4, duration=3),
+    )
+    bound = wait_until(
+        lambda: len(pool.bound("a")) == 4 and pool.bound("a"), timeout=60, what="4 pods bound"
+    )
+    assert set(bound.values()) <= set(nodes)
+    wait_until(
+        lambda: "Succeeded" in true_conditions(pool.plane, PYTORCH_JOBS, pool.ns("a"), "ddp"),
+        timeout=60,
+        what="PyTorchJob Succeeded",
+    )
+
+
+def test_pytorch_job_that_cannot_fit_binds_nothing(
+    pool: Pool, training_operator: RunningController
+) -> None:
+    pool.add_member("a")
+    pool.add_nodes("a", count=2, gpus=8)
+    pool.daemon(pool.policy())
+    # 5 x 4 = 20 GPUs on 16: no pod may start, or they would hold GPUs for nothing.
+    kubectl_apply(pool.plane, pytorch_job("big", pool.ns("a"), workers=4, gpus=4))
+    wait_until(lambda: len(job_pods(pool, "a", "big")) == 5, timeout=60, what="5 pods created")
+    wait_until(lambda: pool.events("a", "FailedScheduling"), timeout=30, what="FailedScheduling")
+    time.sleep(2)
+    assert pool.bound("a") == {}
+
+
+def test_reclaim_takes_a_borrowed_pytorch_job_back_whole(
+    pool: Pool, training_operator: RunningController
+) -> None:
+    for member in ("a", "b"):
+        pool.add_member(member)
+    pool.add_nodes("a", count=1, gpus=8)
+    b_nodes = pool.add_nodes("b", count=1, gpus=8)
+    pool.daemon(pool.policy(grace=2))
+    # A's gang of 4 x 4 GPUs needs both nodes: half of it borrows B's idle node.
+    kubectl_apply(pool.plane, pytorch_job("wide", pool.ns("a"), workers=3, gpus=4))
+    bound = wait_until(
+        lambda: len(pool.bound("a")) == 4 and pool.bound("a"), timeout=60, what="A's gang bound"
+    )
+    assert sum(node in b_nodes for node in bound.values()) == 2
+    first = {p.metadata.uid for p in job_pods(pool, "a", "wide")}
+
+    kubectl_apply(pool.plane, pytorch_job("mine", pool.ns("b"), workers=1, gpus=4))
+    wait_until(lambda: len(pool.bound("b")) == 2, timeout=60, what="B's gang bound")
+    assert set(pool.bound("b").values()) == set(b_nodes)
+    # The whole gang went, the half on A's own node too: half a gang would hold GPUs for
+    # nothing. The operator makes new pods for it, and they wait whole.
+    remaining = {p.metadata.uid for p in job_pods(pool, "a", "wide")}
+    assert first.isdisjoint(remaining)
+    assert {e.involved_object.name for e in pool.events("a", "Preempted")} >= set(bound)
+    time.sleep(2)
+    assert pool.bound("a") == {}
+
+
+# --- JobSet ---------------------------------------------------------------------------
+
+
+def jobset(
+    name: str, namespace: str, replicas: int, pods: int, gpus: int, duration: float | None
+) -> dict[str, Any]:
+    """A JobSet of `replicas` Indexed Jobs of `pods` pods each; no gang label."""
+    return {
+        "apiVersion": "jobset.x-k8s.io/v1alpha2",
+        "kind": "JobSet",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "replicatedJobs": [
+                {
+                    "name": "workers",
+                    "replicas": replicas,
+                    "template": {
+                        "spec": {
+                            "parallelism": pods,
+                            "completions": pods,
+                            "backoffLimit": 0,
+                            "template": pod_template("train", gpus, duration),
+                        }
+                    },
+                }
+            ]
+        },
+    }
+
+
+def jobset_pods(pool: Pool, member: str, name: str) -> list[k8s.V1Pod]:
+    return [
+        p
+        for p in pool.pods(member)
+        if (p.metadata.labels or {}).get("jobset.sigs.k8s.io/jobset-name") == name
+        and not p.metadata.deletion_timestamp
+    ]
+
+
+def test_jobset_gang_is_bound_whole_and_completes(
+    pool: Pool, jobset_controller: RunningController
+) -> None:
+    pool.add_member("a")
+    nodes = pool.add_nodes("a", count=2, gpus=8)
+    pool.daemon(pool.policy())
+    # 2 Jobs x 2 pods x 4 GPUs: one gang of 4 pods across the two child Jobs.
+    kubectl_apply(pool.plane, jobset("js", pool.ns("a"), replicas=2, pods=2, gpus=4, duration=3))
+    bound = wait_until(
+        lambda: len(pool.bound("a")) == 4 and pool.bound("a"), timeout=90, what="4 pods bound"
+    )
+    assert set(bound.values()) <= set(nodes)
+    wait_until(
+        lambda: "Completed" in true_conditions(pool.plane, JOBSETS, pool.ns("a"), "js"),
+        timeout=90,
+        what="JobSet Completed",
+    )
+
+
+def test_jobset_that_cannot_fit_binds_nothing(
+    pool: Pool, jobset_controller: RunningController
+) -> None:
+    pool.add_member("a")
+    pool.add_nodes("a", count=2, gpus=8)
+    pool.daemon(pool.policy())
+    # 3 Jobs x 2 pods x 4 GPUs = 24 GPUs on 16.
+    kubectl_apply(
+        pool.plane, jobset("big", pool.ns("a"), replicas=3, pods=2, gpus=4, duration=None)
+    )
+    wait_until(lambda: len(jobset_pods(pool, "a", "big")) == 6, timeout=90, what="6 pods")
+    wait_until(lambda: pool.events("a", "FailedScheduling"), timeout=30, what="FailedScheduling")
+    time.sleep(2)
+    assert pool.bound("a") == {}
+
+
+def test_reclaim_takes_a_borrowed_jobset_back_whole(
+    pool: Pool, jobset_controller: RunningController
+) -> None:
+    for member in ("a", "b"):
+        pool.add_member(member)
+    pool.add_nodes("a", count=1, gpus=8)
+    b_nodes = pool.add_nodes("b", count=1, gpus=8)
+    pool.daemon(pool.policy(grace=2))
+    # A's JobSet of 2 Jobs x 2 pods x 4 GPUs needs both nodes: half of it borrows B's.
+    kubectl_apply(
+        pool.plane, jobset("wide", pool.ns("a"), replicas=2, pods=2, gpus=4, duration=None)
+    )
+    bound = wait_until(
+        lambda: len(pool.bound("a")) == 4 and pool.bound("a"), timeout=90, what="A's gang bound"
+    )
+    assert sum(node in b_nodes for node in bound.values()) == 2
+    first = {p.metadata.uid for p in jobset_pods(pool, "a", "wide")}
+
+    kubectl_apply(
+        pool.plane, jobset("mine", pool.ns("b"), replicas=1, pods=2, gpus=4, duration=None)
+    )
+    wait_until(lambda: len(pool.bound("b")) == 2, timeout=90, what="B's gang bound")
+    assert set(pool.bound("b").values()) == set(b_nodes)
+    # Every pod of A's gang went, those on A's own node too, in one reclaim.
+    assert first.isdisjoint({p.metadata.uid for p in jobset_pods(pool, "a", "wide")})
+    assert {e.involved_object.name for e in pool.events("a", "Preempted")} == set(bound)
+    time.sleep(2)
+    assert pool.bound("a") == {}
+
+
+# --- Kueue ------------------------------------------------------------------------------
+
+
+def kueue_queue(namespace: str, name: str, gpus: int) -> list[dict[str, Any]]:
+    """A ResourceFlavor, a ClusterQueue of `gpus` GPUs and a LocalQueue in `namespace`."""
+    api = "kueue.x-k8s.io/v1beta2"
+    return [
+        {"apiVersion": api, "kind": "ResourceFlavor", "metadata": {"name": name}},
+        {
+            "apiVersion": api,
+            "kind": "ClusterQueue",
+            "metadata": {"name": name},
+            "spec": {
+                "namespaceSelector": {},
+                "resourceGroups": [
+                    {
+                        "coveredResources": ["nvidia.com/gpu"],
+                        "flavors": [
+                            {
+                                "name": name,
+                                "resources": [{"name": "nvidia.com/gpu", "nominalQuota": gpus}],
+                            }
+                        ],
+                    }
+                ],
+            },
+        },
+        {
+            "apiVersion": api,
+            "kind": "LocalQueue",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"clusterQueue": name},
+        },
+    ]
+
+
+def queued_job(name: str, namespace: str, queue: str, pods: int, gpus: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "namespace": namespace, "labels": {QUEUE_LABEL: queue}},
+        "spec": {
+            "parallelism": pods,
+            "completions": pods,
+            "completionMode": "Indexed",
+            "template": pod_template("train", gpus, 4),
+        },
+    }
+
+
+def test_kueue_admits_and_fairpool_places(pool: Pool, kueue: RunningController) -> None:
+    """Kueue decides when (its ClusterQueue holds 8 GPUs: one Job at a time), fairpool
+    decides where (the pool has 16)."""
+    pool.add_member("a")
+    nodes = pool.add_nodes("a", count=2, gpus=8)
+    pool.daemon(pool.policy())
+    queue = pool.prefix
+    for body in kueue_queue(pool.ns("a"), queue, gpus=8):
+        kubectl_apply(pool.plane, body)
+    batch = k8s.BatchV1Api(pool.plane.admin)
+    try:
+        for name in ("first", "second"):
+            kubectl_apply(pool.plane, queued_job(name, pool.ns("a"), queue, pods=2, gpus=4))
+
+        def running(name: str) -> bool:
+            job = batch.read_namespaced_job(name, pool.ns("a"))
+            return job.spec.suspend is False
+
+        wait_until(lambda: running("first") or running("second"), timeout=60, what="admitted")
+        first = "first" if running("first") else "second"
+        second = "second" if first == "first" else "first"
+        bound = wait_until(
+            lambda: len(pool.bound("a")) == 2 and pool.bound("a"), timeout=60, what="2 bound"
+        )
+        assert set(bound.values()) <= set(nodes)
+        assert all(name.startswith(first) for name in bound)
+        # Over the queue's quota: Kueue keeps it suspended, so it has no pod at all.
+        assert batch.read_namespaced_job(second, pool.ns("a")).spec.suspend is True
+        assert not any(p.metadata.name.startswith(second) for p in pool.pods("a"))
+
+        def complete(name: str) -> bool:
+            job = batch.read_namespaced_job(name, pool.ns("a"))
+            return any(
+                c.type == "Complete" and c.status == "True" for c in job.status.conditions or []
+            )
+
+        wait_until(lambda: complete(first), timeout=60, what=f"{first} Complete")
+        wait_until(lambda: complete(second), timeout=90, what=f"{second} admitted and Complete")
+    finally:
+        custom = k8s.CustomObjectsApi(pool.plane.admin)
+        for plural in ("clusterqueues", "resourceflavors"):
+            with contextlib.suppress(ApiException):
+                custom.delete_cluster_custom_object("kueue.x-k8s.io", "v1beta2", plural, queue)
