@@ -43,7 +43,7 @@ from scheduler.engine.entitlement import MemberModel, node_model
 from scheduler.engine.explain import Waiting, capacity_detail, fmt, plural, position, sentence
 from scheduler.engine.gangs import Plan, plan_job
 from scheduler.engine.jobinfo import JobInfo
-from scheduler.engine.ordering import MemberQueues, ratio
+from scheduler.engine.ordering import LateBorrowing, MemberQueues, ratio
 from scheduler.engine.placement import (
     ClusterState,
     blocking_taints,
@@ -133,6 +133,8 @@ class _Cycle:
         self.fair_total: dict[str, float] = _per_member(self.book.fair, 0.0)
         self.promised: dict[MemberModel, int] = {}
         """GPUs held for each member's nominated jobs (not bound yet)."""
+        self.late = LateBorrowing(snapshot.running, self.book.node_of)
+        """What overtook each pending job on others' nodes (see `ordering`)."""
         self.promised_jobs: dict[str, tuple[MemberModel, int]] = {}
         """What each job holds in `promised`."""
         self.freeing: set[str] = set()
@@ -181,9 +183,15 @@ class _Cycle:
         model = self.book.job_model.get(job.job_id)
         if gpus <= 0 or model is None:
             return gpus <= 0
-        key = (member, model)
+        return self.entitled_held(job, (member, model)) + gpus <= self.book.entitlement.get(
+            (member, model), 0
+        )
+
+    def entitled_held(self, job: PendingJob, key: MemberModel) -> int:
+        """What counts against the job's place within the entitlement: allocated plus held
+        for nominations, less what overtook it on others' nodes (see `ordering`)."""
         held = self.alloc.get(key, 0) + self.promised.get(key, 0)
-        return held + gpus <= self.book.entitlement.get(key, 0)
+        return held - self.late.after(key, job.submitted_at)
 
     def lendable(self) -> dict[str, int]:
         if not self.lenders:
@@ -259,10 +267,8 @@ class _Cycle:
         if model is not None and gpus > 0:
             key = (job.member, model)
             held = self.alloc.get(key, 0) + self.promised.get(key, 0)
-            below = held < self.book.fair.get(
-                key, 0.0
-            ) - _EPS or held + gpus <= self.book.entitlement.get(key, 0)
-            entitled = held + gpus <= self.book.entitlement.get(key, 0)
+            entitled = self.entitled_held(job, key) + gpus <= self.book.entitlement.get(key, 0)
+            below = held < self.book.fair.get(key, 0.0) - _EPS or entitled
             if below and (
                 self.reclaimer is None or self._may_find_victims(job.member, model, entitled)
             ):
@@ -494,7 +500,7 @@ class _Cycle:
         allocated = self.alloc.get(key, 0) + self.promised.get(key, 0)
         fair = self.book.fair.get(key, 0.0)
         after = allocated + self.info(job).gpus
-        entitled = after <= self.book.entitlement.get(key, 0)
+        entitled = self.within_entitlement(job.member, job)
         if allocated >= fair - _EPS and not entitled:
             return None
         above_ratio = after / fair if after > fair + _EPS and not entitled else None

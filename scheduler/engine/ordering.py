@@ -17,17 +17,29 @@ Within a member, later jobs may backfill past a blocked job (a big gang does not
 the member's small jobs idle); the blocked gang is protected instead by reclaim, which
 runs for it before any later job of the member is tried, and by the nomination that
 then holds the freed capacity for it.
+
+Backfill must not cost the blocked job its place within the entitlement. Whether a job
+keeps its member within its entitlement counts what the member holds, minus the GPUs of
+its pods on nodes it does not own that started after the job was submitted
+(`LateBorrowing`): work that overtook the job by borrowing elsewhere is extra, the pool's
+gift, and standalone the job would have run before it. Without this a member's own
+later jobs, placed on idle foreign nodes while its gang waits for a borrower's pod to
+reach the minimum runtime, push the gang beyond the entitlement, and the owner then
+waits for the borrower to finish instead of getting its node back. Pods on the member's
+own nodes always count: standalone they would hold those GPUs too.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Sequence
+from bisect import bisect_right
+from collections.abc import Callable, Mapping, Sequence
 
+from scheduler.engine.entitlement import MemberModel
 from scheduler.engine.shares import job_sort_key
-from scheduler.engine.snapshot import PendingJob
+from scheduler.engine.snapshot import PendingJob, RunningPod
 
-__all__ = ["MemberQueues", "job_sort_key", "ratio"]
+__all__ = ["LateBorrowing", "MemberQueues", "job_sort_key", "ratio"]
 
 
 def ratio(allocated: float, fair: float) -> float:
@@ -82,3 +94,42 @@ class MemberQueues:
     def done(self, member: str) -> None:
         """The member's last popped job was handled: queue its next one."""
         self._push(member)
+
+
+class LateBorrowing:
+    """Per (member, GPU model): the GPUs of the member's running pods on nodes it does not
+    own, by start time, to tell how many started after a given job was submitted (see
+    the module). Only the snapshot's pods count: within a cycle a member's jobs are
+    tried in queue order, so what the cycle binds comes after the jobs it could
+    overtake, and the next cycle sees it with its start time."""
+
+    def __init__(
+        self,
+        running: Sequence[RunningPod],
+        node_of: Mapping[str, tuple[str, str | None]],
+    ) -> None:
+        starts: dict[MemberModel, list[tuple[float, int]]] = {}
+        for pod in running:
+            if pod.member is None or pod.terminating or pod.spec.gpus <= 0:
+                continue
+            info = node_of.get(pod.node)
+            if info is None or info[1] == pod.member:
+                continue
+            starts.setdefault((pod.member, info[0]), []).append((pod.started_at, pod.spec.gpus))
+        self._times: dict[MemberModel, list[float]] = {}
+        self._after: dict[MemberModel, list[int]] = {}
+        """Suffix sums: `_after[key][k]` is the GPUs of the pods from the k-th on."""
+        for key, found in starts.items():
+            found.sort()
+            suffix = [0] * (len(found) + 1)
+            for k in range(len(found) - 1, -1, -1):
+                suffix[k] = suffix[k + 1] + found[k][1]
+            self._times[key] = [t for t, _ in found]
+            self._after[key] = suffix
+
+    def after(self, key: MemberModel, submitted_at: float) -> int:
+        """GPUs of the member's pods on others' nodes that started after `submitted_at`."""
+        times = self._times.get(key)
+        if not times:
+            return 0
+        return self._after[key][bisect_right(times, submitted_at)]
