@@ -43,6 +43,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
@@ -208,8 +209,32 @@ COLUMNS = (
     ("wait", "p95 wait"),
     ("ratio", "mean JCT / baseline"),
     ("worse", "members worse off pooled"),
+    ("big", "jobs > entitl.: n, wait p50 / max"),
     ("wall", "wall s"),
 )
+
+
+def big_jobs_wait(study: Study) -> str:
+    """Jobs asking more GPUs than their member's entitlement on the job's GPU model (on
+    all models together when the job names none): how many, and their wait. They can
+    only ever run on borrowed GPUs (docs/architecture.md, "A job bigger than its
+    member's entitlement")."""
+    entitlement = study.result.entitlement
+    total: dict[str, int] = {}
+    for (member, _), n in entitlement.items():
+        total[member] = total.get(member, 0) + n
+    jobs = study.jobs
+    if jobs.empty:
+        return "0"
+    limit = [
+        total.get(m, 0) if pd.isna(model) else entitlement.get((m, model), 0)
+        for m, model in zip(jobs["member"], jobs["gpu_model"].astype(object), strict=True)
+    ]
+    big = jobs[jobs["gpus"].to_numpy() > np.asarray(limit)]
+    waits = big["wait_s"].dropna()
+    if waits.empty:
+        return f"{len(big)}"
+    return f"{len(big)}: {_h(float(waits.median()))} / {_h(float(waits.max()))}"
 
 
 def _pct(summary: dict[str, object], key: str) -> str:
@@ -256,6 +281,7 @@ def row(study: Study, baseline_jct: object, wall: float) -> dict[str, str]:
         "wait": _h(s["p95_wait_s"]),
         "ratio": _num(ratio, "{:.2f}"),
         "worse": f"{s['members_worse_off_pooled']}/{len(s['members'])}",  # type: ignore[arg-type]
+        "big": big_jobs_wait(study),
         "wall": f"{wall:.0f}",
     }
 
