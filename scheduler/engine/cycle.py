@@ -183,9 +183,11 @@ class _Cycle:
         model = self.book.job_model.get(job.job_id)
         if gpus <= 0 or model is None:
             return gpus <= 0
-        return self.entitled_held(job, (member, model)) + gpus <= self.book.entitlement.get(
-            (member, model), 0
-        )
+        key = (member, model)
+        entitlement = self.book.entitlement.get(key, 0)
+        held = self.alloc.get(key, 0) + self.promised.get(key, 0)
+        # What overtook the job only matters when it would not fit without it.
+        return held + gpus <= entitlement or self.entitled_held(job, key) + gpus <= entitlement
 
     def entitled_held(self, job: PendingJob, key: MemberModel) -> int:
         """What counts against the job's place within the entitlement: allocated plus held
@@ -267,7 +269,7 @@ class _Cycle:
         if model is not None and gpus > 0:
             key = (job.member, model)
             held = self.alloc.get(key, 0) + self.promised.get(key, 0)
-            entitled = self.entitled_held(job, key) + gpus <= self.book.entitlement.get(key, 0)
+            entitled = self.within_entitlement(job.member, job)
             below = held < self.book.fair.get(key, 0.0) - _EPS or entitled
             if below and (
                 self.reclaimer is None or self._may_find_victims(job.member, model, entitled)

@@ -108,28 +108,38 @@ class LateBorrowing:
         running: Sequence[RunningPod],
         node_of: Mapping[str, tuple[str, str | None]],
     ) -> None:
+        self._running = running
+        self._node_of = node_of
+        self._times: dict[MemberModel, list[float]] | None = None
+        self._after: dict[MemberModel, list[int]] = {}
+        """Suffix sums: `_after[key][k]` is the GPUs of the pods from the k-th on."""
+
+    def _build(self) -> dict[MemberModel, list[float]]:
+        """The index, built on first use: most jobs are decided without it."""
         starts: dict[MemberModel, list[tuple[float, int]]] = {}
-        for pod in running:
+        node_of = self._node_of
+        for pod in self._running:
             if pod.member is None or pod.terminating or pod.spec.gpus <= 0:
                 continue
             info = node_of.get(pod.node)
             if info is None or info[1] == pod.member:
                 continue
             starts.setdefault((pod.member, info[0]), []).append((pod.started_at, pod.spec.gpus))
-        self._times: dict[MemberModel, list[float]] = {}
-        self._after: dict[MemberModel, list[int]] = {}
-        """Suffix sums: `_after[key][k]` is the GPUs of the pods from the k-th on."""
+        times: dict[MemberModel, list[float]] = {}
         for key, found in starts.items():
             found.sort()
             suffix = [0] * (len(found) + 1)
             for k in range(len(found) - 1, -1, -1):
                 suffix[k] = suffix[k + 1] + found[k][1]
-            self._times[key] = [t for t, _ in found]
+            times[key] = [t for t, _ in found]
             self._after[key] = suffix
+        self._times = times
+        return times
 
     def after(self, key: MemberModel, submitted_at: float) -> int:
         """GPUs of the member's pods on others' nodes that started after `submitted_at`."""
-        times = self._times.get(key)
+        index = self._times if self._times is not None else self._build()
+        times = index.get(key)
         if not times:
             return 0
         return self._after[key][bisect_right(times, submitted_at)]
