@@ -135,6 +135,9 @@ class _Cycle:
         """GPUs held for each member's nominated jobs (not bound yet)."""
         self.late = LateBorrowing(snapshot.running, self.book.node_of)
         """What overtook each pending job on others' nodes (see `ordering`)."""
+        self.late_window = float(
+            policy.sharing.min_runtime_seconds + policy.sharing.reclaim_grace_period_seconds
+        )
         self.promised_jobs: dict[str, tuple[MemberModel, int]] = {}
         """What each job holds in `promised`."""
         self.freeing: set[str] = set()
@@ -193,7 +196,7 @@ class _Cycle:
         """What counts against the job's place within the entitlement: allocated plus held
         for nominations, less what overtook it on others' nodes (see `ordering`)."""
         held = self.alloc.get(key, 0) + self.promised.get(key, 0)
-        return held - self.late.after(key, job.submitted_at)
+        return held - self.late.after(key, job.submitted_at, self.late_window)
 
     def lendable(self) -> dict[str, int]:
         if not self.lenders:

@@ -20,13 +20,16 @@ then holds the freed capacity for it.
 
 Backfill must not cost the blocked job its place within the entitlement. Whether a job
 keeps its member within its entitlement counts what the member holds, minus the GPUs of
-its pods on nodes it does not own that started after the job was submitted
-(`LateBorrowing`): work that overtook the job by borrowing elsewhere is extra, the pool's
-gift, and standalone the job would have run before it. Without this a member's own
-later jobs, placed on idle foreign nodes while its gang waits for a borrower's pod to
-reach the minimum runtime, push the gang beyond the entitlement, and the owner then
-waits for the borrower to finish instead of getting its node back. Pods on the member's
-own nodes always count: standalone they would hold those GPUs too.
+its pods on nodes it does not own that started after the job was submitted, at most the
+minimum runtime plus the grace period after it (`LateBorrowing`). That work overtook the
+job on borrowed GPUs while the job waited for a borrower's pod on its member's node to
+become reclaimable; standalone the job would have run first. Without this the member's
+own later jobs, placed on idle foreign nodes during that wait, push the job beyond the
+entitlement, and the owner then waits for the borrower to finish instead of getting its
+node back. Pods on the member's own nodes always count: standalone they would hold those
+GPUs too. The window keeps the rule to that wait: a job pending for days behind a busy
+pool must not turn every later borrowing of its member into a claim on the guarantee,
+which would preempt borrowers again and again on its behalf.
 """
 
 from __future__ import annotations
@@ -136,10 +139,14 @@ class LateBorrowing:
         self._times = times
         return times
 
-    def after(self, key: MemberModel, submitted_at: float) -> int:
-        """GPUs of the member's pods on others' nodes that started after `submitted_at`."""
+    def after(self, key: MemberModel, submitted_at: float, window: float) -> int:
+        """GPUs of the member's pods on others' nodes that started after `submitted_at`,
+        at most `window` seconds after it."""
         index = self._times if self._times is not None else self._build()
         times = index.get(key)
         if not times:
             return 0
-        return self._after[key][bisect_right(times, submitted_at)]
+        suffix = self._after[key]
+        first = bisect_right(times, submitted_at)
+        last = bisect_right(times, submitted_at + window)
+        return suffix[first] - suffix[last]

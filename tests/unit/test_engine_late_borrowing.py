@@ -1,6 +1,7 @@
 """Backfill does not cost a blocked job its place within the entitlement: the member's
 pods on others' nodes that started after the job was submitted do not count against it
-(`ordering.LateBorrowing`)."""
+(`ordering.LateBorrowing`), within the minimum runtime plus the grace period after the
+submission."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from scheduler.engine.decisions import Decisions
 from scheduler.engine.ordering import LateBorrowing
 from tests.unit.engine_strategies import job, node, policy, running, snapshot
 
-POL = policy(["lab-a", "lab-b"])
+POL = policy(["lab-a", "lab-b"], min_runtime_seconds=600, reclaim_grace_period_seconds=30)
 
 
 def _case(borrowed_start: float) -> Decisions:
@@ -34,6 +35,13 @@ def test_work_that_overtook_the_job_elsewhere_does_not_count_against_it() -> Non
     assert [(n.job_id, n.nodes) for n in d.nominations] == [("b-gang", {"b-gang-0": "b1"})]
 
 
+def test_work_started_long_after_the_job_was_submitted_counts() -> None:
+    # Beyond the minimum runtime plus the grace period (630 s) after the submission the
+    # wait was no longer for a borrower's pod to become reclaimable: it counts again.
+    d = _case(borrowed_start=100 + 631)
+    assert d.preemptions == ()
+
+
 def test_work_started_before_the_job_was_submitted_counts() -> None:
     # b-extra was running before b-gang arrived: lab-b would hold 12 of its 8 with it,
     # and lab-a is no further above its fair share than lab-b would be.
@@ -52,8 +60,11 @@ def test_late_borrowing_counts_only_others_nodes_after_the_instant() -> None:
     ]
     node_of = {"m-node": ("H", "m"), "x-node": ("H", "x"), "y-node": ("H", None)}
     late = LateBorrowing(run, node_of)
-    assert late.after(("m", "H"), 0) == 13
-    assert late.after(("m", "H"), 10) == 12
-    assert late.after(("m", "H"), 300) == 8
-    assert late.after(("m", "H"), 900) == 0
-    assert late.after(("m", "A"), 0) == 0
+    assert late.after(("m", "H"), 0, 10_000) == 13
+    assert late.after(("m", "H"), 10, 10_000) == 12
+    assert late.after(("m", "H"), 300, 10_000) == 8
+    assert late.after(("m", "H"), 900, 10_000) == 0
+    assert late.after(("m", "A"), 0, 10_000) == 0
+    # Only within the window after the submission.
+    assert late.after(("m", "H"), 0, 300) == 5
+    assert late.after(("m", "H"), 0, 299) == 1
