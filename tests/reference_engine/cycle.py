@@ -717,8 +717,6 @@ class _Cycle:
                 key = (victim.member, node_model(node))
                 self.alloc[key] = self.alloc.get(key, 0) - pod.spec.gpus
                 self.member_total[victim.member] -= pod.spec.gpus
-                if node.owner is not None and node.owner != victim.member:
-                    self.lent[node.owner] = self.lent.get(node.owner, 0) - pod.spec.gpus
 
     def _promise(self, job: PendingJob) -> None:
         model = self.book.job_model.get(job.job_id)

@@ -113,6 +113,11 @@ def check_no_overcommit(case: Case, result: SimulationResult) -> None:
     capacity = {n.name: n.gpus for n in case.nodes}
     changes: dict[str, list[tuple[float, int]]] = {}
     for run in result.pod_runs:
+        assert run.end >= run.start, run
+        if run.end == run.start:
+            # Bound and preempted at one instant (no minimum runtime, no grace period):
+            # it never held its GPUs.
+            continue
         changes.setdefault(run.node, []).extend([(run.start, run.gpus), (run.end, -run.gpus)])
     for name, steps in changes.items():
         held = 0
