@@ -29,11 +29,13 @@ from scheduler.k8s.objects import (
     Obj,
     PodInfo,
     Priorities,
+    Requests,
     Unschedulable,
     job_id_of,
     node_from_api,
     pending_jobs,
     pod_group_min_member,
+    pod_group_min_resources,
     pod_info,
     running_pod,
 )
@@ -91,6 +93,8 @@ class ClusterCache:
         self._priority_classes: dict[str, Obj] = {}
         self._priorities = Priorities()
         self._pod_groups: dict[str, int] = {}
+        self._pod_group_resources: dict[str, Requests | str] = {}
+        """PodGroup -> its spec.minResources, or why that cannot be read."""
         self._owners: dict[str, Owner] = {}
         """uid -> a Job, JobSet or PyTorchJob, as far as gangs go."""
         self._owner_uids: dict[str, set[str]] = {kind: set() for kind in OWNER_RESOURCES}
@@ -123,6 +127,7 @@ class ClusterCache:
                 self._priority_classes.clear()
             elif kind == POD_GROUPS:
                 self._pod_groups.clear()
+                self._pod_group_resources.clear()
             elif kind == VOLCANO_POD_GROUPS:
                 self._volcano_groups.clear()
             elif kind in OWNER_RESOURCES:
@@ -196,10 +201,18 @@ class ClusterCache:
                 self._priority_classes[name] = obj
         elif kind == POD_GROUPS:
             key, min_member = pod_group_min_member(obj)
+            self._pod_group_resources.pop(key, None)
             if deleted:
                 self._pod_groups.pop(key, None)
             else:
                 self._pod_groups[key] = min_member
+                try:
+                    resources = pod_group_min_resources(obj)
+                except ConversionError as exc:
+                    self._pod_group_resources[key] = str(exc)
+                else:
+                    if resources is not None:
+                        self._pod_group_resources[key] = resources
         elif kind == VOLCANO_POD_GROUPS:
             key = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
             if deleted:
@@ -315,6 +328,7 @@ class ClusterCache:
             nodes = tuple(sorted(self._nodes.values(), key=lambda n: n.name))
             priorities = self._priorities
             pod_groups = dict(self._pod_groups)
+            pod_group_resources = dict(self._pod_group_resources)
         running: list[RunningPod] = []
         waiting: list[PodInfo] = []
         for info in pods.values():
@@ -328,7 +342,9 @@ class ClusterCache:
             elif info.waits_for(self.scheduler_name):
                 waiting.append(info)
         held = recorded_nominations(waiting, {n.name for n in nodes}, nominations or {})
-        jobs, rejected = pending_jobs(waiting, policy, priorities, pod_groups, held)
+        jobs, rejected = pending_jobs(
+            waiting, policy, priorities, pod_groups, held, pod_group_resources
+        )
         running.sort(key=lambda p: (p.node, p.uid))
         snapshot = Snapshot(
             now=now,

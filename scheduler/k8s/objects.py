@@ -440,6 +440,37 @@ def pod_group_min_member(obj: Obj) -> tuple[str, int]:
     )
 
 
+def pod_group_min_resources(obj: Obj) -> Requests | None:
+    """spec.minResources of a scheduler-plugins PodGroup (GPUs, CPU, memory), None when it
+    names none; a ConversionError naming the field for a value that is no quantity."""
+    meta = obj.get("metadata") or {}
+    values = (obj.get("spec") or {}).get("minResources")
+    if not values:
+        return None
+    where = f"PodGroup {meta.get('namespace', '')}/{meta.get('name', '')}: spec.minResources"
+    if not isinstance(values, dict):
+        raise ConversionError(f"{where}: not a map of resources")
+    return Requests(
+        gpus=whole(values.get(L.GPU_RESOURCE, 0), f"{where}[{L.GPU_RESOURCE}]"),
+        cpu_milli=milli(values.get("cpu", 0), f"{where}.cpu"),
+        memory_bytes=whole(values.get("memory", 0), f"{where}.memory"),
+    )
+
+
+def _short_of(have: Requests, need: Requests) -> str:
+    """What the created pods request below a PodGroup's minResources, or ""."""
+    parts = [
+        f"{name} {got} of {want}"
+        for name, got, want in (
+            (L.GPU_RESOURCE, have.gpus, need.gpus),
+            ("cpu (millicores)", have.cpu_milli, need.cpu_milli),
+            ("memory (bytes)", have.memory_bytes, need.memory_bytes),
+        )
+        if got < want
+    ]
+    return ", ".join(parts)
+
+
 # --- snapshot parts ---------------------------------------------------------------------
 
 
@@ -528,12 +559,16 @@ def pending_jobs(
     priorities: Priorities,
     pod_groups: Mapping[str, int],
     nominations: Mapping[str, Mapping[str, str]],
+    pod_group_resources: Mapping[str, Requests | str] | None = None,
 ) -> tuple[tuple[PendingJob, ...], tuple[Unschedulable, ...]]:
     """Group pending pods into jobs (single pods, gangs).
 
     Gangs whose size is known only from a PodGroup use its minMember, else the
-    annotation. Pods that cannot be read, or belong to no member, come back as
-    `Unschedulable` with the reason (they get a FailedScheduling event).
+    annotation. A PodGroup's minResources (`pod_group_resources`, or why it cannot be
+    read) holds its gang back until the created pods request at least that much: the
+    pods still to come are part of the gang. Pods that cannot be read, or belong to no
+    member, come back as `Unschedulable` with the reason (they get a FailedScheduling
+    event).
     """
     groups: dict[str, list[PodInfo]] = {}
     for pod in pods:
@@ -583,6 +618,13 @@ def pending_jobs(
                 )
                 continue
             min_member = size
+            need = (pod_group_resources or {}).get(job_id) if first.gang.pod_group else None
+            short = _below_min_resources(members, need)
+            if short:
+                rejected.append(
+                    Unschedulable(job_id, tuple(members), f"gang {first.gang.name}: {short}")
+                )
+                continue
         pending = tuple(
             PendingPod(
                 uid=p.uid,
@@ -607,3 +649,22 @@ def pending_jobs(
         )
     jobs.sort(key=lambda j: (j.submitted_at, j.job_id))
     return tuple(jobs), tuple(rejected)
+
+
+def _below_min_resources(pods: list[PodInfo], need: Requests | str | None) -> str:
+    """Why a PodGroup's gang waits for its minResources, or "" when it need not."""
+    if need is None:
+        return ""
+    if isinstance(need, str):
+        return f"{need}, so its pods wait"
+    have = Requests()
+    for p in pods:
+        spec = cast(PodSpec, p.spec)
+        have = have + Requests(spec.gpus, spec.cpu_milli, spec.memory_bytes)
+    short = _short_of(have, need)
+    if not short:
+        return ""
+    return (
+        f"its {len(pods)} created pods request {short} its PodGroup's spec.minResources "
+        "asks for, so it waits for the rest of its pods"
+    )

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from policies.loader import load_policy
-from scheduler.engine.snapshot import SelectorRequirement, Taint, Toleration
+from scheduler.engine.snapshot import PodSpec, SelectorRequirement, Taint, Toleration
 from scheduler.k8s.objects import (
     ConversionError,
     Priorities,
     milli,
     node_from_api,
     pending_jobs,
+    pod_group_min_resources,
     pod_info,
     pod_spec_from_api,
     running_pod,
@@ -308,3 +309,45 @@ def test_reclaim_count_from_the_annotation_on_running_and_pending_pods() -> None
     body = pod(node="n1", annotations={"fairpool.io/reclaims": "3"})
     body["status"] = {"phase": "Running"}
     assert running_pod(pod_info(body), POLICY, Priorities()).reclaims == 3
+
+
+def test_pod_group_min_resources_holds_the_gang_until_its_pods_ask_that_much() -> None:
+    labels = {"scheduling.x-k8s.io/pod-group": "pg"}
+    infos = [pod_info(pod(f"w{k}", "physics", labels=labels)) for k in range(2)]
+    asked = sum(cast(PodSpec, i.spec).gpus for i in infos)
+    group = {
+        "metadata": {"namespace": "physics", "name": "pg"},
+        "spec": {"minMember": 2, "minResources": {"nvidia.com/gpu": str(asked + 8)}},
+    }
+    need = pod_group_min_resources(group)
+    assert need is not None and need.gpus == asked + 8
+    jobs, rejected = pending_jobs(
+        infos, POLICY, Priorities(), {"physics/pg": 2}, {}, {"physics/pg": need}
+    )
+    assert jobs == ()
+    assert f"nvidia.com/gpu {asked} of {asked + 8}" in rejected[0].reason
+    assert "waits for the rest of its pods" in rejected[0].reason
+    enough = pod_group_min_resources(
+        {**group, "spec": {"minResources": {"nvidia.com/gpu": str(asked), "cpu": "100m"}}}
+    )
+    jobs, rejected = pending_jobs(
+        infos, POLICY, Priorities(), {"physics/pg": 2}, {}, {"physics/pg": enough}
+    )
+    assert rejected == () and jobs[0].min_member == 2
+    assert pod_group_min_resources({"spec": {"minMember": 2}}) is None
+    with pytest.raises(ConversionError, match=r"PodGroup ns/pg: spec.minResources\.memory"):
+        pod_group_min_resources(
+            {
+                "metadata": {"namespace": "ns", "name": "pg"},
+                "spec": {"minResources": {"memory": "lots"}},
+            }
+        )
+    jobs, rejected = pending_jobs(
+        infos,
+        POLICY,
+        Priorities(),
+        {"physics/pg": 2},
+        {},
+        {"physics/pg": "PodGroup physics/pg: spec.minResources.memory: not a quantity: 'lots'"},
+    )
+    assert jobs == () and "not a quantity" in rejected[0].reason
