@@ -19,6 +19,14 @@ Scenarios (`BENCH_FAIRNESS=demo,small,mixed,philly` picks some; all by default;
   as many GPU-hours come in fewer, longer jobs. No public data file is needed or
   committed.
 
+Then the sharing-incentive property (`incentive`, also picked by `BENCH_FAIRNESS`):
+the 200 seeded contended cases of tests/unit/test_sim_properties.py, as the unit test
+runs them (jobs of 30 s to 2 h) and with every time ten times longer (5 min to 20 h),
+where the 1 h allowance of the bound no longer covers most waits: how many cases have a
+member whose mean JCT is worse pooled than standalone beyond max(5 %, 1 h), and how many
+have a member that completed less of its own work within the submission window. About
+1 min.
+
 Runtime on 2 cores: about 5 min for all four (4 min 46 s measured), 3 min of it the
 philly scenario (fairpool with its 15 standalone replays in 2 processes, then the
 baseline); up to 13 min when other work shares the cores. `BENCH_FAIRNESS=small,mixed`
@@ -35,6 +43,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
@@ -201,8 +210,32 @@ COLUMNS = (
     ("wait", "p95 wait"),
     ("ratio", "mean JCT / baseline"),
     ("worse", "members worse off pooled"),
+    ("big", "jobs > entitl.: n, wait p50 / max"),
     ("wall", "wall s"),
 )
+
+
+def big_jobs_wait(study: Study) -> str:
+    """Jobs asking more GPUs than their member's entitlement on the job's GPU model (on
+    all models together when the job names none): how many, and their wait. They can
+    only ever run on borrowed GPUs (docs/architecture.md, "A job bigger than its
+    member's entitlement")."""
+    entitlement = study.result.entitlement
+    total: dict[str, int] = {}
+    for (member, _), n in entitlement.items():
+        total[member] = total.get(member, 0) + n
+    jobs = study.jobs
+    if jobs.empty:
+        return "0"
+    limit = [
+        total.get(m, 0) if pd.isna(model) else entitlement.get((m, model), 0)
+        for m, model in zip(jobs["member"], jobs["gpu_model"].astype(object), strict=True)
+    ]
+    big = jobs[jobs["gpus"].to_numpy() > np.asarray(limit)]
+    waits = big["wait_s"].dropna()
+    if waits.empty:
+        return f"{len(big)}"
+    return f"{len(big)}: {_h(float(waits.median()))} / {_h(float(waits.max()))}"
 
 
 def _pct(summary: dict[str, object], key: str) -> str:
@@ -250,6 +283,7 @@ def row(study: Study, baseline_jct: object, wall: float) -> dict[str, str]:
         "wait": _h(s["p95_wait_s"]),
         "ratio": _num(ratio, "{:.2f}"),
         "worse": f"{s['members_worse_off_pooled']}/{len(s['members'])}",  # type: ignore[arg-type]
+        "big": big_jobs_wait(study),
         "wall": f"{wall:.0f}",
     }
 
@@ -282,16 +316,51 @@ def table(rows: list[dict[str, str]]) -> Table:
     return out
 
 
-def selected() -> list[Scenario]:
+INCENTIVE = "incentive"
+INCENTIVE_SCALES = (1.0, 10.0)
+
+
+def _names() -> set[str]:
     wanted = os.environ.get("BENCH_FAIRNESS", "")
-    names = {n.strip() for n in wanted.split(",") if n.strip()}
-    unknown = names - {s.name for s in SCENARIOS}
+    return {n.strip() for n in wanted.split(",") if n.strip()}
+
+
+def selected() -> list[Scenario]:
+    names = _names()
+    unknown = names - {s.name for s in SCENARIOS} - {INCENTIVE}
     if unknown:
         raise SystemExit(
             f"BENCH_FAIRNESS: unknown scenario(s) {', '.join(sorted(unknown))} "
-            f"(known: {', '.join(s.name for s in SCENARIOS)})"
+            f"(known: {', '.join([*(s.name for s in SCENARIOS), INCENTIVE])})"
         )
     return [s for s in SCENARIOS if not names or s.name in names]
+
+
+def incentive_table() -> Table:
+    """The sharing-incentive property over the unit test's cases, at each time scale."""
+    from tests.unit.test_sim_properties import (
+        MAX_JCT_FAILURE_RATE,
+        SHARING_CASES,
+        incentive_failures,
+    )
+
+    out = Table(title=f"sharing incentive over {SHARING_CASES} seeded contended cases")
+    for header in ("times", "mean JCT worse pooled", "allowed", "less work pooled", "wall s"):
+        out.add_column(header, justify="right")
+    for scale in INCENTIVE_SCALES:
+        began = time.perf_counter()
+        jct, work = incentive_failures(SHARING_CASES, scale)
+        wall = time.perf_counter() - began
+        out.add_row(
+            f"x{scale:g}",
+            f"{len(jct)}",
+            f"{int(MAX_JCT_FAILURE_RATE * SHARING_CASES)}",
+            f"{len(work)}",
+            f"{wall:.0f}",
+        )
+        for line in [*jct, *work]:
+            print(f"x{scale:g} " + line.split("\n")[0])
+    return out
 
 
 def run(console: Console) -> None:
@@ -299,13 +368,23 @@ def run(console: Console) -> None:
     days = float(days_text) if days_text else None
     rows: list[dict[str, str]] = []
     scenarios = selected()
+    names = _names()
+    if names == {INCENTIVE}:
+        scenarios = []
     for scenario in scenarios:
         with console.status(f"fairness: {scenario.name}"):
             done = measure(scenario, days)
         rows.extend(done)
         if len(scenarios) > 1:  # each scenario as it finishes: the whole run is long
             console.print(table(done))
-    console.print(table(rows))
+    if rows:
+        console.print(table(rows))
+    if not names or INCENTIVE in names:
+        with console.status("fairness: sharing incentive"):
+            incentive = incentive_table()
+        console.print(incentive)
+    if not rows:
+        return
     console.print(
         "idle %: idle GPU-hours while some job was pending, by cause, as a share of the "
         "cluster's GPU-hours while some job was pending (docs/metrics.md); the baseline's "

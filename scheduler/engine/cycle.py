@@ -54,7 +54,7 @@ from scheduler.engine.entitlement import MemberModel, node_model
 from scheduler.engine.explain import Waiting, capacity_detail, fmt, plural, position, sentence
 from scheduler.engine.gangs import Plan, plan_job
 from scheduler.engine.jobinfo import JobInfo
-from scheduler.engine.ordering import MemberQueues, ratio
+from scheduler.engine.ordering import LateBorrowing, MemberQueues, ratio
 from scheduler.engine.placement import (
     ClusterState,
     blocking_taints,
@@ -144,6 +144,11 @@ class _Cycle:
         self.fair_total: dict[str, float] = _per_member(self.book.fair, 0.0)
         self.promised: dict[MemberModel, int] = {}
         """GPUs held for each member's nominated jobs (not bound yet)."""
+        self.late = LateBorrowing(snapshot.running, self.book.node_of)
+        """What overtook each pending job on others' nodes (see `ordering`)."""
+        self.late_window = float(
+            policy.sharing.min_runtime_seconds + policy.sharing.reclaim_grace_period_seconds
+        )
         self.promised_jobs: dict[str, tuple[MemberModel, int]] = {}
         """What each job holds in `promised`."""
         self.freeing: set[str] = set()
@@ -198,8 +203,16 @@ class _Cycle:
         if gpus <= 0 or model is None:
             return gpus <= 0
         key = (member, model)
+        entitlement = self.book.entitlement.get(key, 0)
         held = self.alloc.get(key, 0) + self.promised.get(key, 0)
-        return held + gpus <= self.book.entitlement.get(key, 0)
+        # What overtook the job only matters when it would not fit without it.
+        return held + gpus <= entitlement or self.entitled_held(job, key) + gpus <= entitlement
+
+    def entitled_held(self, job: PendingJob, key: MemberModel) -> int:
+        """What counts against the job's place within the entitlement: allocated plus held
+        for nominations, less what overtook it on others' nodes (see `ordering`)."""
+        held = self.alloc.get(key, 0) + self.promised.get(key, 0)
+        return held - self.late.after(key, job.submitted_at, self.late_window)
 
     def lendable(self) -> dict[str, int]:
         if not self.lenders:
@@ -275,10 +288,8 @@ class _Cycle:
         if model is not None and gpus > 0:
             key = (job.member, model)
             held = self.alloc.get(key, 0) + self.promised.get(key, 0)
-            below = held < self.book.fair.get(
-                key, 0.0
-            ) - _EPS or held + gpus <= self.book.entitlement.get(key, 0)
-            entitled = held + gpus <= self.book.entitlement.get(key, 0)
+            entitled = self.within_entitlement(job.member, job)
+            below = held < self.book.fair.get(key, 0.0) - _EPS or entitled
             if below and (
                 self.reclaimer is None or self._may_find_victims(job.member, model, entitled)
             ):
@@ -512,7 +523,7 @@ class _Cycle:
         allocated = self.alloc.get(key, 0) + self.promised.get(key, 0)
         fair = self.book.fair.get(key, 0.0)
         after = allocated + self.info(job).gpus
-        entitled = after <= self.book.entitlement.get(key, 0)
+        entitled = self.within_entitlement(job.member, job)
         if allocated >= fair - _EPS and not entitled:
             return None
         above_ratio = after / fair if after > fair + _EPS and not entitled else None

@@ -17,17 +17,32 @@ Within a member, later jobs may backfill past a blocked job (a big gang does not
 the member's small jobs idle); the blocked gang is protected instead by reclaim, which
 runs for it before any later job of the member is tried, and by the nomination that
 then holds the freed capacity for it.
+
+Backfill must not cost the blocked job its place within the entitlement. Whether a job
+keeps its member within its entitlement counts what the member holds, minus the GPUs of
+its pods on nodes it does not own that started after the job was submitted, at most the
+minimum runtime plus the grace period after it (`LateBorrowing`). That work overtook the
+job on borrowed GPUs while the job waited for a borrower's pod on its member's node to
+become reclaimable; standalone the job would have run first. Without this the member's
+own later jobs, placed on idle foreign nodes during that wait, push the job beyond the
+entitlement, and the owner then waits for the borrower to finish instead of getting its
+node back. Pods on the member's own nodes always count: standalone they would hold those
+GPUs too. The window keeps the rule to that wait: a job pending for days behind a busy
+pool must not turn every later borrowing of its member into a claim on the guarantee,
+which would preempt borrowers again and again on its behalf.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Sequence
+from bisect import bisect_right
+from collections.abc import Callable, Mapping, Sequence
 
+from scheduler.engine.entitlement import MemberModel
 from scheduler.engine.shares import job_sort_key
-from scheduler.engine.snapshot import PendingJob
+from scheduler.engine.snapshot import PendingJob, RunningPod
 
-__all__ = ["MemberQueues", "job_sort_key", "ratio"]
+__all__ = ["LateBorrowing", "MemberQueues", "job_sort_key", "ratio"]
 
 
 def ratio(allocated: float, fair: float) -> float:
@@ -82,3 +97,56 @@ class MemberQueues:
     def done(self, member: str) -> None:
         """The member's last popped job was handled: queue its next one."""
         self._push(member)
+
+
+class LateBorrowing:
+    """Per (member, GPU model): the GPUs of the member's running pods on nodes it does not
+    own, by start time, to tell how many started after a given job was submitted (see
+    the module). Only the snapshot's pods count: within a cycle a member's jobs are
+    tried in queue order, so what the cycle binds comes after the jobs it could
+    overtake, and the next cycle sees it with its start time."""
+
+    def __init__(
+        self,
+        running: Sequence[RunningPod],
+        node_of: Mapping[str, tuple[str, str | None]],
+    ) -> None:
+        self._running = running
+        self._node_of = node_of
+        self._times: dict[MemberModel, list[float]] | None = None
+        self._after: dict[MemberModel, list[int]] = {}
+        """Suffix sums: `_after[key][k]` is the GPUs of the pods from the k-th on."""
+
+    def _build(self) -> dict[MemberModel, list[float]]:
+        """The index, built on first use: most jobs are decided without it."""
+        starts: dict[MemberModel, list[tuple[float, int]]] = {}
+        node_of = self._node_of
+        for pod in self._running:
+            if pod.member is None or pod.terminating or pod.spec.gpus <= 0:
+                continue
+            info = node_of.get(pod.node)
+            if info is None or info[1] == pod.member:
+                continue
+            starts.setdefault((pod.member, info[0]), []).append((pod.started_at, pod.spec.gpus))
+        times: dict[MemberModel, list[float]] = {}
+        for key, found in starts.items():
+            found.sort()
+            suffix = [0] * (len(found) + 1)
+            for k in range(len(found) - 1, -1, -1):
+                suffix[k] = suffix[k + 1] + found[k][1]
+            times[key] = [t for t, _ in found]
+            self._after[key] = suffix
+        self._times = times
+        return times
+
+    def after(self, key: MemberModel, submitted_at: float, window: float) -> int:
+        """GPUs of the member's pods on others' nodes that started after `submitted_at`,
+        at most `window` seconds after it."""
+        index = self._times if self._times is not None else self._build()
+        times = index.get(key)
+        if not times:
+            return 0
+        suffix = self._after[key]
+        first = bisect_right(times, submitted_at)
+        last = bisect_right(times, submitted_at + window)
+        return suffix[first] - suffix[last]

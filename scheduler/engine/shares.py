@@ -19,7 +19,7 @@ Limits turned into water-filling caps, per model:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import TYPE_CHECKING
 
@@ -56,6 +56,8 @@ class ShareBook:
     """What is known of each pending job, in the snapshot's order."""
     queued: list[PendingJob]
     """The pending jobs by member, then in each member's queue order (`job_sort_key`)."""
+    node_of: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+    """node name -> (GPU model, owner)."""
 
     def demand(self, key: MemberModel) -> int:
         return self.allocation.allocated.get(key, 0) + self.pending.get(key, 0)
@@ -145,6 +147,7 @@ def build(snapshot: Snapshot, policy: Policy) -> ShareBook:
         job_model=job_model,
         infos=infos,
         queued=queued,
+        node_of=static.node_of,
     )
     book.fair = _fair_shares(book, snapshot, policy)
     return book

@@ -6,7 +6,14 @@ simulated replays, where the engine's caches carry over from cycle to cycle.
 The reference engine has no consolidation (`scheduler/engine/consolidation.py`, tested on
 its own in `test_engine_consolidation.py`): the engine runs here with
 `maxConsolidationsPerCycle: 0`, so everything else is still compared decision for
-decision."""
+decision.
+
+One rule is the engine's own, not the reference's: a job's place within its member's
+entitlement does not count the member's pods on others' nodes that started after the
+job was submitted (`ordering.LateBorrowing`). Both engines are therefore compared on
+snapshots whose pending jobs were all submitted after every running pod started (every
+submission time moved later by the same amount, so queue order is unchanged), where
+that rule changes nothing; tests/unit/test_engine_late_borrowing.py covers the rule."""
 
 from __future__ import annotations
 
@@ -36,11 +43,29 @@ from tests.unit.test_sim_helpers import policy as sim_policy
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+def _submitted_last(snap: Snapshot) -> Snapshot:
+    """The snapshot with every pending job submitted after every running pod started
+    (see the module): the same shift for all, so queue order is unchanged."""
+    shift = max((p.started_at for p in snap.running), default=0.0) + 1.0
+    shift = max(0.0, shift - min((j.submitted_at for j in snap.pending), default=shift))
+    pending = tuple(replace(j, submitted_at=j.submitted_at + shift) for j in snap.pending)
+    return replace(snap, pending=pending)
+
+
 def _same(snap: Snapshot, pol: Policy) -> None:
+    snap = _submitted_last(snap)
     # Fresh tuples, so neither engine reuses what the other cached for these objects.
     expected = reference_schedule(replace(snap, nodes=tuple(snap.nodes)), pol)
     got = schedule(replace(snap, nodes=tuple(snap.nodes)), without_consolidation(pol))
     _equal(got, expected)
+
+
+def _engine(snap: Snapshot, pol: Policy) -> Decisions:
+    return schedule(_submitted_last(snap), pol)
+
+
+def _reference(snap: Snapshot, pol: Policy) -> Decisions:
+    return reference_schedule(_submitted_last(snap), pol)
 
 
 def _equal(got: Decisions, expected: Decisions) -> None:
@@ -142,8 +167,8 @@ def test_contended_replays() -> None:
             for k in range(rng.randint(3, 8))
         )
         trace = _trace(rng, members, models)
-        got = Simulator(nodes, without_consolidation(pol), trace, schedule).run()
-        expected = Simulator(nodes, pol, trace, reference_schedule).run()
+        got = Simulator(nodes, without_consolidation(pol), trace, _engine).run()
+        expected = Simulator(nodes, pol, trace, _reference).run()
         assert got.timeline == expected.timeline, f"seed {seed}"
         for job_id, record in expected.jobs.items():
             mine = got.jobs[job_id]
