@@ -71,6 +71,9 @@ one more victim out, and a claimant that needs more is better served next cycle.
 NODES_WALKED = 64
 """Nodes opened at most for one claimant: a gang needing more is not blocked by
 fragmentation but by the lack of whole nodes, which moving work would not fix cheaply."""
+TAKEN_WALKED = 64
+"""Borrowed jobs tried at most to make room for one moved victim: each try is a what-if
+placement, and a victim needing more is better left where it is."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +203,8 @@ class Consolidator:
                 continue
             fits, taken = stays
             budget = job.gpus * self.loss_seconds
-            every = [*victims, *(t for t in taken if t not in victims)]
+            ids = {v.job_id for v in victims}
+            every = [*victims, *(t for t in taken if t.job_id not in ids)]
             if sum(v.run_gpu_s for v in every if not v.checkpointable) > budget:
                 return None
             names = tuple(sorted({self.state.nodes[i].name for _, i in plan.pods}))
@@ -355,9 +359,8 @@ class Consolidator:
                     _count(taken, victim)
                     took.append(victim)
                     continue
-                more = self._take_for(
-                    job, model, victim, victims, after, taken, ruled_out, lendable
-                )
+                skip = {v.job_id for v in victims} | {t.job_id for t in took}
+                more = self._take_for(job, model, victim, skip, after, taken, ruled_out, lendable)
                 if more is not None:
                     elsewhere, extra = more
                     for t in extra:
@@ -395,7 +398,7 @@ class Consolidator:
         job: PendingJob,
         model: str,
         victim: VictimJob,
-        victims: Sequence[VictimJob],
+        skip: set[str],
         after: dict[int, Res],
         taken: Mapping[MemberModel, int],
         ruled_out: set[str],
@@ -412,8 +415,7 @@ class Consolidator:
         chosen: list[VictimJob] = []
         counted = dict(taken)
         plan: Plan | None = None
-        skip = {v.job_id for v in victims}
-        for other in self.borrowed_on.get(job.member, ()):
+        for other in self.borrowed_on.get(job.member, ())[:TAKEN_WALKED]:
             if (
                 other.job_id in skip
                 or not self._may_move(other, job.member, model, ruled_out)

@@ -259,6 +259,14 @@ def test_a_move_may_take_what_a_reclaim_for_the_claimant_could() -> None:
     off = policy(["lab-a", "lab-b"], min_runtime_seconds=600, max_consolidations_per_cycle=0)
     d = schedule(snapshot(nodes, [job("b-big", "lab-b", gpus=4)], run, now=1001.0), off)
     assert d.preemptions == () and d.nominations == ()
+    # The work a taken job loses counts in the bound: b-pair loses 1394 GPU-s and
+    # a-small 998; 4 x 400 covers the first alone, not both.
+    for loss, taken in ((600, True), (400, False)):
+        bounded = policy(
+            ["lab-a", "lab-b"], min_runtime_seconds=600, max_consolidation_loss_seconds=loss
+        )
+        d = schedule(snapshot(nodes, [job("b-big", "lab-b", gpus=4)], run, now=1001.0), bounded)
+        assert ("a-small" in moved(d)) is taken
 
 
 def test_a_move_takes_nothing_from_a_member_at_its_entitlement() -> None:
