@@ -45,10 +45,23 @@ Choice (deterministic: every walk is in a fixed order):
 - The fit-elsewhere rule is checked on that set; a victim that breaks it is ruled out
   and the search runs again (a few times at most).
 
+Reclaim and a move together: a claimant within its member's entitlement may be stuck
+where neither helps alone (its member's own nodes hold borrowed work and its own small
+jobs, too few GPUs are free to call it fragmentation, and taking the borrowed work back
+leaves no node with room either). When reclaim found nothing for it, the cycle offers it
+a move that may also take what a reclaim for it could take (`taking`): other members'
+jobs with a reclaimable pod on its member's own nodes, their members staying at or above
+their entitlement. Their GPUs count as free for the claimant test; a victim that fits
+nowhere may fit on the room taken jobs free (the fewest, least work lost first, at most
+`TAKEN_WALKED` tried); a victim that fits nowhere and could be taken so is taken. Taken
+jobs lose their place as to a reclaim, and are reported as one (cause `reclaim`): only
+the owner's guarantee lets them go, whatever their fit elsewhere. Reclaim runs first:
+when a reclaim alone makes room, nothing is moved.
+
 Bounds: a move throws away at most `sharing.maxConsolidationLossSeconds` of the
-claimant's GPUs in work (a node whose opening costs more is not opened): fragmentation
-idles the claimant's GPUs until the small jobs end by themselves, hours when they are
-long, so a move is worth the work it loses only up to a point. At most
+claimant's GPUs in work, taken jobs included (a node whose opening costs more is not
+opened): fragmentation idles the claimant's GPUs until the small jobs end by themselves,
+hours when they are long, so a move is worth the work it loses only up to a point. At most
 `sharing.maxConsolidationsPerCycle` claimants get a move per cycle (0 turns consolidation
 off), so one cycle never empties half the cluster.
 """
