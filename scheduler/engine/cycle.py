@@ -805,15 +805,16 @@ class _Cycle:
         grace = self.policy.sharing.reclaim_grace_period_seconds
         where = ", ".join(move.nodes)
         victims_text: list[str] = []
+        # The claimant's position before anything leaves (its own moved jobs included).
+        whose = self._reclaimer_position(job.member, model, True)
         for victim in move.victims:
             assert self.reclaimer is not None
             self.reclaimer.gone.add(victim.job_id)
             self.reclaimer.gone_reclaimable += victim.reclaimable
             if victim.job_id in move.taken:
                 reason = (
-                    f"reclaim for member {job.member} ("
-                    f"{self._reclaimer_position(job.member, model, True)}, job {job.job_id} "
-                    f"needs {job.gpus}), with consolidation of {where}: "
+                    f"reclaim for member {job.member} ({whose}, job {job.job_id} needs "
+                    f"{job.gpus}), with consolidation of {where}: "
                     f"{self._victim_position(victim.member, model)}, and job "
                     f"{victim.job_id} runs on borrowed GPUs of member {job.member}"
                 )

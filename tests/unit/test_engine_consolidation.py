@@ -282,3 +282,27 @@ def test_a_move_takes_nothing_from_a_member_at_its_entitlement() -> None:
     pol = policy(["lab-a", "lab-b"], min_runtime_seconds=600)
     d = schedule(snapshot(nodes, [job("b-big", "lab-b", gpus=4)], run, now=1001.0), pol)
     assert "a-small" not in moved(d)
+
+
+def test_borrowed_work_on_the_opened_node_that_fits_nowhere_is_taken() -> None:
+    # b1 holds lab-a's borrowed a-x and lab-b's own b-one, b2 lab-b's b-two: 2 + 1 free
+    # for lab-b's 4-GPU job. Opening b1 moves b-one to b2; a-x then fits nowhere and is
+    # taken back as a reclaim would take it (lab-a stays at its entitlement of 4).
+    nodes = [node("a1", "lab-a", gpus=4), node("b1", "lab-b", gpus=4), node("b2", "lab-b", gpus=2)]
+    run = [
+        running("a-big", "lab-a", "a1", gpus=4, started_at=2.0),
+        running("a-x", "lab-a", "b1", started_at=100.0),
+        running("b-one", "lab-b", "b1", started_at=200.0),
+        running("b-two", "lab-b", "b2", started_at=200.0),
+    ]
+    pol = policy(["lab-a", "lab-b"], min_runtime_seconds=600)
+    d = schedule(snapshot(nodes, [job("b-big", "lab-b", gpus=4)], run, now=1001.0), pol)
+    assert {p.pod_uid: p.cause for p in d.preemptions} == {
+        "a-x": "reclaim",
+        "b-one": "consolidation",
+    }
+    reasons = {p.pod_uid: p.reason for p in d.preemptions}
+    assert reasons["a-x"].startswith("reclaim for member lab-b (holds 2 of its entitlement")
+    assert "with consolidation of b1" in reasons["a-x"]
+    assert "fits on free GPUs elsewhere" in reasons["b-one"]
+    assert [(n.job_id, n.nodes) for n in d.nominations] == [("b-big", {"b-big-0": "b1"})]
