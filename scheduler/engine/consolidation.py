@@ -45,10 +45,23 @@ Choice (deterministic: every walk is in a fixed order):
 - The fit-elsewhere rule is checked on that set; a victim that breaks it is ruled out
   and the search runs again (a few times at most).
 
+Reclaim and a move together: a claimant within its member's entitlement may be stuck
+where neither helps alone (its member's own nodes hold borrowed work and its own small
+jobs, too few GPUs are free to call it fragmentation, and taking the borrowed work back
+leaves no node with room either). When reclaim found nothing for it, the cycle offers it
+a move that may also take what a reclaim for it could take (`taking`): other members'
+jobs with a reclaimable pod on its member's own nodes, their members staying at or above
+their entitlement. Their GPUs count as free for the claimant test; a victim that fits
+nowhere may fit on the room taken jobs free (the fewest, least work lost first, at most
+`TAKEN_WALKED` tried); a victim that fits nowhere and could be taken so is taken. Taken
+jobs lose their place as to a reclaim, and are reported as one (cause `reclaim`): only
+the owner's guarantee lets them go, whatever their fit elsewhere. Reclaim runs first:
+when a reclaim alone makes room, nothing is moved.
+
 Bounds: a move throws away at most `sharing.maxConsolidationLossSeconds` of the
-claimant's GPUs in work (a node whose opening costs more is not opened): fragmentation
-idles the claimant's GPUs until the small jobs end by themselves, hours when they are
-long, so a move is worth the work it loses only up to a point. At most
+claimant's GPUs in work, taken jobs included (a node whose opening costs more is not
+opened): fragmentation idles the claimant's GPUs until the small jobs end by themselves,
+hours when they are long, so a move is worth the work it loses only up to a point. At most
 `sharing.maxConsolidationsPerCycle` claimants get a move per cycle (0 turns consolidation
 off), so one cycle never empties half the cluster.
 """
@@ -71,6 +84,9 @@ one more victim out, and a claimant that needs more is better served next cycle.
 NODES_WALKED = 64
 """Nodes opened at most for one claimant: a gang needing more is not blocked by
 fragmentation but by the lack of whole nodes, which moving work would not fix cheaply."""
+TAKEN_WALKED = 64
+"""Borrowed jobs tried at most to make room for one moved victim: each try is a what-if
+placement, and a victim needing more is better left where it is."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +99,10 @@ class Move:
     """Names of the nodes the claimant's pods go to, where the victims leave room."""
     elsewhere: frozenset[str]
     """Victim job ids whose pods fit on free GPUs elsewhere (the others' members are
-    above their fair share)."""
+    above their fair share, or are taken)."""
+    taken: frozenset[str] = frozenset()
+    """Victim job ids taken back as a reclaim for the claimant would take them: borrowed
+    work on the claimant's member's own nodes (see the module). They lose their place."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,15 +119,21 @@ def _add(extra: dict[int, Res], i: int, r: Res, sign: int) -> None:
     extra[i] = (e[0] + sign * r[0], e[1] + sign * r[1], e[2] + sign * r[2], e[3] + sign * r[3])
 
 
+def _count(taken: dict[MemberModel, int], job: VictimJob) -> None:
+    for m, g in job.by_model.items():
+        taken[(job.member, m)] = taken.get((job.member, m), 0) + g
+
+
 def _as_pending(job: VictimJob) -> tuple[PendingPod, ...]:
     return tuple(PendingPod(p.uid, p.name, p.namespace, p.spec) for p, _ in job.pods)
 
 
-def fragmented(state: ClusterState, job: PendingJob, model: str) -> bool:
-    """Enough GPUs of the model are free on the nodes the job may use (it did not fit:
-    so they are scattered). Needs no victim index, which most cycles never build."""
+def fragmented(state: ClusterState, job: PendingJob, model: str, takeable: int = 0) -> bool:
+    """Enough GPUs of the model are free on the nodes the job may use, counting
+    `takeable` ones a reclaim for it could take (it did not fit: so they are scattered).
+    Needs no victim index, which most cycles never build."""
     feasible = state.feasible((p.spec for p in job.pods), model)
-    return sum(max(0, state.free_gpu[i]) for i in feasible) >= job.gpus
+    return sum(max(0, state.free_gpu[i]) for i in feasible) + takeable >= job.gpus
 
 
 class Consolidator:
@@ -137,11 +162,19 @@ class Consolidator:
         self.reclaimable = reclaimable_pods
         self.on_node: dict[int, list[VictimJob]] = {}
         """Node -> victims with a pod on it, least work lost first."""
+        self.borrowed_on: dict[str, list[VictimJob]] = {}
+        """Owner -> other members' jobs with a reclaimable pod on its nodes, least work
+        lost first: what a reclaim within the owner's entitlement could take."""
+        nodes = state.nodes
         for job in sorted(jobs, key=VictimJob.loss_key):
             if not self._movable(job, reclaimable_pods, min_runtime, below_min_runtime):
                 continue
             for i in sorted({i for _, i in job.pods}):
                 self.on_node.setdefault(i, []).append(job)
+            if job.reclaimable:
+                for owner in sorted({nodes[i].owner or "" for _, i in job.pods}):
+                    if owner and owner != job.member:
+                        self.borrowed_on.setdefault(owner, []).append(job)
 
     def _movable(
         self,
@@ -153,19 +186,42 @@ class Consolidator:
         """The rules that do not depend on the claimant."""
         return below_min_runtime or self.now - job.youngest_start >= min_runtime
 
-    def find(self, job: PendingJob, model: str, lendable: Mapping[str, int]) -> Move | None:
-        """A move that lets the job start, or None."""
+    def takeable(self, job: PendingJob, model: str) -> int:
+        """GPUs of `model` on the job's member's own nodes, that the job may use, held by
+        pods of other members' jobs a reclaim within its entitlement could take."""
+        state = self.state
+        feasible = state.feasible((p.spec for p in job.pods), model)
+        return sum(
+            p.spec.gpus
+            for victim in self.borrowed_on.get(job.member, ())
+            if self._may_move(victim, job.member, model, set())
+            for p, i in victim.pods
+            if i in feasible and state.nodes[i].owner == job.member
+        )
+
+    def find(
+        self, job: PendingJob, model: str, lendable: Mapping[str, int], taking: bool = False
+    ) -> Move | None:
+        """A move that lets the job start, or None. `taking`: the job keeps its member
+        within its entitlement, and the move may take what a reclaim for it could."""
         ruled_out: set[str] = set()
         for _ in range(RETRIES + 1):
             found = self._search(job, model, lendable, ruled_out)
             if found is None:
                 return None
             victims, plan = found
-            stays = self._stays(job, victims, plan, lendable)
-            if isinstance(stays, frozenset):
-                names = tuple(sorted({self.state.nodes[i].name for _, i in plan.pods}))
-                return Move(tuple(victims), plan, names, stays)
-            ruled_out.add(stays)
+            stays = self._stays(job, model, victims, plan, lendable, ruled_out, taking)
+            if isinstance(stays, str):
+                ruled_out.add(stays)
+                continue
+            fits, taken = stays
+            budget = job.gpus * self.loss_seconds
+            ids = {v.job_id for v in victims}
+            every = [*victims, *(t for t in taken if t.job_id not in ids)]
+            if sum(v.run_gpu_s for v in every if not v.checkpointable) > budget:
+                return None
+            names = tuple(sorted({self.state.nodes[i].name for _, i in plan.pods}))
+            return Move(tuple(every), plan, names, fits, frozenset(t.job_id for t in taken))
         return None
 
     # -- the search ----------------------------------------------------------------------
@@ -282,12 +338,16 @@ class Consolidator:
     def _stays(
         self,
         job: PendingJob,
+        model: str,
         victims: Sequence[VictimJob],
         plan: Plan,
         lendable: Mapping[str, int],
-    ) -> frozenset[str] | str:
-        """The victims that fit elsewhere, or the id of the first victim that neither fits
-        elsewhere nor belongs to a member that stays at or above its fair share."""
+        ruled_out: set[str],
+        taking: bool,
+    ) -> tuple[frozenset[str], list[VictimJob]] | str:
+        """The victims that fit elsewhere and the jobs taken (see `Move`), or the id of
+        the first victim that neither fits elsewhere, nor belongs to a member that stays
+        at or above its fair share, nor may be taken."""
         after: dict[int, Res] = {}
         for victim in victims:
             for p, j in victim.pods:
@@ -297,6 +357,7 @@ class Consolidator:
             _add(after, i, spec_res(specs[uid]), -1)
         taken: dict[MemberModel, int] = {}
         fits: set[str] = set()
+        took: list[VictimJob] = []
         for victim in victims:
             elsewhere = plan_job(
                 self.state,
@@ -306,6 +367,18 @@ class Consolidator:
                 after,
                 frozenset(victim.by_model),
             )
+            if elsewhere is None and taking:
+                if self._may_take(job.member, victim, taken):
+                    _count(taken, victim)
+                    took.append(victim)
+                    continue
+                skip = {v.job_id for v in victims} | {t.job_id for t in took}
+                more = self._take_for(job, model, victim, skip, after, taken, ruled_out, lendable)
+                if more is not None:
+                    elsewhere, extra = more
+                    for t in extra:
+                        _count(taken, t)
+                    took.extend(extra)
             if elsewhere is not None:
                 fits.add(victim.job_id)
                 specs_v = {p.uid: p.spec for p, _ in victim.pods}
@@ -318,9 +391,73 @@ class Consolidator:
                 and self._keeps_entitlement(victim, taken)
             ):
                 return victim.job_id
-            for m, g in victim.by_model.items():
-                taken[(victim.member, m)] = taken.get((victim.member, m), 0) + g
-        return frozenset(fits)
+            _count(taken, victim)
+        return frozenset(fits), took
+
+    def _may_take(self, member: str, victim: VictimJob, taken: Mapping[MemberModel, int]) -> bool:
+        """A reclaim within `member`'s entitlement could take the job: another member's,
+        with a reclaimable pod on `member`'s own nodes, its member staying at or above its
+        entitlement without it."""
+        nodes = self.state.nodes
+        return (
+            victim.member != member
+            and victim.reclaimable
+            and any(nodes[i].owner == member for _, i in victim.pods)
+            and self._keeps_entitlement(victim, taken)
+        )
+
+    def _take_for(
+        self,
+        job: PendingJob,
+        model: str,
+        victim: VictimJob,
+        skip: set[str],
+        after: dict[int, Res],
+        taken: Mapping[MemberModel, int],
+        ruled_out: set[str],
+        lendable: Mapping[str, int],
+    ) -> tuple[Plan, list[VictimJob]] | None:
+        """Room for a moved victim made by taking borrowed work on the claimant's
+        member's own nodes, as a reclaim for the claimant would: the victim's plan and the
+        taken jobs (least work lost first, then a minimal set), or None. On success
+        `after` gets what the taken jobs free."""
+        state = self.state
+        pods = _as_pending(victim)
+        models = frozenset(victim.by_model)
+        extra: dict[int, Res] = dict(after)
+        chosen: list[VictimJob] = []
+        counted = dict(taken)
+        plan: Plan | None = None
+        for other in self.borrowed_on.get(job.member, ())[:TAKEN_WALKED]:
+            if (
+                other.job_id in skip
+                or not self._may_move(other, job.member, model, ruled_out)
+                or not self._may_take(job.member, other, counted)
+            ):
+                continue
+            _count(counted, other)
+            chosen.append(other)
+            for p, j in other.pods:
+                _add(extra, j, spec_res(p.spec), 1)
+            plan = plan_job(state, pods, victim.member, lendable, extra, models)
+            if plan is not None:
+                break
+        if plan is None:
+            return None
+        for other in list(reversed(chosen[:-1])):
+            for p, j in other.pods:
+                _add(extra, j, spec_res(p.spec), -1)
+            trial = plan_job(state, pods, victim.member, lendable, extra, models)
+            if trial is not None:
+                chosen.remove(other)
+                plan = trial
+            else:
+                for p, j in other.pods:
+                    _add(extra, j, spec_res(p.spec), 1)
+        for other in chosen:
+            for p, j in other.pods:
+                _add(after, j, spec_res(p.spec), 1)
+        return plan, chosen
 
     def _above_share(self, victim: VictimJob, taken: Mapping[MemberModel, int]) -> bool:
         alloc, fair = self.pos.alloc, self.pos.fair

@@ -169,7 +169,7 @@ class _Cycle:
         self.reclaimer: Reclaimer | None = None
         self.consolidator: Consolidator | None = None
         self.moves_left = policy.sharing.max_consolidations_per_cycle
-        self.no_move: set[tuple[int, str]] = set()
+        self.no_move: set[tuple[int, str, bool]] = set()
         """(shape, member) that found no move: none appears later in the cycle, as
         capacity only shrinks."""
 
@@ -511,6 +511,9 @@ class _Cycle:
             )
         result = self._attempt_reclaim(reclaimer, job, model, claim, lendable)
         if isinstance(result, NoReclaim):
+            # Neither a move nor a reclaim alone makes room: both together may.
+            if claim.entitled and self._try_consolidate(job, model, taking=True):
+                return ""
             return self._no_reclaim_detail(result, claim)
         self._apply_reclaim(job, model, result, claim.entitled)
         return ""
@@ -754,16 +757,24 @@ class _Cycle:
         self._promise(job)
 
     # -- consolidation -------------------------------------------------------------------
-    def _try_consolidate(self, job: PendingJob, model: str) -> bool:
+    def _try_consolidate(self, job: PendingJob, model: str, taking: bool = False) -> bool:
         """Move borrowed work for a job that may reclaim and waits only because the free
         GPUs of its model are scattered (see `consolidation`); True when it did. Tried
         before reclaim: moved work starts again elsewhere at once, where a reclaim would
-        take GPUs away from their member."""
-        key = (self._info[job.job_id].sid, job.member)
+        take GPUs away from their member. `taking` (after a reclaim found nothing, for a
+        job within its member's entitlement): the move may also take what a reclaim for
+        the job could, borrowed work on its member's own nodes."""
+        key = (self._info[job.job_id].sid, job.member, taking)
         if self.moves_left <= 0 or key in self.no_move:
             return False
         move = None
-        if fragmented(self.state, job, model):
+        if taking:
+            if self.consolidator is None:
+                self.consolidator = self._consolidator()
+            takeable = self.consolidator.takeable(job, model)
+            if takeable > 0 and fragmented(self.state, job, model, takeable):
+                move = self.consolidator.find(job, model, self.lendable(), taking=True)
+        elif fragmented(self.state, job, model):
             if self.consolidator is None:
                 self.consolidator = self._consolidator()
             move = self.consolidator.find(job, model, self.lendable())
@@ -793,10 +804,22 @@ class _Cycle:
         grace = self.policy.sharing.reclaim_grace_period_seconds
         where = ", ".join(move.nodes)
         victims_text: list[str] = []
+        # The claimant's position before anything leaves (its own moved jobs included).
+        whose = self._reclaimer_position(job.member, model, True)
         for victim in move.victims:
             assert self.reclaimer is not None
             self.reclaimer.gone.add(victim.job_id)
             self.reclaimer.gone_reclaimable += victim.reclaimable
+            if victim.job_id in move.taken:
+                reason = (
+                    f"reclaim for member {job.member} ({whose}, job {job.job_id} needs "
+                    f"{job.gpus}), with consolidation of {where}: "
+                    f"{self._victim_position(victim.member, model)}, and job "
+                    f"{victim.job_id} runs on borrowed GPUs of member {job.member}"
+                )
+                self._preempt(job, victim, reason, grace)
+                victims_text.append(f"{victim.job_id} of {victim.member}")
+                continue
             if victim.job_id in move.elsewhere:
                 why = "it fits on free GPUs elsewhere"
             else:

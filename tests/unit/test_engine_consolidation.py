@@ -224,3 +224,85 @@ def test_no_move_throws_away_more_work_than_the_policy_allows() -> None:
     pol = policy(MEMBERS, max_consolidation_loss_seconds=2625)
     d = schedule(snapshot(NODES, [job("a-1", "lab-a", gpus=8)], scattered()), pol)
     assert moved(d) == ["lab-b-o3-0", "lab-b-o3-1", "lab-b-o3-2"]
+
+
+def test_a_move_may_take_what_a_reclaim_for_the_claimant_could() -> None:
+    # lab-a owns a1 (4 GPUs, full with its own a-big) and borrows one GPU of lab-b's b2
+    # (2 GPUs) for a-small; lab-b's 2 x 1 gang b-pair sits on b1 (4 GPUs). lab-b's
+    # 4-GPU job keeps it within its entitlement of 6, but only 3 GPUs are free: no
+    # fragmentation, and reclaiming a-small alone leaves no node with 4. Together:
+    # a-small is taken back (a reclaim, lab-a stays at its entitlement), b-pair moves to
+    # b2, and b-big gets b1.
+    nodes = [node("a1", "lab-a", gpus=4), node("b1", "lab-b", gpus=4), node("b2", "lab-b", gpus=2)]
+    run = [
+        running("a-big", "lab-a", "a1", gpus=4, started_at=2.0),
+        running("a-small", "lab-a", "b2", started_at=3.0),
+        running("b-pair-0", "lab-b", "b1", job_id="b-pair", started_at=304.0),
+        running("b-pair-1", "lab-b", "b1", job_id="b-pair", started_at=304.0),
+    ]
+    pol = policy(["lab-a", "lab-b"], min_runtime_seconds=600)
+    d = schedule(snapshot(nodes, [job("b-big", "lab-b", gpus=4)], run, now=1001.0), pol)
+    assert d.binds == ()
+    assert moved(d) == ["a-small", "b-pair-0", "b-pair-1"]
+    causes = {p.pod_uid: p.cause for p in d.preemptions}
+    assert causes == {
+        "a-small": "reclaim",
+        "b-pair-0": "consolidation",
+        "b-pair-1": "consolidation",
+    }
+    assert [(n.job_id, n.nodes) for n in d.nominations] == [("b-big", {"b-big-0": "b1"})]
+    assert "waiting for consolidation of b1: 3 pods leaving" in d.explanations["b-big"]
+    # Not when the borrowed pod is too young to be taken back, nor with moves off.
+    young = [*run[:1], running("a-small", "lab-a", "b2", started_at=900.0), *run[2:]]
+    d = schedule(snapshot(nodes, [job("b-big", "lab-b", gpus=4)], young, now=1001.0), pol)
+    assert "a-small" not in moved(d) and d.nominations == ()
+    off = policy(["lab-a", "lab-b"], min_runtime_seconds=600, max_consolidations_per_cycle=0)
+    d = schedule(snapshot(nodes, [job("b-big", "lab-b", gpus=4)], run, now=1001.0), off)
+    assert d.preemptions == () and d.nominations == ()
+    # The work a taken job loses counts in the bound: b-pair loses 1394 GPU-s and
+    # a-small 998; 4 x 400 covers the first alone, not both.
+    for loss, taken in ((600, True), (400, False)):
+        bounded = policy(
+            ["lab-a", "lab-b"], min_runtime_seconds=600, max_consolidation_loss_seconds=loss
+        )
+        d = schedule(snapshot(nodes, [job("b-big", "lab-b", gpus=4)], run, now=1001.0), bounded)
+        assert ("a-small" in moved(d)) is taken
+
+
+def test_a_move_takes_nothing_from_a_member_at_its_entitlement() -> None:
+    # As above, but lab-a's own node is half idle: it holds 3 of its entitlement of 4
+    # with a-small, so a-small is not borrowed work and nothing is taken or moved.
+    nodes = [node("a1", "lab-a", gpus=4), node("b1", "lab-b", gpus=4), node("b2", "lab-b", gpus=2)]
+    run = [
+        running("a-mid", "lab-a", "a1", gpus=2, started_at=2.0),
+        running("a-small", "lab-a", "b2", started_at=3.0),
+        running("b-pair-0", "lab-b", "b1", job_id="b-pair", started_at=304.0),
+        running("b-pair-1", "lab-b", "b1", job_id="b-pair", started_at=304.0),
+    ]
+    pol = policy(["lab-a", "lab-b"], min_runtime_seconds=600)
+    d = schedule(snapshot(nodes, [job("b-big", "lab-b", gpus=4)], run, now=1001.0), pol)
+    assert "a-small" not in moved(d)
+
+
+def test_borrowed_work_on_the_opened_node_that_fits_nowhere_is_taken() -> None:
+    # b1 holds lab-a's borrowed a-x and lab-b's own b-one, b2 lab-b's b-two: 2 + 1 free
+    # for lab-b's 4-GPU job. Opening b1 moves b-one to b2; a-x then fits nowhere and is
+    # taken back as a reclaim would take it (lab-a stays at its entitlement of 4).
+    nodes = [node("a1", "lab-a", gpus=4), node("b1", "lab-b", gpus=4), node("b2", "lab-b", gpus=2)]
+    run = [
+        running("a-big", "lab-a", "a1", gpus=4, started_at=2.0),
+        running("a-x", "lab-a", "b1", started_at=100.0),
+        running("b-one", "lab-b", "b1", started_at=200.0),
+        running("b-two", "lab-b", "b2", started_at=200.0),
+    ]
+    pol = policy(["lab-a", "lab-b"], min_runtime_seconds=600)
+    d = schedule(snapshot(nodes, [job("b-big", "lab-b", gpus=4)], run, now=1001.0), pol)
+    assert {p.pod_uid: p.cause for p in d.preemptions} == {
+        "a-x": "reclaim",
+        "b-one": "consolidation",
+    }
+    reasons = {p.pod_uid: p.reason for p in d.preemptions}
+    assert reasons["a-x"].startswith("reclaim for member lab-b (holds 2 of its entitlement")
+    assert "with consolidation of b1" in reasons["a-x"]
+    assert "fits on free GPUs elsewhere" in reasons["b-one"]
+    assert [(n.job_id, n.nodes) for n in d.nominations] == [("b-big", {"b-big-0": "b1"})]
