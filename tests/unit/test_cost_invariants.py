@@ -82,7 +82,7 @@ capacity_rows = st.lists(
 )
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(policy=policies(), usage=usage_rows, capacity=capacity_rows)
 def test_the_bill_balances_to_the_cent(
     policy: Policy,
