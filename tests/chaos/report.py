@@ -79,6 +79,11 @@ def chaos_table(run: ChaosResult, meter: MeterResult | None) -> Table:
         _target(run.lost == 0),
     )
     table.add_row(
+        "evictions sent whose answer a killed kube-apiserver lost (pods gone, by fairpool)",
+        str(len(run.unanswered_evictions)),
+        "",
+    )
+    table.add_row(
         "settled after (s) / whole run (s)", f"{run.settle_seconds:.0f} / {run.seconds:.0f}", ""
     )
     if meter is not None:

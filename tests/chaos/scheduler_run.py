@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import re
 import signal
 import statistics
 import subprocess
@@ -100,6 +101,9 @@ class ChaosResult:
     waiting_without_reason: list[str] = field(default_factory=list)
     vanished: list[str] = field(default_factory=list)
     """Pods the workload created that are gone though fairpool did not remove them."""
+    unanswered_evictions: list[str] = field(default_factory=list)
+    """Pods gone whose eviction fairpool sent but whose answer a killed kube-apiserver
+    never gave (nor wrote to its audit log): removed by fairpool, not lost."""
     pods_created: int = 0
     binds: int = 0
     evictions: int = 0
@@ -148,6 +152,9 @@ def _policy() -> str:
     )
 
 
+_UNANSWERED = re.compile(r"eviction of (\S+) failed: ProtocolError: \('Connection aborted")
+
+
 class Replicas:
     """`fairpool run` processes by leader-election identity."""
 
@@ -194,6 +201,14 @@ class Replicas:
                 command, stdout=out, stderr=subprocess.STDOUT
             )
         return identity
+
+    def unanswered_evictions(self) -> set[str]:
+        """Pods ("namespace/name") whose eviction a replica sent and whose connection the
+        API server dropped before answering, from the replicas' logs."""
+        found: set[str] = set()
+        for log in self.logs.glob("replica-*.log"):
+            found.update(_UNANSWERED.findall(log.read_text(errors="replace")))
+        return found
 
     def ready(self, identity: str) -> bool:
         """The replica has its cache and campaigns for the Lease (its log says so)."""
@@ -279,7 +294,7 @@ class ChaosRun:
             self._faults(replicas)
             controller.submitting.clear()
             self._settle()
-            self._count(controller)
+            self._count(controller, replicas)
         finally:
             self._stop_sampling.set()
             if controller is not None:
@@ -448,7 +463,7 @@ class ChaosRun:
             calm = calm + 1 if quiet else 0
         self.result.settle_seconds = time.monotonic() - started
 
-    def _count(self, controller: Controller) -> None:
+    def _count(self, controller: Controller, replicas: Replicas) -> None:
         r = self.result
         pods = self._pods()
         calls = self._polled()
@@ -463,7 +478,10 @@ class ChaosRun:
         )
         existing = {f"{p.metadata.namespace}/{p.metadata.name}" for p in pods}
         removed = audit.removed_by(calls, SCHEDULER_USER)
-        r.vanished = sorted(controller.created_pods() - existing - removed)
+        gone = controller.created_pods() - existing - removed
+        unanswered = replicas.unanswered_evictions()
+        r.unanswered_evictions = sorted(gone & unanswered)
+        r.vanished = sorted(gone - unanswered)
         r.pods_created = len(controller.created_pods())
         r.recreated = controller.recreated
         r.binds = sum(c.action == "bind" and c.ok for c in calls)
