@@ -128,6 +128,31 @@ def _as_pending(job: VictimJob) -> tuple[PendingPod, ...]:
     return tuple(PendingPod(p.uid, p.name, p.namespace, p.spec) for p, _ in job.pods)
 
 
+def _trimmed(
+    state: ClusterState,
+    pods: Sequence[PendingPod],
+    member: str,
+    chosen: list[VictimJob],
+    plan: Plan,
+    extra: dict[int, Res],
+    lendable: Mapping[str, int],
+    models: frozenset[str],
+) -> Plan:
+    """Drop from `chosen` (and `extra`, the room they free) each job but the last one
+    added when the pods still fit without it: a minimal set. The plan that fits."""
+    for victim in list(reversed(chosen[:-1])):
+        for p, j in victim.pods:
+            _add(extra, j, spec_res(p.spec), -1)
+        trial = plan_job(state, pods, member, lendable, extra, models)
+        if trial is not None:
+            chosen.remove(victim)
+            plan = trial
+        else:
+            for p, j in victim.pods:
+                _add(extra, j, spec_res(p.spec), 1)
+    return plan
+
+
 def fragmented(state: ClusterState, job: PendingJob, model: str, takeable: int = 0) -> bool:
     """Enough GPUs of the model are free on the nodes the job may use, counting
     `takeable` ones a reclaim for it could take (it did not fit: so they are scattered).
@@ -322,16 +347,7 @@ class Consolidator:
         models: frozenset[str],
     ) -> tuple[list[VictimJob], Plan]:
         """Drop each victim but the last one added when the job fits without it."""
-        for victim in list(reversed(chosen[:-1])):
-            for p, j in victim.pods:
-                _add(extra, j, spec_res(p.spec), -1)
-            trial = plan_job(self.state, job.pods, job.member, lendable, extra, models)
-            if trial is not None:
-                chosen.remove(victim)
-                plan = trial
-            else:
-                for p, j in victim.pods:
-                    _add(extra, j, spec_res(p.spec), 1)
+        plan = _trimmed(self.state, job.pods, job.member, chosen, plan, extra, lendable, models)
         return chosen, plan
 
     # -- the fit-elsewhere rule ----------------------------------------------------------
@@ -444,16 +460,7 @@ class Consolidator:
                 break
         if plan is None:
             return None
-        for other in list(reversed(chosen[:-1])):
-            for p, j in other.pods:
-                _add(extra, j, spec_res(p.spec), -1)
-            trial = plan_job(state, pods, victim.member, lendable, extra, models)
-            if trial is not None:
-                chosen.remove(other)
-                plan = trial
-            else:
-                for p, j in other.pods:
-                    _add(extra, j, spec_res(p.spec), 1)
+        plan = _trimmed(state, pods, victim.member, chosen, plan, extra, lendable, models)
         for other in chosen:
             for p, j in other.pods:
                 _add(after, j, spec_res(p.spec), 1)
