@@ -389,6 +389,10 @@ class ReadFront:
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.is_alive()
+
     def _answers(self) -> tuple[object, ReadAnswers]:
         book = self._shares.current()
         return book, ReadAnswers(

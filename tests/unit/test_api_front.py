@@ -106,6 +106,8 @@ def test_an_applied_policy_is_read_at_once_through_the_front(api: Running) -> No
 
 def test_the_front_answers_alone_from_the_latest_publication(tmp_path: Path) -> None:
     with running_server(tmp_path, read_front=True) as api:
+        front = api.server.front
+        assert front is not None
         before = entitlements(api)
         assert not before.HasField("snapshot_time")
         api.view.publish(replace(api.view.snapshot(), now=LATER))
@@ -117,3 +119,5 @@ def test_the_front_answers_alone_from_the_latest_publication(tmp_path: Path) -> 
         assert code_of(
             lambda: api.shares.ListPending(share_pb2.ListPendingRequest(), metadata=ADMIN)
         ) == (grpc.StatusCode.UNAVAILABLE)
+    # Stopping the server stops its front: no process is left holding the address.
+    assert front.pid is not None and not front.alive
