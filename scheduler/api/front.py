@@ -27,7 +27,7 @@ import multiprocessing as mp
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -57,6 +57,7 @@ APPLY_VISIBLE_SECONDS = 2.0
 (a policy applied to a Policy object reaches the daemon through its own reload)."""
 STATS_SECONDS = 2.0
 START_SECONDS = 60.0
+RESTART_PAUSE_SECONDS = 1.0
 NOT_FORWARDED_METADATA = frozenset(
     {"grpc-timeout", "grpc-encoding", "grpc-accept-encoding", "user-agent", "te", "content-type"}
 )
@@ -382,8 +383,11 @@ class ReadFront:
         self._conn: Connection | None = None
         self._process: BaseProcess | None = None
         self._publisher: threading.Thread | None = None
+        self._restart_settings = settings
         self.sent = 0
         """ReadAnswers sent so far."""
+        self.restarts = 0
+        """Fronts started again after the one before ended."""
 
     @property
     def pid(self) -> int | None:
@@ -405,37 +409,48 @@ class ReadFront:
 
     def start(self) -> int:
         """Start the front; its port once it listens."""
+        book, port = self._launch(self.settings)
+        # A restarted front must take the same port, also when the address asked for any.
+        host = self.settings.address.rsplit(":", 1)[0]
+        self._restart_settings = replace(self.settings, address=f"{host}:{port}")
+        self._publisher = threading.Thread(
+            target=self._publish_loop, args=(book,), name="fairpool-front-publisher", daemon=True
+        )
+        self._publisher.start()
+        return port
+
+    def _launch(self, settings: FrontSettings) -> tuple[object, int]:
+        """A front process listening on `settings.address`, sent the latest answers: the
+        book those came from and the port."""
         context = mp.get_context("spawn")  # never fork a process that runs grpc threads
         ours, theirs = context.Pipe()
-        self._conn = ours
-        self._process = context.Process(
-            target=serve_front, args=(theirs, self.settings), name="fairpool-api-front", daemon=True
+        process = context.Process(
+            target=serve_front, args=(theirs, settings), name="fairpool-api-front", daemon=True
         )
-        self._process.start()
+        process.start()
         theirs.close()
+        self._conn, self._process = ours, process
         book, first = self._answers()
         ours.send(first)
         self.sent += 1
         if not ours.poll(START_SECONDS):
-            self._process.kill()
-            raise OSError(f"the API front did not start listening on {self.settings.address}")
+            process.kill()
+            raise OSError(f"the API front did not start listening on {settings.address}")
         try:
             kind, value = ours.recv()
         except EOFError:
             kind, value = "error", "the API front process ended before it listened"
         if kind != "port":
-            self._process.join(5.0)
+            process.join(5.0)
             raise OSError(str(value))
-        self._publisher = threading.Thread(
-            target=self._publish_loop, args=(book,), name="fairpool-front-publisher", daemon=True
-        )
-        self._publisher.start()
-        return int(value)
+        return book, int(value)
 
     def _publish_loop(self, sent_book: object) -> None:
-        assert self._conn is not None
         while not self._stopping.wait(PUBLISH_POLL_SECONDS):
+            assert self._conn is not None and self._process is not None
             try:
+                if not self._process.is_alive():
+                    raise EOFError
                 book, answers = self._answers()
                 if book is not sent_book:
                     self._conn.send(answers)
@@ -446,11 +461,33 @@ class ReadFront:
                     if kind == "incidents":
                         self._guard.incidents += int(value)
             except (EOFError, OSError):
-                if not self._stopping.is_set():
-                    log.critical("the API front process ended: the API is not served")
-                return
+                if self._stopping.is_set():
+                    return
+                sent_book = self._relaunch()
             except Exception:  # a failing book must not end the front's updates
                 log.exception("cannot send the latest answers to the API front")
+
+    def _relaunch(self) -> object:
+        """A new front in place of one that ended (killed, out of memory, crashed): the
+        API's address is unanswered only while it starts. Tried again after a pause while
+        it cannot listen (the old socket not yet released)."""
+        assert self._process is not None and self._conn is not None
+        log.error(
+            "the API front process ended (exit code %s): starting another",
+            self._process.exitcode,
+        )
+        self._process.join(1.0)
+        self._conn.close()
+        while not self._stopping.is_set():
+            try:
+                book, _ = self._launch(self._restart_settings)
+            except OSError as exc:
+                log.error("cannot restart the API front: %s", exc)
+                self._stopping.wait(RESTART_PAUSE_SECONDS)
+                continue
+            self.restarts += 1
+            return book
+        return None
 
     def stop(self) -> None:
         self._stopping.set()

@@ -134,7 +134,7 @@ class ApiServer:
         auth = Authenticator(config.tokens)
         self.guard = Guard(config.limits or CallLimits.for_workers(config.max_workers))
         if config.registry is not None:
-            config.registry.register(ApiCollector(config.tokens, self.guard))
+            config.registry.register(ApiCollector(config.tokens, self.guard, self._front_restarts))
         self._server = grpc.server(
             ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="fairpool-api"),
             interceptors=[AuthInterceptor(auth, self.guard)],
@@ -186,6 +186,10 @@ class ApiServer:
         self._refresher = threading.Thread(
             target=self._refresh_loop, name="fairpool-policy-refresh", daemon=True
         )
+
+    def _front_restarts(self) -> int | None:
+        front = getattr(self, "front", None)
+        return front.restarts if front is not None else None
 
     def _policy_version(self) -> int:
         return self.store.current()[0].version

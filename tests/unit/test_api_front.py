@@ -5,6 +5,7 @@ statuses and streams; an applied policy read at once through the front."""
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -14,6 +15,7 @@ import grpc
 import pytest
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import CollectorRegistry
 
 from policies.loader import DEFAULT_POLICY
 from proto.fairpool.v1 import policy_pb2, share_pb2
@@ -121,3 +123,22 @@ def test_the_front_answers_alone_from_the_latest_publication(tmp_path: Path) -> 
         ) == (grpc.StatusCode.UNAVAILABLE)
     # Stopping the server stops its front: no process is left holding the address.
     assert front.pid is not None and not front.alive
+
+
+def test_a_front_that_ends_is_started_again_on_the_same_port(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    with running_server(tmp_path, read_front=True, registry=registry) as api:
+        front = api.server.front
+        assert front is not None and front.pid is not None
+        first_pid, port = front.pid, api.server.port
+        assert entitlements(api).shares
+        assert registry.get_sample_value("fairpool_api_front_restarts_total") == 0.0
+        os.kill(first_pid, signal.SIGKILL)
+        until(lambda: front.restarts == 1, seconds=60)
+        assert front.pid not in (None, first_pid) and front.alive
+        # The same address answers again, with the roles of the daemon.
+        until(lambda: code_of(lambda: entitlements(api)) == grpc.StatusCode.OK, seconds=30)
+        assert {s.member for s in entitlements(api, f"member:{MEMBER_A}").shares} == {MEMBER_A}
+        assert api.server.port == port
+        assert registry.get_sample_value("fairpool_api_front_restarts_total") == 1.0
+    assert not front.alive
