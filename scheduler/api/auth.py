@@ -123,6 +123,11 @@ class TokenTable:
             self._content = content
 
     @property
+    def path(self) -> Path | None:
+        """The token file (None for a table given in code)."""
+        return self._path
+
+    @property
     def failure(self) -> str | None:
         """Why the last reload failed, while it stays failed; None when in order."""
         return self._failure

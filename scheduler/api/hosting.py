@@ -36,10 +36,12 @@ def serve_daemon_api(
     ledger_url: str,
     listen: str = "127.0.0.1:50051",
     keep_tokens_on_reload_error: bool = False,
+    read_front: bool = True,
     **options: Any,
 ) -> ApiServer:
     """Start the API on a running daemon; `options` are further ApiConfig fields (TLS
-    files, limits, insecure_plaintext). Its own series (token reloads, refused calls) go
+    files, limits, insecure_plaintext). With `read_front` its address is served by a
+    front process (scheduler/api/front.py). Its own series (token reloads, refused calls) go
     to the daemon's /metrics. The caller stops it with `.stop()` before stopping the
     daemon."""
     config = ApiConfig(
@@ -49,6 +51,7 @@ def serve_daemon_api(
         policy_store=daemon.policy_object.store if daemon.policy_object is not None else None,
         address=listen,
         registry=daemon.metrics.registry,
+        read_front=read_front,
         **options,
     )
     return ApiServer(daemon, config).start()

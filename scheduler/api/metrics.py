@@ -1,9 +1,10 @@
 """The API's own Prometheus series, read at scrape time from the token table and the
-guard: token file reloads, calls refused by the concurrency limits, incidents."""
+guard: token file reloads, calls refused by the concurrency limits, incidents, restarts
+of the API front."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -13,9 +14,15 @@ from scheduler.api.guard import Guard
 
 
 class ApiCollector(Collector):
-    def __init__(self, tokens: TokenTable, guard: Guard) -> None:
+    def __init__(
+        self,
+        tokens: TokenTable,
+        guard: Guard,
+        front_restarts: Callable[[], int | None] = lambda: None,
+    ) -> None:
         self._tokens = tokens
         self._guard = guard
+        self._front_restarts = front_restarts
 
     def describe(self) -> list[Metric]:
         return []
@@ -58,3 +65,11 @@ class ApiCollector(Collector):
         )
         incidents.add_metric([], float(self._guard.incidents))
         yield incidents
+        restarts = self._front_restarts()
+        if restarts is not None:
+            front = CounterMetricFamily(
+                "fairpool_api_front_restarts",
+                "API front processes started again after the one before ended",
+            )
+            front.add_metric([], float(restarts))
+            yield front

@@ -5,6 +5,8 @@ reflection. It serves any SchedulerView: the daemon's, or a standalone one."""
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +30,7 @@ from proto.fairpool.v1 import (
 )
 from reports.ledger import Ledger
 from scheduler.api.auth import Authenticator, AuthInterceptor, TokenTable
+from scheduler.api.front import FrontSettings, ReadFront
 from scheduler.api.guard import CallLimits, Guard
 from scheduler.api.metrics import ApiCollector
 from scheduler.api.policy_service import PolicyServicer
@@ -83,6 +86,10 @@ class ApiConfig:
     """Serve without TLS on an address other hosts can reach (a loud warning)."""
     registry: CollectorRegistry | None = None
     """Where the API's own series go (the daemon's /metrics registry)."""
+    read_front: bool = False
+    """Serve `address` from a front process that answers GetEntitlements itself and
+    forwards every other call to this one, which then listens on a private unix socket
+    (scheduler/api/front.py). Needs a token file."""
 
 
 def _check_transport(config: ApiConfig) -> None:
@@ -127,7 +134,7 @@ class ApiServer:
         auth = Authenticator(config.tokens)
         self.guard = Guard(config.limits or CallLimits.for_workers(config.max_workers))
         if config.registry is not None:
-            config.registry.register(ApiCollector(config.tokens, self.guard))
+            config.registry.register(ApiCollector(config.tokens, self.guard, self._front_restarts))
         self._server = grpc.server(
             ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="fairpool-api"),
             interceptors=[AuthInterceptor(auth, self.guard)],
@@ -141,13 +148,14 @@ class ApiServer:
             PolicyServicer(self.store, view, auth, compute_shares),
             self._server,
         )
+        self.shares = PublishedShares(view, compute_shares)
         share_pb2_grpc.add_ShareServiceServicer_to_server(
             ShareServicer(
                 view,
                 auth,
-                PublishedShares(view, compute_shares),
+                self.shares,
                 what_if or WhatIf(),
-                lambda: self.store.current()[0].version,
+                self._policy_version,
                 Ledger(config.ledger_url),
             ),
             self._server,
@@ -161,17 +169,56 @@ class ApiServer:
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
         )
-        if config.tls_cert is not None and config.tls_key is not None:
+        self.front: ReadFront | None = None
+        self._private: Path | None = None
+        if config.read_front:
+            self.front = self._front(config)
+            self.port = 0
+            """Known once the front listens (`start`)."""
+        elif config.tls_cert is not None and config.tls_key is not None:
             creds = server_credentials(config.tls_cert, config.tls_key, config.client_ca)
             self.port = self._server.add_secure_port(config.address, creds)
         else:
             self.port = self._server.add_insecure_port(config.address)
-        if self.port == 0:
+        if self.port == 0 and self.front is None:
             raise OSError(f"cannot listen on {config.address}")
         self._stopping = threading.Event()
         self._refresher = threading.Thread(
             target=self._refresh_loop, name="fairpool-policy-refresh", daemon=True
         )
+
+    def _front_restarts(self) -> int | None:
+        front = getattr(self, "front", None)
+        return front.restarts if front is not None else None
+
+    def _policy_version(self) -> int:
+        return self.store.current()[0].version
+
+    def _front(self, config: ApiConfig) -> ReadFront:
+        """This server on a unix socket in a folder only this user can enter, the front
+        on the public address."""
+        if config.tokens.path is None:
+            raise InputError("the API front needs a token file to read")
+        self._private = Path(tempfile.mkdtemp(prefix="fairpool-api-"))
+        backend = f"unix:{self._private / 'api.sock'}"
+        if self._server.add_insecure_port(backend) == 0:
+            raise OSError(f"cannot listen on {backend}")
+        settings = FrontSettings(
+            address=config.address,
+            backend=backend,
+            tokens=config.tokens.path,
+            keep_tokens_on_reload_error=config.tokens.keep_on_reload_error,
+            token_reload_seconds=config.token_reload_seconds,
+            tls_cert=config.tls_cert,
+            tls_key=config.tls_key,
+            client_ca=config.client_ca,
+            max_receive_bytes=config.max_receive_bytes,
+            max_send_bytes=config.max_send_bytes,
+            max_workers=config.max_workers,
+            max_concurrent_rpcs=config.max_concurrent_rpcs,
+            log_level=logging.getLogger().getEffectiveLevel(),
+        )
+        return ReadFront(settings, self.shares, self._policy_version, self.guard)
 
     @property
     def secure(self) -> bool:
@@ -182,6 +229,8 @@ class ApiServer:
         self._server.start()
         for name in ("", *SERVICE_NAMES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if self.front is not None:
+            self.port = self.front.start()
         if self.config.policy_store is None:  # a shared store is kept by its daemon's watch
             self._refresher.start()
         log.info("fairpool API listening on port %d (tls=%s)", self.port, self.secure)
@@ -211,5 +260,9 @@ class ApiServer:
     def stop(self, grace: float | None = 1.0) -> None:
         self._stopping.set()
         self.health.enter_graceful_shutdown()
+        if self.front is not None:
+            self.front.stop()
         self._server.stop(grace).wait()
         self.store.audit.close()
+        if self._private is not None:
+            shutil.rmtree(self._private, ignore_errors=True)

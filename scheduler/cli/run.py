@@ -129,6 +129,13 @@ if TYPE_CHECKING:
     help="Serve the API without TLS on an address other hosts can reach (tokens in clear).",
 )
 @click.option(
+    "--api-front/--no-api-front",
+    default=True,
+    show_default=True,
+    help="Serve the API's address from a front process that answers GetEntitlements "
+    "itself and forwards every other call to the daemon's process (docs/api.md).",
+)
+@click.option(
     "--keep-tokens-on-reload-error",
     is_flag=True,
     help="When the token file changes into something unusable, keep serving the last good "
@@ -175,6 +182,7 @@ def run(
     tls_cert: Path | None,
     tls_key: Path | None,
     insecure_plaintext: bool,
+    api_front: bool,
     keep_tokens_on_reload_error: bool,
     metrics_pod_series: bool,
     log_level: str,
@@ -252,6 +260,7 @@ def run(
             tls_key=tls_key,
             insecure_plaintext=insecure_plaintext,
             keep_tokens_on_reload_error=keep_tokens_on_reload_error,
+            read_front=api_front,
         )
     try:
         daemon.wait()

@@ -145,10 +145,16 @@ def _get_policy(channel: grpc.Channel) -> grpc.StatusCode:
     return grpc.StatusCode.OK
 
 
-@pytest.fixture
-def tls_server(tmp_path: Path, pki: Pki) -> Iterator[int]:
+@pytest.fixture(params=[False, True], ids=["one-process", "front-process"])
+def tls_server(tmp_path: Path, pki: Pki, request: pytest.FixtureRequest) -> Iterator[int]:
     creds = channel_credentials(pki.ca.cert)
-    with running_server(tmp_path, creds, tls_cert=pki.server.cert, tls_key=pki.server.key) as api:
+    with running_server(
+        tmp_path,
+        creds,
+        tls_cert=pki.server.cert,
+        tls_key=pki.server.key,
+        read_front=request.param,
+    ) as api:
         assert _get_policy(api.channel) == grpc.StatusCode.OK
         yield api.server.port
 
