@@ -14,6 +14,10 @@ Two loads, both with the engine cycling and publishing a new snapshot every cycl
   calls/s in all, the rate at which the API was once measured at 803 ms p99), the
   latency a caller sees at that traffic.
 
+Both loads again with the API's address served by a front process (`read_front`, as
+`fairpool run` serves it): GetEntitlements answered there, ExplainPending forwarded to
+the server beside the engine.
+
 Then the paced load once more with the same cycles run by a process of their own, the
 API's process only serving: the share of the latency that comes from sharing one
 interpreter (its GIL) with the scheduling loop, on the same machine at the same load.
@@ -34,6 +38,7 @@ import time
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 import grpc
 import yaml
@@ -131,8 +136,8 @@ class CyclingView(FrozenClusterView):
         return time.perf_counter() - started
 
 
-def _serve(conn: Connection, folder: str) -> None:
-    from scheduler.api.auth import TokenTable, parse_tokens
+def _serve(conn: Connection, folder: str, front: bool = False) -> None:
+    from scheduler.api.auth import TokenTable
     from scheduler.api.policy_store import FileSource
     from scheduler.api.server import ApiConfig, ApiServer
     from scheduler.k8s import runtime
@@ -147,12 +152,16 @@ def _serve(conn: Connection, folder: str) -> None:
         runtime.freeze_startup_objects()
     policy_file = Path(folder) / "policy.yaml"
     policy_file.write_text(DEFAULT_POLICY.read_text())
+    tokens_file = Path(folder) / "tokens.csv"
+    tokens_file.write_text(f"{TOKEN},admin\n")
     config = ApiConfig(
-        tokens=TokenTable(entries=dict(parse_tokens(f"{TOKEN},admin\n", "bench"))),
+        # A token file, as `fairpool run --tokens` reads (the front reads its own copy).
+        tokens=TokenTable(tokens_file),
         policy_source=FileSource(policy_file),
         ledger_url=f"sqlite:///{folder}/ledger.db",
         address="127.0.0.1:0",
         max_workers=16,
+        read_front=front,
     )
     server = ApiServer(view, config).start()
     conn.send((server.port, first, explained))
@@ -259,41 +268,61 @@ def _ms(values: list[float], q: float) -> str:
 def run(console: Console) -> None:
     context = mp.get_context("spawn")
     loads: list[tuple[str, Load]] = []
-    with tempfile.TemporaryDirectory(prefix="fairpool-bench-api-") as folder:
-        ours, theirs = context.Pipe()
-        child = context.Process(target=_serve, args=(theirs, folder), daemon=True)
-        with console.status(
-            f"building {NODES:,} nodes and {PENDING_PODS:,} pending pods, first engine cycle…"
-        ):
-            child.start()
-            port, first_cycle, explained = ours.recv()
-        target = f"127.0.0.1:{port}"
-        with console.status(f"engine alone for {IDLE_SECONDS:.0f} s…"):
-            ours.send(("cycles", IDLE_SECONDS))
-            cycles = [("idle API", ours.recv())]
-        for label, rate in (("back to back", 0.0), (f"paced, {PACED_RATE:.0f}/s", PACED_RATE)):
+    cycles: list[tuple[str, list[float]]] = []
+    first_cycle, explained = 0.0, 0
+    for front in (False, True):
+        with tempfile.TemporaryDirectory(prefix="fairpool-bench-api-") as folder:
+            ours, theirs = context.Pipe()
+            child = context.Process(target=_serve, args=(theirs, folder, front), daemon=True)
             with console.status(
-                f"{CLIENTS} clients ({label}) for {LOAD_SECONDS:.0f} s while the engine runs…"
+                f"building {NODES:,} nodes and {PENDING_PODS:,} pending pods, first engine cycle…"
             ):
-                ours.send(("cycles", LOAD_SECONDS))
-                loads.append((label, asyncio.run(_load(target, LOAD_SECONDS, rate))))
-                cycles.append((f"{CLIENTS} clients, {label}", ours.recv()))
-        label = f"paced, {PACED_RATE:.0f}/s, engine in another process"
-        with console.status(f"{CLIENTS} clients ({label}) for {LOAD_SECONDS:.0f} s…"):
-            engine_ours, engine_theirs = context.Pipe()
-            engine = context.Process(
-                target=_engine_elsewhere, args=(engine_theirs, LOAD_SECONDS), daemon=True
-            )
-            engine.start()
-            engine_ours.recv()
-            ours.send(("idle", LOAD_SECONDS))
-            loads.append((label, asyncio.run(_load(target, LOAD_SECONDS, PACED_RATE))))
-            ours.recv()
-            cycles.append((f"{CLIENTS} clients, {label}", engine_ours.recv()))
-            engine.join(30)
-        ours.send(("stop", 0))
-        child.join(30)
+                child.start()
+                port, first_cycle, explained = ours.recv()
+            target = f"127.0.0.1:{port}"
+            if not front:
+                with console.status(f"engine alone for {IDLE_SECONDS:.0f} s…"):
+                    ours.send(("cycles", IDLE_SECONDS))
+                    cycles.append(("idle API", ours.recv()))
+            where = "front process" if front else "in process"
+            for label, rate in (
+                (f"{where}, back to back", 0.0),
+                (f"{where}, paced, {PACED_RATE:.0f}/s", PACED_RATE),
+            ):
+                with console.status(
+                    f"{CLIENTS} clients ({label}) for {LOAD_SECONDS:.0f} s while the engine runs…"
+                ):
+                    ours.send(("cycles", LOAD_SECONDS))
+                    loads.append((label, asyncio.run(_load(target, LOAD_SECONDS, rate))))
+                    cycles.append((f"{CLIENTS} clients, {label}", ours.recv()))
+            if not front:
+                _engine_in_another_process(console, context, ours, target, loads, cycles)
+            ours.send(("stop", 0))
+            child.join(30)
     _tables(console, loads, cycles, first_cycle, explained)
+
+
+def _engine_in_another_process(
+    console: Console,
+    context: Any,
+    ours: Connection,
+    target: str,
+    loads: list[tuple[str, Load]],
+    cycles: list[tuple[str, list[float]]],
+) -> None:
+    label = f"paced, {PACED_RATE:.0f}/s, engine in another process"
+    with console.status(f"{CLIENTS} clients ({label}) for {LOAD_SECONDS:.0f} s…"):
+        engine_ours, engine_theirs = context.Pipe()
+        engine = context.Process(
+            target=_engine_elsewhere, args=(engine_theirs, LOAD_SECONDS), daemon=True
+        )
+        engine.start()
+        engine_ours.recv()
+        ours.send(("idle", LOAD_SECONDS))
+        loads.append((label, asyncio.run(_load(target, LOAD_SECONDS, PACED_RATE))))
+        ours.recv()
+        cycles.append((f"{CLIENTS} clients, {label}", engine_ours.recv()))
+        engine.join(30)
 
 
 def _tables(
