@@ -739,9 +739,16 @@ def report(console: Console, r: SoakResult) -> None:
         f"pods created in {r.created_seconds:.0f} s; jobs replaced {r.replaced:,}; "
         f"workload calls that failed {r.failed_workload_calls}; watch events {r.watch_events}"
     )
+    # A one-off step (a cache filled, an arena kept) moves the whole-run slope; growth
+    # that goes on shows in the second half too.
+    half = (warm + r.samples[-1].seconds) / 2 if r.samples else warm
+    late = slope_mb_per_minute(r.samples, half)
+    late_rss = [s.rss_mb for s in r.samples if s.seconds >= half]
     console.print(
         f"RSS slope after the warm-up: {slope:+.2f} MB/min "
-        f"({slope * 60:+.0f} MB/h) from {with_clients[0].rss_mb if with_clients else 0:.0f} MB"
+        f"({slope * 60:+.0f} MB/h) from {with_clients[0].rss_mb if with_clients else 0:.0f} MB; "
+        f"over the second half: {late:+.2f} MB/min, "
+        f"{min(late_rss, default=0):.0f}-{max(late_rss, default=0):.0f} MB"
     )
     console.print(
         f"binds/s: {rate(without):.1f} without clients (after 30 s), "
