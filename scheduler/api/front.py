@@ -40,14 +40,18 @@ from grpc_reflection.v1alpha import reflection_pb2
 from proto.fairpool.v1 import policy_pb2, share_pb2, share_pb2_grpc, usage_pb2
 from scheduler.api.auth import Authenticator, AuthInterceptor, TokenTable
 from scheduler.api.guard import CallLimits, Guard
+from scheduler.api.policy_service import validate_policy
 from scheduler.api.share_service import PublishedShares, _scope, entitlements_response
 from scheduler.api.tls import server_credentials
 from scheduler.engine.decisions import MemberShare
 
 log = logging.getLogger(__name__)
 
-LOCAL_METHODS = frozenset({"/fairpool.v1.ShareService/GetEntitlements"})
-"""Answered by the front itself; everything else is forwarded."""
+LOCAL_METHODS = frozenset(
+    {"/fairpool.v1.ShareService/GetEntitlements", "/fairpool.v1.PolicyService/ValidatePolicy"}
+)
+"""Answered by the front itself; everything else is forwarded. ValidatePolicy needs no
+daemon state, and its parsing is the heaviest read a caller can ask for."""
 APPLY_METHOD = "/fairpool.v1.PolicyService/ApplyPolicy"
 PUBLISH_POLL_SECONDS = 0.02
 """How often the daemon's process looks for a new publication or policy to send: two
@@ -326,7 +330,17 @@ def serve_front(conn: Connection, settings: FrontSettings) -> None:
             ("grpc.max_send_message_length", settings.max_receive_bytes),
         ],
     )
-    server.add_generic_rpc_handlers((answered, Forward(channel, answers)))
+    validated = grpc.method_handlers_generic_handler(
+        "fairpool.v1.PolicyService",
+        {
+            "ValidatePolicy": grpc.unary_unary_rpc_method_handler(
+                validate_policy,
+                request_deserializer=policy_pb2.ValidatePolicyRequest.FromString,
+                response_serializer=policy_pb2.ValidatePolicyResponse.SerializeToString,
+            )
+        },
+    )
+    server.add_generic_rpc_handlers((answered, validated, Forward(channel, answers)))
     if settings.tls_cert is not None and settings.tls_key is not None:
         creds = server_credentials(settings.tls_cert, settings.tls_key, settings.client_ca)
         port = server.add_secure_port(settings.address, creds)

@@ -57,6 +57,23 @@ def share_changes(
     return out
 
 
+def parse_draft(text: str, context: grpc.ServicerContext) -> Policy:
+    try:
+        return parse_policy(text, "policy")
+    except PolicyError as exc:
+        abort_input(context, exc)
+
+
+def validate_policy(
+    request: policy_pb2.ValidatePolicyRequest, context: grpc.ServicerContext
+) -> policy_pb2.ValidatePolicyResponse:
+    """Needs nothing of the daemon's: the API front answers it too."""
+    policy = parse_draft(request.yaml, context)
+    return policy_pb2.ValidatePolicyResponse(
+        members=policy.member_names(), gpu_models=[m.name for m in policy.spec.gpu_models]
+    )
+
+
 class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     def __init__(
         self,
@@ -87,12 +104,6 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             )
         return messages.policy_version(entry, with_document)
 
-    def _parse(self, text: str, context: grpc.ServicerContext) -> Policy:
-        try:
-            return parse_policy(text, "policy")
-        except PolicyError as exc:
-            abort_input(context, exc)
-
     def GetPolicy(
         self, request: policy_pb2.GetPolicyRequest, context: grpc.ServicerContext
     ) -> policy_pb2.GetPolicyResponse:
@@ -111,10 +122,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     def ValidatePolicy(
         self, request: policy_pb2.ValidatePolicyRequest, context: grpc.ServicerContext
     ) -> policy_pb2.ValidatePolicyResponse:
-        policy = self._parse(request.yaml, context)
-        return policy_pb2.ValidatePolicyResponse(
-            members=policy.member_names(), gpu_models=[m.name for m in policy.spec.gpu_models]
-        )
+        return validate_policy(request, context)
 
     def ApplyPolicy(
         self, request: policy_pb2.ApplyPolicyRequest, context: grpc.ServicerContext
@@ -128,7 +136,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                 f"comment: at most {MAX_COMMENT_CHARS:,} characters, got {len(request.comment):,}",
             )
         author = self._auth.caller(context).name
-        draft = self._parse(request.yaml, context)
+        draft = parse_draft(request.yaml, context)
         base, current = self._store.current()
         if request.expected_version and request.expected_version != base.version:
             abort(

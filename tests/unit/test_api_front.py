@@ -118,6 +118,26 @@ def test_the_front_answers_alone_from_the_latest_publication(tmp_path: Path) -> 
         # still does, forwarded calls cannot.
         api.server._server.stop(0).wait()
         assert entitlements(api).snapshot_time.seconds == int(LATER)
+        # ValidatePolicy needs nothing of the daemon's: answered in the front, with the
+        # same roles and the same message naming the field.
+        validated = api.policy.ValidatePolicy(
+            policy_pb2.ValidatePolicyRequest(yaml=DEFAULT_POLICY.read_text()),
+            metadata=ADMIN,
+            timeout=10,
+        )
+        assert MEMBER_A in validated.members
+        broken = DEFAULT_POLICY.read_text().replace("weight: ", "weight: -", 1)
+        with pytest.raises(grpc.RpcError) as refused:
+            api.policy.ValidatePolicy(
+                policy_pb2.ValidatePolicyRequest(yaml=broken), metadata=ADMIN, timeout=10
+            )
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "weight" in (refused.value.details() or "")
+        assert code_of(
+            lambda: api.policy.ValidatePolicy(
+                policy_pb2.ValidatePolicyRequest(yaml=DEFAULT_POLICY.read_text()), timeout=10
+            )
+        ) == (grpc.StatusCode.UNAUTHENTICATED)
         assert code_of(
             lambda: api.shares.ListPending(share_pb2.ListPendingRequest(), metadata=ADMIN)
         ) == (grpc.StatusCode.UNAVAILABLE)
