@@ -155,6 +155,14 @@ class View:
 
     groups: dict[GroupKey, dict[int, list[int]]] = field(default_factory=dict)
     order: list[GroupKey] = field(default_factory=list)
+    ranked: dict[tuple[str, bool], list[Ranked]] = field(default_factory=dict)
+    """(member, cautious) -> the groups by (tier, penalty, group key): the order a search
+    for that member's pod visits them in (the tiers depend on `ClusterState.wanted`,
+    which is set before any view is built)."""
+
+
+Ranked = tuple[int, int, str, dict[int, list[int]]]
+"""(tier, penalty, owner or "", the group's free GPUs -> node indices)."""
 
 
 Res = tuple[int, int, int, int]
@@ -330,47 +338,31 @@ class ClusterState:
             self._views[key] = view
         return view
 
-    def _unindex(self, i: int) -> None:
-        level = max(0, self.free_gpu[i])
-        for view, gk in self.class_views[self.node_class[i]]:
-            side = view.groups[gk]
-            bucket = side.get(level)
-            if bucket is None:
-                continue  # a hostname-bound view that never held this node
-            k = bisect_left(bucket, i)
-            if k < len(bucket) and bucket[k] == i:
-                del bucket[k]
-                if not bucket:
-                    del side[level]
-
-    def _reindex(self, i: int, members: list[bool]) -> None:
-        level = max(0, self.free_gpu[i])
-        for (view, gk), present in zip(self.class_views[self.node_class[i]], members, strict=True):
-            if present:
-                _insert(view.groups[gk], level, i)
-
-    def _presence(self, i: int) -> list[bool]:
-        level = max(0, self.free_gpu[i])
-        out = []
-        for view, gk in self.class_views[self.node_class[i]]:
-            bucket = view.groups[gk].get(level)
-            k = bisect_left(bucket, i) if bucket else 0
-            out.append(bucket is not None and k < len(bucket) and bucket[k] == i)
-        return out
-
     # -- capacity changes ----------------------------------------------------------------
     def take(self, i: int, res: Res) -> None:
+        g = res[0]
         cid = self.node_class[i]
-        moves = cid >= 0 and bool(self.class_views[cid]) and res[0] != 0
-        if moves:
-            present = self._presence(i)
-            self._unindex(i)
-        self.free_gpu[i] -= res[0]
+        if g != 0 and cid >= 0:
+            old = max(0, self.free_gpu[i])
+            new = max(0, self.free_gpu[i] - g)
+            if old != new:
+                # Move the node from its old free-GPU level to the new one in every view
+                # that holds it (a hostname-bound view may not).
+                for view, gk in self.class_views[cid]:
+                    side = view.groups[gk]
+                    bucket = side.get(old)
+                    if bucket is None:
+                        continue
+                    k = bisect_left(bucket, i)
+                    if k < len(bucket) and bucket[k] == i:
+                        del bucket[k]
+                        if not bucket:
+                            del side[old]
+                        _insert(side, new, i)
+        self.free_gpu[i] -= g
         self.free_cpu[i] -= res[1]
         self.free_mem[i] -= res[2]
         self.free_pods[i] -= res[3]
-        if moves:
-            self._reindex(i, present)
 
     def give(self, i: int, res: Res) -> None:
         self.take(i, (-res[0], -res[1], -res[2], -res[3]))
@@ -494,15 +486,15 @@ class ClusterState:
         free_cpu, free_mem, free_pods = self.free_cpu, self.free_mem, self.free_pods
         best: tuple[int, int, int, int] | None = None
         view = self.view(spec)
-        for gk in view.order:
-            owner, pen, model = gk
-            if allowed is not None and owner and owner != member and allowed.get(owner, g) < g:
-                continue
-            side = view.groups[gk]
-            if not side:
-                continue
-            tier = self.owner_tier(owner, model, member, cautious)
+        ranked = view.ranked.get((member, cautious))
+        if ranked is None:
+            ranked = view.ranked[(member, cautious)] = self._rank(view, member, cautious)
+        for tier, pen, owner, side in ranked:
             if best is not None and (tier, pen) > best[:2]:
+                break  # every later group ranks lower still
+            if allowed and owner and owner != member and allowed.get(owner, g) < g:
+                continue
+            if not side:
                 continue
             for level in sorted(side):
                 if level < g:
@@ -524,6 +516,15 @@ class ClusterState:
                         best = cand
                     break
         return None if best is None else best[3]
+
+    def _rank(self, view: View, member: str, cautious: bool) -> list[Ranked]:
+        out = [
+            (self.owner_tier(gk[0], gk[2], member, cautious), gk[1], gk[0], view.groups[gk])
+            for gk in view.order
+        ]
+        # Stable: groups of equal tier and penalty stay in group-key order.
+        out.sort(key=lambda r: (r[0], r[1]))
+        return out
 
     def admits(self, spec: PodSpec) -> Callable[[int], bool]:
         """Membership test for `candidate_nodes(spec)`."""
