@@ -57,6 +57,7 @@ from scheduler.engine.jobinfo import JobInfo
 from scheduler.engine.ordering import LateBorrowing, MemberQueues, ratio
 from scheduler.engine.placement import (
     ClusterState,
+    View,
     blocking_taints,
     effective_labels,
     labels_match,
@@ -158,8 +159,12 @@ class _Cycle:
         self.lenders = _lenders(policy)
         self.capped = {m.name for m in policy.members if m.max_gpus is not None}
         self.checkpointable = frozenset(m.name for m in policy.members if m.checkpointable)
+        self.borrowing = policy.sharing.borrowing
+        self.reclaim_limit = policy.sharing.max_reclaims_per_job
         # The pending jobs.
         self._info: dict[str, JobInfo] = {i.job.job_id: i for i in self.book.infos}
+        self.views: dict[int, View] = {}
+        """Shape number of a single-pod job -> its pod's view (see `placement`)."""
         self.only_model = self.book.models[0] if len(self.book.models) == 1 else None
         # What failed once in the cycle fails again (capacity only shrinks).
         self.failed: set[object] = set()
@@ -228,7 +233,7 @@ class _Cycle:
 
     def exhausted(self, job: PendingJob) -> bool:
         """The job was reclaimed as often as the policy allows."""
-        limit = self.policy.sharing.max_reclaims_per_job
+        limit = self.reclaim_limit
         return limit is not None and job.reclaims >= limit
 
     def _fits_entitlement(self, job: PendingJob, model: str | None) -> bool:
@@ -331,16 +336,18 @@ class _Cycle:
 
     def _handle(self, job: PendingJob) -> None:
         """Place the job, or decide why it waits (reclaiming for it if it may)."""
-        held = job.job_id in self.state.holds
+        job_id, member = job.job_id, job.member
+        held = job_id in self.state.holds
         if held:
             # Its nominated capacity is its own to place on now.
-            self.state.release(job.job_id)
-            self._unpromise(job.job_id)
-        if self._info[job.job_id].incomplete:
+            self.state.release(job_id)
+            self._unpromise(job_id)
+        info = self._info[job_id]
+        if info.incomplete:
             self._wait(job, Waiting("incomplete"))
             return
-        model = self.book.job_model.get(job.job_id)
-        if job.member in self.capped or not self.policy.sharing.borrowing:
+        model = self.book.job_model.get(job_id)
+        if member in self.capped or not self.borrowing:
             limit = self._limit(job, model)
             if limit is not None:
                 self._wait(job, Waiting("limit", limit))
@@ -350,21 +357,22 @@ class _Cycle:
         guarded = (
             exhausted
             and self._fits_entitlement(job, model)
-            and not self.within_entitlement(job.member, job)
+            and not self.within_entitlement(member, job)
         )
         if guarded:
-            lendable = self._quiet_lenders(job.member, model, lendable)
-        models = self._models_allowed(job, model)
-        if self._try_place(job, lendable, models, held, exhausted or self.cautious(job), guarded):
+            lendable = self._quiet_lenders(member, model, lendable)
+        models = None if self.borrowing else self._models_allowed(job, model)
+        cautious = exhausted or self.cautious(job)
+        if self._try_place(job, info, lendable, models, held, cautious, guarded):
             return
-        if job.job_id in self.freeing:
+        if job_id in self.freeing:
             self._hold_while_freeing(job)
             return
         if self._unplaceable(job):
             self._wait(job, Waiting("unplaceable", self._unplaceable_detail(job)))
             return
         detail = self._try_reclaim(job, model, lendable)
-        if job.job_id not in self.out.waiting:
+        if job_id not in self.out.waiting:
             if guarded:
                 # The free capacity it may not use would only mislead: say why instead.
                 detail = "; ".join(d for d in (self._exhausted_detail(job), detail) if d)
@@ -375,6 +383,7 @@ class _Cycle:
     def _try_place(
         self,
         job: PendingJob,
+        info: JobInfo,
         lendable: dict[str, int],
         models: frozenset[str] | None,
         held: bool,
@@ -385,14 +394,15 @@ class _Cycle:
         the member, of the same member) failed already; a job whose hold was just
         released is always tried. `guarded`: a job at the reclaim limit, kept to quiet
         lenders (see `_quiet_lenders`)."""
-        restricted = models is not None or any(
-            h < self._info[job.job_id].gpus for o, h in lendable.items() if o != job.member
+        gpus = info.gpus
+        restricted = models is not None or (
+            bool(lendable) and any(h < gpus for o, h in lendable.items() if o != job.member)
         )
-        sid = self._info[job.job_id].sid
+        sid = info.sid
         shape = (sid, job.member, models, guarded) if restricted else sid
         if not held and shape in self.failed:
             return False
-        placed = self._place(job, lendable, models, cautious)
+        placed = self._place(job, info, lendable, models, cautious)
         if not placed and not held:
             self.failed.add(shape)
         return placed
@@ -445,13 +455,17 @@ class _Cycle:
     def _place(
         self,
         job: PendingJob,
+        info: JobInfo,
         lendable: dict[str, int],
         models: frozenset[str] | None,
         cautious: bool,
     ) -> bool:
         if len(job.pods) == 1 and models is None:
             pod = job.pods[0]
-            i = self.state.best_node(pod.spec, job.member, lendable, cautious)
+            view = self.views.get(info.sid)
+            if view is None:
+                view = self.views[info.sid] = self.state.view(pod.spec, info.pod_key)
+            i = self.state.best_node(pod.spec, job.member, lendable, cautious, view)
             if i is None:
                 return False
             self._bind(job, ((pod.uid, i),))
@@ -463,32 +477,28 @@ class _Cycle:
         return True
 
     def _bind(self, job: PendingJob, where: tuple[tuple[str, int], ...]) -> None:
-        specs = {p.uid: p.spec for p in job.pods}
-        member = job.member
+        pods = job.pods
+        specs = None if len(pods) == 1 else {p.uid: p.spec for p in pods}
+        member, job_id = job.member, job.job_id
+        state, alloc, binds = self.state, self.alloc, self.out.binds
+        entitlement = self.book.entitlement
         for uid, i in where:
-            spec = specs[uid]
-            node = self.state.nodes[i]
+            spec = pods[0].spec if specs is None else specs[uid]
+            node = state.nodes[i]
             owner = node.owner
             reclaimable = False
-            if spec.gpus > 0:
-                key = (member, node_model(node))
-                now = self.alloc.get(key, 0) + spec.gpus
-                reclaimable = now > self.book.entitlement.get(key, 0)
-                self.alloc[key] = now
-                self.member_total[member] = self.member_total.get(member, 0) + spec.gpus
+            gpus = spec.gpus
+            if gpus > 0:
+                key = (member, state.model[i])
+                now = alloc.get(key, 0) + gpus
+                reclaimable = now > entitlement.get(key, 0)
+                alloc[key] = now
+                self.member_total[member] = self.member_total.get(member, 0) + gpus
                 if owner is not None and owner != member:
-                    self.lent[owner] = self.lent.get(owner, 0) + spec.gpus
-            self.state.take(i, spec_res(spec))
-            self.out.binds.append(
-                Bind(
-                    pod_uid=uid,
-                    node=node.name,
-                    job_id=job.job_id,
-                    member=member,
-                    owner=owner,
-                    reclaimable=reclaimable,
-                )
-            )
+                    self.lent[owner] = self.lent.get(owner, 0) + gpus
+            state.take(i, (gpus, spec.cpu_milli, spec.memory_bytes, 1))
+            # Positional: the frozen dataclass's keyword call costs more per pod.
+            binds.append(Bind(uid, node.name, job_id, member, owner, reclaimable))
 
     def _wait(self, job: PendingJob, why: Waiting) -> None:
         self.out.waiting[job.job_id] = (job, why)

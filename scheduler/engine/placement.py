@@ -318,8 +318,10 @@ class ClusterState:
         return found
 
     # -- views ---------------------------------------------------------------------------
-    def view(self, spec: PodSpec) -> View:
-        key = self.key(spec)
+    def view(self, spec: PodSpec, key: SpecKey | None = None) -> View:
+        """The view of the pod shape (`key`: its `spec_key`, when the caller knows it)."""
+        if key is None:
+            key = self.key(spec)
         view = self._views.get(key)
         if view is None:
             view = View()
@@ -477,15 +479,18 @@ class ClusterState:
         member: str,
         allowed: Mapping[str, int] | None = None,
         cautious: bool = False,
+        view: View | None = None,
     ) -> int | None:
         """The best node for one pod, or None. `allowed` maps an owner to the GPUs it may
         still lend (owners absent from it are unlimited); `cautious`: the pod borrows and
-        would lose its progress if reclaimed (see the module's score)."""
+        would lose its progress if reclaimed (see the module's score); `view`: the shape's
+        view, when the caller has it at hand."""
         g = spec.gpus
         cpu, mem = spec.cpu_milli, spec.memory_bytes
         free_cpu, free_mem, free_pods = self.free_cpu, self.free_mem, self.free_pods
         best: tuple[int, int, int, int] | None = None
-        view = self.view(spec)
+        if view is None:
+            view = self.view(spec)
         ranked = view.ranked.get((member, cautious))
         if ranked is None:
             ranked = view.ranked[(member, cautious)] = self._rank(view, member, cautious)
