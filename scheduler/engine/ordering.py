@@ -37,12 +37,17 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
+from itertools import groupby
+from operator import attrgetter
 
 from scheduler.engine.entitlement import MemberModel
 from scheduler.engine.shares import job_sort_key
 from scheduler.engine.snapshot import PendingJob, RunningPod
 
 __all__ = ["LateBorrowing", "MemberQueues", "job_sort_key", "ratio"]
+
+
+_MEMBER = attrgetter("member")
 
 
 def ratio(allocated: float, fair: float) -> float:
@@ -61,9 +66,8 @@ class MemberQueues:
     ) -> None:
         """`jobs` in queue order: by member, then `job_sort_key` (`ShareBook.queued`)."""
         self._key = key
-        queues: dict[str, list[PendingJob]] = {}
-        for job in jobs:
-            queues.setdefault(job.member, []).append(job)
+        # `jobs` comes grouped by member: one list per run.
+        queues = {member: list(run) for member, run in groupby(jobs, key=_MEMBER)}
         self._queues = queues
         self._pos = dict.fromkeys(self._queues, 0)
         self._heap: list[tuple[tuple[int, float], str]] = []
