@@ -164,6 +164,9 @@ class _Cycle:
         # The pending jobs.
         self._info: dict[str, JobInfo] = {i.job.job_id: i for i in self.book.infos}
         self.views: dict[int, View] = {}
+        self.queued_entitled: dict[str, tuple[PendingJob, bool, int]] = {}
+        """Per member, its queued job, whether that keeps it within its entitlement, and
+        how many preemptions had been decided then (see `entitled_now`)."""
         """Shape number of a single-pod job -> its pod's view (see `placement`)."""
         self.only_model = self.book.models[0] if len(self.book.models) == 1 else None
         # What failed once in the cycle fails again (capacity only shrinks).
@@ -197,7 +200,20 @@ class _Cycle:
     def order_key(self, member: str, job: PendingJob) -> tuple[int, float]:
         """Entitled demand first (see `ordering`), then allocated / fair share."""
         allocated, fair = self.position_of(member, self.position_model(job))
-        return (0 if self.within_entitlement(member, job) else 1, ratio(allocated, fair))
+        entitled = self.within_entitlement(member, job)
+        self.queued_entitled[member] = (job, entitled, len(self.out.preemptions))
+        return (0 if entitled else 1, ratio(allocated, fair))
+
+    def entitled_now(self, job: PendingJob) -> bool:
+        """`within_entitlement` for a job just taken from its member's queue: what was
+        found when it was queued still holds unless something was preempted since. Its
+        member's allocation changes only by its own binds (none while the job is queued:
+        the member's jobs are handled one at a time) and by preemptions; what is held
+        for its nominated jobs changes only when one of them is handled."""
+        found = self.queued_entitled.get(job.member)
+        if found is not None and found[0] is job and found[2] == len(self.out.preemptions):
+            return found[1]
+        return self.within_entitlement(job.member, job)
 
     def within_entitlement(self, member: str, job: PendingJob) -> bool:
         """The job keeps its member within its entitlement for the model its demand
@@ -227,9 +243,7 @@ class _Cycle:
     def cautious(self, job: PendingJob) -> bool:
         """The job borrows and its member restarts reclaimed jobs from zero: placement
         keeps it off nodes whose owners are likely to want them back."""
-        return job.member not in self.checkpointable and not self.within_entitlement(
-            job.member, job
-        )
+        return job.member not in self.checkpointable and not self.entitled_now(job)
 
     def exhausted(self, job: PendingJob) -> bool:
         """The job was reclaimed as often as the policy allows."""
@@ -342,6 +356,7 @@ class _Cycle:
             # Its nominated capacity is its own to place on now.
             self.state.release(job_id)
             self._unpromise(job_id)
+            self.queued_entitled.pop(member, None)  # counted what was held for it
         info = self._info[job_id]
         if info.incomplete:
             self._wait(job, Waiting("incomplete"))
@@ -354,11 +369,7 @@ class _Cycle:
                 return
         lendable = self.lendable()
         exhausted = self.exhausted(job)
-        guarded = (
-            exhausted
-            and self._fits_entitlement(job, model)
-            and not self.within_entitlement(member, job)
-        )
+        guarded = exhausted and self._fits_entitlement(job, model) and not self.entitled_now(job)
         if guarded:
             lendable = self._quiet_lenders(member, model, lendable)
         models = None if self.borrowing else self._models_allowed(job, model)
