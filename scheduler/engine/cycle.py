@@ -283,12 +283,14 @@ class _Cycle:
     def run(self) -> Decisions:
         self._hold_nominations()
         queues = MemberQueues(self.book.queued, self.order_key)
-        while (job := queues.pop()) is not None:
+        decided = self.out.waiting
+        job = queues.pop()
+        while job is not None:
             self._handle(job)
-            waiting = self.out.waiting.get(job.job_id)
+            waiting = decided.get(job.job_id)
             if waiting is not None and waiting[1].kind in ("capacity", "unplaceable"):
                 self._wait_alike(job, waiting[1], queues)
-            queues.done(job.member)
+            job = queues.advance(job.member)
         return Decisions(
             binds=tuple(self.out.binds),
             preemptions=tuple(self.out.preemptions),
@@ -314,19 +316,26 @@ class _Cycle:
             ):
                 return
         sid = self._info[job.job_id].sid
-        while (nxt := queues.peek(job.member)) is not None:
+        exhausted = self.exhausted(job)
+        info_of, job_model, holds = self._info, self.book.job_model, self.state.holds
+        freeing, waiting = self.freeing, self.out.waiting
+        queue, pos = queues.rest(job.member)
+        while pos < len(queue):
+            nxt = queue[pos]
             jid = nxt.job_id
+            info = info_of[jid]
             if (
-                self._info[jid].sid != sid
-                or self.exhausted(nxt) != self.exhausted(job)
-                or self.book.job_model.get(jid) != model
-                or jid in self.state.holds
-                or jid in self.freeing
-                or self._info[jid].incomplete
+                info.sid != sid
+                or self.exhausted(nxt) != exhausted
+                or job_model.get(jid) != model
+                or jid in holds
+                or jid in freeing
+                or info.incomplete
             ):
                 break
-            queues.skip(job.member)
-            self.out.waiting[jid] = (nxt, why)
+            waiting[jid] = (nxt, why)
+            pos += 1
+        queues.skip_to(job.member, pos)
 
     def _hold_nominations(self) -> None:
         term_nodes = {

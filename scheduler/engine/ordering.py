@@ -88,19 +88,30 @@ class MemberQueues:
         self._pos[member] += 1
         return job
 
-    def peek(self, member: str) -> PendingJob | None:
-        """The member's next job, without taking it."""
-        queue = self._queues[member]
+    def rest(self, member: str) -> tuple[list[PendingJob], int]:
+        """The member's queue and the position of its next job, to look ahead."""
+        return self._queues[member], self._pos[member]
+
+    def skip_to(self, member: str, pos: int) -> None:
+        """Take the member's jobs before `pos` out of the queue (they were decided
+        without a turn)."""
+        self._pos[member] = pos
+
+    def advance(self, member: str) -> PendingJob | None:
+        """The member's last popped job was handled: queue its next one, then pop (in
+        one step of the heap)."""
         pos = self._pos[member]
-        return queue[pos] if pos < len(queue) else None
-
-    def skip(self, member: str) -> None:
-        """Take the member's next job out of the queue (it was decided without a turn)."""
-        self._pos[member] += 1
-
-    def done(self, member: str) -> None:
-        """The member's last popped job was handled: queue its next one."""
-        self._push(member)
+        queue = self._queues[member]
+        heap = self._heap
+        if pos < len(queue):
+            _, nxt = heapq.heappushpop(heap, (self._key(member, queue[pos]), member))
+        elif heap:
+            _, nxt = heapq.heappop(heap)
+        else:
+            return None
+        pos = self._pos[nxt]
+        self._pos[nxt] = pos + 1
+        return self._queues[nxt][pos]
 
 
 class LateBorrowing:

@@ -345,8 +345,9 @@ class ClusterState:
         g = res[0]
         cid = self.node_class[i]
         if g != 0 and cid >= 0:
-            old = max(0, self.free_gpu[i])
-            new = max(0, self.free_gpu[i] - g)
+            free = self.free_gpu[i]
+            old = free if free > 0 else 0
+            new = free - g if free > g else 0
             if old != new:
                 # Move the node from its old free-GPU level to the new one in every view
                 # that holds it (a hostname-bound view may not).
