@@ -383,8 +383,9 @@ class _Cycle:
             if limit is not None:
                 self._wait(job, Waiting("limit", limit))
                 return
-        lendable = self.lendable()
-        exhausted = self.exhausted(job)
+        lendable = self.lendable() if self.lenders else {}
+        most = self.reclaim_limit
+        exhausted = most is not None and job.reclaims >= most  # `exhausted(job)`
         guarded = exhausted and self._fits_entitlement(job, model) and not self.entitled_now(job)
         if guarded:
             lendable = self._quiet_lenders(member, model, lendable)
@@ -429,10 +430,22 @@ class _Cycle:
         shape = (sid, job.member, models, guarded) if restricted else sid
         if not held and shape in self.failed:
             return False
-        placed = self._place(job, info, lendable, models, cautious)
-        if not placed and not held:
-            self.failed.add(shape)
-        return placed
+        pods = job.pods
+        if len(pods) == 1 and models is None:
+            view = self.views.get(sid)
+            if view is None:
+                view = self.views[sid] = self.state.view(pods[0].spec, info.pod_key)
+            i = self.state.best_node(pods[0].spec, job.member, lendable, cautious, view)
+            where: tuple[tuple[str, int], ...] | None = None if i is None else ((pods[0].uid, i),)
+        else:
+            plan = plan_job(self.state, pods, job.member, lendable, None, models, cautious)
+            where = None if plan is None else plan.pods
+        if where is None:
+            if not held:
+                self.failed.add(shape)
+            return False
+        self._bind(job, where)
+        return True
 
     def _hold_while_freeing(self, job: PendingJob) -> None:
         """Its nominated nodes still carry terminating pods: hold them for it again."""
@@ -478,30 +491,6 @@ class _Cycle:
             if self.alloc.get((job.member, m), 0) + info.gpus
             <= self.book.entitlement.get((job.member, m), 0)
         )
-
-    def _place(
-        self,
-        job: PendingJob,
-        info: JobInfo,
-        lendable: dict[str, int],
-        models: frozenset[str] | None,
-        cautious: bool,
-    ) -> bool:
-        if len(job.pods) == 1 and models is None:
-            pod = job.pods[0]
-            view = self.views.get(info.sid)
-            if view is None:
-                view = self.views[info.sid] = self.state.view(pod.spec, info.pod_key)
-            i = self.state.best_node(pod.spec, job.member, lendable, cautious, view)
-            if i is None:
-                return False
-            self._bind(job, ((pod.uid, i),))
-            return True
-        plan = plan_job(self.state, job.pods, job.member, lendable, None, models, cautious)
-        if plan is None:
-            return False
-        self._bind(job, plan.pods)
-        return True
 
     def _bind(self, job: PendingJob, where: tuple[tuple[str, int], ...]) -> None:
         pods = job.pods
