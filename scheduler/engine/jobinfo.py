@@ -73,14 +73,12 @@ def job_infos(pending: tuple[PendingJob, ...]) -> list[JobInfo]:
     if len(_SHAPES) > _SHAPES_KEPT:
         _SHAPES.clear()
         _INFOS = {}
-    known = _INFOS
-    kept: dict[int, JobInfo] = {}
+    known = _INFOS.get
     out: list[JobInfo] = []
     for job in pending:
-        info = known.get(id(job))
+        info = known(id(job))
         if info is None or info.job is not job:
             info = _job_info(job)
-        kept[id(job)] = info
         out.append(info)
-    _INFOS = kept
+    _INFOS = {id(info.job): info for info in out}
     return out

@@ -293,8 +293,8 @@ class ClusterState:
         self._keys: dict[int, tuple[PodSpec, SpecKey]] = {}
         """id(spec) -> (spec, its key): a pod shape's key is a deep tuple, built once per
         spec object and cycle (the entry keeps the spec alive, so ids are not recycled)."""
-        self.class_views: list[list[tuple[View, GroupKey]]] = [[] for _ in self.classes]
-        """Per class, the views (one per pod shape) its nodes are indexed in."""
+        self.class_sides: list[list[dict[int, list[int]]]] = [[] for _ in self.classes]
+        """Per class, the view groups (one per pod shape) its nodes are indexed in."""
         self._views: dict[SpecKey, View] = {}
 
     def key(self, spec: PodSpec) -> SpecKey:
@@ -332,7 +332,7 @@ class ClusterState:
                 side = view.groups.get(gk)
                 if side is None:
                     side = view.groups[gk] = {}
-                self.class_views[cid].append((view, gk))
+                self.class_sides[cid].append(side)
                 for i in cls.nodes:
                     if not host or self.node_admits(i, spec):
                         _insert(side, max(0, self.free_gpu[i]), i)
@@ -351,8 +351,7 @@ class ClusterState:
             if old != new:
                 # Move the node from its old free-GPU level to the new one in every view
                 # that holds it (a hostname-bound view may not).
-                for view, gk in self.class_views[cid]:
-                    side = view.groups[gk]
+                for side in self.class_sides[cid]:
                     bucket = side.get(old)
                     if bucket is None:
                         continue
