@@ -57,6 +57,7 @@ from scheduler.engine.jobinfo import JobInfo
 from scheduler.engine.ordering import LateBorrowing, MemberQueues, ratio
 from scheduler.engine.placement import (
     ClusterState,
+    View,
     blocking_taints,
     effective_labels,
     labels_match,
@@ -158,8 +159,15 @@ class _Cycle:
         self.lenders = _lenders(policy)
         self.capped = {m.name for m in policy.members if m.max_gpus is not None}
         self.checkpointable = frozenset(m.name for m in policy.members if m.checkpointable)
+        self.borrowing = policy.sharing.borrowing
+        self.reclaim_limit = policy.sharing.max_reclaims_per_job
         # The pending jobs.
         self._info: dict[str, JobInfo] = {i.job.job_id: i for i in self.book.infos}
+        self.views: dict[int, View] = {}
+        self.queued_entitled: dict[str, tuple[PendingJob, bool, int]] = {}
+        """Per member, its queued job, whether that keeps it within its entitlement, and
+        how many preemptions had been decided then (see `entitled_now`)."""
+        """Shape number of a single-pod job -> its pod's view (see `placement`)."""
         self.only_model = self.book.models[0] if len(self.book.models) == 1 else None
         # What failed once in the cycle fails again (capacity only shrinks).
         self.failed: set[object] = set()
@@ -190,9 +198,29 @@ class _Cycle:
         return explicit if explicit is not None else self.only_model
 
     def order_key(self, member: str, job: PendingJob) -> tuple[int, float]:
-        """Entitled demand first (see `ordering`), then allocated / fair share."""
-        allocated, fair = self.position_of(member, self.position_model(job))
-        return (0 if self.within_entitlement(member, job) else 1, ratio(allocated, fair))
+        """Entitled demand first (see `ordering`), then allocated / fair share (the
+        member's position, as in `position_of`, on the job's `position_model`)."""
+        explicit = self._info[job.job_id].explicit_model
+        model = explicit if explicit is not None else self.only_model
+        if model is None:
+            allocated, fair = self.member_total.get(member, 0), self.fair_total.get(member, 0.0)
+        else:
+            key = (member, model)
+            allocated, fair = self.alloc.get(key, 0), self.book.fair.get(key, 0.0)
+        entitled = self.within_entitlement(member, job)
+        self.queued_entitled[member] = (job, entitled, len(self.out.preemptions))
+        return (0 if entitled else 1, ratio(allocated, fair))
+
+    def entitled_now(self, job: PendingJob) -> bool:
+        """`within_entitlement` for a job just taken from its member's queue: what was
+        found when it was queued still holds unless something was preempted since. Its
+        member's allocation changes only by its own binds (none while the job is queued:
+        the member's jobs are handled one at a time) and by preemptions; what is held
+        for its nominated jobs changes only when one of them is handled."""
+        found = self.queued_entitled.get(job.member)
+        if found is not None and found[0] is job and found[2] == len(self.out.preemptions):
+            return found[1]
+        return self.within_entitlement(job.member, job)
 
     def within_entitlement(self, member: str, job: PendingJob) -> bool:
         """The job keeps its member within its entitlement for the model its demand
@@ -222,13 +250,11 @@ class _Cycle:
     def cautious(self, job: PendingJob) -> bool:
         """The job borrows and its member restarts reclaimed jobs from zero: placement
         keeps it off nodes whose owners are likely to want them back."""
-        return job.member not in self.checkpointable and not self.within_entitlement(
-            job.member, job
-        )
+        return job.member not in self.checkpointable and not self.entitled_now(job)
 
     def exhausted(self, job: PendingJob) -> bool:
         """The job was reclaimed as often as the policy allows."""
-        limit = self.policy.sharing.max_reclaims_per_job
+        limit = self.reclaim_limit
         return limit is not None and job.reclaims >= limit
 
     def _fits_entitlement(self, job: PendingJob, model: str | None) -> bool:
@@ -264,12 +290,14 @@ class _Cycle:
     def run(self) -> Decisions:
         self._hold_nominations()
         queues = MemberQueues(self.book.queued, self.order_key)
-        while (job := queues.pop()) is not None:
+        decided = self.out.waiting
+        job = queues.pop()
+        while job is not None:
             self._handle(job)
-            waiting = self.out.waiting.get(job.job_id)
+            waiting = decided.get(job.job_id)
             if waiting is not None and waiting[1].kind in ("capacity", "unplaceable"):
                 self._wait_alike(job, waiting[1], queues)
-            queues.done(job.member)
+            job = queues.advance(job.member)
         return Decisions(
             binds=tuple(self.out.binds),
             preemptions=tuple(self.out.preemptions),
@@ -295,19 +323,26 @@ class _Cycle:
             ):
                 return
         sid = self._info[job.job_id].sid
-        while (nxt := queues.peek(job.member)) is not None:
+        exhausted = self.exhausted(job)
+        info_of, job_model, holds = self._info, self.book.job_model, self.state.holds
+        freeing, waiting = self.freeing, self.out.waiting
+        queue, pos = queues.rest(job.member)
+        while pos < len(queue):
+            nxt = queue[pos]
             jid = nxt.job_id
+            info = info_of[jid]
             if (
-                self._info[jid].sid != sid
-                or self.exhausted(nxt) != self.exhausted(job)
-                or self.book.job_model.get(jid) != model
-                or jid in self.state.holds
-                or jid in self.freeing
-                or self._info[jid].incomplete
+                info.sid != sid
+                or self.exhausted(nxt) != exhausted
+                or job_model.get(jid) != model
+                or jid in holds
+                or jid in freeing
+                or info.incomplete
             ):
                 break
-            queues.skip(job.member)
-            self.out.waiting[jid] = (nxt, why)
+            waiting[jid] = (nxt, why)
+            pos += 1
+        queues.skip_to(job.member, pos)
 
     def _hold_nominations(self) -> None:
         term_nodes = {
@@ -331,40 +366,41 @@ class _Cycle:
 
     def _handle(self, job: PendingJob) -> None:
         """Place the job, or decide why it waits (reclaiming for it if it may)."""
-        held = job.job_id in self.state.holds
+        job_id, member = job.job_id, job.member
+        held = job_id in self.state.holds
         if held:
             # Its nominated capacity is its own to place on now.
-            self.state.release(job.job_id)
-            self._unpromise(job.job_id)
-        if self._info[job.job_id].incomplete:
+            self.state.release(job_id)
+            self._unpromise(job_id)
+            self.queued_entitled.pop(member, None)  # counted what was held for it
+        info = self._info[job_id]
+        if info.incomplete:
             self._wait(job, Waiting("incomplete"))
             return
-        model = self.book.job_model.get(job.job_id)
-        if job.member in self.capped or not self.policy.sharing.borrowing:
+        model = self.book.job_model.get(job_id)
+        if member in self.capped or not self.borrowing:
             limit = self._limit(job, model)
             if limit is not None:
                 self._wait(job, Waiting("limit", limit))
                 return
-        lendable = self.lendable()
-        exhausted = self.exhausted(job)
-        guarded = (
-            exhausted
-            and self._fits_entitlement(job, model)
-            and not self.within_entitlement(job.member, job)
-        )
+        lendable = self.lendable() if self.lenders else {}
+        most = self.reclaim_limit
+        exhausted = most is not None and job.reclaims >= most  # `exhausted(job)`
+        guarded = exhausted and self._fits_entitlement(job, model) and not self.entitled_now(job)
         if guarded:
-            lendable = self._quiet_lenders(job.member, model, lendable)
-        models = self._models_allowed(job, model)
-        if self._try_place(job, lendable, models, held, exhausted or self.cautious(job), guarded):
+            lendable = self._quiet_lenders(member, model, lendable)
+        models = None if self.borrowing else self._models_allowed(job, model)
+        cautious = exhausted or self.cautious(job)
+        if self._try_place(job, info, lendable, models, held, cautious, guarded):
             return
-        if job.job_id in self.freeing:
+        if job_id in self.freeing:
             self._hold_while_freeing(job)
             return
         if self._unplaceable(job):
             self._wait(job, Waiting("unplaceable", self._unplaceable_detail(job)))
             return
         detail = self._try_reclaim(job, model, lendable)
-        if job.job_id not in self.out.waiting:
+        if job_id not in self.out.waiting:
             if guarded:
                 # The free capacity it may not use would only mislead: say why instead.
                 detail = "; ".join(d for d in (self._exhausted_detail(job), detail) if d)
@@ -375,6 +411,7 @@ class _Cycle:
     def _try_place(
         self,
         job: PendingJob,
+        info: JobInfo,
         lendable: dict[str, int],
         models: frozenset[str] | None,
         held: bool,
@@ -385,17 +422,30 @@ class _Cycle:
         the member, of the same member) failed already; a job whose hold was just
         released is always tried. `guarded`: a job at the reclaim limit, kept to quiet
         lenders (see `_quiet_lenders`)."""
-        restricted = models is not None or any(
-            h < self._info[job.job_id].gpus for o, h in lendable.items() if o != job.member
+        gpus = info.gpus
+        restricted = models is not None or (
+            bool(lendable) and any(h < gpus for o, h in lendable.items() if o != job.member)
         )
-        sid = self._info[job.job_id].sid
+        sid = info.sid
         shape = (sid, job.member, models, guarded) if restricted else sid
         if not held and shape in self.failed:
             return False
-        placed = self._place(job, lendable, models, cautious)
-        if not placed and not held:
-            self.failed.add(shape)
-        return placed
+        pods = job.pods
+        if len(pods) == 1 and models is None:
+            view = self.views.get(sid)
+            if view is None:
+                view = self.views[sid] = self.state.view(pods[0].spec, info.pod_key)
+            i = self.state.best_node(pods[0].spec, job.member, lendable, cautious, view)
+            where: tuple[tuple[str, int], ...] | None = None if i is None else ((pods[0].uid, i),)
+        else:
+            plan = plan_job(self.state, pods, job.member, lendable, None, models, cautious)
+            where = None if plan is None else plan.pods
+        if where is None:
+            if not held:
+                self.failed.add(shape)
+            return False
+        self._bind(job, where)
+        return True
 
     def _hold_while_freeing(self, job: PendingJob) -> None:
         """Its nominated nodes still carry terminating pods: hold them for it again."""
@@ -442,53 +492,29 @@ class _Cycle:
             <= self.book.entitlement.get((job.member, m), 0)
         )
 
-    def _place(
-        self,
-        job: PendingJob,
-        lendable: dict[str, int],
-        models: frozenset[str] | None,
-        cautious: bool,
-    ) -> bool:
-        if len(job.pods) == 1 and models is None:
-            pod = job.pods[0]
-            i = self.state.best_node(pod.spec, job.member, lendable, cautious)
-            if i is None:
-                return False
-            self._bind(job, ((pod.uid, i),))
-            return True
-        plan = plan_job(self.state, job.pods, job.member, lendable, None, models, cautious)
-        if plan is None:
-            return False
-        self._bind(job, plan.pods)
-        return True
-
     def _bind(self, job: PendingJob, where: tuple[tuple[str, int], ...]) -> None:
-        specs = {p.uid: p.spec for p in job.pods}
-        member = job.member
+        pods = job.pods
+        specs = None if len(pods) == 1 else {p.uid: p.spec for p in pods}
+        member, job_id = job.member, job.job_id
+        state, alloc, binds = self.state, self.alloc, self.out.binds
+        entitlement = self.book.entitlement
         for uid, i in where:
-            spec = specs[uid]
-            node = self.state.nodes[i]
+            spec = pods[0].spec if specs is None else specs[uid]
+            node = state.nodes[i]
             owner = node.owner
             reclaimable = False
-            if spec.gpus > 0:
-                key = (member, node_model(node))
-                now = self.alloc.get(key, 0) + spec.gpus
-                reclaimable = now > self.book.entitlement.get(key, 0)
-                self.alloc[key] = now
-                self.member_total[member] = self.member_total.get(member, 0) + spec.gpus
+            gpus = spec.gpus
+            if gpus > 0:
+                key = (member, state.model[i])
+                now = alloc.get(key, 0) + gpus
+                reclaimable = now > entitlement.get(key, 0)
+                alloc[key] = now
+                self.member_total[member] = self.member_total.get(member, 0) + gpus
                 if owner is not None and owner != member:
-                    self.lent[owner] = self.lent.get(owner, 0) + spec.gpus
-            self.state.take(i, spec_res(spec))
-            self.out.binds.append(
-                Bind(
-                    pod_uid=uid,
-                    node=node.name,
-                    job_id=job.job_id,
-                    member=member,
-                    owner=owner,
-                    reclaimable=reclaimable,
-                )
-            )
+                    self.lent[owner] = self.lent.get(owner, 0) + gpus
+            state.take(i, (gpus, spec.cpu_milli, spec.memory_bytes, 1))
+            # Positional: the frozen dataclass's keyword call costs more per pod.
+            binds.append(Bind(uid, node.name, job_id, member, owner, reclaimable))
 
     def _wait(self, job: PendingJob, why: Waiting) -> None:
         self.out.waiting[job.job_id] = (job, why)

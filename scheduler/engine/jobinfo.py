@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scheduler.engine.placement import spec_key
+from scheduler.engine.placement import SpecKey, spec_key
 from scheduler.engine.snapshot import PendingJob
 
 QueueKey = tuple[str, int, float, str]
@@ -30,6 +30,9 @@ class JobInfo:
     """Fewer pods than its gang size (or none)."""
     queue_key: QueueKey
     """(member, -priority, submission, job id): the order of the member's queue."""
+    pod_key: SpecKey | None
+    """The shape key of a single-pod job's pod (None for more pods): placement finds the
+    pod's view by it without building the key again every cycle."""
 
 
 def job_gpu_model(job: PendingJob) -> str | None:
@@ -59,6 +62,7 @@ def _job_info(job: PendingJob) -> JobInfo:
         sid=_SHAPES.setdefault(shape, len(_SHAPES)),
         incomplete=len(job.pods) < job.min_member or not job.pods,
         queue_key=(job.member, -job.priority, job.submitted_at, job.job_id),
+        pod_key=shape[0] if len(job.pods) == 1 else None,  # type: ignore[arg-type]
     )
 
 
@@ -69,14 +73,12 @@ def job_infos(pending: tuple[PendingJob, ...]) -> list[JobInfo]:
     if len(_SHAPES) > _SHAPES_KEPT:
         _SHAPES.clear()
         _INFOS = {}
-    known = _INFOS
-    kept: dict[int, JobInfo] = {}
+    known = _INFOS.get
     out: list[JobInfo] = []
     for job in pending:
-        info = known.get(id(job))
+        info = known(id(job))
         if info is None or info.job is not job:
             info = _job_info(job)
-        kept[id(job)] = info
         out.append(info)
-    _INFOS = kept
+    _INFOS = {id(info.job): info for info in out}
     return out

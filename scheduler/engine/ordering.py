@@ -37,12 +37,17 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
+from itertools import groupby
+from operator import attrgetter
 
 from scheduler.engine.entitlement import MemberModel
 from scheduler.engine.shares import job_sort_key
 from scheduler.engine.snapshot import PendingJob, RunningPod
 
 __all__ = ["LateBorrowing", "MemberQueues", "job_sort_key", "ratio"]
+
+
+_MEMBER = attrgetter("member")
 
 
 def ratio(allocated: float, fair: float) -> float:
@@ -61,9 +66,8 @@ class MemberQueues:
     ) -> None:
         """`jobs` in queue order: by member, then `job_sort_key` (`ShareBook.queued`)."""
         self._key = key
-        queues: dict[str, list[PendingJob]] = {}
-        for job in jobs:
-            queues.setdefault(job.member, []).append(job)
+        # `jobs` comes grouped by member: one list per run.
+        queues = {member: list(run) for member, run in groupby(jobs, key=_MEMBER)}
         self._queues = queues
         self._pos = dict.fromkeys(self._queues, 0)
         self._heap: list[tuple[tuple[int, float], str]] = []
@@ -84,19 +88,30 @@ class MemberQueues:
         self._pos[member] += 1
         return job
 
-    def peek(self, member: str) -> PendingJob | None:
-        """The member's next job, without taking it."""
-        queue = self._queues[member]
+    def rest(self, member: str) -> tuple[list[PendingJob], int]:
+        """The member's queue and the position of its next job, to look ahead."""
+        return self._queues[member], self._pos[member]
+
+    def skip_to(self, member: str, pos: int) -> None:
+        """Take the member's jobs before `pos` out of the queue (they were decided
+        without a turn)."""
+        self._pos[member] = pos
+
+    def advance(self, member: str) -> PendingJob | None:
+        """The member's last popped job was handled: queue its next one, then pop (in
+        one step of the heap)."""
         pos = self._pos[member]
-        return queue[pos] if pos < len(queue) else None
-
-    def skip(self, member: str) -> None:
-        """Take the member's next job out of the queue (it was decided without a turn)."""
-        self._pos[member] += 1
-
-    def done(self, member: str) -> None:
-        """The member's last popped job was handled: queue its next one."""
-        self._push(member)
+        queue = self._queues[member]
+        heap = self._heap
+        if pos < len(queue):
+            _, nxt = heapq.heappushpop(heap, (self._key(member, queue[pos]), member))
+        elif heap:
+            _, nxt = heapq.heappop(heap)
+        else:
+            return None
+        pos = self._pos[nxt]
+        self._pos[nxt] = pos + 1
+        return self._queues[nxt][pos]
 
 
 class LateBorrowing:

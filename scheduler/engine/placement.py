@@ -155,6 +155,14 @@ class View:
 
     groups: dict[GroupKey, dict[int, list[int]]] = field(default_factory=dict)
     order: list[GroupKey] = field(default_factory=list)
+    ranked: dict[tuple[str, bool], list[Ranked]] = field(default_factory=dict)
+    """(member, cautious) -> the groups by (tier, penalty, group key): the order a search
+    for that member's pod visits them in (the tiers depend on `ClusterState.wanted`,
+    which is set before any view is built)."""
+
+
+Ranked = tuple[int, int, str, dict[int, list[int]]]
+"""(tier, penalty, owner or "", the group's free GPUs -> node indices)."""
 
 
 Res = tuple[int, int, int, int]
@@ -285,8 +293,8 @@ class ClusterState:
         self._keys: dict[int, tuple[PodSpec, SpecKey]] = {}
         """id(spec) -> (spec, its key): a pod shape's key is a deep tuple, built once per
         spec object and cycle (the entry keeps the spec alive, so ids are not recycled)."""
-        self.class_views: list[list[tuple[View, GroupKey]]] = [[] for _ in self.classes]
-        """Per class, the views (one per pod shape) its nodes are indexed in."""
+        self.class_sides: list[list[dict[int, list[int]]]] = [[] for _ in self.classes]
+        """Per class, the view groups (one per pod shape) its nodes are indexed in."""
         self._views: dict[SpecKey, View] = {}
 
     def key(self, spec: PodSpec) -> SpecKey:
@@ -310,8 +318,10 @@ class ClusterState:
         return found
 
     # -- views ---------------------------------------------------------------------------
-    def view(self, spec: PodSpec) -> View:
-        key = self.key(spec)
+    def view(self, spec: PodSpec, key: SpecKey | None = None) -> View:
+        """The view of the pod shape (`key`: its `spec_key`, when the caller knows it)."""
+        if key is None:
+            key = self.key(spec)
         view = self._views.get(key)
         if view is None:
             view = View()
@@ -322,7 +332,7 @@ class ClusterState:
                 side = view.groups.get(gk)
                 if side is None:
                     side = view.groups[gk] = {}
-                self.class_views[cid].append((view, gk))
+                self.class_sides[cid].append(side)
                 for i in cls.nodes:
                     if not host or self.node_admits(i, spec):
                         _insert(side, max(0, self.free_gpu[i]), i)
@@ -330,47 +340,31 @@ class ClusterState:
             self._views[key] = view
         return view
 
-    def _unindex(self, i: int) -> None:
-        level = max(0, self.free_gpu[i])
-        for view, gk in self.class_views[self.node_class[i]]:
-            side = view.groups[gk]
-            bucket = side.get(level)
-            if bucket is None:
-                continue  # a hostname-bound view that never held this node
-            k = bisect_left(bucket, i)
-            if k < len(bucket) and bucket[k] == i:
-                del bucket[k]
-                if not bucket:
-                    del side[level]
-
-    def _reindex(self, i: int, members: list[bool]) -> None:
-        level = max(0, self.free_gpu[i])
-        for (view, gk), present in zip(self.class_views[self.node_class[i]], members, strict=True):
-            if present:
-                _insert(view.groups[gk], level, i)
-
-    def _presence(self, i: int) -> list[bool]:
-        level = max(0, self.free_gpu[i])
-        out = []
-        for view, gk in self.class_views[self.node_class[i]]:
-            bucket = view.groups[gk].get(level)
-            k = bisect_left(bucket, i) if bucket else 0
-            out.append(bucket is not None and k < len(bucket) and bucket[k] == i)
-        return out
-
     # -- capacity changes ----------------------------------------------------------------
     def take(self, i: int, res: Res) -> None:
+        g = res[0]
         cid = self.node_class[i]
-        moves = cid >= 0 and bool(self.class_views[cid]) and res[0] != 0
-        if moves:
-            present = self._presence(i)
-            self._unindex(i)
-        self.free_gpu[i] -= res[0]
+        if g != 0 and cid >= 0:
+            free = self.free_gpu[i]
+            old = free if free > 0 else 0
+            new = free - g if free > g else 0
+            if old != new:
+                # Move the node from its old free-GPU level to the new one in every view
+                # that holds it (a hostname-bound view may not).
+                for side in self.class_sides[cid]:
+                    bucket = side.get(old)
+                    if bucket is None:
+                        continue
+                    k = bisect_left(bucket, i)
+                    if k < len(bucket) and bucket[k] == i:
+                        del bucket[k]
+                        if not bucket:
+                            del side[old]
+                        _insert(side, new, i)
+        self.free_gpu[i] -= g
         self.free_cpu[i] -= res[1]
         self.free_mem[i] -= res[2]
         self.free_pods[i] -= res[3]
-        if moves:
-            self._reindex(i, present)
 
     def give(self, i: int, res: Res) -> None:
         self.take(i, (-res[0], -res[1], -res[2], -res[3]))
@@ -485,24 +479,27 @@ class ClusterState:
         member: str,
         allowed: Mapping[str, int] | None = None,
         cautious: bool = False,
+        view: View | None = None,
     ) -> int | None:
         """The best node for one pod, or None. `allowed` maps an owner to the GPUs it may
         still lend (owners absent from it are unlimited); `cautious`: the pod borrows and
-        would lose its progress if reclaimed (see the module's score)."""
+        would lose its progress if reclaimed (see the module's score); `view`: the shape's
+        view, when the caller has it at hand."""
         g = spec.gpus
         cpu, mem = spec.cpu_milli, spec.memory_bytes
         free_cpu, free_mem, free_pods = self.free_cpu, self.free_mem, self.free_pods
         best: tuple[int, int, int, int] | None = None
-        view = self.view(spec)
-        for gk in view.order:
-            owner, pen, model = gk
-            if allowed is not None and owner and owner != member and allowed.get(owner, g) < g:
-                continue
-            side = view.groups[gk]
-            if not side:
-                continue
-            tier = self.owner_tier(owner, model, member, cautious)
+        if view is None:
+            view = self.view(spec)
+        ranked = view.ranked.get((member, cautious))
+        if ranked is None:
+            ranked = view.ranked[(member, cautious)] = self._rank(view, member, cautious)
+        for tier, pen, owner, side in ranked:
             if best is not None and (tier, pen) > best[:2]:
+                break  # every later group ranks lower still
+            if allowed and owner and owner != member and allowed.get(owner, g) < g:
+                continue
+            if not side:
                 continue
             for level in sorted(side):
                 if level < g:
@@ -524,6 +521,15 @@ class ClusterState:
                         best = cand
                     break
         return None if best is None else best[3]
+
+    def _rank(self, view: View, member: str, cautious: bool) -> list[Ranked]:
+        out = [
+            (self.owner_tier(gk[0], gk[2], member, cautious), gk[1], gk[0], view.groups[gk])
+            for gk in view.order
+        ]
+        # Stable: groups of equal tier and penalty stay in group-key order.
+        out.sort(key=lambda r: (r[0], r[1]))
+        return out
 
     def admits(self, spec: PodSpec) -> Callable[[int], bool]:
         """Membership test for `candidate_nodes(spec)`."""

@@ -128,8 +128,9 @@ def build(snapshot: Snapshot, policy: Policy) -> ShareBook:
     static = _static(snapshot.nodes, policy)
     alloc = classify(snapshot.running, static.node_of, static.entitlement)
     infos = job_infos(snapshot.pending)
-    queued = [i.job for i in sorted(infos, key=_QUEUE_KEY)]
-    pending, job_model = _pending_demand(infos, queued, static, alloc)
+    in_order = sorted(infos, key=_QUEUE_KEY)
+    queued = [i.job for i in in_order]
+    pending, job_model = _pending_demand(in_order, static, alloc)
     members = sorted(
         set(policy.member_names())
         | {j.member for j in snapshot.pending}
@@ -154,30 +155,42 @@ def build(snapshot: Snapshot, policy: Policy) -> ShareBook:
 
 
 def _pending_demand(
-    infos: list[JobInfo], queued: list[PendingJob], static: _Static, alloc: Allocation
+    in_order: list[JobInfo], static: _Static, alloc: Allocation
 ) -> tuple[dict[MemberModel, int], dict[str, str | None]]:
     """GPUs pending per (member, model), and the model each pending job counts against:
     its own, else the model with the most GPUs still free (see the module docstring).
-    `queued`: the jobs in queue order (member, priority, submission, job id)."""
+    `in_order`: the jobs' information in queue order (member, priority, submission, job
+    id)."""
     models = static.models
     used = alloc.used
     free = {m: static.capacity.get(m, 0) - used.get(m, 0) for m in models}
     pending: dict[MemberModel, int] = {}
     job_model: dict[str, str | None] = {}
     only = models[0] if len(models) == 1 else None
-    info_of = {id(i.job): i for i in infos}
-    for job in queued:
-        info = info_of[id(job)]
+    if only is not None or not models:
+        # No choice to make: what is still free does not matter.
+        for info in in_order:
+            job = info.job
+            gpus = info.gpus
+            model = info.explicit_model
+            if gpus > 0:
+                if model is None:
+                    model = only
+                if model is not None:
+                    key = (job.member, model)
+                    pending[key] = pending.get(key, 0) + gpus
+            job_model[job.job_id] = model
+        return pending, job_model
+    for info in in_order:
+        job = info.job
         gpus = info.gpus
         model = info.explicit_model
         if gpus <= 0:
             job_model[job.job_id] = model
             continue
-        if model is None and models:
-            model = only or min(models, key=lambda m: (-free[m], m))
-        job_model[job.job_id] = model
         if model is None:
-            continue
+            model = min(models, key=lambda m: (-free[m], m))
+        job_model[job.job_id] = model
         free[model] = free.get(model, 0) - gpus
         key = (job.member, model)
         pending[key] = pending.get(key, 0) + gpus

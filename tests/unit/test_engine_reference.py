@@ -30,6 +30,7 @@ from scheduler.engine.snapshot import PendingJob, Snapshot
 from scheduler.sim.simulator import Simulator
 from scheduler.traces.model import Trace, TraceJob
 from tests.reference_engine import schedule as reference_schedule
+from tests.unit import engine_strategies as es
 from tests.unit.engine_strategies import (
     MEMBERS,
     policies,
@@ -112,6 +113,109 @@ def crowded(draw: st.DrawFn) -> tuple[Policy, Snapshot]:
 @given(crowded())
 def test_crowded_queues(scenario: tuple[Policy, Snapshot]) -> None:
     _same(scenario[1], scenario[0])
+
+
+@st.composite
+def contended(draw: st.DrawFn) -> tuple[Policy, Snapshot]:
+    """Runs of identical jobs of several members on a cluster where some work borrows:
+    reclaims preempt in the middle of the queue (so what was found when a job was queued
+    no longer holds when it is taken), some copies were nominated (their holds are
+    released when they are taken), some were reclaimed as often as the policy allows,
+    and some members restart reclaimed work from zero."""
+    base = draw(policies())
+    pol = base.model_copy(
+        update={
+            "spec": base.spec.model_copy(
+                update={
+                    "members": [
+                        m.model_copy(update={"checkpointable": draw(st.booleans())})
+                        for m in base.spec.members
+                    ],
+                    "sharing": base.spec.sharing.model_copy(
+                        update={"max_reclaims_per_job": draw(st.sampled_from([None, 1, 2]))}
+                    ),
+                }
+            )
+        }
+    )
+    snap = draw(snapshots(pol))
+    names = [n.name for n in snap.nodes]
+    pending: list[PendingJob] = []
+    for job in snap.pending:
+        for c in range(draw(st.integers(1, 10))):
+            job_id = f"{job.job_id}-c{c}"
+            pods = tuple(replace(p, uid=f"{p.uid}-c{c}", name=f"{p.name}-c{c}") for p in job.pods)
+            nominated = {}
+            if draw(st.integers(0, 5)) == 0:
+                nominated = {p.uid: draw(st.sampled_from(names)) for p in pods}
+            pending.append(
+                replace(
+                    job,
+                    job_id=job_id,
+                    pods=pods,
+                    submitted_at=job.submitted_at + 0.01 * c,
+                    nominated_nodes=nominated,
+                    reclaims=draw(st.sampled_from([0, 0, 0, 1, 2])),
+                )
+            )
+    return pol, replace(snap, pending=tuple(pending))
+
+
+@SETTINGS
+@given(contended())
+def test_contended_queues(scenario: tuple[Policy, Snapshot]) -> None:
+    _same(scenario[1], scenario[0])
+
+
+def _bind_node(decisions: Decisions, job_id: str) -> str:
+    return next(b.node for b in decisions.binds if b.job_id == job_id)
+
+
+def test_queued_job_after_a_reclaim_of_its_member() -> None:
+    """m-a borrows all of m-b's node; m-b's 8-GPU job reclaims it first (entitled
+    demand goes first), which brings m-a back within its entitlement: its 1-GPU job,
+    queued while m-a borrowed, is no longer cautious and packs onto m-c's node (whose
+    owner wants it back, which only cautious work avoids)."""
+    pol = es.policy(["m-a", "m-b", "m-c"], models=("H",), min_runtime_seconds=0)
+    nodes = [
+        es.node("na", "m-a", gpus=4, model="H"),
+        es.node("nb", "m-b", gpus=8, model="H"),
+        es.node("nc", "m-c", gpus=2, model="H"),
+        es.node("nu", None, gpus=4, model="H"),
+    ]
+    run = [es.running(f"a{k}", "m-a", "nb", started_at=100.0) for k in range(8)]
+    run += [es.running(f"c{k}", "m-c", "na", started_at=100.0) for k in range(4)]
+    run += [es.running("c-own", "m-c", "nc", started_at=100.0)]
+    run += [es.running("u", None, "nu", gpus=2, started_at=100.0)]
+    pending = [es.job("b-big", "m-b", gpus=8, submitted_at=200.0)]
+    pending += [es.job(f"a-small-{k}", "m-a", submitted_at=200.0 + k) for k in range(3)]
+    snap = es.snapshot(nodes, pending, run)
+    got = schedule(snap, without_consolidation(pol))
+    assert {p.job_id for p in got.preemptions} == {f"a{k}" for k in range(8)}
+    assert _bind_node(got, "a-small-0") == "nc"
+    _same(snap, pol)
+
+
+def test_nominated_job_released_hold() -> None:
+    """A job's own hold counts against its member's entitlement while it is queued and
+    no longer once released: it is then within the entitlement, not cautious, and packs
+    onto the node its hold was on, though that node's owner wants it back."""
+    pol = es.policy(["m-a", "m-b", "m-c"], models=("H",), min_runtime_seconds=0)
+    nodes = [
+        es.node("na", "m-a", gpus=2, model="H"),
+        es.node("nc", "m-c", gpus=4, model="H"),
+        es.node("nu", None, gpus=8, model="H"),
+    ]
+    run = [es.running(f"b{k}", "m-b", "na", started_at=100.0) for k in range(2)]
+    run += [es.running(f"c{k}", "m-c", "nc", started_at=100.0) for k in range(2)]
+    pending = [
+        es.job("a-held", "m-a", gpus=2, submitted_at=200.0, nominated={"a-held-0": "nc"}),
+        es.job("a-next", "m-a", gpus=2, submitted_at=201.0),
+    ]
+    snap = es.snapshot(nodes, pending, run)
+    got = schedule(snap, without_consolidation(pol))
+    assert _bind_node(got, "a-held") == "nc"
+    _same(snap, pol)
 
 
 def test_benchmark_clusters() -> None:
