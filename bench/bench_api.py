@@ -273,7 +273,8 @@ def run(console: Console) -> None:
     for front in (False, True):
         with tempfile.TemporaryDirectory(prefix="fairpool-bench-api-") as folder:
             ours, theirs = context.Pipe()
-            child = context.Process(target=_serve, args=(theirs, folder, front), daemon=True)
+            # A daemonic process may not start children, and the front is one.
+            child = context.Process(target=_serve, args=(theirs, folder, front), daemon=not front)
             with console.status(
                 f"building {NODES:,} nodes and {PENDING_PODS:,} pending pods, first engine cycle…"
             ):
