@@ -1,7 +1,7 @@
-"""The pods' live grid points, samples present and uids seen, from raw samples (pure).
+"""The pods' live grid points and samples present, from raw samples (pure).
 
 The same figures `reports.metering.promql` asks Prometheus for (`live_points`,
-`present`, `around`), worked out here from the allocation gauge's raw samples, read once
+`present`), worked out here from the allocation gauge's raw samples, read once
 per chunk (`reports.metering.remote_read`): Prometheus' subqueries walk every grid
 point of every series, which costs it more than sending the samples.
 
@@ -42,8 +42,6 @@ class GridAnswers:
     """As the range query of `MeteringQueries.live_points` (parts of `live_hours`)."""
     present: pd.DataFrame
     """As the range query of `MeteringQueries.present`."""
-    around: pd.DataFrame
-    """As the instant query of `MeteringQueries.around` by uid (one `uid` column)."""
 
 
 def read_span(hours: Sequence[datetime], max_gap: float) -> tuple[int, int]:
@@ -62,7 +60,7 @@ def grid_answers(
     live_hours: int,
 ) -> GridAnswers:
     """The live points and samples present per hour of `hours` (consecutive), grouped by
-    the labels `by`, and the uids seen around the chunk, from its raw samples."""
+    the labels `by`, from the chunk's raw samples (`read_span`)."""
     step, gap = ms(interval), ms(max_gap)
     hour_ms = np.array([ms(h.timestamp()) for h in hours], dtype=np.int64)
     keys = [tuple(s.labels.get(label, "") for label in by) for s in series]
@@ -92,18 +90,9 @@ def grid_answers(
         ]
     )
     present_result = _matrix(labels, order, present_max, present_max > 0, hour_ms)
-    start, end = read_span(hours, max_gap)
-    seen = sorted(
-        {
-            s.labels.get("uid", "")
-            for s, t in zip(series, times, strict=True)
-            if ((t >= start) & (t <= end)).any()
-        }
-    )
     return GridAnswers(
         live_frame,
         matrix_frame(present_result),
-        _around_frame(seen),
     )
 
 
@@ -188,12 +177,3 @@ def _matrix(
             points = [(stamps[i], float(rows[g][i])) for i in where]
             result.append({"metric": dict(labels[g]), "values": points})
     return result
-
-
-def _around_frame(uids: list[str]) -> pd.DataFrame:
-    """The uids seen, as the instant query ``max by (uid) (...)`` gives them."""
-    if not uids:
-        return pd.DataFrame({"value": pd.Series([], dtype=float)})
-    return pd.DataFrame.from_records(
-        [{"uid": uid, "value": 1.0} if uid else {"value": 1.0} for uid in uids]
-    )

@@ -235,8 +235,8 @@ class Meter:
         return self._query(chunk, raw_samples=False)
 
     def _query(self, chunk: list[datetime], raw_samples: bool) -> ChunkAnswers:
-        """The chunk's answers; with `raw_samples`, the pods' live points, samples present
-        and uids come from the allocation gauge's raw samples (`reports.metering.grid`)
+        """The chunk's answers; with `raw_samples`, the pods' live points and samples
+        present come from the allocation gauge's raw samples (`reports.metering.grid`)
         instead of PromQL."""
         q = self.queries
         first, last = chunk[0], chunk[-1]
@@ -266,20 +266,13 @@ class Meter:
             "node_labels": q.around(promql.KSM_NODE_LABELS, promql.NODE_LABEL_KEYS, span),
         }
         if raw_samples:
-            del queries["fairpool_present"], attributes["fairpool_around"]
+            del queries["fairpool_present"]
             live = {}
         # Prometheus evaluates concurrent queries on all its cores; the answers are small.
         pool = ThreadPoolExecutor(max_workers=self.config.parallel_queries)
         try:
-            raw = (
-                pool.submit(
-                    self.source.samples,
-                    promql.FAIRPOOL_ALLOCATION,
-                    *grid.read_span(chunk, self.config.max_gap),
-                )
-                if raw_samples
-                else None
-            )
+            # First in line: the samples' answers are the longest to work out.
+            from_samples = pool.submit(self._grid_answers, chunk) if raw_samples else None
             # The attributes first: they decide whose phase series are read.
             chunk_futures = {
                 name: pool.submit(self.source.instant, query, last + HOUR)
@@ -295,23 +288,14 @@ class Meter:
                 for name, query in queries.items()
             }
             constant = {name: future.result() for name, future in chunk_futures.items()}
-            frames: dict[str, pd.DataFrame] = {}
-            if raw is not None:
-                computed = grid.grid_answers(
-                    raw.result(),
-                    chunk,
-                    self.config.interval,
-                    self.config.max_gap,
-                    fp,
-                    self.config.live_hours,
-                )
-                frames |= {"fairpool_live": computed.live, "fairpool_present": computed.present}
-                constant["fairpool_around"] = computed.around
             running = {
                 name: pool.submit(self.source.hourly, query, first, last)
                 for name, query in self._running_queries(constant).items()
             }
-            frames |= {name: future.result() for name, future in futures.items()}
+            frames = {name: future.result() for name, future in futures.items()}
+            if from_samples is not None:
+                computed = from_samples.result()
+                frames |= {"fairpool_live": computed.live, "fairpool_present": computed.present}
             frames |= {
                 name: concat_answers([f.result() for f in fs]) for name, fs in live_futures.items()
             }
@@ -324,6 +308,17 @@ class Meter:
             last + HOUR - timedelta(milliseconds=1),
         )
         return ChunkAnswers(frames, constant, _reclaim_lost(counters, chunk))
+
+    def _grid_answers(self, chunk: list[datetime]) -> grid.GridAnswers:
+        """The pods' live points and samples present from the allocation gauge's raw
+        samples (`reports.metering.grid`)."""
+        samples = self.source.samples(
+            promql.FAIRPOOL_ALLOCATION, *grid.read_span(chunk, self.config.max_gap)
+        )
+        c = self.config
+        return grid.grid_answers(
+            samples, chunk, c.interval, c.max_gap, promql.FAIRPOOL_LABELS, c.live_hours
+        )
 
     def _running_queries(self, constant: dict[str, pd.DataFrame]) -> dict[str, str]:
         """The Running samples of the pods kube-state-metrics bills (those fairpool never
