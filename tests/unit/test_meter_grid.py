@@ -7,9 +7,13 @@ test `test_meter_remote_read` checks both against a real Prometheus)."""
 
 from __future__ import annotations
 
+import http.server
 import math
 import random
+import threading
 from datetime import UTC, datetime, timedelta
+from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,8 +24,10 @@ from reports.metering.grid import grid_answers, read_span
 from reports.metering.remote_read import (
     STALE_NAN_BITS,
     RawSeries,
+    RemoteReadUnsupported,
     decode_samples,
     is_stale,
+    read_samples,
 )
 
 H0 = datetime(2026, 10, 7, 8, tzinfo=UTC)
@@ -161,3 +167,21 @@ def test_grid_counts_match_the_promql_semantics(interval: float, max_gap: float,
 def test_no_series_gives_empty_answers() -> None:
     answers = grid_answers([], [H0], 30.0, 300.0, BY, live_hours=4)
     assert len(answers.live) == 0 and len(answers.present) == 0
+
+
+# ---- a server without remote read --------------------------------------------------
+
+
+def test_a_server_without_remote_read_is_told_apart(tmp_path: Path) -> None:
+    """An HTTP server with no /api/v1/read (404) is not a failure of Prometheus: the
+    meter falls back to PromQL for it."""
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        try:
+            with pytest.raises(RemoteReadUnsupported, match="api/v1/read"):
+                read_samples(url, promql.FAIRPOOL_ALLOCATION, 0, 1000, timeout=10)
+        finally:
+            server.shutdown()
