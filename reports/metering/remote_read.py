@@ -74,6 +74,10 @@ def read_samples(
         response.ok and "protobuf" not in response.headers.get("Content-Type", "")
     ):
         raise RemoteReadUnsupported(f"{url}/api/v1/read: HTTP {response.status_code}")
+    if response.status_code == 400 and "limit" in response.text:
+        # More samples than the server sends at once (its remote-read sample limit):
+        # PromQL can still answer.
+        raise RemoteReadUnsupported(f"{url}/api/v1/read: {response.text.strip()[:200]}")
     response.raise_for_status()
     answer = pb.ReadResponse.FromString(bytes(cramjam.snappy.decompress_raw(response.content)))
     found = [series for result in answer.results for series in result.timeseries]

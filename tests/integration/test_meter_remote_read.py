@@ -16,6 +16,7 @@ import random
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -23,8 +24,10 @@ import pytest
 from policies.loader import load_policy
 from reports.ledger import Ledger
 from reports.metering import promql
+from reports.metering.grid import read_span
 from reports.metering.meter import Meter, MeterConfig
 from reports.metering.prom_source import PromSource
+from reports.metering.remote_read import RemoteReadUnsupported
 from tests.integration import prometheus_fixtures as fixtures
 from tests.promtest import PrometheusServer, Scenario, create_blocks
 
@@ -161,13 +164,43 @@ def test_raw_samples_give_the_promql_answers_on_the_metering_scenario(
     assert_same_answers(prometheus, tmp_path, hours(fixtures.at(7), 8))
 
 
-def test_both_ways_meter_the_same_ledger(prometheus: PrometheusServer, tmp_path: object) -> None:
+def test_both_ways_meter_the_same_ledger(prometheus: PrometheusServer, tmp_path: Path) -> None:
     frames = []
     for remote_read in (True, False):
-        folder = f"{tmp_path}/{remote_read}"
-        __import__("os").makedirs(folder)
-        m = meter(prometheus, folder, remote_read=remote_read)
+        folder = tmp_path / str(remote_read)
+        folder.mkdir()
+        m = meter(prometheus, str(folder), remote_read=remote_read)
         summary = m.meter_range(fixtures.at(8), fixtures.at(14))
         assert summary.hours_ok == 6
         frames.append(m.ledger.usage_frame(fixtures.at(8), fixtures.at(14)))
+    pd.testing.assert_frame_equal(frames[0], frames[1])
+
+
+@pytest.fixture(scope="module")
+def limited(
+    metering_tsdb: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PrometheusServer]:
+    """The metering scenario on a Prometheus that sends at most 100 samples per remote read."""
+    data = tmp_path_factory.mktemp("limited") / "data"
+    shutil.copytree(metering_tsdb, data)
+    with PrometheusServer(data, flags=("--storage.remote.read-sample-limit=100",)) as server:
+        yield server
+
+
+def test_over_the_remote_read_limit_the_meter_asks_promql(
+    limited: PrometheusServer, prometheus: PrometheusServer, tmp_path: Path
+) -> None:
+    with pytest.raises(RemoteReadUnsupported, match="limit"):
+        PromSource(limited.url).samples(
+            promql.FAIRPOOL_ALLOCATION, *read_span(hours(fixtures.at(8), 6), 300.0)
+        )
+    frames, meters = [], []
+    for server, name in ((limited, "limited"), (prometheus, "full")):
+        (tmp_path / name).mkdir()
+        m = meter(server, str(tmp_path / name))
+        assert m.meter_range(fixtures.at(8), fixtures.at(14)).hours_ok == 6
+        frames.append(m.ledger.usage_frame(fixtures.at(8), fixtures.at(14)))
+        meters.append(m)
+    # The limited server's meter asked PromQL; the other read the raw samples.
+    assert [m._remote_read_works for m in meters] == [False, True]
     pd.testing.assert_frame_equal(frames[0], frames[1])
