@@ -6,8 +6,10 @@ PROTO_SRC := $(sort $(wildcard proto/fairpool/v1/*.proto))
 PROTO_OUT ?= .
 
 .PHONY: proto
-## Regenerate proto/fairpool/v1/*_pb2*.py(i) from the .proto files.
+## Regenerate proto/fairpool/v1/*_pb2*.py(i) and proto/prometheus/*_pb2.py(i) from the .proto files.
 proto: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I . \
 	  --python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) \
 	  $(PROTO_SRC)
+	$(BIN)/python -m grpc_tools.protoc -I . \
+	  --python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) proto/prometheus/remote_read.proto

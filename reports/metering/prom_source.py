@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -13,6 +14,7 @@ from prometheus_api_client import PrometheusApiClientException, PrometheusConnec
 from urllib3.util.retry import Retry
 
 from policies.errors import InputError
+from reports.metering.remote_read import RawSeries, read_samples
 
 HOUR = timedelta(hours=1)
 
@@ -94,7 +96,7 @@ class PromSource:
             )
         except (requests.RequestException, PrometheusApiClientException) as exc:
             raise PrometheusUnavailable(f"{self.url}: {_short(exc)}", _unreachable(exc)) from exc
-        return _matrix_frame(result)
+        return matrix_frame(result)
 
     def instant(self, query: str, at: datetime) -> pd.DataFrame:
         """An instant query at `at`: one row per series, label columns + `value`."""
@@ -120,6 +122,14 @@ class PromSource:
             raise PrometheusUnavailable(f"{self.url}: {_short(exc)}", _unreachable(exc)) from exc
         return bool(found)
 
+    def samples(self, metric: str, start_ms: int, end_ms: int) -> list[RawSeries]:
+        """Every series of `metric` with its raw samples in [start_ms, end_ms], read with
+        the remote-read API (`remote_read.RemoteReadUnsupported` if there is none)."""
+        try:
+            return read_samples(self.url, metric, start_ms, end_ms, self.timeout)
+        except requests.RequestException as exc:
+            raise PrometheusUnavailable(f"{self.url}: {_short(exc)}", _unreachable(exc)) from exc
+
     def raw(
         self, query: str, at: datetime
     ) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
@@ -136,7 +146,7 @@ class PromSource:
         ]
 
 
-def _matrix_frame(result: list[dict[str, Any]]) -> pd.DataFrame:
+def matrix_frame(result: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """One row per series and point: column by column (a dict per point costs more than
     the query), a label a series lacks is missing (NaN)."""
     labels: dict[str, list[str | None]] = {}
@@ -156,6 +166,14 @@ def _matrix_frame(result: list[dict[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame({**labels, "value": values})
     frame["hour"] = pd.to_datetime(np.array(times) - 3600, unit="s", utc=True)
     return frame
+
+
+def concat_answers(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The answers of consecutive spans as one (empty answers have no label columns)."""
+    found = [f for f in frames if len(f)]
+    if not found:
+        return frames[0] if frames else pd.DataFrame({"value": pd.Series([], dtype=float)})
+    return found[0] if len(found) == 1 else pd.concat(found, ignore_index=True)
 
 
 def _unreachable(exc: BaseException) -> bool:

@@ -65,9 +65,13 @@ class PrometheusServer:
     a timeout). It can be stopped and started again on the same port, which is how tests
     take Prometheus away in the middle of a metering run."""
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, port: int | None = None, flags: tuple[str, ...] = ()
+    ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
+        self.flags = flags
+        """Extra command-line flags (e.g. a remote-read sample limit)."""
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"prometheus-{self.port}.log"
 
@@ -91,6 +95,7 @@ class PrometheusServer:
                 f"--web.listen-address=127.0.0.1:{self.port}",
                 "--query.max-samples=200000000",
                 "--log.level=warn",
+                *self.flags,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

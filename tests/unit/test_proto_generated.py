@@ -38,6 +38,10 @@ def test_make_proto_regenerates_the_committed_files(tmp_path: Path) -> None:
     stale = [name for name in fresh if fresh[name] != committed[name]]
     assert not stale, f"run `make proto` and commit: {stale} differ from the .proto files"
     assert len(fresh) == 3 * len(FILES)
+    # Prometheus' remote-read messages (messages only, no service).
+    remote_read = ROOT / "proto" / "prometheus"
+    assert _generated_files(tmp_path / "proto" / "prometheus") == _generated_files(remote_read)
+    assert sorted(_generated_files(remote_read)) == ["remote_read_pb2.py", "remote_read_pb2.pyi"]
 
 
 def test_every_proto_file_is_generated() -> None:
