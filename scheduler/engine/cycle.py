@@ -164,10 +164,10 @@ class _Cycle:
         # The pending jobs.
         self._info: dict[str, JobInfo] = {i.job.job_id: i for i in self.book.infos}
         self.views: dict[int, View] = {}
+        """Shape number of a single-pod job -> its pod's view (see `placement`)."""
         self.queued_entitled: dict[str, tuple[PendingJob, bool, int]] = {}
         """Per member, its queued job, whether that keeps it within its entitlement, and
         how many preemptions had been decided then (see `entitled_now`)."""
-        """Shape number of a single-pod job -> its pod's view (see `placement`)."""
         self.only_model = self.book.models[0] if len(self.book.models) == 1 else None
         # What failed once in the cycle fails again (capacity only shrinks).
         self.failed: set[object] = set()
