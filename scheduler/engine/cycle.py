@@ -198,15 +198,8 @@ class _Cycle:
         return explicit if explicit is not None else self.only_model
 
     def order_key(self, member: str, job: PendingJob) -> tuple[int, float]:
-        """Entitled demand first (see `ordering`), then allocated / fair share (the
-        member's position, as in `position_of`, on the job's `position_model`)."""
-        explicit = self._info[job.job_id].explicit_model
-        model = explicit if explicit is not None else self.only_model
-        if model is None:
-            allocated, fair = self.member_total.get(member, 0), self.fair_total.get(member, 0.0)
-        else:
-            key = (member, model)
-            allocated, fair = self.alloc.get(key, 0), self.book.fair.get(key, 0.0)
+        """Entitled demand first (see `ordering`), then allocated / fair share."""
+        allocated, fair = self.position_of(member, self.position_model(job))
         entitled = self.within_entitlement(member, job)
         self.queued_entitled[member] = (job, entitled, len(self.out.preemptions))
         return (0 if entitled else 1, ratio(allocated, fair))

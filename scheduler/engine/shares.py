@@ -167,20 +167,6 @@ def _pending_demand(
     pending: dict[MemberModel, int] = {}
     job_model: dict[str, str | None] = {}
     only = models[0] if len(models) == 1 else None
-    if only is not None or not models:
-        # No choice to make: what is still free does not matter.
-        for info in in_order:
-            job = info.job
-            gpus = info.gpus
-            model = info.explicit_model
-            if gpus > 0:
-                if model is None:
-                    model = only
-                if model is not None:
-                    key = (job.member, model)
-                    pending[key] = pending.get(key, 0) + gpus
-            job_model[job.job_id] = model
-        return pending, job_model
     for info in in_order:
         job = info.job
         gpus = info.gpus
@@ -188,9 +174,11 @@ def _pending_demand(
         if gpus <= 0:
             job_model[job.job_id] = model
             continue
-        if model is None:
-            model = min(models, key=lambda m: (-free[m], m))
+        if model is None and models:
+            model = only or min(models, key=lambda m: (-free[m], m))
         job_model[job.job_id] = model
+        if model is None:
+            continue
         free[model] = free.get(model, 0) - gpus
         key = (job.member, model)
         pending[key] = pending.get(key, 0) + gpus
