@@ -40,16 +40,26 @@ IMAGE_INPUTS = $(shell { tar -c --sort=name --mtime=@0 --owner=0 --group=0 --num
   --exclude=__pycache__ Containerfile .containerignore pyproject.toml README.md \
   scheduler policies reports proto; echo "$(IMAGE_BASE) $(IMAGE_EXTRAS)"; } | sha256sum | cut -c1-32)
 
+# Every rebuild would leave the last build's steps behind as untagged vfs copies (about
+# 800 MB each, tens of GB after a few days), so after a build only the steps this build
+# used or made are kept: they are the next build's cache.
+#
 ## The image $(IMAGE) from the Containerfile, FROM $(IMAGE_BASE).
 image: image-tools
 	@inputs=$(IMAGE_INPUTS); \
 	built=$$($(BUILDAH) inspect --type image --format '{{index .Docker.Config.Labels "io.fairpool.inputs"}}' \
 	  $(IMAGE) 2>/dev/null || true); \
 	if [ "$$built" = "$$inputs" ]; then echo "$(IMAGE) is up to date ($$inputs)"; exit 0; fi; \
-	set -x; \
+	set -eo pipefail; mkdir -p $(IMAGE_STORE); log=$(IMAGE_STORE)/last-build.log; set -x; \
 	$(BUILDAH) build --isolation chroot --layers --build-arg BASE=$(IMAGE_BASE) \
 	  --build-arg EXTRAS=$(IMAGE_EXTRAS) --label io.fairpool.inputs=$$inputs \
-	  --file Containerfile --tag $(IMAGE) .
+	  --file Containerfile --tag $(IMAGE) . 2>&1 | tee $$log; \
+	set +x; \
+	keep=$$(sed -n 's/^--> \(Using cache \)\{0,1\}\([0-9a-f]\{12\}\).*/\2/p' $$log | sort -u); \
+	for id in $$($(BUILDAH) images --all --noheading --filter dangling=true --format '{{.ID}}'); do \
+	  case " $$(echo $$keep) " in *" $${id:0:12} "*) ;; *) $(BUILDAH) rmi $$id >/dev/null 2>&1 || true ;; esac; \
+	done; \
+	echo "kept this build's $$(echo $$keep | wc -w) cached steps; $$($(BUILDAH) images --all --noheading | wc -l) images in $(IMAGE_STORE)"
 
 ## A python3 base image from Debian's packages, built once (kept in $(IMAGE_STORE)).
 image-test-base: image-tools
