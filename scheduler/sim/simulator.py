@@ -41,7 +41,7 @@ from scheduler.engine.decisions import Decisions, MemberShare
 from scheduler.engine.snapshot import Node, RunningPod, Snapshot
 from scheduler.engine.usage import advance_usage_history, lost_gpu_seconds
 from scheduler.sim.cluster import SimCluster, SimulationInvariantError
-from scheduler.sim.waiting import Limits, State, WaitMeter
+from scheduler.sim.waiting import Kept, Limits, State, WaitMeter
 from scheduler.traces.model import Trace, TraceJob
 
 Engine = Callable[[Snapshot, Policy], Decisions]
@@ -631,8 +631,43 @@ class Simulator:
             nominated=nominated,
             allocated=self._allocated,
             lent=lent,
+            kept=self._kept,
         )
         self.meter.observe(now, state)
+
+    def _kept(self) -> Kept:
+        """What a waiting member could never get back (`waiting.Kept`): pods within their
+        member's entitlement on its own nodes (filled in start order, as
+        `engine.allocation` does) and pods of no member; every other pod by member.
+        Terminating pods are on their way out."""
+        entitlement = self.cluster.capacity.entitlement
+        everyone: dict[str, int] = {}
+        own: dict[str, dict[str, int]] = {}
+        home: dict[tuple[str, str], list[tuple[float, str, str, int]]] = {}
+        for pod in self.cluster.running.values():
+            gpus = pod.spec.gpus
+            if gpus <= 0 or pod.terminating:
+                continue
+            node, member = pod.node, pod.member
+            if member is None:
+                everyone[node] = everyone.get(node, 0) + gpus
+            elif self._node_owner[node] == member:
+                key = (member, self._node_model[node])
+                home.setdefault(key, []).append((pod.started_at, pod.uid, node, gpus))
+            else:
+                mine = own.setdefault(member, {})
+                mine[node] = mine.get(node, 0) + gpus
+        for (member, model), pods in home.items():
+            room = entitlement.get((member, model), 0)
+            for _, _, node, gpus in sorted(pods):
+                if gpus <= room:
+                    room -= gpus
+                    everyone[node] = everyone.get(node, 0) + gpus
+                else:
+                    room = -1  # the first pod beyond the entitlement, and every later one
+                    mine = own.setdefault(member, {})
+                    mine[node] = mine.get(node, 0) + gpus
+        return Kept(everyone, own)
 
     def _pending_gpus(self) -> dict[tuple[str, str], int]:
         """Pending GPUs per (member, model), for instants without an engine cycle. A job

@@ -27,14 +27,18 @@ idle GPU (held by no pod) is counted once, to one cause, decided per GPU model m
 
 Time to entitlement: per (member, model), an episode runs while the member has a
 pending job that could use the member's entitlement: its GPUs fit within
-`entitlement - allocated` of that model, and its pods fit the model's nodes when empty.
+`entitlement - allocated` of that model, and its pods fit the model's nodes with only
+what the member could never take back left on them: its own pods, other members' pods
+within their entitlement on their own nodes, and pods fairpool does not schedule (`Kept`).
 Its length is how long the pool kept the member from what it is owed; an episode still
-open at the end of the replay ends there.
+open at the end of the replay ends there. A job that its member's own running work
+keeps out (its small jobs scattered over its own nodes) is not owed: no reclaim or move
+for it could change that, and standalone it would wait just the same.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from policies.model import Policy
@@ -57,7 +61,7 @@ def slots(free: list[int], gpus_per_pod: int) -> int:
     """How many pods of `gpus_per_pod` GPUs fit node by node into `free`."""
     if gpus_per_pod <= 0:
         return 1 << 30
-    return sum(f // gpus_per_pod for f in free)
+    return sum(max(0, f) // gpus_per_pod for f in free)
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,22 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Kept:
+    """GPUs per node that a waiting member could never get back (module docstring)."""
+
+    everyone: Mapping[str, int]
+    """node -> GPUs of pods every member must work around: other members' pods within
+    their entitlement on their own nodes, pods of no member."""
+    own: Mapping[str, Mapping[str, int]]
+    """member -> node -> GPUs of its other pods (not terminating)."""
+
+    def free_for(self, member: str, nodes: list[Node]) -> list[int]:
+        """Per node, the GPUs the member could have if everything else were taken back."""
+        own = self.own.get(member, {})
+        return [n.gpus - self.everyone.get(n.name, 0) - own.get(n.name, 0) for n in nodes]
+
+
+@dataclass(frozen=True)
 class State:
     """The cluster at one instant, as the meter needs it."""
 
@@ -92,6 +112,9 @@ class State:
     """(member, model) -> allocated GPUs (pods in their grace period included)."""
     lent: Mapping[str, int]
     """owner -> GPUs of other members' pods on its nodes, over all models."""
+    kept: Callable[[], Kept] | None = None
+    """What waiting members could never get back, computed when an owed key needs it
+    (None: not known, only the empty nodes are checked)."""
 
 
 def idle_by_cause(
@@ -192,10 +215,13 @@ def owed_keys(
     entitlement: Mapping[tuple[str, str], int],
     models: tuple[str, ...],
     fits_empty: Mapping[tuple[str, int, int], bool],
+    nodes_by_model: Mapping[str, list[Node]] | None = None,
 ) -> set[tuple[str, str]]:
     """(member, model) keys whose member has a pending job that could use its
-    entitlement of that model (module docstring)."""
+    entitlement of that model (module docstring). With `nodes_by_model` and
+    `state.kept`, the job's pods must also fit what the member could get back."""
     out: set[tuple[str, str]] = set()
+    kept: Kept | None = None
     for member, job_model, pods, per_pod in state.shapes:
         gpus = pods * per_pod
         for model in models if job_model is None else (job_model,):
@@ -203,8 +229,15 @@ def owed_keys(
             if key in out:
                 continue
             room = entitlement.get(key, 0) - state.allocated.get(key, 0)
-            if 0 < gpus <= room and fits_empty.get((model, pods, per_pod), False):
-                out.add(key)
+            if not (0 < gpus <= room and fits_empty.get((model, pods, per_pod), False)):
+                continue
+            if nodes_by_model is not None and state.kept is not None:
+                if kept is None:
+                    kept = state.kept()
+                free = kept.free_for(member, nodes_by_model.get(model, []))
+                if slots(free, per_pod) < pods:
+                    continue
+            out.add(key)
     return out
 
 
@@ -245,7 +278,9 @@ class WaitMeter:
         self._rates = idle_by_cause(state, self._by_model, self.entitlement, self.limits)
         for shape in state.shapes:
             self._remember_fit(shape)
-        owed = owed_keys(state, self.entitlement, tuple(self._by_model), self._fits_empty)
+        owed = owed_keys(
+            state, self.entitlement, tuple(self._by_model), self._fits_empty, self._by_model
+        )
         self._close(owed, now)
 
     def finish(self, end: float) -> None:

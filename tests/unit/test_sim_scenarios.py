@@ -202,6 +202,30 @@ def test_time_to_entitlement_of_a_reclaim() -> None:
     assert s["preemptions_per_job_max"] == 1
 
 
+def test_no_time_to_entitlement_while_only_the_members_own_work_is_in_the_way() -> None:
+    # a's 1-GPU jobs end up on both of its 4-GPU nodes (j4, j5 on a-0, j6 on a-1, each
+    # running for hours), so its 4-GPU job `big` waits from 30000 until a-0 empties. No
+    # other member holds anything: that wait is a's own fragmentation, which no reclaim
+    # could undo (moving j5 or j6 would throw away more than a move's bound), so it
+    # is no owed episode, although a holds 3 of its 8 and its empty nodes would fit big.
+    nodes = (node("a-0", "a", 4), node("a-1", "a", 4))
+    jobs = trace(
+        job("j1", "a", 0, 1_000, 1),
+        job("j2", "a", 0, 30_000, 1),
+        job("j3", "a", 0, 30_000, 1),
+        job("k", "a", 1, 9_999, 4),
+        job("j4", "a", 2, 50_000, 1),
+        job("j5", "a", 3, 50_000, 1),
+        job("j6", "a", 50, 50_000, 1),
+        job("big", "a", 30_000, 10, 4),
+    )
+    result = Simulator(nodes, policy(), jobs).run()
+    placed = {j: r.nodes for j, r in result.jobs.items()}
+    assert placed["j4"] == placed["j5"] == ("a-0",) and placed["j6"] == ("a-1",)
+    assert result.jobs["big"].start == 51_000  # when j4 and j5 have ended
+    assert result.entitlement_episodes == []
+
+
 def test_idle_while_waiting_from_fragmentation() -> None:
     # x1 and x2 take 3 GPUs of each 4-GPU node; y (2 GPUs, t=10) finds 2 free GPUs in
     # total but 1 per node: fragmentation, 2 GPUs x 990 s, until both end at 1000.

@@ -5,7 +5,9 @@ model H (b-0)."""
 
 from __future__ import annotations
 
-from scheduler.sim.waiting import Limits, State, idle_by_cause, owed_keys
+from dataclasses import replace
+
+from scheduler.sim.waiting import Kept, Limits, State, idle_by_cause, owed_keys
 from tests.unit.test_sim_helpers import node
 
 NODES = {"G": [node("a-0", "a", 4, "G"), node("a-1", "a", 4, "G")], "H": [node("b-0", "b", 8, "H")]}
@@ -97,3 +99,23 @@ def test_owed_keys() -> None:
     # A job that no empty node set could hold is never owed; any-model: per model.
     s = state({}, {("a", "G", 2, 2): 1, ("b", None, 1, 4): 1})
     assert owed_keys(s, ENTITLEMENT, ("G", "H"), fits) == {("b", "H")}
+
+
+def test_owed_keys_leave_out_jobs_the_members_own_work_keeps_out() -> None:
+    fits = {("G", 1, 4): True}
+    owed = {("a", "G")}
+    # a holds 2 of its 8 G, one 1-GPU pod on each of its 4-GPU nodes: no node has 4 free
+    # and nothing but its own work stands in the way, so its 4-GPU job is not owed...
+    s = state({"a-0": 3, "a-1": 3}, {("a", "G", 1, 4): 1}, allocated={("a", "G"): 2})
+    assert owed_keys(s, ENTITLEMENT, ("G", "H"), fits) == owed  # the empty nodes fit it
+    own_work = replace(s, kept=lambda: Kept(everyone={"a-0": 1, "a-1": 1}, own={}))
+    assert owed_keys(own_work, ENTITLEMENT, ("G", "H"), fits, NODES) == set()
+    # ...while b's borrowed pods in the same places keep a from what it is owed.
+    s = state({"a-0": 3, "a-1": 3}, {("a", "G", 1, 4): 1}, allocated={("b", "G"): 2})
+    borrowed = replace(s, kept=lambda: Kept(everyone={}, own={"b": {"a-0": 1, "a-1": 1}}))
+    assert owed_keys(borrowed, ENTITLEMENT, ("G", "H"), fits, NODES) == owed
+    # a's own pods that are not within its entitlement on its own nodes count as its own
+    # work too: wherever they run, no one else keeps a from that job.
+    s = state({"a-0": 3, "a-1": 3}, {("a", "G", 1, 4): 1}, allocated={("a", "G"): 2})
+    elsewhere = replace(s, kept=lambda: Kept(everyone={}, own={"a": {"a-0": 1, "a-1": 1}}))
+    assert owed_keys(elsewhere, ENTITLEMENT, ("G", "H"), fits, NODES) == set()
