@@ -45,6 +45,7 @@ from scheduler.engine.consolidation import Consolidator, Move, Positions, fragme
 from scheduler.engine.decisions import (
     Bind,
     Decisions,
+    Explanations,
     MemberShare,
     Nomination,
     Preemption,
@@ -295,7 +296,7 @@ class _Cycle:
             binds=tuple(self.out.binds),
             preemptions=tuple(self.out.preemptions),
             nominations=tuple(self.out.nominations),
-            explanations=self._explanations(),
+            explanations=Explanations(self._explanations),
             shares=self.book.shares(),
         )
 
