@@ -390,6 +390,11 @@ class ClusterState:
             self.term_pods += from_term[3]
             self.give(i, from_free)
 
+    def idle_gpus(self, nodes: Iterable[int]) -> int:
+        """Free GPUs on the nodes (a node over-committed by terminating pods counts 0)."""
+        free = self.free_gpu
+        return sum([g for i in nodes if (g := free[i]) > 0])
+
     def add_terminating(self, i: int, res: Res) -> None:
         """A pod on node i was just preempted: its resources will come free."""
         t = self.term[i]

@@ -222,6 +222,7 @@ class Reclaimer:
         for member, model in sorted(self.reclaimable_by_member):
             self.reclaimable_members.setdefault(model, []).append(member)
         self._jobs: list[VictimJob] | None = None
+        self._indexed = False
         self.members: dict[str, list[str]] = {}
         """model -> members with a job holding it, by name (`everything`)."""
         self.by_member: dict[tuple[str, str], list[VictimJob]] = {}
@@ -234,33 +235,34 @@ class Reclaimer:
 
     @property
     def jobs(self) -> list[VictimJob]:
-        """Every victim job, in the common order."""
-        return self.everything()
+        """Every victim job, in the common order (listed once, on first use)."""
+        if self._jobs is None:
+            others = _victim_jobs(
+                self.state,
+                self._running,
+                self._reclaimable_pods,
+                self.now,
+                self._checkpointable,
+                self._max_reclaims,
+                self._claimed,
+                inside=False,
+            )
+            self._jobs = sorted([*self._some, *others], key=VictimJob.loss_key)
+        return self._jobs
 
-    def everything(self) -> list[VictimJob]:
-        """Every victim job in the common order, with `members`, `by_member` and
-        `by_owner_member` indexed (once)."""
-        if self._jobs is not None:
-            return self._jobs
-        others = _victim_jobs(
-            self.state,
-            self._running,
-            self._reclaimable_pods,
-            self.now,
-            self._checkpointable,
-            self._max_reclaims,
-            self._claimed,
-            inside=False,
-        )
-        jobs = self._jobs = sorted([*self._some, *others], key=VictimJob.loss_key)
-        for job in jobs:
+    def everything(self) -> None:
+        """Index every victim job in `members`, `by_member` and `by_owner_member`
+        (once)."""
+        if self._indexed:
+            return
+        self._indexed = True
+        for job in self.jobs:
             for model in job.by_model:
                 self.by_member.setdefault((job.member, model), []).append(job)
                 for owner in job.owners:
                     self.by_owner_member.setdefault((owner, job.member, model), []).append(job)
         for member, model in sorted(self.by_member):
             self.members.setdefault(model, []).append(member)
-        return jobs
 
     def merged(self, lists: Iterable[list[VictimJob]]) -> Iterator[VictimJob]:
         """Jobs of several lists in the common order."""
@@ -358,8 +360,7 @@ class Reclaimer:
             feasible=feasible,
             everywhere=len(feasible) >= self._model_nodes.get(model, 0),
             freeing=freeing,
-            have=sum(max(0, state.free_gpu[i]) for i in feasible)
-            + sum(e[0] for e in freeing.values()),
+            have=state.idle_gpus(feasible) + sum(e[0] for e in freeing.values()),
             need=sum(p.spec.gpus for p in pods),
             cautious=cautious,
         )
