@@ -187,18 +187,17 @@ class Reclaimer:
         self.now = now
         self.min_runtime = min_runtime
         self.below_min_runtime = below_min_runtime
-        self._running = running
-        self._reclaimable_pods = reclaimable_pods
         self._checkpointable = checkpointable
-        self._max_reclaims = max_reclaims
-        self._claimed = {pod.job_id for pod in running if pod.uid in reclaimable_pods}
-        """Jobs with a reclaimable pod among their pods (terminating ones included)."""
-        some = _victim_jobs(
-            state, running, reclaimable_pods, now, checkpointable, max_reclaims, self._claimed
+        self._pods, claimed = _running_jobs(state, running, reclaimable_pods, max_reclaims)
+        """The pods of every victim job."""
+        reclaimable = sorted(
+            (
+                _victim_job(state, job_id, self._pods[job_id], True, now, checkpointable)
+                for job_id in claimed
+            ),
+            key=VictimJob.loss_key,
         )
-        self._some = some
-        """The victim jobs among `_claimed`."""
-        reclaimable = sorted((j for j in some if j.reclaimable), key=VictimJob.loss_key)
+        self._reclaimable = reclaimable
         self.reclaimable_jobs = len(reclaimable)
         self.gone_reclaimable = 0
         # Every list below keeps the common order, so an attempt walks only the jobs that
@@ -237,17 +236,13 @@ class Reclaimer:
     def jobs(self) -> list[VictimJob]:
         """Every victim job, in the common order (listed once, on first use)."""
         if self._jobs is None:
-            others = _victim_jobs(
-                self.state,
-                self._running,
-                self._reclaimable_pods,
-                self.now,
-                self._checkpointable,
-                self._max_reclaims,
-                self._claimed,
-                inside=False,
-            )
-            self._jobs = sorted([*self._some, *others], key=VictimJob.loss_key)
+            built = {job.job_id for job in self._reclaimable}
+            others = [
+                _victim_job(self.state, job_id, pods, False, self.now, self._checkpointable)
+                for job_id, pods in self._pods.items()
+                if job_id not in built
+            ]
+            self._jobs = sorted([*self._reclaimable, *others], key=VictimJob.loss_key)
         return self._jobs
 
     def everything(self) -> None:
@@ -370,27 +365,23 @@ class Reclaimer:
         return self.state.feasible((p.spec for p in pods), model)
 
 
-def _victim_jobs(
+def _running_jobs(
     state: ClusterState,
     running: Sequence[RunningPod],
     reclaimable_pods: set[str],
-    now: float,
-    checkpointable: frozenset[str],
     max_reclaims: int | None,
-    among: set[str],
-    inside: bool = True,
-) -> list[VictimJob]:
-    """Running jobs of members, scheduled by fairpool, on known nodes, without their
-    terminating pods and without jobs reclaimed `max_reclaims` times already. Jobs with a
-    reclaimable pod are victims, their other pods coming along; every other job is listed
-    too, for an owner taking back its own nodes. Only the jobs in `among` (`inside`), or
-    only the others."""
-    jobs: dict[str, VictimJob] = {}
+) -> tuple[dict[str, list[tuple[RunningPod, int]]], set[str]]:
+    """The pods of every victim job, by job id: running jobs of members, scheduled by
+    fairpool, on known nodes, without their terminating pods and without jobs reclaimed
+    `max_reclaims` times already; and the jobs among them with a reclaimable pod. Jobs
+    with a reclaimable pod are victims, their other pods coming along; every other job is
+    listed too, for an owner taking back its own nodes."""
+    pods: dict[str, list[tuple[RunningPod, int]]] = {}
     spent: set[str] = set()
+    claimed: set[str] = set()
     index = state.index
-    node_model = state.model
     for pod in running:
-        if pod.terminating or pod.member is None or (pod.job_id in among) != inside:
+        if pod.terminating or pod.member is None:
             continue
         if max_reclaims is not None and pod.reclaims >= max_reclaims:
             spent.add(pod.job_id)
@@ -398,11 +389,34 @@ def _victim_jobs(
         i = index.get(pod.node)
         if i is None or not pod.scheduled_by_fairpool:
             continue
-        job = jobs.get(pod.job_id)
-        if job is None:
-            job = jobs[pod.job_id] = VictimJob(pod.job_id, pod.member)
-            job.checkpointable = pod.member in checkpointable
-        job.pods.append((pod, i))
+        found = pods.get(pod.job_id)
+        if found is None:
+            found = pods[pod.job_id] = []
+        found.append((pod, i))
+        if pod.uid in reclaimable_pods:
+            claimed.add(pod.job_id)
+    for job_id in spent:
+        pods.pop(job_id, None)
+    claimed -= spent
+    return pods, claimed
+
+
+def _victim_job(
+    state: ClusterState,
+    job_id: str,
+    pods: list[tuple[RunningPod, int]],
+    reclaimable: bool,
+    now: float,
+    checkpointable: frozenset[str],
+) -> VictimJob:
+    """One victim job from its pods (see `_running_jobs`), in the snapshot's order."""
+    member = pods[0][0].member
+    assert member is not None
+    job = VictimJob(job_id, member, pods, reclaimable=reclaimable)
+    job.checkpointable = member in checkpointable
+    node_model = state.model
+    by_model = job.by_model
+    for pod, i in pods:
         started = pod.started_at
         if started > job.youngest_start:
             job.youngest_start = started
@@ -411,18 +425,13 @@ def _victim_jobs(
             job.run_gpu_s += gpus * (now - started)
         if pod.priority > job.priority:
             job.priority = pod.priority
-        if pod.uid in reclaimable_pods:
-            job.reclaimable = True
-        by_model = job.by_model
         model = node_model[i]
         by_model[model] = by_model.get(model, 0) + gpus
-    victims = [job for job_id, job in jobs.items() if job_id not in spent]
+    if len(pods) > 1:
+        pods.sort(key=lambda pi: pi[0].uid)
     nodes = state.nodes
-    for job in victims:
-        if len(job.pods) > 1:
-            job.pods.sort(key=lambda pi: pi[0].uid)
-        job.owners = frozenset(nodes[i].owner for _, i in job.pods)
-    return victims
+    job.owners = frozenset(nodes[i].owner for _, i in pods)
+    return job
 
 
 @dataclass(slots=True)
