@@ -150,6 +150,8 @@ def _time(snapshot: Snapshot, policy: Policy, reps: int) -> tuple[float, float, 
         cold = replace(snapshot, nodes=tuple(snapshot.nodes))
         start, cpu = time.perf_counter(), time.process_time()
         decisions = schedule(cold, policy)
+        # The daemon reads every waiting job's sentence, written on first read: timed too.
+        len(decisions.explanations)
         best = min(best, time.perf_counter() - start)
         best_cpu = min(best_cpu, time.process_time() - cpu)
     return best, best_cpu, decisions
@@ -181,7 +183,7 @@ def _peak(snapshot: Snapshot, policy: Policy) -> int:
     cold = replace(snapshot, nodes=tuple(snapshot.nodes))
     tracemalloc.start()
     try:
-        schedule(cold, policy)
+        len(schedule(cold, policy).explanations)
         return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

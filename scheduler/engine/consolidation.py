@@ -158,7 +158,7 @@ def fragmented(state: ClusterState, job: PendingJob, model: str, takeable: int =
     `takeable` ones a reclaim for it could take (it did not fit: so they are scattered).
     Needs no victim index, which most cycles never build."""
     feasible = state.feasible((p.spec for p in job.pods), model)
-    return sum(max(0, state.free_gpu[i]) for i in feasible) + takeable >= job.gpus
+    return state.idle_gpus(feasible) + takeable >= job.gpus
 
 
 class Consolidator:
@@ -190,10 +190,17 @@ class Consolidator:
         self.borrowed_on: dict[str, list[VictimJob]] = {}
         """Owner -> other members' jobs with a reclaimable pod on its nodes, least work
         lost first: what a reclaim within the owner's entitlement could take."""
+        self.guaranteed: set[str] = set()
+        """Jobs with a pod within their member's entitlement on their member's own nodes:
+        moved only for their own member."""
         nodes = state.nodes
         for job in sorted(jobs, key=VictimJob.loss_key):
             if not self._movable(job, reclaimable_pods, min_runtime, below_min_runtime):
                 continue
+            if any(
+                nodes[i].owner == job.member and p.uid not in reclaimable_pods for p, i in job.pods
+            ):
+                self.guaranteed.add(job.job_id)
             for i in sorted({i for _, i in job.pods}):
                 self.on_node.setdefault(i, []).append(job)
             if job.reclaimable:
@@ -251,10 +258,7 @@ class Consolidator:
 
     # -- the search ----------------------------------------------------------------------
     def _may_move(self, job: VictimJob, member: str, model: str, ruled_out: set[str]) -> bool:
-        nodes = self.state.nodes
-        if job.member != member and any(
-            nodes[i].owner == job.member and p.uid not in self.reclaimable for p, i in job.pods
-        ):
+        if job.member != member and job.job_id in self.guaranteed:
             return False
         return job.job_id not in self.gone and job.job_id not in ruled_out and model in job.by_model
 

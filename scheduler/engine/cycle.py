@@ -45,6 +45,7 @@ from scheduler.engine.consolidation import Consolidator, Move, Positions, fragme
 from scheduler.engine.decisions import (
     Bind,
     Decisions,
+    Explanations,
     MemberShare,
     Nomination,
     Preemption,
@@ -209,7 +210,10 @@ class _Cycle:
         found when it was queued still holds unless something was preempted since. Its
         member's allocation changes only by its own binds (none while the job is queued:
         the member's jobs are handled one at a time) and by preemptions; what is held
-        for its nominated jobs changes only when one of them is handled."""
+        for its nominated jobs changes only when one of them is handled (the release of
+        the job's own hold forgets what was found). Also good for a job that did not
+        fit, until its turn ends: a reclaim, a drain or a move for it are preemptions or
+        end its turn."""
         found = self.queued_entitled.get(job.member)
         if found is not None and found[0] is job and found[2] == len(self.out.preemptions):
             return found[1]
@@ -295,7 +299,7 @@ class _Cycle:
             binds=tuple(self.out.binds),
             preemptions=tuple(self.out.preemptions),
             nominations=tuple(self.out.nominations),
-            explanations=self._explanations(),
+            explanations=Explanations(self._explanations),
             shares=self.book.shares(),
         )
 
@@ -309,7 +313,7 @@ class _Cycle:
         if model is not None and gpus > 0:
             key = (job.member, model)
             held = self.alloc.get(key, 0) + self.promised.get(key, 0)
-            entitled = self.within_entitlement(job.member, job)
+            entitled = self.entitled_now(job)
             below = held < self.book.fair.get(key, 0.0) - _EPS or entitled
             if below and (
                 self.reclaimer is None or self._may_find_victims(job.member, model, entitled)
@@ -545,7 +549,7 @@ class _Cycle:
         allocated = self.alloc.get(key, 0) + self.promised.get(key, 0)
         fair = self.book.fair.get(key, 0.0)
         after = allocated + self.info(job).gpus
-        entitled = self.within_entitlement(job.member, job)
+        entitled = self.entitled_now(job)
         if allocated >= fair - _EPS and not entitled:
             return None
         above_ratio = after / fair if after > fair + _EPS and not entitled else None

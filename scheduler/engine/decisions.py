@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -66,11 +67,53 @@ class MemberShare:
     demand: int
 
 
+class Explanations(Mapping[str, str]):
+    """job id -> one human sentence saying why it still waits, worked out on first read.
+
+    The sentences are the engine's, from the cycle's final state (which nothing changes
+    once the cycle has decided): reading them later gives the same text. The simulator
+    never reads them, and writing them costs as much as a tenth of a busy cycle."""
+
+    __slots__ = ("_found", "_make")
+
+    def __init__(self, make: Callable[[], dict[str, str]]) -> None:
+        self._make: Callable[[], dict[str, str]] | None = make
+        self._found: dict[str, str] | None = None
+
+    def _all(self) -> dict[str, str]:
+        found = self._found
+        if found is None:
+            assert self._make is not None
+            found = self._found = self._make()
+            self._make = None  # lets the cycle's state go
+        return found
+
+    def __getitem__(self, job_id: str) -> str:
+        return self._all()[job_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._all()
+
+    def __repr__(self) -> str:
+        return repr(self._all())
+
+    def __reduce__(self) -> tuple[type[dict[str, str]], tuple[dict[str, str]]]:
+        # Pickled and copied as the plain mapping it stands for.
+        return (dict, (self._all(),))
+
+
 @dataclass(frozen=True, slots=True)
 class Decisions:
     binds: tuple[Bind, ...] = ()
     preemptions: tuple[Preemption, ...] = ()
     nominations: tuple[Nomination, ...] = ()
-    explanations: dict[str, str] = field(default_factory=dict)
-    """job id -> one human sentence saying why it still waits."""
+    explanations: Mapping[str, str] = field(default_factory=dict)
+    """job id -> one human sentence saying why it still waits (`Explanations` from the
+    engine)."""
     shares: tuple[MemberShare, ...] = ()

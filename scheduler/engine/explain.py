@@ -60,7 +60,7 @@ def capacity_detail(state: ClusterState, job: PendingJob, model: str | None) -> 
     nodes = state.candidate_nodes(spec)
     if model is not None and spec.gpus > 0:
         nodes = [i for i in nodes if state.nodes[i].gpu_model == model]
-    idle = sum(max(0, state.free_gpu[i]) for i in nodes)
+    idle = state.idle_gpus(nodes)
     label = model or "GPUs"
     if job.is_gang:
         need = job.gpus

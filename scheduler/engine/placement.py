@@ -307,7 +307,12 @@ class ClusterState:
     def feasible(self, specs: Iterable[PodSpec], model: str) -> frozenset[int]:
         """Nodes of `model` that could take a pod of one of the shapes (static: kept as
         long as the nodes are)."""
-        keys = tuple(sorted({self.key(s): s for s in specs}.items(), key=lambda kv: repr(kv[0])))
+        by_key = {self.key(s): s for s in specs}
+        # One shape (every pod of most gangs): nothing to order.
+        if len(by_key) == 1:
+            keys = tuple(by_key.items())
+        else:
+            keys = tuple(sorted(by_key.items(), key=lambda kv: repr(kv[0])))
         cache_key = (tuple(k for k, _ in keys), model)
         found = self._feasible.get(cache_key)
         if found is None:
@@ -389,6 +394,11 @@ class ClusterState:
                 t[k] += from_term[k]
             self.term_pods += from_term[3]
             self.give(i, from_free)
+
+    def idle_gpus(self, nodes: Iterable[int]) -> int:
+        """Free GPUs on the nodes (a node over-committed by terminating pods counts 0)."""
+        free = self.free_gpu
+        return sum([g for i in nodes if (g := free[i]) > 0])
 
     def add_terminating(self, i: int, res: Res) -> None:
         """A pod on node i was just preempted: its resources will come free."""

@@ -71,6 +71,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from itertools import chain
 
 from scheduler.engine.entitlement import MemberModel
 from scheduler.engine.gangs import Plan, plan_job
@@ -147,11 +148,13 @@ class NoReclaim:
 
 @dataclass(slots=True)
 class _Tally:
-    """What ruled out the victims of a failed attempt."""
+    """What ruled out the victims of a failed attempt: whether some considered job was
+    too young, usable (its member may give, it is old enough), or of a member that may
+    not give."""
 
-    young: int = 0
-    usable: int = 0
-    not_giving: int = 0
+    young: bool = False
+    usable: bool = False
+    not_giving: bool = False
 
 
 class Reclaimer:
@@ -162,6 +165,11 @@ class Reclaimer:
     stops as soon as the job fits, so a reclaim costs what it takes, not the cluster size.
     The same order is kept per victim member (and per owner and member) for reclaims
     within the entitlement, which walk members furthest above their fair share first.
+
+    Reclaims beyond the entitlement, most of them, only ever take jobs with a
+    reclaimable pod: those are indexed when the index is built. Every other running job
+    (what an owner may take back on its own nodes, and what consolidation may move) is
+    indexed on first use (`everything`).
     """
 
     def __init__(
@@ -179,39 +187,77 @@ class Reclaimer:
         self.now = now
         self.min_runtime = min_runtime
         self.below_min_runtime = below_min_runtime
-        victims = _victim_jobs(state, running, reclaimable_pods, now, checkpointable, max_reclaims)
-        self.reclaimable_jobs = sum(1 for j in victims if j.reclaimable)
+        self._checkpointable = checkpointable
+        self._pods, claimed = _running_jobs(state, running, reclaimable_pods, max_reclaims)
+        """The pods of every victim job."""
+        reclaimable = sorted(
+            (
+                _victim_job(state, job_id, self._pods[job_id], True, now, checkpointable)
+                for job_id in claimed
+            ),
+            key=VictimJob.loss_key,
+        )
+        self._reclaimable = reclaimable
+        self.reclaimable_jobs = len(reclaimable)
         self.gone_reclaimable = 0
-        self.jobs = sorted(victims, key=VictimJob.loss_key)
         # Every list below keeps the common order, so an attempt walks only the jobs that
         # could give something for its model and merges them back into that order.
-        self.members: dict[str, list[str]] = {}
-        """model -> members with a job holding it, by name."""
-        self.by_member: dict[tuple[str, str], list[VictimJob]] = {}
-        """(member, model) -> its jobs holding the model."""
+        self.reclaimable_members: dict[str, list[str]] = {}
+        """model -> members with a reclaimable job holding it, by name."""
         self.reclaimable_by_member: dict[tuple[str, str], list[VictimJob]] = {}
+        """(member, model) -> its reclaimable jobs holding the model."""
+        self.reclaimable_by_owner_member: dict[tuple[str | None, str, str], list[VictimJob]] = {}
+        """(owner, member, model) -> the member's reclaimable jobs holding the model with a
+        pod on a node of the owner."""
+        self.rank: dict[str, int] = {}
+        """Place of each reclaimable job in the common order."""
+        for rank, job in enumerate(reclaimable):
+            self.rank[job.job_id] = rank
+            for model in job.by_model:
+                self.reclaimable_by_member.setdefault((job.member, model), []).append(job)
+                for owner in job.owners:
+                    okey = (owner, job.member, model)
+                    self.reclaimable_by_owner_member.setdefault(okey, []).append(job)
+        for member, model in sorted(self.reclaimable_by_member):
+            self.reclaimable_members.setdefault(model, []).append(member)
+        self._jobs: list[VictimJob] | None = None
+        self._indexed = False
+        self.members: dict[str, list[str]] = {}
+        """model -> members with a job holding it, by name (`everything`)."""
+        self.by_member: dict[tuple[str, str], list[VictimJob]] = {}
+        """(member, model) -> its jobs holding the model (`everything`)."""
         self.by_owner_member: dict[tuple[str | None, str, str], list[VictimJob]] = {}
         """(owner, member, model) -> the member's jobs holding the model with a pod on a
-        node of the owner."""
-        self.reclaimable_by_owner_member: dict[tuple[str | None, str, str], list[VictimJob]] = {}
-        self.rank: dict[str, int] = {}
-        for rank, job in enumerate(self.jobs):
-            self.rank[job.job_id] = rank
-            owners = job.owners
-            for model in job.by_model:
-                key = (job.member, model)
-                self.by_member.setdefault(key, []).append(job)
-                if job.reclaimable:
-                    self.reclaimable_by_member.setdefault(key, []).append(job)
-                for owner in owners:
-                    okey = (owner, job.member, model)
-                    self.by_owner_member.setdefault(okey, []).append(job)
-                    if job.reclaimable:
-                        self.reclaimable_by_owner_member.setdefault(okey, []).append(job)
-        for member, model in sorted(self.by_member):
-            self.members.setdefault(model, []).append(member)
+        node of the owner (`everything`)."""
         self.gone: set[str] = set()
         self._model_nodes = state.placeable_per_model
+
+    @property
+    def jobs(self) -> list[VictimJob]:
+        """Every victim job, in the common order (listed once, on first use)."""
+        if self._jobs is None:
+            built = {job.job_id for job in self._reclaimable}
+            others = [
+                _victim_job(self.state, job_id, pods, False, self.now, self._checkpointable)
+                for job_id, pods in self._pods.items()
+                if job_id not in built
+            ]
+            self._jobs = sorted([*self._reclaimable, *others], key=VictimJob.loss_key)
+        return self._jobs
+
+    def everything(self) -> None:
+        """Index every victim job in `members`, `by_member` and `by_owner_member`
+        (once)."""
+        if self._indexed:
+            return
+        self._indexed = True
+        for job in self.jobs:
+            for model in job.by_model:
+                self.by_member.setdefault((job.member, model), []).append(job)
+                for owner in job.owners:
+                    self.by_owner_member.setdefault((owner, job.member, model), []).append(job)
+        for member, model in sorted(self.by_member):
+            self.members.setdefault(model, []).append(member)
 
     def merged(self, lists: Iterable[list[VictimJob]]) -> Iterator[VictimJob]:
         """Jobs of several lists in the common order."""
@@ -239,6 +285,7 @@ class Reclaimer:
         room = self._room(pods, member, model, lendable)
         if room is None:
             return NoReclaim(Why.NO_NODE, "no node it may use exists")
+        self.everything()
         return self._attempt(WithinEntitlement(self, room, alloc, fair, entitlement))
 
     def up_to_fair_share(
@@ -273,7 +320,7 @@ class Reclaimer:
                 self.gone.add(job.job_id)
                 self.gone_reclaimable += job.reclaimable
             return ReclaimResult(tuple(victims), plan)
-        # Why not: count what was ruled out (only on failure, which is cached).
+        # Why not: what was ruled out (only on failure, which is cached).
         tally = attempt.tally()
         if tally.young:
             return _drain(attempt)
@@ -308,8 +355,7 @@ class Reclaimer:
             feasible=feasible,
             everywhere=len(feasible) >= self._model_nodes.get(model, 0),
             freeing=freeing,
-            have=sum(max(0, state.free_gpu[i]) for i in feasible)
-            + sum(e[0] for e in freeing.values()),
+            have=state.idle_gpus(feasible) + sum(e[0] for e in freeing.values()),
             need=sum(p.spec.gpus for p in pods),
             cautious=cautious,
         )
@@ -319,22 +365,21 @@ class Reclaimer:
         return self.state.feasible((p.spec for p in pods), model)
 
 
-def _victim_jobs(
+def _running_jobs(
     state: ClusterState,
     running: Sequence[RunningPod],
     reclaimable_pods: set[str],
-    now: float,
-    checkpointable: frozenset[str],
     max_reclaims: int | None,
-) -> list[VictimJob]:
-    """Running jobs of members, scheduled by fairpool, on known nodes, without their
-    terminating pods and without jobs reclaimed `max_reclaims` times already. Jobs with a
-    reclaimable pod are victims, their other pods coming along; every other job is listed
-    too, for an owner taking back its own nodes."""
-    jobs: dict[str, VictimJob] = {}
+) -> tuple[dict[str, list[tuple[RunningPod, int]]], set[str]]:
+    """The pods of every victim job, by job id: running jobs of members, scheduled by
+    fairpool, on known nodes, without their terminating pods and without jobs reclaimed
+    `max_reclaims` times already; and the jobs among them with a reclaimable pod. Jobs
+    with a reclaimable pod are victims, their other pods coming along; every other job is
+    listed too, for an owner taking back its own nodes."""
+    pods: dict[str, list[tuple[RunningPod, int]]] = {}
     spent: set[str] = set()
+    claimed: set[str] = set()
     index = state.index
-    node_model = state.model
     for pod in running:
         if pod.terminating or pod.member is None:
             continue
@@ -344,11 +389,34 @@ def _victim_jobs(
         i = index.get(pod.node)
         if i is None or not pod.scheduled_by_fairpool:
             continue
-        job = jobs.get(pod.job_id)
-        if job is None:
-            job = jobs[pod.job_id] = VictimJob(pod.job_id, pod.member)
-            job.checkpointable = pod.member in checkpointable
-        job.pods.append((pod, i))
+        found = pods.get(pod.job_id)
+        if found is None:
+            found = pods[pod.job_id] = []
+        found.append((pod, i))
+        if pod.uid in reclaimable_pods:
+            claimed.add(pod.job_id)
+    for job_id in spent:
+        pods.pop(job_id, None)
+    claimed -= spent
+    return pods, claimed
+
+
+def _victim_job(
+    state: ClusterState,
+    job_id: str,
+    pods: list[tuple[RunningPod, int]],
+    reclaimable: bool,
+    now: float,
+    checkpointable: frozenset[str],
+) -> VictimJob:
+    """One victim job from its pods (see `_running_jobs`), in the snapshot's order."""
+    member = pods[0][0].member
+    assert member is not None
+    job = VictimJob(job_id, member, pods, reclaimable=reclaimable)
+    job.checkpointable = member in checkpointable
+    node_model = state.model
+    by_model = job.by_model
+    for pod, i in pods:
         started = pod.started_at
         if started > job.youngest_start:
             job.youngest_start = started
@@ -357,18 +425,13 @@ def _victim_jobs(
             job.run_gpu_s += gpus * (now - started)
         if pod.priority > job.priority:
             job.priority = pod.priority
-        if pod.uid in reclaimable_pods:
-            job.reclaimable = True
-        by_model = job.by_model
         model = node_model[i]
         by_model[model] = by_model.get(model, 0) + gpus
-    victims = [job for job_id, job in jobs.items() if job_id not in spent]
+    if len(pods) > 1:
+        pods.sort(key=lambda pi: pi[0].uid)
     nodes = state.nodes
-    for job in victims:
-        if len(job.pods) > 1:
-            job.pods.sort(key=lambda pi: pi[0].uid)
-        job.owners = frozenset(nodes[i].owner for _, i in job.pods)
-    return victims
+    job.owners = frozenset(nodes[i].owner for _, i in pods)
+    return job
 
 
 @dataclass(slots=True)
@@ -469,8 +532,9 @@ class _Attempt(ABC):
         ...
 
     @abstractmethod
-    def tallied(self) -> Iterable[VictimJob]:
-        """Every job `considered` may accept (and maybe others), each once."""
+    def tallied(self) -> Iterable[tuple[str, Iterable[VictimJob]]]:
+        """Every job `considered` may accept (and maybe others), each once, as (victim
+        member, its jobs)."""
         ...
 
     @abstractmethod
@@ -504,16 +568,22 @@ class _Attempt(ABC):
         return r.below_min_runtime or r.now - job.youngest_start >= r.min_runtime
 
     def tally(self) -> _Tally:
+        """Stops as soon as the answer is known: one young job means a drain whatever
+        else there is, and one job of a member that may not give says all that members
+        that may not give can say (most failed attempts find nobody giving)."""
         tally = _Tally()
-        for job in self.tallied():
-            if not self.considered(job):
+        for victim_member, jobs in self.tallied():
+            if not self.may_give(victim_member):
+                if not tally.not_giving and any(self.considered(job) for job in jobs):
+                    tally.not_giving = True
                 continue
-            if not self.may_give(job.member):
-                tally.not_giving += 1
-            elif not self.old_enough(job):
-                tally.young += 1
-            else:
-                tally.usable += 1
+            for job in jobs:
+                if not self.considered(job):
+                    continue
+                if not self.old_enough(job):
+                    tally.young = True
+                    return tally
+                tally.usable = True
         return tally
 
     def keeps_floor(self, job: VictimJob, taken: Mapping[MemberModel, int]) -> bool:
@@ -596,17 +666,21 @@ class WithinEntitlement(_Attempt):
     def considered(self, job: VictimJob) -> bool:
         return self.useful(job, home=True)
 
-    def tallied(self) -> Iterable[VictimJob]:
+    def tallied(self) -> Iterable[tuple[str, Iterable[VictimJob]]]:
         """Other members' reclaimable jobs of the model, and their other jobs on the
         reclaimer's own nodes."""
         r = self.reclaimer
         for vm in r.members.get(self.model, []):
             if vm == self.member:
                 continue
-            yield from r.reclaimable_by_member.get((vm, self.model), [])
-            for job in r.by_owner_member.get((self.member, vm, self.model), []):
-                if not job.reclaimable:
-                    yield job
+            own = r.by_owner_member.get((self.member, vm, self.model), [])
+            yield (
+                vm,
+                chain(
+                    r.reclaimable_by_member.get((vm, self.model), []),
+                    (job for job in own if not job.reclaimable),
+                ),
+            )
 
     def refusal(self, tally: _Tally) -> NoReclaim:
         if tally.usable:
@@ -676,13 +750,13 @@ class UpToFairShare(_Attempt):
         key = (job.member, self.model)
         return self.useful(job) and self.alloc.get(key, 0) > self.fair.get(key, 0.0) + _EPS
 
-    def tallied(self) -> Iterable[VictimJob]:
+    def tallied(self) -> Iterable[tuple[str, Iterable[VictimJob]]]:
         """The reclaimable jobs of the model of members above their fair share."""
         r = self.reclaimer
-        for vm in r.members.get(self.model, []):
+        for vm in r.reclaimable_members.get(self.model, []):
             key = (vm, self.model)
             if vm != self.member and self.alloc.get(key, 0) > self.fair.get(key, 0.0) + _EPS:
-                yield from r.reclaimable_by_member.get(key, [])
+                yield vm, r.reclaimable_by_member.get(key, [])
 
     def refusal(self, tally: _Tally) -> NoReclaim:
         if tally.usable:
@@ -705,7 +779,9 @@ class UpToFairShare(_Attempt):
         """Jobs on the reclaimer's own nodes, then the others, in the common order."""
         r = self.reclaimer
         model = self.model
-        giving = [m for m in r.members.get(model, []) if m != self.member and self.may_give(m)]
+        giving = [
+            m for m in r.reclaimable_members.get(model, []) if m != self.member and self.may_give(m)
+        ]
         for own_pass in (True, False):
             if own_pass:
                 lists = [r.reclaimable_by_owner_member.get((self.member, m, model)) for m in giving]

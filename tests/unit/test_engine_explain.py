@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 from scheduler.engine import schedule
 from scheduler.engine.snapshot import Taint
 from tests.unit.engine_strategies import A100, H100, job, node, policy, running, snapshot
@@ -66,3 +69,16 @@ def test_every_waiting_job_is_explained_and_no_bound_job_is() -> None:
         f"member lab-a is at its fair share of 2 {H100} (holds 2); all {H100} on nodes it "
         "may use are taken"
     )
+
+
+def test_sentences_are_written_on_first_read_and_travel_as_a_plain_mapping() -> None:
+    nodes = [node("a1", "lab-a")]
+    run = [running("x", "lab-a", "a1", gpus=4)]
+    d = schedule(snapshot(nodes, [job("j", "lab-a", gpus=8), job("k", "lab-a", gpus=6)], run), POL)
+    first = dict(d.explanations)
+    assert sorted(first) == ["j", "k"] and first["j"] == d.explanations["j"]
+    # Read again, copied or pickled: the same sentences, as a plain dict.
+    assert d.explanations == first and first == d.explanations
+    assert copy.deepcopy(d.explanations) == first
+    again = pickle.loads(pickle.dumps(d))
+    assert type(again.explanations) is dict and again.explanations == first
