@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -74,18 +75,23 @@ class Explanations(Mapping[str, str]):
     once the cycle has decided): reading them later gives the same text. The simulator
     never reads them, and writing them costs as much as a tenth of a busy cycle."""
 
-    __slots__ = ("_found", "_make")
+    __slots__ = ("_found", "_lock", "_make")
 
     def __init__(self, make: Callable[[], dict[str, str]]) -> None:
         self._make: Callable[[], dict[str, str]] | None = make
         self._found: dict[str, str] | None = None
+        # The daemon's loop and the API's threads may read the same decisions first.
+        self._lock = threading.Lock()
 
     def _all(self) -> dict[str, str]:
         found = self._found
         if found is None:
-            assert self._make is not None
-            found = self._found = self._make()
-            self._make = None  # lets the cycle's state go
+            with self._lock:
+                found = self._found
+                if found is None:
+                    assert self._make is not None
+                    found = self._found = self._make()
+                    self._make = None  # lets the cycle's state go
         return found
 
     def __getitem__(self, job_id: str) -> str:

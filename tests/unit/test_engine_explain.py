@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import copy
 import pickle
+import threading
 
 from scheduler.engine import schedule
+from scheduler.engine.decisions import Explanations
 from scheduler.engine.snapshot import Taint
 from tests.unit.engine_strategies import A100, H100, job, node, policy, running, snapshot
 
@@ -82,3 +84,30 @@ def test_sentences_are_written_on_first_read_and_travel_as_a_plain_mapping() -> 
     assert copy.deepcopy(d.explanations) == first
     again = pickle.loads(pickle.dumps(d))
     assert type(again.explanations) is dict and again.explanations == first
+
+
+def test_sentences_are_written_once_when_two_threads_read_them_first() -> None:
+    """The daemon's loop and an API thread may both be first to read a cycle's
+    explanations: the second waits for the first's sentences instead of writing them
+    again from the same cycle state (or finding it already let go)."""
+    entered, release = threading.Event(), threading.Event()
+    calls: list[int] = []
+
+    def make() -> dict[str, str]:
+        calls.append(1)
+        entered.set()
+        release.wait(5)
+        return {"j": "waits"}
+
+    explanations = Explanations(make)
+    seen: list[dict[str, str]] = []
+    first = threading.Thread(target=lambda: seen.append(dict(explanations)))
+    first.start()
+    assert entered.wait(5)
+    second = threading.Thread(target=lambda: seen.append(dict(explanations)))
+    second.start()
+    second.join(0.2)  # the second reader is waiting, not writing
+    release.set()
+    first.join(5)
+    second.join(5)
+    assert calls == [1] and seen == [{"j": "waits"}, {"j": "waits"}]
