@@ -207,7 +207,9 @@ def test_reclaim_takes_a_borrowed_pytorch_job_back_whole(
 
     kubectl_apply(pool.plane, pytorch_job("mine", pool.ns("b"), workers=1, gpus=4))
     wait_until(lambda: len(pool.bound("b")) == 2, timeout=60, what="B's gang bound")
-    assert set(pool.bound("b").values()) == set(b_nodes)
+    # Which node B's gang lands on is not checked: the reclaim frees both nodes (A's
+    # gang goes whole), and B's pods take the GPUs the reclaimed pods leave first,
+    # usually on B's own node.
     # The whole gang went, the half on A's own node too: half a gang would hold GPUs for
     # nothing. The operator makes new pods for it, and they wait whole.
     remaining = {p.metadata.uid for p in job_pods(pool, "a", "wide")}
@@ -313,7 +315,9 @@ def test_reclaim_takes_a_borrowed_jobset_back_whole(
         pool.plane, jobset("mine", pool.ns("b"), replicas=1, pods=2, gpus=4, duration=None)
     )
     wait_until(lambda: len(pool.bound("b")) == 2, timeout=90, what="B's gang bound")
-    assert set(pool.bound("b").values()) == set(b_nodes)
+    # Which node B's gang lands on is not checked: the reclaim frees both nodes (A's
+    # gang goes whole), and B's pods take the GPUs the reclaimed pods leave first,
+    # usually on B's own node.
     # Every pod of A's gang went, those on A's own node too, in one reclaim.
     assert first.isdisjoint({p.metadata.uid for p in jobset_pods(pool, "a", "wide")})
     assert {e.involved_object.name for e in pool.events("a", "Preempted")} == set(bound)
