@@ -18,12 +18,14 @@ so the creation rate bounds every figure; it is shown too.
 
 from __future__ import annotations
 
+import compileall
 import contextlib
 import dataclasses
 import itertools
 import json
 import multiprocessing as mp
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -48,6 +50,8 @@ PODS = 5_000
 GANGS = 500
 GANG_SIZE = 8
 MEMBERS = ("uni-north", "lab-bio", "ai-startup", "physics")
+PACKAGES = ("scheduler", "policies", "reports", "proto", "bench", "tests")
+"""The project's packages, compiled to bytecode before any binder starts."""
 GPU_MODEL = "NVIDIA-H100-80GB-HBM3"
 WORKERS = 16
 NULL_BINDER = "null-binder"
@@ -547,12 +551,24 @@ class Bench:
     nodes: list[str]
 
 
+def _precompile() -> None:
+    """Compile the project's modules to bytecode, as the image does (`compileall` in the
+    Containerfile) and pip does for an installed package. From a source checkout on a
+    machine that sets PYTHONDONTWRITEBYTECODE, each binder process would compile them
+    again at its start, which no deployment pays: about 0.4 s of fairpool's start-up,
+    less of the null binder's, which imports less."""
+    root = Path(__file__).resolve().parent.parent
+    for package in PACKAGES:
+        compileall.compile_dir(root / package, quiet=1)
+
+
 @contextlib.contextmanager
 def bench_cluster(console: Console) -> Iterator[Bench]:
     from policies.inventory import parse_inventory
     from tests.controlplane import start, stop
     from tests.controlplane.nodes import create_nodes, wait_nodes_ready
 
+    _precompile()
     workdir = Path(tempfile.mkdtemp(prefix="fairpool-bench-k8s-"))
     plane = start(workdir / "cluster", die_with_parent=True, console=console)
     try:
@@ -573,6 +589,7 @@ def bench_cluster(console: Console) -> Iterator[Bench]:
             watch.close()
     finally:
         stop(workdir / "cluster")
+        shutil.rmtree(workdir, ignore_errors=True)  # the cluster's data: tens of MB a run
 
 
 def run(console: Console) -> None:

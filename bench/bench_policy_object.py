@@ -125,7 +125,7 @@ def _measure(custom: k8s.CustomObjectsApi) -> dict[str, dict[str, list[float]]]:
 def run(console: Console) -> None:
     import os
 
-    from scheduler.api.policy_store import AuditLog
+    from scheduler.api.policy_audit import AuditLog
     from scheduler.k8s.client import api_client
     from scheduler.k8s.daemon import Daemon, DaemonConfig
     from tests.controlplane import start, stop

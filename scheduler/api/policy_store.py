@@ -1,6 +1,6 @@
 """The policy store: where the live policy is kept (the `Policy` object or a ConfigMap in a
-cluster, a file outside one) and the audit log of every version (table `policy_versions`
-in the ledger database).
+cluster, a file outside one), and how a version is recorded in the audit log
+(`policy_audit`).
 
 A version number only ever grows. ApplyPolicy writes the source first, with the source's
 own optimistic concurrency (the object's or ConfigMap's resourceVersion, a lock and
@@ -26,19 +26,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import yaml
-from sqlalchemy import insert, select
-from sqlalchemy.exc import IntegrityError
 
 from policies.crd import GROUP, PLURAL
 from policies.crd import VERSION as CRD_VERSION
 from policies.errors import PolicyError
 from policies.loader import parse_policy
 from policies.model import Policy
-from reports.ledger.connect import open_engine
-from reports.ledger.schema import policy_versions
+
+if TYPE_CHECKING:
+    from scheduler.api.policy_audit import AuditLog
 
 
 class VersionConflict(Exception):
@@ -142,72 +141,6 @@ def policy_diff(old: Policy | None, new: Policy, old_version: int, new_version: 
     after = canonical_document(new, None).splitlines(keepends=True)
     return "".join(
         difflib.unified_diff(before, after, f"version {old_version}", f"version {new_version}")
-    )
-
-
-class AuditLog:
-    """Every policy version with author, time and diff, in the ledger database."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self._engine = open_engine(url, create=True)
-
-    def close(self) -> None:
-        self._engine.dispose()
-
-    def append(self, entry: StoredVersion) -> None:
-        row = {
-            "version": entry.version,
-            "author": entry.author,
-            "applied_at": entry.applied_at,
-            "origin": str(entry.origin),
-            "comment": entry.comment,
-            "document": entry.document,
-            "diff": entry.diff,
-            "sha256": hashlib.sha256(entry.document.encode()).hexdigest(),
-        }
-        try:
-            with self._engine.begin() as conn:
-                conn.execute(insert(policy_versions).values(**row))
-        except IntegrityError as exc:
-            raise VersionConflict(f"version {entry.version} is already recorded") from exc
-
-    def latest(self) -> StoredVersion | None:
-        found = self.list(limit=1)
-        return found[0] if found else None
-
-    def get(self, version: int) -> StoredVersion | None:
-        query = select(policy_versions).where(policy_versions.c.version == version)
-        with self._engine.connect() as conn:
-            row = conn.execute(query).mappings().first()
-        return _entry(row) if row is not None else None
-
-    def list(
-        self, limit: int = 50, before: int | None = None, after: int | None = None
-    ) -> list[StoredVersion]:
-        """Newest first, or oldest first when `after` is given (for watchers)."""
-        query = select(policy_versions)
-        if before is not None:
-            query = query.where(policy_versions.c.version < before)
-        if after is not None:
-            query = query.where(policy_versions.c.version > after)
-            query = query.order_by(policy_versions.c.version.asc())
-        else:
-            query = query.order_by(policy_versions.c.version.desc())
-        with self._engine.connect() as conn:
-            rows = conn.execute(query.limit(limit)).mappings().all()
-        return [_entry(r) for r in rows]
-
-
-def _entry(row: Any) -> StoredVersion:
-    return StoredVersion(
-        version=row["version"],
-        author=row["author"],
-        applied_at=row["applied_at"],
-        origin=Origin(row["origin"]),
-        comment=row["comment"],
-        document=row["document"],
-        diff=row["diff"],
     )
 
 

@@ -33,8 +33,9 @@ from scheduler.api.auth import Authenticator, AuthInterceptor, TokenTable
 from scheduler.api.front import FrontSettings, ReadFront
 from scheduler.api.guard import CallLimits, Guard
 from scheduler.api.metrics import ApiCollector
+from scheduler.api.policy_audit import AuditLog
 from scheduler.api.policy_service import PolicyServicer
-from scheduler.api.policy_store import AuditLog, PolicySource, PolicyStore, StoredPolicyBroken
+from scheduler.api.policy_store import PolicySource, PolicyStore, StoredPolicyBroken
 from scheduler.api.share_service import PublishedShares, ShareServicer
 from scheduler.api.tls import is_loopback, server_credentials
 from scheduler.api.usage_service import UsageServicer

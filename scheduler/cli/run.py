@@ -224,7 +224,7 @@ def run(
     api = api_client(kubeconfig, in_cluster, pool_size=bind_workers + 16)
     audit = None
     if policy_object:
-        from scheduler.api.policy_store import AuditLog
+        from scheduler.api.policy_audit import AuditLog
 
         audit = AuditLog(ledger_url)
     daemon = Daemon(

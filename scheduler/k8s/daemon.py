@@ -49,7 +49,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from kubernetes import client
 
@@ -57,7 +57,6 @@ from policies.errors import InputError, PolicyError
 from policies.loader import load_policy, parse_policy
 from policies.model import Policy
 from scheduler import engine
-from scheduler.api.policy_store import AuditLog
 from scheduler.engine.decisions import Bind, Decisions, MemberShare, Preemption
 from scheduler.engine.snapshot import RunningPod, Snapshot
 from scheduler.engine.usage import lost_gpu_seconds
@@ -99,6 +98,11 @@ from scheduler.k8s.usage_history import (
     allocated_by_member,
     bound_by_member,
 )
+
+if TYPE_CHECKING:
+    # Only a Policy object needs it (the ledger and its database drivers): a daemon
+    # reading its policy from a file starts without importing them.
+    from scheduler.api.policy_audit import AuditLog
 
 log = logging.getLogger(__name__)
 

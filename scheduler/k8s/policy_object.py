@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -33,7 +33,6 @@ from policies.crd import GPUModelShare as GPUModelShareStatus
 from policies.errors import InputError, PolicyError
 from policies.model import Policy
 from scheduler.api.policy_store import (
-    AuditLog,
     PolicyObjectSource,
     PolicyStore,
     VersionConflict,
@@ -43,6 +42,9 @@ from scheduler.engine.decisions import MemberShare
 from scheduler.k8s.events import EventRecorder, EventType, ObjectRef
 from scheduler.k8s.informer import Informer
 from scheduler.k8s.objects import Obj
+
+if TYPE_CHECKING:
+    from scheduler.api.policy_audit import AuditLog
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,8 @@ from policies.crd import GROUP, PLURAL, VERSION
 from policies.errors import InputError
 from proto.fairpool.v1 import policy_pb2
 from scheduler.api.hosting import serve_daemon_api
-from scheduler.api.policy_store import AuditLog, Origin, PolicyObjectSource, VersionConflict
+from scheduler.api.policy_audit import AuditLog
+from scheduler.api.policy_store import Origin, PolicyObjectSource, VersionConflict
 from scheduler.k8s.client import api_client
 from scheduler.k8s.daemon import Daemon, DaemonConfig
 from tests.controlplane import ControlPlane

@@ -15,7 +15,9 @@ import yaml
 
 from policies.loader import DEFAULT_POLICY, parse_policy
 from proto.fairpool.v1 import policy_pb2, share_pb2
-from scheduler.api.policy_store import AuditLog, FileSource, PolicyStore, policy_versions
+from reports.ledger.schema import policy_versions
+from scheduler.api.policy_audit import AuditLog
+from scheduler.api.policy_store import FileSource, PolicyStore
 from tests.unit.test_api_support import MEMBER_A, Running, metadata, running_server
 
 ADMIN = metadata("admin")

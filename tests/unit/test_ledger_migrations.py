@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 
 from reports.ledger import Ledger, MeteringRun, migrate
 from reports.ledger.schema import metadata, usage_table
-from scheduler.api.policy_store import AuditLog
+from scheduler.api.policy_audit import AuditLog
 from scheduler.cli.main import main
 
 BEFORE_MIGRATIONS = Path(__file__).parents[1] / "data" / "ledger_before_migrations"

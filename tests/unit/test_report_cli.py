@@ -207,7 +207,8 @@ def test_monthly_trigger_fires_on_day_one_in_the_policy_zone() -> None:
 def record_versions(url: str, versions: list[tuple[int, datetime, str]]) -> None:
     """Policy versions in the ledger's audit log, as the gRPC API's policy store writes
     them; each is the demo policy with the H100 at `price`."""
-    from scheduler.api.policy_store import AuditLog, Origin, StoredVersion
+    from scheduler.api.policy_audit import AuditLog
+    from scheduler.api.policy_store import Origin, StoredVersion
 
     text = DEFAULT_POLICY.read_text()
     log = AuditLog(url)
