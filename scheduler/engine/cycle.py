@@ -169,7 +169,7 @@ class _Cycle:
         self.queued_entitled: dict[str, tuple[PendingJob, bool, int]] = {}
         """Per member, its queued job, whether that keeps it within its entitlement, and
         how many preemptions had been decided then (see `entitled_now`)."""
-        self.only_model = self.book.models[0] if len(self.book.models) == 1 else None
+        self.only_model = self.book.only_model
         # What failed once in the cycle fails again (capacity only shrinks).
         self.failed: set[object] = set()
         self.never: dict[int, bool] = {}
@@ -250,11 +250,6 @@ class _Cycle:
         if not self.lenders:
             return {}
         return {name: limit - self.lent.get(name, 0) for name, limit in self.lenders}
-
-    def cautious(self, job: PendingJob) -> bool:
-        """The job borrows and its member restarts reclaimed jobs from zero: placement
-        keeps it off nodes whose owners are likely to want them back."""
-        return job.member not in self.checkpointable and not self.entitled_now(job)
 
     def exhausted(self, job: PendingJob) -> bool:
         """The job was reclaimed as often as the policy allows."""
@@ -396,7 +391,9 @@ class _Cycle:
         if guarded:
             lendable = self._quiet_lenders(member, model, lendable)
         models = None if self.borrowing else self._models_allowed(job, model)
-        cautious = exhausted or self.cautious(job)
+        # Cautious: the job borrows and its member restarts reclaimed jobs from zero, so
+        # placement keeps it off nodes whose owners are likely to want them back.
+        cautious = exhausted or (member not in self.checkpointable and not self.entitled_now(job))
         if self._try_place(job, info, lendable, models, held, cautious, guarded):
             return
         if job_id in self.freeing:
@@ -938,14 +935,16 @@ class _Cycle:
         out: dict[str, str] = {}
         details: dict[tuple[object, ...], str] = {}
         sentences: dict[tuple[object, ...], str] = {}
-        for job_id in sorted(self.out.waiting):
-            job, why = self.out.waiting[job_id]
+        waiting, info_of, only = self.out.waiting, self._info, self.only_model
+        for job_id in sorted(waiting):
+            job, why = waiting[job_id]
             if why.kind == "incomplete":
                 out[job_id] = sentence(job, why, None, 0, 0.0, "")
                 continue
-            info = self._info[job_id]
-            model = self.position_model(job)
-            shape = (self._info[job_id].sid, model, job.is_gang, len(job.pods), info.gpus)
+            info = info_of[job_id]
+            explicit = info.explicit_model
+            model = explicit if explicit is not None else only  # `position_model`
+            shape = (info.sid, model, job.is_gang, len(job.pods), info.gpus)
             key = (job.member, why, shape)
             text = sentences.get(key)
             if text is None:

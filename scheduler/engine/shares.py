@@ -61,6 +61,8 @@ class ShareBook:
     order (`job_sort_key`)."""
     node_of: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     """node name -> (GPU model, owner)."""
+    only_model: str | None = None
+    """The GPU model when there is exactly one."""
 
     def model_of(self, info: JobInfo) -> str | None:
         """The model the job's demand counts against (None: it asks for no GPU, or there
@@ -71,7 +73,7 @@ class ShareBook:
         model = info.explicit_model
         if model is not None or info.gpus <= 0:
             return model
-        return self.models[0] if len(self.models) == 1 else None
+        return self.only_model
 
     def demand(self, key: MemberModel) -> int:
         return self.allocation.allocated.get(key, 0) + self.pending.get(key, 0)
@@ -164,6 +166,7 @@ def build(snapshot: Snapshot, policy: Policy) -> ShareBook:
         info=info,
         queued=queued,
         node_of=static.node_of,
+        only_model=static.models[0] if len(static.models) == 1 else None,
     )
     book.fair = _fair_shares(book, snapshot, policy)
     return book
