@@ -163,13 +163,13 @@ class _Cycle:
         self.borrowing = policy.sharing.borrowing
         self.reclaim_limit = policy.sharing.max_reclaims_per_job
         # The pending jobs.
-        self._info: dict[str, JobInfo] = {i.job.job_id: i for i in self.book.infos}
+        self._info: dict[str, JobInfo] = self.book.info
         self.views: dict[int, View] = {}
         """Shape number of a single-pod job -> its pod's view (see `placement`)."""
         self.queued_entitled: dict[str, tuple[PendingJob, bool, int]] = {}
         """Per member, its queued job, whether that keeps it within its entitlement, and
         how many preemptions had been decided then (see `entitled_now`)."""
-        self.only_model = self.book.models[0] if len(self.book.models) == 1 else None
+        self.only_model = self.book.only_model
         # What failed once in the cycle fails again (capacity only shrinks).
         self.failed: set[object] = set()
         self.never: dict[int, bool] = {}
@@ -198,10 +198,13 @@ class _Cycle:
         explicit = self._info[job.job_id].explicit_model
         return explicit if explicit is not None else self.only_model
 
-    def order_key(self, member: str, job: PendingJob) -> tuple[int, float]:
+    def order_key(self, member: str, info: JobInfo) -> tuple[int, float]:
         """Entitled demand first (see `ordering`), then allocated / fair share."""
-        allocated, fair = self.position_of(member, self.position_model(job))
-        entitled = self.within_entitlement(member, job)
+        job = info.job
+        explicit = info.explicit_model
+        model = explicit if explicit is not None else self.only_model
+        allocated, fair = self.position_of(member, model)
+        entitled = self._entitled(member, job, info)
         self.queued_entitled[member] = (job, entitled, len(self.out.preemptions))
         return (0 if entitled else 1, ratio(allocated, fair))
 
@@ -223,8 +226,12 @@ class _Cycle:
         """The job keeps its member within its entitlement for the model its demand
         counts against (GPUs held for its nominated jobs included); a job asking no GPU
         borrows nothing."""
-        gpus = self._info[job.job_id].gpus
-        model = self.book.job_model.get(job.job_id)
+        return self._entitled(member, job, self._info[job.job_id])
+
+    def _entitled(self, member: str, job: PendingJob, info: JobInfo) -> bool:
+        """`within_entitlement`, knowing what is known of the job."""
+        gpus = info.gpus
+        model = self.book.model_of(info)
         if gpus <= 0 or model is None:
             return gpus <= 0
         key = (member, model)
@@ -243,11 +250,6 @@ class _Cycle:
         if not self.lenders:
             return {}
         return {name: limit - self.lent.get(name, 0) for name, limit in self.lenders}
-
-    def cautious(self, job: PendingJob) -> bool:
-        """The job borrows and its member restarts reclaimed jobs from zero: placement
-        keeps it off nodes whose owners are likely to want them back."""
-        return job.member not in self.checkpointable and not self.entitled_now(job)
 
     def exhausted(self, job: PendingJob) -> bool:
         """The job was reclaimed as often as the policy allows."""
@@ -288,13 +290,14 @@ class _Cycle:
         self._hold_nominations()
         queues = MemberQueues(self.book.queued, self.order_key)
         decided = self.out.waiting
-        job = queues.pop()
-        while job is not None:
-            self._handle(job)
+        info = queues.pop()
+        while info is not None:
+            job = info.job
+            self._handle(job, info)
             waiting = decided.get(job.job_id)
             if waiting is not None and waiting[1].kind in ("capacity", "unplaceable"):
-                self._wait_alike(job, waiting[1], queues)
-            job = queues.advance(job.member)
+                self._wait_alike(job, info, waiting[1], queues)
+            info = queues.advance(job.member)
         return Decisions(
             binds=tuple(self.out.binds),
             preemptions=tuple(self.out.preemptions),
@@ -303,13 +306,15 @@ class _Cycle:
             shares=self.book.shares(),
         )
 
-    def _wait_alike(self, job: PendingJob, why: Waiting, queues: MemberQueues) -> None:
+    def _wait_alike(
+        self, job: PendingJob, info: JobInfo, why: Waiting, queues: MemberQueues
+    ) -> None:
         """The member's next jobs of the same shape wait for the same reason, decided at
         once: capacity only shrinks within a cycle, and when reclaim cannot change (the
         member is not below its fair share, or nobody could be preempted) nothing else
         would. Saves a turn per job when thousands of identical pods are pending."""
-        model = self.book.job_model.get(job.job_id)
-        gpus = self._info[job.job_id].gpus
+        model = self.book.model_of(info)
+        gpus = info.gpus
         if model is not None and gpus > 0:
             key = (job.member, model)
             held = self.alloc.get(key, 0) + self.promised.get(key, 0)
@@ -319,22 +324,22 @@ class _Cycle:
                 self.reclaimer is None or self._may_find_victims(job.member, model, entitled)
             ):
                 return
-        sid = self._info[job.job_id].sid
+        sid = info.sid
         exhausted = self.exhausted(job)
-        info_of, job_model, holds = self._info, self.book.job_model, self.state.holds
+        model_of, holds = self.book.model_of, self.state.holds
         freeing, waiting = self.freeing, self.out.waiting
         queue, pos = queues.rest(job.member)
         while pos < len(queue):
-            nxt = queue[pos]
+            alike = queue[pos]
+            nxt = alike.job
             jid = nxt.job_id
-            info = info_of[jid]
             if (
-                info.sid != sid
+                alike.sid != sid
                 or self.exhausted(nxt) != exhausted
-                or job_model.get(jid) != model
+                or model_of(alike) != model
                 or jid in holds
                 or jid in freeing
-                or info.incomplete
+                or alike.incomplete
             ):
                 break
             waiting[jid] = (nxt, why)
@@ -361,7 +366,7 @@ class _Cycle:
             if job.job_id in self.state.holds:
                 self._promise(job)
 
-    def _handle(self, job: PendingJob) -> None:
+    def _handle(self, job: PendingJob, info: JobInfo) -> None:
         """Place the job, or decide why it waits (reclaiming for it if it may)."""
         job_id, member = job.job_id, job.member
         held = job_id in self.state.holds
@@ -370,11 +375,10 @@ class _Cycle:
             self.state.release(job_id)
             self._unpromise(job_id)
             self.queued_entitled.pop(member, None)  # counted what was held for it
-        info = self._info[job_id]
         if info.incomplete:
             self._wait(job, Waiting("incomplete"))
             return
-        model = self.book.job_model.get(job_id)
+        model = self.book.model_of(info)
         if member in self.capped or not self.borrowing:
             limit = self._limit(job, model)
             if limit is not None:
@@ -387,7 +391,9 @@ class _Cycle:
         if guarded:
             lendable = self._quiet_lenders(member, model, lendable)
         models = None if self.borrowing else self._models_allowed(job, model)
-        cautious = exhausted or self.cautious(job)
+        # Cautious: the job borrows and its member restarts reclaimed jobs from zero, so
+        # placement keeps it off nodes whose owners are likely to want them back.
+        cautious = exhausted or (member not in self.checkpointable and not self.entitled_now(job))
         if self._try_place(job, info, lendable, models, held, cautious, guarded):
             return
         if job_id in self.freeing:
@@ -429,20 +435,22 @@ class _Cycle:
             return False
         pods = job.pods
         if len(pods) == 1 and models is None:
+            pod = pods[0]
             view = self.views.get(sid)
             if view is None:
-                view = self.views[sid] = self.state.view(pods[0].spec, info.pod_key)
-            i = self.state.best_node(pods[0].spec, job.member, lendable, cautious, view)
-            where: tuple[tuple[str, int], ...] | None = None if i is None else ((pods[0].uid, i),)
+                view = self.views[sid] = self.state.view(pod.spec, info.pod_key)
+            i = self.state.best_node(pod.spec, job.member, lendable, cautious, view)
+            if i is not None:
+                self._bind_pod(job, pod.uid, pod.spec, i)
+                return True
         else:
             plan = plan_job(self.state, pods, job.member, lendable, None, models, cautious)
-            where = None if plan is None else plan.pods
-        if where is None:
-            if not held:
-                self.failed.add(shape)
-            return False
-        self._bind(job, where)
-        return True
+            if plan is not None:
+                self._bind(job, plan.pods)
+                return True
+        if not held:
+            self.failed.add(shape)
+        return False
 
     def _hold_while_freeing(self, job: PendingJob) -> None:
         """Its nominated nodes still carry terminating pods: hold them for it again."""
@@ -490,28 +498,32 @@ class _Cycle:
         )
 
     def _bind(self, job: PendingJob, where: tuple[tuple[str, int], ...]) -> None:
-        pods = job.pods
-        specs = None if len(pods) == 1 else {p.uid: p.spec for p in pods}
-        member, job_id = job.member, job.job_id
-        state, alloc, binds = self.state, self.alloc, self.out.binds
-        entitlement = self.book.entitlement
+        specs = {p.uid: p.spec for p in job.pods}
         for uid, i in where:
-            spec = pods[0].spec if specs is None else specs[uid]
-            node = state.nodes[i]
-            owner = node.owner
-            reclaimable = False
-            gpus = spec.gpus
-            if gpus > 0:
-                key = (member, state.model[i])
-                now = alloc.get(key, 0) + gpus
-                reclaimable = now > entitlement.get(key, 0)
-                alloc[key] = now
-                self.member_total[member] = self.member_total.get(member, 0) + gpus
-                if owner is not None and owner != member:
-                    self.lent[owner] = self.lent.get(owner, 0) + gpus
-            state.take(i, (gpus, spec.cpu_milli, spec.memory_bytes, 1))
-            # Positional: the frozen dataclass's keyword call costs more per pod.
-            binds.append(Bind(uid, node.name, job_id, member, owner, reclaimable))
+            self._bind_pod(job, uid, specs[uid], i)
+
+    def _bind_pod(self, job: PendingJob, uid: str, spec: PodSpec, i: int) -> None:
+        """Bind one pod of the job on node i: its member's position, the owner's lent
+        GPUs and the node's free capacity follow."""
+        member = job.member
+        state = self.state
+        node = state.nodes[i]
+        owner = node.owner
+        reclaimable = False
+        gpus = spec.gpus
+        if gpus > 0:
+            key = (member, state.model[i])
+            alloc = self.alloc
+            now = alloc.get(key, 0) + gpus
+            reclaimable = now > self.book.entitlement.get(key, 0)
+            alloc[key] = now
+            total = self.member_total
+            total[member] = total.get(member, 0) + gpus
+            if owner is not None and owner != member:
+                self.lent[owner] = self.lent.get(owner, 0) + gpus
+        state.take(i, (gpus, spec.cpu_milli, spec.memory_bytes, 1))
+        # Positional: a keyword call costs more per pod.
+        self.out.binds.append(Bind(uid, node.name, job.job_id, member, owner, reclaimable))
 
     def _wait(self, job: PendingJob, why: Waiting) -> None:
         self.out.waiting[job.job_id] = (job, why)
@@ -757,8 +769,9 @@ class _Cycle:
                 # a second time while the victim still runs its grace period.
 
     def _promise(self, job: PendingJob) -> None:
-        model = self.book.job_model.get(job.job_id)
-        gpus = self._info[job.job_id].gpus
+        info = self._info[job.job_id]
+        model = self.book.model_of(info)
+        gpus = info.gpus
         if model is None or gpus <= 0:
             return
         key = (job.member, model)
@@ -922,14 +935,16 @@ class _Cycle:
         out: dict[str, str] = {}
         details: dict[tuple[object, ...], str] = {}
         sentences: dict[tuple[object, ...], str] = {}
-        for job_id in sorted(self.out.waiting):
-            job, why = self.out.waiting[job_id]
+        waiting, info_of, only = self.out.waiting, self._info, self.only_model
+        for job_id in sorted(waiting):
+            job, why = waiting[job_id]
             if why.kind == "incomplete":
                 out[job_id] = sentence(job, why, None, 0, 0.0, "")
                 continue
-            info = self._info[job_id]
-            model = self.position_model(job)
-            shape = (self._info[job_id].sid, model, job.is_gang, len(job.pods), info.gpus)
+            info = info_of[job_id]
+            explicit = info.explicit_model
+            model = explicit if explicit is not None else only  # `position_model`
+            shape = (info.sid, model, job.is_gang, len(job.pods), info.gpus)
             key = (job.member, why, shape)
             text = sentences.get(key)
             if text is None:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 PreemptionCause = Literal["reclaim", "consolidation"]
 
 
-@dataclass(frozen=True, slots=True)
-class Bind:
+class Bind(NamedTuple):
+    """One pod placed on a node. A named tuple rather than a frozen dataclass: a busy
+    cycle makes tens of thousands, and a tuple is made in a third of the time."""
+
     pod_uid: str
     node: str
     job_id: str

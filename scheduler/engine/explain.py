@@ -7,7 +7,7 @@ measured on the capacity left at the end of the cycle.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from scheduler.engine.placement import ClusterState, spec_res
 from scheduler.engine.snapshot import PendingJob, PodSpec
@@ -36,9 +36,9 @@ def position(member: str, model: str | None, allocated: int, fair: float) -> str
     return f"member {member} is {state} its fair share of {what} (holds {allocated})"
 
 
-@dataclass(frozen=True, slots=True)
-class Waiting:
-    """Why a job waits, as decided during the cycle."""
+class Waiting(NamedTuple):
+    """Why a job waits, as decided during the cycle (a named tuple: hashed once per
+    waiting job when the sentences are written, which a dataclass does in Python)."""
 
     kind: str
     """incomplete | limit | unplaceable | capacity | held | reclaiming | consolidating"""

@@ -4,12 +4,14 @@ A job is immutable, so what is derived from it (its GPUs, GPU model, shape numbe
 queue position) is kept by identity for the jobs of the last snapshot: a job that waits
 through a thousand cycles is looked at once. The cache changes no decision: an entry
 holds its job, so a recycled id cannot be mistaken for it, and a job it does not hold is
-looked at afresh.
+looked at afresh. The last snapshot's queue order is kept too: the jobs still pending
+keep their relative order, so only the new ones are sorted and merged in.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import attrgetter
 
 from scheduler.engine.placement import SpecKey, spec_key
 from scheduler.engine.snapshot import PendingJob
@@ -48,6 +50,9 @@ _SHAPES: dict[tuple[object, ...], int] = {}
 _SHAPES_KEPT = 100_000
 _INFOS: dict[int, JobInfo] = {}
 """id(job) -> its information, for the jobs of the last snapshot."""
+_ORDER: list[JobInfo] = []
+"""The last snapshot's jobs' information in queue order (`queue_order`)."""
+_QUEUE_KEY = attrgetter("queue_key")
 
 
 def _job_info(job: PendingJob) -> JobInfo:
@@ -69,16 +74,46 @@ def _job_info(job: PendingJob) -> JobInfo:
 def job_infos(pending: tuple[PendingJob, ...]) -> list[JobInfo]:
     """Every pending job's information, in the snapshot's order, reusing what was learnt
     about the last snapshot's jobs."""
-    global _INFOS
+    global _INFOS, _ORDER
     if len(_SHAPES) > _SHAPES_KEPT:
         _SHAPES.clear()
         _INFOS = {}
-    known = _INFOS.get
+        _ORDER = []
+    kept = _INFOS
+    known = kept.get
     out: list[JobInfo] = []
+    learnt = 0
     for job in pending:
         info = known(id(job))
         if info is None or info.job is not job:
             info = _job_info(job)
+            learnt += 1
         out.append(info)
-    _INFOS = {id(info.job): info for info in out}
+    # The same jobs as the last snapshot's: the table would come out the same.
+    if learnt or len(kept) != len(out):
+        _INFOS = {id(info.job): info for info in out}
     return out
+
+
+def queue_order(infos: list[JobInfo], distinct: bool) -> list[JobInfo]:
+    """The jobs' information sorted by `queue_key` (member, then the member's queue
+    order). `distinct`: no job id occurs twice, so no two keys are equal and any way of
+    sorting gives this order; the last snapshot's order is then reused, its jobs still
+    pending as they were, the others sorted and merged in."""
+    global _ORDER
+    last = _ORDER
+    order: list[JobInfo] | None = None
+    if distinct and last:
+        present = {id(info) for info in infos}
+        kept = [info for info in last if id(info) in present]
+        if len(kept) == len(infos):
+            order = kept
+        elif kept:
+            seen = {id(info) for info in kept}
+            new = sorted((info for info in infos if id(info) not in seen), key=_QUEUE_KEY)
+            # Two sorted runs: the sort only merges them.
+            order = sorted(kept + new, key=_QUEUE_KEY)
+    if order is None:
+        order = sorted(infos, key=_QUEUE_KEY)
+    _ORDER = order
+    return order

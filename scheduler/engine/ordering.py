@@ -41,13 +41,14 @@ from itertools import groupby
 from operator import attrgetter
 
 from scheduler.engine.entitlement import MemberModel
+from scheduler.engine.jobinfo import JobInfo
 from scheduler.engine.shares import job_sort_key
-from scheduler.engine.snapshot import PendingJob, RunningPod
+from scheduler.engine.snapshot import RunningPod
 
 __all__ = ["LateBorrowing", "MemberQueues", "job_sort_key", "ratio"]
 
 
-_MEMBER = attrgetter("member")
+_MEMBER = attrgetter("job.member")
 
 
 def ratio(allocated: float, fair: float) -> float:
@@ -61,10 +62,12 @@ class MemberQueues:
 
     def __init__(
         self,
-        jobs: Sequence[PendingJob],
-        key: Callable[[str, PendingJob], tuple[int, float]],
+        jobs: Sequence[JobInfo],
+        key: Callable[[str, JobInfo], tuple[int, float]],
     ) -> None:
-        """`jobs` in queue order: by member, then `job_sort_key` (`ShareBook.queued`)."""
+        """`jobs` (what is known of each) in queue order: by member, then
+        `job_sort_key` (`ShareBook.queued`). Queued with what is known of it, a job is
+        never looked up again during its turn."""
         self._key = key
         # `jobs` comes grouped by member: one list per run.
         queues = {member: list(run) for member, run in groupby(jobs, key=_MEMBER)}
@@ -80,7 +83,7 @@ class MemberQueues:
         if pos < len(queue):
             heapq.heappush(self._heap, (self._key(member, queue[pos]), member))
 
-    def pop(self) -> PendingJob | None:
+    def pop(self) -> JobInfo | None:
         if not self._heap:
             return None
         _, member = heapq.heappop(self._heap)
@@ -88,7 +91,7 @@ class MemberQueues:
         self._pos[member] += 1
         return job
 
-    def rest(self, member: str) -> tuple[list[PendingJob], int]:
+    def rest(self, member: str) -> tuple[list[JobInfo], int]:
         """The member's queue and the position of its next job, to look ahead."""
         return self._queues[member], self._pos[member]
 
@@ -97,7 +100,7 @@ class MemberQueues:
         without a turn)."""
         self._pos[member] = pos
 
-    def advance(self, member: str) -> PendingJob | None:
+    def advance(self, member: str) -> JobInfo | None:
         """The member's last popped job was handled: queue its next one, then pop (in
         one step of the heap)."""
         pos = self._pos[member]

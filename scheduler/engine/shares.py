@@ -19,8 +19,7 @@ Limits turned into water-filling caps, per model:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from operator import attrgetter
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from scheduler.engine.allocation import Allocation, classify
@@ -33,7 +32,7 @@ from scheduler.engine.entitlement import (
     node_model,
 )
 from scheduler.engine.fairshare import water_fill
-from scheduler.engine.jobinfo import JobInfo, job_infos
+from scheduler.engine.jobinfo import JobInfo, job_infos, queue_order
 from scheduler.engine.snapshot import Node, PendingJob, Snapshot
 
 if TYPE_CHECKING:
@@ -51,13 +50,30 @@ class ShareBook:
     pending: dict[MemberModel, int]
     fair: dict[MemberModel, float]
     job_model: dict[str, str | None]
-    """job id -> the model its demand counts against (None: it asks for no GPU)."""
+    """job id -> the model its demand counts against, when that is chosen per job (see
+    `model_of`); empty otherwise."""
     infos: list[JobInfo]
     """What is known of each pending job, in the snapshot's order."""
-    queued: list[PendingJob]
-    """The pending jobs by member, then in each member's queue order (`job_sort_key`)."""
+    info: dict[str, JobInfo]
+    """job id -> what is known of it (of a repeated id, the last job)."""
+    queued: list[JobInfo]
+    """The pending jobs (what is known of each) by member, then in each member's queue
+    order (`job_sort_key`)."""
     node_of: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     """node name -> (GPU model, owner)."""
+    only_model: str | None = None
+    """The GPU model when there is exactly one."""
+
+    def model_of(self, info: JobInfo) -> str | None:
+        """The model the job's demand counts against (None: it asks for no GPU, or there
+        is no model). With one model and distinct job ids that is the job's own model,
+        else the only one: no table is needed."""
+        if self.job_model:
+            return self.job_model.get(info.job.job_id)
+        model = info.explicit_model
+        if model is not None or info.gpus <= 0:
+            return model
+        return self.only_model
 
     def demand(self, key: MemberModel) -> int:
         return self.allocation.allocated.get(key, 0) + self.pending.get(key, 0)
@@ -83,9 +99,6 @@ class ShareBook:
                 if row.contribution or row.entitlement or row.allocated or row.demand:
                     out.append(row)
         return tuple(out)
-
-
-_QUEUE_KEY = attrgetter("queue_key")
 
 
 def job_sort_key(job: PendingJob) -> tuple[int, float, str]:
@@ -128,9 +141,12 @@ def build(snapshot: Snapshot, policy: Policy) -> ShareBook:
     static = _static(snapshot.nodes, policy)
     alloc = classify(snapshot.running, static.node_of, static.entitlement)
     infos = job_infos(snapshot.pending)
-    in_order = sorted(infos, key=_QUEUE_KEY)
-    queued = [i.job for i in in_order]
-    pending, job_model = _pending_demand(in_order, static, alloc)
+    info = {i.job.job_id: i for i in infos}
+    distinct = len(info) == len(infos)
+    in_order = queue_order(infos, distinct)
+    # The cycle knows a queued job by its id: of a repeated id, by the last job's.
+    queued = in_order if distinct else [replace(info[i.job.job_id], job=i.job) for i in in_order]
+    pending, job_model = _pending_demand(in_order, static, alloc, not distinct)
     members = sorted(
         set(policy.member_names())
         | {j.member for j in snapshot.pending}
@@ -147,36 +163,43 @@ def build(snapshot: Snapshot, policy: Policy) -> ShareBook:
         fair={},
         job_model=job_model,
         infos=infos,
+        info=info,
         queued=queued,
         node_of=static.node_of,
+        only_model=static.models[0] if len(static.models) == 1 else None,
     )
     book.fair = _fair_shares(book, snapshot, policy)
     return book
 
 
 def _pending_demand(
-    in_order: list[JobInfo], static: _Static, alloc: Allocation
+    in_order: list[JobInfo], static: _Static, alloc: Allocation, repeated: bool
 ) -> tuple[dict[MemberModel, int], dict[str, str | None]]:
     """GPUs pending per (member, model), and the model each pending job counts against:
     its own, else the model with the most GPUs still free (see the module docstring).
     `in_order`: the jobs' information in queue order (member, priority, submission, job
-    id)."""
+    id). The models per job id come back only when there is a choice of models or a
+    job id is `repeated` (the last job of an id in queue order decides); else
+    `ShareBook.model_of` finds them without a table."""
     models = static.models
     used = alloc.used
     free = {m: static.capacity.get(m, 0) - used.get(m, 0) for m in models}
     pending: dict[MemberModel, int] = {}
     job_model: dict[str, str | None] = {}
+    per_job = repeated or len(models) > 1
     only = models[0] if len(models) == 1 else None
     for info in in_order:
         job = info.job
         gpus = info.gpus
         model = info.explicit_model
         if gpus <= 0:
-            job_model[job.job_id] = model
+            if per_job:
+                job_model[job.job_id] = model
             continue
         if model is None and models:
             model = only or min(models, key=lambda m: (-free[m], m))
-        job_model[job.job_id] = model
+        if per_job:
+            job_model[job.job_id] = model
         if model is None:
             continue
         free[model] = free.get(model, 0) - gpus
