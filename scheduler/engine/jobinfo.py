@@ -115,5 +115,7 @@ def queue_order(infos: list[JobInfo], distinct: bool) -> list[JobInfo]:
             order = sorted(kept + new, key=_QUEUE_KEY)
     if order is None:
         order = sorted(infos, key=_QUEUE_KEY)
-    _ORDER = order
+    # Kept only when no job occurs twice: reused, a repeated entry could stand in for a
+    # job of the next snapshot that it does not hold.
+    _ORDER = order if distinct else []
     return order

@@ -218,6 +218,22 @@ def test_nominated_job_released_hold() -> None:
     _same(snap, pol)
 
 
+def test_a_job_listed_twice_leaves_no_trace_in_the_next_cycle() -> None:
+    """The engine reuses the last snapshot's queue order. A snapshot that lists one job
+    twice must not stand in for the next one, where that job appears once beside a new
+    one: each is queued once and both are placed, as the reference engine places them."""
+    pol = es.policy(["m-a", "m-b"], models=("H",), min_runtime_seconds=0)
+    nodes = [es.node("na", "m-a", gpus=4, model="H"), es.node("nb", "m-b", gpus=4, model="H")]
+    known = es.job("a-known", "m-a", submitted_at=200.0)
+    new = es.job("a-new", "m-a", submitted_at=201.0)
+    schedule(es.snapshot(nodes, [known], []), pol)
+    schedule(es.snapshot(nodes, [known, known], []), pol)
+    snap = es.snapshot(nodes, [known, new], [])
+    got = schedule(snap, without_consolidation(pol))
+    assert sorted(b.job_id for b in got.binds) == ["a-known", "a-new"]
+    _equal(got, reference_schedule(snap, pol))
+
+
 def test_benchmark_clusters() -> None:
     from bench.bench_engine import _borrowed_everywhere, _jobs, _nodes, _policy
 
