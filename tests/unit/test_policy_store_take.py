@@ -10,8 +10,8 @@ import yaml
 
 from policies.errors import PolicyError
 from policies.loader import DEFAULT_POLICY, parse_policy
+from scheduler.api.policy_audit import AuditLog
 from scheduler.api.policy_store import (
-    AuditLog,
     FileSource,
     Origin,
     PolicyStore,
