@@ -7,8 +7,9 @@ pods bound per second from the first creation to the last bind, as seen by a wat
 - fairpool: `fairpool run` (a separate process, 16 bind workers, no leader election);
 - kube-scheduler: the one built by the control-plane package, default configuration
   (its client is rate-limited to 50 requests/s), and again with a client QPS of 1,000;
-- null binder: a separate process that binds round-robin with no logic and the same 16
-  workers, i.e. what this machine's API server allows;
+- null binder: a separate process that binds round-robin with no logic, the same 16
+  workers and fairpool's own credentials (the same authorization and API priority and
+  fairness path), i.e. what this machine's API server allows that scheduler;
 - fairpool with 500 gangs of 8 pods.
 
 Pods never finish (no duration annotation), so all of a scenario's pods stay bound until
@@ -523,7 +524,7 @@ class NullBinderProcess:
         self.stop_event.clear()
         self.process = self.context.Process(
             target=_null_binder,
-            args=(str(self.plane.kubeconfig("admin")), self.nodes, self.stop_event),
+            args=(str(self.plane.kubeconfig("scheduler")), self.nodes, self.stop_event),
             daemon=True,
         )
         self.process.start()
