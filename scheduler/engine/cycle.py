@@ -193,17 +193,19 @@ class _Cycle:
         return self._info[job.job_id]
 
     def position_model(self, job: PendingJob) -> str | None:
+        """The model a job's member position is measured on (`position_model_of`)."""
+        return self.position_model_of(self._info[job.job_id])
+
+    def position_model_of(self, info: JobInfo) -> str | None:
         """The model a job's member position is measured on: the one it asks for, the
         only one there is, or None (all models together)."""
-        explicit = self._info[job.job_id].explicit_model
+        explicit = info.explicit_model
         return explicit if explicit is not None else self.only_model
 
     def order_key(self, member: str, info: JobInfo) -> tuple[int, float]:
         """Entitled demand first (see `ordering`), then allocated / fair share."""
         job = info.job
-        explicit = info.explicit_model
-        model = explicit if explicit is not None else self.only_model
-        allocated, fair = self.position_of(member, model)
+        allocated, fair = self.position_of(member, self.position_model_of(info))
         entitled = self._entitled(member, job, info)
         self.queued_entitled[member] = (job, entitled, len(self.out.preemptions))
         return (0 if entitled else 1, ratio(allocated, fair))
@@ -935,15 +937,14 @@ class _Cycle:
         out: dict[str, str] = {}
         details: dict[tuple[object, ...], str] = {}
         sentences: dict[tuple[object, ...], str] = {}
-        waiting, info_of, only = self.out.waiting, self._info, self.only_model
+        waiting, info_of, model_of = self.out.waiting, self._info, self.position_model_of
         for job_id in sorted(waiting):
             job, why = waiting[job_id]
             if why.kind == "incomplete":
                 out[job_id] = sentence(job, why, None, 0, 0.0, "")
                 continue
             info = info_of[job_id]
-            explicit = info.explicit_model
-            model = explicit if explicit is not None else only  # `position_model`
+            model = model_of(info)
             shape = (info.sid, model, job.is_gang, len(job.pods), info.gpus)
             key = (job.member, why, shape)
             text = sentences.get(key)
