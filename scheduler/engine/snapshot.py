@@ -121,6 +121,9 @@ class PendingJob:
     reclaims: int = 0
     """Times the job was reclaimed (preempted by a reclaim) so far. At the policy's
     `maxReclaimsPerJob` it is only placed where it will not be reclaimed again."""
+    reclaimed_at: float | None = None
+    """When the job was last reclaimed (its preemption was decided); None when it never
+    was or the time is not known (a job's reclaims are counted but its time was lost)."""
 
     @property
     def is_gang(self) -> bool:

@@ -4,7 +4,8 @@ Before the eviction the victim is annotated with who reclaimed it, why, and whet
 a reclaim or a consolidation (`fairpool.io/preempted-by`, `fairpool.io/preemption-reason`,
 `fairpool.io/preemption-cause`), so the reason survives on
 the pod object through its grace period and in its final state, and with its job's
-reclaim count plus one (`fairpool.io/reclaims`, read back into the engine's snapshot).
+reclaim count plus one and the time (`fairpool.io/reclaims`, `fairpool.io/reclaimed-at`,
+read back into the engine's snapshot).
 The Eviction API honours PodDisruptionBudgets: `429 Too Many Requests` means a budget
 forbids it now, so the victim is retried later (`retry_seconds`), never deleted around the budget.
 """
@@ -26,7 +27,7 @@ from scheduler.engine.decisions import Preemption
 from scheduler.k8s import labels as L
 from scheduler.k8s.client import read_body
 from scheduler.k8s.events import EventRecorder, ObjectRef
-from scheduler.k8s.objects import PodInfo
+from scheduler.k8s.objects import PodInfo, reclaim_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +54,15 @@ def eviction_body(preemption: Preemption, pod: PodInfo) -> dict[str, Any]:
     }
 
 
-def victim_annotations(preemption: Preemption, pod: PodInfo) -> dict[str, str]:
+def victim_annotations(preemption: Preemption, pod: PodInfo, now: float) -> dict[str, str]:
+    """What the victim carries through its eviction; `now` (seconds since the epoch) is
+    when its job is reclaimed."""
     return {
         L.PREEMPTED_BY_ANNOTATION: preemption.reclaimer,
         L.PREEMPTION_REASON_ANNOTATION: preemption.reason,
         L.PREEMPTION_CAUSE_ANNOTATION: preemption.cause,
         L.RECLAIMS_ANNOTATION: str(pod.reclaims + 1),
+        L.RECLAIMED_AT_ANNOTATION: reclaim_timestamp(now),
     }
 
 
@@ -154,7 +158,7 @@ class Evictor:
                 self._core.patch_namespaced_pod(
                     pod.name,
                     pod.namespace,
-                    {"metadata": {"annotations": victim_annotations(preemption, pod)}},
+                    {"metadata": {"annotations": victim_annotations(preemption, pod, time.time())}},
                     _preload_content=False,
                     _request_timeout=(5, 30),
                 )

@@ -24,4 +24,7 @@ PREEMPTION_CAUSE_ANNOTATION = "fairpool.io/preemption-cause"
 RECLAIMS_ANNOTATION = "fairpool.io/reclaims"
 """Times the pod's job was reclaimed: written on a victim before its eviction, read on
 pending and running pods (a workload that recreates pods copies it to carry it over)."""
+RECLAIMED_AT_ANNOTATION = "fairpool.io/reclaimed-at"
+"""When the pod's job was last reclaimed (RFC 3339, UTC): written and read beside
+`fairpool.io/reclaims`."""
 DURATION_ANNOTATION = "fairpool.io/duration-seconds"

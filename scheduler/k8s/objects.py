@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, cast
 
@@ -56,6 +56,21 @@ def quantity(value: object, field_path: str) -> Decimal:
     if result < 0:
         raise ConversionError(f"{field_path}: negative quantity {value!r}")
     return cast(Decimal, result)
+
+
+def reclaim_time(text: str) -> float | None:
+    """An RFC 3339 time with its UTC offset as seconds since the epoch, or None when it
+    is not one (a time without an offset would depend on the reader's zone)."""
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when.timestamp() if when.tzinfo is not None else None
+
+
+def reclaim_timestamp(seconds: float) -> str:
+    """`reclaim_time`'s inverse, to the second, as Kubernetes writes its times."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def milli(value: object, field_path: str) -> int:
@@ -313,6 +328,14 @@ class PodInfo:
         annotation is fairpool's own bookkeeping, not an input to reject the pod for)."""
         text = self.annotations.get(L.RECLAIMS_ANNOTATION, "")
         return int(text) if text.isdigit() else 0
+
+    @property
+    def reclaimed_at(self) -> float | None:
+        """When its job was last reclaimed, from the `fairpool.io/reclaimed-at`
+        annotation fairpool writes beside `fairpool.io/reclaims`; a missing or unreadable
+        value (not an RFC 3339 time with its offset) is None, like an unreadable count:
+        the time is fairpool's own bookkeeping, not a reason to reject the pod."""
+        return reclaim_time(self.annotations.get(L.RECLAIMED_AT_ANNOTATION, ""))
 
     @property
     def key(self) -> str:
@@ -645,10 +668,17 @@ def pending_jobs(
                 submitted_at=first.created_at,
                 nominated_nodes=dict(nominations.get(job_id, {})),
                 reclaims=max(p.reclaims for p in members),
+                reclaimed_at=_last_reclaim(members),
             )
         )
     jobs.sort(key=lambda j: (j.submitted_at, j.job_id))
     return tuple(jobs), tuple(rejected)
+
+
+def _last_reclaim(pods: list[PodInfo]) -> float | None:
+    """The latest reclaim time any pod of the job carries (None when none does)."""
+    times = [t for t in (p.reclaimed_at for p in pods) if t is not None]
+    return max(times) if times else None
 
 
 def _below_min_resources(pods: list[PodInfo], need: Requests | str | None) -> str:

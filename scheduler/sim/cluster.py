@@ -173,7 +173,16 @@ class SimCluster:
         return self._namespaces.get(member, member)
 
     # -- pending jobs ---------------------------------------------------------------
-    def enqueue(self, job: TraceJob, attempt: int, submitted_at: float, now: float) -> None:
+    def enqueue(
+        self,
+        job: TraceJob,
+        attempt: int,
+        submitted_at: float,
+        now: float,
+        reclaimed_at: float | None = None,
+    ) -> None:
+        """The job waits (again): `attempt` is how often it was reclaimed so far,
+        `reclaimed_at` when the last of those reclaims was decided."""
         spec = self._specs.get((job.gpus_per_pod, job.gpu_model))
         if spec is None:
             spec = self._specs[(job.gpus_per_pod, job.gpu_model)] = pod_spec(job)
@@ -190,6 +199,7 @@ class SimCluster:
             priority=job.priority,
             submitted_at=submitted_at,
             reclaims=attempt,
+            reclaimed_at=reclaimed_at,
         )
         self.pending[job.job_id] = pending
         shape = job_shape(pending)

@@ -343,12 +343,15 @@ class Simulator:
             record.lost_gpu_s += lost_gpu_seconds(
                 record.job.gpus, record.start, now, checkpointable
             )
+            reclaimed_at = record.preempted_at
             record.state = JobState.PENDING
             record.attempt += 1
             record.token += 1
             record.start = None
             record.preempted_at = None
-            self.cluster.enqueue(record.job, record.attempt, record.job.submit_time, now)
+            self.cluster.enqueue(
+                record.job, record.attempt, record.job.submit_time, now, reclaimed_at
+            )
         return True
 
     # -- one engine cycle -----------------------------------------------------------

@@ -30,6 +30,7 @@ from policies.model import Policy
 from scheduler.engine import schedule
 from scheduler.engine.decisions import Decisions
 from scheduler.engine.snapshot import Node, Snapshot
+from scheduler.k8s.objects import reclaim_time
 from scheduler.sim.simulator import Engine, SimulationResult, Simulator
 from scheduler.traces.model import Trace, TraceJob
 from tests.integration.test_daemon import H100, Pool, pool, wait_until
@@ -39,6 +40,8 @@ __all__ = ["pool"]
 
 SCALE = 0.05
 """Real seconds per trace second."""
+CARRIED = ("fairpool.io/reclaims", "fairpool.io/reclaimed-at")
+"""What a controller that recreates evicted pods copies from the victim."""
 GRACE_TRACE_S = 20
 
 # Member a fills its node, then borrows b's idle node for a gang; b comes back with a
@@ -110,11 +113,13 @@ class Replay:
         self.bound: dict[tuple[str, int], dict[str, str]] = {}
         self.bound_at: dict[tuple[str, int], float] = {}
         self.preemptions: dict[str, int] = dict.fromkeys(self.jobs, 0)
+        self.carried: dict[str, dict[str, str]] = {}
+        """What each job's last victim carried over to its next attempt."""
         self.stop = threading.Event()
         self.started = 0.0
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def create(self, job: TraceJob, reclaims: str | None = None) -> None:
+    def create(self, job: TraceJob, carried: dict[str, str] | None = None) -> None:
         attempt = self.attempt.get(job.job_id, -1) + 1
         self.attempt[job.job_id] = attempt
         gang = f"{job.job_id}-r{attempt}"
@@ -135,8 +140,9 @@ class Replay:
                             ),
                             **({"fairpool.io/gang-size": str(job.num_pods)} if job.is_gang else {}),
                             # Carried over from the victim, as the simulator counts a
-                            # job's reclaims across its attempts.
-                            **({"fairpool.io/reclaims": reclaims} if reclaims else {}),
+                            # job's reclaims (and knows the last one's time) across its
+                            # attempts.
+                            **(carried or {}),
                         },
                     },
                     "spec": {
@@ -190,7 +196,9 @@ class Replay:
                     self.remaining[job.job_id] -= now - self.bound_at.get(key, now)
                 else:
                     self.remaining[job.job_id] = job.duration_s
-                self.create(job, (p.metadata.annotations or {}).get("fairpool.io/reclaims"))
+                victim = p.metadata.annotations or {}
+                self.carried[job.job_id] = {k: victim[k] for k in CARRIED if k in victim}
+                self.create(job, self.carried[job.job_id])
 
     def starts(self) -> list[Start]:
         return sorted(
@@ -225,6 +233,7 @@ def test_live_replay_takes_the_simulators_decisions(pool: Pool, replay: Replay) 
     assert [s.job for s in expected] == ["j1", "j2", "j3", "j2"], expected
 
     pool.daemon(parse_policy(pool.policy_text(grace=round(GRACE_TRACE_S * SCALE))))
+    began = time.time()
     replay.start()
     wait_until(
         lambda: len(replay.bound_at) >= len(expected), timeout=120, what="every simulated start"
@@ -234,6 +243,11 @@ def test_live_replay_takes_the_simulators_decisions(pool: Pool, replay: Replay) 
         (s.job, s.attempt, s.owners) for s in expected
     ]
     assert replay.preemptions == expected_preemptions
+    # The evictor wrote the reclaim's count and time (to the second) on the victim.
+    carried = replay.carried["j2"]
+    assert carried["fairpool.io/reclaims"] == "1"
+    at = reclaim_time(carried["fairpool.io/reclaimed-at"])
+    assert at is not None and began - 1 <= at <= time.time(), carried
     # Scaled start times agree to within the daemon's reaction time.
     for got, want in zip(live, expected, strict=True):
         assert abs(got.at - want.at) * SCALE < 2.0, (got, want)

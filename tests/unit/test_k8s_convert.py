@@ -311,6 +311,34 @@ def test_reclaim_count_from_the_annotation_on_running_and_pending_pods() -> None
     assert running_pod(pod_info(body), POLICY, Priorities()).reclaims == 3
 
 
+def test_reclaim_time_from_the_annotation_beside_the_count() -> None:
+    """The latest time any pod of the job carries; an unreadable one is ignored like an
+    unreadable count, and a pod without one has none."""
+    gang = {"fairpool.io/gang": "train"}
+    times = ("2027-01-15T08:00:00Z", "2027-01-15T09:30:00+01:00", "yesterday")
+    infos = [
+        pod_info(
+            pod(
+                f"w{i}",
+                "physics",
+                labels=gang,
+                annotations={"fairpool.io/gang-size": "3", "fairpool.io/reclaimed-at": t},
+            )
+        )
+        for i, t in enumerate(times)
+    ]
+    jobs, rejected = pending_jobs(infos, POLICY, Priorities(), {}, {})
+    assert not rejected
+    assert jobs[0].reclaimed_at == 1_800_000_000.0 + 1800  # 08:30 UTC, the later one
+    (single,), _ = pending_jobs([pod_info(pod("s"))], POLICY, Priorities(), {}, {})
+    assert single.reclaimed_at is None
+    for bad in ("x", "", "2027-01-15T08:00:00", "2027-13-01T00:00:00Z", "1800000000"):
+        info = pod_info(pod("b", annotations={"fairpool.io/reclaimed-at": bad}))
+        assert info.reclaimed_at is None, bad
+        (job,), rejected = pending_jobs([info], POLICY, Priorities(), {}, {})
+        assert job.reclaimed_at is None and not rejected
+
+
 def test_pod_group_min_resources_holds_the_gang_until_its_pods_ask_that_much() -> None:
     labels = {"scheduling.x-k8s.io/pod-group": "pg"}
     infos = [pod_info(pod(f"w{k}", "physics", labels=labels)) for k in range(2)]

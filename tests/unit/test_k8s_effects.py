@@ -19,7 +19,7 @@ from scheduler.k8s.events import EventRecorder, ObjectRef
 from scheduler.k8s.evictor import event_text, eviction_body, victim_annotations
 from scheduler.k8s.exporter import SchedulerMetrics, State
 from scheduler.k8s.leader import LeaderElector
-from scheduler.k8s.objects import pod_info
+from scheduler.k8s.objects import PodInfo, pod_info
 
 POD = pod_info(
     {
@@ -61,34 +61,42 @@ def test_eviction_body_has_grace_and_uid_precondition() -> None:
     )
     body = eviction_body(preemption, POD)
     assert body["deleteOptions"] == {"gracePeriodSeconds": 30, "preconditions": {"uid": "u1"}}
-    assert victim_annotations(preemption, POD) == {
+    assert victim_annotations(preemption, POD, 1_800_000_000.4) == {
         "fairpool.io/preempted-by": "lab-bio",
         "fairpool.io/preemption-reason": "r",
         "fairpool.io/preemption-cause": "reclaim",
         "fairpool.io/reclaims": "1",
+        "fairpool.io/reclaimed-at": "2027-01-15T08:00:00Z",
     }
     assert event_text(preemption) == (
         "Preempted",
         "Preempted by member lab-bio for job lab-bio/x: r (grace period 30s)",
     )
     moved = replace(preemption, cause="consolidation")
-    assert victim_annotations(moved, POD)["fairpool.io/preemption-cause"] == "consolidation"
+    assert victim_annotations(moved, POD, 0.0)["fairpool.io/preemption-cause"] == "consolidation"
     assert event_text(moved) == (
         "Consolidated",
         "Moved for consolidation, for job lab-bio/x of member lab-bio: r (grace period 30s)",
     )
-    again = pod_info(
-        {
-            "metadata": {
-                "name": "p",
-                "namespace": "physics",
-                "uid": "u2",
-                "annotations": {"fairpool.io/reclaims": "2"},
-            },
-            "spec": {"schedulerName": "fairpool", "containers": []},
-        }
-    )
-    assert victim_annotations(preemption, again)["fairpool.io/reclaims"] == "3"
+
+    def victim(annotations: dict[str, str]) -> PodInfo:
+        return pod_info(
+            {
+                "metadata": {
+                    "name": "p",
+                    "namespace": "physics",
+                    "uid": "u2",
+                    "annotations": annotations,
+                },
+                "spec": {"schedulerName": "fairpool", "containers": []},
+            }
+        )
+
+    written = victim_annotations(preemption, victim({"fairpool.io/reclaims": "2"}), 1.8e9)
+    assert written["fairpool.io/reclaims"] == "3"
+    # What the evictor writes reads back as the same count and time (to the second).
+    back = victim(written)
+    assert (back.reclaims, back.reclaimed_at) == (3, 1.8e9)
 
 
 def test_failed_scheduling_is_rate_limited_per_pod() -> None:

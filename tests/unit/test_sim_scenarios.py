@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import pytest
 
+from policies.model import Policy
+from scheduler.engine.cycle import schedule
+from scheduler.engine.decisions import Decisions
+from scheduler.engine.snapshot import Snapshot
 from scheduler.sim import metrics
 from scheduler.sim.pipeline import build_study
 from scheduler.sim.simulator import JobState, SimulationResult, Simulator
@@ -155,6 +159,30 @@ def test_pooling_dividend_is_work_done_not_lost_work() -> None:
     assert study.summary["members_worse_off_pooled"] == 0
     assert m["a"]["standalone_never_runs"] == 0
     assert study.jobs.set_index("job_id").loc["a2", "standalone_jct_s"] == 2500
+
+
+def test_a_reclaimed_job_waits_again_with_its_reclaim_time() -> None:
+    """The snapshot says when a job waiting again was reclaimed: a2 is preempted at
+    t=100 (gone at 130) and waits until 630 carrying reclaimed_at=100; a job never
+    reclaimed carries None."""
+    seen: dict[tuple[float, str], tuple[int, float | None]] = {}
+
+    def engine(snapshot: Snapshot, pol: Policy) -> Decisions:
+        for waiting in snapshot.pending:
+            seen[(snapshot.now, waiting.job_id)] = (waiting.reclaims, waiting.reclaimed_at)
+        return schedule(snapshot, pol)
+
+    pol = policy()
+    Simulator(
+        NODES,
+        pol,
+        trace(job("a1", "a", 0, 1000, 4), job("a2", "a", 0, 1000, 4), job("b1", "b", 100, 500, 4)),
+        engine,
+    ).run()
+    assert seen[(0.0, "a2")] == (0, None)
+    assert seen[(100.0, "b1")] == (0, None)
+    assert seen[(130.0, "a2")] == (1, 100.0)
+    assert seen[(630.0, "a2")] == (1, 100.0)
 
 
 def test_pooling_dividend_negative_when_pooling_delays_own_work() -> None:
