@@ -32,6 +32,11 @@ MAX_WEIGHT = 1_000_000.0
 MAX_GRACE_SECONDS = 86_400
 MAX_MIN_RUNTIME_SECONDS = 30 * 86_400
 MAX_RECLAIMS = 1_000
+RECLAIM_LIMIT_WINDOW_SECONDS = 12 * 3600
+"""Half a day: several owners' waits for their entitlement (hours at the 99th percentile
+in `python -m bench fairness`) fit in it, so an owner busy when the job was reclaimed is
+usually done by then; and a job that can only ever borrow is kept off busy owners' nodes
+no longer than that (docs/policy.md)."""
 MAX_CONSOLIDATIONS = 1_000
 MAX_HALF_LIFE_HOURS = 10 * 8_760.0
 MAX_SHARED_FIXED_COSTS = 100
@@ -96,7 +101,13 @@ class SharingRules(_Strict):
     max_reclaims_per_job: Annotated[int, Field(ge=0, le=MAX_RECLAIMS)] | None = 3
     """A job reclaimed this many times is no longer a victim; beyond its member's
     entitlement it then runs only on nodes whose owners are not likely to want them back
-    (a job bigger than that entitlement anywhere there is room). None: no limit."""
+    (a job bigger than that entitlement: see the next field). None: no limit."""
+    reclaim_limit_window_seconds: int = Field(
+        default=RECLAIM_LIMIT_WINDOW_SECONDS, ge=0, le=MAX_MIN_RUNTIME_SECONDS
+    )
+    """For this long after its last reclaim, a job at `max_reclaims_per_job` that is
+    bigger than its member's entitlement runs only where one that fits it would; then
+    anywhere there is room. 0: anywhere at once."""
     usage_half_life_hours: float | None = Field(
         default=None, gt=0, le=MAX_HALF_LIFE_HOURS, allow_inf_nan=False
     )

@@ -162,6 +162,7 @@ class _Cycle:
         self.checkpointable = frozenset(m.name for m in policy.members if m.checkpointable)
         self.borrowing = policy.sharing.borrowing
         self.reclaim_limit = policy.sharing.max_reclaims_per_job
+        self.reclaim_window = float(policy.sharing.reclaim_limit_window_seconds)
         # The pending jobs.
         self._info: dict[str, JobInfo] = self.book.info
         self.views: dict[int, View] = {}
@@ -260,19 +261,34 @@ class _Cycle:
 
     def _fits_entitlement(self, job: PendingJob, model: str | None) -> bool:
         """The job could ever run within its member's entitlement (a job bigger than it
-        never could: that one borrows wherever there is room, safe from reclaim)."""
+        never could: at the reclaim limit it is kept to quiet owners' nodes only for a
+        window after its last reclaim, see `recently_reclaimed`)."""
         gpus = self._info[job.job_id].gpus
         if model is None or gpus <= 0:
             return True
         return gpus <= self.book.entitlement.get((job.member, model), 0)
 
-    def _exhausted_detail(self, job: PendingJob) -> str:
+    def recently_reclaimed(self, job: PendingJob) -> bool:
+        """The job's last reclaim is less than the policy's `reclaimLimitWindowSeconds`
+        old (an unknown time is not recent: the window is what bounds its wait)."""
+        at = job.reclaimed_at
+        return at is not None and self.snapshot.now - at < self.reclaim_window
+
+    def _exhausted_detail(self, job: PendingJob, model: str | None) -> str:
         limit = self.policy.sharing.max_reclaims_per_job
-        return (
+        text = (
             f"job {job.job_id} was reclaimed {plural(job.reclaims, 'time')}, the policy's "
             f"limit of {limit} (maxReclaimsPerJob): it will not be reclaimed again, so "
             f"beyond its entitlement it runs only on nodes whose owners are not likely "
             f"to want them back"
+        )
+        if self._fits_entitlement(job, model) or job.reclaimed_at is None:
+            return text
+        window = self.policy.sharing.reclaim_limit_window_seconds
+        left = math.ceil(job.reclaimed_at + window - self.snapshot.now)
+        return (
+            f"{text}; bigger than its entitlement, it may run anywhere from {window}s after "
+            f"its last reclaim (reclaimLimitWindowSeconds), {left}s from now"
         )
 
     def _quiet_lenders(
@@ -328,6 +344,7 @@ class _Cycle:
                 return
         sid = info.sid
         exhausted = self.exhausted(job)
+        recent = exhausted and self.recently_reclaimed(job)
         model_of, holds = self.book.model_of, self.state.holds
         freeing, waiting = self.freeing, self.out.waiting
         queue, pos = queues.rest(job.member)
@@ -338,6 +355,7 @@ class _Cycle:
             if (
                 alike.sid != sid
                 or self.exhausted(nxt) != exhausted
+                or (exhausted and self.recently_reclaimed(nxt) != recent)
                 or model_of(alike) != model
                 or jid in holds
                 or jid in freeing
@@ -389,7 +407,13 @@ class _Cycle:
         lendable = self.lendable() if self.lenders else {}
         most = self.reclaim_limit
         exhausted = most is not None and job.reclaims >= most  # `exhausted(job)`
-        guarded = exhausted and self._fits_entitlement(job, model) and not self.entitled_now(job)
+        # Kept to quiet owners' nodes when beyond its entitlement; a job bigger than the
+        # entitlement only for a while after its last reclaim, or it might wait for ever.
+        guarded = (
+            exhausted
+            and (self._fits_entitlement(job, model) or self.recently_reclaimed(job))
+            and not self.entitled_now(job)
+        )
         if guarded:
             lendable = self._quiet_lenders(member, model, lendable)
         models = None if self.borrowing else self._models_allowed(job, model)
@@ -408,7 +432,7 @@ class _Cycle:
         if job_id not in self.out.waiting:
             if guarded:
                 # The free capacity it may not use would only mislead: say why instead.
-                detail = "; ".join(d for d in (self._exhausted_detail(job), detail) if d)
+                detail = "; ".join(d for d in (self._exhausted_detail(job, model), detail) if d)
                 self._wait(job, Waiting("limit", detail))
             else:
                 self._wait(job, Waiting("capacity", detail))
@@ -606,7 +630,8 @@ class _Cycle:
     ) -> ReclaimResult | NoReclaim:
         """Ask the victim index, unless the same attempt failed already. What reclaim can
         do changes only with a bind (a member may rise above its fair share) or another
-        reclaim: until then a failure stands."""
+        reclaim: until then a failure stands. A job at the reclaim limit still within its
+        window may reclaim only for room on quiet owners' nodes: its failure is its own."""
         key = (
             self._info[job.job_id].sid,
             job.member,
@@ -614,6 +639,7 @@ class _Cycle:
             claim.allocated,
             len(self.out.nominations),
             len(self.out.binds),
+            self.exhausted(job) and self.recently_reclaimed(job),
         )
         failed = self.reclaim_failed.get(key)
         if failed is not None:

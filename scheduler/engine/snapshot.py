@@ -123,7 +123,10 @@ class PendingJob:
     `maxReclaimsPerJob` it is only placed where it will not be reclaimed again."""
     reclaimed_at: float | None = None
     """When the job was last reclaimed (its preemption was decided); None when it never
-    was or the time is not known (a job's reclaims are counted but its time was lost)."""
+    was or the time is not known (a job's reclaims are counted but its time was lost).
+    At the limit, a job bigger than its member's entitlement is kept to nodes whose owners
+    are not likely to want them back for the policy's `reclaimLimitWindowSeconds` after
+    it."""
 
     @property
     def is_gang(self) -> bool:

@@ -237,19 +237,36 @@ class _Cycle:
 
     def _fits_entitlement(self, job: PendingJob, model: str | None) -> bool:
         """The job could ever run within its member's entitlement (a job bigger than it
-        never could: that one borrows wherever there is room, safe from reclaim)."""
+        never could: at the reclaim limit it is kept to quiet owners' nodes only for a
+        window after its last reclaim, see `recently_reclaimed`)."""
         gpus = self._info[job.job_id].gpus
         if model is None or gpus <= 0:
             return True
         return gpus <= self.book.entitlement.get((job.member, model), 0)
 
-    def _exhausted_detail(self, job: PendingJob) -> str:
+    def recently_reclaimed(self, job: PendingJob) -> bool:
+        """The job's last reclaim is less than `reclaimLimitWindowSeconds` old (an unknown
+        time is not recent)."""
+        if job.reclaimed_at is None:
+            return False
+        age = self.snapshot.now - job.reclaimed_at
+        return age < self.policy.sharing.reclaim_limit_window_seconds
+
+    def _exhausted_detail(self, job: PendingJob, model: str | None) -> str:
         limit = self.policy.sharing.max_reclaims_per_job
-        return (
+        text = (
             f"job {job.job_id} was reclaimed {plural(job.reclaims, 'time')}, the policy's "
             f"limit of {limit} (maxReclaimsPerJob): it will not be reclaimed again, so "
             f"beyond its entitlement it runs only on nodes whose owners are not likely "
             f"to want them back"
+        )
+        if self._fits_entitlement(job, model) or job.reclaimed_at is None:
+            return text
+        window = self.policy.sharing.reclaim_limit_window_seconds
+        left = math.ceil(job.reclaimed_at + window - self.snapshot.now)
+        return (
+            f"{text}; bigger than its entitlement, it may run anywhere from {window}s after "
+            f"its last reclaim (reclaimLimitWindowSeconds), {left}s from now"
         )
 
     def _quiet_lenders(
@@ -306,6 +323,10 @@ class _Cycle:
             if (
                 self.shape_id[jid] != sid
                 or self.exhausted(nxt) != self.exhausted(job)
+                or (
+                    self.exhausted(job)
+                    and self.recently_reclaimed(nxt) != self.recently_reclaimed(job)
+                )
                 or self.book.job_model.get(jid) != model
                 or jid in self.state.holds
                 or jid in self.freeing
@@ -355,7 +376,7 @@ class _Cycle:
         exhausted = self.exhausted(job)
         guarded = (
             exhausted
-            and self._fits_entitlement(job, model)
+            and (self._fits_entitlement(job, model) or self.recently_reclaimed(job))
             and not self.within_entitlement(job.member, job)
         )
         if guarded:
@@ -373,7 +394,7 @@ class _Cycle:
         if job.job_id not in self.out.waiting:
             if guarded:
                 # The free capacity it may not use would only mislead: say why instead.
-                detail = "; ".join(d for d in (self._exhausted_detail(job), detail) if d)
+                detail = "; ".join(d for d in (self._exhausted_detail(job, model), detail) if d)
                 self._wait(job, Waiting("limit", detail))
             else:
                 self._wait(job, Waiting("capacity", detail))
@@ -565,7 +586,8 @@ class _Cycle:
     ) -> ReclaimResult | NoReclaim:
         """Ask the victim index, unless the same attempt failed already. What reclaim can
         do changes only with a bind (a member may rise above its fair share) or another
-        reclaim: until then a failure stands."""
+        reclaim: until then a failure stands. A job at the reclaim limit still within its
+        window may reclaim only for room on quiet owners' nodes: its failure is its own."""
         key = (
             self.shape_id[job.job_id],
             job.member,
@@ -573,6 +595,7 @@ class _Cycle:
             claim.allocated,
             len(self.out.nominations),
             len(self.out.binds),
+            self.exhausted(job) and self.recently_reclaimed(job),
         )
         failed = self.reclaim_failed.get(key)
         if failed is not None:

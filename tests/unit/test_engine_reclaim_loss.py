@@ -3,9 +3,12 @@ reclaims (`sharing.max_reclaims_per_job`)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from scheduler.engine import schedule
 from scheduler.engine.placement import ClusterState
 from scheduler.engine.reclaim import Reclaimer
+from scheduler.engine.snapshot import PendingJob
 from tests.unit.engine_strategies import H100, job, node, policy, running, snapshot
 
 POL = policy(["lab-a", "lab-b", "lab-c"])
@@ -134,3 +137,50 @@ def test_a_gang_bigger_than_its_entitlement_still_runs_and_is_then_kept() -> Non
     ]
     d = schedule(snapshot(nodes, [job("b-1", "lab-b", gpus=8)], run), POL)
     assert sorted(preempted(d)) == ["g-0", "g-1"]
+
+
+def test_a_gang_bigger_than_its_entitlement_is_kept_for_a_window_after_its_reclaim() -> None:
+    # lab-a is entitled to 8 (a1, full) and its 2 x 8 gang was reclaimed 3 times. lab-b
+    # holds 8 of its 16 (likely to want b1 back); lab-c runs nothing. For an hour after
+    # its last reclaim the gang may not take b1, so with one quiet node it waits; then
+    # (or when the time of its reclaim is not known) it borrows wherever there is room.
+    pol = policy(["lab-a", "lab-b", "lab-c"], reclaim_limit_window_seconds=3600)
+    nodes = [
+        node("a1", "lab-a"),
+        node("b1", "lab-b"),
+        node("b2", "lab-b"),
+        node("c1", "lab-c"),
+    ]
+    run = [running("a-own", "lab-a", "a1", gpus=8), running("b-own", "lab-b", "b2", gpus=8)]
+
+    def gang(reclaimed_at: float | None, reclaims: int = 3) -> PendingJob:
+        return replace(
+            job("g", "lab-a", pods=2, gpus=8, reclaims=reclaims), reclaimed_at=reclaimed_at
+        )
+
+    d = schedule(snapshot(nodes, [gang(9_000.0)], run, now=10_000.0), pol)
+    assert d.binds == ()
+    assert d.explanations["g"] == (
+        f"member lab-a is below its fair share of 24 {H100} (holds 8); job g was "
+        "reclaimed 3 times, the policy's limit of 3 (maxReclaimsPerJob): it will not be "
+        "reclaimed again, so beyond its entitlement it runs only on nodes whose owners are "
+        "not likely to want them back; bigger than its entitlement, it may run anywhere "
+        "from 3600s after its last reclaim (reclaimLimitWindowSeconds), 2600s from now; "
+        "nothing can be reclaimed: no member above its fair share holds borrowed "
+        f"{H100} GPUs it could use"
+    )
+    for reclaimed_at in (6_400.0, None):
+        d = schedule(snapshot(nodes, [gang(reclaimed_at)], run, now=10_000.0), pol)
+        assert sorted(b.node for b in d.binds) == ["b1", "c1"], reclaimed_at
+    # Below the limit the window does not matter: the gang can still be reclaimed.
+    d = schedule(snapshot(nodes, [gang(9_000.0, reclaims=2)], run, now=10_000.0), pol)
+    assert sorted(b.node for b in d.binds) == ["b1", "c1"]
+    # Within the window a second quiet node is enough.
+    nodes.append(node("c2", "lab-c"))
+    d = schedule(snapshot(nodes, [gang(9_000.0)], run, now=10_000.0), pol)
+    assert sorted(b.node for b in d.binds) == ["c1", "c2"]
+    # A window of 0 is the rule without it: anywhere at once.
+    nodes.pop()
+    unwindowed = policy(["lab-a", "lab-b", "lab-c"], reclaim_limit_window_seconds=0)
+    d = schedule(snapshot(nodes, [gang(9_999.0)], run, now=10_000.0), unwindowed)
+    assert sorted(b.node for b in d.binds) == ["b1", "c1"]

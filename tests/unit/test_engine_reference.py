@@ -121,7 +121,8 @@ def contended(draw: st.DrawFn) -> tuple[Policy, Snapshot]:
     reclaims preempt in the middle of the queue (so what was found when a job was queued
     no longer holds when it is taken), some copies were nominated (their holds are
     released when they are taken), some were reclaimed as often as the policy allows,
-    and some members restart reclaimed work from zero."""
+    some members restart reclaimed work from zero, and some reclaims are more recent than
+    the policy's window."""
     base = draw(policies())
     pol = base.model_copy(
         update={
@@ -132,7 +133,10 @@ def contended(draw: st.DrawFn) -> tuple[Policy, Snapshot]:
                         for m in base.spec.members
                     ],
                     "sharing": base.spec.sharing.model_copy(
-                        update={"max_reclaims_per_job": draw(st.sampled_from([None, 1, 2]))}
+                        update={
+                            "max_reclaims_per_job": draw(st.sampled_from([None, 1, 2])),
+                            "reclaim_limit_window_seconds": draw(st.sampled_from([0, 100])),
+                        }
                     ),
                 }
             )
@@ -156,6 +160,7 @@ def contended(draw: st.DrawFn) -> tuple[Policy, Snapshot]:
                     submitted_at=job.submitted_at + 0.01 * c,
                     nominated_nodes=nominated,
                     reclaims=draw(st.sampled_from([0, 0, 0, 1, 2])),
+                    reclaimed_at=draw(st.sampled_from([None, snap.now - 50, snap.now - 500])),
                 )
             )
     return pol, replace(snap, pending=tuple(pending))
