@@ -590,7 +590,10 @@ def bench_cluster(console: Console) -> Iterator[Bench]:
             watch.close()
     finally:
         stop(workdir / "cluster")
-        shutil.rmtree(workdir, ignore_errors=True)  # the cluster's data: tens of MB a run
+        # The cluster's data is tens of MB a run; fairpool's log (every round) is kept, to
+        # look into a slow round afterwards.
+        shutil.rmtree(workdir / "cluster", ignore_errors=True)
+        console.print(f"fairpool's log: {workdir / 'fairpool.log'}")
 
 
 def run(console: Console) -> None:
