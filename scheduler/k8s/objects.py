@@ -62,7 +62,7 @@ def reclaim_time(text: str) -> float | None:
     """An RFC 3339 time with its UTC offset as seconds since the epoch, or None when it
     is not one (a time without an offset would depend on the reader's zone)."""
     try:
-        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        when = _rfc3339(text.strip())
     except ValueError:
         return None
     return when.timestamp() if when.tzinfo is not None else None
@@ -91,7 +91,12 @@ def timestamp(value: str | None) -> float:
     """An RFC 3339 API timestamp as float seconds since the epoch; 0.0 when unset."""
     if not value:
         return 0.0
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    return _rfc3339(value).timestamp()
+
+
+def _rfc3339(value: str) -> datetime:
+    """An RFC 3339 time as the API writes it ("Z" for UTC, or an offset)."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 # --- nodes ------------------------------------------------------------------------------

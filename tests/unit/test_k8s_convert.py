@@ -10,6 +10,7 @@ from policies.loader import load_policy
 from scheduler.engine.snapshot import PodSpec, SelectorRequirement, Taint, Toleration
 from scheduler.k8s.objects import (
     ConversionError,
+    PodInfo,
     Priorities,
     milli,
     node_from_api,
@@ -286,19 +287,23 @@ def test_running_pod_member_from_bind_annotation_and_foreign_scheduler() -> None
     assert running.started_at == 10.0 and not running.scheduled_by_fairpool
 
 
-def test_reclaim_count_from_the_annotation_on_running_and_pending_pods() -> None:
-    gang = {"fairpool.io/gang": "train"}
-    infos = [
+def _gang_carrying(annotation: str, values: tuple[str, ...]) -> list[PodInfo]:
+    """One physics gang, its i-th pod carrying `values[i]` in `annotation`."""
+    return [
         pod_info(
             pod(
                 f"w{i}",
                 "physics",
-                labels=gang,
-                annotations={"fairpool.io/gang-size": "2", "fairpool.io/reclaims": n},
+                labels={"fairpool.io/gang": "train"},
+                annotations={"fairpool.io/gang-size": str(len(values)), annotation: value},
             )
         )
-        for i, n in enumerate(("2", "1"))
+        for i, value in enumerate(values)
     ]
+
+
+def test_reclaim_count_from_the_annotation_on_running_and_pending_pods() -> None:
+    infos = _gang_carrying("fairpool.io/reclaims", ("2", "1"))
     jobs, _ = pending_jobs(infos, POLICY, Priorities(), {}, {})
     assert jobs[0].reclaims == 2  # the most any of its pods carries
     (single,), _ = pending_jobs([pod_info(pod("s"))], POLICY, Priorities(), {}, {})
@@ -314,19 +319,8 @@ def test_reclaim_count_from_the_annotation_on_running_and_pending_pods() -> None
 def test_reclaim_time_from_the_annotation_beside_the_count() -> None:
     """The latest time any pod of the job carries; an unreadable one is ignored like an
     unreadable count, and a pod without one has none."""
-    gang = {"fairpool.io/gang": "train"}
     times = ("2027-01-15T08:00:00Z", "2027-01-15T09:30:00+01:00", "yesterday")
-    infos = [
-        pod_info(
-            pod(
-                f"w{i}",
-                "physics",
-                labels=gang,
-                annotations={"fairpool.io/gang-size": "3", "fairpool.io/reclaimed-at": t},
-            )
-        )
-        for i, t in enumerate(times)
-    ]
+    infos = _gang_carrying("fairpool.io/reclaimed-at", times)
     jobs, rejected = pending_jobs(infos, POLICY, Priorities(), {}, {})
     assert not rejected
     assert jobs[0].reclaimed_at == 1_800_000_000.0 + 1800  # 08:30 UTC, the later one
