@@ -193,6 +193,9 @@ class Consolidator:
         self.guaranteed: set[str] = set()
         """Jobs with a pod within their member's entitlement on their member's own nodes:
         moved only for their own member."""
+        self.movable: dict[int, Res] = {}
+        """Node -> what all of `on_node` there would free: a node that cannot take a pod
+        even then opens no room for it, however its victims are chosen."""
         nodes = state.nodes
         for job in sorted(jobs, key=VictimJob.loss_key):
             if not self._movable(job, reclaimable_pods, min_runtime, below_min_runtime):
@@ -203,6 +206,8 @@ class Consolidator:
                 self.guaranteed.add(job.job_id)
             for i in sorted({i for _, i in job.pods}):
                 self.on_node.setdefault(i, []).append(job)
+            for p, i in job.pods:
+                _add(self.movable, i, spec_res(p.spec), 1)
             if job.reclaimable:
                 for owner in sorted({nodes[i].owner or "" for _, i in job.pods}):
                     if owner and owner != job.member:
@@ -307,8 +312,9 @@ class Consolidator:
         feasible = state.feasible((p.spec for p in job.pods), model)
         budget = job.gpus * self.loss_seconds
         priced = []
+        movable = self.movable
         for i in sorted(feasible):
-            if i not in self.on_node and not state.fits(i, biggest):
+            if not state.fits(i, biggest, movable):
                 continue
             found = self._opening(i, biggest, member, model, ruled_out)
             if found is not None and found[0][0] <= budget:

@@ -358,11 +358,17 @@ class Reclaimer:
             have=state.idle_gpus(feasible) + sum(e[0] for e in freeing.values()),
             need=sum(p.spec.gpus for p in pods),
             cautious=cautious,
+            pod_gpus=_least_pod_gpus(pods),
         )
 
     def _feasible_nodes(self, pods: Sequence[PendingPod], model: str) -> frozenset[int]:
         """Nodes of `model` that could take one of the pods."""
         return self.state.feasible((p.spec for p in pods), model)
+
+
+def _least_pod_gpus(pods: Sequence[PendingPod]) -> int:
+    """The fewest GPUs any pod of the job asks for (`_Room.pod_gpus`)."""
+    return max(0, min(p.spec.gpus for p in pods))
 
 
 def _running_jobs(
@@ -454,9 +460,30 @@ class _Room:
     need: int
     cautious: bool = False
     """The job borrows and would lose its progress if reclaimed (see `placement`)."""
+    pod_gpus: int = 0
+    """The fewest GPUs a pod of the job asks for (0: `slots` bounds nothing)."""
 
-    def plan(self, extra: Mapping[int, Res]) -> Plan | None:
-        """A what-if placement of the whole job with `extra` freed on its nodes."""
+    def slots(self, extra: Mapping[int, Res]) -> int:
+        """How many of the job's pods the feasible nodes could hold by free GPUs alone,
+        with `extra` freed: an upper bound, as every pod needs `pod_gpus` GPUs or more on
+        one node. Fewer slots than pods means no plan exists. Victims freeing GPUs on
+        many nodes often add up to enough GPUs long before one node has room, and a
+        what-if plan costs far more than keeping this count (see `free`)."""
+        g = self.pod_gpus
+        if g <= 0:
+            return len(self.pods)
+        free = self.state.free_gpu
+        slots = sum(max(0, free[i]) // g for i in self.feasible)
+        for i, e in extra.items():
+            f = free[i]
+            slots += max(0, f + e[0]) // g - max(0, f) // g
+        return slots
+
+    def plan(self, extra: Mapping[int, Res], slots: int) -> Plan | None:
+        """A what-if placement of the whole job with `extra` freed on its nodes
+        (`slots`: what `slots(extra)` counts)."""
+        if slots < len(self.pods):
+            return None
         models = frozenset({self.model})
         return plan_job(
             self.state, self.pods, self.member, self.lendable, extra, models, self.cautious
@@ -466,7 +493,7 @@ class _Room:
         """The plan when the terminating pods alone make room."""
         if self.have < self.need:
             return None
-        return self.plan(self.freeing)
+        return self.plan(self.freeing, self.slots(self.freeing))
 
     def runs_here(self, job: VictimJob) -> bool:
         """The job has a pod on a node this one could use."""
@@ -475,8 +502,12 @@ class _Room:
     def gpus_freed(self, job: VictimJob) -> int:
         return sum(p.spec.gpus for p, i in job.pods if i in self.feasible)
 
-    def free(self, extra: dict[int, Res], job: VictimJob, sign: int) -> None:
-        """Add (sign 1) or remove (sign -1) what `job` frees on feasible nodes."""
+    def free(self, extra: dict[int, Res], job: VictimJob, sign: int) -> int:
+        """Add (sign 1) or remove (sign -1) what `job` frees on feasible nodes; the
+        change it makes to `slots(extra)`."""
+        g = self.pod_gpus
+        free = self.state.free_gpu
+        change = 0
         for pod, i in job.pods:
             if i not in self.feasible:
                 continue
@@ -488,6 +519,10 @@ class _Room:
                 e[2] + sign * r[2],
                 e[3] + sign * r[3],
             )
+            if g > 0:
+                f = free[i]
+                change += max(0, f + e[0] + sign * r[0]) // g - max(0, f + e[0]) // g
+        return change
 
 
 @dataclass(eq=False)
@@ -604,6 +639,7 @@ class _Attempt(ABC):
         (the member is above its entitlement, or it would not give: see `may_give`)."""
         room = self.room
         extra = dict(room.freeing)
+        slots: int | None = None  # counted once enough GPUs are free, then kept
         have = room.have
         taken: dict[MemberModel, int] = {}
         chosen: list[VictimJob] = []
@@ -614,28 +650,30 @@ class _Attempt(ABC):
             for m, g in job.by_model.items():
                 taken[(job.member, m)] = taken.get((job.member, m), 0) + g
             chosen.append(job)
-            room.free(extra, job, 1)
+            gained = room.free(extra, job, 1)
             have += room.gpus_freed(job)
             if have < room.need:
                 continue
-            plan = room.plan(extra)
+            slots = room.slots(extra) if slots is None else slots + gained
+            plan = room.plan(extra, slots)
             if plan is not None:
                 break
-        if plan is None:
+        if plan is None or slots is None:
             return None
-        return self._minimal(chosen, plan, extra)
+        return self._minimal(chosen, plan, extra, slots)
 
     def _minimal(
-        self, chosen: list[VictimJob], plan: Plan, extra: dict[int, Res]
+        self, chosen: list[VictimJob], plan: Plan, extra: dict[int, Res], slots: int
     ) -> tuple[list[VictimJob], Plan]:
         """Drop each victim but the last one added when the job fits without it."""
         room = self.room
         for job in list(reversed(chosen[:-1])):
-            room.free(extra, job, -1)
-            trial = room.plan(extra)
+            without = slots + room.free(extra, job, -1)
+            trial = room.plan(extra, without)
             if trial is not None:
                 chosen.remove(job)
                 plan = trial
+                slots = without
             else:
                 room.free(extra, job, 1)
         return chosen, plan

@@ -3,12 +3,16 @@ nothing can be reclaimed."""
 
 from __future__ import annotations
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from policies.model import Policy
 from scheduler.engine import shares
+from scheduler.engine.gangs import plan_job
 from scheduler.engine.placement import ClusterState
 from scheduler.engine.reclaim import NoReclaim, Reclaimer, ReclaimResult, Why
 from scheduler.engine.snapshot import Snapshot
-from tests.unit.engine_strategies import H100, job, node, policy, running, snapshot
+from tests.unit.engine_strategies import H100, job, node, policy, running, scenarios, snapshot
 
 POL = policy(["lab-a", "lab-b", "lab-c"])
 
@@ -139,3 +143,45 @@ def test_young_victims_drain_or_refuse() -> None:
         Why.YOUNG,
         "the borrowed pods that could make room are younger than the minimum runtime of 20000 s",
     )
+
+
+@given(scenarios(), st.data())
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_the_slot_count_never_rules_out_a_plan_that_exists(
+    scenario: tuple[Policy, Snapshot], data: st.DataObject
+) -> None:
+    # Reclaim skips the what-if plan while the slot count says the pods cannot fit. The
+    # count must be an upper bound: whenever it is short, the plan really fails; and kept
+    # step by step as victims come and go it equals the count made afresh.
+    pol, snap = scenario
+    state = ClusterState(snap)
+    reclaimer = Reclaimer(
+        state,
+        snap.running,
+        frozenset(p.uid for p in snap.running),
+        snap.now,
+        pol.sharing.min_runtime_seconds,
+        pol.sharing.preempt_below_min_runtime,
+    )
+    victims = reclaimer.jobs
+    for pending in snap.pending:
+        for model in sorted({n.gpu_model or "" for n in snap.nodes}):
+            room = reclaimer._room(pending.pods, pending.member, model, {})
+            if room is None:
+                continue
+            extra = dict(room.freeing)
+            slots = room.slots(extra)
+            chosen = (
+                data.draw(st.lists(st.sampled_from(victims), unique_by=lambda v: v.job_id))
+                if victims
+                else []
+            )
+            for victim in chosen:
+                slots += room.free(extra, victim, 1)
+                assert slots == room.slots(extra)
+                plan = plan_job(state, pending.pods, pending.member, {}, extra, frozenset({model}))
+                if slots < len(pending.pods):
+                    assert plan is None, (slots, plan)
+            for victim in reversed(chosen):
+                slots += room.free(extra, victim, -1)
+                assert slots == room.slots(extra)
