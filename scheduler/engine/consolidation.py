@@ -70,6 +70,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from scheduler.engine.entitlement import MemberModel
 from scheduler.engine.gangs import Plan, plan_job
@@ -114,7 +115,10 @@ class Positions:
     entitlement: Mapping[MemberModel, int]
 
 
-def _add(extra: dict[int, Res], i: int, r: Res, sign: int) -> None:
+K = TypeVar("K")
+
+
+def _add(extra: dict[K, Res], i: K, r: Res, sign: int) -> None:
     e = extra.get(i, (0, 0, 0, 0))
     extra[i] = (e[0] + sign * r[0], e[1] + sign * r[1], e[2] + sign * r[2], e[3] + sign * r[3])
 
@@ -194,8 +198,11 @@ class Consolidator:
         """Jobs with a pod within their member's entitlement on their member's own nodes:
         moved only for their own member."""
         self.movable: dict[int, Res] = {}
-        """Node -> what all of `on_node` there would free: a node that cannot take a pod
-        even then opens no room for it, however its victims are chosen."""
+        """Node -> what the jobs of `on_node` there that any member may move would free
+        (`_could_open`)."""
+        self.movable_own: dict[tuple[int, str], Res] = {}
+        """(node, member) -> what the member's `guaranteed` jobs there would free: only
+        that member may move them."""
         nodes = state.nodes
         for job in sorted(jobs, key=VictimJob.loss_key):
             if not self._movable(job, reclaimable_pods, min_runtime, below_min_runtime):
@@ -206,8 +213,12 @@ class Consolidator:
                 self.guaranteed.add(job.job_id)
             for i in sorted({i for _, i in job.pods}):
                 self.on_node.setdefault(i, []).append(job)
+            guaranteed = job.job_id in self.guaranteed
             for p, i in job.pods:
-                _add(self.movable, i, spec_res(p.spec), 1)
+                if guaranteed:
+                    _add(self.movable_own, (i, job.member), spec_res(p.spec), 1)
+                else:
+                    _add(self.movable, i, spec_res(p.spec), 1)
             if job.reclaimable:
                 for owner in sorted({nodes[i].owner or "" for _, i in job.pods}):
                     if owner and owner != job.member:
@@ -276,11 +287,22 @@ class Consolidator:
             if g > 0
         )
 
+    def _could_open(self, i: int, res: Res, member: str) -> bool:
+        """Node i could take a pod of `res` with every job there that `member` may move
+        gone. Without that `_opening` finds nothing, and this is far cheaper to ask."""
+        own = self.movable_own.get((i, member))
+        if own is None:
+            return self.state.fits(i, res, self.movable)
+        extra = {i: self.movable.get(i, (0, 0, 0, 0))}
+        _add(extra, i, own, 1)
+        return self.state.fits(i, res, extra)
+
     def _opening(
-        self, i: int, res: Res, member: str, model: str, ruled_out: set[str]
+        self, i: int, res: Res, member: str, model: str, ruled_out: set[str], budget: float
     ) -> tuple[tuple[float, int, int, int], list[VictimJob]] | None:
         """Victims that open room for one pod of `res` on node i and their price, or None
-        when the node's movable work is not enough."""
+        when the node's movable work is not enough or would throw away more than
+        `budget` GPU-seconds (the price only grows as victims are added)."""
         state = self.state
         foreign = 0 if state.nodes[i].owner == member else 1
         if state.fits(i, res):
@@ -295,6 +317,8 @@ class Consolidator:
             chosen.append(job)
             if not job.checkpointable:
                 lost += job.run_gpu_s
+                if lost > budget:
+                    return None
             pods += len(job.pods)
             for p, j in job.pods:
                 if j == i:
@@ -312,11 +336,10 @@ class Consolidator:
         feasible = state.feasible((p.spec for p in job.pods), model)
         budget = job.gpus * self.loss_seconds
         priced = []
-        movable = self.movable
         for i in sorted(feasible):
-            if not state.fits(i, biggest, movable):
+            if not self._could_open(i, biggest, member):
                 continue
-            found = self._opening(i, biggest, member, model, ruled_out)
+            found = self._opening(i, biggest, member, model, ruled_out, budget)
             if found is not None and found[0][0] <= budget:
                 priced.append(found)
         priced.sort(key=lambda pv: pv[0])

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 from pydantic import ValidationError
 
 from policies.loader import parse_policy
 from policies.model import Policy
-from scheduler.engine import schedule
+from scheduler.engine import schedule, shares
+from scheduler.engine.consolidation import Consolidator, Positions
 from scheduler.engine.decisions import Decisions
-from scheduler.engine.snapshot import RunningPod
-from tests.unit.engine_strategies import H100, job, node, policy, running, snapshot
+from scheduler.engine.placement import ClusterState, spec_res
+from scheduler.engine.reclaim import Reclaimer
+from scheduler.engine.snapshot import RunningPod, Snapshot
+from tests.unit.engine_strategies import H100, job, node, policy, running, scenarios, snapshot
 
 MEMBERS = {"lab-a": {}, "lab-b": {}, "lab-c": {"checkpointable": True}, "lab-o": {}}
 POL = policy(MEMBERS, reclaim_grace_period_seconds=45)
@@ -306,3 +310,28 @@ def test_borrowed_work_on_the_opened_node_that_fits_nowhere_is_taken() -> None:
     assert "with consolidation of b1" in reasons["a-x"]
     assert "fits on free GPUs elsewhere" in reasons["b-one"]
     assert [(n.job_id, n.nodes) for n in d.nominations] == [("b-big", {"b-big-0": "b1"})]
+
+
+@given(scenarios())
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_a_node_ruled_out_up_front_never_had_an_opening(
+    scenario: tuple[Policy, Snapshot],
+) -> None:
+    # The search asks `_could_open` before pricing a node's opening: it must rule out
+    # only nodes where no choice of movable jobs makes room, whoever the claimant is.
+    pol, snap = scenario
+    book = shares.build(snap, pol)
+    state = ClusterState(snap)
+    reclaimable = book.allocation.reclaimable_pods
+    index = Reclaimer(state, snap.running, reclaimable, snap.now, 0, False)
+    positions = Positions(book.allocation.allocated, book.fair, book.entitlement)
+    mover = Consolidator(
+        state, index.jobs, set(), reclaimable, positions, snap.now, 0, False, 10**9
+    )
+    shapes = {spec_res(p.spec) for j in snap.pending for p in j.pods}
+    for member in pol.member_names():
+        for model in sorted({n.gpu_model or "" for n in snap.nodes}):
+            for res in sorted(shapes):
+                for i in range(len(state.nodes)):
+                    if not mover._could_open(i, res, member):
+                        assert mover._opening(i, res, member, model, set(), 1e18) is None
