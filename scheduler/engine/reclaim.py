@@ -479,10 +479,10 @@ class _Room:
             slots += max(0, f + e[0]) // g - max(0, f) // g
         return slots
 
-    def plan(self, extra: Mapping[int, Res], slots: int) -> Plan | None:
+    def plan(self, extra: Mapping[int, Res], slots: int | None = None) -> Plan | None:
         """A what-if placement of the whole job with `extra` freed on its nodes
-        (`slots`: what `slots(extra)` counts)."""
-        if slots < len(self.pods):
+        (`slots`: what `slots(extra)` counts, when counted)."""
+        if slots is not None and slots < len(self.pods):
             return None
         models = frozenset({self.model})
         return plan_job(
@@ -493,7 +493,7 @@ class _Room:
         """The plan when the terminating pods alone make room."""
         if self.have < self.need:
             return None
-        return self.plan(self.freeing, self.slots(self.freeing))
+        return self.plan(self.freeing)
 
     def runs_here(self, job: VictimJob) -> bool:
         """The job has a pod on a node this one could use."""
@@ -639,7 +639,9 @@ class _Attempt(ABC):
         (the member is above its entitlement, or it would not give: see `may_give`)."""
         room = self.room
         extra = dict(room.freeing)
-        slots: int | None = None  # counted once enough GPUs are free, then kept
+        # Counted once a plan failed (most attempts that plan at all succeed at once,
+        # and counting costs a pass over the nodes), then kept step by step.
+        slots: int | None = None
         have = room.have
         taken: dict[MemberModel, int] = {}
         chosen: list[VictimJob] = []
@@ -654,21 +656,25 @@ class _Attempt(ABC):
             have += room.gpus_freed(job)
             if have < room.need:
                 continue
-            slots = room.slots(extra) if slots is None else slots + gained
+            if slots is not None:
+                slots += gained
             plan = room.plan(extra, slots)
             if plan is not None:
                 break
-        if plan is None or slots is None:
+            if slots is None:
+                slots = room.slots(extra)
+        if plan is None:
             return None
         return self._minimal(chosen, plan, extra, slots)
 
     def _minimal(
-        self, chosen: list[VictimJob], plan: Plan, extra: dict[int, Res], slots: int
+        self, chosen: list[VictimJob], plan: Plan, extra: dict[int, Res], slots: int | None
     ) -> tuple[list[VictimJob], Plan]:
         """Drop each victim but the last one added when the job fits without it."""
         room = self.room
         for job in list(reversed(chosen[:-1])):
-            without = slots + room.free(extra, job, -1)
+            gained = room.free(extra, job, -1)
+            without = None if slots is None else slots + gained
             trial = room.plan(extra, without)
             if trial is not None:
                 chosen.remove(job)
