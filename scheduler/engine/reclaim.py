@@ -67,6 +67,7 @@ each new one taking the capacity freed by the last.
 from __future__ import annotations
 
 import heapq
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -788,7 +789,20 @@ class UpToFairShare(_Attempt):
         return self.fair.get(key, 0.0)
 
     def search(self, include_young: bool) -> tuple[list[VictimJob], Plan] | None:
+        if self.room.have + self._most_given() < self.room.need:
+            return None  # not enough GPUs even if every giving member gave all it may
         return self.select(self._walk(include_young))
+
+    def _most_given(self) -> int:
+        """GPUs of the model the giving members could give up at most: each keeps its
+        fair share (`keeps_floor`), so gives at most what it holds above it. Most failed
+        attempts fail here, without walking a victim."""
+        alloc, fair, model = self.alloc, self.fair, self.model
+        return sum(
+            max(0, math.floor(alloc.get((m, model), 0) - fair.get((m, model), 0.0) + _EPS))
+            for m in self.reclaimer.reclaimable_members.get(model, [])
+            if m != self.member and self.may_give(m)
+        )
 
     def considered(self, job: VictimJob) -> bool:
         key = (job.member, self.model)

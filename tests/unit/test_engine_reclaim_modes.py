@@ -10,7 +10,7 @@ from policies.model import Policy
 from scheduler.engine import shares
 from scheduler.engine.gangs import plan_job
 from scheduler.engine.placement import ClusterState
-from scheduler.engine.reclaim import NoReclaim, Reclaimer, ReclaimResult, Why
+from scheduler.engine.reclaim import NoReclaim, Reclaimer, ReclaimResult, UpToFairShare, Why
 from scheduler.engine.snapshot import Snapshot
 from tests.unit.engine_strategies import H100, job, node, policy, running, scenarios, snapshot
 
@@ -185,3 +185,33 @@ def test_the_slot_count_never_rules_out_a_plan_that_exists(
             for victim in reversed(chosen):
                 slots += room.free(extra, victim, -1)
                 assert slots == room.slots(extra)
+
+
+@given(scenarios(), st.sampled_from([None, 1.0, 1.5]))
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_the_most_members_may_give_bounds_what_the_walk_finds(
+    scenario: tuple[Policy, Snapshot], above_ratio: float | None
+) -> None:
+    # A reclaim beyond the entitlement gives up before walking a victim when the giving
+    # members, each kept at its fair share, could not give enough GPUs: the walk would
+    # have found nothing either.
+    pol, snap = scenario
+    book = shares.build(snap, pol)
+    reclaimer = Reclaimer(
+        ClusterState(snap),
+        snap.running,
+        book.allocation.reclaimable_pods,
+        snap.now,
+        pol.sharing.min_runtime_seconds,
+        True,  # young pods count too: the bound holds whatever the walk may take
+    )
+    for pending in snap.pending:
+        for model in sorted({n.gpu_model or "" for n in snap.nodes}):
+            room = reclaimer._room(pending.pods, pending.member, model, {})
+            if room is None:
+                continue
+            attempt = UpToFairShare(
+                reclaimer, room, book.allocation.allocated, book.fair, above_ratio
+            )
+            if room.have + attempt._most_given() < room.need:
+                assert attempt.select(attempt._walk(include_young=True)) is None
