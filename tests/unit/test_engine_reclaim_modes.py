@@ -17,18 +17,26 @@ from tests.unit.engine_strategies import H100, job, node, policy, running, scena
 POL = policy(["lab-a", "lab-b", "lab-c"])
 
 
+def _reclaimer(
+    snap: Snapshot, pol: Policy, reclaimable: set[str] | frozenset[str], young: bool = False
+) -> Reclaimer:
+    """The cycle's victim index for the snapshot (`young`: pods below the minimum
+    runtime may be victims too)."""
+    return Reclaimer(
+        ClusterState(snap),
+        snap.running,
+        reclaimable,
+        snap.now,
+        pol.sharing.min_runtime_seconds,
+        young or pol.sharing.preempt_below_min_runtime,
+    )
+
+
 def _within_entitlement(snap: Snapshot, pol: Policy) -> object:
     """Reclaim within the entitlement for the snapshot's only pending job."""
     (pending,) = snap.pending
     book = shares.build(snap, pol)
-    reclaimer = Reclaimer(
-        ClusterState(snap),
-        snap.running,
-        book.allocation.reclaimable_pods,
-        snap.now,
-        pol.sharing.min_runtime_seconds,
-        pol.sharing.preempt_below_min_runtime,
-    )
+    reclaimer = _reclaimer(snap, pol, book.allocation.reclaimable_pods)
     return reclaimer.within_entitlement(
         pending.pods,
         pending.member,
@@ -44,14 +52,7 @@ def _up_to_fair_share(snap: Snapshot, pol: Policy, above_ratio: float | None) ->
     """Reclaim up to the fair share for the snapshot's only pending job."""
     (pending,) = snap.pending
     book = shares.build(snap, pol)
-    reclaimer = Reclaimer(
-        ClusterState(snap),
-        snap.running,
-        book.allocation.reclaimable_pods,
-        snap.now,
-        pol.sharing.min_runtime_seconds,
-        pol.sharing.preempt_below_min_runtime,
-    )
+    reclaimer = _reclaimer(snap, pol, book.allocation.reclaimable_pods)
     return reclaimer.up_to_fair_share(
         pending.pods,
         pending.member,
@@ -154,16 +155,8 @@ def test_the_slot_count_never_rules_out_a_plan_that_exists(
     # count must be an upper bound: whenever it is short, the plan really fails; and kept
     # step by step as victims come and go it equals the count made afresh.
     pol, snap = scenario
-    state = ClusterState(snap)
-    reclaimer = Reclaimer(
-        state,
-        snap.running,
-        frozenset(p.uid for p in snap.running),
-        snap.now,
-        pol.sharing.min_runtime_seconds,
-        pol.sharing.preempt_below_min_runtime,
-    )
-    victims = reclaimer.jobs
+    reclaimer = _reclaimer(snap, pol, frozenset(p.uid for p in snap.running))
+    state, victims = reclaimer.state, reclaimer.jobs
     for pending in snap.pending:
         for model in sorted({n.gpu_model or "" for n in snap.nodes}):
             room = reclaimer._room(pending.pods, pending.member, model, {})
@@ -197,14 +190,8 @@ def test_the_most_members_may_give_bounds_what_the_walk_finds(
     # have found nothing either.
     pol, snap = scenario
     book = shares.build(snap, pol)
-    reclaimer = Reclaimer(
-        ClusterState(snap),
-        snap.running,
-        book.allocation.reclaimable_pods,
-        snap.now,
-        pol.sharing.min_runtime_seconds,
-        True,  # young pods count too: the bound holds whatever the walk may take
-    )
+    # Young pods count too: the bound holds whatever the walk may take.
+    reclaimer = _reclaimer(snap, pol, book.allocation.reclaimable_pods, young=True)
     for pending in snap.pending:
         for model in sorted({n.gpu_model or "" for n in snap.nodes}):
             room = reclaimer._room(pending.pods, pending.member, model, {})
