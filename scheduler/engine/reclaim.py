@@ -654,11 +654,11 @@ class _Attempt(ABC):
                 taken[(job.member, m)] = taken.get((job.member, m), 0) + g
             chosen.append(job)
             gained = room.free(extra, job, 1)
+            if slots is not None:
+                slots += gained
             have += room.gpus_freed(job)
             if have < room.need:
                 continue
-            if slots is not None:
-                slots += gained
             plan = room.plan(extra, slots)
             if plan is not None:
                 break
