@@ -474,11 +474,7 @@ class _Room:
         if g <= 0:
             return len(self.pods)
         free = self.state.free_gpu
-        slots = sum(max(0, free[i]) // g for i in self.feasible)
-        for i, e in extra.items():
-            f = free[i]
-            slots += max(0, f + e[0]) // g - max(0, f) // g
-        return slots
+        return sum(max(0, free[i] + (extra[i][0] if i in extra else 0)) // g for i in self.feasible)
 
     def plan(self, extra: Mapping[int, Res], slots: int | None = None) -> Plan | None:
         """A what-if placement of the whole job with `extra` freed on its nodes
@@ -795,14 +791,22 @@ class UpToFairShare(_Attempt):
 
     def _most_given(self) -> int:
         """GPUs of the model the giving members could give up at most: each keeps its
-        fair share (`keeps_floor`), so gives at most what it holds above it. Most failed
-        attempts fail here, without walking a victim."""
+        fair share (`keeps_floor`), so gives at most what it holds above it. About half
+        the failed attempts on a contended pool fail here, without walking a victim."""
         alloc, fair, model = self.alloc, self.fair, self.model
         return sum(
             max(0, math.floor(alloc.get((m, model), 0) - fair.get((m, model), 0.0) + _EPS))
-            for m in self.reclaimer.reclaimable_members.get(model, [])
-            if m != self.member and self.may_give(m)
+            for m in self._giving_members()
         )
+
+    def _giving_members(self) -> list[str]:
+        """Other members with reclaimable pods of the model whose position lets them give."""
+        r = self.reclaimer
+        return [
+            m
+            for m in r.reclaimable_members.get(self.model, [])
+            if m != self.member and self.may_give(m)
+        ]
 
     def considered(self, job: VictimJob) -> bool:
         key = (job.member, self.model)
@@ -837,9 +841,7 @@ class UpToFairShare(_Attempt):
         """Jobs on the reclaimer's own nodes, then the others, in the common order."""
         r = self.reclaimer
         model = self.model
-        giving = [
-            m for m in r.reclaimable_members.get(model, []) if m != self.member and self.may_give(m)
-        ]
+        giving = self._giving_members()
         for own_pass in (True, False):
             if own_pass:
                 lists = [r.reclaimable_by_owner_member.get((self.member, m, model)) for m in giving]
