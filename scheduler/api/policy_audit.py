@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from reports.ledger.connect import open_engine
@@ -45,6 +45,22 @@ class AuditLog:
                 conn.execute(insert(policy_versions).values(**row))
         except IntegrityError as exc:
             raise VersionConflict(f"version {entry.version} is already recorded") from exc
+
+    def claim(self, entry: StoredVersion, recorded: StoredVersion) -> bool:
+        """Give `recorded`, an outside change, `entry`'s author, origin and comment: for
+        the replica whose API write another replica recorded first. Only while the row is
+        still `recorded` (same document, still an outside change); True when it was."""
+        query = (
+            update(policy_versions)
+            .where(
+                policy_versions.c.version == recorded.version,
+                policy_versions.c.origin == str(Origin.EXTERNAL),
+                policy_versions.c.sha256 == hashlib.sha256(recorded.document.encode()).hexdigest(),
+            )
+            .values(author=entry.author, origin=str(entry.origin), comment=entry.comment)
+        )
+        with self._engine.begin() as conn:
+            return conn.execute(query).rowcount == 1
 
     def latest(self) -> StoredVersion | None:
         found = self.list(limit=1)

@@ -477,9 +477,32 @@ class PolicyStore:
                 document=document,
                 diff=policy_diff(old, policy, base.version, version),
             )
-            self.audit.append(entry)
+            try:
+                self.audit.append(entry)
+            except VersionConflict:
+                # The write landed, but another replica read the source in between and
+                # recorded it as an outside change first: the version is this caller's.
+                claimed = self._claim(entry, policy)
+                if claimed is None:
+                    raise
+                entry = claimed
             self._set(entry, parse_policy(document), revision)
             return entry
+
+    def _claim(self, entry: StoredVersion, policy: Policy) -> StoredVersion | None:
+        """`entry`'s version as recorded by another replica, now in `entry`'s name; None
+        when that version holds something else (then the write was overtaken)."""
+        recorded = self.audit.get(entry.version)
+        if recorded is None or recorded.origin != Origin.EXTERNAL:
+            return None
+        seen = parse_policy(recorded.document, f"policy version {recorded.version}")
+        if canonical_document(seen, None) != canonical_document(policy, None):
+            return None
+        if not self.audit.claim(entry, recorded):
+            return None
+        return dataclasses.replace(
+            recorded, author=entry.author, origin=entry.origin, comment=entry.comment
+        )
 
     def parsed(self, entry: StoredVersion) -> Policy:
         """The policy of a recorded version, parsed once: a version never changes, so

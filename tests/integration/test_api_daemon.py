@@ -179,3 +179,11 @@ def test_two_api_replicas_racing_on_one_version(pool: Pool, tmp_path: Path) -> N
         stored = pool.core.read_namespaced_config_map(CONFIG_MAP, pool.ns("c"))
         document = yaml.safe_load((stored.data or {})[POLICY_KEY])
         assert document["metadata"]["version"] == texts[0][2] + 1
+        # Whichever replica lost, the winner's version is recorded in the winner's name,
+        # even when the loser read the ConfigMap and recorded it before the winner did.
+        for api in apis:
+            newest = api.policy.ListPolicyVersions(
+                policy_pb2.ListPolicyVersionsRequest(page_size=1), metadata=ADMIN
+            ).versions[0]
+            assert (newest.version, newest.author) == (texts[0][2] + 1, "admin-person")
+            assert newest.origin == policy_pb2.POLICY_ORIGIN_API

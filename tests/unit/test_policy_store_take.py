@@ -15,6 +15,7 @@ from scheduler.api.policy_store import (
     FileSource,
     Origin,
     PolicyStore,
+    VersionConflict,
     _named,
     object_document,
 )
@@ -117,3 +118,64 @@ def test_member_statuses_follow_policy_order_with_shares_per_model() -> None:
         5,
     )
     assert statuses[0].gpu_models == []
+
+
+class _SeenByAnotherReplica:
+    """A file source whose write is read by `other` (another API replica) before the
+    writer gets to record it: the interleaving of two replicas racing on one version."""
+
+    def __init__(self, source: FileSource) -> None:
+        self.inner = source
+        self.other: PolicyStore | None = None
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    def read(self) -> tuple[str, str]:
+        return self.inner.read()
+
+    def write(self, text: str, revision: str) -> str:
+        written = self.inner.write(text, revision)
+        assert self.other is not None
+        assert self.other.refresh() is True, "the other replica recorded the write"
+        return written
+
+
+def test_an_apply_recorded_first_by_another_replica_stays_the_appliers(tmp_path: Path) -> None:
+    first = _store(tmp_path)
+    source = _SeenByAnotherReplica(first.source)  # type: ignore[arg-type]
+    writer = PolicyStore(source, AuditLog(first.audit.url))
+    source.other = first
+    entry = writer.apply(parse_policy(_with_weight(3)), 1, author="ana", comment="more")
+    assert (entry.version, entry.origin, entry.author, entry.comment) == (
+        2,
+        Origin.API,
+        "ana",
+        "more",
+    )
+    recorded = first.audit.get(2)
+    assert recorded is not None
+    assert (recorded.origin, recorded.author, recorded.comment) == (Origin.API, "ana", "more")
+    assert [v.version for v in first.audit.list()] == [2, 1]
+    with pytest.raises(VersionConflict, match="expected version 1, the current version is 2"):
+        first.apply(parse_policy(_with_weight(5)), 1, author="bo")
+
+
+def test_an_apply_overtaken_by_another_change_is_refused(tmp_path: Path) -> None:
+    # The other replica recorded a different document as the version: the write lost.
+    first = _store(tmp_path)
+    source = _SeenByAnotherReplica(first.source)  # type: ignore[arg-type]
+    writer = PolicyStore(source, AuditLog(first.audit.url))
+    source.other = first
+
+    def overtaken(text: str, revision: str) -> str:
+        written = FileSource.write(first.source, text, revision)  # type: ignore[arg-type]
+        first.take(_with_weight(7), "someone-else")
+        return written
+
+    source.write = overtaken  # type: ignore[method-assign]
+    with pytest.raises(VersionConflict, match="version 2 is already recorded"):
+        writer.apply(parse_policy(_with_weight(3)), 1, author="ana")
+    recorded = first.audit.get(2)
+    assert recorded is not None and recorded.origin == Origin.EXTERNAL
