@@ -5,6 +5,8 @@ on a volume, and RBAC without wildcards."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -241,3 +243,16 @@ def test_rbac_has_no_wildcards_and_the_meter_no_rights(policy: Path) -> None:
     named = {n for r in role["rules"] for n in r.get("resourceNames", [])}
     assert named == {"fairpool-usage-history", SCHEDULER}
     assert "--usage-history-configmap=fairpool-usage-history" in args
+
+
+def test_promtool_accepts_the_rules() -> None:
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is installed by `make prometheus` (mk/prometheus.mk)"
+    done = subprocess.run(
+        [promtool, "check", "rules", str(CHART / "files" / "rules.yaml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS: 5 rules found" in done.stdout
