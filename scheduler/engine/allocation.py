@@ -54,13 +54,13 @@ def classify(
     """`node_of`: node name -> (GPU model, owner) for the nodes in the snapshot."""
     out = Allocation()
     groups: dict[MemberModel, list[tuple[bool, float, str, int]]] = {}
-    used = out.used
-    allocated = out.allocated
+    used, allocated, lent = out.used, out.allocated, out.lent
+    find = node_of.get
     for pod in running:
         gpus = pod.spec.gpus
         if gpus <= 0:
             continue
-        info = node_of.get(pod.node)
+        info = find(pod.node)
         if info is None:
             continue
         model, owner = info
@@ -70,11 +70,16 @@ def classify(
             continue
         key = (member, model)
         allocated[key] = allocated.get(key, 0) + gpus
-        own = owner == member
-        groups.setdefault(key, []).append((not own, pod.started_at, pod.uid, gpus))
-        if owner is not None and not own:
-            lkey = (owner, model)
-            out.lent[lkey] = out.lent.get(lkey, 0) + gpus
+        pods = groups.get(key)
+        if pods is None:
+            pods = groups[key] = []
+        if owner == member:
+            pods.append((False, pod.started_at, pod.uid, gpus))
+        else:
+            pods.append((True, pod.started_at, pod.uid, gpus))
+            if owner is not None:
+                lkey = (owner, model)
+                lent[lkey] = lent.get(lkey, 0) + gpus
     for key in sorted(groups):
         room = entitlement.get(key, 0)
         if allocated[key] <= room:

@@ -204,35 +204,33 @@ class Consolidator:
         """(node, member) -> what the member's `guaranteed` jobs there would free: only
         that member may move them."""
         nodes = state.nodes
-        for job in sorted(jobs, key=VictimJob.loss_key):
-            if not self._movable(job, reclaimable_pods, min_runtime, below_min_runtime):
-                continue
-            if any(
-                nodes[i].owner == job.member and p.uid not in reclaimable_pods for p, i in job.pods
-            ):
-                self.guaranteed.add(job.job_id)
-            for i in sorted({i for _, i in job.pods}):
-                self.on_node.setdefault(i, []).append(job)
-            guaranteed = job.job_id in self.guaranteed
+        on_node, movable, movable_own = self.on_node, self.movable, self.movable_own
+        # `jobs` come in the common order (`Reclaimer.jobs`), which every list keeps.
+        for job in jobs:
+            if not below_min_runtime and now - job.youngest_start < min_runtime:
+                continue  # too young to move: the one rule that does not need the claimant
+            member = job.member
+            guaranteed = False
             for p, i in job.pods:
+                if nodes[i].owner == member and p.uid not in reclaimable_pods:
+                    guaranteed = True
+                    self.guaranteed.add(job.job_id)
+                    break
+            pods = job.pods
+            if len(pods) == 1:
+                on_node.setdefault(pods[0][1], []).append(job)
+            else:
+                for i in sorted({i for _, i in pods}):
+                    on_node.setdefault(i, []).append(job)
+            for p, i in pods:
                 if guaranteed:
-                    _add(self.movable_own, (i, job.member), spec_res(p.spec), 1)
+                    _add(movable_own, (i, member), spec_res(p.spec), 1)
                 else:
-                    _add(self.movable, i, spec_res(p.spec), 1)
+                    _add(movable, i, spec_res(p.spec), 1)
             if job.reclaimable:
-                for owner in sorted({nodes[i].owner or "" for _, i in job.pods}):
-                    if owner and owner != job.member:
+                for owner in sorted({nodes[i].owner or "" for _, i in pods}):
+                    if owner and owner != member:
                         self.borrowed_on.setdefault(owner, []).append(job)
-
-    def _movable(
-        self,
-        job: VictimJob,
-        reclaimable_pods: set[str] | frozenset[str],
-        min_runtime: int,
-        below_min_runtime: bool,
-    ) -> bool:
-        """The rules that do not depend on the claimant."""
-        return below_min_runtime or self.now - job.youngest_start >= min_runtime
 
     def takeable(self, job: PendingJob, model: str) -> int:
         """GPUs of `model` on the job's member's own nodes, that the job may use, held by

@@ -419,9 +419,25 @@ def _victim_job(
     """One victim job from its pods (see `_running_jobs`), in the snapshot's order."""
     member = pods[0][0].member
     assert member is not None
+    node_model, nodes = state.model, state.nodes
+    if len(pods) == 1:
+        # Most victims are one pod; the same sums as below, without the loop.
+        pod, i = pods[0]
+        started, gpus = pod.started_at, pod.spec.gpus
+        return VictimJob(
+            job_id,
+            member,
+            pods,
+            started,
+            max(pod.priority, -(2**62)),
+            reclaimable,
+            frozenset((nodes[i].owner,)),
+            {node_model[i]: gpus},
+            0.0 + gpus * (now - started) if now > started else 0.0,
+            member in checkpointable,
+        )
     job = VictimJob(job_id, member, pods, reclaimable=reclaimable)
     job.checkpointable = member in checkpointable
-    node_model = state.model
     by_model = job.by_model
     for pod, i in pods:
         started = pod.started_at
@@ -434,9 +450,7 @@ def _victim_job(
             job.priority = pod.priority
         model = node_model[i]
         by_model[model] = by_model.get(model, 0) + gpus
-    if len(pods) > 1:
-        pods.sort(key=lambda pi: pi[0].uid)
-    nodes = state.nodes
+    pods.sort(key=lambda pi: pi[0].uid)
     job.owners = frozenset(nodes[i].owner for _, i in pods)
     return job
 

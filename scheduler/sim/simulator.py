@@ -30,9 +30,11 @@ preemptions carried out past the cap for that reason.
 
 from __future__ import annotations
 
+import gc
 import heapq
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -194,6 +196,30 @@ def default_engine() -> Engine:
     return schedule
 
 
+REPLAY_GC_THRESHOLDS = (50_000, 20, 100)
+
+
+@contextmanager
+def fewer_collections() -> Iterator[None]:
+    """A replay allocates and frees millions of small objects, almost none of them in
+    reference cycles, while what it keeps (usage rows, pod runs, the trace) only grows.
+    With the default thresholds the collector walks all of that again and again, about
+    6 % of a month's replay; the objects alive at the start (trace, cluster) are frozen
+    out of its walks and collections come less often. Restored on the way out (a
+    process that froze objects of its own keeps them frozen)."""
+    previous = gc.get_threshold()
+    froze = gc.get_freeze_count() == 0
+    if froze:
+        gc.freeze()
+    gc.set_threshold(*REPLAY_GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*previous)
+        if froze:
+            gc.unfreeze()
+
+
 class Simulator:
     def __init__(
         self,
@@ -260,6 +286,10 @@ class Simulator:
         heapq.heappush(self._events, (time, kind.value, self._seq, job_id, token))
 
     def run(self) -> SimulationResult:
+        with fewer_collections():
+            return self._run()
+
+    def _run(self) -> SimulationResult:
         for job in self.trace.jobs:
             self._push(job.submit_time, EventKind.ARRIVAL, job.job_id, 0)
         self._record_timeline({})
