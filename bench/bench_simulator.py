@@ -2,10 +2,12 @@
 loads from 0.6 (little waits) to 1.5 (queues grow all month: the case users ask about).
 
 Each configuration runs in a fresh subprocess so its peak RSS is its own; CPU seconds
-(of that process, the standalone workers' excluded) are shown beside wall seconds
-because the machine is shared. The standalone replays run in worker processes while the
-pooled one runs (`run_study(processes=2)`, as `fairpool simulate --jobs 2`). The time is
-the engine's: the simulator runs one `scheduler.engine.schedule` per event instant.
+(of that process: the pooled replay and the standalone replays it took over, the
+worker's excluded) are shown beside wall seconds because the machine is shared. The
+standalone replays run in a worker process while the pooled one runs, and in this one
+too once the pooled one is done (`run_study(processes=2)`, as `fairpool simulate --jobs
+2`). The time is the engine's: the simulator runs one `scheduler.engine.schedule` per
+event instant.
 
 BENCH_SIMULATOR_LOADS (comma-separated, default 0.6,1.0,1.2,1.5) and
 BENCH_SIMULATOR_DAYS (default 30) pick a shorter run."""

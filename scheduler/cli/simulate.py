@@ -245,7 +245,9 @@ def _load_inputs(
     type=click.IntRange(min=1),
     default=os.cpu_count() or 1,
     show_default="the machine's cores",
-    help="Processes for the standalone replays (one member's replay per process).",
+    help="Processes in all: the pooled replay runs in this one, the members' standalone "
+    "replays in the other N-1 beside it, and this one takes those not started yet once "
+    "the pooled replay is done.",
 )
 def simulate(
     cluster: Path | None,

@@ -9,7 +9,6 @@ dropped silently.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -124,17 +123,21 @@ def replay_all(
     processes: int | None = None,
     on_done: Callable[[str], None] | None = None,
 ) -> dict[str, StandaloneResult]:
-    """Every member's standalone replay; in `processes` worker processes when > 1
-    (only the default engine can be sent to a worker)."""
+    """Every member's standalone replay, in `processes` processes in all (this one
+    included; only the default engine can be sent to a worker)."""
     with StandaloneReplays(nodes, policy, trace, members, engine, processes) as replays:
         return replays.results(on_done)
 
 
 class StandaloneReplays:
-    """The standalone replays, started at once in worker processes (when more than one
-    process is asked for and the engine is the default one) so that they run while the
-    caller replays the pooled cluster; `results` waits for them, replaying in this process
-    whatever was not sent to a worker."""
+    """The standalone replays, in `processes` processes in all, the caller's included:
+    `processes - 1` worker processes start them at once (when the engine is the default
+    one), largest first, so that they run while the caller replays the pooled cluster on
+    its own core; `results` then has the caller replay, smallest first, those no worker
+    has started yet, and waits for the rest. A contended pool's pooled replay is the
+    longest, and a third busy process on two cores would slow it down; a quiet pool's
+    standalone replays are most of the work, and the caller joins in as soon as it is
+    free. Each replay is pure: where it runs changes nothing in its result."""
 
     def __init__(
         self,
@@ -148,10 +151,10 @@ class StandaloneReplays:
         self._args = (nodes, policy, trace)
         self._members = list(members)
         self._engine = engine
-        workers = min(processes or 1, len(self._members), os.cpu_count() or 1)
+        workers = min((processes or 1) - 1, len(self._members))
         self._pool: ProcessPoolExecutor | None = None
         self._futures: dict[str, Future[StandaloneResult]] = {}
-        if workers > 1 and engine is None:
+        if workers >= 1 and engine is None:
             self._pool = ProcessPoolExecutor(max_workers=workers)
             # Largest first: the longest replays should not start last.
             order = sorted(self._members, key=lambda m: -_work(trace, m))
@@ -162,18 +165,26 @@ class StandaloneReplays:
 
     def results(self, on_done: Callable[[str], None] | None = None) -> dict[str, StandaloneResult]:
         found: dict[str, StandaloneResult] = {}
+        nodes, policy, trace = self._args
+
+        def replay_here(member: str) -> None:
+            found[member] = replay_member(nodes, policy, trace, member, self._engine)
+            if on_done is not None:
+                on_done(member)
+
         if self._futures:
-            by_future = {f: m for m, f in self._futures.items()}
+            # Smallest first, so the workers keep the long ones they already run.
+            for member in reversed(list(self._futures)):
+                if self._futures[member].cancel():
+                    replay_here(member)
+            by_future = {f: m for m, f in self._futures.items() if not f.cancelled()}
             for future in as_completed(by_future):
                 found[by_future[future]] = future.result()
                 if on_done is not None:
                     on_done(by_future[future])
         else:
-            nodes, policy, trace = self._args
             for member in self._members:
-                found[member] = replay_member(nodes, policy, trace, member, self._engine)
-                if on_done is not None:
-                    on_done(member)
+                replay_here(member)
         return {m: found[m] for m in self._members}
 
     def __enter__(self) -> StandaloneReplays:

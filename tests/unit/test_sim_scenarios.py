@@ -128,6 +128,28 @@ def test_standalone_replay_by_hand() -> None:
     assert alone["b"].jct_s == {"b1": 500} and alone["b"].wait_s == {"b1": 0}
 
 
+def test_standalone_replays_same_in_any_process() -> None:
+    """With 1 or 2 worker processes beside this one, and this one taking over the
+    replays no worker started, every member's replay is what it is in this process
+    alone, and each is reported done once."""
+    nodes = (*NODES, node("c-0", "c", 4), node("d-0", "d", 4))
+    jobs = trace(
+        *(
+            job(f"{m}{k}", m, 10 * k, 100 + 50 * k, 2 + 2 * (k % 2))
+            for m in "abcd"
+            for k in range(6)
+        )
+    )
+    members = ["a", "b", "c", "d"]
+    pol = policy({m: {} for m in members})
+    here = replay_all(nodes, pol, jobs, members)
+    for processes in (2, 3):
+        done: list[str] = []
+        spread = replay_all(nodes, pol, jobs, members, processes=processes, on_done=done.append)
+        assert sorted(done) == members
+        assert spread == here
+
+
 def test_pooling_dividend_is_work_done_not_lost_work() -> None:
     # a1 runs on a's node, a2 borrows b's idle node: both end by t=1500. b1 comes at
     # t=2000, the last submission, when everything is free: nothing is ever reclaimed.
