@@ -14,6 +14,8 @@ from scheduler.api import messages
 from scheduler.api.auth import Authenticator, Principal, RoleKind
 from scheduler.api.errors import abort, abort_input, check_deadline
 from scheduler.api.policy_store import (
+    AppliedNotRecorded,
+    AuditUnavailable,
     PolicyStore,
     StoredPolicyBroken,
     StoredVersion,
@@ -164,6 +166,9 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             abort(context, grpc.StatusCode.ABORTED, f"{exc}: get the policy again and reapply")
         except StoredPolicyBroken as exc:
             abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        except (AuditUnavailable, AppliedNotRecorded) as exc:
+            # Both say whether the change is in force; neither needs an incident id.
+            abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
         response.applied.CopyFrom(messages.policy_version(entry))
         response.diff = entry.diff
         return response

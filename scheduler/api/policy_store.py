@@ -17,6 +17,7 @@ import dataclasses
 import difflib
 import fcntl
 import hashlib
+import logging
 import os
 import stat
 import tempfile
@@ -39,6 +40,8 @@ from policies.model import Policy
 if TYPE_CHECKING:
     from scheduler.api.policy_audit import AuditLog
 
+log = logging.getLogger(__name__)
+
 
 class VersionConflict(Exception):
     """The policy changed since the version the caller based its change on."""
@@ -56,6 +59,31 @@ class StoredPolicyBroken(Exception):
             f"the stored policy is broken ({problem}); the last good version stays in "
             "force. Repair it with ApplyPolicy (an admin, with a valid document and no "
             "expected version)"
+        )
+
+
+class AuditUnavailable(Exception):
+    """The audit history's database did not answer before anything was written: the
+    change was not made."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(
+            f"the policy audit history does not answer ({why}); nothing was changed: "
+            "apply again once it answers"
+        )
+
+
+class AppliedNotRecorded(Exception):
+    """The policy was written to its source and is in force, but the audit history
+    failed to record it. The store keeps the version and records it, in its author's
+    name, as soon as the database answers (`record_unrecorded`)."""
+
+    def __init__(self, entry: StoredVersion, cause: Exception) -> None:
+        self.entry = entry
+        super().__init__(
+            f"version {entry.version} is in force, but the policy audit history failed to "
+            f"record it ({type(cause).__name__}); it is recorded in your name as soon as "
+            "the database answers: do not apply it again"
         )
 
 
@@ -355,6 +383,8 @@ class PolicyStore:
         self._parsed: collections.OrderedDict[int, Policy] = collections.OrderedDict()
         self._parsed_chars = 0
         self._parsed_sizes: dict[int, int] = {}
+        self._unrecorded: StoredVersion | None = None
+        """A version applied and in force that the audit history failed to record."""
         self.refresh()
 
     def current(self) -> tuple[StoredVersion, Policy]:
@@ -379,6 +409,8 @@ class PolicyStore:
         when the policy in force changed. Raises PolicyError (nothing changes) when the
         text is not a valid policy."""
         with self._lock:
+            # First what this store applied: numbering a later change needs it recorded.
+            self.record_unrecorded()
             if revision == self._revision:
                 return False
             policy = parse_policy(text, self.source.name)
@@ -465,6 +497,14 @@ class PolicyStore:
             version = base.version + 1
             policy = _named(policy, getattr(self.source, "policy_name", None))
             document = canonical_document(policy, version)
+            if self._unrecorded is not None:
+                raise AuditUnavailable(f"version {self._unrecorded.version} is not recorded yet")
+            try:
+                # The database answers before the source is written: a change it then
+                # could not record would be in force with nobody's name on it.
+                self.audit.latest()
+            except Exception as exc:
+                raise AuditUnavailable(type(exc).__name__) from exc
             revision = self.source.write(
                 document, self._revision if source_revision is None else source_revision
             )
@@ -486,8 +526,44 @@ class PolicyStore:
                 if claimed is None:
                     raise
                 entry = claimed
+            except Exception as exc:
+                # The database failed between its answer above and this insert: the
+                # change is in force, so it is served, and recorded once it answers.
+                self._set(entry, parse_policy(document), revision)
+                self._unrecorded = entry
+                log.error("policy version %d applied but not recorded: %s", version, exc)
+                raise AppliedNotRecorded(entry, exc) from exc
             self._set(entry, parse_policy(document), revision)
             return entry
+
+    def record_unrecorded(self) -> bool:
+        """Record the version an apply put in force but the audit history failed to
+        record (`AppliedNotRecorded`); True when nothing is left to record."""
+        with self._lock:
+            entry = self._unrecorded
+            if entry is None:
+                return True
+            try:
+                self.audit.append(entry)
+            except VersionConflict:
+                # Another replica saw the source first and recorded it as an outside
+                # change: claimed in the author's name, as a racing apply is.
+                claimed = self._claim(entry, parse_policy(entry.document))
+                if claimed is None:
+                    log.warning(
+                        "policy version %d applied here was overtaken before it was "
+                        "recorded; the audit history keeps the other change",
+                        entry.version,
+                    )
+                    self._revision = ""  # read the source again at the next refresh
+                else:
+                    self._current = claimed
+            except Exception as exc:
+                log.warning("policy version %d still not recorded: %s", entry.version, exc)
+                return False
+            self._unrecorded = None
+            log.info("policy version %d recorded in the audit history", entry.version)
+            return True
 
     def _claim(self, entry: StoredVersion, policy: Policy) -> StoredVersion | None:
         """`entry`'s version as recorded by another replica, now in `entry`'s name; None

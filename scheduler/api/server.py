@@ -232,14 +232,19 @@ class ApiServer:
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if self.front is not None:
             self.port = self.front.start()
-        if self.config.policy_store is None:  # a shared store is kept by its daemon's watch
-            self._refresher.start()
+        self._refresher.start()
         log.info("fairpool API listening on port %d (tls=%s)", self.port, self.secure)
         return self
 
     def _refresh_loop(self) -> None:
         reported = ""
+        shared = self.config.policy_store is not None
         while not self._stopping.wait(self.config.refresh_seconds):
+            if shared:
+                # A shared store is kept by its daemon's watch; only a version applied
+                # here that the audit history failed to record is retried.
+                self.store.record_unrecorded()
+                continue
             try:
                 if self.store.refresh():
                     log.info(

@@ -216,6 +216,67 @@ def test_the_audit_log_keeps_every_version_with_author_and_diff(api: Running) ->
     assert sorted(rows)[1:4] == [(2, "admin-person"), (3, "admin-person"), (4, "admin-person")]
 
 
+def test_an_apply_while_the_audit_history_is_down_says_whether_it_is_in_force(
+    tmp_path: Path, ledger_url: str
+) -> None:
+    with running_server(tmp_path, ledger_url=ledger_url, refresh_seconds=0.2) as api:
+        _apply_with_the_audit_history_down(api)
+
+
+def _apply_with_the_audit_history_down(api: Running) -> None:
+    from tests.unit.test_policy_store_take import _FailingAudit
+
+    store = api.server.store
+    failing = _FailingAudit(store.audit)
+    store.audit = failing  # type: ignore[assignment]
+    base = current_version(api)
+    text = api.policy_file.read_text()
+
+    failing.down = {"latest", "append"}
+    with pytest.raises(grpc.RpcError) as info:
+        api.policy.ApplyPolicy(
+            policy_pb2.ApplyPolicyRequest(yaml=edited({"weight": 3}), expected_version=base),
+            metadata=ADMIN,
+        )
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "nothing was changed" in (info.value.details() or "")
+    assert api.policy_file.read_text() == text
+    assert current_version(api) == base
+
+    failing.down = {"append"}  # fails between the check and the insert
+    with pytest.raises(grpc.RpcError) as info:
+        api.policy.ApplyPolicy(
+            policy_pb2.ApplyPolicyRequest(
+                yaml=edited({"weight": 3}), expected_version=base, comment="w3"
+            ),
+            metadata=ADMIN,
+        )
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert f"version {base + 1} is in force" in (info.value.details() or "")
+    reply = api.policy.GetPolicy(policy_pb2.GetPolicyRequest(), metadata=ADMIN)
+    assert reply.policy.version == base + 1
+    assert parse_policy(reply.policy.yaml).member(MEMBER_A).weight == 3
+
+    failing.down = set()  # the database answers again: the refresh loop records it
+    deadline = time.monotonic() + 30
+    versions = []
+    while time.monotonic() < deadline:
+        versions = list(
+            api.policy.ListPolicyVersions(
+                policy_pb2.ListPolicyVersionsRequest(), metadata=ADMIN
+            ).versions
+        )
+        if versions[0].version == base + 1:
+            break
+        time.sleep(0.2)
+    assert (versions[0].version, versions[0].author, versions[0].comment) == (
+        base + 1,
+        "admin-person",
+        "w3",
+    )
+    assert versions[0].origin == policy_pb2.POLICY_ORIGIN_API
+
+
 def test_watch_streams_new_versions(api: Running) -> None:
     stream = api.policy.WatchPolicy(policy_pb2.WatchPolicyRequest(), metadata=ADMIN, timeout=20)
     seen: list[int] = []

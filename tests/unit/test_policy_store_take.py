@@ -7,11 +7,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from sqlalchemy.exc import OperationalError
 
 from policies.errors import PolicyError
 from policies.loader import DEFAULT_POLICY, parse_policy
 from scheduler.api.policy_audit import AuditLog
 from scheduler.api.policy_store import (
+    AppliedNotRecorded,
+    AuditUnavailable,
     FileSource,
     Origin,
     PolicyStore,
@@ -179,3 +182,83 @@ def test_an_apply_overtaken_by_another_change_is_refused(tmp_path: Path) -> None
         writer.apply(parse_policy(_with_weight(3)), 1, author="ana")
     recorded = first.audit.get(2)
     assert recorded is not None and recorded.origin == Origin.EXTERNAL
+
+
+class _FailingAudit:
+    """The audit history whose database stops answering for the calls named in
+    `down`, as an OperationalError (the database's own error, through SQLAlchemy)."""
+
+    def __init__(self, inner: AuditLog) -> None:
+        self.inner = inner
+        self.down: set[str] = set()
+
+    def __getattr__(self, name: str) -> object:
+        found = getattr(self.inner, name)
+        if name not in self.down:
+            return found
+
+        def failing(*args: object, **kwargs: object) -> object:
+            raise OperationalError("INSERT/SELECT policy_versions", {}, Exception("gone"))
+
+        return failing
+
+
+def _failing_store(tmp_path: Path) -> tuple[PolicyStore, _FailingAudit, Path]:
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(DEFAULT_POLICY.read_text())
+    audit = _FailingAudit(AuditLog(f"sqlite:///{tmp_path / 'ledger.db'}"))
+    return PolicyStore(FileSource(policy_file), audit), audit, policy_file  # type: ignore[arg-type]
+
+
+def test_an_apply_with_the_audit_history_down_changes_nothing(tmp_path: Path) -> None:
+    store, audit, policy_file = _failing_store(tmp_path)
+    before = policy_file.read_text()
+    audit.down = {"latest", "append"}
+    with pytest.raises(AuditUnavailable, match=r"OperationalError.*nothing was changed"):
+        store.apply(parse_policy(_with_weight(3)), 1, author="ana")
+    assert policy_file.read_text() == before, "the source was not written"
+    assert store.current()[0].version == 1
+    audit.down = set()
+    assert store.apply(parse_policy(_with_weight(3)), 1, author="ana").version == 2
+
+
+def test_an_apply_the_audit_history_fails_to_record_is_recorded_when_it_answers(
+    tmp_path: Path,
+) -> None:
+    store, audit, policy_file = _failing_store(tmp_path)
+    audit.down = {"append"}  # answers the check before the write, fails the insert
+    with pytest.raises(AppliedNotRecorded, match=r"version 2 is in force.*do not apply it"):
+        store.apply(parse_policy(_with_weight(3)), 1, author="ana", comment="more")
+    entry, policy = store.current()
+    assert (entry.version, entry.author, policy.members[0].weight) == (2, "ana", 3)
+    assert "weight: 3" in policy_file.read_text(), "the change is in force"
+    assert [v.version for v in audit.inner.list()] == [1]
+    # Still down: a second change is refused before anything is written, and a refresh
+    # of the source changes nothing either.
+    with pytest.raises(AuditUnavailable, match="version 2 is not recorded yet"):
+        store.apply(parse_policy(_with_weight(5)), 2, author="bo")
+    assert "weight: 3" in policy_file.read_text()
+    assert store.record_unrecorded() is False
+    audit.down = set()
+    assert store.refresh() is False, "the store's own write is no outside change"
+    recorded = audit.inner.get(2)
+    assert recorded is not None
+    assert (recorded.origin, recorded.author, recorded.comment) == (Origin.API, "ana", "more")
+    assert store.apply(parse_policy(_with_weight(5)), 2, author="bo").version == 3
+    assert [v.version for v in audit.inner.list()] == [3, 2, 1]
+
+
+def test_a_version_recorded_by_another_replica_meanwhile_is_claimed(tmp_path: Path) -> None:
+    store, audit, _ = _failing_store(tmp_path)
+    audit.down = {"append"}
+    with pytest.raises(AppliedNotRecorded):
+        store.apply(parse_policy(_with_weight(3)), 1, author="ana")
+    # Another replica reads the source first and records it as an outside change.
+    other = PolicyStore(store.source, AuditLog(audit.inner.url))
+    assert other.current()[0].version == 2
+    assert other.current()[0].origin == Origin.EXTERNAL
+    audit.down = set()
+    assert store.record_unrecorded() is True
+    recorded = audit.inner.get(2)
+    assert recorded is not None and (recorded.origin, recorded.author) == (Origin.API, "ana")
+    assert [v.version for v in audit.inner.list()] == [2, 1]
