@@ -6,9 +6,12 @@ controller reference. The cache keeps the `Owner`s (scheduler/k8s/cache.py); the
 lists and watches each kind with its own informer, and a kind the cluster does not serve
 (or fairpool may not read) is simply off.
 
-- batch `Job`, Indexed, with `completions >= parallelism`: its pods run at once, so they
-  are one gang of `parallelism` pods (fewer once only fewer completions are left). Other
-  Jobs are no gang: each pod is placed alone.
+- batch `Job`, Indexed, with `completions == parallelism`: its pods run at once, so they
+  are one gang of `parallelism` pods (fewer once some have completed). Other Jobs are no
+  gang: each pod is placed alone. With more completions than parallelism the indices
+  run in waves, each finished one replaced by the next: independent pieces of work, not
+  a gang (as a gang, the next index's pod would join running pods, and one that could
+  not be placed at once would have them all deleted).
 - `JobSet` (jobset.x-k8s.io): its pods belong to its child Jobs. The replicated jobs that
   start together form one gang of `replicas x pods per Job` summed; a replicated job
   that `dependsOn` another starts later, so it forms a gang with those that depend on
@@ -112,19 +115,18 @@ def _identity(obj: Obj) -> tuple[str, str, str, str]:
 
 
 def job_gang_size(job: Obj) -> int | None:
-    """Pods of an Indexed Job's gang: `parallelism` (default 1), or the completions
-    still to come when fewer; None for a Job that is no gang (NonIndexed, or
-    `completions < parallelism`)."""
+    """Pods of an Indexed Job's gang: its completions still to come; None for a Job that
+    is no gang (NonIndexed, or `completions` other than `parallelism`, see the module)."""
     *_, where = _identity(job)
     spec = job.get("spec") or {}
     if spec.get("completionMode") != "Indexed":
         return None
     parallelism = _count(spec.get("parallelism"), f"{where}: spec.parallelism", 1)
     completions = _count(spec.get("completions"), f"{where}: spec.completions", parallelism)
-    if completions < parallelism:
+    if completions != parallelism:
         return None
     succeeded = _count((job.get("status") or {}).get("succeeded"), f"{where}: status", 0)
-    left = min(parallelism, completions - succeeded)
+    left = completions - succeeded
     return left if left > 1 else None
 
 

@@ -90,8 +90,9 @@ def pytorchjob(name: str = "bert", **spec: Any) -> dict[str, Any]:
     ("parallelism", "completions", "mode", "succeeded", "size"),
     [
         (4, 4, "Indexed", 0, 4),
-        (4, 8, "Indexed", 0, 4),  # completions >= parallelism: the first 4 run at once
-        (4, 6, "Indexed", 4, 2),  # only two completions are left: the last gang is 2
+        (4, 4, "Indexed", 2, 2),  # two have completed: the two left are the gang
+        (4, 8, "Indexed", 0, None),  # completions > parallelism: waves, each pod alone
+        (4, 6, "Indexed", 4, None),
         (4, 2, "Indexed", 0, None),  # completions < parallelism: no gang
         (4, 4, "NonIndexed", 0, None),
         (1, 1, "Indexed", 0, None),  # one pod is no gang
