@@ -409,8 +409,7 @@ class PolicyStore:
         when the policy in force changed. Raises PolicyError (nothing changes) when the
         text is not a valid policy."""
         with self._lock:
-            # First what this store applied: numbering a later change needs it recorded.
-            self.record_unrecorded()
+            self.upkeep()
             if revision == self._revision:
                 return False
             policy = parse_policy(text, self.source.name)
@@ -535,6 +534,33 @@ class PolicyStore:
                 raise AppliedNotRecorded(entry, exc) from exc
             self._set(entry, parse_policy(document), revision)
             return entry
+
+    def upkeep(self) -> None:
+        """What a refresh does besides reading the source: record what this store applied
+        but the audit history failed to record (numbering a later change needs it), and
+        follow a claim of the outside change in force (`_follow_claim`)."""
+        with self._lock:
+            if self.record_unrecorded():
+                self._follow_claim()
+
+    def _follow_claim(self) -> None:
+        """The version in force was recorded here as an outside change; the replica whose
+        ApplyPolicy wrote it may have claimed it since (`_claim`): serve it with that
+        caller as author, as the audit history says."""
+        current = getattr(self, "_current", None)  # none yet while the store starts
+        if current is None or current.origin != Origin.EXTERNAL:
+            return
+        try:
+            recorded = self.audit.get(current.version)
+        except Exception as exc:  # the database is down: the next refresh asks again
+            log.debug("cannot read policy version %d: %s", current.version, exc)
+            return
+        if (
+            recorded is not None
+            and recorded.origin == Origin.API
+            and recorded.document == current.document
+        ):
+            self._current = recorded
 
     def record_unrecorded(self) -> bool:
         """Record the version an apply put in force but the audit history failed to

@@ -241,9 +241,9 @@ class ApiServer:
         shared = self.config.policy_store is not None
         while not self._stopping.wait(self.config.refresh_seconds):
             if shared:
-                # A shared store is kept by its daemon's watch; only a version applied
-                # here that the audit history failed to record is retried.
-                self.store.record_unrecorded()
+                # A shared store is kept by its daemon's watch: only what is not read
+                # from the source (`PolicyStore.upkeep`).
+                self.store.upkeep()
                 continue
             try:
                 if self.store.refresh():

@@ -161,6 +161,11 @@ def test_an_apply_recorded_first_by_another_replica_stays_the_appliers(tmp_path:
     assert recorded is not None
     assert (recorded.origin, recorded.author, recorded.comment) == (Origin.API, "ana", "more")
     assert [v.version for v in first.audit.list()] == [2, 1]
+    # The replica that recorded it as an outside change serves it in ana's name from its
+    # next refresh on.
+    assert first.current()[0].author.startswith("source:")
+    assert first.refresh() is False
+    assert (first.current()[0].author, first.current()[0].comment) == ("ana", "more")
     with pytest.raises(VersionConflict, match="expected version 1, the current version is 2"):
         first.apply(parse_policy(_with_weight(5)), 1, author="bo")
 
