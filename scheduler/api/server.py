@@ -240,13 +240,12 @@ class ApiServer:
         reported = ""
         shared = self.config.policy_store is not None
         while not self._stopping.wait(self.config.refresh_seconds):
-            if shared:
-                # A shared store is kept by its daemon's watch: only what is not read
-                # from the source (`PolicyStore.upkeep`).
-                self.store.upkeep()
-                continue
             try:
-                if self.store.refresh():
+                if shared:
+                    # A shared store is kept by its daemon's watch: only what is not
+                    # read from the source (`PolicyStore.upkeep`).
+                    self.store.upkeep()
+                elif self.store.refresh():
                     log.info(
                         "policy changed outside the API: version %d",
                         self.store.current()[0].version,
