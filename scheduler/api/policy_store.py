@@ -24,7 +24,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -350,6 +350,11 @@ def _named(policy: Policy, name: str | None) -> Policy:
     return policy.model_copy(update={"metadata": policy.metadata.model_copy(update={"name": name})})
 
 
+CLAIM_WINDOW = timedelta(minutes=2)
+"""How long after recording an outside change a store looks for its claim: a claim comes
+within the ApplyPolicy call that wrote it (seconds), and a version set by GitOps or
+kubectl, never claimed, should not cost a query at every refresh for ever."""
+
 PARSED_CHARS = 64 << 20
 """Document text behind the parsed policies a store keeps (a few hundred MB of objects
 at most); typical policies are a few KB, so every version stays parsed."""
@@ -549,6 +554,8 @@ class PolicyStore:
         caller as author, as the audit history says."""
         current = getattr(self, "_current", None)  # none yet while the store starts
         if current is None or current.origin != Origin.EXTERNAL:
+            return
+        if self._clock() - current.applied_at > CLAIM_WINDOW:
             return
         try:
             recorded = self.audit.get(current.version)

@@ -3,6 +3,7 @@ a new version when it changed, nothing when it did not, nothing at all when it i
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from policies.errors import PolicyError
 from policies.loader import DEFAULT_POLICY, parse_policy
 from scheduler.api.policy_audit import AuditLog
 from scheduler.api.policy_store import (
+    CLAIM_WINDOW,
     AppliedNotRecorded,
     AuditUnavailable,
     FileSource,
@@ -238,8 +240,8 @@ def test_an_apply_the_audit_history_fails_to_record_is_recorded_when_it_answers(
     assert (entry.version, entry.author, policy.members[0].weight) == (2, "ana", 3)
     assert "weight: 3" in policy_file.read_text(), "the change is in force"
     assert [v.version for v in audit.inner.list()] == [1]
-    # Still down: a second change is refused before anything is written, and a refresh
-    # of the source changes nothing either.
+    # Still down: a second change is refused before anything is written, and the version
+    # stays unrecorded.
     with pytest.raises(AuditUnavailable, match="version 2 is not recorded yet"):
         store.apply(parse_policy(_with_weight(5)), 2, author="bo")
     assert "weight: 3" in policy_file.read_text()
@@ -267,3 +269,21 @@ def test_a_version_recorded_by_another_replica_meanwhile_is_claimed(tmp_path: Pa
     recorded = audit.inner.get(2)
     assert recorded is not None and (recorded.origin, recorded.author) == (Origin.API, "ana")
     assert [v.version for v in audit.inner.list()] == [2, 1]
+
+
+def test_a_claim_is_looked_for_only_shortly_after_the_outside_change(tmp_path: Path) -> None:
+    # A version set outside the API is looked up at each refresh only within
+    # CLAIM_WINDOW of recording it: a claim comes within the applier's call, and a
+    # GitOps version must not cost a query every few seconds for ever.
+    now = [datetime(2026, 12, 1, tzinfo=UTC)]
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(DEFAULT_POLICY.read_text())
+    audit = AuditLog(f"sqlite:///{tmp_path / 'ledger.db'}")
+    first = PolicyStore(FileSource(policy_file), audit, clock=lambda: now[0])
+    source = _SeenByAnotherReplica(first.source)  # type: ignore[arg-type]
+    writer = PolicyStore(source, AuditLog(audit.url))
+    source.other = first
+    writer.apply(parse_policy(_with_weight(3)), 1, author="ana")
+    now[0] += CLAIM_WINDOW + timedelta(seconds=1)
+    assert first.refresh() is False
+    assert first.current()[0].author.startswith("source:"), "not looked up any more"
