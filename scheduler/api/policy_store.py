@@ -79,7 +79,6 @@ class AppliedNotRecorded(Exception):
     name, as soon as the database answers (`record_unrecorded`)."""
 
     def __init__(self, entry: StoredVersion, cause: Exception) -> None:
-        self.entry = entry
         super().__init__(
             f"version {entry.version} is in force, but the policy audit history failed to "
             f"record it ({type(cause).__name__}); it is recorded in your name as soon as "

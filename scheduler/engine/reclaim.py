@@ -76,7 +76,7 @@ from itertools import chain
 
 from scheduler.engine.entitlement import MemberModel
 from scheduler.engine.gangs import Plan, plan_job
-from scheduler.engine.placement import ClusterState, Res, spec_res
+from scheduler.engine.placement import ClusterState, Res
 from scheduler.engine.snapshot import PendingPod, RunningPod
 
 _EPS = 1e-9
@@ -510,9 +510,14 @@ class _Room:
         """The job has a pod on a node this one could use."""
         return self.everywhere or any(i in self.feasible for _, i in job.pods)
 
-    def add(self, extra: dict[int, Res], job: VictimJob) -> tuple[int, int]:
-        """`free(extra, job, 1)`, and the GPUs `job` frees on feasible nodes, in one pass
-        (the victim walk's step)."""
+    def free(self, extra: dict[int, Res], job: VictimJob, sign: int) -> int:
+        """Add (sign 1) or remove (sign -1) what `job` frees on feasible nodes; the
+        change it makes to `slots(extra)`."""
+        return self.free_counted(extra, job, sign)[0]
+
+    def free_counted(self, extra: dict[int, Res], job: VictimJob, sign: int) -> tuple[int, int]:
+        """`free`, and the GPUs `job` frees on feasible nodes (the victim walk needs both:
+        one pass)."""
         g = self.pod_gpus
         free = self.state.free_gpu
         feasible = self.feasible
@@ -524,34 +529,18 @@ class _Room:
             spec = pod.spec
             e = extra.get(i, (0, 0, 0, 0))
             was = e[0]
-            extra[i] = (was + spec.gpus, e[1] + spec.cpu_milli, e[2] + spec.memory_bytes, e[3] + 1)
+            now = was + sign * spec.gpus
+            extra[i] = (
+                now,
+                e[1] + sign * spec.cpu_milli,
+                e[2] + sign * spec.memory_bytes,
+                e[3] + sign,
+            )
             gpus += spec.gpus
             if g > 0:
                 f = free[i]
-                change += max(0, f + was + spec.gpus) // g - max(0, f + was) // g
+                change += max(0, f + now) // g - max(0, f + was) // g
         return change, gpus
-
-    def free(self, extra: dict[int, Res], job: VictimJob, sign: int) -> int:
-        """Add (sign 1) or remove (sign -1) what `job` frees on feasible nodes; the
-        change it makes to `slots(extra)`."""
-        g = self.pod_gpus
-        free = self.state.free_gpu
-        change = 0
-        for pod, i in job.pods:
-            if i not in self.feasible:
-                continue
-            r = spec_res(pod.spec)
-            e = extra.get(i, (0, 0, 0, 0))
-            extra[i] = (
-                e[0] + sign * r[0],
-                e[1] + sign * r[1],
-                e[2] + sign * r[2],
-                e[3] + sign * r[3],
-            )
-            if g > 0:
-                f = free[i]
-                change += max(0, f + e[0] + sign * r[0]) // g - max(0, f + e[0]) // g
-        return change
 
 
 @dataclass(eq=False)
@@ -684,7 +673,7 @@ class _Attempt(ABC):
             for m, g in job.by_model.items():
                 taken[(job.member, m)] = taken.get((job.member, m), 0) + g
             chosen.append(job)
-            gained, gpus = room.add(extra, job)
+            gained, gpus = room.free_counted(extra, job, 1)
             if slots is not None:
                 slots += gained
             have += gpus
