@@ -16,7 +16,9 @@ lists and watches each kind with its own informer, and a kind the cluster does n
   start together form one gang of `replicas x pods per Job` summed; a replicated job
   that `dependsOn` another starts later, so it forms a gang with those that depend on
   the same, and under `startupPolicyOrder: InOrder` every replicated job is its own
-  gang. A Kubeflow TrainJob runs as a JobSet of the same name, so it is read this way.
+  gang. A replicated job whose Jobs have more completions than parallelism runs in
+  waves, as such a Job does, so its pods are in no gang. A Kubeflow TrainJob runs as a
+  JobSet of the same name, so it is read this way.
 - Kubeflow `PyTorchJob` (kubeflow.org): one gang of the sum of all replica counts, or
   its own `runPolicy.schedulingPolicy.minAvailable` when set.
 - Volcano `PodGroup` (scheduling.volcano.sh): the pods it names (annotation
@@ -82,8 +84,9 @@ class Owner:
     """Its own controller: the JobSet that made a Job."""
     replicated_job: str = ""
     """A JobSet's Job: the replicated job it belongs to."""
-    stages: Mapping[str, tuple[str, int]] = field(default_factory=dict)
-    """A JobSet: replicated job -> (the gang's name, its size)."""
+    stages: Mapping[str, tuple[str, int] | None] = field(default_factory=dict)
+    """A JobSet: replicated job -> (the gang's name, its size); None for one whose pods
+    run in waves (no gang)."""
     error: str | None = None
     """Why its gang cannot be read (its pods wait, and say so)."""
 
@@ -130,36 +133,43 @@ def job_gang_size(job: Obj) -> int | None:
     return left if left > 1 else None
 
 
-def _replicated_job_pods(rjob: Obj, where: str) -> int:
-    """Pods one replicated job runs at once: replicas x the pods of each Job."""
+def _replicated_job_pods(rjob: Obj, where: str) -> int | None:
+    """Pods one replicated job runs at once: replicas x the pods of each Job; None when
+    its Jobs run in waves (more completions than parallelism: see the module)."""
     replicas = _count(rjob.get("replicas"), f"{where}.replicas", 1)
     job_spec = (rjob.get("template") or {}).get("spec") or {}
     parallelism = _count(job_spec.get("parallelism"), f"{where}.template.spec.parallelism", 1)
     completions = _count(
         job_spec.get("completions"), f"{where}.template.spec.completions", parallelism
     )
-    return replicas * min(parallelism, completions)
+    if completions > parallelism:
+        return None
+    return replicas * completions
 
 
-def jobset_gangs(jobset: Obj) -> dict[str, tuple[str, int]]:
-    """Replicated job name -> (gang name, gang size) of a JobSet. The gang name is the
-    JobSet's when every replicated job starts together, else the JobSet's followed by the
-    first replicated job of the gang."""
+def jobset_gangs(jobset: Obj) -> dict[str, tuple[str, int] | None]:
+    """Replicated job name -> (gang name, gang size) of a JobSet, or None for one whose
+    pods run in waves. The gang name is the JobSet's when every replicated job starts
+    together, else the JobSet's followed by the first replicated job of the gang."""
     _ns, name, _uid, where = _identity(jobset)
     spec = jobset.get("spec") or {}
     in_order = (spec.get("startupPolicy") or {}).get("startupPolicyOrder") == "InOrder"
     stages: dict[tuple[str, ...], list[tuple[str, int]]] = {}
+    gangs: dict[str, tuple[str, int] | None] = {}
     for i, rjob in enumerate(spec.get("replicatedJobs") or ()):
         path = f"{where}: spec.replicatedJobs[{i}]"
         rname = rjob.get("name")
         if not isinstance(rname, str) or not rname:
             raise OwnerError(f"{path}.name: missing")
+        pods = _replicated_job_pods(rjob, path)
+        if pods is None:
+            gangs[rname] = None
+            continue
         after = tuple(sorted(str(d.get("name", "")) for d in rjob.get("dependsOn") or ()))
         key = (rname,) if in_order else after
-        stages.setdefault(key, []).append((rname, _replicated_job_pods(rjob, path)))
-    if not stages:
+        stages.setdefault(key, []).append((rname, pods))
+    if not stages and not gangs:
         raise OwnerError(f"{where}: spec.replicatedJobs: none")
-    gangs: dict[str, tuple[str, int]] = {}
     for members in stages.values():
         gang = name if len(stages) == 1 else f"{name}/{members[0][0]}"
         size = sum(pods for _, pods in members)
@@ -275,7 +285,7 @@ def owner_gang(
     return OwnerGang(label, ref.kind, owner.size)
 
 
-def _jobset_gang(job: Owner, owners: Mapping[str, Owner]) -> OwnerGang:
+def _jobset_gang(job: Owner, owners: Mapping[str, Owner]) -> OwnerGang | None:
     assert job.parent is not None
     parent = job.parent
     label = f"{parent.kind.lower()}/{parent.name}"
@@ -284,13 +294,15 @@ def _jobset_gang(job: Owner, owners: Mapping[str, Owner]) -> OwnerGang:
         return OwnerGang(label, parent.kind, None, f"JobSet {parent.name} not read yet")
     if jobset.error is not None:
         return OwnerGang(label, parent.kind, None, jobset.error)
-    stage = jobset.stages.get(job.replicated_job)
-    if stage is None:
+    if job.replicated_job not in jobset.stages:
         reason = (
             f"Job {job.name} of JobSet {parent.name} names replicated job "
             f"{job.replicated_job!r} (label {JOBSET_REPLICATED_JOB_LABEL}), which the "
             "JobSet does not have"
         )
         return OwnerGang(label, parent.kind, None, reason)
+    stage = jobset.stages[job.replicated_job]
+    if stage is None:
+        return None  # its Jobs run in waves: each pod alone
     gang, size = stage
     return OwnerGang(f"{parent.kind.lower()}/{gang}", parent.kind, size)

@@ -147,6 +147,29 @@ def test_jobset_in_order_startup_makes_each_replicated_job_a_gang() -> None:
     assert gangs == {"driver": ("io/driver", 1), "workers": ("io/workers", 6)}
 
 
+def test_jobset_replicated_job_in_waves_is_no_gang() -> None:
+    # "shards" runs 10 completions 2 at a time: each finished pod is replaced by the next
+    # index, so its pods are placed alone, and the gang that starts with it leaves them
+    # out. Fewer completions than parallelism run at once: a gang of the completions.
+    waves = replicated("shards", 1, 2)
+    waves["template"]["spec"]["completions"] = 10
+    few = replicated("eval", 2, 4)
+    few["template"]["spec"]["completions"] = 3
+    gangs = jobset_gangs(jobset("prep", replicated("leader", 1, 1), waves, few))
+    assert gangs == {"leader": ("prep", 7), "eval": ("prep", 7), "shards": None}
+    assert jobset_gangs(jobset("only", waves)) == {"shards": None}
+
+
+def test_owner_gang_of_a_jobset_job_in_waves_is_none() -> None:
+    owners = {
+        "j": Owner(
+            "Job", "ns", "prep-shards-0", "j", None, OwnerRef("JobSet", "prep", "s"), "shards"
+        ),
+        "s": Owner("JobSet", "ns", "prep", "s", stages={"shards": None, "leader": ("prep", 1)}),
+    }
+    assert owner_gang(OwnerRef("Job", "prep-shards-0", "j"), owners, {"Job", "JobSet"}) is None
+
+
 def test_jobset_without_replicated_jobs_is_an_error() -> None:
     with pytest.raises(ValueError, match=r"JobSet physics/empty: spec\.replicatedJobs: none"):
         jobset_gangs(jobset("empty"))
