@@ -19,6 +19,13 @@ Scenarios (`BENCH_FAIRNESS=demo,small,mixed,philly` picks some; all by default;
   as many GPU-hours come in fewer, longer jobs. No public data file is needed or
   committed.
 
+Each scenario is a recipe with a seed, and one trace can be a lucky or an unlucky one.
+So each also runs on `BENCH_FAIRNESS_DRAWS` traces in all (default 3: its own and the
+recipe with the next seeds), and a third row, "fairpool, range", gives each figure's
+lowest and highest value over them (the mean JCT ratio of a draw is to that draw's own
+baseline, as are the p95 wait's). `BENCH_FAIRNESS_DRAWS=1` prints the scenario's own
+draw only.
+
 Then the sharing-incentive property (`incentive`, also picked by `BENCH_FAIRNESS`):
 the 200 seeded contended cases of tests/unit/test_sim_properties.py, as the unit test
 runs them (jobs of 30 s to 2 h) and with every time ten times longer (5 min to 20 h),
@@ -27,10 +34,11 @@ member whose mean JCT is worse pooled than standalone beyond max(5 %, 1 h), and 
 have a member that completed less of its own work within the submission window. About
 1 min.
 
-Runtime on 2 cores: about 5 min for all four (4 min 46 s measured), 3 min of it the
-philly scenario (fairpool with its 15 standalone replays in 2 processes, then the
-baseline); up to 13 min when other work shares the cores. `BENCH_FAIRNESS=small,mixed`
-takes under 1 min. The `wall s` column says where the time went.
+Runtime on 2 cores, 3 draws: about 5 min for all four on a quiet machine (4 min 53 s
+measured; peak RSS 1.1 GB), most of it the philly scenario (fairpool with its 15
+standalone replays in 2 processes, then the baseline, three times); much longer when other
+work shares the cores. `BENCH_FAIRNESS=small,mixed` takes under 1 min. The `wall s`
+column says where the time went (the range row: all draws together).
 """
 
 from __future__ import annotations
@@ -66,8 +74,9 @@ DAY_S = 86_400.0
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    make: Callable[[float | None], tuple[ClusterInventory, Policy, Trace]]
-    """(days override) -> inventory, policy, trace."""
+    make: Callable[[float | None, int], tuple[ClusterInventory, Policy, Trace]]
+    """(days override, draw) -> inventory, policy, trace. Draw 0 is the scenario's own
+    trace (its row in the table); draw k > 0 is the same recipe with another seed."""
 
 
 def _policy(members: list[str], models: list[str]) -> Policy:
@@ -104,20 +113,20 @@ def _synthetic(
     return trace
 
 
-def demo(days: float | None) -> tuple[ClusterInventory, Policy, Trace]:
+def demo(days: float | None, draw: int = 0) -> tuple[ClusterInventory, Policy, Trace]:
     inventory = load_inventory(ROOT / "policies" / "defaults" / "cluster.yaml")
     policy = load_policy(ROOT / "policies" / "defaults" / "policy.yaml")
-    return inventory, policy, _synthetic(inventory, policy, days or 30.0, 1.2, 42)
+    return inventory, policy, _synthetic(inventory, policy, days or 30.0, 1.2, 42 + draw)
 
 
-def small(days: float | None) -> tuple[ClusterInventory, Policy, Trace]:
+def small(days: float | None, draw: int = 0) -> tuple[ClusterInventory, Policy, Trace]:
     """85 % 1-GPU jobs running for hours (log-normal, median 6 h), 10 % 1 x 8-GPU pods
     and 5 % 2 x 8 gangs (median 3 h), Poisson arrivals sized for a load of 1.2."""
     members = [f"org-{i}" for i in range(1, 5)]
     inventory = _inventory([(m, H100, 2, 8) for m in members])
     policy = _policy(members, [H100])
     span = (days or 7.0) * DAY_S
-    rng = np.random.default_rng(11)
+    rng = np.random.default_rng(11 + draw)
     shapes = [(1, 1, 6 * 3600.0), (1, 8, 3 * 3600.0), (2, 8, 3 * 3600.0)]
     share = np.array([0.85, 0.10, 0.05])
     sigma = 1.2
@@ -145,7 +154,7 @@ def small(days: float | None) -> tuple[ClusterInventory, Policy, Trace]:
     return inventory, policy, Trace(tuple(jobs))
 
 
-def mixed(days: float | None) -> tuple[ClusterInventory, Policy, Trace]:
+def mixed(days: float | None, draw: int = 0) -> tuple[ClusterInventory, Policy, Trace]:
     members = [f"org-{i}" for i in range(1, 6)]
     groups = [
         ("org-1", H100, 2, 8),
@@ -158,7 +167,7 @@ def mixed(days: float | None) -> tuple[ClusterInventory, Policy, Trace]:
     ]
     inventory = _inventory(groups)
     policy = _policy(members, [H100, A100, L4])
-    return inventory, policy, _synthetic(inventory, policy, days or 7.0, 1.2, 5)
+    return inventory, policy, _synthetic(inventory, policy, days or 7.0, 1.2, 5 + draw)
 
 
 PHILLY_STRETCH = 9.4
@@ -166,13 +175,13 @@ PHILLY_NODES = (12, 9, 8, 6, 5, 5, 4, 4, 3, 3, 3, 2, 2, 2, 1)
 """8-GPU nodes per member: 69 nodes, 552 GPUs, unequal like Philly's virtual clusters."""
 
 
-def philly(days: float | None) -> tuple[ClusterInventory, Policy, Trace]:
+def philly(days: float | None, draw: int = 0) -> tuple[ClusterInventory, Policy, Trace]:
     members = [f"vc-{i:02d}" for i in range(1, len(PHILLY_NODES) + 1)]
     inventory = _inventory(
         [(m, "NVIDIA-P100", n, 8) for m, n in zip(members, PHILLY_NODES, strict=True)]
     )
     policy = _policy(members, ["NVIDIA-P100"])
-    trace = _synthetic(inventory, policy, days or 30.0, 1.4 / PHILLY_STRETCH, 3)
+    trace = _synthetic(inventory, policy, days or 30.0, 1.4 / PHILLY_STRETCH, 3 + draw)
     return (
         inventory,
         policy,
@@ -209,6 +218,7 @@ COLUMNS = (
     ("jct", "mean JCT"),
     ("wait", "p95 wait"),
     ("ratio", "mean JCT / baseline"),
+    ("wratio", "p95 wait / baseline"),
     ("worse", "members worse off pooled"),
     ("big", "jobs > entitl.: n, wait p50 / max"),
     ("wall", "wall s"),
@@ -238,12 +248,13 @@ def big_jobs_wait(study: Study) -> str:
     return f"{len(big)}: {_h(float(waits.median()))} / {_h(float(waits.max()))}"
 
 
-def _pct(summary: dict[str, object], key: str) -> str:
+def _share(summary: dict[str, object], key: str) -> float | None:
+    """An idle cause as a % of the capacity-hours while some job was pending."""
     value = summary[key]
     capacity = summary["capacity_gpu_h_while_pending"]
     if not isinstance(value, int | float) or not isinstance(capacity, int | float) or not capacity:
-        return "—"
-    return f"{100 * value / capacity:.1f}"
+        return None
+    return 100 * value / capacity
 
 
 def _num(value: object, fmt: str = "{:.3f}") -> str:
@@ -256,40 +267,113 @@ def _h(seconds: object) -> str:
     return f"{seconds / 60:.0f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"
 
 
-def row(study: Study, baseline_jct: object, wall: float) -> dict[str, str]:
+def _fmt(fmt: str) -> Callable[[object], str]:
+    return lambda value: _num(value, fmt)
+
+
+FIGURES: dict[str, Callable[[object], str]] = {
+    "uwp": _fmt("{:.3f}"),
+    "frag": _fmt("{:.1f}"),
+    "few": _fmt("{:.1f}"),
+    "held": _fmt("{:.1f}"),
+    "limits": _fmt("{:.1f}"),
+    "placeable": _fmt("{:.1f}"),
+    "other": _fmt("{:.1f}"),
+    "lost": _fmt("{:.2f}"),
+    "preempt": _fmt("{:.0f}"),
+    "moves": _fmt("{:.0f}"),
+    "tte": _h,
+    "jain": _fmt("{:.3f}"),
+    "jct": _h,
+    "wait": _h,
+    "ratio": _fmt("{:.2f}"),
+    "wratio": _fmt("{:.2f}"),
+}
+"""The numeric columns and how each is printed (a draw's spread prints min–max)."""
+
+
+def _ratio(value: object, anchor: object) -> float | None:
+    if isinstance(value, int | float) and isinstance(anchor, int | float) and anchor:
+        return value / anchor
+    return None
+
+
+def figures(study: Study, baseline: Study) -> dict[str, float | None]:
+    """The numeric columns of one replay (`FIGURES`), ratios to the baseline of the same
+    trace."""
     s = study.summary
     lost = s["reclaim_lost_fraction"]
     jct = s["mean_jct_s"]
-    ratio = (
-        jct / baseline_jct
-        if isinstance(jct, int | float) and isinstance(baseline_jct, int | float)
-        else None
-    )
+
+    def number(value: object) -> float | None:
+        return float(value) if isinstance(value, int | float) else None
+
+    return {
+        "uwp": number(s["utilization_while_pending"]),
+        "frag": _share(s, "idle_while_waiting_fragmentation_gpu_h"),
+        "few": _share(s, "idle_while_waiting_too_few_free_gpu_h"),
+        "held": _share(s, "idle_while_waiting_held_gpu_h"),
+        "limits": _share(s, "idle_while_waiting_limits_gpu_h"),
+        "placeable": _share(s, "idle_while_waiting_placeable_gpu_h"),
+        "other": _share(s, "idle_while_waiting_other_model_gpu_h"),
+        "lost": 100 * lost if isinstance(lost, float) else None,
+        "preempt": number(s["preemptions_per_job_max"]),
+        "moves": number(s.get("consolidation_preemptions")),
+        "tte": number(s["time_to_entitlement_p99_s"]),
+        "jain": number(s["fairness_jain"]),
+        "jct": number(jct),
+        "wait": number(s["p95_wait_s"]),
+        "ratio": _ratio(jct, baseline.summary["mean_jct_s"]),
+        "wratio": _ratio(s["p95_wait_s"], baseline.summary["p95_wait_s"]),
+    }
+
+
+def row(study: Study, baseline: Study, wall: float) -> dict[str, str]:
+    s = study.summary
+    numbers = figures(study, baseline)
     return {
         "jobs": f"{s['jobs_completed']}/{s['jobs_submitted']}",
-        "uwp": _num(s["utilization_while_pending"]),
-        "frag": _pct(s, "idle_while_waiting_fragmentation_gpu_h"),
-        "few": _pct(s, "idle_while_waiting_too_few_free_gpu_h"),
-        "held": _pct(s, "idle_while_waiting_held_gpu_h"),
-        "limits": _pct(s, "idle_while_waiting_limits_gpu_h"),
-        "placeable": _pct(s, "idle_while_waiting_placeable_gpu_h"),
-        "other": _pct(s, "idle_while_waiting_other_model_gpu_h"),
-        "lost": _num(100 * lost if isinstance(lost, float) else None, "{:.2f}"),
-        "preempt": _num(s["preemptions_per_job_max"], "{:.0f}"),
-        "moves": _num(s.get("consolidation_preemptions"), "{:.0f}"),
-        "tte": _h(s["time_to_entitlement_p99_s"]),
-        "jain": _num(s["fairness_jain"]),
-        "jct": _h(jct),
-        "wait": _h(s["p95_wait_s"]),
-        "ratio": _num(ratio, "{:.2f}"),
+        **{key: show(numbers[key]) for key, show in FIGURES.items()},
         "worse": f"{s['members_worse_off_pooled']}/{len(s['members'])}",  # type: ignore[arg-type]
         "big": big_jobs_wait(study),
         "wall": f"{wall:.0f}",
     }
 
 
-def measure(scenario: Scenario, days: float | None) -> list[dict[str, str]]:
-    inventory, policy, trace = scenario.make(days)
+def spread(draws: list[tuple[Study, dict[str, float | None]]], wall: float) -> dict[str, str]:
+    """fairpool over every draw: each figure's lowest and highest value (a draw's ratios
+    are to its own baseline), the members worse off pooled likewise."""
+    out: dict[str, str] = {"jobs": f"{len(draws)} draws"}
+    for key, show in FIGURES.items():
+        values = [v for _, n in draws if (v := n[key]) is not None]
+        low, high = (min(values), max(values)) if values else (None, None)
+        out[key] = show(low) if show(low) == show(high) else f"{show(low)}–{show(high)}"
+    worse = [int(str(st.summary["members_worse_off_pooled"])) for st, _ in draws]
+    members = len(draws[0][0].summary["members"])  # type: ignore[arg-type]
+    low, high = min(worse), max(worse)
+    out["worse"] = f"{low}/{members}" if low == high else f"{low}–{high}/{members}"
+    out["big"] = "—"
+    out["wall"] = f"{wall:.0f}"
+    return out
+
+
+def _draws() -> int:
+    text = os.environ.get("BENCH_FAIRNESS_DRAWS", "")
+    try:
+        draws = int(text) if text else DRAWS
+    except ValueError:
+        raise SystemExit(f"BENCH_FAIRNESS_DRAWS: expected a whole number, got {text!r}") from None
+    if draws < 1:
+        raise SystemExit(f"BENCH_FAIRNESS_DRAWS: expected at least 1, got {draws}")
+    return draws
+
+
+def replay(
+    scenario: Scenario, days: float | None, draw: int
+) -> tuple[Study, Study, float, float, int]:
+    """fairpool (with the standalone replays) and the baseline on one draw: both studies,
+    their wall seconds, and the cluster's GPUs."""
+    inventory, policy, trace = scenario.make(days, draw)
     nodes = build_nodes(inventory)
     began = time.perf_counter()
     pooled = run_study(nodes, policy, trace, START, processes=2)
@@ -297,13 +381,30 @@ def measure(scenario: Scenario, days: float | None) -> list[dict[str, str]]:
     began = time.perf_counter()
     baseline = run_baseline(nodes, policy, trace, START, pooled.standalone)
     baseline_wall = time.perf_counter() - began
-    anchor = baseline.summary["mean_jct_s"]
-    gpus = inventory.total_gpus()
-    label = f"{scenario.name}, {gpus} GPUs"
-    return [
-        {"scenario": label, "scheduler": "fairpool", **row(pooled, anchor, pooled_wall)},
-        {"scenario": "", "scheduler": "baseline", **row(baseline, anchor, baseline_wall)},
+    return pooled, baseline, pooled_wall, baseline_wall, inventory.total_gpus()
+
+
+def measure(scenario: Scenario, days: float | None, draws: int = 1) -> list[dict[str, str]]:
+    """The scenario's own draw (fairpool, baseline), then, with more draws, fairpool's
+    spread over all of them."""
+    pooled, baseline, pooled_wall, baseline_wall, gpus = replay(scenario, days, 0)
+    rows = [
+        {
+            "scenario": f"{scenario.name}, {gpus} GPUs",
+            "scheduler": "fairpool",
+            **row(pooled, baseline, pooled_wall),
+        },
+        {"scenario": "", "scheduler": "baseline", **row(baseline, baseline, baseline_wall)},
     ]
+    if draws > 1:
+        seen = [(pooled, figures(pooled, baseline))]
+        wall = pooled_wall + baseline_wall
+        for draw in range(1, draws):
+            other, other_baseline, a, b, _ = replay(scenario, days, draw)
+            seen.append((other, figures(other, other_baseline)))
+            wall += a + b
+        rows.append({"scenario": "", "scheduler": "fairpool, range", **spread(seen, wall)})
+    return rows
 
 
 def table(rows: list[dict[str, str]]) -> Table:
@@ -312,10 +413,14 @@ def table(rows: list[dict[str, str]]) -> Table:
         left = key in ("scenario", "scheduler")
         out.add_column(header, justify="left" if left else "right", no_wrap=left)
     for i, r in enumerate(rows):
-        out.add_row(*(r[key] for key, _ in COLUMNS), end_section=i % 2 == 1)
+        last = i + 1 == len(rows) or bool(rows[i + 1]["scenario"])
+        out.add_row(*(r[key] for key, _ in COLUMNS), end_section=last)
     return out
 
 
+DRAWS = 3
+"""Draws per scenario by default (`BENCH_FAIRNESS_DRAWS`): one trace can be a lucky or
+an unlucky one, so the table also prints fairpool's range over this many."""
 INCENTIVE = "incentive"
 INCENTIVE_SCALES = (1.0, 10.0)
 
@@ -371,9 +476,10 @@ def run(console: Console) -> None:
     names = _names()
     if names == {INCENTIVE}:
         scenarios = []
+    draws = _draws()
     for scenario in scenarios:
         with console.status(f"fairness: {scenario.name}"):
-            done = measure(scenario, days)
+            done = measure(scenario, days, draws)
         rows.extend(done)
         if len(scenarios) > 1:  # each scenario as it finishes: the whole run is long
             console.print(table(done))
