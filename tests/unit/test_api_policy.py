@@ -18,6 +18,7 @@ from proto.fairpool.v1 import policy_pb2, share_pb2
 from reports.ledger.schema import policy_versions
 from scheduler.api.policy_audit import AuditLog
 from scheduler.api.policy_store import FileSource, PolicyStore
+from tests.unit.failing_audit import FailingAudit
 from tests.unit.test_api_support import MEMBER_A, Running, metadata, running_server
 
 ADMIN = metadata("admin")
@@ -224,10 +225,8 @@ def test_an_apply_while_the_audit_history_is_down_says_whether_it_is_in_force(
 
 
 def _apply_with_the_audit_history_down(api: Running) -> None:
-    from tests.unit.test_policy_store_take import _FailingAudit
-
     store = api.server.store
-    failing = _FailingAudit(store.audit)
+    failing = FailingAudit(store.audit)
     store.audit = failing  # type: ignore[assignment]
     base = current_version(api)
     text = api.policy_file.read_text()

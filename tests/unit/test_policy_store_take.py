@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from sqlalchemy.exc import OperationalError
 
 from policies.errors import PolicyError
 from policies.loader import DEFAULT_POLICY, parse_policy
@@ -26,6 +25,7 @@ from scheduler.api.policy_store import (
 )
 from scheduler.engine.decisions import MemberShare
 from scheduler.k8s.policy_object import member_statuses
+from tests.unit.failing_audit import FailingAudit
 
 
 def _store(tmp_path: Path) -> PolicyStore:
@@ -191,29 +191,10 @@ def test_an_apply_overtaken_by_another_change_is_refused(tmp_path: Path) -> None
     assert recorded is not None and recorded.origin == Origin.EXTERNAL
 
 
-class _FailingAudit:
-    """The audit history whose database stops answering for the calls named in
-    `down`, as an OperationalError (the database's own error, through SQLAlchemy)."""
-
-    def __init__(self, inner: AuditLog) -> None:
-        self.inner = inner
-        self.down: set[str] = set()
-
-    def __getattr__(self, name: str) -> object:
-        found = getattr(self.inner, name)
-        if name not in self.down:
-            return found
-
-        def failing(*args: object, **kwargs: object) -> object:
-            raise OperationalError("INSERT/SELECT policy_versions", {}, Exception("gone"))
-
-        return failing
-
-
-def _failing_store(tmp_path: Path) -> tuple[PolicyStore, _FailingAudit, Path]:
+def _failing_store(tmp_path: Path) -> tuple[PolicyStore, FailingAudit, Path]:
     policy_file = tmp_path / "policy.yaml"
     policy_file.write_text(DEFAULT_POLICY.read_text())
-    audit = _FailingAudit(AuditLog(f"sqlite:///{tmp_path / 'ledger.db'}"))
+    audit = FailingAudit(AuditLog(f"sqlite:///{tmp_path / 'ledger.db'}"))
     return PolicyStore(FileSource(policy_file), audit), audit, policy_file  # type: ignore[arg-type]
 
 
