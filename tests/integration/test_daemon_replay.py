@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 import yaml
+from kubernetes import watch
 
 from policies.loader import parse_policy
 from policies.model import Policy
@@ -117,7 +118,11 @@ class Replay:
         """What each job's last victim carried over to its next attempt."""
         self.stop = threading.Event()
         self.started = 0.0
+        self._lock = threading.Lock()
+        """Arrivals and the watch both create attempts."""
+        self._watching = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self._watcher = threading.Thread(target=self._watch, daemon=True)
 
     def create(self, job: TraceJob, carried: dict[str, str] | None = None) -> None:
         attempt = self.attempt.get(job.job_id, -1) + 1
@@ -161,6 +166,8 @@ class Replay:
             )
 
     def start(self) -> None:
+        self._watcher.start()
+        assert self._watching.wait(30), "the replay's pod watch did not start"
         self.started = time.monotonic()
         self._thread.start()
 
@@ -169,36 +176,56 @@ class Replay:
         while not self.stop.is_set():
             now = (time.monotonic() - self.started) / SCALE
             while arrivals and arrivals[0].submit_time <= now:
-                self.create(arrivals.pop(0))
-            self._observe(now)
-            time.sleep(0.05)
+                with self._lock:
+                    self.create(arrivals.pop(0))
+            time.sleep(0.01)
 
-    def _observe(self, now: float) -> None:
-        pods = self.pool.core.list_pod_for_all_namespaces(label_selector="fairpool.io/trace-job")
-        for p in pods.items:
-            labels = p.metadata.labels
-            key = (labels["fairpool.io/trace-job"], int(labels["fairpool.io/attempt"]))
-            if p.spec.node_name and p.metadata.name not in self.bound.setdefault(key, {}):
-                owner = p.metadata.annotations.get("fairpool.io/borrowed-from") or (
-                    self.pool.ns_member(p.metadata.namespace)
-                )
-                self.bound[key][p.metadata.name] = owner
-                if len(self.bound[key]) == self.jobs[key[0]].num_pods:
-                    self.bound_at[key] = now
-            preempted = p.metadata.deletion_timestamp and (p.metadata.annotations or {}).get(
-                "fairpool.io/preempted-by"
+    def _watch(self) -> None:
+        """Every change of the trace's pods, as it happens. A poll could miss a preempted
+        pod: with a grace period of a second it may be gone between two lists on a busy
+        machine, and its job would never come back."""
+        selector = "fairpool.io/trace-job"
+        listed = self.pool.core.list_pod_for_all_namespaces(label_selector=selector)
+        version = listed.metadata.resource_version
+        self._watching.set()  # from this version on, no change is missed
+        while not self.stop.is_set():
+            for event in watch.Watch().stream(
+                self.pool.core.list_pod_for_all_namespaces,
+                label_selector=selector,
+                resource_version=version,
+                timeout_seconds=600,
+            ):
+                if self.stop.is_set():
+                    return
+                pod = event["object"]
+                version = pod.metadata.resource_version
+                with self._lock:
+                    self._observe(pod, (time.monotonic() - self.started) / SCALE)
+
+    def _observe(self, p: Any, now: float) -> None:
+        labels = p.metadata.labels
+        key = (labels["fairpool.io/trace-job"], int(labels["fairpool.io/attempt"]))
+        if p.spec.node_name and p.metadata.name not in self.bound.setdefault(key, {}):
+            owner = (p.metadata.annotations or {}).get("fairpool.io/borrowed-from") or (
+                self.pool.ns_member(p.metadata.namespace)
             )
-            if preempted and self.attempt[key[0]] == key[1]:
-                # The simulator's Job controller: the job is pending again at once.
-                job = self.jobs[key[0]]
-                self.preemptions[job.job_id] += 1
-                if job.org in self.checkpointable:
-                    self.remaining[job.job_id] -= now - self.bound_at.get(key, now)
-                else:
-                    self.remaining[job.job_id] = job.duration_s
-                victim = p.metadata.annotations or {}
-                self.carried[job.job_id] = {k: victim[k] for k in CARRIED if k in victim}
-                self.create(job, self.carried[job.job_id])
+            self.bound[key][p.metadata.name] = owner
+            if len(self.bound[key]) == self.jobs[key[0]].num_pods:
+                self.bound_at[key] = now
+        preempted = p.metadata.deletion_timestamp and (p.metadata.annotations or {}).get(
+            "fairpool.io/preempted-by"
+        )
+        if preempted and self.attempt[key[0]] == key[1]:
+            # The simulator's Job controller: the job is pending again at once.
+            job = self.jobs[key[0]]
+            self.preemptions[job.job_id] += 1
+            if job.org in self.checkpointable:
+                self.remaining[job.job_id] -= now - self.bound_at.get(key, now)
+            else:
+                self.remaining[job.job_id] = job.duration_s
+            victim = p.metadata.annotations or {}
+            self.carried[job.job_id] = {k: victim[k] for k in CARRIED if k in victim}
+            self.create(job, self.carried[job.job_id])
 
     def starts(self) -> list[Start]:
         return sorted(
