@@ -24,14 +24,14 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes import watch
 
 from policies.loader import parse_policy
 from policies.model import Policy
 from scheduler.engine import schedule
 from scheduler.engine.decisions import Decisions
 from scheduler.engine.snapshot import Node, Snapshot
-from scheduler.k8s.objects import reclaim_time
+from scheduler.k8s.informer import Informer
+from scheduler.k8s.objects import Obj, reclaim_time
 from scheduler.sim.simulator import Engine, SimulationResult, Simulator
 from scheduler.traces.model import Trace, TraceJob
 from tests.integration.test_daemon import H100, Pool, pool, wait_until
@@ -120,9 +120,7 @@ class Replay:
         self.started = 0.0
         self._lock = threading.Lock()
         """Arrivals and the watch both create attempts."""
-        self._watching = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
-        self._watcher = threading.Thread(target=self._watch, daemon=True)
 
     def create(self, job: TraceJob, carried: dict[str, str] | None = None) -> None:
         attempt = self.attempt.get(job.job_id, -1) + 1
@@ -166,8 +164,7 @@ class Replay:
             )
 
     def start(self) -> None:
-        self._watcher.start()
-        assert self._watching.wait(30), "the replay's pod watch did not start"
+        self._inform()
         self.started = time.monotonic()
         self._thread.start()
 
@@ -180,41 +177,43 @@ class Replay:
                     self.create(arrivals.pop(0))
             time.sleep(0.01)
 
-    def _watch(self) -> None:
-        """Every change of the trace's pods, as it happens. A poll could miss a preempted
-        pod: with a grace period of a second it may be gone between two lists on a busy
-        machine, and its job would never come back."""
-        selector = "fairpool.io/trace-job"
-        listed = self.pool.core.list_pod_for_all_namespaces(label_selector=selector)
-        version = listed.metadata.resource_version
-        self._watching.set()  # from this version on, no change is missed
-        while not self.stop.is_set():
-            for event in watch.Watch().stream(
-                self.pool.core.list_pod_for_all_namespaces,
-                label_selector=selector,
-                resource_version=version,
-                timeout_seconds=600,
-            ):
-                if self.stop.is_set():
-                    return
-                pod = event["object"]
-                version = pod.metadata.resource_version
-                with self._lock:
-                    self._observe(pod, (time.monotonic() - self.started) / SCALE)
+    def _inform(self) -> None:
+        """Every change of the trace's pods, as it happens (the daemon's own informer: a
+        list, then a watch from its version). A poll could miss a preempted pod: with a
+        grace period of a second it may be gone between two lists on a busy machine, and
+        its job would never come back."""
+        replay = self
 
-    def _observe(self, p: Any, now: float) -> None:
-        labels = p.metadata.labels
+        class Sink:
+            def replace(self, kind: str, objects: list[Obj]) -> None:
+                for obj in objects:
+                    self.apply(kind, "ADDED", obj)
+
+            def apply(self, kind: str, event_type: str, obj: Obj) -> None:
+                with replay._lock:
+                    replay._observe(obj, (time.monotonic() - replay.started) / SCALE)
+
+        informer = Informer(
+            "pods",
+            self.pool.core.list_pod_for_all_namespaces,
+            Sink(),
+            self.stop,
+            label_selector="fairpool.io/trace-job",
+        ).start()
+        assert informer.synced.wait(30), "the replay's pod informer did not sync"
+
+    def _observe(self, pod: Obj, now: float) -> None:
+        meta, spec = pod["metadata"], pod.get("spec") or {}
+        labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
         key = (labels["fairpool.io/trace-job"], int(labels["fairpool.io/attempt"]))
-        if p.spec.node_name and p.metadata.name not in self.bound.setdefault(key, {}):
-            owner = (p.metadata.annotations or {}).get("fairpool.io/borrowed-from") or (
-                self.pool.ns_member(p.metadata.namespace)
+        if spec.get("nodeName") and meta["name"] not in self.bound.setdefault(key, {}):
+            owner = annotations.get("fairpool.io/borrowed-from") or (
+                self.pool.ns_member(meta["namespace"])
             )
-            self.bound[key][p.metadata.name] = owner
+            self.bound[key][meta["name"]] = owner
             if len(self.bound[key]) == self.jobs[key[0]].num_pods:
                 self.bound_at[key] = now
-        preempted = p.metadata.deletion_timestamp and (p.metadata.annotations or {}).get(
-            "fairpool.io/preempted-by"
-        )
+        preempted = meta.get("deletionTimestamp") and annotations.get("fairpool.io/preempted-by")
         if preempted and self.attempt[key[0]] == key[1]:
             # The simulator's Job controller: the job is pending again at once.
             job = self.jobs[key[0]]
@@ -223,8 +222,7 @@ class Replay:
                 self.remaining[job.job_id] -= now - self.bound_at.get(key, now)
             else:
                 self.remaining[job.job_id] = job.duration_s
-            victim = p.metadata.annotations or {}
-            self.carried[job.job_id] = {k: victim[k] for k in CARRIED if k in victim}
+            self.carried[job.job_id] = {k: annotations[k] for k in CARRIED if k in annotations}
             self.create(job, self.carried[job.job_id])
 
     def starts(self) -> list[Start]:
