@@ -13,7 +13,10 @@ pods bound per second from the first creation to the last bind, as seen by a wat
 - fairpool with 500 gangs of 8 pods.
 
 Pods never finish (no duration annotation), so all of a scenario's pods stay bound until
-the scenario's pods are deleted. The two cores of the machine are shared by everything,
+the scenario's pods are deleted. `--backlog-rounds N` also shows the CPU each binder's
+process spent from its start to the last bind, per pod, beside the rate: the rate of one
+binder swings by a quarter or more between rounds on a shared machine, and what fairpool
+costs beyond binding is in its CPU. The two cores of the machine are shared by everything,
 so the creation rate bounds every figure; it is shown too.
 """
 
@@ -38,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import psutil
 import yaml
 from kubernetes import client as k8s
 from rich.console import Console
@@ -77,6 +81,18 @@ class Result:
     api_binding_seconds: float = 0.0
     """First to last PodScheduled condition time the API server recorded (a second
     measure of `binding_seconds`, in whole seconds)."""
+    binder_cpu_seconds: float = 0.0
+    """CPU the binder's process used from its start to the last bind (backlog only)."""
+    plane_cpu_seconds: float = 0.0
+    """CPU the API server, etcd and kwok used over the same span (backlog only)."""
+
+    @property
+    def binder_cpu_ms_per_pod(self) -> float:
+        return 1000 * self.binder_cpu_seconds / self.pods if self.pods else 0.0
+
+    @property
+    def plane_cpu_ms_per_pod(self) -> float:
+        return 1000 * self.plane_cpu_seconds / self.pods if self.pods else 0.0
 
     @property
     def api_binding_rate(self) -> float:
@@ -265,8 +281,30 @@ def _delete_bench_pods(core: k8s.CoreV1Api, watch: BindWatch) -> None:
 
 
 class Scheduler(Protocol):
+    plane: ControlPlane
+
     def start(self) -> None: ...
     def stop(self) -> None: ...
+    def pid(self) -> int | None: ...
+
+
+PLANE_PROCESSES = ("kube-apiserver", "etcd", "kwok")
+
+
+def _cpu_seconds(pid: int | None) -> float:
+    """User + system CPU of one process so far (0 once it is gone)."""
+    if pid is None:
+        return 0.0
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return 0.0
+    return float(times.user + times.system)
+
+
+def _plane_cpu_seconds(plane: ControlPlane) -> float:
+    records = (plane.state.record(name) for name in PLANE_PROCESSES)
+    return sum(_cpu_seconds(r.pid) for r in records if r is not None)
 
 
 def _burst(
@@ -314,14 +352,21 @@ def _backlog(
     console: Console,
 ) -> Result:
     """All pods exist before the scheduler starts: its start -> last bind (start-up,
-    informer sync and binding, without the API server also absorbing the creations)."""
+    informer sync and binding, without the API server also absorbing the creations).
+
+    Beside the rate, the CPU the binder and the control plane spent over the same span:
+    on a shared 2-core machine the rate of one binder swings by a quarter between rounds,
+    while the CPU a binder spends per pod is its own cost, whatever else ran."""
     with console.status(f"{name}: creating {len(bodies)} pods with no scheduler running"):
         first, last_created = _create_all(core, bodies)
     with console.status(f"{name}: binding the backlog"):
+        plane_began = _plane_cpu_seconds(scheduler.plane)
         started = time.monotonic()
         scheduler.start()
         try:
             _wait(lambda: watch.count() >= len(bodies), TIMEOUT, f"{name}: all pods bound")
+            binder_cpu = _cpu_seconds(scheduler.pid())
+            plane_cpu = _plane_cpu_seconds(scheduler.plane) - plane_began
         finally:
             scheduler.stop()
     result = Result(
@@ -333,6 +378,8 @@ def _backlog(
         watch.last() - watch.first(),
         os.getloadavg()[0],
         api_binding_seconds=_scheduled_span(core),
+        binder_cpu_seconds=binder_cpu,
+        plane_cpu_seconds=plane_cpu,
     )
     _print(console, result)
     _delete_bench_pods(core, watch)
@@ -487,6 +534,9 @@ class FairpoolProcess:
                 stderr=subprocess.STDOUT,
             )
 
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
     def stop(self) -> None:
         if self.process is not None:
             self.process.terminate()
@@ -508,6 +558,10 @@ class KubeScheduler:
     def start(self) -> None:
         self.plane.start_kube_scheduler(*self.args)
 
+    def pid(self) -> int | None:
+        record = self.plane.state.record("kube-scheduler")
+        return record.pid if record is not None else None
+
     def stop(self) -> None:
         self.plane.stop_process("kube-scheduler")
 
@@ -528,6 +582,9 @@ class NullBinderProcess:
             daemon=True,
         )
         self.process.start()
+
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -677,6 +734,9 @@ def _rounds_table(console: Console, results: list[Result]) -> None:
         "first to last bind / s",
         "vs null binder ",
         "by PodScheduled / s",
+        "binder CPU ms / pod",
+        "vs null binder  ",
+        "API server + etcd + kwok CPU ms / pod",
         "load average",
     ):
         table.add_column(column, justify="left" if column in ("round", "binder") else "right")
@@ -691,28 +751,43 @@ def _rounds_table(console: Console, results: list[Result]) -> None:
             f"{r.binding_rate:.0f}",
             f"{r.binding_rate / null.binding_rate:.0%}" if null.binding_rate else "-",
             f"{r.api_binding_rate:.0f}",
+            f"{r.binder_cpu_ms_per_pod:.2f}",
+            f"{r.binder_cpu_seconds / null.binder_cpu_seconds:.0%}"
+            if null.binder_cpu_seconds
+            else "-",
+            f"{r.plane_cpu_ms_per_pod:.2f}",
             f"{r.load:.1f}",
         )
     console.print(table)
     for name in sorted({r.scenario for r in results} - {"null binder"}):
-        ratios = [
-            r.rate / n.rate
+        pairs = [
+            (r, n)
             for r in results
             for n in results
             if r.scenario == name and n.scenario == "null binder" and n.round == r.round
-            if n.rate
         ]
+        ratios = [r.rate / n.rate for r, n in pairs if n.rate]
         if ratios:
             console.print(
                 f"{name}: {min(ratios):.0%} to {max(ratios):.0%} of the null binder's rate "
                 f"(start to last bind), mean {sum(ratios) / len(ratios):.0%} over "
                 f"{len(ratios)} rounds"
             )
+        cpu = [
+            r.binder_cpu_seconds / n.binder_cpu_seconds for r, n in pairs if n.binder_cpu_seconds
+        ]
+        if cpu:
+            console.print(
+                f"{name}: its process used {min(cpu):.0%} to {max(cpu):.0%} of the null "
+                f"binder's CPU for the same pods, mean {sum(cpu) / len(cpu):.0%}"
+            )
     console.print(
         "pods bound / s: from the binder's start (process start, informer sync, first "
         "cycle) to the last bind; first to last bind: the pace of binding alone, as the "
         "bench's watch saw it; by PodScheduled: the same pace from the API server's "
-        "condition times (whole seconds)"
+        "condition times (whole seconds); CPU: user + system seconds of the binder's "
+        "process from its start to the last bind, and of the control plane's three "
+        "processes over the same span, per pod"
     )
 
 
