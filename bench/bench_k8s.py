@@ -61,6 +61,8 @@ GPU_MODEL = "NVIDIA-H100-80GB-HBM3"
 WORKERS = 16
 NULL_BINDER = "null-binder"
 TIMEOUT = 600.0
+NODE_HEARTBEAT_S = 75.0
+"""The longest delay of kwok's node heartbeat stage (tests/controlplane/stages)."""
 
 
 @dataclass(frozen=True)
@@ -607,6 +609,18 @@ class Bench:
     core: k8s.CoreV1Api
     watch: BindWatch
     nodes: list[str]
+    ready_at: float
+    """time.monotonic() when every node was Ready."""
+
+    def until_heartbeats(self, console: Console) -> None:
+        """Wait until kwok beats every node's heartbeat: from then on the API server
+        absorbs about 1,000 / 67 node status writes a second. Without the wait, the
+        first contender alone would bind on a cluster with none (they start 60 to 75 s
+        after a node is Ready: tests/controlplane/stages/node-stages.yaml)."""
+        left = self.ready_at + NODE_HEARTBEAT_S - time.monotonic()
+        if left > 0:
+            with console.status(f"waiting {left:.0f}s for the nodes' first heartbeats"):
+                time.sleep(left)
 
 
 def _precompile() -> None:
@@ -639,10 +653,11 @@ def bench_cluster(console: Console) -> Iterator[Bench]:
         with console.status(f"creating {NODES} kwok nodes"):
             created = create_nodes(core, parse_inventory(_inventory_text()), concurrency=WORKERS)
             wait_nodes_ready(core, created.created, timeout=300)
+        ready_at = time.monotonic()
         console.print(f"{len(created.created)} nodes Ready in {created.seconds:.1f}s")
         watch = BindWatch(admin)
         try:
-            yield Bench(workdir, plane, core, watch, created.created)
+            yield Bench(workdir, plane, core, watch, created.created, ready_at)
         finally:
             watch.close()
     finally:
@@ -707,6 +722,7 @@ def backlog_rounds(console: Console, rounds: int, warnings_only: bool = False) -
                     "fairpool",
                 )
             )
+        b.until_heartbeats(console)
         for n in range(1, rounds + 1):
             turn = (n - 1) % len(contenders)
             for name, scheduler, scheduler_name in contenders[turn:] + contenders[:turn]:
