@@ -358,7 +358,8 @@ def _backlog(
 
     Beside the rate, the CPU the binder and the control plane spent over the same span:
     on a shared 2-core machine the rate of one binder swings by a quarter between rounds,
-    while the CPU a binder spends per pod is its own cost, whatever else ran."""
+    and the CPU a binder spends per pod is its own cost (it still grows somewhat in a slow
+    round: the watches run longer)."""
     with console.status(f"{name}: creating {len(bodies)} pods with no scheduler running"):
         first, last_created = _create_all(core, bodies)
     with console.status(f"{name}: binding the backlog"):
@@ -613,10 +614,10 @@ class Bench:
     """time.monotonic() when every node was Ready."""
 
     def until_heartbeats(self, console: Console) -> None:
-        """Wait until kwok beats every node's heartbeat: from then on the API server
-        absorbs about 1,000 / 67 node status writes a second. Without the wait, the
-        first contender alone would bind on a cluster with none (they start 60 to 75 s
-        after a node is Ready: tests/controlplane/stages/node-stages.yaml)."""
+        """Wait until kwok beats the nodes' heartbeats: from then on the API server
+        absorbs about 15 node status writes a second (1,000 nodes, a beat each every 60
+        to 75 s: tests/controlplane/stages/node-stages.yaml). Without the wait, the first
+        contender alone would bind on a cluster with none."""
         left = self.ready_at + NODE_HEARTBEAT_S - time.monotonic()
         if left > 0:
             with console.status(f"waiting {left:.0f}s for the nodes' first heartbeats"):
