@@ -293,20 +293,23 @@ class Scheduler(Protocol):
 PLANE_PROCESSES = ("kube-apiserver", "etcd", "kwok")
 
 
-def _cpu_seconds(pid: int | None) -> float:
-    """User + system CPU of one process so far (0 once it is gone)."""
-    if pid is None:
+def _cpu_seconds(process: psutil.Process | int | None) -> float:
+    """User + system CPU of one process (or pid) so far (0 once it is gone)."""
+    if process is None:
         return 0.0
     try:
-        times = psutil.Process(pid).cpu_times()
+        if isinstance(process, int):
+            process = psutil.Process(process)
+        times = process.cpu_times()
     except psutil.Error:
         return 0.0
     return float(times.user + times.system)
 
 
 def _plane_cpu_seconds(plane: ControlPlane) -> float:
+    # ProcessRecord.process() checks the start time, so a reused pid is never counted.
     records = (plane.state.record(name) for name in PLANE_PROCESSES)
-    return sum(_cpu_seconds(r.pid) for r in records if r is not None)
+    return sum(_cpu_seconds(r.process()) for r in records if r is not None)
 
 
 def _burst(
