@@ -38,6 +38,9 @@ METHODS: dict[str, MethodDescriptor] = {
 }
 BAD_STATUSES = frozenset({grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL})
 """Answers that mean an exception nobody meant (INTERNAL comes from the catch-all)."""
+WATCH_SECONDS = 0.25
+"""How long a fuzzed watch stays open: a watcher waits for changes that may never come,
+and a handler that crashes on its request does so within milliseconds."""
 NAMES_SOMETHING = re.compile(r"(^|\s)[\w<>\[\]./-]+:|line \d+")
 """An error that names a field (`month: ...`, `spec.members[0].weight: ...`) or a line."""
 
@@ -342,15 +345,15 @@ def call(
     metadata: tuple[tuple[str, str], ...],
     timeout: float,
 ) -> tuple[grpc.StatusCode, str]:
-    """Send one request (reading at most two messages of a stream, for at most half a
-    second: a watcher waits for changes that may never come); (status, details)."""
+    """Send one request (reading at most two messages of a stream, for at most
+    `WATCH_SECONDS`); (status, details)."""
     method = METHODS[path]
     identity = {"request_serializer": None, "response_deserializer": None}
     payload = request.SerializeToString()
     try:
         if method.server_streaming:
             stream = channel.unary_stream(path, **identity)(
-                payload, metadata=metadata, timeout=min(timeout, 0.5)
+                payload, metadata=metadata, timeout=min(timeout, WATCH_SECONDS)
             )
             for i, _ in enumerate(stream):
                 if i >= 1:

@@ -21,6 +21,10 @@ HOUR = timedelta(hours=1)
 # Prometheus refuses range queries with more points per series than this.
 MAX_POINTS_PER_SERIES = 11_000
 
+RETRY_BACKOFF_S = 1.0
+"""urllib3's backoff factor between retries of one query: a Prometheus restarting or
+briefly overloaded answers within the few seconds the retries span."""
+
 
 class PrometheusUnavailable(RuntimeError):
     """Prometheus could not answer (unreachable, timed out, or failed the query)."""
@@ -50,13 +54,13 @@ class PromSource:
     """A Prometheus server answering metering queries."""
 
     def __init__(
-        self, url: str, timeout: float = 120.0, retries: int = 3, backoff: float = 1.0
+        self, url: str, timeout: float = 120.0, retries: int = 3, backoff: float | None = None
     ) -> None:
         self.url = url
         self.timeout = timeout
         retry = Retry(
             total=retries,
-            backoff_factor=backoff,
+            backoff_factor=RETRY_BACKOFF_S if backoff is None else backoff,
             status_forcelist=[408, 429, 500, 502, 503, 504],
             allowed_methods=["GET", "POST"],
         )

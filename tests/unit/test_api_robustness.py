@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from policies.loader import DEFAULT_POLICY
 from proto.fairpool.v1 import policy_pb2, share_pb2, usage_pb2
-from tests.fuzzing import message_strategy
+from tests.fuzzing import WATCH_SECONDS, message_strategy
 from tests.unit.test_api_support import MEMBER_A, Running, metadata, running_server
 
 METHODS: list[MethodDescriptor] = [
@@ -47,7 +47,7 @@ def _call_raw(api: Running, method: MethodDescriptor, payload: bytes, role: str)
     try:
         if method.server_streaming:
             stream = api.channel.unary_stream(_path(method), **identity)
-            for _ in stream(payload, metadata=metadata(role), timeout=0.5):
+            for _ in stream(payload, metadata=metadata(role), timeout=WATCH_SECONDS):
                 pass
         else:
             api.channel.unary_unary(_path(method), **identity)(

@@ -9,6 +9,7 @@ import pytest
 
 from policies.loader import DEFAULT_POLICY
 from reports.ledger import Ledger
+from reports.metering import prom_source
 from scheduler.cli.main import main
 from scheduler.cli.meter import parse_time
 from tests.promtest import free_port
@@ -134,7 +135,11 @@ def test_a_server_that_is_not_prometheus_exits_1_saying_so(
     assert not ledger.exists()
 
 
-def test_now_replays_the_hourly_run_of_that_time(tmp_path: Path) -> None:
+def test_now_replays_the_hourly_run_of_that_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Nobody answers at that port: the retries' backoff would only add seconds of sleep.
+    monkeypatch.setattr(prom_source, "RETRY_BACKOFF_S", 0.0)
     url = f"sqlite:///{tmp_path / 'l.db'}"
     nobody = f"http://127.0.0.1:{free_port()}"
     argv = ["--prometheus", nobody, "--ledger", url, "--policy", str(DEFAULT_POLICY)]
