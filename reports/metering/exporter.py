@@ -67,14 +67,18 @@ class MeterMetrics:
         self.healthy = True
 
     def observe(self, ledger: Ledger, summary: RunSummary | None) -> None:
-        """After a run: its result, then the ledger's state (a failed run is None)."""
-        if summary is None:
-            self.runs.labels(result="error").inc()
-            self.healthy = False
-        else:
-            self.runs.labels(result="pending" if summary.hours_pending else "ok").inc()
-            self.healthy = True
-        self.refresh(ledger)
+        """After a run: the ledger's state, then its result (a failed run is None). In
+        that order, a scrape that sees the run counted sees the gauges it left; the run
+        is counted even when the ledger cannot be read."""
+        try:
+            self.refresh(ledger)
+        finally:
+            if summary is None:
+                self.runs.labels(result="error").inc()
+                self.healthy = False
+            else:
+                self.runs.labels(result="pending" if summary.hours_pending else "ok").inc()
+                self.healthy = True
 
     def refresh(self, ledger: Ledger) -> None:
         """The gauges from what the ledger holds now."""

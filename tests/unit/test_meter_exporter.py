@@ -82,3 +82,44 @@ def test_metrics_and_healthz(tmp_path: Path) -> None:
         server.shutdown()
         server.server_close()
         ledger.close()
+
+
+class _WatchedLedger(Ledger):
+    """A ledger that notes the runs counted when the gauges read it, or cannot be read."""
+
+    def __init__(self, url: str, metrics: MeterMetrics, broken: bool = False) -> None:
+        super().__init__(url)
+        self.metrics, self.broken = metrics, broken
+        self.counted_at_read: list[float] = []
+
+    def pending_hours(self) -> list[datetime]:
+        counted = sum(
+            s.value
+            for family in self.metrics.registry.collect()
+            for s in family.samples
+            if s.name == "fairpool_meter_runs_total"
+        )
+        self.counted_at_read.append(counted)
+        if self.broken:
+            raise OSError("the ledger's database went away")
+        return super().pending_hours()
+
+
+def test_a_run_is_counted_after_the_gauges_it_left(tmp_path: Path) -> None:
+    # A scrape between the two would otherwise see a pending run and no pending hour.
+    metrics = MeterMetrics()
+    ledger = _WatchedLedger(f"sqlite:///{tmp_path / 'l.db'}", metrics)
+    ledger.mark_pending(H, "prometheus unavailable: cannot connect")
+    metrics.observe(ledger, summary(pending=1))
+    assert ledger.counted_at_read == [0.0]
+    ledger.close()
+
+
+def test_a_failed_run_is_counted_when_the_ledger_cannot_be_read(tmp_path: Path) -> None:
+    metrics = MeterMetrics()
+    ledger = _WatchedLedger(f"sqlite:///{tmp_path / 'l.db'}", metrics, broken=True)
+    with pytest.raises(OSError):
+        metrics.observe(ledger, None)
+    errors = metrics.registry.get_sample_value("fairpool_meter_runs_total", {"result": "error"})
+    assert errors == 1.0 and not metrics.healthy
+    ledger.close()
