@@ -247,7 +247,7 @@ def run(
         config.identity,
         port,
     )
-    print(f"metrics-port {port}", flush=True)
+    _announce("metrics-port", port)
     server = None
     if tokens is not None:
         server = _serve_api(
@@ -297,5 +297,15 @@ def _serve_api(
         daemon, api, tokens=tokens, ledger_url=ledger_url, listen=api_listen, **options
     )
     logging.getLogger(__name__).info("gRPC policy API on %s (port %s)", api_listen, server.port)
-    print(f"api-port {server.port}", flush=True)
+    _announce("api-port", server.port)
     return server
+
+
+def _announce(name: str, port: int) -> None:
+    """Tell whoever started us which port we took, as one whole line.
+
+    `print` writes the text and its newline as two writes; under PYTHONUNBUFFERED the
+    daemon's threads could log in between, and a reader saw `metrics-port 39127{"time":...`.
+    click.echo joins the newline first and writes once.
+    """
+    click.echo(f"{name} {port}")
