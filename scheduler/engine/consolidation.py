@@ -58,6 +58,12 @@ jobs lose their place as to a reclaim, and are reported as one (cause `reclaim`)
 the owner's guarantee lets them go, whatever their fit elsewhere. Reclaim runs first:
 when a reclaim alone makes room, nothing is moved.
 
+Going home, in the same step: a victim of a member within its entitlement that fits
+nowhere may also fit on room made by taking borrowed work on its own member's nodes,
+as a reclaim within that member's entitlement would (`_owners_for`). It runs on the
+claimant's node only because its own nodes were lent when it started; leaving it there
+keeps the claimant's member out of its own hardware for as long as it runs.
+
 Bounds: a move throws away at most `sharing.maxConsolidationLossSeconds` of the
 claimant's GPUs in work, taken jobs included (a node whose opening costs more is not
 opened): fragmentation idles the claimant's GPUs until the small jobs end by themselves,
@@ -69,7 +75,8 @@ off), so one cycle never empties half the cluster.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import chain
 from typing import TypeVar
 
 from scheduler.engine.entitlement import MemberModel
@@ -101,9 +108,14 @@ class Move:
     elsewhere: frozenset[str]
     """Victim job ids whose pods fit on free GPUs elsewhere (the others' members are
     above their fair share, or are taken)."""
-    taken: frozenset[str] = frozenset()
-    """Victim job ids taken back as a reclaim for the claimant would take them: borrowed
-    work on the claimant's member's own nodes (see the module). They lose their place."""
+    taken: Mapping[str, str] = field(default_factory=dict)
+    """Victim job id -> the owner it is taken back for, as a reclaim within that owner's
+    entitlement would take it: borrowed work on the claimant's member's own nodes, or on
+    the own nodes of a moved victim's member, to let that victim go home (see the
+    module). They lose their place."""
+    homes: frozenset[str] = frozenset()
+    """Victim job ids that fit elsewhere only on their own member's nodes, once borrowed
+    work there is taken (their member is within its entitlement)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +206,10 @@ class Consolidator:
         self.borrowed_on: dict[str, list[VictimJob]] = {}
         """Owner -> other members' jobs with a reclaimable pod on its nodes, least work
         lost first: what a reclaim within the owner's entitlement could take."""
+        self.away_on: dict[str, list[VictimJob]] = {}
+        """Owner -> other members' jobs on its nodes that are neither borrowed nor
+        guaranteed (their members are within their entitlement, on foreign nodes): moved
+        home when the owner wants its nodes (`_owners_for`)."""
         self.guaranteed: set[str] = set()
         """Jobs with a pod within their member's entitlement on their member's own nodes:
         moved only for their own member."""
@@ -227,19 +243,23 @@ class Consolidator:
                     _add(movable_own, (i, member), spec_res(p.spec), 1)
                 else:
                     _add(movable, i, spec_res(p.spec), 1)
-            if job.reclaimable:
+            on = self.borrowed_on if job.reclaimable else None if guaranteed else self.away_on
+            if on is not None:
                 for owner in sorted({nodes[i].owner or "" for _, i in pods}):
                     if owner and owner != member:
-                        self.borrowed_on.setdefault(owner, []).append(job)
+                        on.setdefault(owner, []).append(job)
 
     def takeable(self, job: PendingJob, model: str) -> int:
         """GPUs of `model` on the job's member's own nodes, that the job may use, held by
-        pods of other members' jobs a reclaim within its entitlement could take."""
+        pods of other members' jobs a reclaim within its entitlement could take, or that
+        could go home to their own member's nodes (an upper bound: whether they can is
+        the search's to find)."""
         state = self.state
         feasible = state.feasible((p.spec for p in job.pods), model)
+        away = (v for v in self.away_on.get(job.member, ()) if self._within_entitlement(v))
         return sum(
             p.spec.gpus
-            for victim in self.borrowed_on.get(job.member, ())
+            for victim in chain(self.borrowed_on.get(job.member, ()), away)
             if self._may_move(victim, job.member, model, set())
             for p, i in victim.pods
             if i in feasible and state.nodes[i].owner == job.member
@@ -260,14 +280,14 @@ class Consolidator:
             if isinstance(stays, str):
                 ruled_out.add(stays)
                 continue
-            fits, taken = stays
+            fits, taken, homes = stays
             budget = job.gpus * self.loss_seconds
             ids = {v.job_id for v in victims}
-            every = [*victims, *(t for t in taken if t.job_id not in ids)]
+            every = [*victims, *(t for t, _ in taken if t.job_id not in ids)]
             if sum(v.run_gpu_s for v in every if not v.checkpointable) > budget:
                 return None
             names = tuple(sorted({self.state.nodes[i].name for _, i in plan.pods}))
-            return Move(tuple(every), plan, names, fits, frozenset(t.job_id for t in taken))
+            return Move(tuple(every), plan, names, fits, {t.job_id: o for t, o in taken}, homes)
         return None
 
     # -- the search ----------------------------------------------------------------------
@@ -391,10 +411,11 @@ class Consolidator:
         lendable: Mapping[str, int],
         ruled_out: set[str],
         taking: bool,
-    ) -> tuple[frozenset[str], list[VictimJob]] | str:
-        """The victims that fit elsewhere and the jobs taken (see `Move`), or the id of
-        the first victim that neither fits elsewhere, nor belongs to a member that stays
-        at or above its fair share, nor may be taken."""
+    ) -> tuple[frozenset[str], list[tuple[VictimJob, str]], frozenset[str]] | str:
+        """The victims that fit elsewhere, the jobs taken with the owner each is taken
+        for, and the victims going home (see `Move`); or the id of the first victim that
+        neither fits elsewhere, nor belongs to a member that stays at or above its fair
+        share, nor may be taken."""
         after: dict[int, Res] = {}
         for victim in victims:
             for p, j in victim.pods:
@@ -404,7 +425,8 @@ class Consolidator:
             _add(after, i, spec_res(specs[uid]), -1)
         taken: dict[MemberModel, int] = {}
         fits: set[str] = set()
-        took: list[VictimJob] = []
+        took: list[tuple[VictimJob, str]] = []
+        homes: set[str] = set()
         for victim in victims:
             elsewhere = plan_job(
                 self.state,
@@ -417,15 +439,21 @@ class Consolidator:
             if elsewhere is None and taking:
                 if self._may_take(job.member, victim, taken):
                     _count(taken, victim)
-                    took.append(victim)
+                    took.append((victim, job.member))
                     continue
-                skip = {v.job_id for v in victims} | {t.job_id for t in took}
-                more = self._take_for(job, model, victim, skip, after, taken, ruled_out, lendable)
-                if more is not None:
-                    elsewhere, extra = more
-                    for t in extra:
-                        _count(taken, t)
-                    took.extend(extra)
+                skip = {v.job_id for v in victims} | {t.job_id for t, _ in took}
+                for owner in self._owners_for(job.member, victim):
+                    more = self._take_for(
+                        job.member, owner, model, victim, skip, after, taken, ruled_out, lendable
+                    )
+                    if more is not None:
+                        elsewhere, extra = more
+                        for t in extra:
+                            _count(taken, t)
+                        took.extend((t, owner) for t in extra)
+                        if owner != job.member:
+                            homes.add(victim.job_id)
+                        break
             if elsewhere is not None:
                 fits.add(victim.job_id)
                 specs_v = {p.uid: p.spec for p, _ in victim.pods}
@@ -439,7 +467,7 @@ class Consolidator:
             ):
                 return victim.job_id
             _count(taken, victim)
-        return frozenset(fits), took
+        return frozenset(fits), took, frozenset(homes)
 
     def _may_take(self, member: str, victim: VictimJob, taken: Mapping[MemberModel, int]) -> bool:
         """A reclaim within `member`'s entitlement could take the job: another member's,
@@ -453,9 +481,30 @@ class Consolidator:
             and self._keeps_entitlement(victim, taken)
         )
 
+    def _owners_for(self, member: str, victim: VictimJob) -> tuple[str, ...]:
+        """Whose borrowed work may be taken to make room for a moved victim: the
+        claimant's member's, as a reclaim for the claimant would take it; then, when the
+        victim's member is within its entitlement (the victim runs on another owner's
+        nodes because its own are lent), that member's, as a reclaim within its
+        entitlement would: the victim goes home. Without that second step an owner
+        whose nodes hold such a victim waits until it ends, hours after the grace
+        period, while the borrower that pushed it out keeps the victim's nodes."""
+        if victim.member == member or not self._within_entitlement(victim):
+            return (member,)
+        return (member, victim.member)
+
+    def _within_entitlement(self, victim: VictimJob) -> bool:
+        alloc, ent = self.pos.alloc, self.pos.entitlement
+        return all(
+            alloc.get((victim.member, m), 0) <= ent.get((victim.member, m), 0)
+            for m, g in victim.by_model.items()
+            if g > 0
+        )
+
     def _take_for(
         self,
-        job: PendingJob,
+        member: str,
+        owner: str,
         model: str,
         victim: VictimJob,
         skip: set[str],
@@ -464,10 +513,10 @@ class Consolidator:
         ruled_out: set[str],
         lendable: Mapping[str, int],
     ) -> tuple[Plan, list[VictimJob]] | None:
-        """Room for a moved victim made by taking borrowed work on the claimant's
-        member's own nodes, as a reclaim for the claimant would: the victim's plan and the
-        taken jobs (least work lost first, then a minimal set), or None. On success
-        `after` gets what the taken jobs free."""
+        """Room for a moved victim made by taking borrowed work on `owner`'s own nodes,
+        as a reclaim within `owner`'s entitlement would (`member`: the claimant's): the
+        victim's plan and the taken jobs (least work lost first, then a minimal set), or
+        None. On success `after` gets what the taken jobs free."""
         state = self.state
         pods = _as_pending(victim)
         models = frozenset(victim.by_model)
@@ -475,11 +524,11 @@ class Consolidator:
         chosen: list[VictimJob] = []
         counted = dict(taken)
         plan: Plan | None = None
-        for other in self.borrowed_on.get(job.member, ())[:TAKEN_WALKED]:
+        for other in self.borrowed_on.get(owner, ())[:TAKEN_WALKED]:
             if (
                 other.job_id in skip
-                or not self._may_move(other, job.member, model, ruled_out)
-                or not self._may_take(job.member, other, counted)
+                or not self._may_move(other, member, model, ruled_out)
+                or not self._may_take(owner, other, counted)
             ):
                 continue
             _count(counted, other)

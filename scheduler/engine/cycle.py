@@ -874,17 +874,25 @@ class _Cycle:
             assert self.reclaimer is not None
             self.reclaimer.gone.add(victim.job_id)
             self.reclaimer.gone_reclaimable += victim.reclaimable
-            if victim.job_id in move.taken:
+            owner = move.taken.get(victim.job_id)
+            if owner is not None:
+                # Taken for a moved victim's member: its work goes home to these GPUs.
+                home = "" if owner == job.member else ", whose moved work goes home there"
                 reason = (
                     f"reclaim for member {job.member} ({whose}, job {job.job_id} needs "
                     f"{job.gpus}), with consolidation of {where}: "
                     f"{self._victim_position(victim.member, model)}, and job "
-                    f"{victim.job_id} runs on borrowed GPUs of member {job.member}"
+                    f"{victim.job_id} runs on borrowed GPUs of member {owner}{home}"
                 )
                 self._preempt(job, victim, reason, grace)
                 victims_text.append(f"{victim.job_id} of {victim.member}")
                 continue
-            if victim.job_id in move.elsewhere:
+            if victim.job_id in move.homes:
+                why = (
+                    f"it goes home: member {victim.member} is within its entitlement, and "
+                    "borrowed work on its own nodes is taken back for it"
+                )
+            elif victim.job_id in move.elsewhere:
                 why = "it fits on free GPUs elsewhere"
             else:
                 why = f"it runs on borrowed GPUs and {self._victim_position(victim.member, model)}"

@@ -335,3 +335,47 @@ def test_a_node_ruled_out_up_front_never_had_an_opening(
                 for i in range(len(state.nodes)):
                     if not mover._could_open(i, res, member):
                         assert mover._opening(i, res, member, model, set(), 1e18) is None
+
+
+def _pushed_out(a_borrow_started: float = 1000.0) -> tuple[list, list[RunningPod]]:  # type: ignore[type-arg]
+    """lab-b's only node b1 (8 GPUs) holds lab-a's borrowed a-on-b (4) and lab-c's c-x
+    (2): lab-c runs within its entitlement, but on b1, because lab-a's a-on-c fills
+    lab-c's own node c1. lab-a (entitled to 4, its a1 full) holds 12."""
+    nodes = [node("a1", "lab-a", gpus=4), node("b1", "lab-b", gpus=8), node("c1", "lab-c", gpus=4)]
+    run = [
+        running("a-home", "lab-a", "a1", gpus=4, started_at=10.0),
+        running("a-on-b", "lab-a", "b1", gpus=4, started_at=1000.0),
+        running("a-on-c", "lab-a", "c1", gpus=4, started_at=a_borrow_started),
+        running("c-x", "lab-c", "b1", gpus=2, started_at=1000.0),
+    ]
+    return nodes, run
+
+
+def test_an_owner_kept_out_by_work_pushed_off_its_own_nodes_gets_it_sent_home() -> None:
+    # A reclaim for lab-b's 8-GPU job may take a-on-b, not c-x (lab-c is within its
+    # entitlement): 6 of 8 GPUs, and lab-b would wait until c-x ends. The chain: a-on-c
+    # is taken back for lab-c, c-x moves home to c1, and b1 opens for lab-b.
+    nodes, run = _pushed_out()
+    pol = policy(["lab-a", "lab-b", "lab-c"], min_runtime_seconds=600)
+    d = schedule(snapshot(nodes, [job("b-big", "lab-b", gpus=8)], run, now=2000.0), pol)
+    assert {p.pod_uid: p.cause for p in d.preemptions} == {
+        "a-on-b": "reclaim",
+        "a-on-c": "reclaim",
+        "c-x": "consolidation",
+    }
+    reasons = {p.pod_uid: p.reason for p in d.preemptions}
+    assert "runs on borrowed GPUs of member lab-b" in reasons["a-on-b"]
+    assert "runs on borrowed GPUs of member lab-c, whose moved work goes home" in reasons["a-on-c"]
+    assert "it goes home: member lab-c is within its entitlement" in reasons["c-x"]
+    assert [(n.job_id, n.nodes) for n in d.nominations] == [("b-big", {"b-big-0": "b1"})]
+    # lab-a stays at its entitlement of 4 (a-home): never below it for the chain.
+    assert "a-home" not in moved(d)
+
+
+def test_work_goes_home_only_when_borrowed_work_there_may_be_taken() -> None:
+    # a-on-c younger than the minimum runtime: lab-c's node cannot be freed, c-x stays,
+    # and lab-b waits (a-on-b alone would not make room, so nothing is taken either).
+    nodes, run = _pushed_out(a_borrow_started=1800.0)
+    pol = policy(["lab-a", "lab-b", "lab-c"], min_runtime_seconds=600)
+    d = schedule(snapshot(nodes, [job("b-big", "lab-b", gpus=8)], run, now=2000.0), pol)
+    assert d.preemptions == () and d.nominations == ()
