@@ -60,7 +60,9 @@ when a reclaim alone makes room, nothing is moved.
 
 Going home, in the same step: a victim of a member within its entitlement that fits
 nowhere may also fit on room made by taking borrowed work on its own member's nodes,
-as a reclaim within that member's entitlement would (`_owners_for`). It runs on the
+as a reclaim within that member's entitlement would (`_owners_for`). A job is taken
+when its member stays at or above its entitlement without it, or is above it until
+then (`_may_take`: taken whole, as reclaim takes back an owner's own nodes). It runs on the
 claimant's node only because its own nodes were lent when it started; leaving it there
 keeps the claimant's member out of its own hardware for as long as it runs.
 
@@ -472,13 +474,24 @@ class Consolidator:
     def _may_take(self, member: str, victim: VictimJob, taken: Mapping[MemberModel, int]) -> bool:
         """A reclaim within `member`'s entitlement could take the job: another member's,
         with a reclaimable pod on `member`'s own nodes, its member staying at or above its
-        entitlement without it."""
+        entitlement without it, or above that entitlement until now (taken whole, as a
+        reclaim takes back an owner's own nodes: a borrower that pushed a member off its
+        node and sits on the pusher's owner's node too may lose both)."""
         nodes = self.state.nodes
         return (
             victim.member != member
             and victim.reclaimable
             and any(nodes[i].owner == member for _, i in victim.pods)
-            and self._keeps_entitlement(victim, taken)
+            and (self._keeps_entitlement(victim, taken) or self._above_entitlement(victim, taken))
+        )
+
+    def _above_entitlement(self, victim: VictimJob, taken: Mapping[MemberModel, int]) -> bool:
+        alloc, ent = self.pos.alloc, self.pos.entitlement
+        return all(
+            alloc.get((victim.member, m), 0) - taken.get((victim.member, m), 0)
+            > ent.get((victim.member, m), 0)
+            for m, g in victim.by_model.items()
+            if g > 0
         )
 
     def _owners_for(self, member: str, victim: VictimJob) -> tuple[str, ...]:
