@@ -379,3 +379,17 @@ def test_work_goes_home_only_when_borrowed_work_there_may_be_taken() -> None:
     pol = policy(["lab-a", "lab-b", "lab-c"], min_runtime_seconds=600)
     d = schedule(snapshot(nodes, [job("b-big", "lab-b", gpus=8)], run, now=2000.0), pol)
     assert d.preemptions == () and d.nominations == ()
+
+
+def test_the_borrower_that_pushed_work_off_its_node_may_lose_both_of_its_jobs() -> None:
+    # As above, but lab-a runs only 3 GPUs on its own a1: taking a-on-b and a-on-c
+    # leaves it at 3 of its entitlement of 4 (and c-x does not fit on a1's free GPU). It was above its entitlement until then,
+    # and both jobs run on nodes of the owners they are taken for, so both go, as a
+    # reclaim takes back an owner's own nodes whole (seed 36 of the sharing-incentive
+    # cases at x10: lab-b waited 15,650 s for its only node otherwise).
+    nodes, run = _pushed_out()
+    run[0] = running("a-home", "lab-a", "a1", gpus=3, started_at=10.0)
+    pol = policy(["lab-a", "lab-b", "lab-c"], min_runtime_seconds=600)
+    d = schedule(snapshot(nodes, [job("b-big", "lab-b", gpus=8)], run, now=2000.0), pol)
+    assert moved(d) == ["a-on-b", "a-on-c", "c-x"]
+    assert [(n.job_id, n.nodes) for n in d.nominations] == [("b-big", {"b-big-0": "b1"})]
