@@ -62,9 +62,10 @@ Going home, in the same step: a victim of a member within its entitlement that f
 nowhere may also fit on room made by taking borrowed work on its own member's nodes,
 as a reclaim within that member's entitlement would (`_owners_for`). A job is taken
 when its member stays at or above its entitlement without it, or is above it until
-then (`_may_take`: taken whole, as reclaim takes back an owner's own nodes). It runs on the
-claimant's node only because its own nodes were lent when it started; leaving it there
-keeps the claimant's member out of its own hardware for as long as it runs.
+then (`_may_take`: taken whole, as reclaim takes back an owner's own nodes). Such a
+victim runs on the claimant's node only because its own nodes were lent when it
+started; leaving it there keeps the claimant's member out of its own hardware for as
+long as it runs.
 
 Bounds: a move throws away at most `sharing.maxConsolidationLossSeconds` of the
 claimant's GPUs in work, taken jobs included (a node whose opening costs more is not

@@ -876,7 +876,8 @@ class _Cycle:
             self.reclaimer.gone_reclaimable += victim.reclaimable
             owner = move.taken.get(victim.job_id)
             if owner is not None:
-                # Taken for a moved victim's member: its work goes home to these GPUs.
+                # Taken for the claimant's member, or for a moved victim's member whose
+                # work goes home to these GPUs.
                 home = "" if owner == job.member else ", whose moved work goes home there"
                 reason = (
                     f"reclaim for member {job.member} ({whose}, job {job.job_id} needs "
