@@ -368,7 +368,7 @@ def test_an_owner_kept_out_by_work_pushed_off_its_own_nodes_gets_it_sent_home() 
     assert "runs on borrowed GPUs of member lab-c, whose moved work goes home" in reasons["a-on-c"]
     assert "it goes home: member lab-c is within its entitlement" in reasons["c-x"]
     assert [(n.job_id, n.nodes) for n in d.nominations] == [("b-big", {"b-big-0": "b1"})]
-    # lab-a stays at its entitlement of 4 (a-home): never below it for the chain.
+    # lab-a keeps a-home, its work within its entitlement on its own node.
     assert "a-home" not in moved(d)
 
 
@@ -383,10 +383,11 @@ def test_work_goes_home_only_when_borrowed_work_there_may_be_taken() -> None:
 
 def test_the_borrower_that_pushed_work_off_its_node_may_lose_both_of_its_jobs() -> None:
     # As above, but lab-a runs only 3 GPUs on its own a1: taking a-on-b and a-on-c
-    # leaves it at 3 of its entitlement of 4 (and c-x does not fit on a1's free GPU). It was above its entitlement until then,
-    # and both jobs run on nodes of the owners they are taken for, so both go, as a
-    # reclaim takes back an owner's own nodes whole (seed 36 of the sharing-incentive
-    # cases at x10: lab-b waited 15,650 s for its only node otherwise).
+    # leaves it at 3 of its entitlement of 4 (and c-x does not fit on a1's free GPU).
+    # It was above its entitlement until then, and both jobs run on nodes of the owners
+    # they are taken for, so both go, as a reclaim takes back an owner's own nodes whole
+    # (seed 36 of the sharing-incentive cases at x10: lab-b waited 15,650 s for its only
+    # node otherwise).
     nodes, run = _pushed_out()
     run[0] = running("a-home", "lab-a", "a1", gpus=3, started_at=10.0)
     pol = policy(["lab-a", "lab-b", "lab-c"], min_runtime_seconds=600)
