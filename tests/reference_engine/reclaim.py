@@ -118,9 +118,6 @@ class Why(Enum):
 
     NO_NODE = "no-node"
     """No node the job may use has its GPU model."""
-    YOUNG = "young"
-    """Only pods younger than the minimum runtime would make room, and even all of them
-    would not."""
     BELOW_ENTITLEMENT = "below-entitlement"
     """Within the entitlement: other members' reclaimable pods would make room only by
     taking their members below their entitlement."""
@@ -657,8 +654,6 @@ def _drain(attempt: _Attempt) -> ReclaimResult | NoReclaim:
     found = attempt.search(include_young=True)
     if found is not None:
         return ReclaimResult(tuple(found[0]), found[1], wait=True)
-    return NoReclaim(
-        Why.YOUNG,
-        f"the borrowed pods that could make room are younger than the minimum runtime of "
-        f"{attempt.reclaimer.min_runtime} s",
-    )
+    # Even the young pods would not make room: their age is not why the job waits, so
+    # the answer is the one it would get were they old enough.
+    return attempt.refusal(_Tally(usable=True))

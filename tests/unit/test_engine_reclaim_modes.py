@@ -138,11 +138,18 @@ def test_young_victims_drain_or_refuse() -> None:
     assert isinstance(result, ReclaimResult)
     assert result.wait
     assert _victims(result) == ["b-big"]
-    # Even all of them would not: the answer says they are young.
+    # Even all of them would not: their age is not why it waits, and the answer is the
+    # one it gets when they are old enough (it said "younger than the minimum runtime").
     result = _within_entitlement(_borrower_straddling("c1"), young)
-    assert result == NoReclaim(
-        Why.YOUNG,
-        "the borrowed pods that could make room are younger than the minimum runtime of 20000 s",
+    old_enough = _within_entitlement(_borrower_straddling("c1"), POL)
+    assert (
+        result
+        == old_enough
+        == NoReclaim(
+            Why.BELOW_ENTITLEMENT,
+            "the borrowed GPUs of other members would not make room without taking them below "
+            "their entitlement",
+        )
     )
 
 
