@@ -77,7 +77,7 @@ off), so one cycle never empties half the cluster.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import TypeVar
@@ -299,14 +299,20 @@ class Consolidator:
             return False
         return job.job_id not in self.gone and job.job_id not in ruled_out and model in job.by_model
 
+    def _margins(
+        self, job: VictimJob, taken: Mapping[MemberModel, int] | None = None, without: bool = False
+    ) -> Iterator[int]:
+        """Per GPU model the job holds: what its member holds above its entitlement, less
+        what `taken` takes from it and (`without`) the job's own GPUs."""
+        alloc, ent, taken = self.pos.alloc, self.pos.entitlement, taken or {}
+        for m, g in job.by_model.items():
+            if g > 0:
+                key = (job.member, m)
+                gone = taken.get(key, 0) + (g if without else 0)
+                yield alloc.get(key, 0) - gone - ent.get(key, 0)
+
     def _keeps_entitlement(self, job: VictimJob, taken: Mapping[MemberModel, int]) -> bool:
-        alloc, ent = self.pos.alloc, self.pos.entitlement
-        return all(
-            alloc.get((job.member, m), 0) - taken.get((job.member, m), 0) - g
-            >= ent.get((job.member, m), 0)
-            for m, g in job.by_model.items()
-            if g > 0
-        )
+        return all(m >= 0 for m in self._margins(job, taken, without=True))
 
     def _could_open(self, i: int, res: Res, member: str) -> bool:
         """Node i could take a pod of `res` with every job there that `member` may move
@@ -505,13 +511,7 @@ class Consolidator:
         )
 
     def _above_entitlement(self, victim: VictimJob, taken: Mapping[MemberModel, int]) -> bool:
-        alloc, ent = self.pos.alloc, self.pos.entitlement
-        return all(
-            alloc.get((victim.member, m), 0) - taken.get((victim.member, m), 0)
-            > ent.get((victim.member, m), 0)
-            for m, g in victim.by_model.items()
-            if g > 0
-        )
+        return all(m > 0 for m in self._margins(victim, taken))
 
     def _owners_for(self, member: str, victim: VictimJob) -> tuple[str, ...]:
         """Whose borrowed work may be taken to make room for a moved victim: the
@@ -526,12 +526,7 @@ class Consolidator:
         return (member, victim.member)
 
     def _within_entitlement(self, victim: VictimJob) -> bool:
-        alloc, ent = self.pos.alloc, self.pos.entitlement
-        return all(
-            alloc.get((victim.member, m), 0) <= ent.get((victim.member, m), 0)
-            for m, g in victim.by_model.items()
-            if g > 0
-        )
+        return all(m <= 0 for m in self._margins(victim))
 
     def _take_for(
         self,
