@@ -31,9 +31,12 @@ demo: $(STAMP)
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-## Unit tests only (no real components), for a quick loop: on both cores (pytest-xdist).
+## Unit tests only (no real components), for a quick loop: on both cores (pytest-xdist),
+## each property test drawing 40 % of its random cases (tests/examples.py; `make test`
+## draws them all).
+UNIT_EXAMPLES ?= 0.4
 unit: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 tests/unit
+	FAIRPOOL_EXAMPLES=$(UNIT_EXAMPLES) $(BIN)/python -m pytest -q -p no:cacheprovider -n 2 tests/unit
 
 bench: $(STAMP) system-deps
 	$(BIN)/python -m bench

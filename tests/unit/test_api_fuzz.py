@@ -19,6 +19,7 @@ from policies.loader import parse_policy
 from scheduler.traces.csv import read_trace
 from scheduler.traces.errors import TraceError
 from tests import fuzzing
+from tests.examples import examples
 from tests.unit.test_api_support import ROLES, Running, metadata, running_server
 
 FUZZ = settings(
@@ -34,13 +35,13 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
         yield running
 
 
-@settings(FUZZ, max_examples=100)
+@settings(FUZZ, max_examples=examples(100))
 @given(data=fuzzing.valid_policy_data())
 def test_generated_valid_policies_are_valid(data: dict[str, object]) -> None:
     parse_policy(yaml.safe_dump(data), "generated")
 
 
-@settings(FUZZ, max_examples=100)
+@settings(FUZZ, max_examples=examples(100))
 @given(text=fuzzing.mutated_policy_text())
 def test_mutated_policies_are_a_policy_error_naming_the_field(text: str) -> None:
     try:
@@ -49,7 +50,7 @@ def test_mutated_policies_are_a_policy_error_naming_the_field(text: str) -> None
         assert exc.issues and all(i.path or i.line for i in exc.issues), exc
 
 
-@settings(FUZZ, max_examples=100)
+@settings(FUZZ, max_examples=examples(100))
 @given(text=fuzzing.trace_csv())
 def test_generated_traces_are_read_or_refused_by_line(text: str) -> None:
     try:
@@ -58,7 +59,7 @@ def test_generated_traces_are_read_or_refused_by_line(text: str) -> None:
         assert exc.issues and all(i.line is not None or i.column for i in exc.issues), exc
 
 
-@settings(FUZZ, max_examples=300)
+@settings(FUZZ, max_examples=examples(300))
 @given(request=fuzzing.requests(), role=st.sampled_from(ROLES))
 def test_no_request_ever_gets_unknown_or_internal(
     api: Running, request: tuple[str, object], role: str | None

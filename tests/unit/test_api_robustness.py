@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from policies.loader import DEFAULT_POLICY
 from proto.fairpool.v1 import policy_pb2, share_pb2, usage_pb2
+from tests.examples import examples
 from tests.fuzzing import WATCH_SECONDS, message_strategy
 from tests.unit.test_api_support import MEMBER_A, Running, metadata, running_server
 
@@ -68,7 +69,7 @@ def _assert_still_serving(api: Running) -> None:
 
 @pytest.mark.parametrize("method", METHODS, ids=lambda m: m.name)
 @settings(
-    max_examples=25,
+    max_examples=examples(25),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -83,7 +84,7 @@ def test_random_bytes_never_crash(
 
 @pytest.mark.parametrize("method", METHODS, ids=lambda m: m.name)
 @settings(
-    max_examples=40,
+    max_examples=examples(40),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -146,7 +147,7 @@ def test_simulate_ledger_without_recent_usage_is_a_failed_precondition(api: Runn
 
 
 @settings(
-    max_examples=60,
+    max_examples=examples(60),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from policies.model import Policy
 from reports.costmodel import build_month_report, check_invariants
 from reports.costmodel.money import CENT, largest_remainder, split
+from tests.examples import examples
 
 MEMBERS = ["a", "b", "c"]
 MODELS = ["H", "A"]
@@ -82,7 +83,7 @@ capacity_rows = st.lists(
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(policy=policies(), usage=usage_rows, capacity=capacity_rows)
 def test_the_bill_balances_to_the_cent(
     policy: Policy,

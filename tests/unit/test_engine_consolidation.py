@@ -14,6 +14,7 @@ from scheduler.engine.decisions import Decisions
 from scheduler.engine.placement import ClusterState, spec_res
 from scheduler.engine.reclaim import Reclaimer
 from scheduler.engine.snapshot import RunningPod, Snapshot
+from tests.examples import examples
 from tests.unit.engine_strategies import H100, job, node, policy, running, scenarios, snapshot
 
 MEMBERS = {"lab-a": {}, "lab-b": {}, "lab-c": {"checkpointable": True}, "lab-o": {}}
@@ -313,7 +314,7 @@ def test_borrowed_work_on_the_opened_node_that_fits_nowhere_is_taken() -> None:
 
 
 @given(scenarios())
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_a_node_ruled_out_up_front_never_had_an_opening(
     scenario: tuple[Policy, Snapshot],
 ) -> None:

@@ -15,9 +15,12 @@ from scheduler.engine.decisions import Decisions
 from scheduler.engine.entitlement import node_model
 from scheduler.engine.placement import blocking_taints
 from scheduler.engine.snapshot import RunningPod, Snapshot
+from tests.examples import examples
 from tests.unit.engine_strategies import scenarios
 
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 def _free_after(snap: Snapshot, d: Decisions) -> dict[str, list[int]]:

@@ -12,6 +12,7 @@ from scheduler.engine.gangs import plan_job
 from scheduler.engine.placement import ClusterState
 from scheduler.engine.reclaim import NoReclaim, Reclaimer, ReclaimResult, UpToFairShare, Why
 from scheduler.engine.snapshot import Snapshot
+from tests.examples import examples
 from tests.unit.engine_strategies import H100, job, node, policy, running, scenarios, snapshot
 
 POL = policy(["lab-a", "lab-b", "lab-c"])
@@ -154,7 +155,7 @@ def test_young_victims_drain_or_refuse() -> None:
 
 
 @given(scenarios(), st.data())
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_the_slot_count_never_rules_out_a_plan_that_exists(
     scenario: tuple[Policy, Snapshot], data: st.DataObject
 ) -> None:
@@ -188,7 +189,7 @@ def test_the_slot_count_never_rules_out_a_plan_that_exists(
 
 
 @given(scenarios(), st.sampled_from([None, 1.0, 1.5]))
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_the_most_members_may_give_bounds_what_the_walk_finds(
     scenario: tuple[Policy, Snapshot], above_ratio: float | None
 ) -> None:

@@ -29,6 +29,7 @@ from scheduler.engine.decisions import Decisions
 from scheduler.engine.snapshot import PendingJob, Snapshot
 from scheduler.sim.simulator import Simulator
 from scheduler.traces.model import Trace, TraceJob
+from tests.examples import examples
 from tests.reference_engine import schedule as reference_schedule
 from tests.unit import engine_strategies as es
 from tests.unit.engine_strategies import (
@@ -41,7 +42,9 @@ from tests.unit.engine_strategies import (
 from tests.unit.test_sim_helpers import node as sim_node
 from tests.unit.test_sim_helpers import policy as sim_policy
 
-SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 def _submitted_last(snap: Snapshot) -> Snapshot:
@@ -276,7 +279,7 @@ def _trace(rng: random.Random, members: list[str], models: tuple[str, ...]) -> T
 def test_contended_replays() -> None:
     """Whole replays under contention: every cycle's decisions, hence every job's
     start and end, the same with both engines."""
-    for seed in range(12):
+    for seed in range(examples(12)):
         rng = random.Random(seed)
         members = list(MEMBERS[: rng.randint(2, 3)])
         models = ("G", "H")[: rng.randint(1, 2)]

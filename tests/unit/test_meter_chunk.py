@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from reports.metering.rows import HOURLY, ChunkInputs, HourInputs, build_chunk, build_hour
+from tests.examples import examples
 
 START = datetime(2026, 10, 5, 10, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -96,7 +97,7 @@ def assert_same(chunked: pd.DataFrame, alone: pd.DataFrame) -> None:
         pd.testing.assert_frame_equal(chunked, alone, check_exact=True)
 
 
-@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("seed", range(examples(12)))
 def test_a_chunk_gives_each_hour_the_rows_it_gives_alone(seed: int) -> None:
     rng = random.Random(seed)
     hours = [START + i * HOUR for i in range(6)]

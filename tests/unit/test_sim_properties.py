@@ -33,6 +33,7 @@ from scheduler.sim.pipeline import build_study
 from scheduler.sim.simulator import JobState, SimulationResult, Simulator
 from scheduler.sim.standalone import fits, replay_all
 from scheduler.traces.model import Trace, TraceJob
+from tests.examples import examples
 from tests.unit.test_sim_helpers import START, node, policy
 
 MODELS = ("G", "H")
@@ -127,7 +128,7 @@ def check_no_overcommit(case: Case, result: SimulationResult) -> None:
             assert 0 <= held <= capacity[name], f"node {name} holds {held} GPUs"
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cases)
 def test_invariants(case: Case) -> None:
     result = Simulator(case.nodes, case.policy, case.trace).run()
@@ -156,7 +157,7 @@ def test_invariants(case: Case) -> None:
         assert record.end - record.job.submit_time >= record.job.duration_s - 1e-6
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cases)
 def test_determinism(case: Case) -> None:
     def once() -> str:
