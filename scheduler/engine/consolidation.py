@@ -496,9 +496,9 @@ class Consolidator:
         entitlement without it, or (`whole`: for a victim going home) above that
         entitlement until now, taken whole as a reclaim takes back an owner's own nodes:
         a borrower that pushed a member off its node, and sits on the node the member
-        then took, may lose both. Allowed for the claimant's own takes too, it took
-        members below their entitlement often enough on the Philly-shaped trace to leave
-        4 of 15 members worse off pooled instead of 1."""
+        then took, may lose both. Not for the claimant's own takes: allowed there too, it
+        took members below their entitlement often enough on the Philly-shaped trace to
+        leave 4 of 15 members worse off pooled instead of 1."""
         nodes = self.state.nodes
         return (
             victim.member != member
