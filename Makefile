@@ -24,22 +24,22 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 ## A simulated month of the built-in demo consortium, ending in its cost report.
-demo: $(STAMP)
+demo: $(STAMP) engine
 	$(BIN)/fairpool simulate --out $(OUT)
 
 ## Every test: unit tests on the pure core, then integration tests on real parts.
-test: $(STAMP) system-deps
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+test: $(STAMP) engine system-deps
+	FAIRPOOL_ENGINE=compiled $(BIN)/python -m pytest -q -p no:cacheprovider
 
 ## Unit tests only (no real components), for a quick loop: on both cores (pytest-xdist),
 ## each property test drawing 40 % of its random cases (tests/examples.py; `make test`
 ## draws them all).
 UNIT_EXAMPLES ?= 0.4
-unit: $(STAMP)
-	FAIRPOOL_EXAMPLES=$(UNIT_EXAMPLES) $(BIN)/python -m pytest -q -p no:cacheprovider -n 2 tests/unit
+unit: $(STAMP) engine
+	FAIRPOOL_ENGINE=compiled FAIRPOOL_EXAMPLES=$(UNIT_EXAMPLES) $(BIN)/python -m pytest -q -p no:cacheprovider -n 2 tests/unit
 
-bench: $(STAMP) system-deps
-	$(BIN)/python -m bench
+bench: $(STAMP) engine system-deps
+	FAIRPOOL_ENGINE=compiled $(BIN)/python -m bench
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -50,4 +50,4 @@ lint: $(STAMP)
 system-deps: $(SYSTEM_DEPS)
 
 clean:
-	rm -rf $(VENV) $(CACHE) out
+	rm -rf $(VENV) $(CACHE) out scheduler/engine/*.so scheduler/engine/compiled.json

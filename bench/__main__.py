@@ -12,10 +12,14 @@ import sys
 from rich.console import Console
 
 import bench
+from scheduler.engine_build import kind
 
 
 def main(argv: list[str]) -> int:
     console = Console()
+    # Every figure below is this build's (scheduler/engine_build.py; `make bench` asks for
+    # the compiled one).
+    console.print(f"engine build: {kind()}")
     first_option = next((i for i, a in enumerate(argv) if a.startswith("-")), len(argv))
     wanted, options = set(argv[:first_option]), argv[first_option:]
     names = sorted(

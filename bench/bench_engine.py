@@ -26,6 +26,7 @@ from policies.model import Policy
 from scheduler.engine import schedule
 from scheduler.engine.decisions import Decisions
 from scheduler.engine.snapshot import Node, PendingJob, PendingPod, PodSpec, RunningPod, Snapshot
+from scheduler.engine_build import kind
 
 MODEL = "NVIDIA-H100-80GB-HBM3"
 MEMBERS = [f"member-{k}" for k in range(8)]
@@ -266,5 +267,6 @@ def run(console: Console) -> None:
     console.print(
         "targets: > 10,000 placements/s at 5,000 nodes x 10,000 pending; <= 0.5 s at 5,000 "
         "nodes x 50,000 pending; <= 1.5 s and <= 2 GiB at 10,000 nodes x 100,000 pending; "
-        f"load average {os.getloadavg()[0]:.1f} (the machine is shared)"
+        f"load average {os.getloadavg()[0]:.1f} (the machine is shared); engine build: "
+        f"{kind()} (scheduler/engine_build.py)"
     )

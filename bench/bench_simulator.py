@@ -24,6 +24,8 @@ import time
 from rich.console import Console
 from rich.table import Table
 
+from scheduler.engine_build import kind
+
 MEMBERS = [f"org-{i}" for i in range(1, 9)]
 H100 = "NVIDIA-H100-80GB-HBM3"
 A100 = "NVIDIA-A100-SXM4-80GB"
@@ -172,7 +174,8 @@ def run(console: Console) -> None:
         f"load: offered GPU-seconds / capacity; target: wall seconds for the replay with its "
         f"standalone replays ({', '.join(f'{k:g}: {v:.0f} s' for k, v in TARGET_S.items())} "
         f"for {DAYS} days, scaled to {days:g}), peak RSS < 1 GiB; "
-        f"load average {os.getloadavg()[0]:.1f} (the machine is shared)"
+        f"load average {os.getloadavg()[0]:.1f} (the machine is shared); engine build: "
+        f"{kind()}"
     )
 
 

@@ -37,7 +37,8 @@ image-tools:
 # arguments. Even a fully cached build copies the build stage whole under vfs (minutes),
 # so an image already labelled with the same digest is not built again.
 IMAGE_INPUTS = $(shell { tar -c --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner \
-  --exclude=__pycache__ Containerfile .containerignore pyproject.toml README.md \
+  --exclude=__pycache__ --exclude="*.so" --exclude=compiled.json Containerfile .containerignore \
+  pyproject.toml README.md \
   scheduler policies reports proto; echo "$(IMAGE_BASE) $(IMAGE_EXTRAS)"; } | sha256sum | cut -c1-32)
 
 # Every rebuild would leave the last build's steps behind as untagged vfs copies (about

@@ -12,6 +12,7 @@ import click
 
 from policies.errors import InputError
 from scheduler.cli.logs import LOG_FORMATS, configure_logging
+from scheduler.engine_build import kind
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -243,8 +244,9 @@ def run(
     runtime.freeze_startup_objects()
     log = logging.getLogger(__name__)
     log.info(
-        "fairpool scheduler %s running; /metrics, /healthz, /readyz on port %d",
+        "fairpool scheduler %s running (%s engine); /metrics, /healthz, /readyz on port %d",
         config.identity,
+        kind(),
         port,
     )
     _announce("metrics-port", port)

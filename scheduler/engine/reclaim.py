@@ -68,8 +68,9 @@ from __future__ import annotations
 
 import heapq
 import math
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from enum import Enum
 from itertools import chain
@@ -174,7 +175,7 @@ class Reclaimer:
         self,
         state: ClusterState,
         running: Sequence[RunningPod],
-        reclaimable_pods: set[str],
+        reclaimable_pods: AbstractSet[str],
         now: float,
         min_runtime: int,
         below_min_runtime: bool,
@@ -372,7 +373,7 @@ def _least_pod_gpus(pods: Sequence[PendingPod]) -> int:
 def _running_jobs(
     state: ClusterState,
     running: Sequence[RunningPod],
-    reclaimable_pods: set[str],
+    reclaimable_pods: AbstractSet[str],
     max_reclaims: int | None,
 ) -> tuple[dict[str, list[tuple[RunningPod, int]]], set[str]]:
     """The pods of every victim job, by job id: running jobs of members, scheduled by
@@ -541,9 +542,10 @@ class _Room:
 
 
 @dataclass(eq=False)
-class _Attempt(ABC):
+class _Attempt:
     """One reclaim attempt: the shared victim-set search. Subclasses are the modes: who
-    may give GPUs up, how low they may go, and in which order they are tried."""
+    may give GPUs up, how low they may go, and in which order they are tried. (Not an
+    `ABC`: compiled, a dataclass with that metaclass cannot be created.)"""
 
     reclaimer: Reclaimer
     room: _Room

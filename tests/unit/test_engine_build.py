@@ -1,0 +1,152 @@
+"""The compiled engine (`make engine`, mypyc) and its Python sources are one engine: a
+contended replay on the built-in defaults makes the same decisions with either, and the
+choice of build refuses a compiled engine that is not what the sources say."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.machinery
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scheduler import engine_build
+from scheduler.engine.snapshot import Node, PendingJob, PendingPod, PodSpec, Taint
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULTS = ROOT / "policies" / "defaults"
+
+REPLAY = """
+import hashlib, json
+from policies.inventory import load_inventory
+from policies.loader import load_policy
+from scheduler.cli.simulate import default_trace
+from scheduler.engine_build import kind
+from scheduler.sim.cluster import build_nodes
+from scheduler.sim.simulator import Simulator
+
+inventory = load_inventory("{defaults}/cluster.yaml")
+policy = load_policy("{defaults}/policy.yaml")
+trace, _ = default_trace(inventory, policy, 6.0, 1.3, 5)
+result = Simulator(build_nodes(inventory), policy, trace, None).run()
+decided = repr((sorted(result.jobs.items()), result.pod_runs, result.victims,
+                result.timeline, result.lost, result.usage, result.cycles))
+print(json.dumps({{
+    "build": kind(),
+    "digest": hashlib.sha256(decided.encode()).hexdigest(),
+    "cycles": result.cycles,
+    "preemptions": len(result.victims),
+    "consolidations": result.consolidation_preemptions,
+}}))
+"""
+
+
+def _replay(build: str) -> dict[str, object]:
+    done = subprocess.run(
+        [sys.executable, "-c", REPLAY.format(defaults=DEFAULTS)],
+        env={**os.environ, engine_build.VARIABLE: build},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def test_the_compiled_and_the_interpreted_engine_decide_the_same() -> None:
+    compiled, interpreted = _replay("compiled"), _replay("interpreted")
+    assert compiled["build"] == "compiled"
+    assert interpreted["build"] == "interpreted"
+    # The replay is contended: reclaim and consolidation are part of what is compared.
+    assert int(compiled["preemptions"]) > 0  # type: ignore[call-overload]
+    assert int(compiled["consolidations"]) > 0  # type: ignore[call-overload]
+    assert compiled == {**interpreted, "build": "compiled"}
+
+
+def _engine_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compiled: dict[str, str]) -> Path:
+    for name, text in (("__init__.py", "#"), ("a.py", "x = 1\n"), ("b.py", "y = 2\n")):
+        (tmp_path / name).write_text(text)
+    (tmp_path / f"a{importlib.machinery.EXTENSION_SUFFIXES[0]}").write_bytes(b"")
+    (tmp_path / f"b{importlib.machinery.EXTENSION_SUFFIXES[0]}").write_bytes(b"")
+    if compiled:
+        digests = {n: hashlib.sha256((tmp_path / n).read_bytes()).hexdigest() for n in compiled}
+        digests.update({n: d for n, d in compiled.items() if d})
+        (tmp_path / "compiled.json").write_text(json.dumps(digests))
+    monkeypatch.setattr(engine_build, "ENGINE_DIR", tmp_path)
+    return tmp_path
+
+
+def test_a_source_edited_since_the_build_is_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = _engine_dir(tmp_path, monkeypatch, {"a.py": "", "b.py": ""})
+    assert engine_build.stale_modules() == []
+    (folder / "b.py").write_text("y = 3\n")
+    assert engine_build.stale_modules() == ["b.py"]
+
+
+def test_a_source_without_its_compiled_module_is_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = _engine_dir(tmp_path, monkeypatch, {"a.py": "", "b.py": ""})
+    (folder / f"a{importlib.machinery.EXTENSION_SUFFIXES[0]}").unlink()
+    assert engine_build.stale_modules() == ["a.py"]
+
+
+def test_no_build_record_means_not_compiled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _engine_dir(tmp_path, monkeypatch, {})
+    assert engine_build.stale_modules() is None
+
+
+def test_asking_for_the_compiled_engine_when_it_is_stale_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _engine_dir(tmp_path, monkeypatch, {"a.py": "", "b.py": "0" * 64})
+    monkeypatch.setenv(engine_build.VARIABLE, "compiled")
+    monkeypatch.delitem(sys.modules, engine_build.PACKAGE)
+    with pytest.raises(
+        SystemExit, match=r"FAIRPOOL_ENGINE=compiled: .*older than b\.py.*make engine"
+    ):
+        engine_build.choose()
+
+
+def test_an_unknown_build_is_refused_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(engine_build.VARIABLE, "fast")
+    with pytest.raises(SystemExit, match=r"FAIRPOOL_ENGINE: expected one of .* got 'fast'"):
+        engine_build.choose()
+
+
+def test_frozen_engine_records_survive_pickling() -> None:
+    # Standalone replays send the cluster's nodes to worker processes.
+    node = Node(
+        name="n1",
+        owner="m",
+        gpu_model="H100",
+        gpus=8,
+        cpu_milli=1000,
+        memory_bytes=2**30,
+        max_pods=110,
+        topology_domain="r1",
+        labels={"a": "b"},
+        taints=(Taint(key="k", value="v", effect="NoSchedule"),),
+    )
+    job = PendingJob(
+        job_id="j",
+        member="m",
+        pods=(
+            PendingPod(
+                uid="p", name="p", namespace="m", spec=PodSpec(gpus=1, node_selector={"a": "b"})
+            ),
+        ),
+        submitted_at=1.0,
+    )
+    assert pickle.loads(pickle.dumps(node)) == node
+    assert pickle.loads(pickle.dumps(job)) == job
