@@ -9,7 +9,13 @@ ENGINE_BUILT := scheduler/engine/compiled.json
 ## The compiled engine (about a minute; nothing to do when the sources did not change).
 engine: $(ENGINE_BUILT)
 
+ENGINE_SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
 $(ENGINE_BUILT): $(STAMP) $(ENGINE_SOURCES) mk/engine_build.py
+	@command -v cc >/dev/null 2>&1 || { set -e; \
+	  $(ENGINE_SUDO) apt-get -o DPkg::Lock::Timeout=600 update; \
+	  DEBIAN_FRONTEND=noninteractive $(ENGINE_SUDO) apt-get -o DPkg::Lock::Timeout=600 \
+	    install -y --no-install-recommends gcc libc6-dev; }
 	@mkdir -p $(CACHE)/engine
 	@$(BIN)/python mk/engine_build.py $(CACHE)/engine > $(CACHE)/engine/build.log 2>&1 \
 	  || { cat $(CACHE)/engine/build.log; exit 1; }
