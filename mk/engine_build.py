@@ -3,9 +3,9 @@ next to its sources, where Python's import system prefers them (`make engine`).
 
 The sources stay the engine: the compiled modules are a build product (never committed),
 type-checked by the same mypy, and give the same decisions (tests/unit/
-test_engine_build.py replays a month both ways). `scheduler/engine_build.py` decides at
-import which build runs and falls back to the sources when a compiled module is older
-than its source.
+test_engine_build.py replays six contended days both ways). `scheduler/engine_build.py`
+decides at import which build runs and falls back to the sources when a compiled module
+was compiled from another version of its source.
 
 Usage: python mk/engine_build.py BUILD_DIR   (C sources and objects go under BUILD_DIR)
 """
@@ -49,8 +49,6 @@ def main(build_dir: str) -> None:
             "--quiet",
             "build_ext",
             "--inplace",
-            "--parallel",
-            str(os.cpu_count() or 1),
             "--build-temp",
             str(build / "obj"),
             # mypyc writes the group's headers under its dotted name's folders.

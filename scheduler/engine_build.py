@@ -87,7 +87,7 @@ def choose() -> str:
     what = (
         "the engine is not compiled"
         if stale is None
-        else f"the compiled engine is older than {', '.join(stale)}"
+        else f"the compiled engine is out of date for {', '.join(stale)}"
     )
     if wanted == "compiled":
         raise SystemExit(f"{VARIABLE}=compiled: {what}; run `make engine`")

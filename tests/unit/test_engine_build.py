@@ -113,7 +113,7 @@ def test_asking_for_the_compiled_engine_when_it_is_stale_is_refused(
     monkeypatch.setenv(engine_build.VARIABLE, "compiled")
     monkeypatch.delitem(sys.modules, engine_build.PACKAGE)
     with pytest.raises(
-        SystemExit, match=r"FAIRPOOL_ENGINE=compiled: .*older than b\.py.*make engine"
+        SystemExit, match=r"FAIRPOOL_ENGINE=compiled: .*out of date for b\.py.*make engine"
     ):
         engine_build.choose()
 
