@@ -294,6 +294,10 @@ class ChaosRun:
             self._faults(replicas)
             controller.submitting.clear()
             self._settle()
+            # Nothing is created while the end is counted: a pod the controller put back
+            # after the count's list (its first one reclaimed a moment before) would be
+            # counted as created and not there, that is as lost.
+            controller.stop()
             self._count(controller, replicas)
         finally:
             self._stop_sampling.set()
