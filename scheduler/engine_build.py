@@ -2,7 +2,7 @@
 
 `make engine` compiles `scheduler/engine/*.py` with mypyc (mk/engine_build.py) into
 extension modules beside the sources, which Python's import system prefers; the same
-sources, type-checked the same way, give the same decisions about twice as fast. This
+sources, type-checked the same way, give the same decisions 1.5 to 1.8 times as fast. This
 module runs before the engine is first imported (from `scheduler/__init__.py`) and keeps
 the interpreted sources when
 
