@@ -70,6 +70,9 @@ def test_the_compiled_and_the_interpreted_engine_decide_the_same() -> None:
 
 
 def _engine_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compiled: dict[str, str]) -> Path:
+    """A stand-in engine folder: `__init__.py`, `a.py` and `b.py` with compiled modules, and
+    a build record for the sources in `compiled` (each with its real SHA-256, or the one
+    given when not empty); none when `compiled` is empty."""
     for name, text in (("__init__.py", "#"), ("a.py", "x = 1\n"), ("b.py", "y = 2\n")):
         (tmp_path / name).write_text(text)
     (tmp_path / f"a{importlib.machinery.EXTENSION_SUFFIXES[0]}").write_bytes(b"")
