@@ -2,6 +2,8 @@
 # scheduler/engine/*.py, which Python prefers, rebuilt whenever a source changes.
 # scheduler/engine_build.py falls back to the sources when they differ from what was
 # compiled, so an edit never runs stale code. C files and objects stay under $(CACHE).
+# The build imports scheduler.engine_build (its list of sources and their digests) with
+# FAIRPOOL_ENGINE=interpreted, so an exported FAIRPOOL_ENGINE=compiled cannot refuse it.
 ENGINE_SOURCES := $(sort $(wildcard scheduler/engine/*.py))
 ENGINE_BUILT := scheduler/engine/compiled.json
 
@@ -17,6 +19,7 @@ $(ENGINE_BUILT): $(STAMP) $(ENGINE_SOURCES) mk/engine_build.py
 	  DEBIAN_FRONTEND=noninteractive $(ENGINE_SUDO) apt-get -o DPkg::Lock::Timeout=600 \
 	    install -y --no-install-recommends gcc libc6-dev; }
 	@mkdir -p $(CACHE)/engine
-	@$(BIN)/python mk/engine_build.py $(CACHE)/engine > $(CACHE)/engine/build.log 2>&1 \
+	@FAIRPOOL_ENGINE=interpreted $(BIN)/python mk/engine_build.py $(CACHE)/engine \
+	  > $(CACHE)/engine/build.log 2>&1 \
 	  || { cat $(CACHE)/engine/build.log; exit 1; }
 	@echo "engine compiled (log: $(CACHE)/engine/build.log)"

@@ -12,7 +12,6 @@ Usage: python mk/engine_build.py BUILD_DIR   (C sources and objects go under BUI
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -21,11 +20,9 @@ from pathlib import Path
 from mypyc.build import mypycify
 from setuptools import setup
 
+from scheduler.engine_build import ENGINE_DIR, MANIFEST, compiled_sources, digest
+
 ROOT = Path(__file__).resolve().parent.parent
-ENGINE = Path("scheduler/engine")
-MANIFEST = ENGINE / "compiled.json"
-"""What the compiled modules were compiled from: each source's SHA-256 (file times are no
-guide: the build copies an up-to-date module with its old time)."""
 GROUP = "scheduler.engine.native"
 """The modules' shared library is `scheduler/engine/native__mypyc*.so`, inside the
 package, so the engine imports from any working directory."""
@@ -34,11 +31,10 @@ package, so the engine imports from any working directory."""
 def main(build_dir: str) -> None:
     os.chdir(ROOT)
     # A module removed from the sources must not live on as a compiled one.
-    for old in [*ENGINE.glob("*.so"), MANIFEST]:
+    for old in [*ENGINE_DIR.glob("*.so"), MANIFEST]:
         old.unlink(missing_ok=True)
-    # The package's __init__ stays Python: its compiled self would import the shared
-    # library inside the package before the package exists.
-    sources = sorted(str(p) for p in ENGINE.glob("*.py") if p.name != "__init__.py")
+    compiled = compiled_sources()
+    sources = [str(p.relative_to(ROOT)) for p in compiled]
     build = Path(build_dir).resolve()
     setup(
         name="fairpool-engine",
@@ -56,7 +52,7 @@ def main(build_dir: str) -> None:
             str(build / "c" / Path(*GROUP.split(".")[:-1])),
         ],
     )
-    digests = {Path(p).name: hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in sources}
+    digests = {p.name: digest(p) for p in compiled}
     MANIFEST.write_text(json.dumps(digests, indent=1, sort_keys=True) + "\n")
 
 

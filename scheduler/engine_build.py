@@ -50,24 +50,36 @@ class _SourcesOnly(importlib.abc.MetaPathFinder):
         return finder.find_spec(fullname, target)
 
 
+MANIFEST = ENGINE_DIR / "compiled.json"
+"""What the compiled modules were compiled from: each source's SHA-256, written by the
+build (mk/engine_build.py)."""
+
+
+def compiled_sources() -> list[Path]:
+    """The engine's sources the build compiles: all but the package's `__init__.py`, whose
+    compiled self would import the modules' shared library, inside the package, before
+    the package exists."""
+    return [p for p in sorted(ENGINE_DIR.glob("*.py")) if p.name != "__init__.py"]
+
+
+def digest(source: Path) -> str:
+    return hashlib.sha256(source.read_bytes()).hexdigest()
+
+
 def stale_modules() -> list[str] | None:
     """Engine sources that differ from what was compiled, or have no compiled module
     ([] when all are up to date); None when nothing was compiled. `compiled.json`, written
     by the build, holds each source's SHA-256 (file times are no guide: the build copies
     an up-to-date module with its old time)."""
     try:
-        compiled = json.loads((ENGINE_DIR / "compiled.json").read_text())
+        compiled = json.loads(MANIFEST.read_text())
     except FileNotFoundError:
         return None
     suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
     return [
         p.name
-        for p in sorted(ENGINE_DIR.glob("*.py"))
-        if p.name != "__init__.py"  # never compiled (mk/engine_build.py says why)
-        and (
-            compiled.get(p.name) != hashlib.sha256(p.read_bytes()).hexdigest()
-            or not p.with_name(p.stem + suffix).exists()
-        )
+        for p in compiled_sources()
+        if compiled.get(p.name) != digest(p) or not p.with_name(p.stem + suffix).exists()
     ]
 
 
