@@ -20,7 +20,7 @@ from pathlib import Path
 from mypyc.build import mypycify
 from setuptools import setup
 
-from scheduler.engine_build import ENGINE_DIR, MANIFEST, compiled_sources, digest
+from scheduler.engine_build import ENGINE_DIR, compiled_sources, digest, manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 GROUP = "scheduler.engine.native"
@@ -31,7 +31,7 @@ package, so the engine imports from any working directory."""
 def main(build_dir: str) -> None:
     os.chdir(ROOT)
     # A module removed from the sources must not live on as a compiled one.
-    for old in [*ENGINE_DIR.glob("*.so"), MANIFEST]:
+    for old in [*ENGINE_DIR.glob("*.so"), manifest()]:
         old.unlink(missing_ok=True)
     compiled = compiled_sources()
     sources = [str(p.relative_to(ROOT)) for p in compiled]
@@ -53,7 +53,7 @@ def main(build_dir: str) -> None:
         ],
     )
     digests = {p.name: digest(p) for p in compiled}
-    MANIFEST.write_text(json.dumps(digests, indent=1, sort_keys=True) + "\n")
+    manifest().write_text(json.dumps(digests, indent=1, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":

@@ -50,9 +50,10 @@ class _SourcesOnly(importlib.abc.MetaPathFinder):
         return finder.find_spec(fullname, target)
 
 
-MANIFEST = ENGINE_DIR / "compiled.json"
-"""What the compiled modules were compiled from: each source's SHA-256, written by the
-build (mk/engine_build.py)."""
+def manifest() -> Path:
+    """What the compiled modules were compiled from: each source's SHA-256, written by the
+    build (mk/engine_build.py)."""
+    return ENGINE_DIR / "compiled.json"
 
 
 def compiled_sources() -> list[Path]:
@@ -72,7 +73,7 @@ def stale_modules() -> list[str] | None:
     by the build, holds each source's SHA-256 (file times are no guide: the build copies
     an up-to-date module with its old time)."""
     try:
-        compiled = json.loads(MANIFEST.read_text())
+        compiled = json.loads(manifest().read_text())
     except FileNotFoundError:
         return None
     suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
