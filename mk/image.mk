@@ -38,7 +38,7 @@ image-tools:
 # so an image already labelled with the same digest is not built again.
 IMAGE_INPUTS = $(shell { tar -c --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner \
   --exclude=__pycache__ --exclude="*.so" --exclude=compiled.json Containerfile .containerignore \
-  pyproject.toml README.md \
+  pyproject.toml README.md mk/engine_build.py \
   scheduler policies reports proto; echo "$(IMAGE_BASE) $(IMAGE_EXTRAS)"; } | sha256sum | cut -c1-32)
 
 # Every rebuild would leave the last build's steps behind as untagged vfs copies (about

@@ -83,6 +83,26 @@ def test_fairpool_commands_start_in_the_image(container: str) -> None:
     assert "--watch" in _run(container, "fairpool", "meter", "--help")
 
 
+def test_image_runs_the_compiled_engine(container: str) -> None:
+    # FAIRPOOL_ENGINE=compiled refuses to import an engine whose compiled modules are
+    # missing or were compiled from other sources; the module's file says which loaded.
+    out = _run(
+        container,
+        "/usr/bin/env",
+        "FAIRPOOL_ENGINE=compiled",
+        "python",
+        "-c",
+        "import scheduler.engine.cycle as c, scheduler.engine_build as b; "
+        "print(b.kind(), c.__file__)",
+    )
+    kind, path = out.split()
+    assert kind == "compiled"
+    assert path.startswith("/opt/fairpool/lib/") and path.endswith(".so"), path
+    # The build's tools left with the build stage.
+    listing = _run(container, "/bin/sh", "-c", "ls /opt/fairpool/lib/python3*/site-packages")
+    assert "mypy" not in listing.split() and "setuptools" not in listing.split()
+
+
 def test_image_runs_unprivileged_with_fairpool_as_entrypoint(image: str) -> None:
     config = json.loads(_buildah("inspect", "--type", "image", image).stdout)["OCIv1"]["config"]
     assert config["User"] == "65532:65532"
