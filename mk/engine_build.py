@@ -20,9 +20,13 @@ from pathlib import Path
 from mypyc.build import mypycify
 from setuptools import setup
 
-from scheduler.engine_build import ENGINE_DIR, compiled_sources, digest, manifest
-
 ROOT = Path(__file__).resolve().parent.parent
+# The checkout this script is in, not whichever one the venv installed: the build deletes
+# and writes modules in the engine folder `scheduler.engine_build` names.
+sys.path.insert(0, str(ROOT))
+
+from scheduler.engine_build import ENGINE_DIR, compiled_sources, digest, manifest  # noqa: E402
+
 GROUP = "scheduler.engine.native"
 """The modules' shared library is `scheduler/engine/native__mypyc*.so`, inside the
 package, so the engine imports from any working directory."""
