@@ -327,6 +327,13 @@ def _replay(
         transient=True,
     )
     next_log = [0.0]
+    # The last report and the last one logged: the log ends with where the replay ended
+    # (the tenths of the submission window are long passed when the last jobs finish).
+    last: list[tuple[float, int] | None] = [None, None]
+
+    def log_progress(at: tuple[float, int]) -> None:
+        last[1] = at
+        _log(event="simulate.progress", sim_day=f"{at[0] / DAY_S:.2f}", jobs_done=at[1])
 
     def on_progress(now: float, finished: int) -> None:
         fraction = min(1.0, now / horizon)
@@ -336,9 +343,11 @@ def _replay(
                 completed=fraction,
                 detail=f"day {now / DAY_S:.1f}, {finished}/{len(trace.jobs)} jobs done",
             )
-        elif fraction >= next_log[0]:
+            return
+        last[0] = (now, finished)
+        if (fraction >= next_log[0] or finished == len(trace.jobs)) and last[0] != last[1]:
             next_log[0] = fraction + 0.1
-            _log(event="simulate.progress", sim_day=f"{now / DAY_S:.2f}", jobs_done=finished)
+            log_progress(last[0])
 
     def on_standalone(member: str) -> None:
         if interactive:
@@ -354,7 +363,7 @@ def _replay(
             detail="one per member",
             visible=standalone,
         )
-        return run_study(
+        study = run_study(
             nodes,
             policy,
             trace,
@@ -364,6 +373,9 @@ def _replay(
             on_standalone=on_standalone,
             processes=processes,
         )
+    if last[0] is not None and last[0] != last[1]:
+        log_progress(last[0])
+    return study
 
 
 def _print_study(

@@ -216,3 +216,26 @@ def test_default_trace_keeps_only_jobs_that_can_run() -> None:
     assert offered > 0.9 * 64 * 30 * 86_400
     again, _ = default_trace(inventory, policy, days=30, load=1.2, seed=42)
     assert again == trace
+
+
+def test_progress_log_ends_where_the_replay_ends(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Off a terminal, progress is logged every tenth of the submission window; the last
+    line is the replay's end even when the last tenth was logged just before the last
+    submission (here at about 92 % of it, 512 instants in) and work ran on long after."""
+    rows = [f"s{k},a,{10 * k},1,1,1,G" for k in range(280)]
+    rows.append("long,a,2790,5000,1,1,G")
+    trace = "job_id,org,submit_time,duration_s,num_pods,gpus_per_pod,gpu_model\n"
+    args = inputs(tmp_path, trace + "\n".join(rows) + "\n")
+    assert run([*args, "--out", str(tmp_path / "out"), "--no-standalone"]) == 0
+    lines = [
+        dict(field.split("=", 1) for field in line.split())
+        for line in capsys.readouterr().err.splitlines()
+        if line.startswith("event=simulate.progress ")
+    ]
+    assert len(lines) >= 2
+    assert lines[-1]["jobs_done"] == "281"
+    assert float(lines[-1]["sim_day"]) == pytest.approx((2790 + 5000) / 86400, abs=0.01)
+    # Reported once, not again at the end.
+    assert lines[-2] != lines[-1]
