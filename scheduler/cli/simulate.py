@@ -344,10 +344,10 @@ def _replay(
                 detail=f"day {now / DAY_S:.1f}, {finished}/{len(trace.jobs)} jobs done",
             )
             return
-        last[0] = (now, finished)
-        if (fraction >= next_log[0] or finished == len(trace.jobs)) and last[0] != last[1]:
+        at = last[0] = (now, finished)
+        if (fraction >= next_log[0] or finished == len(trace.jobs)) and at != last[1]:
             next_log[0] = fraction + 0.1
-            log_progress(last[0])
+            log_progress(at)
 
     def on_standalone(member: str) -> None:
         if interactive:
@@ -373,8 +373,9 @@ def _replay(
             on_standalone=on_standalone,
             processes=processes,
         )
-    if last[0] is not None and last[0] != last[1]:
-        log_progress(last[0])
+    end = last[0]
+    if end is not None and end != last[1]:
+        log_progress(end)
     return study
 
 
