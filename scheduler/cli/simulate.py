@@ -327,12 +327,13 @@ def _replay(
         transient=True,
     )
     next_log = [0.0]
-    # The last report and the last one logged: the log ends with where the replay ended
-    # (the tenths of the submission window are long passed when the last jobs finish).
-    last: list[tuple[float, int] | None] = [None, None]
+    # The log ends with where the replay ended (the tenths of the submission window are
+    # long passed when the last jobs finish): the last report, and the last one logged.
+    reported: list[tuple[float, int] | None] = [None]
+    logged: list[tuple[float, int] | None] = [None]
 
     def log_progress(at: tuple[float, int]) -> None:
-        last[1] = at
+        logged[0] = at
         _log(event="simulate.progress", sim_day=f"{at[0] / DAY_S:.2f}", jobs_done=at[1])
 
     def on_progress(now: float, finished: int) -> None:
@@ -344,8 +345,8 @@ def _replay(
                 detail=f"day {now / DAY_S:.1f}, {finished}/{len(trace.jobs)} jobs done",
             )
             return
-        at = last[0] = (now, finished)
-        if (fraction >= next_log[0] or finished == len(trace.jobs)) and at != last[1]:
+        at = reported[0] = (now, finished)
+        if (fraction >= next_log[0] or finished == len(trace.jobs)) and at != logged[0]:
             next_log[0] = fraction + 0.1
             log_progress(at)
 
@@ -373,8 +374,8 @@ def _replay(
             on_standalone=on_standalone,
             processes=processes,
         )
-    end = last[0]
-    if end is not None and end != last[1]:
+    end = reported[0]
+    if end is not None and end != logged[0]:
         log_progress(end)
     return study
 
