@@ -90,9 +90,11 @@ def schedule(snapshot: Snapshot, policy: Policy) -> Decisions:
     return _Cycle(snapshot, policy).run()
 
 
-@dataclass(frozen=True, slots=True)
 class _Claim:
-    """A member's position on a GPU model with a job that may reclaim."""
+    """A member's position on a GPU model with a job that may reclaim. A plain class,
+    not a dataclass: see `scheduler.engine.jobinfo.JobInfo`."""
+
+    __slots__ = ("above_ratio", "after", "allocated", "entitled", "fair")
 
     allocated: int
     """Allocated plus held for its nominated jobs."""
@@ -103,6 +105,20 @@ class _Claim:
     """The job keeps it within its entitlement."""
     above_ratio: float | None
     """allocated / fair share with the job, when above 1 and not entitled."""
+
+    def __init__(
+        self,
+        allocated: int,
+        fair: float,
+        after: int,
+        entitled: bool,
+        above_ratio: float | None,
+    ) -> None:
+        self.allocated = allocated
+        self.fair = fair
+        self.after = after
+        self.entitled = entitled
+        self.above_ratio = above_ratio
 
 
 def _per_member(values: Mapping[tuple[str, str], _N], zero: _N) -> dict[str, _N]:

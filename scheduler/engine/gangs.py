@@ -58,9 +58,11 @@ def _groups(pods: Sequence[PendingPod]) -> list[tuple[PodSpec, list[str]]]:
     )
 
 
-@dataclass(slots=True)
 class _Slot:
-    """A node that can hold at least one pod of the shape being placed."""
+    """A node that can hold at least one pod of the shape being placed. A plain class,
+    not a dataclass: see `scheduler.engine.jobinfo.JobInfo`."""
+
+    __slots__ = ("free_gpu", "fresh", "limited", "node", "pen", "room", "tier")
 
     room: int
     tier: int
@@ -71,6 +73,24 @@ class _Slot:
     """The node's owner when its lending limit applies to this member, else ""."""
     fresh: bool
     """Not used by the gang yet."""
+
+    def __init__(
+        self,
+        room: int,
+        tier: int,
+        pen: int,
+        free_gpu: int,
+        node: int,
+        limited: str,
+        fresh: bool,
+    ) -> None:
+        self.room = room
+        self.tier = tier
+        self.pen = pen
+        self.free_gpu = free_gpu
+        self.node = node
+        self.limited = limited
+        self.fresh = fresh
 
 
 def _greedy(

@@ -10,7 +10,6 @@ keep their relative order, so only the new ones are sorted and merged in.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from operator import attrgetter
 
 from scheduler.engine.placement import SpecKey, spec_key
@@ -19,8 +18,13 @@ from scheduler.engine.snapshot import PendingJob
 QueueKey = tuple[str, int, float, str]
 
 
-@dataclass(frozen=True, slots=True)
 class JobInfo:
+    """Never changed once made. A plain class, not a dataclass: the compiled engine makes
+    one per new pending job (50,000 in a cold cycle of a long queue), and the `__init__`
+    a dataclass writes at run time stays interpreted when mypyc compiles the class."""
+
+    __slots__ = ("explicit_model", "gpus", "incomplete", "job", "pod_key", "queue_key", "sid")
+
     job: PendingJob
     gpus: int
     explicit_model: str | None
@@ -35,6 +39,36 @@ class JobInfo:
     pod_key: SpecKey | None
     """The shape key of a single-pod job's pod (None for more pods): placement finds the
     pod's view by it without building the key again every cycle."""
+
+    def __init__(
+        self,
+        job: PendingJob,
+        gpus: int,
+        explicit_model: str | None,
+        sid: int,
+        incomplete: bool,
+        queue_key: QueueKey,
+        pod_key: SpecKey | None,
+    ) -> None:
+        self.job = job
+        self.gpus = gpus
+        self.explicit_model = explicit_model
+        self.sid = sid
+        self.incomplete = incomplete
+        self.queue_key = queue_key
+        self.pod_key = pod_key
+
+    def for_job(self, job: PendingJob) -> JobInfo:
+        """The same information, held for another job (of the same id)."""
+        return JobInfo(
+            job,
+            self.gpus,
+            self.explicit_model,
+            self.sid,
+            self.incomplete,
+            self.queue_key,
+            self.pod_key,
+        )
 
 
 def job_gpu_model(job: PendingJob) -> str | None:

@@ -83,24 +83,63 @@ from scheduler.engine.snapshot import PendingPod, RunningPod
 _EPS = 1e-9
 
 
-@dataclass(slots=True)
 class VictimJob:
+    """A running job as a possible victim. A plain class, not a dataclass: see
+    `scheduler.engine.jobinfo.JobInfo`."""
+
+    __slots__ = (
+        "by_model",
+        "checkpointable",
+        "job_id",
+        "member",
+        "owners",
+        "pods",
+        "priority",
+        "reclaimable",
+        "run_gpu_s",
+        "youngest_start",
+    )
+
     job_id: str
     member: str
-    pods: list[tuple[RunningPod, int]] = field(default_factory=list)
+    pods: list[tuple[RunningPod, int]]
     """(pod, node index); pods whose node is gone are left out."""
-    youngest_start: float = float("-inf")
-    priority: int = -(2**62)
-    reclaimable: bool = False
+    youngest_start: float
+    priority: int
+    reclaimable: bool
     """It has a reclaimable pod."""
-    owners: frozenset[str | None] = frozenset()
+    owners: frozenset[str | None]
     """Owners of the nodes its pods run on."""
-    by_model: dict[str, int] = field(default_factory=dict)
+    by_model: dict[str, int]
     """GPUs it holds per GPU model."""
-    run_gpu_s: float = 0.0
+    run_gpu_s: float
     """GPU-seconds its pods ran since they last started: lost if it restarts from zero."""
-    checkpointable: bool = False
+    checkpointable: bool
     """Its member resumes preempted jobs where they stopped: reclaiming it loses nothing."""
+
+    def __init__(
+        self,
+        job_id: str,
+        member: str,
+        pods: list[tuple[RunningPod, int]] | None = None,
+        youngest_start: float = float("-inf"),
+        priority: int = -(2**62),
+        reclaimable: bool = False,
+        owners: frozenset[str | None] = frozenset(),
+        by_model: dict[str, int] | None = None,
+        run_gpu_s: float = 0.0,
+        checkpointable: bool = False,
+    ) -> None:
+        self.job_id = job_id
+        self.member = member
+        self.pods = [] if pods is None else pods
+        self.youngest_start = youngest_start
+        self.priority = priority
+        self.reclaimable = reclaimable
+        self.owners = owners
+        self.by_model = {} if by_model is None else by_model
+        self.run_gpu_s = run_gpu_s
+        self.checkpointable = checkpointable
 
     def loss_key(self) -> tuple[int, float, int, str]:
         """The common order: least work lost first (see the module)."""
@@ -453,9 +492,24 @@ def _victim_job(
     return job
 
 
-@dataclass(slots=True)
 class _Room:
-    """Where one job could run: the nodes it may use, and what is free on them."""
+    """Where one job could run: the nodes it may use, and what is free on them. A plain
+    class, not a dataclass: see `scheduler.engine.jobinfo.JobInfo`."""
+
+    __slots__ = (
+        "cautious",
+        "everywhere",
+        "feasible",
+        "freeing",
+        "have",
+        "lendable",
+        "member",
+        "model",
+        "need",
+        "pod_gpus",
+        "pods",
+        "state",
+    )
 
     state: ClusterState
     pods: Sequence[PendingPod]
@@ -471,10 +525,38 @@ class _Room:
     have: int
     """Free GPUs on feasible nodes, counting those being freed."""
     need: int
-    cautious: bool = False
+    cautious: bool
     """The job borrows and would lose its progress if reclaimed (see `placement`)."""
-    pod_gpus: int = 0
+    pod_gpus: int
     """The fewest GPUs a pod of the job asks for (0: `slots` bounds nothing)."""
+
+    def __init__(
+        self,
+        state: ClusterState,
+        pods: Sequence[PendingPod],
+        member: str,
+        model: str,
+        lendable: Mapping[str, int] | None,
+        feasible: frozenset[int],
+        everywhere: bool,
+        freeing: dict[int, Res],
+        have: int,
+        need: int,
+        cautious: bool = False,
+        pod_gpus: int = 0,
+    ) -> None:
+        self.state = state
+        self.pods = pods
+        self.member = member
+        self.model = model
+        self.lendable = lendable
+        self.feasible = feasible
+        self.everywhere = everywhere
+        self.freeing = freeing
+        self.have = have
+        self.need = need
+        self.cautious = cautious
+        self.pod_gpus = pod_gpus
 
     def slots(self, extra: Mapping[int, Res]) -> int:
         """How many of the job's pods the feasible nodes could hold by free GPUs alone,

@@ -19,7 +19,7 @@ Limits turned into water-filling caps, per model:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from scheduler.engine.allocation import Allocation, classify
@@ -145,7 +145,7 @@ def build(snapshot: Snapshot, policy: Policy) -> ShareBook:
     distinct = len(info) == len(infos)
     in_order = queue_order(infos, distinct)
     # The cycle knows a queued job by its id: of a repeated id, by the last job's.
-    queued = in_order if distinct else [replace(info[i.job.job_id], job=i.job) for i in in_order]
+    queued = in_order if distinct else [info[i.job.job_id].for_job(i.job) for i in in_order]
     pending, job_model = _pending_demand(in_order, static, alloc, not distinct)
     members = sorted(
         set(policy.member_names())
