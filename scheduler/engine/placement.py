@@ -60,12 +60,14 @@ SpecKey = tuple[object, ...]
 
 def spec_key(spec: PodSpec) -> SpecKey:
     """A hashable identity of a pod shape (requests and constraints)."""
+    selector = spec.node_selector
     return (
         spec.gpus,
         spec.cpu_milli,
         spec.memory_bytes,
         spec.gpu_model,
-        tuple(sorted(spec.node_selector.items())),
+        # Most pods select nothing: no list to build and sort (a cold cycle keys every job).
+        tuple(sorted(selector.items())) if selector else (),
         spec.affinity,
         spec.tolerations,
     )
