@@ -7,6 +7,7 @@ measured on the capacity left at the end of the cycle.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import NamedTuple
 
 from scheduler.engine.placement import ClusterState, spec_res
@@ -23,6 +24,24 @@ def fmt(x: float) -> str:
 
 def plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def at_limit_detail(held: Mapping[str, tuple[str, int]], model: str, limit: int) -> str:
+    """The end of a refusal to reclaim, when borrowed GPUs the job could use belong to jobs
+    at the reclaim limit (`held`: job id -> (member, GPUs there)): such jobs are never
+    victims, and without this an owner would read that nobody borrows what it sees
+    borrowed on its own nodes."""
+    gpus = sum(g for _, g in held.values())
+    names = sorted(held)
+    jobs = ", ".join(f"{j} of {held[j][0]}" for j in names[:3])
+    if len(names) > 3:
+        jobs += f" and {len(names) - 3} more"
+    whose = "a job" if len(names) == 1 else "jobs"
+    return (
+        f"; not counted: {plural(gpus, f'{model} GPU')} it could use, borrowed by {whose} "
+        f"reclaimed {plural(limit, 'time')} already (maxReclaimsPerJob), never reclaimed "
+        f"again: {jobs}"
+    )
 
 
 def position(member: str, model: str | None, allocated: int, fair: float) -> str:

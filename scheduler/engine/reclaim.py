@@ -76,6 +76,7 @@ from enum import Enum
 from itertools import chain
 
 from scheduler.engine.entitlement import MemberModel
+from scheduler.engine.explain import at_limit_detail
 from scheduler.engine.gangs import Plan, plan_job
 from scheduler.engine.placement import ClusterState, Res
 from scheduler.engine.snapshot import PendingPod, RunningPod
@@ -226,8 +227,11 @@ class Reclaimer:
         self.min_runtime = min_runtime
         self.below_min_runtime = below_min_runtime
         self._checkpointable = checkpointable
-        self._pods, claimed = _running_jobs(state, running, reclaimable_pods, max_reclaims)
-        """The pods of every victim job."""
+        self._pods, claimed, self.at_limit = _running_jobs(
+            state, running, reclaimable_pods, max_reclaims
+        )
+        """The pods of every victim job; borrowed pods of jobs at the reclaim limit."""
+        self.max_reclaims = max_reclaims
         reclaimable = sorted(
             (
                 _victim_job(state, job_id, self._pods[job_id], True, now, checkpointable)
@@ -360,9 +364,25 @@ class Reclaimer:
             return ReclaimResult(tuple(victims), plan)
         # Why not: what was ruled out (only on failure, which is cached).
         tally = attempt.tally()
-        if tally.young:
-            return _drain(attempt)
-        return attempt.refusal(tally)
+        result = _drain(attempt) if tally.young else attempt.refusal(tally)
+        if isinstance(result, NoReclaim) and self.at_limit:
+            return self._held_at_limit(attempt.room, result)
+        return result
+
+    def _held_at_limit(self, room: _Room, refusal: NoReclaim) -> NoReclaim:
+        """`refusal`, saying which borrowed GPUs the job could use belong to other
+        members' jobs at the reclaim limit, if any."""
+        held: dict[str, tuple[str, int]] = {}
+        for pod, i in self.at_limit:
+            member = pod.member
+            if member is None or member == room.member or i not in room.feasible:
+                continue
+            gpus = held[pod.job_id][1] if pod.job_id in held else 0
+            held[pod.job_id] = (member, gpus + pod.spec.gpus)
+        if not held or self.max_reclaims is None:
+            return refusal
+        detail = at_limit_detail(held, room.model, self.max_reclaims)
+        return NoReclaim(refusal.why, refusal.detail + detail)
 
     def _room(
         self,
@@ -414,23 +434,27 @@ def _running_jobs(
     running: Sequence[RunningPod],
     reclaimable_pods: AbstractSet[str],
     max_reclaims: int | None,
-) -> tuple[dict[str, list[tuple[RunningPod, int]]], set[str]]:
+) -> tuple[dict[str, list[tuple[RunningPod, int]]], set[str], list[tuple[RunningPod, int]]]:
     """The pods of every victim job, by job id: running jobs of members, scheduled by
     fairpool, on known nodes, without their terminating pods and without jobs reclaimed
-    `max_reclaims` times already; and the jobs among them with a reclaimable pod. Jobs
-    with a reclaimable pod are victims, their other pods coming along; every other job is
-    listed too, for an owner taking back its own nodes."""
+    `max_reclaims` times already; the jobs among them with a reclaimable pod; and the
+    reclaimable pods (with their node) of the jobs left out for their reclaims, which a
+    refusal names. Jobs with a reclaimable pod are victims, their other pods coming
+    along; every other job is listed too, for an owner taking back its own nodes."""
     pods: dict[str, list[tuple[RunningPod, int]]] = {}
     spent: set[str] = set()
     claimed: set[str] = set()
+    at_limit: list[tuple[RunningPod, int]] = []
     index = state.index
     for pod in running:
         if pod.terminating or pod.member is None:
             continue
+        i = index.get(pod.node)
         if max_reclaims is not None and pod.reclaims >= max_reclaims:
             spent.add(pod.job_id)
+            if i is not None and pod.scheduled_by_fairpool and pod.uid in reclaimable_pods:
+                at_limit.append((pod, i))
             continue
-        i = index.get(pod.node)
         if i is None or not pod.scheduled_by_fairpool:
             continue
         found = pods.get(pod.job_id)
@@ -442,7 +466,7 @@ def _running_jobs(
     for job_id in spent:
         pods.pop(job_id, None)
     claimed -= spent
-    return pods, claimed
+    return pods, claimed, at_limit
 
 
 def _victim_job(

@@ -73,6 +73,7 @@ from enum import Enum
 
 from scheduler.engine.snapshot import PendingPod, RunningPod
 from tests.reference_engine.entitlement import MemberModel
+from tests.reference_engine.explain import at_limit_detail
 from tests.reference_engine.gangs import Plan, plan_job
 from tests.reference_engine.placement import ClusterState, Res, spec_res
 
@@ -175,7 +176,10 @@ class Reclaimer:
         self.now = now
         self.min_runtime = min_runtime
         self.below_min_runtime = below_min_runtime
-        victims = _victim_jobs(state, running, reclaimable_pods, now, checkpointable, max_reclaims)
+        victims, self.at_limit = _victim_jobs(
+            state, running, reclaimable_pods, now, checkpointable, max_reclaims
+        )
+        self.max_reclaims = max_reclaims
         self.reclaimable_jobs = sum(1 for j in victims if j.reclaimable)
         self.gone_reclaimable = 0
         self.jobs = sorted(victims, key=VictimJob.loss_key)
@@ -245,9 +249,20 @@ class Reclaimer:
             return ReclaimResult(tuple(victims), plan)
         # Why not: count what was ruled out (only on failure, which is cached).
         tally = attempt.tally()
-        if tally.young:
-            return _drain(attempt)
-        return attempt.refusal(tally)
+        result = _drain(attempt) if tally.young else attempt.refusal(tally)
+        if not isinstance(result, NoReclaim) or self.max_reclaims is None:
+            return result
+        # Borrowed GPUs it could use, of other members' jobs at the reclaim limit.
+        held: dict[str, tuple[str, int]] = {}
+        for pod, i in self.at_limit:
+            member = pod.member
+            if member is not None and member != attempt.room.member and i in attempt.room.feasible:
+                _, gpus = held.get(pod.job_id, (member, 0))
+                held[pod.job_id] = (member, gpus + pod.spec.gpus)
+        if not held:
+            return result
+        detail = at_limit_detail(held, attempt.room.model, self.max_reclaims)
+        return NoReclaim(result.why, result.detail + detail)
 
     def _room(
         self,
@@ -305,20 +320,24 @@ def _victim_jobs(
     now: float,
     checkpointable: frozenset[str],
     max_reclaims: int | None,
-) -> list[VictimJob]:
+) -> tuple[list[VictimJob], list[tuple[RunningPod, int]]]:
     """Running jobs of members, scheduled by fairpool, on known nodes, without their
     terminating pods and without jobs reclaimed `max_reclaims` times already. Jobs with a
     reclaimable pod are victims, their other pods coming along; every other job is listed
-    too, for an owner taking back its own nodes."""
+    too, for an owner taking back its own nodes. Also the reclaimable pods (and nodes) of
+    the jobs left out for their reclaims."""
     jobs: dict[str, VictimJob] = {}
     spent: set[str] = set()
+    at_limit: list[tuple[RunningPod, int]] = []
     for pod in running:
         if pod.terminating or pod.member is None:
             continue
+        i = state.index.get(pod.node)
         if max_reclaims is not None and pod.reclaims >= max_reclaims:
             spent.add(pod.job_id)
+            if i is not None and pod.scheduled_by_fairpool and pod.uid in reclaimable_pods:
+                at_limit.append((pod, i))
             continue
-        i = state.index.get(pod.node)
         if i is None or not pod.scheduled_by_fairpool:
             continue
         job = jobs.get(pod.job_id)
@@ -337,7 +356,7 @@ def _victim_jobs(
     for job in victims:
         job.pods.sort(key=lambda pi: pi[0].uid)
         job.owners = frozenset(state.nodes[i].owner for _, i in job.pods)
-    return victims
+    return victims, at_limit
 
 
 @dataclass(slots=True)

@@ -88,6 +88,35 @@ def test_a_job_reclaimed_up_to_the_limit_is_no_longer_a_victim() -> None:
     assert preempted(d) == ["b-young"]
 
 
+def test_a_refusal_names_the_borrowers_at_the_reclaim_limit() -> None:
+    # lab-a owns a1 and a2 and holds nothing; lab-b borrows both whole, its job on a1
+    # reclaimed three times already. lab-a's 8-GPU job takes back a2 (b-fresh) and is
+    # told nothing about b-spent; a second one finds a1 held by a job it may not take,
+    # and says whose it is instead of "nobody borrows".
+    nodes = [node("a1", "lab-a"), node("a2", "lab-a"), node("b1", "lab-b")]
+    run = [
+        running("b-spent", "lab-b", "a1", gpus=8, reclaims=3),
+        running("b-fresh", "lab-b", "a2", gpus=8, reclaims=2),
+        running("b-own", "lab-b", "b1", gpus=8),
+    ]
+    pending = [
+        job("a-1", "lab-a", gpus=8, submitted_at=1.0),
+        job("a-2", "lab-a", gpus=8, submitted_at=2.0),
+    ]
+    d = schedule(snapshot(nodes, pending, run), POL)
+    assert preempted(d) == ["b-fresh"]
+    assert "maxReclaimsPerJob" not in d.explanations["a-1"]
+    assert d.explanations["a-2"].endswith(
+        f"; not counted: 8 {H100} GPUs it could use, borrowed by a job reclaimed 3 times "
+        "already (maxReclaimsPerJob), never reclaimed again: b-spent of lab-b"
+    )
+    # Below the limit it is a victim like any other: no such clause.
+    run[0] = running("b-spent", "lab-b", "a1", gpus=8, reclaims=2)
+    d = schedule(snapshot(nodes, pending, run), POL)
+    assert sorted(preempted(d)) == ["b-fresh", "b-spent"]
+    assert all("maxReclaimsPerJob" not in text for text in d.explanations.values())
+
+
 def test_a_job_at_the_limit_borrows_only_from_owners_that_want_little() -> None:
     # lab-a holds its whole entitlement of 8 on a1. lab-b holds 4 of its 8 on b1 (half:
     # likely to want the rest back). A job reclaimed 3 times is never reclaimed again,
