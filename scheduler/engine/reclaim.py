@@ -366,12 +366,25 @@ class Reclaimer:
         tally = attempt.tally()
         result = _drain(attempt) if tally.young else attempt.refusal(tally)
         if isinstance(result, NoReclaim) and self.at_limit:
-            return self._held_at_limit(attempt.room, result)
+            return NoReclaim(result.why, result.detail + self._held_at_limit(attempt.room))
         return result
 
-    def _held_at_limit(self, room: _Room, refusal: NoReclaim) -> NoReclaim:
-        """`refusal`, saying which borrowed GPUs the job could use belong to other
-        members' jobs at the reclaim limit, if any."""
+    def at_limit_detail(
+        self,
+        pods: Sequence[PendingPod],
+        member: str,
+        model: str,
+        lendable: Mapping[str, int] | None,
+    ) -> str:
+        """For a job nothing is reclaimed for: the end of its sentence naming the
+        borrowed GPUs it could use that belong to other members' jobs at the reclaim
+        limit ("" when none)."""
+        if not self.at_limit:
+            return ""
+        room = self._room(pods, member, model, lendable)
+        return "" if room is None else self._held_at_limit(room)
+
+    def _held_at_limit(self, room: _Room) -> str:
         held: dict[str, tuple[str, int]] = {}
         for pod, i in self.at_limit:
             member = pod.member
@@ -380,9 +393,8 @@ class Reclaimer:
             gpus = held[pod.job_id][1] if pod.job_id in held else 0
             held[pod.job_id] = (member, gpus + pod.spec.gpus)
         if not held or self.max_reclaims is None:
-            return refusal
-        detail = at_limit_detail(held, room.model, self.max_reclaims)
-        return NoReclaim(refusal.why, refusal.detail + detail)
+            return ""
+        return at_limit_detail(held, room.model, self.max_reclaims)
 
     def _room(
         self,

@@ -530,9 +530,14 @@ class _Cycle:
             return ""
         reclaimer = self._reclaimer_for(job.member, model, claim.entitled)
         if reclaimer is None:
+            at_limit = (
+                ""
+                if self.reclaimer is None
+                else self.reclaimer.at_limit_detail(job.pods, job.member, model, lendable)
+            )
             return (
                 f"nothing can be reclaimed: no member above its fair share holds borrowed "
-                f"{model} GPUs it could use"
+                f"{model} GPUs it could use{at_limit}"
             )
         result = self._attempt_reclaim(reclaimer, job, model, claim, lendable)
         if isinstance(result, NoReclaim):

@@ -250,19 +250,32 @@ class Reclaimer:
         # Why not: count what was ruled out (only on failure, which is cached).
         tally = attempt.tally()
         result = _drain(attempt) if tally.young else attempt.refusal(tally)
-        if not isinstance(result, NoReclaim) or self.max_reclaims is None:
+        if not isinstance(result, NoReclaim):
             return result
-        # Borrowed GPUs it could use, of other members' jobs at the reclaim limit.
+        return NoReclaim(result.why, result.detail + self._held_at_limit(attempt.room))
+
+    def at_limit_detail(
+        self,
+        pods: Sequence[PendingPod],
+        member: str,
+        model: str,
+        lendable: Mapping[str, int] | None,
+    ) -> str:
+        """The end of the sentence of a job nothing is reclaimed for: borrowed GPUs it
+        could use of other members' jobs at the reclaim limit ("" when none)."""
+        room = self._room(pods, member, model, lendable)
+        return "" if room is None else self._held_at_limit(room)
+
+    def _held_at_limit(self, room: _Room) -> str:
+        if self.max_reclaims is None:
+            return ""
         held: dict[str, tuple[str, int]] = {}
         for pod, i in self.at_limit:
             member = pod.member
-            if member is not None and member != attempt.room.member and i in attempt.room.feasible:
+            if member is not None and member != room.member and i in room.feasible:
                 _, gpus = held.get(pod.job_id, (member, 0))
                 held[pod.job_id] = (member, gpus + pod.spec.gpus)
-        if not held:
-            return result
-        detail = at_limit_detail(held, attempt.room.model, self.max_reclaims)
-        return NoReclaim(result.why, result.detail + detail)
+        return at_limit_detail(held, room.model, self.max_reclaims) if held else ""
 
     def _room(
         self,

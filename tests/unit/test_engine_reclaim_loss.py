@@ -117,6 +117,26 @@ def test_a_refusal_names_the_borrowers_at_the_reclaim_limit() -> None:
     assert all("maxReclaimsPerJob" not in text for text in d.explanations.values())
 
 
+def test_a_job_below_its_fair_share_is_told_of_borrowers_at_the_limit_too() -> None:
+    # lab-a holds its entitlement (a1) and wants 4 more, below its fair share; the only
+    # borrower, lab-b on lab-c's idle c1, is at the limit: no candidate at all, and the
+    # sentence says who holds the GPUs.
+    nodes = [node("a1", "lab-a"), node("b1", "lab-b"), node("c1", "lab-c")]
+    run = [
+        running("a-own", "lab-a", "a1", gpus=8),
+        running("b-own", "lab-b", "b1", gpus=8),
+        running("b-spent", "lab-b", "c1", gpus=8, reclaims=3),
+    ]
+    d = schedule(snapshot(nodes, [job("a-1", "lab-a", gpus=4)], run), POL)
+    assert preempted(d) == []
+    assert d.explanations["a-1"].endswith(
+        f"nothing can be reclaimed: no member above its fair share holds borrowed {H100} "
+        f"GPUs it could use; not counted: 8 {H100} GPUs it could use, borrowed by a job "
+        "reclaimed 3 times already (maxReclaimsPerJob), never reclaimed again: b-spent of "
+        "lab-b"
+    )
+
+
 def test_a_job_at_the_limit_borrows_only_from_owners_that_want_little() -> None:
     # lab-a holds its whole entitlement of 8 on a1. lab-b holds 4 of its 8 on b1 (half:
     # likely to want the rest back). A job reclaimed 3 times is never reclaimed again,
