@@ -586,7 +586,7 @@ class _Cycle:
             at_limit = (
                 ""
                 if self.reclaimer is None
-                else self.reclaimer.at_limit_detail(job.pods, job.member, model, lendable)
+                else self.reclaimer.at_limit_detail(job.pods, job.member, model)
             )
             return (
                 f"nothing can be reclaimed: no member above its fair share holds borrowed "

@@ -122,7 +122,7 @@ class VictimJob:
         self,
         job_id: str,
         member: str,
-        pods: list[tuple[RunningPod, int]] | None = None,
+        pods: list[tuple[RunningPod, int]],
         youngest_start: float = float("-inf"),
         priority: int = -(2**62),
         reclaimable: bool = False,
@@ -133,7 +133,7 @@ class VictimJob:
     ) -> None:
         self.job_id = job_id
         self.member = member
-        self.pods = [] if pods is None else pods
+        self.pods = pods
         self.youngest_start = youngest_start
         self.priority = priority
         self.reclaimable = reclaimable
@@ -366,7 +366,9 @@ class Reclaimer:
         tally = attempt.tally()
         result = _drain(attempt) if tally.young else attempt.refusal(tally)
         if isinstance(result, NoReclaim) and self.at_limit:
-            return NoReclaim(result.why, result.detail + self._held_at_limit(attempt.room))
+            room = attempt.room
+            detail = self._held_at_limit(room.member, room.model, room.feasible)
+            return NoReclaim(result.why, result.detail + detail)
         return result
 
     def at_limit_detail(
@@ -374,27 +376,25 @@ class Reclaimer:
         pods: Sequence[PendingPod],
         member: str,
         model: str,
-        lendable: Mapping[str, int] | None,
     ) -> str:
         """For a job nothing is reclaimed for: the end of its sentence naming the
         borrowed GPUs it could use that belong to other members' jobs at the reclaim
         limit ("" when none)."""
         if not self.at_limit:
             return ""
-        room = self._room(pods, member, model, lendable)
-        return "" if room is None else self._held_at_limit(room)
+        return self._held_at_limit(member, model, self._feasible_nodes(pods, model))
 
-    def _held_at_limit(self, room: _Room) -> str:
+    def _held_at_limit(self, member: str, model: str, feasible: AbstractSet[int]) -> str:
         held: dict[str, tuple[str, int]] = {}
         for pod, i in self.at_limit:
-            member = pod.member
-            if member is None or member == room.member or i not in room.feasible:
+            holder = pod.member
+            if holder is None or holder == member or i not in feasible:
                 continue
             gpus = held[pod.job_id][1] if pod.job_id in held else 0
-            held[pod.job_id] = (member, gpus + pod.spec.gpus)
+            held[pod.job_id] = (holder, gpus + pod.spec.gpus)
         if not held or self.max_reclaims is None:
             return ""
-        return at_limit_detail(held, room.model, self.max_reclaims)
+        return at_limit_detail(held, model, self.max_reclaims)
 
     def _room(
         self,

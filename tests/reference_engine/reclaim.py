@@ -252,30 +252,30 @@ class Reclaimer:
         result = _drain(attempt) if tally.young else attempt.refusal(tally)
         if not isinstance(result, NoReclaim):
             return result
-        return NoReclaim(result.why, result.detail + self._held_at_limit(attempt.room))
+        room = attempt.room
+        detail = self._held_at_limit(room.member, room.model, room.feasible)
+        return NoReclaim(result.why, result.detail + detail)
 
     def at_limit_detail(
         self,
         pods: Sequence[PendingPod],
         member: str,
         model: str,
-        lendable: Mapping[str, int] | None,
     ) -> str:
         """The end of the sentence of a job nothing is reclaimed for: borrowed GPUs it
         could use of other members' jobs at the reclaim limit ("" when none)."""
-        room = self._room(pods, member, model, lendable)
-        return "" if room is None else self._held_at_limit(room)
+        return self._held_at_limit(member, model, self._feasible_nodes(pods, model))
 
-    def _held_at_limit(self, room: _Room) -> str:
+    def _held_at_limit(self, member: str, model: str, feasible: set[int]) -> str:
         if self.max_reclaims is None:
             return ""
         held: dict[str, tuple[str, int]] = {}
         for pod, i in self.at_limit:
-            member = pod.member
-            if member is not None and member != room.member and i in room.feasible:
-                _, gpus = held.get(pod.job_id, (member, 0))
-                held[pod.job_id] = (member, gpus + pod.spec.gpus)
-        return at_limit_detail(held, room.model, self.max_reclaims) if held else ""
+            holder = pod.member
+            if holder is not None and holder != member and i in feasible:
+                _, gpus = held.get(pod.job_id, (holder, 0))
+                held[pod.job_id] = (holder, gpus + pod.spec.gpus)
+        return at_limit_detail(held, model, self.max_reclaims) if held else ""
 
     def _room(
         self,
