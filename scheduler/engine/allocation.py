@@ -20,24 +20,34 @@ running pods (docs/glossary.md).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 from scheduler.engine.entitlement import MemberModel
 from scheduler.engine.snapshot import RunningPod
 
 
-@dataclass(slots=True)
 class Allocation:
-    allocated: dict[MemberModel, int] = field(default_factory=dict)
-    borrowed: dict[MemberModel, int] = field(default_factory=dict)
+    """A plain class, not a dataclass: see `scheduler.engine.jobinfo.JobInfo`."""
+
+    __slots__ = ("allocated", "borrowed", "lent", "reclaimable", "reclaimable_pods", "used")
+
+    allocated: dict[MemberModel, int]
+    borrowed: dict[MemberModel, int]
     """GPUs allocated above the entitlement (only positive entries)."""
-    reclaimable: dict[MemberModel, int] = field(default_factory=dict)
+    reclaimable: dict[MemberModel, int]
     """GPUs in reclaimable pods (only positive entries)."""
-    lent: dict[MemberModel, int] = field(default_factory=dict)
-    reclaimable_pods: set[str] = field(default_factory=set)
+    lent: dict[MemberModel, int]
+    reclaimable_pods: set[str]
     """Uids of reclaimable pods."""
-    used: dict[str, int] = field(default_factory=dict)
+    used: dict[str, int]
     """GPUs held per model by every pod (terminating and foreign ones too)."""
+
+    def __init__(self) -> None:
+        self.allocated = {}
+        self.borrowed = {}
+        self.reclaimable = {}
+        self.lent = {}
+        self.reclaimable_pods = set()
+        self.used = {}
 
     def member_total(self, member: str) -> int:
         return sum(v for (m, _), v in self.allocated.items() if m == member)

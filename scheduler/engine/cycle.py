@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 from scheduler.engine import shares as shares_mod
@@ -138,12 +138,20 @@ def _lenders(policy: Policy) -> list[tuple[str, int]]:
     ]
 
 
-@dataclass(slots=True)
+@dataclass(init=False, slots=True)
 class _Outcome:
-    binds: list[Bind] = field(default_factory=list)
-    preemptions: list[Preemption] = field(default_factory=list)
-    nominations: list[Nomination] = field(default_factory=list)
-    waiting: dict[str, tuple[PendingJob, Waiting]] = field(default_factory=dict)
+    """Its own `__init__`: see `scheduler.engine.decisions.MemberShare`."""
+
+    binds: list[Bind]
+    preemptions: list[Preemption]
+    nominations: list[Nomination]
+    waiting: dict[str, tuple[PendingJob, Waiting]]
+
+    def __init__(self) -> None:
+        self.binds = []
+        self.preemptions = []
+        self.nominations = []
+        self.waiting = {}
 
 
 class _Cycle:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 PreemptionCause = Literal["reclaim", "consolidation"]
@@ -25,7 +25,7 @@ class Bind(NamedTuple):
     is among the reclaimable ones."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, unsafe_hash=True, slots=True)
 class Preemption:
     pod_uid: str
     job_id: str
@@ -39,6 +39,42 @@ class Preemption:
     """reclaim: the member takes GPUs back; consolidation: the victim's work is moved
     off a node so that a job blocked by fragmentation fits (`consolidation`)."""
 
+    def __init__(
+        self,
+        pod_uid: str,
+        job_id: str,
+        victim_member: str | None,
+        reclaimer: str,
+        for_job: str,
+        reason: str,
+        grace_period_seconds: int,
+        cause: PreemptionCause = "reclaim",
+    ) -> None:
+        self.pod_uid = pod_uid
+        self.job_id = job_id
+        self.victim_member = victim_member
+        self.reclaimer = reclaimer
+        self.for_job = for_job
+        self.reason = reason
+        self.grace_period_seconds = grace_period_seconds
+        self.cause = cause
+
+    def __reduce__(self) -> tuple[type[Preemption], tuple[object, ...]]:
+        # Compiled, a class with its own `__init__` is unpickled through it.
+        return (
+            Preemption,
+            (
+                self.pod_uid,
+                self.job_id,
+                self.victim_member,
+                self.reclaimer,
+                self.for_job,
+                self.reason,
+                self.grace_period_seconds,
+                self.cause,
+            ),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Nomination:
@@ -49,9 +85,12 @@ class Nomination:
     """pod uid -> node."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, unsafe_hash=True, slots=True)
 class MemberShare:
-    """One member's position for one GPU model at the instant of the snapshot."""
+    """One member's position for one GPU model at the instant of the snapshot. Its own
+    `__init__`, not the dataclass one: compiled, the engine makes one per member and
+    model every cycle, and the generated one runs interpreted (ten times slower). Not
+    frozen for the same reason (nothing changes one once made)."""
 
     member: str
     gpu_model: str
@@ -68,6 +107,51 @@ class MemberShare:
     """GPUs on the member's own nodes held by other members' pods."""
     pending: int
     demand: int
+
+    def __init__(
+        self,
+        member: str,
+        gpu_model: str,
+        contribution: int,
+        entitlement: int,
+        fair_share: float,
+        allocated: int,
+        borrowed: int,
+        reclaimable: int,
+        lent: int,
+        pending: int,
+        demand: int,
+    ) -> None:
+        self.member = member
+        self.gpu_model = gpu_model
+        self.contribution = contribution
+        self.entitlement = entitlement
+        self.fair_share = fair_share
+        self.allocated = allocated
+        self.borrowed = borrowed
+        self.reclaimable = reclaimable
+        self.lent = lent
+        self.pending = pending
+        self.demand = demand
+
+    def __reduce__(self) -> tuple[type[MemberShare], tuple[object, ...]]:
+        # Compiled, a class with its own `__init__` is unpickled through it.
+        return (
+            MemberShare,
+            (
+                self.member,
+                self.gpu_model,
+                self.contribution,
+                self.entitlement,
+                self.fair_share,
+                self.allocated,
+                self.borrowed,
+                self.reclaimable,
+                self.lent,
+                self.pending,
+                self.demand,
+            ),
+        )
 
 
 class Explanations(Mapping[str, str]):
@@ -116,12 +200,35 @@ class Explanations(Mapping[str, str]):
         return (dict, (self._all(),))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, slots=True)
 class Decisions:
-    binds: tuple[Bind, ...] = ()
-    preemptions: tuple[Preemption, ...] = ()
-    nominations: tuple[Nomination, ...] = ()
-    explanations: Mapping[str, str] = field(default_factory=dict)
+    """What one cycle decided (its own `__init__`, not frozen: see `MemberShare`)."""
+
+    binds: tuple[Bind, ...]
+    preemptions: tuple[Preemption, ...]
+    nominations: tuple[Nomination, ...]
+    explanations: Mapping[str, str]
     """job id -> one human sentence saying why it still waits (`Explanations` from the
     engine)."""
-    shares: tuple[MemberShare, ...] = ()
+    shares: tuple[MemberShare, ...]
+
+    def __init__(
+        self,
+        binds: tuple[Bind, ...] = (),
+        preemptions: tuple[Preemption, ...] = (),
+        nominations: tuple[Nomination, ...] = (),
+        explanations: Mapping[str, str] | None = None,
+        shares: tuple[MemberShare, ...] = (),
+    ) -> None:
+        self.binds = binds
+        self.preemptions = preemptions
+        self.nominations = nominations
+        self.explanations = {} if explanations is None else explanations
+        self.shares = shares
+
+    def __reduce__(self) -> tuple[type[Decisions], tuple[object, ...]]:
+        # Compiled, a class with its own `__init__` is unpickled through it.
+        return (
+            Decisions,
+            (self.binds, self.preemptions, self.nominations, self.explanations, self.shares),
+        )

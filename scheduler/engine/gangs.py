@@ -27,13 +27,27 @@ from scheduler.engine.placement import ClusterState, Res, spec_res
 from scheduler.engine.snapshot import PendingPod, PodSpec
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, unsafe_hash=True, slots=True)
 class Plan:
+    """Its own `__init__`: see `scheduler.engine.decisions.MemberShare`."""
+
     pods: tuple[tuple[str, int], ...]
     """(pod uid, node index), in the job's pod order."""
     nodes: int
     spans_domains: bool
     tier_sum: int
+
+    def __init__(
+        self,
+        pods: tuple[tuple[str, int], ...],
+        nodes: int,
+        spans_domains: bool,
+        tier_sum: int,
+    ) -> None:
+        self.pods = pods
+        self.nodes = nodes
+        self.spans_domains = spans_domains
+        self.tier_sum = tier_sum
 
 
 def _groups(pods: Sequence[PendingPod]) -> list[tuple[PodSpec, list[str]]]:

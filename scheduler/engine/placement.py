@@ -149,18 +149,24 @@ GroupKey = tuple[str, int, str]
 """(owner or "", untolerated PreferNoSchedule taints, GPU model)."""
 
 
-@dataclass(slots=True)
+@dataclass(init=False, slots=True)
 class View:
     """The placeable nodes admitting one pod shape, grouped by owner, PreferNoSchedule
     penalty and GPU model; each group keeps free GPUs -> node indices in name order, so
-    the best node is found without scanning the cluster."""
+    the best node is found without scanning the cluster. Its own `__init__`: see
+    `scheduler.engine.decisions.MemberShare`."""
 
-    groups: dict[GroupKey, dict[int, list[int]]] = field(default_factory=dict)
-    order: list[GroupKey] = field(default_factory=list)
-    ranked: dict[tuple[str, bool], list[Ranked]] = field(default_factory=dict)
+    groups: dict[GroupKey, dict[int, list[int]]]
+    order: list[GroupKey]
+    ranked: dict[tuple[str, bool], list[Ranked]]
     """(member, cautious) -> the groups by (tier, penalty, group key): the order a search
     for that member's pod visits them in (the tiers depend on `ClusterState.wanted`,
     which is set before any view is built)."""
+
+    def __init__(self) -> None:
+        self.groups = {}
+        self.order = []
+        self.ranked = {}
 
 
 Ranked = tuple[int, int, str, dict[int, list[int]]]

@@ -71,7 +71,7 @@ import math
 from abc import abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from itertools import chain
 
@@ -147,14 +147,26 @@ class VictimJob:
         return (0 if self.checkpointable else 1, self.run_gpu_s, self.priority, self.job_id)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, unsafe_hash=True, slots=True)
 class ReclaimResult:
+    """Its own `__init__`: see `scheduler.engine.decisions.MemberShare`."""
+
     victims: tuple[VictimJob, ...]
     plan: Plan
-    wait: bool = False
+    wait: bool
     """A drain: some victims have not run `min_runtime_seconds` yet, so nothing is
     preempted now, but the free capacity of the plan is held for the job so that it is
     not handed to others while the victims age."""
+
+    def __init__(
+        self,
+        victims: tuple[VictimJob, ...],
+        plan: Plan,
+        wait: bool = False,
+    ) -> None:
+        self.victims = victims
+        self.plan = plan
+        self.wait = wait
 
 
 class Why(Enum):
@@ -178,22 +190,42 @@ class Why(Enum):
     could use."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, unsafe_hash=True, slots=True)
 class NoReclaim:
+    """Its own `__init__`: see `scheduler.engine.decisions.MemberShare`."""
+
     why: Why
     detail: str
     """The reason as the end of a sentence ("nothing can be reclaimed: <detail>")."""
 
+    def __init__(
+        self,
+        why: Why,
+        detail: str,
+    ) -> None:
+        self.why = why
+        self.detail = detail
 
-@dataclass(slots=True)
+
+@dataclass(init=False, slots=True)
 class _Tally:
     """What ruled out the victims of a failed attempt: whether some considered job was
     too young, usable (its member may give, it is old enough), or of a member that may
-    not give."""
+    not give. Its own `__init__`: see `scheduler.engine.decisions.MemberShare`."""
 
-    young: bool = False
-    usable: bool = False
-    not_giving: bool = False
+    young: bool
+    usable: bool
+    not_giving: bool
+
+    def __init__(
+        self,
+        young: bool = False,
+        usable: bool = False,
+        not_giving: bool = False,
+    ) -> None:
+        self.young = young
+        self.usable = usable
+        self.not_giving = not_giving
 
 
 class Reclaimer:
@@ -659,18 +691,31 @@ class _Room:
         return change, gpus
 
 
-@dataclass(eq=False)
 class _Attempt:
     """One reclaim attempt: the shared victim-set search. Subclasses are the modes: who
     may give GPUs up, how low they may go, and in which order they are tried. (Not an
-    `ABC`: compiled, a dataclass with that metaclass cannot be created.)"""
+    `ABC`: compiled, a class with that metaclass cannot be created. Not a dataclass: see
+    `scheduler.engine.jobinfo.JobInfo`.)"""
 
     reclaimer: Reclaimer
     room: _Room
     alloc: Mapping[MemberModel, int]
     fair: Mapping[MemberModel, float]
-    _giving: dict[str, bool] = field(default_factory=dict, init=False)
+    _giving: dict[str, bool]
     """`may_give` per victim member: positions do not change within an attempt."""
+
+    def __init__(
+        self,
+        reclaimer: Reclaimer,
+        room: _Room,
+        alloc: Mapping[MemberModel, int],
+        fair: Mapping[MemberModel, float],
+    ) -> None:
+        self.reclaimer = reclaimer
+        self.room = room
+        self.alloc = alloc
+        self.fair = fair
+        self._giving = {}
 
     @property
     def member(self) -> str:
@@ -823,7 +868,6 @@ class _Attempt:
         return chosen, plan
 
 
-@dataclass(eq=False)
 class WithinEntitlement(_Attempt):
     """The job keeps its member within its entitlement: any other member above its
     entitlement gives up reclaimable pods, down to that entitlement, members furthest above
@@ -831,6 +875,17 @@ class WithinEntitlement(_Attempt):
     back whole."""
 
     entitlement: Mapping[MemberModel, int]
+
+    def __init__(
+        self,
+        reclaimer: Reclaimer,
+        room: _Room,
+        alloc: Mapping[MemberModel, int],
+        fair: Mapping[MemberModel, float],
+        entitlement: Mapping[MemberModel, int],
+    ) -> None:
+        super().__init__(reclaimer, room, alloc, fair)
+        self.entitlement = entitlement
 
     def _may_give(self, victim_member: str) -> bool:
         key = (victim_member, self.model)
@@ -906,7 +961,6 @@ class WithinEntitlement(_Attempt):
                         yield job
 
 
-@dataclass(eq=False)
 class UpToFairShare(_Attempt):
     """The job takes its member beyond its entitlement: members above their fair share
     (further above it than the reclaimer would be, with `above_ratio`) give up reclaimable
@@ -914,6 +968,17 @@ class UpToFairShare(_Attempt):
 
     above_ratio: float | None
     """The reclaimer's allocated / fair share with the job, when above 1."""
+
+    def __init__(
+        self,
+        reclaimer: Reclaimer,
+        room: _Room,
+        alloc: Mapping[MemberModel, int],
+        fair: Mapping[MemberModel, float],
+        above_ratio: float | None,
+    ) -> None:
+        super().__init__(reclaimer, room, alloc, fair)
+        self.above_ratio = above_ratio
 
     def _may_give(self, victim_member: str) -> bool:
         key = (victim_member, self.model)

@@ -19,7 +19,7 @@ Limits turned into water-filling caps, per model:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from scheduler.engine.allocation import Allocation, classify
@@ -39,8 +39,10 @@ if TYPE_CHECKING:
     from policies.model import Policy
 
 
-@dataclass(slots=True)
+@dataclass(init=False, slots=True)
 class ShareBook:
+    """Its own `__init__`: see `scheduler.engine.decisions.MemberShare`."""
+
     models: list[str]
     members: list[str]
     capacity: dict[str, int]
@@ -59,10 +61,42 @@ class ShareBook:
     queued: list[JobInfo]
     """The pending jobs (what is known of each) by member, then in each member's queue
     order (`job_sort_key`)."""
-    node_of: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+    node_of: dict[str, tuple[str, str | None]]
     """node name -> (GPU model, owner)."""
-    only_model: str | None = None
+    only_model: str | None
     """The GPU model when there is exactly one."""
+
+    def __init__(
+        self,
+        models: list[str],
+        members: list[str],
+        capacity: dict[str, int],
+        contribution: dict[MemberModel, int],
+        entitlement: dict[MemberModel, int],
+        allocation: Allocation,
+        pending: dict[MemberModel, int],
+        fair: dict[MemberModel, float],
+        job_model: dict[str, str | None],
+        infos: list[JobInfo],
+        info: dict[str, JobInfo],
+        queued: list[JobInfo],
+        node_of: dict[str, tuple[str, str | None]],
+        only_model: str | None,
+    ) -> None:
+        self.models = models
+        self.members = members
+        self.capacity = capacity
+        self.contribution = contribution
+        self.entitlement = entitlement
+        self.allocation = allocation
+        self.pending = pending
+        self.fair = fair
+        self.job_model = job_model
+        self.infos = infos
+        self.info = info
+        self.queued = queued
+        self.node_of = node_of
+        self.only_model = only_model
 
     def model_of(self, info: JobInfo) -> str | None:
         """The model the job's demand counts against (None: it asks for no GPU, or there
