@@ -66,7 +66,6 @@ each new one taking the capacity freed by the last.
 
 from __future__ import annotations
 
-import heapq
 import math
 from abc import abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -334,12 +333,17 @@ class Reclaimer:
             self.members.setdefault(model, []).append(member)
 
     def merged(self, lists: Iterable[list[VictimJob]]) -> Iterator[VictimJob]:
-        """Jobs of several lists in the common order."""
+        """Jobs of several lists (reclaimable ones, each job in one list) in the common
+        order. Sorted at once rather than merged lazily: `heapq.merge` is Python code
+        even in the compiled engine, and most walks that merge go to the end (an attempt
+        that fails)."""
         found = [lst for lst in lists if lst]
         if len(found) == 1:
             return iter(found[0])
         rank = self.rank
-        return heapq.merge(*found, key=lambda job: rank[job.job_id])
+        jobs = [job for lst in found for job in lst]
+        jobs.sort(key=lambda job: rank[job.job_id])
+        return iter(jobs)
 
     def has_candidates(self) -> bool:
         return self.gone_reclaimable < self.reclaimable_jobs
