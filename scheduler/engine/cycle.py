@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 from scheduler.engine import shares as shares_mod
+from scheduler.engine.collector import paused
 from scheduler.engine.consolidation import Consolidator, Move, Positions, fragmented
 from scheduler.engine.decisions import (
     Bind,
@@ -87,7 +88,8 @@ def compute_shares(snapshot: Snapshot, policy: Policy) -> tuple[MemberShare, ...
 
 
 def schedule(snapshot: Snapshot, policy: Policy) -> Decisions:
-    return _Cycle(snapshot, policy).run()
+    with paused():  # see `collector`
+        return _Cycle(snapshot, policy).run()
 
 
 class _Claim:

@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
+from scheduler.engine.collector import paused
+
 PreemptionCause = Literal["reclaim", "consolidation"]
 
 
@@ -58,22 +60,6 @@ class Preemption:
         self.reason = reason
         self.grace_period_seconds = grace_period_seconds
         self.cause = cause
-
-    def __reduce__(self) -> tuple[type[Preemption], tuple[object, ...]]:
-        # Compiled, a class with its own `__init__` is unpickled through it.
-        return (
-            Preemption,
-            (
-                self.pod_uid,
-                self.job_id,
-                self.victim_member,
-                self.reclaimer,
-                self.for_job,
-                self.reason,
-                self.grace_period_seconds,
-                self.cause,
-            ),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,25 +120,6 @@ class MemberShare:
         self.pending = pending
         self.demand = demand
 
-    def __reduce__(self) -> tuple[type[MemberShare], tuple[object, ...]]:
-        # Compiled, a class with its own `__init__` is unpickled through it.
-        return (
-            MemberShare,
-            (
-                self.member,
-                self.gpu_model,
-                self.contribution,
-                self.entitlement,
-                self.fair_share,
-                self.allocated,
-                self.borrowed,
-                self.reclaimable,
-                self.lent,
-                self.pending,
-                self.demand,
-            ),
-        )
-
 
 class Explanations(Mapping[str, str]):
     """job id -> one human sentence saying why it still waits, worked out on first read.
@@ -176,7 +143,8 @@ class Explanations(Mapping[str, str]):
                 found = self._found
                 if found is None:
                     assert self._make is not None
-                    found = self._found = self._make()
+                    with paused():  # written like a cycle (see `collector`)
+                        found = self._found = self._make()
                     self._make = None  # lets the cycle's state go
         return found
 
@@ -225,10 +193,3 @@ class Decisions:
         self.nominations = nominations
         self.explanations = {} if explanations is None else explanations
         self.shares = shares
-
-    def __reduce__(self) -> tuple[type[Decisions], tuple[object, ...]]:
-        # Compiled, a class with its own `__init__` is unpickled through it.
-        return (
-            Decisions,
-            (self.binds, self.preemptions, self.nominations, self.explanations, self.shares),
-        )

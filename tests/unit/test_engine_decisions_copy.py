@@ -1,6 +1,6 @@
 """What a cycle decides travels whole: the API front gets it pickled, the daemon keeps
 copies. Compiled, a class with its own `__init__` is unpickled through that `__init__`,
-so each kept class says how (`__reduce__`)."""
+so `scheduler.engine.pickling` rebuilds each through its constructor."""
 
 from __future__ import annotations
 

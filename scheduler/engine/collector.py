@@ -1,0 +1,50 @@
+"""Python's cyclic garbage collector paused while a cycle runs.
+
+A cycle makes a few containers per pending job and per node (positions, views, queues,
+decisions), and none of them ends in a reference cycle: reference counting frees all of
+it (a test collects after whole contended replays and finds nothing). Left running, the
+collector is triggered by those allocations over and over, and each pass walks the
+young objects, which in a cold cycle are the snapshot's own jobs, just built by the
+caller: 25 to 35 % of a cold cycle at 5,000 nodes and 50,000 pending with Python's default
+settings. Pausing it changes no decision. The daemon's API threads and the cycle may
+overlap, so pauses nest: the collector resumes when the last one ends, and only if it
+was running when the first began.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+
+
+class _Pauses:
+    __slots__ = ("depth", "lock", "resume")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.depth = 0
+        self.resume = False
+
+
+_PAUSES = _Pauses()
+
+
+class paused:
+    """`with paused():` runs its block with the cyclic collector off."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        p = _PAUSES
+        with p.lock:
+            if p.depth == 0:
+                p.resume = gc.isenabled()
+                gc.disable()
+            p.depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        p = _PAUSES
+        with p.lock:
+            p.depth -= 1
+            if p.depth == 0 and p.resume:
+                gc.enable()
