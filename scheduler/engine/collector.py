@@ -6,9 +6,10 @@ it (a test collects after whole contended replays and finds nothing). Left runni
 collector is triggered by those allocations over and over, and each pass walks the
 young objects, which in a cold cycle are the snapshot's own jobs, just built by the
 caller: 25 to 35 % of a cold cycle at 5,000 nodes and 50,000 pending with Python's default
-settings. Pausing it changes no decision. The daemon's API threads and the cycle may
-overlap, so pauses nest: the collector resumes when the last one ends, and only if it
-was running when the first began.
+settings. Pausing it changes no decision; a collection the caller's own allocations
+call for runs after the cycle instead of during it. The daemon's API threads and the
+cycle may overlap, so pauses nest: the collector resumes when the last one ends, and
+only if it was running when the first began.
 """
 
 from __future__ import annotations
@@ -29,22 +30,20 @@ class _Pauses:
 _PAUSES = _Pauses()
 
 
-class paused:
-    """`with paused():` runs its block with the cyclic collector off."""
+def pause() -> None:
+    """Turn the collector off until the matching `resume`. A function, not a context
+    manager: making any object could set off the very collection the pause is for."""
+    p = _PAUSES
+    with p.lock:
+        if p.depth == 0:
+            p.resume = gc.isenabled()
+            gc.disable()
+        p.depth += 1
 
-    __slots__ = ()
 
-    def __enter__(self) -> None:
-        p = _PAUSES
-        with p.lock:
-            if p.depth == 0:
-                p.resume = gc.isenabled()
-                gc.disable()
-            p.depth += 1
-
-    def __exit__(self, *exc: object) -> None:
-        p = _PAUSES
-        with p.lock:
-            p.depth -= 1
-            if p.depth == 0 and p.resume:
-                gc.enable()
+def resume() -> None:
+    p = _PAUSES
+    with p.lock:
+        p.depth -= 1
+        if p.depth == 0 and p.resume:
+            gc.enable()

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 from scheduler.engine import shares as shares_mod
-from scheduler.engine.collector import paused
+from scheduler.engine.collector import pause, resume
 from scheduler.engine.consolidation import Consolidator, Move, Positions, fragmented
 from scheduler.engine.decisions import (
     Bind,
@@ -88,8 +88,11 @@ def compute_shares(snapshot: Snapshot, policy: Policy) -> tuple[MemberShare, ...
 
 
 def schedule(snapshot: Snapshot, policy: Policy) -> Decisions:
-    with paused():  # see `collector`
+    pause()  # see `collector`
+    try:
         return _Cycle(snapshot, policy).run()
+    finally:
+        resume()
 
 
 class _Claim:

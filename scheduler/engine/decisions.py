@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
-from scheduler.engine.collector import paused
+from scheduler.engine.collector import pause, resume
 
 PreemptionCause = Literal["reclaim", "consolidation"]
 
@@ -143,8 +143,11 @@ class Explanations(Mapping[str, str]):
                 found = self._found
                 if found is None:
                     assert self._make is not None
-                    with paused():  # written like a cycle (see `collector`)
+                    pause()  # written like a cycle (see `collector`)
+                    try:
                         found = self._found = self._make()
+                    finally:
+                        resume()
                     self._make = None  # lets the cycle's state go
         return found
 
