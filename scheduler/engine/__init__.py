@@ -9,10 +9,10 @@ import importlib
 import pkgutil
 
 from scheduler.engine.cycle import compute_shares, schedule
-from scheduler.engine.pickling import register_frozen
+from scheduler.engine.pickling import register_by_constructor
 
 # Every module of the package, not the compiled modules' shared library (see engine_build).
-register_frozen(
+register_by_constructor(
     importlib.import_module(f"{__name__}.{m.name}")
     for m in pkgutil.iter_modules(__path__)
     if not m.name.endswith("__mypyc")

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 from scheduler.engine import shares as shares_mod
@@ -143,9 +142,15 @@ def _lenders(policy: Policy) -> list[tuple[str, int]]:
     ]
 
 
-@dataclass(init=False, slots=True)
 class _Outcome:
-    """Its own `__init__`: see `scheduler.engine.decisions.MemberShare`."""
+    """A plain class: see `scheduler.engine.jobinfo.JobInfo`."""
+
+    __slots__ = (
+        "binds",
+        "nominations",
+        "preemptions",
+        "waiting",
+    )
 
     binds: list[Bind]
     preemptions: list[Preemption]

@@ -18,7 +18,7 @@ def _by_constructor(record: Any) -> tuple[type, tuple[Any, ...]]:
     return type(record), tuple(getattr(record, f.name) for f in dataclasses.fields(record))
 
 
-def register_frozen(modules: Iterable[ModuleType]) -> None:
+def register_by_constructor(modules: Iterable[ModuleType]) -> None:
     """Pickle every frozen dataclass, and every one with its own `__init__` (its fields
     in order), the modules define through its constructor."""
     for module in modules:

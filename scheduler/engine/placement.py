@@ -149,12 +149,17 @@ GroupKey = tuple[str, int, str]
 """(owner or "", untolerated PreferNoSchedule taints, GPU model)."""
 
 
-@dataclass(init=False, slots=True)
 class View:
     """The placeable nodes admitting one pod shape, grouped by owner, PreferNoSchedule
     penalty and GPU model; each group keeps free GPUs -> node indices in name order, so
-    the best node is found without scanning the cluster. Its own `__init__`: see
-    `scheduler.engine.decisions.MemberShare`."""
+    the best node is found without scanning the cluster. A plain class: see
+    `scheduler.engine.jobinfo.JobInfo`."""
+
+    __slots__ = (
+        "groups",
+        "order",
+        "ranked",
+    )
 
     groups: dict[GroupKey, dict[int, list[int]]]
     order: list[GroupKey]

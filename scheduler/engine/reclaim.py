@@ -206,11 +206,16 @@ class NoReclaim:
         self.detail = detail
 
 
-@dataclass(init=False, slots=True)
 class _Tally:
     """What ruled out the victims of a failed attempt: whether some considered job was
     too young, usable (its member may give, it is old enough), or of a member that may
-    not give. Its own `__init__`: see `scheduler.engine.decisions.MemberShare`."""
+    not give. A plain class: see `scheduler.engine.jobinfo.JobInfo`."""
+
+    __slots__ = (
+        "not_giving",
+        "usable",
+        "young",
+    )
 
     young: bool
     usable: bool

@@ -39,9 +39,25 @@ if TYPE_CHECKING:
     from policies.model import Policy
 
 
-@dataclass(init=False, slots=True)
 class ShareBook:
-    """Its own `__init__`: see `scheduler.engine.decisions.MemberShare`."""
+    """A plain class: see `scheduler.engine.jobinfo.JobInfo`."""
+
+    __slots__ = (
+        "allocation",
+        "capacity",
+        "contribution",
+        "entitlement",
+        "fair",
+        "info",
+        "infos",
+        "job_model",
+        "members",
+        "models",
+        "node_of",
+        "only_model",
+        "pending",
+        "queued",
+    )
 
     models: list[str]
     members: list[str]
