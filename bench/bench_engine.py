@@ -266,14 +266,21 @@ def _passes(snapshots: list[Snapshot], policy: Policy, reps: int) -> tuple[float
     return best, best_cpu, binds, preempted
 
 
+def _table(title: str, *columns: str) -> Table:
+    table = Table(title=title, padding=(0, 0))
+    for col in columns:
+        table.add_column(col, justify="right", no_wrap=True, overflow="fold")
+    return table
+
+
 def run_replay(console: Console) -> None:
     with console.status(f"contended replay: {REPLAY_DAYS:.0f} days, Philly-shaped"):
         policy, snapshots, cycles = _replay_snapshots()
         wall, cpu, binds, preempted = _passes(snapshots, policy, 3)
         before = sum(_before(s, policy) for s in snapshots)
     n = max(1, len(snapshots))
-    table = Table(title="fairpool engine: cycles of a contended replay", padding=(0, 0))
-    for col in (
+    table = _table(
+        "fairpool engine: cycles of a contended replay",
         "snapshots",
         "of cycles",
         "nodes",
@@ -284,8 +291,7 @@ def run_replay(console: Console) -> None:
         "CPU ms/cycle",
         "placed",
         "preempted",
-    ):
-        table.add_column(col, justify="right", no_wrap=True, overflow="fold")
+    )
     table.add_row(
         f"{len(snapshots):,}",
         f"{cycles:,}",
@@ -302,7 +308,8 @@ def run_replay(console: Console) -> None:
     console.print(
         f"the first {REPLAY_DAYS:.0f} days of bench_fairness's Philly-shaped trace, every "
         f"{REPLAY_EVERY}th cycle's snapshot; ms/cycle: best of 3 passes over them, per "
-        "snapshot; before: the reference engine (tests/reference_engine), one pass; "
+        "snapshot, sentences not written (the simulator never reads them); before: the "
+        "reference engine (tests/reference_engine), one pass; "
         "placed / preempted: what one pass decides"
     )
 
@@ -314,8 +321,8 @@ def run(console: Console) -> None:
 
 def run_cases(console: Console) -> None:
     policy = _policy()
-    table = Table(title="fairpool engine: one scheduling cycle", padding=(0, 0))
-    for col in (
+    table = _table(
+        "fairpool engine: one scheduling cycle",
         "nodes",
         "pending",
         "gang?",
@@ -328,8 +335,7 @@ def run_cases(console: Console) -> None:
         "placed/s",
         "preempted",
         "peak MiB",
-    ):
-        table.add_column(col, justify="right", no_wrap=True, overflow="fold")
+    )
     seconds_per_pod: dict[int, float] = {}
     for case in _cases():
         nodes, pending = case.nodes, case.pending
