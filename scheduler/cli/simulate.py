@@ -24,7 +24,7 @@ from scheduler.sim.cluster import build_nodes, check_inventory
 from scheduler.sim.outputs import write_study
 from scheduler.sim.pipeline import Study, check_trace, run_study
 from scheduler.sim.standalone import fits, reachable
-from scheduler.sim.waiting import IDLE_CAUSES
+from scheduler.sim.waiting import IDLE_CAUSES, OWED_CAUSES
 from scheduler.traces.csv import read_trace
 from scheduler.traces.model import Trace
 from scheduler.traces.synth import node_gpus_of, synthesize
@@ -172,9 +172,33 @@ def waiting_line(s: dict[str, object]) -> str:
         f"used; preemptions per job max {_gpu_h(s['preemptions_per_job_max'])}; "
         f"consolidation preemptions {s.get('consolidation_preemptions', 0)}; time to "
         f"entitlement p99 {_hours(s['time_to_entitlement_p99_s'])}, max "
-        f"{_hours(s['time_to_entitlement_max_s'])}"
+        f"{_hours(s['time_to_entitlement_max_s'])}{_past_allowance(s)}"
         + (f"; members worse off pooled {worse}" if worse is not None else "")
     )
+
+
+def _past_allowance(s: dict[str, object]) -> str:
+    """Owed waits longer than a reclaim takes, and what held the owners' nodes."""
+    count = s.get("time_to_entitlement_past_allowance_episodes")
+    if not count:
+        return ""
+    causes = ", ".join(
+        f"{OWED_CAUSE_WORDS[cause]} {_gpu_h(hours)} h"
+        for cause in OWED_CAUSES
+        if (hours := s[f"time_to_entitlement_past_allowance_{cause}_h"])
+    )
+    return (
+        f" ({count} waits past the {s['time_to_entitlement_allowance_s']:g} s allowance; "
+        f"hours beyond it, by what held the owners' nodes: {causes})"
+    )
+
+
+OWED_CAUSE_WORDS = {
+    "reclaim_limit": "jobs at maxReclaimsPerJob",
+    "others_entitlement": "others' work within their entitlement",
+    "borrowed": "borrowed work not yet reclaimed",
+    "elsewhere": "nothing of others",
+}
 
 
 def _fraction(value: object) -> str:

@@ -25,7 +25,7 @@ from scheduler.sim.simulator import (
     UsageRow,
 )
 from scheduler.sim.standalone import StandaloneReplays, StandaloneResult, fits
-from scheduler.sim.waiting import IDLE_CAUSES
+from scheduler.sim.waiting import IDLE_CAUSES, OWED_CAUSES
 from scheduler.traces.model import Trace
 
 HOUR_S = 3600
@@ -441,6 +441,12 @@ def _waiting_figures(
     out.update(metrics.preemptions_per_job(jobs["preemptions"] if not jobs.empty else []))
     out["consolidation_preemptions"] = result.consolidation_preemptions
     out.update(metrics.time_to_entitlement([b - a for _, _, a, b in result.entitlement_episodes]))
+    out["time_to_entitlement_allowance_s"] = result.owed_allowance_s
+    past = result.owed_past_allowance
+    out["time_to_entitlement_past_allowance_episodes"] = len(past)
+    for cause in OWED_CAUSES:
+        beyond = sum(b - a - result.owed_allowance_s for _, _, a, b, c in past if c == cause)
+        out[f"time_to_entitlement_past_allowance_{cause}_h"] = metrics.hours(beyond)
     return out
 
 

@@ -51,6 +51,9 @@ Progress = Callable[[float, int], None]
 """Called with (simulated time, jobs finished) every few hundred cycles."""
 
 HOUR_S = 3600.0
+OWED_SLACK_S = 60.0
+"""Beyond grace period + minimum runtime, what an owed episode may last before it counts
+as past the allowance (the time a cycle, a bind and a start take, generously)."""
 
 TimelineValues = tuple[int, int, float, int, int, int, int, int]
 """The `metrics.TIMELINE_FIELDS` of one (member, model) at one instant."""
@@ -185,6 +188,11 @@ class SimulationResult:
     capacity_gpu_s_while_pending: float = 0.0
     entitlement_episodes: list[tuple[str, str, float, float]] = field(default_factory=list)
     """(member, model, start, end): stretches a member waited for owed GPUs."""
+    owed_allowance_s: float = 0.0
+    """Grace period + minimum runtime + 60 s: what a reclaim takes at most."""
+    owed_past_allowance: list[tuple[str, str, float, float, str]] = field(default_factory=list)
+    """(member, model, start, end, cause) of the episodes longer than the allowance
+    (`scheduler.sim.waiting.OWED_CAUSES`)."""
 
     def unfinished(self) -> list[JobRecord]:
         return [r for r in self.jobs.values() if r.state is not JobState.DONE]
@@ -278,7 +286,17 @@ class Simulator:
         self._end = 0.0
         self._nominated: set[str] = set()
         self._bound_this_cycle: dict[tuple[str, str], int] = {}
-        self.meter = WaitMeter(nodes, cap.entitlement, Limits.of(policy))
+        self._foreign: dict[tuple[str, str], set[str]] = {}
+        """(owner, model) -> uids of other members' pods on the owner's nodes of that
+        model: what `_owed_blocker` looks at."""
+        self._reclaim_limit = sharing.max_reclaims_per_job
+        self.meter = WaitMeter(
+            nodes,
+            cap.entitlement,
+            Limits.of(policy),
+            allowance_s=self._grace + self._min_runtime + OWED_SLACK_S,
+            blocker=self._owed_blocker,
+        )
 
     # -- events ---------------------------------------------------------------------
     def _push(self, time: float, kind: EventKind, job_id: str, token: int) -> None:
@@ -343,6 +361,8 @@ class Simulator:
             idle_while_waiting_gpu_s=dict(self.meter.idle_gpu_s),
             capacity_gpu_s_while_pending=self.meter.capacity_gpu_s_while_pending,
             entitlement_episodes=self.meter.entitlement_episodes,
+            owed_allowance_s=self.meter.allowance_s,
+            owed_past_allowance=self.meter.owed_past_allowance,
         )
 
     def _handle(self, kind: EventKind, record: JobRecord, token: int, now: float) -> bool:
@@ -543,6 +563,11 @@ class Simulator:
         if owner != member and owner in self._member_set:
             self._lent[(owner, model)] = self._lent.get((owner, model), 0) + gpus
             self._elsewhere[key] = self._elsewhere.get(key, 0) + gpus
+            foreign = self._foreign.setdefault((owner, model), set())
+            if sign > 0:
+                foreign.add(pod.uid)
+            else:
+                foreign.discard(pod.uid)
         if sign > 0:
             self._bound_this_cycle[key] = self._bound_this_cycle.get(key, 0) + pod.spec.gpus
 
@@ -701,6 +726,28 @@ class Simulator:
                     mine = own.setdefault(member, {})
                     mine[node] = mine.get(node, 0) + gpus
         return Kept(everyone, own)
+
+    def _owed_blocker(self, member: str, model: str) -> str:
+        """What holds the member's own nodes of `model` now (`waiting.OWED_CAUSES`, the
+        first that applies); pods in their grace period are on their way out."""
+        running = self.cluster.running
+        entitlement = self.cluster.capacity.entitlement
+        limit = self._reclaim_limit
+        within = borrowed = False
+        for uid in self._foreign.get((member, model), ()):
+            pod = running[uid]
+            if pod.terminating:
+                continue
+            if limit is not None and pod.reclaims >= limit:
+                return "reclaim_limit"
+            key = (pod.member or "", model)
+            if self._allocated.get(key, 0) <= entitlement.get(key, 0):
+                within = True
+            else:
+                borrowed = True
+        if within:
+            return "others_entitlement"
+        return "borrowed" if borrowed else "elsewhere"
 
     def _pending_gpus(self) -> dict[tuple[str, str], int]:
         """Pending GPUs per (member, model), for instants without an engine cycle. A job

@@ -34,10 +34,16 @@ Its length is how long the pool kept the member from what it is owed; an episode
 open at the end of the replay ends there. A job that its member's own running work
 keeps out (its small jobs scattered over its own nodes) is not owed: no reclaim or move
 for it could change that, and standalone it would wait just the same.
+
+Owed past the allowance: an episode longer than the allowance (grace period + minimum
+runtime + 60 s, what a reclaim takes at most) gets the cause of its wait, from what held
+the member's own nodes of that model at the allowance's end (`OWED_CAUSES`, decided by
+the simulator, which knows every pod): the state observed last before that instant.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -45,6 +51,17 @@ from policies.model import Policy
 from scheduler.engine.snapshot import Node, PendingJob
 
 IDLE_CAUSES = ("held", "placeable", "limits", "fragmentation", "too_few_free", "other_model")
+OWED_CAUSES = ("reclaim_limit", "others_entitlement", "borrowed", "elsewhere")
+"""What held a member's own nodes of a GPU model when its owed episode ran past the
+allowance, the first that applies: another member's job at `maxReclaimsPerJob` (never a
+victim again); another member's work while that member is within its entitlement (never
+reclaimed, moved only within the consolidation bound); other members' borrowed work
+(reclaimable, but not taken yet: minimum runtimes, victims that may not go below their
+entitlement, a drain); none of these (the member's nodes hold only its own work, or the
+wait is for room beyond them: a purchased entitlement, a gang bigger than its nodes)."""
+
+OwedBlocker = Callable[[str, str], str]
+"""(member, model) -> the `OWED_CAUSES` entry for the current state."""
 
 Shape = tuple[str, str | None, int, int]
 """(member, GPU model or None for any, pods, GPUs per pod) of a pending job."""
@@ -253,6 +270,13 @@ class WaitMeter:
     """Cluster GPUs x seconds during which some job was pending."""
     entitlement_episodes: list[tuple[str, str, float, float]] = field(default_factory=list)
     """(member, model, start, end) of every owed episode."""
+    allowance_s: float = math.inf
+    """Episodes longer than this get a cause (module docstring)."""
+    blocker: OwedBlocker | None = None
+    owed_past_allowance: list[tuple[str, str, float, float, str]] = field(default_factory=list)
+    """(member, model, start, end, cause) of every episode longer than `allowance_s`."""
+    _cause: dict[tuple[str, str], str] = field(default_factory=dict)
+    """Open episode -> its cause in the state observed last, until the allowance ends."""
     _rates: dict[str, int] = field(default_factory=dict)
     _pending: bool = False
     _since: float = 0.0
@@ -299,8 +323,15 @@ class WaitMeter:
         for key in [k for k in self._owed_since if k not in owed]:
             start = self._owed_since.pop(key)
             self.entitlement_episodes.append((key[0], key[1], start, now))
+            cause = self._cause.pop(key, None)
+            if cause is not None and now - start > self.allowance_s:
+                self.owed_past_allowance.append((key[0], key[1], start, now, cause))
         for key in owed:
-            self._owed_since.setdefault(key, now)
+            start = self._owed_since.setdefault(key, now)
+            # This state holds until the next observation: while the allowance has not
+            # run out by now, it may be the state at its end.
+            if self.blocker is not None and now <= start + self.allowance_s:
+                self._cause[key] = self.blocker(key[0], key[1])
 
     def _remember_fit(self, shape: Shape) -> None:
         _, job_model, pods, per_pod = shape

@@ -20,6 +20,7 @@ def policy(
     grace: int = 30,
     min_runtime: int = 0,
     half_life: float | None = None,
+    sharing: dict[str, object] | None = None,
 ) -> Policy:
     members = members if members is not None else {"a": {}, "b": {}}
     lines = [
@@ -46,6 +47,7 @@ def policy(
     ]
     if half_life is not None:
         lines.append(f"    usageHalfLifeHours: {half_life}")
+    lines += [f"    {k}: {v}" for k, v in (sharing or {}).items()]
     return parse_policy("\n".join(lines) + "\n")
 
 

@@ -252,6 +252,30 @@ def test_time_to_entitlement_of_a_reclaim() -> None:
     assert s["preemptions_per_job_max"] == 1
 
 
+def test_time_to_entitlement_past_the_allowance_behind_a_job_at_the_reclaim_limit() -> None:
+    # With maxReclaimsPerJob 0 every job is at the limit from the start: a2 borrows b's
+    # idle node at t=0 (b is quiet) and is never a victim, so b1 (t=100, within b's
+    # entitlement) waits until a1 and a2 end at 1000. The allowance is 30 + 0 + 60 s.
+    pol = policy(sharing={"maxReclaimsPerJob": 0})
+    result = run(
+        pol,
+        job("a1", "a", 0, 1000, 4),
+        job("a2", "a", 0, 1000, 4),
+        job("b1", "b", 100, 500, 4),
+    )
+    assert result.jobs["a2"].nodes == ("b-0",) and result.jobs["a2"].preemptions == 0
+    assert result.jobs["b1"].first_start == 1000
+    assert result.entitlement_episodes == [("b", MODEL, 100.0, 1000.0)]
+    assert result.owed_past_allowance == [("b", MODEL, 100.0, 1000.0, "reclaim_limit")]
+    s = build_study(pol, START, result, None).summary
+    assert s["time_to_entitlement_allowance_s"] == 90
+    assert s["time_to_entitlement_past_allowance_episodes"] == 1
+    assert s["time_to_entitlement_past_allowance_reclaim_limit_h"] == pytest.approx(810 / 3600)
+    assert s["time_to_entitlement_past_allowance_borrowed_h"] == 0
+    # With the default limit the same jobs wait 30 s (the grace period): within it.
+    assert borrow_then_reclaim().owed_past_allowance == []
+
+
 def test_no_time_to_entitlement_while_only_the_members_own_work_is_in_the_way() -> None:
     # a's 1-GPU jobs end up on both of its 4-GPU nodes (j4, j5 on a-0, j6 on a-1, each
     # running for hours), so its 4-GPU job `big` waits from 30000 until a-0 empties. No

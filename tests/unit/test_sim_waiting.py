@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from scheduler.sim.waiting import Kept, Limits, State, idle_by_cause, owed_keys
+from scheduler.sim.waiting import Kept, Limits, State, WaitMeter, idle_by_cause, owed_keys
 from tests.unit.test_sim_helpers import node
 
 NODES = {"G": [node("a-0", "a", 4, "G"), node("a-1", "a", 4, "G")], "H": [node("b-0", "b", 8, "H")]}
@@ -119,3 +119,25 @@ def test_owed_keys_leave_out_jobs_the_members_own_work_keeps_out() -> None:
     s = state({"a-0": 3, "a-1": 3}, {("a", "G", 1, 4): 1}, allocated={("a", "G"): 2})
     elsewhere = replace(s, kept=lambda: Kept(everyone={}, own={"a": {"a-0": 1, "a-1": 1}}))
     assert owed_keys(elsewhere, ENTITLEMENT, ("G", "H"), fits, NODES) == set()
+
+
+def test_an_episode_past_the_allowance_takes_the_cause_in_force_when_the_allowance_ends() -> None:
+    # a's 4-GPU job is owed from t=0 to t=300; the allowance is 100 s. What held a's nodes
+    # changes at t=50 and again at t=200: the state from t=50 held at t=100, so its cause
+    # is the episode's. A second episode of 80 s is within the allowance: no cause.
+    seen = iter(["borrowed", "reclaim_limit", "others_entitlement", "borrowed"])
+    meter = WaitMeter(
+        tuple(NODES["G"] + NODES["H"]),
+        ENTITLEMENT,
+        NO_LIMITS,
+        allowance_s=100.0,
+        blocker=lambda member, model: next(seen),
+    )
+    owed = state({}, {("a", "G", 1, 4): 1})
+    nothing = state({}, {})
+    for now, s in ((0.0, owed), (50.0, owed), (200.0, owed), (300.0, nothing)):
+        meter.observe(now, s)
+    meter.observe(400.0, owed)
+    meter.finish(480.0)
+    assert meter.entitlement_episodes == [("a", "G", 0.0, 300.0), ("a", "G", 400.0, 480.0)]
+    assert meter.owed_past_allowance == [("a", "G", 0.0, 300.0, "reclaim_limit")]
