@@ -195,6 +195,7 @@ def members_table(
 ) -> pd.DataFrame:
     _, last_submit = metrics.submission_window(jobs)
     episodes = _episodes_by_member(result)
+    beyond = _past_allowance_by_member(result)
     rows = []
     for member in result.members:
         columns = g.member_columns(member)
@@ -220,10 +221,19 @@ def members_table(
             "preemptions": int(mine["preemptions"].sum()),
             **metrics.preemptions_per_job(mine["preemptions"]),
             **metrics.time_to_entitlement(episodes.get(member, [])),
+            "time_to_entitlement_past_allowance_h": metrics.hours(beyond.get(member, 0.0)),
             **_standalone_figures(member, alone, mine, last_submit),
         }
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _past_allowance_by_member(result: SimulationResult) -> dict[str, float]:
+    """Seconds beyond the allowance of each member's owed episodes past it."""
+    out: dict[str, float] = {}
+    for member, _, start, stop, _ in result.owed_past_allowance:
+        out[member] = out.get(member, 0.0) + stop - start - result.owed_allowance_s
+    return out
 
 
 def _episodes_by_member(result: SimulationResult) -> dict[str, list[float]]:
@@ -334,6 +344,7 @@ MEMBER_KEYS = (
     "time_to_entitlement_p50_s",
     "time_to_entitlement_p99_s",
     "time_to_entitlement_max_s",
+    "time_to_entitlement_past_allowance_h",
     *STANDALONE_KEYS,
 )
 
