@@ -313,7 +313,7 @@ def figures(study: Study, baseline: Study) -> dict[str, float | None]:
     def number(value: object) -> float | None:
         return float(value) if isinstance(value, int | float) else None
 
-    beyond = {c: float(s[f"time_to_entitlement_past_allowance_{c}_h"]) for c in OWED_CAUSES}  # type: ignore[arg-type]
+    beyond = {c: number(s[f"time_to_entitlement_past_allowance_{c}_h"]) or 0.0 for c in OWED_CAUSES}
     past, at_limit = sum(beyond.values()), beyond["reclaim_limit"]
 
     return {

@@ -177,6 +177,15 @@ def waiting_line(s: dict[str, object]) -> str:
     )
 
 
+OWED_CAUSE_WORDS = {
+    "reclaim_limit": "jobs at maxReclaimsPerJob",
+    "others_entitlement": "others' work within their entitlement",
+    "borrowed": "borrowed work not yet reclaimed",
+    "elsewhere": "no other member's work",
+}
+"""`waiting.OWED_CAUSES` in the footer's words."""
+
+
 def _past_allowance(s: dict[str, object]) -> str:
     """Owed waits longer than a reclaim takes, and what held the owners' nodes."""
     count = s.get("time_to_entitlement_past_allowance_episodes")
@@ -191,14 +200,6 @@ def _past_allowance(s: dict[str, object]) -> str:
         f" ({count} waits past the {s['time_to_entitlement_allowance_s']:g} s allowance; "
         f"hours beyond it, by what held the owners' nodes: {causes})"
     )
-
-
-OWED_CAUSE_WORDS = {
-    "reclaim_limit": "jobs at maxReclaimsPerJob",
-    "others_entitlement": "others' work within their entitlement",
-    "borrowed": "borrowed work not yet reclaimed",
-    "elsewhere": "nothing of others",
-}
 
 
 def _fraction(value: object) -> str:
