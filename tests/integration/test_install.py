@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -97,6 +98,21 @@ def _policy_spec(pool: Pool) -> dict[str, Any]:
     return spec
 
 
+def _wait_established(plane: ControlPlane, name: str, timeout: float = 60.0) -> None:
+    """Until the CRD is Established. Not `kubectl wait --for=condition=Established`: read
+    before the API server has written any condition, it fails at once ("accessor error:
+    <nil>") instead of waiting (a CI rehearsal of ce816dd hit that)."""
+    api = k8s.ApiextensionsV1Api(plane.admin)
+    deadline = time.monotonic() + timeout
+    while True:
+        status = api.read_custom_resource_definition(name).status
+        conditions = (status.conditions if status is not None else None) or []
+        if any(c.type == "Established" and c.status == "True" for c in conditions):
+            return
+        assert time.monotonic() < deadline, f"CRD {name} not Established after {timeout:g} s"
+        time.sleep(0.2)
+
+
 @pytest.fixture
 def install(control_plane: ControlPlane, namespace: str, tmp_path: Path) -> Iterator[Install]:
     release = f"fpi-{uuid.uuid4().hex[:6]}"
@@ -112,13 +128,7 @@ def install(control_plane: ControlPlane, namespace: str, tmp_path: Path) -> Iter
     assert crds, "the chart ships the Policy CRD"
     _apply(control_plane, crds, tmp_path / "crds.yaml")
     for crd in crds:
-        kubectl(
-            control_plane,
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            f"crd/{crd['metadata']['name']}",
-        )
+        _wait_established(control_plane, crd["metadata"]["name"])
     _apply(control_plane, rest, tmp_path / "chart.yaml")
     done = Install(control_plane, pool, release, namespace, objects, tmp_path)
     try:
