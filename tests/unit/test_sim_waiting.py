@@ -122,10 +122,11 @@ def test_owed_keys_leave_out_jobs_the_members_own_work_keeps_out() -> None:
 
 
 def test_an_episode_past_the_allowance_takes_the_cause_in_force_when_the_allowance_ends() -> None:
-    # a's 4-GPU job is owed from t=0 to t=300; the allowance is 100 s. What held a's nodes
-    # changes at t=50 and again at t=200: the state from t=50 held at t=100, so its cause
-    # is the episode's. A second episode of 80 s is within the allowance: no cause.
-    seen = iter(["borrowed", "reclaim_limit", "others_entitlement", "borrowed"])
+    # a's 4-GPU job is owed from t=0 to t=300; the allowance is 100 s. What holds a's nodes
+    # is asked at every observation until the allowance ends: t=0 borrowed, t=50 at the
+    # reclaim limit, not at t=200 (past it). The state from t=50 held at t=100, so its
+    # cause is the episode's. The second episode (t=400) lasts 80 s: no cause.
+    seen = iter(["borrowed", "reclaim_limit", "others_entitlement", "unasked"])
     meter = WaitMeter(
         tuple(NODES["G"] + NODES["H"]),
         ENTITLEMENT,
@@ -141,3 +142,4 @@ def test_an_episode_past_the_allowance_takes_the_cause_in_force_when_the_allowan
     meter.finish(480.0)
     assert meter.entitlement_episodes == [("a", "G", 0.0, 300.0), ("a", "G", 400.0, 480.0)]
     assert meter.owed_past_allowance == [("a", "G", 0.0, 300.0, "reclaim_limit")]
+    assert next(seen) == "unasked"
