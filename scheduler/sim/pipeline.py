@@ -228,11 +228,16 @@ def members_table(
     return pd.DataFrame(rows)
 
 
+def _past_allowance(result: SimulationResult) -> list[tuple[str, str, float]]:
+    """(member, cause, seconds beyond the allowance) of every owed episode past it."""
+    allowance = result.owed_allowance_s
+    return [(m, c, stop - start - allowance) for m, _, start, stop, c in result.owed_past_allowance]
+
+
 def _past_allowance_by_member(result: SimulationResult) -> dict[str, float]:
-    """Seconds beyond the allowance of each member's owed episodes past it."""
     out: dict[str, float] = {}
-    for member, _, start, stop, _ in result.owed_past_allowance:
-        out[member] = out.get(member, 0.0) + stop - start - result.owed_allowance_s
+    for member, _, seconds in _past_allowance(result):
+        out[member] = out.get(member, 0.0) + seconds
     return out
 
 
@@ -453,10 +458,10 @@ def _waiting_figures(
     out["consolidation_preemptions"] = result.consolidation_preemptions
     out.update(metrics.time_to_entitlement([b - a for _, _, a, b in result.entitlement_episodes]))
     out["time_to_entitlement_allowance_s"] = result.owed_allowance_s
-    past = result.owed_past_allowance
+    past = _past_allowance(result)
     out["time_to_entitlement_past_allowance_episodes"] = len(past)
     for cause in OWED_CAUSES:
-        beyond = sum(b - a - result.owed_allowance_s for _, _, a, b, c in past if c == cause)
+        beyond = sum(seconds for _, c, seconds in past if c == cause)
         out[f"time_to_entitlement_past_allowance_{cause}_h"] = metrics.hours(beyond)
     return out
 
