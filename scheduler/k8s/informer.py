@@ -1,7 +1,9 @@
 """An informer: list one resource, then watch it from the list's resourceVersion.
 
 One thread per resource. The objects stay plain JSON dicts (no model deserialization:
-it costs more than the scheduling itself at 5,000 pods). A `410 Gone` (the version fell
+it costs more than the scheduling itself at 5,000 pods), decoded by orjson: with the
+standard library's decoder, decoding was a tenth of the daemon's time while it bound a
+backlog of 5,000 pods. A `410 Gone` (the version fell
 out of the API server's watch window) re-lists; so does every `resync_seconds`, which
 heals any event that was lost. A broken connection (API server restart) resumes the
 watch from the last version seen after a short backoff.
@@ -9,13 +11,13 @@ watch from the last version seen after a short backoff.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
+import orjson
 from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
@@ -38,7 +40,7 @@ class _DictWatch(watch.Watch):
     def unmarshal_event(self, data: str, return_type: Any) -> dict[str, Any] | None:
         if not data or data.isspace():
             return None
-        event: dict[str, Any] = json.loads(data)
+        event: dict[str, Any] = orjson.loads(data)
         obj = event.get("object")
         event["raw_object"] = obj
         if event.get("type") != "ERROR" and isinstance(obj, dict):
@@ -167,7 +169,7 @@ class Informer:
             response = self.list_function(
                 _preload_content=False, _request_timeout=(5, 60), **kwargs
             )
-            body = json.loads(response.data)
+            body = orjson.loads(response.data)
             items.extend(body.get("items") or ())
             meta = body.get("metadata") or {}
             version = meta.get("resourceVersion", version)
