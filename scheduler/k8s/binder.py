@@ -39,7 +39,7 @@ from kubernetes.client.exceptions import ApiException
 from scheduler.engine.decisions import Bind
 from scheduler.k8s import labels as L
 from scheduler.k8s.cache import ClusterCache
-from scheduler.k8s.client import read_body
+from scheduler.k8s.client import namespaced_path, post_json, read_body
 from scheduler.k8s.events import EventRecorder, ObjectRef
 from scheduler.k8s.gang_repair import PartialGang
 from scheduler.k8s.objects import PodInfo
@@ -140,6 +140,7 @@ class Binder:
         before_binds: Callable[[Sequence[tuple[Bind, PodInfo]]], None] | None = None,
         may_bind: Callable[[], bool] | None = None,
     ) -> None:
+        self._api = api
         self._core = client.CoreV1Api(api)
         self.may_bind = may_bind
         """Asked before every request (bind, retry, undo): a replica that lost the lease
@@ -267,20 +268,13 @@ class Binder:
 
     def _attempt(self, bind: Bind, pod: PodInfo) -> tuple[Outcome, str, str]:
         body = binding_body(bind, pod)
+        path = namespaced_path(pod.namespace, "pods", pod.name, "binding")
         last = ""
         for attempt in range(self.attempts):
             if not self._may_act():
                 return "gone", "not the leader any more; the new leader decides", ""
             try:
-                read_body(
-                    self._core.create_namespaced_pod_binding(
-                        pod.name,
-                        pod.namespace,
-                        body,  # type: ignore[arg-type]
-                        _preload_content=False,
-                        _request_timeout=(5, 30),
-                    )
-                )
+                post_json(self._api, path, body, (5, 30))
                 return "bound", self._scheduled_message(bind, pod), bind.node
             except ApiException as exc:
                 last = f"{exc.status} {_message(exc)}"

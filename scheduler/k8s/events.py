@@ -27,7 +27,7 @@ from typing import Any, Literal
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from scheduler.k8s.client import read_body
+from scheduler.k8s.client import namespaced_path, post_json
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class EventRecorder:
     ) -> None:
         if level not in EVENT_LEVELS:
             raise ValueError(f"events: expected one of {', '.join(EVENT_LEVELS)}, got {level!r}")
-        self._core = client.CoreV1Api(api)
+        self._api = api
         self.component = component
         self.instance = instance
         self.queue_limit = queue_limit
@@ -157,14 +157,7 @@ class EventRecorder:
         }
         try:
             self._yield_to_binds()
-            read_body(
-                self._core.create_namespaced_event(
-                    namespace,
-                    body,  # type: ignore[arg-type]
-                    _preload_content=False,
-                    _request_timeout=(5, 10),
-                )
-            )
+            post_json(self._api, namespaced_path(namespace, "events"), body, (5, 10))
             self.posted += 1
         except (ApiException, OSError, ValueError) as exc:
             log.debug("event %s on %s/%s not posted: %s", reason, ref.namespace, ref.name, exc)

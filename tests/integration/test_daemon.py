@@ -8,6 +8,7 @@ fake GPU nodes, and runs the daemon in-process with the `fairpool` scheduler ide
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 import urllib.request
 import uuid
@@ -24,7 +25,7 @@ from policies.inventory import parse_inventory
 from policies.loader import parse_policy
 from policies.model import Policy
 from scheduler.engine.decisions import Bind
-from scheduler.k8s.client import api_client
+from scheduler.k8s.client import api_client, namespaced_path, post_json
 from scheduler.k8s.daemon import Daemon, DaemonConfig, PolicyConfigMap, SchedulerView
 from scheduler.k8s.objects import PodInfo
 from tests.controlplane import ControlPlane
@@ -525,6 +526,41 @@ def test_pod_deleted_before_bind_is_dropped(pool: Pool) -> None:
     wait_until(lambda: "after" in pool.bound("a"))
     assert daemon.binder.in_flight() == 0
     assert not daemon.cache.is_assumed(pod.metadata.uid)
+
+
+def test_requests_outside_the_generated_client_keep_its_answers(pool: Pool) -> None:
+    """Binds and events go out through `post_json`, not the generated client methods: a
+    request the API server takes returns its body, and one it refuses still raises the
+    client's exception with the API server's status and message, which the binder's
+    retry rules read (404: the pod is gone; 409 with a precondition: it was replaced)."""
+    pool.add_member("a")
+    node = pool.add_nodes("a", count=1, gpus=4)[0]
+    api = api_client(pool.plane.kubeconfig("scheduler"), pool_size=4)
+    ns = pool.ns("a")
+    bind = {"target": {"kind": "Node", "name": node}}
+    missing = {"metadata": {"name": "no-such-pod"}, **bind}
+    with pytest.raises(ApiException) as gone:
+        post_json(api, namespaced_path(ns, "pods", "no-such-pod", "binding"), missing, (5, 30))
+    assert gone.value.status == 404
+    assert json.loads(gone.value.body or "{}")["message"] == 'pods "no-such-pod" not found'
+    pod = pool.core.create_namespaced_pod(
+        ns,
+        {  # type: ignore[arg-type]
+            "metadata": {"name": "held"},
+            "spec": {"schedulerName": "nobody", "containers": [{"name": "c", "image": "x"}]},
+        },
+    )
+    replaced = {"metadata": {"name": "held", "uid": "not-its-uid"}, **bind}
+    with pytest.raises(ApiException) as conflict:
+        post_json(api, namespaced_path(ns, "pods", "held", "binding"), replaced, (5, 30))
+    assert conflict.value.status == 409
+    assert "precondition" in (conflict.value.body or "").lower()
+    body = {"metadata": {"name": "held", "uid": pod.metadata.uid}, **bind}
+    answer = json.loads(
+        post_json(api, namespaced_path(ns, "pods", "held", "binding"), body, (5, 30))
+    )
+    assert answer["kind"] == "Status" and answer["status"] == "Success"
+    assert pool.core.read_namespaced_pod("held", ns).spec.node_name == node
 
 
 def test_eviction_blocked_by_a_disruption_budget_is_retried_later(pool: Pool) -> None:
