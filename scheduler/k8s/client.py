@@ -7,8 +7,11 @@ file or a colon-separated list), else the pod's service account when running in 
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -67,7 +70,50 @@ def api_client(
     except ConfigException as exc:
         raise InputError(f"cannot load Kubernetes credentials: {exc}") from exc
     configuration.connection_pool_maxsize = pool_size
+    throttle_refresh(configuration, CREDENTIALS_REFRESH_SECONDS)
     return client.ApiClient(configuration)
+
+
+CREDENTIALS_REFRESH_SECONDS = 1.0
+"""How often the credentials' refresh hook may run at most (see `throttle_refresh`)."""
+
+
+def throttle_refresh(
+    configuration: client.Configuration,
+    seconds: float,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Let the configuration's credentials refresh hook run at most once every `seconds`
+    (the first request always runs it).
+
+    The kubeconfig's and the service account's refresh hooks run before every request:
+    they renew a token when it is due, then copy the whole connection set-up onto the
+    configuration again, whose `host` setter reads every environment variable for a
+    proxy. At a bind per pod that was about 5 % of the daemon's time. Tokens are renewed
+    well before they expire (the service account's file is read again every minute), so
+    a second's delay changes nothing, and a request refused meanwhile (401) is retried.
+    Each run installs a new hook of the library's, which this one takes over."""
+    hook: Callable[[Any], None] | None = configuration.refresh_api_key_hook
+    if hook is None:
+        return
+    last = -math.inf
+    lock = threading.Lock()
+
+    def throttled(config: Any) -> None:
+        nonlocal hook, last
+        with lock:
+            now = clock()
+            if hook is None or now - last < seconds:
+                return
+            last = now
+            hook(config)
+            renewed = config.refresh_api_key_hook
+            if renewed is not throttled:
+                hook = renewed
+                config.refresh_api_key_hook = throttled
+
+    # The library types the attribute as None (a hook is set at run time).
+    configuration.refresh_api_key_hook = throttled  # type: ignore[assignment]
 
 
 def read_body(response: object) -> bytes:

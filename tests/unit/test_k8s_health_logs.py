@@ -10,10 +10,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
 
 from policies.errors import InputError
 from scheduler.cli.logs import JsonFormatter, configure_logging
-from scheduler.k8s.client import credentials_source
+from scheduler.k8s.client import api_client, credentials_source, throttle_refresh
 from scheduler.k8s.exporter import SchedulerMetrics
 
 
@@ -101,3 +103,50 @@ def test_credentials_are_found_as_kubectl_finds_them(tmp_path: Path) -> None:
         credentials_source(None, False, {"KUBECONFIG": str(tmp_path / "nope")})
     with pytest.raises(InputError, match="not both"):
         credentials_source(given, True, env)
+
+
+def test_the_credentials_refresh_runs_at_most_once_a_second(tmp_path: Path) -> None:
+    # A token kubeconfig installs a refresh hook that runs before every request (and
+    # installs itself again each time); the client's runs it at most once a second.
+    kubeconfig = tmp_path / "kubeconfig.yaml"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:6443"}}],
+                "users": [{"name": "u", "user": {"token": "secret-token"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    daemons = api_client(kubeconfig).configuration
+    auth = daemons.auth_settings()["BearerToken"]
+    assert auth["in"] == "header" and auth["value"] == "Bearer secret-token"
+    assert daemons.host == "https://127.0.0.1:6443"
+    hook = daemons.refresh_api_key_hook
+    assert hook is not None and hook.__qualname__.startswith("throttle_refresh.")
+
+    # The library's hook copies the kubeconfig's server onto the configuration: seen
+    # through `host`, whether it ran.
+    configuration = k8s_client.Configuration()
+    k8s_config.load_kube_config(
+        config_file=str(kubeconfig), client_configuration=configuration, persist_config=False
+    )
+    now = [100.0]
+    throttle_refresh(configuration, 1.0, clock=lambda: now[0])
+
+    def ran() -> bool:
+        configuration.host = "https://127.0.0.1:1"
+        configuration.auth_settings()
+        return configuration.host == "https://127.0.0.1:6443"
+
+    assert ran(), "the first request runs it"
+    assert not any(ran() for _ in range(50)), "not again within the second"
+    now[0] += 0.99
+    assert not ran()
+    now[0] += 0.02
+    assert ran(), "a second after its last run it runs again"
+    assert not ran(), "and stays throttled after the library installed its hook again"
+    assert configuration.auth_settings()["BearerToken"]["value"] == "Bearer secret-token"
