@@ -146,8 +146,8 @@ def post_json(
     before sending it, work that took about a sixth of the daemon's time while it bound
     a backlog, once per pod. This sends the same request through the same client: its
     connection pool and TLS settings, its default headers (User-Agent), and its
-    credentials, which `auth_settings()` reads through the kubeconfig's refresh hook, so
-    an expiring token is renewed exactly as before."""
+    credentials, which `auth_settings()` reads through the refresh hook (see
+    `throttle_refresh`) as the generated methods do."""
     headers = dict(api.default_headers)
     headers["Content-Type"] = "application/json"
     headers["Accept"] = "application/json"

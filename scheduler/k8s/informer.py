@@ -3,10 +3,10 @@
 One thread per resource. The objects stay plain JSON dicts (no model deserialization:
 it costs more than the scheduling itself at 5,000 pods), decoded by orjson: with the
 standard library's decoder, decoding was a tenth of the daemon's time while it bound a
-backlog of 5,000 pods. A `410 Gone` (the version fell
-out of the API server's watch window) re-lists; so does every `resync_seconds`, which
-heals any event that was lost. A broken connection (API server restart) resumes the
-watch from the last version seen after a short backoff.
+backlog of 5,000 pods. A `410 Gone` (the version fell out of the API server's watch
+window) re-lists; so does every `resync_seconds`, which heals any event that was lost.
+A broken connection (API server restart) resumes the watch from the last version seen
+after a short backoff.
 """
 
 from __future__ import annotations
