@@ -97,6 +97,11 @@ class Result:
         return 1000 * self.plane_cpu_seconds / self.pods if self.pods else 0.0
 
     @property
+    def plane_cpus(self) -> float:
+        """The control plane's CPU over the span divided by its length (cores busy)."""
+        return self.plane_cpu_seconds / self.bound_seconds if self.bound_seconds else 0.0
+
+    @property
     def api_binding_rate(self) -> float:
         return self.pods / (self.api_binding_seconds + 1) if self.api_binding_seconds else 0.0
 
@@ -757,6 +762,7 @@ def _rounds_table(console: Console, results: list[Result]) -> None:
         "binder CPU ms / pod",
         "vs null binder  ",
         "API server + etcd + kwok CPU ms / pod",
+        "their cores busy",
         "load average",
     ):
         table.add_column(column, justify="left" if column in ("round", "binder") else "right")
@@ -776,6 +782,7 @@ def _rounds_table(console: Console, results: list[Result]) -> None:
             if null.binder_cpu_seconds
             else "-",
             f"{r.plane_cpu_ms_per_pod:.2f}",
+            f"{r.plane_cpus:.2f}",
             f"{r.load:.1f}",
         )
     console.print(table)
@@ -807,7 +814,10 @@ def _rounds_table(console: Console, results: list[Result]) -> None:
         "bench's watch saw it; by PodScheduled: the same pace from the API server's "
         "condition times (whole seconds); CPU: user + system seconds of the binder's "
         "process from its start to the last bind, and of the control plane's three "
-        "processes over the same span, per pod"
+        "processes over the same span, per pod; their cores busy: that CPU divided by the "
+        "span. When it is about the same whichever binder runs, the control plane has all "
+        "the CPU it can get: the rate then follows the CPU the binder spends per pod, and "
+        "the control plane's CPU per pod only follows the span"
     )
 
 
