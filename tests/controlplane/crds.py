@@ -90,12 +90,21 @@ def ensure_crd(api: k8s.ApiClient, body: dict[str, Any], timeout: float = 60.0) 
         body = {**body, "metadata": {**body["metadata"]}}
         body["metadata"]["resourceVersion"] = current.metadata.resource_version
         extensions.replace_custom_resource_definition(name, body)
+    wait_established(api, name, timeout)
+    return name
+
+
+def wait_established(api: k8s.ApiClient, name: str, timeout: float = 60.0) -> None:
+    """Until the CRD is Established. Through the API, not `kubectl wait
+    --for=condition=Established`, which fails at once ("accessor error: <nil>") when it
+    reads the CRD before the API server has written any condition."""
+    extensions = k8s.ApiextensionsV1Api(api)
     deadline = time.monotonic() + timeout
     conditions: dict[str, str] = {}
     while time.monotonic() < deadline:
         crd = extensions.read_custom_resource_definition(name)
-        conditions = {c.type: c.status for c in (crd.status.conditions or [])}
+        conditions = {c.type: c.status for c in ((crd.status and crd.status.conditions) or [])}
         if conditions.get("Established") == "True":
-            return name
+            return
         time.sleep(0.2)
     raise RuntimeError(f"CRD {name} not Established after {timeout}s: {conditions}")

@@ -17,7 +17,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -34,6 +33,7 @@ from reports.ledger import Ledger
 from tests.chart import container, one, render
 from tests.controlplane import ControlPlane
 from tests.controlplane.build import binary_path
+from tests.controlplane.crds import wait_established
 from tests.integration.prometheus_fixtures import (
     at,
     metering_scenario,
@@ -98,21 +98,6 @@ def _policy_spec(pool: Pool) -> dict[str, Any]:
     return spec
 
 
-def _wait_established(plane: ControlPlane, name: str, timeout: float = 60.0) -> None:
-    """Until the CRD is Established. Not `kubectl wait --for=condition=Established`: read
-    before the API server has written any condition, it fails at once ("accessor error:
-    <nil>") instead of waiting (a CI rehearsal of ce816dd hit that)."""
-    api = k8s.ApiextensionsV1Api(plane.admin)
-    deadline = time.monotonic() + timeout
-    while True:
-        status = api.read_custom_resource_definition(name).status
-        conditions = (status.conditions if status is not None else None) or []
-        if any(c.type == "Established" and c.status == "True" for c in conditions):
-            return
-        assert time.monotonic() < deadline, f"CRD {name} not Established after {timeout:g} s"
-        time.sleep(0.2)
-
-
 @pytest.fixture
 def install(control_plane: ControlPlane, namespace: str, tmp_path: Path) -> Iterator[Install]:
     release = f"fpi-{uuid.uuid4().hex[:6]}"
@@ -128,7 +113,7 @@ def install(control_plane: ControlPlane, namespace: str, tmp_path: Path) -> Iter
     assert crds, "the chart ships the Policy CRD"
     _apply(control_plane, crds, tmp_path / "crds.yaml")
     for crd in crds:
-        _wait_established(control_plane, crd["metadata"]["name"])
+        wait_established(control_plane.admin, crd["metadata"]["name"])
     _apply(control_plane, rest, tmp_path / "chart.yaml")
     done = Install(control_plane, pool, release, namespace, objects, tmp_path)
     try:
