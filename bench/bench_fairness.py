@@ -5,11 +5,14 @@ member's standalone replay) and with the baseline of `scheduler.sim.baseline` (o
 queue, greedy backfill, best-fit packing, no preemption, no fairness). Both are measured
 by the same metrics code (docs/metrics.md), so the rows compare figure by figure.
 
-Scenarios (`BENCH_FAIRNESS=demo,small,mixed,philly` picks some; all by default;
+Scenarios (`BENCH_FAIRNESS=demo,small,small-loss4h,mixed,philly` picks some; all by default;
 `BENCH_FAIRNESS_DAYS=N` shortens every trace to N days):
 - demo: `fairpool simulate`'s built-in defaults (64 GPUs, 4 members, load 1.2, 30 days);
 - small: small jobs with long runs next to 8-GPU pods and 2 x 8 gangs, 64 GPUs of
   8-GPU nodes, 4 members, load 1.2, 7 days (the shape that fragments nodes);
+- small-loss4h: the same traces with `maxConsolidationLossSeconds: 14400` (4 h of the
+  waiting job's GPUs may be thrown away per move, against 1 h by default): how much of
+  small's fragmentation moves clear, and the work they lose doing it;
 - mixed: three GPU models on 8-, 4- and 2-GPU nodes, 5 members, load 1.2, 7 days;
 - philly: Philly-shaped, 15 members on 69 8-GPU nodes (552 GPUs), about 5,300 jobs over
   30 days at a load of 1.4: made like `fairpool trace synth --cluster <that cluster>
@@ -34,7 +37,7 @@ member whose mean JCT is worse pooled than standalone beyond max(5 %, 1 h), and 
 have a member that completed less of its own work within the submission window. About
 1 min.
 
-Runtime on 2 cores, 3 draws: about 5 min for all four on a quiet machine (4 min 53 s
+Runtime on 2 cores, 3 draws: about 5 min for all five on a quiet machine (4 min 53 s
 measured; peak RSS 1.1 GB), most of it the philly scenario (fairpool with its 15
 standalone replays in 2 processes, then the baseline, three times); much longer when other
 work shares the cores. `BENCH_FAIRNESS=small,mixed` takes under 1 min. The `wall s`
@@ -80,14 +83,15 @@ class Scenario:
     trace (its row in the table); draw k > 0 is the same recipe with another seed."""
 
 
-def _policy(members: list[str], models: list[str]) -> Policy:
+def _policy(members: list[str], models: list[str], sharing: str = "") -> Policy:
+    """`sharing`: more `spec.sharing` fields, as YAML flow-mapping entries."""
     rows = "\n".join(f"    - {{name: {m}, namespaces: ['{m}']}}" for m in members)
     prices = "\n".join(f"    - {{name: {m}, hourlyCost: '2.00'}}" for m in models)
     return parse_policy(
         "apiVersion: fairpool.io/v1\nkind: Policy\nspec:\n"
         f"  gpuModels:\n{prices}\n  members:\n{rows}\n"
         "  sharing: {reclaimGracePeriodSeconds: 30, minRuntimeSeconds: 600, "
-        "usageHalfLifeHours: 168}\n"
+        f"usageHalfLifeHours: 168{', ' + sharing if sharing else ''}}}\n"
     )
 
 
@@ -123,9 +127,22 @@ def demo(days: float | None, draw: int = 0) -> tuple[ClusterInventory, Policy, T
 def small(days: float | None, draw: int = 0) -> tuple[ClusterInventory, Policy, Trace]:
     """85 % 1-GPU jobs running for hours (log-normal, median 6 h), 10 % 1 x 8-GPU pods
     and 5 % 2 x 8 gangs (median 3 h), Poisson arrivals sized for a load of 1.2."""
+    return _small(days, draw, "")
+
+
+def small_loss_4h(days: float | None, draw: int = 0) -> tuple[ClusterInventory, Policy, Trace]:
+    """`small`'s traces under a policy whose consolidation may throw away 4 h of the
+    waiting job's GPUs in work (`maxConsolidationLossSeconds: 14400`; the default is
+    1 h). The fragmentation left at the default is the long 1-GPU jobs that no move
+    within 1 h of loss may clear; this row shows what clearing more of it costs in work
+    lost (docs/policy.md, `maxConsolidationLossSeconds`)."""
+    return _small(days, draw, "maxConsolidationLossSeconds: 14400")
+
+
+def _small(days: float | None, draw: int, sharing: str) -> tuple[ClusterInventory, Policy, Trace]:
     members = [f"org-{i}" for i in range(1, 5)]
     inventory = _inventory([(m, H100, 2, 8) for m in members])
-    policy = _policy(members, [H100])
+    policy = _policy(members, [H100], sharing)
     span = (days or 7.0) * DAY_S
     rng = np.random.default_rng(11 + draw)
     shapes = [(1, 1, 6 * 3600.0), (1, 8, 3 * 3600.0), (2, 8, 3 * 3600.0)]
@@ -196,6 +213,7 @@ def philly(days: float | None, draw: int = 0) -> tuple[ClusterInventory, Policy,
 SCENARIOS = (
     Scenario("demo", demo),
     Scenario("small", small),
+    Scenario("small-loss4h", small_loss_4h),
     Scenario("mixed", mixed),
     Scenario("philly", philly),
 )
