@@ -38,10 +38,11 @@ have a member that completed less of its own work within the submission window. 
 1 min.
 
 Runtime on 2 cores, 3 draws: about 5 min for all five on a quiet machine (4 min 53 s
-measured; peak RSS 1.1 GB), most of it the philly scenario (fairpool with its 15
-standalone replays in 2 processes, then the baseline, three times); much longer when other
-work shares the cores. `BENCH_FAIRNESS=small,mixed` takes under 1 min. The `wall s`
-column says where the time went (the range row: all draws together).
+measured for the four before small-loss4h, which adds about 5 s; peak RSS 1.1 GB), most
+of it the philly scenario (fairpool with its 15 standalone replays in 2 processes, then
+the baseline, three times); much longer when other work shares the cores.
+`BENCH_FAIRNESS=small,mixed` takes under 1 min. The `wall s` column says where the time
+went (the range row: all draws together).
 """
 
 from __future__ import annotations
@@ -124,22 +125,12 @@ def demo(days: float | None, draw: int = 0) -> tuple[ClusterInventory, Policy, T
     return inventory, policy, _synthetic(inventory, policy, days or 30.0, 1.2, 42 + draw)
 
 
-def small(days: float | None, draw: int = 0) -> tuple[ClusterInventory, Policy, Trace]:
+def small(
+    days: float | None, draw: int = 0, sharing: str = ""
+) -> tuple[ClusterInventory, Policy, Trace]:
     """85 % 1-GPU jobs running for hours (log-normal, median 6 h), 10 % 1 x 8-GPU pods
-    and 5 % 2 x 8 gangs (median 3 h), Poisson arrivals sized for a load of 1.2."""
-    return _small(days, draw, "")
-
-
-def small_loss_4h(days: float | None, draw: int = 0) -> tuple[ClusterInventory, Policy, Trace]:
-    """`small`'s traces under a policy whose consolidation may throw away 4 h of the
-    waiting job's GPUs in work (`maxConsolidationLossSeconds: 14400`; the default is
-    1 h). The fragmentation left at the default is the long 1-GPU jobs that no move
-    within 1 h of loss may clear; this row shows what clearing more of it costs in work
-    lost (docs/policy.md, `maxConsolidationLossSeconds`)."""
-    return _small(days, draw, "maxConsolidationLossSeconds: 14400")
-
-
-def _small(days: float | None, draw: int, sharing: str) -> tuple[ClusterInventory, Policy, Trace]:
+    and 5 % 2 x 8 gangs (median 3 h), Poisson arrivals sized for a load of 1.2.
+    `sharing`: more policy `spec.sharing` fields (see `_policy`)."""
     members = [f"org-{i}" for i in range(1, 5)]
     inventory = _inventory([(m, H100, 2, 8) for m in members])
     policy = _policy(members, [H100], sharing)
@@ -170,6 +161,15 @@ def _small(days: float | None, draw: int, sharing: str) -> tuple[ClusterInventor
         )
     jobs.sort(key=lambda j: (j.submit_time, j.job_id))
     return inventory, policy, Trace(tuple(jobs))
+
+
+def small_loss_4h(days: float | None, draw: int = 0) -> tuple[ClusterInventory, Policy, Trace]:
+    """`small`'s traces under a policy whose consolidation may throw away 4 h of the
+    waiting job's GPUs in work (`maxConsolidationLossSeconds: 14400`; the default is
+    1 h). The fragmentation left at the default is the long 1-GPU jobs that no move
+    within 1 h of loss may clear; this row shows what clearing more of it costs in work
+    lost (docs/policy.md, `maxConsolidationLossSeconds`)."""
+    return small(days, draw, "maxConsolidationLossSeconds: 14400")
 
 
 def mixed(days: float | None, draw: int = 0) -> tuple[ClusterInventory, Policy, Trace]:
