@@ -16,7 +16,10 @@ The cycle:
    failed once is not tried again in the cycle: capacity only shrinks within a cycle.
    A job that does not fit does not stop the member's later jobs (backfill), and when
    nothing about it can change within the cycle, the member's following jobs of the same
-   shape wait for the same reason without a turn each.
+   shape wait for the same reason without a turn each. A later job of the member with
+   the same shape, model and standing (entitlement, reclaim limit), taken while nothing
+   has changed since that turn (no bind, hold, release, preemption, nomination or
+   move), waits for the same reason without one too.
 4. A job that does not fit, of a member below its fair share for the job's GPU model or
    that keeps its member within its entitlement (counting GPUs already held for its
    nominated jobs), first tries consolidation (`consolidation`) when enough GPUs of its
@@ -342,12 +345,24 @@ class _Cycle:
         self._hold_nominations()
         queues = MemberQueues(self.book.queued, self.order_key)
         decided = self.out.waiting
+        found: dict[tuple[object, ...], tuple[tuple[int, int, int, int], Waiting]] = {}
         info = queues.pop()
         while info is not None:
             job = info.job
+            alike = self._alike_key(job, info)
+            if alike is not None:
+                before = self._version()
+                seen = found.get(alike)
+                if seen is not None and seen[0] == before:
+                    decided[job.job_id] = (job, seen[1])
+                    self._wait_alike(job, info, seen[1], queues)
+                    info = queues.advance(job.member)
+                    continue
             self._handle(job, info)
             waiting = decided.get(job.job_id)
             if waiting is not None and waiting[1].kind in ("capacity", "unplaceable"):
+                if alike is not None and self._version() == before:
+                    found[alike] = (before, waiting[1])
                 self._wait_alike(job, info, waiting[1], queues)
             info = queues.advance(job.member)
         return Decisions(
@@ -356,6 +371,40 @@ class _Cycle:
             nominations=tuple(self.out.nominations),
             explanations=Explanations(self._explanations),
             shares=self.book.shares(),
+        )
+
+    def _version(self) -> tuple[int, int, int, int]:
+        """Everything a job's turn reads that the cycle changes: capacity (binds, holds,
+        releases, preemptions, hence every member's allocation and every lender's lent
+        GPUs), nominations and the consolidations left."""
+        out = self.out
+        return (
+            self.state.version,
+            len(out.preemptions),
+            len(out.nominations),
+            self.moves_left,
+        )
+
+    def _alike_key(self, job: PendingJob, info: JobInfo) -> tuple[object, ...] | None:
+        """What a job's turn depends on besides `_version` (None when it may depend on
+        more): its member, its shape, the model its demand counts against, whether it
+        keeps the member within its entitlement, and where it stands with the reclaim
+        limit. Two jobs with the same key, taken while nothing changed, wait for the same
+        reason: pending work is decided once per (member, shape) when the queue is long
+        and nothing moves, however the member's jobs of other shapes interleave."""
+        if info.incomplete or job.nominated_nodes:
+            return None
+        job_id = job.job_id
+        if job_id in self.state.holds or job_id in self.freeing:
+            return None
+        exhausted = self.exhausted(job)
+        return (
+            job.member,
+            info.sid,
+            self.book.model_of(info),
+            self.entitled_now(job),
+            exhausted,
+            exhausted and self.recently_reclaimed(job),
         )
 
     def _wait_alike(

@@ -286,6 +286,9 @@ class ClusterState:
         set by the cycle from the owners' demand and usage history."""
         self.holds: dict[str, list[tuple[int, Res, Res]]] = {}
         """job id -> (node, taken from terminating, taken from free)."""
+        self.version = 0
+        """Counts the changes of capacity during the cycle (binds, holds, releases,
+        preemptions): an outcome found at one version holds while it is unchanged."""
         index = self.index
         for pod in snapshot.running:
             i = index.get(pod.node)
@@ -360,6 +363,7 @@ class ClusterState:
 
     # -- capacity changes ----------------------------------------------------------------
     def take(self, i: int, res: Res) -> None:
+        self.version += 1
         g = res[0]
         cid = self.node_class[i]
         if g != 0 and cid >= 0:
@@ -415,6 +419,7 @@ class ClusterState:
 
     def add_terminating(self, i: int, res: Res) -> None:
         """A pod on node i was just preempted: its resources will come free."""
+        self.version += 1
         t = self.term[i]
         for k in range(4):
             t[k] += res[k]
