@@ -17,9 +17,9 @@ The cycle:
    A job that does not fit does not stop the member's later jobs (backfill), and when
    nothing about it can change within the cycle, the member's following jobs of the same
    shape wait for the same reason without a turn each. A later job of the member with
-   the same shape, model and standing (entitlement, reclaim limit), taken while nothing
-   has changed since that turn (no bind, hold, release, preemption, nomination or
-   move), waits for the same reason without one too.
+   the same shape, model and standing (entitlement, reclaim limit) as a job that waited,
+   taken while nothing has changed since that job's turn (no bind, hold, release,
+   preemption, nomination or move), waits for the same reason without a turn too.
 4. A job that does not fit, of a member below its fair share for the job's GPU model or
    that keeps its member within its entitlement (counting GPUs already held for its
    nominated jobs), first tries consolidation (`consolidation`) when enough GPUs of its
