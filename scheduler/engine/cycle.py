@@ -345,13 +345,13 @@ class _Cycle:
         self._hold_nominations()
         queues = MemberQueues(self.book.queued, self.order_key)
         decided = self.out.waiting
-        found: dict[tuple[object, ...], tuple[tuple[int, int, int, int], Waiting]] = {}
+        found: dict[tuple[object, ...], tuple[int, Waiting]] = {}
         info = queues.pop()
         while info is not None:
             job = info.job
             alike = self._alike_key(job, info)
             if alike is not None:
-                before = self._version()
+                before = self.state.version
                 seen = found.get(alike)
                 if seen is not None and seen[0] == before:
                     decided[job.job_id] = (job, seen[1])
@@ -361,7 +361,7 @@ class _Cycle:
             self._handle(job, info)
             waiting = decided.get(job.job_id)
             if waiting is not None and waiting[1].kind in ("capacity", "unplaceable"):
-                if alike is not None and self._version() == before:
+                if alike is not None and self.state.version == before:
                     found[alike] = (before, waiting[1])
                 self._wait_alike(job, info, waiting[1], queues)
             info = queues.advance(job.member)
@@ -373,25 +373,16 @@ class _Cycle:
             shares=self.book.shares(),
         )
 
-    def _version(self) -> tuple[int, int, int, int]:
-        """Everything a job's turn reads that the cycle changes: capacity (binds, holds,
-        releases, preemptions, hence every member's allocation and every lender's lent
-        GPUs), nominations and the consolidations left."""
-        out = self.out
-        return (
-            self.state.version,
-            len(out.preemptions),
-            len(out.nominations),
-            self.moves_left,
-        )
-
     def _alike_key(self, job: PendingJob, info: JobInfo) -> tuple[object, ...] | None:
-        """What a job's turn depends on besides `_version` (None when it may depend on
-        more): its member, its shape, the model its demand counts against, whether it
-        keeps the member within its entitlement, and where it stands with the reclaim
-        limit. Two jobs with the same key, taken while nothing changed, wait for the same
-        reason: pending work is decided once per (member, shape) when the queue is long
-        and nothing moves, however the member's jobs of other shapes interleave."""
+        """What a job's turn depends on besides what the cycle changes (None when it may
+        depend on more): its member, its shape, the model its demand counts against,
+        whether it keeps the member within its entitlement, and where it stands with the
+        reclaim limit. What the cycle changes all moves `ClusterState.version`: a bind or
+        a hold takes capacity, a release gives it back, a preemption (of a reclaim or a
+        move) adds terminating capacity, a nomination holds it. Two jobs with the same
+        key, taken at the same version, wait for the same reason: pending work is decided
+        once per (member, shape) when the queue is long and nothing moves, however the
+        member's jobs of other shapes interleave."""
         if info.incomplete or job.nominated_nodes:
             return None
         job_id = job.job_id

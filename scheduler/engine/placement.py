@@ -288,7 +288,8 @@ class ClusterState:
         """job id -> (node, taken from terminating, taken from free)."""
         self.version = 0
         """Counts the changes of capacity during the cycle (binds, holds, releases,
-        preemptions): an outcome found at one version holds while it is unchanged."""
+        preemptions, hence nominations and moves too): an outcome found at one version
+        holds while it is unchanged."""
         index = self.index
         for pod in snapshot.running:
             i = index.get(pod.node)
