@@ -21,8 +21,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from policies.model import Policy
-from scheduler.engine.snapshot import Node, RunningPod, Snapshot
+from scheduler.engine.snapshot import Node, Snapshot
 from scheduler.k8s import labels as L
+from scheduler.k8s.converted import Assumed, Conversions
 from scheduler.k8s.objects import (
     ConversionError,
     GangRef,
@@ -31,13 +32,10 @@ from scheduler.k8s.objects import (
     Priorities,
     Requests,
     Unschedulable,
-    job_id_of,
     node_from_api,
-    pending_jobs,
     pod_group_min_member,
     pod_group_min_resources,
     pod_info,
-    running_pod,
 )
 from scheduler.k8s.owners import (
     JOB,
@@ -59,12 +57,6 @@ OWNER_RESOURCES: dict[str, str] = {
     PYTORCHJOBS: PYTORCHJOB.kind,
 }
 """Informer kind -> the owner kind it lists (scheduler/k8s/owners.py)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Assumed:
-    node: str
-    at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +103,8 @@ class ClusterCache:
         """uids of pods waiting for this scheduler and not assumed: `has_pending`."""
         self.node_errors: dict[str, str] = {}
         """Node name -> why it could not be read (it is left out of snapshots)."""
+        self._conversions = Conversions(scheduler_name)
+        """The engine's form of the pods, kept between views."""
 
     # --- informer side ------------------------------------------------------------------
 
@@ -329,54 +323,27 @@ class ClusterCache:
             priorities = self._priorities
             pod_groups = dict(self._pod_groups)
             pod_group_resources = dict(self._pod_group_resources)
-        running: list[RunningPod] = []
-        waiting: list[PodInfo] = []
-        for info in pods.values():
-            guess = assumed.get(info.uid)
-            if guess is not None and not info.terminal:
-                running.append(
-                    running_pod(info, policy, priorities, self.scheduler_name, guess.node, guess.at)
-                )
-            elif info.takes_resources():
-                running.append(running_pod(info, policy, priorities, self.scheduler_name))
-            elif info.waits_for(self.scheduler_name):
-                waiting.append(info)
-        held = recorded_nominations(waiting, {n.name for n in nodes}, nominations or {})
-        jobs, rejected = pending_jobs(
-            waiting, policy, priorities, pod_groups, held, pod_group_resources
+        converted = self._conversions.convert(
+            pods,
+            assumed,
+            policy,
+            priorities,
+            pod_groups,
+            pod_group_resources,
+            frozenset(n.name for n in nodes),
+            nominations or {},
         )
-        running.sort(key=lambda p: (p.node, p.uid))
         snapshot = Snapshot(
             now=now,
             nodes=nodes,
-            running=tuple(running),
-            pending=jobs,
+            running=converted.running,
+            pending=converted.jobs,
             usage_history=dict(usage_history or {}),
         )
-        return CacheView(snapshot, rejected, pods)
+        return CacheView(snapshot, converted.rejected, pods)
 
     def _expire_assumed(self, now: float) -> None:
         stale = [u for u, a in self._assumed.items() if now - a.at > self.assume_ttl]
         for uid in stale:
             del self._assumed[uid]
             self._rewait(uid)
-
-
-def recorded_nominations(
-    waiting: Iterable[PodInfo],
-    node_names: set[str] | frozenset[str],
-    decided: Mapping[str, Mapping[str, str]],
-) -> dict[str, dict[str, str]]:
-    """job id -> {pod uid -> node}: what the pending pods' `status.nominatedNodeName`
-    says, replaced per job by `decided` (an empty mapping there drops the job's
-    nomination), keeping only nodes that exist."""
-    found: dict[str, dict[str, str]] = {}
-    for pod in waiting:
-        if pod.nominated_node:
-            found.setdefault(job_id_of(pod), {})[pod.uid] = pod.nominated_node
-    found.update({job_id: dict(nodes) for job_id, nodes in decided.items()})
-    kept = {
-        job_id: {uid: node for uid, node in nodes.items() if node in node_names}
-        for job_id, nodes in found.items()
-    }
-    return {job_id: nodes for job_id, nodes in kept.items() if nodes}

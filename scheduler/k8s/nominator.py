@@ -5,7 +5,7 @@ When the engine reclaims for a waiting job it nominates nodes for the job's pods
 GPUs being freed there are held for that job until its victims are gone. The leader
 writes each nomination to the pod's status (PATCH pods/status), so it is visible with
 kubectl and survives a restart or a leader change: the cluster cache reads it back into
-the snapshot (`cache.recorded_nominations`).
+the snapshot (`converted.recorded_nominations`).
 
 `Nominations` decides (no I/O) what each pending pod's nomination should be after a
 cycle. A nomination is dropped, and the field cleared, when it is stale: not renewed by

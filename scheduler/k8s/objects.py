@@ -604,80 +604,97 @@ def pending_jobs(
     jobs: list[PendingJob] = []
     rejected: list[Unschedulable] = []
     for job_id, members in groups.items():
-        members.sort(key=lambda p: (p.created_at, p.name))
-        broken = next((p for p in members if p.spec is None), None)
-        if broken is not None:
-            rejected.append(Unschedulable(job_id, tuple(members), broken.error or "unreadable"))
-            continue
-        first = members[0]
-        member = policy.member_for_namespace(first.namespace)
-        if member is None:
-            rejected.append(
-                Unschedulable(
-                    job_id,
-                    tuple(members),
-                    f"namespace {first.namespace!r} belongs to no member of policy "
-                    f"{policy.metadata.name!r}",
-                )
-            )
-            continue
-        min_member = 1
-        if first.gang is not None:
-            size = pod_groups.get(job_id) if first.gang.pod_group else None
-            size = size or first.gang.size
-            if size is None and first.gang.kind:
-                rejected.append(
-                    Unschedulable(
-                        job_id,
-                        tuple(members),
-                        f"gang {first.gang.name}: {first.gang.waits_for}, so its size is "
-                        "unknown and its pods wait",
-                    )
-                )
-                continue
-            if size is None:
-                rejected.append(
-                    Unschedulable(
-                        job_id,
-                        tuple(members),
-                        f"pod group {first.gang.name!r}: no PodGroup readable and no "
-                        f"{L.GANG_SIZE_ANNOTATION} annotation, so the gang size is unknown",
-                    )
-                )
-                continue
-            min_member = size
-            need = (pod_group_resources or {}).get(job_id) if first.gang.pod_group else None
-            short = _below_min_resources(members, need)
-            if short:
-                rejected.append(
-                    Unschedulable(job_id, tuple(members), f"gang {first.gang.name}: {short}")
-                )
-                continue
-        pending = tuple(
-            PendingPod(
-                uid=p.uid,
-                name=p.name,
-                namespace=p.namespace,
-                spec=cast(PodSpec, p.spec),
-                created_at=p.created_at,
-            )
-            for p in members
+        found = pending_job(
+            job_id,
+            members,
+            policy,
+            priorities,
+            pod_groups.get(job_id),
+            (pod_group_resources or {}).get(job_id),
+            nominations.get(job_id),
         )
-        jobs.append(
-            PendingJob(
-                job_id=job_id,
-                member=member,
-                pods=pending,
-                min_member=min_member,
-                priority=max(priorities.of(p) for p in members),
-                submitted_at=first.created_at,
-                nominated_nodes=dict(nominations.get(job_id, {})),
-                reclaims=max(p.reclaims for p in members),
-                reclaimed_at=_last_reclaim(members),
-            )
-        )
-    jobs.sort(key=lambda j: (j.submitted_at, j.job_id))
+        if isinstance(found, Unschedulable):
+            rejected.append(found)
+        else:
+            jobs.append(found)
+    jobs.sort(key=queue_key)
     return tuple(jobs), tuple(rejected)
+
+
+def queue_key(job: PendingJob) -> tuple[float, str]:
+    """The order `pending_jobs` gives its jobs: by submission, then job id."""
+    return job.submitted_at, job.job_id
+
+
+def pending_job(
+    job_id: str,
+    pods: Iterable[PodInfo],
+    policy: Policy,
+    priorities: Priorities,
+    pod_group_size: int | None,
+    pod_group_resources: Requests | str | None,
+    nominated: Mapping[str, str] | None,
+) -> PendingJob | Unschedulable:
+    """One job of `pending_jobs`, from its pending pods in any order, with what its
+    PodGroup says (minMember, minResources or why they cannot be read) and the nodes
+    nominated for it, each None when there is none."""
+    members = sorted(pods, key=lambda p: (p.created_at, p.name))
+    broken = next((p for p in members if p.spec is None), None)
+    if broken is not None:
+        return Unschedulable(job_id, tuple(members), broken.error or "unreadable")
+    first = members[0]
+    member = policy.member_for_namespace(first.namespace)
+    if member is None:
+        return Unschedulable(
+            job_id,
+            tuple(members),
+            f"namespace {first.namespace!r} belongs to no member of policy "
+            f"{policy.metadata.name!r}",
+        )
+    min_member = 1
+    if first.gang is not None:
+        size = pod_group_size if first.gang.pod_group else None
+        size = size or first.gang.size
+        if size is None and first.gang.kind:
+            return Unschedulable(
+                job_id,
+                tuple(members),
+                f"gang {first.gang.name}: {first.gang.waits_for}, so its size is "
+                "unknown and its pods wait",
+            )
+        if size is None:
+            return Unschedulable(
+                job_id,
+                tuple(members),
+                f"pod group {first.gang.name!r}: no PodGroup readable and no "
+                f"{L.GANG_SIZE_ANNOTATION} annotation, so the gang size is unknown",
+            )
+        min_member = size
+        need = pod_group_resources if first.gang.pod_group else None
+        short = _below_min_resources(members, need)
+        if short:
+            return Unschedulable(job_id, tuple(members), f"gang {first.gang.name}: {short}")
+    pending = tuple(
+        PendingPod(
+            uid=p.uid,
+            name=p.name,
+            namespace=p.namespace,
+            spec=cast(PodSpec, p.spec),
+            created_at=p.created_at,
+        )
+        for p in members
+    )
+    return PendingJob(
+        job_id=job_id,
+        member=member,
+        pods=pending,
+        min_member=min_member,
+        priority=max(priorities.of(p) for p in members),
+        submitted_at=first.created_at,
+        nominated_nodes=dict(nominated or {}),
+        reclaims=max(p.reclaims for p in members),
+        reclaimed_at=_last_reclaim(members),
+    )
 
 
 def _last_reclaim(pods: list[PodInfo]) -> float | None:
