@@ -689,17 +689,22 @@ class Daemon:
         self, snapshot: Snapshot, explanations: Mapping[str, str], view: CacheView
     ) -> None:
         now = snapshot.now
+        recorder = self.recorder
+        post = recorder.wanted("Warning")
+        waiting = 0
         for job in snapshot.pending:
             sentence = explanations.get(job.job_id)
             if sentence is None:
                 continue
-            self.metrics.attempts.labels("unschedulable").inc()
-            if now - job.submitted_at < self.config.explain_after_seconds:
+            waiting += 1
+            if not post or now - job.submitted_at < self.config.explain_after_seconds:
                 continue
             for pending in job.pods:
                 pod = view.pods.get(pending.uid)
-                if pod is not None:
-                    self.recorder.failed_scheduling(_ref(pod), sentence, now)
+                if pod is not None and recorder.due(pod.uid or pod.key, sentence, now):
+                    recorder.record(_ref(pod), "Warning", "FailedScheduling", sentence)
+        if waiting:
+            self.metrics.attempts.labels("unschedulable").inc(waiting)
 
     # --- results from the binder and evictor threads ------------------------------------
 

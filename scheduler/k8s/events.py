@@ -96,13 +96,21 @@ class EventRecorder:
         if not self.wanted("Warning"):
             return False
         now = time.time() if now is None else now
-        key = ref.uid or f"{ref.namespace}/{ref.name}"
+        if not self.due(ref.uid or f"{ref.namespace}/{ref.name}", message, now):
+            return False
+        self.record(ref, "Warning", "FailedScheduling", message)
+        return True
+
+    def due(self, key: str, message: str, now: float) -> bool:
+        """A `FailedScheduling` warning saying `message` is due for the pod `key` (its
+        uid): the same one did not go out within `repeat_seconds`. Counted as sent.
+        Checked before the event is built: at 50,000 waiting pods a cycle asks for
+        each of them, and almost every answer is no."""
         with self._lock:
             last = self._last_failed.get(key)
             if last is not None and last[1] == message and now - last[0] < self.repeat_seconds:
                 return False
             self._last_failed[key] = (now, message)
-        self.record(ref, "Warning", "FailedScheduling", message)
         return True
 
     def forget(self, uid: str) -> None:

@@ -4,6 +4,7 @@ limit, the metrics exposition, leader-election settings, the ConfigMap reference
 from __future__ import annotations
 
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 from kubernetes import client as k8s
@@ -12,10 +13,18 @@ from prometheus_client import generate_latest
 from policies.errors import InputError
 from policies.loader import load_policy
 from scheduler.engine.decisions import Bind, Decisions, MemberShare, Preemption
-from scheduler.engine.snapshot import Node, PodSpec, RunningPod, Snapshot
+from scheduler.engine.snapshot import (
+    Node,
+    PendingJob,
+    PendingPod,
+    PodSpec,
+    RunningPod,
+    Snapshot,
+)
 from scheduler.k8s.binder import binding_annotations, binding_body
-from scheduler.k8s.daemon import Daemon, PolicyConfigMap, SchedulerView
-from scheduler.k8s.events import EventRecorder, ObjectRef
+from scheduler.k8s.cache import CacheView
+from scheduler.k8s.daemon import Daemon, DaemonConfig, PolicyConfigMap, SchedulerView
+from scheduler.k8s.events import EventLevel, EventRecorder, EventType, ObjectRef
 from scheduler.k8s.evictor import event_text, eviction_body, victim_annotations
 from scheduler.k8s.exporter import SchedulerMetrics, State
 from scheduler.k8s.leader import LeaderElector
@@ -180,3 +189,68 @@ def test_metrics_exposition() -> None:
     text = generate_latest(standby.registry).decode()
     assert "fairpool_leader 0.0" in text
     assert "fairpool_pod_gpu_allocation{" not in text
+
+
+class _Capture(EventRecorder):
+    """Keeps what would be posted instead of posting it."""
+
+    def __init__(self, level: EventLevel = "all") -> None:
+        super().__init__(_unreachable(), repeat_seconds=60, level=level)
+        self.sent: list[tuple[str, str]] = []
+
+    def record(self, ref: ObjectRef, event_type: EventType, reason: str, message: str) -> None:
+        if self.wanted(event_type):
+            self.sent.append((ref.uid, message))
+
+
+def _waiting(name: str, submitted: float) -> PendingJob:
+    return PendingJob(
+        name,
+        "physics",
+        (PendingPod(f"u-{name}", name, "physics", PodSpec(gpus=1), submitted),),
+        submitted_at=submitted,
+    )
+
+
+@pytest.mark.parametrize("level", ["all", "none"])
+def test_waiting_jobs_are_counted_and_explained_once_per_repeat(level: EventLevel) -> None:
+    """Every waiting job counts as an unschedulable attempt; a FailedScheduling warning
+    goes to the pods of jobs that waited `explain_after_seconds`, again only when the
+    reason changed or `repeat_seconds` passed (none at all with `--events none`)."""
+    old, new = _waiting("old", 0.0), _waiting("new", 99.5)
+    pods = {
+        p.uid: pod_info(
+            {
+                "metadata": {"name": p.name, "namespace": "physics", "uid": p.uid},
+                "spec": {"schedulerName": "fairpool", "containers": []},
+            }
+        )
+        for job in (old, new)
+        for p in job.pods
+    }
+    recorder = _Capture(level)
+    fake = SimpleNamespace(config=DaemonConfig(), metrics=SchedulerMetrics(), recorder=recorder)
+
+    def explain(now: float, sentence: str) -> None:
+        snapshot = Snapshot(now=now, nodes=(), running=(), pending=(old, new))
+        view = CacheView(snapshot, (), pods)
+        Daemon._explain(fake, snapshot, {"old": sentence, "new": sentence}, view)  # type: ignore[arg-type]
+
+    try:
+        explain(100.0, "no room")
+        explain(110.0, "no room")
+        explain(120.0, "still no room")
+        explain(200.0, "still no room")
+    finally:
+        recorder.close()
+    counted = fake.metrics.attempts.labels("unschedulable")._value.get()
+    assert counted == 8
+    expected = [
+        ("u-old", "no room"),  # `new` has waited only 0.5 s
+        ("u-new", "no room"),  # now it has; `old` was told this 10 s ago
+        ("u-old", "still no room"),
+        ("u-new", "still no room"),
+        ("u-old", "still no room"),
+        ("u-new", "still no room"),
+    ]
+    assert recorder.sent == (expected if level == "all" else [])
