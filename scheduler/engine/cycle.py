@@ -376,13 +376,14 @@ class _Cycle:
     def _alike_key(self, job: PendingJob, info: JobInfo) -> tuple[object, ...] | None:
         """What a job's turn depends on besides what the cycle changes (None when it may
         depend on more): its member, its shape, the model its demand counts against,
-        whether it keeps the member within its entitlement, and where it stands with the
-        reclaim limit. What the cycle changes all moves `ClusterState.version`: a bind or
-        a hold takes capacity, a release gives it back, a preemption (of a reclaim or a
-        move) adds terminating capacity, a nomination holds it. Two jobs with the same
-        key, taken at the same version, wait for the same reason: pending work is decided
-        once per (member, shape) when the queue is long and nothing moves, however the
-        member's jobs of other shapes interleave."""
+        whether it keeps the member within its entitlement, where it stands with the
+        reclaim limit, and whether it resumes when preempted. What the cycle changes all
+        moves `ClusterState.version`: a bind or a hold takes capacity, a release gives it
+        back, a preemption (of a reclaim or a move) adds terminating capacity, a
+        nomination holds it. Two jobs with the same key, taken at the same version, wait
+        for the same reason: pending work is decided once per (member, shape) when the
+        queue is long and nothing moves, however the member's jobs of other shapes
+        interleave."""
         if info.incomplete or job.nominated_nodes:
             return None
         job_id = job.job_id
@@ -396,6 +397,7 @@ class _Cycle:
             self.entitled_now(job),
             exhausted,
             exhausted and self.recently_reclaimed(job),
+            job.resumes(self.checkpointable),
         )
 
     def _wait_alike(
@@ -419,6 +421,8 @@ class _Cycle:
         sid = info.sid
         exhausted = self.exhausted(job)
         recent = exhausted and self.recently_reclaimed(job)
+        checkpointable = self.checkpointable
+        resumes = job.resumes(checkpointable)
         model_of, holds = self.book.model_of, self.state.holds
         freeing, waiting = self.freeing, self.out.waiting
         queue, pos = queues.rest(job.member)
@@ -430,6 +434,7 @@ class _Cycle:
                 alike.sid != sid
                 or self.exhausted(nxt) != exhausted
                 or (exhausted and self.recently_reclaimed(nxt) != recent)
+                or nxt.resumes(checkpointable) != resumes
                 or model_of(alike) != model
                 or jid in holds
                 or jid in freeing
@@ -493,7 +498,9 @@ class _Cycle:
         models = None if self.borrowing else self._models_allowed(job, model)
         # Cautious: the job borrows and its member restarts reclaimed jobs from zero, so
         # placement keeps it off nodes whose owners are likely to want them back.
-        cautious = exhausted or (member not in self.checkpointable and not self.entitled_now(job))
+        cautious = exhausted or (
+            not job.resumes(self.checkpointable) and not self.entitled_now(job)
+        )
         if self._try_place(job, info, lendable, models, held, cautious, guarded):
             return
         if job_id in self.freeing:
@@ -720,6 +727,7 @@ class _Cycle:
             len(self.out.nominations),
             len(self.out.binds),
             self.exhausted(job) and self.recently_reclaimed(job),
+            job.resumes(self.checkpointable),
         )
         failed = self.reclaim_failed.get(key)
         if failed is not None:
@@ -743,7 +751,7 @@ class _Cycle:
                 self.book.fair,
                 lendable,
                 claim.above_ratio,
-                cautious=job.member not in self.checkpointable or self.exhausted(job),
+                cautious=not job.resumes(self.checkpointable) or self.exhausted(job),
             )
         if isinstance(result, NoReclaim):
             self.reclaim_failed[key] = result

@@ -24,7 +24,8 @@ Score (lowest wins, compared in this order):
 4. node name.
 
 Cautious work is a job that borrows (it takes its member beyond its entitlement) and
-whose member is not checkpointable: reclaiming it throws its progress away. The engine
+that is not checkpointable (its own setting, else its member's): reclaiming it throws
+its progress away. The engine
 cannot know how long a job will run, so every such job counts as long.
 
 Nodes with identical owner, model, labels (hostname aside), taints and topology domain

@@ -46,9 +46,10 @@ Common to both (`Reclaimer` and the victim-set search, `_Attempt.select`):
 - Victims are whole jobs (a gang is preempted with all its pods) of *other* members;
   pods not scheduled by fairpool and terminating pods are never victims. Only victims
   with a pod on a node the job could use are considered.
-- The common order loses the least work first: jobs of checkpointable members (they
-  resume where they stopped), then the fewest GPU-seconds run since their last start
-  (what a restart throws away), then the lowest priority, then job id.
+- The common order loses the least work first: checkpointable jobs (they resume where
+  they stopped: the pods' `checkpointable`, else their member's), then the fewest
+  GPU-seconds run since their last start (what a restart throws away), then the lowest
+  priority, then job id.
 - A job already reclaimed `sharing.max_reclaims_per_job` times is never a victim.
 - Terminating pods already count as capacity being freed: if the job fits once they are
   gone, nothing is preempted, the job is only nominated.
@@ -115,7 +116,8 @@ class VictimJob:
     run_gpu_s: float
     """GPU-seconds its pods ran since they last started: lost if it restarts from zero."""
     checkpointable: bool
-    """Its member resumes preempted jobs where they stopped: reclaiming it loses nothing."""
+    """It resumes where it stopped when preempted (every pod's `checkpointable`, else its
+    member's): reclaiming it loses nothing."""
 
     def __init__(
         self,
@@ -548,10 +550,11 @@ def _victim_job(
             frozenset((nodes[i].owner,)),
             {node_model[i]: gpus},
             0.0 + gpus * (now - started) if now > started else 0.0,
-            member in checkpointable,
+            _resumes(pod, checkpointable),
         )
     job = VictimJob(job_id, member, pods, reclaimable=reclaimable)
-    job.checkpointable = member in checkpointable
+    # A gang restarts whole: it resumes only if every pod does.
+    job.checkpointable = all(_resumes(pod, checkpointable) for pod, _ in pods)
     by_model = job.by_model
     for pod, i in pods:
         started = pod.started_at
@@ -567,6 +570,13 @@ def _victim_job(
     pods.sort(key=lambda pi: pi[0].uid)
     job.owners = frozenset(nodes[i].owner for _, i in pods)
     return job
+
+
+def _resumes(pod: RunningPod, checkpointable: frozenset[str]) -> bool:
+    """The pod resumes where it stopped when preempted: its own setting, else its
+    member's (`checkpointable`: the members whose jobs do)."""
+    own = pod.checkpointable
+    return pod.member in checkpointable if own is None else own
 
 
 class _Room:

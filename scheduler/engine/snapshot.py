@@ -8,6 +8,7 @@ seconds since trace start in the simulator: the engine only ever subtracts them.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -93,6 +94,9 @@ class RunningPod:
     scheduled_by_fairpool: bool = True
     reclaims: int = 0
     """Times its job was reclaimed before this run (see `PendingJob.reclaims`)."""
+    checkpointable: bool | None = None
+    """Its job resumes where it stopped when preempted (the `fairpool.io/checkpointable`
+    annotation, or the trace's column); None: as its member's `checkpointable` says."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,10 +131,19 @@ class PendingJob:
     At the limit, a job bigger than its member's entitlement is kept to nodes whose owners
     are not likely to want them back for the policy's `reclaimLimitWindowSeconds` after
     it."""
+    checkpointable: bool | None = None
+    """The job resumes where it stopped when preempted (see `RunningPod.checkpointable`);
+    None: as its member's `checkpointable` says."""
 
     @property
     def is_gang(self) -> bool:
         return self.min_member > 1
+
+    def resumes(self, checkpointable_members: AbstractSet[str]) -> bool:
+        """It resumes where it stopped when preempted: its own setting, else its
+        member's (`checkpointable_members`: the members whose jobs do)."""
+        own = self.checkpointable
+        return self.member in checkpointable_members if own is None else own
 
     @property
     def gpus(self) -> int:

@@ -725,9 +725,10 @@ class Daemon:
         # Counted at the eviction up to the end of the grace period the victim is given,
         # the instant the simulator frees its GPUs, so both count the same work as lost.
         gone_at = time.time() + self.policy().sharing.reclaim_grace_period_seconds
-        lost = lost_gpu_seconds(
-            victim.spec.gpus, victim.started_at, gone_at, self._checkpointable(victim.member)
-        )
+        resumes = victim.checkpointable
+        if resumes is None:
+            resumes = self._checkpointable(victim.member)
+        lost = lost_gpu_seconds(victim.spec.gpus, victim.started_at, gone_at, resumes)
         self.metrics.reclaim_lost.labels(
             victim.member or "", (node.gpu_model if node else None) or ""
         ).inc(lost)

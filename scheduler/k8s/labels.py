@@ -13,6 +13,9 @@ GPU_RESOURCE = "nvidia.com/gpu"
 
 GANG_LABEL = "fairpool.io/gang"
 GANG_SIZE_ANNOTATION = "fairpool.io/gang-size"
+CHECKPOINTABLE_ANNOTATION = "fairpool.io/checkpointable"
+"""`true` or `false`: whether the pod's job resumes where it stopped when preempted, over
+its member's `checkpointable`."""
 POD_GROUP_LABEL = "scheduling.x-k8s.io/pod-group"
 
 MEMBER_ANNOTATION = "fairpool.io/member"

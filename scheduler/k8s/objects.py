@@ -320,6 +320,9 @@ class PodInfo:
     """Its controller (`metadata.ownerReferences`): a Job, a PyTorchJob, a ReplicaSet..."""
     volcano_group: str = ""
     """The Volcano PodGroup its annotation names, or ''."""
+    checkpointable: bool | None = None
+    """Its `fairpool.io/checkpointable` annotation; None without one (or, on a running
+    pod, an unreadable one): its member's setting decides."""
 
     @property
     def labelled_gang(self) -> bool:
@@ -377,11 +380,20 @@ def pod_info(obj: Obj) -> PodInfo:
     pod_spec: PodSpec | None
     error = None
     gang = None
+    where = f"pod {meta.get('namespace')}/{meta.get('name')}"
     try:
         pod_spec = pod_spec_from_api(obj)
-        gang = _gang(labels, annotations, f"pod {meta.get('namespace')}/{meta.get('name')}")
+        gang = _gang(labels, annotations, where)
     except ConversionError as exc:
         pod_spec, error = None, str(exc)
+    checkpointable = None
+    try:
+        checkpointable = _checkpointable(annotations, where)
+    except ConversionError as exc:
+        # A pending pod is told why it waits; a running one keeps the GPUs it holds
+        # counted, and its member's setting decides.
+        if not spec.get("nodeName") and error is None:
+            pod_spec, error = None, str(exc)
     priority = spec.get("priority")
     return PodInfo(
         uid=meta.get("uid", ""),
@@ -403,7 +415,21 @@ def pod_info(obj: Obj) -> PodInfo:
         nominated_node=status.get("nominatedNodeName") or "",
         owner=controller_of(meta),
         volcano_group=volcano_group_of(annotations),
+        checkpointable=checkpointable,
     )
+
+
+def _checkpointable(annotations: Obj, where: str) -> bool | None:
+    text = annotations.get(L.CHECKPOINTABLE_ANNOTATION)
+    if text is None:
+        return None
+    value = {"true": True, "false": False}.get(str(text).strip().lower())
+    if value is None:
+        raise ConversionError(
+            f"{where}: annotation {L.CHECKPOINTABLE_ANNOTATION}={text!r} is neither "
+            "'true' nor 'false'"
+        )
+    return value
 
 
 def _gang(labels: Obj, annotations: Obj, where: str) -> GangRef | None:
@@ -569,6 +595,7 @@ def running_pod(
         terminating=pod.deleting,
         scheduled_by_fairpool=pod.scheduler_name == scheduler_name,
         reclaims=pod.reclaims,
+        checkpointable=pod.checkpointable,
     )
 
 
@@ -694,7 +721,18 @@ def pending_job(
         nominated_nodes=dict(nominated or {}),
         reclaims=max(p.reclaims for p in members),
         reclaimed_at=_last_reclaim(members),
+        checkpointable=_resumes(members),
     )
+
+
+def _resumes(pods: list[PodInfo]) -> bool | None:
+    """A job's `checkpointable` from its pods': a gang restarts whole, so one pod that
+    does not resume makes it restart; None (its member decides) unless every pod says
+    it resumes or one says it does not."""
+    said = {p.checkpointable for p in pods}
+    if False in said:
+        return False
+    return True if said == {True} else None
 
 
 def _last_reclaim(pods: list[PodInfo]) -> float | None:

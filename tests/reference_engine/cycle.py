@@ -226,9 +226,7 @@ class _Cycle:
     def cautious(self, job: PendingJob) -> bool:
         """The job borrows and its member restarts reclaimed jobs from zero: placement
         keeps it off nodes whose owners are likely to want them back."""
-        return job.member not in self.checkpointable and not self.within_entitlement(
-            job.member, job
-        )
+        return not job.resumes(self.checkpointable) and not self.within_entitlement(job.member, job)
 
     def exhausted(self, job: PendingJob) -> bool:
         """The job was reclaimed as often as the policy allows."""
@@ -331,6 +329,7 @@ class _Cycle:
                 or jid in self.state.holds
                 or jid in self.freeing
                 or self._info[jid].incomplete
+                or nxt.resumes(self.checkpointable) != job.resumes(self.checkpointable)
             ):
                 break
             queues.skip(job.member)
@@ -601,6 +600,7 @@ class _Cycle:
             len(self.out.nominations),
             len(self.out.binds),
             self.exhausted(job) and self.recently_reclaimed(job),
+            job.resumes(self.checkpointable),
         )
         failed = self.reclaim_failed.get(key)
         if failed is not None:
@@ -624,7 +624,7 @@ class _Cycle:
                 self.book.fair,
                 lendable,
                 claim.above_ratio,
-                cautious=job.member not in self.checkpointable or self.exhausted(job),
+                cautious=not job.resumes(self.checkpointable) or self.exhausted(job),
             )
         if isinstance(result, NoReclaim):
             self.reclaim_failed[key] = result

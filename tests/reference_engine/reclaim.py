@@ -353,13 +353,16 @@ def _victim_jobs(
             continue
         if i is None or not pod.scheduled_by_fairpool:
             continue
+        resumes = pod.member in checkpointable if pod.checkpointable is None else pod.checkpointable
         job = jobs.get(pod.job_id)
         if job is None:
             job = jobs[pod.job_id] = VictimJob(pod.job_id, pod.member)
+            job.checkpointable = resumes
+        # A gang restarts whole: it resumes only if every pod does.
+        job.checkpointable = job.checkpointable and resumes
         job.pods.append((pod, i))
         job.youngest_start = max(job.youngest_start, pod.started_at)
         job.run_gpu_s += pod.spec.gpus * max(0.0, now - pod.started_at)
-        job.checkpointable = pod.member in checkpointable
         job.priority = max(job.priority, pod.priority)
         if pod.uid in reclaimable_pods:
             job.reclaimable = True

@@ -92,6 +92,7 @@ def running(
     cpu_milli: int = 0,
     memory_bytes: int = 0,
     reclaims: int = 0,
+    checkpointable: bool | None = None,
 ) -> RunningPod:
     return RunningPod(
         uid=uid,
@@ -105,6 +106,7 @@ def running(
         started_at=started_at,
         terminating=terminating,
         reclaims=reclaims,
+        checkpointable=checkpointable,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from scheduler.engine import schedule
 from scheduler.engine.snapshot import SelectorRequirement, Taint, Toleration
@@ -123,6 +124,11 @@ def test_borrowing_that_would_lose_work_keeps_off_nodes_their_owners_want_back()
     ckpt = policy({"lab-a": {"checkpointable": True}, "lab-b": {}, "lab-c": {}})
     d = schedule(snapshot(nodes, [job("j", "lab-a")], run), ckpt)
     assert bound(d) == {"j-0": "b-1"}
+    # The job's own setting wins over its member's, either way.
+    resumes = replace(job("j", "lab-a"), checkpointable=True)
+    assert bound(schedule(snapshot(nodes, [resumes], run), POL)) == {"j-0": "b-1"}
+    restarts = replace(job("j", "lab-a"), checkpointable=False)
+    assert bound(schedule(snapshot(nodes, [restarts], run), ckpt)) == {"j-0": "c-1"}
 
 
 def test_an_owners_recent_usage_marks_its_nodes_wanted() -> None:

@@ -52,6 +52,53 @@ def test_victims_are_ordered_by_the_work_a_restart_would_lose() -> None:
     ]
 
 
+def test_a_pod_says_whether_its_job_resumes_whatever_its_member_says() -> None:
+    # lab-c is checkpointable but c-restarts says it is not; b-resumes says it is,
+    # although lab-b is not. A gang resumes only if every pod does.
+    nodes = [node("a1", "lab-a"), node("a2", "lab-a"), node("b1", "lab-b")]
+    run = [
+        running("c-restarts", "lab-c", "b1", gpus=1, started_at=9000, checkpointable=False),
+        running("c-default", "lab-c", "b1", gpus=1, started_at=1000),
+        running("b-resumes", "lab-b", "a1", gpus=1, started_at=1000, checkpointable=True),
+        running("b-young", "lab-b", "a1", gpus=1, started_at=9900),
+        running("g0", "lab-b", "a2", job_id="gang", started_at=9960),
+        running("g1", "lab-b", "a2", job_id="gang", started_at=9960, checkpointable=True),
+    ]
+    snap = snapshot(nodes, [], run)
+    reclaimer = Reclaimer(
+        ClusterState(snap),
+        snap.running,
+        {p.uid for p in run},
+        snap.now,
+        0,
+        False,
+        checkpointable=frozenset({"lab-c"}),
+    )
+    assert [(j.job_id, j.checkpointable) for j in reclaimer.jobs] == [
+        ("b-resumes", True),
+        ("c-default", True),
+        ("gang", False),
+        ("b-young", False),
+        ("c-restarts", False),
+    ]
+
+
+def test_an_owner_takes_back_the_job_that_resumes_before_the_one_that_restarts() -> None:
+    # b-old has run 8 x 9000 GPU-seconds but resumes (its pods say so); b-new has run
+    # 8 x 1000 and restarts from zero: reclaiming b-old loses nothing.
+    nodes = [node("a1", "lab-a"), node("a2", "lab-a"), node("b1", "lab-b")]
+    run = [
+        running("b-own", "lab-b", "b1", gpus=8),
+        running("b-old", "lab-b", "a1", gpus=8, started_at=1000, checkpointable=True),
+        running("b-new", "lab-b", "a2", gpus=8, started_at=9000),
+    ]
+    d = schedule(snapshot(nodes, [job("a-1", "lab-a", gpus=8)], run, now=10_000), POL)
+    assert preempted(d) == ["b-old"]
+    run[1] = running("b-old", "lab-b", "a1", gpus=8, started_at=1000)
+    d = schedule(snapshot(nodes, [job("a-1", "lab-a", gpus=8)], run, now=10_000), POL)
+    assert preempted(d) == ["b-new"]
+
+
 def test_the_victim_with_fewer_gpu_seconds_goes_even_if_it_is_older() -> None:
     # lab-a (entitled to 16, holds 8) needs 2 GPUs back on a1. b-wide started last but
     # has run 6 x 1000 = 6000 GPU-seconds; b-narrow 2 x 2000 = 4000: b-narrow goes.

@@ -124,8 +124,9 @@ def contended(draw: st.DrawFn) -> tuple[Policy, Snapshot]:
     reclaims preempt in the middle of the queue (so what was found when a job was queued
     no longer holds when it is taken), some copies were nominated (their holds are
     released when they are taken), some were reclaimed as often as the policy allows,
-    some members restart reclaimed work from zero, and some reclaims are more recent than
-    the policy's window."""
+    some members restart reclaimed work from zero, some jobs and running pods say
+    otherwise than their member (`checkpointable`), and some reclaims are more recent
+    than the policy's window."""
     base = draw(policies())
     pol = base.model_copy(
         update={
@@ -164,9 +165,14 @@ def contended(draw: st.DrawFn) -> tuple[Policy, Snapshot]:
                     nominated_nodes=nominated,
                     reclaims=draw(st.sampled_from([0, 0, 0, 1, 2])),
                     reclaimed_at=draw(st.sampled_from([None, snap.now - 50, snap.now - 500])),
+                    checkpointable=draw(st.sampled_from([None, None, True, False])),
                 )
             )
-    return pol, replace(snap, pending=tuple(pending))
+    running = tuple(
+        replace(p, checkpointable=draw(st.sampled_from([None, None, True, False])))
+        for p in snap.running
+    )
+    return pol, replace(snap, pending=tuple(pending), running=running)
 
 
 @SETTINGS

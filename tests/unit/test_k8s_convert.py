@@ -373,3 +373,49 @@ def test_pod_group_min_resources_holds_the_gang_until_its_pods_ask_that_much() -
         {"physics/pg": "PodGroup physics/pg: spec.minResources.memory: not a quantity: 'lots'"},
     )
     assert jobs == () and "not a quantity" in rejected[0].reason
+
+
+def test_checkpointable_from_the_annotation_on_running_and_pending_pods() -> None:
+    key = "fairpool.io/checkpointable"
+    (job,), _ = pending_jobs([pod_info(pod("s"))], POLICY, Priorities(), {}, {})
+    assert job.checkpointable is None  # its member decides
+    for text, value in (("true", True), ("False", False), (" TRUE ", True)):
+        info = pod_info(pod("s", annotations={key: text}))
+        (job,), _ = pending_jobs([info], POLICY, Priorities(), {}, {})
+        assert (info.checkpointable, job.checkpointable) == (value, value)
+        bound = pod_info(pod("r", node="n1", annotations={key: text}))
+        assert running_pod(bound, POLICY, Priorities()).checkpointable is value
+    # A gang resumes only if every pod does; pods that say nothing leave it to the member.
+    gang = {"fairpool.io/gang": "g"}
+
+    def gang_job(*texts: str | None) -> bool | None:
+        infos = [
+            pod_info(
+                pod(
+                    f"g{k}",
+                    labels=gang,
+                    annotations={"fairpool.io/gang-size": str(len(texts))}
+                    | ({key: t} if t is not None else {}),
+                )
+            )
+            for k, t in enumerate(texts)
+        ]
+        (job,), _ = pending_jobs(infos, POLICY, Priorities(), {}, {})
+        return job.checkpointable
+
+    assert gang_job("true", "true") is True
+    assert gang_job("true", None) is None
+    assert gang_job("true", "false") is False
+    assert gang_job(None, "false") is False
+
+
+def test_an_unreadable_checkpointable_annotation_holds_a_pending_pod_not_a_running_one() -> None:
+    bad = {"fairpool.io/checkpointable": "yes"}
+    infos = [pod_info(pod("s", annotations=bad))]
+    jobs, rejected = pending_jobs(infos, POLICY, Priorities(), {}, {})
+    assert jobs == ()
+    assert rejected[0].reason == (
+        "pod uni-north/s: annotation fairpool.io/checkpointable='yes' is neither 'true' nor 'false'"
+    )
+    running = running_pod(pod_info(pod("r", node="n1", annotations=bad)), POLICY, Priorities())
+    assert (running.spec.gpus, running.checkpointable) == (1, None)

@@ -78,6 +78,8 @@ def random_pod(rng: random.Random, i: int) -> dict[str, Any]:
     if rng.random() < 0.2:
         annotations["fairpool.io/reclaims"] = str(rng.randrange(4))
         annotations["fairpool.io/reclaimed-at"] = f"2026-11-28T1{rng.randrange(10)}:00:00Z"
+    if rng.random() < 0.2:
+        annotations["fairpool.io/checkpointable"] = rng.choice(("true", "false", "maybe"))
     if rng.random() < 0.3:
         spec["priorityClassName"] = rng.choice(("high", "low"))
     phase, node_name = "Pending", None
