@@ -209,7 +209,7 @@ class SchedulerMetrics:
         self.reclaim_lost = Counter(
             "fairpool_reclaim_lost_gpu_seconds",
             "GPU-seconds lost to reclaim by preempted pods: GPUs x (end of grace period - start);"
-            " nothing for a checkpointable member",
+            " nothing for a checkpointable pod",
             ["member", "gpu_model"],
             registry=r,
         )

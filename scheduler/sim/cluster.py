@@ -200,6 +200,7 @@ class SimCluster:
             submitted_at=submitted_at,
             reclaims=attempt,
             reclaimed_at=reclaimed_at,
+            checkpointable=job.checkpointable,
         )
         self.pending[job.job_id] = pending
         shape = job_shape(pending)
@@ -258,6 +259,7 @@ class SimCluster:
             priority=job.priority,
             started_at=now,
             reclaims=job.reclaims,
+            checkpointable=job.checkpointable,
         )
         self.running[pod.uid] = running
         return running

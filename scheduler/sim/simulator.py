@@ -9,11 +9,12 @@ when all its pods are bound, which the engine does in one cycle), preemptions ma
 victim's pods terminating for the grace period, nominations are handed back to the
 engine through `PendingJob.nominated_nodes`.
 
-A preempted job goes back to pending with fresh pods. It restarts from zero unless its
-member is `checkpointable`, in which case it resumes with the work it had left when the
-preemption was decided (its grace period is spent checkpointing). Lost to reclaim
-(docs/glossary.md): the GPU-seconds its pods ran since they last started, grace period
-included, for a job that restarts from zero; nothing for a checkpointable member. A job
+A preempted job goes back to pending with fresh pods. It restarts from zero unless it
+is checkpointable (the trace's `checkpointable`, else its member's), in which case it
+resumes with the work it had left when the preemption was decided (its grace period is
+spent checkpointing). Lost to reclaim (docs/glossary.md): the GPU-seconds its pods ran
+since they last started, grace period included, for a job that restarts from zero;
+nothing for a checkpointable one. A job
 that finishes during its grace period completes.
 
 Livelock guard: the engine is pure, so a decision it makes once it makes again on the
@@ -384,7 +385,9 @@ class Simulator:
         else:  # grace period over: the victim's pods are gone
             self._free_pods(record, now)
             assert record.start is not None and record.preempted_at is not None
-            checkpointable = self.policy.member(record.job.org).checkpointable
+            checkpointable = record.job.checkpointable
+            if checkpointable is None:
+                checkpointable = self.policy.member(record.job.org).checkpointable
             if checkpointable:
                 record.remaining_s -= record.preempted_at - record.start
             else:

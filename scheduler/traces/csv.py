@@ -10,7 +10,7 @@ import os
 import re
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,7 +26,7 @@ PRIORITY_RANGE = (-(2**31), 2**31 - 1)
 """A Kubernetes priority, and the API's int32."""
 MAX_NAME_CHARS = 253
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-OPTIONAL_COLUMNS = ("gpu_model", "priority")
+OPTIONAL_COLUMNS = ("gpu_model", "priority", "checkpointable")
 CANONICAL_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 
 
@@ -155,16 +155,7 @@ def read_trace(
 
 
 def _shift(job: TraceJob, origin: float) -> TraceJob:
-    return TraceJob(
-        job_id=job.job_id,
-        org=job.org,
-        submit_time=job.submit_time - origin,
-        duration_s=job.duration_s,
-        num_pods=job.num_pods,
-        gpus_per_pod=job.gpus_per_pod,
-        gpu_model=job.gpu_model,
-        priority=job.priority,
-    )
+    return replace(job, submit_time=job.submit_time - origin)
 
 
 def _check_header(names: list[str], problems: IssueCollector) -> dict[str, int]:
@@ -246,6 +237,7 @@ def _parse_row(
         _check_gang_size(num_pods, gpus_per_pod, limits.max_gang_gpus, line, problems)
     gpu_model = _gpu_model(cell("gpu_model") or None, line, problems, limits.gpu_models)
     priority = _priority(cell("priority"), line, problems)
+    checkpointable = _checkpointable(cell("checkpointable"), line, problems)
 
     if problems.total > before:
         return None, time_kind
@@ -265,6 +257,7 @@ def _parse_row(
         gpus_per_pod=gpus_per_pod,
         gpu_model=gpu_model,
         priority=priority,
+        checkpointable=checkpointable,
     )
     return job, time_kind
 
@@ -369,6 +362,16 @@ def _priority(raw_priority: str, line: int, problems: IssueCollector) -> int:
     return parsed
 
 
+def _checkpointable(text: str, line: int, problems: IssueCollector) -> bool | None:
+    """Whether the job resumes when preempted; None (its member decides) when empty."""
+    if not text:
+        return None
+    value = {"true": True, "false": False}.get(text.lower())
+    if value is None:
+        problems.add(line, "checkpointable", f"{text!r} is neither 'true' nor 'false'")
+    return value
+
+
 def _count(text: str, column: str, line: int, problems: IssueCollector) -> int | None:
     value = _whole(text)
     if value is None:
@@ -389,15 +392,17 @@ def _seconds_text(value: float) -> str:
 
 def trace_rows(trace: Trace) -> Iterable[list[str]]:
     """The canonical CSV rows (header first). Times are ISO-8601 UTC when the trace has a
-    start epoch (so re-reading keeps it), else seconds from trace start."""
-    yield list(CANONICAL_COLUMNS)
+    start epoch (so re-reading keeps it), else seconds from trace start. The
+    `checkpointable` column only when some job says it."""
+    said = any(job.checkpointable is not None for job in trace.jobs)
+    yield list(CANONICAL_COLUMNS if said else CANONICAL_COLUMNS[:-1])
     for job in trace.jobs:
         if trace.start_epoch:
             moment = datetime.fromtimestamp(trace.start_epoch + job.submit_time, tz=UTC)
             submit = moment.isoformat()
         else:
             submit = _seconds_text(job.submit_time)
-        yield [
+        row = [
             job.job_id,
             job.org,
             submit,
@@ -407,6 +412,9 @@ def trace_rows(trace: Trace) -> Iterable[list[str]]:
             job.gpu_model or "",
             str(job.priority),
         ]
+        if said:
+            row.append({None: "", True: "true", False: "false"}[job.checkpointable])
+        yield row
 
 
 def write_trace(trace: Trace, path: str | os.PathLike[str]) -> None:

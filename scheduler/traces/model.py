@@ -13,12 +13,15 @@ class TraceJob:
     submit_time: float
     """Seconds from trace start."""
     duration_s: float
-    """Run time once all its pods run; a preempted job restarts it (or resumes, when
-    the member's jobs are checkpointable)."""
+    """Run time once all its pods run; a preempted job restarts it (or resumes, when it
+    is checkpointable)."""
     num_pods: int
     gpus_per_pod: int
     gpu_model: str | None = None
     priority: int = 0
+    checkpointable: bool | None = None
+    """The job resumes where it stopped when preempted; None: as its member's
+    `checkpointable` says."""
 
     @property
     def gpus(self) -> int:

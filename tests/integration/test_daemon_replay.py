@@ -5,7 +5,9 @@ start in the same order on the same members' nodes, and the same jobs are preemp
 
 The replay plays the part of a Job controller the way the simulator models one: a
 preempted job comes back at once with fresh pods that restart from zero, or, for a
-checkpointable member, that run only the work it had left when it was preempted.
+checkpointable job (its trace row says so, carried to its pods as the
+`fairpool.io/checkpointable` annotation, else its member's setting), that run only the
+work it had left when it was preempted.
 
 Time: every policy duration given to the daemon is the trace's times SCALE (grace period,
 min runtime, usage half-life), and the daemon keeps its usage history on its own wall
@@ -20,10 +22,8 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Any
 
 import pytest
-import yaml
 
 from policies.loader import parse_policy
 from policies.model import Policy
@@ -108,7 +108,8 @@ class Replay:
         self.trace = trace
         self.jobs = {j.job_id: j for j in trace.jobs}
         self.checkpointable: frozenset[str] = frozenset()
-        """Members whose preempted jobs come back with the work they had left."""
+        """Members whose preempted jobs come back with the work they had left (unless a
+        job says otherwise)."""
         self.remaining = {j.job_id: j.duration_s for j in trace.jobs}
         self.attempt: dict[str, int] = {}
         self.bound: dict[tuple[str, int], dict[str, str]] = {}
@@ -142,6 +143,11 @@ class Replay:
                                 f"{self.remaining[job.job_id] * SCALE:g}"
                             ),
                             **({"fairpool.io/gang-size": str(job.num_pods)} if job.is_gang else {}),
+                            **(
+                                {"fairpool.io/checkpointable": str(job.checkpointable).lower()}
+                                if job.checkpointable is not None
+                                else {}
+                            ),
                             # Carried over from the victim, as the simulator counts a
                             # job's reclaims (and knows the last one's time) across its
                             # attempts.
@@ -218,7 +224,10 @@ class Replay:
             # The simulator's Job controller: the job is pending again at once.
             job = self.jobs[key[0]]
             self.preemptions[job.job_id] += 1
-            if job.org in self.checkpointable:
+            resumes = job.checkpointable
+            if resumes is None:
+                resumes = job.org in self.checkpointable
+            if resumes:
                 self.remaining[job.job_id] -= now - self.bound_at.get(key, now)
             else:
                 self.remaining[job.job_id] = job.duration_s
@@ -278,7 +287,7 @@ def test_live_replay_takes_the_simulators_decisions(pool: Pool, replay: Replay) 
         assert abs(got.at - want.at) * SCALE < 2.0, (got, want)
 
 
-# Usage history decides who goes first, and a checkpointable member is preempted.
+# Usage history decides who goes first, and a checkpointable job is preempted.
 # c owns the only node (4 GPUs); a and b own nothing, so all they run is borrowed.
 # b used the node long ago (jb1), a more recently (ja1); with a 100 s half-life a's
 # history is the larger when ja3 and jb3 both wait for the 2 GPUs c's jc1 frees at 450,
@@ -286,8 +295,9 @@ def test_live_replay_takes_the_simulators_decisions(pool: Pool, replay: Replay) 
 # a goes first (names break the tie), and so it would with no decay (b's total is the
 # larger). Young pods are protected by a 300 s min runtime, so nobody is preempted for
 # that surplus. Then c reclaims its node for jc2: a's ja2 and b's jb2 are preempted as
-# soon as they pass the min runtime; b is checkpointable, so jb2 comes back with the
-# 200 s it had left and ends at 970, when a's 3-GPU ja4 fits.
+# soon as they pass the min runtime; jb2 is checkpointable (its trace row says so, and its
+# pods' annotation; b is not), so it comes back with the 200 s it had left and ends at
+# 970, when a's 3-GPU ja4 fits.
 USAGE_HALF_LIFE_TRACE_S = 100.0
 MIN_RUNTIME_TRACE_S = 300
 USAGE_TRACE = Trace(
@@ -295,7 +305,7 @@ USAGE_TRACE = Trace(
         TraceJob("jb1", "b", 0, 120, num_pods=1, gpus_per_pod=4),
         TraceJob("ja1", "a", 140, 180, num_pods=1, gpus_per_pod=2),
         TraceJob("ja2", "a", 330, 500, num_pods=1, gpus_per_pod=1),
-        TraceJob("jb2", "b", 350, 500, num_pods=1, gpus_per_pod=1),
+        TraceJob("jb2", "b", 350, 500, num_pods=1, gpus_per_pod=1, checkpointable=True),
         TraceJob("jc1", "c", 370, 80, num_pods=1, gpus_per_pod=2),
         TraceJob("ja3", "a", 390, 100, num_pods=1, gpus_per_pod=2),
         TraceJob("jb3", "b", 410, 100, num_pods=1, gpus_per_pod=2),
@@ -306,17 +316,14 @@ USAGE_TRACE = Trace(
 
 
 def _usage_policy(pool: Pool, scale: float) -> Policy:
-    """The policy with its durations in trace seconds times `scale`; b checkpointable."""
-    data: dict[str, Any] = yaml.safe_load(
+    """The policy with its durations in trace seconds times `scale`."""
+    return parse_policy(
         pool.policy_text(
             grace=round(GRACE_TRACE_S * scale),
             minRuntimeSeconds=round(MIN_RUNTIME_TRACE_S * scale),
             usageHalfLifeHours=USAGE_HALF_LIFE_TRACE_S * scale / 3600,
         )
     )
-    for member in data["spec"]["members"]:
-        member["checkpointable"] = member["name"] == "b"
-    return parse_policy(yaml.safe_dump(data))
 
 
 def _without_history(snapshot: Snapshot, policy: Policy) -> Decisions:
@@ -340,7 +347,7 @@ def _assert_same_decisions(live: list[Start], expected: list[Start]) -> None:
                 assert a.at < b.at, f"{first.job} started after {later.job}: {live}"
 
 
-def test_live_replay_with_usage_history_and_a_checkpointable_member(
+def test_live_replay_with_usage_history_and_a_checkpointable_job(
     pool: Pool, usage_replay: Replay
 ) -> None:
     for m in ("a", "b", "c"):
@@ -352,7 +359,7 @@ def test_live_replay_with_usage_history_and_a_checkpointable_member(
     order = [s.job for s in expected]
     assert order.index("jb3") < order.index("ja3"), expected
     # The trace is one where the history decides: without it the simulator starts ja3
-    # first; and b's checkpoint shortens its second attempt.
+    # first; and jb2's checkpoint shortens its second attempt.
     blind = [
         s.job for s in _starts(_simulation(nodes, USAGE_TRACE, policy, _without_history), nodes)
     ]
@@ -361,7 +368,6 @@ def test_live_replay_with_usage_history_and_a_checkpointable_member(
     assert preemptions == {**dict.fromkeys(preemptions, 0), "ja2": 1, "jb2": 1}
     assert simulated.jobs["jb2"].end == pytest.approx(970)
 
-    usage_replay.checkpointable = frozenset({"b"})
     daemon = pool.daemon(_usage_policy(pool, SCALE), lease_namespace=pool.ns("c"))
     usage_replay.start()
     wait_until(
@@ -373,7 +379,7 @@ def test_live_replay_with_usage_history_and_a_checkpointable_member(
     assert usage_replay.preemptions == preemptions
 
     # Lost to reclaim, with the engine's function in both shells: nothing for
-    # checkpointable b; for a, ja2's run from its start to the end of its grace period
+    # checkpointable jb2; for a, ja2's run from its start to the end of its grace period
     # (the daemon counts at the eviction with the grace period the victim is given).
     # Within 2 GPU-s: pod start times have whole-second resolution and the eviction
     # follows the decision within ~0.5 s.

@@ -25,7 +25,7 @@ from scheduler.k8s.binder import binding_annotations, binding_body
 from scheduler.k8s.cache import CacheView
 from scheduler.k8s.daemon import Daemon, DaemonConfig, PolicyConfigMap, SchedulerView
 from scheduler.k8s.events import EventLevel, EventRecorder, EventType, ObjectRef
-from scheduler.k8s.evictor import event_text, eviction_body, victim_annotations
+from scheduler.k8s.evictor import EvictResult, event_text, eviction_body, victim_annotations
 from scheduler.k8s.exporter import SchedulerMetrics, State
 from scheduler.k8s.leader import LeaderElector
 from scheduler.k8s.objects import PodInfo, pod_info
@@ -254,3 +254,49 @@ def test_waiting_jobs_are_counted_and_explained_once_per_repeat(level: EventLeve
         ("u-new", "still no room"),
     ]
     assert recorder.sent == (expected if level == "all" else [])
+
+
+@pytest.mark.parametrize(
+    ("member", "own", "lost"),
+    [
+        ("physics", None, 0.0),  # the demo's checkpointable member
+        ("lab-bio", None, 4 * 130.0),
+        ("lab-bio", True, 0.0),  # the pod says it resumes
+        ("physics", False, 4 * 130.0),  # the pod says it restarts
+    ],
+)
+def test_work_lost_at_an_eviction_follows_the_pod_else_its_member(
+    member: str, own: bool | None, lost: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lost-work metric counts GPUs x (end of the grace period - start) for a pod
+    that restarts, nothing for one that resumes: its `checkpointable`, else its
+    member's."""
+    policy = load_policy()  # physics: checkpointable; grace period 30 s
+    node = Node("n1", "physics", "NVIDIA-A100-SXM4-80GB", 8, 64_000, 2**39)
+    victim = RunningPod(
+        "u9",
+        "p",
+        member,
+        member,
+        "u9",
+        "n1",
+        PodSpec(gpus=4),
+        started_at=900.0,
+        checkpointable=own,
+    )
+    fake = SimpleNamespace(
+        metrics=SchedulerMetrics(),
+        _victims={"u9": victim},
+        snapshot=lambda: Snapshot(now=0.0, nodes=(node,), running=(victim,), pending=()),
+        policy=lambda: policy,
+    )
+    fake._checkpointable = lambda m: Daemon._checkpointable(fake, m)  # type: ignore[arg-type]
+    monkeypatch.setattr("scheduler.k8s.daemon.time.time", lambda: 1000.0)
+    pod = pod_info({"metadata": {"name": "p", "namespace": member, "uid": "u9"}, "spec": {}})
+    preemption = Preemption("u9", "u9", member, "uni-north", "uni-north/x", "r", 30)
+    Daemon._evicted(fake, EvictResult(preemption, pod, "evicted", ""))  # type: ignore[arg-type]
+    sample = fake.metrics.registry.get_sample_value(
+        "fairpool_reclaim_lost_gpu_seconds_total",
+        {"member": member, "gpu_model": "NVIDIA-A100-SXM4-80GB"},
+    )
+    assert sample == pytest.approx(lost)

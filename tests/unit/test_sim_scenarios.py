@@ -4,6 +4,8 @@ Two members a and b each own one 4-GPU node of model G; grace period 30 s."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from policies.model import Policy
@@ -82,6 +84,20 @@ def test_checkpointable_job_resumes() -> None:
     assert (a2.preemptions, a2.end) == (1, 630 + 900)
     # A checkpointable member loses nothing (its grace period is spent checkpointing).
     assert a2.lost_gpu_s == 0 and result.lost == []
+
+
+def test_a_job_says_whether_it_resumes_whatever_its_member_says() -> None:
+    """The trace's `checkpointable` of a job wins over its member's setting."""
+    resumes = replace(job("a2", "a", 0, 1000, 4), checkpointable=True)
+    result = run(policy(), job("a1", "a", 0, 1000, 4), resumes, job("b1", "b", 100, 500, 4))
+    a2 = result.jobs["a2"]
+    assert (a2.preemptions, a2.end, a2.lost_gpu_s) == (1, 630 + 900, 0)
+    restarts = replace(job("a2", "a", 0, 1000, 4), checkpointable=False)
+    pol = policy({"a": {"checkpointable": True}, "b": {}})
+    result = run(pol, job("a1", "a", 0, 1000, 4), restarts, job("b1", "b", 100, 500, 4))
+    a2 = result.jobs["a2"]
+    assert (a2.preemptions, a2.end) == (1, 630 + 1000)
+    assert a2.lost_gpu_s == pytest.approx(4 * 130)
 
 
 def test_gang_starts_whole_or_waits() -> None:

@@ -234,3 +234,21 @@ def test_jobs_that_cannot_fit_the_nodes_are_rejected() -> None:
         (9, "gpu_model"),
     }
     assert "larger than any node (biggest: 8)" in str(info.value)
+
+
+def test_checkpointable_column_is_optional_per_job_and_round_trips(tmp_path: Path) -> None:
+    header = f"{HEADER},checkpointable"
+    trace = read_trace(f"{header}\nj1,lab,0,60,1,1,true\nj2,lab,1,60,1,1,\nj3,lab,2,60,1,1,FALSE\n")
+    assert [j.checkpointable for j in trace.jobs] == [True, None, False]
+    with pytest.raises(TraceError) as caught:
+        read_trace(f"{header}\nj1,lab,0,60,1,1,yes\n")
+    assert where(caught.value) == {(2, "checkpointable")}
+    assert "neither 'true' nor 'false'" in str(caught.value)
+    path = tmp_path / "t.csv"
+    write_trace(trace, path)
+    assert path.read_text().splitlines()[0].endswith(",priority,checkpointable")
+    assert read_trace(path) == trace
+    # A trace where no job says it is written without the column, as before.
+    plain = read_trace(f"{HEADER}\nj1,lab,0,60,1,1\n")
+    write_trace(plain, path)
+    assert path.read_text().splitlines()[0].endswith(",gpu_model,priority")
