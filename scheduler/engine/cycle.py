@@ -496,8 +496,8 @@ class _Cycle:
         if guarded:
             lendable = self._quiet_lenders(member, model, lendable)
         models = None if self.borrowing else self._models_allowed(job, model)
-        # Cautious: the job borrows and its member restarts reclaimed jobs from zero, so
-        # placement keeps it off nodes whose owners are likely to want them back.
+        # Cautious: the job borrows and restarts from zero when reclaimed, so placement
+        # keeps it off nodes whose owners are likely to want them back.
         cautious = exhausted or (
             not job.resumes(self.checkpointable) and not self.entitled_now(job)
         )

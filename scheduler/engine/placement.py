@@ -25,8 +25,8 @@ Score (lowest wins, compared in this order):
 
 Cautious work is a job that borrows (it takes its member beyond its entitlement) and
 that is not checkpointable (its own setting, else its member's): reclaiming it throws
-its progress away. The engine
-cannot know how long a job will run, so every such job counts as long.
+its progress away. The engine cannot know how long a job will run, so every such job
+counts as long.
 
 Nodes with identical owner, model, labels (hostname aside), taints and topology domain
 form an equivalence class; the static filters run once per class and pod shape. For each

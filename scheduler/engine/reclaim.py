@@ -550,11 +550,11 @@ def _victim_job(
             frozenset((nodes[i].owner,)),
             {node_model[i]: gpus},
             0.0 + gpus * (now - started) if now > started else 0.0,
-            _resumes(pod, checkpointable),
+            pod.resumes(checkpointable),
         )
     job = VictimJob(job_id, member, pods, reclaimable=reclaimable)
     # A gang restarts whole: it resumes only if every pod does.
-    job.checkpointable = all(_resumes(pod, checkpointable) for pod, _ in pods)
+    job.checkpointable = all(pod.resumes(checkpointable) for pod, _ in pods)
     by_model = job.by_model
     for pod, i in pods:
         started = pod.started_at
@@ -570,13 +570,6 @@ def _victim_job(
     pods.sort(key=lambda pi: pi[0].uid)
     job.owners = frozenset(nodes[i].owner for _, i in pods)
     return job
-
-
-def _resumes(pod: RunningPod, checkpointable: frozenset[str]) -> bool:
-    """The pod resumes where it stopped when preempted: its own setting, else its
-    member's (`checkpointable`: the members whose jobs do)."""
-    own = pod.checkpointable
-    return pod.member in checkpointable if own is None else own
 
 
 class _Room:

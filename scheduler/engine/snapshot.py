@@ -98,6 +98,12 @@ class RunningPod:
     """Its job resumes where it stopped when preempted (the `fairpool.io/checkpointable`
     annotation, or the trace's column); None: as its member's `checkpointable` says."""
 
+    def resumes(self, checkpointable_members: AbstractSet[str]) -> bool:
+        """It resumes where it stopped when preempted: its own setting, else its
+        member's (`checkpointable_members`: the members whose jobs do)."""
+        own = self.checkpointable
+        return self.member in checkpointable_members if own is None else own
+
 
 @dataclass(frozen=True, slots=True)
 class PendingPod:

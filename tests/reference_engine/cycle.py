@@ -224,7 +224,7 @@ class _Cycle:
         return {name: limit - self.lent.get(name, 0) for name, limit in self.lenders}
 
     def cautious(self, job: PendingJob) -> bool:
-        """The job borrows and its member restarts reclaimed jobs from zero: placement
+        """The job borrows and restarts from zero when reclaimed: placement
         keeps it off nodes whose owners are likely to want them back."""
         return not job.resumes(self.checkpointable) and not self.within_entitlement(job.member, job)
 

@@ -353,7 +353,7 @@ def _victim_jobs(
             continue
         if i is None or not pod.scheduled_by_fairpool:
             continue
-        resumes = pod.member in checkpointable if pod.checkpointable is None else pod.checkpointable
+        resumes = pod.resumes(checkpointable)
         job = jobs.get(pod.job_id)
         if job is None:
             job = jobs[pod.job_id] = VictimJob(pod.job_id, pod.member)
