@@ -105,60 +105,38 @@ class Conversions:
         """`pods` in the cache's order (uid -> pod); `decided`: the leader's own
         nominations not seen through the watch yet (`recorded_nominations`)."""
         with self._lock:
-            return self._convert(
-                pods,
-                assumed,
-                policy,
-                priorities,
-                pod_groups,
-                pod_group_resources,
-                node_names,
-                decided,
+            last = self._pods
+            kept: dict[str, _Pod] = {}
+            running: list[tuple[str, str, RunningPod]] = []
+            waiting: list[PodInfo] = []
+            groups: dict[str, list[PodInfo]] = {}
+            for uid, info in pods.items():
+                guess = assumed.get(uid)
+                seen = last.get(uid)
+                if (
+                    seen is None
+                    or seen.info is not info
+                    or seen.assumed != guess
+                    or seen.policy is not policy
+                    or seen.priorities is not priorities
+                ):
+                    seen = self._pod(info, guess, policy, priorities)
+                kept[uid] = seen
+                if seen.running is not None:
+                    running.append(seen.running)
+                elif seen.waiting:
+                    waiting.append(info)
+                    groups.setdefault(seen.job_id, []).append(info)
+            self._pods = kept
+            order = tuple(r[2] for r in running)
+            if order != self._running[0]:
+                running.sort(key=lambda r: (r[0], r[1]))
+                self._running = (order, tuple(r[2] for r in running))
+            nominations = recorded_nominations(waiting, node_names, decided)
+            jobs, rejected = self._group(
+                groups, policy, priorities, pod_groups, pod_group_resources, nominations
             )
-
-    def _convert(
-        self,
-        pods: Mapping[str, PodInfo],
-        assumed: Mapping[str, Assumed],
-        policy: Policy,
-        priorities: Priorities,
-        pod_groups: Mapping[str, int],
-        pod_group_resources: Mapping[str, Requests | str],
-        node_names: frozenset[str],
-        decided: Mapping[str, Mapping[str, str]],
-    ) -> Converted:
-        last = self._pods
-        kept: dict[str, _Pod] = {}
-        running: list[tuple[str, str, RunningPod]] = []
-        waiting: list[PodInfo] = []
-        groups: dict[str, list[PodInfo]] = {}
-        for uid, info in pods.items():
-            guess = assumed.get(uid)
-            seen = last.get(uid)
-            if (
-                seen is None
-                or seen.info is not info
-                or seen.assumed != guess
-                or seen.policy is not policy
-                or seen.priorities is not priorities
-            ):
-                seen = self._pod(info, guess, policy, priorities)
-            kept[uid] = seen
-            if seen.running is not None:
-                running.append(seen.running)
-            elif seen.waiting:
-                waiting.append(info)
-                groups.setdefault(seen.job_id, []).append(info)
-        self._pods = kept
-        order = tuple(r[2] for r in running)
-        if order != self._running[0]:
-            running.sort(key=lambda r: (r[0], r[1]))
-            self._running = (order, tuple(r[2] for r in running))
-        nominations = recorded_nominations(waiting, node_names, decided)
-        jobs, rejected = self._group(
-            groups, policy, priorities, pod_groups, pod_group_resources, nominations
-        )
-        return Converted(self._running[1], jobs, rejected)
+            return Converted(self._running[1], jobs, rejected)
 
     def _pod(
         self, info: PodInfo, guess: Assumed | None, policy: Policy, priorities: Priorities

@@ -7,8 +7,8 @@ from dataclasses import replace
 
 from scheduler.engine import schedule
 from scheduler.engine.placement import ClusterState
-from scheduler.engine.reclaim import Reclaimer
-from scheduler.engine.snapshot import PendingJob
+from scheduler.engine.reclaim import Reclaimer, VictimJob
+from scheduler.engine.snapshot import Node, PendingJob, RunningPod
 from tests.unit.engine_strategies import H100, job, node, policy, running, snapshot
 
 POL = policy(["lab-a", "lab-b", "lab-c"])
@@ -16,6 +16,15 @@ POL = policy(["lab-a", "lab-b", "lab-c"])
 
 def preempted(d: object) -> list[str]:
     return [p.pod_uid for p in d.preemptions]  # type: ignore[attr-defined]
+
+
+def victims(run: list[RunningPod], nodes: list[Node]) -> list[VictimJob]:
+    """Every running job as a victim, in the common order (lab-c checkpointable)."""
+    snap = snapshot(nodes, [], run)
+    state = ClusterState(snap)
+    everyone = {p.uid for p in run}
+    lab_c = frozenset({"lab-c"})
+    return Reclaimer(state, snap.running, everyone, snap.now, 0, False, lab_c).jobs
 
 
 def test_victims_are_ordered_by_the_work_a_restart_would_lose() -> None:
@@ -32,17 +41,7 @@ def test_victims_are_ordered_by_the_work_a_restart_would_lose() -> None:
         running("b-low", "lab-b", "a2", gpus=2, started_at=9000, priority=1),
         running("c-old", "lab-c", "b1", gpus=4, started_at=1000),
     ]
-    snap = snapshot(nodes, [], run)
-    reclaimer = Reclaimer(
-        ClusterState(snap),
-        snap.running,
-        {p.uid for p in run},
-        snap.now,
-        0,
-        False,
-        checkpointable=frozenset({"lab-c"}),
-    )
-    assert [j.job_id for j in reclaimer.jobs] == [
+    assert [j.job_id for j in victims(run, nodes)] == [
         "c-old",
         "b-young",
         "b-narrow",
@@ -64,17 +63,7 @@ def test_a_pod_says_whether_its_job_resumes_whatever_its_member_says() -> None:
         running("g0", "lab-b", "a2", job_id="gang", started_at=9960),
         running("g1", "lab-b", "a2", job_id="gang", started_at=9960, checkpointable=True),
     ]
-    snap = snapshot(nodes, [], run)
-    reclaimer = Reclaimer(
-        ClusterState(snap),
-        snap.running,
-        {p.uid for p in run},
-        snap.now,
-        0,
-        False,
-        checkpointable=frozenset({"lab-c"}),
-    )
-    assert [(j.job_id, j.checkpointable) for j in reclaimer.jobs] == [
+    assert [(j.job_id, j.checkpointable) for j in victims(run, nodes)] == [
         ("b-resumes", True),
         ("c-default", True),
         ("gang", False),
