@@ -14,8 +14,7 @@ is checkpointable (the trace's `checkpointable`, else its member's), in which ca
 resumes with the work it had left when the preemption was decided (its grace period is
 spent checkpointing). Lost to reclaim (docs/glossary.md): the GPU-seconds its pods ran
 since they last started, grace period included, for a job that restarts from zero;
-nothing for a checkpointable one. A job
-that finishes during its grace period completes.
+nothing for a checkpointable one. A job that finishes during its grace period completes.
 
 Livelock guard: the engine is pure, so a decision it makes once it makes again on the
 same state. Two caps keep a defective or flip-flopping policy from running forever:
