@@ -99,6 +99,14 @@ def _weights(pairs: str | None, members: list[str]) -> dict[str, float] | None:
     metavar="M=W,...",
     help="Share of the load per member (default: seeded, unequal).",
 )
+@click.option(
+    "--checkpointable-share",
+    type=click.FloatRange(0, 1),
+    default=None,
+    metavar="F",
+    help="Mark about this share of the jobs checkpointable and the rest not (the "
+    "trace's checkpointable column, over the members' setting); default: no column.",
+)
 @click.option("--out", required=True, metavar="FILE.csv", help="Where to write ('-': stdout).")
 def synth(
     member_count: int | None,
@@ -108,6 +116,7 @@ def synth(
     seed: int,
     cluster: Path | None,
     member_weights: str | None,
+    checkpointable_share: float | None,
     out: str,
 ) -> None:
     """Write a synthetic trace shaped like published GPU-cluster traces."""
@@ -141,6 +150,7 @@ def synth(
         seed=seed,
         member_weights=_weights(member_weights, members) or weights,
         node_gpus=node_gpus,
+        checkpointable_share=checkpointable_share,
     )
     _emit(result, out)
     console = _console(out)

@@ -56,6 +56,7 @@ def synthesize(
     node_gpus: Mapping[str, Sequence[int]] | None = None,
     member_models: Mapping[str, Mapping[str, int]] | None = None,
     home_affinity: float = 0.8,
+    checkpointable_share: float | None = None,
 ) -> Trace:
     """A trace of `days` days whose offered GPU-seconds are about
     `load * gpus * days * 86400` (load > 1 means contention).
@@ -75,12 +76,21 @@ def synthesize(
     `home_affinity` (weighted by what it owns), else any model by cluster capacity. Real
     groups tune their code for their own GPUs; without this, half of every member's jobs
     would want a model it does not own and could never run on its own hardware, which
-    makes the standalone counterfactual meaningless."""
+    makes the standalone counterfactual meaningless.
+
+    `checkpointable_share` marks about that share of the jobs checkpointable and the
+    rest not (each job's `checkpointable`, over its member's setting), drawn from a
+    generator of its own so the jobs are the same as without it; None leaves every job
+    to its member's setting."""
     if not 0.0 <= home_affinity <= 1.0:
         raise InputError(f"synthesize: home_affinity must be within [0, 1], not {home_affinity}")
     if gpu_models is None and node_gpus is not None:
         gpu_models = {m: sum(n) for m, n in node_gpus.items() if sum(n) > 0}
     _check_arguments(members, gpus, days, load, gpu_models, member_weights)
+    if checkpointable_share is not None and not 0.0 <= checkpointable_share <= 1.0:
+        raise InputError(
+            f"synthesize: checkpointable_share must be within [0, 1], not {checkpointable_share}"
+        )
     rng = np.random.default_rng(seed)
     names = list(dict.fromkeys(members))
     weights = _weights(names, member_weights, rng)
@@ -107,6 +117,11 @@ def synthesize(
         )
     jobs.sort(key=lambda j: (j.submit_time, j.org))
     width = max(6, len(str(len(jobs))))
+    resumes: list[bool | None] = [None] * len(jobs)
+    if checkpointable_share is not None:
+        # Three numbers: never the seed of a member's own generator (two).
+        draws = np.random.default_rng([seed, 0, _stable_hash("checkpointable")]).random(len(jobs))
+        resumes = [bool(d < checkpointable_share) for d in draws]
     numbered = tuple(
         TraceJob(
             job_id=f"job-{i:0{width}d}",
@@ -117,6 +132,7 @@ def synthesize(
             gpus_per_pod=j.gpus_per_pod,
             gpu_model=j.gpu_model,
             priority=j.priority,
+            checkpointable=resumes[i - 1],
         )
         for i, j in enumerate(jobs, start=1)
     )

@@ -202,3 +202,15 @@ def test_check_reports_offered_load_over_the_submission_window(tmp_path: Path) -
     assert checked.exit_code == 0, checked.output
     text = " ".join(checked.output.split())
     assert "offered load 5.50 on 64 GPUs over the submission window (1.0 h" in text
+
+
+def test_synth_marks_a_share_of_the_jobs_checkpointable(tmp_path: Path) -> None:
+    out = tmp_path / "t.csv"
+    args = ("synth", "--cluster", CLUSTER, "--days", "2", "--seed", "1", "--out", out)
+    assert run(*args, "--checkpointable-share", "0.5").exit_code == 0
+    lines = out.read_text().splitlines()
+    assert lines[0].endswith(",checkpointable")
+    assert {line.rsplit(",", 1)[1] for line in lines[1:]} == {"true", "false"}
+    assert run("check", out, "--cluster", CLUSTER, "--policy", POLICY).exit_code == 0
+    bad = run(*args, "--checkpointable-share", "1.5")
+    assert bad.exit_code == 2 and "--checkpointable-share" in bad.output

@@ -4,6 +4,7 @@ size mix and heavy-tailed run times, bounded gangs, bursty arrivals."""
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -126,6 +127,8 @@ def test_member_weights_split_the_load() -> None:
         {"gpu_models": {"a": 0}},
         {"member_weights": {"nobody": 1.0}},
         {"member_weights": {"uni-north": 0.0}},
+        {"checkpointable_share": 1.5},
+        {"checkpointable_share": -0.1},
     ],
 )
 def test_bad_arguments_are_input_errors(kwargs: dict[str, object]) -> None:
@@ -180,3 +183,16 @@ def test_members_ask_mostly_for_the_models_they_own() -> None:
         home = sum(j.gpu_model in models for j in jobs) / len(jobs)
         # 0.9 of the jobs plus half of the rest land on the home model: ~0.95.
         assert 0.88 <= home <= 0.99, (member, home)
+
+
+def test_a_share_of_the_jobs_marked_checkpointable_leaves_the_jobs_alone() -> None:
+    plain = synthesize(MEMBERS, gpus=64, days=7, load=1.0, seed=5)
+    assert all(j.checkpointable is None for j in plain.jobs)
+    for share in (0.0, 0.3, 1.0):
+        marked = synthesize(MEMBERS, gpus=64, days=7, load=1.0, seed=5, checkpointable_share=share)
+        assert [replace(j, checkpointable=None) for j in marked.jobs] == list(plain.jobs)
+        said = [j.checkpointable for j in marked.jobs]
+        assert None not in said
+        assert sum(said) / len(said) == pytest.approx(share, abs=0.05)
+    again = synthesize(MEMBERS, gpus=64, days=7, load=1.0, seed=5, checkpointable_share=0.3)
+    assert again == synthesize(MEMBERS, gpus=64, days=7, load=1.0, seed=5, checkpointable_share=0.3)
