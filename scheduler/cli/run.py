@@ -12,6 +12,7 @@ import click
 
 from policies.errors import InputError
 from scheduler.cli.logs import LOG_FORMATS, configure_logging
+from scheduler.cli.options import FiniteRange
 from scheduler.engine_build import kind
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ if TYPE_CHECKING:
 @click.option("--lease-name", default="fairpool-scheduler", show_default=True)
 @click.option(
     "--lease-seconds",
-    type=click.FloatRange(min=1.0),
+    type=FiniteRange(min=1.0),
     default=10.0,
     show_default=True,
     help="A standby takes the Lease over once its holder has not renewed it this long "
@@ -63,14 +64,14 @@ if TYPE_CHECKING:
 )
 @click.option(
     "--renew-deadline",
-    type=click.FloatRange(min=0.5),
+    type=FiniteRange(min=0.5),
     default=7.0,
     show_default=True,
     help="The leader steps down when it could not renew for this long (< --lease-seconds).",
 )
 @click.option(
     "--retry-seconds",
-    type=click.FloatRange(min=0.1),
+    type=FiniteRange(min=0.1),
     default=2.0,
     show_default=True,
     help="How often the Lease is renewed or tried (< --renew-deadline).",
@@ -84,7 +85,7 @@ if TYPE_CHECKING:
 )
 @click.option(
     "--usage-write-seconds",
-    type=click.FloatRange(min=1.0),
+    type=FiniteRange(min=1.0),
     default=30.0,
     show_default=True,
     help="The leader writes the usage history at most this often (and on a clean stop).",
@@ -92,6 +93,15 @@ if TYPE_CHECKING:
 @click.option("--identity", default=None, help="Leader election identity (default: host-pid).")
 @click.option("--scheduler-name", default="fairpool", show_default=True)
 @click.option("--bind-workers", type=int, default=16, show_default=True)
+@click.option(
+    "--batch-seconds",
+    type=FiniteRange(min=0.0, max=3600.0),
+    default=0.05,
+    show_default=True,
+    help="After a change, wait this long for more before a cycle: fewer, larger cycles "
+    "under a storm of changes, each decision that much later (`fairpool simulate "
+    "--batch-seconds` replays a month with the same wait).",
+)
 @click.option(
     "--events",
     type=click.Choice(["all", "warnings", "none"]),
@@ -176,6 +186,7 @@ def run(
     identity: str | None,
     scheduler_name: str,
     bind_workers: int,
+    batch_seconds: float,
     events: str,
     tokens: Path | None,
     api_listen: str,
@@ -220,6 +231,7 @@ def run(
         usage_history_configmap=usage_history_configmap or None,
         usage_write_seconds=usage_write_seconds,
         bind_workers=bind_workers,
+        batch_seconds=batch_seconds,
         events=cast("EventLevel", events),
     )
     api = api_client(kubeconfig, in_cluster, pool_size=bind_workers + 16)

@@ -19,6 +19,7 @@ from policies.errors import InputError
 from policies.inventory import ClusterInventory, load_inventory
 from policies.loader import load_policy
 from policies.model import Policy
+from scheduler.cli.options import FiniteRange
 from scheduler.engine.snapshot import Node
 from scheduler.sim.cluster import build_nodes, check_inventory
 from scheduler.sim.outputs import write_study
@@ -32,6 +33,8 @@ from scheduler.traces.synth import node_gpus_of, synthesize
 DEFAULT_OUT = Path("out/simulation")
 DEFAULT_LOAD = 1.2
 DAY_S = 86_400.0
+MAX_BATCH_S = 3600.0
+"""Longer batches would say more about the batching than about the policy."""
 
 
 def previous_month_start(policy: Policy, now: datetime | None = None) -> datetime:
@@ -274,6 +277,16 @@ def _load_inputs(
     "replays in the other N-1 beside it, and this one takes those not started yet once "
     "the pooled replay is done.",
 )
+@click.option(
+    "--batch-seconds",
+    "batch_s",
+    type=FiniteRange(min=0.0, max=MAX_BATCH_S),
+    default=0.0,
+    show_default=True,
+    help="A cycle waits this long after the first change for more, as `fairpool run "
+    "--batch-seconds` does: fewer cycles on a busy trace (a quicker what-if), every "
+    "decision up to that much later. 0: a cycle at every instant something changes.",
+)
 def simulate(
     cluster: Path | None,
     policy_file: Path | None,
@@ -285,6 +298,7 @@ def simulate(
     load: float,
     no_standalone: bool,
     processes: int,
+    batch_s: float,
 ) -> None:
     """Replay a trace (default: a synthetic month) on a cluster under a policy.
 
@@ -309,7 +323,9 @@ def simulate(
             gpus=inventory.total_gpus(),
             start=start.isoformat(),
         )
-    study = _replay(console, nodes, policy, trace, start, inventory, not no_standalone, processes)
+    study = _replay(
+        console, nodes, policy, trace, start, inventory, not no_standalone, processes, batch_s
+    )
     write_study(study, out)
     elapsed = time.monotonic() - began
     _print_study(console, study, f"trace: {source}, {len(trace.jobs)} jobs", out, elapsed)
@@ -337,6 +353,7 @@ def _replay(
     inventory: ClusterInventory,
     standalone: bool,
     processes: int = 1,
+    batch_s: float = 0.0,
 ) -> Study:
     """The pooled replay and the standalone ones, with a progress bar on a terminal and
     log lines elsewhere."""
@@ -398,6 +415,7 @@ def _replay(
             progress=on_progress,
             on_standalone=on_standalone,
             processes=processes,
+            batch_s=batch_s,
         )
     end = reported[0]
     if end is not None and end != logged[0]:

@@ -81,7 +81,10 @@ def run_study(
     progress: Progress | None = None,
     on_standalone: Callable[[str], None] | None = None,
     processes: int | None = None,
+    batch_s: float = 0.0,
 ) -> Study:
+    """The pooled replay and (with `standalone`) every member's, all with the same
+    `batch_s` (`Simulator`), measured into one study."""
     if start.tzinfo is None:
         raise ValueError("start must be timezone-aware")
     start_epoch = start.timestamp()
@@ -96,9 +99,10 @@ def run_study(
         policy.member_names() if standalone else [],
         engine=engine,
         processes=processes,
+        batch_s=batch_s,
     ) as replays:
         result = Simulator(
-            nodes, policy, trace, engine, start_offset_s=offset, progress=progress
+            nodes, policy, trace, engine, start_offset_s=offset, progress=progress, batch_s=batch_s
         ).run()
         if standalone:
             alone = replays.results(on_standalone)
@@ -431,6 +435,7 @@ def summary_dict(
             "livelock_guard_trips": result.guard_trips,
             "livelock_guard_owed_overrides": result.owed_overrides,
             "max_preemptions_per_job": result.max_preemptions_per_job,
+            "batch_seconds": result.batch_s,
             "jobs_unfinished": len(result.unfinished()),
             "standalone": alone is not None,
         },

@@ -9,6 +9,13 @@ when all its pods are bound, which the engine does in one cycle), preemptions ma
 victim's pods terminating for the grace period, nominations are handed back to the
 engine through `PendingJob.nominated_nodes`.
 
+With `batch_s` > 0 the cycle waits that long after the first change for more changes,
+as the daemon does after a watch event (`fairpool run --batch-seconds`): every event up
+to `first + batch_s` is applied at its own time (a job's usage, its lost work and the
+timeline keep its exact times), then ONE cycle runs at `first + batch_s`. Fewer cycles
+on a busy trace; each decision comes up to `batch_s` later. 0 (the default): a cycle at
+every instant something changed.
+
 A preempted job goes back to pending with fresh pods. It restarts from zero unless it
 is checkpointable (the trace's `checkpointable`, else its member's), in which case it
 resumes with the work it had left when the preemption was decided (its grace period is
@@ -179,6 +186,8 @@ class SimulationResult:
     consolidation_preemptions: int = 0
     """Jobs preempted to consolidate (a gang counts once), part of all preemptions."""
     max_preemptions_per_job: int = 0
+    batch_s: float = 0.0
+    """How long a cycle waited after the first change for more (`Simulator`)."""
     members: tuple[str, ...] = ()
     models: tuple[str, ...] = ()
     capacity: Mapping[tuple[str, str], int] = field(default_factory=dict)
@@ -240,8 +249,12 @@ class Simulator:
         max_cycles_per_instant: int = 50,
         max_preemptions_per_job: int = 25,
         progress: Progress | None = None,
+        batch_s: float = 0.0,
     ) -> None:
+        if not batch_s >= 0.0 or math.isinf(batch_s):
+            raise ValueError(f"batch_s: expected a finite number of seconds >= 0, got {batch_s}")
         self.policy = policy
+        self.batch_s = batch_s
         self.engine = engine or default_engine()
         self.cluster = SimCluster(nodes, policy)
         self.trace = trace
@@ -264,6 +277,11 @@ class Simulator:
         self._members = cap.members
         self._member_set = frozenset(cap.members)
         self._models = cap.models
+        self._largest_model = max(
+            cap.models,
+            key=lambda m: sum(g for (_, mm), g in cap.by_owner_model.items() if mm == m),
+            default="",
+        )
         # Incremental counters, updated on bind/free, so a cycle costs O(changes).
         self._allocated: dict[tuple[str, str], int] = {}
         self._lent: dict[tuple[str, str], int] = {}
@@ -314,16 +332,31 @@ class Simulator:
         cycles_at_instant = 0
         instants = 0
         last_instant = -math.inf
-        while self._events:
-            now = self._events[0][0]
-            self._advance_history(now)
-            changed = False
-            while self._events and self._events[0][0] == now:
-                _, kind, _, job_id, token = heapq.heappop(self._events)
-                self.events_done += 1
-                changed |= self._handle(EventKind(kind), self.jobs[job_id], token, now)
+        events = self._events
+        while events:
+            now = events[0][0] + self.batch_s
+            changed, last_change = False, now
+            while events and events[0][0] <= now:
+                at = events[0][0]
+                self._advance_history(at)
+                changed_at = False
+                while events and events[0][0] == at:
+                    _, kind, _, job_id, token = heapq.heappop(events)
+                    self.events_done += 1
+                    changed_at |= self._handle(EventKind(kind), self.jobs[job_id], token, at)
+                if changed_at:
+                    if not changed:
+                        now = at + self.batch_s  # the batch opens at its first change
+                    changed, last_change = True, at
+                    if at < now:
+                        # Batched: what the event freed or queued shows until the cycle.
+                        self._record_timeline({})
             if not changed:
                 continue
+            if last_change < now and not self.cluster.pending:
+                self._end = last_change  # batched, and nothing waits: no cycle to run
+                continue
+            self._advance_history(now)
             self._end = now
             cycles_at_instant = cycles_at_instant + 1 if now == last_instant else 1
             last_instant = now
@@ -354,6 +387,7 @@ class Simulator:
             owed_overrides=self.owed_overrides,
             consolidation_preemptions=self.consolidation_preemptions,
             max_preemptions_per_job=self.max_preemptions_per_job,
+            batch_s=self.batch_s,
             members=self._members,
             models=self._models,
             capacity=dict(self.cluster.capacity.by_owner_model),
@@ -753,16 +787,11 @@ class Simulator:
 
     def _pending_gpus(self) -> dict[tuple[str, str], int]:
         """Pending GPUs per (member, model), for instants without an engine cycle. A job
-        without a model counts for the model with the most GPUs."""
-        fallback = max(self._models, key=lambda m: self._model_capacity(m), default="")
+        without a model counts for the model with the most GPUs. Read from the pending
+        shapes (a few per member), not the jobs (thousands on a contended pool)."""
+        fallback = self._largest_model
         out: dict[tuple[str, str], int] = {}
-        for job in self.cluster.pending.values():
-            model = job.pods[0].spec.gpu_model or fallback
-            key = (job.member, model)
-            out[key] = out.get(key, 0) + job.gpus
+        for (member, model, pods, per_pod), jobs in self.cluster.pending_shapes.items():
+            key = (member, model or fallback)
+            out[key] = out.get(key, 0) + pods * per_pod * jobs
         return out
-
-    def _model_capacity(self, model: str) -> int:
-        return sum(
-            gpus for (_, m), gpus in self.cluster.capacity.by_owner_model.items() if m == model
-        )

@@ -89,12 +89,17 @@ def standalone_inputs(
 
 
 def replay_member(
-    nodes: tuple[Node, ...], policy: Policy, trace: Trace, member: str, engine: Engine | None
+    nodes: tuple[Node, ...],
+    policy: Policy,
+    trace: Trace,
+    member: str,
+    engine: Engine | None,
+    batch_s: float = 0.0,
 ) -> StandaloneResult:
     own, alone, jobs, never = standalone_inputs(nodes, policy, trace, member)
     if not own or not jobs.jobs:
         return StandaloneResult(member, {}, {}, never, [], 0.0, 0, 0)
-    result = Simulator(own, alone, jobs, engine).run()
+    result = Simulator(own, alone, jobs, engine, batch_s=batch_s).run()
     jct: dict[str, float] = {}
     wait: dict[str, float] = {}
     for record in result.jobs.values():
@@ -122,10 +127,13 @@ def replay_all(
     engine: Engine | None = None,
     processes: int | None = None,
     on_done: Callable[[str], None] | None = None,
+    batch_s: float = 0.0,
 ) -> dict[str, StandaloneResult]:
     """Every member's standalone replay, in `processes` processes in all (this one
     included; only the default engine can be sent to a worker)."""
-    with StandaloneReplays(nodes, policy, trace, members, engine, processes) as replays:
+    with StandaloneReplays(
+        nodes, policy, trace, members, engine, processes, batch_s=batch_s
+    ) as replays:
         return replays.results(on_done)
 
 
@@ -147,8 +155,11 @@ class StandaloneReplays:
         members: Sequence[str],
         engine: Engine | None = None,
         processes: int | None = None,
+        *,
+        batch_s: float = 0.0,
     ) -> None:
         self._args = (nodes, policy, trace)
+        self._batch_s = batch_s
         self._members = list(members)
         self._engine = engine
         workers = min((processes or 1) - 1, len(self._members))
@@ -160,7 +171,7 @@ class StandaloneReplays:
             order = sorted(self._members, key=lambda m: -_work(trace, m))
             for member in order:
                 self._futures[member] = self._pool.submit(
-                    replay_member, nodes, policy, trace, member, None
+                    replay_member, nodes, policy, trace, member, None, batch_s
                 )
 
     def results(self, on_done: Callable[[str], None] | None = None) -> dict[str, StandaloneResult]:
@@ -168,7 +179,7 @@ class StandaloneReplays:
         nodes, policy, trace = self._args
 
         def replay_here(member: str) -> None:
-            found[member] = replay_member(nodes, policy, trace, member, self._engine)
+            found[member] = replay_member(nodes, policy, trace, member, self._engine, self._batch_s)
             if on_done is not None:
                 on_done(member)
 

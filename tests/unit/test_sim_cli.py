@@ -148,6 +148,27 @@ def test_rerun_gives_identical_summary(tmp_path: Path) -> None:
     assert json.loads(first)["standalone_mean_jct_s"] is not None
 
 
+def test_batched_replay_says_its_batch(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert run([*inputs(tmp_path), "--out", str(out), "--batch-seconds", "60"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["simulation"]["batch_seconds"] == 60
+    assert summary["jobs_completed"] == 4
+    exact = tmp_path / "exact"
+    assert run([*inputs(tmp_path), "--out", str(exact)]) == 0
+    assert json.loads((exact / "summary.json").read_text())["simulation"]["batch_seconds"] == 0
+
+
+@pytest.mark.parametrize("bad", ["-1", "nan", "inf", "3601", "soon"])
+def test_bad_batch_exits_2_naming_the_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], bad: str
+) -> None:
+    out = tmp_path / "out"
+    assert run([*inputs(tmp_path), "--out", str(out), "--batch-seconds", bad]) == 2
+    assert "--batch-seconds" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_jobs_must_be_positive(tmp_path: Path) -> None:
     assert run([*inputs(tmp_path), "--out", str(tmp_path / "out"), "--jobs", "0"]) == 2
     assert not (tmp_path / "out").exists()

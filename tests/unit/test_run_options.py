@@ -1,0 +1,58 @@
+"""`fairpool run`'s options reach the daemon's configuration, and bad ones stop it
+before it connects anywhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import scheduler.k8s.client
+import scheduler.k8s.daemon
+from scheduler.cli.main import main
+from scheduler.k8s.daemon import DaemonConfig
+
+
+class _Stop(Exception):
+    """Raised where the daemon would start: the test has what it needs by then."""
+
+
+def _config_of(args: list[str], monkeypatch: pytest.MonkeyPatch) -> DaemonConfig:
+    seen: list[DaemonConfig] = []
+
+    def daemon(_api: object, *, config: DaemonConfig, **_: object) -> None:
+        seen.append(config)
+        raise _Stop
+
+    monkeypatch.setattr(scheduler.k8s.client, "api_client", lambda *a, **k: object())
+    monkeypatch.setattr(scheduler.k8s.daemon, "Daemon", daemon)
+    with pytest.raises(_Stop):
+        main(["run", "--no-leader-elect", *args])
+    return seen[0]
+
+
+def test_batch_seconds_reaches_the_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("")
+    assert _config_of(["--policy", str(policy)], monkeypatch).batch_seconds == 0.05
+    config = _config_of(["--policy", str(policy), "--batch-seconds", "60"], monkeypatch)
+    assert config.batch_seconds == 60.0
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--batch-seconds", "-1"),
+        ("--batch-seconds", "nan"),
+        ("--batch-seconds", "3601"),
+        ("--lease-seconds", "inf"),
+        ("--retry-seconds", "nan"),
+    ],
+)
+def test_bad_seconds_exit_2_naming_the_flag(
+    capsys: pytest.CaptureFixture[str], flag: str, value: str
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["run", "--policy", "unused.yaml", flag, value])
+    assert stopped.value.code == 2
+    assert flag in capsys.readouterr().err
