@@ -9,8 +9,16 @@ too once the pooled one is done (`run_study(processes=2)`, as `fairpool simulate
 2`). The time is the engine's: the simulator runs one `scheduler.engine.schedule` per
 event instant.
 
+Each load runs exactly (a cycle at every instant something changes: the pooled replay
+alone, then with its standalone replays) and with each batch of BENCH_SIMULATOR_BATCH
+(comma-separated seconds, default 60; `fairpool simulate --batch-seconds`: a cycle waits
+that long after the first change for more, as the daemon's `--batch-seconds` does), with
+the standalone replays. The target is the same for both; a batched replay answers
+sooner, each decision up to the batch later (docs/simulator.md says what that changes).
+
 BENCH_SIMULATOR_LOADS (comma-separated, default 0.6,1.0,1.2,1.5) and
-BENCH_SIMULATOR_DAYS (default 30) pick a shorter run."""
+BENCH_SIMULATOR_DAYS (default 30) pick a shorter run; BENCH_SIMULATOR_BATCH= (empty)
+runs the exact replays only."""
 
 from __future__ import annotations
 
@@ -35,6 +43,7 @@ SEED = 7
 TARGET_S = {0.6: 5.0, 1.0: 15.0, 1.2: 15.0, 1.5: 15.0}
 """Wall seconds for 30 days with the standalone replays (scaled for shorter runs)."""
 TARGET_RSS_MIB = 1024.0
+BATCHES = (60.0,)
 
 
 def inventory_yaml() -> str:
@@ -69,7 +78,7 @@ def policy_yaml() -> str:
     )
 
 
-def child(standalone: bool, load: float, days: float) -> dict[str, float]:
+def child(standalone: bool, load: float, days: float, batch_s: float) -> dict[str, float]:
     """One measured run, in this (fresh) process."""
     from datetime import UTC, datetime
 
@@ -92,6 +101,7 @@ def child(standalone: bool, load: float, days: float) -> dict[str, float]:
         datetime(2026, 10, 1, tzinfo=UTC),
         standalone=standalone,
         processes=2,
+        batch_s=batch_s,
     )
     wall = time.perf_counter() - began
     cpu = time.process_time() - cpu_began
@@ -114,10 +124,10 @@ def child(standalone: bool, load: float, days: float) -> dict[str, float]:
     }
 
 
-def measure(standalone: bool, load: float, days: float) -> dict[str, float]:
+def measure(standalone: bool, load: float, days: float, batch_s: float = 0.0) -> dict[str, float]:
     flag = "--standalone" if standalone else "--pooled"
     done = subprocess.run(
-        [sys.executable, "-m", "bench.bench_simulator", flag, str(load), str(days)],
+        [sys.executable, "-m", "bench.bench_simulator", flag, str(load), str(days), str(batch_s)],
         check=True,
         capture_output=True,
         text=True,
@@ -125,18 +135,24 @@ def measure(standalone: bool, load: float, days: float) -> dict[str, float]:
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def _settings() -> tuple[tuple[float, ...], float]:
+def _settings() -> tuple[tuple[float, ...], float, tuple[float, ...]]:
     loads = os.environ.get("BENCH_SIMULATOR_LOADS")
     days = float(os.environ.get("BENCH_SIMULATOR_DAYS", DAYS))
-    return (tuple(float(x) for x in loads.split(",")) if loads else LOADS), days
+    batches = os.environ.get("BENCH_SIMULATOR_BATCH")
+    return (
+        (tuple(float(x) for x in loads.split(",")) if loads else LOADS),
+        days,
+        BATCHES if batches is None else tuple(float(x) for x in batches.split(",") if x.strip()),
+    )
 
 
 def run(console: Console) -> None:
-    loads, days = _settings()
+    loads, days, batches = _settings()
     table = Table(title=f"simulator: {days:g}-day synthetic traces, 500 GPUs, 8 members")
     for column in (
         "load",
         "replay",
+        "batch s",
         "jobs",
         "wall s",
         "CPU s",
@@ -150,13 +166,15 @@ def run(console: Console) -> None:
     ):
         table.add_column(column, justify="left" if column == "replay" else "right")
     for load in loads:
-        for standalone in (False, True):
-            m = measure(standalone, load, days)
+        runs = [(False, 0.0), (True, 0.0), *((True, b) for b in batches)]
+        for standalone, batch_s in runs:
+            m = measure(standalone, load, days, batch_s)
             target = TARGET_S.get(load, 15.0) * days / DAYS
             ok = m["wall_s"] < target and m["peak_rss_mib"] < TARGET_RSS_MIB
             table.add_row(
                 f"{load:g}",
                 "pooled + 8 standalone" if standalone else "pooled",
+                f"{batch_s:g}" if batch_s else "exact",
                 f"{m['jobs']:,.0f}",
                 f"{m['wall_s']:.1f}",
                 f"{m.get('cpu_s', float('nan')):.1f}",
@@ -181,4 +199,5 @@ def run(console: Console) -> None:
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    print(json.dumps(child("--standalone" in args, float(args[1]), float(args[2]))))
+    batch = float(args[3]) if len(args) > 3 else 0.0
+    print(json.dumps(child("--standalone" in args, float(args[1]), float(args[2]), batch)))
