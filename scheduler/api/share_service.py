@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import secrets
 import threading
@@ -27,6 +28,7 @@ from scheduler.engine.decisions import MemberShare
 from scheduler.engine.snapshot import PendingJob, Snapshot
 from scheduler.k8s.daemon import SchedulerView
 from scheduler.k8s.published import Published
+from scheduler.sim.simulator import MAX_BATCH_S
 from scheduler.traces.csv import read_trace
 
 log = logging.getLogger(__name__)
@@ -349,6 +351,13 @@ class ShareServicer(share_pb2_grpc.ShareServiceServicer):
             draft = parse_policy(request.draft_policy_yaml, "draft_policy_yaml")
         except PolicyError as exc:
             abort_input(context, exc)
+        batch_s = request.batch_seconds
+        if not (math.isfinite(batch_s) and 0.0 <= batch_s <= MAX_BATCH_S):
+            abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"batch_seconds: 0 to {MAX_BATCH_S:g}, got {batch_s}",
+            )
         source = request.source or share_pb2.SIMULATION_SOURCE_TRACE
         if source == share_pb2.SIMULATION_SOURCE_TRACE:
             if not request.trace_csv.strip():
@@ -389,7 +398,7 @@ class ShareServicer(share_pb2_grpc.ShareServiceServicer):
         remaining = context.time_remaining()
         try:
             current_summary, draft_summary = self._what_if.compare(
-                self._view.snapshot(), current, draft, trace_csv, remaining
+                self._view.snapshot(), current, draft, trace_csv, remaining, batch_s
             )
         except InputError as exc:
             abort_input(context, exc)

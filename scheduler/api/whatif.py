@@ -129,9 +129,11 @@ class WhatIf:
         draft: Policy,
         trace_csv: str,
         timeout: float | None,
+        batch_s: float = 0.0,
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(summary under current, summary under draft). Raises InputError for a bad
-        trace or a policy the cluster cannot use, TimeoutError past `timeout`."""
+        """(summary under current, summary under draft), both replayed with `batch_s`
+        (`fairpool simulate --batch-seconds`). Raises InputError for a bad trace or a
+        policy the cluster cannot use, TimeoutError past `timeout`."""
         limit = DEFAULT_TIMEOUT_SECONDS if timeout is None else min(timeout, 3600.0)
         with tempfile.TemporaryDirectory(prefix="fairpool-whatif-") as tmp:
             folder = Path(tmp)
@@ -141,11 +143,12 @@ class WhatIf:
             (folder / "draft.yaml").write_text(canonical_document(draft, draft.version))
             with ThreadPoolExecutor(2) as pool:
                 runs = [
-                    pool.submit(self._run, folder, label, limit) for label in ("current", "draft")
+                    pool.submit(self._run, folder, label, limit, batch_s)
+                    for label in ("current", "draft")
                 ]
                 return runs[0].result(), runs[1].result()
 
-    def _run(self, folder: Path, label: str, timeout: float) -> dict[str, Any]:
+    def _run(self, folder: Path, label: str, timeout: float, batch_s: float) -> dict[str, Any]:
         out = folder / f"out-{label}"
         command = [
             *self._command,
@@ -157,6 +160,8 @@ class WhatIf:
             str(folder / "trace.csv"),
             "--out",
             str(out),
+            "--batch-seconds",
+            repr(batch_s),
         ]
         try:
             done = subprocess.run(

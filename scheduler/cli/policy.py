@@ -15,6 +15,7 @@ from rich.table import Table
 from policies.errors import FieldIssue, InputError, PolicyError
 from policies.loader import load_policy, parse_policy
 from scheduler.cli.client import Client, client_options
+from scheduler.cli.options import FiniteRange
 
 
 @click.group()
@@ -206,8 +207,23 @@ def diff(client: Client, old: str, new: str | None) -> None:
     type=click.IntRange(min=1, max=62),
     help="replay the last N days of metered usage instead",
 )
+@click.option(
+    "--batch-seconds",
+    type=FiniteRange(min=0.0),
+    default=0.0,
+    show_default=True,
+    help="a cycle waits this long after the first change for more: a quicker replay, each "
+    "decision up to that much later (as `fairpool simulate --batch-seconds`; the server "
+    "takes up to 3600)",
+)
 @client_options(timeout=900.0)
-def simulate(client: Client, file: Path, trace: Path | None, ledger_days: int | None) -> None:
+def simulate(
+    client: Client,
+    file: Path,
+    trace: Path | None,
+    ledger_days: int | None,
+    batch_seconds: float,
+) -> None:
     """What if the policy in FILE were in force? Replays a trace (or recent metered usage)
     under the current policy and under FILE on the cluster the scheduler sees, and shows
     both side by side."""
@@ -217,7 +233,7 @@ def simulate(client: Client, file: Path, trace: Path | None, ledger_days: int | 
         raise InputError("give exactly one of --trace and --ledger-days")
     text = _read(file)
     parse_policy(text, str(file))
-    request = share_pb2.SimulateRequest(draft_policy_yaml=text)
+    request = share_pb2.SimulateRequest(draft_policy_yaml=text, batch_seconds=batch_seconds)
     if trace is not None:
         try:
             request.trace_csv = trace.read_text(encoding="utf-8")

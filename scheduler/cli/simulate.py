@@ -24,6 +24,7 @@ from scheduler.engine.snapshot import Node
 from scheduler.sim.cluster import build_nodes, check_inventory
 from scheduler.sim.outputs import write_study
 from scheduler.sim.pipeline import Study, check_trace, run_study
+from scheduler.sim.simulator import MAX_BATCH_S
 from scheduler.sim.standalone import fits, reachable
 from scheduler.sim.waiting import IDLE_CAUSES, OWED_CAUSES
 from scheduler.traces.csv import read_trace
@@ -33,8 +34,6 @@ from scheduler.traces.synth import node_gpus_of, synthesize
 DEFAULT_OUT = Path("out/simulation")
 DEFAULT_LOAD = 1.2
 DAY_S = 86_400.0
-MAX_BATCH_S = 3600.0
-"""Longer batches would say more about the batching than about the policy."""
 
 
 def previous_month_start(policy: Policy, now: datetime | None = None) -> datetime:

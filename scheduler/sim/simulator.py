@@ -58,6 +58,9 @@ Progress = Callable[[float, int], None]
 """Called with (simulated time, jobs finished) every few hundred cycles."""
 
 HOUR_S = 3600.0
+MAX_BATCH_S = 3600.0
+"""The longest batch the commands and the API accept: longer ones would say more about
+the batching than about the policy."""
 OWED_SLACK_S = 60.0
 """Beyond grace period + minimum runtime, what an owed episode may last before it counts
 as past the allowance (the time a cycle, a bind and a start take, generously)."""

@@ -218,6 +218,19 @@ def test_policy_simulate_shows_current_and_draft(served: Served) -> None:
     row = next(line for line in done.stdout.splitlines() if line.startswith("│ uni-north"))
     assert "6 → 6" in row  # jobs completed under both policies
     assert served.run("policy", "simulate", "strict.yaml", token="viewer").returncode == 2
+    batched = served.run(
+        "policy", "simulate", "strict.yaml", "--trace", "trace.csv", "--batch-seconds", "60",
+        token="viewer",
+    )  # fmt: skip
+    assert batched.returncode == 0, batched.stderr
+    assert "6 → 6" in next(
+        line for line in batched.stdout.splitlines() if line.startswith("│ uni-north")
+    )
+    too_long = served.run(
+        "policy", "simulate", "strict.yaml", "--trace", "trace.csv", "--batch-seconds", "4000",
+        token="viewer",
+    )  # fmt: skip
+    assert too_long.returncode == 2 and "batch_seconds" in too_long.stderr
     refused = served.run(
         "policy", "simulate", "strict.yaml", "--trace", "trace.csv", token="member:physics"
     )

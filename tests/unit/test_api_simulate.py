@@ -65,6 +65,36 @@ def test_a_bad_trace_is_invalid_argument_with_its_line(tmp_path: Path) -> None:
     assert "line 8" in info.value.details()
 
 
+def test_a_batched_what_if_replays_both_policies_with_the_batch(tmp_path: Path) -> None:
+    with running_server(tmp_path) as api:
+        reply = api.shares.Simulate(
+            share_pb2.SimulateRequest(
+                draft_policy_yaml=no_borrowing(), trace_csv=TRACE, batch_seconds=60
+            ),
+            metadata=metadata("viewer"),
+            timeout=300,
+        )
+    for summary in (reply.current, reply.draft):
+        simulation = json.loads(summary.summary_json)["simulation"]
+        assert simulation["batch_seconds"] == 60
+    # Arrivals at 0..5 s are one batch: the first jobs start at 60 s, not at 0.
+    assert {m.member: m for m in reply.current.members}["uni-north"].mean_wait_s >= 55
+
+
+@pytest.mark.parametrize("bad", [-1.0, 3601.0, float("nan"), float("inf")])
+def test_a_bad_batch_is_invalid_argument_naming_it(tmp_path: Path, bad: float) -> None:
+    with running_server(tmp_path) as api, pytest.raises(grpc.RpcError) as info:
+        api.shares.Simulate(
+            share_pb2.SimulateRequest(
+                draft_policy_yaml=DEFAULT_POLICY.read_text(), trace_csv=TRACE, batch_seconds=bad
+            ),
+            metadata=metadata("admin"),
+            timeout=300,
+        )
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "batch_seconds" in info.value.details()
+
+
 def test_the_inventory_follows_the_snapshot(tmp_path: Path) -> None:
     with running_server(tmp_path) as api:
         document = yaml.safe_load(inventory_document(api.view.snapshot()))

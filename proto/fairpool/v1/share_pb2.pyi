@@ -145,16 +145,18 @@ class ExplainPendingResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[PendingJob, _Mapping]] = ..., explanation: _Optional[str] = ...) -> None: ...
 
 class SimulateRequest(_message.Message):
-    __slots__ = ("draft_policy_yaml", "source", "trace_csv", "ledger_days")
+    __slots__ = ("draft_policy_yaml", "source", "trace_csv", "ledger_days", "batch_seconds")
     DRAFT_POLICY_YAML_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     TRACE_CSV_FIELD_NUMBER: _ClassVar[int]
     LEDGER_DAYS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SECONDS_FIELD_NUMBER: _ClassVar[int]
     draft_policy_yaml: str
     source: SimulationSource
     trace_csv: str
     ledger_days: int
-    def __init__(self, draft_policy_yaml: _Optional[str] = ..., source: _Optional[_Union[SimulationSource, str]] = ..., trace_csv: _Optional[str] = ..., ledger_days: _Optional[int] = ...) -> None: ...
+    batch_seconds: float
+    def __init__(self, draft_policy_yaml: _Optional[str] = ..., source: _Optional[_Union[SimulationSource, str]] = ..., trace_csv: _Optional[str] = ..., ledger_days: _Optional[int] = ..., batch_seconds: _Optional[float] = ...) -> None: ...
 
 class MemberOutcome(_message.Message):
     __slots__ = ("member", "gpu_hours_used", "gpu_hours_entitled", "gpu_hours_borrowed", "gpu_hours_lent", "jobs_completed", "mean_wait_s", "p95_wait_s", "mean_jct_s", "gpu_hours_used_on_others_hardware", "gpu_hours_lost_to_reclaim")
