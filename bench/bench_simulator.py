@@ -14,7 +14,8 @@ alone, then with its standalone replays) and with each batch of BENCH_SIMULATOR_
 (comma-separated seconds, default 60; `fairpool simulate --batch-seconds`: a cycle waits
 that long after the first change for more, as the daemon's `--batch-seconds` does), with
 the standalone replays. The target is the same for both; a batched replay answers
-sooner, each decision up to the batch later (docs/simulator.md says what that changes).
+sooner, each decision up to the batch later (docs/architecture.md, "Batches", says what
+that changes).
 
 BENCH_SIMULATOR_LOADS (comma-separated, default 0.6,1.0,1.2,1.5) and
 BENCH_SIMULATOR_DAYS (default 30) pick a shorter run; BENCH_SIMULATOR_BATCH= (empty)
