@@ -437,8 +437,9 @@ def _print_study(
         f"{_hours(s['makespan_s'])}, fairness (Jain) "
         f"{_fraction(s['fairness_jain'])}, entitlement violation "
         f"{_gpu_h(float(s['entitlement_violation_gpu_s']) / 3600)} GPU-h, "  # type: ignore[arg-type]
-        f"preemptions {s['preemptions']}, engine cycles {sim['engine_cycles']}, "
-        f"{elapsed:.1f} s"
+        f"preemptions {s['preemptions']}, engine cycles {sim['engine_cycles']}"
+        + (f" (batched by {sim['batch_seconds']:g} s)" if sim["batch_seconds"] else "")
+        + f", {elapsed:.1f} s"
     )
     console.print(waiting_line(s))
     if sim["livelock_guard_trips"]:

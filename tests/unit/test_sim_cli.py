@@ -148,15 +148,17 @@ def test_rerun_gives_identical_summary(tmp_path: Path) -> None:
     assert json.loads(first)["standalone_mean_jct_s"] is not None
 
 
-def test_batched_replay_says_its_batch(tmp_path: Path) -> None:
+def test_batched_replay_says_its_batch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
     assert run([*inputs(tmp_path), "--out", str(out), "--batch-seconds", "60"]) == 0
+    assert "(batched by 60 s)" in capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())
     assert summary["simulation"]["batch_seconds"] == 60
     assert summary["jobs_completed"] == 4
     exact = tmp_path / "exact"
     assert run([*inputs(tmp_path), "--out", str(exact)]) == 0
     assert json.loads((exact / "summary.json").read_text())["simulation"]["batch_seconds"] == 0
+    assert "batched by" not in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("bad", ["-1", "nan", "inf", "3601", "soon"])
