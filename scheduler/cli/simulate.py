@@ -263,8 +263,20 @@ def _load_inputs(
     "first day of last month in the policy's time zone).",
 )
 @click.option("--seed", default=42, show_default=True, help="Synthetic trace seed.")
-@click.option("--days", default=30.0, show_default=True, help="Synthetic trace length.")
-@click.option("--load", default=DEFAULT_LOAD, show_default=True, help="Synthetic offered load.")
+@click.option(
+    "--days",
+    type=FiniteRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    help="Synthetic trace length.",
+)
+@click.option(
+    "--load",
+    type=FiniteRange(min=0, min_open=True),
+    default=DEFAULT_LOAD,
+    show_default=True,
+    help="Synthetic offered load.",
+)
 @click.option("--no-standalone", is_flag=True, help="Skip the per-member standalone replays.")
 @click.option(
     "--jobs",

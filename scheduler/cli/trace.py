@@ -13,6 +13,7 @@ from rich.table import Table
 
 from policies.errors import InputError
 from policies.inventory import load_inventory
+from scheduler.cli.options import FiniteRange
 from scheduler.traces.csv import read_trace, trace_rows, write_trace
 from scheduler.traces.importers import (
     ImportReport,
@@ -76,12 +77,10 @@ def _weights(pairs: str | None, members: list[str]) -> dict[str, float] | None:
     default=None,
     help="GPUs the load is measured against (default 64, or the cluster's total).",
 )
-@click.option(
-    "--days", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True
-)
+@click.option("--days", type=FiniteRange(min=0, min_open=True), default=30.0, show_default=True)
 @click.option(
     "--load",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteRange(min=0, min_open=True),
     default=1.1,
     show_default=True,
     help="Offered GPU-seconds / available; above 1 means contention.",
@@ -101,7 +100,7 @@ def _weights(pairs: str | None, members: list[str]) -> dict[str, float] | None:
 )
 @click.option(
     "--checkpointable-share",
-    type=click.FloatRange(0, 1),
+    type=FiniteRange(0, 1),
     default=None,
     metavar="F",
     help="Mark about this share of the jobs checkpointable and the rest not (the "

@@ -161,6 +161,19 @@ def test_batched_replay_says_its_batch(tmp_path: Path, capsys: pytest.CaptureFix
     assert "batched by" not in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    ("flag", "bad"), [("--load", "inf"), ("--load", "0"), ("--days", "nan"), ("--days", "-3")]
+)
+def test_bad_synthetic_trace_options_exit_2_naming_the_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, bad: str
+) -> None:
+    # `--load inf` once replayed for ever: an infinite load is no trace.
+    out = tmp_path / "out"
+    assert run(["simulate", "--no-standalone", "--out", str(out), flag, bad]) == 2
+    assert flag in capsys.readouterr().err
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("bad", ["-1", "nan", "inf", "3601", "soon"])
 def test_bad_batch_exits_2_naming_the_flag(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], bad: str

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner, Result
 
 from scheduler.cli.main import cli
@@ -80,6 +81,18 @@ def test_synth_members_disagreeing_with_cluster_is_exit_2(tmp_path: Path) -> Non
     result = run("synth", "--cluster", CLUSTER, "--members", "7", "--out", out)
     assert result.exit_code == 2
     assert "4 owners" in result.output
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("flag", "bad"),
+    [("--load", "inf"), ("--days", "nan"), ("--checkpointable-share", "nan")],
+)
+def test_synth_refuses_what_is_not_a_finite_number(tmp_path: Path, flag: str, bad: str) -> None:
+    out = tmp_path / "t.csv"
+    result = run("synth", "--out", out, flag, bad)
+    assert result.exit_code == 2
+    assert flag in result.output
     assert not out.exists()
 
 
