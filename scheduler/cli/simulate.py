@@ -29,7 +29,7 @@ from scheduler.sim.standalone import fits, reachable
 from scheduler.sim.waiting import IDLE_CAUSES, OWED_CAUSES
 from scheduler.traces.csv import read_trace
 from scheduler.traces.model import Trace
-from scheduler.traces.synth import node_gpus_of, synthesize
+from scheduler.traces.synth import MAX_DAYS, node_gpus_of, synthesize
 
 DEFAULT_OUT = Path("out/simulation")
 DEFAULT_LOAD = 1.2
@@ -265,7 +265,7 @@ def _load_inputs(
 @click.option("--seed", default=42, show_default=True, help="Synthetic trace seed.")
 @click.option(
     "--days",
-    type=FiniteRange(min=0, min_open=True),
+    type=FiniteRange(min=0, min_open=True, max=MAX_DAYS),
     default=30.0,
     show_default=True,
     help="Synthetic trace length.",

@@ -23,7 +23,7 @@ from scheduler.traces.importers import (
 )
 from scheduler.traces.model import Trace
 from scheduler.traces.summary import member_summary, offered_load, span_s, submission_window_s
-from scheduler.traces.synth import node_gpus_of, synthesize
+from scheduler.traces.synth import MAX_DAYS, node_gpus_of, synthesize
 
 
 @click.group()
@@ -77,7 +77,12 @@ def _weights(pairs: str | None, members: list[str]) -> dict[str, float] | None:
     default=None,
     help="GPUs the load is measured against (default 64, or the cluster's total).",
 )
-@click.option("--days", type=FiniteRange(min=0, min_open=True), default=30.0, show_default=True)
+@click.option(
+    "--days",
+    type=FiniteRange(min=0, min_open=True, max=MAX_DAYS),
+    default=30.0,
+    show_default=True,
+)
 @click.option(
     "--load",
     type=FiniteRange(min=0, min_open=True),

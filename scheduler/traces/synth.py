@@ -24,6 +24,12 @@ MIN_DURATION_S = 60.0
 MAX_DURATION_S = 3 * DAY_S
 BIN_S = 600.0
 """Arrival intensity is piecewise constant over 10-minute bins."""
+MAX_DAYS = 366.0
+"""A year: longer studies are a sequence of months, and a slip of the finger (a number
+of seconds given as days) would otherwise generate for hours."""
+MAX_JOBS = 1_000_000
+"""The most jobs a synthetic trace holds: far beyond what a replay answers quickly, well
+within memory. A load or length that asks for more is refused before it is generated."""
 
 # Share of jobs by shape: one pod of 1/2/4/8 GPUs, or a gang of 2/4/8 full-node pods
 # (16-64 GPUs with 8-GPU nodes). Shapes that do not fit the cluster are left out and
@@ -101,20 +107,26 @@ def synthesize(
     jobs: list[TraceJob] = []
     for name, weight in zip(names, weights, strict=True):
         member_rng = np.random.default_rng([seed, _stable_hash(name)])
-        jobs.extend(
-            _member_jobs(
-                name,
-                weight * target,
-                horizon,
-                gpus,
-                models,
-                max_gpus_per_pod,
-                node_gpus,
-                member_rng,
-                (member_models or {}).get(name),
-                home_affinity,
-            )
+        found = _member_jobs(
+            name,
+            weight * target,
+            horizon,
+            gpus,
+            models,
+            max_gpus_per_pod,
+            node_gpus,
+            member_rng,
+            (member_models or {}).get(name),
+            home_affinity,
+            most=MAX_JOBS - len(jobs),
         )
+        if found is None:
+            raise InputError(
+                f"synthesize: a load of {load:g} over {days:g} days on {gpus} GPUs asks for "
+                f"more than {MAX_JOBS:,} jobs, the most a synthetic trace holds: lower the "
+                "load or the days"
+            )
+        jobs.extend(found)
     jobs.sort(key=lambda j: (j.submit_time, j.org))
     width = max(6, len(str(len(jobs))))
     resumes: list[bool | None] = [None] * len(jobs)
@@ -160,8 +172,8 @@ def _check_arguments(
         raise InputError("synthesize: members must be a non-empty list of names")
     if gpus < 1:
         raise InputError(f"synthesize: gpus must be at least 1, got {gpus}")
-    if not days > 0:
-        raise InputError(f"synthesize: days must be > 0, got {days}")
+    if not 0 < days <= MAX_DAYS:
+        raise InputError(f"synthesize: days must be > 0 and at most {MAX_DAYS:g}, got {days}")
     if not load > 0:
         raise InputError(f"synthesize: load must be > 0, got {load}")
     if gpu_models is not None:
@@ -287,7 +299,9 @@ def _member_jobs(
     rng: np.random.Generator,
     owned: Mapping[str, int] | None = None,
     home_affinity: float = 0.0,
-) -> list[TraceJob]:
+    most: int = MAX_JOBS,
+) -> list[TraceJob] | None:
+    """The member's jobs, or None when reaching its offered work takes more than `most`."""
     if target_gpu_s <= 0:
         return []
     caps = _model_shapes(models, gpus, max_gpus_per_pod, node_gpus)
@@ -307,8 +321,11 @@ def _member_jobs(
     per_pod_all: list[np.ndarray] = []
     durations_all: list[np.ndarray] = []
     offered = 0.0
+    drawn = 0
     batch = 256
     while offered < target_gpu_s:
+        if drawn > most:
+            return None  # every job drawn so far is short of the target: more are needed
         chosen = rng.choice(len(caps), size=batch, p=model_p)
         pods, per_pod = _pod_shapes(rng, chosen, menus, gang_taste)
         durations = _durations(rng, pods, per_pod, duration_cap)
@@ -321,6 +338,7 @@ def _member_jobs(
         per_pod_all.append(per_pod)
         durations_all.append(durations)
         offered += float((durations * job_gpus).sum())
+        drawn += batch
         batch = min(batch * 2, 65_536)
 
     chosen = np.concatenate(model_idx)
@@ -328,6 +346,8 @@ def _member_jobs(
     per_pod = np.concatenate(per_pod_all)
     durations = np.concatenate(durations_all)
     count = _closest_prefix(np.cumsum(durations * pods * per_pod), target_gpu_s)
+    if count > most:
+        return None
     submits = _arrivals(count, horizon, rng)
     return [
         TraceJob(

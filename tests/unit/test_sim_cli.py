@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from scheduler.cli.main import main
+from scheduler.traces import synth
 
 POLICY = """\
 apiVersion: fairpool.io/v1
@@ -162,7 +163,8 @@ def test_batched_replay_says_its_batch(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 @pytest.mark.parametrize(
-    ("flag", "bad"), [("--load", "inf"), ("--load", "0"), ("--days", "nan"), ("--days", "-3")]
+    ("flag", "bad"),
+    [("--load", "inf"), ("--load", "0"), ("--days", "nan"), ("--days", "-3"), ("--days", "367")],
 )
 def test_bad_synthetic_trace_options_exit_2_naming_the_flag(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, bad: str
@@ -171,6 +173,18 @@ def test_bad_synthetic_trace_options_exit_2_naming_the_flag(
     out = tmp_path / "out"
     assert run(["simulate", "--no-standalone", "--out", str(out), flag, bad]) == 2
     assert flag in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_load_that_asks_for_too_many_jobs_exits_2_writing_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The cap is lowered to keep the test quick (`--load 500` is refused the same way).
+    monkeypatch.setattr(synth, "MAX_JOBS", 1000)
+    out = tmp_path / "out"
+    assert run(["simulate", "--no-standalone", "--out", str(out), "--load", "1.5"]) == 2
+    err = capsys.readouterr().err
+    assert "a load of 1.5 over 30 days on 64 GPUs asks for more than 1,000 jobs" in err
     assert not out.exists()
 
 

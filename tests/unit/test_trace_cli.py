@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from scheduler.cli.main import cli
-from scheduler.traces import read_trace
+from scheduler.traces import read_trace, synth
 
 DATA = Path(__file__).parents[1] / "data" / "traces"
 ROOT = Path(__file__).parents[2]
@@ -86,13 +86,31 @@ def test_synth_members_disagreeing_with_cluster_is_exit_2(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize(
     ("flag", "bad"),
-    [("--load", "inf"), ("--days", "nan"), ("--checkpointable-share", "nan")],
+    [
+        ("--load", "inf"),
+        ("--days", "nan"),
+        ("--checkpointable-share", "nan"),
+        ("--days", "367"),
+    ],
 )
 def test_synth_refuses_what_is_not_a_finite_number(tmp_path: Path, flag: str, bad: str) -> None:
+    # A year at most: `--days 100000` once generated for minutes.
     out = tmp_path / "t.csv"
     result = run("synth", "--out", out, flag, bad)
     assert result.exit_code == 2
     assert flag in result.output
+    assert not out.exists()
+
+
+def test_synth_refuses_a_load_that_asks_for_too_many_jobs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `--load 1000` once generated for minutes; the cap is lowered to keep the test quick.
+    monkeypatch.setattr(synth, "MAX_JOBS", 1000)
+    out = tmp_path / "t.csv"
+    result = run("synth", "--out", out, "--load", "1.5")
+    assert result.exit_code == 2
+    assert "a load of 1.5 over 30 days on 64 GPUs asks for more than 1,000 jobs" in result.output
     assert not out.exists()
 
 

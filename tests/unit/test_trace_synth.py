@@ -11,7 +11,7 @@ import pytest
 
 from policies.errors import InputError
 from policies.inventory import load_inventory
-from scheduler.traces import node_gpus_of, synthesize
+from scheduler.traces import node_gpus_of, synth, synthesize
 from scheduler.traces.model import Trace
 
 MEMBERS = ["uni-north", "ai-startup", "lab-bio", "physics"]
@@ -123,6 +123,7 @@ def test_member_weights_split_the_load() -> None:
         {"members": []},
         {"gpus": 0},
         {"days": 0},
+        {"days": 366.5},
         {"load": -1},
         {"gpu_models": {"a": 0}},
         {"member_weights": {"nobody": 1.0}},
@@ -142,6 +143,37 @@ def test_bad_arguments_are_input_errors(kwargs: dict[str, object]) -> None:
     arguments.update(kwargs)
     with pytest.raises(InputError):
         synthesize(**arguments)  # type: ignore[arg-type]
+
+
+def test_the_job_cap_refuses_exactly_the_traces_above_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The cap is checked while the jobs are drawn, before anything big is built: a trace
+    # of exactly MAX_JOBS jobs is made (and is the uncapped trace), one more is refused.
+    whole = synthesize(MEMBERS, gpus=64, days=7, load=1.0, seed=5)
+    n = len(whole.jobs)
+    monkeypatch.setattr(synth, "MAX_JOBS", n)
+    assert synthesize(MEMBERS, gpus=64, days=7, load=1.0, seed=5) == whole
+    monkeypatch.setattr(synth, "MAX_JOBS", n - 1)
+    with pytest.raises(InputError, match=f"more than {n - 1:,} jobs"):
+        synthesize(MEMBERS, gpus=64, days=7, load=1.0, seed=5)
+
+
+def test_a_huge_load_is_refused_before_its_jobs_are_drawn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `--load 1000` once generated for minutes: drawing stops once the cap is passed
+    # short of the member's offered work, a few batches in, not at the end.
+    batches = []
+    draw = synth._pod_shapes
+
+    def counted(*args: object) -> object:
+        batches.append(1)
+        return draw(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(synth, "_pod_shapes", counted)
+    monkeypatch.setattr(synth, "MAX_JOBS", 1000)
+    with pytest.raises(InputError, match="a load of 10000 over 30 days on 64 GPUs"):
+        synthesize(MEMBERS, gpus=64, days=30, load=1e4, seed=0)
+    assert len(batches) <= 3
 
 
 def fits_empty_cluster(pods: int, per_pod: int, nodes: list[int]) -> bool:
