@@ -262,7 +262,13 @@ def _load_inputs(
     help="ISO-8601 instant of trace time 0 (default: the trace's ISO times, else the "
     "first day of last month in the policy's time zone).",
 )
-@click.option("--seed", default=42, show_default=True, help="Synthetic trace seed.")
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=42,
+    show_default=True,
+    help="Synthetic trace seed.",
+)
 @click.option(
     "--days",
     type=FiniteRange(min=0, min_open=True, max=MAX_DAYS),

@@ -90,7 +90,7 @@ def _weights(pairs: str | None, members: list[str]) -> dict[str, float] | None:
     show_default=True,
     help="Offered GPU-seconds / available; above 1 means contention.",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option(
     "--cluster",
     type=click.Path(path_type=Path),

@@ -93,6 +93,8 @@ def synthesize(
     if gpu_models is None and node_gpus is not None:
         gpu_models = {m: sum(n) for m, n in node_gpus.items() if sum(n) > 0}
     _check_arguments(members, gpus, days, load, gpu_models, member_weights)
+    if seed < 0:
+        raise InputError(f"synthesize: seed must be >= 0, got {seed}")
     if checkpointable_share is not None and not 0.0 <= checkpointable_share <= 1.0:
         raise InputError(
             f"synthesize: checkpointable_share must be within [0, 1], not {checkpointable_share}"
@@ -124,7 +126,7 @@ def synthesize(
             raise InputError(
                 f"synthesize: a load of {load:g} over {days:g} days on {gpus} GPUs asks for "
                 f"more than {MAX_JOBS:,} jobs, the most a synthetic trace holds: lower the "
-                "load or the days"
+                "load, the days or the GPUs"
             )
         jobs.extend(found)
     jobs.sort(key=lambda j: (j.submit_time, j.org))

@@ -164,7 +164,14 @@ def test_batched_replay_says_its_batch(tmp_path: Path, capsys: pytest.CaptureFix
 
 @pytest.mark.parametrize(
     ("flag", "bad"),
-    [("--load", "inf"), ("--load", "0"), ("--days", "nan"), ("--days", "-3"), ("--days", "367")],
+    [
+        ("--load", "inf"),
+        ("--load", "0"),
+        ("--days", "nan"),
+        ("--days", "-3"),
+        ("--days", "367"),
+        ("--seed", "-1"),
+    ],
 )
 def test_bad_synthetic_trace_options_exit_2_naming_the_flag(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, bad: str

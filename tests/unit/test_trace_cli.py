@@ -91,6 +91,7 @@ def test_synth_members_disagreeing_with_cluster_is_exit_2(tmp_path: Path) -> Non
         ("--days", "nan"),
         ("--checkpointable-share", "nan"),
         ("--days", "367"),
+        ("--seed", "-1"),
     ],
 )
 def test_synth_refuses_what_is_not_a_finite_number(tmp_path: Path, flag: str, bad: str) -> None:

@@ -124,6 +124,7 @@ def test_member_weights_split_the_load() -> None:
         {"gpus": 0},
         {"days": 0},
         {"days": 366.5},
+        {"seed": -1},
         {"load": -1},
         {"gpu_models": {"a": 0}},
         {"member_weights": {"nobody": 1.0}},
