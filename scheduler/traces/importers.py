@@ -415,7 +415,12 @@ def import_helios(
         raise TraceError(source, [TraceIssue(None, None, f"cannot read: {exc.strerror}")]) from exc
     with handle:
         reader = csv.reader(handle)
-        header = [c.strip() for c in next(reader, [])]
+        try:
+            header = [c.strip() for c in next(reader, [])]
+        except UnicodeDecodeError as exc:
+            raise TraceError(source, [TraceIssue(None, None, "not UTF-8 text")]) from exc
+        except csv.Error as exc:
+            raise TraceError(source, [TraceIssue(1, None, f"not CSV: {exc}")]) from exc
         index = {name: i for i, name in enumerate(header)}
         missing = [c for c in HELIOS_REQUIRED if c not in index]
         if "duration" not in index and not {"start_time", "end_time"} <= set(index):

@@ -110,6 +110,15 @@ def test_helios_missing_column(tmp_path: Path) -> None:
     assert (1, "node_num") in {(i.line, i.column) for i in info.value.issues}
 
 
+@pytest.mark.parametrize("head", [b"job_id,vc\xff\n", b"\xff\xfe garbage\n"])
+def test_helios_file_that_is_not_text_is_a_trace_error(tmp_path: Path, head: bytes) -> None:
+    # A header that is not UTF-8 used to end in a UnicodeDecodeError traceback.
+    path = tmp_path / "cluster_log.csv"
+    path.write_bytes(head + b"1,vcA\n")
+    with pytest.raises(TraceError, match="not UTF-8 text"):
+        import_helios(path)
+
+
 def test_philly_malformed_json_and_jobs_name_the_line(tmp_path: Path) -> None:
     broken = tmp_path / "broken.json"
     broken.write_text('[\n  {"jobid": "a",\n   "vc": }\n]\n')
