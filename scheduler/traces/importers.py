@@ -87,7 +87,7 @@ def parse_member_map(spec: str | os.PathLike[str] | None, strict: bool = False) 
         if not pair:
             continue
         vc, sep, member = (s.strip() for s in pair.partition("="))
-        if not sep or not vc or not member:
+        if not sep or not vc or not member or "=" in member:
             issues.append(TraceIssue(None, "--member-map", f"{pair!r} is not vc=member"))
         elif vc in mapping and mapping[vc] != member:
             issues.append(TraceIssue(None, "--member-map", f"{vc!r} mapped twice"))

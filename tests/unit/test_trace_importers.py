@@ -154,6 +154,8 @@ def test_member_map_forms(tmp_path: Path) -> None:
     assert MemberMap({"a": "m"}).member_for("vcX") is None
     with pytest.raises(TraceError, match="not vc=member"):
         parse_member_map("vc1=lab-a,vc2")
+    with pytest.raises(TraceError, match="'vc1==lab-a' is not vc=member"):
+        parse_member_map("vc1==lab-a")
     bad = tmp_path / "bad.yaml"
     bad.write_text("- just\n- a list\n")
     with pytest.raises(TraceError, match="mapping"):
