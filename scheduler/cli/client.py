@@ -23,6 +23,7 @@ from rich.markup import escape
 
 from policies.errors import InputError
 from proto.fairpool.v1 import policy_pb2_grpc, share_pb2_grpc, usage_pb2_grpc
+from scheduler.cli.options import Address
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -103,6 +104,7 @@ def client_options(command: F | None = None, *, timeout: float = 30.0) -> Any:
 
     @click.option(
         "--server",
+        type=Address(listen=False),
         envvar="FAIRPOOL_SERVER",
         default=DEFAULT_SERVER,
         show_default=True,

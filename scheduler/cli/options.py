@@ -19,3 +19,35 @@ class FiniteRange(click.FloatRange):
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number.", param, ctx)
         return number
+
+
+class Address(click.ParamType):
+    """`host:port` (`[v6]:port` too). gRPC and the socket libraries take a port number
+    modulo 65536 or fail deep inside: `127.0.0.1:99999` listened on port 34463. `listen`:
+    port 0 (any free port) is allowed; otherwise a client's gRPC target, which may also
+    be a `unix:` socket or carry a `dns:///`, `ipv4:` or `ipv6:` scheme."""
+
+    name = "host:port"
+
+    def __init__(self, listen: bool) -> None:
+        self.listen = listen
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        text = str(value).strip()
+        if not self.listen and text.startswith(("unix:", "unix-abstract:")):
+            return text
+        bare = text
+        if not self.listen:
+            for scheme in ("dns:///", "ipv4:", "ipv6:"):
+                bare = bare.removeprefix(scheme)
+        if bare.startswith("["):
+            host, close, rest = bare[1:].partition("]")
+            sep, port = rest[:1], rest[1:]
+            if not close:
+                sep = ""
+        else:
+            host, sep, port = bare.rpartition(":")
+        lowest = 0 if self.listen else 1
+        if not (sep == ":" and host and port.isdigit() and lowest <= int(port) <= 65535):
+            self.fail(f"{value!r} is not host:port with a port from {lowest} to 65535.", param, ctx)
+        return text

@@ -12,7 +12,7 @@ import click
 
 from policies.errors import InputError
 from scheduler.cli.logs import LOG_FORMATS, configure_logging
-from scheduler.cli.options import FiniteRange
+from scheduler.cli.options import Address, FiniteRange
 from scheduler.engine_build import kind
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 )
 @click.option(
     "--metrics-port",
-    type=int,
+    type=click.IntRange(0, 65535),
     default=9464,
     show_default=True,
     help="/metrics, /healthz and /readyz; 0: pick one.",
@@ -120,6 +120,7 @@ if TYPE_CHECKING:
 )
 @click.option(
     "--api-listen",
+    type=Address(listen=True),
     default="127.0.0.1:50051",
     show_default=True,
     help="host:port; any address other hosts can reach needs --tls-cert and --tls-key "

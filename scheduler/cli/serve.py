@@ -18,6 +18,7 @@ from rich.console import Console
 from policies.errors import InputError
 from policies.inventory import load_inventory
 from policies.loader import DEFAULT_POLICY, load_policy
+from scheduler.cli.options import Address
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -46,6 +47,7 @@ def _serve_metrics(listen: str) -> CollectorRegistry:
 @click.command("serve-api")
 @click.option(
     "--listen",
+    type=Address(listen=True),
     default="127.0.0.1:50051",
     show_default=True,
     help="host:port (port 0: any free port)",
@@ -105,6 +107,7 @@ def _serve_metrics(listen: str) -> CollectorRegistry:
 )
 @click.option(
     "--metrics-listen",
+    type=Address(listen=True),
     help="host:port for the API's own /metrics (token reloads, refused calls); default: not served",
 )
 @click.option(

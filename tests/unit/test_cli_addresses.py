@@ -1,0 +1,83 @@
+"""Addresses given on the command line (`--server`, `--listen`, `--api-listen`,
+`--metrics-listen`, `--metrics-port`) are checked before anything listens or connects:
+gRPC took `127.0.0.1:99999` as port 34463 (the number modulo 65536) and the metrics
+server failed with an OverflowError traceback."""
+
+from __future__ import annotations
+
+import click
+import pytest
+
+from scheduler.cli.main import main
+from scheduler.cli.options import Address
+
+
+def _exit_code(args: list[str]) -> int:
+    try:
+        main(args)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["127.0.0.1:50051", "localhost:1", "[::1]:65535", "example.org:443"],
+)
+def test_host_and_port_are_taken_as_given(text: str) -> None:
+    assert Address(listen=True).convert(text, None, None) == text
+    assert Address(listen=False).convert(text, None, None) == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["unix:/run/fairpool.sock", "unix-abstract:fp", "dns:///localhost:50051", "ipv4:127.0.0.1:7"],
+)
+def test_a_client_may_give_a_grpc_target(text: str) -> None:
+    assert Address(listen=False).convert(text, None, None) == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "127.0.0.1:99999",
+        "127.0.0.1:65536",
+        "127.0.0.1",
+        "not a host",
+        ":50051",
+        "[::1]",
+        "[::1:5",
+        "h:-1",
+        "h:5x",
+    ],
+)
+def test_what_is_not_host_and_port_is_refused(text: str) -> None:
+    for listen in (True, False):
+        with pytest.raises(click.BadParameter, match="is not host:port"):
+            Address(listen=listen).convert(text, None, None)
+
+
+def test_port_zero_is_for_listening_only() -> None:
+    assert Address(listen=True).convert("127.0.0.1:0", None, None) == "127.0.0.1:0"
+    with pytest.raises(click.BadParameter, match="port from 1 to 65535"):
+        Address(listen=False).convert("127.0.0.1:0", None, None)
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["usage", "--server", "127.0.0.1:99999"], "--server"),
+        (["serve-api", "--tokens", "t.csv", "--listen", "127.0.0.1:99999"], "--listen"),
+        (
+            ["serve-api", "--tokens", "t.csv", "--metrics-listen", "127.0.0.1:70000"],
+            "--metrics-listen",
+        ),
+        (["run", "--api-listen", "0.0.0.0:70000"], "--api-listen"),
+        (["run", "--metrics-port", "99999"], "--metrics-port"),
+    ],
+)
+def test_commands_exit_2_naming_the_flag(
+    args: list[str], flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _exit_code(args) == 2
+    assert flag in capsys.readouterr().err
