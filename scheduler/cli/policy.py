@@ -17,6 +17,10 @@ from policies.loader import load_policy, parse_policy
 from scheduler.cli.client import Client, client_options
 from scheduler.cli.options import FiniteRange
 
+MAX_VERSION = 2**63 - 1
+"""The largest policy version the API's `int64` fields carry (a larger number was a
+protobuf ValueError traceback)."""
+
 
 @click.group()
 def policy() -> None:
@@ -53,7 +57,7 @@ def _print_diff(console: Console, diff: str) -> None:
 @click.option(
     "--version",
     "version",
-    type=click.IntRange(min=0),
+    type=click.IntRange(min=0, max=MAX_VERSION),
     default=0,
     help="a past version (default: current)",
 )
@@ -87,7 +91,7 @@ def get(client: Client, version: int, output: Path | None) -> None:
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 @click.option(
     "--expected-version",
-    type=click.IntRange(min=0),
+    type=click.IntRange(min=0, max=MAX_VERSION),
     default=0,
     help="refuse (ABORTED) unless this is the current version",
 )
@@ -180,6 +184,8 @@ def diff(client: Client, old: str, new: str | None) -> None:
 
         if ref is None or ref.isdigit():
             version = int(ref) if ref else 0
+            if version > MAX_VERSION:
+                raise InputError(f"{ref}: not a policy version (at most {MAX_VERSION})")
             reply = client.policy.GetPolicy(
                 policy_pb2.GetPolicyRequest(version=version), **client.options()
             )

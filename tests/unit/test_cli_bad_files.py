@@ -48,3 +48,21 @@ def test_a_non_utf8_trace_is_one_line_and_exit_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["trace", "check", str(trace)])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "UTF-8" in result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["policy", "get", "--version", "9" * 20],
+        ["policy", "apply", str(DEFAULT_POLICY), "--expected-version", "9" * 20],
+        ["policy", "diff", "9" * 20, "1"],
+    ],
+)
+def test_a_version_beyond_the_apis_int64_exits_2_before_any_call(args: list[str]) -> None:
+    # It was a protobuf "ValueError: Value out of range" traceback.
+    result = CliRunner().invoke(
+        cli, [*args, "--token", "k8Hd9s-Qm2xV7pLr", "--server", "127.0.0.1:1"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and "9" * 20 in result.output
+    assert "9223372036854775807" in result.output
