@@ -92,7 +92,13 @@ if TYPE_CHECKING:
 )
 @click.option("--identity", default=None, help="Leader election identity (default: host-pid).")
 @click.option("--scheduler-name", default="fairpool", show_default=True)
-@click.option("--bind-workers", type=int, default=16, show_default=True)
+@click.option(
+    "--bind-workers",
+    type=click.IntRange(1, 256),
+    default=16,
+    show_default=True,
+    help="Binds in flight at once (0 left the daemon unable to start).",
+)
 @click.option(
     "--batch-seconds",
     type=FiniteRange(min=0.0, max=3600.0),

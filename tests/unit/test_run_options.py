@@ -39,6 +39,14 @@ def test_batch_seconds_reaches_the_daemon(tmp_path: Path, monkeypatch: pytest.Mo
     assert config.batch_seconds == 60.0
 
 
+def test_bind_workers_reach_the_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("")
+    assert _config_of(["--policy", str(policy)], monkeypatch).bind_workers == 16
+    config = _config_of(["--policy", str(policy), "--bind-workers", "32"], monkeypatch)
+    assert config.bind_workers == 32
+
+
 @pytest.mark.parametrize(
     ("flag", "value"),
     [
@@ -47,9 +55,12 @@ def test_batch_seconds_reaches_the_daemon(tmp_path: Path, monkeypatch: pytest.Mo
         ("--batch-seconds", "3601"),
         ("--lease-seconds", "inf"),
         ("--retry-seconds", "nan"),
+        ("--bind-workers", "0"),
+        ("--bind-workers", "-3"),
+        ("--bind-workers", "257"),
     ],
 )
-def test_bad_seconds_exit_2_naming_the_flag(
+def test_bad_values_exit_2_naming_the_flag(
     capsys: pytest.CaptureFixture[str], flag: str, value: str
 ) -> None:
     with pytest.raises(SystemExit) as stopped:
