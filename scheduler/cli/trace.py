@@ -13,6 +13,7 @@ from rich.table import Table
 
 from policies.errors import InputError
 from policies.inventory import load_inventory
+from policies.model import MAX_MEMBERS
 from scheduler.cli.options import FiniteRange
 from scheduler.traces.csv import read_trace, trace_rows, write_trace
 from scheduler.traces.importers import (
@@ -67,7 +68,7 @@ def _weights(pairs: str | None, members: list[str]) -> dict[str, float] | None:
 @click.option(
     "--members",
     "member_count",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=MAX_MEMBERS),
     default=None,
     help="Number of members, named member-1..N (default 4, or the cluster's owners).",
 )

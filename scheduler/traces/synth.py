@@ -17,6 +17,7 @@ import numpy as np
 
 from policies.errors import InputError
 from policies.inventory import ClusterInventory
+from policies.model import MAX_MEMBERS
 from scheduler.traces.model import Trace, TraceJob
 
 DAY_S = 86_400.0
@@ -172,6 +173,10 @@ def _check_arguments(
 ) -> None:
     if not members or any(not m for m in members):
         raise InputError("synthesize: members must be a non-empty list of names")
+    if len(members) > MAX_MEMBERS:
+        raise InputError(
+            f"synthesize: at most {MAX_MEMBERS:,} members (as in a policy), got {len(members):,}"
+        )
     if gpus < 1:
         raise InputError(f"synthesize: gpus must be at least 1, got {gpus}")
     if not 0 < days <= MAX_DAYS:

@@ -92,9 +92,10 @@ def test_synth_members_disagreeing_with_cluster_is_exit_2(tmp_path: Path) -> Non
         ("--checkpointable-share", "nan"),
         ("--days", "367"),
         ("--seed", "-1"),
+        ("--members", "20001"),
     ],
 )
-def test_synth_refuses_what_is_not_a_finite_number(tmp_path: Path, flag: str, bad: str) -> None:
+def test_synth_refuses_bad_flag_values(tmp_path: Path, flag: str, bad: str) -> None:
     # A year at most: `--days 100000` once generated for minutes.
     out = tmp_path / "t.csv"
     result = run("synth", "--out", out, flag, bad)

@@ -125,6 +125,7 @@ def test_member_weights_split_the_load() -> None:
         {"days": 0},
         {"days": 366.5},
         {"seed": -1},
+        {"members": [f"m{i}" for i in range(20_001)]},
         {"load": -1},
         {"gpu_models": {"a": 0}},
         {"member_weights": {"nobody": 1.0}},
