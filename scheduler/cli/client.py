@@ -23,12 +23,14 @@ from rich.markup import escape
 
 from policies.errors import InputError
 from proto.fairpool.v1 import policy_pb2_grpc, share_pb2_grpc, usage_pb2_grpc
-from scheduler.cli.options import Address
+from scheduler.cli.options import Address, FiniteRange
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_SERVER = "localhost:50051"
 MAX_RESPONSE_BYTES = 64 << 20
+MAX_TIMEOUT_S = 86_400.0
+"""A day: the longest call (a what-if over a long trace) is far shorter."""
 EXIT_REFUSED = 1
 EXIT_BAD_INPUT = 2
 
@@ -142,7 +144,8 @@ def client_options(command: F | None = None, *, timeout: float = 30.0) -> Any:
     )
     @click.option(
         "--timeout",
-        type=click.FloatRange(min=0.1),
+        # nan, infinity or 1e300 gave DEADLINE_EXCEEDED at once: gRPC's deadline overflows.
+        type=FiniteRange(min=0.1, max=MAX_TIMEOUT_S),
         default=default_timeout,
         show_default=True,
         help="seconds before a call is given up",

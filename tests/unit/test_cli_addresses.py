@@ -1,7 +1,7 @@
 """Addresses given on the command line (`--server`, `--listen`, `--api-listen`,
-`--metrics-listen`, `--metrics-port`) are checked before anything listens or connects:
-gRPC took `127.0.0.1:99999` as port 34463 (the number modulo 65536) and the metrics
-server failed with an OverflowError traceback."""
+`--metrics-listen`, `--metrics-port`), and the client's call `--timeout`, are checked
+before anything listens or connects: gRPC took `127.0.0.1:99999` as port 34463 (the
+number modulo 65536) and the metrics server failed with an OverflowError traceback."""
 
 from __future__ import annotations
 
@@ -73,3 +73,11 @@ def test_commands_exit_2_naming_the_flag(args: list[str], flag: str) -> None:
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2
     assert f"Invalid value for '{flag}'" in result.output
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "1e300", "86401", "0.05"])
+def test_a_call_timeout_beyond_a_day_or_not_finite_exits_2(value: str) -> None:
+    # gRPC's deadline overflowed: nan, infinity and 1e300 gave DEADLINE_EXCEEDED at once.
+    result = CliRunner().invoke(cli, ["shares", "--server", "127.0.0.1:1", "--timeout", value])
+    assert result.exit_code == 2
+    assert "Invalid value for '--timeout'" in result.output
