@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from kubernetes import client
 
-from policies.errors import InputError, PolicyError
+from policies.errors import InputError, PolicyError, UnavailableError
 from policies.loader import load_policy, parse_policy
 from policies.model import Policy
 from scheduler import engine
@@ -349,7 +349,12 @@ class Daemon:
         for informer in self.informers:
             if not informer.synced.wait(max(0.0, deadline - time.monotonic())):
                 self.stop()
-                raise TimeoutError(f"informer {informer.kind} did not sync in {sync_timeout}s")
+                # A wrong address or credentials: one line for the operator, not a traceback.
+                why = f"; last error: {informer.last_error}" if informer.last_error else ""
+                raise UnavailableError(
+                    f"the Kubernetes API at {self.api.configuration.host} did not list "
+                    f"{informer.kind} within {sync_timeout:g} s{why}"
+                )
         if self._policy is None:
             where = self.policy_configmap
             if self.policy_object is not None:

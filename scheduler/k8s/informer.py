@@ -92,6 +92,8 @@ class Informer:
         """Set once the first full list is in the sink."""
         self.relists = 0
         self.forbidden = False
+        self.last_error: str | None = None
+        """The latest failure to list or watch (for a daemon that cannot start)."""
         """True when the identity may not list this resource (optional resources)."""
         self._thread = threading.Thread(target=self._run, name=f"informer-{kind}", daemon=True)
         self._watch: _DictWatch | None = None
@@ -155,6 +157,7 @@ class Informer:
         if self.stop.is_set():
             return  # the connection was closed by join()
         log.warning("%s informer: %s: %s", self.kind, type(exc).__name__, exc)
+        self.last_error = f"{type(exc).__name__}: {exc}"[:500]
         if self.on_error is not None:
             self.on_error(self.kind, exc)
 
