@@ -92,7 +92,12 @@ def _serve_metrics(listen: str) -> CollectorRegistry:
     help="require client certificates signed by this CA (mutual TLS)",
 )
 @click.option(
-    "--max-message-bytes", type=click.IntRange(min=1024), default=4 << 20, show_default=True
+    "--max-message-bytes",
+    # gRPC takes a C int: 99999999999 was an OverflowError traceback.
+    type=click.IntRange(min=1024, max=1 << 30),
+    default=4 << 20,
+    show_default=True,
+    help="largest request the API accepts (1 KiB to 1 GiB)",
 )
 @click.option(
     "--insecure-plaintext",

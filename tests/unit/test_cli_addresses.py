@@ -1,7 +1,8 @@
 """Addresses given on the command line (`--server`, `--listen`, `--api-listen`,
-`--metrics-listen`, `--metrics-port`), and the client's call `--timeout`, are checked
-before anything listens or connects: gRPC took `127.0.0.1:99999` as port 34463 (the
-number modulo 65536) and the metrics server failed with an OverflowError traceback."""
+`--metrics-listen`, `--metrics-port`), the client's call `--timeout` and the API's
+`--max-message-bytes` are checked before anything listens or connects: gRPC took
+`127.0.0.1:99999` as port 34463 (the number modulo 65536), and the metrics server and
+gRPC's message limit failed with OverflowError tracebacks."""
 
 from __future__ import annotations
 
@@ -67,6 +68,10 @@ def test_port_zero_is_for_listening_only() -> None:
         ),
         (["run", "--api-listen", "0.0.0.0:70000"], "--api-listen"),
         (["run", "--metrics-port", "99999"], "--metrics-port"),
+        (
+            ["serve-api", "--tokens", "t.csv", "--max-message-bytes", "99999999999"],
+            "--max-message-bytes",
+        ),
     ],
 )
 def test_commands_exit_2_naming_the_flag(args: list[str], flag: str) -> None:
