@@ -56,7 +56,8 @@ if TYPE_CHECKING:
 @click.option("--lease-name", default="fairpool-scheduler", show_default=True)
 @click.option(
     "--lease-seconds",
-    type=FiniteRange(min=1.0),
+    # The Lease carries whole seconds in an int32; an hour is already no failover.
+    type=FiniteRange(min=1.0, max=3600.0),
     default=10.0,
     show_default=True,
     help="A standby takes the Lease over once its holder has not renewed it this long "
@@ -64,14 +65,14 @@ if TYPE_CHECKING:
 )
 @click.option(
     "--renew-deadline",
-    type=FiniteRange(min=0.5),
+    type=FiniteRange(min=0.5, max=3600.0),
     default=7.0,
     show_default=True,
     help="The leader steps down when it could not renew for this long (< --lease-seconds).",
 )
 @click.option(
     "--retry-seconds",
-    type=FiniteRange(min=0.1),
+    type=FiniteRange(min=0.1, max=3600.0),
     default=2.0,
     show_default=True,
     help="How often the Lease is renewed or tried (< --renew-deadline).",
@@ -85,7 +86,7 @@ if TYPE_CHECKING:
 )
 @click.option(
     "--usage-write-seconds",
-    type=FiniteRange(min=1.0),
+    type=FiniteRange(min=1.0, max=86400.0),
     default=30.0,
     show_default=True,
     help="The leader writes the usage history at most this often (and on a clean stop).",

@@ -58,6 +58,10 @@ def test_bind_workers_reach_the_daemon(tmp_path: Path, monkeypatch: pytest.Monke
         ("--bind-workers", "0"),
         ("--bind-workers", "-3"),
         ("--bind-workers", "257"),
+        ("--lease-seconds", "1e300"),
+        ("--renew-deadline", "3601"),
+        ("--retry-seconds", "3601"),
+        ("--usage-write-seconds", "1e9"),
     ],
 )
 def test_bad_values_exit_2_naming_the_flag(
