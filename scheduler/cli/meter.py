@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from reports.metering.meter import HourOutcome, Meter, RunSummary
 
 HOUR = timedelta(hours=1)
+MAX_RANGE = timedelta(days=366)
+"""The longest --from/--to or --forget range: a year of hours is listed one by one (a
+range from year 1 to 9999 ran until killed); a longer one is several runs."""
 SHOW_EVERY_HOUR = 48
 
 
@@ -238,6 +241,13 @@ def _forget(
     start, end = (parse_time(v, "--forget") for v in forget)
     if floor_hour(start) >= ceil_hour(end):
         raise InputError(f"--forget: {forget[1]} is not after {forget[0]}")
+    _check_span("--forget", start, end)
+    if ceil_hour(end) > floor_hour(datetime.now(UTC)):
+        # An hour given up before it closes would never be metered.
+        raise InputError(
+            f"--forget: {forget[1]} reaches into the current hour or later; only past hours "
+            "can be given up"
+        )
     if not reason or not reason.strip():
         raise InputError("--reason: required with --forget (it is kept in the ledger)")
     with Ledger(ledger_url) as ledger:
@@ -288,7 +298,17 @@ def _backfill_range(from_: str | None, to: str | None) -> tuple[datetime, dateti
         return None
     if floor_hour(start) >= ceil_hour(end):
         raise InputError(f"--to: {to} is not after --from {from_}")
+    _check_span("--from/--to", start, end)
     return start, end
+
+
+def _check_span(flags: str, start: datetime, end: datetime) -> None:
+    if ceil_hour(end) - floor_hour(start) > MAX_RANGE:
+        raise InputError(
+            f"{flags}: {start.isoformat(timespec='minutes')} to "
+            f"{end.isoformat(timespec='minutes')} is more than "
+            f"{MAX_RANGE.days} days; give a shorter range (several runs for more)"
+        )
 
 
 def _check_options(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -31,6 +31,10 @@ def run(args: list[str]) -> int:
         (["--from", "2026-10-02"], "--from"),
         (["--reports-dir", "out"], "--reports-dir"),
         (["--watch", "--from", "2026-10-01", "--to", "2026-10-02"], "--watch"),
+        # Listed hour by hour, year 1 to 9999 ran until killed.
+        (["--from", "0001-01-01", "--to", "9999-12-31"], "--from/--to: 0001-01-01T00:00+00:00"),
+        (["--from", "2025-01-01", "--to", "2026-01-03"], "more than 366 days"),
+        (["--forget", "0001-01-01", "9999-12-31", "--reason", "r"], "more than 366 days"),
     ],
 )
 def test_bad_times_exit_2_naming_the_flag(
@@ -38,6 +42,18 @@ def test_bad_times_exit_2_naming_the_flag(
 ) -> None:
     assert run(["--ledger", f"sqlite:///{tmp_path / 'l.db'}", *args]) == 2
     assert flag in capsys.readouterr().err
+
+
+def test_forget_refuses_hours_not_closed_yet(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An hour given up before it closes would never be metered.
+    now = datetime.now(UTC)
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    until = (now + timedelta(days=2)).isoformat()
+    args = ["--ledger", url, "--forget", (now - timedelta(days=1)).isoformat(), until]
+    assert run([*args, "--reason", "r"]) == 2
+    assert "reaches into the current hour or later" in capsys.readouterr().err
 
 
 def test_times_without_zone_are_utc() -> None:
