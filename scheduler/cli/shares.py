@@ -6,6 +6,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from policies.errors import InputError
 from scheduler.cli.client import Client, client_options
 
 
@@ -21,6 +22,18 @@ def shares(client: Client, member: str, gpu_model: str) -> None:
     reply = client.shares.GetEntitlements(
         share_pb2.GetEntitlementsRequest(member=member, gpu_model=gpu_model), **client.options()
     )
+    if not reply.shares and (member or gpu_model):
+        # Every member has a row per GPU model: nothing means a name the policy lacks (a
+        # typo printed an empty table).
+        asked = " and ".join(
+            f"{flag} {name!r}"
+            for flag, name in (("--member", member), ("--gpu-model", gpu_model))
+            if name
+        )
+        raise InputError(
+            f"{asked}: no shares in policy version {reply.policy_version} (not a member or "
+            "GPU model of the policy?)"
+        )
     console = Console()
     when = (
         reply.snapshot_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -126,6 +126,18 @@ def test_cli_over_mutual_tls(tmp_path: Path) -> None:
         assert half.returncode == 2 and "go together" in half.stderr
 
 
+def test_shares_of_a_name_the_policy_lacks_is_an_error(served: Served) -> None:
+    # A typo printed an empty table.
+    one = served.run("shares", "--member", "uni-north")
+    assert one.returncode == 0, one.stderr
+    assert "uni-north" in one.stdout and "lab-bio" not in one.stdout
+    typo = served.run("shares", "--member", "uni_north")
+    assert typo.returncode == 2
+    assert "--member 'uni_north': no shares in policy version" in typo.stderr
+    model = served.run("shares", "--gpu-model", "H100")
+    assert model.returncode == 2 and "--gpu-model 'H100'" in model.stderr
+
+
 def test_policy_get_apply_history_diff(served: Served) -> None:
     got = served.run("policy", "get")
     assert got.returncode == 0, got.stderr
