@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -60,6 +61,11 @@ def _weights(pairs: str | None, members: list[str]) -> dict[str, float] | None:
             raise InputError(
                 f"--member-weights: {part.strip()!r} is not member=weight with a member "
                 f"of {', '.join(members)}"
+            )
+        if not (math.isfinite(weights[name]) and weights[name] >= 0):
+            # inf ended in a numpy traceback, nan in "every member zero load".
+            raise InputError(
+                f"--member-weights: {part.strip()!r}: a weight is a finite number >= 0"
             )
     return weights
 

@@ -10,6 +10,7 @@ Pure and deterministic: the same arguments give the same trace."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -189,9 +190,10 @@ def _check_arguments(
             raise InputError(f"synthesize: gpu_models need at least 1 GPU each: {bad}")
     if member_weights is not None:
         unknown = sorted(set(member_weights) - set(members))
-        if unknown or any(w < 0 for w in member_weights.values()):
+        if unknown or any(not (math.isfinite(w) and w >= 0) for w in member_weights.values()):
             raise InputError(
-                f"synthesize: member_weights must be >= 0 and name members (unknown: {unknown})"
+                "synthesize: member_weights must be finite, >= 0 and name members "
+                f"(unknown: {unknown})"
             )
         if not any(member_weights.get(m, 0) > 0 for m in members):
             raise InputError("synthesize: member_weights give every member zero load")

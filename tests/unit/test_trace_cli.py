@@ -116,6 +116,18 @@ def test_synth_refuses_a_load_that_asks_for_too_many_jobs(
     assert not out.exists()
 
 
+@pytest.mark.parametrize("weights", ["member-1=inf,member-2=1", "member-1=nan", "member-1=-1"])
+def test_synth_refuses_weights_that_are_not_finite_and_positive(
+    tmp_path: Path, weights: str
+) -> None:
+    # inf ended in a numpy traceback, nan in "every member zero load".
+    out = tmp_path / "t.csv"
+    result = run("synth", "--out", out, "--member-weights", weights)
+    assert result.exit_code == 2
+    assert "a weight is a finite number >= 0" in result.output
+    assert not out.exists()
+
+
 def test_check_bad_file_exit_2_names_line_and_column(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text(

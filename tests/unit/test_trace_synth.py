@@ -130,6 +130,8 @@ def test_member_weights_split_the_load() -> None:
         {"gpu_models": {"a": 0}},
         {"member_weights": {"nobody": 1.0}},
         {"member_weights": {"uni-north": 0.0}},
+        {"member_weights": {"uni-north": float("inf"), "physics": 1.0}},
+        {"member_weights": {"uni-north": float("nan"), "physics": 1.0}},
         {"checkpointable_share": 1.5},
         {"checkpointable_share": -0.1},
     ],
