@@ -12,6 +12,10 @@ from policies.model import _Strict
 from policies.yamldoc import load_document, validate_document
 
 DEFAULT_INVENTORY = Path(__file__).parent / "defaults" / "cluster.yaml"
+MAX_NODES = 20_000
+"""Nodes in an inventory, over all groups: beyond the largest clusters Kubernetes runs
+(a count of 10^9 built node after node until killed)."""
+MAX_GPUS_PER_NODE = 64
 
 
 class TaintSpec(_Strict):
@@ -23,8 +27,8 @@ class TaintSpec(_Strict):
 class NodeGroup(_Strict):
     name: str = Field(min_length=1, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     owner: str = Field(min_length=1)
-    count: int = Field(ge=1)
-    gpus_per_node: int = Field(ge=0)
+    count: int = Field(ge=1, le=MAX_NODES)
+    gpus_per_node: int = Field(ge=0, le=MAX_GPUS_PER_NODE)
     gpu_model: str = Field(min_length=1)
     cpu: int = Field(default=64, ge=1)
     memory_gi_b: int = Field(default=512, ge=1, alias="memoryGiB")
@@ -42,11 +46,17 @@ class InventorySpec(_Strict):
 
     def reference_issues(self) -> list[tuple[tuple[str | int, ...], str]]:
         names = [g.name for g in self.node_groups]
-        return [
+        issues: list[tuple[tuple[str | int, ...], str]] = [
             (("spec", "nodeGroups", i, "name"), f"duplicate node group {name!r}")
             for i, name in enumerate(names)
             if name in names[:i]
         ]
+        nodes = sum(g.count for g in self.node_groups)
+        if nodes > MAX_NODES:
+            issues.append(
+                (("spec", "nodeGroups"), f"{nodes:,} nodes in all, more than {MAX_NODES:,}")
+            )
+        return issues
 
 
 class ClusterInventory(_Strict):

@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from policies import PolicyError, load_inventory, load_policy
+from policies.inventory import parse_inventory
 from policies.loader import parse_policy
 
 
@@ -55,3 +56,27 @@ def test_a_namespace_claimed_by_two_members_is_an_error_at_its_line() -> None:
     assert issue.path == "spec.members[3].namespaces[0]"
     assert issue.message == "namespace 'physics' is already claimed by member 'lab-bio'"
     assert issue.line == text.splitlines().index('      namespaces: ["physics", "physics-*"]') + 1
+
+
+@pytest.mark.parametrize(
+    ("groups", "path", "says"),
+    [
+        # A count of 10^9 built node after node until killed.
+        (["count: 1000000000, gpusPerNode: 8"], "spec.nodeGroups[0].count", "20000"),
+        (["count: 1, gpusPerNode: 100000"], "spec.nodeGroups[0].gpusPerNode", "64"),
+        (
+            ["count: 15000, gpusPerNode: 8", "count: 5001, gpusPerNode: 8"],
+            "spec.nodeGroups",
+            "20,001 nodes in all, more than 20,000",
+        ),
+    ],
+)
+def test_inventory_sizes_are_bounded_by_path(groups: list[str], path: str, says: str) -> None:
+    rows = "".join(
+        f"    - {{name: g{i}, owner: o, {g}, gpuModel: NVIDIA-H100-80GB-HBM3}}\n"
+        for i, g in enumerate(groups)
+    )
+    text = f"apiVersion: fairpool.io/v1\nkind: ClusterInventory\nspec:\n  nodeGroups:\n{rows}"
+    with pytest.raises(PolicyError) as info:
+        parse_inventory(text)
+    assert any(i.path == path and says in i.message for i in info.value.issues), info.value
