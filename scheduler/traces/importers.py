@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
-
+from policies.errors import PolicyError
+from policies.yamldoc import parse_yaml
 from scheduler.traces.errors import IssueCollector, TraceError, TraceIssue
 from scheduler.traces.model import Trace, TraceJob
 
@@ -101,13 +101,16 @@ def parse_member_map(spec: str | os.PathLike[str] | None, strict: bool = False) 
 def _member_map_file(path: Path) -> dict[str, str]:
     source = str(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise TraceError(source, [TraceIssue(None, None, f"cannot read: {exc.strerror}")]) from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        raise TraceError(source, [TraceIssue(line, None, f"not valid YAML: {exc}")]) from exc
+    except UnicodeDecodeError as exc:
+        raise TraceError(source, [TraceIssue(None, None, "not UTF-8 text")]) from exc
+    try:
+        # The policy's reader: bounded size and depth (deep nesting was a RecursionError).
+        data, _ = parse_yaml(text, source)
+    except PolicyError as exc:
+        raise TraceError(source, [TraceIssue(i.line, None, i.message) for i in exc.issues]) from exc
     if isinstance(data, dict) and set(data) == {"members"} and isinstance(data["members"], dict):
         # members: {lab-a: [vc1, vc2], lab-b: vc3}
         mapping: dict[str, str] = {}
@@ -266,6 +269,8 @@ def _json_array_items(text: str, source: str) -> Iterator[tuple[int, Any]]:
             raise TraceError(
                 source, [TraceIssue(exc.lineno, None, f"not valid JSON: {exc.msg}")]
             ) from exc
+        except RecursionError as exc:  # was a traceback
+            raise fail(position, "a job nested too deeply to be one") from exc
         yield line, item
         position = skip_space(end)
         if position < length and text[position] == ",":

@@ -119,6 +119,17 @@ def test_helios_file_that_is_not_text_is_a_trace_error(tmp_path: Path, head: byt
         import_helios(path)
 
 
+@pytest.mark.parametrize(
+    "text", ["[" * 100_000 + "]" * 100_000, "[" + '{"a":' * 5000 + "1" + "}" * 5000 + "]"]
+)
+def test_philly_nested_too_deeply_is_a_trace_error(tmp_path: Path, text: str) -> None:
+    # It was a RecursionError traceback from the JSON decoder.
+    path = tmp_path / "cluster_job_log"
+    path.write_text(text)
+    with pytest.raises(TraceError, match="nested too deeply"):
+        import_philly(path)
+
+
 def test_philly_malformed_json_and_jobs_name_the_line(tmp_path: Path) -> None:
     broken = tmp_path / "broken.json"
     broken.write_text('[\n  {"jobid": "a",\n   "vc": }\n]\n')
@@ -143,6 +154,23 @@ def test_nothing_importable_is_an_error(tmp_path: Path) -> None:
     )
     with pytest.raises(TraceError, match="no jobs imported"):
         import_helios(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (("a: " + "[" * 100_000 + "]" * 100_000).encode(), "nesting depth"),
+        (b"\xff\xfe: a\n", "not UTF-8 text"),
+    ],
+)
+def test_member_map_file_that_cannot_be_read_is_a_trace_error(
+    tmp_path: Path, content: bytes, says: str
+) -> None:
+    # Both were tracebacks (RecursionError, UnicodeDecodeError).
+    path = tmp_path / "map.yaml"
+    path.write_bytes(content)
+    with pytest.raises(TraceError, match=says):
+        parse_member_map(path)
 
 
 def test_member_map_forms(tmp_path: Path) -> None:
