@@ -31,20 +31,23 @@ def _config_of(args: list[str], monkeypatch: pytest.MonkeyPatch) -> DaemonConfig
     return seen[0]
 
 
-def test_batch_seconds_reaches_the_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("flag", "field", "default", "value"),
+    [("--batch-seconds", "batch_seconds", 0.05, 60.0), ("--bind-workers", "bind_workers", 16, 32)],
+)
+def test_option_reaches_the_daemon(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    flag: str,
+    field: str,
+    default: float,
+    value: float,
+) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text("")
-    assert _config_of(["--policy", str(policy)], monkeypatch).batch_seconds == 0.05
-    config = _config_of(["--policy", str(policy), "--batch-seconds", "60"], monkeypatch)
-    assert config.batch_seconds == 60.0
-
-
-def test_bind_workers_reach_the_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    policy = tmp_path / "policy.yaml"
-    policy.write_text("")
-    assert _config_of(["--policy", str(policy)], monkeypatch).bind_workers == 16
-    config = _config_of(["--policy", str(policy), "--bind-workers", "32"], monkeypatch)
-    assert config.bind_workers == 32
+    assert getattr(_config_of(["--policy", str(policy)], monkeypatch), field) == default
+    config = _config_of(["--policy", str(policy), flag, f"{value:g}"], monkeypatch)
+    assert getattr(config, field) == value
 
 
 @pytest.mark.parametrize(
