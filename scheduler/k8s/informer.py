@@ -92,9 +92,9 @@ class Informer:
         """Set once the first full list is in the sink."""
         self.relists = 0
         self.forbidden = False
+        """True when the identity may not list this resource (optional resources)."""
         self.last_error: str | None = None
         """The latest failure to list or watch (for a daemon that cannot start)."""
-        """True when the identity may not list this resource (optional resources)."""
         self._thread = threading.Thread(target=self._run, name=f"informer-{kind}", daemon=True)
         self._watch: _DictWatch | None = None
 
