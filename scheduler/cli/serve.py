@@ -30,17 +30,13 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def _serve_metrics(listen: str) -> CollectorRegistry:
+    """`listen` is host:port, checked by its option (`Address`)."""
     from prometheus_client import start_http_server
 
     from scheduler.api.tls import address_host
 
-    host = address_host(listen)
-    try:
-        port = int(listen.rpartition(":")[2])
-    except ValueError:
-        raise InputError(f"--metrics-listen {listen!r}: expected host:port") from None
     registry = CollectorRegistry()
-    start_http_server(port, addr=host or "127.0.0.1", registry=registry)
+    start_http_server(int(listen.rpartition(":")[2]), addr=address_host(listen), registry=registry)
     return registry
 
 

@@ -94,9 +94,7 @@ def synthesize(
         raise InputError(f"synthesize: home_affinity must be within [0, 1], not {home_affinity}")
     if gpu_models is None and node_gpus is not None:
         gpu_models = {m: sum(n) for m, n in node_gpus.items() if sum(n) > 0}
-    _check_arguments(members, gpus, days, load, gpu_models, member_weights)
-    if seed < 0:
-        raise InputError(f"synthesize: seed must be >= 0, got {seed}")
+    _check_arguments(members, gpus, days, load, seed, gpu_models, member_weights)
     if checkpointable_share is not None and not 0.0 <= checkpointable_share <= 1.0:
         raise InputError(
             f"synthesize: checkpointable_share must be within [0, 1], not {checkpointable_share}"
@@ -169,6 +167,7 @@ def _check_arguments(
     gpus: int,
     days: float,
     load: float,
+    seed: int,
     gpu_models: Mapping[str, int] | None,
     member_weights: Mapping[str, float] | None,
 ) -> None:
@@ -184,6 +183,8 @@ def _check_arguments(
         raise InputError(f"synthesize: days must be > 0 and at most {MAX_DAYS:g}, got {days}")
     if not load > 0:
         raise InputError(f"synthesize: load must be > 0, got {load}")
+    if seed < 0:
+        raise InputError(f"synthesize: seed must be >= 0, got {seed}")
     if gpu_models is not None:
         bad = [m for m, n in gpu_models.items() if n < 1]
         if not gpu_models or bad:
