@@ -293,6 +293,14 @@ class ShareServicer(share_pb2_grpc.ShareServiceServicer):
             abort(context, grpc.StatusCode.INVALID_ARGUMENT, "limit: must be >= 0")
         member = _scope(self._auth.caller(context), request.member, context, everyone=True)
         book = self._book.indexed()
+        if member is not None and member not in book.members and member not in book.index.by_member:
+            # A misspelt member would otherwise read as an empty queue.
+            abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"member: {member!r} is not a member of policy version "
+                f"{book.policy.version or self._policy_version()}",
+            )
         limit = min(request.limit or 1000, MAX_PENDING_PAGE)
         matching = (
             book.index.oldest_first if member is None else book.index.by_member.get(member, ())

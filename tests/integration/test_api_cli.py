@@ -136,6 +136,10 @@ def test_shares_of_a_name_the_policy_lacks_is_an_error(served: Served) -> None:
     assert "--member 'uni_north': no shares in policy version" in typo.stderr
     model = served.run("shares", "--gpu-model", "H100")
     assert model.returncode == 2 and "--gpu-model 'H100'" in model.stderr
+    queue = served.run("explain", "--member", "uni_north")
+    assert queue.returncode == 2
+    assert "member: 'uni_north' is not a member of policy version" in queue.stderr
+    assert served.run("explain", "--member", "uni-north").returncode == 0
 
 
 def test_policy_get_apply_history_diff(served: Served) -> None:

@@ -222,6 +222,12 @@ def test_a_member_sees_only_its_own_rows_and_the_pool(api: Running) -> None:
     pending = api.shares.ListPending(share_pb2.ListPendingRequest(), metadata=metadata(B))
     assert pending.jobs and {j.member for j in pending.jobs} == {MEMBER_B}
     assert pending.total == sum(1 for j in api.view.snapshot().pending if j.member == MEMBER_B)
+    with pytest.raises(grpc.RpcError) as typo:
+        api.shares.ListPending(
+            share_pb2.ListPendingRequest(member="uni_north"), metadata=metadata("admin")
+        )
+    assert typo.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "member: 'uni_north' is not a member" in (typo.value.details() or "")
 
     usage = api.usage.GetUsage(_usage_request(), metadata=metadata(B))
     assert {r.member for r in usage.rows} == {MEMBER_B}
