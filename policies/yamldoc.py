@@ -35,6 +35,7 @@ MAX_ISSUES = 100
 _Loader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _NUMBER_TAGS = frozenset({"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"})
 _SCALAR_TAGS_TO_CHECK = _NUMBER_TAGS | {"tag:yaml.org,2002:timestamp"}
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 def _line(node: yaml.Node) -> int:
@@ -48,6 +49,7 @@ def _bound_tree(root: yaml.Node, loader: Any, source: str) -> None:
     issues: list[FieldIssue] = []
     stack: list[tuple[yaml.Node, tuple[str | int, ...]]] = [(root, ())]
     seen = 0
+    keys_checked: set[int] = set()
     while stack and len(issues) < MAX_ISSUES:
         node, path = stack.pop()
         seen += 1
@@ -68,12 +70,31 @@ def _bound_tree(root: yaml.Node, loader: Any, source: str) -> None:
         if isinstance(node, yaml.SequenceNode):
             stack.extend((child, (*path, i)) for i, child in enumerate(node.value))
         elif isinstance(node, yaml.MappingNode):
+            if id(node) not in keys_checked:  # an alias walks the same mapping again
+                keys_checked.add(id(node))
+                issues.extend(_duplicate_keys(node, path))
             for key, value in node.value:
                 name = key.value if isinstance(key, yaml.ScalarNode) else "<key>"
                 stack.append((key, (*path, name)))
                 stack.append((value, (*path, name)))
     if issues:
         raise PolicyError(source, issues)
+
+
+def _duplicate_keys(node: yaml.MappingNode, path: tuple[str | int, ...]) -> list[FieldIssue]:
+    """A key given twice in one mapping. YAML keeps the last silently, so the first
+    (often a whole block: a second `members:`, a member's `weight` written twice) would
+    vanish without a word; Kubernetes refuses such manifests too."""
+    first: dict[tuple[str, str], yaml.Node] = {}
+    found: list[FieldIssue] = []
+    for key, _ in node.value:
+        if not isinstance(key, yaml.ScalarNode) or key.tag == _MERGE_TAG:
+            continue
+        earlier = first.setdefault((key.tag, key.value), key)
+        if earlier is not key:
+            message = f"key {key.value!r} given twice (first on line {_line(earlier)})"
+            found.append(FieldIssue(format_path((*path, key.value)), message, _line(key)))
+    return found
 
 
 def _scalar_problem(node: yaml.ScalarNode, loader: Any) -> str | None:

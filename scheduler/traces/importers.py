@@ -26,7 +26,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from policies.errors import PolicyError
-from policies.yamldoc import parse_yaml
+from policies.yamldoc import line_of, parse_yaml
 from scheduler.traces.errors import IssueCollector, TraceError, TraceIssue
 from scheduler.traces.model import Trace, TraceJob
 
@@ -98,6 +98,10 @@ def parse_member_map(spec: str | os.PathLike[str] | None, strict: bool = False) 
     return MemberMap(mapping, strict)
 
 
+def _plain_name(value: object) -> bool:
+    return isinstance(value, str | int) and not isinstance(value, bool)
+
+
 def _member_map_file(path: Path) -> dict[str, str]:
     source = str(path)
     try:
@@ -108,22 +112,36 @@ def _member_map_file(path: Path) -> dict[str, str]:
         raise TraceError(source, [TraceIssue(None, None, "not UTF-8 text")]) from exc
     try:
         # The policy's reader: bounded size and depth (deep nesting was a RecursionError).
-        data, _ = parse_yaml(text, source)
+        data, node = parse_yaml(text, source)
     except PolicyError as exc:
         raise TraceError(source, [TraceIssue(i.line, None, i.message) for i in exc.issues]) from exc
     if isinstance(data, dict) and set(data) == {"members"} and isinstance(data["members"], dict):
         # members: {lab-a: [vc1, vc2], lab-b: vc3}
         mapping: dict[str, str] = {}
+        issues: list[TraceIssue] = []
         for member, vcs in data["members"].items():
-            for vc in vcs if isinstance(vcs, list) else [vcs]:
-                mapping[str(vc)] = str(member)
+            listed = vcs if isinstance(vcs, list) else [vcs]
+            for i, vc in enumerate(listed):
+                where: list[str | int] = ["members", member]
+                line = line_of(node, [*where, i] if isinstance(vcs, list) else where)
+                if not _plain_name(vc):
+                    message = f"members.{member}: a virtual cluster is a plain name"
+                    issues.append(TraceIssue(line, None, message))
+                elif str(vc) in mapping and mapping[str(vc)] != str(member):
+                    # The last member listed would silently win.
+                    message = f"members.{member}: {vc!r} is also listed under {mapping[str(vc)]!r}"
+                    issues.append(TraceIssue(line, None, message))
+                else:
+                    mapping[str(vc)] = str(member)
+        if issues:
+            raise TraceError(source, issues)
         return mapping
     if not isinstance(data, dict) or not data:
         raise TraceError(
             source,
             [TraceIssue(None, None, "expected a mapping of virtual cluster -> member")],
         )
-    bad = [k for k, v in data.items() if not isinstance(v, str | int) or isinstance(v, bool)]
+    bad = [k for k, v in data.items() if not _plain_name(v)]
     if bad:
         raise TraceError(
             source, [TraceIssue(None, str(k), "member must be a plain name") for k in bad]

@@ -13,7 +13,7 @@ import yaml
 from policies import PolicyError
 from policies.loader import DEFAULT_POLICY, parse_policy
 from policies.model import MAX_MEMBERS
-from policies.yamldoc import MAX_DEPTH, MAX_DOCUMENT_CHARS
+from policies.yamldoc import MAX_DEPTH, MAX_DOCUMENT_CHARS, parse_yaml
 
 
 def _document(**member: Any) -> dict[str, Any]:
@@ -95,6 +95,23 @@ def test_impossible_dates_are_an_error_with_their_line() -> None:
     text = DEFAULT_POLICY.read_text().replace("weight: 2", "weight: 0000-01-01")
     issues = _issues(text)
     assert len(issues) == 1 and issues[0][1] is not None and "0000-01-01" in issues[0][2]
+
+
+def test_a_key_given_twice_is_an_error_with_both_lines() -> None:
+    # YAML keeps the last: a member's weight written twice, or a second `members:`
+    # block, silently replaced the first.
+    text = DEFAULT_POLICY.read_text().replace("weight: 2", "weight: 2\n      weight: 5")
+    lines = text.splitlines()
+    first = lines.index("      weight: 2") + 1
+    assert _issues(text) == [
+        ("spec.members[2].weight", first + 1, f"key 'weight' given twice (first on line {first})")
+    ]
+    assert "key 'a' given twice" in _issues("spec: {a: 1, a: 2}\n")[0][2]
+    # Not duplicates: a merge key's fields overridden, and keys of different types.
+    parse_yaml("base: &b {x: 1}\nm:\n  <<: *b\n  x: 2\n1: a\n'1': b\n", "doc")
+    # A mapping used through aliases is reported once.
+    many = "a: &x {b: 1, b: 2}\n" + "".join(f"c{i}: *x\n" for i in range(5))
+    assert len(_issues(many)) == 1
 
 
 def test_alias_bombs_are_refused_before_they_expand() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -184,6 +185,17 @@ def test_member_map_forms(tmp_path: Path) -> None:
         parse_member_map("vc1=lab-a,vc2")
     with pytest.raises(TraceError, match="'vc1==lab-a' is not vc=member"):
         parse_member_map("vc1==lab-a")
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("members:\n  lab-a: [vc1, vc2]\n  lab-b: [vc2]\n")
+    also = "line 3: members.lab-b: 'vc2' is also listed under 'lab-a'"
+    with pytest.raises(TraceError, match=re.escape(also)):
+        parse_member_map(twice)
+    twice.write_text("vc1: lab-a\nvc1: lab-b\n")
+    with pytest.raises(TraceError, match=r"line 2.*key 'vc1' given twice"):
+        parse_member_map(twice)
+    twice.write_text("members:\n  lab-a: [{x: 1}, null]\n")
+    with pytest.raises(TraceError, match="a virtual cluster is a plain name"):
+        parse_member_map(twice)
     bad = tmp_path / "bad.yaml"
     bad.write_text("- just\n- a list\n")
     with pytest.raises(TraceError, match="mapping"):
