@@ -205,6 +205,15 @@ class PolicyConfigMap:
         return cls(namespace, name)
 
 
+def pause_before_cycle(changed: bool, gap: float, cycle_seconds: float) -> float:
+    """How long the loop waits before a cycle, having waited for a change (at most
+    `cycle_seconds`). After a change: `gap`, so more changes join the same cycle (the
+    batch) and a long cycle leaves the binder as long again. Without one, the periodic
+    cycle is due: only what `gap` exceeds the wait already spent (a `--batch-seconds`
+    above the period used to be added to it, so time-based effects came late)."""
+    return gap if changed else max(0.0, gap - cycle_seconds)
+
+
 class Daemon:
     """The scheduler: `start()`, then `stop()`; implements `SchedulerView`."""
 
@@ -522,8 +531,9 @@ class Daemon:
         c = self.config
         gap = c.batch_seconds
         while not self.stop_event.is_set():
-            self.cache.changed.wait(c.cycle_seconds)
-            if gap and self.stop_event.wait(gap):
+            changed = self.cache.changed.wait(c.cycle_seconds)
+            pause = pause_before_cycle(changed, gap, c.cycle_seconds)
+            if pause and self.stop_event.wait(pause):
                 break
             if self.stop_event.is_set():
                 break

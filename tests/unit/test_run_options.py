@@ -10,7 +10,7 @@ import pytest
 import scheduler.k8s.client
 import scheduler.k8s.daemon
 from scheduler.cli.main import main
-from scheduler.k8s.daemon import DaemonConfig
+from scheduler.k8s.daemon import DaemonConfig, pause_before_cycle
 
 
 class _Stop(Exception):
@@ -74,3 +74,16 @@ def test_bad_values_exit_2_naming_the_flag(
         main(["run", "--policy", "unused.yaml", flag, value])
     assert stopped.value.code == 2
     assert flag in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("changed", "gap", "pause"),
+    [
+        (True, 0.05, 0.05),  # a change: wait for more to join the cycle
+        (True, 3.0, 3.0),  # a long cycle: leave the binder as long again
+        (False, 0.05, 0.0),  # the periodic cycle, already a period late
+        (False, 60.0, 59.0),  # --batch-seconds 60: a cycle a minute apart, not 61 s
+    ],
+)
+def test_the_loop_adds_a_batch_only_after_a_change(changed: bool, gap: float, pause: float) -> None:
+    assert pause_before_cycle(changed, gap, cycle_seconds=1.0) == pause
