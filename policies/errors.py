@@ -23,6 +23,18 @@ class InputError(ValueError):
     prints it and exits 2; servers answer INVALID_ARGUMENT."""
 
 
+class OutputError(InputError):
+    """A file or folder named for output that cannot be written (a path through a file,
+    a folder without write permission, a full disk): the path and the system's reason,
+    instead of a traceback about a temporary file."""
+
+    def __init__(self, path: object, exc: OSError) -> None:
+        reason = exc.strerror or str(exc)
+        if isinstance(exc, FileExistsError | NotADirectoryError) and exc.filename:
+            reason = f"{exc.filename} is a file, not a folder"
+        super().__init__(f"{path}: cannot write there ({reason})")
+
+
 class PolicyError(InputError):
     """A policy or inventory document that cannot be used, with every issue found."""
 

@@ -21,7 +21,7 @@ from typing import Any
 import jinja2
 import pandas as pd
 
-from policies.errors import InputError
+from policies.errors import InputError, OutputError
 from reports.costmodel import MonthReport
 from reports.costmodel.money import ZERO, money_str
 from reports.rendering import charts
@@ -323,8 +323,11 @@ def write_report(
                 raise ReportExistsError(
                     f"{target}: a report file is already there (use --overwrite to replace it)"
                 )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    except OSError as exc:
+        raise OutputError(out_dir, exc) from exc
     try:
         for name, writer in writers.items():
             writer(staging / name)

@@ -15,15 +15,18 @@ import click
 from prometheus_client import CollectorRegistry
 from rich.console import Console
 
-from policies.errors import InputError
+from policies.errors import InputError, OutputError
 from policies.inventory import load_inventory
 from policies.loader import DEFAULT_POLICY, load_policy
 from scheduler.cli.options import Address
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    except OSError as exc:
+        raise OutputError(path, exc) from exc
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
     os.replace(tmp, path)

@@ -22,12 +22,12 @@ from policies.model import Policy
 from scheduler.cli.options import FiniteRange
 from scheduler.engine.snapshot import Node
 from scheduler.sim.cluster import build_nodes, check_inventory
-from scheduler.sim.outputs import write_study
+from scheduler.sim.outputs import check_out_dir, write_study
 from scheduler.sim.pipeline import Study, check_trace, run_study
 from scheduler.sim.simulator import MAX_BATCH_S
 from scheduler.sim.standalone import fits, reachable
 from scheduler.sim.waiting import IDLE_CAUSES, OWED_CAUSES
-from scheduler.traces.csv import read_trace
+from scheduler.traces.csv import FIRST_INSTANT, LAST_INSTANT, read_trace
 from scheduler.traces.model import Trace
 from scheduler.traces.synth import MAX_DAYS, node_gpus_of, synthesize
 
@@ -49,7 +49,12 @@ def parse_start(text: str) -> datetime:
         moment = datetime.fromisoformat(text)
     except ValueError as exc:
         raise InputError(f"--start: not an ISO-8601 time: {text!r}") from exc
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    if not FIRST_INSTANT <= moment < LAST_INSTANT:
+        raise InputError(
+            f"--start: {text!r} is outside {FIRST_INSTANT:%Y-%m-%d} to {LAST_INSTANT:%Y-%m-%d}"
+        )
+    return moment
 
 
 def default_trace(
@@ -259,8 +264,8 @@ def _load_inputs(
 @click.option(
     "--start",
     "start_text",
-    help="ISO-8601 instant of trace time 0 (default: the trace's ISO times, else the "
-    "first day of last month in the policy's time zone).",
+    help="ISO-8601 instant of trace time 0, from 1970-01-01 up to 2200-01-01 (default: "
+    "the trace's ISO times, else the first day of last month in the policy's time zone).",
 )
 @click.option(
     "--seed",
@@ -329,6 +334,7 @@ def simulate(
         cluster, policy_file, trace_file, days, load, seed
     )
     start = _trace_start(start_text, trace, policy)
+    check_out_dir(out)
     nodes = build_nodes(inventory)
     began = time.monotonic()
     interactive = console.is_terminal

@@ -12,7 +12,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from policies.errors import InputError
+from policies.errors import InputError, OutputError
 from scheduler.cli.client import Client, client_options
 
 
@@ -88,8 +88,11 @@ def report_get(client: Client, month: str, out: Path | None) -> None:
             target = (out / f.name).resolve()
             if not target.is_relative_to(out.resolve()):
                 raise InputError(f"the server sent a file outside the folder: {f.name!r}")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+            except OSError as exc:
+                raise OutputError(target, exc) from exc
             with os.fdopen(fd, "wb") as handle:
                 handle.write(f.content)
             os.replace(tmp, target)

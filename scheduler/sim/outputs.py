@@ -3,6 +3,7 @@ temporary folder beside DIR, then renamed into DIR, so an error leaves DIR as it
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from policies.errors import OutputError
 from scheduler.sim.pipeline import Study
 
 OUTPUT_FILES = (
@@ -45,14 +47,36 @@ def _write_tables(study: Study, folder: Path) -> None:
     study.reclaim_lost.to_parquet(folder / "reclaim_lost.parquet", index=False)
 
 
+def check_out_dir(out_dir: Path) -> None:
+    """Refuse, before a replay that may take minutes, a folder `write_study` could not
+    write: a file in its place or on its path, or a parent without write permission
+    (the files are staged beside it)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(out_dir, NotADirectoryError(errno.ENOTDIR, "", str(out_dir)))
+    existing = out_dir.absolute().parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(out_dir, NotADirectoryError(errno.ENOTDIR, "", str(existing)))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(out_dir, PermissionError(errno.EACCES, os.strerror(errno.EACCES)))
+
+
 def write_study(study: Study, out_dir: Path) -> list[Path]:
     """Write every output file of `study` into `out_dir` (created when missing)."""
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    except OSError as exc:
+        raise OutputError(out_dir, exc) from exc
     try:
         _write_tables(study, staging)
-        out_dir.mkdir(exist_ok=True)
+        try:
+            out_dir.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise OutputError(out_dir, exc) from exc
         written = []
         for name in OUTPUT_FILES:
             target = out_dir / name

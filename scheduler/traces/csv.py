@@ -14,12 +14,18 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from policies.errors import OutputError
 from scheduler.traces.errors import IssueCollector, TraceError, TraceIssue
 from scheduler.traces.model import Trace, TraceJob
 
 REQUIRED_COLUMNS = ("job_id", "org", "submit_time", "duration_s", "num_pods", "gpus_per_pod")
 MAX_SECONDS = 10 * 366 * 86_400.0
 """Submit times (in seconds) and durations: ten years, far beyond any simulated month."""
+FIRST_INSTANT = datetime(1970, 1, 1, tzinfo=UTC)
+LAST_INSTANT = datetime(2200, 1, 1, tzinfo=UTC)
+"""ISO times of a trace, and a replay's start, lie in [FIRST_INSTANT, LAST_INSTANT): the
+months a report can be cut for, with ten years of trace after them still a date the
+tables can hold (pandas' nanosecond timestamps end in 2262)."""
 MAX_COUNT = 100_000
 """Pods of one job, GPUs of one pod."""
 PRIORITY_RANGE = (-(2**31), 2**31 - 1)
@@ -150,6 +156,15 @@ def read_trace(
         # ISO times were kept as epoch seconds; trace time 0 is the earliest submission.
         start_epoch = min(j.submit_time for j in jobs)
         jobs = [_shift(j, start_epoch) for j in jobs]
+        for job in jobs:
+            if job.submit_time > MAX_SECONDS:
+                problems.add(
+                    first_line_of[job.job_id],
+                    "submit_time",
+                    f"{job.submit_time:,.0f} s after the first submission, beyond "
+                    f"{MAX_SECONDS:,.0f} s",
+                )
+        problems.raise_if_any()
     jobs.sort(key=lambda j: (j.submit_time, j.job_id))
     return Trace(jobs=tuple(jobs), start_epoch=start_epoch)
 
@@ -302,6 +317,12 @@ def _submit_time(
         problems.add(line, "submit_time", f"negative time {raw_time}")
     elif kind == "seconds" and submit > MAX_SECONDS:
         problems.add(line, "submit_time", f"{raw_time} s is beyond {MAX_SECONDS:,.0f} s")
+    elif kind == "iso" and not FIRST_INSTANT.timestamp() <= submit < LAST_INSTANT.timestamp():
+        problems.add(
+            line,
+            "submit_time",
+            f"{raw_time!r} is outside {FIRST_INSTANT:%Y-%m-%d} to {LAST_INSTANT:%Y-%m-%d}",
+        )
     if time_kind is None and kind is not None:
         time_kind = kind
     return submit, time_kind
@@ -420,14 +441,21 @@ def trace_rows(trace: Trace) -> Iterable[list[str]]:
 def write_trace(trace: Trace, path: str | os.PathLike[str]) -> None:
     """Write `trace` as canonical CSV to `path`: all of it or, on failure, nothing."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp_name = tempfile.mkstemp(
+            prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
+        )
+    except OSError as exc:
+        raise OutputError(target, exc) from exc
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             csv.writer(handle, lineterminator="\n").writerows(trace_rows(trace))
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp_name, target)
-    except BaseException:
+    except BaseException as exc:
         Path(temp_name).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OutputError(target, exc) from exc
         raise

@@ -170,6 +170,10 @@ def test_report_from_a_simulation(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "Data complete" in text
     assert run(["report", "--from-simulation", str(tmp_path), "--overwrite"]) == 0
     assert "physics" in capsys.readouterr().out
+    # Was a traceback about the staging folder.
+    blocked = ["--out", str(tmp_path / "summary.json" / "report")]
+    assert run(["report", "--from-simulation", str(tmp_path), *blocked]) == 2
+    assert "summary.json is a file, not a folder" in capsys.readouterr().err
 
 
 def test_monthly_job_writes_last_month_once(ledger_url: str, tmp_path: Path) -> None:

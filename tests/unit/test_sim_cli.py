@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import scheduler.cli.simulate
 from scheduler.cli.main import main
 from scheduler.traces import synth
 
@@ -231,6 +232,37 @@ def test_bad_input_exits_2_and_writes_nothing(
     assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
     assert (out / "summary.json").read_text() == "previous run\n"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+
+
+@pytest.mark.parametrize("start", ["0001-01-01T00:00+00:00", "9999-12-31T23:00+00:00"])
+def test_a_start_outside_the_reports_years_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], start: str
+) -> None:
+    # Both ended in pandas or datetime overflow tracebacks after the replay.
+    out = tmp_path / "out"
+    assert run([*inputs(tmp_path), "--out", str(out), "--start", start]) == 2
+    assert f"--start: '{start}' is outside 1970-01-01 to 2200-01-01" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("where", ["a-file", "a-file/out"])
+def test_an_out_folder_that_cannot_be_one_exits_2_before_the_replay(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+) -> None:
+    # A file in the way was a FileExistsError traceback once the replay had run.
+    def replay(*_: object) -> None:
+        raise AssertionError("the replay ran")
+
+    monkeypatch.setattr(scheduler.cli.simulate, "_replay", replay)
+    (tmp_path / "a-file").write_text("kept\n")
+    assert run([*inputs(tmp_path), "--out", str(tmp_path / where)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write there" in err and "a-file is a file, not a folder" in err
+    assert (tmp_path / "a-file").read_text() == "kept\n"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
 def test_gang_that_fits_gpus_but_no_node_set_is_rejected(tmp_path: Path) -> None:

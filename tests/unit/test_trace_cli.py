@@ -104,6 +104,15 @@ def test_synth_refuses_bad_flag_values(tmp_path: Path, flag: str, bad: str) -> N
     assert not out.exists()
 
 
+def test_synth_to_a_path_through_a_file_exits_2(tmp_path: Path) -> None:
+    # Was a FileExistsError traceback.
+    (tmp_path / "a-file").write_text("kept\n")
+    result = run("synth", "--days", "1", "--out", tmp_path / "a-file" / "t.csv")
+    assert result.exit_code == 2
+    assert "cannot write there" in result.output and "a file, not a folder" in result.output
+    assert (tmp_path / "a-file").read_text() == "kept\n"
+
+
 def test_synth_refuses_a_load_that_asks_for_too_many_jobs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

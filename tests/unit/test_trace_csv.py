@@ -196,6 +196,31 @@ def test_write_then_read_round_trip(tmp_path: Path) -> None:
     assert [p.name for p in path.parent.iterdir()] == ["trace.csv"]  # no temp file left
 
 
+def test_iso_times_outside_the_report_years_or_ten_years_apart_are_named() -> None:
+    # Year 1 and year 9999 passed `trace check` and ended the replay in a pandas
+    # overflow traceback.
+    text = f"{HEADER}\nj,lab,0001-01-01T00:00:00,60,1,1\nk,lab,9999-12-31T00:00:00,60,1,1\n"
+    with pytest.raises(TraceError) as info:
+        read_trace(text)
+    assert where(info.value) == {(2, "submit_time"), (3, "submit_time")}
+    assert "outside 1970-01-01 to 2200-01-01" in str(info.value)
+    apart = f"{HEADER}\nj,lab,1971-01-01T00:00:00,60,1,1\nk,lab,2199-01-01T00:00:00,60,1,1\n"
+    with pytest.raises(TraceError) as info:
+        read_trace(apart)
+    assert where(info.value) == {(3, "submit_time")}
+    assert "after the first submission, beyond 316,224,000 s" in str(info.value)
+    edges = f"{HEADER}\nj,lab,1970-01-01T00:00:00Z,60,1,1\nk,lab,1979-12-31T00:00:00Z,60,1,1\n"
+    assert read_trace(edges).start_epoch == 0.0
+
+
+def test_an_output_path_through_a_file_is_an_input_error(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("kept\n")
+    trace = Trace(jobs=(TraceJob("x", "lab", 0.0, 1.0, 1, 1),))
+    with pytest.raises(InputError, match=r"a-file/trace.csv: cannot write there .*a file, not a"):
+        write_trace(trace, tmp_path / "a-file" / "trace.csv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
 def test_write_failure_leaves_previous_file(tmp_path: Path) -> None:
     path = tmp_path / "trace.csv"
     path.write_text("previous\n")
