@@ -35,6 +35,23 @@ class OutputError(InputError):
         super().__init__(f"{path}: cannot write there ({reason})")
 
 
+class ListenError(InputError):
+    """An address given to listen on that cannot be listened on (taken by another
+    process, not an address of this machine, not resolvable): the address and why."""
+
+    def __init__(self, address: str, reason: str) -> None:
+        super().__init__(f"cannot listen on {address}: {reason}")
+
+
+def listen_error(address: str, exc: OSError) -> ListenError:
+    """The ListenError of a failed bind, with the system's reason."""
+    return ListenError(address, exc.strerror or str(exc))
+
+
+GRPC_BIND_FAILED = "taken by another process, or not an address of this machine"
+"""Why gRPC could not bind: it says no more than that it failed."""
+
+
 class PolicyError(InputError):
     """A policy or inventory document that cannot be used, with every issue found."""
 

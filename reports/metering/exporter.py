@@ -26,6 +26,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
 
+from policies.errors import listen_error
 from reports.ledger import Ledger
 from reports.ledger.schema import DONE
 from reports.metering.coverage import NODE_COVERAGE_OUT, source_coverage
@@ -127,6 +128,9 @@ def serve(metrics: MeterMetrics, port: int, address: str = "127.0.0.1") -> WSGIS
             return [b"ok\n" if ok else b"last metering run failed\n"]
         return metrics_app(environ, start_response)  # type: ignore[no-any-return]
 
-    server = make_server(address, port, app, server_class=_Server, handler_class=_Quiet)
+    try:
+        server = make_server(address, port, app, server_class=_Server, handler_class=_Quiet)
+    except OSError as exc:
+        raise listen_error(f"{address}:{port}", exc) from exc
     threading.Thread(target=server.serve_forever, name="meter-metrics", daemon=True).start()
     return server

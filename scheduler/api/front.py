@@ -37,6 +37,7 @@ import grpc
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
+from policies.errors import GRPC_BIND_FAILED, ListenError
 from proto.fairpool.v1 import policy_pb2, share_pb2, share_pb2_grpc, usage_pb2
 from scheduler.api.auth import Authenticator, AuthInterceptor, TokenTable
 from scheduler.api.guard import CallLimits, Guard
@@ -341,13 +342,16 @@ def serve_front(conn: Connection, settings: FrontSettings) -> None:
         },
     )
     server.add_generic_rpc_handlers((answered, validated, Forward(channel, answers)))
-    if settings.tls_cert is not None and settings.tls_key is not None:
-        creds = server_credentials(settings.tls_cert, settings.tls_key, settings.client_ca)
-        port = server.add_secure_port(settings.address, creds)
-    else:
-        port = server.add_insecure_port(settings.address)
+    try:
+        if settings.tls_cert is not None and settings.tls_key is not None:
+            creds = server_credentials(settings.tls_cert, settings.tls_key, settings.client_ca)
+            port = server.add_secure_port(settings.address, creds)
+        else:
+            port = server.add_insecure_port(settings.address)
+    except RuntimeError:  # newer grpcio raises where older ones returned 0
+        port = 0
     if port == 0:
-        conn.send(("error", f"cannot listen on {settings.address}"))
+        conn.send(("listen", GRPC_BIND_FAILED))
         return
     stopping = threading.Event()
     tokens.watch(stopping, settings.token_reload_seconds)
@@ -456,6 +460,8 @@ class ReadFront:
             kind, value = "error", "the API front process ended before it listened"
         if kind != "port":
             process.join(5.0)
+            if kind == "listen":
+                raise ListenError(settings.address, str(value))
             raise OSError(str(value))
         return book, int(value)
 
@@ -495,7 +501,7 @@ class ReadFront:
         while not self._stopping.is_set():
             try:
                 book, _ = self._launch(self._restart_settings)
-            except OSError as exc:
+            except (OSError, ListenError) as exc:
                 log.error("cannot restart the API front: %s", exc)
                 self._stopping.wait(RESTART_PAUSE_SECONDS)
                 continue

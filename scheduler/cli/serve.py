@@ -15,7 +15,7 @@ import click
 from prometheus_client import CollectorRegistry
 from rich.console import Console
 
-from policies.errors import InputError, OutputError
+from policies.errors import InputError, OutputError, listen_error
 from policies.inventory import load_inventory
 from policies.loader import DEFAULT_POLICY, load_policy
 from scheduler.cli.options import Address
@@ -39,7 +39,12 @@ def _serve_metrics(listen: str) -> CollectorRegistry:
     from scheduler.api.tls import address_host
 
     registry = CollectorRegistry()
-    start_http_server(int(listen.rpartition(":")[2]), addr=address_host(listen), registry=registry)
+    try:
+        start_http_server(
+            int(listen.rpartition(":")[2]), addr=address_host(listen), registry=registry
+        )
+    except OSError as exc:
+        raise listen_error(listen, exc) from exc
     return registry
 
 

@@ -26,6 +26,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
+from policies.errors import listen_error
 from scheduler.engine.decisions import Decisions
 from scheduler.engine.snapshot import Snapshot
 
@@ -230,13 +231,16 @@ class SchedulerMetrics:
 
     def serve(self, port: int, address: str = "0.0.0.0") -> int:
         """Serve /metrics, /healthz and /readyz; port 0 picks a free one. Returns the port."""
-        server = make_server(
-            address,
-            port,
-            health_app(self.registry, lambda: self.readiness()),
-            ThreadingWSGIServer,
-            handler_class=_QuietHandler,
-        )
+        try:
+            server = make_server(
+                address,
+                port,
+                health_app(self.registry, lambda: self.readiness()),
+                ThreadingWSGIServer,
+                handler_class=_QuietHandler,
+            )
+        except OSError as exc:
+            raise listen_error(f"{address}:{port}", exc) from exc
         thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
         thread.start()
         self._server, self._thread = server, thread

@@ -1,0 +1,59 @@
+"""An address to listen on that is taken, or not an address at all, is one line naming
+it (exit 2 from the commands), for every listener: the API (alone or with its read
+front), the daemon's /metrics, the meter's /metrics and serve-api's own. Each was a
+traceback (`RuntimeError: Failed to bind`, `OSError: Address already in use`,
+`socket.gaierror` for a name that does not resolve)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from policies.errors import ListenError
+from reports.metering.exporter import MeterMetrics, serve
+from scheduler.cli.main import main
+from scheduler.k8s.exporter import SchedulerMetrics
+from tests.unit.test_api_support import TOKEN_FILE, running_server
+
+
+@pytest.fixture
+def taken() -> Iterator[str]:
+    """An address on loopback that another socket listens on."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield f"127.0.0.1:{holder.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("read_front", [False, True], ids=["alone", "with-front"])
+def test_the_api_on_a_taken_address(tmp_path: Path, taken: str, read_front: bool) -> None:
+    with (
+        pytest.raises(ListenError, match=f"cannot listen on {taken}: taken by another"),
+        running_server(tmp_path, address=taken, read_front=read_front),
+    ):
+        pass
+
+
+def test_the_daemons_and_the_meters_metrics_on_a_taken_address(taken: str) -> None:
+    host, port = taken.split(":")
+    with pytest.raises(ListenError, match=f"cannot listen on {taken}: Address already in use"):
+        SchedulerMetrics().serve(int(port), host)
+    with pytest.raises(ListenError, match=f"cannot listen on {taken}: Address already in use"):
+        serve(MeterMetrics(), int(port), host)
+
+
+@pytest.mark.parametrize("flag", ["--listen", "--metrics-listen"])
+def test_serve_api_exits_2_naming_the_address(
+    tmp_path: Path, taken: str, flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "tokens.yaml").write_text(TOKEN_FILE)
+    args = ["serve-api", "--tokens", str(tmp_path / "tokens.yaml")]
+    args += ["--policy", str(tmp_path / "p.yaml")]
+    args += ["--ledger-url", f"sqlite:///{tmp_path / 'ledger.db'}", "--listen", "127.0.0.1:0"]
+    with pytest.raises(SystemExit) as done:
+        main([*args, flag, taken])
+    assert done.value.code == 2
+    assert f"cannot listen on {taken}" in capsys.readouterr().err
