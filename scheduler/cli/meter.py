@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from policies.errors import InputError
+from scheduler.traces.csv import FIRST_INSTANT, LAST_INSTANT
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -30,6 +31,12 @@ range from year 1 to 9999 ran until killed); a longer one is several runs."""
 SHOW_EVERY_HOUR = 48
 
 
+MAX_GAP_S = 3600.0
+"""The longest run of missing scrapes bridged: every hour waits this long to be metered."""
+MAX_CHUNK_HOURS = 31 * 24
+"""Hours per Prometheus query: a month, far beyond what one query should carry."""
+
+
 def parse_time(value: str, flag: str) -> datetime:
     """ISO-8601 (`2026-10-01`, `2026-10-01T05:00Z`, `...+02:00`); no zone means UTC."""
     text = value.strip()
@@ -41,6 +48,12 @@ def parse_time(value: str, flag: str) -> datetime:
         raise InputError(f"{flag}: {value!r} is not an ISO-8601 time ({exc})") from exc
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
+    if not FIRST_INSTANT <= parsed < LAST_INSTANT:
+        # Year 1 reached pandas' overflow in the ledger's tables; nothing is scraped
+        # before 1970.
+        raise InputError(
+            f"{flag}: {value!r} is outside {FIRST_INSTANT:%Y-%m-%d} to {LAST_INSTANT:%Y-%m-%d}"
+        )
     return parsed.astimezone(UTC)
 
 
@@ -173,6 +186,10 @@ def meter(
     if metrics_port is not None and not watch:
         raise InputError("--metrics-port: only with --watch")
     now = parse_time(now_, "--now") if now_ is not None else None
+    if now is not None and now > datetime.now(UTC):
+        # Hours not closed yet would be metered empty, and the hourly job, which goes on
+        # from the latest hour the ledger knows, would never meter them again.
+        raise InputError(f"--now: {now_} is later than the clock; give a past time")
     if now is not None and (watch or backfill is not None):
         raise InputError("--now: only for one hourly run (not with --watch or --from/--to)")
 
@@ -323,12 +340,15 @@ def _check_options(
         raise InputError("--watch: meters the latest hours; backfill with --from/--to first")
     if reports_dir is not None and not watch:
         raise InputError("--reports-dir: only with --watch (use `fairpool report` once)")
-    if chunk_hours < 1:
-        raise InputError("--chunk-hours: must be at least 1")
+    if not 1 <= chunk_hours <= MAX_CHUNK_HOURS:
+        raise InputError(f"--chunk-hours: from 1 to {MAX_CHUNK_HOURS} (a month)")
     if scrape_interval <= 0 or 3600 % scrape_interval:
         raise InputError(f"--scrape-interval: {scrape_interval} must divide an hour")
     if max_gap < scrape_interval:
         raise InputError("--max-gap: must be at least one scrape interval")
+    if not max_gap <= MAX_GAP_S:
+        # An hour is metered only max_gap after it ends: `inf` never metered anything.
+        raise InputError(f"--max-gap: at most {MAX_GAP_S:,.0f} s (an hour), got {max_gap}")
 
 
 def _watch(

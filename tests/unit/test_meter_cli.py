@@ -32,9 +32,19 @@ def run(args: list[str]) -> int:
         (["--reports-dir", "out"], "--reports-dir"),
         (["--watch", "--from", "2026-10-01", "--to", "2026-10-02"], "--watch"),
         # Listed hour by hour, year 1 to 9999 ran until killed.
-        (["--from", "0001-01-01", "--to", "9999-12-31"], "--from/--to: 0001-01-01T00:00+00:00"),
+        (["--from", "1971-01-01", "--to", "2199-12-31"], "--from/--to: 1971-01-01T00:00+00:00"),
         (["--from", "2025-01-01", "--to", "2026-01-03"], "more than 366 days"),
-        (["--forget", "0001-01-01", "9999-12-31", "--reason", "r"], "more than 366 days"),
+        (["--forget", "1971-01-01", "2199-12-31", "--reason", "r"], "more than 366 days"),
+        # Year 1 reached pandas' overflow in the ledger's tables.
+        (["--from", "0001-01-01", "--to", "0001-01-02"], "--from: '0001-01-01' is outside 1970"),
+        (["--forget", "1969-12-31", "1970-01-02", "--reason", "r"], "--forget: '1969-12-31'"),
+        (["--now", "9999-12-31T00:00"], "--now: '9999-12-31T00:00' is outside"),
+        # Would have metered open hours empty, for good.
+        (["--now", "2199-01-01T00:00"], "--now: 2199-01-01T00:00 is later than the clock"),
+        # An hour waits max-gap to be metered: `inf` metered nothing, ever.
+        (["--max-gap", "inf"], "--max-gap: at most 3,600 s (an hour), got inf"),
+        (["--max-gap", "nan"], "--max-gap: at most 3,600 s"),
+        (["--chunk-hours", "100000000"], "--chunk-hours: from 1 to 744"),
     ],
 )
 def test_bad_times_exit_2_naming_the_flag(
