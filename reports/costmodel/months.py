@@ -14,6 +14,9 @@ from zoneinfo import ZoneInfo
 from policies.errors import InputError
 
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+YEARS = (1970, 2200)
+"""The years a billing month may be in: no usage before 1970, and the dates stay within
+what the report's tables hold (year 1 and 9999 were overflow tracebacks)."""
 
 
 class MonthError(InputError):
@@ -24,6 +27,8 @@ def parse_month(month: str) -> tuple[int, int]:
     match = _MONTH.match(month.strip())
     if not match or not 1 <= int(match.group(2)) <= 12:
         raise MonthError(f"--month: expected YYYY-MM (e.g. 2026-10), got {month!r}")
+    if not YEARS[0] <= int(match.group(1)) <= YEARS[1]:
+        raise MonthError(f"--month: {month!r} is not between {YEARS[0]}-01 and {YEARS[1]}-12")
     return int(match.group(1)), int(match.group(2))
 
 

@@ -16,6 +16,7 @@ from policies.errors import InputError
 from policies.model import Policy
 from proto.fairpool.v1 import usage_pb2, usage_pb2_grpc
 from reports.costmodel import MonthReport, NoDataError
+from reports.costmodel.months import YEARS
 from reports.ledger import Ledger
 from reports.rendering.render import write_report
 from reports.sources.monthly_job import ledger_month_report
@@ -27,9 +28,6 @@ MAX_RANGE = timedelta(days=400)
 DEFAULT_RANGE = timedelta(days=30)
 MAX_REPORT_BYTES = 32 << 20
 MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$", re.ASCII)
-YEARS = (1970, 2200)
-"""Report months the ledger can hold: epoch seconds from 1970, and pandas timestamps end
-in 2262."""
 
 
 def usage_rows(frame: pd.DataFrame, members: Collection[str]) -> pd.DataFrame:

@@ -25,10 +25,21 @@ def test_october_2026_in_paris_has_745_hours() -> None:
     assert len(month_hours("2026-10", ZoneInfo("UTC"))) == 744
 
 
-@pytest.mark.parametrize("bad", ["2026-13", "2026-1", "26-10", "october", "2026-00", ""])
+@pytest.mark.parametrize(
+    "bad",
+    # Year 1 and 9999 were overflow tracebacks in `fairpool report`.
+    ["2026-13", "2026-1", "26-10", "october", "2026-00", "", "0001-01", "9999-12", "1969-12"],
+)
 def test_bad_month_names_the_option(bad: str) -> None:
     with pytest.raises(MonthError, match="--month"):
         month_bounds(bad, PARIS)
+
+
+def test_the_years_a_month_may_be_in() -> None:
+    assert month_bounds("1970-01", ZoneInfo("UTC"))[0] == datetime(1970, 1, 1, tzinfo=UTC)
+    assert month_bounds("2200-12", ZoneInfo("UTC"))[1] == datetime(2201, 1, 1, tzinfo=UTC)
+    with pytest.raises(MonthError, match="'2201-01' is not between 1970-01 and 2200-12"):
+        month_bounds("2201-01", PARIS)
 
 
 def test_hours_are_attributed_by_their_utc_start() -> None:
