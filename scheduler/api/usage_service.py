@@ -110,10 +110,25 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
             abort(
                 context, grpc.StatusCode.INVALID_ARGUMENT, f"end: range over {MAX_RANGE.days} days"
             )
+        if not (YEARS[0] <= start.year and end.year <= YEARS[1]):
+            abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"start/end: between {YEARS[0]}-01-01 and the end of {YEARS[1]}",
+            )
         members = self._policy().member_names()
         table = usage_rows(self._ledger.usage_frame(start, end), members)
         if member is not None:
             table = table[table["member"] == member]
+            if table.empty and member not in members:
+                # A misspelt member read as "no metered usage". A member the policy no
+                # longer has keeps its rows, so only a name with neither is refused.
+                abort(
+                    context,
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"member: {member!r} is not a member of the policy and has no usage "
+                    "in the range",
+                )
         return usage_pb2.GetUsageResponse(
             start=messages.timestamp(start),
             end=messages.timestamp(end),

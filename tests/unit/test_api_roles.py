@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -238,6 +239,20 @@ def test_a_member_sees_only_its_own_rows_and_the_pool(api: Running) -> None:
     by_model = {r.gpu_model: r for r in usage_a.rows}
     assert by_model["NVIDIA-A100-SXM4-80GB"].gpu_hours_used_on_others_hardware == 1.0
     assert by_model["NVIDIA-H100-80GB-HBM3"].gpu_hours_used == 2.0
+    # A misspelt member read as "no metered usage"; a member without usage is no error.
+    with pytest.raises(grpc.RpcError) as typo:
+        api.usage.GetUsage(_usage_request("physiks"), metadata=metadata("admin"))
+    assert typo.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "member: 'physiks' is not a member of the policy" in (typo.value.details() or "")
+    idle = api.usage.GetUsage(_usage_request("lab-bio"), metadata=metadata("admin"))
+    assert not idle.rows
+    far = _usage_request()
+    far.end.FromSeconds(int(datetime(9999, 12, 31, tzinfo=UTC).timestamp()))
+    far.start.FromSeconds(int(datetime(9999, 12, 1, tzinfo=UTC).timestamp()))
+    with pytest.raises(grpc.RpcError) as beyond:
+        api.usage.GetUsage(far, metadata=metadata("admin"))
+    assert beyond.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "start/end: between 1970-01-01 and the end of 2200" in (beyond.value.details() or "")
 
 
 def test_report_files_are_scoped(api: Running) -> None:
