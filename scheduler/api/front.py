@@ -43,7 +43,7 @@ from scheduler.api.auth import Authenticator, AuthInterceptor, TokenTable
 from scheduler.api.guard import CallLimits, Guard
 from scheduler.api.policy_service import validate_policy
 from scheduler.api.share_service import PublishedShares, _scope, entitlements_response
-from scheduler.api.tls import server_credentials
+from scheduler.api.tls import listen
 from scheduler.engine.decisions import MemberShare
 
 log = logging.getLogger(__name__)
@@ -343,14 +343,10 @@ def serve_front(conn: Connection, settings: FrontSettings) -> None:
     )
     server.add_generic_rpc_handlers((answered, validated, Forward(channel, answers)))
     try:
-        if settings.tls_cert is not None and settings.tls_key is not None:
-            creds = server_credentials(settings.tls_cert, settings.tls_key, settings.client_ca)
-            port = server.add_secure_port(settings.address, creds)
-        else:
-            port = server.add_insecure_port(settings.address)
-    except RuntimeError:  # newer grpcio raises where older ones returned 0
-        port = 0
-    if port == 0:
+        port = listen(
+            server, settings.address, settings.tls_cert, settings.tls_key, settings.client_ca
+        )
+    except ListenError:
         conn.send(("listen", GRPC_BIND_FAILED))
         return
     stopping = threading.Event()

@@ -18,7 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
-from policies.errors import GRPC_BIND_FAILED, InputError, ListenError
+from policies.errors import InputError
 from policies.model import Policy
 from proto.fairpool.v1 import (
     policy_pb2,
@@ -37,7 +37,7 @@ from scheduler.api.policy_audit import AuditLog
 from scheduler.api.policy_service import PolicyServicer
 from scheduler.api.policy_store import PolicySource, PolicyStore, StoredPolicyBroken
 from scheduler.api.share_service import PublishedShares, ShareServicer
-from scheduler.api.tls import is_loopback, server_credentials
+from scheduler.api.tls import is_loopback, listen
 from scheduler.api.usage_service import UsageServicer
 from scheduler.api.whatif import WhatIf
 from scheduler.engine.decisions import MemberShare
@@ -113,21 +113,6 @@ def _check_transport(config: ApiConfig) -> None:
     )
 
 
-def _bind(server: grpc.Server, config: ApiConfig) -> int:
-    """Listen on the configured address; the port bound."""
-    try:
-        if config.tls_cert is not None and config.tls_key is not None:
-            creds = server_credentials(config.tls_cert, config.tls_key, config.client_ca)
-            port = server.add_secure_port(config.address, creds)
-        else:
-            port = server.add_insecure_port(config.address)
-    except RuntimeError:  # newer grpcio raises where older ones returned 0
-        port = 0
-    if port == 0:
-        raise ListenError(config.address, GRPC_BIND_FAILED)
-    return int(port)
-
-
 def _engine_shares(snapshot: Snapshot, policy: Policy) -> tuple[MemberShare, ...]:
     from scheduler.engine import compute_shares
 
@@ -192,7 +177,9 @@ class ApiServer:
             self.port = 0
             """Known once the front listens (`start`)."""
         else:
-            self.port = _bind(self._server, config)
+            self.port = listen(
+                self._server, config.address, config.tls_cert, config.tls_key, config.client_ca
+            )
         self._stopping = threading.Event()
         self._refresher = threading.Thread(
             target=self._refresh_loop, name="fairpool-policy-refresh", daemon=True

@@ -1,5 +1,5 @@
 """TLS credentials from certificate files: server side (optionally requiring client
-certificates: mutual TLS) and client side."""
+certificates: mutual TLS) and client side; a server listening with them."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import grpc
 
-from policies.errors import InputError
+from policies.errors import GRPC_BIND_FAILED, InputError, ListenError
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -29,6 +29,27 @@ def server_credentials(
     return grpc.ssl_server_credentials(
         [pair], root_certificates=_read(client_ca, "client CA"), require_client_auth=True
     )
+
+
+def listen(
+    server: grpc.Server,
+    address: str,
+    cert: Path | None,
+    key: Path | None,
+    client_ca: Path | None,
+) -> int:
+    """Have `server` listen on `address`, with TLS when `cert` and `key` are given; the
+    port bound. An address it cannot bind is a ListenError naming it."""
+    try:
+        if cert is not None and key is not None:
+            port = server.add_secure_port(address, server_credentials(cert, key, client_ca))
+        else:
+            port = server.add_insecure_port(address)
+    except RuntimeError:  # newer grpcio raises where older ones returned 0
+        port = 0
+    if port == 0:
+        raise ListenError(address, GRPC_BIND_FAILED)
+    return int(port)
 
 
 def channel_credentials(
