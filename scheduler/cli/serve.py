@@ -146,6 +146,7 @@ def serve_api(
     from scheduler.api.frozen_view import FrozenClusterView
     from scheduler.api.policy_store import FileSource
     from scheduler.api.server import ApiConfig, ApiServer
+    from scheduler.sim.cluster import check_inventory
     from scheduler.traces.csv import read_trace
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -156,6 +157,7 @@ def serve_api(
         _write_atomic(policy_file, DEFAULT_POLICY.read_text(encoding="utf-8"))
     policy = load_policy(policy_file)
     inventory = load_inventory(cluster)
+    check_inventory(inventory, policy, str(cluster or "built-in cluster"))
     pending = read_trace(trace, members=set(policy.member_names())) if trace else None
     view = FrozenClusterView.from_inventory(policy, inventory, pending)
     registry = _serve_metrics(metrics_listen) if metrics_listen else None

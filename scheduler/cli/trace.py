@@ -223,15 +223,21 @@ def import_(
 def check(file: Path, cluster: Path | None, policy_file: Path | None) -> None:
     """Validate a canonical trace CSV and summarize it; exit 2 naming every bad line."""
     members: set[str] | None = None
+    policy = None
     if policy_file is not None:
         from policies.loader import load_policy
 
-        members = set(load_policy(policy_file).member_names())
+        policy = load_policy(policy_file)
+        members = set(policy.member_names())
     max_gpus: int | None = None
     models: set[str] | None = None
     nodes: dict[str, list[int]] | None = None
     if cluster is not None:
         inventory = load_inventory(cluster)
+        if policy is not None:
+            from scheduler.sim.cluster import check_inventory
+
+            check_inventory(inventory, policy, str(cluster))
         max_gpus = inventory.total_gpus()
         models = set(inventory.gpu_models())
         nodes = node_gpus_of(inventory)

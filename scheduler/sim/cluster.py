@@ -88,8 +88,10 @@ def build_nodes(inventory: ClusterInventory) -> tuple[Node, ...]:
 
 
 def check_inventory(inventory: ClusterInventory, policy: Policy, source: str) -> None:
-    """Every node owner must be a policy member, and purchased GPU models must exist."""
+    """Every node owner must be a policy member, and every GPU model one the policy
+    prices (a model it lacks ended the run at the cost report, the tables written)."""
     members = set(policy.member_names())
+    models = [m.name for m in policy.spec.gpu_models]
     issues = [
         FieldIssue(
             f"spec.nodeGroups[{i}].owner",
@@ -98,6 +100,15 @@ def check_inventory(inventory: ClusterInventory, policy: Policy, source: str) ->
         )
         for i, g in enumerate(inventory.node_groups)
         if g.owner not in members
+    ]
+    issues += [
+        FieldIssue(
+            f"spec.nodeGroups[{i}].gpuModel",
+            f"GPU model {g.gpu_model!r} is not one of the policy's gpuModels "
+            f"({', '.join(models)}), which price its hours",
+        )
+        for i, g in enumerate(inventory.node_groups)
+        if g.gpu_model not in models
     ]
     if issues:
         raise PolicyError(source, issues)

@@ -66,3 +66,22 @@ def test_a_version_beyond_the_apis_int64_exits_2_before_any_call(args: list[str]
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output and "9" * 20 in result.output
     assert "9223372036854775807" in result.output
+
+
+def test_serve_api_refuses_a_cluster_whose_gpu_model_the_policy_does_not_price(
+    tmp_path: Path,
+) -> None:
+    # Its what-if replays would end at the cost report.
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text(
+        (Path(__file__).parents[2] / "policies" / "defaults" / "cluster.yaml")
+        .read_text()
+        .replace("NVIDIA-A100-SXM4-80GB", "A100")
+    )
+    (tmp_path / "tokens.csv").write_text("k8Hd9s-Qm2xV7pLr,admin\n")
+    args = ["serve-api", "--tokens", str(tmp_path / "tokens.csv"), "--cluster", str(cluster)]
+    args += ["--policy", str(tmp_path / "p.yaml"), "--listen", "127.0.0.1:0"]
+    args += ["--ledger-url", f"sqlite:///{tmp_path / 'ledger.db'}"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert "gpuModel: GPU model 'A100' is not one of the policy's gpuModels" in result.output

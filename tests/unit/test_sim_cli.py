@@ -218,8 +218,14 @@ def test_jobs_must_be_positive(tmp_path: Path) -> None:
         (TRACE + "c1,nobody,300,5,1,1,G\n", CLUSTER, "line 6"),
         (TRACE + "big,a,300,5,3,4,G\n", CLUSTER, "line 6"),
         (TRACE, CLUSTER.replace("owner: b", "owner: zed"), "zed"),
+        # Ran the month, wrote the tables, then failed at the cost report.
+        (
+            TRACE,
+            CLUSTER.replace("gpuModel: G}", "gpuModel: H}", 1),
+            "spec.nodeGroups[0].gpuModel: GPU model 'H' is not one of the policy's gpuModels",
+        ),
     ],
-    ids=["negative-duration", "unknown-member", "gang-too-big", "unknown-owner"],
+    ids=["negative-duration", "unknown-member", "gang-too-big", "unknown-owner", "unpriced-model"],
 )
 def test_bad_input_exits_2_and_writes_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], trace: str, cluster: str, message: str

@@ -153,6 +153,20 @@ def test_check_bad_file_exit_2_names_line_and_column(tmp_path: Path) -> None:
     assert run("check", bad).exit_code == 2  # the negative duration alone
 
 
+def test_check_refuses_a_cluster_whose_gpu_model_the_policy_does_not_price(
+    tmp_path: Path,
+) -> None:
+    good = tmp_path / "t.csv"
+    good.write_text("job_id,org,submit_time,duration_s,num_pods,gpus_per_pod\na,physics,0,60,1,1\n")
+    assert run("check", good, "--cluster", CLUSTER, "--policy", POLICY).exit_code == 0
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text(CLUSTER.read_text().replace("NVIDIA-A100-SXM4-80GB", "A100"))
+    result = run("check", good, "--cluster", cluster, "--policy", POLICY)
+    assert result.exit_code == 2
+    assert "gpuModel: GPU model 'A100' is not one of the policy's gpuModels" in result.output
+    assert run("check", good, "--cluster", cluster).exit_code == 0  # no policy to price it
+
+
 def test_import_philly_and_helios(tmp_path: Path) -> None:
     out = tmp_path / "philly.csv"
     result = run(
