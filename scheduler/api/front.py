@@ -25,7 +25,7 @@ import contextlib
 import logging
 import multiprocessing as mp
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
@@ -78,6 +78,7 @@ class ReadAnswers:
     now: float
     shares: tuple[MemberShare, ...]
     members: tuple[str, ...]
+    capacity: Mapping[str, int]
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,12 @@ class FrontAnswers:
         answer = cache.get(key)
         if answer is None:
             answer = entitlements_response(
-                answers.shares, member, gpu_model, answers.policy_version, answers.now
+                answers.shares,
+                member,
+                gpu_model,
+                answers.policy_version,
+                answers.now,
+                answers.capacity,
             ).SerializeToString()
             # Only scopes that exist are kept, so names made up by callers cannot fill it.
             if (member is None or member in answers.members) and (
@@ -419,6 +425,7 @@ class ReadFront:
             now=book.snapshot.now,
             shares=book.shares,
             members=book.members,
+            capacity=book.capacity,
         )
 
     def start(self) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -65,12 +65,19 @@ def member_share(share: MemberShare) -> share_pb2.MemberShare:
     )
 
 
-def pool_summaries(shares: Iterable[MemberShare]) -> list[share_pb2.PoolSummary]:
-    """The shared summary per GPU model: totals only, nothing of any one member."""
+def pool_summaries(
+    shares: Iterable[MemberShare], capacity: Mapping[str, int]
+) -> list[share_pb2.PoolSummary]:
+    """The shared summary per GPU model: totals only, nothing of any one member.
+    `capacity`: the Ready GPUs per model, unowned nodes' included (the members'
+    contributions alone left those out, and showed more allocated than there were)."""
     pools: dict[str, share_pb2.PoolSummary] = {}
     for s in shares:
-        pool = pools.setdefault(s.gpu_model, share_pb2.PoolSummary(gpu_model=s.gpu_model))
-        pool.capacity += s.contribution
+        pool = pools.get(s.gpu_model)
+        if pool is None:
+            pool = pools[s.gpu_model] = share_pb2.PoolSummary(
+                gpu_model=s.gpu_model, capacity=capacity.get(s.gpu_model, 0)
+            )
         pool.allocated += s.allocated
         pool.pending += s.pending
         if s.contribution or s.allocated or s.pending or s.entitlement:

@@ -25,6 +25,7 @@ from scheduler.api.auth import Authenticator, Principal, RoleKind
 from scheduler.api.errors import abort, abort_input, check_deadline
 from scheduler.api.whatif import SimulationFailed, WhatIf, trace_from_usage
 from scheduler.engine.decisions import MemberShare
+from scheduler.engine.entitlement import capacity as model_capacity
 from scheduler.engine.snapshot import PendingJob, Snapshot
 from scheduler.k8s.daemon import SchedulerView
 from scheduler.k8s.published import Published
@@ -72,7 +73,16 @@ class _Book:
     GetEntitlements answer is serialized once per scope and kept, so GetEntitlements
     costs a dictionary look-up however long the queue."""
 
-    __slots__ = ("_answers", "_index", "indexing", "members", "policy", "published", "shares")
+    __slots__ = (
+        "_answers",
+        "_index",
+        "capacity",
+        "indexing",
+        "members",
+        "policy",
+        "published",
+        "shares",
+    )
 
     def __init__(
         self, published: Published, policy: Policy, shares: tuple[MemberShare, ...]
@@ -83,6 +93,8 @@ class _Book:
         the next cycle, and then the shares are computed for it."""
         self.shares = shares
         self.members = tuple(policy.member_names())
+        self.capacity = model_capacity(published.snapshot.nodes)
+        """Ready GPUs per model, unowned nodes' included: the pool's size."""
         self._index: _Index | None = None
         self._answers: dict[tuple[str | None, str], bytes] = {}
         self.indexing = threading.Lock()
@@ -121,6 +133,7 @@ class _Book:
                 gpu_model,
                 self.policy.version or policy_version(),
                 self.snapshot.now,
+                self.capacity,
             ).SerializeToString()
             # Only scopes that exist are kept (members of the policy, GPU models with
             # shares), so names made up by callers cannot fill the book.
@@ -137,13 +150,18 @@ def entitlements_response(
     gpu_model: str,
     policy_version: int,
     now: float,
+    capacity: Mapping[str, int],
 ) -> share_pb2.GetEntitlementsResponse:
     rows = [
         messages.member_share(s)
         for s in shares
         if (member is None or s.member == member) and (not gpu_model or s.gpu_model == gpu_model)
     ]
-    pool = [p for p in messages.pool_summaries(shares) if not gpu_model or p.gpu_model == gpu_model]
+    pool = [
+        p
+        for p in messages.pool_summaries(shares, capacity)
+        if not gpu_model or p.gpu_model == gpu_model
+    ]
     response = share_pb2.GetEntitlementsResponse(
         policy_version=policy_version, shares=rows, pool=pool
     )

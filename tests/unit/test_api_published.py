@@ -112,7 +112,7 @@ def test_each_scope_is_serialized_once_per_publication() -> None:
     decoded = GetEntitlementsResponse.FromString(mine)
     assert {(s.member, s.gpu_model) for s in decoded.shares} == {("uni-north", H100)}
     assert decoded == share_service.entitlements_response(
-        first.shares, "uni-north", H100, first.policy.version, first.snapshot.now
+        first.shares, "uni-north", H100, first.policy.version, first.snapshot.now, first.capacity
     )
     # Scopes that name nothing are answered but not kept.
     for member, model in (("made-up", ""), (None, "made-up-gpu")):
@@ -132,3 +132,33 @@ def test_readers_answer_from_the_last_indexed_book_while_one_indexes() -> None:
     with fresh.indexing:  # another reader is indexing the new publication
         assert book.indexed() is first
     assert book.indexed() is fresh and fresh.index is not first.index
+
+
+def test_the_pools_gpus_count_unowned_nodes() -> None:
+    # Summed from the members' contributions, a pool with an unowned node (no owner
+    # label, or one naming no member) showed fewer GPUs than it has, and more
+    # allocated than its GPUs.
+    view = reclaim_view()
+    owned = GetEntitlementsResponse.FromString(
+        PublishedShares(view, CountingShares()).current().entitlements(None, "", lambda: 0)
+    )
+    before = {p.gpu_model: p.capacity for p in owned.pool}
+    assert before[H100] == sum(
+        n.gpus for n in view.snapshot().nodes if n.gpu_model == H100 and n.ready
+    )
+    model = next(n for n in view.snapshot().nodes if n.gpu_model == H100)
+    nodes = (
+        *view.snapshot().nodes,
+        replace(model, name="shared-0", owner=None),
+        replace(model, name="gone-0", owner="a-member-no-more"),
+        replace(model, name="down-0", owner=None, ready=False),
+    )
+    view.publish(replace(view.snapshot(), nodes=nodes))
+    book = PublishedShares(view, CountingShares()).current()
+    pool = {
+        p.gpu_model: p
+        for p in GetEntitlementsResponse.FromString(book.entitlements(None, "", lambda: 0)).pool
+    }
+    assert pool[H100].capacity == before[H100] + 2 * model.gpus  # not the node that is down
+    contributed = sum(s.contribution for s in book.shares if s.gpu_model == H100)
+    assert contributed == before[H100], "the unowned nodes are nobody's contribution"
