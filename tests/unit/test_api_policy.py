@@ -176,6 +176,28 @@ def test_a_bad_policy_names_the_field_path_and_line(api: Running) -> None:
     assert current_version(api) == 1
 
 
+def test_a_policy_that_does_not_price_a_model_the_nodes_have_is_refused(api: Running) -> None:
+    # Accepted, it broke the bill of every month with an hour under it ("has no price").
+    data = yaml.safe_load(DEFAULT_POLICY.read_text())
+    data["spec"]["gpuModels"] = [g for g in data["spec"]["gpuModels"] if g["name"] != A100]
+    for member in data["spec"]["members"]:
+        member.get("purchased", {}).pop(A100, None)
+    text = yaml.safe_dump(data, sort_keys=False)
+    parse_policy(text)  # valid on its own
+    a100_nodes = sum(1 for n in api.view.snapshot().nodes if n.gpu_model == A100)
+    for dry_run in (True, False):
+        with pytest.raises(grpc.RpcError) as info:
+            api.policy.ApplyPolicy(
+                policy_pb2.ApplyPolicyRequest(yaml=text, dry_run=dry_run), metadata=ADMIN
+            )
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert (
+            f"spec.gpuModels: the cluster has nodes of '{A100}' ({a100_nodes} node(s)), which "
+            "the policy must price"
+        ) in (info.value.details() or "")
+    assert current_version(api) == 1
+
+
 def test_the_audit_log_keeps_every_version_with_author_and_diff(api: Running) -> None:
     authors = {"admin": "admin-person"}
     for weight in (2, 3, 4):
