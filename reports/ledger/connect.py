@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from sqlalchemy import inspect
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DatabaseError, DBAPIError, OperationalError
 
 from policies.errors import UnavailableError
 from reports.ledger import migrate
@@ -44,13 +44,20 @@ def _open(url: str, *, create: bool, echo: bool) -> tuple[Engine, str]:
     try:
         try:
             conn = engine.connect()
-        except OperationalError as exc:
+        except DatabaseError as exc:
+            # OperationalError: not reachable; else, as for sqlite's "file is not a
+            # database", something that is no database (was a traceback).
             raise UnavailableError(f"ledger {name}: cannot connect: {_reason(exc)}") from None
-        with conn:
-            empty = not create and not inspect(conn).get_table_names()
-        if empty:
-            raise UnavailableError(f"ledger {name}: the database holds no ledger tables")
-        before = migrate.upgrade(engine)
+        try:
+            with conn:
+                empty = not create and not inspect(conn).get_table_names()
+            if empty:
+                raise UnavailableError(f"ledger {name}: the database holds no ledger tables")
+            before = migrate.upgrade(engine)
+        except DatabaseError as exc:
+            # A file that is not a database (sqlite: "file is not a database") was a
+            # traceback; the database is left as it was.
+            raise UnavailableError(f"ledger {name}: cannot use it: {_reason(exc)}") from None
     except BaseException:
         engine.dispose()
         raise

@@ -7,7 +7,7 @@ and renderer as metered usage (so `make demo` ends in a real report).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,8 @@ import pandas as pd
 from policies.errors import InputError
 from policies.model import Policy
 from reports.costmodel import MonthReport, build_month_report
+from reports.costmodel.frames import CAPACITY_COLUMNS, RECLAIM_COLUMNS
+from reports.costmodel.usage_row import BILLED_USAGE_COLUMNS
 from reports.rendering.render import write_report
 
 USAGE_FILE = "usage.parquet"
@@ -29,24 +31,29 @@ class SimulationOutputError(InputError):
     """A simulation folder without the files the report needs."""
 
 
-def _read(path: Path, required: bool) -> pd.DataFrame | None:
+def _read(path: Path, required: bool, columns: Sequence[str]) -> pd.DataFrame | None:
     if not path.exists():
         if required:
             raise SimulationOutputError(f"{path}: not found (run `fairpool simulate` first)")
         return None
     try:
-        return pd.read_parquet(path)
+        frame = pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises several types for a bad file
         raise SimulationOutputError(f"{path}: cannot read parquet: {exc}") from exc
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        # Was a KeyError traceback from the first column looked up.
+        raise SimulationOutputError(f"{path}: missing column(s) {', '.join(missing)}")
+    return frame
 
 
 def read_simulation(
     out_dir: Path,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None, dict[str, Any]]:
     out_dir = Path(out_dir)
-    usage = _read(out_dir / USAGE_FILE, required=True)
-    capacity = _read(out_dir / CAPACITY_FILE, required=True)
-    reclaim = _read(out_dir / RECLAIM_FILE, required=False)
+    usage = _read(out_dir / USAGE_FILE, True, BILLED_USAGE_COLUMNS)
+    capacity = _read(out_dir / CAPACITY_FILE, True, CAPACITY_COLUMNS)
+    reclaim = _read(out_dir / RECLAIM_FILE, False, RECLAIM_COLUMNS)
     summary: dict[str, Any] = {}
     summary_path = out_dir / SUMMARY_FILE
     if summary_path.exists():

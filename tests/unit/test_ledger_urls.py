@@ -161,3 +161,25 @@ def test_probe_checks_without_creating(tmp_path: Path) -> None:
 def test_masked_hides_the_password_even_when_the_url_does_not_parse() -> None:
     assert masked("postgresql+psycopg://u:pw@h/d") == "postgresql+psycopg://u:***@h/d"
     assert "pw" not in masked("post gres://u:pw@h/d")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["report", "--month", "2026-10", "--policy", str(DEFAULT_POLICY)],
+        ["ledger", "upgrade"],
+        ["meter", "status"],
+    ],
+    ids=["report", "ledger upgrade", "meter status"],
+)
+def test_a_file_that_is_no_database_exits_1_in_one_line_and_is_left_alone(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # sqlite's "file is not a database" was a traceback.
+    path = tmp_path / "ledger.db"
+    path.write_text("not a database\n")
+    assert run([*argv, "--ledger", f"sqlite:///{path}"]) == 1
+    err = capsys.readouterr().err
+    assert f"ledger sqlite:///{path}: cannot connect: file is not a database" in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert path.read_text() == "not a database\n"

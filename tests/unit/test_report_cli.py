@@ -170,6 +170,11 @@ def test_report_from_a_simulation(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "Data complete" in text
     assert run(["report", "--from-simulation", str(tmp_path), "--overwrite"]) == 0
     assert "physics" in capsys.readouterr().out
+    # A table without a column the bill needs was a KeyError traceback.
+    usage.drop(columns=["hour"]).to_parquet(tmp_path / "usage.parquet")
+    assert run(["report", "--from-simulation", str(tmp_path), "--overwrite"]) == 2
+    assert "usage.parquet: missing column(s) hour" in capsys.readouterr().err
+    usage.to_parquet(tmp_path / "usage.parquet")
     # Was a traceback about the staging folder.
     blocked = ["--out", str(tmp_path / "summary.json" / "report")]
     assert run(["report", "--from-simulation", str(tmp_path), *blocked]) == 2
