@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
@@ -69,6 +70,11 @@ def api_client(
             )
     except ConfigException as exc:
         raise InputError(f"cannot load Kubernetes credentials: {exc}") from exc
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        # The library reads the file itself: broken YAML or bytes that are not text
+        # were tracebacks.
+        reason = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else "not valid YAML"
+        raise InputError(f"cannot load Kubernetes credentials: {source}: {reason}") from exc
     configuration.connection_pool_maxsize = pool_size
     throttle_refresh(configuration, CREDENTIALS_REFRESH_SECONDS)
     return client.ApiClient(configuration)

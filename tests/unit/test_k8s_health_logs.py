@@ -105,6 +105,20 @@ def test_credentials_are_found_as_kubectl_finds_them(tmp_path: Path) -> None:
         credentials_source(given, True, env)
 
 
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [(b"garbage: [\n", "not valid YAML"), (b"\xff\xfe\x00binary", "not UTF-8 text")],
+)
+def test_a_kubeconfig_that_is_not_yaml_text_is_one_line(
+    tmp_path: Path, content: bytes, reason: str
+) -> None:
+    # Both were tracebacks (a YAML parser error, a UnicodeDecodeError).
+    path = tmp_path / "kubeconfig"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=f"cannot load Kubernetes credentials: {path}: {reason}"):
+        api_client(path)
+
+
 def test_the_credentials_refresh_runs_at_most_once_a_second(tmp_path: Path) -> None:
     # A token kubeconfig installs a refresh hook that runs before every request (and
     # installs itself again each time); the client's runs it at most once a second.
