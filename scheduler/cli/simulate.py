@@ -127,7 +127,8 @@ def member_table(study: Study) -> Table:
     for name in columns:
         table.add_column(name, justify="left" if name == "member" else "right")
     table.add_column("mean JCT", justify="right")
-    table.add_column("same jobs pooled / standalone JCT", justify="right")
+    # The pair must not break inside (it wrapped as "16.4 h / 50.2" over "h").
+    table.add_column("same jobs pooled / standalone JCT", justify="right", min_width=15)
     table.add_column("pooling dividend", justify="right")
     table.add_column("jobs", justify="right")
     members = summary["members"]
