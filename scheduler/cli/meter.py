@@ -187,8 +187,9 @@ def meter(
         raise InputError("--metrics-port: only with --watch")
     now = parse_time(now_, "--now") if now_ is not None else None
     if now is not None and now > datetime.now(UTC):
-        # Hours not closed yet would be metered empty, and the hourly job, which goes on
-        # from the latest hour the ledger knows, would never meter them again.
+        # An hour not closed yet would be recorded (empty, or pending), and the hourly
+        # job catches up missed hours only after the latest hour the ledger knows: that
+        # catch-up would stop until the clock reached it.
         raise InputError(f"--now: {now_} is later than the clock; give a past time")
     if now is not None and (watch or backfill is not None):
         raise InputError("--now: only for one hourly run (not with --watch or --from/--to)")
