@@ -85,3 +85,16 @@ def test_serve_api_refuses_a_cluster_whose_gpu_model_the_policy_does_not_price(
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2, result.output
     assert "gpuModel: GPU model 'A100' is not one of the policy's gpuModels" in result.output
+
+
+def test_serve_api_with_a_policy_path_through_a_file_exits_2(tmp_path: Path) -> None:
+    # The built-in policy written there was a FileExistsError traceback.
+    (tmp_path / "a-file").write_text("kept\n")
+    (tmp_path / "tokens.csv").write_text("k8Hd9s-Qm2xV7pLr,admin\n")
+    args = ["serve-api", "--tokens", str(tmp_path / "tokens.csv"), "--listen", "127.0.0.1:0"]
+    args += ["--policy", str(tmp_path / "a-file" / "p.yaml")]
+    args += ["--ledger-url", f"sqlite:///{tmp_path / 'ledger.db'}"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert "a-file/p.yaml: cannot write there" in result.output
+    assert (tmp_path / "a-file").read_text() == "kept\n"
