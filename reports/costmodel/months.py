@@ -12,11 +12,9 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from policies.errors import InputError
+from policies.instants import FIRST_YEAR, LAST_YEAR, YEARS
 
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
-YEARS = (1970, 2200)
-"""The years a billing month may be in: no usage before 1970, and the dates stay within
-what the report's tables hold (year 1 and 9999 were overflow tracebacks)."""
 
 
 class MonthError(InputError):
@@ -27,8 +25,8 @@ def parse_month(month: str) -> tuple[int, int]:
     match = _MONTH.match(month.strip())
     if not match or not 1 <= int(match.group(2)) <= 12:
         raise MonthError(f"--month: expected YYYY-MM (e.g. 2026-10), got {month!r}")
-    if not YEARS[0] <= int(match.group(1)) <= YEARS[1]:
-        raise MonthError(f"--month: {month!r} is not between {YEARS[0]}-01 and {YEARS[1]}-12")
+    if not FIRST_YEAR <= int(match.group(1)) <= LAST_YEAR:
+        raise MonthError(f"--month: {month!r} is not in {YEARS}")
     return int(match.group(1)), int(match.group(2))
 
 

@@ -13,10 +13,10 @@ import grpc
 import pandas as pd
 
 from policies.errors import InputError
+from policies.instants import FIRST_YEAR, LAST_YEAR, YEARS, within
 from policies.model import Policy
 from proto.fairpool.v1 import usage_pb2, usage_pb2_grpc
 from reports.costmodel import MonthReport, NoDataError
-from reports.costmodel.months import YEARS
 from reports.ledger import Ledger
 from reports.rendering.render import write_report
 from reports.sources.monthly_job import ledger_month_report
@@ -110,12 +110,8 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
             abort(
                 context, grpc.StatusCode.INVALID_ARGUMENT, f"end: range over {MAX_RANGE.days} days"
             )
-        if not (YEARS[0] <= start.year and end.year <= YEARS[1]):
-            abort(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"start/end: between {YEARS[0]}-01-01 and the end of {YEARS[1]}",
-            )
+        if not (within(start) and within(end)):
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"start/end: not in {YEARS}")
         members = self._policy().member_names()
         table = usage_rows(self._ledger.usage_frame(start, end), members)
         if member is not None:
@@ -148,11 +144,11 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
         self, request: usage_pb2.GetReportRequest, context: grpc.ServicerContext
     ) -> usage_pb2.GetReportResponse:
         principal = self._auth.caller(context)
-        if not MONTH.match(request.month) or not YEARS[0] <= int(request.month[:4]) <= YEARS[1]:
+        if not MONTH.match(request.month) or not FIRST_YEAR <= int(request.month[:4]) <= LAST_YEAR:
             abort(
                 context,
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"month: expected YYYY-MM between {YEARS[0]}-01 and {YEARS[1]}-12",
+                f"month: expected YYYY-MM in {YEARS}",
             )
         policy = self._policy()
         if principal.kind is RoleKind.MEMBER and principal.member not in policy.member_names():

@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from policies.errors import InputError
-from scheduler.traces.csv import FIRST_INSTANT, LAST_INSTANT
+from policies.instants import YEARS, within
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -48,12 +48,8 @@ def parse_time(value: str, flag: str) -> datetime:
         raise InputError(f"{flag}: {value!r} is not an ISO-8601 time ({exc})") from exc
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    if not FIRST_INSTANT <= parsed < LAST_INSTANT:
-        # Year 1 reached pandas' overflow in the ledger's tables; nothing is scraped
-        # before 1970.
-        raise InputError(
-            f"{flag}: {value!r} is outside {FIRST_INSTANT:%Y-%m-%d} to {LAST_INSTANT:%Y-%m-%d}"
-        )
+    if not within(parsed):
+        raise InputError(f"{flag}: {value!r} is not in {YEARS}")
     return parsed.astimezone(UTC)
 
 

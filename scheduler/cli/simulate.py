@@ -16,6 +16,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from policies.errors import InputError
+from policies.instants import YEARS, within
 from policies.inventory import ClusterInventory, load_inventory
 from policies.loader import load_policy
 from policies.model import Policy
@@ -27,7 +28,7 @@ from scheduler.sim.pipeline import Study, check_trace, run_study
 from scheduler.sim.simulator import MAX_BATCH_S
 from scheduler.sim.standalone import fits, reachable
 from scheduler.sim.waiting import IDLE_CAUSES, OWED_CAUSES
-from scheduler.traces.csv import FIRST_INSTANT, LAST_INSTANT, read_trace
+from scheduler.traces.csv import read_trace
 from scheduler.traces.model import Trace
 from scheduler.traces.synth import MAX_DAYS, node_gpus_of, synthesize
 
@@ -50,10 +51,8 @@ def parse_start(text: str) -> datetime:
     except ValueError as exc:
         raise InputError(f"--start: not an ISO-8601 time: {text!r}") from exc
     moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-    if not FIRST_INSTANT <= moment < LAST_INSTANT:
-        raise InputError(
-            f"--start: {text!r} is outside {FIRST_INSTANT:%Y-%m-%d} to {LAST_INSTANT:%Y-%m-%d}"
-        )
+    if not within(moment):
+        raise InputError(f"--start: {text!r} is not in {YEARS}")
     return moment
 
 
@@ -265,7 +264,7 @@ def _load_inputs(
 @click.option(
     "--start",
     "start_text",
-    help="ISO-8601 instant of trace time 0, from 1970-01-01 up to 2200-01-01 (default: "
+    help="ISO-8601 instant of trace time 0, in the years 1970 to 2200 (default: "
     "the trace's ISO times, else the first day of last month in the policy's time zone).",
 )
 @click.option(

@@ -15,17 +15,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from policies.errors import OutputError
+from policies.instants import END_INSTANT, FIRST_INSTANT, YEARS
 from scheduler.traces.errors import IssueCollector, TraceError, TraceIssue
 from scheduler.traces.model import Trace, TraceJob
 
 REQUIRED_COLUMNS = ("job_id", "org", "submit_time", "duration_s", "num_pods", "gpus_per_pod")
 MAX_SECONDS = 10 * 366 * 86_400.0
 """Submit times (in seconds) and durations: ten years, far beyond any simulated month."""
-FIRST_INSTANT = datetime(1970, 1, 1, tzinfo=UTC)
-LAST_INSTANT = datetime(2200, 1, 1, tzinfo=UTC)
-"""ISO times of a trace, and a replay's start, lie in [FIRST_INSTANT, LAST_INSTANT): the
-months a report can be cut for, with ten years of trace after them still a date the
-tables can hold (pandas' nanosecond timestamps end in 2262)."""
 MAX_COUNT = 100_000
 """Pods of one job, GPUs of one pod."""
 PRIORITY_RANGE = (-(2**31), 2**31 - 1)
@@ -317,12 +313,8 @@ def _submit_time(
         problems.add(line, "submit_time", f"negative time {raw_time}")
     elif kind == "seconds" and submit > MAX_SECONDS:
         problems.add(line, "submit_time", f"{raw_time} s is beyond {MAX_SECONDS:,.0f} s")
-    elif kind == "iso" and not FIRST_INSTANT.timestamp() <= submit < LAST_INSTANT.timestamp():
-        problems.add(
-            line,
-            "submit_time",
-            f"{raw_time!r} is outside {FIRST_INSTANT:%Y-%m-%d} to {LAST_INSTANT:%Y-%m-%d}",
-        )
+    elif kind == "iso" and not FIRST_INSTANT.timestamp() <= submit < END_INSTANT.timestamp():
+        problems.add(line, "submit_time", f"{raw_time!r} is not in {YEARS}")
     if time_kind is None and kind is not None:
         time_kind = kind
     return submit, time_kind
