@@ -53,6 +53,9 @@ def quantity(value: object, field_path: str) -> Decimal:
         result = parse_quantity(value)
     except (ValueError, InvalidOperation, TypeError) as exc:
         raise ConversionError(f"{field_path}: not a quantity: {value!r}") from exc
+    if not result.is_finite():
+        # NaN raised from the comparison below, infinity when rounded to an integer.
+        raise ConversionError(f"{field_path}: not a finite quantity: {value!r}")
     if result < 0:
         raise ConversionError(f"{field_path}: negative quantity {value!r}")
     return cast(Decimal, result)

@@ -76,6 +76,15 @@ def test_bad_quantity_names_the_field() -> None:
         pod_spec_from_api(body)
 
 
+@pytest.mark.parametrize("text", ["NaN", "Inf", "-Infinity"])
+def test_a_quantity_that_is_not_finite_names_the_field(text: str) -> None:
+    # NaN was a decimal.InvalidOperation, infinity an OverflowError, out of the reader.
+    with pytest.raises(ConversionError, match=f"x: not a finite quantity: '{text}'"):
+        whole(text, "x")
+    info = pod_info(pod(gpus=text))
+    assert info.spec is None and "not a finite quantity" in (info.error or "")
+
+
 def test_timestamp_is_utc_epoch() -> None:
     assert timestamp("1970-01-01T00:01:00Z") == 60.0
     assert timestamp(None) == 0.0
