@@ -53,6 +53,9 @@ def _weights(pairs: str | None, members: list[str]) -> dict[str, float] | None:
     weights: dict[str, float] = {}
     for part in pairs.split(","):
         name, sep, value = (s.strip() for s in part.partition("="))
+        if name in weights:
+            # The last weight won without a word.
+            raise InputError(f"--member-weights: {name!r} given twice")
         try:
             weights[name] = float(value)
         except ValueError:

@@ -104,6 +104,14 @@ def test_synth_refuses_bad_flag_values(tmp_path: Path, flag: str, bad: str) -> N
     assert not out.exists()
 
 
+def test_synth_refuses_a_member_weighted_twice(tmp_path: Path) -> None:
+    out = tmp_path / "t.csv"
+    result = run("synth", "--out", out, "--member-weights", "member-1=1,member-1=2")
+    assert result.exit_code == 2
+    assert "--member-weights: 'member-1' given twice" in result.output
+    assert not out.exists()
+
+
 def test_synth_to_a_path_through_a_file_exits_2(tmp_path: Path) -> None:
     # Was a FileExistsError traceback.
     (tmp_path / "a-file").write_text("kept\n")
