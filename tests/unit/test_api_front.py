@@ -59,6 +59,12 @@ def test_the_front_is_another_process_with_the_roles_of_the_daemon(api: Running)
     assert front is not None and front.pid not in (None, os.getpid())
     everyone = entitlements(api)
     assert {s.member for s in everyone.shares} >= {MEMBER_A, MEMBER_B}
+    # The pool's GPUs reach the front too: the model's Ready GPUs.
+    ready: dict[str, int] = {}
+    for node in api.view.snapshot().nodes:
+        if node.ready and node.gpu_model:
+            ready[node.gpu_model] = ready.get(node.gpu_model, 0) + node.gpus
+    assert {p.gpu_model: p.capacity for p in everyone.pool} == ready
     own = entitlements(api, f"member:{MEMBER_A}")
     assert own.shares and {s.member for s in own.shares} == {MEMBER_A}
     assert {s.member for s in entitlements(api, "viewer").shares} == {
