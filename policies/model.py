@@ -8,6 +8,7 @@ falls back to a default.
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Iterable
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Literal
@@ -291,6 +292,24 @@ class Policy(_Strict):
             if model.name == name:
                 return model
         raise KeyError(name)
+
+    def price_gaps(self, node_models: Iterable[str | None]) -> str:
+        """Why this policy cannot bill a cluster whose nodes have these GPU models (one
+        entry per node with GPUs; None for a node that names none), or "" when it prices
+        every one: a month with an hour under such a policy fails to bill ("has no
+        price"), so the daemon and the API refuse it while such nodes are there."""
+        priced = {m.name for m in self.spec.gpu_models}
+        unpriced: dict[str, int] = {}
+        for model in node_models:
+            if model is not None and model not in priced:
+                unpriced[model] = unpriced.get(model, 0) + 1
+        if not unpriced:
+            return ""
+        listed = ", ".join(f"{m!r} ({n} node(s))" for m, n in sorted(unpriced.items()))
+        return (
+            f"spec.gpuModels: the cluster has nodes of {listed}, which the policy must price "
+            "(their hours could not be billed)"
+        )
 
     def member_for_namespace(self, namespace: str) -> str | None:
         """The first member (in policy order) whose namespace patterns match."""

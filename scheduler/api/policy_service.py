@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 
 import grpc
 
@@ -24,7 +24,6 @@ from scheduler.api.policy_store import (
     policy_diff,
 )
 from scheduler.engine.decisions import MemberShare
-from scheduler.engine.snapshot import Node
 from scheduler.k8s.daemon import SchedulerView
 
 WATCH_POLL_SECONDS = 1.0
@@ -75,24 +74,6 @@ def validate_policy(
     return policy_pb2.ValidatePolicyResponse(
         members=policy.member_names(), gpu_models=[m.name for m in policy.spec.gpu_models]
     )
-
-
-def _check_prices(nodes: Iterable[Node], draft: Policy, context: grpc.ServicerContext) -> None:
-    """Refuse a draft that does not price a GPU model the cluster's nodes have: every
-    month with an hour under it would fail to bill ("has no price")."""
-    priced = {m.name for m in draft.spec.gpu_models}
-    unpriced: dict[str, int] = {}
-    for node in nodes:
-        if node.gpus > 0 and node.gpu_model is not None and node.gpu_model not in priced:
-            unpriced[node.gpu_model] = unpriced.get(node.gpu_model, 0) + 1
-    if unpriced:
-        listed = ", ".join(f"{m!r} ({n} node(s))" for m, n in sorted(unpriced.items()))
-        abort(
-            context,
-            grpc.StatusCode.INVALID_ARGUMENT,
-            f"spec.gpuModels: the cluster has nodes of {listed}, which the policy must price "
-            "(their hours could not be billed)",
-        )
 
 
 class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
@@ -167,7 +148,9 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                 f"{base.version}: get the policy again and reapply your change",
             )
         snapshot = self._view.snapshot()
-        _check_prices(snapshot.nodes, draft, context)
+        gaps = draft.price_gaps(n.gpu_model for n in snapshot.nodes if n.gpus > 0)
+        if gaps:
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, gaps)
         changes = share_changes(
             self._compute_shares(snapshot, current), self._compute_shares(snapshot, draft)
         )

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from kubernetes import client
 
-from policies.errors import InputError, PolicyError, UnavailableError
+from policies.errors import InputError, UnavailableError
 from policies.loader import load_policy, parse_policy
 from policies.model import Policy
 from scheduler import engine
@@ -284,6 +284,7 @@ class Daemon:
                 self.set_policy,
                 self.recorder,
                 on_result=self._policy_taken_or_refused,
+                price_gaps=self.price_gaps,
                 status_seconds=self.config.policy_status_seconds,
             )
         self.nomination_writer = NominationWriter(api)
@@ -324,6 +325,12 @@ class Daemon:
 
     def last_decisions(self) -> Decisions:
         return self._published.decisions
+
+    def price_gaps(self, policy: Policy) -> str:
+        """`Policy.price_gaps` against the nodes the last cycle saw (none before the
+        first: a policy read at start is not checked)."""
+        nodes = self._published.snapshot.nodes
+        return policy.price_gaps(n.gpu_model for n in nodes if n.gpus > 0)
 
     def set_policy(self, policy: Policy) -> None:
         with self._lock:
@@ -481,6 +488,9 @@ class Daemon:
             if text is None:
                 raise InputError(f"ConfigMap has no key {where.key!r}")
             policy = parse_policy(text, f"configmap {where.namespace}/{where.name}")
+            gaps = self.price_gaps(policy)
+            if gaps:
+                raise InputError(f"configmap {where.namespace}/{where.name}: {gaps}")
         except InputError as exc:
             self.metrics.policy_reloads.labels("rejected").inc()
             log.error("policy rejected, keeping the running one: %s", exc)
@@ -518,7 +528,10 @@ class Daemon:
         self._policy_mtime = mtime
         try:
             policy = load_policy(self.policy_file)
-        except PolicyError as exc:
+            gaps = self.price_gaps(policy)
+            if gaps:
+                raise InputError(f"{self.policy_file}: {gaps}")
+        except InputError as exc:
             self.metrics.policy_reloads.labels("rejected").inc()
             log.error("policy file rejected, keeping the running one: %s", exc)
             return

@@ -31,6 +31,7 @@ from kubernetes.client.exceptions import ApiException
 from policies.crd import GROUP, PLURAL, READY, VERSION, Condition, MemberStatus, PolicyStatus
 from policies.crd import GPUModelShare as GPUModelShareStatus
 from policies.errors import InputError, PolicyError
+from policies.loader import parse_policy
 from policies.model import Policy
 from scheduler.api.policy_store import (
     PolicyObjectSource,
@@ -83,8 +84,11 @@ class PolicyObject:
         recorder: EventRecorder,
         on_result: Callable[[str], None] = lambda _result: None,
         status_seconds: float = 10.0,
+        price_gaps: Callable[[Policy], str] = lambda _policy: "",
     ) -> None:
         self.name = name
+        self._price_gaps = price_gaps
+        """Why a policy cannot bill the cluster's nodes ("" when it can)."""
         self._custom = client.CustomObjectsApi(api)
         self.source = PolicyObjectSource(self._custom, name)
         self.audit = audit
@@ -151,6 +155,9 @@ class PolicyObject:
             self._uid, self._observed = uid, generation
         text, revision = object_document(obj)
         try:
+            gaps = self._price_gaps(parse_policy(text, f"Policy {self.name}"))
+            if gaps:
+                raise InputError(gaps)
             if self.store is None:
                 self.store = PolicyStore(self.source, self.audit, on_change=self._on_change)
                 changed = True

@@ -501,6 +501,17 @@ def test_policy_configmap_change_shifts_shares_and_bad_policy_is_rejected(pool: 
     assert daemon.policy().member("a").weight == 3
     assert _fair_shares(daemon)["a"] == pytest.approx(3 * _fair_shares(daemon)["b"])
 
+    # Valid on its own, but c's node has a GPU model it does not price: its hours could
+    # not be billed, so it is refused too.
+    unpriced = pool.policy_text(weights={"a": 5}).replace(H100, "NVIDIA-B200")
+    pool.core.patch_namespaced_config_map(name, config_ns, {"data": {"policy.yaml": unpriced}})
+    refused = wait_until(
+        lambda: [e for e in pool.events("c", "PolicyRejected") if "gpuModels" in e.message],
+        what="PolicyRejected for the unpriced model",
+    )
+    assert f"spec.gpuModels: the cluster has nodes of '{H100}' (" in refused[0].message
+    assert daemon.policy().member("a").weight == 3
+
 
 def test_set_policy_hot_swap(pool: Pool) -> None:
     pool.add_member("a")

@@ -257,6 +257,19 @@ def test_kubectl_apply_is_taken_or_refused_by_fairpool_run(pool: Pool, tmp_path:
         )
         assert obj["status"]["version"] == 2
 
+        # Valid on its own but not pricing the nodes' GPU model: refused, since every
+        # month with an hour under it would fail to bill.
+        unpriced = _policy_object(pool).replace(H100, "NVIDIA-B200")
+        assert _kubectl(pool.plane, "apply", "-f", "-", stdin=unpriced).returncode == 0
+        obj = wait_until(
+            lambda: _when(pool, lambda o: _ready(o).get("observedGeneration") == 5),
+            what="generation 5 looked at",
+        )
+        assert (
+            f"generation 5 refused: spec.gpuModels: the cluster has nodes of '{H100}' ("
+        ) in _ready(obj)["message"]
+        assert obj["status"]["version"] == 2
+
         # Fixed again: taken as version 3.
         assert _kubectl(pool.plane, "apply", "-f", "-", stdin=_policy_object(pool)).returncode == 0
         obj = wait_until(

@@ -1,0 +1,63 @@
+"""The daemon refuses a policy file that does not price a GPU model its nodes have (every
+month with an hour under it would fail to bill), and keeps the one in force; before its
+first cycle it knows no nodes and checks nothing. The ConfigMap and the Policy object
+paths are checked against a real API server in tests/integration."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+from kubernetes import client as k8s
+
+from policies.loader import DEFAULT_POLICY, load_policy, parse_policy
+from scheduler.engine.decisions import Decisions
+from scheduler.k8s.daemon import Daemon, DaemonConfig
+from tests.unit.engine_strategies import node, snapshot
+
+H100 = "NVIDIA-H100-80GB-HBM3"
+A100 = "NVIDIA-A100-SXM4-80GB"
+
+
+def test_a_policy_file_that_does_not_price_the_nodes_model_is_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "policy.yaml"
+    text = DEFAULT_POLICY.read_text()
+    path.write_text(text)
+    daemon = Daemon(k8s.ApiClient(), policy_file=path, config=DaemonConfig(leader_elect=False))
+    policy = daemon.policy()
+    unpriced = text.replace(f"name: {A100}", "name: NVIDIA-B200").replace(
+        f"{A100}: 4", "NVIDIA-B200: 4"
+    )
+    assert unpriced.count("NVIDIA-B200") == 2 and A100 not in unpriced
+    nodes = [node("h", "uni-north", model=H100), node("a", "physics", model=A100)]
+    daemon._published = daemon._published.next(snapshot(nodes), policy, Decisions())
+
+    path.write_text(unpriced)
+    os.utime(path, (1, 1))  # a new modification time, whatever the clock's resolution
+    with caplog.at_level(logging.ERROR):
+        daemon._reload_policy_file()
+    assert daemon.policy() is policy, "the policy in force stays"
+    counted = daemon.metrics.registry.get_sample_value(
+        "fairpool_policy_reloads_total", {"result": "rejected"}
+    )
+    assert counted == 1
+    assert f"spec.gpuModels: the cluster has nodes of '{A100}' (1 node(s))" in caplog.text
+
+    path.write_text(text.replace("weight: 2", "weight: 3"))
+    os.utime(path, (2, 2))
+    daemon._reload_policy_file()
+    assert daemon.policy() is not policy and daemon.policy().member("ai-startup").weight == 3
+
+
+def test_before_the_first_cycle_nothing_is_checked() -> None:
+    # A policy read at start comes before any node is known.
+    daemon = Daemon(k8s.ApiClient(), load_policy(), DaemonConfig(leader_elect=False))
+    lacking = DEFAULT_POLICY.read_text().replace(A100, "NVIDIA-B200")
+    assert daemon.price_gaps(parse_policy(lacking)) == ""
+    nodes = [node("a", "physics", model=A100)]
+    daemon._published = daemon._published.next(snapshot(nodes), daemon.policy(), Decisions())
+    assert daemon.price_gaps(parse_policy(lacking)).startswith("spec.gpuModels: ")
