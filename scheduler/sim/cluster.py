@@ -92,24 +92,25 @@ def check_inventory(inventory: ClusterInventory, policy: Policy, source: str) ->
     prices (a model it lacks ended the run at the cost report, the tables written)."""
     members = set(policy.member_names())
     models = [m.name for m in policy.spec.gpu_models]
-    issues = [
-        FieldIssue(
-            f"spec.nodeGroups[{i}].owner",
-            f"owner {g.owner!r} is not a member of the policy "
-            f"(members: {', '.join(sorted(members))})",
-        )
-        for i, g in enumerate(inventory.node_groups)
-        if g.owner not in members
-    ]
-    issues += [
-        FieldIssue(
-            f"spec.nodeGroups[{i}].gpuModel",
-            f"GPU model {g.gpu_model!r} is not one of the policy's gpuModels "
-            f"({', '.join(models)}), which price its hours",
-        )
-        for i, g in enumerate(inventory.node_groups)
-        if g.gpu_model not in models
-    ]
+    issues: list[FieldIssue] = []
+    for i, group in enumerate(inventory.node_groups):
+        where = f"spec.nodeGroups[{i}]"
+        if group.owner not in members:
+            issues.append(
+                FieldIssue(
+                    f"{where}.owner",
+                    f"owner {group.owner!r} is not a member of the policy "
+                    f"(members: {', '.join(sorted(members))})",
+                )
+            )
+        if group.gpu_model not in models:
+            issues.append(
+                FieldIssue(
+                    f"{where}.gpuModel",
+                    f"GPU model {group.gpu_model!r} is not one of the policy's gpuModels "
+                    f"({', '.join(models)}), which price its hours",
+                )
+            )
     if issues:
         raise PolicyError(source, issues)
 
