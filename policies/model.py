@@ -293,16 +293,22 @@ class Policy(_Strict):
                 return model
         raise KeyError(name)
 
-    def price_gaps(self, node_models: Iterable[str | None]) -> str:
-        """Why this policy cannot bill a cluster whose nodes have these GPU models (one
-        entry per node with GPUs; None for a node that names none), or "" when it prices
-        every one: a month with an hour under such a policy fails to bill ("has no
-        price"), so the daemon and the API refuse it while such nodes are there."""
+    def unpriced_models(self, node_models: Iterable[str | None]) -> dict[str, int]:
+        """The GPU models among `node_models` (one entry per node with GPUs; None for a
+        node that names none) that this policy does not price, with their nodes."""
         priced = {m.name for m in self.spec.gpu_models}
         unpriced: dict[str, int] = {}
         for model in node_models:
             if model is not None and model not in priced:
                 unpriced[model] = unpriced.get(model, 0) + 1
+        return unpriced
+
+    def price_gaps(self, node_models: Iterable[str | None]) -> str:
+        """Why this policy cannot bill a cluster whose nodes have these GPU models (as
+        `unpriced_models`), or "" when it prices every one: a month with an hour under
+        such a policy fails to bill ("has no price"), so the daemon and the API refuse
+        it while such nodes are there."""
+        unpriced = self.unpriced_models(node_models)
         if not unpriced:
             return ""
         listed = ", ".join(f"{m!r} ({n} node(s))" for m, n in sorted(unpriced.items()))

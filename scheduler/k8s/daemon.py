@@ -58,7 +58,7 @@ from policies.loader import load_policy, parse_policy
 from policies.model import Policy
 from scheduler import engine
 from scheduler.engine.decisions import Bind, Decisions, MemberShare, Preemption
-from scheduler.engine.snapshot import RunningPod, Snapshot
+from scheduler.engine.snapshot import Node, RunningPod, Snapshot
 from scheduler.engine.usage import lost_gpu_seconds
 from scheduler.k8s import labels as L
 from scheduler.k8s.binder import Binder, BindResult
@@ -147,6 +147,10 @@ class SchedulerView(Protocol):
 
 def default_identity() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+PRICE_CHECK_SECONDS = 60.0
+"""How often the daemon looks for nodes of a GPU model the policy does not price."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +249,9 @@ class Daemon:
         self._policy_resource_version = ""
         self._lock = threading.Lock()
         self._published = NOTHING_PUBLISHED
+        self._priced: tuple[float, Policy | None] = (0.0, None)
+        """When `_watch_prices` last looked, and under which policy."""
+        self._price_warning = ""
         self.nominations = Nominations()
         self._victims: dict[str, RunningPod] = {}
         self._shares_at: tuple[float, Policy | None] = (0.0, None)
@@ -331,6 +338,21 @@ class Daemon:
         first: a policy read at start is not checked)."""
         nodes = self._published.snapshot.nodes
         return policy.price_gaps(n.gpu_model for n in nodes if n.gpus > 0)
+
+    def _watch_prices(self, nodes: tuple[Node, ...], policy: Policy, now: float) -> None:
+        """Say, in the log and in `fairpool_unpriced_gpu_nodes`, when nodes have a GPU
+        model the policy in force does not price (new hardware before the policy lists
+        it): the hours they run cannot be billed. Looked at when the policy changes and
+        at most every `PRICE_CHECK_SECONDS` otherwise (a pass over every node)."""
+        if policy is self._priced[1] and now - self._priced[0] < PRICE_CHECK_SECONDS:
+            return
+        self._priced = (now, policy)
+        unpriced = policy.unpriced_models(n.gpu_model for n in nodes if n.gpus > 0)
+        self.metrics.unpriced_nodes.set(sum(unpriced.values()))
+        gaps = policy.price_gaps(n.gpu_model for n in nodes if n.gpus > 0)
+        if gaps and gaps != self._price_warning:
+            log.warning("%s: list the model in the policy's gpuModels", gaps)
+        self._price_warning = gaps
 
     def set_policy(self, policy: Policy) -> None:
         with self._lock:
@@ -596,6 +618,7 @@ class Daemon:
         history = self.usage.advance(policy, now)
         view = self.cache.view(policy, self.nominations.decided, now=now, usage_history=history)
         snapshot = view.snapshot
+        self._watch_prices(snapshot.nodes, policy, now)
         viewed = time.monotonic()
         repair = Repair()
         if leader and snapshot.pending:

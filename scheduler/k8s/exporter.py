@@ -220,6 +220,11 @@ class SchedulerMetrics:
         self.policy_version = Gauge(
             "fairpool_policy_version", "metadata.version of the policy in use", registry=r
         )
+        self.unpriced_nodes = Gauge(
+            "fairpool_unpriced_gpu_nodes",
+            "Nodes whose GPU model the policy in use does not price (their hours cannot be billed)",
+            registry=r,
+        )
         self.pod_series = True
         """Export fairpool_pod_gpu_allocation (one series per running pod, naming its
         member, namespace and node). Metering reads it from Prometheus; anyone else who

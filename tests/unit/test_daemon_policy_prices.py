@@ -61,3 +61,42 @@ def test_before_the_first_cycle_nothing_is_checked() -> None:
     nodes = [node("a", "physics", model=A100)]
     daemon._published = daemon._published.next(snapshot(nodes), daemon.policy(), Decisions())
     assert daemon.price_gaps(parse_policy(lacking)).startswith("spec.gpuModels: ")
+
+
+def test_nodes_of_a_model_the_policy_in_force_does_not_price_are_told(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # New hardware joining before the policy lists its model: nothing refused it, and
+    # the month's report failed ("has no price") with nobody told beforehand.
+    daemon = Daemon(k8s.ApiClient(), load_policy(), DaemonConfig(leader_elect=False))
+    policy = daemon.policy()
+    priced = (node("h", "uni-north", model=H100),)
+    new = (
+        *priced,
+        node("b1", "physics", model="NVIDIA-B200"),
+        node("b2", None, model="NVIDIA-B200"),
+    )
+
+    def unpriced() -> float | None:
+        return daemon.metrics.registry.get_sample_value("fairpool_unpriced_gpu_nodes")
+
+    daemon._watch_prices(priced, policy, now=1000.0)
+    assert unpriced() == 0
+    with caplog.at_level(logging.WARNING):
+        daemon._watch_prices(new, policy, now=1030.0)  # within the minute: not looked at
+        assert unpriced() == 0
+        daemon._watch_prices(new, policy, now=1061.0)
+        assert unpriced() == 2
+        daemon._watch_prices(new, policy, now=1200.0)  # the same gap is said once
+    warnings = [r.getMessage() for r in caplog.records if "gpuModels" in r.getMessage()]
+    assert warnings == [
+        "spec.gpuModels: the cluster has nodes of 'NVIDIA-B200' (2 node(s)), which the policy "
+        "must price (their hours could not be billed): list the model in the policy's gpuModels"
+    ]
+    listed = parse_policy(
+        DEFAULT_POLICY.read_text().replace(
+            "  members:", '    - {name: NVIDIA-B200, hourlyCost: "3.00"}\n  members:', 1
+        )
+    )
+    daemon._watch_prices(new, listed, now=1201.0)  # a new policy: looked at at once
+    assert unpriced() == 0
