@@ -347,9 +347,9 @@ class Daemon:
         if policy is self._priced[1] and now - self._priced[0] < PRICE_CHECK_SECONDS:
             return
         self._priced = (now, policy)
-        unpriced = policy.unpriced_models(n.gpu_model for n in nodes if n.gpus > 0)
-        self.metrics.unpriced_nodes.set(sum(unpriced.values()))
-        gaps = policy.price_gaps(n.gpu_model for n in nodes if n.gpus > 0)
+        models = [n.gpu_model for n in nodes if n.gpus > 0]
+        self.metrics.unpriced_nodes.set(sum(policy.unpriced_models(models).values()))
+        gaps = policy.price_gaps(models)
         if gaps and gaps != self._price_warning:
             log.warning("%s: list the model in the policy's gpuModels", gaps)
         self._price_warning = gaps
