@@ -344,7 +344,8 @@ def _check_options(
     if max_gap < scrape_interval:
         raise InputError("--max-gap: must be at least one scrape interval")
     if not max_gap <= MAX_GAP_S:
-        # An hour is metered only max_gap after it ends: `inf` never metered anything.
+        # An hour is metered only max_gap after it ends: `inf` and `nan` failed there
+        # (`timedelta` cannot hold them), and a longer gap holds every hour back as long.
         raise InputError(f"--max-gap: at most {MAX_GAP_S:,.0f} s (an hour), got {max_gap}")
 
 
