@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -21,7 +19,8 @@ from typing import Any
 import jinja2
 import pandas as pd
 
-from policies.errors import InputError, OutputError
+from policies.errors import InputError
+from policies.files import remove_staging, staging_folder
 from reports.costmodel import MonthReport
 from reports.costmodel.money import ZERO, money_str
 from reports.rendering import charts
@@ -323,11 +322,7 @@ def write_report(
                 raise ReportExistsError(
                     f"{target}: a report file is already there (use --overwrite to replace it)"
                 )
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    except OSError as exc:
-        raise OutputError(out_dir, exc) from exc
+    staging = staging_folder(out_dir)
     try:
         for name, writer in writers.items():
             writer(staging / name)
@@ -337,7 +332,6 @@ def write_report(
             for name in writers:
                 os.replace(staging / name, out_dir / name)
     finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+        remove_staging(staging)
     html = [t for t in targets if t.suffix == ".html"]
     return [t for t in targets if t.suffix != ".html"] + html

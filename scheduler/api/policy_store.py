@@ -19,7 +19,6 @@ import fcntl
 import hashlib
 import logging
 import os
-import stat
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -34,6 +33,7 @@ import yaml
 from policies.crd import GROUP, PLURAL
 from policies.crd import VERSION as CRD_VERSION
 from policies.errors import PolicyError
+from policies.files import mode_of
 from policies.loader import parse_policy
 from policies.model import Policy
 
@@ -215,7 +215,7 @@ class FileSource:
             if self.path.exists() and self.read()[1] != revision:
                 # Callers see this message: it says what happened, not where the file is.
                 raise VersionConflict("the stored policy changed while it was applied")
-            mode = _mode_of(self.path)
+            mode = mode_of(self.path)
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
             try:
                 # mkstemp makes the file 0600: keep the mode the file had (or a new
@@ -229,16 +229,6 @@ class FileSource:
                     os.unlink(tmp)
                 raise
         return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _mode_of(path: Path) -> int:
-    """The permission bits of `path`, or those a new file gets under the umask."""
-    try:
-        return stat.S_IMODE(path.stat().st_mode)
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
 
 
 class ConfigMapSource:

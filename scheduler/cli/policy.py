@@ -79,9 +79,9 @@ def get(client: Client, version: int, output: Path | None) -> None:
         f"{entry.applied_at.ToDatetime().isoformat()}Z"
     )
     if output is not None:
-        from scheduler.cli.serve import _write_atomic
+        from policies.files import write_whole
 
-        _write_atomic(output, entry.yaml)
+        write_whole(output, entry.yaml)
         err.print(f"written to {output}")
     else:
         click.echo(entry.yaml, nl=False)

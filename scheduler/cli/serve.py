@@ -4,10 +4,8 @@ and a queue of pending jobs from a trace), for demos and tests until the daemon 
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
-import tempfile
 from pathlib import Path
 from types import FrameType
 
@@ -15,21 +13,11 @@ import click
 from prometheus_client import CollectorRegistry
 from rich.console import Console
 
-from policies.errors import InputError, OutputError, listen_error
+from policies.errors import InputError, listen_error
+from policies.files import write_whole
 from policies.inventory import load_inventory
 from policies.loader import DEFAULT_POLICY, load_policy
 from scheduler.cli.options import Address
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    except OSError as exc:
-        raise OutputError(path, exc) from exc
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 def _serve_metrics(listen: str) -> CollectorRegistry:
@@ -154,7 +142,7 @@ def serve_api(
         raise InputError("--client-ca needs --tls-cert and --tls-key (mutual TLS is TLS)")
     probe(ledger_url)  # before anything is written
     if not policy_file.exists():
-        _write_atomic(policy_file, DEFAULT_POLICY.read_text(encoding="utf-8"))
+        write_whole(policy_file, DEFAULT_POLICY.read_text(encoding="utf-8"))
     policy = load_policy(policy_file)
     inventory = load_inventory(cluster)
     check_inventory(inventory, policy, str(cluster or "built-in cluster"))
@@ -181,7 +169,7 @@ def serve_api(
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     if port_file is not None:
-        _write_atomic(port_file, f"{server.port}\n")
+        write_whole(port_file, f"{server.port}\n")
     Console(stderr=True).print(
         f"fairpool API on port {server.port} ({'TLS' if tls_cert else 'plaintext'}), "
         f"policy version {server.store.current()[0].version} from {policy_file}"

@@ -3,8 +3,6 @@ cost report files."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,7 +10,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from policies.errors import InputError, OutputError
+from policies.errors import InputError
+from policies.files import write_whole
 from scheduler.cli.client import Client, client_options
 
 
@@ -88,14 +87,7 @@ def report_get(client: Client, month: str, out: Path | None) -> None:
             target = (out / f.name).resolve()
             if not target.is_relative_to(out.resolve()):
                 raise InputError(f"the server sent a file outside the folder: {f.name!r}")
-            try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-            except OSError as exc:
-                raise OutputError(target, exc) from exc
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(f.content)
-            os.replace(tmp, target)
+            write_whole(target, f.content)
     Console().print(table)
     if out is not None:
         Console().print(f"{len(reply.files)} file(s) written to {out}")

@@ -6,13 +6,12 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
 from policies.errors import OutputError
+from policies.files import remove_staging, staging_folder
 from scheduler.sim.pipeline import Study
 
 OUTPUT_FILES = (
@@ -66,11 +65,7 @@ def check_out_dir(out_dir: Path) -> None:
 def write_study(study: Study, out_dir: Path) -> list[Path]:
     """Write every output file of `study` into `out_dir` (created when missing)."""
     out_dir = Path(out_dir)
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    except OSError as exc:
-        raise OutputError(out_dir, exc) from exc
+    staging = staging_folder(out_dir)
     try:
         _write_tables(study, staging)
         try:
@@ -84,4 +79,4 @@ def write_study(study: Study, out_dir: Path) -> list[Path]:
             written.append(target)
         return written
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_staging(staging)

@@ -8,13 +8,12 @@ import io
 import math
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from policies.errors import OutputError
+from policies.files import open_whole
 from policies.instants import END_INSTANT, FIRST_INSTANT, YEARS
 from scheduler.traces.errors import IssueCollector, TraceError, TraceIssue
 from scheduler.traces.model import Trace, TraceJob
@@ -432,22 +431,5 @@ def trace_rows(trace: Trace) -> Iterable[list[str]]:
 
 def write_trace(trace: Trace, path: str | os.PathLike[str]) -> None:
     """Write `trace` as canonical CSV to `path`: all of it or, on failure, nothing."""
-    target = Path(path)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp_name = tempfile.mkstemp(
-            prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
-        )
-    except OSError as exc:
-        raise OutputError(target, exc) from exc
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            csv.writer(handle, lineterminator="\n").writerows(trace_rows(trace))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, target)
-    except BaseException as exc:
-        Path(temp_name).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise OutputError(target, exc) from exc
-        raise
+    with open_whole(Path(path), newline="") as handle:
+        csv.writer(handle, lineterminator="\n").writerows(trace_rows(trace))
