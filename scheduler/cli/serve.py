@@ -141,27 +141,34 @@ def serve_api(
     if client_ca is not None and tls_cert is None:
         raise InputError("--client-ca needs --tls-cert and --tls-key (mutual TLS is TLS)")
     probe(ledger_url)  # before anything is written
-    if not policy_file.exists():
+    created = not policy_file.exists()
+    if created:
         write_whole(policy_file, DEFAULT_POLICY.read_text(encoding="utf-8"))
-    policy = load_policy(policy_file)
-    inventory = load_inventory(cluster)
-    check_inventory(inventory, policy, str(cluster or "built-in cluster"))
-    pending = read_trace(trace, members=set(policy.member_names())) if trace else None
-    view = FrozenClusterView.from_inventory(policy, inventory, pending)
-    registry = _serve_metrics(metrics_listen) if metrics_listen else None
-    config = ApiConfig(
-        tokens=TokenTable(tokens, keep_on_reload_error=keep_tokens_on_reload_error),
-        policy_source=FileSource(policy_file),
-        ledger_url=ledger_url,
-        address=listen,
-        tls_cert=tls_cert,
-        tls_key=tls_key,
-        client_ca=client_ca,
-        max_receive_bytes=max_message_bytes,
-        insecure_plaintext=insecure_plaintext,
-        registry=registry,
-    )
-    server = ApiServer(view, config).start()
+    try:
+        policy = load_policy(policy_file)
+        inventory = load_inventory(cluster)
+        check_inventory(inventory, policy, str(cluster or "built-in cluster"))
+        pending = read_trace(trace, members=set(policy.member_names())) if trace else None
+        view = FrozenClusterView.from_inventory(policy, inventory, pending)
+        registry = _serve_metrics(metrics_listen) if metrics_listen else None
+        config = ApiConfig(
+            tokens=TokenTable(tokens, keep_on_reload_error=keep_tokens_on_reload_error),
+            policy_source=FileSource(policy_file),
+            ledger_url=ledger_url,
+            address=listen,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            client_ca=client_ca,
+            max_receive_bytes=max_message_bytes,
+            insecure_plaintext=insecure_plaintext,
+            registry=registry,
+        )
+        server = ApiServer(view, config).start()
+    except BaseException:
+        # A refused start (a taken address, a bad inventory) leaves no file it made.
+        if created:
+            policy_file.unlink(missing_ok=True)
+        raise
 
     def stop(signum: int, frame: FrameType | None) -> None:
         server.stop(grace=2.0)

@@ -57,3 +57,21 @@ def test_serve_api_exits_2_naming_the_address(
         main([*args, flag, taken])
     assert done.value.code == 2
     assert f"cannot listen on {taken}" in capsys.readouterr().err
+    # The built-in policy it wrote for the start is gone with the refused start.
+    assert not [p.name for p in tmp_path.iterdir() if "p.yaml" in p.name]
+
+
+def test_serve_api_keeps_a_policy_file_that_was_there(
+    tmp_path: Path, taken: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from policies.loader import DEFAULT_POLICY
+
+    (tmp_path / "tokens.yaml").write_text(TOKEN_FILE)
+    (tmp_path / "p.yaml").write_text(DEFAULT_POLICY.read_text())
+    args = ["serve-api", "--tokens", str(tmp_path / "tokens.yaml")]
+    args += ["--policy", str(tmp_path / "p.yaml"), "--listen", taken]
+    args += ["--ledger-url", f"sqlite:///{tmp_path / 'ledger.db'}"]
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    assert done.value.code == 2
+    assert (tmp_path / "p.yaml").read_text() == DEFAULT_POLICY.read_text()
