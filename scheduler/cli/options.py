@@ -48,6 +48,8 @@ class Address(click.ParamType):
         else:
             host, sep, port = bare.rpartition(":")
         lowest = 0 if self.listen else 1
-        if not (sep == ":" and host and port.isdigit() and lowest <= int(port) <= 65535):
+        # `isdigit` alone takes '²' (an int() traceback) and other scripts' digits.
+        digits = port.isascii() and port.isdigit()
+        if not (sep == ":" and host and digits and lowest <= int(port) <= 65535):
             self.fail(f"{value!r} is not host:port with a port from {lowest} to 65535.", param, ctx)
         return text

@@ -182,7 +182,7 @@ def diff(client: Client, old: str, new: str | None) -> None:
     def document(ref: str | None) -> tuple[str, str]:
         from proto.fairpool.v1 import policy_pb2
 
-        if ref is None or ref.isdigit():
+        if ref is None or (ref.isascii() and ref.isdigit()):  # '²' is a digit too
             version = int(ref) if ref else 0
             if version > MAX_VERSION:
                 raise InputError(f"{ref}: not a policy version (at most {MAX_VERSION})")

@@ -336,9 +336,11 @@ class PodInfo:
     def reclaims(self) -> int:
         """Times its job was reclaimed, from the `fairpool.io/reclaims` annotation
         fairpool writes on victims; a missing or unreadable value counts as 0 (the
-        annotation is fairpool's own bookkeeping, not an input to reject the pod for)."""
+        annotation is fairpool's own bookkeeping, not an input to reject the pod for).
+        Readable is up to nine ASCII digits: `str.isdigit` also takes '²' (which `int`
+        refuses) and other scripts' digits."""
         text = self.annotations.get(L.RECLAIMS_ANNOTATION, "")
-        return int(text) if text.isdigit() else 0
+        return int(text) if len(text) <= 9 and text.isascii() and text.isdigit() else 0
 
     @property
     def reclaimed_at(self) -> float | None:

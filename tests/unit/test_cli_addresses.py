@@ -43,6 +43,8 @@ def test_a_client_may_give_a_grpc_target(text: str) -> None:
         "[::1:5",
         "h:-1",
         "h:5x",
+        "127.0.0.1:²",  # a digit to str.isdigit, an int() traceback
+        "127.0.0.1:٥٠٠٥١",  # Arabic-Indic digits: int() reads 50051, gRPC does not
     ],
 )
 def test_what_is_not_host_and_port_is_refused(text: str) -> None:

@@ -98,3 +98,11 @@ def test_serve_api_with_a_policy_path_through_a_file_exits_2(tmp_path: Path) -> 
     assert result.exit_code == 2, result.output
     assert "a-file/p.yaml: cannot write there" in result.output
     assert (tmp_path / "a-file").read_text() == "kept\n"
+
+
+def test_policy_diff_takes_only_ascii_digits_for_a_version(tmp_path: Path) -> None:
+    """'²' is a digit to `str.isdigit` and an `int()` traceback: it names a file."""
+    args = ["policy", "diff", "²", str(DEFAULT_POLICY), "--server", "127.0.0.1:1"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: ²: <document>: cannot read"), result.output

@@ -317,9 +317,10 @@ def test_reclaim_count_from_the_annotation_on_running_and_pending_pods() -> None
     assert jobs[0].reclaims == 2  # the most any of its pods carries
     (single,), _ = pending_jobs([pod_info(pod("s"))], POLICY, Priorities(), {}, {})
     assert single.reclaims == 0
-    body = pod(node="n1", annotations={"fairpool.io/reclaims": "x"})
-    body["status"] = {"phase": "Running"}
-    assert running_pod(pod_info(body), POLICY, Priorities()).reclaims == 0
+    for unreadable in ("x", "²", "٣", "9" * 5000, "-1", " 3"):
+        body = pod(node="n1", annotations={"fairpool.io/reclaims": unreadable})
+        body["status"] = {"phase": "Running"}
+        assert running_pod(pod_info(body), POLICY, Priorities()).reclaims == 0, unreadable
     body = pod(node="n1", annotations={"fairpool.io/reclaims": "3"})
     body["status"] = {"phase": "Running"}
     assert running_pod(pod_info(body), POLICY, Priorities()).reclaims == 3
