@@ -441,10 +441,9 @@ def _gang(labels: Obj, annotations: Obj, where: str) -> GangRef | None:
     size_text = annotations.get(L.GANG_SIZE_ANNOTATION)
     size = None
     if size_text is not None:
-        try:
-            size = int(size_text)
-        except ValueError:
-            size = 0
+        # ASCII digits only: int() also reads '１６', '1_6' and ' 16 '.
+        plain = len(size_text) <= 9 and size_text.isascii() and size_text.isdigit()
+        size = int(size_text) if plain else 0
         if size < 1:
             raise ConversionError(
                 f"{where}: annotation {L.GANG_SIZE_ANNOTATION}={size_text!r} "

@@ -264,6 +264,15 @@ def test_gang_label_without_size_is_rejected_with_reason() -> None:
     assert jobs == () and "fairpool.io/gang-size" in rejected[0].reason
 
 
+@pytest.mark.parametrize("size", ["0", "-2", "x", "１６", "1_6", " 16", "16 ", "9" * 5000])
+def test_a_gang_size_is_plain_digits(size: str) -> None:
+    """What `int` reads besides ASCII digits (full-width digits, underscores, spaces) is
+    not a size a user meant: the pod is held with the annotation named."""
+    labels = {"fairpool.io/gang": "train"}
+    info = pod_info(pod("w", "physics", labels=labels, annotations={"fairpool.io/gang-size": size}))
+    assert info.error is not None and "is not a positive integer" in info.error, size
+
+
 def test_pod_group_min_member_from_podgroup_else_annotation() -> None:
     labels = {"scheduling.x-k8s.io/pod-group": "pg"}
     infos = [pod_info(pod("a", "physics", labels=labels))]
