@@ -55,6 +55,7 @@ def normalise_usage(
         "policy_version",
         "namespace",
         "pod",
+        "job_id",
         "node",
     ]
     if usage is None or usage.empty:
@@ -86,8 +87,9 @@ def normalise_usage(
             else default_version,
         }
     )
-    # Where it ran, for the flags that name a pod (metered usage has them).
-    for column in ("namespace", "pod", "node"):
+    # Where it ran, for the flags that name a pod (metered usage has them) or, where no
+    # pod is named (a simulation's rows), its job.
+    for column in ("namespace", "pod", "job_id", "node"):
         frame[column] = usage[column].fillna("").astype(str) if column in usage else ""
     if (frame["gpu_seconds"] < 0).any():
         raise FrameError("usage: gpu_seconds must not be negative")

@@ -89,14 +89,23 @@ def check_prices(
                 continue
             first = ordered.loc[index[0]]
             where = (
-                f"first {what} {first.get('namespace', '')}/{first.get('pod', '')} "
-                f"on node {first.get('node', '?')}"
+                f"first {_user(first)} on node {first.get('node', '?')}"
                 if what.startswith("used")
                 else f"first {what} by {first.get('owner', '?')}"
             )
             known = ", ".join(m.name for m in policy.spec.gpu_models)
+            # A policy from a file (a simulation's, `report --policy`) has no version.
+            which = f"policy version {policy.version}" if policy.version else "the policy"
             raise PriceError(
-                f"policy version {policy.version}: GPU model {model!r} has no price "
+                f"{which}: GPU model {model!r} has no price "
                 f"({where} at {pd.Timestamp(first['hour']):%Y-%m-%d %H:00}Z); "
                 f"known models: {known}"
             )
+
+
+def _user(row: pd.Series) -> str:
+    """The pod of a usage row, or its job where no pod is named (a simulation's rows)."""
+    pod = row.get("pod") or ""
+    if pod:
+        return f"used by pod {row.get('namespace', '')}/{pod}"
+    return f"used by job {row.get('job_id') or '?'} of {row.get('member') or '?'}"

@@ -43,6 +43,17 @@ def test_model_without_price_names_the_model_and_first_pod() -> None:
     assert "2026-10-10 00:00Z" in message
 
 
+def test_model_without_price_in_a_simulations_rows_names_the_job() -> None:
+    """A simulation's usage rows name jobs, not pods, and its policy has no version."""
+    usage = usage_frame([(H0, "a", "a", "B200", 30.0)])
+    usage["pod"], usage["job_id"], usage["node"] = "", "job-000184", "n-1"
+    with pytest.raises(PriceError) as raised:
+        build_month_report("2026-10", make_policy(), usage, CAPACITY)
+    message = str(raised.value)
+    assert message.startswith("the policy: GPU model 'B200' has no price"), message
+    assert "first used by job job-000184 of a on node n-1" in message
+
+
 def node_coverage(utilization: float) -> pd.DataFrame:
     return pd.DataFrame(
         [(h, n, 1.0, 1.0, utilization) for h in (H0, H1) for n in ("a-node", "b-node")],
