@@ -261,6 +261,8 @@ def run(
     port = daemon.metrics.serve(metrics_port, metrics_address)
     runtime.tune()
     daemon.start()
+    if daemon.stop_event.is_set():
+        return  # a signal while it started: it stopped already
     runtime.freeze_startup_objects()
     log = logging.getLogger(__name__)
     log.info(

@@ -381,11 +381,20 @@ class Daemon:
         return True, "leader" if self.is_leader else "standby"
 
     def start(self, sync_timeout: float = 60.0) -> Daemon:
+        """List the cluster and start the loop; stopped instead when `stop_event` is set
+        before the lists are in."""
         for informer in self.informers:
             informer.start()
         deadline = time.monotonic() + sync_timeout
         for informer in self.informers:
-            if not informer.synced.wait(max(0.0, deadline - time.monotonic())):
+            while not informer.synced.wait(min(0.2, max(0.0, deadline - time.monotonic()))):
+                if self.stop_event.is_set():
+                    # Stopped (SIGTERM) while the API is still being listed: a pod being
+                    # deleted must not sit out the whole timeout into its SIGKILL.
+                    self.stop()
+                    return self
+                if time.monotonic() < deadline:
+                    continue
                 self.stop()
                 # A wrong address or credentials: one line for the operator, not a traceback.
                 why = f"; last error: {informer.last_error}" if informer.last_error else ""
