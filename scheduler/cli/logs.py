@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+"""The levels `--log-level` takes (any case), as the Helm chart's values schema lists."""
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 

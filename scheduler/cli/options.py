@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from scheduler.k8s.names import name_problem
+
 
 class FiniteRange(click.FloatRange):
     """`click.FloatRange` that also refuses nan and infinity (which compare false with
@@ -53,3 +55,23 @@ class Address(click.ParamType):
         if not (sep == ":" and host and digits and lowest <= int(port) <= 65535):
             self.fail(f"{value!r} is not host:port with a port from {lowest} to 65535.", param, ctx)
         return text
+
+
+class KubeName(click.ParamType):
+    """A name the Kubernetes API would refuse (or, for a scheduler name, never see on a
+    pod) is refused here, naming the flag, instead of failing the daemon's first write
+    (a Lease, a ConfigMap) or leaving it waiting for pods no spec can name."""
+
+    name = "name"
+
+    def __init__(self, form: str, empty_ok: bool = False) -> None:
+        self.form = form
+        self.empty_ok = empty_ok
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value == "" and self.empty_ok:
+            return value
+        problem = name_problem(str(value), self.form)
+        if problem is not None:
+            self.fail(problem, param, ctx)
+        return value

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any, cast
 import click
 
 from policies.errors import InputError
-from scheduler.cli.logs import LOG_FORMATS, configure_logging
-from scheduler.cli.options import Address, FiniteRange
+from scheduler.cli.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
+from scheduler.cli.options import Address, FiniteRange, KubeName
 from scheduler.engine_build import kind
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 @click.option(
     "--policy-object",
     metavar="NAME",
+    type=KubeName("subdomain"),
     help="Take the policy from this cluster-scoped Policy object (policies.fairpool.io), "
     "follow its changes and write its status.",
 )
@@ -52,8 +53,12 @@ if TYPE_CHECKING:
 )
 @click.option("--metrics-address", default="0.0.0.0", show_default=True)
 @click.option("--leader-elect/--no-leader-elect", default=True, show_default=True)
-@click.option("--lease-namespace", default="fairpool-system", show_default=True)
-@click.option("--lease-name", default="fairpool-scheduler", show_default=True)
+@click.option(
+    "--lease-namespace", type=KubeName("label"), default="fairpool-system", show_default=True
+)
+@click.option(
+    "--lease-name", type=KubeName("subdomain"), default="fairpool-scheduler", show_default=True
+)
 @click.option(
     "--lease-seconds",
     # The Lease carries whole seconds in an int32; an hour is already no failover.
@@ -79,6 +84,7 @@ if TYPE_CHECKING:
 )
 @click.option(
     "--usage-history-configmap",
+    type=KubeName("subdomain", empty_ok=True),
     default="fairpool-usage-history",
     show_default=True,
     help="ConfigMap in the lease namespace keeping the usage history across restarts; "
@@ -92,7 +98,13 @@ if TYPE_CHECKING:
     help="The leader writes the usage history at most this often (and on a clean stop).",
 )
 @click.option("--identity", default=None, help="Leader election identity (default: host-pid).")
-@click.option("--scheduler-name", default="fairpool", show_default=True)
+@click.option(
+    "--scheduler-name",
+    # The API server takes a pod's schedulerName only as a DNS-1123 subdomain.
+    type=KubeName("subdomain"),
+    default="fairpool",
+    show_default=True,
+)
 @click.option(
     "--bind-workers",
     type=click.IntRange(1, 256),
@@ -167,7 +179,13 @@ if TYPE_CHECKING:
     help="Export fairpool_pod_gpu_allocation (one series per running pod, with its member): "
     "metering reads it from Prometheus. Without it /metrics holds only per-member totals.",
 )
-@click.option("--log-level", default="INFO", show_default=True)
+@click.option(
+    "--log-level",
+    # Any other word was a ValueError traceback out of logging.basicConfig.
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default="INFO",
+    show_default=True,
+)
 @click.option(
     "--log-format",
     type=click.Choice(LOG_FORMATS),

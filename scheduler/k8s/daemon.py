@@ -80,6 +80,7 @@ from scheduler.k8s.exporter import SchedulerMetrics, State
 from scheduler.k8s.gang_repair import Repair, partial_gangs, plan, remainders, without_undone
 from scheduler.k8s.informer import Informer
 from scheduler.k8s.leader import LeaderElector
+from scheduler.k8s.names import name_problem
 from scheduler.k8s.nominator import Nominations, NominationWriter, cleared_on_bind
 from scheduler.k8s.objects import Obj, PodInfo
 from scheduler.k8s.owners import (
@@ -206,6 +207,9 @@ class PolicyConfigMap:
         namespace, sep, name = text.partition("/")
         if not sep or not namespace or not name:
             raise InputError(f"--policy-configmap: expected NAMESPACE/NAME, got {text!r}")
+        problem = name_problem(namespace, "label") or name_problem(name, "subdomain")
+        if problem is not None:  # 'a/b/c' was the ConfigMap 'b/c' of namespace 'a'
+            raise InputError(f"--policy-configmap: {problem}")
         return cls(namespace, name)
 
 

@@ -70,6 +70,16 @@ def test_port_zero_is_for_listening_only() -> None:
         ),
         (["run", "--api-listen", "0.0.0.0:70000"], "--api-listen"),
         (["run", "--metrics-port", "99999"], "--metrics-port"),
+        # A traceback out of logging.basicConfig.
+        (["run", "--log-level", "VERBOSE"], "--log-level"),
+        # Names the API server refuses (or, for a scheduler name, no pod can carry): they
+        # failed the daemon's first Lease or ConfigMap write, or it waited for no pod.
+        (["run", "--scheduler-name", ""], "--scheduler-name"),
+        (["run", "--scheduler-name", "Fair_Pool"], "--scheduler-name"),
+        (["run", "--lease-namespace", "fairpool system"], "--lease-namespace"),
+        (["run", "--lease-name", "-lease"], "--lease-name"),
+        (["run", "--usage-history-configmap", "History"], "--usage-history-configmap"),
+        (["run", "--policy-object", "x" * 254], "--policy-object"),
         (
             ["serve-api", "--tokens", "t.csv", "--max-message-bytes", "99999999999"],
             "--max-message-bytes",
@@ -88,3 +98,28 @@ def test_a_call_timeout_beyond_a_day_or_not_finite_exits_2(value: str) -> None:
     result = CliRunner().invoke(cli, ["shares", "--server", "127.0.0.1:1", "--timeout", value])
     assert result.exit_code == 2
     assert "Invalid value for '--timeout'" in result.output
+
+
+@pytest.mark.parametrize("level", ["debug", "INFO", "Warning"])
+def test_a_log_level_in_any_case_is_taken(level: str) -> None:
+    result = CliRunner().invoke(cli, ["run", "--log-level", level, "--policy", "/nonexistent"])
+    assert "--log-level" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("a/b/c", "'b/c' is not a DNS-1123 subdomain"),
+        ("Fairpool/policy", "'Fairpool' is not a DNS-1123 label"),
+        ("fairpool-system/policy.v2", None),
+    ],
+)
+def test_a_policy_configmap_is_a_namespace_and_a_name(text: str, problem: str | None) -> None:
+    from policies.errors import InputError
+    from scheduler.k8s.daemon import PolicyConfigMap
+
+    if problem is None:
+        assert PolicyConfigMap.parse(text).name == "policy.v2"
+        return
+    with pytest.raises(InputError, match=f"--policy-configmap: {problem}"):
+        PolicyConfigMap.parse(text)
