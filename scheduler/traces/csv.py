@@ -55,7 +55,8 @@ def _lines_then_close(handle: io.TextIOWrapper) -> Iterator[str]:
             ) from exc
 
 
-def _number(text: str) -> float | None:
+def finite_number(text: str) -> float | None:
+    """A finite number, or None (nan and infinity are not one)."""
     try:
         value = float(text)
     except ValueError:
@@ -63,14 +64,14 @@ def _number(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _whole(text: str) -> int | None:
+def whole_number(text: str) -> int | None:
     """An integer, also written as '2.0' (spreadsheets do that)."""
     if len(text) > 40:
         return None  # converting thousands of digits costs quadratic time, for nothing
     try:
         return int(text)
     except ValueError:
-        value = _number(text)
+        value = finite_number(text)
         if value is None or not value.is_integer():
             return None
         return int(value)
@@ -294,7 +295,7 @@ def _submit_time(
 ) -> tuple[float | None, str | None]:
     """(submission time, the trace's time kind): the first readable row fixes the kind
     ("seconds" or "iso") and every later row must use it."""
-    submit = _number(raw_time)
+    submit = finite_number(raw_time)
     kind = "seconds" if submit is not None else None
     if submit is None:
         submit = _iso_epoch(raw_time)
@@ -320,7 +321,7 @@ def _submit_time(
 
 
 def _duration(raw_duration: str, line: int, problems: IssueCollector) -> float | None:
-    duration = _number(raw_duration)
+    duration = finite_number(raw_duration)
     if duration is None:
         problems.add(line, "duration_s", f"{raw_duration!r} is not a number of seconds")
     elif duration <= 0:
@@ -363,7 +364,7 @@ def _priority(raw_priority: str, line: int, problems: IssueCollector) -> int:
     """The job's priority; 0 when the cell is empty."""
     if not raw_priority:
         return 0
-    parsed = _whole(raw_priority)
+    parsed = whole_number(raw_priority)
     if parsed is None:
         problems.add(line, "priority", f"{raw_priority!r} is not an integer")
         return 0
@@ -385,7 +386,7 @@ def _checkpointable(text: str, line: int, problems: IssueCollector) -> bool | No
 
 
 def _count(text: str, column: str, line: int, problems: IssueCollector) -> int | None:
-    value = _whole(text)
+    value = whole_number(text)
     if value is None:
         problems.add(line, column, f"{text!r} is not a whole number")
         return None

@@ -20,13 +20,15 @@ import os
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from policies.errors import PolicyError
+from policies.instants import END_INSTANT, FIRST_INSTANT, YEARS
 from policies.yamldoc import line_of, parse_yaml
+from scheduler.traces.csv import MAX_COUNT, MAX_SECONDS, finite_number, whole_number
 from scheduler.traces.errors import IssueCollector, TraceError, TraceIssue
 from scheduler.traces.model import Trace, TraceJob
 
@@ -173,6 +175,13 @@ def _epoch(text: Any, zone: tzinfo) -> float | None:
     return moment.timestamp()
 
 
+def _instant(epoch: float) -> str:
+    try:
+        return datetime.fromtimestamp(epoch, UTC).isoformat()
+    except (OverflowError, OSError, ValueError):
+        return f"{epoch:,.0f} s from 1970"
+
+
 @dataclass
 class _Collected:
     """Jobs with absolute submit times, before they are made relative."""
@@ -209,6 +218,15 @@ def _finish(
             problems.add(None, "vc", f"virtual cluster {vc!r} ({count} jobs) is not mapped")
     problems.raise_if_any()
     report.trace = collected.trace()
+    for job in report.trace.jobs:
+        if job.submit_time > MAX_SECONDS:
+            problems.add(
+                collected.seen[job.job_id],
+                None,
+                f"submitted {job.submit_time:,.0f} s after the first job, beyond "
+                f"{MAX_SECONDS:,.0f} s",
+            )
+    problems.raise_if_any()
     if not report.trace.jobs:
         reasons = ", ".join(f"{n} {r}" for r, n in report.skipped.most_common()) or "none read"
         raise TraceError(report.source, [TraceIssue(None, None, f"no jobs imported ({reasons})")])
@@ -237,6 +255,19 @@ def _add_job(
         first = collected.seen[job_id]
         where = f" (first on line {first})" if first is not None else ""
         problems.add(line, "job_id", f"duplicate job id {job_id!r}{where}")
+        return
+    # What the trace format holds: an imported trace is one its own reader takes
+    # (`trace check` refused year-1 times and 1e300 GPUs that import wrote).
+    if not FIRST_INSTANT.timestamp() <= submit < END_INSTANT.timestamp():
+        problems.add(line, None, f"submitted at {_instant(submit)}, not in {YEARS}")
+        return
+    if duration > MAX_SECONDS:
+        problems.add(line, None, f"runs {duration:,.0f} s, beyond {MAX_SECONDS:,.0f} s")
+        return
+    if max(num_pods, gpus_per_pod) > MAX_COUNT:
+        problems.add(
+            line, None, f"{num_pods} pod(s) of {gpus_per_pod} GPUs: at most {MAX_COUNT:,} each"
+        )
         return
     collected.seen[job_id] = line
     collected.jobs.append(
@@ -488,18 +519,21 @@ def _helios_row(
     before = problems.total
     counts: dict[str, int] = {}
     for name in ("gpu_num", "node_num"):
-        try:
-            counts[name] = int(float(cell(name)))
-        except ValueError:
-            problems.add(line, name, f"{cell(name)!r} is not a number")
+        # int(float(...)) took '1.5' as 1 and 'inf' as an OverflowError traceback.
+        count = whole_number(cell(name))
+        if count is None:
+            problems.add(line, name, f"{cell(name)!r} is not a whole number")
+        elif count > MAX_COUNT:
+            problems.add(line, name, f"at most {MAX_COUNT:,}, got {cell(name)}")
+        else:
+            counts[name] = count
     submit = _epoch(cell("submit_time"), zone)
     if submit is None:
         problems.add(line, "submit_time", f"{cell('submit_time')!r} is not a time")
     duration: float | None = None
     if cell("duration"):
-        try:
-            duration = float(cell("duration"))
-        except ValueError:
+        duration = finite_number(cell("duration"))  # nan and inf reached the trace
+        if duration is None:
             problems.add(line, "duration", f"{cell('duration')!r} is not a number")
     else:
         start, end = _epoch(cell("start_time"), zone), _epoch(cell("end_time"), zone)

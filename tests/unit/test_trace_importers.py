@@ -103,6 +103,41 @@ def test_helios_bad_values_name_line_and_column(tmp_path: Path) -> None:
     }
 
 
+def _helios_row(job: int, gpus: str, submit: str, duration: str) -> str:
+    return f"{job},u,vcA,{gpus},1,1,COMPLETED,{submit},2020-07-01 09:00:00,,{duration},0\n"
+
+
+@pytest.mark.parametrize(
+    ("gpus", "submit", "duration", "column", "message"),
+    [
+        # int(float(...)): an OverflowError traceback, and 1.5 GPUs read as 1.
+        ("inf", "2020-07-01 09:00:00", "60", "gpu_num", "'inf' is not a whole number"),
+        ("1.5", "2020-07-01 09:00:00", "60", "gpu_num", "'1.5' is not a whole number"),
+        ("1e300", "2020-07-01 09:00:00", "60", "gpu_num", "at most 100,000, got 1e300"),
+        # Written into the trace, which its own reader then refused.
+        ("1", "2020-07-01 09:00:00", "nan", "duration", "'nan' is not a number"),
+        ("1", "2020-07-01 09:00:00", "1e12", None, "runs 1,000,000,000,000 s, beyond"),
+        ("1", "0001-07-01 09:00:00", "60", None, "submitted at 0001-07-01T09:00:00"),
+        ("1", "1975-07-01 09:00:00", "60", None, "s after the first job, beyond 316,224,000 s"),
+    ],
+)
+def test_helios_imports_only_what_a_trace_holds(
+    tmp_path: Path, gpus: str, submit: str, duration: str, column: str | None, message: str
+) -> None:
+    path = tmp_path / "cluster_log.csv"
+    path.write_text(
+        f"{HELIOS_HEADER}\n"
+        + _helios_row(1, "1", "2020-07-01 09:00:00", "60")
+        + _helios_row(2, gpus, submit, duration)
+    )
+    with pytest.raises(TraceError) as info:
+        import_helios(path)
+    (issue,) = info.value.issues
+    where = 2 if "after the first job" in message else 3
+    assert (issue.line, issue.column) == (where, column), issue
+    assert message in issue.message, issue.message
+
+
 def test_helios_missing_column(tmp_path: Path) -> None:
     path = tmp_path / "cluster_log.csv"
     path.write_text("job_id,vc,gpu_num,submit_time,duration\n1,vcA,1,2020-07-01 09:00:00,5\n")
