@@ -204,6 +204,8 @@ def test_monitoring_objects_follow_the_clusters_capabilities(policy: Path) -> No
         (["policy.spec=null"], "policy.spec is empty"),
         (["monitoring.podMonitor.enabled=maybe"], "/monitoring/podMonitor/enabled"),
         (["scheduler.replicaz=3"], "additional properties 'replicaz' not allowed"),
+        # `fairpool run` refuses it too: no pod's schedulerName can be Fair_Pool.
+        (["scheduler.schedulerName=Fair_Pool"], "/scheduler/schedulerName"),
         (["meter.prometheusUrl=prometheus:9090"], "/meter/prometheusUrl"),
         (["ledger.sqlite.accessMode=ReadOnlyMany"], "/ledger/sqlite/accessMode"),
         (
