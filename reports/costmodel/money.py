@@ -26,8 +26,10 @@ CONTEXT = decimal.Context(prec=40, rounding=ROUND_HALF_EVEN)
 
 
 def cents(amount: Decimal) -> Decimal:
-    """Half-even to the cent."""
-    return amount.quantize(CENT, rounding=ROUND_HALF_EVEN, context=CONTEXT)
+    """Half-even to the cent; zero is 0.00, never -0.00 (a price of "-0", or a debt of
+    -0.004, was printed so on an invoice)."""
+    rounded = amount.quantize(CENT, rounding=ROUND_HALF_EVEN, context=CONTEXT)
+    return rounded if rounded else rounded.copy_abs()
 
 
 def seconds(value: float) -> Decimal:

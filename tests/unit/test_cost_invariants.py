@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from policies.model import Policy
 from reports.costmodel import build_month_report, check_invariants
-from reports.costmodel.money import CENT, largest_remainder, split
+from reports.costmodel.money import CENT, largest_remainder, money_str, split
 from tests.examples import examples
 
 MEMBERS = ["a", "b", "c"]
@@ -138,3 +138,10 @@ def test_largest_remainder_ties_go_in_order() -> None:
         "y": Decimal("0.33"),
         "z": Decimal("0.33"),
     }
+
+
+def test_zero_money_is_never_negative() -> None:
+    """A price of "-0" (the policy takes it) or a debt of -0.004 printed "-0.00"."""
+    for amount in ("-0", "-0.004", "-0.005", "0.004"):
+        assert money_str(Decimal(amount)) == "0.00", amount
+    assert money_str(Decimal("-0.006")) == "-0.01"
