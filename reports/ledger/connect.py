@@ -54,6 +54,8 @@ def _open(url: str, *, create: bool, echo: bool) -> tuple[Engine, str]:
             if empty:
                 raise UnavailableError(f"ledger {name}: the database holds no ledger tables")
             before = migrate.upgrade(engine)
+        except migrate.UnknownRevision as exc:
+            raise UnavailableError(f"ledger {name}: {exc}") from None
         except DatabaseError as exc:
             # A file that is not a database (sqlite: "file is not a database") was a
             # traceback; the database is left as it was.

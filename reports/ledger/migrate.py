@@ -57,13 +57,28 @@ def begin_exclusive(conn: Connection) -> None:
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
 
 
+class UnknownRevision(Exception):
+    """The database is at a revision this version does not have: a newer fairpool wrote
+    it. Nothing is changed (a downgrade would need that version's migrations)."""
+
+    def __init__(self, found: str, head: str) -> None:
+        super().__init__(
+            f"its tables are at revision {found!r}, which this version of fairpool does not "
+            f"know (its newest is {head!r}): a newer fairpool wrote it; use that version"
+        )
+
+
 def upgrade(engine: Engine) -> str:
     """Upgrade the database behind `engine` to head; returns the revision it was at
     before ("" for an empty or pre-migration database)."""
     head = head_revision()
+    known = ScriptDirectory.from_config(config())
     with engine.connect() as conn:
         begin_exclusive(conn)
         before = current_revision(conn)
+        if before is not None and before not in {r.revision for r in known.walk_revisions()}:
+            conn.rollback()  # Alembic's "Can't locate revision" traceback before
+            raise UnknownRevision(before, head)
         if before != head:
             cfg = config()
             cfg.attributes["connection"] = conn

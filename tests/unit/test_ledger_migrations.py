@@ -151,3 +151,24 @@ def test_the_upgrade_command_adopts_an_old_ledger(
         assert f"{said} {head}" in out
     with Ledger(ledger_url, readonly=True) as ledger:
         assert len(ledger.usage_frame(H0, H1)) == 2
+
+
+def test_a_ledger_a_newer_fairpool_wrote_is_refused_and_left_as_it_is(
+    ledger_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Alembic's "Can't locate revision '0099'" was a traceback out of every command
+    that opens the ledger; now one line, exit 1, and the database untouched."""
+    with pytest.raises(SystemExit):
+        main(["ledger", "upgrade", "--ledger", ledger_url])
+    engine = create_engine(ledger_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0099'")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["ledger", "upgrade", "--ledger", ledger_url])
+    assert exit_info.value.code == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "its tables are at revision '0099', which this version of fairpool does not know" in err
+    assert "Traceback" not in err
+    assert revision(engine) == "0099"
+    engine.dispose()
