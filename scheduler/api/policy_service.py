@@ -173,7 +173,8 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             # Both say whether the change is in force; neither needs an incident id.
             abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
         response.applied.CopyFrom(messages.policy_version(entry))
-        response.diff = entry.diff
+        # The same document as the version in force: nothing was stored, nothing differs.
+        response.diff = entry.diff if entry.version != base.version else ""
         return response
 
     def ListPolicyVersions(

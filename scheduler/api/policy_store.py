@@ -470,8 +470,12 @@ class PolicyStore:
     def apply(
         self, policy: Policy, expected_version: int, author: str, comment: str = ""
     ) -> StoredVersion:
-        """Store `policy` as the next version. Raises VersionConflict when the current
-        version is not `expected_version` (0 = any) or the source changed meanwhile."""
+        """Store `policy` as the next version; a policy identical to the one in force
+        stores nothing and returns the current version (as `kubectl apply` leaves an
+        unchanged object: a GitOps loop re-applying its file made an empty version, a
+        reload and a version change in the month's report each time). Raises
+        VersionConflict when the current version is not `expected_version` (0 = any) or
+        the source changed meanwhile."""
         with self._lock:
             source_revision = None
             try:
@@ -489,6 +493,10 @@ class PolicyStore:
                 )
             version = base.version + 1
             policy = _named(policy, getattr(self.source, "policy_name", None))
+            if source_revision is None and canonical_document(policy, None) == (
+                canonical_document(old, None)
+            ):
+                return base
             document = canonical_document(policy, version)
             if self._unrecorded is not None:
                 raise AuditUnavailable(f"version {self._unrecorded.version} is not recorded yet")

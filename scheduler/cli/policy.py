@@ -129,6 +129,11 @@ def apply(client: Client, file: Path, expected_version: int, dry_run: bool, comm
     _print_diff(console, reply.diff)
     if reply.dry_run:
         console.print(f"[yellow]dry run[/]: nothing changed (current version {reply.base_version})")
+    elif reply.applied.version == reply.base_version:
+        console.print(
+            f"unchanged: the same as version {reply.base_version}, which stays in force "
+            "(nothing stored)"
+        )
     else:
         console.print(
             f"[green]applied[/]: version {reply.applied.version} (was {reply.base_version})"

@@ -239,6 +239,32 @@ def test_the_audit_log_keeps_every_version_with_author_and_diff(api: Running) ->
     assert sorted(rows)[1:4] == [(2, "admin-person"), (3, "admin-person"), (4, "admin-person")]
 
 
+def test_applying_the_policy_in_force_again_stores_nothing(api: Running) -> None:
+    """As `kubectl apply` of an unchanged object: a GitOps loop re-applying its file made
+    an empty version each time (a reload, and a version change in the month's report)."""
+    text = edited({"weight": 2})
+    first = api.policy.ApplyPolicy(policy_pb2.ApplyPolicyRequest(yaml=text), metadata=ADMIN)
+    stored = api.policy_file.read_text()
+    # The same document, written differently (key order, a comment): still the same policy.
+    again = yaml.safe_dump(yaml.safe_load(text), sort_keys=True) + "# re-applied by CI\n"
+    reply = api.policy.ApplyPolicy(
+        policy_pb2.ApplyPolicyRequest(yaml=again, comment="nightly sync"), metadata=ADMIN
+    )
+    assert reply.applied.version == reply.base_version == first.applied.version
+    assert reply.diff == "" and not reply.dry_run
+    assert api.policy_file.read_text() == stored
+    versions = api.policy.ListPolicyVersions(
+        policy_pb2.ListPolicyVersionsRequest(), metadata=ADMIN
+    ).versions
+    assert [v.version for v in versions] == [first.applied.version, 1]
+    # An expected version that is no longer current is still refused, unchanged or not.
+    with pytest.raises(grpc.RpcError) as stale:
+        api.policy.ApplyPolicy(
+            policy_pb2.ApplyPolicyRequest(yaml=again, expected_version=1), metadata=ADMIN
+        )
+    assert stale.value.code() == grpc.StatusCode.ABORTED
+
+
 def test_an_apply_while_the_audit_history_is_down_says_whether_it_is_in_force(
     tmp_path: Path, ledger_url: str
 ) -> None:
