@@ -8,7 +8,7 @@ falls back to a default.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Literal
@@ -308,14 +308,7 @@ class Policy(_Strict):
         `unpriced_models`), or "" when it prices every one: a month with an hour under
         such a policy fails to bill ("has no price"), so the daemon and the API refuse
         it while such nodes are there."""
-        unpriced = self.unpriced_models(node_models)
-        if not unpriced:
-            return ""
-        listed = ", ".join(f"{m!r} ({n} node(s))" for m, n in sorted(unpriced.items()))
-        return (
-            f"spec.gpuModels: the cluster has nodes of {listed}, which the policy must price "
-            "(their hours could not be billed)"
-        )
+        return price_gaps_text(self.unpriced_models(node_models))
 
     def member_for_namespace(self, namespace: str) -> str | None:
         """The first member (in policy order) whose namespace patterns match."""
@@ -323,3 +316,14 @@ class Policy(_Strict):
             if member.owns_namespace(namespace):
                 return member.name
         return None
+
+
+def price_gaps_text(unpriced: Mapping[str, int]) -> str:
+    """`Policy.price_gaps` of what `Policy.unpriced_models` found."""
+    if not unpriced:
+        return ""
+    listed = ", ".join(f"{m!r} ({n} node(s))" for m, n in sorted(unpriced.items()))
+    return (
+        f"spec.gpuModels: the cluster has nodes of {listed}, which the policy must price "
+        "(their hours could not be billed)"
+    )

@@ -55,7 +55,7 @@ from kubernetes import client
 
 from policies.errors import InputError, UnavailableError
 from policies.loader import load_policy, parse_policy
-from policies.model import Policy
+from policies.model import Policy, price_gaps_text
 from scheduler import engine
 from scheduler.engine.decisions import Bind, Decisions, MemberShare, Preemption
 from scheduler.engine.snapshot import Node, RunningPod, Snapshot
@@ -351,9 +351,9 @@ class Daemon:
         if policy is self._priced[1] and now - self._priced[0] < PRICE_CHECK_SECONDS:
             return
         self._priced = (now, policy)
-        models = [n.gpu_model for n in nodes if n.gpus > 0]
-        self.metrics.unpriced_nodes.set(sum(policy.unpriced_models(models).values()))
-        gaps = policy.price_gaps(models)
+        unpriced = policy.unpriced_models(n.gpu_model for n in nodes if n.gpus > 0)
+        self.metrics.unpriced_nodes.set(sum(unpriced.values()))
+        gaps = price_gaps_text(unpriced)
         if gaps and gaps != self._price_warning:
             log.warning("%s: list the model in the policy's gpuModels", gaps)
         self._price_warning = gaps

@@ -336,11 +336,9 @@ class PodInfo:
     def reclaims(self) -> int:
         """Times its job was reclaimed, from the `fairpool.io/reclaims` annotation
         fairpool writes on victims; a missing or unreadable value counts as 0 (the
-        annotation is fairpool's own bookkeeping, not an input to reject the pod for).
-        Readable is up to nine ASCII digits: `str.isdigit` also takes '²' (which `int`
-        refuses) and other scripts' digits."""
-        text = self.annotations.get(L.RECLAIMS_ANNOTATION, "")
-        return int(text) if len(text) <= 9 and text.isascii() and text.isdigit() else 0
+        annotation is fairpool's own bookkeeping, not an input to reject the pod for);
+        readable is `_plain_count`."""
+        return _plain_count(self.annotations.get(L.RECLAIMS_ANNOTATION, "")) or 0
 
     @property
     def reclaimed_at(self) -> float | None:
@@ -437,13 +435,19 @@ def _checkpointable(annotations: Obj, where: str) -> bool | None:
     return value
 
 
+def _plain_count(text: str) -> int | None:
+    """A count written in up to nine ASCII digits, else None: `int` also reads '１６',
+    '1_6' and ' 16 ', and `str.isdigit` takes '²', which `int` then refuses."""
+    if len(text) <= 9 and text.isascii() and text.isdigit():
+        return int(text)
+    return None
+
+
 def _gang(labels: Obj, annotations: Obj, where: str) -> GangRef | None:
     size_text = annotations.get(L.GANG_SIZE_ANNOTATION)
     size = None
     if size_text is not None:
-        # ASCII digits only: int() also reads '１６', '1_6' and ' 16 '.
-        plain = len(size_text) <= 9 and size_text.isascii() and size_text.isdigit()
-        size = int(size_text) if plain else 0
+        size = _plain_count(size_text) or 0
         if size < 1:
             raise ConversionError(
                 f"{where}: annotation {L.GANG_SIZE_ANNOTATION}={size_text!r} "
