@@ -4,7 +4,7 @@ bound than they have, gangs partly bound, pods waiting without a reason from fai
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from tests.chaos.workload import GANG_LABEL, GANG_SIZE
@@ -52,6 +52,17 @@ def partly_bound_gangs(pods: Iterable[Any]) -> dict[str, tuple[int, int]]:
         else:
             waiting[key] += 1
     return {k: (bound[k], size[k]) for k in sorted(bound) if waiting[k]}
+
+
+def lasting(samples: Sequence[Mapping[str, tuple[int, int]]]) -> dict[str, tuple[int, int]]:
+    """The gangs partly bound in every one of `samples` (oldest first), with the last
+    sample's counts. One list of the pods can catch a gang the leader is binding at that
+    moment (its binds are separate requests, sent together): only a gang that stays
+    partly bound while its binds would have been answered was left so."""
+    if not samples:
+        return {}
+    keep = set(samples[0]).intersection(*samples[1:])
+    return {k: v for k, v in samples[-1].items() if k in keep}
 
 
 def waiting_without_reason(
