@@ -128,14 +128,9 @@ class ApiServer:
         what_if: WhatIf | None = None,
     ) -> None:
         self.config = config
-        self.store = config.policy_store or PolicyStore(
-            config.policy_source, AuditLog(config.ledger_url), on_change=view.set_policy
-        )
         _check_transport(config)
         auth = Authenticator(config.tokens)
         self.guard = Guard(config.limits or CallLimits.for_workers(config.max_workers))
-        if config.registry is not None:
-            config.registry.register(ApiCollector(config.tokens, self.guard, self._front_restarts))
         self._server = grpc.server(
             ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="fairpool-api"),
             interceptors=[AuthInterceptor(auth, self.guard)],
@@ -145,6 +140,23 @@ class ApiServer:
             ],
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
         )
+        self.port = 0
+        """Known once the front listens (`start`) when there is one."""
+        if not config.read_front:
+            # Before the store: its first read records the policy in the ledger's audit
+            # history, which a start refused for a taken address must not leave behind.
+            self.port = listen(
+                self._server, config.address, config.tls_cert, config.tls_key, config.client_ca
+            )
+        try:
+            self.store = config.policy_store or PolicyStore(
+                config.policy_source, AuditLog(config.ledger_url), on_change=view.set_policy
+            )
+        except BaseException:
+            self._server.stop(None)
+            raise
+        if config.registry is not None:
+            config.registry.register(ApiCollector(config.tokens, self.guard, self._front_restarts))
         policy_pb2_grpc.add_PolicyServiceServicer_to_server(
             PolicyServicer(self.store, view, auth, compute_shares),
             self._server,
@@ -174,12 +186,6 @@ class ApiServer:
         self._private: Path | None = None
         if config.read_front:
             self.front = self._front(config)
-            self.port = 0
-            """Known once the front listens (`start`)."""
-        else:
-            self.port = listen(
-                self._server, config.address, config.tls_cert, config.tls_key, config.client_ca
-            )
         self._stopping = threading.Event()
         self._refresher = threading.Thread(
             target=self._refresh_loop, name="fairpool-policy-refresh", daemon=True

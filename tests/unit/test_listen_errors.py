@@ -57,8 +57,34 @@ def test_serve_api_exits_2_naming_the_address(
         main([*args, flag, taken])
     assert done.value.code == 2
     assert f"cannot listen on {taken}" in capsys.readouterr().err
-    # The built-in policy it wrote for the start is gone with the refused start.
+    # The built-in policy it wrote for the start is gone with the refused start, and
+    # the ledger's audit history holds no version of it.
     assert not [p.name for p in tmp_path.iterdir() if "p.yaml" in p.name]
+    assert _recorded_versions(tmp_path / "ledger.db") == []
+
+
+def test_serve_api_refusing_plaintext_off_loopback_records_no_policy_version(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "tokens.yaml").write_text(TOKEN_FILE)
+    args = ["serve-api", "--tokens", str(tmp_path / "tokens.yaml")]
+    args += ["--policy", str(tmp_path / "p.yaml"), "--listen", "0.0.0.0:0"]
+    args += ["--ledger-url", f"sqlite:///{tmp_path / 'ledger.db'}"]
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    assert done.value.code == 2
+    assert "refusing to serve the API on 0.0.0.0:0 without TLS" in capsys.readouterr().err
+    assert _recorded_versions(tmp_path / "ledger.db") == []
+
+
+def _recorded_versions(ledger: Path) -> list[int]:
+    from scheduler.api.policy_audit import AuditLog
+
+    audit = AuditLog(f"sqlite:///{ledger}")
+    try:
+        return [v.version for v in audit.list()]
+    finally:
+        audit.close()
 
 
 def test_serve_api_keeps_a_policy_file_that_was_there(
