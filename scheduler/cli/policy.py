@@ -181,7 +181,8 @@ def history(client: Client, limit: int, diffs: bool) -> None:
 @client_options
 def diff(client: Client, old: str, new: str | None) -> None:
     """Diff two policies, each a version number or a file: `diff FILE` compares the
-    current version with FILE, `diff 3 5` two stored versions."""
+    current version with FILE, `diff 3 5` two stored versions, and version 0 is the
+    current one (`diff 0 draft.yaml` is `diff draft.yaml`)."""
     from scheduler.api.policy_store import canonical_document
 
     def document(ref: str | None) -> tuple[str, str]:
