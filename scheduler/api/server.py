@@ -153,7 +153,9 @@ class ApiServer:
                 config.policy_source, AuditLog(config.ledger_url), on_change=view.set_policy
             )
         except BaseException:
-            self._server.stop(None)
+            # An unstarted gRPC server keeps its port until the process ends.
+            self._server.start()
+            self._server.stop(None).wait()
             raise
         if config.registry is not None:
             config.registry.register(ApiCollector(config.tokens, self.guard, self._front_restarts))

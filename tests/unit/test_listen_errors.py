@@ -77,6 +77,27 @@ def test_serve_api_refusing_plaintext_off_loopback_records_no_policy_version(
     assert _recorded_versions(tmp_path / "ledger.db") == []
 
 
+def test_an_api_whose_policy_cannot_be_read_gives_its_address_back(tmp_path: Path) -> None:
+    from policies.errors import PolicyError
+    from policies.inventory import load_inventory
+    from policies.loader import DEFAULT_POLICY, load_policy
+    from scheduler.api.frozen_view import FrozenClusterView
+    from scheduler.api.server import ApiServer
+    from tests.unit.test_api_support import make_config
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+    (tmp_path / "policy.yaml").write_text("spec: [not, a, policy]\n")
+    config = make_config(tmp_path, address=address)
+    view = FrozenClusterView.from_inventory(load_policy(DEFAULT_POLICY), load_inventory())
+    with pytest.raises(PolicyError):
+        ApiServer(view, config)
+    assert _recorded_versions(tmp_path / "ledger.db") == []
+    with socket.socket() as again:  # a second start in this process may listen there
+        again.bind(("127.0.0.1", int(address.rsplit(":", 1)[1])))
+
+
 def _recorded_versions(ledger: Path) -> list[int]:
     from scheduler.api.policy_audit import AuditLog
 
