@@ -55,7 +55,15 @@ from scheduler.engine.decisions import (
     PreemptionCause,
 )
 from scheduler.engine.entitlement import MemberModel, node_model
-from scheduler.engine.explain import Waiting, capacity_detail, fmt, plural, position, sentence
+from scheduler.engine.explain import (
+    Waiting,
+    capacity_detail,
+    drain_detail,
+    fmt,
+    plural,
+    position,
+    sentence,
+)
 from scheduler.engine.gangs import Plan, plan_job
 from scheduler.engine.jobinfo import JobInfo
 from scheduler.engine.ordering import LateBorrowing, MemberQueues, ratio
@@ -824,14 +832,10 @@ class _Cycle:
         for uid, i in plan.pods:
             self.state.hold(job.job_id, i, spec_res(specs[uid]))
         self._promise(job)
+        idle = sum(from_free[0] for _, _, from_free in self.state.holds.get(job.job_id, ()))
         self.out.waiting[job.job_id] = (
             job,
-            Waiting(
-                "reclaiming",
-                f"the borrowed pods it needs back have run less than the minimum "
-                f"runtime of {self.policy.sharing.min_runtime_seconds} s; the idle GPUs "
-                "it will use are held for it meanwhile",
-            ),
+            Waiting("reclaiming", drain_detail(self.policy.sharing.min_runtime_seconds, idle)),
         )
 
     def _reclaimer_position(self, member: str, model: str, entitled: bool) -> str:

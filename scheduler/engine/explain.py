@@ -26,6 +26,20 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
+def drain_detail(min_runtime_s: int, idle: int) -> str:
+    """Why a job waits for borrowed pods younger than the minimum runtime (a drain), and
+    what is kept for it meanwhile: the GPUs of its nodes idle now, when there are any
+    (most drains wait for busy GPUs only, and "the idle GPUs" would name none)."""
+    why = (
+        f"the borrowed pods it needs back have run less than the minimum runtime of "
+        f"{min_runtime_s} s"
+    )
+    if idle <= 0:
+        return f"{why}; none of the GPUs it will use is idle yet"
+    verb = "is" if idle == 1 else "are"
+    return f"{why}; the {plural(idle, 'idle GPU')} it will use {verb} held for it meanwhile"
+
+
 def at_limit_detail(held: Mapping[str, tuple[str, int]], model: str, limit: int) -> str:
     """The end of a refusal to reclaim, when borrowed GPUs the job could use belong to jobs
     at the reclaim limit (`held`: job id -> (member, GPUs there)): such jobs are never

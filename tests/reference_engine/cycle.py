@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 from scheduler.engine.decisions import Bind, Decisions, MemberShare, Nomination, Preemption
+from scheduler.engine.explain import drain_detail  # the sentence only, not a decision
 from scheduler.engine.snapshot import PendingJob, PodSpec, Snapshot
 from tests.reference_engine import shares as shares_mod
 from tests.reference_engine.entitlement import MemberModel, node_model
@@ -697,14 +698,10 @@ class _Cycle:
         for uid, i in plan.pods:
             self.state.hold(job.job_id, i, spec_res(specs[uid]))
         self._promise(job)
+        idle = sum(from_free[0] for _, _, from_free in self.state.holds.get(job.job_id, ()))
         self.out.waiting[job.job_id] = (
             job,
-            Waiting(
-                "reclaiming",
-                f"the borrowed pods it needs back have run less than the minimum "
-                f"runtime of {self.policy.sharing.min_runtime_seconds} s; the idle GPUs "
-                "it will use are held for it meanwhile",
-            ),
+            Waiting("reclaiming", drain_detail(self.policy.sharing.min_runtime_seconds, idle)),
         )
 
     def _reclaimer_position(self, member: str, model: str, entitled: bool) -> str:
