@@ -819,6 +819,19 @@ class _Cycle:
         )
         return "no node can ever run its pods: " + _filter_report(self.snapshot, spec)
 
+    def _nominated_gpus(self, job: PendingJob, model: str | None) -> int:
+        """GPUs in nominations for the member's other waiting jobs, on `model` (all
+        models for None), once the cycle is done: the job's own is said by its detail."""
+        member = job.member
+        if model is not None:
+            total = self.promised.get((member, model), 0)
+        else:
+            total = sum(g for (m, _), g in self.promised.items() if m == member)
+        own = self.promised_jobs.get(job.job_id)
+        if own is not None and (model is None or own[0][1] == model):
+            total -= own[1]
+        return total
+
     def _explanations(self) -> dict[str, str]:
         out: dict[str, str] = {}
         details: dict[tuple[object, ...], str] = {}
@@ -831,13 +844,21 @@ class _Cycle:
             info = self._info[job_id]
             model = self.position_model(job)
             shape = (self.shape_id[job_id], model, job.is_gang, len(job.pods), info.gpus)
-            key = (job.member, why, shape)
+            key = (job.member, why, shape, job_id in self.promised_jobs)
             text = sentences.get(key)
             if text is None:
                 allocated, fair = self.position_of(job.member, model)
                 if why.kind == "capacity" and shape not in details:
                     details[shape] = capacity_detail(self.state, job, model)
-                text = sentence(job, why, model, allocated, fair, details.get(shape, ""))
+                text = sentence(
+                    job,
+                    why,
+                    model,
+                    allocated,
+                    fair,
+                    details.get(shape, ""),
+                    self._nominated_gpus(job, model),
+                )
                 sentences[key] = text
             out[job_id] = text
         return out

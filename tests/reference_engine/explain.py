@@ -42,7 +42,12 @@ def at_limit_detail(held: Mapping[str, tuple[str, int]], model: str, limit: int)
     )
 
 
-def position(member: str, model: str | None, allocated: int, fair: float) -> str:
+def position(
+    member: str, model: str | None, allocated: int, fair: float, nominated: int = 0
+) -> str:
+    """`nominated`: GPUs in nominations for the member's other waiting jobs, which count
+    as held when it may reclaim: without them, a member below its fair share whose
+    reclaims are under way reads as if nobody acted for it."""
     what = f"{fmt(fair)} {model}" if model else f"{fmt(fair)} GPUs"
     if allocated < fair - 0.5:
         state = "below"
@@ -50,7 +55,10 @@ def position(member: str, model: str | None, allocated: int, fair: float) -> str
         state = "above"
     else:
         state = "at"
-    return f"member {member} is {state} its fair share of {what} (holds {allocated})"
+    holds = f"holds {allocated}"
+    if nominated > 0:
+        holds += f"; {nominated} more in nominations for its other waiting jobs"
+    return f"member {member} is {state} its fair share of {what} ({holds})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,9 +122,11 @@ def sentence(
     allocated: int,
     fair: float,
     capacity: str,
+    nominated: int = 0,
 ) -> str:
-    """`capacity` is `capacity_detail` for the job (used for kind "capacity")."""
-    pos = position(job.member, model, allocated, fair)
+    """`capacity` is `capacity_detail` for the job (used for kind "capacity");
+    `nominated` as for `position`."""
+    pos = position(job.member, model, allocated, fair, nominated)
     if waiting.kind == "incomplete":
         missing = job.min_member - len(job.pods)
         return (

@@ -361,6 +361,27 @@ def test_within_the_entitlement_members_furthest_above_their_fair_share_go_first
     assert "member lab-c holds 16, above its fair share of 10" in d.preemptions[0].reason
 
 
+def test_a_members_next_job_is_told_what_its_waiting_jobs_hold() -> None:
+    # a-big's drain holds a1 for it; a-next then finds lab-a at its fair share once that
+    # is counted, which "holds 0" alone would hide.
+    pol = policy(["lab-a", "lab-b"], min_runtime_seconds=6000)
+    nodes = [node("a1", "lab-a"), node("b1", "lab-b")]
+    run = [
+        running("b-own", "lab-b", "b1", gpus=8),
+        running("b-young", "lab-b", "a1", gpus=4, started_at=9000),
+    ]
+    pending = [job("a-big", "lab-a", gpus=8), job("a-next", "lab-a", gpus=4)]
+    d = schedule(snapshot(nodes, pending, run, now=10_000), pol)
+    assert d.explanations["a-next"] == (
+        f"member lab-a is below its fair share of 8 {H100} (holds 0; 8 more in nominations "
+        f"for its other waiting jobs); all {H100} on nodes it may use are taken"
+    )
+    # A job's own nomination is said by its own detail, not counted again.
+    assert d.explanations["a-big"].startswith(
+        f"member lab-a is below its fair share of 8 {H100} (holds 0); "
+    )
+
+
 def test_within_the_entitlement_young_borrowed_pods_are_drained_not_preempted() -> None:
     nodes, run = _fragmented(
         [
