@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from policies.model import Policy
 from scheduler.engine import schedule
 from scheduler.engine.decisions import Decisions
 from tests.unit.engine_strategies import (
@@ -222,13 +223,20 @@ def test_no_preemption_when_the_job_fits() -> None:
     assert d.preemptions == () and len(d.binds) == 1
 
 
-def test_free_gpus_are_held_while_young_victims_age() -> None:
+def _young_borrower_on_a1() -> tuple[Policy, list, list]:  # type: ignore[type-arg]
+    """lab-b's 4-GPU pod on lab-a's node a1, 1000 s old, under a 6000 s minimum runtime:
+    a1's other 4 GPUs idle."""
     pol = policy(["lab-a", "lab-b"], min_runtime_seconds=6000)
     nodes = [node("a1", "lab-a"), node("b1", "lab-b")]
     run = [
         running("b-own", "lab-b", "b1", gpus=8),
         running("b-young", "lab-b", "a1", gpus=4, started_at=9000),
     ]
+    return pol, nodes, run
+
+
+def test_free_gpus_are_held_while_young_victims_age() -> None:
+    pol, nodes, run = _young_borrower_on_a1()
     pending = [job("a-big", "lab-a", gpus=8), job("b-more", "lab-b", gpus=4)]
     d = schedule(snapshot(nodes, pending, run, now=10_000), pol)
     # Without the hold, b-more would take a1's 4 idle GPUs and a-big would starve.
@@ -240,6 +248,22 @@ def test_free_gpus_are_held_while_young_victims_age() -> None:
     d = schedule(snapshot(nodes, pending, run, now=20_000), pol)
     assert [p.pod_uid for p in d.preemptions] == ["b-young"]
     assert d.nominations[0].nodes == {"a-big-0": "a1"}
+
+
+def test_a_members_next_job_is_told_what_its_waiting_jobs_hold() -> None:
+    # a-big's drain holds a1 for it; a-next then finds lab-a at its fair share once that
+    # is counted, which "holds 0" alone would hide.
+    pol, nodes, run = _young_borrower_on_a1()
+    pending = [job("a-big", "lab-a", gpus=8), job("a-next", "lab-a", gpus=4)]
+    d = schedule(snapshot(nodes, pending, run, now=10_000), pol)
+    assert d.explanations["a-next"] == (
+        f"member lab-a is below its fair share of 8 {H100} (holds 0; 8 more in nominations "
+        f"for its other waiting jobs); all {H100} on nodes it may use are taken"
+    )
+    # A job's own nomination is said by its own detail, not counted again.
+    assert d.explanations["a-big"].startswith(
+        f"member lab-a is below its fair share of 8 {H100} (holds 0); "
+    )
 
 
 # -- within the entitlement: any borrowed pods, down to their member's entitlement ------
@@ -359,27 +383,6 @@ def test_within_the_entitlement_members_furthest_above_their_fair_share_go_first
     assert (shares["lab-b"], shares["lab-c"]) == (14.0, 10.0)
     assert preempted(d) == ["c-x"]
     assert "member lab-c holds 16, above its fair share of 10" in d.preemptions[0].reason
-
-
-def test_a_members_next_job_is_told_what_its_waiting_jobs_hold() -> None:
-    # a-big's drain holds a1 for it; a-next then finds lab-a at its fair share once that
-    # is counted, which "holds 0" alone would hide.
-    pol = policy(["lab-a", "lab-b"], min_runtime_seconds=6000)
-    nodes = [node("a1", "lab-a"), node("b1", "lab-b")]
-    run = [
-        running("b-own", "lab-b", "b1", gpus=8),
-        running("b-young", "lab-b", "a1", gpus=4, started_at=9000),
-    ]
-    pending = [job("a-big", "lab-a", gpus=8), job("a-next", "lab-a", gpus=4)]
-    d = schedule(snapshot(nodes, pending, run, now=10_000), pol)
-    assert d.explanations["a-next"] == (
-        f"member lab-a is below its fair share of 8 {H100} (holds 0; 8 more in nominations "
-        f"for its other waiting jobs); all {H100} on nodes it may use are taken"
-    )
-    # A job's own nomination is said by its own detail, not counted again.
-    assert d.explanations["a-big"].startswith(
-        f"member lab-a is below its fair share of 8 {H100} (holds 0); "
-    )
 
 
 def test_within_the_entitlement_young_borrowed_pods_are_drained_not_preempted() -> None:
