@@ -235,6 +235,7 @@ COLUMNS = (
     ("tte", "time to entitl. p99"),
     ("past", "owed h past allowance"),
     ("limit", "of which at reclaim limit %"),
+    ("limitbig", "of which at limit, > entitl. %"),
     ("jain", "Jain"),
     ("jct", "mean JCT"),
     ("wait", "p95 wait"),
@@ -306,6 +307,7 @@ FIGURES: dict[str, Callable[[object], str]] = {
     "tte": _h,
     "past": _fmt("{:,.0f}"),
     "limit": _fmt("{:.0f}"),
+    "limitbig": _fmt("{:.0f}"),
     "jain": _fmt("{:.3f}"),
     "jct": _h,
     "wait": _h,
@@ -332,7 +334,8 @@ def figures(study: Study, baseline: Study) -> dict[str, float | None]:
         return float(value) if isinstance(value, int | float) else None
 
     beyond = {c: number(s[f"time_to_entitlement_past_allowance_{c}_h"]) or 0.0 for c in OWED_CAUSES}
-    past, at_limit = sum(beyond.values()), beyond["reclaim_limit"]
+    past = sum(beyond.values())
+    at_limit = beyond["reclaim_limit"] + beyond["reclaim_limit_bigger"]
 
     return {
         "uwp": number(s["utilization_while_pending"]),
@@ -348,6 +351,7 @@ def figures(study: Study, baseline: Study) -> dict[str, float | None]:
         "tte": number(s["time_to_entitlement_p99_s"]),
         "past": past,
         "limit": 100 * at_limit / past if past else None,
+        "limitbig": 100 * beyond["reclaim_limit_bigger"] / past if past else None,
         "jain": number(s["fairness_jain"]),
         "jct": number(jct),
         "wait": number(s["p95_wait_s"]),

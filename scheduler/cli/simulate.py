@@ -186,6 +186,7 @@ def waiting_line(s: dict[str, object]) -> str:
 
 OWED_CAUSE_WORDS = {
     "reclaim_limit": "jobs at maxReclaimsPerJob",
+    "reclaim_limit_bigger": "jobs at maxReclaimsPerJob bigger than their entitlement",
     "others_entitlement": "others' work within their entitlement",
     "borrowed": "borrowed work not yet reclaimed",
     "elsewhere": "no other member's work",

@@ -772,18 +772,25 @@ class Simulator:
         running = self.cluster.running
         entitlement = self.cluster.capacity.entitlement
         limit = self._reclaim_limit
-        within = borrowed = False
+        bigger = within = borrowed = False
         for uid in self._foreign.get((member, model), ()):
             pod = running[uid]
             if pod.terminating:
                 continue
-            if limit is not None and pod.reclaims >= limit:
-                return "reclaim_limit"
             key = (pod.member or "", model)
-            if self._allocated.get(key, 0) <= entitlement.get(key, 0):
+            if limit is not None and pod.reclaims >= limit:
+                # The two rules that put a job at the limit on a busy owner's node differ:
+                # one that fits came while the owner was quiet, a bigger one comes anyway
+                # once its window has passed.
+                if self.jobs[pod.job_id].job.gpus <= entitlement.get(key, 0):
+                    return "reclaim_limit"
+                bigger = True
+            elif self._allocated.get(key, 0) <= entitlement.get(key, 0):
                 within = True
             else:
                 borrowed = True
+        if bigger:
+            return "reclaim_limit_bigger"
         if within:
             return "others_entitlement"
         return "borrowed" if borrowed else "elsewhere"

@@ -51,10 +51,19 @@ from policies.model import Policy
 from scheduler.engine.snapshot import Node, PendingJob
 
 IDLE_CAUSES = ("held", "placeable", "limits", "fragmentation", "too_few_free", "other_model")
-OWED_CAUSES = ("reclaim_limit", "others_entitlement", "borrowed", "elsewhere")
+OWED_CAUSES = (
+    "reclaim_limit",
+    "reclaim_limit_bigger",
+    "others_entitlement",
+    "borrowed",
+    "elsewhere",
+)
 """What held a member's own nodes of a GPU model when its owed episode ran past the
 allowance, the first that applies: another member's job at `maxReclaimsPerJob` (never a
-victim again); another member's work while that member is within its entitlement (never
+victim again) that fits its member's entitlement of the model (it came as cautious
+borrowing while the owner was quiet); such a job bigger than that entitlement (it
+borrows wherever there is room once `reclaimLimitWindowSeconds` have passed, so it may
+hold a busy owner's nodes); another member's work while that member is within its entitlement (never
 reclaimed, moved only within the consolidation bound); other members' borrowed work
 (reclaimable, but not taken yet: minimum runtimes, victims that may not go below their
 entitlement, a drain); none of these (the member's nodes hold only its own work, or the

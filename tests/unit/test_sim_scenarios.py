@@ -292,6 +292,21 @@ def test_time_to_entitlement_past_the_allowance_behind_a_job_at_the_reclaim_limi
     assert borrow_then_reclaim().owed_past_allowance == []
 
 
+def test_time_to_entitlement_past_the_allowance_behind_a_bigger_job_at_the_limit() -> None:
+    # a's 2 x 4 gang is bigger than a's entitlement of 4: at the limit from the start
+    # (maxReclaimsPerJob 0) and with no window it borrows b's node at once, so b1 (t=100)
+    # waits until the gang ends at 1000, behind the other rule than the test above.
+    pol = policy(sharing={"maxReclaimsPerJob": 0, "reclaimLimitWindowSeconds": 0})
+    result = run(pol, job("gang", "a", 0, 1000, 4, pods=2), job("b1", "b", 100, 500, 4))
+    assert result.jobs["gang"].nodes == ("a-0", "b-0")
+    assert result.owed_past_allowance == [("b", MODEL, 100.0, 1000.0, "reclaim_limit_bigger")]
+    s = build_study(pol, START, result, None).summary
+    assert s["time_to_entitlement_past_allowance_reclaim_limit_bigger_h"] == pytest.approx(
+        810 / 3600
+    )
+    assert s["time_to_entitlement_past_allowance_reclaim_limit_h"] == 0
+
+
 def test_no_time_to_entitlement_while_only_the_members_own_work_is_in_the_way() -> None:
     # a's 1-GPU jobs end up on both of its 4-GPU nodes (j4, j5 on a-0, j6 on a-1, each
     # running for hours), so its 4-GPU job `big` waits from 30000 until a-0 empties. No
