@@ -528,6 +528,7 @@ def run(console: Console) -> None:
         "cluster's GPU-hours while some job was pending (docs/metrics.md); the baseline's "
         "'members worse off' compares it to the same standalone replays. Owed h past "
         "allowance: the hours owners waited for their entitlement beyond grace period + "
-        "minimum runtime + 60 s, and the share of them with a job at maxReclaimsPerJob on "
-        "the owner's nodes (time_to_entitlement_past_allowance_*, docs/metrics.md)."
+        "minimum runtime + 60 s, the share of them with a job at maxReclaimsPerJob on "
+        "the owner's nodes, and the share with such a job bigger than its member's "
+        "entitlement there (time_to_entitlement_past_allowance_*, docs/metrics.md)."
     )
