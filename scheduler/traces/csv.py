@@ -55,26 +55,33 @@ def _lines_then_close(handle: io.TextIOWrapper) -> Iterator[str]:
             ) from exc
 
 
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+"""A number as a CSV writes one. Python's `float` and `int` also take `3_600` and digits
+of any script (`３６００`, `٣٦٠٠`): a trace that holds them was not written by a tool
+that meant a number, so they are refused with the line and column, not guessed."""
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
 def finite_number(text: str) -> float | None:
-    """A finite number, or None (nan and infinity are not one)."""
-    try:
-        value = float(text)
-    except ValueError:
+    """A finite number in ASCII decimal notation (spaces around it allowed), or None
+    (nan and infinity are not one)."""
+    text = text.strip()
+    if not _DECIMAL.fullmatch(text):
         return None
+    value = float(text)
     return value if math.isfinite(value) else None
 
 
 def whole_number(text: str) -> int | None:
     """An integer, also written as '2.0' (spreadsheets do that)."""
+    text = text.strip()
     if len(text) > 40:
         return None  # converting thousands of digits costs quadratic time, for nothing
-    try:
-        return int(text)
-    except ValueError:
-        value = finite_number(text)
-        if value is None or not value.is_integer():
-            return None
-        return int(value)
+    value = finite_number(text)
+    if value is None or not value.is_integer():
+        return None
+    # Digits alone convert exactly; '2.0' and '1e3' through the float.
+    return int(text) if _INTEGER.fullmatch(text) else int(value)
 
 
 def _iso_epoch(text: str) -> float | None:

@@ -65,6 +65,13 @@ def test_text_input_and_blank_lines() -> None:
         ("j,lab,0,60,1,0", "gpus_per_pod", "at least 1"),
         ("j,lab,0,60,1.5,1", "num_pods", "not a whole number"),
         ("j,lab,0,60,two,1", "num_pods", "not a whole number"),
+        # Python reads these as numbers; no tool writing a trace means one by them.
+        ("j,lab,0,3_600,1,1", "duration_s", "not a number"),
+        ("j,lab,0,\uff16\uff10,1,1", "duration_s", "not a number"),
+        ("j,lab,\u0663,60,1,1", "submit_time", "neither seconds nor an ISO-8601"),
+        ("j,lab,0,60,1_0,1", "num_pods", "not a whole number"),
+        ("j,lab,0,60,1,\uff18", "gpus_per_pod", "not a whole number"),
+        ("j,lab,0,0x3c,1,1", "duration_s", "not a number"),
         (",lab,0,60,1,1", "job_id", "empty job_id"),
         ("j,,0,60,1,1", "org", "empty org"),
     ],
@@ -76,6 +83,13 @@ def test_each_bad_value_names_line_and_column(row: str, column: str, fragment: s
     assert where(info.value) == {(3, column)}
     assert fragment in str(info.value)
     assert "line 3, column " + column in str(info.value)
+
+
+def test_numbers_as_spreadsheets_write_them_are_read() -> None:
+    text = f"{HEADER}\na,lab, 1.5e3 , 60.0 ,2.0,+8\nb,lab,7,.5,1e1,1\n"
+    b, a = read_trace(text).jobs  # by submission time
+    assert (a.submit_time, a.duration_s, a.num_pods, a.gpus_per_pod) == (1500.0, 60.0, 2, 8)
+    assert (b.submit_time, b.duration_s, b.num_pods) == (7.0, 0.5, 10)
 
 
 def test_trace_error_is_an_input_error_naming_the_file(tmp_path: Path) -> None:
