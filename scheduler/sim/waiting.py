@@ -63,11 +63,12 @@ allowance, the first that applies: another member's job at `maxReclaimsPerJob` (
 victim again) that fits its member's entitlement of the model (it came as cautious
 borrowing while the owner was quiet); such a job bigger than that entitlement (it
 borrows wherever there is room once `reclaimLimitWindowSeconds` have passed, so it may
-hold a busy owner's nodes); another member's work while that member is within its entitlement (never
-reclaimed, moved only within the consolidation bound); other members' borrowed work
-(reclaimable, but not taken yet: minimum runtimes, victims that may not go below their
-entitlement, a drain); none of these (the member's nodes hold only its own work, or the
-wait is for room beyond them: a purchased entitlement, a gang bigger than its nodes)."""
+hold a busy owner's nodes); another member's work while that member is within its
+entitlement (never reclaimed, moved only within the consolidation bound); other
+members' borrowed work (reclaimable, but not taken yet: minimum runtimes, victims that
+may not go below their entitlement, a drain); none of these (the member's nodes hold only
+its own work, or the wait is for room beyond them: a purchased entitlement, a gang bigger
+than its nodes)."""
 
 OwedBlocker = Callable[[str, str], str]
 """(member, model) -> the `OWED_CAUSES` entry for the current state."""
