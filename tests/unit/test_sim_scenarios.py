@@ -295,7 +295,8 @@ def test_time_to_entitlement_past_the_allowance_behind_a_job_at_the_reclaim_limi
 def test_time_to_entitlement_past_the_allowance_behind_a_bigger_job_at_the_limit() -> None:
     # a's 2 x 4 gang is bigger than a's entitlement of 4: at the limit from the start
     # (maxReclaimsPerJob 0) and with no window it borrows b's node at once, so b1 (t=100)
-    # waits until the gang ends at 1000, behind the other rule than the test above.
+    # waits until the gang ends at 1000. The window let it there, not a quiet owner as in
+    # the test above: the wait gets the other cause.
     pol = policy(sharing={"maxReclaimsPerJob": 0, "reclaimLimitWindowSeconds": 0})
     result = run(pol, job("gang", "a", 0, 1000, 4, pods=2), job("b1", "b", 100, 500, 4))
     assert result.jobs["gang"].nodes == ("a-0", "b-0")
