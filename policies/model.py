@@ -14,11 +14,37 @@ from enum import StrEnum
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+
+from policies.numbers import DECIMAL
 
 NonNegInt = Annotated[int, Field(ge=0)]
-PositiveDecimal = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=6)]
+
+
+def _decimal_text(value: object) -> object:
+    """Money written as text must be a number in ASCII decimal notation: `Decimal` would
+    read `"2_4"` as 24 and `"２.40"` as 2.40."""
+    if isinstance(value, str) and not DECIMAL.fullmatch(value.strip()):
+        raise PydanticCustomError(
+            "decimal_text",
+            "{text} is not a decimal number in ASCII digits, such as '2.40'",
+            {"text": repr(value)},
+        )
+    return value
+
+
+PositiveDecimal = Annotated[
+    Decimal, Field(ge=0, max_digits=18, decimal_places=6), BeforeValidator(_decimal_text)
+]
 
 # Sane ranges for every number and list of a policy: far beyond any real consortium, and
 # small enough that no arithmetic on them overflows, loses precision or runs for long.
@@ -140,9 +166,13 @@ class SharedFixedCost(_Strict):
     name: str = Field(min_length=1, max_length=200)
     monthly_amount: PositiveDecimal
     split: SplitRule = SplitRule.EQUAL
-    shares: dict[str, Annotated[Decimal, Field(ge=0, le=1, max_digits=18)]] | None = Field(
-        default=None, max_length=MAX_MEMBERS
-    )
+    shares: (
+        dict[
+            str,
+            Annotated[Decimal, Field(ge=0, le=1, max_digits=18), BeforeValidator(_decimal_text)],
+        ]
+        | None
+    ) = Field(default=None, max_length=MAX_MEMBERS)
     """Fractions per member when `split: fixed`; they must sum to 1."""
 
     @model_validator(mode="after")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from policies.files import open_whole
 from policies.instants import END_INSTANT, FIRST_INSTANT, YEARS
+from policies.numbers import DECIMAL, INTEGER
 from scheduler.traces.errors import IssueCollector, TraceError, TraceIssue
 from scheduler.traces.model import Trace, TraceJob
 
@@ -55,18 +56,11 @@ def _lines_then_close(handle: io.TextIOWrapper) -> Iterator[str]:
             ) from exc
 
 
-_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-"""A number as a CSV writes one. Python's `float` and `int` also take `3_600` and digits
-of any script (`３６００`, `٣٦٠٠`): a trace that holds them was not written by a tool
-that meant a number, so they are refused with the line and column, not guessed."""
-_INTEGER = re.compile(r"[+-]?[0-9]+")
-
-
 def finite_number(text: str) -> float | None:
-    """A finite number in ASCII decimal notation (spaces around it allowed), or None
-    (nan and infinity are not one)."""
+    """A finite number in ASCII decimal notation (`policies.numbers.DECIMAL`; spaces
+    around it allowed), or None (nan and infinity are not one)."""
     text = text.strip()
-    if not _DECIMAL.fullmatch(text):
+    if not DECIMAL.fullmatch(text):
         return None
     value = float(text)
     return value if math.isfinite(value) else None
@@ -81,7 +75,7 @@ def whole_number(text: str) -> int | None:
     if value is None or not value.is_integer():
         return None
     # Digits alone convert exactly; '2.0' and '1e3' through the float.
-    return int(text) if _INTEGER.fullmatch(text) else int(value)
+    return int(text) if INTEGER.fullmatch(text) else int(value)
 
 
 def _iso_epoch(text: str) -> float | None:

@@ -56,6 +56,14 @@ def test_minimal_policy_takes_defaults() -> None:
     [
         (("kind: Policy", "kind: Polcy"), "kind", 2, "Policy"),
         (('hourlyCost: "2.00"', 'hourlyCost: "-1"'), "spec.gpuModels[0].hourlyCost", 6, ""),
+        # Decimal reads these as 24 and 2.00: a price is never guessed.
+        (('hourlyCost: "2.00"', 'hourlyCost: "2_4"'), "spec.gpuModels[0].hourlyCost", 6, "'2_4'"),
+        (
+            ('hourlyCost: "2.00"', 'hourlyCost: "\uff12.00"'),
+            "spec.gpuModels[0].hourlyCost",
+            6,
+            "ASCII digits",
+        ),
         (
             ('hourlyCost: "2.00"', 'hourlyCost: "2.00"\n      vendor: x'),
             "spec.gpuModels[0].vendor",
@@ -98,6 +106,20 @@ def test_fixed_split_shares_must_sum_to_one() -> None:
     )
     found = issues_of(text)
     assert any("sum to 1" in msg for _, _, msg in found), found
+
+
+def test_money_in_any_decimal_notation_of_ascii_digits_is_read() -> None:
+    for text, value in (("2.40", "2.40"), (" 2.40 ", "2.40"), ("1E+2", "1E+2"), (".5", "0.5")):
+        policy = parse_policy(MINIMAL.replace('"2.00"', repr(text)))
+        assert str(policy.gpu_model("H100").hourly_cost) == value
+    text = MINIMAL + (
+        "  billing:\n    sharedFixedCosts:\n      - name: rack\n        monthlyAmount: '1_0'\n"
+        "        split: fixed\n        shares: {a: '\u0661'}\n"
+    )
+    found = issues_of(text)
+    paths = {p for p, _, _ in found}
+    assert "spec.billing.sharedFixedCosts[0].monthlyAmount" in paths, found
+    assert "spec.billing.sharedFixedCosts[0].shares.a" in paths, found
 
 
 def test_not_yaml_names_line() -> None:
