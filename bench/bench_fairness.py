@@ -224,6 +224,7 @@ COLUMNS = (
     ("jobs", "jobs"),
     ("uwp", "util. while pending"),
     ("frag", "idle: fragm. %"),
+    ("fragclaim", "of which claimable %"),
     ("few", "idle: too few %"),
     ("held", "idle: held %"),
     ("limits", "idle: limits %"),
@@ -279,6 +280,14 @@ def _share(summary: dict[str, object], key: str) -> float | None:
     return 100 * value / capacity
 
 
+def _part(summary: dict[str, object], key: str, whole: str) -> float | None:
+    """One figure as a % of another (None when the other is 0 or unknown)."""
+    value, total = summary[key], summary[whole]
+    if not isinstance(value, int | float) or not isinstance(total, int | float) or not total:
+        return None
+    return 100 * value / total
+
+
 def _num(value: object, fmt: str = "{:.3f}") -> str:
     return fmt.format(value) if isinstance(value, int | float) else "—"
 
@@ -296,6 +305,7 @@ def _fmt(fmt: str) -> Callable[[object], str]:
 FIGURES: dict[str, Callable[[object], str]] = {
     "uwp": _fmt("{:.3f}"),
     "frag": _fmt("{:.1f}"),
+    "fragclaim": _fmt("{:.0f}"),
     "few": _fmt("{:.1f}"),
     "held": _fmt("{:.1f}"),
     "limits": _fmt("{:.1f}"),
@@ -340,6 +350,11 @@ def figures(study: Study, baseline: Study) -> dict[str, float | None]:
     return {
         "uwp": number(s["utilization_while_pending"]),
         "frag": _share(s, "idle_while_waiting_fragmentation_gpu_h"),
+        "fragclaim": _part(
+            s,
+            "idle_while_waiting_fragmentation_claimable_gpu_h",
+            "idle_while_waiting_fragmentation_gpu_h",
+        ),
         "few": _share(s, "idle_while_waiting_too_few_free_gpu_h"),
         "held": _share(s, "idle_while_waiting_held_gpu_h"),
         "limits": _share(s, "idle_while_waiting_limits_gpu_h"),

@@ -27,7 +27,7 @@ from scheduler.sim.outputs import check_out_dir, write_study
 from scheduler.sim.pipeline import Study, check_trace, run_study
 from scheduler.sim.simulator import MAX_BATCH_S
 from scheduler.sim.standalone import fits, reachable
-from scheduler.sim.waiting import IDLE_CAUSES, OWED_CAUSES
+from scheduler.sim.waiting import FRAGMENTATION_CLAIMABLE, IDLE_CAUSES, OWED_CAUSES
 from scheduler.traces.csv import read_trace
 from scheduler.traces.model import Trace
 from scheduler.traces.synth import MAX_DAYS, node_gpus_of, synthesize
@@ -167,8 +167,14 @@ def member_table(study: Study) -> Table:
 
 def waiting_line(s: dict[str, object]) -> str:
     """Idle while work waited by cause, reclaim losses, time to entitlement."""
+    claimable = s.get(f"idle_while_waiting_{FRAGMENTATION_CLAIMABLE}_gpu_h")
     causes = ", ".join(
         f"{cause.replace('_', ' ')} {_gpu_h(s[f'idle_while_waiting_{cause}_gpu_h'])}"
+        + (
+            f" (while a job it may consolidate for waited {_gpu_h(claimable)})"
+            if cause == "fragmentation" and claimable is not None
+            else ""
+        )
         for cause in IDLE_CAUSES
     )
     lost = s["reclaim_lost_fraction"]

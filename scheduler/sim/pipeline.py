@@ -25,7 +25,7 @@ from scheduler.sim.simulator import (
     UsageRow,
 )
 from scheduler.sim.standalone import StandaloneReplays, StandaloneResult, fits
-from scheduler.sim.waiting import IDLE_CAUSES, OWED_CAUSES
+from scheduler.sim.waiting import FRAGMENTATION_CLAIMABLE, IDLE_CAUSES, OWED_CAUSES
 from scheduler.traces.model import Trace
 
 HOUR_S = 3600
@@ -454,6 +454,9 @@ def _waiting_figures(
             f"idle_while_waiting_{cause}_gpu_h": metrics.hours(idle.get(cause, 0.0))
             for cause in IDLE_CAUSES
         },
+        f"idle_while_waiting_{FRAGMENTATION_CLAIMABLE}_gpu_h": metrics.hours(
+            result.fragmentation_claimable_gpu_s
+        ),
         "capacity_gpu_h_while_pending": metrics.hours(result.capacity_gpu_s_while_pending),
     }
     lost = float(jobs["lost_gpu_s"].sum()) if not jobs.empty else 0.0

@@ -197,6 +197,8 @@ class SimulationResult:
     entitlement: Mapping[tuple[str, str], int] = field(default_factory=dict)
     idle_while_waiting_gpu_s: Mapping[str, float] = field(default_factory=dict)
     """Cause -> idle GPU-seconds while some job was pending (`scheduler.sim.waiting`)."""
+    fragmentation_claimable_gpu_s: float = 0.0
+    """Of the fragmentation's, the GPU-seconds `waiting.FRAGMENTATION_CLAIMABLE`."""
     capacity_gpu_s_while_pending: float = 0.0
     entitlement_episodes: list[tuple[str, str, float, float]] = field(default_factory=list)
     """(member, model, start, end): stretches a member waited for owed GPUs."""
@@ -396,6 +398,7 @@ class Simulator:
             capacity=dict(self.cluster.capacity.by_owner_model),
             entitlement=dict(self.cluster.capacity.entitlement),
             idle_while_waiting_gpu_s=dict(self.meter.idle_gpu_s),
+            fragmentation_claimable_gpu_s=self.meter.fragmentation_claimable_gpu_s,
             capacity_gpu_s_while_pending=self.meter.capacity_gpu_s_while_pending,
             entitlement_episodes=self.meter.entitlement_episodes,
             owed_allowance_s=self.meter.allowance_s,
@@ -729,6 +732,7 @@ class Simulator:
             allocated=self._allocated,
             lent=lent,
             kept=self._kept,
+            fair={key: row[2] for key, row in self._last_row.items()},
         )
         self.meter.observe(now, state)
 

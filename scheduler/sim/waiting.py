@@ -51,6 +51,13 @@ from policies.model import Policy
 from scheduler.engine.snapshot import Node, PendingJob
 
 IDLE_CAUSES = ("held", "placeable", "limits", "fragmentation", "too_few_free", "other_model")
+FRAGMENTATION_CLAIMABLE = "fragmentation_claimable"
+"""Of the `fragmentation` GPUs, those idle while some job blocked by it could claim them:
+its member below its fair share of the model (as the last cycle computed it) or the job
+within its member's entitlement, the waits consolidation is for. The rest waited only
+for jobs of members at or above their fair share, for which nothing is moved. A part of
+`fragmentation`, not a cause of its own."""
+
 OWED_CAUSES = (
     "reclaim_limit",
     "reclaim_limit_bigger",
@@ -142,6 +149,23 @@ class State:
     kept: Callable[[], Kept] | None = None
     """What waiting members could never get back, computed when an owed key needs it
     (None: not known, only the empty nodes are checked)."""
+    fair: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    """(member, model) -> fair share, from the last engine cycle (for
+    `FRAGMENTATION_CLAIMABLE`; missing: 0)."""
+
+
+def _claims(
+    member: str,
+    model: str,
+    gpus: int,
+    state: State,
+    entitlement: Mapping[tuple[str, str], int],
+) -> bool:
+    """The job could claim GPUs of the model: it keeps its member within its entitlement,
+    or the member is below its fair share (`FRAGMENTATION_CLAIMABLE`)."""
+    key = (member, model)
+    held = state.allocated.get(key, 0)
+    return held + gpus <= entitlement.get(key, 0) or held < state.fair.get(key, 0.0) - 1e-9
 
 
 def idle_by_cause(
@@ -151,7 +175,7 @@ def idle_by_cause(
     limits: Limits,
 ) -> dict[str, int]:
     """Idle GPUs per cause at one instant with pending work (module docstring)."""
-    out = dict.fromkeys(IDLE_CAUSES, 0)
+    out = dict.fromkeys((*IDLE_CAUSES, FRAGMENTATION_CLAIMABLE), 0)
     held_total = 0
     member_total: dict[str, int] = {}
     for (member, _), gpus in state.allocated.items():
@@ -173,7 +197,7 @@ def idle_by_cause(
                 owner = node.owner or ""
                 free_by_owner[owner] = free_by_owner.get(owner, 0) + f
         flags = {"placeable": False, "limits": False, "fragmentation": False}
-        candidates = False
+        candidates = claimable = False
         # Per model, slots depend only on the pod size and reach only on the member:
         # a few distinct values for many pending shapes.
         slots_of: dict[int, int] = {}
@@ -198,11 +222,14 @@ def idle_by_cause(
                 flags["limits"] = True
             elif gpus <= total and not placeable:
                 flags["fragmentation"] = True
+                claimable = claimable or _claims(member, model, gpus, state, entitlement)
         if not candidates:
             out["other_model"] += total
         else:
             cause = next((c for c, on in flags.items() if on), "too_few_free")
             out[cause] += total
+            if cause == "fragmentation" and claimable:
+                out[FRAGMENTATION_CLAIMABLE] += total
     out["held"] = held_total
     return out
 
@@ -276,6 +303,8 @@ class WaitMeter:
     entitlement: Mapping[tuple[str, str], int]
     limits: Limits
     idle_gpu_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(IDLE_CAUSES, 0.0))
+    fragmentation_claimable_gpu_s: float = 0.0
+    """The part of `idle_gpu_s["fragmentation"]` that was `FRAGMENTATION_CLAIMABLE`."""
     capacity_gpu_s_while_pending: float = 0.0
     """Cluster GPUs x seconds during which some job was pending."""
     entitlement_episodes: list[tuple[str, str, float, float]] = field(default_factory=list)
@@ -326,7 +355,10 @@ class WaitMeter:
         if dt > 0 and self._pending:
             self.capacity_gpu_s_while_pending += self._gpus * dt
             for cause, gpus in self._rates.items():
-                self.idle_gpu_s[cause] += gpus * dt
+                if cause == FRAGMENTATION_CLAIMABLE:
+                    self.fragmentation_claimable_gpu_s += gpus * dt
+                else:
+                    self.idle_gpu_s[cause] += gpus * dt
         self._since = max(self._since, now)
 
     def _close(self, owed: set[tuple[str, str]], now: float) -> None:

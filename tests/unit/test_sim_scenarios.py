@@ -346,11 +346,17 @@ def test_idle_while_waiting_from_fragmentation() -> None:
     idle = result.idle_while_waiting_gpu_s
     assert idle["fragmentation"] == pytest.approx(2 * 990)
     assert sum(idle.values()) == pytest.approx(2 * 990)
+    # a holds 3 against a fair share of 5 (b asks for 3 of the 8): consolidation is for
+    # y, though it finds nothing to move (x2 is within b's entitlement).
+    assert result.fragmentation_claimable_gpu_s == pytest.approx(2 * 990)
     assert result.capacity_gpu_s_while_pending == pytest.approx(8 * 990)
     assert result.entitlement_episodes == []
     study = build_study(result.policy, START, result, None)
     s = study.summary
     assert s["idle_while_waiting_fragmentation_gpu_h"] == pytest.approx(1980 / 3600, abs=1e-6)
+    assert s["idle_while_waiting_fragmentation_claimable_gpu_h"] == pytest.approx(
+        1980 / 3600, abs=1e-6
+    )
     # The identity: allocated + idle = capacity over the instants work waits.
     assert s["utilization_while_pending"] == pytest.approx(6 / 8)
 

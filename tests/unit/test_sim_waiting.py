@@ -36,8 +36,24 @@ def causes(s: State, limits: Limits = NO_LIMITS) -> dict[str, int]:
 
 
 def test_fragmentation_enough_in_total_no_node_fits() -> None:
-    # 2 + 2 free G GPUs, a 4-GPU pod waits.
-    assert causes(state({"a-0": 2, "a-1": 2}, {("a", "G", 1, 4): 1})) == {"fragmentation": 4}
+    # 2 + 2 free G GPUs, a 4-GPU pod waits; it keeps a within its entitlement of 8.
+    assert causes(state({"a-0": 2, "a-1": 2}, {("a", "G", 1, 4): 1})) == {
+        "fragmentation": 4,
+        "fragmentation_claimable": 4,
+    }
+
+
+def test_fragmentation_claimable_only_for_a_job_that_could_claim() -> None:
+    # The same 2 + 2 free G GPUs and b's 4-GPU pod: b owns no G and holds 2 of them.
+    free = {"a-0": 2, "a-1": 2}
+    s = state(free, {("b", "G", 1, 4): 1}, allocated={("b", "G"): 2})
+    assert causes(s) == {"fragmentation": 4}  # at its fair share of 2: nothing is moved
+    assert causes(replace(s, fair={("b", "G"): 2.0})) == {"fragmentation": 4}
+    below = causes(replace(s, fair={("b", "G"): 3.0}))
+    assert below == {"fragmentation": 4, "fragmentation_claimable": 4}
+    # a, already holding 6 of its 8, is beyond its entitlement with the pod.
+    s = state(free, {("a", "G", 1, 4): 1}, allocated={("a", "G"): 6})
+    assert causes(replace(s, fair={("a", "G"): 6.0})) == {"fragmentation": 4}
 
 
 def test_too_few_free() -> None:
