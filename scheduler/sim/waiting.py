@@ -174,7 +174,8 @@ def idle_by_cause(
     entitlement: Mapping[tuple[str, str], int],
     limits: Limits,
 ) -> dict[str, int]:
-    """Idle GPUs per cause at one instant with pending work (module docstring)."""
+    """Idle GPUs per cause at one instant with pending work (module docstring), and
+    under `FRAGMENTATION_CLAIMABLE` the part of the fragmentation's that it is."""
     out = dict.fromkeys((*IDLE_CAUSES, FRAGMENTATION_CLAIMABLE), 0)
     held_total = 0
     member_total: dict[str, int] = {}
