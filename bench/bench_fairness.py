@@ -540,7 +540,9 @@ def run(console: Console) -> None:
         return
     console.print(
         "idle %: idle GPU-hours while some job was pending, by cause, as a share of the "
-        "cluster's GPU-hours while some job was pending (docs/metrics.md); the baseline's "
+        "cluster's GPU-hours while some job was pending (docs/metrics.md); of which "
+        "claimable: the share of the fragmentation's during which a job that consolidation "
+        "is for waited (below its fair share or within its entitlement); the baseline's "
         "'members worse off' compares it to the same standalone replays. Owed h past "
         "allowance: the hours owners waited for their entitlement beyond grace period + "
         "minimum runtime + 60 s, the share of them with a job at maxReclaimsPerJob on "
