@@ -271,21 +271,17 @@ def big_jobs_wait(study: Study) -> str:
     return f"{len(big)}: {_h(float(waits.median()))} / {_h(float(waits.max()))}"
 
 
-def _share(summary: dict[str, object], key: str) -> float | None:
-    """An idle cause as a % of the capacity-hours while some job was pending."""
-    value = summary[key]
-    capacity = summary["capacity_gpu_h_while_pending"]
-    if not isinstance(value, int | float) or not isinstance(capacity, int | float) or not capacity:
-        return None
-    return 100 * value / capacity
-
-
 def _part(summary: dict[str, object], key: str, whole: str) -> float | None:
     """One figure as a % of another (None when the other is 0 or unknown)."""
     value, total = summary[key], summary[whole]
     if not isinstance(value, int | float) or not isinstance(total, int | float) or not total:
         return None
     return 100 * value / total
+
+
+def _share(summary: dict[str, object], key: str) -> float | None:
+    """An idle cause as a % of the capacity-hours while some job was pending."""
+    return _part(summary, key, "capacity_gpu_h_while_pending")
 
 
 def _num(value: object, fmt: str = "{:.3f}") -> str:
