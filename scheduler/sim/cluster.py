@@ -180,6 +180,9 @@ class SimCluster:
         self.pending_shapes: dict[Shape, int] = {}
         """Pending jobs per shape, kept on enqueue/dequeue so the wait meter need not
         walk every pending job at every instant."""
+        self.running_changes = 0
+        """Counts binds, frees and pods marked terminating: what is derived from the
+        running pods alone holds while it stays the same."""
 
     def namespace(self, member: str) -> str:
         return self._namespaces.get(member, member)
@@ -274,13 +277,16 @@ class SimCluster:
             checkpointable=job.checkpointable,
         )
         self.running[pod.uid] = running
+        self.running_changes += 1
         return running
 
     def mark_terminating(self, uid: str) -> None:
         self.running[uid] = replace(self.running[uid], terminating=True)
+        self.running_changes += 1
 
     def free(self, uid: str) -> RunningPod:
         pod = self.running.pop(uid)
+        self.running_changes += 1
         self._free_gpus[pod.node] += pod.spec.gpus
         self._free_cpu[pod.node] += pod.spec.cpu_milli
         self._free_memory[pod.node] += pod.spec.memory_bytes

@@ -313,6 +313,8 @@ class Simulator:
         """(owner, model) -> uids of other members' pods on the owner's nodes of that
         model: what `_owed_blocker` looks at."""
         self._reclaim_limit = sharing.max_reclaims_per_job
+        self._kept_at: tuple[int, Kept] | None = None
+        """`_kept` as of a count of the cluster's running changes."""
         self.meter = WaitMeter(
             nodes,
             cap.entitlement,
@@ -740,7 +742,16 @@ class Simulator:
         """What a waiting member could never get back (`waiting.Kept`): pods within their
         member's entitlement on its own nodes (filled in start order, as
         `engine.allocation` does) and pods of no member; every other pod by member.
-        Terminating pods are on their way out."""
+        Terminating pods are on their way out. It depends on the running pods alone, so
+        an arrival does not change it."""
+        changes = self.cluster.running_changes
+        if self._kept_at is not None and self._kept_at[0] == changes:
+            return self._kept_at[1]
+        kept = self._kept_now()
+        self._kept_at = (changes, kept)
+        return kept
+
+    def _kept_now(self) -> Kept:
         entitlement = self.cluster.capacity.entitlement
         everyone: dict[str, int] = {}
         own: dict[str, dict[str, int]] = {}

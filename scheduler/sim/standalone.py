@@ -50,17 +50,24 @@ def reachable(job: TraceJob, nodes: Sequence[Node], policy: Policy) -> bool:
     member = policy.member(job.org)
     if member.max_gpus is not None and job.gpus > member.max_gpus:
         return False
-    reach: dict[str, int] = {}
-    for owner in sorted({n.owner or "" for n in nodes}):
-        own = [n for n in nodes if (n.owner or "") == owner]
-        slots = sum(n.gpus // job.gpus_per_pod for n in own if _usable(job, n))
-        gpus = slots * job.gpus_per_pod
+    per_pod = job.gpus_per_pod
+    if per_pod <= 0:
+        return True
+    slots: dict[str, int] = {}
+    for n in nodes:
+        if _usable(job, n):
+            owner = n.owner or ""
+            slots[owner] = slots.get(owner, 0) + n.gpus // per_pod
+    names = policy.member_names()
+    reach = 0
+    for owner, count in slots.items():
+        gpus = count * per_pod
         if owner != job.org and owner:
-            limit = policy.member(owner).lending_limit if owner in policy.member_names() else None
+            limit = policy.member(owner).lending_limit if owner in names else None
             if limit is not None:
-                gpus = min(gpus, limit - limit % job.gpus_per_pod)
-        reach[owner] = gpus
-    return sum(reach.values()) >= job.gpus
+                gpus = min(gpus, limit - limit % per_pod)
+        reach += gpus
+    return reach >= job.gpus
 
 
 def _usable(job: TraceJob, n: Node) -> bool:

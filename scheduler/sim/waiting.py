@@ -95,7 +95,9 @@ def slots(free: list[int], gpus_per_pod: int) -> int:
     """How many pods of `gpus_per_pod` GPUs fit node by node into `free`."""
     if gpus_per_pod <= 0:
         return 1 << 30
-    return sum(max(0, f) // gpus_per_pod for f in free)
+    if gpus_per_pod == 1:
+        return sum(f for f in free if f > 0)
+    return sum(f // gpus_per_pod for f in free if f >= gpus_per_pod)
 
 
 @dataclass(frozen=True)
@@ -277,6 +279,9 @@ def owed_keys(
     `state.kept`, the job's pods must also fit what the member could get back."""
     out: set[tuple[str, str]] = set()
     kept: Kept | None = None
+    room_for: dict[tuple[str, str], list[int]] = {}
+    """(member, model) -> what `kept` leaves the member node by node (a member has
+    a few shapes: built once each)."""
     for member, job_model, pods, per_pod in state.shapes:
         gpus = pods * per_pod
         for model in models if job_model is None else (job_model,):
@@ -289,7 +294,9 @@ def owed_keys(
             if nodes_by_model is not None and state.kept is not None:
                 if kept is None:
                     kept = state.kept()
-                free = kept.free_for(member, nodes_by_model.get(model, []))
+                free = room_for.get(key)
+                if free is None:
+                    free = room_for[key] = kept.free_for(member, nodes_by_model.get(model, []))
                 if slots(free, per_pod) < pods:
                     continue
             out.add(key)
@@ -323,6 +330,8 @@ class WaitMeter:
     _owed_since: dict[tuple[str, str], float] = field(default_factory=dict)
     _by_model: dict[str, list[Node]] = field(default_factory=dict)
     _fits_empty: dict[tuple[str, int, int], bool] = field(default_factory=dict)
+    _shapes_seen: set[Shape] = field(default_factory=set)
+    """Shapes `_fits_empty` already holds the answers for."""
     _gpus: int = 0
 
     def __post_init__(self) -> None:
@@ -340,8 +349,11 @@ class WaitMeter:
             self._close(set(), now)
             return
         self._rates = idle_by_cause(state, self._by_model, self.entitlement, self.limits)
+        seen = self._shapes_seen
         for shape in state.shapes:
-            self._remember_fit(shape)
+            if shape not in seen:
+                seen.add(shape)
+                self._remember_fit(shape)
         owed = owed_keys(
             state, self.entitlement, tuple(self._by_model), self._fits_empty, self._by_model
         )

@@ -313,6 +313,24 @@ def test_default_trace_keeps_only_jobs_that_can_run() -> None:
     assert again == trace
 
 
+def test_reachable_counts_own_nodes_and_what_other_owners_may_lend() -> None:
+    from scheduler.sim.standalone import reachable
+    from tests.unit.test_sim_helpers import job, node, policy
+
+    rules = policy({"a": {}, "b": {"lendingLimit": 6}})
+    nodes = (node("a1", "a", 8), node("b1", "b", 8), node("b2", "b", 4))
+    # a's own 8 GPUs, and of b's 12 at most 6: 4 in whole 4-GPU pods.
+    assert reachable(job("fits-own", "a", 0, 1, 4, pods=2), nodes, rules)
+    assert reachable(job("own-and-lent", "a", 0, 1, 4, pods=3), nodes, rules)
+    assert not reachable(job("beyond-the-limit", "a", 0, 1, 4, pods=4), nodes, rules)
+    # b may use all of its own 12 and, a lending without a limit, all of a's 8.
+    assert reachable(job("b-everything", "b", 0, 1, 4, pods=5), nodes, rules)
+    assert not reachable(job("other-model", "a", 0, 1, 4, model="H"), nodes, rules)
+    assert reachable(job("no-gpu", "a", 0, 1, 0), nodes, rules)
+    capped = policy({"a": {"maxGpus": 4}, "b": {}})
+    assert not reachable(job("above-max-gpus", "a", 0, 1, 4, pods=2), nodes, capped)
+
+
 def test_progress_log_ends_where_the_replay_ends(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
