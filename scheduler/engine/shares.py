@@ -33,7 +33,7 @@ from scheduler.engine.entitlement import (
 )
 from scheduler.engine.fairshare import water_fill
 from scheduler.engine.jobinfo import JobInfo, job_infos, queue_order
-from scheduler.engine.snapshot import Node, PendingJob, Snapshot
+from scheduler.engine.snapshot import Node, PendingJob, RunningPod, Snapshot
 
 if TYPE_CHECKING:
     from policies.model import Policy
@@ -187,34 +187,108 @@ def _static(nodes: tuple[Node, ...], policy: Policy) -> _Static:
     return found
 
 
+class _Queue:
+    """What the share book derives from the pending jobs alone. A plain class: see
+    `scheduler.engine.jobinfo.JobInfo`."""
+
+    __slots__ = ("distinct", "in_order", "info", "infos", "members", "queued")
+
+    def __init__(self, infos: list[JobInfo]) -> None:
+        self.infos = infos
+        self.info = {i.job.job_id: i for i in infos}
+        self.distinct = len(self.info) == len(infos)
+        self.in_order = queue_order(infos, self.distinct)
+        # The cycle knows a queued job by its id: of a repeated id, by the last job's.
+        self.queued = (
+            self.in_order
+            if self.distinct
+            else [self.info[i.job.job_id].for_job(i.job) for i in self.in_order]
+        )
+        self.members = {i.job.member for i in infos}
+
+
+class _Demand:
+    """Pending GPUs per (member, model), each job's model, and the members, from one
+    queue, allocation and policy (`_pending_demand`). A plain class, as `_Queue`."""
+
+    __slots__ = ("alloc", "job_model", "members", "pending", "policy", "queue", "static")
+
+    def __init__(
+        self,
+        queue: _Queue,
+        static: _Static,
+        alloc: Allocation,
+        policy: Policy,
+        running: tuple[RunningPod, ...],
+    ) -> None:
+        self.queue, self.static, self.alloc, self.policy = queue, static, alloc, policy
+        self.pending, self.job_model = _pending_demand(
+            queue.in_order, static, alloc, not queue.distinct
+        )
+        self.members = sorted(
+            set(policy.member_names())
+            | queue.members
+            | {p.member for p in running if p.member is not None}
+        )
+
+
+_LAST_QUEUE: list[_Queue] = []
+_LAST_DEMAND: list[_Demand] = []
+"""The last ones made. The same pending jobs give `job_infos`' same list, and the same
+running pods `classify`'s same allocation: a cycle after a wake-up or a completion that
+queued nothing reuses them (about a third of a busy replay's cycles). Only their sources'
+identities are compared, and the entries hold those sources, so a recycled id cannot
+fool the check; nothing changes them once made."""
+
+
+def _queue(pending: tuple[PendingJob, ...]) -> _Queue:
+    infos = job_infos(pending)
+    if _LAST_QUEUE and _LAST_QUEUE[0].infos is infos:
+        return _LAST_QUEUE[0]
+    queue = _Queue(infos)
+    _LAST_QUEUE[:] = [queue]
+    return queue
+
+
+def _demand(
+    queue: _Queue,
+    static: _Static,
+    alloc: Allocation,
+    policy: Policy,
+    running: tuple[RunningPod, ...],
+) -> _Demand:
+    if _LAST_DEMAND:
+        last = _LAST_DEMAND[0]
+        if (
+            last.queue is queue
+            and last.static is static
+            and last.alloc is alloc
+            and last.policy is policy
+        ):
+            return last
+    demand = _Demand(queue, static, alloc, policy, running)
+    _LAST_DEMAND[:] = [demand]
+    return demand
+
+
 def build(snapshot: Snapshot, policy: Policy) -> ShareBook:
     static = _static(snapshot.nodes, policy)
     alloc = classify(snapshot.running, static.node_of, static.entitlement)
-    infos = job_infos(snapshot.pending)
-    info = {i.job.job_id: i for i in infos}
-    distinct = len(info) == len(infos)
-    in_order = queue_order(infos, distinct)
-    # The cycle knows a queued job by its id: of a repeated id, by the last job's.
-    queued = in_order if distinct else [info[i.job.job_id].for_job(i.job) for i in in_order]
-    pending, job_model = _pending_demand(in_order, static, alloc, not distinct)
-    members = sorted(
-        set(policy.member_names())
-        | {j.member for j in snapshot.pending}
-        | {p.member for p in snapshot.running if p.member is not None}
-    )
+    queue = _queue(snapshot.pending)
+    demand = _demand(queue, static, alloc, policy, snapshot.running)
     book = ShareBook(
         models=static.models,
-        members=members,
+        members=demand.members,
         capacity=static.capacity,
         contribution=static.contribution,
         entitlement=static.entitlement,
         allocation=alloc,
-        pending=pending,
+        pending=demand.pending,
         fair={},
-        job_model=job_model,
-        infos=infos,
-        info=info,
-        queued=queued,
+        job_model=demand.job_model,
+        infos=queue.infos,
+        info=queue.info,
+        queued=queue.queued,
         node_of=static.node_of,
         only_model=static.models[0] if len(static.models) == 1 else None,
     )

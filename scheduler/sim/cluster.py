@@ -223,7 +223,9 @@ class SimCluster:
 
     def nominate(self, job_id: str, nodes: Mapping[str, str]) -> None:
         job = self.pending.get(job_id)
-        if job is not None:
+        # A nomination renewed as it was keeps the job object: the engine reuses what it
+        # learnt from the same pending jobs.
+        if job is not None and job.nominated_nodes != nodes:
             self.pending[job_id] = replace(job, nominated_nodes=dict(nodes))
 
     def dequeue(self, job_id: str) -> PendingJob:

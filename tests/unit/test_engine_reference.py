@@ -312,3 +312,50 @@ def test_contended_replays() -> None:
                 record.end,
                 record.preemptions,
             ), f"seed {seed}, job {job_id}"
+
+
+def _fresh(snap: Snapshot, pol: Policy) -> Decisions:
+    """The engine on copies of every pod and job: none of its caches recognises them."""
+    return schedule(
+        replace(
+            snap,
+            nodes=tuple(snap.nodes),
+            running=tuple(replace(p) for p in snap.running),
+            pending=tuple(replace(j) for j in snap.pending),
+        ),
+        pol,
+    )
+
+
+def test_caches_change_no_decision_over_replays() -> None:
+    """The engine reuses what it derived from the last snapshot's very objects (job
+    information, queue order, allocation, pending demand): a replay that hands it the
+    simulator's own objects decides every cycle as one that hands it copies."""
+    for seed in range(examples(12)):
+        rng = random.Random(1000 + seed)
+        members = list(MEMBERS[: rng.randint(2, 3)])
+        models = ("G", "H")[: rng.randint(1, 2)]
+        pol = sim_policy(
+            {m: {"checkpointable": rng.random() < 0.3} for m in members},
+            models=models,
+            grace=rng.choice([0, 30]),
+            min_runtime=rng.choice([0, 600]),
+            half_life=rng.choice([None, 24.0]),
+        )
+        nodes = tuple(
+            sim_node(f"n{k}", rng.choice(members), rng.choice([2, 4, 8]), rng.choice(models))
+            for k in range(rng.randint(3, 8))
+        )
+        trace = _trace(rng, members, models)
+        got = Simulator(nodes, pol, trace, schedule).run()
+        expected = Simulator(nodes, pol, trace, _fresh).run()
+        assert got.timeline == expected.timeline, f"seed {seed}"
+        assert got.cycles == expected.cycles, f"seed {seed}"
+        for job_id, record in expected.jobs.items():
+            mine = got.jobs[job_id]
+            assert (mine.state, mine.start, mine.end, mine.preemptions) == (
+                record.state,
+                record.start,
+                record.end,
+                record.preemptions,
+            ), f"seed {seed}, job {job_id}"
