@@ -4,11 +4,11 @@ groups of identical GPU nodes, each owned by a member."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
-from policies.model import _Strict
+from policies.model import NumberText, _Strict
 from policies.yamldoc import load_document, validate_document
 
 DEFAULT_INVENTORY = Path(__file__).parent / "defaults" / "cluster.yaml"
@@ -27,12 +27,12 @@ class TaintSpec(_Strict):
 class NodeGroup(_Strict):
     name: str = Field(min_length=1, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     owner: str = Field(min_length=1)
-    count: int = Field(ge=1, le=MAX_NODES)
-    gpus_per_node: int = Field(ge=0, le=MAX_GPUS_PER_NODE)
+    count: Annotated[int, NumberText] = Field(ge=1, le=MAX_NODES)
+    gpus_per_node: Annotated[int, NumberText] = Field(ge=0, le=MAX_GPUS_PER_NODE)
     gpu_model: str = Field(min_length=1)
-    cpu: int = Field(default=64, ge=1)
-    memory_gi_b: int = Field(default=512, ge=1, alias="memoryGiB")
-    max_pods: int = Field(default=110, ge=1)
+    cpu: Annotated[int, NumberText] = Field(default=64, ge=1)
+    memory_gi_b: Annotated[int, NumberText] = Field(default=512, ge=1, alias="memoryGiB")
+    max_pods: Annotated[int, NumberText] = Field(default=110, ge=1)
     topology_domain: str = "default"
     labels: dict[str, str] = Field(default_factory=dict)
     taints: list[TaintSpec] = Field(default_factory=list)

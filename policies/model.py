@@ -27,24 +27,32 @@ from pydantic_core import PydanticCustomError
 
 from policies.numbers import DECIMAL
 
+
+def _ascii_number(what: str, example: str) -> BeforeValidator:
+    """A number written as text (a quoted YAML value) must be in ASCII decimal notation:
+    Python's `int`, `float` and `Decimal`, which read such text, would take `"1_0"` as
+    10, `"2_4"` as 24 and `"٣"` as 3. Placed after a field's `Field(...)` in
+    `Annotated`, the check leaves the JSON schema (so the generated CRD) as it was."""
+
+    def check(value: object) -> object:
+        if isinstance(value, str) and not DECIMAL.fullmatch(value.strip()):
+            raise PydanticCustomError(
+                "number_text",
+                "{text} is not a {what} in ASCII digits, such as {example}",
+                {"text": repr(value), "what": what, "example": repr(example)},
+            )
+        return value
+
+    return BeforeValidator(check)
+
+
+NumberText = _ascii_number("number", "30")
+"""For counts, seconds and weights."""
 NonNegInt = Annotated[int, Field(ge=0)]
+_DecimalText = _ascii_number("decimal number", "2.40")
+"""For money."""
 
-
-def _decimal_text(value: object) -> object:
-    """Money written as text must be a number in ASCII decimal notation: `Decimal` would
-    read `"2_4"` as 24 and `"２.40"` as 2.40."""
-    if isinstance(value, str) and not DECIMAL.fullmatch(value.strip()):
-        raise PydanticCustomError(
-            "decimal_text",
-            "{text} is not a decimal number in ASCII digits, such as '2.40'",
-            {"text": repr(value)},
-        )
-    return value
-
-
-PositiveDecimal = Annotated[
-    Decimal, Field(ge=0, max_digits=18, decimal_places=6), BeforeValidator(_decimal_text)
-]
+PositiveDecimal = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=6), _DecimalText]
 
 # Sane ranges for every number and list of a policy: far beyond any real consortium, and
 # small enough that no arithmetic on them overflows, loses precision or runs for long.
@@ -76,7 +84,7 @@ LABEL_VALUE = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 """A Kubernetes label value (GPU models are read from `nvidia.com/gpu.product`)."""
 CURRENCY = r"^[A-Z]{3}$"
 
-GpuCount = Annotated[int, Field(ge=0, le=MAX_GPUS)]
+GpuCount = Annotated[int, Field(ge=0, le=MAX_GPUS), NumberText]
 NamespacePattern = Annotated[str, Field(min_length=1, max_length=63, pattern=NAMESPACE_PATTERN)]
 
 
@@ -104,7 +112,9 @@ class Member(_Strict):
     namespaces: list[NamespacePattern] = Field(
         default_factory=list, max_length=MAX_NAMESPACES_PER_MEMBER
     )
-    weight: float = Field(default=1.0, gt=0, le=MAX_WEIGHT, allow_inf_nan=False)
+    weight: Annotated[float, NumberText] = Field(
+        default=1.0, gt=0, le=MAX_WEIGHT, allow_inf_nan=False
+    )
     purchased: dict[str, GpuCount] = Field(default_factory=dict, max_length=MAX_GPU_MODELS)
     """GPUs bought with money (no hardware), per GPU model: part of the entitlement."""
     max_gpus: GpuCount | None = None
@@ -120,28 +130,37 @@ class Member(_Strict):
 
 class SharingRules(_Strict):
     borrowing: bool = True
-    reclaim_grace_period_seconds: int = Field(default=30, ge=0, le=MAX_GRACE_SECONDS)
-    min_runtime_seconds: int = Field(default=0, ge=0, le=MAX_MIN_RUNTIME_SECONDS)
+    reclaim_grace_period_seconds: Annotated[int, NumberText] = Field(
+        default=30, ge=0, le=MAX_GRACE_SECONDS
+    )
+    min_runtime_seconds: Annotated[int, NumberText] = Field(
+        default=0, ge=0, le=MAX_MIN_RUNTIME_SECONDS
+    )
     """A reclaimable pod younger than this is not preempted..."""
     preempt_below_min_runtime: bool = False
     """...unless this is set."""
-    max_reclaims_per_job: Annotated[int, Field(ge=0, le=MAX_RECLAIMS)] | None = 3
+    max_reclaims_per_job: Annotated[int, Field(ge=0, le=MAX_RECLAIMS), NumberText] | None = 3
     """A job reclaimed this many times is no longer a victim; beyond its member's
     entitlement it then runs only on nodes whose owners are not likely to want them back
     (a job bigger than that entitlement: see the next field). None: no limit."""
-    reclaim_limit_window_seconds: int = Field(
+    reclaim_limit_window_seconds: Annotated[int, NumberText] = Field(
         default=RECLAIM_LIMIT_WINDOW_SECONDS, ge=0, le=MAX_MIN_RUNTIME_SECONDS
     )
     """For this long after its last reclaim, a job at `max_reclaims_per_job` that is
     bigger than its member's entitlement runs only where one that fits it would; then
     anywhere there is room. 0: anywhere at once."""
-    usage_half_life_hours: float | None = Field(
-        default=None, gt=0, le=MAX_HALF_LIFE_HOURS, allow_inf_nan=False
+    usage_half_life_hours: (
+        Annotated[float, Field(gt=0, le=MAX_HALF_LIFE_HOURS, allow_inf_nan=False), NumberText]
+        | None
+    ) = None
+    max_consolidations_per_cycle: Annotated[int, NumberText] = Field(
+        default=2, ge=0, le=MAX_CONSOLIDATIONS
     )
-    max_consolidations_per_cycle: int = Field(default=2, ge=0, le=MAX_CONSOLIDATIONS)
     """Jobs blocked by fragmentation that consolidation moves borrowed work for, at most,
     per scheduling cycle; 0 turns consolidation off."""
-    max_consolidation_loss_seconds: int = Field(default=3600, ge=0, le=MAX_MIN_RUNTIME_SECONDS)
+    max_consolidation_loss_seconds: Annotated[int, NumberText] = Field(
+        default=3600, ge=0, le=MAX_MIN_RUNTIME_SECONDS
+    )
     """A consolidation throws away at most this many seconds of the waiting job's GPUs
     in work (GPU-seconds since the last start of the moved jobs that restart from zero,
     per GPU of the waiting job)."""
@@ -169,7 +188,7 @@ class SharedFixedCost(_Strict):
     shares: (
         dict[
             str,
-            Annotated[Decimal, Field(ge=0, le=1, max_digits=18), BeforeValidator(_decimal_text)],
+            Annotated[Decimal, Field(ge=0, le=1, max_digits=18), _DecimalText],
         ]
         | None
     ) = Field(default=None, max_length=MAX_MEMBERS)
@@ -211,7 +230,7 @@ class BillingRules(_Strict):
 
 class Metadata(_Strict):
     name: str = Field(default="fairpool", min_length=1, max_length=253)
-    version: int = Field(default=0, ge=0, le=MAX_VERSION)
+    version: Annotated[int, NumberText] = Field(default=0, ge=0, le=MAX_VERSION)
     """Set by the policy store on every applied change; 0 for a file never applied."""
 
 

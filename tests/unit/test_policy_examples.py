@@ -90,6 +90,37 @@ def test_minimal_policy_takes_defaults() -> None:
             "",
         ),
         (("    - name: a", "    - name: Bad_Name"), "spec.members[0].name", 8, "pattern"),
+        # float and int read these as 10, 16, 3 and 600: a quoted number is never guessed.
+        (
+            ("    - name: a", '    - name: a\n      weight: "1_0"'),
+            "spec.members[0].weight",
+            9,
+            "'1_0'",
+        ),
+        (
+            ("    - name: a", '    - name: a\n      maxGpus: "1_6"'),
+            "spec.members[0].maxGpus",
+            9,
+            "ASCII digits",
+        ),
+        (
+            ("    - name: a", '    - name: a\n      purchased: {H100: "\u0663"}'),
+            "spec.members[0].purchased.H100",
+            9,
+            "ASCII digits",
+        ),
+        (
+            ("    - name: a", "    - name: a\n  sharing:\n    minRuntimeSeconds: '6_00'"),
+            "spec.sharing.minRuntimeSeconds",
+            10,
+            "'6_00'",
+        ),
+        (
+            ("    - name: a", "    - name: a\n  sharing:\n    usageHalfLifeHours: '\uff12'"),
+            "spec.sharing.usageHalfLifeHours",
+            10,
+            "ASCII digits",
+        ),
     ],
 )
 def test_bad_policy_names_path_and_line(
@@ -120,6 +151,19 @@ def test_money_in_any_decimal_notation_of_ascii_digits_is_read() -> None:
     paths = {p for p, _, _ in found}
     assert "spec.billing.sharedFixedCosts[0].monthlyAmount" in paths, found
     assert "spec.billing.sharedFixedCosts[0].shares.a" in paths, found
+
+
+def test_quoted_numbers_in_ascii_digits_are_read() -> None:
+    text = MINIMAL.replace(
+        "    - name: a",
+        "    - name: a\n      weight: '1.5'\n      maxGpus: ' 16 '\n"
+        "  sharing:\n    minRuntimeSeconds: '600'\n    usageHalfLifeHours: '2.5e1'",
+    )
+    policy = parse_policy(text)
+    assert policy.member("a").weight == 1.5
+    assert policy.member("a").max_gpus == 16
+    assert policy.sharing.min_runtime_seconds == 600
+    assert policy.sharing.usage_half_life_hours == 25.0
 
 
 def test_not_yaml_names_line() -> None:
@@ -157,3 +201,7 @@ def test_inventory_defaults_and_errors() -> None:
         parse_inventory(INVENTORY.replace("count: 2", "count: 0"))
     assert info.value.issues[0].path == "spec.nodeGroups[0].count"
     assert info.value.issues[0].line == 7
+    with pytest.raises(PolicyError) as info:
+        parse_inventory(INVENTORY.replace("count: 2", "count: '1_0'"))
+    assert info.value.issues[0].path == "spec.nodeGroups[0].count"
+    assert "'1_0'" in info.value.issues[0].message
