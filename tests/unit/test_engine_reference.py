@@ -26,8 +26,8 @@ from hypothesis import strategies as st
 from policies.model import Policy
 from scheduler.engine import schedule
 from scheduler.engine.decisions import Decisions
-from scheduler.engine.snapshot import PendingJob, Snapshot
-from scheduler.sim.simulator import Simulator
+from scheduler.engine.snapshot import Node, PendingJob, Snapshot
+from scheduler.sim.simulator import SimulationResult, Simulator
 from scheduler.traces.model import Trace, TraceJob
 from tests.examples import examples
 from tests.reference_engine import schedule as reference_schedule
@@ -282,36 +282,46 @@ def _trace(rng: random.Random, members: list[str], models: tuple[str, ...]) -> T
     return Trace(tuple(jobs), 0.0)
 
 
+def _contended_case(rng: random.Random) -> tuple[Policy, tuple[Node, ...], Trace]:
+    """A random small pool (2 or 3 members, 1 or 2 models, 3 to 8 nodes) and a trace
+    that keeps it busy."""
+    members = list(MEMBERS[: rng.randint(2, 3)])
+    models = ("G", "H")[: rng.randint(1, 2)]
+    pol = sim_policy(
+        {m: {"checkpointable": rng.random() < 0.3} for m in members},
+        models=models,
+        grace=rng.choice([0, 30]),
+        min_runtime=rng.choice([0, 600]),
+        half_life=rng.choice([None, 24.0]),
+    )
+    nodes = tuple(
+        sim_node(f"n{k}", rng.choice(members), rng.choice([2, 4, 8]), rng.choice(models))
+        for k in range(rng.randint(3, 8))
+    )
+    return pol, nodes, _trace(rng, members, models)
+
+
+def _assert_same_jobs(got: SimulationResult, expected: SimulationResult, seed: int) -> None:
+    for job_id, record in expected.jobs.items():
+        mine = got.jobs[job_id]
+        assert (mine.state, mine.start, mine.end, mine.preemptions) == (
+            record.state,
+            record.start,
+            record.end,
+            record.preemptions,
+        ), f"seed {seed}, job {job_id}"
+
+
 def test_contended_replays() -> None:
     """Whole replays under contention: every cycle's decisions, hence every job's
     start and end, the same with both engines."""
     for seed in range(examples(12)):
         rng = random.Random(seed)
-        members = list(MEMBERS[: rng.randint(2, 3)])
-        models = ("G", "H")[: rng.randint(1, 2)]
-        pol = sim_policy(
-            {m: {"checkpointable": rng.random() < 0.3} for m in members},
-            models=models,
-            grace=rng.choice([0, 30]),
-            min_runtime=rng.choice([0, 600]),
-            half_life=rng.choice([None, 24.0]),
-        )
-        nodes = tuple(
-            sim_node(f"n{k}", rng.choice(members), rng.choice([2, 4, 8]), rng.choice(models))
-            for k in range(rng.randint(3, 8))
-        )
-        trace = _trace(rng, members, models)
+        pol, nodes, trace = _contended_case(rng)
         got = Simulator(nodes, without_consolidation(pol), trace, _engine).run()
         expected = Simulator(nodes, pol, trace, _reference).run()
         assert got.timeline == expected.timeline, f"seed {seed}"
-        for job_id, record in expected.jobs.items():
-            mine = got.jobs[job_id]
-            assert (mine.state, mine.start, mine.end, mine.preemptions) == (
-                record.state,
-                record.start,
-                record.end,
-                record.preemptions,
-            ), f"seed {seed}, job {job_id}"
+        _assert_same_jobs(got, expected, seed)
 
 
 def _fresh(snap: Snapshot, pol: Policy) -> Decisions:
@@ -333,29 +343,9 @@ def test_caches_change_no_decision_over_replays() -> None:
     simulator's own objects decides every cycle as one that hands it copies."""
     for seed in range(examples(12)):
         rng = random.Random(1000 + seed)
-        members = list(MEMBERS[: rng.randint(2, 3)])
-        models = ("G", "H")[: rng.randint(1, 2)]
-        pol = sim_policy(
-            {m: {"checkpointable": rng.random() < 0.3} for m in members},
-            models=models,
-            grace=rng.choice([0, 30]),
-            min_runtime=rng.choice([0, 600]),
-            half_life=rng.choice([None, 24.0]),
-        )
-        nodes = tuple(
-            sim_node(f"n{k}", rng.choice(members), rng.choice([2, 4, 8]), rng.choice(models))
-            for k in range(rng.randint(3, 8))
-        )
-        trace = _trace(rng, members, models)
+        pol, nodes, trace = _contended_case(rng)
         got = Simulator(nodes, pol, trace, schedule).run()
         expected = Simulator(nodes, pol, trace, _fresh).run()
         assert got.timeline == expected.timeline, f"seed {seed}"
         assert got.cycles == expected.cycles, f"seed {seed}"
-        for job_id, record in expected.jobs.items():
-            mine = got.jobs[job_id]
-            assert (mine.state, mine.start, mine.end, mine.preemptions) == (
-                record.state,
-                record.start,
-                record.end,
-                record.preemptions,
-            ), f"seed {seed}, job {job_id}"
+        _assert_same_jobs(got, expected, seed)
