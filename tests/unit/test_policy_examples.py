@@ -90,7 +90,7 @@ def test_minimal_policy_takes_defaults() -> None:
             "",
         ),
         (("    - name: a", "    - name: Bad_Name"), "spec.members[0].name", 8, "pattern"),
-        # float and int read these as 10, 16, 3 and 600: a quoted number is never guessed.
+        # float and int read these as 10, 16, 3, 600 and 2: a quoted number is never guessed.
         (
             ("    - name: a", '    - name: a\n      weight: "1_0"'),
             "spec.members[0].weight",
