@@ -48,7 +48,6 @@ def _ascii_number(what: str, example: str) -> BeforeValidator:
 
 NumberText = _ascii_number("number", "30")
 """For counts, seconds and weights."""
-NonNegInt = Annotated[int, Field(ge=0)]
 _DecimalText = _ascii_number("decimal number", "2.40")
 """For money."""
 
