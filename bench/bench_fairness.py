@@ -65,6 +65,7 @@ from policies.model import Policy
 from scheduler.sim.baseline import run_baseline
 from scheduler.sim.cluster import build_nodes
 from scheduler.sim.pipeline import Study, run_study
+from scheduler.sim.simulator import LOST_CAUSES
 from scheduler.sim.waiting import OWED_CAUSES
 from scheduler.traces.model import Trace, TraceJob
 
@@ -231,6 +232,7 @@ COLUMNS = (
     ("placeable", "idle: placeable %"),
     ("other", "idle: other model %"),
     ("lost", "lost to reclaim %"),
+    ("lostown", "of which owners' reclaims %"),
     ("preempt", "max preempt./job"),
     ("moves", "consolid. preempt."),
     ("tte", "time to entitl. p99"),
@@ -308,6 +310,7 @@ FIGURES: dict[str, Callable[[object], str]] = {
     "placeable": _fmt("{:.1f}"),
     "other": _fmt("{:.1f}"),
     "lost": _fmt("{:.2f}"),
+    "lostown": _fmt("{:.0f}"),
     "preempt": _fmt("{:.0f}"),
     "moves": _fmt("{:.0f}"),
     "tte": _h,
@@ -342,6 +345,8 @@ def figures(study: Study, baseline: Study) -> dict[str, float | None]:
     beyond = {c: number(s[f"time_to_entitlement_past_allowance_{c}_h"]) or 0.0 for c in OWED_CAUSES}
     past = sum(beyond.values())
     at_limit = beyond["reclaim_limit"] + beyond["reclaim_limit_bigger"]
+    lost_h = {c: number(s[f"reclaim_lost_{c}_gpu_h"]) or 0.0 for c in LOST_CAUSES}
+    lost_all = sum(lost_h.values())
 
     return {
         "uwp": number(s["utilization_while_pending"]),
@@ -357,6 +362,7 @@ def figures(study: Study, baseline: Study) -> dict[str, float | None]:
         "placeable": _share(s, "idle_while_waiting_placeable_gpu_h"),
         "other": _share(s, "idle_while_waiting_other_model_gpu_h"),
         "lost": 100 * lost if isinstance(lost, float) else None,
+        "lostown": 100 * lost_h["entitlement"] / lost_all if lost_all else None,
         "preempt": number(s["preemptions_per_job_max"]),
         "moves": number(s.get("consolidation_preemptions")),
         "tte": number(s["time_to_entitlement_p99_s"]),
@@ -538,7 +544,10 @@ def run(console: Console) -> None:
         "idle %: idle GPU-hours while some job was pending, by cause, as a share of the "
         "cluster's GPU-hours while some job was pending (docs/metrics.md); of which "
         "claimable: the share of the fragmentation's during which a job that consolidation "
-        "is for waited (below its fair share or within its entitlement); the baseline's "
+        "is for waited (below its fair share or within its entitlement). Of which owners' "
+        "reclaims: the share of the lost work that reclaims by members within their "
+        "entitlement threw away (reclaim_lost_entitlement_gpu_h); the rest is fair-share "
+        "reclaims and moves. The baseline's "
         "'members worse off' compares it to the same standalone replays. Owed h past "
         "allowance: the hours owners waited for their entitlement beyond grace period + "
         "minimum runtime + 60 s, the share of them with a job at maxReclaimsPerJob on "

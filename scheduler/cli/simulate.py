@@ -25,7 +25,7 @@ from scheduler.engine.snapshot import Node
 from scheduler.sim.cluster import build_nodes, check_inventory
 from scheduler.sim.outputs import check_out_dir, write_study
 from scheduler.sim.pipeline import Study, check_trace, run_study
-from scheduler.sim.simulator import MAX_BATCH_S
+from scheduler.sim.simulator import LOST_CAUSES, MAX_BATCH_S
 from scheduler.sim.standalone import fits, reachable
 from scheduler.sim.waiting import FRAGMENTATION_CLAIMABLE, IDLE_CAUSES, OWED_CAUSES
 from scheduler.traces.csv import read_trace
@@ -191,7 +191,7 @@ def waiting_line(s: dict[str, object]) -> str:
     return (
         f"idle while pods waited {_gpu_h(s['idle_while_waiting_gpu_h'])} GPU-h ({causes}); "
         f"lost to reclaim {f'{lost:.1%}' if isinstance(lost, float) else '—'} of GPU-hours "
-        f"used; preemptions per job max {_gpu_h(s['preemptions_per_job_max'])}; "
+        f"used{_lost_causes(s)}; preemptions per job max {_gpu_h(s['preemptions_per_job_max'])}; "
         f"consolidation preemptions {s.get('consolidation_preemptions', 0)}; time to "
         f"entitlement p99 {_hours(s['time_to_entitlement_p99_s'])}, max "
         f"{_hours(s['time_to_entitlement_max_s'])}{_past_allowance(s)}"
@@ -207,6 +207,25 @@ OWED_CAUSE_WORDS = {
     "elsewhere": "no other member's work",
 }
 """`waiting.OWED_CAUSES` in the footer's words."""
+
+
+LOST_CAUSE_WORDS = {
+    "entitlement": "owners taking back their entitlement",
+    "fair_share": "members below their fair share",
+    "consolidation": "moves",
+}
+"""`simulator.LOST_CAUSES` in the footer's words."""
+
+
+def _lost_causes(s: dict[str, object]) -> str:
+    """Shares of the lost work by why it was preempted, when any was lost."""
+    hours = {cause: s.get(f"reclaim_lost_{cause}_gpu_h") for cause in LOST_CAUSES}
+    parts = {c: float(h) for c, h in hours.items() if isinstance(h, int | float)}
+    total = sum(parts.values())
+    if total <= 0:
+        return ""
+    causes = ", ".join(f"{LOST_CAUSE_WORDS[c]} {h / total:.0%}" for c, h in parts.items())
+    return f" (by who preempted it: {causes})"
 
 
 def _past_allowance(s: dict[str, object]) -> str:

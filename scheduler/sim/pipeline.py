@@ -17,6 +17,7 @@ from reports.costmodel.usage_row import usage_frame
 from scheduler.engine.snapshot import Node
 from scheduler.sim import metrics
 from scheduler.sim.simulator import (
+    LOST_CAUSES,
     Engine,
     JobState,
     Progress,
@@ -462,6 +463,10 @@ def _waiting_figures(
     lost = float(jobs["lost_gpu_s"].sum()) if not jobs.empty else 0.0
     used = float(members["gpu_hours_used"].sum()) * 3600.0 if not members.empty else 0.0
     out["reclaim_lost_fraction"] = metrics.reclaim_lost_fraction(lost, used)
+    for cause in LOST_CAUSES:
+        out[f"reclaim_lost_{cause}_gpu_h"] = metrics.hours(
+            result.lost_by_cause_gpu_s.get(cause, 0.0)
+        )
     out.update(metrics.preemptions_per_job(jobs["preemptions"] if not jobs.empty else []))
     out["consolidation_preemptions"] = result.consolidation_preemptions
     out.update(metrics.time_to_entitlement([b - a for _, _, a, b in result.entitlement_episodes]))

@@ -64,6 +64,11 @@ the batching than about the policy."""
 OWED_SLACK_S = 60.0
 """Beyond grace period + minimum runtime, what an owed episode may last before it counts
 as past the allowance (the time a cycle, a bind and a start take, generously)."""
+LOST_CAUSES = ("entitlement", "fair_share", "consolidation")
+"""Why a preempted job's work was thrown away: a reclaim by a member whose job keeps it
+within its entitlement of a GPU model the job holds (an owner taking back what it
+contributed, as `_entitled_reclaimers` judges it), any other reclaim (a member below its
+fair share taking from one above it), or a move for a job blocked by fragmentation."""
 
 TimelineValues = tuple[int, int, float, int, int, int, int, int]
 """The `metrics.TIMELINE_FIELDS` of one (member, model) at one instant."""
@@ -108,6 +113,8 @@ class JobRecord:
     consolidations: int = 0
     """Preemptions of the job that moved it for consolidation (counted in
     `preemptions` too)."""
+    preemption_cause: str = ""
+    """While it is preempted: the `LOST_CAUSES` entry its lost work counts to."""
     lost_gpu_s: float = 0.0
     pods: tuple[str, ...] = ()
     node_owners: tuple[str, ...] = ()
@@ -188,6 +195,8 @@ class SimulationResult:
     owed_overrides: int = 0
     consolidation_preemptions: int = 0
     """Jobs preempted to consolidate (a gang counts once), part of all preemptions."""
+    lost_by_cause_gpu_s: Mapping[str, float] = field(default_factory=dict)
+    """`LOST_CAUSES` entry -> GPU-seconds of work preemption threw away for it."""
     max_preemptions_per_job: int = 0
     batch_s: float = 0.0
     """How long a cycle waited after the first change for more (`Simulator`)."""
@@ -304,6 +313,7 @@ class Simulator:
         self.guard_trips = 0
         self.owed_overrides = 0
         self.consolidation_preemptions = 0
+        self.lost_by_cause_gpu_s = dict.fromkeys(LOST_CAUSES, 0.0)
         self._finished = 0
         self._now = 0.0
         self._end = 0.0
@@ -393,6 +403,7 @@ class Simulator:
             guard_trips=self.guard_trips,
             owed_overrides=self.owed_overrides,
             consolidation_preemptions=self.consolidation_preemptions,
+            lost_by_cause_gpu_s=dict(self.lost_by_cause_gpu_s),
             max_preemptions_per_job=self.max_preemptions_per_job,
             batch_s=self.batch_s,
             members=self._members,
@@ -434,9 +445,9 @@ class Simulator:
             else:
                 record.remaining_s = record.job.duration_s
                 self._count_lost(record, record.start, now)
-            record.lost_gpu_s += lost_gpu_seconds(
-                record.job.gpus, record.start, now, checkpointable
-            )
+            lost = lost_gpu_seconds(record.job.gpus, record.start, now, checkpointable)
+            record.lost_gpu_s += lost
+            self.lost_by_cause_gpu_s[record.preemption_cause] += lost
             reclaimed_at = record.preempted_at
             record.state = JobState.PENDING
             record.attempt += 1
@@ -532,6 +543,11 @@ class Simulator:
             if job_id in moved:
                 record.consolidations += 1
                 self.consolidation_preemptions += 1
+                record.preemption_cause = "consolidation"
+            elif reclaimers[job_id] & owed:
+                record.preemption_cause = "entitlement"
+            else:
+                record.preemption_cause = "fair_share"
             # The completion event stays valid: a job that finishes within its grace
             # period completes. The token is kept so both events stay live.
             self._push(now + grace, EventKind.GRACE_END, job_id, record.token)

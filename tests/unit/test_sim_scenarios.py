@@ -9,12 +9,13 @@ from dataclasses import replace
 import pytest
 
 from policies.model import Policy
+from scheduler.cli.simulate import waiting_line
 from scheduler.engine.cycle import schedule
 from scheduler.engine.decisions import Decisions
 from scheduler.engine.snapshot import Snapshot
 from scheduler.sim import metrics
 from scheduler.sim.pipeline import build_study
-from scheduler.sim.simulator import JobState, SimulationResult, Simulator
+from scheduler.sim.simulator import LOST_CAUSES, JobState, SimulationResult, Simulator
 from scheduler.sim.standalone import replay_all
 from tests.unit.test_sim_helpers import MODEL, START, job, node, policy, trace
 
@@ -221,6 +222,45 @@ def test_a_reclaimed_job_waits_again_with_its_reclaim_time() -> None:
     assert seen[(100.0, "b1")] == (0, None)
     assert seen[(130.0, "a2")] == (1, 100.0)
     assert seen[(630.0, "a2")] == (1, 100.0)
+
+
+def test_lost_work_is_split_by_who_preempted_it() -> None:
+    # An owner taking back its node: b1 keeps b within its entitlement, so a2's 4 x 130
+    # GPU-s count to the entitlement.
+    owner = borrow_then_reclaim()
+    assert owner.lost_by_cause_gpu_s == {"entitlement": 520, "fair_share": 0, "consolidation": 0}
+    s = build_study(owner.policy, START, owner, None).summary
+    assert s["reclaim_lost_entitlement_gpu_h"] == pytest.approx(520 / 3600, abs=1e-6)
+    assert s["reclaim_lost_fair_share_gpu_h"] == 0
+    # A member below its fair share: a, b and c own a 4-GPU node each; b runs nothing,
+    # so a (a1 on its node, a2 and a3 of 2 GPUs on b's) and c (c1 on its node) have a
+    # fair share of 6 each. c2 (2 GPUs, t=100) takes c to 6, beyond its entitlement of 4
+    # but not its fair share, and a holds 8: a2 is preempted at 100 (a keeps its 6),
+    # gone at 130. Its 2 x 130 GPU-s count to the fair share, and the CLI says so.
+    nodes = (node("a-0", "a", 4), node("b-0", "b", 4), node("c-0", "c", 4))
+    fair = Simulator(
+        nodes,
+        policy({"a": {}, "b": {}, "c": {}}),
+        trace(
+            job("a1", "a", 0, 1000, 4),
+            job("a2", "a", 0, 1000, 2),
+            job("a3", "a", 0, 1000, 2),
+            job("c1", "c", 0, 1000, 4),
+            job("c2", "c", 100, 500, 2),
+        ),
+    ).run()
+    assert (fair.jobs["a2"].preemptions, fair.jobs["c2"].first_start) == (1, 130)
+    assert fair.lost_by_cause_gpu_s == {"entitlement": 0, "fair_share": 260, "consolidation": 0}
+    s = build_study(fair.policy, START, fair, None).summary
+    parts = sum(s[f"reclaim_lost_{cause}_gpu_h"] for cause in LOST_CAUSES)
+    assert parts == pytest.approx(s["members"]["a"]["gpu_hours_lost_to_reclaim"], abs=1e-6)
+    assert (
+        "of GPU-hours used (by who preempted it: owners taking back their entitlement 0%, "
+        "members below their fair share 100%, moves 0%)" in waiting_line(s)
+    )
+    # Nothing lost, nothing said.
+    quiet = build_study(fair.policy, START, run(policy(), job("a1", "a", 0, 10, 1)), None)
+    assert "by who preempted it" not in waiting_line(quiet.summary)
 
 
 def test_pooling_dividend_negative_when_pooling_delays_own_work() -> None:
@@ -552,6 +592,7 @@ def test_consolidation_moves_borrowed_work_and_is_counted_apart() -> None:
     study = build_study(pol, START, result, None)
     assert study.summary["consolidation_preemptions"] == 2
     assert study.summary["reclaim_lost_fraction"] > 0
+    assert result.lost_by_cause_gpu_s == {"entitlement": 0, "fair_share": 0, "consolidation": 460}
     # Without consolidation a1 waits for b's pods to end.
     off = Simulator(nodes, without_consolidation(pol), jobs).run()
     assert off.jobs["a1"].first_start == 10_000 and off.consolidation_preemptions == 0
