@@ -221,6 +221,7 @@ def members_table(
             "gpu_hours_lent": metrics.hours(metrics.integral(g, "lent", columns)),
             "gpu_hours_lost_to_reclaim": metrics.hours(lost),
             "reclaim_lost_fraction": metrics.reclaim_lost_fraction(lost, used),
+            **_lost_by_cause(result, member),
             "jobs_submitted": len(mine),
             **stats,
             "preemptions": int(mine["preemptions"].sum()),
@@ -231,6 +232,16 @@ def members_table(
         }
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _lost_by_cause(result: SimulationResult, member: str | None = None) -> dict[str, float]:
+    """Lost work in GPU-hours by who preempted it (`LOST_CAUSES`): the pool's, or one
+    member's."""
+    by_cause = dict.fromkeys(LOST_CAUSES, 0.0)
+    for (whose, cause), gpu_s in result.lost_by_cause_gpu_s.items():
+        if member is None or whose == member:
+            by_cause[cause] += gpu_s
+    return {f"reclaim_lost_{c}_gpu_h": metrics.hours(v) for c, v in by_cause.items()}
 
 
 def _past_allowance(result: SimulationResult) -> list[tuple[str, str, float]]:
@@ -348,6 +359,7 @@ MEMBER_KEYS = (
     "mean_jct_s",
     "preemptions",
     "reclaim_lost_fraction",
+    *(f"reclaim_lost_{cause}_gpu_h" for cause in LOST_CAUSES),
     "preemptions_per_job_max",
     "preemptions_per_job_p99",
     "time_to_entitlement_episodes",
@@ -463,10 +475,7 @@ def _waiting_figures(
     lost = float(jobs["lost_gpu_s"].sum()) if not jobs.empty else 0.0
     used = float(members["gpu_hours_used"].sum()) * 3600.0 if not members.empty else 0.0
     out["reclaim_lost_fraction"] = metrics.reclaim_lost_fraction(lost, used)
-    for cause in LOST_CAUSES:
-        out[f"reclaim_lost_{cause}_gpu_h"] = metrics.hours(
-            result.lost_by_cause_gpu_s.get(cause, 0.0)
-        )
+    out.update(_lost_by_cause(result))
     out.update(metrics.preemptions_per_job(jobs["preemptions"] if not jobs.empty else []))
     out["consolidation_preemptions"] = result.consolidation_preemptions
     out.update(metrics.time_to_entitlement([b - a for _, _, a, b in result.entitlement_episodes]))

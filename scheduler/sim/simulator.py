@@ -195,8 +195,9 @@ class SimulationResult:
     owed_overrides: int = 0
     consolidation_preemptions: int = 0
     """Jobs preempted to consolidate (a gang counts once), part of all preemptions."""
-    lost_by_cause_gpu_s: Mapping[str, float] = field(default_factory=dict)
-    """`LOST_CAUSES` entry -> GPU-seconds of work preemption threw away for it."""
+    lost_by_cause_gpu_s: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    """(member whose work it was, `LOST_CAUSES` entry) -> GPU-seconds of work preemption
+    threw away."""
     max_preemptions_per_job: int = 0
     batch_s: float = 0.0
     """How long a cycle waited after the first change for more (`Simulator`)."""
@@ -313,7 +314,7 @@ class Simulator:
         self.guard_trips = 0
         self.owed_overrides = 0
         self.consolidation_preemptions = 0
-        self.lost_by_cause_gpu_s = dict.fromkeys(LOST_CAUSES, 0.0)
+        self.lost_by_cause_gpu_s: dict[tuple[str, str], float] = {}
         self._finished = 0
         self._now = 0.0
         self._end = 0.0
@@ -447,7 +448,8 @@ class Simulator:
                 self._count_lost(record, record.start, now)
             lost = lost_gpu_seconds(record.job.gpus, record.start, now, checkpointable)
             record.lost_gpu_s += lost
-            self.lost_by_cause_gpu_s[record.preemption_cause] += lost
+            key = (record.job.org, record.preemption_cause)
+            self.lost_by_cause_gpu_s[key] = self.lost_by_cause_gpu_s.get(key, 0.0) + lost
             reclaimed_at = record.preempted_at
             record.state = JobState.PENDING
             record.attempt += 1

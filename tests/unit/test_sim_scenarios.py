@@ -228,10 +228,15 @@ def test_lost_work_is_split_by_who_preempted_it() -> None:
     # An owner taking back its node: b1 keeps b within its entitlement, so a2's 4 x 130
     # GPU-s count to the entitlement.
     owner = borrow_then_reclaim()
-    assert owner.lost_by_cause_gpu_s == {"entitlement": 520, "fair_share": 0, "consolidation": 0}
+    assert owner.lost_by_cause_gpu_s == {("a", "entitlement"): 520}
     s = build_study(owner.policy, START, owner, None).summary
     assert s["reclaim_lost_entitlement_gpu_h"] == pytest.approx(520 / 3600, abs=1e-6)
     assert s["reclaim_lost_fair_share_gpu_h"] == 0
+    # The member whose work it was carries it too; b lost nothing.
+    assert s["members"]["a"]["reclaim_lost_entitlement_gpu_h"] == pytest.approx(
+        520 / 3600, abs=1e-6
+    )
+    assert all(s["members"]["b"][f"reclaim_lost_{c}_gpu_h"] == 0 for c in LOST_CAUSES)
     # A member below its fair share: a, b and c own a 4-GPU node each; b runs nothing,
     # so a (a1 on its node, a2 and a3 of 2 GPUs on b's) and c (c1 on its node) have a
     # fair share of 6 each. c2 (2 GPUs, t=100) takes c to 6, beyond its entitlement of 4
@@ -250,7 +255,7 @@ def test_lost_work_is_split_by_who_preempted_it() -> None:
         ),
     ).run()
     assert (fair.jobs["a2"].preemptions, fair.jobs["c2"].first_start) == (1, 130)
-    assert fair.lost_by_cause_gpu_s == {"entitlement": 0, "fair_share": 260, "consolidation": 0}
+    assert fair.lost_by_cause_gpu_s == {("a", "fair_share"): 260}
     s = build_study(fair.policy, START, fair, None).summary
     parts = sum(s[f"reclaim_lost_{cause}_gpu_h"] for cause in LOST_CAUSES)
     assert parts == pytest.approx(s["members"]["a"]["gpu_hours_lost_to_reclaim"], abs=1e-6)
@@ -592,7 +597,7 @@ def test_consolidation_moves_borrowed_work_and_is_counted_apart() -> None:
     study = build_study(pol, START, result, None)
     assert study.summary["consolidation_preemptions"] == 2
     assert study.summary["reclaim_lost_fraction"] > 0
-    assert result.lost_by_cause_gpu_s == {"entitlement": 0, "fair_share": 0, "consolidation": 460}
+    assert result.lost_by_cause_gpu_s == {("b", "consolidation"): 460}
     # Without consolidation a1 waits for b's pods to end.
     off = Simulator(nodes, without_consolidation(pol), jobs).run()
     assert off.jobs["a1"].first_start == 10_000 and off.consolidation_preemptions == 0
