@@ -62,10 +62,10 @@ from rich.table import Table
 from policies.inventory import ClusterInventory, load_inventory, parse_inventory
 from policies.loader import load_policy, parse_policy
 from policies.model import Policy
+from scheduler.engine.decisions import PREEMPTION_CAUSES
 from scheduler.sim.baseline import run_baseline
 from scheduler.sim.cluster import build_nodes
 from scheduler.sim.pipeline import Study, run_study
-from scheduler.sim.simulator import LOST_CAUSES
 from scheduler.sim.waiting import OWED_CAUSES
 from scheduler.traces.model import Trace, TraceJob
 
@@ -345,7 +345,7 @@ def figures(study: Study, baseline: Study) -> dict[str, float | None]:
     beyond = {c: number(s[f"time_to_entitlement_past_allowance_{c}_h"]) or 0.0 for c in OWED_CAUSES}
     past = sum(beyond.values())
     at_limit = beyond["reclaim_limit"] + beyond["reclaim_limit_bigger"]
-    lost_h = {c: number(s[f"reclaim_lost_{c}_gpu_h"]) or 0.0 for c in LOST_CAUSES}
+    lost_h = {c: number(s[f"reclaim_lost_{c}_gpu_h"]) or 0.0 for c in PREEMPTION_CAUSES}
     lost_all = sum(lost_h.values())
 
     return {

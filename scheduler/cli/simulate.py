@@ -21,11 +21,12 @@ from policies.inventory import ClusterInventory, load_inventory
 from policies.loader import load_policy
 from policies.model import Policy
 from scheduler.cli.options import FiniteRange
+from scheduler.engine.decisions import PREEMPTION_CAUSES
 from scheduler.engine.snapshot import Node
 from scheduler.sim.cluster import build_nodes, check_inventory
 from scheduler.sim.outputs import check_out_dir, write_study
 from scheduler.sim.pipeline import Study, check_trace, run_study
-from scheduler.sim.simulator import LOST_CAUSES, MAX_BATCH_S
+from scheduler.sim.simulator import MAX_BATCH_S
 from scheduler.sim.standalone import fits, reachable
 from scheduler.sim.waiting import FRAGMENTATION_CLAIMABLE, IDLE_CAUSES, OWED_CAUSES
 from scheduler.traces.csv import read_trace
@@ -214,12 +215,12 @@ LOST_CAUSE_WORDS = {
     "fair_share": "members below their fair share",
     "consolidation": "moves",
 }
-"""`simulator.LOST_CAUSES` in the footer's words."""
+"""The engine's `PREEMPTION_CAUSES` in the footer's words."""
 
 
 def _lost_causes(s: dict[str, object]) -> str:
     """Shares of the lost work by why it was preempted, when any was lost."""
-    hours = {cause: s.get(f"reclaim_lost_{cause}_gpu_h") for cause in LOST_CAUSES}
+    hours = {cause: s.get(f"reclaim_lost_{cause}_gpu_h") for cause in PREEMPTION_CAUSES}
     parts = {c: float(h) for c, h in hours.items() if isinstance(h, int | float)}
     total = sum(parts.values())
     if total <= 0:

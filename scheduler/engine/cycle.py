@@ -812,7 +812,7 @@ class _Cycle:
                 f"{job.gpus}): {self._victim_position(victim.member, model)}, and job "
                 f"{victim.job_id} runs on borrowed GPUs"
             )
-            self._preempt(job, victim, reason, grace)
+            self._preempt(job, victim, reason, grace, "entitlement" if entitled else "fair_share")
             victims_text.append(f"{victim.job_id} of {victim.member}")
         self._nominate(job, result.plan)
         n_pods = sum(len(v.pods) for v in result.victims)
@@ -860,7 +860,7 @@ class _Cycle:
         victim: VictimJob,
         reason: str,
         grace: int,
-        cause: PreemptionCause = "reclaim",
+        cause: PreemptionCause,
     ) -> None:
         """Preempt the victim's pods, by uid; their GPUs leave its member's position now
         and their node's capacity counts as being freed."""
@@ -977,7 +977,8 @@ class _Cycle:
                     f"{self._victim_position(victim.member, model)}, and job "
                     f"{victim.job_id} runs on borrowed GPUs of member {owner}{home}"
                 )
-                self._preempt(job, victim, reason, grace)
+                # Only an owner's guarantee lets taken work go (see `consolidation`).
+                self._preempt(job, victim, reason, grace, "entitlement")
                 victims_text.append(f"{victim.job_id} of {victim.member}")
                 continue
             if victim.job_id in move.homes:
@@ -994,7 +995,7 @@ class _Cycle:
                 f"(needs {job.gpus} {model}; the idle GPUs are scattered over too many "
                 f"nodes): job {victim.job_id} of member {victim.member} moves, {why}"
             )
-            self._preempt(job, victim, reason, grace, cause="consolidation")
+            self._preempt(job, victim, reason, grace, "consolidation")
             victims_text.append(f"{victim.job_id} of {victim.member}")
         self._nominate(job, move.plan)
         n_pods = sum(len(v.pods) for v in move.victims)

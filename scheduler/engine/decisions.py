@@ -9,7 +9,13 @@ from typing import Literal, NamedTuple
 
 from scheduler.engine.collector import pause, resume
 
-PreemptionCause = Literal["reclaim", "consolidation"]
+PreemptionCause = Literal["entitlement", "fair_share", "consolidation"]
+PREEMPTION_CAUSES: tuple[PreemptionCause, ...] = ("entitlement", "fair_share", "consolidation")
+"""Why a pod is preempted, in the order reports list them: `entitlement`, a reclaim for
+a job that keeps its member within its entitlement (an owner taking its GPUs back, the
+pool's guarantee); `fair_share`, any other reclaim (a member below its fair share taking
+from one above it); `consolidation`, a move (its work restarts elsewhere so that a job
+blocked by fragmentation fits)."""
 
 
 class Bind(NamedTuple):
@@ -37,9 +43,8 @@ class Preemption:
     for_job: str
     reason: str
     grace_period_seconds: int
-    cause: PreemptionCause = "reclaim"
-    """reclaim: the member takes GPUs back; consolidation: the victim's work is moved
-    off a node so that a job blocked by fragmentation fits (`consolidation`)."""
+    cause: PreemptionCause
+    """`PREEMPTION_CAUSES`: the reclaimer's entitlement, its fair share, or a move."""
 
     def __init__(
         self,
@@ -50,7 +55,7 @@ class Preemption:
         for_job: str,
         reason: str,
         grace_period_seconds: int,
-        cause: PreemptionCause = "reclaim",
+        cause: PreemptionCause,
     ) -> None:
         self.pod_uid = pod_uid
         self.job_id = job_id

@@ -780,7 +780,7 @@ class Daemon:
 
     def _evicted(self, result: EvictResult) -> None:
         p = result.preemption
-        self.metrics.preemptions.labels(p.reclaimer, result.outcome).inc()
+        self.metrics.preemptions.labels(p.reclaimer, result.outcome, p.cause).inc()
         victim = self._victims.pop(result.pod.uid, None)
         if result.outcome != "evicted" or victim is None or victim.spec.gpus <= 0:
             return
@@ -794,7 +794,7 @@ class Daemon:
             resumes = self._checkpointable(victim.member)
         lost = lost_gpu_seconds(victim.spec.gpus, victim.started_at, gone_at, resumes)
         self.metrics.reclaim_lost.labels(
-            victim.member or "", (node.gpu_model if node else None) or ""
+            victim.member or "", (node.gpu_model if node else None) or "", p.cause
         ).inc(lost)
 
     def _checkpointable(self, member: str | None) -> bool:

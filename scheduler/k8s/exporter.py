@@ -196,8 +196,9 @@ class SchedulerMetrics:
         )
         self.preemptions = Counter(
             "fairpool_preemptions",
-            "Evictions of reclaimable pods, by reclaiming member and result",
-            ["reclaimer", "result"],
+            "Evictions of preempted pods, by reclaiming member, result and cause "
+            "(entitlement, fair_share, consolidation)",
+            ["reclaimer", "result", "cause"],
             registry=r,
         )
         self.gang_repairs = Counter(
@@ -210,8 +211,9 @@ class SchedulerMetrics:
         self.reclaim_lost = Counter(
             "fairpool_reclaim_lost_gpu_seconds",
             "GPU-seconds lost to reclaim by preempted pods: GPUs x (end of grace period - start);"
-            " nothing for a checkpointable pod",
-            ["member", "gpu_model"],
+            " nothing for a checkpointable pod. By the victim's member and GPU model, and the "
+            "cause of its preemption (entitlement, fair_share, consolidation)",
+            ["member", "gpu_model", "cause"],
             registry=r,
         )
         self.policy_reloads = Counter(

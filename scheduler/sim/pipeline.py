@@ -14,10 +14,10 @@ import pandas as pd
 from policies.errors import InputError
 from policies.model import Policy
 from reports.costmodel.usage_row import usage_frame
+from scheduler.engine.decisions import PREEMPTION_CAUSES
 from scheduler.engine.snapshot import Node
 from scheduler.sim import metrics
 from scheduler.sim.simulator import (
-    LOST_CAUSES,
     Engine,
     JobState,
     Progress,
@@ -235,9 +235,9 @@ def members_table(
 
 
 def _lost_by_cause(result: SimulationResult, member: str | None = None) -> dict[str, float]:
-    """Lost work in GPU-hours by who preempted it (`LOST_CAUSES`): the pool's, or one
+    """Lost work in GPU-hours by who preempted it (`PREEMPTION_CAUSES`): the pool's, or one
     member's."""
-    by_cause = dict.fromkeys(LOST_CAUSES, 0.0)
+    by_cause = dict.fromkeys(PREEMPTION_CAUSES, 0.0)
     for (whose, cause), gpu_s in result.lost_by_cause_gpu_s.items():
         if member is None or whose == member:
             by_cause[cause] += gpu_s
@@ -359,7 +359,7 @@ MEMBER_KEYS = (
     "mean_jct_s",
     "preemptions",
     "reclaim_lost_fraction",
-    *(f"reclaim_lost_{cause}_gpu_h" for cause in LOST_CAUSES),
+    *(f"reclaim_lost_{cause}_gpu_h" for cause in PREEMPTION_CAUSES),
     "preemptions_per_job_max",
     "preemptions_per_job_p99",
     "time_to_entitlement_episodes",

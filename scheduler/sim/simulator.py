@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from policies.model import Policy
-from scheduler.engine.decisions import Decisions, MemberShare
+from scheduler.engine.decisions import Decisions, MemberShare, PreemptionCause
 from scheduler.engine.snapshot import Node, RunningPod, Snapshot
 from scheduler.engine.usage import advance_usage_history, lost_gpu_seconds
 from scheduler.sim.cluster import SimCluster, SimulationInvariantError
@@ -64,12 +64,6 @@ the batching than about the policy."""
 OWED_SLACK_S = 60.0
 """Beyond grace period + minimum runtime, what an owed episode may last before it counts
 as past the allowance (the time a cycle, a bind and a start take, generously)."""
-LOST_CAUSES = ("entitlement", "fair_share", "consolidation")
-"""Why a preempted job's work was thrown away: a reclaim by a member whose job keeps it
-within its entitlement of a GPU model the job holds (an owner taking back what it
-contributed, as `_entitled_reclaimers` judges it), any other reclaim (a member below its
-fair share taking from one above it), or a move for a job blocked by fragmentation."""
-
 TimelineValues = tuple[int, int, float, int, int, int, int, int]
 """The `metrics.TIMELINE_FIELDS` of one (member, model) at one instant."""
 TimelineRow = tuple[float, str, str, int, int, float, int, int, int, int, int]
@@ -113,8 +107,8 @@ class JobRecord:
     consolidations: int = 0
     """Preemptions of the job that moved it for consolidation (counted in
     `preemptions` too)."""
-    preemption_cause: str = ""
-    """While it is preempted: the `LOST_CAUSES` entry its lost work counts to."""
+    preemption_cause: PreemptionCause | None = None
+    """While it is preempted: the engine's cause of it, which its lost work counts to."""
     lost_gpu_s: float = 0.0
     pods: tuple[str, ...] = ()
     node_owners: tuple[str, ...] = ()
@@ -162,8 +156,8 @@ class VictimRecord:
     gpu_model: str
     allocated: int
     entitlement: int
-    cause: str = "reclaim"
-    """reclaim, or consolidation (the job was moved, not taken back)."""
+    cause: PreemptionCause = "fair_share"
+    """The engine's cause of the preemption (`_job_cause` of the cycle's)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,9 +189,9 @@ class SimulationResult:
     owed_overrides: int = 0
     consolidation_preemptions: int = 0
     """Jobs preempted to consolidate (a gang counts once), part of all preemptions."""
-    lost_by_cause_gpu_s: Mapping[tuple[str, str], float] = field(default_factory=dict)
-    """(member whose work it was, `LOST_CAUSES` entry) -> GPU-seconds of work preemption
-    threw away."""
+    lost_by_cause_gpu_s: Mapping[tuple[str, PreemptionCause], float] = field(default_factory=dict)
+    """(member whose work it was, the engine's `PREEMPTION_CAUSES` entry) -> GPU-seconds
+    of work preemption threw away."""
     max_preemptions_per_job: int = 0
     batch_s: float = 0.0
     """How long a cycle waited after the first change for more (`Simulator`)."""
@@ -220,6 +214,15 @@ class SimulationResult:
 
     def unfinished(self) -> list[JobRecord]:
         return [r for r in self.jobs.values() if r.state is not JobState.DONE]
+
+
+_CAUSE_FIRST: tuple[PreemptionCause, ...] = ("consolidation", "entitlement", "fair_share")
+"""Of the causes of one job's preemptions in a cycle, the one its lost work counts to: a
+move first (the job was moved), then an owner's reclaim."""
+
+
+def _job_cause(causes: set[PreemptionCause]) -> PreemptionCause:
+    return next(c for c in _CAUSE_FIRST if c in causes)
 
 
 def default_engine() -> Engine:
@@ -314,7 +317,7 @@ class Simulator:
         self.guard_trips = 0
         self.owed_overrides = 0
         self.consolidation_preemptions = 0
-        self.lost_by_cause_gpu_s: dict[tuple[str, str], float] = {}
+        self.lost_by_cause_gpu_s: dict[tuple[str, PreemptionCause], float] = {}
         self._finished = 0
         self._now = 0.0
         self._end = 0.0
@@ -448,6 +451,7 @@ class Simulator:
                 self._count_lost(record, record.start, now)
             lost = lost_gpu_seconds(record.job.gpus, record.start, now, checkpointable)
             record.lost_gpu_s += lost
+            assert record.preemption_cause is not None
             key = (record.job.org, record.preemption_cause)
             self.lost_by_cause_gpu_s[key] = self.lost_by_cause_gpu_s.get(key, 0.0) + lost
             reclaimed_at = record.preempted_at
@@ -518,13 +522,12 @@ class Simulator:
     def _apply_preemptions(self, decisions: Decisions, now: float, allow: bool) -> None:
         grace_of: dict[str, int] = {}
         reclaimers: dict[str, set[str]] = {}
-        moved: set[str] = set()
+        causes: dict[str, set[PreemptionCause]] = {}
         for preemption in decisions.preemptions:
             grace = max(grace_of.get(preemption.job_id, 0), preemption.grace_period_seconds)
             grace_of[preemption.job_id] = grace
             reclaimers.setdefault(preemption.job_id, set()).add(preemption.reclaimer)
-            if preemption.cause == "consolidation":
-                moved.add(preemption.job_id)
+            causes.setdefault(preemption.job_id, set()).add(preemption.cause)
         owed = self._entitled_reclaimers(decisions) if decisions.preemptions else set()
         for job_id, grace in grace_of.items():
             record = self.jobs.get(job_id)
@@ -542,21 +545,20 @@ class Simulator:
             record.state = JobState.TERMINATING
             record.preempted_at = now
             record.preemptions += 1
-            if job_id in moved:
+            cause = _job_cause(causes[job_id])
+            if cause == "consolidation":
                 record.consolidations += 1
                 self.consolidation_preemptions += 1
-                record.preemption_cause = "consolidation"
-            elif reclaimers[job_id] & owed:
-                record.preemption_cause = "entitlement"
-            else:
-                record.preemption_cause = "fair_share"
+            record.preemption_cause = cause
             # The completion event stays valid: a job that finishes within its grace
             # period completes. The token is kept so both events stay live.
             self._push(now + grace, EventKind.GRACE_END, job_id, record.token)
 
     def _entitled_reclaimers(self, decisions: Decisions) -> set[str]:
         """Reclaimers whose job keeps them within their entitlement of a model the
-        victim holds (held = running, not terminating, GPUs at the snapshot)."""
+        victim holds (held = running, not terminating, GPUs at the snapshot). The guard's
+        own test, not the engine's `cause`: the guard checks the engine, so it must not
+        take the engine's word for when the reclaim limit may be passed."""
         held: dict[tuple[str, str], int] = {}
         for pod in self.cluster.running.values():
             if not pod.terminating:
@@ -582,15 +584,17 @@ class Simulator:
             if not pod.terminating:
                 key = (pod.member or "", self._node_model[pod.node])
                 held[key] = held.get(key, 0) + pod.spec.gpus
-        moved = {p.job_id for p in decisions.preemptions if p.cause == "consolidation"}
-        for job_id in sorted({p.job_id for p in decisions.preemptions}):
+        causes: dict[str, set[PreemptionCause]] = {}
+        for p in decisions.preemptions:
+            causes.setdefault(p.job_id, set()).add(p.cause)
+        for job_id in sorted(causes):
             record = self.jobs.get(job_id)
             if record is None or record.state is not JobState.RUNNING:
                 continue
             for model in sorted({self._node_model[n] for n in record.nodes}):
                 key = (record.job.org, model)
                 entitled = self.cluster.capacity.entitlement.get(key, 0)
-                cause = "consolidation" if job_id in moved else "reclaim"
+                cause = _job_cause(causes[job_id])
                 self.victims.append(
                     VictimRecord(
                         self._now, job_id, key[0], model, held.get(key, 0), entitled, cause

@@ -16,8 +16,10 @@ The scenario (2026-10-05, UTC, scraped every 30 s, two kube-state-metrics replic
   misc/stray        1 GPU  gpu-a 11:00-11:30  kube-state-metrics only, no member
   lab-bio/blip      1 GPU  gpu-b 10:29:55-10:30:05  fairpool (one scrape sees it), 10 s
   no scrape at all succeeds in 10:20-10:22 (4 scrapes missing);
-  fairpool_reclaim_lost_gpu_seconds_total{member=physics}: 0 @09:50, 60 @10:05,
-  120 @10:30, reset -> 30 @10:45, 90 @11:10  (hour 10: 150 s, hour 11: 60 s).
+  fairpool_reclaim_lost_gpu_seconds_total{member=physics, cause=entitlement}: 0 @09:50,
+  60 @10:05, 120 @10:30, reset -> 30 @10:45, 90 @11:10  (hour 10: 150 s, hour 11: 60 s);
+  the same with cause=consolidation, from two scheduler replicas (`instance` a and b):
+  0 @10:00, 40 @10:50 (hour 10: 40 s, once).
 """
 
 from __future__ import annotations
@@ -63,10 +65,17 @@ def build_scenario() -> Scenario:
     s.gap(at(10, 20), at(10, 22))
     s.add_points(
         "fairpool_reclaim_lost_gpu_seconds",
-        {"member": "physics", "gpu_model": A100},
+        {"member": "physics", "gpu_model": A100, "cause": "entitlement"},
         [(at(9, 50), 0), (at(10, 5), 60), (at(10, 30), 120), (at(10, 45), 30), (at(11, 10), 90)],
         kind="counter",
     )
+    for replica in ("a", "b"):
+        s.add_points(
+            "fairpool_reclaim_lost_gpu_seconds",
+            {"member": "physics", "gpu_model": A100, "cause": "consolidation", "instance": replica},
+            [(at(10), 0), (at(10, 50), 40)],
+            kind="counter",
+        )
     return s
 
 

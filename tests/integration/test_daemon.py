@@ -422,8 +422,11 @@ def test_reclaim_end_to_end(pool: Pool) -> None:
         f"http://127.0.0.1:{daemon.metrics.serve(0, '127.0.0.1')}/metrics"
     )
     metrics = text.read().decode()
-    assert 'fairpool_preemptions_total{reclaimer="b",result="evicted"} 4.0' in metrics
-    assert 'fairpool_reclaim_lost_gpu_seconds_total{gpu_model="' + H100 + '",member="a"}' in metrics
+    # b takes back its own node: within its entitlement.
+    evicted = '{cause="entitlement",reclaimer="b",result="evicted"} 4.0'
+    assert "fairpool_preemptions_total" + evicted in metrics
+    lost = '{cause="entitlement",gpu_model="' + H100 + '",member="a"}'
+    assert "fairpool_reclaim_lost_gpu_seconds_total" + lost in metrics
 
 
 def test_victims_are_annotated_before_eviction(pool: Pool) -> None:
@@ -597,7 +600,9 @@ def test_eviction_blocked_by_a_disruption_budget_is_retried_later(pool: Pool) ->
     def blocked() -> float:
         text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
         for line in text.splitlines():
-            if line.startswith('fairpool_preemptions_total{reclaimer="b",result="blocked"}'):
+            if line.startswith(
+                'fairpool_preemptions_total{cause="entitlement",reclaimer="b",result="blocked"}'
+            ):
                 return float(line.split()[-1])
         return 0.0
 

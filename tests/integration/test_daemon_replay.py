@@ -382,14 +382,18 @@ def test_live_replay_with_usage_history_and_a_checkpointable_job(
     # checkpointable jb2; for a, ja2's run from its start to the end of its grace period
     # (the daemon counts at the eviction with the grace period the victim is given).
     # Within 2 GPU-s: pod start times have whole-second resolution and the eviction
-    # follows the decision within ~0.5 s.
-    def lost(member: str) -> float | None:
+    # follows the decision within ~0.5 s. Both split it by the engine's cause of each
+    # preemption, so the daemon's counter carries the simulator's (member, cause) keys.
+    def lost(member: str, cause: str) -> float | None:
         return daemon.metrics.registry.get_sample_value(
-            "fairpool_reclaim_lost_gpu_seconds_total", {"member": member, "gpu_model": H100}
+            "fairpool_reclaim_lost_gpu_seconds_total",
+            {"member": member, "gpu_model": H100, "cause": cause},
         )
 
-    wait_until(lambda: lost("a") is not None and lost("b") is not None, what="lost work")
-    assert lost("b") == 0.0
-    ja2 = simulated.jobs["ja2"]
-    expected_a = ja2.lost_gpu_s * SCALE
-    assert lost("a") == pytest.approx(expected_a, abs=2.0)
+    by_cause = simulated.lost_by_cause_gpu_s
+    assert {m for m, _ in by_cause} == {"a", "b"}, by_cause
+    assert sum(v for (m, _), v in by_cause.items() if m == "a") == simulated.jobs["ja2"].lost_gpu_s
+    wait_until(lambda: all(lost(*key) is not None for key in by_cause), what="lost work")
+    for (member, cause), gpu_s in by_cause.items():
+        assert lost(member, cause) == pytest.approx(gpu_s * SCALE, abs=2.0), (member, cause)
+    assert sum(v for (m, _), v in by_cause.items() if m == "b") == 0.0  # jb2 resumes

@@ -2,7 +2,9 @@
 to follow what changed (a verbatim copy, imports renamed). It walks the whole queue and
 the whole victim list at every cycle, which makes it slow and easy to trust;
 `tests/unit/test_engine_reference.py` checks that `scheduler.engine` decides exactly
-what it decides. Nothing outside the tests imports it.
+what it decides. Nothing outside the tests imports it. One change since the copy: each
+preemption names its cause (`entitlement` or `fair_share` for a reclaim), as the
+engine's decisions now do.
 """
 
 from tests.reference_engine.cycle import compute_shares, schedule

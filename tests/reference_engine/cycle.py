@@ -37,7 +37,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
-from scheduler.engine.decisions import Bind, Decisions, MemberShare, Nomination, Preemption
+from scheduler.engine.decisions import (
+    Bind,
+    Decisions,
+    MemberShare,
+    Nomination,
+    Preemption,
+    PreemptionCause,
+)
 from scheduler.engine.explain import drain_detail  # the sentence only, not a decision
 from scheduler.engine.snapshot import PendingJob, PodSpec, Snapshot
 from tests.reference_engine import shares as shares_mod
@@ -678,7 +685,7 @@ class _Cycle:
                 f"{job.gpus}): {self._victim_position(victim.member, model)}, and job "
                 f"{victim.job_id} runs on borrowed GPUs"
             )
-            self._preempt(job, victim, reason, grace)
+            self._preempt(job, victim, reason, grace, "entitlement" if entitled else "fair_share")
             victims_text.append(f"{victim.job_id} of {victim.member}")
         self._nominate(job, result.plan)
         n_pods = sum(len(v.pods) for v in result.victims)
@@ -720,7 +727,9 @@ class _Cycle:
             why = f"above its entitlement of {v_ent}"
         return f"member {member} holds {v_alloc}, {why}"
 
-    def _preempt(self, job: PendingJob, victim: VictimJob, reason: str, grace: int) -> None:
+    def _preempt(
+        self, job: PendingJob, victim: VictimJob, reason: str, grace: int, cause: PreemptionCause
+    ) -> None:
         """Preempt the victim's pods, by uid; their GPUs leave its member's position now
         and their node's capacity counts as being freed."""
         state = self.state
@@ -734,6 +743,7 @@ class _Cycle:
                     for_job=job.job_id,
                     reason=reason,
                     grace_period_seconds=grace,
+                    cause=cause,
                 )
             )
             state.add_terminating(i, spec_res(pod.spec))

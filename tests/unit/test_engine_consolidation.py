@@ -95,7 +95,7 @@ def test_reclaim_when_too_few_gpus_are_free() -> None:
     run = [running(f"b-{k}", "lab-b", "a1") for k in range(8)]
     d = schedule(snapshot([node("a1", "lab-a")], [job("a-1", "lab-a", gpus=8)], run), POL)
     assert len(d.preemptions) == 8
-    assert {p.cause for p in d.preemptions} == {"reclaim"}
+    assert {p.cause for p in d.preemptions} == {"entitlement"}
 
 
 def test_young_work_is_not_moved() -> None:
@@ -251,7 +251,7 @@ def test_a_move_may_take_what_a_reclaim_for_the_claimant_could() -> None:
     assert moved(d) == ["a-small", "b-pair-0", "b-pair-1"]
     causes = {p.pod_uid: p.cause for p in d.preemptions}
     assert causes == {
-        "a-small": "reclaim",
+        "a-small": "entitlement",
         "b-pair-0": "consolidation",
         "b-pair-1": "consolidation",
     }
@@ -303,7 +303,7 @@ def test_borrowed_work_on_the_opened_node_that_fits_nowhere_is_taken() -> None:
     pol = policy(["lab-a", "lab-b"], min_runtime_seconds=600)
     d = schedule(snapshot(nodes, [job("b-big", "lab-b", gpus=4)], run, now=1001.0), pol)
     assert {p.pod_uid: p.cause for p in d.preemptions} == {
-        "a-x": "reclaim",
+        "a-x": "entitlement",
         "b-one": "consolidation",
     }
     reasons = {p.pod_uid: p.reason for p in d.preemptions}
@@ -360,8 +360,8 @@ def test_an_owner_kept_out_by_work_pushed_off_its_own_nodes_gets_it_sent_home() 
     pol = policy(["lab-a", "lab-b", "lab-c"], min_runtime_seconds=600)
     d = schedule(snapshot(nodes, [job("b-big", "lab-b", gpus=8)], run, now=2000.0), pol)
     assert {p.pod_uid: p.cause for p in d.preemptions} == {
-        "a-on-b": "reclaim",
-        "a-on-c": "reclaim",
+        "a-on-b": "entitlement",
+        "a-on-c": "entitlement",
         "c-x": "consolidation",
     }
     reasons = {p.pod_uid: p.reason for p in d.preemptions}

@@ -14,7 +14,9 @@ def decisions() -> Decisions:
     return Decisions(
         binds=(Bind("p-0", "n1", "j1", "physics", "bio", True),),
         preemptions=(
-            Preemption("v-0", "j2", "bio", "physics", "j3", "reclaim for physics", 30),
+            Preemption(
+                "v-0", "j2", "bio", "physics", "j3", "reclaim for physics", 30, "fair_share"
+            ),
             Preemption("v-1", "j4", "bio", "chem", "j5", "moved", 0, "consolidation"),
         ),
         nominations=(Nomination("j3", {"p-3": "n2"}),),

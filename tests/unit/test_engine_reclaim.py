@@ -43,6 +43,7 @@ def test_reclaims_borrowed_pods_for_a_member_below_its_fair_share() -> None:
         45,
     )
     assert "above its fair share of 8" in p.reason
+    assert p.cause == "entitlement"  # lab-a's 16 GPUs are its own two nodes
     assert [(n.job_id, n.nodes) for n in d.nominations] == [("a-2", {"a-2-0": "a1"})]
     assert d.explanations["a-2"] == (
         f"member lab-a is below its fair share of 16 {H100} (holds 8); preempting 2 "
@@ -105,6 +106,8 @@ def test_a_gang_beyond_the_fair_share_reclaims_from_members_further_above() -> N
     d = schedule(snapshot(nodes, pending, run), POL)
     # lab-b may only go down to its fair share: both pods are needed and 16 - 8 = 8 >= 8.
     assert sorted(preempted(d)) == ["b-x", "b-y"]
+    # lab-a's gang takes it beyond its entitlement of 8: a reclaim for its fair share.
+    assert {p.cause for p in d.preemptions} == {"fair_share"}
     assert [(n.job_id, sorted(n.nodes.values())) for n in d.nominations] == [("g", ["a1", "a1"])]
     # Had lab-c asked for 4 (4 + 4 <= its entitlement of 8), its entitled demand would go
     # first and take back lab-b's youngest borrowed pod; the gang then finds only b-x's 4.
@@ -112,6 +115,7 @@ def test_a_gang_beyond_the_fair_share_reclaims_from_members_further_above() -> N
     d = schedule(snapshot(nodes, pending, run), POL)
     assert preempted(d) == ["b-y"]
     assert [(n.job_id, n.nodes) for n in d.nominations] == [("c", {"c-0": "a1"})]
+    assert {p.cause for p in d.preemptions} == {"entitlement"}
 
 
 def test_owner_nodes_first() -> None:

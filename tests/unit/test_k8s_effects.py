@@ -67,13 +67,14 @@ def test_eviction_body_has_grace_and_uid_precondition() -> None:
         for_job="lab-bio/x",
         reason="r",
         grace_period_seconds=30,
+        cause="entitlement",
     )
     body = eviction_body(preemption, POD)
     assert body["deleteOptions"] == {"gracePeriodSeconds": 30, "preconditions": {"uid": "u1"}}
     assert victim_annotations(preemption, POD, 1_800_000_000.4) == {
         "fairpool.io/preempted-by": "lab-bio",
         "fairpool.io/preemption-reason": "r",
-        "fairpool.io/preemption-cause": "reclaim",
+        "fairpool.io/preemption-cause": "entitlement",
         "fairpool.io/reclaims": "1",
         "fairpool.io/reclaimed-at": "2027-01-15T08:00:00Z",
     }
@@ -293,10 +294,12 @@ def test_work_lost_at_an_eviction_follows_the_pod_else_its_member(
     fake._checkpointable = lambda m: Daemon._checkpointable(fake, m)  # type: ignore[arg-type]
     monkeypatch.setattr("scheduler.k8s.daemon.time.time", lambda: 1000.0)
     pod = pod_info({"metadata": {"name": "p", "namespace": member, "uid": "u9"}, "spec": {}})
-    preemption = Preemption("u9", "u9", member, "uni-north", "uni-north/x", "r", 30)
+    preemption = Preemption("u9", "u9", member, "uni-north", "uni-north/x", "r", 30, "entitlement")
     Daemon._evicted(fake, EvictResult(preemption, pod, "evicted", ""))  # type: ignore[arg-type]
     sample = fake.metrics.registry.get_sample_value(
         "fairpool_reclaim_lost_gpu_seconds_total",
-        {"member": member, "gpu_model": "NVIDIA-A100-SXM4-80GB"},
+        {"member": member, "gpu_model": "NVIDIA-A100-SXM4-80GB", "cause": "entitlement"},
     )
     assert sample == pytest.approx(lost)
+    evictions = {"reclaimer": "uni-north", "result": "evicted", "cause": "entitlement"}
+    assert fake.metrics.registry.get_sample_value("fairpool_preemptions_total", evictions) == 1

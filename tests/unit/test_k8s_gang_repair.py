@@ -141,7 +141,9 @@ def test_without_undone_drops_binds_reclaims_and_holds_for_the_undone_gang() -> 
     other = Bind("uid-x", "n1", "uid-x", "physics", "physics", False)
     decisions = Decisions(
         binds=(Bind("uid-w1", "n2", JOB, "physics", "physics", False), other),
-        preemptions=(Preemption("uid-v", "uid-v", "lab-bio", "physics", JOB, "r", 20),),
+        preemptions=(
+            Preemption("uid-v", "uid-v", "lab-bio", "physics", JOB, "r", 20, "entitlement"),
+        ),
         nominations=(Nomination(JOB, {"uid-w1": "n2"}),),
     )
     kept = without_undone(decisions, Repair(undo=(gang,)))

@@ -84,7 +84,7 @@ def test_bound_pod_nomination_is_not_read() -> None:
 
 
 def reclaim_decisions() -> Decisions:
-    preemption = Preemption("uid-v", "uid-v", "lab-bio", "physics", JOB, "r", 20)
+    preemption = Preemption("uid-v", "uid-v", "lab-bio", "physics", JOB, "r", 20, "entitlement")
     nomination = Nomination(JOB, {"uid-w0": "n2", "uid-w1": "n2"})
     return Decisions(preemptions=(preemption,), nominations=(nomination,))
 

@@ -11,11 +11,11 @@ import pytest
 from policies.model import Policy
 from scheduler.cli.simulate import waiting_line
 from scheduler.engine.cycle import schedule
-from scheduler.engine.decisions import Decisions
+from scheduler.engine.decisions import PREEMPTION_CAUSES, Decisions
 from scheduler.engine.snapshot import Snapshot
 from scheduler.sim import metrics
 from scheduler.sim.pipeline import build_study
-from scheduler.sim.simulator import LOST_CAUSES, JobState, SimulationResult, Simulator
+from scheduler.sim.simulator import JobState, SimulationResult, Simulator
 from scheduler.sim.standalone import replay_all
 from tests.unit.test_sim_helpers import MODEL, START, job, node, policy, trace
 
@@ -236,7 +236,7 @@ def test_lost_work_is_split_by_who_preempted_it() -> None:
     assert s["members"]["a"]["reclaim_lost_entitlement_gpu_h"] == pytest.approx(
         520 / 3600, abs=1e-6
     )
-    assert all(s["members"]["b"][f"reclaim_lost_{c}_gpu_h"] == 0 for c in LOST_CAUSES)
+    assert all(s["members"]["b"][f"reclaim_lost_{c}_gpu_h"] == 0 for c in PREEMPTION_CAUSES)
     # A member below its fair share: a, b and c own a 4-GPU node each; b runs nothing,
     # so a (a1 on its node, a2 and a3 of 2 GPUs on b's) and c (c1 on its node) have a
     # fair share of 6 each. c2 (2 GPUs, t=100) takes c to 6, beyond its entitlement of 4
@@ -257,7 +257,7 @@ def test_lost_work_is_split_by_who_preempted_it() -> None:
     assert (fair.jobs["a2"].preemptions, fair.jobs["c2"].first_start) == (1, 130)
     assert fair.lost_by_cause_gpu_s == {("a", "fair_share"): 260}
     s = build_study(fair.policy, START, fair, None).summary
-    parts = sum(s[f"reclaim_lost_{cause}_gpu_h"] for cause in LOST_CAUSES)
+    parts = sum(s[f"reclaim_lost_{cause}_gpu_h"] for cause in PREEMPTION_CAUSES)
     assert parts == pytest.approx(s["members"]["a"]["gpu_hours_lost_to_reclaim"], abs=1e-6)
     assert (
         "of GPU-hours used (by who preempted it: owners taking back their entitlement 0%, "
@@ -484,7 +484,10 @@ def test_livelock_guard_caps_preemptions_of_one_job() -> None:
         decided = schedule(snapshot, pol)
         victims = [(b.pod_uid, b.job_id) for b in decided.binds]
         victims += [(p.uid, p.job_id) for p in snapshot.running if not p.terminating]
-        extra = tuple(Preemption(uid, job_id, "a", "b", "x", "test", 30) for uid, job_id in victims)
+        extra = tuple(
+            Preemption(uid, job_id, "a", "b", "x", "test", 30, "fair_share")
+            for uid, job_id in victims
+        )
         return Decisions(decided.binds, extra, (), {}, decided.shares)
 
     jobs = trace(job("a1", "a", 0, 100, 4))
