@@ -156,7 +156,7 @@ class VictimRecord:
     gpu_model: str
     allocated: int
     entitlement: int
-    cause: PreemptionCause = "fair_share"
+    cause: PreemptionCause
     """The engine's cause of the preemption (`_job_cause` of the cycle's)."""
 
 
