@@ -64,6 +64,7 @@ the batching than about the policy."""
 OWED_SLACK_S = 60.0
 """Beyond grace period + minimum runtime, what an owed episode may last before it counts
 as past the allowance (the time a cycle, a bind and a start take, generously)."""
+
 TimelineValues = tuple[int, int, float, int, int, int, int, int]
 """The `metrics.TIMELINE_FIELDS` of one (member, model) at one instant."""
 TimelineRow = tuple[float, str, str, int, int, float, int, int, int, int, int]
@@ -157,7 +158,7 @@ class VictimRecord:
     allocated: int
     entitlement: int
     cause: PreemptionCause
-    """The engine's cause of the preemption (`_job_cause` of the cycle's)."""
+    """The engine's cause of the preemption (`_job_causes`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,8 +222,12 @@ _CAUSE_FIRST: tuple[PreemptionCause, ...] = ("consolidation", "entitlement", "fa
 move first (the job was moved), then an owner's reclaim."""
 
 
-def _job_cause(causes: set[PreemptionCause]) -> PreemptionCause:
-    return next(c for c in _CAUSE_FIRST if c in causes)
+def _job_causes(decisions: Decisions) -> dict[str, PreemptionCause]:
+    """Each preempted job's cause in the cycle (`_CAUSE_FIRST` when it has several)."""
+    found: dict[str, set[PreemptionCause]] = {}
+    for p in decisions.preemptions:
+        found.setdefault(p.job_id, set()).add(p.cause)
+    return {job: next(c for c in _CAUSE_FIRST if c in cs) for job, cs in found.items()}
 
 
 def default_engine() -> Engine:
@@ -471,10 +476,11 @@ class Simulator:
         snapshot = self.cluster.snapshot(now, self._history)
         decisions = self.engine(snapshot, self.policy)
         self._bound_this_cycle = {}
-        if decisions.preemptions:
-            self._log_victims(decisions)
+        causes = _job_causes(decisions)
+        if causes:
+            self._log_victims(causes)
         self._apply_binds(decisions, now)
-        self._apply_preemptions(decisions, now, allow_preemption)
+        self._apply_preemptions(decisions, causes, now, allow_preemption)
         renewed = set()
         for nomination in decisions.nominations:
             self.cluster.nominate(nomination.job_id, nomination.nodes)
@@ -519,15 +525,19 @@ class Simulator:
             if job_id in reclaimable_jobs and self._min_runtime > 0:
                 self._push(now + self._min_runtime, EventKind.WAKE, job_id, record.token)
 
-    def _apply_preemptions(self, decisions: Decisions, now: float, allow: bool) -> None:
+    def _apply_preemptions(
+        self,
+        decisions: Decisions,
+        causes: Mapping[str, PreemptionCause],
+        now: float,
+        allow: bool,
+    ) -> None:
         grace_of: dict[str, int] = {}
         reclaimers: dict[str, set[str]] = {}
-        causes: dict[str, set[PreemptionCause]] = {}
         for preemption in decisions.preemptions:
             grace = max(grace_of.get(preemption.job_id, 0), preemption.grace_period_seconds)
             grace_of[preemption.job_id] = grace
             reclaimers.setdefault(preemption.job_id, set()).add(preemption.reclaimer)
-            causes.setdefault(preemption.job_id, set()).add(preemption.cause)
         owed = self._entitled_reclaimers(decisions) if decisions.preemptions else set()
         for job_id, grace in grace_of.items():
             record = self.jobs.get(job_id)
@@ -545,7 +555,7 @@ class Simulator:
             record.state = JobState.TERMINATING
             record.preempted_at = now
             record.preemptions += 1
-            cause = _job_cause(causes[job_id])
+            cause = causes[job_id]
             if cause == "consolidation":
                 record.consolidations += 1
                 self.consolidation_preemptions += 1
@@ -576,7 +586,7 @@ class Simulator:
                     out.add(p.reclaimer)
         return out
 
-    def _log_victims(self, decisions: Decisions) -> None:
+    def _log_victims(self, causes: Mapping[str, PreemptionCause]) -> None:
         """Record each victim's standing at the snapshot (running, non-terminating GPUs
         per model vs entitlement): tests check no one within entitlement is preempted."""
         held: dict[tuple[str, str], int] = {}
@@ -584,9 +594,6 @@ class Simulator:
             if not pod.terminating:
                 key = (pod.member or "", self._node_model[pod.node])
                 held[key] = held.get(key, 0) + pod.spec.gpus
-        causes: dict[str, set[PreemptionCause]] = {}
-        for p in decisions.preemptions:
-            causes.setdefault(p.job_id, set()).add(p.cause)
         for job_id in sorted(causes):
             record = self.jobs.get(job_id)
             if record is None or record.state is not JobState.RUNNING:
@@ -594,10 +601,9 @@ class Simulator:
             for model in sorted({self._node_model[n] for n in record.nodes}):
                 key = (record.job.org, model)
                 entitled = self.cluster.capacity.entitlement.get(key, 0)
-                cause = _job_cause(causes[job_id])
                 self.victims.append(
                     VictimRecord(
-                        self._now, job_id, key[0], model, held.get(key, 0), entitled, cause
+                        self._now, job_id, key[0], model, held.get(key, 0), entitled, causes[job_id]
                     )
                 )
 
