@@ -86,8 +86,10 @@ class EventKind(Enum):
     GRACE_END = 1
     ARRIVAL = 2
     WAKE = 3
-    """A reclaimable pod passes the min runtime and may be preempted: the daemon would
-    notice within its 1 s idle cycle, so the simulator runs a cycle then too."""
+    """Time alone changes what the engine may do: a reclaimable pod passes the min runtime
+    and may be preempted, or a waiting job at `maxReclaimsPerJob` reaches the end of its
+    `reclaimLimitWindowSeconds` and may borrow anywhere. The daemon would notice within
+    its 1 s idle cycle, so the simulator runs a cycle then too."""
 
 
 @dataclass(slots=True)
@@ -293,6 +295,7 @@ class Simulator:
         self._grace = policy.sharing.reclaim_grace_period_seconds
         sharing = policy.sharing
         self._min_runtime = 0 if sharing.preempt_below_min_runtime else sharing.min_runtime_seconds
+        self._reclaim_window = sharing.reclaim_limit_window_seconds
         half_life = policy.sharing.usage_half_life_hours
         self._half_life_s = half_life * HOUR_S if half_life else None
         self._history: dict[str, float] = {}
@@ -432,7 +435,7 @@ class Simulator:
         if token != record.token:
             return False  # stale: the job changed state since this event was scheduled
         if kind is EventKind.WAKE:
-            return record.state is JobState.RUNNING
+            return record.state is JobState.RUNNING or record.state is JobState.PENDING
         if kind is EventKind.ARRIVAL:
             record.state = JobState.PENDING
             self.cluster.enqueue(record.job, 0, record.job.submit_time, now)
@@ -468,6 +471,10 @@ class Simulator:
             self.cluster.enqueue(
                 record.job, record.attempt, record.job.submit_time, now, reclaimed_at
             )
+            window_end = (reclaimed_at or now) + self._reclaim_window
+            limit = self.policy.sharing.max_reclaims_per_job
+            if limit is not None and record.attempt >= limit and window_end > now:
+                self._push(window_end, EventKind.WAKE, record.job.job_id, record.token)
         return True
 
     # -- one engine cycle -----------------------------------------------------------

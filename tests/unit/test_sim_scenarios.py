@@ -604,3 +604,32 @@ def test_consolidation_moves_borrowed_work_and_is_counted_apart() -> None:
     # Without consolidation a1 waits for b's pods to end.
     off = Simulator(nodes, without_consolidation(pol), jobs).run()
     assert off.jobs["a1"].first_start == 10_000 and off.consolidation_preemptions == 0
+
+
+def test_a_job_at_the_reclaim_limit_borrows_again_when_its_window_ends() -> None:
+    # a (no H100 entitlement, checkpointable) borrows b's node for a1 (4 GPUs, 1,800 s);
+    # b takes it back at t=60, 300 and 360: a1 is at maxReclaimsPerJob (3). Bigger than
+    # a's entitlement of 0, it may borrow busy b's nodes only reclaimLimitWindowSeconds
+    # after its last reclaim, at t=360 + 43,200, long after b's last job ends (t=7,560).
+    # No arrival or completion falls then: the simulator wakes itself, as the daemon's
+    # idle cycle would notice, and a1 runs its remaining 1,500 s.
+    h100 = "H"
+    pol = policy(
+        {"a": {"checkpointable": True}, "b": {"checkpointable": True}},
+        models=(MODEL, h100),
+        grace=0,
+        half_life=1.0,
+        sharing={"reclaimLimitWindowSeconds": 43200},
+    )
+    nodes = (node("a-0", "a", 2), node("b-0", "b", 8, h100), node("b-1", "b", 2, h100))
+    jobs = trace(
+        job("a1", "a", 0, 1800, 4, model=h100),
+        job("b1", "b", 60, 300, 4, model=h100),
+        job("b2", "b", 60, 7200, 8, model=h100),
+        job("b3", "b", 60, 30, 4, model=h100),
+        job("b4", "b", 300, 30, 4, model=h100),
+    )
+    result = Simulator(nodes, pol, jobs).run()
+    a1 = result.jobs["a1"]
+    assert a1.preemptions == 3 and result.jobs["b2"].end == 7560
+    assert a1.state is JobState.DONE and a1.end == 360 + 43200 + 1500
