@@ -38,6 +38,9 @@ class GpuHours:
     idle: pd.Series
     lost: pd.Series
     """Lost to reclaim."""
+    lost_by_cause: pd.Series
+    """(member, cause) -> lost to reclaim; a cause "" is lost work whose cause was not
+    recorded (`LOST_CAUSES`)."""
 
 
 def month_gpu_hours(
@@ -56,6 +59,7 @@ def month_gpu_hours(
         contributed_by_model=gpu_hours(capacity, ["owner", "gpu_model"], "billed"),
         idle=gpu_hours(capacity, "owner", "idle"),
         lost=gpu_hours(lost, "member", "gpu_seconds_lost"),
+        lost_by_cause=gpu_hours(lost, ["member", "cause"], "gpu_seconds_lost"),
     )
 
 

@@ -19,6 +19,12 @@ shown as its own row so that nothing disappears from the totals."""
 
 CAPACITY_COLUMNS = ("hour", "owner", "gpu_model", "gpu_seconds_available")
 RECLAIM_COLUMNS = ("hour", "member", "gpu_model", "gpu_seconds_lost")
+"""Required; an optional `cause` column says who preempted the work (`LOST_CAUSES`)."""
+LOST_CAUSES = ("entitlement", "fair_share", "consolidation")
+"""The causes of a preemption (docs/glossary.md, "cause"), as the engine names them in
+`scheduler.engine.decisions.PREEMPTION_CAUSES`. Lost work without one (a table without a
+`cause` column, or ledger rows metered before causes were recorded) has the cause "":
+it counts in the total lost to reclaim only."""
 
 
 class FrameError(InputError):
@@ -139,18 +145,27 @@ def normalise_reclaim(reclaim: pd.DataFrame | None, start: datetime, end: dateti
                 "hour": pd.Series(dtype="datetime64[ns, UTC]"),
                 "member": pd.Series(dtype="object"),
                 "gpu_model": pd.Series(dtype="object"),
+                "cause": pd.Series(dtype="object"),
                 "gpu_seconds_lost": pd.Series(dtype="float64"),
             }
         )
     _require(reclaim, "reclaim_lost", RECLAIM_COLUMNS)
+    cause = reclaim["cause"].fillna("").astype(str) if "cause" in reclaim.columns else ""
     frame = pd.DataFrame(
         {
             "hour": _utc_hours(reclaim["hour"]),
             "member": _names(reclaim["member"]),
             "gpu_model": reclaim["gpu_model"].astype(str),
+            "cause": cause,
             "gpu_seconds_lost": pd.to_numeric(reclaim["gpu_seconds_lost"]).astype("float64"),
         }
     )
+    unknown = sorted(set(frame["cause"]) - {"", *LOST_CAUSES})
+    if unknown:
+        raise FrameError(
+            f"reclaim_lost: unknown cause(s) {', '.join(map(repr, unknown))} in column cause "
+            f"(expected one of {', '.join(LOST_CAUSES)}, or empty)"
+        )
     return _in_window(frame, start, end).reset_index(drop=True)
 
 

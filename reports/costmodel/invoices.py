@@ -11,6 +11,7 @@ import pandas as pd
 
 from policies.model import IdleCostRule
 from reports.costmodel.bill import BillParts
+from reports.costmodel.frames import LOST_CAUSES
 from reports.costmodel.money import ZERO, cents, largest_remainder
 from reports.costmodel.purchases import purchased
 from reports.costmodel.rated import Rated, RatedLines, split, split_models
@@ -372,6 +373,12 @@ def summary_row(
         "lent_credited_gpu_hours": qty(hours.lent_credited),
         "idle_gpu_hours": qty(hours.idle),
         "reclaim_lost_gpu_hours": qty(hours.lost),
+        **{
+            f"reclaim_lost_{cause}_gpu_hours": None
+            if nodata
+            else float(hours.lost_by_cause.get((m, cause), 0.0))
+            for cause in LOST_CAUSES
+        },
         "efficiency": parts.efficiency[m],
         **money,
         "lent_and_purchase_net_money": money["credits"] + within_value - money["purchase_paid"],

@@ -14,7 +14,9 @@ usage           (hour, pod_uid)              namespace, pod, job_id, member, own
                                              "simulation")
 capacity        (hour, node)                 owner, gpu_model, gpu_seconds_available,
                                              coverage
-reclaim_lost    (hour, member, gpu_model)    gpu_seconds_lost
+reclaim_lost    (hour, member, gpu_model,    gpu_seconds_lost
+                cause)                       (cause: "entitlement" | "fair_share" |
+                                             "consolidation", "" = not recorded)
 hours           hour                         status ("metered" | "empty" | "pending" |
                                              "forgotten"), coverage, attempts,
                                              last_error, metered_at
@@ -116,6 +118,9 @@ reclaim_lost_table = Table(
     Column("hour", UTCDateTime, primary_key=True),
     Column("member", String(253), primary_key=True),
     Column("gpu_model", String(253), primary_key=True),
+    # Who preempted the work (docs/glossary.md, "cause"); "" for rows metered before
+    # fairpool recorded it (migration 0003).
+    Column("cause", String(32), primary_key=True, server_default=""),
     Column("gpu_seconds_lost", Float, nullable=False),
 )
 

@@ -30,6 +30,7 @@ from sqlalchemy import Table, delete, func, insert, select, text, update
 from sqlalchemy.engine import Connection, Engine
 
 from policies.errors import InputError
+from reports.costmodel.frames import LOST_CAUSES
 from reports.costmodel.usage_row import USAGE_COLUMNS, USAGE_DEFAULTS, USAGE_SOURCES
 from reports.ledger.connect import open_engine
 from reports.ledger.database import SQLITE_BEGIN
@@ -464,12 +465,7 @@ class _HourRows:
             capacity=_rows(
                 [(w.hour, w.capacity) for w in writes], CAPACITY_COLUMNS, {}, "capacity"
             ),
-            lost=_rows(
-                [(w.hour, w.reclaim_lost) for w in writes if w.reclaim_lost is not None],
-                RECLAIM_LOST_COLUMNS,
-                {},
-                "reclaim_lost",
-            ),
+            lost=_lost_rows(writes),
             node_coverage=_rows(
                 [(w.hour, w.node_coverage) for w in writes if w.node_coverage is not None],
                 NODE_COVERAGE_COLUMNS,
@@ -477,6 +473,22 @@ class _HourRows:
                 "node_coverage",
             ),
         )
+
+
+def _lost_rows(writes: list[HourWrite]) -> list[dict[str, Any]]:
+    """Lost work per cause; without a `cause` column its cause was not recorded ("")."""
+    lost = _rows(
+        [(w.hour, w.reclaim_lost) for w in writes if w.reclaim_lost is not None],
+        RECLAIM_LOST_COLUMNS,
+        {"cause": ""},
+        "reclaim_lost",
+    )
+    unknown = {row["cause"] for row in lost} - {"", *LOST_CAUSES}
+    if unknown:
+        raise InputError(
+            f"reclaim_lost cause {sorted(unknown)[0]!r} is not one of {LOST_CAUSES} (or empty)"
+        )
+    return lost
 
 
 def _rows(

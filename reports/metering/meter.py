@@ -35,6 +35,7 @@ from reports.metering.rows import (
     HOURLY,
     ChunkInputs,
     HourRows,
+    LostKey,
     build_chunk,
     counter_increase,
     kube_state_uids,
@@ -113,7 +114,7 @@ class ChunkAnswers:
     """Per-hour figures: label columns, `hour`, `value`."""
     constant: dict[str, pd.DataFrame]
     """Pod and node attributes over the whole chunk."""
-    reclaim_lost: dict[datetime, dict[tuple[str, str], float]]
+    reclaim_lost: dict[datetime, dict[LostKey, float]]
 
 
 class Meter:
@@ -478,19 +479,15 @@ def _chunks(hours: list[datetime], size: int) -> list[list[datetime]]:
 
 def _reclaim_lost(
     series: list[tuple[dict[str, str], list[tuple[float, float]]]], chunk: list[datetime]
-) -> dict[datetime, dict[tuple[str, str], float]]:
-    """GPU-seconds lost to reclaim per hour, (member, gpu_model); exporter replicas of
-    one counter collapse with max, like `max by` would, and the causes of preemption
-    then add up (a counter written before it had a cause counts as one cause)."""
-    by_cause: dict[datetime, dict[tuple[str, str, str], float]] = {h: {} for h in chunk}
+) -> dict[datetime, dict[LostKey, float]]:
+    """GPU-seconds lost to reclaim per hour and (member, gpu_model, cause); exporter
+    replicas of one counter collapse with max, like `max by` would (a counter written
+    before it had a cause has the cause "")."""
+    out: dict[datetime, dict[LostKey, float]] = {h: {} for h in chunk}
     baseline = chunk[0].timestamp()
     for labels, samples in series:
         key = (labels.get("member", ""), labels.get("gpu_model", ""), labels.get("cause", ""))
         for hour, value in counter_increase(samples, chunk, baseline).items():
             if value > 0:
-                by_cause[hour][key] = max(by_cause[hour].get(key, 0.0), value)
-    out: dict[datetime, dict[tuple[str, str], float]] = {h: {} for h in chunk}
-    for hour, lost in by_cause.items():
-        for (member, model, _), value in lost.items():
-            out[hour][(member, model)] = out[hour].get((member, model), 0.0) + value
+                out[hour][key] = max(out[hour].get(key, 0.0), value)
     return out

@@ -33,7 +33,10 @@ from reports.metering.coverage import NODE_COVERAGE_OUT, node_coverage
 USAGE_OUT = [c for c in USAGE_COLUMNS if c != "hour"]
 """An hour's usage rows: the usage row without its hour (the ledger adds it)."""
 CAPACITY_OUT = ["node", "owner", "gpu_model", "gpu_seconds_available", "coverage"]
-RECLAIM_OUT = ["member", "gpu_model", "gpu_seconds_lost"]
+RECLAIM_OUT = ["member", "gpu_model", "cause", "gpu_seconds_lost"]
+LostKey = tuple[str, str, str]
+"""(member, GPU model, cause) of GPU-seconds lost to reclaim ("" when the counter had no
+cause: written before fairpool recorded it)."""
 
 
 HOURLY = (
@@ -84,7 +87,7 @@ class ChunkInputs:
     dcgm_gpu_util: pd.DataFrame
     dcgm_engine_count: pd.DataFrame
     dcgm_util_count: pd.DataFrame
-    reclaim_lost: dict[datetime, dict[tuple[str, str], float]] = field(default_factory=dict)
+    reclaim_lost: dict[datetime, dict[LostKey, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -109,7 +112,7 @@ class HourInputs:
     capacity_present: pd.DataFrame
     dcgm_engine_active: pd.DataFrame
     dcgm_gpu_util: pd.DataFrame
-    reclaim_lost: dict[tuple[str, str], float] = field(default_factory=dict)
+    reclaim_lost: dict[LostKey, float] = field(default_factory=dict)
     dcgm_engine_count: pd.DataFrame = field(default_factory=pd.DataFrame)
     """DCGM samples per GPU series in the hour (for the utilization coverage)."""
     dcgm_util_count: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -540,9 +543,9 @@ def _capacity_rows(inputs: ChunkInputs, known: pd.DataFrame) -> _Sampled:
     return _Sampled(capacity, cap_present, cap_expected)
 
 
-def _reclaim_rows(lost: dict[tuple[str, str], float]) -> pd.DataFrame:
+def _reclaim_rows(lost: dict[LostKey, float]) -> pd.DataFrame:
     return pd.DataFrame(
-        [(m, g, v) for (m, g), v in sorted(lost.items())],
+        [(m, g, c, v) for (m, g, c), v in sorted(lost.items())],
         columns=RECLAIM_OUT,
     )
 

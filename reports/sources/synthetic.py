@@ -14,6 +14,7 @@ import pandas as pd
 
 from policies.model import Policy
 from reports.costmodel.coverage import month_hour_index
+from reports.costmodel.frames import LOST_CAUSES
 from reports.costmodel.months import month_bounds
 
 
@@ -80,12 +81,15 @@ def synthetic_month(
     users[on_others_hardware] = members[others[on_others_hardware]]
     usage = _usage(rng, hours, pods, slots, users, policy.version)
     lost = on_others_hardware & (rng.random(len(pods.slot)) < 0.05)
+    seconds_lost = rng.integers(600, 7200, size=int(lost.sum())).astype(float)
+    causes = np.array(LOST_CAUSES)[rng.integers(0, len(LOST_CAUSES), size=len(seconds_lost))]
     reclaim = pd.DataFrame(
         {
             "hour": hours[np.maximum(pods.end[lost] - 1, 0)],
             "member": users[lost],
             "gpu_model": slots.gpu_model[pods.slot][lost],
-            "gpu_seconds_lost": rng.integers(600, 7200, size=int(lost.sum())).astype(float),
+            "cause": causes,
+            "gpu_seconds_lost": seconds_lost,
         }
     )
     return usage, _capacity(hours, groups), reclaim

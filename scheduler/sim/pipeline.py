@@ -562,12 +562,12 @@ def capacity_table(result: SimulationResult, start: datetime, end: float) -> pd.
 
 def lost_table(result: SimulationResult, hour0: pd.Timestamp) -> pd.DataFrame:
     frame = pd.DataFrame(
-        [(r.hour, r.member, r.gpu_model, r.gpu_seconds) for r in result.lost],
-        columns=["hour", "member", "gpu_model", "gpu_seconds_lost"],
+        [(r.hour, r.member, r.gpu_model, r.cause, r.gpu_seconds) for r in result.lost],
+        columns=["hour", "member", "gpu_model", "cause", "gpu_seconds_lost"],
     )
     frame["hour"] = hour0 + pd.to_timedelta(frame["hour"].astype("int64") * HOUR_S, unit="s")
     frame["hour"] = frame["hour"].astype("datetime64[ns, UTC]")
-    frame = frame.groupby(["hour", "member", "gpu_model"], as_index=False, sort=True).agg(
+    frame = frame.groupby(["hour", "member", "gpu_model", "cause"], as_index=False, sort=True).agg(
         gpu_seconds_lost=("gpu_seconds_lost", "sum")
     )
     return frame.astype({"gpu_seconds_lost": "float64"})

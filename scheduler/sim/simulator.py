@@ -169,6 +169,8 @@ class LostRow:
     member: str
     gpu_model: str
     gpu_seconds: float
+    cause: PreemptionCause
+    """The engine's cause of the preemption that threw the work away."""
 
 
 @dataclass
@@ -452,15 +454,16 @@ class Simulator:
             checkpointable = record.job.checkpointable
             if checkpointable is None:
                 checkpointable = self.policy.member(record.job.org).checkpointable
+            cause = record.preemption_cause
+            assert cause is not None
             if checkpointable:
                 record.remaining_s -= record.preempted_at - record.start
             else:
                 record.remaining_s = record.job.duration_s
-                self._count_lost(record, record.start, now)
+                self._count_lost(record, record.start, now, cause)
             lost = lost_gpu_seconds(record.job.gpus, record.start, now, checkpointable)
             record.lost_gpu_s += lost
-            assert record.preemption_cause is not None
-            key = (record.job.org, record.preemption_cause)
+            key = (record.job.org, cause)
             self.lost_by_cause_gpu_s[key] = self.lost_by_cause_gpu_s.get(key, 0.0) + lost
             reclaimed_at = record.preempted_at
             record.state = JobState.PENDING
@@ -694,14 +697,16 @@ class Simulator:
                 )
             )
 
-    def _count_lost(self, record: JobRecord, start: float, end: float) -> None:
+    def _count_lost(
+        self, record: JobRecord, start: float, end: float, cause: PreemptionCause
+    ) -> None:
         gpus_by_model: dict[str, int] = {}
         for node in record.nodes:
             model = self._node_model[node]
             gpus_by_model[model] = gpus_by_model.get(model, 0) + record.job.gpus_per_pod
         for hour, seconds in self._hours(start, end):
             for model, gpus in sorted(gpus_by_model.items()):
-                self.lost.append(LostRow(hour, record.job.org, model, gpus * seconds))
+                self.lost.append(LostRow(hour, record.job.org, model, gpus * seconds, cause))
 
     def _advance_history(self, now: float) -> None:
         """Decay past usage to `now` and add what was used since the last event."""

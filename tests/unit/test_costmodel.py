@@ -24,7 +24,8 @@ from reports.costmodel import (
     build_month_report,
     check_invariants,
 )
-from reports.costmodel.frames import UNATTRIBUTED, FrameError
+from reports.costmodel.frames import LOST_CAUSES, UNATTRIBUTED, FrameError
+from scheduler.engine.decisions import PREEMPTION_CAUSES
 
 D = Decimal
 H0 = pd.Timestamp("2026-10-10T00:00Z")
@@ -262,6 +263,43 @@ def test_reclaim_lost_is_information_not_money() -> None:
     info = line[line["description"].str.contains("lost to reclaim")].iloc[0]
     assert info["amount"] is None
     assert info["info_value"] == D("1.00")
+    # Without a cause column the cause is not known: in the total only.
+    assert column(with_lost, "reclaim_lost_entitlement_gpu_hours")["b"] == 0.0
+
+
+def test_reclaim_lost_is_split_by_cause() -> None:
+    lost = pd.DataFrame(
+        [
+            (H0, "b", "H", "entitlement", 1800.0),
+            (H0, "b", "H", "consolidation", 360.0),
+            (H0, "b", "H", "", 720.0),  # metered before causes were recorded
+            (H0, "c", "H", "fair_share", 3600.0),
+        ],
+        columns=["hour", "member", "gpu_model", "cause", "gpu_seconds_lost"],
+    )
+    report = build(make_policy(), reclaim_lost=lost)
+    assert column(report, "reclaim_lost_gpu_hours")["b"] == pytest.approx(0.8)
+    assert column(report, "reclaim_lost_entitlement_gpu_hours")["b"] == pytest.approx(0.5)
+    assert column(report, "reclaim_lost_fair_share_gpu_hours")["b"] == 0.0
+    assert column(report, "reclaim_lost_consolidation_gpu_hours")["b"] == pytest.approx(0.1)
+    assert column(report, "reclaim_lost_fair_share_gpu_hours")["c"] == pytest.approx(1.0)
+    assert column(report, "reclaim_lost_gpu_hours")["c"] == pytest.approx(1.0)
+    # One invoice line per GPU model, whatever the causes.
+    lines = report.invoice("b")
+    assert len(lines[lines["description"].str.contains("lost to reclaim")]) == 1
+
+
+def test_the_bill_knows_the_causes_the_engine_names() -> None:
+    assert LOST_CAUSES == PREEMPTION_CAUSES
+
+
+def test_reclaim_lost_with_an_unknown_cause_is_refused() -> None:
+    lost = pd.DataFrame(
+        [(H0, "b", "H", "reclaim", 1800.0)],
+        columns=["hour", "member", "gpu_model", "cause", "gpu_seconds_lost"],
+    )
+    with pytest.raises(FrameError, match=r"reclaim_lost: unknown cause.*'reclaim'.*column cause"):
+        build(make_policy(), reclaim_lost=lost)
 
 
 def test_efficiency_known_and_missing() -> None:

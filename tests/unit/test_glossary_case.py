@@ -245,6 +245,19 @@ def test_bill_settles_use_of_others_hardware_and_lent(out: Path) -> None:
     assert settlement.loc["b", "a"] == f"{2.0 * 7440 / H:.2f}" == "4.13"
 
 
+def test_lost_work_keeps_its_cause_into_the_bill(out: Path) -> None:
+    """b takes its node back for b1 within its entitlement: a2's lost work is an owner's
+    reclaim (cause `entitlement`), in the simulator's table and in the bill alike."""
+    lost = pd.read_parquet(out / "reclaim_lost.parquet")
+    by_cause = lost.groupby("cause")["gpu_seconds_lost"].sum().to_dict()
+    assert by_cause == pytest.approx({"entitlement": LOST["a"]})
+    bill = pd.read_csv(out / "report" / "summary.csv").set_index("member")
+    assert bill.loc["a", "reclaim_lost_entitlement_gpu_hours"] == pytest.approx(LOST["a"] / H)
+    for cause in ("fair_share", "consolidation"):
+        assert bill.loc["a", f"reclaim_lost_{cause}_gpu_hours"] == 0.0
+    assert bill.loc["b", "reclaim_lost_entitlement_gpu_hours"] == 0.0
+
+
 def test_the_only_dividend_in_the_bill_is_the_pooling_dividend(out: Path) -> None:
     bill = pd.read_csv(out / "report" / "summary.csv")
     dividends = [c for c in bill.columns if "dividend" in c]

@@ -129,6 +129,27 @@ def test_reclaim_lost_and_runs(ledger: Ledger) -> None:
     assert ledger.metering_runs()["hours_ok"].tolist() == [1]
 
 
+def test_reclaim_lost_keeps_one_row_per_cause(ledger: Ledger) -> None:
+    model = "NVIDIA-H100-80GB-HBM3"
+    lost = pd.DataFrame(
+        {
+            "member": ["physics"] * 3,
+            "gpu_model": [model] * 3,
+            "cause": ["entitlement", "consolidation", ""],
+            "gpu_seconds_lost": [90.0, 30.0, 5.0],
+        }
+    )
+    ledger.replace_hour(H0, usage([]), capacity(), lost, coverage=1.0)
+    frame = ledger.reclaim_lost_frame(H0, H1).sort_values("gpu_seconds_lost")
+    assert frame["cause"].tolist() == ["", "consolidation", "entitlement"]
+    assert frame["gpu_seconds_lost"].tolist() == [5.0, 30.0, 90.0]
+    # A cause fairpool does not know is refused, and the hour's rows are kept.
+    bad = lost.assign(cause=["reclaim", "entitlement", ""])
+    with pytest.raises(InputError, match="reclaim_lost cause 'reclaim' is not one of"):
+        ledger.replace_hour(H0, usage([]), capacity(), bad, coverage=1.0)
+    assert len(ledger.reclaim_lost_frame(H0, H1)) == 3
+
+
 def test_bad_hours_are_input_errors(ledger: Ledger) -> None:
     with pytest.raises(InputError, match="no time zone"):
         ledger.replace_hour(datetime(2026, 10, 5, 10), usage([]), capacity(), None, 1.0)

@@ -5,13 +5,16 @@ once do not race."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, func, inspect, make_url, select
+from sqlalchemy import create_engine, func, inspect, make_url, select, text
 from sqlalchemy.engine import Engine
 
 from reports.ledger import Ledger, MeteringRun, migrate
@@ -70,7 +73,9 @@ def test_a_ledger_made_before_migrations_keeps_its_rows(ledger_url: str) -> None
         assert usage["gpu_seconds"].to_dict() == {"uid-a": 14400.0, "uid-b": 3600.0}
         assert usage.loc["uid-b", "source"] == "kube-state-metrics"
         assert ledger.capacity_frame(H0, H1)["gpu_seconds_available"].tolist() == [28800.0]
-        assert ledger.reclaim_lost_frame(H0, H1)["gpu_seconds_lost"].tolist() == [150.0]
+        lost = ledger.reclaim_lost_frame(H0, H1)
+        assert lost["gpu_seconds_lost"].tolist() == [150.0]
+        assert lost["cause"].tolist() == [""]  # metered before causes were recorded
         assert ledger.pending_hours() == [H1]
         assert ledger.metering_runs()["hours_ok"].tolist() == [1]
         # Still a working ledger: the next run's id follows the old ones.
@@ -83,6 +88,43 @@ def test_a_ledger_made_before_migrations_keeps_its_rows(ledger_url: str) -> None
     assert first.author == "alice"
     audit.close()
     assert revision(engine) == migrate.head_revision()
+    assert schema_diff(engine) == []
+    engine.dispose()
+
+
+def test_lost_work_gains_a_cause_and_a_downgrade_adds_the_causes_up(ledger_url: str) -> None:
+    engine = create_engine(ledger_url)
+    cfg = migrate.config()
+
+    def to(target: str, step: Callable[[Config, str], None]) -> None:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            step(cfg, target)
+
+    def rows(cause: bool = True) -> list[tuple[object, ...]]:
+        names = f"member, gpu_model, {'cause, ' if cause else ''}gpu_seconds_lost"
+        with engine.connect() as conn:
+            found = conn.execute(
+                text(f"SELECT {names} FROM reclaim_lost ORDER BY gpu_seconds_lost")
+            )
+            return [tuple(r) for r in found]
+
+    insert = "INSERT INTO reclaim_lost (hour, member, gpu_model, {}gpu_seconds_lost) VALUES "
+    to("0002", command.upgrade)
+    with engine.begin() as conn:
+        conn.execute(text(insert.format("") + "(:h, 'a', 'H', 150.0)"), {"h": H0})
+    to("head", command.upgrade)
+    assert rows() == [("a", "H", "", 150.0)]
+    # The cause is part of the key: a second cause of the same hour, member and model.
+    with engine.begin() as conn:
+        conn.execute(
+            text(insert.format("cause, ") + "(:h, 'a', 'H', 'entitlement', 30.0)"), {"h": H0}
+        )
+    assert rows() == [("a", "H", "entitlement", 30.0), ("a", "H", "", 150.0)]
+    to("0002", command.downgrade)
+    assert rows(cause=False) == [("a", "H", 180.0)]
+    to("head", command.upgrade)
+    assert rows() == [("a", "H", "", 180.0)]
     assert schema_diff(engine) == []
     engine.dispose()
 

@@ -102,7 +102,7 @@ def test_a_chunk_gives_each_hour_the_rows_it_gives_alone(seed: int) -> None:
     rng = random.Random(seed)
     hours = [START + i * HOUR for i in range(6)]
     answers = random_answers(rng, hours)
-    lost = {hours[1]: {("physics", "H100"): 120.0}}
+    lost = {hours[1]: {("physics", "H100", "entitlement"): 120.0, ("physics", "H100", ""): 5.0}}
     chunked = build_chunk(
         ChunkInputs(
             hours=hours,
