@@ -22,6 +22,7 @@ import pandas as pd
 from policies.errors import InputError
 from policies.files import remove_staging, staging_folder
 from reports.costmodel import MonthReport
+from reports.costmodel.frames import LOST_CAUSES
 from reports.costmodel.money import ZERO, money_str
 from reports.rendering import charts
 
@@ -177,6 +178,8 @@ def summary_table(report: MonthReport, pool_from: MonthReport | None = None) -> 
         "contributed_gpu_hours",
         "used_gpu_hours",
         "used_on_others_charged_gpu_hours",
+        "reclaim_lost_gpu_hours",
+        *(f"reclaim_lost_{cause}_gpu_hours" for cause in LOST_CAUSES),
     ):
         values = [v for v in report.summary[column] if v is not None and not pd.isna(v)]
         pool[column] = float(sum(values))

@@ -13,7 +13,7 @@ import pytest
 import reports.rendering.render as render
 from reports.costmodel import MonthReport, build_month_report
 from reports.rendering.render import ReportExistsError, write_report
-from tests.unit.test_costmodel import CAPACITY, USAGE, make_policy
+from tests.unit.test_costmodel import CAPACITY, H0, USAGE, build, make_policy
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +97,19 @@ def test_member_report_shows_no_other_members_lines(report: MonthReport, tmp_pat
             text = path.read_text()
             assert "Contributed capacity, H" not in text
             assert "39.77" not in text
+
+
+def test_the_pool_row_adds_up_lost_work_per_cause() -> None:
+    lost = pd.DataFrame(
+        [(H0, "b", "H", "entitlement", 1800.0), (H0, "c", "H", "fair_share", 3600.0)],
+        columns=["hour", "member", "gpu_model", "cause", "gpu_seconds_lost"],
+    )
+    table = render.summary_table(build(make_policy(), reclaim_lost=lost))
+    pool = table[table["member"] == "pool"].iloc[0]
+    assert pool["reclaim_lost_gpu_hours"] == pytest.approx(1.5)
+    assert pool["reclaim_lost_entitlement_gpu_hours"] == pytest.approx(0.5)
+    assert pool["reclaim_lost_fair_share_gpu_hours"] == pytest.approx(1.0)
+    assert pool["reclaim_lost_consolidation_gpu_hours"] == 0.0
 
 
 def test_member_must_exist(report: MonthReport, tmp_path: Path) -> None:
