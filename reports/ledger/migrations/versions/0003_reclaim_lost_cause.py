@@ -32,7 +32,7 @@ _PKEY = "reclaim_lost_pkey"
 
 def _copy(key: list[str], with_cause: bool, select: str) -> None:
     """SQLite: `reclaim_lost` rebuilt with `key`, its rows from `select`."""
-    columns = [
+    columns: list[sa.Column[object]] = [
         sa.Column("hour", _UTC, nullable=False),
         sa.Column("member", sa.String(_NAME), nullable=False),
         sa.Column("gpu_model", sa.String(_NAME), nullable=False),
