@@ -246,6 +246,27 @@ def _invoice_csv(report: MonthReport, member: str) -> pd.DataFrame:
     return pd.concat([lines, pd.DataFrame([total])], ignore_index=True)
 
 
+def lost_rows(report: MonthReport) -> list[dict[str, Any]]:
+    """Members whose work preemption threw away this month: GPU-hours in all, per cause,
+    and those whose cause was not recorded (ledger rows metered before it was)."""
+    rows = []
+    for row in report.summary.to_dict("records"):
+        total = _clean(row["reclaim_lost_gpu_hours"])
+        if total is None or float(total) <= 0:
+            continue
+        causes = {c: float(row[f"reclaim_lost_{c}_gpu_hours"] or 0.0) for c in LOST_CAUSES}
+        rows.append(
+            {
+                "member": row["member"],
+                "total": float(total),
+                **causes,
+                # Rounding of the sums is not a cause of its own.
+                "unrecorded": max(0.0, round(float(total) - sum(causes.values()), 6)),
+            }
+        )
+    return rows
+
+
 def _html(report: MonthReport, member: str | None) -> str:
     colors = charts.color_for(list(report.daily_gpu_hours.columns) or report.members)
     chart_svgs = {
@@ -272,6 +293,7 @@ def _html(report: MonthReport, member: str | None) -> str:
         invoices=invoices,
         settlement=report.settlement,
         net_settlement=report.net_settlement.to_dict("records"),
+        lost=lost_rows(report),
         coverage_days=[d for d in report.coverage_daily.to_dict("records") if d["message"]],
         charts=chart_svgs,
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),

@@ -112,6 +112,42 @@ def test_the_pool_row_adds_up_lost_work_per_cause() -> None:
     assert pool["reclaim_lost_consolidation_gpu_hours"] == 0.0
 
 
+def test_the_html_report_shows_lost_work_by_cause(tmp_path: Path) -> None:
+    lost = pd.DataFrame(
+        [
+            (H0, "b", "H", "entitlement", 1800.0),
+            (H0, "b", "H", "consolidation", 360.0),
+            (H0, "c", "H", "", 3600.0),
+        ],
+        columns=["hour", "member", "gpu_model", "cause", "gpu_seconds_lost"],
+    )
+    report = build(make_policy(), reclaim_lost=lost)
+    assert render.lost_rows(report) == [
+        {
+            "member": "b",
+            "total": pytest.approx(0.6),
+            "entitlement": pytest.approx(0.5),
+            "fair_share": 0.0,
+            "consolidation": pytest.approx(0.1),
+            "unrecorded": pytest.approx(0.0),
+        },
+        {
+            "member": "c",
+            "total": pytest.approx(1.0),
+            "entitlement": 0.0,
+            "fair_share": 0.0,
+            "consolidation": 0.0,
+            "unrecorded": pytest.approx(1.0),
+        },
+    ]
+    write_report(report, tmp_path / "out")
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert 'id="lost"' in html and "Cause not recorded" in html
+    # Nothing lost: no table.
+    write_report(build(make_policy()), tmp_path / "none")
+    assert 'id="lost"' not in (tmp_path / "none" / "report.html").read_text()
+
+
 def test_member_must_exist(report: MonthReport, tmp_path: Path) -> None:
     with pytest.raises(Exception, match="--member: 'zz'"):
         write_report(report, tmp_path / "x", member="zz")
