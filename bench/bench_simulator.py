@@ -117,6 +117,9 @@ def child(standalone: bool, load: float, days: float, batch_s: float) -> dict[st
         "cpu_s": cpu,
         "events": events,
         "cycles": cycles,
+        # The pooled replay's: the standalone ones partly run in the worker process.
+        "engine_s": result.engine_s,
+        "pooled_s": result.replay_s,
         "events_per_s": events / wall if wall else 0.0,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "utilization": float(study.summary["utilization"] or 0.0),  # type: ignore[arg-type]
@@ -159,6 +162,7 @@ def run(console: Console) -> None:
         "CPU s",
         "events",
         "engine cycles",
+        "pooled: engine s / replay s",
         "events/s",
         "peak RSS MiB",
         "util.",
@@ -181,6 +185,7 @@ def run(console: Console) -> None:
                 f"{m.get('cpu_s', float('nan')):.1f}",
                 f"{m['events']:,.0f}",
                 f"{m['cycles']:,.0f}",
+                f"{m['engine_s']:.1f} / {m['pooled_s']:.1f}",
                 f"{m['events_per_s']:,.0f}",
                 f"{m['peak_rss_mib']:,.0f}",
                 f"{m['utilization']:.3f}",

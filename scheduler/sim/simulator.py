@@ -44,6 +44,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
+from time import perf_counter
 
 from policies.model import Policy
 from scheduler.engine.decisions import Decisions, MemberShare, PreemptionCause
@@ -190,6 +191,10 @@ class SimulationResult:
     """Trace time 0 minus the start of its UTC hour (hour buckets are UTC hours)."""
     events: int = 0
     cycles: int = 0
+    engine_s: float = 0.0
+    """Wall seconds spent in the engine, of `replay_s` (the rest is the simulator's own
+    bookkeeping); diagnostics for the benchmarks, in no output file."""
+    replay_s: float = 0.0
     guard_trips: int = 0
     owed_overrides: int = 0
     consolidation_preemptions: int = 0
@@ -324,6 +329,7 @@ class Simulator:
         self.victims: list[VictimRecord] = []
         self.events_done = 0
         self.cycles = 0
+        self.engine_s = 0.0
         self.guard_trips = 0
         self.owed_overrides = 0
         self.consolidation_preemptions = 0
@@ -353,8 +359,11 @@ class Simulator:
         heapq.heappush(self._events, (time, kind.value, self._seq, job_id, token))
 
     def run(self) -> SimulationResult:
+        began = perf_counter()
         with fewer_collections():
-            return self._run()
+            result = self._run()
+        result.replay_s = perf_counter() - began
+        return result
 
     def _run(self) -> SimulationResult:
         for job in self.trace.jobs:
@@ -414,6 +423,7 @@ class Simulator:
             start_offset_s=self.start_offset_s,
             events=self.events_done,
             cycles=self.cycles,
+            engine_s=self.engine_s,
             guard_trips=self.guard_trips,
             owed_overrides=self.owed_overrides,
             consolidation_preemptions=self.consolidation_preemptions,
@@ -484,7 +494,9 @@ class Simulator:
     def _cycle(self, now: float, allow_preemption: bool) -> None:
         self.cycles += 1
         snapshot = self.cluster.snapshot(now, self._history)
+        began = perf_counter()
         decisions = self.engine(snapshot, self.policy)
+        self.engine_s += perf_counter() - began
         self._bound_this_cycle = {}
         causes = _job_causes(decisions)
         if causes:
