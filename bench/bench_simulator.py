@@ -6,8 +6,10 @@ Each configuration runs in a fresh subprocess so its peak RSS is its own; CPU se
 worker's excluded) are shown beside wall seconds because the machine is shared. The
 standalone replays run in a worker process while the pooled one runs, and in this one
 too once the pooled one is done (`run_study(processes=2)`, as `fairpool simulate --jobs
-2`). The time is the engine's: the simulator runs one `scheduler.engine.schedule` per
-event instant.
+2`). The simulator runs one `scheduler.engine.schedule` per event instant; the column
+"pooled: engine s / replay s" says how much of the pooled replay's wall time was the
+engine's (the rest is the simulator's own bookkeeping: events, the timeline, the wait
+meter).
 
 Each load runs exactly (a cycle at every instant something changes: the pooled replay
 alone, then with its standalone replays) and with each batch of BENCH_SIMULATOR_BATCH
