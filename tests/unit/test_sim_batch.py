@@ -107,10 +107,14 @@ def test_batched_invariants(case: Case) -> None:
     assert all(r.state is JobState.DONE for r in result.jobs.values()), str(case)
     check_no_overcommit(case, result)
     # Every cycle comes `batch_s` after the change that opened its batch: an arrival, a
-    # pod gone (a completion, a grace period's end) or a minimum runtime passed.
+    # pod gone (a completion, a grace period's end), a minimum runtime passed, or the
+    # reclaim-limit window of a job preempted `maxReclaimsPerJob` times ended (counted
+    # here from every preemption: a superset).
     min_runtime = case.policy.sharing.min_runtime_seconds
     for run in result.pod_runs:
         event_times.update((run.end, run.start + min_runtime))
+    window = case.policy.sharing.reclaim_limit_window_seconds
+    event_times.update(v.time + window for v in result.victims)
     assert all(t - batch_s in event_times for t in times), (times, str(case))
     assert all(b - a >= batch_s for a, b in pairwise(times)), times
     cycle_times = set(times)
