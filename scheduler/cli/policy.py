@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 from pathlib import Path
 
 import click
@@ -209,6 +210,43 @@ def diff(client: Client, old: str, new: str | None) -> None:
     _print_diff(Console(), "".join(lines))
 
 
+CONTENDED_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("utilization while work waits", "utilization_while_pending", "{:.3f}"),
+    ("lost to reclaim (share of GPU-hours used)", "reclaim_lost_fraction", "{:.2%}"),
+    ("  lost: owners' reclaims GPU-h", "reclaim_lost_entitlement_gpu_h", "{:,.1f}"),
+    ("  lost: reclaims below fair share GPU-h", "reclaim_lost_fair_share_gpu_h", "{:,.1f}"),
+    ("  lost: moves (consolidation) GPU-h", "reclaim_lost_consolidation_gpu_h", "{:,.1f}"),
+    ("most preemptions of one job", "preemptions_per_job_max", "{:.0f}"),
+    ("owners' time to entitlement p99 s", "time_to_entitlement_p99_s", "{:,.0f}"),
+    ("mean JCT s", "mean_jct_s", "{:,.0f}"),
+    ("p95 wait s", "p95_wait_s", "{:,.0f}"),
+)
+"""(label, `summary.json` key, format) of the figures a draft is judged by on a contended
+pool (docs/metrics.md), beyond the SimulationSummary's own fields."""
+
+
+def contended_rows(current: str, draft: str) -> list[tuple[str, str, str]]:
+    """`CONTENDED_ROWS` from the two replays' `summary.json` texts ("—" where a figure is
+    missing, e.g. a replay in which nothing waited)."""
+
+    def figures(text: str) -> dict[str, object]:
+        try:
+            found = json.loads(text) if text else {}
+        except json.JSONDecodeError:
+            found = {}
+        return found if isinstance(found, dict) else {}
+
+    a, b = figures(current), figures(draft)
+
+    def show(summary: dict[str, object], key: str, fmt: str) -> str:
+        value = summary.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return "—"
+        return fmt.format(value)
+
+    return [(label, show(a, key, fmt), show(b, key, fmt)) for label, key, fmt in CONTENDED_ROWS]
+
+
 @policy.command()
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 @click.option(
@@ -272,6 +310,8 @@ def simulate(
         f"{b.entitlement_violation_gpu_s:,.0f}",
     )
     overall.add_row("preemptions", str(a.preemptions), str(b.preemptions))
+    for label, current, draft in contended_rows(a.summary_json, b.summary_json):
+        overall.add_row(label, current, draft)
     console.print(overall)
     members = Table(title="per member: current → draft", title_justify="left")
     for column in (
@@ -280,6 +320,7 @@ def simulate(
         "borrowed",
         "used on others' hardware",
         "lent",
+        "lost to reclaim",
         "jobs",
         "mean wait s",
         "mean JCT s",
@@ -297,6 +338,7 @@ def simulate(
             f"{m.gpu_hours_used_on_others_hardware:,.1f} → "
             f"{d.gpu_hours_used_on_others_hardware:,.1f}",
             f"{m.gpu_hours_lent:,.1f} → {d.gpu_hours_lent:,.1f}",
+            f"{m.gpu_hours_lost_to_reclaim:,.1f} → {d.gpu_hours_lost_to_reclaim:,.1f}",
             f"{m.jobs_completed} → {d.jobs_completed}",
             f"{m.mean_wait_s:,.0f} → {d.mean_wait_s:,.0f}",
             f"{m.mean_jct_s:,.0f} → {d.mean_jct_s:,.0f}",
