@@ -6,6 +6,7 @@ the same shape, so one cost model serves both.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 import pandas as pd
@@ -25,6 +26,12 @@ LOST_CAUSES = ("entitlement", "fair_share", "consolidation")
 `scheduler.engine.decisions.PREEMPTION_CAUSES`. Lost work without one (a table without a
 `cause` column, or ledger rows metered before causes were recorded) has the cause "":
 it counts in the total lost to reclaim only."""
+
+
+def unknown_causes(causes: Iterable[str]) -> list[str]:
+    """The causes among `causes` that are neither a `LOST_CAUSES` entry nor "" (not
+    recorded), in order."""
+    return sorted(set(causes) - {"", *LOST_CAUSES})
 
 
 class FrameError(InputError):
@@ -160,7 +167,7 @@ def normalise_reclaim(reclaim: pd.DataFrame | None, start: datetime, end: dateti
             "gpu_seconds_lost": pd.to_numeric(reclaim["gpu_seconds_lost"]).astype("float64"),
         }
     )
-    unknown = sorted(set(frame["cause"]) - {"", *LOST_CAUSES})
+    unknown = unknown_causes(frame["cause"])
     if unknown:
         raise FrameError(
             f"reclaim_lost: unknown cause(s) {', '.join(map(repr, unknown))} in column cause "

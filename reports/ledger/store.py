@@ -30,7 +30,7 @@ from sqlalchemy import Table, delete, func, insert, select, text, update
 from sqlalchemy.engine import Connection, Engine
 
 from policies.errors import InputError
-from reports.costmodel.frames import LOST_CAUSES
+from reports.costmodel.frames import LOST_CAUSES, unknown_causes
 from reports.costmodel.usage_row import USAGE_COLUMNS, USAGE_DEFAULTS, USAGE_SOURCES
 from reports.ledger.connect import open_engine
 from reports.ledger.database import SQLITE_BEGIN
@@ -483,10 +483,10 @@ def _lost_rows(writes: list[HourWrite]) -> list[dict[str, Any]]:
         {"cause": ""},
         "reclaim_lost",
     )
-    unknown = {row["cause"] for row in lost} - {"", *LOST_CAUSES}
+    unknown = unknown_causes(row["cause"] for row in lost)
     if unknown:
         raise InputError(
-            f"reclaim_lost cause {sorted(unknown)[0]!r} is not one of {LOST_CAUSES} (or empty)"
+            f"reclaim_lost cause {unknown[0]!r} is not one of {LOST_CAUSES} (or empty)"
         )
     return lost
 

@@ -65,7 +65,6 @@ the batching than about the policy."""
 OWED_SLACK_S = 60.0
 """Beyond grace period + minimum runtime, what an owed episode may last before it counts
 as past the allowance (the time a cycle, a bind and a start take, generously)."""
-
 TimelineValues = tuple[int, int, float, int, int, int, int, int]
 """The `metrics.TIMELINE_FIELDS` of one (member, model) at one instant."""
 TimelineRow = tuple[float, str, str, int, int, float, int, int, int, int, int]
@@ -484,8 +483,8 @@ class Simulator:
             self.cluster.enqueue(
                 record.job, record.attempt, record.job.submit_time, now, reclaimed_at
             )
-            window_end = (reclaimed_at or now) + self._reclaim_window
-            limit = self.policy.sharing.max_reclaims_per_job
+            window_end = reclaimed_at + self._reclaim_window
+            limit = self._reclaim_limit
             if limit is not None and record.attempt >= limit and window_end > now:
                 self._push(window_end, EventKind.WAKE, record.job.job_id, record.token)
         return True
