@@ -24,7 +24,7 @@ from scheduler.api import messages
 from scheduler.api.auth import Authenticator, Principal, RoleKind
 from scheduler.api.errors import abort, abort_input, check_deadline
 from scheduler.api.whatif import SimulationFailed, WhatIf, trace_from_usage
-from scheduler.engine.decisions import MemberShare
+from scheduler.engine.decisions import PREEMPTION_CAUSES, MemberShare
 from scheduler.engine.entitlement import capacity as model_capacity
 from scheduler.engine.snapshot import PendingJob, Snapshot
 from scheduler.k8s.daemon import SchedulerView
@@ -448,9 +448,26 @@ class ShareServicer(share_pb2_grpc.ShareServiceServicer):
 def convert_summary(
     label: str, version: int, summary: dict[str, object]
 ) -> share_pb2.SimulationSummary:
-    def num(data: object, key: str) -> float:
+    """The simulator's `summary.json` as the API's typed message; a figure the replay
+    does not have (null or missing) is left out, never sent as 0, where the field is
+    optional."""
+
+    def figure(data: object, key: str) -> float | None:
         value = data.get(key) if isinstance(data, dict) else None
-        return float(value) if isinstance(value, int | float) else 0.0
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        return float(value)
+
+    def num(data: object, key: str) -> float:
+        value = figure(data, key)
+        return 0.0 if value is None else value
+
+    def by_cause(data: object) -> dict[str, float]:
+        return {c: num(data, f"reclaim_lost_{c}_gpu_h") for c in PREEMPTION_CAUSES}
+
+    def optional(data: object, *keys: str) -> dict[str, float]:
+        found = {key: figure(data, key) for key in keys}
+        return {key: value for key, value in found.items() if value is not None}
 
     members = summary.get("members")
     outcomes = []
@@ -466,21 +483,34 @@ def convert_summary(
                     gpu_hours_used_on_others_hardware=num(m, "gpu_hours_used_on_others_hardware"),
                     gpu_hours_lent=num(m, "gpu_hours_lent"),
                     gpu_hours_lost_to_reclaim=num(m, "gpu_hours_lost_to_reclaim"),
+                    gpu_hours_lost_by_cause=by_cause(m),
+                    preemptions=int(num(m, "preemptions")),
                     jobs_completed=int(num(m, "jobs_completed")),
                     mean_wait_s=num(m, "mean_wait_s"),
                     p95_wait_s=num(m, "p95_wait_s"),
                     mean_jct_s=num(m, "mean_jct_s"),
+                    **optional(m, "time_to_entitlement_p99_s"),
                 )
             )
     return share_pb2.SimulationSummary(
         label=label,
         policy_version=version,
         utilization=num(summary, "utilization"),
-        utilization_while_pending=num(summary, "utilization_while_pending"),
-        makespan_s=num(summary, "makespan_s"),
-        fairness_jain=num(summary, "fairness_jain"),
         entitlement_violation_gpu_s=num(summary, "entitlement_violation_gpu_s"),
         preemptions=int(num(summary, "preemptions")),
+        gpu_hours_lost_to_reclaim=num(summary, "gpu_hours_lost_to_reclaim"),
+        gpu_hours_lost_by_cause=by_cause(summary),
+        preemptions_per_job_max=int(num(summary, "preemptions_per_job_max")),
         members=outcomes,
+        **optional(
+            summary,
+            "utilization_while_pending",
+            "makespan_s",
+            "fairness_jain",
+            "reclaim_lost_fraction",
+            "time_to_entitlement_p99_s",
+            "mean_jct_s",
+            "p95_wait_s",
+        ),
         summary_json=json.dumps(summary, sort_keys=True),
     )

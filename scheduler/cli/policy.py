@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import difflib
-import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -17,6 +18,9 @@ from policies.errors import FieldIssue, InputError, PolicyError
 from policies.loader import load_policy, parse_policy
 from scheduler.cli.client import Client, client_options
 from scheduler.cli.options import FiniteRange
+
+if TYPE_CHECKING:
+    from proto.fairpool.v1 import share_pb2
 
 MAX_VERSION = 2**63 - 1
 """The largest policy version the API's `int64` fields carry (a larger number was a
@@ -210,41 +214,47 @@ def diff(client: Client, old: str, new: str | None) -> None:
     _print_diff(Console(), "".join(lines))
 
 
-CONTENDED_ROWS: tuple[tuple[str, str, str], ...] = (
-    ("utilization while work waits", "utilization_while_pending", "{:.3f}"),
-    ("lost to reclaim (share of GPU-hours used)", "reclaim_lost_fraction", "{:.2%}"),
-    ("  lost: owners' reclaims GPU-h", "reclaim_lost_entitlement_gpu_h", "{:,.1f}"),
-    ("  lost: reclaims below fair share GPU-h", "reclaim_lost_fair_share_gpu_h", "{:,.1f}"),
-    ("  lost: moves (consolidation) GPU-h", "reclaim_lost_consolidation_gpu_h", "{:,.1f}"),
-    ("most preemptions of one job", "preemptions_per_job_max", "{:.0f}"),
-    ("owners' time to entitlement p99 s", "time_to_entitlement_p99_s", "{:,.0f}"),
-    ("mean JCT s", "mean_jct_s", "{:,.0f}"),
-    ("p95 wait s", "p95_wait_s", "{:,.0f}"),
+Figure = Callable[["share_pb2.SimulationSummary"], "float | None"]
+
+
+def _present(field: str) -> Figure:
+    """An optional field of the summary (None when the replay has no such figure)."""
+    return lambda s: getattr(s, field) if s.HasField(field) else None
+
+
+def _lost(cause: str) -> Figure:
+    return lambda s: s.gpu_hours_lost_by_cause.get(cause)
+
+
+CONTENDED_ROWS: tuple[tuple[str, Figure, str], ...] = (
+    ("utilization while work waits", _present("utilization_while_pending"), "{:.3f}"),
+    ("lost to reclaim (share of GPU-hours used)", _present("reclaim_lost_fraction"), "{:.2%}"),
+    ("  lost: owners' reclaims GPU-h", _lost("entitlement"), "{:,.1f}"),
+    ("  lost: reclaims below fair share GPU-h", _lost("fair_share"), "{:,.1f}"),
+    ("  lost: moves (consolidation) GPU-h", _lost("consolidation"), "{:,.1f}"),
+    ("most preemptions of one job", lambda s: s.preemptions_per_job_max, "{:.0f}"),
+    ("owners' time to entitlement p99 s", _present("time_to_entitlement_p99_s"), "{:,.0f}"),
+    ("mean JCT s", _present("mean_jct_s"), "{:,.0f}"),
+    ("p95 wait s", _present("p95_wait_s"), "{:,.0f}"),
 )
-"""(label, `summary.json` key, format) of the figures a draft is judged by on a contended
-pool (docs/metrics.md), beyond the SimulationSummary's own fields."""
+"""(label, figure, format) of the figures a draft is judged by on a contended pool
+(docs/metrics.md), beyond the utilization, fairness and preemption rows."""
 
 
-def contended_rows(current: str, draft: str) -> list[tuple[str, str, str]]:
-    """`CONTENDED_ROWS` from the two replays' `summary.json` texts ("—" where a figure is
-    missing, e.g. a replay in which nothing waited)."""
+def _shown(value: float | None, fmt: str) -> str:
+    return "—" if value is None else fmt.format(value)
 
-    def figures(text: str) -> dict[str, object]:
-        try:
-            found = json.loads(text) if text else {}
-        except json.JSONDecodeError:
-            found = {}
-        return found if isinstance(found, dict) else {}
 
-    a, b = figures(current), figures(draft)
+def contended_rows(
+    current: share_pb2.SimulationSummary, draft: share_pb2.SimulationSummary
+) -> list[tuple[str, str, str]]:
+    """`CONTENDED_ROWS` of the two replays ("—" where a figure is absent, e.g. a replay in
+    which nothing waited)."""
 
-    def show(summary: dict[str, object], key: str, fmt: str) -> str:
-        value = summary.get(key)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return "—"
-        return fmt.format(value)
-
-    return [(label, show(a, key, fmt), show(b, key, fmt)) for label, key, fmt in CONTENDED_ROWS]
+    return [
+        (label, _shown(figure(current), fmt), _shown(figure(draft), fmt))
+        for label, figure, fmt in CONTENDED_ROWS
+    ]
 
 
 @policy.command()
@@ -303,14 +313,15 @@ def simulate(
         overall.add_column(column, justify="left" if not column else "right")
     a, b = reply.current, reply.draft
     overall.add_row("utilization", f"{a.utilization:.3f}", f"{b.utilization:.3f}")
-    overall.add_row("fairness (Jain)", f"{a.fairness_jain:.3f}", f"{b.fairness_jain:.3f}")
+    jain = _present("fairness_jain")
+    overall.add_row("fairness (Jain)", *(_shown(jain(s), "{:.3f}") for s in (a, b)))
     overall.add_row(
         "entitlement violation GPU-s",
         f"{a.entitlement_violation_gpu_s:,.0f}",
         f"{b.entitlement_violation_gpu_s:,.0f}",
     )
     overall.add_row("preemptions", str(a.preemptions), str(b.preemptions))
-    for label, current, draft in contended_rows(a.summary_json, b.summary_json):
+    for label, current, draft in contended_rows(a, b):
         overall.add_row(label, current, draft)
     console.print(overall)
     members = Table(title="per member: current → draft", title_justify="left")
@@ -321,6 +332,7 @@ def simulate(
         "used on others' hardware",
         "lent",
         "lost to reclaim",
+        "of which owners' reclaims",
         "jobs",
         "mean wait s",
         "mean JCT s",
@@ -339,6 +351,8 @@ def simulate(
             f"{d.gpu_hours_used_on_others_hardware:,.1f}",
             f"{m.gpu_hours_lent:,.1f} → {d.gpu_hours_lent:,.1f}",
             f"{m.gpu_hours_lost_to_reclaim:,.1f} → {d.gpu_hours_lost_to_reclaim:,.1f}",
+            f"{m.gpu_hours_lost_by_cause.get('entitlement', 0.0):,.1f} → "
+            f"{d.gpu_hours_lost_by_cause.get('entitlement', 0.0):,.1f}",
             f"{m.jobs_completed} → {d.jobs_completed}",
             f"{m.mean_wait_s:,.0f} → {d.mean_wait_s:,.0f}",
             f"{m.mean_jct_s:,.0f} → {d.mean_jct_s:,.0f}",

@@ -236,7 +236,7 @@ def test_policy_simulate_shows_current_and_draft(served: Served) -> None:
     # The figures a draft is judged by on a contended pool, from each replay's summary.
     for label in ("utilization while work waits", "owners' time to entitlement p99 s"):
         assert any(line.startswith(f"│ {label}") for line in done.stdout.splitlines()), label
-    assert "lost to reclaim" in done.stdout
+    assert "lost to reclaim" in done.stdout and "owners' reclaims" in done.stdout
     assert served.run("policy", "simulate", "strict.yaml", token="viewer").returncode == 2
     batched = served.run(
         "policy", "simulate", "strict.yaml", "--trace", "trace.csv", "--batch-seconds", "60",

@@ -51,6 +51,14 @@ def test_what_if_compares_draft_with_current(tmp_path: Path) -> None:
     assert current.gpu_hours_borrowed > 0 and draft.gpu_hours_borrowed == 0
     assert draft.mean_jct_s > current.mean_jct_s, "without borrowing it waits longer"
     assert json.loads(reply.draft.summary_json)["members"]["uni-north"]["jobs_completed"] == 6
+    # The typed figures are the replay's own.
+    for s in (reply.current, reply.draft):
+        summary = json.loads(s.summary_json)
+        assert s.utilization_while_pending == pytest.approx(summary["utilization_while_pending"])
+        assert s.mean_jct_s == pytest.approx(summary["mean_jct_s"])
+        assert set(s.gpu_hours_lost_by_cause) == {"entitlement", "fair_share", "consolidation"}
+        assert s.gpu_hours_lost_to_reclaim == pytest.approx(summary["gpu_hours_lost_to_reclaim"])
+        assert s.preemptions_per_job_max == summary["preemptions_per_job_max"]
 
 
 def test_a_bad_trace_is_invalid_argument_with_its_line(tmp_path: Path) -> None:

@@ -1,40 +1,85 @@
 """`fairpool policy simulate`'s comparison of the current policy and a draft: the figures a
-draft is judged by on a contended pool, read from each replay's `summary.json` (the
-command itself, against a served API, is tests/integration/test_api_cli.py's)."""
+draft is judged by on a contended pool, as the API's `SimulationSummary` carries them
+from each replay's `summary.json` (the command itself, against a served API, is
+tests/integration/test_api_cli.py's)."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
+
+from scheduler.api.share_service import convert_summary
 from scheduler.cli.policy import CONTENDED_ROWS, contended_rows
+
+CURRENT: dict[str, object] = {
+    "utilization_while_pending": 0.7371,
+    "makespan_s": 2_700_000.0,
+    "reclaim_lost_fraction": 0.0782,
+    "gpu_hours_lost_to_reclaim": 4176.7,
+    "reclaim_lost_entitlement_gpu_h": 3798.06,
+    "reclaim_lost_fair_share_gpu_h": 199.4,
+    "reclaim_lost_consolidation_gpu_h": 179.2,
+    "preemptions_per_job_max": 3,
+    "time_to_entitlement_p99_s": 23886.3,
+    "mean_jct_s": 61920.0,
+    "p95_wait_s": 175680.0,
+    "members": {
+        "lab-bio": {
+            "gpu_hours_lost_to_reclaim": 1798.7,
+            "reclaim_lost_entitlement_gpu_h": 1704.4,
+            "reclaim_lost_fair_share_gpu_h": 48.2,
+            "reclaim_lost_consolidation_gpu_h": 46.1,
+            "preemptions": 212,
+            "time_to_entitlement_p99_s": None,
+        }
+    },
+}
+
+
+def test_the_summary_carries_the_contended_figures_typed() -> None:
+    s = convert_summary("current", 3, CURRENT)
+    assert s.reclaim_lost_fraction == 0.0782
+    assert dict(s.gpu_hours_lost_by_cause) == {
+        "entitlement": 3798.06,
+        "fair_share": 199.4,
+        "consolidation": 179.2,
+    }
+    assert s.preemptions_per_job_max == 3
+    assert s.HasField("time_to_entitlement_p99_s") and s.p95_wait_s == 175680.0
+    (m,) = s.members
+    assert m.preemptions == 212
+    assert sum(m.gpu_hours_lost_by_cause.values()) == pytest.approx(m.gpu_hours_lost_to_reclaim)
+    # null in summary.json: absent, not 0 (a member that never waited for its entitlement).
+    assert not m.HasField("time_to_entitlement_p99_s")
+    assert json.loads(s.summary_json) == CURRENT
 
 
 def test_the_contended_figures_of_both_replays_side_by_side() -> None:
-    current = {
-        "utilization_while_pending": 0.7371,
-        "reclaim_lost_fraction": 0.0782,
-        "reclaim_lost_entitlement_gpu_h": 3798.06,
-        "reclaim_lost_fair_share_gpu_h": 199.4,
-        "reclaim_lost_consolidation_gpu_h": 179.2,
-        "preemptions_per_job_max": 3,
-        "time_to_entitlement_p99_s": 23886.3,
-        "mean_jct_s": 61920.0,
-        "p95_wait_s": 175680.0,
-    }
-    draft = {**current, "reclaim_lost_fraction": 0.01, "time_to_entitlement_p99_s": None}
+    draft = {**CURRENT, "reclaim_lost_fraction": 0.01, "time_to_entitlement_p99_s": None}
     rows = {
         label.strip(): (a, b)
-        for label, a, b in contended_rows(json.dumps(current), json.dumps(draft))
+        for label, a, b in contended_rows(
+            convert_summary("current", 3, CURRENT), convert_summary("draft", 4, draft)
+        )
     }
     assert len(rows) == len(CONTENDED_ROWS)
     assert rows["utilization while work waits"] == ("0.737", "0.737")
     assert rows["lost to reclaim (share of GPU-hours used)"] == ("7.82%", "1.00%")
     assert rows["lost: owners' reclaims GPU-h"] == ("3,798.1", "3,798.1")
+    assert rows["lost: moves (consolidation) GPU-h"] == ("179.2", "179.2")
     assert rows["most preemptions of one job"] == ("3", "3")
     # No figure (nothing waited in that replay): a dash, not 0.
     assert rows["owners' time to entitlement p99 s"] == ("23,886", "—")
 
 
-def test_a_summary_that_is_missing_or_not_json_shows_dashes() -> None:
-    for label, a, b in contended_rows("", "{not json"):
-        assert (a, b) == ("—", "—"), label
+def test_a_summary_without_the_figures_shows_dashes() -> None:
+    empty = convert_summary("current", 1, {})
+    for label, a, b in contended_rows(empty, empty):
+        if label == "most preemptions of one job":
+            assert (a, b) == ("0", "0")
+        elif "lost:" in label:
+            # Every cause is present: none lost is 0 GPU-hours, not unknown.
+            assert (a, b) == ("0.0", "0.0"), label
+        else:
+            assert (a, b) == ("—", "—"), label

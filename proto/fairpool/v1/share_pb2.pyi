@@ -159,7 +159,14 @@ class SimulateRequest(_message.Message):
     def __init__(self, draft_policy_yaml: _Optional[str] = ..., source: _Optional[_Union[SimulationSource, str]] = ..., trace_csv: _Optional[str] = ..., ledger_days: _Optional[int] = ..., batch_seconds: _Optional[float] = ...) -> None: ...
 
 class MemberOutcome(_message.Message):
-    __slots__ = ("member", "gpu_hours_used", "gpu_hours_entitled", "gpu_hours_borrowed", "gpu_hours_lent", "jobs_completed", "mean_wait_s", "p95_wait_s", "mean_jct_s", "gpu_hours_used_on_others_hardware", "gpu_hours_lost_to_reclaim")
+    __slots__ = ("member", "gpu_hours_used", "gpu_hours_entitled", "gpu_hours_borrowed", "gpu_hours_lent", "jobs_completed", "mean_wait_s", "p95_wait_s", "mean_jct_s", "gpu_hours_used_on_others_hardware", "gpu_hours_lost_to_reclaim", "gpu_hours_lost_by_cause", "preemptions", "time_to_entitlement_p99_s")
+    class GpuHoursLostByCauseEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     MEMBER_FIELD_NUMBER: _ClassVar[int]
     GPU_HOURS_USED_FIELD_NUMBER: _ClassVar[int]
     GPU_HOURS_ENTITLED_FIELD_NUMBER: _ClassVar[int]
@@ -171,6 +178,9 @@ class MemberOutcome(_message.Message):
     MEAN_JCT_S_FIELD_NUMBER: _ClassVar[int]
     GPU_HOURS_USED_ON_OTHERS_HARDWARE_FIELD_NUMBER: _ClassVar[int]
     GPU_HOURS_LOST_TO_RECLAIM_FIELD_NUMBER: _ClassVar[int]
+    GPU_HOURS_LOST_BY_CAUSE_FIELD_NUMBER: _ClassVar[int]
+    PREEMPTIONS_FIELD_NUMBER: _ClassVar[int]
+    TIME_TO_ENTITLEMENT_P99_S_FIELD_NUMBER: _ClassVar[int]
     member: str
     gpu_hours_used: float
     gpu_hours_entitled: float
@@ -182,10 +192,20 @@ class MemberOutcome(_message.Message):
     mean_jct_s: float
     gpu_hours_used_on_others_hardware: float
     gpu_hours_lost_to_reclaim: float
-    def __init__(self, member: _Optional[str] = ..., gpu_hours_used: _Optional[float] = ..., gpu_hours_entitled: _Optional[float] = ..., gpu_hours_borrowed: _Optional[float] = ..., gpu_hours_lent: _Optional[float] = ..., jobs_completed: _Optional[int] = ..., mean_wait_s: _Optional[float] = ..., p95_wait_s: _Optional[float] = ..., mean_jct_s: _Optional[float] = ..., gpu_hours_used_on_others_hardware: _Optional[float] = ..., gpu_hours_lost_to_reclaim: _Optional[float] = ...) -> None: ...
+    gpu_hours_lost_by_cause: _containers.ScalarMap[str, float]
+    preemptions: int
+    time_to_entitlement_p99_s: float
+    def __init__(self, member: _Optional[str] = ..., gpu_hours_used: _Optional[float] = ..., gpu_hours_entitled: _Optional[float] = ..., gpu_hours_borrowed: _Optional[float] = ..., gpu_hours_lent: _Optional[float] = ..., jobs_completed: _Optional[int] = ..., mean_wait_s: _Optional[float] = ..., p95_wait_s: _Optional[float] = ..., mean_jct_s: _Optional[float] = ..., gpu_hours_used_on_others_hardware: _Optional[float] = ..., gpu_hours_lost_to_reclaim: _Optional[float] = ..., gpu_hours_lost_by_cause: _Optional[_Mapping[str, float]] = ..., preemptions: _Optional[int] = ..., time_to_entitlement_p99_s: _Optional[float] = ...) -> None: ...
 
 class SimulationSummary(_message.Message):
-    __slots__ = ("label", "policy_version", "utilization", "fairness_jain", "entitlement_violation_gpu_s", "preemptions", "members", "summary_json", "utilization_while_pending", "makespan_s")
+    __slots__ = ("label", "policy_version", "utilization", "fairness_jain", "entitlement_violation_gpu_s", "preemptions", "members", "summary_json", "utilization_while_pending", "makespan_s", "reclaim_lost_fraction", "gpu_hours_lost_to_reclaim", "gpu_hours_lost_by_cause", "preemptions_per_job_max", "time_to_entitlement_p99_s", "mean_jct_s", "p95_wait_s")
+    class GpuHoursLostByCauseEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     LABEL_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     UTILIZATION_FIELD_NUMBER: _ClassVar[int]
@@ -196,6 +216,13 @@ class SimulationSummary(_message.Message):
     SUMMARY_JSON_FIELD_NUMBER: _ClassVar[int]
     UTILIZATION_WHILE_PENDING_FIELD_NUMBER: _ClassVar[int]
     MAKESPAN_S_FIELD_NUMBER: _ClassVar[int]
+    RECLAIM_LOST_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    GPU_HOURS_LOST_TO_RECLAIM_FIELD_NUMBER: _ClassVar[int]
+    GPU_HOURS_LOST_BY_CAUSE_FIELD_NUMBER: _ClassVar[int]
+    PREEMPTIONS_PER_JOB_MAX_FIELD_NUMBER: _ClassVar[int]
+    TIME_TO_ENTITLEMENT_P99_S_FIELD_NUMBER: _ClassVar[int]
+    MEAN_JCT_S_FIELD_NUMBER: _ClassVar[int]
+    P95_WAIT_S_FIELD_NUMBER: _ClassVar[int]
     label: str
     policy_version: int
     utilization: float
@@ -206,7 +233,14 @@ class SimulationSummary(_message.Message):
     summary_json: str
     utilization_while_pending: float
     makespan_s: float
-    def __init__(self, label: _Optional[str] = ..., policy_version: _Optional[int] = ..., utilization: _Optional[float] = ..., fairness_jain: _Optional[float] = ..., entitlement_violation_gpu_s: _Optional[float] = ..., preemptions: _Optional[int] = ..., members: _Optional[_Iterable[_Union[MemberOutcome, _Mapping]]] = ..., summary_json: _Optional[str] = ..., utilization_while_pending: _Optional[float] = ..., makespan_s: _Optional[float] = ...) -> None: ...
+    reclaim_lost_fraction: float
+    gpu_hours_lost_to_reclaim: float
+    gpu_hours_lost_by_cause: _containers.ScalarMap[str, float]
+    preemptions_per_job_max: int
+    time_to_entitlement_p99_s: float
+    mean_jct_s: float
+    p95_wait_s: float
+    def __init__(self, label: _Optional[str] = ..., policy_version: _Optional[int] = ..., utilization: _Optional[float] = ..., fairness_jain: _Optional[float] = ..., entitlement_violation_gpu_s: _Optional[float] = ..., preemptions: _Optional[int] = ..., members: _Optional[_Iterable[_Union[MemberOutcome, _Mapping]]] = ..., summary_json: _Optional[str] = ..., utilization_while_pending: _Optional[float] = ..., makespan_s: _Optional[float] = ..., reclaim_lost_fraction: _Optional[float] = ..., gpu_hours_lost_to_reclaim: _Optional[float] = ..., gpu_hours_lost_by_cause: _Optional[_Mapping[str, float]] = ..., preemptions_per_job_max: _Optional[int] = ..., time_to_entitlement_p99_s: _Optional[float] = ..., mean_jct_s: _Optional[float] = ..., p95_wait_s: _Optional[float] = ...) -> None: ...
 
 class SimulateResponse(_message.Message):
     __slots__ = ("current", "draft")
