@@ -351,12 +351,16 @@ class _Cycle:
     # -- the cycle -----------------------------------------------------------------------
     def run(self) -> Decisions:
         self._hold_nominations()
+        started = self._head_start()
         queues = MemberQueues(self.book.queued, self.order_key)
         decided = self.out.waiting
         found: dict[tuple[object, ...], tuple[int, Waiting]] = {}
         info = queues.pop()
         while info is not None:
             job = info.job
+            if started and job.job_id in started:
+                info = queues.advance(job.member)
+                continue
             alike = self._alike_key(job, info)
             if alike is not None:
                 before = self.state.version
@@ -380,6 +384,63 @@ class _Cycle:
             explanations=Explanations(self._explanations),
             shares=self.book.shares(),
         )
+
+    def _head_start(self) -> set[str]:
+        """The head start (docs/glossary.md): before the fair-share order, each member's
+        first queued job of one pod asking for 2 or more GPUs, per GPU model, behind none
+        of the member's jobs of a higher priority, is placed if it fits now and keeps its
+        member within its entitlement, oldest first (`job_sort_key`, then member). A first
+        job that is nominated, at the reclaim limit or incomplete gets none, nor do the
+        member's later ones.
+
+        Why: such a job starts only when that many GPUs are free at once on one node. In
+        the order, members with a better key come first, and their 1-GPU jobs take each
+        GPU as it frees (another owner's entitled jobs too, landing on this owner's free
+        node rather than reclaiming their own), so the owner's big job waited for the
+        queue to drain. Only within the entitlement: a borrowing job placed ahead of the
+        order would only be reclaimed again by the members it went before. Placement
+        only: a job that does not fit has its turn in the order as before (reclaim,
+        moves, nominations). Returns the jobs placed, which the order then skips."""
+        book = self.book
+        first: dict[MemberModel, JobInfo] = {}
+        repeated = (
+            set()
+            if len(book.info) == len(book.infos)
+            else {i.job.job_id for i in book.infos if book.info[i.job.job_id] is not i}
+        )
+        top: dict[MemberModel, int] = {}
+        for info in book.queued:
+            job = info.job
+            model = book.model_of(info)
+            if model is None:
+                continue
+            key = (job.member, model)
+            # Never ahead of the member's own jobs of a higher priority.
+            if top.setdefault(key, job.priority) != job.priority or key in first:
+                continue
+            if info.gpus >= 2 and len(job.pods) == 1:
+                first[key] = info
+        started: set[str] = set()
+        for (member, model), info in sorted(
+            first.items(), key=lambda kv: (shares_mod.job_sort_key(kv[1].job), kv[0][0])
+        ):
+            job = info.job
+            if (
+                info.incomplete
+                or job.nominated_nodes
+                or self.exhausted(job)
+                or job.job_id in repeated
+            ):
+                continue  # its turn in the order, as before: none of the member's later ones
+            if not self.within_entitlement(member, job):
+                continue  # borrowing ahead of the order would only be reclaimed again
+            if (member in self.capped or not self.borrowing) and self._limit(job, model):
+                continue
+            models = None if self.borrowing else self._models_allowed(job, model)
+            lendable = self.lendable() if self.lenders else {}
+            if self._try_place(job, info, lendable, models, False, False, False):
+                started.add(job.job_id)
+        return started
 
     def _alike_key(self, job: PendingJob, info: JobInfo) -> tuple[object, ...] | None:
         """What a job's turn depends on besides what the cycle changes (None when it may

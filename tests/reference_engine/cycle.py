@@ -290,8 +290,12 @@ class _Cycle:
     # -- the cycle -----------------------------------------------------------------------
     def run(self) -> Decisions:
         self._hold_nominations()
+        started = self._head_start()
         queues = MemberQueues(self.snapshot.pending, self.order_key)
         while (job := queues.pop()) is not None:
+            if job.job_id in started:
+                queues.done(job.member)
+                continue
             self._handle(job)
             waiting = self.out.waiting.get(job.job_id)
             if waiting is not None and waiting[1].kind in ("capacity", "unplaceable"):
@@ -304,6 +308,50 @@ class _Cycle:
             explanations=self._explanations(),
             shares=self.book.shares(),
         )
+
+    def _head_start(self) -> set[str]:
+        """The head start: each member's first job, per GPU model, of one pod asking for
+        2 or more GPUs, behind none of a higher priority, is placed before the order if
+        it keeps its member within its entitlement, oldest first,
+        unless it is incomplete, nominated, at the reclaim limit or listed twice; the
+        jobs placed."""
+        listed: dict[str, int] = {}
+        for job in self.snapshot.pending:
+            listed[job.job_id] = listed.get(job.job_id, 0) + 1
+        first: dict[MemberModel, PendingJob] = {}
+        top: dict[MemberModel, int] = {}
+        for job in sorted(
+            self.snapshot.pending, key=lambda j: (j.member, *shares_mod.job_sort_key(j))
+        ):
+            model = self.book.job_model.get(job.job_id)
+            if model is None:
+                continue
+            key = (job.member, model)
+            if top.setdefault(key, job.priority) != job.priority or key in first:
+                continue
+            if len(job.pods) == 1 and self._info[job.job_id].gpus >= 2:
+                first[key] = job
+        started: set[str] = set()
+        for (member, model), job in sorted(
+            first.items(), key=lambda kv: (shares_mod.job_sort_key(kv[1]), kv[0][0])
+        ):
+            if (
+                listed[job.job_id] > 1
+                or self._info[job.job_id].incomplete
+                or job.nominated_nodes
+                or self.exhausted(job)
+            ):
+                continue
+            if not self.within_entitlement(member, job):
+                continue
+            if (member in self.capped or not self.policy.sharing.borrowing) and self._limit(
+                job, model
+            ):
+                continue
+            models = self._models_allowed(job, model)
+            if self._try_place(job, self.lendable(), models, False, False, False):
+                started.add(job.job_id)
+        return started
 
     def _wait_alike(self, job: PendingJob, why: Waiting, queues: MemberQueues) -> None:
         """The member's next jobs of the same shape wait for the same reason, decided at
