@@ -5,7 +5,7 @@ member's standalone replay) and with the baseline of `scheduler.sim.baseline` (o
 queue, greedy backfill, best-fit packing, no preemption, no fairness). Both are measured
 by the same metrics code (docs/metrics.md), so the rows compare figure by figure.
 
-Scenarios (`BENCH_FAIRNESS=demo,small,small-loss4h,mixed,philly` picks some; all by default;
+Scenarios (`BENCH_FAIRNESS=demo,small,mixed,philly` picks some; all by default;
 `BENCH_FAIRNESS_DAYS=N` shortens every trace to N days):
 - demo: `fairpool simulate`'s built-in defaults (64 GPUs, 4 members, load 1.2, 30 days);
 - small: small jobs with long runs next to 8-GPU pods and 2 x 8 gangs, 64 GPUs of
@@ -14,6 +14,9 @@ Scenarios (`BENCH_FAIRNESS=demo,small,small-loss4h,mixed,philly` picks some; all
   waiting job's GPUs may be thrown away per move, against 1 h by default): how much of
   small's fragmentation moves clear, and the work they lose doing it;
 - mixed: three GPU models on 8-, 4- and 2-GPU nodes, 5 members, load 1.2, 7 days;
+- demo-headstart, small-headstart, mixed-headstart, philly-headstart: the same traces
+  with `headStart: true` (docs/policy.md): what the head start wins (shorter waits for
+  owners' big one-pod jobs) and costs (members' gangs, lost work), scenario by scenario;
 - philly: Philly-shaped, 15 members on 69 8-GPU nodes (552 GPUs), about 5,300 jobs over
   30 days at a load of 1.4: made like `fairpool trace synth --cluster <that cluster>
   --days 30 --load 0.15 --seed 3` (heavy-tailed log-normal run times, about 70 % 1-GPU
@@ -38,10 +41,10 @@ member whose mean JCT is worse pooled than standalone beyond max(5 %, 1 h), and 
 have a member that completed less of its own work within the submission window. About
 1 min.
 
-Runtime on 2 cores, 3 draws: about 5 min for all five on a quiet machine (4 min 53 s
-measured for the four before small-loss4h, which adds about 5 s; peak RSS 1.1 GB), most
-of it the philly scenario (fairpool with its 15 standalone replays in 2 processes, then
-the baseline, three times); much longer when other work shares the cores.
+Runtime on 2 cores, 3 draws: about 7 min for all nine on a quiet machine (2 min 15 s
+for the five without the head start; peak RSS 1.1 GB), most of it the philly scenarios
+(fairpool with its 15 standalone replays in 2 processes, then the baseline, three
+times); much longer when other work shares the cores.
 `BENCH_FAIRNESS=small,mixed` takes under 1 min. The `wall s` column says where the time
 went (the range row: all draws together).
 """
@@ -174,6 +177,21 @@ def small_loss_4h(days: float | None, draw: int = 0) -> tuple[ClusterInventory, 
     return small(days, draw, "maxConsolidationLossSeconds: 14400")
 
 
+def head_start(
+    make: Callable[[float | None, int], tuple[ClusterInventory, Policy, Trace]],
+) -> Callable[[float | None, int], tuple[ClusterInventory, Policy, Trace]]:
+    """The scenario `make` with `headStart: true` (docs/policy.md): same traces, same
+    cluster, only the policy's rule differs, so its rows read against the scenario's."""
+
+    def made(days: float | None, draw: int = 0) -> tuple[ClusterInventory, Policy, Trace]:
+        inventory, policy, trace = make(days, draw)
+        sharing = policy.spec.sharing.model_copy(update={"head_start": True})
+        spec = policy.spec.model_copy(update={"sharing": sharing})
+        return inventory, policy.model_copy(update={"spec": spec}), trace
+
+    return made
+
+
 def mixed(days: float | None, draw: int = 0) -> tuple[ClusterInventory, Policy, Trace]:
     members = [f"org-{i}" for i in range(1, 6)]
     groups = [
@@ -214,10 +232,14 @@ def philly(days: float | None, draw: int = 0) -> tuple[ClusterInventory, Policy,
 
 SCENARIOS = (
     Scenario("demo", demo),
+    Scenario("demo-headstart", head_start(demo)),
     Scenario("small", small),
+    Scenario("small-headstart", head_start(small)),
     Scenario("small-loss4h", small_loss_4h),
     Scenario("mixed", mixed),
+    Scenario("mixed-headstart", head_start(mixed)),
     Scenario("philly", philly),
+    Scenario("philly-headstart", head_start(philly)),
 )
 
 COLUMNS = (

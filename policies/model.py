@@ -163,6 +163,10 @@ class SharingRules(_Strict):
     """A consolidation throws away at most this many seconds of the waiting job's GPUs
     in work (GPU-seconds since the last start of the moved jobs that restart from zero,
     per GPU of the waiting job)."""
+    head_start: bool = False
+    """Before the fair-share order, each member's first queued one-pod job of 2 or more
+    GPUs per GPU model that keeps it within its entitlement is placed if it fits
+    (docs/glossary.md, "head start"). Off by default: a trade, docs/policy.md."""
 
 
 class IdleCostRule(StrEnum):

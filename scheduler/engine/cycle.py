@@ -351,7 +351,7 @@ class _Cycle:
     # -- the cycle -----------------------------------------------------------------------
     def run(self) -> Decisions:
         self._hold_nominations()
-        started = self._head_start()
+        started = self._head_start() if self.policy.sharing.head_start else set()
         queues = MemberQueues(self.book.queued, self.order_key)
         decided = self.out.waiting
         found: dict[tuple[object, ...], tuple[int, Waiting]] = {}
@@ -386,7 +386,8 @@ class _Cycle:
         )
 
     def _head_start(self) -> set[str]:
-        """The head start (docs/glossary.md): before the fair-share order, each member's
+        """The head start (docs/glossary.md, `sharing.headStart`): before the fair-share
+        order, each member's
         first queued job of one pod asking for 2 or more GPUs, per GPU model, behind none
         of the member's jobs of a higher priority, is placed if it fits now and keeps its
         member within its entitlement, oldest first (`job_sort_key`, then member). A first

@@ -290,7 +290,7 @@ class _Cycle:
     # -- the cycle -----------------------------------------------------------------------
     def run(self) -> Decisions:
         self._hold_nominations()
-        started = self._head_start()
+        started = self._head_start() if self.policy.sharing.head_start else set()
         queues = MemberQueues(self.snapshot.pending, self.order_key)
         while (job := queues.pop()) is not None:
             if job.job_id in started:

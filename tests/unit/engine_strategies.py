@@ -181,6 +181,7 @@ def policies(draw: st.DrawFn) -> Policy:
         preempt_below_min_runtime=draw(st.booleans()),
         reclaim_grace_period_seconds=30,
         usage_half_life_hours=draw(st.sampled_from([None, 24.0])),
+        head_start=draw(st.booleans()),
     )
 
 

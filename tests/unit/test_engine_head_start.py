@@ -1,7 +1,7 @@
-"""The head start (docs/glossary.md): a member's first job of one multi-GPU pod that keeps it
-within its entitlement goes before the order, so the 1-GPU jobs of members ordered first do not
-take the room it fits in. Each case also checks that the reference engine decides the
-same (`tests/reference_engine`, the rule spelled out)."""
+"""The head start (docs/glossary.md, `sharing.headStart`): a member's first job of one
+multi-GPU pod that keeps it within its entitlement goes before the order, so the 1-GPU
+jobs of members ordered first do not take the room it fits in. Each case also checks that
+the reference engine decides the same (`tests/reference_engine`, the rule spelled out)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ MEMBERS = ["m-a", "m-b", "m-c"]
 
 def _both(snap: Snapshot, **sharing: object) -> Decisions:
     """The engine's decisions, after checking the reference engine's are the same."""
-    pol = without_consolidation(es.policy(MEMBERS, models=(H,), min_runtime_seconds=0, **sharing))
+    sharing = {"min_runtime_seconds": 0, "head_start": True, **sharing}
+    pol = without_consolidation(es.policy(MEMBERS, models=(H,), **sharing))
     got = schedule(snap, pol)
     expected = reference_schedule(snap, pol)
     assert (got.binds, got.preemptions, got.nominations) == (
@@ -55,6 +56,14 @@ def test_an_owners_big_job_gets_its_node_before_anothers_small_jobs() -> None:
     assert _where(got)["b-big"] == "nb"
     assert {p.job_id for p in got.preemptions} == {"c0", "c1"}
     assert "a-small-0" not in _where(got)
+
+
+def test_off_by_default_the_order_alone_decides() -> None:
+    """Without `headStart` (the default) m-a's small jobs, first in the order, take m-b's
+    free node and m-b's job waits (m-a's jobs are within its entitlement: no reclaim)."""
+    got = _both(_owner_and_neighbour(), head_start=False)
+    assert _where(got)["a-small-0"] == "nb"
+    assert "b-big" not in _where(got)
 
 
 def test_a_job_that_does_not_fit_keeps_its_turn_in_the_order() -> None:
