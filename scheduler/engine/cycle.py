@@ -387,12 +387,11 @@ class _Cycle:
 
     def _head_start(self) -> set[str]:
         """The head start (docs/glossary.md, `sharing.headStart`): before the fair-share
-        order, each member's
-        first queued job of one pod asking for 2 or more GPUs, per GPU model, behind none
-        of the member's jobs of a higher priority, is placed if it fits now and keeps its
-        member within its entitlement, oldest first (`job_sort_key`, then member). A first
-        job that is nominated, at the reclaim limit or incomplete gets none, nor do the
-        member's later ones.
+        order, each member's first queued job of one pod asking for 2 or more GPUs, per
+        GPU model, behind none of the member's jobs of a higher priority, is placed if it
+        fits now and keeps its member within its entitlement, oldest first
+        (`job_sort_key`, then member). A first job that is nominated, at the reclaim limit
+        or incomplete gets none, nor do the member's later ones.
 
         Why: such a job starts only when that many GPUs are free at once on one node. In
         the order, members with a better key come first, and their 1-GPU jobs take each

@@ -312,9 +312,8 @@ class _Cycle:
     def _head_start(self) -> set[str]:
         """The head start: each member's first job, per GPU model, of one pod asking for
         2 or more GPUs, behind none of a higher priority, is placed before the order if
-        it keeps its member within its entitlement, oldest first,
-        unless it is incomplete, nominated, at the reclaim limit or listed twice; the
-        jobs placed."""
+        it keeps its member within its entitlement, oldest first, unless it is
+        incomplete, nominated, at the reclaim limit or listed twice; the jobs placed."""
         listed: dict[str, int] = {}
         for job in self.snapshot.pending:
             listed[job.job_id] = listed.get(job.job_id, 0) + 1
