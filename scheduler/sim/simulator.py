@@ -65,6 +65,7 @@ the batching than about the policy."""
 OWED_SLACK_S = 60.0
 """Beyond grace period + minimum runtime, what an owed episode may last before it counts
 as past the allowance (the time a cycle, a bind and a start take, generously)."""
+
 TimelineValues = tuple[int, int, float, int, int, int, int, int]
 """The `metrics.TIMELINE_FIELDS` of one (member, model) at one instant."""
 TimelineRow = tuple[float, str, str, int, int, float, int, int, int, int, int]
