@@ -198,7 +198,7 @@ def test_same_decisions_whatever_the_snapshot_order() -> None:
 
 def test_a_member_moves_its_own_small_jobs_for_its_own_big_one() -> None:
     # lab-a owns a1 and a2 (16 GPUs), each carrying two of its own 1-GPU pods: its 8-GPU
-    # job keeps it within its entitlement (4 + 8), 12 of its GPUs are free but no node has 8.
+    # job keeps it within its entitlement (4 + 8), 12 GPUs are free but no node has 8.
     # Moving a1's two pods to a2 opens a1; lab-o's own work on o1 is never moved for it.
     nodes = [node("a1", "lab-a"), node("a2", "lab-a"), node("o1", "lab-o")]
     run = [running(f"a-{k}", "lab-a", "a1", started_at=9000.0) for k in range(2)]
