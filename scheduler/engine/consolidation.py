@@ -29,12 +29,7 @@ A running job may be moved (a **victim**) only when all of this holds:
 - it fits elsewhere: its pods can be placed on what stays free once the claimant holds
   its room and the victims before it are placed; or else it holds a reclaimable pod and
   its member is above its fair share and stays at or above it, and at or above its
-  entitlement, without the job (it then loses its place, as to a reclaim). A job of the
-  claimant's member that runs within that member's entitlement on its own nodes, moved
-  for a claimant beyond the entitlement (one that borrows), fits elsewhere only on its
-  member's own nodes and unowned ones: on another owner's node it would leave its
-  guarantee for borrowed GPUs, reclaimable when that owner comes back and restarting
-  from zero, so that a job that borrows could start.
+  entitlement, without the job (it then loses its place, as to a reclaim).
 
 Choice (deterministic: every walk is in a fixed order):
 
@@ -228,8 +223,6 @@ class Consolidator:
         """(node, member) -> what the member's `guaranteed` jobs there would free: only
         that member may move them."""
         nodes = state.nodes
-        self.owners = tuple(sorted({n.owner for n in nodes if n.owner}))
-        """Every member that owns a node, by name."""
         on_node, movable, movable_own = self.on_node, self.movable, self.movable_own
         # `jobs` come in the common order (`Reclaimer.jobs`), which every list keeps.
         for job in jobs:
@@ -276,24 +269,17 @@ class Consolidator:
         )
 
     def find(
-        self,
-        job: PendingJob,
-        model: str,
-        lendable: Mapping[str, int],
-        taking: bool = False,
-        entitled: bool = False,
+        self, job: PendingJob, model: str, lendable: Mapping[str, int], taking: bool = False
     ) -> Move | None:
-        """A move that lets the job start, or None. `entitled`: the job keeps its member
-        within its entitlement; `taking` (implies it): the move may also take what a
-        reclaim for it could."""
-        home_only = not (taking or entitled)
+        """A move that lets the job start, or None. `taking`: the job keeps its member
+        within its entitlement, and the move may take what a reclaim for it could."""
         ruled_out: set[str] = set()
         for _ in range(RETRIES + 1):
             found = self._search(job, model, lendable, ruled_out)
             if found is None:
                 return None
             victims, plan = found
-            stays = self._stays(job, model, victims, plan, lendable, ruled_out, taking, home_only)
+            stays = self._stays(job, model, victims, plan, lendable, ruled_out, taking)
             if isinstance(stays, str):
                 ruled_out.add(stays)
                 continue
@@ -434,13 +420,11 @@ class Consolidator:
         lendable: Mapping[str, int],
         ruled_out: set[str],
         taking: bool,
-        home_only: bool,
     ) -> tuple[frozenset[str], list[tuple[VictimJob, str]], frozenset[str]] | str:
         """The victims that fit elsewhere, the jobs taken with the owner each is taken
         for, and the victims going home (see `Move`); or the id of the first victim that
         neither fits elsewhere, nor belongs to a member that stays at or above its fair
-        share, nor may be taken. `home_only`: the claimant borrows, so its member's
-        guaranteed jobs fit elsewhere only on that member's own and unowned nodes."""
+        share, nor may be taken."""
         after: dict[int, Res] = {}
         for victim in victims:
             for p, j in victim.pods:
@@ -458,15 +442,11 @@ class Consolidator:
         queue = list(victims)
         deferred: set[str] = set()
         for victim in queue:
-            where = lendable
-            if home_only and victim.job_id in self.guaranteed:
-                others = (o for o in self.owners if o != victim.member)
-                where = {**lendable, **dict.fromkeys(others, 0)}
             elsewhere = plan_job(
                 self.state,
                 _as_pending(victim),
                 victim.member,
-                where,
+                lendable,
                 after,
                 frozenset(victim.by_model),
             )

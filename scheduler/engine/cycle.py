@@ -224,9 +224,9 @@ class _Cycle:
         self.reclaimer: Reclaimer | None = None
         self.consolidator: Consolidator | None = None
         self.moves_left = policy.sharing.max_consolidations_per_cycle
-        self.no_move: set[tuple[int, str, bool, bool]] = set()
-        """(shape, member, taking, entitled) that found no move: none appears later in the
-        cycle, as capacity only shrinks."""
+        self.no_move: set[tuple[int, str, bool]] = set()
+        """(shape, member) that found no move: none appears later in the cycle, as
+        capacity only shrinks."""
 
     # -- positions -----------------------------------------------------------------------
     def position_of(self, member: str, model: str | None) -> tuple[int, float]:
@@ -712,7 +712,7 @@ class _Cycle:
         claim = self._claim(job, model)
         if claim is None:
             return ""
-        if self._try_consolidate(job, model, entitled=claim.entitled):
+        if self._try_consolidate(job, model):
             return ""
         reclaimer = self._reclaimer_for(job.member, model, claim.entitled)
         if reclaimer is None:
@@ -974,18 +974,14 @@ class _Cycle:
         self._promise(job)
 
     # -- consolidation -------------------------------------------------------------------
-    def _try_consolidate(
-        self, job: PendingJob, model: str, taking: bool = False, entitled: bool = False
-    ) -> bool:
+    def _try_consolidate(self, job: PendingJob, model: str, taking: bool = False) -> bool:
         """Move borrowed work for a job that may reclaim and waits only because the free
         GPUs of its model are scattered (see `consolidation`); True when it did. Tried
         before reclaim: moved work starts again elsewhere at once, where a reclaim would
         take GPUs away from their member. `taking` (after a reclaim found nothing, for a
         job within its member's entitlement): the move may also take what a reclaim for
-        the job could, borrowed work on its member's own nodes. `entitled`: the job keeps
-        its member within its entitlement (otherwise its member's guaranteed jobs move
-        only to that member's own and unowned nodes)."""
-        key = (self._info[job.job_id].sid, job.member, taking, entitled)
+        the job could, borrowed work on its member's own nodes."""
+        key = (self._info[job.job_id].sid, job.member, taking)
         if self.moves_left <= 0 or key in self.no_move:
             return False
         move = None
@@ -998,7 +994,7 @@ class _Cycle:
         elif fragmented(self.state, job, model):
             if self.consolidator is None:
                 self.consolidator = self._consolidator()
-            move = self.consolidator.find(job, model, self.lendable(), entitled=entitled)
+            move = self.consolidator.find(job, model, self.lendable())
         if move is None:
             self.no_move.add(key)
             return False
