@@ -34,9 +34,8 @@ mean of several draws, not on one trace. `BENCH_FAIRNESS_DRAWS=1` prints the sce
 own draw only. `BENCH_FAIRNESS_FIRST_DRAW=k` (default 0) starts at draw k instead, the
 scenario's rows then being draw k's: the engine's rules were judged on draws 0 to 9 (the
 benchmark's 3, and 10 in comparisons), so a new rule's figures there can be a fit to
-those traces; judge it on later draws too (a consolidation rule measured and not kept,
-docs/architecture.md 6b, raised the Philly-shaped pool's members worse off over draws
-0-9, 2.8 to 4.0, and lowered it over draws 10-19, 2.6 to 2.0).
+those traces; judge it on later draws too (docs/architecture.md 6b has a rule whose
+effect had opposite signs on draws 0-9 and 10-19).
 
 Then the sharing-incentive property (`incentive`, also picked by `BENCH_FAIRNESS`):
 the 200 seeded contended cases of tests/unit/test_sim_properties.py, as the unit test
