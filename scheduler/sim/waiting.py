@@ -333,6 +333,8 @@ class WaitMeter:
     _shapes_seen: set[Shape] = field(default_factory=set)
     """Shapes `_fits_empty` already holds the answers for."""
     _gpus: int = 0
+    _same_as: object = None
+    """The last call's `same_as`."""
 
     def __post_init__(self) -> None:
         for node in self.nodes:
@@ -340,9 +342,15 @@ class WaitMeter:
                 self._by_model.setdefault(node.gpu_model, []).append(node)
         self._gpus = sum(n.gpus for ns in self._by_model.values() for n in ns)
 
-    def observe(self, now: float, state: State) -> None:
-        """The state from `now` on (until the next call)."""
+    def observe(self, now: float, state: State, same_as: object = None) -> None:
+        """The state from `now` on (until the next call). `same_as`: a value equal to the
+        last call's only when every figure this state gives equals that call's (the
+        caller's account of what changed; None: not known): the last rates and owed
+        episodes then stand, and only time is accrued."""
         self._accrue(now)
+        if same_as is not None and same_as == self._same_as:
+            return
+        self._same_as = same_as
         self._pending = bool(state.shapes)
         if not self._pending:
             self._rates = {}

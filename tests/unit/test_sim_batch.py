@@ -15,6 +15,7 @@ from scheduler.engine.decisions import Decisions
 from scheduler.engine.snapshot import Snapshot
 from scheduler.sim.pipeline import build_study
 from scheduler.sim.simulator import JobState, SimulationResult, Simulator
+from scheduler.sim.waiting import State, WaitMeter
 from tests.unit.test_sim_helpers import START, job, node, policy, trace
 from tests.unit.test_sim_properties import Case, cases, check_no_overcommit, examples
 
@@ -130,3 +131,30 @@ def test_batched_invariants(case: Case) -> None:
             if r.member == member and model_of[r.node] == model and r.start <= t < r.end
         )
         assert allocated == held, (t, member, model, str(case))
+
+
+@settings(max_examples=examples(20), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases)
+def test_the_wait_meter_skips_only_instants_that_change_nothing_it_reads(case: Case) -> None:
+    """The simulator tells its wait meter when an instant changes nothing the meter reads
+    (`same_as`): a replay whose meter reads every instant measures exactly the same."""
+
+    def figures(result: SimulationResult) -> tuple[object, ...]:
+        return (
+            result.idle_while_waiting_gpu_s,
+            result.fragmentation_claimable_gpu_s,
+            result.capacity_gpu_s_while_pending,
+            result.entitlement_episodes,
+            result.owed_past_allowance,
+        )
+
+    said = Simulator(case.nodes, case.policy, case.trace, schedule, batch_s=45.0).run()
+    observe = WaitMeter.observe
+
+    def every_instant(self: WaitMeter, now: float, state: State, same_as: object = None) -> None:
+        observe(self, now, state)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(WaitMeter, "observe", every_instant)
+        read = Simulator(case.nodes, case.policy, case.trace, schedule, batch_s=45.0).run()
+    assert figures(said) == figures(read), str(case)

@@ -159,3 +159,24 @@ def test_an_episode_past_the_allowance_takes_the_cause_in_force_when_the_allowan
     assert meter.entitlement_episodes == [("a", "G", 0.0, 300.0), ("a", "G", 400.0, 480.0)]
     assert meter.owed_past_allowance == [("a", "G", 0.0, 300.0, "reclaim_limit")]
     assert next(seen) == "unasked"
+
+
+def test_an_observation_said_to_be_the_same_keeps_the_last_figures() -> None:
+    # The caller says the state at t=100 gives the figures of t=0's (same `same_as`): the
+    # meter keeps t=0's rates (4 fragmented GPUs) and owed episode, whatever it is
+    # handed; at t=200 another value makes it read the state again (nothing pending).
+    fragmented = state({"a-0": 2, "a-1": 2}, {("a", "G", 1, 4): 1})
+    meter = WaitMeter(tuple(NODES["G"] + NODES["H"]), ENTITLEMENT, NO_LIMITS)
+    meter.observe(0.0, fragmented, same_as=("running", 1))
+    meter.observe(100.0, state({}, {}), same_as=("running", 1))
+    meter.observe(200.0, state({}, {}), same_as=("running", 2))
+    meter.finish(300.0)
+    assert meter.idle_gpu_s["fragmentation"] == 4 * 200.0
+    assert meter.capacity_gpu_s_while_pending == 16 * 200.0
+    assert meter.entitlement_episodes == [("a", "G", 0.0, 200.0)]
+    # Unsaid (None), every observation is read.
+    meter = WaitMeter(tuple(NODES["G"] + NODES["H"]), ENTITLEMENT, NO_LIMITS)
+    meter.observe(0.0, fragmented)
+    meter.observe(100.0, state({}, {}))
+    meter.finish(300.0)
+    assert meter.idle_gpu_s["fragmentation"] == 4 * 100.0
