@@ -27,15 +27,17 @@ Scenarios (`BENCH_FAIRNESS=demo,small,mixed,philly` picks some; all by default;
 
 Each scenario is a recipe with a seed, and one trace can be a lucky or an unlucky one.
 So each also runs on `BENCH_FAIRNESS_DRAWS` traces in all (default 3: its own and the
-recipe with the next seeds), and two more rows give each figure's mean ("fairpool,
-mean") and its lowest and highest value ("fairpool, range") over them (the mean JCT ratio
-of a draw is to that draw's own baseline, as are the p95 wait's): judge a change on the
-mean of several draws, not on one trace. `BENCH_FAIRNESS_DRAWS=1` prints the scenario's
-own draw only. `BENCH_FAIRNESS_FIRST_DRAW=k` (default 0) starts at draw k instead, the
-scenario's rows then being draw k's: the engine's rules were judged on draws 0 to 9 (the
-benchmark's 3, and 10 in comparisons), so a new rule's figures there can be a fit to
-those traces; judge it on later draws too (docs/architecture.md 6b has a rule whose
-effect had opposite signs on draws 0-9 and 10-19).
+recipe with the next seeds), and three more rows give each figure's mean ("fairpool,
+mean"), the standard error of that mean ("fairpool, ± s.e.") and its lowest and highest
+value ("fairpool, range") over them (the mean JCT ratio of a draw is to that draw's own
+baseline, as are the p95 wait's): judge a change on the mean of several draws, not on
+one trace, and only when it moves the mean by more than about twice the standard error.
+`BENCH_FAIRNESS_DRAWS=1` prints the scenario's own draw only.
+`BENCH_FAIRNESS_FIRST_DRAW=k` (default 0) starts at draw k instead, the scenario's rows
+then being draw k's: the engine's rules were judged on draws 0 to 9 (the benchmark's 3,
+and 10 in comparisons), so a new rule's figures there can be a fit to those traces;
+judge it on later draws too (docs/architecture.md 6b has a rule whose effect had
+opposite signs on draws 0-9 and 10-19).
 
 Then the sharing-incentive property (`incentive`, also picked by `BENCH_FAIRNESS`):
 the 200 seeded contended cases of tests/unit/test_sim_properties.py, as the unit test
@@ -449,6 +451,26 @@ def mean(draws: list[tuple[Study, dict[str, float | None]]]) -> dict[str, str]:
     return out
 
 
+def standard_error(draws: list[tuple[Study, dict[str, float | None]]]) -> dict[str, str]:
+    """fairpool over every draw: the standard error of each figure's mean (the sample
+    standard deviation over the square root of the draws), the members worse off pooled
+    likewise. Two means closer than about twice their standard errors are not told apart
+    by these draws; the row says how far a change must move a figure to count."""
+    out: dict[str, str] = {"jobs": f"{len(draws)} draws"}
+    for key, show in FIGURES.items():
+        values = [v for _, n in draws if (v := n[key]) is not None]
+        out[key] = show(_sem(values)) if len(values) > 1 else show(None)
+    worse = [float(str(st.summary["members_worse_off_pooled"])) for st, _ in draws]
+    out["worse"] = f"{_sem(worse):.1f}"
+    out["big"] = "—"
+    out["wall"] = ""
+    return out
+
+
+def _sem(values: list[float]) -> float:
+    return float(np.std(values, ddof=1) / np.sqrt(len(values)))
+
+
 def _whole(name: str, default: int, least: int) -> int:
     text = os.environ.get(name, "")
     try:
@@ -507,6 +529,7 @@ def measure(
             seen.append((other, figures(other, other_baseline)))
             wall += a + b
         rows.append({"scenario": "", "scheduler": "fairpool, mean", **mean(seen)})
+        rows.append({"scenario": "", "scheduler": "fairpool, ± s.e.", **standard_error(seen)})
         rows.append({"scenario": "", "scheduler": "fairpool, range", **spread(seen, wall)})
     return rows
 
