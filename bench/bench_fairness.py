@@ -418,50 +418,63 @@ def row(study: Study, baseline: Study, wall: float) -> dict[str, str]:
     }
 
 
-def spread(draws: list[tuple[Study, dict[str, float | None]]], wall: float) -> dict[str, str]:
+Draws = list[tuple[Study, dict[str, float | None]]]
+"""fairpool's replay of each draw with its figures (`figures`)."""
+
+
+def _known(draws: Draws, key: str) -> list[float]:
+    """One figure over the draws that have it."""
+    return [v for _, n in draws if (v := n[key]) is not None]
+
+
+def _worse(draws: Draws) -> tuple[list[int], int]:
+    """Members worse off pooled in each draw, and how many members there are."""
+    worse = [int(str(st.summary["members_worse_off_pooled"])) for st, _ in draws]
+    return worse, len(draws[0][0].summary["members"])  # type: ignore[arg-type]
+
+
+def spread(draws: Draws, wall: float) -> dict[str, str]:
     """fairpool over every draw: each figure's lowest and highest value (a draw's ratios
     are to its own baseline), the members worse off pooled likewise."""
     out: dict[str, str] = {"jobs": f"{len(draws)} draws"}
     for key, show in FIGURES.items():
-        values = [v for _, n in draws if (v := n[key]) is not None]
+        values = _known(draws, key)
         low, high = (min(values), max(values)) if values else (None, None)
         out[key] = show(low) if show(low) == show(high) else f"{show(low)}–{show(high)}"
-    worse = [int(str(st.summary["members_worse_off_pooled"])) for st, _ in draws]
-    members = len(draws[0][0].summary["members"])  # type: ignore[arg-type]
-    low, high = min(worse), max(worse)
-    out["worse"] = f"{low}/{members}" if low == high else f"{low}–{high}/{members}"
+    worse, members = _worse(draws)
+    least, most = min(worse), max(worse)
+    out["worse"] = f"{least}/{members}" if least == most else f"{least}–{most}/{members}"
     out["big"] = "—"
     out["wall"] = f"{wall:.0f}"
     return out
 
 
-def mean(draws: list[tuple[Study, dict[str, float | None]]]) -> dict[str, str]:
+def mean(draws: Draws) -> dict[str, str]:
     """fairpool over every draw: each figure's mean (a draw's ratios to its own baseline),
     the members worse off pooled likewise. One trace's figures swing widely (the demo's
     Jain from 0.77 to 0.86 over ten draws), so a change is judged on this row."""
     out: dict[str, str] = {"jobs": f"{len(draws)} draws"}
     for key, show in FIGURES.items():
-        values = [v for _, n in draws if (v := n[key]) is not None]
+        values = _known(draws, key)
         out[key] = show(float(np.mean(values))) if values else show(None)
-    worse = [int(str(st.summary["members_worse_off_pooled"])) for st, _ in draws]
-    members = len(draws[0][0].summary["members"])  # type: ignore[arg-type]
+    worse, members = _worse(draws)
     out["worse"] = f"{np.mean(worse):.1f}/{members}"
     out["big"] = "—"
     out["wall"] = ""
     return out
 
 
-def standard_error(draws: list[tuple[Study, dict[str, float | None]]]) -> dict[str, str]:
+def standard_error(draws: Draws) -> dict[str, str]:
     """fairpool over every draw: the standard error of each figure's mean (the sample
     standard deviation over the square root of the draws), the members worse off pooled
     likewise. Two means closer than about twice their standard errors are not told apart
     by these draws; the row says how far a change must move a figure to count."""
     out: dict[str, str] = {"jobs": f"{len(draws)} draws"}
     for key, show in FIGURES.items():
-        values = [v for _, n in draws if (v := n[key]) is not None]
+        values = _known(draws, key)
         out[key] = show(_sem(values)) if len(values) > 1 else show(None)
-    worse = [float(str(st.summary["members_worse_off_pooled"])) for st, _ in draws]
-    out["worse"] = f"{_sem(worse):.1f}"
+    worse, _ = _worse(draws)
+    out["worse"] = f"{_sem([float(w) for w in worse]):.1f}"
     out["big"] = "—"
     out["wall"] = ""
     return out
