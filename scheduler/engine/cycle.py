@@ -225,8 +225,8 @@ class _Cycle:
         self.consolidator: Consolidator | None = None
         self.moves_left = policy.sharing.max_consolidations_per_cycle
         self.no_move: set[tuple[int, str, bool]] = set()
-        """(shape, member) that found no move: none appears later in the cycle, as
-        capacity only shrinks."""
+        """(shape, member, taking) that found no move: none appears later in the cycle,
+        as capacity only shrinks."""
 
     # -- positions -----------------------------------------------------------------------
     def position_of(self, member: str, model: str | None) -> tuple[int, float]:
