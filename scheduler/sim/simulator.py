@@ -322,6 +322,12 @@ class Simulator:
         """GPUs per (member, model) on nodes another member owns."""
         self._member_alloc: dict[str, int] = {}
         self._last_row: dict[tuple[str, str], TimelineValues] = {}
+        self._timeline_keys = [
+            ((member, model), member, model, cap.entitlement.get((member, model), 0))
+            for member in cap.members
+            for model in cap.models
+        ]
+        """The timeline's keys in row order, each with its member's entitlement."""
         self.timeline: list[TimelineRow] = []
         self.usage: list[UsageRow] = []
         self.lost: list[LostRow] = []
@@ -736,34 +742,40 @@ class Simulator:
     def _record_timeline(self, shares: Mapping[tuple[str, str], MemberShare]) -> None:
         now = self._now
         pending = self._pending_gpus() if not shares else None
-        for member in self._members:
-            for model in self._models:
-                key = (member, model)
-                allocated = self._allocated.get(key, 0)
-                entitlement = self.cluster.capacity.entitlement.get(key, 0)
-                share = shares.get(key)
-                if share is not None:
-                    # The engine's view before its own binds; binds only move GPUs from
-                    # pending to allocated, so demand and fair share still hold.
-                    waiting = max(0, share.pending - self._bound_this_cycle.get(key, 0))
-                    demand = share.demand
-                    fair = float(share.fair_share)
-                elif pending is not None:
-                    waiting = pending.get(key, 0)
-                    demand = allocated + waiting
-                    previous = self._last_row.get(key)
-                    fair = previous[2] if previous is not None and waiting else float(allocated)
-                else:  # the engine gave no share for this member: nothing to share
-                    waiting = 0
-                    demand = allocated
-                    fair = float(allocated)
-                borrowed = max(0, allocated - entitlement)
-                lent = self._lent.get(key, 0)
-                elsewhere = self._elsewhere.get(key, 0)
-                row = (allocated, entitlement, fair, demand, waiting, borrowed, lent, elsewhere)
-                if self._last_row.get(key) != row:
-                    self._last_row[key] = row
-                    self.timeline.append((now, member, model, *row))
+        allocated_of, lent_of, elsewhere_of = self._allocated, self._lent, self._elsewhere
+        last_row, bound = self._last_row, self._bound_this_cycle
+        for key, member, model, entitlement in self._timeline_keys:
+            allocated = allocated_of.get(key, 0)
+            share = shares.get(key)
+            if share is not None:
+                # The engine's view before its own binds; binds only move GPUs from
+                # pending to allocated, so demand and fair share still hold.
+                waiting = max(0, share.pending - bound.get(key, 0))
+                demand = share.demand
+                fair = float(share.fair_share)
+            elif pending is not None:
+                waiting = pending.get(key, 0)
+                demand = allocated + waiting
+                previous = last_row.get(key)
+                fair = previous[2] if previous is not None and waiting else float(allocated)
+            else:  # the engine gave no share for this member: nothing to share
+                waiting = 0
+                demand = allocated
+                fair = float(allocated)
+            borrowed = max(0, allocated - entitlement)
+            row = (
+                allocated,
+                entitlement,
+                fair,
+                demand,
+                waiting,
+                borrowed,
+                lent_of.get(key, 0),
+                elsewhere_of.get(key, 0),
+            )
+            if last_row.get(key) != row:
+                last_row[key] = row
+                self.timeline.append((now, member, model, *row))
         self._bound_this_cycle = {}
         self._observe_waiting(now)
 

@@ -183,6 +183,10 @@ def idle_by_cause(
     member_total: dict[str, int] = {}
     for (member, _), gpus in state.allocated.items():
         member_total[member] = member_total.get(member, 0) + gpus
+    # Most policies set no lending limit (every free GPU is within each member's reach)
+    # and no cap: the meter runs at every instant, so those checks are skipped then.
+    lending = bool(limits.lending_limit)
+    capping = bool(limits.max_gpus) or not limits.borrowing
     all_free = state.free
     for model, nodes in nodes_by_model.items():
         free = [all_free[node.name] for node in nodes]
@@ -195,10 +199,11 @@ def idle_by_cause(
         if total <= 0:
             continue
         free_by_owner: dict[str, int] = {}
-        for node, f in zip(nodes, free, strict=True):
-            if f:
-                owner = node.owner or ""
-                free_by_owner[owner] = free_by_owner.get(owner, 0) + f
+        if lending:
+            for node, f in zip(nodes, free, strict=True):
+                if f:
+                    owner = node.owner or ""
+                    free_by_owner[owner] = free_by_owner.get(owner, 0) + f
         flags = {"placeable": False, "limits": False, "fragmentation": False}
         candidates = claimable = False
         # Per model, slots depend only on the pod size and reach only on the member:
@@ -212,10 +217,10 @@ def idle_by_cause(
             gpus = pods * per_pod
             if per_pod not in slots_of:
                 slots_of[per_pod] = slots(free, per_pod)
-            if member not in reach_of:
+            if lending and member not in reach_of:
                 reach_of[member] = _reach(member, state, free_by_owner, limits)
-            limited = reach_of[member] < gpus or _capped(
-                member, model, gpus, state, member_total, entitlement, limits
+            limited = (lending and reach_of[member] < gpus) or (
+                capping and _capped(member, model, gpus, state, member_total, entitlement, limits)
             )
             placeable = slots_of[per_pod] >= pods
             if placeable and not limited:
