@@ -96,9 +96,8 @@ def grid(timeline: pd.DataFrame, end: float) -> Grid:
     frame = timeline[timeline["time"] <= end].drop_duplicates(
         ["time", "member", "gpu_model"], keep="last"
     )
-    keys = sorted(
-        {(str(m), str(g)) for m, g in zip(frame["member"], frame["gpu_model"], strict=True)}
-    )
+    pairs = frame[["member", "gpu_model"]].drop_duplicates()
+    keys = sorted((str(m), str(g)) for m, g in pairs.itertuples(index=False))
     times = np.array(sorted(frame["time"].unique()), dtype=float)
     values: dict[str, np.ndarray] = {}
     index = pd.MultiIndex.from_tuples(keys, names=["member", "gpu_model"])
