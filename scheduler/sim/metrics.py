@@ -204,23 +204,21 @@ def entitlement_violation_gpu_s(g: Grid, grace_period_s: float) -> float:
     deficit = np.clip(floor - g.values["allocated"], 0.0, None)
     deficit = np.where(g.values["pending"] > 0, deficit, 0.0)
     keep = g.dt > 0
-    deficit = deficit[keep]
-    dt = g.dt[keep]
+    # Key by key, the runs of instants with a deficit are its episodes: each such instant
+    # gets its episode's number, and `bincount` adds up each episode's seconds and
+    # GPU-seconds in time order (the order a loop over the instants would add them in).
+    rows, keys = deficit[keep].shape
+    deficit = deficit[keep].T.ravel()
+    dt = np.tile(g.dt[keep], keys)
+    inside = deficit > 0
+    before = np.roll(inside, 1)
+    before[:: rows or 1] = False  # a key's first instant continues no run
+    episode = np.cumsum(inside & ~before) - 1
+    seconds = np.bincount(episode[inside], weights=dt[inside])
+    gpu_s = np.bincount(episode[inside], weights=(deficit * dt)[inside])
     total = 0.0
-    for k in range(deficit.shape[1]):
-        column = deficit[:, k]
-        episode_s = 0.0
-        episode_gpu_s = 0.0
-        for value, seconds in zip(column, dt, strict=True):
-            if value > 0:
-                episode_s += seconds
-                episode_gpu_s += value * seconds
-                continue
-            if episode_s > threshold:
-                total += episode_gpu_s
-            episode_s = episode_gpu_s = 0.0
-        if episode_s > threshold:
-            total += episode_gpu_s
+    for value in gpu_s[seconds > threshold]:
+        total += float(value)
     return total
 
 
