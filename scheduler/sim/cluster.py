@@ -180,6 +180,8 @@ class SimCluster:
         self.pending_shapes: dict[Shape, int] = {}
         """Pending jobs per shape, kept on enqueue/dequeue so the wait meter need not
         walk every pending job at every instant."""
+        self.shape_changes = 0
+        """Counts shapes appearing in `pending_shapes` and leaving it."""
         self.running_changes = 0
         """Counts binds, frees and pods marked terminating: what is derived from the
         running pods alone holds while it stays the same."""
@@ -219,7 +221,10 @@ class SimCluster:
         )
         self.pending[job.job_id] = pending
         shape = job_shape(pending)
-        self.pending_shapes[shape] = self.pending_shapes.get(shape, 0) + 1
+        waiting = self.pending_shapes.get(shape, 0)
+        if not waiting:
+            self.shape_changes += 1
+        self.pending_shapes[shape] = waiting + 1
 
     def nominate(self, job_id: str, nodes: Mapping[str, str]) -> None:
         job = self.pending.get(job_id)
@@ -236,6 +241,7 @@ class SimCluster:
             self.pending_shapes[shape] = left
         else:
             del self.pending_shapes[shape]
+            self.shape_changes += 1
         return job
 
     # -- running pods ---------------------------------------------------------------

@@ -800,6 +800,7 @@ class Simulator:
             lent=lent,
             kept=self._kept,
             fair=fair,
+            shapes_version=self.cluster.shape_changes,
         )
         # Free GPUs, allocations, lending and what members could get back all follow the
         # running pods; of the pending jobs the meter reads only their shapes. An arrival
@@ -807,7 +808,7 @@ class Simulator:
         # of a contended replay's instants.
         same_as = (
             self.cluster.running_changes,
-            tuple(self.cluster.pending_shapes),
+            self.cluster.shape_changes,
             frozenset(nominated.items()),
             tuple(fair.items()),
         )

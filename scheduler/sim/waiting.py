@@ -44,7 +44,7 @@ the simulator, which knows every pod): the state observed last before that insta
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from policies.model import Policy
@@ -154,6 +154,47 @@ class State:
     fair: Mapping[tuple[str, str], float] = field(default_factory=dict)
     """(member, model) -> fair share, from the last engine cycle (for
     `FRAGMENTATION_CLAIMABLE`; missing: 0)."""
+    shapes_version: int | None = None
+    """Changes whenever a shape appears in `shapes` or leaves it (None: not known):
+    what the meter derives from the set of shapes alone holds while it stays."""
+
+
+@dataclass(frozen=True)
+class ShapeIndex:
+    """The pending shapes as the figures read them when no limit applies, built once per
+    set of shapes: the set changes at few of the instants the meter looks at (a pending
+    job of a shape already waiting, a bind or a completion leave it as it is)."""
+
+    sizes: Mapping[str, Mapping[int, int]]
+    """model -> GPUs per pod -> the fewest pods of a shape with pods that size that may
+    run on the model (a job fits node by node when some size's fewest fit)."""
+    smallest: Mapping[str, Mapping[str, int]]
+    """model -> member -> GPUs of the member's smallest job that may run on the model."""
+    owed: Mapping[tuple[str, str], list[tuple[int, int, int]]]
+    """(member, model) -> (GPUs, pods, GPUs per pod) of the member's jobs that may use
+    the model and fit its empty nodes, smallest first (`owed_keys`)."""
+
+    @staticmethod
+    def of(
+        shapes: Iterable[Shape],
+        models: tuple[str, ...],
+        fits_empty: Mapping[tuple[str, int, int], bool],
+    ) -> ShapeIndex:
+        sizes: dict[str, dict[int, int]] = {}
+        smallest: dict[str, dict[str, int]] = {}
+        owed: dict[tuple[str, str], list[tuple[int, int, int]]] = {}
+        for member, job_model, pods, per_pod in shapes:
+            gpus = pods * per_pod
+            for model in models if job_model is None else (job_model,):
+                size = sizes.setdefault(model, {})
+                size[per_pod] = min(size.get(per_pod, pods), pods)
+                mine = smallest.setdefault(model, {})
+                mine[member] = min(mine.get(member, gpus), gpus)
+                if gpus > 0 and fits_empty.get((model, pods, per_pod), False):
+                    owed.setdefault((member, model), []).append((gpus, pods, per_pod))
+        for found in owed.values():
+            found.sort()
+        return ShapeIndex(sizes, smallest, owed)
 
 
 def _claims(
@@ -175,18 +216,20 @@ def idle_by_cause(
     nodes_by_model: Mapping[str, list[Node]],
     entitlement: Mapping[tuple[str, str], int],
     limits: Limits,
+    index: ShapeIndex | None = None,
 ) -> dict[str, int]:
     """Idle GPUs per cause at one instant with pending work (module docstring), and
-    under `FRAGMENTATION_CLAIMABLE` the part of the fragmentation's that it is."""
+    under `FRAGMENTATION_CLAIMABLE` the part of the fragmentation's that it is. `index`:
+    `state.shapes` indexed (built here when not given), read when no limit applies."""
     out = dict.fromkeys((*IDLE_CAUSES, FRAGMENTATION_CLAIMABLE), 0)
     held_total = 0
+    limited = bool(limits.lending_limit or limits.max_gpus) or not limits.borrowing
     member_total: dict[str, int] = {}
-    for (member, _), gpus in state.allocated.items():
-        member_total[member] = member_total.get(member, 0) + gpus
-    # Most policies set no lending limit (every free GPU is within each member's reach)
-    # and no cap: the meter runs at every instant, so those checks are skipped then.
-    lending = bool(limits.lending_limit)
-    capping = bool(limits.max_gpus) or not limits.borrowing
+    if limited:
+        for (member, _), gpus in state.allocated.items():
+            member_total[member] = member_total.get(member, 0) + gpus
+    elif index is None:
+        index = ShapeIndex.of(state.shapes, tuple(nodes_by_model), {})
     all_free = state.free
     for model, nodes in nodes_by_model.items():
         free = [all_free[node.name] for node in nodes]
@@ -198,48 +241,96 @@ def idle_by_cause(
         total = sum(free)
         if total <= 0:
             continue
-        free_by_owner: dict[str, int] = {}
-        if lending:
-            for node, f in zip(nodes, free, strict=True):
-                if f:
-                    owner = node.owner or ""
-                    free_by_owner[owner] = free_by_owner.get(owner, 0) + f
-        flags = {"placeable": False, "limits": False, "fragmentation": False}
-        candidates = claimable = False
-        # Per model, slots depend only on the pod size and reach only on the member:
-        # a few distinct values for many pending shapes.
-        slots_of: dict[int, int] = {}
-        reach_of: dict[str, int] = {}
-        for member, job_model, pods, per_pod in state.shapes:
-            if job_model is not None and job_model != model:
-                continue
-            candidates = True
-            gpus = pods * per_pod
-            if per_pod not in slots_of:
-                slots_of[per_pod] = slots(free, per_pod)
-            if lending and member not in reach_of:
-                reach_of[member] = _reach(member, state, free_by_owner, limits)
-            limited = (lending and reach_of[member] < gpus) or (
-                capping and _capped(member, model, gpus, state, member_total, entitlement, limits)
+        if index is None:
+            cause, claimable = _cause_within_limits(
+                model, nodes, free, total, state, member_total, entitlement, limits
             )
-            placeable = slots_of[per_pod] >= pods
-            if placeable and not limited:
-                flags["placeable"] = True
-                break
-            if gpus <= total and limited:
-                flags["limits"] = True
-            elif gpus <= total and not placeable:
-                flags["fragmentation"] = True
-                claimable = claimable or _claims(member, model, gpus, state, entitlement)
-        if not candidates:
+        else:
+            cause, claimable = _cause(model, free, total, state, entitlement, index)
+        if cause is None:
             out["other_model"] += total
         else:
-            cause = next((c for c, on in flags.items() if on), "too_few_free")
             out[cause] += total
             if cause == "fragmentation" and claimable:
                 out[FRAGMENTATION_CLAIMABLE] += total
     out["held"] = held_total
     return out
+
+
+def _cause(
+    model: str,
+    free: list[int],
+    total: int,
+    state: State,
+    entitlement: Mapping[tuple[str, str], int],
+    index: ShapeIndex,
+) -> tuple[str | None, bool]:
+    """The cause of a model's `total` idle GPUs when no limit applies (None: no pending
+    job can run on it), and whether that is fragmentation some job could claim: with no
+    limit a job that fits node by node is placeable, and of the jobs a member could
+    claim with, its smallest is the likeliest (`_claims` only gets easier with fewer
+    GPUs)."""
+    sizes = index.sizes.get(model)
+    if not sizes:
+        return None, False
+    if any(slots(free, per_pod) >= pods for per_pod, pods in sizes.items()):
+        return "placeable", False
+    smallest = index.smallest[model]
+    if min(smallest.values()) > total:
+        return "too_few_free", False
+    claimable = any(
+        gpus <= total and _claims(member, model, gpus, state, entitlement)
+        for member, gpus in smallest.items()
+    )
+    return "fragmentation", claimable
+
+
+def _cause_within_limits(
+    model: str,
+    nodes: list[Node],
+    free: list[int],
+    total: int,
+    state: State,
+    member_total: Mapping[str, int],
+    entitlement: Mapping[tuple[str, str], int],
+    limits: Limits,
+) -> tuple[str | None, bool]:
+    """`_cause` for a policy with a lending limit, a cap or borrowing off: job by job."""
+    free_by_owner: dict[str, int] = {}
+    for node, f in zip(nodes, free, strict=True):
+        if f:
+            owner = node.owner or ""
+            free_by_owner[owner] = free_by_owner.get(owner, 0) + f
+    flags = {"placeable": False, "limits": False, "fragmentation": False}
+    candidates = claimable = False
+    # Per model, slots depend only on the pod size and reach only on the member:
+    # a few distinct values for many pending shapes.
+    slots_of: dict[int, int] = {}
+    reach_of: dict[str, int] = {}
+    for member, job_model, pods, per_pod in state.shapes:
+        if job_model is not None and job_model != model:
+            continue
+        candidates = True
+        gpus = pods * per_pod
+        if per_pod not in slots_of:
+            slots_of[per_pod] = slots(free, per_pod)
+        if member not in reach_of:
+            reach_of[member] = _reach(member, state, free_by_owner, limits)
+        limited = reach_of[member] < gpus or _capped(
+            member, model, gpus, state, member_total, entitlement, limits
+        )
+        placeable = slots_of[per_pod] >= pods
+        if placeable and not limited:
+            flags["placeable"] = True
+            break
+        if gpus <= total and limited:
+            flags["limits"] = True
+        elif gpus <= total and not placeable:
+            flags["fragmentation"] = True
+            claimable = claimable or _claims(member, model, gpus, state, entitlement)
+    if not candidates:
+        return None, False
+    return next((c for c, on in flags.items() if on), "too_few_free"), claimable
 
 
 def _capped(
@@ -278,33 +369,33 @@ def owed_keys(
     models: tuple[str, ...],
     fits_empty: Mapping[tuple[str, int, int], bool],
     nodes_by_model: Mapping[str, list[Node]] | None = None,
+    index: ShapeIndex | None = None,
 ) -> set[tuple[str, str]]:
     """(member, model) keys whose member has a pending job that could use its
     entitlement of that model (module docstring). With `nodes_by_model` and
-    `state.kept`, the job's pods must also fit what the member could get back."""
+    `state.kept`, the job's pods must also fit what the member could get back.
+    `index`: `state.shapes` indexed with these `models` and `fits_empty` (built here when
+    not given)."""
+    if index is None:
+        index = ShapeIndex.of(state.shapes, models, fits_empty)
     out: set[tuple[str, str]] = set()
     kept: Kept | None = None
-    room_for: dict[tuple[str, str], list[int]] = {}
-    """(member, model) -> what `kept` leaves the member node by node (a member has
-    a few shapes: built once each)."""
-    for member, job_model, pods, per_pod in state.shapes:
-        gpus = pods * per_pod
-        for model in models if job_model is None else (job_model,):
-            key = (member, model)
-            if key in out:
-                continue
-            room = entitlement.get(key, 0) - state.allocated.get(key, 0)
-            if not (0 < gpus <= room and fits_empty.get((model, pods, per_pod), False)):
-                continue
-            if nodes_by_model is not None and state.kept is not None:
-                if kept is None:
-                    kept = state.kept()
-                free = room_for.get(key)
-                if free is None:
-                    free = room_for[key] = kept.free_for(member, nodes_by_model.get(model, []))
-                if slots(free, per_pod) < pods:
-                    continue
+    for key, jobs in index.owed.items():
+        room = entitlement.get(key, 0) - state.allocated.get(key, 0)
+        if jobs[0][0] > room:
+            continue  # not even its smallest job fits within the entitlement
+        if nodes_by_model is None or state.kept is None:
             out.add(key)
+            continue
+        if kept is None:
+            kept = state.kept()
+        free = kept.free_for(key[0], nodes_by_model.get(key[1], []))
+        for gpus, pods, per_pod in jobs:
+            if gpus > room:
+                break
+            if slots(free, per_pod) >= pods:
+                out.add(key)
+                break
     return out
 
 
@@ -338,6 +429,8 @@ class WaitMeter:
     _shapes_seen: set[Shape] = field(default_factory=set)
     """Shapes `_fits_empty` already holds the answers for."""
     _gpus: int = 0
+    _index: tuple[int, ShapeIndex] | None = None
+    """The last index built, with the `State.shapes_version` it was built at."""
     _same_as: object = None
     """The last call's `same_as`."""
 
@@ -361,16 +454,27 @@ class WaitMeter:
             self._rates = {}
             self._close(set(), now)
             return
-        self._rates = idle_by_cause(state, self._by_model, self.entitlement, self.limits)
+        index = self._index_of(state)
+        self._rates = idle_by_cause(state, self._by_model, self.entitlement, self.limits, index)
+        owed = owed_keys(
+            state, self.entitlement, tuple(self._by_model), self._fits_empty, self._by_model, index
+        )
+        self._close(owed, now)
+
+    def _index_of(self, state: State) -> ShapeIndex:
+        """`state.shapes` indexed, anew only when the set of shapes changed."""
+        version = state.shapes_version
+        if version is not None and self._index is not None and version == self._index[0]:
+            return self._index[1]
         seen = self._shapes_seen
         for shape in state.shapes:
             if shape not in seen:
                 seen.add(shape)
                 self._remember_fit(shape)
-        owed = owed_keys(
-            state, self.entitlement, tuple(self._by_model), self._fits_empty, self._by_model
-        )
-        self._close(owed, now)
+        index = ShapeIndex.of(state.shapes, tuple(self._by_model), self._fits_empty)
+        if version is not None:
+            self._index = (version, index)
+        return index
 
     def finish(self, end: float) -> None:
         self._accrue(end)
