@@ -3,8 +3,9 @@
 Two figures need the cluster's state (nodes, free GPUs, nominations), not just the
 allocation timeline, so the simulator feeds a `WaitMeter` after each instant's events
 and cycle; the state then holds until the next instant, so each figure is a rate
-integrated over that stretch. The cost is O(nodes + distinct pending job shapes +
-members) per instant, next to the engine's O(pending x nodes).
+integrated over that stretch. The cost is O(nodes + distinct pod sizes + members) per
+instant (O(distinct pending job shapes) more when that set changed, or a limit applies),
+next to the engine's O(pending x nodes).
 
 Idle while waiting (docs/metrics.md): at an instant where some job is pending, every
 idle GPU (held by no pod) is counted once, to one cause, decided per GPU model m:
