@@ -242,7 +242,7 @@ def idle_by_cause(
         total = sum(free)
         if total <= 0:
             continue
-        if index is None:
+        if index is None or limited:
             cause, claimable = _cause_within_limits(
                 model, nodes, free, total, state, member_total, entitlement, limits
             )

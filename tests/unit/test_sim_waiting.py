@@ -180,3 +180,31 @@ def test_an_observation_said_to_be_the_same_keeps_the_last_figures() -> None:
     meter.observe(100.0, state({}, {}))
     meter.finish(300.0)
     assert meter.idle_gpu_s["fragmentation"] == 4 * 100.0
+
+
+def test_the_meter_applies_a_lending_limit_with_its_shape_index() -> None:
+    # As `test_limits_lending_limit_of_the_owner`, through the meter with a shapes version
+    # (as the simulator observes): the index of shapes must not stand in for the limit.
+    limits = Limits(max_gpus={}, lending_limit={"a": 4}, borrowing=True)
+    meter = WaitMeter(tuple(NODES["G"] + NODES["H"]), ENTITLEMENT, limits)
+    s = replace(state({"a-0": 4}, {("b", "G", 1, 4): 1}, lent={"a": 2}), shapes_version=1)
+    meter.observe(0.0, s)
+    meter.finish(10.0)
+    assert meter.idle_gpu_s["limits"] == 4 * 10.0
+    assert meter.idle_gpu_s["placeable"] == 0.0
+
+
+def test_the_shape_index_is_rebuilt_when_the_shapes_version_changes() -> None:
+    # t=0: a's 1 x 4 job fits a-0's 4 free GPUs (placeable). t=10: the same version, so
+    # the same index (a state with other shapes but the same version would be a caller's
+    # error; here the shapes are the same and a-0 is full: too few free elsewhere).
+    # t=20: a new version with a 1-GPU job: placeable again on a-1's 1 free GPU.
+    meter = WaitMeter(tuple(NODES["G"] + NODES["H"]), ENTITLEMENT, NO_LIMITS)
+    big = {("a", "G", 1, 4): 1}
+    meter.observe(0.0, replace(state({"a-0": 4}, big), shapes_version=1))
+    meter.observe(10.0, replace(state({"a-1": 1}, big), shapes_version=1))
+    small = {("a", "G", 1, 4): 1, ("a", "G", 1, 1): 1}
+    meter.observe(20.0, replace(state({"a-1": 1}, small), shapes_version=2))
+    meter.finish(30.0)
+    assert meter.idle_gpu_s["placeable"] == 4 * 10.0 + 1 * 10.0
+    assert meter.idle_gpu_s["too_few_free"] == 1 * 10.0
