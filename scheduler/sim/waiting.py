@@ -500,7 +500,7 @@ class WaitMeter:
             cause = self._cause.pop(key, None)
             if cause is not None and now - start > self.allowance_s:
                 self.owed_past_allowance.append((key[0], key[1], start, now, cause))
-        for key in owed:
+        for key in sorted(owed):  # episodes in a reproducible order (a set's is not)
             start = self._owed_since.setdefault(key, now)
             # This state holds until the next observation: while the allowance has not
             # run out by now, it may be the state at its end.
