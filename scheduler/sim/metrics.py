@@ -207,8 +207,9 @@ def entitlement_violation_gpu_s(g: Grid, grace_period_s: float) -> float:
     # Key by key, the runs of instants with a deficit are its episodes: each such instant
     # gets its episode's number, and `bincount` adds up each episode's seconds and
     # GPU-seconds in time order (the order a loop over the instants would add them in).
-    rows, keys = deficit[keep].shape
-    deficit = deficit[keep].T.ravel()
+    kept = deficit[keep]
+    rows, keys = kept.shape
+    deficit = kept.T.ravel()
     dt = np.tile(g.dt[keep], keys)
     inside = deficit > 0
     before = np.roll(inside, 1)
