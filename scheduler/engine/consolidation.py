@@ -77,6 +77,7 @@ off), so one cycle never empties half the cluster.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
@@ -119,6 +120,32 @@ class Move:
     homes: frozenset[str] = frozenset()
     """Victim job ids that fit elsewhere only on their own member's nodes, once borrowed
     work there is taken (their member is within its entitlement)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why no move opened room for a claimant (`Consolidator.refusal`): the names of the
+    nodes it may use that have no room for its biggest pod, by what keeps each closed.
+    Worked out only when its explanation is read, on the cycle's final state."""
+
+    guaranteed: tuple[str, ...] = ()
+    """Held mostly by other members' work within their entitlement on their own nodes,
+    which moves only for its own member."""
+    young: tuple[str, ...] = ()
+    """Held mostly by work younger than the minimum runtime."""
+    leaving: tuple[str, ...] = ()
+    """Held mostly by work already preempted in the cycle."""
+    fixed: tuple[str, ...] = ()
+    """Held by what consolidation never moves: other schedulers' pods, terminating pods,
+    work reclaimed `maxReclaimsPerJob` times, GPUs held for other waiting jobs."""
+    costly: tuple[str, ...] = ()
+    """Could be opened, at a loss of work above the move's budget."""
+    cheapest_loss_gpu_s: float = 0.0
+    """The least work lost opening one of `costly`, in GPU-seconds."""
+    openable: tuple[str, ...] = ()
+    """Could be opened within the budget: the move failed on the rest of its rules."""
+    too_few: bool = False
+    """Even with every node of `openable` opened, the whole job would not fit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,11 +249,14 @@ class Consolidator:
         self.movable_own: dict[tuple[int, str], Res] = {}
         """(node, member) -> what the member's `guaranteed` jobs there would free: only
         that member may move them."""
+        self.young: list[VictimJob] = []
+        """Jobs too young to move, kept only to explain a refusal (`refusal`)."""
         nodes = state.nodes
         on_node, movable, movable_own = self.on_node, self.movable, self.movable_own
         # `jobs` come in the common order (`Reclaimer.jobs`), which every list keeps.
         for job in jobs:
             if not below_min_runtime and now - job.youngest_start < min_runtime:
+                self.young.append(job)
                 continue  # too young to move: the one rule that does not need the claimant
             member = job.member
             guaranteed = False
@@ -292,6 +322,89 @@ class Consolidator:
             names = tuple(sorted({self.state.nodes[i].name for _, i in plan.pods}))
             return Move(tuple(every), plan, names, fits, {t.job_id: o for t, o in taken}, homes)
         return None
+
+    def refusal(self, job: PendingJob, model: str, lendable: Mapping[str, int]) -> Refusal:
+        """Why no move opens room for the job, node by node, on the state as it is now
+        (the explanation's: see `Refusal`). Only read, never decided on: the search
+        itself stops at its first failure and keeps no reasons, which costs nothing in
+        the cycles nobody asks about."""
+        state = self.state
+        member = job.member
+        biggest = max((spec_res(p.spec) for p in job.pods), key=lambda r: (r[0], r))
+        feasible = state.feasible((p.spec for p in job.pods), model)
+        budget = job.gpus * self.loss_seconds
+        young_on: dict[int, int] = {}
+        for victim in self.young:
+            if not self._guarded_from(victim, member):
+                for p, i in victim.pods:
+                    young_on[i] = young_on.get(i, 0) + p.spec.gpus
+        found: dict[str, list[str]] = {}
+        cheapest = math.inf
+        extra: dict[int, Res] = {}
+        for i in sorted(feasible):
+            if state.fits(i, biggest):
+                continue
+            if not self._could_open(i, biggest, member):
+                cause = self._closed_by(i, member, young_on)
+            else:
+                opening = self._opening(i, biggest, member, model, set(), math.inf)
+                if opening is None:
+                    # What could move is gone in the cycle already, or holds no GPU of
+                    # the model (the search moves only work that does).
+                    gone = any(v.job_id in self.gone for v in self.on_node.get(i, ()))
+                    cause = "leaving" if gone else "fixed"
+                elif opening[0][0] > budget:
+                    cause = "costly"
+                    cheapest = min(cheapest, opening[0][0])
+                else:
+                    cause = "openable"
+                    for victim in opening[1]:
+                        for p, j in victim.pods:
+                            _add(extra, j, spec_res(p.spec), 1)
+            found.setdefault(cause, []).append(state.nodes[i].name)
+        openable = tuple(found.get("openable", ()))
+        too_few = bool(openable) and (
+            plan_job(state, job.pods, member, lendable, extra, frozenset({model})) is None
+        )
+        return Refusal(
+            guaranteed=tuple(found.get("guaranteed", ())),
+            young=tuple(found.get("young", ())),
+            leaving=tuple(found.get("leaving", ())),
+            fixed=tuple(found.get("fixed", ())),
+            costly=tuple(found.get("costly", ())),
+            cheapest_loss_gpu_s=cheapest if math.isfinite(cheapest) else 0.0,
+            openable=openable,
+            too_few=too_few,
+        )
+
+    def _guarded_from(self, victim: VictimJob, member: str) -> bool:
+        """The job runs within its member's entitlement on its member's own nodes, and
+        that member is not `member`: moved only for its own member."""
+        if victim.member == member:
+            return False
+        if victim.job_id in self.guaranteed:
+            return True
+        nodes = self.state.nodes
+        return any(
+            nodes[i].owner == victim.member and p.uid not in self.reclaimable
+            for p, i in victim.pods
+        )
+
+    def _closed_by(self, i: int, member: str, young_on: Mapping[int, int]) -> str:
+        """What holds most of node i's GPUs that `member`'s claimant may not move."""
+        held = {"guaranteed": 0, "young": young_on.get(i, 0), "leaving": 0}
+        for victim in self.on_node.get(i, ()):
+            cause = (
+                "guaranteed"
+                if self._guarded_from(victim, member)
+                else "leaving"
+                if victim.job_id in self.gone
+                else None
+            )
+            if cause is not None:
+                held[cause] += sum(p.spec.gpus for p, j in victim.pods if j == i)
+        cause, gpus = max(held.items(), key=lambda kv: kv[1])  # ties: the first listed
+        return cause if gpus > 0 else "fixed"
 
     # -- the search ----------------------------------------------------------------------
     def _may_move(self, job: VictimJob, member: str, model: str, ruled_out: set[str]) -> bool:

@@ -60,9 +60,11 @@ from scheduler.engine.explain import (
     capacity_detail,
     drain_detail,
     fmt,
+    no_move_detail,
     plural,
     position,
     sentence,
+    spent_detail,
 )
 from scheduler.engine.gangs import Plan, plan_job
 from scheduler.engine.jobinfo import JobInfo
@@ -227,6 +229,10 @@ class _Cycle:
         self.no_move: set[tuple[int, str, bool]] = set()
         """(shape, member, taking) that found no move: none appears later in the cycle,
         as capacity only shrinks."""
+        self.no_move_why: dict[tuple[int, str], tuple[str, str, bool]] = {}
+        """(shape, member) -> (why it got no move, GPU model, taking): "searched" when a
+        search for a job blocked by fragmentation found none, "spent" when the cycle had
+        no move left. Its explanation says what kept the nodes closed."""
 
     # -- positions -----------------------------------------------------------------------
     def position_of(self, member: str, model: str | None) -> tuple[int, float]:
@@ -982,21 +988,30 @@ class _Cycle:
         job within its member's entitlement): the move may also take what a reclaim for
         the job could, borrowed work on its member's own nodes."""
         key = (self._info[job.job_id].sid, job.member, taking)
-        if self.moves_left <= 0 or key in self.no_move:
+        if self.moves_left <= 0:
+            # Whether it was blocked by fragmentation is asked only if explained.
+            self.no_move_why.setdefault(key[:2], ("spent", model, False))
+            return False
+        if key in self.no_move:
             return False
         move = None
+        searched = False
         if taking:
             if self.consolidator is None:
                 self.consolidator = self._consolidator()
             takeable = self.consolidator.takeable(job, model)
             if takeable > 0 and fragmented(self.state, job, model, takeable):
+                searched = True
                 move = self.consolidator.find(job, model, self.lendable(), taking=True)
         elif fragmented(self.state, job, model):
             if self.consolidator is None:
                 self.consolidator = self._consolidator()
+            searched = True
             move = self.consolidator.find(job, model, self.lendable())
         if move is None:
             self.no_move.add(key)
+            if searched:
+                self.no_move_why[key[:2]] = ("searched", model, taking)
             return False
         self._apply_move(job, model, move)
         self.moves_left -= 1
@@ -1135,6 +1150,32 @@ class _Cycle:
             total -= own[1]
         return total
 
+    def _no_move_detail(self, job: PendingJob, info: JobInfo) -> str:
+        """Why consolidation opened no node for the job (see `_try_consolidate`), on the
+        cycle's final state; "" when it is not blocked by fragmentation there (later
+        binds may have taken the GPUs that were scattered when it was looked at: its
+        sentence then says too few are idle, and a refusal would contradict it)."""
+        found = self.no_move_why.get((info.sid, job.member))
+        if found is None:
+            return ""
+        why, model, taking = found
+        sharing = self.policy.sharing
+        if why == "spent":
+            if not fragmented(self.state, job, model):
+                return ""
+            return spent_detail(sharing.max_consolidations_per_cycle)
+        assert self.consolidator is not None  # it searched
+        takeable = self.consolidator.takeable(job, model) if taking else 0
+        if not fragmented(self.state, job, model, takeable):
+            return ""
+        refusal = self.consolidator.refusal(job, model, self.lendable())
+        return no_move_detail(
+            refusal,
+            job.gpus,
+            sharing.min_runtime_seconds,
+            sharing.max_consolidation_loss_seconds,
+        )
+
     def _explanations(self) -> dict[str, str]:
         out: dict[str, str] = {}
         details: dict[tuple[object, ...], str] = {}
@@ -1163,6 +1204,12 @@ class _Cycle:
                     details.get(shape, ""),
                     self._nominated_gpus(job, model),
                 )
+                if why.kind == "capacity":
+                    # Not for a job kept off some nodes ("limit"): the GPUs it may not
+                    # use are what it waits for, and its sentence says so.
+                    refused = self._no_move_detail(job, info)
+                    if refused:
+                        text += f"; {refused}"
                 sentences[key] = text
             out[job_id] = text
         return out

@@ -8,10 +8,13 @@ measured on the capacity left at the end of the cycle.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from scheduler.engine.placement import ClusterState, spec_res
 from scheduler.engine.snapshot import PendingJob, PodSpec
+
+if TYPE_CHECKING:  # consolidation imports reclaim, which imports this module
+    from scheduler.engine.consolidation import Refusal
 
 _EPS = 1e-9
 
@@ -55,6 +58,77 @@ def at_limit_detail(held: Mapping[str, tuple[str, int]], model: str, limit: int)
         f"; not counted: {plural(gpus, f'{model} GPU')} it could use, borrowed by {whose} "
         f"reclaimed {plural(limit, 'time')} already (maxReclaimsPerJob), never reclaimed "
         f"again: {jobs}"
+    )
+
+
+def listed(names: tuple[str, ...], most: int = 3) -> str:
+    """('a',) -> 'a'; ('a', 'b', 'c') -> 'a, b and c'; five names -> 'a, b, c and 2 more'."""
+    if len(names) > most:
+        return f"{', '.join(names[:most])} and {len(names) - most} more"
+    if len(names) == 1:
+        return names[0]
+    return f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _hold(names: tuple[str, ...], what: str) -> str:
+    # Not nested in `no_move_detail`: a compiled closure is a reference cycle per call.
+    return f"{listed(names)} {'holds' if len(names) == 1 else 'hold'} {what}"
+
+
+def no_move_detail(refusal: Refusal, gpus: int, min_runtime_s: int, loss_s: int) -> str:
+    """Why consolidation opened no node for a job blocked by fragmentation (`Refusal`):
+    without it the owner of the work that holds the nodes, or the policy bound that
+    stops the move, is invisible, and a user reads only that the GPUs are scattered."""
+    parts = []
+    if refusal.guaranteed:
+        whose = (
+            "its owner's own work within its entitlement, which moves only for that owner"
+            if len(refusal.guaranteed) == 1
+            else "their owners' own work within their entitlement, which moves only for them"
+        )
+        parts.append(_hold(refusal.guaranteed, whose))
+    if refusal.young:
+        parts.append(
+            _hold(refusal.young, f"work younger than the minimum runtime of {min_runtime_s} s")
+        )
+    if refusal.leaving:
+        parts.append(_hold(refusal.leaving, "work already preempted in this cycle"))
+    if refusal.fixed:
+        parts.append(
+            _hold(
+                refusal.fixed,
+                "work consolidation never moves (another scheduler's, terminating, or "
+                "reclaimed maxReclaimsPerJob times) or GPUs held for other waiting jobs",
+            )
+        )
+    if refusal.costly:
+        lost = fmt(refusal.cheapest_loss_gpu_s / 3600)
+        budget = fmt(gpus * loss_s / 3600)
+        parts.append(
+            f"opening {listed(refusal.costly)} would throw away at least {lost} GPU-h of "
+            f"work, more than the {budget} GPU-h a move may (maxConsolidationLossSeconds "
+            f"{loss_s} s for {'its 1 GPU' if gpus == 1 else f'each of its {gpus} GPUs'})"
+        )
+    if refusal.openable:
+        one = len(refusal.openable) == 1
+        if refusal.too_few:
+            why = f"{'it is' if one else 'they are'} not enough for the whole job"
+        else:
+            why = f"the work leaving {'it' if one else 'them'} would fit on no other node"
+        parts.append(f"{listed(refusal.openable)} could be opened, but {why}")
+    if not parts:
+        return ""
+    return "consolidation found no move: " + "; ".join(parts)
+
+
+def spent_detail(per_cycle: int) -> str:
+    """Why consolidation was not tried for a job blocked by fragmentation ("" when the
+    policy turns it off: that is the policy's word, not the cycle's)."""
+    if per_cycle <= 0:
+        return ""
+    return (
+        f"consolidation made its {plural(per_cycle, 'move')} of this cycle already "
+        "(maxConsolidationsPerCycle)"
     )
 
 

@@ -669,3 +669,35 @@ def test_consolidation_frees_a_whole_node_for_an_owners_pod(pool: Pool) -> None:
     assert "Moved for consolidation, for job" in moved[0].message
     assert "of member a" in moved[0].message
     assert not pool.events("c", "Preempted"), "a move is not reported as a reclaim"
+
+
+def test_a_refused_consolidation_says_whose_work_holds_the_nodes(pool: Pool) -> None:
+    """Member o owns two 8-GPU nodes and runs 4 of its own 1-GPU pods on each: 8 GPUs are
+    free, no node has 8. Member a's 8-GPU pod is blocked by fragmentation, but o's work
+    within its entitlement on its own nodes never moves for another member: nothing is
+    evicted, and the pod's FailedScheduling event says which nodes that work holds."""
+    for m in ("o", "a"):
+        pool.add_member(m)
+    o_nodes = pool.add_nodes("o", count=2, gpus=8)
+    pool.daemon(pool.policy(grace=3), explain_after_seconds=0.0)
+    for i in range(12):
+        pool.pod("o", f"o{i}")
+    bound = wait_until(lambda: len(pool.bound("o")) == 12 and pool.bound("o"), what="o fills")
+    full = next(n for n in o_nodes if sum(v == n for v in bound.values()) == 8)
+    for name in sorted(k for k, v in bound.items() if v == full)[:4]:
+        pool.core.delete_namespaced_pod(name, pool.ns("o"), grace_period_seconds=0)
+    wait_until(lambda: len(pool.bound("o")) == 8, what="o down to 4 pods per node")
+
+    pool.pod("a", "big", gpus=8)
+    explained = wait_until(
+        lambda: [e for e in pool.events("a", "FailedScheduling") if "consolidation" in e.message],
+        what="a's pod explained",
+    )
+    names = sorted(o_nodes)
+    assert (
+        f"consolidation found no move: {names[0]} and {names[1]} hold their owners' own "
+        "work within their entitlement, which moves only for them"
+    ) in explained[0].message
+    assert "8 idle" in explained[0].message
+    assert not [p for p in pool.pods("o") if p.metadata.deletion_timestamp]
+    assert pool.bound("a") == {}

@@ -395,3 +395,108 @@ def test_the_borrower_that_pushed_work_off_its_node_may_lose_both_of_its_jobs() 
     d = schedule(snapshot(nodes, [job("b-big", "lab-b", gpus=8)], run, now=2000.0), pol)
     assert moved(d) == ["a-on-b", "a-on-c", "c-x"]
     assert [(n.job_id, n.nodes) for n in d.nominations] == [("b-big", {"b-big-0": "b1"})]
+
+
+# -- why no move: the explanation names what keeps the nodes closed -------------------
+def no_move(d: Decisions, job_id: str = "a-1") -> str:
+    """The explanation's consolidation clause ("" when it has none)."""
+    text = d.explanations[job_id]
+    at = text.find("consolidation found no move")
+    if at < 0:
+        at = text.find("consolidation made its")
+    return "" if at < 0 else text[at:]
+
+
+def test_a_refusal_names_owners_own_work_that_holds_the_nodes() -> None:
+    run = [running(f"o-{n}-{k}", "lab-o", n) for n in ("o1", "o2", "o3") for k in range(3)]
+    d = schedule(snapshot(NODES, [job("a-1", "lab-a", gpus=8)], run), POL)
+    assert no_move(d) == (
+        "consolidation found no move: o1, o2 and o3 hold their owners' own work within "
+        "their entitlement, which moves only for them"
+    )
+    # For the owner's own job the same work may move, and what stops it is its cost.
+    d = schedule(snapshot(NODES, [job("o-big", "lab-o", gpus=8)], run), POL)
+    assert no_move(d, "o-big") == (
+        "consolidation found no move: opening o1, o2 and o3 would throw away at least "
+        "8.3 GPU-h of work, more than the 8 GPU-h a move may (maxConsolidationLossSeconds "
+        "3600 s for each of its 8 GPUs)"
+    )
+
+
+def test_a_refusal_names_young_work() -> None:
+    pol = policy(MEMBERS, min_runtime_seconds=20_000)
+    d = schedule(snapshot(NODES, [job("a-1", "lab-a", gpus=8)], scattered()), pol)
+    assert no_move(d) == (
+        "consolidation found no move: o1, o2 and o3 hold work younger than the minimum "
+        "runtime of 20000 s"
+    )
+
+
+def test_a_refusal_names_the_loss_budget_with_the_cheapest_nodes_loss() -> None:
+    # The cheapest node, o3, throws away 3 x 7,000 GPU-seconds (5.8 GPU-h); the budget
+    # is 8 GPUs x 1,800 s (4 GPU-h).
+    pol = policy(MEMBERS, max_consolidation_loss_seconds=1800)
+    d = schedule(snapshot(NODES, [job("a-1", "lab-a", gpus=8)], scattered()), pol)
+    assert d.preemptions == ()
+    assert no_move(d) == (
+        "consolidation found no move: opening o1, o2 and o3 would throw away at least "
+        "5.8 GPU-h of work, more than the 4 GPU-h a move may (maxConsolidationLossSeconds "
+        "1800 s for each of its 8 GPUs)"
+    )
+
+
+def test_a_refusal_names_work_that_fits_nowhere_else() -> None:
+    # lab-c checkpoints: opening any node loses nothing, but its 5-GPU pods fit on no
+    # other node once lab-a holds the opened one, and lab-c is not above its fair share.
+    run = [running(f"c-{n}", "lab-c", n, gpus=5) for n in ("o1", "o2", "o3")]
+    d = schedule(snapshot(NODES, [job("a-1", "lab-a", gpus=8)], run), POL)
+    assert d.preemptions == ()
+    assert no_move(d) == (
+        "consolidation found no move: o1, o2 and o3 could be opened, but the work leaving "
+        "them would fit on no other node"
+    )
+
+
+def test_a_refusal_for_a_gang_says_the_openable_nodes_are_too_few() -> None:
+    nodes = [*NODES, node("o4", "lab-o")]
+    run = [running(f"c-{k}", "lab-c", "o1") for k in range(3)]
+    run += [running(f"o-{n}-{k}", "lab-o", n) for n in ("o2", "o3") for k in range(3)]
+    run += [running(f"o-o4-{k}", "lab-o", "o4") for k in range(7)]
+    d = schedule(snapshot(nodes, [job("a-1", "lab-a", gpus=8, pods=2)], run), POL)
+    assert d.preemptions == ()
+    assert no_move(d) == (
+        "consolidation found no move: o2, o3 and o4 hold their owners' own work within "
+        "their entitlement, which moves only for them; o1 could be opened, but it is not "
+        "enough for the whole job"
+    )
+
+
+def test_a_refusal_names_work_at_the_reclaim_limit() -> None:
+    d = schedule(snapshot(NODES, [job("a-1", "lab-a", gpus=8)], scattered(reclaims=3)), POL)
+    assert no_move(d) == (
+        "consolidation found no move: o1, o2 and o3 hold work consolidation never moves "
+        "(another scheduler's, terminating, or reclaimed maxReclaimsPerJob times) or GPUs "
+        "held for other waiting jobs"
+    )
+
+
+def test_the_moves_of_a_cycle_spent_are_said() -> None:
+    pol = policy(MEMBERS, max_consolidations_per_cycle=1)
+    jobs = [job("a-1", "lab-a", gpus=8), job("a-2", "lab-a", gpus=8)]
+    d = schedule(snapshot(NODES, jobs, scattered()), pol)
+    assert no_move(d, "a-1") == ""  # it got the move
+    assert no_move(d, "a-2") == (
+        "consolidation made its 1 move of this cycle already (maxConsolidationsPerCycle)"
+    )
+    # Turned off by the policy: nothing to say (the reference engine, which has no
+    # consolidation, must write the very same sentences: test_engine_reference.py).
+    pol = policy(MEMBERS, max_consolidations_per_cycle=0)
+    d = schedule(snapshot(NODES, [job("a-1", "lab-a", gpus=8)], scattered()), pol)
+    assert no_move(d) == "" and "no node has 8 free" in d.explanations["a-1"]
+
+
+def test_no_refusal_when_the_wait_is_not_fragmentation() -> None:
+    # Nothing is free: too few GPUs, not scattered ones; reclaim says why, not consolidation.
+    run = [running(f"o-{n}-{k}", "lab-o", n) for n in ("o1", "o2", "o3") for k in range(8)]
+    d = schedule(snapshot(NODES, [job("a-1", "lab-a", gpus=8)], run), POL)
+    assert d.explanations["a-1"] and no_move(d) == ""

@@ -32,7 +32,9 @@ def test_fragmented_idle_gpus() -> None:
     assert d.explanations["j"] == (
         f"member lab-a is below its fair share of 16 {H100} (holds 8); 8 idle {H100} exist "
         "but no node has 8 free (at most 4); nothing can be reclaimed: no member above its "
-        f"fair share holds borrowed {H100} GPUs it could use"
+        f"fair share holds borrowed {H100} GPUs it could use; consolidation found no move: "
+        "opening a1 and a2 would throw away at least 11.1 GPU-h of work, more than the 8 "
+        "GPU-h a move may (maxConsolidationLossSeconds 3600 s for each of its 8 GPUs)"
     )
 
 
@@ -43,7 +45,10 @@ def test_cpu_is_what_is_missing() -> None:
     assert d.explanations["j"] == (
         f"member lab-a is below its fair share of 2 {H100} (holds 1); 7 idle {H100} exist "
         "but no node with 1 free GPU also has room for 1 GPU, 4 CPU; nothing can be "
-        f"reclaimed: no member above its fair share holds borrowed {H100} GPUs it could use"
+        f"reclaimed: no member above its fair share holds borrowed {H100} GPUs it could "
+        "use; consolidation found no move: opening a1 would throw away at least 2.8 GPU-h "
+        "of work, more than the 1 GPU-h a move may (maxConsolidationLossSeconds 3600 s for "
+        "its 1 GPU)"
     )
 
 
