@@ -148,6 +148,31 @@ class Refusal:
     """Even with every node of `openable` opened, the whole job would not fit."""
 
 
+K = TypeVar("K")
+
+
+@dataclass(slots=True)
+class Holders:
+    """GPUs per node of the running work a refusal names (`Consolidator.refusal`). A job
+    is guaranteed when a pod of it runs within its member's entitlement on its member's
+    own nodes: moved only for that member, so for a claimant of member m the others'
+    guaranteed GPUs on node i are `guaranteed[i] - guaranteed_of[i, m]`, and m's own
+    young or preempted guaranteed work counts as young or leaving."""
+
+    guaranteed: dict[int, int] = field(default_factory=dict)
+    guaranteed_of: dict[tuple[int, str], int] = field(default_factory=dict)
+    young: dict[int, int] = field(default_factory=dict)
+    """Not guaranteed, younger than the minimum runtime."""
+    young_own: dict[tuple[int, str], int] = field(default_factory=dict)
+    leaving: dict[int, int] = field(default_factory=dict)
+    """Not guaranteed, preempted in the cycle."""
+    leaving_own: dict[tuple[int, str], int] = field(default_factory=dict)
+
+
+def _bump(counts: dict[K, int], key: K, n: int) -> None:
+    counts[key] = counts.get(key, 0) + n
+
+
 @dataclass(frozen=True, slots=True)
 class Positions:
     """Members' positions, shared with the cycle (it updates `alloc` as it preempts)."""
@@ -155,9 +180,6 @@ class Positions:
     alloc: Mapping[MemberModel, int]
     fair: Mapping[MemberModel, float]
     entitlement: Mapping[MemberModel, int]
-
-
-K = TypeVar("K")
 
 
 def _add(extra: dict[K, Res], i: K, r: Res, sign: int) -> None:
@@ -249,14 +271,16 @@ class Consolidator:
         self.movable_own: dict[tuple[int, str], Res] = {}
         """(node, member) -> what the member's `guaranteed` jobs there would free: only
         that member may move them."""
-        self.young: list[VictimJob] = []
+        self.jobs = jobs
+        self.young_ids: set[str] = set()
         """Jobs too young to move, kept only to explain a refusal (`refusal`)."""
+        self._held: Holders | None = None
         nodes = state.nodes
         on_node, movable, movable_own = self.on_node, self.movable, self.movable_own
         # `jobs` come in the common order (`Reclaimer.jobs`), which every list keeps.
         for job in jobs:
             if not below_min_runtime and now - job.youngest_start < min_runtime:
-                self.young.append(job)
+                self.young_ids.add(job.job_id)
                 continue  # too young to move: the one rule that does not need the claimant
             member = job.member
             guaranteed = False
@@ -333,11 +357,6 @@ class Consolidator:
         biggest = max((spec_res(p.spec) for p in job.pods), key=lambda r: (r[0], r))
         feasible = state.feasible((p.spec for p in job.pods), model)
         budget = job.gpus * self.loss_seconds
-        young_on: dict[int, int] = {}
-        for victim in self.young:
-            if not self._guarded_from(victim, member):
-                for p, i in victim.pods:
-                    young_on[i] = young_on.get(i, 0) + p.spec.gpus
         found: dict[str, list[str]] = {}
         cheapest = math.inf
         extra: dict[int, Res] = {}
@@ -345,7 +364,7 @@ class Consolidator:
             if state.fits(i, biggest):
                 continue
             if not self._could_open(i, biggest, member):
-                cause = self._closed_by(i, member, young_on)
+                cause = self._closed_by(i, member)
             else:
                 opening = self._opening(i, biggest, member, model, set(), math.inf)
                 if opening is None:
@@ -377,34 +396,46 @@ class Consolidator:
             too_few=too_few,
         )
 
-    def _guarded_from(self, victim: VictimJob, member: str) -> bool:
-        """The job runs within its member's entitlement on its member's own nodes, and
-        that member is not `member`: moved only for its own member."""
-        if victim.member == member:
-            return False
-        if victim.job_id in self.guaranteed:
-            return True
+    def _holders(self) -> Holders:
+        """Who holds the GPUs no claimant may move, per node (see `Holders`): built at
+        the first refusal, once the cycle has decided (its `gone` no longer grows)."""
+        if self._held is not None:
+            return self._held
+        held = self._held = Holders()
         nodes = self.state.nodes
-        return any(
-            nodes[i].owner == victim.member and p.uid not in self.reclaimable
-            for p, i in victim.pods
-        )
-
-    def _closed_by(self, i: int, member: str, young_on: Mapping[int, int]) -> str:
-        """What holds most of node i's GPUs that `member`'s claimant may not move."""
-        held = {"guaranteed": 0, "young": young_on.get(i, 0), "leaving": 0}
-        for victim in self.on_node.get(i, ()):
-            cause = (
-                "guaranteed"
-                if self._guarded_from(victim, member)
-                else "leaving"
-                if victim.job_id in self.gone
-                else None
+        for job in self.jobs:
+            young = job.job_id in self.young_ids
+            guaranteed = any(
+                nodes[i].owner == job.member and p.uid not in self.reclaimable for p, i in job.pods
             )
-            if cause is not None:
-                held[cause] += sum(p.spec.gpus for p, j in victim.pods if j == i)
-        cause, gpus = max(held.items(), key=lambda kv: kv[1])  # ties: the first listed
-        return cause if gpus > 0 else "fixed"
+            gone = job.job_id in self.gone
+            for p, i in job.pods:
+                g = p.spec.gpus
+                if guaranteed:
+                    _bump(held.guaranteed, i, g)
+                    _bump(held.guaranteed_of, (i, job.member), g)
+                    if young:
+                        _bump(held.young_own, (i, job.member), g)
+                    elif gone:
+                        _bump(held.leaving_own, (i, job.member), g)
+                elif young:
+                    _bump(held.young, i, g)
+                elif gone:
+                    _bump(held.leaving, i, g)
+        return held
+
+    def _closed_by(self, i: int, member: str) -> str:
+        """What holds most of node i's GPUs that `member`'s claimant may not move: other
+        members' guaranteed work, then young work, then work preempted in the cycle."""
+        held = self._holders()
+        own = (i, member)
+        others = held.guaranteed.get(i, 0) - held.guaranteed_of.get(own, 0)
+        young = held.young.get(i, 0) + held.young_own.get(own, 0)
+        leaving = held.leaving.get(i, 0) + held.leaving_own.get(own, 0)
+        most = max(others, young, leaving)
+        if most <= 0:
+            return "fixed"
+        return "guaranteed" if others == most else "young" if young == most else "leaving"
 
     # -- the search ----------------------------------------------------------------------
     def _may_move(self, job: VictimJob, member: str, model: str, ruled_out: set[str]) -> bool:

@@ -1180,6 +1180,7 @@ class _Cycle:
         out: dict[str, str] = {}
         details: dict[tuple[object, ...], str] = {}
         sentences: dict[tuple[object, ...], str] = {}
+        refusals: dict[tuple[int, str], str] = {}
         waiting, info_of, model_of = self.out.waiting, self._info, self.position_model_of
         for job_id in sorted(waiting):
             job, why = waiting[job_id]
@@ -1207,7 +1208,11 @@ class _Cycle:
                 if why.kind == "capacity":
                     # Not for a job kept off some nodes ("limit"): the GPUs it may not
                     # use are what it waits for, and its sentence says so.
-                    refused = self._no_move_detail(job, info)
+                    # One per shape and member: the sentences differ by what reclaim
+                    # said, the refusal does not.
+                    refused = refusals.get((info.sid, job.member))
+                    if refused is None:
+                        refused = refusals[info.sid, job.member] = self._no_move_detail(job, info)
                     if refused:
                         text += f"; {refused}"
                 sentences[key] = text
