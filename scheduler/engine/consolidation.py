@@ -146,6 +146,10 @@ class Refusal:
     """Could be opened within the budget: the move failed on the rest of its rules."""
     too_few: bool = False
     """Even with every node of `openable` opened, the whole job would not fit."""
+    over_budget: bool = False
+    """Opening every node of `openable` would throw away more than the budget (so the
+    budget may be what stopped a move needing several of them; else the rule that the
+    work leaving must fit elsewhere did)."""
 
 
 K = TypeVar("K")
@@ -360,6 +364,7 @@ class Consolidator:
         found: dict[str, list[str]] = {}
         cheapest = math.inf
         extra: dict[int, Res] = {}
+        opening_loss = 0.0
         for i in sorted(feasible):
             if state.fits(i, biggest):
                 continue
@@ -377,6 +382,7 @@ class Consolidator:
                     cheapest = min(cheapest, opening[0][0])
                 else:
                     cause = "openable"
+                    opening_loss += opening[0][0]
                     for victim in opening[1]:
                         for p, j in victim.pods:
                             _add(extra, j, spec_res(p.spec), 1)
@@ -394,6 +400,7 @@ class Consolidator:
             cheapest_loss_gpu_s=cheapest if math.isfinite(cheapest) else 0.0,
             openable=openable,
             too_few=too_few,
+            over_budget=opening_loss > budget,
         )
 
     def _holders(self) -> Holders:

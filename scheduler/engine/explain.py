@@ -111,10 +111,16 @@ def no_move_detail(refusal: Refusal, gpus: int, min_runtime_s: int, loss_s: int)
         )
     if refusal.openable:
         one = len(refusal.openable) == 1
+        them = "it" if one else "them"
         if refusal.too_few:
             why = f"{'it is' if one else 'they are'} not enough for the whole job"
+        elif refusal.over_budget:
+            why = (
+                f"not within the budget for the whole job, or not with the work leaving "
+                f"{them} placed elsewhere"
+            )
         else:
-            why = f"the work leaving {'it' if one else 'them'} would fit on no other node"
+            why = f"the work leaving {them} would fit on no other node"
         parts.append(f"{listed(refusal.openable)} could be opened, but {why}")
     if not parts:
         return ""

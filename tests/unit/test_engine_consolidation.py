@@ -500,3 +500,24 @@ def test_no_refusal_when_the_wait_is_not_fragmentation() -> None:
     run = [running(f"o-{n}-{k}", "lab-o", n) for n in ("o1", "o2", "o3") for k in range(8)]
     d = schedule(snapshot(NODES, [job("a-1", "lab-a", gpus=8)], run), POL)
     assert d.explanations["a-1"] and no_move(d) == ""
+
+
+def test_a_refusal_says_when_the_budget_may_be_what_stops_a_gangs_move() -> None:
+    # Each node costs 2 x 5,000 GPU-seconds to open, within the gang's budget of 16 GPUs
+    # x 800 s = 12,800; the two nodes it needs together cost 20,000.
+    run = [
+        running(f"b-{n}-{k}", "lab-b", n, started_at=5000.0)
+        for n in ("o1", "o2", "o3")
+        for k in range(2)
+    ]
+    pol = policy(MEMBERS, max_consolidation_loss_seconds=800)
+    d = schedule(snapshot(NODES, [job("a-1", "lab-a", gpus=8, pods=2)], run), pol)
+    assert d.preemptions == ()
+    assert no_move(d) == (
+        "consolidation found no move: o1, o2 and o3 could be opened, but not within the "
+        "budget for the whole job, or not with the work leaving them placed elsewhere"
+    )
+    # With the budget for both nodes, the gang gets them.
+    pol = policy(MEMBERS, max_consolidation_loss_seconds=1250)
+    d = schedule(snapshot(NODES, [job("a-1", "lab-a", gpus=8, pods=2)], run), pol)
+    assert len(d.preemptions) == 4
