@@ -521,3 +521,52 @@ def test_a_refusal_says_when_the_budget_may_be_what_stops_a_gangs_move() -> None
     pol = policy(MEMBERS, max_consolidation_loss_seconds=1250)
     d = schedule(snapshot(NODES, [job("a-1", "lab-a", gpus=8, pods=2)], run), pol)
     assert len(d.preemptions) == 4
+
+
+@given(scenarios())
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_a_refusal_names_each_closed_node_once_and_no_open_one(
+    scenario: tuple[Policy, Snapshot],
+) -> None:
+    # Every node of the job's model it may use and that has no room for its biggest pod
+    # is named under exactly one cause; a node with room is never named.
+    pol, snap = scenario
+    book = shares.build(snap, pol)
+    state = ClusterState(snap)
+    reclaimable = book.allocation.reclaimable_pods
+    sharing = pol.sharing
+    index = Reclaimer(
+        state, snap.running, reclaimable, snap.now, sharing.min_runtime_seconds, False
+    )
+    positions = Positions(book.allocation.allocated, book.fair, book.entitlement)
+    mover = Consolidator(
+        state,
+        index.jobs,
+        set(),
+        reclaimable,
+        positions,
+        snap.now,
+        sharing.min_runtime_seconds,
+        sharing.preempt_below_min_runtime,
+        sharing.max_consolidation_loss_seconds,
+    )
+    for waiting in snap.pending:
+        for model in sorted({n.gpu_model for n in snap.nodes if n.gpu_model}):
+            refusal = mover.refusal(waiting, model, {})
+            named = [
+                *refusal.guaranteed,
+                *refusal.young,
+                *refusal.leaving,
+                *refusal.fixed,
+                *refusal.costly,
+                *refusal.openable,
+            ]
+            biggest = max((spec_res(p.spec) for p in waiting.pods), key=lambda r: (r[0], r))
+            feasible = state.feasible((p.spec for p in waiting.pods), model)
+            closed = sorted(state.nodes[i].name for i in feasible if not state.fits(i, biggest))
+            assert sorted(named) == closed
+            budget = waiting.gpus * sharing.max_consolidation_loss_seconds
+            if refusal.costly:
+                assert refusal.cheapest_loss_gpu_s > budget
+            else:
+                assert refusal.cheapest_loss_gpu_s == 0.0
