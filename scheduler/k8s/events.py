@@ -36,6 +36,11 @@ EventLevel = Literal["all", "warnings", "none"]
 EVENT_LEVELS: tuple[EventLevel, ...] = ("all", "warnings", "none")
 
 
+MESSAGE_LIMIT = 1024
+"""Characters of an event's message kept: what client-go's recorder keeps, and more
+than a terminal shows on one `kubectl describe` line."""
+
+
 @dataclass(frozen=True, slots=True)
 class ObjectRef:
     kind: str
@@ -43,6 +48,25 @@ class ObjectRef:
     name: str
     uid: str = ""
     api_version: str = "v1"
+
+
+def fitted(message: str, ref: ObjectRef, limit: int = MESSAGE_LIMIT) -> str:
+    """The message cut to `limit` characters at the end of a clause, saying where the
+    rest is. A waiting job's sentence on a large cluster (what reclaim and consolidation
+    found, node by node) can run past the limit, and a sentence cut mid-word reads as
+    the whole of it; for a pod, `fairpool explain` gives the rest."""
+    if len(message) <= limit:
+        return message
+    rest = (
+        f"; … (the whole sentence: fairpool explain {ref.namespace}/{ref.name})"
+        if ref.kind == "Pod"
+        else " …"
+    )
+    room = max(0, limit - len(rest))
+    cut = message.rfind("; ", 0, room + 1)
+    if cut <= 0:
+        cut = message.rfind(" ", 0, room + 1)
+    return message[: cut if cut > 0 else room] + rest
 
 
 class EventRecorder:
@@ -155,7 +179,7 @@ class EventRecorder:
             },
             "type": event_type,
             "reason": reason,
-            "message": message[:1024],
+            "message": fitted(message, ref),
             "source": {"component": self.component},
             "reportingComponent": self.component,
             "reportingInstance": self.instance or self.component,

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from scheduler.k8s.events import EventRecorder, ObjectRef
+from scheduler.k8s.events import EventRecorder, ObjectRef, fitted
 from tests.unit.test_k8s_effects import _unreachable
 
 REF = ObjectRef("Pod", "ns", "p", "u1")
@@ -84,3 +84,22 @@ def test_a_cycle_with_nothing_to_place_waits_for_the_binds_in_flight() -> None:
     finally:
         daemon.binder.close()
         daemon.recorder.close()
+
+
+def test_a_long_message_is_cut_at_a_clause_and_says_where_the_rest_is() -> None:
+    clauses = [f"clause {k} " + "x" * 90 for k in range(12)]
+    message = "; ".join(clauses)
+    assert len(message) > 1024
+    got = fitted(message, REF)
+    assert len(got) <= 1024
+    assert got.endswith("; … (the whole sentence: fairpool explain ns/p)")
+    kept = got.removesuffix("; … (the whole sentence: fairpool explain ns/p)")
+    assert message.startswith(kept) and kept.split("; ") == clauses[: len(kept.split("; "))]
+    # Short messages, and other objects' long ones, stay whole or end in an ellipsis.
+    assert fitted("no room", REF) == "no room"
+    policy = ObjectRef("Policy", "", "fairpool")
+    cut = fitted(message, policy)
+    assert len(cut) <= 1024 and cut.endswith(" …")
+    # No clause boundary in reach: cut at a word, and a word longer than that is cut.
+    assert fitted("word " * 300, REF).startswith("word word")
+    assert len(fitted("y" * 3000, REF)) == 1024
