@@ -131,6 +131,9 @@ class Refusal:
     guaranteed: tuple[str, ...] = ()
     """Held mostly by other members' work within their entitlement on their own nodes,
     which moves only for its own member."""
+    guaranteed_owners: tuple[tuple[str, int], ...] = ()
+    """The owners of `guaranteed`, with how many of those nodes each owns, most first
+    (then by name): on a large pool the owners say more than forty node names."""
     young: tuple[str, ...] = ()
     """Held mostly by work younger than the minimum runtime."""
     leaving: tuple[str, ...] = ()
@@ -391,8 +394,15 @@ class Consolidator:
         too_few = bool(openable) and (
             plan_job(state, job.pods, member, lendable, extra, frozenset({model})) is None
         )
+        guaranteed = tuple(found.get("guaranteed", ()))
+        owners: dict[str, int] = {}
+        for i in sorted(feasible):
+            node = state.nodes[i]
+            if node.owner is not None and node.name in guaranteed:
+                owners[node.owner] = owners.get(node.owner, 0) + 1
         return Refusal(
-            guaranteed=tuple(found.get("guaranteed", ())),
+            guaranteed=guaranteed,
+            guaranteed_owners=tuple(sorted(owners.items(), key=lambda kv: (-kv[1], kv[0]))),
             young=tuple(found.get("young", ())),
             leaving=tuple(found.get("leaving", ())),
             fixed=tuple(found.get("fixed", ())),

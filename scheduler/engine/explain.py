@@ -75,6 +75,29 @@ def _hold(names: tuple[str, ...], what: str) -> str:
     return f"{listed(names)} {'holds' if len(names) == 1 else 'hold'} {what}"
 
 
+def _owned(owners: tuple[tuple[str, int], ...], nodes: int) -> str:
+    """Nodes held by their owners' own work, by owner: '5 nodes of lab-o hold its own
+    work …', '39 nodes (30 of vc-01, 5 of vc-03, 3 of vc-07 and 1 of 1 other member)
+    hold their owners' own work …'."""
+    if len(owners) == 1:
+        owner = owners[0][0]
+        return (
+            f"{nodes} nodes of {owner} hold its own work within its entitlement, which "
+            f"moves only for {owner}"
+        )
+    named = ", ".join(f"{count} of {owner}" for owner, count in owners[:3])
+    if len(owners) > 3:
+        rest = owners[3:]
+        named += f" and {sum(c for _, c in rest)} of {plural(len(rest), 'other member')}"
+    elif "," in named:
+        head, _, last = named.rpartition(", ")
+        named = f"{head} and {last}"
+    return (
+        f"{nodes} nodes ({named}) hold their owners' own work within their entitlement, "
+        "which moves only for them"
+    )
+
+
 def no_move_detail(refusal: Refusal, gpus: int, min_runtime_s: int, loss_s: int) -> str:
     """Why consolidation opened no node for a job blocked by fragmentation (`Refusal`):
     without it the owner of the work that holds the nodes, or the policy bound that
@@ -86,7 +109,10 @@ def no_move_detail(refusal: Refusal, gpus: int, min_runtime_s: int, loss_s: int)
             if len(refusal.guaranteed) == 1
             else "their owners' own work within their entitlement, which moves only for them"
         )
-        parts.append(_hold(refusal.guaranteed, whose))
+        if len(refusal.guaranteed) > 3 and refusal.guaranteed_owners:
+            parts.append(_owned(refusal.guaranteed_owners, len(refusal.guaranteed)))
+        else:
+            parts.append(_hold(refusal.guaranteed, whose))
     if refusal.young:
         parts.append(
             _hold(refusal.young, f"work younger than the minimum runtime of {min_runtime_s} s")

@@ -570,3 +570,20 @@ def test_a_refusal_names_each_closed_node_once_and_no_open_one(
                 assert refusal.cheapest_loss_gpu_s > budget
             else:
                 assert refusal.cheapest_loss_gpu_s == 0.0
+
+
+def test_a_refusal_names_the_owners_when_many_nodes_hold_their_own_work() -> None:
+    nodes = [*NODES, node("o4", "lab-o")]
+    run = [running(f"o-{n.name}-{k}", "lab-o", n.name) for n in nodes for k in range(3)]
+    d = schedule(snapshot(nodes, [job("a-1", "lab-a", gpus=8)], run), POL)
+    assert no_move(d) == (
+        "consolidation found no move: 4 nodes of lab-o hold its own work within its "
+        "entitlement, which moves only for lab-o"
+    )
+    nodes = [*NODES, node("b1", "lab-b"), node("b2", "lab-b")]
+    run = [running(f"x-{n.name}-{k}", n.owner, n.name) for n in nodes for k in range(3)]  # type: ignore[arg-type]
+    d = schedule(snapshot(nodes, [job("a-1", "lab-a", gpus=8)], run), POL)
+    assert no_move(d) == (
+        "consolidation found no move: 5 nodes (3 of lab-o and 2 of lab-b) hold their "
+        "owners' own work within their entitlement, which moves only for them"
+    )
