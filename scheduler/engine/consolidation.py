@@ -368,6 +368,7 @@ class Consolidator:
         cheapest = math.inf
         extra: dict[int, Res] = {}
         opening_loss = 0.0
+        owners: dict[str, int] = {}
         for i in sorted(feasible):
             if state.fits(i, biggest):
                 continue
@@ -389,19 +390,16 @@ class Consolidator:
                     for victim in opening[1]:
                         for p, j in victim.pods:
                             _add(extra, j, spec_res(p.spec), 1)
-            found.setdefault(cause, []).append(state.nodes[i].name)
+            node = state.nodes[i]
+            found.setdefault(cause, []).append(node.name)
+            if cause == "guaranteed" and node.owner is not None:
+                owners[node.owner] = owners.get(node.owner, 0) + 1
         openable = tuple(found.get("openable", ()))
         too_few = bool(openable) and (
             plan_job(state, job.pods, member, lendable, extra, frozenset({model})) is None
         )
-        guaranteed = tuple(found.get("guaranteed", ()))
-        owners: dict[str, int] = {}
-        for i in sorted(feasible):
-            node = state.nodes[i]
-            if node.owner is not None and node.name in guaranteed:
-                owners[node.owner] = owners.get(node.owner, 0) + 1
         return Refusal(
-            guaranteed=guaranteed,
+            guaranteed=tuple(found.get("guaranteed", ())),
             guaranteed_owners=tuple(sorted(owners.items(), key=lambda kv: (-kv[1], kv[0]))),
             young=tuple(found.get("young", ())),
             leaving=tuple(found.get("leaving", ())),
