@@ -103,16 +103,15 @@ def no_move_detail(refusal: Refusal, gpus: int, min_runtime_s: int, loss_s: int)
     without it the owner of the work that holds the nodes, or the policy bound that
     stops the move, is invisible, and a user reads only that the GPUs are scattered."""
     parts = []
-    if refusal.guaranteed:
+    if len(refusal.guaranteed) > 3 and refusal.guaranteed_owners:
+        parts.append(_owned(refusal.guaranteed_owners, len(refusal.guaranteed)))
+    elif refusal.guaranteed:
         whose = (
             "its owner's own work within its entitlement, which moves only for that owner"
             if len(refusal.guaranteed) == 1
             else "their owners' own work within their entitlement, which moves only for them"
         )
-        if len(refusal.guaranteed) > 3 and refusal.guaranteed_owners:
-            parts.append(_owned(refusal.guaranteed_owners, len(refusal.guaranteed)))
-        else:
-            parts.append(_hold(refusal.guaranteed, whose))
+        parts.append(_hold(refusal.guaranteed, whose))
     if refusal.young:
         parts.append(
             _hold(refusal.young, f"work younger than the minimum runtime of {min_runtime_s} s")

@@ -313,6 +313,22 @@ def test_borrowed_work_on_the_opened_node_that_fits_nowhere_is_taken() -> None:
     assert [(n.job_id, n.nodes) for n in d.nominations] == [("b-big", {"b-big-0": "b1"})]
 
 
+def _mover(
+    pol: Policy, snap: Snapshot, min_runtime: int, loss_seconds: int
+) -> tuple[ClusterState, Consolidator]:
+    """The cycle's cluster state and consolidator for a snapshot, built as the cycle
+    builds them (nothing preempted yet)."""
+    book = shares.build(snap, pol)
+    state = ClusterState(snap)
+    reclaimable = book.allocation.reclaimable_pods
+    index = Reclaimer(state, snap.running, reclaimable, snap.now, min_runtime, False)
+    positions = Positions(book.allocation.allocated, book.fair, book.entitlement)
+    mover = Consolidator(
+        state, index.jobs, set(), reclaimable, positions, snap.now, min_runtime, False, loss_seconds
+    )
+    return state, mover
+
+
 @given(scenarios())
 @settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_a_node_ruled_out_up_front_never_had_an_opening(
@@ -321,14 +337,7 @@ def test_a_node_ruled_out_up_front_never_had_an_opening(
     # The search asks `_could_open` before pricing a node's opening: it must rule out
     # only nodes where no choice of movable jobs makes room, whoever the claimant is.
     pol, snap = scenario
-    book = shares.build(snap, pol)
-    state = ClusterState(snap)
-    reclaimable = book.allocation.reclaimable_pods
-    index = Reclaimer(state, snap.running, reclaimable, snap.now, 0, False)
-    positions = Positions(book.allocation.allocated, book.fair, book.entitlement)
-    mover = Consolidator(
-        state, index.jobs, set(), reclaimable, positions, snap.now, 0, False, 10**9
-    )
+    state, mover = _mover(pol, snap, 0, 10**9)
     shapes = {spec_res(p.spec) for j in snap.pending for p in j.pods}
     for member in pol.member_names():
         for model in sorted({n.gpu_model or "" for n in snap.nodes}):
@@ -531,25 +540,9 @@ def test_a_refusal_names_each_closed_node_once_and_no_open_one(
     # Every node of the job's model it may use and that has no room for its biggest pod
     # is named under exactly one cause; a node with room is never named.
     pol, snap = scenario
-    book = shares.build(snap, pol)
-    state = ClusterState(snap)
-    reclaimable = book.allocation.reclaimable_pods
     sharing = pol.sharing
-    index = Reclaimer(
-        state, snap.running, reclaimable, snap.now, sharing.min_runtime_seconds, False
-    )
-    positions = Positions(book.allocation.allocated, book.fair, book.entitlement)
-    mover = Consolidator(
-        state,
-        index.jobs,
-        set(),
-        reclaimable,
-        positions,
-        snap.now,
-        sharing.min_runtime_seconds,
-        sharing.preempt_below_min_runtime,
-        sharing.max_consolidation_loss_seconds,
-    )
+    loss = sharing.max_consolidation_loss_seconds
+    state, mover = _mover(pol, snap, sharing.min_runtime_seconds, loss)
     for waiting in snap.pending:
         for model in sorted({n.gpu_model for n in snap.nodes if n.gpu_model}):
             refusal = mover.refusal(waiting, model, {})
