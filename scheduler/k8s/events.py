@@ -37,8 +37,9 @@ EVENT_LEVELS: tuple[EventLevel, ...] = ("all", "warnings", "none")
 
 
 MESSAGE_LIMIT = 1024
-"""Characters of an event's message kept: what client-go's recorder keeps, and more
-than a terminal shows on one `kubectl describe` line."""
+"""Characters of an event's message kept, as before: the limit Kubernetes' event
+validation puts on a note (`NoteLengthLimit`), to which kube-scheduler cuts its own
+FailedScheduling messages (ending them in " ...", wherever the cut falls)."""
 
 
 @dataclass(frozen=True, slots=True)
