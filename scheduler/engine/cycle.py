@@ -1161,7 +1161,8 @@ class _Cycle:
         why, model, taking = found
         sharing = self.policy.sharing
         if why == "spent":
-            if not fragmented(self.state, job, model):
+            # Off by the policy: nothing to say, and nothing to work out.
+            if sharing.max_consolidations_per_cycle <= 0 or not fragmented(self.state, job, model):
                 return ""
             return spent_detail(sharing.max_consolidations_per_cycle)
         assert self.consolidator is not None  # it searched
