@@ -79,6 +79,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import TypeVar
@@ -87,7 +88,7 @@ from scheduler.engine.entitlement import MemberModel
 from scheduler.engine.gangs import Plan, plan_job
 from scheduler.engine.placement import ClusterState, Res, spec_res
 from scheduler.engine.reclaim import VictimJob
-from scheduler.engine.snapshot import PendingJob, PendingPod
+from scheduler.engine.snapshot import Node, PendingJob, PendingPod
 
 _EPS = 1e-9
 RETRIES = 3
@@ -228,6 +229,12 @@ def _trimmed(
     return plan
 
 
+def _guaranteed(job: VictimJob, nodes: Sequence[Node], reclaimable_pods: AbstractSet[str]) -> bool:
+    """A pod of the job runs within its member's entitlement on its member's own nodes:
+    the job moves only for its own member."""
+    return any(nodes[i].owner == job.member and p.uid not in reclaimable_pods for p, i in job.pods)
+
+
 def fragmented(state: ClusterState, job: PendingJob, model: str, takeable: int = 0) -> bool:
     """Enough GPUs of the model are free on the nodes the job may use, counting
     `takeable` ones a reclaim for it could take (it did not fit: so they are scattered).
@@ -290,12 +297,9 @@ class Consolidator:
                 self.young_ids.add(job.job_id)
                 continue  # too young to move: the one rule that does not need the claimant
             member = job.member
-            guaranteed = False
-            for p, i in job.pods:
-                if nodes[i].owner == member and p.uid not in reclaimable_pods:
-                    guaranteed = True
-                    self.guaranteed.add(job.job_id)
-                    break
+            guaranteed = _guaranteed(job, nodes, reclaimable_pods)
+            if guaranteed:
+                self.guaranteed.add(job.job_id)
             pods = job.pods
             if len(pods) == 1:
                 on_node.setdefault(pods[0][1], []).append(job)
@@ -361,9 +365,7 @@ class Consolidator:
         the cycles nobody asks about."""
         state = self.state
         member = job.member
-        biggest = max((spec_res(p.spec) for p in job.pods), key=lambda r: (r[0], r))
-        feasible = state.feasible((p.spec for p in job.pods), model)
-        budget = job.gpus * self.loss_seconds
+        biggest, feasible, budget = self._claimant(job, model)
         found: dict[str, list[str]] = {}
         cheapest = math.inf
         extra: dict[int, Res] = {}
@@ -420,9 +422,7 @@ class Consolidator:
         nodes = self.state.nodes
         for job in self.jobs:
             young = job.job_id in self.young_ids
-            guaranteed = any(
-                nodes[i].owner == job.member and p.uid not in self.reclaimable for p, i in job.pods
-            )
+            guaranteed = _guaranteed(job, nodes, self.reclaimable)
             gone = job.job_id in self.gone
             for p, i in job.pods:
                 g = p.spec.gpus
@@ -453,6 +453,13 @@ class Consolidator:
         return "guaranteed" if others == most else "young" if young == most else "leaving"
 
     # -- the search ----------------------------------------------------------------------
+    def _claimant(self, job: PendingJob, model: str) -> tuple[Res, frozenset[int], float]:
+        """The job's biggest pod, the nodes of `model` it may use, and its loss budget
+        (GPU-seconds of work a move for it may throw away)."""
+        biggest = max((spec_res(p.spec) for p in job.pods), key=lambda r: (r[0], r))
+        feasible = self.state.feasible((p.spec for p in job.pods), model)
+        return biggest, feasible, job.gpus * self.loss_seconds
+
     def _may_move(self, job: VictimJob, member: str, model: str, ruled_out: set[str]) -> bool:
         if job.member != member and job.job_id in self.guaranteed:
             return False
@@ -518,9 +525,7 @@ class Consolidator:
     ) -> tuple[list[VictimJob], Plan] | None:
         state = self.state
         member = job.member
-        biggest = max((spec_res(p.spec) for p in job.pods), key=lambda r: (r[0], r))
-        feasible = state.feasible((p.spec for p in job.pods), model)
-        budget = job.gpus * self.loss_seconds
+        biggest, feasible, budget = self._claimant(job, model)
         priced = []
         for i in sorted(feasible):
             if not self._could_open(i, biggest, member):

@@ -85,13 +85,11 @@ def _owned(owners: tuple[tuple[str, int], ...], nodes: int) -> str:
             f"{nodes} nodes of {owner} hold its own work within its entitlement, which "
             f"moves only for {owner}"
         )
-    named = ", ".join(f"{count} of {owner}" for owner, count in owners[:3])
+    counts = [f"{count} of {owner}" for owner, count in owners[:3]]
     if len(owners) > 3:
         rest = owners[3:]
-        named += f" and {sum(c for _, c in rest)} of {plural(len(rest), 'other member')}"
-    elif "," in named:
-        head, _, last = named.rpartition(", ")
-        named = f"{head} and {last}"
+        counts.append(f"{sum(c for _, c in rest)} of {plural(len(rest), 'other member')}")
+    named = listed(tuple(counts), most=len(counts))
     return (
         f"{nodes} nodes ({named}) hold their owners' own work within their entitlement, "
         "which moves only for them"
