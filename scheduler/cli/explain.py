@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from scheduler.cli.client import Client, client_options
+from scheduler.cli.tables import print_table
 
 
 def _duration(seconds: float) -> str:
@@ -51,7 +52,7 @@ def explain(client: Client, name: str | None, namespace: str, member: str, limit
                 j.gpu_model or "any",
                 _duration(j.waiting_seconds),
             )
-        console.print(table)
+        print_table(console, table)
         return
     reply = client.shares.ExplainPending(
         share_pb2.ExplainPendingRequest(name=name, namespace=namespace), **client.options()

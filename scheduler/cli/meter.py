@@ -17,6 +17,7 @@ from rich.table import Table
 
 from policies.errors import InputError
 from policies.instants import YEARS, within
+from scheduler.cli.tables import print_table
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -299,7 +300,7 @@ def status(ledger_url: str) -> None:
         table.add_column(column, justify="right" if column == "attempts" else "left")
     for row in pending.itertuples(index=False):
         table.add_row(f"{row.hour:%Y-%m-%d %H:00}", str(row.attempts), str(row.last_error or ""))
-    console.print(table)
+    print_table(console, table, prose=("reason",))
 
 
 def _backfill_range(from_: str | None, to: str | None) -> tuple[datetime, datetime] | None:
@@ -468,7 +469,7 @@ def _print_summary(console: Console, summary: object) -> None:
                 str(o.pods),
                 o.error or "",
             )
-        console.print(table)
+        print_table(console, table, prose=("error",))
     mean = summary.mean_coverage
     totals = Table(title="metering run", show_header=False)
     totals.add_row("hours metered", str(summary.hours_ok))
@@ -480,4 +481,4 @@ def _print_summary(console: Console, summary: object) -> None:
     totals.add_row(
         "wall time", f"{(summary.finished_at - summary.started_at).total_seconds():.1f} s"
     )
-    console.print(totals)
+    print_table(console, totals)

@@ -18,6 +18,7 @@ from policies.errors import FieldIssue, InputError, PolicyError
 from policies.loader import load_policy, parse_policy
 from scheduler.cli.client import Client, client_options
 from scheduler.cli.options import FiniteRange
+from scheduler.cli.tables import print_table
 
 if TYPE_CHECKING:
     from proto.fairpool.v1 import share_pb2
@@ -130,7 +131,7 @@ def apply(client: Client, file: Path, expected_version: int, dry_run: bool, comm
         )
         style = "bold" if moved else "dim"
         table.add_row(c.member, c.gpu_model, ent, fair, style=style)
-    console.print(table)
+    print_table(console, table, keys=2)
     _print_diff(console, reply.diff)
     if reply.dry_run:
         console.print(f"[yellow]dry run[/]: nothing changed (current version {reply.base_version})")
@@ -173,7 +174,7 @@ def history(client: Client, limit: int, diffs: bool) -> None:
             f"+{added}/-{removed}",
             escape(v.comment),
         )
-    console.print(table)
+    print_table(console, table, prose=("comment",))
     if diffs:
         for v in reply.versions:
             console.rule(f"version {v.version}")
@@ -323,7 +324,7 @@ def simulate(
     overall.add_row("preemptions", str(a.preemptions), str(b.preemptions))
     for label, current, draft in contended_rows(a, b):
         overall.add_row(label, current, draft)
-    console.print(overall)
+    print_table(console, overall)
     members = Table(title="per member: current → draft", title_justify="left")
     for column in (
         "member",
@@ -357,4 +358,4 @@ def simulate(
             f"{m.mean_wait_s:,.0f} → {d.mean_wait_s:,.0f}",
             f"{m.mean_jct_s:,.0f} → {d.mean_jct_s:,.0f}",
         )
-    console.print(members)
+    print_table(console, members)

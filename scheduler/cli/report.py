@@ -19,6 +19,7 @@ from policies.loader import load_policy
 from reports.costmodel import MonthReport, NoDataError, check_invariants
 from reports.costmodel.months import parse_month
 from reports.rendering.render import format_money, restrict, write_report
+from scheduler.cli.tables import print_table
 
 DEFAULT_LEDGER = "sqlite:///fairpool-ledger.db"
 
@@ -53,7 +54,7 @@ def print_summary(console: Console, report: MonthReport) -> None:
             format_money(row["net_settlement"]),
             format_money(row["total"]),
         )
-    console.print(table)
+    print_table(console, table)
     for flag in report.flags[:10]:
         console.print(f"[yellow]![/] {escape(flag)}")
     if len(report.flags) > 10:

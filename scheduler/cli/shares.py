@@ -8,6 +8,7 @@ from rich.table import Table
 
 from policies.errors import InputError
 from scheduler.cli.client import Client, client_options
+from scheduler.cli.tables import print_table
 
 
 @click.command()
@@ -71,10 +72,10 @@ def shares(client: Client, member: str, gpu_model: str) -> None:
             str(s.lent),
             str(s.pending),
         )
-    console.print(table)
+    print_table(console, table, keys=2)
     pool = Table(title="pool", title_justify="left")
     for column in ("GPU model", "GPUs", "allocated", "pending", "members"):
         pool.add_column(column, justify="left" if column == "GPU model" else "right")
     for p in reply.pool:
         pool.add_row(p.gpu_model, str(p.capacity), str(p.allocated), str(p.pending), str(p.members))
-    console.print(pool)
+    print_table(console, pool)

@@ -7,13 +7,11 @@ import os
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import click
-from rich.console import Console, JustifyMethod
-from rich.measure import Measurement
+from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -23,6 +21,7 @@ from policies.inventory import ClusterInventory, load_inventory
 from policies.loader import load_policy
 from policies.model import Policy
 from scheduler.cli.options import FiniteRange
+from scheduler.cli.tables import print_table
 from scheduler.engine.decisions import PREEMPTION_CAUSES
 from scheduler.engine.snapshot import Node
 from scheduler.sim.cluster import build_nodes, check_inventory
@@ -122,30 +121,30 @@ def _gpu_h(value: object) -> str:
     return f"{value:,.0f}" if isinstance(value, int | float) else "—"
 
 
-MEMBER_COLUMNS = (
-    "member",
-    "entitled",
-    "used",
-    "borrowed",
-    "used on others' hardware",
-    "lent",
-    "lost",
-    "mean wait",
-    "mean JCT",
-    "same jobs pooled / standalone JCT",
-    "pooling dividend",
-    "jobs",
-)
-
-
-def _member_rows(study: Study) -> list[tuple[str, ...]]:
-    """One row per member, then the pool's ("all"), in `MEMBER_COLUMNS`' order."""
+def member_table(study: Study) -> Table:
     summary = study.summary
+    table = Table(title=f"Simulated {summary['window']['month']}: per member (GPU-hours)")  # type: ignore[index]
+    columns = (
+        "member",
+        "entitled",
+        "used",
+        "borrowed",
+        "used on others' hardware",
+        "lent",
+        "lost",
+        "mean wait",
+    )
+    for name in columns:
+        table.add_column(name, justify="left" if name == "member" else "right")
+    table.add_column("mean JCT", justify="right")
+    table.add_column("same jobs pooled / standalone JCT", justify="right")
+    table.add_column("pooling dividend", justify="right")
+    table.add_column("jobs", justify="right")
     members = summary["members"]
     assert isinstance(members, dict)
-    rows: list[tuple[str, ...]] = [
-        (
-            str(name),
+    for name, m in members.items():
+        table.add_row(
+            name,
             _gpu_h(m["gpu_hours_entitled"]),
             _gpu_h(m["gpu_hours_used"]),
             _gpu_h(m["gpu_hours_borrowed"]),
@@ -158,92 +157,22 @@ def _member_rows(study: Study) -> list[tuple[str, ...]]:
             _gpu_h(m["pooling_dividend_gpu_hours"]),
             f"{m['jobs_completed']}/{m['jobs_submitted']}",
         )
-        for name, m in members.items()
-    ]
-    rows.append(
-        (
-            "all",
-            _gpu_h(summary["gpu_hours_entitled"]),
-            _gpu_h(summary["gpu_hours_used"]),
-            _gpu_h(summary["gpu_hours_borrowed"]),
-            _gpu_h(summary["gpu_hours_used_on_others_hardware"]),
-            _gpu_h(summary["gpu_hours_lent"]),
-            _gpu_h(summary["gpu_hours_lost_to_reclaim"]),
-            _hours(summary["mean_wait_s"]),
-            _hours(summary["mean_jct_s"]),
-            f"— / {_hours(summary['standalone_mean_jct_s'])}",
-            _gpu_h(summary["pooling_dividend_gpu_hours"]),
-            f"{summary['jobs_completed']}/{summary['jobs_submitted']}",
-        )
+    table.add_section()
+    table.add_row(
+        "all",
+        _gpu_h(summary["gpu_hours_entitled"]),
+        _gpu_h(summary["gpu_hours_used"]),
+        _gpu_h(summary["gpu_hours_borrowed"]),
+        _gpu_h(summary["gpu_hours_used_on_others_hardware"]),
+        _gpu_h(summary["gpu_hours_lent"]),
+        _gpu_h(summary["gpu_hours_lost_to_reclaim"]),
+        _hours(summary["mean_wait_s"]),
+        _hours(summary["mean_jct_s"]),
+        f"— / {_hours(summary['standalone_mean_jct_s'])}",
+        _gpu_h(summary["pooling_dividend_gpu_hours"]),
+        f"{summary['jobs_completed']}/{summary['jobs_submitted']}",
     )
-    return rows
-
-
-def _least_widths(rows: list[tuple[str, ...]]) -> list[int]:
-    """Per column of `MEMBER_COLUMNS`: its widest cell or header word, the least it can
-    take without cutting one."""
-    return [
-        max(*(len(row[i]) for row in rows), *(len(word) for word in name.split()))
-        for i, name in enumerate(MEMBER_COLUMNS)
-    ]
-
-
-def member_table(
-    study: Study, columns: Sequence[int] | None = None, title: str = "", tight: bool = False
-) -> Table:
-    """The per-member table; `columns`: only these of `MEMBER_COLUMNS` (by index);
-    `tight`: each column as narrow as its cells allow, its header wrapped to it."""
-    month = study.summary["window"]["month"]  # type: ignore[index]
-    table = Table(title=title or f"Simulated {month}: per member (GPU-hours)")
-    picked = list(range(len(MEMBER_COLUMNS))) if columns is None else list(columns)
-    rows = _member_rows(study)
-    least = _least_widths(rows)
-    for i in picked:
-        # Headers wrap between words, cells never ("16.4 h / 50.2" over "h", "uni-…"):
-        # a terminal too narrow even so gets the table in parts (`_print_members`).
-        justify: JustifyMethod = "left" if i == 0 else "right"
-        table.add_column(
-            MEMBER_COLUMNS[i],
-            justify=justify,
-            min_width=least[i],
-            # rich narrows the widest columns first, below their least width, then
-            # widens them back: the table came out wider than the terminal.
-            width=least[i] if tight else None,
-        )
-    for k, row in enumerate(rows):
-        if k == len(rows) - 1:
-            table.add_section()
-        table.add_row(*(row[i] for i in picked))
     return table
-
-
-def _print_members(console: Console, study: Study) -> None:
-    """The per-member table, whole: its cells are never cut nor cropped. A log or a
-    pipe, which has no edge to wrap at, gets it at its natural width; a terminal too
-    narrow for it gets it in parts, as many columns in each as fit, the member column
-    in all."""
-    table = member_table(study)
-    natural = Measurement.get(console, console.options.update_width(10_000), table).maximum
-    if natural <= console.width:
-        console.print(table)
-        return
-    if not console.is_terminal:
-        Console(file=console.file, highlight=False, width=natural).print(table)
-        return
-    least = _least_widths(_member_rows(study))
-    # A column takes its width, a space each side and a border; the table one more.
-    parts: list[list[int]] = [[0]]
-    used = 1 + least[0] + 3
-    for i in range(1, len(MEMBER_COLUMNS)):
-        if len(parts[-1]) > 1 and used + least[i] + 3 > console.width:
-            parts.append([0])
-            used = 1 + least[0] + 3
-        parts[-1].append(i)
-        used += least[i] + 3
-    for k, columns in enumerate(parts):
-        # crop=False: a terminal narrower than one column beside the members wraps it.
-        title = "(continued)" if k else ""
-        console.print(member_table(study, columns, title, tight=True), crop=False)
 
 
 def waiting_line(s: dict[str, object]) -> str:
@@ -558,7 +487,7 @@ def _print_study(
 ) -> None:
     """The per-member table, the pool's figures and what went wrong in the replay."""
     console.print(trace_line)
-    _print_members(console, study)
+    print_table(console, member_table(study))
     s = study.summary
     sim = s["simulation"]
     assert isinstance(sim, dict)

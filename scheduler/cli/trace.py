@@ -16,6 +16,7 @@ from policies.errors import InputError
 from policies.inventory import load_inventory
 from policies.model import MAX_MEMBERS
 from scheduler.cli.options import FiniteRange
+from scheduler.cli.tables import print_table
 from scheduler.traces.csv import read_trace, trace_rows, write_trace
 from scheduler.traces.importers import (
     ImportReport,
@@ -279,7 +280,7 @@ def _print_summary(
             style="bold" if row.member == "total" else None,
             end_section=position == last_member,
         )
-    console.print(table)
+    print_table(console, table)
     span = span_s(result)
     facts = [f"span {_hours(span)} (to the last job's end)"]
     if result.start_epoch:
@@ -308,7 +309,7 @@ def _print_import(console: Console, report: ImportReport, out: str) -> None:
     table.add_row("imported", f"{report.imported:,}", style="bold green")
     for reason, count in report.skipped.most_common():
         table.add_row(f"skipped: {reason}", f"{count:,}")
-    console.print(table)
+    print_table(console, table, prose=("jobs",))
     if report.unmapped_vcs:
         top = ", ".join(f"{vc} ({n})" for vc, n in report.unmapped_vcs.most_common(10))
         more = len(report.unmapped_vcs) - 10

@@ -13,6 +13,7 @@ from rich.table import Table
 from policies.errors import InputError
 from policies.files import write_whole
 from scheduler.cli.client import Client, client_options
+from scheduler.cli.tables import print_table
 
 
 def _moment(text: str | None, name: str) -> datetime | None:
@@ -60,7 +61,7 @@ def usage(client: Client, member: str, start: str | None, end: str | None) -> No
         )
     console = Console()
     if reply.rows:
-        console.print(table)
+        print_table(console, table, keys=2)
     else:
         console.print(f"[yellow]no metered usage[/] in {title.removeprefix('usage ')}")
 
@@ -88,6 +89,6 @@ def report_get(client: Client, month: str, out: Path | None) -> None:
             if not target.is_relative_to(out.resolve()):
                 raise InputError(f"the server sent a file outside the folder: {f.name!r}")
             write_whole(target, f.content)
-    Console().print(table)
+    print_table(Console(), table)
     if out is not None:
         Console().print(f"{len(reply.files)} file(s) written to {out}")
