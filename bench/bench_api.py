@@ -50,6 +50,7 @@ from policies.loader import DEFAULT_POLICY, load_policy, parse_policy
 from policies.model import MAX_MEMBERS, Policy
 from proto.fairpool.v1 import policy_pb2, policy_pb2_grpc, share_pb2, share_pb2_grpc
 from scheduler.api.frozen_view import FrozenClusterView
+from scheduler.cli.tables import print_table
 from scheduler.engine import schedule
 from scheduler.engine.snapshot import Node, PendingJob, PendingPod, PodSpec, RunningPod, Snapshot
 
@@ -366,7 +367,7 @@ def _tables(
             str(sum(load.errors.values())),
             style="bold",
         )
-    console.print(table)
+    print_table(console, table)
     engine = Table(title="engine in the same process", title_justify="left")
     for column in ("phase", "cycles", "mean cycle s", "cycles per minute"):
         engine.add_column(column, justify="left" if column == "phase" else "right")
@@ -460,4 +461,4 @@ def validate_table(console: Console) -> None:
                     )
         finally:
             server.stop(grace=0.5)
-    console.print(table)
+    print_table(console, table)

@@ -27,6 +27,7 @@ from rich.table import Table
 from bench.bench_api import member_heavy_policy
 from policies.loader import parse_policy
 from proto.fairpool.v1 import policy_pb2, policy_pb2_grpc
+from scheduler.cli.tables import print_table
 
 MEMBERS = 5_000
 ROUNDS = 8
@@ -141,7 +142,7 @@ def run(console: Console) -> None:
             f"{label}: +{samples[half] - samples[0]:.0f} MiB in the first {half} rounds, "
             f"+{samples[-1] - samples[half]:.0f} MiB in the last {ROUNDS - half}"
         )
-    console.print(table)
+    print_table(console, table)
     early, late = _python_heap(text)
     console.print(
         f"Python heap held after 2 parses: {early:.1f} MiB; after {2 + 2 * ROUNDS}: "

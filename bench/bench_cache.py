@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from policies.loader import load_policy
+from scheduler.cli.tables import print_table
 from scheduler.engine import schedule
 from scheduler.k8s import runtime
 from scheduler.k8s.cache import NODES, PODS, ClusterCache
@@ -159,7 +160,7 @@ def run(console: Console) -> None:
             f"{m['engine'] * 1000:,.0f}",
             f"{(m['steady'] + m['engine']) * 1000:,.0f}",
         )
-    console.print(table)
+    print_table(console, table)
     console.print(
         "best of 3; cold: the first view of a filled cache (every pod converted, what every "
         f"view cost before conversions were kept); steady: after {CHANGED:.0%} of the "

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from scheduler.cli.tables import print_table
 from tests.chaos.meter_run import run_meter_chaos
 from tests.chaos.report import chaos_table
 from tests.chaos.scheduler_run import ChaosConfig, run_chaos
@@ -34,7 +35,7 @@ def run(console: Console) -> None:
         scheduler = run_chaos(ChaosConfig(kills=KILLS), workdir / "scheduler", console.print)
         with PostgresServer() as postgres:
             meter = run_meter_chaos(workdir / "meter", postgres, console.print)
-        console.print(chaos_table(scheduler, meter))
+        print_table(console, chaos_table(scheduler, meter))
         keep = bool(
             scheduler.double_binds
             or scheduler.overcommitted_samples

@@ -32,6 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 from policies.model import Policy
+from scheduler.cli.tables import print_table
 from scheduler.engine import schedule
 from scheduler.engine.decisions import Decisions
 from scheduler.engine.snapshot import Node, PendingJob, PendingPod, PodSpec, RunningPod, Snapshot
@@ -304,7 +305,7 @@ def run_replay(console: Console) -> None:
         f"{binds:,}",
         f"{preempted:,}",
     )
-    console.print(table)
+    print_table(console, table)
     console.print(
         f"the first {REPLAY_DAYS:.0f} days of bench_fairness's Philly-shaped trace, every "
         f"{REPLAY_EVERY}th cycle's snapshot; ms/cycle: best of 3 passes over them, per "
@@ -385,7 +386,7 @@ def run_cases(console: Console) -> None:
             f"{len(decisions.preemptions):,}",
             f"{peak / 2**20:,.1f}",
         )
-    console.print(table)
+    print_table(console, table)
     console.print(
         "before CPU ms: the reference engine (tests/reference_engine), one cycle; "
         "cold ms: best of 3 first schedule() calls on new copies of the snapshot's jobs; "

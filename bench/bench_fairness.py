@@ -72,6 +72,7 @@ from rich.table import Table
 from policies.inventory import ClusterInventory, load_inventory, parse_inventory
 from policies.loader import load_policy, parse_policy
 from policies.model import Policy
+from scheduler.cli.tables import print_table
 from scheduler.engine.decisions import PREEMPTION_CAUSES
 from scheduler.sim.baseline import run_baseline
 from scheduler.sim.cluster import build_nodes
@@ -622,9 +623,9 @@ def run(console: Console) -> None:
             done = measure(scenario, days, draws, first)
         rows.extend(done)
         if len(scenarios) > 1:  # each scenario as it finishes: the whole run is long
-            console.print(table(done))
+            print_table(console, table(done))
     if rows:
-        console.print(table(rows))
+        print_table(console, table(rows))
     if not names or INCENTIVE in names:
         with console.status("fairness: sharing incentive"):
             incentive = incentive_table()

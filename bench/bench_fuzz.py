@@ -14,6 +14,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from scheduler.cli.tables import print_table
 from tests import fuzzing
 from tests.unit.test_api_support import ROLES, metadata, running_server
 
@@ -55,7 +56,7 @@ def run(console: Console, seconds: float | None = None) -> fuzzing.Tally:
         ", ".join(f"{s} {n:,}" for s, n in sorted(everything.items())),
         style="bold",
     )
-    console.print(table)
+    print_table(console, table)
     for found in tally.problems[:20]:
         console.print(f"[red]problem:[/] {found}")
     return tally

@@ -47,6 +47,7 @@ from kubernetes import client as k8s
 from rich.console import Console
 from rich.table import Table
 
+from scheduler.cli.tables import print_table
 from tests.controlplane import ControlPlane
 
 NODES = 1_000
@@ -785,7 +786,7 @@ def _rounds_table(console: Console, results: list[Result]) -> None:
             f"{r.plane_cpus:.2f}",
             f"{r.load:.1f}",
         )
-    console.print(table)
+    print_table(console, table)
     for name in sorted({r.scenario for r in results} - {"null binder"}):
         pairs = [
             (r, n)
@@ -871,7 +872,7 @@ def _table(console: Console, results: list[Result]) -> None:
             f"{r.rate / null.rate:.0%}" if null and null.rate else "-",
             f"{r.create_rate:.0f}",
         )
-    console.print(table)
+    print_table(console, table)
     console.print(
         "burst: first creation -> last bind, pods created while the scheduler runs; "
         "backlog: scheduler start -> last bind, all pods created first"

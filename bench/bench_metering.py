@@ -36,6 +36,7 @@ from policies.loader import load_policy
 from reports.ledger import Ledger
 from reports.metering.meter import Meter, MeterConfig
 from reports.metering.prom_source import PromSource
+from scheduler.cli.tables import print_table
 from tests.pgtest import PostgresServer
 from tests.promtest import PrometheusServer, create_blocks
 from tests.promtest.scenario import format_labels
@@ -397,6 +398,6 @@ def run(console: Console) -> None:
                     table.add_row(
                         "peak memory, postgres (PSS)", f"{peak.database / 1024**2:,.0f} MiB", ""
                     )
-                console.print(table)
+                print_table(console, table)
     finally:
         shutil.rmtree(folder, ignore_errors=True)

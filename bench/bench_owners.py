@@ -41,6 +41,7 @@ from bench.bench_k8s import (
     _wait,
     bench_cluster,
 )
+from scheduler.cli.tables import print_table
 
 GANGS = 200
 GANG_SIZE = 4
@@ -219,7 +220,7 @@ def _table(console: Console, rows: list[Row]) -> None:
             f"{r.bound_seconds - created:.1f}",
             f"{r.load:.1f}",
         )
-    console.print(table)
+    print_table(console, table)
     console.print(
         "last pod created: for hand-labelled gangs, when the last create call returned; for "
         "JobSets, the newest pod's creationTimestamp (whole seconds), after the JobSet and "

@@ -27,6 +27,7 @@ from rich.table import Table
 
 from policies.crd import GROUP, PLURAL, VERSION, crd
 from policies.loader import DEFAULT_POLICY
+from scheduler.cli.tables import print_table
 
 CHANGES = 30
 NAME = "bench"
@@ -163,5 +164,5 @@ def run(console: Console) -> None:
                 f"{p90:.2f}",
                 f"{ordered[-1]:.2f}",
             )
-    console.print(table)
+    print_table(console, table)
     console.print(f"load average: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")

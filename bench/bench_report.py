@@ -17,6 +17,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from scheduler.cli.tables import print_table
+
 GPUS = 1000
 MONTH = "2026-10"
 TARGET_S = 30.0
@@ -94,7 +96,7 @@ def run(console: Console) -> None:
         ok(result["peak_rss_mib"] < TARGET_RSS_MIB),
     )
     table.add_row("HTML size", f"{result['html_kib']:,.0f} KiB", "", "")
-    console.print(table)
+    print_table(console, table)
 
 
 if __name__ == "__main__":

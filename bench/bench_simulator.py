@@ -35,6 +35,7 @@ import time
 from rich.console import Console
 from rich.table import Table
 
+from scheduler.cli.tables import print_table
 from scheduler.engine_build import kind
 
 MEMBERS = [f"org-{i}" for i in range(1, 9)]
@@ -195,7 +196,7 @@ def run(console: Console) -> None:
                 ("[green]met[/]" if ok else "[red]missed[/]")
                 + (f" (< {target:.0f} s)" if standalone else ""),
             )
-    console.print(table)
+    print_table(console, table)
     console.print(
         f"load: offered GPU-seconds / capacity; target: wall seconds for the replay with its "
         f"standalone replays ({', '.join(f'{k:g}: {v:.0f} s' for k, v in TARGET_S.items())} "

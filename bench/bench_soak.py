@@ -47,6 +47,7 @@ from rich.console import Console
 from rich.table import Table
 
 from proto.fairpool.v1 import policy_pb2, policy_pb2_grpc, share_pb2, share_pb2_grpc
+from scheduler.cli.tables import print_table
 from tests.controlplane import ControlPlane
 
 GPU_MODEL = "NVIDIA-H100-80GB-HBM3"
@@ -706,7 +707,7 @@ def report(console: Console, r: SoakResult) -> None:
             f"{last.load:.1f}",
         )
         previous = last
-    console.print(table)
+    print_table(console, table)
     codes = Table(title="gRPC status codes per call", title_justify="left")
     for column in ("call", "code", "calls", "p50 ms", "p95 ms", "p99 ms"):
         codes.add_column(column, justify="left" if column in ("call", "code") else "right")

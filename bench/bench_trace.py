@@ -13,6 +13,7 @@ from typing import TypeVar
 from rich.console import Console
 from rich.table import Table
 
+from scheduler.cli.tables import print_table
 from scheduler.traces import read_trace, synthesize, write_trace
 from scheduler.traces.importers import import_helios
 
@@ -77,4 +78,4 @@ def run(console: Console) -> None:
             f"{import_s:.2f}",
             f"{100_000 / import_s:,.0f}",
         )
-    console.print(table)
+    print_table(console, table)
