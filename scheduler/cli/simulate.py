@@ -196,8 +196,18 @@ def waiting_line(s: dict[str, object]) -> str:
         f"consolidation preemptions {s.get('consolidation_preemptions', 0)}; time to "
         f"entitlement p99 {_hours(s['time_to_entitlement_p99_s'])}, max "
         f"{_hours(s['time_to_entitlement_max_s'])}{_past_allowance(s)}"
-        + (f"; members worse off pooled {worse}" if worse is not None else "")
+        + (f"; members worse off pooled {worse}{_worse_off(s)}" if worse is not None else "")
     )
+
+
+def _worse_off(s: dict[str, object]) -> str:
+    """Which members the sharing incentive fails for: the count alone sends the reader
+    to the members table for the names."""
+    members = s.get("members")
+    if not isinstance(members, dict):
+        return ""
+    names = [name for name, m in members.items() if m.get("worse_off_pooled") is True]
+    return f" ({', '.join(names)})" if names else ""
 
 
 OWED_CAUSE_WORDS = {

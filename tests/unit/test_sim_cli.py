@@ -366,3 +366,21 @@ def test_a_log_gets_the_member_table_whole(
     assert all(line[-1] in "┓┃┩│┤┘" for line in lines), lines
     assert sum(line.startswith("┃") for line in lines) == 1
     assert "same jobs pooled / standalone JCT" in lines[1]
+
+
+def test_the_members_worse_off_pooled_are_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """b's gang needs both nodes, so it runs only pooled, and b's small job waits behind
+    it: on the same jobs (the small one) b is worse off pooled, and the line says who."""
+    trace = (
+        "job_id,org,submit_time,duration_s,num_pods,gpus_per_pod,gpu_model\n"
+        "gang,b,0,5000,2,4,G\n"
+        "small,b,10,100,1,4,G\n"
+    )
+    out = tmp_path / "out"
+    assert run([*inputs(tmp_path, trace), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["members_worse_off_pooled"] == 1
+    assert summary["members"]["b"]["worse_off_pooled"] is True
+    assert "members worse off pooled 1 (b)" in " ".join(capsys.readouterr().out.split())
