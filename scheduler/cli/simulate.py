@@ -281,15 +281,14 @@ def _load_inputs(
         if dropped:
             source += f", {dropped} gang(s) that could never run here dropped"
     else:
-        per_model: dict[str, int] = defaultdict(int)
-        for g in inventory.node_groups:
-            per_model[g.gpu_model] += g.count * g.gpus_per_node
-        largest = max(per_model.values(), default=0)
+        # As `fairpool trace check --cluster` reads it: a gang never mixes GPU models,
+        # so one too big for every model's nodes says so per model, not as the cluster.
         trace = read_trace(
             trace_file,
             members=set(policy.member_names()),
-            max_gang_gpus=largest,
-            gpu_models=set(per_model),
+            max_gang_gpus=inventory.total_gpus(),
+            gpu_models=set(inventory.gpu_models()),
+            node_gpus=node_gpus_of(inventory),
         )
         source = str(trace_file)
     check_trace(trace, nodes, policy, source)

@@ -213,9 +213,11 @@ class _Limits:
             )
         room = max(sum(n // per_pod for n in group) for group in candidates.values())
         if pods > room:
+            whose = f"the {label}nodes" if len(candidates) == 1 else "the nodes of one GPU model"
             return "num_pods", (
-                f"gang of {pods} pods x {per_pod} GPUs cannot fit: the {label}nodes hold at "
-                f"most {room} such pods"
+                f"gang of {pods} pods x {per_pod} GPUs cannot fit: {whose} hold at most "
+                f"{room} such pods"
+                + (" (a gang never mixes GPU models)" if len(candidates) > 1 else "")
             )
         return None
 

@@ -290,3 +290,28 @@ def test_synth_marks_a_share_of_the_jobs_checkpointable(tmp_path: Path) -> None:
     assert run("check", out, "--cluster", CLUSTER, "--policy", POLICY).exit_code == 0
     bad = run(*args, "--checkpointable-share", "1.5")
     assert bad.exit_code == 2 and "--checkpointable-share" in bad.output
+
+
+def test_check_and_simulate_say_the_same_of_a_gang_too_big_for_one_model(
+    tmp_path: Path,
+) -> None:
+    """The demo has 32 GPUs of each of two models: a 40-GPU gang fits the cluster's 64
+    but no model's nodes, and both commands say so per model (simulate said "larger than
+    the cluster (32 GPUs)")."""
+    trace = tmp_path / "gang.csv"
+    trace.write_text(
+        "job_id,org,submit_time,duration_s,num_pods,gpus_per_pod,gpu_model\ng,physics,0,600,5,8,\n"
+    )
+    why = (
+        "line 2, column num_pods: gang of 5 pods x 8 GPUs cannot fit: the nodes of one GPU "
+        "model hold at most 4 such pods (a gang never mixes GPU models)"
+    )
+    checked = run("check", trace, "--cluster", CLUSTER)
+    assert checked.exit_code == 2
+    assert why in " ".join(checked.output.split())
+    simulated = CliRunner().invoke(
+        cli, ["simulate", "--trace", str(trace), "--out", str(tmp_path / "out")]
+    )
+    assert simulated.exit_code == 2
+    assert why in " ".join(simulated.output.split())
+    assert not (tmp_path / "out").exists()
