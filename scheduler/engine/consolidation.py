@@ -88,7 +88,7 @@ from scheduler.engine.entitlement import MemberModel
 from scheduler.engine.gangs import Plan, plan_job
 from scheduler.engine.placement import ClusterState, Res, spec_res
 from scheduler.engine.reclaim import VictimJob
-from scheduler.engine.snapshot import Node, PendingJob, PendingPod
+from scheduler.engine.snapshot import Node, PendingJob, PendingPod, RunningPod
 
 _EPS = 1e-9
 RETRIES = 3
@@ -139,9 +139,20 @@ class Refusal:
     """Held mostly by work younger than the minimum runtime."""
     leaving: tuple[str, ...] = ()
     """Held mostly by work already preempted in the cycle."""
+    at_limit: tuple[str, ...] = ()
+    """Held mostly by work reclaimed `maxReclaimsPerJob` times, never moved again."""
+    held: tuple[str, ...] = ()
+    """Held mostly by GPUs reserved for other waiting jobs (their nominations)."""
+    started: tuple[str, ...] = ()
+    """Held mostly by pods bound in this cycle (moved, at the earliest, by the next)."""
+    terminating: tuple[str, ...] = ()
+    """Held mostly by pods on their way out (their grace period)."""
+    unscheduled: tuple[str, ...] = ()
+    """Held mostly by pods fairpool does not schedule (another scheduler's, or of no
+    member)."""
     fixed: tuple[str, ...] = ()
-    """Held by what consolidation never moves: other schedulers' pods, terminating pods,
-    work reclaimed `maxReclaimsPerJob` times, GPUs held for other waiting jobs."""
+    """Held by what consolidation cannot move for any other reason (the work there that
+    could move holds no GPU of the job's model)."""
     costly: tuple[str, ...] = ()
     """Could be opened, at a loss of work above the move's budget."""
     cheapest_loss_gpu_s: float = 0.0
@@ -175,6 +186,55 @@ class Holders:
     leaving: dict[int, int] = field(default_factory=dict)
     """Not guaranteed, preempted in the cycle."""
     leaving_own: dict[tuple[int, str], int] = field(default_factory=dict)
+
+
+FIXED_CAUSES = ("at_limit", "held", "started", "terminating", "unscheduled")
+"""What holds a node no move may open, besides guaranteed, young and leaving work (the
+`Refusal` fields of these names), the first most GPUs win."""
+
+
+def unmovable(
+    state: ClusterState, running: Sequence[RunningPod], max_reclaims: int | None
+) -> dict[int, dict[str, int]]:
+    """Node -> GPUs per `FIXED_CAUSES` entry but nominations (`_held_for_others`): pods
+    at the reclaim limit, terminating pods, pods fairpool does not schedule."""
+    out: dict[int, dict[str, int]] = {}
+    index = state.index
+    for pod in running:
+        i = index.get(pod.node)
+        g = pod.spec.gpus
+        if i is None or g <= 0:
+            continue
+        if pod.terminating:
+            cause = "terminating"
+        elif pod.member is None or not pod.scheduled_by_fairpool:
+            cause = "unscheduled"
+        elif max_reclaims is not None and pod.reclaims >= max_reclaims:
+            cause = "at_limit"
+        else:
+            continue
+        _bump(out.setdefault(i, {}), cause, g)
+    return out
+
+
+def _held_for_others(state: ClusterState, claimant: str) -> dict[int, int]:
+    """Node -> GPUs nominations hold there for jobs other than `claimant` (its own are
+    its to use)."""
+    out: dict[int, int] = {}
+    for job_id, holds in state.holds.items():
+        if job_id != claimant:
+            for i, from_term, from_free in holds:
+                _bump(out, i, from_term[0] + from_free[0])
+    return out
+
+
+def _fixed_by(counts: Mapping[str, int], held: int, started: int) -> str:
+    """The `FIXED_CAUSES` entry holding most of a node's GPUs ("fixed" when none does)."""
+    both = {**counts, "held": held, "started": started}
+    most = max(both.values())
+    if most <= 0:
+        return "fixed"
+    return next(c for c in FIXED_CAUSES if both.get(c, 0) == most)
 
 
 def _bump(counts: dict[K, int], key: K, n: int) -> None:
@@ -289,6 +349,8 @@ class Consolidator:
         self.young_ids: set[str] = set()
         """Jobs too young to move, kept only to explain a refusal (`refusal`)."""
         self._held: Holders | None = None
+        self._unmovable: dict[int, dict[str, int]] | None = None
+        """What holds each node nothing may move (`unmovable`), at the first refusal."""
         nodes = state.nodes
         on_node, movable, movable_own = self.on_node, self.movable, self.movable_own
         # `jobs` come in the common order (`Reclaimer.jobs`), which every list keeps.
@@ -358,12 +420,23 @@ class Consolidator:
             return Move(tuple(every), plan, names, fits, {t.job_id: o for t, o in taken}, homes)
         return None
 
-    def refusal(self, job: PendingJob, model: str, lendable: Mapping[str, int]) -> Refusal:
+    def refusal(
+        self,
+        job: PendingJob,
+        model: str,
+        lendable: Mapping[str, int],
+        running: Sequence[RunningPod] = (),
+        max_reclaims: int | None = None,
+        started: Mapping[int, int] | None = None,
+    ) -> Refusal:
         """Why no move opens room for the job, node by node, on the state as it is now
         (the explanation's: see `Refusal`). Only read, never decided on: the search
         itself stops at its first failure and keeps no reasons, which costs nothing in
-        the cycles nobody asks about."""
+        the cycles nobody asks about. `running` (the snapshot's pods), `max_reclaims`
+        and `started` (node -> GPUs bound in the cycle) tell what holds a node nothing
+        may move (`unmovable`); without them such a node is only `fixed`."""
         state = self.state
+        held_for_others: dict[int, int] | None = None
         member = job.member
         biggest, feasible, budget = self._claimant(job, model)
         found: dict[str, list[str]] = {}
@@ -392,6 +465,16 @@ class Consolidator:
                     for victim in opening[1]:
                         for p, j in victim.pods:
                             _add(extra, j, spec_res(p.spec), 1)
+            if cause == "fixed":
+                if self._unmovable is None:
+                    self._unmovable = unmovable(state, running, max_reclaims)
+                if held_for_others is None:
+                    held_for_others = _held_for_others(state, job.job_id)
+                cause = _fixed_by(
+                    self._unmovable.get(i, {}),
+                    held_for_others.get(i, 0),
+                    started.get(i, 0) if started else 0,
+                )
             node = state.nodes[i]
             found.setdefault(cause, []).append(node.name)
             if cause == "guaranteed" and node.owner is not None:
@@ -405,6 +488,11 @@ class Consolidator:
             guaranteed_owners=tuple(sorted(owners.items(), key=lambda kv: (-kv[1], kv[0]))),
             young=tuple(found.get("young", ())),
             leaving=tuple(found.get("leaving", ())),
+            at_limit=tuple(found.get("at_limit", ())),
+            held=tuple(found.get("held", ())),
+            started=tuple(found.get("started", ())),
+            terminating=tuple(found.get("terminating", ())),
+            unscheduled=tuple(found.get("unscheduled", ())),
             fixed=tuple(found.get("fixed", ())),
             costly=tuple(found.get("costly", ())),
             cheapest_loss_gpu_s=cheapest if math.isfinite(cheapest) else 0.0,

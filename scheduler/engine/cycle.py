@@ -233,6 +233,8 @@ class _Cycle:
         """(shape, member) -> (why it got no move, GPU model, taking): "searched" when a
         search for a job blocked by fragmentation found none, "spent" when the cycle had
         no move left. Its explanation says what kept the nodes closed."""
+        self._started_gpus: dict[int, int] | None = None
+        """Node -> GPUs bound in the cycle, worked out for the first refusal."""
 
     # -- positions -----------------------------------------------------------------------
     def position_of(self, member: str, model: str | None) -> tuple[int, float]:
@@ -1169,13 +1171,28 @@ class _Cycle:
         takeable = self.consolidator.takeable(job, model) if taking else 0
         if not fragmented(self.state, job, model, takeable):
             return ""
-        refusal = self.consolidator.refusal(job, model, self.lendable())
+        refusal = self.consolidator.refusal(
+            job, model, self.lendable(), self.snapshot.running, self.reclaim_limit, self._started()
+        )
         return no_move_detail(
             refusal,
             job.gpus,
             sharing.min_runtime_seconds,
             sharing.max_consolidation_loss_seconds,
+            self.reclaim_limit,
         )
+
+    def _started(self) -> dict[int, int]:
+        """Node -> GPUs the cycle bound there (for a refusal: pods it cannot move yet)."""
+        if self._started_gpus is None:
+            gpus = {p.uid: p.spec.gpus for j in self.snapshot.pending for p in j.pods}
+            out: dict[int, int] = {}
+            index = self.state.index
+            for bind in self.out.binds:
+                i = index[bind.node]
+                out[i] = out.get(i, 0) + gpus.get(bind.pod_uid, 0)
+            self._started_gpus = out
+        return self._started_gpus
 
     def _explanations(self) -> dict[str, str]:
         out: dict[str, str] = {}

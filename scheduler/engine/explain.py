@@ -96,7 +96,9 @@ def _owned(owners: tuple[tuple[str, int], ...], nodes: int) -> str:
     )
 
 
-def no_move_detail(refusal: Refusal, gpus: int, min_runtime_s: int, loss_s: int) -> str:
+def no_move_detail(
+    refusal: Refusal, gpus: int, min_runtime_s: int, loss_s: int, max_reclaims: int | None = None
+) -> str:
     """Why consolidation opened no node for a job blocked by fragmentation (`Refusal`):
     without it the owner of the work that holds the nodes, or the policy bound that
     stops the move, is invisible, and a user reads only that the GPUs are scattered."""
@@ -116,13 +118,25 @@ def no_move_detail(refusal: Refusal, gpus: int, min_runtime_s: int, loss_s: int)
         )
     if refusal.leaving:
         parts.append(_hold(refusal.leaving, "work already preempted in this cycle"))
-    if refusal.fixed:
+    if refusal.at_limit:
         parts.append(
             _hold(
-                refusal.fixed,
-                "work consolidation never moves (another scheduler's, terminating, or "
-                "reclaimed maxReclaimsPerJob times) or GPUs held for other waiting jobs",
+                refusal.at_limit,
+                f"work reclaimed {plural(max_reclaims or 0, 'time')} already "
+                "(maxReclaimsPerJob), never moved again",
             )
+        )
+    if refusal.held:
+        parts.append(_hold(refusal.held, "GPUs held for other waiting jobs"))
+    if refusal.started:
+        parts.append(_hold(refusal.started, "work started in this cycle"))
+    if refusal.terminating:
+        parts.append(_hold(refusal.terminating, "pods still terminating"))
+    if refusal.unscheduled:
+        parts.append(_hold(refusal.unscheduled, "pods fairpool does not schedule"))
+    if refusal.fixed:
+        parts.append(
+            _hold(refusal.fixed, "no work consolidation could move for this job's GPU model")
         )
     if refusal.costly:
         lost = fmt(refusal.cheapest_loss_gpu_s / 3600)

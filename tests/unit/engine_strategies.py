@@ -93,6 +93,7 @@ def running(
     memory_bytes: int = 0,
     reclaims: int = 0,
     checkpointable: bool | None = None,
+    scheduled_by_fairpool: bool = True,
 ) -> RunningPod:
     return RunningPod(
         uid=uid,
@@ -107,6 +108,7 @@ def running(
         terminating=terminating,
         reclaims=reclaims,
         checkpointable=checkpointable,
+        scheduled_by_fairpool=scheduled_by_fairpool,
     )
 
 

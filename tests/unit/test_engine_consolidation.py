@@ -11,6 +11,7 @@ from policies.model import Policy
 from scheduler.engine import schedule, shares
 from scheduler.engine.consolidation import Consolidator, Positions
 from scheduler.engine.decisions import Decisions
+from scheduler.engine.explain import no_move_detail
 from scheduler.engine.placement import ClusterState, spec_res
 from scheduler.engine.reclaim import Reclaimer
 from scheduler.engine.snapshot import RunningPod, Snapshot
@@ -483,9 +484,44 @@ def test_a_refusal_for_a_gang_says_the_openable_nodes_are_too_few() -> None:
 def test_a_refusal_names_work_at_the_reclaim_limit() -> None:
     d = schedule(snapshot(NODES, [job("a-1", "lab-a", gpus=8)], scattered(reclaims=3)), POL)
     assert no_move(d) == (
-        "consolidation found no move: o1, o2 and o3 hold work consolidation never moves "
-        "(another scheduler's, terminating, or reclaimed maxReclaimsPerJob times) or GPUs "
-        "held for other waiting jobs"
+        "consolidation found no move: o1, o2 and o3 hold work reclaimed 3 times already "
+        "(maxReclaimsPerJob), never moved again"
+    )
+
+
+def test_a_refusal_tells_apart_what_nothing_may_move() -> None:
+    # o1: 3 GPUs of another scheduler's, then b-n (4 GPUs) binds there in the cycle;
+    # o2: work at the reclaim limit; o3: 4 GPUs of terminating pods, 2 of another
+    # scheduler's. Each node is named for what holds most of its GPUs (it was one
+    # clause for all four: "work consolidation never moves (another scheduler's,
+    # terminating, or reclaimed maxReclaimsPerJob times) or GPUs held for other
+    # waiting jobs").
+    run = [running(f"x-{k}", None, "o1", scheduled_by_fairpool=False) for k in range(3)]
+    run += [running(f"l-{k}", "lab-b", "o2", reclaims=3) for k in range(3)]
+    run += [running(f"t-{k}", "lab-c", "o3", terminating=True) for k in range(4)]
+    run += [running(f"y-{k}", None, "o3", scheduled_by_fairpool=False) for k in range(2)]
+    pending = [job("a-1", "lab-a", gpus=8), job("b-n", "lab-b", gpus=4)]
+    d = schedule(snapshot(NODES, pending, run), POL)
+    assert [b.node for b in d.binds] == ["o1"]
+    assert no_move(d) == (
+        "consolidation found no move: o2 holds work reclaimed 3 times already "
+        "(maxReclaimsPerJob), never moved again; o1 holds work started in this cycle; o3 "
+        "holds pods still terminating"
+    )
+
+
+def test_a_refusal_names_gpus_held_for_other_jobs_and_pods_of_other_schedulers() -> None:
+    run = [running(f"x-{k}", None, "o1", scheduled_by_fairpool=False) for k in range(3)]
+    run += [running(f"y-{k}", "lab-b", "o2", scheduled_by_fairpool=False) for k in range(3)]
+    snap = snapshot(NODES, [job("a-1", "lab-a", gpus=8)], run)
+    state, mover = _mover(POL, snap, 0, 3600)
+    state.hold("b-n", state.index["o3"], (6, 0, 0, 1))  # a nomination of another job
+    state.hold("a-1", state.index["o2"], (1, 0, 0, 1))  # the claimant's own: its to use
+    refusal = mover.refusal(snap.pending[0], H100, {}, snap.running, 3)
+    assert (refusal.unscheduled, refusal.held, refusal.fixed) == (("o1", "o2"), ("o3",), ())
+    assert no_move_detail(refusal, 8, 0, 3600, 3) == (
+        "consolidation found no move: o3 holds GPUs held for other waiting jobs; o1 and o2 "
+        "hold pods fairpool does not schedule"
     )
 
 
@@ -545,11 +581,16 @@ def test_a_refusal_names_each_closed_node_once_and_no_open_one(
     state, mover = _mover(pol, snap, sharing.min_runtime_seconds, loss)
     for waiting in snap.pending:
         for model in sorted({n.gpu_model for n in snap.nodes if n.gpu_model}):
-            refusal = mover.refusal(waiting, model, {})
+            refusal = mover.refusal(waiting, model, {}, snap.running, sharing.max_reclaims_per_job)
             named = [
                 *refusal.guaranteed,
                 *refusal.young,
                 *refusal.leaving,
+                *refusal.at_limit,
+                *refusal.held,
+                *refusal.started,
+                *refusal.terminating,
+                *refusal.unscheduled,
                 *refusal.fixed,
                 *refusal.costly,
                 *refusal.openable,
