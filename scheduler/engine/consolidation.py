@@ -190,7 +190,8 @@ class Holders:
 
 FIXED_CAUSES = ("at_limit", "held", "started", "terminating", "unscheduled")
 """What holds a node no move may open, besides guaranteed, young and leaving work (the
-`Refusal` fields of these names), the first most GPUs win."""
+`Refusal` fields of these names). A node is named for the one holding most of its GPUs,
+the earlier in this order on a tie."""
 
 
 def unmovable(

@@ -1185,12 +1185,13 @@ class _Cycle:
     def _started(self) -> dict[int, int]:
         """Node -> GPUs the cycle bound there (for a refusal: pods it cannot move yet)."""
         if self._started_gpus is None:
-            gpus = {p.uid: p.spec.gpus for j in self.snapshot.pending for p in j.pods}
             out: dict[int, int] = {}
-            index = self.state.index
+            index, info = self.state.index, self._info
             for bind in self.out.binds:
                 i = index[bind.node]
-                out[i] = out.get(i, 0) + gpus.get(bind.pod_uid, 0)
+                for pod in info[bind.job_id].job.pods:
+                    if pod.uid == bind.pod_uid:
+                        out[i] = out.get(i, 0) + pod.spec.gpus
             self._started_gpus = out
         return self._started_gpus
 
