@@ -98,14 +98,15 @@ def split(table: Table, width: int, keys: int = 1, prose: Collection[str] = ()) 
             current = list(range(keys))
         current.append(i)
     parts.append(current)
-    return [_part(table, picked, least, first=k == 0) for k, picked in enumerate(parts)]
+    last = len(parts) - 1
+    return [_part(table, picked, least, k == 0, k == last) for k, picked in enumerate(parts)]
 
 
-def _part(table: Table, picked: list[int], least: list[int], first: bool) -> Table:
+def _part(table: Table, picked: list[int], least: list[int], first: bool, last: bool) -> Table:
     part = Table(
         title=table.title if first else CONTINUED,
         title_justify=table.title_justify,
-        caption=table.caption,
+        caption=table.caption if last else None,
         box=table.box,
         show_header=table.show_header,
         show_lines=table.show_lines,

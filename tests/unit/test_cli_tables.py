@@ -20,7 +20,7 @@ BORDERS = "┏┃┡│├└┓┩┤┘"
 
 
 def table() -> Table:
-    t = Table(title="shares")
+    t = Table(title="shares", caption="pool cost 88,448.00 EUR")
     for header in HEADERS:
         t.add_column(header, justify="left" if header == "member" else "right")
     for row in ROWS:
@@ -48,6 +48,7 @@ def test_a_terminal_gets_every_cell_whole(width: int) -> None:
     parts = text.count("┏")
     assert parts == 1 if width >= 80 else parts > 1
     assert text.count(CONTINUED) == parts - 1
+    assert text.count("pool cost") == 1 and text.rstrip().endswith("pool cost 88,448.00 EUR")
     # Every cell of every row, each part led by the member.
     expected = {("ai-startup", cell) for cell in ROWS[0]} | {("uni-north", c) for c in ROWS[1]}
     seen = {(row[0], cell) for row in rows for cell in row}
