@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 import grpc
 
 from policies.errors import InputError, PolicyError
+from policies.inventory import parse_inventory
 from policies.loader import parse_policy
 from policies.model import Policy
 from proto.fairpool.v1 import share_pb2, share_pb2_grpc
@@ -23,7 +24,7 @@ from reports.ledger import Ledger
 from scheduler.api import messages
 from scheduler.api.auth import Authenticator, Principal, RoleKind
 from scheduler.api.errors import abort, abort_input, check_deadline
-from scheduler.api.whatif import SimulationFailed, WhatIf, trace_from_usage
+from scheduler.api.whatif import SimulationFailed, WhatIf, inventory_document, trace_from_usage
 from scheduler.engine.decisions import PREEMPTION_CAUSES, MemberShare
 from scheduler.engine.entitlement import capacity as model_capacity
 from scheduler.engine.snapshot import PendingJob, Snapshot
@@ -31,6 +32,7 @@ from scheduler.k8s.daemon import SchedulerView
 from scheduler.k8s.published import Published
 from scheduler.sim.simulator import MAX_BATCH_S
 from scheduler.traces.csv import read_trace
+from scheduler.traces.synth import node_gpus_of
 
 log = logging.getLogger(__name__)
 
@@ -410,12 +412,19 @@ class ShareServicer(share_pb2_grpc.ShareServiceServicer):
             trace_csv = replay
         else:
             abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"source: unknown value {source}")
+        snapshot = self._view.snapshot()
         try:
-            # Checked here, before two simulator processes are started for it. Text with
-            # no newline would be taken for a file name: never read a server path.
+            # Checked here, before two simulator processes are started for it, against
+            # the nodes they replay on (as `fairpool trace check --cluster` does): their
+            # own messages would name the server's copy of the trace. Text with no
+            # newline would be taken for a file name: never read a server path.
+            inventory = parse_inventory(inventory_document(snapshot), "the cluster")
             read_trace(
                 trace_csv if "\n" in trace_csv else trace_csv + "\n",
                 members=set(draft.member_names()),
+                max_gang_gpus=inventory.total_gpus(),
+                gpu_models=set(inventory.gpu_models()),
+                node_gpus=node_gpus_of(inventory),
             )
         except InputError as exc:
             abort_input(context, exc)
@@ -424,7 +433,7 @@ class ShareServicer(share_pb2_grpc.ShareServiceServicer):
         remaining = context.time_remaining()
         try:
             current_summary, draft_summary = self._what_if.compare(
-                self._view.snapshot(), current, draft, trace_csv, remaining, batch_s
+                snapshot, current, draft, trace_csv, remaining, batch_s
             )
         except InputError as exc:
             abort_input(context, exc)
