@@ -137,6 +137,9 @@ class Refusal:
     (then by name): on a large pool the owners say more than forty node names."""
     young: tuple[str, ...] = ()
     """Held mostly by work younger than the minimum runtime."""
+    young_soonest: tuple[str, float] | None = None
+    """The node of `young` whose young work is all old enough first, and in how many
+    seconds: when a move might open it (other rules allowing)."""
     leaving: tuple[str, ...] = ()
     """Held mostly by work already preempted in the cycle."""
     at_limit: tuple[str, ...] = ()
@@ -183,6 +186,10 @@ class Holders:
     young: dict[int, int] = field(default_factory=dict)
     """Not guaranteed, younger than the minimum runtime."""
     young_own: dict[tuple[int, str], int] = field(default_factory=dict)
+    old_at: dict[int, float] = field(default_factory=dict)
+    """When the last of `young`'s work on the node reaches the minimum runtime."""
+    old_at_own: dict[tuple[int, str], float] = field(default_factory=dict)
+    """The same for `young_own`."""
     leaving: dict[int, int] = field(default_factory=dict)
     """Not guaranteed, preempted in the cycle."""
     leaving_own: dict[tuple[int, str], int] = field(default_factory=dict)
@@ -327,6 +334,7 @@ class Consolidator:
         """Job ids already preempted in the cycle (shared with reclaim)."""
         self.pos = positions
         self.now = now
+        self.min_runtime = min_runtime
         self.reclaimable = reclaimable_pods
         self.on_node: dict[int, list[VictimJob]] = {}
         """Node -> victims with a pod on it, least work lost first."""
@@ -438,6 +446,7 @@ class Consolidator:
         may move (`unmovable`); without them such a node is only `fixed`."""
         state = self.state
         held_for_others: dict[int, int] | None = None
+        soonest = (math.inf, "")
         member = job.member
         biggest, feasible, budget = self._claimant(job, model)
         found: dict[str, list[str]] = {}
@@ -478,6 +487,8 @@ class Consolidator:
                 )
             node = state.nodes[i]
             found.setdefault(cause, []).append(node.name)
+            if cause == "young":
+                soonest = min(soonest, (self._old_at(i, member), node.name))
             if cause == "guaranteed" and node.owner is not None:
                 owners[node.owner] = owners.get(node.owner, 0) + 1
         openable = tuple(found.get("openable", ()))
@@ -488,6 +499,9 @@ class Consolidator:
             guaranteed=tuple(found.get("guaranteed", ())),
             guaranteed_owners=tuple(sorted(owners.items(), key=lambda kv: (-kv[1], kv[0]))),
             young=tuple(found.get("young", ())),
+            young_soonest=(
+                (soonest[1], max(0.0, soonest[0] - self.now)) if math.isfinite(soonest[0]) else None
+            ),
             leaving=tuple(found.get("leaving", ())),
             at_limit=tuple(found.get("at_limit", ())),
             held=tuple(found.get("held", ())),
@@ -513,20 +527,30 @@ class Consolidator:
             young = job.job_id in self.young_ids
             guaranteed = _guaranteed(job, nodes, self.reclaimable)
             gone = job.job_id in self.gone
+            old_at = job.youngest_start + self.min_runtime
             for p, i in job.pods:
                 g = p.spec.gpus
                 if guaranteed:
                     _bump(held.guaranteed, i, g)
                     _bump(held.guaranteed_of, (i, job.member), g)
                     if young:
-                        _bump(held.young_own, (i, job.member), g)
+                        own = (i, job.member)
+                        _bump(held.young_own, own, g)
+                        held.old_at_own[own] = max(held.old_at_own.get(own, old_at), old_at)
                     elif gone:
                         _bump(held.leaving_own, (i, job.member), g)
                 elif young:
                     _bump(held.young, i, g)
+                    held.old_at[i] = max(held.old_at.get(i, old_at), old_at)
                 elif gone:
                     _bump(held.leaving, i, g)
         return held
+
+    def _old_at(self, i: int, member: str) -> float:
+        """When the young work `member`'s claimant would have to move off node i is all
+        old enough to move."""
+        held = self._holders()
+        return max(held.old_at.get(i, -math.inf), held.old_at_own.get((i, member), -math.inf))
 
     def _closed_by(self, i: int, member: str) -> str:
         """What holds most of node i's GPUs that `member`'s claimant may not move: other

@@ -7,6 +7,7 @@ measured on the capacity left at the end of the cycle.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -113,9 +114,18 @@ def no_move_detail(
         )
         parts.append(_hold(refusal.guaranteed, whose))
     if refusal.young:
-        parts.append(
-            _hold(refusal.young, f"work younger than the minimum runtime of {min_runtime_s} s")
-        )
+        young = f"work younger than the minimum runtime of {min_runtime_s} s"
+        if refusal.young_soonest is not None:
+            node, seconds = refusal.young_soonest
+            # Whole minutes: a sentence that changed every cycle would send its pod's
+            # FailedScheduling event every cycle; once a minute is the events' own pace.
+            wait = f"{max(1, math.ceil(seconds / 60))} min"
+            young += (
+                f" (old enough in {wait})"
+                if len(refusal.young) == 1
+                else f" ({node}'s is old enough first, in {wait})"
+            )
+        parts.append(_hold(refusal.young, young))
     if refusal.leaving:
         parts.append(_hold(refusal.leaving, "work already preempted in this cycle"))
     if refusal.at_limit:

@@ -433,12 +433,26 @@ def test_a_refusal_names_owners_own_work_that_holds_the_nodes() -> None:
     )
 
 
-def test_a_refusal_names_young_work() -> None:
+def test_a_refusal_names_young_work_and_when_it_is_old_enough() -> None:
+    # The pods on o1 started at 1,000 s, o2's at 2,000, o3's at 3,000; it is 10,000 s:
+    # o1's are 20,000 s old at 21,000, in 11,000 s (183.3 min), before the others.
     pol = policy(MEMBERS, min_runtime_seconds=20_000)
     d = schedule(snapshot(NODES, [job("a-1", "lab-a", gpus=8)], scattered()), pol)
     assert no_move(d) == (
         "consolidation found no move: o1, o2 and o3 hold work younger than the minimum "
-        "runtime of 20000 s"
+        "runtime of 20000 s (o1's is old enough first, in 184 min)"
+    )
+    # One node held by young work: its youngest pod decides (started at 9,500 s, old
+    # enough in 500 s: whole minutes, so that the sentence changes once a minute at most).
+    run = [running(f"o-{n}-{k}", "lab-o", n) for n in ("o1", "o2") for k in range(5)]
+    run += [running("old", "lab-b", "o3", started_at=1000.0)]
+    run += [running("late", "lab-b", "o3", started_at=9500.0)]
+    pol = policy(MEMBERS, min_runtime_seconds=1_000)
+    d = schedule(snapshot(NODES, [job("a-1", "lab-a", gpus=8)], run), pol)
+    assert no_move(d) == (
+        "consolidation found no move: o1 and o2 hold their owners' own work within their "
+        "entitlement, which moves only for them; o3 holds work younger than the minimum "
+        "runtime of 1000 s (old enough in 9 min)"
     )
 
 
