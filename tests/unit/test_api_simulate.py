@@ -61,16 +61,22 @@ def test_what_if_compares_draft_with_current(tmp_path: Path) -> None:
         assert s.preemptions_per_job_max == summary["preemptions_per_job_max"]
 
 
-def test_a_bad_trace_is_invalid_argument_with_its_line(tmp_path: Path) -> None:
-    bad = TRACE + "x1,uni-north,0,-5,1,8,NVIDIA-H100-80GB-HBM3\n"
+def refused(tmp_path: Path, trace_csv: str) -> str:
+    """The details of the INVALID_ARGUMENT a what-if of `trace_csv` gets."""
     with running_server(tmp_path) as api, pytest.raises(grpc.RpcError) as info:
         api.shares.Simulate(
-            share_pb2.SimulateRequest(draft_policy_yaml=DEFAULT_POLICY.read_text(), trace_csv=bad),
+            share_pb2.SimulateRequest(
+                draft_policy_yaml=DEFAULT_POLICY.read_text(), trace_csv=trace_csv
+            ),
             metadata=metadata("admin"),
             timeout=300,
         )
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "line 8" in info.value.details()
+    return str(info.value.details())
+
+
+def test_a_bad_trace_is_invalid_argument_with_its_line(tmp_path: Path) -> None:
+    assert "line 8" in refused(tmp_path, TRACE + f"x1,uni-north,0,-5,1,8,{H100}\n")
 
 
 def test_a_job_the_cluster_cannot_hold_is_invalid_argument_naming_its_line(
@@ -79,14 +85,7 @@ def test_a_job_the_cluster_cannot_hold_is_invalid_argument_naming_its_line(
     """Checked against the nodes the replay would use, before any simulator starts: the
     simulator's own message named the server's copy of the trace ("trace.csv")."""
     bad = TRACE + f"big,uni-north,0,60,5,8,{H100}\nwide,uni-north,0,60,1,16,{H100}\n"
-    with running_server(tmp_path) as api, pytest.raises(grpc.RpcError) as info:
-        api.shares.Simulate(
-            share_pb2.SimulateRequest(draft_policy_yaml=DEFAULT_POLICY.read_text(), trace_csv=bad),
-            metadata=metadata("admin"),
-            timeout=300,
-        )
-    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    details = info.value.details()
+    details = refused(tmp_path, bad)
     assert f"line 8, column num_pods: gang of 5 pods x 8 GPUs cannot fit: the {H100} " in details
     assert "line 9, column gpus_per_pod: a pod of 16 GPUs is larger than any" in details
     assert "trace.csv" not in details
