@@ -384,3 +384,13 @@ def test_the_members_worse_off_pooled_are_named(
     assert summary["members_worse_off_pooled"] == 1
     assert summary["members"]["b"]["worse_off_pooled"] is True
     assert "members worse off pooled 1 (b)" in " ".join(capsys.readouterr().out.split())
+
+
+def test_the_progress_bar_is_full_only_when_every_job_is_done() -> None:
+    progress = scheduler.cli.simulate.replay_progress
+    assert progress(0.0, 0, 100) == 0.0
+    assert progress(1.0, 60, 100) == pytest.approx(0.8)  # the last submission, jobs left
+    assert progress(1.0, 100, 100) == 1.0
+    assert progress(0.0, 0, 0) == 0.5  # no job: only time is left to go
+    steps = [progress(min(1.0, t / 50), min(100, 2 * t), 100) for t in range(60)]
+    assert steps == sorted(steps)
