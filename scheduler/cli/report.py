@@ -100,7 +100,9 @@ def report(
     if ctx.invoked_subcommand is not None:
         return
     console = Console()
-    if not console.is_terminal:  # logs and pipes: do not truncate the money columns
+    # Logs and pipes: the flag and path lines wrap at 120 columns (the summary table is
+    # printed whole at any width by `print_table`).
+    if not console.is_terminal:
         console = Console(width=max(console.width, 120))
     if month is not None:
         parse_month(month)
