@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 MAX_PENDING_PAGE = 5000
 MAX_LEDGER_DAYS = 62
+TRACE_FIELD = "trace_csv"
+"""The `SimulateRequest` field holding the trace: what its errors are named after (the
+request carries the text, not the user's file name)."""
 NO_DECISION_YET = "no scheduling decision yet: the job arrived after the latest cycle"
 
 
@@ -416,8 +419,9 @@ class ShareServicer(share_pb2_grpc.ShareServiceServicer):
         try:
             # Checked here, before two simulator processes are started for it, against
             # the nodes they replay on (as `fairpool trace check --cluster` does): their
-            # own messages would name the server's copy of the trace. Text with no
-            # newline would be taken for a file name: never read a server path.
+            # own messages would name the server's copy of the trace. The message names
+            # the request's field, which the CLI replaces with the user's file. Text with
+            # no newline would be taken for a file name: never read a server path.
             inventory = parse_inventory(inventory_document(snapshot), "the cluster")
             read_trace(
                 trace_csv if "\n" in trace_csv else trace_csv + "\n",
@@ -425,6 +429,7 @@ class ShareServicer(share_pb2_grpc.ShareServiceServicer):
                 max_gang_gpus=inventory.total_gpus(),
                 gpu_models=set(inventory.gpu_models()),
                 node_gpus=node_gpus_of(inventory),
+                text_name=TRACE_FIELD,
             )
         except InputError as exc:
             abort_input(context, exc)

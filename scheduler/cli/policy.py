@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+import grpc
 from rich.console import Console
 from rich.markup import escape
 from rich.syntax import Syntax
@@ -19,6 +20,7 @@ from policies.loader import load_policy, parse_policy
 from scheduler.cli.client import Client, client_options
 from scheduler.cli.options import FiniteRange
 from scheduler.cli.tables import print_table
+from scheduler.traces.csv import read_trace
 
 if TYPE_CHECKING:
     from proto.fairpool.v1 import share_pb2
@@ -258,6 +260,26 @@ def contended_rows(
     ]
 
 
+TRACE_FIELD = "trace_csv"
+"""The request field the server names a bad trace by (`share_service.TRACE_FIELD`)."""
+
+
+def _named_trace(error: grpc.RpcError, trace: Path | None) -> Exception:
+    """The server's refusal of the trace's rows, naming the user's file instead of the
+    request field; any other error as it came."""
+    details = error.details() if hasattr(error, "details") else None
+    code = error.code() if hasattr(error, "code") else None
+    prefix = f"{TRACE_FIELD}: "
+    if (
+        trace is None
+        or code != grpc.StatusCode.INVALID_ARGUMENT
+        or not details
+        or not details.startswith(prefix)
+    ):
+        return error
+    return InputError(f"{trace}: {details.removeprefix(prefix)}")
+
+
 @policy.command()
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 @click.option(
@@ -302,13 +324,19 @@ def simulate(
             raise InputError(f"{trace}: cannot read: {exc.strerror}") from exc
         except UnicodeDecodeError as exc:
             raise InputError(f"{trace}: not UTF-8 text (byte {exc.start})") from exc
+        # The rows themselves are checked here, naming the user's file; the server
+        # checks them again against the draft's members and the cluster's nodes.
+        read_trace(trace)
         request.source = share_pb2.SIMULATION_SOURCE_TRACE
     else:
         request.source = share_pb2.SIMULATION_SOURCE_LEDGER
         request.ledger_days = ledger_days or 0
     console = Console()
     with console.status("simulating under the current policy and the draft…"):
-        reply = client.shares.Simulate(request, **client.options())
+        try:
+            reply = client.shares.Simulate(request, **client.options())
+        except grpc.RpcError as exc:
+            raise _named_trace(exc, trace) from None
     overall = Table(title="pool", title_justify="left")
     for column in ("", "current", "draft"):
         overall.add_column(column, justify="left" if not column else "right")

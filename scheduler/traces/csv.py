@@ -32,10 +32,11 @@ OPTIONAL_COLUMNS = ("gpu_model", "priority", "checkpointable")
 CANONICAL_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 
 
-def _open_source(path_or_text: str | os.PathLike[str]) -> tuple[str, Iterator[str]]:
-    """(name for messages, lines). A string holding a newline is the CSV itself."""
+def _open_source(path_or_text: str | os.PathLike[str], text_name: str) -> tuple[str, Iterator[str]]:
+    """(name for messages, lines). A string holding a newline is the CSV itself, named
+    `text_name` in messages."""
     if isinstance(path_or_text, str) and "\n" in path_or_text:
-        return "<trace>", iter(io.StringIO(path_or_text, newline=""))
+        return text_name, iter(io.StringIO(path_or_text, newline=""))
     path = Path(path_or_text)
     try:
         handle = path.open(encoding="utf-8-sig", newline="")
@@ -95,8 +96,10 @@ def read_trace(
     max_gang_gpus: int | None = None,
     gpu_models: set[str] | None = None,
     node_gpus: Mapping[str, Sequence[int]] | None = None,
+    text_name: str = "<trace>",
 ) -> Trace:
-    """The trace in a canonical CSV file (or CSV text), sorted by (submit_time, job_id).
+    """The trace in a canonical CSV file (or CSV text, named `text_name` in messages),
+    sorted by (submit_time, job_id).
 
     `members`, `gpu_models` and `max_gang_gpus` (the cluster's GPU count), when given,
     are checked too; `node_gpus` (GPU model -> GPUs of each node, see
@@ -104,7 +107,7 @@ def read_trace(
     fit even on an idle cluster. Raises TraceError listing every problem found (the
     first 20 in full) with its line and column."""
     limits = _Limits(members, max_gang_gpus, gpu_models, node_gpus)
-    source, lines = _open_source(path_or_text)
+    source, lines = _open_source(path_or_text, text_name)
     problems = IssueCollector(source)
     reader = csv.reader(lines)
     try:

@@ -255,3 +255,19 @@ def test_policy_simulate_shows_current_and_draft(served: Served) -> None:
         "policy", "simulate", "strict.yaml", "--trace", "trace.csv", token="member:physics"
     )
     assert refused.returncode == 1 and "PERMISSION_DENIED" in refused.stderr
+
+
+def test_policy_simulate_names_the_users_trace_file_in_its_errors(served: Served) -> None:
+    """A bad row is refused by the CLI itself; a row the cluster cannot hold, by the
+    server, which knows the nodes. Both name the user's file and line."""
+    (served.folder / "strict.yaml").write_text(DEFAULT_POLICY.read_text())
+    header = "job_id,org,submit_time,duration_s,num_pods,gpus_per_pod,gpu_model\n"
+    (served.folder / "typo.csv").write_text(header + "a,uni-north,0,soon,1,8,\n")
+    typo = served.run("policy", "simulate", "strict.yaml", "--trace", "typo.csv", token="viewer")
+    assert typo.returncode == 2
+    assert "typo.csv: 1 error(s)" in typo.stderr and "line 2, column duration_s" in typo.stderr
+    (served.folder / "huge.csv").write_text(header + "a,uni-north,0,60,1,99,\n")
+    huge = served.run("policy", "simulate", "strict.yaml", "--trace", "huge.csv", token="viewer")
+    assert huge.returncode == 2
+    assert "huge.csv: 1 error(s)" in huge.stderr and "line 2, column gpus_per_pod" in huge.stderr
+    assert "trace_csv" not in huge.stderr

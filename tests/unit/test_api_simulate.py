@@ -89,6 +89,8 @@ def test_a_job_the_cluster_cannot_hold_is_invalid_argument_naming_its_line(
     assert f"line 8, column num_pods: gang of 5 pods x 8 GPUs cannot fit: the {H100} " in details
     assert "line 9, column gpus_per_pod: a pod of 16 GPUs is larger than any" in details
     assert "trace.csv" not in details
+    # Named after the request's field, which the CLI replaces with the user's file.
+    assert details.startswith("trace_csv: 2 error(s)")
 
 
 def test_a_batched_what_if_replays_both_policies_with_the_batch(tmp_path: Path) -> None:
