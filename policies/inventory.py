@@ -3,12 +3,13 @@ groups of identical GPU nodes, each owned by a member."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field
 
-from policies.model import NumberText, _Strict
+from policies.model import Loc, NumberText, _Strict, raw_field, raw_list
 from policies.yamldoc import load_document, validate_document
 
 DEFAULT_INVENTORY = Path(__file__).parent / "defaults" / "cluster.yaml"
@@ -41,16 +42,24 @@ class NodeGroup(_Strict):
         return [f"{self.name}-{i}" for i in range(self.count)]
 
 
+def group_name_issues(names: Iterable[object]) -> list[tuple[Loc, str]]:
+    """Node groups named twice, each at its path (names that are not strings skipped: see
+    `policies.model.name_issues`)."""
+    found: list[tuple[Loc, str]] = []
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        if isinstance(name, str):
+            if name in seen:
+                found.append((("spec", "nodeGroups", i, "name"), f"duplicate node group {name!r}"))
+            seen.add(name)
+    return found
+
+
 class InventorySpec(_Strict):
     node_groups: list[NodeGroup] = Field(min_length=1)
 
     def reference_issues(self) -> list[tuple[tuple[str | int, ...], str]]:
-        names = [g.name for g in self.node_groups]
-        issues: list[tuple[tuple[str | int, ...], str]] = [
-            (("spec", "nodeGroups", i, "name"), f"duplicate node group {name!r}")
-            for i, name in enumerate(names)
-            if name in names[:i]
-        ]
+        issues = group_name_issues([g.name for g in self.node_groups])
         nodes = sum(g.count for g in self.node_groups)
         if nodes > MAX_NODES:
             issues.append(
@@ -66,6 +75,12 @@ class ClusterInventory(_Strict):
 
     def reference_issues(self) -> list[tuple[tuple[str | int, ...], str]]:
         return self.spec.reference_issues()
+
+    @staticmethod
+    def name_issues_of(data: Mapping[str, object]) -> list[tuple[Loc, str]]:
+        """`group_name_issues` of a document that failed validation, read as written."""
+        groups = raw_list(data.get("spec"), "nodeGroups", "node_groups")
+        return group_name_issues(raw_field(g, "name") for g in groups)
 
     @property
     def node_groups(self) -> list[NodeGroup]:

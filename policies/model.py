@@ -237,6 +237,61 @@ class Metadata(_Strict):
     """Set by the policy store on every applied change; 0 for a file never applied."""
 
 
+Loc = tuple[str | int, ...]
+
+
+def name_issues(
+    gpu_models: Iterable[object], members: Iterable[tuple[object, Iterable[object]]]
+) -> list[tuple[Loc, str]]:
+    """GPU models and members named twice, and namespaces claimed by two members, each at
+    its path under `spec`. Names that are not strings are skipped: read from a document
+    that failed validation too (`Policy.name_issues_of`), they are reported with its field
+    errors, so a user fixing a policy sees them in the same pass."""
+    found: list[tuple[Loc, str]] = []
+    # Sets and dicts, not list scans: the cost stays linear in the document's size.
+    seen: set[str] = set()
+    for i, name in enumerate(gpu_models):
+        if isinstance(name, str):
+            if name in seen:
+                found.append((("gpuModels", i, "name"), f"duplicate GPU model {name!r}"))
+            seen.add(name)
+    names: set[str] = set()
+    claimed: dict[str, str] = {}
+    for i, (name, patterns) in enumerate(members):
+        if not isinstance(name, str):
+            continue
+        if name in names:
+            found.append((("members", i, "name"), f"duplicate member {name!r}"))
+        names.add(name)
+        for j, pattern in enumerate(patterns):
+            if not isinstance(pattern, str):
+                continue
+            owner = claimed.setdefault(pattern, name)
+            if owner != name:
+                found.append(
+                    (
+                        ("members", i, "namespaces", j),
+                        f"namespace {pattern!r} is already claimed by member {owner!r}",
+                    )
+                )
+    return found
+
+
+def raw_list(parent: object, *keys: str) -> list[object]:
+    """The list under the first of `keys` (a field's YAML name or its Python name) in a
+    mapping of a document not validated yet; [] when there is none."""
+    if isinstance(parent, Mapping):
+        for key in keys:
+            value = parent.get(key)
+            if isinstance(value, list):
+                return value
+    return []
+
+
+def raw_field(item: object, key: str) -> object:
+    return item.get(key) if isinstance(item, Mapping) else None
+
+
 class PolicySpec(_Strict):
     gpu_models: list[GPUModel] = Field(min_length=1, max_length=MAX_GPU_MODELS)
     members: list[Member] = Field(min_length=1, max_length=MAX_MEMBERS)
@@ -248,31 +303,16 @@ class PolicySpec(_Strict):
 
         Kept out of pydantic validators so each one names the offending field, not just
         `spec`, and so they are all reported at once."""
-        found: list[tuple[tuple[str | int, ...], str]] = []
-        # Sets and dicts, not list scans: the cost stays linear in the document's size.
-        models: dict[str, int] = {}
-        for i, gpu in enumerate(self.gpu_models):
-            if gpu.name in models:
-                found.append((("gpuModels", i, "name"), f"duplicate GPU model {gpu.name!r}"))
-            models.setdefault(gpu.name, i)
+        found = name_issues(
+            [gpu.name for gpu in self.gpu_models],
+            [(member.name, member.namespaces) for member in self.members],
+        )
+        models = dict.fromkeys(gpu.name for gpu in self.gpu_models)
         known_models = ", ".join(list(models)[:20])
-        names: set[str] = set()
+        names = {member.name for member in self.members}
         namespaces = 0
-        claimed: dict[str, str] = {}
         for i, member in enumerate(self.members):
-            if member.name in names:
-                found.append((("members", i, "name"), f"duplicate member {member.name!r}"))
-            names.add(member.name)
             namespaces += len(member.namespaces)
-            for j, pattern in enumerate(member.namespaces):
-                owner = claimed.setdefault(pattern, member.name)
-                if owner != member.name:
-                    found.append(
-                        (
-                            ("members", i, "namespaces", j),
-                            f"namespace {pattern!r} is already claimed by member {owner!r}",
-                        )
-                    )
             for model in member.purchased:
                 if model not in models:
                     found.append(
@@ -313,6 +353,16 @@ class Policy(_Strict):
 
     def reference_issues(self) -> list[tuple[tuple[str | int, ...], str]]:
         return self.spec.reference_issues()
+
+    @staticmethod
+    def name_issues_of(data: Mapping[str, object]) -> list[tuple[Loc, str]]:
+        """`name_issues` of a document that failed validation, read as written."""
+        spec = data.get("spec")
+        members = [
+            (raw_field(m, "name"), raw_list(m, "namespaces")) for m in raw_list(spec, "members")
+        ]
+        gpu_models = [raw_field(g, "name") for g in raw_list(spec, "gpuModels", "gpu_models")]
+        return [(("spec", *loc), message) for loc, message in name_issues(gpu_models, members)]
 
     @property
     def version(self) -> int:

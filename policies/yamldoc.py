@@ -198,6 +198,13 @@ def validate_document(model: type[M], text: str, source: str) -> M:
             elif err["type"] == "missing":
                 message = "required field is missing"
             issues.append(FieldIssue(format_path(loc), message, line_of(node, loc)))
+        # Names given twice are found in the document as written, so they are reported
+        # with the field errors rather than only once those are fixed.
+        names = getattr(model, "name_issues_of", None)
+        if names is not None:
+            issues.extend(
+                FieldIssue(format_path(loc), msg, line_of(node, loc)) for loc, msg in names(data)
+            )
         raise PolicyError(source, _capped(issues)) from exc
     checker = getattr(document, "reference_issues", None)
     if checker is not None:

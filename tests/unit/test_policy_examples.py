@@ -43,6 +43,36 @@ def issues_of(text: str) -> list[tuple[str, int | None, str]]:
     return [(i.path, i.line, i.message) for i in info.value.issues]
 
 
+def test_names_given_twice_are_reported_with_the_field_errors() -> None:
+    """In one pass: a user fixing the field error would otherwise meet the duplicates
+    only on the next run."""
+    text = MINIMAL.replace(
+        "    - name: a\n",
+        "    - name: a\n      namespaces: [lab]\n      weight: -1\n"
+        "    - name: a\n    - name: b\n      namespaces: [lab]\n",
+    ).replace(
+        '      hourlyCost: "2.00"\n',
+        '      hourlyCost: "2.00"\n    - name: H100\n      hourlyCost: x\n',
+    )
+    found = issues_of(text)
+    paths = [path for path, _, _ in found]
+    assert "spec.members[0].weight" in paths and "spec.gpuModels[1].hourlyCost" in paths
+    assert ("spec.gpuModels[1].name", 7, "duplicate GPU model 'H100'") in found
+    assert ("spec.members[1].name", 13, "duplicate member 'a'") in found
+    assert (
+        "spec.members[2].namespaces[0]",
+        15,
+        "namespace 'lab' is already claimed by member 'a'",
+    ) in found
+
+
+def test_a_document_of_the_wrong_shape_reports_its_field_errors_only() -> None:
+    """Names are looked for only where they can be: no error of its own."""
+    for spec in ("spec: 3\n", "spec:\n  members: 3\n  gpuModels: [3, {name: 4}]\n"):
+        found = issues_of("apiVersion: fairpool.io/v1\nkind: Policy\n" + spec)
+        assert found and not any("duplicate" in message for _, _, message in found)
+
+
 def test_minimal_policy_takes_defaults() -> None:
     policy = parse_policy(MINIMAL)
     assert policy.member("a").weight == 1.0
@@ -205,3 +235,10 @@ def test_inventory_defaults_and_errors() -> None:
         parse_inventory(INVENTORY.replace("count: 2", "count: '1_0'"))
     assert info.value.issues[0].path == "spec.nodeGroups[0].count"
     assert "'1_0'" in info.value.issues[0].message
+    # A group named twice is reported with the field errors, in one pass.
+    twice = INVENTORY.replace("count: 2", "count: 0") + INVENTORY.split("nodeGroups:\n")[1]
+    with pytest.raises(PolicyError) as info:
+        parse_inventory(twice)
+    found = [(i.path, i.message) for i in info.value.issues]
+    assert found[0][0] == "spec.nodeGroups[0].count"
+    assert ("spec.nodeGroups[1].name", "duplicate node group 'g1'") in found
