@@ -4,7 +4,9 @@ the whole victim list at every cycle, which makes it slow and easy to trust;
 `tests/unit/test_engine_reference.py` checks that `scheduler.engine` decides exactly
 what it decides. Nothing outside the tests imports it. One change since the copy: each
 preemption names its cause (`entitlement` or `fair_share` for a reclaim), as the
-engine's decisions now do.
+engine's decisions now do; and a failed reclaim stands only for jobs in the same mode and
+in the same place with the reclaim limit, as in the engine (the cache's key was missing
+both).
 """
 
 from tests.reference_engine.cycle import compute_shares, schedule

@@ -645,8 +645,11 @@ class _Cycle:
     ) -> ReclaimResult | NoReclaim:
         """Ask the victim index, unless the same attempt failed already. What reclaim can
         do changes only with a bind (a member may rise above its fair share) or another
-        reclaim: until then a failure stands. A job at the reclaim limit still within its
-        window may reclaim only for room on quiet owners' nodes: its failure is its own."""
+        reclaim: until then a failure stands. Its own, too: which mode runs (the job keeps
+        its member within its entitlement or not, which differs between two jobs of one
+        shape submitted at different times, see `LateBorrowing`), and whether the job is
+        at the reclaim limit (then it reclaims only for room on quiet owners' nodes, for
+        ever if it fits its entitlement, else within its window)."""
         key = (
             self.shape_id[job.job_id],
             job.member,
@@ -654,6 +657,8 @@ class _Cycle:
             claim.allocated,
             len(self.out.nominations),
             len(self.out.binds),
+            claim.entitled,
+            self.exhausted(job),
             self.exhausted(job) and self.recently_reclaimed(job),
             job.resumes(self.checkpointable),
         )

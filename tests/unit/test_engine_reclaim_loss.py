@@ -269,3 +269,25 @@ def test_a_gang_bigger_than_its_entitlement_is_kept_for_a_window_after_its_recla
     unwindowed = policy(["lab-a", "lab-b", "lab-c"], reclaim_limit_window_seconds=0)
     d = schedule(snapshot(nodes, [gang(9_999.0)], run, now=10_000.0), unwindowed)
     assert sorted(b.node for b in d.binds) == ["b1", "c1"]
+
+
+def test_a_failed_reclaim_of_a_job_at_the_limit_stands_for_no_other_job() -> None:
+    # lab-a (8 on a1, fair share 12) has two 4-GPU jobs waiting. The borrowed GPUs that
+    # a reclaim could take are lab-c's, on b1 of lab-b, which is likely to want it back
+    # (it holds 8 of its 16). The job reclaimed 3 times may not start there, so its
+    # reclaim finds nothing; the other job's reclaim, asked next in the same cycle, is
+    # not that one and takes one of lab-c's jobs for it.
+    nodes = [node("a1", "lab-a"), node("b1", "lab-b"), node("b2", "lab-b"), node("c1", "lab-c")]
+    run = [
+        running("a-own", "lab-a", "a1", gpus=8),
+        running("b-own", "lab-b", "b2", gpus=8),
+        running("c-own", "lab-c", "c1", gpus=8),
+        running("c-b1", "lab-c", "b1", gpus=4, started_at=1.0),
+        running("c-b2", "lab-c", "b1", gpus=4, started_at=2.0),
+    ]
+    spent = job("spent", "lab-a", gpus=4, reclaims=3, priority=1)
+    fresh = job("fresh", "lab-a", gpus=4)
+    d = schedule(snapshot(nodes, [spent, fresh], run), POL)
+    assert preempted(d) == ["c-b2"]
+    assert [n.job_id for n in d.nominations] == ["fresh"]
+    assert "maxReclaimsPerJob" in d.explanations["spent"]
