@@ -8,6 +8,10 @@ import grpc
 
 from policies.errors import InputError, PolicyError
 
+TRACE_FIELD = "trace_csv"
+"""The `SimulateRequest` field holding a trace: what the trace's errors are named after
+(the request carries the text, not the user's file name; `fairpool policy simulate` puts
+the file's name back)."""
 MAX_DETAILS = 4000
 """gRPC details travel in a header; keep them well under common header limits."""
 

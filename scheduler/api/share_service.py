@@ -23,7 +23,7 @@ from proto.fairpool.v1 import share_pb2, share_pb2_grpc
 from reports.ledger import Ledger
 from scheduler.api import messages
 from scheduler.api.auth import Authenticator, Principal, RoleKind
-from scheduler.api.errors import abort, abort_input, check_deadline
+from scheduler.api.errors import TRACE_FIELD, abort, abort_input, check_deadline
 from scheduler.api.whatif import SimulationFailed, WhatIf, inventory_document, trace_from_usage
 from scheduler.engine.decisions import PREEMPTION_CAUSES, MemberShare
 from scheduler.engine.entitlement import capacity as model_capacity
@@ -31,16 +31,13 @@ from scheduler.engine.snapshot import PendingJob, Snapshot
 from scheduler.k8s.daemon import SchedulerView
 from scheduler.k8s.published import Published
 from scheduler.sim.simulator import MAX_BATCH_S
-from scheduler.traces.csv import read_trace
+from scheduler.traces.csv import read_trace_text
 from scheduler.traces.synth import node_gpus_of
 
 log = logging.getLogger(__name__)
 
 MAX_PENDING_PAGE = 5000
 MAX_LEDGER_DAYS = 62
-TRACE_FIELD = "trace_csv"
-"""The `SimulateRequest` field holding the trace: what its errors are named after (the
-request carries the text, not the user's file name)."""
 NO_DECISION_YET = "no scheduling decision yet: the job arrived after the latest cycle"
 
 
@@ -419,17 +416,15 @@ class ShareServicer(share_pb2_grpc.ShareServiceServicer):
         try:
             # Checked here, before two simulator processes are started for it, against
             # the nodes they replay on (as `fairpool trace check --cluster` does): their
-            # own messages would name the server's copy of the trace. The message names
-            # the request's field, which the CLI replaces with the user's file. Text with
-            # no newline would be taken for a file name: never read a server path.
+            # own messages would name the server's copy of the trace.
             inventory = parse_inventory(inventory_document(snapshot), "the cluster")
-            read_trace(
-                trace_csv if "\n" in trace_csv else trace_csv + "\n",
+            read_trace_text(
+                trace_csv,
+                TRACE_FIELD,
                 members=set(draft.member_names()),
                 max_gang_gpus=inventory.total_gpus(),
                 gpu_models=set(inventory.gpu_models()),
                 node_gpus=node_gpus_of(inventory),
-                text_name=TRACE_FIELD,
             )
         except InputError as exc:
             abort_input(context, exc)

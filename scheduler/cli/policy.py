@@ -17,10 +17,11 @@ from rich.table import Table
 
 from policies.errors import FieldIssue, InputError, PolicyError
 from policies.loader import load_policy, parse_policy
+from scheduler.api.errors import TRACE_FIELD
 from scheduler.cli.client import Client, client_options
 from scheduler.cli.options import FiniteRange
 from scheduler.cli.tables import print_table
-from scheduler.traces.csv import read_trace
+from scheduler.traces.csv import read_trace_text
 
 if TYPE_CHECKING:
     from proto.fairpool.v1 import share_pb2
@@ -260,10 +261,6 @@ def contended_rows(
     ]
 
 
-TRACE_FIELD = "trace_csv"
-"""The request field the server names a bad trace by (`share_service.TRACE_FIELD`)."""
-
-
 def _named_trace(error: grpc.RpcError, trace: Path | None) -> Exception:
     """The server's refusal of the trace's rows, naming the user's file instead of the
     request field; any other error as it came."""
@@ -326,7 +323,7 @@ def simulate(
             raise InputError(f"{trace}: not UTF-8 text (byte {exc.start})") from exc
         # The rows themselves are checked here, naming the user's file; the server
         # checks them again against the draft's members and the cluster's nodes.
-        read_trace(trace)
+        read_trace_text(request.trace_csv, str(trace))
         request.source = share_pb2.SIMULATION_SOURCE_TRACE
     else:
         request.source = share_pb2.SIMULATION_SOURCE_LEDGER

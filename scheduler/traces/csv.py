@@ -169,6 +169,22 @@ def read_trace(
     return Trace(jobs=tuple(jobs), start_epoch=start_epoch)
 
 
+def read_trace_text(
+    text: str,
+    name: str,
+    members: set[str] | None = None,
+    max_gang_gpus: int | None = None,
+    gpu_models: set[str] | None = None,
+    node_gpus: Mapping[str, Sequence[int]] | None = None,
+) -> Trace:
+    """`read_trace` of CSV text already in hand (a request's field, a file read to be
+    sent), named `name` in messages. Text with no newline would be taken for a file
+    name: here it never is, so a server never reads a path a caller chose."""
+    if "\n" not in text:
+        text += "\n"
+    return read_trace(text, members, max_gang_gpus, gpu_models, node_gpus, text_name=name)
+
+
 def _shift(job: TraceJob, origin: float) -> TraceJob:
     return replace(job, submit_time=job.submit_time - origin)
 
