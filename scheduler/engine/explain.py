@@ -128,26 +128,20 @@ def no_move_detail(
         parts.append(_hold(refusal.young, young))
     if refusal.leaving:
         parts.append(_hold(refusal.leaving, "work already preempted in this cycle"))
-    if refusal.at_limit:
-        parts.append(
-            _hold(
-                refusal.at_limit,
-                f"work reclaimed {plural(max_reclaims or 0, 'time')} already "
-                "(maxReclaimsPerJob), never moved again",
-            )
-        )
-    if refusal.held:
-        parts.append(_hold(refusal.held, "GPUs held for other waiting jobs"))
-    if refusal.started:
-        parts.append(_hold(refusal.started, "work started in this cycle"))
-    if refusal.terminating:
-        parts.append(_hold(refusal.terminating, "pods still terminating"))
-    if refusal.unscheduled:
-        parts.append(_hold(refusal.unscheduled, "pods fairpool does not schedule"))
-    if refusal.fixed:
-        parts.append(
-            _hold(refusal.fixed, "no work consolidation could move for this job's GPU model")
-        )
+    # What holds the nodes no move may open, in `FIXED_CAUSES` order, then the rest.
+    unmovable = (
+        (
+            refusal.at_limit,
+            f"work reclaimed {plural(max_reclaims or 0, 'time')} already "
+            "(maxReclaimsPerJob), never moved again",
+        ),
+        (refusal.held, "GPUs held for other waiting jobs"),
+        (refusal.started, "work started in this cycle"),
+        (refusal.terminating, "pods still terminating"),
+        (refusal.unscheduled, "pods fairpool does not schedule"),
+        (refusal.fixed, "no work consolidation could move for this job's GPU model"),
+    )
+    parts.extend(_hold(nodes, what) for nodes, what in unmovable if nodes)
     if refusal.costly:
         lost = fmt(refusal.cheapest_loss_gpu_s / 3600)
         budget = fmt(gpus * loss_s / 3600)
