@@ -10,6 +10,7 @@ names what was wrong (a field, a line)."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import io
 import re
@@ -160,11 +161,14 @@ def mutated_policy_text(draw: st.DrawFn) -> str:
             | st.builds(_deep, st.integers(30, 60))
             | st.text(max_size=20)
         )
-        _set(data, path, value)
+        # Copies: the hostile `[]` and `{}` are shared by every example, and one object
+        # set at two places (the spec itself, then a key of it) would contain itself.
+        _set(data, path, value if value is _DELETE else copy.deepcopy(value))
         if value is not _DELETE and draw(st.booleans()):
             data.setdefault("spec", {})
             if isinstance(data["spec"], dict):
-                data["spec"][draw(st.sampled_from(["colour", "members", "gpuModels"]))] = value
+                key = draw(st.sampled_from(["colour", "members", "gpuModels"]))
+                data["spec"][key] = copy.deepcopy(value)
     text = yaml.safe_dump(data, sort_keys=False)
     damage = draw(st.integers(0, 5))
     if damage == 1:
