@@ -327,14 +327,35 @@ class _Cycle:
         at = job.reclaimed_at
         return at is not None and self.snapshot.now - at < self.reclaim_window
 
-    def _exhausted_detail(self, job: PendingJob, model: str | None) -> str:
+    def lost_before(self, job: PendingJob) -> bool:
+        """The job was reclaimed before and restarts from zero: another reclaim would
+        throw its work away again."""
+        return job.reclaims > 0 and not job.resumes(self.checkpointable)
+
+    def kept_status(self, job: PendingJob) -> tuple[bool, bool, bool]:
+        """Where the job stands with the rule that keeps reclaimed work off nodes whose
+        owners are likely to want them back (`_handle`): at the reclaim limit (it would
+        keep a busy owner out of its nodes for its whole run), reclaimed before with
+        nothing to resume from, and, either way, reclaimed within the window."""
+        exhausted = self.exhausted(job)
+        lost = self.lost_before(job)
+        return exhausted, lost, (exhausted or lost) and self.recently_reclaimed(job)
+
+    def _kept_detail(self, job: PendingJob, model: str | None) -> str:
         limit = self.policy.sharing.max_reclaims_per_job
-        text = (
-            f"job {job.job_id} was reclaimed {plural(job.reclaims, 'time')}, the policy's "
-            f"limit of {limit} (maxReclaimsPerJob): it will not be reclaimed again, so "
-            f"beyond its entitlement it runs only on nodes whose owners are not likely "
-            f"to want them back"
-        )
+        reclaimed = f"job {job.job_id} was reclaimed {plural(job.reclaims, 'time')}"
+        if self.exhausted(job):
+            text = (
+                f"{reclaimed}, the policy's limit of {limit} (maxReclaimsPerJob): it will "
+                f"not be reclaimed again, so beyond its entitlement it runs only on nodes "
+                f"whose owners are not likely to want them back"
+            )
+        else:
+            text = (
+                f"{reclaimed} and restarts from zero: beyond its entitlement it runs only "
+                f"on nodes whose owners are not likely to want them back, so that its "
+                f"work is not thrown away again"
+            )
         if self._fits_entitlement(job, model) or job.reclaimed_at is None:
             return text
         window = self.policy.sharing.reclaim_limit_window_seconds
@@ -454,26 +475,24 @@ class _Cycle:
         """What a job's turn depends on besides what the cycle changes (None when it may
         depend on more): its member, its shape, the model its demand counts against,
         whether it keeps the member within its entitlement, where it stands with the
-        reclaim limit, and whether it resumes when preempted. What the cycle changes all
-        moves `ClusterState.version`: a bind or a hold takes capacity, a release gives it
-        back, a preemption (of a reclaim or a move) adds terminating capacity, a
-        nomination holds it. Two jobs with the same key, taken at the same version, wait
-        for the same reason: pending work is decided once per (member, shape) when the
-        queue is long and nothing moves, however the member's jobs of other shapes
-        interleave."""
+        rule that keeps reclaimed work off wanted nodes (`kept_status`), and whether it
+        resumes when preempted. What the cycle changes all moves `ClusterState.version`:
+        a bind or a hold takes capacity, a release gives it back, a preemption (of a
+        reclaim or a move) adds terminating capacity, a nomination holds it. Two jobs
+        with the same key, taken at the same version, wait for the same reason: pending
+        work is decided once per (member, shape) when the queue is long and nothing
+        moves, however the member's jobs of other shapes interleave."""
         if info.incomplete or job.nominated_nodes:
             return None
         job_id = job.job_id
         if job_id in self.state.holds or job_id in self.freeing:
             return None
-        exhausted = self.exhausted(job)
         return (
             job.member,
             info.sid,
             self.book.model_of(info),
             self.entitled_now(job),
-            exhausted,
-            exhausted and self.recently_reclaimed(job),
+            self.kept_status(job),
             job.resumes(self.checkpointable),
         )
 
@@ -496,8 +515,7 @@ class _Cycle:
             ):
                 return
         sid = info.sid
-        exhausted = self.exhausted(job)
-        recent = exhausted and self.recently_reclaimed(job)
+        status = self.kept_status(job)
         checkpointable = self.checkpointable
         resumes = job.resumes(checkpointable)
         model_of, holds = self.book.model_of, self.state.holds
@@ -509,8 +527,7 @@ class _Cycle:
             jid = nxt.job_id
             if (
                 alike.sid != sid
-                or self.exhausted(nxt) != exhausted
-                or (exhausted and self.recently_reclaimed(nxt) != recent)
+                or self.kept_status(nxt) != status
                 or nxt.resumes(checkpointable) != resumes
                 or model_of(alike) != model
                 or jid in holds
@@ -563,10 +580,11 @@ class _Cycle:
         lendable = self.lendable() if self.lenders else {}
         most = self.reclaim_limit
         exhausted = most is not None and job.reclaims >= most  # `exhausted(job)`
-        # Kept to quiet owners' nodes when beyond its entitlement; a job bigger than the
-        # entitlement only for a while after its last reclaim, or it might wait for ever.
+        # Kept to quiet owners' nodes when beyond its entitlement (`kept_status`); a job
+        # bigger than the entitlement only for a while after its last reclaim, or it might
+        # wait for ever.
         guarded = (
-            exhausted
+            (exhausted or self.lost_before(job))
             and (self._fits_entitlement(job, model) or self.recently_reclaimed(job))
             and not self.entitled_now(job)
         )
@@ -590,7 +608,7 @@ class _Cycle:
         if job_id not in self.out.waiting:
             if guarded:
                 # The free capacity it may not use would only mislead: say why instead.
-                detail = "; ".join(d for d in (self._exhausted_detail(job, model), detail) if d)
+                detail = "; ".join(d for d in (self._kept_detail(job, model), detail) if d)
                 self._wait(job, Waiting("limit", detail))
             else:
                 self._wait(job, Waiting("capacity", detail))
@@ -607,8 +625,8 @@ class _Cycle:
     ) -> bool:
         """Place the job unless one of the same shape (and, with limits that depend on
         the member, of the same member) failed already; a job whose hold was just
-        released is always tried. `guarded`: a job at the reclaim limit, kept to quiet
-        lenders (see `_quiet_lenders`)."""
+        released is always tried. `guarded`: a reclaimed job kept to quiet lenders (see
+        `kept_status`, `_quiet_lenders`)."""
         gpus = info.gpus
         restricted = models is not None or (
             bool(lendable) and any(h < gpus for o, h in lendable.items() if o != job.member)
@@ -797,8 +815,8 @@ class _Cycle:
         reclaim: until then a failure stands. Its own, too: which mode runs (the job keeps
         its member within its entitlement or not, which differs between two jobs of one
         shape submitted at different times, see `LateBorrowing`), and whether the job is
-        at the reclaim limit (then it reclaims only for room on quiet owners' nodes, for
-        ever if it fits its entitlement, else within its window)."""
+        kept off wanted nodes (`kept_status`: then it reclaims only for room on quiet
+        owners' nodes, for ever if it fits its entitlement, else within its window)."""
         key = (
             self._info[job.job_id].sid,
             job.member,
@@ -807,8 +825,7 @@ class _Cycle:
             len(self.out.nominations),
             len(self.out.binds),
             claim.entitled,
-            self.exhausted(job),
-            self.exhausted(job) and self.recently_reclaimed(job),
+            self.kept_status(job),
             job.resumes(self.checkpointable),
         )
         failed = self.reclaim_failed.get(key)

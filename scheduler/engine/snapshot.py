@@ -130,13 +130,13 @@ class PendingJob:
     """pod uid -> node reserved for it by an earlier reclaim."""
     reclaims: int = 0
     """Times the job was reclaimed (preempted by a reclaim) so far. At the policy's
-    `maxReclaimsPerJob` it is only placed where it will not be reclaimed again."""
+    `maxReclaimsPerJob`, or from the first when it restarts from zero, it is placed
+    beyond its entitlement only on its member's own, unowned and quiet owners' nodes."""
     reclaimed_at: float | None = None
     """When the job was last reclaimed (its preemption was decided); None when it never
     was or the time is not known (a job's reclaims are counted but its time was lost).
-    At the limit, a job bigger than its member's entitlement is kept to nodes whose owners
-    are not likely to want them back for the policy's `reclaimLimitWindowSeconds` after
-    it."""
+    A job so kept (see `reclaims`) that is bigger than its member's entitlement is kept
+    only for the policy's `reclaimLimitWindowSeconds` after it."""
     checkpointable: bool | None = None
     """The job resumes where it stopped when preempted (see `RunningPod.checkpointable`);
     None: as its member's `checkpointable` says."""

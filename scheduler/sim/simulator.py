@@ -490,9 +490,12 @@ class Simulator:
             self.cluster.enqueue(
                 record.job, record.attempt, record.job.submit_time, now, reclaimed_at
             )
+            # At the window's end a job kept off wanted nodes (at the reclaim limit, or
+            # restarting from zero) may borrow anywhere if bigger than its entitlement.
             window_end = reclaimed_at + self._reclaim_window
             limit = self._reclaim_limit
-            if limit is not None and record.attempt >= limit and window_end > now:
+            kept = not checkpointable or (limit is not None and record.attempt >= limit)
+            if kept and window_end > now:
                 self._push(window_end, EventKind.WAKE, record.job.job_id, record.token)
         return True
 

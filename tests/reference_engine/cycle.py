@@ -258,14 +258,31 @@ class _Cycle:
         age = self.snapshot.now - job.reclaimed_at
         return age < self.policy.sharing.reclaim_limit_window_seconds
 
-    def _exhausted_detail(self, job: PendingJob, model: str | None) -> str:
+    def lost_before(self, job: PendingJob) -> bool:
+        """Reclaimed before, and restarts from zero."""
+        return job.reclaims > 0 and not job.resumes(self.checkpointable)
+
+    def kept_status(self, job: PendingJob) -> tuple[bool, bool, bool]:
+        """At the reclaim limit, reclaimed before with nothing to resume from, and
+        (either way) reclaimed within the window."""
+        exhausted, lost = self.exhausted(job), self.lost_before(job)
+        return exhausted, lost, (exhausted or lost) and self.recently_reclaimed(job)
+
+    def _kept_detail(self, job: PendingJob, model: str | None) -> str:
         limit = self.policy.sharing.max_reclaims_per_job
-        text = (
-            f"job {job.job_id} was reclaimed {plural(job.reclaims, 'time')}, the policy's "
-            f"limit of {limit} (maxReclaimsPerJob): it will not be reclaimed again, so "
-            f"beyond its entitlement it runs only on nodes whose owners are not likely "
-            f"to want them back"
-        )
+        reclaimed = f"job {job.job_id} was reclaimed {plural(job.reclaims, 'time')}"
+        if self.exhausted(job):
+            text = (
+                f"{reclaimed}, the policy's limit of {limit} (maxReclaimsPerJob): it will "
+                f"not be reclaimed again, so beyond its entitlement it runs only on nodes "
+                f"whose owners are not likely to want them back"
+            )
+        else:
+            text = (
+                f"{reclaimed} and restarts from zero: beyond its entitlement it runs only "
+                f"on nodes whose owners are not likely to want them back, so that its "
+                f"work is not thrown away again"
+            )
         if self._fits_entitlement(job, model) or job.reclaimed_at is None:
             return text
         window = self.policy.sharing.reclaim_limit_window_seconds
@@ -375,11 +392,7 @@ class _Cycle:
             jid = nxt.job_id
             if (
                 self.shape_id[jid] != sid
-                or self.exhausted(nxt) != self.exhausted(job)
-                or (
-                    self.exhausted(job)
-                    and self.recently_reclaimed(nxt) != self.recently_reclaimed(job)
-                )
+                or self.kept_status(nxt) != self.kept_status(job)
                 or self.book.job_model.get(jid) != model
                 or jid in self.state.holds
                 or jid in self.freeing
@@ -429,7 +442,7 @@ class _Cycle:
         lendable = self.lendable()
         exhausted = self.exhausted(job)
         guarded = (
-            exhausted
+            (exhausted or self.lost_before(job))
             and (self._fits_entitlement(job, model) or self.recently_reclaimed(job))
             and not self.within_entitlement(job.member, job)
         )
@@ -448,7 +461,7 @@ class _Cycle:
         if job.job_id not in self.out.waiting:
             if guarded:
                 # The free capacity it may not use would only mislead: say why instead.
-                detail = "; ".join(d for d in (self._exhausted_detail(job, model), detail) if d)
+                detail = "; ".join(d for d in (self._kept_detail(job, model), detail) if d)
                 self._wait(job, Waiting("limit", detail))
             else:
                 self._wait(job, Waiting("capacity", detail))
@@ -464,8 +477,8 @@ class _Cycle:
     ) -> bool:
         """Place the job unless one of the same shape (and, with limits that depend on
         the member, of the same member) failed already; a job whose hold was just
-        released is always tried. `guarded`: a job at the reclaim limit, kept to quiet
-        lenders (see `_quiet_lenders`)."""
+        released is always tried. `guarded`: a reclaimed job kept to quiet lenders (see
+        `kept_status`, `_quiet_lenders`)."""
         restricted = models is not None or any(
             h < self._info[job.job_id].gpus for o, h in lendable.items() if o != job.member
         )
@@ -648,8 +661,8 @@ class _Cycle:
         reclaim: until then a failure stands. Its own, too: which mode runs (the job keeps
         its member within its entitlement or not, which differs between two jobs of one
         shape submitted at different times, see `LateBorrowing`), and whether the job is
-        at the reclaim limit (then it reclaims only for room on quiet owners' nodes, for
-        ever if it fits its entitlement, else within its window)."""
+        kept off wanted nodes (`kept_status`: then it reclaims only for room on quiet
+        owners' nodes, for ever if it fits its entitlement, else within its window)."""
         key = (
             self.shape_id[job.job_id],
             job.member,
@@ -658,8 +671,7 @@ class _Cycle:
             len(self.out.nominations),
             len(self.out.binds),
             claim.entitled,
-            self.exhausted(job),
-            self.exhausted(job) and self.recently_reclaimed(job),
+            self.kept_status(job),
             job.resumes(self.checkpointable),
         )
         failed = self.reclaim_failed.get(key)

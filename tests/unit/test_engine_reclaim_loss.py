@@ -176,7 +176,8 @@ def test_a_job_below_its_fair_share_is_told_of_borrowers_at_the_limit_too() -> N
 def test_a_job_at_the_limit_borrows_only_from_owners_that_want_little() -> None:
     # lab-a holds its whole entitlement of 8 on a1. lab-b holds 4 of its 8 on b1 (half:
     # likely to want the rest back). A job reclaimed 3 times is never reclaimed again,
-    # so it may not sit on b1's free half; one reclaimed twice may.
+    # so it may not sit on b1's free half; one reclaimed twice may if it resumes, and
+    # may not if another reclaim would throw its work away again.
     nodes = [node("a1", "lab-a"), node("b1", "lab-b")]
     run = [running("a-own", "lab-a", "a1", gpus=8), running("b-own", "lab-b", "b1", gpus=4)]
     d = schedule(snapshot(nodes, [job("j", "lab-a", reclaims=3)], run), POL)
@@ -188,8 +189,18 @@ def test_a_job_at_the_limit_borrows_only_from_owners_that_want_little() -> None:
         "likely to want them back; nothing can "
         f"be reclaimed: no member above its fair share holds borrowed {H100} GPUs it could use"
     )
-    d = schedule(snapshot(nodes, [job("j", "lab-a", reclaims=2)], run), POL)
+    resuming = replace(job("j", "lab-a", reclaims=2), checkpointable=True)
+    d = schedule(snapshot(nodes, [resuming], run), POL)
     assert [(b.node, b.reclaimable) for b in d.binds] == [("b1", True)]
+    d = schedule(snapshot(nodes, [job("j", "lab-a", reclaims=1)], run), POL)
+    assert d.binds == ()
+    assert d.explanations["j"] == (
+        f"member lab-a is below its fair share of 9 {H100} (holds 8); job j was reclaimed "
+        "1 time and restarts from zero: beyond its entitlement it runs only on nodes "
+        "whose owners are not likely to want them back, so that its work is not thrown "
+        "away again; nothing can be reclaimed: no member above its fair share holds "
+        f"borrowed {H100} GPUs it could use"
+    )
     # A quiet owner's node (lab-c runs nothing) takes it.
     nodes.append(node("c1", "lab-c"))
     d = schedule(snapshot(nodes, [job("j", "lab-a", reclaims=3)], run), POL)
@@ -257,8 +268,14 @@ def test_a_gang_bigger_than_its_entitlement_is_kept_for_a_window_after_its_recla
     for reclaimed_at in (6_400.0, None):
         d = schedule(snapshot(nodes, [gang(reclaimed_at)], run, now=10_000.0), pol)
         assert sorted(b.node for b in d.binds) == ["b1", "c1"], reclaimed_at
-    # Below the limit the window does not matter: the gang can still be reclaimed.
-    d = schedule(snapshot(nodes, [gang(9_000.0, reclaims=2)], run, now=10_000.0), pol)
+    # Below the limit a gang that resumes may be reclaimed again: the window does not
+    # matter. One that restarts from zero is kept within it, as at the limit.
+    resuming = replace(gang(9_000.0, reclaims=2), checkpointable=True)
+    d = schedule(snapshot(nodes, [resuming], run, now=10_000.0), pol)
+    assert sorted(b.node for b in d.binds) == ["b1", "c1"]
+    d = schedule(snapshot(nodes, [gang(9_000.0, reclaims=1)], run, now=10_000.0), pol)
+    assert d.binds == ()
+    d = schedule(snapshot(nodes, [gang(6_400.0, reclaims=1)], run, now=10_000.0), pol)
     assert sorted(b.node for b in d.binds) == ["b1", "c1"]
     # Within the window a second quiet node is enough.
     nodes.append(node("c2", "lab-c"))

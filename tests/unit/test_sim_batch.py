@@ -109,8 +109,9 @@ def test_batched_invariants(case: Case) -> None:
     check_no_overcommit(case, result)
     # Every cycle comes `batch_s` after the change that opened its batch: an arrival, a
     # pod gone (a completion, a grace period's end), a minimum runtime passed, or the
-    # reclaim-limit window of a job preempted `maxReclaimsPerJob` times ended (counted
-    # here from every preemption: a superset).
+    # reclaim-limit window of a reclaimed job kept off wanted nodes ended (at
+    # `maxReclaimsPerJob`, or restarting from zero; counted here from every preemption:
+    # a superset).
     min_runtime = case.policy.sharing.min_runtime_seconds
     for run in result.pod_runs:
         event_times.update((run.end, run.start + min_runtime))

@@ -633,3 +633,26 @@ def test_a_job_at_the_reclaim_limit_borrows_again_when_its_window_ends() -> None
     a1 = result.jobs["a1"]
     assert a1.preemptions == 3 and result.jobs["b2"].end == 7560
     assert a1.state is JobState.DONE and a1.end == 360 + 43200 + 1500
+
+
+def test_a_job_that_restarts_from_zero_borrows_again_when_its_window_ends() -> None:
+    # a (no H100 entitlement, not checkpointable) borrows b's node b-0 for a1 (4 GPUs,
+    # 1,800 s); b1 (8 GPUs) takes it back at t=60, once. a1 would lose its work again on
+    # a node whose owner wants it, and bigger than a's entitlement of 0 it is kept off
+    # b's nodes for reclaimLimitWindowSeconds after that reclaim: when b1 ends (t=7,260)
+    # b's recent use (half-life 1 h) still says it wants them. No arrival or completion
+    # falls at the window's end: the simulator wakes itself, and a1 runs from zero.
+    h100 = "H"
+    pol = policy(
+        {"a": {"checkpointable": False}, "b": {}},
+        models=(MODEL, h100),
+        grace=0,
+        half_life=1.0,
+        sharing={"reclaimLimitWindowSeconds": 43200},
+    )
+    nodes = (node("a-0", "a", 2), node("b-0", "b", 8, h100), node("b-1", "b", 2, h100))
+    jobs = trace(job("a1", "a", 0, 1800, 4, model=h100), job("b1", "b", 60, 7200, 8, model=h100))
+    result = Simulator(nodes, pol, jobs).run()
+    a1 = result.jobs["a1"]
+    assert a1.preemptions == 1 and result.jobs["b1"].end == 7260
+    assert a1.state is JobState.DONE and a1.end == 60 + 43200 + 1800
