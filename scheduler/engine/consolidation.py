@@ -303,11 +303,20 @@ def _guaranteed(job: VictimJob, nodes: Sequence[Node], reclaimable_pods: Abstrac
     return any(nodes[i].owner == job.member and p.uid not in reclaimable_pods for p, i in job.pods)
 
 
-def fragmented(state: ClusterState, job: PendingJob, model: str, takeable: int = 0) -> bool:
-    """Enough GPUs of the model are free on the nodes the job may use, counting
-    `takeable` ones a reclaim for it could take (it did not fit: so they are scattered).
-    Needs no victim index, which most cycles never build."""
+def fragmented(
+    state: ClusterState,
+    job: PendingJob,
+    model: str,
+    takeable: int = 0,
+    closed: AbstractSet[str] = frozenset(),
+) -> bool:
+    """Enough GPUs of the model are free on the nodes the job may use (not those of the
+    `closed` owners), counting `takeable` ones a reclaim for it could take (it did not
+    fit: so they are scattered). Needs no victim index, which most cycles never build."""
     feasible = state.feasible((p.spec for p in job.pods), model)
+    if closed:
+        nodes = state.nodes
+        feasible = frozenset(i for i in feasible if nodes[i].owner not in closed)
     return state.idle_gpus(feasible) + takeable >= job.gpus
 
 

@@ -226,9 +226,9 @@ class _Cycle:
         self.reclaimer: Reclaimer | None = None
         self.consolidator: Consolidator | None = None
         self.moves_left = policy.sharing.max_consolidations_per_cycle
-        self.no_move: set[tuple[int, str, bool]] = set()
-        """(shape, member, taking) that found no move: none appears later in the cycle,
-        as capacity only shrinks."""
+        self.no_move: set[tuple[int, str, bool, bool]] = set()
+        """(shape, member, taking, kept off wanted nodes) that found no move: none appears
+        later in the cycle, as capacity only shrinks."""
         self.no_move_why: dict[tuple[int, str], tuple[str, str, bool]] = {}
         """(shape, member) -> (why it got no move, GPU model, taking): "searched" when a
         search for a job blocked by fragmentation found none, "spent" when the cycle had
@@ -372,10 +372,17 @@ class _Cycle:
         model back: a job that is no longer reclaimed would keep them out of them for a
         whole run. Its own, unowned and quiet owners' nodes stay open."""
         out = dict(lendable)
-        for owner, wanted_model in self.state.wanted:
-            if owner != member and (model is None or wanted_model == model):
-                out[owner] = 0
+        for owner in self._wanted_owners(member, model):
+            out[owner] = 0
         return out
+
+    def _wanted_owners(self, member: str, model: str | None) -> frozenset[str]:
+        """Other owners likely to want their nodes of the model back."""
+        return frozenset(
+            owner
+            for owner, wanted_model in self.state.wanted
+            if owner != member and (model is None or wanted_model == model)
+        )
 
     # -- the cycle -----------------------------------------------------------------------
     def run(self) -> Decisions:
@@ -604,7 +611,7 @@ class _Cycle:
         if self._unplaceable(job):
             self._wait(job, Waiting("unplaceable", self._unplaceable_detail(job)))
             return
-        detail = self._try_reclaim(job, model, lendable)
+        detail = self._try_reclaim(job, model, lendable, guarded)
         if job_id not in self.out.waiting:
             if guarded:
                 # The free capacity it may not use would only mislead: say why instead.
@@ -731,14 +738,17 @@ class _Cycle:
         self.out.waiting[job.job_id] = (job, why)
 
     # -- reclaim -------------------------------------------------------------------------
-    def _try_reclaim(self, job: PendingJob, model: str | None, lendable: dict[str, int]) -> str:
-        """Reclaim for a job that did not fit; the detail of its wait ("" when none)."""
+    def _try_reclaim(
+        self, job: PendingJob, model: str | None, lendable: dict[str, int], guarded: bool
+    ) -> str:
+        """Reclaim for a job that did not fit; the detail of its wait ("" when none).
+        `guarded`: the job is kept to quiet lenders (`lendable` says which)."""
         if model is None or self.info(job).gpus <= 0:
             return ""
         claim = self._claim(job, model)
         if claim is None:
             return ""
-        if self._try_consolidate(job, model):
+        if self._try_consolidate(job, model, lendable if guarded else None):
             return ""
         reclaimer = self._reclaimer_for(job.member, model, claim.entitled)
         if reclaimer is None:
@@ -755,7 +765,7 @@ class _Cycle:
         result = self._attempt_reclaim(reclaimer, job, model, claim, lendable)
         if isinstance(result, NoReclaim):
             # Neither a move nor a reclaim alone makes room: both together may.
-            if claim.entitled and self._try_consolidate(job, model, taking=True):
+            if claim.entitled and self._try_consolidate(job, model, None, taking=True):
                 return ""
             return self._no_reclaim_detail(result, claim)
         self._apply_reclaim(job, model, result, claim.entitled)
@@ -1004,14 +1014,22 @@ class _Cycle:
         self._promise(job)
 
     # -- consolidation -------------------------------------------------------------------
-    def _try_consolidate(self, job: PendingJob, model: str, taking: bool = False) -> bool:
+    def _try_consolidate(
+        self,
+        job: PendingJob,
+        model: str,
+        guarded: dict[str, int] | None,
+        taking: bool = False,
+    ) -> bool:
         """Move borrowed work for a job that may reclaim and waits only because the free
         GPUs of its model are scattered (see `consolidation`); True when it did. Tried
         before reclaim: moved work starts again elsewhere at once, where a reclaim would
-        take GPUs away from their member. `taking` (after a reclaim found nothing, for a
-        job within its member's entitlement): the move may also take what a reclaim for
-        the job could, borrowed work on its member's own nodes."""
-        key = (self._info[job.job_id].sid, job.member, taking)
+        take GPUs away from their member. `guarded`: the lenders of a job kept off
+        wanted nodes (`_quiet_lenders`), whose free GPUs on those nodes are not its to
+        gather and whose move may not put it there. `taking` (after a reclaim found
+        nothing, for a job within its member's entitlement): the move may also take what
+        a reclaim for the job could, borrowed work on its member's own nodes."""
+        key = (self._info[job.job_id].sid, job.member, taking, guarded is not None)
         if self.moves_left <= 0:
             # Whether it was blocked by fragmentation is asked only if explained.
             self.no_move_why.setdefault(key[:2], ("spent", model, False))
@@ -1020,18 +1038,20 @@ class _Cycle:
             return False
         move = None
         searched = False
+        lendable = self.lendable() if guarded is None else guarded
+        closed = frozenset() if guarded is None else self._wanted_owners(job.member, model)
         if taking:
             if self.consolidator is None:
                 self.consolidator = self._consolidator()
             takeable = self.consolidator.takeable(job, model)
-            if takeable > 0 and fragmented(self.state, job, model, takeable):
+            if takeable > 0 and fragmented(self.state, job, model, takeable, closed):
                 searched = True
-                move = self.consolidator.find(job, model, self.lendable(), taking=True)
-        elif fragmented(self.state, job, model):
+                move = self.consolidator.find(job, model, lendable, taking=True)
+        elif fragmented(self.state, job, model, 0, closed):
             if self.consolidator is None:
                 self.consolidator = self._consolidator()
             searched = True
-            move = self.consolidator.find(job, model, self.lendable())
+            move = self.consolidator.find(job, model, lendable)
         if move is None:
             self.no_move.add(key)
             if searched:

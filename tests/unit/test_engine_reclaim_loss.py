@@ -211,6 +211,28 @@ def test_a_job_at_the_limit_borrows_only_from_owners_that_want_little() -> None:
     assert [(b.node, b.reclaimable) for b in d.binds] == [("a1", False)]
 
 
+def test_consolidation_does_not_open_a_wanted_node_for_a_job_kept_off_it() -> None:
+    # lab-a holds its entitlement (a1); b1's owner runs 4 of its 8 (likely to want the
+    # rest back) next to lab-d's 1-GPU pod; quiet lab-c's c1 has lab-d's 5. j (4 GPUs)
+    # finds 3 free on each. A fresh j gets b1 by moving d-1 away; one reclaimed before
+    # that restarts from zero may not use b1, so moving d-1 would only open b1 for it,
+    # and the 3 GPUs free on c1 alone are no fragmentation to undo: it waits, nobody
+    # preempted.
+    pol = policy(["lab-a", "lab-b", "lab-c", "lab-d"])
+    nodes = [node("a1", "lab-a"), node("b1", "lab-b"), node("c1", "lab-c")]
+    run = [
+        running("a-own", "lab-a", "a1", gpus=8),
+        running("b-own", "lab-b", "b1", gpus=4),
+        running("d-1", "lab-d", "b1", gpus=1, started_at=9_000),
+        running("d-5", "lab-d", "c1", gpus=5, started_at=9_000),
+    ]
+    d = schedule(snapshot(nodes, [job("j", "lab-a", gpus=4)], run, now=10_000.0), pol)
+    assert preempted(d) == ["d-1"] and [n.nodes for n in d.nominations] == [{"j-0": "b1"}]
+    d = schedule(snapshot(nodes, [job("j", "lab-a", gpus=4, reclaims=1)], run, now=10_000.0), pol)
+    assert d.preemptions == () and d.nominations == () and d.binds == ()
+    assert "restarts from zero" in d.explanations["j"]
+
+
 def test_a_gang_bigger_than_its_entitlement_still_runs_and_is_then_kept() -> None:
     # lab-a is entitled to 8 and asks for a 2 x 8 gang: it can never run within its
     # entitlement, so at the limit it still borrows the idle b1 and c1...
