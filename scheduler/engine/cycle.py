@@ -1024,11 +1024,12 @@ class _Cycle:
         """Move borrowed work for a job that may reclaim and waits only because the free
         GPUs of its model are scattered (see `consolidation`); True when it did. Tried
         before reclaim: moved work starts again elsewhere at once, where a reclaim would
-        take GPUs away from their member. `guarded`: the lenders of a job kept off
-        wanted nodes (`_quiet_lenders`), whose free GPUs on those nodes are not its to
-        gather and whose move may not put it there. `taking` (after a reclaim found
-        nothing, for a job within its member's entitlement): the move may also take what
-        a reclaim for the job could, borrowed work on its member's own nodes."""
+        take GPUs away from their member. `guarded`: for a job kept off wanted nodes,
+        the lenders it may use (`_quiet_lenders`): the free GPUs on the other owners'
+        nodes are not its to gather, and no move may open one of them for it. `taking`
+        (after a reclaim found nothing, for a job within its member's entitlement): the
+        move may also take what a reclaim for the job could, borrowed work on its
+        member's own nodes."""
         key = (self._info[job.job_id].sid, job.member, taking, guarded is not None)
         if self.moves_left <= 0:
             # Whether it was blocked by fragmentation is asked only if explained.
