@@ -2,11 +2,12 @@
 to follow what changed (a verbatim copy, imports renamed). It walks the whole queue and
 the whole victim list at every cycle, which makes it slow and easy to trust;
 `tests/unit/test_engine_reference.py` checks that `scheduler.engine` decides exactly
-what it decides. Nothing outside the tests imports it. One change since the copy: each
+what it decides. Nothing outside the tests imports it. Changes since the copy: each
 preemption names its cause (`entitlement` or `fair_share` for a reclaim), as the
-engine's decisions now do; and a failed reclaim stands only for jobs in the same mode and
+engine's decisions now do; a failed reclaim stands only for jobs in the same mode and
 in the same place with the reclaim limit, as in the engine (the cache's key was missing
-both).
+both); and a job reclaimed before that restarts from zero is kept off wanted nodes from
+its first reclaim, as in the engine (`kept_status`, `_kept_detail`).
 """
 
 from tests.reference_engine.cycle import compute_shares, schedule
