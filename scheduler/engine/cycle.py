@@ -1244,6 +1244,8 @@ class _Cycle:
         sentences: dict[tuple[object, ...], str] = {}
         refusals: dict[tuple[int, str], str] = {}
         waiting, info_of, model_of = self.out.waiting, self._info, self.position_model_of
+        # What owners at their lendingLimit hide differs by member (its own are not).
+        lendable = self.lendable() if self.lenders else None
         for job_id in sorted(waiting):
             job, why = waiting[job_id]
             if why.kind == "incomplete":
@@ -1256,15 +1258,16 @@ class _Cycle:
             text = sentences.get(key)
             if text is None:
                 allocated, fair = self.position_of(job.member, model)
-                if why.kind == "capacity" and shape not in details:
-                    details[shape] = capacity_detail(self.state, job, model)
+                seen = (shape, job.member) if lendable else shape
+                if why.kind == "capacity" and seen not in details:
+                    details[seen] = capacity_detail(self.state, job, model, lendable)
                 text = sentence(
                     job,
                     why,
                     model,
                     allocated,
                     fair,
-                    details.get(shape, ""),
+                    details.get(seen, ""),
                     self._nominated_gpus(job, model),
                 )
                 if why.kind == "capacity":

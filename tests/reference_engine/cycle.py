@@ -910,6 +910,7 @@ class _Cycle:
         out: dict[str, str] = {}
         details: dict[tuple[object, ...], str] = {}
         sentences: dict[tuple[object, ...], str] = {}
+        lendable = self.lendable() if self.lenders else None
         for job_id in sorted(self.out.waiting):
             job, why = self.out.waiting[job_id]
             if why.kind == "incomplete":
@@ -922,15 +923,16 @@ class _Cycle:
             text = sentences.get(key)
             if text is None:
                 allocated, fair = self.position_of(job.member, model)
-                if why.kind == "capacity" and shape not in details:
-                    details[shape] = capacity_detail(self.state, job, model)
+                seen = (shape, job.member)
+                if why.kind == "capacity" and seen not in details:
+                    details[seen] = capacity_detail(self.state, job, model, lendable)
                 text = sentence(
                     job,
                     why,
                     model,
                     allocated,
                     fair,
-                    details.get(shape, ""),
+                    details.get(seen, ""),
                     self._nominated_gpus(job, model),
                 )
                 sentences[key] = text

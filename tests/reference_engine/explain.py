@@ -26,6 +26,15 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
+def listed(names: tuple[str, ...], most: int = 3) -> str:
+    """('a',) -> 'a'; ('a', 'b', 'c') -> 'a, b and c'; five names -> 'a, b, c and 2 more'."""
+    if len(names) > most:
+        return f"{', '.join(names[:most])} and {len(names) - most} more"
+    if len(names) == 1:
+        return names[0]
+    return f"{', '.join(names[:-1])} and {names[-1]}"
+
+
 def at_limit_detail(held: Mapping[str, tuple[str, int]], model: str, limit: int) -> str:
     """The end of a refusal to reclaim, when borrowed GPUs the job could use belong to jobs
     at the reclaim limit (`held`: job id -> (member, GPUs there))."""
@@ -79,14 +88,50 @@ def _shape(spec: PodSpec) -> str:
     return ", ".join(parts)
 
 
-def capacity_detail(state: ClusterState, job: PendingJob, model: str | None) -> str:
-    """What the free capacity looks like to this job at the end of the cycle."""
+def _beyond_lending(
+    state: ClusterState, nodes: list[int], member: str, lendable: Mapping[str, int] | None, g: int
+) -> dict[str, int]:
+    """Owner -> idle GPUs of `nodes` beyond the whole pods of `g` GPUs it may still lend
+    the member (its own and unowned nodes, and pods without GPUs, are never limited)."""
+    out: dict[str, int] = {}
+    if not lendable or g <= 0:
+        return out
+    for owner in sorted({state.nodes[i].owner or "" for i in nodes}):
+        if not owner or owner == member or owner not in lendable:
+            continue
+        idle = sum(max(0, state.free_gpu[i]) for i in nodes if state.nodes[i].owner == owner)
+        may = max(0, lendable[owner]) // g * g
+        if idle > may:
+            out[owner] = idle - may
+    return out
+
+
+def _lending_clause(beyond: Mapping[str, int], lendable: Mapping[str, int]) -> str:
+    """'lab-b may lend only 0 more GPUs under its lendingLimit' (up to three owners)."""
+    owners = sorted(beyond)
+    shown = [f"{o} may lend only {plural(max(0, lendable[o]), 'more GPU')}" for o in owners[:3]]
+    if len(owners) > 3:
+        shown.append(f"{len(owners) - 3} more owners no more")
+    whose = "its" if len(owners) == 1 else "their"
+    return f"{listed(tuple(shown))} under {whose} lendingLimit"
+
+
+def capacity_detail(
+    state: ClusterState,
+    job: PendingJob,
+    model: str | None,
+    lendable: Mapping[str, int] | None = None,
+) -> str:
+    """What the free capacity looks like to this job at the end of the cycle
+    (`lendable`: owner -> GPUs it may still lend)."""
     spec = job.pods[0].spec
     nodes = state.candidate_nodes(spec)
     if model is not None and spec.gpus > 0:
         nodes = [i for i in nodes if state.nodes[i].gpu_model == model]
     idle = sum(max(0, state.free_gpu[i]) for i in nodes)
     label = model or "GPUs"
+    g = spec.gpus
+    beyond = _beyond_lending(state, nodes, job.member, lendable, g)
     if job.is_gang:
         need = job.gpus
         pods = len(job.pods)
@@ -94,25 +139,53 @@ def capacity_detail(state: ClusterState, job: PendingJob, model: str | None) -> 
             return f"all {label} on nodes it may use are taken; the gang needs {need}"
         if idle < need:
             return f"{idle} idle {label} exist but the gang needs {need} ({pods} pods)"
+        if beyond and lendable is not None:
+            clause = _lending_clause(beyond, lendable)
+            usable = idle - sum(beyond.values())
+            if usable < need:
+                return (
+                    f"{idle} idle {label} exist but the gang may use only {usable} of them "
+                    f"and needs {need}, as {clause}"
+                )
+            return (
+                f"{idle} idle {label} exist but {clause}, and the rest are scattered over "
+                f"nodes too small for the gang's {pods} pods of {_shape(spec)}"
+            )
         return (
             f"{idle} idle {label} exist but they are scattered over nodes too small for "
             f"the gang's {pods} pods of {_shape(spec)}"
         )
-    g = spec.gpus
     if idle == 0 and g > 0:
         return f"all {label} on nodes it may use are taken"
     if idle < g or (g == 0 and not nodes):
         return f"{idle} idle {label} exist on nodes it may use but it needs {g}"
+    closed = {o for o in beyond if lendable is not None and lendable.get(o, 0) < g}
+    clause = ""
+    if closed and lendable is not None:
+        clause = _lending_clause({o: beyond[o] for o in closed}, lendable)
+        nodes = [i for i in nodes if state.nodes[i].owner not in closed]
+        usable = sum(max(0, state.free_gpu[i]) for i in nodes)
+        if usable < g:
+            return (
+                f"{idle} idle {label} exist but it may use only {usable} of them and needs "
+                f"{g}, as {clause}"
+            )
     res = spec_res(spec)
     best = max((max(0, state.free_gpu[i]) for i in nodes), default=0)
     if best < g:
+        if clause:
+            return (
+                f"{idle} idle {label} exist but no node it may use has {g} free (at most "
+                f"{best}), as {clause}"
+            )
         return f"{idle} idle {label} exist but no node has {g} free (at most {best})"
+    also = f" ({clause})" if clause else ""
     if not any(state.fits(i, res) for i in nodes):
         return (
             f"{idle} idle {label} exist but no node with {plural(g, 'free GPU')} also has room for "
-            f"{_shape(spec)}"
+            f"{_shape(spec)}{also}"
         )
-    return f"{idle} idle {label} exist but they are held for jobs that reclaim GPUs"
+    return f"{idle} idle {label} exist but they are held for jobs that reclaim GPUs{also}"
 
 
 def sentence(

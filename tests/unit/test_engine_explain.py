@@ -9,7 +9,16 @@ import threading
 from scheduler.engine import schedule
 from scheduler.engine.decisions import Explanations
 from scheduler.engine.snapshot import Taint
-from tests.unit.engine_strategies import A100, H100, job, node, policy, running, snapshot
+from tests.unit.engine_strategies import (
+    A100,
+    H100,
+    job,
+    node,
+    policy,
+    running,
+    snapshot,
+    without_consolidation,
+)
 
 POL = policy(["lab-a", "lab-b"])
 
@@ -64,6 +73,54 @@ def test_no_node_can_ever_run_it() -> None:
         "run its pods: of 3 nodes, 1 another GPU model, 1 fewer than 8 GPUs, "
         "1 untolerated taints"
     )
+
+
+def test_a_gang_kept_off_idle_nodes_by_their_owners_lending_limit_says_so() -> None:
+    # lab-b's two nodes are idle, but it lends at most 8 GPUs: the sentence once said
+    # the idle GPUs were scattered over nodes too small for the gang.
+    pol = policy({"lab-a": {}, "lab-b": {"lending_limit": 8}})
+    nodes = [node("a1", "lab-a"), node("b1", "lab-b"), node("b2", "lab-b")]
+    run = [running("a", "lab-a", "a1", gpus=8)]
+    d = schedule(snapshot(nodes, [job("g", "lab-a", pods=2, gpus=8)], run), pol)
+    assert d.binds == ()
+    assert d.explanations["g"].startswith(
+        f"member lab-a is below its fair share of 16 {H100} (holds 8); 16 idle {H100} exist "
+        "but the gang may use only 8 of them and needs 16, as lab-b may lend only 8 more "
+        "GPUs under its lendingLimit; "
+    )
+    # lab-b's limit does not apply to lab-b's own gang: the idle GPUs are scattered.
+    run = [running("b", "lab-b", "b1", gpus=4), running("c", "lab-b", "b2", gpus=4)]
+    quiet = without_consolidation(pol)
+    d = schedule(snapshot(nodes, [job("h", "lab-b", pods=2, gpus=8)], run), quiet)
+    assert (
+        f"16 idle {H100} exist but they are scattered over nodes too small for the gang's 2 "
+        "pods of 8 GPUs"
+    ) in d.explanations["h"]
+
+
+def test_a_pod_kept_off_an_owner_that_lends_no_more_says_so() -> None:
+    pol = policy({"lab-a": {}, "lab-b": {"lending_limit": 8}})
+    nodes = [node("a1", "lab-a"), node("b1", "lab-b"), node("b2", "lab-b")]
+    # lab-a borrows 8 of lab-b's GPUs already: lab-b's other idle node is closed to it.
+    run = [running("a", "lab-a", "a1", gpus=8), running("x", "lab-a", "b1", gpus=8)]
+    d = schedule(snapshot(nodes, [job("j", "lab-a", gpus=2)], run), pol)
+    assert d.binds == ()
+    assert (
+        f"8 idle {H100} exist but it may use only 0 of them and needs 2, as lab-b may lend "
+        "only 0 more GPUs under its lendingLimit"
+    ) in d.explanations["j"]
+    # Only the nodes it may use are looked at for the biggest room.
+    nodes.append(node("a2", "lab-a"))
+    run = [
+        running("a", "lab-a", "a1", gpus=7),
+        running("x", "lab-a", "b1", gpus=8),
+        running("y", "lab-a", "a2", gpus=7),
+    ]
+    d = schedule(snapshot(nodes, [job("k", "lab-a", gpus=2, pods=1)], run), pol)
+    assert (
+        f"10 idle {H100} exist but no node it may use has 2 free (at most 1), as lab-b may "
+        "lend only 0 more GPUs under its lendingLimit"
+    ) in d.explanations["k"]
 
 
 def test_every_waiting_job_is_explained_and_no_bound_job_is() -> None:
