@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -175,8 +176,9 @@ def member_table(study: Study) -> Table:
     return table
 
 
-def waiting_line(s: dict[str, object]) -> str:
-    """Idle while work waited by cause, reclaim losses, time to entitlement."""
+def waiting_line(s: dict[str, object], sold: Mapping[str, str] | None = None) -> str:
+    """Idle while work waited by cause, reclaim losses, time to entitlement. `sold`:
+    member -> what it sold through others' purchases (`sold_words`)."""
     claimable = s.get(f"idle_while_waiting_{FRAGMENTATION_CLAIMABLE}_gpu_h")
     causes = ", ".join(
         f"{cause.replace('_', ' ')} {_gpu_h(s[f'idle_while_waiting_{cause}_gpu_h'])}"
@@ -196,18 +198,43 @@ def waiting_line(s: dict[str, object]) -> str:
         f"consolidation preemptions {s.get('consolidation_preemptions', 0)}; time to "
         f"entitlement p99 {_hours(s['time_to_entitlement_p99_s'])}, max "
         f"{_hours(s['time_to_entitlement_max_s'])}{_past_allowance(s)}"
-        + (f"; members worse off pooled {worse}{_worse_off(s)}" if worse is not None else "")
+        + (
+            f"; members worse off pooled {worse}{_worse_off(s, sold or {})}"
+            if worse is not None
+            else ""
+        )
     )
 
 
-def _worse_off(s: dict[str, object]) -> str:
+def _worse_off(s: dict[str, object], sold: Mapping[str, str]) -> str:
     """Which members the sharing incentive fails for: the count alone sends the reader
-    to the members table for the names."""
+    to the members table for the names. A seller's standalone replay runs on the GPUs
+    it sold, so its name says so: otherwise the pool reads as having failed it."""
     members = s.get("members")
     if not isinstance(members, dict):
         return ""
-    names = [name for name, m in members.items() if m.get("worse_off_pooled") is True]
-    return f" ({', '.join(names)})" if names else ""
+    names = [
+        f"{name}: {sold[name]}" if name in sold else name
+        for name, m in members.items()
+        if m.get("worse_off_pooled") is True
+    ]
+    return f" ({'; '.join(names)})" if names else ""
+
+
+def sold_words(study: Study) -> dict[str, str]:
+    """member -> 'sold 4 of its 24 NVIDIA-A100 GPUs through purchases, which its
+    standalone replay keeps' for each member entitled to less than it contributes."""
+    result = study.result
+    out: dict[str, str] = {}
+    for (owner, model), gpus in sorted(result.capacity.items()):
+        short = gpus - result.entitlement.get((owner, model), 0)
+        if owner and short > 0:
+            part = f"{short} of its {gpus} {model} GPUs"
+            out[owner] = f"{out[owner]} and {part}" if owner in out else f"sold {part}"
+    return {
+        member: f"{text} through purchases, which its standalone replay keeps"
+        for member, text in out.items()
+    }
 
 
 OWED_CAUSE_WORDS = {
@@ -518,7 +545,7 @@ def _print_study(
         + (f" (batched by {sim['batch_seconds']:g} s)" if sim["batch_seconds"] else "")
         + f", {elapsed:.1f} s"
     )
-    console.print(waiting_line(s))
+    console.print(waiting_line(s, sold_words(study)))
     if sim["livelock_guard_trips"]:
         console.print(
             f"[yellow]livelock guard: {sim['livelock_guard_trips']} preemption decision(s) "

@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from policies.model import Policy
-from scheduler.cli.simulate import waiting_line
+from scheduler.cli.simulate import sold_words, waiting_line
 from scheduler.engine.cycle import schedule
 from scheduler.engine.decisions import PREEMPTION_CAUSES, Decisions
 from scheduler.engine.snapshot import Snapshot
@@ -292,6 +292,33 @@ def test_pooling_dividend_negative_when_pooling_delays_own_work() -> None:
     # Lost 8 x 130 GPU-s out of 8 x 130 + 8 x 2000 used.
     assert m["a"]["reclaim_lost_fraction"] == pytest.approx(130 / 2130, abs=1e-6)
     assert m["a"]["preemptions_per_job_max"] == 1
+
+
+def test_a_seller_worse_off_pooled_is_named_with_what_it_sold() -> None:
+    # b buys 2 GPUs, carved out of a's node: a is entitled to 2 pooled, and b's jobs
+    # within its 6 take 2 of a's GPUs at t=0, so a's 4-GPU job waits until 1000 and ends
+    # after the window (b3 at 1500). Standalone a runs on all 4 of its GPUs at once.
+    pol = policy({"a": {}, "b": {"purchased": {MODEL: 2}}})
+    jobs = trace(
+        job("a1", "a", 0, 1000, 4),
+        job("b1", "b", 0, 1000, 4),
+        job("b2", "b", 0, 1000, 2),
+        job("b3", "b", 1500, 10, 1),
+    )
+    result = Simulator(NODES, pol, jobs).run()
+    assert result.jobs["a1"].end == 2000
+    study = build_study(pol, START, result, replay_all(NODES, pol, jobs, ["a", "b"]))
+    assert study.summary["members"]["a"]["worse_off_pooled"] is True
+    assert sold_words(study) == {
+        "a": f"sold 2 of its 4 {MODEL} GPUs through purchases, which its standalone replay keeps"
+    }
+    line = waiting_line(study.summary, sold_words(study))
+    assert line.endswith(
+        f"members worse off pooled 1 (a: sold 2 of its 4 {MODEL} GPUs through purchases, "
+        "which its standalone replay keeps)"
+    )
+    # Without a sale, only the name.
+    assert waiting_line(study.summary).endswith("members worse off pooled 1 (a)")
 
 
 def test_time_to_entitlement_of_a_reclaim() -> None:
