@@ -466,6 +466,15 @@ class Consolidator:
         for i in sorted(feasible):
             if state.fits(i, biggest):
                 continue
+            node = state.nodes[i]
+            if (
+                node.gpus < biggest[0]
+                or node.cpu_milli < biggest[1]
+                or node.memory_bytes < biggest[2]
+            ):
+                # Too small for the pod even empty: no move could open it, and naming its
+                # work would send the user after work that was never in the way.
+                continue
             if not self._could_open(i, biggest, member):
                 cause = self._closed_by(i, member)
             else:
@@ -494,7 +503,6 @@ class Consolidator:
                     held_for_others.get(i, 0),
                     started.get(i, 0) if started else 0,
                 )
-            node = state.nodes[i]
             found.setdefault(cause, []).append(node.name)
             if cause == "young":
                 soonest = min(soonest, (self._old_at(i, member), node.name))

@@ -469,6 +469,22 @@ def test_a_refusal_names_the_loss_budget_with_the_cheapest_nodes_loss() -> None:
     )
 
 
+def test_a_refusal_leaves_out_nodes_too_small_for_the_pod() -> None:
+    # s1 and s2 have 4 GPUs: no move could ever make room there for an 8-GPU pod, so
+    # neither lab-b's own work on s1 nor the empty s2 is what keeps the job waiting.
+    nodes = [node("a1", "lab-a"), node("a2", "lab-a")]
+    nodes += [node("s1", "lab-b", gpus=4), node("s2", "lab-b", gpus=4)]
+    run = [running("x", "lab-a", "a1", gpus=4), running("y", "lab-a", "a2", gpus=4)]
+    run.append(running("z", "lab-b", "s1", gpus=4))
+    d = schedule(snapshot(nodes, [job("j", "lab-a", gpus=8)], run), policy(["lab-a", "lab-b"]))
+    assert d.preemptions == ()
+    assert no_move(d, "j") == (
+        "consolidation found no move: opening a1 and a2 would throw away at least 11.1 "
+        "GPU-h of work, more than the 8 GPU-h a move may (maxConsolidationLossSeconds 3600 "
+        "s for each of its 8 GPUs)"
+    )
+
+
 def test_a_refusal_names_work_that_fits_nowhere_else() -> None:
     # lab-c checkpoints: opening any node loses nothing, but its 5-GPU pods fit on no
     # other node once lab-a holds the opened one, and lab-c is not above its fair share.
@@ -587,8 +603,8 @@ def test_a_refusal_says_when_the_budget_may_be_what_stops_a_gangs_move() -> None
 def test_a_refusal_names_each_closed_node_once_and_no_open_one(
     scenario: tuple[Policy, Snapshot],
 ) -> None:
-    # Every node of the job's model it may use and that has no room for its biggest pod
-    # is named under exactly one cause; a node with room is never named.
+    # Every node of the job's model it may use and that has no room for its biggest pod,
+    # but would have empty, is named under exactly one cause; no other node is named.
     pol, snap = scenario
     sharing = pol.sharing
     loss = sharing.max_consolidation_loss_seconds
@@ -611,7 +627,14 @@ def test_a_refusal_names_each_closed_node_once_and_no_open_one(
             ]
             biggest = max((spec_res(p.spec) for p in waiting.pods), key=lambda r: (r[0], r))
             feasible = state.feasible((p.spec for p in waiting.pods), model)
-            closed = sorted(state.nodes[i].name for i in feasible if not state.fits(i, biggest))
+            closed = sorted(
+                n.name
+                for i in feasible
+                if not state.fits(i, biggest)
+                and (n := state.nodes[i]).gpus >= biggest[0]
+                and n.cpu_milli >= biggest[1]
+                and n.memory_bytes >= biggest[2]
+            )
             assert sorted(named) == closed
             budget = waiting.gpus * sharing.max_consolidation_loss_seconds
             if refusal.costly:
