@@ -65,6 +65,7 @@ from scheduler.engine.explain import (
     position,
     sentence,
     spent_detail,
+    whole_minutes,
 )
 from scheduler.engine.gangs import Plan, plan_job
 from scheduler.engine.jobinfo import JobInfo
@@ -359,10 +360,10 @@ class _Cycle:
         if self._fits_entitlement(job, model) or job.reclaimed_at is None:
             return text
         window = self.policy.sharing.reclaim_limit_window_seconds
-        left = math.ceil(job.reclaimed_at + window - self.snapshot.now)
+        left = job.reclaimed_at + window - self.snapshot.now
         return (
-            f"{text}; bigger than its entitlement, it may run anywhere from {window}s after "
-            f"its last reclaim (reclaimLimitWindowSeconds), {left}s from now"
+            f"{text}; bigger than its entitlement, it may run anywhere {window} s after its "
+            f"last reclaim (reclaimLimitWindowSeconds), in {whole_minutes(left)}"
         )
 
     def _quiet_lenders(

@@ -30,6 +30,17 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
+def whole_minutes(seconds: float) -> str:
+    """'5 min', '11 h 48 min': a wait rounded up to the minute. A sentence that counted
+    down in seconds would change every cycle and send its pod's FailedScheduling event
+    every cycle; once a minute is the events' own pace."""
+    minutes = max(1, math.ceil(seconds / 60))
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, rest = divmod(minutes, 60)
+    return f"{hours} h" if rest == 0 else f"{hours} h {rest} min"
+
+
 def drain_detail(min_runtime_s: int, idle: int) -> str:
     """Why a job waits for borrowed pods younger than the minimum runtime (a drain), and
     what is kept for it meanwhile: the GPUs of its nodes idle now, when there are any
@@ -117,9 +128,7 @@ def no_move_detail(
         young = f"work younger than the minimum runtime of {min_runtime_s} s"
         if refusal.young_soonest is not None:
             node, seconds = refusal.young_soonest
-            # Whole minutes: a sentence that changed every cycle would send its pod's
-            # FailedScheduling event every cycle; once a minute is the events' own pace.
-            wait = f"{max(1, math.ceil(seconds / 60))} min"
+            wait = whole_minutes(seconds)
             young += (
                 f" (old enough in {wait})"
                 if len(refusal.young) == 1

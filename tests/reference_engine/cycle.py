@@ -49,7 +49,15 @@ from scheduler.engine.explain import drain_detail  # the sentence only, not a de
 from scheduler.engine.snapshot import PendingJob, PodSpec, Snapshot
 from tests.reference_engine import shares as shares_mod
 from tests.reference_engine.entitlement import MemberModel, node_model
-from tests.reference_engine.explain import Waiting, capacity_detail, fmt, plural, position, sentence
+from tests.reference_engine.explain import (
+    Waiting,
+    capacity_detail,
+    fmt,
+    plural,
+    position,
+    sentence,
+    whole_minutes,
+)
 from tests.reference_engine.gangs import Plan, plan_job
 from tests.reference_engine.ordering import MemberQueues, ratio
 from tests.reference_engine.placement import (
@@ -286,10 +294,10 @@ class _Cycle:
         if self._fits_entitlement(job, model) or job.reclaimed_at is None:
             return text
         window = self.policy.sharing.reclaim_limit_window_seconds
-        left = math.ceil(job.reclaimed_at + window - self.snapshot.now)
+        left = job.reclaimed_at + window - self.snapshot.now
         return (
-            f"{text}; bigger than its entitlement, it may run anywhere from {window}s after "
-            f"its last reclaim (reclaimLimitWindowSeconds), {left}s from now"
+            f"{text}; bigger than its entitlement, it may run anywhere {window} s after its "
+            f"last reclaim (reclaimLimitWindowSeconds), in {whole_minutes(left)}"
         )
 
     def _quiet_lenders(

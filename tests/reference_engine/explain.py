@@ -7,6 +7,7 @@ measured on the capacity left at the end of the cycle.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -24,6 +25,15 @@ def fmt(x: float) -> str:
 
 def plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def whole_minutes(seconds: float) -> str:
+    """'5 min', '11 h 48 min': a wait rounded up to the minute."""
+    minutes = max(1, math.ceil(seconds / 60))
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, rest = divmod(minutes, 60)
+    return f"{hours} h" if rest == 0 else f"{hours} h {rest} min"
 
 
 def listed(names: tuple[str, ...], most: int = 3) -> str:

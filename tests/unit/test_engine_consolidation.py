@@ -440,7 +440,7 @@ def test_a_refusal_names_young_work_and_when_it_is_old_enough() -> None:
     d = schedule(snapshot(NODES, [job("a-1", "lab-a", gpus=8)], scattered()), pol)
     assert no_move(d) == (
         "consolidation found no move: o1, o2 and o3 hold work younger than the minimum "
-        "runtime of 20000 s (o1's is old enough first, in 184 min)"
+        "runtime of 20000 s (o1's is old enough first, in 3 h 4 min)"
     )
     # One node held by young work: its youngest pod decides (started at 9,500 s, old
     # enough in 500 s: whole minutes, so that the sentence changes once a minute at most).

@@ -8,6 +8,7 @@ import threading
 
 from scheduler.engine import schedule
 from scheduler.engine.decisions import Explanations
+from scheduler.engine.explain import whole_minutes
 from scheduler.engine.snapshot import Taint
 from tests.unit.engine_strategies import (
     A100,
@@ -121,6 +122,17 @@ def test_a_pod_kept_off_an_owner_that_lends_no_more_says_so() -> None:
         f"10 idle {H100} exist but no node it may use has 2 free (at most 1), as lab-b may "
         "lend only 0 more GPUs under its lendingLimit"
     ) in d.explanations["k"]
+
+
+def test_waits_are_said_in_whole_minutes() -> None:
+    assert [whole_minutes(s) for s in (0.5, 59, 61, 3600, 3601, 42_496)] == [
+        "1 min",
+        "1 min",
+        "2 min",
+        "1 h",
+        "1 h 1 min",
+        "11 h 49 min",
+    ]
 
 
 def test_every_waiting_job_is_explained_and_no_bound_job_is() -> None:

@@ -283,10 +283,14 @@ def test_a_gang_bigger_than_its_entitlement_is_kept_for_a_window_after_its_recla
         "reclaimed 3 times, the policy's limit of 3 (maxReclaimsPerJob): it will not be "
         "reclaimed again, so beyond its entitlement it runs only on nodes whose owners are "
         "not likely to want them back; bigger than its entitlement, it may run anywhere "
-        "from 3600s after its last reclaim (reclaimLimitWindowSeconds), 2600s from now; "
+        "3600 s after its last reclaim (reclaimLimitWindowSeconds), in 44 min; "
         "nothing can be reclaimed: no member above its fair share holds borrowed "
         f"{H100} GPUs it could use"
     )
+    # Counted down in whole minutes: a second later the sentence, and so the pod's
+    # FailedScheduling event, is the same.
+    later = schedule(snapshot(nodes, [gang(9_000.0)], run, now=10_001.0), pol)
+    assert later.explanations["g"] == d.explanations["g"]
     for reclaimed_at in (6_400.0, None):
         d = schedule(snapshot(nodes, [gang(reclaimed_at)], run, now=10_000.0), pol)
         assert sorted(b.node for b in d.binds) == ["b1", "c1"], reclaimed_at
