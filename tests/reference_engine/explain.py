@@ -117,13 +117,16 @@ def _beyond_lending(
 
 
 def _lending_clause(beyond: Mapping[str, int], lendable: Mapping[str, int]) -> str:
-    """'lab-b may lend only 0 more GPUs under its lendingLimit' (up to three owners)."""
+    """'lab-b may lend only 0 more GPUs under its lendingLimit'; past three owners, the
+    rest are counted ('… and 2 more owners under their lendingLimit')."""
     owners = sorted(beyond)
     shown = [f"{o} may lend only {plural(max(0, lendable[o]), 'more GPU')}" for o in owners[:3]]
     if len(owners) > 3:
-        shown.append(f"{len(owners) - 3} more owners no more")
+        text = f"{', '.join(shown)} and {plural(len(owners) - 3, 'more owner')}"
+    else:
+        text = listed(tuple(shown))
     whose = "its" if len(owners) == 1 else "their"
-    return f"{listed(tuple(shown))} under {whose} lendingLimit"
+    return f"{text} under {whose} lendingLimit"
 
 
 def capacity_detail(

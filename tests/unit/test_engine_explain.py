@@ -99,6 +99,20 @@ def test_a_gang_kept_off_idle_nodes_by_their_owners_lending_limit_says_so() -> N
     ) in d.explanations["h"]
 
 
+def test_past_three_owners_at_their_lending_limit_the_rest_are_counted() -> None:
+    owners = ["lab-b", "lab-c", "lab-d", "lab-e"]
+    pol = policy({"lab-a": {}, **{o: {"lending_limit": 4} for o in owners}})
+    nodes = [node("a1", "lab-a"), *(node(f"{o}-1", o) for o in owners)]
+    run = [running("a", "lab-a", "a1", gpus=8)]
+    d = schedule(snapshot(nodes, [job("g", "lab-a", pods=2, gpus=8)], run), pol)
+    assert d.binds == ()
+    assert (
+        f"32 idle {H100} exist but the gang may use only 0 of them and needs 16, as lab-b "
+        "may lend only 4 more GPUs, lab-c may lend only 4 more GPUs, lab-d may lend only 4 "
+        "more GPUs and 1 more owner under their lendingLimit"
+    ) in d.explanations["g"]
+
+
 def test_a_pod_kept_off_an_owner_that_lends_no_more_says_so() -> None:
     pol = policy({"lab-a": {}, "lab-b": {"lending_limit": 8}})
     nodes = [node("a1", "lab-a"), node("b1", "lab-b"), node("b2", "lab-b")]
