@@ -317,7 +317,7 @@ def test_a_seller_worse_off_pooled_is_named_with_what_it_sold() -> None:
         f"members worse off pooled 1 (a: sold 2 of its 4 {MODEL} GPUs through purchases, "
         "which its standalone replay keeps)"
     )
-    # Without a sale, only the name.
+    # Told of no sale, the line names the member only.
     assert waiting_line(study.summary).endswith("members worse off pooled 1 (a)")
 
 
