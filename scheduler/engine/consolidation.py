@@ -466,12 +466,7 @@ class Consolidator:
         for i in sorted(feasible):
             if state.fits(i, biggest):
                 continue
-            node = state.nodes[i]
-            if (
-                node.gpus < biggest[0]
-                or node.cpu_milli < biggest[1]
-                or node.memory_bytes < biggest[2]
-            ):
+            if not state.room_when_empty(i, biggest):
                 # Too small for the pod even empty: no move could open it, and naming its
                 # work would send the user after work that was never in the way.
                 continue
@@ -503,6 +498,7 @@ class Consolidator:
                     held_for_others.get(i, 0),
                     started.get(i, 0) if started else 0,
                 )
+            node = state.nodes[i]
             found.setdefault(cause, []).append(node.name)
             if cause == "young":
                 soonest = min(soonest, (self._old_at(i, member), node.name))

@@ -1151,20 +1151,13 @@ class _Cycle:
             never = False
             for pod in job.pods:
                 res = spec_res(pod.spec)
-                if not any(self._static_room(i, res) for i in self.state.candidate_nodes(pod.spec)):
+                if not any(
+                    self.state.room_when_empty(i, res) for i in self.state.candidate_nodes(pod.spec)
+                ):
                     never = True
                     break
             self.never[shape] = never
         return never
-
-    def _static_room(self, i: int, res: tuple[int, int, int, int]) -> bool:
-        n = self.state.nodes[i]
-        return (
-            n.gpus >= res[0]
-            and n.cpu_milli >= res[1]
-            and n.memory_bytes >= res[2]
-            and n.max_pods >= 1
-        )
 
     def _unplaceable_detail(self, job: PendingJob) -> str:
         sid = self._info[job.job_id].sid
@@ -1178,7 +1171,8 @@ class _Cycle:
             p.spec
             for p in job.pods
             if not any(
-                self._static_room(i, spec_res(p.spec)) for i in self.state.candidate_nodes(p.spec)
+                self.state.room_when_empty(i, spec_res(p.spec))
+                for i in self.state.candidate_nodes(p.spec)
             )
         )
         return "no node can ever run its pods: " + _filter_report(self.snapshot, spec)

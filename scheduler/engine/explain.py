@@ -8,7 +8,7 @@ measured on the capacity left at the end of the cycle.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
 from scheduler.engine.placement import ClusterState, spec_res
@@ -249,10 +249,10 @@ def _beyond_lending(
     return out
 
 
-def _lending_clause(beyond: Mapping[str, int], lendable: Mapping[str, int]) -> str:
+def _lending_clause(limited: Iterable[str], lendable: Mapping[str, int]) -> str:
     """'lab-b may lend only 0 more GPUs under its lendingLimit'; past three owners, the
     rest are counted ('… and 2 more owners under their lendingLimit')."""
-    owners = sorted(beyond)
+    owners = sorted(limited)
     shown = [f"{o} may lend only {plural(max(0, lendable[o]), 'more GPU')}" for o in owners[:3]]
     if len(owners) > 3:
         text = f"{', '.join(shown)} and {plural(len(owners) - 3, 'more owner')}"
@@ -313,7 +313,7 @@ def capacity_detail(
     closed = {o for o in beyond if lendable is not None and lendable.get(o, 0) < g}
     clause = ""
     if closed and lendable is not None:
-        clause = _lending_clause({o: beyond[o] for o in closed}, lendable)
+        clause = _lending_clause(closed, lendable)
         nodes = [i for i in nodes if state.nodes[i].owner not in closed]
         usable = state.idle_gpus(nodes)
         if usable < g:

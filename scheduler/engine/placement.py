@@ -474,6 +474,16 @@ class ClusterState:
     def node_tier(self, i: int, member: str, cautious: bool = False) -> int:
         return self.tier(self.node_class[i], member, cautious)
 
+    def room_when_empty(self, i: int, res: Res) -> bool:
+        """Node i could take a pod of `res` if nothing ran there (its whole capacity)."""
+        n = self.nodes[i]
+        return (
+            n.gpus >= res[0]
+            and n.cpu_milli >= res[1]
+            and n.memory_bytes >= res[2]
+            and n.max_pods >= 1
+        )
+
     def fits(self, i: int, res: Res, extra: Mapping[int, Res] | None = None) -> bool:
         e = extra.get(i) if extra else None
         if e is None:
