@@ -29,7 +29,7 @@ from scheduler.sim.cluster import build_nodes, check_inventory
 from scheduler.sim.outputs import check_out_dir, write_study
 from scheduler.sim.pipeline import Study, check_trace, run_study
 from scheduler.sim.simulator import MAX_BATCH_S
-from scheduler.sim.standalone import fits, reachable
+from scheduler.sim.standalone import never_runs, never_runs_lines
 from scheduler.sim.waiting import FRAGMENTATION_CLAIMABLE, IDLE_CAUSES, OWED_CAUSES
 from scheduler.traces.csv import read_trace
 from scheduler.traces.model import Trace
@@ -96,18 +96,9 @@ def default_trace(
         node_gpus=node_gpus_of(inventory),
         member_models={member: dict(models) for member, models in owned.items()},
     )
-    nodes = build_nodes(inventory)
-    # Both answers depend on the job's member and shape alone: a few dozen of them.
-    runs: dict[tuple[str, int, int, str | None], bool] = {}
-    kept = []
-    for job in trace.jobs:
-        shape = (job.org, job.num_pods, job.gpus_per_pod, job.gpu_model)
-        ok = runs.get(shape)
-        if ok is None:
-            ok = runs[shape] = fits(job, nodes) and reachable(job, nodes, policy)
-        if ok:
-            kept.append(job)
-    return Trace(tuple(kept), trace.start_epoch), len(trace.jobs) - len(kept)
+    never = never_runs(trace.jobs, build_nodes(inventory), policy)
+    kept = tuple(job for job in trace.jobs if job.job_id not in never)
+    return Trace(kept, trace.start_epoch), len(never)
 
 
 def _hours(seconds: object) -> str:
@@ -554,6 +545,13 @@ def _print_study(
         )
     if sim["jobs_unfinished"]:
         console.print(f"[yellow]{sim['jobs_unfinished']} job(s) never finished[/]")
+        result = study.result
+        never = never_runs((r.job for r in result.unfinished()), result.nodes, study.policy)
+        if never:
+            console.print(
+                f"[yellow]{len(never)} of them can never run under this policy, whatever the "
+                f"load:[/]\n" + never_runs_lines(never, {i: r.job for i, r in result.jobs.items()})
+            )
     console.print(f"wrote {out}/summary.json and tables")
 
 

@@ -122,6 +122,14 @@ def _weights(pairs: str | None, members: list[str]) -> dict[str, float] | None:
     help="Mark about this share of the jobs checkpointable and the rest not (the "
     "trace's checkpointable column, over the members' setting); default: no column.",
 )
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="With --cluster: leave out the jobs this policy never lets run there (a gang "
+    "beyond what lending limits or maxGpus allow), as `fairpool simulate`'s own trace does.",
+)
 @click.option("--out", required=True, metavar="FILE.csv", help="Where to write ('-': stdout).")
 def synth(
     member_count: int | None,
@@ -132,11 +140,16 @@ def synth(
     cluster: Path | None,
     member_weights: str | None,
     checkpointable_share: float | None,
+    policy_file: Path | None,
     out: str,
 ) -> None:
     """Write a synthetic trace shaped like published GPU-cluster traces."""
     node_gpus: dict[str, list[int]] | None = None
     weights: dict[str, float] | None = None
+    if policy_file is not None and cluster is None:
+        raise InputError(
+            "--policy needs --cluster: which jobs a policy lets run depends on the nodes"
+        )
     if cluster is not None:
         inventory = load_inventory(cluster)
         members = inventory.owners()
@@ -167,9 +180,22 @@ def synth(
         node_gpus=node_gpus,
         checkpointable_share=checkpointable_share,
     )
+    dropped = 0
+    if policy_file is not None and cluster is not None:
+        from policies.loader import load_policy
+        from scheduler.sim.cluster import build_nodes, check_inventory
+        from scheduler.sim.standalone import never_runs
+
+        policy = load_policy(policy_file)
+        check_inventory(inventory, policy, str(cluster))
+        never = never_runs(result.jobs, build_nodes(inventory), policy)
+        dropped = len(never)
+        result = Trace(tuple(j for j in result.jobs if j.job_id not in never), result.start_epoch)
     _emit(result, out)
     console = _console(out)
     _print_summary(console, result, f"synthetic trace -> {out}", gpus=gpus, days=days)
+    if dropped:
+        console.print(f"left out {dropped} job(s) that {policy_file} never lets run on {cluster}")
 
 
 @trace.command("import")
@@ -225,7 +251,8 @@ def import_(
     help="Check that every org is a member of this policy.",
 )
 def check(file: Path, cluster: Path | None, policy_file: Path | None) -> None:
-    """Validate a canonical trace CSV and summarize it; exit 2 naming every bad line."""
+    """Validate a canonical trace CSV and summarize it; exit 2 naming every bad line.
+    With both --cluster and --policy, also warn of jobs the policy never lets run there."""
     members: set[str] | None = None
     policy = None
     if policy_file is not None:
@@ -236,6 +263,7 @@ def check(file: Path, cluster: Path | None, policy_file: Path | None) -> None:
     max_gpus: int | None = None
     models: set[str] | None = None
     nodes: dict[str, list[int]] | None = None
+    inventory = None
     if cluster is not None:
         inventory = load_inventory(cluster)
         if policy is not None:
@@ -250,6 +278,18 @@ def check(file: Path, cluster: Path | None, policy_file: Path | None) -> None:
     )
     console = _console()
     _print_summary(console, result, f"valid: {file}", gpus=max_gpus)
+    if policy is not None and inventory is not None:
+        from scheduler.sim.cluster import build_nodes
+        from scheduler.sim.standalone import never_runs, never_runs_lines
+
+        # Valid input (another policy may run them), but a replay leaves them waiting.
+        never = never_runs(result.jobs, build_nodes(inventory), policy)
+        if never:
+            console.print(
+                f"[yellow]warning: {len(never)} job(s) can never run on {cluster} under "
+                f"{policy_file}, whatever the load (they would wait forever):[/]\n"
+                + never_runs_lines(never, {job.job_id: job for job in result.jobs})
+            )
 
 
 def _hours(seconds: float) -> str:

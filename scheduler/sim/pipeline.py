@@ -25,7 +25,7 @@ from scheduler.sim.simulator import (
     Simulator,
     UsageRow,
 )
-from scheduler.sim.standalone import StandaloneReplays, StandaloneResult, fits
+from scheduler.sim.standalone import StandaloneReplays, StandaloneResult, fits, never_runs
 from scheduler.sim.waiting import FRAGMENTATION_CLAIMABLE, IDLE_CAUSES, OWED_CAUSES
 from scheduler.traces.model import Trace
 
@@ -429,6 +429,7 @@ def summary_dict(
     }
     end_utc = start + pd.Timedelta(seconds=end).to_pytimedelta()
     local = start.astimezone(policy.billing.zone)
+    unfinished = [r.job for r in result.unfinished()]
     return {
         **{k: _clean(v) for k, v in overall.items()},
         "members": per_member,
@@ -449,7 +450,8 @@ def summary_dict(
             "livelock_guard_owed_overrides": result.owed_overrides,
             "max_preemptions_per_job": result.max_preemptions_per_job,
             "batch_seconds": result.batch_s,
-            "jobs_unfinished": len(result.unfinished()),
+            "jobs_unfinished": len(unfinished),
+            "jobs_never_runnable": len(never_runs(unfinished, result.nodes, policy)),
             "standalone": alone is not None,
         },
     }

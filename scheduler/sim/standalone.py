@@ -9,11 +9,12 @@ dropped silently.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
 from policies.model import Policy
+from scheduler.engine.explain import listed
 from scheduler.engine.snapshot import Node
 from scheduler.sim.simulator import Engine, JobState, Simulator, TimelineRow
 from scheduler.traces.model import Trace, TraceJob
@@ -43,16 +44,17 @@ def fits(job: TraceJob, nodes: Sequence[Node]) -> bool:
     return sum(n.gpus // job.gpus_per_pod for n in usable) >= job.num_pods
 
 
-def reachable(job: TraceJob, nodes: Sequence[Node], policy: Policy) -> bool:
-    """Whether the policy lets the job's member ever hold the job's GPUs: its own nodes
-    plus what other owners may lend (`lending_limit`), within its `max_gpus`. A gang
-    above that waits forever, whatever the load."""
+def never_reached(job: TraceJob, nodes: Sequence[Node], policy: Policy) -> str | None:
+    """Why the policy never lets the job's member hold the job's GPUs, or None when it
+    may: its own nodes plus what other owners may lend (`lending_limit`), within its
+    `max_gpus`. Such a job waits forever, whatever the load: its member's jobs are all
+    that is left in the pool once every other job is done, and still it does not fit."""
     member = policy.member(job.org)
     if member.max_gpus is not None and job.gpus > member.max_gpus:
-        return False
+        return f"it needs {job.gpus} GPUs at once, more than {job.org}'s maxGpus {member.max_gpus}"
     per_pod = job.gpus_per_pod
     if per_pod <= 0:
-        return True
+        return None
     slots: dict[str, int] = {}
     for n in nodes:
         if _usable(job, n):
@@ -60,14 +62,72 @@ def reachable(job: TraceJob, nodes: Sequence[Node], policy: Policy) -> bool:
             slots[owner] = slots.get(owner, 0) + n.gpus // per_pod
     names = policy.member_names()
     reach = 0
-    for owner, count in slots.items():
+    parts: list[str] = []
+    for owner, count in sorted(slots.items()):
         gpus = count * per_pod
-        if owner != job.org and owner:
-            limit = policy.member(owner).lending_limit if owner in names else None
+        limit = None
+        if owner != job.org and owner in names:
+            limit = policy.member(owner).lending_limit
             if limit is not None:
                 gpus = min(gpus, limit - limit % per_pod)
         reach += gpus
-    return reach >= job.gpus
+        if owner == job.org:
+            parts.insert(0, f"{gpus} on its own nodes")
+        elif not owner:
+            parts.append(f"{gpus} on nodes of no member")
+        elif limit is not None:
+            parts.append(f"{gpus} that {owner} may lend (lendingLimit {limit})")
+        else:
+            parts.append(f"{gpus} on {owner}'s nodes")
+    if reach >= job.gpus:
+        return None
+    what = f"{job.gpu_model} GPUs" if job.gpu_model else "GPUs"
+    pods = f" in pods of {per_pod}" if per_pod > 1 else ""
+    where = ""
+    if parts:
+        where = ": " + (
+            parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+        )
+    return (
+        f"it needs {job.gpus} {what} at once, and the policy lets {job.org} hold at most "
+        f"{reach}{pods}{where}"
+    )
+
+
+def never_runs(jobs: Iterable[TraceJob], nodes: Sequence[Node], policy: Policy) -> dict[str, str]:
+    """Job id -> why the job can never run in the pool: its pods fit no set of `nodes`
+    even empty, or `never_reached`. Decided once per member and shape (a trace of
+    thousands of jobs has a few dozen)."""
+    why: dict[tuple[str, int, int, str | None], str] = {}
+    out: dict[str, str] = {}
+    for job in jobs:
+        shape = (job.org, job.num_pods, job.gpus_per_pod, job.gpu_model)
+        reason = why.get(shape)
+        if reason is None:
+            if not fits(job, nodes):
+                reason = "its pods fit no set of the cluster's nodes, even empty"
+            else:
+                reason = never_reached(job, nodes, policy) or ""
+            why[shape] = reason
+        if reason:
+            out[job.job_id] = reason
+    return out
+
+
+def never_runs_lines(never: Mapping[str, str], jobs: Mapping[str, TraceJob]) -> str:
+    """`never_runs` for people: one line per member, shape and reason, naming the first
+    jobs of each."""
+    groups: dict[tuple[str, int, int, str], list[str]] = {}
+    for job_id in sorted(never):
+        job = jobs[job_id]
+        groups.setdefault((job.org, job.num_pods, job.gpus_per_pod, never[job_id]), []).append(
+            job_id
+        )
+    lines = []
+    for (org, pods, per_pod, reason), ids in sorted(groups.items()):
+        shape = f"{pods} pods of {per_pod} GPUs" if pods > 1 else f"1 pod of {per_pod} GPUs"
+        lines.append(f"  {org}, {shape}: {listed(tuple(ids))}: {reason}")
+    return "\n".join(lines)
 
 
 def _usable(job: TraceJob, n: Node) -> bool:

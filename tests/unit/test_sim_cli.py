@@ -298,13 +298,13 @@ def test_default_trace_keeps_only_jobs_that_can_run() -> None:
     from policies import load_inventory, load_policy
     from scheduler.cli.simulate import default_trace
     from scheduler.sim.cluster import build_nodes
-    from scheduler.sim.standalone import fits, reachable
+    from scheduler.sim.standalone import never_runs
 
     policy, inventory = load_policy(), load_inventory()
     trace, dropped = default_trace(inventory, policy, days=30, load=1.2, seed=42)
     nodes = build_nodes(inventory)
     assert len(trace.jobs) > 1000 and dropped > 0
-    assert all(fits(j, nodes) and reachable(j, nodes, policy) for j in trace.jobs)
+    assert never_runs(trace.jobs, nodes, policy) == {}
     # The dropped gangs are big: what stays offers ~98 % of the cluster's 30 days
     # (bursty and uneven between models, so borrowing and reclaim happen).
     offered = sum(j.gpus * j.duration_s for j in trace.jobs)
@@ -314,21 +314,32 @@ def test_default_trace_keeps_only_jobs_that_can_run() -> None:
 
 
 def test_reachable_counts_own_nodes_and_what_other_owners_may_lend() -> None:
-    from scheduler.sim.standalone import reachable
-    from tests.unit.test_sim_helpers import job, node, policy
+    from scheduler.sim.standalone import never_reached
+    from tests.unit.test_sim_helpers import MODEL, job, node, policy
 
     rules = policy({"a": {}, "b": {"lendingLimit": 6}})
     nodes = (node("a1", "a", 8), node("b1", "b", 8), node("b2", "b", 4))
+
+    def why(name: str, member: str, per_pod: int, pods: int = 1, model: str = MODEL) -> str | None:
+        return never_reached(job(name, member, 0, 1, per_pod, pods, model), nodes, rules)
+
     # a's own 8 GPUs, and of b's 12 at most 6: 4 in whole 4-GPU pods.
-    assert reachable(job("fits-own", "a", 0, 1, 4, pods=2), nodes, rules)
-    assert reachable(job("own-and-lent", "a", 0, 1, 4, pods=3), nodes, rules)
-    assert not reachable(job("beyond-the-limit", "a", 0, 1, 4, pods=4), nodes, rules)
+    assert why("fits-own", "a", 4, pods=2) is None
+    assert why("own-and-lent", "a", 4, pods=3) is None
+    assert why("beyond-the-limit", "a", 4, pods=4) == (
+        "it needs 16 G GPUs at once, and the policy lets a hold at most 12 in pods of 4: "
+        "8 on its own nodes and 4 that b may lend (lendingLimit 6)"
+    )
     # b may use all of its own 12 and, a lending without a limit, all of a's 8.
-    assert reachable(job("b-everything", "b", 0, 1, 4, pods=5), nodes, rules)
-    assert not reachable(job("other-model", "a", 0, 1, 4, model="H"), nodes, rules)
-    assert reachable(job("no-gpu", "a", 0, 1, 0), nodes, rules)
+    assert why("b-everything", "b", 4, pods=5) is None
+    assert why("other-model", "a", 4, model="H") == (
+        "it needs 4 H GPUs at once, and the policy lets a hold at most 0 in pods of 4"
+    )
+    assert why("no-gpu", "a", 0) is None
     capped = policy({"a": {"maxGpus": 4}, "b": {}})
-    assert not reachable(job("above-max-gpus", "a", 0, 1, 4, pods=2), nodes, capped)
+    assert never_reached(job("above-max-gpus", "a", 0, 1, 4, pods=2), nodes, capped) == (
+        "it needs 8 GPUs at once, more than a's maxGpus 4"
+    )
 
 
 def test_progress_log_ends_where_the_replay_ends(
@@ -394,3 +405,38 @@ def test_the_progress_bar_is_full_only_when_every_job_is_done() -> None:
     assert progress(0.0, 0, 0) == 0.5  # no job: only time is left to go
     steps = [progress(min(1.0, t / 50), min(100, 2 * t), 100) for t in range(60)]
     assert steps == sorted(steps)
+
+
+def test_jobs_the_policy_never_lets_run_are_named_with_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With b lending at most 2 GPUs, a's gang of 2 x 4 can never run (a's own 4 and no
+    whole 4-GPU pod of b's): it is left waiting, counted apart from jobs that did not
+    finish in time, and the line says why. Without the limit it runs."""
+    limited = POLICY.replace(
+        '{name: b, namespaces: ["b-*"], checkpointable: true}',
+        '{name: b, namespaces: ["b-*"], checkpointable: true, lendingLimit: 2}',
+    )
+    assert limited != POLICY
+    trace = (
+        "job_id,org,submit_time,duration_s,num_pods,gpus_per_pod,gpu_model\n"
+        "gang,a,0,600,2,4,G\n"
+        "small,a,10,100,1,4,G\n"
+    )
+    args = inputs(tmp_path, trace)
+    (tmp_path / "policy.yaml").write_text(limited)
+    out = tmp_path / "out"
+    assert run([*args, "--out", str(out)]) == 0
+    simulation = json.loads((out / "summary.json").read_text())["simulation"]
+    assert simulation["jobs_unfinished"] == 1
+    assert simulation["jobs_never_runnable"] == 1
+    text = " ".join(capsys.readouterr().out.split())
+    assert "1 job(s) never finished 1 of them can never run under this policy" in text
+    assert (
+        "a, 2 pods of 4 GPUs: gang: it needs 8 G GPUs at once, and the policy lets a hold "
+        "at most 4 in pods of 4: 4 on its own nodes and 0 that b may lend (lendingLimit 2)"
+    ) in text
+    (tmp_path / "policy.yaml").write_text(POLICY)
+    assert run([*args, "--out", str(tmp_path / "free")]) == 0
+    free = json.loads((tmp_path / "free" / "summary.json").read_text())["simulation"]
+    assert free["jobs_unfinished"] == free["jobs_never_runnable"] == 0

@@ -315,3 +315,59 @@ def test_check_and_simulate_say_the_same_of_a_gang_too_big_for_one_model(
     assert simulated.exit_code == 2
     assert why in " ".join(simulated.output.split())
     assert not (tmp_path / "out").exists()
+
+
+NEVER_RUNS = (
+    "job_id,org,submit_time,duration_s,num_pods,gpus_per_pod,gpu_model\n"
+    "ok,ai-startup,0,600,4,8,NVIDIA-H100-80GB-HBM3\n"
+    "late,physics,60,600,4,8,NVIDIA-H100-80GB-HBM3\n"
+    "later,physics,120,600,4,8,NVIDIA-H100-80GB-HBM3\n"
+    "small,physics,180,600,1,8,NVIDIA-H100-80GB-HBM3\n"
+)
+"""On the demo, physics owns no H100: 16 on uni-north's nodes and, under ai-startup's
+lendingLimit 8, one 8-GPU pod on ai-startup's make 24 of the 32 its gangs need.
+ai-startup, which lends to others, is never limited on its own nodes."""
+
+NEVER_RUNS_WHY = (
+    "physics, 4 pods of 8 GPUs: late and later: it needs 32 NVIDIA-H100-80GB-HBM3 GPUs at "
+    "once, and the policy lets physics hold at most 24 in pods of 8: 8 that ai-startup may "
+    "lend (lendingLimit 8) and 16 on uni-north's nodes"
+)
+
+
+def test_check_warns_of_jobs_the_policy_never_lets_run(tmp_path: Path) -> None:
+    trace = tmp_path / "t.csv"
+    trace.write_text(NEVER_RUNS)
+    checked = run("check", trace, "--cluster", CLUSTER, "--policy", POLICY)
+    # Valid input: another policy (no lendingLimit) would run them.
+    assert checked.exit_code == 0, checked.output
+    text = " ".join(checked.output.split())
+    assert "warning: 2 job(s) can never run on" in text
+    assert NEVER_RUNS_WHY in text
+    assert "small" not in text.split("warning:")[1] and "ok" not in text.split("warning:")[1]
+    # Without the policy nothing can be said of lending.
+    assert "warning" not in run("check", trace, "--cluster", CLUSTER).output
+
+
+def test_synth_with_a_policy_leaves_out_the_jobs_it_never_lets_run(tmp_path: Path) -> None:
+    """Seed 1 over 3 days draws 4 x 8 H100 gangs for physics and uni-north (t.csv of
+    this test's first run), which the demo policy's lendingLimit keeps from ever running."""
+    args = ("synth", "--cluster", CLUSTER, "--days", "3", "--load", "1.1", "--seed", "1")
+    everything, kept = tmp_path / "all.csv", tmp_path / "kept.csv"
+    assert run(*args, "--out", everything).exit_code == 0
+    result = run(*args, "--policy", POLICY, "--out", kept)
+    assert result.exit_code == 0, result.output
+    before, after = read_trace(everything), read_trace(kept)
+    left_out = {j.job_id for j in before.jobs} - {j.job_id for j in after.jobs}
+    assert len(left_out) == 2
+    assert "left out 2 job(s) that" in " ".join(result.output.split())
+    assert {j.gpus for j in before.jobs if j.job_id in left_out} == {32}
+    checked = run("check", kept, "--cluster", CLUSTER, "--policy", POLICY)
+    assert checked.exit_code == 0 and "warning" not in checked.output
+    assert (
+        "warning: 2 job(s)"
+        in run("check", everything, "--cluster", CLUSTER, "--policy", POLICY).output
+    )
+    alone = run("synth", "--policy", POLICY, "--days", "1", "--out", tmp_path / "x.csv")
+    assert alone.exit_code == 2 and "--policy needs --cluster" in alone.output
+    assert not (tmp_path / "x.csv").exists()
