@@ -78,6 +78,7 @@ from scheduler.engine.placement import (
     labels_match,
     spec_res,
 )
+from scheduler.engine.reach import never_detail
 from scheduler.engine.reclaim import NoReclaim, Reclaimer, ReclaimResult, VictimJob, Why
 from scheduler.engine.snapshot import PendingJob, PodSpec, Snapshot
 
@@ -223,6 +224,8 @@ class _Cycle:
         self.failed: set[object] = set()
         self.never: dict[int, bool] = {}
         self.never_detail: dict[int, str] = {}
+        self.never_reached: dict[tuple[int, str], str] = {}
+        """(shape, member) -> `_never_reached`."""
         self.reclaim_failed: dict[tuple[object, ...], NoReclaim] = {}
         self.reclaimer: Reclaimer | None = None
         self.consolidator: Consolidator | None = None
@@ -1144,7 +1147,10 @@ class _Cycle:
         )
 
     def _unplaceable(self, job: PendingJob) -> bool:
-        """True when no node, even empty, could ever take one of the job's pods."""
+        """True when no node, even empty, could ever take one of the job's pods, or its
+        member may never hold all of them at once (`_never_reached`). Placement, reclaim
+        and moves could then never start it: placement and reclaim's what-if see at most
+        the nodes' whole capacity and what owners may lend under their lendingLimit."""
         shape = self._info[job.job_id].sid
         never = self.never.get(shape)
         if never is None:
@@ -1157,10 +1163,35 @@ class _Cycle:
                     never = True
                     break
             self.never[shape] = never
-        return never
+        return never or bool(self._never_reached(job))
+
+    def _never_reached(self, job: PendingJob) -> str:
+        """`reach.never_detail` for a job whose pods all ask the same ("" when its member
+        may hold them all at once, or they differ)."""
+        info = self._info[job.job_id]
+        key = (info.sid, job.member)
+        found = self.never_reached.get(key)
+        if found is None:
+            found = ""
+            pods, state = job.pods, self.state
+            spec = pods[0].spec
+            same = state.key(spec)
+            if spec.gpus > 0 and all(state.key(p.spec) == same for p in pods):
+                found = never_detail(
+                    job.member,
+                    len(pods),
+                    spec.gpus,
+                    info.explicit_model,
+                    state.slots_when_empty(spec),
+                    dict(self.lenders),
+                )
+            self.never_reached[key] = found
+        return found
 
     def _unplaceable_detail(self, job: PendingJob) -> str:
         sid = self._info[job.job_id].sid
+        if not self.never[sid]:
+            return "it can never run: " + self._never_reached(job)
         found = self.never_detail.get(sid)
         if found is None:
             found = self.never_detail[sid] = self._filter_detail(job)

@@ -237,6 +237,7 @@ class _Static:
         self.candidates: dict[SpecKey, list[int]] = {}
         self.admitted: dict[SpecKey, frozenset[int]] = {}
         self.feasible: dict[tuple[tuple[SpecKey, ...], str], frozenset[int]] = {}
+        self.slots: dict[SpecKey, dict[tuple[str, str], int]] = {}
 
 
 _STATIC: list[tuple[tuple[Node, ...], _Static]] = []
@@ -273,6 +274,7 @@ class ClusterState:
         self._candidates = static.candidates
         self._admitted = static.admitted
         self._feasible = static.feasible
+        self._slots = static.slots
         count = len(nodes)
         self.free_gpu = [n.gpus for n in nodes]
         self.free_cpu = [n.cpu_milli for n in nodes]
@@ -483,6 +485,30 @@ class ClusterState:
             and n.memory_bytes >= res[2]
             and n.max_pods >= 1
         )
+
+    def slots_when_empty(self, spec: PodSpec) -> dict[tuple[str, str], int]:
+        """(GPU model, owner or "") -> how many pods of `spec` the nodes admitting it could
+        take if nothing ran there (static: kept as long as the nodes are)."""
+        key = self.key(spec)
+        found = self._slots.get(key)
+        if found is None:
+            found = {}
+            nodes, model = self.nodes, self.model
+            for i in self.candidate_nodes(spec):
+                n = nodes[i]
+                pods = n.max_pods
+                for have, need in (
+                    (n.gpus, spec.gpus),
+                    (n.cpu_milli, spec.cpu_milli),
+                    (n.memory_bytes, spec.memory_bytes),
+                ):
+                    if need > 0:
+                        pods = min(pods, have // need)
+                if pods > 0:
+                    where = (model[i], n.owner or "")
+                    found[where] = found.get(where, 0) + pods
+            self._slots[key] = found
+        return found
 
     def fits(self, i: int, res: Res, extra: Mapping[int, Res] | None = None) -> bool:
         e = extra.get(i) if extra else None

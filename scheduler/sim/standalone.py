@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from policies.model import Policy
 from scheduler.engine.explain import listed
+from scheduler.engine.reach import never_detail
 from scheduler.engine.snapshot import Node
 from scheduler.sim.simulator import Engine, JobState, Simulator, TimelineRow
 from scheduler.traces.model import Trace, TraceJob
@@ -46,52 +47,22 @@ def fits(job: TraceJob, nodes: Sequence[Node]) -> bool:
 
 def never_reached(job: TraceJob, nodes: Sequence[Node], policy: Policy) -> str | None:
     """Why the policy never lets the job's member hold the job's GPUs, or None when it
-    may: its own nodes plus what other owners may lend (`lending_limit`), within its
-    `max_gpus`. Such a job waits forever, whatever the load: its member's jobs are all
-    that is left in the pool once every other job is done, and still it does not fit."""
+    may: beyond its `max_gpus`, or beyond its own nodes plus what other owners may lend
+    (`scheduler.engine.reach`, which the engine's explanations use too). Such a job waits
+    forever, whatever the load."""
     member = policy.member(job.org)
     if member.max_gpus is not None and job.gpus > member.max_gpus:
         return f"it needs {job.gpus} GPUs at once, more than {job.org}'s maxGpus {member.max_gpus}"
     per_pod = job.gpus_per_pod
     if per_pod <= 0:
         return None
-    slots: dict[str, int] = {}
+    slots: dict[tuple[str, str], int] = {}
     for n in nodes:
         if _usable(job, n):
-            owner = n.owner or ""
-            slots[owner] = slots.get(owner, 0) + n.gpus // per_pod
-    names = policy.member_names()
-    reach = 0
-    parts: list[str] = []
-    for owner, count in sorted(slots.items()):
-        gpus = count * per_pod
-        limit = None
-        if owner != job.org and owner in names:
-            limit = policy.member(owner).lending_limit
-            if limit is not None:
-                gpus = min(gpus, limit - limit % per_pod)
-        reach += gpus
-        if owner == job.org:
-            parts.insert(0, f"{gpus} on its own nodes")
-        elif not owner:
-            parts.append(f"{gpus} on nodes of no member")
-        elif limit is not None:
-            parts.append(f"{gpus} that {owner} may lend (lendingLimit {limit})")
-        else:
-            parts.append(f"{gpus} on {owner}'s nodes")
-    if reach >= job.gpus:
-        return None
-    what = f"{job.gpu_model} GPUs" if job.gpu_model else "GPUs"
-    pods = f" in pods of {per_pod}" if per_pod > 1 else ""
-    where = ""
-    if parts:
-        where = ": " + (
-            parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-        )
-    return (
-        f"it needs {job.gpus} {what} at once, and the policy lets {job.org} hold at most "
-        f"{reach}{pods}{where}"
-    )
+            key = (n.gpu_model or "", n.owner or "")
+            slots[key] = slots.get(key, 0) + n.gpus // per_pod
+    limits = {m.name: m.lending_limit for m in policy.members if m.lending_limit is not None}
+    return never_detail(job.org, job.num_pods, per_pod, job.gpu_model, slots, limits) or None
 
 
 def never_runs(jobs: Iterable[TraceJob], nodes: Sequence[Node], policy: Policy) -> dict[str, str]:

@@ -46,6 +46,7 @@ from scheduler.engine.decisions import (
     PreemptionCause,
 )
 from scheduler.engine.explain import drain_detail  # the sentence only, not a decision
+from scheduler.engine.reach import never_detail  # the sentence only, as above
 from scheduler.engine.snapshot import PendingJob, PodSpec, Snapshot
 from tests.reference_engine import shares as shares_mod
 from tests.reference_engine.entitlement import MemberModel, node_model
@@ -198,6 +199,7 @@ class _Cycle:
         self.failed: set[object] = set()
         self.never: dict[int, bool] = {}
         self.never_detail: dict[int, str] = {}
+        self.never_reached: dict[tuple[int, str], str] = {}
         self.reclaim_failed: dict[tuple[object, ...], NoReclaim] = {}
         self.reclaimer: Reclaimer | None = None
 
@@ -873,7 +875,52 @@ class _Cycle:
                     never = True
                     break
             self.never[shape] = never
-        return never
+        return never or bool(self._never_reached(job))
+
+    def _never_reached(self, job: PendingJob) -> str:
+        """Why the job's member may never hold all its pods at once, on the nodes of one
+        GPU model that admit them, even empty: its own and unowned ones whole, another
+        owner's up to its lendingLimit in whole pods ("" when it may, or the pods differ)."""
+        key = (self.shape_id[job.job_id], job.member)
+        found = self.never_reached.get(key)
+        if found is not None:
+            return found
+        found = ""
+        spec = job.pods[0].spec
+        if spec.gpus > 0 and all(p.spec == spec for p in job.pods):
+            limits = dict(self.lenders)
+            slots: dict[tuple[str, str], int] = {}
+            for i in self.state.candidate_nodes(spec):
+                n = self.state.nodes[i]
+                fit = [n.max_pods] + [
+                    have // need
+                    for have, need in (
+                        (n.gpus, spec.gpus),
+                        (n.cpu_milli, spec.cpu_milli),
+                        (n.memory_bytes, spec.memory_bytes),
+                    )
+                    if need > 0
+                ]
+                where = (self.state.model[i], n.owner or "")
+                slots[where] = slots.get(where, 0) + max(0, min(fit))
+            reach: dict[str, int] = {}
+            for (model, owner), pods in slots.items():
+                gpus = pods * spec.gpus
+                if owner != job.member and owner in limits:
+                    gpus = min(gpus, limits[owner] // spec.gpus * spec.gpus)
+                reach[model] = reach.get(model, 0) + gpus
+            if max(reach.values(), default=0) < len(job.pods) * spec.gpus:
+                # The sentence only, not the decision: the engine's words.
+                found = never_detail(
+                    job.member,
+                    len(job.pods),
+                    spec.gpus,
+                    self._info[job.job_id].explicit_model,
+                    {k: v for k, v in slots.items() if v > 0},
+                    limits,
+                )
+        self.never_reached[key] = found
+        return found
 
     def _static_room(self, i: int, res: tuple[int, int, int, int]) -> bool:
         n = self.state.nodes[i]
@@ -886,6 +933,8 @@ class _Cycle:
 
     def _unplaceable_detail(self, job: PendingJob) -> str:
         sid = self.shape_id[job.job_id]
+        if not self.never[sid]:
+            return "it can never run: " + self._never_reached(job)
         found = self.never_detail.get(sid)
         if found is None:
             found = self.never_detail[sid] = self._filter_detail(job)

@@ -102,8 +102,9 @@ def test_a_gang_kept_off_idle_nodes_by_their_owners_lending_limit_says_so() -> N
 def test_past_three_owners_at_their_lending_limit_the_rest_are_counted() -> None:
     owners = ["lab-b", "lab-c", "lab-d", "lab-e"]
     pol = policy({"lab-a": {}, **{o: {"lending_limit": 4} for o in owners}})
-    nodes = [node("a1", "lab-a"), *(node(f"{o}-1", o) for o in owners)]
-    run = [running("a", "lab-a", "a1", gpus=8)]
+    # lab-a's own two nodes could hold the gang once free: it waits, and may run one day.
+    nodes = [node("a1", "lab-a"), node("a2", "lab-a"), *(node(f"{o}-1", o) for o in owners)]
+    run = [running("a", "lab-a", "a1", gpus=8), running("b", "lab-a", "a2", gpus=8)]
     d = schedule(snapshot(nodes, [job("g", "lab-a", pods=2, gpus=8)], run), pol)
     assert d.binds == ()
     assert (
@@ -199,3 +200,32 @@ def test_sentences_are_written_once_when_two_threads_read_them_first() -> None:
     first.join(5)
     second.join(5)
     assert calls == [1] and seen == [{"j": "waits"}, {"j": "waits"}]
+
+
+def test_a_gang_its_member_may_never_hold_says_it_can_never_run() -> None:
+    """lab-b lends at most 8 GPUs: lab-a's own 8 and one 8-GPU pod on lab-b's nodes make
+    16, and its gang asks for 32. However idle the pool, and with borrowed work of
+    lab-c's that reclaim could take, the gang never starts, and nothing is preempted or
+    held for it; lab-b's own gang of the same shape is not limited on lab-b's nodes."""
+    pol = policy({"lab-a": {}, "lab-b": {"lending_limit": 8}, "lab-c": {}})
+    nodes = [node("a1", "lab-a"), node("b1", "lab-b"), node("b2", "lab-b"), node("c1", "lab-c")]
+    borrowed = [running("x", "lab-c", "b1", gpus=8)]
+    d = schedule(snapshot(nodes, [job("g", "lab-a", pods=4, gpus=8)], borrowed), pol)
+    assert d.binds == () and d.preemptions == () and d.nominations == ()
+    assert d.explanations["g"].endswith(
+        f"; it can never run: it needs 32 GPUs of one model at once, and lab-a can hold at "
+        f"most 24 {H100} in pods of 8: 8 on its own nodes, 8 that lab-b may lend "
+        "(lendingLimit 8) and 8 on lab-c's nodes"
+    )
+    d = schedule(snapshot(nodes, [job("h", "lab-b", pods=4, gpus=8)], borrowed), pol)
+    assert "never" not in d.explanations.get("h", "")
+
+
+def test_a_gang_bigger_than_the_nodes_of_any_model_says_it_can_never_run() -> None:
+    nodes = [node("a1", "lab-a"), node("b1", "lab-b"), node("b2", "lab-b", model=A100)]
+    d = schedule(snapshot(nodes, [job("g", "lab-a", pods=3, gpus=8)], []), POL)
+    assert d.binds == ()
+    assert d.explanations["g"].endswith(
+        f"; it can never run: it needs 24 GPUs of one model at once, and lab-a can hold at "
+        f"most 16 {H100} in pods of 8: 8 on its own nodes and 8 on lab-b's nodes"
+    )

@@ -327,13 +327,13 @@ def test_reachable_counts_own_nodes_and_what_other_owners_may_lend() -> None:
     assert why("fits-own", "a", 4, pods=2) is None
     assert why("own-and-lent", "a", 4, pods=3) is None
     assert why("beyond-the-limit", "a", 4, pods=4) == (
-        "it needs 16 G GPUs at once, and the policy lets a hold at most 12 in pods of 4: "
+        "it needs 16 G GPUs at once, and a can hold at most 12 in pods of 4: "
         "8 on its own nodes and 4 that b may lend (lendingLimit 6)"
     )
     # b may use all of its own 12 and, a lending without a limit, all of a's 8.
     assert why("b-everything", "b", 4, pods=5) is None
     assert why("other-model", "a", 4, model="H") == (
-        "it needs 4 H GPUs at once, and the policy lets a hold at most 0 in pods of 4"
+        "it needs 4 H GPUs at once, and a can hold at most 0 in pods of 4"
     )
     assert why("no-gpu", "a", 0) is None
     capped = policy({"a": {"maxGpus": 4}, "b": {}})
@@ -433,8 +433,8 @@ def test_jobs_the_policy_never_lets_run_are_named_with_why(
     text = " ".join(capsys.readouterr().out.split())
     assert "1 job(s) never finished 1 of them can never run under this policy" in text
     assert (
-        "a, 2 pods of 4 GPUs: gang: it needs 8 G GPUs at once, and the policy lets a hold "
-        "at most 4 in pods of 4: 4 on its own nodes and 0 that b may lend (lendingLimit 2)"
+        "a, 2 pods of 4 GPUs: gang: it needs 8 G GPUs at once, and a can hold at most 4 "
+        "in pods of 4: 4 on its own nodes and 0 that b may lend (lendingLimit 2)"
     ) in text
     (tmp_path / "policy.yaml").write_text(POLICY)
     assert run([*args, "--out", str(tmp_path / "free")]) == 0

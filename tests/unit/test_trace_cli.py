@@ -330,7 +330,7 @@ ai-startup, which lends to others, is never limited on its own nodes."""
 
 NEVER_RUNS_WHY = (
     "physics, 4 pods of 8 GPUs: late and later: it needs 32 NVIDIA-H100-80GB-HBM3 GPUs at "
-    "once, and the policy lets physics hold at most 24 in pods of 8: 8 that ai-startup may "
+    "once, and physics can hold at most 24 in pods of 8: 8 that ai-startup may "
     "lend (lendingLimit 8) and 16 on uni-north's nodes"
 )
 

@@ -1,0 +1,79 @@
+"""What a member may ever hold for one job, and the sentence for a job that asks more.
+
+A job's pods go on the nodes of one GPU model (a gang never mixes models). On those
+nodes, even empty, the member may use its own and unowned nodes whole, and another
+owner's only up to that owner's `lendingLimit`, in whole pods. A job asking for more
+can never run under the policy, whatever the load: its explanation says so, instead of
+counting idle GPUs it will never be given, and `fairpool trace check` and `fairpool
+simulate` name such jobs with the same sentence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+Slots = Mapping[tuple[str, str], int]
+"""(GPU model, owner) -> pods of the job the owner's nodes of that model take, empty;
+owner "" for nodes of no member."""
+
+
+def most_held(
+    member: str, per_pod: int, slots: Slots, limits: Mapping[str, int]
+) -> tuple[int, str, list[tuple[str, int, int | None]]]:
+    """(GPUs, model, per owner (owner, GPUs, its lendingLimit or None)) on the model where
+    the member may hold most of the job's pods of `per_pod` GPUs (`limits`: owner ->
+    lendingLimit, for the owners that have one). Ties go to the model first by name."""
+    by_model: dict[str, list[tuple[str, int, int | None]]] = {}
+    for (model, owner), pods in sorted(slots.items()):
+        gpus = pods * per_pod
+        limit = limits.get(owner) if owner != member else None
+        if limit is not None:
+            gpus = min(gpus, limit - limit % per_pod)
+        by_model.setdefault(model, []).append((owner, gpus, limit))
+    best: tuple[int, str, list[tuple[str, int, int | None]]] = (0, "", [])
+    for model, owners in by_model.items():
+        total = sum(g for _, g, _ in owners)
+        if total > best[0] or not best[1]:
+            best = (total, model, owners)
+    return best
+
+
+def never_detail(
+    member: str,
+    pods: int,
+    per_pod: int,
+    model: str | None,
+    slots: Slots,
+    limits: Mapping[str, int],
+) -> str:
+    """Why the member may never hold the job's `pods` pods of `per_pod` GPUs ("" when it
+    may; `model`: the one the job asks for, None for any)."""
+    if per_pod <= 0:
+        return ""
+    gpus, best, owners = most_held(member, per_pod, slots, limits)
+    if gpus >= pods * per_pod:
+        return ""
+    parts: list[str] = []
+    for owner, held, limit in owners:
+        if owner == member:
+            parts.insert(0, f"{held} on its own nodes")
+        elif not owner:
+            parts.append(f"{held} on nodes of no member")
+        elif limit is not None:
+            parts.append(f"{held} that {owner} may lend (lendingLimit {limit})")
+        else:
+            parts.append(f"{held} on {owner}'s nodes")
+    if model is not None:
+        what, of = f"{model} GPUs", ""
+    else:  # any model, but one: the best one's nodes are named
+        what, of = "GPUs of one model", f" {best}" if best else ""
+    in_pods = f" in pods of {per_pod}" if per_pod > 1 else ""
+    where = ""
+    if parts:
+        where = ": " + (
+            parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+        )
+    return (
+        f"it needs {pods * per_pod} {what} at once, and {member} can hold at most "
+        f"{gpus}{of}{in_pods}{where}"
+    )
