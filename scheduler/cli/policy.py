@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -230,6 +231,15 @@ def _lost(cause: str) -> Figure:
     return lambda s: s.gpu_hours_lost_by_cause.get(cause)
 
 
+def _never_runnable(summary: share_pb2.SimulationSummary) -> float | None:
+    """Jobs left waiting that the policy never lets run on the cluster, from the
+    `summary.json` the summary carries: a draft that lowers a lendingLimit or a maxGpus can
+    strand a gang for good, which its other figures only show as a job fewer."""
+    simulation = json.loads(summary.summary_json or "{}").get("simulation") or {}
+    found = simulation.get("jobs_never_runnable")
+    return float(found) if isinstance(found, int | float) else None
+
+
 CONTENDED_ROWS: tuple[tuple[str, Figure, str], ...] = (
     ("utilization while work waits", _present("utilization_while_pending"), "{:.3f}"),
     ("lost to reclaim (share of GPU-hours used)", _present("reclaim_lost_fraction"), "{:.2%}"),
@@ -240,6 +250,7 @@ CONTENDED_ROWS: tuple[tuple[str, Figure, str], ...] = (
     ("owners' time to entitlement p99 s", _present("time_to_entitlement_p99_s"), "{:,.0f}"),
     ("mean JCT s", _present("mean_jct_s"), "{:,.0f}"),
     ("p95 wait s", _present("p95_wait_s"), "{:,.0f}"),
+    ("jobs that can never run", _never_runnable, "{:.0f}"),
 )
 """(label, figure, format) of the figures a draft is judged by on a contended pool
 (docs/metrics.md), beyond the utilization, fairness and preemption rows."""

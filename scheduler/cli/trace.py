@@ -128,7 +128,8 @@ def _weights(pairs: str | None, members: list[str]) -> dict[str, float] | None:
     type=click.Path(path_type=Path),
     default=None,
     help="With --cluster: leave out the jobs this policy never lets run there (a gang "
-    "beyond what lending limits or maxGpus allow), as `fairpool simulate`'s own trace does.",
+    "beyond what lending limits, maxGpus or borrowing: false allow), as `fairpool "
+    "simulate`'s own trace does.",
 )
 @click.option("--out", required=True, metavar="FILE.csv", help="Where to write ('-': stdout).")
 def synth(

@@ -1191,7 +1191,7 @@ class _Cycle:
     def _unplaceable_detail(self, job: PendingJob) -> str:
         sid = self._info[job.job_id].sid
         if not self.never[sid]:
-            return "it can never run: " + self._never_reached(job)
+            return "it can never run as the cluster and policy stand: " + self._never_reached(job)
         found = self.never_detail.get(sid)
         if found is None:
             found = self.never_detail[sid] = self._filter_detail(job)

@@ -14,6 +14,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
 from policies.model import Policy
+from scheduler.engine.entitlement import entitlements
 from scheduler.engine.explain import listed
 from scheduler.engine.reach import never_detail
 from scheduler.engine.snapshot import Node
@@ -47,15 +48,28 @@ def fits(job: TraceJob, nodes: Sequence[Node]) -> bool:
 
 def never_reached(job: TraceJob, nodes: Sequence[Node], policy: Policy) -> str | None:
     """Why the policy never lets the job's member hold the job's GPUs, or None when it
-    may: beyond its `max_gpus`, or beyond its own nodes plus what other owners may lend
-    (`scheduler.engine.reach`, which the engine's explanations use too). Such a job waits
-    forever, whatever the load."""
+    may: beyond its `max_gpus`, beyond its entitlement with borrowing off, or beyond its
+    own nodes plus what other owners may lend (`scheduler.engine.reach`, which the
+    engine's explanations use too). Such a job waits forever, whatever the load."""
     member = policy.member(job.org)
     if member.max_gpus is not None and job.gpus > member.max_gpus:
         return f"it needs {job.gpus} GPUs at once, more than {job.org}'s maxGpus {member.max_gpus}"
     per_pod = job.gpus_per_pod
     if per_pod <= 0:
         return None
+    if not policy.sharing.borrowing:
+        entitled = {
+            model: gpus
+            for (owner, model), gpus in entitlements(nodes, policy).items()
+            if owner == job.org and job.gpu_model in (None, model)
+        }
+        most = max(entitled.values(), default=0)
+        if job.gpus > most:
+            of = f" {job.gpu_model}" if job.gpu_model else ""
+            return (
+                f"it needs {job.gpus}{of} GPUs at once, more than {job.org}'s entitlement "
+                f"of {most}{of} GPUs, and borrowing is off"
+            )
     slots: dict[tuple[str, str], int] = {}
     for n in nodes:
         if _usable(job, n):

@@ -222,9 +222,12 @@ def test_shares_explain_usage_as_a_member(served: Served) -> None:
 
 def test_policy_simulate_shows_current_and_draft(served: Served) -> None:
     trace = served.folder / "trace.csv"
+    # physics owns no H100: its gang of 32 can never run, under the current policy
+    # (16 on uni-north's nodes, 8 that ai-startup may lend) or the draft (no borrowing).
     trace.write_text(
         "job_id,org,submit_time,duration_s,num_pods,gpus_per_pod,gpu_model\n"
         + "".join(f"u{i},uni-north,{i},3600,1,8,NVIDIA-H100-80GB-HBM3\n" for i in range(6))
+        + "g,physics,0,600,4,8,NVIDIA-H100-80GB-HBM3\n"
     )
     data = yaml.safe_load(DEFAULT_POLICY.read_text())
     data["spec"]["sharing"]["borrowing"] = False
@@ -237,6 +240,8 @@ def test_policy_simulate_shows_current_and_draft(served: Served) -> None:
     for label in ("utilization while work waits", "owners' time to entitlement p99 s"):
         assert any(line.startswith(f"│ {label}") for line in done.stdout.splitlines()), label
     assert "lost to reclaim" in done.stdout and "owners' reclaims" in done.stdout
+    never = next(line for line in done.stdout.splitlines() if "jobs that can never run" in line)
+    assert [cell.strip() for cell in never.split("│")[2:4]] == ["1", "1"], never
     assert served.run("policy", "simulate", "strict.yaml", token="viewer").returncode == 2
     batched = served.run(
         "policy", "simulate", "strict.yaml", "--trace", "trace.csv", "--batch-seconds", "60",

@@ -123,9 +123,14 @@ def test_an_indexed_job_that_cannot_fit_binds_nothing_until_it_fits(pool: Pool) 
         what="the gang's explanation",
     )
     assert pool.bound("a") == {}
-    # A fourth node: the gang now fits, and is bound whole.
+    # Three 8-GPU nodes can never hold 4 pods of 8, and the sentence says so.
     explanation = daemon.last_decisions().explanations[job_id]
-    assert "the gang needs 32 (4 pods)" in explanation, explanation
+    assert explanation.endswith(
+        "it can never run as the cluster and policy stand: it needs 32 GPUs of one model at "
+        "once, and a can hold at most 24 NVIDIA-H100-80GB-HBM3 in pods of 8: 24 on its own "
+        "nodes"
+    ), explanation
+    # A fourth node: the gang now fits, and is bound whole.
     fourth = create_nodes(
         pool.core,
         parse_inventory(

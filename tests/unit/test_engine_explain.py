@@ -213,9 +213,9 @@ def test_a_gang_its_member_may_never_hold_says_it_can_never_run() -> None:
     d = schedule(snapshot(nodes, [job("g", "lab-a", pods=4, gpus=8)], borrowed), pol)
     assert d.binds == () and d.preemptions == () and d.nominations == ()
     assert d.explanations["g"].endswith(
-        f"; it can never run: it needs 32 GPUs of one model at once, and lab-a can hold at "
-        f"most 24 {H100} in pods of 8: 8 on its own nodes, 8 that lab-b may lend "
-        "(lendingLimit 8) and 8 on lab-c's nodes"
+        "; it can never run as the cluster and policy stand: it needs 32 GPUs of one model "
+        f"at once, and lab-a can hold at most 24 {H100} in pods of 8: 8 on its own nodes, 8 "
+        "that lab-b may lend (lendingLimit 8) and 8 on lab-c's nodes"
     )
     d = schedule(snapshot(nodes, [job("h", "lab-b", pods=4, gpus=8)], borrowed), pol)
     assert "never" not in d.explanations.get("h", "")
@@ -226,6 +226,7 @@ def test_a_gang_bigger_than_the_nodes_of_any_model_says_it_can_never_run() -> No
     d = schedule(snapshot(nodes, [job("g", "lab-a", pods=3, gpus=8)], []), POL)
     assert d.binds == ()
     assert d.explanations["g"].endswith(
-        f"; it can never run: it needs 24 GPUs of one model at once, and lab-a can hold at "
-        f"most 16 {H100} in pods of 8: 8 on its own nodes and 8 on lab-b's nodes"
+        "; it can never run as the cluster and policy stand: it needs 24 GPUs of one model "
+        f"at once, and lab-a can hold at most 16 {H100} in pods of 8: 8 on its own nodes and "
+        "8 on lab-b's nodes"
     )

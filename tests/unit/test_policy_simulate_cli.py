@@ -56,11 +56,18 @@ def test_the_summary_carries_the_contended_figures_typed() -> None:
 
 
 def test_the_contended_figures_of_both_replays_side_by_side() -> None:
-    draft = {**CURRENT, "reclaim_lost_fraction": 0.01, "time_to_entitlement_p99_s": None}
+    draft = {
+        **CURRENT,
+        "reclaim_lost_fraction": 0.01,
+        "time_to_entitlement_p99_s": None,
+        # A lower lendingLimit in the draft strands two gangs for good.
+        "simulation": {"jobs_unfinished": 2, "jobs_never_runnable": 2},
+    }
+    current = {**CURRENT, "simulation": {"jobs_unfinished": 0, "jobs_never_runnable": 0}}
     rows = {
         label.strip(): (a, b)
         for label, a, b in contended_rows(
-            convert_summary("current", 3, CURRENT), convert_summary("draft", 4, draft)
+            convert_summary("current", 3, current), convert_summary("draft", 4, draft)
         )
     }
     assert len(rows) == len(CONTENDED_ROWS)
@@ -71,6 +78,7 @@ def test_the_contended_figures_of_both_replays_side_by_side() -> None:
     assert rows["most preemptions of one job"] == ("3", "3")
     # No figure (nothing waited in that replay): a dash, not 0.
     assert rows["owners' time to entitlement p99 s"] == ("23,886", "—")
+    assert rows["jobs that can never run"] == ("0", "2")
 
 
 def test_a_summary_without_the_figures_shows_dashes() -> None:

@@ -340,6 +340,12 @@ def test_reachable_counts_own_nodes_and_what_other_owners_may_lend() -> None:
     assert never_reached(job("above-max-gpus", "a", 0, 1, 4, pods=2), nodes, capped) == (
         "it needs 8 GPUs at once, more than a's maxGpus 4"
     )
+    # Without borrowing a member holds at most its entitlement: a's own 8.
+    strict = policy({"a": {}, "b": {}}, sharing={"borrowing": False})
+    assert never_reached(job("own", "a", 0, 1, 4, pods=2), nodes, strict) is None
+    assert never_reached(job("borrows", "a", 0, 1, 4, pods=3), nodes, strict) == (
+        "it needs 12 G GPUs at once, more than a's entitlement of 8 G GPUs, and borrowing is off"
+    )
 
 
 def test_progress_log_ends_where_the_replay_ends(
