@@ -78,7 +78,6 @@ from scheduler.engine.placement import (
     labels_match,
     spec_res,
 )
-from scheduler.engine.reach import never_detail
 from scheduler.engine.reclaim import NoReclaim, Reclaimer, ReclaimResult, VictimJob, Why
 from scheduler.engine.snapshot import PendingJob, PodSpec, Snapshot
 
@@ -223,6 +222,10 @@ class _Cycle:
         # What failed once in the cycle fails again (capacity only shrinks).
         self.failed: set[object] = set()
         self.never: dict[int, bool] = {}
+        """Shape -> `_unplaceable`, when that does not depend on the member (no lending
+        limit, or a pod no node takes)."""
+        self.never_pods: dict[int, bool] = {}
+        """Shape -> a pod of it fits no node, even empty."""
         self.never_detail: dict[int, str] = {}
         self.never_reached: dict[tuple[int, str], str] = {}
         """(shape, member) -> `_never_reached`."""
@@ -1154,16 +1157,22 @@ class _Cycle:
         shape = self._info[job.job_id].sid
         never = self.never.get(shape)
         if never is None:
-            never = False
+            pod_never = False
             for pod in job.pods:
                 res = spec_res(pod.spec)
                 if not any(
                     self.state.room_when_empty(i, res) for i in self.state.candidate_nodes(pod.spec)
                 ):
-                    never = True
+                    pod_never = True
                     break
+            self.never_pods[shape] = never = pod_never
+            if not never and not self.lenders:
+                # No lending limit: what a member may hold does not depend on which it is.
+                never = bool(self._never_reached(job))
             self.never[shape] = never
-        return never or bool(self._never_reached(job))
+        if never or not self.lenders:
+            return never
+        return bool(self._never_reached(job))
 
     def _never_reached(self, job: PendingJob) -> str:
         """`reach.never_detail` for a job whose pods all ask the same ("" when its member
@@ -1177,20 +1186,15 @@ class _Cycle:
             spec = pods[0].spec
             same = state.key(spec)
             if spec.gpus > 0 and all(state.key(p.spec) == same for p in pods):
-                found = never_detail(
-                    job.member,
-                    len(pods),
-                    spec.gpus,
-                    info.explicit_model,
-                    state.slots_when_empty(spec),
-                    dict(self.lenders),
+                found = state.never_held(
+                    spec, len(pods), job.member, info.explicit_model, tuple(self.lenders)
                 )
             self.never_reached[key] = found
         return found
 
     def _unplaceable_detail(self, job: PendingJob) -> str:
         sid = self._info[job.job_id].sid
-        if not self.never[sid]:
+        if not self.never_pods[sid]:
             return "it can never run as the cluster and policy stand: " + self._never_reached(job)
         found = self.never_detail.get(sid)
         if found is None:

@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from scheduler.engine.entitlement import UNKNOWN_MODEL
+from scheduler.engine.reach import never_detail
 from scheduler.engine.snapshot import (
     Node,
     PodSpec,
@@ -238,6 +239,7 @@ class _Static:
         self.admitted: dict[SpecKey, frozenset[int]] = {}
         self.feasible: dict[tuple[tuple[SpecKey, ...], str], frozenset[int]] = {}
         self.slots: dict[SpecKey, dict[tuple[str, str], int]] = {}
+        self.never: dict[tuple[object, ...], str] = {}
 
 
 _STATIC: list[tuple[tuple[Node, ...], _Static]] = []
@@ -275,6 +277,7 @@ class ClusterState:
         self._admitted = static.admitted
         self._feasible = static.feasible
         self._slots = static.slots
+        self._never = static.never
         count = len(nodes)
         self.free_gpu = [n.gpus for n in nodes]
         self.free_cpu = [n.cpu_milli for n in nodes]
@@ -508,6 +511,25 @@ class ClusterState:
                     where = (model[i], n.owner or "")
                     found[where] = found.get(where, 0) + pods
             self._slots[key] = found
+        return found
+
+    def never_held(
+        self,
+        spec: PodSpec,
+        pods: int,
+        member: str,
+        model: str | None,
+        lenders: tuple[tuple[str, int], ...],
+    ) -> str:
+        """`reach.never_detail` for a job of `pods` pods of `spec` (static: kept as long as
+        the nodes are, per member, model asked and the policy's lending limits)."""
+        key = (self.key(spec), pods, member, model, lenders)
+        found = self._never.get(key)
+        if found is None:
+            found = never_detail(
+                member, pods, spec.gpus, model, self.slots_when_empty(spec), dict(lenders)
+            )
+            self._never[key] = found
         return found
 
     def fits(self, i: int, res: Res, extra: Mapping[int, Res] | None = None) -> bool:
