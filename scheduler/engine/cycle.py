@@ -1183,12 +1183,13 @@ class _Cycle:
         if found is None:
             found = ""
             pods, state = job.pods, self.state
-            spec = pods[0].spec
-            same = state.key(spec)
-            if spec.gpus > 0 and all(state.key(p.spec) == same for p in pods):
-                found = state.never_held(
-                    spec, len(pods), job.member, info.explicit_model, tuple(self.lenders)
-                )
+            spec = pods[0].spec if pods else None
+            if spec is not None and spec.gpus > 0:
+                same = state.key(spec)
+                if all(state.key(p.spec) == same for p in pods):
+                    found = state.never_held(
+                        spec, len(pods), job.member, info.explicit_model, tuple(self.lenders)
+                    )
             self.never_reached[key] = found
         return found
 

@@ -3,9 +3,9 @@
 A job's pods go on the nodes of one GPU model (a gang never mixes models). On those
 nodes, even empty, the member may use its own and unowned nodes whole, and another
 owner's only up to that owner's `lendingLimit`, in whole pods. A job asking for more
-can never run under the policy, whatever the load: its explanation says so, instead of
-counting idle GPUs it will never be given, and `fairpool trace check` and `fairpool
-simulate` name such jobs with the same sentence.
+can never run as the cluster and policy stand, whatever the load: its explanation says
+so, instead of counting idle GPUs it will never be given, and `fairpool trace check` and
+`fairpool simulate` name such jobs with the same sentence.
 """
 
 from __future__ import annotations

@@ -886,8 +886,8 @@ class _Cycle:
         if found is not None:
             return found
         found = ""
-        spec = job.pods[0].spec
-        if spec.gpus > 0 and all(p.spec == spec for p in job.pods):
+        spec = job.pods[0].spec if job.pods else None
+        if spec is not None and spec.gpus > 0 and all(p.spec == spec for p in job.pods):
             limits = dict(self.lenders)
             slots: dict[tuple[str, str], int] = {}
             for i in self.state.candidate_nodes(spec):
