@@ -545,12 +545,12 @@ def _print_study(
         )
     if sim["jobs_unfinished"]:
         console.print(f"[yellow]{sim['jobs_unfinished']} job(s) never finished[/]")
-        result = study.result
-        never = never_runs((r.job for r in result.unfinished()), result.nodes, study.policy)
+        never = study.never_runnable
         if never:
+            jobs = {i: r.job for i, r in study.result.jobs.items()}
             console.print(
                 f"[yellow]{len(never)} of them can never run under this policy, whatever the "
-                f"load:[/]\n" + never_runs_lines(never, {i: r.job for i, r in result.jobs.items()})
+                f"load:[/]\n" + never_runs_lines(never, jobs)
             )
     console.print(f"wrote {out}/summary.json and tables")
 

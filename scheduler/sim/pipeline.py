@@ -46,6 +46,9 @@ class Study:
     capacity: pd.DataFrame
     reclaim_lost: pd.DataFrame
     summary: dict[str, object]
+    never_runnable: dict[str, str]
+    """Job id -> why it can never run on the cluster under the policy (`never_runs`), of
+    the jobs the replay left waiting."""
 
 
 def check_trace(
@@ -124,7 +127,8 @@ def build_study(
     end = result.end_time
     g = metrics.grid(timeline, end)
     members = members_table(policy, result, alone, jobs, g, end)
-    summary = summary_dict(policy, start_utc, result, alone, jobs, members, g, end)
+    never = never_runs((r.job for r in result.unfinished()), result.nodes, policy)
+    summary = summary_dict(policy, start_utc, result, alone, jobs, members, g, end, len(never))
     timeline.insert(1, "time_utc", base + pd.to_timedelta(timeline["time"], unit="s"))
     timeline = timeline.rename(columns={"time": "time_s"})
     return Study(
@@ -139,6 +143,7 @@ def build_study(
         capacity=capacity_table(result, start_utc, end),
         reclaim_lost=lost_table(result, hour0),
         summary=summary,
+        never_runnable=never,
     )
 
 
@@ -391,6 +396,7 @@ def summary_dict(
     members: pd.DataFrame,
     g: metrics.Grid,
     end: float,
+    never_runnable: int,
 ) -> dict[str, object]:
     capacity = sum(result.capacity.values())
     overall: dict[str, object] = {}
@@ -429,7 +435,6 @@ def summary_dict(
     }
     end_utc = start + pd.Timedelta(seconds=end).to_pytimedelta()
     local = start.astimezone(policy.billing.zone)
-    unfinished = [r.job for r in result.unfinished()]
     return {
         **{k: _clean(v) for k, v in overall.items()},
         "members": per_member,
@@ -450,8 +455,8 @@ def summary_dict(
             "livelock_guard_owed_overrides": result.owed_overrides,
             "max_preemptions_per_job": result.max_preemptions_per_job,
             "batch_seconds": result.batch_s,
-            "jobs_unfinished": len(unfinished),
-            "jobs_never_runnable": len(never_runs(unfinished, result.nodes, policy)),
+            "jobs_unfinished": len(result.unfinished()),
+            "jobs_never_runnable": never_runnable,
             "standalone": alone is not None,
         },
     }
