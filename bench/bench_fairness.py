@@ -14,6 +14,10 @@ Scenarios (`BENCH_FAIRNESS=demo,small,mixed,philly` picks some; all by default;
   waiting job's GPUs may be thrown away per move, against 1 h by default): how much of
   small's fragmentation moves clear, and the work they lose doing it;
 - mixed: three GPU models on 8-, 4- and 2-GPU nodes, 5 members, load 1.2, 7 days;
+- demo-overtaken: the demo's traces with `reclaimOvertakenAfterSeconds: 86400`
+  (docs/policy.md): what taking back from overtaking jobs wins (the demo's 2 x 8 A100
+  gangs of its one checkpointable member no longer wait for the end of the month behind
+  that member's own 1-GPU jobs) and costs (mean JCT and p95 wait);
 - demo-headstart, small-headstart, mixed-headstart, philly-headstart: the same traces
   with `headStart: true` (docs/policy.md): what the head start wins (shorter waits for
   owners' big one-pod jobs) and costs (members' gangs, lost work), scenario by scenario;
@@ -184,19 +188,32 @@ def small_loss_4h(days: float | None, draw: int = 0) -> tuple[ClusterInventory, 
     return small(days, draw, "maxConsolidationLossSeconds: 14400")
 
 
-def head_start(
-    make: Callable[[float | None, int], tuple[ClusterInventory, Policy, Trace]],
-) -> Callable[[float | None, int], tuple[ClusterInventory, Policy, Trace]]:
-    """The scenario `make` with `headStart: true` (docs/policy.md): same traces, same
-    cluster, only the policy's rule differs, so its rows read against the scenario's."""
+Make = Callable[[float | None, int], tuple[ClusterInventory, Policy, Trace]]
+
+
+def with_sharing(make: Make, **rules: object) -> Make:
+    """The scenario `make` with these sharing rules (docs/policy.md): same traces, same
+    cluster, only the policy's rules differ, so its rows read against the scenario's."""
 
     def made(days: float | None, draw: int = 0) -> tuple[ClusterInventory, Policy, Trace]:
         inventory, policy, trace = make(days, draw)
-        sharing = policy.spec.sharing.model_copy(update={"head_start": True})
+        sharing = policy.spec.sharing.model_copy(update=rules)
         spec = policy.spec.model_copy(update={"sharing": sharing})
         return inventory, policy.model_copy(update={"spec": spec}), trace
 
     return made
+
+
+def head_start(make: Make) -> Make:
+    """The scenario `make` with `headStart: true`."""
+    return with_sharing(make, head_start=True)
+
+
+def overtaken_after_a_day(make: Make) -> Make:
+    """The scenario `make` with `reclaimOvertakenAfterSeconds: 86400`: a job of 2 or more
+    GPUs that waited a day takes back what its member's later, smaller, checkpointable
+    jobs overtook (docs/glossary.md, "overtaken")."""
+    return with_sharing(make, reclaim_overtaken_after_seconds=86_400)
 
 
 def mixed(days: float | None, draw: int = 0) -> tuple[ClusterInventory, Policy, Trace]:
@@ -240,6 +257,7 @@ def philly(days: float | None, draw: int = 0) -> tuple[ClusterInventory, Policy,
 SCENARIOS = (
     Scenario("demo", demo),
     Scenario("demo-headstart", head_start(demo)),
+    Scenario("demo-overtaken", overtaken_after_a_day(demo)),
     Scenario("small", small),
     Scenario("small-headstart", head_start(small)),
     Scenario("small-loss4h", small_loss_4h),

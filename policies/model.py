@@ -167,6 +167,13 @@ class SharingRules(_Strict):
     """Before the fair-share order, each member's first queued one-pod job of 2 or more
     GPUs per GPU model that keeps it within its entitlement is placed if it fits
     (docs/glossary.md, "head start"). Off by default: a trade, docs/policy.md."""
+    reclaim_overtaken_after_seconds: (
+        Annotated[int, Field(ge=0, le=MAX_MIN_RUNTIME_SECONDS), NumberText] | None
+    ) = None
+    """A job of 2 or more GPUs that has waited this long takes back, when nothing else
+    makes room for it, the GPUs of its member's own later, smaller jobs that resume where
+    they stop (docs/glossary.md, "overtaken"). None: never. Off by default: a trade,
+    docs/policy.md."""
 
 
 class IdleCostRule(StrEnum):

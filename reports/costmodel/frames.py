@@ -21,7 +21,7 @@ shown as its own row so that nothing disappears from the totals."""
 CAPACITY_COLUMNS = ("hour", "owner", "gpu_model", "gpu_seconds_available")
 RECLAIM_COLUMNS = ("hour", "member", "gpu_model", "gpu_seconds_lost")
 """Required; an optional `cause` column says who preempted the work (`LOST_CAUSES`)."""
-LOST_CAUSES = ("entitlement", "fair_share", "consolidation")
+LOST_CAUSES = ("entitlement", "fair_share", "consolidation", "queue")
 """The causes of a preemption (docs/glossary.md, "cause"), as the engine names them in
 `scheduler.engine.decisions.PREEMPTION_CAUSES`. Lost work without one (a table without a
 `cause` column, or ledger rows metered before causes were recorded) has the cause "":

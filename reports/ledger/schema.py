@@ -16,7 +16,8 @@ capacity        (hour, node)                 owner, gpu_model, gpu_seconds_avail
                                              coverage
 reclaim_lost    (hour, member, gpu_model,    gpu_seconds_lost
                 cause)                       (cause: "entitlement" | "fair_share" |
-                                             "consolidation", "" = not recorded)
+                                             "consolidation" | "queue", "" = not
+                                             recorded)
 hours           hour                         status ("metered" | "empty" | "pending" |
                                              "forgotten"), coverage, attempts,
                                              last_error, metered_at

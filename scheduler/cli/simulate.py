@@ -242,14 +242,18 @@ LOST_CAUSE_WORDS = {
     "entitlement": "owners taking back their entitlement",
     "fair_share": "members below their fair share",
     "consolidation": "moves",
+    "queue": "their own members' older jobs",
 }
 """The engine's `PREEMPTION_CAUSES` in the footer's words."""
 
 
 def _lost_causes(s: dict[str, object]) -> str:
-    """Shares of the lost work by why it was preempted, when any was lost."""
+    """Shares of the lost work by why it was preempted, when any was lost. `queue` only
+    when it lost some: its victims resume, so it normally loses nothing."""
     hours = {cause: s.get(f"reclaim_lost_{cause}_gpu_h") for cause in PREEMPTION_CAUSES}
-    parts = {c: float(h) for c, h in hours.items() if isinstance(h, int | float)}
+    parts = {
+        c: float(h) for c, h in hours.items() if isinstance(h, int | float) and (h or c != "queue")
+    }
     total = sum(parts.values())
     if total <= 0:
         return ""

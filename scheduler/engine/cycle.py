@@ -489,8 +489,10 @@ class _Cycle:
         """What a job's turn depends on besides what the cycle changes (None when it may
         depend on more): its member, its shape, the model its demand counts against,
         whether it keeps the member within its entitlement, where it stands with the
-        rule that keeps reclaimed work off wanted nodes (`kept_status`), and whether it
-        resumes when preempted. What the cycle changes all moves `ClusterState.version`:
+        rule that keeps reclaimed work off wanted nodes (`kept_status`), whether it
+        resumes when preempted, and whether it may take back what it was overtaken by
+        (`overtaken_due`; when both may, the later job's victims are some of the earlier
+        one's). What the cycle changes all moves `ClusterState.version`:
         a bind or a hold takes capacity, a release gives it back, a preemption (of a
         reclaim or a move) adds terminating capacity, a nomination holds it. Two jobs
         with the same key, taken at the same version, wait for the same reason: pending
@@ -508,6 +510,7 @@ class _Cycle:
             self.entitled_now(job),
             self.kept_status(job),
             job.resumes(self.checkpointable),
+            self.overtaken_due(job),
         )
 
     def _wait_alike(
@@ -532,6 +535,7 @@ class _Cycle:
         status = self.kept_status(job)
         checkpointable = self.checkpointable
         resumes = job.resumes(checkpointable)
+        due = self.overtaken_due(job)
         model_of, holds = self.book.model_of, self.state.holds
         freeing, waiting = self.freeing, self.out.waiting
         queue, pos = queues.rest(job.member)
@@ -543,6 +547,7 @@ class _Cycle:
                 alike.sid != sid
                 or self.kept_status(nxt) != status
                 or nxt.resumes(checkpointable) != resumes
+                or self.overtaken_due(nxt) != due
                 or model_of(alike) != model
                 or jid in holds
                 or jid in freeing
@@ -619,6 +624,8 @@ class _Cycle:
             self._wait(job, Waiting("unplaceable", self._unplaceable_detail(job)))
             return
         detail = self._try_reclaim(job, model, lendable, guarded)
+        if job_id not in self.out.waiting and self._try_overtaken(job, model, lendable, models):
+            return
         if job_id not in self.out.waiting:
             if guarded:
                 # The free capacity it may not use would only mislead: say why instead.
@@ -778,6 +785,67 @@ class _Cycle:
         self._apply_reclaim(job, model, result, claim.entitled)
         return ""
 
+    def _try_overtaken(
+        self,
+        job: PendingJob,
+        model: str | None,
+        lendable: dict[str, int],
+        models: frozenset[str] | None,
+    ) -> bool:
+        """Take back, for a job that waits after reclaim, the GPUs of its member's own
+        later, smaller jobs that resume where they stopped (`reclaim.Overtaken`); True
+        when it did (preempting them, or holding free capacity while they age). Never
+        for terminating pods alone (that is reclaim's, for a member with a claim), nor,
+        with borrowing off, on a model beyond the member's entitlement (`models`)."""
+        if model is None or self.info(job).gpus <= 1 or not self.overtaken_due(job):
+            return False
+        if models is not None and model not in models:
+            return False
+        reclaimer = self._victim_index()
+        result = reclaimer.overtaken(
+            job.pods,
+            job.member,
+            model,
+            self.alloc,
+            self.book.fair,
+            lendable,
+            (-job.priority, job.submitted_at, job.job_id),
+            cautious=not job.resumes(self.checkpointable) or self.exhausted(job),
+        )
+        if isinstance(result, NoReclaim) or not result.victims:
+            return False
+        if result.wait:
+            self._drain(job, result.plan, "the later jobs of its member it takes back")
+            return True
+        grace = self.policy.sharing.reclaim_grace_period_seconds
+        victims_text: list[str] = []
+        for victim in result.victims:
+            reason = (
+                f"reclaim for member {job.member}'s job {job.job_id} (needs {job.gpus}), "
+                f"which comes before job {victim.job_id} in the member's queue: "
+                f"{victim.job_id} started on GPUs freed one by one while the bigger job "
+                "waited, and resumes where it stops"
+            )
+            self._preempt(job, victim, reason, grace, "queue")
+            victims_text.append(victim.job_id)
+        self._nominate(job, result.plan)
+        n_pods = sum(len(v.pods) for v in result.victims)
+        detail = (
+            f"preempting {plural(n_pods, 'pod')} of its member's later jobs "
+            f"({', '.join(victims_text)}), which resume where they stop, with a grace "
+            f"period of {grace} s; their GPUs are held for this job"
+        )
+        self.out.waiting[job.job_id] = (job, Waiting("reclaiming", detail))
+        self.freeing.add(job.job_id)
+        return True
+
+    def overtaken_due(self, job: PendingJob) -> bool:
+        """The job has waited `reclaim_overtaken_after_seconds` (never, when unset). Two
+        jobs of one shape differ here when the later one in the queue (a lower priority)
+        was submitted earlier."""
+        after = self.policy.sharing.reclaim_overtaken_after_seconds
+        return after is not None and self.snapshot.now - job.submitted_at >= after
+
     def _claim(self, job: PendingJob, model: str) -> _Claim | None:
         """The member's position with the job, when it may reclaim for it: the job keeps
         it within its entitlement (reclaim.py), or it is below its fair share. Capacity
@@ -934,8 +1002,9 @@ class _Cycle:
         self.out.waiting[job.job_id] = (job, Waiting("reclaiming", detail))
         self.freeing.add(job.job_id)
 
-    def _drain(self, job: PendingJob, plan: Plan) -> None:
-        """Hold the free capacity of the plan while the pods it needs back age."""
+    def _drain(self, job: PendingJob, plan: Plan, pods: str | None = None) -> None:
+        """Hold the free capacity of the plan while the pods it needs back (`pods`, when
+        not borrowed ones) age."""
         specs = {p.uid: p.spec for p in job.pods}
         for uid, i in plan.pods:
             self.state.hold(job.job_id, i, spec_res(specs[uid]))
@@ -943,7 +1012,12 @@ class _Cycle:
         idle = sum(from_free[0] for _, _, from_free in self.state.holds.get(job.job_id, ()))
         self.out.waiting[job.job_id] = (
             job,
-            Waiting("reclaiming", drain_detail(self.policy.sharing.min_runtime_seconds, idle)),
+            Waiting(
+                "reclaiming",
+                drain_detail(self.policy.sharing.min_runtime_seconds, idle)
+                if pods is None
+                else drain_detail(self.policy.sharing.min_runtime_seconds, idle, pods),
+            ),
         )
 
     def _reclaimer_position(self, member: str, model: str, entitled: bool) -> str:

@@ -9,8 +9,13 @@ from typing import Literal, NamedTuple
 
 from scheduler.engine.collector import pause, resume
 
-PreemptionCause = Literal["entitlement", "fair_share", "consolidation"]
-PREEMPTION_CAUSES: tuple[PreemptionCause, ...] = ("entitlement", "fair_share", "consolidation")
+PreemptionCause = Literal["entitlement", "fair_share", "consolidation", "queue"]
+PREEMPTION_CAUSES: tuple[PreemptionCause, ...] = (
+    "entitlement",
+    "fair_share",
+    "consolidation",
+    "queue",
+)
 """Why a pod is preempted, in the order reports list them: `entitlement`, a reclaim for
 a job that keeps its member within its entitlement (an owner taking its GPUs back, the
 pool's guarantee); `fair_share`, any other reclaim (a member below its fair share taking

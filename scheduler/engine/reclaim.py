@@ -98,6 +98,7 @@ class VictimJob:
         "priority",
         "reclaimable",
         "run_gpu_s",
+        "submitted_at",
         "youngest_start",
     )
 
@@ -118,6 +119,8 @@ class VictimJob:
     checkpointable: bool
     """It resumes where it stopped when preempted (every pod's `checkpointable`, else its
     member's): reclaiming it loses nothing."""
+    submitted_at: float
+    """When it was submitted (its earliest pod's `submitted_at`)."""
 
     def __init__(
         self,
@@ -131,6 +134,7 @@ class VictimJob:
         by_model: dict[str, int] | None = None,
         run_gpu_s: float = 0.0,
         checkpointable: bool = False,
+        submitted_at: float = float("inf"),
     ) -> None:
         self.job_id = job_id
         self.member = member
@@ -142,6 +146,7 @@ class VictimJob:
         self.by_model = {} if by_model is None else by_model
         self.run_gpu_s = run_gpu_s
         self.checkpointable = checkpointable
+        self.submitted_at = submitted_at
 
     def loss_key(self) -> tuple[int, float, int, str]:
         """The common order: least work lost first (see the module)."""
@@ -394,6 +399,26 @@ class Reclaimer:
             return NoReclaim(Why.NO_NODE, "no node it may use exists")
         return self._attempt(UpToFairShare(self, room, alloc, fair, above_ratio))
 
+    def overtaken(
+        self,
+        pods: Sequence[PendingPod],
+        member: str,
+        model: str,
+        alloc: Mapping[MemberModel, int],
+        fair: Mapping[MemberModel, float],
+        lendable: Mapping[str, int] | None,
+        place: tuple[int, float, str],
+        cautious: bool = False,
+    ) -> ReclaimResult | NoReclaim:
+        """Victims among the member's own later, smaller, checkpointable jobs and the plan
+        they make possible, or why there are none (`Overtaken`). `place`: the waiting
+        job's place in its member's queue, (-priority, submitted_at, job id)."""
+        room = self._room(pods, member, model, lendable, cautious)
+        if room is None:
+            return NoReclaim(Why.NO_NODE, "no node it may use exists")
+        self.everything()
+        return self._attempt(Overtaken(self, room, alloc, fair, place))
+
     def _attempt(self, attempt: _Attempt) -> ReclaimResult | NoReclaim:
         freed = attempt.room.plan_with_terminating()
         if freed is not None:
@@ -551,6 +576,7 @@ def _victim_job(
             {node_model[i]: gpus},
             0.0 + gpus * (now - started) if now > started else 0.0,
             pod.resumes(checkpointable),
+            pod.submitted_at,
         )
     job = VictimJob(job_id, member, pods, reclaimable=reclaimable)
     # A gang restarts whole: it resumes only if every pod does.
@@ -565,6 +591,8 @@ def _victim_job(
             job.run_gpu_s += gpus * (now - started)
         if pod.priority > job.priority:
             job.priority = pod.priority
+        if pod.submitted_at < job.submitted_at:
+            job.submitted_at = pod.submitted_at
         model = node_model[i]
         by_model[model] = by_model.get(model, 0) + gpus
     pods.sort(key=lambda pi: pi[0].uid)
@@ -1067,6 +1095,77 @@ class UpToFairShare(_Attempt):
                 lists = [r.reclaimable_by_member.get((m, model)) for m in giving]
             for job in r.merged(lst for lst in lists if lst):
                 if (self.member in job.owners) != own_pass or not self.useful(job):
+                    continue
+                if include_young or self.old_enough(job):
+                    yield job
+
+
+class Overtaken(_Attempt):
+    """The member's own jobs that come after the waiting job in its queue (lower
+    priority, or the same and submitted later), each smaller than it and resuming where
+    it stopped, give their GPUs back to it. They overtook it because they were small
+    enough to start on the GPUs freed one by one while it needed many at once; standalone
+    the member's big job would have as long a wait. The victims lose no work (they
+    resume), the member's allocation does not grow by their GPUs, and a strict order
+    (the queue's) means a victim never takes its GPUs back from the job in turn."""
+
+    place: tuple[int, float, str]
+    """The waiting job's (-priority, submitted_at, job id)."""
+    gpus: int
+
+    def __init__(
+        self,
+        reclaimer: Reclaimer,
+        room: _Room,
+        alloc: Mapping[MemberModel, int],
+        fair: Mapping[MemberModel, float],
+        place: tuple[int, float, str],
+    ) -> None:
+        super().__init__(reclaimer, room, alloc, fair)
+        self.place = place
+        self.gpus = room.need
+
+    def _may_give(self, victim_member: str) -> bool:
+        return victim_member == self.member
+
+    def floor(self, key: MemberModel) -> float:
+        return float("-inf")
+
+    def search(self, include_young: bool) -> tuple[list[VictimJob], Plan] | None:
+        return self.select(self._walk(include_young))
+
+    def considered(self, job: VictimJob) -> bool:
+        return self.behind(job)
+
+    def behind(self, job: VictimJob) -> bool:
+        """An own later, smaller, checkpointable job the waiting job could use."""
+        if (
+            job.member != self.member
+            or not job.checkpointable
+            or job.job_id in self.reclaimer.gone
+            or self.model not in job.by_model
+            or sum(job.by_model.values()) >= self.gpus
+            or (-job.priority, job.submitted_at, job.job_id) <= self.place
+        ):
+            return False
+        return self.room.runs_here(job)
+
+    def tallied(self) -> Iterable[tuple[str, Iterable[VictimJob]]]:
+        yield self.member, self.reclaimer.by_member.get((self.member, self.model), [])
+
+    def refusal(self, tally: _Tally) -> NoReclaim:
+        return NoReclaim(
+            Why.NO_ROOM,
+            "its member's own later, smaller jobs that resume would not make room",
+        )
+
+    def _walk(self, include_young: bool) -> Iterator[VictimJob]:
+        """Jobs on the member's own nodes, then the others, in the common order."""
+        r = self.reclaimer
+        jobs = r.by_member.get((self.member, self.model), [])
+        for own_pass in (True, False):
+            for job in jobs:
+                if (self.member in job.owners) != own_pass or not self.behind(job):
                     continue
                 if include_young or self.old_enough(job):
                     yield job

@@ -97,6 +97,10 @@ class RunningPod:
     checkpointable: bool | None = None
     """Its job resumes where it stopped when preempted (the `fairpool.io/checkpointable`
     annotation, or the trace's column); None: as its member's `checkpointable` says."""
+    submitted_at: float = 0.0
+    """When its job was submitted (`PendingJob.submitted_at`): with the priority, its
+    place in its member's queue, which decides whether an older waiting job of the
+    member may take its GPUs back (see `reclaim.Overtaken`)."""
 
     def resumes(self, checkpointable_members: AbstractSet[str]) -> bool:
         """It resumes where it stopped when preempted: its own setting, else its

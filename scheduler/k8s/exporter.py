@@ -212,7 +212,7 @@ class SchedulerMetrics:
             "fairpool_reclaim_lost_gpu_seconds",
             "GPU-seconds lost to reclaim by preempted pods: GPUs x (end of grace period - start);"
             " nothing for a checkpointable pod. By the victim's member and GPU model, and the "
-            "cause of its preemption (entitlement, fair_share, consolidation)",
+            "cause of its preemption (entitlement, fair_share, consolidation, queue)",
             ["member", "gpu_model", "cause"],
             registry=r,
         )

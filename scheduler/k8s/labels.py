@@ -23,7 +23,7 @@ BORROWED_FROM_ANNOTATION = "fairpool.io/borrowed-from"
 PREEMPTED_BY_ANNOTATION = "fairpool.io/preempted-by"
 PREEMPTION_REASON_ANNOTATION = "fairpool.io/preemption-reason"
 PREEMPTION_CAUSE_ANNOTATION = "fairpool.io/preemption-cause"
-"""`entitlement`, `fair_share` or `consolidation` (the engine's `Preemption.cause`)."""
+"""`entitlement`, `fair_share`, `consolidation` or `queue` (the engine's `Preemption.cause`)."""
 RECLAIMS_ANNOTATION = "fairpool.io/reclaims"
 """Times the pod's job was reclaimed: written on a victim before its eviction, read on
 pending and running pods (a workload that recreates pods copies it to carry it over)."""

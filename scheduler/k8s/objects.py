@@ -604,6 +604,7 @@ def running_pod(
         scheduled_by_fairpool=pod.scheduler_name == scheduler_name,
         reclaims=pod.reclaims,
         checkpointable=pod.checkpointable,
+        submitted_at=pod.created_at,
     )
 
 

@@ -283,6 +283,7 @@ class SimCluster:
             started_at=now,
             reclaims=job.reclaims,
             checkpointable=job.checkpointable,
+            submitted_at=job.submitted_at,
         )
         self.running[pod.uid] = running
         self.running_changes += 1

@@ -226,7 +226,7 @@ class SimulationResult:
         return [r for r in self.jobs.values() if r.state is not JobState.DONE]
 
 
-_CAUSE_FIRST: tuple[PreemptionCause, ...] = ("consolidation", "entitlement", "fair_share")
+_CAUSE_FIRST: tuple[PreemptionCause, ...] = ("consolidation", "entitlement", "fair_share", "queue")
 """Of the causes of one job's preemptions in a cycle, the one its lost work counts to: a
 move first (the job was moved), then an owner's reclaim."""
 

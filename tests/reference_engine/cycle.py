@@ -468,6 +468,8 @@ class _Cycle:
             self._wait(job, Waiting("unplaceable", self._unplaceable_detail(job)))
             return
         detail = self._try_reclaim(job, model, lendable)
+        if job.job_id not in self.out.waiting and self._try_overtaken(job, model, lendable, models):
+            return
         if job.job_id not in self.out.waiting:
             if guarded:
                 # The free capacity it may not use would only mislead: say why instead.
@@ -642,6 +644,12 @@ class _Cycle:
         if entitled and self.state.term_pods <= 0 and not self._others_borrow(member, model):
             # No victim index needed, which is most cycles of a busy cluster.
             return None
+        self._victim_index()
+        if not self._may_find_victims(member, model, entitled):
+            return None
+        return self.reclaimer
+
+    def _victim_index(self) -> Reclaimer:
         if self.reclaimer is None:
             sharing = self.policy.sharing
             self.reclaimer = Reclaimer(
@@ -654,9 +662,59 @@ class _Cycle:
                 self.checkpointable,
                 sharing.max_reclaims_per_job,
             )
-        if not self._may_find_victims(member, model, entitled):
-            return None
         return self.reclaimer
+
+    def _try_overtaken(
+        self,
+        job: PendingJob,
+        model: str | None,
+        lendable: dict[str, int],
+        models: frozenset[str] | None,
+    ) -> bool:
+        """Take back the GPUs of the member's own later, smaller jobs that resume, for a
+        job of 2 or more GPUs that waited `reclaim_overtaken_after_seconds`: never for
+        terminating pods alone, nor on a model `models` (borrowing off) leaves out."""
+        after = self.policy.sharing.reclaim_overtaken_after_seconds
+        if after is None or model is None or self.info(job).gpus <= 1:
+            return False
+        if models is not None and model not in models:
+            return False
+        if self.snapshot.now - job.submitted_at < after:
+            return False
+        result = self._victim_index().overtaken(
+            job.pods,
+            job.member,
+            model,
+            self.alloc,
+            self.book.fair,
+            lendable,
+            (-job.priority, job.submitted_at, job.job_id),
+            cautious=not job.resumes(self.checkpointable) or self.exhausted(job),
+        )
+        if isinstance(result, NoReclaim) or not result.victims:
+            return False
+        if result.wait:
+            self._drain(job, result.plan, "the later jobs of its member it takes back")
+            return True
+        grace = self.policy.sharing.reclaim_grace_period_seconds
+        for victim in result.victims:
+            reason = (
+                f"reclaim for member {job.member}'s job {job.job_id} (needs {job.gpus}), "
+                f"which comes before job {victim.job_id} in the member's queue: "
+                f"{victim.job_id} started on GPUs freed one by one while the bigger job "
+                "waited, and resumes where it stops"
+            )
+            self._preempt(job, victim, reason, grace, "queue")
+        self._nominate(job, result.plan)
+        n_pods = sum(len(v.pods) for v in result.victims)
+        detail = (
+            f"preempting {plural(n_pods, 'pod')} of its member's later jobs "
+            f"({', '.join(v.job_id for v in result.victims)}), which resume where they "
+            f"stop, with a grace period of {grace} s; their GPUs are held for this job"
+        )
+        self.out.waiting[job.job_id] = (job, Waiting("reclaiming", detail))
+        self.freeing.add(job.job_id)
+        return True
 
     def _attempt_reclaim(
         self,
@@ -773,8 +831,9 @@ class _Cycle:
         self.out.waiting[job.job_id] = (job, Waiting("reclaiming", detail))
         self.freeing.add(job.job_id)
 
-    def _drain(self, job: PendingJob, plan: Plan) -> None:
-        """Hold the free capacity of the plan while the pods it needs back age."""
+    def _drain(self, job: PendingJob, plan: Plan, pods: str | None = None) -> None:
+        """Hold the free capacity of the plan while the pods it needs back (`pods`, when
+        not borrowed ones) age."""
         specs = {p.uid: p.spec for p in job.pods}
         for uid, i in plan.pods:
             self.state.hold(job.job_id, i, spec_res(specs[uid]))
@@ -782,7 +841,12 @@ class _Cycle:
         idle = sum(from_free[0] for _, _, from_free in self.state.holds.get(job.job_id, ()))
         self.out.waiting[job.job_id] = (
             job,
-            Waiting("reclaiming", drain_detail(self.policy.sharing.min_runtime_seconds, idle)),
+            Waiting(
+                "reclaiming",
+                drain_detail(self.policy.sharing.min_runtime_seconds, idle)
+                if pods is None
+                else drain_detail(self.policy.sharing.min_runtime_seconds, idle, pods),
+            ),
         )
 
     def _reclaimer_position(self, member: str, model: str, entitled: bool) -> str:

@@ -98,6 +98,8 @@ class VictimJob:
     """GPU-seconds its pods ran since they last started: lost if it restarts from zero."""
     checkpointable: bool = False
     """Its member resumes preempted jobs where they stopped: reclaiming it loses nothing."""
+    submitted_at: float = float("inf")
+    """When it was submitted (its earliest pod's)."""
 
     def loss_key(self) -> tuple[int, float, int, str]:
         """The common order: least work lost first (see the module)."""
@@ -236,6 +238,24 @@ class Reclaimer:
             return NoReclaim(Why.NO_NODE, "no node it may use exists")
         return self._attempt(UpToFairShare(self, room, alloc, fair, above_ratio))
 
+    def overtaken(
+        self,
+        pods: Sequence[PendingPod],
+        member: str,
+        model: str,
+        alloc: Mapping[MemberModel, int],
+        fair: Mapping[MemberModel, float],
+        lendable: Mapping[str, int] | None,
+        place: tuple[int, float, str],
+        cautious: bool = False,
+    ) -> ReclaimResult | NoReclaim:
+        """Victims among the member's own later, smaller jobs that resume, for a job at
+        `place` (-priority, submitted_at, job id) in its member's queue."""
+        room = self._room(pods, member, model, lendable, cautious)
+        if room is None:
+            return NoReclaim(Why.NO_NODE, "no node it may use exists")
+        return self._attempt(Overtaken(self, room, alloc, fair, place))
+
     def _attempt(self, attempt: _Attempt) -> ReclaimResult | NoReclaim:
         freed = attempt.room.plan_with_terminating()
         if freed is not None:
@@ -364,6 +384,7 @@ def _victim_jobs(
         job.youngest_start = max(job.youngest_start, pod.started_at)
         job.run_gpu_s += pod.spec.gpus * max(0.0, now - pod.started_at)
         job.priority = max(job.priority, pod.priority)
+        job.submitted_at = min(job.submitted_at, pod.submitted_at)
         if pod.uid in reclaimable_pods:
             job.reclaimable = True
         model = state.model[i]
@@ -681,6 +702,48 @@ class UpToFairShare(_Attempt):
                 if (self.member in job.owners) != own_pass or not self.useful(job):
                     continue
                 if self.may_give(job.member) and (include_young or self.old_enough(job)):
+                    yield job
+
+
+@dataclass(eq=False)
+class Overtaken(_Attempt):
+    """The member's own jobs after the waiting job in its queue, smaller than it and
+    resuming where they stop, give their GPUs back to it."""
+
+    place: tuple[int, float, str] = (0, 0.0, "")
+
+    def _may_give(self, victim_member: str) -> bool:
+        return victim_member == self.member
+
+    def floor(self, key: MemberModel) -> float:
+        return float("-inf")
+
+    def search(self, include_young: bool) -> tuple[list[VictimJob], Plan] | None:
+        return self.select(self._walk(include_young))
+
+    def considered(self, job: VictimJob) -> bool:
+        return (
+            job.member == self.member
+            and job.checkpointable
+            and job.job_id not in self.reclaimer.gone
+            and self.model in job.by_model
+            and sum(job.by_model.values()) < self.room.need
+            and (-job.priority, job.submitted_at, job.job_id) > self.place
+            and self.room.runs_here(job)
+        )
+
+    def refusal(self, tally: _Tally) -> NoReclaim:
+        return NoReclaim(
+            Why.NO_ROOM, "its member's own later, smaller jobs that resume would not make room"
+        )
+
+    def _walk(self, include_young: bool) -> Iterator[VictimJob]:
+        r = self.reclaimer
+        for own_pass in (True, False):
+            for job in r.jobs:
+                if (self.member in job.owners) != own_pass or not self.considered(job):
+                    continue
+                if include_young or self.old_enough(job):
                     yield job
 
 

@@ -94,6 +94,7 @@ def running(
     reclaims: int = 0,
     checkpointable: bool | None = None,
     scheduled_by_fairpool: bool = True,
+    submitted_at: float = 0.0,
 ) -> RunningPod:
     return RunningPod(
         uid=uid,
@@ -109,6 +110,7 @@ def running(
         reclaims=reclaims,
         checkpointable=checkpointable,
         scheduled_by_fairpool=scheduled_by_fairpool,
+        submitted_at=submitted_at,
     )
 
 
@@ -184,6 +186,8 @@ def policies(draw: st.DrawFn) -> Policy:
         reclaim_grace_period_seconds=30,
         usage_half_life_hours=draw(st.sampled_from([None, 24.0])),
         head_start=draw(st.booleans()),
+        # 95 s: in test_engine_reference, some pending jobs have waited that long and some not.
+        reclaim_overtaken_after_seconds=draw(st.sampled_from([None, 0, 95, 9_995])),
     )
 
 
@@ -249,6 +253,9 @@ def snapshots(draw: st.DrawFn, pol: Policy, simple: bool = False) -> Snapshot:
                 priority=draw(st.integers(0, 2)),
                 started_at=draw(st.sampled_from([0.0, 9_000.0, 9_900.0])),
                 terminating=not simple and draw(st.integers(0, 6)) == 0,
+                # Against the pending jobs' submissions (0 to 11): before, among, after.
+                submitted_at=draw(st.sampled_from([0.0, 4.5, 20.0])),
+                checkpointable=draw(st.sampled_from([None, True])),
             )
         )
     # A gang job id is one member's: make every pod of a shared job id the first's member.
@@ -265,6 +272,8 @@ def snapshots(draw: st.DrawFn, pol: Policy, simple: bool = False) -> Snapshot:
             priority=p.priority,
             started_at=p.started_at,
             terminating=p.terminating,
+            submitted_at=p.submitted_at,
+            checkpointable=p.checkpointable,
         )
         for p in run
     ]

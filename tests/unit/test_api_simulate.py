@@ -56,7 +56,12 @@ def test_what_if_compares_draft_with_current(tmp_path: Path) -> None:
         summary = json.loads(s.summary_json)
         assert s.utilization_while_pending == pytest.approx(summary["utilization_while_pending"])
         assert s.mean_jct_s == pytest.approx(summary["mean_jct_s"])
-        assert set(s.gpu_hours_lost_by_cause) == {"entitlement", "fair_share", "consolidation"}
+        assert set(s.gpu_hours_lost_by_cause) == {
+            "entitlement",
+            "fair_share",
+            "consolidation",
+            "queue",
+        }
         assert s.gpu_hours_lost_to_reclaim == pytest.approx(summary["gpu_hours_lost_to_reclaim"])
         assert s.preemptions_per_job_max == summary["preemptions_per_job_max"]
 

@@ -49,11 +49,13 @@ SETTINGS = settings(
 
 def _submitted_last(snap: Snapshot) -> Snapshot:
     """The snapshot with every pending job submitted after every running pod started
-    (see the module): the same shift for all, so queue order is unchanged."""
+    (see the module): the same shift for all, running jobs' submissions too, so queue
+    order is unchanged."""
     shift = max((p.started_at for p in snap.running), default=0.0) + 1.0
     shift = max(0.0, shift - min((j.submitted_at for j in snap.pending), default=shift))
     pending = tuple(replace(j, submitted_at=j.submitted_at + shift) for j in snap.pending)
-    return replace(snap, pending=pending)
+    running = tuple(replace(p, submitted_at=p.submitted_at + shift) for p in snap.running)
+    return replace(snap, pending=pending, running=running)
 
 
 def _same(snap: Snapshot, pol: Policy) -> None:
@@ -282,17 +284,20 @@ def _trace(rng: random.Random, members: list[str], models: tuple[str, ...]) -> T
     return Trace(tuple(jobs), 0.0)
 
 
-def _contended_case(rng: random.Random) -> tuple[Policy, tuple[Node, ...], Trace]:
+def _contended_case(
+    rng: random.Random, sharing: dict[str, object] | None = None, checkpointable: float = 0.3
+) -> tuple[Policy, tuple[Node, ...], Trace]:
     """A random small pool (2 or 3 members, 1 or 2 models, 3 to 8 nodes) and a trace
     that keeps it busy."""
     members = list(MEMBERS[: rng.randint(2, 3)])
     models = ("G", "H")[: rng.randint(1, 2)]
     pol = sim_policy(
-        {m: {"checkpointable": rng.random() < 0.3} for m in members},
+        {m: {"checkpointable": rng.random() < checkpointable} for m in members},
         models=models,
         grace=rng.choice([0, 30]),
         min_runtime=rng.choice([0, 600]),
         half_life=rng.choice([None, 24.0]),
+        sharing=sharing,
     )
     nodes = tuple(
         sim_node(f"n{k}", rng.choice(members), rng.choice([2, 4, 8]), rng.choice(models))
@@ -322,6 +327,54 @@ def test_contended_replays() -> None:
         expected = Simulator(nodes, pol, trace, _reference).run()
         assert got.timeline == expected.timeline, f"seed {seed}"
         _assert_same_jobs(got, expected, seed)
+
+
+def test_contended_replays_taking_back_from_overtaking_jobs() -> None:
+    """The same with `reclaimOvertakenAfterSeconds` and mostly checkpointable members,
+    where a member's waiting gang takes GPUs back from its own later, smaller jobs."""
+    taken_back = 0
+    for seed in range(examples(12)):
+        rng = random.Random(1000 + seed)
+        after = rng.choice([0, 3600])
+        sharing = {"reclaimOvertakenAfterSeconds": after}
+        pol, nodes, trace = _contended_case(rng, sharing, checkpointable=0.8)
+        got = Simulator(nodes, without_consolidation(pol), trace, _engine).run()
+        expected = Simulator(nodes, pol, trace, _reference).run()
+        assert got.timeline == expected.timeline, f"seed {seed}"
+        _assert_same_jobs(got, expected, seed)
+        taken_back += sum(1 for v in got.victims if v.cause == "queue")
+    assert taken_back > 0  # the rule was exercised, not only allowed
+
+
+def _taking_back(pol: Policy, snap: Snapshot, after: int, submitted: float) -> None:
+    """Both engines with `reclaimOvertakenAfterSeconds: after` and every running job
+    checkpointable and submitted at `submitted`, shifted with the pending jobs by
+    `_submitted_last` (-20,000, 5.5, 20,000: before, among or after their 0 to 11)."""
+    sharing = pol.spec.sharing.model_copy(update={"reclaim_overtaken_after_seconds": after})
+    pol = pol.model_copy(update={"spec": pol.spec.model_copy(update={"sharing": sharing})})
+    running = tuple(replace(p, submitted_at=submitted, checkpointable=True) for p in snap.running)
+    _same(replace(snap, running=running), pol)
+
+
+@SETTINGS
+@given(scenarios(), st.sampled_from([0, 95]), st.sampled_from([-20_000.0, 5.5, 20_000.0]))
+def test_random_snapshots_taking_back_from_overtaking_jobs(
+    scenario: tuple[Policy, Snapshot], after: int, submitted: float
+) -> None:
+    """Random snapshots with the rule on, where waiting jobs of 2 or more GPUs may take
+    back what their member's smaller running jobs hold."""
+    _taking_back(scenario[0], scenario[1], after, submitted)
+
+
+@SETTINGS
+@given(crowded(), st.sampled_from([0, 50, 95, 150]), st.sampled_from([-20_000.0, 5.5, 20_000.0]))
+def test_crowded_queues_taking_back_from_overtaking_jobs(
+    scenario: tuple[Policy, Snapshot], after: int, submitted: float
+) -> None:
+    """Queues of look-alike jobs with the rule on: a later job of one shape that has
+    waited long enough (lower priority, submitted earlier) while the earlier one has not
+    gets its own turn, as the reference gives every job."""
+    _taking_back(scenario[0], scenario[1], after, submitted)
 
 
 def _fresh(snap: Snapshot, pol: Policy) -> Decisions:

@@ -44,6 +44,7 @@ def test_the_summary_carries_the_contended_figures_typed() -> None:
         "entitlement": 3798.06,
         "fair_share": 199.4,
         "consolidation": 179.2,
+        "queue": 0.0,
     }
     assert s.preemptions_per_job_max == 3
     assert s.HasField("time_to_entitlement_p99_s") and s.p95_wait_s == 175680.0

@@ -129,6 +129,7 @@ def test_the_html_report_shows_lost_work_by_cause(tmp_path: Path) -> None:
             "entitlement": pytest.approx(0.5),
             "fair_share": 0.0,
             "consolidation": pytest.approx(0.1),
+            "queue": 0.0,
             "unrecorded": pytest.approx(0.0),
         },
         {
@@ -137,6 +138,7 @@ def test_the_html_report_shows_lost_work_by_cause(tmp_path: Path) -> None:
             "entitlement": 0.0,
             "fair_share": 0.0,
             "consolidation": 0.0,
+            "queue": 0.0,
             "unrecorded": pytest.approx(1.0),
         },
     ]
