@@ -1,8 +1,9 @@
 """The evictor: carries out the engine's `Preemption` decisions through the Eviction API.
 
 Before the eviction the victim is annotated with who reclaimed it, why, and the engine's
-cause of it: an owner taking back its entitlement, a member below its fair share, or a
-consolidation (`fairpool.io/preempted-by`, `fairpool.io/preemption-reason`,
+cause of it: an owner taking back its entitlement, a member below its fair share, a
+consolidation, or an older job of its own member taking back what it overtook
+(`fairpool.io/preempted-by`, `fairpool.io/preemption-reason`,
 `fairpool.io/preemption-cause`), so the reason survives on
 the pod object through its grace period and in its final state, and with its job's
 reclaim count plus one and the time (`fairpool.io/reclaims`, `fairpool.io/reclaimed-at`,

@@ -197,7 +197,7 @@ class SchedulerMetrics:
         self.preemptions = Counter(
             "fairpool_preemptions",
             "Evictions of preempted pods, by reclaiming member, result and cause "
-            "(entitlement, fair_share, consolidation)",
+            "(entitlement, fair_share, consolidation, queue)",
             ["reclaimer", "result", "cause"],
             registry=r,
         )

@@ -98,7 +98,11 @@ class Pool:
         return created.created
 
     def policy_text(
-        self, weights: dict[str, float] | None = None, grace: int = 2, **sharing: Any
+        self,
+        weights: dict[str, float] | None = None,
+        grace: int = 2,
+        checkpointable: tuple[str, ...] = (),
+        **sharing: Any,
     ) -> str:
         return yaml.safe_dump(
             {
@@ -112,6 +116,7 @@ class Pool:
                             "name": m,
                             "namespaces": [self.ns(m)],
                             "weight": (weights or {}).get(m, 1),
+                            "checkpointable": m in checkpointable,
                         }
                         for m in self.members
                     ],
@@ -614,6 +619,56 @@ def test_eviction_blocked_by_a_disruption_budget_is_retried_later(pool: Pool) ->
     )
     wait_until(lambda: pool.bound("b"), timeout=20, what="B bound once the budget is gone")
     assert set(pool.bound("b").values()) == set(b_nodes)
+
+
+# --- taking back from overtaking jobs ---------------------------------------------------
+
+
+def test_a_gang_takes_back_the_nodes_its_members_later_pods_overtook(pool: Pool) -> None:
+    """With `reclaimOvertakenAfterSeconds`, member a's gang of 2 x 4 GPUs, created while
+    a's earlier pod held one GPU, is overtaken by a's seven later 1-GPU pods, which fill
+    both nodes. Once the earlier pod is gone, the gang takes its member's later pods back
+    through the Eviction API (cause `queue`: a is checkpointable, they resume) and binds
+    whole. Creation timestamps have a resolution of one second: hence the sleeps."""
+    pool.add_member("a")
+    a_nodes = pool.add_nodes("a", count=2, gpus=4)
+    pool.daemon(
+        pool.policy(grace=2, checkpointable=("a",), reclaimOvertakenAfterSeconds=0),
+        explain_after_seconds=0.0,
+    )
+    pool.pod("a", "earlier")
+    wait_until(lambda: "earlier" in pool.bound("a"), what="a's earlier pod bound")
+    time.sleep(1.1)
+    for k in range(2):
+        pool.pod("a", f"gang-{k}", gpus=4, gang="big", gang_size=2, grace=2)
+    time.sleep(1.1)
+    for k in range(7):
+        pool.pod("a", f"later-{k}", grace=2)
+    wait_until(lambda: len(pool.bound("a")) == 8, what="the later pods overtake the gang")
+    assert not {"gang-0", "gang-1"} & set(pool.bound("a"))
+    # With the earlier pod still there, taking back the later ones frees one node only.
+    time.sleep(2)
+    assert not [p for p in pool.pods("a") if p.metadata.deletion_timestamp]
+
+    pool.core.delete_namespaced_pod("earlier", pool.ns("a"), grace_period_seconds=0)
+
+    def terminating() -> list[k8s.V1Pod]:
+        return [p for p in pool.pods("a") if p.metadata.deletion_timestamp]
+
+    victims = wait_until(lambda: len(terminating()) == 7 and terminating(), what="7 taken back")
+    for p in victims:
+        assert p.metadata.name.startswith("later-")
+        assert p.metadata.annotations["fairpool.io/preempted-by"] == "a"
+        assert p.metadata.annotations["fairpool.io/preemption-cause"] == "queue"
+        assert "in the member's queue" in p.metadata.annotations["fairpool.io/preemption-reason"]
+    placed = wait_until(
+        lambda: {"gang-0", "gang-1"} <= set(pool.bound("a")) and pool.bound("a"),
+        timeout=30,
+        what="the gang bound whole",
+    )
+    assert {placed["gang-0"], placed["gang-1"]} == set(a_nodes)
+    taken = wait_until(lambda: pool.events("a", "Preempted"), what="Preempted events")
+    assert "Preempted by member a for job" in taken[0].message
 
 
 # --- consolidation ----------------------------------------------------------------------
