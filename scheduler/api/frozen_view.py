@@ -101,6 +101,8 @@ def settle(
                     spec=pod.spec,
                     priority=job.priority,
                     started_at=now,
+                    checkpointable=job.checkpointable,
+                    submitted_at=job.submitted_at,
                 )
             )
     return Snapshot(now=now, nodes=nodes, running=tuple(running), pending=tuple(waiting))

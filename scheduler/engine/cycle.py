@@ -29,7 +29,10 @@ The cycle:
    preemptions plus a nomination holding the freed capacity for it, or, when the only
    pods to take back are younger than the minimum runtime, a hold on the free capacity
    it will use (a drain, not reported as a nomination). A job whose nominated capacity
-   is still being freed by terminating pods does not reclaim more.
+   is still being freed by terminating pods does not reclaim more. With
+   `reclaim_overtaken_after_seconds`, a job of 2 or more GPUs that waited that long and
+   still has no room takes back the GPUs of its member's own later, smaller jobs that
+   resume (`reclaim.Overtaken`, cause `queue`).
 5. Every job still waiting gets one sentence (`explain`).
 
 Bind order: jobs in the order they were placed, the pods of a gang one after another.

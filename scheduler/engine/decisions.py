@@ -20,7 +20,9 @@ PREEMPTION_CAUSES: tuple[PreemptionCause, ...] = (
 a job that keeps its member within its entitlement (an owner taking its GPUs back, the
 pool's guarantee); `fair_share`, any other reclaim (a member below its fair share taking
 from one above it); `consolidation`, a move (its work restarts elsewhere so that a job
-blocked by fragmentation fits)."""
+blocked by fragmentation fits); `queue`, an older job of the victim's own member taking
+back what the victim overtook (`reclaim.Overtaken`: the victim resumes, nothing is
+lost)."""
 
 
 class Bind(NamedTuple):

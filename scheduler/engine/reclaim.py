@@ -43,7 +43,8 @@ Beyond the entitlement, up to the fair share (`UpToFairShare`), the fair-share r
 
 Common to both (`Reclaimer` and the victim-set search, `_Attempt.select`):
 
-- Victims are whole jobs (a gang is preempted with all its pods) of *other* members;
+- Victims are whole jobs (a gang is preempted with all its pods) of *other* members
+  (but for `Overtaken`, below);
   pods not scheduled by fairpool and terminating pods are never victims. Only victims
   with a pod on a node the job could use are considered.
 - The common order loses the least work first: checkpointable jobs (they resume where
@@ -58,6 +59,11 @@ Common to both (`Reclaimer` and the victim-set search, `_Attempt.select`):
   dropped again if the job still fits without it (a minimal set).
 - Pods younger than `sharing.min_runtime_seconds` are skipped unless
   `sharing.preempt_below_min_runtime` is set.
+
+Taking back from overtaking jobs (`Overtaken`, with `sharing.reclaim_overtaken_after_seconds`):
+the one mode whose victims are the reclaiming member's own jobs, those after the waiting
+job in its queue, smaller than it, that resume; run by the cycle when the job has waited
+that long and neither mode above nor a move made room (docs/glossary.md, "overtaken").
 
 Drain (`_drain`): when only pods younger than the minimum runtime would make room,
 nothing is preempted; the free capacity the job would use is held for it until they are
@@ -1104,10 +1110,10 @@ class Overtaken(_Attempt):
     """The member's own jobs that come after the waiting job in its queue (lower
     priority, or the same and submitted later), each smaller than it and resuming where
     it stopped, give their GPUs back to it. They overtook it because they were small
-    enough to start on the GPUs freed one by one while it needed many at once; standalone
-    the member's big job would have as long a wait. The victims lose no work (they
-    resume), the member's allocation does not grow by their GPUs, and a strict order
-    (the queue's) means a victim never takes its GPUs back from the job in turn."""
+    enough to start on the GPUs freed one by one while it needed many at once. The
+    victims lose no work (they resume), the member's allocation does not grow by their
+    GPUs, and a strict order (the queue's) means a victim never takes its GPUs back from
+    the job in turn."""
 
     place: tuple[int, float, str]
     """The waiting job's (-priority, submitted_at, job id)."""
