@@ -214,6 +214,10 @@ class _Cycle:
         self.borrowing = policy.sharing.borrowing
         self.reclaim_limit = policy.sharing.max_reclaims_per_job
         self.reclaim_window = float(policy.sharing.reclaim_limit_window_seconds)
+        after = policy.sharing.reclaim_overtaken_after_seconds
+        self.overtaken_after = -1.0 if after is None else float(after)
+        """`reclaim_overtaken_after_seconds`, -1 when unset (read per job: see
+        `overtaken_due`)."""
         # The pending jobs.
         self._info: dict[str, JobInfo] = self.book.info
         self.views: dict[int, View] = {}
@@ -846,8 +850,8 @@ class _Cycle:
         """The job has waited `reclaim_overtaken_after_seconds` (never, when unset). Two
         jobs of one shape differ here when the later one in the queue (a lower priority)
         was submitted earlier."""
-        after = self.policy.sharing.reclaim_overtaken_after_seconds
-        return after is not None and self.snapshot.now - job.submitted_at >= after
+        after = self.overtaken_after
+        return after >= 0 and self.snapshot.now - job.submitted_at >= after
 
     def _claim(self, job: PendingJob, model: str) -> _Claim | None:
         """The member's position with the job, when it may reclaim for it: the job keeps
