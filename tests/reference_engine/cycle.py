@@ -408,6 +408,7 @@ class _Cycle:
                 or jid in self.freeing
                 or self._info[jid].incomplete
                 or nxt.resumes(self.checkpointable) != job.resumes(self.checkpointable)
+                or self._overtaken_due(nxt) != self._overtaken_due(job)
             ):
                 break
             queues.skip(job.member)
@@ -664,6 +665,12 @@ class _Cycle:
             )
         return self.reclaimer
 
+    def _overtaken_due(self, job: PendingJob) -> bool:
+        """The job has waited `reclaim_overtaken_after_seconds` (never, when unset): a
+        follower of the same shape that differs here gets its own turn."""
+        after = self.policy.sharing.reclaim_overtaken_after_seconds
+        return after is not None and self.snapshot.now - job.submitted_at >= after
+
     def _try_overtaken(
         self,
         job: PendingJob,
@@ -674,12 +681,9 @@ class _Cycle:
         """Take back the GPUs of the member's own later, smaller jobs that resume, for a
         job of 2 or more GPUs that waited `reclaim_overtaken_after_seconds`: never for
         terminating pods alone, nor on a model `models` (borrowing off) leaves out."""
-        after = self.policy.sharing.reclaim_overtaken_after_seconds
-        if after is None or model is None or self.info(job).gpus <= 1:
+        if model is None or self.info(job).gpus <= 1 or not self._overtaken_due(job):
             return False
         if models is not None and model not in models:
-            return False
-        if self.snapshot.now - job.submitted_at < after:
             return False
         result = self._victim_index().overtaken(
             job.pods,

@@ -81,8 +81,10 @@ def test_members_within_entitlement_never_preempted(scenario: tuple[Policy, Snap
     pol, snap = scenario
     d = schedule(snap, pol)
     shares = {(s.member, s.gpu_model): s for s in compute_shares(snap, pol)}
-    # Reclaim only: consolidation moves work that fits elsewhere (its own property below).
-    preempted = {p.pod_uid for p in d.preemptions if p.cause != "consolidation"}
+    # Reclaim only: consolidation moves work that fits elsewhere (its own property below),
+    # and a member taking back what its own later jobs overtook changes no position.
+    assert all(p.victim_member == p.reclaimer for p in d.preemptions if p.cause == "queue")
+    preempted = {p.pod_uid for p in d.preemptions if p.cause not in ("consolidation", "queue")}
     nodes = {n.name: n for n in snap.nodes}
     victims = {p.member for p in snap.running if p.uid in preempted}
     # GPUs per (member, model) once the cycle's binds and preemptions are carried out.
