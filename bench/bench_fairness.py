@@ -16,7 +16,7 @@ Scenarios (`BENCH_FAIRNESS=demo,small,mixed,philly` picks some; all by default;
 - mixed: three GPU models on 8-, 4- and 2-GPU nodes, 5 members, load 1.2, 7 days;
 - demo-overtaken: the demo's traces with `reclaimOvertakenAfterSeconds: 86400`
   (docs/policy.md): what taking back from overtaking jobs wins (the demo's 2 x 8 A100
-  gangs of its one checkpointable member no longer wait for the end of the month behind
+  gangs of its one checkpointable member wait less often for the end of the month behind
   that member's own 1-GPU jobs) and costs (mean JCT and p95 wait);
 - demo-headstart, small-headstart, mixed-headstart, philly-headstart: the same traces
   with `headStart: true` (docs/policy.md): what the head start wins (shorter waits for
@@ -51,8 +51,9 @@ member whose mean JCT is worse pooled than standalone beyond max(5 %, 1 h), and 
 have a member that completed less of its own work within the submission window. About
 1 min.
 
-Runtime on 2 cores, 3 draws: about 7 min for all nine on a quiet machine (2 min 15 s
-for the five without the head start; peak RSS 1.1 GB), most of it the philly scenarios
+Runtime on 2 cores, 3 draws: about 7 min for the nine other than demo-overtaken on a
+quiet machine (2 min 15 s for the five without the head start; peak RSS 1.1 GB;
+demo-overtaken adds about a minute, 15 to 28 s a draw), most of it the philly scenarios
 (fairpool with its 15 standalone replays in 2 processes, then the baseline, three
 times); much longer when other work shares the cores.
 `BENCH_FAIRNESS=small,mixed` takes under 1 min. The `wall s` column says where the time
