@@ -510,15 +510,17 @@ class _Cycle:
         job_id = job.job_id
         if job_id in self.state.holds or job_id in self.freeing:
             return None
-        return (
+        key = (
             job.member,
             info.sid,
             self.book.model_of(info),
             self.entitled_now(job),
             self.kept_status(job),
             job.resumes(self.checkpointable),
-            self.overtaken_due(job),
         )
+        if self.overtaken_after < 0:
+            return key  # the rule is off: every job stands alike there
+        return (*key, self.overtaken_due(job))
 
     def _wait_alike(
         self, job: PendingJob, info: JobInfo, why: Waiting, queues: MemberQueues
@@ -554,7 +556,7 @@ class _Cycle:
                 alike.sid != sid
                 or self.kept_status(nxt) != status
                 or nxt.resumes(checkpointable) != resumes
-                or self.overtaken_due(nxt) != due
+                or (self.overtaken_after >= 0 and self.overtaken_due(nxt) != due)
                 or model_of(alike) != model
                 or jid in holds
                 or jid in freeing
@@ -631,7 +633,11 @@ class _Cycle:
             self._wait(job, Waiting("unplaceable", self._unplaceable_detail(job)))
             return
         detail = self._try_reclaim(job, model, lendable, guarded)
-        if job_id not in self.out.waiting and self._try_overtaken(job, model, lendable, models):
+        if (
+            self.overtaken_after >= 0
+            and job_id not in self.out.waiting
+            and self._try_overtaken(job, model, lendable, models)
+        ):
             return
         if job_id not in self.out.waiting:
             if guarded:
