@@ -41,13 +41,13 @@ def whole_minutes(seconds: float) -> str:
     return f"{hours} h" if rest == 0 else f"{hours} h {rest} min"
 
 
-def drain_detail(
-    min_runtime_s: int, idle: int, pods: str = "the borrowed pods it needs back"
-) -> str:
-    """Why a job waits for `pods` younger than the minimum runtime (a drain), and what is
-    kept for it meanwhile: the GPUs of its nodes idle now, when there are any (most
-    drains wait for busy GPUs only, and "the idle GPUs" would name none)."""
-    why = f"{pods} have run less than the minimum runtime of {min_runtime_s} s"
+def drain_detail(min_runtime_s: int, idle: int, pods: str | None = None) -> str:
+    """Why a job waits for `pods` (None: the borrowed pods it needs back) younger than the
+    minimum runtime (a drain), and what is kept for it meanwhile: the GPUs of its nodes
+    idle now, when there are any (most drains wait for busy GPUs only, and "the idle
+    GPUs" would name none)."""
+    what = "the borrowed pods it needs back" if pods is None else pods
+    why = f"{what} have run less than the minimum runtime of {min_runtime_s} s"
     if idle <= 0:
         return f"{why}; none of the GPUs it will use is idle yet"
     verb = "is" if idle == 1 else "are"

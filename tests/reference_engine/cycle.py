@@ -846,10 +846,7 @@ class _Cycle:
         self.out.waiting[job.job_id] = (
             job,
             Waiting(
-                "reclaiming",
-                drain_detail(self.policy.sharing.min_runtime_seconds, idle)
-                if pods is None
-                else drain_detail(self.policy.sharing.min_runtime_seconds, idle, pods),
+                "reclaiming", drain_detail(self.policy.sharing.min_runtime_seconds, idle, pods)
             ),
         )
 
