@@ -5,9 +5,10 @@ every collection is walked in an order fixed by names and ids, so the same snaps
 policy give identical decisions whatever the order of the snapshot's tuples.
 
 The cycle:
-1. Shares (`shares.build`): entitlements, allocations, demand and fair shares per
-   (member, GPU model), as at the instant of the snapshot. `Decisions.shares` reports
-   exactly these (the same as `compute_shares`).
+1. Shares (`shares.build`): entitlements, allocations, demand (without the jobs that
+   can never run, `runnable`) and fair shares per (member, GPU model), as at the
+   instant of the snapshot. `Decisions.shares` reports exactly these (the same as
+   `compute_shares`).
 2. Capacity promised to nominated jobs (an earlier reclaim) is held for them first.
 3. Jobs are taken one at a time from the member furthest below its fair share
    (`ordering`). A job is checked against its member's limits (`max_gpus`; with
@@ -150,15 +151,6 @@ def _per_member(values: Mapping[tuple[str, str], _N], zero: _N) -> dict[str, _N]
     return out
 
 
-def _lenders(policy: Policy) -> list[tuple[str, int]]:
-    """Members with a lending limit, by name."""
-    return [
-        (m.name, m.lending_limit)
-        for m in sorted(policy.members, key=lambda m: m.name)
-        if m.lending_limit is not None
-    ]
-
-
 class _Outcome:
     """A plain class: see `scheduler.engine.jobinfo.JobInfo`."""
 
@@ -185,8 +177,9 @@ class _Cycle:
     def __init__(self, snapshot: Snapshot, policy: Policy) -> None:
         self.snapshot = snapshot
         self.policy = policy
-        self.book = shares_mod.build(snapshot, policy)
         self.state = ClusterState(snapshot)
+        self.book = shares_mod.build(snapshot, policy, self.state)
+        self.never_runs = self.book.never_runs
         self.state.wanted = wanted_nodes(self.book, snapshot.usage_history, policy)
         self.out = _Outcome()
         # Positions, updated by every bind and preemption of the cycle.
@@ -208,7 +201,7 @@ class _Cycle:
         """Jobs whose nominated nodes still carry terminating pods."""
         # The policy's limits.
         self.members: dict[str, Member] = {m.name: m for m in policy.members}
-        self.lenders = _lenders(policy)
+        self.lenders = self.never_runs.lenders
         self.capped = {m.name for m in policy.members if m.max_gpus is not None}
         self.checkpointable = frozenset(m.name for m in policy.members if m.checkpointable)
         self.borrowing = policy.sharing.borrowing
@@ -228,14 +221,7 @@ class _Cycle:
         self.only_model = self.book.only_model
         # What failed once in the cycle fails again (capacity only shrinks).
         self.failed: set[object] = set()
-        self.never: dict[int, bool] = {}
-        """Shape -> `_unplaceable`, when that does not depend on the member (no lending
-        limit, or a pod no node takes)."""
-        self.never_pods: dict[int, bool] = {}
-        """Shape -> a pod of it fits no node, even empty."""
         self.never_detail: dict[int, str] = {}
-        self.never_reached: dict[tuple[int, str], str] = {}
-        """(shape, member) -> `_never_reached`."""
         self.reclaim_failed: dict[tuple[object, ...], NoReclaim] = {}
         self.reclaimer: Reclaimer | None = None
         self.consolidator: Consolidator | None = None
@@ -271,7 +257,12 @@ class _Cycle:
         return explicit if explicit is not None else self.only_model
 
     def order_key(self, member: str, info: JobInfo) -> tuple[int, float]:
-        """Entitled demand first (see `ordering`), then allocated / fair share."""
+        """Entitled demand first (see `ordering`), then allocated / fair share. A job
+        that can never run goes before all: its turn changes nothing, and keyed by its
+        own model it would move its member's place in the order (its next jobs' turns)
+        by a position that is not theirs."""
+        if self.never_runs(info):
+            return (-1, 0.0)
         job = info.job
         allocated, fair = self.position_of(member, self.position_model_of(info))
         entitled = self._entitled(member, job, info)
@@ -462,7 +453,7 @@ class _Cycle:
         for info in book.queued:
             job = info.job
             model = book.model_of(info)
-            if model is None:
+            if model is None or self.never_runs(info):
                 continue
             key = (job.member, model)
             # Never ahead of the member's own jobs of a higher priority.
@@ -571,8 +562,15 @@ class _Cycle:
         term_nodes = {
             p.node for p in self.snapshot.running if p.terminating and p.node in self.state.index
         }
+        # Nothing is held for a job that can never run (nominated before a node left or
+        # a limit changed): no other job may wait for it.
+        never_runs, info = self.never_runs, self._info
         jobs = sorted(
-            (j for j in self.snapshot.pending if j.nominated_nodes),
+            (
+                j
+                for j in self.snapshot.pending
+                if j.nominated_nodes and not never_runs(info[j.job_id])
+            ),
             key=lambda j: (j.member, *shares_mod.job_sort_key(j)),
         )
         for job in jobs:
@@ -629,7 +627,7 @@ class _Cycle:
         if job_id in self.freeing:
             self._hold_while_freeing(job)
             return
-        if self._unplaceable(job):
+        if self.never_runs.placement(info):
             self._wait(job, Waiting("unplaceable", self._unplaceable_detail(job)))
             return
         detail = self._try_reclaim(job, model, lendable, guarded)
@@ -1233,54 +1231,12 @@ class _Cycle:
             f"their GPUs are held for this job"
         )
 
-    def _unplaceable(self, job: PendingJob) -> bool:
-        """True when no node, even empty, could ever take one of the job's pods, or its
-        member may never hold all of them at once (`_never_reached`). Placement, reclaim
-        and moves could then never start it: placement and reclaim's what-if see at most
-        the nodes' whole capacity and what owners may lend under their lendingLimit."""
-        shape = self._info[job.job_id].sid
-        never = self.never.get(shape)
-        if never is None:
-            pod_never = False
-            for pod in job.pods:
-                res = spec_res(pod.spec)
-                if not any(
-                    self.state.room_when_empty(i, res) for i in self.state.candidate_nodes(pod.spec)
-                ):
-                    pod_never = True
-                    break
-            self.never_pods[shape] = never = pod_never
-            if not never and not self.lenders:
-                # No lending limit: what a member may hold does not depend on which it is.
-                never = bool(self._never_reached(job))
-            self.never[shape] = never
-        if never or not self.lenders:
-            return never
-        return bool(self._never_reached(job))
-
-    def _never_reached(self, job: PendingJob) -> str:
-        """`reach.never_detail` for a job whose pods all ask the same ("" when its member
-        may hold them all at once, or they differ)."""
-        info = self._info[job.job_id]
-        key = (info.sid, job.member)
-        found = self.never_reached.get(key)
-        if found is None:
-            found = ""
-            pods, state = job.pods, self.state
-            spec = pods[0].spec if pods else None
-            if spec is not None and spec.gpus > 0:
-                same = state.key(spec)
-                if all(state.key(p.spec) == same for p in pods):
-                    found = state.never_held(
-                        spec, len(pods), job.member, info.explicit_model, tuple(self.lenders)
-                    )
-            self.never_reached[key] = found
-        return found
-
     def _unplaceable_detail(self, job: PendingJob) -> str:
-        sid = self._info[job.job_id].sid
-        if not self.never_pods[sid]:
-            return "it can never run as the cluster and policy stand: " + self._never_reached(job)
+        info = self._info[job.job_id]
+        sid = info.sid
+        if not self.never_runs.never_pods[sid]:
+            reached = self.never_runs.reached(info)
+            return "it can never run as the cluster and policy stand: " + reached
         found = self.never_detail.get(sid)
         if found is None:
             found = self.never_detail[sid] = self._filter_detail(job)

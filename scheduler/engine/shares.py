@@ -1,12 +1,16 @@
 """Every member's position per GPU model: contribution, entitlement, allocation, demand and
 fair share. `scheduler.engine.compute_shares` is the public entry point.
 
-Demand per (member, model) = allocated GPUs + GPUs of its pending jobs for that model.
+Demand per (member, model) = allocated GPUs + GPUs of its pending jobs for that model,
+leaving out the jobs that can never run as the cluster and policy stand (`runnable`):
+they would raise their member's fair share by GPUs it can never use.
+
 A pending job that names no GPU model can run on any model; its demand counts against
 exactly one model, chosen greedily in job order (member, priority, submission, job id):
 the model with the most GPUs still free after the demand already counted there (ties by
 model name). That keeps the total demand honest (a job is never counted twice) and puts
-it where it is most likely to run.
+it where it is most likely to run. A job that can never run is given its model (its
+position is measured there) but takes no free GPU from the jobs after it.
 
 Limits turned into water-filling caps, per model:
 - `max_gpus`: the member's cap on a model is `max_gpus` minus what it holds on the others.
@@ -33,6 +37,8 @@ from scheduler.engine.entitlement import (
 )
 from scheduler.engine.fairshare import water_fill
 from scheduler.engine.jobinfo import JobInfo, job_infos, queue_order
+from scheduler.engine.placement import ClusterState
+from scheduler.engine.runnable import NeverRuns
 from scheduler.engine.snapshot import Node, PendingJob, RunningPod, Snapshot
 
 if TYPE_CHECKING:
@@ -53,6 +59,7 @@ class ShareBook:
         "job_model",
         "members",
         "models",
+        "never_runs",
         "node_of",
         "only_model",
         "pending",
@@ -81,6 +88,8 @@ class ShareBook:
     """node name -> (GPU model, owner)."""
     only_model: str | None
     """The GPU model when there is exactly one."""
+    never_runs: NeverRuns
+    """Which pending jobs can never run (left out of `pending`)."""
 
     def __init__(
         self,
@@ -98,6 +107,7 @@ class ShareBook:
         queued: list[JobInfo],
         node_of: dict[str, tuple[str, str | None]],
         only_model: str | None,
+        never_runs: NeverRuns,
     ) -> None:
         self.models = models
         self.members = members
@@ -113,6 +123,7 @@ class ShareBook:
         self.queued = queued
         self.node_of = node_of
         self.only_model = only_model
+        self.never_runs = never_runs
 
     def model_of(self, info: JobInfo) -> str | None:
         """The model the job's demand counts against (None: it asks for no GPU, or there
@@ -211,7 +222,16 @@ class _Demand:
     """Pending GPUs per (member, model), each job's model, and the members, from one
     queue, allocation and policy (`_pending_demand`). A plain class, as `_Queue`."""
 
-    __slots__ = ("alloc", "job_model", "members", "pending", "policy", "queue", "static")
+    __slots__ = (
+        "alloc",
+        "job_model",
+        "members",
+        "never_runs",
+        "pending",
+        "policy",
+        "queue",
+        "static",
+    )
 
     def __init__(
         self,
@@ -220,10 +240,13 @@ class _Demand:
         alloc: Allocation,
         policy: Policy,
         running: tuple[RunningPod, ...],
+        never_runs: NeverRuns,
     ) -> None:
         self.queue, self.static, self.alloc, self.policy = queue, static, alloc, policy
+        # Its answers depend only on the nodes and the policy, as `static` does.
+        self.never_runs = never_runs
         self.pending, self.job_model = _pending_demand(
-            queue.in_order, static, alloc, not queue.distinct
+            queue.in_order, static, alloc, not queue.distinct, never_runs
         )
         self.members = sorted(
             set(policy.member_names())
@@ -255,7 +278,8 @@ def _demand(
     static: _Static,
     alloc: Allocation,
     policy: Policy,
-    running: tuple[RunningPod, ...],
+    snapshot: Snapshot,
+    state: ClusterState | None,
 ) -> _Demand:
     if _LAST_DEMAND:
         last = _LAST_DEMAND[0]
@@ -266,16 +290,21 @@ def _demand(
             and last.policy is policy
         ):
             return last
-    demand = _Demand(queue, static, alloc, policy, running)
+    if state is None:
+        state = ClusterState(snapshot)
+    never_runs = NeverRuns(state, policy, static.entitlement, static.models)
+    demand = _Demand(queue, static, alloc, policy, snapshot.running, never_runs)
     _LAST_DEMAND[:] = [demand]
     return demand
 
 
-def build(snapshot: Snapshot, policy: Policy) -> ShareBook:
+def build(snapshot: Snapshot, policy: Policy, state: ClusterState | None = None) -> ShareBook:
+    """`state`: the snapshot's cluster state, when the caller has it (the cycle); it tells
+    which jobs can never run."""
     static = _static(snapshot.nodes, policy)
     alloc = classify(snapshot.running, static.node_of, static.entitlement)
     queue = _queue(snapshot.pending)
-    demand = _demand(queue, static, alloc, policy, snapshot.running)
+    demand = _demand(queue, static, alloc, policy, snapshot, state)
     book = ShareBook(
         models=static.models,
         members=demand.members,
@@ -291,16 +320,22 @@ def build(snapshot: Snapshot, policy: Policy) -> ShareBook:
         queued=queue.queued,
         node_of=static.node_of,
         only_model=static.models[0] if len(static.models) == 1 else None,
+        never_runs=demand.never_runs,
     )
     book.fair = _fair_shares(book, snapshot, policy)
     return book
 
 
 def _pending_demand(
-    in_order: list[JobInfo], static: _Static, alloc: Allocation, repeated: bool
+    in_order: list[JobInfo],
+    static: _Static,
+    alloc: Allocation,
+    repeated: bool,
+    never_runs: NeverRuns,
 ) -> tuple[dict[MemberModel, int], dict[str, str | None]]:
     """GPUs pending per (member, model), and the model each pending job counts against:
-    its own, else the model with the most GPUs still free (see the module docstring).
+    its own, else the model with the most GPUs still free (see the module docstring). A
+    job that can never run gets its model but adds nothing.
     `in_order`: the jobs' information in queue order (member, priority, submission, job
     id). The models per job id come back only when there is a choice of models or a
     job id is `repeated` (the last job of an id in queue order decides); else
@@ -324,7 +359,7 @@ def _pending_demand(
             model = only or min(models, key=lambda m: (-free[m], m))
         if per_job:
             job_model[job.job_id] = model
-        if model is None:
+        if model is None or never_runs(info):
             continue
         free[model] = free.get(model, 0) - gpus
         key = (job.member, model)

@@ -49,7 +49,7 @@ from scheduler.engine.explain import drain_detail  # the sentence only, not a de
 from scheduler.engine.reach import never_detail  # the sentence only, as above
 from scheduler.engine.snapshot import PendingJob, PodSpec, Snapshot
 from tests.reference_engine import shares as shares_mod
-from tests.reference_engine.entitlement import MemberModel, node_model
+from tests.reference_engine.entitlement import MemberModel, entitlements, node_model
 from tests.reference_engine.explain import (
     Waiting,
     capacity_detail,
@@ -87,7 +87,7 @@ __all__ = ["compute_shares", "schedule"]
 
 def compute_shares(snapshot: Snapshot, policy: Policy) -> tuple[MemberShare, ...]:
     """Every member's position per GPU model, without scheduling anything."""
-    return shares_mod.build(snapshot, policy).shares()
+    return _Cycle(snapshot, policy).book.shares()
 
 
 def schedule(snapshot: Snapshot, policy: Policy) -> Decisions:
@@ -170,8 +170,16 @@ class _Cycle:
     def __init__(self, snapshot: Snapshot, policy: Policy) -> None:
         self.snapshot = snapshot
         self.policy = policy
-        self.book = shares_mod.build(snapshot, policy)
         self.state = ClusterState(snapshot)
+        # What demand leaves out needs the nodes and the pending jobs' shapes first.
+        self.members: dict[str, Member] = {m.name: m for m in policy.members}
+        self.lenders = _lenders(policy)
+        self._info: dict[str, _JobInfo] = {j.job_id: _job_info(j) for j in snapshot.pending}
+        self.shape_id = _shape_ids(self._info)
+        self.never: dict[int, bool] = {}
+        self.never_detail: dict[int, str] = {}
+        self.never_reached: dict[tuple[int, str], str] = {}
+        self.book = shares_mod.build(snapshot, policy, self._never_runs)
         self.state.wanted = wanted_nodes(self.book, snapshot.usage_history, policy)
         self.out = _Outcome()
         # Positions, updated by every bind and preemption of the cycle.
@@ -187,19 +195,12 @@ class _Cycle:
         self.freeing: set[str] = set()
         """Jobs whose nominated nodes still carry terminating pods."""
         # The policy's limits.
-        self.members: dict[str, Member] = {m.name: m for m in policy.members}
-        self.lenders = _lenders(policy)
         self.capped = {m.name for m in policy.members if m.max_gpus is not None}
         self.checkpointable = frozenset(m.name for m in policy.members if m.checkpointable)
         # The pending jobs.
-        self._info: dict[str, _JobInfo] = {j.job_id: _job_info(j) for j in snapshot.pending}
-        self.shape_id = _shape_ids(self._info)
         self.only_model = self.book.models[0] if len(self.book.models) == 1 else None
         # What failed once in the cycle fails again (capacity only shrinks).
         self.failed: set[object] = set()
-        self.never: dict[int, bool] = {}
-        self.never_detail: dict[int, str] = {}
-        self.never_reached: dict[tuple[int, str], str] = {}
         self.reclaim_failed: dict[tuple[object, ...], NoReclaim] = {}
         self.reclaimer: Reclaimer | None = None
 
@@ -220,7 +221,10 @@ class _Cycle:
         return explicit if explicit is not None else self.only_model
 
     def order_key(self, member: str, job: PendingJob) -> tuple[int, float]:
-        """Entitled demand first (see `ordering`), then allocated / fair share."""
+        """A job that can never run first, then entitled demand (see `ordering`), then
+        allocated / fair share."""
+        if self._never_runs(job):
+            return (-1, 0.0)
         allocated, fair = self.position_of(member, self.position_model(job))
         return (0 if self.within_entitlement(member, job) else 1, ratio(allocated, fair))
 
@@ -350,7 +354,7 @@ class _Cycle:
             self.snapshot.pending, key=lambda j: (j.member, *shares_mod.job_sort_key(j))
         ):
             model = self.book.job_model.get(job.job_id)
-            if model is None:
+            if model is None or self._never_runs(job):
                 continue
             key = (job.member, model)
             if top.setdefault(key, job.priority) != job.priority or key in first:
@@ -419,7 +423,7 @@ class _Cycle:
             p.node for p in self.snapshot.running if p.terminating and p.node in self.state.index
         }
         jobs = sorted(
-            (j for j in self.snapshot.pending if j.nominated_nodes),
+            (j for j in self.snapshot.pending if j.nominated_nodes and not self._never_runs(j)),
             key=lambda j: (j.member, *shares_mod.job_sort_key(j)),
         )
         for job in jobs:
@@ -927,6 +931,30 @@ class _Cycle:
             f"{plural(term, 'preempted pod')} still terminating on {', '.join(nodes)}; "
             f"their GPUs are held for this job"
         )
+
+    def _never_runs(self, job: PendingJob) -> bool:
+        """The job can never run, whatever the load (left out of its member's demand): its
+        GPUs beyond its member's maxGpus, beyond every entitlement of the member it could
+        use with borrowing off, or `_unplaceable`."""
+        gpus = sum(p.spec.gpus for p in job.pods)
+        if gpus <= 0:
+            return False
+        spec = self.members.get(job.member)
+        if spec is not None and spec.max_gpus is not None and gpus > spec.max_gpus:
+            return True
+        if not self.policy.sharing.borrowing:
+            own = {
+                model: n
+                for (member, model), n in entitlements(self.snapshot.nodes, self.policy).items()
+                if member == job.member
+            }
+            explicit = self._info[job.job_id].explicit_model
+            if explicit is not None:
+                if gpus > own.get(explicit, 0):
+                    return True
+            elif all(gpus > n for n in own.values()):
+                return True
+        return self._unplaceable(job)
 
     def _unplaceable(self, job: PendingJob) -> bool:
         """True when no node, even empty, could ever take one of the job's pods."""

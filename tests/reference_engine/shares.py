@@ -1,7 +1,8 @@
 """Every member's position per GPU model: contribution, entitlement, allocation, demand and
 fair share. `tests.reference_engine.compute_shares` is the public entry point.
 
-Demand per (member, model) = allocated GPUs + GPUs of its pending jobs for that model.
+Demand per (member, model) = allocated GPUs + GPUs of its pending jobs for that model,
+but for the jobs that can never run (the cycle tells which).
 A pending job that names no GPU model can run on any model; its demand counts against
 exactly one model, chosen greedily in job order (member, priority, submission, job id):
 the model with the most GPUs still free after the demand already counted there (ties by
@@ -19,6 +20,7 @@ Limits turned into water-filling caps, per model:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -120,10 +122,14 @@ def _static(nodes: tuple[Node, ...], policy: Policy) -> _Static:
     return found
 
 
-def build(snapshot: Snapshot, policy: Policy) -> ShareBook:
+def build(
+    snapshot: Snapshot, policy: Policy, never_runs: Callable[[PendingJob], bool]
+) -> ShareBook:
+    """`never_runs`: which pending jobs can never run (the cycle knows), left out of
+    demand."""
     static = _static(snapshot.nodes, policy)
     alloc = classify(snapshot.running, static.node_of, static.entitlement)
-    pending, job_model = _pending_demand(snapshot, static, alloc)
+    pending, job_model = _pending_demand(snapshot, static, alloc, never_runs)
     members = sorted(
         set(policy.member_names())
         | {j.member for j in snapshot.pending}
@@ -145,7 +151,10 @@ def build(snapshot: Snapshot, policy: Policy) -> ShareBook:
 
 
 def _pending_demand(
-    snapshot: Snapshot, static: _Static, alloc: Allocation
+    snapshot: Snapshot,
+    static: _Static,
+    alloc: Allocation,
+    never_runs: Callable[[PendingJob], bool],
 ) -> tuple[dict[MemberModel, int], dict[str, str | None]]:
     """GPUs pending per (member, model), and the model each pending job counts against:
     its own, else the model with the most GPUs still free (see the module docstring)."""
@@ -167,7 +176,7 @@ def _pending_demand(
         if model is None and models:
             model = only or min(models, key=lambda m: (-free[m], m))
         job_model[job.job_id] = model
-        if model is None:
+        if model is None or never_runs(job):
             continue
         free[model] = free.get(model, 0) - gpus
         key = (job.member, model)

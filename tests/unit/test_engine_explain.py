@@ -70,7 +70,8 @@ def test_no_node_can_ever_run_it() -> None:
     ]
     d = schedule(snapshot(nodes, [job("j", "lab-a", gpus=8, gpu_model=H100)]), POL)
     assert d.explanations["j"] == (
-        f"member lab-a is below its fair share of 8 {H100} (holds 0); no node can ever "
+        # A job that can never run is not in its member's demand: its fair share is 0.
+        f"member lab-a is at its fair share of 0 {H100} (holds 0); no node can ever "
         "run its pods: of 3 nodes, 1 another GPU model, 1 fewer than 8 GPUs, "
         "1 untolerated taints"
     )

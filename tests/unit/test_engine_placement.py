@@ -195,12 +195,18 @@ def test_members_below_fair_share_first_and_no_head_of_line_blocking() -> None:
         job("b-3", "lab-b", gpus=2, submitted_at=4),
     ]
     d = schedule(snapshot(nodes, pending), POL)
-    # Fair shares 4 and 4. Entitled demand goes first: lab-a's next job, a-big (8 > 4),
-    # would borrow, so b-1 and b-2 (within lab-b's 4) go before it; a-big does not fit,
-    # a-small (within lab-a's 4) follows; b-3 (borrowing, ratio 1 vs lab-a's none
-    # left) last, on lab-a's 2 idle GPUs. a-big blocks nobody.
-    assert [b.job_id for b in d.binds] == ["b-1", "b-2", "a-small", "b-3"]
-    assert "a-big" in d.explanations
+    # a-big can never run (no node has 8 GPUs): it is not in lab-a's demand (fair shares
+    # 2 and 6) and takes its turn first, binding nothing. Then entitled demand, ratio 0
+    # each, by name: a-small, then b-1 and b-2 (within lab-b's 4), then b-3 (borrowing)
+    # on lab-a's 2 idle GPUs. a-big blocks nobody, nor costs lab-a its place.
+    assert [(b.job_id, b.node) for b in d.binds] == [
+        ("a-small", "a-1"),
+        ("b-1", "b-1"),
+        ("b-2", "b-1"),
+        ("b-3", "a-1"),
+    ]
+    assert {(s.member, s.fair_share) for s in d.shares} == {("lab-a", 2.0), ("lab-b", 6.0)}
+    assert "no node can ever run its pods" in d.explanations["a-big"]
 
 
 def test_entitled_demand_goes_before_borrowing_when_positions_tie() -> None:

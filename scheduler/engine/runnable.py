@@ -1,0 +1,142 @@
+"""Which pending jobs can never run as the cluster and policy stand, whatever the load
+(glossary: "can never run").
+
+A job can never run when no node, even empty, takes one of its pods (its selectors,
+tolerations or size), or when its member may never hold all of it at once: more GPUs
+than its `maxGpus`; with borrowing off, more than its entitlement of any model it may
+use; or more than its own and unowned nodes plus what the other owners may lend under
+their `lendingLimit`, on the nodes of one GPU model (`reach`). A node added or a limit
+raised changes the answer: the next cycle looks again.
+
+Two places ask. The share book leaves such a job out of its member's demand: counted,
+it would raise the member's fair share by GPUs it can never use, and lower every other
+member's. The cycle waits it as `unplaceable` with the reason, without a what-if.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from policies.model import Policy
+from scheduler.engine.entitlement import MemberModel
+from scheduler.engine.jobinfo import JobInfo
+from scheduler.engine.placement import ClusterState, spec_res
+
+
+def lenders(policy: Policy) -> list[tuple[str, int]]:
+    """Members with a lending limit, by name."""
+    return [
+        (m.name, m.lending_limit)
+        for m in sorted(policy.members, key=lambda m: m.name)
+        if m.lending_limit is not None
+    ]
+
+
+class NeverRuns:
+    """The answers for one snapshot's nodes and one policy, kept per job shape (and
+    member, where that matters). A plain class: see `scheduler.engine.jobinfo.JobInfo`."""
+
+    __slots__ = (
+        "borrowing",
+        "entitlement",
+        "lenders",
+        "max_gpus",
+        "models",
+        "never",
+        "never_pods",
+        "never_reached",
+        "over_limit",
+        "state",
+    )
+
+    def __init__(
+        self,
+        state: ClusterState,
+        policy: Policy,
+        entitlement: Mapping[MemberModel, int],
+        models: list[str],
+    ) -> None:
+        self.state = state
+        self.lenders = lenders(policy)
+        self.borrowing = policy.sharing.borrowing
+        self.entitlement = entitlement
+        self.models = models
+        self.max_gpus = {m.name: m.max_gpus for m in policy.members if m.max_gpus is not None}
+        self.never: dict[int, bool] = {}
+        """Shape -> `placement`, when that does not depend on the member (no lending
+        limit, or a pod no node takes)."""
+        self.never_pods: dict[int, bool] = {}
+        """Shape -> a pod of it fits no node, even empty."""
+        self.never_reached: dict[tuple[int, str], str] = {}
+        """(shape, member) -> `reached`."""
+        self.over_limit: dict[tuple[int, str], bool] = {}
+        """(shape, member) -> `limits`."""
+
+    def __call__(self, info: JobInfo) -> bool:
+        """The job can never run (for the share book: left out of demand)."""
+        if info.gpus <= 0:
+            return False
+        if self.max_gpus or not self.borrowing:
+            key = (info.sid, info.job.member)
+            over = self.over_limit.get(key)
+            if over is None:
+                over = self.over_limit[key] = self.limits(info)
+            if over:
+                return True
+        return self.placement(info)
+
+    def limits(self, info: JobInfo) -> bool:
+        """More GPUs than its member's `maxGpus`, or, with borrowing off, than the member's
+        entitlement of every model the job may use."""
+        member = info.job.member
+        most = self.max_gpus.get(member)
+        if most is not None and info.gpus > most:
+            return True
+        if self.borrowing:
+            return False
+        explicit = info.explicit_model
+        options = [explicit] if explicit is not None else self.models
+        return all(info.gpus > self.entitlement.get((member, m), 0) for m in options)
+
+    def placement(self, info: JobInfo) -> bool:
+        """No node, even empty, could ever take one of the job's pods, or its member may
+        never hold all of them at once (`reached`). Placement, reclaim and moves could
+        then never start it: placement and reclaim's what-if see at most the nodes'
+        whole capacity and what owners may lend under their lendingLimit."""
+        shape = info.sid
+        never = self.never.get(shape)
+        if never is None:
+            pod_never = False
+            state = self.state
+            for pod in info.job.pods:
+                res = spec_res(pod.spec)
+                if not any(state.room_when_empty(i, res) for i in state.candidate_nodes(pod.spec)):
+                    pod_never = True
+                    break
+            self.never_pods[shape] = never = pod_never
+            if not never and not self.lenders:
+                # No lending limit: what a member may hold does not depend on which it is.
+                never = bool(self.reached(info))
+            self.never[shape] = never
+        if never or not self.lenders:
+            return never
+        return bool(self.reached(info))
+
+    def reached(self, info: JobInfo) -> str:
+        """`reach.never_detail` for a job whose pods all ask the same ("" when its member
+        may hold them all at once, or they differ)."""
+        job = info.job
+        key = (info.sid, job.member)
+        found = self.never_reached.get(key)
+        if found is None:
+            found = ""
+            pods, state = job.pods, self.state
+            spec = pods[0].spec if pods else None
+            if spec is not None and spec.gpus > 0:
+                same = state.key(spec)
+                if all(state.key(p.spec) == same for p in pods):
+                    found = state.never_held(
+                        spec, len(pods), job.member, info.explicit_model, tuple(self.lenders)
+                    )
+            self.never_reached[key] = found
+        return found
