@@ -26,10 +26,10 @@ from scheduler.cli.tables import print_table
 from scheduler.engine.decisions import PREEMPTION_CAUSES
 from scheduler.engine.snapshot import Node
 from scheduler.sim.cluster import build_nodes, check_inventory
+from scheduler.sim.never import never_runs, never_runs_lines
 from scheduler.sim.outputs import check_out_dir, write_study
 from scheduler.sim.pipeline import Study, check_trace, run_study
 from scheduler.sim.simulator import MAX_BATCH_S
-from scheduler.sim.standalone import never_runs, never_runs_lines
 from scheduler.sim.waiting import FRAGMENTATION_CLAIMABLE, IDLE_CAUSES, OWED_CAUSES
 from scheduler.traces.csv import read_trace
 from scheduler.traces.model import Trace

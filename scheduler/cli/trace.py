@@ -185,7 +185,7 @@ def synth(
     if policy_file is not None and cluster is not None:
         from policies.loader import load_policy
         from scheduler.sim.cluster import build_nodes, check_inventory
-        from scheduler.sim.standalone import never_runs
+        from scheduler.sim.never import never_runs
 
         policy = load_policy(policy_file)
         check_inventory(inventory, policy, str(cluster))
@@ -281,7 +281,7 @@ def check(file: Path, cluster: Path | None, policy_file: Path | None) -> None:
     _print_summary(console, result, f"valid: {file}", gpus=max_gpus)
     if policy is not None and inventory is not None:
         from scheduler.sim.cluster import build_nodes
-        from scheduler.sim.standalone import never_runs, never_runs_lines
+        from scheduler.sim.never import never_runs, never_runs_lines
 
         # Valid input (another policy may run them), but a replay leaves them waiting.
         never = never_runs(result.jobs, build_nodes(inventory), policy)

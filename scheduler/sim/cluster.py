@@ -24,6 +24,7 @@ from scheduler.engine.snapshot import (
     Snapshot,
     Taint,
 )
+from scheduler.sim.never import never_runs
 from scheduler.sim.waiting import Shape, job_shape
 from scheduler.traces.model import TraceJob
 
@@ -177,9 +178,14 @@ class SimCluster:
         self._specs: dict[tuple[int, str | None], PodSpec] = {}
         """One spec object per pod shape: the engine keys what it learns about a shape
         on the object, so every job of a shape shares what was learnt once."""
+        self.policy = policy
         self.pending_shapes: dict[Shape, int] = {}
         """Pending jobs per shape, kept on enqueue/dequeue so the wait meter need not
-        walk every pending job at every instant."""
+        walk every pending job at every instant. Jobs that can never run are left out:
+        the meters count what waiting work could use, and demand leaves them out too
+        (docs/glossary.md)."""
+        self._never: dict[Shape, bool] = {}
+        """Shape -> its jobs can never run (`scheduler.sim.never`)."""
         self.shape_changes = 0
         """Counts shapes appearing in `pending_shapes` and leaving it."""
         self.running_changes = 0
@@ -221,6 +227,11 @@ class SimCluster:
         )
         self.pending[job.job_id] = pending
         shape = job_shape(pending)
+        never = self._never.get(shape)
+        if never is None:
+            never = self._never[shape] = bool(never_runs((job,), self.nodes, self.policy))
+        if never:
+            return
         waiting = self.pending_shapes.get(shape, 0)
         if not waiting:
             self.shape_changes += 1
@@ -236,6 +247,8 @@ class SimCluster:
     def dequeue(self, job_id: str) -> PendingJob:
         job = self.pending.pop(job_id)
         shape = job_shape(job)
+        if self._never[shape]:
+            return job
         left = self.pending_shapes[shape] - 1
         if left:
             self.pending_shapes[shape] = left

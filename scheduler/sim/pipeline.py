@@ -17,6 +17,7 @@ from reports.costmodel.usage_row import usage_frame
 from scheduler.engine.decisions import PREEMPTION_CAUSES
 from scheduler.engine.snapshot import Node
 from scheduler.sim import metrics
+from scheduler.sim.never import fits, never_runs
 from scheduler.sim.simulator import (
     Engine,
     JobState,
@@ -25,7 +26,7 @@ from scheduler.sim.simulator import (
     Simulator,
     UsageRow,
 )
-from scheduler.sim.standalone import StandaloneReplays, StandaloneResult, fits, never_runs
+from scheduler.sim.standalone import StandaloneReplays, StandaloneResult
 from scheduler.sim.waiting import FRAGMENTATION_CLAIMABLE, IDLE_CAUSES, OWED_CAUSES
 from scheduler.traces.model import Trace
 

@@ -9,17 +9,15 @@ dropped silently.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
 from policies.model import Policy
-from scheduler.engine.entitlement import entitlements
-from scheduler.engine.explain import listed
-from scheduler.engine.reach import never_detail
 from scheduler.engine.snapshot import Node
+from scheduler.sim.never import fits
 from scheduler.sim.simulator import Engine, JobState, Simulator, TimelineRow
-from scheduler.traces.model import Trace, TraceJob
+from scheduler.traces.model import Trace
 
 
 @dataclass(frozen=True)
@@ -34,94 +32,6 @@ class StandaloneResult:
     end_time: float
     events: int
     cycles: int
-
-
-def fits(job: TraceJob, nodes: Sequence[Node]) -> bool:
-    """Whether the job's pods can all be placed on an empty set of `nodes` (GPUs only;
-    simulated pods ask for little CPU and memory)."""
-    if job.gpus_per_pod == 0:
-        return True
-    usable = [n for n in nodes if _usable(job, n)]
-    # An unmodelled job may use any model's nodes (the engine decides which).
-    return sum(n.gpus // job.gpus_per_pod for n in usable) >= job.num_pods
-
-
-def never_reached(job: TraceJob, nodes: Sequence[Node], policy: Policy) -> str | None:
-    """Why the policy never lets the job's member hold the job's GPUs, or None when it
-    may: beyond its `max_gpus`, beyond its entitlement with borrowing off, or beyond its
-    own nodes plus what other owners may lend (`scheduler.engine.reach`, which the
-    engine's explanations use too). Such a job waits forever, whatever the load."""
-    member = policy.member(job.org)
-    if member.max_gpus is not None and job.gpus > member.max_gpus:
-        return f"it needs {job.gpus} GPUs at once, more than {job.org}'s maxGpus {member.max_gpus}"
-    per_pod = job.gpus_per_pod
-    if per_pod <= 0:
-        return None
-    if not policy.sharing.borrowing:
-        entitled = {
-            model: gpus
-            for (owner, model), gpus in entitlements(nodes, policy).items()
-            if owner == job.org and job.gpu_model in (None, model)
-        }
-        most = max(entitled.values(), default=0)
-        if job.gpus > most:
-            of = f" {job.gpu_model}" if job.gpu_model else ""
-            return (
-                f"it needs {job.gpus}{of} GPUs at once, more than {job.org}'s entitlement "
-                f"of {most}{of} GPUs, and borrowing is off"
-            )
-    slots: dict[tuple[str, str], int] = {}
-    for n in nodes:
-        if _usable(job, n):
-            key = (n.gpu_model or "", n.owner or "")
-            slots[key] = slots.get(key, 0) + n.gpus // per_pod
-    limits = {m.name: m.lending_limit for m in policy.members if m.lending_limit is not None}
-    return never_detail(job.org, job.num_pods, per_pod, job.gpu_model, slots, limits) or None
-
-
-def never_runs(jobs: Iterable[TraceJob], nodes: Sequence[Node], policy: Policy) -> dict[str, str]:
-    """Job id -> why the job can never run in the pool: its pods fit no set of `nodes`
-    even empty, or `never_reached`. Decided once per member and shape (a trace of
-    thousands of jobs has a few dozen)."""
-    why: dict[tuple[str, int, int, str | None], str] = {}
-    out: dict[str, str] = {}
-    for job in jobs:
-        shape = (job.org, job.num_pods, job.gpus_per_pod, job.gpu_model)
-        reason = why.get(shape)
-        if reason is None:
-            if not fits(job, nodes):
-                reason = "its pods fit no set of the cluster's nodes, even empty"
-            else:
-                reason = never_reached(job, nodes, policy) or ""
-            why[shape] = reason
-        if reason:
-            out[job.job_id] = reason
-    return out
-
-
-def never_runs_lines(never: Mapping[str, str], jobs: Mapping[str, TraceJob]) -> str:
-    """`never_runs` for people: one line per member, shape and reason, naming the first
-    jobs of each."""
-    groups: dict[tuple[str, int, int, str], list[str]] = {}
-    for job_id in sorted(never):
-        job = jobs[job_id]
-        groups.setdefault((job.org, job.num_pods, job.gpus_per_pod, never[job_id]), []).append(
-            job_id
-        )
-    lines = []
-    for (org, pods, per_pod, reason), ids in sorted(groups.items()):
-        shape = f"{pods} pods of {per_pod} GPUs" if pods > 1 else f"1 pod of {per_pod} GPUs"
-        lines.append(f"  {org}, {shape}: {listed(tuple(ids))}: {reason}")
-    return "\n".join(lines)
-
-
-def _usable(job: TraceJob, n: Node) -> bool:
-    return (
-        n.ready
-        and not n.unschedulable
-        and not n.taints
-        and (job.gpu_model is None or n.gpu_model == job.gpu_model)
-    )
 
 
 def restrict_policy(policy: Policy, member: str) -> Policy:

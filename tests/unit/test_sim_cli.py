@@ -298,7 +298,7 @@ def test_default_trace_keeps_only_jobs_that_can_run() -> None:
     from policies import load_inventory, load_policy
     from scheduler.cli.simulate import default_trace
     from scheduler.sim.cluster import build_nodes
-    from scheduler.sim.standalone import never_runs
+    from scheduler.sim.never import never_runs
 
     policy, inventory = load_policy(), load_inventory()
     trace, dropped = default_trace(inventory, policy, days=30, load=1.2, seed=42)
@@ -314,7 +314,7 @@ def test_default_trace_keeps_only_jobs_that_can_run() -> None:
 
 
 def test_reachable_counts_own_nodes_and_what_other_owners_may_lend() -> None:
-    from scheduler.sim.standalone import never_reached
+    from scheduler.sim.never import never_reached
     from tests.unit.test_sim_helpers import MODEL, job, node, policy
 
     rules = policy({"a": {}, "b": {"lendingLimit": 6}})
@@ -446,3 +446,33 @@ def test_jobs_the_policy_never_lets_run_are_named_with_why(
     assert run([*args, "--out", str(tmp_path / "free")]) == 0
     free = json.loads((tmp_path / "free" / "summary.json").read_text())["simulation"]
     assert free["jobs_unfinished"] == free["jobs_never_runnable"] == 0
+
+
+def test_a_job_that_can_never_run_is_not_waiting_work_in_the_meters() -> None:
+    """The replay's meters leave out a job that can never run (docs/metrics.md): with it
+    the figures, the timeline and every job's times are those of the replay without it,
+    though it stays pending to the end."""
+    from scheduler.sim.simulator import Simulator
+    from tests.unit.test_sim_helpers import job, node, policy, trace
+
+    rules = policy({"a": {}, "b": {"lendingLimit": 0}})
+    nodes = (node("a1", "a", 8), node("b1", "b", 8))
+    jobs = [
+        job("a-short", "a", 0, 3_600, 8),
+        job("b-long", "b", 0, 7_200, 8),
+        job("b-late", "b", 100, 3_600, 4),
+        # a may hold its own 8 GPUs and none of b's: never.
+        job("a-never", "a", 50, 3_600, 8, pods=2),
+    ]
+    both = Simulator(nodes, rules, trace(*jobs)).run()
+    alone = Simulator(nodes, rules, trace(*jobs[:-1])).run()
+    assert both.jobs["a-never"].end is None
+    assert both.timeline == alone.timeline
+    assert both.idle_while_waiting_gpu_s == alone.idle_while_waiting_gpu_s
+    assert both.capacity_gpu_s_while_pending == alone.capacity_gpu_s_while_pending > 0
+    assert both.entitlement_episodes == alone.entitlement_episodes
+    for job_id, record in alone.jobs.items():
+        assert (both.jobs[job_id].first_start, both.jobs[job_id].end) == (
+            record.first_start,
+            record.end,
+        )

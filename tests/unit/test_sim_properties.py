@@ -28,10 +28,11 @@ from hypothesis import strategies as st
 from policies.model import Policy
 from scheduler.engine.snapshot import Node
 from scheduler.sim.metrics import work_done_by, worse_off_pooled
+from scheduler.sim.never import fits
 from scheduler.sim.outputs import summary_json
 from scheduler.sim.pipeline import build_study
 from scheduler.sim.simulator import JobState, SimulationResult, Simulator
-from scheduler.sim.standalone import fits, replay_all
+from scheduler.sim.standalone import replay_all
 from scheduler.traces.model import Trace, TraceJob
 from tests.examples import examples
 from tests.unit.test_sim_helpers import START, node, policy
