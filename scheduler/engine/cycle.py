@@ -261,7 +261,7 @@ class _Cycle:
         that can never run goes before all: its turn changes nothing, and keyed by its
         own model it would move its member's place in the order (its next jobs' turns)
         by a position that is not theirs."""
-        if self.never_runs(info):
+        if self.never_runs.found and self.never_runs(info):
             return (-1, 0.0)
         job = info.job
         allocated, fair = self.position_of(member, self.position_model_of(info))
@@ -453,7 +453,7 @@ class _Cycle:
         for info in book.queued:
             job = info.job
             model = book.model_of(info)
-            if model is None or self.never_runs(info):
+            if model is None or (self.never_runs.found and self.never_runs(info)):
                 continue
             key = (job.member, model)
             # Never ahead of the member's own jobs of a higher priority.
@@ -569,7 +569,7 @@ class _Cycle:
             (
                 j
                 for j in self.snapshot.pending
-                if j.nominated_nodes and not never_runs(info[j.job_id])
+                if j.nominated_nodes and not (never_runs.found and never_runs(info[j.job_id]))
             ),
             key=lambda j: (j.member, *shares_mod.job_sort_key(j)),
         )

@@ -39,6 +39,7 @@ class NeverRuns:
     __slots__ = (
         "borrowing",
         "entitlement",
+        "found",
         "lenders",
         "max_gpus",
         "models",
@@ -71,6 +72,9 @@ class NeverRuns:
         """(shape, member) -> `reached`."""
         self.over_limit: dict[tuple[int, str], bool] = {}
         """(shape, member) -> `limits`."""
+        self.found = False
+        """Some job asked about could never run. The share book asks about every pending
+        job first, so while this is False the cycle need not ask again (most cycles)."""
 
     def __call__(self, info: JobInfo) -> bool:
         """The job can never run (for the share book: left out of demand)."""
@@ -82,8 +86,12 @@ class NeverRuns:
             if over is None:
                 over = self.over_limit[key] = self.limits(info)
             if over:
+                self.found = True
                 return True
-        return self.placement(info)
+        never = self.placement(info)
+        if never:
+            self.found = True
+        return never
 
     def limits(self, info: JobInfo) -> bool:
         """More GPUs than its member's `maxGpus`, or, with borrowing off, than the member's

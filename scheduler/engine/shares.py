@@ -355,11 +355,13 @@ def _pending_demand(
             if per_job:
                 job_model[job.job_id] = model
             continue
+        # Asked of every job that asks for GPUs (`NeverRuns.found`).
+        never = never_runs(info)
         if model is None and models:
             model = only or min(models, key=lambda m: (-free[m], m))
         if per_job:
             job_model[job.job_id] = model
-        if model is None or never_runs(info):
+        if model is None or never:
             continue
         free[model] = free.get(model, 0) - gpus
         key = (job.member, model)

@@ -130,6 +130,9 @@ def test_an_indexed_job_that_cannot_fit_binds_nothing_until_it_fits(pool: Pool) 
         "once, and a can hold at most 24 NVIDIA-H100-80GB-HBM3 in pods of 8: 24 on its own "
         "nodes"
     ), explanation
+    # Nor is it in a's demand: a's fair share does not grow by GPUs it can never hold.
+    position = next(s for s in daemon.last_decisions().shares if s.member == "a")
+    assert (position.pending, position.demand, position.fair_share) == (0, 0, 0.0), position
     # A fourth node: the gang now fits, and is bound whole.
     fourth = create_nodes(
         pool.core,
