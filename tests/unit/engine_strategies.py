@@ -1,7 +1,8 @@
 """Builders and hypothesis strategies for engine tests (the simulator's tests reuse them).
 
 Builders keep hand-written cases short: `policy(...)`, `node(...)`, `running(...)`,
-`job(...)`, `snapshot(...)`. Strategies draw small random clusters, policies and
+`job(...)`, `snapshot(...)`; `decided_alike(...)` checks a case against the reference
+engine. Strategies draw small random clusters, policies and
 snapshots: `policies()`, `snapshots(policy)` and `scenarios()` (policy, snapshot).
 """
 
@@ -12,6 +13,8 @@ from typing import Any
 from hypothesis import strategies as st
 
 from policies.model import Policy
+from scheduler.engine import schedule
+from scheduler.engine.decisions import Decisions
 from scheduler.engine.snapshot import (
     Node,
     PendingJob,
@@ -23,6 +26,7 @@ from scheduler.engine.snapshot import (
     Taint,
     Toleration,
 )
+from tests.reference_engine import schedule as reference_schedule
 
 H100 = "NVIDIA-H100"
 A100 = "NVIDIA-A100"
@@ -157,6 +161,21 @@ def snapshot(
         pending=tuple(pending or ()),
         usage_history=usage or {},
     )
+
+
+def decided_alike(snap: Snapshot, pol: Policy) -> Decisions:
+    """The engine's decisions, after checking that the reference engine
+    (`tests/reference_engine`) decides the same binds, preemptions and nominations, and
+    writes the same sentences."""
+    got = schedule(snap, pol)
+    expected = reference_schedule(snap, pol)
+    assert (got.binds, got.preemptions, got.nominations) == (
+        expected.binds,
+        expected.preemptions,
+        expected.nominations,
+    )
+    assert got.explanations == expected.explanations
+    return got
 
 
 # -- hypothesis strategies -------------------------------------------------------------

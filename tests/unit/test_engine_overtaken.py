@@ -6,10 +6,8 @@ they stop. Each case also checks that the reference engine decides the same
 
 from __future__ import annotations
 
-from scheduler.engine import schedule
 from scheduler.engine.decisions import Decisions
 from scheduler.engine.snapshot import RunningPod, Snapshot
-from tests.reference_engine import schedule as reference_schedule
 from tests.unit import engine_strategies as es
 from tests.unit.engine_strategies import without_consolidation
 
@@ -21,15 +19,7 @@ def _both(snap: Snapshot, checkpointable: bool = True, **sharing: object) -> Dec
     sharing = {"min_runtime_seconds": 0, "reclaim_overtaken_after_seconds": 0, **sharing}
     members = {"m-a": {"checkpointable": checkpointable}, "m-b": {}}
     pol = without_consolidation(es.policy(members, models=(H,), **sharing))
-    got = schedule(snap, pol)
-    expected = reference_schedule(snap, pol)
-    assert (got.binds, got.preemptions, got.nominations) == (
-        expected.binds,
-        expected.preemptions,
-        expected.nominations,
-    )
-    assert got.explanations == expected.explanations
-    return got
+    return es.decided_alike(snap, pol)
 
 
 def _small(uid: str, node: str, submitted: float, started: float = 1_000.0) -> RunningPod:
