@@ -112,8 +112,19 @@ def test_applied_policy_changes_entitlements_and_the_scheduler_acts(
         for m in ("a", "b"):
             for i in range(2):
                 pool.pod(m, f"{m}{i}", gpus=4)
-        wait_until(lambda: api.entitlements().get("a") and api.entitlements()["a"].pending == 8)
-        assert api.entitlements()["a"].entitlement == 0
+        # Entitled to nothing with borrowing off, a and b can never run their pods: each
+        # is explained, and none is in its member's demand (no row: nothing to show).
+        wait_until(
+            lambda: (
+                sum(
+                    "borrowing is off" in text
+                    for text in daemon.last_decisions().explanations.values()
+                )
+                == 4
+            ),
+            what="the four pods explained",
+        )
+        assert "a" not in api.entitlements() and "b" not in api.entitlements()
         assert pool.bound("a") == {} and pool.bound("b") == {}, "no entitlement, no borrowing"
 
         text, version = edited(api, a={"purchased": {H100: 4}})
@@ -126,6 +137,8 @@ def test_applied_policy_changes_entitlements_and_the_scheduler_acts(
         assert (change.entitlement_before, change.entitlement_after) == (0, 4)
         wait_until(lambda: api.entitlements()["a"].entitlement == 4, what="entitlement 4")
         wait_until(lambda: len(pool.bound("a")) == 1, what="a's pod bound on its entitlement")
+        # Its other pod can run once the first ends: it is a's demand now.
+        wait_until(lambda: api.entitlements()["a"].pending == 4, what="a's other pod pending")
         assert pool.bound("b") == {}
         stored = pool.core.read_namespaced_config_map(CONFIG_MAP, pool.ns("c"))
         assert yaml.safe_load((stored.data or {})[POLICY_KEY])["metadata"]["version"] == version + 1
