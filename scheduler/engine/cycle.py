@@ -83,7 +83,7 @@ from scheduler.engine.placement import (
     spec_res,
 )
 from scheduler.engine.reclaim import NoReclaim, Reclaimer, ReclaimResult, VictimJob, Why
-from scheduler.engine.snapshot import PendingJob, PodSpec, Snapshot
+from scheduler.engine.snapshot import PendingJob, PodSpec, RunningPod, Snapshot
 
 if TYPE_CHECKING:
     from policies.model import Member, Policy
@@ -1317,6 +1317,8 @@ class _Cycle:
         waiting, info_of, model_of = self.out.waiting, self._info, self.position_model_of
         # What owners at their lendingLimit hide differs by member (its own are not).
         lendable = self.lendable() if self.lenders else None
+        resuming: dict[str, list[tuple[tuple[int, float, str], int, dict[str, int]]]] | None
+        resuming = None
         for job_id in sorted(waiting):
             job, why = waiting[job_id]
             if why.kind == "incomplete":
@@ -1352,8 +1354,73 @@ class _Cycle:
                     if refused:
                         text += f"; {refused}"
                 sentences[key] = text
+            if why.kind == "capacity" and info.gpus >= 2 and self.overtaken_after < 0:
+                if resuming is None:
+                    resuming = resuming_jobs(
+                        self.snapshot.running, self.book.node_of, self.checkpointable
+                    )
+                text += overtook_hint(job, info.gpus, model, resuming)
             out[job_id] = text
         return out
+
+
+def resuming_jobs(
+    running: tuple[RunningPod, ...],
+    node_of: Mapping[str, tuple[str, str | None]],
+    checkpointable: frozenset[str],
+) -> dict[str, list[tuple[tuple[int, float, str], int, dict[str, int]]]]:
+    """Per member, its running jobs that resume where they stop and that reclaim could
+    take (scheduled by fairpool, not terminating): (place in the member's queue, GPUs,
+    GPUs per model), for `overtook_hint`."""
+    jobs: dict[str, tuple[str, tuple[int, float, str], dict[str, int]]] = {}
+    for pod in running:
+        member = pod.member
+        where = node_of.get(pod.node)
+        if (
+            member is None
+            or where is None
+            or pod.terminating
+            or not pod.scheduled_by_fairpool
+            or not pod.resumes(checkpointable)
+        ):
+            continue
+        found = jobs.get(pod.job_id)
+        if found is None:
+            found = jobs[pod.job_id] = (member, (-pod.priority, pod.submitted_at, pod.job_id), {})
+        by_model = found[2]
+        by_model[where[0]] = by_model.get(where[0], 0) + pod.spec.gpus
+    out: dict[str, list[tuple[tuple[int, float, str], int, dict[str, int]]]] = {}
+    for member, place, by_model in jobs.values():
+        out.setdefault(member, []).append((place, sum(by_model.values()), by_model))
+    return out
+
+
+def overtook_hint(
+    job: PendingJob,
+    gpus: int,
+    model: str | None,
+    resuming: Mapping[str, list[tuple[tuple[int, float, str], int, dict[str, int]]]],
+) -> str:
+    """For a job of 2 or more GPUs waiting for capacity while
+    `reclaim_overtaken_after_seconds` is unset: when its member's own later, smaller jobs
+    that resume hold at least its GPUs of its model, a clause saying so and naming the
+    setting that would let it take them back ("" otherwise). Its member's own work is
+    what keeps it waiting then, and no reclaim of other members' work could help."""
+    if model is None:
+        return ""
+    place = (-job.priority, job.submitted_at, job.job_id)
+    held = sum(
+        by_model.get(model, 0)
+        for later, total, by_model in resuming.get(job.member, ())
+        if later > place and total < gpus
+    )
+    if held < gpus:
+        return ""
+    return (
+        f"; its member's own later, smaller jobs that resume hold {held} {model} GPUs "
+        "(sharing.reclaimOvertakenAfterSeconds lets a job that waited that long take such "
+        "GPUs back)"
+    )
 
 
 def wanted_nodes(

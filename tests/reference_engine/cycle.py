@@ -47,7 +47,7 @@ from scheduler.engine.decisions import (
 )
 from scheduler.engine.explain import drain_detail  # the sentence only, not a decision
 from scheduler.engine.reach import never_detail  # the sentence only, as above
-from scheduler.engine.snapshot import PendingJob, PodSpec, Snapshot
+from scheduler.engine.snapshot import PendingJob, PodSpec, RunningPod, Snapshot
 from tests.reference_engine import shares as shares_mod
 from tests.reference_engine.entitlement import MemberModel, entitlements, node_model
 from tests.reference_engine.explain import (
@@ -1086,8 +1086,47 @@ class _Cycle:
                     self._nominated_gpus(job, model),
                 )
                 sentences[key] = text
-            out[job_id] = text
+            out[job_id] = text + self._overtook(job, info.gpus, model, why.kind)
         return out
+
+    def _overtook(self, job: PendingJob, gpus: int, model: str | None, kind: str) -> str:
+        """The clause for a job of 2 or more GPUs waiting for capacity, with
+        reclaimOvertakenAfterSeconds unset, whose member's own later, smaller running
+        jobs that resume hold at least its GPUs of its model."""
+        if (
+            kind != "capacity"
+            or gpus < 2
+            or model is None
+            or self.policy.sharing.reclaim_overtaken_after_seconds is not None
+        ):
+            return ""
+        place = (-job.priority, job.submitted_at, job.job_id)
+        model_of = {n.name: node_model(n) for n in self.snapshot.nodes}
+        pods: dict[str, list[RunningPod]] = {}
+        for pod in self.snapshot.running:
+            if (
+                pod.member == job.member
+                and pod.node in model_of
+                and not pod.terminating
+                and pod.scheduled_by_fairpool
+                and pod.resumes(self.checkpointable)
+            ):
+                pods.setdefault(pod.job_id, []).append(pod)
+        held = 0
+        for job_id, of_job in pods.items():
+            first = of_job[0]
+            if (-first.priority, first.submitted_at, job_id) <= place:
+                continue
+            if sum(p.spec.gpus for p in of_job) >= gpus:
+                continue
+            held += sum(p.spec.gpus for p in of_job if model_of[p.node] == model)
+        if held < gpus:
+            return ""
+        return (
+            f"; its member's own later, smaller jobs that resume hold {held} {model} GPUs "
+            "(sharing.reclaimOvertakenAfterSeconds lets a job that waited that long take such "
+            "GPUs back)"
+        )
 
 
 def wanted_nodes(

@@ -6,6 +6,8 @@ they stop. Each case also checks that the reference engine decides the same
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from scheduler.engine.decisions import Decisions
 from scheduler.engine.snapshot import RunningPod, Snapshot
 from tests.unit import engine_strategies as es
@@ -77,6 +79,26 @@ def test_off_by_default_and_before_the_wait_it_sets() -> None:
         assert got.preemptions == () and not got.nominations
     # Waited 9,900 s of the 9,900 asked: taken back.
     assert _both(_overtaken(), reclaim_overtaken_after_seconds=9_900).preemptions
+
+
+def test_with_the_setting_off_the_gang_says_what_holds_its_gpus() -> None:
+    got = _both(_overtaken(), reclaim_overtaken_after_seconds=None)
+    # m-a's eleven later 1-GPU jobs on its nodes (not "early", submitted before it).
+    assert got.explanations["gang"].endswith(
+        "; its member's own later, smaller jobs that resume hold 11 H GPUs "
+        "(sharing.reclaimOvertakenAfterSeconds lets a job that waited that long take such "
+        "GPUs back)"
+    )
+    # Set, the gang waits its time without the clause; jobs that restart from zero, or
+    # fewer GPUs than the gang's, get none either.
+    waiting = _both(_overtaken(), reclaim_overtaken_after_seconds=9_901)
+    assert "reclaimOvertakenAfterSeconds" not in waiting.explanations["gang"]
+    restart = _both(_overtaken(), checkpointable=False, reclaim_overtaken_after_seconds=None)
+    assert "later, smaller jobs" not in restart.explanations["gang"]
+    few = _overtaken()
+    few = replace(few, running=tuple(p for p in few.running if p.node != "na3"))
+    fewer = _both(few, reclaim_overtaken_after_seconds=None)
+    assert "later, smaller jobs" not in fewer.explanations["gang"]
 
 
 def test_jobs_that_restart_from_zero_are_never_taken_back() -> None:
