@@ -481,7 +481,9 @@ def test_policy_configmap_change_shifts_shares_and_bad_policy_is_rejected(pool: 
     daemon = pool.daemon(configmap=PolicyConfigMap(config_ns, name))
     for m in ("a", "b"):
         for i in range(8):
-            pool.pod(m, f"{m}{i}", extra_spec={"nodeSelector": {"no-such": "node"}})
+            # A gang one pod short (9 declared) waits whole, yet could run: it is demand
+            # (a pod no node takes never runs, so it is not).
+            pool.pod(m, f"{m}{i}", gang=f"{m}-gang", gang_size=9)
     # Shares follow the pods as the informer sees them arrive: a cycle may run while only
     # some of the 16 are in. Equal shares must come, once all are in.
     wait_until(
