@@ -1404,8 +1404,8 @@ def overtook_hint(
     """For a job of 2 or more GPUs waiting for capacity while
     `reclaim_overtaken_after_seconds` is unset: when its member's own later, smaller jobs
     that resume hold at least its GPUs of its model, a clause saying so and naming the
-    setting that would let it take them back ("" otherwise). Its member's own work is
-    what keeps it waiting then, and no reclaim of other members' work could help."""
+    setting that would let it take them back ("" otherwise). That part of what keeps it
+    waiting is its member's own, which no reclaim of other members' work takes back."""
     if model is None:
         return ""
     place = (-job.priority, job.submitted_at, job.job_id)

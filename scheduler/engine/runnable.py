@@ -8,9 +8,12 @@ use; or more than its own and unowned nodes plus what the other owners may lend 
 their `lendingLimit`, on the nodes of one GPU model (`reach`). A node added or a limit
 raised changes the answer: the next cycle looks again.
 
-Two places ask. The share book leaves such a job out of its member's demand: counted,
-it would raise the member's fair share by GPUs it can never use, and lower every other
-member's. The cycle waits it as `unplaceable` with the reason, without a what-if.
+The share book leaves such a job out of its member's demand: counted, it would raise
+the member's fair share by GPUs it can never use, lower every other member's, and make
+the member's nodes look wanted. The cycle gives it its turn before every other job (as
+the head of its member's queue it would set the member's place in the order by a
+position on its own GPU model), holds no nominated capacity for it, and waits it with
+the reason, without a what-if: it changes no other decision.
 """
 
 from __future__ import annotations
