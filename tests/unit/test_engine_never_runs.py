@@ -59,12 +59,7 @@ _LENDING = {"m-a": {}, "m-b": {"lending_limit": 0}}
 
 
 def _without(snap: Snapshot, job_id: str) -> Snapshot:
-    return es.snapshot(
-        list(snap.nodes),
-        [j for j in snap.pending if j.job_id != job_id],
-        list(snap.running),
-        now=snap.now,
-    )
+    return _without_all(snap, {job_id})
 
 
 def test_a_gang_its_member_may_never_hold_is_not_in_its_demand() -> None:
