@@ -65,6 +65,7 @@ from scheduler.engine.explain import (
     drain_detail,
     fmt,
     no_move_detail,
+    overtook_clause,
     plural,
     position,
     sentence,
@@ -261,7 +262,7 @@ class _Cycle:
         that can never run goes before all: its turn changes nothing, and keyed by its
         own model it would move its member's place in the order (its next jobs' turns)
         by a position that is not theirs."""
-        if self.never_runs.found and self.never_runs(info):
+        if self.never_runs.known(info):
             return (-1, 0.0)
         job = info.job
         allocated, fair = self.position_of(member, self.position_model_of(info))
@@ -453,7 +454,7 @@ class _Cycle:
         for info in book.queued:
             job = info.job
             model = book.model_of(info)
-            if model is None or (self.never_runs.found and self.never_runs(info)):
+            if model is None or self.never_runs.known(info):
                 continue
             key = (job.member, model)
             # Never ahead of the member's own jobs of a higher priority.
@@ -564,13 +565,9 @@ class _Cycle:
         }
         # Nothing is held for a job that can never run (nominated before a node left or
         # a limit changed): no other job may wait for it.
-        never_runs, info = self.never_runs, self._info
+        known, info = self.never_runs.known, self._info
         jobs = sorted(
-            (
-                j
-                for j in self.snapshot.pending
-                if j.nominated_nodes and not (never_runs.found and never_runs(info[j.job_id]))
-            ),
+            (j for j in self.snapshot.pending if j.nominated_nodes and not known(info[j.job_id])),
             key=lambda j: (j.member, *shares_mod.job_sort_key(j)),
         )
         for job in jobs:
@@ -1414,13 +1411,7 @@ def overtook_hint(
         for later, total, by_model in resuming.get(job.member, ())
         if later > place and total < gpus
     )
-    if held < gpus:
-        return ""
-    return (
-        f"; its member's own later, smaller jobs that resume hold {held} {model} GPUs "
-        "(sharing.reclaimOvertakenAfterSeconds lets a job that waited that long take such "
-        "GPUs back)"
-    )
+    return overtook_clause(held, model) if held >= gpus else ""
 
 
 def wanted_nodes(

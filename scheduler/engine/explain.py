@@ -72,6 +72,16 @@ def at_limit_detail(held: Mapping[str, tuple[str, int]], model: str, limit: int)
     )
 
 
+def overtook_clause(held: int, model: str) -> str:
+    """The end of a waiting job's sentence when its member's own later, smaller jobs that
+    resume hold `held` GPUs of its model (`cycle.overtook_hint` decides when)."""
+    return (
+        f"; its member's own later, smaller jobs that resume hold {held} {model} GPUs "
+        "(sharing.reclaimOvertakenAfterSeconds lets a job that waited that long take such "
+        "GPUs back)"
+    )
+
+
 def listed(names: tuple[str, ...], most: int = 3) -> str:
     """('a',) -> 'a'; ('a', 'b', 'c') -> 'a, b and c'; five names -> 'a, b, c and 2 more'."""
     if len(names) > most:

@@ -96,6 +96,11 @@ class NeverRuns:
             self.found = True
         return never
 
+    def known(self, info: JobInfo) -> bool:
+        """`__call__` for the cycle: asked only when the share book, which asks about every
+        pending job first, found some job that can never run (most cycles find none)."""
+        return self.found and self(info)
+
     def limits(self, info: JobInfo) -> bool:
         """More GPUs than its member's `maxGpus`, or, with borrowing off, than the member's
         entitlement of every model the job may use."""

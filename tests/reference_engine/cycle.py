@@ -45,7 +45,10 @@ from scheduler.engine.decisions import (
     Preemption,
     PreemptionCause,
 )
-from scheduler.engine.explain import drain_detail  # the sentence only, not a decision
+from scheduler.engine.explain import (  # the sentences only, not decisions
+    drain_detail,
+    overtook_clause,
+)
 from scheduler.engine.reach import never_detail  # the sentence only, as above
 from scheduler.engine.snapshot import PendingJob, PodSpec, RunningPod, Snapshot
 from tests.reference_engine import shares as shares_mod
@@ -1120,13 +1123,7 @@ class _Cycle:
             if sum(p.spec.gpus for p in of_job) >= gpus:
                 continue
             held += sum(p.spec.gpus for p in of_job if model_of[p.node] == model)
-        if held < gpus:
-            return ""
-        return (
-            f"; its member's own later, smaller jobs that resume hold {held} {model} GPUs "
-            "(sharing.reclaimOvertakenAfterSeconds lets a job that waited that long take such "
-            "GPUs back)"
-        )
+        return overtook_clause(held, model) if held >= gpus else ""
 
 
 def wanted_nodes(
