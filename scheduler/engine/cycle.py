@@ -224,6 +224,9 @@ class _Cycle:
         self.failed: set[object] = set()
         self.never_detail: dict[int, str] = {}
         self.reclaim_failed: dict[tuple[object, ...], NoReclaim] = {}
+        self.kept_reason: dict[str, str] = {}
+        """Job -> the reclaim's part of its wait, when it was kept off wanted nodes and
+        found nothing to reclaim (read by `run` for the member's alike jobs)."""
         self.reclaimer: Reclaimer | None = None
         self.consolidator: Consolidator | None = None
         self.moves_left = policy.sharing.max_consolidations_per_cycle
@@ -371,6 +374,12 @@ class _Cycle:
             f"last reclaim (reclaimLimitWindowSeconds), in {whole_minutes(left)}"
         )
 
+    def _kept_wait(self, job: PendingJob, model: str | None, reclaim_detail: str) -> Waiting:
+        """The wait of a job kept off wanted nodes that found nothing to reclaim there:
+        the free capacity it may not use would only mislead, so it says why instead."""
+        detail = "; ".join(d for d in (self._kept_detail(job, model), reclaim_detail) if d)
+        return Waiting("limit", detail)
+
     def _quiet_lenders(
         self, member: str, model: str | None, lendable: dict[str, int]
     ) -> dict[str, int]:
@@ -397,6 +406,9 @@ class _Cycle:
         queues = MemberQueues(self.book.queued, self.order_key)
         decided = self.out.waiting
         found: dict[tuple[object, ...], tuple[int, Waiting]] = {}
+        # Alike jobs kept off wanted nodes (`kept_status`) share the reclaim's part of
+        # their wait; the rest of its sentence names the job (`_kept_wait`).
+        kept: dict[tuple[object, ...], tuple[int, str]] = {}
         info = queues.pop()
         while info is not None:
             job = info.job
@@ -412,12 +424,22 @@ class _Cycle:
                     self._wait_alike(job, info, seen[1], queues)
                     info = queues.advance(job.member)
                     continue
+                seen_kept = kept.get(alike)
+                if seen_kept is not None and seen_kept[0] == before:
+                    model = self.book.model_of(info)
+                    decided[job.job_id] = (job, self._kept_wait(job, model, seen_kept[1]))
+                    info = queues.advance(job.member)
+                    continue
             self._handle(job, info)
             waiting = decided.get(job.job_id)
             if waiting is not None and waiting[1].kind in ("capacity", "unplaceable"):
                 if alike is not None and self.state.version == before:
                     found[alike] = (before, waiting[1])
                 self._wait_alike(job, info, waiting[1], queues)
+            else:
+                reason = self.kept_reason.pop(job.job_id, None)
+                if reason is not None and alike is not None and self.state.version == before:
+                    kept[alike] = (before, reason)
             info = queues.advance(job.member)
         return Decisions(
             binds=tuple(self.out.binds),
@@ -636,9 +658,8 @@ class _Cycle:
             return
         if job_id not in self.out.waiting:
             if guarded:
-                # The free capacity it may not use would only mislead: say why instead.
-                detail = "; ".join(d for d in (self._kept_detail(job, model), detail) if d)
-                self._wait(job, Waiting("limit", detail))
+                self.kept_reason[job_id] = detail
+                self._wait(job, self._kept_wait(job, model, detail))
             else:
                 self._wait(job, Waiting("capacity", detail))
 
