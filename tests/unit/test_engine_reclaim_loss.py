@@ -9,7 +9,7 @@ from scheduler.engine import schedule
 from scheduler.engine.placement import ClusterState
 from scheduler.engine.reclaim import Reclaimer, VictimJob
 from scheduler.engine.snapshot import Node, PendingJob, RunningPod
-from tests.unit.engine_strategies import H100, job, node, policy, running, snapshot
+from tests.unit.engine_strategies import H100, decided_alike, job, node, policy, running, snapshot
 
 POL = policy(["lab-a", "lab-b", "lab-c"])
 
@@ -334,3 +334,22 @@ def test_a_failed_reclaim_of_a_job_at_the_limit_stands_for_no_other_job() -> Non
     assert preempted(d) == ["c-b2"]
     assert [n.job_id for n in d.nominations] == ["fresh"]
     assert "maxReclaimsPerJob" in d.explanations["spent"]
+
+
+def test_alike_jobs_kept_off_wanted_nodes_each_get_their_own_sentence() -> None:
+    # As in test_a_job_at_the_limit_borrows_only_from_owners_that_want_little (b1's
+    # owner likely to want its free half back): four jobs of lab-a of one shape, all
+    # reclaimed before and restarting from zero, wait for one reason. The cycle gives
+    # the first a turn and the other three its reason, each with its own sentence: its
+    # id and how often it was reclaimed (the reference engine, which turns every job,
+    # writes the same).
+    nodes = [node("a1", "lab-a"), node("b1", "lab-b")]
+    run = [running("a-own", "lab-a", "a1", gpus=8), running("b-own", "lab-b", "b1", gpus=4)]
+    reclaims = (1, 2, 1, 2)
+    queue = [
+        job(f"j{n}", "lab-a", reclaims=k, submitted_at=float(n)) for n, k in enumerate(reclaims)
+    ]
+    d = decided_alike(snapshot(nodes, queue, run), POL)
+    assert d.binds == () and d.preemptions == ()
+    for n, times in enumerate(("1 time", "2 times", "1 time", "2 times")):
+        assert f"job j{n} was reclaimed {times} and restarts from zero" in d.explanations[f"j{n}"]
