@@ -92,6 +92,8 @@ if TYPE_CHECKING:
 _EPS = 1e-9
 _N = TypeVar("_N", int, float)
 _HOUR_S = 3600.0
+_SHARED_WAITS = ("capacity", "unplaceable", "kept")
+"""Waits an alike job later in the cycle shares while nothing moved (`_Cycle.run`)."""
 WANTS_BACK = 0.5
 """An owner whose demand on a model, or whose recent mean allocation, reaches this part
 of its entitlement is likely to want its nodes back soon: half is where an owner's
@@ -224,9 +226,6 @@ class _Cycle:
         self.failed: set[object] = set()
         self.never_detail: dict[int, str] = {}
         self.reclaim_failed: dict[tuple[object, ...], NoReclaim] = {}
-        self.kept_reason: dict[str, str] = {}
-        """Job -> the reclaim's part of its wait, when it was kept off wanted nodes and
-        found nothing to reclaim (read by `run` for the member's alike jobs)."""
         self.reclaimer: Reclaimer | None = None
         self.consolidator: Consolidator | None = None
         self.moves_left = policy.sharing.max_consolidations_per_cycle
@@ -374,10 +373,14 @@ class _Cycle:
             f"last reclaim (reclaimLimitWindowSeconds), in {whole_minutes(left)}"
         )
 
-    def _kept_wait(self, job: PendingJob, model: str | None, reclaim_detail: str) -> Waiting:
-        """The wait of a job kept off wanted nodes that found nothing to reclaim there:
-        the free capacity it may not use would only mislead, so it says why instead."""
-        detail = "; ".join(d for d in (self._kept_detail(job, model), reclaim_detail) if d)
+    def _kept_wait(self, job: PendingJob, waiting: Waiting) -> Waiting:
+        """The "limit" wait of a job that waited as "kept" (kept off wanted nodes and
+        nothing to reclaim there): the free capacity it may not use would only mislead,
+        so its sentence says why, naming the job (how often it was reclaimed, when its
+        window ends), then what reclaim said (`waiting.detail`, the same for alike jobs).
+        Written with the sentences: a contended cycle has hundreds of such jobs."""
+        model = self.book.model_of(self._info[job.job_id])
+        detail = "; ".join(d for d in (self._kept_detail(job, model), waiting.detail) if d)
         return Waiting("limit", detail)
 
     def _quiet_lenders(
@@ -406,9 +409,6 @@ class _Cycle:
         queues = MemberQueues(self.book.queued, self.order_key)
         decided = self.out.waiting
         found: dict[tuple[object, ...], tuple[int, Waiting]] = {}
-        # Alike jobs kept off wanted nodes (`kept_status`) share the reclaim's part of
-        # their wait; the rest of its sentence names the job (`_kept_wait`).
-        kept: dict[tuple[object, ...], tuple[int, str]] = {}
         info = queues.pop()
         while info is not None:
             job = info.job
@@ -421,25 +421,17 @@ class _Cycle:
                 seen = found.get(alike)
                 if seen is not None and seen[0] == before:
                     decided[job.job_id] = (job, seen[1])
-                    self._wait_alike(job, info, seen[1], queues)
-                    info = queues.advance(job.member)
-                    continue
-                seen_kept = kept.get(alike)
-                if seen_kept is not None and seen_kept[0] == before:
-                    model = self.book.model_of(info)
-                    decided[job.job_id] = (job, self._kept_wait(job, model, seen_kept[1]))
+                    if seen[1].kind != "kept":
+                        self._wait_alike(job, info, seen[1], queues)
                     info = queues.advance(job.member)
                     continue
             self._handle(job, info)
             waiting = decided.get(job.job_id)
-            if waiting is not None and waiting[1].kind in ("capacity", "unplaceable"):
+            if waiting is not None and waiting[1].kind in _SHARED_WAITS:
                 if alike is not None and self.state.version == before:
                     found[alike] = (before, waiting[1])
-                self._wait_alike(job, info, waiting[1], queues)
-            else:
-                reason = self.kept_reason.pop(job.job_id, None)
-                if reason is not None and alike is not None and self.state.version == before:
-                    kept[alike] = (before, reason)
+                if waiting[1].kind != "kept":
+                    self._wait_alike(job, info, waiting[1], queues)
             info = queues.advance(job.member)
         return Decisions(
             binds=tuple(self.out.binds),
@@ -658,8 +650,7 @@ class _Cycle:
             return
         if job_id not in self.out.waiting:
             if guarded:
-                self.kept_reason[job_id] = detail
-                self._wait(job, self._kept_wait(job, model, detail))
+                self._wait(job, Waiting("kept", detail))  # see `_kept_wait`
             else:
                 self._wait(job, Waiting("capacity", detail))
 
@@ -1339,6 +1330,8 @@ class _Cycle:
         resuming = None
         for job_id in sorted(waiting):
             job, why = waiting[job_id]
+            if why.kind == "kept":
+                why = self._kept_wait(job, why)
             if why.kind == "incomplete":
                 out[job_id] = sentence(job, why, None, 0, 0.0, "")
                 continue

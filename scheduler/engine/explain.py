@@ -221,7 +221,8 @@ class Waiting(NamedTuple):
     waiting job when the sentences are written, which a dataclass does in Python)."""
 
     kind: str
-    """incomplete | limit | unplaceable | capacity | held | reclaiming | consolidating"""
+    """incomplete | limit | unplaceable | capacity | held | reclaiming | consolidating;
+    the cycle's own "kept" becomes "limit" when the sentences are written."""
     detail: str = ""
 
 
