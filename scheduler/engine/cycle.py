@@ -535,6 +535,10 @@ class _Cycle:
         once: capacity only shrinks within a cycle, and when reclaim cannot change (the
         member is not below its fair share, or nobody could be preempted) nothing else
         would. Saves a turn per job when thousands of identical pods are pending."""
+        queue, pos = queues.rest(job.member)
+        sid = info.sid
+        if pos >= len(queue) or queue[pos].sid != sid:
+            return  # the member's next job has another shape (most calls, when shapes mix)
         model = self.book.model_of(info)
         gpus = info.gpus
         if model is not None and gpus > 0:
@@ -546,14 +550,12 @@ class _Cycle:
                 self.reclaimer is None or self._may_find_victims(job.member, model, entitled)
             ):
                 return
-        sid = info.sid
         status = self.kept_status(job)
         checkpointable = self.checkpointable
         resumes = job.resumes(checkpointable)
         due = self.overtaken_due(job)
         model_of, holds = self.book.model_of, self.state.holds
         freeing, waiting = self.freeing, self.out.waiting
-        queue, pos = queues.rest(job.member)
         while pos < len(queue):
             alike = queue[pos]
             nxt = alike.job
