@@ -421,8 +421,7 @@ class _Cycle:
                 seen = found.get(alike)
                 if seen is not None and seen[0] == before:
                     decided[job.job_id] = (job, seen[1])
-                    if seen[1].kind != "kept":
-                        self._wait_alike(job, info, seen[1], queues)
+                    self._wait_alike(job, info, seen[1], queues)
                     info = queues.advance(job.member)
                     continue
             self._handle(job, info)
@@ -430,8 +429,7 @@ class _Cycle:
             if waiting is not None and waiting[1].kind in _SHARED_WAITS:
                 if alike is not None and self.state.version == before:
                     found[alike] = (before, waiting[1])
-                if waiting[1].kind != "kept":
-                    self._wait_alike(job, info, waiting[1], queues)
+                self._wait_alike(job, info, waiting[1], queues)
             info = queues.advance(job.member)
         return Decisions(
             binds=tuple(self.out.binds),
@@ -534,7 +532,11 @@ class _Cycle:
         """The member's next jobs of the same shape wait for the same reason, decided at
         once: capacity only shrinks within a cycle, and when reclaim cannot change (the
         member is not below its fair share, or nobody could be preempted) nothing else
-        would. Saves a turn per job when thousands of identical pods are pending."""
+        would. Saves a turn per job when thousands of identical pods are pending. Not for
+        a "kept" wait: each such job's sentence names it, so each takes `run`'s shortcut
+        one by one."""
+        if why.kind == "kept":
+            return
         queue, pos = queues.rest(job.member)
         sid = info.sid
         if pos >= len(queue) or queue[pos].sid != sid:
