@@ -50,4 +50,5 @@ lint: $(STAMP)
 system-deps: $(SYSTEM_DEPS)
 
 clean:
-	rm -rf $(VENV) $(CACHE) out scheduler/engine/*.so scheduler/engine/compiled.json
+	rm -rf $(VENV) $(CACHE) out scheduler/engine/*.so scheduler/engine/compiled.json \
+	  scheduler/sim/*.so

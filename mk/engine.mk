@@ -1,10 +1,13 @@
 # The engine compiled with mypyc (mk/engine_build.py): extension modules beside
-# scheduler/engine/*.py, which Python prefers, rebuilt whenever a source changes.
+# scheduler/engine/*.py and the simulator's modules that run at every event
+# (scheduler.engine_build.SIM_MODULES), which Python prefers, rebuilt whenever a source
+# changes.
 # scheduler/engine_build.py falls back to the sources when they differ from what was
 # compiled, so an edit never runs stale code. C files and objects stay under $(CACHE).
 # The build imports scheduler.engine_build (its list of sources and their digests) with
 # FAIRPOOL_ENGINE=interpreted, so an exported FAIRPOOL_ENGINE=compiled cannot refuse it.
-ENGINE_SOURCES := $(sort $(wildcard scheduler/engine/*.py))
+ENGINE_SOURCES := $(sort $(wildcard scheduler/engine/*.py)) \
+  $(foreach m,cluster simulator waiting,scheduler/sim/$(m).py)
 ENGINE_BUILT := scheduler/engine/compiled.json
 
 .PHONY: engine

@@ -1,5 +1,6 @@
-"""Compile the pure engine (scheduler/engine/*.py) to C extension modules with mypyc,
-next to its sources, where Python's import system prefers them (`make engine`).
+"""Compile the pure engine (scheduler/engine/*.py), and the simulator's modules that run
+at every event (`scheduler.engine_build.SIM_MODULES`), to C extension modules with mypyc,
+next to their sources, where Python's import system prefers them (`make engine`).
 
 The sources stay the engine: the compiled modules are a build product (never committed),
 type-checked by the same mypy, and give the same decisions (tests/unit/
@@ -25,38 +26,45 @@ ROOT = Path(__file__).resolve().parent.parent
 # and writes modules in the engine folder `scheduler.engine_build` names.
 sys.path.insert(0, str(ROOT))
 
-from scheduler.engine_build import ENGINE_DIR, compiled_sources, digest, manifest  # noqa: E402
+from scheduler.engine_build import (  # noqa: E402
+    ENGINE_DIR,
+    SIM_DIR,
+    compiled_sources,
+    digest,
+    manifest,
+    source_name,
+)
 
-GROUP = "scheduler.engine.native"
-"""The modules' shared library is `scheduler/engine/native__mypyc*.so`, inside the
-package, so the engine imports from any working directory."""
+GROUPS = {ENGINE_DIR: "scheduler.engine.native", SIM_DIR: "scheduler.sim.native"}
+"""One shared library per package, inside it (`scheduler/engine/native__mypyc*.so`), so
+that each imports from any working directory. The engine's holds the engine alone (it
+imports nothing from the shells); the simulator calls it as it calls any module."""
 
 
 def main(build_dir: str) -> None:
     os.chdir(ROOT)
     # A module removed from the sources must not live on as a compiled one.
-    for old in [*ENGINE_DIR.glob("*.so"), manifest()]:
+    for old in [*ENGINE_DIR.glob("*.so"), *SIM_DIR.glob("*.so"), manifest()]:
         old.unlink(missing_ok=True)
     compiled = compiled_sources()
-    sources = [str(p.relative_to(ROOT)) for p in compiled]
     build = Path(build_dir).resolve()
+    ext_modules = []
+    for folder, group in GROUPS.items():
+        sources = [str(p.relative_to(ROOT)) for p in compiled if p.parent == folder]
+        target = build / "c" / folder.name
+        extensions = mypycify(sources, target_dir=str(target), group_name=group, multi_file=True)
+        # mypyc writes the group's headers under its dotted name's folders, with the same
+        # names in every group: each group's extensions see only their own.
+        headers = str(target / Path(*group.split(".")[:-1]))
+        for extension in extensions:
+            extension.include_dirs.append(headers)
+        ext_modules += extensions
     setup(
         name="fairpool-engine",
-        ext_modules=mypycify(
-            sources, target_dir=str(build / "c"), group_name=GROUP, multi_file=True
-        ),
-        script_args=[
-            "--quiet",
-            "build_ext",
-            "--inplace",
-            "--build-temp",
-            str(build / "obj"),
-            # mypyc writes the group's headers under its dotted name's folders.
-            "--include-dirs",
-            str(build / "c" / Path(*GROUP.split(".")[:-1])),
-        ],
+        ext_modules=ext_modules,
+        script_args=["--quiet", "build_ext", "--inplace", "--build-temp", str(build / "obj")],
     )
-    digests = {p.name: digest(p) for p in compiled}
+    digests = {source_name(p): digest(p) for p in compiled}
     manifest().write_text(json.dumps(digests, indent=1, sort_keys=True) + "\n")
 
 

@@ -2,9 +2,11 @@
 
 `make engine` compiles `scheduler/engine/*.py` with mypyc (mk/engine_build.py) into
 extension modules beside the sources, which Python's import system prefers; the same
-sources, type-checked the same way, give the same decisions 1.5 to 1.8 times as fast. This
-module runs before the engine is first imported (from `scheduler/__init__.py`) and keeps
-the interpreted sources when
+sources, type-checked the same way, give the same decisions 1.5 to 1.8 times as fast. The
+simulator's modules that run at every event (`SIM_MODULES`) are compiled with it, as a
+library of their own, and go with it: one build, one choice. This module runs before the
+engine is first imported (from `scheduler/__init__.py`) and keeps the interpreted sources
+when
 
 - `FAIRPOOL_ENGINE=interpreted` asks for them (the equivalence test, a profiler that
   must see Python frames), or
@@ -30,19 +32,30 @@ from types import ModuleType
 
 ENGINE_DIR = Path(__file__).with_name("engine")
 PACKAGE = "scheduler.engine"
+SIM_DIR = Path(__file__).with_name("sim")
+SIM_MODULES = ("cluster", "simulator", "waiting")
+"""The simulator's modules compiled with the engine: the replay loop, its cluster and
+its wait meter, which run at every event. The rest of `scheduler.sim` runs once per
+replay (the study, its tables and files) and stays interpreted."""
 VARIABLE = "FAIRPOOL_ENGINE"
 CHOICES = ("auto", "compiled", "interpreted")
 
 
 class _SourcesOnly(importlib.abc.MetaPathFinder):
-    """Finds the engine's modules among its `.py` files only."""
+    """Finds the engine's modules, and the simulator's compiled ones, among their `.py`
+    files only."""
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
     ) -> importlib.machinery.ModuleSpec | None:
-        if fullname != PACKAGE and not fullname.startswith(PACKAGE + "."):
+        if fullname == PACKAGE:
+            folder = ENGINE_DIR.parent
+        elif fullname.startswith(PACKAGE + "."):
+            folder = ENGINE_DIR
+        elif fullname in {f"scheduler.sim.{m}" for m in SIM_MODULES}:
+            folder = SIM_DIR
+        else:
             return None
-        folder = ENGINE_DIR.parent if fullname == PACKAGE else ENGINE_DIR
         finder = importlib.machinery.FileFinder(
             str(folder),
             (importlib.machinery.SourceFileLoader, importlib.machinery.SOURCE_SUFFIXES),
@@ -57,10 +70,17 @@ def manifest() -> Path:
 
 
 def compiled_sources() -> list[Path]:
-    """The engine's sources the build compiles: all but the package's `__init__.py`, whose
-    compiled self would import the modules' shared library, inside the package, before
-    the package exists."""
-    return [p for p in sorted(ENGINE_DIR.glob("*.py")) if p.name != "__init__.py"]
+    """The sources the build compiles: the engine's, all but the package's `__init__.py`
+    (whose compiled self would import the modules' shared library, inside the package,
+    before the package exists), then the simulator's `SIM_MODULES`."""
+    engine = [p for p in sorted(ENGINE_DIR.glob("*.py")) if p.name != "__init__.py"]
+    return engine + [SIM_DIR / f"{m}.py" for m in SIM_MODULES]
+
+
+def source_name(source: Path) -> str:
+    """A compiled source as the build record and the messages name it: `engine/cycle.py`,
+    `sim/waiting.py`."""
+    return f"{source.parent.name}/{source.name}"
 
 
 def digest(source: Path) -> str:
@@ -78,9 +98,9 @@ def stale_modules() -> list[str] | None:
         return None
     suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
     return [
-        p.name
+        source_name(p)
         for p in compiled_sources()
-        if compiled.get(p.name) != digest(p) or not p.with_name(p.stem + suffix).exists()
+        if compiled.get(source_name(p)) != digest(p) or not p.with_name(p.stem + suffix).exists()
     ]
 
 

@@ -121,9 +121,13 @@ class JobRecord:
     """GPU-seconds of its pods on nodes another member owns (grace periods included)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, unsafe_hash=True, slots=True)
 class UsageRow:
-    """GPU-seconds of one pod within one hour (the metering ledger's grain)."""
+    """GPU-seconds of one pod within one hour (the metering ledger's grain). Its own
+    `__init__`, not the dataclass one: compiled (`make engine`), the replay makes one per
+    pod and hour, and the generated one runs interpreted (see
+    `scheduler.engine.decisions.MemberShare`). Not frozen for the same reason (nothing
+    changes one once made)."""
 
     hour: int
     """Hour index since trace time 0's hour (0 = the hour holding trace time 0)."""
@@ -136,10 +140,33 @@ class UsageRow:
     node: str
     gpu_seconds: float
 
+    def __init__(
+        self,
+        hour: int,
+        pod_uid: str,
+        namespace: str,
+        job_id: str,
+        member: str,
+        owner: str,
+        gpu_model: str,
+        node: str,
+        gpu_seconds: float,
+    ) -> None:
+        self.hour = hour
+        self.pod_uid = pod_uid
+        self.namespace = namespace
+        self.job_id = job_id
+        self.member = member
+        self.owner = owner
+        self.gpu_model = gpu_model
+        self.node = node
+        self.gpu_seconds = gpu_seconds
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(init=False, unsafe_hash=True, slots=True)
 class PodRun:
-    """One pod's life on a node, from bind to gone (grace period included)."""
+    """One pod's life on a node, from bind to gone (grace period included). Its own
+    `__init__`, as `UsageRow`'s: one per pod started."""
 
     pod_uid: str
     job_id: str
@@ -148,6 +175,17 @@ class PodRun:
     gpus: int
     start: float
     end: float
+
+    def __init__(
+        self, pod_uid: str, job_id: str, member: str, node: str, gpus: int, start: float, end: float
+    ) -> None:
+        self.pod_uid = pod_uid
+        self.job_id = job_id
+        self.member = member
+        self.node = node
+        self.gpus = gpus
+        self.start = start
+        self.end = end
 
 
 @dataclass(frozen=True, slots=True)

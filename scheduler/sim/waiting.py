@@ -45,7 +45,7 @@ the simulator, which knows every pod): the state observed last before that insta
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from policies.model import Policy
@@ -135,9 +135,12 @@ class Kept:
         return [n.gpus - self.everyone.get(n.name, 0) - own.get(n.name, 0) for n in nodes]
 
 
-@dataclass(frozen=True)
+@dataclass(init=False, slots=True)
 class State:
-    """The cluster at one instant, as the meter needs it."""
+    """The cluster at one instant, as the meter needs it. Its own `__init__`, not the
+    dataclass one: compiled (`make engine`), the simulator makes one per instant, and the
+    generated one runs interpreted (see `scheduler.engine.decisions.MemberShare`). Not
+    frozen for the same reason (nothing changes one once made)."""
 
     free: Mapping[str, int]
     """node -> free GPUs."""
@@ -149,15 +152,35 @@ class State:
     """(member, model) -> allocated GPUs (pods in their grace period included)."""
     lent: Mapping[str, int]
     """owner -> GPUs of other members' pods on its nodes, over all models."""
-    kept: Callable[[], Kept] | None = None
+    kept: Callable[[], Kept] | None
     """What waiting members could never get back, computed when an owed key needs it
     (None: not known, only the empty nodes are checked)."""
-    fair: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    fair: Mapping[tuple[str, str], float]
     """(member, model) -> fair share, from the last engine cycle (for
     `FRAGMENTATION_CLAIMABLE`; missing: 0)."""
-    shapes_version: int | None = None
+    shapes_version: int | None
     """Changes whenever a shape appears in `shapes` or leaves it (None: not known):
     what the meter derives from the set of shapes alone holds while it stays."""
+
+    def __init__(
+        self,
+        free: Mapping[str, int],
+        shapes: Mapping[Shape, int],
+        nominated: Mapping[str, int],
+        allocated: Mapping[tuple[str, str], int],
+        lent: Mapping[str, int],
+        kept: Callable[[], Kept] | None = None,
+        fair: Mapping[tuple[str, str], float] | None = None,
+        shapes_version: int | None = None,
+    ) -> None:
+        self.free = free
+        self.shapes = shapes
+        self.nominated = nominated
+        self.allocated = allocated
+        self.lent = lent
+        self.kept = kept
+        self.fair = {} if fair is None else fair
+        self.shapes_version = shapes_version
 
 
 @dataclass(frozen=True)
@@ -433,7 +456,7 @@ class WaitMeter:
     _gpus: int = 0
     _index: tuple[int, ShapeIndex] | None = None
     """The last index built, with the `State.shapes_version` it was built at."""
-    _same_as: object = None
+    _same_as: Hashable | None = None
     """The last call's `same_as`."""
 
     def __post_init__(self) -> None:
@@ -442,7 +465,7 @@ class WaitMeter:
                 self._by_model.setdefault(node.gpu_model, []).append(node)
         self._gpus = sum(n.gpus for ns in self._by_model.values() for n in ns)
 
-    def observe(self, now: float, state: State, same_as: object = None) -> None:
+    def observe(self, now: float, state: State, same_as: Hashable | None = None) -> None:
         """The state from `now` on (until the next call). `same_as`: a value equal to the
         last call's only when every figure this state gives equals that call's (the
         caller's account of what changed; None: not known): the last rates and owed
