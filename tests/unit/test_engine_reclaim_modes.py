@@ -9,8 +9,16 @@ from hypothesis import strategies as st
 from policies.model import Policy
 from scheduler.engine import shares
 from scheduler.engine.gangs import plan_job
-from scheduler.engine.placement import ClusterState
-from scheduler.engine.reclaim import NoReclaim, Reclaimer, ReclaimResult, UpToFairShare, Why
+from scheduler.engine.placement import ClusterState, Res
+from scheduler.engine.reclaim import (
+    NoReclaim,
+    Reclaimer,
+    ReclaimResult,
+    UpToFairShare,
+    Why,
+    _Room,
+    _SlotCount,
+)
 from scheduler.engine.snapshot import Snapshot
 from tests.examples import examples
 from tests.unit.engine_strategies import H100, job, node, policy, running, scenarios, snapshot
@@ -154,38 +162,81 @@ def test_young_victims_drain_or_refuse() -> None:
     )
 
 
+def _check_count(
+    state: ClusterState,
+    room: _Room,
+    count: _SlotCount,
+    extra: dict[int, Res],
+    lendable: dict[str, int],
+) -> None:
+    """The count kept so far equals a fresh one, and a plan exists only if it allows."""
+    fresh = room.count(extra)
+    assert (count.unlimited, count.held) == (fresh.unlimited, fresh.held)
+    plan = plan_job(state, room.pods, room.member, lendable, extra, frozenset({room.model}))
+    if count.total() < len(room.pods):
+        assert plan is None, (count.total(), plan)
+
+
 @given(scenarios(), st.data())
 @settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_the_slot_count_never_rules_out_a_plan_that_exists(
     scenario: tuple[Policy, Snapshot], data: st.DataObject
 ) -> None:
     # Reclaim skips the what-if plan while the slot count says the pods cannot fit. The
-    # count must be an upper bound: whenever it is short, the plan really fails; and kept
-    # step by step as victims come and go it equals the count made afresh.
+    # count must be an upper bound: whenever it is short, the plan really fails, owners'
+    # lending headroom included; and kept step by step as victims come and go it equals
+    # the count made afresh.
     pol, snap = scenario
     reclaimer = _reclaimer(snap, pol, frozenset(p.uid for p in snap.running))
     state, victims = reclaimer.state, reclaimer.jobs
+    owners = sorted({n.owner for n in snap.nodes if n.owner})
     for pending in snap.pending:
         for model in sorted({n.gpu_model or "" for n in snap.nodes}):
-            room = reclaimer._room(pending.pods, pending.member, model, {})
+            lendable = data.draw(
+                st.dictionaries(st.sampled_from(owners), st.integers(-2, 24))
+                if owners
+                else st.just({})
+            )
+            room = reclaimer._room(pending.pods, pending.member, model, lendable)
             if room is None:
                 continue
             extra = dict(room.freeing)
-            slots = room.slots(extra)
+            count = room.count(extra)
+
+            _check_count(state, room, count, extra, lendable)
             chosen = (
                 data.draw(st.lists(st.sampled_from(victims), unique_by=lambda v: v.job_id))
                 if victims
                 else []
             )
             for victim in chosen:
-                slots += room.free(extra, victim, 1)
-                assert slots == room.slots(extra)
-                plan = plan_job(state, pending.pods, pending.member, {}, extra, frozenset({model}))
-                if slots < len(pending.pods):
-                    assert plan is None, (slots, plan)
+                room.free(extra, victim, 1, count)
+                _check_count(state, room, count, extra, lendable)
             for victim in reversed(chosen):
-                slots += room.free(extra, victim, -1)
-                assert slots == room.slots(extra)
+                room.free(extra, victim, -1, count)
+                _check_count(state, room, count, extra, lendable)
+
+
+def test_the_slot_count_allows_an_owners_nodes_exactly_what_its_headroom_lends() -> None:
+    # lab-b's job of two 2-GPU pods on lab-a's two empty nodes: lab-a lends at most its
+    # headroom. With 4 GPUs of it both pods fit, and the count says so; with 3 only one
+    # does, and the count says no plan exists, before any is tried.
+    pol = policy()
+    snap = snapshot([node("a-0", gpus=4), node("a-1", gpus=4)], [job("j", "lab-b", pods=2, gpus=2)])
+    reclaimer = _reclaimer(snap, pol, frozenset())
+    (pending,) = snap.pending
+    for headroom, fits in ((4, True), (3, False), (0, False)):
+        lendable = {"lab-a": headroom}
+        room = reclaimer._room(pending.pods, "lab-b", H100, lendable)
+        assert room is not None
+        count = room.count({})
+        assert count.total() == (2 if fits else headroom // 2)
+        plan = plan_job(reclaimer.state, pending.pods, "lab-b", lendable, {}, frozenset({H100}))
+        assert (plan is not None) == fits
+        assert (room.plan({}) is not None) == fits
+    # The member's own nodes lend nothing to it: no cap there.
+    room = reclaimer._room(pending.pods, "lab-a", H100, {"lab-a": 0})
+    assert room is not None and room.count({}).total() == 4
 
 
 @given(scenarios(), st.sampled_from([None, 1.0, 1.5]))
