@@ -11,6 +11,7 @@ import importlib.machinery
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -153,6 +154,15 @@ def test_asking_for_the_compiled_engine_when_it_is_stale_is_refused(
         SystemExit, match=r"FAIRPOOL_ENGINE=compiled: .*out of date for sim/c\.py.*make engine"
     ):
         engine_build.choose()
+
+
+def test_make_rebuilds_when_a_compiled_simulator_module_changes() -> None:
+    # mk/engine.mk cannot import the list: it names the simulator's compiled modules
+    # itself, so that editing one rebuilds the engine.
+    text = (ROOT / "mk" / "engine.mk").read_text()
+    found = re.search(r"\$\(foreach m,([\w ]+),scheduler/sim/\$\(m\)\.py\)", text)
+    assert found is not None, "mk/engine.mk lists no simulator module"
+    assert tuple(found.group(1).split()) == engine_build.SIM_MODULES
 
 
 def test_an_unknown_build_is_refused_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
