@@ -115,8 +115,11 @@ def test_members_within_entitlement_never_preempted(scenario: tuple[Policy, Snap
     # On each such model: above its fair share there (the fair-share rules), or else never
     # left below its entitlement there, unless every pod taken on that model runs on the
     # reclaiming member's own nodes (the owner gets its hardware back from a member above
-    # its entitlement), or on the nodes of a member whose work a move for the same job
-    # sent home (consolidation.py: the pods taken make room for it there).
+    # its entitlement), belongs to a job with a pod there (such a job is taken whole, even
+    # below its member's entitlement on another model: a gang straddling models must not
+    # keep the owner off its own nodes), or runs on the nodes of a member whose work a
+    # move for the same job sent home (consolidation.py: the pods taken make room for it
+    # there).
     taken: dict[tuple[str, str], list[tuple[RunningPod, str, set[str]]]] = {}
     reclaimer_of = {p.pod_uid: p.reclaimer for p in d.preemptions}
     for_job = {p.pod_uid: p.for_job for p in d.preemptions}
@@ -125,11 +128,18 @@ def test_members_within_entitlement_never_preempted(scenario: tuple[Policy, Snap
     for moved in d.preemptions:
         if moved.cause == "consolidation" and member_of.get(moved.pod_uid) is not None:
             went_home.setdefault(moved.for_job, set()).add(str(member_of[moved.pod_uid]))
+    job_owners: dict[str, set[str | None]] = {}
+    for pod in snap.running:
+        if not pod.terminating and pod.node in nodes:
+            job_owners.setdefault(pod.job_id, set()).add(nodes[pod.node].owner)
     for pod in snap.running:
         if pod.uid in preempted and pod.member is not None and pod.spec.gpus > 0:
             key = (pod.member, node_model(nodes[pod.node]))
-            homes = {reclaimer_of[pod.uid], *went_home.get(for_job[pod.uid], ())}
-            taken.setdefault(key, []).append((pod, reclaimer_of[pod.uid], homes))
+            reclaimer = reclaimer_of[pod.uid]
+            homes = {reclaimer, *went_home.get(for_job[pod.uid], ())}
+            if reclaimer in job_owners.get(pod.job_id, set()):
+                homes.add(str(nodes[pod.node].owner))  # taken whole with its pods there
+            taken.setdefault(key, []).append((pod, reclaimer, homes))
     for key, pods in taken.items():
         s = shares.get(key)
         if s is None:
