@@ -618,7 +618,6 @@ class _Room:
         "freeing",
         "have",
         "lendable",
-        "limited",
         "member",
         "model",
         "need",
@@ -645,11 +644,9 @@ class _Room:
     """The job borrows and would lose its progress if reclaimed (see `placement`)."""
     pod_gpus: int
     """The fewest GPUs a pod of the job asks for (0: `count` bounds nothing)."""
-    limited: dict[int, str]
-    """Feasible node -> its owner, when another member whose lending `lendable` limits
-    (a plan puts pods there only within the owner's headroom)."""
     caps: dict[str, int]
-    """Such an owner -> the most pods of the job its headroom lets its nodes take."""
+    """Another member whose lending `lendable` limits (a plan puts pods on its nodes only
+    within its headroom) -> the most pods of the job that headroom lets its nodes take."""
 
     def __init__(
         self,
@@ -678,15 +675,11 @@ class _Room:
         self.need = need
         self.cautious = cautious
         self.pod_gpus = pod_gpus
-        self.limited = {}
-        self.caps = {}
-        if lendable and pod_gpus > 0:
-            owner_of = state.nodes
-            for i in feasible:
-                owner = owner_of[i].owner
-                if owner and owner != member and owner in lendable:
-                    self.limited[i] = owner
-                    self.caps[owner] = max(0, lendable[owner]) // pod_gpus
+        self.caps = (
+            {o: max(0, n) // pod_gpus for o, n in lendable.items() if o != member}
+            if lendable and pod_gpus > 0
+            else {}
+        )
 
     def count(self, extra: Mapping[int, Res]) -> _SlotCount:
         """The job's slots with `extra` freed (`_SlotCount`): a pass over the feasible
@@ -694,17 +687,16 @@ class _Room:
         g = self.pod_gpus
         if g <= 0:
             return _SlotCount(len(self.pods), {}, {})
-        free = self.state.free_gpu
-        limited = self.limited
+        free, nodes, caps = self.state.free_gpu, self.state.nodes, self.caps
         unlimited = 0
         held: dict[str, int] = {}
         for i in self.feasible:
             n = max(0, free[i] + (extra[i][0] if i in extra else 0)) // g
-            owner = limited.get(i)
-            if owner is None:
-                unlimited += n
-            else:
+            owner = nodes[i].owner
+            if owner is not None and owner in caps:
                 held[owner] = held.get(owner, 0) + n
+            else:
+                unlimited += n
         return _SlotCount(unlimited, held, self.caps)
 
     def plan(self, extra: Mapping[int, Res], count: _SlotCount | None = None) -> Plan | None:
@@ -739,7 +731,7 @@ class _Room:
         g = self.pod_gpus
         free = self.state.free_gpu
         feasible = self.feasible
-        limited = self.limited
+        nodes, caps = self.state.nodes, self.caps
         gpus = 0
         for pod, i in job.pods:
             if i not in feasible:
@@ -759,7 +751,8 @@ class _Room:
                 f = free[i]
                 change = max(0, f + now) // g - max(0, f + was) // g
                 if change:
-                    count.add(limited.get(i), change)
+                    owner = nodes[i].owner
+                    count.add(owner if owner is not None and owner in caps else None, change)
         return gpus
 
 
