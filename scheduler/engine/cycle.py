@@ -301,14 +301,10 @@ class _Cycle:
         key = (member, model)
         entitlement = self.book.entitlement.get(key, 0)
         held = self.alloc.get(key, 0) + self.promised.get(key, 0)
-        # What overtook the job only matters when it would not fit without it.
-        return held + gpus <= entitlement or self.entitled_held(job, key) + gpus <= entitlement
-
-    def entitled_held(self, job: PendingJob, key: MemberModel) -> int:
-        """What counts against the job's place within the entitlement: allocated plus held
-        for nominations, less what overtook it on others' nodes (see `ordering`)."""
-        held = self.alloc.get(key, 0) + self.promised.get(key, 0)
-        return held - self.late.after(key, job.submitted_at, self.late_window)
+        over = held + gpus - entitlement
+        # What overtook the job (see `ordering`) only matters when it would not fit
+        # without it.
+        return over <= 0 or self.late.at_least(key, job.submitted_at, self.late_window, over)
 
     def lendable(self) -> dict[str, int]:
         if not self.lenders:

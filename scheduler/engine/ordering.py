@@ -157,6 +157,19 @@ class LateBorrowing:
         self._times = times
         return times
 
+    def at_least(self, key: MemberModel, submitted_at: float, window: float, gpus: int) -> bool:
+        """`after(key, submitted_at, window) >= gpus`, without a search when all of the
+        member's pods on others' nodes hold fewer GPUs (most turns of a member well
+        beyond its entitlement)."""
+        if gpus <= 0:
+            return True
+        if self._times is None:
+            self._build()
+        suffix = self._after.get(key)
+        if suffix is None or suffix[0] < gpus:
+            return False
+        return self.after(key, submitted_at, window) >= gpus
+
     def after(self, key: MemberModel, submitted_at: float, window: float) -> int:
         """GPUs of the member's pods on others' nodes that started after `submitted_at`,
         at most `window` seconds after it."""

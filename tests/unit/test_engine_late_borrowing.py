@@ -68,3 +68,21 @@ def test_late_borrowing_counts_only_others_nodes_after_the_instant() -> None:
     # Only within the window after the submission.
     assert late.after(("m", "H"), 0, 300) == 5
     assert late.after(("m", "H"), 0, 299) == 1
+
+
+def test_at_least_answers_as_after_does() -> None:
+    # The shortcut (fewer GPUs on others' nodes in all than asked) must not change an
+    # answer, at the total's edge included.
+    run = [
+        running("early", "m", "x-node", gpus=1, started_at=10),
+        running("late", "m", "x-node", gpus=4, started_at=300),
+        running("later", "m", "y-node", gpus=8, started_at=900),
+    ]
+    node_of = {"x-node": ("H", "x"), "y-node": ("H", None)}
+    late = LateBorrowing(run, node_of)
+    for key in (("m", "H"), ("m", "A"), ("z", "H")):
+        for submitted in (0, 10, 300, 899, 900):
+            for window in (0, 299, 300, 10_000):
+                for gpus in range(0, 15):
+                    expected = late.after(key, submitted, window) >= gpus
+                    assert late.at_least(key, submitted, window, gpus) is expected
