@@ -58,16 +58,43 @@ class Allocation:
         return sum(v for (o, _), v in self.lent.items() if o == owner)
 
 
-_LAST: list[
-    tuple[
-        tuple[RunningPod, ...],
-        Mapping[str, tuple[str, str | None]],
-        Mapping[MemberModel, int],
-        Allocation,
-    ]
-] = []
-"""The last classification and what it was made from; holding them keeps the identity
-checks from being fooled by a recycled id."""
+Entry = tuple[bool, float, str, int]
+"""A counted pod in the order its member's entitlement fills: on a node it does not own,
+start time, uid, GPUs."""
+
+
+class _Classified:
+    """A classification and what the next one may start from: the pods it was made of,
+    each member's counted pods per model in fill order, and each such group's borrowed
+    GPUs, reclaimable pods and their GPUs. Never changed once made."""
+
+    __slots__ = ("entitlement", "groups", "node_of", "out", "results", "running")
+
+    def __init__(
+        self,
+        running: tuple[RunningPod, ...],
+        node_of: Mapping[str, tuple[str, str | None]],
+        entitlement: Mapping[MemberModel, int],
+        out: Allocation,
+        groups: dict[MemberModel, list[Entry]],
+        results: dict[MemberModel, tuple[int, list[str], int]],
+    ) -> None:
+        self.running = running
+        self.node_of = node_of
+        self.entitlement = entitlement
+        self.out = out
+        self.groups = groups
+        self.results = results
+
+
+_LAST: list[_Classified] = []
+"""The last classification; holding what it was made from keeps the identity checks from
+being fooled by a recycled id."""
+
+_CHANGED_MOST = 4
+"""A classification is worked out from the last one when the pods that came or went are
+at most 1 / `_CHANGED_MOST` of the pods before and after together (a quarter); else
+anew."""
 
 
 def classify(
@@ -78,28 +105,67 @@ def classify(
     """`node_of`: node name -> (GPU model, owner) for the nodes in the snapshot. Pods are
     immutable and `node_of` and `entitlement` come from the static part of the
     snapshot: the same pods (an arrival, a wake-up: about a third of the cycles of a busy
-    replay) give the same allocation, so the last one is reused."""
+    replay) give the same allocation, so the last one is reused, and a few pods come or
+    gone (a completion, a bind, a preemption: most of the others) change only their
+    members' groups. Either way the result is the one `_classify` gives."""
     if _LAST:
-        last_running, last_node_of, last_entitlement, found = _LAST[0]
-        if (
-            last_node_of is node_of
-            and last_entitlement is entitlement
-            and same_items(last_running, running)
-        ):
-            return found
-    out = _classify(running, node_of, entitlement)
-    _LAST[:] = [(running, node_of, entitlement, out)]
-    return out
+        last = _LAST[0]
+        if last.node_of is node_of and last.entitlement is entitlement:
+            if same_items(last.running, running):
+                return last.out
+            changed = _changes(last.running, running)
+            if changed is not None:
+                made = _reclassify(last, running, changed[0], changed[1])
+                _LAST[:] = [made]
+                return made.out
+    made = _classify(running, node_of, entitlement)
+    _LAST[:] = [made]
+    return made.out
+
+
+def _changes(
+    last: tuple[RunningPod, ...], running: tuple[RunningPod, ...]
+) -> tuple[list[RunningPod], list[RunningPod]] | None:
+    """The pods gone since `last` and the pods come, by identity (a pod that changed, a
+    preemption marking it terminating, is one gone and one come), or None when more
+    changed than `_CHANGED_MOST` allows. Walks both in step: the simulator keeps its
+    pods in bind order, so the survivors come in the same order. Whatever the order,
+    every pod of `last` is matched by the same pod or gone, and every pod of `running`
+    matched or come, so the counts that follow are exact; only the work varies."""
+    most = (len(last) + len(running)) // _CHANGED_MOST
+    gone: list[RunningPod] = []
+    came: list[RunningPod] = []
+    i = j = 0
+    n, m = len(last), len(running)
+    while i < n and j < m:
+        before, now = last[i], running[j]
+        if before is now:
+            i += 1
+            j += 1
+            continue
+        gone.append(before)
+        i += 1
+        if before.uid == now.uid:
+            came.append(now)
+            j += 1
+        if len(gone) + len(came) > most:
+            return None
+    gone.extend(last[i:])
+    came.extend(running[j:])
+    if len(gone) + len(came) > most:
+        return None
+    return gone, came
 
 
 def _classify(
     running: tuple[RunningPod, ...],
     node_of: Mapping[str, tuple[str, str | None]],
     entitlement: Mapping[MemberModel, int],
-) -> Allocation:
-    out = Allocation()
-    groups: dict[MemberModel, list[tuple[bool, float, str, int]]] = {}
-    used, allocated, lent = out.used, out.allocated, out.lent
+) -> _Classified:
+    used: dict[str, int] = {}
+    allocated: dict[MemberModel, int] = {}
+    lent: dict[MemberModel, int] = {}
+    groups: dict[MemberModel, list[Entry]] = {}
     find = node_of.get
     for pod in running:
         gpus = pod.spec.gpus
@@ -125,17 +191,110 @@ def _classify(
             if owner is not None:
                 lkey = (owner, model)
                 lent[lkey] = lent.get(lkey, 0) + gpus
-    for key in sorted(groups):
-        room = entitlement.get(key, 0)
-        if allocated[key] <= room:
-            continue  # everything fits within the entitlement
-        out.borrowed[key] = allocated[key] - room
-        filled = 0
-        for _, _, uid, gpus in sorted(groups[key]):
-            if filled + gpus <= room:
-                filled += gpus
-            else:
-                room = -1  # everything after the first overflow is reclaimable too
-                out.reclaimable_pods.add(uid)
-                out.reclaimable[key] = out.reclaimable.get(key, 0) + gpus
+    results: dict[MemberModel, tuple[int, list[str], int]] = {}
+    for key, pods in groups.items():
+        pods.sort()
+        results[key] = _fill(pods, allocated[key], entitlement.get(key, 0))
+    out = _allocation(used, allocated, lent, results)
+    return _Classified(running, node_of, entitlement, out, groups, results)
+
+
+def _reclassify(
+    last: _Classified,
+    running: tuple[RunningPod, ...],
+    gone: list[RunningPod],
+    came: list[RunningPod],
+) -> _Classified:
+    """`_classify(running, ...)` from the last classification and the pods gone and come:
+    the sums move by their GPUs, and only their groups are filled again."""
+    node_of, entitlement = last.node_of, last.entitlement
+    before = last.out
+    used, allocated, lent = dict(before.used), dict(before.allocated), dict(before.lent)
+    dropped: dict[MemberModel, list[Entry]] = {}
+    added: dict[MemberModel, list[Entry]] = {}
+    for sign, changed in ((-1, gone), (1, came)):
+        for pod in changed:
+            gpus = pod.spec.gpus
+            if gpus <= 0:
+                continue
+            info = node_of.get(pod.node)
+            if info is None:
+                continue
+            model, owner = info
+            used[model] = used.get(model, 0) + sign * gpus
+            member = pod.member
+            if member is None or pod.terminating:
+                continue
+            key = (member, model)
+            allocated[key] = allocated.get(key, 0) + sign * gpus
+            foreign = owner != member
+            if foreign and owner is not None:
+                lkey = (owner, model)
+                lent[lkey] = lent.get(lkey, 0) + sign * gpus
+            entry = (foreign, pod.started_at, pod.uid, gpus)
+            (dropped if sign < 0 else added).setdefault(key, []).append(entry)
+    groups = dict(last.groups)
+    results = dict(last.results)
+    for key in dropped.keys() | added.keys():
+        pods = list(groups.get(key, ()))
+        for entry in dropped.get(key, ()):
+            pods.remove(entry)  # one of equal entries, as only one pod went
+        more = added.get(key)
+        if more:
+            pods.extend(more)
+            pods.sort()
+        if pods:
+            groups[key] = pods
+            results[key] = _fill(pods, allocated[key], entitlement.get(key, 0))
+        else:
+            del groups[key]
+            del results[key]
+    out = _allocation(
+        {k: v for k, v in used.items() if v},
+        {k: v for k, v in allocated.items() if v},
+        {k: v for k, v in lent.items() if v},
+        results,
+    )
+    return _Classified(running, node_of, entitlement, out, groups, results)
+
+
+def _fill(pods: list[Entry], allocated: int, entitlement: int) -> tuple[int, list[str], int]:
+    """A group's borrowed GPUs, reclaimable pods and their GPUs: the pods, in fill order,
+    fill the entitlement; the first that does not fit and every later one are
+    reclaimable."""
+    if allocated <= entitlement:
+        return 0, [], 0  # everything fits within the entitlement
+    reclaimable: list[str] = []
+    held = 0
+    room = entitlement
+    filled = 0
+    for _, _, uid, gpus in pods:
+        if filled + gpus <= room:
+            filled += gpus
+        else:
+            room = -1  # everything after the first overflow is reclaimable too
+            reclaimable.append(uid)
+            held += gpus
+    return allocated - entitlement, reclaimable, held
+
+
+def _allocation(
+    used: dict[str, int],
+    allocated: dict[MemberModel, int],
+    lent: dict[MemberModel, int],
+    results: Mapping[MemberModel, tuple[int, list[str], int]],
+) -> Allocation:
+    """The allocation from its sums and its groups' fill, every table in key order (the
+    same tables however they were worked out)."""
+    out = Allocation()
+    out.used = dict(sorted(used.items()))
+    out.allocated = dict(sorted(allocated.items()))
+    out.lent = dict(sorted(lent.items()))
+    for key in sorted(results):
+        borrowed, uids, gpus = results[key]
+        if borrowed > 0:
+            out.borrowed[key] = borrowed
+        if gpus > 0:
+            out.reclaimable[key] = gpus
+            out.reclaimable_pods.update(uids)
     return out
