@@ -79,8 +79,10 @@ class NeverRuns:
         """Some job asked about could never run. The share book asks about every pending
         job first, so while this is False the cycle need not ask again (most cycles)."""
 
-    def __call__(self, info: JobInfo) -> bool:
-        """The job can never run (for the share book: left out of demand)."""
+    def asked(self, info: JobInfo) -> bool:
+        """The job can never run (for the share book: left out of demand). A method, not
+        `__call__`: the compiled engine calls a method directly, a callable object through
+        Python's call protocol, and the share book asks about every pending job."""
         if info.gpus <= 0:
             return False
         if self.max_gpus or not self.borrowing:
@@ -97,9 +99,9 @@ class NeverRuns:
         return never
 
     def known(self, info: JobInfo) -> bool:
-        """`__call__` for the cycle: asked only when the share book, which asks about every
+        """`asked` for the cycle: asked only when the share book, which asks about every
         pending job first, found some job that can never run (most cycles find none)."""
-        return self.found and self(info)
+        return self.found and self.asked(info)
 
     def limits(self, info: JobInfo) -> bool:
         """More GPUs than its member's `maxGpus`, or, with borrowing off, than the member's

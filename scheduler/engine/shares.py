@@ -356,7 +356,7 @@ def _pending_demand(
                 job_model[job.job_id] = model
             continue
         # Asked of every job that asks for GPUs (`NeverRuns.found`).
-        never = never_runs(info)
+        never = never_runs.asked(info)
         if model is None and models:
             model = only or min(models, key=lambda m: (-free[m], m))
         if per_job:
