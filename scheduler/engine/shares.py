@@ -140,25 +140,36 @@ class ShareBook:
         return self.allocation.allocated.get(key, 0) + self.pending.get(key, 0)
 
     def shares(self) -> tuple[MemberShare, ...]:
+        """One row per member and model it contributes to, is entitled to, holds or
+        wants. Built positionally and only for kept rows: compiled, a keyword call goes
+        through Python's call protocol, and a cycle lists every member and model."""
         out: list[MemberShare] = []
+        allocation = self.allocation
         for member in self.members:
             for model in self.models:
                 key = (member, model)
-                row = MemberShare(
-                    member=member,
-                    gpu_model=model,
-                    contribution=self.contribution.get(key, 0),
-                    entitlement=self.entitlement.get(key, 0),
-                    fair_share=round(self.fair.get(key, 0.0), 9),
-                    allocated=self.allocation.allocated.get(key, 0),
-                    borrowed=self.allocation.borrowed.get(key, 0),
-                    reclaimable=self.allocation.reclaimable.get(key, 0),
-                    lent=self.allocation.lent.get(key, 0),
-                    pending=self.pending.get(key, 0),
-                    demand=self.demand(key),
+                contribution = self.contribution.get(key, 0)
+                entitlement = self.entitlement.get(key, 0)
+                allocated = allocation.allocated.get(key, 0)
+                pending = self.pending.get(key, 0)
+                demand = allocated + pending
+                if not (contribution or entitlement or allocated or demand):
+                    continue
+                out.append(
+                    MemberShare(
+                        member,
+                        model,
+                        contribution,
+                        entitlement,
+                        round(self.fair.get(key, 0.0), 9),
+                        allocated,
+                        allocation.borrowed.get(key, 0),
+                        allocation.reclaimable.get(key, 0),
+                        allocation.lent.get(key, 0),
+                        pending,
+                        demand,
+                    )
                 )
-                if row.contribution or row.entitlement or row.allocated or row.demand:
-                    out.append(row)
         return tuple(out)
 
 
