@@ -366,6 +366,11 @@ class Simulator:
             for model in cap.models
         ]
         """The timeline's keys in row order, each with its member's entitlement."""
+        self._moved: set[tuple[str, str]] = set()
+        """Keys whose allocated, lent or elsewhere GPUs moved since the last row."""
+        self._rows_pending: dict[tuple[str, str], int] | None = None
+        """The pending GPUs the last rows were worked out from between cycles; None when
+        the last rows came from a cycle's shares (or none were made yet)."""
         self.timeline: list[TimelineRow] = []
         self.usage: list[UsageRow] = []
         self.lost: list[LostRow] = []
@@ -701,7 +706,9 @@ class Simulator:
         key = (member, model)
         self._allocated[key] = self._allocated.get(key, 0) + gpus
         self._member_alloc[member] = self._member_alloc.get(member, 0) + gpus
+        self._moved.add(key)
         if owner != member and owner in self._member_set:
+            self._moved.add((owner, model))
             self._lent[(owner, model)] = self._lent.get((owner, model), 0) + gpus
             self._elsewhere[key] = self._elsewhere.get(key, 0) + gpus
             foreign = self._foreign.setdefault((owner, model), set())
@@ -785,7 +792,22 @@ class Simulator:
         pending = self._pending_gpus() if not shares else None
         allocated_of, lent_of, elsewhere_of = self._allocated, self._lent, self._elsewhere
         last_row, bound = self._last_row, self._bound_this_cycle
+        # Between cycles, a row is worked out from its own key's GPUs, pending work and
+        # last row alone: after rows made the same way, only the keys whose GPUs moved or
+        # whose pending work changed can get a new one (most instants touch one member).
+        redo: set[tuple[str, str]] | None = None
+        if pending is not None and self._rows_pending is not None:
+            last_pending = self._rows_pending
+            redo = self._moved | {
+                k
+                for k in pending.keys() | last_pending.keys()
+                if pending.get(k, 0) != last_pending.get(k, 0)
+            }
+        self._rows_pending = pending
+        self._moved = set()
         for key, member, model, entitlement in self._timeline_keys:
+            if redo is not None and key not in redo:
+                continue
             allocated = allocated_of.get(key, 0)
             share = shares.get(key)
             if share is not None:
