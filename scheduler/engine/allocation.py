@@ -19,6 +19,7 @@ running pods (docs/glossary.md).
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Mapping
 
 from scheduler.engine.entitlement import MemberModel
@@ -30,7 +31,15 @@ class Allocation:
     changed once made: `classify` hands the same one to the next cycle when the running
     pods are the same."""
 
-    __slots__ = ("allocated", "borrowed", "lent", "reclaimable", "reclaimable_pods", "used")
+    __slots__ = (
+        "allocated",
+        "borrowed",
+        "late",
+        "lent",
+        "reclaimable",
+        "reclaimable_pods",
+        "used",
+    )
 
     allocated: dict[MemberModel, int]
     borrowed: dict[MemberModel, int]
@@ -42,6 +51,9 @@ class Allocation:
     """Uids of reclaimable pods."""
     used: dict[str, int]
     """GPUs held per model by every pod (terminating and foreign ones too)."""
+    late: dict[MemberModel, Late]
+    """The counted pods of each member on nodes it does not own, by start time
+    (`ordering.LateBorrowing` reads it)."""
 
     def __init__(self) -> None:
         self.allocated = {}
@@ -50,6 +62,7 @@ class Allocation:
         self.lent = {}
         self.reclaimable_pods = set()
         self.used = {}
+        self.late = {}
 
     def member_total(self, member: str) -> int:
         return sum(v for (m, _), v in self.allocated.items() if m == member)
@@ -62,13 +75,17 @@ Entry = tuple[bool, float, str, int]
 """A counted pod in the order its member's entitlement fills: on a node it does not own,
 start time, uid, GPUs."""
 
+Late = tuple[list[float], list[int]]
+"""Start times of pods in order, and suffix sums of their GPUs: the second list's k-th
+entry is the GPUs of the pods from the k-th on (one more entry, 0, at the end)."""
+
 
 class _Classified:
     """A classification and what the next one may start from: the pods it was made of,
     each member's counted pods per model in fill order, and each such group's borrowed
     GPUs, reclaimable pods and their GPUs. Never changed once made."""
 
-    __slots__ = ("entitlement", "groups", "node_of", "out", "results", "running")
+    __slots__ = ("entitlement", "groups", "late", "node_of", "out", "results", "running")
 
     def __init__(
         self,
@@ -78,6 +95,7 @@ class _Classified:
         out: Allocation,
         groups: dict[MemberModel, list[Entry]],
         results: dict[MemberModel, tuple[int, list[str], int]],
+        late: dict[MemberModel, Late],
     ) -> None:
         self.running = running
         self.node_of = node_of
@@ -85,6 +103,7 @@ class _Classified:
         self.out = out
         self.groups = groups
         self.results = results
+        self.late = late
 
 
 _LAST: list[_Classified] = []
@@ -192,11 +211,15 @@ def _classify(
                 lkey = (owner, model)
                 lent[lkey] = lent.get(lkey, 0) + gpus
     results: dict[MemberModel, tuple[int, list[str], int]] = {}
+    late: dict[MemberModel, Late] = {}
     for key, pods in groups.items():
         pods.sort()
         results[key] = _fill(pods, allocated[key], entitlement.get(key, 0))
-    out = _allocation(used, allocated, lent, results)
-    return _Classified(running, node_of, entitlement, out, groups, results)
+        found = _late(pods)
+        if found is not None:
+            late[key] = found
+    out = _allocation(used, allocated, lent, results, late)
+    return _Classified(running, node_of, entitlement, out, groups, results, late)
 
 
 def _reclassify(
@@ -235,6 +258,7 @@ def _reclassify(
             (dropped if sign < 0 else added).setdefault(key, []).append(entry)
     groups = dict(last.groups)
     results = dict(last.results)
+    late = dict(last.late)
     for key in dropped.keys() | added.keys():
         pods = list(groups.get(key, ()))
         for entry in dropped.get(key, ()):
@@ -243,9 +267,13 @@ def _reclassify(
         if more:
             pods.extend(more)
             pods.sort()
+        late.pop(key, None)
         if pods:
             groups[key] = pods
             results[key] = _fill(pods, allocated[key], entitlement.get(key, 0))
+            found = _late(pods)
+            if found is not None:
+                late[key] = found
         else:
             del groups[key]
             del results[key]
@@ -254,8 +282,9 @@ def _reclassify(
         {k: v for k, v in allocated.items() if v},
         {k: v for k, v in lent.items() if v},
         results,
+        late,
     )
-    return _Classified(running, node_of, entitlement, out, groups, results)
+    return _Classified(running, node_of, entitlement, out, groups, results, late)
 
 
 def _fill(pods: list[Entry], allocated: int, entitlement: int) -> tuple[int, list[str], int]:
@@ -278,11 +307,25 @@ def _fill(pods: list[Entry], allocated: int, entitlement: int) -> tuple[int, lis
     return allocated - entitlement, reclaimable, held
 
 
+def _late(pods: list[Entry]) -> Late | None:
+    """A group's pods on nodes its member does not own, by start time (they come last in
+    fill order, by start time), or None when it has none."""
+    first = bisect_left(pods, (True,))
+    if first == len(pods):
+        return None
+    times = [entry[1] for entry in pods[first:]]
+    suffix = [0] * (len(times) + 1)
+    for k in range(len(times) - 1, -1, -1):
+        suffix[k] = suffix[k + 1] + pods[first + k][3]
+    return times, suffix
+
+
 def _allocation(
     used: dict[str, int],
     allocated: dict[MemberModel, int],
     lent: dict[MemberModel, int],
     results: Mapping[MemberModel, tuple[int, list[str], int]],
+    late: dict[MemberModel, Late],
 ) -> Allocation:
     """The allocation from its sums and its groups' fill, every table in key order (the
     same tables however they were worked out)."""
@@ -290,6 +333,7 @@ def _allocation(
     out.used = dict(sorted(used.items()))
     out.allocated = dict(sorted(allocated.items()))
     out.lent = dict(sorted(lent.items()))
+    out.late = late  # only looked up
     for key in sorted(results):
         borrowed, uids, gpus = results[key]
         if borrowed > 0:

@@ -193,7 +193,7 @@ class _Cycle:
         self.fair_total: dict[str, float] = _per_member(self.book.fair, 0.0)
         self.promised: dict[MemberModel, int] = {}
         """GPUs held for each member's nominated jobs (not bound yet)."""
-        self.late = LateBorrowing(snapshot.running, self.book.node_of)
+        self.late = LateBorrowing(self.book.allocation.late)
         """What overtook each pending job on others' nodes (see `ordering`)."""
         self.late_window = float(
             policy.sharing.min_runtime_seconds + policy.sharing.reclaim_grace_period_seconds

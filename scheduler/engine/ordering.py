@@ -40,10 +40,10 @@ from collections.abc import Callable, Mapping, Sequence
 from itertools import groupby
 from operator import attrgetter
 
+from scheduler.engine.allocation import Late
 from scheduler.engine.entitlement import MemberModel
 from scheduler.engine.jobinfo import JobInfo
 from scheduler.engine.shares import job_sort_key
-from scheduler.engine.snapshot import RunningPod
 
 __all__ = ["LateBorrowing", "MemberQueues", "job_sort_key", "ratio"]
 
@@ -122,40 +122,11 @@ class LateBorrowing:
     own, by start time, to tell how many started after a given job was submitted (see
     the module). Only the snapshot's pods count: within a cycle a member's jobs are
     tried in queue order, so what the cycle binds comes after the jobs it could
-    overtake, and the next cycle sees it with its start time."""
+    overtake, and the next cycle sees it with its start time. The allocation keeps
+    these pods by start time (`Allocation.late`), from one cycle to the next."""
 
-    def __init__(
-        self,
-        running: Sequence[RunningPod],
-        node_of: Mapping[str, tuple[str, str | None]],
-    ) -> None:
-        self._running = running
-        self._node_of = node_of
-        self._times: dict[MemberModel, list[float]] | None = None
-        self._after: dict[MemberModel, list[int]] = {}
-        """Suffix sums: `_after[key][k]` is the GPUs of the pods from the k-th on."""
-
-    def _build(self) -> dict[MemberModel, list[float]]:
-        """The index, built on first use: most jobs are decided without it."""
-        starts: dict[MemberModel, list[tuple[float, int]]] = {}
-        node_of = self._node_of
-        for pod in self._running:
-            if pod.member is None or pod.terminating or pod.spec.gpus <= 0:
-                continue
-            info = node_of.get(pod.node)
-            if info is None or info[1] == pod.member:
-                continue
-            starts.setdefault((pod.member, info[0]), []).append((pod.started_at, pod.spec.gpus))
-        times: dict[MemberModel, list[float]] = {}
-        for key, found in starts.items():
-            found.sort()
-            suffix = [0] * (len(found) + 1)
-            for k in range(len(found) - 1, -1, -1):
-                suffix[k] = suffix[k + 1] + found[k][1]
-            times[key] = [t for t, _ in found]
-            self._after[key] = suffix
-        self._times = times
-        return times
+    def __init__(self, late: Mapping[MemberModel, Late]) -> None:
+        self._late = late
 
     def at_least(self, key: MemberModel, submitted_at: float, window: float, gpus: int) -> bool:
         """`after(key, submitted_at, window) >= gpus`, without a search when all of the
@@ -163,21 +134,18 @@ class LateBorrowing:
         beyond its entitlement)."""
         if gpus <= 0:
             return True
-        if self._times is None:
-            self._build()
-        suffix = self._after.get(key)
-        if suffix is None or suffix[0] < gpus:
+        found = self._late.get(key)
+        if found is None or found[1][0] < gpus:
             return False
         return self.after(key, submitted_at, window) >= gpus
 
     def after(self, key: MemberModel, submitted_at: float, window: float) -> int:
         """GPUs of the member's pods on others' nodes that started after `submitted_at`,
         at most `window` seconds after it."""
-        index = self._times if self._times is not None else self._build()
-        times = index.get(key)
-        if not times:
+        found = self._late.get(key)
+        if found is None:
             return 0
-        suffix = self._after[key]
+        times, suffix = found
         first = bisect_right(times, submitted_at)
         last = bisect_right(times, submitted_at + window)
         return suffix[first] - suffix[last]

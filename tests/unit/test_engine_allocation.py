@@ -26,6 +26,7 @@ def _tables(found: Allocation) -> tuple[object, ...]:
         list(found.borrowed.items()),
         list(found.reclaimable.items()),
         sorted(found.reclaimable_pods),
+        sorted(found.late.items()),
     )
 
 

@@ -6,6 +6,7 @@ submission."""
 from __future__ import annotations
 
 from scheduler.engine import schedule
+from scheduler.engine.allocation import classify
 from scheduler.engine.decisions import Decisions
 from scheduler.engine.ordering import LateBorrowing
 from tests.unit.engine_strategies import job, node, policy, running, snapshot
@@ -59,7 +60,7 @@ def test_late_borrowing_counts_only_others_nodes_after_the_instant() -> None:
         running("gone", "m", "x-node", gpus=16, started_at=900, terminating=True),
     ]
     node_of = {"m-node": ("H", "m"), "x-node": ("H", "x"), "y-node": ("H", None)}
-    late = LateBorrowing(run, node_of)
+    late = LateBorrowing(classify(tuple(run), node_of, {}).late)
     assert late.after(("m", "H"), 0, 10_000) == 13
     assert late.after(("m", "H"), 10, 10_000) == 12
     assert late.after(("m", "H"), 300, 10_000) == 8
@@ -79,7 +80,7 @@ def test_at_least_answers_as_after_does() -> None:
         running("later", "m", "y-node", gpus=8, started_at=900),
     ]
     node_of = {"x-node": ("H", "x"), "y-node": ("H", None)}
-    late = LateBorrowing(run, node_of)
+    late = LateBorrowing(classify(tuple(run), node_of, {}).late)
     for key in (("m", "H"), ("m", "A"), ("z", "H")):
         for submitted in (0, 10, 300, 899, 900):
             for window in (0, 299, 300, 10_000):
