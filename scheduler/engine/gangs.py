@@ -50,7 +50,28 @@ class Plan:
         self.tier_sum = tier_sum
 
 
+_GROUPS: dict[int, tuple[tuple[PendingPod, ...], list[tuple[PodSpec, list[str]]]]] = {}
+"""id(pods) -> (the pods, their groups), for a job's pods tuple: a gang that waits is
+planned every cycle, and its pods never change. The entry holds the tuple, so a recycled
+id cannot be mistaken for it; the table starts afresh past `_GROUPS_KEPT`."""
+_GROUPS_KEPT = 50_000
+
+
 def _groups(pods: Sequence[PendingPod]) -> list[tuple[PodSpec, list[str]]]:
+    """The pods by shape, biggest first (never changed by the caller)."""
+    if not isinstance(pods, tuple):
+        return _group(pods)  # a list may change: not kept
+    found = _GROUPS.get(id(pods))
+    if found is not None and found[0] is pods:
+        return found[1]
+    groups = _group(pods)
+    if len(_GROUPS) >= _GROUPS_KEPT:
+        _GROUPS.clear()
+    _GROUPS[id(pods)] = (pods, groups)
+    return groups
+
+
+def _group(pods: Sequence[PendingPod]) -> list[tuple[PodSpec, list[str]]]:
     by_shape: dict[object, tuple[PodSpec, list[str]]] = {}
     for pod in pods:
         s = pod.spec

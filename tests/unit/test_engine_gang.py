@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from scheduler.engine import schedule
+from scheduler.engine.gangs import _groups
 from tests.unit.engine_strategies import A100, H100, job, node, policy, running, snapshot
 
 POL = policy(["lab-a", "lab-b"])
@@ -71,3 +72,14 @@ def test_gang_pods_bound_together_in_one_cycle() -> None:
     assert ids[first : first + 3] == ["g", "g", "g"]
     # The gang's third pod lands above lab-a's 8-GPU entitlement: borrowed.
     assert [b.reclaimable for b in d.binds if b.job_id == "g"] == [False, False, True]
+
+
+def test_a_jobs_pod_groups_are_kept_for_its_pods_tuple_only() -> None:
+    # A waiting gang is planned every cycle: its pods tuple never changes, so its groups
+    # are worked out once. A list of pods may change, so it is grouped every time.
+    pods = job("g", "lab-a", pods=3, gpus=2).pods
+    first = _groups(pods)
+    assert _groups(pods) is first
+    assert [(spec.gpus, uids) for spec, uids in first] == [(2, ["g-0", "g-1", "g-2"])]
+    assert _groups(list(pods)) is not _groups(list(pods))
+    assert _groups(list(pods)) == first
