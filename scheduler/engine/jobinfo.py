@@ -83,6 +83,9 @@ _SHAPES: dict[tuple[object, ...], int] = {}
 """Shape tuple -> its number. Shared by cycles, so that a job's number stays valid in
 `_INFOS`; both are dropped together when the table grows past `_SHAPES_KEPT`."""
 _SHAPES_KEPT = 100_000
+_SHAPES_CLEARED = 0
+"""How many times `_SHAPES` was cleared: a number kept by shape number elsewhere
+(`runnable.NeverRuns`) is good only while this stays the same."""
 _INFOS: dict[int, JobInfo] = {}
 """id(job) -> its information, for the jobs of the last snapshot."""
 _ORDER: list[JobInfo] = []
@@ -118,9 +121,10 @@ def _job_info(job: PendingJob) -> JobInfo:
 def job_infos(pending: tuple[PendingJob, ...]) -> list[JobInfo]:
     """Every pending job's information, in the snapshot's order, reusing what was learnt
     about the last snapshot's jobs."""
-    global _INFOS, _ORDER, _SAME, _LAST_PENDING, _LAST_INFOS
+    global _INFOS, _ORDER, _SAME, _LAST_PENDING, _LAST_INFOS, _SHAPES_CLEARED
     if len(_SHAPES) > _SHAPES_KEPT:
         _SHAPES.clear()
+        _SHAPES_CLEARED += 1
         _INFOS = {}
         _ORDER = []
         _LAST_PENDING, _LAST_INFOS = (), []
@@ -145,28 +149,58 @@ def job_infos(pending: tuple[PendingJob, ...]) -> list[JobInfo]:
     return out
 
 
-def queue_order(infos: list[JobInfo], distinct: bool) -> list[JobInfo]:
+def shapes_generation() -> int:
+    """`_SHAPES_CLEARED`: shape numbers from two calls mean the same shapes only when this
+    gave the same number both times."""
+    return _SHAPES_CLEARED
+
+
+class QueueChange:
+    """How a queue order differs from the one made before it (`base`): the jobs added
+    and removed, what was known of each. A plain class: see `JobInfo`."""
+
+    __slots__ = ("added", "base", "removed")
+
+    base: list[JobInfo]
+    added: list[JobInfo]
+    removed: list[JobInfo]
+
+    def __init__(self, base: list[JobInfo], added: list[JobInfo], removed: list[JobInfo]) -> None:
+        self.base = base
+        self.added = added
+        self.removed = removed
+
+
+def queue_order(infos: list[JobInfo], distinct: bool) -> tuple[list[JobInfo], QueueChange | None]:
     """The jobs' information sorted by `queue_key` (member, then the member's queue
-    order). `distinct`: no job id occurs twice, so no two keys are equal and any way of
-    sorting gives this order; the last snapshot's order is then reused, its jobs still
-    pending as they were, the others sorted and merged in. `infos`: what `job_infos`
-    just returned (the share book calls the two in turn)."""
+    order), and how it differs from the last order made, when that is known. `distinct`:
+    no job id occurs twice, so no two keys are equal and any way of sorting gives this
+    order; the last snapshot's order is then reused, its jobs still pending as they
+    were, the others sorted and merged in. `infos`: what `job_infos` just returned (the
+    share book calls the two in turn)."""
     global _ORDER
     last = _ORDER
     order: list[JobInfo] | None = None
+    change: QueueChange | None = None
     if distinct and _SAME and len(last) == len(infos):
         # `job_infos` just found the last snapshot's jobs, no other, and the last order
         # is of them (no id repeats: as many jobs are the same jobs). About a third of
         # a busy replay's cycles queue nothing new.
         order = last
+        change = QueueChange(last, [], [])
     elif distinct and last:
         present = {id(info) for info in infos}
-        kept = [info for info in last if id(info) in present]
+        kept: list[JobInfo] = []
+        removed: list[JobInfo] = []
+        for info in last:
+            (kept if id(info) in present else removed).append(info)
         if len(kept) == len(infos):
             order = kept
+            change = QueueChange(last, [], removed)
         elif kept:
             seen = {id(info) for info in kept}
             new = sorted((info for info in infos if id(info) not in seen), key=_QUEUE_KEY)
+            change = QueueChange(last, new, removed)
             if len(new) <= _INSERTED_MOST:
                 # A few arrivals: each finds its place by bisection, not a pass over all.
                 order = kept
@@ -180,4 +214,4 @@ def queue_order(infos: list[JobInfo], distinct: bool) -> list[JobInfo]:
     # Kept only when no job occurs twice: reused, a repeated entry could stand in for a
     # job of the next snapshot that it does not hold.
     _ORDER = order if distinct else []
-    return order
+    return order, change

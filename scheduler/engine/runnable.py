@@ -59,21 +59,26 @@ class NeverRuns:
         policy: Policy,
         entitlement: Mapping[MemberModel, int],
         models: list[str],
+        like: NeverRuns | None = None,
     ) -> None:
+        """`like`: answers for another snapshot of the same nodes, policy and shape
+        numbers (`jobinfo.shapes_generation`), whose tables per shape this one shares
+        (they only ever gain the same answers); `found` stays each one's own, as the
+        daemon's API threads build share books too."""
         self.state = state
         self.lenders = lenders(policy)
         self.borrowing = policy.sharing.borrowing
         self.entitlement = entitlement
         self.models = models
         self.max_gpus = {m.name: m.max_gpus for m in policy.members if m.max_gpus is not None}
-        self.never: dict[int, bool] = {}
+        self.never: dict[int, bool] = {} if like is None else like.never
         """Shape -> `placement`, when that does not depend on the member (no lending
         limit, or a pod no node takes)."""
-        self.never_pods: dict[int, bool] = {}
+        self.never_pods: dict[int, bool] = {} if like is None else like.never_pods
         """Shape -> a pod of it fits no node, even empty."""
-        self.never_reached: dict[tuple[int, str], str] = {}
+        self.never_reached: dict[tuple[int, str], str] = {} if like is None else like.never_reached
         """(shape, member) -> `reached`."""
-        self.over_limit: dict[tuple[int, str], bool] = {}
+        self.over_limit: dict[tuple[int, str], bool] = {} if like is None else like.over_limit
         """(shape, member) -> `limits`."""
         self.found = False
         """Some job asked about could never run. The share book asks about every pending

@@ -36,7 +36,13 @@ from scheduler.engine.entitlement import (
     node_model,
 )
 from scheduler.engine.fairshare import water_fill
-from scheduler.engine.jobinfo import JobInfo, job_infos, queue_order
+from scheduler.engine.jobinfo import (
+    JobInfo,
+    QueueChange,
+    job_infos,
+    queue_order,
+    shapes_generation,
+)
 from scheduler.engine.placement import ClusterState
 from scheduler.engine.runnable import NeverRuns
 from scheduler.engine.snapshot import Node, PendingJob, RunningPod, Snapshot
@@ -213,13 +219,13 @@ class _Queue:
     """What the share book derives from the pending jobs alone. A plain class: see
     `scheduler.engine.jobinfo.JobInfo`."""
 
-    __slots__ = ("distinct", "in_order", "info", "infos", "members", "queued")
+    __slots__ = ("change", "distinct", "in_order", "info", "infos", "members", "queued")
 
     def __init__(self, infos: list[JobInfo]) -> None:
         self.infos = infos
         self.info = {i.job.job_id: i for i in infos}
         self.distinct = len(self.info) == len(infos)
-        self.in_order = queue_order(infos, self.distinct)
+        self.in_order, self.change = queue_order(infos, self.distinct)
         # The cycle knows a queued job by its id: of a repeated id, by the last job's.
         self.queued = (
             self.in_order
@@ -235,8 +241,12 @@ class _Demand:
 
     __slots__ = (
         "alloc",
+        "floating",
+        "generation",
         "job_model",
         "members",
+        "moved",
+        "never_jobs",
         "never_runs",
         "pending",
         "policy",
@@ -252,13 +262,27 @@ class _Demand:
         policy: Policy,
         running: tuple[RunningPod, ...],
         never_runs: NeverRuns,
+        moved: tuple[_Demand, QueueChange] | None = None,
     ) -> None:
+        """`moved`: a demand of the same static part, policy and shape numbers, and how
+        `queue` differs from its queue: its tables are moved by the jobs added and
+        removed, unless a job's model depends on what is free (`_moved_demand`)."""
         self.queue, self.static, self.alloc, self.policy = queue, static, alloc, policy
-        # Its answers depend only on the nodes and the policy, as `static` does.
+        self.generation = shapes_generation()
+        # Its answers depend only on the nodes, the policy and the shape numbers, as
+        # `static` does.
         self.never_runs = never_runs
-        self.pending, self.job_model = _pending_demand(
-            queue.in_order, static, alloc, not queue.distinct, never_runs
-        )
+        tables = None
+        if moved is not None:
+            tables = _moved_demand(moved[0], moved[1], static.models, never_runs)
+        self.moved = tables is not None
+        """The tables were moved from the last demand's (for tests)."""
+        if tables is None:
+            tables = _pending_demand(queue.in_order, static, alloc, not queue.distinct, never_runs)
+        self.pending, self.job_model, self.floating, self.never_jobs = tables
+        # Asked about every pending job (or moved from the counts of a demand that was):
+        # `found` is whether one of them can never run, as the cycle needs it.
+        never_runs.found = self.never_jobs > 0
         self.members = sorted(
             set(policy.member_names())
             | queue.members
@@ -292,19 +316,32 @@ def _demand(
     snapshot: Snapshot,
     state: ClusterState | None,
 ) -> _Demand:
-    if _LAST_DEMAND:
-        last = _LAST_DEMAND[0]
-        if (
-            last.queue is queue
-            and last.static is static
-            and last.alloc is alloc
-            and last.policy is policy
-        ):
-            return last
-    if state is None:
-        state = ClusterState(snapshot)
-    never_runs = NeverRuns(state, policy, static.entitlement, static.models)
-    demand = _Demand(queue, static, alloc, policy, snapshot.running, never_runs)
+    last = _LAST_DEMAND[0] if _LAST_DEMAND else None
+    if last is not None and (
+        last.static is not static
+        or last.policy is not policy
+        or last.generation != shapes_generation()
+    ):
+        last = None
+    if last is not None and last.queue is queue and last.alloc is alloc:
+        return last
+    change: QueueChange | None = None
+    if last is not None:
+        never_runs = NeverRuns(
+            last.never_runs.state, policy, static.entitlement, static.models, last.never_runs
+        )
+        if not queue.distinct or not last.queue.distinct:
+            pass
+        elif last.queue is queue:
+            change = QueueChange(queue.in_order, [], [])  # only the running pods changed
+        elif queue.change is not None and queue.change.base is last.queue.in_order:
+            change = queue.change
+    else:
+        if state is None:
+            state = ClusterState(snapshot)
+        never_runs = NeverRuns(state, policy, static.entitlement, static.models)
+    moved = None if last is None or change is None else (last, change)
+    demand = _Demand(queue, static, alloc, policy, snapshot.running, never_runs, moved)
     _LAST_DEMAND[:] = [demand]
     return demand
 
@@ -337,13 +374,18 @@ def build(snapshot: Snapshot, policy: Policy, state: ClusterState | None = None)
     return book
 
 
+_Tables = tuple[dict[MemberModel, int], dict[str, str | None], int, int]
+"""`_Demand`'s pending GPUs, models per job, jobs whose model depends on what is free
+(asking GPUs, naming no model), and jobs that can never run."""
+
+
 def _pending_demand(
     in_order: list[JobInfo],
     static: _Static,
     alloc: Allocation,
     repeated: bool,
     never_runs: NeverRuns,
-) -> tuple[dict[MemberModel, int], dict[str, str | None]]:
+) -> _Tables:
     """GPUs pending per (member, model), and the model each pending job counts against:
     its own, else the model with the most GPUs still free (see the module docstring). A
     job that can never run gets its model but adds nothing.
@@ -358,6 +400,7 @@ def _pending_demand(
     job_model: dict[str, str | None] = {}
     per_job = repeated or len(models) > 1
     only = models[0] if len(models) == 1 else None
+    floating = never_jobs = 0
     for info in in_order:
         job = info.job
         gpus = info.gpus
@@ -368,16 +411,75 @@ def _pending_demand(
             continue
         # Asked of every job that asks for GPUs (`NeverRuns.found`).
         never = never_runs.asked(info)
-        if model is None and models:
-            model = only or min(models, key=lambda m: (-free[m], m))
+        if model is None:
+            floating += 1
+            if models:
+                model = only or min(models, key=lambda m: (-free[m], m))
         if per_job:
             job_model[job.job_id] = model
+        if never:
+            never_jobs += 1
         if model is None or never:
             continue
         free[model] = free.get(model, 0) - gpus
         key = (job.member, model)
         pending[key] = pending.get(key, 0) + gpus
-    return pending, job_model
+    return pending, job_model, floating, never_jobs
+
+
+def _moved_demand(
+    last: _Demand, change: QueueChange, models: list[str], never_runs: NeverRuns
+) -> _Tables | None:
+    """`_pending_demand` of `last`'s queue with `change` applied, from `last`'s tables
+    (both queues without a repeated job id), asking `never_runs` (which shares `last`'s
+    answers); None when a pending job's model would be
+    chosen by what is free (it names none and there are several models: the free GPUs
+    move with the running pods and with every job before it), or when most of
+    `last`'s jobs left (working it out anew is then less work).
+    A job's own model, its GPUs and whether it can never run are all it adds: the sums
+    move by the jobs added and removed, as `allocation` moves its sums by the pods."""
+    added, removed = change.added, change.removed
+    if 2 * len(removed) > len(change.base):
+        return None  # more work than working the new queue out anew
+    only = models[0] if len(models) == 1 else None
+    floating = last.floating
+    for info in removed:
+        if info.gpus > 0 and info.explicit_model is None:
+            floating -= 1
+    for info in added:
+        if info.gpus > 0 and info.explicit_model is None:
+            floating += 1
+    if floating and only is None and models:
+        return None
+    per_job = len(models) > 1
+    pending = dict(last.pending)
+    job_model = dict(last.job_model) if per_job and (added or removed) else last.job_model
+    never_jobs = last.never_jobs
+    for sign, infos in ((-1, removed), (1, added)):
+        for info in infos:
+            job = info.job
+            if per_job:
+                if sign < 0:
+                    model = job_model.pop(job.job_id)
+                else:
+                    # No job added names no model yet asks GPUs (else `floating`).
+                    model = job_model[job.job_id] = info.explicit_model
+            else:
+                model = info.explicit_model if info.explicit_model is not None else only
+            if info.gpus <= 0:
+                continue
+            if never_runs.asked(info):
+                never_jobs += sign
+                continue
+            if model is None:
+                continue
+            key = (job.member, model)
+            left = pending.get(key, 0) + sign * info.gpus
+            if left:
+                pending[key] = left
+            else:
+                del pending[key]
+    return pending, job_model, floating, never_jobs
 
 
 def _fair_shares(book: ShareBook, snapshot: Snapshot, policy: Policy) -> dict[MemberModel, float]:
