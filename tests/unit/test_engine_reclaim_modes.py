@@ -3,6 +3,8 @@ nothing can be reclaimed."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -261,3 +263,105 @@ def test_the_most_members_may_give_bounds_what_the_walk_finds(
             )
             if room.have + attempt._most_given() < room.need:
                 assert attempt.select(attempt._walk(include_young=True)) is None
+
+
+@given(
+    scenarios(),
+    st.sampled_from([None, 1.0, 1.5]),
+    st.booleans(),
+    st.dictionaries(st.sampled_from(["lab-a", "lab-b", "lab-c"]), st.integers(0, 9)),
+)
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_too_few_slots_means_the_walk_finds_no_victims(
+    scenario: tuple[Policy, Snapshot],
+    above_ratio: float | None,
+    young: bool,
+    lendable: dict[str, int],
+) -> None:
+    # `_too_few_slots` spares a failing attempt its walk (of old victims, or of young
+    # ones too for a drain): the walk may not find a victim set when it says so.
+    pol, snap = scenario
+    book = shares.build(snap, pol)
+    reclaimer = _reclaimer(snap, pol, book.allocation.reclaimable_pods, young=young)
+    for pending in snap.pending:
+        for model in sorted({n.gpu_model or "" for n in snap.nodes}):
+            # Owners' lending headroom caps the slots on their nodes.
+            room = reclaimer._room(pending.pods, pending.member, model, lendable)
+            if room is None:
+                continue
+            attempt = UpToFairShare(
+                reclaimer, room, book.allocation.allocated, book.fair, above_ratio
+            )
+            for include_young in (False, True):
+                if attempt._too_few_slots(include_young):
+                    assert attempt.select(attempt._walk(include_young)) is None
+
+
+def test_too_few_slots_when_no_node_could_hold_a_pod_even_emptied() -> None:
+    # lab-c borrows 5 GPUs on each of two of lab-a's nodes, where lab-a runs 1 GPU of
+    # its own: with lab-c gone, 7 GPUs would be free on each, and the 8-GPU pod fits
+    # none of them, though the free GPUs and the one lab-c gives up (above its fair share
+    # of 9) add up to the 8 it lacks.
+    pol = policy(["lab-a", "lab-b", "lab-c"])
+    run = [
+        running(f"{m}-{n}", m, f"a-{n}", gpus=g, started_at=0.0)
+        for n in (0, 1)
+        for m, g in (("lab-a", 1), ("lab-c", 5))
+    ]
+    run.append(running("lab-a-2", "lab-a", "a-2", gpus=4, started_at=0.0))
+    snap = snapshot(
+        [node("a-0", "lab-a"), node("a-1", "lab-a"), node("a-2", "lab-a")],
+        [job("j", "lab-b", gpus=8), job("k", "lab-b", gpus=8, submitted_at=1.0)],
+        run,
+    )
+    book = shares.build(snap, pol)
+    assert book.fair[("lab-c", H100)] == 9.0
+    reclaimer = _reclaimer(snap, pol, book.allocation.reclaimable_pods)
+    pending = snap.pending[0]
+    room = reclaimer._room(pending.pods, "lab-b", H100, {})
+    assert room is not None
+    attempt = UpToFairShare(reclaimer, room, book.allocation.allocated, book.fair, None)
+    assert room.have + attempt._most_given() >= room.need
+    assert attempt._too_few_slots(False) and attempt._too_few_slots(True)
+    # One more GPU of lab-c's on a node would make it worth the walk.
+    reclaimer.freeable_old[0]["lab-c"] += 1
+    assert not attempt._too_few_slots(False)
+
+
+def test_terminating_pods_count_in_what_an_emptied_node_could_hold() -> None:
+    # As above, but lab-a's own pod on a-0 is on its way out: a-0 holds the 8-GPU pod
+    # once lab-c's pods there are gone too, and the walk finds them (lab-b's weight keeps
+    # lab-c's fair share low enough for it to give them up).
+    pol = policy({"lab-a": {}, "lab-b": {"weight": 3.0}, "lab-c": {}}, min_runtime_seconds=600)
+    run = [
+        running(f"{m}-{n}", m, f"a-{n}", gpus=g, started_at=0.0)
+        for n in (0, 1)
+        for m, g in (("lab-a", 1), ("lab-c", 5))
+    ]
+    run[0] = dataclasses.replace(run[0], terminating=True)
+    run.append(running("lab-a-2", "lab-a", "a-2", gpus=4, started_at=0.0))
+    snap = snapshot(
+        [node("a-0", "lab-a"), node("a-1", "lab-a"), node("a-2", "lab-a")],
+        [job("j", "lab-b", gpus=8), job("k", "lab-b", gpus=8, submitted_at=1.0)],
+        run,
+    )
+    book = shares.build(snap, pol)
+    reclaimer = _reclaimer(snap, pol, book.allocation.reclaimable_pods)
+    pending = snap.pending[0]
+    room = reclaimer._room(pending.pods, "lab-b", H100, {})
+    assert room is not None
+    attempt = UpToFairShare(reclaimer, room, book.allocation.allocated, book.fair, None)
+    assert not attempt._too_few_slots(False)
+    found = attempt.select(attempt._walk(include_young=False))
+    assert found is not None and [v.job_id for v in found[0]] == ["lab-c-0"]
+    # lab-c's pods on a-0 started a minute ago: only a drain's walk may count them.
+    young = [
+        dataclasses.replace(p, started_at=snap.now - 60) if p.uid == "lab-c-0" else p for p in run
+    ]
+    snap = dataclasses.replace(snap, running=tuple(young))
+    book = shares.build(snap, pol)
+    reclaimer = _reclaimer(snap, pol, book.allocation.reclaimable_pods)
+    room = reclaimer._room(pending.pods, "lab-b", H100, {})
+    assert room is not None
+    attempt = UpToFairShare(reclaimer, room, book.allocation.allocated, book.fair, None)
+    assert attempt._too_few_slots(False) and not attempt._too_few_slots(True)
