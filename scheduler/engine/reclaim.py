@@ -302,21 +302,9 @@ class Reclaimer:
         pod on a node of the owner."""
         self.rank: dict[str, int] = {}
         """Place of each reclaimable job in the common order."""
-        self.freeable: dict[int, dict[str, int]] = {}
-        """Node index -> member -> GPUs its reclaimable jobs hold there (every pod of
-        such a job goes with it): the most a reclaim beyond the entitlement could free
-        there (`UpToFairShare.search`)."""
-        self.freeable_old: dict[int, dict[str, int]] = {}
-        """`freeable`, of the jobs old enough to be victims now."""
+        self._freeable: tuple[dict[int, dict[str, int]], dict[int, dict[str, int]]] | None = None
         for rank, job in enumerate(reclaimable):
             self.rank[job.job_id] = rank
-            old = below_min_runtime or now - job.youngest_start >= min_runtime
-            for pod, i in job.pods:
-                for table in (self.freeable, self.freeable_old) if old else (self.freeable,):
-                    on = table.get(i)
-                    if on is None:
-                        on = table[i] = {}
-                    on[job.member] = on.get(job.member, 0) + pod.spec.gpus
             for model in job.by_model:
                 self.reclaimable_by_member.setdefault((job.member, model), []).append(job)
                 for owner in job.owners:
@@ -335,6 +323,26 @@ class Reclaimer:
         node of the owner (`everything`)."""
         self.gone: set[str] = set()
         self._model_nodes = state.placeable_per_model
+
+    def freeable(self, include_young: bool) -> dict[int, dict[str, int]]:
+        """Node index -> member -> GPUs its reclaimable jobs (old enough to be victims
+        now, unless `include_young`) hold there, every pod of such a job going with it:
+        the most a reclaim beyond the entitlement could free there
+        (`UpToFairShare._too_few_slots`). Counted on first use."""
+        if self._freeable is None:
+            every: dict[int, dict[str, int]] = {}
+            old: dict[int, dict[str, int]] = {}
+            now, min_runtime = self.now, self.min_runtime
+            for job in self._reclaimable:
+                aged = self.below_min_runtime or now - job.youngest_start >= min_runtime
+                for pod, i in job.pods:
+                    for table in (every, old) if aged else (every,):
+                        on = table.get(i)
+                        if on is None:
+                            on = table[i] = {}
+                        on[job.member] = on.get(job.member, 0) + pod.spec.gpus
+            self._freeable = (every, old)
+        return self._freeable[0 if include_young else 1]
 
     @property
     def jobs(self) -> list[VictimJob]:
@@ -1114,7 +1122,8 @@ class UpToFairShare(_Attempt):
 
     def _too_few_slots(self, include_young: bool) -> bool:
         """The feasible nodes would not hold the job's pods even with every reclaimable
-        job of the giving members gone (the young ones too with `include_young`): what
+        job of the giving members gone (the young ones too with `include_young`,
+        `Reclaimer.freeable`): what
         `_Room.count` would count with all of them freed. A walk frees some of them, so
         it could not do better. On 584 cycles sampled from the 30-day load-1.2 replay of
         `python -m bench.bench_simulator`, 5,598 walks passed `_most_given` (of old
@@ -1126,7 +1135,7 @@ class UpToFairShare(_Attempt):
             return False
         giving = self._giving_members()
         r = self.reclaimer
-        freeable = r.freeable if include_young else r.freeable_old
+        freeable = r.freeable(include_young)
         free, freeing, nodes, caps = room.state.free_gpu, room.freeing, room.state.nodes, room.caps
         unlimited = 0
         held: dict[str, int] = {}

@@ -324,7 +324,7 @@ def test_too_few_slots_when_no_node_could_hold_a_pod_even_emptied() -> None:
     assert room.have + attempt._most_given() >= room.need
     assert attempt._too_few_slots(False) and attempt._too_few_slots(True)
     # One more GPU of lab-c's on a node would make it worth the walk.
-    reclaimer.freeable_old[0]["lab-c"] += 1
+    reclaimer.freeable(False)[0]["lab-c"] += 1
     assert not attempt._too_few_slots(False)
 
 
