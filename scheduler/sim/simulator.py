@@ -51,7 +51,7 @@ from scheduler.engine.decisions import Decisions, MemberShare, PreemptionCause
 from scheduler.engine.snapshot import Node, RunningPod, Snapshot
 from scheduler.engine.usage import advance_usage_history, lost_gpu_seconds
 from scheduler.sim.cluster import SimCluster, SimulationInvariantError
-from scheduler.sim.waiting import Kept, Limits, State, WaitMeter
+from scheduler.sim.waiting import Kept, KeptBook, Limits, State, WaitMeter
 from scheduler.traces.model import Trace, TraceJob
 
 Engine = Callable[[Snapshot, Policy], Decisions]
@@ -392,8 +392,9 @@ class Simulator:
         """(owner, model) -> uids of other members' pods on the owner's nodes of that
         model: what `_owed_blocker` looks at."""
         self._reclaim_limit = sharing.max_reclaims_per_job
-        self._kept_at: tuple[int, Kept] | None = None
-        """`_kept` as of a count of the cluster's running changes."""
+        self._kept_book = KeptBook(self._node_owner, self._node_model, cap.entitlement)
+        """What a waiting member could never get back (`waiting.Kept`), moved as pods
+        are bound, marked terminating and freed."""
         self.meter = WaitMeter(
             nodes,
             cap.entitlement,
@@ -585,6 +586,7 @@ class Simulator:
             for pod in pending.pods:
                 running = self.cluster.bind(pod, pending, placement[pod.uid], now)
                 self._count_bind(running, +1)
+                self._kept_book.change(running, 1)
                 owners.append(self._node_owner[running.node])
                 nodes.append(running.node)
             record.state = JobState.RUNNING
@@ -625,6 +627,7 @@ class Simulator:
                 continue
             # Gangs are preempted whole: a gang missing a pod cannot go on.
             for uid in record.pods:
+                self._kept_book.change(self.cluster.running[uid], -1)
                 self.cluster.mark_terminating(uid)
             record.state = JobState.TERMINATING
             record.preempted_at = now
@@ -723,6 +726,8 @@ class Simulator:
         for uid in record.pods:
             pod = self.cluster.free(uid)
             self._count_bind(pod, -1)
+            if not pod.terminating:
+                self._kept_book.change(pod, -1)
             owner = self._node_owner[pod.node]
             if owner != record.job.org and owner in self._member_set:
                 record.used_on_others_hardware_gpu_s += pod.spec.gpus * (now - pod.started_at)
@@ -881,44 +886,8 @@ class Simulator:
         """What a waiting member could never get back (`waiting.Kept`): pods within their
         member's entitlement on its own nodes (filled in start order, as
         `engine.allocation` does) and pods of no member; every other pod by member.
-        Terminating pods are on their way out. It depends on the running pods alone, so
-        an arrival does not change it."""
-        changes = self.cluster.running_changes
-        if self._kept_at is not None and self._kept_at[0] == changes:
-            return self._kept_at[1]
-        kept = self._kept_now()
-        self._kept_at = (changes, kept)
-        return kept
-
-    def _kept_now(self) -> Kept:
-        entitlement = self.cluster.capacity.entitlement
-        everyone: dict[str, int] = {}
-        own: dict[str, dict[str, int]] = {}
-        home: dict[tuple[str, str], list[tuple[float, str, str, int]]] = {}
-        for pod in self.cluster.running.values():
-            gpus = pod.spec.gpus
-            if gpus <= 0 or pod.terminating:
-                continue
-            node, member = pod.node, pod.member
-            if member is None:
-                everyone[node] = everyone.get(node, 0) + gpus
-            elif self._node_owner[node] == member:
-                key = (member, self._node_model[node])
-                home.setdefault(key, []).append((pod.started_at, pod.uid, node, gpus))
-            else:
-                mine = own.setdefault(member, {})
-                mine[node] = mine.get(node, 0) + gpus
-        for (member, model), pods in home.items():
-            room = entitlement.get((member, model), 0)
-            for _, _, node, gpus in sorted(pods):
-                if gpus <= room:
-                    room -= gpus
-                    everyone[node] = everyone.get(node, 0) + gpus
-                else:
-                    room = -1  # the first pod beyond the entitlement, and every later one
-                    mine = own.setdefault(member, {})
-                    mine[node] = mine.get(node, 0) + gpus
-        return Kept(everyone, own)
+        Terminating pods are on their way out."""
+        return self._kept_book.kept()
 
     def _owed_blocker(self, member: str, model: str) -> str:
         """What holds the member's own nodes of `model` now (`waiting.OWED_CAUSES`, the

@@ -45,11 +45,12 @@ the simulator, which knows every pod): the state observed last before that insta
 from __future__ import annotations
 
 import math
+from bisect import insort
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from policies.model import Policy
-from scheduler.engine.snapshot import Node, PendingJob
+from scheduler.engine.snapshot import Node, PendingJob, RunningPod
 
 IDLE_CAUSES = ("held", "placeable", "limits", "fragmentation", "too_few_free", "other_model")
 FRAGMENTATION_CLAIMABLE = "fragmentation_claimable"
@@ -133,6 +134,86 @@ class Kept:
         """Per node, the GPUs the member could have if everything else were taken back."""
         own = self.own.get(member, {})
         return [n.gpus - self.everyone.get(n.name, 0) - own.get(n.name, 0) for n in nodes]
+
+
+class KeptBook:
+    """`Kept`, moved pod by pod as the simulator binds, marks terminating and frees them,
+    rather than worked out from every running pod whenever one changes (on a contended
+    replay that is nearly every instant). Each member's pods on its own nodes of a model
+    are kept in fill order (start time, then uid, as `engine.allocation` fills the
+    entitlement); a pod coming or going there fills that one group again. The tables
+    are read at once by `owed_keys`: a `Kept` from `kept` shows them as they are now. A
+    plain class: see `scheduler.engine.jobinfo.JobInfo`."""
+
+    def __init__(
+        self,
+        node_owner: Mapping[str, str | None],
+        node_model: Mapping[str, str],
+        entitlement: Mapping[tuple[str, str], int],
+    ) -> None:
+        self._owner = node_owner
+        self._model = node_model
+        self._entitlement = entitlement
+        self.everyone: dict[str, int] = {}
+        self.own: dict[str, dict[str, int]] = {}
+        self._home: dict[tuple[str, str], list[tuple[float, str, str, int]]] = {}
+        """(member, model) -> its pods on its own nodes: (start, uid, node, GPUs), in
+        fill order."""
+        self._filled: dict[tuple[str, str], tuple[list[tuple[str, int]], list[tuple[str, int]]]]
+        self._filled = {}
+        """(member, model) -> (node, GPUs) of its own-node pods within its entitlement
+        (counted in `everyone`), and of those beyond it (in `own`)."""
+
+    def kept(self) -> Kept:
+        return Kept(self.everyone, self.own)
+
+    def change(self, pod: RunningPod, sign: int) -> None:
+        """Count a pod in (`sign` 1: bound) or out (-1: freed, or marked terminating:
+        a terminating pod is never counted)."""
+        gpus = pod.spec.gpus
+        if gpus <= 0:
+            return
+        node, member = pod.node, pod.member
+        if member is None:
+            self.everyone[node] = self.everyone.get(node, 0) + sign * gpus
+            return
+        if self._owner[node] != member:
+            mine = self.own.setdefault(member, {})
+            mine[node] = mine.get(node, 0) + sign * gpus
+            return
+        key = (member, self._model[node])
+        pods = self._home.setdefault(key, [])
+        entry = (pod.started_at, pod.uid, node, gpus)
+        if sign > 0:
+            insort(pods, entry)
+        else:
+            pods.remove(entry)
+        self._fill(key, member, pods)
+
+    def _fill(
+        self, key: tuple[str, str], member: str, pods: list[tuple[float, str, str, int]]
+    ) -> None:
+        everyone = self.everyone
+        mine = self.own.setdefault(member, {})
+        before = self._filled.get(key)
+        if before is not None:
+            for node, gpus in before[0]:
+                everyone[node] -= gpus
+            for node, gpus in before[1]:
+                mine[node] -= gpus
+        within: list[tuple[str, int]] = []
+        beyond: list[tuple[str, int]] = []
+        room = self._entitlement.get(key, 0)
+        for _, _, node, gpus in pods:
+            if gpus <= room:
+                room -= gpus
+                within.append((node, gpus))
+                everyone[node] = everyone.get(node, 0) + gpus
+            else:
+                room = -1  # the first pod beyond the entitlement, and every later one
+                beyond.append((node, gpus))
+                mine[node] = mine.get(node, 0) + gpus
+        self._filled[key] = (within, beyond)
 
 
 @dataclass(init=False, slots=True)
