@@ -97,6 +97,10 @@ _LAST_INFOS: list[JobInfo] = []
 """The last snapshot's pending jobs and what `job_infos` gave for them: the same jobs in
 the same order get the same list (a cycle after a wake-up or a completion that queued
 nothing), which lets the share book reuse what it derived from it."""
+_LEARNT: tuple[list[JobInfo], list[JobInfo], dict[int, JobInfo]] | None = None
+"""What the last `job_infos` returned, the information it made anew (for jobs not in the
+snapshot before), and id(job) -> information for its jobs: `queue_order` tells the jobs
+that came from the jobs that stayed without a pass of its own over the queue."""
 _QUEUE_KEY = attrgetter("queue_key")
 _INSERTED_MOST = 16
 """New jobs inserted one by one into the last order; more are merged in one sort."""
@@ -121,7 +125,7 @@ def _job_info(job: PendingJob) -> JobInfo:
 def job_infos(pending: tuple[PendingJob, ...]) -> list[JobInfo]:
     """Every pending job's information, in the snapshot's order, reusing what was learnt
     about the last snapshot's jobs."""
-    global _INFOS, _ORDER, _SAME, _LAST_PENDING, _LAST_INFOS, _SHAPES_CLEARED
+    global _INFOS, _ORDER, _SAME, _LAST_PENDING, _LAST_INFOS, _SHAPES_CLEARED, _LEARNT
     if len(_SHAPES) > _SHAPES_KEPT:
         _SHAPES.clear()
         _SHAPES_CLEARED += 1
@@ -130,22 +134,24 @@ def job_infos(pending: tuple[PendingJob, ...]) -> list[JobInfo]:
         _LAST_PENDING, _LAST_INFOS = (), []
     elif _LAST_INFOS and same_items(_LAST_PENDING, pending):
         _SAME = True
+        _LEARNT = (_LAST_INFOS, [], _INFOS)
         return _LAST_INFOS
     kept = _INFOS
     known = kept.get
     out: list[JobInfo] = []
-    learnt = 0
+    new: list[JobInfo] = []
     for job in pending:
         info = known(id(job))
         if info is None or info.job is not job:
             info = _job_info(job)
-            learnt += 1
+            new.append(info)
         out.append(info)
     # The same jobs as the last snapshot's: the table would come out the same.
-    _SAME = not learnt and len(kept) == len(out)
+    _SAME = not new and len(kept) == len(out)
     if not _SAME:
         _INFOS = {id(info.job): info for info in out}
     _LAST_PENDING, _LAST_INFOS = pending, out
+    _LEARNT = (out, new, _INFOS)
     return out
 
 
@@ -189,17 +195,32 @@ def queue_order(infos: list[JobInfo], distinct: bool) -> tuple[list[JobInfo], Qu
         order = last
         change = QueueChange(last, [], [])
     elif distinct and last:
-        present = {id(info) for info in infos}
         kept: list[JobInfo] = []
         removed: list[JobInfo] = []
-        for info in last:
-            (kept if id(info) in present else removed).append(info)
+        learnt = _LEARNT
+        fresh: list[JobInfo] | None = None
+        if learnt is not None and learnt[0] is infos:
+            # What `job_infos` made anew are the jobs that came; of the last order's,
+            # those whose job still maps to the same information stayed.
+            mapping = learnt[2]
+            for info in last:
+                (kept if mapping.get(id(info.job)) is info else removed).append(info)
+            if len(kept) + len(learnt[1]) == len(infos):
+                fresh = learnt[1]
+            else:
+                kept, removed = [], []
+        if fresh is None:
+            present = {id(info) for info in infos}
+            for info in last:
+                (kept if id(info) in present else removed).append(info)
         if len(kept) == len(infos):
             order = kept
             change = QueueChange(last, [], removed)
         elif kept:
-            seen = {id(info) for info in kept}
-            new = sorted((info for info in infos if id(info) not in seen), key=_QUEUE_KEY)
+            if fresh is None:
+                seen = {id(info) for info in kept}
+                fresh = [info for info in infos if id(info) not in seen]
+            new = sorted(fresh, key=_QUEUE_KEY)
             change = QueueChange(last, new, removed)
             if len(new) <= _INSERTED_MOST:
                 # A few arrivals: each finds its place by bisection, not a pass over all.
