@@ -74,7 +74,7 @@ from scheduler.engine.explain import (
 )
 from scheduler.engine.gangs import Plan, plan_job
 from scheduler.engine.jobinfo import JobInfo
-from scheduler.engine.ordering import LateBorrowing, MemberQueues, ratio
+from scheduler.engine.ordering import LateBorrowing, MemberQueues, OrderKeys, ratio
 from scheduler.engine.placement import (
     ClusterState,
     View,
@@ -176,7 +176,7 @@ class _Outcome:
         self.waiting = {}
 
 
-class _Cycle:
+class _Cycle(OrderKeys):
     def __init__(self, snapshot: Snapshot, policy: Policy) -> None:
         self.snapshot = snapshot
         self.policy = policy
@@ -267,7 +267,18 @@ class _Cycle:
         if self.never_runs.known(info):
             return (-1, 0.0)
         job = info.job
-        allocated, fair = self.position_of(member, self.position_model_of(info))
+        # `position_of(member, position_model_of(info))`, written out: once per queued
+        # job and cycle.
+        model = info.explicit_model
+        if model is None:
+            model = self.only_model
+        if model is None:
+            allocated = self.member_total.get(member, 0)
+            fair = self.fair_total.get(member, 0.0)
+        else:
+            key = (member, model)
+            allocated = self.alloc.get(key, 0)
+            fair = self.book.fair.get(key, 0.0)
         entitled = self._entitled(member, job, info)
         self.queued_entitled[member] = (job, entitled, len(self.out.preemptions))
         return (0 if entitled else 1, ratio(allocated, fair))
@@ -402,7 +413,7 @@ class _Cycle:
     def run(self) -> Decisions:
         self._hold_nominations()
         started = self._head_start() if self.policy.sharing.head_start else set()
-        queues = MemberQueues(self.book.queued, self.order_key)
+        queues = MemberQueues(self.book.queued, self)
         decided = self.out.waiting
         found: dict[tuple[object, ...], tuple[int, Waiting]] = {}
         info = queues.pop()

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_right
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from itertools import groupby
 from operator import attrgetter
 
@@ -45,7 +45,7 @@ from scheduler.engine.entitlement import MemberModel
 from scheduler.engine.jobinfo import JobInfo
 from scheduler.engine.shares import job_sort_key
 
-__all__ = ["LateBorrowing", "MemberQueues", "job_sort_key", "ratio"]
+__all__ = ["LateBorrowing", "MemberQueues", "OrderKeys", "job_sort_key", "ratio"]
 
 
 _MEMBER = attrgetter("job.member")
@@ -57,18 +57,23 @@ def ratio(allocated: float, fair: float) -> float:
     return allocated / fair
 
 
+class OrderKeys:
+    """What keys a member in the order by its next job (the cycle). A base class rather
+    than a function: compiled, a method of a known class is called directly, a callable
+    through Python's call protocol, once per queued job and cycle."""
+
+    def order_key(self, member: str, info: JobInfo) -> tuple[int, float]:
+        raise NotImplementedError
+
+
 class MemberQueues:
     """Per-member job queues behind a heap keyed by the member's current position."""
 
-    def __init__(
-        self,
-        jobs: Sequence[JobInfo],
-        key: Callable[[str, JobInfo], tuple[int, float]],
-    ) -> None:
+    def __init__(self, jobs: Sequence[JobInfo], keys: OrderKeys) -> None:
         """`jobs` (what is known of each) in queue order: by member, then
         `job_sort_key` (`ShareBook.queued`). Queued with what is known of it, a job is
         never looked up again during its turn."""
-        self._key = key
+        self._keys = keys
         # `jobs` comes grouped by member: one list per run.
         queues = {member: list(run) for member, run in groupby(jobs, key=_MEMBER)}
         self._queues = queues
@@ -81,7 +86,7 @@ class MemberQueues:
         pos = self._pos[member]
         queue = self._queues[member]
         if pos < len(queue):
-            heapq.heappush(self._heap, (self._key(member, queue[pos]), member))
+            heapq.heappush(self._heap, (self._keys.order_key(member, queue[pos]), member))
 
     def pop(self) -> JobInfo | None:
         if not self._heap:
@@ -107,7 +112,8 @@ class MemberQueues:
         queue = self._queues[member]
         heap = self._heap
         if pos < len(queue):
-            _, nxt = heapq.heappushpop(heap, (self._key(member, queue[pos]), member))
+            key = self._keys.order_key(member, queue[pos])
+            _, nxt = heapq.heappushpop(heap, (key, member))
         elif heap:
             _, nxt = heapq.heappop(heap)
         else:
