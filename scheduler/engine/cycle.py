@@ -184,6 +184,7 @@ class _Cycle(OrderKeys):
         self.book = shares_mod.build(snapshot, policy, self.state)
         self.never_runs = self.book.never_runs
         self.state.wanted = wanted_nodes(self.book, snapshot.usage_history, policy)
+        self._wanted_of: dict[tuple[str, str | None], frozenset[str]] = {}
         self.out = _Outcome()
         # Positions, updated by every bind and preemption of the cycle.
         self.alloc: dict[MemberModel, int] = dict(self.book.allocation.allocated)
@@ -402,12 +403,17 @@ class _Cycle(OrderKeys):
         return out
 
     def _wanted_owners(self, member: str, model: str | None) -> frozenset[str]:
-        """Other owners likely to want their nodes of the model back."""
-        return frozenset(
-            owner
-            for owner, wanted_model in self.state.wanted
-            if owner != member and (model is None or wanted_model == model)
-        )
+        """Other owners likely to want their nodes of the model back (the state's
+        `wanted` is set once, as the cycle begins: found once per member and model)."""
+        key = (member, model)
+        found = self._wanted_of.get(key)
+        if found is None:
+            found = self._wanted_of[key] = frozenset(
+                owner
+                for owner, wanted_model in self.state.wanted
+                if owner != member and (model is None or wanted_model == model)
+            )
+        return found
 
     # -- the cycle -----------------------------------------------------------------------
     def run(self) -> Decisions:
