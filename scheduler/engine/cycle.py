@@ -185,6 +185,8 @@ class _Cycle(OrderKeys):
         self.never_runs = self.book.never_runs
         self.state.wanted = wanted_nodes(self.book, snapshot.usage_history, policy)
         self._wanted_of: dict[tuple[str, str | None], frozenset[str]] = {}
+        self.distinct = len(self.book.info) == len(self.book.infos)
+        """No job id is pending twice: a job naming a GPU model counts against it."""
         self.out = _Outcome()
         # Positions, updated by every bind and preemption of the cycle.
         self.alloc: dict[MemberModel, int] = dict(self.book.allocation.allocated)
@@ -268,19 +270,33 @@ class _Cycle(OrderKeys):
         if self.never_runs.known(info):
             return (-1, 0.0)
         job = info.job
-        # `position_of(member, position_model_of(info))`, written out: once per queued
-        # job and cycle.
-        model = info.explicit_model
-        if model is None:
-            model = self.only_model
+        # `position_of(member, position_model_of(info))` and `_entitled`, written out:
+        # once per queued job and cycle.
+        explicit = info.explicit_model
+        model = explicit if explicit is not None else self.only_model
         if model is None:
             allocated = self.member_total.get(member, 0)
             fair = self.fair_total.get(member, 0.0)
+            entitled = self._entitled(member, job, info)
         else:
             key = (member, model)
             allocated = self.alloc.get(key, 0)
             fair = self.book.fair.get(key, 0.0)
-        entitled = self._entitled(member, job, info)
+            if explicit is None or not self.distinct:
+                entitled = self._entitled(member, job, info)
+            elif info.gpus <= 0:
+                entitled = True
+            else:
+                # Its demand counts against the model it names (`ShareBook.model_of`).
+                over = (
+                    allocated
+                    + self.promised.get(key, 0)
+                    + info.gpus
+                    - self.book.entitlement.get(key, 0)
+                )
+                entitled = over <= 0 or self.late.at_least(
+                    key, job.submitted_at, self.late_window, over
+                )
         self.queued_entitled[member] = (job, entitled, len(self.out.preemptions))
         return (0 if entitled else 1, ratio(allocated, fair))
 
