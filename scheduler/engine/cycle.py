@@ -93,6 +93,8 @@ _EPS = 1e-9
 _N = TypeVar("_N", int, float)
 _HOUR_S = 3600.0
 _SHARED_WAITS = ("capacity", "unplaceable", "kept")
+_NOT_KEPT = (False, False, False)
+"""`kept_status` of a job never reclaimed (while the limit is above 0)."""
 """Waits an alike job later in the cycle shares while nothing moved (`_Cycle.run`)."""
 WANTS_BACK = 0.5
 """An owner whose demand on a model, or whose recent mean allocation, reaches this part
@@ -185,6 +187,9 @@ class _Cycle(OrderKeys):
         self.never_runs = self.book.never_runs
         self.state.wanted = wanted_nodes(self.book, snapshot.usage_history, policy)
         self._wanted_of: dict[tuple[str, str | None], frozenset[str]] = {}
+        limit = policy.sharing.max_reclaims_per_job
+        self.first_reclaim_allowed = limit is None or limit > 0
+        """A job never reclaimed is not at the limit (`kept_status`)."""
         self.distinct = len(self.book.info) == len(self.book.infos)
         """No job id is pending twice: a job naming a GPU model counts against it."""
         self.out = _Outcome()
@@ -369,6 +374,8 @@ class _Cycle(OrderKeys):
         owners are likely to want them back (`_handle`): at the reclaim limit (it would
         keep a busy owner out of its nodes for its whole run), reclaimed before with
         nothing to resume from, and, either way, reclaimed within the window."""
+        if job.reclaims == 0 and self.first_reclaim_allowed:
+            return _NOT_KEPT  # most jobs, asked at every turn
         exhausted = self.exhausted(job)
         lost = self.lost_before(job)
         return exhausted, lost, (exhausted or lost) and self.recently_reclaimed(job)

@@ -141,9 +141,15 @@ class LateBorrowing:
         if gpus <= 0:
             return True
         found = self._late.get(key)
-        if found is None or found[1][0] < gpus:
+        if found is None:
             return False
-        return self.after(key, submitted_at, window) >= gpus
+        times, suffix = found
+        if suffix[0] < gpus:
+            return False
+        # `after`, written out: asked once per queued job of a member beyond its
+        # entitlement, every cycle.
+        first = bisect_right(times, submitted_at)
+        return suffix[first] - suffix[bisect_right(times, submitted_at + window)] >= gpus
 
     def after(self, key: MemberModel, submitted_at: float, window: float) -> int:
         """GPUs of the member's pods on others' nodes that started after `submitted_at`,

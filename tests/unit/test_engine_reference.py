@@ -140,7 +140,7 @@ def contended(draw: st.DrawFn) -> tuple[Policy, Snapshot]:
                     ],
                     "sharing": base.spec.sharing.model_copy(
                         update={
-                            "max_reclaims_per_job": draw(st.sampled_from([None, 1, 2])),
+                            "max_reclaims_per_job": draw(st.sampled_from([None, 0, 1, 2])),
                             "reclaim_limit_window_seconds": draw(st.sampled_from([0, 100])),
                         }
                     ),
