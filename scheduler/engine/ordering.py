@@ -66,8 +66,21 @@ class OrderKeys:
         raise NotImplementedError
 
 
+class _Line:
+    """One member's queue and the position of its next job. A plain class: see
+    `scheduler.engine.jobinfo.JobInfo`."""
+
+    __slots__ = ("jobs", "pos")
+
+    def __init__(self, jobs: list[JobInfo]) -> None:
+        self.jobs = jobs
+        self.pos = 0
+
+
 class MemberQueues:
-    """Per-member job queues behind a heap keyed by the member's current position."""
+    """Per-member job queues behind a heap keyed by the member's current position. A heap
+    entry carries the member's queue, so a turn looks nothing up by member but the
+    member it ends."""
 
     def __init__(self, jobs: Sequence[JobInfo], keys: OrderKeys) -> None:
         """`jobs` (what is known of each) in queue order: by member, then
@@ -75,52 +88,48 @@ class MemberQueues:
         never looked up again during its turn."""
         self._keys = keys
         # `jobs` comes grouped by member: one list per run.
-        queues = {member: list(run) for member, run in groupby(jobs, key=_MEMBER)}
-        self._queues = queues
-        self._pos = dict.fromkeys(self._queues, 0)
-        self._heap: list[tuple[tuple[int, float], str]] = []
-        for member in sorted(self._queues):
-            self._push(member)
-
-    def _push(self, member: str) -> None:
-        pos = self._pos[member]
-        queue = self._queues[member]
-        if pos < len(queue):
-            heapq.heappush(self._heap, (self._keys.order_key(member, queue[pos]), member))
+        self._lines = {member: _Line(list(run)) for member, run in groupby(jobs, key=_MEMBER)}
+        # Members are distinct: entries never compare their queues.
+        self._heap: list[tuple[tuple[int, float], str, _Line]] = []
+        for member in sorted(self._lines):
+            line = self._lines[member]
+            if line.jobs:
+                key = keys.order_key(member, line.jobs[0])
+                heapq.heappush(self._heap, (key, member, line))
 
     def pop(self) -> JobInfo | None:
         if not self._heap:
             return None
-        _, member = heapq.heappop(self._heap)
-        job = self._queues[member][self._pos[member]]
-        self._pos[member] += 1
-        return job
+        _, _, line = heapq.heappop(self._heap)
+        pos = line.pos
+        line.pos = pos + 1
+        return line.jobs[pos]
 
     def rest(self, member: str) -> tuple[list[JobInfo], int]:
         """The member's queue and the position of its next job, to look ahead."""
-        return self._queues[member], self._pos[member]
+        line = self._lines[member]
+        return line.jobs, line.pos
 
     def skip_to(self, member: str, pos: int) -> None:
         """Take the member's jobs before `pos` out of the queue (they were decided
         without a turn)."""
-        self._pos[member] = pos
+        self._lines[member].pos = pos
 
     def advance(self, member: str) -> JobInfo | None:
         """The member's last popped job was handled: queue its next one, then pop (in
         one step of the heap)."""
-        pos = self._pos[member]
-        queue = self._queues[member]
+        line = self._lines[member]
         heap = self._heap
-        if pos < len(queue):
-            key = self._keys.order_key(member, queue[pos])
-            _, nxt = heapq.heappushpop(heap, (key, member))
+        if line.pos < len(line.jobs):
+            key = self._keys.order_key(member, line.jobs[line.pos])
+            _, _, nxt = heapq.heappushpop(heap, (key, member, line))
         elif heap:
-            _, nxt = heapq.heappop(heap)
+            _, _, nxt = heapq.heappop(heap)
         else:
             return None
-        pos = self._pos[nxt]
-        self._pos[nxt] = pos + 1
-        return self._queues[nxt][pos]
+        pos = nxt.pos
+        nxt.pos = pos + 1
+        return nxt.jobs[pos]
 
 
 class LateBorrowing:
