@@ -23,7 +23,7 @@ from bisect import bisect_left
 from collections.abc import Mapping
 
 from scheduler.engine.entitlement import MemberModel
-from scheduler.engine.snapshot import RunningPod, same_items
+from scheduler.engine.snapshot import RunningPod, changed_pods, same_items
 
 
 class Allocation:
@@ -132,7 +132,7 @@ def classify(
         if last.node_of is node_of and last.entitlement is entitlement:
             if same_items(last.running, running):
                 return last.out
-            changed = _changes(last.running, running)
+            changed = changed_pods(last.running, running, _CHANGED_MOST)
             if changed is not None:
                 made = _reclassify(last, running, changed[0], changed[1])
                 _LAST[:] = [made]
@@ -140,40 +140,6 @@ def classify(
     made = _classify(running, node_of, entitlement)
     _LAST[:] = [made]
     return made.out
-
-
-def _changes(
-    last: tuple[RunningPod, ...], running: tuple[RunningPod, ...]
-) -> tuple[list[RunningPod], list[RunningPod]] | None:
-    """The pods gone since `last` and the pods come, by identity (a pod that changed, a
-    preemption marking it terminating, is one gone and one come), or None when more
-    changed than `_CHANGED_MOST` allows. Walks both in step: the simulator keeps its
-    pods in bind order, so the survivors come in the same order. Whatever the order,
-    every pod of `last` is matched by the same pod or gone, and every pod of `running`
-    matched or come, so the counts that follow are exact; only the work varies."""
-    most = (len(last) + len(running)) // _CHANGED_MOST
-    gone: list[RunningPod] = []
-    came: list[RunningPod] = []
-    i = j = 0
-    n, m = len(last), len(running)
-    while i < n and j < m:
-        before, now = last[i], running[j]
-        if before is now:
-            i += 1
-            j += 1
-            continue
-        gone.append(before)
-        i += 1
-        if before.uid == now.uid:
-            came.append(now)
-            j += 1
-        if len(gone) + len(came) > most:
-            return None
-    gone.extend(last[i:])
-    came.extend(running[j:])
-    if len(gone) + len(came) > most:
-        return None
-    return gone, came
 
 
 def _classify(

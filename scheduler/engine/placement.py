@@ -45,10 +45,13 @@ from scheduler.engine.reach import never_detail
 from scheduler.engine.snapshot import (
     Node,
     PodSpec,
+    RunningPod,
     SelectorRequirement,
     Snapshot,
     Taint,
     Toleration,
+    changed_pods,
+    same_items,
 )
 
 HOSTNAME = "kubernetes.io/hostname"
@@ -256,6 +259,105 @@ def _static(nodes: tuple[Node, ...]) -> _Static:
     return found
 
 
+class _Used:
+    """What one snapshot's running pods leave free on each node, before a cycle changes
+    anything: kept from one cycle to the next (`_used`). Never changed once made. A
+    plain class: see `scheduler.engine.jobinfo.JobInfo`."""
+
+    __slots__ = ("free", "nodes", "running", "term", "term_pods")
+
+    def __init__(
+        self,
+        nodes: list[Node],
+        running: tuple[RunningPod, ...],
+        free: tuple[list[int], list[int], list[int], list[int]],
+        term: list[tuple[int, int, int, int]],
+        term_pods: int,
+    ) -> None:
+        self.nodes = nodes
+        self.running = running
+        self.free = free
+        """Free GPUs, CPU, memory and pod slots per node."""
+        self.term = term
+        """Resources of terminating pods per node."""
+        self.term_pods = term_pods
+
+
+_LAST_USED: list[_Used] = []
+"""The last one made (the entry holds its pods and nodes, so the identity checks cannot
+be fooled by a recycled id)."""
+
+_USED_CHANGED_MOST = 4
+"""Moved from the last one when at most a quarter of the pods came or went (as
+`allocation`); else counted anew."""
+
+
+def _used(index: Mapping[str, int], nodes: list[Node], running: tuple[RunningPod, ...]) -> _Used:
+    """What the running pods leave free per node (`nodes`: the static part's, in name
+    order, which the node indexes follow): from the last snapshot's, moved by the
+    pods gone and come (`changed_pods`: most cycles bind or free a few of hundreds), or
+    counted over every pod."""
+    last = _LAST_USED[0] if _LAST_USED else None
+    if last is not None and last.nodes is nodes:
+        if same_items(last.running, running):
+            return last
+        changed = changed_pods(last.running, running, _USED_CHANGED_MOST)
+        if changed is not None:
+            gone, came = changed
+            free = (list(last.free[0]), list(last.free[1]), list(last.free[2]), list(last.free[3]))
+            term = list(last.term)
+            term_pods = last.term_pods
+            for sign, pods in ((1, gone), (-1, came)):
+                term_pods += _count(index, pods, sign, free, term)
+            made = _Used(nodes, running, free, term, term_pods)
+            _LAST_USED[:] = [made]
+            return made
+    free = (
+        [n.gpus for n in nodes],
+        [n.cpu_milli for n in nodes],
+        [n.memory_bytes for n in nodes],
+        [n.max_pods for n in nodes],
+    )
+    term = [(0, 0, 0, 0)] * len(nodes)
+    term_pods = _count(index, running, -1, free, term)
+    made = _Used(nodes, running, free, term, term_pods)
+    _LAST_USED[:] = [made]
+    return made
+
+
+def _count(
+    index: Mapping[str, int],
+    pods: Iterable[RunningPod],
+    sign: int,
+    free: tuple[list[int], list[int], list[int], list[int]],
+    term: list[tuple[int, int, int, int]],
+) -> int:
+    """Give back (`sign` 1) or take (-1) the pods' resources on their nodes in `free`,
+    and count the terminating ones in `term` the other way; the change in terminating
+    pods."""
+    gpu, cpu, mem, slots = free
+    terminating = 0
+    for pod in pods:
+        i = index.get(pod.node)
+        if i is None:
+            continue
+        s = pod.spec
+        gpu[i] += sign * s.gpus
+        cpu[i] += sign * s.cpu_milli
+        mem[i] += sign * s.memory_bytes
+        slots[i] += sign
+        if pod.terminating:
+            terminating -= sign
+            t = term[i]
+            term[i] = (
+                t[0] - sign * s.gpus,
+                t[1] - sign * s.cpu_milli,
+                t[2] - sign * s.memory_bytes,
+                t[3] - sign,
+            )
+    return terminating
+
+
 class ClusterState:
     """Free capacity of every node during one cycle, with the indexes placement needs."""
 
@@ -278,14 +380,14 @@ class ClusterState:
         self._feasible = static.feasible
         self._slots = static.slots
         self._never = static.never
-        count = len(nodes)
-        self.free_gpu = [n.gpus for n in nodes]
-        self.free_cpu = [n.cpu_milli for n in nodes]
-        self.free_mem = [n.memory_bytes for n in nodes]
-        self.free_pods = [n.max_pods for n in nodes]
-        self.term: list[list[int]] = [[0, 0, 0, 0] for _ in range(count)]
+        used = _used(self.index, nodes, snapshot.running)
+        self.free_gpu = list(used.free[0])
+        self.free_cpu = list(used.free[1])
+        self.free_mem = list(used.free[2])
+        self.free_pods = list(used.free[3])
+        self.term: list[list[int]] = [list(t) for t in used.term]
         """Resources of terminating pods not yet promised to a nominated job."""
-        self.term_pods = 0
+        self.term_pods = used.term_pods
         """Terminating pods (counted in `term`) over all nodes."""
         self.wanted: frozenset[tuple[str, str]] = frozenset()
         """(owner, GPU model) whose owner is likely to want its nodes of that model back;
@@ -296,23 +398,6 @@ class ClusterState:
         """Counts the changes of capacity during the cycle (binds, holds, releases,
         preemptions, hence nominations and moves too): an outcome found at one version
         holds while it is unchanged."""
-        index = self.index
-        for pod in snapshot.running:
-            i = index.get(pod.node)
-            if i is None:
-                continue
-            s = pod.spec
-            self.free_gpu[i] -= s.gpus
-            self.free_cpu[i] -= s.cpu_milli
-            self.free_mem[i] -= s.memory_bytes
-            self.free_pods[i] -= 1
-            if pod.terminating:
-                self.term_pods += 1
-                t = self.term[i]
-                t[0] += s.gpus
-                t[1] += s.cpu_milli
-                t[2] += s.memory_bytes
-                t[3] += 1
         self._keys: dict[int, tuple[PodSpec, SpecKey]] = {}
         """id(spec) -> (spec, its key): a pod shape's key is a deep tuple, built once per
         spec object and cycle (the entry keeps the spec alive, so ids are not recycled)."""

@@ -181,3 +181,39 @@ def same_items(last: Sequence[object], now: Sequence[object]) -> bool:
         if before is not item:
             return False
     return True
+
+
+def changed_pods(
+    last: tuple[RunningPod, ...], running: tuple[RunningPod, ...], part: int
+) -> tuple[list[RunningPod], list[RunningPod]] | None:
+    """The pods gone since `last` and the pods come, by identity (a pod that changed, a
+    preemption marking it terminating, is one gone and one come), or None when more
+    changed than 1 / `part` of the pods before and after together. Walks both in step:
+    the simulator keeps its pods in bind order, so the survivors come in the same
+    order. Whatever the order, every pod of `last` is matched by the same pod or gone,
+    and every pod of `running` matched or come, so the counts that follow are exact;
+    only the work varies. What the engine derives from the running pods alone is moved
+    by these from one cycle to the next (`allocation`, `placement`)."""
+    most = (len(last) + len(running)) // part
+    gone: list[RunningPod] = []
+    came: list[RunningPod] = []
+    i = j = 0
+    n, m = len(last), len(running)
+    while i < n and j < m:
+        before, now = last[i], running[j]
+        if before is now:
+            i += 1
+            j += 1
+            continue
+        gone.append(before)
+        i += 1
+        if before.uid == now.uid:
+            came.append(now)
+            j += 1
+        if len(gone) + len(came) > most:
+            return None
+    gone.extend(last[i:])
+    came.extend(running[j:])
+    if len(gone) + len(came) > most:
+        return None
+    return gone, came
