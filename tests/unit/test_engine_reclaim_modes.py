@@ -4,6 +4,7 @@ nothing can be reclaimed."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -250,19 +251,26 @@ def test_the_most_members_may_give_bounds_what_the_walk_finds(
     # members, each kept at its fair share, could not give enough GPUs: the walk would
     # have found nothing either.
     pol, snap = scenario
-    book = shares.build(snap, pol)
     # Young pods count too: the bound holds whatever the walk may take.
-    reclaimer = _reclaimer(snap, pol, book.allocation.reclaimable_pods, young=True)
+    for attempt in _attempts_beyond(snap, pol, above_ratio, {}, young=True):
+        if attempt.room.have + attempt._most_given() < attempt.room.need:
+            assert attempt.select(attempt._walk(include_young=True)) is None
+
+
+def _attempts_beyond(
+    snap: Snapshot, pol: Policy, above_ratio: float | None, lendable: dict[str, int], young: bool
+) -> Iterator[UpToFairShare]:
+    """A reclaim beyond the entitlement for every pending job on every GPU model of the
+    snapshot that has a node it may use."""
+    book = shares.build(snap, pol)
+    reclaimer = _reclaimer(snap, pol, book.allocation.reclaimable_pods, young=young)
     for pending in snap.pending:
         for model in sorted({n.gpu_model or "" for n in snap.nodes}):
-            room = reclaimer._room(pending.pods, pending.member, model, {})
-            if room is None:
-                continue
-            attempt = UpToFairShare(
-                reclaimer, room, book.allocation.allocated, book.fair, above_ratio
-            )
-            if room.have + attempt._most_given() < room.need:
-                assert attempt.select(attempt._walk(include_young=True)) is None
+            room = reclaimer._room(pending.pods, pending.member, model, lendable)
+            if room is not None:
+                yield UpToFairShare(
+                    reclaimer, room, book.allocation.allocated, book.fair, above_ratio
+                )
 
 
 @given(
@@ -281,20 +289,11 @@ def test_too_few_slots_means_the_walk_finds_no_victims(
     # `_too_few_slots` spares a failing attempt its walk (of old victims, or of young
     # ones too for a drain): the walk may not find a victim set when it says so.
     pol, snap = scenario
-    book = shares.build(snap, pol)
-    reclaimer = _reclaimer(snap, pol, book.allocation.reclaimable_pods, young=young)
-    for pending in snap.pending:
-        for model in sorted({n.gpu_model or "" for n in snap.nodes}):
-            # Owners' lending headroom caps the slots on their nodes.
-            room = reclaimer._room(pending.pods, pending.member, model, lendable)
-            if room is None:
-                continue
-            attempt = UpToFairShare(
-                reclaimer, room, book.allocation.allocated, book.fair, above_ratio
-            )
-            for include_young in (False, True):
-                if attempt._too_few_slots(include_young):
-                    assert attempt.select(attempt._walk(include_young)) is None
+    # Owners' lending headroom caps the slots on their nodes.
+    for attempt in _attempts_beyond(snap, pol, above_ratio, lendable, young):
+        for include_young in (False, True):
+            if attempt._too_few_slots(include_young):
+                assert attempt.select(attempt._walk(include_young)) is None
 
 
 def test_too_few_slots_when_no_node_could_hold_a_pod_even_emptied() -> None:
