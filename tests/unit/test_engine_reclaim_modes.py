@@ -296,17 +296,22 @@ def test_too_few_slots_means_the_walk_finds_no_victims(
                 assert attempt.select(attempt._walk(include_young)) is None
 
 
-def test_too_few_slots_when_no_node_could_hold_a_pod_even_emptied() -> None:
-    # lab-c borrows 5 GPUs on each of two of lab-a's nodes, where lab-a runs 1 GPU of
-    # its own: with lab-c gone, 7 GPUs would be free on each, and the 8-GPU pod fits
-    # none of them, though the free GPUs and the one lab-c gives up (above its fair share
-    # of 9) add up to the 8 it lacks.
-    pol = policy(["lab-a", "lab-b", "lab-c"])
+def _lab_c_on_lab_a(
+    pol: Policy, terminating: bool = False, young: bool = False
+) -> tuple[Reclaimer, UpToFairShare]:
+    """lab-c borrows 5 GPUs on each of two of lab-a's nodes, where lab-a runs 1 GPU of
+    its own (`terminating`: the one on a-0 is on its way out; `young`: lab-c's pod on
+    a-0 started a minute ago); a-2 has 4 free; lab-b waits with two 8-GPU jobs. The
+    reclaim for the first of them."""
     run = [
         running(f"{m}-{n}", m, f"a-{n}", gpus=g, started_at=0.0)
         for n in (0, 1)
         for m, g in (("lab-a", 1), ("lab-c", 5))
     ]
+    if terminating:
+        run[0] = dataclasses.replace(run[0], terminating=True)
+    if young:
+        run[1] = dataclasses.replace(run[1], started_at=10_000.0 - 60)  # the snapshot's now
     run.append(running("lab-a-2", "lab-a", "a-2", gpus=4, started_at=0.0))
     snap = snapshot(
         [node("a-0", "lab-a"), node("a-1", "lab-a"), node("a-2", "lab-a")],
@@ -314,13 +319,21 @@ def test_too_few_slots_when_no_node_could_hold_a_pod_even_emptied() -> None:
         run,
     )
     book = shares.build(snap, pol)
-    assert book.fair[("lab-c", H100)] == 9.0
     reclaimer = _reclaimer(snap, pol, book.allocation.reclaimable_pods)
-    pending = snap.pending[0]
-    room = reclaimer._room(pending.pods, "lab-b", H100, {})
+    room = reclaimer._room(snap.pending[0].pods, "lab-b", H100, {})
     assert room is not None
     attempt = UpToFairShare(reclaimer, room, book.allocation.allocated, book.fair, None)
-    assert room.have + attempt._most_given() >= room.need
+    return reclaimer, attempt
+
+
+def test_too_few_slots_when_no_node_could_hold_a_pod_even_emptied() -> None:
+    # With lab-c gone, 7 GPUs would be free on each of a-0 and a-1, and the 8-GPU pod
+    # fits none of them, though the free GPUs and the one lab-c gives up (above its fair
+    # share of 9) add up to the 8 it lacks.
+    pol = policy(["lab-a", "lab-b", "lab-c"])
+    reclaimer, attempt = _lab_c_on_lab_a(pol)
+    assert attempt.fair[("lab-c", H100)] == 9.0
+    assert attempt.room.have + attempt._most_given() >= attempt.room.need
     assert attempt._too_few_slots(False) and attempt._too_few_slots(True)
     # One more GPU of lab-c's on a node would make it worth the walk.
     reclaimer.freeable(False)[0]["lab-c"] += 1
@@ -328,39 +341,14 @@ def test_too_few_slots_when_no_node_could_hold_a_pod_even_emptied() -> None:
 
 
 def test_terminating_pods_count_in_what_an_emptied_node_could_hold() -> None:
-    # As above, but lab-a's own pod on a-0 is on its way out: a-0 holds the 8-GPU pod
-    # once lab-c's pods there are gone too, and the walk finds them (lab-b's weight keeps
-    # lab-c's fair share low enough for it to give them up).
+    # lab-a's own pod on a-0 is on its way out: a-0 holds the 8-GPU pod once lab-c's pods
+    # there are gone too, and the walk finds them (lab-b's weight keeps lab-c's fair share
+    # low enough for it to give them up).
     pol = policy({"lab-a": {}, "lab-b": {"weight": 3.0}, "lab-c": {}}, min_runtime_seconds=600)
-    run = [
-        running(f"{m}-{n}", m, f"a-{n}", gpus=g, started_at=0.0)
-        for n in (0, 1)
-        for m, g in (("lab-a", 1), ("lab-c", 5))
-    ]
-    run[0] = dataclasses.replace(run[0], terminating=True)
-    run.append(running("lab-a-2", "lab-a", "a-2", gpus=4, started_at=0.0))
-    snap = snapshot(
-        [node("a-0", "lab-a"), node("a-1", "lab-a"), node("a-2", "lab-a")],
-        [job("j", "lab-b", gpus=8), job("k", "lab-b", gpus=8, submitted_at=1.0)],
-        run,
-    )
-    book = shares.build(snap, pol)
-    reclaimer = _reclaimer(snap, pol, book.allocation.reclaimable_pods)
-    pending = snap.pending[0]
-    room = reclaimer._room(pending.pods, "lab-b", H100, {})
-    assert room is not None
-    attempt = UpToFairShare(reclaimer, room, book.allocation.allocated, book.fair, None)
+    _, attempt = _lab_c_on_lab_a(pol, terminating=True)
     assert not attempt._too_few_slots(False)
     found = attempt.select(attempt._walk(include_young=False))
     assert found is not None and [v.job_id for v in found[0]] == ["lab-c-0"]
-    # lab-c's pods on a-0 started a minute ago: only a drain's walk may count them.
-    young = [
-        dataclasses.replace(p, started_at=snap.now - 60) if p.uid == "lab-c-0" else p for p in run
-    ]
-    snap = dataclasses.replace(snap, running=tuple(young))
-    book = shares.build(snap, pol)
-    reclaimer = _reclaimer(snap, pol, book.allocation.reclaimable_pods)
-    room = reclaimer._room(pending.pods, "lab-b", H100, {})
-    assert room is not None
-    attempt = UpToFairShare(reclaimer, room, book.allocation.allocated, book.fair, None)
+    # lab-c's pod on a-0 started a minute ago: only a drain's walk may count it.
+    _, attempt = _lab_c_on_lab_a(pol, terminating=True, young=True)
     assert attempt._too_few_slots(False) and not attempt._too_few_slots(True)
