@@ -93,9 +93,9 @@ _EPS = 1e-9
 _N = TypeVar("_N", int, float)
 _HOUR_S = 3600.0
 _SHARED_WAITS = ("capacity", "unplaceable", "kept")
+"""Waits an alike job later in the cycle shares while nothing moved (`_Cycle.run`)."""
 _NOT_KEPT = (False, False, False)
 """`kept_status` of a job never reclaimed (while the limit is above 0)."""
-"""Waits an alike job later in the cycle shares while nothing moved (`_Cycle.run`)."""
 WANTS_BACK = 0.5
 """An owner whose demand on a model, or whose recent mean allocation, reaches this part
 of its entitlement is likely to want its nodes back soon: half is where an owner's

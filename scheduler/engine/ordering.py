@@ -79,8 +79,8 @@ class _Line:
 
 class MemberQueues:
     """Per-member job queues behind a heap keyed by the member's current position. A heap
-    entry carries the member's queue, so a turn looks nothing up by member but the
-    member it ends."""
+    entry carries the member's queue, so a turn looks up only the member whose job it
+    ends."""
 
     def __init__(self, jobs: Sequence[JobInfo], keys: OrderKeys) -> None:
         """`jobs` (what is known of each) in queue order: by member, then

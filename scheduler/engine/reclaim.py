@@ -1122,13 +1122,13 @@ class UpToFairShare(_Attempt):
 
     def _too_few_slots(self, include_young: bool) -> bool:
         """The feasible nodes would not hold the job's pods even with every reclaimable
-        job of the giving members gone (the young ones too with `include_young`,
-        `Reclaimer.freeable`): what
-        `_Room.count` would count with all of them freed. A walk frees some of them, so
-        it could not do better. On 584 cycles sampled from the 30-day load-1.2 replay of
-        `python -m bench.bench_simulator`, 5,598 walks passed `_most_given` (of old
-        victims, and of young ones too for a drain) and 56 of them found victims; this
-        bound spares 4,655 (on lending caps mostly: counted without them, 1,940)."""
+        job of the giving members gone (the young ones too with `include_young`;
+        `Reclaimer.freeable`): what `_Room.count` would count with all of them freed. A
+        walk frees some of them, so it could not do better. On 584 cycles sampled from
+        the 30-day load-1.2 replay of `python -m bench.bench_simulator`, 5,598 walks
+        passed `_most_given` (of old victims, and of young ones too for a drain) and 56
+        of them found victims; this bound spares 4,655 (on lending caps mostly: counted
+        without them, 1,940)."""
         room = self.room
         g = room.pod_gpus
         if g <= 0:

@@ -432,12 +432,12 @@ def _moved_demand(
 ) -> _Tables | None:
     """`_pending_demand` of `last`'s queue with `change` applied, from `last`'s tables
     (both queues without a repeated job id), asking `never_runs` (which shares `last`'s
-    answers); None when a pending job's model would be
-    chosen by what is free (it names none and there are several models: the free GPUs
-    move with the running pods and with every job before it), or when most of
-    `last`'s jobs left (working it out anew is then less work).
-    A job's own model, its GPUs and whether it can never run are all it adds: the sums
-    move by the jobs added and removed, as `allocation` moves its sums by the pods."""
+    answers); None when a pending job's model would be chosen by what is free (it names
+    none and there are several models: the free GPUs move with the running pods and
+    with every job before it), or when most of `last`'s jobs left (working it out anew
+    is then less work). A job's own model, its GPUs and whether it can never run are all
+    it adds: the sums move by the jobs added and removed, as `allocation` moves its sums
+    by the pods."""
     added, removed = change.added, change.removed
     if 2 * len(removed) > len(change.base):
         return None  # more work than working the new queue out anew
@@ -462,7 +462,7 @@ def _moved_demand(
                 if sign < 0:
                     model = job_model.pop(job.job_id)
                 else:
-                    # No job added names no model yet asks GPUs (else `floating`).
+                    # Every job added that asks GPUs names its model (`floating` is 0).
                     model = job_model[job.job_id] = info.explicit_model
             else:
                 model = info.explicit_model if info.explicit_model is not None else only
