@@ -275,8 +275,8 @@ class _Cycle(OrderKeys):
         if self.never_runs.known(info):
             return (-1, 0.0)
         job = info.job
-        # `position_of(member, position_model_of(info))` and `_entitled`, written out:
-        # once per queued job and cycle.
+        # `position_of(member, position_model_of(info))` written out, and `_entitled` on
+        # the key it reads: once per queued job and cycle.
         explicit = info.explicit_model
         model = explicit if explicit is not None else self.only_model
         if model is None:
@@ -293,15 +293,8 @@ class _Cycle(OrderKeys):
                 entitled = True
             else:
                 # Its demand counts against the model it names (`ShareBook.model_of`).
-                over = (
-                    allocated
-                    + self.promised.get(key, 0)
-                    + info.gpus
-                    - self.book.entitlement.get(key, 0)
-                )
-                entitled = over <= 0 or self.late.at_least(
-                    key, job.submitted_at, self.late_window, over
-                )
+                held = allocated + self.promised.get(key, 0)
+                entitled = self._within(key, held, info.gpus, job.submitted_at)
         self.queued_entitled[member] = (job, entitled, len(self.out.preemptions))
         return (0 if entitled else 1, ratio(allocated, fair))
 
@@ -332,12 +325,16 @@ class _Cycle(OrderKeys):
         if gpus <= 0 or model is None:
             return gpus <= 0
         key = (member, model)
-        entitlement = self.book.entitlement.get(key, 0)
         held = self.alloc.get(key, 0) + self.promised.get(key, 0)
-        over = held + gpus - entitlement
-        # What overtook the job (see `ordering`) only matters when it would not fit
-        # without it.
-        return over <= 0 or self.late.at_least(key, job.submitted_at, self.late_window, over)
+        return self._within(key, held, gpus, job.submitted_at)
+
+    def _within(self, key: MemberModel, held: int, gpus: int, submitted_at: float) -> bool:
+        """`gpus` more keep the member within its entitlement on the key's model, holding
+        `held` (allocated plus held for its nominated jobs) less what overtook a job
+        submitted at `submitted_at` (see `ordering`), which only matters when it would
+        not fit without it."""
+        over = held + gpus - self.book.entitlement.get(key, 0)
+        return over <= 0 or self.late.at_least(key, submitted_at, self.late_window, over)
 
     def lendable(self) -> dict[str, int]:
         if not self.lenders:

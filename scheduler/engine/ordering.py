@@ -150,23 +150,21 @@ class LateBorrowing:
         if gpus <= 0:
             return True
         found = self._late.get(key)
-        if found is None:
+        if found is None or found[1][0] < gpus:
             return False
-        times, suffix = found
-        if suffix[0] < gpus:
-            return False
-        # `after`, written out: asked once per queued job of a member beyond its
-        # entitlement, every cycle.
-        first = bisect_right(times, submitted_at)
-        return suffix[first] - suffix[bisect_right(times, submitted_at + window)] >= gpus
+        return _started_within(found, submitted_at, window) >= gpus
 
     def after(self, key: MemberModel, submitted_at: float, window: float) -> int:
         """GPUs of the member's pods on others' nodes that started after `submitted_at`,
         at most `window` seconds after it."""
         found = self._late.get(key)
-        if found is None:
-            return 0
-        times, suffix = found
-        first = bisect_right(times, submitted_at)
-        last = bisect_right(times, submitted_at + window)
-        return suffix[first] - suffix[last]
+        return 0 if found is None else _started_within(found, submitted_at, window)
+
+
+def _started_within(late: Late, submitted_at: float, window: float) -> int:
+    """`LateBorrowing.after` on one key's pods (looked up once by the caller)."""
+    times, suffix = late
+    return (
+        suffix[bisect_right(times, submitted_at)]
+        - suffix[bisect_right(times, submitted_at + window)]
+    )

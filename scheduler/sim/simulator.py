@@ -51,7 +51,7 @@ from scheduler.engine.decisions import Decisions, MemberShare, PreemptionCause
 from scheduler.engine.snapshot import Node, RunningPod, Snapshot
 from scheduler.engine.usage import advance_usage_history, lost_gpu_seconds
 from scheduler.sim.cluster import SimCluster, SimulationInvariantError
-from scheduler.sim.waiting import Kept, KeptBook, Limits, State, WaitMeter
+from scheduler.sim.waiting import KeptBook, Limits, State, WaitMeter
 from scheduler.traces.model import Trace, TraceJob
 
 Engine = Callable[[Snapshot, Policy], Decisions]
@@ -866,7 +866,7 @@ class Simulator:
             nominated=nominated,
             allocated=self._allocated,
             lent=lent,
-            kept=self._kept,
+            kept=self._kept_book.kept,
             fair=fair,
             shapes_version=self.cluster.shape_changes,
         )
@@ -881,13 +881,6 @@ class Simulator:
             tuple(fair.items()),
         )
         self.meter.observe(now, state, same_as)
-
-    def _kept(self) -> Kept:
-        """What a waiting member could never get back (`waiting.Kept`): pods within their
-        member's entitlement on its own nodes (filled in start order, as
-        `engine.allocation` does) and pods of no member; every other pod by member.
-        Terminating pods are on their way out."""
-        return self._kept_book.kept()
 
     def _owed_blocker(self, member: str, model: str) -> str:
         """What holds the member's own nodes of `model` now (`waiting.OWED_CAUSES`, the

@@ -137,13 +137,15 @@ class Kept:
 
 
 class KeptBook:
-    """`Kept`, moved pod by pod as the simulator binds, marks terminating and frees them,
-    rather than worked out from every running pod whenever one changes (on a contended
-    replay that is nearly every instant). Each member's pods on its own nodes of a model
-    are kept in fill order (start time, then uid, as `engine.allocation` fills the
-    entitlement); a pod coming or going there fills that one group again. The tables
-    are read at once by `owed_keys`: a `Kept` from `kept` shows them as they are now. A
-    plain class: see `scheduler.engine.jobinfo.JobInfo`."""
+    """`Kept`, moved pod by pod as the simulator binds, marks terminating (a terminating
+    pod is on its way out) and frees them, rather than worked out from every running pod
+    whenever one changes (on a contended replay that is nearly every instant). Pods of
+    no member and each member's pods on its own nodes within its entitlement count for
+    everyone, the member's other pods for it alone. Those own-node pods are kept per
+    (member, model) in fill order (start time, then uid, as `engine.allocation` fills
+    the entitlement); a pod coming or going there fills that one group again. The
+    tables are read at once by `owed_keys`: a `Kept` from `kept` shows them as they are
+    now. A plain class: see `scheduler.engine.jobinfo.JobInfo`."""
 
     def __init__(
         self,
