@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scheduler.sim import metrics
+from tests.examples import examples
 
 
 def row(
@@ -236,3 +240,54 @@ def test_worse_off_pooled() -> None:
     # Less own work done within the window is worse off whatever the JCT.
     assert metrics.worse_off_pooled(10.0, 100.0, -0.5) is True
     assert metrics.worse_off_pooled(None, 100.0, 0.0) is None
+
+
+def _pivoted(timeline: pd.DataFrame, end: float) -> dict[str, np.ndarray]:
+    """The grid's values by definition: per field, the timeline pivoted to one column per
+    (member, model), carried forward, 0 before a key's first row."""
+    frame = timeline[timeline["time"] <= end].drop_duplicates(
+        ["time", "member", "gpu_model"], keep="last"
+    )
+    keys = sorted(set(zip(frame["member"], frame["gpu_model"], strict=True)))
+    times = sorted(frame["time"].unique())
+    columns = pd.MultiIndex.from_tuples(keys, names=["member", "gpu_model"])
+    out = {}
+    for field in metrics.TIMELINE_FIELDS:
+        wide = frame.pivot(index="time", columns=["member", "gpu_model"], values=field)
+        wide = wide.reindex(index=times, columns=columns).ffill().fillna(0.0)
+        out[field] = wide.to_numpy(dtype=float)
+    return out
+
+
+_KEYS = [("a", "G"), ("a", "H"), ("b", "G"), ("c", "H")]
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.integers(0, 12),
+            st.sampled_from(_KEYS),
+            st.integers(0, 16),
+            st.one_of(st.floats(0, 16), st.just(math.nan)),
+        ),
+        max_size=40,
+    ),
+    end=st.integers(0, 14),
+)
+def test_grid_carries_each_keys_last_value_as_a_pivot_would(
+    rows: list[tuple[int, tuple[str, str], int, float]], end: int
+) -> None:
+    """Repeated instants (last wins), keys that start late, rows past the end, and a
+    missing fair share (carrying the one before it): the same arrays as the pivot."""
+    timeline = metrics.timeline_frame(
+        [
+            row(float(t), member, allocated, model=model, fair=fair, pending=allocated % 3)
+            for t, (member, model), allocated, fair in rows
+        ]
+    )
+    g = metrics.grid(timeline, end=end)
+    expected = _pivoted(timeline, end)
+    assert set(g.values) == set(expected)
+    for field, values in expected.items():
+        np.testing.assert_array_equal(g.values[field], values, err_msg=field)
