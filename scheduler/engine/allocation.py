@@ -90,8 +90,8 @@ class _Classified:
     def __init__(
         self,
         running: tuple[RunningPod, ...],
-        node_of: Mapping[str, tuple[str, str | None]],
-        entitlement: Mapping[MemberModel, int],
+        node_of: dict[str, tuple[str, str | None]],
+        entitlement: dict[MemberModel, int],
         out: Allocation,
         groups: dict[MemberModel, list[Entry]],
         results: dict[MemberModel, tuple[int, list[str], int]],
@@ -118,8 +118,8 @@ anew."""
 
 def classify(
     running: tuple[RunningPod, ...],
-    node_of: Mapping[str, tuple[str, str | None]],
-    entitlement: Mapping[MemberModel, int],
+    node_of: dict[str, tuple[str, str | None]],
+    entitlement: dict[MemberModel, int],
 ) -> Allocation:
     """`node_of`: node name -> (GPU model, owner) for the nodes in the snapshot. Pods are
     immutable and `node_of` and `entitlement` come from the static part of the
@@ -144,8 +144,8 @@ def classify(
 
 def _classify(
     running: tuple[RunningPod, ...],
-    node_of: Mapping[str, tuple[str, str | None]],
-    entitlement: Mapping[MemberModel, int],
+    node_of: dict[str, tuple[str, str | None]],
+    entitlement: dict[MemberModel, int],
 ) -> _Classified:
     used: dict[str, int] = {}
     allocated: dict[MemberModel, int] = {}

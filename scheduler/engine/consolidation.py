@@ -253,9 +253,9 @@ def _bump(counts: dict[K, int], key: K, n: int) -> None:
 class Positions:
     """Members' positions, shared with the cycle (it updates `alloc` as it preempts)."""
 
-    alloc: Mapping[MemberModel, int]
-    fair: Mapping[MemberModel, float]
-    entitlement: Mapping[MemberModel, int]
+    alloc: dict[MemberModel, int]
+    fair: dict[MemberModel, float]
+    entitlement: dict[MemberModel, int]
 
 
 def _add(extra: dict[K, Res], i: K, r: Res, sign: int) -> None:
@@ -592,7 +592,7 @@ class Consolidator:
         return job.job_id not in self.gone and job.job_id not in ruled_out and model in job.by_model
 
     def _margins(
-        self, job: VictimJob, taken: Mapping[MemberModel, int] | None = None, without: bool = False
+        self, job: VictimJob, taken: dict[MemberModel, int] | None = None, without: bool = False
     ) -> Iterator[int]:
         """Per GPU model the job holds: what its member holds above its entitlement, less
         what `taken` takes from it and (`without`) the job's own GPUs."""
@@ -603,7 +603,7 @@ class Consolidator:
                 gone = taken.get(key, 0) + (g if without else 0)
                 yield alloc.get(key, 0) - gone - ent.get(key, 0)
 
-    def _keeps_entitlement(self, job: VictimJob, taken: Mapping[MemberModel, int]) -> bool:
+    def _keeps_entitlement(self, job: VictimJob, taken: dict[MemberModel, int]) -> bool:
         return all(m >= 0 for m in self._margins(job, taken, without=True))
 
     def _could_open(self, i: int, res: Res, member: str) -> bool:
@@ -779,7 +779,7 @@ class Consolidator:
         return frozenset(fits), took, frozenset(homes)
 
     def _may_take(
-        self, member: str, victim: VictimJob, taken: Mapping[MemberModel, int], whole: bool = False
+        self, member: str, victim: VictimJob, taken: dict[MemberModel, int], whole: bool = False
     ) -> bool:
         """A reclaim within `member`'s entitlement could take the job: another member's,
         with a reclaimable pod on `member`'s own nodes, its member staying at or above its
@@ -800,7 +800,7 @@ class Consolidator:
             )
         )
 
-    def _above_entitlement(self, victim: VictimJob, taken: Mapping[MemberModel, int]) -> bool:
+    def _above_entitlement(self, victim: VictimJob, taken: dict[MemberModel, int]) -> bool:
         return all(m > 0 for m in self._margins(victim, taken))
 
     def _owners_for(self, member: str, victim: VictimJob) -> tuple[str, ...]:
@@ -826,7 +826,7 @@ class Consolidator:
         victim: VictimJob,
         skip: set[str],
         after: dict[int, Res],
-        taken: Mapping[MemberModel, int],
+        taken: dict[MemberModel, int],
         ruled_out: set[str],
         lendable: Mapping[str, int],
     ) -> tuple[Plan, list[VictimJob]] | None:
@@ -863,7 +863,7 @@ class Consolidator:
                 _add(after, j, spec_res(p.spec), 1)
         return plan, chosen
 
-    def _above_share(self, victim: VictimJob, taken: Mapping[MemberModel, int]) -> bool:
+    def _above_share(self, victim: VictimJob, taken: dict[MemberModel, int]) -> bool:
         alloc, fair = self.pos.alloc, self.pos.fair
         return all(
             alloc.get((victim.member, m), 0) - taken.get((victim.member, m), 0) - g

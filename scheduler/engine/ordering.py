@@ -34,9 +34,9 @@ which would preempt borrowers again and again on its behalf.
 
 from __future__ import annotations
 
-import heapq
 from bisect import bisect_right
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from heapq import heappop, heappush, heappushpop
 from itertools import groupby
 from operator import attrgetter
 
@@ -95,12 +95,12 @@ class MemberQueues:
             line = self._lines[member]
             if line.jobs:
                 key = keys.order_key(member, line.jobs[0])
-                heapq.heappush(self._heap, (key, member, line))
+                heappush(self._heap, (key, member, line))
 
     def pop(self) -> JobInfo | None:
         if not self._heap:
             return None
-        _, _, line = heapq.heappop(self._heap)
+        _, _, line = heappop(self._heap)
         pos = line.pos
         line.pos = pos + 1
         return line.jobs[pos]
@@ -122,9 +122,9 @@ class MemberQueues:
         heap = self._heap
         if line.pos < len(line.jobs):
             key = self._keys.order_key(member, line.jobs[line.pos])
-            _, _, nxt = heapq.heappushpop(heap, (key, member, line))
+            _, _, nxt = heappushpop(heap, (key, member, line))
         elif heap:
-            _, _, nxt = heapq.heappop(heap)
+            _, _, nxt = heappop(heap)
         else:
             return None
         pos = nxt.pos
@@ -140,7 +140,7 @@ class LateBorrowing:
     overtake, and the next cycle sees it with its start time. The allocation keeps
     these pods by start time (`Allocation.late`), from one cycle to the next."""
 
-    def __init__(self, late: Mapping[MemberModel, Late]) -> None:
+    def __init__(self, late: dict[MemberModel, Late]) -> None:
         self._late = late
 
     def at_least(self, key: MemberModel, submitted_at: float, window: float, gpus: int) -> bool:

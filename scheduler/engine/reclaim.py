@@ -392,9 +392,9 @@ class Reclaimer:
         pods: Sequence[PendingPod],
         member: str,
         model: str,
-        alloc: Mapping[MemberModel, int],
-        fair: Mapping[MemberModel, float],
-        entitlement: Mapping[MemberModel, int],
+        alloc: dict[MemberModel, int],
+        fair: dict[MemberModel, float],
+        entitlement: dict[MemberModel, int],
         lendable: Mapping[str, int] | None,
     ) -> ReclaimResult | NoReclaim:
         """Victims and the plan they make possible for a job that keeps `member` within
@@ -410,8 +410,8 @@ class Reclaimer:
         pods: Sequence[PendingPod],
         member: str,
         model: str,
-        alloc: Mapping[MemberModel, int],
-        fair: Mapping[MemberModel, float],
+        alloc: dict[MemberModel, int],
+        fair: dict[MemberModel, float],
         lendable: Mapping[str, int] | None,
         above_ratio: float | None,
         cautious: bool = False,
@@ -431,8 +431,8 @@ class Reclaimer:
         pods: Sequence[PendingPod],
         member: str,
         model: str,
-        alloc: Mapping[MemberModel, int],
-        fair: Mapping[MemberModel, float],
+        alloc: dict[MemberModel, int],
+        fair: dict[MemberModel, float],
         lendable: Mapping[str, int] | None,
         place: tuple[int, float, str],
         cautious: bool = False,
@@ -827,8 +827,8 @@ class _Attempt:
 
     reclaimer: Reclaimer
     room: _Room
-    alloc: Mapping[MemberModel, int]
-    fair: Mapping[MemberModel, float]
+    alloc: dict[MemberModel, int]
+    fair: dict[MemberModel, float]
     _giving: dict[str, bool]
     """`may_give` per victim member: positions do not change within an attempt."""
 
@@ -836,8 +836,8 @@ class _Attempt:
         self,
         reclaimer: Reclaimer,
         room: _Room,
-        alloc: Mapping[MemberModel, int],
-        fair: Mapping[MemberModel, float],
+        alloc: dict[MemberModel, int],
+        fair: dict[MemberModel, float],
     ) -> None:
         self.reclaimer = reclaimer
         self.room = room
@@ -929,7 +929,7 @@ class _Attempt:
                 tally.usable = True
         return tally
 
-    def keeps_floor(self, job: VictimJob, taken: Mapping[MemberModel, int]) -> bool:
+    def keeps_floor(self, job: VictimJob, taken: dict[MemberModel, int]) -> bool:
         """Its member stays at or above its floor on every model once `job` is gone too
         (`taken`: what the victims chosen so far take from each member)."""
         alloc, member = self.alloc, job.member
@@ -997,15 +997,15 @@ class WithinEntitlement(_Attempt):
     their fair share first; failing that, jobs on the reclaimer's own nodes are taken
     back whole."""
 
-    entitlement: Mapping[MemberModel, int]
+    entitlement: dict[MemberModel, int]
 
     def __init__(
         self,
         reclaimer: Reclaimer,
         room: _Room,
-        alloc: Mapping[MemberModel, int],
-        fair: Mapping[MemberModel, float],
-        entitlement: Mapping[MemberModel, int],
+        alloc: dict[MemberModel, int],
+        fair: dict[MemberModel, float],
+        entitlement: dict[MemberModel, int],
     ) -> None:
         super().__init__(reclaimer, room, alloc, fair)
         self.entitlement = entitlement
@@ -1096,8 +1096,8 @@ class UpToFairShare(_Attempt):
         self,
         reclaimer: Reclaimer,
         room: _Room,
-        alloc: Mapping[MemberModel, int],
-        fair: Mapping[MemberModel, float],
+        alloc: dict[MemberModel, int],
+        fair: dict[MemberModel, float],
         above_ratio: float | None,
     ) -> None:
         super().__init__(reclaimer, room, alloc, fair)
@@ -1238,8 +1238,8 @@ class Overtaken(_Attempt):
         self,
         reclaimer: Reclaimer,
         room: _Room,
-        alloc: Mapping[MemberModel, int],
-        fair: Mapping[MemberModel, float],
+        alloc: dict[MemberModel, int],
+        fair: dict[MemberModel, float],
         place: tuple[int, float, str],
     ) -> None:
         super().__init__(reclaimer, room, alloc, fair)
