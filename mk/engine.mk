@@ -11,7 +11,7 @@ ENGINE_SOURCES := $(sort $(wildcard scheduler/engine/*.py)) \
 ENGINE_BUILT := scheduler/engine/compiled.json
 
 .PHONY: engine
-## The compiled engine (about a minute; nothing to do when the sources did not change).
+## The compiled engine (about 2 min 15 s, profile-guided; nothing to do when the sources did not change).
 engine: $(ENGINE_BUILT)
 
 ENGINE_SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
