@@ -151,12 +151,11 @@ def _classify(
     allocated: dict[MemberModel, int] = {}
     lent: dict[MemberModel, int] = {}
     groups: dict[MemberModel, list[Entry]] = {}
-    find = node_of.get
     for pod in running:
         gpus = pod.spec.gpus
         if gpus <= 0:
             continue
-        info = find(pod.node)
+        info = node_of.get(pod.node)
         if info is None:
             continue
         model, owner = info

@@ -589,7 +589,7 @@ class _Cycle(OrderKeys):
         checkpointable = self.checkpointable
         resumes = job.resumes(checkpointable)
         due = self.overtaken_due(job)
-        model_of, holds = self.book.model_of, self.state.holds
+        book, holds = self.book, self.state.holds
         freeing, waiting = self.freeing, self.out.waiting
         while pos < len(queue):
             alike = queue[pos]
@@ -600,7 +600,7 @@ class _Cycle(OrderKeys):
                 or self.kept_status(nxt) != status
                 or nxt.resumes(checkpointable) != resumes
                 or (self.overtaken_after >= 0 and self.overtaken_due(nxt) != due)
-                or model_of(alike) != model
+                or book.model_of(alike) != model
                 or jid in holds
                 or jid in freeing
                 or alike.incomplete

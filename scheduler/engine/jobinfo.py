@@ -137,11 +137,10 @@ def job_infos(pending: tuple[PendingJob, ...]) -> list[JobInfo]:
         _LEARNT = (_LAST_INFOS, [], _INFOS)
         return _LAST_INFOS
     kept = _INFOS
-    known = kept.get
     out: list[JobInfo] = []
     new: list[JobInfo] = []
     for job in pending:
-        info = known(id(job))
+        info = kept.get(id(job))
         if info is None or info.job is not job:
             info = _job_info(job)
             new.append(info)

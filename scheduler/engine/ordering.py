@@ -164,7 +164,7 @@ class LateBorrowing:
 def _started_within(late: Late, submitted_at: float, window: float) -> int:
     """`LateBorrowing.after` on one key's pods (looked up once by the caller)."""
     times, suffix = late
-    return (
-        suffix[bisect_right(times, submitted_at)]
-        - suffix[bisect_right(times, submitted_at + window)]
-    )
+    until = submitted_at + window
+    if not times or until < times[0] or submitted_at >= times[-1]:
+        return 0  # every pod started after the window, or none after the job came
+    return suffix[bisect_right(times, submitted_at)] - suffix[bisect_right(times, until)]
