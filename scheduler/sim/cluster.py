@@ -185,6 +185,10 @@ class SimCluster:
         walk every pending job at every instant. Jobs that can never run are left out:
         the meters count what waiting work could use, and demand leaves them out too
         (docs/glossary.md)."""
+        self.pending_gpus: dict[tuple[str, str | None], int] = {}
+        """GPUs of the jobs in `pending_shapes` per (member, model they name, None when
+        none), kept with it: the timeline reads them at every instant between cycles,
+        where the shapes of a contended pool are a hundred or more."""
         self._never: dict[Shape, bool] = {}
         """Shape -> its jobs can never run (`scheduler.sim.never`)."""
         self.shape_changes = 0
@@ -237,6 +241,7 @@ class SimCluster:
         if not waiting:
             self.shape_changes += 1
         self.pending_shapes[shape] = waiting + 1
+        self._count_pending(shape, 1)
 
     def nominate(self, job_id: str, nodes: Mapping[str, str]) -> None:
         job = self.pending.get(job_id)
@@ -256,7 +261,13 @@ class SimCluster:
         else:
             del self.pending_shapes[shape]
             self.shape_changes += 1
+        self._count_pending(shape, -1)
         return job
+
+    def _count_pending(self, shape: Shape, sign: int) -> None:
+        member, model, pods, per_pod = shape
+        key = (member, model)
+        self.pending_gpus[key] = self.pending_gpus.get(key, 0) + sign * pods * per_pod
 
     # -- running pods ---------------------------------------------------------------
     def bind(self, pod: PendingPod, job: PendingJob, node_name: str, now: float) -> RunningPod:

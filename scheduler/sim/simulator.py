@@ -913,11 +913,12 @@ class Simulator:
 
     def _pending_gpus(self) -> dict[tuple[str, str], int]:
         """Pending GPUs per (member, model), for instants without an engine cycle. A job
-        without a model counts for the model with the most GPUs. Read from the pending
-        shapes (a few per member), not the jobs (thousands on a contended pool)."""
+        without a model counts for the model with the most GPUs. Read from the cluster's
+        sums per member and named model (`SimCluster.pending_gpus`), not the jobs
+        (thousands on a contended pool)."""
         fallback = self._largest_model
         out: dict[tuple[str, str], int] = {}
-        for (member, model, pods, per_pod), jobs in self.cluster.pending_shapes.items():
+        for (member, model), gpus in self.cluster.pending_gpus.items():
             key = (member, model or fallback)
-            out[key] = out.get(key, 0) + pods * per_pod * jobs
+            out[key] = out.get(key, 0) + gpus
         return out
