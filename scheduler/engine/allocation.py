@@ -110,11 +110,6 @@ _LAST: list[_Classified] = []
 """The last classification; holding what it was made from keeps the identity checks from
 being fooled by a recycled id."""
 
-_CHANGED_MOST = 4
-"""A classification is worked out from the last one when the pods that came or went are
-at most 1 / `_CHANGED_MOST` of the pods before and after together (a quarter); else
-anew."""
-
 
 def classify(
     running: tuple[RunningPod, ...],
@@ -132,7 +127,7 @@ def classify(
         if last.node_of is node_of and last.entitlement is entitlement:
             if same_items(last.running, running):
                 return last.out
-            changed = changed_pods(last.running, running, _CHANGED_MOST)
+            changed = changed_pods(last.running, running)
             if changed is not None:
                 made = _reclassify(last, running, changed[0], changed[1])
                 _LAST[:] = [made]

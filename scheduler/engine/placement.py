@@ -290,10 +290,6 @@ _LAST_USED: list[_Used] = []
 """The last one made (the entry holds its pods and nodes, so the identity checks cannot
 be fooled by a recycled id)."""
 
-_USED_CHANGED_MOST = 4
-"""Moved from the last one when at most a quarter of the pods came or went (as
-`allocation`); else counted anew."""
-
 
 def _used(index: Mapping[str, int], nodes: list[Node], running: tuple[RunningPod, ...]) -> _Used:
     """What the running pods leave free per node (`nodes`: the static part's, in name
@@ -304,7 +300,7 @@ def _used(index: Mapping[str, int], nodes: list[Node], running: tuple[RunningPod
     if last is not None and last.nodes is nodes:
         if same_items(last.running, running):
             return last
-        changed = changed_pods(last.running, running, _USED_CHANGED_MOST)
+        changed = changed_pods(last.running, running)
         if changed is not None:
             gone, came = changed
             free = (list(last.free[0]), list(last.free[1]), list(last.free[2]), list(last.free[3]))

@@ -330,12 +330,11 @@ def _demand(
         never_runs = NeverRuns(
             last.never_runs.state, policy, static.entitlement, static.models, last.never_runs
         )
-        if not queue.distinct or not last.queue.distinct:
-            pass
-        elif last.queue is queue:
-            change = QueueChange(queue.in_order, [], [])  # only the running pods changed
-        elif queue.change is not None and queue.change.base is last.queue.in_order:
-            change = queue.change
+        if queue.distinct and last.queue.distinct:
+            if last.queue is queue:
+                change = QueueChange(queue.in_order, [], [])  # only the running pods changed
+            elif queue.change is not None and queue.change.base is last.queue.in_order:
+                change = queue.change
     else:
         if state is None:
             state = ClusterState(snapshot)

@@ -183,18 +183,24 @@ def same_items(last: Sequence[object], now: Sequence[object]) -> bool:
     return True
 
 
+CHANGED_MOST = 4
+"""What the engine derives from the running pods alone (`allocation`, `placement`) is
+moved from the last cycle's when the pods that came or went are at most 1 /
+`CHANGED_MOST` of the pods before and after together (a quarter); else worked out anew."""
+
+
 def changed_pods(
-    last: tuple[RunningPod, ...], running: tuple[RunningPod, ...], part: int
+    last: tuple[RunningPod, ...], running: tuple[RunningPod, ...]
 ) -> tuple[list[RunningPod], list[RunningPod]] | None:
     """The pods gone since `last` and the pods come, by identity (a pod that changed, a
     preemption marking it terminating, is one gone and one come), or None when more
-    changed than 1 / `part` of the pods before and after together. Walks both in step:
+    changed than `CHANGED_MOST` allows. Walks both in step:
     the simulator keeps its pods in bind order, so the survivors come in the same
     order. Whatever the order, every pod of `last` is matched by the same pod or gone,
     and every pod of `running` matched or come, so the counts that follow are exact;
     only the work varies. What the engine derives from the running pods alone is moved
     by these from one cycle to the next (`allocation`, `placement`)."""
-    most = (len(last) + len(running)) // part
+    most = (len(last) + len(running)) // CHANGED_MOST
     gone: list[RunningPod] = []
     came: list[RunningPod] = []
     i = j = 0

@@ -64,7 +64,7 @@ def test_a_pod_gone_one_marked_terminating_and_one_come_move_the_last_count() ->
         *pods[6:],
         running("p9", "lab-b", "a-0", gpus=2),
     )
-    assert changed_pods(snap.running, after, placement._USED_CHANGED_MOST) is not None
+    assert changed_pods(snap.running, after) is not None
     later = dataclasses.replace(snap, running=after)
     moved = ClusterState(later)
     assert moved.term_pods == 1 and moved.term[moved.index["a-0"]] == [3, 0, 0, 1]
