@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Final
 
 from scheduler.engine.placement import ClusterState, spec_res
 from scheduler.engine.snapshot import PendingJob, PodSpec
@@ -216,14 +216,30 @@ def position(
     return f"member {member} is {state} its fair share of {what} ({holds})"
 
 
-class Waiting(NamedTuple):
-    """Why a job waits, as decided during the cycle (a named tuple: hashed once per
-    waiting job when the sentences are written, which a dataclass does in Python)."""
+class Waiting:
+    """Why a job waits, as decided during the cycle. A plain class with its own equality
+    and hash: compiled, it is made without a call into Python at every wait decided
+    (a named tuple's constructor is Python code), and hashed at native speed when the
+    sentences are written (a dataclass's hash is Python code too)."""
 
-    kind: str
-    """incomplete | limit | unplaceable | capacity | held | reclaiming | consolidating;
-    the cycle's own "kept" becomes "limit" when the sentences are written."""
-    detail: str = ""
+    __slots__ = ("detail", "kind")
+
+    def __init__(self, kind: str, detail: str = "") -> None:
+        self.kind: Final = kind
+        """incomplete | limit | unplaceable | capacity | held | reclaiming | consolidating;
+        the cycle's own "kept" becomes "limit" when the sentences are written."""
+        self.detail: Final = detail
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Waiting) and self.kind == other.kind and self.detail == other.detail
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.detail))
+
+    def __repr__(self) -> str:
+        return f"Waiting({self.kind!r}, {self.detail!r})"
 
 
 def _shape(spec: PodSpec) -> str:

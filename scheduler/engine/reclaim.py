@@ -532,8 +532,13 @@ class Reclaimer:
 
 
 def _least_pod_gpus(pods: Sequence[PendingPod]) -> int:
-    """The fewest GPUs any pod of the job asks for (`_Room.pod_gpus`)."""
-    return max(0, min(p.spec.gpus for p in pods))
+    """The fewest GPUs any pod of the job asks for (`_Room.pod_gpus`). A loop: compiled,
+    `min` over a generator makes a generator object through Python's call protocol."""
+    least = pods[0].spec.gpus
+    for p in pods:
+        if p.spec.gpus < least:
+            least = p.spec.gpus
+    return max(0, least)
 
 
 def _running_jobs(
