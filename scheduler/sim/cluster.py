@@ -331,8 +331,9 @@ class SimCluster:
         return self._free_gpus[node_name]
 
     @property
-    def free_gpus_by_node(self) -> Mapping[str, int]:
-        """node -> free GPUs, live (read only)."""
+    def free_gpus_by_node(self) -> dict[str, int]:
+        """node -> free GPUs, live (read only: a dict so that the wait meter's compiled
+        reads are direct)."""
         return self._free_gpus
 
     def snapshot(self, now: float, usage_history: Mapping[str, float]) -> Snapshot:

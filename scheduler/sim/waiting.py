@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import math
 from bisect import insort
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from policies.model import Policy
@@ -102,6 +102,27 @@ def slots(free: list[int], gpus_per_pod: int) -> int:
     return sum(f // gpus_per_pod for f in free if f >= gpus_per_pod)
 
 
+class ModelNodes:
+    """One GPU model's nodes as the meter reads them at every instant: their names, GPUs
+    and owners ("" for none) side by side, in the nodes' order. Compiled (`make
+    engine`), reading a field of a `Node` goes through Python's attribute protocol (the
+    engine's classes live in another library); these lists are read directly."""
+
+    def __init__(self, nodes: Sequence[Node]) -> None:
+        self.names = [n.name for n in nodes]
+        self.gpus = [n.gpus for n in nodes]
+        self.owners = [n.owner or "" for n in nodes]
+
+
+def nodes_by_model(nodes: Iterable[Node]) -> dict[str, ModelNodes]:
+    """The nodes with GPUs of a known model, per model, in the order given."""
+    found: dict[str, list[Node]] = {}
+    for node in nodes:
+        if node.gpu_model is not None and node.gpus > 0:
+            found.setdefault(node.gpu_model, []).append(node)
+    return {model: ModelNodes(of_model) for model, of_model in found.items()}
+
+
 @dataclass(frozen=True)
 class Limits:
     """What stops a member from holding more GPUs, besides free capacity."""
@@ -124,16 +145,20 @@ class Limits:
 class Kept:
     """GPUs per node that a waiting member could never get back (module docstring)."""
 
-    everyone: Mapping[str, int]
+    everyone: dict[str, int]
     """node -> GPUs of pods every member must work around: other members' pods within
     their entitlement on their own nodes, pods of no member."""
-    own: Mapping[str, Mapping[str, int]]
+    own: dict[str, dict[str, int]]
     """member -> node -> GPUs of its other pods (not terminating)."""
 
-    def free_for(self, member: str, nodes: list[Node]) -> list[int]:
+    def free_for(self, member: str, nodes: ModelNodes) -> list[int]:
         """Per node, the GPUs the member could have if everything else were taken back."""
         own = self.own.get(member, {})
-        return [n.gpus - self.everyone.get(n.name, 0) - own.get(n.name, 0) for n in nodes]
+        everyone = self.everyone
+        return [
+            gpus - everyone.get(name, 0) - own.get(name, 0)
+            for name, gpus in zip(nodes.names, nodes.gpus, strict=True)
+        ]
 
 
 class KeptBook:
@@ -223,22 +248,23 @@ class State:
     """The cluster at one instant, as the meter needs it. Its own `__init__`, not the
     dataclass one: compiled (`make engine`), the simulator makes one per instant, and the
     generated one runs interpreted (see `scheduler.engine.decisions.MemberShare`). Not
-    frozen for the same reason (nothing changes one once made)."""
+    frozen for the same reason (nothing changes one once made). Its tables are dicts,
+    which compiled code reads directly (a `Mapping`'s `get` is a method call)."""
 
-    free: Mapping[str, int]
+    free: dict[str, int]
     """node -> free GPUs."""
-    shapes: Mapping[Shape, int]
+    shapes: dict[Shape, int]
     """pending job shape -> how many pending jobs have it."""
-    nominated: Mapping[str, int]
+    nominated: dict[str, int]
     """node -> GPUs that nominated pending pods ask for there."""
-    allocated: Mapping[tuple[str, str], int]
+    allocated: dict[tuple[str, str], int]
     """(member, model) -> allocated GPUs (pods in their grace period included)."""
-    lent: Mapping[str, int]
+    lent: dict[str, int]
     """owner -> GPUs of other members' pods on its nodes, over all models."""
     kept: Callable[[], Kept] | None
     """What waiting members could never get back, computed when an owed key needs it
     (None: not known, only the empty nodes are checked)."""
-    fair: Mapping[tuple[str, str], float]
+    fair: dict[tuple[str, str], float]
     """(member, model) -> fair share, from the last engine cycle (for
     `FRAGMENTATION_CLAIMABLE`; missing: 0)."""
     shapes_version: int | None
@@ -247,13 +273,13 @@ class State:
 
     def __init__(
         self,
-        free: Mapping[str, int],
-        shapes: Mapping[Shape, int],
-        nominated: Mapping[str, int],
-        allocated: Mapping[tuple[str, str], int],
-        lent: Mapping[str, int],
+        free: dict[str, int],
+        shapes: dict[Shape, int],
+        nominated: dict[str, int],
+        allocated: dict[tuple[str, str], int],
+        lent: dict[str, int],
         kept: Callable[[], Kept] | None = None,
-        fair: Mapping[tuple[str, str], float] | None = None,
+        fair: dict[tuple[str, str], float] | None = None,
         shapes_version: int | None = None,
     ) -> None:
         self.free = free
@@ -321,7 +347,7 @@ def _claims(
 
 def idle_by_cause(
     state: State,
-    nodes_by_model: Mapping[str, list[Node]],
+    nodes_by_model: dict[str, ModelNodes],
     entitlement: Mapping[tuple[str, str], int],
     limits: Limits,
     index: ShapeIndex | None = None,
@@ -338,15 +364,18 @@ def idle_by_cause(
             member_total[member] = member_total.get(member, 0) + gpus
     elif index is None:
         index = ShapeIndex.of(state.shapes, tuple(nodes_by_model), {})
-    all_free = state.free
+    all_free, nominated = state.free, state.nominated
     for model, nodes in nodes_by_model.items():
-        free = [all_free[node.name] for node in nodes]
-        if state.nominated:
-            for i, node in enumerate(nodes):
-                held = min(free[i], state.nominated.get(node.name, 0))
+        names = nodes.names
+        free = [all_free[name] for name in names]
+        if nominated:
+            for i, name in enumerate(names):
+                held = min(free[i], nominated.get(name, 0))
                 held_total += held
                 free[i] -= held
-        total = sum(free)
+        total = 0
+        for f in free:
+            total += f
         if total <= 0:
             continue
         if index is None or limited:
@@ -395,7 +424,7 @@ def _cause(
 
 def _cause_within_limits(
     model: str,
-    nodes: list[Node],
+    nodes: ModelNodes,
     free: list[int],
     total: int,
     state: State,
@@ -405,9 +434,8 @@ def _cause_within_limits(
 ) -> tuple[str | None, bool]:
     """`_cause` for a policy with a lending limit, a cap or borrowing off: job by job."""
     free_by_owner: dict[str, int] = {}
-    for node, f in zip(nodes, free, strict=True):
+    for owner, f in zip(nodes.owners, free, strict=True):
         if f:
-            owner = node.owner or ""
             free_by_owner[owner] = free_by_owner.get(owner, 0) + f
     flags = {"placeable": False, "limits": False, "fragmentation": False}
     candidates = claimable = False
@@ -476,7 +504,7 @@ def owed_keys(
     entitlement: Mapping[tuple[str, str], int],
     models: tuple[str, ...],
     fits_empty: Mapping[tuple[str, int, int], bool],
-    nodes_by_model: Mapping[str, list[Node]] | None = None,
+    nodes_by_model: dict[str, ModelNodes] | None = None,
     index: ShapeIndex | None = None,
 ) -> set[tuple[str, str]]:
     """(member, model) keys whose member has a pending job that could use its
@@ -497,7 +525,8 @@ def owed_keys(
             continue
         if kept is None:
             kept = state.kept()
-        free = kept.free_for(key[0], nodes_by_model.get(key[1], []))
+        nodes = nodes_by_model.get(key[1])
+        free = [] if nodes is None else kept.free_for(key[0], nodes)
         for gpus, pods, per_pod in jobs:
             if gpus > room:
                 break
@@ -532,7 +561,7 @@ class WaitMeter:
     _pending: bool = False
     _since: float = 0.0
     _owed_since: dict[tuple[str, str], float] = field(default_factory=dict)
-    _by_model: dict[str, list[Node]] = field(default_factory=dict)
+    _by_model: dict[str, ModelNodes] = field(default_factory=dict)
     _fits_empty: dict[tuple[str, int, int], bool] = field(default_factory=dict)
     _shapes_seen: set[Shape] = field(default_factory=set)
     """Shapes `_fits_empty` already holds the answers for."""
@@ -543,10 +572,8 @@ class WaitMeter:
     """The last call's `same_as`."""
 
     def __post_init__(self) -> None:
-        for node in self.nodes:
-            if node.gpu_model is not None and node.gpus > 0:
-                self._by_model.setdefault(node.gpu_model, []).append(node)
-        self._gpus = sum(n.gpus for ns in self._by_model.values() for n in ns)
+        self._by_model = nodes_by_model(self.nodes)
+        self._gpus = sum(sum(ns.gpus) for ns in self._by_model.values())
 
     def observe(self, now: float, state: State, same_as: Hashable | None = None) -> None:
         """The state from `now` on (until the next call). `same_as`: a value equal to the
@@ -620,4 +647,4 @@ class WaitMeter:
                 continue
             key = (model, pods, per_pod)
             if key not in self._fits_empty:
-                self._fits_empty[key] = slots([n.gpus for n in nodes], per_pod) >= pods
+                self._fits_empty[key] = slots(nodes.gpus, per_pod) >= pods

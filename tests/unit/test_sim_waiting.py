@@ -5,26 +5,37 @@ model H (b-0)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 
-from scheduler.sim.waiting import Kept, Limits, State, WaitMeter, idle_by_cause, owed_keys
+from scheduler.sim.waiting import (
+    Kept,
+    Limits,
+    Shape,
+    State,
+    WaitMeter,
+    idle_by_cause,
+    nodes_by_model,
+    owed_keys,
+)
 from tests.unit.test_sim_helpers import node
 
-NODES = {"G": [node("a-0", "a", 4, "G"), node("a-1", "a", 4, "G")], "H": [node("b-0", "b", 8, "H")]}
+NODE_LIST = (node("a-0", "a", 4, "G"), node("a-1", "a", 4, "G"), node("b-0", "b", 8, "H"))
+NODES = nodes_by_model(NODE_LIST)
 ENTITLEMENT = {("a", "G"): 8, ("b", "H"): 8, ("a", "H"): 0, ("b", "G"): 0}
 NO_LIMITS = Limits(max_gpus={}, lending_limit={}, borrowing=True)
 
 
 def state(
     free: dict[str, int],
-    shapes: dict[tuple[str, str | None, int, int], int],
+    shapes: Mapping[tuple[str, str | None, int, int], int],
     nominated: dict[str, int] | None = None,
     allocated: dict[tuple[str, str], int] | None = None,
     lent: dict[str, int] | None = None,
 ) -> State:
     return State(
         free={"a-0": 0, "a-1": 0, "b-0": 0, **free},
-        shapes=shapes,
+        shapes=dict(shapes),
         nominated=nominated or {},
         allocated=allocated or {},
         lent=lent or {},
@@ -144,7 +155,7 @@ def test_an_episode_past_the_allowance_takes_the_cause_in_force_when_the_allowan
     # cause is the episode's. The second episode (t=400) lasts 80 s: no cause.
     seen = iter(["borrowed", "reclaim_limit", "others_entitlement", "unasked"])
     meter = WaitMeter(
-        tuple(NODES["G"] + NODES["H"]),
+        NODE_LIST,
         ENTITLEMENT,
         NO_LIMITS,
         allowance_s=100.0,
@@ -166,7 +177,7 @@ def test_an_observation_said_to_be_the_same_keeps_the_last_figures() -> None:
     # meter keeps t=0's rates (4 fragmented GPUs) and owed episode, whatever it is
     # handed; at t=200 another value makes it read the state again (nothing pending).
     fragmented = state({"a-0": 2, "a-1": 2}, {("a", "G", 1, 4): 1})
-    meter = WaitMeter(tuple(NODES["G"] + NODES["H"]), ENTITLEMENT, NO_LIMITS)
+    meter = WaitMeter(NODE_LIST, ENTITLEMENT, NO_LIMITS)
     meter.observe(0.0, fragmented, same_as=("running", 1))
     meter.observe(100.0, state({}, {}), same_as=("running", 1))
     meter.observe(200.0, state({}, {}), same_as=("running", 2))
@@ -175,7 +186,7 @@ def test_an_observation_said_to_be_the_same_keeps_the_last_figures() -> None:
     assert meter.capacity_gpu_s_while_pending == 16 * 200.0
     assert meter.entitlement_episodes == [("a", "G", 0.0, 200.0)]
     # Unsaid (None), every observation is read.
-    meter = WaitMeter(tuple(NODES["G"] + NODES["H"]), ENTITLEMENT, NO_LIMITS)
+    meter = WaitMeter(NODE_LIST, ENTITLEMENT, NO_LIMITS)
     meter.observe(0.0, fragmented)
     meter.observe(100.0, state({}, {}))
     meter.finish(300.0)
@@ -186,7 +197,7 @@ def test_the_meter_applies_a_lending_limit_with_its_shape_index() -> None:
     # As `test_limits_lending_limit_of_the_owner`, through the meter with a shapes version
     # (as the simulator observes): the index of shapes must not stand in for the limit.
     limits = Limits(max_gpus={}, lending_limit={"a": 4}, borrowing=True)
-    meter = WaitMeter(tuple(NODES["G"] + NODES["H"]), ENTITLEMENT, limits)
+    meter = WaitMeter(NODE_LIST, ENTITLEMENT, limits)
     s = replace(state({"a-0": 4}, {("b", "G", 1, 4): 1}, lent={"a": 2}), shapes_version=1)
     meter.observe(0.0, s)
     meter.finish(10.0)
@@ -199,11 +210,11 @@ def test_the_shape_index_is_rebuilt_when_the_shapes_version_changes() -> None:
     # the same index (a state with other shapes but the same version would be a caller's
     # error; here the shapes are the same and a-0 is full: too few free elsewhere).
     # t=20: a new version with a 1-GPU job: placeable again on a-1's 1 free GPU.
-    meter = WaitMeter(tuple(NODES["G"] + NODES["H"]), ENTITLEMENT, NO_LIMITS)
-    big = {("a", "G", 1, 4): 1}
+    meter = WaitMeter(NODE_LIST, ENTITLEMENT, NO_LIMITS)
+    big: dict[Shape, int] = {("a", "G", 1, 4): 1}
     meter.observe(0.0, replace(state({"a-0": 4}, big), shapes_version=1))
     meter.observe(10.0, replace(state({"a-1": 1}, big), shapes_version=1))
-    small = {("a", "G", 1, 4): 1, ("a", "G", 1, 1): 1}
+    small: dict[Shape, int] = {("a", "G", 1, 4): 1, ("a", "G", 1, 1): 1}
     meter.observe(20.0, replace(state({"a-1": 1}, small), shapes_version=2))
     meter.finish(30.0)
     assert meter.idle_gpu_s["placeable"] == 4 * 10.0 + 1 * 10.0
