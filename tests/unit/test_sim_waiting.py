@@ -5,7 +5,6 @@ model H (b-0)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import replace
 
 from scheduler.sim.waiting import (
@@ -28,14 +27,14 @@ NO_LIMITS = Limits(max_gpus={}, lending_limit={}, borrowing=True)
 
 def state(
     free: dict[str, int],
-    shapes: Mapping[tuple[str, str | None, int, int], int],
+    shapes: dict[Shape, int],
     nominated: dict[str, int] | None = None,
     allocated: dict[tuple[str, str], int] | None = None,
     lent: dict[str, int] | None = None,
 ) -> State:
     return State(
         free={"a-0": 0, "a-1": 0, "b-0": 0, **free},
-        shapes=dict(shapes),
+        shapes=shapes,
         nominated=nominated or {},
         allocated=allocated or {},
         lent=lent or {},
