@@ -85,9 +85,10 @@ from scheduler.engine.placement import (
 )
 from scheduler.engine.reclaim import NoReclaim, Reclaimer, ReclaimResult, VictimJob, Why
 from scheduler.engine.snapshot import PendingJob, PodSpec, RunningPod, Snapshot
+from scheduler.engine.terms import PolicyTerms, terms_of
 
 if TYPE_CHECKING:
-    from policies.model import Member, Policy
+    from policies.model import Policy
 
 _EPS = 1e-9
 _N = TypeVar("_N", int, float)
@@ -182,12 +183,13 @@ class _Cycle(OrderKeys):
     def __init__(self, snapshot: Snapshot, policy: Policy) -> None:
         self.snapshot = snapshot
         self.policy = policy
+        self.terms = terms = terms_of(policy)
         self.state = ClusterState(snapshot)
         self.book = shares_mod.build(snapshot, policy, self.state)
         self.never_runs = self.book.never_runs
-        self.state.wanted = wanted_nodes(self.book, snapshot.usage_history, policy)
+        self.state.wanted = wanted_nodes(self.book, snapshot.usage_history, terms)
         self._wanted_of: dict[tuple[str, str | None], frozenset[str]] = {}
-        limit = policy.sharing.max_reclaims_per_job
+        limit = terms.max_reclaims_per_job
         self.first_reclaim_allowed = limit is None or limit > 0
         """A job never reclaimed is not at the limit (`kept_status`)."""
         self.distinct = len(self.book.info) == len(self.book.infos)
@@ -203,22 +205,19 @@ class _Cycle(OrderKeys):
         """GPUs held for each member's nominated jobs (not bound yet)."""
         self.late = LateBorrowing(self.book.allocation.late)
         """What overtook each pending job on others' nodes (see `ordering`)."""
-        self.late_window = float(
-            policy.sharing.min_runtime_seconds + policy.sharing.reclaim_grace_period_seconds
-        )
+        self.late_window = float(terms.min_runtime_seconds + terms.reclaim_grace_period_seconds)
         self.promised_jobs: dict[str, tuple[MemberModel, int]] = {}
         """What each job holds in `promised`."""
         self.freeing: set[str] = set()
         """Jobs whose nominated nodes still carry terminating pods."""
         # The policy's limits.
-        self.members: dict[str, Member] = {m.name: m for m in policy.members}
         self.lenders = self.never_runs.lenders
-        self.capped = {m.name for m in policy.members if m.max_gpus is not None}
-        self.checkpointable = frozenset(m.name for m in policy.members if m.checkpointable)
-        self.borrowing = policy.sharing.borrowing
-        self.reclaim_limit = policy.sharing.max_reclaims_per_job
-        self.reclaim_window = float(policy.sharing.reclaim_limit_window_seconds)
-        after = policy.sharing.reclaim_overtaken_after_seconds
+        self.capped = terms.capped
+        self.checkpointable = terms.checkpointable
+        self.borrowing = terms.borrowing
+        self.reclaim_limit = terms.max_reclaims_per_job
+        self.reclaim_window = float(terms.reclaim_limit_window_seconds)
+        after = terms.reclaim_overtaken_after_seconds
         self.overtaken_after = -1.0 if after is None else float(after)
         """`reclaim_overtaken_after_seconds`, -1 when unset (read per job: see
         `overtaken_due`)."""
@@ -236,7 +235,7 @@ class _Cycle(OrderKeys):
         self.reclaim_failed: dict[tuple[object, ...], NoReclaim] = {}
         self.reclaimer: Reclaimer | None = None
         self.consolidator: Consolidator | None = None
-        self.moves_left = policy.sharing.max_consolidations_per_cycle
+        self.moves_left = terms.max_consolidations_per_cycle
         self.no_move: set[tuple[int, str, bool, bool]] = set()
         """(shape, member, taking, kept off wanted nodes) that found no move: none appears
         later in the cycle, as capacity only shrinks."""
@@ -378,7 +377,7 @@ class _Cycle(OrderKeys):
         return exhausted, lost, (exhausted or lost) and self.recently_reclaimed(job)
 
     def _kept_detail(self, job: PendingJob, model: str | None) -> str:
-        limit = self.policy.sharing.max_reclaims_per_job
+        limit = self.terms.max_reclaims_per_job
         reclaimed = f"job {job.job_id} was reclaimed {plural(job.reclaims, 'time')}"
         if self.exhausted(job):
             text = (
@@ -394,7 +393,7 @@ class _Cycle(OrderKeys):
             )
         if self._fits_entitlement(job, model) or job.reclaimed_at is None:
             return text
-        window = self.policy.sharing.reclaim_limit_window_seconds
+        window = self.terms.reclaim_limit_window_seconds
         left = job.reclaimed_at + window - self.snapshot.now
         return (
             f"{text}; bigger than its entitlement, it may run anywhere {window} s after its "
@@ -438,7 +437,7 @@ class _Cycle(OrderKeys):
     # -- the cycle -----------------------------------------------------------------------
     def run(self) -> Decisions:
         self._hold_nominations()
-        started = self._head_start() if self.policy.sharing.head_start else set()
+        started = self._head_start() if self.terms.head_start else set()
         queues = MemberQueues(self.book.queued, self)
         decided = self.out.waiting
         found: dict[tuple[object, ...], tuple[int, Waiting]] = {}
@@ -744,17 +743,17 @@ class _Cycle(OrderKeys):
         self._wait(job, Waiting("held", detail))
 
     def _limit(self, job: PendingJob, model: str | None) -> str | None:
-        spec = self.members.get(job.member)
         gpus = self.info(job).gpus
-        if spec is None or gpus <= 0:
+        if job.member not in self.terms.members or gpus <= 0:
             return None
         total = self.member_total.get(job.member, 0)
-        if spec.max_gpus is not None and total + gpus > spec.max_gpus:
+        max_gpus = self.terms.max_gpus.get(job.member)
+        if max_gpus is not None and total + gpus > max_gpus:
             return (
-                f"it needs {gpus} more GPUs but its limit is {spec.max_gpus} (max_gpus) "
+                f"it needs {gpus} more GPUs but its limit is {max_gpus} (max_gpus) "
                 f"and it holds {total}"
             )
-        if not self.policy.sharing.borrowing and not self._models_allowed(job, model):
+        if not self.borrowing and not self._models_allowed(job, model):
             ent = self.book.entitlement.get((job.member, model or ""), 0)
             what = f"{ent} {model}" if model else "its entitlement"
             return (
@@ -766,7 +765,7 @@ class _Cycle(OrderKeys):
     def _models_allowed(self, job: PendingJob, model: str | None) -> frozenset[str] | None:
         """With borrowing off: the GPU models on which the job stays within entitlement."""
         info = self.info(job)
-        if self.policy.sharing.borrowing or info.gpus <= 0:
+        if self.borrowing or info.gpus <= 0:
             return None
         explicit = info.explicit_model
         options = [explicit] if explicit is not None else self.book.models
@@ -874,7 +873,7 @@ class _Cycle(OrderKeys):
         if result.wait:
             self._drain(job, result.plan, "the later jobs of its member it takes back")
             return True
-        grace = self.policy.sharing.reclaim_grace_period_seconds
+        grace = self.terms.reclaim_grace_period_seconds
         victims_text: list[str] = []
         for victim in result.victims:
             reason = (
@@ -931,7 +930,7 @@ class _Cycle(OrderKeys):
     def _victim_index(self) -> Reclaimer:
         """The cycle's victim index (reclaim's, shared by consolidation)."""
         if self.reclaimer is None:
-            sharing = self.policy.sharing
+            sharing = self.terms
             self.reclaimer = Reclaimer(
                 self.state,
                 self.snapshot.running,
@@ -1035,7 +1034,7 @@ class _Cycle(OrderKeys):
         if result.wait:
             self._drain(job, result.plan)
             return
-        grace = self.policy.sharing.reclaim_grace_period_seconds
+        grace = self.terms.reclaim_grace_period_seconds
         whose = self._reclaimer_position(job.member, model, entitled)
         victims_text: list[str] = []
         for victim in result.victims:
@@ -1069,9 +1068,7 @@ class _Cycle(OrderKeys):
         idle = sum(from_free[0] for _, _, from_free in self.state.holds.get(job.job_id, ()))
         self.out.waiting[job.job_id] = (
             job,
-            Waiting(
-                "reclaiming", drain_detail(self.policy.sharing.min_runtime_seconds, idle, pods)
-            ),
+            Waiting("reclaiming", drain_detail(self.terms.min_runtime_seconds, idle, pods)),
         )
 
     def _reclaimer_position(self, member: str, model: str, entitled: bool) -> str:
@@ -1199,7 +1196,7 @@ class _Cycle(OrderKeys):
 
     def _consolidator(self) -> Consolidator:
         index = self._victim_index()
-        sharing = self.policy.sharing
+        sharing = self.terms
         return Consolidator(
             self.state,
             index.jobs,
@@ -1213,7 +1210,7 @@ class _Cycle(OrderKeys):
         )
 
     def _apply_move(self, job: PendingJob, model: str, move: Move) -> None:
-        grace = self.policy.sharing.reclaim_grace_period_seconds
+        grace = self.terms.reclaim_grace_period_seconds
         where = ", ".join(move.nodes)
         victims_text: list[str] = []
         # The claimant's position before anything leaves (its own moved jobs included).
@@ -1321,7 +1318,7 @@ class _Cycle(OrderKeys):
         if found is None:
             return ""
         why, model, taking = found
-        sharing = self.policy.sharing
+        sharing = self.terms
         if why == "spent":
             # Off by the policy: nothing to say, and nothing to work out.
             if sharing.max_consolidations_per_cycle <= 0 or not fragmented(self.state, job, model):
@@ -1466,14 +1463,14 @@ def overtook_hint(
 
 
 def wanted_nodes(
-    book: shares_mod.ShareBook, usage_history: Mapping[str, float], policy: Policy
+    book: shares_mod.ShareBook, usage_history: Mapping[str, float], terms: PolicyTerms
 ) -> frozenset[MemberModel]:
     """(owner, GPU model) pairs whose owner is likely to want its nodes back: its demand
     on the model (held plus pending) reaches `WANTS_BACK` of its entitlement there, or
     its recent mean allocation does of its whole entitlement. The recent mean comes from
     the usage history: a member holding G GPUs for long has a history of
     G * half-life / ln 2 GPU-seconds."""
-    half_life = policy.sharing.usage_half_life_hours
+    half_life = terms.usage_half_life_hours
     recent: dict[str, float] = {}
     if half_life:
         scale = math.log(2) / (half_life * _HOUR_S)

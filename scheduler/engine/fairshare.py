@@ -17,32 +17,34 @@ For one GPU model with `capacity` GPUs:
    weight; one that used the mean gets half of it. Entitlements are never touched.
 
 Members are handled in name order and all arithmetic is done in that order, so the same
-inputs give bit-identical floats regardless of the dicts' insertion order.
+inputs give bit-identical floats regardless of the dicts' insertion order. Sums are
+loops, not `sum` over a generator, which compiled code still runs through Python's
+protocol (docs/architecture.md, "The compiled engine").
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 _EPS = 1e-9
 
 
-def _members(*maps: Mapping[str, float] | None) -> list[str]:
+def _members(*maps: dict[str, float]) -> list[str]:
     names: set[str] = set()
     for m in maps:
-        if m:
-            names.update(m)
+        names.update(m)
     return sorted(names)
 
 
 def effective_weights(
-    weight: Mapping[str, float], usage: Mapping[str, float] | None, members: list[str]
+    weight: dict[str, float], usage: dict[str, float] | None, members: list[str]
 ) -> dict[str, float]:
     """Weights for the surplus, lowered for members that used more than the mean."""
     base = {m: float(weight.get(m, 1.0)) for m in members}
     if not usage or not members:
         return base
-    mean = sum(float(usage.get(m, 0.0)) for m in members) / len(members)
+    total = 0.0
+    for m in members:
+        total += float(usage.get(m, 0.0))
+    mean = total / len(members)
     if mean <= 0:
         return base
     return {m: base[m] / (1.0 + max(0.0, float(usage.get(m, 0.0))) / mean) for m in members}
@@ -70,7 +72,9 @@ def water_fill(
             lim = min(lim, max(0.0, float(cap[m])))
         limit[m] = lim
     share = {m: min(max(0.0, float(entitlement.get(m, 0.0))), limit[m]) for m in members}
-    guaranteed = sum(share[m] for m in members)
+    guaranteed = 0.0
+    for m in members:
+        guaranteed += share[m]
     if guaranteed > capacity:
         scale = capacity / guaranteed if guaranteed > 0 else 0.0
         share = {m: share[m] * scale for m in members}
@@ -79,7 +83,9 @@ def water_fill(
     w = effective_weights(weight, usage, members)
     active = [m for m in members if limit[m] - share[m] > _EPS and w[m] > 0]
     while surplus > _EPS and active:
-        total_w = sum(w[m] for m in active)
+        total_w = 0.0
+        for m in active:
+            total_w += w[m]
         level = surplus / total_w
         saturated = [m for m in active if (limit[m] - share[m]) / w[m] <= level + _EPS]
         if not saturated:

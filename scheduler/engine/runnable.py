@@ -24,15 +24,7 @@ from policies.model import Policy
 from scheduler.engine.entitlement import MemberModel
 from scheduler.engine.jobinfo import JobInfo
 from scheduler.engine.placement import ClusterState, spec_res
-
-
-def lenders(policy: Policy) -> list[tuple[str, int]]:
-    """Members with a lending limit, by name."""
-    return [
-        (m.name, m.lending_limit)
-        for m in sorted(policy.members, key=lambda m: m.name)
-        if m.lending_limit is not None
-    ]
+from scheduler.engine.terms import terms_of
 
 
 class NeverRuns:
@@ -66,11 +58,12 @@ class NeverRuns:
         (they only ever gain the same answers); `found` stays each one's own, as the
         daemon's API threads build share books too."""
         self.state = state
-        self.lenders = lenders(policy)
-        self.borrowing = policy.sharing.borrowing
+        terms = terms_of(policy)
+        self.lenders = terms.lenders
+        self.borrowing = terms.borrowing
         self.entitlement = entitlement
         self.models = models
-        self.max_gpus = {m.name: m.max_gpus for m in policy.members if m.max_gpus is not None}
+        self.max_gpus = terms.max_gpus
         self.never: dict[int, bool] = {} if like is None else like.never
         """Shape -> `placement`, when that does not depend on the member (no lending
         limit, or a pod no node takes)."""

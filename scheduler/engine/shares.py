@@ -46,6 +46,7 @@ from scheduler.engine.jobinfo import (
 from scheduler.engine.placement import ClusterState
 from scheduler.engine.runnable import NeverRuns
 from scheduler.engine.snapshot import Node, PendingJob, RunningPod, Snapshot
+from scheduler.engine.terms import PolicyTerms, terms_of
 
 if TYPE_CHECKING:
     from policies.model import Policy
@@ -161,13 +162,17 @@ class ShareBook:
                 demand = allocated + pending
                 if not (contribution or entitlement or allocated or demand):
                     continue
+                fair = self.fair.get(key, 0.0)
+                if fair != int(fair):
+                    # A whole number rounds to itself; `round` is a call into Python.
+                    fair = round(fair, 9)
                 out.append(
                     MemberShare(
                         member,
                         model,
                         contribution,
                         entitlement,
-                        round(self.fair.get(key, 0.0), 9),
+                        fair,
                         allocated,
                         allocation.borrowed.get(key, 0),
                         allocation.reclaimable.get(key, 0),
@@ -284,7 +289,7 @@ class _Demand:
         # `found` is whether one of them can never run, as the cycle needs it.
         never_runs.found = self.never_jobs > 0
         self.members = sorted(
-            set(policy.member_names())
+            set(terms_of(policy).member_names)
             | queue.members
             | {p.member for p in running if p.member is not None}
         )
@@ -369,7 +374,7 @@ def build(snapshot: Snapshot, policy: Policy, state: ClusterState | None = None)
         only_model=static.models[0] if len(static.models) == 1 else None,
         never_runs=demand.never_runs,
     )
-    book.fair = _fair_shares(book, snapshot, policy)
+    book.fair = _fair_shares(book, snapshot, terms_of(policy))
     return book
 
 
@@ -481,21 +486,24 @@ def _moved_demand(
     return pending, job_model, floating, never_jobs
 
 
-def _fair_shares(book: ShareBook, snapshot: Snapshot, policy: Policy) -> dict[MemberModel, float]:
+def _fair_shares(
+    book: ShareBook, snapshot: Snapshot, terms: PolicyTerms
+) -> dict[MemberModel, float]:
     """Each model's capacity, less what lending limits withhold, water-filled over the
     members by entitlement, demand, weight and (with a half-life) usage history."""
     members = book.members
-    known = {m.name: m for m in policy.members}
-    weight = {m: (known[m].weight if m in known else 1.0) for m in members}
-    usage = dict(snapshot.usage_history) if policy.sharing.usage_half_life_hours else None
-    if usage is not None:
-        usage = {m: usage.get(m, 0.0) for m in members}
-    withheld = _withheld(book, policy)
+    known = terms.weight
+    weight = {m: known.get(m, 1.0) for m in members}
+    usage: dict[str, float] | None = None
+    if terms.usage_half_life_hours:
+        history = snapshot.usage_history
+        usage = {m: history.get(m, 0.0) for m in members}
+    withheld = _withheld(book, terms)
     fair: dict[MemberModel, float] = {}
     for model in book.models:
         ent_m = {m: float(book.entitlement.get((m, model), 0)) for m in members}
         dem_m = {m: float(book.demand((m, model))) for m in members}
-        caps = _caps(book, policy, model, ent_m)
+        caps = _caps(book, terms, model, ent_m)
         shares = water_fill(
             book.capacity.get(model, 0) - withheld.get(model, 0.0),
             ent_m,
@@ -509,37 +517,40 @@ def _fair_shares(book: ShareBook, snapshot: Snapshot, policy: Policy) -> dict[Me
     return fair
 
 
-def _withheld(book: ShareBook, policy: Policy) -> dict[str, float]:
+def _withheld(book: ShareBook, terms: PolicyTerms) -> dict[str, float]:
     """Per model, the part of owners' idle contribution their lending limits keep back."""
     withheld: dict[str, float] = {}
-    for member in policy.members:
-        if member.lending_limit is None:
-            continue
+    for name, limit in terms.lending_limit.items():
         idle = {}
         for model in book.models:
-            key = (member.name, model)
+            key = (name, model)
             idle[model] = max(0, book.contribution.get(key, 0) - book.demand(key))
         total_idle = sum(idle.values())
-        if total_idle > member.lending_limit:
+        if total_idle > limit:
             for model in book.models:
-                lendable = member.lending_limit * idle[model] / total_idle
+                lendable = limit * idle[model] / total_idle
                 withheld[model] = withheld.get(model, 0.0) + idle[model] - lendable
     return withheld
 
 
-def _caps(book: ShareBook, policy: Policy, model: str, ent_m: dict[str, float]) -> dict[str, float]:
+def _caps(
+    book: ShareBook, terms: PolicyTerms, model: str, ent_m: dict[str, float]
+) -> dict[str, float]:
     """Water-filling caps on one model: `max_gpus` less what the member holds on the
     other models, and the entitlement when borrowing is off."""
-    known = {m.name: m for m in policy.members}
     allocated = book.allocation.allocated
+    max_gpus = terms.max_gpus
     caps: dict[str, float] = {}
     for m in book.members:
         limit = float("inf")
-        spec = known.get(m)
-        if spec is not None and spec.max_gpus is not None:
-            others = sum(allocated.get((m, o), 0) for o in book.models if o != model)
-            limit = max(0.0, float(spec.max_gpus - others))
-        if not policy.sharing.borrowing:
+        spec_max = max_gpus.get(m)
+        if spec_max is not None:
+            others = 0
+            for o in book.models:
+                if o != model:
+                    others += allocated.get((m, o), 0)
+            limit = max(0.0, float(spec_max - others))
+        if not terms.borrowing:
             limit = min(limit, ent_m[m])
         if limit != float("inf"):
             caps[m] = limit
