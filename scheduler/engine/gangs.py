@@ -351,7 +351,10 @@ def _try(
     pods: Sequence[PendingPod],
     cautious: bool,
 ) -> Plan | None:
-    work = [(spec, uids, cands) for (spec, uids), cands in zip(groups, cand_lists, strict=True)]
+    # Indexed, not `zip(..., strict=True)`: compiled, a call with a keyword goes through
+    # Python's call protocol, and a waiting gang is planned every cycle.
+    assert len(groups) == len(cand_lists)
+    work = [(groups[k][0], groups[k][1], cand_lists[k]) for k in range(len(groups))]
     if any(not c for _, _, c in work):
         return None
     out = _greedy(state, work, member, lendable, extra, cautious)

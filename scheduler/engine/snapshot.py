@@ -176,8 +176,9 @@ def same_items(last: Sequence[object], now: Sequence[object]) -> bool:
     so what the engine derived from `last` holds for `now` (its caches ask this)."""
     if len(last) != len(now):
         return False
-    # A loop, not all() over a generator: compiled, it runs several times faster.
-    for before, item in zip(last, now, strict=True):  # noqa: SIM110
+    # A loop, not all() over a generator: compiled, it runs several times faster. No
+    # `strict=True` (the lengths are equal): a call with a keyword goes through Python.
+    for before, item in zip(last, now):  # noqa: SIM110, B905
         if before is not item:
             return False
     return True

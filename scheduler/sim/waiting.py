@@ -155,9 +155,11 @@ class Kept:
         """Per node, the GPUs the member could have if everything else were taken back."""
         own = self.own.get(member, {})
         everyone = self.everyone
+        names, gpus = nodes.names, nodes.gpus
+        # Indexed, not `zip(..., strict=True)`: compiled, a call with a keyword goes
+        # through Python's call protocol.
         return [
-            gpus - everyone.get(name, 0) - own.get(name, 0)
-            for name, gpus in zip(nodes.names, nodes.gpus, strict=True)
+            gpus[k] - everyone.get(names[k], 0) - own.get(names[k], 0) for k in range(len(names))
         ]
 
 
@@ -434,9 +436,11 @@ def _cause_within_limits(
 ) -> tuple[str | None, bool]:
     """`_cause` for a policy with a lending limit, a cap or borrowing off: job by job."""
     free_by_owner: dict[str, int] = {}
-    for owner, f in zip(nodes.owners, free, strict=True):
+    owners = nodes.owners
+    for k in range(len(owners)):
+        f = free[k]
         if f:
-            free_by_owner[owner] = free_by_owner.get(owner, 0) + f
+            free_by_owner[owners[k]] = free_by_owner.get(owners[k], 0) + f
     flags = {"placeable": False, "limits": False, "fragmentation": False}
     candidates = claimable = False
     # Per model, slots depend only on the pod size and reach only on the member:
