@@ -34,11 +34,7 @@ which would preempt borrowers again and again on its behalf.
 
 from __future__ import annotations
 
-from bisect import bisect_right
-from collections.abc import Sequence
 from heapq import heappop, heappush, heappushpop
-from itertools import groupby
-from operator import attrgetter
 
 from scheduler.engine.allocation import Late
 from scheduler.engine.entitlement import MemberModel
@@ -46,9 +42,6 @@ from scheduler.engine.jobinfo import JobInfo
 from scheduler.engine.shares import job_sort_key
 
 __all__ = ["LateBorrowing", "MemberQueues", "OrderKeys", "job_sort_key", "ratio"]
-
-
-_MEMBER = attrgetter("job.member")
 
 
 def ratio(allocated: float, fair: float) -> float:
@@ -82,13 +75,21 @@ class MemberQueues:
     entry carries the member's queue, so a turn looks up only the member whose job it
     ends."""
 
-    def __init__(self, jobs: Sequence[JobInfo], keys: OrderKeys) -> None:
+    def __init__(self, jobs: list[JobInfo], keys: OrderKeys) -> None:
         """`jobs` (what is known of each) in queue order: by member, then
         `job_sort_key` (`ShareBook.queued`). Queued with what is known of it, a job is
         never looked up again during its turn."""
         self._keys = keys
-        # `jobs` comes grouped by member: one list per run.
-        self._lines = {member: _Line(list(run)) for member, run in groupby(jobs, key=_MEMBER)}
+        # `jobs` comes grouped by member: one list per run. Cut by a loop, not `groupby`
+        # with an `attrgetter`: compiled, that reads every job's member through Python's
+        # attribute protocol, at every cycle.
+        self._lines: dict[str, _Line] = {}
+        start, n = 0, len(jobs)
+        for k in range(1, n + 1):
+            member = jobs[start].job.member
+            if k == n or jobs[k].job.member != member:
+                self._lines[member] = _Line(jobs[start:k])
+                start = k
         # Members are distinct: entries never compare their queues.
         self._heap: list[tuple[tuple[int, float], str, _Line]] = []
         for member in sorted(self._lines):
@@ -167,4 +168,18 @@ def _started_within(late: Late, submitted_at: float, window: float) -> int:
     until = submitted_at + window
     if not times or until < times[0] or submitted_at >= times[-1]:
         return 0  # every pod started after the window, or none after the job came
-    return suffix[bisect_right(times, submitted_at)] - suffix[bisect_right(times, until)]
+    return suffix[_after(times, submitted_at)] - suffix[_after(times, until)]
+
+
+def _after(times: list[float], t: float) -> int:
+    """`bisect.bisect_right(times, t)`, as a loop: compiled, it reads the list natively,
+    where calling `bisect` goes through Python's call protocol (at every turn that asks
+    whether a job's member is within its entitlement)."""
+    lo, hi = 0, len(times)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if t < times[mid]:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo

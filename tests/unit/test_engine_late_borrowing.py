@@ -5,10 +5,12 @@ submission."""
 
 from __future__ import annotations
 
+from bisect import bisect_right
+
 from scheduler.engine import schedule
 from scheduler.engine.allocation import classify
 from scheduler.engine.decisions import Decisions
-from scheduler.engine.ordering import LateBorrowing
+from scheduler.engine.ordering import LateBorrowing, _after
 from tests.unit.engine_strategies import job, node, policy, running, snapshot
 
 POL = policy(["lab-a", "lab-b"], min_runtime_seconds=600, reclaim_grace_period_seconds=30)
@@ -87,3 +89,12 @@ def test_at_least_answers_as_after_does() -> None:
                 for gpus in range(0, 15):
                     expected = late.after(key, submitted, window) >= gpus
                     assert late.at_least(key, submitted, window, gpus) is expected
+
+
+def test_after_counts_as_bisect_does() -> None:
+    # `ordering._after` is `bisect_right` written as a loop (for the compiled engine):
+    # equal times, the ends and an empty list included.
+    cases = [[], [5.0], [1.0, 1.0, 1.0], [0.0, 2.5, 2.5, 7.0, 9.0, 9.0, 12.0]]
+    for times in cases:
+        for t in (-1.0, 0.0, 1.0, 2.5, 3.0, 9.0, 12.0, 13.0):
+            assert _after(times, t) == bisect_right(times, t), (times, t)
