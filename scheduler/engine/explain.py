@@ -22,6 +22,8 @@ _EPS = 1e-9
 
 def fmt(x: float) -> str:
     """16 -> '16', 7.5 -> '7.5', 2.3333 -> '2.3'."""
+    if x == int(x):
+        return str(int(x))  # what `round`, a call into Python, would give
     r = round(x, 1)
     return str(int(r)) if r == int(r) else f"{r:.1f}"
 

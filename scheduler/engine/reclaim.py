@@ -961,9 +961,11 @@ class _Attempt:
         taken: dict[MemberModel, int] = {}
         chosen: list[VictimJob] = []
         plan: Plan | None = None
-        member, need, keeps_floor = self.member, room.need, self.keeps_floor
+        # `self.keeps_floor(...)`, not a bound method kept in a local: compiled, the
+        # method is called directly, the bound method through Python's call protocol.
+        member, need = self.member, room.need
         for job in jobs:
-            if not (home and member in job.owners) and not keeps_floor(job, taken):
+            if not (home and member in job.owners) and not self.keeps_floor(job, taken):
                 continue
             for m, g in job.by_model.items():
                 taken[(job.member, m)] = taken.get((job.member, m), 0) + g

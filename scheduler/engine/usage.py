@@ -8,14 +8,14 @@ the caller says how much time passed.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 LN2 = math.log(2.0)
 
 
 def advance_usage_history(
-    history: Mapping[str, float],
-    allocated: Mapping[str, int],
+    history: dict[str, float],
+    allocated: dict[str, int],
     elapsed_s: float,
     half_life_s: float,
     members: Iterable[str],
@@ -29,7 +29,9 @@ def advance_usage_history(
     for `members` (the policy's): their allocation is added, while entries of anyone
     else already in `history` only decay. A member whose history is 0 is left out. A
     non-positive `elapsed_s` changes nothing (the clocks of two machines may disagree by
-    a little)."""
+    a little). The tables are typed as the dicts both shells hold: compiled, a `Mapping`'s
+    `get` would go through Python's call protocol, and the simulator calls this at every
+    instant."""
     if half_life_s <= 0:
         raise ValueError(f"half_life_s must be positive, got {half_life_s}")
     out = dict(history)
