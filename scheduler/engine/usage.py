@@ -37,7 +37,9 @@ def advance_usage_history(
     out = dict(history)
     if elapsed_s <= 0:
         return out
-    decay = 0.5 ** (elapsed_s / half_life_s)
+    # Typed: `float ** float` is `Any` to mypy (a negative base gives a complex), and
+    # compiled, every sum below would then go through Python's number protocol.
+    decay: float = 0.5 ** (elapsed_s / half_life_s)
     gain = half_life_s / LN2 * (1.0 - decay)
     kept = set(members)
     for member in sorted(kept | set(history)):

@@ -43,7 +43,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, IntEnum
 from time import perf_counter
 
 from policies.model import Policy
@@ -80,9 +80,11 @@ class JobState(Enum):
     DONE = "done"
 
 
-class EventKind(Enum):
+class EventKind(IntEnum):
     # Value = order among events at the same instant: capacity is freed before new
-    # work arrives, so one cycle sees both.
+    # work arrives, so one cycle sees both. An int, so that the event queue holds and
+    # compares the members themselves: compiled, `EventKind(value)` and `.value` would
+    # each be a call into Python at every event.
     COMPLETION = 0
     GRACE_END = 1
     ARRIVAL = 2
@@ -333,7 +335,7 @@ class Simulator:
         self.max_preemptions_per_job = max_preemptions_per_job
         self.progress = progress
         self.jobs = {j.job_id: JobRecord(job=j, remaining_s=j.duration_s) for j in trace.jobs}
-        self._events: list[tuple[float, int, int, str, int]] = []
+        self._events: list[tuple[float, EventKind, int, str, int]] = []
         self._seq = 0
         self._node_owner = {n.name: n.owner or "" for n in nodes}
         self._node_model = {n.name: n.gpu_model or "" for n in nodes}
@@ -406,7 +408,7 @@ class Simulator:
     # -- events ---------------------------------------------------------------------
     def _push(self, time: float, kind: EventKind, job_id: str, token: int) -> None:
         self._seq += 1
-        heapq.heappush(self._events, (time, kind.value, self._seq, job_id, token))
+        heapq.heappush(self._events, (time, kind, self._seq, job_id, token))
 
     def run(self) -> SimulationResult:
         began = perf_counter()
@@ -433,7 +435,7 @@ class Simulator:
                 while events and events[0][0] == at:
                     _, kind, _, job_id, token = heapq.heappop(events)
                     self.events_done += 1
-                    changed_at |= self._handle(EventKind(kind), self.jobs[job_id], token, at)
+                    changed_at |= self._handle(kind, self.jobs[job_id], token, at)
                 if changed_at:
                     if not changed:
                         now = at + self.batch_s  # the batch opens at its first change
