@@ -394,12 +394,15 @@ class Simulator:
         """(owner, model) -> uids of other members' pods on the owner's nodes of that
         model: what `_owed_blocker` looks at."""
         self._reclaim_limit = sharing.max_reclaims_per_job
-        self._kept_book = KeptBook(self._node_owner, self._node_model, cap.entitlement)
+        # The meter's tables as dicts: compiled, it reads them natively (a `Mapping`'s
+        # `get` is a call into Python).
+        entitlement = dict(cap.entitlement)
+        self._kept_book = KeptBook(self._node_owner, self._node_model, entitlement)
         """What a waiting member could never get back (`waiting.Kept`), moved as pods
         are bound, marked terminating and freed."""
         self.meter = WaitMeter(
             nodes,
-            cap.entitlement,
+            entitlement,
             Limits.of(policy),
             allowance_s=self._grace + self._min_runtime + OWED_SLACK_S,
             blocker=self._owed_blocker,
@@ -794,7 +797,7 @@ class Simulator:
     def _shares_by_key(shares: Iterable[MemberShare]) -> dict[tuple[str, str], MemberShare]:
         return {(s.member, s.gpu_model): s for s in shares}
 
-    def _record_timeline(self, shares: Mapping[tuple[str, str], MemberShare]) -> None:
+    def _record_timeline(self, shares: dict[tuple[str, str], MemberShare]) -> None:
         now = self._now
         pending = self._pending_gpus() if not shares else None
         allocated_of, lent_of, elsewhere_of = self._allocated, self._lent, self._elsewhere

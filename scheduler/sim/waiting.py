@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import math
 from bisect import insort
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from policies.model import Policy
@@ -127,8 +127,8 @@ def nodes_by_model(nodes: Iterable[Node]) -> dict[str, ModelNodes]:
 class Limits:
     """What stops a member from holding more GPUs, besides free capacity."""
 
-    max_gpus: Mapping[str, int]
-    lending_limit: Mapping[str, int]
+    max_gpus: dict[str, int]
+    lending_limit: dict[str, int]
     borrowing: bool
 
     @staticmethod
@@ -176,9 +176,9 @@ class KeptBook:
 
     def __init__(
         self,
-        node_owner: Mapping[str, str | None],
-        node_model: Mapping[str, str],
-        entitlement: Mapping[tuple[str, str], int],
+        node_owner: dict[str, str],
+        node_model: dict[str, str],
+        entitlement: dict[tuple[str, str], int],
     ) -> None:
         self._owner = node_owner
         self._model = node_model
@@ -301,12 +301,12 @@ class ShapeIndex:
     leaves the set as it is (about half the instants the meter works its figures out at,
     on the simulator benchmark's replays at loads 0.6 and 1.2)."""
 
-    sizes: Mapping[str, Mapping[int, int]]
+    sizes: dict[str, dict[int, int]]
     """model -> GPUs per pod -> the fewest pods of a shape with pods that size that may
     run on the model (a job fits node by node when some size's fewest fit)."""
-    smallest: Mapping[str, Mapping[str, int]]
+    smallest: dict[str, dict[str, int]]
     """model -> member -> GPUs of the member's smallest job that may run on the model."""
-    owed: Mapping[tuple[str, str], list[tuple[int, int, int]]]
+    owed: dict[tuple[str, str], list[tuple[int, int, int]]]
     """(member, model) -> (GPUs, pods, GPUs per pod) of the member's jobs that may use
     the model and fit its empty nodes, smallest first (`owed_keys`)."""
 
@@ -314,7 +314,7 @@ class ShapeIndex:
     def of(
         shapes: Iterable[Shape],
         models: tuple[str, ...],
-        fits_empty: Mapping[tuple[str, int, int], bool],
+        fits_empty: dict[tuple[str, int, int], bool],
     ) -> ShapeIndex:
         sizes: dict[str, dict[int, int]] = {}
         smallest: dict[str, dict[str, int]] = {}
@@ -338,7 +338,7 @@ def _claims(
     model: str,
     gpus: int,
     state: State,
-    entitlement: Mapping[tuple[str, str], int],
+    entitlement: dict[tuple[str, str], int],
 ) -> bool:
     """The job could claim GPUs of the model: it keeps its member within its entitlement,
     or the member is below its fair share (`FRAGMENTATION_CLAIMABLE`)."""
@@ -350,7 +350,7 @@ def _claims(
 def idle_by_cause(
     state: State,
     nodes_by_model: dict[str, ModelNodes],
-    entitlement: Mapping[tuple[str, str], int],
+    entitlement: dict[tuple[str, str], int],
     limits: Limits,
     index: ShapeIndex | None = None,
 ) -> dict[str, int]:
@@ -401,7 +401,7 @@ def _cause(
     free: list[int],
     total: int,
     state: State,
-    entitlement: Mapping[tuple[str, str], int],
+    entitlement: dict[tuple[str, str], int],
     index: ShapeIndex,
 ) -> tuple[str | None, bool]:
     """The cause of a model's `total` idle GPUs when no limit applies (None: no pending
@@ -430,8 +430,8 @@ def _cause_within_limits(
     free: list[int],
     total: int,
     state: State,
-    member_total: Mapping[str, int],
-    entitlement: Mapping[tuple[str, str], int],
+    member_total: dict[str, int],
+    entitlement: dict[tuple[str, str], int],
     limits: Limits,
 ) -> tuple[str | None, bool]:
     """`_cause` for a policy with a lending limit, a cap or borrowing off: job by job."""
@@ -478,8 +478,8 @@ def _capped(
     model: str,
     gpus: int,
     state: State,
-    member_total: Mapping[str, int],
-    entitlement: Mapping[tuple[str, str], int],
+    member_total: dict[str, int],
+    entitlement: dict[tuple[str, str], int],
     limits: Limits,
 ) -> bool:
     """The member's `max_gpus`, or with borrowing off its entitlement, stops the job."""
@@ -490,7 +490,7 @@ def _capped(
     return not limits.borrowing and held + gpus > entitlement.get((member, model), 0)
 
 
-def _reach(member: str, state: State, free_by_owner: Mapping[str, int], limits: Limits) -> int:
+def _reach(member: str, state: State, free_by_owner: dict[str, int], limits: Limits) -> int:
     """Free GPUs of a model the member may use: its own and unowned ones, and what each
     other owner may still lend."""
     reach = 0
@@ -505,9 +505,9 @@ def _reach(member: str, state: State, free_by_owner: Mapping[str, int], limits: 
 
 def owed_keys(
     state: State,
-    entitlement: Mapping[tuple[str, str], int],
+    entitlement: dict[tuple[str, str], int],
     models: tuple[str, ...],
-    fits_empty: Mapping[tuple[str, int, int], bool],
+    fits_empty: dict[tuple[str, int, int], bool],
     nodes_by_model: dict[str, ModelNodes] | None = None,
     index: ShapeIndex | None = None,
 ) -> set[tuple[str, str]]:
@@ -545,7 +545,7 @@ class WaitMeter:
     """Integrates idle-while-waiting per cause and times owed episodes (module docstring)."""
 
     nodes: tuple[Node, ...]
-    entitlement: Mapping[tuple[str, str], int]
+    entitlement: dict[tuple[str, str], int]
     limits: Limits
     idle_gpu_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(IDLE_CAUSES, 0.0))
     fragmentation_claimable_gpu_s: float = 0.0
