@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from scheduler.engine import shares as shares_mod
 from scheduler.engine.collector import pause, resume
@@ -91,6 +91,7 @@ if TYPE_CHECKING:
     from policies.model import Policy
 
 _EPS = 1e-9
+_N = TypeVar("_N", int, float)
 _HOUR_S = 3600.0
 _SHARED_WAITS = ("capacity", "unplaceable", "kept")
 """Waits an alike job later in the cycle shares while nothing moved (`_Cycle.run`)."""
@@ -148,20 +149,11 @@ class _Claim:
         self.above_ratio = above_ratio
 
 
-def _per_member(values: dict[tuple[str, str], int]) -> dict[str, int]:
-    """Per-model values summed per member (or owner). One function per number type, not
-    one over a type variable: compiled, that one adds through Python's number protocol."""
-    out: dict[str, int] = {}
+def _per_member(values: dict[tuple[str, str], _N], zero: _N) -> dict[str, _N]:
+    """Per-model values summed per member (or owner)."""
+    out: dict[str, _N] = {}
     for (m, _), v in values.items():
-        out[m] = out.get(m, 0) + v
-    return out
-
-
-def _per_member_float(values: dict[tuple[str, str], float]) -> dict[str, float]:
-    """`_per_member` of real numbers (fair shares)."""
-    out: dict[str, float] = {}
-    for (m, _), v in values.items():
-        out[m] = out.get(m, 0.0) + v
+        out[m] = out.get(m, zero) + v
     return out
 
 
@@ -205,10 +197,10 @@ class _Cycle(OrderKeys):
         self.out = _Outcome()
         # Positions, updated by every bind and preemption of the cycle.
         self.alloc: dict[MemberModel, int] = dict(self.book.allocation.allocated)
-        self.member_total: dict[str, int] = _per_member(self.alloc)
-        self.lent: dict[str, int] = _per_member(self.book.allocation.lent)
+        self.member_total: dict[str, int] = _per_member(self.alloc, 0)
+        self.lent: dict[str, int] = _per_member(self.book.allocation.lent, 0)
         """GPUs of other members' pods on each owner's nodes."""
-        self.fair_total: dict[str, float] = _per_member_float(self.book.fair)
+        self.fair_total: dict[str, float] = _per_member(self.book.fair, 0.0)
         self.promised: dict[MemberModel, int] = {}
         """GPUs held for each member's nominated jobs (not bound yet)."""
         self.late = LateBorrowing(self.book.allocation.late)
@@ -1483,7 +1475,7 @@ def wanted_nodes(
     if half_life:
         scale = math.log(2) / (half_life * _HOUR_S)
         recent = {m: v * scale for m, v in usage_history.items()}
-    entitled_total = _per_member(book.entitlement)
+    entitled_total = _per_member(book.entitlement, 0)
     out: set[MemberModel] = set()
     for key, contributed in book.contribution.items():
         entitled = book.entitlement.get(key, 0)

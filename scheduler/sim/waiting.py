@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 
 from policies.model import Policy
 from scheduler.engine.snapshot import Node, PendingJob, RunningPod
+from scheduler.engine.terms import terms_of
 
 IDLE_CAUSES = ("held", "placeable", "limits", "fragmentation", "too_few_free", "other_model")
 FRAGMENTATION_CLAIMABLE = "fragmentation_claimable"
@@ -133,11 +134,12 @@ class Limits:
 
     @staticmethod
     def of(policy: Policy) -> Limits:
-        members = [policy.member(m) for m in policy.member_names()]
+        """The limits as the engine reads them (`scheduler.engine.terms`)."""
+        terms = terms_of(policy)
         return Limits(
-            max_gpus={m.name: m.max_gpus for m in members if m.max_gpus is not None},
-            lending_limit={m.name: m.lending_limit for m in members if m.lending_limit is not None},
-            borrowing=policy.sharing.borrowing,
+            max_gpus=dict(terms.max_gpus),
+            lending_limit=dict(terms.lending_limit),
+            borrowing=terms.borrowing,
         )
 
 
