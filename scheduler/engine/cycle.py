@@ -469,6 +469,9 @@ class _Cycle(OrderKeys):
             nominations=tuple(self.out.nominations),
             explanations=Explanations(self._explanations),
             shares=self.book.shares(),
+            kept_off_wanted=frozenset(
+                job_id for job_id, (_, why) in self.out.waiting.items() if why.kind == "kept"
+            ),
         )
 
     def _head_start(self) -> set[str]:

@@ -194,6 +194,12 @@ class Decisions:
     """job id -> one human sentence saying why it still waits (`Explanations` from the
     engine)."""
     shares: tuple[MemberShare, ...]
+    kept_off_wanted: frozenset[str]
+    """Ids of the waiting jobs the cycle kept off nodes whose owners are likely to want
+    them back and found no room for elsewhere (reclaimed before, at `maxReclaimsPerJob`
+    or restarting from zero: docs/architecture.md, section 4). The simulator's wait
+    meter counts the idle GPUs only such jobs could use apart
+    (`idle_while_waiting_kept_off_wanted_gpu_h`)."""
 
     def __init__(
         self,
@@ -202,9 +208,11 @@ class Decisions:
         nominations: tuple[Nomination, ...] = (),
         explanations: Mapping[str, str] | None = None,
         shares: tuple[MemberShare, ...] = (),
+        kept_off_wanted: frozenset[str] = frozenset(),
     ) -> None:
         self.binds = binds
         self.preemptions = preemptions
         self.nominations = nominations
         self.explanations = {} if explanations is None else explanations
         self.shares = shares
+        self.kept_off_wanted = kept_off_wanted

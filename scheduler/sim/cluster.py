@@ -196,6 +196,13 @@ class SimCluster:
         self.running_changes = 0
         """Counts binds, frees and pods marked terminating: what is derived from the
         running pods alone holds while it stays the same."""
+        self._kept: dict[str, Shape] = {}
+        """Pending jobs the last cycle kept off wanted nodes (`Decisions.kept_off_wanted`), with
+        their shapes, until that job leaves the queue or the next cycle says otherwise."""
+        self._kept_count: dict[Shape, int] = {}
+        """Shape -> how many of its pending jobs are in `_kept`."""
+        self._kept_only: frozenset[Shape] | None = frozenset()
+        """The shapes all of whose pending jobs are kept (None: to be worked out again)."""
 
     def namespace(self, member: str) -> str:
         return self._namespaces.get(member, member)
@@ -242,6 +249,8 @@ class SimCluster:
             self.shape_changes += 1
         self.pending_shapes[shape] = waiting + 1
         self._count_pending(shape, 1)
+        if shape in self._kept_count:
+            self._kept_only = None  # a job of a kept shape that is not kept (yet)
 
     def nominate(self, job_id: str, nodes: Mapping[str, str]) -> None:
         job = self.pending.get(job_id)
@@ -255,6 +264,10 @@ class SimCluster:
         shape = job_shape(job)
         if self._never[shape]:
             return job
+        if job_id in self._kept:
+            self._unkeep(job_id)
+        elif shape in self._kept_count:
+            self._kept_only = None  # its other jobs may all be kept now
         left = self.pending_shapes[shape] - 1
         if left:
             self.pending_shapes[shape] = left
@@ -263,6 +276,45 @@ class SimCluster:
             self.shape_changes += 1
         self._count_pending(shape, -1)
         return job
+
+    def mark_kept_off_wanted(self, job_ids: frozenset[str]) -> None:
+        """The pending jobs a cycle kept off wanted nodes (`Decisions.kept_off_wanted`): they stay
+        so until the next cycle (or until they leave the queue)."""
+        if not job_ids and not self._kept:
+            return
+        for job_id in [j for j in self._kept if j not in job_ids]:
+            self._unkeep(job_id)
+        for job_id in job_ids:
+            if job_id in self._kept:
+                continue
+            job = self.pending.get(job_id)
+            if job is None:
+                continue
+            shape = job_shape(job)
+            if self._never[shape]:
+                continue
+            self._kept[job_id] = shape
+            self._kept_count[shape] = self._kept_count.get(shape, 0) + 1
+            self._kept_only = None
+
+    def _unkeep(self, job_id: str) -> None:
+        shape = self._kept.pop(job_id)
+        left = self._kept_count[shape] - 1
+        if left:
+            self._kept_count[shape] = left
+        else:
+            del self._kept_count[shape]
+        self._kept_only = None
+
+    def kept_off_wanted_shapes(self) -> frozenset[Shape]:
+        """The pending shapes whose every job the last cycle kept off wanted nodes."""
+        found = self._kept_only
+        if found is None:
+            shapes = self.pending_shapes
+            found = self._kept_only = frozenset(
+                shape for shape, n in self._kept_count.items() if n == shapes.get(shape, 0)
+            )
+        return found
 
     def _count_pending(self, shape: Shape, sign: int) -> None:
         member, model, pods, per_pod = shape

@@ -566,6 +566,7 @@ class Simulator:
             self.cluster.nominate(nomination.job_id, nomination.nodes)
             renewed.add(nomination.job_id)
         self._drop_stale_nominations(renewed)
+        self.cluster.mark_kept_off_wanted(decisions.kept_off_wanted)
         self._record_timeline(self._shares_by_key(decisions.shares))
 
     def _apply_binds(self, decisions: Decisions, now: float) -> None:
@@ -865,6 +866,7 @@ class Simulator:
         for (owner, _), gpus in self._lent.items():
             lent[owner] = lent.get(owner, 0) + gpus
         fair = {key: row[2] for key, row in self._last_row.items()}
+        kept_off_wanted = self.cluster.kept_off_wanted_shapes()
         state = State(
             free=self.cluster.free_gpus_by_node,
             shapes=self.cluster.pending_shapes,
@@ -874,6 +876,7 @@ class Simulator:
             kept=self._kept_book.kept,
             fair=fair,
             shapes_version=self.cluster.shape_changes,
+            kept_off_wanted=kept_off_wanted,
         )
         # Free GPUs, allocations, lending and what members could get back all follow the
         # running pods; of the pending jobs the meter reads only their shapes. An arrival
@@ -884,6 +887,7 @@ class Simulator:
             self.cluster.shape_changes,
             frozenset(nominated.items()),
             tuple(fair.items()),
+            kept_off_wanted,
         )
         self.meter.observe(now, state, same_as)
 

@@ -18,6 +18,9 @@ idle GPU (held by no pod) is counted once, to one cause, decided per GPU model m
    - `other_model`: no pending job can run on m;
    - `placeable`: some job fits node by node and no limit stops it (the engine left it
      waiting: ordering, a gang's topology, a policy it applies beyond these limits);
+   - `kept_off_wanted`: only jobs the last cycle kept off nodes whose owners are likely
+     to want them back fit node by node with no limit stopping them (`State.
+     kept_off_wanted`: what the rule that protects reclaimed work leaves idle);
    - `limits`: some job with g <= F is stopped by a limit: its member's `max_gpus`, the
      GPUs other owners may still lend it (`lending_limit`), or, with borrowing off, its
      entitlement;
@@ -53,7 +56,15 @@ from policies.model import Policy
 from scheduler.engine.snapshot import Node, PendingJob, RunningPod
 from scheduler.engine.terms import terms_of
 
-IDLE_CAUSES = ("held", "placeable", "limits", "fragmentation", "too_few_free", "other_model")
+IDLE_CAUSES = (
+    "held",
+    "placeable",
+    "kept_off_wanted",
+    "limits",
+    "fragmentation",
+    "too_few_free",
+    "other_model",
+)
 FRAGMENTATION_CLAIMABLE = "fragmentation_claimable"
 """Of the `fragmentation` GPUs, those idle while some job blocked by it could claim them:
 its member below its fair share of the model (as the last cycle computed it) or the job
@@ -274,6 +285,9 @@ class State:
     shapes_version: int | None
     """Changes whenever a shape appears in `shapes` or leaves it (None: not known):
     what the meter derives from the set of shapes alone holds while it stays."""
+    kept_off_wanted: frozenset[Shape]
+    """The shapes of `shapes` all of whose jobs the last cycle kept off nodes whose
+    owners are likely to want them back (`Decisions.kept_off_wanted`)."""
 
     def __init__(
         self,
@@ -285,6 +299,7 @@ class State:
         kept: Callable[[], Kept] | None = None,
         fair: dict[tuple[str, str], float] | None = None,
         shapes_version: int | None = None,
+        kept_off_wanted: frozenset[Shape] = frozenset(),
     ) -> None:
         self.free = free
         self.shapes = shapes
@@ -294,6 +309,7 @@ class State:
         self.kept = kept
         self.fair = {} if fair is None else fair
         self.shapes_version = shapes_version
+        self.kept_off_wanted = kept_off_wanted
 
 
 @dataclass(frozen=True)
@@ -415,6 +431,8 @@ def _cause(
     if not sizes:
         return None, False
     if any(slots(free, per_pod) >= pods for per_pod, pods in sizes.items()):
+        if state.kept_off_wanted and not _fits_unkept(model, free, state):
+            return "kept_off_wanted", False
         return "placeable", False
     smallest = index.smallest[model]
     if min(smallest.values()) > total:
@@ -424,6 +442,21 @@ def _cause(
         for member, gpus in smallest.items()
     )
     return "fragmentation", claimable
+
+
+def _fits_unkept(model: str, free: list[int], state: State) -> bool:
+    """Some pending job that may run on the model, not kept off wanted nodes, fits the
+    free GPUs node by node (asked only when some job does)."""
+    kept_shapes = state.kept_off_wanted
+    for shape in state.shapes:
+        _, job_model, pods, per_pod = shape
+        if (
+            (job_model is None or job_model == model)
+            and shape not in kept_shapes
+            and slots(free, per_pod) >= pods
+        ):
+            return True
+    return False
 
 
 def _cause_within_limits(
@@ -443,13 +476,15 @@ def _cause_within_limits(
         f = free[k]
         if f:
             free_by_owner[owners[k]] = free_by_owner.get(owners[k], 0) + f
-    flags = {"placeable": False, "limits": False, "fragmentation": False}
+    flags = {"placeable": False, "kept_off_wanted": False, "limits": False, "fragmentation": False}
+    kept_shapes = state.kept_off_wanted
     candidates = claimable = False
     # Per model, slots depend only on the pod size and reach only on the member:
     # a few distinct values for many pending shapes.
     slots_of: dict[int, int] = {}
     reach_of: dict[str, int] = {}
-    for member, job_model, pods, per_pod in state.shapes:
+    for shape in state.shapes:
+        member, job_model, pods, per_pod = shape
         if job_model is not None and job_model != model:
             continue
         candidates = True
@@ -463,6 +498,9 @@ def _cause_within_limits(
         )
         placeable = slots_of[per_pod] >= pods
         if placeable and not limited:
+            if shape in kept_shapes:
+                flags["kept_off_wanted"] = True
+                continue
             flags["placeable"] = True
             break
         if gpus <= total and limited:

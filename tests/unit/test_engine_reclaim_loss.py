@@ -201,10 +201,12 @@ def test_a_job_at_the_limit_borrows_only_from_owners_that_want_little() -> None:
         "away again; nothing can be reclaimed: no member above its fair share holds "
         f"borrowed {H100} GPUs it could use"
     )
+    assert d.kept_off_wanted == {"j"}  # the simulator's wait meter reads it
     # A quiet owner's node (lab-c runs nothing) takes it.
     nodes.append(node("c1", "lab-c"))
     d = schedule(snapshot(nodes, [job("j", "lab-a", reclaims=3)], run), POL)
     assert [(b.node, b.reclaimable) for b in d.binds] == [("c1", True)]
+    assert d.kept_off_wanted == set()
     # Within the entitlement it starts anywhere, at home first.
     run = [running("a-own", "lab-a", "a1", gpus=4), running("b-own", "lab-b", "b1", gpus=4)]
     d = schedule(snapshot(nodes, [job("j", "lab-a", gpus=2, reclaims=3)], run), POL)
@@ -353,3 +355,4 @@ def test_alike_jobs_kept_off_wanted_nodes_each_get_their_own_sentence() -> None:
     assert d.binds == () and d.preemptions == ()
     for n, times in enumerate(("1 time", "2 times", "1 time", "2 times")):
         assert f"job j{n} was reclaimed {times} and restarts from zero" in d.explanations[f"j{n}"]
+    assert d.kept_off_wanted == {"j0", "j1", "j2", "j3"}  # the shortcut's three too

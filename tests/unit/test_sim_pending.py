@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scheduler.sim.cluster import SimCluster
+from scheduler.sim.waiting import job_shape
 from tests.examples import examples
 from tests.unit.test_sim_helpers import job, node, policy
 
@@ -56,3 +57,72 @@ def test_a_job_that_never_runs_is_not_pending_work() -> None:
     cluster.dequeue("big")
     cluster.dequeue("one")
     assert not any(cluster.pending_gpus.values())
+
+
+_FEW_SHAPES = st.tuples(
+    st.sampled_from(["a", "b"]),
+    st.sampled_from(["G", None]),
+    st.integers(1, 2),  # pods
+    st.sampled_from([1, 16]),  # GPUs per pod: 16 never fits a node
+)
+"""Few shapes, so that jobs of one shape come and go while some of them are kept."""
+
+
+@settings(max_examples=examples(150), deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from(["enqueue", "dequeue", "mark"]), _FEW_SHAPES, st.integers(0, 30)),
+        max_size=40,
+    ),
+    marks=st.lists(st.frozensets(st.integers(0, 40), max_size=8), min_size=40, max_size=40),
+)
+def test_kept_off_wanted_shapes_are_those_whose_every_pending_job_the_last_cycle_kept(
+    steps: list[tuple[str, tuple[str, str | None, int, int], int]], marks: list[frozenset[int]]
+) -> None:
+    cluster = SimCluster(NODES, POLICY)
+    queued: list[str] = []
+    marked: set[str] = set()  # kept by the last cycle and still pending
+    for n, (step, (member, model, pods, per_pod), pick) in enumerate(steps):
+        if step == "dequeue" and queued:
+            gone = queued.pop(pick % len(queued))
+            cluster.dequeue(gone)
+            marked.discard(gone)
+        elif step == "mark":
+            # A cycle's kept jobs: pending ones, and ids no longer (or never) pending.
+            ids = frozenset(f"j{k}" for k in marks[n])
+            cluster.mark_kept_off_wanted(ids)
+            marked = {j for j in ids if j in cluster.pending}
+        else:
+            traced = job(f"j{n}", member, float(n), 60.0, per_pod, pods=pods, model=model)
+            cluster.enqueue(traced, 0, float(n), float(n))
+            queued.append(traced.job_id)
+        by_shape: dict[tuple[str, str | None, int, int], list[bool]] = {}
+        for job_id, pending in cluster.pending.items():
+            shape = job_shape(pending)
+            if shape in cluster.pending_shapes:  # jobs that can never run are not work
+                by_shape.setdefault(shape, []).append(job_id in marked)
+        expected = {shape for shape, kept in by_shape.items() if all(kept)}
+        assert cluster.kept_off_wanted_shapes() == expected
+
+
+def test_a_shape_is_kept_off_wanted_while_every_pending_job_of_it_is_kept() -> None:
+    cluster = SimCluster(NODES, POLICY)
+    shape = ("a", "G", 1, 2)
+    for n in range(2):
+        cluster.enqueue(job(f"k{n}", "a", 0.0, 60.0, 2), 0, 0.0, 0.0)
+    cluster.mark_kept_off_wanted(frozenset({"k0"}))
+    assert cluster.kept_off_wanted_shapes() == set()  # k1 is not kept
+    cluster.dequeue("k1")
+    assert cluster.kept_off_wanted_shapes() == {shape}  # now every one is
+    cluster.enqueue(job("k2", "a", 1.0, 60.0, 2), 0, 1.0, 1.0)
+    assert cluster.kept_off_wanted_shapes() == set()  # an arrival is not kept (yet)
+    cluster.mark_kept_off_wanted(frozenset({"k0", "k2"}))
+    assert cluster.kept_off_wanted_shapes() == {shape}
+    cluster.dequeue("k0")  # bound: k2 is still kept
+    assert cluster.kept_off_wanted_shapes() == {shape}
+    cluster.mark_kept_off_wanted(frozenset())  # the next cycle placed or kept none
+    assert cluster.kept_off_wanted_shapes() == set()
+    # A job that can never run is not work: it is neither kept nor keeps a shape out.
+    cluster.enqueue(job("big", "a", 2.0, 60.0, 16), 0, 2.0, 2.0)
+    cluster.mark_kept_off_wanted(frozenset({"big", "k2"}))
+    assert cluster.kept_off_wanted_shapes() == {shape}

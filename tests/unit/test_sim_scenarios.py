@@ -683,3 +683,11 @@ def test_a_job_that_restarts_from_zero_borrows_again_when_its_window_ends() -> N
     a1 = result.jobs["a1"]
     assert a1.preemptions == 1 and result.jobs["b1"].end == 7260
     assert a1.state is JobState.DONE and a1.end == 60 + 43200 + 1800
+    # While a1 waits: b's 10 H100s idle from b1's end to the window's only because a1 is
+    # kept off them (it fits b-0), b-1's 2 too few for it while b1 runs, a's 2 GPUs of
+    # the other model all along.
+    idle = result.idle_while_waiting_gpu_s
+    assert idle["kept_off_wanted"] == 10 * (60 + 43200 - 7260)
+    assert idle["placeable"] == 0
+    assert idle["too_few_free"] == 2 * (7260 - 60)
+    assert idle["other_model"] == 2 * 43200

@@ -115,6 +115,37 @@ def test_placeable_wins_over_fragmentation() -> None:
     assert causes(s) == {"placeable": 4}
 
 
+def test_kept_off_wanted_when_only_kept_jobs_fit() -> None:
+    # b's 1 x 4 G job fits a-0's 4 free GPUs, but the last cycle kept it off a's nodes
+    # (reclaimed before, a likely to want them back): the rule, not the engine's order,
+    # leaves them idle. A job of another shape that fits makes them placeable again, and
+    # one that does not fit changes nothing.
+    kept = ("b", "G", 1, 4)
+    s = replace(state({"a-0": 4}, {kept: 1}), kept_off_wanted=frozenset({kept}))
+    assert causes(s) == {"kept_off_wanted": 4}
+    assert causes(replace(s, shapes={kept: 1, ("a", "G", 1, 2): 1})) == {"placeable": 4}
+    assert causes(replace(s, shapes={kept: 1, ("a", "G", 2, 4): 1})) == {"kept_off_wanted": 4}
+    # An any-model job not kept fits too.
+    assert causes(replace(s, shapes={kept: 1, ("a", None, 1, 1): 1})) == {"placeable": 4}
+
+
+def test_kept_off_wanted_under_limits_comes_after_placeable_and_before_limits() -> None:
+    # The same with a lending limit, where the meter looks job by job: a kept job that
+    # fits and no limit stops wins over a job a limit stops, and loses to a placeable one.
+    limits = Limits(max_gpus={}, lending_limit={"a": 8}, borrowing=True)
+    kept = ("b", "G", 1, 4)
+    s = replace(state({"a-0": 4}, {kept: 1}), kept_off_wanted=frozenset({kept}))
+    assert causes(s, limits) == {"kept_off_wanted": 4}
+    capped = Limits(max_gpus={"c": 0}, lending_limit={"a": 8}, borrowing=True)
+    both = replace(s, shapes={("c", "G", 1, 4): 1, kept: 1})
+    assert causes(both, capped) == {"kept_off_wanted": 4}
+    assert causes(replace(both, kept_off_wanted=frozenset()), capped) == {"placeable": 4}
+    # Kept but beyond what a may still lend: the limit is the cause.
+    assert causes(replace(s, lent={"a": 6}), limits) == {"limits": 4}
+    placeable = replace(s, shapes={kept: 1, ("a", "G", 1, 4): 1})
+    assert causes(placeable, limits) == {"placeable": 4}
+
+
 def test_owed_keys() -> None:
     fits = {("G", 1, 4): True, ("G", 2, 4): True, ("G", 2, 2): False, ("H", 1, 4): True}
     # a holds 4 of its 8 G: a 4-GPU job is owed, an 8-GPU gang is not (4 + 8 > 8).
