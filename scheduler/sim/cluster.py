@@ -201,6 +201,8 @@ class SimCluster:
         their shapes, until that job leaves the queue or the next cycle says otherwise."""
         self._kept_count: dict[Shape, int] = {}
         """Shape -> how many of its pending jobs are in `_kept`."""
+        self._kept_last: frozenset[str] = frozenset()
+        """The last cycle's `Decisions.kept_off_wanted`."""
         self._kept_only: frozenset[Shape] | None = frozenset()
         """The shapes all of whose pending jobs are kept (None: to be worked out again)."""
 
@@ -278,10 +280,11 @@ class SimCluster:
         return job
 
     def mark_kept_off_wanted(self, job_ids: frozenset[str]) -> None:
-        """The pending jobs a cycle kept off wanted nodes (`Decisions.kept_off_wanted`): they stay
-        so until the next cycle (or until they leave the queue)."""
-        if not job_ids and not self._kept:
-            return
+        """The pending jobs a cycle kept off wanted nodes (`Decisions.kept_off_wanted`):
+        they stay so until the next cycle (or until they leave the queue)."""
+        if job_ids == self._kept_last:
+            return  # most cycles: what changed since (jobs gone) is already counted
+        self._kept_last = job_ids
         for job_id in [j for j in self._kept if j not in job_ids]:
             self._unkeep(job_id)
         for job_id in job_ids:

@@ -448,13 +448,15 @@ def _fits_unkept(model: str, free: list[int], state: State) -> bool:
     """Some pending job that may run on the model, not kept off wanted nodes, fits the
     free GPUs node by node (asked only when some job does)."""
     kept_shapes = state.kept_off_wanted
+    slots_of: dict[int, int] = {}  # a few pod sizes for many shapes
     for shape in state.shapes:
         _, job_model, pods, per_pod = shape
-        if (
-            (job_model is None or job_model == model)
-            and shape not in kept_shapes
-            and slots(free, per_pod) >= pods
-        ):
+        if job_model is not None and job_model != model:
+            continue
+        room = slots_of.get(per_pod)
+        if room is None:
+            room = slots_of[per_pod] = slots(free, per_pod)
+        if room >= pods and shape not in kept_shapes:
             return True
     return False
 
