@@ -197,8 +197,8 @@ class SimCluster:
         """Counts binds, frees and pods marked terminating: what is derived from the
         running pods alone holds while it stays the same."""
         self._kept: dict[str, Shape] = {}
-        """Pending jobs the last cycle kept off wanted nodes (`Decisions.kept_off_wanted`), with
-        their shapes, until that job leaves the queue or the next cycle says otherwise."""
+        """Pending jobs the last cycle kept off wanted nodes, with their shapes, until the
+        job leaves the queue or the next cycle says otherwise."""
         self._kept_count: dict[Shape, int] = {}
         """Shape -> how many of its pending jobs are in `_kept`."""
         self._kept_last: frozenset[str] = frozenset()

@@ -19,8 +19,8 @@ idle GPU (held by no pod) is counted once, to one cause, decided per GPU model m
    - `placeable`: some job fits node by node and no limit stops it (the engine left it
      waiting: ordering, a gang's topology, a policy it applies beyond these limits);
    - `kept_off_wanted`: only jobs the last cycle kept off nodes whose owners are likely
-     to want them back fit node by node with no limit stopping them (`State.
-     kept_off_wanted`: what the rule that protects reclaimed work leaves idle);
+     to want them back fit node by node with no limit stopping them (what the rule that
+     protects reclaimed work leaves idle; `State.kept_off_wanted`);
    - `limits`: some job with g <= F is stopped by a limit: its member's `max_gpus`, the
      GPUs other owners may still lend it (`lending_limit`), or, with borrowing off, its
      entitlement;
