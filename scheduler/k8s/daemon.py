@@ -818,6 +818,8 @@ class Daemon:
             decisions=published.decisions,
             leader=self.is_leader,
             running_phase=published.running_phase,
+            policy=published.policy,
+            version=published.version,
         )
 
 

@@ -27,8 +27,10 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 from policies.errors import listen_error
+from policies.model import Policy
 from scheduler.engine.decisions import Decisions
 from scheduler.engine.snapshot import Snapshot
+from scheduler.sim.idle_after_cycle import idle_after_cycle
 
 SHARE_FIELDS = {
     "entitlement": "entitlement (contribution plus purchased GPUs, after the carve-out)",
@@ -52,12 +54,19 @@ class State:
     leader: bool
     running_phase: frozenset[str]
     """uids of pods in phase Running (the allocation gauge's 'while it runs')."""
+    policy: Policy | None = None
+    """The policy the cycle decided with (the idle gauge reads its limits)."""
+    version: int = 0
+    """The publication's number (`Published.version`): what is derived from one
+    publication is worked out once, however often Prometheus scrapes."""
 
 
 class _ClusterCollector(Collector):
     def __init__(self, state: Callable[[], State], pod_series: Callable[[], bool]) -> None:
         self._state = state
         self._pod_series = pod_series
+        self._idle: tuple[int, dict[str, dict[str, int]]] = (0, {})
+        """(publication, its idle GPUs by model and cause)."""
 
     def describe(self) -> list[Metric]:
         # Nothing to check for clashes, and collect() must not run before the daemon
@@ -121,6 +130,27 @@ class _ClusterCollector(Collector):
                     )
         yield queue
         yield allocation
+        yield self._idle_gauge(state)
+
+    def _idle_gauge(self, state: State) -> GaugeMetricFamily:
+        idle = GaugeMetricFamily(
+            "fairpool_idle_gpus_while_pending",
+            "GPUs no pod holds while pods wait for fairpool, per GPU model and the cause "
+            "that keeps them idle (held, placeable, kept_off_wanted, limits, "
+            "fragmentation, too_few_free, other_model), after the latest cycle; 0 for "
+            "every cause when nothing waits",
+            labels=["gpu_model", "cause"],
+        )
+        if state.snapshot is None or state.policy is None:
+            return idle
+        version, by_model = self._idle
+        if version != state.version or not state.version:
+            by_model = idle_after_cycle(state.snapshot, state.decisions, state.policy)
+            self._idle = (state.version, by_model)
+        for model, causes in sorted(by_model.items()):
+            for cause, gpus in causes.items():
+                idle.add_metric([model, cause], float(gpus))
+        return idle
 
 
 Readiness = Callable[[], tuple[bool, str]]

@@ -371,10 +371,13 @@ def idle_by_cause(
     entitlement: dict[tuple[str, str], int],
     limits: Limits,
     index: ShapeIndex | None = None,
+    by_model: dict[str, dict[str, int]] | None = None,
 ) -> dict[str, int]:
     """Idle GPUs per cause at one instant with pending work (module docstring), and
     under `FRAGMENTATION_CLAIMABLE` the part of the fragmentation's that it is. `index`:
-    `state.shapes` indexed (built here when not given), read when no limit applies."""
+    `state.shapes` indexed (built here when not given), read when no limit applies.
+    `by_model`, when given, gets the same split per GPU model (the daemon's gauge: the
+    simulator sums over models and passes none)."""
     out = dict.fromkeys((*IDLE_CAUSES, FRAGMENTATION_CLAIMABLE), 0)
     held_total = 0
     limited = bool(limits.lending_limit or limits.max_gpus) or not limits.borrowing
@@ -388,14 +391,19 @@ def idle_by_cause(
     for model, nodes in nodes_by_model.items():
         names = nodes.names
         free = [all_free[name] for name in names]
+        held_here = 0
         if nominated:
             for i, name in enumerate(names):
                 held = min(free[i], nominated.get(name, 0))
-                held_total += held
+                held_here += held
                 free[i] -= held
+        held_total += held_here
         total = 0
         for f in free:
             total += f
+        if by_model is not None:
+            mine = by_model[model] = dict.fromkeys(IDLE_CAUSES, 0)
+            mine["held"] = held_here
         if total <= 0:
             continue
         if index is None or limited:
@@ -404,12 +412,12 @@ def idle_by_cause(
             )
         else:
             cause, claimable = _cause(model, free, total, state, entitlement, index)
-        if cause is None:
-            out["other_model"] += total
-        else:
-            out[cause] += total
-            if cause == "fragmentation" and claimable:
-                out[FRAGMENTATION_CLAIMABLE] += total
+        named = "other_model" if cause is None else cause
+        out[named] += total
+        if cause == "fragmentation" and claimable:
+            out[FRAGMENTATION_CLAIMABLE] += total
+        if by_model is not None:
+            by_model[model][named] += total
     out["held"] = held_total
     return out
 

@@ -29,6 +29,7 @@ from scheduler.k8s.evictor import EvictResult, event_text, eviction_body, victim
 from scheduler.k8s.exporter import SchedulerMetrics, State
 from scheduler.k8s.leader import LeaderElector
 from scheduler.k8s.objects import PodInfo, pod_info
+from scheduler.sim.waiting import IDLE_CAUSES
 
 POD = pod_info(
     {
@@ -190,6 +191,41 @@ def test_metrics_exposition() -> None:
     text = generate_latest(standby.registry).decode()
     assert "fairpool_leader 0.0" in text
     assert "fairpool_pod_gpu_allocation{" not in text
+
+
+def test_idle_gpus_gauge_reads_the_published_cycle_once() -> None:
+    # physics's 8-GPU pod waits; its own 6-GPU pods sit on both 8-GPU nodes: 4 GPUs
+    # free, too few.
+    nodes = tuple(Node(f"n{i}", "physics", "A100", 8, 0, 0) for i in (1, 2))
+    run = tuple(
+        RunningPod(f"u{i}", f"p{i}", "physics", "physics", f"u{i}", f"n{i}", PodSpec(gpus=6))
+        for i in (1, 2)
+    )
+    big = PendingJob("big", "physics", (PendingPod("b0", "big", "physics", PodSpec(gpus=8)),))
+    policy = load_policy()
+    snapshot = Snapshot(now=10.0, nodes=nodes, running=run, pending=(big,))
+    states = [State(snapshot, Decisions(), True, frozenset(), policy, version=1)]
+    metrics = SchedulerMetrics(lambda: states[-1])
+
+    def idle() -> dict[str, float]:
+        text = generate_latest(metrics.registry).decode()
+        prefix = 'fairpool_idle_gpus_while_pending{cause="'
+        return {
+            line[len(prefix) :].split('"')[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(prefix) and 'gpu_model="A100"' in line
+        }
+
+    assert idle() == {**dict.fromkeys(IDLE_CAUSES, 0.0), "too_few_free": 4.0}
+    # Worked out once per publication: the same version reads the same figures ...
+    states.append(State(replace(snapshot, pending=()), Decisions(), True, frozenset(), policy, 1))
+    assert idle()["too_few_free"] == 4.0
+    # ... and the next one anew: nothing waits, every cause is 0.
+    states.append(State(replace(snapshot, pending=()), Decisions(), True, frozenset(), policy, 2))
+    assert idle() == dict.fromkeys(IDLE_CAUSES, 0.0)
+    # Before the first cycle (no policy, no snapshot): no series.
+    states.append(State(None, Decisions(), False, frozenset()))
+    assert idle() == {}
 
 
 class _Capture(EventRecorder):
