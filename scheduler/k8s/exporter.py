@@ -30,7 +30,7 @@ from policies.errors import listen_error
 from policies.model import Policy
 from scheduler.engine.decisions import Decisions
 from scheduler.engine.snapshot import Snapshot
-from scheduler.sim.idle_after_cycle import idle_after_cycle
+from scheduler.sim.after_cycle import Reading, read_cycle
 
 SHARE_FIELDS = {
     "entitlement": "entitlement (contribution plus purchased GPUs, after the carve-out)",
@@ -55,7 +55,7 @@ class State:
     running_phase: frozenset[str]
     """uids of pods in phase Running (the allocation gauge's 'while it runs')."""
     policy: Policy | None = None
-    """The policy the cycle decided with (the idle gauge reads its limits)."""
+    """The policy the cycle decided with (the wait meter's gauges read its limits)."""
     version: int = 0
     """The publication's number (`Published.version`): what is derived from one
     publication is worked out once, however often Prometheus scrapes."""
@@ -65,8 +65,8 @@ class _ClusterCollector(Collector):
     def __init__(self, state: Callable[[], State], pod_series: Callable[[], bool]) -> None:
         self._state = state
         self._pod_series = pod_series
-        self._idle: tuple[int, dict[str, dict[str, int]]] = (0, {})
-        """(publication, its idle GPUs by model and cause)."""
+        self._reading: tuple[int, Reading | None] = (0, None)
+        """(publication, the wait meter's reading of it)."""
 
     def describe(self) -> list[Metric]:
         # Nothing to check for clashes, and collect() must not run before the daemon
@@ -130,9 +130,9 @@ class _ClusterCollector(Collector):
                     )
         yield queue
         yield allocation
-        yield self._idle_gauge(state)
+        yield from self._reading_gauges(state)
 
-    def _idle_gauge(self, state: State) -> GaugeMetricFamily:
+    def _reading_gauges(self, state: State) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
         idle = GaugeMetricFamily(
             "fairpool_idle_gpus_while_pending",
             "GPUs no pod holds while pods wait for fairpool, per GPU model and the cause "
@@ -141,16 +141,28 @@ class _ClusterCollector(Collector):
             "every cause when nothing waits",
             labels=["gpu_model", "cause"],
         )
+        owed = GaugeMetricFamily(
+            "fairpool_member_owed",
+            "1 while the member has pending work that could use its entitlement of the GPU "
+            "model (it fits the entitlement left, and the nodes once all but the member's "
+            "own work and other owners' work within their entitlement are taken back), "
+            "after the latest cycle; else 0",
+            labels=["member", "gpu_model"],
+        )
         if state.snapshot is None or state.policy is None:
-            return idle
-        version, by_model = self._idle
-        if version != state.version or not state.version:
-            by_model = idle_after_cycle(state.snapshot, state.decisions, state.policy)
-            self._idle = (state.version, by_model)
-        for model, causes in sorted(by_model.items()):
+            return idle, owed
+        version, reading = self._reading
+        if reading is None or version != state.version or not state.version:
+            reading = read_cycle(state.snapshot, state.decisions, state.policy)
+            self._reading = (state.version, reading)
+        for model, causes in sorted(reading.idle.items()):
             for cause, gpus in causes.items():
                 idle.add_metric([model, cause], float(gpus))
-        return idle
+        for share in state.decisions.shares:
+            if share.entitlement > 0:
+                key = (share.member, share.gpu_model)
+                owed.add_metric(list(key), 1.0 if key in reading.owed else 0.0)
+        return idle, owed
 
 
 Readiness = Callable[[], tuple[bool, str]]

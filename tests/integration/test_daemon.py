@@ -613,14 +613,26 @@ def test_eviction_blocked_by_a_disruption_budget_is_retried_later(pool: Pool) ->
                 return float(line.split()[-1])
         return 0.0
 
+    def owed() -> dict[str, float]:
+        """member -> fairpool_member_owed."""
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
+        return {
+            line.split('member="')[1].split('"')[0]: float(line.split()[-1])
+            for line in text.splitlines()
+            if line.startswith("fairpool_member_owed{")
+        }
+
     wait_until(lambda: blocked() >= 2, timeout=20, what="evictions refused and retried")
     assert not [p for p in pool.pods("a") if p.metadata.deletion_timestamp]
     assert pool.bound("b") == {}
+    # b waits for its own node: owed, as the FairpoolOwnerBelowEntitlement alert reads.
+    assert owed() == {"a": 0.0, "b": 1.0}
     k8s.PolicyV1Api(pool.plane.admin).delete_namespaced_pod_disruption_budget(
         "keep-all", pool.ns("a")
     )
     wait_until(lambda: pool.bound("b"), timeout=20, what="B bound once the budget is gone")
     assert set(pool.bound("b").values()) == set(b_nodes)
+    wait_until(lambda: owed() == {"a": 0.0, "b": 0.0}, timeout=10, what="b no longer owed")
 
 
 # --- taking back from overtaking jobs ---------------------------------------------------
@@ -732,11 +744,12 @@ def test_a_refused_consolidation_says_whose_work_holds_the_nodes(pool: Pool) -> 
     """Member o owns two 8-GPU nodes and runs 4 of its own 1-GPU pods on each: 8 GPUs are
     free, no node has 8. Member a's 8-GPU pod is blocked by fragmentation, but o's work
     within its entitlement on its own nodes never moves for another member: nothing is
-    evicted, and the pod's FailedScheduling event says which nodes that work holds."""
+    evicted, the pod's FailedScheduling event says which nodes that work holds, and
+    /metrics counts the 8 idle GPUs as fragmentation."""
     for m in ("o", "a"):
         pool.add_member(m)
     o_nodes = pool.add_nodes("o", count=2, gpus=8)
-    pool.daemon(pool.policy(grace=3), explain_after_seconds=0.0)
+    daemon = pool.daemon(pool.policy(grace=3), explain_after_seconds=0.0)
     for i in range(12):
         pool.pod("o", f"o{i}")
     bound = wait_until(lambda: len(pool.bound("o")) == 12 and pool.bound("o"), what="o fills")
@@ -758,3 +771,17 @@ def test_a_refused_consolidation_says_whose_work_holds_the_nodes(pool: Pool) -> 
     assert "8 idle" in explained[0].message
     assert not [p for p in pool.pods("o") if p.metadata.deletion_timestamp]
     assert pool.bound("a") == {}
+    # /metrics names the cause of the 8 idle GPUs, as `fairpool simulate` would.
+    port = daemon.metrics.serve(0, "127.0.0.1")
+
+    def idle() -> dict[str, float]:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+        prefix = 'fairpool_idle_gpus_while_pending{cause="'
+        return {
+            line[len(prefix) :].split('"')[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(prefix) and f'gpu_model="{H100}"' in line
+        }
+
+    found = wait_until(lambda: idle().get("fragmentation") == 8.0 and idle(), what="gauge")
+    assert {cause: gpus for cause, gpus in found.items() if gpus} == {"fragmentation": 8.0}

@@ -129,6 +129,8 @@ def test_the_dashboard_shows_what_an_operator_watches() -> None:
         "fairpool_member_borrowed_gpus",
         "fairpool_member_lent_gpus",
         "fairpool_member_pending_gpus",
+        "fairpool_member_owed",
+        "fairpool_idle_gpus_while_pending",
         "fairpool_pod_scheduling_duration_seconds_bucket",
         "fairpool_reclaim_lost_gpu_seconds_total",
         "fairpool_scheduling_cycle_duration_seconds_bucket",
@@ -143,6 +145,4 @@ def test_alerts_cover_leader_metering_and_entitlement() -> None:
     alerts = dict(_rule_queries())
     assert "fairpool_leader" in metric_names(alerts["FairpoolNoLeader"])
     assert "fairpool_meter_pending_hours" in metric_names(alerts["FairpoolMeteringPendingHoursOld"])
-    assert {"fairpool_member_allocated_gpus", "fairpool_member_entitlement_gpus"} <= metric_names(
-        alerts["FairpoolOwnerBelowEntitlement"]
-    )
+    assert metric_names(alerts["FairpoolOwnerBelowEntitlement"]) == {"fairpool_member_owed"}

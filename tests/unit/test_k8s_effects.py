@@ -12,6 +12,7 @@ from prometheus_client import generate_latest
 
 from policies.errors import InputError
 from policies.loader import load_policy
+from scheduler.engine import schedule
 from scheduler.engine.decisions import Bind, Decisions, MemberShare, Preemption
 from scheduler.engine.snapshot import (
     Node,
@@ -193,39 +194,50 @@ def test_metrics_exposition() -> None:
     assert "fairpool_pod_gpu_allocation{" not in text
 
 
-def test_idle_gpus_gauge_reads_the_published_cycle_once() -> None:
-    # physics's 8-GPU pod waits; its own 6-GPU pods sit on both 8-GPU nodes: 4 GPUs
-    # free, too few.
+def test_wait_meter_gauges_read_the_published_cycle_once() -> None:
+    # physics owns two 8-GPU nodes and runs 6 GPUs on n1; lab-bio borrows 6 on n2.
+    # physics's 8-GPU job fits its entitlement once n2 is taken back: the cycle
+    # preempts lab-bio's pod and holds n2's 2 free GPUs for the job; n1's 2 are too few.
     nodes = tuple(Node(f"n{i}", "physics", "A100", 8, 0, 0) for i in (1, 2))
-    run = tuple(
-        RunningPod(f"u{i}", f"p{i}", "physics", "physics", f"u{i}", f"n{i}", PodSpec(gpus=6))
-        for i in (1, 2)
+    run = (
+        RunningPod("u1", "p1", "physics", "physics", "u1", "n1", PodSpec(gpus=6)),
+        RunningPod("u2", "p2", "lab-bio", "lab-bio", "u2", "n2", PodSpec(gpus=6)),
     )
     big = PendingJob("big", "physics", (PendingPod("b0", "big", "physics", PodSpec(gpus=8)),))
     policy = load_policy()
-    snapshot = Snapshot(now=10.0, nodes=nodes, running=run, pending=(big,))
-    states = [State(snapshot, Decisions(), True, frozenset(), policy, version=1)]
+    snapshot = Snapshot(now=10_000.0, nodes=nodes, running=run, pending=(big,))
+    decisions = schedule(snapshot, policy)
+    assert [p.pod_uid for p in decisions.preemptions] == ["u2"]
+    states = [State(snapshot, decisions, True, frozenset(), policy, version=1)]
     metrics = SchedulerMetrics(lambda: states[-1])
 
-    def idle() -> dict[str, float]:
-        text = generate_latest(metrics.registry).decode()
-        prefix = 'fairpool_idle_gpus_while_pending{cause="'
-        return {
-            line[len(prefix) :].split('"')[0]: float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith(prefix) and 'gpu_model="A100"' in line
-        }
+    def series(name: str, label: str) -> dict[str, float]:
+        """`label`'s value -> the sample's, of the A100 series of `name`."""
+        out = {}
+        for line in generate_latest(metrics.registry).decode().splitlines():
+            if line.startswith(name + "{") and 'gpu_model="A100"' in line:
+                out[line.split(f'{label}="')[1].split('"')[0]] = float(line.rsplit(" ", 1)[1])
+        return out
 
-    assert idle() == {**dict.fromkeys(IDLE_CAUSES, 0.0), "too_few_free": 4.0}
+    def idle() -> dict[str, float]:
+        return series("fairpool_idle_gpus_while_pending", "cause")
+
+    def owed() -> dict[str, float]:
+        return series("fairpool_member_owed", "member")
+
+    assert idle() == {**dict.fromkeys(IDLE_CAUSES, 0.0), "held": 2.0, "too_few_free": 2.0}
+    assert owed() == {"physics": 1.0}
     # Worked out once per publication: the same version reads the same figures ...
-    states.append(State(replace(snapshot, pending=()), Decisions(), True, frozenset(), policy, 1))
-    assert idle()["too_few_free"] == 4.0
-    # ... and the next one anew: nothing waits, every cause is 0.
-    states.append(State(replace(snapshot, pending=()), Decisions(), True, frozenset(), policy, 2))
+    done = replace(snapshot, pending=())
+    states.append(State(done, decisions, True, frozenset(), policy, version=1))
+    assert idle()["held"] == 2.0 and owed() == {"physics": 1.0}
+    # ... and the next one anew: nothing waits, every cause is 0, nobody is owed.
+    states.append(State(done, schedule(done, policy), True, frozenset(), policy, version=2))
     assert idle() == dict.fromkeys(IDLE_CAUSES, 0.0)
+    assert owed() == {"physics": 0.0}
     # Before the first cycle (no policy, no snapshot): no series.
     states.append(State(None, Decisions(), False, frozenset()))
-    assert idle() == {}
+    assert idle() == {} and owed() == {}
 
 
 class _Capture(EventRecorder):

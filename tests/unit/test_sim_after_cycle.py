@@ -1,20 +1,22 @@
-"""Idle while waiting after one cycle (`scheduler.sim.idle_after_cycle`): what the daemon
-exports as `fairpool_idle_gpus_while_pending`, worked out from a snapshot and the
-engine's decisions, must be what the simulator's wait meter counts for the same state."""
+"""The wait meter's reading of one cycle (`scheduler.sim.after_cycle`): what the daemon
+exports as `fairpool_idle_gpus_while_pending` and `fairpool_member_owed`, worked out
+from a snapshot and the engine's decisions, must be what the simulator's wait meter
+counts for the same state."""
 
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass, replace
 
 import pytest
 
 from bench import bench_fairness
 from policies.model import Policy
 from scheduler.engine import schedule
-from scheduler.engine.decisions import Decisions, Nomination
+from scheduler.engine.decisions import Decisions, Nomination, Preemption
 from scheduler.engine.snapshot import Snapshot
+from scheduler.sim.after_cycle import Reading, read_cycle
 from scheduler.sim.cluster import build_nodes
-from scheduler.sim.idle_after_cycle import idle_after_cycle
 from scheduler.sim.simulator import SimulationResult, Simulator
 from scheduler.sim.waiting import IDLE_CAUSES
 from scheduler.traces.model import Trace
@@ -30,7 +32,7 @@ def nonzero(idle: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
 
 
 def decided(snap: Snapshot, pol: Policy = POL) -> dict[str, dict[str, int]]:
-    return nonzero(idle_after_cycle(snap, schedule(snap, pol), pol))
+    return nonzero(read_cycle(snap, schedule(snap, pol), pol).idle)
 
 
 def test_an_8_gpu_pod_blocked_by_its_owners_scattered_work_is_fragmentation() -> None:
@@ -40,7 +42,7 @@ def test_an_8_gpu_pod_blocked_by_its_owners_scattered_work_is_fragmentation() ->
     snap = snapshot([node("o1", "lab-o"), node("o2", "lab-o")], [job("a-1", "lab-a", gpus=8)], run)
     decisions = schedule(snap, POL)
     assert decisions.binds == () and decisions.preemptions == ()
-    assert nonzero(idle_after_cycle(snap, decisions, POL)) == {H100: {"fragmentation": 8}}
+    assert nonzero(read_cycle(snap, decisions, POL).idle) == {H100: {"fragmentation": 8}}
 
 
 def test_the_cycles_binds_are_taken_as_done() -> None:
@@ -53,12 +55,12 @@ def test_the_cycles_binds_are_taken_as_done() -> None:
     )
     decisions = schedule(snap, POL)
     assert [b.job_id for b in decisions.binds] == ["small"]
-    assert nonzero(idle_after_cycle(snap, decisions, POL)) == {H100: {"too_few_free": 6}}
+    assert nonzero(read_cycle(snap, decisions, POL).idle) == {H100: {"too_few_free": 6}}
 
 
 def test_every_cause_is_zero_when_nothing_waits() -> None:
     snap = snapshot([node("a1", "lab-a"), node("b1", "lab-b", model=A100)], [job("j", "lab-a")])
-    idle = idle_after_cycle(snap, schedule(snap, POL), POL)
+    idle = read_cycle(snap, schedule(snap, POL), POL).idle
     assert idle == {H100: dict.fromkeys(IDLE_CAUSES, 0), A100: dict.fromkeys(IDLE_CAUSES, 0)}
 
 
@@ -78,7 +80,7 @@ def test_jobs_that_could_use_no_idle_gpu_are_not_waiting_work() -> None:
     nodes = [node("a1", "lab-a")]
     # A pod without GPUs (left waiting here), and one no node could ever take.
     gpu_less = snapshot(nodes, [job("cpu", "lab-a", gpus=0)])
-    assert nonzero(idle_after_cycle(gpu_less, Decisions(), POL)) == {H100: {}}
+    assert nonzero(read_cycle(gpu_less, Decisions(), POL).idle) == {H100: {}}
     never = snapshot(nodes, [job("huge", "lab-a", gpus=16)])
     assert decided(never) == {H100: {}}
 
@@ -99,12 +101,12 @@ def test_a_nomination_holds_while_its_victims_leave_and_not_after() -> None:
     leaving = running("b-0", "lab-b", "a1", gpus=4, terminating=True)
     snap = snapshot(nodes, [waiting], [leaving])
     not_renewed = Decisions()
-    assert nonzero(idle_after_cycle(snap, not_renewed, POL)) == {H100: {"held": 4}}
+    assert nonzero(read_cycle(snap, not_renewed, POL).idle) == {H100: {"held": 4}}
     renewed = Decisions(nominations=(Nomination("a-1", {"a-1-0": "a1"}),))
-    assert nonzero(idle_after_cycle(snap, renewed, POL)) == {H100: {"held": 4}}
+    assert nonzero(read_cycle(snap, renewed, POL).idle) == {H100: {"held": 4}}
     # Gone: the stale nomination no longer holds anything.
     gone = snapshot(nodes, [waiting], [running("b-0", "lab-b", "a1", gpus=4)])
-    assert nonzero(idle_after_cycle(gone, not_renewed, POL)) == {H100: {"too_few_free": 4}}
+    assert nonzero(read_cycle(gone, not_renewed, POL).idle) == {H100: {"too_few_free": 4}}
 
 
 def test_a_lending_limit_is_limits() -> None:
@@ -124,54 +126,111 @@ def test_a_lending_limit_is_limits() -> None:
 def test_jobs_kept_off_wanted_nodes_are_their_own_cause() -> None:
     snap = snapshot([node("o1", "lab-o")], [job("a-1", "lab-a", gpus=2)])
     kept = Decisions(kept_off_wanted=frozenset({"a-1"}))
-    assert nonzero(idle_after_cycle(snap, kept, POL)) == {H100: {"kept_off_wanted": 8}}
+    assert nonzero(read_cycle(snap, kept, POL).idle) == {H100: {"kept_off_wanted": 8}}
     # Another job of the same shape, not kept: placeable.
     two = snapshot(
         [node("o1", "lab-o")], [job("a-1", "lab-a", gpus=2), job("a-2", "lab-a", gpus=2)]
     )
-    assert nonzero(idle_after_cycle(two, kept, POL)) == {H100: {"placeable": 8}}
+    assert nonzero(read_cycle(two, kept, POL).idle) == {H100: {"placeable": 8}}
 
 
-def replayed(nodes: object, pol: Policy, trace: Trace) -> tuple[SimulationResult, dict[str, float]]:
-    """The replay (a cycle at every instant something changes) and, per cause, the idle
-    GPU-seconds `idle_after_cycle` gives when each cycle's reading holds until the next
-    cycle (or the replay's end). In that mode the meter's state changes only at a cycle:
-    pending work leaves the queue only by a bind, and an instant that changes anything
-    while work is pending runs one."""
-    readings: list[tuple[float, dict[str, dict[str, int]]]] = []
+def test_an_owner_is_owed_what_only_pods_on_their_way_out_hold() -> None:
+    # A pod of no member fills lab-a's node: nothing takes it back, so lab-a's 8-GPU job
+    # is not owed; once it terminates (or the cycle preempts it) lab-a is owed the node.
+    nodes = [node("a1", "lab-a")]
+    waiting = [job("a-1", "lab-a", gpus=8)]
+    other = running("x", None, "a1", gpus=8)
+    stays = snapshot(nodes, waiting, [other])
+    decisions = schedule(stays, POL)
+    assert decisions.binds == () and decisions.preemptions == ()
+    assert read_cycle(stays, decisions, POL).owed == frozenset()
+    owed = frozenset({("lab-a", H100)})
+    leaves = snapshot(nodes, waiting, [replace(other, terminating=True)])
+    assert read_cycle(leaves, schedule(leaves, POL), POL).owed == owed
+    preempts = Preemption("x", "x", None, "lab-a", "a-1", "", 30, "entitlement")
+    preempted = Decisions(preemptions=(preempts,), shares=decisions.shares)
+    assert read_cycle(stays, preempted, POL).owed == owed
+
+
+@dataclass
+class Replayed:
+    """A replay with a cycle at every instant something changes, and what `read_cycle`
+    gives when each cycle's reading holds until the next cycle (or the replay's end).
+    In that mode the meter's state changes only at a cycle: pending work leaves the
+    queue only by a bind, and an instant that changes anything while work is pending
+    runs one."""
+
+    result: SimulationResult
+    idle_gpu_s: dict[str, float]
+    """cause -> idle GPU-seconds."""
+    owed_s: dict[tuple[str, str], float]
+    """(member, model) -> seconds owed."""
+
+    def metered_owed_s(self) -> dict[tuple[str, str], float]:
+        """The meter's owed episodes, as seconds per (member, model)."""
+        out: dict[tuple[str, str], float] = {}
+        for member, model, start, end in self.result.entitlement_episodes:
+            if end > start:
+                out[(member, model)] = out.get((member, model), 0.0) + end - start
+        return out
+
+    def differences(self) -> list[str]:
+        metered = self.result.idle_while_waiting_gpu_s
+        out = [
+            f"{c}: read {self.idle_gpu_s[c]} GPU-s, metered {metered[c]}"
+            for c in IDLE_CAUSES
+            if self.idle_gpu_s[c] != pytest.approx(metered[c], abs=1e-3)
+        ]
+        owed = self.metered_owed_s()
+        out += [
+            f"owed {key}: read {self.owed_s.get(key, 0.0)} s, metered {owed.get(key, 0.0)}"
+            for key in sorted(owed.keys() | self.owed_s.keys())
+            if self.owed_s.get(key, 0.0) != pytest.approx(owed.get(key, 0.0), abs=1e-6)
+        ]
+        return out
+
+
+def replayed(nodes: object, pol: Policy, trace: Trace) -> Replayed:
+    readings: list[tuple[float, Reading]] = []
 
     def engine(snap: Snapshot, p: Policy) -> Decisions:
         decisions = schedule(snap, p)
-        readings.append((snap.now, idle_after_cycle(snap, decisions, p)))
+        readings.append((snap.now, read_cycle(snap, decisions, p)))
         return decisions
 
     result = Simulator(nodes, pol, trace, engine).run()  # type: ignore[arg-type]
-    totals = dict.fromkeys(IDLE_CAUSES, 0.0)
-    for k, (at, idle) in enumerate(readings):
+    idle = dict.fromkeys(IDLE_CAUSES, 0.0)
+    owed: dict[tuple[str, str], float] = {}
+    for k, (at, reading) in enumerate(readings):
         until = readings[k + 1][0] if k + 1 < len(readings) else result.end_time
-        for causes in idle.values():
+        for causes in reading.idle.values():
             for cause, gpus in causes.items():
-                totals[cause] += gpus * (until - at)
-    return result, totals
+                idle[cause] += gpus * (until - at)
+        for key in reading.owed:
+            if until > at:
+                owed[key] = owed.get(key, 0.0) + until - at
+    return Replayed(result, idle, owed)
 
 
 @pytest.mark.parametrize("scale", [1.0, 10.0])
 def test_agrees_with_the_simulators_wait_meter_on_random_contended_cases(scale: float) -> None:
     differ = []
+    owed = 0
     for seed in range(examples(200)):
         case = scaled(make_case(random.Random(seed)), scale)
-        result, totals = replayed(case.nodes, case.policy, case.trace)
-        metered = result.idle_while_waiting_gpu_s
-        if any(totals[c] != pytest.approx(metered[c], abs=1e-6) for c in IDLE_CAUSES):
-            differ.append(f"seed {seed}: {totals} != {dict(metered)}")
+        replay = replayed(case.nodes, case.policy, case.trace)
+        differ += [f"seed {seed}: {d}" for d in replay.differences()]
+        owed += bool(replay.owed_s)
     assert not differ, "\n".join(differ)
+    assert owed > 0  # not a check on empty readings
 
 
 def test_agrees_with_the_simulators_wait_meter_on_two_days_of_the_philly_shaped_pool() -> None:
     inventory, pol, trace = bench_fairness.philly(2.0, 0)
-    result, totals = replayed(build_nodes(inventory), pol, trace)
-    metered = result.idle_while_waiting_gpu_s
+    replay = replayed(build_nodes(inventory), pol, trace)
+    metered = replay.result.idle_while_waiting_gpu_s
     # The rule that keeps reclaimed work off wanted nodes and fragmentation both leave
-    # GPUs idle there: the check is not on zeros.
+    # GPUs idle there, and owners wait for their entitlement: the check is not on zeros.
     assert metered["kept_off_wanted"] > 0 and metered["fragmentation"] > 0
-    assert totals == pytest.approx(dict(metered), abs=1e-3)
+    assert len(replay.metered_owed_s()) > 3
+    assert replay.differences() == []

@@ -1,0 +1,235 @@
+"""The wait meter's reading of one engine cycle: the GPUs idle while work waits, split by
+cause (`waiting.idle_by_cause`), and the members owed their entitlement
+(`waiting.owed_keys`), once the cycle's decisions are carried out on its snapshot.
+
+The simulator's meter reads its own cluster after each instant. The daemon has no such
+cluster: it has the snapshot a cycle decided on and the decisions, which it publishes
+for readers (`scheduler.k8s.published`). This module builds the meter's `State` from
+those two, so the daemon's gauges (`fairpool_idle_gpus_while_pending`,
+`fairpool_member_owed`) and the simulator's figures (`idle_while_waiting_<cause>_gpu_h`,
+time to entitlement) are one definition worked out by one function (docs/metrics.md,
+"The pool's promise").
+
+The decisions are taken as done: the bound pods hold their GPUs, the preempted ones
+still hold theirs (they are in their grace period, on their way out: what a member
+could get back leaves them out), the nominations hold the GPUs of the nodes they name.
+A node that is not ready or is cordoned is no capacity anyone could use, so its GPUs
+count nowhere. A job whose pods ask for no GPU cannot use an idle GPU, and one that can
+never run as the cluster and policy stand (the engine's `runnable.NeverRuns`, which the
+share book asks) could not use one either: neither is work waiting for one, as in the
+simulator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+from policies.model import Policy
+from scheduler.engine import shares as shares_mod
+from scheduler.engine.decisions import Decisions
+from scheduler.engine.jobinfo import JobInfo
+from scheduler.engine.runnable import NeverRuns
+from scheduler.engine.snapshot import Node, PendingJob, PendingPod, RunningPod, Snapshot
+from scheduler.sim.waiting import (
+    IDLE_CAUSES,
+    Kept,
+    KeptBook,
+    Limits,
+    ModelNodes,
+    Shape,
+    State,
+    idle_by_cause,
+    nodes_by_model,
+    owed_keys,
+    slots,
+)
+
+
+def waiting_shape(job: PendingJob) -> Shape | None:
+    """The job's shape as the meter reads it (`waiting.job_shape`), None when it asks for
+    no GPU. A gang whose pods are not all created yet counts at its full size: it cannot
+    start with fewer."""
+    if not job.pods or job.pods[0].spec.gpus <= 0:
+        return None
+    spec = job.pods[0].spec
+    return job.member, spec.gpu_model, max(len(job.pods), job.min_member), spec.gpus
+
+
+def usable_nodes(nodes: Iterable[Node]) -> tuple[Node, ...]:
+    """The nodes whose GPUs a pod could be given: ready and not cordoned."""
+    return tuple(n for n in nodes if n.ready and not n.unschedulable)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What the wait meter reads after one cycle."""
+
+    idle: dict[str, dict[str, int]]
+    """GPU model -> cause (`waiting.IDLE_CAUSES`) -> idle GPUs; every cause 0 when no
+    job waits. Models of the usable nodes only."""
+    owed: frozenset[tuple[str, str]]
+    """(member, GPU model) pairs whose member has pending work that could use its
+    entitlement there: an owed episode is open (docs/metrics.md, time to entitlement)."""
+
+
+def read_cycle(snapshot: Snapshot, decisions: Decisions, policy: Policy) -> Reading:
+    """The meter's reading once `decisions` are carried out on `snapshot`."""
+    nodes = usable_nodes(snapshot.nodes)
+    by_model = nodes_by_model(nodes)
+    idle = {model: dict.fromkeys(IDLE_CAUSES, 0) for model in by_model}
+    bound_jobs = {bind.job_id for bind in decisions.binds}
+    never_runs, info = _never_runs(snapshot, policy)
+    shapes: dict[Shape, int] = {}
+    kept_count: dict[Shape, int] = {}
+    waiting: dict[str, PendingJob] = {}
+    bound: dict[str, PendingPod] = {}  # pod uid -> the pod, of the pods the cycle bound
+    for job in snapshot.pending:
+        if job.job_id in bound_jobs:
+            for pod in job.pods:
+                bound[pod.uid] = pod
+            continue
+        shape = waiting_shape(job)
+        if shape is None or never_runs.asked(info[job.job_id]):
+            continue
+        waiting[job.job_id] = job
+        shapes[shape] = shapes.get(shape, 0) + 1
+        if job.job_id in decisions.kept_off_wanted:
+            kept_count[shape] = kept_count.get(shape, 0) + 1
+    if not shapes:
+        return Reading(idle, frozenset())
+    entitlement = {(s.member, s.gpu_model): s.entitlement for s in decisions.shares}
+    holders = _holders(snapshot, decisions, bound)
+    state = State(
+        free={n.name: n.gpus for n in nodes},
+        shapes=shapes,
+        nominated=_nominated(snapshot, decisions, waiting),
+        allocated={},
+        lent={},
+        kept=lambda: _kept(snapshot, holders, entitlement),
+        fair={(s.member, s.gpu_model): s.fair_share for s in decisions.shares},
+        kept_off_wanted=frozenset(s for s, n in kept_count.items() if n == shapes[s]),
+    )
+    _count_holders(snapshot, holders, policy, state)
+    idle_by_cause(state, by_model, entitlement, Limits.of(policy), by_model=idle)
+    models = tuple(by_model)
+    owed = owed_keys(state, entitlement, models, _fits_empty(shapes, by_model), by_model)
+    return Reading(idle, frozenset(owed))
+
+
+def _never_runs(snapshot: Snapshot, policy: Policy) -> tuple[NeverRuns, dict[str, JobInfo]]:
+    """The engine's answers to "can this job never run?" for the snapshot, and its jobs'
+    information, from the share book (which the cycle just built for the same snapshot:
+    its caches hand most of it back)."""
+    book = shares_mod.build(snapshot, policy)
+    return book.never_runs, book.info
+
+
+def _nominated(
+    snapshot: Snapshot, decisions: Decisions, waiting: dict[str, PendingJob]
+) -> dict[str, int]:
+    """node -> GPUs the waiting jobs' nominated pods ask for there: the cycle's
+    nominations, and an earlier one the cycle did not renew while one of its nodes
+    still carries a terminating pod (its victims are still leaving: the simulator's
+    `_drop_stale_nominations` keeps it, by the rule of `scheduler.k8s.nominator`)."""
+    nodes: dict[str, dict[str, str]] = {n.job_id: n.nodes for n in decisions.nominations}
+    preempted = {p.pod_uid for p in decisions.preemptions}
+    leaving = {p.node for p in snapshot.running if p.terminating or p.uid in preempted}
+    for job_id, job in waiting.items():
+        if job_id not in nodes and not leaving.isdisjoint(job.nominated_nodes.values()):
+            nodes[job_id] = dict(job.nominated_nodes)
+    out: dict[str, int] = {}
+    for job_id, nominated in nodes.items():
+        holder = waiting.get(job_id)
+        if holder is None:
+            continue
+        per_pod = {p.uid: p.spec.gpus for p in holder.pods}
+        for uid, node in nominated.items():
+            out[node] = out.get(node, 0) + per_pod.get(uid, 0)
+    return out
+
+
+def _holders(
+    snapshot: Snapshot, decisions: Decisions, bound: dict[str, PendingPod]
+) -> list[RunningPod]:
+    """The pods holding GPUs once the cycle's decisions are done: the running ones, those
+    it preempted marked terminating, and those it bound, started now."""
+    preempted = {p.pod_uid for p in decisions.preemptions}
+    pods = [
+        replace(pod, terminating=True) if pod.uid in preempted and not pod.terminating else pod
+        for pod in snapshot.running
+    ]
+    for b in decisions.binds:
+        pod = bound.get(b.pod_uid)
+        if pod is not None:
+            pods.append(
+                RunningPod(
+                    pod.uid,
+                    pod.name,
+                    pod.namespace,
+                    b.member,
+                    b.job_id,
+                    b.node,
+                    pod.spec,
+                    started_at=snapshot.now,
+                )
+            )
+    return pods
+
+
+def _count_holders(
+    snapshot: Snapshot, holders: list[RunningPod], policy: Policy, state: State
+) -> None:
+    """`state.free` less what `holders` hold, and `state.allocated` and `state.lent` from
+    them, as the simulator counts them (pods in their grace period included; pods of no
+    member under member "", lent by the member whose node they are on). Pods bound by
+    others may ask for more than a node reports (a device plugin that shrank): none of
+    its GPUs is idle then, but no fewer than none."""
+    members = {m.name for m in policy.members}
+    node_of = {n.name: n for n in snapshot.nodes}
+    free, allocated, lent = state.free, state.allocated, state.lent
+    for pod in holders:
+        gpus = pod.spec.gpus
+        node = node_of.get(pod.node)
+        if node is None or node.gpu_model is None or gpus <= 0:
+            continue
+        if pod.node in free:
+            free[pod.node] = max(0, free[pod.node] - gpus)
+        member = pod.member or ""
+        key = (member, node.gpu_model)
+        allocated[key] = allocated.get(key, 0) + gpus
+        owner = node.owner or ""
+        if owner != member and owner in members:
+            lent[owner] = lent.get(owner, 0) + gpus
+
+
+def _kept(
+    snapshot: Snapshot, holders: list[RunningPod], entitlement: dict[tuple[str, str], int]
+) -> Kept:
+    """What waiting members could never get back (`waiting.Kept`), from the pods that
+    are not on their way out, filled in as the simulator's `KeptBook` is."""
+    known = [n for n in snapshot.nodes if n.gpu_model is not None]
+    book = KeptBook(
+        {n.name: n.owner or "" for n in known},
+        {n.name: n.gpu_model or "" for n in known},
+        entitlement,
+    )
+    names = {n.name for n in known}
+    for pod in holders:
+        if not pod.terminating and pod.node in names:
+            book.change(pod, 1)
+    return book.kept()
+
+
+def _fits_empty(
+    shapes: dict[Shape, int], by_model: dict[str, ModelNodes]
+) -> dict[tuple[str, int, int], bool]:
+    """(model, pods, GPUs per pod) -> the shape's pods fit the model's empty nodes, for
+    the models each pending shape may run on (`WaitMeter._remember_fit`)."""
+    out: dict[tuple[str, int, int], bool] = {}
+    for _, job_model, pods, per_pod in shapes:
+        for model, nodes in by_model.items():
+            key = (model, pods, per_pod)
+            if (job_model is None or job_model == model) and key not in out:
+                out[key] = slots(nodes.gpus, per_pod) >= pods
+    return out
