@@ -7,7 +7,7 @@
 # The build imports scheduler.engine_build (its list of sources and their digests) with
 # FAIRPOOL_ENGINE=interpreted, so an exported FAIRPOOL_ENGINE=compiled cannot refuse it.
 ENGINE_SOURCES := $(sort $(wildcard scheduler/engine/*.py)) \
-  $(foreach m,cluster simulator waiting,scheduler/sim/$(m).py)
+  $(foreach m,cluster simulator waiting after_cycle,scheduler/sim/$(m).py)
 ENGINE_BUILT := scheduler/engine/compiled.json
 
 .PHONY: engine

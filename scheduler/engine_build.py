@@ -33,10 +33,12 @@ from types import ModuleType
 ENGINE_DIR = Path(__file__).with_name("engine")
 PACKAGE = "scheduler.engine"
 SIM_DIR = Path(__file__).with_name("sim")
-SIM_MODULES = ("cluster", "simulator", "waiting")
+SIM_MODULES = ("cluster", "simulator", "waiting", "after_cycle")
 """The simulator's modules compiled with the engine: the replay loop, its cluster and
-its wait meter, which run at every event. The rest of `scheduler.sim` runs once per
-replay (the study, its tables and files) and stays interpreted."""
+its wait meter, which run at every event, and the meter's reading of a daemon's cycle
+(`after_cycle`, at a /metrics scrape: it walks every running and pending pod). The rest
+of `scheduler.sim` runs once per replay (the study, its tables and files) and stays
+interpreted."""
 VARIABLE = "FAIRPOOL_ENGINE"
 CHOICES = ("auto", "compiled", "interpreted")
 

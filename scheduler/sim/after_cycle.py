@@ -23,7 +23,7 @@ simulator.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from policies.model import Policy
 from scheduler.engine import shares as shares_mod
@@ -99,18 +99,17 @@ def read_cycle(snapshot: Snapshot, decisions: Decisions, policy: Policy) -> Read
     if not shapes:
         return Reading(idle, frozenset())
     entitlement = {(s.member, s.gpu_model): s.entitlement for s in decisions.shares}
-    holders = _holders(snapshot, decisions, bound)
     state = State(
         free={n.name: n.gpus for n in nodes},
         shapes=shapes,
         nominated=_nominated(snapshot, decisions, waiting),
         allocated={},
         lent={},
-        kept=lambda: _kept(snapshot, holders, entitlement),
+        kept=lambda: _kept(snapshot, decisions, bound, entitlement),
         fair={(s.member, s.gpu_model): s.fair_share for s in decisions.shares},
         kept_off_wanted=frozenset(s for s, n in kept_count.items() if n == shapes[s]),
     )
-    _count_holders(snapshot, holders, policy, state)
+    _count_holders(snapshot, decisions, bound, policy, state)
     idle_by_cause(state, by_model, entitlement, Limits.of(policy), by_model=idle)
     models = tuple(by_model)
     owed = owed_keys(state, entitlement, models, _fits_empty(shapes, by_model), by_model)
@@ -149,53 +148,32 @@ def _nominated(
     return out
 
 
-def _holders(
-    snapshot: Snapshot, decisions: Decisions, bound: dict[str, PendingPod]
-) -> list[RunningPod]:
-    """The pods holding GPUs once the cycle's decisions are done: the running ones, those
-    it preempted marked terminating, and those it bound, started now."""
-    preempted = {p.pod_uid for p in decisions.preemptions}
-    pods = [
-        replace(pod, terminating=True) if pod.uid in preempted and not pod.terminating else pod
-        for pod in snapshot.running
-    ]
-    for b in decisions.binds:
-        pod = bound.get(b.pod_uid)
-        if pod is not None:
-            pods.append(
-                RunningPod(
-                    pod.uid,
-                    pod.name,
-                    pod.namespace,
-                    b.member,
-                    b.job_id,
-                    b.node,
-                    pod.spec,
-                    started_at=snapshot.now,
-                )
-            )
-    return pods
-
-
 def _count_holders(
-    snapshot: Snapshot, holders: list[RunningPod], policy: Policy, state: State
+    snapshot: Snapshot,
+    decisions: Decisions,
+    bound: dict[str, PendingPod],
+    policy: Policy,
+    state: State,
 ) -> None:
-    """`state.free` less what `holders` hold, and `state.allocated` and `state.lent` from
-    them, as the simulator counts them (pods in their grace period included; pods of no
-    member under member "", lent by the member whose node they are on). Pods bound by
-    others may ask for more than a node reports (a device plugin that shrank): none of
-    its GPUs is idle then, but no fewer than none."""
+    """`state.free` less what the running pods and the cycle's binds hold, and
+    `state.allocated` and `state.lent` from them, as the simulator counts them (pods in
+    their grace period included; pods of no member under member "", lent by the member
+    whose node they are on). Pods bound by others may ask for more than a node reports (a
+    device plugin that shrank): none of its GPUs is idle then, but no fewer than none."""
     members = {m.name for m in policy.members}
     node_of = {n.name: n for n in snapshot.nodes}
     free, allocated, lent = state.free, state.allocated, state.lent
-    for pod in holders:
-        gpus = pod.spec.gpus
-        node = node_of.get(pod.node)
+    holders = [(pod.member or "", pod.node, pod.spec.gpus) for pod in snapshot.running]
+    for b in decisions.binds:
+        pod = bound.get(b.pod_uid)
+        if pod is not None:
+            holders.append((b.member, b.node, pod.spec.gpus))
+    for member, node_name, gpus in holders:
+        node = node_of.get(node_name)
         if node is None or node.gpu_model is None or gpus <= 0:
             continue
-        if pod.node in free:
-            free[pod.node] = max(0, free[pod.node] - gpus)
-        member = pod.member or ""
+        if node_name in free:
+            free[node_name] = max(0, free[node_name] - gpus)
         key = (member, node.gpu_model)
         allocated[key] = allocated.get(key, 0) + gpus
         owner = node.owner or ""
@@ -204,20 +182,44 @@ def _count_holders(
 
 
 def _kept(
-    snapshot: Snapshot, holders: list[RunningPod], entitlement: dict[tuple[str, str], int]
+    snapshot: Snapshot,
+    decisions: Decisions,
+    bound: dict[str, PendingPod],
+    entitlement: dict[tuple[str, str], int],
 ) -> Kept:
-    """What waiting members could never get back (`waiting.Kept`), from the pods that
-    are not on their way out, filled in as the simulator's `KeptBook` is."""
+    """What waiting members could never get back (`waiting.Kept`), filled in as the
+    simulator's `KeptBook` is: from the pods not on their way out (terminating, or
+    preempted by this cycle), the cycle's binds among them, started now. Worked out only
+    when an owed check needs it."""
     known = [n for n in snapshot.nodes if n.gpu_model is not None]
+    names = {n.name for n in known}
     book = KeptBook(
         {n.name: n.owner or "" for n in known},
         {n.name: n.gpu_model or "" for n in known},
         entitlement,
     )
-    names = {n.name for n in known}
-    for pod in holders:
-        if not pod.terminating and pod.node in names:
-            book.change(pod, 1)
+    preempted = {p.pod_uid for p in decisions.preemptions}
+    staying = [
+        pod
+        for pod in snapshot.running
+        if not pod.terminating and pod.uid not in preempted and pod.node in names
+    ]
+    for b in decisions.binds:
+        pending = bound.get(b.pod_uid)
+        if pending is not None and b.node in names:
+            staying.append(
+                RunningPod(
+                    pending.uid,
+                    pending.name,
+                    pending.namespace,
+                    b.member,
+                    b.job_id,
+                    b.node,
+                    pending.spec,
+                    started_at=snapshot.now,
+                )
+            )
+    book.extend(staying)
     return book.kept()
 
 

@@ -213,24 +213,47 @@ class KeptBook:
         """Count a pod in (`sign` 1: bound) or out (-1: freed, or marked terminating:
         a terminating pod is never counted)."""
         gpus = pod.spec.gpus
-        if gpus <= 0:
+        if gpus <= 0 or self._away(pod, gpus, sign):
             return
-        node, member = pod.node, pod.member
-        if member is None:
-            self.everyone[node] = self.everyone.get(node, 0) + sign * gpus
-            return
-        if self._owner[node] != member:
-            mine = self.own.setdefault(member, {})
-            mine[node] = mine.get(node, 0) + sign * gpus
-            return
-        key = (member, self._model[node])
+        member = pod.member or ""
+        key = (member, self._model[pod.node])
         pods = self._home.setdefault(key, [])
-        entry = (pod.started_at, pod.uid, node, gpus)
+        entry = (pod.started_at, pod.uid, pod.node, gpus)
         if sign > 0:
             insort(pods, entry)
         else:
             pods.remove(entry)
         self._fill(key, member, pods)
+
+    def extend(self, pods: Iterable[RunningPod]) -> None:
+        """`change(pod, 1)` for each pod, each member's own-node group filled once at the
+        end rather than at every pod (a whole cluster's pods at once: `after_cycle`)."""
+        touched: dict[tuple[str, str], str] = {}
+        for pod in pods:
+            gpus = pod.spec.gpus
+            if gpus <= 0 or self._away(pod, gpus, 1):
+                continue
+            member = pod.member or ""
+            key = (member, self._model[pod.node])
+            self._home.setdefault(key, []).append((pod.started_at, pod.uid, pod.node, gpus))
+            touched[key] = member
+        for key, member in touched.items():
+            group = self._home[key]
+            group.sort()
+            self._fill(key, member, group)
+
+    def _away(self, pod: RunningPod, gpus: int, sign: int) -> bool:
+        """Count a pod of no member (for everyone) or on another member's node (for its
+        member alone); False for a pod on its member's own node, left to the caller."""
+        node, member = pod.node, pod.member
+        if member is None:
+            self.everyone[node] = self.everyone.get(node, 0) + sign * gpus
+            return True
+        if self._owner[node] != member:
+            mine = self.own.setdefault(member, {})
+            mine[node] = mine.get(node, 0) + sign * gpus
+            return True
+        return False
 
     def _fill(
         self, key: tuple[str, str], member: str, pods: list[tuple[float, str, str, int]]

@@ -90,3 +90,26 @@ def test_moving_kept_pod_by_pod_gives_what_every_pod_gives(data: st.DataObject) 
                 if not pod.terminating:
                     book.change(pod, -1)
         assert _plain(book.kept()) == _plain(_afresh(list(running.values())))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_all_pods_at_once_gives_what_every_pod_gives(data: st.DataObject) -> None:
+    # `extend` (the daemon's reading of a whole cluster, `after_cycle`) fills each
+    # member's own-node group once, after every pod is in.
+    pods = [
+        RunningPod(
+            uid=f"p{k:02d}",
+            name=f"p{k:02d}",
+            namespace="ns",
+            member=data.draw(st.sampled_from(["lab-a", "lab-b", "lab-c", None])),
+            job_id=f"p{k:02d}",
+            node=data.draw(st.sampled_from(sorted(OWNER))),
+            spec=PodSpec(gpus=data.draw(st.integers(0, 3))),
+            started_at=float(data.draw(st.integers(0, 3))),
+        )
+        for k in range(data.draw(st.integers(0, 40)))
+    ]
+    book = KeptBook(OWNER, MODEL, ENTITLEMENT)
+    book.extend(pods)
+    assert _plain(book.kept()) == _plain(_afresh(pods))
