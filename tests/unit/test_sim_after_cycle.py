@@ -13,7 +13,7 @@ import pytest
 from bench import bench_fairness
 from policies.model import Policy
 from scheduler.engine import schedule
-from scheduler.engine.decisions import Decisions, Nomination, Preemption
+from scheduler.engine.decisions import Bind, Decisions, Nomination, Preemption
 from scheduler.engine.snapshot import Snapshot
 from scheduler.sim.after_cycle import Reading, read_cycle
 from scheduler.sim.cluster import build_nodes
@@ -150,6 +150,28 @@ def test_an_owner_is_owed_what_only_pods_on_their_way_out_hold() -> None:
     preempts = Preemption("x", "x", None, "lab-a", "a-1", "", 30, "entitlement")
     preempted = Decisions(preemptions=(preempts,), shares=decisions.shares)
     assert read_cycle(stays, preempted, POL).owed == owed
+
+
+def test_the_cycles_binds_fill_an_entitlement_after_the_pods_already_running() -> None:
+    # lab-c bought 12 of lab-a's 16 GPUs: lab-a's entitlement is 4. a1 holds a pod of
+    # no member and lab-a's r (within the 4, so never taken back); the cycle binds
+    # lab-a's x on a2, after r in the fill order: beyond the entitlement, so lab-c could
+    # take a2 back whole for its 8-GPU job, and is owed.
+    pol = policy({"lab-a": {}, "lab-c": {"purchased": {H100: 12}}})
+    run = [running("z", None, "a1", gpus=4), running("r", "lab-a", "a1", gpus=4, started_at=1.0)]
+    snap = snapshot(
+        [node("a1", "lab-a"), node("a2", "lab-a")],
+        [job("x", "lab-a", gpus=4), job("c", "lab-c", gpus=8)],
+        run,
+    )
+    shares = schedule(snap, pol).shares
+    assert {(s.member, s.entitlement) for s in shares if s.gpu_model == H100} == {
+        ("lab-a", 4),
+        ("lab-c", 12),
+    }
+    bind = Bind("x-0", "a2", "x", "lab-a", "lab-a", False)
+    reading = read_cycle(snap, Decisions(binds=(bind,), shares=shares), pol)
+    assert reading.owed == frozenset({("lab-c", H100)})
 
 
 @dataclass
