@@ -40,20 +40,19 @@ from scheduler.sim.waiting import (
     Shape,
     State,
     idle_by_cause,
+    job_shape,
     nodes_by_model,
     owed_keys,
-    slots,
+    remember_fits,
 )
 
 
 def waiting_shape(job: PendingJob) -> Shape | None:
     """The job's shape as the meter reads it (`waiting.job_shape`), None when it asks for
-    no GPU. A gang whose pods are not all created yet counts at its full size: it cannot
-    start with fewer."""
+    no GPU."""
     if not job.pods or job.pods[0].spec.gpus <= 0:
         return None
-    spec = job.pods[0].spec
-    return job.member, spec.gpu_model, max(len(job.pods), job.min_member), spec.gpus
+    return job_shape(job)
 
 
 def usable_nodes(nodes: Iterable[Node]) -> tuple[Node, ...]:
@@ -227,11 +226,8 @@ def _fits_empty(
     shapes: dict[Shape, int], by_model: dict[str, ModelNodes]
 ) -> dict[tuple[str, int, int], bool]:
     """(model, pods, GPUs per pod) -> the shape's pods fit the model's empty nodes, for
-    the models each pending shape may run on (`WaitMeter._remember_fit`)."""
+    the models each pending shape may run on."""
     out: dict[tuple[str, int, int], bool] = {}
-    for _, job_model, pods, per_pod in shapes:
-        for model, nodes in by_model.items():
-            key = (model, pods, per_pod)
-            if (job_model is None or job_model == model) and key not in out:
-                out[key] = slots(nodes.gpus, per_pod) >= pods
+    for shape in shapes:
+        remember_fits(shape, by_model, out)
     return out

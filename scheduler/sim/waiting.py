@@ -99,10 +99,26 @@ Shape = tuple[str, str | None, int, int]
 
 
 def job_shape(job: PendingJob) -> Shape:
+    """A gang whose pods are not all created yet (the daemon's, never the simulator's)
+    counts at its full size: it cannot start with fewer."""
     spec = job.pods[0].spec if job.pods else None
     model = spec.gpu_model if spec is not None else None
     gpus_per_pod = spec.gpus if spec is not None else 0
-    return job.member, model, len(job.pods), gpus_per_pod
+    return job.member, model, max(len(job.pods), job.min_member), gpus_per_pod
+
+
+def remember_fits(
+    shape: Shape, by_model: dict[str, ModelNodes], fits_empty: dict[tuple[str, int, int], bool]
+) -> None:
+    """Fill `fits_empty` ((model, pods, GPUs per pod) -> its pods fit the model's empty
+    nodes) for each model the shape may run on, what `owed_keys` reads."""
+    _, job_model, pods, per_pod = shape
+    for model, nodes in by_model.items():
+        if job_model is not None and job_model != model:
+            continue
+        key = (model, pods, per_pod)
+        if key not in fits_empty:
+            fits_empty[key] = slots(nodes.gpus, per_pod) >= pods
 
 
 def slots(free: list[int], gpus_per_pod: int) -> int:
@@ -682,7 +698,7 @@ class WaitMeter:
         for shape in state.shapes:
             if shape not in seen:
                 seen.add(shape)
-                self._remember_fit(shape)
+                remember_fits(shape, self._by_model, self._fits_empty)
         index = ShapeIndex.of(state.shapes, tuple(self._by_model), self._fits_empty)
         if version is not None:
             self._index = (version, index)
@@ -716,12 +732,3 @@ class WaitMeter:
             # run out by now, it may be the state at its end.
             if self.blocker is not None and now <= start + self.allowance_s:
                 self._cause[key] = self.blocker(key[0], key[1])
-
-    def _remember_fit(self, shape: Shape) -> None:
-        _, job_model, pods, per_pod = shape
-        for model, nodes in self._by_model.items():
-            if job_model is not None and job_model != model:
-                continue
-            key = (model, pods, per_pod)
-            if key not in self._fits_empty:
-                self._fits_empty[key] = slots(nodes.gpus, per_pod) >= pods
