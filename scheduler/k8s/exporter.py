@@ -31,6 +31,7 @@ from policies.model import Policy
 from scheduler.engine.decisions import Decisions
 from scheduler.engine.snapshot import Snapshot
 from scheduler.sim.after_cycle import Reading, read_cycle
+from scheduler.sim.waiting import OWED_CAUSES
 
 SHARE_FIELDS = {
     "entitlement": "entitlement (contribution plus purchased GPUs, after the carve-out)",
@@ -132,7 +133,9 @@ class _ClusterCollector(Collector):
         yield allocation
         yield from self._reading_gauges(state)
 
-    def _reading_gauges(self, state: State) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+    def _reading_gauges(
+        self, state: State
+    ) -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
         idle = GaugeMetricFamily(
             "fairpool_idle_gpus_while_pending",
             "GPUs no pod holds while pods wait for fairpool, per GPU model and the cause "
@@ -149,8 +152,16 @@ class _ClusterCollector(Collector):
             "after the latest cycle; else 0",
             labels=["member", "gpu_model"],
         )
+        blocker = GaugeMetricFamily(
+            "fairpool_member_owed_blocker",
+            "1 for what holds the member's own nodes of the GPU model while it is owed its "
+            "entitlement there (reclaim_limit, reclaim_limit_bigger, others_entitlement, "
+            "borrowed, elsewhere), after the latest cycle; 0 for the other causes, and for "
+            "every cause while it is not owed",
+            labels=["member", "gpu_model", "cause"],
+        )
         if state.snapshot is None or state.policy is None:
-            return idle, owed
+            return idle, owed, blocker
         version, reading = self._reading
         if reading is None or version != state.version or not state.version:
             reading = read_cycle(state.snapshot, state.decisions, state.policy)
@@ -162,7 +173,10 @@ class _ClusterCollector(Collector):
             if share.entitlement > 0:
                 key = (share.member, share.gpu_model)
                 owed.add_metric(list(key), 1.0 if key in reading.owed else 0.0)
-        return idle, owed
+                now = reading.blockers.get(key)
+                for cause in OWED_CAUSES:
+                    blocker.add_metric([*key, cause], 1.0 if cause == now else 0.0)
+        return idle, owed, blocker
 
 
 Readiness = Callable[[], tuple[bool, str]]

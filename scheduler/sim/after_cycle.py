@@ -23,7 +23,7 @@ simulator.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from policies.model import Policy
 from scheduler.engine import shares as shares_mod
@@ -42,6 +42,7 @@ from scheduler.sim.waiting import (
     idle_by_cause,
     job_shape,
     nodes_by_model,
+    owed_blocker,
     owed_keys,
     remember_fits,
 )
@@ -70,6 +71,10 @@ class Reading:
     owed: frozenset[tuple[str, str]]
     """(member, GPU model) pairs whose member has pending work that could use its
     entitlement there: an owed episode is open (docs/metrics.md, time to entitlement)."""
+    blockers: dict[tuple[str, str], str] = field(default_factory=dict)
+    """For each `owed` pair: what holds the member's own nodes of the model
+    (`waiting.OWED_CAUSES`), the cause the simulator gives an episode still open when
+    its allowance runs out."""
 
 
 def read_cycle(snapshot: Snapshot, decisions: Decisions, policy: Policy) -> Reading:
@@ -112,7 +117,12 @@ def read_cycle(snapshot: Snapshot, decisions: Decisions, policy: Policy) -> Read
     idle_by_cause(state, by_model, entitlement, Limits.of(policy), by_model=idle)
     models = tuple(by_model)
     owed = owed_keys(state, entitlement, models, _fits_empty(shapes, by_model), by_model)
-    return Reading(idle, frozenset(owed))
+    if not owed:
+        return Reading(idle, frozenset())
+    staying = _staying(snapshot, decisions, bound)
+    limit = policy.sharing.max_reclaims_per_job
+    blockers = _blockers(snapshot.nodes, staying, owed, state.allocated, entitlement, limit)
+    return Reading(idle, frozenset(owed), blockers)
 
 
 def _never_runs(snapshot: Snapshot, policy: Policy) -> tuple[NeverRuns, dict[str, JobInfo]]:
@@ -197,15 +207,21 @@ def _kept(
         {n.name: n.gpu_model or "" for n in known},
         entitlement,
     )
+    book.extend(p for p in _staying(snapshot, decisions, bound) if p.node in names)
+    return book.kept()
+
+
+def _staying(
+    snapshot: Snapshot, decisions: Decisions, bound: dict[str, PendingPod]
+) -> list[RunningPod]:
+    """The pods not on their way out (terminating, or preempted by this cycle), the
+    cycle's binds among them, started now, with their job's reclaims."""
     preempted = {p.pod_uid for p in decisions.preemptions}
-    staying = [
-        pod
-        for pod in snapshot.running
-        if not pod.terminating and pod.uid not in preempted and pod.node in names
-    ]
+    staying = [pod for pod in snapshot.running if not pod.terminating and pod.uid not in preempted]
+    reclaims = {job.job_id: job.reclaims for job in snapshot.pending}
     for b in decisions.binds:
         pending = bound.get(b.pod_uid)
-        if pending is not None and b.node in names:
+        if pending is not None:
             staying.append(
                 RunningPod(
                     pending.uid,
@@ -216,10 +232,42 @@ def _kept(
                     b.node,
                     pending.spec,
                     started_at=snapshot.now,
+                    reclaims=reclaims.get(b.job_id, 0),
                 )
             )
-    book.extend(staying)
-    return book.kept()
+    return staying
+
+
+def _blockers(
+    nodes: Iterable[Node],
+    staying: list[RunningPod],
+    owed: Iterable[tuple[str, str]],
+    allocated: dict[tuple[str, str], int],
+    entitlement: dict[tuple[str, str], int],
+    reclaim_limit: int | None,
+) -> dict[tuple[str, str], str]:
+    """(member, model) -> `waiting.owed_blocker` for each owed pair, from the other
+    members' pods that stay on the member's own nodes of the model (a job's GPUs: those
+    of its pods that stay, all of a gang's when it runs whole)."""
+    where = {n.name: (n.owner, n.gpu_model) for n in nodes if n.owner and n.gpu_model}
+    foreign: dict[tuple[str, str], list[RunningPod]] = {}
+    job_gpus: dict[str, int] = {}
+    for pod in staying:
+        job_gpus[pod.job_id] = job_gpus.get(pod.job_id, 0) + pod.spec.gpus
+        at = where.get(pod.node)
+        if at is not None and pod.member != at[0] and pod.spec.gpus > 0:
+            foreign.setdefault((at[0], at[1] or ""), []).append(pod)
+    return {
+        key: owed_blocker(
+            foreign.get(key, ()),
+            key[1],
+            lambda pod: job_gpus[pod.job_id],
+            allocated,
+            entitlement,
+            reclaim_limit,
+        )
+        for key in sorted(owed)
+    }
 
 
 def _fits_empty(

@@ -51,7 +51,7 @@ from scheduler.engine.decisions import Decisions, MemberShare, PreemptionCause
 from scheduler.engine.snapshot import Node, RunningPod, Snapshot
 from scheduler.engine.usage import advance_usage_history, lost_gpu_seconds
 from scheduler.sim.cluster import SimCluster, SimulationInvariantError
-from scheduler.sim.waiting import KeptBook, Limits, State, WaitMeter
+from scheduler.sim.waiting import KeptBook, Limits, State, WaitMeter, owed_blocker
 from scheduler.traces.model import Trace, TraceJob
 
 Engine = Callable[[Snapshot, Policy], Decisions]
@@ -892,33 +892,19 @@ class Simulator:
         self.meter.observe(now, state, same_as)
 
     def _owed_blocker(self, member: str, model: str) -> str:
-        """What holds the member's own nodes of `model` now (`waiting.OWED_CAUSES`, the
-        first that applies); pods in their grace period are on their way out."""
+        """What holds the member's own nodes of `model` now (`waiting.owed_blocker`)."""
         running = self.cluster.running
-        entitlement = self.cluster.capacity.entitlement
-        limit = self._reclaim_limit
-        bigger = within = borrowed = False
-        for uid in self._foreign.get((member, model), ()):
-            pod = running[uid]
-            if pod.terminating:
-                continue
-            key = (pod.member or "", model)
-            if limit is not None and pod.reclaims >= limit:
-                # The two rules that put a job at the limit on a busy owner's node differ:
-                # one that fits came while the owner was quiet, a bigger one comes anyway
-                # once its window has passed.
-                if self.jobs[pod.job_id].job.gpus <= entitlement.get(key, 0):
-                    return "reclaim_limit"
-                bigger = True
-            elif self._allocated.get(key, 0) <= entitlement.get(key, 0):
-                within = True
-            else:
-                borrowed = True
-        if bigger:
-            return "reclaim_limit_bigger"
-        if within:
-            return "others_entitlement"
-        return "borrowed" if borrowed else "elsewhere"
+        return owed_blocker(
+            (running[uid] for uid in self._foreign.get((member, model), ())),
+            model,
+            self._job_gpus,
+            self._allocated,
+            self.cluster.capacity.entitlement,
+            self._reclaim_limit,
+        )
+
+    def _job_gpus(self, pod: RunningPod) -> int:
+        return self.jobs[pod.job_id].job.gpus
 
     def _pending_gpus(self) -> dict[tuple[str, str], int]:
         """Pending GPUs per (member, model), for instants without an engine cycle. A job

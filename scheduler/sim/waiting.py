@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import math
 from bisect import insort
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from policies.model import Policy
@@ -93,6 +93,44 @@ than its nodes)."""
 
 OwedBlocker = Callable[[str, str], str]
 """(member, model) -> the `OWED_CAUSES` entry for the current state."""
+
+
+def owed_blocker(
+    foreign: Iterable[RunningPod],
+    model: str,
+    job_gpus: Callable[[RunningPod], int],
+    allocated: Mapping[tuple[str, str], int],
+    entitlement: Mapping[tuple[str, str], int],
+    reclaim_limit: int | None,
+) -> str:
+    """What holds a member's own nodes of `model` (`OWED_CAUSES`, the first that
+    applies), from the other members' pods on them (`foreign`); pods in their grace
+    period are on their way out. `job_gpus`: all the GPUs of a pod's job; `allocated`:
+    GPUs held per (member, model), pods in their grace period included. The simulator
+    asks it at each owed episode's allowance, the daemon after each cycle
+    (`fairpool_member_owed_blocker`)."""
+    bigger = within = borrowed = False
+    for pod in foreign:
+        if pod.terminating:
+            continue
+        key = (pod.member or "", model)
+        if reclaim_limit is not None and pod.reclaims >= reclaim_limit:
+            # The two rules that put a job at the limit on a busy owner's node differ:
+            # one that fits came while the owner was quiet, a bigger one comes anyway
+            # once its window has passed.
+            if job_gpus(pod) <= entitlement.get(key, 0):
+                return "reclaim_limit"
+            bigger = True
+        elif allocated.get(key, 0) <= entitlement.get(key, 0):
+            within = True
+        else:
+            borrowed = True
+    if bigger:
+        return "reclaim_limit_bigger"
+    if within:
+        return "others_entitlement"
+    return "borrowed" if borrowed else "elsewhere"
+
 
 Shape = tuple[str, str | None, int, int]
 """(member, GPU model or None for any, pods, GPUs per pod) of a pending job."""

@@ -129,7 +129,7 @@ def test_the_dashboard_shows_what_an_operator_watches() -> None:
         "fairpool_member_borrowed_gpus",
         "fairpool_member_lent_gpus",
         "fairpool_member_pending_gpus",
-        "fairpool_member_owed",
+        "fairpool_member_owed_blocker",
         "fairpool_idle_gpus_while_pending",
         "fairpool_pod_scheduling_duration_seconds_bucket",
         "fairpool_reclaim_lost_gpu_seconds_total",

@@ -30,7 +30,7 @@ from scheduler.k8s.evictor import EvictResult, event_text, eviction_body, victim
 from scheduler.k8s.exporter import SchedulerMetrics, State
 from scheduler.k8s.leader import LeaderElector
 from scheduler.k8s.objects import PodInfo, pod_info
-from scheduler.sim.waiting import IDLE_CAUSES
+from scheduler.sim.waiting import IDLE_CAUSES, OWED_CAUSES
 
 POD = pod_info(
     {
@@ -225,8 +225,13 @@ def test_wait_meter_gauges_read_the_published_cycle_once() -> None:
     def owed() -> dict[str, float]:
         return series("fairpool_member_owed", "member")
 
+    def blocker() -> dict[str, float]:
+        return series("fairpool_member_owed_blocker", "cause")
+
     assert idle() == {**dict.fromkeys(IDLE_CAUSES, 0.0), "held": 2.0, "too_few_free": 2.0}
     assert owed() == {"physics": 1.0}
+    # lab-bio's pod on n2 is on its way out: nothing else holds physics' nodes.
+    assert blocker() == {**dict.fromkeys(OWED_CAUSES, 0.0), "elsewhere": 1.0}
     # Worked out once per publication: the same version reads the same figures ...
     done = replace(snapshot, pending=())
     states.append(State(done, decisions, True, frozenset(), policy, version=1))
@@ -235,9 +240,10 @@ def test_wait_meter_gauges_read_the_published_cycle_once() -> None:
     states.append(State(done, schedule(done, policy), True, frozenset(), policy, version=2))
     assert idle() == dict.fromkeys(IDLE_CAUSES, 0.0)
     assert owed() == {"physics": 0.0}
+    assert blocker() == dict.fromkeys(OWED_CAUSES, 0.0)
     # Before the first cycle (no policy, no snapshot): no series.
     states.append(State(None, Decisions(), False, frozenset()))
-    assert idle() == {} and owed() == {}
+    assert idle() == {} and owed() == {} and blocker() == {}
 
 
 class _Capture(EventRecorder):

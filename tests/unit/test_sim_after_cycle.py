@@ -14,7 +14,7 @@ from bench import bench_fairness
 from policies.model import Policy
 from scheduler.engine import schedule
 from scheduler.engine.decisions import Bind, Decisions, Nomination, Preemption
-from scheduler.engine.snapshot import Snapshot
+from scheduler.engine.snapshot import RunningPod, Snapshot
 from scheduler.sim.after_cycle import Reading, read_cycle
 from scheduler.sim.cluster import build_nodes
 from scheduler.sim.simulator import SimulationResult, Simulator
@@ -187,6 +187,7 @@ class Replayed:
     """cause -> idle GPU-seconds."""
     owed_s: dict[tuple[str, str], float]
     """(member, model) -> seconds owed."""
+    readings: list[tuple[float, Reading]]
 
     def metered_owed_s(self) -> dict[tuple[str, str], float]:
         """The meter's owed episodes, as seconds per (member, model)."""
@@ -209,6 +210,18 @@ class Replayed:
             for key in sorted(owed.keys() | self.owed_s.keys())
             if self.owed_s.get(key, 0.0) != pytest.approx(owed.get(key, 0.0), abs=1e-6)
         ]
+        return out + self.blocker_differences()
+
+    def blocker_differences(self) -> list[str]:
+        """Each owed episode past the allowance has the cause the meter gave it: the
+        blocker of the last reading within its allowance (the meter's rule)."""
+        out = []
+        allowance = self.result.owed_allowance_s
+        for member, model, start, _, cause in self.result.owed_past_allowance:
+            within = [r for at, r in self.readings if start <= at <= start + allowance]
+            read = within[-1].blockers.get((member, model)) if within else None
+            if read != cause:
+                out.append(f"owed {member} {model} from {start}: read {read}, metered {cause}")
         return out
 
 
@@ -231,28 +244,65 @@ def replayed(nodes: object, pol: Policy, trace: Trace) -> Replayed:
         for key in reading.owed:
             if until > at:
                 owed[key] = owed.get(key, 0.0) + until - at
-    return Replayed(result, idle, owed)
+    return Replayed(result, idle, owed, readings)
 
 
 @pytest.mark.parametrize("scale", [1.0, 10.0])
 def test_agrees_with_the_simulators_wait_meter_on_random_contended_cases(scale: float) -> None:
     differ = []
     owed = 0
+    causes: set[str] = set()
     for seed in range(examples(200)):
         case = scaled(make_case(random.Random(seed)), scale)
         replay = replayed(case.nodes, case.policy, case.trace)
         differ += [f"seed {seed}: {d}" for d in replay.differences()]
         owed += bool(replay.owed_s)
+        causes |= {episode[4] for episode in replay.result.owed_past_allowance}
     assert not differ, "\n".join(differ)
-    assert owed > 0  # not a check on empty readings
+    assert owed > 0 and causes  # not a check on empty readings
 
 
-def test_agrees_with_the_simulators_wait_meter_on_two_days_of_the_philly_shaped_pool() -> None:
-    inventory, pol, trace = bench_fairness.philly(2.0, 0)
+def test_agrees_with_the_simulators_wait_meter_on_four_days_of_the_philly_shaped_pool() -> None:
+    inventory, pol, trace = bench_fairness.philly(4.0, 0)
     replay = replayed(build_nodes(inventory), pol, trace)
     metered = replay.result.idle_while_waiting_gpu_s
     # The rule that keeps reclaimed work off wanted nodes and fragmentation both leave
-    # GPUs idle there, and owners wait for their entitlement: the check is not on zeros.
+    # GPUs idle there, and owners wait for their entitlement, past the allowance behind a
+    # job at the reclaim limit too: the check is not on zeros.
     assert metered["kept_off_wanted"] > 0 and metered["fragmentation"] > 0
     assert len(replay.metered_owed_s()) > 3
+    assert "reclaim_limit" in {episode[4] for episode in replay.result.owed_past_allowance}
     assert replay.differences() == []
+
+
+def test_an_owed_owner_is_told_what_holds_its_nodes() -> None:
+    # lab-b borrows 4 of lab-a's GPUs while lab-a's 8-GPU job waits: what holds a1 is
+    # what the simulator would give an episode past its allowance as its cause.
+    nodes = [node("a1", "lab-a"), node("b1", "lab-b")]
+    waiting = [job("a-1", "lab-a", gpus=8)]
+    own = running("b-own", "lab-b", "b1", gpus=8, job_id="b-own")
+    key = ("lab-a", H100)
+
+    def blocker(run: list[RunningPod], decide: bool = False) -> str | None:
+        snap = snapshot(nodes, waiting, run)
+        decisions = schedule(snap, POL)
+        if not decide:  # as if the cycle had not taken it back (yet)
+            decisions = Decisions(shares=decisions.shares)
+        reading = read_cycle(snap, decisions, POL)
+        assert reading.owed == frozenset({key})
+        return reading.blockers.get(key)
+
+    pod = running("b-1", "lab-b", "a1", gpus=4, job_id="b-1")
+    assert blocker([own, pod]) == "borrowed"
+    assert blocker([own, pod], decide=True) == "elsewhere"  # preempted: on its way out
+    spent = replace(pod, reclaims=3)  # maxReclaimsPerJob: never a victim again
+    assert blocker([own, spent], decide=True) == "reclaim_limit"
+    # The same job with a pod on lab-b's own node: 12 GPUs, more than lab-b's 8.
+    gang = running("b-2", "lab-b", "b1", gpus=8, job_id="b-1", reclaims=3)
+    assert blocker([spent, gang], decide=True) == "reclaim_limit_bigger"
+    # lab-b within its entitlement (its own node holds a pod of no member): its pod on
+    # a1 is never reclaimed for lab-a.
+    other = running("z", None, "b1", gpus=8)
+    assert blocker([other, pod], decide=True) == "others_entitlement"
+    # Nobody owed: no blocker.
+    assert read_cycle(snapshot(nodes, [], [pod]), Decisions(), POL).blockers == {}
