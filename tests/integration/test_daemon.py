@@ -27,6 +27,7 @@ from policies.model import Policy
 from scheduler.engine.decisions import Bind
 from scheduler.k8s.client import api_client, namespaced_path, post_json
 from scheduler.k8s.daemon import Daemon, DaemonConfig, PolicyConfigMap, SchedulerView
+from scheduler.k8s.labels import RECLAIMS_ANNOTATION
 from scheduler.k8s.objects import PodInfo
 from tests.controlplane import ControlPlane
 from tests.controlplane.nodes import create_nodes, wait_nodes_ready
@@ -163,9 +164,10 @@ class Pool:
         duration: float | None = None,
         grace: int = 1,
         extra_spec: dict[str, Any] | None = None,
+        annotations: dict[str, str] | None = None,
     ) -> k8s.V1Pod:
         labels: dict[str, str] = {}
-        annotations: dict[str, str] = {}
+        annotations = dict(annotations or {})
         if gang is not None:
             labels["fairpool.io/gang"] = gang
             annotations["fairpool.io/gang-size"] = str(gang_size)
@@ -633,6 +635,47 @@ def test_eviction_blocked_by_a_disruption_budget_is_retried_later(pool: Pool) ->
     wait_until(lambda: pool.bound("b"), timeout=20, what="B bound once the budget is gone")
     assert set(pool.bound("b").values()) == set(b_nodes)
     wait_until(lambda: owed() == {"a": 0.0, "b": 0.0}, timeout=10, what="b no longer owed")
+
+
+def test_an_owner_kept_out_by_work_at_the_reclaim_limit_is_told_what_holds_its_node(
+    pool: Pool,
+) -> None:
+    """A's pods were reclaimed maxReclaimsPerJob times already: never victims again. They
+    fill B's idle node; B's pod then waits, owed its node, and the metrics name what holds
+    it (the cause the FairpoolOwnerBelowEntitlement alert's description gives)."""
+    for m in ("a", "b"):
+        pool.add_member(m)
+    pool.add_nodes("a", count=1, gpus=4)
+    b_nodes = pool.add_nodes("b", count=1, gpus=4)
+    daemon = pool.daemon(pool.policy(grace=1))
+    at_limit = {RECLAIMS_ANNOTATION: "3"}
+    for i in range(8):
+        pool.pod("a", f"a{i}", annotations=at_limit)
+    wait_until(lambda: len(pool.bound("a")) == 8, what="A fills the pool, B's node too")
+    on_b = sorted(n for n, node in pool.bound("a").items() if node in b_nodes)
+    assert len(on_b) == 4
+    metrics_port = daemon.metrics.serve(0, "127.0.0.1")
+
+    def blockers() -> dict[str, str]:
+        """member -> the cause fairpool_member_owed_blocker reads 1 for."""
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
+        return {
+            line.split('member="')[1].split('"')[0]: line.split('cause="')[1].split('"')[0]
+            for line in text.splitlines()
+            if line.startswith("fairpool_member_owed_blocker{") and line.endswith(" 1.0")
+        }
+
+    pool.pod("b", "b0", gpus=4)
+    wait_until(lambda: blockers() == {"b": "reclaim_limit"}, timeout=20, what="b owed, told why")
+    # Not a moment between a reclaim's annotation and its eviction: it stays so.
+    time.sleep(3)
+    assert blockers() == {"b": "reclaim_limit"}
+    assert pool.bound("b") == {}
+    assert set(on_b) <= set(pool.bound("a"))
+    for name in on_b:
+        pool.core.delete_namespaced_pod(name, pool.ns("a"), grace_period_seconds=0)
+    wait_until(lambda: pool.bound("b"), timeout=20, what="B bound once A's pods are gone")
+    wait_until(lambda: blockers() == {}, timeout=10, what="b no longer owed")
 
 
 # --- taking back from overtaking jobs ---------------------------------------------------
