@@ -29,9 +29,10 @@ from prometheus_client.registry import Collector
 from policies.errors import listen_error
 from policies.model import Policy
 from scheduler.engine.decisions import Decisions
+from scheduler.engine.entitlement import MemberModel
 from scheduler.engine.snapshot import Snapshot
 from scheduler.sim.after_cycle import Reading, read_cycle
-from scheduler.sim.waiting import OWED_CAUSES
+from scheduler.sim.waiting import OWED_CAUSES, owed_allowance_s
 
 SHARE_FIELDS = {
     "entitlement": "entitlement (contribution plus purchased GPUs, after the carve-out)",
@@ -44,6 +45,32 @@ SHARE_FIELDS = {
 }
 """Share gauge `fairpool_member_<name>_gpus` -> its help text (docs/glossary.md words)."""
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+ENTITLEMENT_BUCKETS = (30, 60, 90, 120, 300, 600, 1800, 3600, 14_400, 43_200, 86_400, 259_200)
+"""Seconds: around the allowance (90 s with the default policy), then up to three days."""
+
+
+class OwedEpisodes:
+    """Owed episodes (docs/metrics.md, time to entitlement) as a run of readings sees
+    them: one opens at the first reading with its (member, GPU model) owed and ends at
+    the first reading without, at the readings' cycle times."""
+
+    def __init__(self) -> None:
+        self.since: dict[MemberModel, float] = {}
+
+    def read(self, now: float, owed: Iterable[MemberModel]) -> list[tuple[MemberModel, float]]:
+        """Take the reading of the cycle at `now`; the episodes it ends, with their length."""
+        owed = set(owed)
+        ended = [(key, now - since) for key, since in sorted(self.since.items()) if key not in owed]
+        for key, _ in ended:
+            del self.since[key]
+        for key in sorted(owed):
+            self.since.setdefault(key, now)
+        return ended
+
+    def lasted(self, key: MemberModel, now: float) -> float:
+        """How long the pair's open episode has lasted at `now`; 0 when none is open."""
+        since = self.since.get(key)
+        return 0.0 if since is None else max(0.0, now - since)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +95,18 @@ class _ClusterCollector(Collector):
         self._pod_series = pod_series
         self._reading: tuple[int, Reading | None] = (0, None)
         """(publication, the wait meter's reading of it)."""
+        self._episodes = OwedEpisodes()
+        self._lock = threading.Lock()
+        """Scrapes run in threads of their own: one at a time reads a new cycle."""
+        self._time_to_entitlement = Histogram(
+            "fairpool_time_to_entitlement_seconds",
+            "Owed episodes that ended, by their length: from the first cycle a scrape read "
+            "with the member owed its entitlement of the GPU model to the first without "
+            "(leader only)",
+            ["member", "gpu_model"],
+            buckets=ENTITLEMENT_BUCKETS,
+            registry=None,
+        )
 
     def describe(self) -> list[Metric]:
         # Nothing to check for clashes, and collect() must not run before the daemon
@@ -133,9 +172,7 @@ class _ClusterCollector(Collector):
         yield allocation
         yield from self._reading_gauges(state)
 
-    def _reading_gauges(
-        self, state: State
-    ) -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+    def _reading_gauges(self, state: State) -> Iterator[Metric]:
         idle = GaugeMetricFamily(
             "fairpool_idle_gpus_while_pending",
             "GPUs no pod holds while pods wait for fairpool, per GPU model and the cause "
@@ -160,12 +197,35 @@ class _ClusterCollector(Collector):
             "every cause while it is not owed",
             labels=["member", "gpu_model", "cause"],
         )
-        if state.snapshot is None or state.policy is None:
-            return idle, owed, blocker
-        version, reading = self._reading
-        if reading is None or version != state.version or not state.version:
-            reading = read_cycle(state.snapshot, state.decisions, state.policy)
-            self._reading = (state.version, reading)
+        lasted = GaugeMetricFamily(
+            "fairpool_member_owed_seconds",
+            "How long the member has been owed its entitlement of the GPU model, from the "
+            "first cycle a scrape read with it owed to the latest cycle; 0 while not owed",
+            labels=["member", "gpu_model"],
+        )
+        allowance = GaugeMetricFamily(
+            "fairpool_owed_allowance_seconds",
+            "How long an owed episode may last by the policy in use: grace period + minimum "
+            "runtime (unless preempted below it) + 60 s",
+        )
+        families = (idle, owed, blocker, lasted, allowance)
+        snapshot, policy = state.snapshot, state.policy
+        if snapshot is None or policy is None:
+            yield from families
+            yield from self._time_to_entitlement.collect()
+            return
+        allowance.add_metric([], owed_allowance_s(policy))
+        with self._lock:
+            version, reading = self._reading
+            if reading is None or version != state.version or not state.version:
+                reading = read_cycle(snapshot, state.decisions, policy)
+                self._reading = (state.version, reading)
+                for (member, model), seconds in self._episodes.read(snapshot.now, reading.owed):
+                    if state.leader:  # one replica counts the pool's episodes
+                        self._time_to_entitlement.labels(member, model).observe(seconds)
+            lasted_now = {
+                key: self._episodes.lasted(key, snapshot.now) for key in self._episodes.since
+            }
         for model, causes in sorted(reading.idle.items()):
             for cause, gpus in causes.items():
                 idle.add_metric([model, cause], float(gpus))
@@ -176,7 +236,9 @@ class _ClusterCollector(Collector):
                 now = reading.blockers.get(key)
                 for cause in OWED_CAUSES:
                     blocker.add_metric([*key, cause], 1.0 if cause == now else 0.0)
-        return idle, owed, blocker
+                lasted.add_metric(list(key), lasted_now.get(key, 0.0))
+        yield from families
+        yield from self._time_to_entitlement.collect()
 
 
 Readiness = Callable[[], tuple[bool, str]]

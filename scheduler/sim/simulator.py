@@ -51,7 +51,14 @@ from scheduler.engine.decisions import Decisions, MemberShare, PreemptionCause
 from scheduler.engine.snapshot import Node, RunningPod, Snapshot
 from scheduler.engine.usage import advance_usage_history, lost_gpu_seconds
 from scheduler.sim.cluster import SimCluster, SimulationInvariantError
-from scheduler.sim.waiting import KeptBook, Limits, State, WaitMeter, owed_blocker
+from scheduler.sim.waiting import (
+    KeptBook,
+    Limits,
+    State,
+    WaitMeter,
+    owed_allowance_s,
+    owed_blocker,
+)
 from scheduler.traces.model import Trace, TraceJob
 
 Engine = Callable[[Snapshot, Policy], Decisions]
@@ -62,9 +69,6 @@ HOUR_S = 3600.0
 MAX_BATCH_S = 3600.0
 """The longest batch the commands and the API accept: longer ones would say more about
 the batching than about the policy."""
-OWED_SLACK_S = 60.0
-"""Beyond grace period + minimum runtime, what an owed episode may last before it counts
-as past the allowance (the time a cycle, a bind and a start take, generously)."""
 
 TimelineValues = tuple[int, int, float, int, int, int, int, int]
 """The `metrics.TIMELINE_FIELDS` of one (member, model) at one instant."""
@@ -404,7 +408,7 @@ class Simulator:
             nodes,
             entitlement,
             Limits.of(policy),
-            allowance_s=self._grace + self._min_runtime + OWED_SLACK_S,
+            allowance_s=owed_allowance_s(policy),
             blocker=self._owed_blocker,
         )
 

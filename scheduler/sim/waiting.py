@@ -91,6 +91,20 @@ may not go below their entitlement, a drain); none of these (the member's nodes 
 its own work, or the wait is for room beyond them: a purchased entitlement, a gang bigger
 than its nodes)."""
 
+OWED_SLACK_S = 60.0
+"""Beyond grace period + minimum runtime, what an owed episode may last before it counts
+as past the allowance (the time a cycle, a bind and a start take, generously)."""
+
+
+def owed_allowance_s(policy: Policy) -> float:
+    """How long an owed episode may last before it is past the allowance: what a reclaim
+    takes at most (the grace period, and the minimum runtime unless the policy preempts
+    below it), plus `OWED_SLACK_S`."""
+    sharing = policy.sharing
+    min_runtime = 0 if sharing.preempt_below_min_runtime else sharing.min_runtime_seconds
+    return sharing.reclaim_grace_period_seconds + min_runtime + OWED_SLACK_S
+
+
 OwedBlocker = Callable[[str, str], str]
 """(member, model) -> the `OWED_CAUSES` entry for the current state."""
 

@@ -5,6 +5,7 @@ on a volume, and RBAC without wildcards."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -258,3 +259,97 @@ def test_promtool_accepts_the_rules() -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS: 5 rules found" in done.stdout
+
+
+def test_the_owner_alert_fires_past_the_allowance_and_names_what_holds_the_nodes(
+    tmp_path: Path,
+) -> None:
+    """`promtool test rules`: the alert compares each member's owed seconds with the
+    policy's allowance (one series per namespace, joined many to one), waits its minute,
+    and its description reads the blocker gauge of the same member and GPU model."""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is installed by `make prometheus` (mk/prometheus.mk)"
+    owed = 'fairpool_member_owed_seconds{namespace="fp", instance="s0", gpu_model="H100", '
+    blocker = 'fairpool_member_owed_blocker{namespace="fp", instance="s0", gpu_model="H100", '
+    description = (
+        "b has had pending work for 3m 0s that fits its entitlement of H100 and the nodes it "
+        "could get back, without getting those GPUs: longer than a reclaim takes by the "
+        "policy (fairpool_owed_allowance_seconds); reclaim is not giving them back "
+        "(fairpool explain tells why). What holds its nodes now "
+        "(fairpool_member_owed_blocker): reclaim_limit."
+    )
+    alert = "FairpoolOwnerBelowEntitlement"
+    tests = {
+        "rule_files": [str(CHART / "files" / "rules.yaml")],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {"series": owed + 'member="b"}', "values": "0 60 120 180 240"},
+                    {"series": owed + 'member="a"}', "values": "0x4"},
+                    {
+                        "series": 'fairpool_owed_allowance_seconds{namespace="fp", instance="s0"}',
+                        "values": "90x4",
+                    },
+                    {"series": blocker + 'member="b", cause="reclaim_limit"}', "values": "1x4"},
+                    {"series": blocker + 'member="b", cause="borrowed"}', "values": "0x4"},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "1m", "alertname": alert, "exp_alerts": []},
+                    # 120 s owed, past the 90 s allowance: pending for its minute.
+                    {"eval_time": "2m", "alertname": alert, "exp_alerts": []},
+                    {
+                        "eval_time": "3m",
+                        "alertname": alert,
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "warning",
+                                    "namespace": "fp",
+                                    "member": "b",
+                                    "gpu_model": "H100",
+                                },
+                                "exp_annotations": {
+                                    "summary": "A member is kept from its entitlement",
+                                    "description": description,
+                                },
+                            }
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "owner_alert.yaml"
+    path.write_text(yaml.safe_dump(tests))
+    done = subprocess.run(
+        [promtool, "test", "rules", str(path)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout
+
+
+def test_promtool_parses_every_dashboard_query(tmp_path: Path) -> None:
+    """Each panel's PromQL, with Grafana's variables given values, as a recording rule:
+    `promtool check rules` parses it as Prometheus would."""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is installed by `make prometheus` (mk/prometheus.mk)"
+    dashboard = json.loads((CHART / "files" / "dashboard.json").read_text())
+    values = {"$member": ".*", "$gpu_model": ".*", "$__rate_interval": "5m"}
+    rules = []
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            expr = target["expr"]
+            for name, value in values.items():
+                expr = expr.replace(name, value)
+            assert "$" not in expr, (panel["title"], expr)
+            rules.append({"record": f"panel_{panel['id']}_{target['refId']}", "expr": expr})
+    assert len(rules) > 20
+    path = tmp_path / "dashboard_rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    done = subprocess.run(
+        [promtool, "check", "rules", str(path)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"SUCCESS: {len(rules)} rules found" in done.stdout

@@ -665,6 +665,12 @@ def test_an_owner_kept_out_by_work_at_the_reclaim_limit_is_told_what_holds_its_n
             if line.startswith("fairpool_member_owed_blocker{") and line.endswith(" 1.0")
         }
 
+    def sample(name: str) -> float:
+        """b's sample of `name`, 0 when there is none."""
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
+        prefix = name + '{gpu_model="' + H100 + '",member="b"}'
+        return next((float(x.split()[-1]) for x in text.splitlines() if x.startswith(prefix)), 0.0)
+
     pool.pod("b", "b0", gpus=4)
     wait_until(lambda: blockers() == {"b": "reclaim_limit"}, timeout=20, what="b owed, told why")
     # Not a moment between a reclaim's annotation and its eviction: it stays so.
@@ -672,10 +678,16 @@ def test_an_owner_kept_out_by_work_at_the_reclaim_limit_is_told_what_holds_its_n
     assert blockers() == {"b": "reclaim_limit"}
     assert pool.bound("b") == {}
     assert set(on_b) <= set(pool.bound("a"))
+    owed_for = sample("fairpool_member_owed_seconds")
+    assert owed_for >= 2.5, owed_for  # the scrapes above read its cycles
     for name in on_b:
         pool.core.delete_namespaced_pod(name, pool.ns("a"), grace_period_seconds=0)
     wait_until(lambda: pool.bound("b"), timeout=20, what="B bound once A's pods are gone")
     wait_until(lambda: blockers() == {}, timeout=10, what="b no longer owed")
+    # The episode ended: the time to entitlement histogram has it, as long as it lasted.
+    assert sample("fairpool_member_owed_seconds") == 0.0
+    assert sample("fairpool_time_to_entitlement_seconds_count") == 1.0
+    assert sample("fairpool_time_to_entitlement_seconds_sum") >= owed_for
 
 
 # --- taking back from overtaking jobs ---------------------------------------------------

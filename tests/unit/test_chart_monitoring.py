@@ -65,7 +65,8 @@ def metric_names(expr: str) -> set[str]:
     for match in _IDENTIFIER.finditer(text):
         rest = text[match.end() :].lstrip()
         word = match.group()
-        if rest.startswith("(") or word in {"and", "or", "unless", "bool", "offset"}:
+        keywords = {"and", "or", "unless", "bool", "offset", "group_left", "group_right"}
+        if rest.startswith("(") or word in keywords:
             continue
         if word.startswith("$") or text[match.start() - 1 : match.start()] == "$":
             continue
@@ -98,6 +99,7 @@ def test_metric_names_are_found_in_promql() -> None:
         " and on() (time() - fairpool_y) > 3 or vector(0)"
     )
     assert metric_names(expr) == {"fairpool_x_bucket", "fairpool_y"}
+    assert metric_names("a > on (namespace) group_left max by (namespace) (b)") == {"a", "b"}
 
 
 def test_the_exported_names_are_the_scraped_ones() -> None:
@@ -130,6 +132,8 @@ def test_the_dashboard_shows_what_an_operator_watches() -> None:
         "fairpool_member_lent_gpus",
         "fairpool_member_pending_gpus",
         "fairpool_member_owed_blocker",
+        "fairpool_time_to_entitlement_seconds_bucket",
+        "fairpool_owed_allowance_seconds",
         "fairpool_idle_gpus_while_pending",
         "fairpool_pod_scheduling_duration_seconds_bucket",
         "fairpool_reclaim_lost_gpu_seconds_total",
@@ -145,4 +149,7 @@ def test_alerts_cover_leader_metering_and_entitlement() -> None:
     alerts = dict(_rule_queries())
     assert "fairpool_leader" in metric_names(alerts["FairpoolNoLeader"])
     assert "fairpool_meter_pending_hours" in metric_names(alerts["FairpoolMeteringPendingHoursOld"])
-    assert metric_names(alerts["FairpoolOwnerBelowEntitlement"]) == {"fairpool_member_owed"}
+    assert metric_names(alerts["FairpoolOwnerBelowEntitlement"]) == {
+        "fairpool_member_owed_seconds",
+        "fairpool_owed_allowance_seconds",
+    }

@@ -27,7 +27,7 @@ from scheduler.k8s.cache import CacheView
 from scheduler.k8s.daemon import Daemon, DaemonConfig, PolicyConfigMap, SchedulerView
 from scheduler.k8s.events import EventLevel, EventRecorder, EventType, ObjectRef
 from scheduler.k8s.evictor import EvictResult, event_text, eviction_body, victim_annotations
-from scheduler.k8s.exporter import SchedulerMetrics, State
+from scheduler.k8s.exporter import OwedEpisodes, SchedulerMetrics, State
 from scheduler.k8s.leader import LeaderElector
 from scheduler.k8s.objects import PodInfo, pod_info
 from scheduler.sim.waiting import IDLE_CAUSES, OWED_CAUSES
@@ -194,6 +194,38 @@ def test_metrics_exposition() -> None:
     assert "fairpool_pod_gpu_allocation{" not in text
 
 
+def test_owed_episodes_open_and_end_with_the_readings() -> None:
+    episodes = OwedEpisodes()
+    a, b = ("a", "H100"), ("b", "H100")
+    assert episodes.read(10.0, {a}) == []
+    assert episodes.read(20.0, {a, b}) == []
+    assert episodes.lasted(a, 25.0) == 15.0 and episodes.lasted(b, 25.0) == 5.0
+    assert episodes.read(30.0, {b}) == [(a, 20.0)]
+    assert episodes.lasted(a, 30.0) == 0.0
+    assert episodes.read(30.0, {b}) == []  # the same cycle read again
+    assert episodes.read(40.0, set()) == [(b, 20.0)]
+
+
+def test_a_standby_tracks_owed_episodes_but_counts_none() -> None:
+    # Every replica reads its own cycles; only the leader's histogram counts the pool's
+    # episodes, so that summing over replicas does not count one twice.
+    nodes = (Node("n1", "physics", "A100", 8, 0, 0),)
+    held = (RunningPod("u2", "p2", "lab-bio", "lab-bio", "u2", "n1", PodSpec(gpus=8)),)
+    big = PendingJob("big", "physics", (PendingPod("b0", "big", "physics", PodSpec(gpus=8)),))
+    policy = load_policy()
+    owed = Snapshot(now=10_000.0, nodes=nodes, running=held, pending=(big,))
+    free = Snapshot(now=10_300.0, nodes=nodes, running=(), pending=())
+    states = [State(owed, schedule(owed, policy), False, frozenset(), policy, version=1)]
+    metrics = SchedulerMetrics(lambda: states[-1])
+    labels = {"member": "physics", "gpu_model": "A100"}
+    assert metrics.registry.get_sample_value("fairpool_member_owed", labels) == 1.0
+    assert metrics.registry.get_sample_value("fairpool_member_owed_seconds", labels) == 0.0
+    states.append(State(free, schedule(free, policy), False, frozenset(), policy, version=2))
+    assert metrics.registry.get_sample_value("fairpool_member_owed_seconds", labels) == 0.0
+    count = "fairpool_time_to_entitlement_seconds_count"
+    assert metrics.registry.get_sample_value(count, labels) is None
+
+
 def test_wait_meter_gauges_read_the_published_cycle_once() -> None:
     # physics owns two 8-GPU nodes and runs 6 GPUs on n1; lab-bio borrows 6 on n2.
     # physics's 8-GPU job fits its entitlement once n2 is taken back: the cycle
@@ -228,6 +260,20 @@ def test_wait_meter_gauges_read_the_published_cycle_once() -> None:
     def blocker() -> dict[str, float]:
         return series("fairpool_member_owed_blocker", "cause")
 
+    def lasted() -> dict[str, float]:
+        return series("fairpool_member_owed_seconds", "member")
+
+    def value(name: str, labels: str = "") -> float | None:
+        return metrics.registry.get_sample_value(
+            name, dict(p.split("=") for p in labels.split(",") if p)
+        )
+
+    def ended() -> tuple[float, float]:
+        """(count, sum) of physics' A100 episodes that ended."""
+        labels = "member=physics,gpu_model=A100"
+        count = value("fairpool_time_to_entitlement_seconds_count", labels)
+        return (count or 0.0, value("fairpool_time_to_entitlement_seconds_sum", labels) or 0.0)
+
     assert idle() == {**dict.fromkeys(IDLE_CAUSES, 0.0), "held": 2.0, "too_few_free": 2.0}
     assert owed() == {"physics": 1.0}
     # lab-bio's pod on n2 is on its way out: nothing else holds physics' nodes.
@@ -236,11 +282,20 @@ def test_wait_meter_gauges_read_the_published_cycle_once() -> None:
     done = replace(snapshot, pending=())
     states.append(State(done, decisions, True, frozenset(), policy, version=1))
     assert idle()["held"] == 2.0 and owed() == {"physics": 1.0}
-    # ... and the next one anew: nothing waits, every cause is 0, nobody is owed.
-    states.append(State(done, schedule(done, policy), True, frozenset(), policy, version=2))
+    # ... and the next one anew: nothing waits, every cause is 0, nobody is owed, and the
+    # episode that ended is counted, as long as it lasted between the two cycles read.
+    assert lasted() == {"physics": 0.0} and ended() == (0.0, 0.0)
+    later = replace(snapshot, now=snapshot.now + 100.0)
+    states.append(State(later, decisions, True, frozenset(), policy, version=2))
+    assert lasted() == {"physics": 100.0}
+    done = replace(done, now=snapshot.now + 150.0)
+    states.append(State(done, schedule(done, policy), True, frozenset(), policy, version=3))
     assert idle() == dict.fromkeys(IDLE_CAUSES, 0.0)
     assert owed() == {"physics": 0.0}
     assert blocker() == dict.fromkeys(OWED_CAUSES, 0.0)
+    assert lasted() == {"physics": 0.0} and ended() == (1.0, 150.0)
+    # The built-in demo policy: 30 s grace period, 600 s minimum runtime.
+    assert value("fairpool_owed_allowance_seconds") == 30 + 600 + 60
     # Before the first cycle (no policy, no snapshot): no series.
     states.append(State(None, Decisions(), False, frozenset()))
     assert idle() == {} and owed() == {} and blocker() == {}
