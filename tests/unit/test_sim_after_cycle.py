@@ -15,6 +15,7 @@ from policies.model import Policy
 from scheduler.engine import schedule
 from scheduler.engine.decisions import Bind, Decisions, Nomination, Preemption
 from scheduler.engine.snapshot import RunningPod, Snapshot
+from scheduler.k8s.exporter import OwedEpisodes
 from scheduler.sim.after_cycle import Reading, read_cycle
 from scheduler.sim.cluster import build_nodes
 from scheduler.sim.simulator import SimulationResult, Simulator
@@ -210,7 +211,22 @@ class Replayed:
             for key in sorted(owed.keys() | self.owed_s.keys())
             if self.owed_s.get(key, 0.0) != pytest.approx(owed.get(key, 0.0), abs=1e-6)
         ]
-        return out + self.blocker_differences()
+        return out + self.blocker_differences() + self.episode_differences()
+
+    def episode_differences(self) -> list[str]:
+        """The daemon's episodes (`OwedEpisodes` over every cycle's reading; those still
+        open end with the replay) are the meter's."""
+        episodes = OwedEpisodes()
+        timed = []
+        for at, reading in self.readings:
+            timed += [(*key, at - lasted, at) for key, lasted in episodes.read(at, reading.owed)]
+        end = self.result.end_time
+        timed += [(*key, end - episodes.lasted(key, end), end) for key in episodes.since]
+        metered = self.result.entitlement_episodes
+        rounded = sorted((m, g, round(a, 6), round(b, 6)) for m, g, a, b in timed)
+        if rounded == sorted((m, g, round(a, 6), round(b, 6)) for m, g, a, b in metered):
+            return []
+        return [f"episodes: read {sorted(timed)}, metered {sorted(metered)}"]
 
     def blocker_differences(self) -> list[str]:
         """Each owed episode past the allowance has the cause the meter gave it: the
