@@ -122,6 +122,15 @@ if TYPE_CHECKING:
     "--batch-seconds` replays a month with the same wait).",
 )
 @click.option(
+    "--owed-read-seconds",
+    type=FiniteRange(min=0.0, max=3600.0),
+    default=5.0,
+    show_default=True,
+    help="Read the wait meter (owed members, idle GPUs) after a cycle when the last "
+    "reading is this old, between scrapes: the time to entitlement metrics time owed "
+    "episodes this finely; 0: only at Prometheus' scrapes.",
+)
+@click.option(
     "--events",
     type=click.Choice(["all", "warnings", "none"]),
     default="all",
@@ -213,6 +222,7 @@ def run(
     scheduler_name: str,
     bind_workers: int,
     batch_seconds: float,
+    owed_read_seconds: float,
     events: str,
     tokens: Path | None,
     api_listen: str,
@@ -258,6 +268,7 @@ def run(
         usage_write_seconds=usage_write_seconds,
         bind_workers=bind_workers,
         batch_seconds=batch_seconds,
+        owed_read_seconds=owed_read_seconds,
         events=cast("EventLevel", events),
     )
     api = api_client(kubeconfig, in_cluster, pool_size=bind_workers + 16)

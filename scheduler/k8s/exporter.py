@@ -100,9 +100,8 @@ class _ClusterCollector(Collector):
         """Scrapes run in threads of their own: one at a time reads a new cycle."""
         self._time_to_entitlement = Histogram(
             "fairpool_time_to_entitlement_seconds",
-            "Owed episodes that ended, by their length: from the first cycle a scrape read "
-            "with the member owed its entitlement of the GPU model to the first without "
-            "(leader only)",
+            "Owed episodes that ended, by their length: from the first cycle read with the "
+            "member owed its entitlement of the GPU model to the first without (leader only)",
             ["member", "gpu_model"],
             buckets=ENTITLEMENT_BUCKETS,
             registry=None,
@@ -172,6 +171,23 @@ class _ClusterCollector(Collector):
         yield allocation
         yield from self._reading_gauges(state)
 
+    def read(
+        self, state: State, snapshot: Snapshot, policy: Policy
+    ) -> tuple[Reading, dict[MemberModel, float]]:
+        """The wait meter's reading of the published cycle, worked out once per
+        publication (at a scrape, or by the daemon between scrapes: `SchedulerMetrics.read`)
+        with its owed episodes timed; and how long each open episode has lasted."""
+        with self._lock:
+            version, reading = self._reading
+            if reading is None or version != state.version or not state.version:
+                reading = read_cycle(snapshot, state.decisions, policy)
+                self._reading = (state.version, reading)
+                for (member, model), seconds in self._episodes.read(snapshot.now, reading.owed):
+                    if state.leader:  # one replica counts the pool's episodes
+                        self._time_to_entitlement.labels(member, model).observe(seconds)
+            episodes = self._episodes
+            return reading, {key: episodes.lasted(key, snapshot.now) for key in episodes.since}
+
     def _reading_gauges(self, state: State) -> Iterator[Metric]:
         idle = GaugeMetricFamily(
             "fairpool_idle_gpus_while_pending",
@@ -200,7 +216,7 @@ class _ClusterCollector(Collector):
         lasted = GaugeMetricFamily(
             "fairpool_member_owed_seconds",
             "How long the member has been owed its entitlement of the GPU model, from the "
-            "first cycle a scrape read with it owed to the latest cycle; 0 while not owed",
+            "first cycle read with it owed to the latest cycle; 0 while not owed",
             labels=["member", "gpu_model"],
         )
         allowance = GaugeMetricFamily(
@@ -215,17 +231,7 @@ class _ClusterCollector(Collector):
             yield from self._time_to_entitlement.collect()
             return
         allowance.add_metric([], owed_allowance_s(policy))
-        with self._lock:
-            version, reading = self._reading
-            if reading is None or version != state.version or not state.version:
-                reading = read_cycle(snapshot, state.decisions, policy)
-                self._reading = (state.version, reading)
-                for (member, model), seconds in self._episodes.read(snapshot.now, reading.owed):
-                    if state.leader:  # one replica counts the pool's episodes
-                        self._time_to_entitlement.labels(member, model).observe(seconds)
-            lasted_now = {
-                key: self._episodes.lasted(key, snapshot.now) for key in self._episodes.since
-            }
+        reading, lasted_now = self.read(state, snapshot, policy)
         for model, causes in sorted(reading.idle.items()):
             for cause, gpus in causes.items():
                 idle.add_metric([model, cause], float(gpus))
@@ -349,10 +355,23 @@ class SchedulerMetrics:
         """Export fairpool_pod_gpu_allocation (one series per running pod, naming its
         member, namespace and node). Metering reads it from Prometheus; anyone else who
         can reach /metrics reads it too, so restrict /metrics to Prometheus."""
+        self._state = state
+        self._cluster: _ClusterCollector | None = None
         if state is not None:
-            r.register(_ClusterCollector(state, lambda: self.pod_series))
+            self._cluster = _ClusterCollector(state, lambda: self.pod_series)
+            r.register(self._cluster)
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
+
+    def read(self) -> None:
+        """Read the latest published cycle into the wait meter's gauges now, as a scrape
+        would: the daemon calls it between scrapes, so that owed episodes are timed more
+        finely than the scrape interval."""
+        if self._cluster is None or self._state is None:
+            return
+        state = self._state()
+        if state.snapshot is not None and state.policy is not None:
+            self._cluster.read(state, state.snapshot, state.policy)
 
     def serve(self, port: int, address: str = "0.0.0.0") -> int:
         """Serve /metrics, /healthz and /readyz; port 0 picks a free one. Returns the port."""

@@ -690,6 +690,38 @@ def test_an_owner_kept_out_by_work_at_the_reclaim_limit_is_told_what_holds_its_n
     assert sample("fairpool_time_to_entitlement_seconds_sum") >= owed_for
 
 
+def test_the_daemon_times_an_owners_wait_between_scrapes(pool: Pool) -> None:
+    """With nothing scraping /metrics while B waits for its node, the daemon still reads
+    its cycles (`--owed-read-seconds`): the first scrape after the wait finds it timed."""
+    for m in ("a", "b"):
+        pool.add_member(m)
+    pool.add_nodes("a", count=1, gpus=4)
+    b_nodes = pool.add_nodes("b", count=1, gpus=4)
+    daemon = pool.daemon(pool.policy(grace=1), owed_read_seconds=0.2)
+    for i in range(8):
+        pool.pod("a", f"a{i}", annotations={RECLAIMS_ANNOTATION: "3"})
+    wait_until(lambda: len(pool.bound("a")) == 8, what="A fills the pool, B's node too")
+    on_b = sorted(n for n, node in pool.bound("a").items() if node in b_nodes)
+    pool.pod("b", "b0", gpus=4)
+    time.sleep(4)
+    assert pool.bound("b") == {}
+    for name in on_b:
+        pool.core.delete_namespaced_pod(name, pool.ns("a"), grace_period_seconds=0)
+    wait_until(lambda: pool.bound("b"), timeout=20, what="B bound once A's pods are gone")
+    time.sleep(1)
+    port = daemon.metrics.serve(0, "127.0.0.1")
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+    prefix = 'fairpool_time_to_entitlement_seconds_{}{{gpu_model="' + H100 + '",member="b"}}'
+    found = {
+        kind: float(line.split()[-1])
+        for kind in ("count", "sum")
+        for line in text.splitlines()
+        if line.startswith(prefix.format(kind))
+    }
+    assert found.get("count") == 1.0, found
+    assert found["sum"] >= 4.0, found
+
+
 # --- taking back from overtaking jobs ---------------------------------------------------
 
 

@@ -226,6 +226,27 @@ def test_a_standby_tracks_owed_episodes_but_counts_none() -> None:
     assert metrics.registry.get_sample_value(count, labels) is None
 
 
+def test_the_daemons_readings_between_scrapes_time_the_episodes() -> None:
+    # No scrape while physics waits: the daemon's own readings (`SchedulerMetrics.read`)
+    # open and end the episode, and the next scrape finds it counted.
+    nodes = (Node("n1", "physics", "A100", 8, 0, 0),)
+    held = (RunningPod("u2", "p2", "lab-bio", "lab-bio", "u2", "n1", PodSpec(gpus=8)),)
+    big = PendingJob("big", "physics", (PendingPod("b0", "big", "physics", PodSpec(gpus=8)),))
+    policy = load_policy()
+    owed = Snapshot(now=10_000.0, nodes=nodes, running=held, pending=(big,))
+    free = Snapshot(now=10_040.0, nodes=nodes, running=(), pending=())
+    states = [State(owed, schedule(owed, policy), True, frozenset(), policy, version=1)]
+    metrics = SchedulerMetrics(lambda: states[-1])
+    metrics.read()
+    states.append(State(free, schedule(free, policy), True, frozenset(), policy, version=2))
+    metrics.read()
+    labels = {"member": "physics", "gpu_model": "A100"}
+    get = metrics.registry.get_sample_value
+    assert get("fairpool_time_to_entitlement_seconds_count", labels) == 1.0
+    assert get("fairpool_time_to_entitlement_seconds_sum", labels) == 40.0
+    SchedulerMetrics().read()  # no published state: nothing to read, and no error
+
+
 def test_wait_meter_gauges_read_the_published_cycle_once() -> None:
     # physics owns two 8-GPU nodes and runs 6 GPUs on n1; lab-bio borrows 6 on n2.
     # physics's 8-GPU job fits its entitlement once n2 is taken back: the cycle

@@ -33,7 +33,11 @@ def _config_of(args: list[str], monkeypatch: pytest.MonkeyPatch) -> DaemonConfig
 
 @pytest.mark.parametrize(
     ("flag", "field", "default", "value"),
-    [("--batch-seconds", "batch_seconds", 0.05, 60.0), ("--bind-workers", "bind_workers", 16, 32)],
+    [
+        ("--batch-seconds", "batch_seconds", 0.05, 60.0),
+        ("--bind-workers", "bind_workers", 16, 32),
+        ("--owed-read-seconds", "owed_read_seconds", 5.0, 0.0),
+    ],
 )
 def test_option_reaches_the_daemon(
     tmp_path: Path,
@@ -65,6 +69,8 @@ def test_option_reaches_the_daemon(
         ("--renew-deadline", "3601"),
         ("--retry-seconds", "3601"),
         ("--usage-write-seconds", "1e9"),
+        ("--owed-read-seconds", "-1"),
+        ("--owed-read-seconds", "inf"),
     ],
 )
 def test_bad_values_exit_2_naming_the_flag(
