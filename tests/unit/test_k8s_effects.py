@@ -206,44 +206,46 @@ def test_owed_episodes_open_and_end_with_the_readings() -> None:
     assert episodes.read(40.0, set()) == [(b, 20.0)]
 
 
-def test_a_standby_tracks_owed_episodes_but_counts_none() -> None:
-    # Every replica reads its own cycles; only the leader's histogram counts the pool's
-    # episodes, so that summing over replicas does not count one twice.
+PHYSICS_A100 = {"member": "physics", "gpu_model": "A100"}
+
+
+def _owed_then_not(leader: bool, wait_s: float) -> tuple[State, list[State], SchedulerMetrics]:
+    """lab-bio holds physics' only node while physics' 8-GPU job waits (owed); `wait_s`
+    later nothing runs or waits. The second cycle's state, the list of published states
+    (the first cycle's in it) and the metrics that read the list's last."""
     nodes = (Node("n1", "physics", "A100", 8, 0, 0),)
     held = (RunningPod("u2", "p2", "lab-bio", "lab-bio", "u2", "n1", PodSpec(gpus=8)),)
     big = PendingJob("big", "physics", (PendingPod("b0", "big", "physics", PodSpec(gpus=8)),))
     policy = load_policy()
     owed = Snapshot(now=10_000.0, nodes=nodes, running=held, pending=(big,))
-    free = Snapshot(now=10_300.0, nodes=nodes, running=(), pending=())
-    states = [State(owed, schedule(owed, policy), False, frozenset(), policy, version=1)]
-    metrics = SchedulerMetrics(lambda: states[-1])
-    labels = {"member": "physics", "gpu_model": "A100"}
-    assert metrics.registry.get_sample_value("fairpool_member_owed", labels) == 1.0
-    assert metrics.registry.get_sample_value("fairpool_member_owed_seconds", labels) == 0.0
-    states.append(State(free, schedule(free, policy), False, frozenset(), policy, version=2))
-    assert metrics.registry.get_sample_value("fairpool_member_owed_seconds", labels) == 0.0
-    count = "fairpool_time_to_entitlement_seconds_count"
-    assert metrics.registry.get_sample_value(count, labels) is None
+    free = Snapshot(now=10_000.0 + wait_s, nodes=nodes, running=(), pending=())
+    published = [State(owed, schedule(owed, policy), leader, frozenset(), policy, version=1)]
+    second = State(free, schedule(free, policy), leader, frozenset(), policy, version=2)
+    return second, published, SchedulerMetrics(lambda: published[-1])
+
+
+def test_a_standby_tracks_owed_episodes_but_counts_none() -> None:
+    # Every replica reads its own cycles; only the leader's histogram counts the pool's
+    # episodes, so that summing over replicas does not count one twice.
+    second, published, metrics = _owed_then_not(leader=False, wait_s=300.0)
+    get = metrics.registry.get_sample_value
+    assert get("fairpool_member_owed", PHYSICS_A100) == 1.0
+    assert get("fairpool_member_owed_seconds", PHYSICS_A100) == 0.0
+    published.append(second)
+    assert get("fairpool_member_owed_seconds", PHYSICS_A100) == 0.0
+    assert get("fairpool_time_to_entitlement_seconds_count", PHYSICS_A100) is None
 
 
 def test_the_daemons_readings_between_scrapes_time_the_episodes() -> None:
     # No scrape while physics waits: the daemon's own readings (`SchedulerMetrics.read`)
     # open and end the episode, and the next scrape finds it counted.
-    nodes = (Node("n1", "physics", "A100", 8, 0, 0),)
-    held = (RunningPod("u2", "p2", "lab-bio", "lab-bio", "u2", "n1", PodSpec(gpus=8)),)
-    big = PendingJob("big", "physics", (PendingPod("b0", "big", "physics", PodSpec(gpus=8)),))
-    policy = load_policy()
-    owed = Snapshot(now=10_000.0, nodes=nodes, running=held, pending=(big,))
-    free = Snapshot(now=10_040.0, nodes=nodes, running=(), pending=())
-    states = [State(owed, schedule(owed, policy), True, frozenset(), policy, version=1)]
-    metrics = SchedulerMetrics(lambda: states[-1])
+    second, published, metrics = _owed_then_not(leader=True, wait_s=40.0)
     metrics.read()
-    states.append(State(free, schedule(free, policy), True, frozenset(), policy, version=2))
+    published.append(second)
     metrics.read()
-    labels = {"member": "physics", "gpu_model": "A100"}
     get = metrics.registry.get_sample_value
-    assert get("fairpool_time_to_entitlement_seconds_count", labels) == 1.0
-    assert get("fairpool_time_to_entitlement_seconds_sum", labels) == 40.0
+    assert get("fairpool_time_to_entitlement_seconds_count", PHYSICS_A100) == 1.0
+    assert get("fairpool_time_to_entitlement_seconds_sum", PHYSICS_A100) == 40.0
     SchedulerMetrics().read()  # no published state: nothing to read, and no error
 
 
