@@ -343,7 +343,6 @@ class Simulator:
         self._seq = 0
         self._node_owner = {n.name: n.owner or "" for n in nodes}
         self._node_model = {n.name: n.gpu_model or "" for n in nodes}
-        self._grace = policy.sharing.reclaim_grace_period_seconds
         sharing = policy.sharing
         self._min_runtime = 0 if sharing.preempt_below_min_runtime else sharing.min_runtime_seconds
         self._reclaim_window = sharing.reclaim_limit_window_seconds

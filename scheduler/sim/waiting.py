@@ -121,7 +121,7 @@ def owed_blocker(
     applies), from the other members' pods on them (`foreign`); pods in their grace
     period are on their way out. `job_gpus`: all the GPUs of a pod's job; `allocated`:
     GPUs held per (member, model), pods in their grace period included. The simulator
-    asks it at each owed episode's allowance, the daemon after each cycle
+    asks it at each owed episode's allowance, the daemon for each cycle it reads
     (`fairpool_member_owed_blocker`)."""
     bigger = within = borrowed = False
     for pod in foreign:
