@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cache
 
 from policies.model import Policy
 from scheduler.engine import shares as shares_mod
@@ -103,13 +104,16 @@ def read_cycle(snapshot: Snapshot, decisions: Decisions, policy: Policy) -> Read
     if not shapes:
         return Reading(idle, frozenset())
     entitlement = {(s.member, s.gpu_model): s.entitlement for s in decisions.shares}
+    # The pods that stay, worked out at most once: for what members could never get back
+    # (only when an owed check needs it) and for what holds an owed member's nodes.
+    staying = cache(lambda: _staying(snapshot, decisions, bound))
     state = State(
         free={n.name: n.gpus for n in nodes},
         shapes=shapes,
         nominated=_nominated(snapshot, decisions, waiting),
         allocated={},
         lent={},
-        kept=lambda: _kept(snapshot, decisions, bound, entitlement),
+        kept=lambda: _kept(snapshot.nodes, staying(), entitlement),
         fair={(s.member, s.gpu_model): s.fair_share for s in decisions.shares},
         kept_off_wanted=frozenset(s for s, n in kept_count.items() if n == shapes[s]),
     )
@@ -119,9 +123,8 @@ def read_cycle(snapshot: Snapshot, decisions: Decisions, policy: Policy) -> Read
     owed = owed_keys(state, entitlement, models, _fits_empty(shapes, by_model), by_model)
     if not owed:
         return Reading(idle, frozenset())
-    staying = _staying(snapshot, decisions, bound)
     limit = policy.sharing.max_reclaims_per_job
-    blockers = _blockers(snapshot.nodes, staying, owed, state.allocated, entitlement, limit)
+    blockers = _blockers(snapshot.nodes, staying(), owed, state.allocated, entitlement, limit)
     return Reading(idle, frozenset(owed), blockers)
 
 
@@ -191,23 +194,19 @@ def _count_holders(
 
 
 def _kept(
-    snapshot: Snapshot,
-    decisions: Decisions,
-    bound: dict[str, PendingPod],
-    entitlement: dict[tuple[str, str], int],
+    nodes: Iterable[Node], staying: list[RunningPod], entitlement: dict[tuple[str, str], int]
 ) -> Kept:
     """What waiting members could never get back (`waiting.Kept`), filled in as the
-    simulator's `KeptBook` is: from the pods not on their way out (terminating, or
-    preempted by this cycle), the cycle's binds among them, started now. Worked out only
-    when an owed check needs it."""
-    known = [n for n in snapshot.nodes if n.gpu_model is not None]
+    simulator's `KeptBook` is, from the pods that stay (`_staying`). Worked out only when
+    an owed check needs it."""
+    known = [n for n in nodes if n.gpu_model is not None]
     names = {n.name for n in known}
     book = KeptBook(
         {n.name: n.owner or "" for n in known},
         {n.name: n.gpu_model or "" for n in known},
         entitlement,
     )
-    book.extend(p for p in _staying(snapshot, decisions, bound) if p.node in names)
+    book.extend(p for p in staying if p.node in names)
     return book.kept()
 
 
@@ -257,14 +256,13 @@ def _blockers(
         at = where.get(pod.node)
         if at is not None and pod.member != at[0] and pod.spec.gpus > 0:
             foreign.setdefault((at[0], at[1] or ""), []).append(pod)
+
+    def gpus_of_job(pod: RunningPod) -> int:
+        return job_gpus[pod.job_id]
+
     return {
         key: owed_blocker(
-            foreign.get(key, ()),
-            key[1],
-            lambda pod: job_gpus[pod.job_id],
-            allocated,
-            entitlement,
-            reclaim_limit,
+            foreign.get(key, ()), key[1], gpus_of_job, allocated, entitlement, reclaim_limit
         )
         for key in sorted(owed)
     }
