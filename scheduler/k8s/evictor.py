@@ -9,7 +9,12 @@ the pod object through its grace period and in its final state, and with its job
 reclaim count plus one and the time (`fairpool.io/reclaims`, `fairpool.io/reclaimed-at`,
 read back into the engine's snapshot).
 The Eviction API honours PodDisruptionBudgets: `429 Too Many Requests` means a budget
-forbids it now, so the victim is retried later (`retry_seconds`), never deleted around the budget.
+forbids it now, so the victim is retried later (`retry_seconds`), never deleted around the
+budget. A refused eviction (429, or another 4xx) is no reclaim: the annotations written
+before it are put back as they were (`restored_annotations`). Left in place, each refusal
+added one to the job's reclaim count, and after `maxReclaimsPerJob` refusals a job never
+reclaimed was never a victim again, keeping the owner out of its node for the job's whole
+run.
 """
 
 from __future__ import annotations
@@ -66,6 +71,19 @@ def victim_annotations(preemption: Preemption, pod: PodInfo, now: float) -> dict
         L.RECLAIMS_ANNOTATION: str(pod.reclaims + 1),
         L.RECLAIMED_AT_ANNOTATION: reclaim_timestamp(now),
     }
+
+
+def restored_annotations(pod: PodInfo) -> dict[str, str | None]:
+    """The victim annotations as they were before `victim_annotations` (as a JSON merge
+    patch: None removes one the pod did not carry)."""
+    keys = (
+        L.PREEMPTED_BY_ANNOTATION,
+        L.PREEMPTION_REASON_ANNOTATION,
+        L.PREEMPTION_CAUSE_ANNOTATION,
+        L.RECLAIMS_ANNOTATION,
+        L.RECLAIMED_AT_ANNOTATION,
+    )
+    return {key: pod.annotations.get(key) for key in keys}
 
 
 def event_text(preemption: Preemption) -> tuple[str, str]:
@@ -177,9 +195,29 @@ class Evictor:
         except ApiException as exc:
             if exc.status == 404:
                 return "gone", "pod already gone"
-            if exc.status == 429:
-                return "blocked", "a PodDisruptionBudget forbids the eviction now"
             if exc.status == 409:
                 return "gone", "pod replaced"
-            return "failed", f"{exc.status} {exc.reason}"
+            # Refused (a budget, or another 4xx such as a missing permission): nothing was
+            # evicted. A 5xx may come after an eviction that went through: left as is.
+            restored = self._restore(pod) if exc.status is not None and exc.status < 500 else ""
+            if exc.status == 429:
+                return "blocked", f"a PodDisruptionBudget forbids the eviction now{restored}"
+            return "failed", f"{exc.status} {exc.reason}{restored}"
         return "evicted", "evicted"
+
+    def _restore(self, pod: PodInfo) -> str:
+        """Put the victim's annotations back after a refused eviction; "" when done, else
+        why not (the count then stays one too high until the pod is evicted or gone)."""
+        try:
+            read_body(
+                self._core.patch_namespaced_pod(
+                    pod.name,
+                    pod.namespace,
+                    {"metadata": {"annotations": restored_annotations(pod)}},
+                    _preload_content=False,
+                    _request_timeout=(5, 30),
+                )
+            )
+        except Exception as exc:  # the API server restarts: logged with the refusal
+            return f"; its reclaim annotations could not be put back: {exc}"
+        return ""

@@ -624,9 +624,14 @@ def test_eviction_blocked_by_a_disruption_budget_is_retried_later(pool: Pool) ->
             if line.startswith("fairpool_member_owed{")
         }
 
-    wait_until(lambda: blocked() >= 2, timeout=20, what="evictions refused and retried")
+    # Each of the two victims is refused more often than maxReclaimsPerJob (3). A refusal
+    # is no reclaim: a's pods stay victims, their reclaim annotations as they were.
+    wait_until(lambda: blocked() >= 8, timeout=40, what="evictions refused and retried")
     assert not [p for p in pool.pods("a") if p.metadata.deletion_timestamp]
     assert pool.bound("b") == {}
+    for pod in pool.pods("a"):
+        annotations = pod.metadata.annotations or {}
+        assert RECLAIMS_ANNOTATION not in annotations, (pod.metadata.name, annotations)
     # b waits for its own node: owed, as the FairpoolOwnerBelowEntitlement alert reads.
     assert owed() == {"a": 0.0, "b": 1.0}
     k8s.PolicyV1Api(pool.plane.admin).delete_namespaced_pod_disruption_budget(

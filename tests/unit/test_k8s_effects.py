@@ -26,7 +26,13 @@ from scheduler.k8s.binder import binding_annotations, binding_body
 from scheduler.k8s.cache import CacheView
 from scheduler.k8s.daemon import Daemon, DaemonConfig, PolicyConfigMap, SchedulerView
 from scheduler.k8s.events import EventLevel, EventRecorder, EventType, ObjectRef
-from scheduler.k8s.evictor import EvictResult, event_text, eviction_body, victim_annotations
+from scheduler.k8s.evictor import (
+    EvictResult,
+    event_text,
+    eviction_body,
+    restored_annotations,
+    victim_annotations,
+)
 from scheduler.k8s.exporter import OwedEpisodes, SchedulerMetrics, State
 from scheduler.k8s.leader import LeaderElector
 from scheduler.k8s.objects import PodInfo, pod_info
@@ -109,6 +115,13 @@ def test_eviction_body_has_grace_and_uid_precondition() -> None:
     # What the evictor writes reads back as the same count and time (to the second).
     back = victim(written)
     assert (back.reclaims, back.reclaimed_at) == (3, 1.8e9)
+    # A refused eviction puts back what the pod carried, and removes what it did not.
+    before = victim({"fairpool.io/reclaims": "2", "team": "x"})
+    annotated = {**before.annotations, **victim_annotations(preemption, before, 1.8e9)}
+    patch = restored_annotations(before)
+    merged = {k: v for k, v in {**annotated, **patch}.items() if v is not None}  # merge patch
+    assert merged == before.annotations
+    assert victim(merged).reclaims == 2
 
 
 def test_failed_scheduling_is_rate_limited_per_pod() -> None:
