@@ -840,6 +840,7 @@ class Daemon:
             running_phase=published.running_phase,
             policy=published.policy,
             version=published.version,
+            refused=self.evictor.refused(),
         )
 
 

@@ -39,6 +39,8 @@ from scheduler.k8s.objects import PodInfo, reclaim_timestamp
 log = logging.getLogger(__name__)
 
 EvictOutcome = Literal["evicted", "blocked", "gone", "failed"]
+REFUSED_MEMORY_S = 300.0
+"""How long a refused eviction counts as refused without another attempt."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +126,8 @@ class Evictor:
         self._in_flight: set[str] = set()
         self._not_before: dict[str, float] = {}
         """uid -> earliest next attempt (after a PDB refusal or once evicted)."""
+        self._refused: dict[str, float] = {}
+        """uid -> when a PodDisruptionBudget last refused its eviction (monotonic)."""
 
     def submit(self, preemption: Preemption, pod: PodInfo) -> bool:
         """Evict the victim unless it is already going or was tried too recently."""
@@ -136,6 +140,18 @@ class Evictor:
             self._in_flight.add(pod.uid)
         self._pool.submit(self._evict, preemption, pod)
         return True
+
+    def refused(self) -> frozenset[str]:
+        """The pods whose latest eviction a PodDisruptionBudget refused, within
+        `REFUSED_MEMORY_S`: the owner's wait meter names the budget as what holds its
+        node (`waiting.BUDGET_CAUSE`). Older refusals are forgotten: a victim refused
+        again is tried every `retry_seconds`, so one not tried for that long is no
+        longer decided."""
+        now = time.monotonic()
+        with self._lock:
+            for uid in [u for u, at in self._refused.items() if now - at > REFUSED_MEMORY_S]:
+                del self._refused[uid]
+            return frozenset(self._refused)
 
     def wait_idle(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -160,6 +176,10 @@ class Evictor:
             elif outcome == "evicted":
                 # The pod now terminates for its grace period; never evict it twice.
                 self._not_before[pod.uid] = float("inf")
+            if outcome == "blocked":
+                self._refused[pod.uid] = time.monotonic()
+            else:
+                self._refused.pop(pod.uid, None)
         ref = ObjectRef("Pod", pod.namespace, pod.name, pod.uid)
         if outcome == "evicted" and self.recorder is not None:
             self.recorder.record(ref, "Normal", *event_text(preemption))

@@ -32,7 +32,7 @@ from scheduler.engine.decisions import Decisions
 from scheduler.engine.entitlement import MemberModel
 from scheduler.engine.snapshot import Snapshot
 from scheduler.sim.after_cycle import Reading, read_cycle
-from scheduler.sim.waiting import OWED_CAUSES, owed_allowance_s
+from scheduler.sim.waiting import DAEMON_OWED_CAUSES, owed_allowance_s
 
 SHARE_FIELDS = {
     "entitlement": "entitlement (contribution plus purchased GPUs, after the carve-out)",
@@ -87,6 +87,9 @@ class State:
     version: int = 0
     """The publication's number (`Published.version`): what is derived from one
     publication is worked out once, however often Prometheus scrapes."""
+    refused: frozenset[str] = frozenset()
+    """Pods whose eviction a PodDisruptionBudget refused last (`Evictor.refused`): the
+    cycle preempts them, but they stay."""
 
 
 class _ClusterCollector(Collector):
@@ -180,7 +183,7 @@ class _ClusterCollector(Collector):
         with self._lock:
             version, reading = self._reading
             if reading is None or version != state.version or not state.version:
-                reading = read_cycle(snapshot, state.decisions, policy)
+                reading = read_cycle(snapshot, state.decisions, policy, state.refused)
                 self._reading = (state.version, reading)
                 for (member, model), seconds in self._episodes.read(snapshot.now, reading.owed):
                     if state.leader:  # one replica counts the pool's episodes
@@ -240,7 +243,7 @@ class _ClusterCollector(Collector):
                 key = (share.member, share.gpu_model)
                 owed.add_metric(list(key), 1.0 if key in reading.owed else 0.0)
                 now = reading.blockers.get(key)
-                for cause in OWED_CAUSES:
+                for cause in DAEMON_OWED_CAUSES:
                     blocker.add_metric([*key, cause], 1.0 if cause == now else 0.0)
                 lasted.add_metric(list(key), lasted_now.get(key, 0.0))
         yield from families

@@ -22,7 +22,7 @@ simulator.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -75,11 +75,15 @@ class Reading:
     blockers: dict[tuple[str, str], str] = field(default_factory=dict)
     """For each `owed` pair: what holds the member's own nodes of the model
     (`waiting.OWED_CAUSES`), the cause the simulator gives an episode still open when
-    its allowance runs out."""
+    its allowance runs out; the daemon's `waiting.BUDGET_CAUSE` too."""
 
 
-def read_cycle(snapshot: Snapshot, decisions: Decisions, policy: Policy) -> Reading:
-    """The meter's reading once `decisions` are carried out on `snapshot`."""
+def read_cycle(
+    snapshot: Snapshot, decisions: Decisions, policy: Policy, refused: Collection[str] = ()
+) -> Reading:
+    """The meter's reading once `decisions` are carried out on `snapshot`. `refused`:
+    the pods whose eviction a PodDisruptionBudget refuses (the daemon's evictor knows):
+    the cycle preempts them again, but they stay."""
     nodes = usable_nodes(snapshot.nodes)
     by_model = nodes_by_model(nodes)
     idle = {model: dict.fromkeys(IDLE_CAUSES, 0) for model in by_model}
@@ -104,9 +108,11 @@ def read_cycle(snapshot: Snapshot, decisions: Decisions, policy: Policy) -> Read
     if not shapes:
         return Reading(idle, frozenset())
     entitlement = {(s.member, s.gpu_model): s.entitlement for s in decisions.shares}
+    # Only a refusal of what this cycle preempts again holds a node.
+    refused = {p.pod_uid for p in decisions.preemptions}.intersection(refused)
     # The pods that stay, worked out at most once: for what members could never get back
     # (only when an owed check needs it) and for what holds an owed member's nodes.
-    staying = cache(lambda: _staying(snapshot, decisions, bound))
+    staying = cache(lambda: _staying(snapshot, decisions, bound, refused))
     state = State(
         free={n.name: n.gpus for n in nodes},
         shapes=shapes,
@@ -124,7 +130,9 @@ def read_cycle(snapshot: Snapshot, decisions: Decisions, policy: Policy) -> Read
     if not owed:
         return Reading(idle, frozenset())
     limit = policy.sharing.max_reclaims_per_job
-    blockers = _blockers(snapshot.nodes, staying(), owed, state.allocated, entitlement, limit)
+    blockers = _blockers(
+        snapshot.nodes, staying(), owed, state.allocated, entitlement, limit, refused
+    )
     return Reading(idle, frozenset(owed), blockers)
 
 
@@ -211,11 +219,15 @@ def _kept(
 
 
 def _staying(
-    snapshot: Snapshot, decisions: Decisions, bound: dict[str, PendingPod]
+    snapshot: Snapshot,
+    decisions: Decisions,
+    bound: dict[str, PendingPod],
+    refused: Collection[str],
 ) -> list[RunningPod]:
-    """The pods not on their way out (terminating, or preempted by this cycle), the
-    cycle's binds among them, started now, with their job's reclaims."""
-    preempted = {p.pod_uid for p in decisions.preemptions}
+    """The pods not on their way out (terminating, or preempted by this cycle unless a
+    budget refuses their eviction), the cycle's binds among them, started now, with
+    their job's reclaims."""
+    preempted = {p.pod_uid for p in decisions.preemptions}.difference(refused)
     staying = [pod for pod in snapshot.running if not pod.terminating and pod.uid not in preempted]
     reclaims = {job.job_id: job.reclaims for job in snapshot.pending}
     for b in decisions.binds:
@@ -244,6 +256,7 @@ def _blockers(
     allocated: dict[tuple[str, str], int],
     entitlement: dict[tuple[str, str], int],
     reclaim_limit: int | None,
+    refused: Collection[str] = (),
 ) -> dict[tuple[str, str], str]:
     """(member, model) -> `waiting.owed_blocker` for each owed pair, from the other
     members' pods that stay on the member's own nodes of the model (a job's GPUs: those
@@ -262,7 +275,13 @@ def _blockers(
 
     return {
         key: owed_blocker(
-            foreign.get(key, ()), key[1], gpus_of_job, allocated, entitlement, reclaim_limit
+            foreign.get(key, ()),
+            key[1],
+            gpus_of_job,
+            allocated,
+            entitlement,
+            reclaim_limit,
+            refused,
         )
         for key in sorted(owed)
     }

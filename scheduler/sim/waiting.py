@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import math
 from bisect import insort
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from policies.model import Policy
@@ -91,6 +91,13 @@ may not go below their entitlement, a drain); none of these (the member's nodes 
 its own work, or the wait is for room beyond them: a purchased entitlement, a gang bigger
 than its nodes)."""
 
+BUDGET_CAUSE = "disruption_budget"
+"""The daemon's one cause beyond `OWED_CAUSES`: another member's pod that reclaim or
+consolidation would take, whose eviction a PodDisruptionBudget refuses (the simulator
+has no budgets)."""
+DAEMON_OWED_CAUSES = (*OWED_CAUSES[:2], BUDGET_CAUSE, *OWED_CAUSES[2:])
+"""The causes `fairpool_member_owed_blocker` reads, in `owed_blocker`'s order."""
+
 OWED_SLACK_S = 60.0
 """Beyond grace period + minimum runtime, what an owed episode may last before it counts
 as past the allowance (the time a cycle, a bind and a start take, generously)."""
@@ -116,14 +123,16 @@ def owed_blocker(
     allocated: Mapping[tuple[str, str], int],
     entitlement: Mapping[tuple[str, str], int],
     reclaim_limit: int | None,
+    refused: Collection[str] = (),
 ) -> str:
     """What holds a member's own nodes of `model` (`OWED_CAUSES`, the first that
     applies), from the other members' pods on them (`foreign`); pods in their grace
     period are on their way out. `job_gpus`: all the GPUs of a pod's job; `allocated`:
     GPUs held per (member, model), pods in their grace period included. The simulator
     asks it at each owed episode's allowance, the daemon for each cycle it reads
-    (`fairpool_member_owed_blocker`)."""
-    bigger = within = borrowed = False
+    (`fairpool_member_owed_blocker`), also telling it the pods whose eviction a
+    PodDisruptionBudget refuses (`refused`: then `BUDGET_CAUSE`, after the limit)."""
+    bigger = within = borrowed = budget = False
     for pod in foreign:
         if pod.terminating:
             continue
@@ -135,12 +144,16 @@ def owed_blocker(
             if job_gpus(pod) <= entitlement.get(key, 0):
                 return "reclaim_limit"
             bigger = True
+        elif pod.uid in refused:
+            budget = True
         elif allocated.get(key, 0) <= entitlement.get(key, 0):
             within = True
         else:
             borrowed = True
     if bigger:
         return "reclaim_limit_bigger"
+    if budget:
+        return BUDGET_CAUSE
     if within:
         return "others_entitlement"
     return "borrowed" if borrowed else "elsewhere"

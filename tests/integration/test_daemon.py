@@ -632,8 +632,18 @@ def test_eviction_blocked_by_a_disruption_budget_is_retried_later(pool: Pool) ->
     for pod in pool.pods("a"):
         annotations = pod.metadata.annotations or {}
         assert RECLAIMS_ANNOTATION not in annotations, (pod.metadata.name, annotations)
-    # b waits for its own node: owed, as the FairpoolOwnerBelowEntitlement alert reads.
+    # b waits for its own node: owed, as the FairpoolOwnerBelowEntitlement alert reads,
+    # and told that a budget holds it (the victims stay while their evictions are refused).
     assert owed() == {"a": 0.0, "b": 1.0}
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
+    held = [
+        line.split('cause="')[1].split('"')[0]
+        for line in text.splitlines()
+        if line.startswith("fairpool_member_owed_blocker{")
+        and 'member="b"' in line
+        and float(line.split()[-1]) == 1.0
+    ]
+    assert held == ["disruption_budget"]
     k8s.PolicyV1Api(pool.plane.admin).delete_namespaced_pod_disruption_budget(
         "keep-all", pool.ns("a")
     )

@@ -36,7 +36,7 @@ from scheduler.k8s.evictor import (
 from scheduler.k8s.exporter import OwedEpisodes, SchedulerMetrics, State
 from scheduler.k8s.leader import LeaderElector
 from scheduler.k8s.objects import PodInfo, pod_info
-from scheduler.sim.waiting import IDLE_CAUSES, OWED_CAUSES
+from scheduler.sim.waiting import DAEMON_OWED_CAUSES, IDLE_CAUSES
 
 POD = pod_info(
     {
@@ -313,7 +313,7 @@ def test_wait_meter_gauges_read_the_published_cycle_once() -> None:
     assert idle() == {**dict.fromkeys(IDLE_CAUSES, 0.0), "held": 2.0, "too_few_free": 2.0}
     assert owed() == {"physics": 1.0}
     # lab-bio's pod on n2 is on its way out: nothing else holds physics' nodes.
-    assert blocker() == {**dict.fromkeys(OWED_CAUSES, 0.0), "elsewhere": 1.0}
+    assert blocker() == {**dict.fromkeys(DAEMON_OWED_CAUSES, 0.0), "elsewhere": 1.0}
     # Worked out once per publication: the same version reads the same figures ...
     done = replace(snapshot, pending=())
     states.append(State(done, decisions, True, frozenset(), policy, version=1))
@@ -328,7 +328,7 @@ def test_wait_meter_gauges_read_the_published_cycle_once() -> None:
     states.append(State(done, schedule(done, policy), True, frozenset(), policy, version=3))
     assert idle() == dict.fromkeys(IDLE_CAUSES, 0.0)
     assert owed() == {"physics": 0.0}
-    assert blocker() == dict.fromkeys(OWED_CAUSES, 0.0)
+    assert blocker() == dict.fromkeys(DAEMON_OWED_CAUSES, 0.0)
     assert lasted() == {"physics": 0.0} and ended() == (1.0, 150.0)
     # The built-in demo policy: 30 s grace period, 600 s minimum runtime.
     assert value("fairpool_owed_allowance_seconds") == 30 + 600 + 60

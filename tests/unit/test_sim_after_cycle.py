@@ -299,18 +299,24 @@ def test_an_owed_owner_is_told_what_holds_its_nodes() -> None:
     own = running("b-own", "lab-b", "b1", gpus=8, job_id="b-own")
     key = ("lab-a", H100)
 
-    def blocker(run: list[RunningPod], decide: bool = False) -> str | None:
+    def blocker(
+        run: list[RunningPod], decide: bool = False, refused: frozenset[str] = frozenset()
+    ) -> str | None:
         snap = snapshot(nodes, waiting, run)
         decisions = schedule(snap, POL)
         if not decide:  # as if the cycle had not taken it back (yet)
             decisions = Decisions(shares=decisions.shares)
-        reading = read_cycle(snap, decisions, POL)
+        reading = read_cycle(snap, decisions, POL, refused)
         assert reading.owed == frozenset({key})
         return reading.blockers.get(key)
 
     pod = running("b-1", "lab-b", "a1", gpus=4, job_id="b-1")
     assert blocker([own, pod]) == "borrowed"
     assert blocker([own, pod], decide=True) == "elsewhere"  # preempted: on its way out
+    # ... unless a PodDisruptionBudget refuses its eviction (the daemon's evictor says so).
+    assert blocker([own, pod], decide=True, refused=frozenset({"b-1"})) == "disruption_budget"
+    # A refusal remembered for a pod the cycle does not preempt holds nothing.
+    assert blocker([own, pod], refused=frozenset({"b-1"})) == "borrowed"
     spent = replace(pod, reclaims=3)  # maxReclaimsPerJob: never a victim again
     assert blocker([own, spent], decide=True) == "reclaim_limit"
     # The same job with a pod on lab-b's own node: 12 GPUs, more than lab-b's 8.
