@@ -7,7 +7,8 @@ consolidation, or an older job of its own member taking back what it overtook
 `fairpool.io/preemption-cause`), so the reason survives on
 the pod object through its grace period and in its final state, and with its job's
 reclaim count plus one and the time (`fairpool.io/reclaims`, `fairpool.io/reclaimed-at`,
-read back into the engine's snapshot).
+read back into the engine's snapshot). The annotations are written on this very pod (its
+uid as a precondition, `annotation_patch`), as the eviction is.
 The Eviction API honours PodDisruptionBudgets: `429 Too Many Requests` means a budget
 forbids it now, so the victim is retried later (`retry_seconds`), never deleted around the
 budget. A refused eviction (429, or another 4xx) is no reclaim: the annotations written
@@ -22,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -86,6 +87,13 @@ def restored_annotations(pod: PodInfo) -> dict[str, str | None]:
         L.RECLAIMED_AT_ANNOTATION,
     )
     return {key: pod.annotations.get(key) for key in keys}
+
+
+def annotation_patch(pod: PodInfo, annotations: Mapping[str, str | None]) -> dict[str, Any]:
+    """A merge patch of the pod's annotations, for this very pod: the API server refuses
+    it (409) when the pod was replaced by another of the same name (a StatefulSet's),
+    which would otherwise carry a reclaim count it never earned."""
+    return {"metadata": {"uid": pod.uid, "annotations": dict(annotations)}}
 
 
 def event_text(preemption: Preemption) -> tuple[str, str]:
@@ -198,11 +206,18 @@ class Evictor:
                 self._core.patch_namespaced_pod(
                     pod.name,
                     pod.namespace,
-                    {"metadata": {"annotations": victim_annotations(preemption, pod, time.time())}},
+                    annotation_patch(pod, victim_annotations(preemption, pod, time.time())),
                     _preload_content=False,
                     _request_timeout=(5, 30),
                 )
             )
+        except ApiException as exc:
+            if exc.status == 404:
+                return "gone", "pod already gone"
+            if exc.status in (409, 422) and _replaced(exc):
+                return "gone", "pod replaced"
+            return "failed", f"{exc.status} {exc.reason}"  # not annotated: nothing to undo
+        try:
             read_body(
                 self._core.create_namespaced_pod_eviction(
                     pod.name,
@@ -233,7 +248,7 @@ class Evictor:
                 self._core.patch_namespaced_pod(
                     pod.name,
                     pod.namespace,
-                    {"metadata": {"annotations": restored_annotations(pod)}},
+                    annotation_patch(pod, restored_annotations(pod)),
                     _preload_content=False,
                     _request_timeout=(5, 30),
                 )
@@ -241,3 +256,8 @@ class Evictor:
         except Exception as exc:  # the API server restarts: logged with the refusal
             return f"; its reclaim annotations could not be put back: {exc}"
         return ""
+
+
+def _replaced(exc: ApiException) -> bool:
+    """The patch was refused for the uid it carries: the pod of that name is another."""
+    return "uid" in str(exc.body or "").lower()

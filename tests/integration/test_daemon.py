@@ -24,11 +24,12 @@ from kubernetes.client.rest import ApiException
 from policies.inventory import parse_inventory
 from policies.loader import parse_policy
 from policies.model import Policy
-from scheduler.engine.decisions import Bind
+from scheduler.engine.decisions import Bind, Preemption
 from scheduler.k8s.client import api_client, namespaced_path, post_json
 from scheduler.k8s.daemon import Daemon, DaemonConfig, PolicyConfigMap, SchedulerView
+from scheduler.k8s.evictor import Evictor, EvictResult
 from scheduler.k8s.labels import RECLAIMS_ANNOTATION
-from scheduler.k8s.objects import PodInfo
+from scheduler.k8s.objects import PodInfo, pod_info
 from tests.controlplane import ControlPlane
 from tests.controlplane.nodes import create_nodes, wait_nodes_ready
 from tests.integration.conftest import TEST_NAMESPACE_LABEL, TEST_NODE_LABEL
@@ -584,6 +585,34 @@ def test_requests_outside_the_generated_client_keep_its_answers(pool: Pool) -> N
     )
     assert answer["kind"] == "Status" and answer["status"] == "Success"
     assert pool.core.read_namespaced_pod("held", ns).spec.node_name == node
+
+
+def test_a_victim_replaced_under_its_name_is_not_annotated(pool: Pool) -> None:
+    """A controller that names its pods (a StatefulSet) may replace a victim by a pod of
+    the same name between the decision and the eviction. The victim's annotations carry
+    its uid as a precondition: the new pod gets no reclaim count it never earned, and the
+    eviction is "gone"."""
+    pool.add_member("a")
+    ns = pool.ns("a")
+    old = pool.pod("a", "worker-0")
+    victim = pod_info(pool.core.api_client.sanitize_for_serialization(old))
+    pool.core.delete_namespaced_pod("worker-0", ns, grace_period_seconds=0)
+    wait_until(lambda: not pool.pods("a"), what="the old pod gone")
+    new = pool.pod("a", "worker-0")
+    assert new.metadata.uid != victim.uid
+    results: list[EvictResult] = []
+    evictor = Evictor(pool.plane.api_client("scheduler"), on_result=results.append)
+    try:
+        preemption = Preemption(victim.uid, "a/worker", "a", "b", "b/x", "r", 0, "entitlement")
+        assert evictor.submit(preemption, victim)
+        evictor.wait_idle()
+    finally:
+        evictor.close()
+    assert [(r.outcome, r.detail) for r in results] == [("gone", "pod replaced")]
+    current = pool.core.read_namespaced_pod("worker-0", ns)
+    assert current.metadata.uid == new.metadata.uid
+    assert RECLAIMS_ANNOTATION not in (current.metadata.annotations or {})
+    assert current.metadata.deletion_timestamp is None
 
 
 def test_eviction_blocked_by_a_disruption_budget_is_retried_later(pool: Pool) -> None:
