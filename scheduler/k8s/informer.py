@@ -128,6 +128,7 @@ class Informer:
                 if exc.status == 410:
                     version = None
                     continue
+                version = self._seen(version)
                 if exc.status in (401, 403, 404) and version is None and self.optional:
                     # The resource is optional (PodGroups) and not readable: say so once,
                     # count as synced (empty), and look again much later.
@@ -149,9 +150,20 @@ class Informer:
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
             except Exception as exc:  # the connection broke: the API server may restart
+                version = self._seen(version)
                 self._report(exc)
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+    def _seen(self, version: str | None) -> str | None:
+        """Where a broken watch resumes: the last version it delivered (an event or a
+        bookmark), not the list's. From the list's, the API server replays every event
+        since (up to `resync_seconds` of them), and until the replay caught up the
+        cache went back in time: pods bound minutes ago pending again, their GPUs free
+        to a cycle."""
+        if version is None or self._watch is None:
+            return version
+        return self._watch.resource_version or version
 
     def _report(self, exc: BaseException) -> None:
         if self.stop.is_set():

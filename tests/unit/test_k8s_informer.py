@@ -1,6 +1,7 @@
 """An informer whose list is refused (401/403/404): an optional resource counts as
 empty, any other keeps the cache as it was and is retried (a kube-apiserver that just
-restarted refuses requests until its RBAC is loaded)."""
+restarted refuses requests until its RBAC is loaded). A watch whose connection breaks
+resumes where it was."""
 
 from __future__ import annotations
 
@@ -77,3 +78,47 @@ def test_an_optional_resource_not_served_turns_its_integration_off_in_the_cache(
     informer.join(timeout=5)
     assert offs == [JOBSETS] and informer.forbidden
     assert not cache.reads(JOBSETS)
+
+
+def test_a_broken_watch_resumes_from_the_last_version_it_delivered() -> None:
+    """Resumed from the list's version, the API server would replay every event since
+    (minutes of them), and the cache would go back in time until the replay caught up."""
+    started: list[str] = []
+    applied: list[str] = []
+
+    class Events:
+        def replace(self, kind: str, objects: list[Obj]) -> None:
+            pass
+
+        def apply(self, kind: str, event_type: str, obj: Obj) -> None:
+            applied.append(obj["metadata"]["resourceVersion"])
+
+    def list_function(**_kwargs: Any) -> Any:
+        class Answer:
+            data = b'{"items": [], "metadata": {"resourceVersion": "10"}}'
+
+        return Answer()
+
+    class Breaking(Informer):
+        def _events(self, w: Any, version: str) -> Any:
+            started.append(version)
+            first = int(version) + 1
+
+            def stream() -> Any:
+                for rv in range(first, first + 3):
+                    w.resource_version = str(rv)
+                    yield {"type": "MODIFIED", "object": {"metadata": {"resourceVersion": str(rv)}}}
+                raise ConnectionResetError("the API server restarted")
+
+            return stream()
+
+    stop = threading.Event()
+    informer = Breaking("pods", list_function, Events(), stop)
+    informer.start()
+    deadline = time.monotonic() + 5
+    while len(started) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    informer.join(timeout=5)
+    assert started[:3] == ["10", "13", "16"]
+    assert applied[:9] == [str(rv) for rv in range(11, 20)], "no event delivered twice"
