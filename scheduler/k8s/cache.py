@@ -117,6 +117,9 @@ class ClusterCache:
             elif kind == PODS:
                 self._pods.clear()
                 self._waiting.clear()
+                # A pod deleted while the watch was down is in no list: none of its uids
+                # may outlive it (a grouped uid without its pod broke every regroup).
+                self._grouped.clear()
             elif kind == PRIORITY_CLASSES:
                 self._priority_classes.clear()
             elif kind == POD_GROUPS:
