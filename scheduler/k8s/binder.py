@@ -23,7 +23,6 @@ again. Running part of a gang would hold GPUs for work that cannot start.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import threading
@@ -39,7 +38,7 @@ from kubernetes.client.exceptions import ApiException
 from scheduler.engine.decisions import Bind
 from scheduler.k8s import labels as L
 from scheduler.k8s.cache import ClusterCache
-from scheduler.k8s.client import namespaced_path, post_json, read_body
+from scheduler.k8s.client import namespaced_path, post_json, read_body, status_message
 from scheduler.k8s.events import EventRecorder, ObjectRef
 from scheduler.k8s.gang_repair import PartialGang
 from scheduler.k8s.objects import PodInfo
@@ -277,11 +276,11 @@ class Binder:
                 post_json(self._api, path, body, (5, 30))
                 return "bound", self._scheduled_message(bind, pod), bind.node
             except ApiException as exc:
-                last = f"{exc.status} {_message(exc)}"
+                last = f"{exc.status} {status_message(exc)}"
                 if exc.status == 404:
                     return "gone", "pod deleted before it was bound", ""
                 if exc.status == 409:
-                    text = _message(exc)
+                    text = status_message(exc)
                     if "precondition" in text.lower():
                         return "gone", "pod replaced before it was bound", ""
                     current = self._current_node(pod)
@@ -348,7 +347,7 @@ class Binder:
             except ApiException as exc:
                 if exc.status in (404, 409):  # gone, or replaced under the same name
                     return None
-                last = f"{exc.status} {_message(exc)}"
+                last = f"{exc.status} {status_message(exc)}"
                 if exc.status not in RETRYABLE:
                     break
             except Exception as exc:  # connection refused/reset: the API server restarts
@@ -374,10 +373,3 @@ class Binder:
     def _scheduled_message(bind: Bind, pod: PodInfo) -> str:
         borrowing = f", borrowing from {bind.owner}" if bind.reclaimable and bind.owner else ""
         return f"Successfully assigned {pod.key} to {bind.node} (member {bind.member}{borrowing})"
-
-
-def _message(exc: ApiException) -> str:
-    try:
-        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
-    except ValueError:
-        return str(exc.reason)

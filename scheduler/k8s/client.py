@@ -7,6 +7,7 @@ file or a colon-separated list), else the pod's service account when running in 
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import threading
@@ -171,3 +172,12 @@ def post_json(
     if not 200 <= response.status <= 299:
         raise ApiException.from_response(http_resp=response, body=None, data=None)
     return data if isinstance(data, bytes) else b""
+
+
+def status_message(exc: ApiException) -> str:
+    """The message of the API server's Status answer (why it refused), else the reason
+    phrase."""
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
+    except (ValueError, AttributeError):
+        return str(exc.reason)

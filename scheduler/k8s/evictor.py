@@ -12,7 +12,8 @@ uid as a precondition, `annotation_patch`), as the eviction is.
 The Eviction API honours PodDisruptionBudgets: `429 Too Many Requests` means a budget
 forbids it now, so the victim is retried later (`retry_seconds`), never deleted around the
 budget. A refused eviction (429, or another 4xx) is no reclaim: the annotations written
-before it are put back as they were (`restored_annotations`). Left in place, each refusal
+before it are put back as they were (`restored_annotations`); after a 5xx or no answer
+at all, the pod says whether the eviction went through (`_unclear`). Left in place, each refusal
 added one to the job's reclaim count, and after `maxReclaimsPerJob` refusals a job never
 reclaimed was never a victim again, keeping the owner out of its node for the job's whole
 run.
@@ -33,7 +34,7 @@ from kubernetes.client.exceptions import ApiException
 
 from scheduler.engine.decisions import Preemption
 from scheduler.k8s import labels as L
-from scheduler.k8s.client import read_body
+from scheduler.k8s.client import read_body, status_message
 from scheduler.k8s.events import EventRecorder, ObjectRef
 from scheduler.k8s.objects import PodInfo, reclaim_timestamp
 
@@ -232,13 +233,39 @@ class Evictor:
                 return "gone", "pod already gone"
             if exc.status == 409:
                 return "gone", "pod replaced"
-            # Refused (a budget, or another 4xx such as a missing permission): nothing was
-            # evicted. A 5xx may come after an eviction that went through: left as is.
-            restored = self._restore(pod) if exc.status is not None and exc.status < 500 else ""
             if exc.status == 429:
-                return "blocked", f"a PodDisruptionBudget forbids the eviction now{restored}"
-            return "failed", f"{exc.status} {exc.reason}{restored}"
+                return "blocked", "a PodDisruptionBudget forbids the eviction now" + self._restore(
+                    pod
+                )
+            if exc.status is not None and exc.status < 500:  # refused: nothing was evicted
+                return "failed", f"{exc.status} {exc.reason}{self._restore(pod)}"
+            # A 5xx refuses for good (a pod under two budgets gets 500) or may follow an
+            # eviction that went through (a timeout): the pod says which.
+            return self._unclear(pod, f"{exc.status} {status_message(exc)}")
+        except Exception as exc:  # no answer: the eviction may or may not have happened
+            return self._unclear(pod, f"{type(exc).__name__}: {exc}")
         return "evicted", "evicted"
+
+    def _unclear(self, pod: PodInfo, what: str) -> tuple[EvictOutcome, str]:
+        """After an answer that does not say whether the eviction went through: evicted
+        when the pod now terminates, else failed, its annotations put back (left as they
+        are when the pod cannot be read)."""
+        try:
+            current = self._core.read_namespaced_pod(
+                pod.name, pod.namespace, _request_timeout=(5, 30)
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return "gone", "pod already gone"
+            return "failed", f"{what}; the pod could not be read: {exc.status} {exc.reason}"
+        except Exception as exc:
+            return "failed", f"{what}; the pod could not be read: {type(exc).__name__}: {exc}"
+        meta = current.metadata
+        if meta is None or meta.uid != pod.uid:
+            return "gone", "pod replaced"
+        if meta.deletion_timestamp is not None:
+            return "evicted", f"evicted ({what}, yet the pod terminates)"
+        return "failed", what + self._restore(pod)
 
     def _restore(self, pod: PodInfo) -> str:
         """Put the victim's annotations back after a refused eviction; "" when done, else

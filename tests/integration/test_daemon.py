@@ -681,6 +681,53 @@ def test_eviction_blocked_by_a_disruption_budget_is_retried_later(pool: Pool) ->
     wait_until(lambda: owed() == {"a": 0.0, "b": 0.0}, timeout=10, what="b no longer owed")
 
 
+def test_a_victim_under_two_budgets_is_no_reclaim(pool: Pool) -> None:
+    """The Eviction API answers 500 for a pod two PodDisruptionBudgets cover (it cannot
+    tell which applies), however often it is asked: nothing is evicted, so the victims'
+    reclaim annotations are put back each time. Once the budgets are gone, the owner gets
+    its node (one alone would still refuse: no disruption controller runs here)."""
+    for m in ("a", "b"):
+        pool.add_member(m)
+    pool.add_nodes("a", count=1, gpus=2)
+    b_nodes = pool.add_nodes("b", count=1, gpus=2)
+    daemon = pool.daemon(pool.policy(grace=1))
+    daemon.evictor.retry_seconds = 1.0
+    results: list[EvictResult] = []
+    daemon.evictor.on_result = _also(daemon.evictor.on_result, results.append)
+    for i in range(4):
+        pool.pod("a", f"a{i}")
+    wait_until(lambda: len(pool.bound("a")) == 4)
+    policy_api = k8s.PolicyV1Api(pool.plane.admin)
+    for name in ("first", "second"):
+        policy_api.create_namespaced_pod_disruption_budget(
+            pool.ns("a"),
+            {"metadata": {"name": name}, "spec": {"maxUnavailable": 4, "selector": {}}},  # type: ignore[arg-type]
+        )
+    pool.pod("b", "b0", gpus=2)
+    # Each of the two victims refused more often than maxReclaimsPerJob (3).
+    wait_until(lambda: len(results) >= 8, timeout=40, what="evictions refused and retried")
+    assert {r.outcome for r in results} == {"failed"}
+    assert all("more than one PodDisruptionBudget" in r.detail for r in results), results[0]
+    assert not [p for p in pool.pods("a") if p.metadata.deletion_timestamp]
+    for pod in pool.pods("a"):
+        assert RECLAIMS_ANNOTATION not in (pod.metadata.annotations or {}), pod.metadata.name
+    for name in ("first", "second"):
+        policy_api.delete_namespaced_pod_disruption_budget(name, pool.ns("a"))
+    wait_until(lambda: pool.bound("b"), timeout=20, what="B bound once the budgets are gone")
+    assert set(pool.bound("b").values()) == set(b_nodes)
+
+
+def _also(
+    first: Callable[[Any], None] | None, then: Callable[[Any], None]
+) -> Callable[[Any], None]:
+    def both(result: Any) -> None:
+        if first is not None:
+            first(result)
+        then(result)
+
+    return both
+
+
 def test_an_owner_kept_out_by_work_at_the_reclaim_limit_is_told_what_holds_its_node(
     pool: Pool,
 ) -> None:
