@@ -378,7 +378,7 @@ class Daemon:
 
     @property
     def is_leader(self) -> bool:
-        return self.elector is None or self.elector.leading.is_set()
+        return self.elector is None or self.elector.is_leading()
 
     def readiness(self) -> tuple[bool, str]:
         """Ready once every informer has synced and a policy is in force; the detail

@@ -7,6 +7,13 @@ observed locally* (no clock comparison between machines); the leader renews ever
 `retry_seconds` and steps down when it could not renew for `renew_deadline` seconds,
 which is shorter than `lease_seconds`, so a deposed leader stops before another starts.
 Updates carry the Lease's resourceVersion: of two candidates racing, one gets 409.
+
+The deadline holds even while a request hangs (a half-open connection to an API server
+that died, a request queued by API Priority and Fairness): `is_leading` is false once the
+last renewal is `renew_deadline` old, whatever the loop is waiting for, and every request
+gives up after `renew_deadline`. Before, only an answer cleared `leading`: a leader stuck
+in a renewal went on binding and evicting while a standby, `lease_seconds` later, took
+the Lease and did the same.
 """
 
 from __future__ import annotations
@@ -56,6 +63,8 @@ class LeaderElector:
         """(holder, renewTime) last seen, and when (monotonic) it last changed."""
         self._observed_at = 0.0
         self._last_renew = 0.0
+        self._timeout = (min(retry_seconds, renew_deadline), renew_deadline)
+        """(connect, read) seconds of each Lease request: none outlasts the deadline."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="leader-election", daemon=True)
 
@@ -66,6 +75,10 @@ class LeaderElector:
     @property
     def running(self) -> bool:
         return self._thread.is_alive()
+
+    def is_leading(self) -> bool:
+        """This replica leads: it holds the Lease and renewed it within `renew_deadline`."""
+        return self.leading.is_set() and time.monotonic() - self._last_renew <= self.renew_deadline
 
     def start(self) -> LeaderElector:
         self._thread.start()
@@ -118,7 +131,9 @@ class LeaderElector:
 
     def _try_acquire_or_renew(self) -> bool:
         try:
-            lease = self._coordination.read_namespaced_lease(self.name, self.namespace)
+            lease = self._coordination.read_namespaced_lease(
+                self.name, self.namespace, _request_timeout=self._timeout
+            )
         except ApiException as exc:
             if exc.status != 404:
                 raise
@@ -129,7 +144,11 @@ class LeaderElector:
                 "spec": self._spec(0, None),
             }
             try:
-                self._coordination.create_namespaced_lease(self.namespace, body)  # type: ignore[arg-type]
+                self._coordination.create_namespaced_lease(
+                    self.namespace,
+                    body,  # type: ignore[arg-type]
+                    _request_timeout=self._timeout,
+                )
             except ApiException as exc2:
                 if exc2.status == 409:
                     return False
@@ -153,7 +172,12 @@ class LeaderElector:
         new_spec = self._spec(transitions, acquire_time)
         body = self._replacement(lease, new_spec)
         try:
-            self._coordination.replace_namespaced_lease(self.name, self.namespace, body)  # type: ignore[arg-type]
+            self._coordination.replace_namespaced_lease(
+                self.name,
+                self.namespace,
+                body,  # type: ignore[arg-type]
+                _request_timeout=self._timeout,
+            )
         except ApiException as exc:
             if exc.status == 409:
                 return False
@@ -184,7 +208,9 @@ class LeaderElector:
 
     def _release(self) -> None:
         try:
-            lease = self._coordination.read_namespaced_lease(self.name, self.namespace)
+            lease = self._coordination.read_namespaced_lease(
+                self.name, self.namespace, _request_timeout=self._timeout
+            )
             if lease.spec is None or lease.spec.holder_identity != self.identity:
                 return
             body = self._replacement(
@@ -196,6 +222,11 @@ class LeaderElector:
                     "renewTime": _now_micro(),
                 },
             )
-            self._coordination.replace_namespaced_lease(self.name, self.namespace, body)  # type: ignore[arg-type]
+            self._coordination.replace_namespaced_lease(
+                self.name,
+                self.namespace,
+                body,  # type: ignore[arg-type]
+                _request_timeout=self._timeout,
+            )
         except Exception as exc:
             log.debug("lease release failed: %s", exc)

@@ -86,6 +86,30 @@ def test_leader_failover_with_two_daemons(pool: Pool) -> None:
     wait_until(lambda: third.is_leader, timeout=3, what="third takes the released lease")
 
 
+def test_a_leader_whose_renewal_hangs_steps_down_within_the_deadline(pool: Pool) -> None:
+    """The kube-apiserver stops answering (SIGSTOP: its connections stay open, as with a
+    half-open connection or a request queued for long). The leader's renewal hangs; it
+    must stop acting as the leader once its last renewal is renew_deadline old, before a
+    standby elsewhere could take the Lease (lease_seconds), not when an answer comes."""
+    pool.add_member("a")
+    pool.add_nodes("a", count=1, gpus=8)
+    lease = fast_lease(pool)
+    leader = pool.daemon(pool.policy(), identity="only", **lease)
+    wait_until(lambda: leader.is_leader, timeout=10, what="it leads")
+    record = pool.plane.state.record("kube-apiserver")
+    assert record is not None and record.pid
+    os.kill(record.pid, signal.SIGSTOP)
+    try:
+        frozen = time.monotonic()
+        wait_until(lambda: not leader.is_leader, timeout=8, every=0.05, what="it steps down")
+        stepped_down = time.monotonic() - frozen
+    finally:
+        os.kill(record.pid, signal.SIGCONT)
+    assert stepped_down <= lease["renew_deadline"] + lease["retry_seconds"] + 0.5
+    assert stepped_down < lease["lease_seconds"]
+    wait_until(lambda: leader.is_leader, timeout=20, what="it leads again once answered")
+
+
 def fast_lease(pool: Pool) -> dict[str, Any]:
     """Daemon settings for leader election on a short Lease, so a takeover takes seconds."""
     return {
