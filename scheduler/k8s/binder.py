@@ -240,6 +240,7 @@ class Binder:
         )
         ref = ObjectRef("Pod", pod.namespace, pod.name, pod.uid)
         if outcome == "bound":
+            self.cache.settle(pod.uid)
             if self.recorder is not None:
                 self.recorder.forget(pod.uid)
                 if self.scheduled_events:
@@ -360,7 +361,9 @@ class Binder:
         """The node the pod is bound to now ("" if none); None when it no longer exists
         (or was replaced by a pod of the same name)."""
         try:
-            current = self._core.read_namespaced_pod(pod.name, pod.namespace)
+            current = self._core.read_namespaced_pod(
+                pod.name, pod.namespace, _request_timeout=(5, 30)
+            )
         except ApiException as exc:
             if exc.status == 404:
                 return None

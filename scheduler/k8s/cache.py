@@ -3,8 +3,13 @@
 An *assumed* pod is one the binder has been asked to bind: from that instant the cache
 counts it on its node, so the next scheduling cycle never hands the same GPUs out twice.
 The assumption ends when the watch shows the pod assigned (or gone), when the bind fails
-(`forget`), or after `assume_ttl` seconds without confirmation: a lost assumption is safe
-because the API server refuses to bind a pod that is already bound.
+(`forget`), or `assume_ttl` seconds after the API server answered the bind (`settle`)
+without the watch confirming it: a lost assumption is safe because the API server refuses
+to bind a pod that is already bound. An assumption whose bind is not answered yet never
+expires (the binder answers every bind, after at most its retries): counted from the
+request, as it was, the assumptions of a burst of thousands of binds queued behind each
+other expired while their requests waited, their GPUs looked free to the next cycle, and
+both binds landed on one node.
 
 Nominations come from the pods themselves: `status.nominatedNodeName` of each pending pod
 of this scheduler, grouped by job, so capacity held for a job survives a restart or a
@@ -99,6 +104,9 @@ class ClusterCache:
         self._regroup = False
         """An owner changed: those pods' gangs are read again before the next read."""
         self._assumed: dict[str, Assumed] = {}
+        self._answered: dict[str, float] = {}
+        """uid -> when the API server answered its bind (`settle`): `assume_ttl` runs from
+        then (entries of assumptions that ended go at the next expiry)."""
         self._waiting: set[str] = set()
         """uids of pods waiting for this scheduler and not assumed: `has_pending`."""
         self.node_errors: dict[str, str] = {}
@@ -268,8 +276,16 @@ class ClusterCache:
     def assume(self, uid: str, node: str, now: float | None = None) -> None:
         with self._lock:
             self._assumed[uid] = Assumed(node, time.time() if now is None else now)
+            self._answered.pop(uid, None)
             self._waiting.discard(uid)
             self.changed.set()
+
+    def settle(self, uid: str, now: float | None = None) -> None:
+        """The API server bound the pod: its assumption now waits for the watch, at most
+        `assume_ttl` seconds."""
+        with self._lock:
+            if uid in self._assumed:
+                self._answered[uid] = time.time() if now is None else now
 
     def forget(self, uid: str) -> None:
         """A bind failed: the pod is pending again (if it still exists)."""
@@ -346,7 +362,10 @@ class ClusterCache:
         return CacheView(snapshot, converted.rejected, pods)
 
     def _expire_assumed(self, now: float) -> None:
-        stale = [u for u, a in self._assumed.items() if now - a.at > self.assume_ttl]
-        for uid in stale:
-            del self._assumed[uid]
-            self._rewait(uid)
+        for uid, answered in list(self._answered.items()):
+            if uid not in self._assumed:
+                del self._answered[uid]  # confirmed, failed or gone meanwhile
+            elif now - answered > self.assume_ttl:
+                del self._answered[uid]
+                del self._assumed[uid]
+                self._rewait(uid)

@@ -121,9 +121,13 @@ def step(cache: ClusterCache, rng: random.Random, bodies: dict[str, dict[str, An
         bodies[uid] = body
         cache.apply(PODS, "MODIFIED", body)
     elif roll < 0.75:
-        # Some assumptions outlive the view at 1000 s, some expire (`assume_ttl` 60 s).
+        # Some assumptions outlive the view at 1000 s, some expire (`assume_ttl` 60 s
+        # after their bind was answered), some wait for their answer.
         at = float(rng.randrange(900, 1000))
-        cache.assume(rng.choice(uids), f"n{rng.randrange(4)}", now=at)
+        uid = rng.choice(uids)
+        cache.assume(uid, f"n{rng.randrange(4)}", now=at)
+        if rng.random() < 0.7:
+            cache.settle(uid, now=at)
     elif roll < 0.8:
         cache.forget(rng.choice(uids))
     elif roll < 0.87:
