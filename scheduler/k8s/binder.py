@@ -319,6 +319,11 @@ class Binder:
             )
 
     def _delete_with_event(self, pod: PodInfo, message: str) -> None:
+        if not self._may_act():
+            # Queued behind binds while the lease was lost: the new leader may have
+            # finished this gang since, and its pods must not be deleted under it.
+            log.warning("not deleting %s of a gang: not the leader any more", pod.key)
+            return
         detail = self._delete(pod)
         if self.recorder is not None:
             self.recorder.record(

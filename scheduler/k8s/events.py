@@ -101,6 +101,7 @@ class EventRecorder:
         self.dropped = 0
         self.posted = 0
         self._last_failed: dict[str, tuple[float, str]] = {}
+        self._kept_at_prune = 0
 
     def wanted(self, event_type: EventType) -> bool:
         """Whether events of this type are posted at this level."""
@@ -136,7 +137,18 @@ class EventRecorder:
             if last is not None and last[1] == message and now - last[0] < self.repeat_seconds:
                 return False
             self._last_failed[key] = (now, message)
+            if len(self._last_failed) > 2 * self._kept_at_prune + 1024:
+                self._prune(now)
         return True
+
+    def _prune(self, now: float) -> None:
+        """Drop what no longer rate-limits anything (older than `repeat_seconds`): the
+        entries of pods deleted while they waited (cancelled work) were never dropped
+        otherwise, each with its whole sentence. Run when the table doubled since the
+        last prune, so its cost per call stays constant."""
+        repeat = self.repeat_seconds
+        self._last_failed = {k: v for k, v in self._last_failed.items() if now - v[0] < repeat}
+        self._kept_at_prune = len(self._last_failed)
 
     def forget(self, uid: str) -> None:
         """The pod is scheduled or gone: no rate-limit memory needed any more."""

@@ -41,6 +41,9 @@ from scheduler.k8s.objects import PodInfo, reclaim_timestamp
 log = logging.getLogger(__name__)
 
 EvictOutcome = Literal["evicted", "blocked", "gone", "failed"]
+EVICTED_MEMORY_S = 600.0
+"""How long an evicted pod is not evicted again: far longer than the watch takes to show
+it terminating (then the engine never preempts it again)."""
 REFUSED_MEMORY_S = 300.0
 """How long a refused eviction counts as refused without another attempt."""
 
@@ -135,6 +138,7 @@ class Evictor:
         self._in_flight: set[str] = set()
         self._not_before: dict[str, float] = {}
         """uid -> earliest next attempt (after a PDB refusal or once evicted)."""
+        self._kept_at_prune = 0
         self._refused: dict[str, float] = {}
         """uid -> when a PodDisruptionBudget last refused its eviction (monotonic)."""
 
@@ -147,6 +151,10 @@ class Evictor:
             if pod.uid in self._in_flight or self._not_before.get(pod.uid, 0.0) > now:
                 return False
             self._in_flight.add(pod.uid)
+            if len(self._not_before) > 2 * self._kept_at_prune + 1024:
+                # Past entries hold nothing back: dropped once the table doubled.
+                self._not_before = {u: t for u, t in self._not_before.items() if t > now}
+                self._kept_at_prune = len(self._not_before)
         self._pool.submit(self._evict, preemption, pod)
         return True
 
@@ -183,8 +191,9 @@ class Evictor:
             if outcome in ("blocked", "failed"):
                 self._not_before[pod.uid] = time.monotonic() + self.retry_seconds
             elif outcome == "evicted":
-                # The pod now terminates for its grace period; never evict it twice.
-                self._not_before[pod.uid] = float("inf")
+                # The pod now terminates: the engine sees it so and never preempts it
+                # again; until the watch says so, it is not evicted twice.
+                self._not_before[pod.uid] = time.monotonic() + EVICTED_MEMORY_S
             if outcome == "blocked":
                 self._refused[pod.uid] = time.monotonic()
             else:

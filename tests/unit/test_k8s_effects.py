@@ -22,8 +22,8 @@ from scheduler.engine.snapshot import (
     RunningPod,
     Snapshot,
 )
-from scheduler.k8s.binder import binding_annotations, binding_body
-from scheduler.k8s.cache import CacheView
+from scheduler.k8s.binder import Binder, binding_annotations, binding_body
+from scheduler.k8s.cache import CacheView, ClusterCache
 from scheduler.k8s.daemon import Daemon, DaemonConfig, PolicyConfigMap, SchedulerView
 from scheduler.k8s.events import EventLevel, EventRecorder, EventType, ObjectRef
 from scheduler.k8s.evictor import (
@@ -124,6 +124,22 @@ def test_eviction_body_has_grace_and_uid_precondition() -> None:
     assert victim(merged).reclaims == 2
 
 
+def test_a_replica_that_lost_the_lease_deletes_no_pod_of_a_gang() -> None:
+    # An undo queued behind binds runs after the lease is lost: the new leader may have
+    # finished the gang meanwhile.
+    leading = [True]
+    binder = Binder(_unreachable(), ClusterCache(), may_bind=lambda: leading[0])
+    deleted: list[str] = []
+    binder._delete = lambda pod: deleted.append(pod.uid)  # type: ignore[method-assign]
+    try:
+        binder._delete_with_event(POD, "undo")
+        leading[0] = False
+        binder._delete_with_event(POD, "undo")
+    finally:
+        binder.close()
+    assert deleted == ["u1"]
+
+
 def test_failed_scheduling_is_rate_limited_per_pod() -> None:
     recorder = EventRecorder(_unreachable(), repeat_seconds=60)
     try:
@@ -136,6 +152,22 @@ def test_failed_scheduling_is_rate_limited_per_pod() -> None:
         assert recorder.failed_scheduling(other, "no room", now=92.0)
         recorder.forget("u1")
         assert recorder.failed_scheduling(ref, "other reason", now=93.0)
+    finally:
+        recorder.close()
+
+
+def test_the_rate_limit_forgets_pods_long_gone() -> None:
+    # Pods deleted while they waited (cancelled work) are never bound: their entries go
+    # once they no longer limit anything, or the table grows for as long as the daemon runs.
+    recorder = EventRecorder(_unreachable(), repeat_seconds=60)
+    try:
+        for i in range(2000):
+            assert recorder.due(f"gone-{i}", "no room", now=0.0)
+        for i in range(2000):
+            assert recorder.due(f"new-{i}", "no room", now=100.0)
+        assert len(recorder._last_failed) < 2100
+        assert not recorder.due("new-1999", "no room", now=101.0), "still rate-limited"
+        assert recorder.due("gone-0", "no room", now=101.0)
     finally:
         recorder.close()
 
