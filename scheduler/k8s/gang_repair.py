@@ -18,6 +18,15 @@ same way whatever state it was left in:
 
 Gangs with a bind or an undo in flight in this process are left alone until the binder
 has the answers. Everything here is pure (no I/O); `scheduler.k8s.daemon` carries it out.
+
+A gang that ran whole and lost pods is no half-done bind: a worker that failed, or was
+evicted, is recreated by its controller after the gang's binds (its pending pods were all
+created after the last `PodScheduled` time of its bound pods). Its pending pods are
+replacements: a job of their own, placed when they fit, and its running pods are never
+deleted for them (`PartialGang.replacing`). Before, a replacement that did not fit at
+once had the whole running gang deleted, days of training with it, and a victim gang
+whose eviction a PodDisruptionBudget refused for some pods had them deleted around the
+budget once the evicted ones were recreated.
 """
 
 from __future__ import annotations
@@ -42,6 +51,9 @@ class PartialGang:
     """Pods bound to a node, not finished, not being deleted; by name."""
     pending: tuple[str, ...]
     """uids of the pods waiting for this scheduler, in the engine's job order."""
+    replacing: bool = False
+    """The gang ran whole: every pending pod was created after the last bind of its
+    bound pods (replacements), so it is placed when it fits and never undone."""
 
     @property
     def complete(self) -> bool:
@@ -110,9 +122,19 @@ def partial_gangs(
                 size=job.min_member,
                 bound=tuple(sorted(bound[job_id], key=lambda p: p.name)),
                 pending=tuple(p.uid for p in job.pods),
+                replacing=_replacing(bound[job_id], [pods.get(p.uid) for p in job.pods]),
             )
         )
     return tuple(found)
+
+
+def _replacing(bound: list[PodInfo], pending: list[PodInfo | None]) -> bool:
+    """Every pending pod was created after the last bind of the bound ones (both times
+    the API server's, to the second; the same second counts as before)."""
+    if not bound or any(p.scheduled_at <= 0 for p in bound):
+        return False  # bind times unknown: repaired as a half-done bind
+    last_bind = max(p.scheduled_at for p in bound)
+    return all(p is not None and p.created_at > last_bind for p in pending)
 
 
 def _is_gang_pod(pod: PodInfo | None) -> bool:
@@ -120,9 +142,10 @@ def _is_gang_pod(pod: PodInfo | None) -> bool:
 
 
 def remainders(snapshot: Snapshot, gangs: Iterable[PartialGang]) -> Snapshot:
-    """The snapshot the engine decides on: each complete partial gang's pending pods as
-    a job of their own, all of which must be placed together; incomplete ones are left
-    out (they are undone whatever the engine would say)."""
+    """The snapshot the engine decides on: each complete partial gang's pending pods,
+    and each replacing gang's, as a job of their own, all of which must be placed
+    together; incomplete ones are left out (they are undone whatever the engine would
+    say)."""
     by_job = {g.job_id: g for g in gangs}
     if not by_job:
         return snapshot
@@ -131,17 +154,20 @@ def remainders(snapshot: Snapshot, gangs: Iterable[PartialGang]) -> Snapshot:
         gang = by_job.get(job.job_id)
         if gang is None:
             jobs.append(job)
-        elif gang.complete:
+        elif gang.complete or gang.replacing:
             jobs.append(dataclasses.replace(job, min_member=len(job.pods)))
     return dataclasses.replace(snapshot, pending=tuple(jobs))
 
 
 def plan(gangs: Iterable[PartialGang], decisions: Decisions) -> Repair:
-    """Finish the gangs the engine binds whole in this cycle, undo the others."""
+    """Finish the gangs the engine binds whole in this cycle, undo the others, leave the
+    replacing ones alone (their pods bind or wait like any job's)."""
     bound = {b.pod_uid for b in decisions.binds}
     finish: list[PartialGang] = []
     undo: list[PartialGang] = []
     for gang in gangs:
+        if gang.replacing:
+            continue  # its pending pods bind like any job's, or wait; nothing to undo
         if gang.complete and all(uid in bound for uid in gang.pending):
             finish.append(gang)
         else:

@@ -326,6 +326,8 @@ class PodInfo:
     checkpointable: bool | None = None
     """Its `fairpool.io/checkpointable` annotation; None without one (or, on a running
     pod, an unreadable one): its member's setting decides."""
+    scheduled_at: float = 0.0
+    """When the API server bound it (its `PodScheduled` condition); 0.0 when not known."""
 
     @property
     def labelled_gang(self) -> bool:
@@ -419,7 +421,18 @@ def pod_info(obj: Obj) -> PodInfo:
         owner=controller_of(meta),
         volcano_group=volcano_group_of(annotations),
         checkpointable=checkpointable,
+        scheduled_at=_scheduled_at(status),
     )
+
+
+def _scheduled_at(status: Obj) -> float:
+    for condition in status.get("conditions") or ():
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "True":
+            try:
+                return timestamp(condition.get("lastTransitionTime"))
+            except (TypeError, ValueError):
+                return 0.0  # a time the API would not write: not known
+    return 0.0
 
 
 def _checkpointable(annotations: Obj, where: str) -> bool | None:

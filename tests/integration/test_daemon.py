@@ -378,6 +378,33 @@ def test_gang_pod_deleted_between_check_and_bind_leaves_no_pod_of_the_gang_bound
     wait_until(lambda: not pool.pods("a"), timeout=20, what="the bound pods gone")
 
 
+def test_a_running_gang_that_lost_a_pod_keeps_running_while_its_replacement_waits(
+    pool: Pool,
+) -> None:
+    """A worker of a running gang fails; its controller recreates it after the gang's
+    binds, and the new pod does not fit (here: a node selector no node matches). The
+    gang's running pods are no half-done bind: nothing is deleted, and the replacement
+    waits like any pod."""
+    pool.add_member("a")
+    pool.add_nodes("a", count=1, gpus=4)
+    daemon = pool.daemon(pool.policy())
+    for i in range(2):
+        pool.pod("a", f"w{i}", gpus=2, gang="train", gang_size=2)
+    wait_until(lambda: len(pool.bound("a")) == 2, what="the gang bound")
+    pool.core.delete_namespaced_pod("w1", pool.ns("a"), grace_period_seconds=0)
+    wait_until(lambda: len(pool.pods("a")) == 1, what="w1 gone")
+    time.sleep(1.1)  # the API server's times are to the second
+    pool.pod(
+        "a", "w1-new", gpus=2, gang="train", gang_size=2, extra_spec={"nodeSelector": {"x": "y"}}
+    )
+    started = daemon.cycles
+    wait_until(lambda: daemon.cycles >= started + 5, what="cycles with the replacement pending")
+    assert daemon.binder.wait_idle(10)
+    assert set(pool.bound("a")) == {"w0"}, "w0 runs on, w1-new waits"
+    assert daemon.binder.undone == 0
+    assert not pool.events("a", "GangBindUndone")
+
+
 # --- borrowing and reclaim --------------------------------------------------------------
 
 

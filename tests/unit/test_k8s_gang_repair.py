@@ -108,6 +108,53 @@ def test_rest_of_the_gang_that_does_not_fit_is_undone_and_decides_nothing() -> N
     assert "scheduled whole again" in decisions.explanations[JOB]
 
 
+def ran(body: Any, scheduled: str) -> Any:
+    """The pod as the API server shows it once bound at `scheduled`."""
+    body["status"]["conditions"] = [
+        {"type": "PodScheduled", "status": "True", "lastTransitionTime": scheduled}
+    ]
+    return body
+
+
+def created(body: Any, at: str) -> Any:
+    body["metadata"]["creationTimestamp"] = at
+    return body
+
+
+def test_a_gang_that_ran_whole_keeps_running_while_its_replacement_waits() -> None:
+    # w2 failed after the gang started; its controller made a new w2, which does not fit
+    # (n2 is full): the running pods are no half-done bind, and are never deleted for it.
+    bound_at = "2026-11-28T10:00:05Z"
+    pods = [
+        ran(gang_pod("w0", node_name="n1"), bound_at),
+        ran(gang_pod("w1", node_name="n1"), bound_at),
+        created(gang_pod("w2"), "2026-11-29T08:00:00Z"),
+        filler("other", "n2", 6),
+    ]
+    view = view_of(pods)
+    (gang,) = partial_gangs(view.snapshot.pending, view.pods, "fairpool")
+    assert gang.replacing
+    repair, decisions = repair_cycle(pods)
+    assert not repair
+    assert not decisions.binds and JOB in decisions.explanations
+    # Room on n2 again: the replacement binds like any pod, with no repair event.
+    repair, decisions = repair_cycle(pods[:-1])
+    assert not repair
+    assert [(b.pod_uid, b.node) for b in decisions.binds] == [("uid-w2", "n2")]
+
+
+def test_a_gang_whose_pods_were_all_created_before_its_binds_is_a_half_done_bind() -> None:
+    # The same second counts as before: a scheduler killed between the binds.
+    pods = [
+        ran(gang_pod("w0", node_name="n1"), "2026-11-28T10:00:00Z"),
+        gang_pod("w1"),
+        gang_pod("w2"),
+        filler("other", "n2", 6),
+    ]
+    repair, _ = repair_cycle(pods)
+    assert [g.job_id for g in repair.undo] == [JOB] and not repair.undo[0].replacing
+
+
 def test_gang_with_a_pod_missing_is_undone_without_asking_the_engine() -> None:
     view = view_of([gang_pod("w0", node_name="n1"), gang_pod("w1")])  # w2 is gone
     gangs = partial_gangs(view.snapshot.pending, view.pods, "fairpool")
