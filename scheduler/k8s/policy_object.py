@@ -272,8 +272,10 @@ class PolicyObject:
 
     def _write(self, status: dict[str, Any], uid: str) -> None:
         try:
+            # With a timeout: a write that hangs (a half-open connection) would leave
+            # `_writing` set, and the status would never be written again.
             self._custom.patch_cluster_custom_object_status(
-                GROUP, VERSION, PLURAL, self.name, {"status": status}
+                GROUP, VERSION, PLURAL, self.name, {"status": status}, _request_timeout=(5, 30)
             )
             with self._lock:
                 if uid == self._uid:
