@@ -12,11 +12,11 @@ uid as a precondition, `annotation_patch`), as the eviction is.
 The Eviction API honours PodDisruptionBudgets: `429 Too Many Requests` means a budget
 forbids it now, so the victim is retried later (`retry_seconds`), never deleted around the
 budget. A refused eviction (429, or another 4xx) is no reclaim: the annotations written
-before it are put back as they were (`restored_annotations`); after a 5xx or no answer
-at all, the pod says whether the eviction went through (`_unclear`). Left in place, each refusal
-added one to the job's reclaim count, and after `maxReclaimsPerJob` refusals a job never
-reclaimed was never a victim again, keeping the owner out of its node for the job's whole
-run.
+before it are put back as they were (`restored_annotations`); after a 5xx or no answer at
+all, the pod says whether the eviction went through (`_unclear`). Left in place, the
+annotations of each refusal added one to the job's reclaim count, and after
+`maxReclaimsPerJob` refusals a job never reclaimed was never a victim again, keeping the
+owner out of its node for the job's whole run.
 """
 
 from __future__ import annotations
@@ -95,8 +95,8 @@ def restored_annotations(pod: PodInfo) -> dict[str, str | None]:
 
 def annotation_patch(pod: PodInfo, annotations: Mapping[str, str | None]) -> dict[str, Any]:
     """A merge patch of the pod's annotations, for this very pod: the API server refuses
-    it (409) when the pod was replaced by another of the same name (a StatefulSet's),
-    which would otherwise carry a reclaim count it never earned."""
+    it (422: the uid cannot change) when the pod was replaced by another of the same name
+    (a StatefulSet's), which would otherwise carry a reclaim count it never earned."""
     return {"metadata": {"uid": pod.uid, "annotations": dict(annotations)}}
 
 
