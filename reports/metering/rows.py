@@ -162,10 +162,14 @@ def _col(frame: pd.DataFrame, name: str) -> pd.Series:
 
 
 def _own_pod_labels(frame: pd.DataFrame) -> pd.DataFrame:
-    """`namespace`/`pod` from `exported_namespace`/`exported_pod` where those are set."""
+    """`namespace`/`pod` from `exported_namespace`/`exported_pod` where those are set;
+    `exporter`: the scraped replica's pod then ('' otherwise), which tells apart the
+    series of two replicas that each reported the same pod (a leader change)."""
     if "exported_namespace" not in frame and "exported_pod" not in frame:
-        return frame
+        return frame.assign(exporter="")
     frame = frame.copy()
+    exported_pod = _col(frame, "exported_pod")
+    frame["exporter"] = _col(frame, "pod").where(exported_pod != "", "")
     for label in ("namespace", "pod"):
         exported = _col(frame, f"exported_{label}")
         frame[label] = exported.where(exported != "", _col(frame, label))
@@ -344,7 +348,10 @@ def _dcgm_counts(inputs: ChunkInputs) -> pd.Series:
 
 def _fairpool_rows(inputs: ChunkInputs) -> _Sampled:
     """Pods fairpool reported: its allocation gauge integrated on the scrape grid."""
-    fp_keys = [H0, "namespace", "pod", "uid", "member", "owner", "gpu_model", "node"]
+    # Per exporter: in an hour with a leader change (or a redeploy), the pod's series
+    # from the two replicas are the same pod's, each live part of the hour; merged on
+    # the pod's labels alone, their rows multiplied (4 GPU-hours for each one used).
+    fp_keys = [H0, "namespace", "pod", "uid", "member", "owner", "gpu_model", "node", "exporter"]
     fp = _keyed(_own_pod_labels(inputs.fairpool_live), fp_keys, "live")
     for frame, name in ((inputs.fairpool_mean, "mean"), (inputs.fairpool_present, "present")):
         fp = fp.merge(_keyed(_own_pod_labels(frame), fp_keys, name), on=fp_keys, how="left")
@@ -369,6 +376,12 @@ def _fairpool_rows(inputs: ChunkInputs) -> _Sampled:
         present=("present", "sum"),
         live=("live", "sum"),
     ).reset_index()
+    # Replicas that reported the same pod at once (a brief overlap at a handover) count
+    # no more than the hour's grid.
+    over = (fp_rows["live"] / (3600.0 / inputs.interval)).clip(lower=1.0)
+    fp_rows["gpu_seconds"] = fp_rows["gpu_seconds"] / over
+    fp_rows["live"] = fp_rows["live"] / over
+    fp_rows["present"] = fp_rows["present"] / over
     fp_rows["coverage"] = (fp_rows["present"] / fp_rows["live"]).clip(upper=1.0)
     fp_rows["source"] = "fairpool"
     return _Sampled(_clip_to_runtime(fp_rows, inputs), fp_present, fp_expected)

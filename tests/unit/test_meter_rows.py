@@ -203,6 +203,46 @@ def test_fairpool_scraped_without_honor_labels_keeps_the_pods_own_labels() -> No
     assert (row["namespace"], row["pod"], row["gpu_seconds"]) == ("lab-bio", "p", 7200.0)
 
 
+def test_an_hour_with_a_leader_change_bills_each_pod_once() -> None:
+    # The leader moves from fairpool-0 to fairpool-1 at :30 (or a redeploy replaces it):
+    # each replica's series of the pod is live half the hour. Scraped without honor
+    # labels (as the chart does), the two differ in the scraped replica's `pod`.
+    def exported(value: float, replica: str) -> dict[str, object]:
+        return {
+            **fp(value),
+            "namespace": "fairpool-system",
+            "pod": replica,
+            "exported_namespace": "lab-bio",
+            "exported_pod": "p",
+        }
+
+    def per_replica(value: float) -> pd.DataFrame:
+        return frame([exported(value, "fairpool-0"), exported(value, "fairpool-1")])
+
+    rows = build_hour(
+        inputs(
+            fairpool_mean=per_replica(4.0),
+            fairpool_live=per_replica(60.0),
+            fairpool_present=per_replica(60.0),
+        ),
+        lambda ns: {"lab-bio": "lab-bio"}.get(ns),
+        0,
+    )
+    (row,) = rows.usage.itertuples()
+    assert (row.pod, row.gpu_seconds, row.coverage) == ("p", 4 * 3600.0, 1.0)
+    # Both replicas reporting it for the whole hour (an overlap) still count one hour.
+    both = build_hour(
+        inputs(
+            fairpool_mean=per_replica(4.0),
+            fairpool_live=per_replica(120.0),
+            fairpool_present=per_replica(120.0),
+        ),
+        lambda ns: {"lab-bio": "lab-bio"}.get(ns),
+        0,
+    )
+    assert both.usage["gpu_seconds"].tolist() == [4 * 3600.0]
+
+
 def _labels(node: str, owner: str, model: str) -> dict[str, object]:
     return {
         "node": node,
