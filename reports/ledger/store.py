@@ -353,6 +353,28 @@ class Ledger:
             )
             return [(int(r.version), r.applied_at, str(r.document)) for r in rows]
 
+    def recorded_hours(self, hours: list[datetime]) -> set[datetime]:
+        """Of `hours`, those the ledger holds as metered or pending: the cluster had
+        nodes then (an hour is pending only when nodes existed before it)."""
+        if not hours:
+            return set()
+        starts = [hour_start(h) for h in hours]
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(hours_table.c.hour).where(
+                    hours_table.c.hour.in_(starts), hours_table.c.status.in_(("metered", "pending"))
+                )
+            )
+            return {hour_start(r.hour) for r in rows}
+
+    def earliest_metered_hour(self) -> datetime | None:
+        """The first hour metered with data; None when there is none."""
+        with self.engine.connect() as conn:
+            first = conn.execute(
+                select(func.min(hours_table.c.hour)).where(hours_table.c.status == "metered")
+            ).scalar()
+        return hour_start(first) if first is not None else None
+
     def latest_attempted_hour(self) -> datetime | None:
         """The latest hour ever attempted, whatever its status; None for a new ledger."""
         with self.engine.connect() as conn:

@@ -373,9 +373,20 @@ class Meter:
     def _before_any_node(self, hours: list[datetime]) -> set[datetime]:
         """The `hours` (without any data) that end before Prometheus has any node series:
         the cluster had no nodes yet, so they are empty, not missing. Once nodes exist,
-        an hour without data is missing (scrapes failed or lag) and stays pending."""
+        an hour without data is missing (scrapes failed or lag) and stays pending.
+
+        Prometheus forgets too (its retention): an hour the ledger holds as metered or
+        pending, or one after the first hour it metered, had nodes, whatever Prometheus
+        holds now. Such an hour is never empty: an empty write replaces the hour's rows,
+        and re-metering a range older than the retention used to delete its usage and
+        mark it complete, and a pending hour retried past the retention turned empty,
+        no longer flagged missing."""
+        recorded = self.ledger.recorded_hours(hours)
+        first = self.ledger.earliest_metered_hour()
         empty: set[datetime] = set()
         for hour in sorted(hours):
+            if hour in recorded or (first is not None and hour >= first):
+                break
             # A millisecond short of the next hour: a node born at 08:00 exists in 08:00.
             end = hour + HOUR - timedelta(milliseconds=1)
             try:

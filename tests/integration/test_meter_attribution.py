@@ -117,3 +117,24 @@ def test_a_pod_without_gpu_model_does_not_block_the_month(metered: Ledger, polic
     assert any("misc/ghost" in f and "2026-10-06 10:00Z" in f for f in report.flags)
     used = report.summary.set_index("member")["used_gpu_hours"]
     assert used["lab-bio"] == pytest.approx(4.0)
+
+
+def test_hours_prometheus_no_longer_holds_keep_what_was_metered(
+    prometheus: PrometheusServer, policy: Policy, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Past its retention Prometheus holds nothing of an hour, no node series either. An
+    hour metered then (or pending: nodes existed) is not an hour before the cluster
+    existed: metering the range again keeps its usage and never marks it empty."""
+    folder = tmp_path_factory.mktemp("retention")
+    ledger = Ledger(f"sqlite:///{folder / 'ledger.db'}")
+    Meter(PromSource(prometheus.url), ledger, policy).meter_range(at(8), at(11))
+    ledger.mark_pending(at(11), "Prometheus did not answer")
+    before = ledger.usage_frame(at(8), at(11))
+    assert len(before) and before["gpu_seconds"].sum() > 0
+    with PrometheusServer(folder / "empty") as forgotten:  # all of it past the retention
+        summary = Meter(PromSource(forgotten.url), ledger, policy).meter_range(at(8), at(12))
+    assert {o.status for o in summary.outcomes} == {"pending"}
+    status = ledger.hour_status(at(8), at(12)).set_index("hour")["status"]
+    assert [status[pd.Timestamp(at(h))] for h in range(8, 12)] == ["metered"] * 3 + ["pending"]
+    after = ledger.usage_frame(at(8), at(11))
+    assert after["gpu_seconds"].sum() == before["gpu_seconds"].sum()
