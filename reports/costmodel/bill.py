@@ -138,6 +138,8 @@ class BillParts:
     """(member, GPU model) -> GPU-hours used on its own nodes at each rate."""
     rated_purchases: RatedLines = field(default_factory=dict)
     """(buyer, host, GPU model) -> purchased GPU-hours that host serves at each rate."""
+    purchased_hours: dict[tuple[str, str], float] = field(default_factory=dict)
+    """(member, GPU model) -> purchased GPU-hours of the month (each hour's version)."""
     rated_idle: RatedLines = field(default_factory=dict)
     """(owner, GPU model) -> idle capacity GPU-hours at each rate."""
     rated_within_purchase: RatedLines = field(default_factory=dict)

@@ -26,7 +26,11 @@ from reports.costmodel.money import ZERO, cents
 from reports.costmodel.months import month_bounds
 from reports.costmodel.policy_history import PolicyHistory
 from reports.costmodel.prices import PriceBook
-from reports.costmodel.purchases import purchase_detail, purchase_payments
+from reports.costmodel.purchases import (
+    purchase_detail,
+    purchase_payments,
+    purchased_gpu_hours,
+)
 from reports.costmodel.rated import by_rate
 from reports.costmodel.report import MonthReport, NoDataError
 from reports.costmodel.settlement import (
@@ -147,6 +151,7 @@ def build_month_report(
         rated_purchases=purchase_detail(
             policy, book, hours.contributed_by_model, inputs.version_of_hour
         ),
+        purchased_hours=purchased_gpu_hours(policy, book, inputs.version_of_hour),
         rated_idle=by_rate(book, capacity_hourly, ["owner"], "idle"),
         rated_within_purchase=by_rate(book, usage_split, ["member"], "within_purchase"),
         rated_lost=by_rate(
@@ -293,7 +298,7 @@ def _month_report(
         net_settlement=net_transfers(settlement, members),
         daily_gpu_hours=daily_gpu_hours(usage_split, day_of, members, parts.hours.used),
         entitlement_vs_use=entitlement_vs_use(
-            policy, usage_split, parts.hours, members, inputs.hours
+            policy, usage_split, parts.hours, members, parts.purchased_hours
         ),
         lent_flows=lent_flows(usage_split, members),
         utilization_daily=utilization_daily(

@@ -13,7 +13,6 @@ from policies.model import IdleCostRule
 from reports.costmodel.bill import BillParts
 from reports.costmodel.frames import LOST_CAUSES
 from reports.costmodel.money import ZERO, cents, largest_remainder
-from reports.costmodel.purchases import purchased
 from reports.costmodel.rated import Rated, RatedLines, split, split_models
 from reports.costmodel.report import INVOICE_COLUMNS
 
@@ -357,7 +356,7 @@ def summary_row(
     def qty(series: pd.Series) -> float | None:
         return None if nodata else float(series.get(m, 0.0))
 
-    purchased_h = sum(float(g) * parts.hours_in_month for g in purchased(parts.policy, m).values())
+    purchased_h = sum(h for (member, _), h in parts.purchased_hours.items() if member == m)
     contributed = float(hours.contributed.get(m, 0.0))
     return {
         "member": m,

@@ -1,4 +1,5 @@
-"""Purchased GPUs: paid whole to the other owners of the GPU model."""
+"""Purchased GPUs: paid whole to the other owners of the GPU model, hour by hour as each
+policy version of the month holds them."""
 
 from __future__ import annotations
 
@@ -21,35 +22,65 @@ def purchase_payments(
 ) -> dict[tuple[str, str], Decimal]:
     """(buyer, owner) -> what the buyer pays that owner, in cents.
 
-    A purchase costs GPUs x hours of the month x price (the price of each hour's policy
-    version), shared among the other owners of that GPU model in proportion to their
-    contributed GPU-hours of it: they host the purchased entitlement. A purchase of a
-    model nobody else contributed is not billed, and flagged."""
+    A purchase costs, for each hour of the month, the GPUs the buyer held purchased in
+    that hour's policy version x that version's price, shared among the other owners of
+    that GPU model in proportion to their contributed GPU-hours of it: they host the
+    purchased entitlement. A purchase of a model nobody else contributed is not billed,
+    and flagged. (Each hour's version, not the month's last: a purchase applied on the
+    20th used to be charged from the 1st, and one ended mid-month not at all.)"""
     payments: dict[tuple[str, str], Decimal] = {}
-    hours_per_version = version_of_hour.value_counts()
-    for buyer in policy.members:
-        for model, gpus in buyer.purchased.items():
-            if not gpus:
-                continue
-            hosts = {
-                owner: float(h)
-                for (owner, g), h in contributed_model_hours.items()
-                if g == model and owner != buyer.name and h > 0
-            }
-            if not hosts:
-                flags.append(
-                    f"{buyer.name} holds {gpus} purchased {model} but no other member contributed "
-                    f"{model} this month: purchase not billed"
-                )
-                continue
-            whole = ZERO
-            for version, count in hours_per_version.items():
-                whole += Decimal(gpus) * Decimal(int(count)) * book.price(model, int(version))
-            total_h = sum(hosts.values())
-            for owner, h in hosts.items():
-                share = CONTEXT.divide(CONTEXT.multiply(whole, _dec(h)), _dec(total_h))
-                payments[(buyer.name, owner)] = payments.get((buyer.name, owner), ZERO) + share
+    for (buyer, model), held in _purchased_hours(policy, book, version_of_hour).items():
+        hosts = _hosts(contributed_model_hours, model, buyer)
+        if not hosts:
+            gpus = max(gpus for _, gpus, _ in held)
+            flags.append(
+                f"{buyer} holds {gpus} purchased {model} but no other member contributed "
+                f"{model} this month: purchase not billed"
+            )
+            continue
+        whole = ZERO
+        for version, gpus, count in held:
+            whole += Decimal(gpus) * Decimal(count) * book.price(model, version)
+        total_h = sum(hosts.values())
+        for owner, h in hosts.items():
+            share = CONTEXT.divide(CONTEXT.multiply(whole, _dec(h)), _dec(total_h))
+            payments[(buyer, owner)] = payments.get((buyer, owner), ZERO) + share
     return {k: cents(v) for k, v in payments.items()}
+
+
+def _purchased_hours(
+    policy: Policy, book: PriceBook, version_of_hour: pd.Series
+) -> dict[tuple[str, str], list[tuple[int, int, int]]]:
+    """(buyer, GPU model) -> [(policy version, purchased GPUs in it, hours of the month
+    in force)], for the purchases any version of the month holds, by buyer and model."""
+    held: dict[tuple[str, str], list[tuple[int, int, int]]] = {}
+    for version, count in sorted(version_of_hour.value_counts().items()):
+        in_force = book.by_version.get(int(version), policy)
+        for member in in_force.members:
+            for model, gpus in member.purchased.items():
+                if gpus:
+                    held.setdefault((member.name, model), []).append(
+                        (int(version), int(gpus), int(count))
+                    )
+    return dict(sorted(held.items()))
+
+
+def purchased_gpu_hours(
+    policy: Policy, book: PriceBook, version_of_hour: pd.Series
+) -> dict[tuple[str, str], float]:
+    """(member, GPU model) -> purchased GPUs x the hours each version held them."""
+    return {
+        key: float(sum(gpus * count for _, gpus, count in held))
+        for key, held in _purchased_hours(policy, book, version_of_hour).items()
+    }
+
+
+def _hosts(contributed_model_hours: pd.Series, model: str, buyer: str) -> dict[str, float]:
+    return {
+        owner: float(h)
+        for (owner, g), h in contributed_model_hours.items()
+        if g == model and owner != buyer and h > 0
+    }
 
 
 def purchase_detail(
@@ -61,40 +92,26 @@ def purchase_detail(
     """(buyer, host, GPU model) -> the purchased GPU-hours that host serves, at each rate:
     the invoice lines behind `purchase_payments` (same shares, same prices)."""
     detail: dict[tuple[str, str, str], list[Rated]] = {}
-    hours_per_version = version_of_hour.value_counts()
-    for buyer in policy.members:
-        for model, gpus in buyer.purchased.items():
-            hosts = {
-                owner: float(h)
-                for (owner, g), h in contributed_model_hours.items()
-                if g == model and owner != buyer.name and h > 0
-            }
-            if not gpus or not hosts:
-                continue
-            total_h = sum(hosts.values())
-            for owner, h in hosts.items():
-                by_rate: dict[Decimal, tuple[float, Decimal]] = {}
-                for version, count in hours_per_version.items():
-                    rate = book.price(model, int(version))
-                    whole = Decimal(gpus) * Decimal(int(count))
-                    share_hours = CONTEXT.divide(CONTEXT.multiply(whole, _dec(h)), _dec(total_h))
-                    hours, exact = by_rate.get(rate, (0.0, ZERO))
-                    by_rate[rate] = (
-                        hours + float(share_hours),
-                        exact + CONTEXT.multiply(share_hours, rate),
-                    )
-                detail[(buyer.name, owner, model)] = [
-                    Rated(r, hh, e) for r, (hh, e) in sorted(by_rate.items())
-                ]
+    for (buyer, model), held in _purchased_hours(policy, book, version_of_hour).items():
+        hosts = _hosts(contributed_model_hours, model, buyer)
+        if not hosts:
+            continue
+        total_h = sum(hosts.values())
+        for owner, h in hosts.items():
+            by_rate: dict[Decimal, tuple[float, Decimal]] = {}
+            for version, gpus, count in held:
+                rate = book.price(model, version)
+                whole = Decimal(gpus) * Decimal(count)
+                share_hours = CONTEXT.divide(CONTEXT.multiply(whole, _dec(h)), _dec(total_h))
+                hours, exact = by_rate.get(rate, (0.0, ZERO))
+                by_rate[rate] = (
+                    hours + float(share_hours),
+                    exact + CONTEXT.multiply(share_hours, rate),
+                )
+            detail[(buyer, owner, model)] = [
+                Rated(r, hh, e) for r, (hh, e) in sorted(by_rate.items())
+            ]
     return detail
-
-
-def purchased(policy: Policy, member: str) -> dict[str, int]:
-    """A member's purchased GPUs per model (none for a name outside the policy)."""
-    try:
-        return dict(policy.member(member).purchased)
-    except KeyError:
-        return {}
 
 
 def _dec(value: float) -> Decimal:

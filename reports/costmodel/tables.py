@@ -12,7 +12,6 @@ from policies.model import Policy
 from reports.costmodel.bill import GpuHours
 from reports.costmodel.coverage import Coverage
 from reports.costmodel.prices import gpu_hours
-from reports.costmodel.purchases import purchased
 from reports.costmodel.usage_split import on_own_nodes
 
 ENTITLEMENT_COLUMNS = [
@@ -148,15 +147,16 @@ def entitlement_vs_use(
     usage_split: pd.DataFrame,
     hours: GpuHours,
     members: list[str],
-    hours_in_month: int,
+    purchased_hours: dict[tuple[str, str], float],
 ) -> pd.DataFrame:
-    """Per member and GPU model: contributed, purchased, entitlement and used GPU-hours."""
+    """Per member and GPU model: contributed, purchased (each hour's policy version),
+    entitlement and used GPU-hours."""
     used_by_model = gpu_hours(usage_split, ["member", "gpu_model"], "gpu_seconds")
     rows = []
     for m in members:
         for model in (g.name for g in policy.spec.gpu_models):
             contributed = float(hours.contributed_by_model.get((m, model), 0.0))
-            bought = float(purchased(policy, m).get(model, 0)) * hours_in_month
+            bought = purchased_hours.get((m, model), 0.0)
             used = float(used_by_model.get((m, model), 0.0))
             if contributed or bought or used:
                 rows.append(

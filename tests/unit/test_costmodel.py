@@ -10,6 +10,7 @@ So b owes a 2.00, c owes b 1.00, b's nodes were idle 1 A-hour (1.00).
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pandas as pd
@@ -25,6 +26,7 @@ from reports.costmodel import (
     check_invariants,
 )
 from reports.costmodel.frames import LOST_CAUSES, UNATTRIBUTED, FrameError
+from reports.costmodel.policy_history import PolicyHistory
 from scheduler.engine.decisions import PREEMPTION_CAUSES
 
 D = Decimal
@@ -239,6 +241,29 @@ def test_purchased_gpus_paid_to_the_hosting_owner() -> None:
     assert column(report, "entitlement_gpu_hours")["c"] == 745.0
     # lent and purchase net: value of the purchased hour used (1.00) minus the purchase
     assert column(report, "lent_and_purchase_net_money")["c"] == D("-744.00")
+
+
+def test_a_purchase_applied_mid_month_is_paid_from_then_on() -> None:
+    # Version 2, applied on Oct 20 at 00:00 UTC, gives c 2 purchased H GPUs: paid for
+    # the 287 hours left of the month in Europe/Paris (to Oct 31 23:00 UTC) at 2.00,
+    # not for all 745, and the invoice line says the same hours.
+    v1 = make_policy(version=1, shared="[]")
+    v2 = make_policy(version=2, shared="[]", c_purchased="{H: 2}")
+    history = PolicyHistory(
+        (datetime(2026, 9, 1, tzinfo=UTC), datetime(2026, 10, 20, tzinfo=UTC)), (v1, v2), True
+    )
+    report = build_month_report("2026-10", v2, USAGE, CAPACITY, history=history)
+    assert column(report, "purchase_paid")["c"] == D("1148.00")
+    assert report.settlement.loc["c", "a"] == D("1148.00")
+    assert column(report, "purchased_gpu_hours")["c"] == 2 * 287.0
+    rows = report.entitlement_vs_use.set_index(["member", "gpu_model"])
+    assert rows.loc[("c", "H"), "purchased_gpu_hours"] == 2 * 287.0
+    # Ended on the 20th instead: paid until then (458 hours), not dropped.
+    ended = PolicyHistory(
+        (datetime(2026, 9, 1, tzinfo=UTC), datetime(2026, 10, 20, tzinfo=UTC)), (v2, v1), True
+    )
+    report = build_month_report("2026-10", v1, USAGE, CAPACITY, history=ended)
+    assert column(report, "purchase_paid")["c"] == D("1832.00")
 
 
 def test_purchase_of_a_model_nobody_else_hosts_is_flagged_not_billed() -> None:
