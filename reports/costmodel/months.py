@@ -31,12 +31,22 @@ def parse_month(month: str) -> tuple[int, int]:
 
 
 def month_bounds(month: str, tz: ZoneInfo) -> tuple[datetime, datetime]:
-    """UTC start (inclusive) and end (exclusive) of `month` at local midnight in `tz`."""
+    """UTC start (inclusive) and end (exclusive) of `month`: the first UTC hour that
+    starts at or after local midnight in `tz`, as an hour belongs to the month its start
+    falls in. In a zone whose offset is not whole hours (Asia/Kolkata, +05:30) local
+    midnight is half past a UTC hour; cut there, the month's hours matched none of the
+    ledger's, and every report of the month failed."""
     year, number = parse_month(month)
     next_year, next_number = (year + 1, 1) if number == 12 else (year, number + 1)
     start = datetime(year, number, 1, tzinfo=tz).astimezone(UTC)
     end = datetime(next_year, next_number, 1, tzinfo=tz).astimezone(UTC)
-    return start, end
+    return _next_hour(start), _next_hour(end)
+
+
+def _next_hour(instant: datetime) -> datetime:
+    """The first UTC hour start at or after `instant`."""
+    floor = instant.replace(minute=0, second=0, microsecond=0)
+    return floor if floor == instant else floor + timedelta(hours=1)
 
 
 def month_hours(month: str, tz: ZoneInfo) -> list[datetime]:

@@ -43,7 +43,19 @@ def make_policy(
     version: int = 0,
 ) -> Policy:
     return parse_policy(
-        f"""
+        make_policy_text(idle, shared, extra_member, c_purchased, a_purchased, version)
+    )
+
+
+def make_policy_text(
+    idle: str = "owner",
+    shared: str = '[{name: ops, monthlyAmount: "100.00", split: equal}]',
+    extra_member: str = "",
+    c_purchased: str = "{}",
+    a_purchased: str = "{}",
+    version: int = 0,
+) -> str:
+    return f"""
 apiVersion: fairpool.io/v1
 kind: Policy
 metadata: {{name: test-pool, version: {version}}}
@@ -61,7 +73,6 @@ spec:
     idleCost: {idle}
     sharedFixedCosts: {shared}
 """
-    )
 
 
 def usage_frame(rows: list[tuple[pd.Timestamp, str, str, str, float]]) -> pd.DataFrame:

@@ -9,9 +9,11 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 import pytest
 
+from policies.loader import parse_policy
 from reports.costmodel import build_month_report
 from reports.costmodel.months import MonthError, month_bounds, month_hours, month_of, previous_month
-from tests.unit.test_costmodel import CAPACITY, USAGE, make_policy, usage_frame
+from reports.costmodel.policy_history import PolicyHistory
+from tests.unit.test_costmodel import CAPACITY, USAGE, make_policy, make_policy_text, usage_frame
 
 PARIS = ZoneInfo("Europe/Paris")
 
@@ -23,6 +25,31 @@ def test_october_2026_in_paris_has_745_hours() -> None:
     assert len(month_hours("2026-10", PARIS)) == 745
     assert len(month_hours("2026-03", PARIS)) == 743
     assert len(month_hours("2026-10", ZoneInfo("UTC"))) == 744
+
+
+def test_a_month_in_a_half_hour_zone_runs_from_the_first_utc_hour_in_it() -> None:
+    # Local midnight in Kolkata (+05:30) is 18:30 UTC: the hour 18:00-19:00 UTC starts
+    # on September 30th there (23:30), the one at 19:00 on October 1st (00:30).
+    kolkata = ZoneInfo("Asia/Kolkata")
+    start, end = month_bounds("2026-10", kolkata)
+    assert (start, end) == (
+        datetime(2026, 9, 30, 19, tzinfo=UTC),
+        datetime(2026, 10, 31, 19, tzinfo=UTC),
+    )
+    assert month_of(start, kolkata) == "2026-10"
+    assert month_of(datetime(2026, 9, 30, 18, tzinfo=UTC), kolkata) == "2026-09"
+    assert len(month_hours("2026-10", kolkata)) == 744
+    policy = parse_policy(make_policy_text().replace("Europe/Paris", "Asia/Kolkata"))
+    hour = pd.Timestamp("2026-10-10T00:00Z")
+    usage = usage_frame([(hour, "a", "b", "H", 3600.0)])
+    status = pd.DataFrame({"hour": [hour], "status": ["metered"], "coverage": [1.0]})
+    # With the ledger's policy history, as `fairpool report` runs it: it used to fail.
+    report = build_month_report(
+        "2026-10", policy, usage, CAPACITY, hour_status=status, history=PolicyHistory.only(policy)
+    )
+    assert report.hours == 744
+    assert not report.complete
+    assert report.flags[0] == "data missing for 743 hours of 744 this month"
 
 
 @pytest.mark.parametrize(
