@@ -406,6 +406,7 @@ class Meter:
         data (nodes existed before it) is marked pending."""
         writes: list[HourWrite] = []
         outcomes: list[HourOutcome] = []
+        pending: list[tuple[datetime, str]] = []
         for hour in chunk:
             built = rows[hour]
             if hour in empty:
@@ -417,7 +418,7 @@ class Meter:
                 outcomes.append(HourOutcome(hour, EMPTY, None, 0.0, 0))
             elif not built.has_data:
                 error = "no series in Prometheus for this hour (nodes existed before it)"
-                self.ledger.mark_pending(hour, error)
+                pending.append((hour, error))
                 outcomes.append(HourOutcome(hour, "pending", None, 0.0, 0, error))
             else:
                 writes.append(
@@ -440,6 +441,11 @@ class Meter:
                     )
                 )
         self.ledger.replace_hours(writes)
+        # After the chunk's rows: a later hour marked pending first moved the latest hour
+        # attempted past the chunk's, and when their write then failed (a lost
+        # connection, the process killed) the hourly job never tried them again.
+        for hour, error in pending:
+            self.ledger.mark_pending(hour, error)
         return outcomes
 
     def _record(self, summary: RunSummary) -> RunSummary:

@@ -138,3 +138,32 @@ def test_hours_prometheus_no_longer_holds_keep_what_was_metered(
     assert [status[pd.Timestamp(at(h))] for h in range(8, 12)] == ["metered"] * 3 + ["pending"]
     after = ledger.usage_frame(at(8), at(11))
     assert after["gpu_seconds"].sum() == before["gpu_seconds"].sum()
+
+
+def test_a_chunk_whose_write_fails_is_metered_by_the_next_run(
+    prometheus: PrometheusServer,
+    policy: Policy,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The hourly job takes 10:00, 11:00 (data) and 12:00 (no data yet: pending). The
+    chunk's write fails (the database connection is lost): nothing of it may count as
+    attempted, or the next run starts after 12:00 and never meters 10:00 and 11:00."""
+    ledger = Ledger(f"sqlite:///{tmp_path_factory.mktemp('crash') / 'ledger.db'}")
+    meter = Meter(PromSource(prometheus.url), ledger, policy)
+    meter.meter_range(at(9), at(10))
+    written = ledger.replace_hours
+
+    def lost(*args: object) -> None:
+        raise ConnectionError("the database connection was lost")
+
+    monkeypatch.setattr(ledger, "replace_hours", lost)
+    with pytest.raises(ConnectionError):
+        meter.meter_due(now=at(13, 6))
+    monkeypatch.setattr(ledger, "replace_hours", written)
+    summary = meter.meter_due(now=at(13, 6))
+    assert [(o.hour, o.status) for o in summary.outcomes] == [
+        (at(10), "metered"),
+        (at(11), "metered"),
+        (at(12), "pending"),
+    ]
