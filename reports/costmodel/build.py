@@ -109,8 +109,7 @@ def build_month_report(
     if history is not None:
         known |= history.by_version
     book = PriceBook(policy, known)
-    check_prices(book, inputs.usage, inputs.capacity, inputs.version_of_hour)
-    flags: list[str] = []
+    flags = check_prices(book, inputs.usage, inputs.capacity, inputs.version_of_hour)
     usage_split = split_usage(inputs.usage, policy)
     capacity_hourly = hourly_capacity(
         inputs.capacity, usage_split, inputs.version_of_hour, policy.version, flags

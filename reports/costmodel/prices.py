@@ -22,17 +22,34 @@ class PriceBook:
     by_version: Mapping[int, Policy] = field(default_factory=dict)
 
     def price(self, gpu_model: str, policy_version: int | None = None) -> Decimal:
+        """The model's hourly price in `policy_version` (the book's policy when None, or
+        unknown); a model that version does not price takes the price of the first later
+        version that does (`later_price`)."""
         policy = self.policy
         if policy_version is not None:
             policy = self.by_version.get(policy_version, self.policy)
         try:
             return policy.gpu_model(gpu_model).hourly_cost
         except KeyError:
+            later = self.later_price(gpu_model, policy.version)
+            if later is not None:
+                return later[1]
             known = ", ".join(m.name for m in policy.spec.gpu_models)
             raise InputError(
                 f"usage: GPU model {gpu_model!r} has no price in policy version "
                 f"{policy.version} (known: {known})"
             ) from None
+
+    def later_price(self, gpu_model: str, version: int) -> tuple[int, Decimal] | None:
+        """(version, price) of the first version after `version` that prices the model:
+        a node of a new model joins before the policy that prices it is applied, and
+        those hours were otherwise unpriceable for ever (the recorded history cannot
+        change), so that no report of the month could be made."""
+        for later in sorted(v for v in self.by_version if v > version):
+            models = {m.name: m for m in self.by_version[later].spec.gpu_models}
+            if gpu_model in models:
+                return later, models[gpu_model].hourly_cost
+        return None
 
     def rate(self, gpu_model: str, versions: list[int]) -> Decimal | None:
         """The one price of `gpu_model` over `versions`, None when it changed between them."""

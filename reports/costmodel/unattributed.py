@@ -74,9 +74,11 @@ def check_prices(
     usage: pd.DataFrame,
     capacity: pd.DataFrame,
     version_of_hour: pd.Series,
-) -> None:
+) -> list[str]:
     """Raise `PriceError` unless every GPU model used or contributed has a price in the
-    policy version in force in each hour it appears."""
+    policy version in force in each hour it appears, or in a later version (its first
+    price then applies to those hours: the flags returned say so)."""
+    flags: list[str] = []
     for frame, what in ((usage, "used by pod"), (capacity, "contributed")):
         if frame.empty:
             continue
@@ -88,6 +90,16 @@ def check_prices(
             if any(m.name == model for m in policy.spec.gpu_models):
                 continue
             first = ordered.loc[index[0]]
+            later = book.later_price(model, policy.version)
+            if later is not None:
+                flag = (
+                    f"GPU model {model!r} has no price in policy version {policy.version}: "
+                    f"its hours then are priced at {later[1]} per GPU-hour, the price of "
+                    f"version {later[0]}, the first to name it"
+                )
+                if flag not in flags:
+                    flags.append(flag)
+                continue
             where = (
                 f"first {_user(first)} on node {first.get('node', '?')}"
                 if what.startswith("used")
@@ -101,6 +113,7 @@ def check_prices(
                 f"({where} at {pd.Timestamp(first['hour']):%Y-%m-%d %H:00}Z); "
                 f"known models: {known}"
             )
+    return flags
 
 
 def _user(row: pd.Series) -> str:

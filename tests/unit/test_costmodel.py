@@ -277,6 +277,39 @@ def test_a_purchase_applied_mid_month_is_paid_from_then_on() -> None:
     assert column(report, "purchase_paid")["c"] == D("1832.00")
 
 
+def test_a_new_models_hours_before_its_price_was_applied_take_its_first_price() -> None:
+    # c's B200 node joins at 10:00 on Oct 10; the version that prices B200 is applied at
+    # 14:00. The history cannot change: those 4 hours take version 2's price, flagged,
+    # rather than the month never getting a report.
+    with_b200 = make_policy_text(version=2, shared="[]").replace(
+        '- {name: A, hourlyCost: "1.00"}',
+        '- {name: A, hourlyCost: "1.00"}\n    - {name: B200, hourlyCost: "5.00"}',
+    )
+    v1, v2 = make_policy(version=1, shared="[]"), parse_policy(with_b200)
+    joined = pd.Timestamp("2026-10-10T10:00Z")
+    b200 = pd.DataFrame(
+        [(joined + pd.Timedelta(hours=h), "c", "B200", 8 * 3600.0) for h in range(6)],
+        columns=CAPACITY.columns,
+    )
+    capacity = pd.concat([CAPACITY, b200])
+    applied = datetime(2026, 10, 10, 14, tzinfo=UTC)
+    history = PolicyHistory((datetime(2026, 9, 1, tzinfo=UTC), applied), (v1, v2), True)
+    report = build_month_report("2026-10", v2, USAGE, capacity, history=history)
+    assert any(
+        "'B200' has no price in policy version 1" in f and "version 2, the first" in f
+        for f in report.flags
+    )
+    # The same as if version 1 had priced it already.
+    priced = PolicyHistory(
+        (datetime(2026, 9, 1, tzinfo=UTC), applied),
+        (parse_policy(with_b200.replace("version: 2", "version: 1")), v2),
+        True,
+    )
+    same = build_month_report("2026-10", v2, USAGE, capacity, history=priced)
+    assert column(report, "capacity_cost") == column(same, "capacity_cost")
+    assert column(report, "capacity_cost")["c"] >= D("240.00")  # 48 GPU-hours x 5.00
+
+
 def test_purchase_of_a_model_nobody_else_hosts_is_flagged_not_billed() -> None:
     # a is the only H owner: nobody else can host a purchased H GPU of a's.
     report = build(make_policy(a_purchased="{H: 1}", shared="[]"))
