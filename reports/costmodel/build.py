@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from policies.model import Policy
+from policies.model import Policy, SharedFixedCost
 from reports.costmodel.bill import LOST, BillParts, lost_versions, month_gpu_hours, month_prices
 from reports.costmodel.capacity import hourly_capacity, idle_cost_split
 from reports.costmodel.coverage import Coverage, local_days, measure_coverage, month_hour_index
@@ -103,11 +103,12 @@ def build_month_report(
     )
     if node_coverage is not None:
         inputs = replace(inputs, node_coverage=node_coverage)
-    if window is not None:
-        policy = _prorated(policy, inputs.hours, month)
     known = dict(policies or {})
     if history is not None:
         known |= history.by_version
+        policy = _shared_costs_by_hours(policy, known, inputs.version_of_hour, month)
+    elif window is not None:
+        policy = _prorated(policy, inputs.hours, month)
     book = PriceBook(policy, known)
     flags = check_prices(book, inputs.usage, inputs.capacity, inputs.version_of_hour)
     usage_split = split_usage(inputs.usage, policy)
@@ -216,6 +217,34 @@ def month_inputs(
         unattributed=unattributed_table(no_model),
         unpriced_capacity=unpriced_capacity,
     )
+
+
+def _shared_costs_by_hours(
+    policy: Policy, known: Mapping[int, Policy], version_of_hour: pd.Series, month: str
+) -> Policy:
+    """`policy` with the month's shared fixed costs as each hour's policy version holds
+    them: a cost's `monthlyAmount` x the month's hours under a version that has it /
+    the month's hours, summed over versions (split by its latest rule). A cost added on
+    the 20th used to be paid for the whole month, one removed then not at all; a
+    simulated window shorter than the month pays its part (`_prorated`), as before."""
+    start, end = month_bounds(month, policy.billing.zone)
+    whole = int((end - start) / timedelta(hours=1))
+    amounts: dict[str, Decimal] = {}
+    latest: dict[str, SharedFixedCost] = {}
+    for version, count in sorted(version_of_hour.value_counts().items()):
+        in_force = known.get(int(version), policy)
+        for cost in in_force.billing.shared_fixed_costs:
+            part = cost.monthly_amount * int(count) / whole
+            amounts[cost.name] = amounts.get(cost.name, Decimal(0)) + part
+            latest[cost.name] = cost
+    for cost in policy.billing.shared_fixed_costs:
+        latest[cost.name] = cost  # the rule of the policy reported with wins
+    costs = [
+        latest[name].model_copy(update={"monthly_amount": cents(amount)})
+        for name, amount in amounts.items()
+    ]
+    billing = policy.billing.model_copy(update={"shared_fixed_costs": costs})
+    return policy.model_copy(update={"spec": policy.spec.model_copy(update={"billing": billing})})
 
 
 def _prorated(policy: Policy, hours: int, month: str) -> Policy:

@@ -277,6 +277,30 @@ def test_a_purchase_applied_mid_month_is_paid_from_then_on() -> None:
     assert column(report, "purchase_paid")["c"] == D("1832.00")
 
 
+def test_a_shared_cost_added_mid_month_is_paid_from_then_on() -> None:
+    # Version 2 (from Oct 20, 00:00 UTC: 287 of the month's 745 hours) adds storage,
+    # 300.00 a month: 300 x 287 / 745 = 115.57 of it, split equally; ops, in both
+    # versions, is paid whole.
+    ops = '{name: ops, monthlyAmount: "100.00", split: equal}'
+    storage = '{name: storage, monthlyAmount: "300.00", split: equal}'
+    v1 = make_policy(version=1, shared=f"[{ops}]")
+    v2 = make_policy(version=2, shared=f"[{ops}, {storage}]")
+    history = PolicyHistory(
+        (datetime(2026, 9, 1, tzinfo=UTC), datetime(2026, 10, 20, tzinfo=UTC)), (v1, v2), True
+    )
+    report = build_month_report("2026-10", v2, USAGE, CAPACITY, history=history)
+    assert report.shared_fixed_cost == D("215.57")
+    lines = report.invoices[report.invoices["section"] == "shared"]
+    assert set(lines["description"]) == {
+        "Shared cost: ops (equal)",
+        "Shared cost: storage (equal)",
+    }
+    assert lines.groupby("description")["amount"].sum().to_dict() == {
+        "Shared cost: ops (equal)": D("100.00"),
+        "Shared cost: storage (equal)": D("115.57"),
+    }
+
+
 def test_a_new_models_hours_before_its_price_was_applied_take_its_first_price() -> None:
     # c's B200 node joins at 10:00 on Oct 10; the version that prices B200 is applied at
     # 14:00. The history cannot change: those 4 hours take version 2's price, flagged,
