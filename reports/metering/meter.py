@@ -497,14 +497,23 @@ def _chunks(hours: list[datetime], size: int) -> list[list[datetime]]:
 def _reclaim_lost(
     series: list[tuple[dict[str, str], list[tuple[float, float]]]], chunk: list[datetime]
 ) -> dict[datetime, dict[LostKey, float]]:
-    """GPU-seconds lost to reclaim per hour and (member, gpu_model, cause); exporter
-    replicas of one counter collapse with max, like `max by` would (a counter written
-    before it had a cause has the cause "")."""
-    out: dict[datetime, dict[LostKey, float]] = {h: {} for h in chunk}
+    """GPU-seconds lost to reclaim per hour and (member, gpu_model, cause) (a counter
+    written before it had a cause has the cause ""). Series of one exporter (its `pod`,
+    else its `instance`: the same process scraped twice) collapse with max; those of
+    different exporters add up: only the leader counts a reclaim, so in an hour with a
+    leader change each replica counted its own part (they were collapsed with max, and
+    the smaller part was lost)."""
+    per_exporter: dict[datetime, dict[tuple[LostKey, str], float]] = {h: {} for h in chunk}
     baseline = chunk[0].timestamp()
     for labels, samples in series:
         key = (labels.get("member", ""), labels.get("gpu_model", ""), labels.get("cause", ""))
+        exporter = labels.get("pod") or labels.get("instance", "")
         for hour, value in counter_increase(samples, chunk, baseline).items():
             if value > 0:
-                out[hour][key] = max(out[hour].get(key, 0.0), value)
+                seen = per_exporter[hour]
+                seen[(key, exporter)] = max(seen.get((key, exporter), 0.0), value)
+    out: dict[datetime, dict[LostKey, float]] = {h: {} for h in chunk}
+    for hour, seen in per_exporter.items():
+        for (key, _), value in seen.items():
+            out[hour][key] = out[hour].get(key, 0.0) + value
     return out

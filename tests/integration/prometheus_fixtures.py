@@ -18,8 +18,10 @@ The scenario (2026-10-05, UTC, scraped every 30 s, two kube-state-metrics replic
   no scrape at all succeeds in 10:20-10:22 (4 scrapes missing);
   fairpool_reclaim_lost_gpu_seconds_total{member=physics, cause=entitlement}: 0 @09:50,
   60 @10:05, 120 @10:30, reset -> 30 @10:45, 90 @11:10  (hour 10: 150 s, hour 11: 60 s);
-  the same with cause=consolidation, from two scheduler replicas (`instance` a and b):
-  0 @10:00, 40 @10:50 (hour 10: 40 s, once).
+  the same with cause=consolidation from the leader (`instance` a), scraped twice (`job`
+  fairpool and fairpool-again): 0 @10:00, 40 @10:50, 50 @11:05 (hour 10: 40 s, once;
+  hour 11: 10 s); and from the next leader (`instance` b, after a leader change at
+  11:05): 0 @11:00, 20 @11:20 (hour 11: 10 + 20 s).
 """
 
 from __future__ import annotations
@@ -69,13 +71,20 @@ def build_scenario() -> Scenario:
         [(at(9, 50), 0), (at(10, 5), 60), (at(10, 30), 120), (at(10, 45), 30), (at(11, 10), 90)],
         kind="counter",
     )
-    for replica in ("a", "b"):
+    moves = {"member": "physics", "gpu_model": A100, "cause": "consolidation"}
+    for job in ("fairpool", "fairpool-again"):
         s.add_points(
             "fairpool_reclaim_lost_gpu_seconds",
-            {"member": "physics", "gpu_model": A100, "cause": "consolidation", "instance": replica},
-            [(at(10), 0), (at(10, 50), 40)],
+            {**moves, "instance": "a", "job": job},
+            [(at(10), 0), (at(10, 50), 40), (at(11, 5), 50)],
             kind="counter",
         )
+    s.add_points(
+        "fairpool_reclaim_lost_gpu_seconds",
+        {**moves, "instance": "b", "job": "fairpool"},
+        [(at(11), 0), (at(11, 20), 20)],
+        kind="counter",
+    )
     return s
 
 

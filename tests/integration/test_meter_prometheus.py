@@ -110,14 +110,17 @@ def test_missing_scrapes_lower_coverage_but_not_usage(metered: Ledger) -> None:
 
 
 def test_counter_reset_counts_from_zero(metered: Ledger) -> None:
-    """And each cause keeps its own row, counted once however many replicas report it:
-    hour 10 is 150 s of reclaims within an entitlement and 40 s of moves."""
+    """And each cause keeps its own row: hour 10 is 150 s of reclaims within an
+    entitlement and 40 s of moves (one leader's counter, counted once however often it
+    is scraped); in hour 11 the old leader's last 10 s and the next leader's 20 s add up
+    (they were collapsed with max: 20 s)."""
     lost = metered.reclaim_lost_frame(START, END)
     by_hour = lost.groupby(["hour", "cause"])["gpu_seconds_lost"].sum()
     assert by_hour[(pd.Timestamp(at(10)), "entitlement")] == pytest.approx(150.0)
     assert by_hour[(pd.Timestamp(at(10)), "consolidation")] == pytest.approx(40.0)
     assert by_hour[(pd.Timestamp(at(11)), "entitlement")] == pytest.approx(60.0)
-    assert len(lost) == 3
+    assert by_hour[(pd.Timestamp(at(11)), "consolidation")] == pytest.approx(30.0)
+    assert len(lost) == 4
     assert set(lost["member"]) == {"physics"}
     assert set(lost["gpu_model"]) == {A100}
 
