@@ -114,11 +114,19 @@ class _Quiet(WSGIRequestHandler):
 
 
 def serve(metrics: MeterMetrics, port: int, address: str = "127.0.0.1") -> WSGIServer:
-    """Serve `/metrics` and `/healthz` on `address:port` in a daemon thread; returns the
-    server (its `server_address` has the port when 0 was asked)."""
+    """Serve `/metrics`, `/livez` (the process answers) and `/healthz` (the last run
+    worked) on `address:port` in a daemon thread; returns the server (its
+    `server_address` has the port when 0 was asked)."""
     metrics_app = make_wsgi_app(metrics.registry)
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == "/livez":
+            # The process answers: what a liveness probe asks. /healthz says whether the
+            # last run worked; a restart never fixes Prometheus or the ledger being
+            # down, and a meter restarted over day 1 at 06:00 used to skip the month's
+            # report (the catch-up at start now writes it).
+            start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"ok\n"]
         if environ.get("PATH_INFO") == "/healthz":
             ok = metrics.healthy
             start_response(

@@ -1,5 +1,7 @@
 """The monthly report job: on day 1 at 06:00 in the policy's time zone, write the
-previous month's report from the usage ledger into `<reports dir>/<YYYY-MM>/`.
+previous month's report from the usage ledger into `<reports dir>/<YYYY-MM>/`; and at
+start, when that moment has passed, write it if it is missing (a process that was down
+then would otherwise skip the month).
 
 A report already written is left alone unless `overwrite` is asked (a treasurer may
 have signed it); a month without any data is logged, not written as an empty report.
@@ -123,9 +125,14 @@ def monthly_trigger(policy: Policy) -> CronTrigger:
 
 
 def schedule_monthly_report(
-    scheduler: BaseScheduler, ledger_url: str, policy: Policy, reports_dir: Path
+    scheduler: BaseScheduler,
+    ledger_url: str,
+    policy: Policy,
+    reports_dir: Path,
+    now: datetime | None = None,
 ) -> None:
-    """Add the monthly report job to a scheduler (the daemon's, or a blocking one)."""
+    """Add the monthly report job to a scheduler (the daemon's, or a blocking one), and
+    its catch-up at start when the month's report is due already (`report_due`)."""
 
     def job() -> None:
         run_monthly_report(datetime.now(UTC), ledger_url, policy, reports_dir)
@@ -139,6 +146,25 @@ def schedule_monthly_report(
         coalesce=True,
         misfire_grace_time=6 * 3600,
     )
+    now = now or datetime.now(UTC)
+    if report_due(now, policy):
+        # A process that was down at day 1, 06:00 (a restart, a drain, an upgrade) would
+        # skip the month for good: the job writes it now, unless it is written already.
+        scheduler.add_job(
+            job,
+            id="fairpool-monthly-report-catch-up",
+            name="monthly cost report (catch-up at start)",
+            replace_existing=True,
+            next_run_time=now,
+        )
+
+
+def report_due(now: datetime, policy: Policy) -> bool:
+    """The previous month's report is due at `now`: its day-1 06:00 local has passed
+    (before it, the last hours of the month may not be metered yet)."""
+    local = now.astimezone(policy.billing.zone)
+    due = local.replace(day=RUN_DAY, hour=RUN_HOUR, minute=0, second=0, microsecond=0)
+    return local >= due
 
 
 def run_forever(ledger_url: str, policy: Policy, reports_dir: Path) -> None:

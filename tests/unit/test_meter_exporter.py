@@ -77,6 +77,9 @@ def test_metrics_and_healthz(tmp_path: Path) -> None:
         with pytest.raises(urllib.error.HTTPError) as failed:
             urllib.request.urlopen(f"{base}/healthz", timeout=10)
         assert failed.value.code == 503
+        # Alive all the same: the liveness probe asks /livez, so a failed run (Prometheus
+        # down) does not get the meter restarted.
+        assert urllib.request.urlopen(f"{base}/livez", timeout=10).status == 200
         assert scrape(f"{base}/metrics")[(runs, (("result", "error"),))] == 1.0
     finally:
         server.shutdown()

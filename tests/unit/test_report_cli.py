@@ -12,7 +12,12 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from policies.loader import DEFAULT_POLICY, load_policy
 from reports.ledger import Ledger
-from reports.sources.monthly_job import monthly_trigger, run_monthly_report, schedule_monthly_report
+from reports.sources.monthly_job import (
+    monthly_trigger,
+    report_due,
+    run_monthly_report,
+    schedule_monthly_report,
+)
 from reports.sources.simulation import busiest_month, write_simulated_report
 from reports.sources.synthetic import demo_nodes, synthetic_month
 from scheduler.cli.main import main
@@ -208,9 +213,22 @@ def test_monthly_trigger_fires_on_day_one_in_the_policy_zone() -> None:
     assert summer is not None
     assert summer.astimezone(UTC) == datetime(2026, 7, 1, 4, 0, tzinfo=UTC)  # 06:00 CEST
     scheduler = BackgroundScheduler(timezone=DEMO.billing.zone)
-    schedule_monthly_report(scheduler, "sqlite://", DEMO, Path("unused"))
-    jobs = scheduler.get_jobs()
-    assert [j.id for j in jobs] == ["fairpool-monthly-report"]
+    early = datetime(2026, 11, 1, 4, 59, tzinfo=UTC)  # 05:59 in Paris: not due yet
+    schedule_monthly_report(scheduler, "sqlite://", DEMO, Path("unused"), now=early)
+    assert [j.id for j in scheduler.get_jobs()] == ["fairpool-monthly-report"]
+
+
+def test_a_meter_started_after_the_monthly_run_writes_the_missing_report() -> None:
+    # Down at day 1, 06:00 (a restart, a drain, an upgrade): the trigger's next run is
+    # next month, so the start writes it (`run_monthly_report` leaves one written alone).
+    scheduler = BackgroundScheduler(timezone=DEMO.billing.zone)
+    later = datetime(2026, 11, 3, 12, tzinfo=UTC)
+    schedule_monthly_report(scheduler, "sqlite://", DEMO, Path("unused"), now=later)
+    jobs = {j.id: j for j in scheduler.get_jobs()}
+    assert set(jobs) == {"fairpool-monthly-report", "fairpool-monthly-report-catch-up"}
+    assert jobs["fairpool-monthly-report-catch-up"].next_run_time == later
+    assert report_due(datetime(2026, 11, 1, 5, 0, tzinfo=UTC), DEMO)
+    assert not report_due(datetime(2026, 11, 1, 4, 59, 59, tzinfo=UTC), DEMO)
 
 
 def record_versions(url: str, versions: list[tuple[int, datetime, str]]) -> None:
