@@ -31,6 +31,9 @@ from scheduler.api.guard import Guard, pass_bytes
 
 log = logging.getLogger(__name__)
 
+MAX_NAME_CHARS = 253
+"""A token's name is stored as the author of the versions it applies (253 characters)."""
+
 
 class RoleKind(StrEnum):
     ADMIN = "admin"
@@ -243,6 +246,13 @@ def parse_tokens(text: str, source: str) -> list[tuple[str, Principal]]:
         seen.add(token)
         kind, member = parse_role(role, where)
         default_name = f"member:{member}" if member else str(kind)
+        if len(name) > MAX_NAME_CHARS or "\x00" in name:
+            # The name is the author of every policy version the token applies: the
+            # audit history keeps at most 253 characters and PostgreSQL no NUL, and an
+            # apply it cannot record blocks every later one.
+            raise InputError(
+                f"{where}: name: at most {MAX_NAME_CHARS} characters and no NUL character"
+            )
         out.append((token, Principal(name or default_name, kind, member)))
     if not out:
         raise InputError(f"{source}: no tokens: the API would refuse every call")

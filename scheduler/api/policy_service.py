@@ -137,6 +137,15 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"comment: at most {MAX_COMMENT_CHARS:,} characters, got {len(request.comment):,}",
             )
+        if "\x00" in request.comment:
+            # PostgreSQL stores no NUL in text: the version would be applied but never
+            # recorded, and every later apply refused until a restart.
+            abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"comment: a NUL character (U+0000) at character "
+                f"{request.comment.index(chr(0)) + 1}; it cannot be stored",
+            )
         author = self._auth.caller(context).name
         draft = parse_draft(request.yaml, context)
         base, current = self._store.current()

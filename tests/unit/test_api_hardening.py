@@ -132,6 +132,12 @@ def test_comments_are_capped_and_hidden_from_members(api: Running) -> None:
         api.policy.ApplyPolicy, policy_pb2.ApplyPolicyRequest(yaml=text, comment="x" * 4097)
     )
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "comment" in (error.details() or "")
+    # PostgreSQL stores no NUL: applied but never recorded, it blocked every later apply.
+    error = _status(
+        api.policy.ApplyPolicy, policy_pb2.ApplyPolicyRequest(yaml=text, comment="a\x00b")
+    )
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "comment: a NUL character (U+0000) at character 2" in (error.details() or "")
     note = f"{MEMBER_B} asked for this: their grant ran out"
     api.policy.ApplyPolicy(policy_pb2.ApplyPolicyRequest(yaml=text, comment=note), metadata=ADMIN)
     request = policy_pb2.ListPolicyVersionsRequest()

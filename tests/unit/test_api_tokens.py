@@ -63,6 +63,8 @@ def test_token_files_in_yaml_and_csv() -> None:
         (f"tokens:\n  - {{token: '{GOOD}', role: 'member:'}}\n", "unknown role"),
         (f"tokens:\n  - {{token: '{GOOD}', role: 7}}\n", "role must be a string"),
         (f"012345: admin\n'{GOOD}': viewer\n", "line 1: .* YAML read int"),
+        (f"{GOOD},admin,{'n' * 254}\n", "line 1: name: at most 253 characters"),
+        (f"tokens:\n  - {{token: '{GOOD}', role: admin, name: \"a\\0b\"}}\n", "no NUL"),
         ("tokens: []\n", "no tokens"),
         ("", "expected `tokens:`"),
     ],
