@@ -84,11 +84,27 @@ def _whole(path: Path, binary: bool, newline: str | None) -> Iterator[IO[Any]]:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, path)
+        sync_folder(path.parent)
     except BaseException as exc:
         Path(temp).unlink(missing_ok=True)
         if isinstance(exc, OSError):
             raise OutputError(path, exc) from exc
         raise
+
+
+def sync_folder(folder: Path) -> None:
+    """Make a rename in `folder` durable (its entry on disk), where the system allows
+    opening a folder (POSIX)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on a folder: the rename stands as it is
+    finally:
+        os.close(fd)
 
 
 def write_whole(path: Path, data: str | bytes) -> None:

@@ -33,7 +33,7 @@ import yaml
 from policies.crd import GROUP, PLURAL
 from policies.crd import VERSION as CRD_VERSION
 from policies.errors import PolicyError
-from policies.files import mode_of
+from policies.files import mode_of, sync_folder
 from policies.loader import parse_policy
 from policies.model import Policy
 
@@ -223,7 +223,14 @@ class FileSource:
                 os.fchmod(fd, mode)
                 with os.fdopen(fd, "w", encoding="utf-8") as handle:
                     handle.write(text)
+                    # On disk before it replaces the file, and the rename on disk before
+                    # the audit row is committed: after a power loss the file came back
+                    # empty (the next start failed) or old (recorded as an outside
+                    # change, silently undoing the applied version).
+                    handle.flush()
+                    os.fsync(handle.fileno())
                 os.replace(tmp, self.path)
+                sync_folder(self.path.parent)
             except BaseException:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)

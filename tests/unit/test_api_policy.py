@@ -427,3 +427,28 @@ def _both_changed() -> str:
     data = yaml.safe_load(edited({"weight": 9}, member="physics"))
     data["spec"]["members"][0]["weight"] = 5
     return yaml.safe_dump(data, sort_keys=False)
+
+
+def test_an_applied_policy_file_is_on_disk_before_it_counts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The new file's content is flushed to disk before it replaces the old one, and the
+    folder's entry after the rename: a power loss then leaves the old file or the new
+    one, never an empty one, and never the old one once the audit row says otherwise."""
+    import os
+
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(DEFAULT_POLICY.read_text())
+    source = FileSource(policy_file)
+    synced: list[str] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+        synced.append("folder" if Path(target) == tmp_path else Path(target).name)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    source.write(edited({"weight": 5}), source.read()[1])
+    assert synced[-1] == "folder", synced
+    assert any(name.startswith(".policy.yaml.") for name in synced[:-1]), synced
