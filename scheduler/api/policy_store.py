@@ -207,12 +207,19 @@ class FileSource:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def read(self) -> tuple[str, str]:
-        text = self.path.read_text(encoding="utf-8")
-        return text, hashlib.sha256(text.encode()).hexdigest()
+        raw = self.path.read_bytes()
+        return raw.decode("utf-8"), hashlib.sha256(raw).hexdigest()
+
+    def raw_revision(self) -> str:
+        """The revision of the file's bytes, whether or not they are UTF-8 text: what an
+        ApplyPolicy that repairs a file that is not text must name."""
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
 
     def write(self, text: str, revision: str) -> str:
         with self._locked():
-            if self.path.exists() and self.read()[1] != revision:
+            # The bytes' revision: a file that is not UTF-8 text is repaired too (reading
+            # it as text failed with INTERNAL).
+            if self.path.exists() and self.raw_revision() != revision:
                 # Callers see this message: it says what happened, not where the file is.
                 raise VersionConflict("the stored policy changed while it was applied")
             mode = mode_of(self.path)
@@ -443,7 +450,10 @@ class PolicyStore:
             if not hasattr(self, "_current"):
                 raise
             reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-            raise StoredPolicyBroken(f"cannot read it: {reason}", "") from exc
+            revision = ""
+            if isinstance(exc, UnicodeDecodeError) and isinstance(self.source, FileSource):
+                revision = self.source.raw_revision()  # repaired by an apply naming it
+            raise StoredPolicyBroken(f"cannot read it: {reason}", revision) from exc
 
     def _record(
         self,

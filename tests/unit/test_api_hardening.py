@@ -99,6 +99,15 @@ def test_a_broken_stored_policy_is_a_failed_precondition_an_admin_can_repair(
     assert "weight: 3" in api.policy_file.read_text()
 
 
+def test_a_stored_policy_that_is_not_text_is_repaired_by_an_admin_apply(api: Running) -> None:
+    # Bytes that are not UTF-8: the apply that repairs it used to fail with INTERNAL.
+    api.policy_file.write_bytes(b"\xff\xfe not a policy")
+    good = DEFAULT_POLICY.read_text().replace("weight: 2", "weight: 3")
+    reply = api.policy.ApplyPolicy(policy_pb2.ApplyPolicyRequest(yaml=good), metadata=ADMIN)
+    assert reply.applied.version >= 2
+    assert "weight: 3" in api.policy_file.read_text()
+
+
 def test_a_deleted_stored_policy_is_recreated_by_an_admin_apply(api: Running) -> None:
     api.policy_file.unlink()
     reply = api.policy.ApplyPolicy(
