@@ -12,6 +12,7 @@ from rich.table import Table
 
 from policies.errors import InputError
 from policies.files import write_whole
+from policies.instants import YEARS, within
 from scheduler.cli.client import Client, client_options
 from scheduler.cli.tables import print_table
 
@@ -21,9 +22,12 @@ def _moment(text: str | None, name: str) -> datetime | None:
         return None
     try:
         value = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise InputError(f"--{name}: not an ISO-8601 date or time: {text!r}") from exc
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:  # year 1 at +01:00 is before year 1 in UTC
+        raise InputError(f"--{name}: not an ISO-8601 date or time in {YEARS}: {text!r}") from exc
+    if not within(value):
+        raise InputError(f"--{name}: {text!r} is not in {YEARS}")
+    return value
 
 
 @click.command()

@@ -68,6 +68,23 @@ def test_a_version_beyond_the_apis_int64_exits_2_before_any_call(args: list[str]
     assert "9223372036854775807" in result.output
 
 
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--start", "0001-01-01T00:00+01:00"),  # before year 1 in UTC: was a traceback
+        ("--end", "9999-12-31T23:59-05:00"),  # after year 9999 in UTC: was a traceback
+        ("--start", "1969-12-31T23:00"),
+    ],
+)
+def test_a_usage_range_outside_the_years_exits_2_naming_the_option(option: str, value: str) -> None:
+    result = CliRunner().invoke(
+        cli, ["usage", option, value, "--token", "k8Hd9s-Qm2xV7pLr", "--server", "127.0.0.1:1"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert option in result.output and "1970 to 2200" in result.output
+
+
 def test_serve_api_refuses_a_cluster_whose_gpu_model_the_policy_does_not_price(
     tmp_path: Path,
 ) -> None:
