@@ -78,8 +78,20 @@ def test_minimal_install_runs_both_workloads_without_api_or_monitoring(policy: P
     assert probes["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert probes["readinessProbe"]["httpGet"]["port"] == "metrics"
 
+    # Its own priority class: system-cluster-critical pods outside kube-system are refused
+    # by GKE (and any cluster whose ResourceQuota does not admit them).
+    assert pod["priorityClassName"] == SCHEDULER
+    assert one(objects, "PriorityClass", SCHEDULER)["value"] == 1_000_000_000
+    given = _render(policy, "minimal", sets=["scheduler.priorityClassName=system-cluster-critical"])
+    pod_given = one(given, "Deployment", SCHEDULER)["spec"]["template"]["spec"]
+    assert pod_given["priorityClassName"] == "system-cluster-critical"
+    assert not [o for o in given if o["kind"] == "PriorityClass"]
+
     meter = one(objects, "Deployment", METER)
     meter_pod = meter["spec"]["template"]["spec"]
+    # Alive while the process answers: a failed run (Prometheus down) is not a restart.
+    assert container(meter)["livenessProbe"]["httpGet"]["path"] == "/livez"
+    assert container(meter)["readinessProbe"]["httpGet"]["path"] == "/healthz"
     assert meter_pod["serviceAccountName"] == METER
     assert meter_pod["automountServiceAccountToken"] is False
     meter_args = container(meter)["args"]
@@ -209,6 +221,10 @@ def test_monitoring_objects_follow_the_clusters_capabilities(policy: Path) -> No
         (["scheduler.schedulerName=Fair_Pool"], "/scheduler/schedulerName"),
         (["meter.prometheusUrl=prometheus:9090"], "/meter/prometheusUrl"),
         (["ledger.sqlite.accessMode=ReadOnlyMany"], "/ledger/sqlite/accessMode"),
+        # One pod of the several that mount the ledger could run.
+        (["ledger.sqlite.accessMode=ReadWriteOncePod"], "/ledger/sqlite/accessMode"),
+        # SQLite's write-ahead log does not work across hosts.
+        (["ledger.sqlite.accessMode=ReadWriteMany"], "/ledger/sqlite/accessMode"),
         (
             ["api.tokensSecret=t", "api.tls.certManager.enabled=true"],
             "needs api.tls.certManager.issuerRef.name",
