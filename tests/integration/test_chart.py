@@ -200,7 +200,14 @@ def test_monitoring_objects_follow_the_clusters_capabilities(policy: Path) -> No
     rule = one(served, "PrometheusRule")
     shipped = yaml.safe_load((CHART / "files" / "rules.yaml").read_text())
     assert rule["spec"] == shipped
-    assert one(served, "PodMonitor")["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+    endpoint = one(served, "PodMonitor")["spec"]["podMetricsEndpoints"][0]
+    assert endpoint["port"] == "metrics"
+    # Scraped on the grid the meter counts samples on, set in one place.
+    assert endpoint["interval"] == "30s"
+    faster = _render(
+        policy, "minimal", api_versions=[MONITORING_API], sets=["meter.scrapeIntervalSeconds=15"]
+    )
+    assert one(faster, "PodMonitor")["spec"]["podMetricsEndpoints"][0]["interval"] == "15s"
     off = _render(
         policy,
         "minimal",
@@ -221,6 +228,8 @@ def test_monitoring_objects_follow_the_clusters_capabilities(policy: Path) -> No
         (["scheduler.schedulerName=Fair_Pool"], "/scheduler/schedulerName"),
         (["meter.prometheusUrl=prometheus:9090"], "/meter/prometheusUrl"),
         (["ledger.sqlite.accessMode=ReadOnlyMany"], "/ledger/sqlite/accessMode"),
+        # The meter refuses it at start (it must divide an hour): it crash-looped.
+        (["meter.scrapeIntervalSeconds=7"], "/meter/scrapeIntervalSeconds"),
         # One pod of the several that mount the ledger could run.
         (["ledger.sqlite.accessMode=ReadWriteOncePod"], "/ledger/sqlite/accessMode"),
         # SQLite's write-ahead log does not work across hosts.
