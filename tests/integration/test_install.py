@@ -369,10 +369,18 @@ SCHEDULER_MUST_NOT: list[Access] = [
     ("patch", "jobset.x-k8s.io", "jobsets", "", "NS", ""),
     ("update", "kubeflow.org", "pytorchjobs", "", "NS", ""),
     ("list", "kubeflow.org", "tfjobs", "", "", ""),
+    # Least privilege: events are posted, never changed; the history and the Policy's
+    # status are replaced or patched the one way the code does.
+    ("patch", "", "events", "", "NS", ""),
+    ("create", "events.k8s.io", "events", "", "NS", ""),
+    ("patch", "", "configmaps", "", "NS", "fairpool-usage-history"),
+    ("get", "fairpool.io", "policies", "status", "", ""),
 ]
 SCHEDULER_MUST: list[Access] = [
     ("create", "", "pods", "binding", "", ""),
     ("create", "", "pods", "eviction", "", ""),
+    ("create", "", "events", "", "NS", ""),
+    ("get", "", "configmaps", "", "NS", "HISTORY"),
     ("list", "", "nodes", "", "", ""),
     ("watch", "fairpool.io", "policies", "", "", ""),
     ("patch", "fairpool.io", "policies", "status", "", "POLICY"),
