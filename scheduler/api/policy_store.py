@@ -433,7 +433,7 @@ class PolicyStore:
                     version, origin = max(policy.version, 1), Origin.BOOTSTRAP
                 else:
                     version, origin = latest.version + 1, Origin.EXTERNAL
-                author = f"source:{self.source.name}"
+                author = f"source:{_public_name(self.source)}"
                 try:
                     entry = self._record(policy, version, origin, author, "", recorded)
                 except VersionConflict:
@@ -665,3 +665,9 @@ class PolicyStore:
             if self._current.version <= version:
                 return []
         return self.audit.list(limit=100, after=version)
+
+
+def _public_name(source: PolicySource) -> str:
+    """The source as every caller may read it (the author of an outside change): a
+    file by its name alone, since the API never names the server's paths."""
+    return f"file/{source.path.name}" if isinstance(source, FileSource) else source.name
