@@ -74,7 +74,10 @@ no longer than that (docs/policy.md)."""
 MAX_CONSOLIDATIONS = 1_000
 MAX_HALF_LIFE_HOURS = 10 * 8_760.0
 MAX_SHARED_FIXED_COSTS = 100
-MAX_VERSION = 2**53
+MAX_VERSION = 2**31 - 1
+"""The audit history's version column (a 32-bit integer in PostgreSQL): a larger version
+in a policy file could not be recorded, and the API failed to start without naming the
+field (it was 2**53, what JSON numbers hold)."""
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 NAMESPACE_PATTERN = r"^[a-z0-9]([-a-z0-9*?]*[a-z0-9*?])?$"
 """A namespace (a DNS-1123 label), or a pattern of one: `*` and `?` after a first literal

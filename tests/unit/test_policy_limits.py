@@ -148,3 +148,14 @@ def test_many_bad_fields_are_listed_up_to_a_cap() -> None:
     data["spec"]["members"] += [{"name": f"m-{i}", "weight": -1} for i in range(500)]
     issues = _issues(yaml.safe_dump(data))
     assert len(issues) == 101 and issues[-1][2] == "... and 400 more error(s)"
+
+
+def test_a_version_beyond_what_the_audit_history_holds_names_the_field() -> None:
+    # A 32-bit column in PostgreSQL: version 3,000,000,000 could not be recorded, and the
+    # API failed to start without saying why.
+    data: dict[str, Any] = yaml.safe_load(DEFAULT_POLICY.read_text())
+    data["metadata"]["version"] = 3_000_000_000
+    issues = _issues(yaml.safe_dump(data))
+    assert [path for path, _, _ in issues] == ["metadata.version"], issues
+    data["metadata"]["version"] = 2**31 - 1
+    assert parse_policy(yaml.safe_dump(data)).version == 2**31 - 1
