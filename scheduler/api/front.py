@@ -106,22 +106,23 @@ class FrontAnswers:
     serialized once per scope (as the daemon's book does)."""
 
     def __init__(self) -> None:
-        self._answers: ReadAnswers | None = None
-        self._cache: dict[tuple[str | None, str], bytes] = {}
+        self._state: tuple[ReadAnswers | None, dict[tuple[str | None, str], bytes]] = (None, {})
+        """The answers and their serialized replies, replaced together in one assignment:
+        as two attributes, a reader between the two stores paired old answers with the
+        new cache and kept a stale reply in it for the whole publication."""
         self._changed = threading.Condition()
 
     def update(self, answers: ReadAnswers) -> None:
         with self._changed:
-            self._answers = answers
-            self._cache = {}
+            self._state = (answers, {})
             self._changed.notify_all()
 
     @property
     def current(self) -> ReadAnswers | None:
-        return self._answers
+        return self._state[0]
 
     def entitlements(self, member: str | None, gpu_model: str) -> bytes:
-        answers, cache = self._answers, self._cache
+        answers, cache = self._state
         if answers is None:
             # The daemon's process sends its first answers before the front listens.
             raise RuntimeError("no answers received from the daemon's process")
@@ -147,7 +148,7 @@ class FrontAnswers:
         """Until the answers are those of policy `version` or newer."""
         with self._changed:
             return self._changed.wait_for(
-                lambda: self._answers is not None and self._answers.policy_version >= version,
+                lambda: self._state[0] is not None and self._state[0].policy_version >= version,
                 timeout,
             )
 
