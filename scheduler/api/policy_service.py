@@ -24,6 +24,7 @@ from scheduler.api.policy_store import (
     policy_diff,
 )
 from scheduler.engine.decisions import MemberShare
+from scheduler.engine.snapshot import Snapshot
 from scheduler.k8s.daemon import SchedulerView
 
 WATCH_POLL_SECONDS = 1.0
@@ -184,7 +185,41 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         response.applied.CopyFrom(messages.policy_version(entry))
         # The same document as the version in force: nothing was stored, nothing differs.
         response.diff = entry.diff if entry.version != base.version else ""
+        if entry.version > base.version and (
+            entry.version != base.version + 1 or entry.author != author
+        ):
+            # Another apply landed between the read above and the store's lock: the
+            # answer is against the version that was in force when this one was stored.
+            self._rebase(response, entry, author, draft, snapshot)
         return response
+
+    def _rebase(
+        self,
+        response: policy_pb2.ApplyPolicyResponse,
+        entry: StoredVersion,
+        author: str,
+        draft: Policy,
+        snapshot: Snapshot,
+    ) -> None:
+        """Answer against the version before `entry` when this call stored it, else (the
+        same document was applied by someone else first, nothing stored) against `entry`
+        itself: "unchanged". Before, the second of two concurrent applies was answered
+        against the version both had read, and was told "applied" for the first one's
+        version, with its changes counted as its own."""
+        if entry.author != author:
+            response.base_version = entry.version
+            response.diff = ""
+            del response.changes[:]
+            return
+        response.base_version = entry.version - 1
+        prior = self._store.audit.get(entry.version - 1)
+        if prior is not None:
+            changes = share_changes(
+                self._compute_shares(snapshot, parse_policy(prior.document)),
+                self._compute_shares(snapshot, draft),
+            )
+            del response.changes[:]
+            response.changes.extend(changes)
 
     def ListPolicyVersions(
         self, request: policy_pb2.ListPolicyVersionsRequest, context: grpc.ServicerContext

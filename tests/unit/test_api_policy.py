@@ -452,3 +452,35 @@ def test_an_applied_policy_file_is_on_disk_before_it_counts(
     source.write(edited({"weight": 5}), source.read()[1])
     assert synced[-1] == "folder", synced
     assert any(name.startswith(".policy.yaml.") for name in synced[:-1]), synced
+
+
+def test_the_second_of_two_concurrent_applies_is_answered_against_what_it_followed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another admin's apply lands between this call's read of the version in force and
+    the store's lock (forced here by applying it first inside the store's apply)."""
+    with running_server(tmp_path) as api:
+        store = api.server.store
+        real = store.apply
+        first = [edited({"weight": 3})]
+
+        def another_admin_first(*args: object, **kwargs: object) -> object:
+            if first:
+                real(parse_policy(first.pop()), 0, author="alice")
+            return real(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(store, "apply", another_admin_first)
+        base = current_version(api)
+        # The same document as alice's: nothing stored, and not told "applied".
+        same = api.policy.ApplyPolicy(
+            policy_pb2.ApplyPolicyRequest(yaml=edited({"weight": 3})), metadata=ADMIN
+        )
+        assert same.applied.version == same.base_version == base + 1
+        assert same.applied.author == "alice" and same.diff == "" and not same.changes
+        # A different one: stored after alice's, and answered against alice's version.
+        first.append(edited({"weight": 4}))
+        other = api.policy.ApplyPolicy(
+            policy_pb2.ApplyPolicyRequest(yaml=edited({"weight": 5})), metadata=ADMIN
+        )
+        assert (other.base_version, other.applied.version) == (base + 2, base + 3)
+        assert "weight: 4" in other.diff and "weight: 5" in other.diff
