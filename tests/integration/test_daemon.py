@@ -642,10 +642,10 @@ def test_a_victim_replaced_under_its_name_is_not_annotated(pool: Pool) -> None:
     assert current.metadata.deletion_timestamp is None
 
 
-def test_eviction_blocked_by_a_disruption_budget_is_retried_later(pool: Pool) -> None:
-    """The Eviction API answers 429 while a PodDisruptionBudget forbids the eviction
-    (here always: no disruption controller runs, so the budget is never processed);
-    victims are left alone and tried again once the budget is gone."""
+def _a_fills_b_s_node(pool: Pool) -> tuple[Daemon, list[str]]:
+    """Members a and b with a 2-GPU node each; a's four 1-GPU pods fill both (two borrow
+    b's node, victims when b's pod comes); evictions retried every second. The daemon
+    and b's nodes."""
     for m in ("a", "b"):
         pool.add_member(m)
     pool.add_nodes("a", count=1, gpus=2)
@@ -655,6 +655,14 @@ def test_eviction_blocked_by_a_disruption_budget_is_retried_later(pool: Pool) ->
     for i in range(4):
         pool.pod("a", f"a{i}")
     wait_until(lambda: len(pool.bound("a")) == 4)
+    return daemon, b_nodes
+
+
+def test_eviction_blocked_by_a_disruption_budget_is_retried_later(pool: Pool) -> None:
+    """The Eviction API answers 429 while a PodDisruptionBudget forbids the eviction
+    (here always: no disruption controller runs, so the budget is never processed);
+    victims are left alone and tried again once the budget is gone."""
+    daemon, b_nodes = _a_fills_b_s_node(pool)
     k8s.PolicyV1Api(pool.plane.admin).create_namespaced_pod_disruption_budget(
         pool.ns("a"),
         {"metadata": {"name": "keep-all"}, "spec": {"minAvailable": 4, "selector": {}}},  # type: ignore[arg-type]
@@ -713,17 +721,9 @@ def test_a_victim_under_two_budgets_is_no_reclaim(pool: Pool) -> None:
     tell which applies), however often it is asked: nothing is evicted, so the victims'
     reclaim annotations are put back each time. Once the budgets are gone, the owner gets
     its node (one alone would still refuse: no disruption controller runs here)."""
-    for m in ("a", "b"):
-        pool.add_member(m)
-    pool.add_nodes("a", count=1, gpus=2)
-    b_nodes = pool.add_nodes("b", count=1, gpus=2)
-    daemon = pool.daemon(pool.policy(grace=1))
-    daemon.evictor.retry_seconds = 1.0
+    daemon, b_nodes = _a_fills_b_s_node(pool)
     results: list[EvictResult] = []
     daemon.evictor.on_result = _also(daemon.evictor.on_result, results.append)
-    for i in range(4):
-        pool.pod("a", f"a{i}")
-    wait_until(lambda: len(pool.bound("a")) == 4)
     policy_api = k8s.PolicyV1Api(pool.plane.admin)
     for name in ("first", "second"):
         policy_api.create_namespaced_pod_disruption_budget(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -34,17 +35,9 @@ H0 = pd.Timestamp("2026-10-10T00:00Z")
 H1 = pd.Timestamp("2026-10-10T01:00Z")
 
 
-def make_policy(
-    idle: str = "owner",
-    shared: str = '[{name: ops, monthlyAmount: "100.00", split: equal}]',
-    extra_member: str = "",
-    c_purchased: str = "{}",
-    a_purchased: str = "{}",
-    version: int = 0,
-) -> Policy:
-    return parse_policy(
-        make_policy_text(idle, shared, extra_member, c_purchased, a_purchased, version)
-    )
+def make_policy(*args: Any, **kwargs: Any) -> Policy:
+    """The test pool's policy (`make_policy_text`'s arguments)."""
+    return parse_policy(make_policy_text(*args, **kwargs))
 
 
 def make_policy_text(

@@ -219,28 +219,16 @@ def test_an_hour_with_a_leader_change_bills_each_pod_once() -> None:
     def per_replica(value: float) -> pd.DataFrame:
         return frame([exported(value, "fairpool-0"), exported(value, "fairpool-1")])
 
-    rows = build_hour(
-        inputs(
-            fairpool_mean=per_replica(4.0),
-            fairpool_live=per_replica(60.0),
-            fairpool_present=per_replica(60.0),
-        ),
-        lambda ns: {"lab-bio": "lab-bio"}.get(ns),
-        0,
-    )
-    (row,) = rows.usage.itertuples()
+    def each_live(points: float) -> pd.DataFrame:
+        """The hour's usage rows when each replica's series is live `points` of 120."""
+        live = per_replica(points)
+        hour = inputs(fairpool_mean=per_replica(4.0), fairpool_live=live, fairpool_present=live)
+        return build_hour(hour, lambda ns: {"lab-bio": "lab-bio"}.get(ns), 0).usage
+
+    (row,) = each_live(60.0).itertuples()
     assert (row.pod, row.gpu_seconds, row.coverage) == ("p", 4 * 3600.0, 1.0)
     # Both replicas reporting it for the whole hour (an overlap) still count one hour.
-    both = build_hour(
-        inputs(
-            fairpool_mean=per_replica(4.0),
-            fairpool_live=per_replica(120.0),
-            fairpool_present=per_replica(120.0),
-        ),
-        lambda ns: {"lab-bio": "lab-bio"}.get(ns),
-        0,
-    )
-    assert both.usage["gpu_seconds"].tolist() == [4 * 3600.0]
+    assert each_live(120.0)["gpu_seconds"].tolist() == [4 * 3600.0]
 
 
 def _labels(node: str, owner: str, model: str) -> dict[str, object]:
