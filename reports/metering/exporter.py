@@ -20,13 +20,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
 
 from policies.errors import listen_error
+from policies.http import wsgi_server
 from reports.ledger import Ledger
 from reports.ledger.schema import DONE
 from reports.metering.coverage import NODE_COVERAGE_OUT, source_coverage
@@ -104,10 +104,6 @@ def _has(gauge: Gauge, source: str) -> bool:
     )
 
 
-class _Server(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
 class _Quiet(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """Scrapes every few seconds would flood the meter's log."""
@@ -137,7 +133,7 @@ def serve(metrics: MeterMetrics, port: int, address: str = "127.0.0.1") -> WSGIS
         return metrics_app(environ, start_response)  # type: ignore[no-any-return]
 
     try:
-        server = make_server(address, port, app, server_class=_Server, handler_class=_Quiet)
+        server = wsgi_server(address, port, app, _Quiet)
     except OSError as exc:
         raise listen_error(f"{address}:{port}", exc) from exc
     threading.Thread(target=server.serve_forever, name="meter-metrics", daemon=True).start()

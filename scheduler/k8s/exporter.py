@@ -19,14 +19,14 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 from policies.errors import listen_error
+from policies.http import wsgi_server
 from policies.model import Policy
 from scheduler.engine.decisions import Decisions
 from scheduler.engine.entitlement import MemberModel
@@ -379,12 +379,8 @@ class SchedulerMetrics:
     def serve(self, port: int, address: str = "0.0.0.0") -> int:
         """Serve /metrics, /healthz and /readyz; port 0 picks a free one. Returns the port."""
         try:
-            server = make_server(
-                address,
-                port,
-                health_app(self.registry, lambda: self.readiness()),
-                ThreadingWSGIServer,
-                handler_class=_QuietHandler,
+            server = wsgi_server(
+                address, port, health_app(self.registry, lambda: self.readiness()), _QuietHandler
             )
         except OSError as exc:
             raise listen_error(f"{address}:{port}", exc) from exc

@@ -28,6 +28,24 @@ def _get(url: str, accept: str | None = None) -> tuple[int, str, str]:
         return exc.code, exc.headers["Content-Type"], exc.read().decode()
 
 
+def test_the_daemon_and_the_meter_listen_on_an_ipv6_address() -> None:
+    # wsgiref's server is IPv4 only: on an IPv6-only cluster the probes found nothing,
+    # and `--metrics-address ::` failed at start.
+    from reports.metering.exporter import MeterMetrics
+    from reports.metering.exporter import serve as serve_meter
+
+    daemon = SchedulerMetrics(readiness=lambda: (True, "leader"))
+    port = daemon.serve(0, "::1")
+    meter = serve_meter(MeterMetrics(), 0, "::1")
+    try:
+        assert _get(f"http://[::1]:{port}/healthz")[::2] == (200, "ok\n")
+        assert _get(f"http://[::1]:{meter.server_address[1]}/livez")[::2] == (200, "ok\n")
+    finally:
+        daemon.close()
+        meter.shutdown()
+        meter.server_close()
+
+
 def test_health_ready_and_metrics_share_one_port() -> None:
     state = {"ready": False, "detail": "informer caches not synced: pods"}
     metrics = SchedulerMetrics(readiness=lambda: (bool(state["ready"]), str(state["detail"])))
