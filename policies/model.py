@@ -201,7 +201,7 @@ class SharedFixedCost(_Strict):
     shares: (
         dict[
             str,
-            Annotated[Decimal, Field(ge=0, le=1, max_digits=18), _DecimalText],
+            Annotated[Decimal, Field(ge=0, le=1, max_digits=18, decimal_places=6), _DecimalText],
         ]
         | None
     ) = Field(default=None, max_length=MAX_MEMBERS)

@@ -159,3 +159,17 @@ def test_a_version_beyond_what_the_audit_history_holds_names_the_field() -> None
     assert [path for path, _, _ in issues] == ["metadata.version"], issues
     data["metadata"]["version"] = 2**31 - 1
     assert parse_policy(yaml.safe_dump(data)).version == 2**31 - 1
+
+
+def test_fixed_shares_have_at_most_six_decimals_like_all_money() -> None:
+    data: dict[str, Any] = yaml.safe_load(DEFAULT_POLICY.read_text())
+    data["spec"]["billing"]["sharedFixedCosts"] = [
+        {
+            "name": "ops",
+            "monthlyAmount": "10.00",
+            "split": "fixed",
+            "shares": {"uni-north": "0.3333335", "lab-bio": "0.6666665"},
+        }
+    ]
+    issues = _issues(yaml.safe_dump(data))
+    assert any("shares" in path and "6 decimal places" in message for path, _, message in issues)
