@@ -21,9 +21,8 @@ def wsgi_server(
     server is IPv4 only: on an IPv6-only cluster the kubelet's probes found nothing on
     the pod's address, and `--metrics-address ::` failed ("Address family for hostname
     not supported")."""
-    family = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][
-        0
-    ]
+    found = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family = found[0][0]
 
     class Server(_Threading):
         address_family = family
