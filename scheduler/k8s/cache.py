@@ -8,8 +8,8 @@ without the watch confirming it: a lost assumption is safe because the API serve
 to bind a pod that is already bound. An assumption whose bind is not answered yet never
 expires (the binder answers every bind, after at most its retries): counted from the
 request, as it was, the assumptions of a burst of thousands of binds queued behind each
-other expired while their requests waited, their GPUs looked free to the next cycle, and
-both binds landed on one node.
+other could expire while their requests waited, their GPUs then looking free to the next
+cycle, and two binds could land on one node.
 
 Nominations come from the pods themselves: `status.nominatedNodeName` of each pending pod
 of this scheduler, grouped by job, so capacity held for a job survives a restart or a

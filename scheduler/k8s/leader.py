@@ -12,8 +12,8 @@ The deadline holds even while a request hangs (a half-open connection to an API 
 that died, a request queued by API Priority and Fairness): `is_leading` is false once the
 last renewal is `renew_deadline` old, whatever the loop is waiting for, and every request
 gives up after `renew_deadline`. Before, only an answer cleared `leading`: a leader stuck
-in a renewal went on binding and evicting while a standby, `lease_seconds` later, took
-the Lease and did the same.
+in a renewal went on binding and evicting, while a standby reaching another API server
+could take the Lease `lease_seconds` later and do the same.
 """
 
 from __future__ import annotations
