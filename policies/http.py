@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-
-class _Threading(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
+from prometheus_client.exposition import ThreadingWSGIServer
 
 
 def wsgi_server(
@@ -24,7 +21,7 @@ def wsgi_server(
     found = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     family = found[0][0]
 
-    class Server(_Threading):
+    class Server(ThreadingWSGIServer):
         address_family = family
 
     return make_server(address, port, app, server_class=Server, handler_class=handler)

@@ -381,6 +381,8 @@ class Meter:
         and re-metering a range older than the retention used to delete its usage and
         mark it complete, and a pending hour retried past the retention turned empty,
         no longer flagged missing."""
+        if not hours:
+            return set()  # every hour of the chunk has data: no ledger query
         recorded = self.ledger.recorded_hours(hours)
         first = self.ledger.earliest_metered_hour()
         empty: set[datetime] = set()

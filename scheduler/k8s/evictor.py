@@ -212,15 +212,7 @@ class Evictor:
         if self.may_evict is not None and not self.may_evict():
             return "gone", "not the leader any more; the new leader decides"
         try:
-            read_body(
-                self._core.patch_namespaced_pod(
-                    pod.name,
-                    pod.namespace,
-                    annotation_patch(pod, victim_annotations(preemption, pod, time.time())),
-                    _preload_content=False,
-                    _request_timeout=(5, 30),
-                )
-            )
+            self._annotate(pod, victim_annotations(preemption, pod, time.time()))
         except ApiException as exc:
             if exc.status == 404:
                 return "gone", "pod already gone"
@@ -276,19 +268,22 @@ class Evictor:
             return "evicted", f"evicted ({what}, yet the pod terminates)"
         return "failed", what + self._restore(pod)
 
+    def _annotate(self, pod: PodInfo, annotations: Mapping[str, str | None]) -> None:
+        read_body(
+            self._core.patch_namespaced_pod(
+                pod.name,
+                pod.namespace,
+                annotation_patch(pod, annotations),
+                _preload_content=False,
+                _request_timeout=(5, 30),
+            )
+        )
+
     def _restore(self, pod: PodInfo) -> str:
         """Put the victim's annotations back after a refused eviction; "" when done, else
         why not (the count then stays one too high until the pod is evicted or gone)."""
         try:
-            read_body(
-                self._core.patch_namespaced_pod(
-                    pod.name,
-                    pod.namespace,
-                    annotation_patch(pod, restored_annotations(pod)),
-                    _preload_content=False,
-                    _request_timeout=(5, 30),
-                )
-            )
+            self._annotate(pod, restored_annotations(pod))
         except Exception as exc:  # the API server restarts: logged with the refusal
             return f"; its reclaim annotations could not be put back: {exc}"
         return ""
