@@ -102,6 +102,10 @@ class UsageHistoryStore:
         self.namespace = namespace
         self.name = name
         self.timeout = timeout
+        self._version: str | None = None
+        """The object's resourceVersion this daemon last read or wrote (None: none seen,
+        the next write creates it). Writes carry it, so a deposed leader's late write
+        cannot overwrite what the new leader wrote after reading."""
 
     @property
     def where(self) -> str:
@@ -117,10 +121,12 @@ class UsageHistoryStore:
         except ApiException as exc:
             if exc.status == 404:
                 log.info("no usage history yet in %s: starting from none", self.where)
+                self._version = None
                 return None
             raise StoreUnavailable(f"{self.where}: {exc.status} {exc.reason}") from exc
         except Exception as exc:  # connection refused, timeout
             raise StoreUnavailable(f"{self.where}: {exc}") from exc
+        self._version = _version_of(obj)
         try:
             return decode(obj.data, self.where)
         except InputError as exc:
@@ -128,38 +134,71 @@ class UsageHistoryStore:
             return None
 
     def save(self, stored: StoredHistory) -> bool:
-        """Write the history (create the ConfigMap when missing); False on failure
-        (logged), the next write carries the newer history anyway."""
+        """Write the history over the version last read or written (create the ConfigMap
+        when there was none); False on failure (logged), the next write carries the newer
+        history anyway. When someone else wrote in between (409), nothing is written and
+        the next write goes over their version: only the leader writes, and a daemon
+        leads only after reading, so the other write was a deposed leader's late one (or
+        a hand edit), older than this daemon's history."""
+        metadata: dict[str, Any] = {
+            "name": self.name,
+            "namespace": self.namespace,
+            "labels": {"app.kubernetes.io/name": "fairpool"},
+        }
+        if self._version is not None:
+            metadata["resourceVersion"] = self._version
         body: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "ConfigMap",
-            "metadata": {
-                "name": self.name,
-                "namespace": self.namespace,
-                "labels": {"app.kubernetes.io/name": "fairpool"},
-            },
+            "metadata": metadata,
             "data": encode(stored),
         }
         try:
-            try:
-                self._core.replace_namespaced_config_map(
+            if self._version is None:
+                written = self._core.create_namespaced_config_map(
+                    self.namespace,
+                    body,  # type: ignore[arg-type]
+                    _request_timeout=self.timeout,
+                )
+            else:
+                written = self._core.replace_namespaced_config_map(
                     self.name,
                     self.namespace,
                     body,  # type: ignore[arg-type]
                     _request_timeout=self.timeout,
                 )
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
-                self._core.create_namespaced_config_map(
-                    self.namespace,
-                    body,  # type: ignore[arg-type]
-                    _request_timeout=self.timeout,
-                )
-        except Exception as exc:
+        except ApiException as exc:
+            if exc.status == 404:
+                self._version = None  # deleted: the next write creates it
+            elif exc.status == 409:
+                self._refresh_version()
+            log.warning(
+                "usage history not written to %s: %s %s", self.where, exc.status, exc.reason
+            )
+            return False
+        except Exception as exc:  # connection refused, timeout
             log.warning("usage history not written to %s: %s", self.where, exc)
             return False
+        self._version = _version_of(written)
         return True
+
+    def _refresh_version(self) -> None:
+        """The object's current resourceVersion, after someone else wrote it."""
+        try:
+            obj = self._core.read_namespaced_config_map(
+                self.name, self.namespace, _request_timeout=self.timeout
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                self._version = None
+            return
+        except Exception:  # the next write fails on the old version and asks again
+            return
+        self._version = _version_of(obj)
+
+
+def _version_of(obj: client.V1ConfigMap) -> str | None:
+    return obj.metadata.resource_version if obj.metadata is not None else None
 
 
 def bound_by_member(snapshot: Snapshot, decisions: Decisions) -> dict[str, int]:

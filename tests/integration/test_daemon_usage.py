@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
-from scheduler.k8s.usage_history import StoredHistory, decode
+from scheduler.k8s.usage_history import StoredHistory, UsageHistoryStore, decode
+from tests.controlplane.cluster import ControlPlane
 from tests.integration.test_daemon import Pool, pool, wait_until
 from tests.integration.test_daemon_ha import fast_lease, start_fairpool_run
 
@@ -29,6 +30,7 @@ __all__ = ["pool"]
 
 HALF_LIFE_S = 60.0
 CONFIGMAP = "fairpool-usage-history"
+T0 = 1_790_000_000.0
 
 
 def _stored(pool: Pool, namespace: str) -> StoredHistory | None:
@@ -160,3 +162,36 @@ def test_a_new_leader_goes_on_from_the_killed_leaders_history(pool: Pool, tmp_pa
     finally:
         if leader.poll() is None:
             leader.kill()
+
+
+def test_a_deposed_leaders_late_write_never_overwrites_the_new_leaders(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    """Two stores on one ConfigMap, as an old and a new leader: each write goes over the
+    version its writer last read or wrote, so the old leader's write after the new
+    leader's read is refused (409) and the stored history stays the new leader's."""
+    old = UsageHistoryStore(control_plane.scheduler, namespace, CONFIGMAP)
+    new = UsageHistoryStore(control_plane.scheduler, namespace, CONFIGMAP)
+    assert old.load() is None  # none yet: the first write creates it
+    assert old.save(StoredHistory(T0, {"a": 100.0}))
+
+    assert new.load() == StoredHistory(T0, {"a": 100.0})  # the new leader reads, ...
+    assert new.save(StoredHistory(T0 + 60, {"a": 80.0}))  # ... then writes
+    # The old leader's write, sent before it knew it was deposed, lands later.
+    assert not old.save(StoredHistory(T0 + 30, {"a": 90.0, "b": 5.0}))
+    assert new.load() == StoredHistory(T0 + 60, {"a": 80.0})
+
+    # A write landing between the new leader's read and its write (the old leader's,
+    # just before it stopped) costs the new leader one write, not its history.
+    assert new.load() == StoredHistory(T0 + 60, {"a": 80.0})
+    old.load()
+    assert old.save(StoredHistory(T0 + 61, {"a": 1.0}))
+    assert not new.save(StoredHistory(T0 + 90, {"a": 70.0}))
+    assert new.save(StoredHistory(T0 + 120, {"a": 60.0}))
+    assert new.load() == StoredHistory(T0 + 120, {"a": 60.0})
+
+    # Deleted by hand meanwhile: the next write after the refused one creates it again.
+    k8s.CoreV1Api(control_plane.admin).delete_namespaced_config_map(CONFIGMAP, namespace)
+    assert not new.save(StoredHistory(T0 + 150, {"a": 50.0}))
+    assert new.save(StoredHistory(T0 + 180, {"a": 40.0}))
+    assert old.load() == StoredHistory(T0 + 180, {"a": 40.0})
