@@ -13,7 +13,9 @@ The Eviction API honours PodDisruptionBudgets: `429 Too Many Requests` means a b
 forbids it now, so the victim is retried later (`retry_seconds`), never deleted around the
 budget. A refused eviction (429, or another 4xx) is no reclaim: the annotations written
 before it are put back as they were (`restored_annotations`); after a 5xx or no answer at
-all, the pod says whether the eviction went through (`_unclear`). Left in place, the
+all, the pod says whether the eviction went through (`_unclear`). The annotations are
+also put back after their own patch got no answer or a 5xx, which may follow a patch
+the server applied. Left in place, the
 annotations of each refusal added one to the job's reclaim count, and after
 `maxReclaimsPerJob` refusals a job never reclaimed was never a victim again, keeping the
 owner out of its node for the job's whole run.
@@ -218,7 +220,12 @@ class Evictor:
                 return "gone", "pod already gone"
             if exc.status in (409, 422) and _replaced(exc):
                 return "gone", "pod replaced"
-            return "failed", f"{exc.status} {exc.reason}"  # not annotated: nothing to undo
+            if exc.status is not None and exc.status < 500:  # refused: nothing to undo
+                return "failed", f"{exc.status} {exc.reason}"
+            # A 5xx may follow a patch that was applied (a timeout behind the server).
+            return "failed", f"{exc.status} {exc.reason}{self._restore(pod)}"
+        except Exception as exc:  # no answer: the patch may have been applied
+            return "failed", f"{type(exc).__name__}: {exc}{self._restore(pod)}"
         try:
             read_body(
                 self._core.create_namespaced_pod_eviction(

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+import urllib3
 import yaml
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
@@ -25,7 +26,7 @@ from policies.inventory import parse_inventory
 from policies.loader import parse_policy
 from policies.model import Policy
 from scheduler.engine.decisions import Bind, Preemption
-from scheduler.k8s.client import api_client, namespaced_path, post_json
+from scheduler.k8s.client import api_client, namespaced_path, post_json, read_body
 from scheduler.k8s.daemon import Daemon, DaemonConfig, PolicyConfigMap, SchedulerView
 from scheduler.k8s.evictor import Evictor, EvictResult
 from scheduler.k8s.labels import RECLAIMS_ANNOTATION
@@ -990,3 +991,38 @@ def test_a_refused_consolidation_says_whose_work_holds_the_nodes(pool: Pool) -> 
 
     found = wait_until(lambda: idle().get("fragmentation") == 8.0 and idle(), what="gauge")
     assert {cause: gpus for cause, gpus in found.items() if gpus} == {"fragmentation": 8.0}
+
+
+def test_an_annotation_patch_whose_answer_is_lost_is_put_back(pool: Pool) -> None:
+    """The victim's annotation patch reaches the API server, which applies it, but its
+    answer is lost (a timeout): the evictor cannot tell, so it puts the annotations back.
+    Left, the next attempt would have counted from the applied one, one reclaim too
+    many."""
+    pool.add_member("a")
+    ns = pool.ns("a")
+    created = pool.pod("a", "worker-0")
+    victim = pod_info(pool.core.api_client.sanitize_for_serialization(created))
+    results: list[EvictResult] = []
+    evictor = Evictor(pool.plane.api_client("scheduler"), on_result=results.append)
+    applied = evictor._core.patch_namespaced_pod
+
+    def answer_lost(name: str, namespace: str, body: Any, **kwargs: Any) -> Any:
+        answer = applied(name, namespace, body, **kwargs)
+        if body["metadata"]["annotations"].get(RECLAIMS_ANNOTATION) is None:
+            return answer  # putting them back: answered
+        read_body(answer)  # the server applied the victim's annotations, but its answer
+        raise urllib3.exceptions.ReadTimeoutError(None, "/", "read timed out")  # is lost
+
+    evictor._core.patch_namespaced_pod = answer_lost  # type: ignore[method-assign]
+    try:
+        preemption = Preemption(victim.uid, "a/worker", "a", "b", "b/x", "r", 0, "entitlement")
+        assert evictor.submit(preemption, victim)
+        evictor.wait_idle()
+    finally:
+        evictor.close()
+    assert [r.outcome for r in results] == ["failed"]
+    assert "ReadTimeoutError" in results[0].detail
+    assert "could not be put back" not in results[0].detail
+    current = pool.core.read_namespaced_pod("worker-0", ns)
+    assert RECLAIMS_ANNOTATION not in (current.metadata.annotations or {})
+    assert current.metadata.deletion_timestamp is None
