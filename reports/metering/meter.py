@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -308,7 +308,11 @@ class Meter:
             q.counter_samples(promql.RECLAIM_LOST, span),
             last + HOUR - timedelta(milliseconds=1),
         )
-        return ChunkAnswers(frames, constant, _reclaim_lost(counters, chunk))
+        before = self.source.instant(
+            q.counter_before(promql.RECLAIM_LOST),
+            first - timedelta(seconds=self.config.max_gap, milliseconds=1),
+        )
+        return ChunkAnswers(frames, constant, _reclaim_lost(counters, chunk, _last_values(before)))
 
     def _grid_answers(self, chunk: list[datetime]) -> grid.GridAnswers:
         """The pods' live points and samples present from the allocation gauge's raw
@@ -496,21 +500,39 @@ def _chunks(hours: list[datetime], size: int) -> list[list[datetime]]:
     return chunks
 
 
+def _last_values(frame: pd.DataFrame) -> dict[frozenset[tuple[str, str]], float]:
+    """An instant query's answer by each series' labels (without its name)."""
+    out: dict[frozenset[tuple[str, str]], float] = {}
+    for row in frame.to_dict("records"):
+        value = row.pop("value")
+        row.pop("__name__", None)
+        # A label a series lacks is NaN in its row.
+        out[frozenset((k, v) for k, v in row.items() if isinstance(v, str))] = float(value)
+    return out
+
+
 def _reclaim_lost(
-    series: list[tuple[dict[str, str], list[tuple[float, float]]]], chunk: list[datetime]
+    series: list[tuple[dict[str, str], list[tuple[float, float]]]],
+    chunk: list[datetime],
+    before: Mapping[frozenset[tuple[str, str]], float] | None = None,
 ) -> dict[datetime, dict[LostKey, float]]:
     """GPU-seconds lost to reclaim per hour and (member, gpu_model, cause) (a counter
     written before it had a cause has the cause ""). Series of one exporter (its `pod`,
     else its `instance`: the same process scraped twice) collapse with max; those of
     different exporters add up: only the leader counts a reclaim, so in an hour with a
     leader change each replica counted its own part (they were collapsed with max, and
-    the smaller part was lost)."""
+    the smaller part was lost). `before`: each series' last value before the samples
+    (`MeteringQueries.counter_before`), so that a series seen again after a scrape gap
+    longer than `max_gap` counts from it, not from zero: its whole total was counted
+    in the first hour after the gap."""
     per_exporter: dict[datetime, dict[tuple[LostKey, str], float]] = {h: {} for h in chunk}
     baseline = chunk[0].timestamp()
     for labels, samples in series:
         key = (labels.get("member", ""), labels.get("gpu_model", ""), labels.get("cause", ""))
         exporter = labels.get("pod") or labels.get("instance", "")
-        for hour, value in counter_increase(samples, chunk, baseline).items():
+        identity = frozenset((k, v) for k, v in labels.items() if k != "__name__")
+        previous = (before or {}).get(identity)
+        for hour, value in counter_increase(samples, chunk, baseline, previous).items():
             if value > 0:
                 seen = per_exporter[hour]
                 seen[(key, exporter)] = max(seen.get((key, exporter), 0.0), value)

@@ -50,6 +50,11 @@ DCGM_ENGINE_ACTIVE = "DCGM_FI_PROF_GR_ENGINE_ACTIVE"
 DCGM_GPU_UTIL = "DCGM_FI_DEV_GPU_UTIL"
 
 
+COUNTER_LOOKBACK_S = 31 * 24 * 3600.0
+"""How far back a counter's last value is looked for before a chunk: a series silent
+longer than that (a month, no scrape of a live exporter) counts from zero again."""
+
+
 def duration(seconds: float) -> str:
     """A PromQL duration in whole milliseconds."""
     return f"{round(seconds * 1000)}ms"
@@ -131,3 +136,9 @@ class MeteringQueries:
     def counter_samples(self, metric: str, span_seconds: float) -> str:
         """Raw samples over `span_seconds` plus `max_gap` before, for reset-aware increase."""
         return f"{metric}[{duration(span_seconds + self.max_gap)}]"
+
+    def counter_before(self, metric: str) -> str:
+        """Each counter series' last value within `COUNTER_LOOKBACK_S`, evaluated just
+        before `counter_samples`' window: what a series' first sample there counts from
+        after a scrape gap longer than `max_gap` (counters are few series: cheap)."""
+        return f"last_over_time({metric}[{duration(COUNTER_LOOKBACK_S)}])"

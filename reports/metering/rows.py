@@ -606,17 +606,19 @@ def _utilization(inputs: ChunkInputs, usage: pd.DataFrame) -> pd.Series:
 
 
 def counter_increase(
-    samples: list[tuple[float, float]], hours: list[datetime], baseline_before: float
+    samples: list[tuple[float, float]],
+    hours: list[datetime],
+    baseline_before: float,
+    previous: float | None = None,
 ) -> dict[datetime, float]:
     """Reset-aware increase of one counter, assigned to the hour of each later sample.
 
     A drop means the counter restarted from zero, so the new value is the increase
-    (Prometheus' ``increase()`` semantics, without its extrapolation: exact sums). A
-    first sample with no predecessor since `baseline_before` counts from zero (the
-    series was born)."""
+    (Prometheus' ``increase()`` semantics, without its extrapolation: exact sums). The
+    first sample counts from `previous` (the series' value before `samples`), else,
+    when it is at or after `baseline_before`, from zero (the series was born)."""
     out = {h: 0.0 for h in hours}
     bounds = [(h.timestamp(), (h + timedelta(hours=1)).timestamp(), h) for h in hours]
-    previous: float | None = None
     for t, v in sorted(samples):
         if previous is None:
             delta = v if t >= baseline_before else None
