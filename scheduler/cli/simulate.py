@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections import defaultdict
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +32,7 @@ from scheduler.sim.simulator import MAX_BATCH_S
 from scheduler.sim.waiting import FRAGMENTATION_CLAIMABLE, IDLE_CAUSES, OWED_CAUSES
 from scheduler.traces.csv import read_trace
 from scheduler.traces.model import Trace
-from scheduler.traces.synth import MAX_DAYS, node_gpus_of, synthesize
+from scheduler.traces.synth import MAX_DAYS, cluster_shape, node_gpus_of, synthesize
 
 DEFAULT_OUT = Path("out/simulation")
 DEFAULT_LOAD = 1.2
@@ -70,31 +69,20 @@ def default_trace(
     2x4 + 3x8) or that the policy never lets its member reach (a lending limit). Those
     are dropped and counted (the second value) rather than failing the built-in demo
     or waiting forever."""
-    capacity: dict[str, int] = defaultdict(int)
-    widest: dict[str, int] = defaultdict(int)
-    weights: dict[str, float] = defaultdict(float)
-    owned: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for group in inventory.node_groups:
-        gpus = group.count * group.gpus_per_node
-        if gpus <= 0:
-            continue
-        capacity[group.gpu_model] += gpus
-        widest[group.gpu_model] = max(widest[group.gpu_model], group.gpus_per_node)
-        weights[group.owner] += gpus
-        owned[group.owner][group.gpu_model] += gpus
-    if not capacity:
+    shape = cluster_shape(inventory)
+    if not shape.gpu_models:
         raise InputError("the cluster has no GPUs to simulate")
     trace = synthesize(
         members=inventory.owners(),
-        gpus=sum(capacity.values()),
+        gpus=shape.gpus,
         days=days,
         load=load,
         seed=seed,
-        gpu_models=dict(capacity),
-        member_weights=dict(weights),
-        max_gpus_per_pod=dict(widest),
-        node_gpus=node_gpus_of(inventory),
-        member_models={member: dict(models) for member, models in owned.items()},
+        gpu_models=shape.gpu_models,
+        member_weights=shape.member_weights,
+        max_gpus_per_pod=shape.max_gpus_per_pod,
+        node_gpus=shape.node_gpus,
+        member_models=shape.member_models,
     )
     never = never_runs(trace.jobs, build_nodes(inventory), policy)
     kept = tuple(job for job in trace.jobs if job.job_id not in never)

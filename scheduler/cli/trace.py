@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import sys
-from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from scheduler.traces.importers import (
 )
 from scheduler.traces.model import Trace
 from scheduler.traces.summary import member_summary, offered_load, span_s, submission_window_s
-from scheduler.traces.synth import MAX_DAYS, node_gpus_of, synthesize
+from scheduler.traces.synth import MAX_DAYS, ClusterShape, cluster_shape, node_gpus_of, synthesize
 
 
 @click.group()
@@ -145,8 +144,7 @@ def synth(
     out: str,
 ) -> None:
     """Write a synthetic trace shaped like published GPU-cluster traces."""
-    node_gpus: dict[str, list[int]] | None = None
-    weights: dict[str, float] | None = None
+    shape: ClusterShape | None = None
     if policy_file is not None and cluster is None:
         raise InputError(
             "--policy needs --cluster: which jobs a policy lets run depends on the nodes"
@@ -159,26 +157,27 @@ def synth(
                 f"--members {member_count} but {cluster} has {len(members)} owners "
                 f"({', '.join(members)}); leave --members out with --cluster"
             )
-        node_gpus = node_gpus_of(inventory)
-        if not node_gpus:
+        # As `fairpool simulate`'s own trace: jobs fit the nodes, a member's demand
+        # follows the hardware it brings, and its jobs ask mostly for its own models.
+        shape = cluster_shape(inventory)
+        if not shape.gpu_models:
             raise InputError(f"{cluster}: the cluster has no GPUs")
-        gpus = gpus or sum(sum(n) for n in node_gpus.values())
-        if member_weights is None:
-            # A member's demand follows the hardware it brings; bursts do the rest.
-            weights = defaultdict(float)
-            for group in inventory.node_groups:
-                weights[group.owner] += group.count * group.gpus_per_node
+        gpus = gpus or shape.gpus
     else:
         members = [f"member-{i}" for i in range(1, (member_count or 4) + 1)]
         gpus = gpus or 64
+    weights = _weights(member_weights, members)
     result = synthesize(
         members=members,
         gpus=gpus,
         days=days,
         load=load,
         seed=seed,
-        member_weights=_weights(member_weights, members) or weights,
-        node_gpus=node_gpus,
+        gpu_models=shape.gpu_models if shape else None,
+        member_weights=weights or (shape.member_weights if shape else None),
+        max_gpus_per_pod=shape.max_gpus_per_pod if shape else 8,
+        node_gpus=shape.node_gpus if shape else None,
+        member_models=shape.member_models if shape else None,
         checkpointable_share=checkpointable_share,
     )
     dropped = 0

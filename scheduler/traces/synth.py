@@ -11,6 +11,7 @@ Pure and deterministic: the same arguments give the same trace."""
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -151,6 +152,46 @@ def synthesize(
         for i, j in enumerate(jobs, start=1)
     )
     return Trace(jobs=numbered, start_epoch=0.0)
+
+
+@dataclass(frozen=True)
+class ClusterShape:
+    """What `synthesize` needs to know of a cluster for its jobs to fit it and follow
+    its owners: GPUs per model, the widest node per model, each owner's GPUs (its share
+    of the load) and models (what its jobs ask for), and every node's GPUs."""
+
+    gpu_models: dict[str, int]
+    max_gpus_per_pod: dict[str, int]
+    member_weights: dict[str, float]
+    member_models: dict[str, dict[str, int]]
+    node_gpus: dict[str, list[int]]
+
+    @property
+    def gpus(self) -> int:
+        return sum(self.gpu_models.values())
+
+
+def cluster_shape(inventory: ClusterInventory) -> ClusterShape:
+    """The shape of `inventory`'s GPU nodes (groups without GPUs left out)."""
+    capacity: dict[str, int] = defaultdict(int)
+    widest: dict[str, int] = defaultdict(int)
+    weights: dict[str, float] = defaultdict(float)
+    owned: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for group in inventory.node_groups:
+        gpus = group.count * group.gpus_per_node
+        if gpus <= 0:
+            continue
+        capacity[group.gpu_model] += gpus
+        widest[group.gpu_model] = max(widest[group.gpu_model], group.gpus_per_node)
+        weights[group.owner] += gpus
+        owned[group.owner][group.gpu_model] += gpus
+    return ClusterShape(
+        gpu_models=dict(capacity),
+        max_gpus_per_pod=dict(widest),
+        member_weights=dict(weights),
+        member_models={member: dict(models) for member, models in owned.items()},
+        node_gpus=node_gpus_of(inventory),
+    )
 
 
 def node_gpus_of(inventory: ClusterInventory) -> dict[str, list[int]]:
