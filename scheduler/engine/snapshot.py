@@ -89,6 +89,8 @@ class RunningPod:
     spec: PodSpec
     priority: int = 0
     started_at: float = 0.0
+    """When it started: the daemon reads its `status.startTime`, before the kubelet
+    writes that its bind (`PodScheduled`); the simulator, its bind."""
     terminating: bool = False
     """Being evicted: its resources are still taken until it is gone."""
     scheduled_by_fairpool: bool = True

@@ -612,7 +612,14 @@ def running_pod(
         node=node or pod.node_name,
         spec=pod.spec if pod.spec is not None else PodSpec(gpus=0),
         priority=priorities.of(pod),
-        started_at=started_at if started_at is not None else pod.started_at or pod.created_at,
+        # Until the kubelet writes its startTime, a pod runs since its bind: from its
+        # creation it looked as old as its wait, and a borrower that waited longer than
+        # the minimum runtime was a victim the moment it was bound.
+        started_at=(
+            started_at
+            if started_at is not None
+            else pod.started_at or pod.scheduled_at or pod.created_at
+        ),
         terminating=pod.deleting,
         scheduled_by_fairpool=pod.scheduler_name == scheduler_name,
         reclaims=pod.reclaims,

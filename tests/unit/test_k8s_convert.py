@@ -305,6 +305,25 @@ def test_running_pod_member_from_bind_annotation_and_foreign_scheduler() -> None
     assert running.started_at == 10.0 and not running.scheduled_by_fairpool
 
 
+def test_a_bound_pod_the_kubelet_has_not_started_runs_since_its_bind() -> None:
+    """Created at 0, bound at 7,200 (PodScheduled), no startTime yet: it has run since
+    7,200 for the minimum runtime and the work a reclaim loses, not since it was created
+    two hours before (it would have been a victim the moment it was bound)."""
+    body = pod(node="n1")
+    body["metadata"]["creationTimestamp"] = "1970-01-01T00:00:00Z"
+    body["status"] = {
+        "phase": "Pending",
+        "conditions": [
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": "1970-01-01T02:00:00Z"}
+        ],
+    }
+    assert running_pod(pod_info(body), POLICY, Priorities()).started_at == 7200.0
+    body["status"]["startTime"] = "1970-01-01T02:00:03Z"
+    assert running_pod(pod_info(body), POLICY, Priorities()).started_at == 7203.0
+    del body["status"]["conditions"], body["status"]["startTime"]
+    assert running_pod(pod_info(body), POLICY, Priorities()).started_at == 0.0  # nothing else
+
+
 def _gang_carrying(annotation: str, values: tuple[str, ...]) -> list[PodInfo]:
     """One physics gang, its i-th pod carrying `values[i]` in `annotation`."""
     return [
