@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from policies.errors import InputError
+from policies.loader import load_policy
 from policies.model import Policy
 from reports.costmodel import MonthReport, build_month_report
 from reports.costmodel.frames import CAPACITY_COLUMNS, RECLAIM_COLUMNS
@@ -25,6 +26,8 @@ USAGE_FILE = "usage.parquet"
 CAPACITY_FILE = "capacity.parquet"
 RECLAIM_FILE = "reclaim_lost.parquet"
 SUMMARY_FILE = "summary.json"
+POLICY_FILE = "policy.yaml"
+"""The policy the simulation ran with (`scheduler.sim.outputs` writes it)."""
 
 
 class SimulationOutputError(InputError):
@@ -137,6 +140,46 @@ def _utc(text: str) -> datetime:
     stamp = pd.Timestamp(text)
     stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
     return stamp.to_pydatetime()
+
+
+def simulation_policy(out_dir: Path, policy_file: Path | None) -> tuple[Policy, str]:
+    """The policy to bill a simulation's folder with, and a line saying which: the one
+    given, else the one the simulation ran with (its `policy.yaml`). A folder written
+    before fairpool kept it is billed with the built-in policy only when that is the one
+    its summary names: a simulation of another policy billed at the demo's prices was a
+    report with the wrong prices and no word of it."""
+    kept = Path(out_dir) / POLICY_FILE
+    if policy_file is not None:
+        policy = load_policy(policy_file)
+        said = f"policy: {policy_file} ({policy.metadata.name})"
+        ran = _ran_with(out_dir)
+        if ran is not None and ran != policy.metadata.name:
+            said += f"; the simulation ran with policy {ran}"
+        return policy, said
+    if kept.exists():
+        policy = load_policy(kept)
+        return policy, f"policy: the simulation's own, {kept} ({policy.metadata.name})"
+    policy = load_policy(None)
+    ran = _ran_with(out_dir)
+    if ran is not None and ran != policy.metadata.name:
+        raise SimulationOutputError(
+            f"{out_dir}: the simulation ran with policy {ran!r} and its folder has no "
+            f"{POLICY_FILE} (written before fairpool kept it there): give that policy "
+            "with --policy"
+        )
+    return policy, f"policy: the built-in demo policy ({policy.metadata.name})"
+
+
+def _ran_with(out_dir: Path) -> str | None:
+    """The name of the policy the simulation's summary says it ran with."""
+    path = Path(out_dir) / SUMMARY_FILE
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # read_simulation says what is wrong with it
+    block = summary.get("simulation") if isinstance(summary, dict) else None
+    name = block.get("policy") if isinstance(block, dict) else None
+    return name if isinstance(name, str) else None
 
 
 def simulated_report(out_dir: Path, policy: Policy, month: str | None = None) -> MonthReport:

@@ -15,7 +15,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from policies.loader import load_policy
 from reports.costmodel import MonthReport, NoDataError, check_invariants
 from reports.costmodel.months import parse_month
 from reports.rendering.render import format_money, restrict, write_report
@@ -108,9 +107,11 @@ def report(
         parse_month(month)
     try:
         if simulation_dir is not None:
-            from reports.sources.simulation import simulated_report
+            from reports.sources.simulation import simulated_report, simulation_policy
 
-            built = simulated_report(simulation_dir, load_policy(policy_file), month)
+            policy, said = simulation_policy(simulation_dir, policy_file)
+            Console(stderr=True, highlight=False).print(said)
+            built = simulated_report(simulation_dir, policy, month)
             out_dir = out_dir or simulation_dir / "report"
         else:
             if month is None:

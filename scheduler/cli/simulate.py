@@ -18,7 +18,7 @@ from rich.table import Table
 from policies.errors import InputError
 from policies.instants import YEARS, within
 from policies.inventory import ClusterInventory, load_inventory
-from policies.loader import load_policy
+from policies.loader import load_policy, policy_source_text
 from policies.model import Policy
 from scheduler.cli.options import FiniteRange
 from scheduler.cli.tables import print_table
@@ -388,6 +388,7 @@ def simulate(
     policy, inventory, trace, source = _load_inputs(
         cluster, policy_file, trace_file, days, load, seed
     )
+    policy_text = policy_source_text(policy_file)
     start = _trace_start(start_text, trace, policy)
     check_out_dir(out)
     nodes = build_nodes(inventory)
@@ -404,7 +405,7 @@ def simulate(
     study = _replay(
         console, nodes, policy, trace, start, inventory, not no_standalone, processes, batch_s
     )
-    write_study(study, out)
+    write_study(study, out, policy_text)
     elapsed = time.monotonic() - began
     _print_study(console, study, f"trace: {source}, {len(trace.jobs)} jobs", out, elapsed)
     if not interactive:

@@ -12,6 +12,7 @@ import pandas as pd
 
 from policies.errors import OutputError
 from policies.files import remove_staging, staging_folder
+from reports.sources.simulation import POLICY_FILE
 from scheduler.sim.pipeline import Study
 
 OUTPUT_FILES = (
@@ -24,6 +25,7 @@ OUTPUT_FILES = (
     "usage.parquet",
     "capacity.parquet",
     "reclaim_lost.parquet",
+    POLICY_FILE,
 )
 
 
@@ -31,8 +33,9 @@ def summary_json(study: Study) -> str:
     return json.dumps(study.summary, indent=2, allow_nan=False) + "\n"
 
 
-def _write_tables(study: Study, folder: Path) -> None:
+def _write_tables(study: Study, folder: Path, policy_text: str) -> None:
     (folder / "summary.json").write_text(summary_json(study), encoding="utf-8")
+    (folder / POLICY_FILE).write_text(policy_text, encoding="utf-8")
     tables: dict[str, pd.DataFrame] = {
         "jobs": study.jobs,
         "members": study.members,
@@ -62,12 +65,13 @@ def check_out_dir(out_dir: Path) -> None:
         raise OutputError(out_dir, PermissionError(errno.EACCES, os.strerror(errno.EACCES)))
 
 
-def write_study(study: Study, out_dir: Path) -> list[Path]:
-    """Write every output file of `study` into `out_dir` (created when missing)."""
+def write_study(study: Study, out_dir: Path, policy_text: str) -> list[Path]:
+    """Write every output file of `study` into `out_dir` (created when missing), with
+    `policy_text`, the policy it ran with."""
     out_dir = Path(out_dir)
     staging = staging_folder(out_dir)
     try:
-        _write_tables(study, staging)
+        _write_tables(study, staging, policy_text)
         try:
             out_dir.mkdir(exist_ok=True)
         except OSError as exc:

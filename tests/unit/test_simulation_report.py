@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from policies.loader import parse_policy
 from reports.costmodel.usage_row import USAGE_COLUMNS
@@ -60,3 +61,29 @@ def test_a_three_day_simulation_bills_three_days() -> None:
     # The demo's shared fixed costs (1,200.00 + 2,000.00 a month; October 2026 in Paris
     # has 745 hours) for 72 hours: 115.97 + 193.29.
     assert report.shared_fixed_cost == Decimal("115.97") + Decimal("193.29")
+
+
+def test_report_from_a_simulation_bills_with_the_policy_it_ran_with(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The folder keeps the policy the simulation ran with (`policy.yaml`), and `report
+    --from-simulation` without `--policy` bills with it: it billed with the built-in demo
+    policy, another consortium's members and prices, without a word."""
+    out = tmp_path / "out"
+    assert run([*inputs(tmp_path), "--out", str(out)]) == 0
+    assert (out / "policy.yaml").read_text() == POLICY
+    simulated = {p.name: p.read_text() for p in (out / "report").iterdir() if p.suffix == ".csv"}
+    again = tmp_path / "again"
+    capsys.readouterr()
+    assert run(["report", "--from-simulation", str(out), "--out", str(again)]) == 0
+    assert "the simulation's own" in capsys.readouterr().err
+    for name, text in simulated.items():
+        assert (again / name).read_text() == text, name
+    # A folder from before fairpool kept its policy: refused unless it ran the demo's.
+    (out / "policy.yaml").unlink()
+    assert run(["report", "--from-simulation", str(out), "--out", str(tmp_path / "x")]) == 2
+    assert "give that policy with --policy" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+    given = ["--policy", str(tmp_path / "policy.yaml"), "--out", str(tmp_path / "y")]
+    assert run(["report", "--from-simulation", str(out), *given]) == 0
+    assert (tmp_path / "y" / "settlement.csv").read_text() == simulated["settlement.csv"]
