@@ -50,6 +50,7 @@ from scheduler.k8s.owners import (
     OwnerError,
     owner_from_api,
     owner_gang,
+    record_owner,
     volcano_pod_group_min_member,
 )
 
@@ -242,7 +243,10 @@ class ClusterCache:
 
     def _with_gang(self, pod: PodInfo) -> PodInfo:
         """The pod with the gang its owner or Volcano PodGroup gives it (a label that
-        names a gang wins)."""
+        names a gang wins), and its job's reclaim record (`owners.record_owner`)."""
+        record = record_owner(pod.owner, self._owners)
+        if record is not None and record.reclaim_record:
+            pod = pod.with_reclaim_record(record.reclaim_record)
         if pod.labelled_gang or pod.spec is None:
             return pod
         gang: GangRef | None = None
@@ -315,6 +319,11 @@ class ClusterCache:
         with self._lock:
             self._regroup_pods()
             return self._pods.get(uid)
+
+    def record_of(self, pod: PodInfo) -> Owner | None:
+        """The object that keeps the pod's job's reclaim record (`owners.record_owner`)."""
+        with self._lock:
+            return record_owner(pod.owner, self._owners)
 
     def pods(self) -> list[PodInfo]:
         with self._lock:

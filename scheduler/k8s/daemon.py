@@ -766,7 +766,7 @@ class Daemon:
         if pod is None:
             return
         victim = running.get(pod.uid)
-        if self.evictor.submit(preemption, pod) and victim is not None:
+        if self.evictor.submit(preemption, pod, self.cache.record_of(pod)) and victim is not None:
             self._victims[pod.uid] = victim
 
     def _explain(

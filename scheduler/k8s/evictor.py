@@ -39,6 +39,7 @@ from scheduler.k8s import labels as L
 from scheduler.k8s.client import read_body, status_message
 from scheduler.k8s.events import EventRecorder, ObjectRef
 from scheduler.k8s.objects import PodInfo, reclaim_timestamp
+from scheduler.k8s.owners import OWNER_KINDS, RECLAIM_RECORD_KEYS, Owner
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,7 @@ class Evictor:
         may_evict: Callable[[], bool] | None = None,
     ) -> None:
         self._core = client.CoreV1Api(api)
+        self._custom = client.CustomObjectsApi(api)
         self.may_evict = may_evict
         """Asked before each eviction: a replica that lost the lease evicts nothing more."""
         self.recorder = recorder
@@ -144,8 +146,9 @@ class Evictor:
         self._refused: dict[str, float] = {}
         """uid -> when a PodDisruptionBudget last refused its eviction (monotonic)."""
 
-    def submit(self, preemption: Preemption, pod: PodInfo) -> bool:
-        """Evict the victim unless it is already going or was tried too recently."""
+    def submit(self, preemption: Preemption, pod: PodInfo, record: Owner | None = None) -> bool:
+        """Evict the victim unless it is already going or was tried too recently;
+        `record`: the object that keeps its job's reclaim record (`owners.record_owner`)."""
         if pod.deleting:
             return False
         now = time.monotonic()
@@ -157,7 +160,7 @@ class Evictor:
                 # Past entries hold nothing back: dropped once the table doubled.
                 self._not_before = {u: t for u, t in self._not_before.items() if t > now}
                 self._kept_at_prune = len(self._not_before)
-        self._pool.submit(self._evict, preemption, pod)
+        self._pool.submit(self._evict, preemption, pod, record)
         return True
 
     def refused(self) -> frozenset[str]:
@@ -183,9 +186,9 @@ class Evictor:
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def _evict(self, preemption: Preemption, pod: PodInfo) -> None:
+    def _evict(self, preemption: Preemption, pod: PodInfo, record: Owner | None = None) -> None:
         try:
-            outcome, detail = self._attempt(preemption, pod)
+            outcome, detail = self._attempt(preemption, pod, record)
         except Exception as exc:
             outcome, detail = "failed", f"{type(exc).__name__}: {exc}"
         with self._lock:
@@ -210,11 +213,14 @@ class Evictor:
         if self.on_result is not None:
             self.on_result(EvictResult(preemption, pod, outcome, detail))
 
-    def _attempt(self, preemption: Preemption, pod: PodInfo) -> tuple[EvictOutcome, str]:
+    def _attempt(
+        self, preemption: Preemption, pod: PodInfo, record: Owner | None
+    ) -> tuple[EvictOutcome, str]:
         if self.may_evict is not None and not self.may_evict():
             return "gone", "not the leader any more; the new leader decides"
+        annotations = victim_annotations(preemption, pod, time.time())
         try:
-            self._annotate(pod, victim_annotations(preemption, pod, time.time()))
+            self._annotate(pod, annotations)
         except ApiException as exc:
             if exc.status == 404:
                 return "gone", "pod already gone"
@@ -249,10 +255,45 @@ class Evictor:
                 return "failed", f"{exc.status} {exc.reason}{self._restore(pod)}"
             # A 5xx refuses for good (a pod under two budgets gets 500) or may follow an
             # eviction that went through (a timeout): the pod says which.
-            return self._unclear(pod, f"{exc.status} {status_message(exc)}")
+            outcome, detail = self._unclear(pod, f"{exc.status} {status_message(exc)}")
         except Exception as exc:  # no answer: the eviction may or may not have happened
-            return self._unclear(pod, f"{type(exc).__name__}: {exc}")
-        return "evicted", "evicted"
+            outcome, detail = self._unclear(pod, f"{type(exc).__name__}: {exc}")
+        else:
+            outcome, detail = "evicted", "evicted"
+        if outcome == "evicted" and record is not None:
+            detail += self._keep_record(record, annotations)
+        return outcome, detail
+
+    def _keep_record(self, record: Owner, annotations: Mapping[str, str]) -> str:
+        """Write the job's reclaim count and time on the object that recreates its pods,
+        once the eviction went through (a refused one is no reclaim); "" when done, else
+        why not (the new pods then count from their own annotations: none)."""
+        kind = next((k for k in OWNER_KINDS if k.kind == record.kind), None)
+        if kind is None:
+            return ""
+        body = {
+            "metadata": {
+                "uid": record.uid,  # this very object, not a new one of the same name
+                "annotations": {k: annotations[k] for k in RECLAIM_RECORD_KEYS},
+            }
+        }
+        try:
+            self._custom.patch_namespaced_custom_object(
+                kind.group,
+                kind.version,
+                record.namespace,
+                kind.plural,
+                record.name,
+                body,
+                _request_timeout=(5, 30),
+            )
+        except ApiException as exc:
+            return f"; its job's reclaim record not kept on {record.kind} {record.name}: " + (
+                f"{exc.status} {exc.reason}"
+            )
+        except Exception as exc:  # no answer
+            return f"; its job's reclaim record not kept on {record.kind} {record.name}: {exc}"
+        return ""
 
     def _unclear(self, pod: PodInfo, what: str) -> tuple[EvictOutcome, str]:
         """After an answer that does not say whether the eviction went through: evicted

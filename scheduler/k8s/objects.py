@@ -8,6 +8,7 @@ built, so a policy hot swap never needs a re-list.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -341,6 +342,14 @@ class PodInfo:
         annotation is fairpool's own bookkeeping, not an input to reject the pod for);
         readable is `_plain_count`."""
         return _plain_count(self.annotations.get(L.RECLAIMS_ANNOTATION, "")) or 0
+
+    def with_reclaim_record(self, record: Mapping[str, str]) -> PodInfo:
+        """The pod carrying its job's reclaim record from the object that made it
+        (`owners.record_owner`) when that counts more reclaims than its own annotations:
+        a recreated pod carries none, and its job would start counting again."""
+        if (_plain_count(record.get(L.RECLAIMS_ANNOTATION, "")) or 0) <= self.reclaims:
+            return self
+        return dataclasses.replace(self, annotations={**self.annotations, **record})
 
     @property
     def reclaimed_at(self) -> float | None:

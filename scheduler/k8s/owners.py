@@ -28,8 +28,10 @@ lists and watches each kind with its own informer, and a kind the cluster does n
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+from scheduler.k8s import labels as L
 
 Obj = Mapping[str, Any]
 
@@ -89,6 +91,10 @@ class Owner:
     run in waves (no gang)."""
     error: str | None = None
     """Why its gang cannot be read (its pods wait, and say so)."""
+    reclaim_record: Mapping[str, str] = field(default_factory=dict)
+    """Its `fairpool.io/reclaims` and `fairpool.io/reclaimed-at` annotations: the
+    evictor writes them on the object that recreates a victim's pods (`record_owner`),
+    so that the new pods carry their job's reclaims (`PodInfo.with_reclaim_record`)."""
 
 
 def controller_of(meta: Obj) -> OwnerRef | None:
@@ -217,10 +223,34 @@ def volcano_group_of(annotations: Obj) -> str:
     return ""
 
 
+RECLAIM_RECORD_KEYS = (L.RECLAIMS_ANNOTATION, L.RECLAIMED_AT_ANNOTATION)
+
+
 def owner_from_api(kind: str, obj: Obj) -> Owner:
     """The `Owner` of one Job, JobSet or PyTorchJob; an object whose gang cannot be read
     is kept with the error, so its pods wait with the reason instead of being placed
     one by one."""
+    owner = _owner_from_api(kind, obj)
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    record = {k: str(annotations[k]) for k in RECLAIM_RECORD_KEYS if k in annotations}
+    return replace(owner, reclaim_record=record) if record else owner
+
+
+def record_owner(ref: OwnerRef | None, owners: Mapping[str, Owner]) -> Owner | None:
+    """The object that keeps the reclaim record of a pod whose controller is `ref`: the
+    one that makes its replacement, so the record outlives the pod. A JobSet's Job is
+    made anew by its JobSet when it restarts, so the JobSet keeps it."""
+    if ref is None:
+        return None
+    owner = owners.get(ref.uid)
+    if owner is None:
+        return None
+    if owner.parent is not None and owner.parent.kind == JOBSET.kind:
+        return owners.get(owner.parent.uid, owner)
+    return owner
+
+
+def _owner_from_api(kind: str, obj: Obj) -> Owner:
     namespace, name, uid, _where = _identity(obj)
     meta = obj.get("metadata") or {}
     try:

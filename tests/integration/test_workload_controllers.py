@@ -91,14 +91,16 @@ def pytorch_job(
     gpus: int,
     *,
     duration: float | None = None,
+    restart: str = "Never",
 ) -> dict[str, Any]:
     """A PyTorchJob of one master and `workers` workers, `gpus` GPUs each. No gang label:
-    fairpool reads the gang (all replicas) from the PyTorchJob itself."""
+    fairpool reads the gang (all replicas) from the PyTorchJob itself. `restart`: its
+    replicas' restartPolicy (with OnFailure the operator replaces evicted pods)."""
 
     def replica(count: int) -> dict[str, Any]:
         return {
             "replicas": count,
-            "restartPolicy": "Never",
+            "restartPolicy": restart,
             "template": pod_template("pytorch", gpus, duration),
         }
 
@@ -196,9 +198,11 @@ def test_reclaim_takes_a_borrowed_pytorch_job_back_whole(
         pool.add_member(member)
     pool.add_nodes("a", count=1, gpus=8)
     b_nodes = pool.add_nodes("b", count=1, gpus=8)
-    pool.daemon(pool.policy(grace=2))
+    daemon = pool.daemon(pool.policy(grace=2))
     # A's gang of 4 x 4 GPUs needs both nodes: half of it borrows B's idle node.
-    kubectl_apply(pool.plane, pytorch_job("wide", pool.ns("a"), workers=3, gpus=4))
+    kubectl_apply(
+        pool.plane, pytorch_job("wide", pool.ns("a"), workers=3, gpus=4, restart="OnFailure")
+    )
     bound = wait_until(
         lambda: len(pool.bound("a")) == 4 and pool.bound("a"), timeout=60, what="A's gang bound"
     )
@@ -217,6 +221,22 @@ def test_reclaim_takes_a_borrowed_pytorch_job_back_whole(
     assert {e.involved_object.name for e in pool.events("a", "Preempted")} >= set(bound)
     time.sleep(2)
     assert pool.bound("a") == {}
+    # The reclaim is the job's, not its old pods': kept on the PyTorchJob, whose new
+    # pods carry none of the victims' annotations, so the gang counts it (as the
+    # simulator counts a job's reclaims across its restarts: maxReclaimsPerJob).
+    custom = k8s.CustomObjectsApi(pool.plane.admin)
+    group, version, plural = PYTORCH_JOBS
+    owner = custom.get_namespaced_custom_object(group, version, pool.ns("a"), plural, "wide")
+    assert owner["metadata"]["annotations"]["fairpool.io/reclaims"] == "1"
+    assert "fairpool.io/reclaims" not in {
+        k for p in job_pods(pool, "a", "wide") for k in (p.metadata.annotations or {})
+    }
+    waiting = wait_until(
+        lambda: [j for j in daemon.snapshot().pending if j.member == "a"],
+        what="A's new gang pending",
+    )
+    assert [(j.job_id, j.reclaims) for j in waiting] == [(f"{pool.ns('a')}/pytorchjob/wide", 1)]
+    assert waiting[0].reclaimed_at is not None
 
 
 # --- JobSet ---------------------------------------------------------------------------

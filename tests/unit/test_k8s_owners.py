@@ -376,3 +376,64 @@ def test_a_volcano_pod_group_with_an_unreadable_size_makes_its_pods_wait() -> No
     assert view.snapshot.pending == ()
     (waiting,) = view.unschedulable
     assert "Volcano PodGroup pg: spec.minMember is no count" in waiting.reason
+
+
+# --- the reclaim record on the object that recreates a victim's pods ----------------------
+
+
+def _recorded(body: dict[str, Any], reclaims: str, at: str) -> dict[str, Any]:
+    body["metadata"]["annotations"] = {
+        "fairpool.io/reclaims": reclaims,
+        "fairpool.io/reclaimed-at": at,
+    }
+    return body
+
+
+def test_pods_a_job_recreates_carry_its_reclaim_record() -> None:
+    """The evictor writes a victim's job's reclaims on its Job; the Job's new pods carry
+    none of their own, and their job counts from the Job's record, as the simulator
+    counts a job's reclaims across its restarts."""
+    cache = ClusterCache()
+    cache.replace(JOBS, [_recorded(indexed_job(), "2", "2026-10-05T10:00:00Z")])
+    cache.replace(PODS, [job_pod(f"train-{i}") for i in range(4)])
+    (job,) = cache.view(POLICY).snapshot.pending
+    assert (job.reclaims, job.reclaimed_at) == (2, 1791194400.0)
+    # A pod that says more (written on it before the Job's record was read) keeps it.
+    own = _recorded(job_pod("train-0"), "3", "2026-10-05T11:00:00Z")
+    cache.apply(PODS, "MODIFIED", own)
+    (job,) = cache.view(POLICY).snapshot.pending
+    assert (job.reclaims, job.reclaimed_at) == (3, 1791198000.0)
+
+
+def test_a_plain_jobs_pod_and_a_jobset_jobs_pod_carry_the_record_too() -> None:
+    """A Job that is no gang (its pod is a job of its own, named by its uid) keeps the
+    record all the same; a JobSet's Job is made anew when the JobSet restarts, so the
+    JobSet keeps it."""
+    cache = ClusterCache()
+    single = _recorded(indexed_job("solo", 1, 1, "NonIndexed"), "1", "2026-10-05T10:00:00Z")
+    cache.replace(JOBS, [single])
+    cache.replace(PODS, [job_pod("solo-x", job="solo")])
+    (job,) = cache.view(POLICY).snapshot.pending
+    assert (job.job_id, job.reclaims) == ("uid-solo-x", 1)
+
+    cache = ClusterCache()
+    js = _recorded(jobset("run", replicated("workers", 2, 2)), "3", "2026-10-05T10:00:00Z")
+    child = [
+        indexed_job(
+            f"run-workers-{i}",
+            2,
+            2,
+            owner=owned_by("JobSet", "run", "uid-js-run"),
+            labels={"jobset.sigs.k8s.io/replicatedjob-name": "workers"},
+        )
+        for i in range(2)
+    ]
+    cache.replace(JOBSETS, [js])
+    cache.replace(JOBS, child)
+    cache.replace(
+        PODS, [job_pod(f"w-{i}-{k}", job=f"run-workers-{i}") for i in range(2) for k in range(2)]
+    )
+    (job,) = cache.view(POLICY).snapshot.pending
+    assert (job.min_member, job.reclaims) == (4, 3)
+    owner = cache.record_of(cache.pods()[0])
+    assert owner is not None and (owner.kind, owner.name) == ("JobSet", "run")
