@@ -41,6 +41,7 @@ from scheduler.k8s.objects import (
     pod_group_min_member,
     pod_group_min_resources,
     pod_info,
+    timestamp,
 )
 from scheduler.k8s.owners import (
     JOB,
@@ -235,7 +236,9 @@ class ClusterCache:
                 self._owners.pop(uid, None)
                 self._owner_uids[kind].discard(uid)
             else:
-                self._owners[uid] = owner_from_api(OWNER_RESOURCES[kind], obj)
+                owner = owner_from_api(OWNER_RESOURCES[kind], obj)
+                created = timestamp(meta.get("creationTimestamp"))
+                self._owners[uid] = dataclasses.replace(owner, created_at=created)
                 self._owner_uids[kind].add(uid)
             self._regroup = True
         else:
@@ -247,6 +250,9 @@ class ClusterCache:
         record = record_owner(pod.owner, self._owners)
         if record is not None and record.reclaim_record:
             pod = pod.with_reclaim_record(record.reclaim_record)
+        controller = self._owners.get(pod.owner.uid) if pod.owner is not None else None
+        if controller is not None and controller.created_at != pod.submitted_at:
+            pod = dataclasses.replace(pod, submitted_at=controller.created_at)
         if pod.labelled_gang or pod.spec is None:
             return pod
         gang: GangRef | None = None

@@ -329,6 +329,14 @@ class PodInfo:
     pod, an unreadable one): its member's setting decides."""
     scheduled_at: float = 0.0
     """When the API server bound it (its `PodScheduled` condition); 0.0 when not known."""
+    submitted_at: float = 0.0
+    """When its job was submitted: the creation of its controller (a Job, a PyTorchJob),
+    which the pods it makes after a reclaim keep, as the simulator keeps a reclaimed
+    job's place in its member's queue; 0.0: its own creation (`submitted`)."""
+
+    @property
+    def submitted(self) -> float:
+        return self.submitted_at or self.created_at
 
     @property
     def labelled_gang(self) -> bool:
@@ -633,7 +641,7 @@ def running_pod(
         scheduled_by_fairpool=pod.scheduler_name == scheduler_name,
         reclaims=pod.reclaims,
         checkpointable=pod.checkpointable,
-        submitted_at=pod.created_at,
+        submitted_at=pod.submitted,
     )
 
 
@@ -755,7 +763,7 @@ def pending_job(
         pods=pending,
         min_member=min_member,
         priority=max(priorities.of(p) for p in members),
-        submitted_at=first.created_at,
+        submitted_at=min(p.submitted for p in members),
         nominated_nodes=dict(nominated or {}),
         reclaims=max(p.reclaims for p in members),
         reclaimed_at=_last_reclaim(members),

@@ -91,6 +91,9 @@ class Owner:
     run in waves (no gang)."""
     error: str | None = None
     """Why its gang cannot be read (its pods wait, and say so)."""
+    created_at: float = 0.0
+    """Its creation time: when the job of the pods it controls was submitted (a pod it
+    makes anew after a reclaim keeps its job's place in the member's queue)."""
     reclaim_record: Mapping[str, str] = field(default_factory=dict)
     """Its `fairpool.io/reclaims` and `fairpool.io/reclaimed-at` annotations: the
     evictor writes them on the object that recreates a victim's pods (`record_owner`),

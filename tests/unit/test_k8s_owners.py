@@ -437,3 +437,26 @@ def test_a_plain_jobs_pod_and_a_jobset_jobs_pod_carry_the_record_too() -> None:
     assert (job.min_member, job.reclaims) == (4, 3)
     owner = cache.record_of(cache.pods()[0])
     assert owner is not None and (owner.kind, owner.name) == ("JobSet", "run")
+
+
+def test_pods_a_job_makes_anew_keep_its_place_in_the_queue() -> None:
+    """A job was submitted when its Job was created: pods the Job makes after a reclaim
+    (created an hour later) keep that time, so the job keeps its place in its member's
+    queue, as the simulator re-queues a reclaimed job with its submission time."""
+    cache = ClusterCache()
+    job = indexed_job()
+    job["metadata"]["creationTimestamp"] = "2026-10-05T10:00:00Z"
+    cache.replace(JOBS, [job])
+    later = [job_pod(f"train-{i}") for i in range(4)]
+    for body in later:
+        body["metadata"]["creationTimestamp"] = "2026-10-05T11:00:00Z"
+    cache.replace(PODS, later)
+    (pending,) = cache.view(POLICY).snapshot.pending
+    assert pending.submitted_at == 1791194400.0
+    assert {p.created_at for p in pending.pods} == {1791198000.0}
+    # A pod no controller of a known kind owns was submitted when it was created.
+    alone = pod("alone")
+    alone["metadata"]["creationTimestamp"] = "2026-10-05T11:00:00Z"
+    cache.replace(PODS, [alone])
+    (pending,) = cache.view(POLICY).snapshot.pending
+    assert pending.submitted_at == 1791198000.0
