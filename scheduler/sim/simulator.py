@@ -346,6 +346,7 @@ class Simulator:
         sharing = policy.sharing
         self._min_runtime = 0 if sharing.preempt_below_min_runtime else sharing.min_runtime_seconds
         self._reclaim_window = sharing.reclaim_limit_window_seconds
+        self._overtaken_after = sharing.reclaim_overtaken_after_seconds
         half_life = policy.sharing.usage_half_life_hours
         self._half_life_s = half_life * HOUR_S if half_life else None
         self._history: dict[str, float] = {}
@@ -509,6 +510,12 @@ class Simulator:
         if kind is EventKind.ARRIVAL:
             record.state = JobState.PENDING
             self.cluster.enqueue(record.job, 0, record.job.submit_time, now)
+            after = self._overtaken_after
+            if after is not None and record.job.gpus > 1:
+                # The engine takes back what later jobs overtook once the job has waited
+                # this long: a cycle then, as the daemon's (every second while pods wait)
+                # would run. Without it the job waited for the next change of any kind.
+                self._push(now + after, EventKind.WAKE, record.job.job_id, record.token)
         elif kind is EventKind.COMPLETION:
             self._free_pods(record, now)
             record.state = JobState.DONE

@@ -691,3 +691,28 @@ def test_a_job_that_restarts_from_zero_borrows_again_when_its_window_ends() -> N
     assert idle["placeable"] == 0
     assert idle["too_few_free"] == 2 * (7260 - 60)
     assert idle["other_model"] == 2 * 43200
+
+
+def test_a_job_overtaken_takes_its_gpus_back_when_due_without_another_event() -> None:
+    """reclaimOvertakenAfterSeconds 1000: lab a's 4-GPU job waits from 5 s while its own
+    later 1-GPU jobs (checkpointable) fill the GPUs its 2-GPU job frees at 500. Nothing
+    else happens until the first of them ends at 50,010; the daemon cycles every second
+    while pods wait, so at 1,005 it takes them back. The simulator cycled only on events
+    and started the job at 50,011."""
+    pol = policy(
+        {"a": {"checkpointable": True}, "b": {}},
+        sharing={"reclaimOvertakenAfterSeconds": 1000, "maxConsolidationsPerCycle": 0},
+    )
+    nodes = (node("a-0", "a", 4), node("b-0", "b", 4))
+    tr = trace(
+        job("b1", "b", 0, 100_000, 4),
+        job("x", "a", 0, 500, 2),
+        job("big", "a", 5, 1000, 4),
+        job("s1", "a", 10, 50_000, 1),
+        job("s2", "a", 11, 50_000, 1),
+    )
+    result = Simulator(nodes, pol, tr).run()
+    big = result.jobs["big"]
+    assert big.first_start == pytest.approx(1005 + 30)  # due, then the grace period
+    assert {v.job_id for v in result.victims} == {"s1", "s2"}
+    assert {v.cause for v in result.victims} == {"queue"}
