@@ -180,6 +180,8 @@ def read_trace_text(
     """`read_trace` of CSV text already in hand (a request's field, a file read to be
     sent), named `name` in messages. Text with no newline would be taken for a file
     name: here it never is, so a server never reads a path a caller chose."""
+    # A file read as text keeps its byte-order mark: `read_trace` drops it from a file.
+    text = text.removeprefix("\ufeff")
     if "\n" not in text:
         text += "\n"
     return read_trace(text, members, max_gang_gpus, gpu_models, node_gpus, text_name=name)
@@ -260,7 +262,7 @@ def _parse_row(
     if not job_id:
         problems.add(line, "job_id", "empty job_id")
     for column in ("job_id", "org", "gpu_model"):
-        _check_name(cell(column), column, line, problems)
+        check_name(cell(column), column, line, problems)
     org = _org(cell("org"), line, problems, limits.members)
     submit, time_kind = _submit_time(cell("submit_time"), line, time_kind, problems)
     duration = _duration(cell("duration_s"), line, problems)
@@ -295,7 +297,7 @@ def _parse_row(
     return job, time_kind
 
 
-def _check_name(text: str, column: str, line: int, problems: IssueCollector) -> None:
+def check_name(text: str, column: str, line: int | None, problems: IssueCollector) -> None:
     """Names travel into Kubernetes objects, logs and the API: printable, and not long."""
     if CONTROL.search(text):
         problems.add(line, column, "control character (such as NUL or a tab) in the name")

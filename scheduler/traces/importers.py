@@ -28,7 +28,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from policies.errors import PolicyError
 from policies.instants import END_INSTANT, FIRST_INSTANT, YEARS
 from policies.yamldoc import line_of, parse_yaml
-from scheduler.traces.csv import MAX_COUNT, MAX_SECONDS, finite_number, whole_number
+from scheduler.traces.csv import (
+    CONTROL,
+    MAX_COUNT,
+    MAX_NAME_CHARS,
+    MAX_SECONDS,
+    check_name,
+    finite_number,
+    whole_number,
+)
 from scheduler.traces.errors import IssueCollector, TraceError, TraceIssue
 from scheduler.traces.model import Trace, TraceJob
 
@@ -101,7 +109,11 @@ def parse_member_map(spec: str | os.PathLike[str] | None, strict: bool = False) 
 
 
 def _plain_name(value: object) -> bool:
-    return isinstance(value, str | int) and not isinstance(value, bool)
+    """A name `trace check` takes: text or a number, not empty, printable, not long."""
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        return False
+    text = str(value)
+    return bool(text.strip()) and not CONTROL.search(text) and len(text) <= MAX_NAME_CHARS
 
 
 def _member_map_file(path: Path) -> dict[str, str]:
@@ -162,9 +174,15 @@ def _zone(tz: str | tzinfo | None) -> tzinfo:
         raise TraceError("--timezone", [TraceIssue(None, None, f"unknown zone {tz!r}")]) from exc
 
 
+def _absent(text: Any) -> bool:
+    """No time given: the traces write null, "" or "None" for an attempt not started or
+    not ended."""
+    return text is None or (isinstance(text, str) and text.strip() in ("", "None"))
+
+
 def _epoch(text: Any, zone: tzinfo) -> float | None:
     """Epoch seconds of a trace time like '2017-10-07 01:12:09', or None if absent/bad."""
-    if text is None or not isinstance(text, str) or not text.strip() or text == "None":
+    if _absent(text) or not isinstance(text, str):
         return None
     try:
         moment = datetime.fromisoformat(text.strip())
@@ -246,6 +264,13 @@ def _add_job(
     num_pods: int,
     gpus_per_pod: int,
 ) -> None:
+    if not job_id:
+        problems.add(line, "job_id", "empty job id")
+        return
+    before = problems.total
+    check_name(job_id, "job_id", line, problems)
+    if problems.total > before:
+        return
     member = members.member_for(vc)
     if member is None:
         report.unmapped_vcs[vc] += 1
@@ -340,7 +365,8 @@ def import_philly(
     members = member_map or MemberMap()
     zone = _zone(tz)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        # utf-8-sig: a byte-order mark was "expected a JSON list of jobs".
+        text = Path(path).read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise TraceError(source, [TraceIssue(None, None, f"cannot read: {exc.strerror}")]) from exc
     except UnicodeDecodeError as exc:
@@ -372,6 +398,11 @@ def _philly_job(
     if missing:
         problems.add(line, f"{where}.{missing[0]}", f"missing key(s) {', '.join(missing)}")
         return
+    nulls = [k for k in ("jobid", "vc") if job[k] is None or isinstance(job[k], dict | list)]
+    if nulls:
+        # str() made null the job id "None".
+        problems.add(line, f"{where}.{nulls[0]}", f"{job[nulls[0]]!r} is not a name")
+        return
     job_id, vc = str(job["jobid"]), str(job["vc"])
     submit = _epoch(job["submitted_time"], zone)
     if submit is None:
@@ -388,6 +419,12 @@ def _philly_job(
     if not isinstance(last, dict):
         problems.add(line, f"{where}.attempts[{len(attempts) - 1}]", "must be an object")
         return
+    for key in ("start_time", "end_time"):
+        if not _absent(last.get(key)) and _epoch(last.get(key), zone) is None:
+            # A time that cannot be read is an error, not a job that never ran.
+            field = f"{where}.attempts[{len(attempts) - 1}].{key}"
+            problems.add(line, field, f"{last.get(key)!r} is not a time")
+            return
     start = _epoch(last.get("start_time"), zone)
     end = _epoch(last.get("end_time"), zone)
     if start is None:
@@ -476,6 +513,8 @@ def import_helios(
         except csv.Error as exc:
             raise TraceError(source, [TraceIssue(1, None, f"not CSV: {exc}")]) from exc
         index = {name: i for i, name in enumerate(header)}
+        for name in sorted({n for n in header if header.count(n) > 1}):
+            problems.add(1, name, "column appears twice")
         missing = [c for c in HELIOS_REQUIRED if c not in index]
         if "duration" not in index and not {"start_time", "end_time"} <= set(index):
             missing.append("duration (or start_time and end_time)")
@@ -521,8 +560,8 @@ def _helios_row(
     for name in ("gpu_num", "node_num"):
         # int(float(...)) took '1.5' as 1 and 'inf' as an OverflowError traceback.
         count = whole_number(cell(name))
-        if count is None:
-            problems.add(line, name, f"{cell(name)!r} is not a whole number")
+        if count is None or count < 0:
+            problems.add(line, name, f"{cell(name)!r} is not a whole number >= 0")
         elif count > MAX_COUNT:
             problems.add(line, name, f"at most {MAX_COUNT:,}, got {cell(name)}")
         else:
@@ -537,6 +576,9 @@ def _helios_row(
             problems.add(line, "duration", f"{cell('duration')!r} is not a number")
     else:
         start, end = _epoch(cell("start_time"), zone), _epoch(cell("end_time"), zone)
+        for name, value in (("start_time", start), ("end_time", end)):
+            if value is None and not _absent(cell(name)):
+                problems.add(line, name, f"{cell(name)!r} is not a time")
         if start is not None and end is not None:
             duration = end - start
     if problems.total > before or submit is None:

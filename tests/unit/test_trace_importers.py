@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from scheduler.traces import TraceError, read_trace, write_trace
+from scheduler.traces.csv import read_trace_text
 from scheduler.traces.importers import (
     NEVER_STARTED,
     NO_GPUS,
@@ -235,3 +236,72 @@ def test_member_map_forms(tmp_path: Path) -> None:
     bad.write_text("- just\n- a list\n")
     with pytest.raises(TraceError, match="mapping"):
         parse_member_map(bad)
+
+
+def _philly_job(jobid: object, start: object, end: object) -> str:
+    import json
+
+    attempt = {"start_time": start, "end_time": end, "detail": [{"ip": "m1", "gpus": ["0"]}]}
+    return json.dumps(
+        {"jobid": jobid, "vc": "v", "submitted_time": "2017-10-02 08:00:00", "attempts": [attempt]}
+    )
+
+
+def test_philly_times_and_ids_that_cannot_be_read_are_errors_not_skips(tmp_path: Path) -> None:
+    """A start or end time that is there but cannot be read was skipped as "never
+    started" or "no end time"; a null job id became the job "None"; a job id with a tab
+    was written into a trace its own reader refuses."""
+    path = tmp_path / "log.json"
+    jobs = [
+        _philly_job("a", "2017/10/02 08:05:30", "2017-10-02 09:00:00"),
+        _philly_job("b", "2017-10-02 08:05:30", "10/02/2017 12:00"),
+        _philly_job(None, "2017-10-02 08:05:30", "2017-10-02 09:00:00"),
+        _philly_job("d\tx", "2017-10-02 08:05:30", "2017-10-02 09:00:00"),
+        _philly_job("e", None, None),  # never started: skipped, as before
+    ]
+    path.write_text("[\n" + ",\n".join(jobs) + "\n]\n")
+    with pytest.raises(TraceError) as info:
+        import_philly(path)
+    assert [(i.line, i.column) for i in info.value.issues] == [
+        (2, "[0].attempts[0].start_time"),
+        (3, "[1].attempts[0].end_time"),
+        (4, "[2].jobid"),
+        (5, "job_id"),
+    ]
+
+
+def test_philly_and_text_traces_take_a_byte_order_mark(tmp_path: Path) -> None:
+    path = tmp_path / "log.json"
+    path.write_text(
+        "\ufeff[\n" + _philly_job("a", "2017-10-02 08:05:30", "2017-10-02 09:00:00") + "\n]\n"
+    )
+    assert [j.job_id for j in import_philly(path).trace.jobs] == ["a"]
+    text = "\ufeffjob_id,org,submit_time,duration_s,num_pods,gpus_per_pod\nj,a,0,60,1,1\n"
+    assert [j.job_id for j in read_trace_text(text, "request").jobs] == ["j"]
+
+
+def test_helios_duplicate_columns_and_negative_counts_are_named(tmp_path: Path) -> None:
+    twice = tmp_path / "twice.csv"
+    twice.write_text(
+        "job_id,vc,gpu_num,node_num,submit_time,duration,vc\n1,v,8,1,2020-07-01 09:00:00,3600,w\n"
+    )
+    with pytest.raises(TraceError) as info:
+        import_helios(twice)
+    assert [(i.line, i.column, i.message) for i in info.value.issues] == [
+        (1, "vc", "column appears twice")
+    ]
+    negative = tmp_path / "negative.csv"
+    negative.write_text(
+        "job_id,vc,gpu_num,node_num,submit_time,duration\n1,v,8,-4,2020-07-01 09:00:00,3600\n"
+    )
+    with pytest.raises(TraceError) as info:
+        import_helios(negative)
+    assert [(i.line, i.column) for i in info.value.issues] == [(2, "node_num")]
+    bad_end = tmp_path / "bad_end.csv"
+    bad_end.write_text(
+        "job_id,vc,gpu_num,node_num,submit_time,start_time,end_time\n"
+        "1,v,8,1,2020-07-01 09:00:00,2020-07-01 09:00:00,07/01/2020 10:00\n"
+    )
+    with pytest.raises(TraceError) as info:
+        import_helios(bad_end)
+    assert [(i.line, i.column) for i in info.value.issues] == [(2, "end_time")]
