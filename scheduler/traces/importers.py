@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import yaml
+
 from policies.errors import PolicyError
 from policies.instants import END_INSTANT, FIRST_INSTANT, YEARS
 from policies.yamldoc import line_of, parse_yaml
@@ -116,6 +118,18 @@ def _plain_name(value: object) -> bool:
     return bool(text.strip()) and not CONTROL.search(text) and len(text) <= MAX_NAME_CHARS
 
 
+def _as_written(node: yaml.Node | None) -> Any:
+    """The document with every scalar as the text it was written as: names, not what
+    YAML 1.1 reads into them (`007:` was the virtual cluster "7", `on:` was "True")."""
+    if isinstance(node, yaml.MappingNode):
+        return {_as_written(k): _as_written(v) for k, v in node.value}
+    if isinstance(node, yaml.SequenceNode):
+        return [_as_written(item) for item in node.value]
+    if isinstance(node, yaml.ScalarNode) and node.tag != "tag:yaml.org,2002:null":
+        return node.value
+    return None
+
+
 def _member_map_file(path: Path) -> dict[str, str]:
     source = str(path)
     try:
@@ -126,9 +140,10 @@ def _member_map_file(path: Path) -> dict[str, str]:
         raise TraceError(source, [TraceIssue(None, None, "not UTF-8 text")]) from exc
     try:
         # The policy's reader: bounded size and depth (deep nesting was a RecursionError).
-        data, node = parse_yaml(text, source)
+        _, node = parse_yaml(text, source)
     except PolicyError as exc:
         raise TraceError(source, [TraceIssue(i.line, None, i.message) for i in exc.issues]) from exc
+    data = _as_written(node)
     if isinstance(data, dict) and set(data) == {"members"} and isinstance(data["members"], dict):
         # members: {lab-a: [vc1, vc2], lab-b: vc3}
         mapping: dict[str, str] = {}

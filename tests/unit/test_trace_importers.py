@@ -232,6 +232,12 @@ def test_member_map_forms(tmp_path: Path) -> None:
     twice.write_text("members:\n  lab-a: [{x: 1}, null]\n")
     with pytest.raises(TraceError, match="a virtual cluster is a plain name"):
         parse_member_map(twice)
+    # Names as written: YAML 1.1 read `007` as 7 and `on` as true ("7", "True").
+    typed = tmp_path / "typed.yaml"
+    typed.write_text("007: lab-a\non: lab-b\n1.50: lab-c\n")
+    assert parse_member_map(typed).mapping == {"007": "lab-a", "on": "lab-b", "1.50": "lab-c"}
+    typed.write_text("members:\n  lab-a: [007, off]\n")
+    assert parse_member_map(typed).mapping == {"007": "lab-a", "off": "lab-a"}
     bad = tmp_path / "bad.yaml"
     bad.write_text("- just\n- a list\n")
     with pytest.raises(TraceError, match="mapping"):
