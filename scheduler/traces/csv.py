@@ -8,7 +8,7 @@ import io
 import math
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +28,7 @@ PRIORITY_RANGE = (-(2**31), 2**31 - 1)
 """A Kubernetes priority, and the API's int32."""
 MAX_NAME_CHARS = 253
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+LONE_CR = re.compile(r"(?<=\r)(?!\n)")
 OPTIONAL_COLUMNS = ("gpu_model", "priority", "checkpointable")
 CANONICAL_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 
@@ -38,23 +39,35 @@ def _open_source(path_or_text: str | os.PathLike[str], text_name: str) -> tuple[
     if isinstance(path_or_text, str) and "\n" in path_or_text:
         return text_name, iter(io.StringIO(path_or_text, newline=""))
     path = Path(path_or_text)
+    return str(path), utf8_lines(path)
+
+
+def utf8_lines(path: Path) -> Generator[str, None, None]:
+    """The lines of a UTF-8 text file (a leading byte-order mark left out), decoded one by
+    one so that bytes that are not UTF-8 name their line: decoded by the file object,
+    a chunk at a time, they named none in a file of thousands."""
     try:
-        handle = path.open(encoding="utf-8-sig", newline="")
+        handle = path.open("rb")
     except OSError as exc:
         raise TraceError(
             str(path), [TraceIssue(None, None, f"cannot read: {exc.strerror}")]
         ) from exc
-    return str(path), _lines_then_close(handle)
-
-
-def _lines_then_close(handle: io.TextIOWrapper) -> Iterator[str]:
     with handle:
-        try:
-            yield from handle
-        except UnicodeDecodeError as exc:
-            raise TraceError(
-                handle.name, [TraceIssue(None, None, f"not UTF-8 text: {exc.reason}")]
-            ) from exc
+        for number, raw in enumerate(handle, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                where = f"byte {exc.start + 1} of the line"
+                message = f"not UTF-8 text: {exc.reason} at {where}"
+                raise TraceError(str(path), [TraceIssue(number, None, message)]) from exc
+            if number == 1:
+                text = text.removeprefix("\ufeff")
+            if "\r" in text.rstrip("\r\n"):
+                # Lines that end in a lone CR (as a text file read with newline=""
+                # splits them): the CSV reader refuses one within a line.
+                yield from LONE_CR.split(text)
+            else:
+                yield text
 
 
 def finite_number(text: str) -> float | None:

@@ -14,6 +14,7 @@ Times in these traces carry no zone; they are read in `tz` (UTC unless told)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -37,6 +38,7 @@ from scheduler.traces.csv import (
     MAX_SECONDS,
     check_name,
     finite_number,
+    utf8_lines,
     whole_number,
 )
 from scheduler.traces.errors import IssueCollector, TraceError, TraceIssue
@@ -514,17 +516,11 @@ def import_helios(
     problems = IssueCollector(source)
     report = ImportReport(trace=Trace(jobs=()), source=source)
     collected = _Collected()
-    try:
-        # Closed by the `with` below; opened here so a missing file is a TraceError.
-        handle = Path(path).open(encoding="utf-8-sig", newline="")  # noqa: SIM115
-    except OSError as exc:
-        raise TraceError(source, [TraceIssue(None, None, f"cannot read: {exc.strerror}")]) from exc
-    with handle:
-        reader = csv.reader(handle)
+    lines = utf8_lines(Path(path))
+    with contextlib.closing(lines):
+        reader = csv.reader(lines)
         try:
             header = [c.strip() for c in next(reader, [])]
-        except UnicodeDecodeError as exc:
-            raise TraceError(source, [TraceIssue(None, None, "not UTF-8 text")]) from exc
         except csv.Error as exc:
             raise TraceError(source, [TraceIssue(1, None, f"not CSV: {exc}")]) from exc
         index = {name: i for i, name in enumerate(header)}
@@ -547,8 +543,6 @@ def import_helios(
                 _helios_row(row, reader.line_num, index, report, collected, problems, members, zone)
         except csv.Error as exc:
             problems.add(reader.line_num, None, f"not CSV: {exc}")
-        except UnicodeDecodeError:
-            problems.add(None, None, "not UTF-8 text")
     return _finish(report, collected, problems, members)
 
 

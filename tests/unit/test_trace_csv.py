@@ -291,3 +291,22 @@ def test_checkpointable_column_is_optional_per_job_and_round_trips(tmp_path: Pat
     plain = read_trace(f"{HEADER}\nj1,lab,0,60,1,1\n")
     write_trace(plain, path)
     assert path.read_text().splitlines()[0].endswith(",gpu_model,priority")
+
+
+def test_bytes_that_are_not_utf8_name_their_line_and_lone_cr_lines_still_read(
+    tmp_path: Path,
+) -> None:
+    """Decoded by the file object a chunk at a time, a Latin-1 byte on line 1,502 of
+    2,000 was "not UTF-8 text" with no line. Lines ending in a lone CR are lines."""
+    header = b"job_id,org,submit_time,duration_s,num_pods,gpus_per_pod\n"
+    rows = [f"j{i},a,{i},60,1,1\n".encode() for i in range(2000)]
+    rows[1500] = b"j1500,caf\xe9,1500,60,1,1\n"
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(header + b"".join(rows))
+    with pytest.raises(TraceError) as info:
+        read_trace(latin)
+    assert [i.line for i in info.value.issues] == [1502]
+    assert "not UTF-8 text" in info.value.issues[0].message
+    old_mac = tmp_path / "cr.csv"
+    old_mac.write_bytes(header.replace(b"\n", b"\r") + b"a,a,0,60,1,1\rb,a,5,60,1,1\r")
+    assert [j.job_id for j in read_trace(old_mac).jobs] == ["a", "b"]
