@@ -44,10 +44,10 @@ def test_bad_policy_files_are_one_line_and_exit_2(tmp_path: Path, case: str, com
 
 def test_a_non_utf8_trace_is_one_line_and_exit_2(tmp_path: Path) -> None:
     trace = tmp_path / "trace.csv"
-    trace.write_bytes(b"job_id,org\n\xff\xfe\n")
+    trace.write_bytes(b"job_id,org,submit_time,duration_s,num_pods,gpus_per_pod\n\xff\xfe\n")
     result = CliRunner().invoke(cli, ["trace", "check", str(trace)])
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert "UTF-8" in result.output
+    assert "line 2: not UTF-8 text" in result.output
 
 
 @pytest.mark.parametrize(
