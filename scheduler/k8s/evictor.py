@@ -288,12 +288,15 @@ class Evictor:
                 _request_timeout=(5, 30),
             )
         except ApiException as exc:
-            return f"; its job's reclaim record not kept on {record.kind} {record.name}: " + (
-                f"{exc.status} {exc.reason}"
-            )
+            why = f"{exc.status} {exc.reason}"
         except Exception as exc:  # no answer
-            return f"; its job's reclaim record not kept on {record.kind} {record.name}: {exc}"
-        return ""
+            why = f"{type(exc).__name__}: {exc}"
+        else:
+            return ""
+        where = f"{record.kind} {record.namespace}/{record.name}"
+        # Logged here: an eviction that went through is not logged otherwise.
+        log.warning("reclaim record of an evicted pod's job not kept on %s: %s", where, why)
+        return f"; its job's reclaim record not kept on {where}: {why}"
 
     def _unclear(self, pod: PodInfo, what: str) -> tuple[EvictOutcome, str]:
         """After an answer that does not say whether the eviction went through: evicted

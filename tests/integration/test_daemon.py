@@ -31,6 +31,7 @@ from scheduler.k8s.daemon import Daemon, DaemonConfig, PolicyConfigMap, Schedule
 from scheduler.k8s.evictor import Evictor, EvictResult
 from scheduler.k8s.labels import RECLAIMS_ANNOTATION
 from scheduler.k8s.objects import PodInfo, pod_info
+from scheduler.k8s.owners import Owner
 from tests.controlplane import ControlPlane
 from tests.controlplane.nodes import create_nodes, wait_nodes_ready
 from tests.integration.conftest import TEST_NAMESPACE_LABEL, TEST_NODE_LABEL
@@ -1026,3 +1027,28 @@ def test_an_annotation_patch_whose_answer_is_lost_is_put_back(pool: Pool) -> Non
     current = pool.core.read_namespaced_pod("worker-0", ns)
     assert RECLAIMS_ANNOTATION not in (current.metadata.annotations or {})
     assert current.metadata.deletion_timestamp is None
+
+
+def test_an_eviction_whose_reclaim_record_cannot_be_kept_still_goes_through(
+    pool: Pool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The object that would keep the job's reclaim record is not there (deleted, or
+    its kind not installed): the eviction stands, and a warning says the record was not
+    kept (an eviction that went through logs nothing else)."""
+    pool.add_member("a")
+    created = pool.pod("a", "worker-0")
+    victim = pod_info(pool.core.api_client.sanitize_for_serialization(created))
+    results: list[EvictResult] = []
+    evictor = Evictor(pool.plane.api_client("scheduler"), on_result=results.append)
+    gone = Owner(kind="Job", namespace=pool.ns("a"), name="deleted-job", uid="no-such-uid")
+    try:
+        preemption = Preemption(victim.uid, "a/worker", "a", "b", "b/x", "r", 0, "entitlement")
+        assert evictor.submit(preemption, victim, gone)
+        evictor.wait_idle()
+    finally:
+        evictor.close()
+    assert [r.outcome for r in results] == ["evicted"]
+    assert "reclaim record not kept on Job" in results[0].detail and "404" in results[0].detail
+    assert "reclaim record of an evicted pod's job not kept" in caplog.text
+    # Evicted with no grace period: gone, or going.
+    assert all(p.metadata.deletion_timestamp for p in pool.pods("a"))

@@ -366,7 +366,7 @@ SCHEDULER_MUST_NOT: list[Access] = [
     # The owners gangs are read from: read only.
     ("create", "batch", "jobs", "", "NS", ""),
     ("delete", "batch", "jobs", "", "NS", ""),
-    ("patch", "jobset.x-k8s.io", "jobsets", "", "NS", ""),
+    ("update", "jobset.x-k8s.io", "jobsets", "", "NS", ""),  # patch only: the reclaim record
     ("update", "kubeflow.org", "pytorchjobs", "", "NS", ""),
     ("list", "kubeflow.org", "tfjobs", "", "", ""),
     # Least privilege: events are posted, never changed; the history and the Policy's
@@ -389,6 +389,7 @@ SCHEDULER_MUST: list[Access] = [
     ("watch", "batch", "jobs", "", "", ""),
     ("list", "jobset.x-k8s.io", "jobsets", "", "", ""),
     ("watch", "kubeflow.org", "pytorchjobs", "", "", ""),
+    ("patch", "kubeflow.org", "pytorchjobs", "", "NS", ""),  # a reclaimed job's record
     ("watch", "scheduling.volcano.sh", "podgroups", "", "", ""),
 ]
 METER_MUST_NOT: list[Access] = [
