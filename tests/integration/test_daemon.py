@@ -616,6 +616,28 @@ def test_requests_outside_the_generated_client_keep_its_answers(pool: Pool) -> N
     assert pool.core.read_namespaced_pod("held", ns).spec.node_name == node
 
 
+def _evict_once(
+    pool: Pool,
+    victim: PodInfo,
+    record: Owner | None = None,
+    patch: Callable[..., Any] | None = None,
+) -> list[EvictResult]:
+    """The results of one eviction of `victim` by an evictor of its own (the scheduler's
+    identity), for job a/worker: `record` keeps its job's reclaim record, and `patch`,
+    given the evictor's pod patch call, returns the call to make instead."""
+    results: list[EvictResult] = []
+    evictor = Evictor(pool.plane.api_client("scheduler"), on_result=results.append)
+    if patch is not None:
+        evictor._core.patch_namespaced_pod = patch(evictor._core.patch_namespaced_pod)  # type: ignore[method-assign]
+    try:
+        preemption = Preemption(victim.uid, "a/worker", "a", "b", "b/x", "r", 0, "entitlement")
+        assert evictor.submit(preemption, victim, record)
+        evictor.wait_idle()
+    finally:
+        evictor.close()
+    return results
+
+
 def test_a_victim_replaced_under_its_name_is_not_annotated(pool: Pool) -> None:
     """A controller that names its pods (a StatefulSet) may replace a victim by a pod of
     the same name between the decision and the eviction. The victim's annotations carry
@@ -629,14 +651,7 @@ def test_a_victim_replaced_under_its_name_is_not_annotated(pool: Pool) -> None:
     wait_until(lambda: not pool.pods("a"), what="the old pod gone")
     new = pool.pod("a", "worker-0")
     assert new.metadata.uid != victim.uid
-    results: list[EvictResult] = []
-    evictor = Evictor(pool.plane.api_client("scheduler"), on_result=results.append)
-    try:
-        preemption = Preemption(victim.uid, "a/worker", "a", "b", "b/x", "r", 0, "entitlement")
-        assert evictor.submit(preemption, victim)
-        evictor.wait_idle()
-    finally:
-        evictor.close()
+    results = _evict_once(pool, victim)
     assert [(r.outcome, r.detail) for r in results] == [("gone", "pod replaced")]
     current = pool.core.read_namespaced_pod("worker-0", ns)
     assert current.metadata.uid == new.metadata.uid
@@ -1003,24 +1018,19 @@ def test_an_annotation_patch_whose_answer_is_lost_is_put_back(pool: Pool) -> Non
     ns = pool.ns("a")
     created = pool.pod("a", "worker-0")
     victim = pod_info(pool.core.api_client.sanitize_for_serialization(created))
-    results: list[EvictResult] = []
-    evictor = Evictor(pool.plane.api_client("scheduler"), on_result=results.append)
-    applied = evictor._core.patch_namespaced_pod
 
-    def answer_lost(name: str, namespace: str, body: Any, **kwargs: Any) -> Any:
-        answer = applied(name, namespace, body, **kwargs)
-        if body["metadata"]["annotations"].get(RECLAIMS_ANNOTATION) is None:
-            return answer  # putting them back: answered
-        read_body(answer)  # the server applied the victim's annotations, but its answer
-        raise urllib3.exceptions.ReadTimeoutError(None, "/", "read timed out")  # is lost
+    def lost_answer(applied: Callable[..., Any]) -> Callable[..., Any]:
+        def answer_lost(name: str, namespace: str, body: Any, **kwargs: Any) -> Any:
+            answer = applied(name, namespace, body, **kwargs)
+            if body["metadata"]["annotations"].get(RECLAIMS_ANNOTATION) is None:
+                return answer  # putting them back: answered
+            # The server applied the victim's annotations, but the answer is lost.
+            read_body(answer)
+            raise urllib3.exceptions.ReadTimeoutError(None, "/", "read timed out")
 
-    evictor._core.patch_namespaced_pod = answer_lost  # type: ignore[method-assign]
-    try:
-        preemption = Preemption(victim.uid, "a/worker", "a", "b", "b/x", "r", 0, "entitlement")
-        assert evictor.submit(preemption, victim)
-        evictor.wait_idle()
-    finally:
-        evictor.close()
+        return answer_lost
+
+    results = _evict_once(pool, victim, patch=lost_answer)
     assert [r.outcome for r in results] == ["failed"]
     assert "ReadTimeoutError" in results[0].detail
     assert "could not be put back" not in results[0].detail
@@ -1038,15 +1048,8 @@ def test_an_eviction_whose_reclaim_record_cannot_be_kept_still_goes_through(
     pool.add_member("a")
     created = pool.pod("a", "worker-0")
     victim = pod_info(pool.core.api_client.sanitize_for_serialization(created))
-    results: list[EvictResult] = []
-    evictor = Evictor(pool.plane.api_client("scheduler"), on_result=results.append)
     gone = Owner(kind="Job", namespace=pool.ns("a"), name="deleted-job", uid="no-such-uid")
-    try:
-        preemption = Preemption(victim.uid, "a/worker", "a", "b", "b/x", "r", 0, "entitlement")
-        assert evictor.submit(preemption, victim, gone)
-        evictor.wait_idle()
-    finally:
-        evictor.close()
+    results = _evict_once(pool, victim, gone)
     assert [r.outcome for r in results] == ["evicted"]
     assert "reclaim record not kept on Job" in results[0].detail and "404" in results[0].detail
     assert "reclaim record of an evicted pod's job not kept" in caplog.text
