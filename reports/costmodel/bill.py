@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from policies.model import Policy
+from policies.model import IdleCostRule, Policy
 from reports.costmodel.money import cents
 from reports.costmodel.prices import PriceBook, gpu_hours, priced, priced_by_model
 from reports.costmodel.rated import RatedLines
@@ -107,6 +107,24 @@ def lost_versions(lost: pd.DataFrame, version_of_hour: pd.Series, current: int) 
 
 
 @dataclass(frozen=True)
+class IdleUnderRule:
+    """The idle capacity of the month's hours whose policy version has one idle cost
+    rule (`billing.idleCost`), and what that rule makes of it."""
+
+    rule: IdleCostRule
+    hours: pd.Series
+    """owner -> idle GPU-hours."""
+    value: dict[str, Decimal]
+    """owner -> their value at price, exact."""
+    returned: dict[str, Decimal]
+    """owner -> what it returns to the pool, cents (none under `owner`)."""
+    share: dict[str, Decimal]
+    """member -> its share of the pool, cents (none under `owner`)."""
+    rated: RatedLines = field(default_factory=dict)
+    """(owner, GPU model) -> idle GPU-hours at each rate."""
+
+
+@dataclass(frozen=True)
 class BillParts:
     """Everything the invoice lines and summary rows are made from."""
 
@@ -146,3 +164,6 @@ class BillParts:
     """(member, GPU model) -> GPU-hours used within its purchased GPUs at each rate."""
     rated_lost: RatedLines = field(default_factory=dict)
     """(member, GPU model) -> GPU-hours lost to reclaim at each rate."""
+    idle_by_rule: tuple[IdleUnderRule, ...] = ()
+    """The month's idle capacity split by the idle cost rule of each hour's policy
+    version, in the order the rules first apply (one part in most months)."""

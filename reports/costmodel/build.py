@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -12,7 +12,7 @@ import pandas as pd
 
 from policies.model import Policy, SharedFixedCost
 from reports.costmodel.bill import LOST, BillParts, lost_versions, month_gpu_hours, month_prices
-from reports.costmodel.capacity import hourly_capacity, idle_cost_split
+from reports.costmodel.capacity import hourly_capacity, idle_under_rules
 from reports.costmodel.coverage import Coverage, local_days, measure_coverage, month_hour_index
 from reports.costmodel.frames import (
     UNATTRIBUTED,
@@ -125,8 +125,8 @@ def build_month_report(
     charges = others_hardware_charges(prices.charged)
     contribution = {m: float(hours.contributed.get(m, 0.0)) for m in inputs.members}
     use = {m: float(hours.used.get(m, 0.0)) for m in inputs.members}
-    idle_returned, idle_share = idle_cost_split(
-        policy, prices.idle, contribution, use, inputs.members, flags
+    idle = idle_under_rules(
+        policy, known, book, capacity_hourly, contribution, use, inputs.members, flags
     )
     shared = shared_cost_shares(policy, contribution, use, inputs.members, flags)
     parts = BillParts(
@@ -139,8 +139,8 @@ def build_month_report(
         prices=prices,
         charges=charges,
         purchases=purchases,
-        idle_returned=idle_returned,
-        idle_share=idle_share,
+        idle_returned=_summed(p.returned for p in idle),
+        idle_share=_summed(p.share for p in idle),
         shared=shared,
         has_data=_members_with_data(inputs),
         efficiency=efficiency(inputs.usage, inputs.members),
@@ -153,6 +153,7 @@ def build_month_report(
         ),
         purchased_hours=purchased_gpu_hours(policy, book, inputs.version_of_hour),
         rated_idle=by_rate(book, capacity_hourly, ["owner"], "idle"),
+        idle_by_rule=idle,
         rated_within_purchase=by_rate(book, usage_split, ["member"], "within_purchase"),
         rated_lost=by_rate(
             book,
@@ -338,9 +339,18 @@ def _month_report(
         capacity_cost=capacity_total,
         shared_fixed_cost=shared_total,
         complete=coverage.complete,
-        idle_cost_rule=policy.billing.idle_cost.value,
+        idle_cost_rule=", ".join(p.rule.value for p in parts.idle_by_rule)
+        or policy.billing.idle_cost.value,
         unattributed=inputs.unattributed,
     )
+
+
+def _summed(parts: Iterable[Mapping[str, Decimal]]) -> dict[str, Decimal]:
+    out: dict[str, Decimal] = {}
+    for part in parts:
+        for key, value in part.items():
+            out[key] = out.get(key, ZERO) + value
+    return out
 
 
 def _members_with_data(inputs: MonthInputs) -> set[str]:

@@ -8,7 +8,10 @@ from decimal import Decimal
 import pandas as pd
 
 from policies.model import IdleCostRule, Policy
+from reports.costmodel.bill import IdleUnderRule
 from reports.costmodel.money import ZERO, cents, split
+from reports.costmodel.prices import PriceBook, gpu_hours, priced
+from reports.costmodel.rated import by_rate
 from reports.costmodel.shared import rule_weights
 
 
@@ -45,7 +48,47 @@ def hourly_capacity(
     return hourly
 
 
+def idle_under_rules(
+    policy: Policy,
+    known: Mapping[int, Policy],
+    book: PriceBook,
+    capacity: pd.DataFrame,
+    contribution_weight: Mapping[str, float],
+    usage_weight: Mapping[str, float],
+    members: list[str],
+    flags: list[str],
+) -> tuple[IdleUnderRule, ...]:
+    """The idle capacity of `capacity` (`hourly_capacity`) under the idle cost rule of
+    each hour's policy version (`known`, else `policy`), one part per rule in the order
+    the rules first apply. Under the rule of the month's last version alone, a switch
+    from `owner` to a pooled rule on the 20th pooled the idle capacity of the whole
+    month."""
+    versions = capacity.sort_values("hour")["policy_version"].astype("int64")
+    under: dict[IdleCostRule, list[int]] = {}
+    for version in dict.fromkeys(versions.tolist()):
+        under.setdefault(known.get(version, policy).billing.idle_cost, []).append(version)
+    parts = []
+    for rule, of_rule in under.items() or [(policy.billing.idle_cost, [])]:
+        rows = capacity[capacity["policy_version"].isin(of_rule)] if len(under) > 1 else capacity
+        value = priced(book, rows, ["owner"], "idle")
+        returned, share = idle_cost_split(
+            rule, policy, value, contribution_weight, usage_weight, members, flags
+        )
+        parts.append(
+            IdleUnderRule(
+                rule=rule,
+                hours=gpu_hours(rows, "owner", "idle"),
+                value=value,
+                returned=returned,
+                share=share,
+                rated=by_rate(book, rows, ["owner"], "idle"),
+            )
+        )
+    return tuple(parts)
+
+
 def idle_cost_split(
+    rule: IdleCostRule,
     policy: Policy,
     idle_exact: Mapping[str, Decimal],
     contribution_weight: Mapping[str, float],
@@ -54,8 +97,7 @@ def idle_cost_split(
     flags: list[str],
 ) -> tuple[dict[str, Decimal], dict[str, Decimal]]:
     """(idle capacity cost each owner returns to the pool, each member's share of the
-    pool) under `billing.idleCost`; both empty under `owner` (the owner bears it)."""
-    rule = policy.billing.idle_cost
+    pool) under the idle cost `rule`; both empty under `owner` (the owner bears it)."""
     if rule is IdleCostRule.OWNER:
         return {}, {}
     returned = {owner: cents(v) for owner, v in idle_exact.items()}

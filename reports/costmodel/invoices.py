@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from policies.model import IdleCostRule
-from reports.costmodel.bill import BillParts
+from reports.costmodel.bill import BillParts, IdleUnderRule
 from reports.costmodel.frames import LOST_CAUSES
 from reports.costmodel.money import ZERO, cents, largest_remainder
 from reports.costmodel.rated import Rated, RatedLines, split, split_models
@@ -219,13 +219,21 @@ def _purchase_lines(
 
 
 def idle_lines(m: str, parts: BillParts, lines: InvoiceLines) -> Decimal:
-    """Idle capacity on `m`'s nodes under the idle cost rule; returns the adjustment
-    (share of the pooled idle capacity minus what `m` returned to the pool)."""
-    rule = parts.policy.billing.idle_cost
-    idle_h = float(parts.hours.idle.get(m, 0.0))
-    returned = parts.idle_returned.get(m, ZERO)
-    share = parts.idle_share.get(m, ZERO)
-    own_models = _member_models(parts.rated_idle, m)
+    """Idle capacity on `m`'s nodes under the idle cost rule of each hour's policy
+    version; returns the adjustment (share of the pooled idle capacity minus what `m`
+    returned to the pool)."""
+    several = len(parts.idle_by_rule) > 1
+    return sum((_idle_lines(m, idle, lines, several) for idle in parts.idle_by_rule), start=ZERO)
+
+
+def _idle_lines(m: str, idle: IdleUnderRule, lines: InvoiceLines, several: bool) -> Decimal:
+    """`idle_lines` for the hours under one rule (`several`: the month has others, and
+    the returned line names its rule)."""
+    rule = idle.rule
+    idle_h = float(idle.hours.get(m, 0.0))
+    returned = idle.returned.get(m, ZERO)
+    share = idle.share.get(m, ZERO)
+    own_models = _member_models(idle.rated, m)
     if rule is IdleCostRule.OWNER:
         if idle_h > 0:
             _rated_lines(
@@ -234,7 +242,7 @@ def idle_lines(m: str, parts: BillParts, lines: InvoiceLines) -> Decimal:
                 "info",
                 "Idle capacity on own nodes (in the capacity cost: idle cost rule 'owner')",
                 own_models,
-                cents(parts.prices.idle.get(m, ZERO)),
+                cents(idle.value.get(m, ZERO)),
                 "info_value",
                 idle_h,
             )
@@ -244,13 +252,14 @@ def idle_lines(m: str, parts: BillParts, lines: InvoiceLines) -> Decimal:
             m,
             lines,
             "idle",
-            "Idle capacity on own nodes, returned to the pool",
+            "Idle capacity on own nodes, returned to the pool"
+            + (f" ({rule.value})" if several else ""),
             own_models,
             -returned,
             "amount",
             idle_h,
         )
-    if m in parts.idle_share:
+    if m in idle.share:
         lines.add(m, "idle", f"Share of pooled idle capacity ({rule.value})", amount=share)
     return share - returned
 

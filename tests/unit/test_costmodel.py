@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -28,6 +29,7 @@ from reports.costmodel import (
 )
 from reports.costmodel.frames import LOST_CAUSES, UNATTRIBUTED, FrameError
 from reports.costmodel.policy_history import PolicyHistory
+from reports.rendering.render import write_report
 from scheduler.engine.decisions import PREEMPTION_CAUSES
 
 D = Decimal
@@ -268,6 +270,35 @@ def test_a_purchase_applied_mid_month_is_paid_from_then_on() -> None:
     )
     report = build_month_report("2026-10", v1, USAGE, CAPACITY, history=ended)
     assert column(report, "purchase_paid")["c"] == D("1832.00")
+
+
+def test_the_idle_cost_rule_follows_each_hours_policy_version(tmp_path: Path) -> None:
+    """b's node idles one A-hour at 00:00 on Oct 10, under version 1 (by-contribution);
+    version 2 (owner) is applied at 01:00. That hour's idle capacity is pooled, split
+    4:4:0 by contributed GPU-hours, as in a month all under by-contribution; under the
+    month's last version alone, b bore it."""
+    v1 = make_policy(idle="by-contribution", version=1)
+    v2 = make_policy(idle="owner", version=2)
+    history = PolicyHistory(
+        (datetime(2026, 9, 1, tzinfo=UTC), datetime(2026, 10, 10, 1, tzinfo=UTC)), (v1, v2), True
+    )
+    report = build_month_report("2026-10", v2, USAGE, CAPACITY, history=history)
+    assert column(report, "idle_adjustment") == {"a": D("0.50"), "b": D("-0.50"), "c": D("0")}
+    assert sum(totals(report).values()) == report.pool_cost
+    assert report.idle_cost_rule == "by-contribution, owner"
+    lines = report.invoices[report.invoices["section"] == "idle"]
+    assert set(lines["description"]) == {
+        "Idle capacity on own nodes, returned to the pool (by-contribution)",
+        "Share of pooled idle capacity (by-contribution)",
+    }
+    html = write_report(report, tmp_path / "report")[-1].read_text()
+    assert "follows the rule of the policy version in force then" in html
+    # The other way round: the idle hour is under `owner`, and b bears it.
+    history = PolicyHistory(
+        (datetime(2026, 9, 1, tzinfo=UTC), datetime(2026, 10, 10, 1, tzinfo=UTC)), (v2, v1), True
+    )
+    report = build_month_report("2026-10", v1, USAGE, CAPACITY, history=history)
+    assert column(report, "idle_adjustment") == {"a": D("0"), "b": D("0"), "c": D("0")}
 
 
 def test_a_shared_cost_added_mid_month_is_paid_from_then_on() -> None:
