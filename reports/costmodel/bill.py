@@ -140,8 +140,6 @@ class BillParts:
     """(user, owner) -> charge for use of the owner's hardware, cents."""
     purchases: dict[tuple[str, str], Decimal]
     """(buyer, owner) -> purchase payment, cents."""
-    idle_returned: dict[str, Decimal]
-    idle_share: dict[str, Decimal]
     shared: dict[str, dict[str, Decimal]]
     """shared cost name -> member -> share, cents."""
     has_data: set[str]
@@ -158,8 +156,6 @@ class BillParts:
     """(buyer, host, GPU model) -> purchased GPU-hours that host serves at each rate."""
     purchased_hours: dict[tuple[str, str], float] = field(default_factory=dict)
     """(member, GPU model) -> purchased GPU-hours of the month (each hour's version)."""
-    rated_idle: RatedLines = field(default_factory=dict)
-    """(owner, GPU model) -> idle capacity GPU-hours at each rate."""
     rated_within_purchase: RatedLines = field(default_factory=dict)
     """(member, GPU model) -> GPU-hours used within its purchased GPUs at each rate."""
     rated_lost: RatedLines = field(default_factory=dict)

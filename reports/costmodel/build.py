@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -139,8 +139,6 @@ def build_month_report(
         prices=prices,
         charges=charges,
         purchases=purchases,
-        idle_returned=_summed(p.returned for p in idle),
-        idle_share=_summed(p.share for p in idle),
         shared=shared,
         has_data=_members_with_data(inputs),
         efficiency=efficiency(inputs.usage, inputs.members),
@@ -152,7 +150,6 @@ def build_month_report(
             policy, book, hours.contributed_by_model, inputs.version_of_hour
         ),
         purchased_hours=purchased_gpu_hours(policy, book, inputs.version_of_hour),
-        rated_idle=by_rate(book, capacity_hourly, ["owner"], "idle"),
         idle_by_rule=idle,
         rated_within_purchase=by_rate(book, usage_split, ["member"], "within_purchase"),
         rated_lost=by_rate(
@@ -343,14 +340,6 @@ def _month_report(
         or policy.billing.idle_cost.value,
         unattributed=inputs.unattributed,
     )
-
-
-def _summed(parts: Iterable[Mapping[str, Decimal]]) -> dict[str, Decimal]:
-    out: dict[str, Decimal] = {}
-    for part in parts:
-        for key, value in part.items():
-            out[key] = out.get(key, ZERO) + value
-    return out
 
 
 def _members_with_data(inputs: MonthInputs) -> set[str]:
