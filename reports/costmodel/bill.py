@@ -69,7 +69,6 @@ class Prices:
 
     capacity_cost: dict[tuple[str, str], Decimal]
     """(owner, GPU model) -> contributed capacity at price, in cents."""
-    idle: dict[str, Decimal]
     charged: dict[tuple[str, str], Decimal]
     """(user, owner) -> use of the owner's hardware beyond purchased GPUs."""
     charged_by_model: dict[tuple[str, str, str], Decimal]
@@ -88,7 +87,6 @@ def month_prices(
     capacity_exact: dict[Any, Decimal] = priced_by_model(book, capacity, ["owner"], "billed")
     return Prices(
         capacity_cost={k: cents(v) for k, v in capacity_exact.items()},
-        idle=priced(book, capacity, ["owner"], "idle"),
         charged=priced(book, usage_split, ["member", "owner"], CHARGED),
         charged_by_model=priced_by_model(book, usage_split, ["member", "owner"], CHARGED),
         within_purchase=priced(book, usage_split, ["member"], "within_purchase"),
