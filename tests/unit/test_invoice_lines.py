@@ -19,9 +19,10 @@ D = Decimal
 PRICED_SECTIONS = ("capacity", "others-hardware", "lent", "purchase")
 
 
-def history_with_new_price() -> PolicyHistory:
-    """Version 0 (H at 2.00) until H1, version 1 (H at 4.00) from H1 on."""
-    old = make_policy(c_purchased="{A: 1}", version=0)
+def history_with_new_price(idle: str = "owner") -> PolicyHistory:
+    """Version 0 (H at 2.00) until H1, version 1 (H at 4.00) from H1 on; both with the
+    idle cost rule `idle` (each hour's idle capacity follows its version's rule)."""
+    old = make_policy(idle=idle, c_purchased="{A: 1}", version=0)
     new = parse_policy(
         """
 apiVersion: fairpool.io/v1
@@ -37,9 +38,9 @@ spec:
     - {name: c, namespaces: [c], purchased: {A: 1}}
   billing:
     timeZone: Europe/Paris
-    idleCost: owner
+    idleCost: IDLE
     sharedFixedCosts: [{name: ops, monthlyAmount: "100.00", split: equal}]
-"""
+""".replace("IDLE", idle)
     )
     return PolicyHistory((datetime(2026, 9, 1, tzinfo=UTC), H1.to_pydatetime()), (old, new), True)
 
@@ -117,7 +118,7 @@ def _two_model_report(idle: str, with_history: bool) -> MonthReport:
         ],
         ignore_index=True,
     )
-    history = history_with_new_price() if with_history else None
+    history = history_with_new_price(idle) if with_history else None
     return build_month_report(
         "2026-10",
         make_policy(idle=idle, c_purchased="{A: 1}"),
