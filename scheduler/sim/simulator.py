@@ -93,8 +93,9 @@ class EventKind(IntEnum):
     GRACE_END = 1
     ARRIVAL = 2
     WAKE = 3
-    """Time alone changes what the engine may do: a reclaimable pod passes the min runtime
-    and may be preempted, or a waiting job at `maxReclaimsPerJob` reaches the end of its
+    """Time alone changes what the engine may do: a running job passes the min runtime
+    and may be preempted or moved, a waiting job has waited `reclaimOvertakenAfterSeconds`,
+    or a waiting job at `maxReclaimsPerJob` reaches the end of its
     `reclaimLimitWindowSeconds` and may borrow anywhere. The daemon would notice within
     its 1 s idle cycle, so the simulator runs a cycle then too."""
 
@@ -583,7 +584,6 @@ class Simulator:
         by_job: dict[str, dict[str, str]] = {}
         for bind in decisions.binds:
             by_job.setdefault(bind.job_id, {})[bind.pod_uid] = bind.node
-        reclaimable_jobs = {b.job_id for b in decisions.binds if b.reclaimable}
         for job_id, placement in by_job.items():
             pending = self.cluster.pending.get(job_id)
             if pending is None:
@@ -614,7 +614,10 @@ class Simulator:
                 record.first_start = now
             record.token += 1
             self._push(now + record.remaining_s, EventKind.COMPLETION, job_id, record.token)
-            if job_id in reclaimable_jobs and self._min_runtime > 0:
+            if self._min_runtime > 0:
+                # The job becomes movable or reclaimable then, whether or not it was
+                # reclaimable when bound (its member's share moves, and consolidation
+                # moves work within entitlement): a cycle then, as the daemon's would run.
                 self._push(now + self._min_runtime, EventKind.WAKE, job_id, record.token)
 
     def _apply_preemptions(

@@ -633,6 +633,21 @@ def test_consolidation_moves_borrowed_work_and_is_counted_apart() -> None:
     assert off.jobs["a1"].first_start == 10_000 and off.consolidation_preemptions == 0
 
 
+def test_a_move_waits_for_min_runtime_of_work_bound_within_entitlement() -> None:
+    # a owns two 4-GPU nodes and fills them with eight 1-GPU jobs at t=0, all within its
+    # entitlement (none reclaimable when bound); one pair on each node ends at t=100. a's
+    # own 4-GPU job a9 arrives at t=200: moving two of a's small jobs opens a node, but
+    # they may be moved only once they have run 600 s. Nothing arrives or ends then: the
+    # simulator must still run a cycle at t=600 (the daemon's would), so a9 starts when
+    # the moved pods' grace period ends, not when the small jobs end at t=10,000.
+    nodes = (node("a-0", "a", 4), node("a-1", "a", 4))
+    ends = [100, 100, 10_000, 10_000] * 2
+    jobs = trace(*(job(f"a{k}", "a", 0, ends[k], 1) for k in range(8)), job("a9", "a", 200, 500, 4))
+    result = Simulator(nodes, policy(min_runtime=600), jobs).run()
+    assert result.consolidation_preemptions == 2
+    assert result.jobs["a9"].first_start == 630
+
+
 def test_a_job_at_the_reclaim_limit_borrows_again_when_its_window_ends() -> None:
     # a (no H100 entitlement, checkpointable) borrows b's node for a1 (4 GPUs, 1,800 s);
     # b takes it back at t=60, 300 and 360: a1 is at maxReclaimsPerJob (3). Bigger than
