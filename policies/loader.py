@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from policies.model import Policy
-from policies.yamldoc import load_document, validate_document
+from policies.yamldoc import load_document, read_document_text, validate_document
 
 DEFAULT_POLICY = Path(__file__).parent / "defaults" / "policy.yaml"
 
@@ -19,6 +19,10 @@ def load_policy(path: str | Path | None = None) -> Policy:
     return load_document(Policy, path if path is not None else DEFAULT_POLICY)
 
 
-def policy_source_text(path: str | Path | None = None) -> str:
-    """The text `load_policy(path)` reads, to keep beside what was computed with it."""
-    return Path(path if path is not None else DEFAULT_POLICY).read_text(encoding="utf-8")
+def load_policy_source(path: str | Path | None = None) -> tuple[Policy, str]:
+    """`load_policy(path)` and the text it was read from, to keep beside what was
+    computed with it: read once, so the copy is the policy that was used even when the
+    file changes meanwhile."""
+    file = path if path is not None else DEFAULT_POLICY
+    text = read_document_text(file)
+    return validate_document(Policy, text, str(file)), text

@@ -227,14 +227,19 @@ def _capped(issues: list[FieldIssue]) -> list[FieldIssue]:
     return [*issues[:MAX_ISSUES], FieldIssue("", f"... and {more:,} more error(s)")]
 
 
-def load_document(model: type[M], path: str | Path) -> M:
-    """`validate_document` on a file; an unreadable file is a PolicyError too."""
+def read_document_text(path: str | Path) -> str:
+    """A document file's text; an unreadable file, or one that is not UTF-8, is a
+    PolicyError naming it."""
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
+        return file.read_text(encoding="utf-8")
     except OSError as exc:
         raise PolicyError(str(file), [FieldIssue("", f"cannot read: {exc.strerror}")]) from exc
     except UnicodeDecodeError as exc:
         issue = FieldIssue("", f"not UTF-8 text (byte {exc.start}: {exc.reason})")
         raise PolicyError(str(file), [issue]) from exc
-    return validate_document(model, text, str(file))
+
+
+def load_document(model: type[M], path: str | Path) -> M:
+    """`validate_document` on a file; an unreadable file is a PolicyError too."""
+    return validate_document(model, read_document_text(path), str(path))

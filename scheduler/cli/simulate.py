@@ -18,7 +18,7 @@ from rich.table import Table
 from policies.errors import InputError
 from policies.instants import YEARS, within
 from policies.inventory import ClusterInventory, load_inventory
-from policies.loader import load_policy, policy_source_text
+from policies.loader import load_policy_source
 from policies.model import Policy
 from scheduler.cli.options import FiniteRange
 from scheduler.cli.tables import print_table
@@ -280,8 +280,9 @@ def _load_inputs(
     days: float,
     load: float,
     seed: int,
-) -> tuple[Policy, ClusterInventory, Trace, str]:
-    policy = load_policy(policy_file)
+) -> tuple[Policy, str, ClusterInventory, Trace, str]:
+    """The policy (and its text), the inventory and the trace, checked together."""
+    policy, policy_text = load_policy_source(policy_file)
     inventory = load_inventory(cluster)
     check_inventory(inventory, policy, str(cluster or "built-in cluster"))
     nodes = build_nodes(inventory)
@@ -302,7 +303,7 @@ def _load_inputs(
         )
         source = str(trace_file)
     check_trace(trace, nodes, policy, source)
-    return policy, inventory, trace, source
+    return policy, policy_text, inventory, trace, source
 
 
 @click.command()
@@ -385,10 +386,9 @@ def simulate(
     console = Console(highlight=False)
     if not console.is_terminal:
         console = Console(highlight=False, width=max(console.width, 150))
-    policy, inventory, trace, source = _load_inputs(
+    policy, policy_text, inventory, trace, source = _load_inputs(
         cluster, policy_file, trace_file, days, load, seed
     )
-    policy_text = policy_source_text(policy_file)
     start = _trace_start(start_text, trace, policy)
     check_out_dir(out)
     nodes = build_nodes(inventory)
