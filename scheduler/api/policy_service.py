@@ -20,6 +20,7 @@ from scheduler.api.policy_store import (
     StoredPolicyBroken,
     StoredVersion,
     VersionConflict,
+    VersionsExhausted,
     member_version,
     policy_diff,
 )
@@ -177,7 +178,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             )
         except VersionConflict as exc:
             abort(context, grpc.StatusCode.ABORTED, f"{exc}: get the policy again and reapply")
-        except StoredPolicyBroken as exc:
+        except (StoredPolicyBroken, VersionsExhausted) as exc:
             abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         except (AuditUnavailable, AppliedNotRecorded) as exc:
             # Both say whether the change is in force; neither needs an incident id.

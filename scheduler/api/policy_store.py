@@ -32,10 +32,10 @@ import yaml
 
 from policies.crd import GROUP, PLURAL
 from policies.crd import VERSION as CRD_VERSION
-from policies.errors import PolicyError
+from policies.errors import FieldIssue, PolicyError
 from policies.files import mode_of, sync_folder
 from policies.loader import parse_policy
-from policies.model import Policy
+from policies.model import MAX_VERSION, Policy
 
 if TYPE_CHECKING:
     from scheduler.api.policy_audit import AuditLog
@@ -45,6 +45,24 @@ log = logging.getLogger(__name__)
 
 class VersionConflict(Exception):
     """The policy changed since the version the caller based its change on."""
+
+
+class VersionsExhausted(Exception):
+    """The next version would be beyond the largest a policy version can be (a document
+    that started near it, `metadata.version`): nothing is written, since a version past
+    it could be stored but never read back."""
+
+    def __init__(self, latest: int) -> None:
+        super().__init__(
+            f"the policy is at version {latest}, the largest a policy version can be "
+            f"({MAX_VERSION}): no later version can be recorded"
+        )
+
+
+def _next_version(latest: int) -> int:
+    if latest >= MAX_VERSION:
+        raise VersionsExhausted(latest)
+    return latest + 1
 
 
 class StoredPolicyBroken(Exception):
@@ -432,7 +450,12 @@ class PolicyStore:
                 if latest is None:
                     version, origin = max(policy.version, 1), Origin.BOOTSTRAP
                 else:
-                    version, origin = latest.version + 1, Origin.EXTERNAL
+                    try:
+                        version, origin = _next_version(latest.version), Origin.EXTERNAL
+                    except VersionsExhausted as exc:
+                        raise PolicyError(
+                            self.source.name, [FieldIssue("metadata.version", str(exc))]
+                        ) from exc
                 author = f"source:{_public_name(self.source)}"
                 try:
                     entry = self._record(policy, version, origin, author, "", recorded)
@@ -508,13 +531,16 @@ class PolicyStore:
                 raise VersionConflict(
                     f"expected version {expected_version}, the current version is {base.version}"
                 )
-            version = base.version + 1
+            version = _next_version(base.version)
             policy = _named(policy, getattr(self.source, "policy_name", None))
             if source_revision is None and canonical_document(policy, None) == (
                 canonical_document(old, None)
             ):
                 return base
             document = canonical_document(policy, version)
+            # Read back before anything is written: what is stored must load again (the
+            # source at the next start, the history), or the change would be half made.
+            stored = parse_policy(document)
             if self._unrecorded is not None:
                 raise AuditUnavailable(f"version {self._unrecorded.version} is not recorded yet")
             try:
@@ -547,11 +573,11 @@ class PolicyStore:
             except Exception as exc:
                 # The database failed between its answer above and this insert: the
                 # change is in force, so it is served, and recorded once it answers.
-                self._set(entry, parse_policy(document), revision)
+                self._set(entry, stored, revision)
                 self._unrecorded = entry
                 log.error("policy version %d applied but not recorded: %s", version, exc)
                 raise AppliedNotRecorded(entry, exc) from exc
-            self._set(entry, parse_policy(document), revision)
+            self._set(entry, stored, revision)
             return entry
 
     def upkeep(self) -> None:

@@ -13,7 +13,9 @@ import pytest
 import sqlalchemy
 import yaml
 
+from policies.errors import PolicyError
 from policies.loader import DEFAULT_POLICY, parse_policy
+from policies.model import MAX_VERSION
 from proto.fairpool.v1 import policy_pb2, share_pb2
 from reports.ledger.schema import policy_versions
 from scheduler.api.policy_audit import AuditLog
@@ -90,6 +92,39 @@ def test_two_stores_on_one_file_and_database_never_share_a_version(
     with pytest.raises(Exception, match="version"):
         second.apply(parse_policy(edited({"weight": 6})), expected_version=1, author="two")
     assert [v.version for v in second.audit.list()] == [2, 1]
+
+
+def test_a_policy_at_the_largest_version_refuses_a_change_and_writes_nothing(
+    tmp_path: Path, ledger_url: str
+) -> None:
+    # A file may start at any version up to MAX_VERSION; the next one would be stored
+    # but never load again (the source at the next start, the audit history), and every
+    # later apply was refused as "already recorded".
+    text = DEFAULT_POLICY.read_text().replace(
+        "  name: demo-consortium", f"  name: demo-consortium\n  version: {MAX_VERSION}"
+    )
+    (tmp_path / "policy.yaml").write_text(text)
+    with running_server(tmp_path, ledger_url=ledger_url) as api:
+        assert current_version(api) == MAX_VERSION
+        with pytest.raises(grpc.RpcError) as refused:
+            api.policy.ApplyPolicy(
+                policy_pb2.ApplyPolicyRequest(yaml=edited({"weight": 2})), metadata=ADMIN
+            )
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert f"largest a policy version can be ({MAX_VERSION})" in str(refused.value.details())
+        assert api.policy_file.read_text() == text
+        versions = api.policy.ListPolicyVersions(
+            policy_pb2.ListPolicyVersionsRequest(omit_yaml=True), metadata=ADMIN
+        ).versions
+        assert [v.version for v in versions] == [MAX_VERSION]
+        # An edit of the file outside the API is not recorded either: the version in
+        # force stays, and the source is reported broken, naming the field (a store
+        # starting on it refuses to start, as on any broken source).
+        api.policy_file.write_text(edited({"weight": 3}))
+        assert current_version(api) == MAX_VERSION
+        with pytest.raises(PolicyError, match=r"metadata\.version: the policy is at version"):
+            PolicyStore(FileSource(api.policy_file), AuditLog(ledger_url))
+        assert [v.version for v in AuditLog(ledger_url).list()] == [MAX_VERSION]
 
 
 def test_dry_run_changes_nothing_and_reports_the_share_change(api: Running) -> None:
