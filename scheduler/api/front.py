@@ -317,6 +317,9 @@ def serve_front(conn: Connection, settings: FrontSettings) -> None:
         options=[
             ("grpc.max_receive_message_length", settings.max_receive_bytes),
             ("grpc.max_send_message_length", settings.max_send_bytes),
+            # gRPC listens with SO_REUSEPORT unless told not to: a second API on the
+            # same port started without error and took half the calls.
+            ("grpc.so_reuseport", 0),
         ],
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )

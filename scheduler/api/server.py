@@ -137,6 +137,9 @@ class ApiServer:
             options=[
                 ("grpc.max_receive_message_length", config.max_receive_bytes),
                 ("grpc.max_send_message_length", config.max_send_bytes),
+                # gRPC listens with SO_REUSEPORT unless told not to: a second API on the
+                # same port started without error and took half the calls.
+                ("grpc.so_reuseport", 0),
             ],
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
         )

@@ -37,6 +37,21 @@ def test_the_api_on_a_taken_address(tmp_path: Path, taken: str, read_front: bool
         pass
 
 
+@pytest.mark.parametrize("read_front", [False, True], ids=["alone", "with-front"])
+def test_a_second_api_on_the_port_of_a_running_one(tmp_path: Path, read_front: bool) -> None:
+    # gRPC's listeners share a port (SO_REUSEPORT) unless told not to: a second API
+    # started without error, and calls went to one or the other, each with its own policy.
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    with running_server(tmp_path / "first", address="127.0.0.1:0", read_front=read_front) as api:
+        address = f"127.0.0.1:{api.server.port}"
+        with (
+            pytest.raises(ListenError, match=f"cannot listen on {address}: taken by another"),
+            running_server(tmp_path / "second", address=address, read_front=read_front),
+        ):
+            pass
+
+
 def test_the_daemons_and_the_meters_metrics_on_a_taken_address(taken: str) -> None:
     host, port = taken.split(":")
     with pytest.raises(ListenError, match=f"cannot listen on {taken}: Address already in use"):
