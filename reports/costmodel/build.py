@@ -111,7 +111,7 @@ def build_month_report(
         policy = _prorated(policy, inputs.hours, month)
     book = PriceBook(policy, known)
     flags = check_prices(book, inputs.usage, inputs.capacity, inputs.version_of_hour)
-    usage_split = split_usage(inputs.usage, policy)
+    usage_split = split_usage(inputs.usage, policy, inputs.version_of_hour, book.by_version)
     capacity_hourly = hourly_capacity(
         inputs.capacity, usage_split, inputs.version_of_hour, policy.version, flags
     )

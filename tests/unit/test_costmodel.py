@@ -272,6 +272,30 @@ def test_a_purchase_applied_mid_month_is_paid_from_then_on() -> None:
     assert column(report, "purchase_paid")["c"] == D("1832.00")
 
 
+def test_use_is_within_a_purchase_only_in_the_hours_it_is_paid_for() -> None:
+    # c's A-hour on b's nodes is at 00:00 on Oct 10. A purchase of 1 A applied on the
+    # 20th (version 2) does not cover it: that hour is charged as use of b's hardware.
+    # It covered it when the split read only the month's last version (1 A-hour within
+    # a purchase paid for 287 hours, the charge gone).
+    v1 = make_policy(version=1, shared="[]")
+    v2 = make_policy(version=2, shared="[]", c_purchased="{A: 1}")
+    applied = (datetime(2026, 9, 1, tzinfo=UTC), datetime(2026, 10, 20, tzinfo=UTC))
+    report = build_month_report(
+        "2026-10", v2, USAGE, CAPACITY, history=PolicyHistory(applied, (v1, v2), True)
+    )
+    assert column(report, "purchase_paid")["c"] == D("287.00")
+    assert column(report, "used_within_purchase_gpu_hours")["c"] == 0.0
+    assert column(report, "used_on_others_charged_gpu_hours")["c"] == 1.0
+    assert column(report, "charges")["c"] == D("1.00")
+    # Ended on the 20th instead: the hour is within it, and not charged.
+    report = build_month_report(
+        "2026-10", v1, USAGE, CAPACITY, history=PolicyHistory(applied, (v2, v1), True)
+    )
+    assert column(report, "used_within_purchase_gpu_hours")["c"] == 1.0
+    assert column(report, "charges")["c"] == D("0")
+    assert sum(totals(report).values()) == report.pool_cost
+
+
 def test_the_idle_cost_rule_follows_each_hours_policy_version(tmp_path: Path) -> None:
     """b's node idles one A-hour at 00:00 on Oct 10, under version 1 (by-contribution);
     version 2 (owner) is applied at 01:00. That hour's idle capacity is pooled, split
