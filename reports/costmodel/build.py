@@ -129,6 +129,7 @@ def build_month_report(
         policy, known, book, capacity_hourly, contribution, use, inputs.members, flags
     )
     shared = shared_cost_shares(policy, contribution, use, inputs.members, flags)
+    purchased = purchased_gpu_hours(policy, book, inputs.version_of_hour)
     parts = BillParts(
         policy=policy,
         members=inputs.members,
@@ -140,7 +141,7 @@ def build_month_report(
         charges=charges,
         purchases=purchases,
         shared=shared,
-        has_data=_members_with_data(inputs),
+        has_data=_members_with_data(inputs, purchased),
         efficiency=efficiency(inputs.usage, inputs.members),
         pooling_dividend=_pooling_dividends(simulation_summary),
         rated_charges=by_rate(book, usage_split, ["member", "owner"], CHARGED),
@@ -149,7 +150,7 @@ def build_month_report(
         rated_purchases=purchase_detail(
             policy, book, hours.contributed_by_model, inputs.version_of_hour
         ),
-        purchased_hours=purchased_gpu_hours(policy, book, inputs.version_of_hour),
+        purchased_hours=purchased,
         idle_by_rule=idle,
         rated_within_purchase=by_rate(book, usage_split, ["member"], "within_purchase"),
         rated_lost=by_rate(
@@ -342,12 +343,17 @@ def _month_report(
     )
 
 
-def _members_with_data(inputs: MonthInputs) -> set[str]:
+def _members_with_data(
+    inputs: MonthInputs, purchased: Mapping[tuple[str, str], float]
+) -> set[str]:
+    """Members something was metered for, or that held purchased GPUs (an entitlement
+    they pay for: a month without use is zero use, not missing data)."""
     return (
         set(inputs.usage["member"])
         | set(inputs.usage["owner"])
         | set(inputs.capacity["owner"])
         | set(inputs.lost["member"])
+        | {member for (member, _), hours in purchased.items() if hours > 0}
     )
 
 

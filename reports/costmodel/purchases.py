@@ -8,7 +8,7 @@ from decimal import Decimal
 import pandas as pd
 
 from policies.model import Policy
-from reports.costmodel.money import CONTEXT, ZERO, cents
+from reports.costmodel.money import CONTEXT, ZERO, cents, split
 from reports.costmodel.prices import PriceBook
 from reports.costmodel.rated import Rated
 
@@ -41,11 +41,12 @@ def purchase_payments(
         whole = ZERO
         for version, gpus, count in held:
             whole += Decimal(gpus) * Decimal(count) * book.price(model, version)
-        total_h = sum(hosts.values())
-        for owner, h in hosts.items():
-            share = CONTEXT.divide(CONTEXT.multiply(whole, _dec(h)), _dec(total_h))
+        # The purchase is paid whole: rounded once, then split to the cent by largest
+        # remainder (each host's share rounded alone lost or added a cent).
+        shares = split(cents(whole), hosts, sorted(hosts))
+        for owner, share in shares.items():
             payments[(buyer, owner)] = payments.get((buyer, owner), ZERO) + share
-    return {k: cents(v) for k, v in payments.items()}
+    return payments
 
 
 def _purchased_hours(

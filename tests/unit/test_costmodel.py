@@ -296,6 +296,61 @@ def test_use_is_within_a_purchase_only_in_the_hours_it_is_paid_for() -> None:
     assert sum(totals(report).values()) == report.pool_cost
 
 
+def test_a_purchase_hosted_by_several_owners_is_paid_whole_by_a_member_that_used_nothing() -> None:
+    # startup holds 1 purchased H for January's 744 hours at 2.00: 1,488.00, hosted 3:3:1
+    # by lab-a, lab-b and lab-c. Each host's share rounded alone made 1,487.99; and a
+    # member with no use was "no data", its purchased GPU-hours blank, while billed.
+    policy = parse_policy(
+        """
+apiVersion: fairpool.io/v1
+kind: Policy
+metadata: {name: hosts}
+spec:
+  gpuModels: [{name: H, hourlyCost: "2.00"}]
+  members:
+    - {name: lab-a, namespaces: [lab-a]}
+    - {name: lab-b, namespaces: [lab-b]}
+    - {name: lab-c, namespaces: [lab-c]}
+    - {name: startup, namespaces: [startup], purchased: {H: 1}}
+  billing: {timeZone: UTC, idleCost: owner}
+"""
+    )
+    hours = pd.date_range("2026-01-01", periods=744, freq="h", tz="UTC")
+    gpus = {"lab-a": 3, "lab-b": 3, "lab-c": 1}
+    capacity = pd.DataFrame(
+        [
+            {"hour": h, "owner": o, "gpu_model": "H", "gpu_seconds_available": n * 3600.0}
+            for h in hours
+            for o, n in gpus.items()
+        ]
+    )
+    usage = pd.DataFrame(
+        [
+            {
+                "hour": hours[0],
+                "member": "lab-a",
+                "owner": "lab-a",
+                "gpu_model": "H",
+                "gpu_seconds": 3600.0,
+            }
+        ]
+    )
+    report = build_month_report("2026-01", policy, usage, capacity)
+    assert column(report, "purchase_paid")["startup"] == D("1488.00")
+    received = column(report, "purchase_received")
+    assert {m: received[m] for m in gpus} == {
+        "lab-a": D("637.72"),
+        "lab-b": D("637.71"),
+        "lab-c": D("212.57"),
+    }
+    lines = report.invoice("startup")
+    assert sum(lines[lines["section"] == "purchase"]["amount"]) == D("1488.00")
+    row = report.summary.set_index("member").loc["startup"]
+    assert row["status"] == "ok" and row["purchased_gpu_hours"] == 744.0
+    assert row["used_gpu_hours"] == 0.0
+    assert not any("startup" in flag for flag in report.flags)
+
+
 def test_the_idle_cost_rule_follows_each_hours_policy_version(tmp_path: Path) -> None:
     """b's node idles one A-hour at 00:00 on Oct 10, under version 1 (by-contribution);
     version 2 (owner) is applied at 01:00. That hour's idle capacity is pooled, split
