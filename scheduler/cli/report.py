@@ -34,13 +34,19 @@ def _hours(value: object) -> str:
 
 
 def print_summary(console: Console, report: MonthReport) -> None:
+    # Purchases are in the paid and received columns, as in the HTML's member table;
+    # summary.csv's `charges` and `credits` are use of others' hardware alone, so the
+    # columns do not take those names.
     table = Table(
         title=f"{report.policy_name} · {report.month} · {report.currency}",
-        caption=f"pool cost {format_money(report.pool_cost)} {report.currency}",
+        caption=(
+            f"pool cost {format_money(report.pool_cost)} {report.currency}; paid and "
+            "received: charges and credits plus purchased-GPU payments"
+        ),
     )
     for column in ("member", "used GPU-h", "on others' hardware, charged GPU-h", "lent GPU-h"):
         table.add_column(column, justify="left" if column == "member" else "right")
-    for column in ("charges", "credits", "net", "total"):
+    for column in ("paid", "received", "net", "total"):
         table.add_column(column, justify="right")
     for row in report.summary.to_dict("records"):
         table.add_row(
