@@ -32,7 +32,7 @@ def test_in_memory_bill_equals_the_bill_read_back_from_parquet(tmp_path: Path) -
         assert (out / "report" / name).read_text() == (tmp_path / "reread" / name).read_text()
 
 
-def test_a_three_day_simulation_bills_three_days() -> None:
+def test_a_three_day_simulation_bills_three_days(tmp_path: Path) -> None:
     from datetime import timedelta
     from decimal import Decimal
 
@@ -58,6 +58,10 @@ def test_a_three_day_simulation_bills_three_days() -> None:
     paid = report.summary.set_index("member").loc["lab-bio", "purchase_paid"]
     assert paid == Decimal("4") * 72 * Decimal("1.30")
     assert report.period_note.startswith("simulated window")
+    # Its page said "every hour of the month has data" above "72 hours of 2026-10".
+    html = write_report(report, tmp_path / "report")[-1].read_text()
+    assert "every hour of the period billed (below) has data" in html
+    assert "every hour of the month" not in html
     # The demo's shared fixed costs (1,200.00 + 2,000.00 a month; October 2026 in Paris
     # has 745 hours) for 72 hours: 115.97 + 193.29.
     assert report.shared_fixed_cost == Decimal("115.97") + Decimal("193.29")
