@@ -227,7 +227,7 @@ def check_token(token: str | None, where: str, read_as: str = "") -> str:
         raise InputError(f"{where}: token shorter than {MIN_TOKEN_CHARS} characters")
     if len(token) > MAX_TOKEN_CHARS:
         raise InputError(f"{where}: token longer than {MAX_TOKEN_CHARS} characters")
-    if not TOKEN_CHARS.match(token):
+    if not TOKEN_CHARS.fullmatch(token):
         raise InputError(f"{where}: token has characters other than A-Z a-z 0-9 . _ ~ + / = -")
     return token
 

@@ -144,7 +144,8 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
         self, request: usage_pb2.GetReportRequest, context: grpc.ServicerContext
     ) -> usage_pb2.GetReportResponse:
         principal = self._auth.caller(context)
-        if not MONTH.match(request.month) or not FIRST_YEAR <= int(request.month[:4]) <= LAST_YEAR:
+        month = request.month
+        if not MONTH.fullmatch(month) or not FIRST_YEAR <= int(month[:4]) <= LAST_YEAR:
             abort(
                 context,
                 grpc.StatusCode.INVALID_ARGUMENT,

@@ -16,7 +16,7 @@ def name_problem(text: str, form: str) -> str | None:
     """Why `text` is not a name of `form` ("label": a namespace; "subdomain": most
     objects' names, and a pod's schedulerName), or None when it is one."""
     pattern, most, what = _FORMS[form]
-    if len(text) <= most and pattern.match(text):
+    if len(text) <= most and pattern.fullmatch(text):
         return None
     dots = ", '.' between parts" if form == "subdomain" else ""
     return (

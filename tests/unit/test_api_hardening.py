@@ -73,7 +73,9 @@ def test_hostile_documents_are_invalid_argument(api: Running, text: str, field: 
         assert field in (error.details() or "") and "line " in (error.details() or "")
 
 
-@pytest.mark.parametrize("month", ["0000-01", "9999-12", "1969-12", "2201-01", "٢٠٢٦-10"])
+@pytest.mark.parametrize(
+    "month", ["0000-01", "9999-12", "1969-12", "2201-01", "٢٠٢٦-10", "2026-10\n"]
+)
 def test_report_months_out_of_range_are_invalid_argument(api: Running, month: str) -> None:
     error = _status(api.usage.GetReport, usage_pb2.GetReportRequest(month=month))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT

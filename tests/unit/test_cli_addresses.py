@@ -111,6 +111,7 @@ def test_a_log_level_in_any_case_is_taken(level: str) -> None:
     [
         ("a/b/c", "'b/c' is not a DNS-1123 subdomain"),
         ("Fairpool/policy", "'Fairpool' is not a DNS-1123 label"),
+        ("fairpool\n/policy", "'fairpool\\\\n' is not a DNS-1123 label"),
         ("fairpool-system/policy.v2", None),
     ],
 )
