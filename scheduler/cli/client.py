@@ -73,8 +73,13 @@ def connect(
     """A channel to `server`: TLS when a CA, a client certificate or `tls` is given;
     plaintext to a loopback server; to any other server plaintext only with `insecure`
     (else an InputError: the token would cross the network in clear)."""
+    from scheduler.api.auth import check_token
     from scheduler.api.tls import channel_credentials, is_loopback
 
+    if token:
+        # As the server reads tokens: one it cannot hold is refused here, naming the
+        # option (gRPC sent it and failed with "INTERNAL: Invalid metadata", exit 1).
+        check_token(token, "--token (or FAIRPOOL_TOKEN)")
     options = [("grpc.max_receive_message_length", MAX_RESPONSE_BYTES)]
     if ca is not None or cert is not None or tls:
         if insecure:
