@@ -28,6 +28,7 @@ import yaml
 
 from policies.errors import InputError
 from scheduler.api.guard import Guard, pass_bytes
+from scheduler.api.undecodable import refuse_undecodable
 
 log = logging.getLogger(__name__)
 
@@ -448,6 +449,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"role {principal.role} may not call {method.rsplit('/', 1)[-1]}",
             )
+        handler = refuse_undecodable(handler)
         if self._guard is None:
             return pass_bytes(handler)
         return self._guard.wrap(handler, method, principal, principal.name)
