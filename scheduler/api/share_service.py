@@ -413,6 +413,11 @@ class ShareServicer(share_pb2_grpc.ShareServiceServicer):
         else:
             abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"source: unknown value {source}")
         snapshot = self._view.snapshot()
+        gaps = draft.price_gaps(n.gpu_model for n in snapshot.nodes if n.gpus > 0)
+        if gaps:
+            # The replay runs on these nodes: the simulator refused them, late and naming
+            # the server's copy of the cluster.
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"draft_policy_yaml: {gaps}")
         try:
             # Checked here, before two simulator processes are started for it, against
             # the nodes they replay on (as `fairpool trace check --cluster` does): their

@@ -190,3 +190,27 @@ def test_what_if_replays_recent_ledger_usage(tmp_path: Path) -> None:
         outcome = {m.member: m for m in summary.members}["uni-north"]
         assert outcome.jobs_completed == 1
         assert outcome.gpu_hours_used == pytest.approx(32.0)
+
+
+def test_a_draft_that_does_not_price_a_model_of_the_nodes_is_invalid_argument(
+    tmp_path: Path,
+) -> None:
+    """Refused before any simulator starts, naming the request's field: the simulator
+    refused the cluster late, naming the server's copy of it (`cluster.yaml`)."""
+    data = yaml.safe_load(DEFAULT_POLICY.read_text())
+    a100 = "NVIDIA-A100-SXM4-80GB"
+    data["spec"]["gpuModels"] = [m for m in data["spec"]["gpuModels"] if m["name"] != a100]
+    for member in data["spec"]["members"]:
+        member.get("purchased", {}).pop(a100, None)
+    with running_server(tmp_path) as api, pytest.raises(grpc.RpcError) as info:
+        api.shares.Simulate(
+            share_pb2.SimulateRequest(draft_policy_yaml=yaml.safe_dump(data), trace_csv=TRACE),
+            metadata=metadata("admin"),
+            timeout=300,
+        )
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = str(info.value.details())
+    assert details.startswith(
+        f"draft_policy_yaml: spec.gpuModels: the cluster has nodes of {a100!r}"
+    )
+    assert "cluster.yaml" not in details
