@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 
 from policies.errors import GRPC_BIND_FAILED, InputError, ListenError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+    from cryptography.x509 import Certificate
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -18,16 +23,60 @@ def _read(path: Path, what: str) -> bytes:
         raise InputError(f"{what} {path}: cannot read: {exc.strerror}") from exc
 
 
+# gRPC reads these files only when it binds or connects, and then fails as "cannot
+# listen on ADDRESS" (server) or UNAVAILABLE "failed to create security handshaker"
+# (client), with C-core log lines: each is parsed here first, so the message names it.
+
+
+def _certificates(path: Path, what: str) -> tuple[bytes, list[Certificate]]:
+    from cryptography import x509  # 40 ms: only for TLS, not every CLI call
+
+    data = _read(path, what)
+    try:
+        found = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        found = []
+    if not found:
+        raise InputError(f"{what} {path}: not a PEM certificate")
+    return data, found
+
+
+def _private_key(path: Path, what: str) -> tuple[bytes, PrivateKeyTypes]:
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
+    data = _read(path, what)
+    try:
+        return data, serialization.load_pem_private_key(data, password=None)
+    except TypeError as exc:  # a password-protected key
+        raise InputError(f"{what} {path}: encrypted; gRPC needs an unencrypted key") from exc
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise InputError(f"{what} {path}: not a PEM private key") from exc
+
+
+def _key_pair(cert: Path, key: Path) -> tuple[bytes, bytes]:
+    """(key, certificate chain) as gRPC takes them, once both parse and the key is the
+    certificate's."""
+    from cryptography.hazmat.primitives import serialization
+
+    chain, certificates = _certificates(cert, "TLS certificate")
+    secret, private = _private_key(key, "TLS key")
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if certificates[0].public_key().public_bytes(*spki) != private.public_key().public_bytes(*spki):
+        raise InputError(f"TLS key {key}: not the key of TLS certificate {cert}")
+    return secret, chain
+
+
 def server_credentials(
     cert: Path, key: Path, client_ca: Path | None = None
 ) -> grpc.ServerCredentials:
     """TLS with `cert`/`key`; with `client_ca`, every client must present a certificate
     signed by it (mutual TLS)."""
-    pair = (_read(key, "TLS key"), _read(cert, "TLS certificate"))
+    pair = _key_pair(cert, key)
     if client_ca is None:
         return grpc.ssl_server_credentials([pair])
     return grpc.ssl_server_credentials(
-        [pair], root_certificates=_read(client_ca, "client CA"), require_client_auth=True
+        [pair], root_certificates=_certificates(client_ca, "client CA")[0], require_client_auth=True
     )
 
 
@@ -58,10 +107,11 @@ def channel_credentials(
     """Trust `ca` (the system roots when None); present `cert`/`key` for mutual TLS."""
     if (cert is None) != (key is None):
         raise InputError("--cert and --key go together (mutual TLS)")
+    secret, chain = _key_pair(cert, key) if cert is not None and key is not None else (None, None)
     return grpc.ssl_channel_credentials(
-        root_certificates=_read(ca, "CA certificate") if ca else None,
-        private_key=_read(key, "TLS key") if key else None,
-        certificate_chain=_read(cert, "TLS certificate") if cert else None,
+        root_certificates=_certificates(ca, "CA certificate")[0] if ca else None,
+        private_key=secret,
+        certificate_chain=chain,
     )
 
 

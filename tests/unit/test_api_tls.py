@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -276,3 +277,32 @@ def test_a_token_the_server_could_never_take_is_refused_before_sending(
     assert result.exit_code == 2
     assert f"--token (or FAIRPOOL_TOKEN): {problem}" in result.output
     assert token.strip() not in result.output
+
+
+def test_tls_files_that_do_not_parse_are_named_before_listening(pki: Pki, tmp_path: Path) -> None:
+    # gRPC read them at bind time: "cannot listen on ADDRESS: taken by another process"
+    # (server) or UNAVAILABLE "failed to create security handshaker" (client).
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    cases = [
+        (dict(tls_cert=junk, tls_key=pki.server.key), f"TLS certificate {junk}: not a PEM"),
+        (dict(tls_cert=pki.server.cert, tls_key=junk), f"TLS key {junk}: not a PEM private"),
+        (
+            dict(tls_cert=pki.server.cert, tls_key=pki.client.key),
+            f"TLS key {pki.client.key}: not the key of TLS certificate {pki.server.cert}",
+        ),
+        (
+            dict(tls_cert=pki.server.cert, tls_key=pki.server.key, client_ca=junk),
+            f"client CA {junk}: not a PEM certificate",
+        ),
+    ]
+    for files, message in cases:
+        with (
+            pytest.raises(InputError, match=re.escape(message)),
+            running_server(tmp_path, address="127.0.0.1:0", **files),
+        ):
+            pass
+    with pytest.raises(InputError, match=re.escape(f"CA certificate {junk}: not a PEM")):
+        channel_credentials(junk)
+    with pytest.raises(InputError, match=re.escape(f"TLS key {pki.server.key}: not the key")):
+        channel_credentials(pki.ca.cert, pki.client.cert, pki.server.key)
