@@ -98,9 +98,16 @@ def check_invariants(report: MonthReport) -> None:
     """Raise AssertionError unless the bill balances to the cent (used by tests and the CLI)."""
     totals = sum(report.summary["total"], ZERO)
     assert totals == report.pool_cost, f"Σ member totals {totals} != pool cost {report.pool_cost}"
-    paid = sum((v for row in report.settlement.to_numpy() for v in row), ZERO)
-    received = sum((report.settlement[c].sum() for c in report.settlement.columns), ZERO)
-    assert paid == received
+    # The settlement matrix (who pays whom) and the members' own money must agree:
+    # what a member receives less what it pays is its net in the summary.
+    matrix = report.settlement
+    net = dict(zip(report.summary["member"], report.summary["net_settlement"], strict=True))
+    for member in matrix.index:
+        paid = sum(matrix.loc[member], ZERO)
+        received = sum(matrix[member], ZERO) if member in matrix.columns else ZERO
+        assert received - paid == net.get(member, ZERO), (
+            f"{member}: settlement {received - paid} != net {net.get(member)}"
+        )
     nets = sum(report.summary["net_settlement"], ZERO)
     assert nets == 0, f"Σ net settlement {nets} != 0"
     for member in report.members:
