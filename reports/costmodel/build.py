@@ -343,9 +343,7 @@ def _month_report(
     )
 
 
-def _members_with_data(
-    inputs: MonthInputs, purchased: Mapping[tuple[str, str], float]
-) -> set[str]:
+def _members_with_data(inputs: MonthInputs, purchased: Mapping[tuple[str, str], float]) -> set[str]:
     """Members something was metered for, or that held purchased GPUs (an entitlement
     they pay for: a month without use is zero use, not missing data)."""
     return (
