@@ -57,7 +57,7 @@ def test_token_files_in_yaml_and_csv() -> None:
         ("tokens:\n  - {token: 'short', role: admin}\n", "line 2: token shorter than 16"),
         ("tokens:\n  - {token: 'has a space in it', role: admin}\n", "characters other than"),
         # `$` matched before a final newline: a token that ends in one was taken.
-        (f"tokens:\n  - {{token: \"{GOOD}\\n\", role: admin}}\n", "characters other than"),
+        (f'tokens:\n  - {{token: "{GOOD}\\n", role: admin}}\n', "characters other than"),
         (f"{GOOD},root\n", "line 1: unknown role 'root'"),
         (f"{GOOD},admin\n{GOOD},viewer\n", "line 2: duplicate token"),
         ("x,admin\n", "line 1: token shorter than 16"),
