@@ -40,9 +40,15 @@ from grpc_reflection.v1alpha import reflection_pb2
 from policies.errors import GRPC_BIND_FAILED, ListenError
 from proto.fairpool.v1 import policy_pb2, share_pb2, share_pb2_grpc, usage_pb2
 from scheduler.api.auth import Authenticator, AuthInterceptor, TokenTable
+from scheduler.api.errors import abort
 from scheduler.api.guard import CallLimits, Guard
 from scheduler.api.policy_service import validate_policy
-from scheduler.api.share_service import PublishedShares, _scope, entitlements_response
+from scheduler.api.share_service import (
+    PublishedShares,
+    _scope,
+    entitlements_response,
+    not_a_member,
+)
 from scheduler.api.tls import listen
 from scheduler.engine.decisions import MemberShare
 
@@ -162,6 +168,13 @@ class FrontShareServicer(share_pb2_grpc.ShareServiceServicer):
         self, request: share_pb2.GetEntitlementsRequest, context: grpc.ServicerContext
     ) -> bytes:
         member = _scope(self._auth.caller(context), request.member, context, everyone=True)
+        answers = self._answers.current
+        if member is not None and answers is not None and member not in answers.members:
+            abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                not_a_member(member, answers.policy_version),
+            )
         return self._answers.entitlements(member, request.gpu_model)
 
 

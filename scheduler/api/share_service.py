@@ -146,6 +146,10 @@ class _Book:
         return answer
 
 
+def not_a_member(member: str, policy_version: int) -> str:
+    return f"member: {member!r} is not a member of policy version {policy_version}"
+
+
 def entitlements_response(
     shares: tuple[MemberShare, ...],
     member: str | None,
@@ -304,6 +308,14 @@ class ShareServicer(share_pb2_grpc.ShareServiceServicer):
         principal = self._auth.caller(context)
         member = _scope(principal, request.member, context, everyone=True)
         book = self._book.current()
+        if member is not None and member not in book.members:
+            # A misspelt member read as one with no entitlement (ListPending and
+            # GetUsage refuse it too).
+            abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                not_a_member(member, book.policy.version or self._policy_version()),
+            )
         return book.entitlements(member, request.gpu_model, self._policy_version)
 
     def ListPending(
@@ -318,8 +330,7 @@ class ShareServicer(share_pb2_grpc.ShareServiceServicer):
             abort(
                 context,
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"member: {member!r} is not a member of policy version "
-                f"{book.policy.version or self._policy_version()}",
+                not_a_member(member, book.policy.version or self._policy_version()),
             )
         limit = min(request.limit or 1000, MAX_PENDING_PAGE)
         matching = (

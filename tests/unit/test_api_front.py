@@ -54,6 +54,20 @@ def code_of(call: object) -> grpc.StatusCode:
     return grpc.StatusCode.OK
 
 
+@pytest.mark.parametrize("read_front", [False, True], ids=["daemon", "front"])
+def test_entitlements_of_a_member_the_policy_lacks_are_invalid_argument(
+    tmp_path: Path, read_front: bool
+) -> None:
+    # A misspelt member read as one with no entitlement, where ListPending and GetUsage
+    # refuse it.
+    with running_server(tmp_path, read_front=read_front) as running:
+        with pytest.raises(grpc.RpcError) as info:
+            entitlements(running, member=MEMBER_A + "x")
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert info.value.details().startswith(f"member: {MEMBER_A + 'x'!r} is not a member")
+        assert {s.member for s in entitlements(running, member=MEMBER_A).shares} == {MEMBER_A}
+
+
 def test_the_front_is_another_process_with_the_roles_of_the_daemon(api: Running) -> None:
     front = api.server.front
     assert front is not None and front.pid not in (None, os.getpid())
