@@ -7,6 +7,8 @@ and renderer as metered usage (so `make demo` ends in a real report).
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -14,7 +16,8 @@ from typing import Any
 
 import pandas as pd
 
-from policies.errors import InputError
+from policies.errors import InputError, OutputError
+from policies.files import remove_staging, staging_folder
 from policies.loader import load_policy
 from policies.model import Policy
 from reports.costmodel import MonthReport, build_month_report
@@ -190,9 +193,32 @@ def simulated_report(out_dir: Path, policy: Policy, month: str | None = None) ->
 
 def write_simulation_report(report: MonthReport, out_dir: Path, overwrite: bool = True) -> Path:
     """Write a simulation's bill into `out_dir/report`; returns the HTML path. A rerun of
-    the simulation replaces its report."""
-    paths = write_report(report, Path(out_dir) / "report", overwrite=overwrite)
-    return paths[-1]
+    the simulation replaces its report folder whole (`overwrite`), so no invoice of a
+    member the new run lacks stays beside the new report."""
+    target = Path(out_dir) / "report"
+    if not (overwrite and target.is_dir()):
+        return write_report(report, target, overwrite=overwrite)[-1]
+    staging = staging_folder(target)
+    try:
+        written = write_report(report, staging, overwrite=True)
+        remove_simulation_report(out_dir)
+        os.replace(staging, target)
+    except OSError as exc:
+        raise OutputError(target, exc) from exc
+    finally:
+        remove_staging(staging)
+    return target / written[-1].name
+
+
+def remove_simulation_report(out_dir: Path) -> None:
+    """The report folder of the simulation in `out_dir`, if any: a rerun with nothing
+    to bill must not leave the last run's report beside its own tables."""
+    target = Path(out_dir) / "report"
+    if target.is_dir():
+        try:
+            shutil.rmtree(target)
+        except OSError as exc:
+            raise OutputError(target, exc) from exc
 
 
 def write_simulated_report(

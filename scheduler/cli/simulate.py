@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -550,9 +551,21 @@ def _print_study(
 
 def _cost_report(console: Console, out: Path, study: Study, month: str) -> None:
     """The month's cost report, billed from the study's tables as they are in memory."""
-    from reports.sources.simulation import simulation_report, write_simulation_report
-
-    report = simulation_report(
-        study.usage, study.capacity, study.reclaim_lost, study.summary, study.policy, month
+    from reports.costmodel import NoDataError
+    from reports.sources.simulation import (
+        remove_simulation_report,
+        simulation_report,
+        write_simulation_report,
     )
+
+    try:
+        report = simulation_report(
+            study.usage, study.capacity, study.reclaim_lost, study.summary, study.policy, month
+        )
+    except NoDataError as exc:
+        # A replay in which no time passed (nothing could ever run) has no hour to
+        # bill: the tables stand, and the run is no failure.
+        remove_simulation_report(out)
+        console.print(f"no cost report: {escape(str(exc))}")
+        return
     console.print(f"cost report: {write_simulation_report(report, out)}")

@@ -476,3 +476,37 @@ def test_a_job_that_can_never_run_is_not_waiting_work_in_the_meters() -> None:
             record.first_start,
             record.end,
         )
+
+
+def test_a_rerun_replaces_the_report_folder_whole(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A second run into the same folder, with one member fewer, left the first run's
+    invoice of that member beside the new report; a run with nothing to bill (no time
+    passed: its only job can never run) ended in a traceback after writing its tables,
+    and kept the last run's report."""
+    out = tmp_path / "out"
+    assert run([*inputs(tmp_path), "--out", str(out), "--no-standalone"]) == 0
+    assert (out / "report" / "invoice-b.csv").exists()
+    solo = tmp_path / "solo"
+    solo.mkdir()
+    args = inputs(solo, trace=TRACE.replace(",b,", ",a,"))
+    (solo / "policy.yaml").write_text(
+        POLICY.replace(", checkpointable: true}", "}").replace(
+            '    - {name: b, namespaces: ["b-*"]}\n', ""
+        )
+    )
+    (solo / "cluster.yaml").write_text(CLUSTER.replace("owner: b", "owner: a"))
+    assert run([*args, "--out", str(out), "--no-standalone"]) == 0
+    assert not (out / "report" / "invoice-b.csv").exists()
+    assert (out / "report" / "invoice-a.csv").exists()
+    assert not list(tmp_path.glob(".report*")) and not list(out.glob(".report*"))
+    capsys.readouterr()
+    never = TRACE.splitlines()[0] + "\nbig,a,0,60,1,2,G\n"
+    args = inputs(tmp_path, trace=never)
+    capped = POLICY.replace('namespaces: ["a"]}', 'namespaces: ["a"], maxGpus: 1}')
+    (tmp_path / "policy.yaml").write_text(capped)
+    assert run([*args, "--out", str(out), "--no-standalone"]) == 0
+    said = capsys.readouterr()
+    assert "no cost report:" in said.out and "Traceback" not in said.err
+    assert (out / "summary.json").exists() and not (out / "report").exists()
