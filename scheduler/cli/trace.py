@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from policies.errors import InputError
-from policies.inventory import load_inventory
+from policies.inventory import MAX_GPUS_PER_NODE, MAX_NODES, load_inventory
 from policies.model import MAX_MEMBERS
 from scheduler.cli.options import FiniteRange
 from scheduler.cli.tables import print_table
@@ -83,7 +83,8 @@ def _weights(pairs: str | None, members: list[str]) -> dict[str, float] | None:
 )
 @click.option(
     "--gpus",
-    type=click.IntRange(min=1),
+    # At most what an inventory can hold: more overflowed the load's arithmetic.
+    type=click.IntRange(min=1, max=MAX_NODES * MAX_GPUS_PER_NODE),
     default=None,
     help="GPUs the load is measured against (default 64, or the cluster's total).",
 )

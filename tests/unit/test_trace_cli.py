@@ -117,6 +117,7 @@ def test_synth_members_disagreeing_with_cluster_is_exit_2(tmp_path: Path) -> Non
         ("--days", "367"),
         ("--seed", "-1"),
         ("--members", "20001"),
+        ("--gpus", "1" + "0" * 400),  # was an OverflowError traceback
     ],
 )
 def test_synth_refuses_bad_flag_values(tmp_path: Path, flag: str, bad: str) -> None:
