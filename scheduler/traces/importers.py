@@ -293,6 +293,14 @@ def _add_job(
         report.unmapped_vcs[vc] += 1
         report.skipped[UNMAPPED] += 1
         return
+    # The member is the trace's org: held to the rules `trace check` holds it to, or
+    # the import wrote a trace its own reader refuses.
+    if not member:
+        problems.add(line, "vc", "empty member name (map the virtual cluster with --member-map)")
+        return
+    check_name(member, "vc", line, problems)
+    if problems.total > before:
+        return
     if job_id in collected.seen:
         first = collected.seen[job_id]
         where = f" (first on line {first})" if first is not None else ""

@@ -104,6 +104,32 @@ def test_helios_bad_values_name_line_and_column(tmp_path: Path) -> None:
     }
 
 
+def test_helios_members_the_trace_cannot_hold_are_named(tmp_path: Path) -> None:
+    # The member is the trace's org: import wrote traces with an empty, a 300-character
+    # or a tab-holding org that `trace check` then refused.
+    path = tmp_path / "cluster_log.csv"
+    rows = [
+        (1, ""),
+        (2, "v" * 300),
+        (3, '"a\tb"'),
+        (4, "vcA"),
+    ]
+    path.write_text(
+        f"{HELIOS_HEADER}\n"
+        + "".join(
+            f"{j},u,{vc},1,1,1,COMPLETED,2020-07-01 09:00:00,2020-07-01 09:00:00,,60,0\n"
+            for j, vc in rows
+        )
+    )
+    with pytest.raises(TraceError) as info:
+        import_helios(path)
+    assert [(i.line, i.column, i.message.split(" (")[0]) for i in info.value.issues] == [
+        (2, "vc", "empty member name"),
+        (3, "vc", "longer than 253 characters"),
+        (4, "vc", "control character"),
+    ]
+
+
 def _helios_row(job: int, gpus: str, submit: str, duration: str) -> str:
     return f"{job},u,vcA,{gpus},1,1,COMPLETED,{submit},2020-07-01 09:00:00,,{duration},0\n"
 
