@@ -133,7 +133,7 @@ def test_shares_of_a_name_the_policy_lacks_is_an_error(served: Served) -> None:
     assert "uni-north" in one.stdout and "lab-bio" not in one.stdout
     typo = served.run("shares", "--member", "uni_north")
     assert typo.returncode == 2
-    assert "--member 'uni_north': no shares in policy version" in typo.stderr
+    assert "member: 'uni_north' is not a member of policy version" in typo.stderr
     model = served.run("shares", "--gpu-model", "H100")
     assert model.returncode == 2 and "--gpu-model 'H100'" in model.stderr
     queue = served.run("explain", "--member", "uni_north")
