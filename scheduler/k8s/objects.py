@@ -261,6 +261,21 @@ def _required_affinity(spec: Obj, where: str) -> tuple[tuple[SelectorRequirement
     return tuple(terms)
 
 
+def _requests_only(spec: Obj, where: str, error: str) -> tuple[PodSpec | None, str | None]:
+    """A bound pod's requests alone, when the rest of it cannot be read; (None, error)
+    when its requests cannot be read either."""
+    try:
+        requests = pod_requests(spec, where)
+    except ConversionError:
+        return None, error
+    return (
+        PodSpec(
+            gpus=requests.gpus, cpu_milli=requests.cpu_milli, memory_bytes=requests.memory_bytes
+        ),
+        None,
+    )
+
+
 def pod_spec_from_api(obj: Obj) -> PodSpec:
     meta = obj.get("metadata") or {}
     where = f"pod {meta.get('namespace', '')}/{meta.get('name', '')}"
@@ -403,18 +418,25 @@ def pod_info(obj: Obj) -> PodInfo:
     error = None
     gang = None
     where = f"pod {meta.get('namespace')}/{meta.get('name')}"
+    bound = bool(spec.get("nodeName"))
     try:
         pod_spec = pod_spec_from_api(obj)
         gang = _gang(labels, annotations, where)
     except ConversionError as exc:
         pod_spec, error = None, str(exc)
+        if bound:
+            # A bound pod holds its resources whatever else in it cannot be read (a
+            # gang annotation edited after the bind, an affinity operator only other
+            # schedulers place with): counted as 0 GPUs, its node looked free and was
+            # given away again. Only where it may go is lost, which no longer matters.
+            pod_spec, error = _requests_only(spec, where, error)
     checkpointable = None
     try:
         checkpointable = _checkpointable(annotations, where)
     except ConversionError as exc:
         # A pending pod is told why it waits; a running one keeps the GPUs it holds
         # counted, and its member's setting decides.
-        if not spec.get("nodeName") and error is None:
+        if not bound and error is None:
             pod_spec, error = None, str(exc)
     priority = spec.get("priority")
     return PodInfo(

@@ -257,6 +257,42 @@ def test_gang_by_label_and_annotation() -> None:
     assert job.nominated_nodes == {"uid-w0": "n1"}
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"labels": {"fairpool.io/gang": "g"}, "annotations": {"fairpool.io/gang-size": "abc"}},
+        {"labels": {"fairpool.io/gang": "g"}},
+        {
+            "schedulerName": "default-scheduler",
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {"matchExpressions": [{"key": "g", "operator": "Gt", "values": ["3"]}]}
+                        ]
+                    }
+                }
+            },
+        },
+    ],
+    ids=["bad-gang-size", "gang-without-size", "affinity-gt"],
+)
+def test_a_bound_pod_keeps_its_requests_when_the_rest_cannot_be_read(
+    extra: dict[str, Any],
+) -> None:
+    # Its GPUs counted 0: the node looked free and the engine bound 8 more GPUs onto it.
+    labels, annotations = extra.pop("labels", None), extra.pop("annotations", None)
+    body = pod("big", gpus=8, labels=labels, annotations=annotations, node="n1", **extra)
+    body["status"]["phase"] = "Running"
+    info = pod_info(body)
+    assert info.spec is not None and info.spec.gpus == 8 and info.error is None
+    assert info.spec.cpu_milli == 500
+    # Pending, the same pod is held, the problem named.
+    del body["spec"]["nodeName"]
+    body["status"]["phase"] = "Pending"
+    assert pod_info(body).spec is None and pod_info(body).error
+
+
 def test_gang_label_without_size_is_rejected_with_reason() -> None:
     info = pod_info(pod("w", "physics", labels={"fairpool.io/gang": "train"}))
     assert info.error is not None and "fairpool.io/gang-size" in info.error
