@@ -47,6 +47,8 @@ class ConversionError(InputError):
 
 # --- quantities -------------------------------------------------------------------------
 
+MAX_QUANTITY = Decimal(2**63 - 1)
+
 
 def quantity(value: object, field_path: str) -> Decimal:
     """A Kubernetes resource quantity ("500m", "64Gi", "1.5", "2e3") as a Decimal."""
@@ -59,6 +61,11 @@ def quantity(value: object, field_path: str) -> Decimal:
         raise ConversionError(f"{field_path}: not a finite quantity: {value!r}")
     if result < 0:
         raise ConversionError(f"{field_path}: negative quantity {value!r}")
+    if result > MAX_QUANTITY:
+        # As the API server bounds a pod's quantities; a PodGroup's are free text it
+        # never bounds, and "1e5000" raised at every cycle (or "1e800000" held the
+        # cache for minutes) when turned into an integer.
+        raise ConversionError(f"{field_path}: {value!r} is more than {MAX_QUANTITY:,}")
     return cast(Decimal, result)
 
 

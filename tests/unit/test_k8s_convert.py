@@ -85,6 +85,17 @@ def test_a_quantity_that_is_not_finite_names_the_field(text: str) -> None:
     assert info.spec is None and "not a finite quantity" in (info.error or "")
 
 
+@pytest.mark.parametrize("text", ["1e5000", "1e800000", "9223372036854775808", "8Ei"])
+def test_a_quantity_beyond_what_the_api_server_holds_names_the_field(text: str) -> None:
+    # A PodGroup's minResources are free text: "1e5000" raised a ValueError at every
+    # cycle, "1e800000" held the cache for seconds, when made an integer.
+    with pytest.raises(
+        ConversionError, match=f"x: '{text}' is more than 9,223,372,036,854,775,807"
+    ):
+        whole(text, "x")
+    assert whole("9223372036854775807", "x") == 2**63 - 1
+
+
 def test_timestamp_is_utc_epoch() -> None:
     assert timestamp("1970-01-01T00:01:00Z") == 60.0
     assert timestamp(None) == 0.0
