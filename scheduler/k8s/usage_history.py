@@ -81,10 +81,16 @@ def decode(data: Mapping[str, str] | None, where: str) -> StoredHistory:
         raise InputError(f"{where}: gpuSeconds must map member names to GPU-seconds")
     out: dict[str, float] = {}
     for member, value in usage.items():
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        if not ok or not math.isfinite(value) or value < 0:
-            raise InputError(f"{where}: gpuSeconds.{member}: {value!r} is not GPU-seconds >= 0")
-        out[str(member)] = float(value)
+        seconds = math.nan
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            try:
+                seconds = float(value)
+            except OverflowError:  # an integer beyond any float: it stopped every cycle
+                seconds = math.inf
+        if not math.isfinite(seconds) or seconds < 0:
+            shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:40]}…"
+            raise InputError(f"{where}: gpuSeconds.{member}: {shown} is not GPU-seconds >= 0")
+        out[str(member)] = seconds
     return StoredHistory(at, out)
 
 

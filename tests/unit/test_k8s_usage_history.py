@@ -99,6 +99,15 @@ def test_encode_then_decode_gives_the_history_back() -> None:
             {HISTORY_KEY: '{"validAt": "2026-09-21T13:33:20.000000Z", "gpuSeconds": {"a": NaN}}'},
             "gpuSeconds.a: nan",
         ),
+        (
+            # Beyond any float: an OverflowError at every cycle, and no pod scheduled.
+            {
+                HISTORY_KEY: '{"validAt": "2026-09-21T13:33:20.000000Z", "gpuSeconds": {"a": 1'
+                + "0" * 400
+                + "}}"
+            },
+            "gpuSeconds.a: 1000",
+        ),
     ],
 )
 def test_foreign_content_is_a_clear_error(data: dict[str, str] | None, message: str) -> None:
