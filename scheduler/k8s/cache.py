@@ -38,6 +38,7 @@ from scheduler.k8s.objects import (
     Requests,
     Unschedulable,
     node_from_api,
+    pod_group_key,
     pod_group_min_member,
     pod_group_min_resources,
     pod_info,
@@ -207,17 +208,19 @@ class ClusterCache:
             else:
                 self._priority_classes[name] = obj
         elif kind == POD_GROUPS:
-            key, min_member = pod_group_min_member(obj)
+            key = pod_group_key(obj)
             self._pod_group_resources.pop(key, None)
-            if deleted:
-                self._pod_groups.pop(key, None)
-            else:
-                self._pod_groups[key] = min_member
+            self._pod_groups.pop(key, None)
+            if not deleted:
                 try:
+                    min_member = pod_group_min_member(obj)
                     resources = pod_group_min_resources(obj)
                 except ConversionError as exc:
+                    # Its pods wait, the field named.
                     self._pod_group_resources[key] = str(exc)
                 else:
+                    if min_member is not None:
+                        self._pod_groups[key] = min_member
                     if resources is not None:
                         self._pod_group_resources[key] = resources
         elif kind == VOLCANO_POD_GROUPS:

@@ -552,13 +552,25 @@ class Priorities:
         return self.default
 
 
-def pod_group_min_member(obj: Obj) -> tuple[str, int]:
-    """`namespace/name` and spec.minMember of a scheduler-plugins PodGroup."""
+def pod_group_key(obj: Obj) -> str:
+    """`namespace/name` of a scheduler-plugins PodGroup."""
     meta = obj.get("metadata") or {}
-    return (
-        f"{meta.get('namespace', '')}/{meta.get('name', '')}",
-        int((obj.get("spec") or {}).get("minMember") or 1),
-    )
+    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+
+
+def pod_group_min_member(obj: Obj) -> int | None:
+    """spec.minMember of a scheduler-plugins PodGroup; None when it names none (absent
+    or 0: the pods' `fairpool.io/gang-size` decides, as docs/policy.md says; read as 1,
+    it started a gang of 4 with 2 pods); a ConversionError naming the field for a value
+    that is no count (a negative one went into the engine)."""
+    value = (obj.get("spec") or {}).get("minMember")
+    if value is None or value == 0:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConversionError(
+            f"PodGroup {pod_group_key(obj)}: spec.minMember: {value!r} is not a count"
+        )
+    return value
 
 
 def pod_group_min_resources(obj: Obj) -> Requests | None:
@@ -764,6 +776,8 @@ def pending_job(
                 f"gang {first.gang.name}: {first.gang.waits_for}, so its size is "
                 "unknown and its pods wait",
             )
+        if size is None and first.gang.pod_group and isinstance(pod_group_resources, str):
+            return Unschedulable(job_id, tuple(members), pod_group_resources)
         if size is None:
             return Unschedulable(
                 job_id,

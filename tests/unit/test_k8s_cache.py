@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from policies.loader import load_policy
 from scheduler.k8s.cache import NODES, POD_GROUPS, PODS, PRIORITY_CLASSES, ClusterCache
 
@@ -156,6 +158,34 @@ def test_priority_classes_and_pod_groups_feed_pending_jobs() -> None:
     )
     (job,) = cache.view(POLICY).snapshot.pending
     assert (job.job_id, job.min_member, job.priority, len(job.pods)) == ("physics/pg", 2, 500, 2)
+
+
+@pytest.mark.parametrize(
+    ("spec", "min_member", "reason"),
+    [
+        ({}, 4, None),  # read as 1: 2 of a gang of 4 started
+        ({"minMember": 0}, 4, None),
+        ({"minMember": 3}, 3, None),
+        ({"minMember": -3}, None, "spec.minMember: -3 is not a count"),
+        ({"minMember": "3"}, None, "spec.minMember: '3' is not a count"),
+    ],
+)
+def test_a_pod_group_without_a_min_member_leaves_the_size_to_the_pods(
+    spec: dict[str, object], min_member: int | None, reason: str | None
+) -> None:
+    cache = ClusterCache()
+    cache.replace(POD_GROUPS, [{"metadata": {"name": "pg", "namespace": "physics"}, "spec": spec}])
+    group = {"scheduling.x-k8s.io/pod-group": "pg"}
+    size = {"fairpool.io/gang-size": "4"}
+    cache.replace(PODS, [pod(f"w{i}", labels=group, annotations=size) for i in range(2)])
+    view = cache.view(POLICY)
+    if reason is None:
+        (job,) = view.snapshot.pending
+        assert job.min_member == min_member
+    else:
+        assert view.snapshot.pending == ()
+        (bad,) = view.unschedulable
+        assert f"PodGroup physics/pg: {reason}" in bad.reason
 
 
 def test_unreadable_pending_pod_is_reported_not_snapshotted() -> None:
