@@ -25,6 +25,13 @@ class TaintSpec(_Strict):
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = "NoSchedule"
 
 
+def keeps_off_untolerating_pods(effects: Iterable[str]) -> bool:
+    """Whether taints of these effects keep off a pod that tolerates none (a simulated
+    one): NoSchedule and NoExecute do; PreferNoSchedule only makes the node less
+    preferred, as placement takes it."""
+    return any(effect != "PreferNoSchedule" for effect in effects)
+
+
 class NodeGroup(_Strict):
     name: str = Field(min_length=1, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     owner: str = Field(min_length=1)

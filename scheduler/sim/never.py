@@ -4,13 +4,15 @@ check --policy`, `trace synth --policy` and `fairpool simulate` name them, the s
 replays leave out the jobs that do not fit a member's own nodes, and the simulator keeps
 them out of its pending work (`SimCluster.pending_shapes`), as the engine keeps them out
 of demand. Simulated pods ask for GPUs only (little CPU and memory, no selectors or
-tolerations), so a node's GPUs, model and taints decide whether it takes one.
+tolerations), so a node's GPUs, model and taints (NoSchedule and NoExecute ones; a
+PreferNoSchedule taint only makes it less preferred) decide whether it takes one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
+from policies.inventory import keeps_off_untolerating_pods
 from policies.model import Policy
 from scheduler.engine.entitlement import entitlements
 from scheduler.engine.explain import listed
@@ -102,6 +104,6 @@ def _usable(job: TraceJob, n: Node) -> bool:
     return (
         n.ready
         and not n.unschedulable
-        and not n.taints
+        and not keeps_off_untolerating_pods(t.effect for t in n.taints)
         and (job.gpu_model is None or n.gpu_model == job.gpu_model)
     )

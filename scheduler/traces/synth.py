@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from policies.errors import InputError
-from policies.inventory import ClusterInventory
+from policies.inventory import ClusterInventory, keeps_off_untolerating_pods
 from policies.model import MAX_MEMBERS
 from scheduler.traces.model import Trace, TraceJob
 
@@ -195,10 +195,14 @@ def cluster_shape(inventory: ClusterInventory) -> ClusterShape:
 
 
 def node_gpus_of(inventory: ClusterInventory) -> dict[str, list[int]]:
-    """GPU model -> the GPUs of each node of that model, for `synthesize(node_gpus=...)`."""
+    """GPU model -> the GPUs of each node of that model that takes a simulated pod (no
+    NoSchedule or NoExecute taint), for `synthesize(node_gpus=...)` and the trace's
+    checks: what `simulate` can place on."""
     nodes: dict[str, list[int]] = {}
     for group in inventory.node_groups:
-        if group.gpus_per_node > 0:
+        if group.gpus_per_node > 0 and not keeps_off_untolerating_pods(
+            t.effect for t in group.taints
+        ):
             nodes.setdefault(group.gpu_model, []).extend([group.gpus_per_node] * group.count)
     return nodes
 

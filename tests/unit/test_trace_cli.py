@@ -342,6 +342,40 @@ def test_check_and_simulate_say_the_same_of_a_gang_too_big_for_one_model(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    ("effect", "runs"), [("PreferNoSchedule", True), ("NoSchedule", False), ("NoExecute", False)]
+)
+def test_check_and_simulate_agree_on_tainted_nodes(tmp_path: Path, effect: str, runs: bool) -> None:
+    """A PreferNoSchedule taint only makes a node less preferred: simulate refused a
+    valid trace as never fitting ("1 job(s) can never fit"). A NoSchedule one keeps a
+    simulated pod off it, and `trace check --cluster` accepted what simulate refused."""
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text(
+        "apiVersion: fairpool.io/v1\nkind: ClusterInventory\nspec:\n  nodeGroups:\n"
+        "    - {name: a, owner: physics, count: 1, gpusPerNode: 8, "
+        "gpuModel: NVIDIA-H100-80GB-HBM3,\n"
+        f"       taints: [{{key: maintenance, effect: {effect}}}]}}\n"
+    )
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "apiVersion: fairpool.io/v1\nkind: Policy\nspec:\n  gpuModels:\n"
+        "    - {name: NVIDIA-H100-80GB-HBM3, hourlyCost: '2.40'}\n"
+        "  members:\n    - {name: physics, namespaces: [physics]}\n"
+    )
+    trace = tmp_path / "t.csv"
+    trace.write_text(
+        "job_id,org,submit_time,duration_s,num_pods,gpus_per_pod\nj1,physics,0,3600,1,1\n"
+    )
+    inputs = ["--cluster", str(cluster), "--policy", str(policy)]
+    checked = run("check", trace, *inputs)
+    out = tmp_path / "out"
+    simulated = CliRunner().invoke(
+        cli, ["simulate", "--trace", str(trace), *inputs, "--out", str(out), "--no-standalone"]
+    )
+    assert (checked.exit_code, simulated.exit_code) == ((0, 0) if runs else (2, 2))
+    assert (out / "summary.json").exists() == runs
+
+
 NEVER_RUNS = (
     "job_id,org,submit_time,duration_s,num_pods,gpus_per_pod,gpu_model\n"
     "ok,ai-startup,0,600,4,8,NVIDIA-H100-80GB-HBM3\n"
