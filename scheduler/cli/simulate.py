@@ -419,7 +419,7 @@ def _trace_start(start_text: str | None, trace: Trace, policy: Policy) -> dateti
     first day of last month in the policy's zone."""
     if start_text is not None:
         return parse_start(start_text)
-    if trace.start_epoch:
+    if trace.start_epoch is not None:
         return datetime.fromtimestamp(trace.start_epoch, UTC)
     return previous_month_start(policy)
 

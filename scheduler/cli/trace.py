@@ -324,7 +324,7 @@ def _print_summary(
     print_table(console, table)
     span = span_s(result)
     facts = [f"span {_hours(span)} (to the last job's end)"]
-    if result.start_epoch:
+    if result.start_epoch is not None:
         start = datetime.fromtimestamp(result.start_epoch, tz=UTC)
         facts.append(f"starts {start.isoformat()}")
     if gpus and days:

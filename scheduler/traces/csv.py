@@ -164,7 +164,7 @@ def read_trace(
         problems.add(None, None, "empty trace: the file has a header but no jobs")
     problems.raise_if_any()
 
-    start_epoch = 0.0
+    start_epoch = None
     if time_kind == "iso":
         # ISO times were kept as epoch seconds; trace time 0 is the earliest submission.
         start_epoch = min(j.submit_time for j in jobs)
@@ -447,7 +447,7 @@ def trace_rows(trace: Trace) -> Iterable[list[str]]:
     said = any(job.checkpointable is not None for job in trace.jobs)
     yield list(CANONICAL_COLUMNS if said else CANONICAL_COLUMNS[:-1])
     for job in trace.jobs:
-        if trace.start_epoch:
+        if trace.start_epoch is not None:
             moment = datetime.fromtimestamp(trace.start_epoch + job.submit_time, tz=UTC)
             submit = moment.isoformat()
         else:

@@ -36,9 +36,10 @@ class TraceJob:
 class Trace:
     jobs: tuple[TraceJob, ...]
     """Sorted by (submit_time, job_id)."""
-    start_epoch: float = 0.0
-    """UTC epoch seconds of trace time 0 (from ISO-8601 submit times, else 0 meaning
-    'the start of the simulated month')."""
+    start_epoch: float | None = None
+    """UTC epoch seconds of trace time 0 (from ISO-8601 submit times), else None: 'the
+    start of the simulated month'. (0.0 meant that too, so a trace whose first job was
+    at 1970-01-01T00:00:00Z lost its dates.)"""
 
     def members(self) -> list[str]:
         return sorted({j.org for j in self.jobs})

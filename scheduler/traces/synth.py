@@ -151,7 +151,7 @@ def synthesize(
         )
         for i, j in enumerate(jobs, start=1)
     )
-    return Trace(jobs=numbered, start_epoch=0.0)
+    return Trace(jobs=numbered)
 
 
 @dataclass(frozen=True)

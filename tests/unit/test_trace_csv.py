@@ -9,6 +9,7 @@ import pytest
 
 from policies.errors import InputError
 from scheduler.traces import Trace, TraceError, TraceJob, read_trace, write_trace
+from scheduler.traces.csv import trace_rows
 
 DATA = Path(__file__).parents[1] / "data" / "traces"
 HEADER = "job_id,org,submit_time,duration_s,num_pods,gpus_per_pod"
@@ -29,7 +30,7 @@ def test_seconds_file_sorted_by_submit_time() -> None:
         8,
     )
     assert gang.is_gang and gang.gpus == 16
-    assert trace.start_epoch == 0.0
+    assert trace.start_epoch is None
     assert all(j.gpu_model is None and j.priority == 0 for j in trace.jobs)
 
 
@@ -225,6 +226,9 @@ def test_iso_times_outside_the_report_years_or_ten_years_apart_are_named() -> No
     assert "after the first submission, beyond 316,224,000 s" in str(info.value)
     edges = f"{HEADER}\nj,lab,1970-01-01T00:00:00Z,60,1,1\nk,lab,1979-12-31T00:00:00Z,60,1,1\n"
     assert read_trace(edges).start_epoch == 0.0
+    # A trace that starts at the epoch keeps its dates (0.0 also meant "no dates": it
+    # was written back in seconds and replayed in last month).
+    assert list(trace_rows(read_trace(edges)))[1][2] == "1970-01-01T00:00:00+00:00"
 
 
 def test_an_output_path_through_a_file_is_an_input_error(tmp_path: Path) -> None:
