@@ -64,6 +64,7 @@ def render(
     api_versions: Iterable[str] = (),
     sets: Iterable[str] = (),
     release: str = RELEASE,
+    kube_version: str = KUBERNETES_VERSION,
 ) -> list[dict[str, Any]]:
     """`helm template` of the chart (CRDs included) as a list of objects."""
     extra = [arg for item in sets for arg in ("--set", item)]
@@ -76,7 +77,7 @@ def render(
         "--include-crds",
         # helm's default is an old release; render for the control plane's.
         "--kube-version",
-        KUBERNETES_VERSION,
+        kube_version,
         *value_args(files, api_versions),
         *extra,
     )

@@ -17,6 +17,7 @@ import yaml
 from tests.chart import (
     CHART,
     MONITORING_API,
+    RELEASE,
     VALUE_SETS,
     HelmError,
     container,
@@ -246,6 +247,29 @@ def test_bad_values_are_refused_with_the_value_named(
     with pytest.raises(HelmError) as refused:
         _render(policy, "minimal", sets=sets)
     assert message in refused.value.output
+
+
+def test_the_admission_policy_guards_the_annotations_fairpool_trusts(policy: Path) -> None:
+    objects = _render(policy, "minimal")
+    guard = one(objects, "ValidatingAdmissionPolicy")
+    binding = one(objects, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["policyName"] == guard["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    account = one(objects, "ServiceAccount", f"{RELEASE}-scheduler")["metadata"]
+    (condition,) = guard["spec"]["matchConditions"]
+    assert (
+        f"'system:serviceaccount:{account['namespace']}:{account['name']}'"
+        in condition["expression"]
+    )
+    # Below 1.30 there is no ValidatingAdmissionPolicy: refused, naming the value, unless
+    # it is turned off (which leaves the annotations to anyone who may write them).
+    with pytest.raises(HelmError) as refused:
+        _render(policy, "minimal", kube_version="v1.29.0")
+    assert "admissionPolicy.enabled needs Kubernetes 1.30 or later" in refused.value.output
+    older = _render(
+        policy, "minimal", kube_version="v1.29.0", sets=["admissionPolicy.enabled=false"]
+    )
+    assert not [o for o in older if o["kind"].startswith("ValidatingAdmission")]
 
 
 def test_rbac_has_no_wildcards_and_the_meter_no_rights(policy: Path) -> None:

@@ -120,12 +120,21 @@ def install(control_plane: ControlPlane, namespace: str, tmp_path: Path) -> Iter
         yield done
     finally:
         rbac = k8s.RbacAuthorizationV1Api(control_plane.admin)
+        admission = k8s.AdmissionregistrationV1Api(control_plane.admin)
         for o in objects:
             name = o["metadata"]["name"]
             if o["kind"] == "ClusterRole":
                 rbac.delete_cluster_role(name)
             elif o["kind"] == "ClusterRoleBinding":
                 rbac.delete_cluster_role_binding(name)
+            elif o["kind"] == "ValidatingAdmissionPolicyBinding":
+                # Cluster-wide: left behind, it would refuse the other tests' daemons,
+                # which run as the admin, every annotation they write.
+                admission.delete_validating_admission_policy_binding(name)
+            elif o["kind"] == "ValidatingAdmissionPolicy":
+                admission.delete_validating_admission_policy(name)
+        if any(o["kind"] == "ValidatingAdmissionPolicy" for o in objects):
+            _until_the_admission_policy_is_gone(control_plane, pool.ns("a"))
         custom = k8s.CustomObjectsApi(control_plane.admin)
         for name in (release, f"{release}-bad"):
             try:
@@ -133,6 +142,27 @@ def install(control_plane: ControlPlane, namespace: str, tmp_path: Path) -> Iter
             except ApiException as exc:
                 if exc.status != 404:
                     raise
+
+
+def _until_the_admission_policy_is_gone(plane: ControlPlane, namespace: str) -> None:
+    """The API server drops a deleted policy from its cache a moment later: until then it
+    would refuse the next tests' daemons (the admin) the annotations they write."""
+    core = k8s.CoreV1Api(plane.admin)
+    probe = {
+        "metadata": {"name": "admission-probe", "annotations": {"fairpool.io/reclaims": "1"}},
+        "spec": {"containers": [{"name": "c", "image": "example.invalid/probe:1"}]},
+    }
+
+    def passes() -> bool:
+        try:
+            core.create_namespaced_pod(namespace, probe, dry_run="All")  # type: ignore[arg-type]
+        except ApiException as exc:
+            if exc.status == 403:
+                return False
+            raise
+        return True
+
+    wait_until(passes, what="the deleted admission policy to stop refusing")
 
 
 def _service_account_kubeconfig(install: Install, account: str) -> Path:
@@ -169,6 +199,15 @@ def _client(kubeconfig: Path) -> k8s.ApiClient:
     from kubernetes import config as k8s_config
 
     return k8s_config.new_client_from_config(config_file=str(kubeconfig))
+
+
+def _impersonating(admin: k8s.ApiClient, user: str) -> k8s.ApiClient:
+    """The admin's client acting as `user`, with every right (group system:masters): only
+    the admission policy can refuse it."""
+    api = k8s.ApiClient(admin.configuration)
+    api.set_default_header("Impersonate-User", user)
+    api.set_default_header("Impersonate-Group", "system:masters")
+    return api
 
 
 def _process_args(deployment: dict[str, Any], replace: dict[str, str | None]) -> list[str]:
@@ -453,3 +492,100 @@ def test_meter_runs_with_the_charts_arguments_and_policy(
     with Ledger(ledger_url) as ledger:
         usage = ledger.usage_frame(at(8), at(14))
     assert set(usage["member"]) >= {"lab-bio", "physics"}, usage
+
+
+TRUSTED = ("fairpool.io/member", "fairpool.io/reclaims", "fairpool.io/reclaimed-at")
+
+
+def test_only_the_scheduler_writes_the_annotations_it_trusts(install: Install) -> None:
+    """A user who wrote `fairpool.io/reclaims: "3"` on a borrowing pod (or its Job) made
+    it unreclaimable, and `fairpool.io/member` moved its GPUs to another member: the
+    chart's ValidatingAdmissionPolicy lets only the scheduler's ServiceAccount set or
+    change them, on create and on update, whoever else asks (here with every RBAC right)."""
+    namespace = install.pool.ns("a")  # the test's member's namespace
+    mallory = k8s.CoreV1Api(_impersonating(install.plane.admin, "mallory"))
+    scheduler = k8s.CoreV1Api(
+        _client(_service_account_kubeconfig(install, install.scheduler_account))
+    )
+
+    def body(name: str, annotations: dict[str, str]) -> dict[str, Any]:
+        return {
+            "metadata": {"name": name, "annotations": annotations},
+            "spec": {
+                "schedulerName": "fairpool",
+                "containers": [{"name": "c", "image": "example.invalid/train:1"}],
+            },
+        }
+
+    def refused(call: Any, *args: Any) -> str:
+        try:
+            call(*args)
+        except ApiException as exc:
+            if exc.status == 403 and "written by fairpool's scheduler only" in (exc.body or ""):
+                return str(exc.body)
+            raise
+        return ""
+
+    # A new policy takes effect within moments: until then, what it would refuse passes.
+    probe = iter(range(1000))
+
+    def first_refusal() -> str:
+        name = f"probe-{next(probe)}"
+        said = refused(
+            mallory.create_namespaced_pod, namespace, body(name, {"fairpool.io/reclaims": "3"})
+        )
+        if not said:
+            mallory.delete_namespaced_pod(name, namespace)
+        return said
+
+    wait_until(first_refusal, what="the admission policy to refuse")
+    for n, key in enumerate(TRUSTED):
+        assert refused(mallory.create_namespaced_pod, namespace, body(f"set-{n}", {key: "x"})), key
+    mallory.create_namespaced_pod(namespace, body("plain", {"example.com/note": "mine"}))
+    for key in TRUSTED:
+        patch = {"metadata": {"annotations": {key: "3"}}}
+        assert refused(mallory.patch_namespaced_pod, "plain", namespace, patch), key
+    # Other annotations stay the user's.
+    mallory.patch_namespaced_pod(
+        "plain", namespace, {"metadata": {"annotations": {"example.com/note": "changed"}}}
+    )
+    # The scheduler writes them (the evictor's reclaim record, the binder's member) ...
+    record = {"fairpool.io/reclaims": "1", "fairpool.io/reclaimed-at": "2026-12-07T09:00:00Z"}
+
+    def written() -> bool:
+        # An earlier test's release (another ServiceAccount) may be refused for a moment
+        # after its policy was deleted, until the API server's policy cache drops it.
+        said = refused(
+            scheduler.patch_namespaced_pod,
+            "plain",
+            namespace,
+            {"metadata": {"annotations": record}},
+        )
+        return not said
+
+    wait_until(written, what="the scheduler's own write to pass")
+    # ... and another principal's update that keeps them as they are passes.
+    mallory.patch_namespaced_pod(
+        "plain", namespace, {"metadata": {"annotations": {"example.com/note": "again"}}}
+    )
+    assert refused(
+        mallory.patch_namespaced_pod,
+        "plain",
+        namespace,
+        {"metadata": {"annotations": {"fairpool.io/reclaims": None}}},
+    ), "removing the record"
+    # On the objects that recreate pods too: a Job's template or its own annotations.
+    jobs = k8s.BatchV1Api(_impersonating(install.plane.admin, "mallory"))
+    job = {
+        "metadata": {"name": "spoof", "annotations": {"fairpool.io/reclaims": "3"}},
+        "spec": {
+            "template": {
+                "spec": {
+                    "schedulerName": "fairpool",
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "c", "image": "example.invalid/train:1"}],
+                }
+            }
+        },
+    }
+    assert refused(jobs.create_namespaced_job, namespace, job)
