@@ -636,12 +636,14 @@ def _membership_of(policy: Policy) -> _Membership:
     return known
 
 
-def member_of(pod: PodInfo, policy: Policy) -> str | None:
+def member_of(pod: PodInfo, policy: Policy, scheduler_name: str = L.SCHEDULER_NAME) -> str | None:
     """The member a pod counts for: the annotation written at bind (so a policy change
-    never re-attributes a running pod), else the policy's namespace mapping."""
+    never re-attributes a running pod), else the policy's namespace mapping. Only a pod
+    of this scheduler was bound by it: on another scheduler's pod the annotation is the
+    user's own, and counted its GPUs as any member's it named."""
     membership = _membership_of(policy)
     annotated = pod.annotations.get(L.MEMBER_ANNOTATION)
-    if annotated and annotated in membership.names:
+    if annotated and annotated in membership.names and pod.scheduler_name == scheduler_name:
         return annotated
     return membership.of_namespace(pod.namespace)
 
@@ -665,7 +667,7 @@ def running_pod(
         uid=pod.uid,
         name=pod.name,
         namespace=pod.namespace,
-        member=member_of(pod, policy),
+        member=member_of(pod, policy, scheduler_name),
         job_id=job_id_of(pod),
         node=node or pod.node_name,
         spec=pod.spec if pod.spec is not None else PodSpec(gpus=0),

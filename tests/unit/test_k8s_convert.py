@@ -348,8 +348,12 @@ def test_running_pod_member_from_bind_annotation_and_foreign_scheduler() -> None
     )
     body["status"] = {"phase": "Running", "startTime": "1970-01-01T00:00:10Z"}
     running = running_pod(pod_info(body), POLICY, Priorities())
-    assert running.member == "physics" and running.node == "n1"
+    # fairpool never bound it: the annotation is its user's, who could count its GPUs as
+    # any member's (they counted for physics); its namespace belongs to no member.
+    assert running.member is None and running.node == "n1"
     assert running.started_at == 10.0 and not running.scheduled_by_fairpool
+    body["spec"]["schedulerName"] = "fairpool"
+    assert running_pod(pod_info(body), POLICY, Priorities()).member == "physics"
 
 
 def test_a_bound_pod_the_kubelet_has_not_started_runs_since_its_bind() -> None:
