@@ -552,6 +552,7 @@ def _print_study(
 def _cost_report(console: Console, out: Path, study: Study, month: str) -> None:
     """The month's cost report, billed from the study's tables as they are in memory."""
     from reports.costmodel import NoDataError
+    from reports.costmodel.months import MonthError
     from reports.sources.simulation import (
         remove_simulation_report,
         simulation_report,
@@ -562,10 +563,13 @@ def _cost_report(console: Console, out: Path, study: Study, month: str) -> None:
         report = simulation_report(
             study.usage, study.capacity, study.reclaim_lost, study.summary, study.policy, month
         )
-    except NoDataError as exc:
+    except (NoDataError, MonthError) as exc:
         # A replay in which no time passed (nothing could ever run) has no hour to
-        # bill: the tables stand, and the run is no failure.
+        # bill, nor one whose month is past the years a report covers (a trace that
+        # starts late in 2200 is in 2201 in the policy's zone): the tables stand, and
+        # the run is no failure.
         remove_simulation_report(out)
-        console.print(f"no cost report: {escape(str(exc))}")
+        why = str(exc) if isinstance(exc, NoDataError) else f"its month {month} is not in {YEARS}"
+        console.print(f"no cost report: {escape(why)}")
         return
     console.print(f"cost report: {write_simulation_report(report, out)}")

@@ -510,3 +510,19 @@ def test_a_rerun_replaces_the_report_folder_whole(
     said = capsys.readouterr()
     assert "no cost report:" in said.out and "Traceback" not in said.err
     assert (out / "summary.json").exists() and not (out / "report").exists()
+
+
+def test_a_replay_in_a_month_past_2200_has_tables_and_no_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A trace the checks accept that starts late on 2200-12-31 UTC is in 2201 in the
+    policy's zone (Europe/Paris): simulate wrote its tables, then exited 2 blaming a
+    `--month` it does not have."""
+    late = TRACE.splitlines()[0] + "\na1,a,2200-12-31T23:30:00Z,600,1,4,G\n"
+    args = [a for a in inputs(tmp_path, trace=late) if a != "--start"]
+    args = args[: args.index("2026-10-01T00:00:00+02:00")]
+    out = tmp_path / "out"
+    assert run([*args, "--out", str(out), "--no-standalone"]) == 0
+    said = capsys.readouterr().out
+    assert "no cost report: its month 2201-01 is not in the years 1970 to 2200" in said
+    assert (out / "summary.json").exists() and not (out / "report").exists()
