@@ -241,6 +241,12 @@ class _Limits:
         nodes = [n for group in candidates.values() for n in group]
         biggest = max(nodes, default=0)
         label = f"{model} " if model else ""
+        if not nodes:
+            # `node_gpus_of` leaves out nodes whose taints keep a simulated pod off.
+            return "gpus_per_pod", (
+                f"no {label}node of the cluster takes a pod (none has GPUs, or their "
+                "NoSchedule or NoExecute taints keep it off)"
+            )
         if per_pod > biggest:
             return "gpus_per_pod", (
                 f"a pod of {per_pod} GPUs is larger than any {label}node (biggest: {biggest})"

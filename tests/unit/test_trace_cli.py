@@ -374,6 +374,8 @@ def test_check_and_simulate_agree_on_tainted_nodes(tmp_path: Path, effect: str, 
     )
     assert (checked.exit_code, simulated.exit_code) == ((0, 0) if runs else (2, 2))
     assert (out / "summary.json").exists() == runs
+    if not runs:
+        assert "NoSchedule or NoExecute taints keep it off" in " ".join(checked.output.split())
 
 
 NEVER_RUNS = (
