@@ -149,9 +149,12 @@ def schema_of(model: type[BaseModel]) -> dict[str, Any]:
 
 def _keyed_by_name(schema: dict[str, Any], *lists: str) -> dict[str, Any]:
     """Mark lists of objects as maps keyed by `name`: the API server refuses two entries
-    with one name, and server-side apply merges them by name."""
+    with one name, and server-side apply merges them by name. A dotted path reaches a
+    nested list (`billing.sharedFixedCosts`)."""
     for field in lists:
-        node = schema["properties"][field]
+        node = schema
+        for part in field.split("."):
+            node = node["properties"][part]
         node["x-kubernetes-list-type"] = "map"
         node["x-kubernetes-list-map-keys"] = ["name"]
     return schema
@@ -205,7 +208,9 @@ def crd() -> dict[str, Any]:
             "apiVersion": {"type": "string"},
             "kind": {"type": "string"},
             "metadata": {"type": "object"},
-            "spec": _keyed_by_name(schema_of(PolicySpec), "gpuModels", "members"),
+            "spec": _keyed_by_name(
+                schema_of(PolicySpec), "gpuModels", "members", "billing.sharedFixedCosts"
+            ),
             "status": _status_schema(),
         },
     }

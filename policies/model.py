@@ -8,6 +8,8 @@ falls back to a default.
 from __future__ import annotations
 
 import fnmatch
+import functools
+import zoneinfo
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from enum import StrEnum
@@ -35,6 +37,14 @@ def _ascii_number(what: str, example: str) -> BeforeValidator:
     `Annotated`, the check leaves the JSON schema (so the generated CRD) as it was."""
 
     def check(value: object) -> object:
+        if isinstance(value, bool):
+            # Read as 1 or 0 otherwise: `maxReclaimsPerJob: false`, meant as "no
+            # limit", became "never reclaim"; the CRD refuses it as no integer.
+            raise PydanticCustomError(
+                "number_bool",
+                "expected a {what} such as {example}, not true/false",
+                {"what": what, "example": repr(example)},
+            )
         if isinstance(value, str) and not DECIMAL.fullmatch(value.strip()):
             raise PydanticCustomError(
                 "number_text",
@@ -192,6 +202,18 @@ class SplitRule(StrEnum):
     FIXED = "fixed"
 
 
+@functools.cache
+def _iana_zones() -> frozenset[str]:
+    """The IANA time zone names, from the bundled `tzdata` package first (the same on
+    every host), without the host-only entries `localtime`, `posixrules`, `right/*`."""
+    return frozenset(
+        z
+        for z in zoneinfo.available_timezones()
+        if z not in {"localtime", "posixrules", "Factory"}
+        and not z.startswith(("right/", "posix/"))
+    )
+
+
 class SharedFixedCost(_Strict):
     """A monthly cost of the pool that is not a GPU (network, staff, power, rack space)."""
 
@@ -230,6 +252,11 @@ class BillingRules(_Strict):
     @field_validator("time_zone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
+        # An IANA name: `localtime` follows the host's clock setting, and `posixrules`
+        # or `right/UTC` exist on some hosts only, so a month would be cut differently,
+        # or the policy be valid, depending on the machine that reads it.
+        if value not in _iana_zones():
+            raise ValueError(f"unknown time zone {value!r} (an IANA name, such as 'Europe/Paris')")
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
@@ -335,6 +362,18 @@ class PolicySpec(_Strict):
             found.append(
                 (("members",), f"{namespaces:,} namespaces in all, at most {MAX_NAMESPACES:,}")
             )
+        # Billing keys each cost by its name: a second one of a name replaced the first
+        # in the members' shares while the pool cost counted both.
+        costs: set[str] = set()
+        for i, cost in enumerate(self.billing.shared_fixed_costs):
+            if cost.name in costs:
+                found.append(
+                    (
+                        ("billing", "sharedFixedCosts", i, "name"),
+                        f"duplicate shared fixed cost {cost.name!r}",
+                    )
+                )
+            costs.add(cost.name)
         for i, gpu in enumerate(self.gpu_models):
             if gpu.currency != self.billing.currency:
                 found.append(

@@ -8,6 +8,7 @@ the line, never in a crash or a runaway."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -42,10 +43,13 @@ def _line(node: yaml.Node) -> int:
     return int(node.start_mark.line) + 1
 
 
-def _bound_tree(root: yaml.Node, loader: Any, source: str) -> None:
+def _bound_tree(root: yaml.Node, loader: Any, source: str, strict: bool = False) -> None:
     """Refuse a node tree too deep, too big, or with a number that is too long or that
     cannot be constructed (a date before year 1), naming the line. Iterative, so depth
-    cannot exhaust the stack; aliases are walked at every use so they are counted."""
+    cannot exhaust the stack; aliases are walked at every use so they are counted.
+    `strict` (documents validated against a model, whose keys are field names and
+    whose numbers are decimal): also a key that is not a string, and a number YAML 1.1
+    reads in another base."""
     issues: list[FieldIssue] = []
     stack: list[tuple[yaml.Node, tuple[str | int, ...]]] = [(root, ())]
     seen = 0
@@ -60,6 +64,8 @@ def _bound_tree(root: yaml.Node, loader: Any, source: str) -> None:
         if isinstance(node, yaml.ScalarNode):
             if node.tag in _SCALAR_TAGS_TO_CHECK:
                 problem = _scalar_problem(node, loader)
+                if problem is None and strict:
+                    problem = _not_decimal(node, loader)
                 if problem:
                     issues.append(FieldIssue(format_path(path), problem, _line(node)))
             continue
@@ -73,6 +79,8 @@ def _bound_tree(root: yaml.Node, loader: Any, source: str) -> None:
             if id(node) not in keys_checked:  # an alias walks the same mapping again
                 keys_checked.add(id(node))
                 issues.extend(_duplicate_keys(node, path))
+                if strict:
+                    issues.extend(_keys_not_text(node, path))
             for key, value in node.value:
                 name = key.value if isinstance(key, yaml.ScalarNode) else "<key>"
                 stack.append((key, (*path, name)))
@@ -97,6 +105,44 @@ def _duplicate_keys(node: yaml.MappingNode, path: tuple[str | int, ...]) -> list
     return found
 
 
+_DECIMAL_INT = re.compile(r"[-+]?(0|[1-9][0-9]*)")
+_DECIMAL_FLOAT = re.compile(
+    r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)"
+)
+_STRING_TAG = "tag:yaml.org,2002:str"
+
+
+def _not_decimal(node: yaml.ScalarNode, loader: Any) -> str | None:
+    """A number YAML 1.1 reads in another base or form: `010` is 8, `0x10` 16, `1_0` 10,
+    `2:30` 150 (base 60), so a price or a limit would silently differ from the text."""
+    if node.tag == "tag:yaml.org,2002:timestamp":
+        return None
+    pattern = _DECIMAL_INT if node.tag == "tag:yaml.org,2002:int" else _DECIMAL_FLOAT
+    if pattern.fullmatch(node.value):
+        return None
+    read = loader.construct_object(node)
+    return (
+        f"{node.value!r} is read by YAML as {read!r}: write the number in decimal digits "
+        "(or quote it, as text)"
+    )
+
+
+def _keys_not_text(node: yaml.MappingNode, path: tuple[str | int, ...]) -> list[FieldIssue]:
+    """Keys that YAML reads as something other than text (`~`, `yes`, `1`, a date): a
+    model's keys are field and member names, and such a key was reported on the wrong
+    line, with no field name, and two of them (`yes` and `true`) as no duplicate."""
+    return [
+        FieldIssue(
+            format_path(path),
+            f"key {key.value!r} is not text (YAML reads it as "
+            f"{key.tag.rsplit(':', 1)[-1]}): quote it",
+            _line(key),
+        )
+        for key, _ in node.value
+        if isinstance(key, yaml.ScalarNode) and key.tag not in (_STRING_TAG, _MERGE_TAG)
+    ]
+
+
 def _scalar_problem(node: yaml.ScalarNode, loader: Any) -> str | None:
     if node.tag in _NUMBER_TAGS and len(node.value) > MAX_NUMBER_CHARS:
         return f"number with more than {MAX_NUMBER_CHARS} characters"
@@ -119,8 +165,9 @@ def _error_line(error: yaml.YAMLError, text: str) -> int | None:
     return None
 
 
-def parse_yaml(text: str, source: str) -> tuple[Any, yaml.Node | None]:
-    """The plain data and the node tree (for line numbers) of one YAML document."""
+def parse_yaml(text: str, source: str, strict: bool = False) -> tuple[Any, yaml.Node | None]:
+    """The plain data and the node tree (for line numbers) of one YAML document
+    (`strict`: see `_bound_tree`)."""
     if len(text) > MAX_DOCUMENT_CHARS:
         raise PolicyError(
             source,
@@ -131,7 +178,7 @@ def parse_yaml(text: str, source: str) -> tuple[Any, yaml.Node | None]:
         node = loader.get_single_node()
         if node is None:
             return None, None
-        _bound_tree(node, loader, source)
+        _bound_tree(node, loader, source, strict)
         data = loader.construct_document(node)
     except PolicyError:
         raise
@@ -181,7 +228,7 @@ def format_path(loc: Sequence[str | int]) -> str:
 
 def validate_document(model: type[M], text: str, source: str) -> M:
     """Parse YAML text into `model`, or raise PolicyError naming every bad field and line."""
-    data, node = parse_yaml(text, source)
+    data, node = parse_yaml(text, source, strict=True)
     if not isinstance(data, dict):
         raise PolicyError(source, [FieldIssue("", "expected a mapping at the top level", 1)])
     try:

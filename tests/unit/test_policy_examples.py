@@ -242,3 +242,55 @@ def test_inventory_defaults_and_errors() -> None:
     found = [(i.path, i.message) for i in info.value.issues]
     assert found[0][0] == "spec.nodeGroups[0].count"
     assert ("spec.nodeGroups[1].name", "duplicate node group 'g1'") in found
+
+
+@pytest.mark.parametrize(
+    ("written", "read"),
+    [("2:30", "150"), ("010", "8"), ("0x10", "16"), ("1_0", "10"), ("0b11", "3"), ("1:0", "60")],
+)
+def test_a_number_yaml_reads_in_another_base_is_refused(written: str, read: str) -> None:
+    """YAML 1.1 reads these plain numbers in base 60, 8, 16 or 2, or drops the
+    underscore: `hourlyCost: 2:30` billed 150 an hour, `maxGpus: 010` allowed 8."""
+    text = MINIMAL.replace('hourlyCost: "2.00"', f"hourlyCost: {written}")
+    ((path, line, message),) = issues_of(text)
+    assert (path, line) == ("spec.gpuModels[0].hourlyCost", 6)
+    assert message.startswith(f"{written!r} is read by YAML as {read}")
+
+
+@pytest.mark.parametrize("value", ["true", "false", "yes", "on"])
+def test_true_or_false_is_not_a_number(value: str) -> None:
+    """Read as 1 or 0: `maxReclaimsPerJob: false`, meant as "no limit", became 0."""
+    text = MINIMAL + f"  sharing:\n    maxReclaimsPerJob: {value}\n"
+    ((path, line, message),) = issues_of(text)
+    assert (path, line) == ("spec.sharing.maxReclaimsPerJob", 10)
+    assert message == "expected a number such as '30', not true/false"
+
+
+def test_a_key_yaml_does_not_read_as_text_is_refused_at_its_line() -> None:
+    text = MINIMAL + "  ~: 1\n  yes: 2\n"
+    found = issues_of(text)
+    assert sorted(found) == [
+        ("spec", 9, "key '~' is not text (YAML reads it as null): quote it"),
+        ("spec", 10, "key 'yes' is not text (YAML reads it as bool): quote it"),
+    ]
+
+
+def test_two_shared_fixed_costs_of_one_name_are_refused() -> None:
+    """Billing keys costs by name: the second replaced the first in the members' shares
+    while the pool cost counted both, and every report failed its own balance check."""
+    costs = (
+        "  billing:\n    sharedFixedCosts:\n"
+        '      - {name: ops, monthlyAmount: "100.00"}\n'
+        '      - {name: ops, monthlyAmount: "300.00"}\n'
+    )
+    assert issues_of(MINIMAL + costs) == [
+        ("spec.billing.sharedFixedCosts[1].name", 12, "duplicate shared fixed cost 'ops'")
+    ]
+
+
+@pytest.mark.parametrize("zone", ["localtime", "posixrules", "right/UTC", "Factory"])
+def test_a_time_zone_is_an_iana_name(zone: str) -> None:
+    """Host files the zone reader also opens: `localtime` follows the machine's clock
+    setting, the others exist on some hosts only."""
+    ((path, _, message),) = issues_of(MINIMAL + f"  billing:\n    timeZone: {zone}\n")
+    assert path == "spec.billing.timeZone" and f"unknown time zone {zone!r}" in message
