@@ -140,6 +140,17 @@ def canonical_document(policy: Policy, version: int | None) -> str:
     return yaml.safe_dump(_document(policy, version), sort_keys=False, allow_unicode=True)
 
 
+def same_policy(one: Policy, other: Policy) -> bool:
+    """Whether two policies say the same, however written: a default given explicitly
+    (`weight: 1.0`) or a price written `"2.4"` instead of `"2.40"` changes nothing, so it
+    makes no new version (each such apply recorded one, with an empty share change)."""
+
+    def meaning(policy: Policy) -> dict[str, Any]:
+        return policy.model_dump(exclude={"metadata": {"version"}})
+
+    return meaning(one) == meaning(other)
+
+
 def member_document(policy: Policy, member: str, version: int | None) -> str:
     """The policy as one member may read it: the shared rules (GPU models and prices,
     sharing, billing) and its own entry; other members' entries and fixed cost shares
@@ -444,7 +455,7 @@ class PolicyStore:
                 recorded = None
                 if latest is not None:
                     recorded = parse_policy(latest.document, f"policy version {latest.version}")
-                    if canonical_document(recorded, None) == canonical_document(policy, None):
+                    if same_policy(recorded, policy):
                         self._set(latest, recorded, revision)
                         return False
                 if latest is None:
@@ -533,9 +544,7 @@ class PolicyStore:
                 )
             version = _next_version(base.version)
             policy = _named(policy, getattr(self.source, "policy_name", None))
-            if source_revision is None and canonical_document(policy, None) == (
-                canonical_document(old, None)
-            ):
+            if source_revision is None and same_policy(policy, old):
                 return base
             document = canonical_document(policy, version)
             # Read back before anything is written: what is stored must load again (the
@@ -645,7 +654,7 @@ class PolicyStore:
         if recorded is None or recorded.origin != Origin.EXTERNAL:
             return None
         seen = parse_policy(recorded.document, f"policy version {recorded.version}")
-        if canonical_document(seen, None) != canonical_document(policy, None):
+        if not same_policy(seen, policy):
             return None
         if not self.audit.claim(entry, recorded):
             return None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import grpc
@@ -292,6 +293,18 @@ def test_applying_the_policy_in_force_again_stores_nothing(api: Running) -> None
         policy_pb2.ListPolicyVersionsRequest(), metadata=ADMIN
     ).versions
     assert [v.version for v in versions] == [first.applied.version, 1]
+    # The same policy with a default written out and a price with fewer zeros: each such
+    # apply recorded a new version whose share change was empty.
+    data = yaml.safe_load(text)
+    data["spec"]["gpuModels"][0]["hourlyCost"] = str(
+        Decimal(data["spec"]["gpuModels"][0]["hourlyCost"]).normalize()
+    )
+    data["spec"]["members"][1].setdefault("weight", 1.0)
+    data["spec"]["members"][1].setdefault("maxGpus", None)
+    same = yaml.safe_dump(data, sort_keys=False)
+    assert same != text
+    reply = api.policy.ApplyPolicy(policy_pb2.ApplyPolicyRequest(yaml=same), metadata=ADMIN)
+    assert reply.applied.version == first.applied.version and reply.diff == ""
     # An expected version that is no longer current is still refused, unchanged or not.
     with pytest.raises(grpc.RpcError) as stale:
         api.policy.ApplyPolicy(
