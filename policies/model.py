@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import re
 import zoneinfo
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
@@ -17,6 +18,7 @@ from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -60,6 +62,23 @@ NumberText = _ascii_number("number", "30")
 """For counts, seconds and weights."""
 _DecimalText = _ascii_number("decimal number", "2.40")
 """For money."""
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _printable(value: str) -> str:
+    """No control character: names are printed on invoices and logs and go into the API
+    (PostgreSQL stores no NUL; a newline split a report's line)."""
+    found = _CONTROL.search(value)
+    if found:
+        raise ValueError(
+            f"a control character ({found.group()!r}) at character {found.start() + 1}"
+        )
+    return value
+
+
+Printable = AfterValidator(_printable)
+
 
 PositiveDecimal = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=6), _DecimalText]
 
@@ -217,7 +236,7 @@ def _iana_zones() -> frozenset[str]:
 class SharedFixedCost(_Strict):
     """A monthly cost of the pool that is not a GPU (network, staff, power, rack space)."""
 
-    name: str = Field(min_length=1, max_length=200)
+    name: Annotated[str, Printable] = Field(min_length=1, max_length=200)
     monthly_amount: PositiveDecimal
     split: SplitRule = SplitRule.EQUAL
     shares: (
@@ -269,7 +288,7 @@ class BillingRules(_Strict):
 
 
 class Metadata(_Strict):
-    name: str = Field(default="fairpool", min_length=1, max_length=253)
+    name: Annotated[str, Printable] = Field(default="fairpool", min_length=1, max_length=253)
     version: Annotated[int, NumberText] = Field(default=0, ge=0, le=MAX_VERSION)
     """Set by the policy store on every applied change; 0 for a file never applied."""
 

@@ -294,3 +294,19 @@ def test_a_time_zone_is_an_iana_name(zone: str) -> None:
     setting, the others exist on some hosts only."""
     ((path, _, message),) = issues_of(MINIMAL + f"  billing:\n    timeZone: {zone}\n")
     assert path == "spec.billing.timeZone" and f"unknown time zone {zone!r}" in message
+
+
+@pytest.mark.parametrize("where", ["metadata", "cost"])
+def test_a_name_with_a_control_character_is_refused(where: str) -> None:
+    """Printed on invoices and logs and sent to the API: a newline split a report's line,
+    and PostgreSQL stores no NUL."""
+    if where == "metadata":
+        text = MINIMAL.replace("kind: Policy\n", 'kind: Policy\nmetadata: {name: "a\\nb"}\n')
+        path = "metadata.name"
+    else:
+        text = MINIMAL + (
+            '  billing:\n    sharedFixedCosts:\n      - {name: "ops\\u0000", monthlyAmount: "1"}\n'
+        )
+        path = "spec.billing.sharedFixedCosts[0].name"
+    ((found, _, message),) = issues_of(text)
+    assert found == path and "a control character" in message
