@@ -62,6 +62,15 @@ def check_url(url: str) -> URL:
 
 
 def _check_sqlite(parsed: URL, name: str) -> None:
+    database = parsed.database or ""
+    if database in ("", ":memory:") or "mode=memory" in database:
+        # Every command that takes a ledger keeps something in it: in memory, a meter
+        # run said its hours were metered and `--forget` its hours given up, and all of
+        # it was gone when the command ended.
+        raise InputError(
+            f"ledger {name}: an in-memory database keeps nothing; give a file "
+            "(sqlite:///path/to/ledger.db)"
+        )
     path = sqlite_path(parsed)
     if path is not None and not path.parent.is_dir():
         raise InputError(f"ledger {name}: folder {path.parent} does not exist")

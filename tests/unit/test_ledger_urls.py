@@ -71,6 +71,9 @@ MALFORMED = {
     "no host": ("postgresql+psycopg://meter:s3cret@/ledger", "no host"),
     "no database": ("postgresql+psycopg://meter:s3cret@127.0.0.1", "no database name"),
     "not a URL": ("fairpool ledger please", "not a database URL"),
+    # Kept nothing: a meter run reported its hours metered, `--forget` its hours given up.
+    "in memory": ("sqlite://", "an in-memory database keeps nothing"),
+    "in memory, named": ("sqlite:///:memory:", "an in-memory database keeps nothing"),
 }
 
 
