@@ -22,6 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pandas as pd
 
 from policies.model import Policy
@@ -426,6 +427,12 @@ class Meter:
                 error = "no series in Prometheus for this hour (nodes existed before it)"
                 pending.append((hour, error))
                 outcomes.append(HourOutcome(hour, "pending", None, 0.0, 0, error))
+            elif (absurd := implausible(built)) is not None:
+                # Stored, one infinite or absurd value stopped every report of the month
+                # (money cannot hold it); kept pending, the month says the hour is missing.
+                log.warning("hour %s: %s", hour.isoformat(), absurd)
+                pending.append((hour, absurd))
+                outcomes.append(HourOutcome(hour, "pending", None, 0.0, 0, absurd))
             else:
                 writes.append(
                     HourWrite(
@@ -541,3 +548,30 @@ def _reclaim_lost(
         for (key, _), value in seen.items():
             out[hour][key] = out[hour].get(key, 0.0) + value
     return out
+
+
+MAX_GPUS_PER_ROW = 1024
+"""GPUs one pod, or one node, can hold: far beyond any machine, far below what breaks the
+bill. A value past it came from a broken exporter, not from hardware."""
+
+
+def implausible(built: HourRows) -> str | None:
+    """Why an hour's rows cannot be GPU-seconds (a value that is infinite, NaN, negative
+    or beyond `MAX_GPUS_PER_ROW` GPUs for the whole hour), or None."""
+    bound = 3600.0 * MAX_GPUS_PER_ROW
+    for frame, column, what in (
+        (built.usage, "gpu_seconds", "a pod's allocation"),
+        (built.capacity, "gpu_seconds_available", "a node's allocatable GPUs"),
+    ):
+        if not len(frame) or column not in frame:
+            continue
+        values = frame[column].to_numpy(dtype=float)
+        bad = ~np.isfinite(values) | (values < 0) | (values > bound)
+        if bad.any():
+            row = frame[bad].iloc[0]
+            who = row.get("pod") or row.get("node") or "?"
+            return (
+                f"{what} from Prometheus is not a GPU count ({who}: {float(values[bad][0]):g} "
+                f"GPU-seconds in the hour); the hour stays pending"
+            )
+    return None
