@@ -770,6 +770,17 @@ def pending_job(
     min_member = 1
     if first.gang is not None:
         size = pod_group_size if first.gang.pod_group else None
+        declared = {p.gang.size for p in members if p.gang is not None and p.gang.size}
+        if size is None and not first.gang.kind and len(declared) > 1:
+            # The oldest pod's size was taken without a word: a typo in one manifest
+            # started the gang at the wrong size.
+            return Unschedulable(
+                job_id,
+                tuple(members),
+                f"gang {first.gang.name}: its pods declare different sizes in "
+                f"{L.GANG_SIZE_ANNOTATION} ({', '.join(map(str, sorted(declared)))}); "
+                "give every pod the same",
+            )
         size = size or first.gang.size
         if size is None and first.gang.kind:
             return Unschedulable(

@@ -268,6 +268,28 @@ def test_gang_by_label_and_annotation() -> None:
     assert job.nominated_nodes == {"uid-w0": "n1"}
 
 
+def test_pods_of_one_gang_that_declare_different_sizes_wait_saying_so() -> None:
+    # The oldest pod's size was taken without a word (a typo in one manifest).
+    infos = [
+        pod_info(
+            pod(
+                f"w{i}",
+                "physics",
+                labels={"fairpool.io/gang": "train"},
+                annotations={"fairpool.io/gang-size": size},
+            )
+        )
+        for i, size in enumerate(["4", "2", "4"])
+    ]
+    jobs, rejected = pending_jobs(infos, POLICY, Priorities(), {}, {})
+    assert jobs == ()
+    (bad,) = rejected
+    assert bad.reason == (
+        "gang train: its pods declare different sizes in fairpool.io/gang-size (2, 4); "
+        "give every pod the same"
+    )
+
+
 @pytest.mark.parametrize(
     "extra",
     [
