@@ -248,18 +248,23 @@ def test_single_pods_become_jobs_with_member_from_namespace() -> None:
     }
 
 
-def test_gang_by_label_and_annotation() -> None:
-    infos = [
+def _gang_pods(sizes: list[str]) -> list[PodInfo]:
+    """Pods of physics' gang `train`, each declaring its size in the annotation."""
+    return [
         pod_info(
             pod(
                 f"w{i}",
                 "physics",
                 labels={"fairpool.io/gang": "train"},
-                annotations={"fairpool.io/gang-size": "4"},
+                annotations={"fairpool.io/gang-size": size},
             )
         )
-        for i in range(3)
+        for i, size in enumerate(sizes)
     ]
+
+
+def test_gang_by_label_and_annotation() -> None:
+    infos = _gang_pods(["4"] * 3)
     nominations = {"physics/train": {"uid-w0": "n1"}}
     jobs, _ = pending_jobs(infos, POLICY, Priorities(), {}, nominations)
     (job,) = jobs
@@ -270,17 +275,7 @@ def test_gang_by_label_and_annotation() -> None:
 
 def test_pods_of_one_gang_that_declare_different_sizes_wait_saying_so() -> None:
     # The oldest pod's size was taken without a word (a typo in one manifest).
-    infos = [
-        pod_info(
-            pod(
-                f"w{i}",
-                "physics",
-                labels={"fairpool.io/gang": "train"},
-                annotations={"fairpool.io/gang-size": size},
-            )
-        )
-        for i, size in enumerate(["4", "2", "4"])
-    ]
+    infos = _gang_pods(["4", "2", "4"])
     jobs, rejected = pending_jobs(infos, POLICY, Priorities(), {}, {})
     assert jobs == ()
     (bad,) = rejected
