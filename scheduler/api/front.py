@@ -47,6 +47,7 @@ from scheduler.api.share_service import (
     PublishedShares,
     _scope,
     entitlements_response,
+    not_a_gpu_model,
     not_a_member,
 )
 from scheduler.api.tls import listen
@@ -85,6 +86,7 @@ class ReadAnswers:
     shares: tuple[MemberShare, ...]
     members: tuple[str, ...]
     capacity: Mapping[str, int]
+    gpu_models: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -174,6 +176,16 @@ class FrontShareServicer(share_pb2_grpc.ShareServiceServicer):
                 context,
                 grpc.StatusCode.INVALID_ARGUMENT,
                 not_a_member(member, answers.policy_version),
+            )
+        if (
+            answers is not None
+            and request.gpu_model
+            and request.gpu_model not in answers.gpu_models
+        ):
+            abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                not_a_gpu_model(request.gpu_model, answers.policy_version),
             )
         return self._answers.entitlements(member, request.gpu_model)
 
@@ -443,6 +455,7 @@ class ReadFront:
             shares=book.shares,
             members=book.members,
             capacity=book.capacity,
+            gpu_models=book.gpu_models,
         )
 
     def start(self) -> int:

@@ -79,6 +79,7 @@ class _Book:
         "_answers",
         "_index",
         "capacity",
+        "gpu_models",
         "indexing",
         "members",
         "policy",
@@ -97,6 +98,7 @@ class _Book:
         self.members = tuple(policy.member_names())
         self.capacity = model_capacity(published.snapshot.nodes)
         """Ready GPUs per model, unowned nodes' included: the pool's size."""
+        self.gpu_models = known_gpu_models(policy, shares, self.capacity)
         self._index: _Index | None = None
         self._answers: dict[tuple[str | None, str], bytes] = {}
         self.indexing = threading.Lock()
@@ -148,6 +150,25 @@ class _Book:
 
 def not_a_member(member: str, policy_version: int) -> str:
     return f"member: {member!r} is not a member of policy version {policy_version}"
+
+
+def known_gpu_models(
+    policy: Policy, shares: tuple[MemberShare, ...], capacity: Mapping[str, int]
+) -> frozenset[str]:
+    """The GPU models a caller may ask about: priced by the policy, or on the cluster's
+    nodes, or in a share."""
+    return frozenset(
+        {m.name for m in policy.spec.gpu_models} | set(capacity) | {s.gpu_model for s in shares}
+    )
+
+
+def not_a_gpu_model(gpu_model: str, policy_version: int) -> str:
+    """Why a GetEntitlements' `gpu_model` is refused (a misspelt model read as one nobody
+    holds or is entitled to, an empty table with status OK)."""
+    return (
+        f"gpu_model: {gpu_model!r} is neither a GPU model of policy version "
+        f"{policy_version} nor one of the cluster's nodes"
+    )
 
 
 def entitlements_response(
@@ -315,6 +336,12 @@ class ShareServicer(share_pb2_grpc.ShareServiceServicer):
                 context,
                 grpc.StatusCode.INVALID_ARGUMENT,
                 not_a_member(member, book.policy.version or self._policy_version()),
+            )
+        if request.gpu_model and request.gpu_model not in book.gpu_models:
+            abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                not_a_gpu_model(request.gpu_model, book.policy.version or self._policy_version()),
             )
         return book.entitlements(member, request.gpu_model, self._policy_version)
 

@@ -135,7 +135,8 @@ def test_shares_of_a_name_the_policy_lacks_is_an_error(served: Served) -> None:
     assert typo.returncode == 2
     assert "member: 'uni_north' is not a member of policy version" in typo.stderr
     model = served.run("shares", "--gpu-model", "H100")
-    assert model.returncode == 2 and "--gpu-model 'H100'" in model.stderr
+    assert model.returncode == 2
+    assert "gpu_model: 'H100' is neither a GPU model of policy version" in model.stderr
     queue = served.run("explain", "--member", "uni_north")
     assert queue.returncode == 2
     assert "member: 'uni_north' is not a member of policy version" in queue.stderr

@@ -68,6 +68,30 @@ def test_entitlements_of_a_member_the_policy_lacks_are_invalid_argument(
         assert {s.member for s in entitlements(running, member=MEMBER_A).shares} == {MEMBER_A}
 
 
+@pytest.mark.parametrize("read_front", [False, True], ids=["daemon", "front"])
+def test_entitlements_of_a_gpu_model_nobody_has_are_invalid_argument(
+    tmp_path: Path, read_front: bool
+) -> None:
+    # A misspelt model read as an empty table with status OK.
+    with running_server(tmp_path, read_front=read_front) as running:
+        models = {s.gpu_model for s in entitlements(running).shares}
+        model = sorted(models)[0]
+        with pytest.raises(grpc.RpcError) as info:
+            running.shares.GetEntitlements(
+                share_pb2.GetEntitlementsRequest(gpu_model=model + "x"),
+                metadata=metadata("admin"),
+                timeout=10,
+            )
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert info.value.details().startswith(f"gpu_model: {model + 'x'!r} is neither")
+        known = running.shares.GetEntitlements(
+            share_pb2.GetEntitlementsRequest(gpu_model=model),
+            metadata=metadata("admin"),
+            timeout=10,
+        )
+        assert known.shares and {s.gpu_model for s in known.shares} == {model}
+
+
 def test_the_front_is_another_process_with_the_roles_of_the_daemon(api: Running) -> None:
     front = api.server.front
     assert front is not None and front.pid not in (None, os.getpid())
