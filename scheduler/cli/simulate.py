@@ -307,6 +307,25 @@ def _load_inputs(
     return policy, policy_text, inventory, trace, source
 
 
+def _refuse_synthetic_options(trace_file: Path | None) -> None:
+    """`--days`, `--load` and `--seed` shape the synthetic trace: given with `--trace`,
+    they were silently ignored, and a user who asked for 7 days of their trace got all of
+    it."""
+    if trace_file is None:
+        return
+    ctx = click.get_current_context()
+    given = [
+        f"--{name}"
+        for name in ("days", "load", "seed")
+        if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+    ]
+    if given:
+        raise click.UsageError(
+            f"{', '.join(given)}: only for the synthetic trace, and --trace {trace_file} "
+            "is given (cut a trace to fewer days or jobs before replaying it)"
+        )
+
+
 @click.command()
 @click.option("--cluster", type=click.Path(path_type=Path), help="Cluster inventory YAML.")
 @click.option("--policy", "policy_file", type=click.Path(path_type=Path), help="Policy YAML.")
@@ -384,6 +403,7 @@ def simulate(
     Writes OUT/summary.json, jobs/members tables (CSV and Parquet), the allocation
     timeline, usage/capacity/reclaim tables for billing, and the month's cost report.
     Bad input: exit 2, nothing written."""
+    _refuse_synthetic_options(trace_file)
     console = Console(highlight=False)
     if not console.is_terminal:
         console = Console(highlight=False, width=max(console.width, 150))

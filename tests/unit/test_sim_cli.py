@@ -184,6 +184,19 @@ def test_bad_synthetic_trace_options_exit_2_naming_the_flag(
     assert not out.exists()
 
 
+@pytest.mark.parametrize("flag", ["--days", "--load", "--seed"])
+def test_synthetic_trace_options_with_a_trace_exit_2_naming_the_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str
+) -> None:
+    # They were ignored: `--days 1` with a month's trace replayed the month.
+    out = tmp_path / "out"
+    value = "2" if flag == "--seed" else "1"
+    assert run([*inputs(tmp_path), "--no-standalone", "--out", str(out), flag, value]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"{flag}: only for the synthetic trace, and --trace" in err
+    assert not out.exists()
+
+
 def test_a_load_that_asks_for_too_many_jobs_exits_2_writing_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
