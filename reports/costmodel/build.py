@@ -30,6 +30,7 @@ from reports.costmodel.purchases import (
     purchase_detail,
     purchase_payments,
     purchased_gpu_hours,
+    version_hours,
 )
 from reports.costmodel.rated import by_rate
 from reports.costmodel.report import MonthReport, NoDataError
@@ -75,8 +76,18 @@ class MonthInputs:
     unattributed: pd.DataFrame
     """Usage without a GPU model: not priced, listed (`reports.costmodel.unattributed`)."""
     unpriced_capacity: pd.DataFrame
+    hour_share: pd.Series | None = None
+    """Per hour of the period, the part of it billed: 1 but where a simulated window
+    starts or ends inside the hour (None: every hour whole)."""
     node_coverage: pd.DataFrame | None = None
     """Per hour and node: allocation, capacity and utilization coverage (the ledger)."""
+
+    def version_hours(self) -> pd.Series:
+        """Policy version -> hours billed under it (purchases, shared fixed costs)."""
+        share = self.hour_share
+        if share is None:
+            share = pd.Series(1.0, index=self.version_of_hour.index)
+        return version_hours(self.version_of_hour, share)
 
 
 def build_month_report(
@@ -104,11 +115,12 @@ def build_month_report(
     if node_coverage is not None:
         inputs = replace(inputs, node_coverage=node_coverage)
     known = dict(policies or {})
+    billed = inputs.version_hours()
     if history is not None:
         known |= history.by_version
-        policy = _shared_costs_by_hours(policy, known, inputs.version_of_hour, month)
+        policy = _shared_costs_by_hours(policy, known, billed, month)
     elif window is not None:
-        policy = _prorated(policy, inputs.hours, month)
+        policy = _prorated(policy, float(billed.sum()), month)
     book = PriceBook(policy, known)
     flags = check_prices(book, inputs.usage, inputs.capacity, inputs.version_of_hour)
     usage_split = split_usage(inputs.usage, policy, inputs.version_of_hour, book.by_version)
@@ -119,9 +131,7 @@ def build_month_report(
     prices = month_prices(
         book, usage_split, capacity_hourly, inputs.lost, inputs.version_of_hour, policy.version
     )
-    purchases = purchase_payments(
-        policy, book, hours.contributed_by_model, inputs.version_of_hour, flags
-    )
+    purchases = purchase_payments(policy, book, hours.contributed_by_model, billed, flags)
     charges = others_hardware_charges(prices.charged)
     contribution = {m: float(hours.contributed.get(m, 0.0)) for m in inputs.members}
     use = {m: float(hours.used.get(m, 0.0)) for m in inputs.members}
@@ -129,7 +139,7 @@ def build_month_report(
         policy, known, book, capacity_hourly, contribution, use, inputs.members, flags
     )
     shared = shared_cost_shares(policy, contribution, use, inputs.members, flags)
-    purchased = purchased_gpu_hours(policy, book, inputs.version_of_hour)
+    purchased = purchased_gpu_hours(policy, book, billed)
     parts = BillParts(
         policy=policy,
         members=inputs.members,
@@ -147,9 +157,7 @@ def build_month_report(
         rated_charges=by_rate(book, usage_split, ["member", "owner"], CHARGED),
         rated_capacity=by_rate(book, capacity_hourly, ["owner"], "billed"),
         rated_own=by_rate(book, usage_split, ["member"], "own"),
-        rated_purchases=purchase_detail(
-            policy, book, hours.contributed_by_model, inputs.version_of_hour
-        ),
+        rated_purchases=purchase_detail(policy, book, hours.contributed_by_model, billed),
         purchased_hours=purchased,
         idle_by_rule=idle,
         rated_within_purchase=by_rate(book, usage_split, ["member"], "within_purchase"),
@@ -188,7 +196,9 @@ def month_inputs(
     simulation covered, when given) and its inputs inside it; raises NoDataError when
     there is neither usage nor capacity."""
     start, end = month_bounds(month, policy.billing.zone)
+    share = None
     if window is not None:
+        share = _hour_share(start, end, window)
         start, end = _within(start, end, window)
     u, no_model = set_aside(normalise_usage(usage, start, end, policy.version))
     cap, unpriced_capacity = set_aside(normalise_capacity(capacity, start, end))
@@ -215,25 +225,27 @@ def month_inputs(
         members=_member_order(policy, u["member"], u["owner"], cap["owner"], lost["member"]),
         unattributed=unattributed_table(no_model),
         unpriced_capacity=unpriced_capacity,
+        hour_share=None if share is None else share.reindex(version_of_hour.index, fill_value=0.0),
     )
 
 
 def _shared_costs_by_hours(
-    policy: Policy, known: Mapping[int, Policy], version_of_hour: pd.Series, month: str
+    policy: Policy, known: Mapping[int, Policy], billed: pd.Series, month: str
 ) -> Policy:
     """`policy` with the month's shared fixed costs as each hour's policy version holds
     them: a cost's `monthlyAmount` x the month's hours under a version that has it /
     the month's hours, summed over versions (split by its latest rule). A cost added on
     the 20th used to be paid for the whole month, one removed then not at all; a
-    simulated window shorter than the month pays its part (`_prorated`), as before."""
+    simulated window shorter than the month pays its part (`_prorated`), as before.
+    `billed`: the hours billed under each version (`MonthInputs.version_hours`)."""
     start, end = month_bounds(month, policy.billing.zone)
     whole = int((end - start) / timedelta(hours=1))
     amounts: dict[str, Decimal] = {}
     latest: dict[str, SharedFixedCost] = {}
-    for version, count in sorted(version_of_hour.value_counts().items()):
+    for version, count in billed.items():
         in_force = known.get(int(version), policy)
         for cost in in_force.billing.shared_fixed_costs:
-            part = cost.monthly_amount * int(count) / whole
+            part = cost.monthly_amount * Decimal(repr(float(count))) / whole
             amounts[cost.name] = amounts.get(cost.name, Decimal(0)) + part
             latest[cost.name] = cost
     for cost in policy.billing.shared_fixed_costs:
@@ -246,19 +258,35 @@ def _shared_costs_by_hours(
     return policy.model_copy(update={"spec": policy.spec.model_copy(update={"billing": billing})})
 
 
-def _prorated(policy: Policy, hours: int, month: str) -> Policy:
+def _prorated(policy: Policy, hours: float, month: str) -> Policy:
     """`policy` with each shared fixed cost cut to `hours` of the month's hours (a
-    simulated window shorter than the month pays its part, like its purchases)."""
+    simulated window shorter than the month pays its part, like its purchases, to the
+    second: a window ending at 00:10 paid its last hour whole)."""
     start, end = month_bounds(month, policy.billing.zone)
     whole = int((end - start) / timedelta(hours=1))
     if hours >= whole:
         return policy
+    part = Decimal(repr(float(hours)))
     costs = [
-        c.model_copy(update={"monthly_amount": cents(c.monthly_amount * hours / whole)})
+        c.model_copy(update={"monthly_amount": cents(c.monthly_amount * part / whole)})
         for c in policy.billing.shared_fixed_costs
     ]
     billing = policy.billing.model_copy(update={"shared_fixed_costs": costs})
     return policy.model_copy(update={"spec": policy.spec.model_copy(update={"billing": billing})})
+
+
+def _hour_share(start: datetime, end: datetime, window: tuple[datetime, datetime]) -> pd.Series:
+    """Per UTC hour of the month the window touches, the part of it inside both."""
+    first, last = _within(start, end, window)
+    hours = month_hour_index(first, last)
+    lo = pd.Timestamp(max(start, window[0])).tz_convert("UTC")
+    hi = pd.Timestamp(min(end, window[1])).tz_convert("UTC")
+    ends = hours + pd.Timedelta(hours=1)
+    starts = hours.to_series(index=hours)
+    inside = (
+        ends.to_series(index=hours).clip(upper=hi) - starts.clip(lower=lo)
+    ).dt.total_seconds() / 3600.0
+    return inside.clip(lower=0.0)
 
 
 def _within(

@@ -17,7 +17,7 @@ def purchase_payments(
     policy: Policy,
     book: PriceBook,
     contributed_model_hours: pd.Series,
-    version_of_hour: pd.Series,
+    version_hours: pd.Series,
     flags: list[str],
 ) -> dict[tuple[str, str], Decimal]:
     """(buyer, owner) -> what the buyer pays that owner, in cents.
@@ -27,9 +27,10 @@ def purchase_payments(
     that GPU model in proportion to their contributed GPU-hours of it: they host the
     purchased entitlement. A purchase of a model nobody else contributed is not billed,
     and flagged. (Each hour's version, not the month's last: a purchase applied on the
-    20th used to be charged from the 1st, and one ended mid-month not at all.)"""
+    20th used to be charged from the 1st, and one ended mid-month not at all.)
+    `version_hours`: the hours billed under each policy version (`version_hours`)."""
     payments: dict[tuple[str, str], Decimal] = {}
-    for (buyer, model), held in _purchased_hours(policy, book, version_of_hour).items():
+    for (buyer, model), held in _purchased_hours(policy, book, version_hours).items():
         hosts = _hosts(contributed_model_hours, model, buyer)
         if not hosts:
             gpus = max(gpus for _, gpus, _ in held)
@@ -40,7 +41,7 @@ def purchase_payments(
             continue
         whole = ZERO
         for version, gpus, count in held:
-            whole += Decimal(gpus) * Decimal(count) * book.price(model, version)
+            whole += Decimal(gpus) * _dec(count) * book.price(model, version)
         # The purchase is paid whole: rounded once, then split to the cent by largest
         # remainder (each host's share rounded alone lost or added a cent).
         shares = split(cents(whole), hosts, sorted(hosts))
@@ -49,30 +50,37 @@ def purchase_payments(
     return payments
 
 
+def version_hours(version_of_hour: pd.Series, hour_share: pd.Series) -> pd.Series:
+    """Policy version -> the hours billed under it: each hour of the period counts the
+    part of it the period covers (a simulated window may end inside an hour; every hour
+    of a ledger's month counts whole)."""
+    return hour_share.groupby(version_of_hour.to_numpy()).sum().sort_index()
+
+
 def _purchased_hours(
-    policy: Policy, book: PriceBook, version_of_hour: pd.Series
-) -> dict[tuple[str, str], list[tuple[int, int, int]]]:
-    """(buyer, GPU model) -> [(policy version, purchased GPUs in it, hours of the month
-    in force)], for the purchases any version of the month holds, by buyer and model."""
-    held: dict[tuple[str, str], list[tuple[int, int, int]]] = {}
-    for version, count in sorted(version_of_hour.value_counts().items()):
+    policy: Policy, book: PriceBook, version_hours: pd.Series
+) -> dict[tuple[str, str], list[tuple[int, int, float]]]:
+    """(buyer, GPU model) -> [(policy version, purchased GPUs in it, hours billed under
+    it)], for the purchases any version of the month holds, by buyer and model."""
+    held: dict[tuple[str, str], list[tuple[int, int, float]]] = {}
+    for version, count in version_hours.items():
         in_force = book.by_version.get(int(version), policy)
         for member in in_force.members:
             for model, gpus in member.purchased.items():
                 if gpus:
                     held.setdefault((member.name, model), []).append(
-                        (int(version), int(gpus), int(count))
+                        (int(version), int(gpus), float(count))
                     )
     return dict(sorted(held.items()))
 
 
 def purchased_gpu_hours(
-    policy: Policy, book: PriceBook, version_of_hour: pd.Series
+    policy: Policy, book: PriceBook, version_hours: pd.Series
 ) -> dict[tuple[str, str], float]:
     """(member, GPU model) -> purchased GPUs x the hours each version held them."""
     return {
         key: float(sum(gpus * count for _, gpus, count in held))
-        for key, held in _purchased_hours(policy, book, version_of_hour).items()
+        for key, held in _purchased_hours(policy, book, version_hours).items()
     }
 
 
@@ -88,12 +96,12 @@ def purchase_detail(
     policy: Policy,
     book: PriceBook,
     contributed_model_hours: pd.Series,
-    version_of_hour: pd.Series,
+    version_hours: pd.Series,
 ) -> dict[tuple[str, str, str], list[Rated]]:
     """(buyer, host, GPU model) -> the purchased GPU-hours that host serves, at each rate:
     the invoice lines behind `purchase_payments` (same shares, same prices)."""
     detail: dict[tuple[str, str, str], list[Rated]] = {}
-    for (buyer, model), held in _purchased_hours(policy, book, version_of_hour).items():
+    for (buyer, model), held in _purchased_hours(policy, book, version_hours).items():
         hosts = _hosts(contributed_model_hours, model, buyer)
         if not hosts:
             continue
@@ -102,7 +110,7 @@ def purchase_detail(
             by_rate: dict[Decimal, tuple[float, Decimal]] = {}
             for version, gpus, count in held:
                 rate = book.price(model, version)
-                whole = Decimal(gpus) * Decimal(count)
+                whole = Decimal(gpus) * _dec(count)
                 share_hours = CONTEXT.divide(CONTEXT.multiply(whole, _dec(h)), _dec(total_h))
                 hours, exact = by_rate.get(rate, (0.0, ZERO))
                 by_rate[rate] = (

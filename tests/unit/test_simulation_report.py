@@ -67,6 +67,37 @@ def test_a_three_day_simulation_bills_three_days(tmp_path: Path) -> None:
     assert report.shared_fixed_cost == Decimal("115.97") + Decimal("193.29")
 
 
+def test_a_window_ending_inside_an_hour_pays_that_hour_in_part(tmp_path: Path) -> None:
+    """Purchases and shared fixed costs follow the window's exact length, as capacity
+    does: a window ending at 00:10 on the fourth day paid its last hour whole."""
+    from datetime import timedelta
+    from decimal import Decimal
+
+    from policies.loader import load_policy
+    from reports.costmodel.months import month_bounds
+    from reports.sources.simulation import simulation_report
+    from reports.sources.synthetic import demo_nodes, synthetic_month
+
+    demo = load_policy()  # lab-bio purchased 4 A100 at 1.30
+    start, _ = month_bounds("2026-10", demo.billing.zone)
+    end = start + timedelta(days=3, minutes=10)
+    usage, capacity, reclaim = synthetic_month(demo, "2026-10", demo_nodes(demo, 32))
+
+    def cut(frame: pd.DataFrame) -> pd.DataFrame:
+        hours = pd.to_datetime(frame["hour"], utc=True)
+        return frame[(hours >= pd.Timestamp(start)) & (hours < pd.Timestamp(end))]
+
+    summary = {"window": {"start": start.isoformat(), "end": end.isoformat(), "month": "2026-10"}}
+    report = simulation_report(cut(usage), cut(capacity), cut(reclaim), summary, demo)
+    assert report.hours == 73  # the hours it touches
+    row = report.summary.set_index("member").loc["lab-bio"]
+    # 4 GPUs x 72 1/6 hours x 1.30 = 375.2666...: 375.27, not 73 whole hours' 379.60.
+    assert row["purchase_paid"] == Decimal("375.27")
+    assert row["purchased_gpu_hours"] == pytest.approx(4 * (72 + 1 / 6))
+    # 1,200.00 + 2,000.00 a month of 745 hours, for 72 1/6 hours: 116.24 + 193.74.
+    assert report.shared_fixed_cost == Decimal("116.24") + Decimal("193.74")
+
+
 def test_report_from_a_simulation_bills_with_the_policy_it_ran_with(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
