@@ -9,8 +9,9 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from policies.model import Loc, NumberText, _Strict, raw_field, raw_list
-from policies.yamldoc import load_document, validate_document
+from policies.errors import FieldIssue, PolicyError
+from policies.model import Loc, NumberText, Policy, _Strict, raw_field, raw_list
+from policies.yamldoc import document_lines, format_path, load_document, validate_document
 
 DEFAULT_INVENTORY = Path(__file__).parent / "defaults" / "cluster.yaml"
 MAX_NODES = 20_000
@@ -110,3 +111,35 @@ def parse_inventory(text: str, source: str = "<inventory>") -> ClusterInventory:
 def load_inventory(path: str | Path | None = None) -> ClusterInventory:
     """The inventory in `path`, or the built-in demo cluster when `path` is None."""
     return load_document(ClusterInventory, path if path is not None else DEFAULT_INVENTORY)
+
+
+def check_inventory(inventory: ClusterInventory, policy: Policy, path: str | Path | None) -> None:
+    """Every node owner must be a policy member, and every GPU model one the policy
+    prices (a model it lacks ended the run at the cost report, the tables written).
+    `path`: the file `inventory` was read from (None: the built-in one), for the lines."""
+    members = set(policy.member_names())
+    models = [m.name for m in policy.spec.gpu_models]
+    issues: list[tuple[Loc, str]] = []
+    for i, group in enumerate(inventory.node_groups):
+        if group.owner not in members:
+            issues.append(
+                (
+                    ("spec", "nodeGroups", i, "owner"),
+                    f"owner {group.owner!r} is not a member of the policy "
+                    f"(members: {', '.join(sorted(members))})",
+                )
+            )
+        if group.gpu_model not in models:
+            issues.append(
+                (
+                    ("spec", "nodeGroups", i, "gpuModel"),
+                    f"GPU model {group.gpu_model!r} is not one of the policy's gpuModels "
+                    f"({', '.join(models)}), which price its hours",
+                )
+            )
+    if issues:
+        line = document_lines(path if path is not None else DEFAULT_INVENTORY)
+        raise PolicyError(
+            str(path) if path is not None else "built-in cluster",
+            [FieldIssue(format_path(loc), message, line(loc)) for loc, message in issues],
+        )

@@ -9,7 +9,7 @@ the line, never in a crash or a runaway."""
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -285,6 +285,16 @@ def read_document_text(path: str | Path) -> str:
     except UnicodeDecodeError as exc:
         issue = FieldIssue("", f"not UTF-8 text (byte {exc.start}: {exc.reason})")
         raise PolicyError(str(file), [issue]) from exc
+
+
+def document_lines(path: str | Path) -> Callable[[Sequence[str | int]], int | None]:
+    """Where each field of a valid document file was written, for checks made after
+    parsing it (against another document). A file that no longer reads gives no lines."""
+    try:
+        _, node = parse_yaml(read_document_text(path), str(path))
+    except PolicyError:
+        node = None
+    return lambda loc: line_of(node, loc)
 
 
 def load_document(model: type[M], path: str | Path) -> M:

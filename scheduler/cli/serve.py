@@ -129,12 +129,12 @@ def serve_api(
     port_file: Path | None,
 ) -> None:
     """Serve the fairpool gRPC API over a simulated cluster."""
+    from policies.inventory import check_inventory
     from reports.ledger.connect import probe
     from scheduler.api.auth import TokenTable
     from scheduler.api.frozen_view import FrozenClusterView
     from scheduler.api.policy_store import FileSource
     from scheduler.api.server import ApiConfig, ApiServer
-    from scheduler.sim.cluster import check_inventory
     from scheduler.traces.csv import read_trace
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -147,7 +147,7 @@ def serve_api(
     try:
         policy = load_policy(policy_file)
         inventory = load_inventory(cluster)
-        check_inventory(inventory, policy, str(cluster or "built-in cluster"))
+        check_inventory(inventory, policy, cluster)
         pending = read_trace(trace, members=set(policy.member_names())) if trace else None
         view = FrozenClusterView.from_inventory(policy, inventory, pending)
         registry = _serve_metrics(metrics_listen) if metrics_listen else None

@@ -18,14 +18,14 @@ from rich.table import Table
 
 from policies.errors import InputError
 from policies.instants import YEARS, within
-from policies.inventory import ClusterInventory, load_inventory
+from policies.inventory import ClusterInventory, check_inventory, load_inventory
 from policies.loader import load_policy_source
 from policies.model import Policy
 from scheduler.cli.options import FiniteRange
 from scheduler.cli.tables import print_table
 from scheduler.engine.decisions import PREEMPTION_CAUSES
 from scheduler.engine.snapshot import Node
-from scheduler.sim.cluster import build_nodes, check_inventory
+from scheduler.sim.cluster import build_nodes
 from scheduler.sim.never import never_runs, never_runs_lines
 from scheduler.sim.outputs import check_out_dir, write_study
 from scheduler.sim.pipeline import Study, check_trace, run_study
@@ -285,7 +285,7 @@ def _load_inputs(
     """The policy (and its text), the inventory and the trace, checked together."""
     policy, policy_text = load_policy_source(policy_file)
     inventory = load_inventory(cluster)
-    check_inventory(inventory, policy, str(cluster or "built-in cluster"))
+    check_inventory(inventory, policy, cluster)
     nodes = build_nodes(inventory)
     if trace_file is None:
         trace, dropped = default_trace(inventory, policy, days, load, seed)

@@ -183,12 +183,13 @@ def synth(
     )
     dropped = 0
     if policy_file is not None and cluster is not None:
+        from policies.inventory import check_inventory
         from policies.loader import load_policy
-        from scheduler.sim.cluster import build_nodes, check_inventory
+        from scheduler.sim.cluster import build_nodes
         from scheduler.sim.never import never_runs
 
         policy = load_policy(policy_file)
-        check_inventory(inventory, policy, str(cluster))
+        check_inventory(inventory, policy, cluster)
         never = never_runs(result.jobs, build_nodes(inventory), policy)
         dropped = len(never)
         result = Trace(tuple(j for j in result.jobs if j.job_id not in never), result.start_epoch)
@@ -268,9 +269,9 @@ def check(file: Path, cluster: Path | None, policy_file: Path | None) -> None:
     if cluster is not None:
         inventory = load_inventory(cluster)
         if policy is not None:
-            from scheduler.sim.cluster import check_inventory
+            from policies.inventory import check_inventory
 
-            check_inventory(inventory, policy, str(cluster))
+            check_inventory(inventory, policy, cluster)
         max_gpus = inventory.total_gpus()
         models = set(inventory.gpu_models())
         nodes = node_gpus_of(inventory)

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from policies.errors import FieldIssue, PolicyError
 from policies.inventory import ClusterInventory
 from policies.model import Policy
 from scheduler.engine.entitlement import entitlements
@@ -87,34 +86,6 @@ def build_nodes(inventory: ClusterInventory) -> tuple[Node, ...]:
                 )
             )
     return tuple(nodes)
-
-
-def check_inventory(inventory: ClusterInventory, policy: Policy, source: str) -> None:
-    """Every node owner must be a policy member, and every GPU model one the policy
-    prices (a model it lacks ended the run at the cost report, the tables written)."""
-    members = set(policy.member_names())
-    models = [m.name for m in policy.spec.gpu_models]
-    issues: list[FieldIssue] = []
-    for i, group in enumerate(inventory.node_groups):
-        where = f"spec.nodeGroups[{i}]"
-        if group.owner not in members:
-            issues.append(
-                FieldIssue(
-                    f"{where}.owner",
-                    f"owner {group.owner!r} is not a member of the policy "
-                    f"(members: {', '.join(sorted(members))})",
-                )
-            )
-        if group.gpu_model not in models:
-            issues.append(
-                FieldIssue(
-                    f"{where}.gpuModel",
-                    f"GPU model {group.gpu_model!r} is not one of the policy's gpuModels "
-                    f"({', '.join(models)}), which price its hours",
-                )
-            )
-    if issues:
-        raise PolicyError(source, issues)
 
 
 def capacity_of(nodes: tuple[Node, ...], policy: Policy) -> Capacity:

@@ -102,6 +102,9 @@ def test_serve_api_refuses_a_cluster_whose_gpu_model_the_policy_does_not_price(
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2, result.output
     assert "gpuModel: GPU model 'A100' is not one of the policy's gpuModels" in result.output
+    # The line of each group that names it in the file.
+    assert "line 26: spec.nodeGroups[" in result.output
+    assert "line 34: spec.nodeGroups[" in result.output
 
 
 def test_serve_api_with_a_policy_path_through_a_file_exits_2(tmp_path: Path) -> None:

@@ -230,12 +230,15 @@ def test_jobs_must_be_positive(tmp_path: Path) -> None:
         (TRACE + "b3,b,300,-5,1,1,G\n", CLUSTER, "line 6"),
         (TRACE + "c1,nobody,300,5,1,1,G\n", CLUSTER, "line 6"),
         (TRACE + "big,a,300,5,3,4,G\n", CLUSTER, "line 6"),
-        (TRACE, CLUSTER.replace("owner: b", "owner: zed"), "zed"),
+        # The line of the group in the inventory (CLUSTER's line 6), as every other
+        # inventory error has.
+        (TRACE, CLUSTER.replace("owner: b", "owner: zed"), "line 6: spec.nodeGroups[1].owner"),
         # Ran the month, wrote the tables, then failed at the cost report.
         (
             TRACE,
             CLUSTER.replace("gpuModel: G}", "gpuModel: H}", 1),
-            "spec.nodeGroups[0].gpuModel: GPU model 'H' is not one of the policy's gpuModels",
+            "line 5: spec.nodeGroups[0].gpuModel: GPU model 'H' is not one of the policy's "
+            "gpuModels",
         ),
     ],
     ids=["negative-duration", "unknown-member", "gang-too-big", "unknown-owner", "unpriced-model"],
