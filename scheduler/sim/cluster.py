@@ -23,15 +23,9 @@ from scheduler.engine.snapshot import (
     Snapshot,
     Taint,
 )
-from scheduler.sim.never import never_runs
+from scheduler.sim.never import GIB, never_runs, pod_requests
 from scheduler.sim.waiting import Shape, job_shape
 from scheduler.traces.model import TraceJob
-
-GIB = 1 << 30
-# Trace jobs only say how many GPUs they need; give each pod a small, GPU-proportional
-# CPU and memory request so CPU/memory never become the binding constraint.
-CPU_MILLI_PER_GPU = 500
-MEMORY_PER_GPU = 2 * GIB
 
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 OWNER_LABEL = "fairpool.io/owner"
@@ -120,10 +114,11 @@ def namespace_for(policy: Policy, member: str) -> str:
 
 
 def pod_spec(job: TraceJob) -> PodSpec:
+    cpu_milli, memory_bytes = pod_requests(job.gpus_per_pod)
     return PodSpec(
         gpus=job.gpus_per_pod,
-        cpu_milli=max(1, job.gpus_per_pod) * CPU_MILLI_PER_GPU,
-        memory_bytes=max(1, job.gpus_per_pod) * MEMORY_PER_GPU,
+        cpu_milli=cpu_milli,
+        memory_bytes=memory_bytes,
         gpu_model=job.gpu_model,
     )
 

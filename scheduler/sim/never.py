@@ -3,9 +3,10 @@
 check --policy`, `trace synth --policy` and `fairpool simulate` name them, the standalone
 replays leave out the jobs that do not fit a member's own nodes, and the simulator keeps
 them out of its pending work (`SimCluster.pending_shapes`), as the engine keeps them out
-of demand. Simulated pods ask for GPUs only (little CPU and memory, no selectors or
-tolerations), so a node's GPUs, model and taints (NoSchedule and NoExecute ones; a
-PreferNoSchedule taint only makes it less preferred) decide whether it takes one.
+of demand. Simulated pods ask for GPUs, and CPU and memory in proportion (`pod_requests`),
+with no selectors or tolerations, so a node's GPUs, CPU, memory, pod slots, model and
+taints (NoSchedule and NoExecute ones; a PreferNoSchedule taint only makes it less
+preferred) decide whether it takes one.
 """
 
 from __future__ import annotations
@@ -20,15 +21,36 @@ from scheduler.engine.reach import never_detail
 from scheduler.engine.snapshot import Node
 from scheduler.traces.model import TraceJob
 
+GIB = 1 << 30
+# Trace jobs only say how many GPUs they need; each simulated pod gets a small,
+# GPU-proportional CPU and memory request, which binds only on nodes an inventory gives
+# little CPU or memory (`pods_per_node`).
+CPU_MILLI_PER_GPU = 500
+MEMORY_PER_GPU = 2 * GIB
+
+
+def pod_requests(gpus_per_pod: int) -> tuple[int, int]:
+    """A simulated pod's CPU (millicores) and memory (bytes) requests."""
+    per = max(1, gpus_per_pod)
+    return per * CPU_MILLI_PER_GPU, per * MEMORY_PER_GPU
+
+
+def pods_per_node(node: Node, gpus_per_pod: int) -> int:
+    """How many pods of `gpus_per_pod` GPUs an empty node takes: its GPUs, and also its
+    CPU, memory and pod slots (an inventory node with `cpu: 1` takes one 2-GPU pod of its
+    8 GPUs; counted by GPUs alone, a job that could never start waited all month)."""
+    cpu, memory = pod_requests(gpus_per_pod)
+    by_gpus = node.gpus // gpus_per_pod if gpus_per_pod > 0 else node.max_pods
+    return max(0, min(by_gpus, node.cpu_milli // cpu, node.memory_bytes // memory, node.max_pods))
+
 
 def fits(job: TraceJob, nodes: Sequence[Node]) -> bool:
-    """Whether the job's pods can all be placed on an empty set of `nodes` (GPUs only;
-    simulated pods ask for little CPU and memory)."""
+    """Whether the job's pods can all be placed on an empty set of `nodes`."""
     if job.gpus_per_pod == 0:
         return True
     usable = [n for n in nodes if _usable(job, n)]
     # An unmodelled job may use any model's nodes (the engine decides which).
-    return sum(n.gpus // job.gpus_per_pod for n in usable) >= job.num_pods
+    return sum(pods_per_node(n, job.gpus_per_pod) for n in usable) >= job.num_pods
 
 
 def never_reached(job: TraceJob, nodes: Sequence[Node], policy: Policy) -> str | None:
@@ -59,7 +81,7 @@ def never_reached(job: TraceJob, nodes: Sequence[Node], policy: Policy) -> str |
     for n in nodes:
         if _usable(job, n):
             key = (n.gpu_model or "", n.owner or "")
-            slots[key] = slots.get(key, 0) + n.gpus // per_pod
+            slots[key] = slots.get(key, 0) + pods_per_node(n, per_pod)
     limits = {m.name: m.lending_limit for m in policy.members if m.lending_limit is not None}
     return never_detail(job.org, job.num_pods, per_pod, job.gpu_model, slots, limits) or None
 

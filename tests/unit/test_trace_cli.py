@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -376,6 +377,42 @@ def test_check_and_simulate_agree_on_tainted_nodes(tmp_path: Path, effect: str, 
     assert (out / "summary.json").exists() == runs
     if not runs:
         assert "NoSchedule or NoExecute taints keep it off" in " ".join(checked.output.split())
+
+
+def test_simulate_refuses_a_job_that_a_node_s_cpu_keeps_from_ever_starting(
+    tmp_path: Path,
+) -> None:
+    """A simulated pod asks for 500m CPU per GPU: an 8-GPU node with `cpu: 2` takes a
+    4-GPU pod but never an 8-GPU one. Counted by GPUs alone, the job waited the whole
+    month and was reported only as unfinished."""
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text(
+        "apiVersion: fairpool.io/v1\nkind: ClusterInventory\nspec:\n  nodeGroups:\n"
+        "    - {name: a, owner: physics, count: 1, gpusPerNode: 8, cpu: 2, "
+        "gpuModel: NVIDIA-H100-80GB-HBM3}\n"
+    )
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "apiVersion: fairpool.io/v1\nkind: Policy\nspec:\n  gpuModels:\n"
+        "    - {name: NVIDIA-H100-80GB-HBM3, hourlyCost: '2.40'}\n"
+        "  members:\n    - {name: physics, namespaces: [physics]}\n"
+    )
+    inputs = ["--cluster", str(cluster), "--policy", str(policy), "--no-standalone"]
+    for gpus, code in (("4", 0), ("8", 2)):
+        trace = tmp_path / f"t{gpus}.csv"
+        trace.write_text(
+            f"job_id,org,submit_time,duration_s,num_pods,gpus_per_pod\nj1,physics,0,3600,1,{gpus}\n"
+        )
+        out = tmp_path / f"out{gpus}"
+        simulated = CliRunner().invoke(
+            cli, ["simulate", "--trace", str(trace), *inputs, "--out", str(out)]
+        )
+        assert simulated.exit_code == code, simulated.output
+        if code:
+            assert "1 job(s) can never fit the cluster" in " ".join(simulated.output.split())
+        else:
+            summary = json.loads((out / "summary.json").read_text())
+            assert summary["jobs_completed"] == 1
 
 
 NEVER_RUNS = (
