@@ -429,7 +429,8 @@ class Meter:
                 outcomes.append(HourOutcome(hour, "pending", None, 0.0, 0, error))
             elif (absurd := implausible(built)) is not None:
                 # Stored, one infinite or absurd value stopped every report of the month
-                # (money cannot hold it); kept pending, the month says the hour is missing.
+                # (money cannot hold it), and a NaN one was stored as 0 with full coverage;
+                # kept pending, the month says the hour is missing.
                 log.warning("hour %s: %s", hour.isoformat(), absurd)
                 pending.append((hour, absurd))
                 outcomes.append(HourOutcome(hour, "pending", None, 0.0, 0, absurd))
@@ -556,8 +557,16 @@ bill. A value past it came from a broken exporter, not from hardware."""
 
 
 def implausible(built: HourRows) -> str | None:
-    """Why an hour's rows cannot be GPU-seconds (a value that is infinite, NaN, negative
-    or beyond `MAX_GPUS_PER_ROW` GPUs for the whole hour), or None."""
+    """Why an hour's rows cannot be GPU-seconds (a series Prometheus answered NaN for, a
+    value that is infinite, NaN, negative or beyond `MAX_GPUS_PER_ROW` GPUs for the
+    whole hour), or None."""
+    if built.not_a_number:
+        first, *others = built.not_a_number
+        more = f" (and {len(others)} more series)" if others else ""
+        return (
+            f"Prometheus returned NaN for {first}{more}: one NaN sample makes the hour's "
+            "mean NaN, which is no GPU count; the hour stays pending"
+        )
     bound = 3600.0 * MAX_GPUS_PER_ROW
     for frame, column, what in (
         (built.usage, "gpu_seconds", "a pod's allocation"),

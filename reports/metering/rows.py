@@ -11,7 +11,9 @@ Node, owner, GPU model and member come from every source that carries them, in t
 order `reports.metering.attribution` documents; what none gives is `unattributed`.
 Utilization is the DCGM exporter's mean over the pod's samples in the hour.
 Coverage compares samples present with samples expected; an hour with no series at all
-has no rows and is left pending by the caller.
+has no rows and is left pending by the caller. A mean Prometheus answers NaN (one NaN
+sample in the hour makes its `avg_over_time` NaN) is no figure either: the series is
+named in `HourRows.not_a_number`, and the caller leaves that hour pending too.
 
 A chunk of hours is built at once (`build_chunk`): every figure is grouped by hour and
 pod or node, so an hour's rows are exactly those it gives alone (`build_hour`).
@@ -29,6 +31,7 @@ import pandas as pd
 from reports.costmodel.usage_row import USAGE_COLUMNS
 from reports.metering.attribution import attribute, capacity_attributes, node_labels
 from reports.metering.coverage import NODE_COVERAGE_OUT, node_coverage
+from reports.metering.promql import FAIRPOOL_ALLOCATION, KSM_ALLOCATABLE
 
 USAGE_OUT = [c for c in USAGE_COLUMNS if c != "hour"]
 """An hour's usage rows: the usage row without its hour (the ledger adds it)."""
@@ -148,6 +151,10 @@ class HourRows:
     expected: float
     node_coverage: pd.DataFrame = field(default_factory=pd.DataFrame)
     """Per node: allocation, capacity and utilization coverage (`reports.metering.coverage`)."""
+    not_a_number: list[str] = field(default_factory=list)
+    """The series whose mean in the hour Prometheus answered NaN, each named with the
+    hour, sorted: their GPU-seconds are unknown (not 0), so the hour's rows are not the
+    hour's use."""
 
 
 def _col(frame: pd.DataFrame, name: str) -> pd.Series:
@@ -182,6 +189,35 @@ def _keyed(frame: pd.DataFrame, keys: list[str], value: str) -> pd.DataFrame:
     return out
 
 
+SAID_NAN = "said_nan"
+"""Internal column: Prometheus answered NaN for the row's mean."""
+
+
+def _keyed_mean(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """`_keyed` of a mean's answer (`mean`), with `said_nan`. Merged onto the live
+    points, a NaN answer and a series absent from the answer (no sample in the hour,
+    live from the last one before it) are both a missing mean: only the answer tells
+    them apart."""
+    out = _keyed(frame, keys, "mean")
+    out[SAID_NAN] = out["mean"].isna()
+    return out
+
+
+def _said_nan(merged: pd.DataFrame) -> pd.Series:
+    """Which rows of a frame `_keyed_mean` was merged onto (`how="left"`) had a NaN
+    mean, and so count: with live points in the hour (rows the mean's answer lacks are
+    NaN there, not True)."""
+    return merged.pop(SAID_NAN).eq(True) & (merged["live"].fillna(0.0) > 0)
+
+
+def _not_a_number(h0: pd.Series, series: pd.Series) -> pd.DataFrame:
+    """`h0` and `series`, the description of each series whose hour's mean was NaN."""
+    return pd.DataFrame({H0: h0.to_numpy(dtype=float), "series": series.to_numpy(dtype=object)})
+
+
+_NO_NAN = pd.DataFrame({H0: pd.Series([], dtype=float), "series": pd.Series([], dtype=object)})
+
+
 def _hour_seconds(frame: pd.DataFrame) -> pd.DataFrame:
     """`frame` with `h0`, its `hour` as Unix seconds (one number per row is cheaper to
     group and compute with than a timestamp)."""
@@ -202,6 +238,8 @@ class _Sampled:
     rows: pd.DataFrame
     present: pd.Series
     expected: pd.Series
+    not_a_number: pd.DataFrame = field(default_factory=_NO_NAN.copy)
+    """The series whose mean Prometheus answered NaN, per hour (`_not_a_number`)."""
 
 
 def _per_hour(values: pd.Series, hours: pd.Series) -> pd.Series:
@@ -246,6 +284,8 @@ def build_chunk(inputs: ChunkInputs, in_force: InForce) -> dict[datetime, HourRo
     present = fairpool.present.add(fallback.present, fill_value=0.0).add(
         capacity.present, fill_value=0.0
     )
+    said_nan = pd.concat([fairpool.not_a_number, capacity.not_a_number], ignore_index=True)
+    nan_by = {float(h0): set(part["series"]) for h0, part in said_nan.groupby(H0, sort=False)}
     expected = fairpool.expected.add(fallback.expected, fill_value=0.0).add(
         capacity.expected, fill_value=0.0
     )
@@ -265,6 +305,7 @@ def build_chunk(inputs: ChunkInputs, in_force: InForce) -> dict[datetime, HourRo
             present_total,
             expected_total,
             coverage_by(h0),
+            [f"{s} in the hour {hour:%Y-%m-%dT%H:%MZ}" for s in sorted(nan_by.get(h0, ()))],
         )
     return out
 
@@ -353,8 +394,24 @@ def _fairpool_rows(inputs: ChunkInputs) -> _Sampled:
     # the pod's labels alone, their rows multiplied (4 GPU-hours for each one used).
     fp_keys = [H0, "namespace", "pod", "uid", "member", "owner", "gpu_model", "node", "exporter"]
     fp = _keyed(_own_pod_labels(inputs.fairpool_live), fp_keys, "live")
-    for frame, name in ((inputs.fairpool_mean, "mean"), (inputs.fairpool_present, "present")):
-        fp = fp.merge(_keyed(_own_pod_labels(frame), fp_keys, name), on=fp_keys, how="left")
+    fp = fp.merge(
+        _keyed_mean(_own_pod_labels(inputs.fairpool_mean), fp_keys), on=fp_keys, how="left"
+    )
+    fp = fp.merge(
+        _keyed(_own_pod_labels(inputs.fairpool_present), fp_keys, "present"),
+        on=fp_keys,
+        how="left",
+    )
+    # A NaN mean, filled with 0 below as a missing one is, billed the pod's hour as
+    # nothing used, at full coverage: named, its hour stays pending.
+    said_nan = _said_nan(fp)
+    not_a_number = _not_a_number(
+        fp.loc[said_nan, H0],
+        f"{FAIRPOOL_ALLOCATION} of pod "
+        + fp.loc[said_nan, "namespace"]
+        + "/"
+        + fp.loc[said_nan, "pod"],
+    )
     fp = fp.fillna({"mean": 0.0, "live": 0.0, "present": 0.0})
     fp["steps"] = fp["live"] * fp["mean"]
     fp = fp[fp["live"] > 0]
@@ -362,7 +419,7 @@ def _fairpool_rows(inputs: ChunkInputs) -> _Sampled:
     fp_expected = _per_hour(fp["live"], fp[H0])
     fp = fp[fp["steps"] > 0]
     if not len(fp):
-        return _Sampled(pd.DataFrame(), fp_present, fp_expected)
+        return _Sampled(pd.DataFrame(), fp_present, fp_expected, not_a_number)
     fp = fp.assign(gpu_seconds=fp["steps"] * inputs.interval)
     grouped = fp.groupby([H0, "uid"], sort=True)
     fp_rows = grouped.agg(
@@ -384,7 +441,7 @@ def _fairpool_rows(inputs: ChunkInputs) -> _Sampled:
     fp_rows["present"] = fp_rows["present"] / over
     fp_rows["coverage"] = (fp_rows["present"] / fp_rows["live"]).clip(upper=1.0)
     fp_rows["source"] = "fairpool"
-    return _Sampled(_clip_to_runtime(fp_rows, inputs), fp_present, fp_expected)
+    return _Sampled(_clip_to_runtime(fp_rows, inputs), fp_present, fp_expected, not_a_number)
 
 
 _POD_KEYS = ["namespace", "pod", "uid"]
@@ -528,7 +585,12 @@ def _capacity_rows(inputs: ChunkInputs, known: pd.DataFrame) -> _Sampled:
     expected_node = 3600.0 / inputs.interval
     keys = [H0, "node"]
     cap = _keyed(inputs.capacity_live, keys, "live")
-    cap = cap.merge(_keyed(inputs.capacity_mean, keys, "mean"), on=keys, how="left")
+    cap = cap.merge(_keyed_mean(inputs.capacity_mean, keys), on=keys, how="left")
+    # As a pod's: a NaN mean filled with 0 was a node without GPUs, fully covered.
+    said_nan = _said_nan(cap)
+    not_a_number = _not_a_number(
+        cap.loc[said_nan, H0], f"{KSM_ALLOCATABLE} of node " + cap.loc[said_nan, "node"]
+    )
     cap["steps"] = cap["live"] * cap["mean"].fillna(0.0)
     cap = cap.groupby(keys, as_index=False)["steps"].max()
     present = _keyed(inputs.capacity_present, keys, "present")
@@ -553,7 +615,7 @@ def _capacity_rows(inputs: ChunkInputs, known: pd.DataFrame) -> _Sampled:
         },
         columns=[H0, *CAPACITY_OUT],
     )
-    return _Sampled(capacity, cap_present, cap_expected)
+    return _Sampled(capacity, cap_present, cap_expected, not_a_number)
 
 
 def _reclaim_rows(lost: dict[LostKey, float]) -> pd.DataFrame:

@@ -12,9 +12,9 @@ import pytest
 from policies.loader import load_policy
 from reports.ledger import Ledger
 from reports.metering.coverage import NODE_COVERAGE_OUT
-from reports.metering.meter import Meter, implausible
+from reports.metering.meter import ChunkAnswers, Meter, implausible
 from reports.metering.prom_source import PromSource
-from reports.metering.rows import CAPACITY_OUT, RECLAIM_OUT, USAGE_OUT, HourRows
+from reports.metering.rows import CAPACITY_OUT, HOURLY, RECLAIM_OUT, USAGE_OUT, HourRows
 
 HOUR = datetime(2026, 10, 5, 9, tzinfo=UTC)
 H100 = "NVIDIA-H100-80GB-HBM3"
@@ -86,3 +86,156 @@ def test_an_hour_of_plausible_values_is_stored(tmp_path: Path) -> None:
     (outcome,) = meter._store([HOUR], {HOUR: rows(8 * 3600.0)}, set())
     assert outcome.status == "metered"
     assert list(ledger.usage_frame(HOUR, HOUR + timedelta(hours=1))["gpu_seconds"]) == [28800.0]
+
+
+# ---- NaN from Prometheus -------------------------------------------------------------
+# One NaN sample makes the hour's `avg_over_time` NaN. Filled with 0 like a mean that is
+# absent, the pod's hour was stored as nothing used, and the node's as no GPUs, both with
+# full coverage: the report said every hour had data.
+
+POD = {
+    "namespace": "lab-bio",
+    "pod": "train-1",
+    "uid": "u-train",
+    "member": "lab-bio",
+    "owner": "uni-north",
+    "gpu_model": H100,
+    "node": "gpu-a",
+}
+GRID = 120.0  # live grid points of an hour scraped every 30 s
+
+
+def hourly(rows: list[dict[str, object]]) -> pd.DataFrame:
+    return pd.DataFrame(rows) if rows else pd.DataFrame({"value": pd.Series([], dtype=float)})
+
+
+def answers(
+    hours: list[datetime],
+    pod_mean: dict[datetime, float] | None = None,
+    node_mean: dict[datetime, float] | None = None,
+    pods: tuple[dict[str, str], ...] = (POD,),
+) -> ChunkAnswers:
+    """A pod holding 2 GPUs on an 8-GPU node for every hour of `hours`, every scrape
+    present; `pod_mean` and `node_mean` replace the hour's mean Prometheus answers."""
+    frames: dict[str, list[dict[str, object]]] = {name: [] for name in HOURLY}
+    for hour in hours:
+        at = {"hour": pd.Timestamp(hour)}
+        for pod in pods:
+            mean = (pod_mean or {}).get(hour, 2.0)
+            frames["fairpool_live"].append({**pod, **at, "value": GRID})
+            frames["fairpool_present"].append({**pod, **at, "value": GRID})
+            frames["fairpool_mean"].append({**pod, **at, "value": mean})
+        node = {"node": "gpu-a", **at}
+        frames["capacity_live"].append({**node, "value": GRID})
+        frames["capacity_present"].append({**node, "value": GRID})
+        frames["capacity_mean"].append({**node, "value": (node_mean or {}).get(hour, 8.0)})
+    labels = {
+        "node": "gpu-a",
+        "label_fairpool_io_owner": "uni-north",
+        "label_nvidia_com_gpu_product": H100,
+        "value": 1.0,
+    }
+    constant = {
+        "fairpool_around": hourly([{"uid": pod["uid"], "value": 2.0} for pod in pods]),
+        "ksm_requests": hourly([]),
+        "ksm_start": hourly([]),
+        "ksm_completion": hourly([]),
+        "ksm_info": hourly([]),
+        "node_labels": hourly([labels]),
+    }
+    return ChunkAnswers({n: hourly(r) for n, r in frames.items()}, constant, {})
+
+
+def meter_in(tmp_path: Path) -> Meter:
+    ledger = Ledger(f"sqlite:///{tmp_path / 'l.db'}")
+    return Meter(PromSource("http://127.0.0.1:1"), ledger, load_policy(None))
+
+
+CHUNK = [HOUR, HOUR + timedelta(hours=1), HOUR + timedelta(hours=2)]
+NAN = float("nan")
+
+
+@pytest.mark.parametrize(
+    ("series", "named"),
+    [
+        ("pod", "fairpool_pod_gpu_allocation of pod lab-bio/train-1"),
+        ("node", 'kube_node_status_allocatable{resource="nvidia_com_gpu"} of node gpu-a'),
+    ],
+)
+def test_an_hour_prometheus_answers_nan_for_stays_pending_naming_the_series(
+    tmp_path: Path, series: str, named: str
+) -> None:
+    meter = meter_in(tmp_path)
+    nan_in = {CHUNK[1]: NAN}
+    given = answers(CHUNK, pod_mean=nan_in if series == "pod" else None)
+    if series == "node":
+        given = answers(CHUNK, node_mean=nan_in)
+    built = meter.build(CHUNK, given)
+    outcomes = meter._store(CHUNK, built, set())
+    assert [o.status for o in outcomes] == ["metered", "pending", "metered"]
+    reason = outcomes[1].error or ""
+    assert reason.startswith(f"Prometheus returned NaN for {named} in the hour 2026-10-05T10:00Z")
+    assert reason.endswith("the hour stays pending")
+    ledger = meter.ledger
+    status = ledger.hour_status(CHUNK[0], CHUNK[-1] + timedelta(hours=1)).set_index("hour")
+    assert list(status["status"]) == ["metered", "pending", "metered"]
+    assert status.loc[pd.Timestamp(CHUNK[1]), "last_error"] == reason
+    # Nothing of the hour is stored; its neighbours are whole.
+    usage = ledger.usage_frame(CHUNK[0], CHUNK[-1] + timedelta(hours=1))
+    assert sorted(usage["hour"]) == [pd.Timestamp(CHUNK[0]), pd.Timestamp(CHUNK[2])]
+    assert list(usage["gpu_seconds"]) == [2 * 3600.0, 2 * 3600.0]
+    capacity = ledger.capacity_frame(CHUNK[0], CHUNK[-1] + timedelta(hours=1))
+    assert list(capacity["gpu_seconds_available"]) == [8 * 3600.0, 8 * 3600.0]
+
+
+def test_a_chunk_names_the_nan_series_of_each_hour_as_the_hour_alone(tmp_path: Path) -> None:
+    meter = meter_in(tmp_path)
+    other = {**POD, "pod": "infer-2", "uid": "u-infer"}
+    given = answers(CHUNK, node_mean={CHUNK[0]: NAN}, pods=(POD, other))
+    pods = given.hourly["fairpool_mean"]
+    pods.loc[pods["hour"] == pd.Timestamp(CHUNK[1]), "value"] = NAN  # both pods at 10:00
+    chunked = meter.build(CHUNK, given)
+    reasons = [implausible(chunked[hour]) or "" for hour in CHUNK]
+    assert "of node gpu-a in the hour 2026-10-05T09:00Z" in reasons[0]
+    assert "of pod lab-bio/infer-2 in the hour 2026-10-05T10:00Z" in reasons[1]
+    assert "and 1 more series" in reasons[1]
+    assert reasons[2] == ""
+    for hour, reason in zip(CHUNK, reasons, strict=True):
+        alone = ChunkAnswers(
+            {
+                name: frame[frame["hour"] == pd.Timestamp(hour)].reset_index(drop=True)
+                if "hour" in frame
+                else frame
+                for name, frame in given.hourly.items()
+            },
+            given.constant,
+            {},
+        )
+        assert (implausible(meter.build([hour], alone)[hour]) or "") == reason
+
+
+def test_a_pod_with_no_sample_in_the_hour_is_not_a_nan(tmp_path: Path) -> None:
+    """A pod's live points reach a few scrapes past its last sample: in the hour after it
+    ended it may have one without any sample, and no mean. That hour is metered."""
+    meter = meter_in(tmp_path)
+    given = answers([HOUR])
+    given.hourly["fairpool_mean"] = given.hourly["fairpool_mean"].iloc[0:0]
+    given.hourly["fairpool_live"].loc[0, "value"] = 1.0
+    given.hourly["fairpool_present"] = given.hourly["fairpool_present"].iloc[0:0]
+    (outcome,) = meter._store([HOUR], meter.build([HOUR], given), set())
+    assert outcome.status == "metered" and outcome.error is None
+
+
+def test_a_metered_hour_keeps_its_rows_when_prometheus_later_answers_nan(
+    tmp_path: Path,
+) -> None:
+    meter = meter_in(tmp_path)
+    meter._store([HOUR], meter.build([HOUR], answers([HOUR])), set())
+    nan = answers([HOUR], pod_mean={HOUR: NAN})
+    (outcome,) = meter._store([HOUR], meter.build([HOUR], nan), set())
+    assert outcome.status == "pending"
+    status = meter.ledger.hour_status(HOUR, HOUR + timedelta(hours=1))
+    assert list(status["status"]) == ["metered"]
+    assert (status["last_error"].iloc[0] or "").startswith("Prometheus returned NaN")
+    usage = meter.ledger.usage_frame(HOUR, HOUR + timedelta(hours=1))
+    assert list(usage["gpu_seconds"]) == [2 * 3600.0]
