@@ -337,6 +337,10 @@ def format_labels(labels: dict[str, str]) -> str:
 
 
 def _num(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"  # OpenMetrics' spelling (Python's repr is "nan")
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
     if float(value).is_integer():
         return str(int(value))
     return repr(float(value))
