@@ -9,8 +9,9 @@ the pods kube-state-metrics bills), turned into the rows of all the chunk's hour
 once by `reports.metering.rows.build_chunk`, and written with `Ledger.replace_hours`, one
 transaction per chunk (each hour's rows replaced as a whole). Queries run a few at a
 time, and the next chunk's while the current one is built and stored. Prometheus
-unreachable, or no series at all for an hour: the hour is marked pending with the
-reason, and the next run retries it. Missing data is never zero.
+unreachable, no series at all for an hour, or a figure that is no GPU count (NaN,
+infinite, negative, absurd: `implausible`): the hour is marked pending with the reason,
+and the next run retries it. Missing data is never zero.
 """
 
 from __future__ import annotations
