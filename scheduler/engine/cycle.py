@@ -248,6 +248,9 @@ class _Cycle(OrderKeys):
         """(shape, member) -> (why it got no move, GPU model, taking): "searched" when a
         search for a job blocked by fragmentation found none, "spent" when the cycle had
         no move left. Its explanation says what kept the nodes closed."""
+        self.moves_spent_for: str | None = None
+        """The first job that came for a move after the cycle had made its last
+        (`Decisions.moves_spent_for`)."""
         self._started_gpus: dict[int, int] | None = None
         """Node -> GPUs bound in the cycle, worked out for the first refusal."""
 
@@ -477,6 +480,7 @@ class _Cycle(OrderKeys):
             explanations=Explanations(self._explanations),
             shares=self.book.shares(),
             kept_off_wanted=frozenset(self.out.kept),
+            moves_spent_for=self.moves_spent_for,
         )
 
     def _head_start(self) -> set[str]:
@@ -1175,6 +1179,8 @@ class _Cycle(OrderKeys):
         if self.moves_left <= 0:
             # Whether it was blocked by fragmentation is asked only if explained.
             self.no_move_why.setdefault(key[:2], ("spent", model, False))
+            if self.moves_spent_for is None:
+                self.moves_spent_for = job.job_id
             return False
         if key in self.no_move:
             return False

@@ -200,6 +200,12 @@ class Decisions:
     or restarting from zero: docs/architecture.md, section 4). The simulator's wait
     meter counts the idle GPUs only such jobs could use apart
     (`idle_while_waiting_kept_off_wanted_gpu_h`)."""
+    moves_spent_for: str | None
+    """The first job that came for a consolidation after the cycle had made its
+    `maxConsolidationsPerCycle` moves (None when the limit turned nobody away): the next
+    cycle may move work for it with nothing else changed. The daemon's next cycle comes
+    within `cycle_seconds` anyway, while pods wait; the simulator, which runs a cycle
+    only when something changes, runs one then (it waited for the moves' grace period)."""
 
     def __init__(
         self,
@@ -209,6 +215,7 @@ class Decisions:
         explanations: Mapping[str, str] | None = None,
         shares: tuple[MemberShare, ...] = (),
         kept_off_wanted: frozenset[str] = frozenset(),
+        moves_spent_for: str | None = None,
     ) -> None:
         self.binds = binds
         self.preemptions = preemptions
@@ -216,3 +223,4 @@ class Decisions:
         self.explanations = {} if explanations is None else explanations
         self.shares = shares
         self.kept_off_wanted = kept_off_wanted
+        self.moves_spent_for = moves_spent_for

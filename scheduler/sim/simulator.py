@@ -66,6 +66,10 @@ Progress = Callable[[float, int], None]
 """Called with (simulated time, jobs finished) every few hundred cycles."""
 
 HOUR_S = 3600.0
+DAEMON_CYCLE_S = 1.0
+"""The daemon's longest pause between cycles while pods wait (`DaemonConfig.cycle_seconds`'s
+default): where a cycle left work for the next with nothing else changed, the simulator
+runs that next cycle as late as the daemon would."""
 MAX_BATCH_S = 3600.0
 """The longest batch the commands and the API accept: longer ones would say more about
 the batching than about the policy."""
@@ -578,6 +582,12 @@ class Simulator:
             renewed.add(nomination.job_id)
         self._drop_stale_nominations(renewed)
         self.cluster.mark_kept_off_wanted(decisions.kept_off_wanted)
+        spent_for = decisions.moves_spent_for
+        if spent_for is not None:
+            # The daemon's next cycle, within `cycle_seconds`, makes the next moves: the
+            # job waited here for the first moves' grace period, or any other change.
+            record = self.jobs[spent_for]
+            self._push(now + DAEMON_CYCLE_S, EventKind.WAKE, spent_for, record.token)
         self._record_timeline(self._shares_by_key(decisions.shares))
 
     def _apply_binds(self, decisions: Decisions, now: float) -> None:

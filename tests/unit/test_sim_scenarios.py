@@ -633,6 +633,33 @@ def test_consolidation_moves_borrowed_work_and_is_counted_apart() -> None:
     assert off.jobs["a1"].first_start == 10_000 and off.consolidation_preemptions == 0
 
 
+def test_the_next_move_comes_a_daemon_cycle_after_the_per_cycle_limit() -> None:
+    # As above on four nodes: b's sixteen 1-GPU jobs, one pair per node ending at t=100,
+    # leave 2 GPUs free on each. a1 and c1 (4 GPUs each) arrive at t=200 with
+    # maxConsolidationsPerCycle 1: a1 gets the cycle's move, c1 the next cycle's. The
+    # daemon's next cycle comes a second later; the simulator ran none until the first
+    # move's grace period ended, so c1 started at 260 instead of 231.
+    nodes = tuple(node(f"o-{i}", "o", 4) for i in range(4))
+    ends = [100, 100, 10_000, 10_000] * 4
+    jobs = trace(
+        *(job(f"b{k}", "b", 0, ends[k], 1) for k in range(16)),
+        job("a1", "a", 200, 500, 4),
+        job("c1", "c", 200, 500, 4),
+    )
+    pol = policy({"a": {}, "b": {}, "c": {}, "o": {}}, sharing={"maxConsolidationsPerCycle": 1})
+    result = Simulator(nodes, pol, jobs).run()
+    assert result.consolidation_preemptions == 4
+    assert result.jobs["a1"].first_start == 230
+    assert result.jobs["c1"].first_start == 231
+
+
+def test_the_simulated_daemon_cycle_is_the_daemon_s() -> None:
+    from scheduler.k8s.daemon import DaemonConfig
+    from scheduler.sim.simulator import DAEMON_CYCLE_S
+
+    assert DaemonConfig().cycle_seconds == DAEMON_CYCLE_S
+
+
 def test_a_move_waits_for_min_runtime_of_work_bound_within_entitlement() -> None:
     # a owns two 4-GPU nodes and fills them with eight 1-GPU jobs at t=0, all within its
     # entitlement (none reclaimable when bound); one pair on each node ends at t=100. a's
