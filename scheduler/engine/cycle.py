@@ -1179,8 +1179,8 @@ class _Cycle(OrderKeys):
         if self.moves_left <= 0:
             # Whether it was blocked by fragmentation is asked only if explained.
             self.no_move_why.setdefault(key[:2], ("spent", model, False))
-            if self.moves_spent_for is None:
-                self.moves_spent_for = job.job_id
+            if self.moves_spent_for is None and self.terms.max_consolidations_per_cycle > 0:
+                self.moves_spent_for = job.job_id  # not when consolidation is off (0)
             return False
         if key in self.no_move:
             return False
