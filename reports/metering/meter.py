@@ -565,8 +565,9 @@ def implausible(built: HourRows) -> str | None:
         first, *others = built.not_a_number
         more = f" (and {len(others)} more series)" if others else ""
         return (
-            f"Prometheus returned NaN for {first}{more}: one NaN sample makes the hour's "
-            "mean NaN, which is no GPU count; the hour stays pending"
+            f"Prometheus returned NaN for {first}{more}: one NaN sample makes the series' "
+            "figure for the hour (its mean, its sum, its last value) NaN, which is no GPU "
+            "count; the hour stays pending"
         )
     bound = 3600.0 * MAX_GPUS_PER_ROW
     for frame, column, what in (

@@ -11,9 +11,12 @@ Node, owner, GPU model and member come from every source that carries them, in t
 order `reports.metering.attribution` documents; what none gives is `unattributed`.
 Utilization is the DCGM exporter's mean over the pod's samples in the hour.
 Coverage compares samples present with samples expected; an hour with no series at all
-has no rows and is left pending by the caller. A mean Prometheus answers NaN (one NaN
-sample in the hour makes its `avg_over_time` NaN) is no figure either: the series is
-named in `HourRows.not_a_number`, and the caller leaves that hour pending too.
+has no rows and is left pending by the caller. A figure Prometheus answers NaN is no
+figure either (one NaN sample in the hour makes its `avg_over_time` or `sum_over_time`
+NaN, and a last value NaN is NaN): a pod's allocation, a node's allocatable GPUs, and for
+a pod kube-state-metrics bills its GPU request or, billed from its Running samples, their
+sum. The series is named in `HourRows.not_a_number`, and the caller leaves that hour
+pending too.
 
 A chunk of hours is built at once (`build_chunk`): every figure is grouped by hour and
 pod or node, so an hour's rows are exactly those it gives alone (`build_hour`).
@@ -31,7 +34,12 @@ import pandas as pd
 from reports.costmodel.usage_row import USAGE_COLUMNS
 from reports.metering.attribution import attribute, capacity_attributes, node_labels
 from reports.metering.coverage import NODE_COVERAGE_OUT, node_coverage
-from reports.metering.promql import FAIRPOOL_ALLOCATION, KSM_ALLOCATABLE
+from reports.metering.promql import (
+    FAIRPOOL_ALLOCATION,
+    KSM_ALLOCATABLE,
+    KSM_REQUESTS,
+    KSM_RUNNING,
+)
 
 USAGE_OUT = [c for c in USAGE_COLUMNS if c != "hour"]
 """An hour's usage rows: the usage row without its hour (the ledger adds it)."""
@@ -284,7 +292,9 @@ def build_chunk(inputs: ChunkInputs, in_force: InForce) -> dict[datetime, HourRo
     present = fairpool.present.add(fallback.present, fill_value=0.0).add(
         capacity.present, fill_value=0.0
     )
-    said_nan = pd.concat([fairpool.not_a_number, capacity.not_a_number], ignore_index=True)
+    said_nan = pd.concat(
+        [fairpool.not_a_number, fallback.not_a_number, capacity.not_a_number], ignore_index=True
+    )
     nan_by = {float(h0): set(part["series"]) for h0, part in said_nan.groupby(H0, sort=False)}
     expected = fairpool.expected.add(fallback.expected, fill_value=0.0).add(
         capacity.expected, fill_value=0.0
@@ -301,7 +311,9 @@ def build_chunk(inputs: ChunkInputs, in_force: InForce) -> dict[datetime, HourRo
             capacity_by(h0),
             _reclaim_rows(inputs.reclaim_lost.get(hour, {})),
             coverage,
-            expected_total > 0 or len(hour_usage) > 0,
+            # A series answered NaN is a series Prometheus holds for the hour: the hour
+            # is pending for its NaN, not for having no series.
+            expected_total > 0 or len(hour_usage) > 0 or h0 in nan_by,
             present_total,
             expected_total,
             coverage_by(h0),
@@ -454,7 +466,7 @@ def _kube_state_rows(inputs: ChunkInputs) -> _Sampled:
         return _Sampled(pd.DataFrame(), pd.Series(dtype=float), pd.Series(dtype=float))
     k = _kube_state_pods(base, inputs)
     exact = k["start"].notna() & k["completion"].notna() & (k["completion"] > k["start"])
-    k = _kube_state_seconds(k, exact, inputs)
+    k, not_a_number = _kube_state_seconds(k, exact, inputs)
     inexact = k[~exact.loc[k.index]]
     ksm_present = _per_hour(inexact["present"].clip(upper=inexact["live"]), inexact[H0])
     ksm_expected = _per_hour(inexact["live"], inexact[H0])
@@ -462,7 +474,7 @@ def _kube_state_rows(inputs: ChunkInputs) -> _Sampled:
     k["gpu_model"] = ""
     k["member"] = ""
     k["source"] = "kube-state-metrics"
-    return _Sampled(k.drop_duplicates([H0, "uid"]), ksm_present, ksm_expected)
+    return _Sampled(k.drop_duplicates([H0, "uid"]), ksm_present, ksm_expected, not_a_number)
 
 
 def _pod_requests(frame: pd.DataFrame) -> pd.DataFrame:
@@ -475,9 +487,13 @@ def _pod_requests(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _kube_state_requests(ksm_requests: pd.DataFrame, fairpool_uids: set[str]) -> pd.DataFrame:
-    """The pods that requested GPUs and that fairpool never reported."""
+    """The pods that requested GPUs and that fairpool never reported. A request
+    Prometheus answers NaN for (no series of the pod gives a number) is kept: the pod
+    has a GPU request series, so it may have held GPUs; dropped with those asking for
+    none, its hours were billed nothing, with nothing said."""
     requests = _pod_requests(ksm_requests)
-    return requests[(requests["gpus"] > 0) & ~requests["uid"].isin(fairpool_uids)]
+    gpus = requests["gpus"]
+    return requests[((gpus > 0) | gpus.isna()) & ~requests["uid"].isin(fairpool_uids)]
 
 
 def kube_state_uids(ksm_requests: pd.DataFrame, fairpool_uids: set[str]) -> set[str]:
@@ -515,15 +531,24 @@ def _kube_state_pods(base: pd.DataFrame, inputs: ChunkInputs) -> pd.DataFrame:
     keys = pd.MultiIndex.from_arrays([k[H0], k["uid"]])
     for name, frame in (("steps", inputs.ksm_running_sum), ("present", inputs.ksm_running_present)):
         found = _by_hour_and_uid(frame, name)
+        if name == "steps":
+            # A pod without Running samples in the hour is absent from the answer (0
+            # steps); one NaN sample makes the sum NaN, which only the answer tells apart.
+            said = found.isna()
+            k[SAID_NAN] = said.reindex(keys, fill_value=False).to_numpy() if len(said) else False
         k[name] = found.reindex(keys).to_numpy() if len(found) else np.nan
         k[name] = k[name].fillna(0.0).astype(float)
     return k
 
 
-def _kube_state_seconds(k: pd.DataFrame, exact: pd.Series, inputs: ChunkInputs) -> pd.DataFrame:
+def _kube_state_seconds(
+    k: pd.DataFrame, exact: pd.Series, inputs: ChunkInputs
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """GPU-seconds and coverage of each pod and hour: exact from its start and completion
     times when both are known, else from its Running samples; pods that used nothing
-    dropped."""
+    dropped. With them, the pods and hours whose GPU-seconds are unknown because
+    Prometheus answered NaN (`_not_a_number`): a Running sum the pod is billed from, or a
+    GPU request for an hour it ran."""
     interval = inputs.interval
     h0 = k[H0]
     h1 = h0 + 3600.0
@@ -540,13 +565,27 @@ def _kube_state_seconds(k: pd.DataFrame, exact: pd.Series, inputs: ChunkInputs) 
     # Samples expected from its start (or the hour's) to the end of the hour.
     k["live"] = np.ceil(since_start / interval)
     seconds = np.where(exact, overlap, np.minimum(by_steps, since_start))
+    # Filled with 0 as an absent sum is, a NaN Running sum billed the pod's hour as not
+    # run, at full coverage (its samples are present); the sum is not used when the
+    # pod's start and completion times are both known.
+    running_nan = k.pop(SAID_NAN).astype(bool) & ~exact
+    # A NaN request made the pod's GPU-seconds NaN, dropped below as nothing used.
+    request_nan = k["gpus"].isna() & (seconds > 0)
+    names = " of pod " + k["namespace"] + "/" + k["pod"]
+    not_a_number = pd.concat(
+        [
+            _not_a_number(k.loc[running_nan, H0], KSM_RUNNING + names[running_nan]),
+            _not_a_number(k.loc[request_nan, H0], KSM_REQUESTS + names[request_nan]),
+        ],
+        ignore_index=True,
+    )
     k = k.assign(gpu_seconds=seconds * k["gpus"])
     k["coverage"] = np.where(
         exact, 1.0, (k["present"] / k["live"].where(k["live"] > 0)).clip(upper=1.0)
     )
     k = k[k["gpu_seconds"] > 0].copy()
     k["coverage"] = k["coverage"].fillna(0.0)
-    return k
+    return k, not_a_number
 
 
 def _usage(

@@ -239,3 +239,88 @@ def test_a_metered_hour_keeps_its_rows_when_prometheus_later_answers_nan(
     assert (status["last_error"].iloc[0] or "").startswith("Prometheus returned NaN")
     usage = meter.ledger.usage_frame(HOUR, HOUR + timedelta(hours=1))
     assert list(usage["gpu_seconds"]) == [2 * 3600.0]
+
+
+# ---- NaN for a pod kube-state-metrics bills ------------------------------------------
+# A pod fairpool never reported is billed its GPU request x its Running samples. A NaN
+# Running sum was filled with 0 (the hour billed as not run, at full coverage: its samples
+# are present), and a NaN request failed `gpus > 0` (the pod was never billed at all).
+
+EXT = {"namespace": "physics", "pod": "ext-1", "uid": "u-ext"}
+RUNNING = 'kube_pod_status_phase{phase="Running"} of pod physics/ext-1'
+REQUEST = 'kube_pod_container_resource_requests{resource="nvidia_com_gpu"} of pod physics/ext-1'
+
+
+def with_kube_state_pod(
+    given: ChunkAnswers,
+    hours: list[datetime],
+    gpus: float = 1.0,
+    running: dict[datetime, float] | None = None,
+    completed: bool = False,
+) -> ChunkAnswers:
+    """`given` and a pod only kube-state-metrics reports, on gpu-a, Running at every
+    scrape of `hours` (from the first one's start, its completion at the last one's end
+    when `completed`); `running` replaces the hour's sum of its Running samples."""
+    constant = dict(given.constant)
+    constant["ksm_requests"] = hourly([{**EXT, "node": "gpu-a", "value": gpus}])
+    constant["ksm_start"] = hourly([{**EXT, "value": hours[0].timestamp()}])
+    if completed:
+        end = (hours[-1] + timedelta(hours=1)).timestamp()
+        constant["ksm_completion"] = hourly([{**EXT, "value": end}])
+    hourly_frames = dict(given.hourly)
+    for name, per_hour in (("ksm_running_sum", running or {}), ("ksm_running_present", {})):
+        rows = [{**EXT, "hour": pd.Timestamp(h), "value": per_hour.get(h, GRID)} for h in hours]
+        hourly_frames[name] = hourly(rows)
+    return ChunkAnswers(hourly_frames, constant, given.reclaim_lost)
+
+
+@pytest.mark.parametrize(
+    ("nan_in", "named", "pending"),
+    [
+        ("running", RUNNING, [False, True, False]),
+        # The request is one figure for the whole chunk: every hour the pod ran.
+        ("request", REQUEST, [True, True, True]),
+    ],
+)
+def test_a_kube_state_metrics_pod_prometheus_answers_nan_for_keeps_its_hours_pending(
+    tmp_path: Path, nan_in: str, named: str, pending: list[bool]
+) -> None:
+    meter = meter_in(tmp_path)
+    given = with_kube_state_pod(
+        answers(CHUNK),
+        CHUNK,
+        gpus=NAN if nan_in == "request" else 1.0,
+        running={CHUNK[1]: NAN} if nan_in == "running" else None,
+    )
+    outcomes = meter._store(CHUNK, meter.build(CHUNK, given), set())
+    assert [o.status == "pending" for o in outcomes] == pending
+    for hour, outcome in zip(CHUNK, outcomes, strict=True):
+        if outcome.status == "pending":
+            assert (outcome.error or "").startswith(
+                f"Prometheus returned NaN for {named} in the hour {hour:%Y-%m-%dT%H:%MZ}"
+            )
+        else:
+            # The other hours bill the pod's GPU as well as fairpool's pod.
+            usage = meter.ledger.usage_frame(hour, hour + timedelta(hours=1))
+            assert sorted(usage["gpu_seconds"]) == [3600.0, 2 * 3600.0]
+
+
+def test_a_nan_running_sum_of_a_pod_billed_from_its_start_and_completion_is_no_matter(
+    tmp_path: Path,
+) -> None:
+    """Its start and completion times give its GPU-seconds: the Running samples are not
+    read for them, and their NaN changes nothing."""
+    meter = meter_in(tmp_path)
+    given = with_kube_state_pod(answers(CHUNK), CHUNK, running={CHUNK[1]: NAN}, completed=True)
+    outcomes = meter._store(CHUNK, meter.build(CHUNK, given), set())
+    assert [o.status for o in outcomes] == ["metered"] * 3
+    usage = meter.ledger.usage_frame(CHUNK[0], CHUNK[-1] + timedelta(hours=1))
+    assert usage.groupby("hour")["gpu_seconds"].sum().tolist() == [3 * 3600.0] * 3
+
+
+def test_a_pod_whose_request_is_nan_is_pending_only_in_the_hours_it_ran(tmp_path: Path) -> None:
+    meter = meter_in(tmp_path)
+    given = with_kube_state_pod(answers(CHUNK), CHUNK[1:], gpus=NAN, completed=True)
+    outcomes = meter._store(CHUNK, meter.build(CHUNK, given), set())
+    assert [o.status for o in outcomes] == ["metered", "pending", "pending"]
+    assert REQUEST in (outcomes[2].error or "")
