@@ -17,6 +17,7 @@ and the next run retries it. Missing data is never zero.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -481,6 +482,7 @@ class Meter:
 
 
 _EMPTY = pd.DataFrame({"value": pd.Series([], dtype=float)})
+NAN = float("nan")
 
 
 # Kubernetes uids are UUIDs; anything else is read unfiltered rather than escaped.
@@ -533,7 +535,9 @@ def _reclaim_lost(
     the smaller part was lost). `before`: each series' last value before the samples
     (`MeteringQueries.counter_before`), so that a series seen again after a scrape gap
     longer than `max_gap` counts from it, not from zero: its whole total was counted
-    in the first hour after the gap."""
+    in the first hour after the gap. An increase `counter_increase` cannot know (NaN) is
+    kept as NaN, whatever other exporters add: `build_chunk` names the series, and the
+    hour stays pending (dropped with the hours that lost nothing, its loss vanished)."""
     per_exporter: dict[datetime, dict[tuple[LostKey, str], float]] = {h: {} for h in chunk}
     baseline = chunk[0].timestamp()
     for labels, samples in series:
@@ -542,9 +546,11 @@ def _reclaim_lost(
         identity = frozenset((k, v) for k, v in labels.items() if k != "__name__")
         previous = (before or {}).get(identity)
         for hour, value in counter_increase(samples, chunk, baseline, previous).items():
-            if value > 0:
+            # NaN: the increase is unknown (kept, for the hour to stay pending), not none.
+            if value > 0 or math.isnan(value):
                 seen = per_exporter[hour]
-                seen[(key, exporter)] = max(seen.get((key, exporter), 0.0), value)
+                # The same counter scraped twice: a number either scrape gives is it.
+                seen[(key, exporter)] = float(np.fmax(seen.get((key, exporter), NAN), value))
     out: dict[datetime, dict[LostKey, float]] = {h: {} for h in chunk}
     for hour, seen in per_exporter.items():
         for (key, _), value in seen.items():

@@ -24,6 +24,7 @@ pod or node, so an hour's rows are exactly those it gives alone (`build_hour`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -39,6 +40,7 @@ from reports.metering.promql import (
     KSM_ALLOCATABLE,
     KSM_REQUESTS,
     KSM_RUNNING,
+    RECLAIM_LOST,
 )
 
 USAGE_OUT = [c for c in USAGE_COLUMNS if c != "hour"]
@@ -293,7 +295,13 @@ def build_chunk(inputs: ChunkInputs, in_force: InForce) -> dict[datetime, HourRo
         capacity.present, fill_value=0.0
     )
     said_nan = pd.concat(
-        [fairpool.not_a_number, fallback.not_a_number, capacity.not_a_number], ignore_index=True
+        [
+            fairpool.not_a_number,
+            fallback.not_a_number,
+            capacity.not_a_number,
+            _reclaim_not_a_number(inputs.reclaim_lost),
+        ],
+        ignore_index=True,
     )
     nan_by = {float(h0): set(part["series"]) for h0, part in said_nan.groupby(H0, sort=False)}
     expected = fairpool.expected.add(fallback.expected, fill_value=0.0).add(
@@ -657,6 +665,21 @@ def _capacity_rows(inputs: ChunkInputs, known: pd.DataFrame) -> _Sampled:
     return _Sampled(capacity, cap_present, cap_expected, not_a_number)
 
 
+def _reclaim_not_a_number(lost: dict[datetime, dict[LostKey, float]]) -> pd.DataFrame:
+    """`_not_a_number` of the reclaim-lost series whose increase in an hour is unknown
+    (NaN, `counter_increase`): the hour's figure would be a guess, 0 or the total."""
+    unknown = [
+        (hour.timestamp(), f'{RECLAIM_LOST}{{member="{m}",gpu_model="{g}",cause="{c}"}}')
+        for hour, per_key in lost.items()
+        for (m, g, c), value in per_key.items()
+        if math.isnan(value)
+    ]
+    if not unknown:
+        return _NO_NAN.copy()
+    h0, series = zip(*unknown, strict=True)
+    return _not_a_number(pd.Series(h0, dtype=float), pd.Series(series, dtype=object))
+
+
 def _reclaim_rows(lost: dict[LostKey, float]) -> pd.DataFrame:
     return pd.DataFrame(
         [(m, g, c, v) for (m, g, c), v in sorted(lost.items())],
@@ -717,12 +740,24 @@ def counter_increase(
     A drop means the counter restarted from zero, so the new value is the increase
     (Prometheus' ``increase()`` semantics, without its extrapolation: exact sums). The
     first sample counts from `previous` (the series' value before `samples`), else,
-    when it is at or after `baseline_before`, from zero (the series was born)."""
+    when it is at or after `baseline_before`, from zero (the series was born).
+
+    A NaN sample is no reading: skipped, as a missed scrape, the next number counts
+    from the last one (a counter carries its increase, so nothing is lost). Taken as a
+    reading, it made its hour NaN and the next sample, "below" it, a reset counted whole.
+    When the last number is unknown (`previous` NaN, or the series' only earlier samples
+    NaN), the next sample's increase is too: its hour is NaN, for the caller to name."""
     out = {h: 0.0 for h in hours}
     bounds = [(h.timestamp(), (h + timedelta(hours=1)).timestamp(), h) for h in hours]
     for t, v in sorted(samples):
+        if math.isnan(v):
+            # Before any number, the series existed, at a value no one knows.
+            previous = math.nan if previous is None else previous
+            continue
         if previous is None:
             delta = v if t >= baseline_before else None
+        elif math.isnan(previous):
+            delta = math.nan
         else:
             delta = v - previous if v >= previous else v
         previous = v

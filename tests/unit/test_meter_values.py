@@ -3,6 +3,7 @@ stored (one infinite value stopped every report of its month)."""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,9 +13,16 @@ import pytest
 from policies.loader import load_policy
 from reports.ledger import Ledger
 from reports.metering.coverage import NODE_COVERAGE_OUT
-from reports.metering.meter import ChunkAnswers, Meter, implausible
+from reports.metering.meter import ChunkAnswers, Meter, _reclaim_lost, implausible
 from reports.metering.prom_source import PromSource
-from reports.metering.rows import CAPACITY_OUT, HOURLY, RECLAIM_OUT, USAGE_OUT, HourRows
+from reports.metering.rows import (
+    CAPACITY_OUT,
+    HOURLY,
+    RECLAIM_OUT,
+    USAGE_OUT,
+    HourRows,
+    counter_increase,
+)
 
 HOUR = datetime(2026, 10, 5, 9, tzinfo=UTC)
 H100 = "NVIDIA-H100-80GB-HBM3"
@@ -324,3 +332,63 @@ def test_a_pod_whose_request_is_nan_is_pending_only_in_the_hours_it_ran(tmp_path
     outcomes = meter._store(CHUNK, meter.build(CHUNK, given), set())
     assert [o.status for o in outcomes] == ["metered", "pending", "pending"]
     assert REQUEST in (outcomes[2].error or "")
+
+
+# ---- NaN in the reclaim-lost counter -------------------------------------------------
+# A counter carries its increase: a NaN sample is no reading, and the next number holds
+# all that was added since the last one, as after a missed scrape. Taken as a reading,
+# the NaN made its hour's increase NaN (dropped with the hours that lost nothing) and,
+# the next sample being "below" it, a reset: that sample's whole total was counted.
+
+LOST_KEY = ("physics", H100, "entitlement")
+COUNTER = {"member": "physics", "gpu_model": H100, "cause": "entitlement", "pod": "fp-0"}
+
+
+def test_a_nan_counter_sample_is_no_reading_and_loses_nothing() -> None:
+    t = HOUR.timestamp()
+    two = [HOUR, HOUR + timedelta(hours=1)]
+    inside = [(t + 10, 100.0), (t + 40, NAN), (t + 70, 110.0)]
+    assert counter_increase(inside, [HOUR], t - 300, 90.0) == {HOUR: 20.0}
+    # At an hour's edge the increase goes to the hour of the next number.
+    edge = [(t + 3570, 100.0), (t + 3600 - 1, NAN), (t + 3630, 110.0)]
+    assert counter_increase(edge, two, t - 300, 90.0) == {two[0]: 10.0, two[1]: 10.0}
+    # Only NaN until a reset: the increase before it is unknown, as over a missed
+    # scrape; the reset's value counts.
+    reset = [(t + 10, 100.0), (t + 40, NAN), (t + 70, 4.0)]
+    assert counter_increase(reset, [HOUR], t - 300, 90.0) == {HOUR: 14.0}
+    lost = _reclaim_lost([(COUNTER, edge)], two, {frozenset(COUNTER.items()): 90.0})
+    assert lost == {two[0]: {LOST_KEY: 10.0}, two[1]: {LOST_KEY: 10.0}}
+
+
+def test_a_counter_whose_last_number_is_unknown_gives_its_hour_nan() -> None:
+    """The series' value before the chunk is NaN and no number of it precedes the hour's
+    first sample (a scrape gap longer than `max_gap` after the NaN): what it added since
+    is unknown. Counted from zero, as a series born in the hour, its whole total was."""
+    t = HOUR.timestamp()
+    after_gap = [(t + 600, 150.0), (t + 630, 160.0)]
+    out = counter_increase(after_gap, [HOUR], t - 300, NAN)
+    assert math.isnan(out[HOUR])
+    # A NaN sample before any number: the series existed, its value unknown.
+    out = counter_increase([(t - 30, NAN), *after_gap], [HOUR], t - 300)
+    assert math.isnan(out[HOUR])
+    # A number before the chunk (in its `max_gap` before): known again.
+    assert counter_increase([(t - 30, 140.0), *after_gap], [HOUR], t - 300, NAN) == {HOUR: 20.0}
+
+
+def test_an_hour_whose_reclaim_loss_is_unknown_stays_pending_naming_the_series(
+    tmp_path: Path,
+) -> None:
+    meter = meter_in(tmp_path)
+    t = CHUNK[1].timestamp()
+    series = [(COUNTER, [(t - 30, NAN), (t + 600, 150.0)])]
+    lost = _reclaim_lost(series, CHUNK, {frozenset(COUNTER.items()): NAN})
+    assert math.isnan(lost[CHUNK[1]][LOST_KEY])
+    given = answers(CHUNK)
+    given = ChunkAnswers(given.hourly, given.constant, lost)
+    outcomes = meter._store(CHUNK, meter.build(CHUNK, given), set())
+    assert [o.status for o in outcomes] == ["metered", "pending", "metered"]
+    assert (outcomes[1].error or "").startswith(
+        "Prometheus returned NaN for fairpool_reclaim_lost_gpu_seconds_total"
+        f'{{member="physics",gpu_model="{H100}",cause="entitlement"}} '
+        "in the hour 2026-10-05T10:00Z"
+    )
