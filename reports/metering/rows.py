@@ -742,15 +742,18 @@ def counter_increase(
     first sample counts from `previous` (the series' value before `samples`), else,
     when it is at or after `baseline_before`, from zero (the series was born).
 
-    A NaN sample is no reading: skipped, as a missed scrape, the next number counts
-    from the last one (a counter carries its increase, so nothing is lost). Taken as a
-    reading, it made its hour NaN and the next sample, "below" it, a reset counted whole.
-    When the last number is unknown (`previous` NaN, or the series' only earlier samples
-    NaN), the next sample's increase is too: its hour is NaN, for the caller to name."""
+    A sample that is no number (NaN, or infinite) is no reading: skipped, as a missed
+    scrape, the next number counts from the last one (a counter carries its increase, so
+    nothing is lost). Taken as a reading, it made its hour NaN or infinite and the next
+    sample, "below" it, a reset counted whole. When the last number is unknown
+    (`previous` no number, or the series' only earlier samples none), the next sample's
+    increase is too: its hour is NaN, for the caller to name."""
     out = {h: 0.0 for h in hours}
     bounds = [(h.timestamp(), (h + timedelta(hours=1)).timestamp(), h) for h in hours]
+    if previous is not None and not math.isfinite(previous):
+        previous = math.nan
     for t, v in sorted(samples):
-        if math.isnan(v):
+        if not math.isfinite(v):
             # Before any number, the series existed, at a value no one knows.
             previous = math.nan if previous is None else previous
             continue

@@ -392,3 +392,15 @@ def test_an_hour_whose_reclaim_loss_is_unknown_stays_pending_naming_the_series(
         f'{{member="physics",gpu_model="{H100}",cause="entitlement"}} '
         "in the hour 2026-10-05T10:00Z"
     )
+
+
+@pytest.mark.parametrize("broken", [math.inf, -math.inf])
+def test_an_infinite_counter_sample_is_no_reading_either(broken: float) -> None:
+    """Stored, the hour's infinite loss stopped every report of its month (money cannot
+    hold it), and the sample after it was a reset counted whole."""
+    t = HOUR.timestamp()
+    two = [HOUR, HOUR + timedelta(hours=1)]
+    edge = [(t + 3570, 100.0), (t + 3600 - 1, broken), (t + 3630, 110.0)]
+    assert counter_increase(edge, two, t - 300, 90.0) == {two[0]: 10.0, two[1]: 10.0}
+    # Its value before the chunk infinite: as unknown as NaN.
+    assert math.isnan(counter_increase([(t + 600, 150.0)], [HOUR], t - 300, broken)[HOUR])
