@@ -162,9 +162,9 @@ class HourRows:
     node_coverage: pd.DataFrame = field(default_factory=pd.DataFrame)
     """Per node: allocation, capacity and utilization coverage (`reports.metering.coverage`)."""
     not_a_number: list[str] = field(default_factory=list)
-    """The series whose mean in the hour Prometheus answered NaN, each named with the
-    hour, sorted: their GPU-seconds are unknown (not 0), so the hour's rows are not the
-    hour's use."""
+    """The series whose figure for the hour Prometheus answered NaN (a mean, a sum, a
+    GPU request, a counter's increase), each named with the hour, sorted: their
+    GPU-seconds are unknown (not 0), so the hour's rows are not the hour's use."""
 
 
 def _col(frame: pd.DataFrame, name: str) -> pd.Series:
@@ -249,7 +249,7 @@ class _Sampled:
     present: pd.Series
     expected: pd.Series
     not_a_number: pd.DataFrame = field(default_factory=_NO_NAN.copy)
-    """The series whose mean Prometheus answered NaN, per hour (`_not_a_number`)."""
+    """The series whose figure Prometheus answered NaN, per hour (`_not_a_number`)."""
 
 
 def _per_hour(values: pd.Series, hours: pd.Series) -> pd.Series:
