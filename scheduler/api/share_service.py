@@ -393,7 +393,8 @@ class ShareServicer(share_pb2_grpc.ShareServiceServicer):
             abort(
                 context,
                 grpc.StatusCode.NOT_FOUND,
-                f"no pending pod or gang named {request.name!r}{where} that you may see",
+                f"no pending pod or gang named {request.name!r}{where} that you may see "
+                "(a pod held by spec.schedulingGates is pending only once they are removed)",
             )
         if len(candidates) > 1:
             namespaces = sorted({j.pods[0].namespace for j in candidates if j.pods})

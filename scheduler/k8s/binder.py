@@ -10,8 +10,9 @@ bind; patch after would leave bound pods unannotated if the daemon died in betwe
 Binds run on a bounded thread pool. Each pod is *assumed* in the cache before its request
 goes out, so the next scheduling cycle already counts its GPUs. Conflicts and transient
 errors are retried with exponential backoff; a pod deleted (404) or replaced (UID
-precondition failed) mid-cycle is dropped quietly; a pod found already bound to the same
-node (a retry after a lost response) counts as bound.
+precondition failed) mid-cycle, or still held by a scheduling gate (409 naming
+`spec.schedulingGates`), is dropped quietly; a pod found already bound to the same node
+(a retry after a lost response) counts as bound.
 
 A gang is bound all or none. Its binds go out together; once every one has its answer,
 a gang not bound whole (a pod deleted before its bind, or a bind that still failed after
@@ -284,6 +285,10 @@ class Binder:
                     text = status_message(exc)
                     if "precondition" in text.lower():
                         return "gone", "pod replaced before it was bound", ""
+                    if "schedulinggates" in text.lower():
+                        # Refused until its gates are removed: no retry can bind it, and
+                        # the watch brings it back pending once they are.
+                        return "gone", "pod held by a scheduling gate", ""
                     current = self._current_node(pod)
                     if current == bind.node:
                         return "bound", self._scheduled_message(bind, pod), bind.node

@@ -355,6 +355,9 @@ class PodInfo:
     """When its job was submitted: the creation of its controller (a Job, a PyTorchJob),
     which the pods it makes after a reclaim keep, as the simulator keeps a reclaimed
     job's place in its member's queue; 0.0: its own creation (`submitted`)."""
+    scheduling_gates: tuple[str, ...] = ()
+    """The names in `spec.schedulingGates` (Kueue's admission gate, for one): while any
+    is left, the API server refuses the pod's Binding."""
 
     @property
     def submitted(self) -> float:
@@ -405,13 +408,22 @@ class PodInfo:
         """Assigned pods of any scheduler take their node's resources until they finish."""
         return self.assigned and not self.terminal
 
+    @property
+    def gated(self) -> bool:
+        return bool(self.scheduling_gates)
+
     def waits_for(self, scheduler_name: str) -> bool:
-        """Pending for this scheduler: ours, unassigned, not finished, not being deleted."""
+        """Pending for this scheduler: ours, unassigned, not finished, not being deleted,
+        and held by no scheduling gate. A gated pod is not ours yet, as kube-scheduler
+        keeps it out of its queue (`SchedulingGated`): counted pending, the engine
+        reclaimed GPUs for a pod that may not be bound, and its Binding was refused
+        every cycle."""
         return (
             self.scheduler_name == scheduler_name
             and not self.assigned
             and not self.terminal
             and not self.deleting
+            and not self.scheduling_gates
         )
 
 
@@ -468,7 +480,13 @@ def pod_info(obj: Obj) -> PodInfo:
         volcano_group=volcano_group_of(annotations),
         checkpointable=checkpointable,
         scheduled_at=_scheduled_at(status),
+        scheduling_gates=_scheduling_gates(spec),
     )
+
+
+def _scheduling_gates(spec: Obj) -> tuple[str, ...]:
+    gates = spec.get("schedulingGates") or ()
+    return tuple(str(g.get("name", "")) if isinstance(g, Mapping) else str(g) for g in gates)
 
 
 def _scheduled_at(status: Obj) -> float:

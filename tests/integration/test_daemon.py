@@ -466,6 +466,30 @@ def test_reclaim_end_to_end(pool: Pool) -> None:
     assert "fairpool_reclaim_lost_gpu_seconds_total" + lost in metrics
 
 
+def test_a_gated_pod_waits_for_its_gate_then_reclaims(pool: Pool) -> None:
+    """A pod held by a scheduling gate (Kueue's pod integration gates its pods until it
+    admits them) is neither bound nor reclaimed for; once the gate is removed it is
+    fairpool's like any pod: the borrowed work on its owner's node goes, and it binds."""
+    for m in ("a", "b"):
+        pool.add_member(m)
+    b_nodes = pool.add_nodes("b", count=1, gpus=4)
+    pool.daemon(pool.policy(grace=1))
+    for i in range(4):
+        pool.pod("a", f"a{i}")
+    wait_until(lambda: len(pool.bound("a")) == 4, what="A borrows B's node")
+    gate = {"schedulingGates": [{"name": "kueue.x-k8s.io/admission"}]}
+    pool.pod("b", "b0", gpus=4, extra_spec=gate)
+    time.sleep(4)  # several cycles
+    assert pool.bound("b") == {}
+    assert len(pool.bound("a")) == 4 and pool.events("a", "Preempted") == []
+    assert pool.events("b", "FailedScheduling") == []
+    ungate = [{"op": "replace", "path": "/spec/schedulingGates", "value": []}]
+    pool.core.patch_namespaced_pod("b0", pool.ns("b"), ungate)
+    bound = wait_until(lambda: pool.bound("b"), timeout=30, what="b0 bound once ungated")
+    assert bound == {"b0": b_nodes[0]}
+    assert len(pool.events("a", "Preempted")) == 4
+
+
 def test_victims_are_annotated_before_eviction(pool: Pool) -> None:
     """Victims with a long grace period stay visible while terminating, annotated."""
     for m in ("a", "b"):

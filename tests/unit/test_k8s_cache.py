@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from policies.loader import load_policy
+from scheduler.engine import schedule
 from scheduler.k8s.cache import NODES, POD_GROUPS, PODS, PRIORITY_CLASSES, ClusterCache
 
 POLICY = load_policy()
@@ -221,3 +222,28 @@ def test_has_pending_ignores_assumed_and_bound_pods() -> None:
     assert cache.has_pending()
     cache.apply(PODS, "MODIFIED", pod("a", node_name="n1", phase="Running"))
     assert not cache.has_pending()
+
+
+def test_a_pod_held_by_a_scheduling_gate_waits_for_its_gate_not_for_fairpool() -> None:
+    # Kueue's pod integration creates pods gated until it admits them; the API server
+    # refuses their Binding meanwhile, so no GPUs are reclaimed for them either.
+    cache = ClusterCache()
+    cache.replace(NODES, [node("n1")])
+    eight = [{"name": "c", "resources": {"limits": {"nvidia.com/gpu": "8"}}}]
+    borrowed = {"fairpool.io/member": "lab-bio", "fairpool.io/borrowed-from": "physics"}
+    four = [{"name": "c", "resources": {"limits": {"nvidia.com/gpu": "4"}}}]
+    gated = pod("gated", containers=four, schedulingGates=[{"name": "kueue.x-k8s.io/admission"}])
+    borrower = pod("borrower", "lab-bio", "n1", "Running", annotations=borrowed, containers=eight)
+    borrower["status"]["startTime"] = "2026-11-28T10:00:00Z"  # past its minimum runtime
+    cache.replace(PODS, [borrower, gated])
+    assert not cache.has_pending()
+    view = cache.view(POLICY, now=1795910400.0)
+    assert view.snapshot.pending == () and view.unschedulable == ()
+    decisions = schedule(view.snapshot, POLICY)
+    assert decisions.preemptions == () and decisions.binds == ()
+    # The gate removed: the pod is pending, and its owner takes its node back.
+    cache.apply(PODS, "MODIFIED", pod("gated", containers=four, schedulingGates=[]))
+    assert cache.has_pending()
+    view = cache.view(POLICY, now=1795910400.0)
+    assert [j.pods[0].name for j in view.snapshot.pending] == ["gated"]
+    assert [p.pod_uid for p in schedule(view.snapshot, POLICY).preemptions] == ["uid-borrower"]

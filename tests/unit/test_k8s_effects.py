@@ -1,13 +1,17 @@
-"""The pure parts of the effects: Binding and Eviction bodies, the FailedScheduling rate
-limit, the metrics exposition, leader-election settings, the ConfigMap reference."""
+"""The effects: Binding and Eviction bodies, the FailedScheduling rate limit, the metrics
+exposition, leader-election settings, the ConfigMap reference, and what the binder and
+the evictor do with each answer of the API server (its requests stubbed)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
 from prometheus_client import generate_latest
 
 from policies.errors import InputError
@@ -22,7 +26,7 @@ from scheduler.engine.snapshot import (
     RunningPod,
     Snapshot,
 )
-from scheduler.k8s.binder import Binder, binding_annotations, binding_body
+from scheduler.k8s.binder import Binder, BindResult, binding_annotations, binding_body
 from scheduler.k8s.cache import CacheView, ClusterCache
 from scheduler.k8s.daemon import Daemon, DaemonConfig, PolicyConfigMap, SchedulerView
 from scheduler.k8s.events import EventLevel, EventRecorder, EventType, ObjectRef
@@ -480,3 +484,45 @@ def test_work_lost_at_an_eviction_follows_the_pod_else_its_member(
     assert sample == pytest.approx(lost)
     evictions = {"reclaimer": "uni-north", "result": "evicted", "cause": "entitlement"}
     assert fake.metrics.registry.get_sample_value("fairpool_preemptions_total", evictions) == 1
+
+
+# --- the binder and the evictor against the API server's answers (requests stubbed) -----
+
+
+def _refusal(status: int, message: str, **details: Any) -> ApiException:
+    """An API error as kube-apiserver answers it: a Status body."""
+    exc = ApiException(status=status, reason="refused")
+    body: dict[str, Any] = {"kind": "Status", "code": status, "message": message}
+    if details:
+        body["details"] = details
+    exc.body = json.dumps(body)
+    return exc
+
+
+def _bind(pod: PodInfo, node: str = "n1") -> Bind:
+    return Bind(pod.uid, node, "physics/train", "physics", None, False)
+
+
+def test_a_bind_refused_for_a_scheduling_gate_is_dropped_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    posts: list[str] = []
+
+    def post(api: object, path: str, body: dict[str, Any], timeout: object) -> bytes:
+        posts.append(path)
+        raise _refusal(409, 'pod "p" has non-empty .spec.schedulingGates')
+
+    monkeypatch.setattr("scheduler.k8s.binder.post_json", post)
+    recorder = _Capture()
+    results: list[BindResult] = []
+    binder = Binder(_unreachable(), ClusterCache(), recorder, on_result=results.append)
+    reads: list[str] = []
+    binder._core.read_namespaced_pod = lambda *a, **k: reads.append(a[0])  # type: ignore[method-assign]
+    try:
+        binder.submit([(_bind(POD), POD)])
+        assert binder.wait_idle(5)
+    finally:
+        binder.close()
+    (result,) = results
+    assert (result.outcome, result.detail) == ("gone", "pod held by a scheduling gate")
+    assert len(posts) == 1 and reads == [] and recorder.sent == []
