@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -46,7 +47,8 @@ from scheduler.k8s.objects import PodInfo
 
 log = logging.getLogger(__name__)
 
-Outcome = Literal["bound", "gone", "failed"]
+Outcome = Literal["bound", "assigned", "gone", "failed"]
+"""`assigned`: bound, to a node that could not be read (the watch tells)."""
 RETRYABLE = frozenset({401, 403, 409, 429, 500, 502, 503, 504})
 """Answers worth another try. 401 and 403 among them: a kube-apiserver that has just
 started refuses every request until it has loaded its RBAC (about a second), and a gang
@@ -62,7 +64,11 @@ class BindResult:
     seconds: float
     """From the request being queued to the API server's answer."""
     bound_node: str = ""
-    """Where the pod is bound after the attempt ("" when it is not)."""
+    """Where the pod is bound after the attempt ("" when it is not, or not known)."""
+
+    @property
+    def bound(self) -> bool:
+        return bool(self.bound_node) or self.outcome == "assigned"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +84,8 @@ def gang_undo(results: Sequence[BindResult]) -> GangUndo | None:
     """The decision once every bind of a gang has its answer: None when all its pods are
     bound (or none is), else every bound pod goes (Kubernetes cannot unbind) so the gang
     is never left partly bound."""
-    missing = [r for r in results if not r.bound_node]
-    bound = tuple(sorted((r for r in results if r.bound_node), key=_pod_key))
+    missing = [r for r in results if not r.bound]
+    bound = tuple(sorted((r for r in results if r.bound), key=_pod_key))
     if not missing or not bound:
         return None
     why = "; ".join(f"pod {r.pod.key}: {r.detail}" for r in sorted(missing, key=_pod_key))
@@ -246,6 +252,12 @@ class Binder:
                 self.recorder.forget(pod.uid)
                 if self.scheduled_events:
                     self.recorder.record(ref, "Normal", "Scheduled", detail)
+        elif outcome == "assigned":
+            # Forgotten, the pod would be pending again with its GPUs free on its node
+            # until the watch, which an API server that cannot answer a read may not
+            # bring for a while, shows it bound.
+            self.cache.settle(pod.uid)
+            log.warning("bind %s -> %s: %s", pod.key, bind.node, detail)
         else:
             self.cache.forget(pod.uid)
             if outcome == "failed":
@@ -271,37 +283,75 @@ class Binder:
         body = binding_body(bind, pod)
         path = namespaced_path(pod.namespace, "pods", pod.name, "binding")
         last = ""
+        # Set once the API server said the pod is bound (409 "already assigned") to a
+        # node not learned yet: from then on the pod is read instead of bound again, and
+        # the answer is never "failed".
+        assigned = False
         for attempt in range(self.attempts):
             if not self._may_act():
                 return "gone", "not the leader any more; the new leader decides", ""
-            try:
-                post_json(self._api, path, body, (5, 30))
-                return "bound", self._scheduled_message(bind, pod), bind.node
-            except ApiException as exc:
-                last = f"{exc.status} {status_message(exc)}"
-                if exc.status == 404:
-                    return "gone", "pod deleted before it was bound", ""
-                if exc.status == 409:
-                    text = status_message(exc)
-                    if "precondition" in text.lower():
-                        return "gone", "pod replaced before it was bound", ""
-                    if "schedulinggates" in text.lower():
-                        # Refused until its gates are removed: no retry can bind it, and
-                        # the watch brings it back pending once they are.
-                        return "gone", "pod held by a scheduling gate", ""
-                    current = self._current_node(pod)
-                    if current == bind.node:
-                        return "bound", self._scheduled_message(bind, pod), bind.node
-                    if current is None:
+            if assigned:
+                try:
+                    found = self._found_on(bind, pod, self._current_node(pod))
+                except Exception as exc:  # read again after the backoff, as a bind is
+                    last = f"the pod could not be read: {_why(exc)}"
+                else:
+                    if found is not None:
+                        return found
+                    assigned = False
+            else:
+                try:
+                    post_json(self._api, path, body, (5, 30))
+                    return "bound", self._scheduled_message(bind, pod), bind.node
+                except ApiException as exc:
+                    last = f"{exc.status} {status_message(exc)}"
+                    if exc.status == 404:
                         return "gone", "pod deleted before it was bound", ""
-                    if current:
-                        return "gone", f"pod already bound to {current}", current
-                if exc.status not in RETRYABLE:
-                    return "failed", last, ""
-            except Exception as exc:  # connection refused/reset: the API server restarts
-                last = f"{type(exc).__name__}: {exc}"
+                    if exc.status == 409:
+                        text = status_message(exc)
+                        if "precondition" in text.lower():
+                            return "gone", "pod replaced before it was bound", ""
+                        if "schedulinggates" in text.lower():
+                            # Refused until its gates are removed: no retry can bind it,
+                            # and the watch brings it back pending once they are.
+                            return "gone", "pod held by a scheduling gate", ""
+                        node = _assigned_node(text)
+                        if node:
+                            found = self._found_on(bind, pod, node)
+                            if found is not None:
+                                return found
+                        assigned = "already assigned" in text
+                        try:
+                            found = self._found_on(bind, pod, self._current_node(pod))
+                        except Exception as read:
+                            last += f"; the pod could not be read: {_why(read)}"
+                        else:
+                            if found is not None:
+                                return found
+                            assigned = False
+                    if exc.status not in RETRYABLE:
+                        return "failed", last, ""
+                except Exception as exc:  # connection refused/reset: the API server restarts
+                    last = _why(exc)
             time.sleep(self.base_backoff * (2**attempt) * (0.5 + random.random()))
+        if assigned:
+            # Bound, most likely by an earlier attempt whose answer was lost: the pod
+            # stays assumed on its node until the watch shows where it is.
+            return "assigned", f"already bound, to a node not read: {last}", ""
         return "failed", f"gave up after {self.attempts} attempts: {last}", ""
+
+    def _found_on(
+        self, bind: Bind, pod: PodInfo, current: str | None
+    ) -> tuple[Outcome, str, str] | None:
+        """The outcome once the pod was found bound to `current` (as `_current_node`
+        says); None when it is not bound."""
+        if current == bind.node:
+            return "bound", self._scheduled_message(bind, pod), bind.node
+        if current is None:
+            return "gone", "pod deleted before it was bound", ""
+        if current:
+            return "gone", f"pod already bound to {current}", current
+        return None
 
     def _may_act(self) -> bool:
         return self.may_bind is None or self.may_bind()
@@ -319,8 +369,9 @@ class Binder:
             self._delete_with_event(
                 result.pod,
                 f"gang {undo.job_id} could not be bound whole ({undo.reason}); this pod, "
-                f"bound to {result.bound_node}, is deleted so that no part of the gang runs "
-                "alone: its controller recreates it and the gang is scheduled whole again",
+                f"bound to {result.bound_node or 'a node not read'}, is deleted so that no "
+                "part of the gang runs alone: its controller recreates it and the gang is "
+                "scheduled whole again",
             )
 
     def _delete_with_event(self, pod: PodInfo, message: str) -> None:
@@ -386,3 +437,18 @@ class Binder:
     def _scheduled_message(bind: Bind, pod: PodInfo) -> str:
         borrowing = f", borrowing from {bind.owner}" if bind.reclaimable and bind.owner else ""
         return f"Successfully assigned {pod.key} to {bind.node} (member {bind.member}{borrowing})"
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, ApiException):
+        return f"{exc.status} {status_message(exc)}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+_ASSIGNED = re.compile(r'already assigned to node "([^"]+)"')
+
+
+def _assigned_node(message: str) -> str:
+    """The node a 409 "pod X is already assigned to node "N"" names, else ""."""
+    found = _ASSIGNED.search(message)
+    return found.group(1) if found else ""

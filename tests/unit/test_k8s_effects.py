@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import urllib3
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import generate_latest
@@ -27,7 +28,7 @@ from scheduler.engine.snapshot import (
     Snapshot,
 )
 from scheduler.k8s.binder import Binder, BindResult, binding_annotations, binding_body
-from scheduler.k8s.cache import CacheView, ClusterCache
+from scheduler.k8s.cache import PODS, CacheView, ClusterCache
 from scheduler.k8s.daemon import Daemon, DaemonConfig, PolicyConfigMap, SchedulerView
 from scheduler.k8s.events import EventLevel, EventRecorder, EventType, ObjectRef
 from scheduler.k8s.evictor import (
@@ -526,3 +527,84 @@ def test_a_bind_refused_for_a_scheduling_gate_is_dropped_at_once(
     (result,) = results
     assert (result.outcome, result.detail) == ("gone", "pod held by a scheduling gate")
     assert len(posts) == 1 and reads == [] and recorder.sent == []
+
+
+def _gang_pod(name: str) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": "physics",
+            "uid": f"u-{name}",
+            "labels": {"fairpool.io/gang": "train"},
+            "annotations": {"fairpool.io/gang-size": "2"},
+        },
+        "spec": {"schedulerName": "fairpool", "containers": []},
+    }
+
+
+ASSIGNED = 'Operation cannot be fulfilled on pods/binding "a": pod a is already assigned'
+
+
+@pytest.mark.parametrize(
+    ("message", "reads_failing", "outcome"),
+    [
+        (ASSIGNED + ' to node "n1"', 99, "bound"),  # the node is in the answer: no read
+        (ASSIGNED, 2, "bound"),  # read once the API server answers again
+        (ASSIGNED, 99, "assigned"),  # never read: bound, to a node not known
+    ],
+    ids=["node-named", "read-later", "never-read"],
+)
+def test_a_pod_the_api_server_says_is_bound_is_never_reported_failed(
+    message: str, reads_failing: int, outcome: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first Binding of `a` went through but its answer was lost; the retry is
+    answered 409 "already assigned", and reading the pod may fail too (the API server
+    restarts). Reported failed, the gang's other pod was deleted and `a` left running
+    alone, and the cache took `a` for pending with its GPUs free."""
+    posts: list[str] = []
+
+    def post(api: object, path: str, body: dict[str, Any], timeout: object) -> bytes:
+        name = body["metadata"]["name"]
+        posts.append(name)
+        if name == "a" and posts.count("a") == 1:
+            raise urllib3.exceptions.ProtocolError("Connection reset by peer")
+        if name == "a":
+            raise _refusal(409, message)
+        return b"{}"
+
+    monkeypatch.setattr("scheduler.k8s.binder.post_json", post)
+    cache = ClusterCache()
+    cache.replace(PODS, [_gang_pod("a"), _gang_pod("b")])
+    recorder = _Capture()
+    results: list[BindResult] = []
+    binder = Binder(_unreachable(), cache, recorder, base_backoff=0.001, on_result=results.append)
+    reads: list[str] = []
+
+    def read(name: str, namespace: str, **kwargs: Any) -> k8s.V1Pod:
+        reads.append(name)
+        if len(reads) <= reads_failing:
+            raise _refusal(503, "the server is currently unable to handle the request")
+        return k8s.V1Pod(
+            metadata=k8s.V1ObjectMeta(uid="u-a"), spec=k8s.V1PodSpec(containers=[], node_name="n1")
+        )
+
+    binder._core.read_namespaced_pod = read  # type: ignore[method-assign]
+    deleted: list[str] = []
+    binder._delete = lambda pod: deleted.append(pod.name)  # type: ignore[method-assign]
+    a, b = (cache.pod(uid) for uid in ("u-a", "u-b"))
+    assert a is not None and b is not None
+    try:
+        binder.submit([(_bind(a), a), (_bind(b), b)], gang=True)
+        assert binder.wait_idle(5)
+    finally:
+        binder.close()
+    got = {r.pod.name: r for r in results}
+    assert got["a"].outcome == outcome and got["b"].outcome == "bound"
+    assert deleted == [] and binder.undone == 0
+    assert "a" not in (ref for ref, _ in recorder.sent)
+    # Bound or assumed on n1: not pending, its GPUs counted there.
+    assert not cache.has_pending()
+    assert {p.name: p.node for p in cache.view(load_policy()).snapshot.running} == {
+        "a": "n1",
+        "b": "n1",
+    }
