@@ -11,7 +11,10 @@ read back into the engine's snapshot). The annotations are written on this very 
 uid as a precondition, `annotation_patch`), as the eviction is.
 The Eviction API honours PodDisruptionBudgets: `429 Too Many Requests` means a budget
 forbids it now, so the victim is retried later (`retry_seconds`), never deleted around the
-budget. A refused eviction (429, or another 4xx) is no reclaim: the annotations written
+budget. A 409 means the pod was replaced (its uid precondition failed) only when it says
+so; otherwise the budget's status could not be updated (the API server's retries of it
+all conflicted) and the victim is retried later too. A refused eviction (429, or another
+4xx) is no reclaim: the annotations written
 before it are put back as they were (`restored_annotations`); after a 5xx or no answer at
 all, the pod says whether the eviction went through (`_unclear`). The annotations are
 also put back after their own patch got no answer or a 5xx, which may follow a patch
@@ -245,8 +248,12 @@ class Evictor:
         except ApiException as exc:
             if exc.status == 404:
                 return "gone", "pod already gone"
-            if exc.status == 409:
+            if exc.status == 409 and "precondition" in status_message(exc).lower():
                 return "gone", "pod replaced"
+            if exc.status == 409:
+                # The budget's status update conflicted on every retry of the API server:
+                # nothing was evicted, and the next attempt may go through.
+                return "failed", f"409 {status_message(exc)}{self._restore(pod)}"
             if exc.status == 429:
                 return "blocked", "a PodDisruptionBudget forbids the eviction now" + self._restore(
                     pod

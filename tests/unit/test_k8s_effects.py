@@ -32,6 +32,7 @@ from scheduler.k8s.cache import PODS, CacheView, ClusterCache
 from scheduler.k8s.daemon import Daemon, DaemonConfig, PolicyConfigMap, SchedulerView
 from scheduler.k8s.events import EventLevel, EventRecorder, EventType, ObjectRef
 from scheduler.k8s.evictor import (
+    Evictor,
     EvictResult,
     event_text,
     eviction_body,
@@ -608,3 +609,84 @@ def test_a_pod_the_api_server_says_is_bound_is_never_reported_failed(
         "a": "n1",
         "b": "n1",
     }
+
+
+class _Victim:
+    """The API server's side of one victim: its annotations as patched, and what each
+    Eviction is answered."""
+
+    def __init__(self, refusal: ApiException | None) -> None:
+        self.annotations: dict[str, str] = {"fairpool.io/reclaims": "1"}
+        self.refusal = refusal
+        self.evictions = 0
+
+    def patch_namespaced_pod(self, name: str, namespace: str, body: Any, **kw: Any) -> Any:
+        for key, value in body["metadata"]["annotations"].items():
+            if value is None:
+                self.annotations.pop(key, None)
+            else:
+                self.annotations[key] = value
+        return SimpleNamespace(data=b"{}")
+
+    def create_namespaced_pod_eviction(
+        self, name: str, namespace: str, body: Any, **kw: Any
+    ) -> Any:
+        self.evictions += 1
+        if self.refusal is not None:
+            raise self.refusal
+        return SimpleNamespace(data=b"{}")
+
+    def pod(self) -> PodInfo:
+        return pod_info(
+            {
+                "metadata": {
+                    "name": "v",
+                    "namespace": "lab-bio",
+                    "uid": "uv",
+                    "annotations": dict(self.annotations),
+                },
+                "spec": {"schedulerName": "fairpool", "nodeName": "n1", "containers": []},
+                "status": {"phase": "Running"},
+            }
+        )
+
+
+RECLAIM = Preemption("uv", "lab-bio/j", "lab-bio", "physics", "physics/x", "r", 30, "entitlement")
+
+
+def _evict_cycles(victim: _Victim, cycles: int, **options: Any) -> list[EvictResult]:
+    """The victim's eviction decided `cycles` times, each time as the cache then shows it."""
+    results: list[EvictResult] = []
+    evictor = Evictor(_unreachable(), retry_seconds=0.0, on_result=results.append, **options)
+    evictor._core = victim  # type: ignore[assignment]
+    try:
+        for _ in range(cycles):
+            evictor.submit(RECLAIM, victim.pod())
+            evictor.wait_idle(5)
+    finally:
+        evictor.close()
+    return results
+
+
+PDB_CONFLICT = (
+    'Operation cannot be fulfilled on poddisruptionbudgets.policy "train": the object has '
+    "been modified; please apply your changes to the latest version and try again"
+)
+REPLACED = (
+    'Operation cannot be fulfilled on Pod "v": the UID in the precondition (uv) does not '
+    "match the UID in record (uw). The object might have been deleted and then recreated"
+)
+
+
+def test_an_eviction_whose_budget_update_conflicts_is_no_reclaim() -> None:
+    """The API server answers 409 when its retries of the PodDisruptionBudget's status
+    update all conflicted: taken for "pod replaced", the annotations stayed and each
+    cycle's attempt added one to the job's reclaim count."""
+    victim = _Victim(_refusal(409, PDB_CONFLICT))
+    results = _evict_cycles(victim, 3)
+    assert victim.evictions == 3 and victim.annotations == {"fairpool.io/reclaims": "1"}
+    assert [r.outcome for r in results] == ["failed"] * 3
+    assert PDB_CONFLICT in results[0].detail
+    replaced = _Victim(_refusal(409, REPLACED))
+    (result,) = _evict_cycles(replaced, 1)
+    assert (result.outcome, result.detail) == ("gone", "pod replaced")
