@@ -395,6 +395,10 @@ class Binder:
         body = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=pod.uid))
         last = ""
         for attempt in range(self.attempts):
+            if not self._may_act():
+                # Lost during the retries: the new leader may have finished the gang.
+                log.warning("not deleting %s of a gang: not the leader any more", pod.key)
+                return "not the leader any more; the new leader repairs the gang"
             try:
                 read_body(
                     self._core.delete_namespaced_pod(

@@ -136,7 +136,8 @@ class Evictor:
         self._core = client.CoreV1Api(api)
         self._custom = client.CustomObjectsApi(api)
         self.may_evict = may_evict
-        """Asked before each eviction: a replica that lost the lease evicts nothing more."""
+        """Asked before each victim's annotation patch and again before its Eviction: a
+        replica that lost the lease evicts nothing more."""
         self.recorder = recorder
         self.retry_seconds = retry_seconds
         self.on_result = on_result
@@ -235,6 +236,10 @@ class Evictor:
             return "failed", f"{exc.status} {exc.reason}{self._restore(pod)}"
         except Exception as exc:  # no answer: the patch may have been applied
             return "failed", f"{type(exc).__name__}: {exc}{self._restore(pod)}"
+        if self.may_evict is not None and not self.may_evict():
+            # The lease was lost while the patch was on its way (it may take up to its
+            # read timeout): the new leader decides, and what was written is undone.
+            return "gone", "not the leader any more; the new leader decides" + self._restore(pod)
         try:
             read_body(
                 self._core.create_namespaced_pod_eviction(

@@ -690,3 +690,37 @@ def test_an_eviction_whose_budget_update_conflicts_is_no_reclaim() -> None:
     replaced = _Victim(_refusal(409, REPLACED))
     (result,) = _evict_cycles(replaced, 1)
     assert (result.outcome, result.detail) == ("gone", "pod replaced")
+
+
+def test_a_replica_that_lost_the_lease_during_the_victims_patch_does_not_evict() -> None:
+    # The patch may take up to its 30 s read timeout, past --renew-deadline: the lease
+    # was checked only before it, and the Eviction went out from a deposed leader.
+    leading = [True]
+
+    class Slow(_Victim):
+        def patch_namespaced_pod(self, name: str, namespace: str, body: Any, **kw: Any) -> Any:
+            leading[0] = False
+            return super().patch_namespaced_pod(name, namespace, body, **kw)
+
+    victim = Slow(None)
+    (result,) = _evict_cycles(victim, 1, may_evict=lambda: leading[0])
+    assert victim.evictions == 0 and result.outcome == "gone"
+    assert victim.annotations == {"fairpool.io/reclaims": "1"}  # what it wrote, undone
+
+
+def test_a_replica_that_lost_the_lease_while_retrying_a_deletion_stops() -> None:
+    leading = [True]
+    binder = Binder(_unreachable(), ClusterCache(), base_backoff=0.001, may_bind=lambda: leading[0])
+    sent: list[bool] = []
+
+    def delete(name: str, namespace: str, **kwargs: Any) -> None:
+        sent.append(leading[0])
+        leading[0] = False  # lost while the API server struggles
+        raise _refusal(503, "the server is currently unable to handle the request")
+
+    binder._core.delete_namespaced_pod = delete  # type: ignore[method-assign]
+    try:
+        assert binder._delete(POD) == "not the leader any more; the new leader repairs the gang"
+    finally:
+        binder.close()
+    assert sent == [True]
