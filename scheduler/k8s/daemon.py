@@ -48,6 +48,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -666,7 +667,7 @@ class Daemon:
         carried_out = leader and not self.stop_event.is_set()
         if carried_out:
             self._repair(repair, view)
-            self._carry_out(view, decisions)
+            self._carry_out(view, decisions, repair.replacing)
         if self.policy_object is not None:
             self.policy_object.publish(decisions.shares, leader and not self.stop_event.is_set())
         bound = bound_by_member(snapshot, decisions) if carried_out else None
@@ -730,7 +731,11 @@ class Daemon:
         self._shares_at = (now, policy)
         return engine.compute_shares(snapshot, policy)
 
-    def _carry_out(self, view: CacheView, decisions: Decisions) -> None:
+    def _carry_out(
+        self, view: CacheView, decisions: Decisions, replacing: AbstractSet[str] = frozenset()
+    ) -> None:
+        """`replacing`: job ids of gangs whose pending pods replace pods of a gang that
+        ran whole (`gang_repair`)."""
         snapshot = view.snapshot
         by_job: dict[str, list[Bind]] = {}
         for bind in decisions.binds:
@@ -743,7 +748,10 @@ class Daemon:
                 self.metrics.attempts.labels("dropped").inc()
                 continue
             placed = [(b, p) for b, p in zip(binds, pods, strict=True) if p]
-            self.binder.submit(placed, gang=any(p.gang is not None for _, p in placed))
+            # A replacing gang's pods are not bound all or none: undone as a gang, the
+            # replacements that bound would be deleted while the rest of it runs on.
+            gang = job_id not in replacing and any(p.gang is not None for _, p in placed)
+            self.binder.submit(placed, gang=gang)
             self.metrics.attempts.labels("scheduled").inc()
             bound_jobs.add(job_id)
             for bind, pod in placed:

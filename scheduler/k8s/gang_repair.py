@@ -75,6 +75,9 @@ class Repair:
     """Gangs whose every pending pod the engine binds in this cycle."""
     undo: tuple[PartialGang, ...] = ()
     """Gangs whose bound pods are deleted so the gang is retried whole."""
+    replacing: frozenset[str] = frozenset()
+    """Job ids of the replacing gangs: their pods are bound one by one, never undone as
+    a gang (their running pods would be deleted for a replacement that failed)."""
 
     def __bool__(self) -> bool:
         return bool(self.finish or self.undo)
@@ -165,14 +168,16 @@ def plan(gangs: Iterable[PartialGang], decisions: Decisions) -> Repair:
     bound = {b.pod_uid for b in decisions.binds}
     finish: list[PartialGang] = []
     undo: list[PartialGang] = []
+    replacing: set[str] = set()
     for gang in gangs:
         if gang.replacing:
+            replacing.add(gang.job_id)
             continue  # its pending pods bind like any job's, or wait; nothing to undo
         if gang.complete and all(uid in bound for uid in gang.pending):
             finish.append(gang)
         else:
             undo.append(gang)
-    return Repair(tuple(finish), tuple(undo))
+    return Repair(tuple(finish), tuple(undo), frozenset(replacing))
 
 
 def without_undone(decisions: Decisions, repair: Repair) -> Decisions:

@@ -5,9 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
 from scheduler import engine
 from scheduler.engine.decisions import Bind, Decisions, Nomination, Preemption
 from scheduler.k8s.cache import NODES, PODS, CacheView, ClusterCache
+from scheduler.k8s.daemon import Daemon, DaemonConfig
 from scheduler.k8s.gang_repair import (
     PartialGang,
     Repair,
@@ -197,3 +202,40 @@ def test_without_undone_drops_binds_reclaims_and_holds_for_the_undone_gang() -> 
     assert kept.binds == (other,)
     assert kept.preemptions == () and kept.nominations == ()
     assert without_undone(decisions, Repair()) is decisions
+
+
+def test_a_replacement_that_bound_stays_when_its_sibling_cannot_be_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Two workers of a running gang of four were recreated; the daemon's cycle binds both
+    # replacements, and one is deleted by its controller before its bind (404). Bound as
+    # a gang, the other replacement was deleted too, "so that no part of the gang runs
+    # alone", while the gang's first two workers ran on.
+    bound_at = "2026-11-28T10:00:05Z"
+    pods = [ran(gang_pod(f"w{i}", size=4, node_name="n1"), bound_at) for i in (0, 1)] + [
+        created(gang_pod(f"w{i}", size=4), "2026-11-29T08:00:00Z") for i in (2, 3)
+    ]
+
+    def post(api: object, path: str, body: dict[str, Any], timeout: object) -> bytes:
+        if body["metadata"]["name"] == "w3":
+            raise ApiException(status=404, reason="Not Found")
+        return b"{}"
+
+    monkeypatch.setattr("scheduler.k8s.binder.post_json", post)
+    configuration = k8s.Configuration()
+    configuration.host = "http://127.0.0.1:9"  # nothing answers: every request is stubbed
+    daemon = Daemon(k8s.ApiClient(configuration), POLICY, DaemonConfig(leader_elect=False))
+    deleted: list[str] = []
+    daemon.binder._delete = lambda pod: deleted.append(pod.name)  # type: ignore[method-assign]
+    daemon.cache.replace(NODES, [node("n1"), node("n2")])
+    daemon.cache.replace(PODS, pods)
+    try:
+        decisions = daemon.run_cycle()
+        assert {b.pod_uid: b.node for b in decisions.binds} == {"uid-w2": "n2", "uid-w3": "n2"}
+        assert daemon.binder.wait_idle(5)
+    finally:
+        for part in (daemon.binder, daemon.evictor, daemon.nomination_writer, daemon.recorder):
+            part.close()
+        daemon.metrics.close()
+    assert deleted == [] and daemon.binder.undone == 0
+    assert daemon.cache.is_assumed("uid-w2")
