@@ -9,7 +9,8 @@ bind; patch after would leave bound pods unannotated if the daemon died in betwe
 
 Binds run on a bounded thread pool. Each pod is *assumed* in the cache before its request
 goes out, so the next scheduling cycle already counts its GPUs. Conflicts and transient
-errors are retried with exponential backoff; a pod deleted (404) or replaced (UID
+errors are retried with exponential backoff, for at most `RETRY_SECONDS` and never sooner
+than the API server asks (`Retry-After`); a pod deleted (404) or replaced (UID
 precondition failed) mid-cycle, or still held by a scheduling gate (409 naming
 `spec.schedulingGates`), is dropped quietly; a pod found already bound to the same node
 (a retry after a lost response) counts as bound.
@@ -40,7 +41,13 @@ from kubernetes.client.exceptions import ApiException
 from scheduler.engine.decisions import Bind
 from scheduler.k8s import labels as L
 from scheduler.k8s.cache import ClusterCache
-from scheduler.k8s.client import namespaced_path, post_json, read_body, status_message
+from scheduler.k8s.client import (
+    namespaced_path,
+    post_json,
+    read_body,
+    retry_after,
+    status_message,
+)
 from scheduler.k8s.events import EventRecorder, ObjectRef
 from scheduler.k8s.gang_repair import PartialGang
 from scheduler.k8s.objects import PodInfo
@@ -49,6 +56,11 @@ log = logging.getLogger(__name__)
 
 Outcome = Literal["bound", "assigned", "gone", "failed"]
 """`assigned`: bound, to a node that could not be read (the watch tells)."""
+RETRY_SECONDS = 30.0
+"""How long a bind, or an undo's deletion, is tried again after transient errors: long
+enough to outlast an API server's restart or a burst of load shedding (a gang's bind given
+up is a gang undone)."""
+MAX_BACKOFF_SECONDS = 5.0
 RETRYABLE = frozenset({401, 403, 409, 429, 500, 502, 503, 504})
 """Answers worth another try. 401 and 403 among them: a kube-apiserver that has just
 started refuses every request until it has loaded its RBAC (about a second), and a gang
@@ -96,6 +108,30 @@ def _pod_key(result: BindResult) -> str:
     return result.pod.key
 
 
+class _Backoff:
+    """The waits between the attempts of one request: doubling from `base` (with
+    jitter, at most `MAX_BACKOFF_SECONDS`), never shorter than the API server asked,
+    and no attempt started after `budget` seconds."""
+
+    def __init__(self, base: float, budget: float, closing: threading.Event) -> None:
+        self.base = base
+        self.deadline = time.monotonic() + budget
+        self.closing = closing
+        self.attempts = 1
+
+    def wait(self, asked: float | None = None) -> bool:
+        """Sleep until the next attempt; False, at once, when it would start too late,
+        or once the binder closes (a stopping daemon does not wait out the budget)."""
+        delay = min(self.base * 2 ** (self.attempts - 1), MAX_BACKOFF_SECONDS)
+        delay *= 0.5 + random.random()
+        if asked is not None:
+            delay = max(delay, asked)
+        if time.monotonic() + delay > self.deadline or self.closing.wait(delay):
+            return False
+        self.attempts += 1
+        return True
+
+
 class _Gang:
     """Collects the answers of one gang's binds."""
 
@@ -139,7 +175,7 @@ class Binder:
         cache: ClusterCache,
         recorder: EventRecorder | None = None,
         workers: int = 16,
-        attempts: int = 5,
+        retry_seconds: float = RETRY_SECONDS,
         base_backoff: float = 0.1,
         on_result: Callable[[BindResult], None] | None = None,
         scheduled_events: bool = True,
@@ -155,7 +191,7 @@ class Binder:
         self.scheduled_events = scheduled_events
         self.cache = cache
         self.recorder = recorder
-        self.attempts = attempts
+        self.retry_seconds = retry_seconds
         self.base_backoff = base_backoff
         self.on_result = on_result
         self.before_binds = before_binds
@@ -164,6 +200,7 @@ class Binder:
         self.undone = 0
         """Gangs undone because they could not be bound whole."""
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="binder")
+        self._closing = threading.Event()
         self._lock = threading.Lock()
         self._in_flight: set[str] = set()
         self._idle = threading.Condition(self._lock)
@@ -228,6 +265,7 @@ class Binder:
             return self._idle.wait_for(lambda: not self._in_flight, timeout)
 
     def close(self) -> None:
+        self._closing.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     # --- one bind -----------------------------------------------------------------------
@@ -271,7 +309,9 @@ class Binder:
         results = gang.add(result) if gang is not None else None
         if results is not None:
             undo = gang_undo(results)
-            if undo is not None and self._may_act():
+            # A closing binder gave up its retries early: the gang is the next leader's
+            # to repair, as after a crash.
+            if undo is not None and self._may_act() and not self._closing.is_set():
                 self._undo(undo)
             elif undo is not None:
                 log.warning("gang %s not bound whole; left to the leader's repair", undo.job_id)
@@ -287,7 +327,9 @@ class Binder:
         # node not learned yet: from then on the pod is read instead of bound again, and
         # the answer is never "failed".
         assigned = False
-        for attempt in range(self.attempts):
+        backoff = _Backoff(self.base_backoff, self.retry_seconds, self._closing)
+        while True:
+            asked: float | None = None
             if not self._may_act():
                 return "gone", "not the leader any more; the new leader decides", ""
             if assigned:
@@ -305,6 +347,7 @@ class Binder:
                     return "bound", self._scheduled_message(bind, pod), bind.node
                 except ApiException as exc:
                     last = f"{exc.status} {status_message(exc)}"
+                    asked = retry_after(exc)
                     if exc.status == 404:
                         return "gone", "pod deleted before it was bound", ""
                     if exc.status == 409:
@@ -333,12 +376,13 @@ class Binder:
                         return "failed", last, ""
                 except Exception as exc:  # connection refused/reset: the API server restarts
                     last = _why(exc)
-            time.sleep(self.base_backoff * (2**attempt) * (0.5 + random.random()))
+            if not backoff.wait(asked):
+                break
         if assigned:
             # Bound, most likely by an earlier attempt whose answer was lost: the pod
             # stays assumed on its node until the watch shows where it is.
             return "assigned", f"already bound, to a node not read: {last}", ""
-        return "failed", f"gave up after {self.attempts} attempts: {last}", ""
+        return "failed", f"gave up after {backoff.attempts} attempts: {last}", ""
 
     def _found_on(
         self, bind: Bind, pod: PodInfo, current: str | None
@@ -394,7 +438,9 @@ class Binder:
         already gone, else why not."""
         body = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=pod.uid))
         last = ""
-        for attempt in range(self.attempts):
+        backoff = _Backoff(self.base_backoff, self.retry_seconds, self._closing)
+        while True:
+            asked: float | None = None
             if not self._may_act():
                 # Lost during the retries: the new leader may have finished the gang.
                 log.warning("not deleting %s of a gang: not the leader any more", pod.key)
@@ -414,11 +460,13 @@ class Binder:
                 if exc.status in (404, 409):  # gone, or replaced under the same name
                     return None
                 last = f"{exc.status} {status_message(exc)}"
+                asked = retry_after(exc)
                 if exc.status not in RETRYABLE:
                     break
             except Exception as exc:  # connection refused/reset: the API server restarts
                 last = f"{type(exc).__name__}: {exc}"
-            time.sleep(self.base_backoff * (2**attempt) * (0.5 + random.random()))
+            if not backoff.wait(asked):
+                break
         log.error("could not delete %s of a gang not bound whole: %s", pod.key, last)
         return last
 

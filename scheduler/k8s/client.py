@@ -174,6 +174,27 @@ def post_json(
     return data if isinstance(data, bytes) else b""
 
 
+def retry_after(exc: ApiException) -> float | None:
+    """The seconds the API server asked a client to wait before trying again, on a 429
+    (API Priority and Fairness shedding load) or a 5xx: its `Retry-After` header, else
+    its Status's `details.retryAfterSeconds`; None when it asked nothing."""
+    if exc.status is None or (exc.status != 429 and exc.status < 500):
+        return None
+    header = (exc.headers or {}).get("Retry-After")
+    if header is not None:
+        try:
+            return max(0.0, float(header))
+        except ValueError:
+            pass  # an HTTP date: the Status's figure, if any, is the API server's own
+    try:
+        seconds = (json.loads(exc.body or "{}").get("details") or {}).get("retryAfterSeconds")
+    except (ValueError, AttributeError):
+        return None
+    if isinstance(seconds, int | float) and not isinstance(seconds, bool) and seconds >= 0:
+        return float(seconds)
+    return None
+
+
 def status_message(exc: ApiException) -> str:
     """The message of the API server's Status answer (why it refused), else the reason
     phrase."""

@@ -4,7 +4,9 @@ the evictor do with each answer of the API server (its requests stubbed)."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import time
 from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
@@ -578,7 +580,14 @@ def test_a_pod_the_api_server_says_is_bound_is_never_reported_failed(
     cache.replace(PODS, [_gang_pod("a"), _gang_pod("b")])
     recorder = _Capture()
     results: list[BindResult] = []
-    binder = Binder(_unreachable(), cache, recorder, base_backoff=0.001, on_result=results.append)
+    binder = Binder(
+        _unreachable(),
+        cache,
+        recorder,
+        retry_seconds=0.5,
+        base_backoff=0.001,
+        on_result=results.append,
+    )
     reads: list[str] = []
 
     def read(name: str, namespace: str, **kwargs: Any) -> k8s.V1Pod:
@@ -724,3 +733,46 @@ def test_a_replica_that_lost_the_lease_while_retrying_a_deletion_stops() -> None
     finally:
         binder.close()
     assert sent == [True]
+
+
+def test_binds_shed_by_the_api_server_wait_as_asked_within_a_time_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """API Priority and Fairness answers 429 with how long to wait (a `Retry-After`
+    header, and `retryAfterSeconds` in the Status). Retried 5 times in about 3 s
+    whatever it asked, a gang's bind was given up, and the gang undone, under a load
+    that lasted seconds; and the worker slept once more after its last attempt."""
+    started = time.monotonic()
+    posts: dict[str, list[float]] = {"a": [], "b": []}
+
+    def post(api: object, path: str, body: dict[str, Any], timeout: object) -> bytes:
+        name = body["metadata"]["name"]
+        posts[name].append(time.monotonic() - started)
+        if name == "a" and len(posts["a"]) == 3:  # a: shed twice, then bound
+            return b"{}"
+        exc = _refusal(429, "Too many requests, please try again later.", retryAfterSeconds=1)
+        if name == "b":
+            exc.headers = {"Retry-After": "1"}
+        raise exc
+
+    monkeypatch.setattr("scheduler.k8s.binder.post_json", post)
+    results: list[BindResult] = []
+    binder = Binder(_unreachable(), ClusterCache(), retry_seconds=2.5, on_result=results.append)
+    deleted: list[str] = []
+    binder._delete = lambda pod: deleted.append(pod.name)  # type: ignore[method-assign]
+    a, b = pod_info(_gang_pod("a")), pod_info(_gang_pod("b"))
+    try:
+        binder.submit([(_bind(a), a)], gang=False)
+        binder.submit([(_bind(b), b)], gang=False)
+        assert binder.wait_idle(10)
+    finally:
+        binder.close()
+    got = {r.pod.name: r for r in results}
+    for name in ("a", "b"):
+        gaps = [later - earlier for earlier, later in itertools.pairwise(posts[name])]
+        assert len(posts[name]) == 3 and min(gaps) >= 1.0, (name, posts[name])
+    assert got["a"].outcome == "bound"
+    # b: shed at 0, 1 and 2 s; a fourth attempt would start past the 2.5 s budget, so
+    # it is given up at once.
+    assert got["b"].outcome == "failed" and "gave up after 3 attempts" in got["b"].detail
+    assert got["b"].seconds - posts["b"][-1] < 0.5
