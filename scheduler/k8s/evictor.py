@@ -9,8 +9,9 @@ the pod object through its grace period and in its final state, and with its job
 reclaim count plus one and the time (`fairpool.io/reclaims`, `fairpool.io/reclaimed-at`,
 read back into the engine's snapshot). The annotations are written on this very pod (its
 uid as a precondition, `annotation_patch`), as the eviction is.
-The Eviction API honours PodDisruptionBudgets: `429 Too Many Requests` means a budget
-forbids it now, so the victim is retried later (`retry_seconds`), never deleted around the
+The Eviction API honours PodDisruptionBudgets: `429 Too Many Requests` whose Status names
+a `DisruptionBudget` cause means a budget forbids it now (`blocked`), so the victim is
+retried later (`retry_seconds`), never deleted around the
 budget. A 409 means the pod was replaced (its uid precondition failed) only when it says
 so; otherwise the budget's status could not be updated (the API server's retries of it
 all conflicted) and the victim is retried later too. A refused eviction (429, or another
@@ -26,6 +27,7 @@ owner out of its node for the job's whole run.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -259,10 +261,15 @@ class Evictor:
                 # The budget's status update conflicted on every retry of the API server:
                 # nothing was evicted, and the next attempt may go through.
                 return "failed", f"409 {status_message(exc)}{self._restore(pod)}"
-            if exc.status == 429:
-                return "blocked", "a PodDisruptionBudget forbids the eviction now" + self._restore(
-                    pod
+            budget = budget_refusal(exc)
+            if budget is not None:
+                return "blocked", f"a PodDisruptionBudget forbids the eviction now: {budget}" + (
+                    self._restore(pod)
                 )
+            if exc.status == 429:
+                # API Priority and Fairness sheds load: no budget is involved, and the
+                # owner's wait is not the budget's.
+                return "failed", f"429 {status_message(exc)}{self._restore(pod)}"
             if exc.status is not None and exc.status < 500:  # refused: nothing was evicted
                 return "failed", f"{exc.status} {exc.reason}{self._restore(pod)}"
             # A 5xx refuses for good (a pod under two budgets gets 500) or may follow an
@@ -350,6 +357,24 @@ class Evictor:
         except Exception as exc:  # the API server restarts: logged with the refusal
             return f"; its reclaim annotations could not be put back: {exc}"
         return ""
+
+
+def budget_refusal(exc: ApiException) -> str | None:
+    """What a PodDisruptionBudget's refusal of an eviction says (the message of its
+    `DisruptionBudget` cause), None when the refusal names no budget."""
+    if exc.status is None or not 400 <= exc.status < 500:
+        return None
+    try:
+        details = json.loads(exc.body or "{}").get("details") or {}
+        causes = details.get("causes") or ()
+    except (ValueError, AttributeError):
+        return None
+    for cause in causes:
+        if isinstance(cause, dict) and cause.get("type") == "DisruptionBudget":
+            return str(cause.get("message") or status_message(exc))
+    message = status_message(exc)
+    # API servers before Kubernetes 1.26 name no cause, only the budget in the message.
+    return message if "disruption budget" in message.lower() else None
 
 
 def _replaced(exc: ApiException) -> bool:

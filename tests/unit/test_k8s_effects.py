@@ -776,3 +776,51 @@ def test_binds_shed_by_the_api_server_wait_as_asked_within_a_time_budget(
     # it is given up at once.
     assert got["b"].outcome == "failed" and "gave up after 3 attempts" in got["b"].detail
     assert got["b"].seconds - posts["b"][-1] < 0.5
+
+
+BUDGET = {
+    "causes": [
+        {
+            "type": "DisruptionBudget",
+            "message": "The disruption budget train needs 2 healthy pods and has 2 currently",
+        }
+    ]
+}
+
+
+@pytest.mark.parametrize(
+    ("refusal", "outcome"),
+    [
+        (
+            _refusal(
+                429, "Cannot evict pod as it would violate the pod's disruption budget.", **BUDGET
+            ),
+            "blocked",
+        ),
+        # API Priority and Fairness shedding load: no budget holds the owner's node.
+        (
+            _refusal(429, "Too many requests, please try again later.", retryAfterSeconds=1),
+            "failed",
+        ),
+    ],
+    ids=["budget", "load-shed"],
+)
+def test_only_a_refusal_naming_a_disruption_budget_counts_as_the_budgets(
+    refusal: ApiException, outcome: str
+) -> None:
+    victim = _Victim(refusal)
+    results: list[EvictResult] = []
+    evictor = Evictor(_unreachable(), retry_seconds=60.0, on_result=results.append)
+    evictor._core = victim  # type: ignore[assignment]
+    try:
+        evictor.submit(RECLAIM, victim.pod())
+        evictor.wait_idle(5)
+        refused = evictor.refused()
+        again = evictor.submit(RECLAIM, victim.pod())
+    finally:
+        evictor.close()
+    (result,) = results
+    assert result.outcome == outcome
+    assert refused == (frozenset({"uv"}) if outcome == "blocked" else frozenset())
+    assert not again, "tried again only after retry_seconds"
+    assert victim.annotations == {"fairpool.io/reclaims": "1"}
