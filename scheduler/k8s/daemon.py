@@ -307,7 +307,7 @@ class Daemon:
                 price_gaps=self.price_gaps,
                 status_seconds=self.config.policy_status_seconds,
             )
-        self.nomination_writer = NominationWriter(api)
+        self.nomination_writer = NominationWriter(api, may_write=lambda: self.is_leader)
         store = None
         if c.usage_history_configmap:
             store = UsageHistoryStore(api, c.lease_namespace, c.usage_history_configmap)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -124,8 +124,18 @@ class NominationWriter:
     """PATCH pods/status with the nominated node. Best effort: a write that fails is
     sent again by a later cycle, since the pod still does not say what was decided."""
 
-    def __init__(self, api: client.ApiClient, workers: int = 2, resend_seconds: float = 10.0):
+    def __init__(
+        self,
+        api: client.ApiClient,
+        workers: int = 2,
+        resend_seconds: float = 10.0,
+        may_write: Callable[[], bool] | None = None,
+    ) -> None:
         self._core = client.CoreV1Api(api)
+        self.may_write = may_write
+        """Asked just before each write: a write queued while this replica led waits
+        behind slow ones, and once the lease is lost the new leader's nominations are the
+        ones that count."""
         self.resend_seconds = resend_seconds
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="nominator")
         self._lock = threading.Lock()
@@ -154,6 +164,10 @@ class NominationWriter:
 
     def _write(self, write: NominationWrite) -> None:
         pod = write.pod
+        if self.may_write is not None and not self.may_write():
+            with self._lock:
+                self._sent.pop(pod.uid, None)  # not written: a leader sends it again
+            return
         body = {
             # The UID is immutable: a pod replaced under the same name refuses the patch.
             "metadata": {"uid": pod.uid},

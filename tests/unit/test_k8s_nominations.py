@@ -4,12 +4,22 @@ pods of a gang not bound whole are deleted."""
 
 from __future__ import annotations
 
+import threading
+from types import SimpleNamespace
 from typing import Any
+
+from kubernetes import client as k8s
 
 from scheduler.engine.decisions import Bind, Decisions, Nomination, Preemption
 from scheduler.k8s.binder import BindResult, gang_undo
 from scheduler.k8s.cache import NODES, PODS, CacheView, ClusterCache
-from scheduler.k8s.nominator import Nominations, NominationWrite, cleared_on_bind
+from scheduler.k8s.daemon import Daemon, DaemonConfig
+from scheduler.k8s.nominator import (
+    Nominations,
+    NominationWrite,
+    NominationWriter,
+    cleared_on_bind,
+)
 from scheduler.k8s.objects import pod_info
 from tests.unit.test_k8s_cache import POLICY, node, pod
 
@@ -220,3 +230,49 @@ def test_pod_found_bound_by_an_earlier_attempt_counts_as_bound() -> None:
 def test_gang_with_nothing_bound_has_nothing_to_delete() -> None:
     failed = [result("w0", "failed", "", "x"), result("w1", "gone", "", "y")]
     assert gang_undo(failed) is None
+
+
+# --- only the leader writes them ---------------------------------------------------------
+
+
+def test_a_nomination_queued_while_leading_is_not_written_once_the_lease_is_lost() -> None:
+    # Writes wait in the writer's pool behind slow ones; a replica that lost the lease
+    # meanwhile would overwrite what the new leader nominates.
+    configuration = k8s.Configuration()
+    configuration.host = "http://127.0.0.1:9"  # nothing answers: every request is stubbed
+    leading = [True]
+    writer = NominationWriter(k8s.ApiClient(configuration), workers=1, may_write=lambda: leading[0])
+    slow = threading.Event()
+    sent: list[str] = []
+
+    def patch_status(name: str, namespace: str, body: Any, **kwargs: Any) -> Any:
+        sent.append(name)
+        slow.wait(5)
+        return SimpleNamespace(data=b"{}")
+
+    writer._core.patch_namespaced_pod_status = patch_status  # type: ignore[method-assign]
+    first, second = (pod_info(gang_pod(name)) for name in ("w0", "w1"))
+    try:
+        assert writer.submit(NominationWrite(first, "n1"))
+        assert writer.submit(NominationWrite(second, "n1"))
+        leading[0] = False
+        slow.set()
+        writer._pool.submit(lambda: None).result(5)  # one worker: after the second write
+    finally:
+        writer.close()
+    assert sent == ["w0"]
+    # Not written: a later leader's cycle sends it again.
+    assert writer._sent.keys() == {"uid-w0"}
+
+
+def test_the_daemon_writes_nominations_only_while_it_leads() -> None:
+    configuration = k8s.Configuration()
+    configuration.host = "http://127.0.0.1:9"
+    daemon = Daemon(k8s.ApiClient(configuration), POLICY, DaemonConfig(leader_elect=True))
+    try:
+        may_write = daemon.nomination_writer.may_write
+        assert may_write is not None and not may_write()  # the lease was never taken
+    finally:
+        for part in (daemon.binder, daemon.evictor, daemon.nomination_writer, daemon.recorder):
+            part.close()
+        daemon.metrics.close()
