@@ -82,3 +82,17 @@ def largest_remainder(
 def money_str(amount: Decimal | None) -> str | None:
     """Money as a string for CSV/JSON ("1234.56"), None stays None."""
     return None if amount is None else f"{cents(amount):.2f}"
+
+
+def rate_str(rate: Decimal | None, grouping: bool = False) -> str | None:
+    """A price per GPU-hour as a string, exact: at least two decimals, more when the
+    price has them ("2.00", "0.125"). Rounded to the cent like an amount, a price of
+    0.125 read 0.12 and a line's GPU-hours x rate no longer gave its amount. With
+    `grouping`, thousands are separated by commas (the HTML page). None stays None."""
+    if rate is None:
+        return None
+    exact = Decimal(rate).normalize(CONTEXT)
+    in_cents = exact.quantize(CENT, context=CONTEXT)
+    if in_cents == exact:
+        exact = in_cents if in_cents else in_cents.copy_abs()  # never -0.00
+    return f"{exact:,f}" if grouping else f"{exact:f}"

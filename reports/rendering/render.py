@@ -23,7 +23,7 @@ from policies.errors import InputError
 from policies.files import remove_staging, staging_folder
 from reports.costmodel import MonthReport
 from reports.costmodel.frames import LOST_CAUSES
-from reports.costmodel.money import ZERO, money_str
+from reports.costmodel.money import ZERO, money_str, rate_str
 from reports.rendering import charts
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -115,6 +115,13 @@ def format_money(value: Any) -> str:
     return f"−{text}" if amount < 0 else text
 
 
+def format_rate(value: Any) -> str:
+    """A price per GPU-hour, exact (`rate_str`), with thousands separated."""
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return ""
+    return rate_str(Decimal(value), grouping=True) or ""
+
+
 def _percent(value: Any) -> str:
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return "missing"
@@ -141,6 +148,7 @@ def _environment() -> jinja2.Environment:
         hours=_hours,
         hours_or_nodata=_hours_or_nodata,
         money=format_money,
+        rate=format_rate,
         percent=_percent,
         text=_text,
     )
@@ -200,7 +208,7 @@ def _invoice_json(report: MonthReport, member: str) -> dict[str, Any]:
                 "counterparty": _clean(line["counterparty"]),
                 "gpu_model": _clean(line["gpu_model"]),
                 "gpu_hours": None if pd.isna(line["gpu_hours"]) else round(line["gpu_hours"], 6),
-                "rate": money_str(line["rate"]),
+                "rate": rate_str(line["rate"]),
                 "amount": money_str(line["amount"]),
                 "info_value": money_str(line["info_value"]),
             }
@@ -239,7 +247,8 @@ def _invoice_json(report: MonthReport, member: str) -> dict[str, Any]:
 
 
 def _invoice_csv(report: MonthReport, member: str) -> pd.DataFrame:
-    lines = _money_frame(report.invoice(member), ["rate", "amount", "info_value"])
+    lines = _money_frame(report.invoice(member), ["amount", "info_value"])
+    lines["rate"] = [rate_str(v) if _known(v) else None for v in lines["rate"]]
     total: dict[str, Any] = {c: None for c in lines.columns}
     total.update(member=member, section="total", description="Total due", amount=None)
     total["amount"] = money_str(report.total(member))

@@ -11,9 +11,11 @@ import pandas as pd
 import pytest
 
 import reports.rendering.render as render
-from reports.costmodel import MonthReport, build_month_report
+from policies.loader import parse_policy
+from reports.costmodel import MonthReport, build_month_report, money
+from reports.costmodel.money import cents
 from reports.rendering.render import ReportExistsError, write_report
-from tests.unit.test_costmodel import CAPACITY, H0, USAGE, build, make_policy
+from tests.unit.test_costmodel import CAPACITY, H0, USAGE, build, make_policy, make_policy_text
 
 
 @pytest.fixture(scope="module")
@@ -197,3 +199,30 @@ def test_no_data_member_renders_as_no_data(tmp_path: Path) -> None:
     assert invoice["status"] == "no data"
     assert invoice["gpu_hours"]["used_gpu_hours"] is None
     assert "data missing for" in html  # the month is mostly unmetered
+
+
+def test_the_rate_is_the_exact_price(tmp_path: Path) -> None:
+    # H at 0.125 per GPU-hour: rounded to the cent the rate read 0.12, and an invoice's
+    # GPU-hours x rate no longer gave its amount.
+    policy = parse_policy(make_policy_text().replace('"2.00"', '"0.125"'))
+    write_report(build(policy), tmp_path)
+    csv = pd.read_csv(tmp_path / "invoice-b.csv", dtype=str, keep_default_na=False)
+    line = csv[csv["section"] == "others-hardware"].iloc[0]
+    assert (line["gpu_model"], line["gpu_hours"], line["rate"]) == ("H", "1.0", "0.125")
+    assert cents(Decimal(line["gpu_hours"]) * Decimal(line["rate"])) == Decimal(line["amount"])
+    # A price with no more than cents keeps two decimals.
+    assert set(csv[csv["gpu_model"] == "A"]["rate"]) == {"1.00"}
+    invoice = json.loads((tmp_path / "invoice-b.json").read_text())
+    rates = {(x["section"], x["gpu_model"]): x["rate"] for x in invoice["lines"]}
+    assert rates[("others-hardware", "H")] == "0.125"
+    assert rates[("capacity", "A")] == "1.00"
+    html = (tmp_path / "report.html").read_text()
+    assert '<td class="num">0.125</td>' in html
+
+
+@pytest.mark.parametrize(
+    ("price", "shown"),
+    [("0.125", "0.125"), ("2", "2.00"), ("2.500000", "2.50"), ("1E+2", "100.00"), ("-0", "0.00")],
+)
+def test_rate_str(price: str, shown: str) -> None:
+    assert money.rate_str(Decimal(price)) == shown
