@@ -19,7 +19,7 @@ from typing import Any
 import jinja2
 import pandas as pd
 
-from policies.errors import InputError
+from policies.errors import InputError, OutputError
 from policies.files import remove_staging, staging_folder
 from reports.costmodel import MonthReport
 from reports.costmodel.frames import LOST_CAUSES
@@ -325,9 +325,33 @@ def _files(report: MonthReport, member: str | None) -> dict[str, Any]:
     writers["settlement.csv"] = lambda p: _settlement_csv(shown).to_csv(p)
     if member is None and len(report.unattributed):
         writers["unattributed.csv"] = lambda p: report.unattributed.to_csv(p, index=False)
-    html = "report.html" if member is None else f"report-{member}.html"
-    writers[html] = lambda p: p.write_text(_html(shown, member), encoding="utf-8")
+    writers[page_name(member)] = lambda p: p.write_text(_html(shown, member), encoding="utf-8")
     return writers
+
+
+def page_name(member: str | None) -> str:
+    """The HTML page of the full report, or of `member`'s view."""
+    return "report.html" if member is None else f"report-{member}.html"
+
+
+def _other_view(out_dir: Path, member: str | None) -> str | None:
+    """The HTML page of another view of the month (the full report, or another member's
+    view) already in `out_dir`, if any."""
+    try:
+        names = sorted(os.listdir(out_dir))
+    except (FileNotFoundError, NotADirectoryError):
+        return None  # nothing there; a path through a file is said when writing
+    except OSError as exc:
+        raise OutputError(out_dir, exc) from exc
+    mine = page_name(member)
+    for name in names:
+        if name != mine and (name == "report.html" or _is_member_page(name)):
+            return name
+    return None
+
+
+def _is_member_page(name: str) -> bool:
+    return name.startswith("report-") and name.endswith(".html") and len(name) > len("report-.html")
 
 
 def _parquet(table: pd.DataFrame, path: Path) -> None:
@@ -350,6 +374,16 @@ def write_report(
     out_dir = Path(out_dir)
     writers = _files(report, member)
     targets = [out_dir / name for name in writers]
+    other = _other_view(out_dir, member)
+    if other is not None:
+        # The views share file names (summary.csv, settlement.csv, the invoices): one
+        # written over another mixed them, a member's summary beside the full page.
+        who = "the full report" if member is None else f"member {member}'s view"
+        raise ReportExistsError(
+            f"{out_dir}: holds another view of a report ({other}); {who} has files of "
+            "the same names and is not written there, even with --overwrite: give it "
+            "its own folder (--out)"
+        )
     if not overwrite:
         for target in targets:
             if target.exists():

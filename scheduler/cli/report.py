@@ -66,6 +66,13 @@ def print_summary(console: Console, report: MonthReport) -> None:
         console.print(f"[yellow]![/] … {len(report.flags) - 10} more in the report")
 
 
+def _view_folder(report_dir: Path, member: str | None) -> Path:
+    """The default folder of a view: the full report's, or `member-M` inside it, since
+    a member's view has files of the same names as the full report (summary.csv,
+    settlement.csv)."""
+    return report_dir if member is None else report_dir / f"member-{member}"
+
+
 @click.group(invoke_without_command=True)
 @click.option("--month", help="YYYY-MM, cut in the policy's time zone")
 @click.option("--member", help="only this member's invoice plus the shared summary")
@@ -81,7 +88,10 @@ def print_summary(console: Console, report: MonthReport) -> None:
     "--out",
     "out_dir",
     type=click.Path(path_type=Path, file_okay=False),
-    help="report folder (default: out/reports/MONTH, or DIR/report with --from-simulation)",
+    help=(
+        "report folder (default: out/reports/MONTH, or DIR/report with --from-simulation; "
+        "with --member M, member-M inside it)"
+    ),
 )
 @click.option(
     "--from-simulation",
@@ -118,7 +128,7 @@ def report(
             policy, said = simulation_policy(simulation_dir, policy_file)
             Console(stderr=True, highlight=False).print(said)
             built = simulated_report(simulation_dir, policy, month)
-            out_dir = out_dir or simulation_dir / "report"
+            out_dir = out_dir or _view_folder(simulation_dir / "report", member)
         else:
             if month is None:
                 raise click.UsageError("--month is required (or --from-simulation DIR)")
@@ -131,7 +141,7 @@ def report(
             Ledger(ledger_url, readonly=True).close()
             Console(stderr=True, highlight=False).print(said)
             built = ledger_month_report(ledger_url, policy, month)
-            out_dir = out_dir or Path("out") / "reports" / month
+            out_dir = out_dir or _view_folder(Path("out") / "reports" / month, member)
     except NoDataError as exc:
         Console(stderr=True).print(f"[bold red]no data:[/] {escape(str(exc))}")
         raise click.exceptions.Exit(1) from None

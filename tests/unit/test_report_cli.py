@@ -129,6 +129,30 @@ def test_member_report_from_the_ledger(ledger_url: str, tmp_path: Path) -> None:
     ]
 
 
+def test_member_view_has_its_own_default_folder(
+    ledger_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Both views defaulted to out/reports/MONTH: with --overwrite, lab-bio's view
+    # replaced the full report's summary.csv and settlement.csv beside its report.html.
+    monkeypatch.chdir(tmp_path)
+    args = ["report", "--month", "2026-10", "--ledger", ledger_url, "--policy", DEMO_FILE]
+    assert run(args) == 0
+    full = tmp_path / "out" / "reports" / "2026-10"
+    summary = (full / "summary.csv").read_text()
+    assert run([*args, "--member", "lab-bio", "--overwrite"]) == 0
+    assert (full / "summary.csv").read_text() == summary
+    view = full / "member-lab-bio"
+    assert sorted(p.name for p in view.iterdir()) == [
+        "invoice-lab-bio.csv",
+        "invoice-lab-bio.json",
+        "report-lab-bio.html",
+        "settlement.csv",
+        "summary.csv",
+        "summary.parquet",
+    ]
+    assert list(pd.read_csv(view / "summary.csv")["member"]) == ["lab-bio", "pool"]
+
+
 def test_bad_month_exits_2_naming_the_option(
     ledger_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -157,6 +157,26 @@ def test_member_must_exist(report: MonthReport, tmp_path: Path) -> None:
         write_report(report, tmp_path / "x", member="zz")
 
 
+def test_a_folder_holds_one_view(report: MonthReport, tmp_path: Path) -> None:
+    # A member's view written over the full report (or the converse) replaced its
+    # summary.csv and settlement.csv, even its own invoice's flags, beside the other
+    # view's page: refused, even with overwrite, and nothing is touched.
+    write_report(report, tmp_path / "full")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "full").iterdir()}
+    with pytest.raises(ReportExistsError, match=r"another view of a report \(report\.html\)"):
+        write_report(report, tmp_path / "full", member="b", overwrite=True)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "full").iterdir()} == before
+    write_report(report, tmp_path / "b", member="b")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "b").iterdir()}
+    with pytest.raises(ReportExistsError, match=r"\(report-b\.html\)"):
+        write_report(report, tmp_path / "b", overwrite=True)
+    with pytest.raises(ReportExistsError, match=r"member c's view"):
+        write_report(report, tmp_path / "b", member="c", overwrite=True)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "b").iterdir()} == before
+    # The same view is rewritten as before.
+    write_report(report, tmp_path / "b", member="b", overwrite=True)
+
+
 def test_refuses_to_overwrite_unless_asked(report: MonthReport, tmp_path: Path) -> None:
     out = tmp_path / "r"
     write_report(report, out)
