@@ -3,11 +3,13 @@
 
 Everything is written into a temporary folder beside the destination first and moved
 in only when all files exist, so an error leaves nothing half written; files already
-there are never replaced unless asked.
+there are never replaced unless asked, and a report replaced leaves none of its files
+behind (`_swap_in`).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from dataclasses import replace
@@ -20,7 +22,7 @@ import jinja2
 import pandas as pd
 
 from policies.errors import InputError, OutputError
-from policies.files import remove_staging, staging_folder
+from policies.files import remove_staging, staging_folder, sync_folder
 from reports.costmodel import MonthReport
 from reports.costmodel.frames import LOST_CAUSES
 from reports.costmodel.money import ZERO, money_str, rate_str
@@ -334,6 +336,65 @@ def page_name(member: str | None) -> str:
     return "report.html" if member is None else f"report-{member}.html"
 
 
+def _is_report_file(name: str, member: str | None) -> bool:
+    """A name a report of this view writes (or wrote, for a month whose members or
+    unpriced usage differed): the view's invoices, summary, settlement and page."""
+    if name in ("summary.csv", "summary.parquet", "settlement.csv", page_name(member)):
+        return True
+    if member is not None:
+        return name in (f"invoice-{member}.csv", f"invoice-{member}.json")
+    return name == "unattributed.csv" or (
+        name.startswith("invoice-") and name.endswith((".csv", ".json"))
+    )
+
+
+def _report_files(out_dir: Path, member: str | None) -> list[str]:
+    """The files of an earlier report of this view in `out_dir` (none when there is no
+    such folder). Anything else there (a member's view in its folder, notes) is not the
+    report's and stays."""
+    try:
+        names = sorted(os.listdir(out_dir))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError as exc:
+        raise OutputError(out_dir, exc) from exc
+    return [n for n in names if _is_report_file(n, member) and (out_dir / n).is_file()]
+
+
+def _swap_in(staging: Path, out_dir: Path, new: list[str], old: list[str]) -> None:
+    """Replace the earlier report's files in `out_dir` (`old`) by the new ones written in
+    `staging`: the old ones are moved aside, the new ones in, then the old ones removed,
+    so that no file of the earlier report (an invoice of a member no longer in the month,
+    an unattributed.csv) stays beside the new one. A failure puts back what was moved:
+    the folder holds the earlier report whole, never half of each. The folder itself is
+    kept (not swapped for a new one) with whatever else is in it, its mode and owner."""
+    aside = staging_folder(out_dir)
+    moved_old: list[str] = []
+    moved_new: list[str] = []
+    try:
+        for name in old:
+            os.replace(out_dir / name, aside / name)
+            moved_old.append(name)
+        for name in new:
+            os.replace(staging / name, out_dir / name)
+            moved_new.append(name)
+    except OSError as exc:
+        error = OutputError(out_dir, exc)
+        try:
+            for name in reversed(moved_new):
+                os.replace(out_dir / name, staging / name)
+            for name in reversed(moved_old):
+                os.replace(aside / name, out_dir / name)
+        except OSError:
+            # The earlier report is not lost: its files stay where they were moved.
+            error.args = (f"{error}; the earlier report's files are in {aside}",)
+            raise error from exc
+        remove_staging(aside)
+        raise error from exc
+    sync_folder(out_dir)
+    remove_staging(aside)
+
+
 def _other_view(out_dir: Path, member: str | None) -> str | None:
     """The HTML page of another view of the month (the full report, or another member's
     view) already in `out_dir`, if any."""
@@ -384,12 +445,18 @@ def write_report(
             "the same names and is not written there, even with --overwrite: give it "
             "its own folder (--out)"
         )
+    old = _report_files(out_dir, member)
     if not overwrite:
-        for target in targets:
-            if target.exists():
-                raise ReportExistsError(
-                    f"{target}: a report file is already there (use --overwrite to replace it)"
-                )
+        for path in [*(t for t in targets if t.exists()), *(out_dir / n for n in old)]:
+            raise ReportExistsError(
+                f"{path}: a report file is already there (use --overwrite to replace it)"
+            )
+    for target in targets:
+        if target.name not in old and (target.exists() or target.is_symlink()):
+            # Not a file a report writes (a folder named summary.parquet): refused before
+            # anything is moved, rather than failing halfway through the swap.
+            what = "a folder is there" if target.is_dir() else "something not a file is there"
+            raise OutputError(target, IsADirectoryError(errno.EISDIR, what))
     staging = staging_folder(out_dir)
     try:
         for name, writer in writers.items():
@@ -397,8 +464,9 @@ def write_report(
         if not out_dir.exists():
             os.replace(staging, out_dir)
         else:
-            for name in writers:
-                os.replace(staging / name, out_dir / name)
+            _swap_in(staging, out_dir, list(writers), old)
+    except OSError as exc:
+        raise OutputError(out_dir, exc) from exc
     finally:
         remove_staging(staging)
     html = [t for t in targets if t.suffix == ".html"]

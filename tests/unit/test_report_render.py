@@ -4,6 +4,7 @@ atomic writes."""
 from __future__ import annotations
 
 import json
+import os
 from decimal import Decimal
 from pathlib import Path
 
@@ -11,11 +12,22 @@ import pandas as pd
 import pytest
 
 import reports.rendering.render as render
+from policies.errors import OutputError
 from policies.loader import parse_policy
 from reports.costmodel import MonthReport, build_month_report, money
+from reports.costmodel.frames import UNATTRIBUTED
 from reports.costmodel.money import cents
 from reports.rendering.render import ReportExistsError, write_report
-from tests.unit.test_costmodel import CAPACITY, H0, USAGE, build, make_policy, make_policy_text
+from tests.unit.test_costmodel import (
+    CAPACITY,
+    H0,
+    H1,
+    USAGE,
+    build,
+    make_policy,
+    make_policy_text,
+    usage_frame,
+)
 
 
 @pytest.fixture(scope="module")
@@ -207,6 +219,73 @@ def test_an_error_while_writing_leaves_nothing(
         write_report(report, existing, overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old"]
     assert [p.name for p in existing.iterdir()] == ["notes.txt"]
+
+
+def _contents(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+def test_a_rebuilt_report_leaves_none_of_the_old_ones_files(tmp_path: Path) -> None:
+    # The first report had a member more (d) and usage on a node with no GPU model; the
+    # rebuilt one has neither: its invoices and unattributed.csv stayed beside it.
+    extra = usage_frame([(H0, "d", "a", "H", 360.0), (H1, "b", "a", UNATTRIBUTED, 360.0)])
+    first = build(
+        make_policy(extra_member="- {name: d, namespaces: [d]}"),
+        usage=pd.concat([USAGE, extra.assign(pod_uid=["x", "y"])], ignore_index=True),
+    )
+    out = tmp_path / "2026-10"
+    write_report(first, out)
+    assert (out / "unattributed.csv").exists() and (out / "invoice-d.json").exists()
+    (out / "notes.txt").write_text("the treasurer's")
+    write_report(first, out / "member-b", member="b")
+    rebuilt = build(make_policy())
+    paths = write_report(rebuilt, out, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [*(p.name for p in paths), "notes.txt", "member-b"]
+    )
+    assert (out / "notes.txt").read_text() == "the treasurer's"
+    assert (out / "member-b" / "report-b.html").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["2026-10"]  # nothing left aside
+
+
+def test_a_failure_while_swapping_keeps_the_earlier_report(
+    report: MonthReport, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "r"
+    write_report(build(make_policy(extra_member="- {name: d, namespaces: [d]}")), out)
+    before = _contents(out)
+    real_replace = os.replace
+    moved: list[str] = []
+
+    def failing(src: str | Path, dst: str | Path) -> None:
+        # The third new file cannot be moved in (a full disk, a permission).
+        if Path(dst).parent == out:
+            moved.append(Path(dst).name)
+            if len(moved) == 3:
+                raise PermissionError(13, "Permission denied", str(dst))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(render.os, "replace", failing)
+    with pytest.raises(OutputError, match=rf"{out}: cannot write there \(Permission denied\)"):
+        write_report(report, out, overwrite=True)
+    assert _contents(out) == before  # the earlier report whole, not half of each
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+
+
+def test_a_folder_where_a_report_file_goes_is_said_before_anything_moves(
+    report: MonthReport, tmp_path: Path
+) -> None:
+    # summary.parquet a folder: the files before it were replaced, those after it not,
+    # and the error was a traceback.
+    out = tmp_path / "r"
+    write_report(report, out)
+    (out / "summary.parquet").unlink()
+    (out / "summary.parquet").mkdir()
+    before = _contents(out)
+    with pytest.raises(OutputError, match=r"summary\.parquet: cannot write there \(a folder"):
+        write_report(report, out, overwrite=True)
+    assert _contents(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
 
 
 def test_no_data_member_renders_as_no_data(tmp_path: Path) -> None:
