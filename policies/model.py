@@ -296,11 +296,20 @@ class Metadata(_Strict):
 Loc = tuple[str | int, ...]
 
 
+RESERVED_MEMBER_NAMES = {
+    "unattributed": "the cost report bills to it the usage of namespaces no member claims",
+    "pool": "the cost report's summary names its row of the pool's totals so",
+}
+"""Names a member cannot have, and why: a member so named was billed the usage of every
+unclaimed namespace, or its summary row was mistaken for the pool's totals."""
+
+
 def name_issues(
     gpu_models: Iterable[object], members: Iterable[tuple[object, Iterable[object]]]
 ) -> list[tuple[Loc, str]]:
-    """GPU models and members named twice, and namespaces claimed by two members, each at
-    its path under `spec`. Names that are not strings are skipped: read from a document
+    """GPU models and members named twice, members with a reserved name
+    (`RESERVED_MEMBER_NAMES`), and namespaces claimed by two members, each at its path
+    under `spec`. Names that are not strings are skipped: read from a document
     that failed validation too (`Policy.name_issues_of`), they are reported with its field
     errors, so a user fixing a policy sees them in the same pass."""
     found: list[tuple[Loc, str]] = []
@@ -318,6 +327,9 @@ def name_issues(
             continue
         if name in names:
             found.append((("members", i, "name"), f"duplicate member {name!r}"))
+        if name in RESERVED_MEMBER_NAMES:
+            why = RESERVED_MEMBER_NAMES[name]
+            found.append((("members", i, "name"), f"member name {name!r} is reserved: {why}"))
         names.add(name)
         for j, pattern in enumerate(patterns):
             if not isinstance(pattern, str):

@@ -5,9 +5,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+import policies.model as policy_model
 from policies import PolicyError, load_policy
 from policies.inventory import parse_inventory
 from policies.loader import parse_policy
+from reports.costmodel.frames import UNATTRIBUTED
 from scheduler.cli.main import cli
 
 EXAMPLES = sorted(Path("policies/examples").glob("*.yaml"))
@@ -64,6 +66,18 @@ def test_names_given_twice_are_reported_with_the_field_errors() -> None:
         15,
         "namespace 'lab' is already claimed by member 'a'",
     ) in found
+
+
+@pytest.mark.parametrize("name", ["unattributed", "pool"])
+def test_a_member_cannot_have_a_name_the_report_uses(name: str) -> None:
+    # A member named unattributed was billed every unclaimed namespace's usage; one named
+    # pool had a summary row like the pool's totals.
+    text = MINIMAL.replace("    - name: a\n", f"    - name: a\n    - name: {name}\n")
+    [(path, line, message)] = issues_of(text)
+    assert (path, line) == ("spec.members[1].name", 9)
+    assert message.startswith(f"member name {name!r} is reserved: the cost report")
+    # The report's own name for unclaimed usage is one of them.
+    assert UNATTRIBUTED in policy_model.RESERVED_MEMBER_NAMES
 
 
 def test_a_document_of_the_wrong_shape_reports_its_field_errors_only() -> None:
