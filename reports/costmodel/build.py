@@ -131,7 +131,9 @@ def build_month_report(
     prices = month_prices(
         book, usage_split, capacity_hourly, inputs.lost, inputs.version_of_hour, policy.version
     )
-    purchases = purchase_payments(policy, book, hours.contributed_by_model, billed, flags)
+    purchases = purchase_payments(
+        policy, book, hours.contributed_by_model, billed, inputs.members, flags
+    )
     charges = others_hardware_charges(prices.charged)
     contribution = {m: float(hours.contributed.get(m, 0.0)) for m in inputs.members}
     use = {m: float(hours.used.get(m, 0.0)) for m in inputs.members}

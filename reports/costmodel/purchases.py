@@ -18,6 +18,7 @@ def purchase_payments(
     book: PriceBook,
     contributed_model_hours: pd.Series,
     version_hours: pd.Series,
+    members: list[str],
     flags: list[str],
 ) -> dict[tuple[str, str], Decimal]:
     """(buyer, owner) -> what the buyer pays that owner, in cents.
@@ -28,7 +29,8 @@ def purchase_payments(
     purchased entitlement. A purchase of a model nobody else contributed is not billed,
     and flagged. (Each hour's version, not the month's last: a purchase applied on the
     20th used to be charged from the 1st, and one ended mid-month not at all.)
-    `version_hours`: the hours billed under each policy version (`version_hours`)."""
+    `version_hours`: the hours billed under each policy version (`version_hours`);
+    `members`: the report's members in policy order, which breaks ties for a cent."""
     payments: dict[tuple[str, str], Decimal] = {}
     for (buyer, model), held in _purchased_hours(policy, book, version_hours).items():
         hosts = _hosts(contributed_model_hours, model, buyer)
@@ -43,8 +45,10 @@ def purchase_payments(
         for version, gpus, count in held:
             whole += Decimal(gpus) * _dec(count) * book.price(model, version)
         # The purchase is paid whole: rounded once, then split to the cent by largest
-        # remainder (each host's share rounded alone lost or added a cent).
-        shares = split(cents(whole), hosts, sorted(hosts))
+        # remainder (each host's share rounded alone lost or added a cent). Ties go in
+        # policy order, as the rounding rule says (by name, zeta lost its cent to alpha).
+        order = [*members, *sorted(h for h in hosts if h not in members)]
+        shares = split(cents(whole), hosts, order)
         for owner, share in shares.items():
             payments[(buyer, owner)] = payments.get((buyer, owner), ZERO) + share
     return payments

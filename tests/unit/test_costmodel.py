@@ -249,6 +249,26 @@ def test_purchased_gpus_paid_to_the_hosting_owner() -> None:
     assert column(report, "lent_and_purchase_net_money")["c"] == D("-744.00")
 
 
+def test_a_purchase_cent_tie_goes_in_policy_order() -> None:
+    # Two hosts of equal contribution share 745 h x 1.00001 = 745.01: 372.505 each, one
+    # cent over the floors. By name alpha took it; the rule says policy order: zeta.
+    policy = parse_policy(
+        make_policy_text(shared="[]", c_purchased="{H: 1}")
+        .replace('hourlyCost: "2.00"', 'hourlyCost: "1.00001"')
+        .replace("name: a, namespaces: [a]", "name: zeta, namespaces: [zeta]")
+        .replace("name: b, namespaces: [b]", "name: alpha, namespaces: [alpha]")
+    )
+    assert policy.member_names() == ["zeta", "alpha", "c"]
+    capacity = pd.DataFrame(
+        [(H0, owner, "H", 3600.0) for owner in ("zeta", "alpha")],
+        columns=["hour", "owner", "gpu_model", "gpu_seconds_available"],
+    )
+    report = build(policy, usage=usage_frame([]), capacity=capacity)
+    assert column(report, "purchase_received")["zeta"] == D("372.51")
+    assert column(report, "purchase_received")["alpha"] == D("372.50")
+    assert report.settlement.loc["c", "zeta"] == D("372.51")
+
+
 def test_a_purchase_applied_mid_month_is_paid_from_then_on() -> None:
     # Version 2, applied on Oct 20 at 00:00 UTC, gives c 2 purchased H GPUs: paid for
     # the 287 hours left of the month in Europe/Paris (to Oct 31 23:00 UTC) at 2.00,
