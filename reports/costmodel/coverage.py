@@ -9,6 +9,7 @@ An "empty" hour (the cluster had no nodes yet) is metered, with nothing in it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -39,6 +40,16 @@ class Coverage:
     @property
     def complete(self) -> bool:
         return self.hours_missing == 0 and self.hours_partial == 0
+
+
+def partial_percent(coverage: float) -> str:
+    """The coverage of a partial hour as a percentage, floored to a tenth and at most
+    99.9 %: rounded, an hour at 99.6 % read "coverage down to 100%" beside the word
+    partial. Whole percentages keep no decimal ("92%")."""
+    # The small term: a ratio that is a whole tenth of a percent but lands a hair below
+    # it in binary arithmetic is not floored a tenth lower.
+    tenths = min(math.floor(float(coverage) * 1000 + 1e-6), 999)
+    return f"{tenths // 10}%" if tenths % 10 == 0 else f"{tenths / 10:.1f}%"
 
 
 def month_hour_index(start: datetime, end: datetime) -> pd.DatetimeIndex:
@@ -110,7 +121,7 @@ def measure_coverage(
             parts.append(f"data missing for {_plural(int(row.hours_missing))} on {row.day}")
         if row.hours_partial:
             parts.append(
-                f"partial data (coverage down to {row.min_coverage:.0%}) for "
+                f"partial data (coverage down to {partial_percent(row.min_coverage)}) for "
                 f"{_plural(int(row.hours_partial))} on {row.day}"
             )
         messages.append("; ".join(parts))

@@ -148,6 +148,19 @@ def test_pending_and_partial_hours_are_flagged_per_local_day() -> None:
     assert consortium["hours partial"] == 1
 
 
+@pytest.mark.parametrize(
+    ("coverage", "said"),
+    [(0.996, "99.6%"), (0.9999999, "99.9%"), (0.92, "92%"), (0.5, "50%"), (0.1234, "12.3%")],
+)
+def test_a_partial_hour_is_never_said_to_be_fully_covered(coverage: float, said: str) -> None:
+    # Rounded to a whole percent, an hour at 99.6 % was "partial data (coverage down to
+    # 100%)": floored to a tenth, at most 99.9 %.
+    usage, capacity = full_month_frames()
+    usage.loc[usage["hour"] == pd.Timestamp("2026-10-05T10:00Z"), "coverage"] = coverage
+    report = build_month_report("2026-10", make_policy(shared="[]"), usage, capacity)
+    assert f"partial data (coverage down to {said}) for 1 hour on 2026-10-05" in report.flags
+
+
 def test_days_without_any_data_have_no_utilization_not_zero() -> None:
     report = build_month_report("2026-10", make_policy(), USAGE, CAPACITY)
     util = report.utilization_daily.set_index("day")
