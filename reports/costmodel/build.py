@@ -174,13 +174,17 @@ def build_month_report(
     coverage = measure_coverage(
         inputs.start, inputs.end, policy.billing.zone, inputs.usage, inputs.capacity, inputs.status
     )
-    flags = coverage.flags[:2] + flags + coverage.flags[2:] + _data_flags(inputs, parts)
+    # The month's coverage totals first, per-day coverage last: there may be a flag for
+    # every day of the month, and they are in the coverage table too; before the other
+    # flags (unpriced usage, a member with no data), they pushed them off the page.
+    flags = coverage.month_flags + flags + _data_flags(inputs, parts)
     report = _month_report(
         inputs, parts, (invoices, summary), (usage_split, capacity_hourly), coverage, flags, source
     )
     if history is not None:
         report.price_basis = history.describe(inputs.version_of_hour.tolist())
     report.flags.extend(utilization_flags(report.utilization_daily))
+    report.flags.extend(coverage.day_flags)
     return report
 
 

@@ -28,6 +28,18 @@ class Coverage:
     daily: pd.DataFrame
     """`day`, `hours`, `hours_missing`, `hours_partial`, `min_coverage`, `message`."""
     flags: list[str]
+    """The month's totals, then one message per day with missing or partial hours."""
+    totals: int = 0
+    """How many of `flags` are the month's totals (the rest are per-day messages)."""
+
+    @property
+    def month_flags(self) -> list[str]:
+        return self.flags[: self.totals]
+
+    @property
+    def day_flags(self) -> list[str]:
+        """One flag per day with missing or partial hours: also in the coverage table."""
+        return self.flags[self.totals :]
 
     @property
     def hours_missing(self) -> int:
@@ -139,5 +151,6 @@ def measure_coverage(
         )
     if total_partial:
         flags.append(f"partial data (coverage < 100%) for {_plural(total_partial)} this month")
+    totals = len(flags)
     flags.extend(m for m in messages if m)
-    return Coverage(hourly=hourly, daily=daily, flags=flags)
+    return Coverage(hourly=hourly, daily=daily, flags=flags, totals=totals)

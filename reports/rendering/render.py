@@ -43,6 +43,10 @@ MONEY_COLUMNS = (
 )
 
 
+DAY_FLAGS_SHOWN = 10
+"""Per-day coverage flags listed at the top of the HTML page (all are in its table)."""
+
+
 class ReportExistsError(InputError):
     """A report file is already there and overwriting was not asked for."""
 
@@ -296,9 +300,16 @@ def _html(report: MonthReport, member: str | None) -> str:
         }
         for m in report.members
     ]
+    # Every flag is shown but the per-day coverage ones past the first few: those are in
+    # the coverage table, and cut with them (the first 12 flags, whatever they were) a
+    # month with many partial days hid its unpriced usage and members with no data.
+    days = {d["message"] for d in report.coverage_daily.to_dict("records") if d["message"]}
+    day_flags = [f for f in report.flags if f in days]
     return template.render(
         report=report,
         member=member,
+        flags=[f for f in report.flags if f not in days] + day_flags[:DAY_FLAGS_SHOWN],
+        more_days=max(0, len(day_flags) - DAY_FLAGS_SHOWN),
         summary=report.summary.to_dict("records"),
         consortium=report.consortium.to_dict("records"),
         invoices=invoices,

@@ -288,6 +288,31 @@ def test_a_folder_where_a_report_file_goes_is_said_before_anything_moves(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
 
 
+def test_the_page_hides_no_flag_behind_the_days_with_missing_data(tmp_path: Path) -> None:
+    # An hour missing on every day of the month: 31 per-day flags came before the
+    # unpriced usage and no-data ones, and the page showed the first 12 flags only.
+    hours = pd.date_range("2026-09-30T22:00Z", "2026-10-31T22:00Z", freq="h")
+    metered = hours[hours.hour != 3]
+    usage = usage_frame([(metered[0], "b", "a", UNATTRIBUTED, 3600.0)])
+    capacity = pd.DataFrame(
+        [(h, "a", "H", 7200.0) for h in metered],
+        columns=["hour", "owner", "gpu_model", "gpu_seconds_available"],
+    )
+    status = pd.DataFrame({"hour": metered, "status": "metered", "coverage": 1.0})
+    report = build(make_policy(), usage=usage, capacity=capacity, hour_status=status)
+    days = [f for f in report.flags if f.startswith("data missing for 1 hour on")]
+    assert len(days) == 31
+    assert report.flags[-31:] == days  # per-day coverage last: it is in its table too
+    unpriced = next(f for f in report.flags if "no known GPU model" in f)
+    no_data = next(f for f in report.flags if f.startswith("no data for member"))
+    write_report(report, tmp_path)
+    html = (tmp_path / "report.html").read_text()
+    flags = html.split('id="flags"')[1].split("</div>")[0]
+    assert unpriced.split(":")[0] in flags and no_data in flags
+    assert days[0] in flags and days[-1] not in flags
+    assert "and 21 more days with missing or partial data" in flags
+
+
 def test_no_data_member_renders_as_no_data(tmp_path: Path) -> None:
     policy = make_policy(extra_member="- {name: d, namespaces: [d]}")
     report = build_month_report("2026-10", policy, USAGE, CAPACITY)
