@@ -14,6 +14,7 @@ from policies.model import Policy, SharedFixedCost
 from reports.costmodel.bill import LOST, BillParts, lost_versions, month_gpu_hours, month_prices
 from reports.costmodel.capacity import hourly_capacity, idle_under_rules
 from reports.costmodel.coverage import Coverage, local_days, measure_coverage, month_hour_index
+from reports.costmodel.flags import Flag
 from reports.costmodel.frames import (
     UNATTRIBUTED,
     normalise_capacity,
@@ -391,8 +392,10 @@ def _members_with_data(inputs: MonthInputs, purchased: Mapping[tuple[str, str], 
 
 def _data_flags(inputs: MonthInputs, parts: BillParts) -> list[str]:
     """Members without data, and usage no member could be found for."""
-    flags = [
-        f"no data for member {m} this month" for m in inputs.members if m not in parts.has_data
+    flags: list[str] = [
+        Flag(f"no data for member {m} this month", [m])
+        for m in inputs.members
+        if m not in parts.has_data
     ]
     flags.extend(unattributed_flags(inputs.unattributed, inputs.unpriced_capacity))
     if UNATTRIBUTED in inputs.members:

@@ -8,6 +8,7 @@ from decimal import Decimal
 import pandas as pd
 
 from policies.model import Policy
+from reports.costmodel.flags import Flag
 from reports.costmodel.money import CONTEXT, ZERO, cents, split
 from reports.costmodel.prices import PriceBook
 from reports.costmodel.rated import Rated
@@ -37,8 +38,11 @@ def purchase_payments(
         if not hosts:
             gpus = max(gpus for _, gpus, _ in held)
             flags.append(
-                f"{buyer} holds {gpus} purchased {model} but no other member contributed "
-                f"{model} this month: purchase not billed"
+                Flag(
+                    f"{buyer} holds {gpus} purchased {model} but no other member "
+                    f"contributed {model} this month: purchase not billed",
+                    [buyer],
+                )
             )
             continue
         whole = ZERO

@@ -13,6 +13,7 @@ from __future__ import annotations
 import pandas as pd
 
 from policies.errors import InputError
+from reports.costmodel.flags import Flag
 from reports.costmodel.frames import UNATTRIBUTED
 from reports.costmodel.prices import PriceBook
 
@@ -54,10 +55,14 @@ def unattributed_flags(table: pd.DataFrame, capacity: pd.DataFrame) -> list[str]
             f"GPU model are not priced: billed to no one, listed as '{UNATTRIBUTED}'"
         )
         for row in table.head(FLAGGED_PODS).itertuples(index=False):
+            # Its namespace and pod are the member's to see, not the others'.
             flags.append(
-                f"{UNATTRIBUTED}: pod {row.namespace}/{row.pod} at "
-                f"{pd.Timestamp(row.hour):%Y-%m-%d %H:00}Z on node {row.node}: "
-                f"{float(row.gpu_seconds):.0f} GPU-seconds"
+                Flag(
+                    f"{UNATTRIBUTED}: pod {row.namespace}/{row.pod} at "
+                    f"{pd.Timestamp(row.hour):%Y-%m-%d %H:00}Z on node {row.node}: "
+                    f"{float(row.gpu_seconds):.0f} GPU-seconds",
+                    [str(row.member)],
+                )
             )
         if len(table) > FLAGGED_PODS:
             flags.append(f"{UNATTRIBUTED}: {len(table) - FLAGGED_PODS} more pod-hours in the table")

@@ -24,6 +24,7 @@ import pandas as pd
 from policies.errors import InputError, OutputError
 from policies.files import remove_staging, staging_folder, sync_folder
 from reports.costmodel import MonthReport
+from reports.costmodel.flags import concerned
 from reports.costmodel.frames import LOST_CAUSES
 from reports.costmodel.money import ZERO, money_str, rate_str
 from reports.rendering import charts
@@ -90,12 +91,8 @@ def restrict(report: MonthReport, member: str) -> MonthReport:
         entitlement_vs_use=report.entitlement_vs_use[
             report.entitlement_vs_use["member"] == member
         ].reset_index(drop=True),
-        flags=[f for f in report.flags if not _about_other_member(f, member, others)],
+        flags=[f for f in report.flags if concerned(f) <= {member}],
     )
-
-
-def _about_other_member(flag: str, member: str, others: list[str]) -> bool:
-    return any(f" {o} " in f" {flag} " or flag.startswith(f"{o} ") for o in others)
 
 
 # --- formatting ---------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from decimal import Decimal
 from pathlib import Path
 
@@ -111,6 +112,35 @@ def test_member_report_shows_no_other_members_lines(report: MonthReport, tmp_pat
             text = path.read_text()
             assert "Contributed capacity, H" not in text
             assert "39.77" not in text
+
+
+def test_a_member_view_keeps_the_pool_flags_and_hides_other_members_pods(
+    tmp_path: Path,
+) -> None:
+    # Flags were matched to members by their words: with a member named `data`, every
+    # "data missing for ..." flag left the other members' views, while a flag naming
+    # another member's pod (its namespace and name) stayed in them.
+    unpriced = usage_frame([(H0, "a", "b", UNATTRIBUTED, 60.0), (H1, "b", "a", UNATTRIBUTED, 60.0)])
+    unpriced["pod"] = ["a-own-pod", "b-secret-pod"]
+    usage = pd.concat([USAGE, unpriced.assign(pod_uid=["x", "y"])], ignore_index=True)
+    policy = make_policy(extra_member="- {name: data, namespaces: [data]}")
+    report = build(policy, usage=usage)
+    assert any(f.startswith("data missing for") for f in report.flags)
+    assert "no data for member data this month" in report.flags
+    write_report(report, tmp_path, member="a")
+    flags = json.loads((tmp_path / "invoice-a.json").read_text())["flags"]
+    assert [f for f in flags if f.startswith("data missing")] == [
+        f for f in report.flags if f.startswith("data missing")
+    ]
+    assert any("a/a-own-pod" in f for f in flags)
+    assert "no data for member data this month" not in flags
+    for path in tmp_path.iterdir():
+        assert "b-secret-pod" not in path.read_text(errors="replace"), path.name
+    # A flag is a str subclass: a pickled report keeps the members its flags concern.
+    copied = pickle.loads(pickle.dumps(report)).flags
+    assert [getattr(f, "members", None) for f in copied] == [
+        getattr(f, "members", None) for f in report.flags
+    ]
 
 
 def test_the_pool_row_adds_up_lost_work_per_cause() -> None:
