@@ -170,6 +170,22 @@ def _money_frame(frame: pd.DataFrame, columns: tuple[str, ...] | list[str]) -> p
     return out
 
 
+HOURS_DECIMALS = 6
+"""GPU-hours (and efficiency) are written to 6 decimals in the CSV and JSON files."""
+
+
+def _hours_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """GPU-hour columns (and efficiency) rounded as the JSON invoices round them: the CSV
+    files printed binary floats whole (86.30671555555546 beside 86.306716)."""
+    out = frame.copy()
+    for column in out.columns:
+        if column == "gpu_hours" or column.endswith("_gpu_hours") or column == "efficiency":
+            out[column] = [
+                round(float(v), HOURS_DECIMALS) if _known(v) else None for v in out[column]
+            ]
+    return out
+
+
 def _clean(value: Any) -> Any:
     """NaN (pandas' missing) as None, so JSON stays valid."""
     if isinstance(value, float) and pd.isna(value):
@@ -210,14 +226,16 @@ def _invoice_json(report: MonthReport, member: str) -> dict[str, Any]:
                 "description": line["description"],
                 "counterparty": _clean(line["counterparty"]),
                 "gpu_model": _clean(line["gpu_model"]),
-                "gpu_hours": None if pd.isna(line["gpu_hours"]) else round(line["gpu_hours"], 6),
+                "gpu_hours": (
+                    None if pd.isna(line["gpu_hours"]) else round(line["gpu_hours"], HOURS_DECIMALS)
+                ),
                 "rate": rate_str(line["rate"]),
                 "amount": money_str(line["amount"]),
                 "info_value": money_str(line["info_value"]),
             }
         )
     quantities = {
-        k: (None if _clean(v) is None else round(float(v), 6))
+        k: (None if _clean(v) is None else round(float(v), HOURS_DECIMALS))
         for k, v in row.items()
         if k.endswith("_gpu_hours") or k == "efficiency"
     }
@@ -250,7 +268,7 @@ def _invoice_json(report: MonthReport, member: str) -> dict[str, Any]:
 
 
 def _invoice_csv(report: MonthReport, member: str) -> pd.DataFrame:
-    lines = _money_frame(report.invoice(member), ["amount", "info_value"])
+    lines = _hours_frame(_money_frame(report.invoice(member), ["amount", "info_value"]))
     lines["rate"] = [rate_str(v) if _known(v) else None for v in lines["rate"]]
     total: dict[str, Any] = {c: None for c in lines.columns}
     total.update(member=member, section="total", description="Total due", amount=None)
@@ -330,7 +348,9 @@ def _files(report: MonthReport, member: str | None) -> dict[str, Any]:
             encoding="utf-8",
         )
     table = summary_table(shown, pool_from=report)
-    writers["summary.csv"] = lambda p: _money_frame(table, MONEY_COLUMNS).to_csv(p, index=False)
+    writers["summary.csv"] = lambda p: _hours_frame(_money_frame(table, MONEY_COLUMNS)).to_csv(
+        p, index=False
+    )
     writers["summary.parquet"] = lambda p: _parquet(table, p)
     writers["settlement.csv"] = lambda p: _settlement_csv(shown).to_csv(p)
     if member is None and len(report.unattributed):

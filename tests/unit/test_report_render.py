@@ -143,6 +143,24 @@ def test_a_member_view_keeps_the_pool_flags_and_hides_other_members_pods(
     ]
 
 
+def test_csv_hours_are_rounded_as_in_the_json(tmp_path: Path) -> None:
+    # 1000 GPU-seconds: 0.2777... GPU-hours, printed whole (0.2777777777777778) in the
+    # CSV files while the JSON invoice said 0.277778.
+    odd = usage_frame([(H1, "c", "a", "H", 1000.0)]).assign(pod_uid="odd")
+    report = build(make_policy(), usage=pd.concat([USAGE, odd], ignore_index=True))
+    write_report(report, tmp_path)
+    invoice = json.loads((tmp_path / "invoice-c.json").read_text())
+    line = next(x for x in invoice["lines"] if x["section"] == "others-hardware")
+    assert line["gpu_hours"] == 0.277778
+    csv = pd.read_csv(tmp_path / "invoice-c.csv", dtype=str, keep_default_na=False)
+    assert "0.277778" in set(csv["gpu_hours"])
+    summary = pd.read_csv(tmp_path / "summary.csv", dtype=str).set_index("member")
+    assert summary.loc["c", "used_on_others_charged_gpu_hours"] == str(
+        invoice["gpu_hours"]["used_on_others_charged_gpu_hours"]
+    )
+    assert summary.loc["c", "used_gpu_hours"] == "1.277778"
+
+
 def test_the_pool_row_adds_up_lost_work_per_cause() -> None:
     lost = pd.DataFrame(
         [(H0, "b", "H", "entitlement", 1800.0), (H0, "c", "H", "fair_share", 3600.0)],
