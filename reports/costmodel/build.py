@@ -24,7 +24,7 @@ from reports.costmodel.frames import (
 )
 from reports.costmodel.invoices import invoices_and_summary
 from reports.costmodel.money import ZERO, cents
-from reports.costmodel.months import month_bounds
+from reports.costmodel.months import canonical_month, month_bounds
 from reports.costmodel.policy_history import PolicyHistory
 from reports.costmodel.prices import PriceBook
 from reports.costmodel.purchases import (
@@ -202,6 +202,7 @@ def month_inputs(
     """The month's window in the policy's time zone (cut to `window`, the hours a
     simulation covered, when given) and its inputs inside it; raises NoDataError when
     there is neither usage nor capacity."""
+    month = canonical_month(month)
     start, end = month_bounds(month, policy.billing.zone)
     share = None
     if window is not None:

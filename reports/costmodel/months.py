@@ -30,6 +30,14 @@ def parse_month(month: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
+def canonical_month(month: str) -> str:
+    """`month` as YYYY-MM, checked (`parse_month`): without the spaces or other digits
+    it may have been given with (" 2026-10" was checked stripped, then kept as given in
+    the report and the name of its folder)."""
+    year, number = parse_month(month)
+    return f"{year:04d}-{number:02d}"
+
+
 def month_bounds(month: str, tz: ZoneInfo) -> tuple[datetime, datetime]:
     """UTC start (inclusive) and end (exclusive) of `month`: the first UTC hour that
     starts at or after local midnight in `tz`, as an hour belongs to the month its start

@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from reports.costmodel import MonthReport, NoDataError, check_invariants
-from reports.costmodel.months import parse_month
+from reports.costmodel.months import canonical_month
 from reports.rendering.render import format_money, restrict, write_report
 from scheduler.cli.tables import print_table
 
@@ -120,7 +120,7 @@ def report(
     if not console.is_terminal:
         console = Console(width=max(console.width, 120))
     if month is not None:
-        parse_month(month)
+        month = canonical_month(month)
     try:
         if simulation_dir is not None:
             from reports.sources.simulation import simulated_report, simulation_policy

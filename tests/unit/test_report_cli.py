@@ -153,6 +153,17 @@ def test_member_view_has_its_own_default_folder(
     assert list(pd.read_csv(view / "summary.csv")["member"]) == ["lab-bio", "pool"]
 
 
+def test_a_month_with_spaces_names_its_default_folder_without_them(
+    ledger_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    argv = ["report", "--month", " 2026-10", "--ledger", ledger_url, "--policy", DEMO_FILE]
+    assert run(argv) == 0
+    assert [p.name for p in (tmp_path / "out" / "reports").iterdir()] == ["2026-10"]
+    invoice = tmp_path / "out" / "reports" / "2026-10" / "invoice-lab-bio.json"
+    assert json.loads(invoice.read_text())["month"] == "2026-10"
+
+
 def test_bad_month_exits_2_naming_the_option(
     ledger_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -148,6 +148,12 @@ def test_pending_and_partial_hours_are_flagged_per_local_day() -> None:
     assert consortium["hours partial"] == 1
 
 
+def test_a_month_given_with_spaces_is_kept_without_them() -> None:
+    # " 2026-10" was checked stripped, then kept as given (the report's month, its folder).
+    report = build_month_report(" 2026-10 ", make_policy(shared="[]"), USAGE, CAPACITY)
+    assert report.month == "2026-10"
+
+
 @pytest.mark.parametrize(
     ("coverage", "said"),
     [(0.996, "99.6%"), (0.9999999, "99.9%"), (0.92, "92%"), (0.5, "50%"), (0.1234, "12.3%")],
