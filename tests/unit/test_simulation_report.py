@@ -4,12 +4,15 @@ Parquet files (`fairpool report --from-simulation`) gives the same bill to the c
 from __future__ import annotations
 
 import json
+from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from policies.loader import parse_policy
+from reports.costmodel import MonthReport
 from reports.costmodel.usage_row import USAGE_COLUMNS
 from reports.rendering.render import write_report
 from reports.sources.simulation import simulated_report
@@ -32,18 +35,17 @@ def test_in_memory_bill_equals_the_bill_read_back_from_parquet(tmp_path: Path) -
         assert (out / "report" / name).read_text() == (tmp_path / "reread" / name).read_text()
 
 
-def test_a_three_day_simulation_bills_three_days(tmp_path: Path) -> None:
-    from datetime import timedelta
-    from decimal import Decimal
-
+def _demo_window(length: timedelta) -> MonthReport:
+    """The bill of the demo's synthetic October cut to its first `length`, as a
+    simulation of that long reports it (lab-bio purchased 4 A100 at 1.30)."""
     from policies.loader import load_policy
     from reports.costmodel.months import month_bounds
     from reports.sources.simulation import simulation_report
     from reports.sources.synthetic import demo_nodes, synthetic_month
 
-    demo = load_policy()  # lab-bio purchased 4 A100 at 1.30
+    demo = load_policy()
     start, _ = month_bounds("2026-10", demo.billing.zone)
-    end = start + timedelta(days=3)
+    end = start + length
     usage, capacity, reclaim = synthetic_month(demo, "2026-10", demo_nodes(demo, 32))
 
     def cut(frame: pd.DataFrame) -> pd.DataFrame:
@@ -51,7 +53,11 @@ def test_a_three_day_simulation_bills_three_days(tmp_path: Path) -> None:
         return frame[(hours >= pd.Timestamp(start)) & (hours < pd.Timestamp(end))]
 
     summary = {"window": {"start": start.isoformat(), "end": end.isoformat(), "month": "2026-10"}}
-    report = simulation_report(cut(usage), cut(capacity), cut(reclaim), summary, demo)
+    return simulation_report(cut(usage), cut(capacity), cut(reclaim), summary, demo)
+
+
+def test_a_three_day_simulation_bills_three_days(tmp_path: Path) -> None:
+    report = _demo_window(timedelta(days=3))
     assert report.hours == 72
     assert not [f for f in report.flags if "missing" in f], report.flags
     assert report.complete
@@ -70,25 +76,7 @@ def test_a_three_day_simulation_bills_three_days(tmp_path: Path) -> None:
 def test_a_window_ending_inside_an_hour_pays_that_hour_in_part(tmp_path: Path) -> None:
     """Purchases and shared fixed costs follow the window's exact length, as capacity
     does: a window ending at 00:10 on the fourth day paid its last hour whole."""
-    from datetime import timedelta
-    from decimal import Decimal
-
-    from policies.loader import load_policy
-    from reports.costmodel.months import month_bounds
-    from reports.sources.simulation import simulation_report
-    from reports.sources.synthetic import demo_nodes, synthetic_month
-
-    demo = load_policy()  # lab-bio purchased 4 A100 at 1.30
-    start, _ = month_bounds("2026-10", demo.billing.zone)
-    end = start + timedelta(days=3, minutes=10)
-    usage, capacity, reclaim = synthetic_month(demo, "2026-10", demo_nodes(demo, 32))
-
-    def cut(frame: pd.DataFrame) -> pd.DataFrame:
-        hours = pd.to_datetime(frame["hour"], utc=True)
-        return frame[(hours >= pd.Timestamp(start)) & (hours < pd.Timestamp(end))]
-
-    summary = {"window": {"start": start.isoformat(), "end": end.isoformat(), "month": "2026-10"}}
-    report = simulation_report(cut(usage), cut(capacity), cut(reclaim), summary, demo)
+    report = _demo_window(timedelta(days=3, minutes=10))
     assert report.hours == 73  # the hours it touches
     row = report.summary.set_index("member").loc["lab-bio"]
     # 4 GPUs x 72 1/6 hours x 1.30 = 375.2666...: 375.27, not 73 whole hours' 379.60.
