@@ -10,8 +10,8 @@ bind; patch after would leave bound pods unannotated if the daemon died in betwe
 Binds run on a bounded thread pool. Each pod is *assumed* in the cache before its request
 goes out, so the next scheduling cycle already counts its GPUs. Conflicts and transient
 errors are retried with exponential backoff, for at most `RETRY_SECONDS` and never sooner
-than the API server asks (`Retry-After`); a pod deleted (404) or replaced (UID
-precondition failed) mid-cycle, or still held by a scheduling gate (409 naming
+than the API server asks (`Retry-After`); a pod deleted (404), replaced (UID precondition
+failed) or being deleted mid-cycle, or still held by a scheduling gate (409 naming
 `spec.schedulingGates`), is dropped quietly; a pod found already bound to the same node
 (a retry after a lost response) counts as bound.
 
@@ -350,6 +350,10 @@ class Binder:
                     asked = retry_after(exc)
                     if exc.status == 404:
                         return "gone", "pod deleted before it was bound", ""
+                    if "is being deleted" in status_message(exc):
+                        # Deleted while its bind was on its way (its Job replaced it, a
+                        # gang undo): no retry can bind it, whatever the status says.
+                        return "gone", "pod being deleted", ""
                     if exc.status == 409:
                         text = status_message(exc)
                         if "precondition" in text.lower():

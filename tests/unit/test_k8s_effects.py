@@ -507,14 +507,24 @@ def _bind(pod: PodInfo, node: str = "n1") -> Bind:
     return Bind(pod.uid, node, "physics/train", "physics", None, False)
 
 
-def test_a_bind_refused_for_a_scheduling_gate_is_dropped_at_once(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(
+    ("status", "message", "detail"),
+    [
+        (409, 'pod "p" has non-empty .spec.schedulingGates', "pod held by a scheduling gate"),
+        # Its Job replaced it, or a gang undo deleted it, while the bind was on its way:
+        # it was tried again for 30 s.
+        (409, "pod p is being deleted, cannot be assigned to a host", "pod being deleted"),
+        (500, "pod p is being deleted, cannot be assigned to a host", "pod being deleted"),
+    ],
+)
+def test_a_bind_no_retry_can_make_is_dropped_at_once(
+    monkeypatch: pytest.MonkeyPatch, status: int, message: str, detail: str
 ) -> None:
     posts: list[str] = []
 
     def post(api: object, path: str, body: dict[str, Any], timeout: object) -> bytes:
         posts.append(path)
-        raise _refusal(409, 'pod "p" has non-empty .spec.schedulingGates')
+        raise _refusal(status, message)
 
     monkeypatch.setattr("scheduler.k8s.binder.post_json", post)
     recorder = _Capture()
@@ -528,7 +538,7 @@ def test_a_bind_refused_for_a_scheduling_gate_is_dropped_at_once(
     finally:
         binder.close()
     (result,) = results
-    assert (result.outcome, result.detail) == ("gone", "pod held by a scheduling gate")
+    assert (result.outcome, result.detail) == ("gone", detail)
     assert len(posts) == 1 and reads == [] and recorder.sent == []
 
 
