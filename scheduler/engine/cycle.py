@@ -149,6 +149,58 @@ class _Claim:
         self.above_ratio = above_ratio
 
 
+class _Position:
+    """A member's position on one GPU model as the order reads it (`_Cycle.position`),
+    kept while the cycle's positions do not change (`_Cycle.moved`): a queue of hundreds
+    of jobs keys each one in turn, and most turns change nothing. A plain class: see
+    `scheduler.engine.jobinfo.JobInfo`."""
+
+    __slots__ = (
+        "borrowing_key",
+        "entitled_key",
+        "fair",
+        "held",
+        "key",
+        "late_most",
+        "moved",
+        "over",
+    )
+
+    key: MemberModel
+    held: int
+    """Allocated plus held for its nominated jobs."""
+    fair: float
+    over: int
+    """Allocated plus held for its nominated jobs, less its entitlement."""
+    late_most: int
+    """`LateBorrowing.most` of the key: no job is within its entitlement by more."""
+    entitled_key: tuple[int, float]
+    """The order's key of a job within the entitlement, and of one that borrows: made
+    once, not per job."""
+    borrowing_key: tuple[int, float]
+    moved: int
+    """`_Cycle.moved` when it was read."""
+
+    def __init__(
+        self,
+        key: MemberModel,
+        held: int,
+        fair: float,
+        over: int,
+        late_most: int,
+        ratio: float,
+        moved: int,
+    ) -> None:
+        self.key = key
+        self.held = held
+        self.fair = fair
+        self.over = over
+        self.late_most = late_most
+        self.entitled_key = (0, ratio)
+        self.borrowing_key = (1, ratio)
+        self.moved = moved
+
+
 def _per_member(values: dict[tuple[str, str], _N], zero: _N) -> dict[str, _N]:
     """Per-model values summed per member (or owner)."""
     out: dict[str, _N] = {}
@@ -194,6 +246,8 @@ class _Cycle(OrderKeys):
         self.never_runs = self.book.never_runs
         self.state.wanted = wanted_nodes(self.book, snapshot.usage_history, terms)
         self._wanted_of: dict[tuple[str, str | None], frozenset[str]] = {}
+        self._quiet: dict[tuple[str, str | None], dict[str, int]] = {}
+        """`_quiet_lenders` per member and model, without lending limits."""
         limit = terms.max_reclaims_per_job
         self.first_reclaim_allowed = limit is None or limit > 0
         """A job never reclaimed is not at the limit (`kept_status`)."""
@@ -211,6 +265,12 @@ class _Cycle(OrderKeys):
         self.late = LateBorrowing(self.book.allocation.late)
         """What overtook each pending job on others' nodes (see `ordering`)."""
         self.late_window = float(terms.min_runtime_seconds + terms.reclaim_grace_period_seconds)
+        self.moved = 0
+        """Counts the changes of `alloc` and `promised` (binds, preemptions, holds for
+        nominated jobs given and released): a `_Position` read at one count holds while
+        it stays the same."""
+        self._positions: dict[str, dict[str, _Position]] = {}
+        """Member -> model -> its position (`position`)."""
         self.promised_jobs: dict[str, tuple[MemberModel, int]] = {}
         """What each job holds in `promised`."""
         self.freeing: set[str] = set()
@@ -290,20 +350,41 @@ class _Cycle(OrderKeys):
             allocated = self.member_total.get(member, 0)
             fair = self.fair_total.get(member, 0.0)
             entitled = self._entitled(member, job, info)
+            self.queued_entitled[member] = (job, entitled, len(self.out.preemptions))
+            return (0 if entitled else 1, ratio(allocated, fair))
+        pos = self.position(member, model)
+        if explicit is None or not self.distinct:
+            entitled = self._entitled(member, job, info)
+        elif info.gpus <= 0:
+            entitled = True
         else:
+            # Its demand counts against the model it names (`ShareBook.model_of`).
+            entitled = self._within(pos, info.gpus, job.submitted_at)
+        self.queued_entitled[member] = (job, entitled, len(self.out.preemptions))
+        return pos.entitled_key if entitled else pos.borrowing_key
+
+    def position(self, member: str, model: str) -> _Position:
+        """The member's position on the model, read again only after it may have
+        changed."""
+        of_member = self._positions.get(member)
+        if of_member is None:
+            of_member = self._positions[member] = {}
+        pos = of_member.get(model)
+        if pos is None or pos.moved != self.moved:
             key = (member, model)
             allocated = self.alloc.get(key, 0)
+            held = allocated + self.promised.get(key, 0)
             fair = self.book.fair.get(key, 0.0)
-            if explicit is None or not self.distinct:
-                entitled = self._entitled(member, job, info)
-            elif info.gpus <= 0:
-                entitled = True
-            else:
-                # Its demand counts against the model it names (`ShareBook.model_of`).
-                held = allocated + self.promised.get(key, 0)
-                entitled = self._within(key, held, info.gpus, job.submitted_at)
-        self.queued_entitled[member] = (job, entitled, len(self.out.preemptions))
-        return (0 if entitled else 1, ratio(allocated, fair))
+            pos = of_member[model] = _Position(
+                key,
+                held,
+                fair,
+                held - self.book.entitlement.get(key, 0),
+                self.late.most(key),
+                ratio(allocated, fair),
+                self.moved,
+            )
+        return pos
 
     def entitled_now(self, job: PendingJob) -> bool:
         """`within_entitlement` for a job just taken from its member's queue: what was
@@ -331,17 +412,19 @@ class _Cycle(OrderKeys):
         model = self.book.model_of(info)
         if gpus <= 0 or model is None:
             return gpus <= 0
-        key = (member, model)
-        held = self.alloc.get(key, 0) + self.promised.get(key, 0)
-        return self._within(key, held, gpus, job.submitted_at)
+        return self._within(self.position(member, model), gpus, job.submitted_at)
 
-    def _within(self, key: MemberModel, held: int, gpus: int, submitted_at: float) -> bool:
-        """`gpus` more keep the member within its entitlement on the key's model, holding
-        `held` (allocated plus held for its nominated jobs) less what overtook a job
-        submitted at `submitted_at` (see `ordering`), which only matters when it would
-        not fit without it."""
-        over = held + gpus - self.book.entitlement.get(key, 0)
-        return over <= 0 or self.late.at_least(key, submitted_at, self.late_window, over)
+    def _within(self, pos: _Position, gpus: int, submitted_at: float) -> bool:
+        """`gpus` more keep the member within its entitlement on the position's model,
+        holding what it holds (allocated plus held for its nominated jobs) less what
+        overtook a job submitted at `submitted_at` (see `ordering`), which only matters
+        when it would not fit without it (never by more than the member's GPUs on
+        others' nodes: most turns of a member well beyond its entitlement)."""
+        over = pos.over + gpus
+        return over <= 0 or (
+            over <= pos.late_most
+            and self.late.at_least(pos.key, submitted_at, self.late_window, over)
+        )
 
     def lendable(self) -> dict[str, int]:
         if not self.lenders:
@@ -423,10 +506,19 @@ class _Cycle(OrderKeys):
     ) -> dict[str, int]:
         """`lendable` with nothing lent by owners likely to want their nodes of the
         model back: a job that is no longer reclaimed would keep them out of them for a
-        whole run. Its own, unowned and quiet owners' nodes stay open."""
+        whole run. Its own, unowned and quiet owners' nodes stay open. Without a lending
+        limit `lendable` is always empty: the answer is made once per member and model
+        (nothing changes the dicts handed out; a contended queue asks at hundreds of
+        turns)."""
+        if not self.lenders:
+            found = self._quiet.get((member, model))
+            if found is not None:
+                return found
         out = dict(lendable)
         for owner in self._wanted_owners(member, model):
             out[owner] = 0
+        if not self.lenders:
+            self._quiet[(member, model)] = out
         return out
 
     def _wanted_owners(self, member: str, model: str | None) -> frozenset[str]:
@@ -588,10 +680,9 @@ class _Cycle(OrderKeys):
         model = self.book.model_of(info)
         gpus = info.gpus
         if model is not None and gpus > 0:
-            key = (job.member, model)
-            held = self.alloc.get(key, 0) + self.promised.get(key, 0)
+            place = self.position(job.member, model)
             entitled = self.entitled_now(job)
-            below = held < self.book.fair.get(key, 0.0) - _EPS or entitled
+            below = place.held < place.fair - _EPS or entitled
             if below and (
                 self.reclaimer is None or self._may_find_victims(job.member, model, entitled)
             ):
@@ -804,6 +895,7 @@ class _Cycle(OrderKeys):
         reclaimable = False
         gpus = spec.gpus
         if gpus > 0:
+            self.moved += 1
             key = (member, state.model[i])
             alloc = self.alloc
             now = alloc.get(key, 0) + gpus
@@ -919,9 +1011,9 @@ class _Cycle(OrderKeys):
         """The member's position with the job, when it may reclaim for it: the job keeps
         it within its entitlement (reclaim.py), or it is below its fair share. Capacity
         already promised to the member's nominated jobs counts as held."""
-        key = (job.member, model)
-        allocated = self.alloc.get(key, 0) + self.promised.get(key, 0)
-        fair = self.book.fair.get(key, 0.0)
+        pos = self.position(job.member, model)
+        allocated = pos.held
+        fair = pos.fair
         after = allocated + self.info(job).gpus
         entitled = self.entitled_now(job)
         if allocated >= fair - _EPS and not entitled:
@@ -1127,6 +1219,7 @@ class _Cycle(OrderKeys):
             state.add_terminating(i, spec_res(pod.spec))
             node = state.nodes[i]
             if pod.spec.gpus > 0:
+                self.moved += 1
                 key = (victim.member, node_model(node))
                 self.alloc[key] = self.alloc.get(key, 0) - pod.spec.gpus
                 self.member_total[victim.member] -= pod.spec.gpus
@@ -1141,12 +1234,14 @@ class _Cycle(OrderKeys):
         if model is None or gpus <= 0:
             return
         key = (job.member, model)
+        self.moved += 1
         self.promised[key] = self.promised.get(key, 0) + gpus
         self.promised_jobs[job.job_id] = (key, gpus)
 
     def _unpromise(self, job_id: str) -> None:
         found = self.promised_jobs.pop(job_id, None)
         if found is not None:
+            self.moved += 1
             self.promised[found[0]] -= found[1]
 
     def _nominate(self, job: PendingJob, plan: Plan) -> None:

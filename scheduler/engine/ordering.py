@@ -155,6 +155,12 @@ class LateBorrowing:
             return False
         return _started_within(found, submitted_at, window) >= gpus
 
+    def most(self, key: MemberModel) -> int:
+        """The GPUs of all the member's pods on others' nodes: `at_least` finds no more
+        (-1 when it has none)."""
+        found = self._late.get(key)
+        return -1 if found is None else found[1][0]
+
     def after(self, key: MemberModel, submitted_at: float, window: float) -> int:
         """GPUs of the member's pods on others' nodes that started after `submitted_at`,
         at most `window` seconds after it."""
