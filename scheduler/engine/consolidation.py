@@ -313,7 +313,7 @@ def fragmented(
     """Enough GPUs of the model are free on the nodes the job may use (not those of the
     `closed` owners), counting `takeable` ones a reclaim for it could take (it did not
     fit: so they are scattered). Needs no victim index, which most cycles never build."""
-    feasible = state.feasible((p.spec for p in job.pods), model)
+    feasible = state.feasible_of(job.pods, model)
     if closed:
         nodes = state.nodes
         feasible = frozenset(i for i in feasible if nodes[i].owner not in closed)
@@ -403,7 +403,7 @@ class Consolidator:
         could go home to their own member's nodes (an upper bound: whether they can is
         the search's to find)."""
         state = self.state
-        feasible = state.feasible((p.spec for p in job.pods), model)
+        feasible = state.feasible_of(job.pods, model)
         away = (v for v in self.away_on.get(job.member, ()) if self._within_entitlement(v))
         return sum(
             p.spec.gpus
@@ -583,7 +583,7 @@ class Consolidator:
         """The job's biggest pod, the nodes of `model` it may use, and its loss budget
         (GPU-seconds of work a move for it may throw away)."""
         biggest = max((spec_res(p.spec) for p in job.pods), key=lambda r: (r[0], r))
-        feasible = self.state.feasible((p.spec for p in job.pods), model)
+        feasible = self.state.feasible_of(job.pods, model)
         return biggest, feasible, job.gpus * self.loss_seconds
 
     def _may_move(self, job: VictimJob, member: str, model: str, ruled_out: set[str]) -> bool:

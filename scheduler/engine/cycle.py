@@ -713,9 +713,6 @@ class _Cycle(OrderKeys):
         queues.skip_to(job.member, pos)
 
     def _hold_nominations(self) -> None:
-        term_nodes = {
-            p.node for p in self.snapshot.running if p.terminating and p.node in self.state.index
-        }
         # Nothing is held for a job that can never run (nominated before a node left or
         # a limit changed): no other job may wait for it.
         known, info = self.never_runs.known, self._info
@@ -723,6 +720,11 @@ class _Cycle(OrderKeys):
             (j for j in self.snapshot.pending if j.nominated_nodes and not known(info[j.job_id])),
             key=lambda j: (j.member, *shares_mod.job_sort_key(j)),
         )
+        if not jobs:
+            return  # no pass over the running pods for nodes nobody is nominated on
+        term_nodes = {
+            p.node for p in self.snapshot.running if p.terminating and p.node in self.state.index
+        }
         for job in jobs:
             pods = {p.uid: p for p in job.pods}
             for uid, node in sorted(job.nominated_nodes.items()):

@@ -37,7 +37,7 @@ kept up to date on every placement, so placing a pod never scans the cluster.
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 
@@ -45,6 +45,7 @@ from scheduler.engine.entitlement import UNKNOWN_MODEL
 from scheduler.engine.reach import never_detail
 from scheduler.engine.snapshot import (
     Node,
+    PendingPod,
     PodSpec,
     RunningPod,
     SelectorRequirement,
@@ -403,6 +404,9 @@ class ClusterState:
         self.class_sides: list[list[dict[int, list[int]]]] = [[] for _ in self.classes]
         """Per class, the view groups (one per pod shape) its nodes are indexed in."""
         self._views: dict[SpecKey, View] = {}
+        self._feasible_of: dict[tuple[int, str], tuple[Sequence[PendingPod], frozenset[int]]] = {}
+        """(id(pods), model) -> (the pods, `feasible_of`): the entry keeps the pods alive,
+        so ids are not recycled."""
 
     def key(self, spec: PodSpec) -> SpecKey:
         """`spec_key(spec)`, computed once per spec object in the cycle."""
@@ -428,6 +432,16 @@ class ClusterState:
             )
             self._feasible[cache_key] = found
         return found
+
+    def feasible_of(self, pods: Sequence[PendingPod], model: str) -> frozenset[int]:
+        """`feasible` for a job's pods, found once per job and model in the cycle: a
+        claimant asks for consolidation's test, reclaim's room and a move's search, and
+        its shapes are deep tuples that `feasible` hashes anew at every call."""
+        key = (id(pods), model)
+        found = self._feasible_of.get(key)
+        if found is None or found[0] is not pods:
+            found = self._feasible_of[key] = (pods, self.feasible((p.spec for p in pods), model))
+        return found[1]
 
     # -- views ---------------------------------------------------------------------------
     def view(self, spec: PodSpec, key: SpecKey | None = None) -> View:

@@ -528,7 +528,7 @@ class Reclaimer:
 
     def _feasible_nodes(self, pods: Sequence[PendingPod], model: str) -> frozenset[int]:
         """Nodes of `model` that could take one of the pods."""
-        return self.state.feasible((p.spec for p in pods), model)
+        return self.state.feasible_of(pods, model)
 
 
 def _least_pod_gpus(pods: Sequence[PendingPod]) -> int:
