@@ -97,6 +97,11 @@ _SHARED_WAITS = ("capacity", "unplaceable", "kept")
 """Waits an alike job later in the cycle shares while nothing moved (`_Cycle.run`)."""
 _NOT_KEPT = (False, False, False)
 """`kept_status` of a job never reclaimed (while the limit is above 0)."""
+_KEPT = [
+    (e, lost, recent) for e in (False, True) for lost in (False, True) for recent in (False, True)
+]
+"""Every `kept_status`, made once, by 4 * exhausted + 2 * lost + recent: asked of every
+reclaimed job at each of its turns and of each alike job skipped after it."""
 WANTS_BACK = 0.5
 """An owner whose demand on a model, or whose recent mean allocation, reaches this part
 of its entitlement is likely to want its nodes back soon: half is where an owner's
@@ -465,7 +470,8 @@ class _Cycle(OrderKeys):
             return _NOT_KEPT  # most jobs, asked at every turn
         exhausted = self.exhausted(job)
         lost = self.lost_before(job)
-        return exhausted, lost, (exhausted or lost) and self.recently_reclaimed(job)
+        recent = (exhausted or lost) and self.recently_reclaimed(job)
+        return _KEPT[4 * exhausted + 2 * lost + recent]
 
     def _kept_detail(self, job: PendingJob, model: str | None) -> str:
         limit = self.terms.max_reclaims_per_job

@@ -1098,6 +1098,8 @@ class UpToFairShare(_Attempt):
 
     above_ratio: float | None
     """The reclaimer's allocated / fair share with the job, when above 1."""
+    _givers: list[str] | None
+    """`_giving_members`, once found (positions do not change within an attempt)."""
 
     def __init__(
         self,
@@ -1109,6 +1111,7 @@ class UpToFairShare(_Attempt):
     ) -> None:
         super().__init__(reclaimer, room, alloc, fair)
         self.above_ratio = above_ratio
+        self._givers = None
 
     def _may_give(self, victim_member: str) -> bool:
         key = (victim_member, self.model)
@@ -1174,25 +1177,33 @@ class UpToFairShare(_Attempt):
         )
 
     def _giving_members(self) -> list[str]:
-        """Other members with reclaimable pods of the model whose position lets them give."""
-        r = self.reclaimer
-        return [
-            m
-            for m in r.reclaimable_members.get(self.model, [])
-            if m != self.member and self.may_give(m)
-        ]
+        """Other members with reclaimable pods of the model whose position lets them give
+        (found once per attempt: its search and its drain's each ask two or three
+        times)."""
+        if self._givers is None:
+            r = self.reclaimer
+            self._givers = [
+                m
+                for m in r.reclaimable_members.get(self.model, [])
+                if m != self.member and self.may_give(m)
+            ]
+        return self._givers
 
     def considered(self, job: VictimJob) -> bool:
         key = (job.member, self.model)
         return self.useful(job) and self.alloc.get(key, 0) > self.fair.get(key, 0.0) + _EPS
 
     def tallied(self) -> Iterable[tuple[str, Iterable[VictimJob]]]:
-        """The reclaimable jobs of the model of members above their fair share."""
+        """The reclaimable jobs of the model of members above their fair share. A list,
+        not a generator: compiled, a generator resumes through Python's iterator protocol,
+        and most failed attempts (the most common) tally every member."""
         r = self.reclaimer
+        out: list[tuple[str, Iterable[VictimJob]]] = []
         for vm in r.reclaimable_members.get(self.model, []):
             key = (vm, self.model)
             if vm != self.member and self.alloc.get(key, 0) > self.fair.get(key, 0.0) + _EPS:
-                yield vm, r.reclaimable_by_member.get(key, [])
+                out.append((vm, r.reclaimable_by_member.get(key, [])))
+        return out
 
     def refusal(self, tally: _Tally) -> NoReclaim:
         if tally.usable:
