@@ -638,15 +638,18 @@ class Daemon:
             self.usage.reload()
         self._was_leader = leader
         history = self.usage.advance(policy, now)
+        # Read before the cache's copy: a gang undo that ends while the copy is taken
+        # still counts as in flight, not as a gang a crash left partly bound (read after,
+        # the cycle repaired such a gang once more, binding a pod whose siblings were
+        # being deleted).
+        busy = self.binder.in_flight_uids()
         view = self.cache.view(policy, self.nominations.decided, now=now, usage_history=history)
         snapshot = view.snapshot
         self._watch_prices(snapshot.nodes, policy, now)
         viewed = time.monotonic()
         repair = Repair()
         if leader and snapshot.pending:
-            partial = partial_gangs(
-                snapshot.pending, view.pods, c.scheduler_name, self.binder.in_flight_uids()
-            )
+            partial = partial_gangs(snapshot.pending, view.pods, c.scheduler_name, busy)
             snapshot = remainders(snapshot, partial)
             decisions = engine.schedule(snapshot, policy)
             repair = plan(partial, decisions)

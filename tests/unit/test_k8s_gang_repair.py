@@ -239,3 +239,42 @@ def test_a_replacement_that_bound_stays_when_its_sibling_cannot_be_bound(
         daemon.metrics.close()
     assert deleted == [] and daemon.binder.undone == 0
     assert daemon.cache.is_assumed("uid-w2")
+
+
+def test_a_gang_whose_undo_ends_while_the_cycle_reads_the_cache_is_not_repaired_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The binder undoes a gang (its deletions in flight) while a cycle starts: the cycle
+    # copies the cache, in which the gang is still partly bound, and the undo ends while
+    # it does. The in-flight set read after the copy was empty, so the cycle took the
+    # gang for one a crash left partly bound and repaired it a second time.
+    pods = [gang_pod("w0", size=2, node_name="n1"), gang_pod("w1", size=2)]
+    deletes: list[str] = []
+    monkeypatch.setattr(
+        "scheduler.k8s.binder.post_json", lambda *a, **k: pytest.fail("no bind expected")
+    )
+    configuration = k8s.Configuration()
+    configuration.host = "http://127.0.0.1:9"  # nothing answers: every request is stubbed
+    daemon = Daemon(k8s.ApiClient(configuration), POLICY, DaemonConfig(leader_elect=False))
+    daemon.binder._delete = lambda pod: deletes.append(pod.name)  # type: ignore[method-assign]
+    daemon.cache.replace(NODES, [node("n1"), node("n2")])
+    daemon.cache.replace(PODS, pods)
+    daemon.binder._in_flight.update({"uid-w0", "uid-w1"})
+    copy = daemon.cache.view
+
+    def view_while_the_undo_ends(*args: Any, **kwargs: Any) -> CacheView:
+        taken = copy(*args, **kwargs)
+        daemon.binder._in_flight.clear()
+        return taken
+
+    monkeypatch.setattr(daemon.cache, "view", view_while_the_undo_ends)
+    try:
+        decisions = daemon.run_cycle()
+        daemon.binder.wait_idle(5)
+        repaired = daemon.metrics.gang_repairs.collect()
+    finally:
+        for part in (daemon.binder, daemon.evictor, daemon.nomination_writer, daemon.recorder):
+            part.close()
+        daemon.metrics.close()
+    assert deletes == [] and not decisions.binds
+    assert not [s for m in repaired for s in m.samples if s.value], "no repair counted"
