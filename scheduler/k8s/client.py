@@ -186,13 +186,20 @@ def retry_after(exc: ApiException) -> float | None:
             return max(0.0, float(header))
         except ValueError:
             pass  # an HTTP date: the Status's figure, if any, is the API server's own
-    try:
-        seconds = (json.loads(exc.body or "{}").get("details") or {}).get("retryAfterSeconds")
-    except (ValueError, AttributeError):
-        return None
+    seconds = status_details(exc).get("retryAfterSeconds")
     if isinstance(seconds, int | float) and not isinstance(seconds, bool) and seconds >= 0:
         return float(seconds)
     return None
+
+
+def status_details(exc: ApiException) -> dict[str, Any]:
+    """The `details` of the API server's Status answer ({} when it has none, or the body
+    is no Status)."""
+    try:
+        details = json.loads(exc.body or "{}").get("details")
+    except (ValueError, AttributeError):
+        return {}
+    return details if isinstance(details, dict) else {}
 
 
 def status_message(exc: ApiException) -> str:

@@ -27,7 +27,6 @@ owner out of its node for the job's whole run.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -41,7 +40,7 @@ from kubernetes.client.exceptions import ApiException
 
 from scheduler.engine.decisions import Preemption
 from scheduler.k8s import labels as L
-from scheduler.k8s.client import read_body, status_message
+from scheduler.k8s.client import read_body, status_details, status_message
 from scheduler.k8s.events import EventRecorder, ObjectRef
 from scheduler.k8s.objects import PodInfo, reclaim_timestamp
 from scheduler.k8s.owners import OWNER_KINDS, RECLAIM_RECORD_KEYS, Owner
@@ -364,12 +363,7 @@ def budget_refusal(exc: ApiException) -> str | None:
     `DisruptionBudget` cause), None when the refusal names no budget."""
     if exc.status is None or not 400 <= exc.status < 500:
         return None
-    try:
-        details = json.loads(exc.body or "{}").get("details") or {}
-        causes = details.get("causes") or ()
-    except (ValueError, AttributeError):
-        return None
-    for cause in causes:
+    for cause in status_details(exc).get("causes") or ():
         if isinstance(cause, dict) and cause.get("type") == "DisruptionBudget":
             return str(cause.get("message") or status_message(exc))
     message = status_message(exc)
