@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from policies.errors import InputError
 from scheduler.cli.client import Client, client_options
 from scheduler.cli.tables import print_table
+
+if TYPE_CHECKING:
+    from proto.fairpool.v1 import share_pb2
 
 
 @click.command()
@@ -23,18 +28,6 @@ def shares(client: Client, member: str, gpu_model: str) -> None:
     reply = client.shares.GetEntitlements(
         share_pb2.GetEntitlementsRequest(member=member, gpu_model=gpu_model), **client.options()
     )
-    if not reply.shares and (member or gpu_model):
-        # Every member has a row per GPU model: nothing means a name the policy lacks (a
-        # typo printed an empty table).
-        asked = " and ".join(
-            f"{flag} {name!r}"
-            for flag, name in (("--member", member), ("--gpu-model", gpu_model))
-            if name
-        )
-        raise InputError(
-            f"{asked}: no shares in policy version {reply.policy_version} (not a member or "
-            "GPU model of the policy?)"
-        )
     console = Console()
     when = (
         reply.snapshot_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -72,10 +65,23 @@ def shares(client: Client, member: str, gpu_model: str) -> None:
             str(s.lent),
             str(s.pending),
         )
-    print_table(console, table, keys=2)
+    if reply.shares:
+        print_table(console, table, keys=2)
+    else:
+        # A name the policy lacks is refused by the server (INVALID_ARGUMENT); an empty
+        # answer is a member with no row on the GPU model (it neither contributes nor is
+        # entitled to any), or a caller whose member has none: the pool still answers.
+        console.print(f"[yellow]no shares[/] {escape(_scope_of(reply, member, gpu_model))}")
     pool = Table(title="pool", title_justify="left")
     for column in ("GPU model", "GPUs", "allocated", "pending", "members"):
         pool.add_column(column, justify="left" if column == "GPU model" else "right")
     for p in reply.pool:
         pool.add_row(p.gpu_model, str(p.capacity), str(p.allocated), str(p.pending), str(p.members))
     print_table(console, pool)
+
+
+def _scope_of(reply: share_pb2.GetEntitlementsResponse, member: str, gpu_model: str) -> str:
+    """What an answer without shares was about, for the line that says so."""
+    of = f"of {member} " if member else ""
+    on = f"on {gpu_model} " if gpu_model else ""
+    return f"{of}{on}in policy version {reply.policy_version}"
