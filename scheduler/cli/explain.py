@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from policies.errors import InputError
 from scheduler.cli.client import Client, client_options
 from scheduler.cli.tables import print_table
 
@@ -31,6 +32,12 @@ def explain(client: Client, name: str | None, namespace: str, member: str, limit
     """Why the pod or gang NAME still waits; without NAME, the pending queue."""
     from proto.fairpool.v1 import share_pb2
 
+    if name is not None and member:
+        # The answer was about NAME whoever's job it is, as if --member had not been given.
+        raise InputError(
+            f"--member {member!r} narrows the queue (no NAME); with NAME {name!r}, "
+            "give -n/--namespace to tell pods of the same name apart"
+        )
     console = Console()
     if name is None:
         reply = client.shares.ListPending(

@@ -8,8 +8,16 @@ from collections.abc import Iterator
 import pytest
 from click.testing import CliRunner, Result
 
+from proto.fairpool.v1 import share_pb2
 from scheduler.cli.main import cli
-from tests.unit.test_api_support import MEMBER_A, TOKENS, Running, running_server
+from tests.unit.test_api_support import (
+    MEMBER_A,
+    MEMBER_B,
+    TOKENS,
+    Running,
+    metadata,
+    running_server,
+)
 
 A100 = "NVIDIA-A100-SXM4-80GB"
 
@@ -41,3 +49,16 @@ def test_shares_of_a_model_the_member_has_no_row_on_is_the_pool_not_an_error(
         assert "no shares" in said and f"on {A100} in policy version" in said
         pool = result.output[result.output.index("pool") :]
         assert A100 in pool and "NVIDIA-H100" not in pool
+
+
+def test_explain_with_a_name_and_member_is_refused_not_ignored(api: Running) -> None:
+    # `explain NAME --member M` explained NAME whoever's job it was, --member unread.
+    job = api.shares.ListPending(
+        share_pb2.ListPendingRequest(limit=1), metadata=metadata("admin")
+    ).jobs[0]
+    other = next(m for m in (MEMBER_A, MEMBER_B) if m != job.member)
+    alone = fairpool(api, "admin", "explain", job.job_id)
+    assert alone.exit_code == 0 and f"of {job.member}," in alone.output, alone.output
+    result = fairpool(api, "admin", "explain", job.job_id, "--member", other)
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"error: --member '{other}' narrows the queue (no NAME)")
