@@ -62,6 +62,17 @@ class Principal:
         )
 
 
+def member_not_in_policy(principal: Principal, policy_version: int | None = None) -> str:
+    """Why a `member:<name>` caller whose member the policy lacks is refused
+    (PERMISSION_DENIED): its token file names a member the policy does not have, misspelt
+    or since removed, which no request of the caller's can mend."""
+    which = f"policy version {policy_version}" if policy_version else "the policy"
+    return (
+        f"role {principal.role}: {which} has no member {principal.member!r} (the token "
+        "file gives this token a member the policy does not have)"
+    )
+
+
 def parse_role(text: str, where: str) -> tuple[RoleKind, str | None]:
     role = text.strip()
     if role in (RoleKind.ADMIN, RoleKind.VIEWER):

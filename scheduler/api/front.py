@@ -48,7 +48,7 @@ from scheduler.api.share_service import (
     _scope,
     entitlements_response,
     not_a_gpu_model,
-    not_a_member,
+    refuse_unknown_member,
 )
 from scheduler.api.tls import listen
 from scheduler.engine.decisions import MemberShare
@@ -169,14 +169,11 @@ class FrontShareServicer(share_pb2_grpc.ShareServiceServicer):
     def GetEntitlements(
         self, request: share_pb2.GetEntitlementsRequest, context: grpc.ServicerContext
     ) -> bytes:
-        member = _scope(self._auth.caller(context), request.member, context, everyone=True)
+        principal = self._auth.caller(context)
+        member = _scope(principal, request.member, context, everyone=True)
         answers = self._answers.current
         if member is not None and answers is not None and member not in answers.members:
-            abort(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                not_a_member(member, answers.policy_version),
-            )
+            refuse_unknown_member(context, principal, member, answers.policy_version)
         if (
             answers is not None
             and request.gpu_model

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import NoReturn
 
 import grpc
 
@@ -22,7 +23,7 @@ from policies.model import Policy
 from proto.fairpool.v1 import share_pb2, share_pb2_grpc
 from reports.ledger import Ledger
 from scheduler.api import messages
-from scheduler.api.auth import Authenticator, Principal, RoleKind
+from scheduler.api.auth import Authenticator, Principal, RoleKind, member_not_in_policy
 from scheduler.api.errors import TRACE_FIELD, abort, abort_input, check_deadline
 from scheduler.api.whatif import SimulationFailed, WhatIf, inventory_document, trace_from_usage
 from scheduler.engine.decisions import PREEMPTION_CAUSES, MemberShare
@@ -150,6 +151,22 @@ class _Book:
 
 def not_a_member(member: str, policy_version: int) -> str:
     return f"member: {member!r} is not a member of policy version {policy_version}"
+
+
+def refuse_unknown_member(
+    context: grpc.ServicerContext, principal: Principal, member: str, policy_version: int
+) -> NoReturn:
+    """A member the policy lacks: INVALID_ARGUMENT naming the field when the caller asked
+    for it; PERMISSION_DENIED when its token's role speaks for it (the caller named no
+    member, and exit code 2, "fix your input", would send it looking for a typo of its
+    own)."""
+    if principal.kind is RoleKind.MEMBER:
+        abort(
+            context,
+            grpc.StatusCode.PERMISSION_DENIED,
+            member_not_in_policy(principal, policy_version),
+        )
+    abort(context, grpc.StatusCode.INVALID_ARGUMENT, not_a_member(member, policy_version))
 
 
 def known_gpu_models(
@@ -332,10 +349,8 @@ class ShareServicer(share_pb2_grpc.ShareServiceServicer):
         if member is not None and member not in book.members:
             # A misspelt member read as one with no entitlement (ListPending and
             # GetUsage refuse it too).
-            abort(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                not_a_member(member, book.policy.version or self._policy_version()),
+            refuse_unknown_member(
+                context, principal, member, book.policy.version or self._policy_version()
             )
         if request.gpu_model and request.gpu_model not in book.gpu_models:
             abort(
@@ -350,14 +365,13 @@ class ShareServicer(share_pb2_grpc.ShareServiceServicer):
     ) -> share_pb2.ListPendingResponse:
         if request.limit < 0:
             abort(context, grpc.StatusCode.INVALID_ARGUMENT, "limit: must be >= 0")
-        member = _scope(self._auth.caller(context), request.member, context, everyone=True)
+        principal = self._auth.caller(context)
+        member = _scope(principal, request.member, context, everyone=True)
         book = self._book.indexed()
         if member is not None and member not in book.members and member not in book.index.by_member:
             # A misspelt member would otherwise read as an empty queue.
-            abort(
-                context,
-                grpc.StatusCode.INVALID_ARGUMENT,
-                not_a_member(member, book.policy.version or self._policy_version()),
+            refuse_unknown_member(
+                context, principal, member, book.policy.version or self._policy_version()
             )
         limit = min(request.limit or 1000, MAX_PENDING_PAGE)
         matching = (

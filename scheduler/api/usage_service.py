@@ -21,7 +21,7 @@ from reports.ledger import Ledger
 from reports.rendering.render import write_report
 from reports.sources.monthly_job import ledger_month_report
 from scheduler.api import messages
-from scheduler.api.auth import Authenticator, Principal, RoleKind
+from scheduler.api.auth import Authenticator, Principal, RoleKind, member_not_in_policy
 from scheduler.api.errors import abort, abort_input, check_deadline
 
 MAX_RANGE = timedelta(days=400)
@@ -112,13 +112,20 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
             )
         if not (within(start) and within(end)):
             abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"start/end: not in {YEARS}")
-        members = self._policy().member_names()
+        policy = self._policy()
+        members = policy.member_names()
         table = usage_rows(self._ledger.usage_frame(start, end), members)
         if member is not None:
             table = table[table["member"] == member]
             if table.empty and member not in members:
                 # A misspelt member read as "no metered usage". A member the policy no
                 # longer has keeps its rows, so only a name with neither is refused.
+                if principal.kind is RoleKind.MEMBER:
+                    abort(
+                        context,
+                        grpc.StatusCode.PERMISSION_DENIED,
+                        member_not_in_policy(principal, policy.version or None),
+                    )
                 abort(
                     context,
                     grpc.StatusCode.INVALID_ARGUMENT,
@@ -153,7 +160,11 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
             )
         policy = self._policy()
         if principal.kind is RoleKind.MEMBER and principal.member not in policy.member_names():
-            abort(context, grpc.StatusCode.PERMISSION_DENIED, f"{principal.role}: not a member")
+            abort(
+                context,
+                grpc.StatusCode.PERMISSION_DENIED,
+                member_not_in_policy(principal, policy.version or None),
+            )
         check_deadline(context, "building the report")
         try:
             built = ledger_month_report(

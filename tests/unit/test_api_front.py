@@ -18,8 +18,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
 from policies.loader import DEFAULT_POLICY
-from proto.fairpool.v1 import policy_pb2, share_pb2
-from tests.unit.test_api_support import MEMBER_A, MEMBER_B, Running, metadata, running_server
+from proto.fairpool.v1 import policy_pb2, share_pb2, usage_pb2
+from tests.unit.test_api_support import (
+    MEMBER_A,
+    MEMBER_B,
+    REPORT_MONTH,
+    Running,
+    metadata,
+    running_server,
+)
 
 ADMIN = metadata("admin")
 LATER = 1_800_000_000.0
@@ -66,6 +73,45 @@ def test_entitlements_of_a_member_the_policy_lacks_are_invalid_argument(
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert info.value.details().startswith(f"member: {MEMBER_A + 'x'!r} is not a member")
         assert {s.member for s in entitlements(running, member=MEMBER_A).shares} == {MEMBER_A}
+
+
+@pytest.mark.parametrize("read_front", [False, True], ids=["daemon", "front"])
+def test_a_token_of_a_member_the_policy_lacks_is_permission_denied(
+    tmp_path: Path, read_front: bool
+) -> None:
+    # A member removed from the policy (or misspelt in the token file) asked for nothing
+    # by name, yet was answered INVALID_ARGUMENT "member: 'physics' is not a member",
+    # and `fairpool shares` exited 2 as for a typo of its own; GetReport said
+    # PERMISSION_DENIED for the same token.
+    with running_server(tmp_path, read_front=read_front) as running:
+        data = yaml.safe_load(DEFAULT_POLICY.read_text())
+        data["spec"]["members"] = [m for m in data["spec"]["members"] if m["name"] != MEMBER_B]
+        running.policy.ApplyPolicy(
+            policy_pb2.ApplyPolicyRequest(yaml=yaml.safe_dump(data, sort_keys=False)),
+            metadata=ADMIN,
+            timeout=30,
+        )
+        role = f"member:{MEMBER_B}"
+        calls = {
+            "GetEntitlements": lambda: entitlements(running, role),
+            "GetUsage": lambda: running.usage.GetUsage(
+                usage_pb2.GetUsageRequest(), metadata=metadata(role), timeout=10
+            ),
+            "GetReport": lambda: running.usage.GetReport(
+                usage_pb2.GetReportRequest(month=REPORT_MONTH), metadata=metadata(role), timeout=30
+            ),
+        }
+        for method, call in calls.items():
+            with pytest.raises(grpc.RpcError) as info:
+                call()
+            assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED, method
+            assert info.value.details().startswith(
+                f"role {role}: policy version 2 has no member {MEMBER_B!r}"
+            ), (method, info.value.details())
+        # Named by an admin, it is still the request's field at fault.
+        assert code_of(lambda: entitlements(running, member=MEMBER_B)) == (
+            grpc.StatusCode.INVALID_ARGUMENT
+        )
 
 
 @pytest.mark.parametrize("read_front", [False, True], ids=["daemon", "front"])
