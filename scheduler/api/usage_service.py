@@ -49,6 +49,19 @@ def usage_rows(frame: pd.DataFrame, members: Collection[str]) -> pd.DataFrame:
     return table.sort_values(["member", "gpu_model"])[columns]
 
 
+def _instant(
+    request: usage_pb2.GetUsageRequest, name: str, context: grpc.ServicerContext
+) -> datetime | None:
+    """The request's `start` or `end` (None when unset); a Timestamp out of its range is
+    INVALID_ARGUMENT naming that field."""
+    if not request.HasField(name):
+        return None
+    try:
+        return messages.from_timestamp(getattr(request, name))
+    except (ValueError, OverflowError) as exc:
+        abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"{name}: {exc}")
+
+
 VIEWER_FILES = ("summary.csv", "summary.parquet", "settlement.csv")
 """A viewer gets the summaries, not the invoices."""
 
@@ -95,23 +108,17 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
                     f"role {principal.role} may only read its own member's usage",
                 )
             member = principal.member
-        try:
-            end = messages.from_timestamp(request.end) if request.HasField("end") else self._clock()
-            start = (
-                messages.from_timestamp(request.start)
-                if request.HasField("start")
-                else end - DEFAULT_RANGE
-            )
-        except (ValueError, OverflowError) as exc:
-            abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"start/end: {exc}")
+        end = _instant(request, "end", context) or self._clock()
+        start = _instant(request, "start", context) or end - DEFAULT_RANGE
         if not start < end:
             abort(context, grpc.StatusCode.INVALID_ARGUMENT, "start: must be before end")
         if end - start > MAX_RANGE:
             abort(
                 context, grpc.StatusCode.INVALID_ARGUMENT, f"end: range over {MAX_RANGE.days} days"
             )
-        if not (within(start) and within(end)):
-            abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"start/end: not in {YEARS}")
+        for name, value in (("start", start), ("end", end)):
+            if not within(value):
+                abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"{name}: not in {YEARS}")
         policy = self._policy()
         members = policy.member_names()
         table = usage_rows(self._ledger.usage_frame(start, end), members)

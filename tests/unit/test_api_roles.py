@@ -252,7 +252,18 @@ def test_a_member_sees_only_its_own_rows_and_the_pool(api: Running) -> None:
     with pytest.raises(grpc.RpcError) as beyond:
         api.usage.GetUsage(far, metadata=metadata("admin"))
     assert beyond.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "start/end: not in the years 1970 to 2200" in (beyond.value.details() or "")
+    assert (beyond.value.details() or "").startswith("start: not in the years 1970 to 2200")
+    # Each bound is named alone: a bad `end` was "start/end: ...", whichever was at fault.
+    late = _usage_request()
+    late.end.FromSeconds(int(datetime(2201, 1, 1, tzinfo=UTC).timestamp()))
+    late.start.FromSeconds(int(datetime(2200, 12, 1, tzinfo=UTC).timestamp()))
+    broken = _usage_request()
+    broken.end.nanos = -1
+    for request, field in ((late, "end: not in"), (broken, "end: Timestamp is not valid")):
+        with pytest.raises(grpc.RpcError) as bad:
+            api.usage.GetUsage(request, metadata=metadata("admin"))
+        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert (bad.value.details() or "").startswith(field), bad.value.details()
 
 
 def test_report_files_are_scoped(api: Running) -> None:
