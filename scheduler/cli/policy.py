@@ -7,7 +7,7 @@ import difflib
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 import grpc
@@ -272,6 +272,44 @@ def contended_rows(
     ]
 
 
+MEMBER_FIGURES: tuple[tuple[Callable[[share_pb2.MemberOutcome], float], str], ...] = (
+    (lambda m: m.gpu_hours_used, "{:,.1f}"),
+    (lambda m: m.gpu_hours_borrowed, "{:,.1f}"),
+    (lambda m: m.gpu_hours_used_on_others_hardware, "{:,.1f}"),
+    (lambda m: m.gpu_hours_lent, "{:,.1f}"),
+    (lambda m: m.gpu_hours_lost_to_reclaim, "{:,.1f}"),
+    (lambda m: m.gpu_hours_lost_by_cause.get("entitlement", 0.0), "{:,.1f}"),
+    (lambda m: m.jobs_completed, "{}"),
+    (lambda m: m.mean_wait_s, "{:,.0f}"),
+    (lambda m: m.mean_jct_s, "{:,.0f}"),
+)
+"""(figure, format) of the per-member table's columns after the member's name."""
+
+
+def member_rows(
+    current: share_pb2.SimulationSummary, draft: share_pb2.SimulationSummary
+) -> list[tuple[str, ...]]:
+    """One row per member of either replay, "current → draft" in each column; a member
+    one policy does not have (added or removed by the draft) shows "—" on that side
+    rather than being left out."""
+    before = {m.member: m for m in current.members}
+    after = {m.member: m for m in draft.members}
+
+    def shown(outcome: share_pb2.MemberOutcome | None, figure: Any, fmt: str) -> str:
+        return "—" if outcome is None else fmt.format(figure(outcome))
+
+    return [
+        (
+            name,
+            *(
+                f"{shown(before.get(name), figure, fmt)} → {shown(after.get(name), figure, fmt)}"
+                for figure, fmt in MEMBER_FIGURES
+            ),
+        )
+        for name in sorted(before.keys() | after.keys())
+    ]
+
+
 def _named_trace(error: grpc.RpcError, trace: Path | None) -> Exception:
     """The server's refusal of the trace's rows, naming the user's file instead of the
     request field; any other error as it came."""
@@ -375,23 +413,6 @@ def simulate(
         "mean JCT s",
     ):
         members.add_column(column, justify="left" if column == "member" else "right")
-    drafts = {m.member: m for m in b.members}
-    for m in a.members:
-        d = drafts.get(m.member)
-        if d is None:
-            continue
-        members.add_row(
-            m.member,
-            f"{m.gpu_hours_used:,.1f} → {d.gpu_hours_used:,.1f}",
-            f"{m.gpu_hours_borrowed:,.1f} → {d.gpu_hours_borrowed:,.1f}",
-            f"{m.gpu_hours_used_on_others_hardware:,.1f} → "
-            f"{d.gpu_hours_used_on_others_hardware:,.1f}",
-            f"{m.gpu_hours_lent:,.1f} → {d.gpu_hours_lent:,.1f}",
-            f"{m.gpu_hours_lost_to_reclaim:,.1f} → {d.gpu_hours_lost_to_reclaim:,.1f}",
-            f"{m.gpu_hours_lost_by_cause.get('entitlement', 0.0):,.1f} → "
-            f"{d.gpu_hours_lost_by_cause.get('entitlement', 0.0):,.1f}",
-            f"{m.jobs_completed} → {d.jobs_completed}",
-            f"{m.mean_wait_s:,.0f} → {d.mean_wait_s:,.0f}",
-            f"{m.mean_jct_s:,.0f} → {d.mean_jct_s:,.0f}",
-        )
+    for row in member_rows(a, b):
+        members.add_row(*row)
     print_table(console, members)

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from scheduler.api.share_service import convert_summary
-from scheduler.cli.policy import CONTENDED_ROWS, contended_rows
+from scheduler.cli.policy import CONTENDED_ROWS, MEMBER_FIGURES, contended_rows, member_rows
 
 CURRENT: dict[str, object] = {
     "utilization_while_pending": 0.7371,
@@ -92,3 +92,17 @@ def test_a_summary_without_the_figures_shows_dashes() -> None:
             assert (a, b) == ("0.0", "0.0"), label
         else:
             assert (a, b) == ("—", "—"), label
+
+
+def test_members_of_one_replay_only_are_shown_with_dashes() -> None:
+    # A draft that adds a member (or removes one) had that member's row left out: the
+    # table paired the current replay's members with the draft's and skipped the rest.
+    outcome = {"gpu_hours_used": 2.5, "jobs_completed": 1, "mean_jct_s": 600.0}
+    current = convert_summary("current", 3, {"members": {"lab-bio": outcome, "gone": outcome}})
+    draft = convert_summary("draft", 4, {"members": {"lab-bio": outcome, "newlab": outcome}})
+    rows = {row[0]: row[1:] for row in member_rows(current, draft)}
+    assert list(rows) == ["gone", "lab-bio", "newlab"]
+    assert rows["lab-bio"][0] == "2.5 → 2.5"
+    assert rows["gone"][0] == "2.5 → —" and rows["gone"][6] == "1 → —"
+    assert rows["newlab"][0] == "— → 2.5" and rows["newlab"][8] == "— → 600"
+    assert all(len(row) == len(MEMBER_FIGURES) for row in rows.values())
