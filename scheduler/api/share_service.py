@@ -428,6 +428,23 @@ class ShareServicer(share_pb2_grpc.ShareServiceServicer):
     def Simulate(
         self, request: share_pb2.SimulateRequest, context: grpc.ServicerContext
     ) -> share_pb2.SimulateResponse:
+        source = request.source or share_pb2.SIMULATION_SOURCE_TRACE
+        # A field of the other source would be left unread, and the answer, status OK,
+        # be the replay of something the caller did not send.
+        if source == share_pb2.SIMULATION_SOURCE_LEDGER and request.trace_csv:
+            abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "trace_csv: given with source SIMULATION_SOURCE_LEDGER, which replays the "
+                "ledger: send one or the other",
+            )
+        if source == share_pb2.SIMULATION_SOURCE_TRACE and request.ledger_days:
+            abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "ledger_days: only with source SIMULATION_SOURCE_LEDGER (the request's "
+                "source is a trace)",
+            )
         try:
             draft = parse_policy(request.draft_policy_yaml, "draft_policy_yaml")
         except PolicyError as exc:
@@ -439,7 +456,6 @@ class ShareServicer(share_pb2_grpc.ShareServiceServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"batch_seconds: 0 to {MAX_BATCH_S:g}, got {batch_s}",
             )
-        source = request.source or share_pb2.SIMULATION_SOURCE_TRACE
         if source == share_pb2.SIMULATION_SOURCE_TRACE:
             if not request.trace_csv.strip():
                 abort(context, grpc.StatusCode.INVALID_ARGUMENT, "trace_csv: empty")

@@ -214,3 +214,26 @@ def test_a_draft_that_does_not_price_a_model_of_the_nodes_is_invalid_argument(
         f"draft_policy_yaml: spec.gpuModels: the cluster has nodes of {a100!r}"
     )
     assert "cluster.yaml" not in details
+
+
+def test_a_field_of_the_other_source_is_invalid_argument_naming_it(tmp_path: Path) -> None:
+    # Left unread: a trace sent with source LEDGER was answered with a replay of the
+    # ledger (or FAILED_PRECONDITION "no metered usage"), ledger_days with a trace was
+    # ignored.
+    ledger = share_pb2.SIMULATION_SOURCE_LEDGER
+    cases = {
+        "trace_csv: given with source SIMULATION_SOURCE_LEDGER": share_pb2.SimulateRequest(
+            source=ledger, ledger_days=1, trace_csv=TRACE
+        ),
+        "ledger_days: only with source SIMULATION_SOURCE_LEDGER": share_pb2.SimulateRequest(
+            trace_csv=TRACE, ledger_days=1
+        ),
+    }
+    with running_server(tmp_path) as api:
+        _recent_usage(api.ledger_url)
+        for field, request in cases.items():
+            request.draft_policy_yaml = DEFAULT_POLICY.read_text()
+            with pytest.raises(grpc.RpcError) as info:
+                api.shares.Simulate(request, metadata=metadata("admin"), timeout=300)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert info.value.details().startswith(field), info.value.details()
