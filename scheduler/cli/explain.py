@@ -43,7 +43,11 @@ def explain(client: Client, name: str | None, namespace: str, member: str, limit
         reply = client.shares.ListPending(
             share_pb2.ListPendingRequest(member=member, limit=limit), **client.options()
         )
-        table = Table(title=f"pending: {reply.total} job(s)", title_justify="left")
+        title = f"pending: {reply.total} job(s)"
+        if len(reply.jobs) < reply.total:
+            # Read as the whole queue, a cut one hid every job past --limit.
+            title += f", the {len(reply.jobs)} oldest shown (--limit)"
+        table = Table(title=title, title_justify="left")
         for column in ("job", "member", "kind", "pods", "GPUs", "GPU model", "waiting"):
             table.add_column(
                 column, justify="right" if column in ("pods", "GPUs", "waiting") else "left"

@@ -62,3 +62,14 @@ def test_explain_with_a_name_and_member_is_refused_not_ignored(api: Running) -> 
     result = fairpool(api, "admin", "explain", job.job_id, "--member", other)
     assert result.exit_code == 2, result.output
     assert result.output.startswith(f"error: --member '{other}' narrows the queue (no NAME)")
+
+
+def test_a_queue_cut_by_limit_says_how_many_are_shown(api: Running) -> None:
+    # The title said "pending: N job(s)" above fewer rows, as if they were the queue.
+    total = api.shares.ListPending(share_pb2.ListPendingRequest(), metadata=metadata("admin")).total
+    assert total > 2
+    cut = fairpool(api, "admin", "explain", "--limit", "2")
+    assert cut.exit_code == 0, cut.output
+    assert f"pending: {total} job(s), the 2 oldest shown (--limit)" in cut.output
+    whole = fairpool(api, "admin", "explain", "--limit", str(total))
+    assert whole.output.splitlines()[0].rstrip() == f"pending: {total} job(s)"
