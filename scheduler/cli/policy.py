@@ -152,14 +152,22 @@ def apply(client: Client, file: Path, expected_version: int, dry_run: bool, comm
 
 @policy.command()
 @click.option("--limit", type=click.IntRange(min=1, max=500), default=20, show_default=True)
+@click.option(
+    "--before",
+    type=click.IntRange(min=1, max=MAX_VERSION),
+    help="only versions older than this one (the next page: the oldest version listed)",
+)
 @click.option("--diffs", is_flag=True, help="print each version's diff too")
 @client_options
-def history(client: Client, limit: int, diffs: bool) -> None:
+def history(client: Client, limit: int, before: int | None, diffs: bool) -> None:
     """Every applied version, newest first: who, when, why."""
     from proto.fairpool.v1 import policy_pb2
 
     reply = client.policy.ListPolicyVersions(
-        policy_pb2.ListPolicyVersionsRequest(page_size=limit, omit_yaml=True), **client.options()
+        policy_pb2.ListPolicyVersionsRequest(
+            page_size=limit, before_version=before or 0, omit_yaml=True
+        ),
+        **client.options(),
     )
     console = Console()
     table = Table(title="policy versions", title_justify="left")
@@ -179,6 +187,17 @@ def history(client: Client, limit: int, diffs: bool) -> None:
             escape(v.comment),
         )
     print_table(console, table, prose=("comment",))
+    if reply.versions:
+        oldest = reply.versions[-1].version
+        older = client.policy.ListPolicyVersions(
+            policy_pb2.ListPolicyVersionsRequest(
+                page_size=1, before_version=oldest, omit_yaml=True
+            ),
+            **client.options(),
+        )
+        if older.versions:
+            # The table alone read as the whole history.
+            console.print(f"[dim]older versions: --before {oldest}[/]")
     if diffs:
         for v in reply.versions:
             console.rule(f"version {v.version}")

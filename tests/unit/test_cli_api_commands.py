@@ -4,11 +4,14 @@ print and their exit codes agree with the API's answer."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner, Result
 
-from proto.fairpool.v1 import share_pb2
+from policies.loader import DEFAULT_POLICY
+from proto.fairpool.v1 import policy_pb2, share_pb2
 from scheduler.cli.main import cli
 from tests.unit.test_api_support import (
     MEMBER_A,
@@ -73,3 +76,30 @@ def test_a_queue_cut_by_limit_says_how_many_are_shown(api: Running) -> None:
     assert f"pending: {total} job(s), the 2 oldest shown (--limit)" in cut.output
     whole = fairpool(api, "admin", "explain", "--limit", str(total))
     assert whole.output.splitlines()[0].rstrip() == f"pending: {total} job(s)"
+
+
+def test_history_pages_with_before(tmp_path: Path) -> None:
+    # `policy history` showed the newest --limit versions (at most 500) and had no way
+    # to list older ones, nor said that there were any.
+    with running_server(tmp_path) as api:
+        data = yaml.safe_load(DEFAULT_POLICY.read_text())
+        for weight in (2, 3, 4):
+            data["spec"]["members"][0]["weight"] = weight
+            api.policy.ApplyPolicy(
+                policy_pb2.ApplyPolicyRequest(yaml=yaml.safe_dump(data)),
+                metadata=metadata("admin"),
+                timeout=30,
+            )
+        newest = fairpool(api, "admin", "policy", "history", "--limit", "2")
+        assert newest.exit_code == 0, newest.output
+        assert _versions(newest.output) == [4, 3]
+        assert "older versions: --before 3" in newest.output
+        older = fairpool(api, "admin", "policy", "history", "--limit", "2", "--before", "3")
+        assert older.exit_code == 0, older.output
+        assert _versions(older.output) == [2, 1]
+        assert "older versions" not in older.output
+
+
+def _versions(output: str) -> list[int]:
+    rows = [line.split("│") for line in output.splitlines() if line.startswith("│")]
+    return [int(cells[1]) for cells in rows]
