@@ -37,6 +37,12 @@ PAGE_BYTES = 8 << 20
 """ListPolicyVersions stops adding versions once their stored text passes this many
 bytes (always returning at least one), so a page fits any client's message limit; the
 caller asks for the rest with `before_version` set to the oldest version it got."""
+MEMBER_VIEW_CHARS = 2 << 20
+"""A member's page stops once the documents parsed for its views pass this many
+characters (always returning one version), whether or not it asked for them: each view
+is built from the parsed document, and parsing costs about a second per 10,000 members,
+so 500 versions of a large policy held a worker (the daemon's interpreter) for minutes
+per call. The size of the largest document: a page costs at most one ValidatePolicy."""
 
 
 def share_changes(
@@ -230,14 +236,16 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         limit = min(request.page_size or 50, MAX_PAGE)
         entries = self._store.audit.list(limit=limit, before=request.before_version or None)
         principal = self._auth.caller(context)
+        member_view = principal.kind is RoleKind.MEMBER
         page: list[StoredVersion] = []
-        size = 0
+        size = parsing = 0
         for entry in entries:
             # Sized on the stored text, before any member view is built: a member's view
             # is never bigger, and a page past the budget costs nothing.
             size += len(entry.diff) + len(entry.comment) + len(entry.author)
             size += 0 if request.omit_yaml else len(entry.document)
-            if page and size > PAGE_BYTES:
+            parsing += len(entry.document) if member_view else 0
+            if page and (size > PAGE_BYTES or parsing > MEMBER_VIEW_CHARS):
                 break
             page.append(entry)
         return policy_pb2.ListPolicyVersionsResponse(
