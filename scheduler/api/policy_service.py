@@ -262,6 +262,16 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         # Notice a cancelled or timed-out call at once, not at the next poll.
         context.add_callback(self._store.wake)
         principal = self._auth.caller(context)
+        current = self._store.current()[0].version
+        if request.since_version > current:
+            # Versions only grow: a watch from beyond the current one sent nothing until
+            # the policy passed it, and skipped every version applied before then.
+            abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"since_version: {request.since_version} is newer than the current version "
+                f"{current} (0 watches from the current version)",
+            )
         yield from self._watch(request.since_version, principal, context)
 
     def _watch(

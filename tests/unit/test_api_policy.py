@@ -390,6 +390,20 @@ def test_watch_streams_new_versions(api: Running) -> None:
     again.cancel()
 
 
+def test_a_watch_from_beyond_the_current_version_is_invalid_argument(api: Running) -> None:
+    # It sent nothing until the deadline (or skipped every version up to it), status
+    # DEADLINE_EXCEEDED or OK, whatever the caller meant.
+    stream = api.policy.WatchPolicy(
+        policy_pb2.WatchPolicyRequest(since_version=5), metadata=ADMIN, timeout=3.0
+    )
+    with pytest.raises(grpc.RpcError) as info:
+        list(stream)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (info.value.details() or "").startswith(
+        "since_version: 5 is newer than the current version 1"
+    )
+
+
 def test_watch_ends_at_the_callers_deadline(api: Running) -> None:
     stream = api.policy.WatchPolicy(
         policy_pb2.WatchPolicyRequest(since_version=1), metadata=ADMIN, timeout=1.0
