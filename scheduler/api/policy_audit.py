@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from policies.model import MAX_VERSION
 from reports.ledger.connect import open_engine
 from reports.ledger.schema import policy_versions
 from scheduler.api.policy_store import Origin, StoredVersion, VersionConflict
@@ -67,6 +68,10 @@ class AuditLog:
         return found[0] if found else None
 
     def get(self, version: int) -> StoredVersion | None:
+        if not 0 <= version <= MAX_VERSION:
+            # Never stored, and past the column's INTEGER: PostgreSQL refused the
+            # comparison itself ("integer out of range"), an INTERNAL for GetPolicy.
+            return None
         query = select(policy_versions).where(policy_versions.c.version == version)
         with self._engine.connect() as conn:
             row = conn.execute(query).mappings().first()
@@ -76,6 +81,10 @@ class AuditLog:
         self, limit: int = 50, before: int | None = None, after: int | None = None
     ) -> list[StoredVersion]:
         """Newest first, or oldest first when `after` is given (for watchers)."""
+        if after is not None and after >= MAX_VERSION:
+            return []
+        if before is not None and before > MAX_VERSION:
+            before = None  # every version is older (and the bound past INTEGER, see get)
         query = select(policy_versions)
         if before is not None:
             query = query.where(policy_versions.c.version < before)

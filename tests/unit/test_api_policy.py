@@ -546,3 +546,22 @@ def test_the_second_of_two_concurrent_applies_is_answered_against_what_it_follow
         )
         assert (other.base_version, other.applied.version) == (base + 2, base + 3)
         assert "weight: 4" in other.diff and "weight: 5" in other.diff
+
+
+def test_versions_beyond_any_stored_are_answered_as_absent(api: Running) -> None:
+    # The version column is an INTEGER: a request's int64 beyond it must still be
+    # answered as a version that does not exist, on every database.
+    for version in (2**31, 2**62, 2**63 - 1):
+        with pytest.raises(grpc.RpcError) as info:
+            api.policy.GetPolicy(policy_pb2.GetPolicyRequest(version=version), metadata=ADMIN)
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND, info.value.details()
+        listed = api.policy.ListPolicyVersions(
+            policy_pb2.ListPolicyVersionsRequest(before_version=version), metadata=ADMIN
+        )
+        assert [v.version for v in listed.versions] == [1]
+        with pytest.raises(grpc.RpcError) as stale:
+            api.policy.ApplyPolicy(
+                policy_pb2.ApplyPolicyRequest(yaml=edited({"weight": 3}), expected_version=version),
+                metadata=ADMIN,
+            )
+        assert stale.value.code() == grpc.StatusCode.ABORTED, stale.value.details()
