@@ -38,6 +38,12 @@ def explain(client: Client, name: str | None, namespace: str, member: str, limit
             f"--member {member!r} narrows the queue (no NAME); with NAME {name!r}, "
             "give -n/--namespace to tell pods of the same name apart"
         )
+    if name is None and namespace:
+        # The queue was listed whole, every namespace's jobs under a -n that named one.
+        raise InputError(
+            f"-n/--namespace {namespace!r} narrows NAME (a pod's name); without NAME, "
+            "give --member to narrow the queue"
+        )
     console = Console()
     if name is None:
         reply = client.shares.ListPending(

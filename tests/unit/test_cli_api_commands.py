@@ -67,6 +67,13 @@ def test_explain_with_a_name_and_member_is_refused_not_ignored(api: Running) -> 
     assert result.output.startswith(f"error: --member '{other}' narrows the queue (no NAME)")
 
 
+def test_the_queue_with_a_namespace_is_refused_not_listed_whole(api: Running) -> None:
+    # `explain -n NS` listed every namespace's pending jobs, -n unread.
+    result = fairpool(api, "admin", "explain", "-n", MEMBER_B)
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"error: -n/--namespace '{MEMBER_B}' narrows NAME")
+
+
 def test_a_queue_cut_by_limit_says_how_many_are_shown(api: Running) -> None:
     # The title said "pending: N job(s)" above fewer rows, as if they were the queue.
     total = api.shares.ListPending(share_pb2.ListPendingRequest(), metadata=metadata("admin")).total
