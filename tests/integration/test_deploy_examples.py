@@ -50,6 +50,31 @@ def test_examples_opt_in_to_fairpool(control_plane: ControlPlane) -> None:
     assert "metadata" not in gang["spec"]["template"]
 
 
+def _job_specs(document: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Job specs of an example: a Job's own, a JobSet's replicated jobs' templates."""
+    if document["kind"] == "Job":
+        return [document["spec"]]
+    if document["kind"] == "JobSet":
+        return [r["template"]["spec"] for r in document["spec"]["replicatedJobs"]]
+    return []
+
+
+def test_every_example_job_survives_a_reclaim(control_plane: ControlPlane) -> None:
+    # Without the rule a reclaim's eviction counts against backoffLimit: the gang of
+    # indexed-job.yaml (backoffLimit 0) would fail for good at its first reclaim
+    # (test_workload_controllers.py shows both on the control plane).
+    jobset = yaml.safe_load((EXAMPLES / "jobset.yaml").read_text())
+    specs = [s for d in [*_rendered(control_plane), jobset] for s in _job_specs(d)]
+    assert len(specs) == 4
+    for spec in specs:
+        rules = spec["podFailurePolicy"]["rules"]
+        assert {
+            "action": "Ignore",
+            "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+        } in rules
+        assert spec["template"]["spec"]["restartPolicy"] == "Never"
+
+
 def test_examples_are_accepted_by_the_api_server_in_a_dry_run(
     control_plane: ControlPlane, namespace: str
 ) -> None:

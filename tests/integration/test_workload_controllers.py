@@ -239,13 +239,98 @@ def test_reclaim_takes_a_borrowed_pytorch_job_back_whole(
     assert waiting[0].reclaimed_at is not None
 
 
+# --- batch Job --------------------------------------------------------------------------
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples"
+
+
+def example_failure_policy() -> dict[str, Any]:
+    """The podFailurePolicy the shipped example Jobs carry (docs/policy.md, "Workloads a
+    reclaim puts back in the queue"), read from the example so this test checks it."""
+    example = yaml.safe_load((EXAMPLES / "indexed-job.yaml").read_text())
+    policy: dict[str, Any] = example["spec"]["podFailurePolicy"]
+    return policy
+
+
+def batch_job(
+    name: str, namespace: str, gpus: int, duration: float | None, rule: bool
+) -> dict[str, Any]:
+    """A one-pod Job with backoffLimit 0, as a training gang's; `rule`: the examples'
+    podFailurePolicy."""
+    spec: dict[str, Any] = {"backoffLimit": 0, "template": pod_template("train", gpus, duration)}
+    if rule:
+        spec["podFailurePolicy"] = example_failure_policy()
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+
+
+def job_status(pool: Pool, member: str, name: str) -> k8s.V1JobStatus:
+    batch = k8s.BatchV1Api(pool.plane.admin)
+    status: k8s.V1JobStatus = batch.read_namespaced_job(name, pool.ns(member)).status
+    return status
+
+
+def failed_reasons(status: k8s.V1JobStatus) -> set[str]:
+    return {c.reason for c in status.conditions or () if c.type == "Failed" and c.status == "True"}
+
+
+def test_a_reclaimed_job_with_the_examples_rule_waits_again_and_one_without_fails(
+    pool: Pool,
+) -> None:
+    for member in ("a", "b"):
+        pool.add_member(member)
+    pool.add_nodes("b", count=2, gpus=8)
+    pool.daemon(pool.policy(grace=2))
+    # A owns nothing: both its Jobs borrow B's nodes, and B's two Jobs take both back.
+    kubectl_apply(pool.plane, batch_job("kept", pool.ns("a"), 8, None, rule=True))
+    kubectl_apply(pool.plane, batch_job("plain", pool.ns("a"), 8, None, rule=False))
+    wait_until(lambda: len(pool.bound("a")) == 2, timeout=60, what="A's Jobs bound")
+    for name in ("b1", "b2"):
+        kubectl_apply(pool.plane, batch_job(name, pool.ns("b"), 8, 30, rule=True))
+    wait_until(lambda: len(pool.bound("b")) == 2, timeout=90, what="B's Jobs bound")
+    # Without the rule the eviction is a failed pod: backoffLimit 0 fails the Job for
+    # good, and its work is never run again (Kubernetes' default, which the docs warn of).
+    wait_until(
+        lambda: "BackoffLimitExceeded" in failed_reasons(job_status(pool, "a", "plain")),
+        timeout=60,
+        what="the Job without the rule failed",
+    )
+    # With it the eviction is no failure: the Job makes a new pod, which waits.
+    waiting = wait_until(
+        lambda: [
+            p
+            for p in pool.pods("a")
+            if p.metadata.name.startswith("kept-")
+            and not p.metadata.deletion_timestamp
+            and not p.spec.node_name
+        ],
+        timeout=60,
+        what="the Job with the rule made a new pod",
+    )
+    assert len(waiting) == 1
+    status = job_status(pool, "a", "kept")
+    assert not failed_reasons(status) and not status.failed
+    # B's Jobs end after 30 s: the new pod takes the GPUs, the other Job stays failed.
+    wait_until(
+        lambda: any(n.startswith("kept-") for n in pool.bound("a")),
+        timeout=90,
+        what="the new pod bound once B's Jobs ended",
+    )
+    assert not any(n.startswith("plain-") for n in pool.bound("a"))
+
+
 # --- JobSet ---------------------------------------------------------------------------
 
 
 def jobset(
     name: str, namespace: str, replicas: int, pods: int, gpus: int, duration: float | None
 ) -> dict[str, Any]:
-    """A JobSet of `replicas` Indexed Jobs of `pods` pods each; no gang label."""
+    """A JobSet of `replicas` Indexed Jobs of `pods` pods each; no gang label; each Job
+    with the examples' podFailurePolicy, so that a reclaim fails none of them."""
     return {
         "apiVersion": "jobset.x-k8s.io/v1alpha2",
         "kind": "JobSet",
@@ -260,6 +345,7 @@ def jobset(
                             "parallelism": pods,
                             "completions": pods,
                             "backoffLimit": 0,
+                            "podFailurePolicy": example_failure_policy(),
                             "template": pod_template("train", gpus, duration),
                         }
                     },
@@ -342,6 +428,14 @@ def test_reclaim_takes_a_borrowed_jobset_back_whole(
     assert first.isdisjoint({p.metadata.uid for p in jobset_pods(pool, "a", "wide")})
     assert {e.involved_object.name for e in pool.events("a", "Preempted")} == set(bound)
     time.sleep(2)
+    assert pool.bound("a") == {}
+    # No Job failed (the rule): each makes its pods anew, and they wait whole.
+    wait_until(
+        lambda: len([p for p in jobset_pods(pool, "a", "wide") if not p.spec.node_name]) == 4,
+        timeout=60,
+        what="A's new pods",
+    )
+    assert "Failed" not in true_conditions(pool.plane, JOBSETS, pool.ns("a"), "wide")
     assert pool.bound("a") == {}
 
 
