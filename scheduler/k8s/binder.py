@@ -20,7 +20,9 @@ a gang not bound whole (a pod deleted before its bind, or a bind that still fail
 the retries of transient errors) is undone. Kubernetes cannot unbind a pod, so the
 gang's bound pods are deleted, each with a `GangBindUndone` event naming the pod that
 failed and why: the owning controller recreates them, and the gang is scheduled whole
-again. Running part of a gang would hold GPUs for work that cannot start.
+again. Running part of a gang would hold GPUs for work that cannot start. Each is first
+given the condition `DisruptionTarget`, as an evicted pod is, so that a Job ignoring it
+in its podFailurePolicy does not count the deletion as a failure of its work.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from kubernetes import client
@@ -428,6 +431,7 @@ class Binder:
             # finished this gang since, and its pods must not be deleted under it.
             log.warning("not deleting %s of a gang: not the leader any more", pod.key)
             return
+        self._mark_disrupted(pod, message)
         detail = self._delete(pod)
         if self.recorder is not None:
             self.recorder.record(
@@ -436,6 +440,44 @@ class Binder:
                 "GangBindUndone",
                 message if detail is None else f"{message}; the deletion failed: {detail}",
             )
+
+    def _mark_disrupted(self, pod: PodInfo, message: str) -> None:
+        """Say on the pod, before it is deleted, that its end is the scheduler's doing:
+        the condition `DisruptionTarget`, as kube-scheduler writes it on a victim before
+        deleting it and the API server on an evicted pod. A Job whose podFailurePolicy
+        ignores that condition (docs/policy.md, "Workloads a reclaim puts back in the
+        queue") then counts no failure, where a plain deletion counted one against its
+        backoffLimit: a gang Job with backoffLimit 0 failed for good when fairpool undid
+        its half-done bind. Best effort: the deletion goes ahead whatever the answer."""
+        condition = {
+            "type": "DisruptionTarget",
+            "status": "True",
+            "reason": "GangBindUndone",
+            "message": message[:1024],
+            "lastTransitionTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        # The UID is immutable: a pod replaced under the same name refuses the patch.
+        body = {"metadata": {"uid": pod.uid}, "status": {"conditions": [condition]}}
+        try:
+            read_body(
+                self._core.patch_namespaced_pod_status(
+                    pod.name,
+                    pod.namespace,
+                    body,
+                    _preload_content=False,
+                    _request_timeout=(5, 30),
+                )
+            )
+        except ApiException as exc:
+            if exc.status not in (404, 409, 422):  # gone, or replaced under its name
+                log.warning(
+                    "marking %s disrupted before its deletion failed: %s %s",
+                    pod.key,
+                    exc.status,
+                    status_message(exc),
+                )
+        except Exception as exc:  # connection refused/reset: the deletion retries
+            log.warning("marking %s disrupted before its deletion failed: %s", pod.key, _why(exc))
 
     def _delete(self, pod: PodInfo) -> str | None:
         """Delete the pod (this very one: UID precondition); None when it is deleted or

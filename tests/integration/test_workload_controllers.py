@@ -323,6 +323,47 @@ def test_a_reclaimed_job_with_the_examples_rule_waits_again_and_one_without_fail
     assert not any(n.startswith("plain-") for n in pool.bound("a"))
 
 
+def test_a_gang_job_whose_bind_is_undone_does_not_fail(pool: Pool) -> None:
+    # An Indexed Job of 3 pods, backoffLimit 0 and the examples' rule: one of its binds
+    # fails (a refusal injected into fairpool's bind call), so fairpool deletes the two
+    # bound pods to bind the gang whole later. Marked DisruptionTarget first, their end
+    # is no failure of the Job (a plain deletion failed it for good); the Job makes them
+    # anew, and the gang binds whole.
+    pool.add_member("a")
+    pool.add_nodes("a", count=2, gpus=4)
+    daemon = pool.daemon(pool.policy(grace=2))
+    binder = daemon.binder
+    attempt = binder._attempt
+    refused: list[str] = []
+
+    def refuse_one(bind: Any, pod: Any) -> Any:
+        if not refused and pod.name.startswith("gang-") and "-1-" in pod.name:
+            refused.append(pod.name)
+            return "failed", "refused for the test", ""
+        return attempt(bind, pod)
+
+    binder._attempt = refuse_one  # type: ignore[method-assign]
+    job = batch_job("gang", pool.ns("a"), 2, None, rule=True)
+    job["spec"].update({"completionMode": "Indexed", "completions": 3, "parallelism": 3})
+    kubectl_apply(pool.plane, job)
+    wait_until(lambda: refused, timeout=60, what="the refused bind")
+    undone = wait_until(
+        lambda: len(pool.events("a", "GangBindUndone")) == 2 and pool.events("a", "GangBindUndone"),
+        timeout=30,
+        what="the gang's two bound pods undone",
+    )
+    bound = wait_until(
+        lambda: len(pool.bound("a")) == 3 and pool.bound("a"),
+        timeout=90,
+        what="the gang bound whole again",
+    )
+    # The refused pod waited and is bound now; the two undone ones were made anew.
+    assert refused[0] in bound
+    assert not {e.involved_object.name for e in undone} & set(bound)
+    status = job_status(pool, "a", "gang")
+    assert not failed_reasons(status) and not status.failed
+
+
 # --- JobSet ---------------------------------------------------------------------------
 
 
