@@ -23,6 +23,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     field_validator,
     model_validator,
 )
@@ -80,7 +81,19 @@ def _printable(value: str) -> str:
 Printable = AfterValidator(_printable)
 
 
-PositiveDecimal = Annotated[Decimal, Field(ge=0, max_digits=18, decimal_places=6), _DecimalText]
+def _plain(value: Decimal) -> str:
+    """Money as stored and written to the Policy object: plain digits (`"100"`, not
+    `"1E+2"`; `"0"`, not `"-0"`). `str(Decimal)` keeps an exponent, which the object's
+    schema refuses (ApplyPolicy failed with INTERNAL, the object unchanged) and which a
+    YAML 1.2 reader takes, unquoted, for a float."""
+    return format(value.copy_abs() if value.is_zero() else value, "f")
+
+
+PlainMoney = PlainSerializer(_plain, return_type=str, when_used="json")
+
+PositiveDecimal = Annotated[
+    Decimal, Field(ge=0, max_digits=18, decimal_places=6), _DecimalText, PlainMoney
+]
 
 # Sane ranges for every number and list of a policy: far beyond any real consortium, and
 # small enough that no arithmetic on them overflows, loses precision or runs for long.
@@ -242,7 +255,12 @@ class SharedFixedCost(_Strict):
     shares: (
         dict[
             str,
-            Annotated[Decimal, Field(ge=0, le=1, max_digits=18, decimal_places=6), _DecimalText],
+            Annotated[
+                Decimal,
+                Field(ge=0, le=1, max_digits=18, decimal_places=6),
+                _DecimalText,
+                PlainMoney,
+            ],
         ]
         | None
     ) = Field(default=None, max_length=MAX_MEMBERS)

@@ -395,6 +395,39 @@ def test_grpc_apply_policy_writes_the_object(pool: Pool, tmp_path: Path) -> None
         api.close()
 
 
+def test_grpc_apply_policy_with_money_in_exponent_notation(pool: Pool, tmp_path: Path) -> None:
+    """`hourlyCost: "1E+2"` is valid (docs/policy.md); it was written to the object as
+    such, which the schema refuses, and ApplyPolicy answered INTERNAL."""
+    pool.add_member("a")
+    pool.add_nodes("a", count=1, gpus=8)
+    assert _kubectl(pool.plane, "apply", "-f", "-", stdin=_policy_object(pool)).returncode == 0
+    daemon = _object_daemon(pool, tmp_path / "ledger.db").start()
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text(TOKEN_FILE)
+    api = Api(
+        serve_daemon_api(
+            daemon,
+            pool.plane.scheduler,
+            tokens=tokens,
+            ledger_url=f"sqlite:///{tmp_path / 'ledger.db'}",
+            listen="127.0.0.1:0",
+            max_workers=4,
+        )
+    )
+    try:
+        document = yaml.safe_load(_policy_object(pool))
+        document["spec"]["gpuModels"][0]["hourlyCost"] = "1E+2"
+        reply = api.policy.ApplyPolicy(
+            policy_pb2.ApplyPolicyRequest(yaml=yaml.safe_dump(document)), metadata=ADMIN
+        )
+        assert reply.applied.version == 2
+        assert _object(pool)["spec"]["gpuModels"][0]["hourlyCost"] == "100"
+        wait_until(lambda: _object(pool)["status"]["version"] == 2, what="version 2 in force")
+        assert daemon.policy().gpu_model(H100).hourly_cost == 100
+    finally:
+        api.close()
+
+
 def test_healthz_and_readyz_before_and_after_sync(pool: Pool, tmp_path: Path) -> None:
     pool.add_member("a")
     assert _kubectl(pool.plane, "apply", "-f", "-", stdin=_policy_object(pool)).returncode == 0
