@@ -36,7 +36,6 @@ from policies.model import Policy
 from scheduler.api.policy_store import (
     PolicyObjectSource,
     PolicyStore,
-    VersionConflict,
     object_document,
 )
 from scheduler.engine.decisions import MemberShare
@@ -51,6 +50,10 @@ log = logging.getLogger(__name__)
 
 IN_FORCE = "PolicyInForce"
 REFUSED = "PolicyRefused"
+PENDING = "PolicyPending"
+"""A generation not taken yet since something it needs did not answer (the ledger's audit
+history, the API server): neither in force nor refused, and tried again."""
+RETRY_SECONDS = 5.0
 _EVENT_TTL_SECONDS = 30.0
 """A standby drops an event it could not post for longer than this (the leader posts it)."""
 
@@ -108,6 +111,11 @@ class PolicyObject:
         self._written_at = 0.0
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="policy-status")
         self._writing = False
+        self._pending = False
+        """The latest generation failed to be taken for a reason that passes (a database
+        or the API server not answering): `_retry` looks at it again."""
+        self._retry_timer: threading.Timer | None = None
+        self._closed = False
 
     def informer(self, stop: threading.Event, **options: Any) -> Informer:
         custom = self._custom
@@ -141,18 +149,22 @@ class PolicyObject:
             return
         self.observe(obj)
 
-    def observe(self, obj: Obj) -> None:
+    def observe(self, obj: Obj, again: bool = False) -> None:
         """One state of the object from the watch: a new generation is taken or refused;
-        a status-only change (our own write) changes nothing."""
+        a status-only change (our own write) changes nothing. `again`: the same
+        generation once more, after it could not be taken (`_retry`)."""
         meta = obj.get("metadata") or {}
         generation = int(meta.get("generation") or 0)
         uid = str(meta.get("uid", ""))
         with self._lock:
-            if self.store is not None and uid == self._uid and generation == self._observed:
+            same = uid == self._uid and generation == self._observed
+            if again and not (same and self._pending):
+                return  # a newer generation, or the object deleted, came meanwhile
+            if not again and self.store is not None and same:
                 return
             if uid != self._uid:
                 self._written = None  # a new object: its status is empty
-            self._uid, self._observed = uid, generation
+            self._uid, self._observed, self._pending = uid, generation, False
         text, revision = object_document(obj)
         try:
             gaps = self._price_gaps(parse_policy(text, f"Policy {self.name}"))
@@ -168,8 +180,15 @@ class PolicyObject:
             # never wrote (the object as the API server serves it).
             self._refuse(generation, "; ".join(f"{i.path}: {i.message}" for i in exc.issues))
             return
-        except (InputError, VersionConflict, FileNotFoundError, ApiException) as exc:
+        except InputError as exc:
             self._refuse(generation, str(exc))
+            return
+        except Exception as exc:
+            # Not the generation's fault: the ledger's audit history (every version is
+            # recorded before it is in force) or the API server did not answer. Marked
+            # as looked at, it was never taken: the watch does not deliver it again,
+            # and the change was lost until the next edit of the object.
+            self._hold(obj, generation, exc)
             return
         entry, policy = self.store.current()
         with self._lock:
@@ -185,6 +204,32 @@ class PolicyObject:
                 f"generation {generation} in force as policy version {entry.version} "
                 f"({len(policy.members)} members)",
             )
+
+    def _hold(self, obj: Obj, generation: int, exc: Exception) -> None:
+        """Keep `generation` pending and look at it again in `RETRY_SECONDS`."""
+        why = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        version = self.store.current()[0].version if self.store is not None else 0
+        stays = f"version {version} stays in force" if version else "no policy in force"
+        message = (
+            f"generation {generation} not taken yet: {type(exc).__name__}"
+            f"{': ' + why[0][:300] if why else ''} (the ledger's audit history or the API "
+            f"server did not answer); {stays}; tried again every {RETRY_SECONDS:g} s"
+        )
+        log.error("Policy %s: %s", self.name, message)
+        with self._lock:
+            self._refusal, self._pending = message, True
+            if self._closed:
+                return
+            self._retry_timer = threading.Timer(RETRY_SECONDS, self._retry, (obj,))
+            self._retry_timer.daemon = True
+            self._retry_timer.start()
+        self._queue_event("Warning", PENDING, message)
+
+    def _retry(self, obj: Obj) -> None:
+        try:
+            self.observe(obj, again=True)
+        except Exception:  # a timer thread has nobody to raise to
+            log.exception("Policy %s: taking the pending generation failed", self.name)
 
     @property
     def refusal(self) -> str:
@@ -211,6 +256,7 @@ class PolicyObject:
     def status(self, shares: tuple[MemberShare, ...]) -> PolicyStatus:
         with self._lock:
             observed, in_force, refusal = self._observed, self._in_force, self._refusal
+            pending = self._pending
         version, members, count = 0, [], 0
         if self.store is not None:
             entry, policy = self.store.current()
@@ -218,7 +264,7 @@ class PolicyObject:
             members = member_statuses(policy, shares)
         state: Literal["True", "False"]
         if refusal:
-            state, reason, message = "False", REFUSED, refusal
+            state, reason, message = "False", PENDING if pending else REFUSED, refusal
         elif self.store is None:
             state, reason, message = "False", REFUSED, "no valid policy yet"
         else:
@@ -289,6 +335,10 @@ class PolicyObject:
                 self._writing = False
 
     def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._retry_timer is not None:
+                self._retry_timer.cancel()
         self._writer.shutdown(wait=True, cancel_futures=False)
 
 

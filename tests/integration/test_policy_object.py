@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -426,6 +427,52 @@ def test_grpc_apply_policy_with_money_in_exponent_notation(pool: Pool, tmp_path:
         assert daemon.policy().gpu_model(H100).hourly_cost == 100
     finally:
         api.close()
+
+
+def test_a_generation_the_ledger_could_not_record_is_taken_once_it_answers(
+    pool: Pool, tmp_path: Path
+) -> None:
+    """A `kubectl apply` while the audit history does not answer: the generation was
+    marked as looked at and never taken (Ready stayed True with the old generation), so
+    the change was lost until the object was edited again."""
+    for m in ("a", "b"):
+        pool.add_member(m)
+    pool.add_nodes("a", count=1, gpus=8)
+    pool.add_nodes("b", count=1, gpus=4)
+    assert _kubectl(pool.plane, "apply", "-f", "-", stdin=_policy_object(pool)).returncode == 0
+    ledger = tmp_path / "ledger.db"
+    daemon = _object_daemon(pool, ledger).start()
+    wait_until(
+        lambda: _when(pool, lambda o: _entitlements(o) == {"a": 8, "b": 4}), what="version 1"
+    )
+    with contextlib.closing(sqlite3.connect(ledger)) as db:
+        # The table out of the way: every query of the audit history fails, as against
+        # a database that is down.
+        db.execute("ALTER TABLE policy_versions RENAME TO policy_versions_away")
+        db.commit()
+        applied = _kubectl(
+            pool.plane, "apply", "-f", "-", stdin=_policy_object(pool, purchased={H100: 2})
+        )
+        assert applied.returncode == 0, applied.stderr
+        obj = wait_until(
+            lambda: _when(pool, lambda o: _ready(o).get("status") == "False"),
+            what="Ready=False while generation 2 cannot be recorded",
+        )
+        ready = _ready(obj)
+        assert (ready["reason"], ready["observedGeneration"]) == ("PolicyPending", 2), ready
+        assert ready["message"].startswith("generation 2 not taken yet: OperationalError")
+        assert "version 1 stays in force" in ready["message"]
+        assert daemon.policy().version == 1
+        db.execute("ALTER TABLE policy_versions_away RENAME TO policy_versions")
+        db.commit()
+    obj = wait_until(
+        lambda: _when(pool, lambda o: _entitlements(o).get("a") == 10),
+        timeout=60,
+        what="generation 2 in force once the ledger answers",
+    )
+    assert obj["status"]["version"] == 2 and obj["status"]["generationInForce"] == 2
+    assert (_ready(obj)["status"], _ready(obj)["reason"]) == ("True", "PolicyInForce")
+    assert [v.version for v in AuditLog(f"sqlite:///{ledger}").list()] == [2, 1]
 
 
 def test_healthz_and_readyz_before_and_after_sync(pool: Pool, tmp_path: Path) -> None:
