@@ -4,8 +4,9 @@ The policy audit log (table `policy_versions` in the ledger, written by the gRPC
 policy store) records when each version was applied. The version **in force** in an hour
 is the newest one applied at or before the hour's start (a version applied at 10:20
 governs from 11:00); an hour before the first recorded version is governed by the first
-one (the oldest price known). Without any recorded version the policy file given is in
-force in every hour, and the report says so.
+one (the oldest price known). Versions follow one another in their numbers' order,
+whatever the clocks of the replicas that stamped them. Without any recorded version the
+policy file given is in force in every hour, and the report says so.
 """
 
 from __future__ import annotations
@@ -33,8 +34,13 @@ class PolicyHistory:
 
     @classmethod
     def from_records(cls, records: Iterable[tuple[int, datetime, str]]) -> PolicyHistory | None:
-        """From (version, applied_at, document) rows; None when there are none."""
-        rows = sorted(records, key=lambda r: (_utc(r[1]), r[0]))
+        """From (version, applied_at, document) rows; None when there are none.
+
+        Ordered by version, the order they were applied in: each is numbered after the
+        one before it was recorded. A version stamped earlier than the one before it (by
+        a replica whose clock is behind) is in force from that one's time on; ordered by
+        time, the older version was taken for the newest, and priced every later hour."""
+        rows = sorted(records, key=lambda r: r[0])
         if not rows:
             return None
         policies = []
@@ -45,7 +51,10 @@ class PolicyHistory:
                     f"policy_versions: row {version} holds a document of version {policy.version}"
                 )
             policies.append(policy)
-        return cls(tuple(_utc(r[1]) for r in rows), tuple(policies), True)
+        applied_at: list[datetime] = []
+        for _, at, _ in rows:
+            applied_at.append(max(_utc(at), applied_at[-1]) if applied_at else _utc(at))
+        return cls(tuple(applied_at), tuple(policies), True)
 
     @classmethod
     def only(cls, policy: Policy) -> PolicyHistory:

@@ -292,6 +292,34 @@ def test_a_purchase_applied_mid_month_is_paid_from_then_on() -> None:
     assert column(report, "purchase_paid")["c"] == D("1832.00")
 
 
+def test_a_version_stamped_before_the_one_it_replaced_is_in_force_after_it() -> None:
+    # Version 3 (c buys 3 H GPUs) was recorded after version 2 (2 GPUs) by a replica
+    # whose clock was 2 s behind: ordered by time, version 2 was the newest and priced
+    # every later hour, and `fairpool report` without --policy took it for the latest.
+    history = PolicyHistory.from_records(
+        [
+            (1, datetime(2026, 9, 1, tzinfo=UTC), make_policy_text(version=1, shared="[]")),
+            (
+                2,
+                datetime(2026, 10, 20, 0, 0, 5, tzinfo=UTC),
+                make_policy_text(version=2, shared="[]", c_purchased="{H: 2}"),
+            ),
+            (
+                3,
+                datetime(2026, 10, 20, 0, 0, 3, tzinfo=UTC),
+                make_policy_text(version=3, shared="[]", c_purchased="{H: 3}"),
+            ),
+        ]
+    )
+    assert history is not None
+    assert history.latest.version == 3
+    assert history.at(datetime(2026, 10, 20, 1, tzinfo=UTC)).version == 3
+    assert history.at(datetime(2026, 10, 19, 23, tzinfo=UTC)).version == 1
+    report = build_month_report("2026-10", history.latest, USAGE, CAPACITY, history=history)
+    # 3 GPUs x 2.00 for the 286 hours from 01:00, the first to start after 00:00:05.
+    assert column(report, "purchase_paid")["c"] == D("1716.00")
+
+
 def test_use_is_within_a_purchase_only_in_the_hours_it_is_paid_for() -> None:
     # c's A-hour on b's nodes is at 00:00 on Oct 10. A purchase of 1 A applied on the
     # 20th (version 2) does not cover it: that hour is charged as use of b's hardware.
