@@ -34,6 +34,7 @@ from policies.crd import GROUP, PLURAL
 from policies.crd import VERSION as CRD_VERSION
 from policies.errors import FieldIssue, PolicyError
 from policies.files import mode_of, sync_folder
+from policies.kubectl import with_last_applied
 from policies.loader import parse_policy
 from policies.model import MAX_VERSION, Policy
 
@@ -348,6 +349,7 @@ class PolicyObjectSource:
         obj = self._get()
         obj["metadata"]["resourceVersion"] = revision
         obj["spec"] = document["spec"]
+        with_last_applied(obj, document["spec"])
         obj.pop("status", None)  # the status subresource is the daemon's
         try:
             written = self._api.replace_cluster_custom_object(

@@ -31,6 +31,7 @@ from kubernetes.client.exceptions import ApiException
 from policies.crd import GROUP, PLURAL, READY, VERSION, Condition, MemberStatus, PolicyStatus
 from policies.crd import GPUModelShare as GPUModelShareStatus
 from policies.errors import InputError, PolicyError
+from policies.kubectl import LAST_APPLIED, dropped_nulls
 from policies.loader import parse_policy
 from policies.model import Policy
 from scheduler.api.policy_store import (
@@ -111,6 +112,7 @@ class PolicyObject:
         self._written_at = 0.0
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="policy-status")
         self._writing = False
+        self._observed_applied = ""
         self._pending = False
         """The latest generation failed to be taken for a reason that passes (a database
         or the API server not answering): `_retry` looks at it again."""
@@ -156,8 +158,15 @@ class PolicyObject:
         meta = obj.get("metadata") or {}
         generation = int(meta.get("generation") or 0)
         uid = str(meta.get("uid", ""))
+        # A `kubectl apply` that only sets a field to null changes no generation (kubectl
+        # removed the field, which was not there), only its last-applied annotation.
+        applied = str((meta.get("annotations") or {}).get(LAST_APPLIED, ""))
         with self._lock:
-            same = uid == self._uid and generation == self._observed
+            same = (
+                uid == self._uid
+                and generation == self._observed
+                and applied == self._observed_applied
+            )
             if again and not (same and self._pending):
                 return  # a newer generation, or the object deleted, came meanwhile
             if not again and self.store is not None and same:
@@ -165,8 +174,12 @@ class PolicyObject:
             if uid != self._uid:
                 self._written = None  # a new object: its status is empty
             self._uid, self._observed, self._pending = uid, generation, False
+            self._observed_applied = applied
         text, revision = object_document(obj)
         try:
+            dropped = dropped_nulls(obj)
+            if dropped:
+                raise PolicyError(f"Policy {self.name}", dropped)
             gaps = self._price_gaps(parse_policy(text, f"Policy {self.name}"))
             if gaps:
                 raise InputError(gaps)

@@ -475,6 +475,73 @@ def test_a_generation_the_ledger_could_not_record_is_taken_once_it_answers(
     assert [v.version for v in AuditLog(f"sqlite:///{ledger}").list()] == [2, 1]
 
 
+def test_a_null_kubectl_apply_drops_is_refused_naming_the_field(pool: Pool, tmp_path: Path) -> None:
+    """`maxReclaimsPerJob: null` means no limit, but client-side `kubectl apply` removes
+    a field set to null: the daemon put the default 3 in force without a word."""
+    pool.add_member("a")
+    pool.add_nodes("a", count=1, gpus=8)
+    assert _kubectl(pool.plane, "apply", "-f", "-", stdin=_policy_object(pool)).returncode == 0
+    daemon = _object_daemon(pool, tmp_path / "ledger.db").start()
+    unlimited = yaml.safe_load(_policy_object(pool))
+    unlimited["spec"]["sharing"]["maxReclaimsPerJob"] = None
+    applied = _kubectl(pool.plane, "apply", "-f", "-", stdin=yaml.safe_dump(unlimited))
+    assert applied.returncode == 0, applied.stderr
+    assert "maxReclaimsPerJob" not in _object(pool)["spec"]["sharing"], "kubectl dropped it"
+    obj = wait_until(
+        lambda: _when(pool, lambda o: _ready(o).get("status") == "False"),
+        what="Ready=False after the dropped null",
+    )
+    message = _ready(obj)["message"]
+    # kubectl removed a field that was not there: the same generation, refused now.
+    assert message.startswith(
+        "generation 1 refused: spec.sharing.maxReclaimsPerJob: null in the applied document"
+    ), message
+    assert "kubectl apply --server-side" in message
+    assert daemon.policy().version == 1
+
+    # Server-side apply keeps the null: taken, no limit.
+    applied = _kubectl(
+        pool.plane,
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        "-",
+        stdin=yaml.safe_dump(unlimited),
+    )
+    assert applied.returncode == 0, applied.stderr
+    wait_until(lambda: daemon.policy().version == 2, what="version 2 in force")
+    assert daemon.policy().sharing.max_reclaims_per_job is None
+
+    # ApplyPolicy of a document without the field (the default 3) on an object whose
+    # last kubectl apply said null: its own write is taken, not refused for that null.
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text(TOKEN_FILE)
+    api = Api(
+        serve_daemon_api(
+            daemon,
+            pool.plane.scheduler,
+            tokens=tokens,
+            ledger_url=f"sqlite:///{tmp_path / 'ledger.db'}",
+            listen="127.0.0.1:0",
+            max_workers=4,
+        )
+    )
+    try:
+        reply = api.policy.ApplyPolicy(
+            policy_pb2.ApplyPolicyRequest(yaml=_policy_object(pool)), metadata=ADMIN
+        )
+        assert reply.applied.version == 3
+        obj = wait_until(
+            lambda: _when(pool, lambda o: o["status"]["observedGeneration"] == 3),
+            what="the API's generation looked at",
+        )
+        assert _ready(obj)["status"] == "True", _ready(obj)
+        assert daemon.policy().sharing.max_reclaims_per_job == 3
+    finally:
+        api.close()
+
+
 def test_healthz_and_readyz_before_and_after_sync(pool: Pool, tmp_path: Path) -> None:
     pool.add_member("a")
     assert _kubectl(pool.plane, "apply", "-f", "-", stdin=_policy_object(pool)).returncode == 0
