@@ -17,6 +17,7 @@ from scheduler.api.policy_store import (
     AppliedNotRecorded,
     AuditUnavailable,
     PolicyStore,
+    SourceRefused,
     StoredPolicyBroken,
     StoredVersion,
     VersionConflict,
@@ -184,7 +185,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             )
         except VersionConflict as exc:
             abort(context, grpc.StatusCode.ABORTED, f"{exc}: get the policy again and reapply")
-        except (StoredPolicyBroken, VersionsExhausted) as exc:
+        except (StoredPolicyBroken, VersionsExhausted, SourceRefused) as exc:
             abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         except (AuditUnavailable, AppliedNotRecorded) as exc:
             # Both say whether the change is in force; neither needs an incident id.

@@ -17,6 +17,7 @@ import dataclasses
 import difflib
 import fcntl
 import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -103,6 +104,21 @@ class AppliedNotRecorded(Exception):
             f"record it ({type(cause).__name__}); it is recorded in your name as soon as "
             "the database answers: do not apply it again"
         )
+
+
+class SourceRefused(Exception):
+    """The policy's source refused the write (the API server: a field its Policy CRD
+    does not declare, a value its schema refuses, no right to write): nothing was
+    changed."""
+
+    def __init__(self, source: str, why: str) -> None:
+        hint = ""
+        if "unknown field" in why:
+            hint = (
+                ": its CRD is older than fairpool's, upgrade it with `kubectl apply "
+                "--server-side -f deploy/helm/fairpool/crds/` (docs/install.md)"
+            )
+        super().__init__(f"{source} refused the policy ({why}){hint}; nothing was changed")
 
 
 class Origin(StrEnum):
@@ -352,14 +368,28 @@ class PolicyObjectSource:
         with_last_applied(obj, document["spec"])
         obj.pop("status", None)  # the status subresource is the daemon's
         try:
+            # Strict: a CRD older than this daemon (Helm never upgrades CRDs) pruned a
+            # field it does not declare without a word, so ApplyPolicy answered OK with
+            # a version the object no longer held, undone at the next restart.
             written = self._api.replace_cluster_custom_object(
-                GROUP, CRD_VERSION, PLURAL, self.policy_name, obj
+                GROUP, CRD_VERSION, PLURAL, self.policy_name, obj, field_validation="Strict"
             )
         except ApiException as exc:
             if exc.status == 409:
                 raise VersionConflict(f"{self.name} changed while the policy was applied") from exc
+            if exc.status is not None and 400 <= exc.status < 500:
+                raise SourceRefused(self.name, _api_reason(exc)) from exc
             raise
         return str(written["metadata"]["resourceVersion"])
+
+
+def _api_reason(exc: Any) -> str:
+    """The API server's message of a refused request (its Status body), else its reason."""
+    try:
+        message = json.loads(exc.body or "{}").get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message or f"{exc.status} {exc.reason}")[:1000]
 
 
 def object_document(obj: Mapping[str, Any]) -> tuple[str, str]:

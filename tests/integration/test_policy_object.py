@@ -5,6 +5,7 @@ ApplyPolicy writing the object, and the daemon's /healthz and /readyz."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import sqlite3
@@ -540,6 +541,62 @@ def test_a_null_kubectl_apply_drops_is_refused_naming_the_field(pool: Pool, tmp_
         assert daemon.policy().sharing.max_reclaims_per_job == 3
     finally:
         api.close()
+
+
+def test_grpc_apply_policy_with_a_field_an_older_crd_lacks_changes_nothing(
+    pool: Pool, tmp_path: Path, policy_crd: str
+) -> None:
+    """Helm never upgrades CRDs: with one older than the daemon, ApplyPolicy's write was
+    pruned of the field the CRD does not declare, the call answered OK with a version the
+    object did not hold, and the next restart recorded the object's policy over it."""
+    extensions = k8s.ApiextensionsV1Api(pool.plane.admin)
+    current = extensions.read_custom_resource_definition(policy_crd)
+    original = copy.deepcopy(current)
+    schema = current.spec.versions[0].schema.open_apiv3_schema
+    del schema.properties["spec"].properties["sharing"].properties["headStart"]
+    extensions.replace_custom_resource_definition(policy_crd, current)
+    try:
+        pool.add_member("a")
+        pool.add_nodes("a", count=1, gpus=8)
+        wait_until(
+            lambda: (
+                _kubectl(pool.plane, "apply", "-f", "-", stdin=_policy_object(pool)).returncode == 0
+            ),
+            what="the Policy object created under the older CRD",
+        )
+        ledger = tmp_path / "ledger.db"
+        daemon = _object_daemon(pool, ledger).start()
+        tokens = tmp_path / "tokens.yaml"
+        tokens.write_text(TOKEN_FILE)
+        api = Api(
+            serve_daemon_api(
+                daemon,
+                pool.plane.scheduler,
+                tokens=tokens,
+                ledger_url=f"sqlite:///{ledger}",
+                listen="127.0.0.1:0",
+                max_workers=4,
+            )
+        )
+        try:
+            document = yaml.safe_load(_policy_object(pool))
+            document["spec"]["sharing"]["headStart"] = True
+            with pytest.raises(grpc.RpcError) as refused:
+                api.policy.ApplyPolicy(
+                    policy_pb2.ApplyPolicyRequest(yaml=yaml.safe_dump(document)), metadata=ADMIN
+                )
+            assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            details = refused.value.details() or ""
+            assert 'unknown field "spec.sharing.headStart"' in details, details
+            assert "nothing was changed" in details
+            assert daemon.policy().version == 1 and not daemon.policy().sharing.head_start
+            assert [v.version for v in AuditLog(f"sqlite:///{ledger}").list()] == [1]
+        finally:
+            api.close()
+    finally:
+        latest = extensions.read_custom_resource_definition(policy_crd)
+        original.metadata.resource_version = latest.metadata.resource_version
+        extensions.replace_custom_resource_definition(policy_crd, original)
 
 
 def test_healthz_and_readyz_before_and_after_sync(pool: Pool, tmp_path: Path) -> None:
