@@ -37,7 +37,11 @@ CRD_NAME = f"{PLURAL}.{GROUP}"
 READY = "Ready"
 """The condition type saying whether the latest generation of the object is in force."""
 
-_DECIMAL_PATTERN = r"^[0-9]+(\.[0-9]+)?$"
+_DECIMAL_PATTERN = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?$"
+"""Money as a quoted string: the decimal notation a policy file may use (`"2.40"`, `".5"`,
+`"1E+2"`, policies/numbers.py), so a file `fairpool policy validate` takes is taken by
+`kubectl apply` too (`"1E+2"` and `".5"` were refused there: the pattern took digits with
+an optional fraction only)."""
 _DROPPED_KEYS = {"title", "default", "$defs"}
 
 

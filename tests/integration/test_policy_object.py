@@ -426,6 +426,15 @@ def test_grpc_apply_policy_with_money_in_exponent_notation(pool: Pool, tmp_path:
         assert _object(pool)["spec"]["gpuModels"][0]["hourlyCost"] == "100"
         wait_until(lambda: _object(pool)["status"]["version"] == 2, what="version 2 in force")
         assert daemon.policy().gpu_model(H100).hourly_cost == 100
+        # kubectl apply takes the same notation (its schema refused "2.5E+1" and ".5").
+        document["spec"]["gpuModels"][0]["hourlyCost"] = "2.5E+1"
+        document["spec"]["billing"] = {
+            "sharedFixedCosts": [{"name": "rack", "monthlyAmount": ".5"}]
+        }
+        applied = _kubectl(pool.plane, "apply", "-f", "-", stdin=yaml.safe_dump(document))
+        assert applied.returncode == 0, applied.stderr
+        wait_until(lambda: daemon.policy().version == 3, what="version 3 in force")
+        assert daemon.policy().gpu_model(H100).hourly_cost == 25
     finally:
         api.close()
 

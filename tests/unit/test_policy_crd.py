@@ -77,7 +77,7 @@ def test_schema_says_what_the_model_says() -> None:
     assert gpu["minItems"] == 1
     cost = gpu["items"]["properties"]["hourlyCost"]
     assert cost["x-kubernetes-int-or-string"] and cost["minimum"] == 0
-    assert cost["pattern"] == r"^[0-9]+(\.[0-9]+)?$"
+    assert cost["pattern"] == r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?$"
     member = spec["properties"]["members"]["items"]
     assert member["required"] == ["name"]
     assert member["properties"]["name"]["pattern"] == "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
