@@ -19,6 +19,9 @@ from policies.errors import FieldIssue
 from policies.model import PolicySpec
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+MAX_LAST_APPLIED = 200_000
+"""Characters of the annotation ApplyPolicy writes: an object's annotations hold at most
+256 KiB in all."""
 
 
 def _nested_model(annotation: Any) -> type[BaseModel] | None:
@@ -88,4 +91,10 @@ def with_last_applied(obj: dict[str, Any], spec: Mapping[str, Any]) -> None:
         return
     if isinstance(applied, dict):
         applied["spec"] = spec
-        annotations[LAST_APPLIED] = json.dumps(applied, separators=(",", ":")) + "\n"
+        text = json.dumps(applied, separators=(",", ":")) + "\n"
+        if len(text) > MAX_LAST_APPLIED:
+            # Past what an object's annotations may hold: without one, the next kubectl
+            # apply writes its own (and says so), as after `kubectl replace`.
+            del annotations[LAST_APPLIED]
+        else:
+            annotations[LAST_APPLIED] = text
