@@ -323,6 +323,10 @@ class ConfigMapSource:
         except ApiException as exc:
             if exc.status == 409:
                 raise VersionConflict("the stored policy changed while it was applied") from exc
+            if exc.status is not None and 400 <= exc.status < 500:
+                # A policy a ConfigMap cannot hold (more than 1 MiB), no right to write:
+                # was answered INTERNAL.
+                raise SourceRefused(self.name, _api_reason(exc)) from exc
             raise
         return str(written.metadata.resource_version)
 

@@ -200,3 +200,29 @@ def test_two_api_replicas_racing_on_one_version(pool: Pool, tmp_path: Path) -> N
             ).versions[0]
             assert (newest.version, newest.author) == (texts[0][2] + 1, "admin-person")
             assert newest.origin == policy_pb2.POLICY_ORIGIN_API
+
+
+def test_a_policy_larger_than_a_config_map_holds_is_refused_naming_why(
+    pool: Pool, tmp_path: Path
+) -> None:
+    """A valid policy of 1.4 MB (a policy may have 2 MiB) cannot be kept in a ConfigMap
+    (1 MiB): the API server's refusal was answered INTERNAL."""
+    daemon = start(pool)
+    with api_on(pool, daemon, tmp_path) as (api,):
+        current = api.policy.GetPolicy(policy_pb2.GetPolicyRequest(), metadata=ADMIN).policy
+        data = yaml.safe_load(current.yaml)
+        for i in range(15_000):
+            namespace = f"x{i:05d}-" + "n" * 50
+            data["spec"]["members"].append({"name": f"x{i:05d}", "namespaces": [namespace]})
+        text = yaml.safe_dump(data)
+        assert 1 << 20 < len(text) < 2 << 20
+        with pytest.raises(grpc.RpcError) as refused:
+            api.policy.ApplyPolicy(
+                policy_pb2.ApplyPolicyRequest(yaml=text), metadata=ADMIN, timeout=300
+            )
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        details = refused.value.details() or ""
+        assert "may not be more than 1048576 bytes" in details, details
+        assert details.endswith("nothing was changed"), details
+        after = api.policy.GetPolicy(policy_pb2.GetPolicyRequest(), metadata=ADMIN).policy
+        assert after.version == current.version == daemon.policy().version
