@@ -738,7 +738,15 @@ class PolicyStore:
         return self.audit.list(limit=100, after=version)
 
 
+MAX_AUTHOR_CHARS = 253
+"""What the audit history's author column holds."""
+
+
 def _public_name(source: PolicySource) -> str:
     """The source as every caller may read it (the author of an outside change): a
-    file by its name alone, since the API never names the server's paths."""
-    return f"file/{source.path.name}" if isinstance(source, FileSource) else source.name
+    file by its name alone, since the API never names the server's paths. Cut to fit
+    the author column with `source:` before it: a file name of 250 characters, or a
+    Policy object's of 253, was too long for PostgreSQL, and the store never started."""
+    name = f"file/{source.path.name}" if isinstance(source, FileSource) else source.name
+    room = MAX_AUTHOR_CHARS - len("source:")
+    return name if len(name) <= room else name[: room - 1] + "…"

@@ -95,6 +95,19 @@ def test_two_stores_on_one_file_and_database_never_share_a_version(
     assert [v.version for v in second.audit.list()] == [2, 1]
 
 
+def test_an_outside_change_from_a_file_with_a_long_name_is_recorded(
+    tmp_path: Path, ledger_url: str
+) -> None:
+    # `source:file/NAME` was longer than the author column (253): PostgreSQL refused the
+    # first version and the store never started.
+    policy_file = tmp_path / ("p" * 245 + ".yaml")
+    policy_file.write_text(DEFAULT_POLICY.read_text())
+    store = PolicyStore(FileSource(policy_file), AuditLog(ledger_url))
+    author = store.current()[0].author
+    assert len(author) == 253 and author.startswith("source:file/ppp") and author[-1] == "…"
+    assert AuditLog(ledger_url).list()[0].author == author
+
+
 def test_a_policy_at_the_largest_version_refuses_a_change_and_writes_nothing(
     tmp_path: Path, ledger_url: str
 ) -> None:
