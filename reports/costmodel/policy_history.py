@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
-from policies.errors import InputError
+from policies.errors import InputError, PolicyError
 from policies.loader import parse_policy
 from policies.model import Policy
 
@@ -28,7 +28,8 @@ class PolicyHistory:
     """Policy versions ordered by the time they were applied."""
 
     applied_at: tuple[datetime, ...]
-    policies: tuple[Policy, ...]
+    policies: tuple[Policy | PolicyError, ...]
+    """Each version, or why it no longer reads (`from_records`)."""
     recorded: bool
     """False when no version was recorded and the policy file stands for all hours."""
 
@@ -43,9 +44,17 @@ class PolicyHistory:
         rows = sorted(records, key=lambda r: r[0])
         if not rows:
             return None
-        policies = []
+        policies: list[Policy | PolicyError] = []
         for version, _, document in rows:
-            policy = parse_policy(document, f"policy version {version} (ledger)")
+            try:
+                policy = parse_policy(document, f"policy version {version} (ledger)")
+            except PolicyError as exc:
+                # Recorded under an earlier fairpool that took what this one refuses (a
+                # member named `pool`, a host-only time zone): an error only for the
+                # hours it governed. Raised here, it stopped every report and the meter
+                # for good, though the history can never change.
+                policies.append(exc)
+                continue
             if policy.version != version:
                 raise InputError(
                     f"policy_versions: row {version} holds a document of version {policy.version}"
@@ -63,16 +72,16 @@ class PolicyHistory:
 
     @property
     def latest(self) -> Policy:
-        return self.policies[-1]
+        return _readable(self.policies[-1], "the latest version")
 
     @property
     def by_version(self) -> dict[int, Policy]:
-        return {p.version: p for p in self.policies}
+        return {p.version: p for p in self.policies if isinstance(p, Policy)}
 
     def at(self, hour: datetime) -> Policy:
         """The policy version in force in the hour starting at `hour`."""
         index = bisect_right(self.applied_at, _utc(hour)) - 1
-        return self.policies[max(index, 0)]
+        return _readable(self.policies[max(index, 0)], f"in force at {_utc(hour):%Y-%m-%d %H:%M}Z")
 
     def versions(self, hours: pd.DatetimeIndex) -> pd.Series:
         """The version in force in each hour, indexed by the hours."""
@@ -94,6 +103,15 @@ class PolicyHistory:
             f"prices: each hour at the policy version in force then (version{plural} "
             f"{listed}, from the ledger's policy history)"
         )
+
+
+def _readable(entry: Policy | PolicyError, role: str) -> Policy:
+    if isinstance(entry, PolicyError):
+        raise InputError(
+            f"{entry} ({role}: recorded by an earlier fairpool, it is not valid under this "
+            "one, so the hours it governed cannot be priced)"
+        )
+    return entry
 
 
 def _utc(value: datetime) -> datetime:

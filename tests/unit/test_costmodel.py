@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from policies.errors import InputError
 from policies.loader import parse_policy
 from policies.model import Policy
 from reports.costmodel import (
@@ -318,6 +319,29 @@ def test_a_version_stamped_before_the_one_it_replaced_is_in_force_after_it() -> 
     report = build_month_report("2026-10", history.latest, USAGE, CAPACITY, history=history)
     # 3 GPUs x 2.00 for the 286 hours from 01:00, the first to start after 00:00:05.
     assert column(report, "purchase_paid")["c"] == D("1716.00")
+
+
+def test_a_recorded_version_this_fairpool_refuses_fails_only_the_hours_it_governed() -> None:
+    # Version 1 has a member named `pool`, taken before the name was reserved: every
+    # report and the meter failed on it, for months it never governed.
+    old = make_policy_text(version=1, shared="[]").replace("name: c,", "name: pool,")
+    history = PolicyHistory.from_records(
+        [
+            (1, datetime(2026, 1, 1, tzinfo=UTC), old),
+            (2, datetime(2026, 6, 1, tzinfo=UTC), make_policy_text(version=2, shared="[]")),
+        ]
+    )
+    assert history is not None
+    assert history.latest.version == 2
+    assert list(history.by_version) == [2]
+    report = build_month_report("2026-10", history.latest, USAGE, CAPACITY, history=history)
+    assert report.policy_versions == [2]
+    with pytest.raises(InputError) as refused:
+        history.at(datetime(2026, 3, 1, tzinfo=UTC))
+    message = str(refused.value)
+    assert message.startswith("policy version 1 (ledger): line ")
+    assert "spec.members[2].name: member name 'pool' is reserved" in message
+    assert "in force at 2026-03-01 00:00Z" in message
 
 
 def test_use_is_within_a_purchase_only_in_the_hours_it_is_paid_for() -> None:
