@@ -490,10 +490,17 @@ class PolicyStore:
                 latest = self.audit.latest()
                 recorded = None
                 if latest is not None:
-                    recorded = parse_policy(latest.document, f"policy version {latest.version}")
-                    if same_policy(recorded, policy):
-                        self._set(latest, recorded, revision)
-                        return False
+                    try:
+                        recorded = parse_policy(latest.document, f"policy version {latest.version}")
+                    except PolicyError:
+                        # Recorded by an earlier fairpool that took what this one refuses:
+                        # the source's valid policy is a new version. Its error, raised
+                        # here, was reported as the source's and nothing could be taken.
+                        recorded = None
+                    else:
+                        if same_policy(recorded, policy):
+                            self._set(latest, recorded, revision)
+                            return False
                 if latest is None:
                     version, origin = max(policy.version, 1), Origin.BOOTSTRAP
                 else:
@@ -720,8 +727,17 @@ class PolicyStore:
 
     def policies(self) -> dict[int, Policy]:
         """Every recorded version (the latest 1,000), for billing usage metered under
-        an older policy at that policy's prices; each parsed once (see `parsed`)."""
-        return {e.version: self.parsed(e) for e in self.audit.list(limit=1000)}
+        an older policy at that policy's prices; each parsed once (see `parsed`). A
+        version this fairpool no longer takes (recorded by an earlier one) is left out:
+        the report names it where it governed an hour, and GetReport failed for every
+        month."""
+        found: dict[int, Policy] = {}
+        for entry in self.audit.list(limit=1000):
+            try:
+                found[entry.version] = self.parsed(entry)
+            except PolicyError:
+                continue
+        return found
 
     def wake(self) -> None:
         """Wake every waiting watcher (one of them has been cancelled)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -20,7 +21,13 @@ from policies.model import MAX_VERSION
 from proto.fairpool.v1 import policy_pb2, share_pb2
 from reports.ledger.schema import policy_versions
 from scheduler.api.policy_audit import AuditLog
-from scheduler.api.policy_store import FileSource, PolicyStore
+from scheduler.api.policy_store import (
+    FileSource,
+    Origin,
+    PolicyStore,
+    StoredVersion,
+    canonical_document,
+)
 from tests.unit.failing_audit import FailingAudit
 from tests.unit.test_api_support import MEMBER_A, Running, metadata, running_server
 
@@ -106,6 +113,30 @@ def test_an_outside_change_from_a_file_with_a_long_name_is_recorded(
     author = store.current()[0].author
     assert len(author) == 253 and author.startswith("source:file/ppp") and author[-1] == "…"
     assert AuditLog(ledger_url).list()[0].author == author
+
+
+def test_a_recorded_version_this_fairpool_refuses_is_left_out_of_the_prices(
+    tmp_path: Path, ledger_url: str
+) -> None:
+    # Recorded by an earlier fairpool that took a member named `pool`: the store could
+    # not start on the fixed policy (the old version's error named the policy file), and
+    # GetReport, which reads every version's prices, failed for every month.
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(DEFAULT_POLICY.read_text())
+    audit = AuditLog(ledger_url)
+    current = parse_policy(DEFAULT_POLICY.read_text())
+    old = canonical_document(current, 1).replace("name: physics", "name: pool")
+    audit.append(
+        StoredVersion(1, "admin", datetime(2026, 1, 1, tzinfo=UTC), Origin.API, "", old, "")
+    )
+    store = PolicyStore(FileSource(policy_file), audit)
+    entry = store.current()[0]
+    assert (entry.version, entry.origin, entry.author) == (
+        2,
+        Origin.EXTERNAL,
+        "source:file/policy.yaml",
+    )
+    assert list(store.policies()) == [2]
 
 
 def test_a_policy_at_the_largest_version_refuses_a_change_and_writes_nothing(
