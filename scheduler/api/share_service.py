@@ -49,6 +49,9 @@ class _Index:
     jobs: dict[str, PendingJob]
     by_pod: dict[str, list[PendingJob]]
     """pod name -> jobs with a pod of that name (names repeat across namespaces)."""
+    by_gang: dict[str, list[PendingJob]]
+    """gang name -> its jobs: a gang's job id without its namespace ("job/train" of
+    "ns/job/train") and its last part ("train")."""
     oldest_first: tuple[PendingJob, ...]
     by_member: dict[str, tuple[PendingJob, ...]]
     """member -> its jobs, oldest first."""
@@ -57,15 +60,43 @@ class _Index:
     def of(cls, snapshot: Snapshot) -> _Index:
         jobs: dict[str, PendingJob] = {}
         by_pod: dict[str, list[PendingJob]] = {}
+        by_gang: dict[str, list[PendingJob]] = {}
         for job in snapshot.pending:
             jobs[job.job_id] = job
             for pod in job.pods:
                 by_pod.setdefault(pod.name, []).append(job)
+            _, slash, gang = job.job_id.partition("/")
+            if slash:
+                for name in {gang, gang.rpartition("/")[2]}:
+                    by_gang.setdefault(name, []).append(job)
         ordered = tuple(sorted(snapshot.pending, key=lambda j: (j.submitted_at, j.job_id)))
         by_member: dict[str, list[PendingJob]] = {}
         for job in ordered:
             by_member.setdefault(job.member, []).append(job)
-        return cls(jobs, by_pod, ordered, {m: tuple(js) for m, js in by_member.items()})
+        return cls(jobs, by_pod, by_gang, ordered, {m: tuple(js) for m, js in by_member.items()})
+
+    def named(self, name: str, namespace: str) -> list[PendingJob]:
+        """The jobs `name` may mean, in `namespace` when given: a job id, a pod name, a
+        gang name, or `<namespace>/<pod or gang>`, the form each cut FailedScheduling
+        event names (`scheduler.k8s.events.fitted`)."""
+        found: list[PendingJob] = []
+        wanted = [(name, namespace)]
+        head, slash, rest = name.partition("/")
+        if slash and not namespace and rest:
+            wanted.append((rest, head))
+        for key, where in wanted:
+            for job in (
+                self.jobs.get(key),
+                *self.by_pod.get(key, ()),
+                *self.by_gang.get(key, ()),
+            ):
+                if (
+                    job is not None
+                    and job not in found
+                    and (not where or any(p.namespace == where for p in job.pods))
+                ):
+                    found.append(job)
+        return found
 
 
 class _Book:
@@ -389,16 +420,7 @@ class ShareServicer(share_pb2_grpc.ShareServiceServicer):
         if not request.name:
             abort(context, grpc.StatusCode.INVALID_ARGUMENT, "name: a job, gang or pod name")
         book = self._book.indexed()
-        candidates: list[PendingJob] = []
-        if request.name in book.index.jobs:
-            candidates.append(book.index.jobs[request.name])
-        for job in book.index.by_pod.get(request.name, ()):
-            if job not in candidates:
-                candidates.append(job)
-        if request.namespace:
-            candidates = [
-                j for j in candidates if any(p.namespace == request.namespace for p in j.pods)
-            ]
+        candidates = book.index.named(request.name, request.namespace)
         # Another member's jobs are answered exactly like jobs that do not exist, so
         # the answer does not even reveal that they are there.
         candidates = [j for j in candidates if principal.may_see_member(j.member)]

@@ -29,7 +29,8 @@ def _duration(seconds: float) -> str:
 @click.option("--limit", type=click.IntRange(min=1, max=5000), default=50, show_default=True)
 @client_options
 def explain(client: Client, name: str | None, namespace: str, member: str, limit: int) -> None:
-    """Why the pod or gang NAME still waits; without NAME, the pending queue."""
+    """Why the pod or gang NAME (or NAMESPACE/NAME, as its events write it) still waits;
+    without NAME, the pending queue."""
     from proto.fairpool.v1 import share_pb2
 
     if name is not None and member:

@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import grpc
+import pytest
 
 from policies.inventory import load_inventory
 from policies.loader import DEFAULT_POLICY, load_policy
@@ -106,3 +107,57 @@ def test_share_book_answers_from_the_last_cycle_while_rebuilding() -> None:
     book._lock.acquire()  # released by a timer: the reader below must wait for it
     threading.Timer(0.3, book._lock.release).start()
     assert book.current().policy is view.policy(), "a new policy is never served stale"
+
+
+def test_a_job_is_found_by_the_names_its_events_and_the_cli_give(tmp_path: Path) -> None:
+    """A cut FailedScheduling event ends "… (the whole sentence: fairpool explain
+    <namespace>/<pod>)", and `fairpool explain` takes a pod or gang NAME: each of these
+    finds the job (they answered NOT_FOUND)."""
+    policy = load_policy(DEFAULT_POLICY)
+    nodes = build_nodes(load_inventory())
+    spec = PodSpec(gpus=8, gpu_model=H100)
+    gang = PendingJob(
+        "physics-lab/job/train",
+        "physics",
+        tuple(PendingPod(f"u{i}", f"train-{i}-x", "physics-lab", spec) for i in range(2)),
+        min_member=3,
+    )
+    pod = PendingJob("uid-1", "physics", (PendingPod("uid-1", "eval", "physics-lab", spec),))
+    other = PendingJob("uid-2", "lab-bio", (PendingPod("uid-2", "eval", "lab-bio-ns", spec),))
+    view = FrozenClusterView(policy, Snapshot(100_000.0, nodes, (), (gang, pod, other)))
+    server = ApiServer(view, make_config(tmp_path)).start()
+    found: dict[tuple[str, str], str] = {}
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = share_pb2_grpc.ShareServiceStub(channel)
+            for name, namespace in (
+                ("physics-lab/eval", ""),
+                ("eval", "physics-lab"),
+                ("physics-lab/train-0-x", ""),
+                ("train", "physics-lab"),
+                ("train", ""),
+                ("job/train", "physics-lab"),
+                ("physics-lab/train", ""),
+                ("physics-lab/job/train", ""),
+            ):
+                request = share_pb2.ExplainPendingRequest(name=name, namespace=namespace)
+                answer = stub.ExplainPending(request, metadata=metadata("admin"))
+                found[name, namespace] = answer.job.job_id
+            with pytest.raises(grpc.RpcError) as missing:
+                stub.ExplainPending(
+                    share_pb2.ExplainPendingRequest(name="lab-bio-ns/train"),
+                    metadata=metadata("admin"),
+                )
+    finally:
+        server.stop(grace=0.5)
+    assert found == {
+        ("physics-lab/eval", ""): "uid-1",
+        ("eval", "physics-lab"): "uid-1",
+        ("physics-lab/train-0-x", ""): "physics-lab/job/train",
+        ("train", "physics-lab"): "physics-lab/job/train",
+        ("train", ""): "physics-lab/job/train",
+        ("job/train", "physics-lab"): "physics-lab/job/train",
+        ("physics-lab/train", ""): "physics-lab/job/train",
+        ("physics-lab/job/train", ""): "physics-lab/job/train",
+    }
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
