@@ -59,7 +59,7 @@ from policies.errors import InputError, UnavailableError
 from policies.loader import load_policy, parse_policy
 from policies.model import Policy, price_gaps_text
 from scheduler import engine
-from scheduler.engine.decisions import Bind, Decisions, MemberShare, Preemption
+from scheduler.engine.decisions import Bind, Decisions, Explanations, MemberShare, Preemption
 from scheduler.engine.snapshot import Node, RunningPod, Snapshot
 from scheduler.engine.usage import lost_gpu_seconds
 from scheduler.k8s import labels as L
@@ -656,8 +656,14 @@ class Daemon:
             decisions = without_undone(decisions, repair)
         else:
             # Nothing to place (or not the leader): only the shares, and those at most
-            # once per cycle_seconds, since they are only reported.
-            decisions = Decisions(shares=self._shares(snapshot, policy, started))
+            # once per cycle_seconds, since they are only reported. A standby's pending
+            # jobs get the engine's sentences on first read: any replica answers
+            # ExplainPending (the chart's Service), and a standby's answer was "no
+            # scheduling decision yet" for every waiting pod.
+            decisions = Decisions(
+                shares=self._shares(snapshot, policy, started),
+                explanations=standby_explanations(snapshot, policy) if snapshot.pending else None,
+            )
         decided = time.monotonic()
         self.metrics.engine_seconds.observe(decided - viewed)
         running_phase = frozenset(
@@ -883,6 +889,12 @@ def _cluster_lister(custom: client.CustomObjectsApi, served: OwnerKind) -> Any:
     # kubernetes.watch reads the return type from the docstring.
     list_objects.__doc__ = ":return: object"
     return list_objects
+
+
+def standby_explanations(snapshot: Snapshot, policy: Policy) -> Explanations:
+    """The sentences the engine writes for the snapshot's pending jobs, worked out when
+    first read (a standby carries out nothing: only the API reads them)."""
+    return Explanations(lambda: dict(engine.schedule(snapshot, policy).explanations))
 
 
 def _ref(pod: PodInfo) -> ObjectRef:

@@ -337,3 +337,32 @@ def test_nomination_survives_a_leader_change(pool: Pool) -> None:
     first.stop()
     wait_until(lambda: standby.is_leader, timeout=5, what="the standby takes over")
     _assert_new_leader_holds_then_binds(pool, standby, b_node, uid, victims)
+
+
+def test_a_standby_explains_a_waiting_pod_as_the_leader_does(pool: Pool) -> None:
+    """Any replica answers the API (the chart's Service): a standby's ExplainPending
+    gives the engine's sentence of the pod, not "no scheduling decision yet" as if the
+    pod had just arrived."""
+    pool.add_member("a")
+    pool.add_nodes("a", count=1, gpus=4)
+    policy = pool.policy()
+    lease = fast_lease(pool)
+    first = pool.daemon(policy, identity="first", **lease)
+    wait_until(lambda: first.is_leader, timeout=10, what="first leads")
+    second = pool.daemon(policy, identity="second", **lease)
+    pool.pod("a", "fills", gpus=3)
+    wait_until(lambda: "fills" in pool.bound("a"), what="fills bound")
+    pool.pod("a", "too-big", gpus=2)
+    uid = next(p.metadata.uid for p in pool.pods("a") if p.metadata.name == "too-big")
+    said = wait_until(
+        lambda: first.last_decisions().explanations.get(uid), what="the leader's sentence"
+    )
+    assert "taken" in said or "idle" in said, said
+    assert not second.is_leader
+    # Its cache may see the bind of "fills" a moment later than the leader's.
+    wait_until(
+        lambda: second.published().decisions.explanations.get(uid) == said,
+        timeout=10,
+        what="the standby's sentence",
+    )
+    assert not second.is_leader
