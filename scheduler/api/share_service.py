@@ -326,10 +326,13 @@ class PublishedShares:
 
 def redact_explanation(text: str, member: str, members: list[str]) -> str:
     """The engine's sentence as `member` may read it: other members become "another
-    member", and their jobs named in it (reclaim victims) "a job"."""
+    member", and their jobs named in it (reclaim victims) "a job"; a count of their
+    nodes ("30 of vc-01") stays a count."""
     for other in sorted(set(members) - {member}, key=len, reverse=True):
         text = re.sub(rf"(?<![\w-]){re.escape(other)}(?![\w-])", "another member", text)
-    return re.sub(r"[^\s(),;]+ of another member", "a job of another member", text)
+    return re.sub(
+        r"(?<![^\s(),;])(?!\d+ of)[^\s(),;]+ of another member", "a job of another member", text
+    )
 
 
 def _scope(

@@ -39,6 +39,22 @@ def test_redaction_keeps_the_sentence_and_hides_others() -> None:
     ), "a longer name that merely starts with a member's name is not a member"
 
 
+def test_redaction_keeps_counts_of_other_members_nodes() -> None:
+    """A refused consolidation counts the nodes each owner's own work holds ("30 of
+    vc-01"): redacted, the count stays and only the owner is hidden (the counts read "a
+    job of another member")."""
+    text = (
+        "consolidation found no move: 39 nodes (30 of vc-01, 5 of vc-03, 3 of vc-07 and 1 "
+        "of 1 other member) hold their owners' own work within their entitlement"
+    )
+    out = redact_explanation(text, "vc-02", ["vc-01", "vc-02", "vc-03", "vc-07", "vc-09"])
+    assert out == (
+        "consolidation found no move: 39 nodes (30 of another member, 5 of another member, "
+        "3 of another member and 1 of 1 other member) hold their owners' own work within "
+        "their entitlement"
+    )
+
+
 def reclaim_view() -> FrozenClusterView:
     """ai-startup runs on every H100 node (half of them uni-north's) since long ago;
     uni-north now wants one node back: the engine reclaims and names its victim."""
