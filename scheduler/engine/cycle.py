@@ -60,10 +60,13 @@ from scheduler.engine.decisions import (
 )
 from scheduler.engine.entitlement import MemberModel, node_model
 from scheduler.engine.explain import (
+    NEVER_RUNS,
     Waiting,
     capacity_detail,
     drain_detail,
     fmt,
+    max_gpus_detail,
+    no_borrowing_detail,
     no_move_detail,
     overtook_clause,
     plural,
@@ -861,17 +864,14 @@ class _Cycle(OrderKeys):
         total = self.member_total.get(job.member, 0)
         max_gpus = self.terms.max_gpus.get(job.member)
         if max_gpus is not None and total + gpus > max_gpus:
-            return (
-                f"it needs {gpus} more GPUs but its limit is {max_gpus} (max_gpus) "
-                f"and it holds {total}"
-            )
+            return max_gpus_detail(job.member, gpus, total, max_gpus)
         if not self.borrowing and not self._models_allowed(job, model):
-            ent = self.book.entitlement.get((job.member, model or ""), 0)
-            what = f"{ent} {model}" if model else "its entitlement"
-            return (
-                f"borrowing is off and {plural(gpus, 'more GPU')} would take it above "
-                f"its entitlement of {what}"
-            )
+            entitlement = self.book.entitlement
+            asked = self.info(job).explicit_model
+            options = [asked] if asked is not None else self.book.models
+            most = max((entitlement.get((job.member, m), 0) for m in options), default=0)
+            ent = entitlement.get((job.member, model or ""), 0)
+            return no_borrowing_detail(job.member, gpus, ent, model, most, asked)
         return None
 
     def _models_allowed(self, job: PendingJob, model: str | None) -> frozenset[str] | None:
@@ -1397,7 +1397,7 @@ class _Cycle(OrderKeys):
         sid = info.sid
         if not self.never_runs.never_pods[sid]:
             reached = self.never_runs.reached(info)
-            return "it can never run as the cluster and policy stand: " + reached
+            return NEVER_RUNS + reached
         found = self.never_detail.get(sid)
         if found is None:
             found = self.never_detail[sid] = self._filter_detail(job)

@@ -43,6 +43,50 @@ def whole_minutes(seconds: float) -> str:
     return f"{hours} h" if rest == 0 else f"{hours} h {rest} min"
 
 
+NEVER_RUNS = "it can never run as the cluster and policy stand: "
+"""How the sentence of a job that can never run (docs/glossary.md) goes on after its
+member's position."""
+
+
+def max_gpus_detail(member: str, gpus: int, held: int, max_gpus: int) -> str:
+    """Why the member's `maxGpus` stops a job of `gpus` while it holds `held`. A job
+    bigger than the limit itself can never run: said in the words `fairpool simulate`
+    and `fairpool trace check` name it with (`scheduler.sim.never`)."""
+    if gpus > max_gpus:
+        return NEVER_RUNS + over_max_gpus(member, gpus, max_gpus)
+    return (
+        f"it needs {plural(gpus, 'more GPU')} but its limit is {max_gpus} (maxGpus) and it "
+        f"holds {held}"
+    )
+
+
+def no_borrowing_detail(
+    member: str, gpus: int, entitled: int, model: str | None, most: int, asked: str | None
+) -> str:
+    """Why `borrowing: false` stops a job: `entitled` is the member's entitlement of the
+    job's GPU `model`, `most` the largest of the models it may use (`asked`, the model it
+    asks for, or any). A job bigger than `most` can never run, said as for `maxGpus`."""
+    if gpus > most:
+        return NEVER_RUNS + over_entitlement(member, gpus, most, asked)
+    what = f"{entitled} {model}" if model else "its entitlement"
+    return (
+        f"borrowing is off and {plural(gpus, 'more GPU')} would take it above its "
+        f"entitlement of {what}"
+    )
+
+
+def over_max_gpus(member: str, gpus: int, max_gpus: int) -> str:
+    return f"it needs {gpus} GPUs at once, more than {member}'s maxGpus {max_gpus}"
+
+
+def over_entitlement(member: str, gpus: int, entitled: int, model: str | None) -> str:
+    of = f" {model}" if model else ""
+    return (
+        f"it needs {gpus}{of} GPUs at once, more than {member}'s entitlement of {entitled}{of} "
+        "GPUs, and borrowing is off"
+    )
+
+
 def drain_detail(min_runtime_s: int, idle: int, pods: str | None = None) -> str:
     """Why a job waits for `pods` (None: the borrowed pods it needs back) younger than the
     minimum runtime (a drain), and what is kept for it meanwhile: the GPUs of its nodes

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from policies.inventory import keeps_off_untolerating_pods
 from policies.model import Policy
 from scheduler.engine.entitlement import entitlements
-from scheduler.engine.explain import listed
+from scheduler.engine.explain import listed, over_entitlement, over_max_gpus
 from scheduler.engine.reach import never_detail
 from scheduler.engine.snapshot import Node
 from scheduler.traces.model import TraceJob
@@ -60,7 +60,7 @@ def never_reached(job: TraceJob, nodes: Sequence[Node], policy: Policy) -> str |
     engine's explanations use too). Such a job waits forever, whatever the load."""
     member = policy.member(job.org)
     if member.max_gpus is not None and job.gpus > member.max_gpus:
-        return f"it needs {job.gpus} GPUs at once, more than {job.org}'s maxGpus {member.max_gpus}"
+        return over_max_gpus(job.org, job.gpus, member.max_gpus)
     per_pod = job.gpus_per_pod
     if per_pod <= 0:
         return None
@@ -72,11 +72,7 @@ def never_reached(job: TraceJob, nodes: Sequence[Node], policy: Policy) -> str |
         }
         most = max(entitled.values(), default=0)
         if job.gpus > most:
-            of = f" {job.gpu_model}" if job.gpu_model else ""
-            return (
-                f"it needs {job.gpus}{of} GPUs at once, more than {job.org}'s entitlement "
-                f"of {most}{of} GPUs, and borrowing is off"
-            )
+            return over_entitlement(job.org, job.gpus, most, job.gpu_model)
     slots: dict[tuple[str, str], int] = {}
     for n in nodes:
         if _usable(job, n):

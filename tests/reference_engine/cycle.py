@@ -47,6 +47,8 @@ from scheduler.engine.decisions import (
 )
 from scheduler.engine.explain import (  # the sentences only, not decisions
     drain_detail,
+    max_gpus_detail,
+    no_borrowing_detail,
     overtook_clause,
 )
 from scheduler.engine.reach import never_detail  # the sentence only, as above
@@ -529,17 +531,14 @@ class _Cycle:
             return None
         total = self.member_total.get(job.member, 0)
         if spec.max_gpus is not None and total + gpus > spec.max_gpus:
-            return (
-                f"it needs {gpus} more GPUs but its limit is {spec.max_gpus} (max_gpus) "
-                f"and it holds {total}"
-            )
+            return max_gpus_detail(job.member, gpus, total, spec.max_gpus)
         if not self.policy.sharing.borrowing and not self._models_allowed(job, model):
-            ent = self.book.entitlement.get((job.member, model or ""), 0)
-            what = f"{ent} {model}" if model else "its entitlement"
-            return (
-                f"borrowing is off and {plural(gpus, 'more GPU')} would take it above "
-                f"its entitlement of {what}"
-            )
+            entitlement = self.book.entitlement
+            asked = self.info(job).explicit_model
+            options = [asked] if asked is not None else self.book.models
+            most = max((entitlement.get((job.member, m), 0) for m in options), default=0)
+            ent = entitlement.get((job.member, model or ""), 0)
+            return no_borrowing_detail(job.member, gpus, ent, model, most, asked)
         return None
 
     def _models_allowed(self, job: PendingJob, model: str | None) -> frozenset[str] | None:

@@ -10,9 +10,12 @@ from scheduler.engine import schedule
 from scheduler.engine.decisions import Explanations
 from scheduler.engine.explain import whole_minutes
 from scheduler.engine.snapshot import Taint
+from scheduler.sim.never import never_runs
+from scheduler.traces.model import TraceJob
 from tests.unit.engine_strategies import (
     A100,
     H100,
+    decided_alike,
     job,
     node,
     policy,
@@ -231,3 +234,33 @@ def test_a_gang_bigger_than_the_nodes_of_any_model_says_it_can_never_run() -> No
         f"at once, and lab-a can hold at most 16 {H100} in pods of 8: 8 on its own nodes and "
         "8 on lab-b's nodes"
     )
+
+
+def test_a_job_over_its_members_limits_says_so_in_the_policys_words() -> None:
+    """The sentence names the policy's field (`maxGpus`, as `lendingLimit` and
+    `maxReclaimsPerJob` are named), and a job bigger than the limit itself says it can
+    never run, in the words `fairpool simulate` names it with (it read "it needs 16 more
+    GPUs but its limit is 12 (max_gpus) and it holds 0", as if it waited its turn)."""
+    nodes = [node("a1", "lab-a"), node("a2", "lab-a"), node("b1", "lab-b")]
+    run = [running("x", "lab-a", "a1", gpus=8)]
+    capped = policy({"lab-a": {"max_gpus": 12}, "lab-b": {}})
+    closed = policy(["lab-a", "lab-b"], borrowing=False)
+    pending = [job("big", "lab-a", pods=2, gpus=8), job("more", "lab-a", gpus=6, submitted_at=1)]
+    d = decided_alike(snapshot(nodes, pending, run), capped)
+    assert d.explanations["more"].endswith(
+        "; it needs 6 more GPUs but its limit is 12 (maxGpus) and it holds 8"
+    )
+    wide = job("wide", "lab-a", gpus=8, pods=3, gpu_model=H100)
+    closed_d = decided_alike(snapshot(nodes, [wide], run), closed)
+    simulated = {
+        **never_runs([TraceJob("big", "lab-a", 0.0, 60.0, 2, 8)], nodes, capped),
+        **never_runs([TraceJob("wide", "lab-a", 0.0, 60.0, 3, 8, H100)], nodes, closed),
+    }
+    assert simulated == {
+        "big": "it needs 16 GPUs at once, more than lab-a's maxGpus 12",
+        "wide": f"it needs 24 {H100} GPUs at once, more than lab-a's entitlement of 16 {H100} "
+        "GPUs, and borrowing is off",
+    }
+    never = "; it can never run as the cluster and policy stand: "
+    assert d.explanations["big"].endswith(never + simulated["big"])
+    assert closed_d.explanations["wide"].endswith(never + simulated["wide"])

@@ -248,4 +248,4 @@ def test_lending_limit_and_max_gpus() -> None:
     pol = policy({"lab-a": {"max_gpus": 3}, "lab-b": {}})
     d = schedule(snapshot(nodes, pending), pol)
     assert [b.job_id for b in d.binds] == ["a0", "a1", "a2"]
-    assert "max_gpus" in d.explanations["a3"]
+    assert "(maxGpus)" in d.explanations["a3"]
