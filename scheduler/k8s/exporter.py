@@ -32,7 +32,7 @@ from scheduler.engine.decisions import Decisions
 from scheduler.engine.entitlement import MemberModel
 from scheduler.engine.snapshot import Snapshot
 from scheduler.sim.after_cycle import Reading, read_cycle
-from scheduler.sim.waiting import DAEMON_OWED_CAUSES, owed_allowance_s
+from scheduler.sim.waiting import DAEMON_OWED_CAUSES, IDLE_CAUSES, owed_allowance_s
 
 SHARE_FIELDS = {
     "entitlement": "entitlement (contribution plus purchased GPUs, after the carve-out)",
@@ -41,7 +41,7 @@ SHARE_FIELDS = {
     "borrowed": "allocated above the entitlement, max(0, allocated - entitlement)",
     "reclaimable": "GPUs in reclaimable pods (whole pods, can exceed borrowed)",
     "lent": "GPUs on the member's own nodes held by other members' pods",
-    "pending": "GPUs asked for by pending pods",
+    "pending": "GPUs asked for by pending pods, but for those that can never run",
 }
 """Share gauge `fairpool_member_<name>_gpus` -> its help text (docs/glossary.md words)."""
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -195,9 +195,8 @@ class _ClusterCollector(Collector):
         idle = GaugeMetricFamily(
             "fairpool_idle_gpus_while_pending",
             "GPUs no pod holds while pods wait for fairpool, per GPU model and the cause "
-            "that keeps them idle (held, placeable, kept_off_wanted, limits, "
-            "fragmentation, too_few_free, other_model), after the latest cycle; 0 for "
-            "every cause when nothing waits",
+            f"that keeps them idle ({', '.join(IDLE_CAUSES)}), after the latest cycle; 0 "
+            "for every cause when nothing waits",
             labels=["gpu_model", "cause"],
         )
         owed = GaugeMetricFamily(
@@ -211,9 +210,8 @@ class _ClusterCollector(Collector):
         blocker = GaugeMetricFamily(
             "fairpool_member_owed_blocker",
             "1 for what holds the member's own nodes of the GPU model while it is owed its "
-            "entitlement there (reclaim_limit, reclaim_limit_bigger, others_entitlement, "
-            "borrowed, elsewhere), after the latest cycle; 0 for the other causes, and for "
-            "every cause while it is not owed",
+            f"entitlement there ({', '.join(DAEMON_OWED_CAUSES)}), after the latest cycle; 0 "
+            "for the other causes, and for every cause while it is not owed",
             labels=["member", "gpu_model", "cause"],
         )
         lasted = GaugeMetricFamily(

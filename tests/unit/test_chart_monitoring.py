@@ -153,3 +153,33 @@ def test_alerts_cover_leader_metering_and_entitlement() -> None:
         "fairpool_member_owed_seconds",
         "fairpool_owed_allowance_seconds",
     }
+
+
+def test_each_cause_a_gauge_writes_is_in_its_help_text_and_docs_metrics_md() -> None:
+    """An operator reads the causes of `fairpool_member_owed_blocker` and
+    `fairpool_idle_gpus_while_pending` on /metrics (HELP) and in docs/metrics.md: both
+    list every cause the daemon writes (HELP left `disruption_budget` out)."""
+    from scheduler.engine import schedule
+    from tests.unit.engine_strategies import job, node, policy, running, snapshot
+
+    pol = policy(["lab-a", "lab-b"])
+    nodes = [node("a1", "lab-a"), node("b1", "lab-b")]
+    run = [running("x", "lab-b", "a1", gpus=8), running("y", "lab-b", "b1", gpus=8)]
+    snap = snapshot(nodes, [job("j", "lab-a", gpus=8)], run)
+    decisions = schedule(snap, pol)
+    metrics = SchedulerMetrics(
+        lambda: State(snap, decisions, True, frozenset({"x", "y"}), pol, version=1)
+    )
+    docs = (CHART.parents[2] / "docs" / "metrics.md").read_text()
+    checked = 0
+    for family in metrics.registry.collect():
+        causes = {s.labels["cause"] for s in family.samples if "cause" in s.labels}
+        if not causes or family.type != "gauge":
+            continue
+        row = next(line for line in docs.splitlines() if line.startswith(f"| `{family.name}` |"))
+        listed = re.search(r"`cause` \(([^)]*)\)", row)
+        assert listed, row
+        assert causes == set(re.findall(r"`(\w+)`", listed.group(1))), family.name
+        assert all(cause in family.documentation for cause in causes), family.documentation
+        checked += 1
+    assert checked == 2
