@@ -289,12 +289,12 @@ class Waiting:
 
 
 def _shape(spec: PodSpec) -> str:
-    parts = [plural(spec.gpus, "GPU")]
+    parts = [plural(spec.gpus, "GPU")] if spec.gpus else []
     if spec.cpu_milli:
         parts.append(f"{fmt(spec.cpu_milli / 1000)} CPU")
     if spec.memory_bytes:
         parts.append(f"{fmt(spec.memory_bytes / 2**30)} GiB")
-    return ", ".join(parts)
+    return ", ".join(parts) or "one more pod"
 
 
 def _beyond_lending(
@@ -351,6 +351,10 @@ def capacity_detail(
     idle = state.idle_gpus(nodes)
     label = model or "GPUs"
     g = spec.gpus
+    if job.gpus == 0:
+        # It waits for CPU, memory or a pod slot: idle GPUs are not what it needs.
+        what = f"the gang's {len(job.pods)} pods of {_shape(spec)}" if job.is_gang else _shape(spec)
+        return f"no node it may use has room for {what}"
     if job.is_gang:
         need = job.gpus
         pods = len(job.pods)

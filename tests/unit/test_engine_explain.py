@@ -264,3 +264,23 @@ def test_a_job_over_its_members_limits_says_so_in_the_policys_words() -> None:
     never = "; it can never run as the cluster and policy stand: "
     assert d.explanations["big"].endswith(never + simulated["big"])
     assert closed_d.explanations["wide"].endswith(never + simulated["wide"])
+
+
+def test_a_pod_that_asks_for_no_gpu_is_told_what_it_waits_for() -> None:
+    """A pod without GPUs waits for CPU, memory or a pod slot: its sentence says so (it
+    read "14 idle … exist but no node with 0 free GPUs also has room for 0 GPUs, 4 CPU")."""
+    nodes = [node("a1", "lab-a", cpu=8), node("b1", "lab-b", cpu=8)]
+    run = [
+        running("x", "lab-a", "a1", gpus=1, cpu_milli=6000, memory_bytes=300 * 2**30),
+        running("y", "lab-b", "b1", gpus=1, cpu_milli=6000, memory_bytes=300 * 2**30),
+    ]
+    pending = [
+        job("c", "lab-a", gpus=0, cpu_milli=4000),
+        job("g", "lab-a", gpus=0, pods=2, memory_bytes=300 * 2**30, submitted_at=1),
+    ]
+    d = decided_alike(snapshot(nodes, pending, run), POL)
+    assert d.binds == ()
+    assert d.explanations["c"].endswith("; no node it may use has room for 4 CPU")
+    assert d.explanations["g"].endswith(
+        "; no node it may use has room for the gang's 2 pods of 300 GiB"
+    )
