@@ -30,7 +30,7 @@ from scheduler.engine.decisions import PREEMPTION_CAUSES, MemberShare
 from scheduler.engine.entitlement import capacity as model_capacity
 from scheduler.engine.snapshot import PendingJob, Snapshot
 from scheduler.k8s.daemon import SchedulerView
-from scheduler.k8s.published import Published
+from scheduler.k8s.published import Published, Rejected
 from scheduler.sim.simulator import MAX_BATCH_S
 from scheduler.traces.csv import read_trace_text
 from scheduler.traces.synth import node_gpus_of
@@ -65,10 +65,8 @@ class _Index:
             jobs[job.job_id] = job
             for pod in job.pods:
                 by_pod.setdefault(pod.name, []).append(job)
-            _, slash, gang = job.job_id.partition("/")
-            if slash:
-                for name in {gang, gang.rpartition("/")[2]}:
-                    by_gang.setdefault(name, []).append(job)
+            for name in set(_gang_names(job.job_id)):
+                by_gang.setdefault(name, []).append(job)
         ordered = tuple(sorted(snapshot.pending, key=lambda j: (j.submitted_at, j.job_id)))
         by_member: dict[str, list[PendingJob]] = {}
         for job in ordered:
@@ -80,11 +78,7 @@ class _Index:
         gang name, or `<namespace>/<pod or gang>`, the form each cut FailedScheduling
         event names (`scheduler.k8s.events.fitted`)."""
         found: list[PendingJob] = []
-        wanted = [(name, namespace)]
-        head, slash, rest = name.partition("/")
-        if slash and not namespace and rest:
-            wanted.append((rest, head))
-        for key, where in wanted:
+        for key, where in _name_forms(name, namespace):
             for job in (
                 self.jobs.get(key),
                 *self.by_pod.get(key, ()),
@@ -97,6 +91,33 @@ class _Index:
                 ):
                     found.append(job)
         return found
+
+
+def _name_forms(name: str, namespace: str) -> list[tuple[str, str]]:
+    """(name, namespace or "") pairs a request's name may mean: as given, and
+    `<namespace>/<name>` read as such."""
+    wanted = [(name, namespace)]
+    head, slash, rest = name.partition("/")
+    if slash and not namespace and rest:
+        wanted.append((rest, head))
+    return wanted
+
+
+def _gang_names(job_id: str) -> tuple[str, ...]:
+    """What a gang's job id is found by besides itself (`_Index.by_gang`)."""
+    _, slash, gang = job_id.partition("/")
+    return (gang, gang.rpartition("/")[2]) if slash else ()
+
+
+def rejected_named(rejected: tuple[Rejected, ...], name: str, namespace: str) -> list[Rejected]:
+    """`_Index.named` among the pods the cycle could not hand to the engine (few)."""
+    found: list[Rejected] = []
+    for key, where in _name_forms(name, namespace):
+        for job in rejected:
+            names = (job.job_id, *job.pod_names, *_gang_names(job.job_id))
+            if key in names and (not where or job.namespace == where) and job not in found:
+                found.append(job)
+    return found
 
 
 class _Book:
@@ -428,6 +449,20 @@ class ShareServicer(share_pb2_grpc.ShareServiceServicer):
         # the answer does not even reveal that they are there.
         candidates = [j for j in candidates if principal.may_see_member(j.member)]
         if not candidates:
+            refused = [
+                r
+                for r in rejected_named(book.published.rejected, request.name, request.namespace)
+                if principal.may_see_member(r.member)
+            ]
+            namespaces = sorted({r.namespace for r in refused})
+            if len(namespaces) == 1:
+                return self._explain_rejected(refused[0], principal, book)
+            if namespaces:
+                abort(
+                    context,
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"{request.name!r} is ambiguous: give a namespace ({', '.join(namespaces)})",
+                )
             where = f" in namespace {request.namespace}" if request.namespace else ""
             abort(
                 context,
@@ -449,6 +484,25 @@ class ShareServicer(share_pb2_grpc.ShareServiceServicer):
         return share_pb2.ExplainPendingResponse(
             job=messages.pending_job(job, book.snapshot.now), explanation=explanation
         )
+
+    @staticmethod
+    def _explain_rejected(
+        job: Rejected, principal: Principal, book: _Book
+    ) -> share_pb2.ExplainPendingResponse:
+        """A pod the cycle could not hand to the engine: the reason of its
+        FailedScheduling event (it was answered as no pending pod at all)."""
+        explanation = job.reason
+        if principal.kind is RoleKind.MEMBER and principal.member is not None:
+            explanation = redact_explanation(explanation, principal.member, list(book.members))
+        message = share_pb2.PendingJob(
+            job_id=job.job_id,
+            member=job.member,
+            kind=share_pb2.JOB_KIND_GANG if _gang_names(job.job_id) else share_pb2.JOB_KIND_POD,
+            namespace=job.namespace,
+            pod_names=list(job.pod_names),
+            waiting_seconds=max(0.0, book.snapshot.now - job.submitted_at),
+        )
+        return share_pb2.ExplainPendingResponse(job=message, explanation=explanation)
 
     def Simulate(
         self, request: share_pb2.SimulateRequest, context: grpc.ServicerContext

@@ -94,7 +94,7 @@ from scheduler.k8s.owners import (
     OwnerKind,
 )
 from scheduler.k8s.policy_object import PolicyObject
-from scheduler.k8s.published import NOTHING_PUBLISHED, Published
+from scheduler.k8s.published import NOTHING_PUBLISHED, Published, Rejected
 from scheduler.k8s.usage_history import (
     UsageHistoryStore,
     UsageKeeper,
@@ -670,7 +670,9 @@ class Daemon:
             uid for uid, pod in view.pods.items() if pod.phase == "Running" and pod.assigned
         )
         with self._lock:  # writers only (set_policy); readers never take it
-            self._published = self._published.next(snapshot, policy, decisions, running_phase)
+            self._published = self._published.next(
+                snapshot, policy, decisions, running_phase, rejected(view, policy)
+            )
         if decisions.binds or decisions.preemptions:
             self._shares_at = (decided, policy)
         carried_out = leader and not self.stop_event.is_set()
@@ -889,6 +891,22 @@ def _cluster_lister(custom: client.CustomObjectsApi, served: OwnerKind) -> Any:
     # kubernetes.watch reads the return type from the docstring.
     list_objects.__doc__ = ":return: object"
     return list_objects
+
+
+def rejected(view: CacheView, policy: Policy) -> tuple[Rejected, ...]:
+    """The view's pods the engine is not given, for `fairpool explain`."""
+    return tuple(
+        Rejected(
+            job.job_id,
+            policy.member_for_namespace(job.pods[0].namespace) or "",
+            job.pods[0].namespace,
+            tuple(p.name for p in job.pods),
+            job.reason,
+            min(p.submitted for p in job.pods),
+        )
+        for job in view.unschedulable
+        if job.pods
+    )
 
 
 def standby_explanations(snapshot: Snapshot, policy: Policy) -> Explanations:

@@ -20,6 +20,21 @@ EMPTY_SNAPSHOT = Snapshot(now=0.0, nodes=(), running=(), pending=())
 
 
 @dataclass(frozen=True, slots=True)
+class Rejected:
+    """A pending pod (or gang) the cycle could not hand to the engine (a pod it cannot
+    read, a namespace that is no member's), and why: the reason its FailedScheduling
+    event gives, which `fairpool explain` gives too."""
+
+    job_id: str
+    member: str
+    """"" when its namespace is no member's (only an admin reads it)."""
+    namespace: str
+    pod_names: tuple[str, ...]
+    reason: str
+    submitted_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class Published:
     version: int
     """Counts publications: a reader caching anything derived from a `Published` keys
@@ -31,6 +46,8 @@ class Published:
     decisions: Decisions = field(default_factory=Decisions)
     running_phase: frozenset[str] = frozenset()
     """Uids of the pods bound and reported Running (for the exporter)."""
+    rejected: tuple[Rejected, ...] = ()
+    """The pending pods the cycle could not hand to the engine."""
 
     def next(
         self,
@@ -38,8 +55,9 @@ class Published:
         policy: Policy,
         decisions: Decisions,
         running_phase: frozenset[str] = frozenset(),
+        rejected: tuple[Rejected, ...] = (),
     ) -> Published:
-        return Published(self.version + 1, snapshot, policy, decisions, running_phase)
+        return Published(self.version + 1, snapshot, policy, decisions, running_phase, rejected)
 
 
 NOTHING_PUBLISHED = Published(0, EMPTY_SNAPSHOT, None)

@@ -226,3 +226,21 @@ def test_a_policy_larger_than_a_config_map_holds_is_refused_naming_why(
         assert details.endswith("nothing was changed"), details
         after = api.policy.GetPolicy(policy_pb2.GetPolicyRequest(), metadata=ADMIN).policy
         assert after.version == current.version == daemon.policy().version
+
+
+def test_a_pod_fairpool_cannot_read_is_explained_with_its_event_s_reason(
+    pool: Pool, tmp_path: Path
+) -> None:
+    """A pod fairpool cannot hand to the engine (here its annotation is unreadable) waits
+    with a FailedScheduling event saying why; `fairpool explain` gives the same reason (it
+    answered NOT_FOUND, "no pending pod or gang named 'odd'")."""
+    daemon = start(pool)
+    pool.pod("a", "odd", annotations={"fairpool.io/checkpointable": "perhaps"})
+    events = wait_until(lambda: pool.events("a", "FailedScheduling"), what="its event")
+    with api_on(pool, daemon, tmp_path) as (api,):
+        answer = api.shares.ExplainPending(
+            share_pb2.ExplainPendingRequest(name="odd"), metadata=ADMIN
+        )
+    assert answer.explanation == events[0].message
+    assert answer.job.pod_names == ["odd"] and answer.job.member == "a"
+    assert answer.job.namespace == pool.ns("a")

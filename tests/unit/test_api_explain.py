@@ -177,3 +177,46 @@ def test_a_job_is_found_by_the_names_its_events_and_the_cli_give(tmp_path: Path)
         ("physics-lab/job/train", ""): "physics-lab/job/train",
     }
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_pod_the_engine_is_not_given_is_explained_to_whom_may_see_it(tmp_path: Path) -> None:
+    """A pod the cycle cannot hand to the engine (unreadable, or in no member's
+    namespace) is explained with its FailedScheduling event's reason, to an admin and
+    its own member only (it answered NOT_FOUND to everyone)."""
+    from dataclasses import replace
+
+    from scheduler.k8s.published import Rejected
+
+    view = reclaim_view()
+    odd = Rejected("u-odd", "physics", "physics-lab", ("odd",), "annotation x: bad", 99_000.0)
+    stray = Rejected("u-stray", "", "nobody", ("stray",), "namespace 'nobody' …", 99_000.0)
+    server = ApiServer(view, make_config(tmp_path)).start()
+    published = view.published()  # the server's start publishes a cycle of its own
+    view._published = replace(published, version=published.version + 1, rejected=(odd, stray))
+    answers: dict[tuple[str, str], str] = {}
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = share_pb2_grpc.ShareServiceStub(channel)
+            for token in ("admin", "member:physics", "member:uni-north"):
+                for name in ("odd", "physics-lab/odd", "stray"):
+                    request = share_pb2.ExplainPendingRequest(name=name)
+                    try:
+                        answer = stub.ExplainPending(request, metadata=metadata(token))
+                    except grpc.RpcError as error:
+                        answers[token, name] = error.code().name
+                    else:
+                        assert answer.job.pod_names == [name.rpartition("/")[2]]
+                        answers[token, name] = answer.explanation
+    finally:
+        server.stop(grace=0.5)
+    assert answers == {
+        ("admin", "odd"): "annotation x: bad",
+        ("admin", "physics-lab/odd"): "annotation x: bad",
+        ("admin", "stray"): "namespace 'nobody' …",
+        ("member:physics", "odd"): "annotation x: bad",
+        ("member:physics", "physics-lab/odd"): "annotation x: bad",
+        ("member:physics", "stray"): "NOT_FOUND",
+        ("member:uni-north", "odd"): "NOT_FOUND",
+        ("member:uni-north", "physics-lab/odd"): "NOT_FOUND",
+        ("member:uni-north", "stray"): "NOT_FOUND",
+    }
