@@ -183,3 +183,14 @@ def test_each_cause_a_gauge_writes_is_in_its_help_text_and_docs_metrics_md() -> 
         assert all(cause in family.documentation for cause in causes), family.documentation
         checked += 1
     assert checked == 2
+
+
+def test_a_panel_named_time_to_entitlement_shows_the_glossarys_time_to_entitlement() -> None:
+    """docs/glossary.md's time to entitlement is the owed episodes'
+    (`fairpool_time_to_entitlement_seconds`); a pod's time from creation to bind is
+    another figure (a panel of that titled "Time to entitlement" sat beside the real one)."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    for panel in dashboard["panels"]:
+        read = set().union(*(metric_names(t["expr"]) for t in panel.get("targets", [])))
+        named = panel["title"].lower().startswith("time to entitlement")
+        assert named == ("fairpool_time_to_entitlement_seconds_bucket" in read), panel["title"]
