@@ -315,11 +315,15 @@ def test_the_owner_alert_fires_past_the_allowance_and_names_what_holds_the_nodes
 ) -> None:
     """`promtool test rules`: the alert compares each member's owed seconds with the
     policy's allowance (one series per namespace, joined many to one), waits its minute,
-    and its description reads the blocker gauge of the same member and GPU model."""
+    and its description reads the blocker gauge of the same member and GPU model, as the
+    leader reads it: a standby, which carries out no preemption, reads another cause
+    (the description read "borrowedreclaim_limit")."""
     promtool = shutil.which("promtool")
     assert promtool, "promtool is installed by `make prometheus` (mk/prometheus.mk)"
     owed = 'fairpool_member_owed_seconds{namespace="fp", instance="s0", gpu_model="H100", '
     blocker = 'fairpool_member_owed_blocker{namespace="fp", instance="s0", gpu_model="H100", '
+    standby_owed = owed.replace('"s0"', '"s1"')
+    standby_blocker = blocker.replace('"s0"', '"s1"') + 'member="b", '
     description = (
         "b has had pending work for 3m 0s that fits its entitlement of H100 and the nodes it "
         "could get back, without getting those GPUs: longer than a reclaim takes by the "
@@ -343,6 +347,16 @@ def test_the_owner_alert_fires_past_the_allowance_and_names_what_holds_the_nodes
                     },
                     {"series": blocker + 'member="b", cause="reclaim_limit"}', "values": "1x4"},
                     {"series": blocker + 'member="b", cause="borrowed"}', "values": "0x4"},
+                    {"series": 'fairpool_leader{namespace="fp", instance="s0"}', "values": "1x4"},
+                    # The standby: owed as long, its blocker another.
+                    {"series": standby_owed + 'member="b"}', "values": "0 60 120 180 240"},
+                    {"series": standby_blocker + 'cause="borrowed"}', "values": "1x4"},
+                    {"series": standby_blocker + 'cause="reclaim_limit"}', "values": "0x4"},
+                    {"series": 'fairpool_leader{namespace="fp", instance="s1"}', "values": "0x4"},
+                    {
+                        "series": 'fairpool_owed_allowance_seconds{namespace="fp", instance="s1"}',
+                        "values": "90x4",
+                    },
                 ],
                 "alert_rule_test": [
                     {"eval_time": "1m", "alertname": alert, "exp_alerts": []},
