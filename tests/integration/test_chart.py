@@ -393,6 +393,84 @@ def test_the_owner_alert_fires_past_the_allowance_and_names_what_holds_the_nodes
     assert "SUCCESS" in done.stdout
 
 
+def test_the_metering_alert_fires_a_day_behind_with_hours_pending_or_runs_failing(
+    tmp_path: Path,
+) -> None:
+    """`promtool test rules`: a meter whose last metered hour is more than a day old
+    alerts when hours are pending (Prometheus unreachable) and when its runs fail (the
+    ledger unreachable: the failed runs leave the pending hours at 0, and it never
+    fired); one a day behind with neither, and one up to date whose runs fail, do not."""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is installed by `make prometheus` (mk/prometheus.mk)"
+    day_ago = 86400 - 3600  # the last metered hour, at the first evaluation: 23 h old
+
+    def meter(instance: str, pending: str, errors: str, last: int = day_ago) -> list[Any]:
+        labels = f'namespace="fp", instance="{instance}"'
+        runs = f"fairpool_meter_runs_total{{{labels}, result="
+        return [
+            {
+                "series": f"fairpool_meter_last_metered_hour_timestamp_seconds{{{labels}}}",
+                "values": f"{-last}x240",
+            },
+            {"series": f"fairpool_meter_pending_hours{{{labels}}}", "values": pending},
+            {"series": runs + '"error"}', "values": errors},
+            {"series": runs + '"ok"}', "values": "0x240"},
+        ]
+
+    alert = "FairpoolMeteringPendingHoursOld"
+
+    def firing(*instances: str) -> list[dict[str, Any]]:
+        description = (
+            "The last metered hour is 1d 0h 30m 0s old, and hours are pending or metering "
+            "runs fail: Prometheus or the ledger may be unreachable from the meter, or "
+            "Prometheus may lack fairpool's series (fairpool meter status lists the pending "
+            "hours; the meter's log says why a run failed)."
+        )
+        return [
+            {
+                "exp_labels": {"severity": "warning", "namespace": "fp", "instance": i},
+                "exp_annotations": {
+                    "summary": "Metering is more than a day behind",
+                    "description": description,
+                },
+            }
+            for i in instances
+        ]
+
+    tests = {
+        "rule_files": [str(CHART / "files" / "rules.yaml")],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    *meter("pending", "3x240", "0x240"),
+                    # The ledger is down: a run fails every hour, pending hours stay 0.
+                    *meter("ledger-down", "0x240", "0+0x29 1+0x59 2+0x59 3+0x59 4+0x40"),
+                    *meter("quiet", "0x240", "0x240"),
+                    *meter("recent", "0x240", "0+0x29 1+0x59 2+0x59 3+0x59 4+0x40", 0),
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "30m", "alertname": alert, "exp_alerts": []},
+                    # Past a day 60 min after the first evaluation, then its 15 min.
+                    {"eval_time": "70m", "alertname": alert, "exp_alerts": []},
+                    {
+                        "eval_time": "90m",
+                        "alertname": alert,
+                        "exp_alerts": firing("ledger-down", "pending"),
+                    },
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "metering_alert.yaml"
+    path.write_text(yaml.safe_dump(tests))
+    done = subprocess.run(
+        [promtool, "test", "rules", str(path)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def test_promtool_parses_every_dashboard_query(tmp_path: Path) -> None:
     """Each panel's PromQL, with Grafana's variables given values, as a recording rule:
     `promtool check rules` parses it as Prometheus would."""
