@@ -500,6 +500,9 @@ class ShareServicer(share_pb2_grpc.ShareServiceServicer):
             kind=share_pb2.JOB_KIND_GANG if _gang_names(job.job_id) else share_pb2.JOB_KIND_POD,
             namespace=job.namespace,
             pod_names=list(job.pod_names),
+            min_member=len(job.pod_names),
+            gpus=job.gpus,
+            gpu_model=job.gpu_model,
             waiting_seconds=max(0.0, book.snapshot.now - job.submitted_at),
         )
         return share_pb2.ExplainPendingResponse(job=message, explanation=explanation)

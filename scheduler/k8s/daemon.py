@@ -895,18 +895,25 @@ def _cluster_lister(custom: client.CustomObjectsApi, served: OwnerKind) -> Any:
 
 def rejected(view: CacheView, policy: Policy) -> tuple[Rejected, ...]:
     """The view's pods the engine is not given, for `fairpool explain`."""
-    return tuple(
-        Rejected(
-            job.job_id,
-            policy.member_for_namespace(job.pods[0].namespace) or "",
-            job.pods[0].namespace,
-            tuple(p.name for p in job.pods),
-            job.reason,
-            min(p.submitted for p in job.pods),
+    out = []
+    for job in view.unschedulable:
+        if not job.pods:
+            continue
+        specs = [p.spec for p in job.pods if p.spec is not None]
+        models = {s.gpu_model or "" for s in specs}
+        out.append(
+            Rejected(
+                job.job_id,
+                policy.member_for_namespace(job.pods[0].namespace) or "",
+                job.pods[0].namespace,
+                tuple(p.name for p in job.pods),
+                job.reason,
+                min(p.submitted for p in job.pods),
+                sum(s.gpus for s in specs),
+                models.pop() if len(models) == 1 else "",
+            )
         )
-        for job in view.unschedulable
-        if job.pods
-    )
+    return tuple(out)
 
 
 def standby_explanations(snapshot: Snapshot, policy: Policy) -> Explanations:

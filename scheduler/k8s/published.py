@@ -32,6 +32,10 @@ class Rejected:
     pod_names: tuple[str, ...]
     reason: str
     submitted_at: float
+    gpus: int = 0
+    """GPUs its readable pods ask for."""
+    gpu_model: str = ""
+    """The GPU model its pods ask for ("" for any, or when they differ)."""
 
 
 @dataclass(frozen=True, slots=True)

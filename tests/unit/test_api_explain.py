@@ -220,3 +220,27 @@ def test_a_pod_the_engine_is_not_given_is_explained_to_whom_may_see_it(tmp_path:
         ("member:uni-north", "physics-lab/odd"): "NOT_FOUND",
         ("member:uni-north", "stray"): "NOT_FOUND",
     }
+
+
+def test_the_pods_the_engine_is_not_given_are_published_with_their_member_and_gpus() -> None:
+    """What ExplainPending answers for such a pod: its member (none for a namespace of no
+    member), its pods, its GPUs when they can be read, and the reason its event gives."""
+    from types import SimpleNamespace
+
+    from scheduler.k8s.daemon import rejected
+    from scheduler.k8s.objects import Unschedulable, pod_info
+    from tests.unit.test_k8s_convert import POLICY, pod
+
+    stray = pod_info(pod("stray", namespace="nobody", gpus=8))
+    odd = pod_info(pod("odd", annotations={"fairpool.io/checkpointable": "perhaps"}))
+    view = SimpleNamespace(
+        unschedulable=(
+            Unschedulable("uid-stray", (stray,), "namespace 'nobody' belongs to no member"),
+            Unschedulable("uid-odd", (odd,), "annotation: bad"),
+        )
+    )
+    found = {r.job_id: r for r in rejected(view, POLICY)}  # type: ignore[arg-type]
+    assert (found["uid-stray"].member, found["uid-stray"].gpus) == ("", 8)
+    assert found["uid-stray"].reason == "namespace 'nobody' belongs to no member"
+    assert (found["uid-odd"].member, found["uid-odd"].pod_names) == ("uni-north", ("odd",))
+    assert found["uid-odd"].namespace == "uni-north"
