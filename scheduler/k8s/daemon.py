@@ -827,7 +827,8 @@ class Daemon:
         node = nodes.get(victim.node)
         # Counted at the eviction up to the end of the grace period the victim is given,
         # the instant the simulator frees its GPUs, so both count the same work as lost.
-        gone_at = time.time() + self.policy().sharing.reclaim_grace_period_seconds
+        # The preemption's own: a policy applied since it was decided does not change it.
+        gone_at = time.time() + p.grace_period_seconds
         resumes = victim.checkpointable
         if resumes is None:
             resumes = self._checkpointable(victim.member)

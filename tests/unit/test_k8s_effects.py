@@ -834,3 +834,31 @@ def test_only_a_refusal_naming_a_disruption_budget_counts_as_the_budgets(
     assert refused == (frozenset({"uv"}) if outcome == "blocked" else frozenset())
     assert not again, "tried again only after retry_seconds"
     assert victim.annotations == {"fairpool.io/reclaims": "1"}
+
+
+def test_work_lost_at_an_eviction_counts_to_the_end_of_the_grace_period_it_was_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The victim was evicted with the grace period of its preemption (120 s); a policy
+    applied since (30 s) does not shorten the work counted as lost (it did)."""
+    policy = load_policy()  # grace period 30 s
+    node = Node("n1", "lab-bio", "NVIDIA-A100-SXM4-80GB", 8, 64_000, 2**39)
+    victim = RunningPod(
+        "u9", "p", "lab-bio", "lab-bio", "u9", "n1", PodSpec(gpus=4), started_at=900.0
+    )
+    fake = SimpleNamespace(
+        metrics=SchedulerMetrics(),
+        _victims={"u9": victim},
+        snapshot=lambda: Snapshot(now=0.0, nodes=(node,), running=(victim,), pending=()),
+        policy=lambda: policy,
+    )
+    fake._checkpointable = lambda m: Daemon._checkpointable(fake, m)  # type: ignore[arg-type]
+    monkeypatch.setattr("scheduler.k8s.daemon.time.time", lambda: 1000.0)
+    pod = pod_info({"metadata": {"name": "p", "namespace": "lab-bio", "uid": "u9"}, "spec": {}})
+    preemption = Preemption("u9", "u9", "lab-bio", "uni-north", "u/x", "r", 120, "entitlement")
+    Daemon._evicted(fake, EvictResult(preemption, pod, "evicted", ""))  # type: ignore[arg-type]
+    sample = fake.metrics.registry.get_sample_value(
+        "fairpool_reclaim_lost_gpu_seconds_total",
+        {"member": "lab-bio", "gpu_model": "NVIDIA-A100-SXM4-80GB", "cause": "entitlement"},
+    )
+    assert sample == pytest.approx(4 * (1000.0 + 120 - 900.0))
