@@ -8,7 +8,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from policies.errors import InputError
 from scheduler.cli.client import Client, client_options
 from scheduler.cli.tables import print_table
 
@@ -22,6 +21,21 @@ def _duration(seconds: float) -> str:
     return f"{seconds}s"
 
 
+def _refuse_ignored_options(name: str | None) -> None:
+    """`--namespace` narrows a NAME, `--member` and `--limit` the queue: given with the
+    other form they were silently ignored (`explain -n lab-a` listed the whole queue)."""
+    ctx = click.get_current_context()
+    ignored = ("member", "limit") if name is not None else ("namespace",)
+    given = [
+        f"--{option}"
+        for option in ignored
+        if ctx.get_parameter_source(option) is not click.core.ParameterSource.DEFAULT
+    ]
+    if given:
+        what = "the queue (without NAME)" if name is not None else "a NAME"
+        raise click.UsageError(f"{', '.join(given)}: only with {what}")
+
+
 @click.command()
 @click.argument("name", required=False)
 @click.option("-n", "--namespace", default="", help="the pod's namespace (when names repeat)")
@@ -33,18 +47,7 @@ def explain(client: Client, name: str | None, namespace: str, member: str, limit
     without NAME, the pending queue."""
     from proto.fairpool.v1 import share_pb2
 
-    if name is not None and member:
-        # The answer was about NAME whoever's job it is, as if --member had not been given.
-        raise InputError(
-            f"--member {member!r} narrows the queue (no NAME); with NAME {name!r}, "
-            "give -n/--namespace to tell pods of the same name apart"
-        )
-    if name is None and namespace:
-        # The queue was listed whole, every namespace's jobs under a -n that named one.
-        raise InputError(
-            f"-n/--namespace {namespace!r} narrows NAME (a pod's name); without NAME, "
-            "give --member to narrow the queue"
-        )
+    _refuse_ignored_options(name)
     console = Console()
     if name is None:
         reply = client.shares.ListPending(

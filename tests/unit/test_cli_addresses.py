@@ -124,3 +124,22 @@ def test_a_policy_configmap_is_a_namespace_and_a_name(text: str, problem: str | 
         return
     with pytest.raises(InputError, match=f"--policy-configmap: {problem}"):
         PolicyConfigMap.parse(text)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["explain", "-n", "lab-a"], "--namespace: only with a NAME"),
+        (["explain", "job-1", "--member", "lab-a"], "--member: only with the queue"),
+        (["explain", "job-1", "--limit", "5"], "--limit: only with the queue"),
+    ],
+)
+def test_explain_refuses_an_option_the_form_it_is_given_with_ignores(
+    args: list[str], message: str
+) -> None:
+    """`--namespace` narrows a NAME, `--member` and `--limit` the queue: given with the
+    other form they were ignored (`explain -n lab-a` listed every member's queue), and
+    no call is made (the server here does not exist)."""
+    result = CliRunner().invoke(cli, [*args, "--server", "127.0.0.1:1", "--timeout", "1"])
+    assert result.exit_code == 2, result.output
+    assert message in result.output

@@ -64,14 +64,14 @@ def test_explain_with_a_name_and_member_is_refused_not_ignored(api: Running) -> 
     assert alone.exit_code == 0 and f"of {job.member}," in alone.output, alone.output
     result = fairpool(api, "admin", "explain", job.job_id, "--member", other)
     assert result.exit_code == 2, result.output
-    assert result.output.startswith(f"error: --member '{other}' narrows the queue (no NAME)")
+    assert "--member: only with the queue (without NAME)" in result.output, result.output
 
 
 def test_the_queue_with_a_namespace_is_refused_not_listed_whole(api: Running) -> None:
     # `explain -n NS` listed every namespace's pending jobs, -n unread.
     result = fairpool(api, "admin", "explain", "-n", MEMBER_B)
     assert result.exit_code == 2, result.output
-    assert result.output.startswith(f"error: -n/--namespace '{MEMBER_B}' narrows NAME")
+    assert "--namespace: only with a NAME" in result.output, result.output
 
 
 def test_a_queue_cut_by_limit_says_how_many_are_shown(api: Running) -> None:
