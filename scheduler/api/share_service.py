@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 MAX_PENDING_PAGE = 5000
 MAX_LEDGER_DAYS = 62
 NO_DECISION_YET = "no scheduling decision yet: the job arrived after the latest cycle"
+BOUND_BY_THE_LATEST_CYCLE = (
+    "not waiting: the latest cycle bound it to {} (its binds may be on their way)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +133,7 @@ class _Book:
 
     __slots__ = (
         "_answers",
+        "_bound",
         "_index",
         "capacity",
         "gpu_models",
@@ -153,6 +157,7 @@ class _Book:
         """Ready GPUs per model, unowned nodes' included: the pool's size."""
         self.gpu_models = known_gpu_models(policy, shares, self.capacity)
         self._index: _Index | None = None
+        self._bound: dict[str, list[str]] | None = None
         self._answers: dict[tuple[str | None, str], bytes] = {}
         self.indexing = threading.Lock()
 
@@ -163,6 +168,16 @@ class _Book:
     @property
     def explanations(self) -> Mapping[str, str]:
         return self.published.decisions.explanations
+
+    def bound(self, job_id: str) -> list[str]:
+        """The nodes the cycle bound the job's pods to (none: it was not bound). A
+        published snapshot still holds the jobs its cycle bound as pending."""
+        if self._bound is None:
+            found: dict[str, list[str]] = {}
+            for bind in self.published.decisions.binds:
+                found.setdefault(bind.job_id, []).append(bind.node)
+            self._bound = found
+        return self._bound.get(job_id, [])
 
     @property
     def index(self) -> _Index:
@@ -478,7 +493,14 @@ class ShareServicer(share_pb2_grpc.ShareServiceServicer):
                 f"{request.name!r} is ambiguous: give a namespace ({', '.join(namespaces)})",
             )
         job = candidates[0]
-        explanation = book.explanations.get(job.job_id, NO_DECISION_YET)
+        explanation = book.explanations.get(job.job_id)
+        if explanation is None:
+            nodes = book.bound(job.job_id)
+            explanation = (
+                BOUND_BY_THE_LATEST_CYCLE.format(", ".join(sorted(set(nodes))))
+                if nodes
+                else NO_DECISION_YET
+            )
         if principal.kind is RoleKind.MEMBER and principal.member is not None:
             explanation = redact_explanation(explanation, principal.member, list(book.members))
         return share_pb2.ExplainPendingResponse(

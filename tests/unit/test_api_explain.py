@@ -244,3 +244,28 @@ def test_the_pods_the_engine_is_not_given_are_published_with_their_member_and_gp
     assert found["uid-stray"].reason == "namespace 'nobody' belongs to no member"
     assert (found["uid-odd"].member, found["uid-odd"].pod_names) == ("uni-north", ("odd",))
     assert found["uid-odd"].namespace == "uni-north"
+
+
+def test_a_job_the_latest_cycle_bound_is_not_said_to_have_arrived_after_it(
+    tmp_path: Path,
+) -> None:
+    """A cycle publishes the snapshot it decided on, whose pending jobs include those it
+    bound: until the next cycle, ExplainPending says where it bound them (it said "no
+    scheduling decision yet: the job arrived after the latest cycle")."""
+    policy = load_policy(DEFAULT_POLICY)
+    nodes = build_nodes(load_inventory())
+    spec = PodSpec(gpus=1, gpu_model=H100)
+    fits = PendingJob("uid-1", "physics", (PendingPod("uid-1", "fits", "physics-lab", spec),))
+    view = FrozenClusterView(policy, Snapshot(100_000.0, nodes, (), (fits,)))
+    (bind,) = view.last_decisions().binds
+    server = ApiServer(view, make_config(tmp_path)).start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = share_pb2_grpc.ShareServiceStub(channel)
+            request = share_pb2.ExplainPendingRequest(name="fits")
+            answer = stub.ExplainPending(request, metadata=metadata("admin"))
+    finally:
+        server.stop(grace=0.5)
+    assert answer.explanation == (
+        f"not waiting: the latest cycle bound it to {bind.node} (its binds may be on their way)"
+    )
