@@ -194,7 +194,8 @@ def _container_requests(container: Obj, where: str) -> Requests:
 def pod_requests(spec: Obj, pod: str = "pod") -> Requests:
     """Effective requests as kube-scheduler computes them: app containers and sidecars
     (init containers with restartPolicy Always) add up; a plain init container runs alone,
-    so only the largest matters; pod overhead adds on top."""
+    so only the largest matters; pod-level resources (`spec.resources`) replace that sum
+    for the CPU and memory they name; pod overhead adds on top."""
     total = Requests()
     for i, c in enumerate(spec.get("containers") or ()):
         total += _container_requests(c, f"{pod}: spec.containers[{i}].resources")
@@ -207,10 +208,31 @@ def pod_requests(spec: Obj, pod: str = "pod") -> Requests:
         else:
             init_peak = init_peak.max(r + sidecars)
     total = (total + sidecars).max(init_peak)
+    total = _pod_level(spec.get("resources"), total, f"{pod}: spec.resources")
     overhead = spec.get("overhead")
     if overhead:
         total += _container_requests({"resources": {"requests": overhead}}, f"{pod}: overhead")
     return total
+
+
+def _pod_level(resources: object, total: Requests, where: str) -> Requests:
+    """`total` with the CPU and memory the pod-level `spec.resources` request in place of
+    its containers' (Kubernetes 1.34 serves them by default): kube-scheduler and the
+    kubelet count those, and read from the containers alone, a pod asking 4 CPUs for
+    the whole pod was counted as none and bound to a node without them. GPUs are no
+    pod-level resource (the API server refuses them there)."""
+    if not isinstance(resources, Mapping):
+        return total
+    # The API server defaults pod-level requests (from the limits, or the containers');
+    # limits stand in for them only in an object it has not defaulted.
+    values = {**(resources.get("limits") or {}), **(resources.get("requests") or {})}
+    return Requests(
+        gpus=total.gpus,
+        cpu_milli=milli(values["cpu"], f"{where}.cpu") if "cpu" in values else total.cpu_milli,
+        memory_bytes=(
+            whole(values["memory"], f"{where}.memory") if "memory" in values else total.memory_bytes
+        ),
+    )
 
 
 def _tolerations(spec: Obj, where: str) -> tuple[Toleration, ...]:

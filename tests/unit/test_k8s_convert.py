@@ -212,6 +212,21 @@ def test_init_containers_and_sidecars() -> None:
     assert spec.gpus == 2
 
 
+def test_pod_level_resources_replace_the_containers_cpu_and_memory() -> None:
+    body = pod(gpus=2)  # its container asks 500m CPU and 1Gi
+    body["spec"]["resources"] = {"requests": {"cpu": "4", "memory": "8Gi"}}
+    body["spec"]["overhead"] = {"cpu": "100m"}
+    spec = pod_spec_from_api(body)
+    # As kube-scheduler counts it (it refused such a pod a 2-CPU node fairpool bound).
+    assert (spec.gpus, spec.cpu_milli, spec.memory_bytes) == (2, 4100, 8 * 2**30)
+    body["spec"]["resources"] = {"limits": {"memory": "2Gi"}}
+    spec = pod_spec_from_api(body)
+    assert (spec.cpu_milli, spec.memory_bytes) == (600, 2 * 2**30)
+    body["spec"]["resources"] = {"requests": {"cpu": "lots"}}
+    with pytest.raises(ConversionError, match=r"uni-north/p: spec.resources.cpu"):
+        pod_spec_from_api(body)
+
+
 def test_pod_info_states() -> None:
     pending = pod_info(pod())
     assert pending.waits_for("fairpool") and not pending.takes_resources()
