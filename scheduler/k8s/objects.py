@@ -808,6 +808,9 @@ def pending_job(
             f"{policy.metadata.name!r}",
         )
     min_member = 1
+    alone = _gang_size_alone(first) if first.gang is None else ""
+    if alone:
+        return Unschedulable(job_id, tuple(members), alone)
     if first.gang is not None:
         size = pod_group_size if first.gang.pod_group else None
         declared = {p.gang.size for p in members if p.gang is not None and p.gang.size}
@@ -864,6 +867,21 @@ def pending_job(
         reclaims=max(p.reclaims for p in members),
         reclaimed_at=_last_reclaim(members),
         checkpointable=_resumes(members),
+    )
+
+
+def _gang_size_alone(pod: PodInfo) -> str:
+    """Why a pod in no gang waits when its `fairpool.io/gang-size` asks for more than
+    itself, or "": placed alone, the first pod of a job meant to start whole ran (and held
+    its GPUs) while the others waited, as if the annotation were not there."""
+    text = pod.annotations.get(L.GANG_SIZE_ANNOTATION)
+    size = _plain_count(text) if text is not None else None
+    if size is None or size <= 1:
+        return ""
+    return (
+        f"pod {pod.key}: annotation {L.GANG_SIZE_ANNOTATION}={text!r} asks for a gang, but "
+        f"no label names it ({L.GANG_LABEL}, or {L.POD_GROUP_LABEL}) and no owner makes "
+        "its pods one; placed alone it would start without the others"
     )
 
 

@@ -352,6 +352,21 @@ def test_a_gang_size_is_plain_digits(size: str) -> None:
     assert info.error is not None and "is not a positive integer" in info.error, size
 
 
+@pytest.mark.parametrize("labels", [{}, {"fairpool.io/gang": ""}], ids=["no-label", "empty"])
+def test_a_gang_size_without_a_gang_keeps_the_pod_waiting_saying_so(
+    labels: dict[str, str],
+) -> None:
+    info = pod_info(pod(labels=labels, annotations={"fairpool.io/gang-size": "4"}))
+    jobs, rejected = pending_jobs([info], POLICY, Priorities(), {}, {})
+    # It was placed alone, as a job of one pod.
+    assert jobs == ()
+    (why,) = rejected
+    assert "fairpool.io/gang-size='4'" in why.reason and "fairpool.io/gang" in why.reason
+    one = pod_info(pod(annotations={"fairpool.io/gang-size": "1"}))
+    jobs, rejected = pending_jobs([one], POLICY, Priorities(), {}, {})
+    assert [j.min_member for j in jobs] == [1] and rejected == ()
+
+
 def test_pod_group_min_member_from_podgroup_else_annotation() -> None:
     labels = {"scheduling.x-k8s.io/pod-group": "pg"}
     infos = [pod_info(pod("a", "physics", labels=labels))]
