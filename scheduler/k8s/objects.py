@@ -286,6 +286,11 @@ def _required_affinity(spec: Obj, where: str) -> tuple[tuple[SelectorRequirement
                     values=tuple(f.get("values") or ()),
                 )
             )
+        if not requirements:
+            # An empty term matches no node, as kube-scheduler and the kubelet read it
+            # (read as no requirement, it matched every node and such a pod was bound
+            # where they refuse it): no label has an empty key.
+            requirements.append(SelectorRequirement(key="", operator="Exists"))
         terms.append(tuple(requirements))
     return tuple(terms)
 

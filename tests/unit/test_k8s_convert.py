@@ -7,6 +7,7 @@ from typing import Any, cast
 import pytest
 
 from policies.loader import load_policy
+from scheduler.engine.placement import effective_labels, labels_match
 from scheduler.engine.snapshot import PodSpec, SelectorRequirement, Taint, Toleration
 from scheduler.k8s.objects import (
     ConversionError,
@@ -197,6 +198,26 @@ def test_unsupported_affinity_operator_is_a_clear_error() -> None:
     info = pod_info(body)
     assert info.spec is None
     assert info.error is not None and "'Gt' is not supported" in info.error
+
+
+def test_an_empty_node_selector_term_matches_no_node() -> None:
+    node = node_from_api(
+        {
+            "metadata": {"name": "n1", "labels": {"zone": "a"}},
+            "status": {"allocatable": {"nvidia.com/gpu": "8", "cpu": "8", "memory": "8Gi"}},
+        }
+    )
+    labels = effective_labels(node)
+    required = {"nodeSelectorTerms": [{}, {"matchExpressions": []}]}
+    body = pod(
+        affinity={"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": required}}
+    )
+    # kube-scheduler: "didn't match Pod's node affinity/selector"; it matched every node.
+    assert not labels_match(pod_spec_from_api(body), labels)
+    required["nodeSelectorTerms"].append(
+        {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}
+    )
+    assert labels_match(pod_spec_from_api(body), labels)
 
 
 def test_init_containers_and_sidecars() -> None:
