@@ -829,6 +829,15 @@ def pending_job(
                 f"{L.GANG_SIZE_ANNOTATION} ({', '.join(map(str, sorted(declared)))}); "
                 "give every pod the same",
             )
+        models = _gpu_models(members)
+        if len(models) > 1:
+            return Unschedulable(
+                job_id,
+                tuple(members),
+                f"gang {first.gang.name}: its pods require different GPU models in "
+                f"nodeSelector {L.GPU_MODEL_LABEL} ({', '.join(models)}), and a gang runs on "
+                "one model; give every pod the same",
+            )
         size = size or first.gang.size
         if size is None and first.gang.kind:
             return Unschedulable(
@@ -873,6 +882,16 @@ def pending_job(
         reclaimed_at=_last_reclaim(members),
         checkpointable=_resumes(members),
     )
+
+
+def _gpu_models(pods: list[PodInfo]) -> list[str]:
+    """The GPU models a gang's pods require, sorted, when any of them asks for GPUs: the
+    engine places all of such a gang's pods on nodes of one model, so two models mean it
+    never runs (it waited with a sentence about nodes too small for it)."""
+    specs = [cast(PodSpec, p.spec) for p in pods]
+    if not any(spec.gpus > 0 for spec in specs):
+        return []
+    return sorted({spec.gpu_model for spec in specs if spec.gpu_model is not None})
 
 
 def _gang_size_alone(pod: PodInfo) -> str:

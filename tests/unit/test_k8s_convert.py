@@ -357,6 +357,27 @@ def test_a_bound_pod_keeps_its_requests_when_the_rest_cannot_be_read(
     assert pod_info(body).spec is None and pod_info(body).error
 
 
+def test_a_gang_whose_pods_require_different_gpu_models_waits_saying_so() -> None:
+    gang = {"fairpool.io/gang": "mix"}
+    size = {"fairpool.io/gang-size": "3"}
+
+    def member(name: str, gpus: int, model: str | None) -> PodInfo:
+        selector = {"nvidia.com/gpu.product": model} if model else {}
+        return pod_info(pod(name, gpus=gpus, labels=gang, annotations=size, nodeSelector=selector))
+
+    pods = [member("w0", 1, "NVIDIA-H100"), member("w1", 1, "NVIDIA-A100"), member("w2", 1, None)]
+    jobs, rejected = pending_jobs(pods, POLICY, Priorities(), {}, {})
+    # It was queued, and waited for ever "scattered over nodes too small for the gang".
+    assert jobs == ()
+    (why,) = rejected
+    assert "NVIDIA-A100, NVIDIA-H100" in why.reason and len(why.pods) == 3
+    # One model named, or the others only by pods that ask no GPU of a CPU-only gang.
+    same = [member("w0", 1, "NVIDIA-H100"), member("w1", 1, None), member("w2", 1, "NVIDIA-H100")]
+    assert pending_jobs(same, POLICY, Priorities(), {}, {})[1] == ()
+    cpu = [member("w0", 0, "NVIDIA-H100"), member("w1", 0, "NVIDIA-A100"), member("w2", 0, None)]
+    assert pending_jobs(cpu, POLICY, Priorities(), {}, {})[1] == ()
+
+
 def test_gang_label_without_size_is_rejected_with_reason() -> None:
     info = pod_info(pod("w", "physics", labels={"fairpool.io/gang": "train"}))
     assert info.error is not None and "fairpool.io/gang-size" in info.error
