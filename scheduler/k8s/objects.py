@@ -316,15 +316,37 @@ def pod_spec_from_api(obj: Obj) -> PodSpec:
     spec = obj.get("spec") or {}
     requests = pod_requests(spec, where)
     selector: dict[str, str] = dict(spec.get("nodeSelector") or {})
+    affinity = _required_affinity(spec, where)
+    model = selector.get(L.GPU_MODEL_LABEL)
     return PodSpec(
         gpus=requests.gpus,
         cpu_milli=requests.cpu_milli,
         memory_bytes=requests.memory_bytes,
-        gpu_model=selector.get(L.GPU_MODEL_LABEL),
+        gpu_model=model if model is not None else _affinity_model(affinity),
         node_selector=selector,
-        affinity=_required_affinity(spec, where),
+        affinity=affinity,
         tolerations=_tolerations(spec, where),
     )
+
+
+def _affinity_model(terms: tuple[tuple[SelectorRequirement, ...], ...]) -> str | None:
+    """The one GPU model a required node affinity allows (`nvidia.com/gpu.product In`
+    naming it, in every term that can match), else None. The engine counts a job's
+    entitlement on the model it requires: read from the nodeSelector alone, a job that
+    named its member's model this way was counted on every model, and its owner was
+    refused its own borrowed GPUs ("nothing can be reclaimed")."""
+    allowed: set[str] = set()
+    for term in terms:
+        if any(not r.key for r in term):
+            continue  # an empty term, which matches no node (`_required_affinity`)
+        models: set[str] | None = None
+        for r in term:
+            if r.key == L.GPU_MODEL_LABEL and r.operator == "In":
+                models = set(r.values) if models is None else models & set(r.values)
+        if models is None:
+            return None  # this term allows any model
+        allowed |= models
+    return next(iter(allowed)) if len(allowed) == 1 else None
 
 
 @dataclass(frozen=True, slots=True)

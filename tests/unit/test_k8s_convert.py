@@ -7,8 +7,17 @@ from typing import Any, cast
 import pytest
 
 from policies.loader import load_policy
+from scheduler.engine import schedule
 from scheduler.engine.placement import effective_labels, labels_match
-from scheduler.engine.snapshot import PodSpec, SelectorRequirement, Taint, Toleration
+from scheduler.engine.snapshot import (
+    PendingJob,
+    PendingPod,
+    PodSpec,
+    SelectorRequirement,
+    Snapshot,
+    Taint,
+    Toleration,
+)
 from scheduler.k8s.objects import (
     ConversionError,
     PodInfo,
@@ -23,6 +32,9 @@ from scheduler.k8s.objects import (
     timestamp,
     whole,
 )
+from tests.unit.engine_strategies import node as engine_node
+from tests.unit.engine_strategies import policy as engine_policy
+from tests.unit.engine_strategies import running as engine_running
 
 POLICY = load_policy()  # the built-in demo: uni-north, lab-bio, ai-startup-*, physics
 
@@ -198,6 +210,58 @@ def test_unsupported_affinity_operator_is_a_clear_error() -> None:
     info = pod_info(body)
     assert info.spec is None
     assert info.error is not None and "'Gt' is not supported" in info.error
+
+
+def test_a_gpu_model_from_a_required_node_affinity_that_allows_only_it() -> None:
+    def model(*terms: list[dict[str, Any]], **spec: Any) -> str | None:
+        required = {"nodeSelectorTerms": [{"matchExpressions": list(t)} for t in terms]}
+        affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": required}}
+        return pod_spec_from_api(pod(affinity=affinity, **spec)).gpu_model
+
+    def product(*values: str, operator: str = "In") -> dict[str, Any]:
+        return {"key": "nvidia.com/gpu.product", "operator": operator, "values": list(values)}
+
+    zone = {"key": "zone", "operator": "In", "values": ["a"]}
+    # It was None: the job counted on every model, and its owner was refused a reclaim.
+    assert model([product("NVIDIA-A100"), zone]) == "NVIDIA-A100"
+    assert model([product("NVIDIA-A100", "NVIDIA-H100"), product("NVIDIA-A100")]) == "NVIDIA-A100"
+    assert model([product("NVIDIA-A100")], [product("NVIDIA-A100"), zone]) == "NVIDIA-A100"
+    assert model([product("NVIDIA-A100")], []) == "NVIDIA-A100"  # the empty term matches none
+    assert model([product("NVIDIA-A100", "NVIDIA-H100")]) is None
+    assert model([product("NVIDIA-A100")], [product("NVIDIA-H100")]) is None
+    assert model([product("NVIDIA-A100")], [zone]) is None
+    assert model([product("NVIDIA-A100", operator="NotIn")]) is None
+    selected = {"nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100"}}
+    assert model([product("NVIDIA-A100")], **selected) == "NVIDIA-H100"
+
+
+def test_an_owner_who_names_its_model_by_affinity_reclaims_its_gpus() -> None:
+    a100 = "NVIDIA-A100"
+    policy = engine_policy(["lab-a", "lab-b"])
+    nodes = [engine_node("a", "lab-a", model=a100), engine_node("h", "lab-b", model="NVIDIA-H100")]
+    borrowed = [engine_running(f"b{i}", "lab-b", "a") for i in range(8)]
+    term = {
+        "matchExpressions": [{"key": "nvidia.com/gpu.product", "operator": "In", "values": [a100]}]
+    }
+    body = pod(
+        namespace="lab-a",
+        gpus=2,
+        affinity={
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}
+            }
+        },
+    )
+    spec = pod_spec_from_api(body)
+    waiting = PendingJob(
+        job_id="j",
+        member="lab-a",
+        pods=(PendingPod(uid="j-0", name="j-0", namespace="lab-a", spec=spec),),
+    )
+    decisions = schedule(
+        Snapshot(now=1e5, nodes=tuple(nodes), running=tuple(borrowed), pending=(waiting,)), policy
+    )
+    assert len(decisions.preemptions) == 2, decisions.explanations["j"]
 
 
 def test_an_empty_node_selector_term_matches_no_node() -> None:
