@@ -315,6 +315,7 @@ def pod_spec_from_api(obj: Obj) -> PodSpec:
     where = f"pod {meta.get('namespace', '')}/{meta.get('name', '')}"
     spec = obj.get("spec") or {}
     requests = pod_requests(spec, where)
+    _no_resource_claims(spec, where)
     selector: dict[str, str] = dict(spec.get("nodeSelector") or {})
     affinity = _required_affinity(spec, where)
     model = selector.get(L.GPU_MODEL_LABEL)
@@ -327,6 +328,20 @@ def pod_spec_from_api(obj: Obj) -> PodSpec:
         affinity=affinity,
         tolerations=_tolerations(spec, where),
     )
+
+
+def _no_resource_claims(spec: Obj, where: str) -> None:
+    """A ConversionError for a pod that names Dynamic Resource Allocation claims: only a
+    scheduler that allocates a claim may bind its pod (the kubelet starts none whose
+    claims are not allocated and reserved for it), and fairpool allocates none. It bound
+    such a pod, even one whose claim did not exist, which then never started."""
+    for i, claim in enumerate(spec.get("resourceClaims") or ()):
+        name = claim.get("name", "") if isinstance(claim, Mapping) else ""
+        raise ConversionError(
+            f"{where}: spec.resourceClaims[{i}] ({name}): fairpool does not allocate "
+            "ResourceClaims (Dynamic Resource Allocation); give the pod a scheduler that "
+            "does, or request nvidia.com/gpu instead"
+        )
 
 
 def _affinity_model(terms: tuple[tuple[SelectorRequirement, ...], ...]) -> str | None:

@@ -264,6 +264,19 @@ def test_an_owner_who_names_its_model_by_affinity_reclaims_its_gpus() -> None:
     assert len(decisions.preemptions) == 2, decisions.explanations["j"]
 
 
+def test_a_pod_with_resource_claims_waits_saying_fairpool_allocates_none() -> None:
+    claims = {"resourceClaims": [{"name": "gpu", "resourceClaimName": "my-claim"}]}
+    info = pod_info(pod(**claims))
+    # It was bound (even with no such claim), and a kubelet starts no pod whose claim
+    # is not allocated.
+    assert info.spec is None and info.error is not None
+    assert "spec.resourceClaims[0] (gpu)" in info.error
+    _, rejected = pending_jobs([info], POLICY, Priorities(), {}, {})
+    assert [r.reason for r in rejected] == [info.error]
+    bound = pod_info(pod(node="n1", **claims) | {"status": {"phase": "Running"}})
+    assert bound.spec is not None and bound.spec.gpus == 1  # its requests still count
+
+
 def test_an_empty_node_selector_term_matches_no_node() -> None:
     node = node_from_api(
         {
