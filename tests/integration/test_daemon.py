@@ -305,6 +305,35 @@ def test_pod_of_namespace_outside_the_policy_is_explained(pool: Pool) -> None:
     assert "belongs to no member" in events[0].message
 
 
+def test_pods_kube_scheduler_would_not_place_wait_with_the_reason(pool: Pool) -> None:
+    """Each of these was bound (kwok runs anything; a kubelet would refuse them), beside a
+    plain pod that still is."""
+    pool.add_member("a")
+    pool.add_nodes("a", count=1, gpus=8)
+    pool.daemon(pool.policy())
+    nowhere = {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{}]}}
+    waiting = {
+        "whole-pod-cpu": {"resources": {"requests": {"cpu": "1000"}}},
+        "empty-term": {"affinity": {"nodeAffinity": nowhere}},
+        "claim": {"resourceClaims": [{"name": "gpu", "resourceClaimName": "absent"}]},
+    }
+    for name, spec in waiting.items():
+        pool.pod("a", name, extra_spec=spec)
+    pool.pod("a", "alone", annotations={"fairpool.io/gang-size": "2"})
+    pool.pod("a", "plain")
+    wait_until(lambda: "plain" in pool.bound("a"), what="the plain pod bound")
+
+    def reasons() -> dict[str, str]:
+        return {e.involved_object.name: e.message for e in pool.events("a", "FailedScheduling")}
+
+    found = wait_until(lambda: len(reasons()) == 4 and reasons(), what="4 FailedScheduling")
+    assert "too little CPU" in found["whole-pod-cpu"], found
+    assert "node selector or affinity" in found["empty-term"], found
+    assert "spec.resourceClaims[0] (gpu)" in found["claim"], found
+    assert "fairpool.io/gang-size='2'" in found["alone"], found
+    assert set(pool.bound("a")) == {"plain"}
+
+
 # --- gangs ------------------------------------------------------------------------------
 
 
