@@ -334,6 +334,12 @@ class ClusterCache:
         with self._lock:
             return record_owner(pod.owner, self._owners)
 
+    def job_of(self, pod: PodInfo) -> Owner | None:
+        """The batch Job that controls the pod, when fairpool has read it."""
+        with self._lock:
+            owner = self._owners.get(pod.owner.uid) if pod.owner is not None else None
+        return owner if owner is not None and owner.kind == JOB.kind else None
+
     def pods(self) -> list[PodInfo]:
         with self._lock:
             self._regroup_pods()

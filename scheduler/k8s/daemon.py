@@ -785,7 +785,10 @@ class Daemon:
         if pod is None:
             return
         victim = running.get(pod.uid)
-        if self.evictor.submit(preemption, pod, self.cache.record_of(pod)) and victim is not None:
+        submitted = self.evictor.submit(
+            preemption, pod, self.cache.record_of(pod), self.cache.job_of(pod)
+        )
+        if submitted and victim is not None:
             self._victims[pod.uid] = victim
 
     def _explain(

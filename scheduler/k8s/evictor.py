@@ -107,20 +107,34 @@ def annotation_patch(pod: PodInfo, annotations: Mapping[str, str | None]) -> dic
     return {"metadata": {"uid": pod.uid, "annotations": dict(annotations)}}
 
 
-def event_text(preemption: Preemption) -> tuple[str, str]:
-    """The victim's event: its reason (`Preempted` for a reclaim, `Consolidated` for a
-    move) and message."""
+def event_text(preemption: Preemption, job: Owner | None = None) -> tuple[str, str, str]:
+    """The victim's event: its type, its reason (`Preempted` for a reclaim, `Consolidated`
+    for a move) and message. `job`: the batch Job that controls the pod; one that counts
+    the eviction as a failure (`Owner.eviction_fails`) turns the event into a Warning
+    that says so, since the Job may fail for good where the user expected its work to
+    wait and run again."""
     grace = f"(grace period {preemption.grace_period_seconds}s)"
     if preemption.cause == "consolidation":
-        return (
+        reason, text = (
             "Consolidated",
             f"Moved for consolidation, for job {preemption.for_job} of member "
             f"{preemption.reclaimer}: {preemption.reason} {grace}",
         )
+    else:
+        reason, text = (
+            "Preempted",
+            f"Preempted by member {preemption.reclaimer} for job {preemption.for_job}: "
+            f"{preemption.reason} {grace}",
+        )
+    if job is None or job.eviction_fails is None:
+        return "Normal", reason, text
     return (
-        "Preempted",
-        f"Preempted by member {preemption.reclaimer} for job {preemption.for_job}: "
-        f"{preemption.reason} {grace}",
+        "Warning",
+        reason,
+        f"{text}; Job {job.name} counts this eviction as a failed pod, against its "
+        f"backoffLimit of {job.eviction_fails}: give it a podFailurePolicy rule with "
+        "action Ignore on the condition DisruptionTarget so that a reclaim puts its work "
+        'back in the queue (docs/policy.md, "Workloads a reclaim puts back in the queue")',
     )
 
 
@@ -151,9 +165,16 @@ class Evictor:
         self._refused: dict[str, float] = {}
         """uid -> when a PodDisruptionBudget last refused its eviction (monotonic)."""
 
-    def submit(self, preemption: Preemption, pod: PodInfo, record: Owner | None = None) -> bool:
+    def submit(
+        self,
+        preemption: Preemption,
+        pod: PodInfo,
+        record: Owner | None = None,
+        job: Owner | None = None,
+    ) -> bool:
         """Evict the victim unless it is already going or was tried too recently;
-        `record`: the object that keeps its job's reclaim record (`owners.record_owner`)."""
+        `record`: the object that keeps its job's reclaim record (`owners.record_owner`);
+        `job`: the batch Job that controls it (`event_text`)."""
         if pod.deleting:
             return False
         now = time.monotonic()
@@ -165,7 +186,7 @@ class Evictor:
                 # Past entries hold nothing back: dropped once the table doubled.
                 self._not_before = {u: t for u, t in self._not_before.items() if t > now}
                 self._kept_at_prune = len(self._not_before)
-        self._pool.submit(self._evict, preemption, pod, record)
+        self._pool.submit(self._evict, preemption, pod, record, job)
         return True
 
     def refused(self) -> frozenset[str]:
@@ -191,7 +212,13 @@ class Evictor:
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def _evict(self, preemption: Preemption, pod: PodInfo, record: Owner | None = None) -> None:
+    def _evict(
+        self,
+        preemption: Preemption,
+        pod: PodInfo,
+        record: Owner | None = None,
+        job: Owner | None = None,
+    ) -> None:
         try:
             outcome, detail = self._attempt(preemption, pod, record)
         except Exception as exc:
@@ -210,7 +237,7 @@ class Evictor:
                 self._refused.pop(pod.uid, None)
         ref = ObjectRef("Pod", pod.namespace, pod.name, pod.uid)
         if outcome == "evicted" and self.recorder is not None:
-            self.recorder.record(ref, "Normal", *event_text(preemption))
+            self.recorder.record(ref, *event_text(preemption, job))
         elif outcome == "blocked":
             log.info("eviction of %s blocked: %s", pod.key, detail)
         elif outcome == "failed":

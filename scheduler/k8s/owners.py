@@ -94,6 +94,10 @@ class Owner:
     created_at: float = 0.0
     """Its creation time: when the job of the pods it controls was submitted (a pod it
     makes anew after a reclaim keeps its job's place in the member's queue)."""
+    eviction_fails: int | None = None
+    """A Job without a podFailurePolicy rule that ignores `DisruptionTarget`: the
+    backoffLimit an eviction of its pods counts against (`eviction_backoff`); None for
+    one with the rule, and for other kinds."""
     reclaim_record: Mapping[str, str] = field(default_factory=dict)
     """Its `fairpool.io/reclaims` and `fairpool.io/reclaimed-at` annotations: the
     evictor writes them on the object that recreates a victim's pods (`record_owner`),
@@ -140,6 +144,29 @@ def job_gang_size(job: Obj) -> int | None:
     succeeded = _count((job.get("status") or {}).get("succeeded"), f"{where}: status", 0)
     left = completions - succeeded
     return left if left > 1 else None
+
+
+def eviction_backoff(job: Obj) -> int | None:
+    """The backoffLimit a Job counts a reclaim's eviction against, or None when its
+    podFailurePolicy ignores pods with the condition `DisruptionTarget` (which the API
+    server gives an evicted pod): without such a rule the Job counts every evicted pod
+    as failed, and one with backoffLimit 0 fails for good at its first reclaim
+    (docs/policy.md, "Workloads a reclaim puts back in the queue")."""
+    spec = job.get("spec") or {}
+    policy = spec.get("podFailurePolicy")
+    rules = policy.get("rules") if isinstance(policy, Mapping) else None
+    for rule in rules if isinstance(rules, list) else ():
+        if not isinstance(rule, Mapping) or rule.get("action") != "Ignore":
+            continue
+        for condition in rule.get("onPodConditions") or ():
+            if (
+                isinstance(condition, Mapping)
+                and condition.get("type") == "DisruptionTarget"
+                and condition.get("status", "True") == "True"
+            ):
+                return None
+    limit = spec.get("backoffLimit")
+    return limit if isinstance(limit, int) and not isinstance(limit, bool) else 6
 
 
 def _replicated_job_pods(rjob: Obj, where: str) -> int | None:
@@ -267,6 +294,7 @@ def _owner_from_api(kind: str, obj: Obj) -> Owner:
                 size=job_gang_size(obj),
                 parent=controller_of(meta),
                 replicated_job=labels.get(JOBSET_REPLICATED_JOB_LABEL, ""),
+                eviction_fails=eviction_backoff(obj),
             )
         if kind == JOBSET.kind:
             return Owner(

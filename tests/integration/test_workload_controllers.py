@@ -314,6 +314,11 @@ def test_a_reclaimed_job_with_the_examples_rule_waits_again_and_one_without_fail
     assert len(waiting) == 1
     status = job_status(pool, "a", "kept")
     assert not failed_reasons(status) and not status.failed
+    # The victim of the Job without the rule was told why its Job failed.
+    events = {e.involved_object.name.split("-")[0]: e for e in pool.events("a", "Preempted")}
+    assert events["kept"].type == "Normal"
+    assert events["plain"].type == "Warning"
+    assert "Job plain counts this eviction as a failed pod" in events["plain"].message
     # B's Jobs end after 30 s: the new pod takes the GPUs, the other Job stays failed.
     wait_until(
         lambda: any(n.startswith("kept-") for n in pool.bound("a")),

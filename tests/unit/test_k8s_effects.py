@@ -44,6 +44,7 @@ from scheduler.k8s.evictor import (
 from scheduler.k8s.exporter import OwedEpisodes, SchedulerMetrics, State
 from scheduler.k8s.leader import LeaderElector
 from scheduler.k8s.objects import PodInfo, pod_info
+from scheduler.k8s.owners import Owner
 from scheduler.sim.waiting import DAEMON_OWED_CAUSES, IDLE_CAUSES
 
 POD = pod_info(
@@ -95,15 +96,26 @@ def test_eviction_body_has_grace_and_uid_precondition() -> None:
         "fairpool.io/reclaimed-at": "2027-01-15T08:00:00Z",
     }
     assert event_text(preemption) == (
+        "Normal",
         "Preempted",
         "Preempted by member lab-bio for job lab-bio/x: r (grace period 30s)",
     )
     moved = replace(preemption, cause="consolidation")
     assert victim_annotations(moved, POD, 0.0)["fairpool.io/preemption-cause"] == "consolidation"
     assert event_text(moved) == (
+        "Normal",
         "Consolidated",
         "Moved for consolidation, for job lab-bio/x of member lab-bio: r (grace period 30s)",
     )
+    # A Job that counts the eviction against its backoffLimit: a Warning saying so.
+    kept = Owner(kind="Job", namespace="physics", name="train", uid="j1")
+    assert event_text(preemption, kept)[0] == "Normal"
+    counted = replace(kept, eviction_fails=0)
+    kind, reason, text = event_text(preemption, counted)
+    assert (kind, reason) == ("Warning", "Preempted")
+    assert text.startswith("Preempted by member lab-bio for job lab-bio/x: r (grace period 30s)")
+    assert "Job train counts this eviction as a failed pod, against its backoffLimit of 0" in text
+    assert "podFailurePolicy rule with action Ignore on the condition DisruptionTarget" in text
 
     def victim(annotations: dict[str, str]) -> PodInfo:
         return pod_info(

@@ -21,6 +21,7 @@ from scheduler.k8s.owners import (
     Owner,
     OwnerRef,
     controller_of,
+    eviction_backoff,
     job_gang_size,
     jobset_gangs,
     owner_gang,
@@ -460,3 +461,38 @@ def test_pods_a_job_makes_anew_keep_its_place_in_the_queue() -> None:
     cache.replace(PODS, [alone])
     (pending,) = cache.view(POLICY).snapshot.pending
     assert pending.submitted_at == 1791198000.0
+
+
+def test_a_job_without_the_disruption_rule_counts_an_eviction_against_its_backoff_limit() -> None:
+    # docs/policy.md, "Workloads a reclaim puts back in the queue": the API server gives
+    # an evicted pod DisruptionTarget, which only such a rule keeps off backoffLimit.
+    plain = indexed_job()
+    assert eviction_backoff(plain) == 6  # Kubernetes' default backoffLimit
+    plain["spec"]["backoffLimit"] = 0
+    assert eviction_backoff(plain) == 0
+    ignored = {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
+    kept = indexed_job()
+    kept["spec"]["podFailurePolicy"] = {"rules": [ignored]}
+    assert eviction_backoff(kept) is None
+    # Another condition, another action, or the condition False do not keep it off.
+    for rule in (
+        {"action": "Ignore", "onPodConditions": [{"type": "ConfigIssue"}]},
+        {"action": "Count", "onPodConditions": [{"type": "DisruptionTarget"}]},
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "False"}]},
+    ):
+        other = indexed_job()
+        other["spec"]["podFailurePolicy"] = {"rules": [rule]}
+        assert eviction_backoff(other) == 6, rule
+    # Read into the Job's Owner, which the evictor's event reads (only a Job's).
+    cache = ClusterCache()
+    plain["spec"]["backoffLimit"] = 0
+    cache.replace(JOBS, [plain])
+    cache.replace(PODS, [job_pod("train-0")])
+    owner = cache.job_of(cache.pods()[0])
+    assert owner is not None and owner.eviction_fails == 0
+    cache.replace(JOBS, [kept])
+    owner = cache.job_of(cache.pods()[0])
+    assert owner is not None and owner.eviction_fails is None
+    # A pod no Job controls has none.
+    cache.replace(PODS, [pod("alone")])
+    assert cache.job_of(cache.pods()[0]) is None
