@@ -41,7 +41,7 @@ from kubernetes.client.exceptions import ApiException
 from scheduler.engine.decisions import Preemption
 from scheduler.k8s import labels as L
 from scheduler.k8s.client import read_body, status_details, status_message
-from scheduler.k8s.events import EventRecorder, ObjectRef
+from scheduler.k8s.events import EventRecorder, EventType, ObjectRef
 from scheduler.k8s.objects import PodInfo, reclaim_timestamp
 from scheduler.k8s.owners import OWNER_KINDS, RECLAIM_RECORD_KEYS, Owner
 
@@ -107,7 +107,7 @@ def annotation_patch(pod: PodInfo, annotations: Mapping[str, str | None]) -> dic
     return {"metadata": {"uid": pod.uid, "annotations": dict(annotations)}}
 
 
-def event_text(preemption: Preemption, job: Owner | None = None) -> tuple[str, str, str]:
+def event_text(preemption: Preemption, job: Owner | None = None) -> tuple[EventType, str, str]:
     """The victim's event: its type, its reason (`Preempted` for a reclaim, `Consolidated`
     for a move) and message. `job`: the batch Job that controls the pod; one that counts
     the eviction as a failure (`Owner.eviction_fails`) turns the event into a Warning
