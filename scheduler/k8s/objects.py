@@ -316,6 +316,7 @@ def pod_spec_from_api(obj: Obj) -> PodSpec:
     spec = obj.get("spec") or {}
     requests = pod_requests(spec, where)
     _no_resource_claims(spec, where)
+    _counted_resources_only(spec, where)
     selector: dict[str, str] = dict(spec.get("nodeSelector") or {})
     affinity = _required_affinity(spec, where)
     model = selector.get(L.GPU_MODEL_LABEL)
@@ -342,6 +343,44 @@ def _no_resource_claims(spec: Obj, where: str) -> None:
             "ResourceClaims (Dynamic Resource Allocation); give the pod a scheduler that "
             "does, or request nvidia.com/gpu instead"
         )
+
+
+COUNTED_RESOURCES: frozenset[str] = frozenset({L.GPU_RESOURCE, "cpu", "memory"})
+"""The resources fairpool counts against a node's allocatable."""
+
+
+def _counted_resources_only(spec: Obj, where: str) -> None:
+    """A ConversionError for a pod that requests any other resource (an extended one such
+    as `rdma/ib` or a MIG slice, `ephemeral-storage`, `hugepages-*`): kube-scheduler
+    counts those against the nodes' allocatable and a kubelet refuses a pod its node has
+    too little of (OutOf<resource>), but fairpool, counting only `COUNTED_RESOURCES`,
+    bound it to a node with none. A zero request asks for nothing, as kube-scheduler
+    reads it."""
+    parts: list[tuple[str, object]] = [
+        (f"spec.{kind}[{i}].resources", c.get("resources") if isinstance(c, Mapping) else None)
+        for kind in ("containers", "initContainers")
+        for i, c in enumerate(spec.get(kind) or ())
+    ]
+    parts.append(("spec.resources", spec.get("resources")))
+    parts.append(("spec.overhead", {"requests": spec.get("overhead")}))
+    for path, resources in parts:
+        if not isinstance(resources, Mapping):
+            continue
+        for kind in ("requests", "limits"):
+            values = resources.get(kind)
+            if not isinstance(values, Mapping):
+                continue
+            for name, value in values.items():
+                if name in COUNTED_RESOURCES:
+                    continue
+                if quantity(value, f"{where}: {path}.{kind}[{name}]") == 0:
+                    continue
+                raise ConversionError(
+                    f"{where}: {path}: {name}: fairpool does not place pods that request "
+                    f"{name}: it counts only {L.GPU_RESOURCE}, cpu and memory on a node, "
+                    "and a kubelet refuses a pod its node has too little of; drop the "
+                    "request, or give the pod a scheduler that counts it (kube-scheduler)"
+                )
 
 
 def _affinity_model(terms: tuple[tuple[SelectorRequirement, ...], ...]) -> str | None:

@@ -277,6 +277,60 @@ def test_a_pod_with_resource_claims_waits_saying_fairpool_allocates_none() -> No
     assert bound.spec is not None and bound.spec.gpus == 1  # its requests still count
 
 
+def _asking(resources: dict[str, Any], where: str = "containers") -> dict[str, Any]:
+    """A pod whose first container (or init container, or the pod itself: `where`
+    "resources") asks for `resources` besides its GPU."""
+    body = pod()
+    if where == "resources":
+        body["spec"]["resources"] = resources
+    elif where == "initContainers":
+        body["spec"]["initContainers"] = [{"name": "init", "resources": resources}]
+    else:
+        body["spec"]["containers"][0]["resources"]["limits"].update(resources)
+    return body
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        (_asking({"rdma/ib": "1"}), "spec.containers[0].resources: rdma/ib"),
+        (_asking({"nvidia.com/mig-1g.10gb": "1"}), "resources: nvidia.com/mig-1g.10gb"),
+        (_asking({"ephemeral-storage": "100Ti"}), "resources: ephemeral-storage"),
+        (
+            _asking({"requests": {"hugepages-2Mi": "1Gi", "memory": "1Gi"}}, "initContainers"),
+            "spec.initContainers[0].resources: hugepages-2Mi",
+        ),
+        (
+            _asking({"limits": {"hugepages-1Gi": "2Gi", "memory": "4Gi"}}, "resources"),
+            "spec.resources: hugepages-1Gi",
+        ),
+    ],
+)
+def test_a_pod_asking_for_a_resource_fairpool_does_not_count_waits_naming_it(
+    body: dict[str, Any], named: str
+) -> None:
+    # It was bound to a node with none of it (kube-scheduler: "Insufficient rdma/ib"; a
+    # kubelet refuses it: OutOfrdma/ib).
+    info = pod_info(body)
+    assert info.spec is None and info.error is not None
+    assert named in info.error and "fairpool does not place pods that request" in info.error
+    _, rejected = pending_jobs([info], POLICY, Priorities(), {}, {})
+    assert [r.reason for r in rejected] == [info.error]
+    bound = pod_info(body | {"spec": {**body["spec"], "nodeName": "n1"}})
+    assert bound.spec is not None and bound.spec.gpus == 1  # its requests still count
+
+
+def test_a_zero_request_of_another_resource_asks_for_nothing() -> None:
+    info = pod_info(_asking({"rdma/ib": "0", "ephemeral-storage": "0"}))
+    assert info.error is None and info.spec is not None and info.spec.gpus == 1
+
+
+def test_an_unreadable_quantity_of_another_resource_names_its_field() -> None:
+    info = pod_info(_asking({"rdma/ib": "lots"}))
+    assert info.error is not None
+    assert "spec.containers[0].resources.limits[rdma/ib]: not a quantity" in info.error
+
+
 def test_an_empty_node_selector_term_matches_no_node() -> None:
     node = node_from_api(
         {
