@@ -10,7 +10,7 @@ so, instead of counting idle GPUs it will never be given, and `fairpool trace ch
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 Slots = Mapping[tuple[str, str], int]
 """(GPU model, owner) -> pods of the job the owner's nodes of that model take, empty;
@@ -53,6 +53,61 @@ def never_detail(
     gpus, best, owners = most_held(member, per_pod, slots, limits)
     if gpus >= pods * per_pod:
         return ""
+    return _sentence(member, pods * per_pod, (per_pod,), model, gpus, best, owners)
+
+
+def most_subset(sizes: Sequence[int], cap: int) -> int:
+    """The most GPUs some of a gang's pods of `sizes` GPUs ask for together, at most
+    `cap`: what a node of `cap` GPUs, or an owner lending `cap`, may hold of them."""
+    # Sums, not a bitmask: a node may say it has 10**18 GPUs.
+    sums = {0}
+    for size in sizes:
+        if size > 0:
+            sums |= {s + size for s in sums if s + size <= cap}
+    return max(sums)
+
+
+def gang_never_detail(
+    member: str,
+    sizes: Sequence[int],
+    model: str | None,
+    held: Mapping[tuple[str, str], int],
+    limits: Mapping[str, int],
+) -> str:
+    """`never_detail` for a gang whose pods ask for different GPUs (`sizes`, one per pod):
+    `held` maps (GPU model, owner or "") to the most GPUs of the gang that owner's nodes
+    of that model could hold, empty (per node, `most_subset` of the pods it takes). No
+    set of nodes holds more, so a gang asking for more can never run; one asking for
+    less may still not fit (bin packing), and counts: it is never wrongly left out."""
+    need = sum(s for s in sizes if s > 0)
+    if need <= 0:
+        return ""
+    by_model: dict[str, list[tuple[str, int, int | None]]] = {}
+    for (gpu_model, owner), gpus in sorted(held.items()):
+        limit = limits.get(owner) if owner != member else None
+        if limit is not None:
+            gpus = min(gpus, most_subset(sizes, limit))
+        by_model.setdefault(gpu_model, []).append((owner, gpus, limit))
+    best: tuple[int, str, list[tuple[str, int, int | None]]] = (0, "", [])
+    for gpu_model, owners in by_model.items():
+        total = sum(g for _, g, _ in owners)
+        if total > best[0] or not best[1]:
+            best = (total, gpu_model, owners)
+    if best[0] >= need:
+        return ""
+    distinct = tuple(sorted({s for s in sizes if s > 0}, reverse=True))
+    return _sentence(member, need, distinct, model, best[0], best[1], best[2])
+
+
+def _sentence(
+    member: str,
+    need: int,
+    per_pod: tuple[int, ...],
+    model: str | None,
+    gpus: int,
+    best: str,
+    owners: list[tuple[str, int, int | None]],
+) -> str:
     parts: list[str] = []
     for owner, held, limit in owners:
         if owner == member:
@@ -67,13 +122,14 @@ def never_detail(
         what, of = f"{model} GPUs", ""
     else:  # any model, but one: the best one's nodes are named
         what, of = "GPUs of one model", f" {best}" if best else ""
-    in_pods = f" in pods of {per_pod}" if per_pod > 1 else ""
-    where = ""
-    if parts:
-        where = ": " + (
-            parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-        )
+    in_pods = ""
+    if len(per_pod) > 1 or per_pod[0] > 1:
+        in_pods = f" in pods of {_and(tuple(str(p) for p in per_pod))}"
+    where = f": {_and(tuple(parts))}" if parts else ""
     return (
-        f"it needs {pods * per_pod} {what} at once, and {member} can hold at most "
-        f"{gpus}{of}{in_pods}{where}"
+        f"it needs {need} {what} at once, and {member} can hold at most {gpus}{of}{in_pods}{where}"
     )
+
+
+def _and(words: tuple[str, ...]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]

@@ -5,8 +5,10 @@ A job can never run when no node, even empty, takes one of its pods (its selecto
 tolerations or size), or when its member may never hold all of it at once: more GPUs
 than its `maxGpus`; with borrowing off, more than its entitlement of any model it may
 use; or more than its own and unowned nodes plus what the other owners may lend under
-their `lendingLimit`, on the nodes of one GPU model (`reach`). A node added or a limit
-raised changes the answer: the next cycle looks again.
+their `lendingLimit`, on the nodes of one GPU model (`reach`). For a gang whose pods
+differ in size that is an upper bound (`reach.gang_never_detail`): a gang asking for more
+never runs; one within it may still never fit, but is never wrongly left out of demand. A
+node added or a limit raised changes the answer: the next cycle looks again.
 
 The share book leaves such a job out of its member's demand: counted, it would raise
 the member's fair share by GPUs it can never use, lower every other member's, and make
@@ -24,6 +26,8 @@ from policies.model import Policy
 from scheduler.engine.entitlement import MemberModel
 from scheduler.engine.jobinfo import JobInfo
 from scheduler.engine.placement import ClusterState, spec_res
+from scheduler.engine.reach import gang_never_detail, most_subset
+from scheduler.engine.snapshot import Node, PodSpec
 from scheduler.engine.terms import terms_of
 
 
@@ -139,8 +143,9 @@ class NeverRuns:
         return bool(self.reached(info))
 
     def reached(self, info: JobInfo) -> str:
-        """`reach.never_detail` for a job whose pods all ask the same ("" when its member
-        may hold them all at once, or they differ)."""
+        """`reach.never_detail` for a job whose pods all ask the same, or
+        `reach.gang_never_detail` for one whose pods differ ("" when its member may hold
+        them all at once)."""
         job = info.job
         key = (info.sid, job.member)
         found = self.never_reached.get(key)
@@ -148,11 +153,59 @@ class NeverRuns:
             found = ""
             pods, state = job.pods, self.state
             spec = pods[0].spec if pods else None
-            if spec is not None and spec.gpus > 0:
+            if spec is not None:
                 same = state.key(spec)
                 if all(state.key(p.spec) == same for p in pods):
-                    found = state.never_held(
-                        spec, len(pods), job.member, info.explicit_model, tuple(self.lenders)
+                    if spec.gpus > 0:
+                        found = state.never_held(
+                            spec, len(pods), job.member, info.explicit_model, tuple(self.lenders)
+                        )
+                else:
+                    found = gang_never_detail(
+                        job.member,
+                        [p.spec.gpus for p in pods],
+                        info.explicit_model,
+                        self._held_when_empty(info),
+                        dict(self.lenders),
                     )
             self.never_reached[key] = found
         return found
+
+    def _held_when_empty(self, info: JobInfo) -> dict[tuple[str, str], int]:
+        """(GPU model, owner or "") -> the most GPUs of the job's pods that owner's nodes of
+        that model could hold if nothing ran there: per node, the pods it takes each
+        alone (selectors, tolerations, size), as many as fit, at most its GPUs."""
+        state = self.state
+        shapes: dict[object, tuple[PodSpec, int]] = {}
+        for pod in info.job.pods:
+            k = state.key(pod.spec)
+            have = shapes.get(k)
+            shapes[k] = (pod.spec, 1 if have is None else have[1] + 1)
+        per_node: dict[int, list[int]] = {}
+        for spec, count in shapes.values():
+            if spec.gpus <= 0:
+                continue
+            for i in state.candidate_nodes(spec):
+                take = min(count, _pods_when_empty(state.nodes[i], spec))
+                if take > 0:
+                    per_node.setdefault(i, []).extend([spec.gpus] * take)
+        held: dict[tuple[str, str], int] = {}
+        for i, sizes in per_node.items():
+            n = state.nodes[i]
+            where = (state.model[i], n.owner or "")
+            held[where] = held.get(where, 0) + most_subset(sizes, n.gpus)
+        return held
+
+
+def _pods_when_empty(node: Node, spec: PodSpec) -> int:
+    """Pods of `spec` the node takes if nothing ran there (`ClusterState.slots_when_empty`,
+    one node)."""
+    pods = node.max_pods
+    for have, need in (
+        (node.gpus, spec.gpus),
+        (node.cpu_milli, spec.cpu_milli),
+        (node.memory_bytes, spec.memory_bytes),
+    ):
+        if need > 0:
+            pods = min(pods, have // need)
+    return max(0, pods)

@@ -51,7 +51,10 @@ from scheduler.engine.explain import (  # the sentences only, not decisions
     no_borrowing_detail,
     overtook_clause,
 )
-from scheduler.engine.reach import never_detail  # the sentence only, as above
+from scheduler.engine.reach import (  # the sentences only, as above
+    gang_never_detail,
+    never_detail,
+)
 from scheduler.engine.snapshot import PendingJob, PodSpec, RunningPod, Snapshot
 from tests.reference_engine import shares as shares_mod
 from tests.reference_engine.entitlement import MemberModel, entitlements, node_model
@@ -975,14 +978,17 @@ class _Cycle:
     def _never_reached(self, job: PendingJob) -> str:
         """Why the job's member may never hold all its pods at once, on the nodes of one
         GPU model that admit them, even empty: its own and unowned ones whole, another
-        owner's up to its lendingLimit in whole pods ("" when it may, or the pods differ)."""
+        owner's up to its lendingLimit in whole pods ("" when it may). A gang whose pods
+        differ: `_never_reached_mixed`."""
         key = (self.shape_id[job.job_id], job.member)
         found = self.never_reached.get(key)
         if found is not None:
             return found
         found = ""
         spec = job.pods[0].spec if job.pods else None
-        if spec is not None and spec.gpus > 0 and all(p.spec == spec for p in job.pods):
+        if spec is not None and any(p.spec != spec for p in job.pods):
+            found = self._never_reached_mixed(job)
+        elif spec is not None and spec.gpus > 0:
             limits = dict(self.lenders)
             slots: dict[tuple[str, str], int] = {}
             for i in self.state.candidate_nodes(spec):
@@ -1016,6 +1022,58 @@ class _Cycle:
                 )
         self.never_reached[key] = found
         return found
+
+    def _never_reached_mixed(self, job: PendingJob) -> str:
+        """For a gang whose pods ask for different GPUs: on the nodes of one GPU model, each
+        node holds at most the most GPUs of the pods it takes (each alone, even empty) that
+        fit its GPUs together, another owner's nodes at most what the gang's pods can make
+        of its lendingLimit; a gang asking for more than any model's total never runs."""
+
+        def best_sum(sizes: list[int], cap: int) -> int:
+            sums = {0}
+            for size in sizes:
+                sums |= {x + size for x in sums if x + size <= cap}
+            return max(sums)
+
+        limits = dict(self.lenders)
+        sizes = [p.spec.gpus for p in job.pods if p.spec.gpus > 0]
+        need = sum(sizes)
+        if need == 0:
+            return ""
+        specs = [p.spec for p in job.pods]
+        held: dict[tuple[str, str], int] = {}
+        for i, n in enumerate(self.state.nodes):
+            takes: list[int] = []
+            for spec in [s for k, s in enumerate(specs) if s not in specs[:k]]:
+                if spec.gpus <= 0 or i not in self.state.candidate_nodes(spec):
+                    continue
+                alone = min(
+                    [n.max_pods, n.gpus // spec.gpus]
+                    + [
+                        have // want
+                        for have, want in (
+                            (n.cpu_milli, spec.cpu_milli),
+                            (n.memory_bytes, spec.memory_bytes),
+                        )
+                        if want > 0
+                    ]
+                )
+                count = sum(1 for p in job.pods if p.spec == spec)
+                takes += [spec.gpus] * max(0, min(count, alone))
+            if takes:
+                where = (self.state.model[i], n.owner or "")
+                held[where] = held.get(where, 0) + best_sum(takes, n.gpus)
+        reach: dict[str, int] = {}
+        for (model, owner), gpus in held.items():
+            if owner != job.member and owner in limits:
+                gpus = min(gpus, best_sum(sizes, limits[owner]))
+            reach[model] = reach.get(model, 0) + gpus
+        if max(reach.values(), default=0) >= need:
+            return ""
+        # The sentence only, not the decision: the engine's words.
+        return gang_never_detail(
+            job.member, sizes, self._info[job.job_id].explicit_model, held, limits
+        )
 
     def _static_room(self, i: int, res: tuple[int, int, int, int]) -> bool:
         n = self.state.nodes[i]

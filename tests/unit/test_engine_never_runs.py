@@ -5,15 +5,17 @@ decides the same (`tests/reference_engine`)."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from policies.model import Policy
 from scheduler.engine import compute_shares, schedule
 from scheduler.engine.decisions import Decisions
-from scheduler.engine.snapshot import Node, RunningPod, Snapshot
+from scheduler.engine.snapshot import Node, PendingJob, PendingPod, PodSpec, RunningPod, Snapshot
 from tests.examples import examples
 from tests.reference_engine import compute_shares as reference_shares
 from tests.reference_engine.cycle import _Cycle as ReferenceCycle
@@ -130,6 +132,108 @@ def test_a_pod_no_node_takes_is_not_in_demand() -> None:
     got = _both(snap, pol)
     assert _positions(snap, pol)[("m-a", H)] == (0.0, 0, 0)
     assert "no node can ever run its pods" in got.explanations["never"]
+
+
+def _unequal(job_id: str, member: str, sizes: list[int], model: str | None = H) -> PendingJob:
+    """A gang whose pods ask for `sizes` GPUs (of `model`)."""
+    return PendingJob(
+        job_id=job_id,
+        member=member,
+        min_member=len(sizes),
+        pods=tuple(
+            PendingPod(
+                uid=f"{job_id}-{k}",
+                name=f"{job_id}-{k}",
+                namespace=member,
+                spec=PodSpec(gpus=gpus, gpu_model=model),
+            )
+            for k, gpus in enumerate(sizes)
+        ),
+    )
+
+
+def test_a_gang_of_unequal_pods_no_set_of_nodes_holds_is_not_in_demand() -> None:
+    # One 8-GPU H100 node: a gang of 8 and 4 can never run, as one of 8 and 8 cannot (it
+    # counted 12 pending, its sentence read "8 idle NVIDIA-H100 exist but the gang needs 12").
+    pol = _pol({"m-a": {}, "m-b": {}})
+    nodes = [es.node("h1", "m-a", model=H), es.node("a1", "m-b", model=A, gpus=4)]
+    for sizes in ([8, 8], [8, 4]):
+        snap = es.snapshot(nodes, [_unequal("g", "m-a", sizes)])
+        got = _both(snap, pol)
+        assert _positions(snap, pol)[("m-a", H)] == (0.0, 0, 0)
+        assert _positions(snap, pol) == _positions(_without(snap, "g"), pol)
+        assert got.binds == ()
+    assert got.explanations["g"].endswith(  # 8 and 4, the last
+        "; it can never run as the cluster and policy stand: it needs 12 NVIDIA-H100 GPUs "
+        "at once, and m-a can hold at most 8 in pods of 8 and 4: 8 on its own nodes"
+    )
+
+
+def test_a_gang_of_unequal_pods_counts_each_node_by_the_pods_it_takes() -> None:
+    # 10 H100 GPUs, but the 2-GPU node takes neither pod and the 8-GPU node only the 6:
+    # a gang of 6 and 3 never runs. With a 4-GPU node instead, it may (6 and 3 apart).
+    pol = _pol({"m-a": {}, "m-b": {}})
+    small = [es.node("h1", "m-a", model=H), es.node("h2", "m-b", model=H, gpus=2)]
+    snap = es.snapshot(small, [_unequal("g", "m-a", [6, 3])])
+    got = _both(snap, pol)
+    assert _positions(snap, pol)[("m-a", H)] == (0.0, 0, 0)
+    assert got.explanations["g"].endswith(
+        "it needs 9 NVIDIA-H100 GPUs at once, and m-a can hold at most 6 in pods of 6 and 3: "
+        "6 on its own nodes"
+    )
+    room = [es.node("h1", "m-a", model=H), es.node("h2", "m-b", model=H, gpus=4)]
+    snap = es.snapshot(room, [_unequal("g", "m-a", [6, 3])], [es.running("x", "m-b", "h2", gpus=2)])
+    got = _both(snap, pol)
+    assert _positions(snap, pol)[("m-a", H)][1:] == (9, 9)
+    assert "it can never run" not in got.explanations["g"]
+
+
+def test_a_gang_of_unequal_pods_beyond_what_owners_may_lend_is_not_in_demand() -> None:
+    # m-b lends at most 4: neither the 8 nor the 6 of m-a's gang may go on its node.
+    nodes = [es.node("h1", "m-a", model=H), es.node("h2", "m-b", model=H)]
+    snap = es.snapshot(nodes, [_unequal("g", "m-a", [8, 6])])
+    limited = _pol({"m-a": {}, "m-b": {"lending_limit": 4}})
+    got = _both(snap, limited)
+    assert _positions(snap, limited)[("m-a", H)] == (0.0, 0, 0)
+    assert got.explanations["g"].endswith(
+        "it needs 14 NVIDIA-H100 GPUs at once, and m-a can hold at most 8 in pods of 8 and 6: "
+        "8 on its own nodes and 0 that m-b may lend (lendingLimit 4)"
+    )
+    lending = _pol({"m-a": {}, "m-b": {"lending_limit": 6}})
+    got = _both(snap, lending)
+    assert _positions(snap, lending)[("m-a", H)][1:] == (14, 14)
+    assert [b.pod_uid for b in got.binds] == ["g-0", "g-1"]
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["m-a", "m-b", None]), st.sampled_from([1, 2, 4, 8])),
+        min_size=1,
+        max_size=4,
+    ),
+    st.lists(st.sampled_from([1, 2, 3, 4, 6, 8]), min_size=2, max_size=4),
+    st.one_of(st.none(), st.integers(0, 8)),
+)
+def test_a_gang_of_unequal_pods_said_never_to_run_fits_no_set_of_nodes(
+    nodes: list[tuple[str | None, int]], sizes: list[int], limit: int | None
+) -> None:
+    """The engine and the reference engine agree, and neither leaves out of demand a gang
+    some placement of whole pods (each node at most its GPUs, m-b's at most its
+    lendingLimit) would hold."""
+    pol = _pol({"m-a": {}, "m-b": {} if limit is None else {"lending_limit": limit}})
+    cluster = [es.node(f"n{k}", owner, gpus=gpus) for k, (owner, gpus) in enumerate(nodes)]
+    snap = es.snapshot(cluster, [_unequal("g", "m-a", sizes)])
+    got = _both(snap, pol)
+    if "it can never run" not in got.explanations.get("g", ""):
+        return
+    for where in itertools.product(range(len(nodes)), repeat=len(sizes)):
+        used = [0] * len(nodes)
+        for k, size in zip(where, sizes, strict=True):
+            used[k] += size
+        lent = sum(u for u, (owner, _) in zip(used, nodes, strict=True) if owner == "m-b")
+        fits = all(u <= gpus for u, (_, gpus) in zip(used, nodes, strict=True))
+        assert not (fits and (limit is None or lent <= limit)), (where, got.explanations["g"])
 
 
 def test_a_job_of_no_model_that_never_runs_leaves_the_free_model_to_the_next() -> None:
