@@ -347,11 +347,15 @@ def _no_resource_claims(spec: Obj, where: str) -> None:
 
 COUNTED_RESOURCES: frozenset[str] = frozenset({L.GPU_RESOURCE, "cpu", "memory"})
 """The resources fairpool counts against a node's allocatable."""
+UNCOUNTED_BUT_PLACED: frozenset[str] = frozenset({"ephemeral-storage"})
+"""Not counted, yet no reason to keep a pod waiting: most charts ask for a little of it,
+which any GPU node has; a request beyond what its node allows is refused by the kubelet
+(OutOfephemeral-storage), as docs/policy.md says. Refused, such pods all waited."""
 
 
 def _counted_resources_only(spec: Obj, where: str) -> None:
     """A ConversionError for a pod that requests any other resource (an extended one such
-    as `rdma/ib` or a MIG slice, `ephemeral-storage`, `hugepages-*`): kube-scheduler
+    as `rdma/ib` or a MIG slice, `hugepages-*`; not `UNCOUNTED_BUT_PLACED`): kube-scheduler
     counts those against the nodes' allocatable and a kubelet refuses a pod its node has
     too little of (OutOf<resource>), but fairpool, counting only `COUNTED_RESOURCES`,
     bound it to a node with none. A zero request asks for nothing, as kube-scheduler
@@ -371,7 +375,7 @@ def _counted_resources_only(spec: Obj, where: str) -> None:
             if not isinstance(values, Mapping):
                 continue
             for name, value in values.items():
-                if name in COUNTED_RESOURCES:
+                if name in COUNTED_RESOURCES or name in UNCOUNTED_BUT_PLACED:
                     continue
                 if quantity(value, f"{where}: {path}.{kind}[{name}]") == 0:
                     continue

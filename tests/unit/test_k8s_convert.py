@@ -295,7 +295,6 @@ def _asking(resources: dict[str, Any], where: str = "containers") -> dict[str, A
     [
         (_asking({"rdma/ib": "1"}), "spec.containers[0].resources: rdma/ib"),
         (_asking({"nvidia.com/mig-1g.10gb": "1"}), "resources: nvidia.com/mig-1g.10gb"),
-        (_asking({"ephemeral-storage": "100Ti"}), "resources: ephemeral-storage"),
         (
             _asking({"requests": {"hugepages-2Mi": "1Gi", "memory": "1Gi"}}, "initContainers"),
             "spec.initContainers[0].resources: hugepages-2Mi",
@@ -318,6 +317,12 @@ def test_a_pod_asking_for_a_resource_fairpool_does_not_count_waits_naming_it(
     assert [r.reason for r in rejected] == [info.error]
     bound = pod_info(body | {"spec": {**body["spec"], "nodeName": "n1"}})
     assert bound.spec is not None and bound.spec.gpus == 1  # its requests still count
+
+
+def test_ephemeral_storage_is_not_counted_and_keeps_no_pod_waiting() -> None:
+    # Most charts ask for some; refused, all their pods waited (docs/policy.md).
+    info = pod_info(_asking({"ephemeral-storage": "100Ti"}))
+    assert info.error is None and info.spec is not None and info.spec.gpus == 1
 
 
 def test_a_zero_request_of_another_resource_asks_for_nothing() -> None:
