@@ -21,13 +21,14 @@ from policies.instants import YEARS, within
 from policies.inventory import ClusterInventory, check_inventory, load_inventory
 from policies.loader import load_policy_source
 from policies.model import Policy
+from reports.costmodel import MonthReport
 from scheduler.cli.options import FiniteRange
 from scheduler.cli.tables import print_table
 from scheduler.engine.decisions import PREEMPTION_CAUSES
 from scheduler.engine.snapshot import Node
 from scheduler.sim.cluster import build_nodes
 from scheduler.sim.never import never_runs, never_runs_lines
-from scheduler.sim.outputs import check_out_dir, write_study
+from scheduler.sim.outputs import REPORT_FOLDER, check_out_dir, write_study
 from scheduler.sim.pipeline import Study, check_trace, run_study
 from scheduler.sim.simulator import MAX_BATCH_S
 from scheduler.sim.waiting import FRAGMENTATION_CLAIMABLE, IDLE_CAUSES, OWED_CAUSES
@@ -426,12 +427,18 @@ def simulate(
     study = _replay(
         console, nodes, policy, trace, start, inventory, not no_standalone, processes, batch_s
     )
-    write_study(study, out, policy_text)
+    # Billed before anything is written, and written with the tables: billed after them,
+    # a failure or Ctrl-C in between left this run's tables beside the last run's report.
+    report, no_report = _cost_report(study, str(study.summary["window"]["month"]))  # type: ignore[index]
+    write_study(study, out, policy_text, report)
     elapsed = time.monotonic() - began
     _print_study(console, study, f"trace: {source}, {len(trace.jobs)} jobs", out, elapsed)
     if not interactive:
         _log(event="simulate.done", out=str(out), seconds=f"{elapsed:.1f}")
-    _cost_report(console, out, study, str(study.summary["window"]["month"]))  # type: ignore[index]
+    if report is None:
+        console.print(f"no cost report: {escape(no_report)}")
+    else:
+        console.print(f"cost report: {out / REPORT_FOLDER / 'report.html'}")
 
 
 def _trace_start(start_text: str | None, trace: Trace, policy: Policy) -> datetime:
@@ -569,15 +576,12 @@ def _print_study(
     console.print(f"wrote {out}/summary.json and tables")
 
 
-def _cost_report(console: Console, out: Path, study: Study, month: str) -> None:
-    """The month's cost report, billed from the study's tables as they are in memory."""
+def _cost_report(study: Study, month: str) -> tuple[MonthReport | None, str]:
+    """The month's cost report, billed from the study's tables as they are in memory, or
+    None and why there is none."""
     from reports.costmodel import NoDataError
     from reports.costmodel.months import MonthError
-    from reports.sources.simulation import (
-        remove_simulation_report,
-        simulation_report,
-        write_simulation_report,
-    )
+    from reports.sources.simulation import simulation_report
 
     try:
         report = simulation_report(
@@ -588,8 +592,6 @@ def _cost_report(console: Console, out: Path, study: Study, month: str) -> None:
         # bill, nor one whose month is past the years a report covers (a trace that
         # starts late in 2200 is in 2201 in the policy's zone): the tables stand, and
         # the run is no failure.
-        remove_simulation_report(out)
         why = str(exc) if isinstance(exc, NoDataError) else f"its month {month} is not in {YEARS}"
-        console.print(f"no cost report: {escape(why)}")
-        return
-    console.print(f"cost report: {write_simulation_report(report, out)}")
+        return None, why
+    return report, ""

@@ -1,5 +1,7 @@
-"""Writing a study into `--out DIR`, all or nothing: every file is written into a
-temporary folder beside DIR, then renamed into DIR, so an error leaves DIR as it was."""
+"""Writing a study into `--out DIR`, all or nothing: every file, its cost report
+included, is written into a temporary folder beside DIR, then renamed into DIR, so an
+error (or Ctrl-C) while they are written leaves DIR as it was, and never the last run's
+report beside this run's tables."""
 
 from __future__ import annotations
 
@@ -12,9 +14,12 @@ import pandas as pd
 
 from policies.errors import OutputError
 from policies.files import remove_staging, staging_folder
-from reports.sources.simulation import POLICY_FILE
+from reports.costmodel import MonthReport
+from reports.rendering.render import write_report
+from reports.sources.simulation import POLICY_FILE, remove_simulation_report
 from scheduler.sim.pipeline import Study
 
+REPORT_FOLDER = "report"
 OUTPUT_FILES = (
     "summary.json",
     "jobs.csv",
@@ -65,21 +70,34 @@ def check_out_dir(out_dir: Path) -> None:
         raise OutputError(out_dir, PermissionError(errno.EACCES, os.strerror(errno.EACCES)))
 
 
-def write_study(study: Study, out_dir: Path, policy_text: str) -> list[Path]:
+def write_study(
+    study: Study, out_dir: Path, policy_text: str, report: MonthReport | None = None
+) -> list[Path]:
     """Write every output file of `study` into `out_dir` (created when missing), with
-    `policy_text`, the policy it ran with."""
+    `policy_text`, the policy it ran with, and `report`, its cost report, into
+    `out_dir/report` (which is removed when there is none: a report belongs with the
+    tables it bills)."""
     out_dir = Path(out_dir)
     staging = staging_folder(out_dir)
     try:
         _write_tables(study, staging, policy_text)
+        if report is not None:
+            write_report(report, staging / REPORT_FOLDER, overwrite=True)
         try:
             out_dir.mkdir(exist_ok=True)
         except OSError as exc:
             raise OutputError(out_dir, exc) from exc
+        # The last run's report goes first: cut short from here on, the folder holds no
+        # report (`fairpool report --from-simulation` makes it again), never a stale one.
+        remove_simulation_report(out_dir)
         written = []
         for name in OUTPUT_FILES:
             target = out_dir / name
             os.replace(staging / name, target)
+            written.append(target)
+        if report is not None:
+            target = out_dir / REPORT_FOLDER
+            os.replace(staging / REPORT_FOLDER, target)
             written.append(target)
         return written
     finally:

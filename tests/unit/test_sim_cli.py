@@ -542,3 +542,27 @@ def test_a_replay_in_a_month_past_2200_has_tables_and_no_report(
     said = capsys.readouterr().out
     assert "no cost report: its month 2201-01 is not in the years 1970 to 2200" in said
     assert (out / "summary.json").exists() and not (out / "report").exists()
+
+
+def test_a_run_cut_short_while_billing_leaves_the_last_run_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while the cost report was billed (after the tables were written) left the
+    new run's summary.json and tables beside the last run's report/, which billed
+    another trace."""
+    out = tmp_path / "out"
+    assert run([*inputs(tmp_path), "--out", str(out), "--no-standalone"]) == 0
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert Path("report/report.html") in before
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    import reports.sources.simulation
+
+    monkeypatch.setattr(reports.sources.simulation, "simulation_report", interrupted)
+    other = TRACE.replace("a2,a,0,1000", "a2,a,0,2000")
+    assert run([*inputs(tmp_path, trace=other), "--out", str(out), "--no-standalone"]) == 1
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
+    assert not list(tmp_path.glob(".out*"))
