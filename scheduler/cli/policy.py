@@ -291,7 +291,23 @@ def contended_rows(
     ]
 
 
-MEMBER_FIGURES: tuple[tuple[Callable[[share_pb2.MemberOutcome], float], str], ...] = (
+MemberFigure = Callable[["share_pb2.MemberOutcome"], "float | None"]
+
+
+def _over_completed(figure: Callable[[share_pb2.MemberOutcome], float]) -> MemberFigure:
+    """A figure over the member's completed jobs, None over none: the message's plain
+    double carries the summary's null as 0, which read as jobs that never waited."""
+    return lambda m: figure(m) if m.jobs_completed else None
+
+
+def pool_utilization(summary: share_pb2.SimulationSummary) -> float | None:
+    """The pool's utilization, None when the summary has none (a submission window of
+    one instant), which the message's plain double carries as 0."""
+    found = json.loads(summary.summary_json or "{}").get("utilization", summary.utilization)
+    return float(found) if isinstance(found, int | float) else None
+
+
+MEMBER_FIGURES: tuple[tuple[MemberFigure, str], ...] = (
     (lambda m: m.gpu_hours_used, "{:,.1f}"),
     (lambda m: m.gpu_hours_borrowed, "{:,.1f}"),
     (lambda m: m.gpu_hours_used_on_others_hardware, "{:,.1f}"),
@@ -299,8 +315,8 @@ MEMBER_FIGURES: tuple[tuple[Callable[[share_pb2.MemberOutcome], float], str], ..
     (lambda m: m.gpu_hours_lost_to_reclaim, "{:,.1f}"),
     (lambda m: m.gpu_hours_lost_by_cause.get("entitlement", 0.0), "{:,.1f}"),
     (lambda m: m.jobs_completed, "{}"),
-    (lambda m: m.mean_wait_s, "{:,.0f}"),
-    (lambda m: m.mean_jct_s, "{:,.0f}"),
+    (_over_completed(lambda m: m.mean_wait_s), "{:,.0f}"),
+    (_over_completed(lambda m: m.mean_jct_s), "{:,.0f}"),
 )
 """(figure, format) of the per-member table's columns after the member's name."""
 
@@ -315,7 +331,7 @@ def member_rows(
     after = {m.member: m for m in draft.members}
 
     def shown(outcome: share_pb2.MemberOutcome | None, figure: Any, fmt: str) -> str:
-        return "—" if outcome is None else fmt.format(figure(outcome))
+        return "—" if outcome is None else _shown(figure(outcome), fmt)
 
     return [
         (
@@ -406,7 +422,7 @@ def simulate(
     for column in ("", "current", "draft"):
         overall.add_column(column, justify="left" if not column else "right")
     a, b = reply.current, reply.draft
-    overall.add_row("utilization", f"{a.utilization:.3f}", f"{b.utilization:.3f}")
+    overall.add_row("utilization", *(_shown(pool_utilization(s), "{:.3f}") for s in (a, b)))
     jain = _present("fairness_jain")
     overall.add_row("fairness (Jain)", *(_shown(jain(s), "{:.3f}") for s in (a, b)))
     overall.add_row(

@@ -10,7 +10,13 @@ import json
 import pytest
 
 from scheduler.api.share_service import convert_summary
-from scheduler.cli.policy import CONTENDED_ROWS, MEMBER_FIGURES, contended_rows, member_rows
+from scheduler.cli.policy import (
+    CONTENDED_ROWS,
+    MEMBER_FIGURES,
+    contended_rows,
+    member_rows,
+    pool_utilization,
+)
 
 CURRENT: dict[str, object] = {
     "utilization_while_pending": 0.7371,
@@ -106,3 +112,17 @@ def test_members_of_one_replay_only_are_shown_with_dashes() -> None:
     assert rows["gone"][0] == "2.5 → —" and rows["gone"][6] == "1 → —"
     assert rows["newlab"][0] == "— → 2.5" and rows["newlab"][8] == "— → 600"
     assert all(len(row) == len(MEMBER_FIGURES) for row in rows.values())
+
+
+def test_figures_over_no_job_or_no_window_show_dashes_not_zero() -> None:
+    """A member that completed no job has no mean wait or JCT (null in summary.json), and
+    a replay whose jobs were all submitted at one instant no utilization: the message's
+    plain doubles carry them as 0, and the tables showed "0 → 60" mean JCT and a
+    utilization of 0.000, as if the jobs never waited and the GPUs idled."""
+    idle = {"jobs_submitted": 3, "jobs_completed": 0, "mean_wait_s": None, "mean_jct_s": None}
+    ran = {"jobs_submitted": 3, "jobs_completed": 1, "mean_wait_s": 0.0, "mean_jct_s": 60.0}
+    current = convert_summary("current", 1, {"utilization": None, "members": {"lab-bio": idle}})
+    draft = convert_summary("draft", 2, {"utilization": 0.0, "members": {"lab-bio": ran}})
+    (row,) = member_rows(current, draft)
+    assert row[7:] == ("0 → 1", "— → 0", "— → 60")
+    assert (pool_utilization(current), pool_utilization(draft)) == (None, 0.0)
