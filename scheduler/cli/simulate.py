@@ -271,6 +271,14 @@ def _fraction(value: object) -> str:
     return f"{value:.3f}" if isinstance(value, int | float) else "— (no contention)"
 
 
+def _utilization(value: object) -> str:
+    """The pool's utilization over the submission window, which is null when every job
+    was submitted at one instant: contention or not, there is no stretch to divide by."""
+    if isinstance(value, int | float):
+        return f"{value:.3f} (submission window)"
+    return "— (every job submitted at one instant: no submission window)"
+
+
 def _log(**fields: object) -> None:
     print(" ".join(f"{k}={v}" for k, v in fields.items()), file=sys.stderr, flush=True)
 
@@ -548,7 +556,7 @@ def _print_study(
     sim = s["simulation"]
     assert isinstance(sim, dict)
     console.print(
-        f"utilization {_fraction(s['utilization'])} (submission window), "
+        f"utilization {_utilization(s['utilization'])}, "
         f"{_fraction(s['utilization_while_pending'])} while pods waited, makespan "
         f"{_hours(s['makespan_s'])}, fairness (Jain) "
         f"{_fraction(s['fairness_jain'])}, entitlement violation "

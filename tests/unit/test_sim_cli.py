@@ -566,3 +566,18 @@ def test_a_run_cut_short_while_billing_leaves_the_last_run_whole(
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before
     assert not list(tmp_path.glob(".out*"))
+
+
+def test_a_trace_submitted_at_one_instant_has_no_utilization_and_says_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Utilization is null when every job is submitted at one instant (docs/metrics.md):
+    the footer said "utilization — (no contention)" while its jobs waited for each other."""
+    at_once = TRACE.replace(",100,500,", ",0,500,").replace(",200,300,", ",0,300,")
+    out = tmp_path / "out"
+    assert run([*inputs(tmp_path, trace=at_once), "--out", str(out), "--no-standalone"]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["utilization"] is None and summary["utilization_while_pending"] is not None
+    assert "utilization — (every job submitted at one instant: no submission window)" in said
+    assert "no contention" not in said.split("while pods waited")[0]
