@@ -11,6 +11,7 @@ Pure and deterministic: the same arguments give the same trace."""
 from __future__ import annotations
 
 import math
+import sys
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -261,6 +262,10 @@ def _weights(
     else:
         # Members differ: some submit several times more than others.
         raw = rng.lognormal(mean=0.0, sigma=0.35, size=len(names))
+    if raw.max() > sys.float_info.max / len(raw):
+        # Weights near the float maximum overflowed their sum, and every share came out
+        # 0 or NaN: a trace of no job. Only these are scaled, so others stay as they were.
+        raw = raw / raw.max()
     return [float(w) for w in raw / raw.sum()]
 
 

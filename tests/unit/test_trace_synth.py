@@ -117,6 +117,16 @@ def test_member_weights_split_the_load() -> None:
     assert work["uni-north"] / work["ai-startup"] == pytest.approx(3.0, rel=0.25)
 
 
+def test_weights_near_the_float_maximum_split_the_load_as_their_ratio() -> None:
+    """Their sum overflowed: every share came out 0 or NaN, and `fairpool trace synth`
+    wrote a trace of no job (exit 0), which `fairpool trace check` refuses."""
+    huge = {"uni-north": 1e308, "ai-startup": 1e308, "lab-bio": 0.0, "physics": 1e308}
+    plain = {"uni-north": 1.0, "ai-startup": 1.0, "lab-bio": 0.0, "physics": 1.0}
+    trace = synthesize(MEMBERS, 64, 2, 1.0, seed=4, member_weights=huge)
+    assert trace.jobs
+    assert trace == synthesize(MEMBERS, 64, 2, 1.0, seed=4, member_weights=plain)
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
