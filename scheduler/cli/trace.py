@@ -70,6 +70,12 @@ def _weights(pairs: str | None, members: list[str]) -> dict[str, float] | None:
             raise InputError(
                 f"--member-weights: {part.strip()!r}: a weight is a finite number >= 0"
             )
+    if not any(weights.values()):
+        # Was "synthesize: member_weights give every member zero load", naming no flag.
+        raise InputError(
+            "--member-weights: every weight is 0 (a member not named gets 0), so no member "
+            "submits a job"
+        )
     return weights
 
 

@@ -171,6 +171,19 @@ def test_synth_refuses_weights_that_are_not_finite_and_positive(
     assert not out.exists()
 
 
+@pytest.mark.parametrize("weights", ["member-1=0", "member-1=0,member-2=0.0"])
+def test_synth_refuses_weights_that_give_no_member_a_job_naming_the_flag(
+    tmp_path: Path, weights: str
+) -> None:
+    # Said "synthesize: member_weights give every member zero load": no such flag.
+    out = tmp_path / "t.csv"
+    result = run("synth", "--out", out, "--member-weights", weights)
+    assert result.exit_code == 2
+    assert "--member-weights: every weight is 0 (a member not named gets 0)" in result.output
+    assert "synthesize" not in result.output
+    assert not out.exists()
+
+
 def test_check_bad_file_exit_2_names_line_and_column(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text(
