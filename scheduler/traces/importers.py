@@ -53,6 +53,7 @@ NOT_FINISHED = "no end time (still running or not logged)"
 NON_POSITIVE_DURATION = "zero or negative run time"
 UNEVEN_PODS = "GPUs not evenly spread over nodes"
 UNMAPPED = "virtual cluster not in the member map"
+NO_ENTRY = "maps no virtual cluster to a member (leave --member-map out to keep their names)"
 
 
 @dataclass
@@ -93,7 +94,12 @@ def parse_member_map(spec: str | os.PathLike[str] | None, strict: bool = False) 
     text = str(spec)
     path = Path(text)
     if "=" not in text and (path.suffix in {".yaml", ".yml", ".json"} or path.exists()):
-        return MemberMap(_member_map_file(path), strict)
+        found = _member_map_file(path)
+        if not found:
+            # An empty map read as no map: every job imported under its virtual
+            # cluster's name, where a map skips the virtual clusters it does not name.
+            raise TraceError(str(path), [TraceIssue(None, None, NO_ENTRY)])
+        return MemberMap(found, strict)
     mapping: dict[str, str] = {}
     issues: list[TraceIssue] = []
     for part in text.split(","):
@@ -107,6 +113,8 @@ def parse_member_map(spec: str | os.PathLike[str] | None, strict: bool = False) 
             issues.append(TraceIssue(None, "--member-map", f"{vc!r} mapped twice"))
         else:
             mapping[vc] = member
+    if not mapping and not issues:
+        issues.append(TraceIssue(None, "--member-map", NO_ENTRY))
     if issues:
         raise TraceError("member map", issues)
     return MemberMap(mapping, strict)
@@ -151,6 +159,12 @@ def _member_map_file(path: Path) -> dict[str, str]:
         mapping: dict[str, str] = {}
         issues: list[TraceIssue] = []
         for member, vcs in data["members"].items():
+            if not _plain_name(member):
+                # An empty name was taken, and each of its jobs an error on the trace's
+                # line instead of this one.
+                line = line_of(node, ["members", member])
+                issues.append(TraceIssue(line, None, f"members: {member!r} is not a plain name"))
+                continue
             listed = vcs if isinstance(vcs, list) else [vcs]
             for i, vc in enumerate(listed):
                 where: list[str | int] = ["members", member]

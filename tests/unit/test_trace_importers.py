@@ -270,6 +270,29 @@ def test_member_map_forms(tmp_path: Path) -> None:
         parse_member_map(bad)
 
 
+@pytest.mark.parametrize("text", ["members:\n  lab-a: []\n", "members: {}\n"])
+def test_a_member_map_that_maps_no_virtual_cluster_is_an_error(tmp_path: Path, text: str) -> None:
+    """An empty map read as no map: every job was imported under its virtual cluster's
+    name, where a map skips the virtual clusters it does not name."""
+    path = tmp_path / "map.yaml"
+    path.write_text(text)
+    with pytest.raises(TraceError, match="maps no virtual cluster to a member"):
+        parse_member_map(path)
+    with pytest.raises(TraceError, match=r"--member-map.*maps no virtual cluster"):
+        parse_member_map(",")
+
+
+def test_a_member_map_member_that_is_not_a_name_is_an_error_on_its_line(
+    tmp_path: Path,
+) -> None:
+    """An empty member name was taken, and each of its jobs was an error on the trace's
+    lines ("empty member name") instead of one on the map's."""
+    path = tmp_path / "map.yaml"
+    path.write_text('members:\n  lab-a: vc1\n  "": vcAlpha\n')
+    with pytest.raises(TraceError, match=re.escape("line 3: members: '' is not a plain name")):
+        parse_member_map(path)
+
+
 def _philly_job(jobid: object, start: object, end: object) -> str:
     import json
 
