@@ -138,13 +138,19 @@ def read_trace(
     first_line_of: dict[str, int] = {}
     time_kind: str | None = None  # "seconds" or "iso", fixed by the first readable row
     width = len(header)
+    ended = reader.line_num
     try:
         for row in reader:
-            line = reader.line_num
+            # A row is named by the line it starts on: the reader counts to its last,
+            # and a quoted field over several lines (a quote left open) named a later
+            # line, whose own row was fine.
+            line, ended = ended + 1, reader.line_num
             if not row or all(not cell.strip() for cell in row):
                 continue
             if len(row) != width:
-                problems.add(line, None, f"{len(row)} fields, the header has {width}")
+                spans = f" (a quoted field runs on to line {ended}: is a quote left open?)"
+                message = f"{len(row)} fields, the header has {width}"
+                problems.add(line, None, message + (spans if ended > line else ""))
                 continue
             job, time_kind = _parse_row(row, line, index, time_kind, problems, limits)
             if job is None:

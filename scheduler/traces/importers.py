@@ -557,12 +557,16 @@ def import_helios(
         if extra:
             problems.add(1, ", ".join(extra), f"unknown column(s) {', '.join(extra)}")
         problems.raise_if_any()
+        ended = reader.line_num
         try:
             for row in reader:
+                # Named by the line it starts on, as `fairpool trace check` names rows: the
+                # reader counts to a row's last line (a quote left open runs on).
+                line, ended = ended + 1, reader.line_num
                 if not row or all(not c.strip() for c in row):
                     continue
                 report.read += 1
-                _helios_row(row, reader.line_num, index, report, collected, problems, members, zone)
+                _helios_row(row, line, index, report, collected, problems, members, zone)
         except csv.Error as exc:
             problems.add(reader.line_num, None, f"not CSV: {exc}")
     return _finish(report, collected, problems, members)

@@ -183,6 +183,19 @@ def test_wrong_field_count_named_by_line() -> None:
     assert where(info.value) == {(2, None)}
 
 
+def test_a_row_over_several_lines_is_named_by_the_line_it_starts_on() -> None:
+    """The reader's count is a row's last line: a quote left open on line 3 was reported
+    as "line 4: 1 fields", and line 4's own row was fine."""
+    with pytest.raises(TraceError) as info:
+        read_trace(f'{HEADER}\nj1,lab,0,60,1,1\n"j2,lab,10,60,1,1\nj3,lab,10,60,1,1\n')
+    (issue,) = info.value.issues
+    assert issue.line == 3
+    assert "a quoted field runs on to line 4: is a quote left open?" in issue.message
+    with pytest.raises(TraceError) as info:
+        read_trace(f'{HEADER}\nj1,lab,0,60,1,1\nj2,lab,"1\n0",60,1,1\nj3,lab,10,x,1,1\n')
+    assert where(info.value) == {(3, "submit_time"), (5, "duration_s")}
+
+
 def test_empty_trace_and_empty_file(tmp_path: Path) -> None:
     with pytest.raises(TraceError, match="empty trace"):
         read_trace(f"{HEADER}\n")

@@ -293,6 +293,20 @@ def test_a_member_map_member_that_is_not_a_name_is_an_error_on_its_line(
         parse_member_map(path)
 
 
+def test_a_helios_row_over_several_lines_is_named_by_the_line_it_starts_on(
+    tmp_path: Path,
+) -> None:
+    """The reader's count is a row's last line: a row whose quoted user name holds a line
+    break was named by the line after it starts."""
+    lines = HELIOS.read_text().splitlines()
+    broken = lines[2].replace("uBb02", '"uB\nb02"').replace("2020-07-01 09:01:00", "never", 1)
+    path = tmp_path / "cluster_log.csv"
+    path.write_text("\n".join([*lines[:2], broken, *lines[3:]]) + "\n")
+    with pytest.raises(TraceError) as info:
+        import_helios(path)
+    assert [(i.line, i.column) for i in info.value.issues] == [(3, "submit_time")]
+
+
 def _philly_job(jobid: object, start: object, end: object) -> str:
     import json
 
