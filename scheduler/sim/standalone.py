@@ -3,8 +3,8 @@
 This is the counterfactual behind `standalone_mean_jct_s` and the pooling dividend:
 the member's nodes only (purchased GPUs are money, not hardware, so they do not
 count), the same engine, and the policy restricted to that member. Jobs that cannot
-fit on the member's own hardware at all never run standalone; they are listed, not
-dropped silently.
+run on the member's own hardware at all, or not within its own limits there, never run
+standalone; they are listed, not dropped silently.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from policies.model import Policy
 from scheduler.engine.snapshot import Node
-from scheduler.sim.never import fits
+from scheduler.sim.never import never_runs
 from scheduler.sim.simulator import Engine, JobState, Simulator, TimelineRow
 from scheduler.traces.model import Trace
 
@@ -27,7 +27,8 @@ class StandaloneResult:
     """job id -> JCT of the jobs that completed standalone."""
     wait_s: dict[str, float]
     never_runs: tuple[str, ...]
-    """Jobs that cannot fit on the member's own hardware."""
+    """Jobs that cannot run on the member's own hardware, or not within its own limits
+    there (its maxGpus)."""
     timeline: list[TimelineRow]
     end_time: float
     events: int
@@ -45,9 +46,13 @@ def standalone_inputs(
 ) -> tuple[tuple[Node, ...], Policy, Trace, tuple[str, ...]]:
     own = tuple(n for n in nodes if n.owner == member)
     jobs = [j for j in trace.jobs if j.org == member]
-    runnable = tuple(j for j in jobs if fits(j, own))
-    never = tuple(j.job_id for j in jobs if not fits(j, own))
-    return own, restrict_policy(policy, member), Trace(runnable, trace.start_epoch), never
+    alone = restrict_policy(policy, member)
+    # The hardware, and the member's own limits on it (a job above its maxGpus waited
+    # the whole replay, counted neither as completed nor as never running).
+    blocked = never_runs(jobs, own, alone) if own else {j.job_id: "" for j in jobs}
+    runnable = tuple(j for j in jobs if j.job_id not in blocked)
+    never = tuple(j.job_id for j in jobs if j.job_id in blocked)
+    return own, alone, Trace(runnable, trace.start_epoch), never
 
 
 def replay_member(

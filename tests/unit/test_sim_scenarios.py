@@ -145,6 +145,17 @@ def test_standalone_replay_by_hand() -> None:
     assert alone["b"].jct_s == {"b1": 500} and alone["b"].wait_s == {"b1": 0}
 
 
+def test_a_job_above_its_members_max_gpus_never_runs_standalone_and_says_so() -> None:
+    """It fits the member's node, so it was not in `never_runs`, yet its maxGpus kept it
+    waiting the whole standalone replay: left out of the standalone figures without a
+    word (`standalone_runs` true, no standalone JCT, not counted as never running)."""
+    pol = policy({"a": {"maxGpus": 2}, "b": {}})
+    jobs = trace(job("a1", "a", 0, 1000, 1), job("big", "a", 0, 60, 4))
+    alone = replay_all(NODES, pol, jobs, ["a"])
+    assert alone["a"].never_runs == ("big",)
+    assert alone["a"].jct_s == {"a1": 1000}
+
+
 def test_standalone_replays_same_in_any_process() -> None:
     """With 1 or 2 worker processes beside this one, and this one taking over the
     replays no worker started, every member's replay is what it is in this process
