@@ -19,7 +19,7 @@ exactly one of their copies.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -118,17 +118,29 @@ class Ledger:
             [HourWrite(hour, usage, capacity, reclaim_lost, coverage, node_coverage, status)]
         )
 
-    def replace_hours(self, writes: list[HourWrite]) -> None:
+    def replace_hours(
+        self, writes: list[HourWrite], pending: Sequence[tuple[datetime, str]] = ()
+    ) -> None:
         """`replace_hour` for several hours in one transaction (a meter's chunk): each
-        hour's rows are replaced as a whole, and all the hours are written or none."""
-        if not writes:
+        hour's rows are replaced as a whole, and all the hours are written or none.
+        `pending`: the chunk's other hours and why they failed (`mark_pending`), in the
+        same transaction: marked apart after the rows, a run that stopped in between
+        (the process killed, the connection lost) left such an hour with no row before
+        hours written after it, and the hourly job, which takes the pending hours and
+        those after the latest one attempted, never metered it again."""
+        if not writes and not pending:
             return
         rows = _HourRows.of(writes)
         hours = [hour_start(w.hour) for w in writes]
-        if len(set(hours)) != len(hours):
+        failed = [(hour_start(h), error) for h, error in pending]
+        if len({*hours, *(h for h, _ in failed)}) != len(hours) + len(failed):
             raise InputError("replace_hours: an hour is given twice")
         now = datetime.now(UTC)
-        with self._writing(*hours) as conn:
+        with self._writing(*hours, *(h for h, _ in failed)) as conn:
+            for hour, error in failed:
+                _mark_pending(conn, hour, error)
+            if not writes:
+                return
             for table in (usage_table, capacity_table, reclaim_lost_table, node_coverage_table):
                 conn.execute(delete(table).where(table.c.hour.in_(hours)))
             for table, values in (
@@ -162,31 +174,7 @@ class Ledger:
         only records the error."""
         hour = hour_start(hour)
         with self._writing(hour) as conn:
-            existing = conn.execute(
-                select(hours_table.c.status, hours_table.c.attempts).where(
-                    hours_table.c.hour == hour
-                )
-            ).first()
-            if existing is None:
-                conn.execute(
-                    insert(hours_table),
-                    [
-                        {
-                            "hour": hour,
-                            "status": PENDING,
-                            "coverage": None,
-                            "attempts": 1,
-                            "last_error": error,
-                            "metered_at": None,
-                        }
-                    ],
-                )
-            else:
-                conn.execute(
-                    update(hours_table)
-                    .where(hours_table.c.hour == hour)
-                    .values(attempts=existing.attempts + 1, last_error=error)
-                )
+            _mark_pending(conn, hour, error)
 
     def record_run(self, run: MeteringRun) -> int:
         """Store a metering run; returns its id."""
@@ -438,6 +426,33 @@ def _aware(value: datetime, name: str) -> datetime:
     if value.tzinfo is None:
         raise InputError(f"{name} {value.isoformat()} has no time zone; the ledger keeps UTC")
     return value.astimezone(UTC)
+
+
+def _mark_pending(conn: Connection, hour: datetime, error: str) -> None:
+    """`Ledger.mark_pending` in the transaction of `conn`."""
+    existing = conn.execute(
+        select(hours_table.c.status, hours_table.c.attempts).where(hours_table.c.hour == hour)
+    ).first()
+    if existing is None:
+        conn.execute(
+            insert(hours_table),
+            [
+                {
+                    "hour": hour,
+                    "status": PENDING,
+                    "coverage": None,
+                    "attempts": 1,
+                    "last_error": error,
+                    "metered_at": None,
+                }
+            ],
+        )
+    else:
+        conn.execute(
+            update(hours_table)
+            .where(hours_table.c.hour == hour)
+            .values(attempts=existing.attempts + 1, last_error=error)
+        )
 
 
 def _attempts(conn: Connection, hours: list[datetime]) -> dict[datetime, int]:

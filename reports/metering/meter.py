@@ -456,12 +456,11 @@ class Meter:
                         len(built.usage),
                     )
                 )
-        self.ledger.replace_hours(writes)
-        # After the chunk's rows: a later hour marked pending first moved the latest hour
-        # attempted past the chunk's, and when their write then failed (a lost
-        # connection, the process killed) the hourly job never tried them again.
-        for hour, error in pending:
-            self.ledger.mark_pending(hour, error)
+        # One transaction: a later hour marked pending first moved the latest hour
+        # attempted past the chunk's, and when the rows' write then failed the hourly job
+        # never tried them again; marked after the rows, a run stopped in between left an
+        # hour without data unmarked before metered ones, never retried either.
+        self.ledger.replace_hours(writes, pending)
         return outcomes
 
     def _record(self, summary: RunSummary) -> RunSummary:
