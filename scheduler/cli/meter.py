@@ -171,6 +171,19 @@ def meter(
     if ctx.invoked_subcommand is not None:
         return
     if forget is not None:
+        # --forget gives hours up and meters nothing: a metering flag beside it was
+        # silently dropped (`--watch --forget ...` exited 0 and no hourly job ran).
+        given = {
+            "--watch": watch,
+            "--from": from_ is not None,
+            "--to": to is not None,
+            "--now": now_ is not None,
+            "--reports-dir": reports_dir is not None,
+            "--metrics-port": metrics_port is not None,
+        }
+        for flag, present in given.items():
+            if present:
+                raise InputError(f"{flag}: not with --forget (it meters nothing); run it apart")
         _forget(ledger_url, forget, reason, forgotten_by)
         return
     if reason is not None:

@@ -45,6 +45,14 @@ def run(args: list[str]) -> int:
         (["--max-gap", "inf"], "--max-gap: at most 3,600 s (an hour), got inf"),
         (["--max-gap", "nan"], "--max-gap: at most 3,600 s"),
         (["--chunk-hours", "100000000"], "--chunk-hours: from 1 to 744"),
+        # --forget meters nothing: these were dropped, and no hourly job ran.
+        (["--forget", "2026-10-01", "2026-10-02", "--reason", "r", "--watch"], "--watch: not"),
+        (
+            ["--forget", "2026-10-01", "2026-10-02", "--reason", "r", "--from", "2026-10-01"],
+            "--from: not with --forget",
+        ),
+        (["--forget", "2026-10-01", "2026-10-02", "--reason", "r", "--to", "2026-10-02"], "--to"),
+        (["--forget", "2026-10-01", "2026-10-02", "--reason", "r", "--now", "2026-10-03"], "--now"),
     ],
 )
 def test_bad_times_exit_2_naming_the_flag(
