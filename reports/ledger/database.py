@@ -40,7 +40,7 @@ def masked(url: str) -> str:
     """`url` with its password replaced by ***, even when it does not parse."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
@@ -48,7 +48,8 @@ def check_url(url: str) -> URL:
     """The parsed ledger URL, or an InputError saying what is wrong with it."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
+        # ValueError: a port that is not a number (`...@db:54x2/ledger`), a traceback.
         raise InputError(f"ledger {masked(url)}: not a database URL; use {FORMS}") from None
     name = masked(url)
     backend = parsed.get_backend_name()

@@ -5,20 +5,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-
 from policies.errors import InputError
 from policies.loader import load_policy
 from policies.model import Policy
+from reports.ledger.database import check_url
 
 
 def ledger_exists(ledger_url: str) -> bool:
     """False for a SQLite ledger whose file is not there yet (opening it would create it)."""
-    try:
-        url = make_url(ledger_url)
-    except ArgumentError as exc:
-        raise InputError(f"--ledger: {ledger_url!r} is not a database URL ({exc})") from None
+    # Checked as every command that opens the ledger checks it (SQLAlchemy's parser
+    # alone let a port that is not a number through as a traceback).
+    url = check_url(ledger_url)
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
         return True
     return Path(str(url.database)).exists()

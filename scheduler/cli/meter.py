@@ -204,10 +204,10 @@ def meter(
     if now is not None and (watch or backfill is not None):
         raise InputError("--now: only for one hourly run (not with --watch or --from/--to)")
 
-    from sqlalchemy import make_url
     from sqlalchemy.exc import OperationalError
 
     from reports.ledger import Ledger
+    from reports.ledger.database import masked
     from reports.metering.meter import Meter, MeterConfig
     from scheduler.cli.ledger_policy import choose_policy
 
@@ -247,7 +247,7 @@ def meter(
     except OperationalError as exc:
         # The ledger's database is down or went away during the run: every hour written
         # is whole (one transaction each); the next run meters the others.
-        where = make_url(ledger_url).render_as_string(hide_password=True)
+        where = masked(ledger_url)
         errors.print(
             "[bold red]error:[/]",
             escape(

@@ -36,6 +36,7 @@ def _tokens(folder: Path) -> Path:
 
 COMMANDS: dict[str, Command] = {
     "meter": lambda url, _d: ["meter", "--ledger", url, "--prometheus", "http://127.0.0.1:1"],
+    "meter status": lambda url, _d: ["meter", "status", "--ledger", url],
     "report": lambda url, _d: ["report", "--month", "2026-10", "--ledger", url],
     "report monthly": lambda url, _d: ["report", "monthly", "--ledger", url],
     "ledger upgrade": lambda url, _d: ["ledger", "upgrade", "--ledger", url],
@@ -71,6 +72,10 @@ MALFORMED = {
     "no host": ("postgresql+psycopg://meter:s3cret@/ledger", "no host"),
     "no database": ("postgresql+psycopg://meter:s3cret@127.0.0.1", "no database name"),
     "not a URL": ("fairpool ledger please", "not a database URL"),
+    "port not a number": (
+        "postgresql+psycopg://meter:s3cret@127.0.0.1:54x2/ledger",
+        "not a database URL",
+    ),
     # Kept nothing: a meter run reported its hours metered, `--forget` its hours given up.
     "in memory": ("sqlite://", "an in-memory database keeps nothing"),
     "in memory, named": ("sqlite:///:memory:", "an in-memory database keeps nothing"),
