@@ -160,6 +160,9 @@ node_coverage_table = Table(
     Column("utilization", Float, nullable=True),
 )
 
+FORGOTTEN_BY_LENGTH = 253
+"""The longest name of who gave hours up (`Ledger.forget`) that the ledger holds."""
+
 forgotten_ranges_table = Table(
     "forgotten_ranges",
     metadata,
@@ -167,7 +170,7 @@ forgotten_ranges_table = Table(
     Column("range_start", UTCDateTime, nullable=False),
     Column("range_end", UTCDateTime, nullable=False),
     Column("hours", Integer, nullable=False),
-    Column("forgotten_by", String(253), nullable=False),
+    Column("forgotten_by", String(FORGOTTEN_BY_LENGTH), nullable=False),
     Column("forgotten_at", UTCDateTime, nullable=False),
     Column("reason", Text, nullable=False),
 )

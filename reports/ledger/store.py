@@ -38,6 +38,7 @@ from reports.ledger.schema import (
     CAPACITY_COLUMNS,
     DONE,
     FORGOTTEN,
+    FORGOTTEN_BY_LENGTH,
     HOUR,
     HOURS_COLUMNS,
     METERED,
@@ -222,6 +223,12 @@ class Ledger:
         and why are recorded in `forgotten_ranges`. Returns the hours given up."""
         if not forgotten_by.strip():
             raise InputError("forget: who gives the hours up must be named")
+        if len(forgotten_by) > FORGOTTEN_BY_LENGTH:
+            # PostgreSQL refused it with a DataError (a traceback), SQLite kept it whole.
+            raise InputError(
+                f"forget: who gives the hours up is at most {FORGOTTEN_BY_LENGTH} characters "
+                f"({len(forgotten_by)} given)"
+            )
         if not reason.strip():
             raise InputError("forget: a reason is required (it is kept in the ledger)")
         hours = hours_between(start, end)

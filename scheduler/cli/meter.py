@@ -265,6 +265,7 @@ def _forget(
     ledger_url: str, forget: tuple[str, str], reason: str | None, forgotten_by: str
 ) -> None:
     from reports.ledger import Ledger
+    from reports.ledger.schema import FORGOTTEN_BY_LENGTH
 
     start, end = (parse_time(v, "--forget") for v in forget)
     if floor_hour(start) >= ceil_hour(end):
@@ -278,6 +279,12 @@ def _forget(
         )
     if not reason or not reason.strip():
         raise InputError("--reason: required with --forget (it is kept in the ledger)")
+    if not forgotten_by.strip():
+        raise InputError("--by: must name who gives the hours up (it is kept in the ledger)")
+    if len(forgotten_by) > FORGOTTEN_BY_LENGTH:
+        raise InputError(
+            f"--by: at most {FORGOTTEN_BY_LENGTH} characters ({len(forgotten_by)} given)"
+        )
     with Ledger(ledger_url) as ledger:
         given_up = ledger.forget(floor_hour(start), ceil_hour(end), forgotten_by, reason)
     Console().print(

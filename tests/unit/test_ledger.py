@@ -254,3 +254,13 @@ def test_replace_hours_writes_a_chunk_whole_or_not_at_all(ledger: Ledger) -> Non
     assert len(ledger.capacity_frame(H0, H2)) == 2
     with pytest.raises(InputError, match="twice"):
         ledger.replace_hours([HourWrite(H0, usage([]), capacity(), None, 1.0)] * 2)
+
+
+def test_forget_refuses_a_name_longer_than_the_ledger_holds(ledger: Ledger) -> None:
+    """Both backends alike: PostgreSQL refused a longer name with a DataError (a
+    traceback), SQLite kept it whole."""
+    with pytest.raises(InputError, match="at most 253 characters"):
+        ledger.forget(H0, H1, "a" * 254, "cluster moved")
+    assert ledger.forgotten_ranges().empty
+    assert ledger.forget(H0, H1, "a" * 253, "cluster moved") == [H0]
+    assert ledger.forgotten_ranges()["forgotten_by"].tolist() == ["a" * 253]

@@ -53,6 +53,8 @@ def run(args: list[str]) -> int:
         ),
         (["--forget", "2026-10-01", "2026-10-02", "--reason", "r", "--to", "2026-10-02"], "--to"),
         (["--forget", "2026-10-01", "2026-10-02", "--reason", "r", "--now", "2026-10-03"], "--now"),
+        (["--forget", "2026-10-01", "2026-10-02", "--reason", "r", "--by", " "], "--by: must"),
+        (["--forget", "2026-10-01", "2026-10-02", "--reason", "r", "--by", "a" * 254], "--by: at"),
     ],
 )
 def test_bad_times_exit_2_naming_the_flag(
