@@ -235,7 +235,10 @@ class Ledger:
         if not hours:
             raise InputError(f"forget: {end.isoformat()} is not after {start.isoformat()}")
         now = datetime.now(UTC)
-        with self._writing(hours[0]) as conn:
+        # Every hour of the range: a meter writing one of them meanwhile (its row not yet
+        # committed, so not seen done) made the insert below fail on PostgreSQL with a
+        # duplicate key; holding them, the range waits for it and keeps what it metered.
+        with self._writing(*hours) as conn:
             done = {
                 _utc(r.hour)
                 for r in conn.execute(

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
+from sqlalchemy import event
 
 from policies.errors import InputError
 from reports.ledger import (
@@ -264,3 +265,47 @@ def test_forget_refuses_a_name_longer_than_the_ledger_holds(ledger: Ledger) -> N
     assert ledger.forgotten_ranges().empty
     assert ledger.forget(H0, H1, "a" * 253, "cluster moved") == [H0]
     assert ledger.forgotten_ranges()["forgotten_by"].tolist() == ["a" * 253]
+
+
+def test_forget_waits_for_a_meter_writing_an_hour_of_its_range(ledger_url: str) -> None:
+    """An admin gives up a range while the hourly job writes one of its hours: the hour
+    ends metered, and the rest of the range given up. (On PostgreSQL `forget` locked only
+    the range's first hour and failed with a duplicate key on the hour the meter wrote.)"""
+    Ledger(ledger_url).close()
+    written, go = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+    given_up: list[datetime] = []
+
+    def before_commit(_conn: object) -> None:
+        written.set()
+        go.wait(10)
+
+    def meter() -> None:
+        try:
+            with Ledger(ledger_url) as own:
+                event.listen(own.engine, "commit", before_commit)
+                own.replace_hour(H1, usage(["a"]), capacity(), None, coverage=1.0)
+        except BaseException as exc:
+            errors.append(exc)
+
+    def forget() -> None:
+        try:
+            with Ledger(ledger_url) as own:
+                given_up.extend(own.forget(H0, H1 + timedelta(hours=1), "alice", "moved"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    metering = threading.Thread(target=meter)
+    metering.start()
+    assert written.wait(10)
+    forgetting = threading.Thread(target=forget)
+    forgetting.start()
+    forgetting.join(0.5)  # it reaches the hour the meter holds, and waits there
+    go.set()
+    metering.join()
+    forgetting.join()
+    assert errors == []
+    assert given_up == [H0]
+    with Ledger(ledger_url) as ledger:
+        status = ledger.hour_status(H0, H1 + timedelta(hours=1))
+        assert status["status"].tolist() == ["forgotten", "metered"]
