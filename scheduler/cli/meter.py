@@ -305,11 +305,10 @@ def _forget(
 def status(ledger_url: str) -> None:
     """List the pending hours, with the reason of their last failure and the attempts."""
     from reports.ledger import Ledger
-    from scheduler.cli.ledger_policy import ledger_exists
 
-    if not ledger_exists(ledger_url):
-        raise InputError(f"--ledger: {ledger_url}: no ledger there")
-    with Ledger(ledger_url) as ledger:
+    # Read only, as a report reads: an empty PostgreSQL database got every ledger table
+    # and "no pending hours" (a missing SQLite file was an error).
+    with Ledger(ledger_url, readonly=True) as ledger:
         pending = ledger.pending_detail()
     console = Console()
     if pending.empty:

@@ -84,6 +84,9 @@ def test_reading_an_empty_database_creates_no_tables(
     policy = ["--policy", str(DEFAULT_POLICY)]
     assert run(["report", "--month", "2026-10", "--ledger", postgres_url, *policy]) == 1
     assert "holds no ledger tables" in one_line(capsys.readouterr().err)
+    # It made every table and said "no pending hours".
+    assert run(["meter", "status", "--ledger", postgres_url]) == 1
+    assert "holds no ledger tables" in one_line(capsys.readouterr().err)
     engine = create_engine(postgres_url)
     with engine.connect() as conn:
         assert inspect(conn).get_table_names() == []

@@ -146,6 +146,11 @@ def test_reading_a_missing_sqlite_ledger_is_an_error_not_a_new_ledger(
     err = capsys.readouterr().err
     assert "ledger sqlite:///fairpool-ledger.db: no ledger file fairpool-ledger.db" in err
     assert files_under(tmp_path) == set()
+    # As every command that only reads (it was exit 2, and an empty PostgreSQL database
+    # got the ledger's tables).
+    assert run(["meter", "status"]) == 1
+    assert "no ledger file fairpool-ledger.db" in capsys.readouterr().err
+    assert files_under(tmp_path) == set()
     with pytest.raises(UnavailableError, match="no ledger file"):
         Ledger(f"sqlite:///{tmp_path / 'other.db'}", readonly=True)
     assert files_under(tmp_path) == set()
