@@ -434,7 +434,7 @@ def _fairpool_rows(inputs: ChunkInputs) -> _Sampled:
     )
     fp = fp.fillna({"mean": 0.0, "live": 0.0, "present": 0.0})
     fp["steps"] = fp["live"] * fp["mean"]
-    fp = fp[fp["live"] > 0]
+    fp = _one_layout(fp[fp["live"] > 0])
     fp_present = _per_hour(fp["present"].clip(upper=fp["live"]), fp[H0])
     fp_expected = _per_hour(fp["live"], fp[H0])
     fp = fp[fp["steps"] > 0]
@@ -462,6 +462,23 @@ def _fairpool_rows(inputs: ChunkInputs) -> _Sampled:
     fp_rows["coverage"] = (fp_rows["present"] / fp_rows["live"]).clip(upper=1.0)
     fp_rows["source"] = "fairpool"
     return _Sampled(_clip_to_runtime(fp_rows, inputs), fp_present, fp_expected, not_a_number)
+
+
+def _one_layout(fp: pd.DataFrame) -> pd.DataFrame:
+    """Of a pod's series in an hour, those of one label layout: the gauge scraped both
+    with honor_labels (the pod's own `namespace`/`pod`, no exporter) and without
+    (`exported_*`, the replica in `exporter`) is the same reporting twice, not two
+    replicas' parts. The layout with more live points is kept (its GPU-seconds were
+    added to the other's: a pod that started in the hour, its completion not yet known,
+    was billed twice its use)."""
+    named = fp["exporter"] != ""
+    if not len(fp) or named.all() or not named.any():
+        return fp
+    live = fp.groupby([fp[H0], fp["uid"], named])["live"].sum().unstack(fill_value=0.0)
+    keep_named = live.get(True, 0.0) >= live.get(False, 0.0)
+    keys = pd.MultiIndex.from_arrays([fp[H0], fp["uid"]])
+    wanted = keep_named.reindex(keys).to_numpy(dtype=bool)
+    return fp[named.to_numpy() == wanted]
 
 
 _POD_KEYS = ["namespace", "pod", "uid"]
