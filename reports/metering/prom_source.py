@@ -64,7 +64,30 @@ class PromSource:
             status_forcelist=[408, 429, 500, 502, 503, 504],
             allowed_methods=["GET", "POST"],
         )
-        self.client = PrometheusConnect(url=url, disable_ssl=True, retry=retry)
+        session = requests.Session()
+        session.verify = False
+        session.hooks["response"].append(self._refuse_partial)
+        self.client = PrometheusConnect(url=url, session=session, retry=retry)
+
+    def _refuse_partial(self, response: requests.Response, *_: object, **__: object) -> None:
+        """An answer Prometheus gives with a warning that data is missing (a remote-read
+        storage it could not reach, a partial response of a federating server) is
+        PrometheusUnavailable: its hours stay pending. It was read as complete, and an
+        hour whose data only that storage held was stored short, at full coverage.
+        PromQL's own notes on a query ("PromQL warning: ...", "PromQL info: ...") are
+        not about missing data."""
+        if response.status_code != 200 or b'"warnings"' not in response.content:
+            return
+        try:
+            warnings = response.json().get("warnings") or []
+        except ValueError:
+            return
+        missing = [str(w) for w in warnings if not str(w).startswith("PromQL ")]
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise PrometheusUnavailable(
+                f"{self.url}: a partial answer, Prometheus warns: {_shorten(missing[0])}{more}"
+            )
 
     def probe(self) -> None:
         """Raise PrometheusUnavailable (one line: the URL and the reason) unless a
@@ -182,6 +205,10 @@ def concat_answers(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 def _unreachable(exc: BaseException) -> bool:
     return isinstance(exc, requests.ConnectionError) and not isinstance(exc, requests.Timeout)
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) < 300 else text[:300] + "..."
 
 
 def _short(exc: BaseException) -> str:

@@ -1,4 +1,5 @@
-"""A metering run stopped in the middle of a chunk, against a real Prometheus.
+"""A metering run stopped in the middle of a chunk, and a Prometheus answering only part
+of its data, against a real Prometheus.
 
 Scenario (2026-10-07, UTC, scraped every 30 s): node gpu-a (uni-north, 8 x H100) from
 08:00 to 14:00, lab-bio/train on 2 of its GPUs from 09:00 to 13:00; no scrape at all
@@ -71,3 +72,24 @@ def test_an_hour_without_data_is_not_lost_when_the_run_stops_after_the_chunks_ro
         (at(12), "metered"),
     ]
     assert ledger.pending_hours() == [at(10)]
+
+
+def test_an_answer_prometheus_warns_is_partial_leaves_its_hours_pending(
+    prometheus: PrometheusServer, tmp_path: Path
+) -> None:
+    """A Prometheus with a remote-read storage it cannot reach answers from its own data
+    alone, with a warning: the hours of such answers stay pending, naming the warning
+    (they were stored as complete, and an hour only that storage held, stored short)."""
+    data = Path(prometheus.data_dir)
+    shutil.copytree(data, tmp_path / "data", ignore=shutil.ignore_patterns("lock", "wal"))
+    remote = "remote_read:\n  - url: http://127.0.0.1:1/api/v1/read\n    read_recent: true\n"
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    with PrometheusServer(tmp_path / "data", config=remote) as warned:
+        summary = Meter(PromSource(warned.url), ledger, load_policy(None)).meter_range(
+            at(12), at(13)
+        )
+    (outcome,) = summary.outcomes
+    assert outcome.status == "pending"
+    assert "a partial answer, Prometheus warns: remote_read" in (outcome.error or "")
+    assert ledger.pending_hours() == [at(12)]
+    assert ledger.usage_frame(at(12), at(13)).empty

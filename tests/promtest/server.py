@@ -66,12 +66,18 @@ class PrometheusServer:
     take Prometheus away in the middle of a metering run."""
 
     def __init__(
-        self, data_dir: Path, port: int | None = None, flags: tuple[str, ...] = ()
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        flags: tuple[str, ...] = (),
+        config: str = "",
     ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.flags = flags
         """Extra command-line flags (e.g. a remote-read sample limit)."""
+        self.config = config
+        """Extra top-level configuration (YAML), e.g. a `remote_read` section."""
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"prometheus-{self.port}.log"
 
@@ -83,7 +89,7 @@ class PrometheusServer:
         if self.process is not None:
             return self
         config = self.data_dir.parent / "prometheus-test.yml"
-        config.write_text("global:\n  scrape_interval: 30s\nscrape_configs: []\n")
+        config.write_text("global:\n  scrape_interval: 30s\nscrape_configs: []\n" + self.config)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
