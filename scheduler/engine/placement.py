@@ -358,6 +358,20 @@ def _count(
     return terminating
 
 
+def pods_when_empty(node: Node, spec: PodSpec) -> int:
+    """Pods of `spec` the node takes if nothing ran there: its pod slots, GPUs, CPU and
+    memory, each divided by what one pod asks."""
+    pods = node.max_pods
+    for have, need in (
+        (node.gpus, spec.gpus),
+        (node.cpu_milli, spec.cpu_milli),
+        (node.memory_bytes, spec.memory_bytes),
+    ):
+        if need > 0:
+            pods = min(pods, have // need)
+    return max(0, pods)
+
+
 class ClusterState:
     """Free capacity of every node during one cycle, with the indexes placement needs."""
 
@@ -597,14 +611,7 @@ class ClusterState:
             nodes, model = self.nodes, self.model
             for i in self.candidate_nodes(spec):
                 n = nodes[i]
-                pods = n.max_pods
-                for have, need in (
-                    (n.gpus, spec.gpus),
-                    (n.cpu_milli, spec.cpu_milli),
-                    (n.memory_bytes, spec.memory_bytes),
-                ):
-                    if need > 0:
-                        pods = min(pods, have // need)
+                pods = pods_when_empty(n, spec)
                 if pods > 0:
                     where = (model[i], n.owner or "")
                     found[where] = found.get(where, 0) + pods

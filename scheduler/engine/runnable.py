@@ -25,9 +25,9 @@ from collections.abc import Mapping
 from policies.model import Policy
 from scheduler.engine.entitlement import MemberModel
 from scheduler.engine.jobinfo import JobInfo
-from scheduler.engine.placement import ClusterState, spec_res
+from scheduler.engine.placement import ClusterState, pods_when_empty, spec_res
 from scheduler.engine.reach import gang_never_detail, most_subset
-from scheduler.engine.snapshot import Node, PodSpec
+from scheduler.engine.snapshot import PodSpec
 from scheduler.engine.terms import terms_of
 
 
@@ -186,7 +186,7 @@ class NeverRuns:
             if spec.gpus <= 0:
                 continue
             for i in state.candidate_nodes(spec):
-                take = min(count, _pods_when_empty(state.nodes[i], spec))
+                take = min(count, pods_when_empty(state.nodes[i], spec))
                 if take > 0:
                     per_node.setdefault(i, []).extend([spec.gpus] * take)
         held: dict[tuple[str, str], int] = {}
@@ -195,17 +195,3 @@ class NeverRuns:
             where = (state.model[i], n.owner or "")
             held[where] = held.get(where, 0) + most_subset(sizes, n.gpus)
         return held
-
-
-def _pods_when_empty(node: Node, spec: PodSpec) -> int:
-    """Pods of `spec` the node takes if nothing ran there (`ClusterState.slots_when_empty`,
-    one node)."""
-    pods = node.max_pods
-    for have, need in (
-        (node.gpus, spec.gpus),
-        (node.cpu_milli, spec.cpu_milli),
-        (node.memory_bytes, spec.memory_bytes),
-    ):
-        if need > 0:
-            pods = min(pods, have // need)
-    return max(0, pods)
