@@ -155,14 +155,19 @@ def _cases() -> list[Case]:
     return out
 
 
+def _new_nodes(snapshot: Snapshot) -> Snapshot:
+    """The snapshot with a new nodes tuple of the same nodes. `tuple()` of a tuple is
+    that very tuple, and the engine keeps node-only work across cycles for an identical
+    one (the simulator's case); the daemon builds a new one each cycle."""
+    return replace(snapshot, nodes=tuple(list(snapshot.nodes)))
+
+
 def _time(snapshot: Snapshot, policy: Policy, reps: int) -> tuple[float, float, Decisions]:
     """Best wall time, best CPU time (the machine may be shared) and the decisions."""
     best = best_cpu = float("inf")
     decisions = Decisions()
     for _ in range(reps):
-        # A new nodes tuple each time: the engine keeps node-only work across cycles for
-        # an identical tuple (the simulator's case); the daemon builds a new one each time.
-        cold = replace(snapshot, nodes=tuple(snapshot.nodes))
+        cold = _new_nodes(snapshot)  # a new nodes tuple each time, as the daemon's
         start, cpu = time.perf_counter(), time.process_time()
         decisions = schedule(cold, policy)
         # The daemon reads every waiting job's sentence, written on first read: timed too.
@@ -175,11 +180,7 @@ def _time(snapshot: Snapshot, policy: Policy, reps: int) -> tuple[float, float, 
 def _fresh(snapshot: Snapshot) -> Snapshot:
     """The same snapshot in new job objects and a new nodes tuple: nothing the engine
     learnt in an earlier cycle applies, so its cycle is cold again."""
-    return replace(
-        snapshot,
-        nodes=tuple(snapshot.nodes),
-        pending=tuple(replace(job) for job in snapshot.pending),
-    )
+    return replace(_new_nodes(snapshot), pending=tuple(replace(job) for job in snapshot.pending))
 
 
 def _cold(snapshot: Snapshot, policy: Policy, reps: int) -> tuple[float, Decisions]:
@@ -214,7 +215,7 @@ def _before(snapshot: Snapshot, policy: Policy) -> float:
     cycle before it followed what changed), for the before/after columns."""
     from tests.reference_engine import schedule as reference_schedule
 
-    cold = replace(snapshot, nodes=tuple(snapshot.nodes))
+    cold = _new_nodes(snapshot)
     cpu = time.process_time()
     reference_schedule(cold, policy)
     return time.process_time() - cpu
@@ -233,7 +234,7 @@ def _meter(snapshot: Snapshot, policy: Policy, decisions: Decisions, reps: int) 
 
 
 def _peak(snapshot: Snapshot, policy: Policy) -> int:
-    cold = replace(snapshot, nodes=tuple(snapshot.nodes))
+    cold = _new_nodes(snapshot)
     tracemalloc.start()
     try:
         len(schedule(cold, policy).explanations)
