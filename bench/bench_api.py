@@ -10,9 +10,12 @@ Two loads, both with the engine cycling and publishing a new snapshot every cycl
 - back to back: each client sends its next call as soon as the last one is answered,
   so the figure is the server's capacity; by Little's law the mean latency is then
   clients / calls per second, whatever the server does per call;
-- paced: each client sends one call every CLIENTS / PACED_RATE seconds (PACED_RATE
-  calls/s in all, the rate at which the API was once measured at 803 ms p99), the
-  latency a caller sees at that traffic.
+- paced: each client is due to send one call every CLIENTS / PACED_RATE seconds
+  (PACED_RATE calls/s in all, the rate at which the API was once measured at 803 ms
+  p99), the latency a caller sees at that traffic. A call is timed from when it was
+  due: one sent late because the client's previous call was still waiting counts that
+  delay too (callers at that rate do not stop calling while the server is slow), and a
+  client that fell behind sends back to back until it is on time again.
 
 Both loads again with the API's address served by a front process (`read_front`, as
 `fairpool run` serves it): GetEntitlements answered there, ExplainPending forwarded to
@@ -208,8 +211,8 @@ class Load:
 async def _client(
     target: str, job_ids: list[str], until: float, seed: int, load: Load, period: float
 ) -> None:
-    """Calls until `until`; with a `period`, one call per period (a late call is not
-    made up for), else back to back."""
+    """Calls until `until`; with a `period`, one call due per period, each timed from
+    when it was due (module docstring), else back to back, each timed from its send."""
     rng = random.Random(seed)
     metadata = (("authorization", f"Bearer {TOKEN}"),)
     async with grpc.aio.insecure_channel(target) as channel:
@@ -219,6 +222,7 @@ async def _client(
             await asyncio.sleep(rng.uniform(0, period))
         next_at = time.monotonic()
         while time.monotonic() < until:
+            due = next_at
             if period:
                 next_at += period
             n += 1
@@ -231,16 +235,15 @@ async def _client(
                 name = "ExplainPending"
                 request = share_pb2.ExplainPendingRequest(name=rng.choice(job_ids))
                 call = stub.ExplainPending(request, metadata=metadata, timeout=30)
-            started = time.perf_counter()
+            started = due if period else time.monotonic()
             try:
                 await call
             except grpc.aio.AioRpcError:
                 load.errors[name] += 1
             else:
-                load.latencies[name].append(time.perf_counter() - started)
+                load.latencies[name].append(time.monotonic() - started)
             if period:
                 await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-                next_at = max(next_at, time.monotonic())
 
 
 async def _load(target: str, seconds: float, rate: float = 0.0) -> Load:

@@ -1,0 +1,65 @@
+"""The API benchmark times a paced call from when it was due."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from typing import Any
+
+import grpc
+import pytest
+
+from bench import bench_api
+from proto.fairpool.v1 import share_pb2, share_pb2_grpc
+
+
+class _SlowFirst(share_pb2_grpc.ShareServiceServicer):
+    """Answers at once, but for the first call, which takes 0.5 s (a stalled server)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.lock = threading.Lock()
+
+    def _answer(self) -> None:
+        with self.lock:
+            self.calls += 1
+            first = self.calls == 1
+        if first:
+            time.sleep(0.5)
+
+    def GetEntitlements(self, request: Any, context: Any) -> Any:
+        self._answer()
+        return share_pb2.GetEntitlementsResponse()
+
+    def ExplainPending(self, request: Any, context: Any) -> Any:
+        self._answer()
+        return share_pb2.ExplainPendingResponse()
+
+
+@pytest.fixture
+def target() -> Iterator[str]:
+    server = grpc.server(futures.ThreadPoolExecutor(4))
+    share_pb2_grpc.add_ShareServiceServicer_to_server(_SlowFirst(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield f"127.0.0.1:{port}"
+    server.stop(0)
+
+
+def test_a_paced_call_sent_late_behind_a_slow_one_counts_its_delay(target: str) -> None:
+    # One client due every 0.1 s; its first call takes 0.5 s, so its second, due at
+    # 0.1 s, goes out at 0.5 s: a caller at that rate would have waited at least 0.4 s.
+    load = bench_api.Load(
+        {"GetEntitlements": [], "ExplainPending": []},
+        {"GetEntitlements": 0, "ExplainPending": 0},
+        1.0,
+    )
+    until = time.monotonic() + 1.0
+    asyncio.run(bench_api._client(target, ["job-0"], until, 0, load, 0.1))
+    assert load.errors == {"GetEntitlements": 0, "ExplainPending": 0}
+    first, second = load.latencies["GetEntitlements"][0], load.latencies["ExplainPending"][0]
+    assert first >= 0.5
+    assert second >= 0.35
