@@ -1,4 +1,4 @@
-"""The API benchmark times a paced call from when it was due."""
+"""The API benchmark and the soak time a paced call from when it was due."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 from bench import bench_api
+from bench.bench_soak import ClientLog, SoakConfig, _caller
 from proto.fairpool.v1 import share_pb2, share_pb2_grpc
 
 
@@ -61,5 +62,16 @@ def test_a_paced_call_sent_late_behind_a_slow_one_counts_its_delay(target: str) 
     asyncio.run(bench_api._client(target, ["job-0"], until, 0, load, 0.1))
     assert load.errors == {"GetEntitlements": 0, "ExplainPending": 0}
     first, second = load.latencies["GetEntitlements"][0], load.latencies["ExplainPending"][0]
+    assert first >= 0.5
+    assert second >= 0.35
+
+
+def test_a_soak_call_sent_late_behind_a_slow_one_counts_its_delay(target: str) -> None:
+    # The same in the soak's clients; seed 4 draws GetEntitlements twice first.
+    log = ClientLog()
+    started = time.monotonic()
+    config = SoakConfig(clients=1, rate=10.0)
+    asyncio.run(_caller(target, config, 4, started, started + 0.8, log))
+    first, second = log.latencies[(0, "GetEntitlements")][:2]
     assert first >= 0.5
     assert second >= 0.35
