@@ -37,3 +37,18 @@ def test_every_timed_cycle_gets_a_nodes_tuple_of_its_own(
     assert len(seen) == 5
     assert all(s.nodes is not snapshot.nodes and s.nodes == snapshot.nodes for s in seen)
     assert len({id(s.nodes) for s in seen}) == len(seen)
+
+
+def test_the_reference_engine_gets_the_nodes_tuple_the_engine_is_timed_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The reference engine keeps node-only work for an identical tuple too: on the
+    # replay's snapshots (one tuple, as the simulator hands them) it must reuse it as the
+    # engine's passes do, or the before column pays for work the after column does not.
+    import tests.reference_engine
+
+    seen: list[Snapshot] = []
+    monkeypatch.setattr(tests.reference_engine, "schedule", lambda s, p: seen.append(s))
+    snapshot = Snapshot(now=0.0, nodes=bench_engine._nodes(2), running=(), pending=())
+    bench_engine._before(snapshot, bench_engine._policy())
+    assert seen == [snapshot] and seen[0].nodes is snapshot.nodes
