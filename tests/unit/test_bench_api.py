@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -75,3 +76,45 @@ def test_a_soak_call_sent_late_behind_a_slow_one_counts_its_delay(target: str) -
     first, second = log.latencies[(0, "GetEntitlements")][:2]
     assert first >= 0.5
     assert second >= 0.35
+
+
+async def _slow_to_connect(target: str, delay: float) -> asyncio.Server:
+    """A TCP proxy to `target` that takes `delay` to open each connection."""
+    host, port = target.rsplit(":", 1)
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(delay)
+        up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    return await asyncio.start_server(accept, "127.0.0.1", 0)
+
+
+def test_connecting_is_not_timed_as_a_call(target: str) -> None:
+    # A client's channel is connected before its first call is timed: 0.4 s to connect
+    # is not the server's answer time.
+    load = bench_api.Load(
+        {"GetEntitlements": [], "ExplainPending": []},
+        {"GetEntitlements": 0, "ExplainPending": 0},
+        1.0,
+    )
+
+    async def run() -> None:
+        proxy = await _slow_to_connect(target, 0.4)
+        port = proxy.sockets[0].getsockname()[1]
+        # The first call is the slow one (0.5 s): seed 1 makes it an ExplainPending.
+        until = time.monotonic() + 0.6
+        await bench_api._client(f"127.0.0.1:{port}", ["job-0"], until, 1, load, 0.0)
+        proxy.close()
+
+    asyncio.run(run())
+    assert load.latencies["ExplainPending"]
+    first = load.latencies["ExplainPending"][0]
+    assert 0.5 <= first < 0.8
