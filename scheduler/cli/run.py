@@ -9,6 +9,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, cast
 
 import click
+from click.core import ParameterSource
 
 from policies.errors import InputError
 from scheduler.cli.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
@@ -250,6 +251,8 @@ def run(
         raise InputError(
             "give exactly one of --policy-object NAME, --policy FILE and --policy-configmap NS/NAME"
         )
+    if tokens is None:
+        _refuse_api_options_without_tokens()
     configure_logging(log_level, log_format)
     if tokens is not None or policy_object:
         from reports.ledger.connect import probe
@@ -321,6 +324,33 @@ def run(
         if server is not None:
             server.stop()
         daemon.stop()
+
+
+# The options that only shape the gRPC API: without --tokens no API is served, and an
+# operator who forgot --tokens believed it served (with TLS, on that address).
+_API_OPTIONS = (
+    "tls_cert",
+    "tls_key",
+    "insecure_plaintext",
+    "api_listen",
+    "api_front",
+    "keep_tokens_on_reload_error",
+)
+
+
+def _refuse_api_options_without_tokens() -> None:
+    """InputError naming the API options given while the API is off (no --tokens)."""
+    ctx = click.get_current_context()
+    given = [
+        "/".join([*param.opts, *param.secondary_opts])
+        for param in ctx.command.params
+        if param.name in _API_OPTIONS
+        and ctx.get_parameter_source(param.name) is not ParameterSource.DEFAULT
+    ]
+    if given:
+        raise InputError(
+            f"{', '.join(given)}: only with --tokens (without it the API is not served)"
+        )
 
 
 def _stop_on_signals(daemon: Daemon) -> None:

@@ -93,3 +93,43 @@ def test_bad_values_exit_2_naming_the_flag(
 )
 def test_the_loop_adds_a_batch_only_after_a_change(changed: bool, gap: float, pause: float) -> None:
     assert pause_before_cycle(changed, gap, cycle_seconds=1.0) == pause
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--tls-cert", "api.crt", "--tls-key", "api.key"], "--tls-cert, --tls-key"),
+        (["--insecure-plaintext"], "--insecure-plaintext"),
+        (["--api-listen", "0.0.0.0:50051"], "--api-listen"),
+        (["--no-api-front"], "--api-front/--no-api-front"),
+        (["--keep-tokens-on-reload-error"], "--keep-tokens-on-reload-error"),
+    ],
+)
+def test_api_options_without_tokens_exit_2_naming_them(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    named: str,
+) -> None:
+    # Without --tokens no API is served: these options were silently ignored, and the
+    # operator believed the API served (with TLS, on that address).
+    monkeypatch.delenv("FAIRPOOL_TOKENS", raising=False)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("")
+    with pytest.raises(SystemExit) as stopped:
+        main(["run", "--no-leader-elect", "--policy", str(policy), *args])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert named in err
+    assert "--tokens" in err
+
+
+def test_api_options_with_tokens_reach_the_daemon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("")
+    monkeypatch.setattr("reports.ledger.connect.probe", lambda _url: None)
+    args = ["--policy", str(policy), "--tokens", str(tmp_path / "tokens.yaml")]
+    assert _config_of([*args, "--tls-cert", "a.crt", "--tls-key", "a.key"], monkeypatch)
