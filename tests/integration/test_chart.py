@@ -239,6 +239,12 @@ def test_monitoring_objects_follow_the_clusters_capabilities(policy: Path) -> No
             ["api.tokensSecret=t", "api.tls.certManager.enabled=true"],
             "needs api.tls.certManager.issuerRef.name",
         ),
+        # One port for both servers: the scheduler could not start, and the API server
+        # refused the Service (two ports the same).
+        (
+            ["api.tokensSecret=t", "api.tls.existingSecret=s", "api.port=9464"],
+            "api.port and scheduler.metricsPort are both 9464",
+        ),
     ],
 )
 def test_bad_values_are_refused_with_the_value_named(
