@@ -63,11 +63,13 @@ def render(
     namespace: str = "fairpool-system",
     api_versions: Iterable[str] = (),
     sets: Iterable[str] = (),
+    set_strings: Iterable[str] = (),
     release: str = RELEASE,
     kube_version: str = KUBERNETES_VERSION,
 ) -> list[dict[str, Any]]:
     """`helm template` of the chart (CRDs included) as a list of objects."""
     extra = [arg for item in sets for arg in ("--set", item)]
+    extra += [arg for item in set_strings for arg in ("--set-string", item)]
     out = run_helm(
         "template",
         release,

@@ -255,6 +255,30 @@ def test_bad_values_are_refused_with_the_value_named(
     assert message in refused.value.output
 
 
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        # The command takes the last flag given: the scheduler listened on 9999 while its
+        # probes, Service and NetworkPolicy used 9464 (restarted by its startup probe).
+        (
+            ["scheduler.extraArgs={--metrics-port=9999}"],
+            'scheduler.extraArgs: "--metrics-port=9999" is set by the chart: '
+            "use scheduler.metricsPort",
+        ),
+        # Both replicas would lead, and bind.
+        (["scheduler.extraArgs={--no-leader-elect}"], 'scheduler.extraArgs: "--no-leader-elect"'),
+        (["meter.extraArgs={--metrics-port,9999}"], 'meter.extraArgs: "--metrics-port"'),
+        (["meter.extraArgs={--prometheus=http://p:9090}"], "use meter.prometheusUrl"),
+    ],
+)
+def test_extra_args_that_give_a_flag_the_chart_sets_are_refused(
+    policy: Path, sets: list[str], message: str
+) -> None:
+    with pytest.raises(HelmError) as refused:
+        render([policy, VALUE_SETS / "minimal.yaml"], set_strings=sets)
+    assert message in refused.value.output
+
+
 def test_the_admission_policy_guards_the_annotations_fairpool_trusts(policy: Path) -> None:
     objects = _render(policy, "minimal")
     guard = one(objects, "ValidatingAdmissionPolicy")

@@ -104,3 +104,20 @@ readOnlyRootFilesystem: true
 capabilities:
   drop: [ALL]
 {{- end -}}
+
+{{/* Refuse an extraArgs entry that gives again a flag the chart sets: the command takes
+the last one given, so the chart's own (the port its probes, Service, PodMonitor and
+NetworkPolicy use, the Lease that keeps one leader...) was silently overridden.
+Arguments: the extraArgs, their values path, and a dict from each flag the chart sets
+to the value that sets it. */}}
+{{- define "fairpool.checkExtraArgs" -}}
+{{- $args := index . 0 -}}
+{{- $path := index . 1 -}}
+{{- $owned := index . 2 -}}
+{{- range $args -}}
+{{- $flag := regexReplaceAll "=.*$" (toString .) "" -}}
+{{- if hasKey $owned $flag -}}
+{{- fail (printf "%s: %q is set by the chart: use %s" $path (toString .) (get $owned $flag)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
