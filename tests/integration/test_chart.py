@@ -279,6 +279,23 @@ def test_extra_args_that_give_a_flag_the_chart_sets_are_refused(
     assert message in refused.value.output
 
 
+def test_extra_args_the_chart_does_not_set_are_passed_on(policy: Path) -> None:
+    # docs/install.md's IPv6 setting, and YAML's special characters: each one argument.
+    odd = "--x=a: b #c"
+    objects = _render(
+        policy,
+        "minimal",
+        sets=[
+            "scheduler.extraArgs={--metrics-address=::}",
+            "meter.extraArgs={--metrics-address=::}",
+        ],
+        set_strings=[f"meter.extraArgs[1]={odd}"],
+    )
+    for name in (SCHEDULER, METER):
+        assert "--metrics-address=::" in container(one(objects, "Deployment", name))["args"]
+    assert container(one(objects, "Deployment", METER))["args"][-1] == odd
+
+
 def test_the_admission_policy_guards_the_annotations_fairpool_trusts(policy: Path) -> None:
     objects = _render(policy, "minimal")
     guard = one(objects, "ValidatingAdmissionPolicy")
