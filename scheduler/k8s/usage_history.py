@@ -267,7 +267,11 @@ class UsageKeeper:
         if hours is None:
             self._half_life_s = None
             self.reload()
-            self.history, self._held = {}, {}
+            # No instant either: the allocation `held` keeps recording meanwhile starts
+            # counting when the half-life is back, not from before it was switched off
+            # (kept in memory, or with the ConfigMap unreadable then, it was integrated
+            # over the whole time it was off).
+            self.history, self._held, self.valid_at = {}, {}, 0.0
             return {}
         self._half_life_s = hours * HOUR_S
         if not self._loaded and now >= self._next_read:

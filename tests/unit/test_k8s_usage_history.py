@@ -179,6 +179,23 @@ def test_without_a_half_life_nothing_is_kept_read_or_written() -> None:
     assert keeper.advance(policy(), T0 + HOUR) == {"a": pytest.approx(50.0)}
 
 
+@pytest.mark.parametrize("kept", ["in memory", "store down when switched on"])
+def test_switched_on_again_nothing_is_counted_for_the_time_it_was_off(kept: str) -> None:
+    store = MemoryStore(StoredHistory(T0, {})) if kept != "in memory" else None
+    keeper = UsageKeeper(store)  # type: ignore[arg-type]
+    keeper.advance(policy(), T0)
+    keeper.held({"a": 1})
+    keeper.advance(policy(half_life=None), T0 + 60)
+    keeper.held({"a": 4})  # the daemon records every cycle's allocation, on or off
+    if store is not None:
+        store.down = True
+    # 10 h later: 4 GPUs over those 10 h were counted (20,755 GPU-seconds).
+    assert keeper.advance(policy(), T0 + 10 * HOUR) == {}
+    keeper.held({"a": 4})
+    got = keeper.advance(policy(), T0 + 10 * HOUR + 60)
+    assert got == {"a": pytest.approx(4 * 60, rel=0.01)}
+
+
 def test_allocation_counts_terminating_pods_and_this_cycles_binds() -> None:
     running = (
         RunningPod("u1", "p1", "a", "a", "u1", "n1", PodSpec(gpus=4)),
