@@ -305,20 +305,23 @@ def run(
     )
     _announce("metrics-port", port)
     server = None
-    if tokens is not None:
-        server = _serve_api(
-            daemon,
-            api,
-            tokens,
-            ledger_url,
-            api_listen,
-            tls_cert=tls_cert,
-            tls_key=tls_key,
-            insecure_plaintext=insecure_plaintext,
-            keep_tokens_on_reload_error=keep_tokens_on_reload_error,
-            read_front=api_front,
-        )
+    # The API starts on the running daemon (it serves its state); a token or TLS file it
+    # cannot use still stops the daemon cleanly: its Lease given up, its usage history
+    # saved.
     try:
+        if tokens is not None:
+            server = _serve_api(
+                daemon,
+                api,
+                tokens,
+                ledger_url,
+                api_listen,
+                tls_cert=tls_cert,
+                tls_key=tls_key,
+                insecure_plaintext=insecure_plaintext,
+                keep_tokens_on_reload_error=keep_tokens_on_reload_error,
+                read_front=api_front,
+            )
         daemon.wait()
     finally:
         if server is not None:

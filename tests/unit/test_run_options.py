@@ -3,12 +3,15 @@ before it connects anywhere."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 import scheduler.k8s.client
 import scheduler.k8s.daemon
+from scheduler.cli import run as run_module
 from scheduler.cli.main import main
 from scheduler.k8s.daemon import DaemonConfig, pause_before_cycle
 
@@ -133,3 +136,50 @@ def test_api_options_with_tokens_reach_the_daemon(
     monkeypatch.setattr("reports.ledger.connect.probe", lambda _url: None)
     args = ["--policy", str(policy), "--tokens", str(tmp_path / "tokens.yaml")]
     assert _config_of([*args, "--tls-cert", "a.crt", "--tls-key", "a.key"], monkeypatch)
+
+
+class _FakeDaemon:
+    """Where `fairpool run` starts and stops the daemon, without a cluster."""
+
+    def __init__(self, _api: object, **_: object) -> None:
+        self.stop_event = threading.Event()
+        self.metrics = SimpleNamespace(pod_series=True, serve=lambda port, address: 9464)
+        self.policy_object = None
+        self.policy_configmap = None
+        self.policy_file = None
+        self.events: list[str] = []
+        _FakeDaemon.last = self
+
+    last: _FakeDaemon | None = None
+
+    def start(self) -> _FakeDaemon:
+        self.events.append("start")
+        return self
+
+    def wait(self) -> None:
+        self.events.append("wait")
+
+    def stop(self, release_lease: bool = True) -> None:
+        self.events.append("stop")
+
+
+def test_an_unusable_token_file_stops_the_daemon_it_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The API starts after the daemon (it serves the daemon's state): a token file it
+    # cannot use ended the command with the daemon never stopped, its Lease held until it
+    # expired and the usage history since the last write not saved.
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("")
+    monkeypatch.setattr(scheduler.k8s.client, "api_client", lambda *a, **k: object())
+    monkeypatch.setattr(scheduler.k8s.daemon, "Daemon", _FakeDaemon)
+    monkeypatch.setattr("reports.ledger.connect.probe", lambda _url: None)
+    monkeypatch.setattr("scheduler.k8s.runtime.tune", lambda: None)
+    monkeypatch.setattr("scheduler.k8s.runtime.freeze_startup_objects", lambda: None)
+    monkeypatch.setattr(run_module, "_stop_on_signals", lambda _daemon: None)
+    with pytest.raises(SystemExit) as stopped:
+        main(["run", "--policy", str(policy), "--tokens", str(tmp_path / "missing.yaml")])
+    assert stopped.value.code == 2
+    assert "missing.yaml" in capsys.readouterr().err
+    assert _FakeDaemon.last is not None
+    assert _FakeDaemon.last.events[-1] == "stop"
