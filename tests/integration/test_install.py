@@ -417,6 +417,14 @@ SCHEDULER_MUST_NOT: list[Access] = [
 ]
 SCHEDULER_MUST: list[Access] = [
     ("create", "", "pods", "binding", "", ""),
+    # Nominations, and the DisruptionTarget condition on a gang's pods before deleting
+    # them (scheduler/k8s/binder.py): without it a gang Job counted the deletion as a
+    # failure against its backoffLimit.
+    ("patch", "", "pods", "status", "NS", ""),
+    ("delete", "", "pods", "", "NS", ""),
+    ("patch", "", "pods", "", "NS", ""),  # preemption annotations on victims
+    ("create", "", "configmaps", "", "NS", ""),  # the usage history's first write
+    ("create", "coordination.k8s.io", "leases", "", "NS", ""),
     ("create", "", "pods", "eviction", "", ""),
     ("create", "", "events", "", "NS", ""),
     ("get", "", "configmaps", "", "NS", "HISTORY"),
