@@ -89,6 +89,14 @@ class ClusterCache:
         """Set on every change; the scheduling loop waits on it."""
         self._lock = threading.Lock()
         self._nodes: dict[str, Node] = {}
+        self._nodes_changed = 0
+        """Bumped when a node is added, removed or read differently (not at a heartbeat,
+        which changes nothing the engine reads)."""
+        self._node_tuple: tuple[tuple[Node, ...], int] = ((), 0)
+        """The views' nodes, sorted by name, and the `_nodes_changed` they were built at:
+        one tuple while no node changes, which the engine keeps its node-only work for
+        (as for the simulator's one tuple); with a new one each view, a cycle at 5,000
+        nodes and 50,000 pending took 270-284 ms against 228-251 ms."""
         self._pods: dict[str, PodInfo] = {}
         self._priority_classes: dict[str, Obj] = {}
         self._priorities = Priorities()
@@ -124,6 +132,7 @@ class ClusterCache:
         with self._lock:
             if kind == NODES:
                 self._nodes.clear()
+                self._nodes_changed += 1
                 self.node_errors.clear()
             elif kind == PODS:
                 self._pods.clear()
@@ -194,13 +203,19 @@ class ClusterCache:
                 self._waiting.discard(uid)
         elif kind == NODES:
             name = meta.get("name", "")
-            self._nodes.pop(name, None)
             self.node_errors.pop(name, None)
+            node: Node | None = None
             if not deleted:
                 try:
-                    self._nodes[name] = node_from_api(obj)
+                    node = node_from_api(obj)
                 except ConversionError as exc:
                     self.node_errors[name] = str(exc)
+            if node is None:
+                if self._nodes.pop(name, None) is not None:
+                    self._nodes_changed += 1
+            elif self._nodes.get(name) != node:
+                self._nodes[name] = node
+                self._nodes_changed += 1
         elif kind == PRIORITY_CLASSES:
             name = meta.get("name", "")
             if deleted:
@@ -362,7 +377,10 @@ class ClusterCache:
             self._regroup_pods()
             pods = dict(self._pods)
             assumed = dict(self._assumed)
-            nodes = tuple(sorted(self._nodes.values(), key=lambda n: n.name))
+            nodes, built_at = self._node_tuple
+            if built_at != self._nodes_changed or len(nodes) != len(self._nodes):
+                nodes = tuple(sorted(self._nodes.values(), key=lambda n: n.name))
+                self._node_tuple = (nodes, self._nodes_changed)
             priorities = self._priorities
             pod_groups = dict(self._pod_groups)
             pod_group_resources = dict(self._pod_group_resources)

@@ -12,11 +12,13 @@ from scheduler.engine.decisions import Decisions
 from scheduler.engine.snapshot import Snapshot
 
 
-def test_every_timed_cycle_gets_a_nodes_tuple_of_its_own(
+def test_cold_cycles_get_new_nodes_and_steady_ones_the_tuple_of_the_cycle_before(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # The engine keeps node-only work for an identical nodes tuple; the daemon builds a
-    # new one each cycle, so a cycle on the caller's tuple would be timed too fast.
+    # The engine keeps node-only work for an identical nodes tuple. A cold cycle (a node
+    # changed) gets a new tuple; the steady cycle the one the cycle before had, as the
+    # daemon's view keeps one while no node changes; never the caller's, timed warm
+    # from work done before the timing.
     seen: list[Snapshot] = []
 
     def recording(snapshot: Snapshot, policy: Any) -> Decisions:
@@ -32,11 +34,15 @@ def test_every_timed_cycle_gets_a_nodes_tuple_of_its_own(
         pending=tuple(bench_engine._jobs(3, 1, 1, "single")),
     )
     bench_engine._time(snapshot, policy, 2)
+    steady = seen[:]
+    assert len(steady) == 3  # an untimed cycle before, then the two timed
+    assert len({id(s.nodes) for s in steady}) == 1 and steady[0].nodes is not snapshot.nodes
+    seen.clear()
     bench_engine._cold(snapshot, policy, 2)
     bench_engine._peak(snapshot, policy)
-    assert len(seen) == 5
+    assert len(seen) == 3
     assert all(s.nodes is not snapshot.nodes and s.nodes == snapshot.nodes for s in seen)
-    assert len({id(s.nodes) for s in seen}) == len(seen)
+    assert len({id(s.nodes) for s in [*seen, steady[0]]}) == 4
 
 
 def test_the_reference_engine_gets_the_nodes_tuple_the_engine_is_timed_on(

@@ -198,6 +198,34 @@ def test_unreadable_pending_pod_is_reported_not_snapshotted() -> None:
     assert "fairpool.io/gang-size" in bad.reason and bad.pods[0].name == "g"
 
 
+def test_views_share_one_nodes_tuple_while_no_node_changes() -> None:
+    # The engine keeps its node-only work for one nodes tuple (as the simulator's): a new
+    # tuple each view made every cycle redo it.
+    cache = ClusterCache()
+    cache.replace(NODES, [node("n1"), node("n2")])
+    first = cache.view(POLICY).snapshot.nodes
+    assert cache.view(POLICY).snapshot.nodes is first
+    # A heartbeat (a status change the engine does not read) keeps it.
+    beat = node("n1")
+    beat["status"]["conditions"][0]["lastHeartbeatTime"] = "2026-12-07T15:00:00Z"
+    cache.apply(NODES, "MODIFIED", beat)
+    assert cache.view(POLICY).snapshot.nodes is first
+    # Anything the engine reads makes a new one.
+    cache.apply(NODES, "MODIFIED", node("n1", gpus=4))
+    second = cache.view(POLICY).snapshot.nodes
+    assert second is not first and [n.gpus for n in second] == [4, 8]
+    cache.apply(NODES, "DELETED", node("n2"))
+    third = cache.view(POLICY).snapshot.nodes
+    assert [n.name for n in third] == ["n1"]
+    broken = node("n1")
+    broken["status"]["allocatable"]["nvidia.com/gpu"] = "many"
+    cache.apply(NODES, "MODIFIED", broken)
+    assert cache.view(POLICY).snapshot.nodes == ()
+    cache.replace(NODES, [node("n1", gpus=4)])
+    relisted = cache.view(POLICY).snapshot.nodes
+    assert [n.gpus for n in relisted] == [4] and relisted is not third
+
+
 def test_unreadable_node_is_left_out_with_reason() -> None:
     cache = ClusterCache()
     broken = node("n1")
