@@ -30,6 +30,14 @@ def most_held(
         if limit is not None:
             gpus = min(gpus, limit - limit % per_pod)
         by_model.setdefault(model, []).append((owner, gpus, limit))
+    return _most_on_one_model(by_model)
+
+
+def _most_on_one_model(
+    by_model: Mapping[str, list[tuple[str, int, int | None]]],
+) -> tuple[int, str, list[tuple[str, int, int | None]]]:
+    """(GPUs, model, its owners' part) of the model whose owners hold the most in all;
+    ties go to the model first in `by_model`'s order (sorted by name by its callers)."""
     best: tuple[int, str, list[tuple[str, int, int | None]]] = (0, "", [])
     for model, owners in by_model.items():
         total = sum(g for _, g, _ in owners)
@@ -88,11 +96,7 @@ def gang_never_detail(
         if limit is not None:
             gpus = min(gpus, most_subset(sizes, limit))
         by_model.setdefault(gpu_model, []).append((owner, gpus, limit))
-    best: tuple[int, str, list[tuple[str, int, int | None]]] = (0, "", [])
-    for gpu_model, owners in by_model.items():
-        total = sum(g for _, g, _ in owners)
-        if total > best[0] or not best[1]:
-            best = (total, gpu_model, owners)
+    best = _most_on_one_model(by_model)
     if best[0] >= need:
         return ""
     distinct = tuple(sorted({s for s in sizes if s > 0}, reverse=True))

@@ -46,6 +46,7 @@ from scheduler.k8s import labels as L
 from scheduler.k8s.cache import ClusterCache
 from scheduler.k8s.client import (
     namespaced_path,
+    patch_pod_status,
     post_json,
     read_body,
     retry_after,
@@ -456,17 +457,9 @@ class Binder:
             "message": message[:1024],
             "lastTransitionTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
-        # The UID is immutable: a pod replaced under the same name refuses the patch.
-        body = {"metadata": {"uid": pod.uid}, "status": {"conditions": [condition]}}
         try:
-            read_body(
-                self._core.patch_namespaced_pod_status(
-                    pod.name,
-                    pod.namespace,
-                    body,
-                    _preload_content=False,
-                    _request_timeout=(5, 30),
-                )
+            patch_pod_status(
+                self._core, pod.name, pod.namespace, pod.uid, {"conditions": [condition]}
             )
         except ApiException as exc:
             if exc.status not in (404, 409, 422):  # gone, or replaced under its name

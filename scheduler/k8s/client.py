@@ -129,6 +129,20 @@ def read_body(response: object) -> bytes:
     return data if isinstance(data, bytes) else b""
 
 
+def patch_pod_status(
+    core: client.CoreV1Api, name: str, namespace: str, uid: str, status: Mapping[str, Any]
+) -> None:
+    """PATCH the status of this very pod: the UID is immutable, so a pod replaced under
+    the same name refuses the patch. The answer is read and dropped; a refusal raises
+    the `ApiException`."""
+    body = {"metadata": {"uid": uid}, "status": dict(status)}
+    read_body(
+        core.patch_namespaced_pod_status(
+            name, namespace, body, _preload_content=False, _request_timeout=(5, 30)
+        )
+    )
+
+
 def namespaced_path(namespace: str, resource: str, name: str = "", subresource: str = "") -> str:
     """The core API path of a namespaced object (or of its subresource)."""
     parts = ["/api/v1/namespaces", quote(namespace, safe=""), resource]

@@ -33,7 +33,7 @@ from kubernetes.client.exceptions import ApiException
 
 from scheduler.engine.decisions import Decisions
 from scheduler.engine.snapshot import Snapshot
-from scheduler.k8s.client import read_body
+from scheduler.k8s.client import patch_pod_status
 from scheduler.k8s.objects import PodInfo
 
 log = logging.getLogger(__name__)
@@ -168,20 +168,13 @@ class NominationWriter:
             with self._lock:
                 self._sent.pop(pod.uid, None)  # not written: a leader sends it again
             return
-        body = {
-            # The UID is immutable: a pod replaced under the same name refuses the patch.
-            "metadata": {"uid": pod.uid},
-            "status": {"nominatedNodeName": write.node or None},
-        }
         try:
-            read_body(
-                self._core.patch_namespaced_pod_status(
-                    pod.name,
-                    pod.namespace,
-                    body,
-                    _preload_content=False,
-                    _request_timeout=(5, 30),
-                )
+            patch_pod_status(
+                self._core,
+                pod.name,
+                pod.namespace,
+                pod.uid,
+                {"nominatedNodeName": write.node or None},
             )
             with self._lock:
                 self.written += 1
