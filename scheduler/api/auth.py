@@ -21,12 +21,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 import yaml
 
 from policies.errors import InputError
+from scheduler.api.errors import abort
 from scheduler.api.guard import Guard, pass_bytes
 from scheduler.api.undecodable import refuse_undecodable
 
@@ -71,6 +72,26 @@ def member_not_in_policy(principal: Principal, policy_version: int | None = None
         f"role {principal.role}: {which} has no member {principal.member!r} (the token "
         "file gives this token a member the policy does not have)"
     )
+
+
+def not_a_member(member: str, policy_version: int) -> str:
+    return f"member: {member!r} is not a member of policy version {policy_version}"
+
+
+def refuse_unknown_member(
+    context: grpc.ServicerContext, principal: Principal, member: str, policy_version: int
+) -> NoReturn:
+    """A member the policy lacks: INVALID_ARGUMENT naming the field when the caller asked
+    for it; PERMISSION_DENIED when its token's role speaks for it (the caller named no
+    member, and exit code 2, "fix your input", would send it looking for a typo of its
+    own)."""
+    if principal.kind is RoleKind.MEMBER:
+        abort(
+            context,
+            grpc.StatusCode.PERMISSION_DENIED,
+            member_not_in_policy(principal, policy_version),
+        )
+    abort(context, grpc.StatusCode.INVALID_ARGUMENT, not_a_member(member, policy_version))
 
 
 def parse_role(text: str, where: str) -> tuple[RoleKind, str | None]:

@@ -39,17 +39,12 @@ from grpc_reflection.v1alpha import reflection_pb2
 
 from policies.errors import GRPC_BIND_FAILED, ListenError
 from proto.fairpool.v1 import policy_pb2, share_pb2, share_pb2_grpc, usage_pb2
-from scheduler.api.auth import Authenticator, AuthInterceptor, TokenTable
+from scheduler.api.auth import Authenticator, AuthInterceptor, TokenTable, refuse_unknown_member
 from scheduler.api.errors import abort
 from scheduler.api.guard import CallLimits, Guard
+from scheduler.api.pending_queue import caller_scope
 from scheduler.api.policy_service import validate_policy
-from scheduler.api.share_service import (
-    PublishedShares,
-    _scope,
-    entitlements_response,
-    not_a_gpu_model,
-    refuse_unknown_member,
-)
+from scheduler.api.share_service import PublishedShares, entitlements_response, not_a_gpu_model
 from scheduler.api.tls import listen
 from scheduler.engine.decisions import MemberShare
 
@@ -170,7 +165,7 @@ class FrontShareServicer(share_pb2_grpc.ShareServiceServicer):
         self, request: share_pb2.GetEntitlementsRequest, context: grpc.ServicerContext
     ) -> bytes:
         principal = self._auth.caller(context)
-        member = _scope(principal, request.member, context, everyone=True)
+        member = caller_scope(principal, request.member, context, everyone=True)
         answers = self._answers.current
         if member is not None and answers is not None and member not in answers.members:
             refuse_unknown_member(context, principal, member, answers.policy_version)

@@ -6,13 +6,10 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import secrets
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import NoReturn
 
 import grpc
 
@@ -23,12 +20,18 @@ from policies.model import Policy
 from proto.fairpool.v1 import share_pb2, share_pb2_grpc
 from reports.ledger import Ledger
 from scheduler.api import messages
-from scheduler.api.auth import Authenticator, Principal, RoleKind, member_not_in_policy
+from scheduler.api.auth import Authenticator, refuse_unknown_member
 from scheduler.api.errors import TRACE_FIELD, abort, abort_input, check_deadline
+from scheduler.api.pending_queue import (
+    QueueIndex,
+    caller_scope,
+    explain_pending,
+    list_pending,
+)
 from scheduler.api.whatif import SimulationFailed, WhatIf, inventory_document, trace_from_usage
 from scheduler.engine.decisions import PREEMPTION_CAUSES, MemberShare
 from scheduler.engine.entitlement import capacity as model_capacity
-from scheduler.engine.snapshot import PendingJob, Snapshot
+from scheduler.engine.snapshot import Snapshot
 from scheduler.k8s.daemon import SchedulerView
 from scheduler.k8s.published import Published, Rejected
 from scheduler.sim.simulator import MAX_BATCH_S
@@ -37,90 +40,7 @@ from scheduler.traces.synth import node_gpus_of
 
 log = logging.getLogger(__name__)
 
-MAX_PENDING_PAGE = 5000
 MAX_LEDGER_DAYS = 62
-NO_DECISION_YET = "no scheduling decision yet: the job arrived after the latest cycle"
-BOUND_BY_THE_LATEST_CYCLE = (
-    "not waiting: the latest cycle bound it to {} (its binds may be on their way)"
-)
-
-
-@dataclass(frozen=True, slots=True)
-class _Index:
-    """The pending jobs of one publication, indexed for lookups by name and member."""
-
-    jobs: dict[str, PendingJob]
-    by_pod: dict[str, list[PendingJob]]
-    """pod name -> jobs with a pod of that name (names repeat across namespaces)."""
-    by_gang: dict[str, list[PendingJob]]
-    """gang name -> its jobs: a gang's job id without its namespace ("job/train" of
-    "ns/job/train") and its last part ("train")."""
-    oldest_first: tuple[PendingJob, ...]
-    by_member: dict[str, tuple[PendingJob, ...]]
-    """member -> its jobs, oldest first."""
-
-    @classmethod
-    def of(cls, snapshot: Snapshot) -> _Index:
-        jobs: dict[str, PendingJob] = {}
-        by_pod: dict[str, list[PendingJob]] = {}
-        by_gang: dict[str, list[PendingJob]] = {}
-        for job in snapshot.pending:
-            jobs[job.job_id] = job
-            for pod in job.pods:
-                by_pod.setdefault(pod.name, []).append(job)
-            for name in set(_gang_names(job.job_id)):
-                by_gang.setdefault(name, []).append(job)
-        ordered = tuple(sorted(snapshot.pending, key=lambda j: (j.submitted_at, j.job_id)))
-        by_member: dict[str, list[PendingJob]] = {}
-        for job in ordered:
-            by_member.setdefault(job.member, []).append(job)
-        return cls(jobs, by_pod, by_gang, ordered, {m: tuple(js) for m, js in by_member.items()})
-
-    def named(self, name: str, namespace: str) -> list[PendingJob]:
-        """The jobs `name` may mean, in `namespace` when given: a job id, a pod name, a
-        gang name, or `<namespace>/<pod or gang>`, the form each cut FailedScheduling
-        event names (`scheduler.k8s.events.fitted`)."""
-        found: list[PendingJob] = []
-        for key, where in _name_forms(name, namespace):
-            for job in (
-                self.jobs.get(key),
-                *self.by_pod.get(key, ()),
-                *self.by_gang.get(key, ()),
-            ):
-                if (
-                    job is not None
-                    and job not in found
-                    and (not where or any(p.namespace == where for p in job.pods))
-                ):
-                    found.append(job)
-        return found
-
-
-def _name_forms(name: str, namespace: str) -> list[tuple[str, str]]:
-    """(name, namespace or "") pairs a request's name may mean: as given, and
-    `<namespace>/<name>` read as such."""
-    wanted = [(name, namespace)]
-    head, slash, rest = name.partition("/")
-    if slash and not namespace and rest:
-        wanted.append((rest, head))
-    return wanted
-
-
-def _gang_names(job_id: str) -> tuple[str, ...]:
-    """What a gang's job id is found by besides itself (`_Index.by_gang`)."""
-    _, slash, gang = job_id.partition("/")
-    return (gang, gang.rpartition("/")[2]) if slash else ()
-
-
-def rejected_named(rejected: tuple[Rejected, ...], name: str, namespace: str) -> list[Rejected]:
-    """`_Index.named` among the pods the cycle could not hand to the engine (few)."""
-    found: list[Rejected] = []
-    for key, where in _name_forms(name, namespace):
-        for job in rejected:
-            names = (job.job_id, *job.pod_names, *_gang_names(job.job_id))
-            if key in names and (not where or job.namespace == where) and job not in found:
-                found.append(job)
-    return found
 
 
 class _Book:
@@ -156,7 +76,7 @@ class _Book:
         self.capacity = model_capacity(published.snapshot.nodes)
         """Ready GPUs per model, unowned nodes' included: the pool's size."""
         self.gpu_models = known_gpu_models(policy, shares, self.capacity)
-        self._index: _Index | None = None
+        self._index: QueueIndex | None = None
         self._bound: dict[str, list[str]] | None = None
         self._answers: dict[tuple[str | None, str], bytes] = {}
         self.indexing = threading.Lock()
@@ -169,6 +89,14 @@ class _Book:
     def explanations(self) -> Mapping[str, str]:
         return self.published.decisions.explanations
 
+    @property
+    def now(self) -> float:
+        return self.published.snapshot.now
+
+    @property
+    def rejected(self) -> tuple[Rejected, ...]:
+        return self.published.rejected
+
     def bound(self, job_id: str) -> list[str]:
         """The nodes the cycle bound the job's pods to (none: it was not bound). A
         published snapshot still holds the jobs its cycle bound as pending."""
@@ -180,7 +108,7 @@ class _Book:
         return self._bound.get(job_id, [])
 
     @property
-    def index(self) -> _Index:
+    def index(self) -> QueueIndex:
         """The pending queue indexed (built by `PublishedShares.indexed`)."""
         assert self._index is not None, "take the book from PublishedShares.indexed()"
         return self._index
@@ -214,26 +142,6 @@ class _Book:
             ):
                 self._answers[key] = answer
         return answer
-
-
-def not_a_member(member: str, policy_version: int) -> str:
-    return f"member: {member!r} is not a member of policy version {policy_version}"
-
-
-def refuse_unknown_member(
-    context: grpc.ServicerContext, principal: Principal, member: str, policy_version: int
-) -> NoReturn:
-    """A member the policy lacks: INVALID_ARGUMENT naming the field when the caller asked
-    for it; PERMISSION_DENIED when its token's role speaks for it (the caller named no
-    member, and exit code 2, "fix your input", would send it looking for a typo of its
-    own)."""
-    if principal.kind is RoleKind.MEMBER:
-        abort(
-            context,
-            grpc.StatusCode.PERMISSION_DENIED,
-            member_not_in_policy(principal, policy_version),
-        )
-    abort(context, grpc.StatusCode.INVALID_ARGUMENT, not_a_member(member, policy_version))
 
 
 def known_gpu_models(
@@ -340,7 +248,7 @@ class PublishedShares:
             book.indexing.acquire()
         try:
             if book._index is None:
-                book._index = _Index.of(book.snapshot)
+                book._index = QueueIndex.of(book.snapshot.pending)
             self._indexed = book
             return book
         finally:
@@ -358,35 +266,6 @@ class PublishedShares:
         if previous is not None:
             book.share_index_of(previous)
         return book
-
-
-def redact_explanation(text: str, member: str, members: list[str]) -> str:
-    """The engine's sentence as `member` may read it: other members become "another
-    member", and their jobs named in it (reclaim victims) "a job"; a count of their
-    nodes ("30 of vc-01") stays a count."""
-    for other in sorted(set(members) - {member}, key=len, reverse=True):
-        text = re.sub(rf"(?<![\w-]){re.escape(other)}(?![\w-])", "another member", text)
-    return re.sub(
-        r"(?<![^\s(),;])(?!\d+ of)[^\s(),;]+ of another member", "a job of another member", text
-    )
-
-
-def _scope(
-    principal: Principal, wanted: str, context: grpc.ServicerContext, everyone: bool
-) -> str | None:
-    """The member a request is limited to (None = all). `everyone`: the role may read
-    every member's rows (admin; viewer for entitlements)."""
-    if principal.kind is RoleKind.MEMBER:
-        if wanted and wanted != principal.member:
-            abort(
-                context,
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"role {principal.role} may only read its own member's data",
-            )
-        return principal.member
-    if not everyone:
-        abort(context, grpc.StatusCode.PERMISSION_DENIED, f"role {principal.role} may not")
-    return wanted or None
 
 
 class ShareServicer(share_pb2_grpc.ShareServiceServicer):
@@ -414,7 +293,7 @@ class ShareServicer(share_pb2_grpc.ShareServiceServicer):
         """Answered with bytes serialized once per publication and scope (the server's
         response serializer passes bytes through, see `guard.pass_bytes`)."""
         principal = self._auth.caller(context)
-        member = _scope(principal, request.member, context, everyone=True)
+        member = caller_scope(principal, request.member, context, everyone=True)
         book = self._book.current()
         if member is not None and member not in book.members:
             # A misspelt member read as one with no entitlement (ListPending and
@@ -433,101 +312,22 @@ class ShareServicer(share_pb2_grpc.ShareServiceServicer):
     def ListPending(
         self, request: share_pb2.ListPendingRequest, context: grpc.ServicerContext
     ) -> share_pb2.ListPendingResponse:
-        if request.limit < 0:
-            abort(context, grpc.StatusCode.INVALID_ARGUMENT, "limit: must be >= 0")
-        principal = self._auth.caller(context)
-        member = _scope(principal, request.member, context, everyone=True)
         book = self._book.indexed()
-        if member is not None and member not in book.members and member not in book.index.by_member:
-            # A misspelt member would otherwise read as an empty queue.
-            refuse_unknown_member(
-                context, principal, member, book.policy.version or self._policy_version()
-            )
-        limit = min(request.limit or 1000, MAX_PENDING_PAGE)
-        matching = (
-            book.index.oldest_first if member is None else book.index.by_member.get(member, ())
-        )
-        now = book.snapshot.now
-        return share_pb2.ListPendingResponse(
-            jobs=[messages.pending_job(j, now) for j in matching[:limit]], total=len(matching)
+        return list_pending(
+            book.index,
+            book,
+            request,
+            self._auth.caller(context),
+            context,
+            book.policy.version or self._policy_version(),
         )
 
     def ExplainPending(
         self, request: share_pb2.ExplainPendingRequest, context: grpc.ServicerContext
     ) -> share_pb2.ExplainPendingResponse:
         principal = self._auth.caller(context)
-        if not request.name:
-            abort(context, grpc.StatusCode.INVALID_ARGUMENT, "name: a job, gang or pod name")
         book = self._book.indexed()
-        candidates = book.index.named(request.name, request.namespace)
-        # Another member's jobs are answered exactly like jobs that do not exist, so
-        # the answer does not even reveal that they are there.
-        candidates = [j for j in candidates if principal.may_see_member(j.member)]
-        if not candidates:
-            refused = [
-                r
-                for r in rejected_named(book.published.rejected, request.name, request.namespace)
-                if principal.may_see_member(r.member)
-            ]
-            namespaces = sorted({r.namespace for r in refused})
-            if len(namespaces) == 1:
-                return self._explain_rejected(refused[0], principal, book)
-            if namespaces:
-                abort(
-                    context,
-                    grpc.StatusCode.FAILED_PRECONDITION,
-                    f"{request.name!r} is ambiguous: give a namespace ({', '.join(namespaces)})",
-                )
-            where = f" in namespace {request.namespace}" if request.namespace else ""
-            abort(
-                context,
-                grpc.StatusCode.NOT_FOUND,
-                f"no pending pod or gang named {request.name!r}{where} that you may see "
-                "(a pod held by spec.schedulingGates is pending only once they are removed)",
-            )
-        if len(candidates) > 1:
-            namespaces = sorted({j.pods[0].namespace for j in candidates if j.pods})
-            abort(
-                context,
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"{request.name!r} is ambiguous: give a namespace ({', '.join(namespaces)})",
-            )
-        job = candidates[0]
-        explanation = book.explanations.get(job.job_id)
-        if explanation is None:
-            nodes = book.bound(job.job_id)
-            explanation = (
-                BOUND_BY_THE_LATEST_CYCLE.format(", ".join(sorted(set(nodes))))
-                if nodes
-                else NO_DECISION_YET
-            )
-        if principal.kind is RoleKind.MEMBER and principal.member is not None:
-            explanation = redact_explanation(explanation, principal.member, list(book.members))
-        return share_pb2.ExplainPendingResponse(
-            job=messages.pending_job(job, book.snapshot.now), explanation=explanation
-        )
-
-    @staticmethod
-    def _explain_rejected(
-        job: Rejected, principal: Principal, book: _Book
-    ) -> share_pb2.ExplainPendingResponse:
-        """A pod the cycle could not hand to the engine: the reason of its
-        FailedScheduling event (it was answered as no pending pod at all)."""
-        explanation = job.reason
-        if principal.kind is RoleKind.MEMBER and principal.member is not None:
-            explanation = redact_explanation(explanation, principal.member, list(book.members))
-        message = share_pb2.PendingJob(
-            job_id=job.job_id,
-            member=job.member,
-            kind=share_pb2.JOB_KIND_GANG if _gang_names(job.job_id) else share_pb2.JOB_KIND_POD,
-            namespace=job.namespace,
-            pod_names=list(job.pod_names),
-            min_member=len(job.pod_names),
-            gpus=job.gpus,
-            gpu_model=job.gpu_model,
-            waiting_seconds=max(0.0, book.snapshot.now - job.submitted_at),
-        )
-        return share_pb2.ExplainPendingResponse(job=message, explanation=explanation)
+        return explain_pending(book.index, book, request, principal, context)
 
     def Simulate(
         self, request: share_pb2.SimulateRequest, context: grpc.ServicerContext

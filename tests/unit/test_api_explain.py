@@ -13,8 +13,8 @@ from policies.inventory import load_inventory
 from policies.loader import DEFAULT_POLICY, load_policy
 from proto.fairpool.v1 import share_pb2, share_pb2_grpc
 from scheduler.api.frozen_view import FrozenClusterView
+from scheduler.api.pending_queue import redact_explanation
 from scheduler.api.server import ApiServer
-from scheduler.api.share_service import redact_explanation
 from scheduler.engine.snapshot import PendingJob, PendingPod, PodSpec, RunningPod, Snapshot
 from scheduler.sim.cluster import build_nodes
 from tests.unit.test_api_support import make_config, metadata

@@ -13,7 +13,7 @@ from scheduler.api import share_service
 from scheduler.api.share_service import PublishedShares
 from scheduler.engine import compute_shares
 from scheduler.engine.decisions import MemberShare
-from scheduler.engine.snapshot import Snapshot
+from scheduler.engine.snapshot import PendingJob, Snapshot
 from scheduler.k8s.published import NOTHING_PUBLISHED
 from tests.unit.test_api_explain import H100, reclaim_view
 
@@ -84,13 +84,13 @@ def test_nothing_published_yet_answers_empty() -> None:
 
 def test_entitlements_never_wait_for_the_queue_to_be_indexed(monkeypatch: MonkeyPatch) -> None:
     indexed: list[int] = []
-    original = share_service._Index.of
+    original = share_service.QueueIndex.of
 
-    def counting(snapshot: Snapshot) -> share_service._Index:
-        indexed.append(len(snapshot.pending))
-        return original(snapshot)
+    def counting(pending: tuple[PendingJob, ...]) -> share_service.QueueIndex:
+        indexed.append(len(pending))
+        return original(pending)
 
-    monkeypatch.setattr(share_service._Index, "of", counting)
+    monkeypatch.setattr(share_service.QueueIndex, "of", counting)
     view = reclaim_view()
     book = PublishedShares(view, CountingShares())
     answer = book.current().entitlements(None, "", lambda: 0)
