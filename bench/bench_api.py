@@ -18,8 +18,8 @@ Two loads, both with the engine cycling and publishing a new snapshot every cycl
   client that fell behind sends back to back until it is on time again.
 
 Both loads again with the API's address served by a front process (`read_front`, as
-`fairpool run` serves it): GetEntitlements answered there, ExplainPending forwarded to
-the server beside the engine.
+`fairpool run` serves it): GetEntitlements and ExplainPending answered there, from what
+the server beside the engine sends it at each publication.
 
 Then the paced load once more with the same cycles run by a process of their own, the
 API's process only serving: the share of the latency that comes from sharing one

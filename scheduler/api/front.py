@@ -9,6 +9,11 @@ address with the same TLS, token file and limits on message size and calls in fl
   which the daemon's process sends it (`ReadAnswers`: a few hundred bytes per
   publication or policy change) over a pipe; the same bearer-token roles and member
   scoping apply, through the same interceptor and guard code.
+- ListPending and ExplainPending are answered in the front from its copy of the pending
+  queue, which each `ReadAnswers` brings up to date with what changed
+  (`queue_copy`), through the same functions as in the daemon's process
+  (`pending_queue`). A standby works out its sentences only when asked, so through
+  its front ExplainPending is forwarded.
 - Every other call (writes, streams, health checking, reflection) is forwarded as bytes
   to the daemon's process with the caller's metadata and deadline, and its answer or
   status comes back unchanged: the daemon's process authenticates it and applies its
@@ -25,7 +30,7 @@ import contextlib
 import logging
 import multiprocessing as mp
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
@@ -42,19 +47,34 @@ from proto.fairpool.v1 import policy_pb2, share_pb2, share_pb2_grpc, usage_pb2
 from scheduler.api.auth import Authenticator, AuthInterceptor, TokenTable, refuse_unknown_member
 from scheduler.api.errors import abort
 from scheduler.api.guard import CallLimits, Guard
-from scheduler.api.pending_queue import caller_scope
+from scheduler.api.pending_queue import caller_scope, explain_pending, list_pending
 from scheduler.api.policy_service import validate_policy
-from scheduler.api.share_service import PublishedShares, entitlements_response, not_a_gpu_model
+from scheduler.api.queue_copy import QueueChange, QueueCopy, QueueSender
+from scheduler.api.share_service import (
+    Book,
+    PublishedShares,
+    entitlements_response,
+    not_a_gpu_model,
+)
 from scheduler.api.tls import listen
 from scheduler.engine.decisions import MemberShare
+from scheduler.k8s.published import Rejected
 
 log = logging.getLogger(__name__)
 
+EXPLAIN_METHOD = "/fairpool.v1.ShareService/ExplainPending"
 LOCAL_METHODS = frozenset(
-    {"/fairpool.v1.ShareService/GetEntitlements", "/fairpool.v1.PolicyService/ValidatePolicy"}
+    {
+        "/fairpool.v1.ShareService/GetEntitlements",
+        "/fairpool.v1.ShareService/ListPending",
+        EXPLAIN_METHOD,
+        "/fairpool.v1.PolicyService/ValidatePolicy",
+    }
 )
 """Answered by the front itself; everything else is forwarded. ValidatePolicy needs no
-daemon state, and its parsing is the heaviest read a caller can ask for."""
+daemon state, and its parsing is the heaviest read a caller can ask for. ExplainPending
+is forwarded while the daemon's process works out its sentences only when asked (a
+standby)."""
 APPLY_METHOD = "/fairpool.v1.PolicyService/ApplyPolicy"
 PUBLISH_POLL_SECONDS = 0.02
 """How often the daemon's process looks for a new publication or policy to send: two
@@ -82,6 +102,37 @@ class ReadAnswers:
     members: tuple[str, ...]
     capacity: Mapping[str, int]
     gpu_models: frozenset[str]
+    queue: QueueChange | None = None
+    """The publication's pending queue, as a change to the one sent before (None: the
+    same publication, under a new policy)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FrontBook:
+    """One publication's queue under one policy, as ListPending and ExplainPending read
+    it in the front (`pending_queue.QueueBook`)."""
+
+    answers: ReadAnswers
+    queue: QueueCopy
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        return self.answers.members
+
+    @property
+    def now(self) -> float:
+        return self.answers.now
+
+    @property
+    def rejected(self) -> tuple[Rejected, ...]:
+        return self.queue.rejected
+
+    @property
+    def explanations(self) -> Mapping[str, str]:
+        return self.queue.sentences or {}
+
+    def bound(self, job_id: str) -> list[str]:
+        return self.queue.bound(job_id)
 
 
 @dataclass(frozen=True)
@@ -109,23 +160,36 @@ class FrontAnswers:
     serialized once per scope (as the daemon's book does)."""
 
     def __init__(self) -> None:
-        self._state: tuple[ReadAnswers | None, dict[tuple[str | None, str], bytes]] = (None, {})
-        """The answers and their serialized replies, replaced together in one assignment:
-        as two attributes, a reader between the two stores paired old answers with the
-        new cache and kept a stale reply in it for the whole publication."""
+        self._state: tuple[ReadAnswers | None, dict[tuple[str | None, str], bytes], QueueCopy] = (
+            None,
+            {},
+            QueueCopy(),
+        )
+        """The answers, their serialized replies and the queue, replaced together in one
+        assignment: as two attributes, a reader between the two stores paired old answers
+        with the new cache and kept a stale reply in it for the whole publication."""
         self._changed = threading.Condition()
 
     def update(self, answers: ReadAnswers) -> None:
+        queue = self._state[2]
+        if answers.queue is not None:
+            queue = queue.apply(answers.queue)
         with self._changed:
-            self._state = (answers, {})
+            self._state = (answers, {}, queue)
             self._changed.notify_all()
 
     @property
     def current(self) -> ReadAnswers | None:
         return self._state[0]
 
+    def book(self) -> FrontBook:
+        answers, _, queue = self._state
+        if answers is None:
+            raise RuntimeError("no answers received from the daemon's process")
+        return FrontBook(answers, queue)
+
     def entitlements(self, member: str | None, gpu_model: str) -> bytes:
-        answers, cache = self._state
+        answers, cache, _ = self._state
         if answers is None:
             # The daemon's process sends its first answers before the front listens.
             raise RuntimeError("no answers received from the daemon's process")
@@ -157,9 +221,37 @@ class FrontAnswers:
 
 
 class FrontShareServicer(share_pb2_grpc.ShareServiceServicer):
-    def __init__(self, auth: Authenticator, answers: FrontAnswers) -> None:
+    def __init__(
+        self,
+        auth: Authenticator,
+        answers: FrontAnswers,
+        forward_explain: Callable[[bytes, grpc.ServicerContext], bytes],
+    ) -> None:
         self._auth = auth
         self._answers = answers
+        self._forward_explain = forward_explain
+
+    def ListPending(
+        self, request: share_pb2.ListPendingRequest, context: grpc.ServicerContext
+    ) -> share_pb2.ListPendingResponse:
+        book = self._answers.book()
+        return list_pending(
+            book.queue.index(),
+            book,
+            request,
+            self._auth.caller(context),
+            context,
+            book.answers.policy_version,
+        )
+
+    def ExplainPending(
+        self, request: share_pb2.ExplainPendingRequest, context: grpc.ServicerContext
+    ) -> share_pb2.ExplainPendingResponse | bytes:
+        book = self._answers.book()
+        if book.queue.sentences is None:
+            return self._forward_explain(request.SerializeToString(), context)
+        principal = self._auth.caller(context)
+        return explain_pending(book.queue.index(), book, request, principal, context)
 
     def GetEntitlements(
         self, request: share_pb2.GetEntitlementsRequest, context: grpc.ServicerContext
@@ -247,6 +339,10 @@ class Forward(grpc.GenericRpcHandler):
         return self._unary_unary(method)
 
     def _unary_unary(self, method: str) -> grpc.RpcMethodHandler:
+        return grpc.unary_unary_rpc_method_handler(self.unary(method))
+
+    def unary(self, method: str) -> Callable[[bytes, grpc.ServicerContext], bytes]:
+        """The forwarding of a unary call's bytes, answered with the answer's bytes."""
         call = self._channel.unary_unary(
             method, request_serializer=_identity, response_deserializer=_identity
         )
@@ -266,7 +362,7 @@ class Forward(grpc.GenericRpcHandler):
                     self._answers.wait_policy(applied, APPLY_VISIBLE_SECONDS)
             return response  # type: ignore[no-any-return]
 
-        return grpc.unary_unary_rpc_method_handler(forward)
+        return forward
 
     def _unary_stream(self, method: str) -> grpc.RpcMethodHandler:
         call = self._channel.unary_stream(
@@ -340,7 +436,15 @@ def serve_front(conn: Connection, settings: FrontSettings) -> None:
         ],
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
-    local = FrontShareServicer(auth, answers)
+    channel = grpc.insecure_channel(
+        settings.backend,
+        options=[
+            ("grpc.max_receive_message_length", settings.max_send_bytes),
+            ("grpc.max_send_message_length", settings.max_receive_bytes),
+        ],
+    )
+    forward = Forward(channel, answers)
+    local = FrontShareServicer(auth, answers, forward.unary(EXPLAIN_METHOD))
     answered = grpc.method_handlers_generic_handler(
         "fairpool.v1.ShareService",
         {
@@ -348,15 +452,18 @@ def serve_front(conn: Connection, settings: FrontSettings) -> None:
                 local.GetEntitlements,
                 request_deserializer=share_pb2.GetEntitlementsRequest.FromString,
                 response_serializer=share_pb2.GetEntitlementsResponse.SerializeToString,
-            )
+            ),
+            "ListPending": grpc.unary_unary_rpc_method_handler(
+                local.ListPending,
+                request_deserializer=share_pb2.ListPendingRequest.FromString,
+                response_serializer=share_pb2.ListPendingResponse.SerializeToString,
+            ),
+            "ExplainPending": grpc.unary_unary_rpc_method_handler(
+                local.ExplainPending,
+                request_deserializer=share_pb2.ExplainPendingRequest.FromString,
+                response_serializer=share_pb2.ExplainPendingResponse.SerializeToString,
+            ),
         },
-    )
-    channel = grpc.insecure_channel(
-        settings.backend,
-        options=[
-            ("grpc.max_receive_message_length", settings.max_send_bytes),
-            ("grpc.max_send_message_length", settings.max_receive_bytes),
-        ],
     )
     validated = grpc.method_handlers_generic_handler(
         "fairpool.v1.PolicyService",
@@ -368,7 +475,7 @@ def serve_front(conn: Connection, settings: FrontSettings) -> None:
             )
         },
     )
-    server.add_generic_rpc_handlers((answered, validated, Forward(channel, answers)))
+    server.add_generic_rpc_handlers((answered, validated, forward))
     try:
         port = listen(
             server, settings.address, settings.tls_cert, settings.tls_key, settings.client_ca
@@ -425,6 +532,7 @@ class ReadFront:
         self._process: BaseProcess | None = None
         self._publisher: threading.Thread | None = None
         self._restart_settings = settings
+        self._queue = QueueSender()
         self.sent = 0
         """ReadAnswers sent so far."""
         self.restarts = 0
@@ -438,9 +546,10 @@ class ReadFront:
     def alive(self) -> bool:
         return self._process is not None and self._process.is_alive()
 
-    def _answers(self) -> tuple[object, ReadAnswers]:
-        book = self._shares.current()
-        return book, ReadAnswers(
+    def _answers(self, book: Book) -> ReadAnswers:
+        """The book's answers, with the change of the queue since the answers sent last
+        (made only to be sent)."""
+        return ReadAnswers(
             published_version=book.published.version,
             policy_version=book.policy.version or self._policy_version(),
             now=book.snapshot.now,
@@ -448,6 +557,7 @@ class ReadFront:
             members=book.members,
             capacity=book.capacity,
             gpu_models=book.gpu_models,
+            queue=self._queue.change(book.published),
         )
 
     def start(self) -> int:
@@ -473,8 +583,9 @@ class ReadFront:
         process.start()
         theirs.close()
         self._conn, self._process = ours, process
-        book, first = self._answers()
-        ours.send(first)
+        self._queue = QueueSender()  # a new front holds no queue yet
+        book = self._shares.current()
+        ours.send(self._answers(book))
         self.sent += 1
         if not ours.poll(START_SECONDS):
             process.kill()
@@ -496,9 +607,9 @@ class ReadFront:
             try:
                 if not self._process.is_alive():
                     raise EOFError
-                book, answers = self._answers()
+                book = self._shares.current()
                 if book is not sent_book:
-                    self._conn.send(answers)
+                    self._conn.send(self._answers(book))
                     self.sent += 1
                     sent_book = book
                 while self._conn.poll():
@@ -511,6 +622,8 @@ class ReadFront:
                 sent_book = self._relaunch()
             except Exception:  # a failing book must not end the front's updates
                 log.exception("cannot send the latest answers to the API front")
+                # Whatever of the queue's change it got, the next answers send it whole.
+                self._queue = QueueSender()
 
     def _relaunch(self) -> object:
         """A new front in place of one that ended (killed, out of memory, crashed): the

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 MAX_LEDGER_DAYS = 62
 
 
-class _Book:
+class Book:
     """What one publication answers under one policy, built once and shared by readers.
 
     Only the shares are computed when a book is made: the index of the pending queue
@@ -113,7 +113,7 @@ class _Book:
         assert self._index is not None, "take the book from PublishedShares.indexed()"
         return self._index
 
-    def share_index_of(self, other: _Book) -> None:
+    def share_index_of(self, other: Book) -> None:
         """Reuse `other`'s index (same publication, another policy)."""
         if other.published is self.published:
             self._index = other._index
@@ -206,12 +206,12 @@ class PublishedShares:
         self._view = view
         self._compute = compute_shares
         self._lock = threading.Lock()
-        self._book: _Book | None = None
-        self._indexed: _Book | None = None
+        self._book: Book | None = None
+        self._indexed: Book | None = None
         self.builds = 0
         """Books built so far (one per publication read, plus one per policy change)."""
 
-    def current(self) -> _Book:
+    def current(self) -> Book:
         published, policy = self._view.published(), self._view.policy()
         book = self._book
         if book is not None and book.published is published and book.policy is policy:
@@ -233,7 +233,7 @@ class PublishedShares:
         finally:
             self._lock.release()
 
-    def indexed(self) -> _Book:
+    def indexed(self) -> Book:
         """The current book with its pending queue indexed (ListPending, ExplainPending).
         While one reader indexes a new publication, the others answer from the last
         indexed book of the same policy rather than queue behind it."""
@@ -254,7 +254,7 @@ class PublishedShares:
         finally:
             book.indexing.release()
 
-    def _build(self, published: Published, policy: Policy, previous: _Book | None) -> _Book:
+    def _build(self, published: Published, policy: Policy, previous: Book | None) -> Book:
         self.builds += 1
         if published.policy is policy and (
             published.decisions.shares or not published.snapshot.nodes
@@ -262,7 +262,7 @@ class PublishedShares:
             shares = published.decisions.shares
         else:
             shares = self._compute(published.snapshot, policy)
-        book = _Book(published, policy, shares)
+        book = Book(published, policy, shares)
         if previous is not None:
             book.share_index_of(previous)
         return book

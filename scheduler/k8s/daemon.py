@@ -671,7 +671,12 @@ class Daemon:
         )
         with self._lock:  # writers only (set_policy); readers never take it
             self._published = self._published.next(
-                snapshot, policy, decisions, running_phase, rejected(view, policy)
+                snapshot,
+                policy,
+                decisions,
+                running_phase,
+                rejected(view, policy),
+                sentences_on_request=not leader,
             )
         if decisions.binds or decisions.preemptions:
             self._shares_at = (decided, policy)

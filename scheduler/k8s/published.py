@@ -52,6 +52,10 @@ class Published:
     """Uids of the pods bound and reported Running (for the exporter)."""
     rejected: tuple[Rejected, ...] = ()
     """The pending pods the cycle could not hand to the engine."""
+    sentences_on_request: bool = False
+    """The engine's sentences (`decisions.explanations`) are worked out only when read,
+    by a whole engine run (a standby's): the read front asks the daemon's process for
+    them rather than have every publication's worked out."""
 
     def next(
         self,
@@ -60,8 +64,17 @@ class Published:
         decisions: Decisions,
         running_phase: frozenset[str] = frozenset(),
         rejected: tuple[Rejected, ...] = (),
+        sentences_on_request: bool = False,
     ) -> Published:
-        return Published(self.version + 1, snapshot, policy, decisions, running_phase, rejected)
+        return Published(
+            self.version + 1,
+            snapshot,
+            policy,
+            decisions,
+            running_phase,
+            rejected,
+            sentences_on_request,
+        )
 
 
 NOTHING_PUBLISHED = Published(0, EMPTY_SNAPSHOT, None)

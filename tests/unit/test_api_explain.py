@@ -4,6 +4,7 @@ jobs (a reclaim names its victims)."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import grpc
@@ -17,6 +18,7 @@ from scheduler.api.pending_queue import redact_explanation
 from scheduler.api.server import ApiServer
 from scheduler.engine.snapshot import PendingJob, PendingPod, PodSpec, RunningPod, Snapshot
 from scheduler.sim.cluster import build_nodes
+from tests.unit.test_api_front import code_of
 from tests.unit.test_api_support import make_config, metadata
 
 H100 = "NVIDIA-H100-80GB-HBM3"
@@ -82,10 +84,11 @@ def reclaim_view() -> FrozenClusterView:
     return FrozenClusterView(policy, Snapshot(100_000.0, nodes, running, (wanted,)))
 
 
-def test_a_member_never_reads_who_its_job_preempts(tmp_path: Path) -> None:
+@pytest.mark.parametrize("read_front", [False, True], ids=["daemon", "front"])
+def test_a_member_never_reads_who_its_job_preempts(tmp_path: Path, read_front: bool) -> None:
     view = reclaim_view()
     assert "of ai-startup" in view.last_decisions().explanations["uni-north-eval"]
-    server = ApiServer(view, make_config(tmp_path)).start()
+    server = ApiServer(view, make_config(tmp_path, read_front=read_front)).start()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = share_pb2_grpc.ShareServiceStub(channel)
@@ -125,7 +128,10 @@ def test_share_book_answers_from_the_last_cycle_while_rebuilding() -> None:
     assert book.current().policy is view.policy(), "a new policy is never served stale"
 
 
-def test_a_job_is_found_by_the_names_its_events_and_the_cli_give(tmp_path: Path) -> None:
+@pytest.mark.parametrize("read_front", [False, True], ids=["daemon", "front"])
+def test_a_job_is_found_by_the_names_its_events_and_the_cli_give(
+    tmp_path: Path, read_front: bool
+) -> None:
     """A cut FailedScheduling event ends "… (the whole sentence: fairpool explain
     <namespace>/<pod>)", and `fairpool explain` takes a pod or gang NAME: each of these
     finds the job (they answered NOT_FOUND)."""
@@ -141,7 +147,7 @@ def test_a_job_is_found_by_the_names_its_events_and_the_cli_give(tmp_path: Path)
     pod = PendingJob("uid-1", "physics", (PendingPod("uid-1", "eval", "physics-lab", spec),))
     other = PendingJob("uid-2", "lab-bio", (PendingPod("uid-2", "eval", "lab-bio-ns", spec),))
     view = FrozenClusterView(policy, Snapshot(100_000.0, nodes, (), (gang, pod, other)))
-    server = ApiServer(view, make_config(tmp_path)).start()
+    server = ApiServer(view, make_config(tmp_path, read_front=read_front)).start()
     found: dict[tuple[str, str], str] = {}
     try:
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
@@ -179,7 +185,10 @@ def test_a_job_is_found_by_the_names_its_events_and_the_cli_give(tmp_path: Path)
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def test_a_pod_the_engine_is_not_given_is_explained_to_whom_may_see_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("read_front", [False, True], ids=["daemon", "front"])
+def test_a_pod_the_engine_is_not_given_is_explained_to_whom_may_see_it(
+    tmp_path: Path, read_front: bool
+) -> None:
     """A pod the cycle cannot hand to the engine (unreadable, or in no member's
     namespace) is explained with its FailedScheduling event's reason, to an admin and
     its own member only (it answered NOT_FOUND to everyone)."""
@@ -190,13 +199,25 @@ def test_a_pod_the_engine_is_not_given_is_explained_to_whom_may_see_it(tmp_path:
     view = reclaim_view()
     odd = Rejected("u-odd", "physics", "physics-lab", ("odd",), "annotation x: bad", 99_000.0)
     stray = Rejected("u-stray", "", "nobody", ("stray",), "namespace 'nobody' …", 99_000.0)
-    server = ApiServer(view, make_config(tmp_path)).start()
+    server = ApiServer(view, make_config(tmp_path, read_front=read_front)).start()
     published = view.published()  # the server's start publishes a cycle of its own
     view._published = replace(published, version=published.version + 1, rejected=(odd, stray))
     answers: dict[tuple[str, str], str] = {}
     try:
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = share_pb2_grpc.ShareServiceStub(channel)
+            # The front has the new publication once it answers for the pod in it.
+            deadline = time.monotonic() + 10
+            while (
+                code_of(
+                    lambda: stub.ExplainPending(
+                        share_pb2.ExplainPendingRequest(name="odd"), metadata=metadata("admin")
+                    )
+                )
+                != grpc.StatusCode.OK
+            ):
+                assert time.monotonic() < deadline, "the publication never reached the front"
+                time.sleep(0.05)
             for token in ("admin", "member:physics", "member:uni-north"):
                 for name in ("odd", "physics-lab/odd", "stray"):
                     request = share_pb2.ExplainPendingRequest(name=name)
@@ -246,8 +267,9 @@ def test_the_pods_the_engine_is_not_given_are_published_with_their_member_and_gp
     assert found["uid-odd"].namespace == "uni-north"
 
 
+@pytest.mark.parametrize("read_front", [False, True], ids=["daemon", "front"])
 def test_a_job_the_latest_cycle_bound_is_not_said_to_have_arrived_after_it(
-    tmp_path: Path,
+    tmp_path: Path, read_front: bool
 ) -> None:
     """A cycle publishes the snapshot it decided on, whose pending jobs include those it
     bound: until the next cycle, ExplainPending says where it bound them (it said "no
@@ -258,7 +280,7 @@ def test_a_job_the_latest_cycle_bound_is_not_said_to_have_arrived_after_it(
     fits = PendingJob("uid-1", "physics", (PendingPod("uid-1", "fits", "physics-lab", spec),))
     view = FrozenClusterView(policy, Snapshot(100_000.0, nodes, (), (fits,)))
     (bind,) = view.last_decisions().binds
-    server = ApiServer(view, make_config(tmp_path)).start()
+    server = ApiServer(view, make_config(tmp_path, read_front=read_front)).start()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = share_pb2_grpc.ShareServiceStub(channel)

@@ -160,7 +160,8 @@ def test_the_front_is_another_process_with_the_roles_of_the_daemon(api: Running)
     assert code_of(
         lambda: api.shares.GetEntitlements(share_pb2.GetEntitlementsRequest(), timeout=10)
     ) == (grpc.StatusCode.UNAUTHENTICATED)
-    # Forwarded: the daemon's process decides, with its own role matrix and statuses.
+    # Answered in the front from its copy of the queue, with the same role matrix and
+    # statuses as in the daemon's process.
     assert code_of(
         lambda: api.shares.ListPending(
             share_pb2.ListPendingRequest(), metadata=metadata("viewer"), timeout=10
@@ -169,6 +170,10 @@ def test_the_front_is_another_process_with_the_roles_of_the_daemon(api: Running)
     assert code_of(
         lambda: api.shares.ListPending(share_pb2.ListPendingRequest(limit=-1), metadata=ADMIN)
     ) == (grpc.StatusCode.INVALID_ARGUMENT)
+    # Forwarded: the daemon's process decides, with its own role matrix and statuses.
+    assert code_of(
+        lambda: api.usage.GetUsage(usage_pb2.GetUsageRequest(), metadata=metadata("viewer"))
+    ) == (grpc.StatusCode.PERMISSION_DENIED)
     health = health_pb2_grpc.HealthStub(api.channel)
     assert health.Check(health_pb2.HealthCheckRequest(), timeout=10).status == (
         health_pb2.HealthCheckResponse.SERVING
@@ -228,8 +233,46 @@ def test_the_front_answers_alone_from_the_latest_publication(tmp_path: Path) -> 
                 policy_pb2.ValidatePolicyRequest(yaml=DEFAULT_POLICY.read_text()), timeout=10
             )
         ) == (grpc.StatusCode.UNAUTHENTICATED)
+        # The queue is the front's own copy: ListPending and ExplainPending answer, with
+        # the engine's sentence of the latest cycle (they were forwarded, and waited for
+        # the scheduling loop's hold on the daemon's interpreter).
+        pending = api.shares.ListPending(share_pb2.ListPendingRequest(), metadata=ADMIN)
+        assert pending.total == len(api.view.snapshot().pending) > 0
+        assert pending.jobs[0].waiting_seconds > 0
+        waiting = pending.jobs[0]
+        explained = api.shares.ExplainPending(
+            share_pb2.ExplainPendingRequest(name=waiting.job_id), metadata=ADMIN, timeout=10
+        )
+        assert explained.explanation == api.view.last_decisions().explanations[waiting.job_id]
         assert code_of(
-            lambda: api.shares.ListPending(share_pb2.ListPendingRequest(), metadata=ADMIN)
+            lambda: api.shares.ExplainPending(
+                share_pb2.ExplainPendingRequest(name=waiting.job_id),
+                metadata=metadata("viewer"),
+                timeout=10,
+            )
+        ) == (grpc.StatusCode.PERMISSION_DENIED)
+        # A standby works out its sentences only when asked: ExplainPending goes to the
+        # daemon's process (gone here), the queue is still the front's.
+        api.view._published = replace(
+            api.view.published(),
+            version=api.view.published().version + 1,
+            sentences_on_request=True,
+        )
+        until(
+            lambda: (
+                code_of(
+                    lambda: api.shares.ExplainPending(
+                        share_pb2.ExplainPendingRequest(name=waiting.job_id),
+                        metadata=ADMIN,
+                        timeout=10,
+                    )
+                )
+                == grpc.StatusCode.UNAVAILABLE
+            )
+        )
+        assert api.shares.ListPending(share_pb2.ListPendingRequest(), metadata=ADMIN).total
+        assert code_of(
+            lambda: api.usage.GetUsage(usage_pb2.GetUsageRequest(), metadata=ADMIN, timeout=10)
         ) == (grpc.StatusCode.UNAVAILABLE)
     # Stopping the server stops its front: no process is left holding the address.
     assert front.pid is not None and not front.alive
