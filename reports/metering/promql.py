@@ -18,6 +18,7 @@ collapse with ``max by`` over the identifying labels, once per hour.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 
 # exported_*: the pod's own labels when Prometheus scrapes the daemon without
 # honor_labels (its target labels then keep `namespace` and `pod`).
@@ -55,6 +56,25 @@ COUNTER_LOOKBACK_S = 31 * 24 * 3600.0
 longer than that (a month, no scrape of a live exporter) counts from zero again."""
 
 
+HOUR_MS = 3_600_000
+
+
+def interval_problem(seconds: float) -> str | None:
+    """Why `seconds` cannot be the scrape grid's step, or None. Checked in decimal on the
+    shortest text of the float (what was typed): float `%` refused 7.2, 4.8, 0.9, ...
+    which divide an hour. The step must be whole milliseconds, the unit of PromQL
+    durations and of `grid`, so a grid point falls on each hour's start."""
+    exact = Decimal(repr(float(seconds)))
+    if not exact.is_finite() or exact <= 0:
+        return "must be a positive number of seconds"
+    step_ms = exact * 1000
+    if step_ms != step_ms.to_integral_value():
+        return "must be whole milliseconds"
+    if HOUR_MS % int(step_ms):
+        return "must divide an hour (3600 s)"
+    return None
+
+
 def duration(seconds: float) -> str:
     """A PromQL duration in whole milliseconds."""
     return f"{round(seconds * 1000)}ms"
@@ -68,8 +88,9 @@ class MeteringQueries:
     max_gap: float = 300.0
 
     def __post_init__(self) -> None:
-        if self.interval <= 0 or 3600 % self.interval:
-            raise ValueError(f"scrape interval {self.interval}s must divide an hour")
+        problem = interval_problem(self.interval)
+        if problem is not None:
+            raise ValueError(f"scrape interval {self.interval}s {problem}")
         if self.max_gap < self.interval:
             raise ValueError("max_gap must be at least one scrape interval")
 

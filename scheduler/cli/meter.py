@@ -17,6 +17,7 @@ from rich.table import Table
 
 from policies.errors import InputError
 from policies.instants import YEARS, within
+from reports.metering.promql import interval_problem
 from scheduler.cli.tables import print_table
 
 if TYPE_CHECKING:
@@ -97,7 +98,10 @@ def ceil_hour(value: datetime) -> datetime:
 )
 @click.option("--watch", is_flag=True, help="Run the hourly metering job until interrupted.")
 @click.option(
-    "--scrape-interval", default=30.0, show_default=True, help="Scrape interval, seconds."
+    "--scrape-interval",
+    default=30.0,
+    show_default=True,
+    help="Scrape interval, seconds: whole milliseconds that divide an hour (e.g. 30, 7.2).",
 )
 @click.option(
     "--max-gap",
@@ -359,8 +363,9 @@ def _check_options(
         raise InputError("--reports-dir: only with --watch (use `fairpool report` once)")
     if not 1 <= chunk_hours <= MAX_CHUNK_HOURS:
         raise InputError(f"--chunk-hours: from 1 to {MAX_CHUNK_HOURS} (a month)")
-    if scrape_interval <= 0 or 3600 % scrape_interval:
-        raise InputError(f"--scrape-interval: {scrape_interval} must divide an hour")
+    problem = interval_problem(scrape_interval)
+    if problem is not None:
+        raise InputError(f"--scrape-interval: {scrape_interval} {problem}")
     if max_gap < scrape_interval:
         raise InputError("--max-gap: must be at least one scrape interval")
     if not max_gap <= MAX_GAP_S:

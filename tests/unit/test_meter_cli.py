@@ -45,6 +45,9 @@ def run(args: list[str]) -> int:
         (["--max-gap", "inf"], "--max-gap: at most 3,600 s (an hour), got inf"),
         (["--max-gap", "nan"], "--max-gap: at most 3,600 s"),
         (["--chunk-hours", "100000000"], "--chunk-hours: from 1 to 744"),
+        (["--scrape-interval", "7"], "--scrape-interval: 7.0 must divide an hour"),
+        (["--scrape-interval", "0.0009"], "--scrape-interval: 0.0009 must be whole milli"),
+        (["--scrape-interval", "nan"], "--scrape-interval: nan must be a positive"),
         # --forget meters nothing: these were dropped, and no hourly job ran.
         (["--forget", "2026-10-01", "2026-10-02", "--reason", "r", "--watch"], "--watch: not"),
         (
@@ -62,6 +65,17 @@ def test_bad_times_exit_2_naming_the_flag(
 ) -> None:
     assert run(["--ledger", f"sqlite:///{tmp_path / 'l.db'}", *args]) == 2
     assert flag in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("interval", ["7.2", "4.8", "0.9"])
+def test_scrape_intervals_that_divide_an_hour_are_taken(
+    interval: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Float `%` refused them; the run goes on to the next check (no policy anywhere).
+    assert run(["--ledger", f"sqlite:///{tmp_path / 'l.db'}", "--scrape-interval", interval]) == 2
+    err = capsys.readouterr().err
+    assert "--scrape-interval" not in err
+    assert "--policy: required" in err
 
 
 def test_forget_refuses_hours_not_closed_yet(

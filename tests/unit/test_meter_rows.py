@@ -183,6 +183,23 @@ def test_queries_reject_intervals_that_do_not_divide_an_hour() -> None:
     assert "present_over_time(m[329999ms] offset -300000ms)" in expr
 
 
+@pytest.mark.parametrize("interval", [7.2, 4.8, 0.9, 0.001])
+def test_queries_take_intervals_that_divide_an_hour_in_decimal(interval: float) -> None:
+    # Float `%` refused these: 3600 % 7.2 is 7.199999999999911.
+    q = MeteringQueries(interval=interval, max_gap=300)
+    assert f"[1h:{round(interval * 1000)}ms] offset 1ms" in q.live_points("m", ("node",))
+
+
+@pytest.mark.parametrize(
+    ("interval", "problem"),
+    [(0.0009, "whole milliseconds"), (7.0, "divide an hour"), (0.0, "positive")],
+)
+def test_queries_refuse_a_step_off_the_millisecond_grid(interval: float, problem: str) -> None:
+    # 0.9 ms divides an hour but PromQL durations and the grid are in whole milliseconds.
+    with pytest.raises(ValueError, match=problem):
+        MeteringQueries(interval=interval)
+
+
 def test_fairpool_scraped_without_honor_labels_keeps_the_pods_own_labels() -> None:
     def exported(value: float) -> dict[str, object]:
         row = fp(value)
