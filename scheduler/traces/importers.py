@@ -8,7 +8,8 @@
 
 Both map a virtual cluster (`vc`) to a member through a member map. Jobs that cannot be
 replayed (no GPUs, never started, uneven pods, unmapped virtual cluster) are skipped and
-counted by reason; malformed input raises TraceError naming the line and field.
+counted by reason; malformed input (a time that cannot be read, a GPU of a machine
+listed twice in one attempt) raises TraceError naming the line and field.
 
 Times in these traces carry no zone; they are read in `tz` (UTC unless told)."""
 
@@ -480,6 +481,13 @@ def _philly_job(
             line, f"{where}.attempts[{len(attempts) - 1}].detail", "must be a list of machines"
         )
         return
+    twice = _gpu_listed_twice(detail)
+    if twice is not None:
+        # Counted as two GPUs (or a second pod) it made the job bigger than it ran.
+        machine_at, gpu_at, ip, gpu = twice
+        field = f"{where}.attempts[{len(attempts) - 1}].detail[{machine_at}].gpus[{gpu_at}]"
+        problems.add(line, field, f"GPU {gpu!r} of machine {ip!r} is listed twice")
+        return
     per_machine = [len(d.get("gpus") or []) for d in detail]
     per_machine = [n for n in per_machine if n > 0]
     if not per_machine:
@@ -504,6 +512,20 @@ def _philly_job(
         len(per_machine),
         per_machine[0],
     )
+
+
+def _gpu_listed_twice(detail: list[dict[str, Any]]) -> tuple[int, int, Any, Any] | None:
+    """(machine index, GPU index, ip, GPU id) of the first GPU an attempt lists again,
+    on the same machine (in one entry or two), or None."""
+    seen: set[str] = set()
+    for machine_at, machine in enumerate(detail):
+        ip = machine.get("ip")
+        for gpu_at, gpu in enumerate(machine.get("gpus") or []):
+            key = json.dumps([ip, gpu], sort_keys=True)
+            if key in seen:
+                return machine_at, gpu_at, ip, gpu
+            seen.add(key)
+    return None
 
 
 # --- Helios ------------------------------------------------------------------------

@@ -374,3 +374,44 @@ def test_helios_duplicate_columns_and_negative_counts_are_named(tmp_path: Path) 
     with pytest.raises(TraceError) as info:
         import_helios(bad_end)
     assert [(i.line, i.column) for i in info.value.issues] == [(2, "end_time")]
+
+
+def test_philly_gpu_listed_twice_is_an_error_naming_it(tmp_path: Path) -> None:
+    """The same GPU of the same machine listed twice was counted twice: a 1-GPU job
+    imported as 1 pod of 2 GPUs, or as 2 pods of 1 when its machine came twice."""
+    import json
+
+    def job(jobid: str, detail: list[dict[str, object]]) -> str:
+        attempt = {
+            "start_time": "2017-10-02 08:00:30",
+            "end_time": "2017-10-02 09:00:30",
+            "detail": detail,
+        }
+        return json.dumps(
+            {
+                "jobid": jobid,
+                "vc": "v",
+                "submitted_time": "2017-10-02 08:00:00",
+                "attempts": [attempt],
+            }
+        )
+
+    path = tmp_path / "log.json"
+    jobs = [
+        job("a", [{"ip": "m1", "gpus": ["gpu0", "gpu0"]}]),
+        job("b", [{"ip": "m1", "gpus": ["gpu0"]}, {"ip": "m1", "gpus": ["gpu0"]}]),
+        # The same GPU id on two machines is two GPUs.
+        job("c", [{"ip": "m1", "gpus": ["gpu0"]}, {"ip": "m2", "gpus": ["gpu0"]}]),
+    ]
+    path.write_text("[\n" + ",\n".join(jobs) + "\n]\n")
+    with pytest.raises(TraceError) as info:
+        import_philly(path)
+    assert [str(i) for i in info.value.issues] == [
+        "line 2, column [0].attempts[0].detail[0].gpus[1]: "
+        "GPU 'gpu0' of machine 'm1' is listed twice",
+        "line 3, column [1].attempts[0].detail[1].gpus[0]: "
+        "GPU 'gpu0' of machine 'm1' is listed twice",
+    ]
+    path.write_text("[\n" + jobs[2] + "\n]\n")
+    (gang,) = import_philly(path).trace.jobs
+    assert (gang.num_pods, gang.gpus_per_pod) == (2, 1)
