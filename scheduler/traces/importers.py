@@ -155,7 +155,19 @@ def _member_map_file(path: Path) -> dict[str, str]:
     except PolicyError as exc:
         raise TraceError(source, [TraceIssue(i.line, None, i.message) for i in exc.issues]) from exc
     data = _as_written(node)
-    if isinstance(data, dict) and set(data) == {"members"} and isinstance(data["members"], dict):
+    grouped = isinstance(data, dict) and set(data) == {"members"}
+    if grouped and not isinstance(data["members"], dict):
+        # `members: acme` was read as the pair vc "members" -> member "acme": every job
+        # skipped as unmapped, and the error blamed the trace.
+        given = data["members"]
+        message = (
+            f"members: {'empty' if given is None else repr(given)} is not a mapping of "
+            "member -> virtual clusters (members: {lab-a: [vc1, vc2]})"
+        )
+        if isinstance(given, str):
+            message += f"; a virtual cluster named 'members': --member-map members={given}"
+        raise TraceError(source, [TraceIssue(line_of(node, ["members"]), None, message)])
+    if grouped:
         # members: {lab-a: [vc1, vc2], lab-b: vc3}
         mapping: dict[str, str] = {}
         issues: list[TraceIssue] = []

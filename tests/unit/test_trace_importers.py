@@ -415,3 +415,28 @@ def test_philly_gpu_listed_twice_is_an_error_naming_it(tmp_path: Path) -> None:
     path.write_text("[\n" + jobs[2] + "\n]\n")
     (gang,) = import_philly(path).trace.jobs
     assert (gang.num_pods, gang.gpus_per_pod) == (2, 1)
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        (
+            "members: acme\n",
+            "line 1: members: 'acme' is not a mapping of member -> virtual clusters "
+            "(members: {lab-a: [vc1, vc2]}); a virtual cluster named 'members': "
+            "--member-map members=acme",
+        ),
+        ("\nmembers: [vc1, vc2]\n", "line 2: members: ['vc1', 'vc2'] is not a mapping"),
+        ("members:\n", "line 1: members: empty is not a mapping"),
+    ],
+)
+def test_a_members_key_that_is_not_a_mapping_is_an_error_naming_it(
+    tmp_path: Path, text: str, says: str
+) -> None:
+    """`members: acme` was read as the pair virtual cluster "members" -> member "acme":
+    every job of the trace was skipped as unmapped and the error blamed the trace."""
+    path = tmp_path / "map.yaml"
+    path.write_text(text)
+    with pytest.raises(TraceError, match=re.escape(says)):
+        parse_member_map(path)
+    assert parse_member_map("members=acme").mapping == {"members": "acme"}
