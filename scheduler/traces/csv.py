@@ -132,6 +132,7 @@ def read_trace(
     except csv.Error as exc:
         raise TraceError(source, [TraceIssue(1, None, f"not CSV: {exc}")]) from exc
     index = _check_header([c.strip() for c in header], problems)
+    control_cells(header, {c.strip(): i for i, c in enumerate(header)}, 1, problems)
     problems.raise_if_any()
 
     jobs: list[TraceJob] = []
@@ -146,6 +147,7 @@ def read_trace(
             # line, whose own row was fine.
             line, ended = ended + 1, reader.line_num
             if not row or all(not cell.strip() for cell in row):
+                blank_row_control(row, line, problems)
                 continue
             if len(row) != width:
                 spans = f" (a quoted field runs on to line {ended}: is a quote left open?)"
@@ -283,11 +285,13 @@ def _parse_row(
         position = index.get(name)
         return row[position].strip() if position is not None else ""
 
+    tainted = control_cells(row, index, line, problems)
     job_id = cell("job_id")
     if not job_id:
         problems.add(line, "job_id", "empty job_id")
     for column in ("job_id", "org", "gpu_model"):
-        check_name(cell(column), column, line, problems)
+        if column not in tainted:
+            check_name(cell(column), column, line, problems)
     org = _org(cell("org"), line, problems, limits.members)
     submit, time_kind = _submit_time(cell("submit_time"), line, time_kind, problems)
     duration = _duration(cell("duration_s"), line, problems)
@@ -320,6 +324,28 @@ def _parse_row(
         checkpointable=checkpointable,
     )
     return job, time_kind
+
+
+def control_cells(
+    row: Sequence[str], index: Mapping[str, int], line: int, problems: IssueCollector
+) -> set[str]:
+    """The columns whose cell, as written, holds a control character, each recorded.
+    Checked before the spaces around a value are trimmed: `str.strip` also removes
+    \x0b, \x0c and \x1c-\x1f, and a name ending in one passed as the name without it."""
+    found: set[str] = set()
+    for column, position in index.items():
+        control = CONTROL.search(row[position]) if position < len(row) else None
+        if control is not None:
+            problems.add(line, column, f"control character {control.group()!r} in the cell")
+            found.add(column)
+    return found
+
+
+def blank_row_control(row: Sequence[str], line: int, problems: IssueCollector) -> None:
+    """A row of spaces is skipped; one of control characters (\x0c, \x1c) is refused."""
+    control = next((c for c in map(CONTROL.search, row) if c is not None), None)
+    if control is not None:
+        problems.add(line, None, f"control character {control.group()!r} in a blank row")
 
 
 def check_name(text: str, column: str, line: int | None, problems: IssueCollector) -> None:

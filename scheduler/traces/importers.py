@@ -37,7 +37,9 @@ from scheduler.traces.csv import (
     MAX_COUNT,
     MAX_NAME_CHARS,
     MAX_SECONDS,
+    blank_row_control,
     check_name,
+    control_cells,
     finite_number,
     utf8_lines,
     whole_number,
@@ -543,6 +545,7 @@ def _gpu_listed_twice(detail: list[dict[str, Any]]) -> tuple[int, int, Any, Any]
 # --- Helios ------------------------------------------------------------------------
 
 HELIOS_REQUIRED = ("job_id", "vc", "gpu_num", "node_num", "submit_time")
+HELIOS_READ = (*HELIOS_REQUIRED, "start_time", "end_time", "duration")
 HELIOS_KNOWN = (
     "job_id",
     "user",
@@ -576,10 +579,12 @@ def import_helios(
     with contextlib.closing(lines):
         reader = csv.reader(lines)
         try:
-            header = [c.strip() for c in next(reader, [])]
+            written = next(reader, [])
         except csv.Error as exc:
             raise TraceError(source, [TraceIssue(1, None, f"not CSV: {exc}")]) from exc
+        header = [c.strip() for c in written]
         index = {name: i for i, name in enumerate(header)}
+        control_cells(written, index, 1, problems)
         for name in sorted({n for n in header if header.count(n) > 1}):
             problems.add(1, name, "column appears twice")
         missing = [c for c in HELIOS_REQUIRED if c not in index]
@@ -598,6 +603,7 @@ def import_helios(
                 # reader counts to a row's last line (a quote left open runs on).
                 line, ended = ended + 1, reader.line_num
                 if not row or all(not c.strip() for c in row):
+                    blank_row_control(row, line, problems)
                     continue
                 report.read += 1
                 _helios_row(row, line, index, report, collected, problems, members, zone)
@@ -625,6 +631,8 @@ def _helios_row(
         return row[position].strip() if position is not None else ""
 
     before = problems.total
+    # Only the cells read: a tab in a job's name or user is not the import's business.
+    control_cells(row, {k: v for k, v in index.items() if k in HELIOS_READ}, line, problems)
     counts: dict[str, int] = {}
     for name in ("gpu_num", "node_num"):
         # int(float(...)) took '1.5' as 1 and 'inf' as an OverflowError traceback.

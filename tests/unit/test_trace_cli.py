@@ -482,3 +482,12 @@ def test_synth_with_a_policy_leaves_out_the_jobs_it_never_lets_run(tmp_path: Pat
     alone = run("synth", "--policy", POLICY, "--days", "1", "--out", tmp_path / "x.csv")
     assert alone.exit_code == 2 and "--policy needs --cluster" in alone.output
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_check_refuses_a_name_that_ends_in_a_control_character(tmp_path: Path) -> None:
+    # Trimmed with the spaces around it, `j1\x0b` passed as `j1` (exit 0, "valid").
+    bad = tmp_path / "bad.csv"
+    bad.write_text("job_id,org,submit_time,duration_s,num_pods,gpus_per_pod\nj1\x0b,lab,0,60,1,1\n")
+    result = run("check", bad)
+    assert result.exit_code == 2
+    assert r"line 2, column job_id: control character '\x0b' in the cell" in result.output

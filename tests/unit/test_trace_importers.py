@@ -126,7 +126,7 @@ def test_helios_members_the_trace_cannot_hold_are_named(tmp_path: Path) -> None:
     assert [(i.line, i.column, i.message.split(" (")[0]) for i in info.value.issues] == [
         (2, "vc", "empty member name"),
         (3, "vc", "longer than 253 characters"),
-        (4, "vc", "control character"),
+        (4, "vc", "control character '\\t' in the cell"),
     ]
 
 
@@ -440,3 +440,22 @@ def test_a_members_key_that_is_not_a_mapping_is_an_error_naming_it(
     with pytest.raises(TraceError, match=re.escape(says)):
         parse_member_map(path)
     assert parse_member_map("members=acme").mapping == {"members": "acme"}
+
+
+def test_helios_control_characters_trimmed_off_a_cell_read_are_refused(tmp_path: Path) -> None:
+    """A vc of `vcA\\x1c` was imported as member vcA (str.strip() removes it); the cells
+    the import does not read may hold anything."""
+    path = tmp_path / "cluster_log.csv"
+    submit = "2020-07-01 09:00:00"
+    path.write_text(
+        f"{HELIOS_HEADER}\n"
+        f"1,u,vcA\x1c,1,1,1,COMPLETED,{submit},{submit},,60,0\n"
+        f"2,u,vcA,1,1,1,COMPLETED,{submit},{submit},,60\x0b,0\n"
+        f"3,u\x1f,vcA,1,1,1,COMPLETED\t,{submit},{submit},,60,0\n"
+    )
+    with pytest.raises(TraceError) as info:
+        import_helios(path)
+    assert [str(i) for i in info.value.issues] == [
+        r"line 2, column vc: control character '\x1c' in the cell",
+        r"line 3, column duration: control character '\x0b' in the cell",
+    ]

@@ -43,3 +43,39 @@ def test_the_extremes_that_fit_are_accepted() -> None:
         HEADER + "j1,physics,0,60,1,1,,2147483647\nj2,physics,0,60,1,1,,-2147483648\n"
     )
     assert sorted(j.priority for j in trace.jobs) == [-(2**31), 2**31 - 1]
+
+
+@pytest.mark.parametrize(
+    ("row", "column", "shown"),
+    [
+        ("j1\x0b,physics,0,60,1,1,,0", "job_id", r"'\x0b'"),
+        ("j1,physics\x1c,0,60,1,1,,0", "org", r"'\x1c'"),
+        ("\x1fj1,physics,0,60,1,1,,0", "job_id", r"'\x1f'"),
+        ("j1,physics,0,60,1,1,A100\x0c,0", "gpu_model", r"'\x0c'"),
+        ("j1,physics,0,60\x1d,1,1,,0", "duration_s", r"'\x1d'"),
+        ("j1,physics,0,60,1,1,,5\t", "priority", r"'\t'"),
+    ],
+)
+def test_a_control_character_trimmed_off_a_cell_is_still_refused(
+    row: str, column: str, shown: str
+) -> None:
+    """str.strip() removes \\x0b, \\x0c, \\x1c-\\x1f and tabs around a cell, so a name
+    ending in one was taken as the name without it."""
+    with pytest.raises(TraceError) as info:
+        read_trace(HEADER + "ok,physics,0,60,1,1,,5\n" + row + "\n")
+    assert [(i.line, i.column, i.message) for i in info.value.issues] == [
+        (3, column, f"control character {shown} in the cell")
+    ]
+
+
+def test_a_control_character_in_the_header_or_a_blank_row_is_refused() -> None:
+    with pytest.raises(TraceError) as info:
+        read_trace(HEADER.replace("org", "org\x1e") + "j1,physics,0,60,1,1,,0\n")
+    assert [str(i) for i in info.value.issues] == [
+        r"line 1, column org: control character '\x1e' in the cell"
+    ]
+    with pytest.raises(TraceError) as info:
+        read_trace(HEADER + "j1,physics,0,60,1,1,,0\n\x0c\n   \nj2,physics,0,60,1,1,,0\n")
+    assert [str(i) for i in info.value.issues] == [
+        r"line 3: control character '\x0c' in a blank row"
+    ]
