@@ -30,7 +30,9 @@ def from_timestamp(value: Timestamp) -> datetime:
     return value.ToDatetime(tzinfo=UTC)
 
 
-def policy_version(entry: StoredVersion, with_document: bool = True) -> policy_pb2.PolicyVersion:
+def policy_version(
+    entry: StoredVersion, with_document: bool = True, member_view: str = ""
+) -> policy_pb2.PolicyVersion:
     return policy_pb2.PolicyVersion(
         version=entry.version,
         author=entry.author,
@@ -39,6 +41,7 @@ def policy_version(entry: StoredVersion, with_document: bool = True) -> policy_p
         diff=entry.diff,
         comment=entry.comment,
         origin=_ORIGINS[entry.origin],
+        member_view=member_view,
     )
 
 

@@ -113,6 +113,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                 self._store.parsed(entry),
                 self._store.parsed(previous) if previous is not None else None,
             )
+            return messages.policy_version(entry, with_document, principal.member)
         return messages.policy_version(entry, with_document)
 
     def GetPolicy(

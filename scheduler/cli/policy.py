@@ -25,6 +25,7 @@ from scheduler.cli.tables import print_table
 from scheduler.traces.csv import read_trace_text
 
 if TYPE_CHECKING:
+    from policies.model import Policy
     from proto.fairpool.v1 import share_pb2
 
 MAX_VERSION = 2**63 - 1
@@ -211,10 +212,12 @@ def history(client: Client, limit: int, before: int | None, diffs: bool) -> None
 def diff(client: Client, old: str, new: str | None) -> None:
     """Diff two policies, each a version number or a file: `diff FILE` compares the
     current version with FILE, `diff 3 5` two stored versions, and version 0 is the
-    current one (`diff 0 draft.yaml` is `diff draft.yaml`)."""
-    from scheduler.api.policy_store import canonical_document
+    current one (`diff 0 draft.yaml` is `diff draft.yaml`). With a member's token the
+    versions are in that member's view, and a FILE is compared in the same view."""
+    from scheduler.api.policy_store import canonical_document, member_document
 
-    def document(ref: str | None) -> tuple[str, str]:
+    def read(ref: str | None) -> tuple[Policy, str, str]:
+        """(policy, label, the member whose view the server answered, or "")."""
         from proto.fairpool.v1 import policy_pb2
 
         if ref is None or (ref.isascii() and ref.isdigit()):  # '²' is a digit too
@@ -224,18 +227,30 @@ def diff(client: Client, old: str, new: str | None) -> None:
             reply = client.policy.GetPolicy(
                 policy_pb2.GetPolicyRequest(version=version), **client.options()
             )
-            text, label = reply.policy.yaml, f"version {reply.policy.version}"
-        else:
-            text, label = _read(Path(ref)), ref
-        return canonical_document(parse_policy(text, label), None), label
+            label = f"version {reply.policy.version}"
+            return parse_policy(reply.policy.yaml, label), label, reply.policy.member_view
+        return parse_policy(_read(Path(ref)), ref), ref, ""
 
     if new is None:
         old, new = "", old
-    (before, a), (after, b) = document(old or None), document(new)
+    (first, a, a_view), (second, b, b_view) = read(old or None), read(new)
+    member = a_view or b_view
+    console = Console()
+    if member:
+        # The server showed the member's view, without the other members: a file beside
+        # it, whole, showed all of them as added.
+        console.print(
+            f"[dim]in {escape(member)}'s view (a member's token): other members' entries "
+            "and fixed cost shares are left out of both sides[/]"
+        )
+    before, after = (
+        member_document(policy, member, None) if member else canonical_document(policy, None)
+        for policy in (first, second)
+    )
     lines = difflib.unified_diff(
         before.splitlines(keepends=True), after.splitlines(keepends=True), a, b
     )
-    _print_diff(Console(), "".join(lines))
+    _print_diff(console, "".join(lines))
 
 
 Figure = Callable[["share_pb2.SimulationSummary"], "float | None"]

@@ -512,6 +512,8 @@ def test_a_member_reads_the_shared_rules_and_only_its_own_entry(api: Running) ->
     assert "physics" not in seen.yaml and "lab-bio" not in seen.yaml
     full = api.policy.GetPolicy(policy_pb2.GetPolicyRequest(), metadata=ADMIN).policy
     assert "physics" in full.yaml
+    # Said, so that a client compares a file with it in the same view.
+    assert (seen.member_view, full.member_view) == (MEMBER_A, "")
 
     history = api.policy.ListPolicyVersions(
         policy_pb2.ListPolicyVersionsRequest(), metadata=member_a
@@ -520,6 +522,7 @@ def test_a_member_reads_the_shared_rules_and_only_its_own_entry(api: Running) ->
     assert by_version[2].diff == "", "a change to another member is not shown"
     assert "+    weight: 5.0" in by_version[3].diff and "physics" not in by_version[3].diff
     assert all("physics" not in v.yaml and "ai-startup" not in v.yaml for v in history)
+    assert {v.member_view for v in history} == {MEMBER_A}
     stream = api.policy.WatchPolicy(
         policy_pb2.WatchPolicyRequest(since_version=1), metadata=member_a, timeout=10
     )

@@ -110,3 +110,25 @@ def test_history_pages_with_before(tmp_path: Path) -> None:
 def _versions(output: str) -> list[int]:
     rows = [line.split("│") for line in output.splitlines() if line.startswith("│")]
     return [int(cells[1]) for cells in rows]
+
+
+def test_a_members_diff_compares_a_file_in_the_members_view(api: Running, tmp_path: Path) -> None:
+    """The member's view of the current version leaves the other members out: a file
+    beside it showed all of them as added, and a change to another member's entry too."""
+    member = f"member:{MEMBER_A}"
+    same = fairpool(api, member, "policy", "diff", str(DEFAULT_POLICY))
+    assert same.exit_code == 0, same.output
+    assert f"in {MEMBER_A}'s view" in same.output
+    assert "no change" in same.output and MEMBER_B not in same.output, same.output
+    data = yaml.safe_load(DEFAULT_POLICY.read_text())
+    for entry in data["spec"]["members"]:
+        entry["weight"] = 5 if entry["name"] == MEMBER_A else 7
+    draft = tmp_path / "draft.yaml"
+    draft.write_text(yaml.safe_dump(data, sort_keys=False))
+    mine = fairpool(api, member, "policy", "diff", str(draft))
+    assert mine.exit_code == 0, mine.output
+    changed = [line for line in mine.output.splitlines() if line.startswith(("+ ", "- "))]
+    assert changed == ["-    weight: 1.0", "+    weight: 5.0"], mine.output
+    whole = fairpool(api, "admin", "policy", "diff", str(draft))
+    assert whole.exit_code == 0 and "+    weight: 7.0" in whole.output, whole.output
+    assert "view" not in whole.output

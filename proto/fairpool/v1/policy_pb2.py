@@ -25,39 +25,39 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eproto/fairpool/v1/policy.proto\x12\x0b\x66\x61irpool.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb8\x01\n\rPolicyVersion\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0e\n\x06\x61uthor\x18\x02 \x01(\t\x12.\n\napplied_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04yaml\x18\x04 \x01(\t\x12\x0c\n\x04\x64iff\x18\x05 \x01(\t\x12\x0f\n\x07\x63omment\x18\x06 \x01(\t\x12)\n\x06origin\x18\x07 \x01(\x0e\x32\x19.fairpool.v1.PolicyOrigin\"=\n\x0e\x46ieldViolation\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04line\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x9c\x01\n\x0bShareChange\x12\x0e\n\x06member\x18\x01 \x01(\t\x12\x11\n\tgpu_model\x18\x02 \x01(\t\x12\x1a\n\x12\x65ntitlement_before\x18\x03 \x01(\x03\x12\x19\n\x11\x65ntitlement_after\x18\x04 \x01(\x03\x12\x19\n\x11\x66\x61ir_share_before\x18\x05 \x01(\x01\x12\x18\n\x10\x66\x61ir_share_after\x18\x06 \x01(\x01\"#\n\x10GetPolicyRequest\x12\x0f\n\x07version\x18\x01 \x01(\x03\"?\n\x11GetPolicyResponse\x12*\n\x06policy\x18\x01 \x01(\x0b\x32\x1a.fairpool.v1.PolicyVersion\"%\n\x15ValidatePolicyRequest\x12\x0c\n\x04yaml\x18\x01 \x01(\t\"=\n\x16ValidatePolicyResponse\x12\x0f\n\x07members\x18\x01 \x03(\t\x12\x12\n\ngpu_models\x18\x02 \x03(\t\"^\n\x12\x41pplyPolicyRequest\x12\x0c\n\x04yaml\x18\x01 \x01(\t\x12\x18\n\x10\x65xpected_version\x18\x02 \x01(\x03\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\x12\x0f\n\x07\x63omment\x18\x04 \x01(\t\"\xa2\x01\n\x13\x41pplyPolicyResponse\x12+\n\x07\x61pplied\x18\x01 \x01(\x0b\x32\x1a.fairpool.v1.PolicyVersion\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\x12)\n\x07\x63hanges\x18\x03 \x03(\x0b\x32\x18.fairpool.v1.ShareChange\x12\x0c\n\x04\x64iff\x18\x04 \x01(\t\x12\x14\n\x0c\x62\x61se_version\x18\x05 \x01(\x03\"Y\n\x19ListPolicyVersionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x16\n\x0e\x62\x65\x66ore_version\x18\x02 \x01(\x03\x12\x11\n\tomit_yaml\x18\x03 \x01(\x08\"J\n\x1aListPolicyVersionsResponse\x12,\n\x08versions\x18\x01 \x03(\x0b\x32\x1a.fairpool.v1.PolicyVersion\"+\n\x12WatchPolicyRequest\x12\x15\n\rsince_version\x18\x01 \x01(\x03*}\n\x0cPolicyOrigin\x12\x1d\n\x19POLICY_ORIGIN_UNSPECIFIED\x10\x00\x12\x1b\n\x17POLICY_ORIGIN_BOOTSTRAP\x10\x01\x12\x15\n\x11POLICY_ORIGIN_API\x10\x02\x12\x1a\n\x16POLICY_ORIGIN_EXTERNAL\x10\x03\x32\xbd\x03\n\rPolicyService\x12J\n\tGetPolicy\x12\x1d.fairpool.v1.GetPolicyRequest\x1a\x1e.fairpool.v1.GetPolicyResponse\x12Y\n\x0eValidatePolicy\x12\".fairpool.v1.ValidatePolicyRequest\x1a#.fairpool.v1.ValidatePolicyResponse\x12P\n\x0b\x41pplyPolicy\x12\x1f.fairpool.v1.ApplyPolicyRequest\x1a .fairpool.v1.ApplyPolicyResponse\x12\x65\n\x12ListPolicyVersions\x12&.fairpool.v1.ListPolicyVersionsRequest\x1a\'.fairpool.v1.ListPolicyVersionsResponse\x12L\n\x0bWatchPolicy\x12\x1f.fairpool.v1.WatchPolicyRequest\x1a\x1a.fairpool.v1.PolicyVersion0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eproto/fairpool/v1/policy.proto\x12\x0b\x66\x61irpool.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcd\x01\n\rPolicyVersion\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0e\n\x06\x61uthor\x18\x02 \x01(\t\x12.\n\napplied_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04yaml\x18\x04 \x01(\t\x12\x0c\n\x04\x64iff\x18\x05 \x01(\t\x12\x0f\n\x07\x63omment\x18\x06 \x01(\t\x12)\n\x06origin\x18\x07 \x01(\x0e\x32\x19.fairpool.v1.PolicyOrigin\x12\x13\n\x0bmember_view\x18\x08 \x01(\t\"=\n\x0e\x46ieldViolation\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04line\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x9c\x01\n\x0bShareChange\x12\x0e\n\x06member\x18\x01 \x01(\t\x12\x11\n\tgpu_model\x18\x02 \x01(\t\x12\x1a\n\x12\x65ntitlement_before\x18\x03 \x01(\x03\x12\x19\n\x11\x65ntitlement_after\x18\x04 \x01(\x03\x12\x19\n\x11\x66\x61ir_share_before\x18\x05 \x01(\x01\x12\x18\n\x10\x66\x61ir_share_after\x18\x06 \x01(\x01\"#\n\x10GetPolicyRequest\x12\x0f\n\x07version\x18\x01 \x01(\x03\"?\n\x11GetPolicyResponse\x12*\n\x06policy\x18\x01 \x01(\x0b\x32\x1a.fairpool.v1.PolicyVersion\"%\n\x15ValidatePolicyRequest\x12\x0c\n\x04yaml\x18\x01 \x01(\t\"=\n\x16ValidatePolicyResponse\x12\x0f\n\x07members\x18\x01 \x03(\t\x12\x12\n\ngpu_models\x18\x02 \x03(\t\"^\n\x12\x41pplyPolicyRequest\x12\x0c\n\x04yaml\x18\x01 \x01(\t\x12\x18\n\x10\x65xpected_version\x18\x02 \x01(\x03\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\x12\x0f\n\x07\x63omment\x18\x04 \x01(\t\"\xa2\x01\n\x13\x41pplyPolicyResponse\x12+\n\x07\x61pplied\x18\x01 \x01(\x0b\x32\x1a.fairpool.v1.PolicyVersion\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\x12)\n\x07\x63hanges\x18\x03 \x03(\x0b\x32\x18.fairpool.v1.ShareChange\x12\x0c\n\x04\x64iff\x18\x04 \x01(\t\x12\x14\n\x0c\x62\x61se_version\x18\x05 \x01(\x03\"Y\n\x19ListPolicyVersionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x16\n\x0e\x62\x65\x66ore_version\x18\x02 \x01(\x03\x12\x11\n\tomit_yaml\x18\x03 \x01(\x08\"J\n\x1aListPolicyVersionsResponse\x12,\n\x08versions\x18\x01 \x03(\x0b\x32\x1a.fairpool.v1.PolicyVersion\"+\n\x12WatchPolicyRequest\x12\x15\n\rsince_version\x18\x01 \x01(\x03*}\n\x0cPolicyOrigin\x12\x1d\n\x19POLICY_ORIGIN_UNSPECIFIED\x10\x00\x12\x1b\n\x17POLICY_ORIGIN_BOOTSTRAP\x10\x01\x12\x15\n\x11POLICY_ORIGIN_API\x10\x02\x12\x1a\n\x16POLICY_ORIGIN_EXTERNAL\x10\x03\x32\xbd\x03\n\rPolicyService\x12J\n\tGetPolicy\x12\x1d.fairpool.v1.GetPolicyRequest\x1a\x1e.fairpool.v1.GetPolicyResponse\x12Y\n\x0eValidatePolicy\x12\".fairpool.v1.ValidatePolicyRequest\x1a#.fairpool.v1.ValidatePolicyResponse\x12P\n\x0b\x41pplyPolicy\x12\x1f.fairpool.v1.ApplyPolicyRequest\x1a .fairpool.v1.ApplyPolicyResponse\x12\x65\n\x12ListPolicyVersions\x12&.fairpool.v1.ListPolicyVersionsRequest\x1a\'.fairpool.v1.ListPolicyVersionsResponse\x12L\n\x0bWatchPolicy\x12\x1f.fairpool.v1.WatchPolicyRequest\x1a\x1a.fairpool.v1.PolicyVersion0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.fairpool.v1.policy_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_POLICYORIGIN']._serialized_start=1166
-  _globals['_POLICYORIGIN']._serialized_end=1291
+  _globals['_POLICYORIGIN']._serialized_start=1187
+  _globals['_POLICYORIGIN']._serialized_end=1312
   _globals['_POLICYVERSION']._serialized_start=81
-  _globals['_POLICYVERSION']._serialized_end=265
-  _globals['_FIELDVIOLATION']._serialized_start=267
-  _globals['_FIELDVIOLATION']._serialized_end=328
-  _globals['_SHARECHANGE']._serialized_start=331
-  _globals['_SHARECHANGE']._serialized_end=487
-  _globals['_GETPOLICYREQUEST']._serialized_start=489
-  _globals['_GETPOLICYREQUEST']._serialized_end=524
-  _globals['_GETPOLICYRESPONSE']._serialized_start=526
-  _globals['_GETPOLICYRESPONSE']._serialized_end=589
-  _globals['_VALIDATEPOLICYREQUEST']._serialized_start=591
-  _globals['_VALIDATEPOLICYREQUEST']._serialized_end=628
-  _globals['_VALIDATEPOLICYRESPONSE']._serialized_start=630
-  _globals['_VALIDATEPOLICYRESPONSE']._serialized_end=691
-  _globals['_APPLYPOLICYREQUEST']._serialized_start=693
-  _globals['_APPLYPOLICYREQUEST']._serialized_end=787
-  _globals['_APPLYPOLICYRESPONSE']._serialized_start=790
-  _globals['_APPLYPOLICYRESPONSE']._serialized_end=952
-  _globals['_LISTPOLICYVERSIONSREQUEST']._serialized_start=954
-  _globals['_LISTPOLICYVERSIONSREQUEST']._serialized_end=1043
-  _globals['_LISTPOLICYVERSIONSRESPONSE']._serialized_start=1045
-  _globals['_LISTPOLICYVERSIONSRESPONSE']._serialized_end=1119
-  _globals['_WATCHPOLICYREQUEST']._serialized_start=1121
-  _globals['_WATCHPOLICYREQUEST']._serialized_end=1164
-  _globals['_POLICYSERVICE']._serialized_start=1294
-  _globals['_POLICYSERVICE']._serialized_end=1739
+  _globals['_POLICYVERSION']._serialized_end=286
+  _globals['_FIELDVIOLATION']._serialized_start=288
+  _globals['_FIELDVIOLATION']._serialized_end=349
+  _globals['_SHARECHANGE']._serialized_start=352
+  _globals['_SHARECHANGE']._serialized_end=508
+  _globals['_GETPOLICYREQUEST']._serialized_start=510
+  _globals['_GETPOLICYREQUEST']._serialized_end=545
+  _globals['_GETPOLICYRESPONSE']._serialized_start=547
+  _globals['_GETPOLICYRESPONSE']._serialized_end=610
+  _globals['_VALIDATEPOLICYREQUEST']._serialized_start=612
+  _globals['_VALIDATEPOLICYREQUEST']._serialized_end=649
+  _globals['_VALIDATEPOLICYRESPONSE']._serialized_start=651
+  _globals['_VALIDATEPOLICYRESPONSE']._serialized_end=712
+  _globals['_APPLYPOLICYREQUEST']._serialized_start=714
+  _globals['_APPLYPOLICYREQUEST']._serialized_end=808
+  _globals['_APPLYPOLICYRESPONSE']._serialized_start=811
+  _globals['_APPLYPOLICYRESPONSE']._serialized_end=973
+  _globals['_LISTPOLICYVERSIONSREQUEST']._serialized_start=975
+  _globals['_LISTPOLICYVERSIONSREQUEST']._serialized_end=1064
+  _globals['_LISTPOLICYVERSIONSRESPONSE']._serialized_start=1066
+  _globals['_LISTPOLICYVERSIONSRESPONSE']._serialized_end=1140
+  _globals['_WATCHPOLICYREQUEST']._serialized_start=1142
+  _globals['_WATCHPOLICYREQUEST']._serialized_end=1185
+  _globals['_POLICYSERVICE']._serialized_start=1315
+  _globals['_POLICYSERVICE']._serialized_end=1760
 # @@protoc_insertion_point(module_scope)

@@ -22,7 +22,7 @@ POLICY_ORIGIN_API: PolicyOrigin
 POLICY_ORIGIN_EXTERNAL: PolicyOrigin
 
 class PolicyVersion(_message.Message):
-    __slots__ = ("version", "author", "applied_at", "yaml", "diff", "comment", "origin")
+    __slots__ = ("version", "author", "applied_at", "yaml", "diff", "comment", "origin", "member_view")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     AUTHOR_FIELD_NUMBER: _ClassVar[int]
     APPLIED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -30,6 +30,7 @@ class PolicyVersion(_message.Message):
     DIFF_FIELD_NUMBER: _ClassVar[int]
     COMMENT_FIELD_NUMBER: _ClassVar[int]
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_VIEW_FIELD_NUMBER: _ClassVar[int]
     version: int
     author: str
     applied_at: _timestamp_pb2.Timestamp
@@ -37,7 +38,8 @@ class PolicyVersion(_message.Message):
     diff: str
     comment: str
     origin: PolicyOrigin
-    def __init__(self, version: _Optional[int] = ..., author: _Optional[str] = ..., applied_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., yaml: _Optional[str] = ..., diff: _Optional[str] = ..., comment: _Optional[str] = ..., origin: _Optional[_Union[PolicyOrigin, str]] = ...) -> None: ...
+    member_view: str
+    def __init__(self, version: _Optional[int] = ..., author: _Optional[str] = ..., applied_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., yaml: _Optional[str] = ..., diff: _Optional[str] = ..., comment: _Optional[str] = ..., origin: _Optional[_Union[PolicyOrigin, str]] = ..., member_view: _Optional[str] = ...) -> None: ...
 
 class FieldViolation(_message.Message):
     __slots__ = ("path", "line", "message")
