@@ -113,7 +113,14 @@ def random_series(
 
 @pytest.mark.parametrize(
     ("interval", "max_gap", "seed"),
-    [(30.0, 300.0, 1), (30.0, 300.0, 2), (15.0, 60.0, 3), (60.0, 299.0, 4), (30.0, 30.0, 5)],
+    [
+        (30.0, 300.0, 1),
+        (30.0, 300.0, 2),
+        (15.0, 60.0, 3),
+        (60.0, 299.0, 4),
+        (30.0, 30.0, 5),
+        (7.2, 60.0, 6),  # a step --scrape-interval takes since it is checked in decimal
+    ],
 )
 def test_grid_counts_match_the_promql_semantics(interval: float, max_gap: float, seed: int) -> None:
     rng = random.Random(seed)
