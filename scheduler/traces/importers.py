@@ -110,7 +110,10 @@ def parse_member_map(spec: str | os.PathLike[str] | None, strict: bool = False) 
         if not pair:
             continue
         vc, sep, member = (s.strip() for s in pair.partition("="))
-        if not sep or not vc or not member or "=" in member:
+        if CONTROL.search(part):
+            # Checked before the spaces are trimmed, which take \x0b and \x1c-\x1f too.
+            issues.append(TraceIssue(None, "--member-map", f"control character in {part!r}"))
+        elif not sep or not vc or not member or "=" in member:
             issues.append(TraceIssue(None, "--member-map", f"{pair!r} is not vc=member"))
         elif vc in mapping and mapping[vc] != member:
             issues.append(TraceIssue(None, "--member-map", f"{vc!r} mapped twice"))

@@ -459,3 +459,11 @@ def test_helios_control_characters_trimmed_off_a_cell_read_are_refused(tmp_path:
         r"line 2, column vc: control character '\x1c' in the cell",
         r"line 3, column duration: control character '\x0b' in the cell",
     ]
+
+
+@pytest.mark.parametrize("text", ["vc1=lab-a\x0b", "\x1cvc1=lab-a", "vc1=lab-a,vc2=lab\tb"])
+def test_a_member_map_text_with_a_control_character_is_an_error(text: str) -> None:
+    # Trimmed with the spaces, `vc1=lab-a\x0b` mapped vc1 to lab-a; a tab inside the
+    # member was an error on each of its jobs' lines instead of the flag's.
+    with pytest.raises(TraceError, match=re.escape("column --member-map: control character")):
+        parse_member_map(text)
