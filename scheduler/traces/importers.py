@@ -2,7 +2,7 @@
 
 - Microsoft Philly `cluster_job_log` (JSON list of jobs; msr-fiddle/philly-traces):
   a job's run is its last scheduling attempt; each machine in that attempt's `detail`
-  is one pod, holding the GPUs listed for it.
+  is one pod, holding the GPUs listed for it (in one entry or several).
 - SenseTime Helios `cluster_log.csv` (S-Lab-System-Group/HeliosData): `gpu_num` GPUs on
   `node_num` nodes becomes `node_num` pods of `gpu_num / node_num` GPUs.
 
@@ -505,8 +505,7 @@ def _philly_job(
         field = f"{where}.attempts[{len(attempts) - 1}].detail[{machine_at}].gpus[{gpu_at}]"
         problems.add(line, field, f"GPU {gpu!r} of machine {ip!r} is listed twice")
         return
-    per_machine = [len(d.get("gpus") or []) for d in detail]
-    per_machine = [n for n in per_machine if n > 0]
+    per_machine = [n for n in _gpus_per_machine(detail) if n > 0]
     if not per_machine:
         report.skipped[NO_GPUS] += 1
         return
@@ -529,6 +528,17 @@ def _philly_job(
         len(per_machine),
         per_machine[0],
     )
+
+
+def _gpus_per_machine(detail: list[dict[str, Any]]) -> list[int]:
+    """The GPUs an attempt holds on each machine: a machine in two entries of `detail`
+    is one pod (it was two, on one machine). An entry without an ip is its own machine."""
+    held: dict[str, int] = {}
+    for at, machine in enumerate(detail):
+        ip = machine.get("ip")
+        key = f"#{at}" if ip is None else json.dumps(ip, sort_keys=True)
+        held[key] = held.get(key, 0) + len(machine.get("gpus") or [])
+    return list(held.values())
 
 
 def _gpu_listed_twice(detail: list[dict[str, Any]]) -> tuple[int, int, Any, Any] | None:

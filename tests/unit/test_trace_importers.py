@@ -467,3 +467,24 @@ def test_a_member_map_text_with_a_control_character_is_an_error(text: str) -> No
     # member was an error on each of its jobs' lines instead of the flag's.
     with pytest.raises(TraceError, match=re.escape("column --member-map: control character")):
         parse_member_map(text)
+
+
+def test_philly_machine_in_two_entries_is_one_pod(tmp_path: Path) -> None:
+    """Each machine is one pod: m1 in two entries of 1 GPU each was imported as 2 pods of
+    1 GPU (a gang across machines), not 1 pod of 2."""
+    import json
+
+    attempt = {
+        "start_time": "2017-10-02 08:00:30",
+        "end_time": "2017-10-02 09:00:30",
+        "detail": [
+            {"ip": "m1", "gpus": ["gpu0"]},
+            {"ip": "m2", "gpus": ["gpu0", "gpu1"]},
+            {"ip": "m1", "gpus": ["gpu1"]},
+        ],
+    }
+    job = {"jobid": "a", "vc": "v", "submitted_time": "2017-10-02 08:00:00", "attempts": [attempt]}
+    path = tmp_path / "log.json"
+    path.write_text(json.dumps([job]))
+    (gang,) = import_philly(path).trace.jobs
+    assert (gang.num_pods, gang.gpus_per_pod) == (2, 2)
