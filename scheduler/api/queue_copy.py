@@ -19,8 +19,42 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from scheduler.api.pending_queue import QueueIndex
-from scheduler.engine.snapshot import PendingJob
+from scheduler.engine.snapshot import PendingJob, PendingPod, PodSpec
 from scheduler.k8s.published import Published, Rejected
+
+WirePod = tuple[str, str, str, int, str | None]
+"""uid, name, namespace, GPUs, GPU model: what the answers read of a pending pod."""
+WireJob = tuple[str, str, int, int, float, tuple[WirePod, ...]]
+"""job id, member, min member, priority, submitted at, pods."""
+
+
+def to_wire(job: PendingJob) -> WireJob:
+    """What ListPending and ExplainPending read of a job, in plain tuples: pickled as
+    engine records (through their constructors), 50,000 jobs took about 0.7 s each way,
+    in plain tuples a tenth of that."""
+    return (
+        job.job_id,
+        job.member,
+        job.min_member,
+        job.priority,
+        job.submitted_at,
+        tuple((p.uid, p.name, p.namespace, p.spec.gpus, p.spec.gpu_model) for p in job.pods),
+    )
+
+
+def from_wire(wire: WireJob) -> PendingJob:
+    job_id, member, min_member, priority, submitted_at, pods = wire
+    return PendingJob(
+        job_id,
+        member,
+        tuple(
+            PendingPod(uid, name, namespace, PodSpec(gpus=gpus, gpu_model=model))
+            for uid, name, namespace, gpus, model in pods
+        ),
+        min_member=min_member,
+        priority=priority,
+        submitted_at=submitted_at,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,8 +63,8 @@ class QueueChange:
 
     full: bool
     """The whole queue: the copy starts again from nothing (a new front)."""
-    jobs: tuple[PendingJob, ...]
-    """Jobs new or changed since the last change sent."""
+    jobs: tuple[WireJob, ...]
+    """Jobs new or changed since the last change sent (`to_wire`)."""
     gone: tuple[str, ...]
     """Ids of jobs no longer pending."""
     sentences: Mapping[str, str] | None
@@ -73,14 +107,14 @@ class QueueSender:
 
     def _jobs_changed(
         self, pending: tuple[PendingJob, ...]
-    ) -> tuple[tuple[PendingJob, ...], tuple[str, ...]]:
+    ) -> tuple[tuple[WireJob, ...], tuple[str, ...]]:
         if pending is self._pending:
             return (), ()
         self._pending = pending
         last = self._jobs
         now = {job.job_id: job for job in pending}
         self._jobs = now
-        changed = tuple(job for job_id, job in now.items() if last.get(job_id) is not job)
+        changed = tuple(to_wire(job) for job_id, job in now.items() if last.get(job_id) is not job)
         return changed, tuple(job_id for job_id in last if job_id not in now)
 
     def _sentences_changed(
@@ -119,8 +153,8 @@ class QueueCopy:
         jobs = {} if change.full else dict(self.jobs)
         for job_id in change.gone:
             jobs.pop(job_id, None)
-        for job in change.jobs:
-            jobs[job.job_id] = job
+        for wire in change.jobs:
+            jobs[wire[0]] = from_wire(wire)
         sentences: dict[str, str] | None = None
         if change.sentences is not None:
             sentences = {} if change.full or self.sentences is None else dict(self.sentences)

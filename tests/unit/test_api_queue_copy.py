@@ -7,8 +7,9 @@ from __future__ import annotations
 import pickle
 import random
 
+from scheduler.api import messages
 from scheduler.api.pending_queue import QueueIndex
-from scheduler.api.queue_copy import QueueCopy, QueueSender
+from scheduler.api.queue_copy import QueueCopy, QueueSender, to_wire
 from scheduler.engine.decisions import Bind, Decisions, Explanations
 from scheduler.engine.snapshot import PendingJob, PendingPod, PodSpec, Snapshot
 from scheduler.k8s.published import NOTHING_PUBLISHED, Published, Rejected
@@ -23,7 +24,17 @@ def job(i: int, version: int = 0, pods: int = 1) -> PendingJob:
         job_id,
         member,
         tuple(
-            PendingPod(f"uid-{i}-{k}", f"train-{i}-{k}", member, PodSpec(gpus=1 + version))
+            PendingPod(
+                f"uid-{i}-{k}",
+                f"train-{i}-{k}",
+                member,
+                PodSpec(
+                    gpus=1 + version,
+                    cpu_milli=500,
+                    gpu_model="NVIDIA-H100-80GB-HBM3" if i % 2 else None,
+                    node_selector={"zone": "a"},
+                ),
+            )
             for k in range(pods)
         ),
         min_member=pods,
@@ -59,8 +70,14 @@ def sent(copy: QueueCopy, sender: QueueSender, published: Published) -> QueueCop
 
 def same_queue(copy: QueueCopy, published: Published) -> None:
     mine, theirs = copy.index(), QueueIndex.of(published.snapshot.pending)
-    assert mine.oldest_first == theirs.oldest_first
-    assert mine.by_member == theirs.by_member
+
+    def answered(jobs: tuple[PendingJob, ...]) -> list[object]:
+        return [messages.pending_job(j, 100.0) for j in jobs]
+
+    assert answered(mine.oldest_first) == answered(theirs.oldest_first)
+    assert mine.by_member.keys() == theirs.by_member.keys()
+    for member, jobs in mine.by_member.items():
+        assert answered(jobs) == answered(theirs.by_member[member])
     assert {k: sorted(j.job_id for j in v) for k, v in mine.by_pod.items()} == {
         k: sorted(j.job_id for j in v) for k, v in theirs.by_pod.items()
     }
@@ -126,7 +143,7 @@ def test_only_what_changed_is_sent() -> None:
     second = publish(first, later, {**said, changed.job_id: "moved"})
     change = sender.change(second)
     assert change is not None and not change.full
-    assert change.jobs == (changed,)
+    assert change.jobs == (to_wire(changed),)
     assert change.gone == (jobs[999].job_id,)
     assert change.sentences == {changed.job_id: "moved"}
     assert change.unsaid == (jobs[999].job_id,)
