@@ -236,7 +236,7 @@ class FrontShareServicer(share_pb2_grpc.ShareServiceServicer):
     ) -> share_pb2.ListPendingResponse:
         book = self._answers.book()
         return list_pending(
-            book.queue.index(),
+            book.queue.index,
             book,
             request,
             self._auth.caller(context),
@@ -251,7 +251,7 @@ class FrontShareServicer(share_pb2_grpc.ShareServiceServicer):
         if book.queue.sentences is None:
             return self._forward_explain(request.SerializeToString(), context)
         principal = self._auth.caller(context)
-        return explain_pending(book.queue.index(), book, request, principal, context)
+        return explain_pending(book.queue.index, book, request, principal, context)
 
     def GetEntitlements(
         self, request: share_pb2.GetEntitlementsRequest, context: grpc.ServicerContext

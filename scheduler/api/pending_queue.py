@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import grpc
@@ -31,34 +31,76 @@ BOUND_BY_THE_LATEST_CYCLE = (
 
 @dataclass(frozen=True, slots=True)
 class QueueIndex:
-    """The pending jobs of one publication, indexed for lookups by name and member."""
+    """The pending jobs of one publication, indexed for lookups by name and member.
 
-    jobs: dict[str, PendingJob]
-    by_pod: dict[str, list[PendingJob]]
+    Never changed: `changed` makes the next publication's index from this one, sharing
+    what did not change, so the read front keeps its index up to date with the work of
+    what changed, not of the whole queue (at 50,000 jobs a whole index took about 0.2 s,
+    at every publication where a job came or went)."""
+
+    jobs: Mapping[str, PendingJob]
+    by_pod: Mapping[str, tuple[PendingJob, ...]]
     """pod name -> jobs with a pod of that name (names repeat across namespaces)."""
-    by_gang: dict[str, list[PendingJob]]
+    by_gang: Mapping[str, tuple[PendingJob, ...]]
     """gang name -> its jobs: a gang's job id without its namespace ("job/train" of
     "ns/job/train") and its last part ("train")."""
-    oldest_first: tuple[PendingJob, ...]
-    by_member: dict[str, tuple[PendingJob, ...]]
-    """member -> its jobs, oldest first."""
+    _order: list[tuple[tuple[PendingJob, ...], dict[str, tuple[PendingJob, ...]]]] = field(
+        default_factory=list
+    )
+    """The jobs oldest first and by member, sorted at the first call that reads them."""
 
     @classmethod
     def of(cls, pending: Iterable[PendingJob]) -> QueueIndex:
-        jobs: dict[str, PendingJob] = {}
-        by_pod: dict[str, list[PendingJob]] = {}
-        by_gang: dict[str, list[PendingJob]] = {}
-        for job in pending:
+        return cls({}, {}, {}).changed((), pending)
+
+    def changed(self, gone: Iterable[str], added: Iterable[PendingJob]) -> QueueIndex:
+        """This index without the jobs `gone` and with `added` (a job of an id already
+        here replaces it)."""
+        jobs = dict(self.jobs)
+        by_pod: dict[str, tuple[PendingJob, ...]] = dict(self.by_pod)
+        by_gang: dict[str, tuple[PendingJob, ...]] = dict(self.by_gang)
+
+        def drop(job_id: str) -> None:
+            old = jobs.pop(job_id, None)
+            if old is None:
+                return
+            for index, keys in ((by_pod, {p.name for p in old.pods}), (by_gang, _gang_keys(old))):
+                for key in keys:
+                    kept = tuple(j for j in index.get(key, ()) if j is not old)
+                    if kept:
+                        index[key] = kept
+                    else:
+                        index.pop(key, None)
+
+        for job_id in gone:
+            drop(job_id)
+        for job in added:
+            drop(job.job_id)
             jobs[job.job_id] = job
-            for pod in job.pods:
-                by_pod.setdefault(pod.name, []).append(job)
-            for name in set(gang_names(job.job_id)):
-                by_gang.setdefault(name, []).append(job)
-        ordered = tuple(sorted(jobs.values(), key=lambda j: (j.submitted_at, j.job_id)))
-        by_member: dict[str, list[PendingJob]] = {}
-        for job in ordered:
-            by_member.setdefault(job.member, []).append(job)
-        return cls(jobs, by_pod, by_gang, ordered, {m: tuple(js) for m, js in by_member.items()})
+            for key in {p.name for p in job.pods}:
+                by_pod[key] = (*by_pod.get(key, ()), job)
+            for key in _gang_keys(job):
+                by_gang[key] = (*by_gang.get(key, ()), job)
+        return QueueIndex(jobs, by_pod, by_gang)
+
+    @property
+    def oldest_first(self) -> tuple[PendingJob, ...]:
+        return self._ordered()[0]
+
+    @property
+    def by_member(self) -> Mapping[str, tuple[PendingJob, ...]]:
+        """member -> its jobs, oldest first."""
+        return self._ordered()[1]
+
+    def _ordered(self) -> tuple[tuple[PendingJob, ...], dict[str, tuple[PendingJob, ...]]]:
+        if not self._order:
+            ordered = tuple(sorted(self.jobs.values(), key=lambda j: (j.submitted_at, j.job_id)))
+            by_member: dict[str, list[PendingJob]] = {}
+            for job in ordered:
+                by_member.setdefault(job.member, []).append(job)
+            # Two readers may sort at once: both get the same order, one is kept.
+            self._order.append((ordered, {m: tuple(js) for m, js in by_member.items()}))
+        return self._order[0]
 
     def named(self, name: str, namespace: str) -> list[PendingJob]:
         """The jobs `name` may mean, in `namespace` when given: a job id, a pod name, a
@@ -112,6 +154,10 @@ def _name_forms(name: str, namespace: str) -> list[tuple[str, str]]:
     if slash and not namespace and rest:
         wanted.append((rest, head))
     return wanted
+
+
+def _gang_keys(job: PendingJob) -> set[str]:
+    return set(gang_names(job.job_id))
 
 
 def gang_names(job_id: str) -> tuple[str, ...]:

@@ -14,7 +14,6 @@ its changes carry none, and the front forwards ExplainPending to the daemon's pr
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -142,19 +141,19 @@ class QueueCopy:
     """The front's copy of one publication's queue (never changed: `apply` makes the
     next one, so a reader keeps a consistent copy while the next arrives)."""
 
-    jobs: Mapping[str, PendingJob] = field(default_factory=dict)
+    index: QueueIndex = field(default_factory=lambda: QueueIndex.of(()))
     sentences: Mapping[str, str] | None = None
     bound_nodes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     rejected: tuple[Rejected, ...] = ()
-    _index: list[QueueIndex] = field(default_factory=list)
-    _indexing: threading.Lock = field(default_factory=threading.Lock)
 
     def apply(self, change: QueueChange) -> QueueCopy:
-        jobs = {} if change.full else dict(self.jobs)
-        for job_id in change.gone:
-            jobs.pop(job_id, None)
-        for wire in change.jobs:
-            jobs[wire[0]] = from_wire(wire)
+        added = [from_wire(wire) for wire in change.jobs]
+        if change.full:
+            index = QueueIndex.of(added)
+        elif added or change.gone:
+            index = self.index.changed(change.gone, added)
+        else:
+            index = self.index
         sentences: dict[str, str] | None = None
         if change.sentences is not None:
             sentences = {} if change.full or self.sentences is None else dict(self.sentences)
@@ -162,18 +161,7 @@ class QueueCopy:
                 sentences.pop(job_id, None)
             sentences.update(change.sentences)
         rejected = self.rejected if change.rejected is None else change.rejected
-        unchanged = not change.full and not change.jobs and not change.gone
-        # The same jobs: the same index (built by the first reader that needs it).
-        index = self._index if unchanged else []
-        return QueueCopy(jobs, sentences, change.bound, rejected, index, self._indexing)
-
-    def index(self) -> QueueIndex:
-        """The jobs indexed, built at the first call and then shared."""
-        if not self._index:
-            with self._indexing:
-                if not self._index:
-                    self._index.append(QueueIndex.of(self.jobs.values()))
-        return self._index[0]
+        return QueueCopy(index, sentences, change.bound, rejected)
 
     def bound(self, job_id: str) -> list[str]:
         return list(self.bound_nodes.get(job_id, ()))

@@ -69,7 +69,7 @@ def sent(copy: QueueCopy, sender: QueueSender, published: Published) -> QueueCop
 
 
 def same_queue(copy: QueueCopy, published: Published) -> None:
-    mine, theirs = copy.index(), QueueIndex.of(published.snapshot.pending)
+    mine, theirs = copy.index, QueueIndex.of(published.snapshot.pending)
 
     def answered(jobs: tuple[PendingJob, ...]) -> list[object]:
         return [messages.pending_job(j, 100.0) for j in jobs]
@@ -168,7 +168,7 @@ def test_a_standby_sends_no_sentences_and_its_copy_says_so() -> None:
     )
     copy = sent(copy, sender, standby)
     assert asked == [], "a standby's sentences were worked out for the front"
-    assert copy.sentences is None and len(copy.jobs) == 10
+    assert copy.sentences is None and len(copy.index.jobs) == 10
     # Leading now: its sentences come whole.
     leader = publish(standby, jobs, {j.job_id: "leads" for j in jobs})
     copy = sent(copy, sender, leader)
