@@ -320,9 +320,16 @@ class Meter:
     def _grid_answers(self, chunk: list[datetime]) -> grid.GridAnswers:
         """The pods' live points and samples present from the allocation gauge's raw
         samples (`reports.metering.grid`)."""
-        samples = self.source.samples(
-            promql.FAIRPOOL_ALLOCATION, *grid.read_span(chunk, self.config.max_gap)
-        )
+        try:
+            samples = self.source.samples(
+                promql.FAIRPOOL_ALLOCATION, *grid.read_span(chunk, self.config.max_gap)
+            )
+        except PrometheusUnavailable as exc:
+            # The log and `fairpool meter` name the failure with the hours it holds up.
+            raise PrometheusUnavailable(
+                f"{exc} (reading the samples of the hours {_hours_named(chunk)})",
+                exc.unreachable,
+            ) from exc
         c = self.config
         return grid.grid_answers(
             samples, chunk, c.interval, c.max_gap, promql.FAIRPOOL_LABELS, c.live_hours
@@ -497,6 +504,13 @@ def _phase_of(uids: set[str]) -> str:
     # A raw (backquoted) PromQL string: the regex's escapes reach it unchanged.
     alternatives = "|".join(u.replace(".", "\\.") for u in sorted(uids))
     return f'kube_pod_status_phase{{phase="Running",uid=~`{alternatives}`}}'
+
+
+def _hours_named(chunk: list[datetime]) -> str:
+    """`chunk`'s first and last hour, e.g. 2026-10-05 08:00..13:00 UTC."""
+    first, last = chunk[0], chunk[-1]
+    tail = f"{last:%H:%M}" if last.date() == first.date() else f"{last:%Y-%m-%d %H:%M}"
+    return f"{first:%Y-%m-%d %H:%M}..{tail} UTC"
 
 
 def _chunks(hours: list[datetime], size: int) -> list[list[datetime]]:

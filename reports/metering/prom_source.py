@@ -14,7 +14,7 @@ from prometheus_api_client import PrometheusApiClientException, PrometheusConnec
 from urllib3.util.retry import Retry
 
 from policies.errors import InputError
-from reports.metering.remote_read import RawSeries, read_samples
+from reports.metering.remote_read import RawSeries, RemoteReadUndecodable, read_samples
 
 HOUR = timedelta(hours=1)
 
@@ -22,8 +22,12 @@ HOUR = timedelta(hours=1)
 MAX_POINTS_PER_SERIES = 11_000
 
 RETRY_BACKOFF_S = 1.0
-"""urllib3's backoff factor between retries of one query: a Prometheus restarting or
+"""urllib3's backoff factor between retries of one request: a Prometheus restarting or
 briefly overloaded answers within the few seconds the retries span."""
+
+RETRIES = 3
+"""Retries of one request, PromQL query or remote read alike, after a connection error,
+a timeout or an answer 408, 429, 500, 502, 503 or 504."""
 
 
 class PrometheusUnavailable(RuntimeError):
@@ -54,7 +58,11 @@ class PromSource:
     """A Prometheus server answering metering queries."""
 
     def __init__(
-        self, url: str, timeout: float = 120.0, retries: int = 3, backoff: float | None = None
+        self,
+        url: str,
+        timeout: float = 120.0,
+        retries: int = RETRIES,
+        backoff: float | None = None,
     ) -> None:
         self.url = url
         self.timeout = timeout
@@ -67,7 +75,11 @@ class PromSource:
         session = requests.Session()
         session.verify = False
         session.hooks["response"].append(self._refuse_partial)
+        # PrometheusConnect mounts the retrying adapter on this session: the remote reads
+        # go through it too, retried as the queries are (they were sent once, and one
+        # 503 or reset connection left a whole chunk pending, or ended the run).
         self.client = PrometheusConnect(url=url, session=session, retry=retry)
+        self.session = session
 
     def _refuse_partial(self, response: requests.Response, *_: object, **__: object) -> None:
         """An answer Prometheus gives with a warning that data is missing (a remote-read
@@ -151,11 +163,17 @@ class PromSource:
 
     def samples(self, metric: str, start_ms: int, end_ms: int) -> list[RawSeries]:
         """Every series of `metric` with its raw samples in [start_ms, end_ms], read with
-        the remote-read API (`remote_read.RemoteReadUnsupported` if there is none)."""
+        the remote-read API (`remote_read.RemoteReadUnsupported` if there is none).
+        An answer that cannot be decoded is PrometheusUnavailable naming the endpoint:
+        the hours stay pending, as for a failed query."""
         try:
-            return read_samples(self.url, metric, start_ms, end_ms, self.timeout)
+            return read_samples(
+                self.url, metric, start_ms, end_ms, self.timeout, session=self.session
+            )
         except requests.RequestException as exc:
             raise PrometheusUnavailable(f"{self.url}: {_short(exc)}", _unreachable(exc)) from exc
+        except RemoteReadUndecodable as exc:
+            raise PrometheusUnavailable(str(exc)) from exc
 
     def raw(
         self, query: str, at: datetime

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import cramjam
 import numpy as np
 import requests
+from google.protobuf.message import DecodeError
 
 from proto.prometheus import remote_read_pb2 as pb
 
@@ -33,6 +34,11 @@ class RemoteReadUnsupported(RuntimeError):
     """The server has no remote-read API (another PromQL server, or it is turned off)."""
 
 
+class RemoteReadUndecodable(RuntimeError):
+    """The server answered, but its answer is no snappy-compressed ReadResponse (a
+    truncated body, a proxy's page sent as protobuf)."""
+
+
 @dataclass(frozen=True)
 class RawSeries:
     """One series: its labels (with `__name__`) and its samples in time order, stale
@@ -44,12 +50,19 @@ class RawSeries:
 
 
 def read_samples(
-    url: str, metric: str, start_ms: int, end_ms: int, timeout: float
+    url: str,
+    metric: str,
+    start_ms: int,
+    end_ms: int,
+    timeout: float,
+    session: requests.Session | None = None,
 ) -> list[RawSeries]:
-    """Every series of `metric` with its samples in [start_ms, end_ms] (inclusive).
+    """Every series of `metric` with its samples in [start_ms, end_ms] (inclusive), asked
+    through `session` (its adapters' retries apply).
 
-    Raises RemoteReadUnsupported when the server does not serve remote read, and
-    requests' exceptions when it cannot be reached or fails."""
+    Raises RemoteReadUnsupported when the server does not serve remote read,
+    RemoteReadUndecodable when its answer cannot be decoded, and requests' exceptions
+    when it cannot be reached or fails."""
     request = pb.ReadRequest(
         queries=[
             pb.Query(
@@ -60,7 +73,7 @@ def read_samples(
         ],
         accepted_response_types=[pb.ReadRequest.SAMPLES],
     )
-    response = requests.post(
+    response = (session or requests.Session()).post(
         f"{url}/api/v1/read",
         data=bytes(cramjam.snappy.compress_raw(request.SerializeToString())),
         headers={
@@ -79,11 +92,18 @@ def read_samples(
         # PromQL can still answer.
         raise RemoteReadUnsupported(f"{url}/api/v1/read: {response.text.strip()[:200]}")
     response.raise_for_status()
-    answer = pb.ReadResponse.FromString(bytes(cramjam.snappy.decompress_raw(response.content)))
-    found = [series for result in answer.results for series in result.timeseries]
-    out: list[RawSeries] = []
-    for batch in _batches(found):
-        out.extend(_decode_series(batch, start_ms, end_ms))
+    try:
+        answer = pb.ReadResponse.FromString(bytes(cramjam.snappy.decompress_raw(response.content)))
+        found = [series for result in answer.results for series in result.timeseries]
+        out: list[RawSeries] = []
+        for batch in _batches(found):
+            out.extend(_decode_series(batch, start_ms, end_ms))
+    except (cramjam.DecompressionError, DecodeError) as exc:
+        size = len(response.content)
+        raise RemoteReadUndecodable(
+            f"{url}/api/v1/read: an answer of {size} bytes that is no remote-read "
+            f"response ({type(exc).__name__}: {str(exc)[:200]})"
+        ) from exc
     return out
 
 

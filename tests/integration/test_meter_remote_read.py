@@ -12,12 +12,17 @@ only in the look-ahead after the chunk.
 
 from __future__ import annotations
 
+import http.server
 import random
 import shutil
+import socket
+import threading
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import cramjam
 import pandas as pd
 import pytest
 
@@ -26,7 +31,7 @@ from reports.ledger import Ledger
 from reports.metering import promql
 from reports.metering.grid import read_span
 from reports.metering.meter import Meter, MeterConfig
-from reports.metering.prom_source import PromSource
+from reports.metering.prom_source import RETRIES, PromSource
 from reports.metering.remote_read import RemoteReadUnsupported
 from tests.integration import prometheus_fixtures as fixtures
 from tests.promtest import PrometheusServer, Scenario, create_blocks
@@ -204,3 +209,122 @@ def test_over_the_remote_read_limit_the_meter_asks_promql(
     # The limited server's meter asked PromQL; the other read the raw samples.
     assert [m._remote_read_works for m in meters] == [False, True]
     pd.testing.assert_frame_equal(frames[0], frames[1])
+
+
+class SpoilingProxy:
+    """A loopback proxy in front of a real Prometheus whose remote-read answers are
+    spoiled: the first `times` of them are replaced by what `spoil` makes of them."""
+
+    def __init__(self, upstream: str, spoil: str, times: int) -> None:
+        self.upstream, self.spoil, self.times, self.reads = upstream, spoil, times, 0
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *_: object) -> None:
+                pass
+
+            def forward(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {
+                    k: v
+                    for k, v in self.headers.items()
+                    if k.lower() not in ("host", "content-length")
+                }
+                request = urllib.request.Request(
+                    proxy.upstream + self.path,
+                    data=body or None,
+                    method=self.command,
+                    headers=headers,
+                )
+                with urllib.request.urlopen(request) as answer:
+                    status, data = answer.status, answer.read()
+                    kind = answer.headers.get("Content-Type", "")
+                    encoding = answer.headers.get("Content-Encoding")
+                if self.path.startswith("/api/v1/read"):
+                    proxy.reads += 1
+                    if proxy.reads <= proxy.times:
+                        if proxy.spoil == "reset":
+                            self.close_connection = True
+                            self.connection.shutdown(socket.SHUT_RDWR)
+                            return
+                        status, data, kind = {
+                            "garbage": (200, b"\x00\xffno snappy", kind),
+                            "truncated": (200, data[: len(data) // 2], kind),
+                            "not protobuf": (
+                                200,
+                                bytes(cramjam.snappy.compress_raw(b"\xff" * 64)),
+                                kind,
+                            ),
+                            "503": (503, b"overloaded", "text/plain"),
+                        }[proxy.spoil]
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                if encoding:
+                    self.send_header("Content-Encoding", encoding)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = forward
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> SpoilingProxy:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("spoil", ["garbage", "truncated", "not protobuf"])
+def test_a_remote_read_answer_that_cannot_be_decoded_leaves_the_hours_pending_naming_it(
+    prometheus: PrometheusServer, tmp_path: Path, spoil: str
+) -> None:
+    """It raised cramjam's or protobuf's error out of the run: a traceback, no hour
+    marked pending, no run recorded."""
+    with SpoilingProxy(prometheus.url, spoil, times=100) as proxy:
+        ledger = Ledger(f"sqlite:///{tmp_path}/ledger.db")
+        m = Meter(PromSource(proxy.url, backoff=0), ledger, load_policy(None))
+        summary = m.meter_range(fixtures.at(8), fixtures.at(14))
+    assert summary.hours_pending == 6 and summary.hours_ok == 0
+    error = summary.first_error or ""
+    assert f"{proxy.url}/api/v1/read: an answer of" in error
+    assert "no remote-read response" in error
+    assert "the hours 2026-10-05 08:00..13:00 UTC" in error
+    assert ledger.pending_hours() == hours(fixtures.at(8), 6)
+    assert ledger.usage_frame(fixtures.at(8), fixtures.at(14)).empty
+    # Read again once the answers are whole, the hours are metered as usual.
+    summary = Meter(PromSource(prometheus.url), ledger, load_policy(None)).meter_due(
+        fixtures.at(14, 10)
+    )
+    assert summary.hours_ok >= 6 and not ledger.pending_hours()
+
+
+@pytest.mark.parametrize("spoil", ["503", "reset"])
+def test_a_remote_read_is_retried_as_a_query_is(
+    prometheus: PrometheusServer, tmp_path: Path, spoil: str
+) -> None:
+    """It was sent once: one 503 left the chunk pending, one reset connection ended the
+    run ("cannot connect") while every PromQL query of it would have been retried."""
+    expected = meter(prometheus, str(tmp_path)).meter_range(fixtures.at(8), fixtures.at(14))
+    with SpoilingProxy(prometheus.url, spoil, times=1) as proxy:
+        ledger = Ledger(f"sqlite:///{tmp_path}/through-proxy.db")
+        m = Meter(PromSource(proxy.url, backoff=0), ledger, load_policy(None))
+        summary = m.meter_range(fixtures.at(8), fixtures.at(14))
+    assert proxy.reads == 2
+    assert summary.hours_ok == 6, summary.first_error
+    assert m._remote_read_works is True
+    assert [o.gpu_seconds for o in summary.outcomes] == [o.gpu_seconds for o in expected.outcomes]
+
+
+def test_remote_read_retries_are_bounded(prometheus: PrometheusServer, tmp_path: Path) -> None:
+    with SpoilingProxy(prometheus.url, "503", times=100) as proxy:
+        ledger = Ledger(f"sqlite:///{tmp_path}/ledger.db")
+        m = Meter(PromSource(proxy.url, backoff=0), ledger, load_policy(None))
+        summary = m.meter_range(fixtures.at(8), fixtures.at(14))
+    assert proxy.reads == 1 + RETRIES
+    assert summary.hours_pending == 6
+    assert "/api/v1/read" in (summary.first_error or "")
