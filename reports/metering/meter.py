@@ -118,6 +118,11 @@ class ChunkAnswers:
     constant: dict[str, pd.DataFrame]
     """Pod and node attributes over the whole chunk."""
     reclaim_lost: dict[datetime, dict[LostKey, float]]
+    fairpool_uids_by_hour: dict[datetime, set[str]] | None = None
+    """The pods fairpool reported around each hour (`MeteringQueries.reported_around`):
+    kube-state-metrics bills a pod in the others. With the chunk's `fairpool_around`
+    alone, a pod fairpool reported in one hour of a day was billed in none of the
+    others, which the same hour metered alone billed from kube-state-metrics."""
 
 
 class Meter:
@@ -282,6 +287,12 @@ class Meter:
                 name: pool.submit(self.source.instant, query, last + HOUR)
                 for name, query in attributes.items()
             }
+            reported_future = pool.submit(
+                self.source.hourly,
+                q.reported_around(promql.FAIRPOOL_ALLOCATION, ("uid",)),
+                first,
+                last,
+            )
             parts = _chunks(chunk, self.config.live_hours)
             live_futures = {
                 name: [pool.submit(self.source.hourly, query, p[0], p[-1]) for p in parts]
@@ -292,9 +303,10 @@ class Meter:
                 for name, query in queries.items()
             }
             constant = {name: future.result() for name, future in chunk_futures.items()}
+            reported = _uids_by_hour(reported_future.result(), chunk)
             running = {
                 name: pool.submit(self.source.hourly, query, first, last)
-                for name, query in self._running_queries(constant).items()
+                for name, query in self._running_queries(constant, reported).items()
             }
             frames = {name: future.result() for name, future in futures.items()}
             if from_samples is not None:
@@ -315,7 +327,9 @@ class Meter:
             q.counter_before(promql.RECLAIM_LOST),
             first - timedelta(seconds=self.config.max_gap, milliseconds=1),
         )
-        return ChunkAnswers(frames, constant, _reclaim_lost(counters, chunk, _last_values(before)))
+        return ChunkAnswers(
+            frames, constant, _reclaim_lost(counters, chunk, _last_values(before)), reported
+        )
 
     def _grid_answers(self, chunk: list[datetime]) -> grid.GridAnswers:
         """The pods' live points and samples present from the allocation gauge's raw
@@ -335,12 +349,14 @@ class Meter:
             samples, chunk, c.interval, c.max_gap, promql.FAIRPOOL_LABELS, c.live_hours
         )
 
-    def _running_queries(self, constant: dict[str, pd.DataFrame]) -> dict[str, str]:
-        """The Running samples of the pods kube-state-metrics bills (those fairpool never
-        reported): the phase series of every other pod would be read for nothing."""
-        reported = constant["fairpool_around"]
-        fairpool_uids = set(reported["uid"]) if "uid" in reported else set()
-        uids = kube_state_uids(constant["ksm_requests"], fairpool_uids)
+    def _running_queries(
+        self, constant: dict[str, pd.DataFrame], reported: dict[datetime, set[str]]
+    ) -> dict[str, str]:
+        """The Running samples of the pods kube-state-metrics bills (those fairpool did
+        not report in some hour): the phase series of every other pod would be read for
+        nothing."""
+        every_hour = set.intersection(*reported.values()) if reported else set()
+        uids = kube_state_uids(constant["ksm_requests"], every_hour)
         if not uids:
             return {}
         selector = _phase_of(uids)
@@ -378,6 +394,7 @@ class Meter:
             ksm_info=constant["ksm_info"],
             node_labels=constant["node_labels"],
             reclaim_lost=answers.reclaim_lost,
+            fairpool_uids_by_hour=answers.fairpool_uids_by_hour,
             **{name: answers.hourly.get(name, _EMPTY) for name in HOURLY},
         )
         return build_chunk(inputs, in_force)
@@ -522,6 +539,17 @@ def _chunks(hours: list[datetime], size: int) -> list[list[datetime]]:
         else:
             chunks.append([hour])
     return chunks
+
+
+def _uids_by_hour(frame: pd.DataFrame, chunk: list[datetime]) -> dict[datetime, set[str]]:
+    """An hourly answer's `uid`s per hour of `chunk` (every hour present, maybe empty)."""
+    out: dict[datetime, set[str]] = {h: set() for h in chunk}
+    if "uid" in frame and len(frame):
+        for stamp, uid in zip(frame["hour"], frame["uid"], strict=True):
+            hour = pd.Timestamp(stamp).to_pydatetime()
+            if isinstance(uid, str) and hour in out:
+                out[hour].add(uid)
+    return out
 
 
 def _last_values(frame: pd.DataFrame) -> dict[frozenset[tuple[str, str]], float]:

@@ -139,6 +139,13 @@ class MeteringQueries:
         window = duration(span_seconds + 2 * self.max_gap)
         return f"max by ({', '.join(by)}) (last_over_time({selector}[{window}] offset -{g}))"
 
+    def reported_around(self, selector: str, by: tuple[str, ...]) -> str:
+        """Per hour, the identities with a sample in (hour - max_gap, hour end + max_gap]
+        (as a range query, one point per hour): `around` of that hour alone."""
+        g = duration(self.max_gap)
+        window = duration(3600.0 + 2 * self.max_gap)
+        return f"max by ({', '.join(by)}) (present_over_time({selector}[{window}] offset -{g}))"
+
     def pod_gpu_requests(self, span_seconds: float) -> str:
         """GPUs requested per pod, keeping the `node` label (the pod's node when it has
         no ``kube_pod_info`` series)."""

@@ -101,6 +101,18 @@ class ChunkInputs:
     dcgm_engine_count: pd.DataFrame
     dcgm_util_count: pd.DataFrame
     reclaim_lost: dict[datetime, dict[LostKey, float]] = field(default_factory=dict)
+    fairpool_uids_by_hour: dict[datetime, set[str]] | None = None
+    """The pods fairpool reported around each hour (a sample in (h - max_gap, h + 1h +
+    max_gap]: what `fairpool_uids_around` is for a chunk of that hour alone). Given,
+    kube-state-metrics bills a pod in the hours fairpool did not report it, whatever it
+    reported in the chunk's other hours; else never, if fairpool reported it at all."""
+
+    def fairpool_reported(self) -> set[str]:
+        """The pods kube-state-metrics bills in none of the chunk's hours."""
+        if self.fairpool_uids_by_hour is None:
+            return self.fairpool_uids_around
+        found = [self.fairpool_uids_by_hour.get(h, set()) for h in self.hours]
+        return set.intersection(*found) if found else set()
 
 
 @dataclass
@@ -530,7 +542,7 @@ def _kube_state_base(inputs: ChunkInputs) -> pd.DataFrame:
     """The chunk's pods that requested GPUs and that fairpool never reported, with their
     start, completion and node (the request's own node label first, then
     kube_pod_info's)."""
-    requests = _kube_state_requests(inputs.ksm_requests, inputs.fairpool_uids_around)
+    requests = _kube_state_requests(inputs.ksm_requests, inputs.fairpool_reported())
     if not len(requests):
         return requests
     k = requests.merge(_keyed(inputs.ksm_start, _POD_KEYS, "start"), on=_POD_KEYS, how="left")
@@ -553,6 +565,15 @@ def _kube_state_pods(base: pd.DataFrame, inputs: ChunkInputs) -> pd.DataFrame:
     samples that hour."""
     hours = pd.DataFrame({H0: [h.timestamp() for h in inputs.hours]})
     k = hours.merge(base, how="cross")
+    if inputs.fairpool_uids_by_hour is not None:
+        # Not in the hours fairpool reported the pod: billed from both, they would count
+        # twice. In the others, only kube-state-metrics saw it run.
+        reported = {
+            (h.timestamp(), uid) for h, uids in inputs.fairpool_uids_by_hour.items() for uid in uids
+        }
+        if reported:
+            pairs = zip(k[H0].tolist(), k["uid"].tolist(), strict=True)
+            k = k[[pair not in reported for pair in pairs]].reset_index(drop=True)
     keys = pd.MultiIndex.from_arrays([k[H0], k["uid"]])
     for name, frame in (("steps", inputs.ksm_running_sum), ("present", inputs.ksm_running_present)):
         found = _by_hour_and_uid(frame, name)

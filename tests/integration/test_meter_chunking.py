@@ -1,0 +1,71 @@
+"""An hour's rows do not depend on the chunk it is metered in, on a real Prometheus.
+
+The data are complete in Prometheus before either run: metering the hours one by one and
+as one chunk must store the same rows (docs/reports.md, "Chunks")."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from policies.loader import load_policy
+from reports.ledger import Ledger
+from reports.metering.meter import Meter, MeterConfig
+from reports.metering.prom_source import PromSource
+from tests.promtest import PrometheusServer, Scenario, create_blocks
+from tests.promtest.scenario import ts
+
+pytestmark = pytest.mark.integration
+
+H100 = "NVIDIA-H100-80GB-HBM3"
+
+
+def at(hour: int, minute: int = 0) -> datetime:
+    return datetime(2026, 10, 5, hour, minute, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def late_report(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
+    """Pod `late` (4 GPUs) ran 09:00-11:00 as kube-state-metrics saw it; fairpool's gauge
+    reports it only from 10:30 (its leader started then). Pod `steady` ran 08:00-12:00,
+    reported by both throughout."""
+    s = Scenario(interval=30)
+    node = s.node("gpu-a", "uni-north", H100, 8, at(8), at(12))
+    s.pod("lab-bio", "late", node, 4, at(9), at(11), utilization=None)
+    s.pod("physics", "steady", node, 2, at(8), at(12), utilization=None)
+    for series in s.series:
+        if series.family == "fairpool_pod_gpu_allocation" and series.labels["pod"] == "late":
+            series.samples = [(t, v) for t, v in series.samples if t >= ts(at(10, 30))]
+    folder = tmp_path_factory.mktemp("chunking")
+    create_blocks(s.write_openmetrics(folder / "scenario.om"), folder / "blocks")
+    shutil.copytree(folder / "blocks", folder / "data")
+    with PrometheusServer(folder / "data") as server:
+        yield server
+
+
+@pytest.mark.parametrize("remote_read", [True, False])
+def test_an_hour_metered_alone_or_in_a_chunk_gets_the_same_rows(
+    late_report: PrometheusServer, tmp_path: Path, remote_read: bool
+) -> None:
+    """In a day's chunk, `late` was billed nothing for 09:00-10:00: fairpool reported it
+    somewhere in the chunk, so kube-state-metrics billed it in none of the chunk's hours;
+    the hour metered alone billed it 4 GPU-hours from kube-state-metrics."""
+    frames = []
+    for chunk_hours in (24, 1):
+        ledger = Ledger(f"sqlite:///{tmp_path}/ledger-{chunk_hours}.db")
+        config = MeterConfig(chunk_hours=chunk_hours, remote_read=remote_read)
+        meter = Meter(PromSource(late_report.url), ledger, load_policy(None), config)
+        assert meter.meter_range(at(8), at(12)).hours_ok == 4
+        frames.append(ledger.usage_frame(at(8), at(12)).drop(columns="metered_at", errors="ignore"))
+    pd.testing.assert_frame_equal(frames[0], frames[1])
+    late = frames[0][frames[0]["pod"] == "late"].set_index("hour")["gpu_seconds"]
+    assert late[pd.Timestamp(at(9))] == 4 * 3600.0
+    # 10:30-11:00 from fairpool's gauge, billed once (not also from kube-state-metrics).
+    assert late[pd.Timestamp(at(10))] == 4 * 1800.0
+    steady = frames[0][frames[0]["pod"] == "steady"]["gpu_seconds"]
+    assert steady.tolist() == [2 * 3600.0] * 4
