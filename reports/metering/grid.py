@@ -44,6 +44,46 @@ class GridAnswers:
     """As the range query of `MeteringQueries.present`."""
 
 
+@dataclass(frozen=True)
+class Gap:
+    """A stretch with no sample of a pod's allocation series longer than `max_gap`,
+    between two samples (Unix ms): not bridged, so not billed."""
+
+    namespace: str
+    pod: str
+    uid: str
+    last_ms: int
+    """The last sample before the gap."""
+    next_ms: int
+    """The first sample after it."""
+
+
+def gaps(
+    series: Sequence[RawSeries], hours: Sequence[datetime], max_gap: float, by: tuple[str, ...]
+) -> list[Gap]:
+    """The gaps longer than `max_gap` in the series grouped by `by` (replicas of one pod
+    fill each other's holes, as in the live points) that reach into `hours`, in time
+    order. Only gaps between two samples read are seen: not one that begins before the
+    samples' span (`read_span`) or ends after it."""
+    times: dict[tuple[str, ...], list[np.ndarray]] = {}
+    for s in series:
+        times.setdefault(tuple(s.labels.get(label, "") for label in by), []).append(
+            np.asarray(s.times, dtype=np.int64)
+        )
+    first = ms(hours[0].timestamp())
+    end = ms((hours[-1] + timedelta(hours=1)).timestamp())
+    found: list[Gap] = []
+    for key, parts in times.items():
+        t = np.unique(np.concatenate(parts))
+        at = np.flatnonzero((np.diff(t) > ms(max_gap)) & (t[1:] > first) & (t[:-1] < end))
+        labels = dict(zip(by, key, strict=True))
+        namespace = labels.get("exported_namespace") or labels.get("namespace", "")
+        pod = labels.get("exported_pod") or labels.get("pod", "")
+        for i in at.tolist():
+            found.append(Gap(namespace, pod, labels.get("uid", ""), int(t[i]), int(t[i + 1])))
+    return sorted(found, key=lambda g: (g.last_ms, g.namespace, g.pod, g.uid))
+
+
 def read_span(hours: Sequence[datetime], max_gap: float) -> tuple[int, int]:
     """The samples the chunk's figures depend on, [first - max_gap, end + max_gap] (ms)."""
     first = ms(hours[0].timestamp())

@@ -345,6 +345,8 @@ class Meter:
                 exc.unreachable,
             ) from exc
         c = self.config
+        for gap in grid.gaps(samples, chunk, c.max_gap, promql.FAIRPOOL_LABELS):
+            log.warning("%s", describe_gap(gap, c.interval, c.max_gap))
         return grid.grid_answers(
             samples, chunk, c.interval, c.max_gap, promql.FAIRPOOL_LABELS, c.live_hours
         )
@@ -521,6 +523,22 @@ def _phase_of(uids: set[str]) -> str:
     # A raw (backquoted) PromQL string: the regex's escapes reach it unchanged.
     alternatives = "|".join(u.replace(".", "\\.") for u in sorted(uids))
     return f'kube_pod_status_phase{{phase="Running",uid=~`{alternatives}`}}'
+
+
+def describe_gap(gap: grid.Gap, interval: float, max_gap: float) -> str:
+    """One line naming the pod, the gap and what of it is not billed."""
+
+    def at(value: int) -> str:
+        return datetime.fromtimestamp(value / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+    unbilled = (gap.next_ms - gap.last_ms) / 1000 - interval
+    return (
+        f"pod {gap.namespace}/{gap.pod} (uid {gap.uid or '?'}): no "
+        f"{promql.FAIRPOOL_ALLOCATION} sample from {at(gap.last_ms)} to {at(gap.next_ms)} "
+        f"UTC, longer than max_gap ({max_gap:g} s): {unbilled:g} s of it are not billed "
+        "(the pod is billed one scrape interval per sample, and a gap bridged only up to "
+        "max_gap)"
+    )
 
 
 def _hours_named(chunk: list[datetime]) -> str:

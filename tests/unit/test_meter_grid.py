@@ -20,7 +20,7 @@ import pytest
 
 from proto.prometheus import remote_read_pb2 as pb
 from reports.metering import promql
-from reports.metering.grid import grid_answers, read_span
+from reports.metering.grid import Gap, gaps, grid_answers, read_span
 from reports.metering.remote_read import (
     STALE_NAN_BITS,
     RawSeries,
@@ -192,3 +192,43 @@ def test_a_server_without_remote_read_is_told_apart(tmp_path: Path) -> None:
                 read_samples(url, promql.FAIRPOOL_ALLOCATION, 0, 1000, timeout=10)
         finally:
             server.shutdown()
+
+
+def test_gaps_longer_than_max_gap_are_named_per_pod() -> None:
+    start = int(H0.timestamp() * 1000)
+
+    def every(lo_s: int, hi_s: int) -> np.ndarray:
+        return np.arange(start + lo_s * 1000, start + hi_s * 1000, 30_000, dtype=np.int64)
+
+    def pod(name: str, times: np.ndarray, **extra: str) -> RawSeries:
+        labels = {"namespace": "lab-bio", "pod": name, "uid": f"uid-{name}", **extra}
+        return RawSeries(labels, times, np.ones(len(times)))
+
+    series = [
+        # 09:29:30 -> 09:50:00 (1230 s): a gap.
+        pod("outage", np.concatenate([every(0, 1800), every(3000, 3600)])),
+        # Exactly max_gap (300 s) apart: bridged, no gap.
+        pod("bridged", np.concatenate([every(0, 1200), every(1470, 3600)])),
+        # One replica misses 10 minutes, the other reports them: no gap.
+        pod("replica-a", np.concatenate([every(0, 600), every(1200, 3600)]), instance="a"),
+        # A gap wholly after the hours asked about is not theirs.
+        pod("later", np.concatenate([every(0, 3630), every(4500, 5000)])),
+    ]
+    series.append(pod("replica-a", every(0, 3600), instance="b"))
+    by = ("namespace", "pod", "uid")
+    found = gaps(series, [H0], 300.0, by)
+    assert found == [Gap("lab-bio", "outage", "uid-outage", start + 1_770_000, start + 3_000_000)]
+    # The pod's own labels under exported_* name it.
+    exported = RawSeries(
+        {
+            "namespace": "fairpool-system",
+            "pod": "fairpool-0",
+            "exported_namespace": "physics",
+            "exported_pod": "infer",
+            "uid": "u",
+        },
+        np.array([start, start + 600_000]),
+        np.ones(2),
+    )
+    named = gaps([exported], [H0], 300.0, (*by, "exported_namespace", "exported_pod"))
+    assert [(g.namespace, g.pod) for g in named] == [("physics", "infer")]
