@@ -53,19 +53,45 @@ def node_labels(frame: pd.DataFrame) -> pd.DataFrame:
     return labels.groupby("node", as_index=False).agg({NODE_OWNER: "max", NODE_GPU_MODEL: "max"})
 
 
+def node_labels_by_hour(frame: pd.DataFrame, hour: str) -> pd.DataFrame:
+    """`node_labels` of each hour (column `hour`, Unix seconds) of an hourly answer,
+    indexed by `hour_node_key`."""
+    labels = pd.DataFrame(
+        {
+            hour: frame[hour] if hour in frame else pd.Series([], dtype=float),
+            "node": text(frame, "node"),
+            NODE_OWNER: text(frame, NODE_OWNER),
+            NODE_GPU_MODEL: text(frame, NODE_GPU_MODEL),
+        }
+    )
+    labels = labels[labels["node"] != ""]
+    labels = labels.groupby([hour, "node"], as_index=False).agg(
+        {NODE_OWNER: "max", NODE_GPU_MODEL: "max"}
+    )
+    return labels.set_index(hour_node_key(labels[hour], labels["node"]))
+
+
+def hour_node_key(hour: pd.Series, node: pd.Series) -> pd.Series:
+    """One text key per (hour in Unix seconds, node)."""
+    return hour.astype("int64").astype(str) + "|" + node.astype(str)
+
+
 def attribute(
     rows: pd.DataFrame,
     known: pd.DataFrame,
     member_for_namespace: Callable[[str], str | None],
+    keys: pd.Series | None = None,
 ) -> pd.DataFrame:
     """`rows` (pods with whatever `node`, `owner`, `gpu_model`, `member` their own source
     gave, '' when it gave none) with every attribute filled in the order above; `known`
-    is `node_labels(...)` indexed by node."""
+    is `node_labels(...)` indexed by node, or `node_labels_by_hour(...)` with `keys`
+    each row's `hour_node_key`."""
     rows = rows.copy()
     node = text(rows, "node")
     rows["node"] = node.where(node != "", UNATTRIBUTED)
-    owner_label = _lookup(node, known[NODE_OWNER])
-    model_label = _lookup(node, known[NODE_GPU_MODEL])
+    at = node if keys is None else keys
+    owner_label = _lookup(at, known[NODE_OWNER])
+    model_label = _lookup(at, known[NODE_GPU_MODEL])
     rows["owner"] = first_of(text(rows, "owner"), owner_label).replace("", UNATTRIBUTED)
     rows["gpu_model"] = first_of(text(rows, "gpu_model"), model_label).replace("", UNATTRIBUTED)
     namespaces = text(rows, "namespace")
@@ -78,7 +104,8 @@ def attribute(
 
 def capacity_attributes(nodes: pd.Series, known: pd.DataFrame) -> pd.DataFrame:
     """Owner and GPU model of each node of the capacity gauge, from the node's labels
-    (`known`: `node_labels(...)` indexed by node)."""
+    (`known`: `node_labels(...)` indexed by node, `nodes` the nodes; or
+    `node_labels_by_hour(...)`, `nodes` their `hour_node_key`s)."""
     return pd.DataFrame(
         {
             "owner": _lookup(nodes, known[NODE_OWNER]).replace("", UNATTRIBUTED),

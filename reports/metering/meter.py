@@ -119,7 +119,7 @@ class ChunkAnswers:
     """Pod and node attributes over the whole chunk."""
     reclaim_lost: dict[datetime, dict[LostKey, float]]
     fairpool_uids_by_hour: dict[datetime, set[str]] | None = None
-    """The pods fairpool reported around each hour (`MeteringQueries.reported_around`):
+    """The pods fairpool reported around each hour (`MeteringQueries.around_each_hour`):
     kube-state-metrics bills a pod in the others. With the chunk's `fairpool_around`
     alone, a pod fairpool reported in one hour of a day was billed in none of the
     others, which the same hour metered alone billed from kube-state-metrics."""
@@ -261,6 +261,11 @@ class Meter:
             "dcgm_gpu_util": q.dcgm_mean(promql.DCGM_GPU_UTIL),
             "dcgm_engine_count": q.dcgm_count(promql.DCGM_ENGINE_ACTIVE),
             "dcgm_util_count": q.dcgm_count(promql.DCGM_GPU_UTIL),
+            # A node's owner or GPU model label as it was around each hour (a node moved
+            # to another owner mid-day), not around the whole chunk.
+            "node_labels_by_hour": q.around_each_hour(
+                promql.KSM_NODE_LABELS, promql.NODE_LABEL_KEYS
+            ),
         }
         # Pods come and go: their live points a few hours at a time (`live_hours`).
         live = {"fairpool_live": q.live_points(promql.FAIRPOOL_ALLOCATION, fp)}
@@ -289,7 +294,7 @@ class Meter:
             }
             reported_future = pool.submit(
                 self.source.hourly,
-                q.reported_around(promql.FAIRPOOL_ALLOCATION, ("uid",)),
+                q.around_each_hour(promql.FAIRPOOL_ALLOCATION, ("uid",), "present_over_time"),
                 first,
                 last,
             )
@@ -397,6 +402,7 @@ class Meter:
             node_labels=constant["node_labels"],
             reclaim_lost=answers.reclaim_lost,
             fairpool_uids_by_hour=answers.fairpool_uids_by_hour,
+            node_labels_by_hour=answers.hourly.get("node_labels_by_hour"),
             **{name: answers.hourly.get(name, _EMPTY) for name in HOURLY},
         )
         return build_chunk(inputs, in_force)

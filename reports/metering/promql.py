@@ -139,12 +139,15 @@ class MeteringQueries:
         window = duration(span_seconds + 2 * self.max_gap)
         return f"max by ({', '.join(by)}) (last_over_time({selector}[{window}] offset -{g}))"
 
-    def reported_around(self, selector: str, by: tuple[str, ...]) -> str:
+    def around_each_hour(
+        self, selector: str, by: tuple[str, ...], function: str = "last_over_time"
+    ) -> str:
         """Per hour, the identities with a sample in (hour - max_gap, hour end + max_gap]
-        (as a range query, one point per hour): `around` of that hour alone."""
+        (as a range query, one point per hour): `around` of that hour alone, so that an
+        hour's attributes do not depend on the chunk it is metered in."""
         g = duration(self.max_gap)
         window = duration(3600.0 + 2 * self.max_gap)
-        return f"max by ({', '.join(by)}) (present_over_time({selector}[{window}] offset -{g}))"
+        return f"max by ({', '.join(by)}) ({function}({selector}[{window}] offset -{g}))"
 
     def pod_gpu_requests(self, span_seconds: float) -> str:
         """GPUs requested per pod, keeping the `node` label (the pod's node when it has

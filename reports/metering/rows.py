@@ -33,7 +33,14 @@ import numpy as np
 import pandas as pd
 
 from reports.costmodel.usage_row import USAGE_COLUMNS
-from reports.metering.attribution import attribute, capacity_attributes, node_labels
+from reports.metering.attribution import (
+    attribute,
+    capacity_attributes,
+    hour_node_key,
+    node_labels,
+    node_labels_by_hour,
+    text,
+)
 from reports.metering.coverage import NODE_COVERAGE_OUT, node_coverage
 from reports.metering.promql import (
     FAIRPOOL_ALLOCATION,
@@ -101,6 +108,10 @@ class ChunkInputs:
     dcgm_engine_count: pd.DataFrame
     dcgm_util_count: pd.DataFrame
     reclaim_lost: dict[datetime, dict[LostKey, float]] = field(default_factory=dict)
+    node_labels_by_hour: pd.DataFrame | None = None
+    """`node_labels` as they were around each hour (an hourly answer). Given, a node's
+    owner and GPU model label in an hour are those around that hour, as for a chunk of
+    that hour alone; else those around the whole chunk."""
     fairpool_uids_by_hour: dict[datetime, set[str]] | None = None
     """The pods fairpool reported around each hour (a sample in (h - max_gap, h + 1h +
     max_gap]: what `fairpool_uids_around` is for a chunk of that hour alone). Given,
@@ -286,7 +297,11 @@ def build_chunk(inputs: ChunkInputs, in_force: InForce) -> dict[datetime, HourRo
     (grouped by hour and pod, node...): each hour's rows are exactly those the hour
     alone would give."""
     inputs = replace(inputs, **{name: _hour_seconds(getattr(inputs, name)) for name in HOURLY})
-    known = node_labels(inputs.node_labels).set_index("node")
+    by_hour = inputs.node_labels_by_hour
+    if by_hour is None:
+        known = node_labels(inputs.node_labels).set_index("node")
+    else:
+        known = node_labels_by_hour(_hour_seconds(by_hour), H0)
     fairpool = _fairpool_rows(inputs)
     fallback = _kube_state_rows(inputs)
     usage = _usage(fairpool.rows, fallback.rows, inputs, known, in_force)
@@ -655,7 +670,7 @@ def _usage(
     parts = []
     for version, (member_for_namespace, starts) in versions.items():
         rows = usage if len(versions) == 1 else usage[usage[H0].isin(starts)]
-        part = attribute(rows, known, member_for_namespace)
+        part = attribute(rows, known, member_for_namespace, _label_keys(rows, inputs))
         part["policy_version"] = version
         parts.append(part)
     usage = parts[0] if len(parts) == 1 else pd.concat(parts)
@@ -663,6 +678,15 @@ def _usage(
     usage["utilization"] = _utilization(inputs, usage)
     usage = usage.sort_values([H0, "pod_uid"], kind="stable")
     return usage[[H0, *USAGE_OUT]].reset_index(drop=True)
+
+
+def _label_keys(rows: pd.DataFrame, inputs: ChunkInputs) -> pd.Series:
+    """What each row's node labels are looked up by: its node, or its hour and node when
+    the labels are per hour."""
+    node = text(rows, "node")
+    if inputs.node_labels_by_hour is None:
+        return node
+    return hour_node_key(rows[H0], node)
 
 
 def _capacity_rows(inputs: ChunkInputs, known: pd.DataFrame) -> _Sampled:
@@ -686,7 +710,7 @@ def _capacity_rows(inputs: ChunkInputs, known: pd.DataFrame) -> _Sampled:
         cap = pd.concat([cap, present], ignore_index=True) if len(present) else cap
         cap = cap.reindex(columns=[*keys, "steps", "present"])
     cap = cap.fillna({"steps": 0.0, "present": 0.0})
-    cap = cap.join(capacity_attributes(cap["node"], known))
+    cap = cap.join(capacity_attributes(_label_keys(cap, inputs), known))
     cap_present = _per_hour(cap["present"].clip(upper=expected_node), cap[H0])
     cap_expected = _per_hour(pd.Series(expected_node, index=cap.index), cap[H0])
     capacity = pd.DataFrame(

@@ -18,7 +18,7 @@ from reports.ledger import Ledger
 from reports.metering.meter import Meter, MeterConfig
 from reports.metering.prom_source import PromSource
 from tests.promtest import PrometheusServer, Scenario, create_blocks
-from tests.promtest.scenario import ts
+from tests.promtest.scenario import Series, ts
 
 pytestmark = pytest.mark.integration
 
@@ -69,3 +69,45 @@ def test_an_hour_metered_alone_or_in_a_chunk_gets_the_same_rows(
     assert late[pd.Timestamp(at(10))] == 4 * 1800.0
     steady = frames[0][frames[0]["pod"] == "steady"]["gpu_seconds"]
     assert steady.tolist() == [2 * 3600.0] * 4
+
+
+@pytest.fixture(scope="module")
+def relabelled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
+    """Node gpu-a's `fairpool.io/owner` label changes from uni-north to lab-bio at 10:00
+    (the node moved to another owner); pod `ksm-only` (2 GPUs, 09:00-11:00) is seen by
+    kube-state-metrics alone, so its owner is the node's label."""
+    s = Scenario(interval=30)
+    node = s.node("gpu-a", "uni-north", H100, 8, at(8), at(12))
+    s.pod("misc", "ksm-only", node, 2, at(9), at(11), fairpool=False, utilization=None)
+    for series in list(s.series):
+        if series.family == "kube_node_labels":
+            after = [(t, v) for t, v in series.samples if t >= ts(at(10))]
+            series.samples = [(t, v) for t, v in series.samples if t < ts(at(10))]
+            moved = {**series.labels, "label_fairpool_io_owner": "lab-bio"}
+            s.series.append(Series(series.family, series.kind, moved, after))
+    folder = tmp_path_factory.mktemp("relabelled")
+    create_blocks(s.write_openmetrics(folder / "scenario.om"), folder / "blocks")
+    shutil.copytree(folder / "blocks", folder / "data")
+    with PrometheusServer(folder / "data") as server:
+        yield server
+
+
+def test_a_node_s_owner_in_an_hour_does_not_depend_on_the_chunk(
+    relabelled: PrometheusServer, tmp_path: Path
+) -> None:
+    """In a day's chunk the node's labels were those around the whole day (the largest
+    owner of the two): 11:00's capacity went to uni-north, which it gave to lab-bio
+    metered alone."""
+    usage, capacity = [], []
+    for chunk_hours in (24, 1):
+        ledger = Ledger(f"sqlite:///{tmp_path}/ledger-{chunk_hours}.db")
+        config = MeterConfig(chunk_hours=chunk_hours)
+        meter = Meter(PromSource(relabelled.url), ledger, load_policy(None), config)
+        assert meter.meter_range(at(8), at(12)).hours_ok == 4
+        usage.append(ledger.usage_frame(at(8), at(12)).drop(columns="metered_at", errors="ignore"))
+        capacity.append(ledger.capacity_frame(at(8), at(12)))
+    pd.testing.assert_frame_equal(usage[0], usage[1])
+    pd.testing.assert_frame_equal(capacity[0], capacity[1])
+    owners = capacity[0].set_index("hour")["owner"]
+    assert owners[pd.Timestamp(at(8))] == "uni-north"
+    assert owners[pd.Timestamp(at(11))] == "lab-bio"
