@@ -123,6 +123,9 @@ class ChunkAnswers:
     kube-state-metrics bills a pod in the others. With the chunk's `fairpool_around`
     alone, a pod fairpool reported in one hour of a day was billed in none of the
     others, which the same hour metered alone billed from kube-state-metrics."""
+    kube_state_uids_by_hour: dict[datetime, set[str]] | None = None
+    """The pods whose GPU request kube-state-metrics reported around each hour: only they
+    are billed from it in that hour (`ChunkInputs.kube_state_uids_by_hour`)."""
 
 
 class Meter:
@@ -292,12 +295,17 @@ class Meter:
                 name: pool.submit(self.source.instant, query, last + HOUR)
                 for name, query in attributes.items()
             }
-            reported_future = pool.submit(
-                self.source.hourly,
-                q.around_each_hour(promql.FAIRPOOL_ALLOCATION, ("uid",), "present_over_time"),
-                first,
-                last,
-            )
+            # Whose pods each source saw around each hour: kube-state-metrics bills a pod
+            # in an hour it saw it and fairpool did not (`ChunkInputs`).
+            seen_futures = [
+                pool.submit(
+                    self.source.hourly,
+                    q.around_each_hour(selector, ("uid",), "present_over_time"),
+                    first,
+                    last,
+                )
+                for selector in (promql.FAIRPOOL_ALLOCATION, promql.KSM_REQUESTS)
+            ]
             parts = _chunks(chunk, self.config.live_hours)
             live_futures = {
                 name: [pool.submit(self.source.hourly, query, p[0], p[-1]) for p in parts]
@@ -308,7 +316,7 @@ class Meter:
                 for name, query in queries.items()
             }
             constant = {name: future.result() for name, future in chunk_futures.items()}
-            reported = _uids_by_hour(reported_future.result(), chunk)
+            reported, seen = (_uids_by_hour(f.result(), chunk) for f in seen_futures)
             running = {
                 name: pool.submit(self.source.hourly, query, first, last)
                 for name, query in self._running_queries(constant, reported).items()
@@ -333,7 +341,7 @@ class Meter:
             first - timedelta(seconds=self.config.max_gap, milliseconds=1),
         )
         return ChunkAnswers(
-            frames, constant, _reclaim_lost(counters, chunk, _last_values(before)), reported
+            frames, constant, _reclaim_lost(counters, chunk, _last_values(before)), reported, seen
         )
 
     def _grid_answers(self, chunk: list[datetime]) -> grid.GridAnswers:
@@ -402,6 +410,7 @@ class Meter:
             node_labels=constant["node_labels"],
             reclaim_lost=answers.reclaim_lost,
             fairpool_uids_by_hour=answers.fairpool_uids_by_hour,
+            kube_state_uids_by_hour=answers.kube_state_uids_by_hour,
             node_labels_by_hour=answers.hourly.get("node_labels_by_hour"),
             **{name: answers.hourly.get(name, _EMPTY) for name in HOURLY},
         )

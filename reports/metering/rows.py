@@ -118,6 +118,12 @@ class ChunkInputs:
     kube-state-metrics bills a pod in the hours fairpool did not report it, whatever it
     reported in the chunk's other hours; else never, if fairpool reported it at all."""
 
+    kube_state_uids_by_hour: dict[datetime, set[str]] | None = None
+    """The pods whose GPU request series kube-state-metrics reported around each hour (as
+    `fairpool_uids_by_hour`). Given, it bills a pod only in those hours: in the chunk,
+    the pod's start and completion times, read around the whole chunk, billed it in an
+    hour Prometheus holds nothing of (all scrapes failed), which alone stays pending."""
+
     def fairpool_reported(self) -> set[str]:
         """The pods kube-state-metrics bills in none of the chunk's hours."""
         if self.fairpool_uids_by_hour is None:
@@ -575,6 +581,11 @@ def _by_hour_and_uid(frame: pd.DataFrame, value: str) -> pd.Series:
     return _keyed(frame, [H0, "uid"], value).groupby([H0, "uid"])[value].max()
 
 
+def _pairs(by_hour: dict[datetime, set[str]]) -> set[tuple[float, str]]:
+    """(hour start in Unix seconds, uid) of each uid of each hour."""
+    return {(h.timestamp(), uid) for h, uids in by_hour.items() for uid in uids}
+
+
 def _kube_state_pods(base: pd.DataFrame, inputs: ChunkInputs) -> pd.DataFrame:
     """Each requesting pod in each hour, with its start, completion, node and Running
     samples that hour."""
@@ -583,12 +594,16 @@ def _kube_state_pods(base: pd.DataFrame, inputs: ChunkInputs) -> pd.DataFrame:
     if inputs.fairpool_uids_by_hour is not None:
         # Not in the hours fairpool reported the pod: billed from both, they would count
         # twice. In the others, only kube-state-metrics saw it run.
-        reported = {
-            (h.timestamp(), uid) for h, uids in inputs.fairpool_uids_by_hour.items() for uid in uids
-        }
+        reported = _pairs(inputs.fairpool_uids_by_hour)
         if reported:
             pairs = zip(k[H0].tolist(), k["uid"].tolist(), strict=True)
-            k = k[[pair not in reported for pair in pairs]].reset_index(drop=True)
+            keep = np.array([pair not in reported for pair in pairs], dtype=bool)
+            k = k[keep].reset_index(drop=True)
+    if inputs.kube_state_uids_by_hour is not None:
+        seen = _pairs(inputs.kube_state_uids_by_hour)
+        pairs = zip(k[H0].tolist(), k["uid"].tolist(), strict=True)
+        # A mask, not a list: an empty list would select no columns.
+        k = k[np.array([pair in seen for pair in pairs], dtype=bool)].reset_index(drop=True)
     keys = pd.MultiIndex.from_arrays([k[H0], k["uid"]])
     for name, frame in (("steps", inputs.ksm_running_sum), ("present", inputs.ksm_running_present)):
         found = _by_hour_and_uid(frame, name)

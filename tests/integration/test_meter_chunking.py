@@ -111,3 +111,41 @@ def test_a_node_s_owner_in_an_hour_does_not_depend_on_the_chunk(
     owners = capacity[0].set_index("hour")["owner"]
     assert owners[pd.Timestamp(at(8))] == "uni-north"
     assert owners[pd.Timestamp(at(11))] == "lab-bio"
+
+
+@pytest.fixture(scope="module")
+def outage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
+    """No scrape at all succeeds 09:50-11:10: Prometheus holds nothing of 10:00. Pod
+    `ksm-only` (2 GPUs, 09:00-13:00) is seen by kube-state-metrics alone, pod `both`
+    (1 GPU, same times) by fairpool too."""
+    s = Scenario(interval=30)
+    node = s.node("gpu-a", "uni-north", H100, 8, at(8), at(14))
+    s.pod("misc", "ksm-only", node, 2, at(9), at(13), fairpool=False, utilization=None)
+    s.pod("lab-bio", "both", node, 1, at(9), at(13), utilization=None)
+    s.gap(at(9, 50), at(11, 10))
+    folder = tmp_path_factory.mktemp("outage")
+    create_blocks(s.write_openmetrics(folder / "scenario.om"), folder / "blocks")
+    shutil.copytree(folder / "blocks", folder / "data")
+    with PrometheusServer(folder / "data") as server:
+        yield server
+
+
+def test_an_hour_prometheus_holds_nothing_of_is_pending_in_a_chunk_as_alone(
+    outage: PrometheusServer, tmp_path: Path
+) -> None:
+    """In a chunk, the pods' start and completion times, read around the whole chunk,
+    billed `ksm-only` for 10:00 (and `both` too, once fairpool's hours were per hour),
+    which metered alone has no data and stays pending. (The hours around the outage
+    still differ for `ksm-only`: a chunk bills them from its start and completion times,
+    alone from its Running samples, the completion not being seen yet.)"""
+    frames = []
+    for chunk_hours in (24, 1):
+        ledger = Ledger(f"sqlite:///{tmp_path}/ledger-{chunk_hours}.db")
+        config = MeterConfig(chunk_hours=chunk_hours)
+        meter = Meter(PromSource(outage.url), ledger, load_policy(None), config)
+        summary = meter.meter_range(at(9), at(13))
+        assert [o.status for o in summary.outcomes] == ["metered", "pending", "metered", "metered"]
+        usage = ledger.usage_frame(at(9), at(13))
+        assert at(10) not in set(usage["hour"])
+        frames.append(usage[usage["pod"] == "both"].drop(columns="metered_at", errors="ignore"))
+    pd.testing.assert_frame_equal(frames[0], frames[1])
