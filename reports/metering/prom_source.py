@@ -63,9 +63,14 @@ class PromSource:
         timeout: float = 120.0,
         retries: int = RETRIES,
         backoff: float | None = None,
+        verify: bool | str = True,
     ) -> None:
+        """`verify`: check an https Prometheus's certificate against the system's CAs
+        (True), the CA bundle at this path, or not at all (False: a test server). Usage
+        read from a server whose certificate nobody checked is billed."""
         self.url = url
         self.timeout = timeout
+        self.verify = verify
         retry = Retry(
             total=retries,
             backoff_factor=RETRY_BACKOFF_S if backoff is None else backoff,
@@ -73,7 +78,7 @@ class PromSource:
             allowed_methods=["GET", "POST"],
         )
         session = requests.Session()
-        session.verify = False
+        session.verify = verify
         session.hooks["response"].append(self._refuse_partial)
         # PrometheusConnect mounts the retrying adapter on this session: the remote reads
         # go through it too, retried as the queries are (they were sent once, and one
@@ -106,7 +111,7 @@ class PromSource:
         Prometheus answers at `url`; no retries, so a wrong URL fails fast."""
         endpoint = f"{self.url}/api/v1/status/buildinfo"
         try:
-            response = requests.get(endpoint, timeout=min(self.timeout, 10.0))
+            response = requests.get(endpoint, timeout=min(self.timeout, 10.0), verify=self.verify)
         except requests.RequestException as exc:
             raise PrometheusUnavailable(f"{self.url}: {_short(exc)}", _unreachable(exc)) from None
         try:
@@ -233,6 +238,12 @@ def _short(exc: BaseException) -> str:
     """The reason without the (long) query URL that requests puts in its messages."""
     if isinstance(exc, requests.Timeout):
         return "timed out"
+    if isinstance(exc, requests.exceptions.SSLError):
+        reason = "certificate verify failed" if "CERTIFICATE_VERIFY_FAILED" in str(exc) else ""
+        return (
+            f"TLS handshake failed{': ' + reason if reason else ''} (give the CA that signed "
+            "its certificate with --prometheus-ca FILE)"
+        )
     if isinstance(exc, requests.ConnectionError):
         return "cannot connect"
     text = str(exc)

@@ -73,8 +73,11 @@ def read_samples(
         ],
         accepted_response_types=[pb.ReadRequest.SAMPLES],
     )
-    response = (session or requests.Session()).post(
+    session = session or requests.Session()
+    response = session.post(
         f"{url}/api/v1/read",
+        # Given per request: requests lets $REQUESTS_CA_BUNDLE override the session's.
+        verify=session.verify,
         data=bytes(cramjam.snappy.compress_raw(request.SerializeToString())),
         headers={
             "Content-Encoding": "snappy",

@@ -73,6 +73,20 @@ def ceil_hour(value: datetime) -> datetime:
     help="Prometheus base URL.",
 )
 @click.option(
+    "--prometheus-ca",
+    "prometheus_ca",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="With an https Prometheus: the CA bundle (PEM) its certificate is checked "
+    "against (default: the system's CAs, or $REQUESTS_CA_BUNDLE).",
+)
+@click.option(
+    "--prometheus-insecure",
+    is_flag=True,
+    help="With an https Prometheus: do not check its certificate (a test server only: "
+    "whoever answers in its place is billed from).",
+)
+@click.option(
     "--ledger",
     "ledger_url",
     default=lambda: os.environ.get("FAIRPOOL_LEDGER", "sqlite:///fairpool-ledger.db"),
@@ -148,6 +162,8 @@ def ceil_hour(value: datetime) -> datetime:
 def meter(
     ctx: click.Context,
     prometheus_url: str,
+    prometheus_ca: Path | None,
+    prometheus_insecure: bool,
     ledger_url: str,
     policy_file: Path | None,
     from_: str | None,
@@ -197,6 +213,11 @@ def meter(
     from reports.metering.prom_source import PrometheusUnavailable, PromSource, check_url
 
     prometheus_url = check_url(prometheus_url)
+    if prometheus_ca is not None and prometheus_insecure:
+        raise InputError("--prometheus-ca: not with --prometheus-insecure (check it or not)")
+    verify: bool | str = (
+        str(prometheus_ca) if prometheus_ca is not None else not prometheus_insecure
+    )
     if metrics_port is not None and not watch:
         raise InputError("--metrics-port: only with --watch")
     now = parse_time(now_, "--now") if now_ is not None else None
@@ -219,7 +240,7 @@ def meter(
     console = Console()
     errors = Console(stderr=True, highlight=False, soft_wrap=True)
     errors.print(said)
-    source = PromSource(prometheus_url)
+    source = PromSource(prometheus_url, verify=verify)
     if not watch and now is None:
         # A one-off run against a wrong or unreachable Prometheus records nothing; the
         # hourly job (--watch, or one run of it with --now) keeps hours pending instead

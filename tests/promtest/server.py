@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -71,8 +72,11 @@ class PrometheusServer:
         port: int | None = None,
         flags: tuple[str, ...] = (),
         config: str = "",
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         self.data_dir = data_dir
+        self.tls = tls
+        """(certificate, key) to serve https with (`--web.config.file`)."""
         self.port = port or free_port()
         self.flags = flags
         """Extra command-line flags (e.g. a remote-read sample limit)."""
@@ -83,7 +87,7 @@ class PrometheusServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60.0) -> PrometheusServer:
         if self.process is not None:
@@ -91,6 +95,12 @@ class PrometheusServer:
         config = self.data_dir.parent / "prometheus-test.yml"
         config.write_text("global:\n  scrape_interval: 30s\nscrape_configs: []\n" + self.config)
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        web: list[str] = []
+        if self.tls is not None:
+            web_config = self.data_dir.parent / "prometheus-web.yml"
+            cert, key = self.tls
+            web_config.write_text(f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n")
+            web = [f"--web.config.file={web_config}"]
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [
@@ -101,6 +111,7 @@ class PrometheusServer:
                 f"--web.listen-address=127.0.0.1:{self.port}",
                 "--query.max-samples=200000000",
                 "--log.level=warn",
+                *web,
                 *self.flags,
             ],
             stdout=log,
@@ -115,7 +126,11 @@ class PrometheusServer:
                 self.process = None
                 raise RuntimeError(f"prometheus exited at start-up:\n{tail}")
             try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
+                # Readiness only: whether the certificate is trusted is the tests' to see.
+                unchecked = ssl._create_unverified_context() if self.tls else None
+                with urllib.request.urlopen(
+                    f"{self.url}/-/ready", timeout=2, context=unchecked
+                ) as response:
                     if response.status == 200:
                         return self
             except (urllib.error.URLError, ConnectionError, TimeoutError):
