@@ -124,6 +124,11 @@ def monthly_trigger(policy: Policy) -> CronTrigger:
     return CronTrigger(day=RUN_DAY, hour=RUN_HOUR, minute=0, timezone=policy.billing.zone)
 
 
+def monthly_when(policy: Policy) -> str:
+    """When the job runs, in words: the trigger's own text names no zone."""
+    return f"day {RUN_DAY} at {RUN_HOUR:02d}:00 {policy.billing.time_zone}"
+
+
 def schedule_monthly_report(
     scheduler: BaseScheduler,
     ledger_url: str,

@@ -165,14 +165,16 @@ def report(
 def monthly(ledger_url: str, policy_file: Path | None, reports_dir: Path) -> None:
     """Run the monthly job: on day 1 at 06:00 (policy time zone) write last month's report."""
     from reports.ledger.connect import probe
-    from reports.sources.monthly_job import monthly_trigger, run_forever
+    from reports.sources.monthly_job import monthly_when, run_forever
     from scheduler.cli.ledger_policy import choose_policy
 
     probe(ledger_url)
     policy, said = choose_policy(policy_file, ledger_url)
     Console().print(said)
+    # Not markup: the folder may hold brackets, which rich would take for a style.
     Console().print(
-        f"monthly report job: {monthly_trigger(policy)} -> {reports_dir}/<YYYY-MM>/ (Ctrl-C stops)"
+        f"monthly report job: {monthly_when(policy)} -> {reports_dir}/<YYYY-MM>/ (Ctrl-C stops)",
+        markup=False,
     )
     run_forever(ledger_url, policy, reports_dir)
 

@@ -346,3 +346,24 @@ def test_report_says_which_hours_were_given_up(ledger_url: str, tmp_path: Path) 
         in flags
     )
     assert any("given up by alice" in f and "cluster not installed yet" in f for f in flags)
+
+
+def test_report_monthly_says_when_it_runs(
+    ledger_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The start line once printed the trigger's text, "cron[day='1', hour='6', ...]",
+    # which rich read as a style tag and dropped: "monthly report job: cron -> ...".
+    ran: list[Path] = []
+    monkeypatch.setattr(
+        "reports.sources.monthly_job.run_forever", lambda url, policy, out: ran.append(out)
+    )
+    reports = tmp_path / "[signed]"
+    args = ["report", "monthly", "--ledger", ledger_url, "--policy", DEMO_FILE]
+    assert run([*args, "--reports-dir", str(reports)]) == 0
+    out = "".join(capsys.readouterr().out.split())  # rich wraps lines anywhere
+    said = f"monthly report job: day 1 at 06:00 Europe/Paris -> {reports}/<YYYY-MM>/"
+    assert "".join(said.split()) in out
+    assert ran == [reports]
