@@ -155,17 +155,20 @@ def read_trace(
                 problems.add(line, None, message + (spans if ended > line else ""))
                 continue
             job, time_kind = _parse_row(row, line, index, time_kind, problems, limits)
-            if job is None:
-                continue
-            if job.job_id in first_line_of:
+            # Said of a row with other problems too, and against one: every problem at
+            # once, so the file is not fixed and sent back only to fail again.
+            job_id = row[index["job_id"]].strip()
+            if job_id in first_line_of:
                 problems.add(
                     line,
                     "job_id",
-                    f"duplicate job_id {job.job_id!r} (first on line {first_line_of[job.job_id]})",
+                    f"duplicate job_id {job_id!r} (first on line {first_line_of[job_id]})",
                 )
                 continue
-            first_line_of[job.job_id] = line
-            jobs.append(job)
+            if job_id:
+                first_line_of[job_id] = line
+            if job is not None:
+                jobs.append(job)
     except csv.Error as exc:
         problems.add(reader.line_num, None, f"not CSV: {exc}")
     if not jobs and not problems:

@@ -125,6 +125,16 @@ def test_duplicate_job_id_names_both_lines() -> None:
     assert "first on line 2" in str(info.value)
 
 
+def test_duplicate_job_id_is_named_beside_the_rows_other_problems() -> None:
+    # Every problem at once: a duplicate on a row with another bad cell, or of one, was
+    # not said, so the fixed file failed again on it.
+    text = f"{HEADER}\nj,lab,0,60,1,1\nj,lab,5,-60,1,1\nk,lab,0,60,0,1\nk,lab,9,60,1,1\n"
+    with pytest.raises(TraceError) as info:
+        read_trace(text)
+    assert where(info.value) == {(3, "duration_s"), (3, "job_id"), (4, "num_pods"), (5, "job_id")}
+    assert "first on line 4" in str(info.value)
+
+
 def test_mixed_time_kinds_rejected() -> None:
     text = f"{HEADER}\nj,lab,0,60,1,1\nk,lab,2026-01-01T00:00:00Z,60,1,1\n"
     with pytest.raises(TraceError) as info:
