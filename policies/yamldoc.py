@@ -43,18 +43,24 @@ def _line(node: yaml.Node) -> int:
     return int(node.start_mark.line) + 1
 
 
-def _bound_tree(root: yaml.Node, loader: Any, source: str, strict: bool = False) -> None:
+def _bound_tree(
+    root: yaml.Node, loader: Any, source: str, strict: bool = False
+) -> list[FieldIssue]:
     """Refuse a node tree too deep, too big, or with a number that is too long or that
     cannot be constructed (a date before year 1), naming the line. Iterative, so depth
     cannot exhaust the stack; aliases are walked at every use so they are counted.
-    `strict` (documents validated against a model, whose keys are field names and
-    whose numbers are decimal): also a key that is not a string, and a number YAML 1.1
-    reads in another base."""
+
+    Returned, not raised: the problems of a document that can still be read, so that
+    its fields are checked too and every error is said at once: a key given twice, and
+    with `strict` (documents validated against a model, whose keys are field names and
+    whose numbers are decimal) a key that is not a string, and a number YAML 1.1 reads
+    in another base."""
     issues: list[FieldIssue] = []
+    readable: list[FieldIssue] = []
     stack: list[tuple[yaml.Node, tuple[str | int, ...]]] = [(root, ())]
     seen = 0
     keys_checked: set[int] = set()
-    while stack and len(issues) < MAX_ISSUES:
+    while stack and len(issues) + len(readable) < MAX_ISSUES:
         node, path = stack.pop()
         seen += 1
         if seen > MAX_VALUES:
@@ -64,10 +70,10 @@ def _bound_tree(root: yaml.Node, loader: Any, source: str, strict: bool = False)
         if isinstance(node, yaml.ScalarNode):
             if node.tag in _SCALAR_TAGS_TO_CHECK:
                 problem = _scalar_problem(node, loader)
-                if problem is None and strict:
-                    problem = _not_decimal(node, loader)
                 if problem:
                     issues.append(FieldIssue(format_path(path), problem, _line(node)))
+                elif strict and (problem := _not_decimal(node, loader)):
+                    readable.append(FieldIssue(format_path(path), problem, _line(node)))
             continue
         if len(path) >= MAX_DEPTH:
             message = f"nested deeper than {MAX_DEPTH} levels"
@@ -78,15 +84,21 @@ def _bound_tree(root: yaml.Node, loader: Any, source: str, strict: bool = False)
         elif isinstance(node, yaml.MappingNode):
             if id(node) not in keys_checked:  # an alias walks the same mapping again
                 keys_checked.add(id(node))
-                issues.extend(_duplicate_keys(node, path))
+                readable.extend(_duplicate_keys(node, path))
                 if strict:
-                    issues.extend(_keys_not_text(node, path))
+                    readable.extend(_keys_not_text(node, path))
             for key, value in node.value:
                 name = key.value if isinstance(key, yaml.ScalarNode) else "<key>"
                 stack.append((key, (*path, name)))
                 stack.append((value, (*path, name)))
     if issues:
-        raise PolicyError(source, issues)
+        raise PolicyError(source, _by_line([*issues, *readable]))
+    return _by_line(readable)
+
+
+def _by_line(issues: list[FieldIssue]) -> list[FieldIssue]:
+    # The walk pops its stack, so it finds the last lines first.
+    return sorted(issues, key=lambda issue: issue.line or 0)
 
 
 def _duplicate_keys(node: yaml.MappingNode, path: tuple[str | int, ...]) -> list[FieldIssue]:
@@ -168,6 +180,16 @@ def _error_line(error: yaml.YAMLError, text: str) -> int | None:
 def parse_yaml(text: str, source: str, strict: bool = False) -> tuple[Any, yaml.Node | None]:
     """The plain data and the node tree (for line numbers) of one YAML document
     (`strict`: see `_bound_tree`)."""
+    data, node, readable = _parse_yaml(text, source, strict)
+    if readable:
+        raise PolicyError(source, readable)
+    return data, node
+
+
+def _parse_yaml(
+    text: str, source: str, strict: bool
+) -> tuple[Any, yaml.Node | None, list[FieldIssue]]:
+    """`parse_yaml`, and the problems of a document it could read (`_bound_tree`)."""
     if len(text) > MAX_DOCUMENT_CHARS:
         raise PolicyError(
             source,
@@ -177,8 +199,8 @@ def parse_yaml(text: str, source: str, strict: bool = False) -> tuple[Any, yaml.
     try:
         node = loader.get_single_node()
         if node is None:
-            return None, None
-        _bound_tree(node, loader, source, strict)
+            return None, None, []
+        readable = _bound_tree(node, loader, source, strict)
         data = loader.construct_document(node)
     except PolicyError:
         raise
@@ -190,7 +212,7 @@ def parse_yaml(text: str, source: str, strict: bool = False) -> tuple[Any, yaml.
         raise PolicyError(source, [FieldIssue("", f"cannot read the document: {exc}")]) from exc
     finally:
         loader.dispose()
-    return data, node
+    return data, node, readable
 
 
 def line_of(node: yaml.Node | None, path: Sequence[str | int]) -> int | None:
@@ -228,14 +250,26 @@ def format_path(loc: Sequence[str | int]) -> str:
 
 def validate_document(model: type[M], text: str, source: str) -> M:
     """Parse YAML text into `model`, or raise PolicyError naming every bad field and line."""
-    data, node = parse_yaml(text, source, strict=True)
+    data, node, readable = _parse_yaml(text, source, strict=True)
     if not isinstance(data, dict):
-        raise PolicyError(source, [FieldIssue("", "expected a mapping at the top level", 1)])
+        raise PolicyError(
+            source, [*readable, FieldIssue("", "expected a mapping at the top level", 1)]
+        )
+    # A field error that a problem of the document explains (on its line, of its key,
+    # or under a key that is no text, which only such a problem names) would say it
+    # twice, or on the line of a key given twice that YAML dropped.
+    said_at = {issue.line for issue in readable}
+    said_of = {issue.path for issue in readable}
     try:
         document = model.model_validate(data)
     except ValidationError as exc:
-        issues = []
+        issues = list(readable)
         for err in exc.errors():
+            no_text = err["type"] == "invalid_key" or any(
+                p is None or isinstance(p, bool) for p in err["loc"]
+            )
+            if readable and no_text:
+                continue
             # pydantic appends the failing union member or validator name to loc; keep
             # only the parts that exist in the document.
             loc = [p for p in err["loc"] if isinstance(p, int | str)]
@@ -244,7 +278,9 @@ def validate_document(model: type[M], text: str, source: str) -> M:
                 message = "unknown field"
             elif err["type"] == "missing":
                 message = "required field is missing"
-            issues.append(FieldIssue(format_path(loc), message, line_of(node, loc)))
+            issue = FieldIssue(format_path(loc), message, line_of(node, loc))
+            if issue.path not in said_of and (issue.line is None or issue.line not in said_at):
+                issues.append(issue)
         # Names given twice are found in the document as written, so they are reported
         # with the field errors rather than only once those are fixed.
         names = getattr(model, "name_issues_of", None)
@@ -253,6 +289,8 @@ def validate_document(model: type[M], text: str, source: str) -> M:
                 FieldIssue(format_path(loc), msg, line_of(node, loc)) for loc, msg in names(data)
             )
         raise PolicyError(source, _capped(issues)) from exc
+    if readable:
+        raise PolicyError(source, _capped(readable))
     checker = getattr(document, "reference_issues", None)
     if checker is not None:
         found = checker()

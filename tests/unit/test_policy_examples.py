@@ -289,6 +289,26 @@ def test_a_key_yaml_does_not_read_as_text_is_refused_at_its_line() -> None:
     ]
 
 
+def test_the_documents_own_problems_are_reported_with_the_field_errors() -> None:
+    """A key given twice, a key that is no text and a number YAML reads in another base
+    were reported alone: the field errors (here a weight of 0, an unknown idleCost)
+    came only once they were fixed, though policy.md says every error comes at once."""
+    text = MINIMAL.replace("    - name: a\n", "    - name: a\n      weight: 0\n") + (
+        "  sharing:\n    maxReclaimsPerJob: 010\n    yes: 1\n"
+        "  billing:\n    idleCost: nobody\n    idleCost: owner2\n"
+    )
+    assert issues_of(text) == [
+        (
+            "spec.sharing.maxReclaimsPerJob",
+            11,
+            "'010' is read by YAML as 8: write the number in decimal digits (or quote it, as text)",
+        ),
+        ("spec.sharing", 12, "key 'yes' is not text (YAML reads it as bool): quote it"),
+        ("spec.billing.idleCost", 15, "key 'idleCost' given twice (first on line 14)"),
+        ("spec.members[0].weight", 9, "Input should be greater than 0"),
+    ]
+
+
 def test_two_shared_fixed_costs_of_one_name_are_refused() -> None:
     """Billing keys costs by name: the second replaced the first in the members' shares
     while the pool cost counted both, and every report failed its own balance check."""

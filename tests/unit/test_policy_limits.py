@@ -111,7 +111,7 @@ def test_a_key_given_twice_is_an_error_with_both_lines() -> None:
     parse_yaml("base: &b {x: 1}\nm:\n  <<: *b\n  x: 2\n1: a\n'1': b\n", "doc")
     # A mapping used through aliases is reported once.
     many = "a: &x {b: 1, b: 2}\n" + "".join(f"c{i}: *x\n" for i in range(5))
-    assert len(_issues(many)) == 1
+    assert len([i for i in _issues(many) if "given twice" in i[2]]) == 1
 
 
 def test_alias_bombs_are_refused_before_they_expand() -> None:
