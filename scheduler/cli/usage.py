@@ -77,8 +77,9 @@ def usage(client: Client, member: str, start: str | None, end: str | None) -> No
     type=click.Path(path_type=Path, file_okay=False),
     help="write the files here (default: list them)",
 )
+@click.option("--overwrite", is_flag=True, help="with --out: replace report files already there")
 @client_options
-def report_get(client: Client, month: str, out: Path | None) -> None:
+def report_get(client: Client, month: str, out: Path | None, overwrite: bool) -> None:
     """The cost report files of MONTH (YYYY-MM) that you may read."""
     from proto.fairpool.v1 import usage_pb2
 
@@ -88,11 +89,19 @@ def report_get(client: Client, month: str, out: Path | None) -> None:
         table.add_column(column, justify="right" if column == "bytes" else "left")
     for f in reply.files:
         table.add_row(f.name, f.media_type, f"{len(f.content):,}")
-        if out is not None:
-            target = (out / f.name).resolve()
-            if not target.is_relative_to(out.resolve()):
-                raise InputError(f"the server sent a file outside the folder: {f.name!r}")
-            write_whole(target, f.content)
+    if out is not None:
+        targets = [((out / f.name).resolve(), f.content) for f in reply.files]
+        outside = [t.name for t, _ in targets if not t.is_relative_to(out.resolve())]
+        if outside:
+            raise InputError(f"the server sent a file outside the folder: {outside[0]!r}")
+        # As `fairpool report`: a treasurer may have signed the copy already there.
+        there = [t.name for t, _ in targets if t.exists()]
+        if there and not overwrite:
+            raise InputError(
+                f"--out: {out}: {', '.join(there)} already there (use --overwrite to replace)"
+            )
+        for target, content in targets:
+            write_whole(target, content)
     print_table(Console(), table)
     if out is not None:
         Console().print(f"{len(reply.files)} file(s) written to {out}")
