@@ -239,7 +239,7 @@ def meter(
     policy, said = choose_policy(policy_file, ledger_url)
     console = Console()
     errors = Console(stderr=True, highlight=False, soft_wrap=True)
-    errors.print(said)
+    errors.print(said, markup=False)
     source = PromSource(prometheus_url, verify=verify)
     if not watch and now is None:
         # A one-off run against a wrong or unreachable Prometheus records nothing; the

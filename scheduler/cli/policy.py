@@ -44,7 +44,9 @@ def validate(file: Path) -> None:
     """Check FILE; exit 0 when valid, 2 with every error (field path and line) when not."""
     loaded = load_policy(file)
     members = ", ".join(loaded.member_names())
-    Console().print(f"[green]valid[/]: {file} ({len(loaded.members)} members: {members})")
+    Console().print(
+        f"[green]valid[/]: {escape(str(file))} ({len(loaded.members)} members: {members})"
+    )
 
 
 def _read(file: Path) -> str:
@@ -93,7 +95,7 @@ def get(client: Client, version: int, output: Path | None) -> None:
         from policies.files import write_whole
 
         write_whole(output, entry.yaml)
-        err.print(f"written to {output}")
+        err.print(f"written to {escape(str(output))}")
     else:
         click.echo(entry.yaml, nl=False)
 

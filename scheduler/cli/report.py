@@ -126,7 +126,7 @@ def report(
             from reports.sources.simulation import simulated_report, simulation_policy
 
             policy, said = simulation_policy(simulation_dir, policy_file)
-            Console(stderr=True, highlight=False).print(said)
+            Console(stderr=True, highlight=False).print(said, markup=False)
             built = simulated_report(simulation_dir, policy, month)
             out_dir = out_dir or _view_folder(simulation_dir / "report", member)
         else:
@@ -139,7 +139,7 @@ def report(
             policy, said = choose_policy(policy_file, ledger_url)
             # Reading only: a ledger that is not there is an error naming it, not a new one.
             Ledger(ledger_url, readonly=True).close()
-            Console(stderr=True, highlight=False).print(said)
+            Console(stderr=True, highlight=False).print(said, markup=False)
             built = ledger_month_report(ledger_url, policy, month)
             out_dir = out_dir or _view_folder(Path("out") / "reports" / month, member)
     except NoDataError as exc:
@@ -150,7 +150,9 @@ def report(
     print_summary(console, restrict(built, member) if member else built)
     if built.price_basis:
         console.print(built.price_basis)
-    console.print(f"[green]report[/]: {paths[-1]} ({len(paths)} files in {out_dir})")
+    console.print(
+        f"[green]report[/]: {escape(str(paths[-1]))} ({len(paths)} files in {escape(str(out_dir))})"
+    )
 
 
 @report.command()
@@ -170,7 +172,7 @@ def monthly(ledger_url: str, policy_file: Path | None, reports_dir: Path) -> Non
 
     probe(ledger_url)
     policy, said = choose_policy(policy_file, ledger_url)
-    Console().print(said)
+    Console().print(said, markup=False)
     # Not markup: the folder may hold brackets, which rich would take for a style.
     Console().print(
         f"monthly report job: {monthly_when(policy)} -> {reports_dir}/<YYYY-MM>/ (Ctrl-C stops)",

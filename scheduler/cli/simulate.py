@@ -446,7 +446,7 @@ def simulate(
     if report is None:
         console.print(f"no cost report: {escape(no_report)}")
     else:
-        console.print(f"cost report: {out / REPORT_FOLDER / 'report.html'}")
+        console.print(f"cost report: {escape(str(out / REPORT_FOLDER / 'report.html'))}")
 
 
 def _trace_start(start_text: str | None, trace: Trace, policy: Policy) -> datetime:
@@ -581,7 +581,7 @@ def _print_study(
                 f"[yellow]{len(never)} of them can never run under this policy, whatever the "
                 f"load:[/]\n" + never_runs_lines(never, jobs)
             )
-    console.print(f"wrote {out}/summary.json and tables")
+    console.print(f"wrote {escape(str(out))}/summary.json and tables")
 
 
 def _cost_report(study: Study, month: str) -> tuple[MonthReport | None, str]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from policies.errors import InputError
@@ -201,9 +202,12 @@ def synth(
         result = Trace(tuple(j for j in result.jobs if j.job_id not in never), result.start_epoch)
     _emit(result, out)
     console = _console(out)
-    _print_summary(console, result, f"synthetic trace -> {out}", gpus=gpus, days=days)
+    _print_summary(console, result, f"synthetic trace -> {escape(str(out))}", gpus=gpus, days=days)
     if dropped:
-        console.print(f"left out {dropped} job(s) that {policy_file} never lets run on {cluster}")
+        console.print(
+            f"left out {dropped} job(s) that {escape(str(policy_file))} never lets run on "
+            f"{escape(str(cluster))}"
+        )
 
 
 @trace.command("import")
@@ -240,7 +244,7 @@ def import_(
         report = importer(file, members, tz)
     _emit(report.trace, out)
     _print_import(console, report, out)
-    _print_summary(console, report.trace, f"imported trace -> {out}")
+    _print_summary(console, report.trace, f"imported trace -> {escape(str(out))}")
 
 
 @trace.command()
@@ -285,7 +289,7 @@ def check(file: Path, cluster: Path | None, policy_file: Path | None) -> None:
         file, members=members, max_gang_gpus=max_gpus, gpu_models=models, node_gpus=nodes
     )
     console = _console()
-    _print_summary(console, result, f"valid: {file}", gpus=max_gpus)
+    _print_summary(console, result, f"valid: {escape(str(file))}", gpus=max_gpus)
     if policy is not None and inventory is not None:
         from scheduler.sim.cluster import build_nodes
         from scheduler.sim.never import never_runs, never_runs_lines
@@ -350,7 +354,7 @@ def _print_summary(
 
 
 def _print_import(console: Console, report: ImportReport, out: str) -> None:
-    table = Table(title=f"import of {report.source}", title_justify="left")
+    table = Table(title=f"import of {escape(str(report.source))}", title_justify="left")
     table.add_column("jobs")
     table.add_column("count", justify="right")
     table.add_row("read", f"{report.read:,}")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from policies.errors import InputError
@@ -104,4 +105,4 @@ def report_get(client: Client, month: str, out: Path | None, overwrite: bool) ->
             write_whole(target, content)
     print_table(Console(), table)
     if out is not None:
-        Console().print(f"{len(reply.files)} file(s) written to {out}")
+        Console().print(f"{len(reply.files)} file(s) written to {escape(str(out))}")
