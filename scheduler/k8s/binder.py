@@ -64,6 +64,8 @@ RETRY_SECONDS = 30.0
 """How long a bind, or an undo's deletion, is tried again after transient errors: long
 enough to outlast an API server's restart or a burst of load shedding (a gang's bind given
 up is a gang undone)."""
+NOT_LEADER = "not the leader any more; the new leader repairs the gang"
+"""Why an undo's deletion stopped: the lease was lost (then nothing more is written)."""
 MAX_BACKOFF_SECONDS = 5.0
 RETRYABLE = frozenset({401, 403, 409, 429, 500, 502, 503, 504})
 """Answers worth another try. 401 and 403 among them: a kube-apiserver that has just
@@ -434,6 +436,10 @@ class Binder:
             return
         self._mark_disrupted(pod, message)
         detail = self._delete(pod)
+        if detail == NOT_LEADER:
+            # Lost while the pod was marked: the event, like the deletion, is the new
+            # leader's to write (an evictor that lost the lease posts none either).
+            return
         if self.recorder is not None:
             self.recorder.record(
                 ObjectRef("Pod", pod.namespace, pod.name, pod.uid),
@@ -483,7 +489,7 @@ class Binder:
             if not self._may_act():
                 # Lost during the retries: the new leader may have finished the gang.
                 log.warning("not deleting %s of a gang: not the leader any more", pod.key)
-                return "not the leader any more; the new leader repairs the gang"
+                return NOT_LEADER
             try:
                 read_body(
                     self._core.delete_namespaced_pod(

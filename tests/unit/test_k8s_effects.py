@@ -160,6 +160,43 @@ def test_a_replica_that_lost_the_lease_deletes_no_pod_of_a_gang() -> None:
     assert deleted == ["u1"]
 
 
+def test_a_replica_that_lost_the_lease_while_marking_a_gangs_pod_posts_no_undo_event() -> None:
+    # The DisruptionTarget patch may take up to its read timeout, past --renew-deadline:
+    # the deletion was then skipped, but a GangBindUndone event still went out from the
+    # deposed leader, under the new leader's feet.
+    leading = [True]
+    recorded: list[str] = []
+
+    class Recorder:
+        def record(self, ref: ObjectRef, kind: EventType, reason: str, message: str) -> None:
+            recorded.append(reason)
+
+    binder = Binder(
+        _unreachable(),
+        ClusterCache(),
+        Recorder(),  # type: ignore[arg-type]
+        base_backoff=0.001,
+        may_bind=lambda: leading[0],
+    )
+    deleted: list[str] = []
+
+    def mark(name: str, namespace: str, body: Any, **kwargs: Any) -> None:
+        leading[0] = False
+
+    binder._core.patch_namespaced_pod_status = mark  # type: ignore[method-assign]
+    binder._core.delete_namespaced_pod = lambda name, *a, **kw: deleted.append(name)  # type: ignore[method-assign]
+    try:
+        binder._delete_with_event(POD, "undo")
+        assert (deleted, recorded) == ([], [])
+        # Still leading: the pod is deleted, and the event says so.
+        leading[0] = True
+        binder._core.patch_namespaced_pod_status = lambda *a, **kw: None  # type: ignore[method-assign]
+        binder._delete_with_event(POD, "undo")
+    finally:
+        binder.close()
+    assert (deleted, recorded) == (["p"], ["GangBindUndone"])
+
+
 def test_failed_scheduling_is_rate_limited_per_pod() -> None:
     recorder = EventRecorder(_unreachable(), repeat_seconds=60)
     try:
