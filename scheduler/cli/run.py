@@ -67,7 +67,8 @@ if TYPE_CHECKING:
     default=10.0,
     show_default=True,
     help="A standby takes the Lease over once its holder has not renewed it this long "
-    "(the failover time after a crash).",
+    "(the failover time after a crash); written in the Lease, and the holder's value is "
+    "the one a standby waits out.",
 )
 @click.option(
     "--renew-deadline",

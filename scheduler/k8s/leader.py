@@ -2,8 +2,9 @@
 
 The stock `kubernetes.leaderelection` uses the process-wide default client and cannot be
 stopped, so this is a small one with the same rules as client-go: a candidate takes the
-Lease when it is free or when its holder has not renewed it for `lease_seconds` *as
-observed locally* (no clock comparison between machines); the leader renews every
+Lease when it is free or when its holder has not renewed it for the holder's
+`leaseDurationSeconds` (its `lease_seconds`) *as observed locally* (no clock comparison
+between machines); the leader renews every
 `retry_seconds` and steps down when it could not renew for `renew_deadline` seconds,
 which is shorter than `lease_seconds`, so a deposed leader stops before another starts.
 Updates carry the Lease's resourceVersion: of two candidates racing, one gets 409.
@@ -19,6 +20,7 @@ could take the Lease `lease_seconds` later and do the same.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -123,7 +125,10 @@ class LeaderElector:
         now = _now_micro()
         return {
             "holderIdentity": self.identity,
-            "leaseDurationSeconds": int(self.lease_seconds),
+            # Rounded up: a standby waits this out, and the holder steps down after
+            # renew_deadline < lease_seconds (4.5 s written as 4 let a standby lead while
+            # a holder with a 4.2 s deadline still did).
+            "leaseDurationSeconds": math.ceil(self.lease_seconds),
             "acquireTime": acquire_time or now,
             "renewTime": now,
             "leaseTransitions": transitions,
@@ -160,7 +165,7 @@ class LeaderElector:
         renew = str(spec.renew_time) if spec and spec.renew_time else ""
         self._observe(holder, renew)
         mine = holder == self.identity
-        expired = time.monotonic() - self._observed_at > self.lease_seconds
+        expired = time.monotonic() - self._observed_at > self._holders_lease(spec)
         if holder and not mine and not expired:
             return False
         transitions = (spec.lease_transitions or 0) if spec else 0
@@ -186,6 +191,15 @@ class LeaderElector:
             self.transitions += 1
         self._observe(self.identity, str(new_spec["renewTime"]))
         return True
+
+    def _holders_lease(self, spec: Any) -> float:
+        """How long the holder's Lease lasts unrenewed: the duration it wrote, as
+        client-go reads it, else this replica's own. Replicas given different
+        --lease-seconds (a rolling change of the flag) judged it by their own: a standby
+        with a shorter one took the Lease over from a holder that renewed well within its
+        deadline, and both led."""
+        written = getattr(spec, "lease_duration_seconds", None) if spec else None
+        return float(written) if written and written > 0 else self.lease_seconds
 
     def _replacement(self, lease: Any, spec: dict[str, Any]) -> dict[str, Any]:
         """A Lease body that replaces `lease` only if nobody changed it meanwhile (its

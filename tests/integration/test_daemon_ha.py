@@ -17,6 +17,7 @@ import pytest
 from kubernetes import client as k8s
 
 from scheduler.k8s.daemon import Daemon
+from scheduler.k8s.leader import LeaderElector
 from tests.controlplane import ControlPlane, processes
 from tests.controlplane.build import binary_path
 from tests.controlplane.cluster import save_state
@@ -366,3 +367,53 @@ def test_a_standby_explains_a_waiting_pod_as_the_leader_does(pool: Pool) -> None
         what="the standby's sentence",
     )
     assert not second.is_leader
+
+
+def test_a_standby_with_a_shorter_lease_waits_out_the_holders(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    """Replicas given different --lease-seconds (a rolling change of the flag): the
+    standby judged the holder's Lease expired by its own, shorter, duration and took it
+    over while the holder, renewing well within its own deadline, still led: two
+    leaders binding at once. As client-go does, it honours the holder's
+    leaseDurationSeconds."""
+    holder = LeaderElector(
+        control_plane.scheduler,
+        namespace,
+        "fairpool-test",
+        "slow",
+        lease_seconds=8.0,
+        renew_deadline=6.0,
+        retry_seconds=3.0,
+    ).start()
+    standby = LeaderElector(
+        control_plane.scheduler,
+        namespace,
+        "fairpool-test",
+        "quick",
+        lease_seconds=2.0,
+        renew_deadline=1.5,
+        retry_seconds=0.25,
+    )
+    try:
+        wait_until(holder.is_leading, timeout=10, what="the holder leads")
+        standby.start()
+        both = standby_led = 0.0
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            both += 0.05 * (holder.is_leading() and standby.is_leading())
+            standby_led += 0.05 * standby.is_leading()
+            time.sleep(0.05)
+        assert (both, standby_led) == (0, 0), f"two leaders for {both:.1f}s"
+        assert holder.is_leading() and standby.holder == "slow"
+        # The holder dies without giving the Lease up: the standby takes over once the
+        # holder's 8 s have passed since its last renewal (at most 3 s before it died),
+        # not its own 2 s.
+        holder.stop(release=False)
+        died = time.monotonic()
+        wait_until(standby.is_leading, timeout=20, every=0.05, what="the standby takes over")
+        took_over = time.monotonic() - died
+        assert 8.0 - 3.0 - 0.5 <= took_over <= 8.0 + 1.5, f"takeover after {took_over:.1f}s"
+    finally:
+        standby.stop()
+        holder.stop()

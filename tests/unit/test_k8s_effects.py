@@ -244,6 +244,19 @@ def test_leader_timings_must_nest() -> None:
         LeaderElector(_unreachable(), "ns", "lease", "me", lease_seconds=5, renew_deadline=6)
 
 
+def test_the_lease_a_standby_waits_out_is_never_shorter_than_the_holders() -> None:
+    # A standby waits out the leaseDurationSeconds the holder wrote (whole seconds): 4.5
+    # written as 4 let it lead while a holder with a 4.2 s renew deadline still did.
+    holder = LeaderElector(
+        _unreachable(), "ns", "lease", "me", lease_seconds=4.5, renew_deadline=4.2
+    )
+    written = holder._spec(0, None)["leaseDurationSeconds"]
+    assert written == 5
+    standby = LeaderElector(_unreachable(), "ns", "lease", "other", lease_seconds=30.0)
+    assert standby._holders_lease(SimpleNamespace(lease_duration_seconds=written)) == 5.0
+    assert standby._holders_lease(SimpleNamespace(lease_duration_seconds=None)) == 30.0
+
+
 def test_policy_configmap_reference() -> None:
     assert PolicyConfigMap.parse("fairpool-system/policy") == PolicyConfigMap(
         "fairpool-system", "policy"
