@@ -12,9 +12,11 @@ holds:
       usage-history.json: '{"validAt": "2026-11-29T22:41:07.123456Z",
                             "gpuSeconds": {"lab-a": 5123.4, "lab-b": 18.0}}'
 
-Anything else in that object (another program's data, a hand edit gone wrong) is logged
-and the history starts from nothing: a wrong history only tilts the split of the surplus,
-a crash would stop scheduling.
+A history that does not parse (a hand edit gone wrong) is logged and the history starts
+from nothing: a wrong history only tilts the split of the surplus, a crash would stop
+scheduling. An object of that name holding anything besides `usage-history.json`
+(another program's ConfigMap) is never written: the history stays in memory and the
+error names the ConfigMap and the flag that chooses another name.
 """
 
 from __future__ import annotations
@@ -108,6 +110,9 @@ class UsageHistoryStore:
         self.namespace = namespace
         self.name = name
         self.timeout = timeout
+        self.foreign: str | None = None
+        """Why the object of that name is not fairpool's to write (None: it is, or there is
+        none)."""
         self._version: str | None = None
         """The object's resourceVersion this daemon last read or wrote (None: none seen,
         the next write creates it). Writes carry it, so a deposed leader's late write
@@ -127,12 +132,15 @@ class UsageHistoryStore:
         except ApiException as exc:
             if exc.status == 404:
                 log.info("no usage history yet in %s: starting from none", self.where)
-                self._version = None
+                self._version, self.foreign = None, None
                 return None
             raise StoreUnavailable(f"{self.where}: {exc.status} {exc.reason}") from exc
         except Exception as exc:  # connection refused, timeout
             raise StoreUnavailable(f"{self.where}: {exc}") from exc
-        self._version = _version_of(obj)
+        self._take(obj)
+        if self.foreign is not None:
+            log.error("%s", self.foreign)
+            return None
         try:
             return decode(obj.data, self.where)
         except InputError as exc:
@@ -145,7 +153,10 @@ class UsageHistoryStore:
         history anyway. When someone else wrote in between (409), nothing is written and
         the next write goes over their version: only the leader writes, and a daemon
         leads only after reading, so the other write was a deposed leader's late one (or
-        a hand edit), older than this daemon's history."""
+        a hand edit), older than this daemon's history. Never over an object that is
+        not a usage history (`foreign`)."""
+        if self.foreign is not None:
+            return False
         metadata: dict[str, Any] = {
             "name": self.name,
             "namespace": self.namespace,
@@ -200,7 +211,25 @@ class UsageHistoryStore:
             return
         except Exception:  # the next write fails on the old version and asks again
             return
+        self._take(obj)
+        if self.foreign is not None:
+            log.error("%s", self.foreign)
+
+    def _take(self, obj: client.V1ConfigMap) -> None:
+        """The object read: its version, and whether it is a usage history at all. One
+        holding other keys is another program's (a name shared by mistake): replaced,
+        its data was lost. Only the history's key (what fairpool writes, or a hand edit
+        of it), or nothing, is fairpool's to write over."""
         self._version = _version_of(obj)
+        keys = sorted({*(obj.data or {}), *(obj.binary_data or {})} - {HISTORY_KEY})
+        self.foreign = None
+        if keys:
+            shown = ", ".join(keys[:5]) + (", …" if len(keys) > 5 else "")
+            self.foreign = (
+                f"{self.where} holds data fairpool did not write (keys: {shown}): the usage "
+                "history is kept in memory only and never written there; choose another "
+                "name with --usage-history-configmap (the chart names it after the release)"
+            )
 
 
 def _version_of(obj: client.V1ConfigMap) -> str | None:

@@ -195,3 +195,34 @@ def test_a_deposed_leaders_late_write_never_overwrites_the_new_leaders(
     assert not new.save(StoredHistory(T0 + 150, {"a": 50.0}))
     assert new.save(StoredHistory(T0 + 180, {"a": 40.0}))
     assert old.load() == StoredHistory(T0 + 180, {"a": 40.0})
+
+
+def test_a_configmap_of_the_same_name_that_fairpool_did_not_write_is_left_alone(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    """Another program's ConfigMap under the history's name: its data was replaced by
+    the history at the first write (and its labels by fairpool's)."""
+    admin = k8s.CoreV1Api(control_plane.admin)
+    theirs = {"app.conf": "retries = 3\n"}
+    admin.create_namespaced_config_map(
+        namespace,
+        {"metadata": {"name": CONFIGMAP, "labels": {"app": "other"}}, "data": theirs},  # type: ignore[arg-type]
+    )
+    store = UsageHistoryStore(control_plane.scheduler, namespace, CONFIGMAP)
+    assert store.load() is None
+    assert not store.save(StoredHistory(T0, {"a": 100.0}))
+    kept = admin.read_namespaced_config_map(CONFIGMAP, namespace)
+    assert (kept.data, kept.metadata.labels) == (theirs, {"app": "other"})
+    assert store.foreign is not None and CONFIGMAP in store.foreign
+    assert "--usage-history-configmap" in store.foreign
+
+    # Fairpool's own (written by it, or by an earlier version, or hand-edited to a
+    # history that does not parse) is still written over.
+    admin.delete_namespaced_config_map(CONFIGMAP, namespace)
+    admin.create_namespaced_config_map(
+        namespace,
+        {"metadata": {"name": CONFIGMAP}, "data": {"usage-history.json": "{bad"}},  # type: ignore[arg-type]
+    )
+    assert store.load() is None and store.foreign is None
+    assert store.save(StoredHistory(T0, {"a": 100.0}))
+    assert store.load() == StoredHistory(T0, {"a": 100.0})
