@@ -8,7 +8,6 @@ functions here, so a caller gets the same answer from either."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -21,6 +20,7 @@ from scheduler.api.auth import Principal, RoleKind, refuse_unknown_member
 from scheduler.api.errors import abort
 from scheduler.engine.snapshot import PendingJob
 from scheduler.k8s.published import Rejected
+from scheduler.k8s.redaction import redact_explanation
 
 MAX_PENDING_PAGE = 5000
 NO_DECISION_YET = "no scheduling decision yet: the job arrived after the latest cycle"
@@ -175,17 +175,6 @@ def rejected_named(rejected: tuple[Rejected, ...], name: str, namespace: str) ->
             if key in names and (not where or job.namespace == where) and job not in found:
                 found.append(job)
     return found
-
-
-def redact_explanation(text: str, member: str, members: list[str]) -> str:
-    """The engine's sentence as `member` may read it: other members become "another
-    member", and their jobs named in it (reclaim victims) "a job"; a count of their
-    nodes ("30 of vc-01") stays a count."""
-    for other in sorted(set(members) - {member}, key=len, reverse=True):
-        text = re.sub(rf"(?<![\w-]){re.escape(other)}(?![\w-])", "another member", text)
-    return re.sub(
-        r"(?<![^\s(),;])(?!\d+ of)[^\s(),;]+ of another member", "a job of another member", text
-    )
 
 
 def caller_scope(

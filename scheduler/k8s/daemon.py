@@ -95,6 +95,7 @@ from scheduler.k8s.owners import (
 )
 from scheduler.k8s.policy_object import PolicyObject
 from scheduler.k8s.published import NOTHING_PUBLISHED, Published, Rejected
+from scheduler.k8s.redaction import redact_explanation
 from scheduler.k8s.usage_history import (
     UsageHistoryStore,
     UsageKeeper,
@@ -803,6 +804,7 @@ class Daemon:
         recorder = self.recorder
         post = recorder.wanted("Warning")
         waiting = 0
+        members: list[str] | None = None
         for job in snapshot.pending:
             sentence = explanations.get(job.job_id)
             if sentence is None:
@@ -810,10 +812,19 @@ class Daemon:
             waiting += 1
             if not post or now - job.submitted_at < self.config.explain_after_seconds:
                 continue
+            told = ""
             for pending in job.pods:
                 pod = view.pods.get(pending.uid)
                 if pod is not None and recorder.due(pod.uid or pod.key, sentence, now):
-                    recorder.record(_ref(pod), "Warning", "FailedScheduling", sentence)
+                    if not told:
+                        # Read in the pod's namespace by its member: other members and
+                        # their jobs (a reclaim's victims) hidden as ExplainPending hides
+                        # them from a member. Only for events that go out: at 50,000
+                        # waiting pods almost none is due.
+                        if members is None:
+                            members = self.policy().member_names()
+                        told = redact_explanation(sentence, job.member, members)
+                    recorder.record(_ref(pod), "Warning", "FailedScheduling", told)
         if waiting:
             self.metrics.attempts.labels("unschedulable").inc(waiting)
 

@@ -14,9 +14,9 @@ from policies.inventory import load_inventory
 from policies.loader import DEFAULT_POLICY, load_policy
 from proto.fairpool.v1 import share_pb2, share_pb2_grpc
 from scheduler.api.frozen_view import FrozenClusterView
-from scheduler.api.pending_queue import redact_explanation
 from scheduler.api.server import ApiServer
 from scheduler.engine.snapshot import PendingJob, PendingPod, PodSpec, RunningPod, Snapshot
+from scheduler.k8s.redaction import redact_explanation
 from scheduler.sim.cluster import build_nodes
 from tests.unit.test_api_front import code_of
 from tests.unit.test_api_support import make_config, metadata
@@ -291,3 +291,40 @@ def test_a_job_the_latest_cycle_bound_is_not_said_to_have_arrived_after_it(
     assert answer.explanation == (
         f"not waiting: the latest cycle bound it to {bind.node} (its binds may be on their way)"
     )
+
+
+def test_a_members_failed_scheduling_events_never_name_who_its_job_preempts() -> None:
+    """Events live in the pod's namespace, read by its member: the engine's sentence went
+    out whole in FailedScheduling, naming the reclaim's victims and their member, which
+    ExplainPending hides from that member."""
+    from scheduler.k8s.cache import CacheView
+    from scheduler.k8s.daemon import Daemon
+    from scheduler.k8s.objects import pod_info
+    from tests.unit.test_k8s_effects import _unreachable
+
+    view = reclaim_view()
+    snapshot, policy = view.snapshot(), view.policy()
+    sentence = view.last_decisions().explanations["uni-north-eval"]
+    assert "of ai-startup" in sentence
+    pod = pod_info(
+        {
+            "metadata": {"name": "eval", "namespace": "uni-north", "uid": "p-eval"},
+            "spec": {"schedulerName": "fairpool", "containers": []},
+        }
+    )
+    posted: list[tuple[str, str]] = []
+    daemon = Daemon(_unreachable(), policy)
+    daemon.recorder.record = (  # type: ignore[method-assign]
+        lambda ref, kind, reason, message: posted.append((reason, message))
+    )
+    try:
+        daemon._explain(
+            snapshot, {"uni-north-eval": sentence}, CacheView(snapshot, (), {"p-eval": pod})
+        )
+    finally:
+        daemon.recorder.close()
+    assert posted == [
+        ("FailedScheduling", redact_explanation(sentence, "uni-north", policy.member_names()))
+    ]
+    assert "ai-startup" not in posted[0][1] and "train-" not in posted[0][1]
+    assert "a job of another member" in posted[0][1]

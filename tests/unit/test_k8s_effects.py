@@ -477,7 +477,9 @@ def test_waiting_jobs_are_counted_and_explained_once_per_repeat(level: EventLeve
         for p in job.pods
     }
     recorder = _Capture(level)
-    fake = SimpleNamespace(config=DaemonConfig(), metrics=SchedulerMetrics(), recorder=recorder)
+    fake = SimpleNamespace(
+        config=DaemonConfig(), metrics=SchedulerMetrics(), recorder=recorder, policy=load_policy
+    )
 
     def explain(now: float, sentence: str) -> None:
         snapshot = Snapshot(now=now, nodes=(), running=(), pending=(old, new))
