@@ -11,9 +11,16 @@ from collections.abc import Iterable
 def redact_explanation(text: str, member: str, members: Iterable[str]) -> str:
     """The engine's sentence as `member` may read it: other members become "another
     member", and their jobs named in it (reclaim victims) "a job"; a count of their
-    nodes ("30 of vc-01") stays a count."""
-    for other in sorted(set(members) - {member}, key=len, reverse=True):
-        text = re.sub(rf"(?<![\w-]){re.escape(other)}(?![\w-])", "another member", text)
-    return re.sub(
-        r"(?<![^\s(),;])(?!\d+ of)[^\s(),;]+ of another member", "a job of another member", text
+    nodes ("30 of vc-01") stays a count. Jobs first: a job named namespace/name in a
+    namespace called as its member ("physics/train of physics") read "another a job of
+    another member" when the member's names were replaced first."""
+    others = sorted(set(members) - {member}, key=len, reverse=True)
+    if not others:
+        return text
+    names = "|".join(re.escape(other) for other in others)
+    text = re.sub(
+        rf"(?<![^\s(),;])(?!\d+ of)[^\s(),;]+ of (?:{names})(?![\w-])",
+        "a job of another member",
+        text,
     )
+    return re.sub(rf"(?<![\w-])(?:{names})(?![\w-])", "another member", text)

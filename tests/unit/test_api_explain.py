@@ -41,6 +41,16 @@ def test_redaction_keeps_the_sentence_and_hides_others() -> None:
     ), "a longer name that merely starts with a member's name is not a member"
 
 
+def test_redaction_hides_a_job_whose_namespace_is_called_as_its_member() -> None:
+    """A namespace named after its member (physics/train of physics, the daemon's name
+    for a gang or a pod alone): the member's name was replaced first, and the sentence
+    read "another a job of another member"."""
+    text = "preempting 2 borrowed pods (physics/gang-2 of physics, ns/train of physics) now"
+    assert redact_explanation(text, "lab-a", ["lab-a", "physics"]) == (
+        "preempting 2 borrowed pods (a job of another member, a job of another member) now"
+    )
+
+
 def test_redaction_keeps_counts_of_other_members_nodes() -> None:
     """A refused consolidation counts the nodes each owner's own work holds ("30 of
     vc-01"): redacted, the count stays and only the owner is hidden (the counts read "a
