@@ -65,6 +65,7 @@ from scheduler.engine.explain import (
     capacity_detail,
     drain_detail,
     fmt,
+    job_name,
     max_gpus_detail,
     no_borrowing_detail,
     no_move_detail,
@@ -478,7 +479,7 @@ class _Cycle(OrderKeys):
 
     def _kept_detail(self, job: PendingJob, model: str | None) -> str:
         limit = self.terms.max_reclaims_per_job
-        reclaimed = f"job {job.job_id} was reclaimed {plural(job.reclaims, 'time')}"
+        reclaimed = f"job {_named(job)} was reclaimed {plural(job.reclaims, 'time')}"
         if self.exhausted(job):
             text = (
                 f"{reclaimed}, the policy's limit of {limit} (maxReclaimsPerJob): it will "
@@ -990,13 +991,14 @@ class _Cycle(OrderKeys):
         victims_text: list[str] = []
         for victim in result.victims:
             reason = (
-                f"reclaim for member {job.member}'s job {job.job_id} (needs {job.gpus}), "
-                f"which comes before job {victim.job_id} in the member's queue: "
-                f"{victim.job_id} started on GPUs freed one by one while the bigger job "
+                f"reclaim for member {job.member}'s job {_named(job)} (needs {job.gpus}), "
+                f"which comes before job {_victim_named(victim)} in the member's queue: "
+                f"{_victim_named(victim)} started on GPUs freed one by one while the bigger "
+                "job "
                 "waited, and resumes where it stops"
             )
             self._preempt(job, victim, reason, grace, "queue")
-            victims_text.append(victim.job_id)
+            victims_text.append(_victim_named(victim))
         self._nominate(job, result.plan)
         n_pods = sum(len(v.pods) for v in result.victims)
         detail = (
@@ -1153,12 +1155,12 @@ class _Cycle(OrderKeys):
         for victim in result.victims:
             # Each victim's position is read after the earlier victims are taken off.
             reason = (
-                f"reclaim for member {job.member} ({whose}, job {job.job_id} needs "
+                f"reclaim for member {job.member} ({whose}, job {_named(job)} needs "
                 f"{job.gpus}): {self._victim_position(victim.member, model)}, and job "
-                f"{victim.job_id} runs on borrowed GPUs"
+                f"{_victim_named(victim)} runs on borrowed GPUs"
             )
             self._preempt(job, victim, reason, grace, "entitlement" if entitled else "fair_share")
-            victims_text.append(f"{victim.job_id} of {victim.member}")
+            victims_text.append(f"{_victim_named(victim)} of {victim.member}")
         self._nominate(job, result.plan)
         n_pods = sum(len(v.pods) for v in result.victims)
         if n_pods:
@@ -1343,14 +1345,14 @@ class _Cycle(OrderKeys):
                 # work goes home to these GPUs.
                 home = "" if owner == job.member else ", whose moved work goes home there"
                 reason = (
-                    f"reclaim for member {job.member} ({whose}, job {job.job_id} needs "
+                    f"reclaim for member {job.member} ({whose}, job {_named(job)} needs "
                     f"{job.gpus}), with consolidation of {where}: "
                     f"{self._victim_position(victim.member, model)}, and job "
-                    f"{victim.job_id} runs on borrowed GPUs of member {owner}{home}"
+                    f"{_victim_named(victim)} runs on borrowed GPUs of member {owner}{home}"
                 )
                 # Only an owner's guarantee lets taken work go (see `consolidation`).
                 self._preempt(job, victim, reason, grace, "entitlement")
-                victims_text.append(f"{victim.job_id} of {victim.member}")
+                victims_text.append(f"{_victim_named(victim)} of {victim.member}")
                 continue
             if victim.job_id in move.homes:
                 why = (
@@ -1362,12 +1364,12 @@ class _Cycle(OrderKeys):
             else:
                 why = f"it runs on borrowed GPUs and {self._victim_position(victim.member, model)}"
             reason = (
-                f"consolidation of {where} for job {job.job_id} of member {job.member} "
+                f"consolidation of {where} for job {_named(job)} of member {job.member} "
                 f"(needs {job.gpus} {model}; the idle GPUs are scattered over too many "
-                f"nodes): job {victim.job_id} of member {victim.member} moves, {why}"
+                f"nodes): job {_victim_named(victim)} of member {victim.member} moves, {why}"
             )
             self._preempt(job, victim, reason, grace, "consolidation")
-            victims_text.append(f"{victim.job_id} of {victim.member}")
+            victims_text.append(f"{_victim_named(victim)} of {victim.member}")
         self._nominate(job, move.plan)
         n_pods = sum(len(v.pods) for v in move.victims)
         detail = (
@@ -1640,3 +1642,11 @@ def _filter_report(snapshot: Snapshot, spec: PodSpec) -> str:
 
 # `position` is re-exported for the API's own messages.
 __all__ += ["position"]
+
+
+def _named(job: PendingJob) -> str:
+    return job_name(job.job_id, job.pods)
+
+
+def _victim_named(victim: VictimJob) -> str:
+    return job_name(victim.job_id, [pod for pod, _ in victim.pods])

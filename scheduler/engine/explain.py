@@ -8,11 +8,11 @@ measured on the capacity left at the end of the cycle.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Final
 
 from scheduler.engine.placement import ClusterState, spec_res
-from scheduler.engine.snapshot import PendingJob, PodSpec
+from scheduler.engine.snapshot import PendingJob, PendingPod, PodSpec, RunningPod
 
 if TYPE_CHECKING:  # consolidation imports reclaim, which imports this module
     from scheduler.engine.consolidation import Refusal
@@ -26,6 +26,18 @@ def fmt(x: float) -> str:
         return str(int(x))  # what `round`, a call into Python, would give
     r = round(x, 1)
     return str(int(r)) if r == int(r) else f"{r:.1f}"
+
+
+def job_name(job_id: str, pods: Sequence[PendingPod | RunningPod]) -> str:
+    """How a sentence names a job: a pod alone whose job id is its uid (the daemon's pods
+    not in a gang, `scheduler.k8s.objects.job_id_of`) by namespace/name, which its user
+    knows (a uid maps to nothing they see); any other job by its id (a gang's
+    namespace/name, a trace's job). Only the text: decisions keep the id."""
+    if len(pods) == 1:
+        pod = pods[0]
+        if pod.uid == job_id:
+            return f"{pod.namespace}/{pod.name}"
+    return job_id
 
 
 def plural(n: int, word: str) -> str:

@@ -776,7 +776,7 @@ class Daemon:
                     self.nomination_writer.submit(write)
         running = {p.uid: p for p in snapshot.running}
         for preemption in decisions.preemptions:
-            self._preempt(preemption, view.pods.get(preemption.pod_uid), running)
+            self._preempt(preemption, view.pods.get(preemption.pod_uid), running, view)
         for write in self.nominations.update(snapshot, decisions, bound_jobs, view.pods):
             self.nomination_writer.submit(write)
         self._explain(snapshot, decisions.explanations, view)
@@ -786,13 +786,24 @@ class Daemon:
                 self.recorder.failed_scheduling(_ref(pod), rejected.reason)
 
     def _preempt(
-        self, preemption: Preemption, pod: PodInfo | None, running: Mapping[str, RunningPod]
+        self,
+        preemption: Preemption,
+        pod: PodInfo | None,
+        running: Mapping[str, RunningPod],
+        view: CacheView,
     ) -> None:
         if pod is None:
             return
         victim = running.get(pod.uid)
+        # A pod alone is a job whose id is its uid: the victim's event names it as its
+        # user knows it (a gang's id is already its namespace/name).
+        reclaimer = view.pods.get(preemption.for_job)
         submitted = self.evictor.submit(
-            preemption, pod, self.cache.record_of(pod), self.cache.job_of(pod)
+            preemption,
+            pod,
+            self.cache.record_of(pod),
+            self.cache.job_of(pod),
+            reclaimer.key if reclaimer is not None else "",
         )
         if submitted and victim is not None:
             self._victims[pod.uid] = victim

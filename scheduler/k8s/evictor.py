@@ -107,23 +107,27 @@ def annotation_patch(pod: PodInfo, annotations: Mapping[str, str | None]) -> dic
     return {"metadata": {"uid": pod.uid, "annotations": dict(annotations)}}
 
 
-def event_text(preemption: Preemption, job: Owner | None = None) -> tuple[EventType, str, str]:
+def event_text(
+    preemption: Preemption, job: Owner | None = None, for_job: str = ""
+) -> tuple[EventType, str, str]:
     """The victim's event: its type, its reason (`Preempted` for a reclaim, `Consolidated`
-    for a move) and message. `job`: the batch Job that controls the pod; one that counts
-    the eviction as a failure (`Owner.eviction_fails`) turns the event into a Warning
-    that says so, since the Job may fail for good where the user expected its work to
-    wait and run again."""
+    for a move) and message. `for_job`: how to name the job the GPUs go to (a pod alone
+    by namespace/name: its job id is its uid), else its id. `job`: the batch Job that
+    controls the pod; one that counts the eviction as a failure (`Owner.eviction_fails`)
+    turns the event into a Warning that says so, since the Job may fail for good where
+    the user expected its work to wait and run again."""
     grace = f"(grace period {preemption.grace_period_seconds}s)"
+    for_job = for_job or preemption.for_job
     if preemption.cause == "consolidation":
         reason, text = (
             "Consolidated",
-            f"Moved for consolidation, for job {preemption.for_job} of member "
+            f"Moved for consolidation, for job {for_job} of member "
             f"{preemption.reclaimer}: {preemption.reason} {grace}",
         )
     else:
         reason, text = (
             "Preempted",
-            f"Preempted by member {preemption.reclaimer} for job {preemption.for_job}: "
+            f"Preempted by member {preemption.reclaimer} for job {for_job}: "
             f"{preemption.reason} {grace}",
         )
     if job is None or job.eviction_fails is None:
@@ -171,10 +175,12 @@ class Evictor:
         pod: PodInfo,
         record: Owner | None = None,
         job: Owner | None = None,
+        for_job: str = "",
     ) -> bool:
         """Evict the victim unless it is already going or was tried too recently;
         `record`: the object that keeps its job's reclaim record (`owners.record_owner`);
-        `job`: the batch Job that controls it (`event_text`)."""
+        `job`: the batch Job that controls it, `for_job`: the name of the job the GPUs go
+        to (`event_text`)."""
         if pod.deleting:
             return False
         now = time.monotonic()
@@ -186,7 +192,7 @@ class Evictor:
                 # Past entries hold nothing back: dropped once the table doubled.
                 self._not_before = {u: t for u, t in self._not_before.items() if t > now}
                 self._kept_at_prune = len(self._not_before)
-        self._pool.submit(self._evict, preemption, pod, record, job)
+        self._pool.submit(self._evict, preemption, pod, record, job, for_job)
         return True
 
     def refused(self) -> frozenset[str]:
@@ -218,6 +224,7 @@ class Evictor:
         pod: PodInfo,
         record: Owner | None = None,
         job: Owner | None = None,
+        for_job: str = "",
     ) -> None:
         try:
             outcome, detail = self._attempt(preemption, pod, record)
@@ -237,7 +244,7 @@ class Evictor:
                 self._refused.pop(pod.uid, None)
         ref = ObjectRef("Pod", pod.namespace, pod.name, pod.uid)
         if outcome == "evicted" and self.recorder is not None:
-            self.recorder.record(ref, *event_text(preemption, job))
+            self.recorder.record(ref, *event_text(preemption, job, for_job))
         elif outcome == "blocked":
             log.info("eviction of %s blocked: %s", pod.key, detail)
         elif outcome == "failed":

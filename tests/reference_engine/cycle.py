@@ -47,6 +47,7 @@ from scheduler.engine.decisions import (
 )
 from scheduler.engine.explain import (  # the sentences only, not decisions
     drain_detail,
+    job_name,
     max_gpus_detail,
     no_borrowing_detail,
     overtook_clause,
@@ -292,7 +293,7 @@ class _Cycle:
 
     def _kept_detail(self, job: PendingJob, model: str | None) -> str:
         limit = self.policy.sharing.max_reclaims_per_job
-        reclaimed = f"job {job.job_id} was reclaimed {plural(job.reclaims, 'time')}"
+        reclaimed = f"job {_named(job)} was reclaimed {plural(job.reclaims, 'time')}"
         if self.exhausted(job):
             text = (
                 f"{reclaimed}, the policy's limit of {limit} (maxReclaimsPerJob): it will "
@@ -712,9 +713,10 @@ class _Cycle:
         grace = self.policy.sharing.reclaim_grace_period_seconds
         for victim in result.victims:
             reason = (
-                f"reclaim for member {job.member}'s job {job.job_id} (needs {job.gpus}), "
-                f"which comes before job {victim.job_id} in the member's queue: "
-                f"{victim.job_id} started on GPUs freed one by one while the bigger job "
+                f"reclaim for member {job.member}'s job {_named(job)} (needs {job.gpus}), "
+                f"which comes before job {_victim_named(victim)} in the member's queue: "
+                f"{_victim_named(victim)} started on GPUs freed one by one while the bigger "
+                "job "
                 "waited, and resumes where it stops"
             )
             self._preempt(job, victim, reason, grace, "queue")
@@ -722,7 +724,7 @@ class _Cycle:
         n_pods = sum(len(v.pods) for v in result.victims)
         detail = (
             f"preempting {plural(n_pods, 'pod')} of its member's later jobs "
-            f"({', '.join(v.job_id for v in result.victims)}), which resume where they "
+            f"({', '.join(_victim_named(v) for v in result.victims)}), which resume where they "
             f"stop, with a grace period of {grace} s; their GPUs are held for this job"
         )
         self.out.waiting[job.job_id] = (job, Waiting("reclaiming", detail))
@@ -826,12 +828,12 @@ class _Cycle:
         for victim in result.victims:
             # Each victim's position is read after the earlier victims are taken off.
             reason = (
-                f"reclaim for member {job.member} ({whose}, job {job.job_id} needs "
+                f"reclaim for member {job.member} ({whose}, job {_named(job)} needs "
                 f"{job.gpus}): {self._victim_position(victim.member, model)}, and job "
-                f"{victim.job_id} runs on borrowed GPUs"
+                f"{_victim_named(victim)} runs on borrowed GPUs"
             )
             self._preempt(job, victim, reason, grace, "entitlement" if entitled else "fair_share")
-            victims_text.append(f"{victim.job_id} of {victim.member}")
+            victims_text.append(f"{_victim_named(victim)} of {victim.member}")
         self._nominate(job, result.plan)
         n_pods = sum(len(v.pods) for v in result.victims)
         if n_pods:
@@ -1243,3 +1245,11 @@ def _filter_report(snapshot: Snapshot, spec: PodSpec) -> str:
 
 # `position` is re-exported for the API's own messages.
 __all__ += ["position"]
+
+
+def _named(job: PendingJob) -> str:
+    return job_name(job.job_id, job.pods)
+
+
+def _victim_named(victim: VictimJob) -> str:
+    return job_name(victim.job_id, [pod for pod, _ in victim.pods])

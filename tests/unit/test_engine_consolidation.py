@@ -53,8 +53,8 @@ def test_frees_the_node_whose_work_loses_least_for_a_member_below_its_fair_share
     assert [(n.job_id, n.nodes) for n in d.nominations] == [("a-1", {"a-1-0": "o3"})]
     assert d.explanations["a-1"] == (
         f"member lab-a is below its fair share of 8 {H100} (holds 0); waiting for "
-        "consolidation of o3: 3 pods leaving (lab-b-o3-0 of lab-b, lab-b-o3-1 of "
-        "lab-b, lab-b-o3-2 of lab-b) with a grace period of 45 s, since the idle "
+        "consolidation of o3: 3 pods leaving (lab-b/lab-b-o3-0 of lab-b, lab-b/lab-b-o3-1 "
+        "of lab-b, lab-b/lab-b-o3-2 of lab-b) with a grace period of 45 s, since the idle "
         f"{H100} GPUs are scattered over nodes too small for it; their GPUs are held for "
         "this job"
     )

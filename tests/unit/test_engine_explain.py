@@ -284,3 +284,48 @@ def test_a_pod_that_asks_for_no_gpu_is_told_what_it_waits_for() -> None:
     assert d.explanations["g"].endswith(
         "; no node it may use has room for the gang's 2 pods of 300 GiB"
     )
+
+
+def test_a_single_pod_is_named_by_namespace_and_name_not_its_uid() -> None:
+    """In the daemon a pod alone is a job whose id is the pod's uid (`job_id_of`): the
+    sentences and the reclaim reasons said "job 3f2a…", which no user can map to
+    anything. They name it namespace/name; the ids the decisions carry stay the uids."""
+    from policies.inventory import load_inventory
+    from policies.loader import DEFAULT_POLICY, load_policy
+    from scheduler.engine.snapshot import PendingJob, PendingPod, PodSpec, RunningPod, Snapshot
+    from scheduler.sim.cluster import build_nodes
+
+    model = "NVIDIA-H100-80GB-HBM3"
+    pol = load_policy(DEFAULT_POLICY)
+    nodes = build_nodes(load_inventory())
+    h100 = [n for n in nodes if n.gpu_model == model]
+    uid = "3f2a9c4e-0b1d-4e5f-9a8b-{:012d}"
+    runs = tuple(
+        RunningPod(
+            uid=uid.format(i),
+            name=f"train-{i}",
+            namespace="ai-startup-lab",
+            member="ai-startup",
+            job_id=uid.format(i),  # as the daemon makes it
+            node=n.name,
+            spec=PodSpec(gpus=8, gpu_model=model),
+            started_at=0.0,
+        )
+        for i, n in enumerate(h100)
+    )
+    wanted_uid = "9c1e7d2a-5b3c-4d6e-8f90-000000000abc"
+    wanted = PendingJob(
+        wanted_uid,
+        "uni-north",
+        (PendingPod(wanted_uid, "eval", "uni-north", PodSpec(gpus=8, gpu_model=model)),),
+    )
+    decisions = schedule(Snapshot(100_000.0, nodes, runs, (wanted,)), pol)
+    sentence = decisions.explanations[wanted_uid]
+    (preemption,) = decisions.preemptions
+    victim = next(r for r in runs if r.uid == preemption.pod_uid)
+    assert f"({victim.namespace}/{victim.name} of ai-startup)" in sentence, sentence
+    assert "3f2a" not in sentence
+    assert "job uni-north/eval needs" in preemption.reason, preemption.reason
+    assert f"job {victim.namespace}/{victim.name} runs" in preemption.reason
+    assert "3f2a" not in preemption.reason and "9c1e" not in preemption.reason
+    assert (preemption.job_id, preemption.for_job) == (victim.uid, wanted_uid)

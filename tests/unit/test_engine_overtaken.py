@@ -61,13 +61,14 @@ def test_a_waiting_gang_takes_back_the_nodes_its_own_later_jobs_filled() -> None
     assert taken == {f"s{n}-{k}" for n in (2, 3) for k in range(4)}
     assert {p.cause for p in got.preemptions} == {"queue"}
     assert {p.reclaimer for p in got.preemptions} == {"m-a"}
-    assert "comes before job s2-0 in the member's queue" in next(
+    assert "comes before job m-a/s2-0 in the member's queue" in next(
         p.reason for p in got.preemptions if p.job_id == "s2-0"
     )
     assert [(n.job_id, sorted(n.nodes.values())) for n in got.nominations] == [
         ("gang", ["na2", "na3"])
     ]
-    assert "; preempting 8 pods of its member's later jobs (s2-0, s2-1" in got.explanations["gang"]
+    later = "; preempting 8 pods of its member's later jobs (m-a/s2-0, m-a/s2-1"
+    assert later in got.explanations["gang"]
 
 
 def test_off_by_default_and_before_the_wait_it_sets() -> None:

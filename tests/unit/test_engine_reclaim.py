@@ -47,8 +47,8 @@ def test_reclaims_borrowed_pods_for_a_member_below_its_fair_share() -> None:
     assert [(n.job_id, n.nodes) for n in d.nominations] == [("a-2", {"a-2-0": "a1"})]
     assert d.explanations["a-2"] == (
         f"member lab-a is below its fair share of 16 {H100} (holds 8); preempting 2 "
-        "borrowed pods (b-y of lab-b, b-x of lab-b) with a grace period of 45 s; their "
-        "GPUs are held for this job"
+        "borrowed pods (lab-b/b-y of lab-b, lab-b/b-x of lab-b) with a grace period of "
+        "45 s; their GPUs are held for this job"
     )
     # The pods within lab-b's entitlement (its own node) are never touched.
     assert "b-own" not in preempted(d)
@@ -313,14 +313,14 @@ def test_below_its_entitlement_reclaims_from_a_borrower_at_its_fair_share() -> N
     assert preempted(d) == ["ai-2"]
     assert d.preemptions[0].reason == (
         f"reclaim for member physics (holds 0 of its entitlement of 16 {H100}, job p-1 "
-        "needs 8): member ai-startup holds 24, above its entitlement of 8, and job ai-2 "
-        "runs on borrowed GPUs"
+        "needs 8): member ai-startup holds 24, above its entitlement of 8, and job "
+        "ai-startup/ai-2 runs on borrowed GPUs"
     )
     assert [(n.job_id, n.nodes) for n in d.nominations] == [("p-1", {"p-1-0": "p2"})]
     assert d.explanations["p-1"] == (
         f"member physics is below its fair share of 8 {H100} (holds 0); preempting 1 "
-        "borrowed pod (ai-2 of ai-startup) with a grace period of 45 s; their GPUs are "
-        "held for this job"
+        "borrowed pod (ai-startup/ai-2 of ai-startup) with a grace period of 45 s; their "
+        "GPUs are held for this job"
     )
 
 

@@ -197,6 +197,33 @@ def test_a_replica_that_lost_the_lease_while_marking_a_gangs_pod_posts_no_undo_e
     assert (deleted, recorded) == (["p"], ["GangBindUndone"])
 
 
+def test_a_victims_event_names_a_reclaiming_pod_alone_by_namespace_and_name() -> None:
+    # A pod alone is a job whose id is its uid: "Preempted by member lab-bio for job
+    # 9c1e7d2a-…" named nothing its reader could find.
+    reclaimer = pod_info(
+        {
+            "metadata": {"name": "eval", "namespace": "lab-bio", "uid": "9c1e"},
+            "spec": {"schedulerName": "fairpool", "containers": []},
+        }
+    )
+    preemption = Preemption("u1", "u1", "physics", "lab-bio", "9c1e", "r", 30, "entitlement")
+    daemon = Daemon(_unreachable(), load_policy())
+    sent: list[str] = []
+    daemon.evictor.submit = lambda *args: sent.append(args[-1]) or True  # type: ignore[method-assign]
+    try:
+        view = CacheView(Snapshot(0.0, (), (), ()), (), {"9c1e": reclaimer, "u1": POD})
+        daemon._preempt(preemption, POD, {}, view)
+        gang = Preemption("u1", "u1", "physics", "lab-bio", "lab-bio/g", "r", 30, "entitlement")
+        daemon._preempt(gang, POD, {}, view)
+    finally:
+        daemon.recorder.close()
+    assert sent == ["lab-bio/eval", ""]
+    assert event_text(preemption, None, sent[0])[2] == (
+        "Preempted by member lab-bio for job lab-bio/eval: r (grace period 30s)"
+    )
+    assert event_text(gang)[2].startswith("Preempted by member lab-bio for job lab-bio/g: ")
+
+
 def test_failed_scheduling_is_rate_limited_per_pod() -> None:
     recorder = EventRecorder(_unreachable(), repeat_seconds=60)
     try:
