@@ -499,6 +499,10 @@ def test_reclaim_end_to_end(pool: Pool) -> None:
     preempted = pool.events("a", "Preempted")
     assert {e.involved_object.name for e in preempted} == borrowed
     assert "member b" in preempted[0].message
+    # B's pods are pods alone, whose job ids are their uids: named namespace/name.
+    assert all(f"for job {pool.ns('b')}/b" in e.message for e in preempted), preempted[0].message
+    uids = {p.metadata.uid for p in pool.pods("b")}
+    assert not any(uid in e.message for e in preempted for uid in uids)
     text = urllib.request.urlopen(
         f"http://127.0.0.1:{daemon.metrics.serve(0, '127.0.0.1')}/metrics"
     )
