@@ -22,7 +22,9 @@ gang's bound pods are deleted, each with a `GangBindUndone` event naming the pod
 failed and why: the owning controller recreates them, and the gang is scheduled whole
 again. Running part of a gang would hold GPUs for work that cannot start. Each is first
 given the condition `DisruptionTarget`, as an evicted pod is, so that a Job ignoring it
-in its podFailurePolicy does not count the deletion as a failure of its work.
+in its podFailurePolicy does not count the deletion as a failure of its work; a pod
+not deleted after all (the lease lost meanwhile, the deletion refused) has it removed
+again, and a replica that lost the lease posts no event: the gang is the new leader's.
 """
 
 from __future__ import annotations
@@ -436,7 +438,13 @@ class Binder:
             return
         self._mark_disrupted(pod, message)
         detail = self._delete(pod)
-        if detail == NOT_LEADER:
+        if detail is not None:
+            # Not deleted, so not the scheduler's disruption: the mark goes (as an evictor
+            # puts a victim's annotations back), or a gang the next leader finishes runs
+            # with it, and a real failure of its pod is ignored by its Job's
+            # podFailurePolicy.
+            detail += self._unmark(pod)
+        if detail is not None and detail.startswith(NOT_LEADER):
             # Lost while the pod was marked: the event, like the deletion, is the new
             # leader's to write (an evictor that lost the lease posts none either).
             return
@@ -477,6 +485,28 @@ class Binder:
                 )
         except Exception as exc:  # connection refused/reset: the deletion retries
             log.warning("marking %s disrupted before its deletion failed: %s", pod.key, _why(exc))
+
+    def _unmark(self, pod: PodInfo) -> str:
+        """Remove the `DisruptionTarget` condition `_mark_disrupted` wrote; "" when done
+        (or the pod is gone), else why not."""
+        try:
+            patch_pod_status(
+                self._core,
+                pod.name,
+                pod.namespace,
+                pod.uid,
+                {"conditions": [{"type": "DisruptionTarget", "$patch": "delete"}]},
+            )
+        except ApiException as exc:
+            if exc.status in (404, 409, 422):  # gone, or replaced under its name
+                return ""
+            why = f"{exc.status} {status_message(exc)}"
+        except Exception as exc:  # connection refused/reset
+            why = _why(exc)
+        else:
+            return ""
+        log.warning("removing the DisruptionTarget mark of %s failed: %s", pod.key, why)
+        return f"; its DisruptionTarget condition could not be removed: {why}"
 
     def _delete(self, pod: PodInfo) -> str | None:
         """Delete the pod (this very one: UID precondition); None when it is deleted or

@@ -16,8 +16,12 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
+from scheduler.k8s.binder import Binder
+from scheduler.k8s.cache import ClusterCache
 from scheduler.k8s.daemon import Daemon
+from scheduler.k8s.events import EventRecorder
 from scheduler.k8s.leader import LeaderElector
+from scheduler.k8s.objects import PodInfo, pod_info
 from tests.controlplane import ControlPlane, processes
 from tests.controlplane.build import binary_path
 from tests.controlplane.cluster import save_state
@@ -417,3 +421,53 @@ def test_a_standby_with_a_shorter_lease_waits_out_the_holders(
     finally:
         standby.stop()
         holder.stop()
+
+
+def test_a_replica_that_lost_the_lease_while_marking_a_gangs_pod_leaves_it_as_it_was(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    """An undo whose lease is lost between the DisruptionTarget mark and the deletion:
+    the pod is not deleted, so the mark goes too (a Job whose gang the next leader
+    finishes would ignore a real failure of that pod), and no GangBindUndone event
+    goes out from the deposed leader (it did, saying the deletion failed)."""
+    core = k8s.CoreV1Api(control_plane.admin)
+    core.create_namespaced_pod(
+        namespace,
+        {  # type: ignore[arg-type]
+            "metadata": {"name": "worker-0", "labels": {"fairpool.io/gang": "g"}},
+            "spec": {
+                "schedulerName": "fairpool",
+                "containers": [{"name": "train", "image": "example.invalid/train:1"}],
+            },
+        },
+    )
+    raw = core.read_namespaced_pod("worker-0", namespace)
+    pod = pod_info(control_plane.admin.sanitize_for_serialization(raw))
+
+    def disruption() -> list[str]:
+        current = core.read_namespaced_pod("worker-0", namespace)
+        return [c.status for c in current.status.conditions or () if c.type == "DisruptionTarget"]
+
+    leading = [True]
+    marked: list[list[str]] = []
+    recorder = EventRecorder(control_plane.scheduler)
+    binder = Binder(control_plane.scheduler, ClusterCache(), recorder, may_bind=lambda: leading[0])
+    mark = binder._mark_disrupted
+
+    def mark_then_lose(target: PodInfo, message: str) -> None:
+        mark(target, message)  # the patch outlasted --renew-deadline
+        marked.append(disruption())
+        leading[0] = False
+
+    binder._mark_disrupted = mark_then_lose  # type: ignore[method-assign]
+    try:
+        binder._delete_with_event(pod, "gang g could not be bound whole")
+        recorder.flush()
+    finally:
+        binder.close()
+        recorder.close()
+    assert marked == [["True"]], "the mark was written"
+    assert core.read_namespaced_pod("worker-0", namespace).metadata.deletion_timestamp is None
+    events = core.list_namespaced_event(namespace).items
+    assert [e.message for e in events if e.reason == "GangBindUndone"] == []
+    assert disruption() == []
