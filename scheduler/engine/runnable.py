@@ -42,6 +42,7 @@ class NeverRuns:
         "lenders",
         "max_gpus",
         "models",
+        "models_of_shape",
         "never",
         "never_pods",
         "never_reached",
@@ -77,6 +78,8 @@ class NeverRuns:
         """(shape, member) -> `reached`."""
         self.over_limit: dict[tuple[int, str], bool] = {} if like is None else like.over_limit
         """(shape, member) -> `limits`."""
+        self.models_of_shape: dict[int, list[str]] = {} if like is None else like.models_of_shape
+        """Shape -> `reachable_models`."""
         self.found = False
         """Some job asked about could never run. The share book asks about every pending
         job first, so while this is False the cycle need not ask again (most cycles)."""
@@ -104,6 +107,24 @@ class NeverRuns:
         """`asked` for the cycle: asked only when the share book, which asks about every
         pending job first, found some job that can never run (most cycles find none)."""
         return self.found and self.asked(info)
+
+    def reachable_models(self, info: JobInfo) -> list[str]:
+        """The GPU models, by name, on whose nodes every pod of the job is admitted
+        (selectors, hostname, affinity, tolerations; not size): a job pinned to a node by
+        its hostname reaches only that node's model, one whose affinity names two models
+        only those. Empty when no model admits them all."""
+        shape = info.sid
+        found = self.models_of_shape.get(shape)
+        if found is None:
+            state = self.state
+            common: set[str] | None = None
+            for pod in info.job.pods:
+                have = {state.model[i] for i in state.candidate_nodes(pod.spec)}
+                common = have if common is None else common & have
+                if not common:
+                    break
+            found = self.models_of_shape[shape] = sorted(common or ())
+        return found
 
     def limits(self, info: JobInfo) -> bool:
         """More GPUs than its member's `maxGpus`, or, with borrowing off, than the member's

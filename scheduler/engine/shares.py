@@ -5,12 +5,14 @@ Demand per (member, model) = allocated GPUs + GPUs of its pending jobs for that 
 leaving out the jobs that can never run as the cluster and policy stand (`runnable`):
 they would raise their member's fair share by GPUs it can never use.
 
-A pending job that names no GPU model can run on any model; its demand counts against
-exactly one model, chosen greedily in job order (member, priority, submission, job id):
-the model with the most GPUs still free after the demand already counted there (ties by
-model name). That keeps the total demand honest (a job is never counted twice) and puts
-it where it is most likely to run. A job that can never run is given its model (its
-position is measured there) but takes no free GPU from the jobs after it.
+A pending job that names no GPU model can run on any model its pods are admitted to
+(`NeverRuns.reachable_models`: its hostname, affinity and selectors may narrow them);
+its demand counts against exactly one of those, chosen greedily in job order (member,
+priority, submission, job id): the model with the most GPUs still free after the demand
+already counted there (ties by model name). That keeps the total demand honest (a job
+is never counted twice) and puts it where it is most likely to run. A job that can never
+run is given its model (its position is measured there) but takes no free GPU from the
+jobs after it.
 
 Limits turned into water-filling caps, per model:
 - `max_gpus`: the member's cap on a model is `max_gpus` minus what it holds on the others.
@@ -417,8 +419,13 @@ def _pending_demand(
         never = never_runs.asked(info)
         if model is None:
             floating += 1
-            if models:
-                model = only or min(models, key=lambda m: (-free[m], m))
+            if only is not None:
+                model = only
+            elif models:
+                # Among the models its pods may go to: counted on another, a job pinned
+                # to its owner's node by hostname would reclaim where it cannot run.
+                options = [m for m in never_runs.reachable_models(info) if m in free] or models
+                model = min(options, key=lambda m: (-free[m], m))
         if per_job:
             job_model[job.job_id] = model
         if never:

@@ -7,9 +7,10 @@ preemption names its cause (`entitlement` or `fair_share` for a reclaim), as the
 engine's decisions now do; a failed reclaim stands only for jobs in the same mode and
 in the same place with the reclaim limit, as in the engine (the cache's key was missing
 both); and a job reclaimed before that restarts from zero is kept off wanted nodes from
-its first reclaim, as in the engine (`kept_status`, `_kept_detail`); and its sentences
-name a pod alone whose job id is its uid by namespace/name (`explain.job_name`), as the
-engine's do.
+its first reclaim, as in the engine (`kept_status`, `_kept_detail`); its sentences name
+a pod alone whose job id is its uid by namespace/name (`explain.job_name`), as the
+engine's do; and a job naming no GPU model counts against a model its pods are admitted
+to (`_reachable_models`), as in the engine.
 """
 
 from tests.reference_engine.cycle import compute_shares, schedule

@@ -188,7 +188,7 @@ class _Cycle:
         self.never: dict[int, bool] = {}
         self.never_detail: dict[int, str] = {}
         self.never_reached: dict[tuple[int, str], str] = {}
-        self.book = shares_mod.build(snapshot, policy, self._never_runs)
+        self.book = shares_mod.build(snapshot, policy, self._never_runs, self._reachable_models)
         self.state.wanted = wanted_nodes(self.book, snapshot.usage_history, policy)
         self.out = _Outcome()
         # Positions, updated by every bind and preemption of the cycle.
@@ -938,6 +938,15 @@ class _Cycle:
             f"{plural(term, 'preempted pod')} still terminating on {', '.join(nodes)}; "
             f"their GPUs are held for this job"
         )
+
+    def _reachable_models(self, job: PendingJob) -> list[str]:
+        """The GPU models on whose nodes every pod of the job is admitted, by name."""
+        state = self.state
+        common: set[str] | None = None
+        for pod in job.pods:
+            have = {state.model[i] for i in state.candidate_nodes(pod.spec)}
+            common = have if common is None else common & have
+        return sorted(common or ())
 
     def _never_runs(self, job: PendingJob) -> bool:
         """The job can never run, whatever the load (left out of its member's demand): its

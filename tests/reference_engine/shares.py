@@ -123,13 +123,16 @@ def _static(nodes: tuple[Node, ...], policy: Policy) -> _Static:
 
 
 def build(
-    snapshot: Snapshot, policy: Policy, never_runs: Callable[[PendingJob], bool]
+    snapshot: Snapshot,
+    policy: Policy,
+    never_runs: Callable[[PendingJob], bool],
+    reachable: Callable[[PendingJob], list[str]],
 ) -> ShareBook:
     """`never_runs`: which pending jobs can never run (the cycle knows), left out of
-    demand."""
+    demand; `reachable`: the GPU models a job's pods are admitted to (the cycle knows)."""
     static = _static(snapshot.nodes, policy)
     alloc = classify(snapshot.running, static.node_of, static.entitlement)
-    pending, job_model = _pending_demand(snapshot, static, alloc, never_runs)
+    pending, job_model = _pending_demand(snapshot, static, alloc, never_runs, reachable)
     members = sorted(
         set(policy.member_names())
         | {j.member for j in snapshot.pending}
@@ -155,9 +158,11 @@ def _pending_demand(
     static: _Static,
     alloc: Allocation,
     never_runs: Callable[[PendingJob], bool],
+    reachable: Callable[[PendingJob], list[str]],
 ) -> tuple[dict[MemberModel, int], dict[str, str | None]]:
     """GPUs pending per (member, model), and the model each pending job counts against:
-    its own, else the model with the most GPUs still free (see the module docstring)."""
+    its own, else, of the models its pods are admitted to (all when none is), the model
+    with the most GPUs still free (see the module docstring)."""
     models = static.models
     used = alloc.used
     free = {m: static.capacity.get(m, 0) - used.get(m, 0) for m in models}
@@ -174,7 +179,8 @@ def _pending_demand(
             job_model[job.job_id] = model
             continue
         if model is None and models:
-            model = only or min(models, key=lambda m: (-free[m], m))
+            options = [m for m in reachable(job) if m in free] or models
+            model = only or min(options, key=lambda m: (-free[m], m))
         job_model[job.job_id] = model
         if model is None or never_runs(job):
             continue

@@ -501,7 +501,7 @@ def test_a_pod_within_the_entitlement_of_its_model_is_never_reclaimed() -> None:
 def test_an_owner_takes_back_its_node_from_a_member_its_own_bind_took_above_entitlement() -> None:
     """A victim's position counts its binds of the same cycle.
 
-    lab-c is entitled to 2 H100 (c1) and 2 A100 (c2, cordoned) and holds 1 H100 on
+    lab-c is entitled to 2 H100 (c1) and 2 A100 (c2, which takes no pod) and holds 1 H100 on
     lab-b's node b1, within its H100 entitlement: no reclaimable pod. Its job c-1 asks 2
     GPUs of no model; its demand counts against A100 (the most free), so it goes first as
     entitled demand, and it is placed on c1: lab-c now holds 3 of its 2 H100. lab-b's
@@ -518,7 +518,7 @@ def test_an_owner_takes_back_its_node_from_a_member_its_own_bind_took_above_enti
     nodes = [
         node("b1", "lab-b", gpus=2),
         node("c1", "lab-c", gpus=2),
-        node("c2", "lab-c", gpus=2, model=A100, unschedulable=True),
+        node("c2", "lab-c", gpus=2, model=A100, max_pods=0),
     ]
     run = [running("b-own", "lab-b", "b1"), running("c-x", "lab-c", "b1")]
     pending = [job("c-1", "lab-c", gpus=2), job("b-1", "lab-b", gpu_model=H100, submitted_at=1)]
