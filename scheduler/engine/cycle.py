@@ -926,7 +926,48 @@ class _Cycle(OrderKeys):
         self, job: PendingJob, model: str | None, lendable: dict[str, int], guarded: bool
     ) -> str:
         """Reclaim for a job that did not fit; the detail of its wait ("" when none).
-        `guarded`: the job is kept to quiet lenders (`lendable` says which)."""
+        `guarded`: the job is kept to quiet lenders (`lendable` says which). On its own
+        model first; failing that, on each other model its pods are admitted to where
+        the job keeps its member within its entitlement (`_reclaim_entitled_elsewhere`)."""
+        detail = self._reclaim_on(job, model, lendable, guarded)
+        if job.job_id not in self.out.waiting and model is not None:
+            self._reclaim_entitled_elsewhere(job, model, lendable)
+            if job.job_id in self.out.waiting:
+                return ""
+        return detail
+
+    def _reclaim_entitled_elsewhere(
+        self, job: PendingJob, model: str, lendable: dict[str, int]
+    ) -> None:
+        """A job naming no model counts against one of the models it may use (the most
+        free, `shares`), where its member may be entitled to nothing: an entitlement is
+        what a member can always get back, so the job takes it back on any other model
+        it may use where it stays within it. Without this, a member whose own nodes are
+        the only ones of their model waited for ever behind a borrower there while its
+        job was counted on another model, fragmented or beyond its entitlement."""
+        info = self.info(job)
+        if info.explicit_model is not None or info.gpus <= 0:
+            return
+        allowed = None if self.borrowing else self._models_allowed(job, model)
+        for other in self.never_runs.reachable_models(info):
+            if other == model or (allowed is not None and other not in allowed):
+                continue
+            pos = self.position(job.member, other)
+            if not self._within(pos, info.gpus, job.submitted_at):
+                continue
+            reclaimer = self._reclaimer_for(job.member, other, True)
+            if reclaimer is None:
+                continue
+            claim = _Claim(pos.held, pos.fair, pos.held + info.gpus, True, None)
+            result = self._attempt_reclaim(reclaimer, job, other, claim, lendable)
+            if not isinstance(result, NoReclaim):
+                self._apply_reclaim(job, other, result, True)
+                return
+
+    def _reclaim_on(
+        self, job: PendingJob, model: str | None, lendable: dict[str, int], guarded: bool
+    ) -> str:
+        """`_try_reclaim` on the model the job's demand counts against."""
         if model is None or self.info(job).gpus <= 0:
             return ""
         claim = self._claim(job, model)
@@ -1147,7 +1188,7 @@ class _Cycle(OrderKeys):
         self, job: PendingJob, model: str, result: ReclaimResult, entitled: bool
     ) -> None:
         if result.wait:
-            self._drain(job, result.plan)
+            self._drain(job, result.plan, model=model)
             return
         grace = self.terms.reclaim_grace_period_seconds
         whose = self._reclaimer_position(job.member, model, entitled)
@@ -1161,7 +1202,7 @@ class _Cycle(OrderKeys):
             )
             self._preempt(job, victim, reason, grace, "entitlement" if entitled else "fair_share")
             victims_text.append(f"{_victim_named(victim)} of {victim.member}")
-        self._nominate(job, result.plan)
+        self._nominate(job, result.plan, model)
         n_pods = sum(len(v.pods) for v in result.victims)
         if n_pods:
             detail = (
@@ -1173,13 +1214,15 @@ class _Cycle(OrderKeys):
         self.out.waiting[job.job_id] = (job, Waiting("reclaiming", detail))
         self.freeing.add(job.job_id)
 
-    def _drain(self, job: PendingJob, plan: Plan, pods: str | None = None) -> None:
+    def _drain(
+        self, job: PendingJob, plan: Plan, pods: str | None = None, model: str | None = None
+    ) -> None:
         """Hold the free capacity of the plan while the pods it needs back (`pods`, when
-        not borrowed ones) age."""
+        not borrowed ones) age (`model`: the plan's, see `_promise`)."""
         specs = {p.uid: p.spec for p in job.pods}
         for uid, i in plan.pods:
             self.state.hold(job.job_id, i, spec_res(specs[uid]))
-        self._promise(job)
+        self._promise(job, model)
         idle = sum(from_free[0] for _, _, from_free in self.state.holds.get(job.job_id, ()))
         self.out.waiting[job.job_id] = (
             job,
@@ -1237,9 +1280,12 @@ class _Cycle(OrderKeys):
                 # owner's lending limit must not let a later bind of the cycle lend them
                 # a second time while the victim still runs its grace period.
 
-    def _promise(self, job: PendingJob) -> None:
+    def _promise(self, job: PendingJob, model: str | None = None) -> None:
+        """Count the job's GPUs as held for its member, on `model` (the model of the nodes
+        held for it, when reclaim chose it) or the one its demand counts against."""
         info = self._info[job.job_id]
-        model = self.book.model_of(info)
+        if model is None:
+            model = self.book.model_of(info)
         gpus = info.gpus
         if model is None or gpus <= 0:
             return
@@ -1254,14 +1300,14 @@ class _Cycle(OrderKeys):
             self.moved += 1
             self.promised[found[0]] -= found[1]
 
-    def _nominate(self, job: PendingJob, plan: Plan) -> None:
+    def _nominate(self, job: PendingJob, plan: Plan, model: str | None = None) -> None:
         specs = {p.uid: p.spec for p in job.pods}
         nodes: dict[str, str] = {}
         for uid, i in plan.pods:
             self.state.hold(job.job_id, i, spec_res(specs[uid]))
             nodes[uid] = self.state.nodes[i].name
         self.out.nominations.append(Nomination(job_id=job.job_id, nodes=nodes))
-        self._promise(job)
+        self._promise(job, model)
 
     # -- consolidation -------------------------------------------------------------------
     def _try_consolidate(

@@ -10,7 +10,8 @@ both); and a job reclaimed before that restarts from zero is kept off wanted nod
 its first reclaim, as in the engine (`kept_status`, `_kept_detail`); its sentences name
 a pod alone whose job id is its uid by namespace/name (`explain.job_name`), as the
 engine's do; and a job naming no GPU model counts against a model its pods are admitted
-to (`_reachable_models`), as in the engine.
+to (`_reachable_models`), and reclaims within its member's entitlement on another such
+model when its own makes no room, as in the engine.
 """
 
 from tests.reference_engine.cycle import compute_shares, schedule

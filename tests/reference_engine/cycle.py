@@ -612,7 +612,35 @@ class _Cycle:
 
     # -- reclaim -------------------------------------------------------------------------
     def _try_reclaim(self, job: PendingJob, model: str | None, lendable: dict[str, int]) -> str:
-        """Reclaim for a job that did not fit; the detail of its wait ("" when none)."""
+        """Reclaim for a job that did not fit; the detail of its wait ("" when none): on
+        its own model, else within its member's entitlement on another model its pods
+        are admitted to."""
+        detail = self._reclaim_on(job, model, lendable)
+        if job.job_id in self.out.waiting or model is None:
+            return detail
+        info = self.info(job)
+        if info.explicit_model is not None or info.gpus <= 0:
+            return detail
+        allowed = self._models_allowed(job, model)
+        for other in self._reachable_models(job):
+            if other == model or (allowed is not None and other not in allowed):
+                continue
+            key = (job.member, other)
+            held = self.alloc.get(key, 0) + self.promised.get(key, 0)
+            if held + info.gpus > self.book.entitlement.get(key, 0):
+                continue
+            reclaimer = self._reclaimer_for(job.member, other, True)
+            if reclaimer is None:
+                continue
+            claim = _Claim(held, self.book.fair.get(key, 0.0), held + info.gpus, True, None)
+            result = self._attempt_reclaim(reclaimer, job, other, claim, lendable)
+            if not isinstance(result, NoReclaim):
+                self._apply_reclaim(job, other, result, True)
+                return ""
+        return detail
+
+    def _reclaim_on(self, job: PendingJob, model: str | None, lendable: dict[str, int]) -> str:
+        """`_try_reclaim` on the model the job's demand counts against."""
         if model is None or self.info(job).gpus <= 0:
             return ""
         claim = self._claim(job, model)
@@ -820,7 +848,7 @@ class _Cycle:
         self, job: PendingJob, model: str, result: ReclaimResult, entitled: bool
     ) -> None:
         if result.wait:
-            self._drain(job, result.plan)
+            self._drain(job, result.plan, model=model)
             return
         grace = self.policy.sharing.reclaim_grace_period_seconds
         whose = self._reclaimer_position(job.member, model, entitled)
@@ -834,7 +862,7 @@ class _Cycle:
             )
             self._preempt(job, victim, reason, grace, "entitlement" if entitled else "fair_share")
             victims_text.append(f"{_victim_named(victim)} of {victim.member}")
-        self._nominate(job, result.plan)
+        self._nominate(job, result.plan, model)
         n_pods = sum(len(v.pods) for v in result.victims)
         if n_pods:
             detail = (
@@ -846,13 +874,15 @@ class _Cycle:
         self.out.waiting[job.job_id] = (job, Waiting("reclaiming", detail))
         self.freeing.add(job.job_id)
 
-    def _drain(self, job: PendingJob, plan: Plan, pods: str | None = None) -> None:
+    def _drain(
+        self, job: PendingJob, plan: Plan, pods: str | None = None, model: str | None = None
+    ) -> None:
         """Hold the free capacity of the plan while the pods it needs back (`pods`, when
         not borrowed ones) age."""
         specs = {p.uid: p.spec for p in job.pods}
         for uid, i in plan.pods:
             self.state.hold(job.job_id, i, spec_res(specs[uid]))
-        self._promise(job)
+        self._promise(job, model)
         idle = sum(from_free[0] for _, _, from_free in self.state.holds.get(job.job_id, ()))
         self.out.waiting[job.job_id] = (
             job,
@@ -903,8 +933,9 @@ class _Cycle:
                 self.alloc[key] = self.alloc.get(key, 0) - pod.spec.gpus
                 self.member_total[victim.member] -= pod.spec.gpus
 
-    def _promise(self, job: PendingJob) -> None:
-        model = self.book.job_model.get(job.job_id)
+    def _promise(self, job: PendingJob, model: str | None = None) -> None:
+        if model is None:
+            model = self.book.job_model.get(job.job_id)
         gpus = self._info[job.job_id].gpus
         if model is None or gpus <= 0:
             return
@@ -917,14 +948,14 @@ class _Cycle:
         if found is not None:
             self.promised[found[0]] -= found[1]
 
-    def _nominate(self, job: PendingJob, plan: Plan) -> None:
+    def _nominate(self, job: PendingJob, plan: Plan, model: str | None = None) -> None:
         specs = {p.uid: p.spec for p in job.pods}
         nodes: dict[str, str] = {}
         for uid, i in plan.pods:
             self.state.hold(job.job_id, i, spec_res(specs[uid]))
             nodes[uid] = self.state.nodes[i].name
         self.out.nominations.append(Nomination(job_id=job.job_id, nodes=nodes))
-        self._promise(job)
+        self._promise(job, model)
 
     # -- explanations --------------------------------------------------------------------
     def _nominated_detail(self, job: PendingJob) -> str:
