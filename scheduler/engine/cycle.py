@@ -77,7 +77,7 @@ from scheduler.engine.explain import (
     whole_minutes,
 )
 from scheduler.engine.gangs import Plan, plan_job
-from scheduler.engine.jobinfo import JobInfo
+from scheduler.engine.jobinfo import JobInfo, required_pods
 from scheduler.engine.ordering import LateBorrowing, MemberQueues, OrderKeys, ratio
 from scheduler.engine.placement import (
     ClusterState,
@@ -840,12 +840,40 @@ class _Cycle(OrderKeys):
                 return True
         else:
             plan = plan_job(self.state, pods, job.member, lendable, None, models, cautious)
+            if plan is None and 0 < job.min_member < len(pods):
+                plan = self._plan_most(job, lendable, models, cautious)
             if plan is not None:
                 self._bind(job, plan.pods)
                 return True
         if not held:
             self.failed.add(shape)
         return False
+
+    def _plan_most(
+        self,
+        job: PendingJob,
+        lendable: dict[str, int],
+        models: frozenset[str] | None,
+        cautious: bool,
+    ) -> Plan | None:
+        """For a gang with more pods than its `min_member` (a PodGroup's minMember) that
+        does not fit whole: a plan for the most of its first pods, at least `min_member`,
+        that fit together (None when even those do not). The gang starts once its
+        minimum can; its other pods are placed when room allows, as in Volcano and
+        coscheduling. Found by halving: a plan for k pods holds one for fewer."""
+        pods, state, member = job.pods, self.state, job.member
+        best = plan_job(state, pods[: job.min_member], member, lendable, None, models, cautious)
+        if best is None:
+            return None
+        low, high = job.min_member, len(pods) - 1  # `low` fits; all of them did not
+        while low < high:
+            mid = (low + high + 1) // 2
+            plan = plan_job(state, pods[:mid], member, lendable, None, models, cautious)
+            if plan is None:
+                high = mid - 1
+            else:
+                low, best = mid, plan
+        return best
 
     def _hold_while_freeing(self, job: PendingJob) -> None:
         """Its nominated nodes still carry terminating pods: hold them for it again."""
@@ -1130,7 +1158,7 @@ class _Cycle(OrderKeys):
             return failed
         if claim.entitled:
             result = reclaimer.within_entitlement(
-                job.pods,
+                required_pods(job),
                 job.member,
                 model,
                 self.alloc,
@@ -1140,7 +1168,7 @@ class _Cycle(OrderKeys):
             )
         else:
             result = reclaimer.up_to_fair_share(
-                job.pods,
+                required_pods(job),
                 job.member,
                 model,
                 self.alloc,

@@ -14,7 +14,7 @@ from bisect import insort
 from operator import attrgetter
 
 from scheduler.engine.placement import SpecKey, spec_key
-from scheduler.engine.snapshot import PendingJob, same_items
+from scheduler.engine.snapshot import PendingJob, PendingPod, same_items
 
 QueueKey = tuple[str, int, float, str]
 
@@ -72,6 +72,15 @@ class JobInfo:
         )
 
 
+def required_pods(job: PendingJob) -> tuple[PendingPod, ...]:
+    """The pods that must start together: all of them, or the first `min_member` of a
+    gang that has more (a PodGroup's minMember: the rest start when room allows). What
+    reclaim makes room for, and what decides whether the job can ever run."""
+    if 0 < job.min_member < len(job.pods):
+        return job.pods[: job.min_member]
+    return job.pods
+
+
 def job_gpu_model(job: PendingJob) -> str | None:
     for pod in job.pods:
         if pod.spec.gpu_model is not None:
@@ -111,6 +120,9 @@ def _job_info(job: PendingJob) -> JobInfo:
         shape: tuple[object, ...] = (spec_key(job.pods[0].spec),)
     else:
         shape = tuple(sorted((spec_key(p.spec) for p in job.pods), key=repr))
+        if 0 < job.min_member < len(job.pods):
+            # Fewer pods must start together: it places, and may never run, otherwise.
+            shape = (*shape, ("min_member", job.min_member))
     return JobInfo(
         job=job,
         gpus=job.gpus,

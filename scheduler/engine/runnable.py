@@ -24,7 +24,7 @@ from collections.abc import Mapping
 
 from policies.model import Policy
 from scheduler.engine.entitlement import MemberModel
-from scheduler.engine.jobinfo import JobInfo
+from scheduler.engine.jobinfo import JobInfo, required_pods
 from scheduler.engine.placement import ClusterState, pods_when_empty, spec_res
 from scheduler.engine.reach import gang_never_detail, most_subset
 from scheduler.engine.snapshot import PodSpec
@@ -172,7 +172,7 @@ class NeverRuns:
         found = self.never_reached.get(key)
         if found is None:
             found = ""
-            pods, state = job.pods, self.state
+            pods, state = required_pods(job), self.state
             spec = pods[0].spec if pods else None
             if spec is not None:
                 same = state.key(spec)
@@ -198,7 +198,7 @@ class NeverRuns:
         alone (selectors, tolerations, size), as many as fit, at most its GPUs."""
         state = self.state
         shapes: dict[object, tuple[PodSpec, int]] = {}
-        for pod in info.job.pods:
+        for pod in required_pods(info.job):
             k = state.key(pod.spec)
             have = shapes.get(k)
             shapes[k] = (pod.spec, 1 if have is None else have[1] + 1)

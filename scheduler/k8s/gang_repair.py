@@ -9,12 +9,18 @@ same way whatever state it was left in:
 - the gang's pending pods are handed to the engine as a job of their own (`remainders`):
   the pods already bound take their GPUs in the snapshot like any running pod, so the
   remainder only has to fit in what is left;
-- when the engine binds every pending pod of the gang in this cycle, the gang is
-  finished (`GangBindFinished` on each pod it binds);
+- when the engine binds every pending pod of the gang in this cycle (of a PodGroup with
+  more pods than its minMember, enough of them to reach it), the gang is finished
+  (`GangBindFinished` on each pod it binds);
 - otherwise (it does not fit now, or pods of the gang are missing) the gang's bound pods
   are deleted (`GangBindUndone`), exactly like a gang whose bind failed half way: its
   controller recreates them and the gang is scheduled whole again. Whatever the engine
   decided for the remainder (preemptions, nominations) is dropped with it.
+
+A gang with at least its size bound (a PodGroup's minMember: it started with that many,
+as in Volcano and coscheduling) is no half-done bind either: its pending pods are a job
+whose pods are placed one by one as room allows, and its running pods are never deleted
+for them (`PartialGang.started`).
 
 Gangs with a bind or an undo in flight in this process are left alone until the binder
 has the answers. Everything here is pure (no I/O); `scheduler.k8s.daemon` carries it out.
@@ -60,6 +66,18 @@ class PartialGang:
         """Every pod of the gang exists (bound or pending), so it can be finished."""
         return len(self.bound) + len(self.pending) >= self.size
 
+    @property
+    def started(self) -> bool:
+        """At least `size` pods are bound: the gang started (a PodGroup with more pods
+        than its minMember starts with that many), and its pending pods are placed when
+        room allows, never undone as a half-done bind."""
+        return len(self.bound) >= self.size
+
+    @property
+    def short(self) -> int:
+        """Pods still to bind for the gang to have its `size`."""
+        return max(1, self.size - len(self.bound))
+
     def describe(self) -> str:
         return (
             f"gang {self.job_id} was found partly bound ({len(self.bound)} of {self.size} "
@@ -76,8 +94,9 @@ class Repair:
     undo: tuple[PartialGang, ...] = ()
     """Gangs whose bound pods are deleted so the gang is retried whole."""
     replacing: frozenset[str] = frozenset()
-    """Job ids of the replacing gangs: their pods are bound one by one, never undone as
-    a gang (their running pods would be deleted for a replacement that failed)."""
+    """Job ids of the replacing gangs, and of the started ones (`PartialGang.started`):
+    their pods are bound one by one, never undone as a gang (their running pods would be
+    deleted for a replacement, or a pod beyond the minMember, that failed)."""
 
     def __bool__(self) -> bool:
         return bool(self.finish or self.undo)
@@ -157,8 +176,13 @@ def remainders(snapshot: Snapshot, gangs: Iterable[PartialGang]) -> Snapshot:
         gang = by_job.get(job.job_id)
         if gang is None:
             jobs.append(job)
-        elif gang.complete or gang.replacing:
+        elif gang.started:
+            jobs.append(dataclasses.replace(job, min_member=1))
+        elif gang.replacing:
             jobs.append(dataclasses.replace(job, min_member=len(job.pods)))
+        elif gang.complete:
+            # Its pods beyond the gang's size (a PodGroup's minMember) may wait.
+            jobs.append(dataclasses.replace(job, min_member=min(len(job.pods), gang.short)))
     return dataclasses.replace(snapshot, pending=tuple(jobs))
 
 
@@ -170,10 +194,10 @@ def plan(gangs: Iterable[PartialGang], decisions: Decisions) -> Repair:
     undo: list[PartialGang] = []
     replacing: set[str] = set()
     for gang in gangs:
-        if gang.replacing:
+        if gang.replacing or gang.started:
             replacing.add(gang.job_id)
             continue  # its pending pods bind like any job's, or wait; nothing to undo
-        if gang.complete and all(uid in bound for uid in gang.pending):
+        if gang.complete and sum(uid in bound for uid in gang.pending) >= gang.short:
             finish.append(gang)
         else:
             undo.append(gang)

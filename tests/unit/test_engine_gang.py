@@ -83,3 +83,29 @@ def test_a_jobs_pod_groups_are_kept_for_its_pods_tuple_only() -> None:
     assert [(spec.gpus, uids) for spec, uids in first] == [(2, ["g-0", "g-1", "g-2"])]
     assert _groups(list(pods)) is not _groups(list(pods))
     assert _groups(list(pods)) == first
+
+
+def test_a_gang_with_more_pods_than_its_min_member_starts_with_as_many_as_fit() -> None:
+    # A PodGroup of six 4-GPU pods with minMember 4 on 16 GPUs: it starts with four, the
+    # most that fit (it waited, and was even said never to run: 24 GPUs at once).
+    nodes = [node("n1", "lab-a"), node("n2", "lab-a")]
+    d = schedule(snapshot(nodes, [job("g", "lab-a", pods=6, gpus=4, min_member=4)]), POL)
+    assert [b.pod_uid for b in d.binds] == ["g-0", "g-1", "g-2", "g-3"]
+    assert "never run" not in d.explanations.get("g", "")
+    # Five fit when 20 GPUs are free; all six when 24 are.
+    d = schedule(
+        snapshot(
+            [*nodes, node("n3", "lab-a", gpus=4)], [job("g", "lab-a", pods=6, gpus=4, min_member=4)]
+        ),
+        POL,
+    )
+    assert len(d.binds) == 5
+    d = schedule(
+        snapshot([*nodes, node("n3", "lab-a")], [job("g", "lab-a", pods=6, gpus=4, min_member=4)]),
+        POL,
+    )
+    assert len(d.binds) == 6
+    # Fewer than minMember fit: none starts.
+    run = [running("r", "lab-a", "n2", gpus=8)]
+    d = schedule(snapshot(nodes, [job("g", "lab-a", pods=6, gpus=4, min_member=4)], run), POL)
+    assert d.binds == ()

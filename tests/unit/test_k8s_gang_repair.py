@@ -278,3 +278,37 @@ def test_a_gang_whose_undo_ends_while_the_cycle_reads_the_cache_is_not_repaired_
         daemon.metrics.close()
     assert deletes == [] and not decisions.binds
     assert not [s for m in repaired for s in m.samples if s.value], "no repair counted"
+
+
+def test_a_gang_with_more_pods_than_its_size_starts_with_its_size_and_keeps_it() -> None:
+    # Four 4-GPU pods of a gang of size 2 (a PodGroup's minMember): 8 + 2 GPUs free hold
+    # two. The gang starts with them (it waited for room for all four), and its other
+    # pods, still waiting, are no half-done bind: its running pods are never deleted.
+    pods = [gang_pod(f"w{i}", size=2) for i in range(4)] + [filler("other", "n2", 6)]
+    repair, decisions = repair_cycle(pods)
+    assert not repair
+    assert sorted((b.pod_uid, b.node) for b in decisions.binds) == [
+        ("uid-w0", "n1"),
+        ("uid-w1", "n1"),
+    ]
+    started = [gang_pod("w0", 2, "n1"), gang_pod("w1", 2, "n1"), *pods[2:]]
+    repair, decisions = repair_cycle(started)
+    assert not repair and repair.replacing == {JOB}
+    assert not decisions.binds
+    # Room on n2 again: the rest bind as room allows, one pod at a time if need be.
+    repair, decisions = repair_cycle([*started[:-1], filler("other", "n2", 4)])
+    assert not repair
+    assert [(b.pod_uid, b.node) for b in decisions.binds] == [("uid-w2", "n2")]
+
+
+def test_a_half_done_bind_of_a_bigger_gang_is_finished_once_it_reaches_its_size() -> None:
+    # Size 2, three pods, one bound before a crash: one more makes the gang whole.
+    pods = [
+        gang_pod("w0", 2, "n1"),
+        gang_pod("w1", 2),
+        gang_pod("w2", 2),
+        filler("other", "n2", 8),
+    ]
+    repair, decisions = repair_cycle(pods)
+    assert [g.job_id for g in repair.finish] == [JOB] and repair.undo == ()
+    assert [b.pod_uid for b in decisions.binds] == ["uid-w1"]
