@@ -10,7 +10,12 @@ holds:
 
     data:
       usage-history.json: '{"validAt": "2026-11-29T22:41:07.123456Z",
+                            "halfLifeSeconds": 604800.0,
                             "gpuSeconds": {"lab-a": 5123.4, "lab-b": 18.0}}'
+
+`halfLifeSeconds` is the half-life the GPU-seconds were decayed with: a history decayed
+with another half-life than the policy's is rescaled to it (`rescaled`). Without it (a
+history written before it was kept), it is taken to be the policy's.
 
 A history that does not parse (a hand edit gone wrong) is logged and the history starts
 from nothing: a wrong history only tilts the split of the surplus, a crash would stop
@@ -51,12 +56,33 @@ class StoredHistory:
 
     valid_at: float
     gpu_seconds: Mapping[str, float] = field(default_factory=dict)
+    half_life_s: float | None = None
+    """The half-life they were decayed with; None when not known (written before it was
+    kept)."""
+
+
+def rescaled(
+    history: Mapping[str, float], decayed_with: float, half_life_s: float
+) -> dict[str, float]:
+    """A usage history decayed with the half-life `decayed_with`, as one decayed with
+    `half_life_s`. Each member's GPU-seconds are weighted `0.5 ** (age / half-life)`, so a
+    constant allocation of G GPUs comes to `G * half-life / ln 2`: the engine reads the
+    history back as a recent mean allocation that way (the nodes whose owner is likely to
+    want them back), and what is added from now on is on the new scale. Not rescaled, a
+    history of 8 GPUs held for days under a 1 h half-life read as 0.05 GPUs under 168 h,
+    and weeks of new use were needed to outweigh it; rescaled, it is exact for a constant
+    allocation (the past seconds themselves are not kept, so no better is known)."""
+    factor = half_life_s / decayed_with
+    return {member: seconds * factor for member, seconds in history.items()}
 
 
 def encode(stored: StoredHistory) -> dict[str, str]:
     """The ConfigMap's `data`."""
     valid_at = datetime.fromtimestamp(stored.valid_at, UTC).strftime(_TIME_FORMAT)
-    body = {"validAt": valid_at, "gpuSeconds": dict(sorted(stored.gpu_seconds.items()))}
+    body: dict[str, Any] = {"validAt": valid_at}
+    if stored.half_life_s is not None:
+        body["halfLifeSeconds"] = stored.half_life_s
+    body["gpuSeconds"] = dict(sorted(stored.gpu_seconds.items()))
     return {HISTORY_KEY: json.dumps(body, indent=1)}
 
 
@@ -78,22 +104,35 @@ def decode(data: Mapping[str, str] | None, where: str) -> StoredHistory:
         at = datetime.strptime(valid_at, _TIME_FORMAT).replace(tzinfo=UTC).timestamp()
     except ValueError as exc:
         raise InputError(f"{where}: validAt {valid_at!r}: {exc}") from exc
+    half_life = _seconds(body.get("halfLifeSeconds"))
+    if half_life is not None and not 0 < half_life < math.inf:
+        raw = repr(body.get("halfLifeSeconds"))
+        shown = raw if len(raw) <= 40 else f"{raw[:40]}…"
+        raise InputError(f"{where}: halfLifeSeconds: {shown} is not a number of seconds > 0")
     usage = body.get("gpuSeconds")
     if not isinstance(usage, dict):
         raise InputError(f"{where}: gpuSeconds must map member names to GPU-seconds")
     out: dict[str, float] = {}
     for member, value in usage.items():
-        seconds = math.nan
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            try:
-                seconds = float(value)
-            except OverflowError:  # an integer beyond any float: it stopped every cycle
-                seconds = math.inf
-        if not math.isfinite(seconds) or seconds < 0:
+        seconds = _seconds(value)
+        if seconds is None or not math.isfinite(seconds) or seconds < 0:
             shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:40]}…"
             raise InputError(f"{where}: gpuSeconds.{member}: {shown} is not GPU-seconds >= 0")
         out[str(member)] = seconds
-    return StoredHistory(at, out)
+    return StoredHistory(at, out, half_life)
+
+
+def _seconds(value: object) -> float | None:
+    """A JSON number as a float (an integer beyond any float: infinite, or it stopped
+    every cycle); NaN for anything else, None when absent."""
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except OverflowError:
+            return math.inf
+    return math.nan
 
 
 class StoreUnavailable(Exception):
@@ -278,6 +317,9 @@ class UsageKeeper:
         self.valid_at = 0.0
         self._held: dict[str, int] = {}
         self._half_life_s: float | None = None
+        self._decayed_with: float | None = None
+        """The half-life `history` was decayed with (None: not known, taken to be the
+        policy's)."""
         self._loaded = False
         self._next_read = 0.0
         self._written_at = -math.inf
@@ -305,6 +347,15 @@ class UsageKeeper:
         self._half_life_s = hours * HOUR_S
         if not self._loaded and now >= self._next_read:
             self._read(now)
+        decayed_with = self._decayed_with
+        if decayed_with is not None and decayed_with != self._half_life_s and self.history:
+            log.info(
+                "usage history rescaled from a half-life of %gs to %gs",
+                decayed_with,
+                self._half_life_s,
+            )
+            self.history = rescaled(self.history, decayed_with, self._half_life_s)
+        self._decayed_with = self._half_life_s
         self.history = advance_usage_history(
             self.history, self._held, now - self.valid_at, self._half_life_s, policy.member_names()
         )
@@ -335,6 +386,7 @@ class UsageKeeper:
         if stored is None:
             self.history, self.valid_at = {}, now
             return
+        self._decayed_with = stored.half_life_s
         # Decayed from its instant to now by the next advance (nothing is added: no
         # allocation is known for that gap).
         self.history = dict(stored.gpu_seconds)
@@ -354,7 +406,8 @@ class UsageKeeper:
         if not force and now - self._written_at < self.write_seconds:
             return False
         self._written_at = now
-        if self.store.save(StoredHistory(self.valid_at, dict(self.history))):
+        stored = StoredHistory(self.valid_at, dict(self.history), self._half_life_s)
+        if self.store.save(stored):
             self.writes += 1
             return True
         return False

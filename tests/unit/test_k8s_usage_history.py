@@ -218,3 +218,42 @@ def test_in_memory_only_a_leadership_change_keeps_the_own_history() -> None:
     got = keeper.advance(policy(), T0 + HOUR)
     assert got == {"a": pytest.approx(1800 / math.log(2))}
     assert not keeper.maybe_write(T0 + HOUR, force=True)
+
+
+def test_the_half_life_is_stored_with_the_history_and_read_back() -> None:
+    data = encode(StoredHistory(T0, {"a": 5.0}, 7 * 24 * HOUR))
+    assert json.loads(data[HISTORY_KEY])["halfLifeSeconds"] == 7 * 24 * HOUR
+    assert decode(data, "cm").half_life_s == 7 * 24 * HOUR
+    # Written before it was kept: not known.
+    assert decode(encode(StoredHistory(T0, {"a": 5.0})), "cm").half_life_s is None
+
+
+@pytest.mark.parametrize("value", ["0", "-5", '"1h"', "true", "NaN", "1" + "0" * 400])
+def test_a_stored_half_life_that_is_no_duration_is_a_clear_error(value: str) -> None:
+    text = '{"validAt": "2026-09-21T13:33:20.000000Z", "halfLifeSeconds": %s, "gpuSeconds": {}}'
+    with pytest.raises(InputError, match=r"cm: halfLifeSeconds: .* is not a number of seconds"):
+        decode({HISTORY_KEY: text % value}, "cm")
+
+
+def test_a_new_half_life_rescales_the_history_to_the_same_recent_mean() -> None:
+    # 8 GPUs held for two days under a 1 h half-life: 8 x 1 h / ln 2 GPU-seconds, a
+    # recent mean of 8 GPUs. Under 168 h the same number meant 0.05 GPUs, and weeks of
+    # new use were needed to outweigh it; rescaled, it still means 8 GPUs.
+    keeper = UsageKeeper(MemoryStore())  # type: ignore[arg-type]
+    keeper.advance(policy(1.0), T0)
+    keeper.held({"a": 8})
+    before = keeper.advance(policy(1.0), T0 + 48 * HOUR)["a"]
+    assert before * math.log(2) / HOUR == pytest.approx(8.0)
+    after = keeper.advance(policy(168.0), T0 + 48 * HOUR)["a"]
+    assert after * math.log(2) / (168 * HOUR) == pytest.approx(8.0)
+    assert keeper.maybe_write(T0 + 48 * HOUR, force=True)
+    assert keeper.store.stored.half_life_s == 168 * HOUR  # type: ignore[union-attr]
+
+
+def test_a_history_stored_under_another_half_life_is_rescaled_when_read() -> None:
+    store = MemoryStore(StoredHistory(T0, {"a": 4000.0}, 2 * HOUR))
+    keeper = UsageKeeper(store)  # type: ignore[arg-type]
+    assert keeper.advance(policy(1.0), T0) == {"a": pytest.approx(2000.0)}
+    # Stored without its half-life (before it was kept): taken to be the policy's.
+    keeper = UsageKeeper(MemoryStore(StoredHistory(T0, {"a": 4000.0})))  # type: ignore[arg-type]
+    assert keeper.advance(policy(1.0), T0) == {"a": pytest.approx(4000.0)}
