@@ -15,7 +15,10 @@ class FieldIssue:
 
     def __str__(self) -> str:
         where = f"line {self.line}: " if self.line is not None else ""
-        return f"{where}{self.path or '<document>'}: {self.message}"
+        # An issue of the whole document (unreadable, not YAML) is said of the file
+        # alone: a "<document>" placeholder read as the name of a field.
+        field = f"{self.path}: " if self.path else ""
+        return f"{where}{field}{self.message}"
 
 
 class InputError(ValueError):

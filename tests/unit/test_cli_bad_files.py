@@ -125,4 +125,14 @@ def test_policy_diff_takes_only_ascii_digits_for_a_version(tmp_path: Path) -> No
     args = ["policy", "diff", "²", str(DEFAULT_POLICY), "--server", "127.0.0.1:1"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2, result.output
-    assert result.output.startswith("error: ²: <document>: cannot read"), result.output
+    assert result.output.startswith("error: ²: cannot read"), result.output
+
+
+def test_a_policy_file_that_cannot_be_read_is_named_alone(tmp_path: Path) -> None:
+    """The file, then why: "nofile.yaml: <document>: cannot read" named a field that is
+    not there."""
+    missing = tmp_path / "nofile.yaml"
+    result = CliRunner().invoke(cli, ["policy", "validate", str(missing)])
+    assert result.exit_code == 2, result.output
+    said = "".join(result.output.split())  # rich wraps lines anywhere
+    assert said == f"error:{missing}:cannotread:Nosuchfileordirectory", result.output
