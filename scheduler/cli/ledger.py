@@ -3,10 +3,10 @@ schema, ahead of the meter, the reports and the API (which also do it when they 
 
 from __future__ import annotations
 
-import os
-
 import click
 from rich.console import Console
+
+from scheduler.cli.options import ledger_option
 
 
 @click.group()
@@ -15,13 +15,7 @@ def ledger() -> None:
 
 
 @ledger.command()
-@click.option(
-    "--ledger",
-    "ledger_url",
-    default=lambda: os.environ.get("FAIRPOOL_LEDGER", "sqlite:///fairpool-ledger.db"),
-    show_default="$FAIRPOOL_LEDGER or sqlite:///fairpool-ledger.db",
-    help="Usage ledger database URL (postgresql+psycopg://... needs fairpool[postgres]).",
-)
+@ledger_option("Usage ledger database URL (postgresql+psycopg://... needs fairpool[postgres]).")
 def upgrade(ledger_url: str) -> None:
     """Create the ledger's tables, or migrate them to this version's schema (rows kept).
     A ledger made before migrations existed is adopted as it is."""

@@ -18,6 +18,7 @@ from rich.table import Table
 from policies.errors import InputError
 from policies.instants import YEARS, within
 from reports.metering.promql import interval_problem
+from scheduler.cli.options import ledger_option
 from scheduler.cli.tables import print_table
 
 if TYPE_CHECKING:
@@ -86,13 +87,7 @@ def ceil_hour(value: datetime) -> datetime:
     help="With an https Prometheus: do not check its certificate (a test server only: "
     "whoever answers in its place is billed from).",
 )
-@click.option(
-    "--ledger",
-    "ledger_url",
-    default=lambda: os.environ.get("FAIRPOOL_LEDGER", "sqlite:///fairpool-ledger.db"),
-    show_default="$FAIRPOOL_LEDGER or sqlite:///fairpool-ledger.db",
-    help="Usage ledger database URL (SQLAlchemy).",
-)
+@ledger_option("Usage ledger database URL (SQLAlchemy).")
 @click.option(
     "--policy",
     "policy_file",
@@ -320,13 +315,7 @@ def _forget(
 
 
 @meter.command()
-@click.option(
-    "--ledger",
-    "ledger_url",
-    default=lambda: os.environ.get("FAIRPOOL_LEDGER", "sqlite:///fairpool-ledger.db"),
-    show_default="$FAIRPOOL_LEDGER or sqlite:///fairpool-ledger.db",
-    help="Usage ledger database URL (SQLAlchemy).",
-)
+@ledger_option("Usage ledger database URL (SQLAlchemy).")
 def status(ledger_url: str) -> None:
     """List the pending hours, with the reason of their last failure and the attempts."""
     from reports.ledger import Ledger

@@ -3,11 +3,30 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
 from scheduler.k8s.names import name_problem
+
+DEFAULT_LEDGER = "sqlite:///fairpool-ledger.db"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def ledger_option(help: str) -> Callable[[F], F]:
+    """`--ledger URL`, the same default and default text on every command that reads
+    the usage ledger (`report monthly` showed none, though it took the same)."""
+    return click.option(
+        "--ledger",
+        "ledger_url",
+        # Read when the command runs, not at import: a test or a shell sets it later.
+        default=lambda: os.environ.get("FAIRPOOL_LEDGER", DEFAULT_LEDGER),
+        show_default=f"$FAIRPOOL_LEDGER or {DEFAULT_LEDGER}",
+        help=help,
+    )
 
 
 class FiniteRange(click.FloatRange):

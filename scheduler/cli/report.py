@@ -7,7 +7,6 @@ fairpool report monthly --ledger URL --reports-dir DIR   (the monthly job, block
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
@@ -18,13 +17,8 @@ from rich.table import Table
 from reports.costmodel import MonthReport, NoDataError, check_invariants
 from reports.costmodel.months import canonical_month
 from reports.rendering.render import format_money, restrict, write_report
+from scheduler.cli.options import ledger_option
 from scheduler.cli.tables import print_table
-
-DEFAULT_LEDGER = "sqlite:///fairpool-ledger.db"
-
-
-def _ledger_default() -> str:
-    return os.environ.get("FAIRPOOL_LEDGER", DEFAULT_LEDGER)
 
 
 def _hours(value: object) -> str:
@@ -76,13 +70,7 @@ def _view_folder(report_dir: Path, member: str | None) -> Path:
 @click.group(invoke_without_command=True)
 @click.option("--month", help="YYYY-MM, cut in the policy's time zone")
 @click.option("--member", help="only this member's invoice plus the shared summary")
-@click.option(
-    "--ledger",
-    "ledger_url",
-    default=_ledger_default,
-    show_default="$FAIRPOOL_LEDGER or sqlite:///fairpool-ledger.db",
-    help="usage ledger database URL",
-)
+@ledger_option("usage ledger database URL")
 @click.option("--policy", "policy_file", type=click.Path(path_type=Path), help="policy YAML")
 @click.option(
     "--out",
@@ -156,7 +144,7 @@ def report(
 
 
 @report.command()
-@click.option("--ledger", "ledger_url", default=_ledger_default, help="usage ledger database URL")
+@ledger_option("usage ledger database URL")
 @click.option("--policy", "policy_file", type=click.Path(path_type=Path), help="policy YAML")
 @click.option(
     "--reports-dir",

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import click
 import pandas as pd
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -20,7 +22,7 @@ from reports.sources.monthly_job import (
 )
 from reports.sources.simulation import busiest_month, write_simulated_report
 from reports.sources.synthetic import demo_nodes, synthetic_month
-from scheduler.cli.main import main
+from scheduler.cli.main import cli, main
 
 DEMO = load_policy()  # Europe/Paris
 DEMO_FILE = str(DEFAULT_POLICY)
@@ -367,3 +369,33 @@ def test_report_monthly_says_when_it_runs(
     said = f"monthly report job: day 1 at 06:00 Europe/Paris -> {reports}/<YYYY-MM>/"
     assert "".join(said.split()) in out
     assert ran == [reports]
+
+
+def _ledger_options(group: click.Group, path: str) -> Iterator[tuple[str, click.Option]]:
+    context = click.Context(group)
+    for name in group.list_commands(context):
+        command = group.get_command(context, name)
+        assert command is not None
+        if isinstance(command, click.Group):
+            yield from _ledger_options(command, f"{path} {name}")
+        for param in command.params:
+            if isinstance(param, click.Option) and "--ledger" in param.opts:
+                yield f"{path} {name}", param
+
+
+def test_every_ledger_option_shows_the_same_default(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `report monthly --help` showed no default for --ledger, `report --help` did.
+    said = "[default: ($FAIRPOOL_LEDGER or sqlite:///fairpool-ledger.db)]"
+    for args in (["report", "--help"], ["report", "monthly", "--help"]):
+        assert run(args) == 0
+        assert "".join(said.split()) in "".join(capsys.readouterr().out.split()), args
+    options = dict(_ledger_options(cli, "fairpool"))
+    assert {"fairpool report", "fairpool report monthly", "fairpool meter status"} <= set(options)
+    monkeypatch.setenv("FAIRPOOL_LEDGER", "sqlite:////elsewhere.db")
+    for where, option in options.items():
+        assert option.show_default == "$FAIRPOOL_LEDGER or sqlite:///fairpool-ledger.db", where
+        assert option.get_default(click.Context(click.Command(where))) == (
+            "sqlite:////elsewhere.db"
+        ), where
