@@ -32,7 +32,8 @@ def print_summary(console: Console, report: MonthReport) -> None:
     # summary.csv's `charges` and `credits` are use of others' hardware alone, so the
     # columns do not take those names.
     table = Table(
-        title=f"{report.policy_name} · {report.month} · {report.currency}",
+        # The policy's name is any printable text: "[draft]" in it was read as a style.
+        title=f"{escape(report.policy_name)} · {report.month} · {report.currency}",
         caption=(
             f"pool cost {format_money(report.pool_cost)} {report.currency}; paid and "
             "received: charges and credits plus purchased-GPU payments"

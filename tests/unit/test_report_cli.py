@@ -399,3 +399,15 @@ def test_every_ledger_option_shows_the_same_default(
         assert option.get_default(click.Context(click.Command(where))) == (
             "sqlite:////elsewhere.db"
         ), where
+
+
+def test_a_policy_name_with_brackets_is_printed_whole(
+    ledger_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # rich took "[draft]" in the summary table's title for a style: "consortium  v2".
+    policy = tmp_path / "policy.yaml"
+    text = DEFAULT_POLICY.read_text()
+    policy.write_text(text.replace(f"name: {DEMO.metadata.name}\n", 'name: "pool [draft] v2"\n', 1))
+    args = ["report", "--month", "2026-10", "--ledger", ledger_url, "--policy", str(policy)]
+    assert run([*args, "--out", str(tmp_path / "out")]) == 0
+    assert "pool [draft] v2 · 2026-10" in capsys.readouterr().out
