@@ -217,7 +217,8 @@ def synth(
     "--member-map",
     default=None,
     metavar="MAP",
-    help="YAML file of vc: member, or 'vc=member,...' (default: vc names are members).",
+    help="YAML file of vc: member, or 'vc=member,...' (default: each virtual cluster "
+    "names a member: lower-cased, other characters than a-z, 0-9 and '-' made '-').",
 )
 @click.option(
     "--strict-members",
@@ -362,6 +363,16 @@ def _print_import(console: Console, report: ImportReport, out: str) -> None:
     for reason, count in report.skipped.most_common():
         table.add_row(f"skipped: {reason}", f"{count:,}")
     print_table(console, table, prose=("jobs",))
+    if report.renamed:
+        # The trace's orgs are not the names the trace showed: say which is which.
+        pairs = sorted(report.renamed.items())
+        shown = ", ".join(f"{vc} -> {member}" for vc, member in pairs[:10])
+        more = len(pairs) - 10
+        console.print(
+            f"members named after virtual clusters: {shown}"
+            + (f" and {more} more" if more > 0 else ""),
+            markup=False,
+        )
     if report.unmapped_vcs:
         top = ", ".join(f"{vc} ({n})" for vc, n in report.unmapped_vcs.most_common(10))
         more = len(report.unmapped_vcs) - 10

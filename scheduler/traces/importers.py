@@ -6,7 +6,8 @@
 - SenseTime Helios `cluster_log.csv` (S-Lab-System-Group/HeliosData): `gpu_num` GPUs on
   `node_num` nodes becomes `node_num` pods of `gpu_num / node_num` GPUs.
 
-Both map a virtual cluster (`vc`) to a member through a member map. Jobs that cannot be
+Both map a virtual cluster (`vc`) to a member through a member map; without one, each
+virtual cluster names a member by the rule of `scheduler.traces.members`. Jobs that cannot be
 replayed (no GPUs, never started, uneven pods, unmapped virtual cluster) are skipped and
 counted by reason; malformed input (a time that cannot be read, a GPU of a machine
 listed twice in one attempt) raises TraceError naming the line and field.
@@ -45,6 +46,7 @@ from scheduler.traces.csv import (
     whole_number,
 )
 from scheduler.traces.errors import IssueCollector, TraceError, TraceIssue
+from scheduler.traces.members import member_name_of, member_name_problem
 from scheduler.traces.model import Trace, TraceJob
 
 UTC_ZONE = ZoneInfo("UTC")
@@ -56,7 +58,13 @@ NOT_FINISHED = "no end time (still running or not logged)"
 NON_POSITIVE_DURATION = "zero or negative run time"
 UNEVEN_PODS = "GPUs not evenly spread over nodes"
 UNMAPPED = "virtual cluster not in the member map"
-NO_ENTRY = "maps no virtual cluster to a member (leave --member-map out to keep their names)"
+NO_ENTRY = (
+    "maps no virtual cluster to a member (leave --member-map out to name members after "
+    "the virtual clusters)"
+)
+
+
+MAP_FORMS = "(vc=member,... or a YAML file)"
 
 
 @dataclass
@@ -68,6 +76,8 @@ class ImportReport:
     read: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     unmapped_vcs: Counter[str] = field(default_factory=Counter)
+    renamed: dict[str, str] = field(default_factory=dict)
+    """Virtual cluster -> the member named after it, where the names differ (no map)."""
 
     @property
     def imported(self) -> int:
@@ -76,16 +86,16 @@ class ImportReport:
 
 @dataclass(frozen=True)
 class MemberMap:
-    """Virtual cluster -> member. Without entries every virtual cluster keeps its own
-    name as member; `strict` turns an unmapped virtual cluster into an error instead of
-    a skipped job."""
+    """Virtual cluster -> member. Without entries every virtual cluster names a member
+    (`member_name_of`); `strict` turns an unmapped virtual cluster into an error instead
+    of a skipped job."""
 
     mapping: Mapping[str, str] = field(default_factory=dict)
     strict: bool = False
 
     def member_for(self, vc: str) -> str | None:
         if not self.mapping:
-            return vc
+            return member_name_of(vc)
         return self.mapping.get(vc)
 
 
@@ -255,6 +265,10 @@ class _Collected:
 
     jobs: list[TraceJob] = field(default_factory=list)
     seen: dict[str, int | None] = field(default_factory=dict)
+    named: dict[str, str] = field(default_factory=dict)
+    """Member -> the virtual cluster it was named after (no member map)."""
+    refused: set[str] = field(default_factory=set)
+    """Virtual clusters that name no member: said once, not once per job."""
 
     def trace(self) -> Trace:
         if not self.jobs:
@@ -325,6 +339,8 @@ def _add_job(
         report.unmapped_vcs[vc] += 1
         report.skipped[UNMAPPED] += 1
         return
+    if not members.mapping and not _named_after(vc, member, line, report, collected, problems):
+        return
     # The member is the trace's org: held to the rules `trace check` holds it to, or
     # the import wrote a trace its own reader refuses.
     if not member:
@@ -362,6 +378,41 @@ def _add_job(
             gpus_per_pod=gpus_per_pod,
         )
     )
+
+
+def _shown(name: str) -> str:
+    """A name as quoted in a message: a long one cut, as a message is read on one line."""
+    return repr(name) if len(name) <= 40 else f"{name[:40]!r}..."
+
+
+def _named_after(
+    vc: str,
+    member: str,
+    line: int | None,
+    report: ImportReport,
+    collected: _Collected,
+    problems: IssueCollector,
+) -> bool:
+    """Whether the member named after `vc` is one a policy can have, and no other
+    virtual cluster's; else an error on the virtual cluster's first line naming the
+    option that names its member instead."""
+    if vc in collected.refused:
+        return False
+    problem = member_name_problem(member)
+    first = collected.named.setdefault(member, vc)
+    if problem is not None:
+        message = f"virtual cluster {_shown(vc)} names no member: {problem}"
+    elif first != vc:
+        message = (
+            f"virtual clusters {_shown(first)} and {_shown(vc)} would both be member {member!r}"
+        )
+    else:
+        if member != vc:
+            report.renamed[vc] = member
+        return True
+    collected.refused.add(vc)
+    problems.add(line, "vc", f"{message}; name the members with --member-map {MAP_FORMS}")
+    return False
 
 
 # --- Philly ------------------------------------------------------------------------

@@ -491,3 +491,23 @@ def test_check_refuses_a_name_that_ends_in_a_control_character(tmp_path: Path) -
     result = run("check", bad)
     assert result.exit_code == 2
     assert r"line 2, column job_id: control character '\x0b' in the cell" in result.output
+
+
+def test_import_without_map_writes_a_trace_a_policy_can_replay(tmp_path: Path) -> None:
+    # Helios' virtual clusters (vcAlpha) were the trace's orgs: no policy can have such
+    # a member, so `trace check --policy` and `simulate` refused the trace whatever the
+    # policy said.
+    out = tmp_path / "helios.csv"
+    result = run("import", "helios", DATA / "helios_sample.csv", "--out", out)
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "members named after virtual clusters: vcAlpha -> vcalpha, vcBeta -> vcbeta" in said
+    policy = tmp_path / "policy.yaml"
+    members = "".join(
+        f"    - name: {name}\n      namespaces: [{name}]\n" for name in read_trace(out).members()
+    )
+    text = POLICY.read_text()
+    start, end = text.index("  members:\n"), text.index("  sharing:\n")
+    policy.write_text(text[:start] + "  members:\n" + members + text[end:])
+    result = run("check", out, "--policy", policy)
+    assert result.exit_code == 0, result.output

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from policies.model import Member
 from scheduler.traces import TraceError, read_trace, write_trace
 from scheduler.traces.csv import read_trace_text
 from scheduler.traces.importers import (
@@ -20,11 +21,13 @@ from scheduler.traces.importers import (
     import_philly,
     parse_member_map,
 )
+from scheduler.traces.members import member_name_of
 
 DATA = Path(__file__).parents[1] / "data" / "traces"
 PHILLY = DATA / "philly_sample.json"
 HELIOS = DATA / "helios_sample.csv"
 MAP = DATA / "member_map.yaml"
+TO_MAP = "name the members with --member-map (vc=member,... or a YAML file)"
 HELIOS_HEADER = (
     "job_id,user,vc,gpu_num,cpu_num,node_num,state,submit_time,start_time,end_time,duration,queue"
 )
@@ -58,6 +61,58 @@ def test_philly_without_map_keeps_vc_names_and_timezone_shifts() -> None:
     assert report.trace.members() == ["vc-alpha", "vc-beta", "vc-gamma"]
     assert report.imported == 3
     assert report.trace.start_epoch == 1506931200.0 + 7 * 3600  # PDT is UTC-7
+
+
+def test_helios_without_map_names_members_a_policy_can_have() -> None:
+    # Helios' virtual clusters are named like vcEwI: kept as the trace's orgs, no policy
+    # could name them as members (a member's name is a DNS-1123 label).
+    report = import_helios(HELIOS)
+    assert report.trace.members() == ["vcalpha", "vcbeta", "vcdelta"]
+    assert report.renamed == {"vcAlpha": "vcalpha", "vcBeta": "vcbeta", "vcDelta": "vcdelta"}
+    for name in report.trace.members():
+        Member(name=name)
+
+
+@pytest.mark.parametrize(
+    ("vc", "member"),
+    [("lab-a", "lab-a"), ("Lab_A", "lab-a"), ("_vc.1 (old)", "vc-1--old"), ("GPU²", "gpu")],
+)
+def test_a_virtual_cluster_names_its_member_by_one_rule(vc: str, member: str) -> None:
+    assert member_name_of(vc) == member
+
+
+def test_virtual_clusters_that_name_no_member_or_the_same_one_are_errors(tmp_path: Path) -> None:
+    path = tmp_path / "cluster_log.csv"
+    rows = [(1, "vc_a"), (2, "vc-a"), (3, "vc-a"), (4, "Pool"), (5, "Pool"), (6, "__")]
+    path.write_text(
+        f"{HELIOS_HEADER}\n"
+        + "".join(
+            f"{j},u,{vc},1,1,1,COMPLETED,2020-07-01 09:00:00,2020-07-01 09:00:00,,60,0\n"
+            for j, vc in rows
+        )
+    )
+    with pytest.raises(TraceError) as info:
+        import_helios(path)
+    # Each virtual cluster once, on its first line, however many jobs it has.
+    assert [(i.line, i.column, i.message) for i in info.value.issues] == [
+        (3, "vc", f"virtual clusters 'vc_a' and 'vc-a' would both be member 'vc-a'; {TO_MAP}"),
+        (
+            5,
+            "vc",
+            "virtual cluster 'Pool' names no member: member name 'pool' is reserved: the cost "
+            f"report's summary names its row of the pool's totals so; {TO_MAP}",
+        ),
+        (
+            7,
+            "vc",
+            "virtual cluster '__' names no member: no letter or digit to name a member by; "
+            + TO_MAP,
+        ),
+    ]
+    # A map names them as the user chooses.
+    mapped = import_helios(path, parse_member_map("vc_a=lab-a,vc-a=lab-b,Pool=lab-c,__=lab-d"))
+    assert mapped.trace.members() == ["lab-a", "lab-b", "lab-c", "lab-d"]
+    assert mapped.renamed == {}
 
 
 def test_philly_strict_map_makes_unmapped_vc_an_error() -> None:
@@ -123,9 +178,9 @@ def test_helios_members_the_trace_cannot_hold_are_named(tmp_path: Path) -> None:
     )
     with pytest.raises(TraceError) as info:
         import_helios(path)
-    assert [(i.line, i.column, i.message.split(" (")[0]) for i in info.value.issues] == [
-        (2, "vc", "empty member name"),
-        (3, "vc", "longer than 253 characters"),
+    assert [(i.line, i.column, i.message.split(": ", 1)[-1]) for i in info.value.issues] == [
+        (2, "vc", f"no letter or digit to name a member by; {TO_MAP}"),
+        (3, "vc", f"member 'vvvvvvvvvvvvvvvvvvvv'... would be longer than 63 characters; {TO_MAP}"),
         (4, "vc", "control character '\\t' in the cell"),
     ]
 
@@ -241,7 +296,7 @@ def test_member_map_forms(tmp_path: Path) -> None:
     grouped = tmp_path / "map.yaml"
     grouped.write_text("members:\n  lab-a: [vc1, vc2]\n  lab-b: vc3\n")
     assert parse_member_map(grouped).mapping == {"vc1": "lab-a", "vc2": "lab-a", "vc3": "lab-b"}
-    assert MemberMap().member_for("vcX") == "vcX"
+    assert MemberMap().member_for("vcX") == "vcx"
     assert MemberMap({"a": "m"}).member_for("vcX") is None
     with pytest.raises(TraceError, match="not vc=member"):
         parse_member_map("vc1=lab-a,vc2")
