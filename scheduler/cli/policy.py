@@ -22,6 +22,7 @@ from scheduler.api.errors import TRACE_FIELD
 from scheduler.cli.client import Client, client_options
 from scheduler.cli.options import FiniteRange
 from scheduler.cli.tables import print_table
+from scheduler.cli.words import plural
 from scheduler.traces.csv import read_trace_text
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ def validate(file: Path) -> None:
     loaded = load_policy(file)
     members = ", ".join(loaded.member_names())
     Console().print(
-        f"[green]valid[/]: {escape(str(file))} ({len(loaded.members)} members: {members})"
+        f"[green]valid[/]: {escape(str(file))} ({plural(len(loaded.members), 'member')}: {members})"
     )
 
 

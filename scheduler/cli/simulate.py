@@ -24,6 +24,7 @@ from policies.model import Policy
 from reports.costmodel import MonthReport
 from scheduler.cli.options import FiniteRange
 from scheduler.cli.tables import print_table
+from scheduler.cli.words import plural
 from scheduler.engine.decisions import PREEMPTION_CAUSES
 from scheduler.engine.snapshot import Node
 from scheduler.sim.cluster import build_nodes
@@ -210,7 +211,7 @@ def sold_words(study: Study) -> dict[str, str]:
     for (owner, model), gpus in sorted(result.capacity.items()):
         short = gpus - result.entitlement.get((owner, model), 0)
         if owner and short > 0:
-            part = f"{short} of its {gpus} {model} GPUs"
+            part = f"{short} of its {plural(gpus, f'{model} GPU')}"
             out[owner] = f"{out[owner]} and {part}" if owner in out else f"sold {part}"
     return {
         member: f"{text} through purchases, which its standalone replay keeps"
@@ -254,7 +255,7 @@ def _lost_causes(s: dict[str, object]) -> str:
 def _past_allowance(s: dict[str, object]) -> str:
     """Owed waits longer than a reclaim takes, and what held the owners' nodes."""
     count = s.get("time_to_entitlement_past_allowance_episodes")
-    if not count:
+    if not isinstance(count, int) or not count:
         return ""
     causes = ", ".join(
         f"{OWED_CAUSE_WORDS[cause]} {_gpu_h(hours)} h"
@@ -262,7 +263,7 @@ def _past_allowance(s: dict[str, object]) -> str:
         if (hours := s[f"time_to_entitlement_past_allowance_{cause}_h"])
     )
     return (
-        f" ({count} waits past the {s['time_to_entitlement_allowance_s']:g} s allowance; "
+        f" ({plural(count, 'wait')} past the {s['time_to_entitlement_allowance_s']:g} s allowance; "
         f"hours beyond it, by what held the owners' nodes: {causes})"
     )
 
@@ -298,7 +299,7 @@ def _load_inputs(
     nodes = build_nodes(inventory)
     if trace_file is None:
         trace, dropped = default_trace(inventory, policy, days, load, seed)
-        source = f"synthetic trace ({days:g} days, load {load:g}, seed {seed})"
+        source = f"synthetic trace ({plural(days, 'day')}, load {load:g}, seed {seed})"
         if dropped:
             source += f", {dropped} gang(s) that could never run here dropped"
     else:
@@ -440,7 +441,7 @@ def simulate(
     report, no_report = _cost_report(study, str(study.summary["window"]["month"]))  # type: ignore[index]
     write_study(study, out, policy_text, report)
     elapsed = time.monotonic() - began
-    _print_study(console, study, f"trace: {source}, {len(trace.jobs)} jobs", out, elapsed)
+    _print_study(console, study, f"trace: {source}, {plural(len(trace.jobs), 'job')}", out, elapsed)
     if not interactive:
         _log(event="simulate.done", out=str(out), seconds=f"{elapsed:.1f}")
     if report is None:

@@ -17,6 +17,7 @@ from policies.inventory import MAX_GPUS_PER_NODE, MAX_NODES, load_inventory
 from policies.model import MAX_MEMBERS
 from scheduler.cli.options import FiniteRange
 from scheduler.cli.tables import print_table
+from scheduler.cli.words import plural
 from scheduler.traces.csv import read_trace, trace_rows, write_trace
 from scheduler.traces.importers import (
     ImportReport,
@@ -327,7 +328,7 @@ def _print_summary(
             f"{row.jobs:,}",
             f"{row.gangs:,}",
             f"{row.gpu_hours:,.0f}",
-            f"{row.largest_job_gpus} GPUs",
+            plural(row.largest_job_gpus, "GPU"),
             _hours(row.median_duration_s),
             f"{_hours(row.first_submit_s)} .. {_hours(row.last_submit_s)}",
             style="bold" if row.member == "total" else None,
@@ -341,14 +342,14 @@ def _print_summary(
         facts.append(f"starts {start.isoformat()}")
     if gpus and days:
         facts.append(
-            f"offered load {offered_load(result, gpus, days * 86400):.2f} on {gpus} GPUs "
-            f"over {days:g} days"
+            f"offered load {offered_load(result, gpus, days * 86400):.2f} on "
+            f"{plural(gpus, 'GPU')} over {plural(days, 'day')}"
         )
     elif gpus:
         window = submission_window_s(result)
         load = f"{offered_load(result, gpus, window):.2f}" if window > 0 else "— (one instant)"
         facts.append(
-            f"offered load {load} on {gpus} GPUs over the submission window "
+            f"offered load {load} on {plural(gpus, 'GPU')} over the submission window "
             f"({_hours(window)}, first to last submission)"
         )
     console.print("; ".join(facts))

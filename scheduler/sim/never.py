@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from policies.inventory import keeps_off_untolerating_pods
 from policies.model import Policy
 from scheduler.engine.entitlement import entitlements
-from scheduler.engine.explain import listed, over_entitlement, over_max_gpus
+from scheduler.engine.explain import listed, over_entitlement, over_max_gpus, plural
 from scheduler.engine.reach import never_detail
 from scheduler.engine.snapshot import Node
 from scheduler.traces.model import TraceJob
@@ -113,7 +113,7 @@ def never_runs_lines(never: Mapping[str, str], jobs: Mapping[str, TraceJob]) -> 
         )
     lines = []
     for (org, pods, per_pod, reason), ids in sorted(groups.items()):
-        shape = f"{pods} pods of {per_pod} GPUs" if pods > 1 else f"1 pod of {per_pod} GPUs"
+        shape = f"{plural(pods, 'pod')} of {plural(per_pod, 'GPU')}"
         lines.append(f"  {org}, {shape}: {listed(tuple(ids))}: {reason}")
     return "\n".join(lines)
 
