@@ -127,6 +127,8 @@ def parse_member_map(spec: str | os.PathLike[str] | None, strict: bool = False) 
             issues.append(TraceIssue(None, "--member-map", f"{pair!r} is not vc=member"))
         elif vc in mapping and mapping[vc] != member:
             issues.append(TraceIssue(None, "--member-map", f"{vc!r} mapped twice"))
+        elif problem := member_name_problem(member):
+            issues.append(TraceIssue(None, "--member-map", f"{pair!r}: {problem}"))
         else:
             mapping[vc] = member
     if not mapping and not issues:
@@ -193,6 +195,10 @@ def _member_map_file(path: Path) -> dict[str, str]:
                 line = line_of(node, ["members", member])
                 issues.append(TraceIssue(line, None, f"members: {member!r} is not a plain name"))
                 continue
+            if problem := member_name_problem(str(member)):
+                line = line_of(node, ["members", member])
+                issues.append(TraceIssue(line, None, f"members: {problem}"))
+                continue
             listed = vcs if isinstance(vcs, list) else [vcs]
             for i, vc in enumerate(listed):
                 where: list[str | int] = ["members", member]
@@ -218,6 +224,13 @@ def _member_map_file(path: Path) -> dict[str, str]:
     if bad:
         raise TraceError(
             source, [TraceIssue(None, str(k), "member must be a plain name") for k in bad]
+        )
+    # A member no policy can have (`Lab_A`, `pool`) made a trace no policy can replay.
+    named = [(k, member_name_problem(str(v))) for k, v in data.items()]
+    if any(problem for _, problem in named):
+        raise TraceError(
+            source,
+            [TraceIssue(line_of(node, [k]), str(k), p) for k, p in named if p is not None],
         )
     return {str(k): str(v) for k, v in data.items()}
 

@@ -543,3 +543,30 @@ def test_philly_machine_in_two_entries_is_one_pod(tmp_path: Path) -> None:
     path.write_text(json.dumps([job]))
     (gang,) = import_philly(path).trace.jobs
     assert (gang.num_pods, gang.gpus_per_pod) == (2, 2)
+
+
+def test_a_member_map_naming_members_no_policy_can_have_is_an_error(tmp_path: Path) -> None:
+    # `vcAlpha=Lab_A` wrote a trace of member "Lab_A", which no policy can name.
+    with pytest.raises(TraceError) as info:
+        parse_member_map("vcAlpha=Lab_A,vcBeta=pool,vcDelta=lab-d")
+    assert [(i.column, i.message) for i in info.value.issues] == [
+        ("--member-map", "'vcAlpha=Lab_A': 'Lab_A' is not a member name (a DNS-1123 label)"),
+        (
+            "--member-map",
+            "'vcBeta=pool': member name 'pool' is reserved: the cost report's summary names "
+            "its row of the pool's totals so",
+        ),
+    ]
+    pairs = tmp_path / "pairs.yaml"
+    pairs.write_text("vcAlpha: lab-a\nvcBeta: Lab_B\n")
+    with pytest.raises(TraceError) as info:
+        parse_member_map(pairs)
+    assert [(i.line, i.column) for i in info.value.issues] == [(2, "vcBeta")]
+    assert "'Lab_B' is not a member name" in info.value.issues[0].message
+    grouped = tmp_path / "grouped.yaml"
+    grouped.write_text("members:\n  lab-a: vcAlpha\n  Lab B: [vcBeta]\n")
+    with pytest.raises(TraceError) as info:
+        parse_member_map(grouped)
+    assert [(i.line, i.message) for i in info.value.issues] == [
+        (3, "members: 'Lab B' is not a member name (a DNS-1123 label)")
+    ]
