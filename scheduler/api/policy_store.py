@@ -116,7 +116,7 @@ class SourceRefused(Exception):
         if "unknown field" in why:
             hint = (
                 ": its CRD is older than fairpool's, upgrade it with `kubectl apply "
-                "--server-side -f deploy/helm/fairpool/crds/` (docs/install.md)"
+                "--server-side --force-conflicts -f deploy/helm/fairpool/crds/` (docs/install.md)"
             )
         super().__init__(f"{source} refused the policy ({why}){hint}; nothing was changed")
 
