@@ -4,8 +4,11 @@ the local control plane (a real kube-apiserver)."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +23,7 @@ from tests.controlplane import ControlPlane
 from tests.controlplane.build import binary_path
 from tests.controlplane.crds import wait_established
 from tests.controlplane.layout import REPO_ROOT
+from tests.integration.test_daemon import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -94,3 +98,119 @@ def test_the_documented_crd_upgrade_applies_a_changed_crd_over_helms(
     )
     properties = served.spec.versions[0].schema.open_apiv3_schema.properties["spec"].properties
     assert "addedInAnUpgrade" in properties
+
+
+def _chart_args(manifest: str, kind: str, name: str) -> list[str]:
+    for doc in yaml.safe_load_all(manifest):
+        if doc and doc["kind"] == kind and doc["metadata"]["name"] == name:
+            args: list[str] = doc["spec"]["template"]["spec"]["containers"][0]["args"]
+            return args
+    raise AssertionError(f"{kind} {name} not in the release's manifest")
+
+
+def _left_in(plane: ControlPlane, namespace: str) -> set[str]:
+    core = k8s.CoreV1Api(plane.admin)
+    coordination = k8s.CoordinationV1Api(plane.admin)
+    left = {
+        f"configmap/{c.metadata.name}"
+        for c in core.list_namespaced_config_map(namespace).items
+        if c.metadata.name != "kube-root-ca.crt"  # the API server's, in every namespace
+    }
+    left |= {
+        f"pvc/{c.metadata.name}"
+        for c in core.list_namespaced_persistent_volume_claim(namespace).items
+    }
+    left |= {
+        f"lease/{c.metadata.name}" for c in coordination.list_namespaced_lease(namespace).items
+    }
+    return left
+
+
+def test_uninstall_leaves_what_the_docs_say_and_their_commands_remove_it(
+    control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    release = f"fpu-{uuid.uuid4().hex[:6]}"
+    full = f"{release}-fairpool"
+    spec = yaml.safe_load((REPO_ROOT / "policies/defaults/policy.yaml").read_text())["spec"]
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "policy": {"name": release, "spec": spec},
+                # Cluster-wide: it would refuse the annotations of the other tests' daemons.
+                "admissionPolicy": {"enabled": False},
+            }
+        )
+    )
+    _helm(control_plane, "install", release, str(CHART), "-n", namespace, "--values", str(values))
+    custom = k8s.CustomObjectsApi(control_plane.admin)
+
+    # The scheduler, with the chart's arguments, writes its Lease and usage history.
+    manifest = _helm(control_plane, "get", "manifest", release, "-n", namespace)
+    args = [
+        a
+        for a in _chart_args(manifest, "Deployment", f"{full}-scheduler")
+        if a.split("=")[0] not in ("--in-cluster", "--identity", "--metrics-port")
+    ]
+    log = tmp_path / "scheduler.log"
+    env = {**os.environ, "FAIRPOOL_LEDGER": f"sqlite:///{tmp_path / 'ledger.db'}"}
+    with log.open("ab") as out:
+        daemon = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("fairpool")),
+                *args,
+                f"--kubeconfig={control_plane.kubeconfig('admin')}",
+                "--identity=uninstall-test",
+                "--metrics-port=0",
+                "--metrics-address=127.0.0.1",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    try:
+        wanted = {f"configmap/{full}-usage-history", f"lease/{full}-scheduler"}
+        wait_until(
+            lambda: wanted <= _left_in(control_plane, namespace),
+            timeout=60,
+            what="the Lease and the usage history",
+        )
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=30)
+
+    _helm(control_plane, "uninstall", release, "-n", namespace)
+    left = _left_in(control_plane, namespace)
+    assert left == {
+        f"pvc/{full}-ledger",
+        f"pvc/{full}-reports",
+        f"configmap/{full}-usage-history",
+        f"lease/{full}-scheduler",
+    }
+    with pytest.raises(ApiException) as gone:
+        custom.get_cluster_custom_object("fairpool.io", "v1", "policies", release)
+    assert gone.value.status == 404
+
+    # The docs' clean-up commands, for this release and namespace, remove all that was
+    # left (all but the CRD's, which the other tests share).
+    kubectl = str(binary_path("kubectl", Path(control_plane.state.cache)))
+    commands = [
+        _documented(r"kubectl -n fairpool-system delete " + kind)
+        for kind in ("pvc", "configmap", "lease")
+    ]
+    assert _documented(r"kubectl delete crd policies\.fairpool\.io")
+    for command in commands:
+        args = [
+            namespace if a == "fairpool-system" else re.sub(r"^fairpool-", f"{full}-", a)
+            for a in command.split("#")[0].split()[1:]
+        ]
+        # No pvc-protection controller runs here to drop the claims' finalizer: the claims
+        # are deleted (marked), not gone.
+        done = _run(
+            [kubectl, f"--kubeconfig={control_plane.kubeconfig('admin')}", *args, "--wait=false"]
+        )
+        assert done.returncode == 0, f"{command}:\n{done.stdout}\n{done.stderr}"
+    core = k8s.CoreV1Api(control_plane.admin)
+    claims = core.list_namespaced_persistent_volume_claim(namespace).items
+    assert all(c.metadata.deletion_timestamp for c in claims), claims
+    assert {a for a in _left_in(control_plane, namespace) if not a.startswith("pvc/")} == set()
