@@ -23,6 +23,7 @@ from tests.controlplane import ControlPlane
 from tests.controlplane.build import binary_path
 from tests.controlplane.crds import wait_established
 from tests.controlplane.layout import REPO_ROOT
+from tests.integration.conftest import TEST_NAMESPACE_LABEL
 from tests.integration.test_daemon import wait_until
 
 pytestmark = pytest.mark.integration
@@ -214,3 +215,94 @@ def test_uninstall_leaves_what_the_docs_say_and_their_commands_remove_it(
     claims = core.list_namespaced_persistent_volume_claim(namespace).items
     assert all(c.metadata.deletion_timestamp for c in claims), claims
     assert {a for a in _left_in(control_plane, namespace) if not a.startswith("pvc/")} == set()
+
+
+def test_a_second_release_that_would_fight_the_first_is_refused_at_install(
+    control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    core = k8s.CoreV1Api(control_plane.admin)
+    other_namespace = f"{namespace}-b"
+    core.create_namespace(
+        {"metadata": {"name": other_namespace, "labels": {TEST_NAMESPACE_LABEL: "true"}}}  # type: ignore[arg-type]
+    )
+    first, second = (f"fpt-{uuid.uuid4().hex[:6]}" for _ in range(2))
+    spec = yaml.safe_load((REPO_ROOT / "policies/defaults/policy.yaml").read_text())["spec"]
+    values = tmp_path / "values.yaml"
+    # A scheduler name of this test's own: no other test's Deployment carries it.
+    values.write_text(
+        yaml.safe_dump({"policy": {"spec": spec}, "scheduler": {"schedulerName": first}})
+    )
+    common = ["--values", str(values), "--set", "admissionPolicy.enabled=false"]
+    _helm(
+        control_plane,
+        "install",
+        first,
+        str(CHART),
+        "-n",
+        namespace,
+        *common,
+        "--set",
+        f"policy.name={first}",
+    )
+    try:
+        install_second = [
+            str(helm()),
+            f"--kubeconfig={control_plane.kubeconfig('admin')}",
+            "install",
+            second,
+            str(CHART),
+            "-n",
+            other_namespace,
+            *common,
+            "--set",
+            f"policy.name={second}",
+        ]
+        same_name = _run(install_second)
+        assert same_name.returncode != 0
+        assert "scheduler.schedulerName" in same_name.stderr, same_name.stderr
+        assert f"{namespace}/{first}" in same_name.stderr, same_name.stderr
+
+        with_admission = _run(
+            [
+                *install_second,
+                "--set",
+                f"scheduler.schedulerName={second}",
+                "--set",
+                "admissionPolicy.enabled=true",
+            ]
+        )
+        assert with_admission.returncode != 0
+        assert "admissionPolicy.enabled" in with_admission.stderr, with_admission.stderr
+        assert (
+            not k8s.AppsV1Api(control_plane.admin).list_namespaced_deployment(other_namespace).items
+        )
+
+        # Another scheduler name and no admission policy: the two live side by side, and
+        # each upgrades.
+        alone = _run([*install_second, "--set", f"scheduler.schedulerName={second}"])
+        assert alone.returncode == 0, alone.stderr
+        _helm(
+            control_plane,
+            "upgrade",
+            first,
+            str(CHART),
+            "-n",
+            namespace,
+            *common,
+            "--set",
+            f"policy.name={first}",
+        )
+    finally:
+        # Cluster-scoped objects (ClusterRoles, PriorityClasses) outlive the namespaces.
+        _run(
+            [
+                str(helm()),
+                f"--kubeconfig={control_plane.kubeconfig('admin')}",
+                "uninstall",
+                second,
+                "-n",
+                other_namespace,
+                "--ignore-not-found",
+            ]
+        )
+        _helm(control_plane, "uninstall", first, "-n", namespace)
