@@ -235,6 +235,13 @@ def test_monitoring_objects_follow_the_clusters_capabilities(policy: Path) -> No
         (["ledger.sqlite.accessMode=ReadWriteOncePod"], "/ledger/sqlite/accessMode"),
         # SQLite's write-ahead log does not work across hosts.
         (["ledger.sqlite.accessMode=ReadWriteMany"], "/ledger/sqlite/accessMode"),
+        # Not quantities: the API server refused the Deployment or the claim mid-upgrade,
+        # naming neither the value, and the release was left failed, half applied.
+        (["scheduler.resources.limits.memory=lots"], "/scheduler/resources/limits/memory"),
+        (["meter.resources.requests.cpu=-1"], "/meter/resources/requests/cpu"),
+        (["meter.reports.size=big"], "/meter/reports/size"),
+        (["ledger.sqlite.size=1 Gi"], "/ledger/sqlite/size"),
+        (["scheduler.resources.limit.memory=1Gi"], "additional properties 'limit' not allowed"),
         (
             ["api.tokensSecret=t", "api.tls.certManager.enabled=true"],
             "needs api.tls.certManager.issuerRef.name",
@@ -253,6 +260,25 @@ def test_bad_values_are_refused_with_the_value_named(
     with pytest.raises(HelmError) as refused:
         _render(policy, "minimal", sets=sets)
     assert message in refused.value.output
+
+
+def test_quantities_in_every_form_kubernetes_takes_are_accepted(policy: Path) -> None:
+    objects = _render(
+        policy,
+        "minimal",
+        sets=[
+            "scheduler.resources.requests.cpu=0.5",
+            "scheduler.resources.limits.memory=2e9",
+            "meter.resources.requests.cpu=250m",
+            "meter.resources.requests.ephemeral-storage=1G",
+            "ledger.sqlite.size=10Gi",
+        ],
+    )
+    resources = container(one(objects, "Deployment", SCHEDULER))["resources"]
+    assert str(resources["requests"]["cpu"]) == "0.5"
+    assert one(objects, "PersistentVolumeClaim", "fairpool-ledger")["spec"]["resources"] == {
+        "requests": {"storage": "10Gi"}
+    }
 
 
 @pytest.mark.parametrize(
