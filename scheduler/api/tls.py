@@ -4,6 +4,9 @@ certificates: mutual TLS) and client side; a server listening with them."""
 from __future__ import annotations
 
 import ipaddress
+import logging
+import os
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,6 +17,8 @@ from policies.errors import GRPC_BIND_FAILED, InputError, ListenError
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
     from cryptography.x509 import Certificate
+
+_log = logging.getLogger(__name__)
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -67,16 +72,65 @@ def _key_pair(cert: Path, key: Path) -> tuple[bytes, bytes]:
     return secret, chain
 
 
+class _CertificateFiles:
+    """The server's certificate files, read again when they change. cert-manager renews
+    the certificate in its Secret and the kubelet swaps the mounted files: a server that
+    kept the certificate it started with served it until it expired, and every client
+    was then refused."""
+
+    def __init__(self, cert: Path, key: Path, client_ca: Path | None) -> None:
+        self._cert, self._key, self._client_ca = cert, key, client_ca
+        self._lock = threading.Lock()
+        self._stamp = self._stamps()
+        self.initial = self._configuration()
+        self._refused: tuple[tuple[int, int, int], ...] | None = None
+
+    def _paths(self) -> list[Path]:
+        return [p for p in (self._cert, self._key, self._client_ca) if p is not None]
+
+    def _stamps(self) -> tuple[tuple[int, int, int], ...] | None:
+        try:
+            found = [os.stat(p) for p in self._paths()]  # follows the kubelet's symlinks
+        except OSError:
+            return None
+        return tuple((s.st_ino, s.st_mtime_ns, s.st_size) for s in found)
+
+    def _configuration(self) -> grpc.ServerCertificateConfiguration:
+        pair = _key_pair(self._cert, self._key)
+        ca = None if self._client_ca is None else _certificates(self._client_ca, "client CA")[0]
+        return grpc.ssl_server_certificate_configuration([pair], root_certificates=ca)
+
+    def fetch(self) -> grpc.ServerCertificateConfiguration | None:
+        """gRPC asks at each handshake: the new files once they changed and parse, else
+        None (what is served stays). A half-written pair is tried again next time."""
+        stamp = self._stamps()
+        with self._lock:
+            if stamp is None or stamp == self._stamp:
+                return None
+            try:
+                configuration = self._configuration()
+            except InputError as exc:
+                if stamp != self._refused:
+                    _log.warning(
+                        "TLS files changed but cannot be used, still serving the "
+                        "previous certificate: %s",
+                        exc,
+                    )
+                    self._refused = stamp
+                return None
+            self._stamp = stamp
+            _log.info("TLS certificate %s changed: serving the new one", self._cert)
+            return configuration
+
+
 def server_credentials(
     cert: Path, key: Path, client_ca: Path | None = None
 ) -> grpc.ServerCredentials:
-    """TLS with `cert`/`key`; with `client_ca`, every client must present a certificate
-    signed by it (mutual TLS)."""
-    pair = _key_pair(cert, key)
-    if client_ca is None:
-        return grpc.ssl_server_credentials([pair])
-    return grpc.ssl_server_credentials(
-        [pair], root_certificates=_certificates(client_ca, "client CA")[0], require_client_auth=True
+    """TLS with `cert`/`key`, read again when they change; with `client_ca`, every client
+    must present a certificate signed by it (mutual TLS)."""
+    files = _CertificateFiles(cert, key, client_ca)
+    return grpc.dynamic_ssl_server_credentials(
+        files.initial, files.fetch, require_client_authentication=client_ca is not None
     )
 
 

@@ -6,6 +6,9 @@ import datetime as dt
 import ipaddress
 import logging
 import re
+import shutil
+import socket
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -306,3 +309,46 @@ def test_tls_files_that_do_not_parse_are_named_before_listening(pki: Pki, tmp_pa
         channel_credentials(junk)
     with pytest.raises(InputError, match=re.escape(f"TLS key {pki.server.key}: not the key")):
         channel_credentials(pki.ca.cert, pki.client.cert, pki.server.key)
+
+
+def _served_subject(port: int) -> str:
+    """The common name of the certificate the server presents to a new connection."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["h2"])
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as plain,
+        context.wrap_socket(plain) as wrapped,
+    ):
+        der = wrapped.getpeercert(binary_form=True)
+    assert der is not None
+    name = x509.load_der_x509_certificate(der).subject
+    return str(name.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
+
+
+@pytest.mark.parametrize("read_front", [False, True], ids=["one-process", "front-process"])
+def test_a_renewed_certificate_is_served_without_a_restart(
+    tmp_path: Path, pki: Pki, read_front: bool
+) -> None:
+    # As the kubelet mounts a Secret: the files change in place when cert-manager renews it.
+    ca = x509.load_pem_x509_certificate(pki.ca.cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(pki.ca.key.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    renewed = issue(tmp_path, "renewed", (ca, ca_key), server=True)
+    mounted = Pair(tmp_path / "tls.crt", tmp_path / "tls.key")
+    shutil.copy(pki.server.cert, mounted.cert)
+    shutil.copy(pki.server.key, mounted.key)
+    creds = channel_credentials(pki.ca.cert)
+    with running_server(
+        tmp_path, creds, tls_cert=mounted.cert, tls_key=mounted.key, read_front=read_front
+    ) as api:
+        assert _served_subject(api.server.port) == "server"
+        # Half written (the new certificate, the old key): the old pair is still served.
+        shutil.copy(renewed.cert, mounted.cert)
+        assert _served_subject(api.server.port) == "server"
+        shutil.copy(renewed.key, mounted.key)
+        assert _served_subject(api.server.port) == "renewed"
+        target = f"localhost:{api.server.port}"
+        with grpc.secure_channel(target, channel_credentials(pki.ca.cert)) as fresh:
+            assert _get_policy(fresh) == grpc.StatusCode.OK
