@@ -242,6 +242,12 @@ def test_monitoring_objects_follow_the_clusters_capabilities(policy: Path) -> No
         (["meter.reports.size=big"], "/meter/reports/size"),
         (["ledger.sqlite.size=1 Gi"], "/ledger/sqlite/size"),
         (["scheduler.resources.limit.memory=1Gi"], "additional properties 'limit' not allowed"),
+        # What the Policy CRD refuses (or prunes) is refused before anything is applied:
+        # the meter's policy ConfigMap and Deployment were updated first, the Policy
+        # refused (or its misspelt key dropped with a warning), the release left failed.
+        (["policy.spec.sharing.borowing=false"], "additional properties 'borowing' not allowed"),
+        (["policy.spec.members[0].weight=0"], "/policy/spec/members/0/weight"),
+        (["policy.spec.gpuModels[0].hourlyCost=abc"], "/policy/spec/gpuModels/0/hourlyCost"),
         (
             ["api.tokensSecret=t", "api.tls.certManager.enabled=true"],
             "needs api.tls.certManager.issuerRef.name",
@@ -260,6 +266,18 @@ def test_bad_values_are_refused_with_the_value_named(
     with pytest.raises(HelmError) as refused:
         _render(policy, "minimal", sets=sets)
     assert message in refused.value.output
+
+
+def test_the_policy_values_take_what_the_crd_takes(policy: Path, tmp_path: Path) -> None:
+    values = yaml.safe_load(policy.read_text())
+    values["policy"]["spec"]["sharing"]["maxReclaimsPerJob"] = None  # no limit
+    values["policy"]["spec"]["gpuModels"][0]["hourlyCost"] = 3  # a whole number
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(values))
+    objects = render([path, VALUE_SETS / "minimal.yaml"])
+    assert one(objects, "Policy")["spec"]["sharing"]["maxReclaimsPerJob"] is None
+    # The policy managed elsewhere: no spec at all.
+    render([VALUE_SETS / "minimal.yaml"], sets=["policy.create=false", "meter.enabled=false"])
 
 
 def test_quantities_in_every_form_kubernetes_takes_are_accepted(policy: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -154,3 +155,28 @@ def test_stored_money_in_any_notation_the_model_reads_is_what_the_schema_takes()
         assert cost["shares"] == {"a": "1"}
         for value in (*found, cost["shares"]["a"]):
             assert re.fullmatch(pattern, value), (written, value)
+
+
+VALUES_SCHEMA = ROOT / "deploy" / "helm" / "fairpool" / "values.schema.json"
+
+
+def test_the_charts_values_schema_checks_policy_spec_as_the_crd_does() -> None:
+    current = VALUES_SCHEMA.read_text(encoding="utf-8")
+    assert crd.values_schema(current) == current, (
+        "regenerate: python -m policies.crd --values-schema deploy/helm/fairpool/values.schema.json"
+    )
+    policy = json.loads(current)["properties"]["policy"]["properties"]["spec"]
+    assert policy["then"] == {"$ref": "#/definitions/policySpec"}
+
+
+def test_the_values_schema_keeps_what_the_crd_allows() -> None:
+    spec = crd.values_spec_schema()
+    sharing = spec["properties"]["sharing"]
+    assert sharing["additionalProperties"] is False
+    # null is meaningful (no limit) and the CRD takes it: so must the values.
+    assert "null" in sharing["properties"]["maxReclaimsPerJob"]["type"]
+    cost = spec["properties"]["gpuModels"]["items"]["properties"]["hourlyCost"]
+    assert {"type": "integer"} in cost["anyOf"] and {"type": "string"} in cost["anyOf"]
+    weight = spec["properties"]["members"]["items"]["properties"]["weight"]
+    assert weight["exclusiveMinimum"] == 0 and "minimum" not in weight
+    assert "x-kubernetes-list-type" not in json.dumps(spec)
