@@ -4,6 +4,7 @@ the local control plane (a real kube-apiserver)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -306,3 +307,47 @@ def test_a_second_release_that_would_fight_the_first_is_refused_at_install(
             ]
         )
         _helm(control_plane, "uninstall", first, "-n", namespace)
+
+
+def test_a_claims_storage_class_change_is_refused_naming_the_value(
+    control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    release = f"fps-{uuid.uuid4().hex[:6]}"
+    spec = yaml.safe_load((REPO_ROOT / "policies/defaults/policy.yaml").read_text())["spec"]
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "policy": {"name": release, "spec": spec},
+                "scheduler": {"schedulerName": release},
+                "admissionPolicy": {"enabled": False},
+                "ledger": {"sqlite": {"storageClassName": "class-a"}},
+            }
+        )
+    )
+    chart = ["--values", str(values), "-n", namespace]
+    _helm(control_plane, "install", release, str(CHART), *chart)
+    try:
+        changed = _run(
+            [
+                str(helm()),
+                f"--kubeconfig={control_plane.kubeconfig('admin')}",
+                "upgrade",
+                release,
+                str(CHART),
+                *chart,
+                "--set",
+                "ledger.sqlite.storageClassName=class-b",
+            ]
+        )
+        assert changed.returncode != 0
+        assert "ledger.sqlite.storageClassName" in changed.stderr, changed.stderr
+        assert '"class-a"' in changed.stderr, changed.stderr
+        # Refused before anything was applied: the release is as it was.
+        history = json.loads(
+            _helm(control_plane, "history", release, "-n", namespace, "--output", "json")
+        )
+        assert [r["status"] for r in history] == ["deployed"], history
+        _helm(control_plane, "upgrade", release, str(CHART), *chart)
+    finally:
+        _helm(control_plane, "uninstall", release, "-n", namespace)

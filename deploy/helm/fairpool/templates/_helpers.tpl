@@ -121,3 +121,21 @@ to the value that sets it. */}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
+
+{{/* A claim's storage class cannot change once it exists: the API server refused the
+patch mid-upgrade ("spec is immutable after creation"), naming no value, and the release
+was left failed with the objects applied before it changed. Refused here first, naming
+the value. Arguments: the root, the claim's name, the value's path and its value. */}}
+{{- define "fairpool.checkClaimClass" -}}
+{{- $root := index . 0 -}}
+{{- $claim := index . 1 -}}
+{{- $path := index . 2 -}}
+{{- $wanted := index . 3 -}}
+{{- $existing := lookup "v1" "PersistentVolumeClaim" $root.Release.Namespace $claim -}}
+{{- if and $wanted $existing -}}
+{{- $class := $existing.spec.storageClassName | default "" -}}
+{{- if and $class (ne $class $wanted) -}}
+{{- fail (printf "%s: the PersistentVolumeClaim %s exists with storage class %q, and a claim's class cannot change: keep %q, or copy the data to a claim of another name" $path $claim $class $class) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
