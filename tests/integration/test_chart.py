@@ -242,6 +242,10 @@ def test_monitoring_objects_follow_the_clusters_capabilities(policy: Path) -> No
         (["meter.reports.size=big"], "/meter/reports/size"),
         (["ledger.sqlite.size=1 Gi"], "/ledger/sqlite/size"),
         (["scheduler.resources.limit.memory=1Gi"], "additional properties 'limit' not allowed"),
+        # Not strings, or not tolerations: the API server refused the Deployment the same way.
+        (["scheduler.nodeSelector.gpu=true"], "/scheduler/nodeSelector/gpu"),
+        (["meter.tolerations[0].tolerationSeconds=soon"], "/meter/tolerations/0/tolerationSeconds"),
+        (["grafana.dashboard.labels.grafana_dashboard=1"], "/grafana/dashboard/labels"),
         # What the Policy CRD refuses (or prunes) is refused before anything is applied:
         # the meter's policy ConfigMap and Deployment were updated first, the Policy
         # refused (or its misspelt key dropped with a warning), the release left failed.
