@@ -181,17 +181,37 @@ def test_uninstall_leaves_what_the_docs_say_and_their_commands_remove_it(
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=30)
 
-    _helm(control_plane, "uninstall", release, "-n", namespace)
-    left = _left_in(control_plane, namespace)
-    assert left == {
+    def policy_exists() -> bool:
+        try:
+            custom.get_cluster_custom_object("fairpool.io", "v1", "policies", release)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    # Handed over to GitOps: the chart no longer makes the Policy, which stays.
+    _helm(
+        control_plane,
+        *("upgrade", release, str(CHART), "-n", namespace, "--values", str(values)),
+        *("--set", "policy.create=false", "--set", "meter.enabled=false"),
+    )
+    assert policy_exists()
+
+    left = {
         f"pvc/{full}-ledger",
         f"pvc/{full}-reports",
         f"configmap/{full}-usage-history",
         f"lease/{full}-scheduler",
     }
-    with pytest.raises(ApiException) as gone:
-        custom.get_cluster_custom_object("fairpool.io", "v1", "policies", release)
-    assert gone.value.status == 404
+    _helm(control_plane, "uninstall", release, "-n", namespace)
+    assert _left_in(control_plane, namespace) == left
+    assert policy_exists()
+    # Installed again under the same name: it takes up what was kept.
+    _helm(control_plane, "install", release, str(CHART), "-n", namespace, "--values", str(values))
+    _helm(control_plane, "uninstall", release, "-n", namespace)
+    assert _left_in(control_plane, namespace) == left
+    assert policy_exists()
 
     # The docs' clean-up commands, for this release and namespace, remove all that was
     # left (all but the CRD's, which the other tests share).
@@ -200,10 +220,15 @@ def test_uninstall_leaves_what_the_docs_say_and_their_commands_remove_it(
         _documented(r"kubectl -n fairpool-system delete " + kind)
         for kind in ("pvc", "configmap", "lease")
     ]
+    commands.append(_documented(r"kubectl delete policy "))
     assert _documented(r"kubectl delete crd policies\.fairpool\.io")
     for command in commands:
         args = [
-            namespace if a == "fairpool-system" else re.sub(r"^fairpool-", f"{full}-", a)
+            namespace
+            if a == "fairpool-system"
+            else release
+            if a == "consortium"
+            else re.sub(r"^fairpool-", f"{full}-", a)
             for a in command.split("#")[0].split()[1:]
         ]
         # No pvc-protection controller runs here to drop the claims' finalizer: the claims
@@ -216,6 +241,7 @@ def test_uninstall_leaves_what_the_docs_say_and_their_commands_remove_it(
     claims = core.list_namespaced_persistent_volume_claim(namespace).items
     assert all(c.metadata.deletion_timestamp for c in claims), claims
     assert {a for a in _left_in(control_plane, namespace) if not a.startswith("pvc/")} == set()
+    assert not policy_exists()
 
 
 def test_a_second_release_that_would_fight_the_first_is_refused_at_install(
