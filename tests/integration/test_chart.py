@@ -589,3 +589,37 @@ def test_promtool_parses_every_dashboard_query(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"SUCCESS: {len(rules)} rules found" in done.stdout
+
+
+def test_an_https_prometheus_is_checked_against_the_ca_the_values_name(policy: Path) -> None:
+    """The meter checks an https Prometheus's certificate; the chart mounts the CA
+    bundle the values name and passes it, or passes --prometheus-insecure when asked."""
+    plain = container(one(_render(policy, "minimal"), "Deployment", METER))
+    assert not [a for a in plain["args"] if a.startswith("--prometheus-")]
+    objects = _render(
+        policy,
+        "minimal",
+        sets=[
+            "meter.prometheusUrl=https://prometheus.monitoring.svc:9090",
+            "meter.prometheusTLS.caConfigMap=kube-root-ca.crt",
+        ],
+    )
+    meter = one(objects, "Deployment", METER)
+    args = container(meter)["args"]
+    assert "--prometheus-ca=/etc/fairpool/prometheus-ca/ca.crt" in args
+    mounts = {m["name"]: m for m in container(meter)["volumeMounts"]}
+    assert mounts["prometheus-ca"]["mountPath"] == "/etc/fairpool/prometheus-ca"
+    volumes = {v["name"]: v for v in meter["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["prometheus-ca"]["configMap"]["name"] == "kube-root-ca.crt"
+    insecure = _render(policy, "minimal", sets=["meter.prometheusTLS.insecureSkipVerify=true"])
+    assert "--prometheus-insecure" in container(one(insecure, "Deployment", METER))["args"]
+    with pytest.raises(HelmError) as both:
+        _render(
+            policy,
+            "minimal",
+            sets=[
+                "meter.prometheusTLS.caConfigMap=kube-root-ca.crt",
+                "meter.prometheusTLS.insecureSkipVerify=true",
+            ],
+        )
+    assert "check the certificate or not" in both.value.output
