@@ -137,8 +137,12 @@ class StandaloneReplays:
             # Largest first: the longest replays should not start last.
             order = sorted(self._members, key=lambda m: -_work(trace, m))
             for member in order:
+                # The member's jobs only, which are all its replay reads: this process
+                # pickles what it sends while it replays the pooled cluster, and the
+                # whole trace sent with each member was 8 times the trace (at 30,000
+                # jobs, about 0.3 s to pickle and 0.5 s to unpickle each time).
                 self._futures[member] = self._pool.submit(
-                    replay_member, nodes, policy, trace, member, None, batch_s
+                    replay_member, nodes, policy, member_trace(trace, member), member, None, batch_s
                 )
 
     def results(self, on_done: Callable[[str], None] | None = None) -> dict[str, StandaloneResult]:
@@ -171,6 +175,11 @@ class StandaloneReplays:
     def __exit__(self, *exc: object) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def member_trace(trace: Trace, member: str) -> Trace:
+    """The trace's jobs of `member`, in the trace's order: what `standalone_inputs` keeps."""
+    return Trace(tuple(j for j in trace.jobs if j.org == member), trace.start_epoch)
 
 
 def _work(trace: Trace, member: str) -> float:

@@ -16,7 +16,7 @@ from scheduler.engine.snapshot import Snapshot
 from scheduler.sim import metrics
 from scheduler.sim.pipeline import build_study
 from scheduler.sim.simulator import JobState, SimulationResult, Simulator
-from scheduler.sim.standalone import replay_all
+from scheduler.sim.standalone import member_trace, replay_all
 from tests.unit.test_sim_helpers import MODEL, START, job, node, policy, trace
 
 NODES = (node("a-0", "a", 4), node("b-0", "b", 4))
@@ -176,6 +176,19 @@ def test_standalone_replays_same_in_any_process() -> None:
         spread = replay_all(nodes, pol, jobs, members, processes=processes, on_done=done.append)
         assert sorted(done) == members
         assert spread == here
+
+
+def test_a_worker_is_sent_its_members_jobs_alone_in_trace_order() -> None:
+    """What a standalone replay is sent to a worker: its member's jobs in the trace's
+    order, with the trace's start (the replay reads nothing else of the trace)."""
+    jobs = replace(
+        trace(job("a1", "a", 0, 100, 4), job("b1", "b", 5, 100, 4), job("a2", "a", 9, 50, 2)),
+        start_epoch=1.0e9,
+    )
+    mine = member_trace(jobs, "a")
+    assert [j.job_id for j in mine.jobs] == ["a1", "a2"]
+    assert mine.start_epoch == 1.0e9
+    assert member_trace(jobs, "c").jobs == ()
 
 
 def test_pooling_dividend_is_work_done_not_lost_work() -> None:
