@@ -124,7 +124,37 @@ def test_minimal_install_runs_both_workloads_without_api_or_monitoring(policy: P
     assert {p["name"] for p in service["spec"]["ports"]} == {"metrics"}
     dashboard = one(objects, "ConfigMap", "fairpool-dashboard")
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
-    assert yaml.safe_load(dashboard["data"]["fairpool.json"])["uid"] == "fairpool"
+    assert json.loads(dashboard["data"]["fairpool.json"])["uid"].startswith("fairpool-")
+
+
+def _dashboard(policy: Path, release: str, namespace: str, **kwargs: Any) -> dict[str, Any]:
+    objects = render([policy], release=release, namespace=namespace, **kwargs)
+    configmap = [o for o in objects if o["metadata"]["name"].endswith("-dashboard")]
+    assert len(configmap) == 1
+    dashboard: dict[str, Any] = json.loads(configmap[0]["data"]["fairpool.json"])
+    return dashboard
+
+
+def test_two_releases_dashboards_have_their_own_grafana_uid_and_title(policy: Path) -> None:
+    # Grafana keys dashboards by uid: a shared one made one release's dashboard replace
+    # the other's. Releases of one name in two namespaces, and a long release name.
+    releases = [("fairpool", "pool-a"), ("fairpool", "pool-b"), ("x" * 53, "pool-a")]
+    dashboards = [_dashboard(policy, release, namespace) for release, namespace in releases]
+    uids = [d["uid"] for d in dashboards]
+    assert len(set(uids)) == len(uids), uids
+    assert all(len(uid) <= 40 for uid in uids), uids  # Grafana's limit
+    titles = [d["title"] for d in dashboards]
+    assert len(set(titles)) == len(titles), titles  # Grafana refuses two of one folder
+    assert titles[0] == "fairpool (pool-a/fairpool)"
+    # The rest is the chart's file as it is.
+    source = json.loads((CHART / "files" / "dashboard.json").read_text())
+    for dashboard in dashboards:
+        assert {k: v for k, v in dashboard.items() if k not in ("uid", "title")} == {
+            k: v for k, v in source.items() if k not in ("uid", "title")
+        }
+    # An existing dashboard's URL (/d/fairpool) can be kept.
+    kept = _dashboard(policy, "fairpool", "pool-a", sets=["grafana.dashboard.uid=fairpool"])
+    assert kept["uid"] == "fairpool"
 
 
 def test_policy_object_carries_the_given_spec_and_the_meter_reads_the_same(policy: Path) -> None:
