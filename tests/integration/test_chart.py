@@ -157,6 +157,17 @@ def test_two_releases_dashboards_have_their_own_grafana_uid_and_title(policy: Pa
     assert kept["uid"] == "fairpool"
 
 
+def test_claims_rendered_without_a_cluster_are_ordinary_objects_not_hooks(policy: Path) -> None:
+    # Argo CD renders with `helm template` and deletes and makes again a hook at each
+    # sync (BeforeHookCreation by default): a claim made a hook there lost the ledger.
+    # Installed by Helm, they are hooks (tests/integration/test_chart_life.py).
+    claims = [o for o in _render(policy, "minimal") if o["kind"] == "PersistentVolumeClaim"]
+    assert len(claims) == 2
+    for claim in claims:
+        annotations = claim["metadata"]["annotations"]
+        assert annotations == {"helm.sh/resource-policy": "keep"}, annotations
+
+
 def test_policy_object_carries_the_given_spec_and_the_meter_reads_the_same(policy: Path) -> None:
     objects = _render(policy, "minimal")
     spec = yaml.safe_load(policy.read_text())["policy"]["spec"]

@@ -377,3 +377,82 @@ def test_a_claims_storage_class_change_is_refused_naming_the_value(
         _helm(control_plane, "upgrade", release, str(CHART), *chart)
     finally:
         _helm(control_plane, "uninstall", release, "-n", namespace)
+
+
+def test_a_rollback_to_a_revision_of_another_claim_class_or_size_leaves_the_claims_alone(
+    control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    release = f"fpr-{uuid.uuid4().hex[:6]}"
+    claim = f"{release}-fairpool-ledger"
+    spec = yaml.safe_load((REPO_ROOT / "policies/defaults/policy.yaml").read_text())["spec"]
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "policy": {"name": release, "spec": spec},
+                "scheduler": {"schedulerName": release},
+                "admissionPolicy": {"enabled": False},
+            }
+        )
+    )
+    chart = ["--values", str(values), "-n", namespace]
+    core = k8s.CoreV1Api(control_plane.admin)
+    _helm(control_plane, "install", release, str(CHART), *chart)
+    try:
+        # No storage class at install (the cluster has no default one); the operator gives
+        # the claim one (the API server allows it once, from none), and the values then
+        # say so. Revision 1 was rendered without it: a rollback that patched the claim
+        # back was refused ("spec is immutable after creation"), the release left failed
+        # and half rolled back.
+        core.patch_namespaced_persistent_volume_claim(
+            claim, namespace, {"spec": {"storageClassName": "class-a"}}
+        )
+        before = core.read_namespaced_persistent_volume_claim(claim, namespace)
+        _helm(
+            control_plane,
+            *("upgrade", release, str(CHART), *chart),
+            *("--set", "ledger.sqlite.storageClassName=class-a"),
+        )
+        # Hooks of the install, made when missing: in no revision's manifest.
+        hooks = _helm(control_plane, "get", "hooks", release, "-n", namespace, "--revision", "1")
+        assert f"name: {claim}" in hooks
+        for revision in ("1", "2"):
+            manifest = _helm(
+                control_plane, "get", "manifest", release, "-n", namespace, "--revision", revision
+            )
+            assert "kind: PersistentVolumeClaim" not in manifest
+        _helm(control_plane, "rollback", release, "1", "-n", namespace)
+        history = json.loads(
+            _helm(control_plane, "history", release, "-n", namespace, "--output", "json")
+        )
+        assert [r["status"] for r in history] == ["superseded", "superseded", "deployed"]
+        after = core.read_namespaced_persistent_volume_claim(claim, namespace)
+        assert after.metadata.uid == before.metadata.uid
+        assert after.spec.storage_class_name == "class-a"
+        assert after.spec.resources.requests["storage"] == "1Gi"
+        # A size other than the claim's is refused before anything is applied, naming
+        # the value and how to grow the claim.
+        grown = _run(
+            [
+                str(helm()),
+                f"--kubeconfig={control_plane.kubeconfig('admin')}",
+                *("upgrade", release, str(CHART), *chart),
+                *("--set", "ledger.sqlite.size=2Gi"),
+            ]
+        )
+        assert grown.returncode != 0
+        assert "ledger.sqlite.size" in grown.stderr, grown.stderr
+        assert f"kubectl -n {namespace} patch pvc {claim}" in grown.stderr, grown.stderr
+        history = json.loads(
+            _helm(control_plane, "history", release, "-n", namespace, "--output", "json")
+        )
+        assert history[-1]["status"] == "deployed", history
+    finally:
+        _helm(control_plane, "uninstall", release, "-n", namespace)
+    # Kept on uninstall, as before.
+    assert {
+        c.metadata.name for c in core.list_namespaced_persistent_volume_claim(namespace).items
+    } == {
+        claim,
+        f"{release}-fairpool-reports",
+    }

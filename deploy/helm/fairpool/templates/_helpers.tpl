@@ -124,8 +124,10 @@ to the value that sets it. */}}
 
 {{/* A claim's storage class cannot change once it exists: the API server refused the
 patch mid-upgrade ("spec is immutable after creation"), naming no value, and the release
-was left failed with the objects applied before it changed. Refused here first, naming
-the value. Arguments: the root, the claim's name, the value's path and its value. */}}
+was left failed with the objects applied before it changed. The chart now leaves an
+existing claim alone (templates/volumes.yaml), so another class would be silently not
+applied: refused here first, naming the value. Arguments: the root, the claim's name, the
+value's path and its value. */}}
 {{- define "fairpool.checkClaimClass" -}}
 {{- $root := index . 0 -}}
 {{- $claim := index . 1 -}}
@@ -134,8 +136,62 @@ the value. Arguments: the root, the claim's name, the value's path and its value
 {{- $existing := lookup "v1" "PersistentVolumeClaim" $root.Release.Namespace $claim -}}
 {{- if and $wanted $existing -}}
 {{- $class := $existing.spec.storageClassName | default "" -}}
-{{- if and $class (ne $class $wanted) -}}
-{{- fail (printf "%s: the PersistentVolumeClaim %s exists with storage class %q, and a claim's class cannot change: keep %q, or copy the data to a claim of another name" $path $claim $class $class) -}}
+{{- if ne $class $wanted -}}
+{{- $has := ternary "no storage class" (printf "storage class %q" $class) (eq $class "") -}}
+{{- $keep := ternary "leave it empty" (printf "keep %q" $class) (eq $class "") -}}
+{{- fail (printf "%s: the PersistentVolumeClaim %s exists with %s, and the chart does not change a claim it made (a rollback could not undo it): %s, or copy the data to a claim of another name" $path $claim $has $keep) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* A Kubernetes quantity (values.schema.json's "quantity": 512Mi, 1.5Gi, 2e9...) as a
+number, to compare a claim's size with the one the values ask for: the API server writes
+a claim's size its own way (1024Mi as 1Gi). */}}
+{{- define "fairpool.quantity" -}}
+{{- $text := toString . -}}
+{{- $number := regexFind "^([0-9]+(\\.[0-9]*)?|\\.[0-9]+)" $text -}}
+{{- $suffix := trimPrefix $number $text -}}
+{{- $units := dict "" 1.0 "n" 1e-9 "u" 1e-6 "m" 1e-3 "k" 1e3 "M" 1e6 "G" 1e9 "T" 1e12 "P" 1e15 "E" 1e18 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "Pi" 1125899906842624.0 "Ei" 1152921504606846976.0 -}}
+{{- $value := float64 $number -}}
+{{- if hasKey $units $suffix -}}
+{{- $value = mulf $value (get $units $suffix) -}}
+{{- else -}}
+{{- $exponent := int (substr 1 -1 $suffix) -}}
+{{- /* until counts down for a negative count: one loop per sign. */ -}}
+{{- if gt $exponent 0 -}}
+{{- range until $exponent -}}
+{{- $value = mulf $value 10 -}}
+{{- end -}}
+{{- else -}}
+{{- range until (sub 0 $exponent | int) -}}
+{{- $value = divf $value 10 -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $value -}}
+{{- end -}}
+
+{{/* The chart makes each claim once, as a hook, and never changes it: the claim is no
+part of a release's manifest, so an upgrade or a `helm rollback` to a revision rendered
+with another size or class leaves it as it is (the API server refused the patch of an
+immutable claim mid-rollback, "spec is immutable after creation", leaving the release
+failed and half rolled back). A size other than the existing claim's is refused here, as
+the class is (fairpool.checkClaimClass), rather than silently not applied. Arguments: the
+root, the claim's name, the value's path and its value. */}}
+{{- define "fairpool.checkClaimSize" -}}
+{{- $root := index . 0 -}}
+{{- $claim := index . 1 -}}
+{{- $path := index . 2 -}}
+{{- $wanted := toString (index . 3) -}}
+{{- $existing := lookup "v1" "PersistentVolumeClaim" $root.Release.Namespace $claim -}}
+{{- if $existing -}}
+{{- $size := toString $existing.spec.resources.requests.storage -}}
+{{- $have := include "fairpool.quantity" $size | float64 -}}
+{{- $want := include "fairpool.quantity" $wanted | float64 -}}
+{{- if lt $want $have -}}
+{{- fail (printf "%s: the PersistentVolumeClaim %s holds %s, and a claim cannot shrink: set %s to %s" $path $claim $size $path $size) -}}
+{{- else if gt $want $have -}}
+{{- fail (printf "%s: the PersistentVolumeClaim %s holds %s; the chart does not change a claim it made (a rollback could not undo it): grow it with `kubectl -n %s patch pvc %s -p '{\"spec\":{\"resources\":{\"requests\":{\"storage\":\"%s\"}}}}'` (its storage class must allow volume expansion), then upgrade with %s %s" $path $claim $size $root.Release.Namespace $claim $wanted $path $wanted) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
