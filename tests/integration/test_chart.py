@@ -6,6 +6,7 @@ on a volume, and RBAC without wildcards."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -27,6 +28,7 @@ from tests.chart import (
     run_helm,
     value_args,
 )
+from tests.integration.test_chart_life import _documented
 
 pytestmark = pytest.mark.integration
 
@@ -233,6 +235,27 @@ def test_postgres_ledger_comes_from_the_secret_and_no_ledger_volume(policy: Path
         assert "podAffinity" not in deployment["spec"]["template"]["spec"].get("affinity", {})
     claims = {o["metadata"]["name"] for o in objects if o["kind"] == "PersistentVolumeClaim"}
     assert claims == {"fairpool-reports"}
+
+
+def test_the_documented_restart_after_a_ledger_secret_rotation_covers_every_reader(
+    policy: Path,
+) -> None:
+    # The URL is an environment variable, set when a pod starts: docs/install.md says to
+    # restart the Deployments that read it when the Secret changes. Each one must be in
+    # its command, or it keeps the old password.
+    command = _documented(r"kubectl .*rollout restart")
+    assert " -n fairpool-system " in command
+    restarted = set(re.findall(r"deployment/(\S+)", command))
+    objects = _render(policy, "postgres")
+    readers = {
+        o["metadata"]["name"]
+        for o in objects
+        if o["kind"] == "Deployment"
+        and _env(o)["FAIRPOOL_LEDGER"].get("valueFrom", {}).get("secretKeyRef", {}).get("name")
+        == "fairpool-ledger"
+    }
+    assert readers == {SCHEDULER, METER}
+    assert restarted == readers
 
 
 def test_monitoring_objects_follow_the_clusters_capabilities(policy: Path) -> None:
