@@ -148,9 +148,12 @@ def test_two_releases_dashboards_have_their_own_grafana_uid_and_title(policy: Pa
     titles = [d["title"] for d in dashboards]
     assert len(set(titles)) == len(titles), titles  # Grafana refuses two of one folder
     assert titles[0] == "fairpool (pool-a/fairpool)"
-    # The rest is the chart's file as it is.
+    # Each opens on its own release's namespace (its queries read the namespace the
+    # variable names); the rest is the chart's file as it is.
     source = json.loads((CHART / "files" / "dashboard.json").read_text())
-    for dashboard in dashboards:
+    for dashboard, (_, namespace) in zip(dashboards, releases, strict=True):
+        variable = next(v for v in dashboard["templating"]["list"] if v["name"] == "namespace")
+        assert variable.pop("current") == {"text": namespace, "value": namespace}
         assert {k: v for k, v in dashboard.items() if k not in ("uid", "title")} == {
             k: v for k, v in source.items() if k not in ("uid", "title")
         }
@@ -636,7 +639,12 @@ def test_promtool_parses_every_dashboard_query(tmp_path: Path) -> None:
     promtool = shutil.which("promtool")
     assert promtool, "promtool is installed by `make prometheus` (mk/prometheus.mk)"
     dashboard = json.loads((CHART / "files" / "dashboard.json").read_text())
-    values = {"$member": ".*", "$gpu_model": ".*", "$__rate_interval": "5m"}
+    values = {
+        "$namespace": "fairpool-system",
+        "$member": ".*",
+        "$gpu_model": ".*",
+        "$__rate_interval": "5m",
+    }
     rules = []
     for panel in dashboard["panels"]:
         for target in panel.get("targets", []):
@@ -653,6 +661,77 @@ def test_promtool_parses_every_dashboard_query(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"SUCCESS: {len(rules)} rules found" in done.stdout
+
+
+def test_a_dashboard_shows_its_own_pools_series_not_another_releases(tmp_path: Path) -> None:
+    """`promtool test rules`: two releases (two pools, in two namespaces) export the same
+    metrics, even the same member names; each panel, with the namespace variable the
+    chart opens the dashboard on, reads its own pool's series only (it read both: the
+    allocated GPUs panel showed the larger of the two pools' numbers, the leader panel
+    four replicas)."""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is installed by `make prometheus` (mk/prometheus.mk)"
+    dashboard = json.loads((CHART / "files" / "dashboard.json").read_text())
+
+    def panel(starts: str) -> str:
+        found = [
+            t["expr"]
+            for p in dashboard["panels"]
+            for t in p.get("targets", [])
+            if t["expr"].startswith(starts)
+        ]
+        assert len(found) == 1, (starts, found)
+        expr: str = found[0]
+        for name, value in {"$namespace": "pool-a", "$member": ".*", "$gpu_model": ".*"}.items():
+            expr = expr.replace(name, value)
+        return expr
+
+    allocated = panel("max by (member, gpu_model) (fairpool_member_allocated_gpus")
+    leader = panel("fairpool_leader")
+    series = []
+    for namespace, gpus in (("pool-a", 4), ("pool-b", 7)):
+        member = f'namespace="{namespace}", member="uni-north", gpu_model="H100"'
+        series.append(
+            {"series": f"fairpool_member_allocated_gpus{{{member}}}", "values": f"{gpus}x5"}
+        )
+        for replica, leads in (("0", 1), ("1", 0)):
+            labels = f'namespace="{namespace}", instance="{namespace}-{replica}"'
+            series.append({"series": f"fairpool_leader{{{labels}}}", "values": f"{leads}x5"})
+    pool_a = 'namespace="pool-a", instance="pool-a'
+    tests = {
+        "rule_files": [],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": series,
+                "promql_expr_test": [
+                    {
+                        "expr": allocated,
+                        "eval_time": "2m",
+                        "exp_samples": [
+                            {"labels": '{member="uni-north", gpu_model="H100"}', "value": 4}
+                        ],
+                    },
+                    {
+                        "expr": leader,
+                        "eval_time": "2m",
+                        "exp_samples": [
+                            {"labels": f'fairpool_leader{{{pool_a}-{r}"}}', "value": v}
+                            for r, v in (("0", 1), ("1", 0))
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "dashboard_namespace.yaml"
+    path.write_text(yaml.safe_dump(tests))
+    done = subprocess.run(
+        [promtool, "test", "rules", str(path)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout
 
 
 def test_an_https_prometheus_is_checked_against_the_ca_the_values_name(policy: Path) -> None:

@@ -122,6 +122,17 @@ def test_every_dashboard_and_rule_query_reads_only_exported_metrics() -> None:
         assert not unknown, f"{where}: {sorted(unknown)} not exported by fairpool ({expr})"
 
 
+def test_every_dashboard_query_reads_the_namespace_of_the_variable_only() -> None:
+    """Two releases (two pools, two namespaces) export the same metrics: a selector
+    without the namespace showed both pools on each release's dashboard."""
+    scoped = re.compile(r'(fairpool_[a-zA-Z0-9_:]+)(\{namespace="\$namespace"[,}])?')
+    for where, expr in _dashboard_queries():
+        if where == "variable namespace":
+            continue  # it lists the namespaces to choose from
+        for match in scoped.finditer(expr):
+            assert match.group(2), f"{where}: {match.group(1)} in {expr!r}"
+
+
 def test_the_dashboard_shows_what_an_operator_watches() -> None:
     read = set().union(*(metric_names(e) for _, e in _dashboard_queries()))
     for name in (
