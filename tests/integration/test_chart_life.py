@@ -456,3 +456,55 @@ def test_a_rollback_to_a_revision_of_another_claim_class_or_size_leaves_the_clai
         claim,
         f"{release}-fairpool-reports",
     }
+
+
+def test_a_release_of_the_same_name_in_another_namespace_is_refused_naming_the_first(
+    control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    # Its ClusterRole, ClusterRoleBinding and PriorityClass would be the first one's:
+    # Helm refused it on "invalid ownership metadata" of one of them, naming no value.
+    core = k8s.CoreV1Api(control_plane.admin)
+    other_namespace = f"{namespace}-b"
+    core.create_namespace(
+        {"metadata": {"name": other_namespace, "labels": {TEST_NAMESPACE_LABEL: "true"}}}  # type: ignore[arg-type]
+    )
+    release = f"fpn-{uuid.uuid4().hex[:6]}"
+    spec = yaml.safe_load((REPO_ROOT / "policies/defaults/policy.yaml").read_text())["spec"]
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "policy": {"name": release, "spec": spec},
+                "scheduler": {"schedulerName": release},
+                "admissionPolicy": {"enabled": False},
+            }
+        )
+    )
+    _helm(control_plane, "install", release, str(CHART), "-n", namespace, "--values", str(values))
+    try:
+        second = _run(
+            [
+                str(helm()),
+                f"--kubeconfig={control_plane.kubeconfig('admin')}",
+                *("install", release, str(CHART), "-n", other_namespace, "--values", str(values)),
+                *(
+                    "--set",
+                    f"policy.name={release}-b",
+                    "--set",
+                    f"scheduler.schedulerName={release}-b",
+                ),
+            ]
+        )
+        assert second.returncode != 0
+        assert f"fairpool release {namespace}/{release} already has" in second.stderr, second.stderr
+        assert "another name" in second.stderr, second.stderr
+        assert (
+            not k8s.AppsV1Api(control_plane.admin).list_namespaced_deployment(other_namespace).items
+        )
+        assert not core.list_namespaced_persistent_volume_claim(other_namespace).items
+        # The first one still upgrades.
+        _helm(
+            control_plane, "upgrade", release, str(CHART), "-n", namespace, "--values", str(values)
+        )
+    finally:
+        _helm(control_plane, "uninstall", release, "-n", namespace)
