@@ -43,19 +43,10 @@ def first_of(*candidates: pd.Series) -> pd.Series:
     return result
 
 
-def node_labels(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per node: `node`, its owner label and its GPU product label ('' if none).
-    Where exporter replicas disagree, a non-empty label beats an empty one."""
-    labels = pd.DataFrame(
-        {"node": text(frame, "node"), NODE_OWNER: text(frame, NODE_OWNER)}
-    ).assign(**{NODE_GPU_MODEL: text(frame, NODE_GPU_MODEL)})
-    labels = labels[labels["node"] != ""]
-    return labels.groupby("node", as_index=False).agg({NODE_OWNER: "max", NODE_GPU_MODEL: "max"})
-
-
 def node_labels_by_hour(frame: pd.DataFrame, hour: str) -> pd.DataFrame:
-    """`node_labels` of each hour (column `hour`, Unix seconds) of an hourly answer,
-    indexed by `hour_node_key`."""
+    """One row per hour (column `hour`, Unix seconds) and node of an hourly answer: the
+    node's owner label and GPU product label ('' if none), indexed by `hour_node_key`.
+    Where exporter replicas disagree, a non-empty label beats an empty one."""
     labels = pd.DataFrame(
         {
             hour: frame[hour] if hour in frame else pd.Series([], dtype=float),
@@ -80,18 +71,16 @@ def attribute(
     rows: pd.DataFrame,
     known: pd.DataFrame,
     member_for_namespace: Callable[[str], str | None],
-    keys: pd.Series | None = None,
+    keys: pd.Series,
 ) -> pd.DataFrame:
     """`rows` (pods with whatever `node`, `owner`, `gpu_model`, `member` their own source
     gave, '' when it gave none) with every attribute filled in the order above; `known`
-    is `node_labels(...)` indexed by node, or `node_labels_by_hour(...)` with `keys`
-    each row's `hour_node_key`."""
+    is `node_labels_by_hour(...)`, `keys` each row's `hour_node_key`."""
     rows = rows.copy()
     node = text(rows, "node")
     rows["node"] = node.where(node != "", UNATTRIBUTED)
-    at = node if keys is None else keys
-    owner_label = _lookup(at, known[NODE_OWNER])
-    model_label = _lookup(at, known[NODE_GPU_MODEL])
+    owner_label = _lookup(keys, known[NODE_OWNER])
+    model_label = _lookup(keys, known[NODE_GPU_MODEL])
     rows["owner"] = first_of(text(rows, "owner"), owner_label).replace("", UNATTRIBUTED)
     rows["gpu_model"] = first_of(text(rows, "gpu_model"), model_label).replace("", UNATTRIBUTED)
     namespaces = text(rows, "namespace")
@@ -104,8 +93,7 @@ def attribute(
 
 def capacity_attributes(nodes: pd.Series, known: pd.DataFrame) -> pd.DataFrame:
     """Owner and GPU model of each node of the capacity gauge, from the node's labels
-    (`known`: `node_labels(...)` indexed by node, `nodes` the nodes; or
-    `node_labels_by_hour(...)`, `nodes` their `hour_node_key`s)."""
+    (`known`: `node_labels_by_hour(...)`, `nodes` the nodes' `hour_node_key`s)."""
     return pd.DataFrame(
         {
             "owner": _lookup(nodes, known[NODE_OWNER]).replace("", UNATTRIBUTED),

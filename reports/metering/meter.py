@@ -4,9 +4,9 @@ An hour [h, h+1h) is *closed* once `max_gap` has passed after its end (the look-
 that bridges missing scrapes needs those samples). Hours are fetched in chunks of
 consecutive hours (one range query per expression, one point per hour and series, well
 under Prometheus' 11,000 points per series; the live grid points a few hours per query;
-pod and node attributes by one instant query per chunk, and then the Running samples of
-the pods kube-state-metrics bills), turned into the rows of all the chunk's hours at
-once by `reports.metering.rows.build_chunk`, and written with `Ledger.replace_hours`, one
+pod attributes by one instant query per chunk, and then the Running samples of the pods
+kube-state-metrics bills), turned into the rows of all the chunk's hours at once by
+`reports.metering.rows.build_chunk`, and written with `Ledger.replace_hours`, one
 transaction per chunk (each hour's rows replaced as a whole). Queries run a few at a
 time, and the next chunk's while the current one is built and stored. Prometheus
 unreachable, no series at all for an hour, or a figure that is no GPU count (NaN,
@@ -116,13 +116,13 @@ class ChunkAnswers:
     hourly: dict[str, pd.DataFrame]
     """Per-hour figures: label columns, `hour`, `value`."""
     constant: dict[str, pd.DataFrame]
-    """Pod and node attributes over the whole chunk."""
+    """Pod attributes over the whole chunk."""
     reclaim_lost: dict[datetime, dict[LostKey, float]]
-    fairpool_uids_by_hour: dict[datetime, set[str]] | None = None
+    fairpool_uids_by_hour: dict[datetime, set[str]]
     """The pods fairpool reported around each hour (`MeteringQueries.around_each_hour`):
-    kube-state-metrics bills a pod in the others. With the chunk's `fairpool_around`
-    alone, a pod fairpool reported in one hour of a day was billed in none of the
-    others, which the same hour metered alone billed from kube-state-metrics."""
+    kube-state-metrics bills a pod in the others. Read around the whole chunk instead,
+    a pod fairpool reported in one hour of a day was billed in none of the others,
+    which the same hour metered alone billed from kube-state-metrics."""
     kube_state_uids_by_hour: dict[datetime, set[str]] | None = None
     """The pods whose GPU request kube-state-metrics reported around each hour: only they
     are billed from it in that hour (`ChunkInputs.kube_state_uids_by_hour`)."""
@@ -273,14 +273,12 @@ class Meter:
         # Pods come and go: their live points a few hours at a time (`live_hours`).
         live = {"fairpool_live": q.live_points(promql.FAIRPOOL_ALLOCATION, fp)}
         span = (last + HOUR - first).total_seconds()
-        # Attributes are constant per pod and node: read once per chunk, not per hour.
+        # A pod's attributes are constant: read once per chunk, not per hour.
         attributes = {
-            "fairpool_around": q.around(promql.FAIRPOOL_ALLOCATION, ("uid",), span),
             "ksm_requests": q.pod_gpu_requests(span),
             "ksm_start": q.around(promql.KSM_START, pod_by, span),
             "ksm_completion": q.around(promql.KSM_COMPLETION, pod_by, span),
             "ksm_info": q.around(promql.KSM_POD_INFO, (*pod_by, "node"), span),
-            "node_labels": q.around(promql.KSM_NODE_LABELS, promql.NODE_LABEL_KEYS, span),
         }
         if raw_samples:
             del queries["fairpool_present"]
@@ -398,20 +396,17 @@ class Meter:
             return version.member_for_namespace, version.version
 
         constant = answers.constant
-        reported = constant["fairpool_around"]
         inputs = ChunkInputs(
             hours=chunk,
             interval=self.config.interval,
-            fairpool_uids_around=set(reported["uid"]) if "uid" in reported else set(),
             ksm_requests=constant["ksm_requests"],
             ksm_start=constant["ksm_start"],
             ksm_completion=constant["ksm_completion"],
             ksm_info=constant["ksm_info"],
-            node_labels=constant["node_labels"],
             reclaim_lost=answers.reclaim_lost,
             fairpool_uids_by_hour=answers.fairpool_uids_by_hour,
             kube_state_uids_by_hour=answers.kube_state_uids_by_hour,
-            node_labels_by_hour=answers.hourly.get("node_labels_by_hour"),
+            node_labels_by_hour=answers.hourly.get("node_labels_by_hour", _EMPTY),
             **{name: answers.hourly.get(name, _EMPTY) for name in HOURLY},
         )
         return build_chunk(inputs, in_force)

@@ -37,7 +37,6 @@ from reports.metering.attribution import (
     attribute,
     capacity_attributes,
     hour_node_key,
-    node_labels,
     node_labels_by_hour,
     text,
 )
@@ -85,21 +84,27 @@ InForce = Callable[[datetime], tuple[Callable[[str], str | None], int]]
 @dataclass
 class ChunkInputs:
     """Prometheus answers for consecutive hours: the hourly frames carry an `hour`
-    column (UTC start), the pod and node attributes cover the whole chunk."""
+    column (UTC start), the pods' attributes cover the whole chunk."""
 
     hours: list[datetime]
     interval: float
     fairpool_mean: pd.DataFrame
     fairpool_live: pd.DataFrame
     fairpool_present: pd.DataFrame
-    fairpool_uids_around: set[str]
+    fairpool_uids_by_hour: dict[datetime, set[str]]
+    """The pods fairpool reported around each hour (a sample in (h - max_gap, h + 1h +
+    max_gap]): kube-state-metrics bills a pod in the hours fairpool did not report it,
+    whatever it reported in the chunk's other hours."""
     ksm_requests: pd.DataFrame
     ksm_start: pd.DataFrame
     ksm_completion: pd.DataFrame
     ksm_info: pd.DataFrame
     ksm_running_sum: pd.DataFrame
     ksm_running_present: pd.DataFrame
-    node_labels: pd.DataFrame
+    node_labels_by_hour: pd.DataFrame
+    """The nodes' labels as they were around each hour (an hourly answer): a node's owner
+    and GPU model label in an hour are those around that hour, as for a chunk of that
+    hour alone."""
     capacity_mean: pd.DataFrame
     capacity_live: pd.DataFrame
     capacity_present: pd.DataFrame
@@ -108,16 +113,6 @@ class ChunkInputs:
     dcgm_engine_count: pd.DataFrame
     dcgm_util_count: pd.DataFrame
     reclaim_lost: dict[datetime, dict[LostKey, float]] = field(default_factory=dict)
-    node_labels_by_hour: pd.DataFrame | None = None
-    """`node_labels` as they were around each hour (an hourly answer). Given, a node's
-    owner and GPU model label in an hour are those around that hour, as for a chunk of
-    that hour alone; else those around the whole chunk."""
-    fairpool_uids_by_hour: dict[datetime, set[str]] | None = None
-    """The pods fairpool reported around each hour (a sample in (h - max_gap, h + 1h +
-    max_gap]: what `fairpool_uids_around` is for a chunk of that hour alone). Given,
-    kube-state-metrics bills a pod in the hours fairpool did not report it, whatever it
-    reported in the chunk's other hours; else never, if fairpool reported it at all."""
-
     kube_state_uids_by_hour: dict[datetime, set[str]] | None = None
     """The pods whose GPU request series kube-state-metrics reported around each hour (as
     `fairpool_uids_by_hour`). Given, it bills a pod only in those hours: in the chunk,
@@ -126,8 +121,6 @@ class ChunkInputs:
 
     def fairpool_reported(self) -> set[str]:
         """The pods kube-state-metrics bills in none of the chunk's hours."""
-        if self.fairpool_uids_by_hour is None:
-            return self.fairpool_uids_around
         found = [self.fairpool_uids_by_hour.get(h, set()) for h in self.hours]
         return set.intersection(*found) if found else set()
 
@@ -142,6 +135,7 @@ class HourInputs:
     fairpool_live: pd.DataFrame
     fairpool_present: pd.DataFrame
     fairpool_uids_around: set[str]
+    """The pods fairpool reported around the hour."""
     ksm_requests: pd.DataFrame
     ksm_start: pd.DataFrame
     ksm_completion: pd.DataFrame
@@ -149,6 +143,7 @@ class HourInputs:
     ksm_running_sum: pd.DataFrame
     ksm_running_present: pd.DataFrame
     node_labels: pd.DataFrame
+    """The nodes' labels around the hour."""
     capacity_mean: pd.DataFrame
     capacity_live: pd.DataFrame
     capacity_present: pd.DataFrame
@@ -163,16 +158,17 @@ class HourInputs:
         """The same answers as a chunk of this one hour."""
         frames = {
             name: getattr(self, name).drop(columns="hour", errors="ignore").assign(hour=self.hour)
-            for name in HOURLY
+            for name in (*HOURLY, "node_labels")
         }
         chunk_wide = {
             name: getattr(self, name)
-            for name in ("ksm_requests", "ksm_start", "ksm_completion", "ksm_info", "node_labels")
+            for name in ("ksm_requests", "ksm_start", "ksm_completion", "ksm_info")
         }
         return ChunkInputs(
             hours=[self.hour],
             interval=self.interval,
-            fairpool_uids_around=self.fairpool_uids_around,
+            fairpool_uids_by_hour={self.hour: self.fairpool_uids_around},
+            node_labels_by_hour=frames.pop("node_labels"),
             reclaim_lost={self.hour: self.reclaim_lost},
             **frames,
             **chunk_wide,
@@ -303,11 +299,7 @@ def build_chunk(inputs: ChunkInputs, in_force: InForce) -> dict[datetime, HourRo
     (grouped by hour and pod, node...): each hour's rows are exactly those the hour
     alone would give."""
     inputs = replace(inputs, **{name: _hour_seconds(getattr(inputs, name)) for name in HOURLY})
-    by_hour = inputs.node_labels_by_hour
-    if by_hour is None:
-        known = node_labels(inputs.node_labels).set_index("node")
-    else:
-        known = node_labels_by_hour(_hour_seconds(by_hour), H0)
+    known = node_labels_by_hour(_hour_seconds(inputs.node_labels_by_hour), H0)
     fairpool = _fairpool_rows(inputs)
     fallback = _kube_state_rows(inputs)
     usage = _usage(fairpool.rows, fallback.rows, inputs, known, in_force)
@@ -591,14 +583,13 @@ def _kube_state_pods(base: pd.DataFrame, inputs: ChunkInputs) -> pd.DataFrame:
     samples that hour."""
     hours = pd.DataFrame({H0: [h.timestamp() for h in inputs.hours]})
     k = hours.merge(base, how="cross")
-    if inputs.fairpool_uids_by_hour is not None:
-        # Not in the hours fairpool reported the pod: billed from both, they would count
-        # twice. In the others, only kube-state-metrics saw it run.
-        reported = _pairs(inputs.fairpool_uids_by_hour)
-        if reported:
-            pairs = zip(k[H0].tolist(), k["uid"].tolist(), strict=True)
-            keep = np.array([pair not in reported for pair in pairs], dtype=bool)
-            k = k[keep].reset_index(drop=True)
+    # Not in the hours fairpool reported the pod: billed from both, they would count
+    # twice. In the others, only kube-state-metrics saw it run.
+    reported = _pairs(inputs.fairpool_uids_by_hour)
+    if reported:
+        pairs = zip(k[H0].tolist(), k["uid"].tolist(), strict=True)
+        keep = np.array([pair not in reported for pair in pairs], dtype=bool)
+        k = k[keep].reset_index(drop=True)
     if inputs.kube_state_uids_by_hour is not None:
         seen = _pairs(inputs.kube_state_uids_by_hour)
         pairs = zip(k[H0].tolist(), k["uid"].tolist(), strict=True)
@@ -685,7 +676,7 @@ def _usage(
     parts = []
     for version, (member_for_namespace, starts) in versions.items():
         rows = usage if len(versions) == 1 else usage[usage[H0].isin(starts)]
-        part = attribute(rows, known, member_for_namespace, _label_keys(rows, inputs))
+        part = attribute(rows, known, member_for_namespace, _label_keys(rows))
         part["policy_version"] = version
         parts.append(part)
     usage = parts[0] if len(parts) == 1 else pd.concat(parts)
@@ -695,13 +686,9 @@ def _usage(
     return usage[[H0, *USAGE_OUT]].reset_index(drop=True)
 
 
-def _label_keys(rows: pd.DataFrame, inputs: ChunkInputs) -> pd.Series:
-    """What each row's node labels are looked up by: its node, or its hour and node when
-    the labels are per hour."""
-    node = text(rows, "node")
-    if inputs.node_labels_by_hour is None:
-        return node
-    return hour_node_key(rows[H0], node)
+def _label_keys(rows: pd.DataFrame) -> pd.Series:
+    """What each row's node labels are looked up by: its hour and node."""
+    return hour_node_key(rows[H0], text(rows, "node"))
 
 
 def _capacity_rows(inputs: ChunkInputs, known: pd.DataFrame) -> _Sampled:
@@ -725,7 +712,7 @@ def _capacity_rows(inputs: ChunkInputs, known: pd.DataFrame) -> _Sampled:
         cap = pd.concat([cap, present], ignore_index=True) if len(present) else cap
         cap = cap.reindex(columns=[*keys, "steps", "present"])
     cap = cap.fillna({"steps": 0.0, "present": 0.0})
-    cap = cap.join(capacity_attributes(_label_keys(cap, inputs), known))
+    cap = cap.join(capacity_attributes(_label_keys(cap), known))
     cap_present = _per_hour(cap["present"].clip(upper=expected_node), cap[H0])
     cap_expected = _per_hour(pd.Series(expected_node, index=cap.index), cap[H0])
     capacity = pd.DataFrame(

@@ -14,7 +14,7 @@ from tests.examples import examples
 START = datetime(2026, 10, 5, 10, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 INTERVAL = 30.0
-CHUNK_WIDE = ("ksm_requests", "ksm_start", "ksm_completion", "ksm_info", "node_labels")
+CHUNK_WIDE = ("ksm_requests", "ksm_start", "ksm_completion", "ksm_info")
 
 
 def member_for_namespace(namespace: str) -> str | None:
@@ -23,13 +23,18 @@ def member_for_namespace(namespace: str) -> str | None:
 
 def random_answers(rng: random.Random, hours: list[datetime]) -> dict[str, pd.DataFrame]:
     """Prometheus-shaped answers for `hours`: fairpool pods, pods only kube-state-metrics
-    saw, nodes with gaps, DCGM samples, exported labels; random presence per hour."""
-    rows: dict[str, list[dict[str, object]]] = {name: [] for name in (*HOURLY, *CHUNK_WIDE)}
+    saw, nodes with gaps and with labels that change from hour to hour, DCGM samples,
+    exported labels; random presence per hour."""
+    names = (*HOURLY, *CHUNK_WIDE, "node_labels_by_hour")
+    rows: dict[str, list[dict[str, object]]] = {name: [] for name in names}
     nodes = [f"gpu-{i}" for i in range(4)]
     for node in nodes:
-        labels = {"node": node, "label_fairpool_io_owner": rng.choice(["uni-north", ""])}
-        labels["label_nvidia_com_gpu_product"] = rng.choice(["H100", "A100", ""])
-        rows["node_labels"].append({**labels, "value": 1.0})
+        for hour in hours:
+            if rng.random() < 0.1:
+                continue
+            labels = {"node": node, "label_fairpool_io_owner": rng.choice(["uni-north", ""])}
+            labels["label_nvidia_com_gpu_product"] = rng.choice(["H100", "A100", ""])
+            rows["node_labels_by_hour"].append({**labels, "hour": pd.Timestamp(hour), "value": 1.0})
     t0, t1 = hours[0].timestamp(), hours[-1].timestamp() + 3600
     for n in range(12):
         uid, pod = f"uid-{n:02d}", f"pod-{n}"
@@ -85,6 +90,14 @@ def random_answers(rng: random.Random, hours: list[datetime]) -> dict[str, pd.Da
     }
 
 
+def fairpool_reported(rng: random.Random, hours: list[datetime]) -> dict[datetime, set[str]]:
+    """The pods fairpool reported around each hour: some in most hours, some in a few."""
+    return {
+        hour: {f"uid-{n:02d}" for n in range(12) if rng.random() < (0.8 if n % 5 == 0 else 0.2)}
+        for hour in hours
+    }
+
+
 def one_hour(frame: pd.DataFrame, hour: datetime) -> pd.DataFrame:
     if "hour" not in frame:
         return frame
@@ -102,12 +115,13 @@ def test_a_chunk_gives_each_hour_the_rows_it_gives_alone(seed: int) -> None:
     rng = random.Random(seed)
     hours = [START + i * HOUR for i in range(6)]
     answers = random_answers(rng, hours)
+    reported = fairpool_reported(rng, hours)
     lost = {hours[1]: {("physics", "H100", "entitlement"): 120.0, ("physics", "H100", ""): 5.0}}
     chunked = build_chunk(
         ChunkInputs(
             hours=hours,
             interval=INTERVAL,
-            fairpool_uids_around={f"uid-{n:02d}" for n in range(0, 12, 5)},
+            fairpool_uids_by_hour=reported,
             reclaim_lost=lost,
             **answers,
         ),
@@ -116,13 +130,15 @@ def test_a_chunk_gives_each_hour_the_rows_it_gives_alone(seed: int) -> None:
     assert sorted(chunked) == hours
     billed = 0
     for hour in hours:
+        per_hour = {name: one_hour(frame, hour) for name, frame in answers.items()}
         alone = build_hour(
             HourInputs(
                 hour=hour,
                 interval=INTERVAL,
-                fairpool_uids_around={f"uid-{n:02d}" for n in range(0, 12, 5)},
+                fairpool_uids_around=reported[hour],
+                node_labels=per_hour.pop("node_labels_by_hour"),
                 reclaim_lost=lost.get(hour, {}),
-                **{name: one_hour(frame, hour) for name, frame in answers.items()},
+                **per_hour,
             ),
             member_for_namespace,
             3 if hour < hours[3] else 4,

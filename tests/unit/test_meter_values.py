@@ -125,7 +125,15 @@ def answers(
 ) -> ChunkAnswers:
     """A pod holding 2 GPUs on an 8-GPU node for every hour of `hours`, every scrape
     present; `pod_mean` and `node_mean` replace the hour's mean Prometheus answers."""
-    frames: dict[str, list[dict[str, object]]] = {name: [] for name in HOURLY}
+    frames: dict[str, list[dict[str, object]]] = {
+        name: [] for name in (*HOURLY, "node_labels_by_hour")
+    }
+    labels = {
+        "node": "gpu-a",
+        "label_fairpool_io_owner": "uni-north",
+        "label_nvidia_com_gpu_product": H100,
+        "value": 1.0,
+    }
     for hour in hours:
         at = {"hour": pd.Timestamp(hour)}
         for pod in pods:
@@ -137,21 +145,15 @@ def answers(
         frames["capacity_live"].append({**node, "value": GRID})
         frames["capacity_present"].append({**node, "value": GRID})
         frames["capacity_mean"].append({**node, "value": (node_mean or {}).get(hour, 8.0)})
-    labels = {
-        "node": "gpu-a",
-        "label_fairpool_io_owner": "uni-north",
-        "label_nvidia_com_gpu_product": H100,
-        "value": 1.0,
-    }
+        frames["node_labels_by_hour"].append({**labels, **at})
     constant = {
-        "fairpool_around": hourly([{"uid": pod["uid"], "value": 2.0} for pod in pods]),
         "ksm_requests": hourly([]),
         "ksm_start": hourly([]),
         "ksm_completion": hourly([]),
         "ksm_info": hourly([]),
-        "node_labels": hourly([labels]),
     }
-    return ChunkAnswers({n: hourly(r) for n, r in frames.items()}, constant, {})
+    reported = {hour: {pod["uid"] for pod in pods} for hour in hours}
+    return ChunkAnswers({n: hourly(r) for n, r in frames.items()}, constant, {}, reported)
 
 
 def meter_in(tmp_path: Path) -> Meter:
@@ -218,6 +220,7 @@ def test_a_chunk_names_the_nan_series_of_each_hour_as_the_hour_alone(tmp_path: P
             },
             given.constant,
             {},
+            {hour: given.fairpool_uids_by_hour[hour]},
         )
         assert (implausible(meter.build([hour], alone)[hour]) or "") == reason
 
@@ -279,7 +282,7 @@ def with_kube_state_pod(
     for name, per_hour in (("ksm_running_sum", running or {}), ("ksm_running_present", {})):
         rows = [{**EXT, "hour": pd.Timestamp(h), "value": per_hour.get(h, GRID)} for h in hours]
         hourly_frames[name] = hourly(rows)
-    return ChunkAnswers(hourly_frames, constant, given.reclaim_lost)
+    return ChunkAnswers(hourly_frames, constant, given.reclaim_lost, given.fairpool_uids_by_hour)
 
 
 @pytest.mark.parametrize(
@@ -384,7 +387,7 @@ def test_an_hour_whose_reclaim_loss_is_unknown_stays_pending_naming_the_series(
     lost = _reclaim_lost(series, CHUNK, {frozenset(COUNTER.items()): NAN})
     assert math.isnan(lost[CHUNK[1]][LOST_KEY])
     given = answers(CHUNK)
-    given = ChunkAnswers(given.hourly, given.constant, lost)
+    given = ChunkAnswers(given.hourly, given.constant, lost, given.fairpool_uids_by_hour)
     outcomes = meter._store(CHUNK, meter.build(CHUNK, given), set())
     assert [o.status for o in outcomes] == ["metered", "pending", "metered"]
     assert (outcomes[1].error or "").startswith(
