@@ -270,8 +270,12 @@ class Meter:
                 promql.KSM_NODE_LABELS, promql.NODE_LABEL_KEYS
             ),
         }
-        # Pods come and go: their live points a few hours at a time (`live_hours`).
-        live = {"fairpool_live": q.live_points(promql.FAIRPOOL_ALLOCATION, fp)}
+        # Pods come and go: their live points a few hours at a time (`live_hours`). Their
+        # gaps longer than max_gap too: the raw samples name them on the other path.
+        live = {
+            "fairpool_live": q.live_points(promql.FAIRPOOL_ALLOCATION, fp),
+            "fairpool_between": q.between_points(promql.FAIRPOOL_ALLOCATION, fp),
+        }
         span = (last + HOUR - first).total_seconds()
         # A pod's attributes are constant: read once per chunk, not per hour.
         attributes = {
@@ -330,6 +334,10 @@ class Meter:
         finally:
             # On the first failure the queries not yet sent are dropped, not retried.
             pool.shutdown(wait=True, cancel_futures=True)
+        if "fairpool_between" in frames:
+            gaps = gap_points(frames.pop("fairpool_between"), frames["fairpool_live"])
+            for line in describe_gap_points(gaps, self.config.interval, self.config.max_gap):
+                log.warning("%s", line)
         counters = self.source.raw(
             q.counter_samples(promql.RECLAIM_LOST, span),
             last + HOUR - timedelta(milliseconds=1),
@@ -549,6 +557,46 @@ def describe_gap(gap: grid.Gap, interval: float, max_gap: float) -> str:
         "(the pod is billed one scrape interval per sample, and a gap bridged only up to "
         "max_gap)"
     )
+
+
+def gap_points(between: pd.DataFrame, live: pd.DataFrame) -> pd.DataFrame:
+    """The pods' grid points per hour between two samples (`MeteringQueries.between_points`)
+    that are not live: label columns, `hour`, `value` (only those with some). Never more
+    than the gaps' unbilled points: a pod's last point before it ends is live and has no
+    sample after it."""
+    if not len(between) or "hour" not in between:
+        return between.iloc[0:0]
+    keys = [c for c in (*promql.FAIRPOOL_LABELS, "hour") if c in between or c in live]
+    left = between.reindex(columns=[*keys, "value"])
+    right = live.reindex(columns=[*keys, "value"]).rename(columns={"value": "live"})
+    for frame in (left, right):
+        labels = [k for k in keys if k != "hour"]
+        frame[labels] = frame[labels].fillna("").astype(str)
+    merged = left.merge(right, on=keys, how="left")
+    merged["value"] = merged["value"] - merged.pop("live").fillna(0.0)
+    return merged[merged["value"] > 0].reset_index(drop=True)
+
+
+def describe_gap_points(frame: pd.DataFrame, interval: float, max_gap: float) -> list[str]:
+    """One line per pod and hour of `gap_points`: the PromQL path's `describe_gap`, which
+    knows the unbilled grid points of each hour, not the samples around them."""
+    if not len(frame) or "hour" not in frame:
+        return []
+    lines = []
+    for row in frame.sort_values("hour", kind="stable").to_dict("records"):
+        labels = {k: v for k, v in row.items() if isinstance(v, str) and v}
+        namespace = labels.get("exported_namespace") or labels.get("namespace", "")
+        pod = labels.get("exported_pod") or labels.get("pod", "")
+        hour = pd.Timestamp(row["hour"])
+        unbilled = float(row["value"]) * interval
+        lines.append(
+            f"pod {namespace}/{pod} (uid {labels.get('uid', '?')}): at least {unbilled:g} s of "
+            f"the hour {hour:%Y-%m-%d %H:%M} UTC fall in gaps longer than max_gap ({max_gap:g} s) "
+            f"between its {promql.FAIRPOOL_ALLOCATION} samples and are not billed (the "
+            "pod is billed one scrape interval per sample, and a gap bridged only up to "
+            "max_gap)"
+        )
+    return lines
 
 
 def _hours_named(chunk: list[datetime]) -> str:

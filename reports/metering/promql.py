@@ -58,6 +58,11 @@ longer than that (a month, no scrape of a live exporter) counts from zero again.
 
 HOUR_MS = 3_600_000
 
+GAP_REACH_S = 3600.0
+"""How far apart two samples may be for `MeteringQueries.between_points` to see the gap
+between them (twice this): its windows cost Prometheus more the longer they are (with
+an hour, about what `live_points` costs)."""
+
 
 def interval_problem(seconds: float) -> str | None:
     """Why `seconds` cannot be the scrape grid's step, or None. Checked in decimal on the
@@ -115,6 +120,22 @@ class MeteringQueries:
         return (
             f"max by ({b}) ({behind}) - on ({b}) max by ({b}) ({around})"
             f" + on ({b}) max by ({b}) ({ahead})"
+        )
+
+    def between_points(self, selector: str, by: tuple[str, ...], reach: float = GAP_REACH_S) -> str:
+        """Grid points in the hour where the identity has a sample at most `reach` before
+        and one at most `reach` after: less its live points (`live_points`), the
+        unbilled points of its gaps longer than `max_gap` (shorter ones are bridged),
+        those within `reach` of both ends. |before n after| = |before| + |after| -
+        |before u after|: plain range functions, as in `live_points`."""
+        b = ", ".join(by)
+        r, both = duration(reach), duration(2 * reach)
+        before = self._grid(f"present_over_time({selector}[{r}])")
+        after = self._grid(f"present_over_time({selector}[{r}] offset -{r})")
+        either = self._grid(f"present_over_time({selector}[{both}] offset -{r})")
+        return (
+            f"max by ({b}) ({before}) + on ({b}) max by ({b}) ({after})"
+            f" - on ({b}) max by ({b}) ({either})"
         )
 
     def mean(self, selector: str, by: tuple[str, ...]) -> str:

@@ -14,7 +14,7 @@ import pytest
 
 from policies.loader import load_policy
 from reports.ledger import Ledger
-from reports.metering.meter import Meter
+from reports.metering.meter import Meter, MeterConfig
 from reports.metering.prom_source import PromSource
 from tests.promtest import PrometheusServer, Scenario, create_blocks
 from tests.promtest.scenario import ts
@@ -69,5 +69,26 @@ def test_a_gap_longer_than_max_gap_is_not_billed_and_is_named(
         "pod lab-bio/train (uid uid-lab-bio-train): no fairpool_pod_gpu_allocation sample "
         "from 2026-10-05 09:29:30 to 2026-10-05 09:50:00 UTC, longer than max_gap (300 s): "
         "1200 s of it are not billed (the pod is billed one scrape interval per sample, and "
+        "a gap bridged only up to max_gap)"
+    ]
+
+
+def test_a_gap_longer_than_max_gap_is_named_on_the_promql_path_too(
+    outage: PrometheusServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server without remote read gets the live points from PromQL: nothing was said
+    there, and the hour with 20 minutes of 4 GPUs unbilled was metered as covered."""
+    ledger = Ledger(f"sqlite:///{tmp_path}/ledger.db")
+    meter = Meter(PromSource(outage.url), ledger, load_policy(None), MeterConfig(remote_read=False))
+    with caplog.at_level(logging.WARNING, logger="reports.metering.meter"):
+        summary = meter.meter_range(at(9), at(11))
+    assert summary.hours_ok == 2
+    usage = ledger.usage_frame(at(9), at(11)).set_index(["hour", "pod"])["gpu_seconds"]
+    assert usage[(at(9), "train")] == 4 * (3600.0 - 20 * 60)
+    said = [r.getMessage() for r in caplog.records if "max_gap" in r.getMessage()]
+    assert said == [
+        "pod lab-bio/train (uid uid-lab-bio-train): at least 1200 s of the hour 2026-10-05 09:00 "
+        "UTC fall in gaps longer than max_gap (300 s) between its fairpool_pod_gpu_allocation "
+        "samples and are not billed (the pod is billed one scrape interval per sample, and "
         "a gap bridged only up to max_gap)"
     ]

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from reports.metering import promql
-from reports.metering.meter import _chunks, _phase_of
+from reports.metering.meter import _chunks, _phase_of, describe_gap_points, gap_points
 from reports.metering.promql import MeteringQueries
 from reports.metering.rows import HourInputs, build_hour, counter_increase, kube_state_uids
 
@@ -392,3 +392,42 @@ def test_exact_sums_are_correctly_rounded_whole_or_not() -> None:
     got = _exact_sums(frame, ["h0", "node"], ["count", "seconds"])
     expected = frame.groupby(["h0", "node"])[["count", "seconds"]].agg(math.fsum)
     pd.testing.assert_frame_equal(got, expected, check_exact=True)
+
+
+def test_gap_points_are_the_points_between_samples_that_are_not_live() -> None:
+    at = pd.Timestamp(H)
+
+    def pod(name: str, value: float, **extra: str) -> dict[str, object]:
+        return {
+            "namespace": "lab-bio",
+            "pod": name,
+            "uid": f"u-{name}",
+            "hour": at,
+            **extra,
+            "value": value,
+        }
+
+    between = frame(
+        [
+            pod("gap", 120.0),
+            pod("whole", 120.0),
+            pod("none", 120.0),
+            pod("x", 100.0, exported_pod="train", exported_namespace="physics"),
+        ]
+    )
+    # `whole`: the hour lies inside a gap, no live point at all; `x` lacks a label `gap` has.
+    live = frame(
+        [
+            pod("gap", 80.0),
+            pod("none", 120.0),
+            pod("x", 60.0, exported_pod="train", exported_namespace="physics"),
+        ]
+    )
+    gaps = gap_points(between, live).set_index("pod")["value"]
+    assert gaps.to_dict() == {"gap": 40.0, "whole": 120.0, "x": 40.0}
+    lines = describe_gap_points(gap_points(between, live), 30.0, 300.0)
+    assert lines[0].startswith(
+        "pod lab-bio/gap (uid u-gap): at least 1200 s of the hour 2026-10-05 10:00 UTC fall in "
+        "gaps longer than max_gap (300 s)"
+    )
+    assert lines[2].startswith("pod physics/train (uid u-x): at least 1200 s")
