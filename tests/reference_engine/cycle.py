@@ -56,7 +56,7 @@ from scheduler.engine.reach import (  # the sentences only, as above
     gang_never_detail,
     never_detail,
 )
-from scheduler.engine.snapshot import PendingJob, PodSpec, RunningPod, Snapshot
+from scheduler.engine.snapshot import PendingJob, PendingPod, PodSpec, RunningPod, Snapshot
 from tests.reference_engine import shares as shares_mod
 from tests.reference_engine.entitlement import MemberModel, entitlements, node_model
 from tests.reference_engine.explain import (
@@ -112,11 +112,19 @@ class _JobInfo:
     incomplete: bool
 
 
+def _required(job: PendingJob) -> tuple[PendingPod, ...]:
+    """The pods that must start together: the first `min_member` of a PodGroup that has
+    more pods than that, else all of them."""
+    return job.pods[: job.min_member] if 0 < job.min_member < len(job.pods) else job.pods
+
+
 def _job_info(job: PendingJob) -> _JobInfo:
     if len(job.pods) == 1:
         shape: tuple[object, ...] = (spec_key(job.pods[0].spec),)
     else:
         shape = tuple(sorted((spec_key(p.spec) for p in job.pods), key=repr))
+        if 0 < job.min_member < len(job.pods):
+            shape = (*shape, ("min_member", job.min_member))
     info = _JobInfo(
         gpus=job.gpus,
         explicit_model=shares_mod.job_gpu_model(job),
@@ -574,6 +582,15 @@ class _Cycle:
             self._bind(job, ((pod.uid, i),))
             return True
         plan = plan_job(self.state, job.pods, job.member, lendable, None, models, cautious)
+        # A PodGroup with more pods than its minMember starts with the most of its
+        # first pods that fit, at least minMember: tried from the most down.
+        partial = 0 < job.min_member < len(job.pods)
+        for count in range(len(job.pods) - 1, job.min_member - 1 if partial else len(job.pods), -1):
+            if plan is not None:
+                break
+            plan = plan_job(
+                self.state, job.pods[:count], job.member, lendable, None, models, cautious
+            )
         if plan is None:
             return False
         self._bind(job, plan.pods)
@@ -790,7 +807,7 @@ class _Cycle:
             return failed
         if claim.entitled:
             result = reclaimer.within_entitlement(
-                job.pods,
+                _required(job),
                 job.member,
                 model,
                 self.alloc,
@@ -800,7 +817,7 @@ class _Cycle:
             )
         else:
             result = reclaimer.up_to_fair_share(
-                job.pods,
+                _required(job),
                 job.member,
                 model,
                 self.alloc,
@@ -1027,8 +1044,9 @@ class _Cycle:
         if found is not None:
             return found
         found = ""
-        spec = job.pods[0].spec if job.pods else None
-        if spec is not None and any(p.spec != spec for p in job.pods):
+        pods = _required(job)
+        spec = pods[0].spec if pods else None
+        if spec is not None and any(p.spec != spec for p in pods):
             found = self._never_reached_mixed(job)
         elif spec is not None and spec.gpus > 0:
             limits = dict(self.lenders)
@@ -1047,16 +1065,16 @@ class _Cycle:
                 where = (self.state.model[i], n.owner or "")
                 slots[where] = slots.get(where, 0) + max(0, min(fit))
             reach: dict[str, int] = {}
-            for (model, owner), pods in slots.items():
-                gpus = pods * spec.gpus
+            for (model, owner), count in slots.items():
+                gpus = count * spec.gpus
                 if owner != job.member and owner in limits:
                     gpus = min(gpus, limits[owner] // spec.gpus * spec.gpus)
                 reach[model] = reach.get(model, 0) + gpus
-            if max(reach.values(), default=0) < len(job.pods) * spec.gpus:
+            if max(reach.values(), default=0) < len(pods) * spec.gpus:
                 # The sentence only, not the decision: the engine's words.
                 found = never_detail(
                     job.member,
-                    len(job.pods),
+                    len(pods),
                     spec.gpus,
                     self._info[job.job_id].explicit_model,
                     {k: v for k, v in slots.items() if v > 0},
@@ -1078,11 +1096,12 @@ class _Cycle:
             return max(sums)
 
         limits = dict(self.lenders)
-        sizes = [p.spec.gpus for p in job.pods if p.spec.gpus > 0]
+        pods = _required(job)
+        sizes = [p.spec.gpus for p in pods if p.spec.gpus > 0]
         need = sum(sizes)
         if need == 0:
             return ""
-        specs = [p.spec for p in job.pods]
+        specs = [p.spec for p in pods]
         held: dict[tuple[str, str], int] = {}
         for i, n in enumerate(self.state.nodes):
             takes: list[int] = []
@@ -1100,7 +1119,7 @@ class _Cycle:
                         if want > 0
                     ]
                 )
-                count = sum(1 for p in job.pods if p.spec == spec)
+                count = sum(1 for p in pods if p.spec == spec)
                 takes += [spec.gpus] * max(0, min(count, alone))
             if takes:
                 where = (self.state.model[i], n.owner or "")

@@ -317,7 +317,11 @@ def snapshots(draw: st.DrawFn, pol: Policy, simple: bool = False) -> Snapshot:
                 draw(st.sampled_from(members)),
                 pods=pods,
                 gpus=draw(st.sampled_from([0, 1, 1, 2, 4, 8])),
-                min_member=pods if draw(st.integers(0, 5)) else pods + 1,
+                # Mostly whole gangs; some waiting for a pod (incomplete), some PodGroups
+                # that may start with fewer pods than they have (minMember).
+                min_member=draw(
+                    st.sampled_from([pods] * 4 + [pods + 1] + ([2] if pods > 2 else []))
+                ),
                 priority=draw(st.integers(0, 2)),
                 submitted_at=float(k),
                 cpu_milli=draw(st.sampled_from([0, 1000, 16000])),

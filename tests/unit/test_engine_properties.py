@@ -62,13 +62,23 @@ def test_no_node_over_committed(scenario: tuple[Policy, Snapshot]) -> None:
 @SETTINGS
 @given(scenarios())
 def test_gangs_all_or_nothing(scenario: tuple[Policy, Snapshot]) -> None:
+    """A gang starts whole or not at all; a PodGroup with more pods than its minMember
+    starts with at least that many of its first pods."""
     pol, snap = scenario
     d = schedule(snap, pol)
     bound: dict[str, int] = {}
     for b in d.binds:
         bound[b.job_id] = bound.get(b.job_id, 0) + 1
+    uids = {b.pod_uid for b in d.binds}
     for job in snap.pending:
-        assert bound.get(job.job_id, 0) in (0, len(job.pods))
+        count = bound.get(job.job_id, 0)
+        if 0 < job.min_member < len(job.pods):
+            assert count == 0 or job.min_member <= count <= len(job.pods)
+            assert [p.uid in uids for p in job.pods] == [True] * count + [False] * (
+                len(job.pods) - count
+            )
+        else:
+            assert count in (0, len(job.pods))
         if len(job.pods) < job.min_member:
             assert job.job_id not in bound
         assert (job.job_id in bound) != (job.job_id in d.explanations)

@@ -121,6 +121,33 @@ def test_crowded_queues(scenario: tuple[Policy, Snapshot]) -> None:
 
 
 @st.composite
+def pod_groups(draw: st.DrawFn) -> tuple[Policy, Snapshot]:
+    """A random snapshot where some pending jobs are PodGroups of 4 to 6 pods with a
+    minMember of 2 or 3: when not all of their pods fit, they start with the most of
+    their first pods that do (and reclaim makes room for minMember of them only)."""
+    pol = draw(policies())
+    snap = draw(snapshots(pol))
+    pending: list[PendingJob] = []
+    for job in snap.pending:
+        if job.pods and draw(st.booleans()):
+            first = job.pods[0]
+            count = draw(st.integers(4, 6))
+            pods = tuple(
+                replace(first, uid=f"{first.uid}-g{c}", name=f"{first.name}-g{c}")
+                for c in range(count)
+            )
+            job = replace(job, pods=pods, min_member=draw(st.integers(2, 3)), nominated_nodes={})
+        pending.append(job)
+    return pol, replace(snap, pending=tuple(pending))
+
+
+@SETTINGS
+@given(pod_groups())
+def test_pod_groups_larger_than_their_min_member(scenario: tuple[Policy, Snapshot]) -> None:
+    _same(scenario[1], scenario[0])
+
+
+@st.composite
 def contended(draw: st.DrawFn) -> tuple[Policy, Snapshot]:
     """Runs of identical jobs of several members on a cluster where some work borrows:
     reclaims preempt in the middle of the queue (so what was found when a job was queued
