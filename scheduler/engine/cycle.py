@@ -77,7 +77,7 @@ from scheduler.engine.explain import (
     whole_minutes,
 )
 from scheduler.engine.gangs import Plan, plan_job
-from scheduler.engine.jobinfo import JobInfo, required_pods
+from scheduler.engine.jobinfo import JobInfo, required_job, required_pods
 from scheduler.engine.ordering import LateBorrowing, MemberQueues, OrderKeys, ratio
 from scheduler.engine.placement import (
     ClusterState,
@@ -1367,18 +1367,22 @@ class _Cycle(OrderKeys):
         searched = False
         lendable = self.lendable() if guarded is None else guarded
         closed = frozenset() if guarded is None else self._wanted_owners(job.member, model)
+        # Room for the pods that must start together, as reclaim makes: a PodGroup's
+        # other pods start when room allows (moving work for them was moving it for
+        # pods the group can start without).
+        need = required_job(job)
         if taking:
             if self.consolidator is None:
                 self.consolidator = self._consolidator()
-            takeable = self.consolidator.takeable(job, model)
-            if takeable > 0 and fragmented(self.state, job, model, takeable, closed):
+            takeable = self.consolidator.takeable(need, model)
+            if takeable > 0 and fragmented(self.state, need, model, takeable, closed):
                 searched = True
-                move = self.consolidator.find(job, model, lendable, taking=True)
-        elif fragmented(self.state, job, model, 0, closed):
+                move = self.consolidator.find(need, model, lendable, taking=True)
+        elif fragmented(self.state, need, model, 0, closed):
             if self.consolidator is None:
                 self.consolidator = self._consolidator()
             searched = True
-            move = self.consolidator.find(job, model, lendable)
+            move = self.consolidator.find(need, model, lendable)
         if move is None:
             self.no_move.add(key)
             if searched:

@@ -81,6 +81,25 @@ def required_pods(job: PendingJob) -> tuple[PendingPod, ...]:
     return job.pods
 
 
+def required_job(job: PendingJob) -> PendingJob:
+    """The job with only its `required_pods`: what consolidation makes room for, as
+    reclaim does (the rest of a PodGroup's pods start when room allows)."""
+    if 0 < job.min_member < len(job.pods):
+        return PendingJob(
+            job.job_id,
+            job.member,
+            job.pods[: job.min_member],
+            job.min_member,
+            job.priority,
+            job.submitted_at,
+            job.nominated_nodes,
+            job.reclaims,
+            job.reclaimed_at,
+            job.checkpointable,
+        )
+    return job
+
+
 def job_gpu_model(job: PendingJob) -> str | None:
     for pod in job.pods:
         if pod.spec.gpu_model is not None:

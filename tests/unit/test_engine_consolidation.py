@@ -163,6 +163,28 @@ def test_a_gang_gets_two_nodes_opened() -> None:
     assert sorted(d.nominations[0].nodes.values()) == ["o1", "o2"]
 
 
+def test_a_pod_group_gets_nodes_opened_for_its_min_member_pods() -> None:
+    nodes = [*NODES, node("o4", "lab-o")]
+    small = [(n, k) for n in ("o1", "o2") for k in range(2)]
+    run = [running(f"b-{n}-{k}", "lab-b", n, started_at=float(k)) for n, k in small]
+    run += [running(f"b-{n}", "lab-b", n, gpus=6) for n in ("o3", "o4")]
+    # Free: 6 + 6 + 2 + 2 = 16. A PodGroup of three 8-GPU pods that may start with two
+    # (minMember 2) has too few GPUs free for all three, but room for two once o1 and o2
+    # are opened, as for the 2 x 8 gang above: it starts with two, the third when room
+    # allows.
+    group = job("g", "lab-a", pods=3, gpus=8, min_member=2)
+    d = schedule(snapshot(nodes, [group], run), POL)
+    assert moved(d) == ["b-o1-0", "b-o1-1", "b-o2-0", "b-o2-1"]
+    assert [(n.job_id, sorted(n.nodes.items())) for n in d.nominations] == [
+        ("g", [("g-0", "o1"), ("g-1", "o2")])
+    ]
+    # The moved pods gone, the group starts with the two pods on the opened nodes.
+    left = [p for p in run if p.uid not in moved(d)]
+    nominated = job("g", "lab-a", pods=3, gpus=8, min_member=2, nominated=d.nominations[0].nodes)
+    d = schedule(snapshot(nodes, [nominated], left), POL)
+    assert sorted((b.pod_uid, b.node) for b in d.binds) == [("g-0", "o1"), ("g-1", "o2")]
+
+
 def test_bounded_per_cycle_and_off_at_zero() -> None:
     pending = [job("a-1", "lab-a", gpus=8), job("a-2", "lab-a", gpus=8, submitted_at=1)]
     run = [*scattered(per_node=2), running("extra", "lab-b", "o1")]
