@@ -24,6 +24,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError
 
 from policies.errors import InputError
+from reports.ledger.url_file import LedgerUrlFile, follow
 
 # Execution option naming how a SQLite transaction begins: DEFERRED (reads), IMMEDIATE
 # (writes), EXCLUSIVE (migrations).
@@ -110,6 +111,8 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
     if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
         connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
     engine = create_engine(parsed, echo=echo, connect_args=connect_args)
+    if isinstance(url, LedgerUrlFile):
+        follow(engine, url, connect_args)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)

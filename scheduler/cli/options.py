@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, TypeVar, cast
 
 import click
+from click.core import ParameterSource
 
+from policies.errors import InputError
 from scheduler.k8s.names import name_problem
 
 DEFAULT_LEDGER = "sqlite:///fairpool-ledger.db"
@@ -16,17 +20,70 @@ DEFAULT_LEDGER = "sqlite:///fairpool-ledger.db"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def ledger_option(help: str) -> Callable[[F], F]:
-    """`--ledger URL`, the same default and default text on every command that reads
-    the usage ledger (`report monthly` showed none, though it took the same)."""
-    return click.option(
-        "--ledger",
-        "ledger_url",
-        # Read when the command runs, not at import: a test or a shell sets it later.
-        default=lambda: os.environ.get("FAIRPOOL_LEDGER", DEFAULT_LEDGER),
-        show_default=f"$FAIRPOOL_LEDGER or {DEFAULT_LEDGER}",
-        help=help,
-    )
+URL_FILE_FLAG = "--ledger-url-file"
+URL_FILE_ENV = "FAIRPOOL_LEDGER_URL_FILE"
+
+
+def ledger_option(help: str, flag: str = "--ledger") -> Callable[[F], F]:
+    """`--ledger URL` (`flag`), the same default and default text on every command that
+    reads the usage ledger (`report monthly` showed none, though it took the same), and
+    `--ledger-url-file PATH` beside it: the URL in a file (a mounted Secret), read again
+    for every new connection so a rotated password needs no restart. The command gets
+    one `ledger_url` either way."""
+
+    def decorate(command: F) -> F:
+        @functools.wraps(command)
+        def resolving(*args: Any, ledger_url: str, ledger_url_file: Path | None, **kw: Any) -> Any:
+            return command(*args, ledger_url=_ledger_url(ledger_url, ledger_url_file, flag), **kw)
+
+        with_file = click.option(
+            URL_FILE_FLAG,
+            "ledger_url_file",
+            envvar=URL_FILE_ENV,
+            type=click.Path(path_type=Path),
+            default=None,
+            help=f"File holding the ledger URL, read again for each new connection (a "
+            f"mounted Secret: a rotated password needs no restart); not with {flag} "
+            f"[env {URL_FILE_ENV}]",
+        )(resolving)
+        return cast(
+            F,
+            click.option(
+                flag,
+                "ledger_url",
+                # Read when the command runs, not at import: a test or a shell sets it later.
+                default=lambda: os.environ.get("FAIRPOOL_LEDGER", DEFAULT_LEDGER),
+                show_default=f"$FAIRPOOL_LEDGER or {DEFAULT_LEDGER}",
+                help=help,
+            )(with_file),
+        )
+
+    return decorate
+
+
+def _ledger_url(url: str, url_file: Path | None, flag: str) -> str:
+    if url_file is None:
+        return url
+    ctx = click.get_current_context()
+    url_source = ctx.get_parameter_source("ledger_url")
+    if url_source == ParameterSource.DEFAULT and "FAIRPOOL_LEDGER" in os.environ:
+        url_source = ParameterSource.ENVIRONMENT
+    if url_source not in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP):
+        # Which of the two to use is a guess either way: a stale URL left in the
+        # environment would win over the file, or the file over a URL given on purpose.
+        raise InputError(
+            f"{_said(flag, 'FAIRPOOL_LEDGER', url_source)} and "
+            f"{_said(URL_FILE_FLAG, URL_FILE_ENV, ctx.get_parameter_source('ledger_url_file'))}:"
+            " give one of them"
+        )
+    # Imported here: a scheduler without a ledger starts without SQLAlchemy.
+    from reports.ledger.url_file import read_url_file
+
+    return read_url_file(url_file, URL_FILE_FLAG)
+
+
+def _said(flag: str, env: str, source: ParameterSource | None) -> str:
+    return f"{flag} (from ${env})" if source == ParameterSource.ENVIRONMENT else flag
 
 
 class FiniteRange(click.FloatRange):

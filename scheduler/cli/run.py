@@ -13,7 +13,7 @@ from click.core import ParameterSource
 
 from policies.errors import InputError
 from scheduler.cli.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
-from scheduler.cli.options import Address, FiniteRange, KubeName
+from scheduler.cli.options import Address, FiniteRange, KubeName, ledger_option
 from scheduler.engine_build import kind
 
 if TYPE_CHECKING:
@@ -156,13 +156,7 @@ if TYPE_CHECKING:
     help="host:port; any address other hosts can reach needs --tls-cert and --tls-key "
     "(or --insecure-plaintext)",
 )
-@click.option(
-    "--ledger-url",
-    envvar="FAIRPOOL_LEDGER",
-    default="sqlite:///fairpool-ledger.db",
-    show_default=True,
-    help="Ledger database (the policy audit history) [env FAIRPOOL_LEDGER]",
-)
+@ledger_option("Ledger database (the policy audit history) [env FAIRPOOL_LEDGER]", "--ledger-url")
 @click.option("--tls-cert", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--tls-key", type=click.Path(path_type=Path, dir_okay=False))
 @click.option(

@@ -17,7 +17,7 @@ from policies.errors import InputError, listen_error
 from policies.files import write_whole
 from policies.inventory import load_inventory
 from policies.loader import DEFAULT_POLICY, load_policy
-from scheduler.cli.options import Address
+from scheduler.cli.options import Address, ledger_option
 
 
 def _serve_metrics(listen: str) -> CollectorRegistry:
@@ -69,13 +69,7 @@ def _serve_metrics(listen: str) -> CollectorRegistry:
     required=True,
     help="token file (YAML or CSV: token, role[, name]) [env FAIRPOOL_TOKENS]",
 )
-@click.option(
-    "--ledger-url",
-    envvar="FAIRPOOL_LEDGER",
-    default="sqlite:///fairpool-ledger.db",
-    show_default=True,
-    help="ledger database (also keeps the policy audit log)",
-)
+@ledger_option("ledger database (also keeps the policy audit log)", "--ledger-url")
 @click.option("--tls-cert", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--tls-key", type=click.Path(path_type=Path, dir_okay=False))
 @click.option(
