@@ -28,7 +28,6 @@ from tests.chart import (
     run_helm,
     value_args,
 )
-from tests.integration.test_chart_life import _documented
 
 pytestmark = pytest.mark.integration
 
@@ -221,7 +220,7 @@ def test_full_install_serves_the_api_over_tls_with_a_postgres_ledger(policy: Pat
         if "secret" in v
     }
     certificate = one(objects, "Certificate")
-    assert secrets == {"fairpool-api-tokens", certificate["spec"]["secretName"]}
+    assert secrets == {"fairpool-api-tokens", certificate["spec"]["secretName"], "fairpool-ledger"}
     assert "fairpool.fairpool-system.svc" in certificate["spec"]["dnsNames"]
     assert {"PodMonitor", "PrometheusRule"} <= {o["kind"] for o in objects}
     assert one(objects, "PodMonitor")["metadata"]["labels"]["release"] == "prometheus"
@@ -233,32 +232,40 @@ def test_postgres_ledger_comes_from_the_secret_and_no_ledger_volume(policy: Path
     objects = _render(policy, "postgres")
     for name in (SCHEDULER, METER):
         deployment = one(objects, "Deployment", name)
-        ref = _env(deployment)["FAIRPOOL_LEDGER"]["valueFrom"]["secretKeyRef"]
-        assert ref == {"name": "fairpool-ledger", "key": "url"}
+        assert "FAIRPOOL_LEDGER" not in _env(deployment)
         assert "podAffinity" not in deployment["spec"]["template"]["spec"].get("affinity", {})
     claims = {o["metadata"]["name"] for o in objects if o["kind"] == "PersistentVolumeClaim"}
     assert claims == {"fairpool-reports"}
 
 
-def test_the_documented_restart_after_a_ledger_secret_rotation_covers_every_reader(
-    policy: Path,
-) -> None:
-    # The URL is an environment variable, set when a pod starts: docs/install.md says to
-    # restart the Deployments that read it when the Secret changes. Each one must be in
-    # its command, or it keeps the old password.
-    command = _documented(r"kubectl .*rollout restart")
-    assert " -n fairpool-system " in command
-    restarted = set(re.findall(r"deployment/(\S+)", command))
-    objects = _render(policy, "postgres")
-    readers = {
-        o["metadata"]["name"]
-        for o in objects
-        if o["kind"] == "Deployment"
-        and _env(o)["FAIRPOOL_LEDGER"].get("valueFrom", {}).get("secretKeyRef", {}).get("name")
-        == "fairpool-ledger"
-    }
+def test_a_rotated_ledger_secret_reaches_every_reader_without_a_restart(policy: Path) -> None:
+    # An environment variable is set once, when a pod starts: with the URL in one, a
+    # rotated password reached running pods only when they restarted. Mounted, the file
+    # is refreshed by the kubelet (never under a subPath) and read for each connection.
+    objects = _render(policy, "postgres", sets=["ledger.secretKey=database-url"])
+    readers = set()
+    for deployment in (o for o in objects if o["kind"] == "Deployment"):
+        pod = deployment["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        secret = {
+            name: v["secret"]
+            for name, v in volumes.items()
+            if v.get("secret", {}).get("secretName") == "fairpool-ledger"
+        }
+        if not secret:
+            continue
+        readers.add(deployment["metadata"]["name"])
+        [(volume, source)] = secret.items()
+        assert source["items"] == [{"key": "database-url", "path": "url"}]
+        [mount] = [m for m in container(deployment)["volumeMounts"] if m["name"] == volume]
+        assert "subPath" not in mount
+        assert mount["readOnly"] is True
+        env = _env(deployment)
+        assert env["FAIRPOOL_LEDGER_URL_FILE"]["value"] == f"{mount['mountPath']}/url"
+        assert not any("secretKeyRef" in str(e) for e in env.values())
+        assert not any(a.startswith("--ledger") for a in container(deployment)["args"])
     assert readers == {SCHEDULER, METER}
-    assert restarted == readers
+    assert not re.search(r"rollout restart", (CHART.parents[2] / "docs/install.md").read_text())
 
 
 def test_monitoring_objects_follow_the_clusters_capabilities(policy: Path) -> None:
@@ -384,6 +391,8 @@ def test_quantities_in_every_form_kubernetes_takes_are_accepted(policy: Path) ->
         (["scheduler.extraArgs={--no-leader-elect}"], 'scheduler.extraArgs: "--no-leader-elect"'),
         (["meter.extraArgs={--metrics-port,9999}"], 'meter.extraArgs: "--metrics-port"'),
         (["meter.extraArgs={--prometheus=http://p:9090}"], "use meter.prometheusUrl"),
+        (["meter.extraArgs={--ledger-url-file=/tmp/url}"], "use ledger.existingSecret"),
+        (["scheduler.extraArgs={--ledger-url-file=/tmp/url}"], "use ledger.existingSecret"),
     ],
 )
 def test_extra_args_that_give_a_flag_the_chart_sets_are_refused(

@@ -64,15 +64,34 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
 {{/* The ledger's URL and working folder, shared by the scheduler and the meter. */}}
+{{/* A URL from the Secret is read from a mounted file, which the kubelet refreshes when
+the Secret changes and the programs read again for each new connection: a rotated
+password needs no restart (an environment variable holding the URL is set once, when the
+pod starts). No subPath: the kubelet does not refresh a file mounted with one. Given as
+the environment, not an argument, so a command run in the pod (`kubectl exec ... fairpool
+meter --from ...`, docs/install.md) uses the same ledger. */}}
 {{- define "fairpool.ledgerEnv" -}}
-- name: FAIRPOOL_LEDGER
 {{- if .Values.ledger.existingSecret }}
-  valueFrom:
-    secretKeyRef:
-      name: {{ .Values.ledger.existingSecret }}
-      key: {{ .Values.ledger.secretKey }}
+- name: FAIRPOOL_LEDGER_URL_FILE
+  value: /etc/fairpool/ledger-url/url
 {{- else }}
+- name: FAIRPOOL_LEDGER
   value: sqlite:////var/lib/fairpool/ledger/fairpool-ledger.db
+{{- end }}
+{{- end -}}
+
+{{- define "fairpool.ledgerMount" -}}
+{{- if .Values.ledger.existingSecret }}
+- {name: ledger-url, mountPath: /etc/fairpool/ledger-url, readOnly: true}
+{{- end }}
+{{- end -}}
+
+{{- define "fairpool.ledgerVolume" -}}
+{{- if .Values.ledger.existingSecret }}
+- name: ledger-url
+  secret:
+    secretName: {{ .Values.ledger.existingSecret }}
+    items: [{key: {{ .Values.ledger.secretKey | quote }}, path: url}]
 {{- end }}
 {{- end -}}
 
