@@ -391,6 +391,9 @@ def test_quantities_in_every_form_kubernetes_takes_are_accepted(policy: Path) ->
         (["scheduler.extraArgs={--no-leader-elect}"], 'scheduler.extraArgs: "--no-leader-elect"'),
         (["meter.extraArgs={--metrics-port,9999}"], 'meter.extraArgs: "--metrics-port"'),
         (["meter.extraArgs={--prometheus=http://p:9090}"], "use meter.prometheusUrl"),
+        # The meter would meter into another ledger than the one the scheduler and the
+        # reports read (the chart refused the meter's --ledger-url, which it does not take).
+        (["meter.extraArgs={--ledger=sqlite:////tmp/l.db}"], "use ledger.existingSecret"),
         (["meter.extraArgs={--ledger-url-file=/tmp/url}"], "use ledger.existingSecret"),
         (["scheduler.extraArgs={--ledger-url-file=/tmp/url}"], "use ledger.existingSecret"),
     ],
