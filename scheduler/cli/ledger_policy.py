@@ -8,7 +8,7 @@ from pathlib import Path
 from policies.errors import InputError
 from policies.loader import load_policy
 from policies.model import Policy
-from reports.ledger.database import check_url
+from reports.ledger.database import check_url, masked
 
 
 def ledger_exists(ledger_url: str) -> bool:
@@ -40,5 +40,5 @@ def choose_policy(policy_file: Path | None, ledger_url: str) -> tuple[Policy, st
             )
     raise InputError(
         "--policy: required (the policy file of the consortium); the ledger "
-        f"{ledger_url} has no policy history to take it from"
+        f"{masked(ledger_url)} has no policy history to take it from"
     )

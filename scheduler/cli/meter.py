@@ -394,6 +394,7 @@ def _watch(
 ) -> None:
     """The hourly metering job (and the monthly report with --reports-dir) until Ctrl-C;
     with `metrics_at`, the meter's metrics served there."""
+    from reports.ledger.database import masked
     from reports.metering.exporter import MeterMetrics, serve
     from reports.metering.jobs import add_metering_job, build_scheduler
 
@@ -421,7 +422,10 @@ def _watch(
         from reports.sources.monthly_job import schedule_monthly_report
 
         schedule_monthly_report(scheduler, ledger_url, policy, reports_dir)
-    console.print(f"[bold]metering[/] {prometheus_url} -> {ledger_url} every hour; Ctrl-C stops")
+    # Masked: this line goes to the pod's log, which more people read than the Secret.
+    console.print(
+        f"[bold]metering[/] {prometheus_url} -> {masked(ledger_url)} every hour; Ctrl-C stops"
+    )
     try:
         scheduler.start()
     except (KeyboardInterrupt, SystemExit):

@@ -4,6 +4,9 @@ good URL gives the same report as SQLite."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -108,3 +111,54 @@ def test_a_postgresql_ledger_bills_like_a_sqlite_one(
         twin = tmp_path / "pg" / path.relative_to(tmp_path / "sqlite")
         assert twin.read_text() == path.read_text(), path.name
     assert sorted((tmp_path / "sqlite").rglob("*.csv"))
+
+
+@pytest.mark.parametrize("command", ["meter", "report monthly"])
+def test_no_policy_and_no_policy_history_is_said_with_the_password_masked(
+    command: str,
+    postgres: PostgresServer,
+    postgres_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert run(COMMANDS[command](postgres_url, tmp_path)) == 2
+    # Not one_line: the logging an earlier test's `run` set up may add its own lines.
+    err = capsys.readouterr().err
+    assert "has no policy history" in err
+    assert ":***@127.0.0.1" in err
+    assert postgres.password not in err
+
+
+def test_the_hourly_meter_names_its_ledger_with_the_password_masked(
+    postgres: PostgresServer, postgres_url: str, tmp_path: Path
+) -> None:
+    # Its first line goes to the pod's log, which more people read than the Secret.
+    meter = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "scheduler.cli.main",
+            "meter",
+            "--watch",
+            "--ledger",
+            postgres_url,
+            "--prometheus",
+            "http://127.0.0.1:1",
+            "--policy",
+            str(DEFAULT_POLICY),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "COLUMNS": "400", "PYTHONPATH": str(Path(__file__).parents[2])},
+        cwd=tmp_path,
+    )
+    try:
+        assert meter.stdout is not None
+        line = meter.stdout.readline()
+    finally:
+        meter.terminate()
+        meter.wait(timeout=30)
+    assert "every hour" in line, line
+    assert ":***@127.0.0.1" in line
+    assert postgres.password not in line
