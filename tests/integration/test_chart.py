@@ -273,8 +273,10 @@ def test_monitoring_objects_follow_the_clusters_capabilities(policy: Path) -> No
     assert not without & {"PodMonitor", "PrometheusRule"}
     served = _render(policy, "minimal", api_versions=[MONITORING_API])
     rule = one(served, "PrometheusRule")
-    shipped = yaml.safe_load((CHART / "files" / "rules.yaml").read_text())
-    assert rule["spec"] == shipped
+    # The shipped rules, each reading the release's namespace only.
+    shipped = (CHART / "files" / "rules.yaml").read_text()
+    scoped = shipped.replace('namespace=~".+"', 'namespace="fairpool-system"')
+    assert rule["spec"] == yaml.safe_load(scoped)
     endpoint = one(served, "PodMonitor")["spec"]["podMetricsEndpoints"][0]
     assert endpoint["port"] == "metrics"
     # Scraped on the grid the meter counts samples on, set in one place.
@@ -638,6 +640,86 @@ def test_the_metering_alert_fires_a_day_behind_with_hours_pending_or_runs_failin
         ],
     }
     path = tmp_path / "metering_alert.yaml"
+    path.write_text(yaml.safe_dump(tests))
+    done = subprocess.run(
+        [promtool, "test", "rules", str(path)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _rule_file(policy: Path, folder: Path, namespace: str) -> Path:
+    objects = _render(
+        policy,
+        "full",
+        namespace=namespace,
+        release=f"fp-{namespace}",
+        sets=["monitoring.prometheusRule.enabled=true"],
+    )
+    path = folder / f"{namespace}.rules.yaml"
+    path.write_text(yaml.safe_dump(one(objects, "PrometheusRule")["spec"]))
+    return path
+
+
+def test_two_releases_each_alert_once_on_their_own_pool(policy: Path, tmp_path: Path) -> None:
+    """`promtool test rules` with the PrometheusRules of two releases, in namespaces a
+    and b, loaded together as one Prometheus loads them: every rule read every namespace,
+    so an alert of one pool fired once per release, and a release whose scheduler was not
+    scraped at all got no FairpoolNoLeader while the other release's was."""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is installed by `make prometheus` (mk/prometheus.mk)"
+
+    def leader(namespace: str, instance: str, value: int) -> dict[str, str]:
+        labels = f'namespace="{namespace}", instance="{instance}"'
+        return {"series": f"fairpool_leader{{{labels}}}", "values": f"{value}x10"}
+
+    def alert(name: str, namespace: str, summary: str, description: str) -> dict[str, Any]:
+        return {
+            "eval_time": "5m",
+            "alertname": name,
+            "exp_alerts": [
+                {
+                    "exp_labels": {"severity": "critical", "namespace": namespace},
+                    "exp_annotations": {"summary": summary, "description": description},
+                }
+            ],
+        }
+
+    tests = {
+        "rule_files": [str(_rule_file(policy, tmp_path, ns)) for ns in ("a", "b")],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                # Two leaders in b, one in a.
+                "interval": "1m",
+                "input_series": [leader("a", "a0", 1), leader("b", "b0", 1), leader("b", "b1", 1)],
+                "alert_rule_test": [
+                    alert(
+                        "FairpoolSeveralLeaders",
+                        "b",
+                        "More than one fairpool replica says it is the leader",
+                        "2 replicas in b report fairpool_leader 1; both may bind, and "
+                        "metering would count their pods twice.",
+                    ),
+                    {"eval_time": "5m", "alertname": "FairpoolNoLeader", "exp_alerts": []},
+                ],
+            },
+            {
+                # a's scheduler is not scraped at all; b's leads.
+                "interval": "1m",
+                "input_series": [leader("b", "b0", 1)],
+                "alert_rule_test": [
+                    alert(
+                        "FairpoolNoLeader",
+                        "a",
+                        "No fairpool scheduler replica is the leader",
+                        "No fairpool replica in a has held the leader Lease for 2 minutes (or "
+                        "none is scraped): pending GPU pods are not being scheduled.",
+                    ),
+                ],
+            },
+        ],
+    }
+    path = tmp_path / "two_releases.yaml"
     path.write_text(yaml.safe_dump(tests))
     done = subprocess.run(
         [promtool, "test", "rules", str(path)], capture_output=True, text=True, check=False

@@ -205,3 +205,14 @@ def test_a_panel_named_time_to_entitlement_shows_the_glossarys_time_to_entitleme
         read = set().union(*(metric_names(t["expr"]) for t in panel.get("targets", [])))
         named = panel["title"].lower().startswith("time to entitlement")
         assert named == ("fairpool_time_to_entitlement_seconds_bucket" in read), panel["title"]
+
+
+def test_every_series_a_rule_reads_is_selected_by_namespace() -> None:
+    # The chart replaces the matcher by the release's namespace: a selector without it
+    # would read every release's pool, and each alert fire once per release.
+    for name, expr in _rule_queries():
+        for metric in metric_names(expr):
+            selectors = re.findall(rf"\b{metric}(\{{[^}}]*\}})?", expr)
+            assert selectors, (name, metric)
+            for selector in selectors:
+                assert selector.startswith('{namespace=~".+"'), (name, metric, expr)
