@@ -110,7 +110,16 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
     connect_args: dict[str, Any] = {}
     if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
         connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
-    engine = create_engine(parsed, echo=echo, connect_args=connect_args)
+    # A server's restart, failover or a proxy's idle timeout ends pooled connections the
+    # pool still holds: each is tried before use (a round trip), so a meter or scheduler
+    # kept running opens a new one instead of failing its next statement. SQLite's are
+    # files, never ended from outside.
+    engine = create_engine(
+        parsed,
+        echo=echo,
+        connect_args=connect_args,
+        pool_pre_ping=parsed.get_backend_name() == "postgresql",
+    )
     if isinstance(url, LedgerUrlFile):
         follow(engine, url, connect_args)
     if engine.dialect.name == "sqlite":
