@@ -194,9 +194,9 @@ class _ClusterCollector(Collector):
     def _reading_gauges(self, state: State) -> Iterator[Metric]:
         idle = GaugeMetricFamily(
             "fairpool_idle_gpus_while_pending",
-            "GPUs no pod holds while pods wait for fairpool, per GPU model and the cause "
-            f"that keeps them idle ({', '.join(IDLE_CAUSES)}), after the latest cycle; 0 "
-            "for every cause when nothing waits",
+            "GPUs no pod holds while pods wait for fairpool, per GPU model and idle reason, "
+            f"why they stay idle ({', '.join(IDLE_CAUSES)}), after the latest "
+            "cycle; 0 for every idle reason when nothing waits",
             labels=["gpu_model", "cause"],
         )
         owed = GaugeMetricFamily(
@@ -210,8 +210,8 @@ class _ClusterCollector(Collector):
         blocker = GaugeMetricFamily(
             "fairpool_member_owed_blocker",
             "1 for what holds the member's own nodes of the GPU model while it is owed its "
-            f"entitlement there ({', '.join(DAEMON_OWED_CAUSES)}), after the latest cycle; 0 "
-            "for the other causes, and for every cause while it is not owed",
+            f"entitlement there, the blocker ({', '.join(DAEMON_OWED_CAUSES)}), after the "
+            "latest cycle; 0 for the other blockers, and for every blocker while it is not owed",
             labels=["member", "gpu_model", "cause"],
         )
         lasted = GaugeMetricFamily(
