@@ -151,7 +151,7 @@ def lent_heatmap(flows: pd.DataFrame) -> str:
 
 
 def utilization(daily: pd.DataFrame) -> str:
-    title = "Allocation and utilization per day"
+    title = "Utilization and GPU activity per day"
     with plt.rc_context(_STYLE):
         figure, axes = _figure(height=2.6)
         x = np.arange(len(daily))
@@ -161,7 +161,7 @@ def utilization(daily: pd.DataFrame) -> str:
             color="#1f5a96",
             marker="o",
             markersize=3,
-            label="allocation (allocated / available)",
+            label="utilization (allocated / available)",
         )
         activity = daily["utilization"].to_numpy(dtype="float64")
         if np.isfinite(activity).any():
@@ -171,7 +171,7 @@ def utilization(daily: pd.DataFrame) -> str:
                 color="#d9822b",
                 marker="s",
                 markersize=3,
-                label="utilization (GPU activity, DCGM; n/a below half coverage)",
+                label="GPU activity (DCGM; n/a below half coverage)",
             )
         axes.set_ylim(0, 105)
         axes.set_xticks(x, [str(pd.Timestamp(d).day) for d in daily["day"]], fontsize=7)
