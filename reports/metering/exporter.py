@@ -48,7 +48,7 @@ class MeterMetrics:
         )
         self.pending_hours = Gauge(
             "fairpool_meter_pending_hours",
-            "Hours not metered yet that the hourly job retries.",
+            "Hours not metered yet that the hourly run retries.",
             registry=self.registry,
         )
         self.coverage = Gauge(

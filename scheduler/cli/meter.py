@@ -102,10 +102,12 @@ def ceil_hour(value: datetime) -> datetime:
     "--now",
     "now_",
     default=None,
-    help="Without --from/--to: meter what the hourly job would at this time (ISO-8601; "
+    help="Without --from/--to: meter what the hourly run would at this time (ISO-8601; "
     "default: the clock), e.g. to replay a missed run.",
 )
-@click.option("--watch", is_flag=True, help="Run the hourly metering job until interrupted.")
+@click.option(
+    "--watch", is_flag=True, help="Meter as the hourly run does, every hour, until interrupted."
+)
 @click.option(
     "--scrape-interval",
     default=30.0,
@@ -123,7 +125,7 @@ def ceil_hour(value: datetime) -> datetime:
     "--reports-dir",
     type=click.Path(path_type=Path),
     default=None,
-    help="With --watch: also write each previous month's report here (monthly job).",
+    help="With --watch: also write each previous month's report here (monthly run).",
 )
 @click.option(
     "--metrics-port",
@@ -179,7 +181,7 @@ def meter(
 
     With --from/--to: backfill every closed hour in [FROM, TO) (widened to whole hours);
     rerunning an hour replaces it. Without them: the last closed hour plus every pending
-    hour (what the hourly job does). With --watch: that, every hour, until Ctrl-C.
+    hour (what the hourly run does). With --watch: that, every hour, until Ctrl-C.
     Exit status 1 when hours remain pending (Prometheus unreachable or without data).
     `fairpool meter status` lists the pending hours; `--forget FROM TO --reason WHY`
     gives up on a range."""
@@ -392,7 +394,7 @@ def _watch(
     reports_dir: Path | None,
     metrics_at: tuple[str, int] | None,
 ) -> None:
-    """The hourly metering job (and the monthly report with --reports-dir) until Ctrl-C;
+    """The hourly metering run (and the monthly report with --reports-dir) until Ctrl-C;
     with `metrics_at`, the meter's metrics served there."""
     from reports.ledger.database import masked
     from reports.metering.exporter import MeterMetrics, serve
