@@ -984,7 +984,7 @@ def _gang_size_alone(pod: PodInfo) -> str:
         return ""
     return (
         f"pod {pod.key}: annotation {L.GANG_SIZE_ANNOTATION}={text!r} asks for a gang, but "
-        f"no label names it ({L.GANG_LABEL}, or {L.POD_GROUP_LABEL}) and no owner makes "
+        f"no label names it ({L.GANG_LABEL}, or {L.POD_GROUP_LABEL}) and no controller makes "
         "its pods one; placed alone it would start without the others"
     )
 
