@@ -20,7 +20,8 @@ same way whatever state it was left in:
 A gang with at least its size bound (a PodGroup's minMember: it started with that many,
 as in Volcano and coscheduling) is no half-done bind either: its pending pods are a job
 whose pods are placed one by one as room allows, and its running pods are never deleted
-for them (`PartialGang.started`).
+for them (`PartialGang.started`); nor when it lost one of those since (`PartialGang.ran_whole`:
+its pods being deleted or finished count as bound once).
 
 Gangs with a bind or an undo in flight in this process are left alone until the binder
 has the answers. Everything here is pure (no I/O); `scheduler.k8s.daemon` carries it out.
@@ -60,6 +61,8 @@ class PartialGang:
     replacing: bool = False
     """The gang ran whole: every pending pod was created after the last bind of its
     bound pods (replacements), so it is placed when it fits and never undone."""
+    gone: int = 0
+    """Its pods this scheduler bound that have finished or are being deleted."""
 
     @property
     def complete(self) -> bool:
@@ -72,6 +75,16 @@ class PartialGang:
         than its minMember starts with that many), and its pending pods are placed when
         room allows, never undone as a half-done bind."""
         return len(self.bound) >= self.size
+
+    @property
+    def ran_whole(self) -> bool:
+        """At least `size` of its pods were bound: those bound now and those since
+        finished or being deleted. A PodGroup that started with its minMember and lost
+        a pod still has its other pods, created with it, waiting: no half-done bind
+        (whose pods are never more than `size` less one), so they are placed when room
+        allows and never undo the running ones (they did, while the lost pod's
+        termination grace period held its GPUs)."""
+        return len(self.bound) + self.gone >= self.size
 
     @property
     def short(self) -> int:
@@ -117,6 +130,7 @@ def partial_gangs(
     if not gangs:
         return ()
     bound: dict[str, list[PodInfo]] = {}
+    gone: dict[str, int] = {}
     in_flight: set[str] = set()
     for pod in pods.values():
         if pod.gang is None:
@@ -126,12 +140,11 @@ def partial_gangs(
             continue
         if pod.uid in busy:
             in_flight.add(job_id)
-        if (
-            pod.assigned
-            and not pod.terminal
-            and not pod.deleting
-            and pod.scheduler_name == scheduler_name
-        ):
+        if not pod.assigned or pod.scheduler_name != scheduler_name:
+            continue
+        if pod.terminal or pod.deleting:
+            gone[job_id] = gone.get(job_id, 0) + 1
+        else:
             bound.setdefault(job_id, []).append(pod)
     found = []
     for job_id in sorted(bound):
@@ -145,6 +158,7 @@ def partial_gangs(
                 bound=tuple(sorted(bound[job_id], key=lambda p: p.name)),
                 pending=tuple(p.uid for p in job.pods),
                 replacing=_replacing(bound[job_id], [pods.get(p.uid) for p in job.pods]),
+                gone=gone.get(job_id, 0),
             )
         )
     return tuple(found)
@@ -180,6 +194,8 @@ def remainders(snapshot: Snapshot, gangs: Iterable[PartialGang]) -> Snapshot:
             jobs.append(dataclasses.replace(job, min_member=1))
         elif gang.replacing:
             jobs.append(dataclasses.replace(job, min_member=len(job.pods)))
+        elif gang.ran_whole:
+            jobs.append(dataclasses.replace(job, min_member=1))
         elif gang.complete:
             # Its pods beyond the gang's size (a PodGroup's minMember) may wait.
             jobs.append(dataclasses.replace(job, min_member=min(len(job.pods), gang.short)))
@@ -194,7 +210,7 @@ def plan(gangs: Iterable[PartialGang], decisions: Decisions) -> Repair:
     undo: list[PartialGang] = []
     replacing: set[str] = set()
     for gang in gangs:
-        if gang.replacing or gang.started:
+        if gang.replacing or gang.started or gang.ran_whole:
             replacing.add(gang.job_id)
             continue  # its pending pods bind like any job's, or wait; nothing to undo
         if gang.complete and sum(uid in bound for uid in gang.pending) >= gang.short:

@@ -312,3 +312,36 @@ def test_a_half_done_bind_of_a_bigger_gang_is_finished_once_it_reaches_its_size(
     repair, decisions = repair_cycle(pods)
     assert [g.job_id for g in repair.finish] == [JOB] and repair.undo == ()
     assert [b.pod_uid for b in decisions.binds] == ["uid-w1"]
+
+
+def test_a_bigger_gang_that_started_and_lost_a_pod_keeps_running_while_it_terminates() -> None:
+    # Size 2, four pods: w0 and w1 started it on n1, w2 and w3 wait (n2 is full). w0 is
+    # deleted and its grace period holds its GPUs: w1 runs on, not undone as a half-done
+    # bind (it was, for w2 and w3, which were created with the gang, before its binds).
+    w0 = gang_pod("w0", 2, "n1")
+    w0["metadata"]["deletionTimestamp"] = "2026-11-28T10:05:00Z"
+    pods = [w0, gang_pod("w1", 2, "n1"), gang_pod("w2", 2), gang_pod("w3", 2)]
+    pods.append(filler("other", "n2", 6))
+    view = view_of(pods)
+    (gang,) = partial_gangs(view.snapshot.pending, view.pods, "fairpool")
+    assert (len(gang.bound), gang.gone, gang.ran_whole) == (1, 1, True)
+    repair, decisions = repair_cycle(pods)
+    assert not repair and repair.replacing == {JOB}
+    assert not decisions.binds
+    # w0 gone, its room is free: w2 binds there and the gang has its size again.
+    repair, decisions = repair_cycle(pods[1:])
+    assert repair.undo == ()
+    assert [(b.pod_uid, b.node) for b in decisions.binds] == [("uid-w2", "n1")]
+
+
+def test_a_half_done_bind_whose_pods_since_failed_is_still_undone() -> None:
+    # Size 3: w0 was bound and failed, w1 is bound, then the scheduler died. Two pods
+    # were ever bound, fewer than the gang's size: still a half-done bind.
+    w0 = gang_pod("w0", 3, "n1")
+    w0["status"]["phase"] = "Failed"
+    pods = [w0, gang_pod("w1", 3, "n1"), gang_pod("w2", 3), gang_pod("w3", 3)]
+    pods.append(filler("other", "n2", 8))
+    pods.append(filler("more", "n1", 4))
+    repair, _ = repair_cycle(pods)
+    assert [g.job_id for g in repair.undo] == [JOB]
+    assert repair.undo[0].gone == 1 and not repair.undo[0].ran_whole

@@ -1,0 +1,37 @@
+"""Gangs with more pods than their size (a PodGroup's minMember) on the local control
+plane: they start with as many pods as fit, the rest wait for room, and the running
+pods are never deleted for the ones still waiting."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.integration.test_daemon import Pool, pool, wait_until
+
+pytestmark = pytest.mark.integration
+__all__ = ["pool"]  # the fixture, imported for this module's tests
+
+
+def test_a_started_group_that_loses_a_pod_keeps_the_rest_running(pool: Pool) -> None:
+    """Six 4-GPU pods of size 4 on 16 GPUs: four start, two wait. One running pod is
+    deleted and its grace period holds its GPUs: the three others run on, and a waiting
+    pod takes the freed room once the deleted pod is gone."""
+    pool.add_member("a")
+    pool.add_nodes("a", count=2, gpus=8)
+    daemon = pool.daemon(pool.policy())
+    for i in range(6):
+        pool.pod("a", f"w{i}", gpus=4, gang="g", gang_size=4, grace=5)
+    wait_until(lambda: len(pool.bound("a")) == 4, what="the group started with 4 pods")
+    assert set(pool.bound("a")) == {"w0", "w1", "w2", "w3"}
+    pool.core.delete_namespaced_pod("w0", pool.ns("a"), grace_period_seconds=5)
+    started = daemon.cycles
+    wait_until(lambda: daemon.cycles >= started + 6, what="cycles while w0 terminates")
+    assert daemon.binder.wait_idle(10)
+    assert set(pool.bound("a")) == {"w1", "w2", "w3"}, "the running pods stay"
+    assert daemon.binder.undone == 0
+    assert not pool.events("a", "GangBindUndone")
+    wait_until(lambda: "w4" in pool.bound("a"), timeout=30, what="w4 in w0's room")
+    time.sleep(1)
+    assert set(pool.bound("a")) == {"w1", "w2", "w3", "w4"}
