@@ -79,7 +79,14 @@ from scheduler.k8s.cache import (
 from scheduler.k8s.events import EventLevel, EventRecorder, ObjectRef
 from scheduler.k8s.evictor import Evictor, EvictResult
 from scheduler.k8s.exporter import SchedulerMetrics, State
-from scheduler.k8s.gang_repair import Repair, partial_gangs, plan, remainders, without_undone
+from scheduler.k8s.gang_repair import (
+    PartialGang,
+    Repair,
+    partial_gangs,
+    plan,
+    remainders,
+    without_undone,
+)
 from scheduler.k8s.informer import Informer
 from scheduler.k8s.leader import LeaderElector
 from scheduler.k8s.names import name_problem
@@ -649,9 +656,15 @@ class Daemon:
         self._watch_prices(snapshot.nodes, policy, now)
         viewed = time.monotonic()
         repair = Repair()
-        if leader and snapshot.pending:
+        pending = bool(snapshot.pending)
+        partial: tuple[PartialGang, ...] = ()
+        if pending:
+            # On a standby too: its sentences are the leader's, and a started PodGroup's
+            # waiting pods were read as a gang short of pods ("it waits for the rest
+            # before any can start") while the leader placed them one by one.
             partial = partial_gangs(snapshot.pending, view.pods, c.scheduler_name, busy)
             snapshot = remainders(snapshot, partial)
+        if leader and pending:
             decisions = engine.schedule(snapshot, policy)
             repair = plan(partial, decisions)
             decisions = without_undone(decisions, repair)
@@ -663,7 +676,7 @@ class Daemon:
             # scheduling decision yet" for every waiting pod.
             decisions = Decisions(
                 shares=self._shares(snapshot, policy, started),
-                explanations=standby_explanations(snapshot, policy) if snapshot.pending else None,
+                explanations=standby_explanations(snapshot, policy, partial) if pending else None,
             )
         decided = time.monotonic()
         self.metrics.engine_seconds.observe(decided - viewed)
@@ -947,10 +960,18 @@ def rejected(view: CacheView, policy: Policy) -> tuple[Rejected, ...]:
     return tuple(out)
 
 
-def standby_explanations(snapshot: Snapshot, policy: Policy) -> Explanations:
-    """The sentences the engine writes for the snapshot's pending jobs, worked out when
-    first read (a standby carries out nothing: only the API reads them)."""
-    return Explanations(lambda: dict(engine.schedule(snapshot, policy).explanations))
+def standby_explanations(
+    snapshot: Snapshot, policy: Policy, partial: tuple[PartialGang, ...] = ()
+) -> Explanations:
+    """The sentences the engine writes for the snapshot's pending jobs (the `remainders`
+    of the `partial` gangs), as the leader's cycle writes them, worked out when first
+    read (a standby carries out nothing: only the API reads them)."""
+
+    def sentences() -> dict[str, str]:
+        decisions = engine.schedule(snapshot, policy)
+        return dict(without_undone(decisions, plan(partial, decisions)).explanations)
+
+    return Explanations(sentences)
 
 
 def _ref(pod: PodInfo) -> ObjectRef:

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from tests.integration.test_daemon import Pool, pool, wait_until
+from tests.integration.test_daemon_ha import fast_lease
 
 pytestmark = pytest.mark.integration
 __all__ = ["pool"]  # the fixture, imported for this module's tests
@@ -35,3 +36,33 @@ def test_a_started_group_that_loses_a_pod_keeps_the_rest_running(pool: Pool) -> 
     wait_until(lambda: "w4" in pool.bound("a"), timeout=30, what="w4 in w0's room")
     time.sleep(1)
     assert set(pool.bound("a")) == {"w1", "w2", "w3", "w4"}
+
+
+def test_a_standby_explains_a_started_groups_waiting_pod_as_the_leader_does(
+    pool: Pool,
+) -> None:
+    """Six 4-GPU pods of size 4 where five fit: the sixth waits for room, and a standby
+    (any replica answers `fairpool explain`) says why in the leader's words, not that the
+    group waits for the rest of its pods."""
+    pool.add_member("a")
+    pool.add_nodes("a", count=3, gpus=8)
+    lease = fast_lease(pool)
+    leader = pool.daemon(pool.policy(), identity="leader", **lease)
+    wait_until(lambda: leader.is_leader, timeout=10, what="it leads")
+    standby = pool.daemon(pool.policy(), identity="standby", **lease)
+    pool.pod("a", "other", gpus=4)
+    wait_until(lambda: "other" in pool.bound("a"), what="other bound")
+    for i in range(6):
+        pool.pod("a", f"w{i}", gpus=4, gang="g", gang_size=4)
+    wait_until(lambda: len(pool.bound("a")) == 6, what="five pods of the group bound")
+    assert "w5" not in pool.bound("a")
+    job = f"{pool.ns('a')}/g"
+    said = wait_until(
+        lambda: leader.last_decisions().explanations.get(job), what="the leader's sentence"
+    )
+    assert "all NVIDIA-H100-80GB-HBM3 on nodes it may use are taken" in said, said
+    assert not standby.is_leader
+    wait_until(
+        lambda: standby.last_decisions().explanations.get(job) == said,
+        what=f"the standby saying {said!r}",
+    )
