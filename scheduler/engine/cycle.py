@@ -1042,7 +1042,7 @@ class _Cycle(OrderKeys):
             return False
         reclaimer = self._victim_index()
         result = reclaimer.overtaken(
-            job.pods,
+            required_pods(job),
             job.member,
             model,
             self.alloc,

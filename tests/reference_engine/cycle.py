@@ -741,7 +741,7 @@ class _Cycle:
         if models is not None and model not in models:
             return False
         result = self._victim_index().overtaken(
-            job.pods,
+            _required(job),
             job.member,
             model,
             self.alloc,

@@ -151,3 +151,16 @@ def test_a_job_never_takes_back_from_the_bigger_job_that_took_from_it() -> None:
     pending = [es.job("s2-0", "m-a", gpus=1, submitted_at=320.0)]
     got = _both(es.snapshot(nodes, pending, run))
     assert got.preemptions == ()
+
+
+def test_a_pod_group_takes_back_room_for_its_min_member_pods_only() -> None:
+    # Three 4-GPU pods with minMember 2: room for two is what it takes back (two whole
+    # nodes); its third pod starts when room allows. It took nothing back: na1 keeps the
+    # job submitted before the group, so room for all three could never be made.
+    snap = _overtaken()
+    group = es.job("gang", "m-a", pods=3, gpus=4, submitted_at=100.0, min_member=2)
+    got = _both(replace(snap, pending=(group,)))
+    assert {p.job_id for p in got.preemptions} == {f"s{n}-{k}" for n in (2, 3) for k in range(4)}
+    assert [(n.job_id, sorted(n.nodes.values())) for n in got.nominations] == [
+        ("gang", ["na2", "na3"])
+    ]
