@@ -1057,10 +1057,11 @@ class _Cycle(OrderKeys):
             self._drain(job, result.plan, "the later jobs of its member it takes back")
             return True
         grace = self.terms.reclaim_grace_period_seconds
+        needs = required_job(job).gpus
         victims_text: list[str] = []
         for victim in result.victims:
             reason = (
-                f"reclaim for member {job.member}'s job {_named(job)} (needs {job.gpus}), "
+                f"reclaim for member {job.member}'s job {_named(job)} (needs {needs}), "
                 f"which comes before job {_victim_named(victim)} in the member's queue: "
                 f"{_victim_named(victim)} started on GPUs freed one by one while the bigger "
                 "job "
@@ -1219,13 +1220,14 @@ class _Cycle(OrderKeys):
             self._drain(job, result.plan, model=model)
             return
         grace = self.terms.reclaim_grace_period_seconds
+        needs = required_job(job).gpus  # a PodGroup reclaims for its minMember pods
         whose = self._reclaimer_position(job.member, model, entitled)
         victims_text: list[str] = []
         for victim in result.victims:
             # Each victim's position is read after the earlier victims are taken off.
             reason = (
                 f"reclaim for member {job.member} ({whose}, job {_named(job)} needs "
-                f"{job.gpus}): {self._victim_position(victim.member, model)}, and job "
+                f"{needs}): {self._victim_position(victim.member, model)}, and job "
                 f"{_victim_named(victim)} runs on borrowed GPUs"
             )
             self._preempt(job, victim, reason, grace, "entitlement" if entitled else "fair_share")
@@ -1409,6 +1411,7 @@ class _Cycle(OrderKeys):
 
     def _apply_move(self, job: PendingJob, model: str, move: Move) -> None:
         grace = self.terms.reclaim_grace_period_seconds
+        needs = required_job(job).gpus  # a PodGroup moves work for its minMember pods
         where = ", ".join(move.nodes)
         victims_text: list[str] = []
         # The claimant's position before anything leaves (its own moved jobs included).
@@ -1424,7 +1427,7 @@ class _Cycle(OrderKeys):
                 home = "" if owner == job.member else ", whose moved work goes home there"
                 reason = (
                     f"reclaim for member {job.member} ({whose}, job {_named(job)} needs "
-                    f"{job.gpus}), with consolidation of {where}: "
+                    f"{needs}), with consolidation of {where}: "
                     f"{self._victim_position(victim.member, model)}, and job "
                     f"{_victim_named(victim)} runs on borrowed GPUs of member {owner}{home}"
                 )
@@ -1443,7 +1446,7 @@ class _Cycle(OrderKeys):
                 why = f"it runs on borrowed GPUs and {self._victim_position(victim.member, model)}"
             reason = (
                 f"consolidation of {where} for job {_named(job)} of member {job.member} "
-                f"(needs {job.gpus} {model}; the idle GPUs are scattered over too many "
+                f"(needs {needs} {model}; the idle GPUs are scattered over too many "
                 f"nodes): job {_victim_named(victim)} of member {victim.member} moves, {why}"
             )
             self._preempt(job, victim, reason, grace, "consolidation")

@@ -756,9 +756,10 @@ class _Cycle:
             self._drain(job, result.plan, "the later jobs of its member it takes back")
             return True
         grace = self.policy.sharing.reclaim_grace_period_seconds
+        needs = sum(p.spec.gpus for p in _required(job))
         for victim in result.victims:
             reason = (
-                f"reclaim for member {job.member}'s job {_named(job)} (needs {job.gpus}), "
+                f"reclaim for member {job.member}'s job {_named(job)} (needs {needs}), "
                 f"which comes before job {_victim_named(victim)} in the member's queue: "
                 f"{_victim_named(victim)} started on GPUs freed one by one while the bigger "
                 "job "
@@ -868,13 +869,14 @@ class _Cycle:
             self._drain(job, result.plan, model=model)
             return
         grace = self.policy.sharing.reclaim_grace_period_seconds
+        needs = sum(p.spec.gpus for p in _required(job))
         whose = self._reclaimer_position(job.member, model, entitled)
         victims_text: list[str] = []
         for victim in result.victims:
             # Each victim's position is read after the earlier victims are taken off.
             reason = (
                 f"reclaim for member {job.member} ({whose}, job {_named(job)} needs "
-                f"{job.gpus}): {self._victim_position(victim.member, model)}, and job "
+                f"{needs}): {self._victim_position(victim.member, model)}, and job "
                 f"{_victim_named(victim)} runs on borrowed GPUs"
             )
             self._preempt(job, victim, reason, grace, "entitlement" if entitled else "fair_share")

@@ -150,27 +150,39 @@ def capacity_detail(
         return f"no node it may use has room for {what}"
     beyond = _beyond_lending(state, nodes, job.member, lendable, g)
     if job.is_gang:
-        need = job.gpus
-        pods = len(job.pods)
+        # A PodGroup with more pods than its minMember needs room for that many to start
+        # (it read as room for all its pods: 24 GPUs where 16 start it).
+        required = job.pods[: job.min_member] if 0 < job.min_member < len(job.pods) else job.pods
+        need = sum(p.spec.gpus for p in required)
+        partial = len(required) < len(job.pods)
+        pods = (
+            f"{len(required)} of its {len(job.pods)} pods" if partial else f"{len(job.pods)} pods"
+        )
+        start = " to start" if partial else ""
+        gang_pods = (
+            f"{len(required)} of the gang's {len(job.pods)} pods"
+            if partial
+            else f"the gang's {len(job.pods)} pods"
+        )
         if idle == 0:
-            return f"all {label} on nodes it may use are taken; the gang needs {need}"
+            return f"all {label} on nodes it may use are taken; the gang needs {need}{start}"
         if idle < need:
-            return f"{idle} idle {label} exist but the gang needs {need} ({pods} pods)"
+            return f"{idle} idle {label} exist but the gang needs {need}{start} ({pods})"
         if beyond and lendable is not None:
             clause = _lending_clause(beyond, lendable)
             usable = idle - sum(beyond.values())
             if usable < need:
                 return (
                     f"{idle} idle {label} exist but the gang may use only {usable} of them "
-                    f"and needs {need}, as {clause}"
+                    f"and needs {need}{start}, as {clause}"
                 )
             return (
                 f"{idle} idle {label} exist but {clause}, and the rest are scattered over "
-                f"nodes too small for the gang's {pods} pods of {_shape(spec)}"
+                f"nodes too small for {gang_pods} of {_shape(spec)}"
             )
         return (
             f"{idle} idle {label} exist but they are scattered over nodes too small for "
-            f"the gang's {pods} pods of {_shape(spec)}"
+            f"{gang_pods} of {_shape(spec)}"
         )
     if idle == 0 and g > 0:
         return f"all {label} on nodes it may use are taken"

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from scheduler.engine import schedule
 from scheduler.engine.gangs import _groups
-from tests.unit.engine_strategies import A100, H100, job, node, policy, running, snapshot
+from tests.unit.engine_strategies import (
+    A100,
+    H100,
+    decided_alike,
+    job,
+    node,
+    policy,
+    running,
+    snapshot,
+)
 
 POL = policy(["lab-a", "lab-b"])
 
@@ -109,3 +118,33 @@ def test_a_gang_with_more_pods_than_its_min_member_starts_with_as_many_as_fit() 
     run = [running("r", "lab-a", "n2", gpus=8)]
     d = schedule(snapshot(nodes, [job("g", "lab-a", pods=6, gpus=4, min_member=4)], run), POL)
     assert d.binds == ()
+
+
+def test_a_pod_group_that_cannot_start_says_what_its_min_member_pods_need() -> None:
+    # Six 4-GPU pods of minMember 4 with 8 GPUs idle: 16 start it (it said the gang
+    # needs 24, its six pods, as if all had to start together).
+    nodes = [node("n1", "lab-a"), node("n2", "lab-a")]
+    group = job("g", "lab-a", pods=6, gpus=4, min_member=4)
+    d = decided_alike(snapshot(nodes, [group], [running("r", "lab-a", "n2", gpus=8)]), POL)
+    assert (
+        "8 idle NVIDIA-H100 exist but the gang needs 16 to start (4 of its 6 pods)"
+        in (d.explanations["g"])
+    ), d.explanations["g"]
+    # A gang of exactly its size reads as before.
+    whole = job("g", "lab-a", pods=4, gpus=4)
+    d = decided_alike(snapshot(nodes, [whole], [running("r", "lab-a", "n2", gpus=8)]), POL)
+    assert "8 idle NVIDIA-H100 exist but the gang needs 16 (4 pods)" in d.explanations["g"]
+
+
+def test_a_pod_group_reclaims_for_its_min_member_pods_and_says_so() -> None:
+    # lab-b's group of six 4-GPU pods (minMember 4) on its three nodes, all borrowed by
+    # lab-a: four of lab-a's pods go (16 GPUs), and each reason says the group needs
+    # 16 (it said 24).
+    nodes = [node(f"n{k}", "lab-b") for k in (1, 2, 3)] + [node("m1", "lab-a")]
+    run = [running(f"a{i}", "lab-a", f"n{i // 2 + 1}", gpus=4) for i in range(6)]
+    run.append(running("a6", "lab-a", "m1", gpus=8))
+    group = job("g", "lab-b", pods=6, gpus=4, min_member=4)
+    d = decided_alike(snapshot(nodes, [group], run), POL)
+    assert len(d.preemptions) == 4
+    for p in d.preemptions:
+        assert "job g needs 16)" in p.reason, p.reason
