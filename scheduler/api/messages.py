@@ -88,12 +88,18 @@ def pool_summaries(
     return [pools[k] for k in sorted(pools)]
 
 
+def _gang(job: PendingJob) -> bool:
+    """A gang's job, also the pods a started PodGroup still has waiting: placed one by
+    one (min_member 1), they were listed as one pod ("pod of a, 2 pod(s)")."""
+    return job.is_gang or len(job.pods) > 1
+
+
 def pending_job(job: PendingJob, now: float) -> share_pb2.PendingJob:
     models = {p.spec.gpu_model for p in job.pods if p.spec.gpu_model}
     return share_pb2.PendingJob(
         job_id=job.job_id,
         member=job.member,
-        kind=share_pb2.JOB_KIND_GANG if job.is_gang else share_pb2.JOB_KIND_POD,
+        kind=share_pb2.JOB_KIND_GANG if _gang(job) else share_pb2.JOB_KIND_POD,
         namespace=job.pods[0].namespace if job.pods else "",
         pod_names=[p.name for p in job.pods],
         min_member=job.min_member,

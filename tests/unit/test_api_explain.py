@@ -13,6 +13,7 @@ import pytest
 from policies.inventory import load_inventory
 from policies.loader import DEFAULT_POLICY, load_policy
 from proto.fairpool.v1 import share_pb2, share_pb2_grpc
+from scheduler.api import messages
 from scheduler.api.frozen_view import FrozenClusterView
 from scheduler.api.server import ApiServer
 from scheduler.engine.snapshot import PendingJob, PendingPod, PodSpec, RunningPod, Snapshot
@@ -338,3 +339,15 @@ def test_a_members_failed_scheduling_events_never_name_who_its_job_preempts() ->
     ]
     assert "ai-startup" not in posted[0][1] and "train-" not in posted[0][1]
     assert "a job of another member" in posted[0][1]
+
+
+def test_the_waiting_pods_of_a_started_pod_group_are_a_gang_not_a_pod() -> None:
+    """A PodGroup that started with its minMember has its other pods placed one by one
+    (the daemon hands them to the engine as a job of min_member 1): still a gang's, not
+    "pod of a, 2 pod(s)"."""
+    spec = PodSpec(gpus=4)
+    pods = tuple(PendingPod(f"u{i}", f"w{i}", "physics-lab", spec) for i in (4, 5))
+    waiting = PendingJob("physics-lab/g", "physics", pods, min_member=1)
+    assert messages.pending_job(waiting, 0.0).kind == share_pb2.JOB_KIND_GANG
+    alone = PendingJob("u9", "physics", pods[:1], min_member=1)
+    assert messages.pending_job(alone, 0.0).kind == share_pb2.JOB_KIND_POD
