@@ -1471,7 +1471,7 @@ class _Cycle(OrderKeys):
             if p.terminating and p.node in job.nominated_nodes.values()
         )
         return (
-            f"{plural(term, 'preempted pod')} still terminating on {', '.join(nodes)}; "
+            f"{plural(term, 'pod')} still terminating on {', '.join(nodes)}; "
             f"their GPUs are held for this job"
         )
 
