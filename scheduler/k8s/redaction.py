@@ -23,4 +23,5 @@ def redact_explanation(text: str, member: str, members: Iterable[str]) -> str:
         "a job of another member",
         text,
     )
-    return re.sub(rf"(?<![\w-])(?:{names})(?![\w-])", "another member", text)
+    # "member lab-b" is one mention ("of member another member" read twice).
+    return re.sub(rf"(?<![\w-])(?:member )?(?:{names})(?![\w-])", "another member", text)

@@ -42,6 +42,14 @@ def test_redaction_keeps_the_sentence_and_hides_others() -> None:
     ), "a longer name that merely starts with a member's name is not a member"
 
 
+def test_redaction_names_another_member_once() -> None:
+    """ "of member lab-bio" read "of member another member"."""
+    text = "job train-7 runs on borrowed GPUs of member lab-bio; member ai-startup is above"
+    assert redact_explanation(text, "uni-north", MEMBERS) == (
+        "job train-7 runs on borrowed GPUs of another member; another member is above"
+    )
+
+
 def test_redaction_hides_a_job_whose_namespace_is_called_as_its_member() -> None:
     """A namespace named after its member (physics/train of physics, the daemon's name
     for a gang or a pod alone): the member's name was replaced first, and the sentence
