@@ -34,6 +34,7 @@ import random
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -147,6 +148,9 @@ class _Gang:
         self.expected = expected
         self.results: list[BindResult] = []
         self._lock = threading.Lock()
+        self.label = f"{uuid.uuid4().hex[:12]}/{expected}"
+        """Written on each of its pods (`fairpool.io/gang-bind`): the gang repair tells
+        a batch bound whole, since run, from one bound half way."""
 
     def add(self, result: BindResult) -> list[BindResult] | None:
         """Returns every result once the last one arrives."""
@@ -155,14 +159,17 @@ class _Gang:
             return list(self.results) if len(self.results) == self.expected else None
 
 
-def binding_annotations(bind: Bind) -> dict[str, str]:
+def binding_annotations(bind: Bind, gang_bind: str = "") -> dict[str, str]:
+    """`gang_bind`: the batch of a gang's binds the pod is in (`_Gang.label`)."""
     annotations = {L.MEMBER_ANNOTATION: bind.member}
     if bind.reclaimable and bind.owner:
         annotations[L.BORROWED_FROM_ANNOTATION] = bind.owner
+    if gang_bind:
+        annotations[L.GANG_BIND_ANNOTATION] = gang_bind
     return annotations
 
 
-def binding_body(bind: Bind, pod: PodInfo) -> dict[str, Any]:
+def binding_body(bind: Bind, pod: PodInfo, gang_bind: str = "") -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Binding",
@@ -170,7 +177,7 @@ def binding_body(bind: Bind, pod: PodInfo) -> dict[str, Any]:
             "name": pod.name,
             "namespace": pod.namespace,
             "uid": pod.uid,
-            "annotations": binding_annotations(bind),
+            "annotations": binding_annotations(bind, gang_bind),
         },
         "target": {"apiVersion": "v1", "kind": "Node", "name": bind.node},
     }
@@ -280,7 +287,7 @@ class Binder:
 
     def _bind(self, bind: Bind, pod: PodInfo, queued_at: float, gang: _Gang | None = None) -> None:
         try:
-            outcome, detail, bound_node = self._attempt(bind, pod)
+            outcome, detail, bound_node = self._attempt(bind, pod, gang)
         except Exception as exc:  # never lose the in-flight mark
             outcome, detail, bound_node = "failed", f"{type(exc).__name__}: {exc}", ""
         result = BindResult(
@@ -327,8 +334,10 @@ class Binder:
             self._in_flight.discard(pod.uid)
             self._idle.notify_all()
 
-    def _attempt(self, bind: Bind, pod: PodInfo) -> tuple[Outcome, str, str]:
-        body = binding_body(bind, pod)
+    def _attempt(
+        self, bind: Bind, pod: PodInfo, gang: _Gang | None = None
+    ) -> tuple[Outcome, str, str]:
+        body = binding_body(bind, pod, gang.label if gang is not None else "")
         path = namespaced_path(pod.namespace, "pods", pod.name, "binding")
         last = ""
         # Set once the API server said the pod is bound (409 "already assigned") to a

@@ -20,8 +20,9 @@ same way whatever state it was left in:
 A gang with at least its size bound (a PodGroup's minMember: it started with that many,
 as in Volcano and coscheduling) is no half-done bind either: its pending pods are a job
 whose pods are placed one by one as room allows, and its running pods are never deleted
-for them (`PartialGang.started`); nor when it lost one of those since (`PartialGang.ran_whole`:
-its pods being deleted or finished count as bound once).
+for them (`PartialGang.started`); nor when it lost one of those since, or its size was
+raised since (`PartialGang.ran_whole`: its pods being deleted or finished count as bound
+once, and a batch of its binds bound whole, `fairpool.io/gang-bind`, says it started).
 
 Gangs with a bind or an undo in flight in this process are left alone until the binder
 has the answers. Everything here is pure (no I/O); `scheduler.k8s.daemon` carries it out.
@@ -44,6 +45,7 @@ from dataclasses import dataclass
 
 from scheduler.engine.decisions import Decisions
 from scheduler.engine.snapshot import PendingJob, Snapshot
+from scheduler.k8s import labels as L
 from scheduler.k8s.objects import PodInfo, job_id_of
 
 
@@ -63,6 +65,10 @@ class PartialGang:
     bound pods (replacements), so it is placed when it fits and never undone."""
     gone: int = 0
     """Its pods this scheduler bound that have finished or are being deleted."""
+    batch_whole: bool | None = None
+    """Whether one batch of its binds (`fairpool.io/gang-bind`) has all its pods bound,
+    or since finished or being deleted; None when none of its pods carries one (bound
+    by an older fairpool)."""
 
     @property
     def complete(self) -> bool:
@@ -78,13 +84,17 @@ class PartialGang:
 
     @property
     def ran_whole(self) -> bool:
-        """At least `size` of its pods were bound: those bound now and those since
-        finished or being deleted. A PodGroup that started with its minMember and lost
-        a pod still has its other pods, created with it, waiting: no half-done bind
-        (whose pods are never more than `size` less one), so they are placed when room
-        allows and never undo the running ones (they did, while the lost pod's
-        termination grace period held its GPUs)."""
-        return len(self.bound) + self.gone >= self.size
+        """It ran whole once: at least `size` of its pods were bound (those bound now
+        and those since finished or being deleted), or one batch of its binds was bound
+        whole (its size since raised). A PodGroup that started with its minMember and
+        lost a pod, or whose minMember was raised since, still has its other pods,
+        created with it, waiting: no half-done bind, so they are placed when room allows
+        and never undo the running ones (they did, while the lost pod's termination
+        grace period held its GPUs, and all of them when the minMember was raised).
+        A half-done bind while an earlier undo's pods still terminate is counted whole
+        until they are gone, and undone then: waiting a grace period is better than
+        deleting running work whose pods a count cannot see (gone from the API)."""
+        return bool(self.batch_whole) or len(self.bound) + self.gone >= self.size
 
     @property
     def short(self) -> int:
@@ -131,6 +141,7 @@ def partial_gangs(
         return ()
     bound: dict[str, list[PodInfo]] = {}
     gone: dict[str, int] = {}
+    batches: dict[str, dict[str, list[int]]] = {}  # job -> batch -> [its pods, seen]
     in_flight: set[str] = set()
     for pod in pods.values():
         if pod.gang is None:
@@ -142,6 +153,10 @@ def partial_gangs(
             in_flight.add(job_id)
         if not pod.assigned or pod.scheduler_name != scheduler_name:
             continue
+        batch = _batch(pod)
+        if batch is not None:
+            seen = batches.setdefault(job_id, {}).setdefault(batch[0], [batch[1], 0])
+            seen[1] += 1
         if pod.terminal or pod.deleting:
             gone[job_id] = gone.get(job_id, 0) + 1
         else:
@@ -159,9 +174,23 @@ def partial_gangs(
                 pending=tuple(p.uid for p in job.pods),
                 replacing=_replacing(bound[job_id], [pods.get(p.uid) for p in job.pods]),
                 gone=gone.get(job_id, 0),
+                batch_whole=(
+                    any(seen >= size for size, seen in batches[job_id].values())
+                    if job_id in batches
+                    else None
+                ),
             )
         )
     return tuple(found)
+
+
+def _batch(pod: PodInfo) -> tuple[str, int] | None:
+    """The batch of gang binds the pod was bound in, and its number of pods; None
+    without a readable `fairpool.io/gang-bind` (fairpool's own, so never refused)."""
+    token, _, count = pod.annotations.get(L.GANG_BIND_ANNOTATION, "").partition("/")
+    if not token or not count.isdigit() or int(count) < 1:
+        return None
+    return token, int(count)
 
 
 def _replacing(bound: list[PodInfo], pending: list[PodInfo | None]) -> bool:

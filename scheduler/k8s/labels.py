@@ -20,6 +20,11 @@ POD_GROUP_LABEL = "scheduling.x-k8s.io/pod-group"
 
 MEMBER_ANNOTATION = "fairpool.io/member"
 BORROWED_FROM_ANNOTATION = "fairpool.io/borrowed-from"
+GANG_BIND_ANNOTATION = "fairpool.io/gang-bind"
+"""`<batch>/<n>`, in the Binding of each pod of a gang's pods bound together: the n pods
+of one batch. A gang whose batch is bound whole (or has lost pods since) ran whole; one
+whose batch is not was bound half way, whatever its size says now (a PodGroup's
+minMember raised later)."""
 PREEMPTED_BY_ANNOTATION = "fairpool.io/preempted-by"
 PREEMPTION_REASON_ANNOTATION = "fairpool.io/preemption-reason"
 PREEMPTION_CAUSE_ANNOTATION = "fairpool.io/preemption-cause"

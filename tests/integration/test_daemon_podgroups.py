@@ -66,3 +66,29 @@ def test_a_standby_explains_a_started_groups_waiting_pod_as_the_leader_does(
         lambda: standby.last_decisions().explanations.get(job) == said,
         what=f"the standby saying {said!r}",
     )
+
+
+def test_a_started_group_whose_size_is_raised_keeps_its_pods_running(pool: Pool) -> None:
+    """Six 4-GPU pods of size 4 with room for five: five start. Their gang size raised
+    to 6 (as a PodGroup's minMember can be), the five run on and the sixth waits for
+    room; they were deleted as a half-done bind, since five is short of six."""
+    pool.add_member("a")
+    pool.add_nodes("a", count=3, gpus=8)
+    daemon = pool.daemon(pool.policy())
+    pool.pod("a", "other", gpus=4)
+    wait_until(lambda: len(pool.bound("a")) == 1, what="the other pod")
+    for i in range(6):
+        pool.pod("a", f"w{i}", gpus=4, gang="g", gang_size=4)
+    wait_until(lambda: len(pool.bound("a")) == 6, what="the group started with 5 pods")
+    started = set(pool.bound("a")) - {"other"}
+    assert len(started) == 5
+    for i in range(6):
+        pool.core.patch_namespaced_pod(
+            f"w{i}", pool.ns("a"), {"metadata": {"annotations": {"fairpool.io/gang-size": "6"}}}
+        )
+    cycles = daemon.cycles
+    wait_until(lambda: daemon.cycles >= cycles + 6, what="cycles after the size changed")
+    assert daemon.binder.wait_idle(10)
+    assert daemon.binder.undone == 0
+    assert not pool.events("a", "GangBindUndone")
+    assert set(pool.bound("a")) == {"other", *started}, "the running pods stay"

@@ -345,3 +345,39 @@ def test_a_half_done_bind_whose_pods_since_failed_is_still_undone() -> None:
     repair, _ = repair_cycle(pods)
     assert [g.job_id for g in repair.undo] == [JOB]
     assert repair.undo[0].gone == 1 and not repair.undo[0].ran_whole
+
+
+def batch(body: Any, label: str) -> Any:
+    """The pod as fairpool's gang bind annotated it (`fairpool.io/gang-bind`)."""
+    body["metadata"]["annotations"]["fairpool.io/gang-bind"] = label
+    return body
+
+
+def test_a_group_whose_size_was_raised_after_it_started_keeps_running() -> None:
+    # Bound whole as a batch of two (its size then), w0 and w1 run; its size is now 3
+    # and w2, created with it, waits for room (n2 is full): no half-done bind, its
+    # running pods stay. Without the batch it was undone, both running pods deleted.
+    pods = [batch(gang_pod(f"w{k}", 3, "n1"), "b1/2") for k in range(2)]
+    pods += [gang_pod("w2", 3), filler("other", "n2", 8), filler("more", "n1", 0)]
+    view = view_of(pods)
+    (gang,) = partial_gangs(view.snapshot.pending, view.pods, "fairpool")
+    assert (len(gang.bound), gang.batch_whole, gang.ran_whole) == (2, True, True)
+    repair, _ = repair_cycle(pods)
+    assert repair.undo == () and repair.replacing == {JOB}
+
+
+def test_a_half_done_batch_is_undone_once_an_earlier_batchs_pods_are_gone() -> None:
+    # Batch b2 of three bound w3 only; w0 and w1 of batch b1 are being deleted (an
+    # earlier undo). No batch was bound whole, but the count (one bound, two going) makes
+    # the gang's size: kept while they terminate (`PartialGang.ran_whole`), undone once
+    # they are gone.
+    old = [batch(gang_pod(f"w{k}", 3, "n1"), "b1/3") for k in range(2)]
+    for body in old:
+        body["metadata"]["deletionTimestamp"] = "2026-11-28T10:05:00Z"
+    rest = [batch(gang_pod("w3", 3, "n2"), "b2/3"), gang_pod("w4", 3), gang_pod("w5", 3)]
+    rest += [filler("other", "n2", 4), filler("more", "n1", 8)]
+    view = view_of([*old, *rest])
+    (gang,) = partial_gangs(view.snapshot.pending, view.pods, "fairpool")
+    assert (len(gang.bound), gang.gone, gang.batch_whole, gang.ran_whole) == (1, 2, False, True)
+    repair, _ = repair_cycle(rest)
+    assert [g.job_id for g in repair.undo] == [JOB]
