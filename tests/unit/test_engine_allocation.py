@@ -15,6 +15,7 @@ from scheduler.engine.allocation import Allocation, classify
 from scheduler.engine.entitlement import MemberModel
 from scheduler.engine.shares import _static
 from scheduler.engine.snapshot import RunningPod
+from tests.examples import examples
 from tests.unit.engine_strategies import H100, node, policy, running, scenarios
 
 
@@ -61,7 +62,7 @@ def _changes(draw: st.DrawFn, pods: list[RunningPod], nodes: list[str]) -> list[
     return out
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.data())
 def test_classifying_from_the_last_pods_gives_what_classifying_afresh_gives(
     data: st.DataObject,

@@ -16,6 +16,7 @@ from scheduler.engine.placement import ClusterState
 from scheduler.engine.runnable import NeverRuns
 from scheduler.engine.shares import ShareBook, _pending_demand, build
 from scheduler.engine.snapshot import PendingJob, Snapshot
+from tests.examples import examples
 from tests.unit.engine_strategies import A100, H100, job, node, policy, scenarios, snapshot
 
 
@@ -58,7 +59,7 @@ def _next_pending(
     return out
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.data())
 def test_moving_the_last_demand_gives_what_working_it_out_afresh_gives(
     data: st.DataObject,

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from scheduler.engine import placement
 from scheduler.engine.placement import ClusterState
 from scheduler.engine.snapshot import Snapshot, changed_pods
+from tests.examples import examples
 from tests.unit.engine_strategies import node, running, scenarios, snapshot
 from tests.unit.test_engine_allocation import _changes
 
@@ -32,7 +33,7 @@ def _afresh(snap: Snapshot) -> ClusterState:
     return ClusterState(snap)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.data())
 def test_the_free_capacity_moved_from_the_last_pods_is_what_counting_them_gives(
     data: st.DataObject,

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from scheduler.engine.snapshot import PodSpec, RunningPod
 from scheduler.sim.waiting import Kept, KeptBook
+from tests.examples import examples
 
 OWNER = {"a-0": "lab-a", "a-1": "lab-a", "b-0": "lab-b", "u-0": ""}
 MODEL = {"a-0": "H100", "a-1": "A100", "b-0": "H100", "u-0": "H100"}
@@ -54,7 +55,7 @@ def _plain(kept: Kept) -> tuple[object, ...]:
     )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.data())
 def test_moving_kept_pod_by_pod_gives_what_every_pod_gives(data: st.DataObject) -> None:
     book = KeptBook(OWNER, MODEL, ENTITLEMENT)
@@ -92,7 +93,7 @@ def test_moving_kept_pod_by_pod_gives_what_every_pod_gives(data: st.DataObject) 
         assert _plain(book.kept()) == _plain(_afresh(list(running.values())))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.data())
 def test_all_pods_at_once_gives_what_every_pod_gives(data: st.DataObject) -> None:
     # `extend` (the daemon's reading of a whole cluster, `after_cycle`) fills each
