@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -27,7 +28,11 @@ from scheduler.api.policy_store import (
 )
 from scheduler.engine.decisions import MemberShare
 from scheduler.engine.snapshot import Snapshot
-from scheduler.k8s.daemon import SchedulerView
+
+if TYPE_CHECKING:
+    # Only the daemon's view is read here: the API front, which imports this module for
+    # `validate_policy`, starts without the Kubernetes client.
+    from scheduler.k8s.daemon import SchedulerView
 
 WATCH_POLL_SECONDS = 1.0
 """How often a watcher wakes up to notice a cancelled call or a passed deadline."""

@@ -10,6 +10,7 @@ import secrets
 import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -18,7 +19,6 @@ from policies.inventory import parse_inventory
 from policies.loader import parse_policy
 from policies.model import Policy
 from proto.fairpool.v1 import share_pb2, share_pb2_grpc
-from reports.ledger import Ledger
 from scheduler.api import messages
 from scheduler.api.auth import Authenticator, refuse_unknown_member
 from scheduler.api.errors import TRACE_FIELD, abort, abort_input, check_deadline
@@ -28,15 +28,20 @@ from scheduler.api.pending_queue import (
     explain_pending,
     list_pending,
 )
-from scheduler.api.whatif import SimulationFailed, WhatIf, inventory_document, trace_from_usage
 from scheduler.engine.decisions import PREEMPTION_CAUSES, MemberShare
 from scheduler.engine.entitlement import capacity as model_capacity
 from scheduler.engine.snapshot import Snapshot
-from scheduler.k8s.daemon import SchedulerView
 from scheduler.k8s.published import Published, Rejected
 from scheduler.sim.simulator import MAX_BATCH_S
 from scheduler.traces.csv import read_trace_text
-from scheduler.traces.synth import node_gpus_of
+
+if TYPE_CHECKING:
+    # The API front imports this module for its answers (`Book`, `entitlements_response`)
+    # in a process of its own: the ledger's database libraries, pandas and the Kubernetes
+    # client would be about a second of every front start (and restart) for nothing.
+    from reports.ledger import Ledger
+    from scheduler.api.whatif import WhatIf
+    from scheduler.k8s.daemon import SchedulerView
 
 log = logging.getLogger(__name__)
 
@@ -332,6 +337,10 @@ class ShareServicer(share_pb2_grpc.ShareServiceServicer):
     def Simulate(
         self, request: share_pb2.SimulateRequest, context: grpc.ServicerContext
     ) -> share_pb2.SimulateResponse:
+        # Here, not at the top: the API front imports this module and never simulates.
+        from scheduler.api.whatif import SimulationFailed, inventory_document, trace_from_usage
+        from scheduler.traces.synth import node_gpus_of
+
         source = request.source or share_pb2.SIMULATION_SOURCE_TRACE
         # A field of the other source would be left unread, and the answer, status OK,
         # be the replay of something the caller did not send.
