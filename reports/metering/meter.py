@@ -260,6 +260,7 @@ class Meter:
             "capacity_mean": q.mean(promql.KSM_ALLOCATABLE, ("node",)),
             "capacity_live": q.live_points(promql.KSM_ALLOCATABLE, ("node",)),
             "capacity_present": q.present(promql.KSM_ALLOCATABLE, ("node",)),
+            "capacity_not_ready": q.zero_points(promql.KSM_READY, ("node",)),
             "dcgm_engine_active": q.dcgm_mean(promql.DCGM_ENGINE_ACTIVE),
             "dcgm_gpu_util": q.dcgm_mean(promql.DCGM_GPU_UTIL),
             "dcgm_engine_count": q.dcgm_count(promql.DCGM_ENGINE_ACTIVE),

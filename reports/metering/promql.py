@@ -45,6 +45,9 @@ KSM_COMPLETION = "kube_pod_completion_time"
 KSM_POD_INFO = "kube_pod_info"
 KSM_NODE_LABELS = "kube_node_labels"
 KSM_ALLOCATABLE = 'kube_node_status_allocatable{resource="nvidia_com_gpu"}'
+KSM_READY = 'kube_node_status_condition{condition="Ready",status="true"}'
+"""1 while the node is Ready, 0 while NotReady or Unknown (a kubelet that stopped
+reporting)."""
 NODE_SERIES = ("kube_node_status_allocatable", "kube_node_labels")
 """Series that exist once the cluster has a node (an hour before all of them is empty)."""
 DCGM_ENGINE_ACTIVE = "DCGM_FI_PROF_GR_ENGINE_ACTIVE"
@@ -121,6 +124,20 @@ class MeteringQueries:
             f"max by ({b}) ({behind}) - on ({b}) max by ({b}) ({around})"
             f" + on ({b}) max by ({b}) ({ahead})"
         )
+
+    def zero_points(self, selector: str, by: tuple[str, ...]) -> str:
+        """Grid points in the hour where the identity is live (as in `live_points`) and its
+        last sample at or before the point is 0: a NotReady node's. live is F u (A n B)
+        = A n (F u B), and the last sample within max_gap exists exactly where A holds,
+        so the product of its `== bool 0` with the presence in F u B is 1 exactly at
+        those points. The product matches each series with itself; node series are few,
+        so the vector match inside the subquery costs little (unlike the pods')."""
+        g = duration(self.max_gap)
+        fresh_or_ahead = duration(self.max_gap + self.interval - 0.001)
+        zero = f"(last_over_time({selector}[{g}]) == bool 0)"
+        live = f"present_over_time({selector}[{fresh_or_ahead}] offset -{g})"
+        counted = f"sum_over_time(({zero} * {live})[1h:{duration(self.interval)}] offset 1ms)"
+        return f"max by ({', '.join(by)}) ({counted})"
 
     def between_points(self, selector: str, by: tuple[str, ...], reach: float = GAP_REACH_S) -> str:
         """Grid points in the hour where the identity has a sample at most `reach` before

@@ -67,6 +67,7 @@ HOURLY = (
     "capacity_mean",
     "capacity_live",
     "capacity_present",
+    "capacity_not_ready",
     "dcgm_engine_active",
     "dcgm_gpu_util",
     "dcgm_engine_count",
@@ -76,6 +77,9 @@ HOURLY = (
 
 H0 = "h0"
 """Internal column: the start of the row's hour, Unix seconds."""
+
+_NO_ANSWER = pd.DataFrame({"value": pd.Series([], dtype=float)})
+"""An hourly answer without any series."""
 
 InForce = Callable[[datetime], tuple[Callable[[str], str | None], int]]
 """The policy in force at an hour: its member for a namespace, and its version."""
@@ -113,6 +117,9 @@ class ChunkInputs:
     dcgm_engine_count: pd.DataFrame
     dcgm_util_count: pd.DataFrame
     reclaim_lost: dict[datetime, dict[LostKey, float]] = field(default_factory=dict)
+    capacity_not_ready: pd.DataFrame = field(default_factory=lambda: _NO_ANSWER.copy())
+    """Each node's live grid points in which kube-state-metrics said it was NotReady
+    (`MeteringQueries.zero_points`): none for a node without a Ready series."""
     kube_state_uids_by_hour: dict[datetime, set[str]] | None = None
     """The pods whose GPU request series kube-state-metrics reported around each hour (as
     `fairpool_uids_by_hour`). Given, it bills a pod only in those hours: in the chunk,
@@ -153,6 +160,7 @@ class HourInputs:
     dcgm_engine_count: pd.DataFrame = field(default_factory=pd.DataFrame)
     """DCGM samples per GPU series in the hour (for the utilization coverage)."""
     dcgm_util_count: pd.DataFrame = field(default_factory=pd.DataFrame)
+    capacity_not_ready: pd.DataFrame = field(default_factory=lambda: _NO_ANSWER.copy())
 
     def as_chunk(self) -> ChunkInputs:
         """The same answers as a chunk of this one hour."""
@@ -702,7 +710,15 @@ def _capacity_rows(inputs: ChunkInputs, known: pd.DataFrame) -> _Sampled:
     not_a_number = _not_a_number(
         cap.loc[said_nan, H0], f"{KSM_ALLOCATABLE} of node " + cap.loc[said_nan, "node"]
     )
-    cap["steps"] = cap["live"] * cap["mean"].fillna(0.0)
+    # A NotReady node contributes nothing in those points (docs/glossary.md,
+    # contribution); one with no Ready series at all counts live, as before the meter
+    # read readiness (an old kube-state-metrics, or the series not scraped).
+    not_ready = _keyed(inputs.capacity_not_ready, keys, "not_ready")
+    not_ready = not_ready.groupby(keys, as_index=False)["not_ready"].max()
+    if len(not_ready) and len(cap):
+        cap = cap.merge(not_ready, on=keys, how="left")
+    ready = cap["live"] - cap.get("not_ready", pd.Series(0.0, index=cap.index)).fillna(0.0)
+    cap["steps"] = ready.clip(lower=0.0) * cap["mean"].fillna(0.0)
     cap = cap.groupby(keys, as_index=False)["steps"].max()
     present = _keyed(inputs.capacity_present, keys, "present")
     present = present.groupby(keys, as_index=False)["present"].max()

@@ -23,7 +23,10 @@ API
   series with another ``instance`` label (two exporter replicas).
 - ``Scenario.node(name, owner, gpu_model, gpus, start, end) -> Node``:
   ``kube_node_labels`` (``label_fairpool_io_owner``, ``label_nvidia_com_gpu_product``)
-  and ``kube_node_status_allocatable{resource="nvidia_com_gpu"}``.
+  and ``kube_node_status_allocatable{resource="nvidia_com_gpu"}`` (no Ready series).
+- ``Scenario.node_ready(node, not_ready=[(start, end)])``: the node's
+  ``kube_node_status_condition{condition="Ready",status="true"|"false"}``, NotReady in
+  each span.
 - ``Scenario.pod(namespace, name, node, gpus, start, end, *, member=None, uid=None,
   fairpool=True, utilization=0.5, dcgm_metric="DCGM_FI_PROF_GR_ENGINE_ACTIVE",
   dcgm_host_label="Hostname", dcgm_exported=False) -> Pod``: fairpool's

@@ -157,6 +157,29 @@ class Scenario:
             )
         return node
 
+    def node_ready(self, node: Node, not_ready: Iterable[tuple[datetime, datetime]] = ()) -> None:
+        """kube-state-metrics' Ready condition of `node` over its life: NotReady (status
+        "true" 0, "false" 1) in each [start, end) of `not_ready`, Ready elsewhere."""
+        spans = [(ts(lo), ts(hi)) for lo, hi in not_ready]
+
+        def ready(t: float) -> float:
+            return 0.0 if any(lo <= t < hi for lo, hi in spans) else 1.0
+
+        for replica in range(self.ksm_replicas):
+            for status, value in (("true", ready), ("false", lambda t: 1.0 - ready(t))):
+                self.add_series(
+                    "kube_node_status_condition",
+                    {
+                        **self._ksm_labels(replica),
+                        "node": node.name,
+                        "condition": "Ready",
+                        "status": status,
+                    },
+                    node.start,
+                    node.end,
+                    value,
+                )
+
     def pod(
         self,
         namespace: str,

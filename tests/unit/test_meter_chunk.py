@@ -84,6 +84,8 @@ def random_answers(rng: random.Random, hours: list[datetime]) -> dict[str, pd.Da
             rows["capacity_live"].append({**at, "value": float(rng.randint(100, 120))})
             rows["capacity_mean"].append({**at, "value": 8.0})
             rows["capacity_present"].append({**at, "value": float(rng.randint(90, 125))})
+            if rng.random() < 0.3:
+                rows["capacity_not_ready"].append({**at, "value": float(rng.randint(0, 125))})
     return {
         name: pd.DataFrame(found) if found else pd.DataFrame({"value": pd.Series([], dtype=float)})
         for name, found in rows.items()

@@ -48,6 +48,7 @@ def inputs(**frames: pd.DataFrame) -> HourInputs:
         "capacity_mean",
         "capacity_live",
         "capacity_present",
+        "capacity_not_ready",
         "dcgm_engine_active",
         "dcgm_gpu_util",
         "dcgm_engine_count",
@@ -314,6 +315,34 @@ def test_nothing_known_is_unattributed_in_one_spelling() -> None:
     assert {row["node"], row["owner"], row["gpu_model"], row["member"]} == {"unattributed"}
     cap = rows.capacity.iloc[0]
     assert (cap["owner"], cap["gpu_model"]) == ("unattributed", "unattributed")
+
+
+def test_a_node_not_ready_in_some_live_points_contributes_only_the_others() -> None:
+    """Its NotReady points (`capacity_not_ready`) were capacity like the Ready ones."""
+    nodes = ("gpu-a", "gpu-b", "gpu-c")
+    rows = build_hour(
+        inputs(
+            capacity_live=frame([{"node": n, "value": 120.0} for n in nodes]),
+            capacity_mean=frame([{"node": n, "value": 8.0} for n in nodes]),
+            capacity_present=frame([{"node": n, "value": 120.0} for n in nodes]),
+            # gpu-b: more NotReady points than live ones (its Ready series outlived its
+            # allocatable one); gpu-c: no Ready series, counted whole.
+            capacity_not_ready=frame(
+                [{"node": "gpu-a", "value": 40.0}, {"node": "gpu-b", "value": 130.0}]
+            ),
+        ),
+        lambda ns: None,
+        0,
+    )
+    cap = rows.capacity.set_index("node")
+    assert cap["gpu_seconds_available"].to_dict() == {
+        "gpu-a": 8 * 80 * 30.0,
+        "gpu-b": 0.0,
+        "gpu-c": 8 * 3600.0,
+    }
+    # Not ready is not missing: every sample expected was there.
+    assert rows.coverage == 1.0
+    assert cap["coverage"].to_dict() == dict.fromkeys(nodes, 1.0)
 
 
 def test_dcgm_gap_lowers_utilization_coverage_only() -> None:
