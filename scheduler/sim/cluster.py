@@ -167,8 +167,10 @@ class SimCluster:
         job leaves the queue or the next cycle says otherwise."""
         self._kept_count: dict[Shape, int] = {}
         """Shape -> how many of its pending jobs are in `_kept`."""
-        self._kept_last: frozenset[str] = frozenset()
-        """The last cycle's `Decisions.kept_off_wanted`."""
+        self._kept_last: frozenset[str] | None = frozenset()
+        """The last cycle's `Decisions.kept_off_wanted`, while `_kept` holds exactly
+        those of them that are pending (None once a job of it left the queue or was
+        not pending when named: the same set again is then read anew)."""
         self._kept_only: frozenset[Shape] | None = frozenset()
         """The shapes all of whose pending jobs are kept (None: to be worked out again)."""
 
@@ -234,6 +236,7 @@ class SimCluster:
             return job
         if job_id in self._kept:
             self._unkeep(job_id)
+            self._kept_last = None  # back in the queue and named again, it is kept again
         elif shape in self._kept_count:
             self._kept_only = None  # its other jobs may all be kept now
         left = self.pending_shapes[shape] - 1
@@ -258,6 +261,7 @@ class SimCluster:
                 continue
             job = self.pending.get(job_id)
             if job is None:
+                self._kept_last = None  # queued later and named again, it is kept then
                 continue
             shape = job_shape(job)
             if self._never[shape]:

@@ -105,6 +105,25 @@ def test_kept_off_wanted_shapes_are_those_whose_every_pending_job_the_last_cycle
         assert cluster.kept_off_wanted_shapes() == expected
 
 
+def test_a_job_named_again_once_queued_is_kept() -> None:
+    """A cycle named j2 before it was queued (or after it left); named again by the next
+    cycle once queued, it is kept: the same set of ids as the last cycle's was taken as
+    nothing new, and j2's shape read as not kept once j0 left."""
+    cluster = SimCluster(NODES, POLICY)
+    shape = ("a", "G", 1, 1)
+    cluster.enqueue(job("j0", "a", 0.0, 60.0, 1, pods=1, model="G"), 0, 0.0, 0.0)
+    cluster.mark_kept_off_wanted(frozenset({"j2"}))
+    cluster.enqueue(job("j2", "a", 2.0, 60.0, 1, pods=1, model="G"), 0, 2.0, 2.0)
+    cluster.mark_kept_off_wanted(frozenset({"j2"}))
+    cluster.dequeue("j0")
+    assert cluster.kept_off_wanted_shapes() == {shape}
+    # Kept, bound (it leaves the queue), queued again and named by the same set again.
+    cluster.dequeue("j2")
+    cluster.enqueue(job("j2", "a", 2.0, 60.0, 1, pods=1, model="G"), 1, 2.0, 3.0)
+    cluster.mark_kept_off_wanted(frozenset({"j2"}))
+    assert cluster.kept_off_wanted_shapes() == {shape}
+
+
 def test_a_shape_is_kept_off_wanted_while_every_pending_job_of_it_is_kept() -> None:
     cluster = SimCluster(NODES, POLICY)
     shape = ("a", "G", 1, 2)
