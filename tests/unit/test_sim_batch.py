@@ -72,6 +72,20 @@ def test_borrowing_then_reclaim_batched_by_hand() -> None:
     assert rows and rows[0][3] == 0
 
 
+def test_a_job_submitted_as_its_batch_closes_starts_then() -> None:
+    """x's arrival at 3,556 opens a batch that closes at 3,601, when j04 arrives: the
+    cycle then sees j04, which starts at once, as in an exact replay (the property test
+    above once found it and asserted a start strictly after the submission)."""
+    result, times = replay(
+        policy({"a": {}, "b": {}}), 45.0, job("x", "a", 3556, 100, 1), job("j04", "b", 3601, 30, 1)
+    )
+    assert times == [3601.0]
+    assert {r.job.job_id: r.first_start for r in result.jobs.values()} == {
+        "x": 3601.0,
+        "j04": 3601.0,
+    }
+
+
 def test_zero_batch_is_the_exact_replay() -> None:
     jobs = (
         job("a1", "a", 0, 1000, 4),
@@ -121,7 +135,9 @@ def test_batched_invariants(case: Case) -> None:
     assert all(b - a >= batch_s for a, b in pairwise(times)), times
     cycle_times = set(times)
     for record in result.jobs.values():
-        assert record.first_start in cycle_times and record.first_start > record.job.submit_time
+        # At its submission at the earliest: a job submitted at the instant its batch
+        # closes is in that cycle (`test_a_job_submitted_as_its_batch_closes_starts_then`).
+        assert record.first_start in cycle_times and record.first_start >= record.job.submit_time
     model_of = {n.name: n.gpu_model for n in case.nodes}
     # Rows at one instant (a grace period of 0 s: preempted and gone at once): the last.
     last = {(t, member, model): allocated for t, member, model, allocated, *_ in result.timeline}
