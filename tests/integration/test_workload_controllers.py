@@ -341,11 +341,11 @@ def test_a_gang_job_whose_bind_is_undone_does_not_fail(pool: Pool) -> None:
     attempt = binder._attempt
     refused: list[str] = []
 
-    def refuse_one(bind: Any, pod: Any) -> Any:
+    def refuse_one(bind: Any, pod: Any, *rest: Any) -> Any:
         if not refused and pod.name.startswith("gang-") and "-1-" in pod.name:
             refused.append(pod.name)
             return "failed", "refused for the test", ""
-        return attempt(bind, pod)
+        return attempt(bind, pod, *rest)  # the gang's batch, for its Bindings
 
     binder._attempt = refuse_one  # type: ignore[method-assign]
     job = batch_job("gang", pool.ns("a"), 2, None, rule=True)
