@@ -128,7 +128,7 @@ class QueueBook(Protocol):
 
     @property
     def members(self) -> tuple[str, ...]:
-        """The policy's members (a member caller reads the others' names redacted)."""
+        """The policy's members (one asked for that is none of them is refused, as misspelt)."""
 
     @property
     def now(self) -> float:
@@ -269,8 +269,7 @@ def explain_pending(
             if nodes
             else NO_DECISION_YET
         )
-    if principal.kind is RoleKind.MEMBER and principal.member is not None:
-        explanation = redact_explanation(explanation, principal.member, list(book.members))
+    explanation = redact_explanation(explanation, _reader(principal))
     return share_pb2.ExplainPendingResponse(
         job=messages.pending_job(job, book.now), explanation=explanation
     )
@@ -282,8 +281,7 @@ def _explain_rejected(
     """A pod the cycle could not hand to the engine: the reason of its FailedScheduling
     event (it was answered as no pending pod at all)."""
     explanation = job.reason
-    if principal.kind is RoleKind.MEMBER and principal.member is not None:
-        explanation = redact_explanation(explanation, principal.member, list(book.members))
+    explanation = redact_explanation(explanation, _reader(principal))
     message = share_pb2.PendingJob(
         job_id=job.job_id,
         member=job.member,
@@ -296,3 +294,8 @@ def _explain_rejected(
         waiting_seconds=max(0.0, book.now - job.submitted_at),
     )
     return share_pb2.ExplainPendingResponse(job=message, explanation=explanation)
+
+
+def _reader(principal: Principal) -> str | None:
+    """Whose view of the engine's sentences the principal reads (None: every member's)."""
+    return principal.member if principal.kind is RoleKind.MEMBER else None

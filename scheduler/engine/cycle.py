@@ -78,6 +78,7 @@ from scheduler.engine.explain import (
 )
 from scheduler.engine.gangs import Plan, plan_job
 from scheduler.engine.jobinfo import JobInfo, required_job, required_pods
+from scheduler.engine.mentions import job_of
 from scheduler.engine.ordering import LateBorrowing, MemberQueues, OrderKeys, ratio
 from scheduler.engine.placement import (
     ClusterState,
@@ -1231,7 +1232,7 @@ class _Cycle(OrderKeys):
                 f"{_victim_named(victim)} runs on borrowed GPUs"
             )
             self._preempt(job, victim, reason, grace, "entitlement" if entitled else "fair_share")
-            victims_text.append(f"{_victim_named(victim)} of {victim.member}")
+            victims_text.append(job_of(_victim_named(victim), victim.member))
         self._nominate(job, result.plan, model)
         n_pods = sum(len(v.pods) for v in result.victims)
         if n_pods:
@@ -1433,7 +1434,7 @@ class _Cycle(OrderKeys):
                 )
                 # Only an owner's guarantee lets taken work go (see `consolidation`).
                 self._preempt(job, victim, reason, grace, "entitlement")
-                victims_text.append(f"{_victim_named(victim)} of {victim.member}")
+                victims_text.append(job_of(_victim_named(victim), victim.member))
                 continue
             if victim.job_id in move.homes:
                 why = (
@@ -1450,7 +1451,7 @@ class _Cycle(OrderKeys):
                 f"nodes): job {_victim_named(victim)} of member {victim.member} moves, {why}"
             )
             self._preempt(job, victim, reason, grace, "consolidation")
-            victims_text.append(f"{_victim_named(victim)} of {victim.member}")
+            victims_text.append(job_of(_victim_named(victim), victim.member))
         self._nominate(job, move.plan)
         n_pods = sum(len(v.pods) for v in move.victims)
         detail = (

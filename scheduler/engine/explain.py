@@ -3,6 +3,9 @@
 Sentences start with the member's position for the job's GPU model ("member lab-b is
 below its fair share of 16 NVIDIA-H100 (holds 8)") and go on with what blocks the job,
 measured on the capacity left at the end of the cycle.
+
+Every member a sentence names, and every job of another member, is marked
+(`scheduler.engine.mentions`): the readers' views of a sentence differ by them.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Final
 
 from scheduler.engine.jobinfo import required_pods
+from scheduler.engine.mentions import job_of, mention
 from scheduler.engine.placement import ClusterState, spec_res
 from scheduler.engine.snapshot import PendingJob, PendingPod, PodSpec, RunningPod
 
@@ -89,14 +93,14 @@ def no_borrowing_detail(
 
 
 def over_max_gpus(member: str, gpus: int, max_gpus: int) -> str:
-    return f"it needs {gpus} GPUs at once, more than {member}'s maxGpus {max_gpus}"
+    return f"it needs {gpus} GPUs at once, more than {mention(member)}'s maxGpus {max_gpus}"
 
 
 def over_entitlement(member: str, gpus: int, entitled: int, model: str | None) -> str:
     of = f" {model}" if model else ""
     return (
-        f"it needs {gpus}{of} GPUs at once, more than {member}'s entitlement of {entitled}{of} "
-        "GPUs, and borrowing is off"
+        f"it needs {gpus}{of} GPUs at once, more than {mention(member)}'s entitlement of "
+        f"{entitled}{of} GPUs, and borrowing is off"
     )
 
 
@@ -120,7 +124,7 @@ def at_limit_detail(held: Mapping[str, tuple[str, int]], model: str, limit: int)
     borrowed on its own nodes."""
     gpus = sum(g for _, g in held.values())
     names = sorted(held)
-    jobs = ", ".join(f"{j} of {held[j][0]}" for j in names[:3])
+    jobs = ", ".join(job_of(j, held[j][0]) for j in names[:3])
     if len(names) > 3:
         jobs += f" and {len(names) - 3} more"
     whose = "a job" if len(names) == 1 else "jobs"
@@ -160,12 +164,12 @@ def _owned(owners: tuple[tuple[str, int], ...], nodes: int) -> str:
     work …', '39 nodes (30 of vc-01, 5 of vc-03, 3 of vc-07 and 1 of 1 other member)
     hold their owners' own work …'."""
     if len(owners) == 1:
-        owner = owners[0][0]
+        owner = mention(owners[0][0])
         return (
             f"{nodes} nodes of {owner} hold its own work within its entitlement, which "
             f"moves only for {owner}"
         )
-    counts = [f"{count} of {owner}" for owner, count in owners[:3]]
+    counts = [f"{count} of {mention(owner)}" for owner, count in owners[:3]]
     if len(owners) > 3:
         rest = owners[3:]
         counts.append(f"{sum(c for _, c in rest)} of {plural(len(rest), 'other member')}")
@@ -272,7 +276,7 @@ def position(
     holds = f"holds {allocated}"
     if nominated > 0:
         holds += f"; {nominated} more in nominations for its other waiting jobs"
-    return f"member {member} is {state} its fair share of {what} ({holds})"
+    return f"member {mention(member)} is {state} its fair share of {what} ({holds})"
 
 
 class Waiting:
@@ -338,7 +342,9 @@ def _lending_clause(limited: Iterable[str], lendable: Mapping[str, int]) -> str:
     """'lab-b may lend only 0 more GPUs under its lendingLimit'; past three owners, the
     rest are counted ('… and 2 more owners under their lendingLimit')."""
     owners = sorted(limited)
-    shown = [f"{o} may lend only {plural(max(0, lendable[o]), 'more GPU')}" for o in owners[:3]]
+    shown = [
+        f"{mention(o)} may lend only {plural(max(0, lendable[o]), 'more GPU')}" for o in owners[:3]
+    ]
     if len(owners) > 3:
         text = f"{', '.join(shown)} and {plural(len(owners) - 3, 'more owner')}"
     else:

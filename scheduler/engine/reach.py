@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from scheduler.engine.mentions import mention
+
 Slots = Mapping[tuple[str, str], int]
 """(GPU model, owner) -> pods of the job the owner's nodes of that model take, empty;
 owner "" for nodes of no member."""
@@ -119,9 +121,9 @@ def _sentence(
         elif not owner:
             parts.append(f"{held} on nodes of no member")
         elif limit is not None:
-            parts.append(f"{held} that {owner} may lend (lendingLimit {limit})")
+            parts.append(f"{held} that {mention(owner)} may lend (lendingLimit {limit})")
         else:
-            parts.append(f"{held} on {owner}'s nodes")
+            parts.append(f"{held} on {mention(owner)}'s nodes")
     if model is not None:
         what, of = f"{model} GPUs", ""
     else:  # any model, but one: the best one's nodes are named
@@ -131,7 +133,8 @@ def _sentence(
         in_pods = f" in pods of {_and(tuple(str(p) for p in per_pod))}"
     where = f": {_and(tuple(parts))}" if parts else ""
     return (
-        f"it needs {need} {what} at once, and {member} can hold at most {gpus}{of}{in_pods}{where}"
+        f"it needs {need} {what} at once, and {mention(member)} can hold at most "
+        f"{gpus}{of}{in_pods}{where}"
     )
 
 

@@ -828,7 +828,6 @@ class Daemon:
         recorder = self.recorder
         post = recorder.wanted("Warning")
         waiting = 0
-        members: list[str] | None = None
         for job in snapshot.pending:
             sentence = explanations.get(job.job_id)
             if sentence is None:
@@ -845,9 +844,7 @@ class Daemon:
                         # their jobs (a reclaim's victims) hidden as ExplainPending hides
                         # them from a member. Only for events that go out: at 50,000
                         # waiting pods almost none is due.
-                        if members is None:
-                            members = self.policy().member_names()
-                        told = redact_explanation(sentence, job.member, members)
+                        told = redact_explanation(sentence, job.member)
                     recorder.record(_ref(pod), "Warning", "FailedScheduling", told)
         if waiting:
             self.metrics.attempts.labels("unschedulable").inc(waiting)

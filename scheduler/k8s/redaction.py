@@ -1,27 +1,36 @@
-"""The engine's sentences as one member may read them: the API's answers to a member
+"""The engine's sentences as one reader may read them: the API's answers to a member
 (ExplainPending) and the FailedScheduling events in a member's namespaces, which that
-member reads, hide the other members and their jobs the same way."""
+member reads, hide the other members and their jobs the same way; an operator reads them
+whole.
+
+The engine marks every member its sentences name, and every job of another member
+(`scheduler.engine.mentions`): only those are replaced. A member called by a word the
+sentences use ("a", "node", "gpus", "its", "8") garbled them when every whole-word
+occurrence of another member's name was replaced ("no another member has 8 free")."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+
+from scheduler.engine.mentions import END, JOB, MENTION, plain
+
+_MENTIONED = re.compile(f"(?:{JOB}([^{END}]*){END} of )?(member )?{MENTION}([^{END}]*){END}")
+"""A member named in a sentence ("member lab-b" is one mention: it read "member another
+member"), with its job just before it ("train-7 of lab-b")."""
 
 
-def redact_explanation(text: str, member: str, members: Iterable[str]) -> str:
-    """The engine's sentence as `member` may read it: other members become "another
-    member", and their jobs named in it (reclaim victims) "a job"; a count of their
-    nodes ("30 of vc-01") stays a count. Jobs first: a job named namespace/name in a
-    namespace called as its member ("physics/train of physics") read "another a job of
-    another member" when the member's names were replaced first."""
-    others = sorted(set(members) - {member}, key=len, reverse=True)
-    if not others:
-        return text
-    names = "|".join(re.escape(other) for other in others)
-    text = re.sub(
-        rf"(?<![^\s(),;])(?!\d+ of)[^\s(),;]+ of (?:{names})(?![\w-])",
-        "a job of another member",
-        text,
-    )
-    # "member lab-b" is one mention ("of member another member" read twice).
-    return re.sub(rf"(?<![\w-])(?:member )?(?:{names})(?![\w-])", "another member", text)
+def redact_explanation(text: str, member: str | None) -> str:
+    """The engine's sentence as `member` may read it (None: a reader who may see every
+    member): other members become "another member", and their jobs named in it (reclaim
+    victims) "a job of another member"; a count of their nodes ("30 of vc-01") stays a
+    count. Words of the sentence that merely equal a member's name stay as they are."""
+    if member is None:
+        return plain(text)
+
+    def read(found: re.Match[str]) -> str:
+        job, _, named = found.groups()
+        if named == member:
+            return plain(found.group(0))
+        return "a job of another member" if job is not None else "another member"
+
+    return plain(_MENTIONED.sub(read, text))

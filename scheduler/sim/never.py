@@ -17,6 +17,7 @@ from policies.inventory import keeps_off_untolerating_pods
 from policies.model import Policy
 from scheduler.engine.entitlement import entitlements
 from scheduler.engine.explain import listed, over_entitlement, over_max_gpus, plural
+from scheduler.engine.mentions import plain
 from scheduler.engine.reach import never_detail
 from scheduler.engine.snapshot import Node
 from scheduler.traces.model import TraceJob
@@ -57,10 +58,11 @@ def never_reached(job: TraceJob, nodes: Sequence[Node], policy: Policy) -> str |
     """Why the policy never lets the job's member hold the job's GPUs, or None when it
     may: beyond its `max_gpus`, beyond its entitlement with borrowing off, or beyond its
     own nodes plus what other owners may lend (`scheduler.engine.reach`, which the
-    engine's explanations use too). Such a job waits forever, whatever the load."""
+    engine's explanations use too, without their marks: the reports are an operator's).
+    Such a job waits forever, whatever the load."""
     member = policy.member(job.org)
     if member.max_gpus is not None and job.gpus > member.max_gpus:
-        return over_max_gpus(job.org, job.gpus, member.max_gpus)
+        return plain(over_max_gpus(job.org, job.gpus, member.max_gpus))
     per_pod = job.gpus_per_pod
     if per_pod <= 0:
         return None
@@ -72,14 +74,14 @@ def never_reached(job: TraceJob, nodes: Sequence[Node], policy: Policy) -> str |
         }
         most = max(entitled.values(), default=0)
         if job.gpus > most:
-            return over_entitlement(job.org, job.gpus, most, job.gpu_model)
+            return plain(over_entitlement(job.org, job.gpus, most, job.gpu_model))
     slots: dict[tuple[str, str], int] = {}
     for n in nodes:
         if _usable(job, n):
             key = (n.gpu_model or "", n.owner or "")
             slots[key] = slots.get(key, 0) + pods_per_node(n, per_pod)
     limits = {m.name: m.lending_limit for m in policy.members if m.lending_limit is not None}
-    return never_detail(job.org, job.num_pods, per_pod, job.gpu_model, slots, limits) or None
+    return plain(never_detail(job.org, job.num_pods, per_pod, job.gpu_model, slots, limits)) or None
 
 
 def never_runs(jobs: Iterable[TraceJob], nodes: Sequence[Node], policy: Policy) -> dict[str, str]:

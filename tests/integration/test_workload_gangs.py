@@ -20,6 +20,7 @@ import yaml
 from kubernetes import client as k8s
 
 from policies.inventory import parse_inventory
+from scheduler.engine.mentions import plain
 from scheduler.k8s.cache import JOBSETS, PYTORCHJOBS, VOLCANO_POD_GROUPS
 from tests.controlplane import ControlPlane
 from tests.controlplane.build import binary_path
@@ -124,7 +125,7 @@ def test_an_indexed_job_that_cannot_fit_binds_nothing_until_it_fits(pool: Pool) 
     )
     assert pool.bound("a") == {}
     # Three 8-GPU nodes can never hold 4 pods of 8, and the sentence says so.
-    explanation = daemon.last_decisions().explanations[job_id]
+    explanation = plain(daemon.last_decisions().explanations[job_id])
     assert explanation.endswith(
         "it can never run as the cluster and policy stand: it needs 32 GPUs of one model at "
         "once, and a can hold at most 24 NVIDIA-H100-80GB-HBM3 in pods of 8: 24 on its own "

@@ -52,6 +52,7 @@ from scheduler.engine.explain import (  # the sentences only, not decisions
     no_borrowing_detail,
     overtook_clause,
 )
+from scheduler.engine.mentions import job_of  # the sentences only, as above
 from scheduler.engine.reach import (  # the sentences only, as above
     gang_never_detail,
     never_detail,
@@ -880,7 +881,7 @@ class _Cycle:
                 f"{_victim_named(victim)} runs on borrowed GPUs"
             )
             self._preempt(job, victim, reason, grace, "entitlement" if entitled else "fair_share")
-            victims_text.append(f"{_victim_named(victim)} of {victim.member}")
+            victims_text.append(job_of(_victim_named(victim), victim.member))
         self._nominate(job, result.plan, model)
         n_pods = sum(len(v.pods) for v in result.victims)
         if n_pods:

@@ -11,6 +11,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from scheduler.engine.mentions import job_of, mention
 from scheduler.engine.snapshot import PendingJob, PodSpec
 from tests.reference_engine.placement import ClusterState, spec_res
 
@@ -50,7 +51,7 @@ def at_limit_detail(held: Mapping[str, tuple[str, int]], model: str, limit: int)
     at the reclaim limit (`held`: job id -> (member, GPUs there))."""
     gpus = sum(g for _, g in held.values())
     names = sorted(held)
-    jobs = ", ".join(f"{j} of {held[j][0]}" for j in names[:3])
+    jobs = ", ".join(job_of(j, held[j][0]) for j in names[:3])
     if len(names) > 3:
         jobs += f" and {len(names) - 3} more"
     whose = "a job" if len(names) == 1 else "jobs"
@@ -77,7 +78,7 @@ def position(
     holds = f"holds {allocated}"
     if nominated > 0:
         holds += f"; {nominated} more in nominations for its other waiting jobs"
-    return f"member {member} is {state} its fair share of {what} ({holds})"
+    return f"member {mention(member)} is {state} its fair share of {what} ({holds})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +121,9 @@ def _lending_clause(limited: Iterable[str], lendable: Mapping[str, int]) -> str:
     """'lab-b may lend only 0 more GPUs under its lendingLimit'; past three owners, the
     rest are counted ('… and 2 more owners under their lendingLimit')."""
     owners = sorted(limited)
-    shown = [f"{o} may lend only {plural(max(0, lendable[o]), 'more GPU')}" for o in owners[:3]]
+    shown = [
+        f"{mention(o)} may lend only {plural(max(0, lendable[o]), 'more GPU')}" for o in owners[:3]
+    ]
     if len(owners) > 3:
         text = f"{', '.join(shown)} and {plural(len(owners) - 3, 'more owner')}"
     else:

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from policies.loader import DEFAULT_POLICY
 from proto.fairpool.v1 import policy_pb2, share_pb2, usage_pb2
+from scheduler.engine.mentions import plain
 from tests.unit.test_api_support import (
     MEMBER_A,
     MEMBER_B,
@@ -243,7 +244,9 @@ def test_the_front_answers_alone_from_the_latest_publication(tmp_path: Path) -> 
         explained = api.shares.ExplainPending(
             share_pb2.ExplainPendingRequest(name=waiting.job_id), metadata=ADMIN, timeout=10
         )
-        assert explained.explanation == api.view.last_decisions().explanations[waiting.job_id]
+        assert explained.explanation == plain(
+            api.view.last_decisions().explanations[waiting.job_id]
+        )
         assert code_of(
             lambda: api.shares.ExplainPending(
                 share_pb2.ExplainPendingRequest(name=waiting.job_id),

@@ -16,6 +16,7 @@ from policies.loader import DEFAULT_POLICY
 from proto.fairpool.v1 import policy_pb2, share_pb2, usage_pb2
 from scheduler.api.auth import METHOD_ROLES
 from scheduler.api.usage_service import usage_rows
+from scheduler.engine.mentions import plain
 from tests.unit.test_api_support import (
     MEMBER_A,
     MEMBER_B,
@@ -294,7 +295,7 @@ def test_explain_gives_the_engines_sentence(api: Running) -> None:
         share_pb2.ExplainPendingRequest(name=job), metadata=metadata(A)
     )
     assert reply.job.job_id == job and reply.job.member == MEMBER_A
-    assert reply.explanation == api.view.last_decisions().explanations[job]
+    assert reply.explanation == plain(api.view.last_decisions().explanations[job])
     pod = api.view.snapshot().pending[0].pods[0]
     by_pod = api.shares.ExplainPending(
         share_pb2.ExplainPendingRequest(name=pod.name, namespace=pod.namespace),

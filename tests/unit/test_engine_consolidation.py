@@ -12,6 +12,7 @@ from scheduler.engine import schedule, shares
 from scheduler.engine.consolidation import Consolidator, Positions
 from scheduler.engine.decisions import Decisions
 from scheduler.engine.explain import no_move_detail
+from scheduler.engine.mentions import plain
 from scheduler.engine.placement import ClusterState, spec_res
 from scheduler.engine.reclaim import Reclaimer
 from scheduler.engine.snapshot import RunningPod, Snapshot
@@ -51,7 +52,7 @@ def test_frees_the_node_whose_work_loses_least_for_a_member_below_its_fair_share
     assert "consolidation of o3 for job a-1 of member lab-a" in d.preemptions[0].reason
     assert "fits on free GPUs elsewhere" in d.preemptions[0].reason
     assert [(n.job_id, n.nodes) for n in d.nominations] == [("a-1", {"a-1-0": "o3"})]
-    assert d.explanations["a-1"] == (
+    assert plain(d.explanations["a-1"]) == (
         f"member lab-a is below its fair share of 8 {H100} (holds 0); waiting for "
         "consolidation of o3: 3 pods leaving (lab-b/lab-b-o3-0 of lab-b, lab-b/lab-b-o3-1 "
         "of lab-b, lab-b/lab-b-o3-2 of lab-b) with a grace period of 45 s, since the idle "
@@ -88,7 +89,7 @@ def test_an_owner_blocked_by_fragmentation_gets_its_own_node_opened() -> None:
     assert moved(d) == ["b-x"]
     assert {p.cause for p in d.preemptions} == {"consolidation"}
     assert [(n.job_id, n.nodes) for n in d.nominations] == [("a-1", {"a-1-0": "a1"})]
-    assert "waiting for consolidation of a1: 1 pod leaving" in d.explanations["a-1"]
+    assert "waiting for consolidation of a1: 1 pod leaving" in plain(d.explanations["a-1"])
 
 
 def test_reclaim_when_too_few_gpus_are_free() -> None:
@@ -103,7 +104,7 @@ def test_young_work_is_not_moved() -> None:
     pol = policy(MEMBERS, min_runtime_seconds=20_000)
     d = schedule(snapshot(NODES, [job("a-1", "lab-a", gpus=8)], scattered()), pol)
     assert d.preemptions == () and d.nominations == ()
-    assert "scattered over nodes too small" not in d.explanations["a-1"]
+    assert "scattered over nodes too small" not in plain(d.explanations["a-1"])
     # With preemptBelowMinRuntime the young pods move.
     pol = policy(MEMBERS, min_runtime_seconds=20_000, preempt_below_min_runtime=True)
     d = schedule(snapshot(NODES, [job("a-1", "lab-a", gpus=8)], scattered()), pol)
@@ -124,7 +125,7 @@ def test_work_that_would_not_fit_elsewhere_is_not_moved() -> None:
     run = [running(f"b-{n}", "lab-b", n, gpus=5) for n in ("o1", "o2", "o3")]
     d = schedule(snapshot(NODES, [job("a-1", "lab-a", gpus=8)], run), POL)
     assert d.preemptions == ()
-    assert "9 idle NVIDIA-H100 exist but no node has 8 free" in d.explanations["a-1"]
+    assert "9 idle NVIDIA-H100 exist but no node has 8 free" in plain(d.explanations["a-1"])
 
 
 def test_work_within_its_members_entitlement_on_its_own_nodes_never_moves() -> None:
@@ -279,7 +280,7 @@ def test_a_move_may_take_what_a_reclaim_for_the_claimant_could() -> None:
         "b-pair-1": "consolidation",
     }
     assert [(n.job_id, n.nodes) for n in d.nominations] == [("b-big", {"b-big-0": "b1"})]
-    assert "waiting for consolidation of b1: 3 pods leaving" in d.explanations["b-big"]
+    assert "waiting for consolidation of b1: 3 pods leaving" in plain(d.explanations["b-big"])
     # Not when the borrowed pod is too young to be taken back, nor with moves off.
     young = [*run[:1], running("a-small", "lab-a", "b2", started_at=900.0), *run[2:]]
     d = schedule(snapshot(nodes, [job("b-big", "lab-b", gpus=4)], young, now=1001.0), pol)
@@ -432,7 +433,7 @@ def test_the_borrower_that_pushed_work_off_its_node_may_lose_both_of_its_jobs() 
 # -- why no move: the explanation names what keeps the nodes closed -------------------
 def no_move(d: Decisions, job_id: str = "a-1") -> str:
     """The explanation's consolidation clause ("" when it has none)."""
-    text = d.explanations[job_id]
+    text = plain(d.explanations[job_id])
     at = text.find("consolidation found no move")
     if at < 0:
         at = text.find("consolidation made its")
@@ -589,14 +590,14 @@ def test_the_moves_of_a_cycle_spent_are_said() -> None:
     # consolidation, must write the very same sentences: test_engine_reference.py).
     pol = policy(MEMBERS, max_consolidations_per_cycle=0)
     d = schedule(snapshot(NODES, [job("a-1", "lab-a", gpus=8)], scattered()), pol)
-    assert no_move(d) == "" and "no node has 8 free" in d.explanations["a-1"]
+    assert no_move(d) == "" and "no node has 8 free" in plain(d.explanations["a-1"])
 
 
 def test_no_refusal_when_the_wait_is_not_fragmentation() -> None:
     # Nothing is free: too few GPUs, not scattered ones; reclaim says why, not consolidation.
     run = [running(f"o-{n}-{k}", "lab-o", n) for n in ("o1", "o2", "o3") for k in range(8)]
     d = schedule(snapshot(NODES, [job("a-1", "lab-a", gpus=8)], run), POL)
-    assert d.explanations["a-1"] and no_move(d) == ""
+    assert plain(d.explanations["a-1"]) and no_move(d) == ""
 
 
 def test_a_refusal_says_when_the_budget_may_be_what_stops_a_gangs_move() -> None:

@@ -9,6 +9,7 @@ import threading
 from scheduler.engine import schedule
 from scheduler.engine.decisions import Explanations
 from scheduler.engine.explain import whole_minutes
+from scheduler.engine.mentions import plain
 from scheduler.engine.snapshot import Taint
 from scheduler.sim.never import never_runs
 from scheduler.traces.model import TraceJob
@@ -31,7 +32,7 @@ def test_gang_too_big_for_what_is_idle() -> None:
     nodes = [node("a1", "lab-a"), node("b1", "lab-b"), node("b2", "lab-b")]
     run = [running("a", "lab-a", "a1", gpus=8), running("b", "lab-b", "b1", gpus=8)]
     d = schedule(snapshot(nodes, [job("g", "lab-b", pods=4, gpus=4)], run), POL)
-    assert d.explanations == {
+    assert {job_id: plain(text) for job_id, text in d.explanations.items()} == {
         "g": f"member lab-b is below its fair share of 16 {H100} (holds 8); 8 idle {H100} "
         "exist but the gang needs 16 (4 pods); nothing can be reclaimed: no member above "
         f"its fair share holds borrowed {H100} GPUs it could use"
@@ -42,7 +43,7 @@ def test_fragmented_idle_gpus() -> None:
     nodes = [node("a1", "lab-a"), node("a2", "lab-a")]
     run = [running("x", "lab-a", "a1", gpus=4), running("y", "lab-a", "a2", gpus=4)]
     d = schedule(snapshot(nodes, [job("j", "lab-a", gpus=8)], run), POL)
-    assert d.explanations["j"] == (
+    assert plain(d.explanations["j"]) == (
         f"member lab-a is below its fair share of 16 {H100} (holds 8); 8 idle {H100} exist "
         "but no node has 8 free (at most 4); nothing can be reclaimed: no member above its "
         f"fair share holds borrowed {H100} GPUs it could use; consolidation found no move: "
@@ -55,7 +56,7 @@ def test_cpu_is_what_is_missing() -> None:
     nodes = [node("a1", "lab-a", cpu=8)]
     run = [running("x", "lab-a", "a1", gpus=1, cpu_milli=6000)]
     d = schedule(snapshot(nodes, [job("j", "lab-a", gpus=1, cpu_milli=4000)], run), POL)
-    assert d.explanations["j"] == (
+    assert plain(d.explanations["j"]) == (
         f"member lab-a is below its fair share of 2 {H100} (holds 1); 7 idle {H100} exist "
         "but no node with 1 free GPU also has room for 1 GPU, 4 CPU; nothing can be "
         f"reclaimed: no member above its fair share holds borrowed {H100} GPUs it could "
@@ -72,7 +73,7 @@ def test_no_node_can_ever_run_it() -> None:
         node("a3", "lab-a", gpus=4),
     ]
     d = schedule(snapshot(nodes, [job("j", "lab-a", gpus=8, gpu_model=H100)]), POL)
-    assert d.explanations["j"] == (
+    assert plain(d.explanations["j"]) == (
         # A job that can never run is not in its member's demand: its fair share is 0.
         f"member lab-a is at its fair share of 0 {H100} (holds 0); no node can ever "
         "run its pods: of 3 nodes, 1 another GPU model, 1 fewer than 8 GPUs, "
@@ -88,7 +89,7 @@ def test_a_gang_kept_off_idle_nodes_by_their_owners_lending_limit_says_so() -> N
     run = [running("a", "lab-a", "a1", gpus=8)]
     d = schedule(snapshot(nodes, [job("g", "lab-a", pods=2, gpus=8)], run), pol)
     assert d.binds == ()
-    assert d.explanations["g"].startswith(
+    assert plain(d.explanations["g"]).startswith(
         f"member lab-a is below its fair share of 16 {H100} (holds 8); 16 idle {H100} exist "
         "but the gang may use only 8 of them and needs 16, as lab-b may lend only 8 more "
         "GPUs under its lendingLimit; "
@@ -100,7 +101,7 @@ def test_a_gang_kept_off_idle_nodes_by_their_owners_lending_limit_says_so() -> N
     assert (
         f"16 idle {H100} exist but they are scattered over nodes too small for the gang's 2 "
         "pods of 8 GPUs"
-    ) in d.explanations["h"]
+    ) in plain(d.explanations["h"])
 
 
 def test_past_three_owners_at_their_lending_limit_the_rest_are_counted() -> None:
@@ -115,7 +116,7 @@ def test_past_three_owners_at_their_lending_limit_the_rest_are_counted() -> None
         f"32 idle {H100} exist but the gang may use only 0 of them and needs 16, as lab-b "
         "may lend only 4 more GPUs, lab-c may lend only 4 more GPUs, lab-d may lend only 4 "
         "more GPUs and 1 more owner under their lendingLimit"
-    ) in d.explanations["g"]
+    ) in plain(d.explanations["g"])
 
 
 def test_a_pod_kept_off_an_owner_that_lends_no_more_says_so() -> None:
@@ -128,7 +129,7 @@ def test_a_pod_kept_off_an_owner_that_lends_no_more_says_so() -> None:
     assert (
         f"8 idle {H100} exist but it may use only 0 of them and needs 2, as lab-b may lend "
         "only 0 more GPUs under its lendingLimit"
-    ) in d.explanations["j"]
+    ) in plain(d.explanations["j"])
     # Only the nodes it may use are looked at for the biggest room.
     nodes.append(node("a2", "lab-a"))
     run = [
@@ -140,7 +141,7 @@ def test_a_pod_kept_off_an_owner_that_lends_no_more_says_so() -> None:
     assert (
         f"10 idle {H100} exist but no node it may use has 2 free (at most 1), as lab-b may "
         "lend only 0 more GPUs under its lendingLimit"
-    ) in d.explanations["k"]
+    ) in plain(d.explanations["k"])
 
 
 def test_waits_are_said_in_whole_minutes() -> None:
@@ -160,7 +161,7 @@ def test_every_waiting_job_is_explained_and_no_bound_job_is() -> None:
     d = schedule(snapshot(nodes, pending), POL)
     assert {b.job_id for b in d.binds} == {"j0", "j1"}
     assert set(d.explanations) == {"j2", "j3"}
-    assert d.explanations["j2"] == (
+    assert plain(d.explanations["j2"]) == (
         f"member lab-a is at its fair share of 2 {H100} (holds 2); all {H100} on nodes it "
         "may use are taken"
     )
@@ -216,20 +217,20 @@ def test_a_gang_its_member_may_never_hold_says_it_can_never_run() -> None:
     borrowed = [running("x", "lab-c", "b1", gpus=8)]
     d = schedule(snapshot(nodes, [job("g", "lab-a", pods=4, gpus=8)], borrowed), pol)
     assert d.binds == () and d.preemptions == () and d.nominations == ()
-    assert d.explanations["g"].endswith(
+    assert plain(d.explanations["g"]).endswith(
         "; it can never run as the cluster and policy stand: it needs 32 GPUs of one model "
         f"at once, and lab-a can hold at most 24 {H100} in pods of 8: 8 on its own nodes, 8 "
         "that lab-b may lend (lendingLimit 8) and 8 on lab-c's nodes"
     )
     d = schedule(snapshot(nodes, [job("h", "lab-b", pods=4, gpus=8)], borrowed), pol)
-    assert "never" not in d.explanations.get("h", "")
+    assert "never" not in plain(d.explanations.get("h", ""))
 
 
 def test_a_gang_bigger_than_the_nodes_of_any_model_says_it_can_never_run() -> None:
     nodes = [node("a1", "lab-a"), node("b1", "lab-b"), node("b2", "lab-b", model=A100)]
     d = schedule(snapshot(nodes, [job("g", "lab-a", pods=3, gpus=8)], []), POL)
     assert d.binds == ()
-    assert d.explanations["g"].endswith(
+    assert plain(d.explanations["g"]).endswith(
         "; it can never run as the cluster and policy stand: it needs 24 GPUs of one model "
         f"at once, and lab-a can hold at most 16 {H100} in pods of 8: 8 on its own nodes and "
         "8 on lab-b's nodes"
@@ -247,7 +248,7 @@ def test_a_job_over_its_members_limits_says_so_in_the_policys_words() -> None:
     closed = policy(["lab-a", "lab-b"], borrowing=False)
     pending = [job("big", "lab-a", pods=2, gpus=8), job("more", "lab-a", gpus=6, submitted_at=1)]
     d = decided_alike(snapshot(nodes, pending, run), capped)
-    assert d.explanations["more"].endswith(
+    assert plain(d.explanations["more"]).endswith(
         "; it needs 6 more GPUs but its limit is 12 (maxGpus) and it holds 8"
     )
     wide = job("wide", "lab-a", gpus=8, pods=3, gpu_model=H100)
@@ -262,8 +263,8 @@ def test_a_job_over_its_members_limits_says_so_in_the_policys_words() -> None:
         "GPUs, and borrowing is off",
     }
     never = "; it can never run as the cluster and policy stand: "
-    assert d.explanations["big"].endswith(never + simulated["big"])
-    assert closed_d.explanations["wide"].endswith(never + simulated["wide"])
+    assert plain(d.explanations["big"]).endswith(never + simulated["big"])
+    assert plain(closed_d.explanations["wide"]).endswith(never + simulated["wide"])
 
 
 def test_a_pod_that_asks_for_no_gpu_is_told_what_it_waits_for() -> None:
@@ -280,8 +281,8 @@ def test_a_pod_that_asks_for_no_gpu_is_told_what_it_waits_for() -> None:
     ]
     d = decided_alike(snapshot(nodes, pending, run), POL)
     assert d.binds == ()
-    assert d.explanations["c"].endswith("; no node it may use has room for 4 CPU")
-    assert d.explanations["g"].endswith(
+    assert plain(d.explanations["c"]).endswith("; no node it may use has room for 4 CPU")
+    assert plain(d.explanations["g"]).endswith(
         "; no node it may use has room for the gang's 2 pods of 300 GiB"
     )
 
@@ -320,7 +321,7 @@ def test_a_single_pod_is_named_by_namespace_and_name_not_its_uid() -> None:
         (PendingPod(wanted_uid, "eval", "uni-north", PodSpec(gpus=8, gpu_model=model)),),
     )
     decisions = schedule(Snapshot(100_000.0, nodes, runs, (wanted,)), pol)
-    sentence = decisions.explanations[wanted_uid]
+    sentence = plain(decisions.explanations[wanted_uid])
     (preemption,) = decisions.preemptions
     victim = next(r for r in runs if r.uid == preemption.pod_uid)
     assert f"({victim.namespace}/{victim.name} of ai-startup)" in sentence, sentence

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from scheduler.engine import schedule
 from scheduler.engine.gangs import _groups
+from scheduler.engine.mentions import plain
 from tests.unit.engine_strategies import (
     A100,
     H100,
@@ -27,7 +28,7 @@ def test_all_or_nothing() -> None:
     # 4 pods x 4 GPUs = 16 > 12 free: nothing at all.
     d = schedule(snapshot(nodes, [job("g", "lab-a", pods=4, gpus=4)], run), POL)
     assert d.binds == ()
-    assert d.explanations["g"] == (
+    assert plain(d.explanations["g"]) == (
         f"member lab-a is below its fair share of 16 {H100} (holds 4); "
         f"12 idle {H100} exist but the gang needs 16 (4 pods); nothing can be reclaimed: "
         f"no member above its fair share holds borrowed {H100} GPUs it could use"
@@ -66,7 +67,7 @@ def test_waits_for_missing_members() -> None:
     nodes = [node("n1", "lab-a")]
     d = schedule(snapshot(nodes, [job("g", "lab-a", pods=2, min_member=4)]), POL)
     assert d.binds == ()
-    assert d.explanations["g"] == (
+    assert plain(d.explanations["g"]) == (
         "gang g has 2 of its 4 pods (2 not created yet); it waits for the rest before any can start"
     )
 
@@ -100,7 +101,7 @@ def test_a_gang_with_more_pods_than_its_min_member_starts_with_as_many_as_fit() 
     nodes = [node("n1", "lab-a"), node("n2", "lab-a")]
     d = schedule(snapshot(nodes, [job("g", "lab-a", pods=6, gpus=4, min_member=4)]), POL)
     assert [b.pod_uid for b in d.binds] == ["g-0", "g-1", "g-2", "g-3"]
-    assert "never run" not in d.explanations.get("g", "")
+    assert "never run" not in plain(d.explanations.get("g", ""))
     # Five fit when 20 GPUs are free; all six when 24 are.
     d = schedule(
         snapshot(
@@ -126,14 +127,13 @@ def test_a_pod_group_that_cannot_start_says_what_its_min_member_pods_need() -> N
     nodes = [node("n1", "lab-a"), node("n2", "lab-a")]
     group = job("g", "lab-a", pods=6, gpus=4, min_member=4)
     d = decided_alike(snapshot(nodes, [group], [running("r", "lab-a", "n2", gpus=8)]), POL)
-    assert (
-        "8 idle NVIDIA-H100 exist but the gang needs 16 to start (4 of its 6 pods)"
-        in (d.explanations["g"])
-    ), d.explanations["g"]
+    assert "8 idle NVIDIA-H100 exist but the gang needs 16 to start (4 of its 6 pods)" in (
+        plain(d.explanations["g"])
+    ), plain(d.explanations["g"])
     # A gang of exactly its size reads as before.
     whole = job("g", "lab-a", pods=4, gpus=4)
     d = decided_alike(snapshot(nodes, [whole], [running("r", "lab-a", "n2", gpus=8)]), POL)
-    assert "8 idle NVIDIA-H100 exist but the gang needs 16 (4 pods)" in d.explanations["g"]
+    assert "8 idle NVIDIA-H100 exist but the gang needs 16 (4 pods)" in plain(d.explanations["g"])
 
 
 def test_a_pod_group_reclaims_for_its_min_member_pods_and_says_so() -> None:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from policies.model import Policy
 from scheduler.engine import compute_shares, schedule
 from scheduler.engine.decisions import Decisions
+from scheduler.engine.mentions import plain
 from scheduler.engine.snapshot import Node, PendingJob, PendingPod, PodSpec, RunningPod, Snapshot
 from tests.examples import examples
 from tests.reference_engine import compute_shares as reference_shares
@@ -74,7 +75,7 @@ def test_a_gang_its_member_may_never_hold_is_not_in_its_demand() -> None:
     assert _positions(snap, pol)[("m-a", H)] == (0.0, 0, 0)
     assert _positions(snap, pol) == _positions(_without(snap, "gang"), pol)
     # Its sentence still says why it waits, and its member's position is not inflated.
-    assert got.explanations["gang"].startswith(
+    assert plain(got.explanations["gang"]).startswith(
         f"member m-a is at its fair share of 0 {H} (holds 0); it can never run as the "
         "cluster and policy stand: it needs 24 GPUs of one model at once, and m-a can hold "
         f"at most 16 {H} in pods of 8"
@@ -131,7 +132,7 @@ def test_a_pod_no_node_takes_is_not_in_demand() -> None:
     snap = es.snapshot(_three_nodes(), [never], _B_FULL)
     got = _both(snap, pol)
     assert _positions(snap, pol)[("m-a", H)] == (0.0, 0, 0)
-    assert "no node can ever run its pods" in got.explanations["never"]
+    assert "no node can ever run its pods" in plain(got.explanations["never"])
 
 
 def _unequal(job_id: str, member: str, sizes: list[int], model: str | None = H) -> PendingJob:
@@ -163,7 +164,7 @@ def test_a_gang_of_unequal_pods_no_set_of_nodes_holds_is_not_in_demand() -> None
         assert _positions(snap, pol)[("m-a", H)] == (0.0, 0, 0)
         assert _positions(snap, pol) == _positions(_without(snap, "g"), pol)
         assert got.binds == ()
-    assert got.explanations["g"].endswith(  # 8 and 4, the last
+    assert plain(got.explanations["g"]).endswith(  # 8 and 4, the last
         "; it can never run as the cluster and policy stand: it needs 12 NVIDIA-H100 GPUs "
         "at once, and m-a can hold at most 8 in pods of 8 and 4: 8 on its own nodes"
     )
@@ -177,7 +178,7 @@ def test_a_gang_of_unequal_pods_counts_each_node_by_the_pods_it_takes() -> None:
     snap = es.snapshot(small, [_unequal("g", "m-a", [6, 3])])
     got = _both(snap, pol)
     assert _positions(snap, pol)[("m-a", H)] == (0.0, 0, 0)
-    assert got.explanations["g"].endswith(
+    assert plain(got.explanations["g"]).endswith(
         "it needs 9 NVIDIA-H100 GPUs at once, and m-a can hold at most 6 in pods of 6 and 3: "
         "6 on its own nodes"
     )
@@ -185,7 +186,7 @@ def test_a_gang_of_unequal_pods_counts_each_node_by_the_pods_it_takes() -> None:
     snap = es.snapshot(room, [_unequal("g", "m-a", [6, 3])], [es.running("x", "m-b", "h2", gpus=2)])
     got = _both(snap, pol)
     assert _positions(snap, pol)[("m-a", H)][1:] == (9, 9)
-    assert "it can never run" not in got.explanations["g"]
+    assert "it can never run" not in plain(got.explanations["g"])
 
 
 def test_a_gang_of_unequal_pods_beyond_what_owners_may_lend_is_not_in_demand() -> None:
@@ -195,7 +196,7 @@ def test_a_gang_of_unequal_pods_beyond_what_owners_may_lend_is_not_in_demand() -
     limited = _pol({"m-a": {}, "m-b": {"lending_limit": 4}})
     got = _both(snap, limited)
     assert _positions(snap, limited)[("m-a", H)] == (0.0, 0, 0)
-    assert got.explanations["g"].endswith(
+    assert plain(got.explanations["g"]).endswith(
         "it needs 14 NVIDIA-H100 GPUs at once, and m-a can hold at most 8 in pods of 8 and 6: "
         "8 on its own nodes and 0 that m-b may lend (lendingLimit 4)"
     )
@@ -225,7 +226,7 @@ def test_a_gang_of_unequal_pods_said_never_to_run_fits_no_set_of_nodes(
     cluster = [es.node(f"n{k}", owner, gpus=gpus) for k, (owner, gpus) in enumerate(nodes)]
     snap = es.snapshot(cluster, [_unequal("g", "m-a", sizes)])
     got = _both(snap, pol)
-    if "it can never run" not in got.explanations.get("g", ""):
+    if "it can never run" not in plain(got.explanations.get("g", "")):
         return
     for where in itertools.product(range(len(nodes)), repeat=len(sizes)):
         used = [0] * len(nodes)
@@ -233,7 +234,10 @@ def test_a_gang_of_unequal_pods_said_never_to_run_fits_no_set_of_nodes(
             used[k] += size
         lent = sum(u for u, (owner, _) in zip(used, nodes, strict=True) if owner == "m-b")
         fits = all(u <= gpus for u, (_, gpus) in zip(used, nodes, strict=True))
-        assert not (fits and (limit is None or lent <= limit)), (where, got.explanations["g"])
+        assert not (fits and (limit is None or lent <= limit)), (
+            where,
+            plain(got.explanations["g"]),
+        )
 
 
 def test_a_job_of_no_model_that_never_runs_leaves_the_free_model_to_the_next() -> None:

@@ -6,6 +6,7 @@ import math
 from dataclasses import replace
 
 from scheduler.engine import schedule
+from scheduler.engine.mentions import plain
 from scheduler.engine.snapshot import SelectorRequirement, Taint, Toleration
 from tests.unit.engine_strategies import A100, GIB, H100, job, node, policy, running, snapshot
 
@@ -35,7 +36,7 @@ def test_cpu_memory_and_pod_slots_filter() -> None:
         snapshot(nodes[:3], [job("j", "lab-a", cpu_milli=4000, memory_bytes=2 * GIB)]), POL
     )
     assert d.binds == ()
-    assert "no node can ever run its pods" in d.explanations["j"]
+    assert "no node can ever run its pods" in plain(d.explanations["j"])
 
 
 def test_gpu_count_filter_counts_running_pods() -> None:
@@ -89,7 +90,7 @@ def test_unschedulable_and_not_ready_nodes_get_nothing() -> None:
     nodes = [node("n1", "lab-a", unschedulable=True), node("n2", "lab-a", ready=False)]
     d = schedule(snapshot(nodes, [job("j", "lab-a")]), POL)
     assert d.binds == ()
-    assert d.explanations["j"].endswith(
+    assert plain(d.explanations["j"]).endswith(
         "no node can ever run its pods: of 2 nodes, 1 cordoned, 1 not Ready"
     )
 
@@ -206,7 +207,7 @@ def test_members_below_fair_share_first_and_no_head_of_line_blocking() -> None:
         ("b-3", "a-1"),
     ]
     assert {(s.member, s.fair_share) for s in d.shares} == {("lab-a", 2.0), ("lab-b", 6.0)}
-    assert "no node can ever run its pods" in d.explanations["a-big"]
+    assert "no node can ever run its pods" in plain(d.explanations["a-big"])
 
 
 def test_entitled_demand_goes_before_borrowing_when_positions_tie() -> None:
@@ -223,7 +224,7 @@ def test_entitled_demand_goes_before_borrowing_when_positions_tie() -> None:
     shares = {(s.member, s.gpu_model): s.fair_share for s in d.shares}
     assert (shares[("lab-a", H100)], shares[("lab-b", H100)]) == (4.0, 8.0)
     assert [(b.job_id, b.node) for b in d.binds] == [("b-1", "b1")]
-    assert d.explanations["a-1"] == (
+    assert plain(d.explanations["a-1"]) == (
         f"member lab-a is below its fair share of 4 {H100} (holds 0); 4 idle {H100} exist "
         "on nodes it may use but it needs 8; nothing can be reclaimed: no member above its "
         f"fair share holds borrowed {H100} GPUs it could use"
@@ -236,7 +237,7 @@ def test_borrowing_off_never_exceeds_entitlement() -> None:
     pending = [job(f"a{k}", "lab-a", gpus=2, submitted_at=k) for k in range(4)]
     d = schedule(snapshot(nodes, pending), pol)
     assert [b.job_id for b in d.binds] == ["a0", "a1"]
-    assert "borrowing is off" in d.explanations["a2"]
+    assert "borrowing is off" in plain(d.explanations["a2"])
 
 
 def test_lending_limit_and_max_gpus() -> None:
@@ -248,4 +249,4 @@ def test_lending_limit_and_max_gpus() -> None:
     pol = policy({"lab-a": {"max_gpus": 3}, "lab-b": {}})
     d = schedule(snapshot(nodes, pending), pol)
     assert [b.job_id for b in d.binds] == ["a0", "a1", "a2"]
-    assert "(maxGpus)" in d.explanations["a3"]
+    assert "(maxGpus)" in plain(d.explanations["a3"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from policies.model import Policy
 from scheduler.engine import schedule
 from scheduler.engine.decisions import Decisions
+from scheduler.engine.mentions import plain
 from tests.unit.engine_strategies import (
     A100,
     H100,
@@ -45,7 +46,7 @@ def test_reclaims_borrowed_pods_for_a_member_below_its_fair_share() -> None:
     assert "above its fair share of 8" in p.reason
     assert p.cause == "entitlement"  # lab-a's 16 GPUs are its own two nodes
     assert [(n.job_id, n.nodes) for n in d.nominations] == [("a-2", {"a-2-0": "a1"})]
-    assert d.explanations["a-2"] == (
+    assert plain(d.explanations["a-2"]) == (
         f"member lab-a is below its fair share of 16 {H100} (holds 8); preempting 2 "
         "borrowed pods (lab-b/b-y of lab-b, lab-b/b-x of lab-b) with a grace period of "
         "45 s; their GPUs are held for this job"
@@ -65,7 +66,7 @@ def test_no_reclaim_from_members_at_their_fair_share() -> None:
     # Fair shares: 8 each plus half of lab-c's idle 8 -> 12 each. lab-b holds exactly 12.
     d = schedule(snapshot(nodes, [job("a-1", "lab-a", gpus=4)], run), POL)
     assert d.preemptions == ()
-    assert d.explanations["a-1"] == (
+    assert plain(d.explanations["a-1"]) == (
         f"member lab-a is below its fair share of 12 {H100} (holds 8); all {H100} on nodes "
         "it may use are taken; nothing can be reclaimed: no member above its fair share "
         f"holds borrowed {H100} GPUs it could use"
@@ -81,7 +82,7 @@ def test_no_reclaim_for_a_job_that_would_exceed_the_fair_share() -> None:
     ]
     d = schedule(snapshot(nodes, [job("a-1", "lab-a", gpus=8)], run), POL)
     assert d.preemptions == ()
-    assert d.explanations["a-1"] == (
+    assert plain(d.explanations["a-1"]) == (
         f"member lab-a is below its fair share of 8 {H100} (holds 4); all {H100} on nodes "
         "it may use are taken; with this job it would hold 12, above its fair share of 8, "
         f"and no member further above its own fair share holds borrowed {H100} GPUs it "
@@ -164,7 +165,7 @@ def test_min_runtime_respected_unless_policy_allows() -> None:
     pol = policy(["lab-a", "lab-b"], min_runtime_seconds=20_000)
     d = schedule(snapshot(nodes, [job("a-1", "lab-a", gpus=4)], run, now=10_000), pol)
     assert d.preemptions == () and d.nominations == ()
-    assert d.explanations["a-1"].endswith(
+    assert plain(d.explanations["a-1"]).endswith(
         "the borrowed pods it needs back have run less than the minimum runtime of "
         "20000 s; none of the GPUs it will use is idle yet"
     )
@@ -206,9 +207,9 @@ def test_nominated_job_waits_for_terminating_pods_and_keeps_its_room() -> None:
     assert d.binds == () and d.preemptions == ()
     # Not "1 preempted pod": the engine cannot tell an eviction from a pod its user
     # deleted (a started PodGroup's pod, whose room its waiting pod is held).
-    assert d.explanations["a-2"].endswith(
+    assert plain(d.explanations["a-2"]).endswith(
         f"{H100} (holds 4); 1 pod still terminating on a1; their GPUs are held for this job"
-    ), d.explanations["a-2"]
+    ), plain(d.explanations["a-2"])
     # Once it is gone, the nominated job gets the room even though lab-c would go first.
     run = run[:1]
     nodes2 = [node("a1", "lab-a", gpus=8)]
@@ -242,7 +243,7 @@ def test_free_gpus_are_held_while_young_victims_age() -> None:
     d = schedule(snapshot(nodes, pending, run, now=10_000), pol)
     # Without the hold, b-more would take a1's 4 idle GPUs and a-big would starve.
     assert d.binds == () and d.preemptions == () and d.nominations == ()
-    assert d.explanations["a-big"].endswith(
+    assert plain(d.explanations["a-big"]).endswith(
         "; the 4 idle GPUs it will use are held for it meanwhile"
     )
     # Once b-young is old enough, it is preempted and a1 is nominated for a-big.
@@ -257,12 +258,12 @@ def test_a_members_next_job_is_told_what_its_waiting_jobs_hold() -> None:
     pol, nodes, run = _young_borrower_on_a1()
     pending = [job("a-big", "lab-a", gpus=8), job("a-next", "lab-a", gpus=4)]
     d = schedule(snapshot(nodes, pending, run, now=10_000), pol)
-    assert d.explanations["a-next"] == (
+    assert plain(d.explanations["a-next"]) == (
         f"member lab-a is below its fair share of 8 {H100} (holds 0; 8 more in nominations "
         f"for its other waiting jobs); all {H100} on nodes it may use are taken"
     )
     # A job's own nomination is said by its own detail, not counted again.
-    assert d.explanations["a-big"].startswith(
+    assert plain(d.explanations["a-big"]).startswith(
         f"member lab-a is below its fair share of 8 {H100} (holds 0); "
     )
 
@@ -314,7 +315,7 @@ def test_below_its_entitlement_reclaims_from_a_borrower_at_its_fair_share() -> N
         "ai-startup/ai-2 runs on borrowed GPUs"
     )
     assert [(n.job_id, n.nodes) for n in d.nominations] == [("p-1", {"p-1-0": "p2"})]
-    assert d.explanations["p-1"] == (
+    assert plain(d.explanations["p-1"]) == (
         f"member physics is below its fair share of 8 {H100} (holds 0); preempting 1 "
         "borrowed pod (ai-startup/ai-2 of ai-startup) with a grace period of 45 s; their "
         "GPUs are held for this job"
@@ -400,7 +401,7 @@ def test_within_the_entitlement_young_borrowed_pods_are_drained_not_preempted() 
     )
     d = schedule(snapshot(nodes, [job("p-1", "physics", gpus=8)], run, now=10_000), pol)
     assert d.preemptions == ()
-    assert d.explanations["p-1"] == (
+    assert plain(d.explanations["p-1"]) == (
         f"member physics is below its fair share of 8 {H100} (holds 0); the borrowed pods "
         "it needs back have run less than the minimum runtime of 600 s; none of the GPUs it "
         "will use is idle yet"

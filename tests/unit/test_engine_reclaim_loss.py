@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from scheduler.engine import schedule
+from scheduler.engine.mentions import plain
 from scheduler.engine.placement import ClusterState
 from scheduler.engine.reclaim import Reclaimer, VictimJob
 from scheduler.engine.snapshot import Node, PendingJob, RunningPod
@@ -141,8 +142,8 @@ def test_a_refusal_names_the_borrowers_at_the_reclaim_limit() -> None:
     ]
     d = schedule(snapshot(nodes, pending, run), POL)
     assert preempted(d) == ["b-fresh"]
-    assert "maxReclaimsPerJob" not in d.explanations["a-1"]
-    assert d.explanations["a-2"].endswith(
+    assert "maxReclaimsPerJob" not in plain(d.explanations["a-1"])
+    assert plain(d.explanations["a-2"]).endswith(
         f"; not counted: 8 {H100} GPUs it could use, borrowed by a job reclaimed 3 times "
         "already (maxReclaimsPerJob), never reclaimed again: b-spent of lab-b"
     )
@@ -165,7 +166,7 @@ def test_a_job_below_its_fair_share_is_told_of_borrowers_at_the_limit_too() -> N
     ]
     d = schedule(snapshot(nodes, [job("a-1", "lab-a", gpus=4)], run), POL)
     assert preempted(d) == []
-    assert d.explanations["a-1"].endswith(
+    assert plain(d.explanations["a-1"]).endswith(
         f"nothing can be reclaimed: no member above its fair share holds borrowed {H100} "
         f"GPUs it could use; not counted: 8 {H100} GPUs it could use, borrowed by a job "
         "reclaimed 3 times already (maxReclaimsPerJob), never reclaimed again: b-spent of "
@@ -182,7 +183,7 @@ def test_a_job_at_the_limit_borrows_only_from_owners_that_want_little() -> None:
     run = [running("a-own", "lab-a", "a1", gpus=8), running("b-own", "lab-b", "b1", gpus=4)]
     d = schedule(snapshot(nodes, [job("j", "lab-a", reclaims=3)], run), POL)
     assert d.binds == ()
-    assert d.explanations["j"] == (
+    assert plain(d.explanations["j"]) == (
         f"member lab-a is below its fair share of 9 {H100} (holds 8); job j was reclaimed "
         "3 times, the policy's limit of 3 (maxReclaimsPerJob): it will not be reclaimed "
         "again, so beyond its entitlement it runs only on nodes whose owners are not "
@@ -194,7 +195,7 @@ def test_a_job_at_the_limit_borrows_only_from_owners_that_want_little() -> None:
     assert [(b.node, b.reclaimable) for b in d.binds] == [("b1", True)]
     d = schedule(snapshot(nodes, [job("j", "lab-a", reclaims=1)], run), POL)
     assert d.binds == ()
-    assert d.explanations["j"] == (
+    assert plain(d.explanations["j"]) == (
         f"member lab-a is below its fair share of 9 {H100} (holds 8); job j was reclaimed "
         "1 time and restarts from zero: beyond its entitlement it runs only on nodes "
         "whose owners are not likely to want them back, so that its work is not thrown "
@@ -232,7 +233,7 @@ def test_consolidation_does_not_open_a_wanted_node_for_a_job_kept_off_it() -> No
     assert preempted(d) == ["d-1"] and [n.nodes for n in d.nominations] == [{"j-0": "b1"}]
     d = schedule(snapshot(nodes, [job("j", "lab-a", gpus=4, reclaims=1)], run, now=10_000.0), pol)
     assert d.preemptions == () and d.nominations == () and d.binds == ()
-    assert "restarts from zero" in d.explanations["j"]
+    assert "restarts from zero" in plain(d.explanations["j"])
 
 
 def test_a_gang_bigger_than_its_entitlement_still_runs_and_is_then_kept() -> None:
@@ -280,7 +281,7 @@ def test_a_gang_bigger_than_its_entitlement_is_kept_for_a_window_after_its_recla
 
     d = schedule(snapshot(nodes, [gang(9_000.0)], run, now=10_000.0), pol)
     assert d.binds == ()
-    assert d.explanations["g"] == (
+    assert plain(d.explanations["g"]) == (
         f"member lab-a is below its fair share of 24 {H100} (holds 8); job g was "
         "reclaimed 3 times, the policy's limit of 3 (maxReclaimsPerJob): it will not be "
         "reclaimed again, so beyond its entitlement it runs only on nodes whose owners are "
@@ -292,7 +293,7 @@ def test_a_gang_bigger_than_its_entitlement_is_kept_for_a_window_after_its_recla
     # Counted down in whole minutes: a second later the sentence, and so the pod's
     # FailedScheduling event, is the same.
     later = schedule(snapshot(nodes, [gang(9_000.0)], run, now=10_001.0), pol)
-    assert later.explanations["g"] == d.explanations["g"]
+    assert plain(later.explanations["g"]) == plain(d.explanations["g"])
     for reclaimed_at in (6_400.0, None):
         d = schedule(snapshot(nodes, [gang(reclaimed_at)], run, now=10_000.0), pol)
         assert sorted(b.node for b in d.binds) == ["b1", "c1"], reclaimed_at
@@ -335,7 +336,7 @@ def test_a_failed_reclaim_of_a_job_at_the_limit_stands_for_no_other_job() -> Non
     d = schedule(snapshot(nodes, [spent, fresh], run), POL)
     assert preempted(d) == ["c-b2"]
     assert [n.job_id for n in d.nominations] == ["fresh"]
-    assert "maxReclaimsPerJob" in d.explanations["spent"]
+    assert "maxReclaimsPerJob" in plain(d.explanations["spent"])
 
 
 def test_alike_jobs_kept_off_wanted_nodes_each_get_their_own_sentence() -> None:
@@ -354,5 +355,7 @@ def test_alike_jobs_kept_off_wanted_nodes_each_get_their_own_sentence() -> None:
     d = decided_alike(snapshot(nodes, queue, run), POL)
     assert d.binds == () and d.preemptions == ()
     for n, times in enumerate(("1 time", "2 times", "1 time", "2 times")):
-        assert f"job j{n} was reclaimed {times} and restarts from zero" in d.explanations[f"j{n}"]
+        assert f"job j{n} was reclaimed {times} and restarts from zero" in plain(
+            d.explanations[f"j{n}"]
+        )
     assert d.kept_off_wanted == {"j0", "j1", "j2", "j3"}  # the shortcut's three too
