@@ -192,7 +192,8 @@ class Decisions:
     nominations: tuple[Nomination, ...]
     explanations: Mapping[str, str]
     """job id -> one human sentence saying why it still waits (`Explanations` from the
-    engine)."""
+    engine), its members marked (`mentions`: read through `mentions.plain` or
+    `scheduler.k8s.redaction`)."""
     shares: tuple[MemberShare, ...]
     kept_off_wanted: frozenset[str]
     """Ids of the waiting jobs the cycle kept off nodes whose owners are likely to want
