@@ -4,17 +4,25 @@ This is the one place the build commands are written down: `make controlplane` a
 `python -m tests.controlplane up` both call `ensure_built`. A binary is rebuilt when it is
 missing or when its stamp (go.mod, go.sum, the command, the Go version) changed; with
 the Go caches under the build cache a rebuild of an unchanged module takes seconds.
+
+Several builds may share one cache (CI's clones on one machine share `~/.cache/fairpool`,
+and a test session builds what it lacks): `ensure_built` holds a lock on the bin folder
+while it builds, and looks again at what is missing once it has it, so the second waits
+for the first and builds nothing the first built. Both wrote `.<name>.partial`, and the
+one that finished second found it renamed away (`FileNotFoundError`).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,13 +184,17 @@ def binary_path(name: str, cache: Path | None = None) -> Path:
     return bin_dir(cache) / name
 
 
-def stale(cache: Path | None = None, names: Iterable[str] = BINARY_NAMES) -> list[GoBinary]:
+def stale(
+    cache: Path | None = None,
+    names: Iterable[str] = BINARY_NAMES,
+    binaries: Sequence[GoBinary] = BINARIES,
+) -> list[GoBinary]:
     """The binaries that are missing or were built from other sources or flags."""
     root = cache or cache_dir()
     version = _go_version()
     wanted = set(names)
     out: list[GoBinary] = []
-    for binary in BINARIES:
+    for binary in binaries:
         if binary.name not in wanted:
             continue
         stamp = _stamp_path(binary, root)
@@ -196,7 +208,8 @@ def build(binary: GoBinary, cache: Path) -> float:
     """Build one binary into the bin folder (atomically) and return the wall time."""
     target = binary_path(binary.name, cache)
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{binary.name}.partial")
+    # Its own name per process: `build` may be called without `ensure_built`'s lock.
+    partial = target.with_name(f".{binary.name}.partial.{os.getpid()}")
     command = build_command(binary, partial)
     started = time.monotonic()
     result = subprocess.run(
@@ -216,18 +229,45 @@ def build(binary: GoBinary, cache: Path) -> float:
     return time.monotonic() - started
 
 
+@contextmanager
+def _building(cache: Path, out: Console) -> Iterator[None]:
+    """The cache's bin folder to this process alone until the block ends."""
+    folder = bin_dir(cache)
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / ".build.lock").open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            # Said, or a wait of many minutes behind a cold build looks hung.
+            out.print(f"waiting for another build into {folder} ...", soft_wrap=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def ensure_built(
     cache: Path | None = None,
     *,
     names: Iterable[str] = BINARY_NAMES,
     force: bool = False,
     console: Console | None = None,
+    binaries: Sequence[GoBinary] = BINARIES,
 ) -> dict[str, Path]:
     """Build what is missing (or everything with `force`); return name -> binary path."""
     root = cache or cache_dir()
     out = console or Console(stderr=True)
     wanted = list(names)
-    todo = [b for b in BINARIES if b.name in wanted] if force else stale(root, wanted)
+    if not force and not stale(root, wanted, binaries):
+        return {name: binary_path(name, root) for name in wanted}  # no lock to wait for
+    with _building(root, out):
+        todo = [b for b in binaries if b.name in wanted] if force else stale(root, wanted, binaries)
+        _build_all(todo, root, out)
+    return {name: binary_path(name, root) for name in wanted}
+
+
+def _build_all(todo: Sequence[GoBinary], root: Path, out: Console) -> None:
     for binary in todo:
         activity = f"building {binary.name} from {binary.module_dir.name}/go.mod"
         if not out.is_terminal:
@@ -239,4 +279,3 @@ def ensure_built(
             f"built {binary.name} in {seconds:.1f}s -> {binary_path(binary.name, root)}",
             soft_wrap=True,
         )
-    return {name: binary_path(name, root) for name in wanted}
