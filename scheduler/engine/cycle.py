@@ -78,7 +78,7 @@ from scheduler.engine.explain import (
 )
 from scheduler.engine.gangs import Plan, plan_job
 from scheduler.engine.jobinfo import JobInfo, required_job, required_pods
-from scheduler.engine.mentions import job_of
+from scheduler.engine.mentions import job_of, mention
 from scheduler.engine.ordering import LateBorrowing, MemberQueues, OrderKeys, ratio
 from scheduler.engine.placement import (
     ClusterState,
@@ -1062,7 +1062,7 @@ class _Cycle(OrderKeys):
         victims_text: list[str] = []
         for victim in result.victims:
             reason = (
-                f"reclaim for member {job.member}'s job {_named(job)} (needs {needs}), "
+                f"reclaim for member {mention(job.member)}'s job {_named(job)} (needs {needs}), "
                 f"which comes before job {_victim_named(victim)} in the member's queue: "
                 f"{_victim_named(victim)} started on GPUs freed one by one while the bigger "
                 "job "
@@ -1227,8 +1227,9 @@ class _Cycle(OrderKeys):
         for victim in result.victims:
             # Each victim's position is read after the earlier victims are taken off.
             reason = (
-                f"reclaim for member {job.member} ({whose}, job {_named(job)} needs "
-                f"{needs}): {self._victim_position(victim.member, model)}, and job "
+                f"reclaim for member {mention(job.member)} ({whose}, job "
+                f"{job_of(_named(job), job.member)} needs {needs}): "
+                f"{self._victim_position(victim.member, model)}, and job "
                 f"{_victim_named(victim)} runs on borrowed GPUs"
             )
             self._preempt(job, victim, reason, grace, "entitlement" if entitled else "fair_share")
@@ -1274,7 +1275,7 @@ class _Cycle(OrderKeys):
         else:
             v_ent = self.book.entitlement.get((member, model), 0)
             why = f"above its entitlement of {v_ent}"
-        return f"member {member} holds {v_alloc}, {why}"
+        return f"member {mention(member)} holds {v_alloc}, {why}"
 
     def _preempt(
         self,
@@ -1427,10 +1428,11 @@ class _Cycle(OrderKeys):
                 # work goes home to these GPUs.
                 home = "" if owner == job.member else ", whose moved work goes home there"
                 reason = (
-                    f"reclaim for member {job.member} ({whose}, job {_named(job)} needs "
-                    f"{needs}), with consolidation of {where}: "
-                    f"{self._victim_position(victim.member, model)}, and job "
-                    f"{_victim_named(victim)} runs on borrowed GPUs of member {owner}{home}"
+                    f"reclaim for member {mention(job.member)} ({whose}, job "
+                    f"{job_of(_named(job), job.member)} needs {needs}), with consolidation "
+                    f"of {where}: {self._victim_position(victim.member, model)}, and job "
+                    f"{_victim_named(victim)} runs on borrowed GPUs of member "
+                    f"{mention(owner)}{home}"
                 )
                 # Only an owner's guarantee lets taken work go (see `consolidation`).
                 self._preempt(job, victim, reason, grace, "entitlement")
@@ -1438,7 +1440,8 @@ class _Cycle(OrderKeys):
                 continue
             if victim.job_id in move.homes:
                 why = (
-                    f"it goes home: member {victim.member} is within its entitlement, and "
+                    f"it goes home: member {mention(victim.member)} is within its "
+                    "entitlement, and "
                     "borrowed work on its own nodes is taken back for it"
                 )
             elif victim.job_id in move.elsewhere:
@@ -1446,9 +1449,10 @@ class _Cycle(OrderKeys):
             else:
                 why = f"it runs on borrowed GPUs and {self._victim_position(victim.member, model)}"
             reason = (
-                f"consolidation of {where} for job {_named(job)} of member {job.member} "
-                f"(needs {needs} {model}; the idle GPUs are scattered over too many "
-                f"nodes): job {_victim_named(victim)} of member {victim.member} moves, {why}"
+                f"consolidation of {where} for job "
+                f"{job_of(_named(job), job.member, as_member=True)} (needs {needs} {model}; "
+                "the idle GPUs are scattered over too many nodes): job "
+                f"{job_of(_victim_named(victim), victim.member, as_member=True)} moves, {why}"
             )
             self._preempt(job, victim, reason, grace, "consolidation")
             victims_text.append(job_of(_victim_named(victim), victim.member))

@@ -27,11 +27,13 @@ def mention(member: str) -> str:
     return f"{MENTION}{member}{END}"
 
 
-def job_of(job: str, member: str) -> str:
-    """Another member's job (a reclaim's victim) as a sentence names it: 'train-7 of
-    lab-b', marked whole, so that a reader who may not see it reads "a job of another
-    member" and never a count ("30 of lab-b" nodes) taken for a job."""
-    return f"{JOB}{job}{END} of {mention(member)}"
+def job_of(job: str, member: str, *, as_member: bool = False) -> str:
+    """Another member's job (a reclaim's victim, or the job a preemption is for) as a
+    sentence names it: 'train-7 of lab-b' ('train-7 of member lab-b' `as_member`), marked
+    whole, so that a reader who may not see it reads "a job of another member" and never
+    a count ("30 of lab-b" nodes) taken for a job."""
+    said = "member " if as_member else ""
+    return f"{JOB}{job}{END} of {said}{mention(member)}"
 
 
 def plain(text: str) -> str:

@@ -14,9 +14,12 @@ import re
 
 from scheduler.engine.mentions import END, JOB, MENTION, plain
 
-_MENTIONED = re.compile(f"(?:{JOB}([^{END}]*){END} of )?(member )?{MENTION}([^{END}]*){END}")
+_MENTIONED = re.compile(
+    f"(?:(?:job )?{JOB}([^{END}]*){END} of )?(member )?{MENTION}([^{END}]*){END}"
+)
 """A member named in a sentence ("member lab-b" is one mention: it read "member another
-member"), with its job just before it ("train-7 of lab-b")."""
+member"), with its job just before it ("train-7 of lab-b", and "job train-7 of member
+lab-b" whole: it read "job a job of another member")."""
 
 
 def redact_explanation(text: str, member: str | None) -> str:

@@ -52,7 +52,7 @@ from scheduler.engine.explain import (  # the sentences only, not decisions
     no_borrowing_detail,
     overtook_clause,
 )
-from scheduler.engine.mentions import job_of  # the sentences only, as above
+from scheduler.engine.mentions import job_of, mention  # the sentences only, as above
 from scheduler.engine.reach import (  # the sentences only, as above
     gang_never_detail,
     never_detail,
@@ -760,7 +760,7 @@ class _Cycle:
         needs = sum(p.spec.gpus for p in _required(job))
         for victim in result.victims:
             reason = (
-                f"reclaim for member {job.member}'s job {_named(job)} (needs {needs}), "
+                f"reclaim for member {mention(job.member)}'s job {_named(job)} (needs {needs}), "
                 f"which comes before job {_victim_named(victim)} in the member's queue: "
                 f"{_victim_named(victim)} started on GPUs freed one by one while the bigger "
                 "job "
@@ -876,8 +876,9 @@ class _Cycle:
         for victim in result.victims:
             # Each victim's position is read after the earlier victims are taken off.
             reason = (
-                f"reclaim for member {job.member} ({whose}, job {_named(job)} needs "
-                f"{needs}): {self._victim_position(victim.member, model)}, and job "
+                f"reclaim for member {mention(job.member)} ({whose}, job "
+                f"{job_of(_named(job), job.member)} needs {needs}): "
+                f"{self._victim_position(victim.member, model)}, and job "
                 f"{_victim_named(victim)} runs on borrowed GPUs"
             )
             self._preempt(job, victim, reason, grace, "entitlement" if entitled else "fair_share")
@@ -925,7 +926,7 @@ class _Cycle:
         else:
             v_ent = self.book.entitlement.get((member, model), 0)
             why = f"above its entitlement of {v_ent}"
-        return f"member {member} holds {v_alloc}, {why}"
+        return f"member {mention(member)} holds {v_alloc}, {why}"
 
     def _preempt(
         self, job: PendingJob, victim: VictimJob, reason: str, grace: int, cause: PreemptionCause

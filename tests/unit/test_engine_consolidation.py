@@ -49,8 +49,8 @@ def test_frees_the_node_whose_work_loses_least_for_a_member_below_its_fair_share
     assert {(p.reclaimer, p.for_job, p.grace_period_seconds) for p in d.preemptions} == {
         ("lab-a", "a-1", 45)
     }
-    assert "consolidation of o3 for job a-1 of member lab-a" in d.preemptions[0].reason
-    assert "fits on free GPUs elsewhere" in d.preemptions[0].reason
+    assert "consolidation of o3 for job a-1 of member lab-a" in plain(d.preemptions[0].reason)
+    assert "fits on free GPUs elsewhere" in plain(d.preemptions[0].reason)
     assert [(n.job_id, n.nodes) for n in d.nominations] == [("a-1", {"a-1-0": "o3"})]
     assert plain(d.explanations["a-1"]) == (
         f"member lab-a is below its fair share of 8 {H100} (holds 0); waiting for "
@@ -330,7 +330,7 @@ def test_borrowed_work_on_the_opened_node_that_fits_nowhere_is_taken() -> None:
         "a-x": "entitlement",
         "b-one": "consolidation",
     }
-    reasons = {p.pod_uid: p.reason for p in d.preemptions}
+    reasons = {p.pod_uid: plain(p.reason) for p in d.preemptions}
     assert reasons["a-x"].startswith("reclaim for member lab-b (holds 2 of its entitlement")
     assert "with consolidation of b1" in reasons["a-x"]
     assert "fits on free GPUs elsewhere" in reasons["b-one"]
@@ -397,7 +397,7 @@ def test_an_owner_kept_out_by_work_pushed_off_its_own_nodes_gets_it_sent_home() 
         "a-on-c": "entitlement",
         "c-x": "consolidation",
     }
-    reasons = {p.pod_uid: p.reason for p in d.preemptions}
+    reasons = {p.pod_uid: plain(p.reason) for p in d.preemptions}
     assert "runs on borrowed GPUs of member lab-b" in reasons["a-on-b"]
     assert "runs on borrowed GPUs of member lab-c, whose moved work goes home" in reasons["a-on-c"]
     assert "it goes home: member lab-c is within its entitlement" in reasons["c-x"]

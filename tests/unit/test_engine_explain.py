@@ -326,7 +326,8 @@ def test_a_single_pod_is_named_by_namespace_and_name_not_its_uid() -> None:
     victim = next(r for r in runs if r.uid == preemption.pod_uid)
     assert f"({victim.namespace}/{victim.name} of ai-startup)" in sentence, sentence
     assert "3f2a" not in sentence
-    assert "job uni-north/eval needs" in preemption.reason, preemption.reason
-    assert f"job {victim.namespace}/{victim.name} runs" in preemption.reason
+    reason = plain(preemption.reason)
+    assert "job uni-north/eval of uni-north needs" in reason, reason
+    assert f"job {victim.namespace}/{victim.name} runs" in reason
     assert "3f2a" not in preemption.reason and "9c1e" not in preemption.reason
     assert (preemption.job_id, preemption.for_job) == (victim.uid, wanted_uid)

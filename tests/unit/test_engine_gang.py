@@ -147,4 +147,4 @@ def test_a_pod_group_reclaims_for_its_min_member_pods_and_says_so() -> None:
     d = decided_alike(snapshot(nodes, [group], run), POL)
     assert len(d.preemptions) == 4
     for p in d.preemptions:
-        assert "job g needs 16)" in p.reason, p.reason
+        assert "job g of lab-b needs 16)" in plain(p.reason), p.reason

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from scheduler.engine.decisions import Decisions
+from scheduler.engine.mentions import plain
 from scheduler.engine.snapshot import RunningPod, Snapshot
 from tests.unit import engine_strategies as es
 from tests.unit.engine_strategies import without_consolidation
@@ -62,7 +63,7 @@ def test_a_waiting_gang_takes_back_the_nodes_its_own_later_jobs_filled() -> None
     assert {p.cause for p in got.preemptions} == {"queue"}
     assert {p.reclaimer for p in got.preemptions} == {"m-a"}
     assert "comes before job m-a/s2-0 in the member's queue" in next(
-        p.reason for p in got.preemptions if p.job_id == "s2-0"
+        plain(p.reason) for p in got.preemptions if p.job_id == "s2-0"
     )
     assert [(n.job_id, sorted(n.nodes.values())) for n in got.nominations] == [
         ("gang", ["na2", "na3"])
