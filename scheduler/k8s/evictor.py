@@ -44,6 +44,7 @@ from scheduler.k8s.client import read_body, status_details, status_message
 from scheduler.k8s.events import EventRecorder, EventType, ObjectRef
 from scheduler.k8s.objects import PodInfo, reclaim_timestamp
 from scheduler.k8s.owners import OWNER_KINDS, RECLAIM_RECORD_KEYS, Owner
+from scheduler.k8s.redaction import redact_explanation
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +76,19 @@ def eviction_body(preemption: Preemption, pod: PodInfo) -> dict[str, Any]:
     }
 
 
+def victim_reason(preemption: Preemption) -> str:
+    """The preemption's reason as the victim's member reads it, on its pod in its
+    namespace: the other members and their jobs hidden as the FailedScheduling events
+    hide them (a pod of no member reads no member's name)."""
+    return redact_explanation(preemption.reason, preemption.victim_member or "")
+
+
 def victim_annotations(preemption: Preemption, pod: PodInfo, now: float) -> dict[str, str]:
     """What the victim carries through its eviction; `now` (seconds since the epoch) is
     when its job is reclaimed."""
     return {
         L.PREEMPTED_BY_ANNOTATION: preemption.reclaimer,
-        L.PREEMPTION_REASON_ANNOTATION: preemption.reason,
+        L.PREEMPTION_REASON_ANNOTATION: victim_reason(preemption),
         L.PREEMPTION_CAUSE_ANNOTATION: preemption.cause,
         L.RECLAIMS_ANNOTATION: str(pod.reclaims + 1),
         L.RECLAIMED_AT_ANNOTATION: reclaim_timestamp(now),
@@ -115,20 +123,23 @@ def event_text(
     by namespace/name: its job id is its uid), else its id. `job`: the batch Job that
     controls the pod; one that counts the eviction as a failure (`Owner.eviction_fails`)
     turns the event into a Warning that says so, since the Job may fail for good where
-    the user expected its work to wait and run again."""
+    the user expected its work to wait and run again. Read by the victim's member, it
+    names another member and its job as `victim_reason` does."""
     grace = f"(grace period {preemption.grace_period_seconds}s)"
+    why = f"{victim_reason(preemption)} {grace}"
     for_job = for_job or preemption.for_job
+    own = preemption.reclaimer == preemption.victim_member
     if preemption.cause == "consolidation":
+        whose = f"job {for_job} of member {preemption.reclaimer}" if own else ""
         reason, text = (
             "Consolidated",
-            f"Moved for consolidation, for job {for_job} of member "
-            f"{preemption.reclaimer}: {preemption.reason} {grace}",
+            f"Moved for consolidation, for {whose or 'a job of another member'}: {why}",
         )
     else:
+        by = f"member {preemption.reclaimer} for job {for_job}" if own else ""
         reason, text = (
             "Preempted",
-            f"Preempted by member {preemption.reclaimer} for job {for_job}: "
-            f"{preemption.reason} {grace}",
+            f"Preempted by {by or 'another member for a job of another member'}: {why}",
         )
     if job is None or job.eviction_fails is None:
         return "Normal", reason, text

@@ -7,7 +7,9 @@ import pytest
 
 from scheduler.engine import schedule
 from scheduler.engine.decisions import Decisions
-from scheduler.engine.mentions import plain
+from scheduler.engine.mentions import END, JOB, MENTION, plain
+from scheduler.k8s.evictor import event_text, victim_annotations
+from scheduler.k8s.objects import pod_info
 from scheduler.k8s.redaction import redact_explanation
 from tests.unit import test_engine_consolidation as consolidation
 from tests.unit.engine_strategies import job, node, policy, running, snapshot
@@ -64,3 +66,23 @@ def test_an_operator_reads_the_reclaim_whole() -> None:
         "another member needs 8): member lab-b holds 12, above its fair share of 8, and "
         "job lab-b/b-x runs on borrowed GPUs"
     )
+
+
+MARKS = (MENTION, JOB, END)
+
+
+@pytest.mark.parametrize("decide", [_reclaim, _consolidation, _sent_home])
+def test_the_evictor_writes_the_reason_as_the_victims_member_reads_it(decide: object) -> None:
+    d = decide()  # type: ignore[operator]
+    for p in d.preemptions:
+        pod = pod_info({"metadata": {"name": p.pod_uid, "namespace": p.victim_member}})
+        written = victim_annotations(p, pod, 1.8e9)
+        _, _, event = event_text(p)
+        read = redact_explanation(p.reason, p.victim_member)
+        assert written["fairpool.io/preemption-reason"] == read
+        assert f": {read} (grace period " in event
+        others = {"lab-a", "lab-b", "lab-c", "lab-o"} - {p.victim_member}
+        for text in (*written.values(), event):
+            assert not [m for m in MARKS if m in text], repr(text)
+            assert p.for_job not in text, text
+        assert not [m for m in others if m in event or m in read], event

@@ -95,17 +95,25 @@ def test_eviction_body_has_grace_and_uid_precondition() -> None:
         "fairpool.io/reclaims": "1",
         "fairpool.io/reclaimed-at": "2027-01-15T08:00:00Z",
     }
+    # Read by physics: lab-bio and its job are another member's.
     assert event_text(preemption) == (
         "Normal",
         "Preempted",
-        "Preempted by member lab-bio for job lab-bio/x: r (grace period 30s)",
+        "Preempted by another member for a job of another member: r (grace period 30s)",
+    )
+    own = replace(preemption, victim_member="lab-bio", cause="queue")
+    assert event_text(own)[2] == (
+        "Preempted by member lab-bio for job lab-bio/x: r (grace period 30s)"
     )
     moved = replace(preemption, cause="consolidation")
     assert victim_annotations(moved, POD, 0.0)["fairpool.io/preemption-cause"] == "consolidation"
     assert event_text(moved) == (
         "Normal",
         "Consolidated",
-        "Moved for consolidation, for job lab-bio/x of member lab-bio: r (grace period 30s)",
+        "Moved for consolidation, for a job of another member: r (grace period 30s)",
+    )
+    assert event_text(replace(moved, victim_member="lab-bio"))[2] == (
+        "Moved for consolidation, for job lab-bio/x of member lab-bio: r (grace period 30s)"
     )
     # A Job that counts the eviction against its backoffLimit: a Warning saying so.
     kept = Owner(kind="Job", namespace="physics", name="train", uid="j1")
@@ -113,7 +121,7 @@ def test_eviction_body_has_grace_and_uid_precondition() -> None:
     counted = replace(kept, eviction_fails=0)
     kind, reason, text = event_text(preemption, counted)
     assert (kind, reason) == ("Warning", "Preempted")
-    assert text.startswith("Preempted by member lab-bio for job lab-bio/x: r (grace period 30s)")
+    assert text.startswith("Preempted by another member for a job of another member: r ")
     assert "Job train counts this eviction as a failed pod, against its backoffLimit of 0" in text
     assert "podFailurePolicy rule with action Ignore on the condition DisruptionTarget" in text
 
@@ -206,14 +214,15 @@ def test_a_victims_event_names_a_reclaiming_pod_alone_by_namespace_and_name() ->
             "spec": {"schedulerName": "fairpool", "containers": []},
         }
     )
-    preemption = Preemption("u1", "u1", "physics", "lab-bio", "9c1e", "r", 30, "entitlement")
+    # Only the victim's own member reads the job named (a job that overtook it).
+    preemption = Preemption("u1", "u1", "lab-bio", "lab-bio", "9c1e", "r", 30, "queue")
     daemon = Daemon(_unreachable(), load_policy())
     sent: list[str] = []
     daemon.evictor.submit = lambda *args: sent.append(args[-1]) or True  # type: ignore[method-assign]
     try:
         view = CacheView(Snapshot(0.0, (), (), ()), (), {"9c1e": reclaimer, "u1": POD})
         daemon._preempt(preemption, POD, {}, view)
-        gang = Preemption("u1", "u1", "physics", "lab-bio", "lab-bio/g", "r", 30, "entitlement")
+        gang = Preemption("u1", "u1", "lab-bio", "lab-bio", "lab-bio/g", "r", 30, "queue")
         daemon._preempt(gang, POD, {}, view)
     finally:
         daemon.recorder.close()
