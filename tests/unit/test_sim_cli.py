@@ -581,3 +581,24 @@ def test_a_trace_submitted_at_one_instant_has_no_utilization_and_says_why(
     assert summary["utilization"] is None and summary["utilization_while_pending"] is not None
     assert "utilization — (every job submitted at one instant: no submission window)" in said
     assert "no contention" not in said.split("while pods waited")[0]
+
+
+def test_outputs_carry_none_of_the_engines_marks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # b1 takes its node back from a2: a reclaim, whose reason names both members marked.
+    out = tmp_path / "out"
+    assert run([*inputs(tmp_path), "--no-standalone", "--out", str(out)]) == 0
+    assert json.loads((out / "summary.json").read_text())["preemptions"] >= 1
+    marks = ("\u2066", "\u2068", "\u2069")
+    written = [p for p in out.rglob("*") if p.is_file()]
+    assert written
+    for path in written:
+        if path.suffix == ".parquet":
+            table = pd.read_parquet(path)
+            text = table.to_csv() + " ".join(map(str, table.columns))
+        else:
+            text = path.read_bytes().decode("utf-8", errors="replace")
+        assert not [m for m in marks if m in text], path
+    printed = capsys.readouterr()
+    assert not [m for m in marks if m in printed.out + printed.err]
