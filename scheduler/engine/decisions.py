@@ -49,6 +49,10 @@ class Preemption:
     """Member whose pending job needs the GPUs back."""
     for_job: str
     reason: str
+    """One sentence: who reclaims or moves it, for which job, and why this victim; its
+    members and the job it is for marked (`mentions`), so that the victim's member reads
+    it through `scheduler.k8s.redaction` (`evictor.victim_reason`), anyone else through
+    `mentions.plain`."""
     grace_period_seconds: int
     cause: PreemptionCause
     """`PREEMPTION_CAUSES`: the reclaimer's entitlement, its fair share, or a move."""
