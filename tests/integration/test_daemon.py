@@ -1029,8 +1029,9 @@ def test_consolidation_frees_a_whole_node_for_an_owners_pod(pool: Pool) -> None:
     assert kept <= set(pool.bound("c")) and len(kept) == 4
     moved = wait_until(lambda: pool.events("c", "Consolidated"), what="Consolidated events")
     assert {e.involved_object.name for e in moved} == {p.metadata.name for p in victims}
-    assert "Moved for consolidation, for job" in moved[0].message
-    assert "of member a" in moved[0].message
+    # Read by c: a and its job are another member's.
+    assert "Moved for consolidation, for a job of another member: " in moved[0].message
+    assert "member a" not in moved[0].message
     assert not pool.events("c", "Preempted"), "a move is not reported as a reclaim"
 
 
