@@ -1,5 +1,6 @@
 """The engine's sentences as one reader may read them: the API's answers to a member
-(ExplainPending) and the FailedScheduling events in a member's namespaces, which that
+(ExplainPending), and the FailedScheduling events and a preempted pod's reason
+(annotation and event, `evictor.victim_reason`) in a member's namespaces, which that
 member reads, hide the other members and their jobs the same way; an operator reads them
 whole.
 
