@@ -44,7 +44,7 @@ from scheduler.k8s.client import read_body, status_details, status_message
 from scheduler.k8s.events import EventRecorder, EventType, ObjectRef
 from scheduler.k8s.objects import PodInfo, reclaim_timestamp
 from scheduler.k8s.owners import OWNER_KINDS, RECLAIM_RECORD_KEYS, Owner
-from scheduler.k8s.redaction import redact_explanation
+from scheduler.k8s.redaction import ANOTHER_MEMBER, redact_explanation
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +83,19 @@ def victim_reason(preemption: Preemption) -> str:
     return redact_explanation(preemption.reason, preemption.victim_member or "")
 
 
+def victim_reclaimer(preemption: Preemption) -> str:
+    """Who preempts, as the victim's member reads it: its own member by name, any other
+    as "another member" (as `victim_reason` says it). The annotation named the other
+    member while the reason beside it hid it."""
+    own = preemption.reclaimer == preemption.victim_member
+    return preemption.reclaimer if own else ANOTHER_MEMBER
+
+
 def victim_annotations(preemption: Preemption, pod: PodInfo, now: float) -> dict[str, str]:
     """What the victim carries through its eviction; `now` (seconds since the epoch) is
     when its job is reclaimed."""
     return {
-        L.PREEMPTED_BY_ANNOTATION: preemption.reclaimer,
+        L.PREEMPTED_BY_ANNOTATION: victim_reclaimer(preemption),
         L.PREEMPTION_REASON_ANNOTATION: victim_reason(preemption),
         L.PREEMPTION_CAUSE_ANNOTATION: preemption.cause,
         L.RECLAIMS_ANNOTATION: str(pod.reclaims + 1),
@@ -128,19 +136,14 @@ def event_text(
     grace = f"(grace period {preemption.grace_period_seconds}s)"
     why = f"{victim_reason(preemption)} {grace}"
     for_job = for_job or preemption.for_job
-    own = preemption.reclaimer == preemption.victim_member
+    by = victim_reclaimer(preemption)
+    own = by == preemption.reclaimer
     if preemption.cause == "consolidation":
-        whose = f"job {for_job} of member {preemption.reclaimer}" if own else ""
-        reason, text = (
-            "Consolidated",
-            f"Moved for consolidation, for {whose or 'a job of another member'}: {why}",
-        )
+        whose = f"job {for_job} of member {by}" if own else f"a job of {by}"
+        reason, text = ("Consolidated", f"Moved for consolidation, for {whose}: {why}")
     else:
-        by = f"member {preemption.reclaimer} for job {for_job}" if own else ""
-        reason, text = (
-            "Preempted",
-            f"Preempted by {by or 'another member for a job of another member'}: {why}",
-        )
+        whom = f"member {by} for job {for_job}" if own else f"{by} for a job of {by}"
+        reason, text = ("Preempted", f"Preempted by {whom}: {why}")
     if job is None or job.eviction_fails is None:
         return "Normal", reason, text
     return (

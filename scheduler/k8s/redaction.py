@@ -15,6 +15,9 @@ import re
 
 from scheduler.engine.mentions import END, JOB, MENTION, plain
 
+ANOTHER_MEMBER = "another member"
+"""What a member reads where another member is named."""
+
 _MENTIONED = re.compile(
     f"(?:(?:job )?{JOB}([^{END}]*){END} of )?(member )?{MENTION}([^{END}]*){END}"
 )
@@ -35,6 +38,6 @@ def redact_explanation(text: str, member: str | None) -> str:
         job, _, named = found.groups()
         if named == member:
             return plain(found.group(0))
-        return "a job of another member" if job is not None else "another member"
+        return f"a job of {ANOTHER_MEMBER}" if job is not None else ANOTHER_MEMBER
 
     return plain(_MENTIONED.sub(read, text))

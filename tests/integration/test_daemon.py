@@ -557,7 +557,7 @@ def test_victims_are_annotated_before_eviction(pool: Pool) -> None:
     victims = wait_until(lambda: len(terminating()) == 2 and terminating(), what="victims")
     for p in victims:
         assert p.metadata.name in borrowed
-        assert p.metadata.annotations["fairpool.io/preempted-by"] == "b"
+        assert p.metadata.annotations["fairpool.io/preempted-by"] == "another member"
         assert p.metadata.annotations["fairpool.io/preemption-reason"]
         assert p.metadata.deletion_grace_period_seconds == 20
     # Meanwhile B's pod is nominated and waits: nobody else takes the freed GPUs.
@@ -1011,7 +1011,7 @@ def test_consolidation_frees_a_whole_node_for_an_owners_pod(pool: Pool) -> None:
     opened = {p.spec.node_name for p in victims}
     assert len(opened) == 1
     for p in victims:
-        assert p.metadata.annotations["fairpool.io/preempted-by"] == "a"
+        assert p.metadata.annotations["fairpool.io/preempted-by"] == "another member"
         assert p.metadata.annotations["fairpool.io/preemption-cause"] == "consolidation"
         assert "consolidation of" in p.metadata.annotations["fairpool.io/preemption-reason"]
         assert p.metadata.deletion_grace_period_seconds == 3

@@ -89,7 +89,8 @@ def test_eviction_body_has_grace_and_uid_precondition() -> None:
     body = eviction_body(preemption, POD)
     assert body["deleteOptions"] == {"gracePeriodSeconds": 30, "preconditions": {"uid": "u1"}}
     assert victim_annotations(preemption, POD, 1_800_000_000.4) == {
-        "fairpool.io/preempted-by": "lab-bio",
+        # physics reads lab-bio as the reason beside it does (it was named here).
+        "fairpool.io/preempted-by": "another member",
         "fairpool.io/preemption-reason": "r",
         "fairpool.io/preemption-cause": "entitlement",
         "fairpool.io/reclaims": "1",
@@ -962,3 +963,22 @@ def test_work_lost_at_an_eviction_counts_to_the_end_of_the_grace_period_it_was_g
         {"member": "lab-bio", "gpu_model": "NVIDIA-A100-SXM4-80GB", "cause": "entitlement"},
     )
     assert sample == pytest.approx(4 * (1000.0 + 120 - 900.0))
+
+
+def test_preempted_by_names_only_the_victims_own_member() -> None:
+    """The annotation beside the redacted reason named the other member that reclaimed
+    (`preempted-by: lab-bio` on a pod of physics, whose reason read "another member")."""
+    other = Preemption(
+        "u1",
+        "j",
+        "physics",
+        reclaimer="lab-bio",
+        for_job="lab-bio/x",
+        reason="r",
+        grace_period_seconds=30,
+        cause="entitlement",
+    )
+    own = replace(other, reclaimer="physics", cause="queue")
+    assert victim_annotations(other, POD, 0.0)["fairpool.io/preempted-by"] == "another member"
+    assert victim_annotations(own, POD, 0.0)["fairpool.io/preempted-by"] == "physics"
+    assert event_text(own)[2].startswith("Preempted by member physics for job lab-bio/x: ")
