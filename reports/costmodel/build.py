@@ -123,6 +123,8 @@ def build_month_report(
     elif window is not None:
         policy = _prorated(policy, float(billed.sum()), month)
     book = PriceBook(policy, known)
+    purchased = purchased_gpu_hours(policy, book, billed)
+    inputs = replace(inputs, members=_with_buyers(inputs.members, purchased))
     flags = check_prices(book, inputs.usage, inputs.capacity, inputs.version_of_hour)
     usage_split = split_usage(inputs.usage, policy, inputs.version_of_hour, book.by_version)
     capacity_hourly = hourly_capacity(
@@ -142,7 +144,6 @@ def build_month_report(
         policy, known, book, capacity_hourly, contribution, use, inputs.members, flags
     )
     shared = shared_cost_shares(policy, contribution, use, inputs.members, flags)
-    purchased = purchased_gpu_hours(policy, book, billed)
     parts = BillParts(
         policy=policy,
         members=inputs.members,
@@ -405,6 +406,18 @@ def _data_flags(inputs: MonthInputs, parts: BillParts) -> list[str]:
             "member could be found for (namespace not in the policy): shown as 'unattributed'"
         )
     return flags
+
+
+def _with_buyers(members: list[str], purchased: Mapping[tuple[str, str], float]) -> list[str]:
+    """`members` and every member that held purchased GPUs in some hour of the month,
+    before `unattributed`. A buyer that left the pool mid-month (absent from the policy
+    reported with) and used nothing was in no usage or capacity row: its purchase was
+    paid to no host, and the hosts lost what it owed them for the hours it held it."""
+    buyers = sorted({m for (m, _), hours in purchased.items() if hours > 0} - set(members))
+    if not buyers:
+        return members
+    head = [m for m in members if m != UNATTRIBUTED]
+    return head + buyers + [m for m in members if m == UNATTRIBUTED]
 
 
 def _member_order(policy: Policy, *names: pd.Series) -> list[str]:

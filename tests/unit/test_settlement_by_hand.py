@@ -259,3 +259,25 @@ def test_pods_of_no_member_and_nodes_of_no_owner() -> None:
         "c": D("0"),
         UNATTRIBUTED: D("3.00"),
     }
+
+
+def test_a_member_that_left_mid_month_pays_its_purchase_for_the_hours_it_held_it() -> None:
+    # d held 1 purchased H GPU under version 1 (217 hours at 2.00: 434.00) and left the
+    # pool with version 2. a, the only other owner of H, hosted it: d owes a 434.00.
+    three = (
+        "- {name: a, namespaces: [a]}\n    - {name: b, namespaces: [b]}\n"
+        "    - {name: c, namespaces: [c]}"
+    )
+    v1 = policy(version=1, members=three + "\n    - {name: d, namespaces: [d], purchased: {H: 1}}")
+    v2 = policy(version=2, members=three)
+    history = PolicyHistory((datetime(2026, 9, 1, tzinfo=UTC), SWITCH), (v1, v2), True)
+    u: list[Row] = [(H1, "a", "a", "H", 3600.0)]
+    report = bill(v2, u, [(h, "a", "H", 3600.0) for h in (H0, H1)], history=history)
+    assert "d" in report.members
+    assert cell(report, "d", "a") == D("434.00")
+    assert col(report, "purchase_received")["a"] == D("434.00")
+    # a's capacity, 2 H GPU-hours (4.00), less the 434.00 it hosted; d pays 434.00.
+    assert col(report, "total") == {"a": D("-430.00"), "b": D("0"), "c": D("0"), "d": D("434.00")}
+    lines = report.invoice("d")
+    assert list(lines["description"]) == ["Purchased GPUs, hosted by a"]
+    assert list(lines["gpu_hours"]) == [217.0]
