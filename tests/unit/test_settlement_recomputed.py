@@ -1,0 +1,254 @@
+"""The settlement of a simulated month, recomputed from the simulation's own usage and
+capacity tables by a second, independent reading of docs/reports.md ("How the bill is
+built", "Rounding"), and compared to the report's files to the cent.
+
+Nothing here calls the cost model: the figures come from `usage.parquet`,
+`capacity.parquet`, `summary.json` (the window) and `policy.yaml`, with pandas and
+Decimal, so a defect in the cost model's split, pricing, purchases, idle rule or
+rounding shows up as a cell or a member's column that disagrees."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+
+from policies.loader import DEFAULT_POLICY
+from tests.unit.test_sim_cli import run
+
+D = Decimal
+CENT = D("0.01")
+MONTH_START = pd.Timestamp("2026-10-31T23:00Z")  # November 2026 in Europe/Paris
+MONTH_END = pd.Timestamp("2026-11-30T23:00Z")
+MONTH_HOURS = 720
+
+
+def cents(x: Decimal) -> Decimal:
+    return x.quantize(CENT, rounding=ROUND_HALF_EVEN)
+
+
+def at_price(gpu_seconds: float, price: Decimal) -> Decimal:
+    return D(repr(round(float(gpu_seconds), 3))) * price / 3600
+
+
+def largest_remainder(
+    whole: Decimal, weights: Mapping[str, float], order: list[str]
+) -> dict[str, Decimal]:
+    keys = [k for k in order if weights.get(k, 0) > 0]
+    total = sum(D(repr(float(weights[k]))) for k in keys)
+    exact = {k: whole * D(repr(float(weights[k]))) / total for k in keys}
+    parts = {k: v.quantize(CENT, rounding=ROUND_FLOOR) for k, v in exact.items()}
+    left = int((whole - sum(parts.values(), D(0))) / CENT)
+    for k in sorted(keys, key=lambda k: (-(exact[k] - parts[k]), order.index(k)))[:left]:
+        parts[k] += CENT
+    return parts
+
+
+def expected_bill(out: Path) -> dict[str, Any]:
+    """Per member its money columns, the settlement cells, and the GPU-hour checks."""
+    spec = yaml.safe_load((out / "policy.yaml").read_text())["spec"]
+    price = {m["name"]: D(m["hourlyCost"]) for m in spec["gpuModels"]}
+    members = [m["name"] for m in spec["members"]]
+    purchased = {
+        (m["name"], model): gpus
+        for m in spec["members"]
+        for model, gpus in (m.get("purchased") or {}).items()
+    }
+    billing = spec["billing"]
+    window = json.loads((out / "summary.json").read_text())["window"]
+    first = max(MONTH_START, pd.Timestamp(window["start"]))
+    last = min(MONTH_END, pd.Timestamp(window["end"]))
+    hours = D(repr((last - first).total_seconds())) / 3600  # the window's part of the month
+
+    usage = pd.read_parquet(out / "usage.parquet")
+    capacity = pd.read_parquet(out / "capacity.parquet")
+    usage = usage[(usage["hour"] >= MONTH_START) & (usage["hour"] < MONTH_END)]
+    capacity = capacity[(capacity["hour"] >= MONTH_START) & (capacity["hour"] < MONTH_END)]
+    capacity = capacity.assign(hour=capacity["hour"].astype("datetime64[ns, UTC]"))
+    use = usage.groupby(["hour", "member", "owner", "gpu_model"], as_index=False)[
+        "gpu_seconds"
+    ].sum()
+
+    # Use of others' hardware: first covered by the user's purchased GPUs of the model in
+    # that hour, pro rata over the owners it used; the rest is charged.
+    charged: dict[tuple[str, str, str], float] = {}
+    within = 0.0
+    others = use[use["member"] != use["owner"]]
+    for (_, user, model), rows in others.groupby(["hour", "member", "gpu_model"]):
+        total = float(rows["gpu_seconds"].sum())
+        cover = min(total, purchased.get((user, model), 0) * 3600.0)
+        for owner, seconds in zip(rows["owner"], rows["gpu_seconds"], strict=True):
+            part = seconds * cover / total if total else 0.0
+            key = (user, owner, model)
+            charged[key] = charged.get(key, 0.0) + seconds - part
+            within += part
+    exact_cells: dict[tuple[str, str], Decimal] = {}
+    for (user, owner, model), seconds in charged.items():
+        exact_cells[(user, owner)] = exact_cells.get((user, owner), D(0)) + at_price(
+            seconds, price[model]
+        )
+    charges = {k: cents(v) for k, v in exact_cells.items()}
+
+    # Capacity: per hour the larger of available and used; idle the rest.
+    on_nodes = use.groupby(["hour", "owner", "gpu_model"])["gpu_seconds"].sum().rename("used")
+    offered = capacity.groupby(["hour", "owner", "gpu_model"])["gpu_seconds_available"].sum()
+    hourly = pd.concat([offered, on_nodes], axis=1).fillna(0.0)
+    hourly["billed"] = hourly[["gpu_seconds_available", "used"]].max(axis=1)
+    hourly["idle"] = hourly["billed"] - hourly["used"]
+    by_model = hourly.groupby(["owner", "gpu_model"])[["billed", "idle"]].sum()
+    capacity_cost: dict[str, Decimal] = {}
+    idle_value: dict[str, Decimal] = {}
+    for (owner, model), row in by_model.iterrows():
+        capacity_cost[owner] = capacity_cost.get(owner, D(0)) + cents(
+            at_price(row["billed"], price[model])
+        )
+        idle_value[owner] = idle_value.get(owner, D(0)) + at_price(row["idle"], price[model])
+    contributed = (hourly.groupby("owner")["billed"].sum() / 3600).to_dict()
+    contributed_model = by_model["billed"] / 3600
+    used = (use.groupby("member")["gpu_seconds"].sum() / 3600).to_dict()
+
+    # Purchases: paid whole for the window's hours, to the other owners of the model
+    # by their contributed GPU-hours of it.
+    purchases: dict[tuple[str, str], Decimal] = {}
+    for (buyer, model), gpus in purchased.items():
+        hosts = {
+            o: h for (o, g), h in contributed_model.items() if g == model and o != buyer and h > 0
+        }
+        whole = cents(D(gpus) * hours * price[model])
+        for host, part in largest_remainder(whole, hosts, members).items():
+            purchases[(buyer, host)] = purchases.get((buyer, host), D(0)) + part
+
+    rule = billing.get("idleCost", "owner")
+    returned = {o: cents(v) for o, v in idle_value.items()} if rule != "owner" else {}
+    weights = {"by-contribution": contributed, "by-usage": used}
+    share = (
+        largest_remainder(sum(returned.values(), D(0)), weights[rule], members)
+        if rule != "owner"
+        else {}
+    )
+    shared = dict.fromkeys(members, D(0))
+    for cost in billing.get("sharedFixedCosts", []):
+        amount = cents(D(cost["monthlyAmount"]) * hours / MONTH_HOURS)
+        split = weights.get(cost["split"], dict.fromkeys(members, 1.0))
+        for m, part in largest_remainder(amount, split, members).items():
+            shared[m] += part
+
+    money: dict[str, dict[str, Decimal]] = {}
+    for m in members:
+        paid_use = sum((v for (u, _), v in charges.items() if u == m), D(0))
+        credited = sum((v for (_, o), v in charges.items() if o == m), D(0))
+        paid = sum((v for (b, _), v in purchases.items() if b == m), D(0))
+        received = sum((v for (_, h), v in purchases.items() if h == m), D(0))
+        idle = share.get(m, D(0)) - returned.get(m, D(0))
+        money[m] = {
+            "capacity_cost": capacity_cost.get(m, D(0)),
+            "charges": paid_use,
+            "credits": credited,
+            "purchase_paid": paid,
+            "purchase_received": received,
+            "idle_adjustment": idle,
+            "shared_fixed": shared[m],
+            "total": capacity_cost.get(m, D(0))
+            + paid_use
+            - credited
+            + paid
+            - received
+            + idle
+            + shared[m],
+            "net_settlement": credited + received - paid_use - paid,
+        }
+    cells: dict[tuple[str, str], Decimal] = {}
+    for pair, value in [*charges.items(), *purchases.items()]:
+        cells[pair] = cells.get(pair, D(0)) + value
+    return {
+        "members": members,
+        "money": money,
+        "cells": cells,
+        "pool_cost": sum(capacity_cost.values(), D(0)) + sum(shared.values(), D(0)),
+        "used_seconds": float(use["gpu_seconds"].sum()),
+        "own_seconds": float(use.loc[use["member"] == use["owner"], "gpu_seconds"].sum()),
+        "within_seconds": within,
+        "charged_seconds": sum(charged.values()),
+    }
+
+
+# The demo consortium, and a variant whose idle capacity is split by use, where lab-bio
+# also buys 3 H100 (hosted by uni-north and ai-startup, 16 GPUs each) and uni-north 4
+# A100 (hosted by lab-bio's 8 and physics' 24: paid 1 : 3).
+VARIANT = (
+    DEFAULT_POLICY.read_text()
+    .replace("idleCost: by-contribution", "idleCost: by-usage")
+    .replace("split: by-contribution", "split: by-usage")
+    .replace(
+        "NVIDIA-A100-SXM4-80GB: 4", "NVIDIA-A100-SXM4-80GB: 4\n        NVIDIA-H100-80GB-HBM3: 3"
+    )
+    .replace(
+        '"uni-north-*"]\n      weight: 1\n',
+        '"uni-north-*"]\n      weight: 1\n      purchased: {NVIDIA-A100-SXM4-80GB: 4}\n',
+    )
+)
+assert VARIANT.count("purchased") == 2, "the demo policy changed: rewrite the variant"
+
+
+@pytest.mark.parametrize("policy_text", [None, VARIANT], ids=["demo", "by-usage-two-hosts"])
+def test_the_settlement_recomputed_from_the_simulations_tables_agrees_to_the_cent(
+    tmp_path: Path, policy_text: str | None
+) -> None:
+    out = tmp_path / "out"
+    args = ["simulate", "--days", "2", "--no-standalone", "--jobs", "1"]
+    args += ["--start", "2026-11-01T00:00:00+01:00", "--out", str(out)]
+    if policy_text is not None:
+        (tmp_path / "policy.yaml").write_text(policy_text)
+        args += ["--policy", str(tmp_path / "policy.yaml")]
+    assert run(args) == 0
+    expected = expected_bill(out)
+    members: list[str] = expected["members"]
+    report = out / "report"
+
+    # Every GPU-second used is used on its own nodes, within a purchase, or charged to
+    # exactly one user and credited to exactly one owner.
+    parts = expected["own_seconds"] + expected["within_seconds"] + expected["charged_seconds"]
+    assert parts == pytest.approx(expected["used_seconds"], abs=1e-3)
+    assert expected["charged_seconds"] > 0 and expected["within_seconds"] > 0
+
+    summary = pd.read_csv(report / "summary.csv", dtype=str).set_index("member")
+    for m in members:
+        got = {k: D(summary.loc[m, k]) for k in expected["money"][m]}
+        assert got == expected["money"][m], m
+    pool = D(summary.loc["pool", "total"])
+    assert pool == expected["pool_cost"]
+    assert sum((D(summary.loc[m, "total"]) for m in members), D(0)) == pool
+    assert sum((D(summary.loc[m, "net_settlement"]) for m in members), D(0)) == 0
+    charged_h = sum(float(summary.loc[m, "used_on_others_charged_gpu_hours"]) for m in members)
+    credited_h = sum(float(summary.loc[m, "lent_credited_gpu_hours"]) for m in members)
+    assert charged_h == pytest.approx(credited_h, abs=1e-5)
+    assert charged_h == pytest.approx(expected["charged_seconds"] / 3600, abs=1e-5)
+
+    matrix = pd.read_csv(report / "settlement.csv", dtype=str).set_index("payer \\ payee")
+    for payer in members:
+        for payee in members:
+            assert D(matrix.loc[payer, payee]) == expected["cells"].get((payer, payee), D(0)), (
+                payer,
+                payee,
+            )
+
+    invoices = {m: pd.read_csv(report / f"invoice-{m}.csv", dtype=str) for m in members}
+    for m, lines in invoices.items():
+        due = sum((D(a) for a in lines.loc[lines["section"] != "total", "amount"].dropna()), D(0))
+        assert due == D(lines.loc[lines["section"] == "total", "amount"].iloc[0])
+        assert due == expected["money"][m]["total"]
+        # Each lent credit is the user's charge for the same owner and model, negated.
+        for line in lines[lines["section"] == "lent"].itertuples():
+            theirs = invoices[str(line.counterparty)]
+            charge = theirs[
+                (theirs["section"] == "others-hardware")
+                & (theirs["counterparty"] == m)
+                & (theirs["gpu_model"] == line.gpu_model)
+            ]
+            assert list(charge["amount"].map(D)) == [-D(str(line.amount))]
