@@ -10,16 +10,23 @@ rounding shows up as a cell or a member's column that disagrees."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
-from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from policies.loader import DEFAULT_POLICY
+from policies.loader import DEFAULT_POLICY, parse_policy
+from reports.costmodel import build_month_report
+from reports.costmodel.frames import UNATTRIBUTED
+from tests.examples import examples
 from tests.unit.test_sim_cli import run
 
 D = Decimal
@@ -40,37 +47,55 @@ def at_price(gpu_seconds: float, price: Decimal) -> Decimal:
 def largest_remainder(
     whole: Decimal, weights: Mapping[str, float], order: list[str]
 ) -> dict[str, Decimal]:
-    keys = [k for k in order if weights.get(k, 0) > 0]
-    total = sum(D(repr(float(weights[k]))) for k in keys)
-    exact = {k: whole * D(repr(float(weights[k]))) / total for k in keys}
-    parts = {k: v.quantize(CENT, rounding=ROUND_FLOOR) for k, v in exact.items()}
-    left = int((whole - sum(parts.values(), D(0))) / CENT)
-    for k in sorted(keys, key=lambda k: (-(exact[k] - parts[k]), order.index(k)))[:left]:
-        parts[k] += CENT
-    return parts
+    """`whole` split by `weights` in exact fractions: parts floored to the cent, the cents
+    left over to the largest remainders, ties in `order` (docs/reports.md, Rounding)."""
+    keys = [k for k in order if k in weights]
+    weight = {k: Fraction(D(repr(float(weights[k])))) for k in keys}
+    total = sum(weight.values(), Fraction(0))
+    exact = {k: Fraction(whole) * weight[k] / total for k in keys}
+    floors = {k: Fraction(math.floor(v * 100), 100) for k, v in exact.items()}
+    left = int((Fraction(whole) - sum(floors.values(), Fraction(0))) * 100)
+    for k in sorted(keys, key=lambda k: (-(exact[k] - floors[k]), order.index(k)))[:left]:
+        floors[k] += Fraction(1, 100)
+    return {k: D(v.numerator) / D(v.denominator) for k, v in floors.items()}
 
 
 def expected_bill(out: Path) -> dict[str, Any]:
-    """Per member its money columns, the settlement cells, and the GPU-hour checks."""
+    """The bill of a `fairpool simulate` folder, from its tables (the simulated window
+    cut to November 2026 in Europe/Paris: purchases and shared costs are paid for the
+    window's part of the month)."""
     spec = yaml.safe_load((out / "policy.yaml").read_text())["spec"]
-    price = {m["name"]: D(m["hourlyCost"]) for m in spec["gpuModels"]}
+    window = json.loads((out / "summary.json").read_text())["window"]
+    first = max(MONTH_START, pd.Timestamp(window["start"]))
+    last = min(MONTH_END, pd.Timestamp(window["end"]))
+    usage = pd.read_parquet(out / "usage.parquet")
+    capacity = pd.read_parquet(out / "capacity.parquet")
+    usage = usage[(usage["hour"] >= MONTH_START) & (usage["hour"] < MONTH_END)]
+    capacity = capacity[(capacity["hour"] >= MONTH_START) & (capacity["hour"] < MONTH_END)]
     members = [m["name"] for m in spec["members"]]
+    hours = D(repr((last - first).total_seconds())) / 3600
+    return reference_bill(usage, capacity, spec, members, hours, MONTH_HOURS)
+
+
+def reference_bill(
+    usage: pd.DataFrame,
+    capacity: pd.DataFrame,
+    spec: Mapping[str, Any],
+    members: list[str],
+    hours: Decimal,
+    month_hours: int,
+) -> dict[str, Any]:
+    """Per member its money columns, the settlement cells, and the GPU-hour checks, for
+    usage and capacity already cut to the month; `hours` of its `month_hours` are billed
+    (purchases, shared costs); `members` in policy order, then any other name."""
+    price = {m["name"]: D(m["hourlyCost"]) for m in spec["gpuModels"]}
+    policy_members = [m["name"] for m in spec["members"]]
     purchased = {
         (m["name"], model): gpus
         for m in spec["members"]
         for model, gpus in (m.get("purchased") or {}).items()
     }
     billing = spec["billing"]
-    window = json.loads((out / "summary.json").read_text())["window"]
-    first = max(MONTH_START, pd.Timestamp(window["start"]))
-    last = min(MONTH_END, pd.Timestamp(window["end"]))
-    hours = D(repr((last - first).total_seconds())) / 3600  # the window's part of the month
-
-    usage = pd.read_parquet(out / "usage.parquet")
-    capacity = pd.read_parquet(out / "capacity.parquet")
-    usage = usage[(usage["hour"] >= MONTH_START) & (usage["hour"] < MONTH_END)]
-    capacity = capacity[(capacity["hour"] >= MONTH_START) & (capacity["hour"] < MONTH_END)]
-    capacity = capacity.assign(hour=capacity["hour"].astype("datetime64[ns, UTC]"))
     use = usage.groupby(["hour", "member", "owner", "gpu_model"], as_index=False)[
         "gpu_seconds"
     ].sum()
@@ -82,9 +107,9 @@ def expected_bill(out: Path) -> dict[str, Any]:
     others = use[use["member"] != use["owner"]]
     for (_, user, model), rows in others.groupby(["hour", "member", "gpu_model"]):
         total = float(rows["gpu_seconds"].sum())
-        cover = min(total, purchased.get((user, model), 0) * 3600.0)
+        cover = purchased.get((user, model), 0) * 3600.0
         for owner, seconds in zip(rows["owner"], rows["gpu_seconds"], strict=True):
-            part = seconds * cover / total if total else 0.0
+            part = seconds * min(1.0, cover / total) if total > 0 else 0.0
             key = (user, owner, model)
             charged[key] = charged.get(key, 0.0) + seconds - part
             within += part
@@ -93,7 +118,7 @@ def expected_bill(out: Path) -> dict[str, Any]:
         exact_cells[(user, owner)] = exact_cells.get((user, owner), D(0)) + at_price(
             seconds, price[model]
         )
-    charges = {k: cents(v) for k, v in exact_cells.items()}
+    charges = {k: cents(v) for k, v in exact_cells.items() if v}
 
     # Capacity: per hour the larger of available and used; idle the rest.
     on_nodes = use.groupby(["hour", "owner", "gpu_model"])["gpu_seconds"].sum().rename("used")
@@ -113,30 +138,40 @@ def expected_bill(out: Path) -> dict[str, Any]:
     contributed_model = by_model["billed"] / 3600
     used = (use.groupby("member")["gpu_seconds"].sum() / 3600).to_dict()
 
-    # Purchases: paid whole for the window's hours, to the other owners of the model
-    # by their contributed GPU-hours of it.
+    # Purchases: paid whole for the billed hours, to the other owners of the model by
+    # their contributed GPU-hours of it; not billed when there is no other owner.
     purchases: dict[tuple[str, str], Decimal] = {}
     for (buyer, model), gpus in purchased.items():
         hosts = {
             o: h for (o, g), h in contributed_model.items() if g == model and o != buyer and h > 0
         }
+        if not gpus or not hosts:
+            continue
         whole = cents(D(gpus) * hours * price[model])
         for host, part in largest_remainder(whole, hosts, members).items():
             purchases[(buyer, host)] = purchases.get((buyer, host), D(0)) + part
 
+    def weights(rule: str) -> dict[str, float]:
+        """by-usage, else by-contribution, else equal among the policy's members."""
+        positive_use = {k: v for k, v in used.items() if v > 0}
+        positive_contribution = {k: v for k, v in contributed.items() if v > 0}
+        if rule == "by-usage" and positive_use:
+            return positive_use
+        if rule in ("by-usage", "by-contribution") and positive_contribution:
+            return positive_contribution
+        return dict.fromkeys(policy_members, 1.0)
+
     rule = billing.get("idleCost", "owner")
     returned = {o: cents(v) for o, v in idle_value.items()} if rule != "owner" else {}
-    weights = {"by-contribution": contributed, "by-usage": used}
     share = (
-        largest_remainder(sum(returned.values(), D(0)), weights[rule], members)
+        largest_remainder(sum(returned.values(), D(0)), weights(rule), members)
         if rule != "owner"
         else {}
     )
     shared = dict.fromkeys(members, D(0))
     for cost in billing.get("sharedFixedCosts", []):
-        amount = cents(D(cost["monthlyAmount"]) * hours / MONTH_HOURS)
-        split = weights.get(cost["split"], dict.fromkeys(members, 1.0))
-        for m, part in largest_remainder(amount, split, members).items():
+        amount = cents(D(cost["monthlyAmount"]) * hours / month_hours)
+        for m, part in largest_remainder(amount, weights(cost["split"]), members).items():
             shared[m] += part
 
     money: dict[str, dict[str, Decimal]] = {}
@@ -252,3 +287,101 @@ def test_the_settlement_recomputed_from_the_simulations_tables_agrees_to_the_cen
                 & (theirs["gpu_model"] == line.gpu_model)
             ]
             assert list(charge["amount"].map(D)) == [-D(str(line.amount))]
+
+
+# A small pool in UTC October 2026 (744 hours, no window: purchases and shared costs are
+# paid for the whole month). GPU-seconds are whole multiples of 360 s, so that the
+# GPU-hours the two computations weigh shares by are the same floats, and a cent left
+# over by largest remainder goes to the same member in both.
+NAMES = ["a", "b", "c"]
+HOURS_OF_CASE = list(pd.date_range("2026-10-10T00:00Z", periods=3, freq="h"))
+OCTOBER_HOURS = 744
+
+
+@st.composite
+def pools(draw: st.DrawFn) -> dict[str, Any]:
+    rules = ["equal", "by-contribution", "by-usage"]
+    return {
+        "gpuModels": [
+            {"name": g, "hourlyCost": str(draw(st.decimals("0.01", "9.9999", places=4)))}
+            for g in ("H", "A")
+        ],
+        "members": [
+            {
+                "name": m,
+                "namespaces": [m],
+                "purchased": {g: draw(st.integers(0, 2)) for g in ("H", "A") if m != "a"},
+            }
+            for m in NAMES
+        ],
+        "billing": {
+            "timeZone": "UTC",
+            "idleCost": draw(st.sampled_from(["owner", "by-contribution", "by-usage"])),
+            "sharedFixedCosts": [
+                {
+                    "name": f"cost-{i}",
+                    "monthlyAmount": str(draw(st.decimals("0", "5000", places=2))),
+                    "split": draw(st.sampled_from(rules)),
+                }
+                for i in range(draw(st.integers(0, 2)))
+            ],
+        },
+    }
+
+
+seconds = st.integers(0, 20).map(lambda n: float(n * 360))
+usage_rows = st.lists(
+    st.tuples(
+        st.sampled_from(HOURS_OF_CASE),
+        st.sampled_from([*NAMES, None]),
+        st.sampled_from([*NAMES, None]),
+        st.sampled_from(["H", "A"]),
+        seconds,
+    ),
+    min_size=1,
+    max_size=20,
+)
+capacity_rows = st.lists(
+    st.tuples(
+        st.sampled_from(HOURS_OF_CASE),
+        st.sampled_from([*NAMES, None]),
+        st.sampled_from(["H", "A"]),
+        seconds,
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=pools(), usage=usage_rows, capacity=capacity_rows)
+def test_the_bill_of_any_small_pool_equals_the_bill_recomputed_by_hand(
+    spec: dict[str, Any],
+    usage: list[tuple[pd.Timestamp, str | None, str | None, str, float]],
+    capacity: list[tuple[pd.Timestamp, str | None, str, float]],
+) -> None:
+    policy = parse_policy(
+        yaml.safe_dump({"apiVersion": "fairpool.io/v1", "kind": "Policy", "spec": spec})
+    )
+    used = pd.DataFrame(usage, columns=["hour", "member", "owner", "gpu_model", "gpu_seconds"])
+    used["pod_uid"] = [f"pod-{i}" for i in range(len(used))]
+    offered = pd.DataFrame(
+        capacity, columns=["hour", "owner", "gpu_model", "gpu_seconds_available"]
+    )
+    report = build_month_report("2026-10", policy, used, offered)
+
+    # The reference reads no member or owner as `unattributed`, listed last.
+    named = used.fillna({"member": UNATTRIBUTED, "owner": UNATTRIBUTED})
+    offered = offered.fillna({"owner": UNATTRIBUTED})
+    seen = set(named["member"]) | set(named["owner"]) | set(offered["owner"])
+    members = NAMES + ([UNATTRIBUTED] if UNATTRIBUTED in seen else [])
+    expected = reference_bill(named, offered, spec, members, D(OCTOBER_HOURS), OCTOBER_HOURS)
+
+    assert report.members == members
+    got = report.summary.set_index("member")
+    for m in members:
+        assert {k: got.loc[m, k] for k in expected["money"][m]} == expected["money"][m], m
+    assert report.pool_cost == expected["pool_cost"]
+    for payer in members:
+        for payee in members:
+            want = expected["cells"].get((payer, payee), D(0))
+            assert report.settlement.loc[payer, payee] == want, (payer, payee)
