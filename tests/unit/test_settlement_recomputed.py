@@ -1,17 +1,21 @@
-"""The settlement of a simulated month, recomputed from the simulation's own usage and
-capacity tables by a second, independent reading of docs/reports.md ("How the bill is
-built", "Rounding"), and compared to the report's files to the cent.
+"""The settlement recomputed by a second, independent reading of docs/reports.md ("How
+the bill is built", "Rounding") and compared to the cost model's to the cent: for a
+simulated month, from the simulation's own usage and capacity tables against the
+report's files; for any small pool, of one policy version or of two (prices, purchases,
+the idle cost rule, shared costs and the members changing mid-month), against
+`build_month_report`.
 
-Nothing here calls the cost model: the figures come from `usage.parquet`,
-`capacity.parquet`, `summary.json` (the window) and `policy.yaml`, with pandas and
-Decimal, so a defect in the cost model's split, pricing, purchases, idle rule or
-rounding shows up as a cell or a member's column that disagrees."""
+The reference calls nothing of the cost model: pandas, Decimal and exact fractions only,
+so a defect in the split of usage, pricing, purchases, idle cost, shared costs or
+rounding shows up as a settlement cell or a member's column that disagrees."""
 
 from __future__ import annotations
 
 import json
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from fractions import Fraction
 from pathlib import Path
@@ -24,8 +28,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from policies.loader import DEFAULT_POLICY, parse_policy
+from policies.model import Policy
 from reports.costmodel import build_month_report
 from reports.costmodel.frames import UNATTRIBUTED
+from reports.costmodel.policy_history import PolicyHistory
 from tests.examples import examples
 from tests.unit.test_sim_cli import run
 
@@ -74,81 +80,112 @@ def expected_bill(out: Path) -> dict[str, Any]:
     capacity = capacity[(capacity["hour"] >= MONTH_START) & (capacity["hour"] < MONTH_END)]
     members = [m["name"] for m in spec["members"]]
     hours = D(repr((last - first).total_seconds())) / 3600
-    return reference_bill(usage, capacity, spec, members, hours, MONTH_HOURS)
+    return reference_bill(usage, capacity, [Version(None, spec, hours)], members, MONTH_HOURS)
+
+
+@dataclass(frozen=True)
+class Version:
+    """A policy version (its spec), the first hour it governs (None: from the month's
+    start) and the hours of the month billed under it."""
+
+    start: pd.Timestamp | None
+    spec: Mapping[str, Any]
+    hours: Decimal
 
 
 def reference_bill(
     usage: pd.DataFrame,
     capacity: pd.DataFrame,
-    spec: Mapping[str, Any],
+    versions: list[Version],
     members: list[str],
-    hours: Decimal,
     month_hours: int,
 ) -> dict[str, Any]:
     """Per member its money columns, the settlement cells, and the GPU-hour checks, for
-    usage and capacity already cut to the month; `hours` of its `month_hours` are billed
-    (purchases, shared costs); `members` in policy order, then any other name."""
-    price = {m["name"]: D(m["hourlyCost"]) for m in spec["gpuModels"]}
-    policy_members = [m["name"] for m in spec["members"]]
-    purchased = {
-        (m["name"], model): gpus
-        for m in spec["members"]
-        for model, gpus in (m.get("purchased") or {}).items()
-    }
-    billing = spec["billing"]
+    usage and capacity already cut to the month, each hour under its policy `versions`
+    (in order; the last is the policy reported with); `members` in report order."""
+    latest = versions[-1].spec
+    policy_members = [m["name"] for m in latest["members"]]
+
+    def version_of(hour: pd.Timestamp) -> int:
+        return max(i for i, v in enumerate(versions) if v.start is None or v.start <= hour)
+
+    def price(model: str, version: int) -> Decimal:
+        return {m["name"]: D(m["hourlyCost"]) for m in versions[version].spec["gpuModels"]}[model]
+
+    def purchased(version: int) -> dict[tuple[str, str], int]:
+        return {
+            (m["name"], model): gpus
+            for m in versions[version].spec["members"]
+            for model, gpus in (m.get("purchased") or {}).items()
+        }
+
     use = usage.groupby(["hour", "member", "owner", "gpu_model"], as_index=False)[
         "gpu_seconds"
     ].sum()
 
     # Use of others' hardware: first covered by the user's purchased GPUs of the model in
-    # that hour, pro rata over the owners it used; the rest is charged.
-    charged: dict[tuple[str, str, str], float] = {}
+    # that hour, pro rata over the owners it used; the rest is charged at that hour's price.
+    charged: dict[tuple[str, str, str, int], float] = {}
     within = 0.0
     others = use[use["member"] != use["owner"]]
-    for (_, user, model), rows in others.groupby(["hour", "member", "gpu_model"]):
+    for (hour, user, model), rows in others.groupby(["hour", "member", "gpu_model"]):
+        version = version_of(hour)
         total = float(rows["gpu_seconds"].sum())
-        cover = purchased.get((user, model), 0) * 3600.0
+        cover = purchased(version).get((user, model), 0) * 3600.0
         for owner, seconds in zip(rows["owner"], rows["gpu_seconds"], strict=True):
             part = seconds * min(1.0, cover / total) if total > 0 else 0.0
-            key = (user, owner, model)
+            key = (user, owner, model, version)
             charged[key] = charged.get(key, 0.0) + seconds - part
             within += part
     exact_cells: dict[tuple[str, str], Decimal] = {}
-    for (user, owner, model), seconds in charged.items():
+    for (user, owner, model, version), secs in charged.items():
         exact_cells[(user, owner)] = exact_cells.get((user, owner), D(0)) + at_price(
-            seconds, price[model]
+            secs, price(model, version)
         )
     charges = {k: cents(v) for k, v in exact_cells.items() if v}
 
     # Capacity: per hour the larger of available and used; idle the rest.
     on_nodes = use.groupby(["hour", "owner", "gpu_model"])["gpu_seconds"].sum().rename("used")
     offered = capacity.groupby(["hour", "owner", "gpu_model"])["gpu_seconds_available"].sum()
-    hourly = pd.concat([offered, on_nodes], axis=1).fillna(0.0)
+    hourly = pd.concat([offered, on_nodes], axis=1).fillna(0.0).reset_index()
     hourly["billed"] = hourly[["gpu_seconds_available", "used"]].max(axis=1)
     hourly["idle"] = hourly["billed"] - hourly["used"]
-    by_model = hourly.groupby(["owner", "gpu_model"])[["billed", "idle"]].sum()
-    capacity_cost: dict[str, Decimal] = {}
-    idle_value: dict[str, Decimal] = {}
-    for (owner, model), row in by_model.iterrows():
-        capacity_cost[owner] = capacity_cost.get(owner, D(0)) + cents(
-            at_price(row["billed"], price[model])
+    hourly["version"] = [version_of(h) for h in hourly["hour"]]
+    hourly["rule"] = [
+        versions[v].spec["billing"].get("idleCost", "owner") for v in hourly["version"]
+    ]
+    by_version = hourly.groupby(["owner", "gpu_model", "version"])[["billed", "idle"]].sum()
+    capacity_exact: dict[tuple[str, str], Decimal] = {}
+    for (owner, model, version), row in by_version.iterrows():
+        capacity_exact[(owner, model)] = capacity_exact.get((owner, model), D(0)) + at_price(
+            row["billed"], price(model, version)
         )
-        idle_value[owner] = idle_value.get(owner, D(0)) + at_price(row["idle"], price[model])
+    capacity_cost: dict[str, Decimal] = {}
+    for (owner, _), exact in capacity_exact.items():
+        capacity_cost[owner] = capacity_cost.get(owner, D(0)) + cents(exact)
     contributed = (hourly.groupby("owner")["billed"].sum() / 3600).to_dict()
-    contributed_model = by_model["billed"] / 3600
+    contributed_model = hourly.groupby(["owner", "gpu_model"])["billed"].sum() / 3600
     used = (use.groupby("member")["gpu_seconds"].sum() / 3600).to_dict()
 
-    # Purchases: paid whole for the billed hours, to the other owners of the model by
-    # their contributed GPU-hours of it; not billed when there is no other owner.
+    # Purchases: paid whole for the hours each version holds them, at its price, to the
+    # other owners of the model by their contributed GPU-hours of it; not billed when
+    # there is no other owner.
     purchases: dict[tuple[str, str], Decimal] = {}
-    for (buyer, model), gpus in purchased.items():
+    buyers = {key for i in range(len(versions)) for key, gpus in purchased(i).items() if gpus}
+    for buyer, model in sorted(buyers):
         hosts = {
             o: h for (o, g), h in contributed_model.items() if g == model and o != buyer and h > 0
         }
-        if not gpus or not hosts:
+        if not hosts:
             continue
-        whole = cents(D(gpus) * hours * price[model])
-        for host, part in largest_remainder(whole, hosts, members).items():
+        whole = sum(
+            (
+                D(purchased(i).get((buyer, model), 0)) * v.hours * price(model, i)
+                for i, v in enumerate(versions)
+            ),
+            D(0),
+        )
+        for host, part in largest_remainder(cents(whole), hosts, members).items():
             purchases[(buyer, host)] = purchases.get((buyer, host), D(0)) + part
 
     def weights(rule: str) -> dict[str, float]:
@@ -161,17 +198,39 @@ def reference_bill(
             return positive_contribution
         return dict.fromkeys(policy_members, 1.0)
 
-    rule = billing.get("idleCost", "owner")
-    returned = {o: cents(v) for o, v in idle_value.items()} if rule != "owner" else {}
-    share = (
-        largest_remainder(sum(returned.values(), D(0)), weights(rule), members)
-        if rule != "owner"
-        else {}
-    )
+    # Idle capacity: each hour under its version's rule; each pooled rule returns its
+    # hours' idle capacity cost and splits it by the month's weights.
+    returned: dict[str, Decimal] = {}
+    share: dict[str, Decimal] = {}
+    for rule, rows in hourly.groupby("rule"):
+        if rule == "owner":
+            continue
+        idle_rows = rows.groupby(["owner", "gpu_model", "version"])["idle"].sum()
+        idle_value: dict[str, Decimal] = {}
+        for (owner, model, version), secs in idle_rows.items():
+            idle_value[owner] = idle_value.get(owner, D(0)) + at_price(secs, price(model, version))
+        back = {o: cents(x) for o, x in idle_value.items()}
+        for o, x in back.items():
+            returned[o] = returned.get(o, D(0)) + x
+        for m, part in largest_remainder(
+            sum(back.values(), D(0)), weights(str(rule)), members
+        ).items():
+            share[m] = share.get(m, D(0)) + part
+
+    # Shared costs: each paid for the hours of the versions that hold it, split by its
+    # latest rule.
+    amounts: dict[str, Decimal] = {}
+    rules: dict[str, str] = {}
+    for held in versions:
+        for cost in held.spec["billing"].get("sharedFixedCosts", []):
+            amounts[cost["name"]] = (
+                amounts.get(cost["name"], D(0))
+                + D(cost["monthlyAmount"]) * held.hours / month_hours
+            )
+            rules[cost["name"]] = cost["split"]
     shared = dict.fromkeys(members, D(0))
-    for cost in billing.get("sharedFixedCosts", []):
-        amount = cents(D(cost["monthlyAmount"]) * hours / month_hours)
-        for m, part in largest_remainder(amount, weights(cost["split"]), members).items():
+    for name, amount in amounts.items():
+        for m, part in largest_remainder(cents(amount), weights(rules[name]), members).items():
             shared[m] += part
 
     money: dict[str, dict[str, Decimal]] = {}
@@ -374,7 +433,67 @@ def test_the_bill_of_any_small_pool_equals_the_bill_recomputed_by_hand(
     offered = offered.fillna({"owner": UNATTRIBUTED})
     seen = set(named["member"]) | set(named["owner"]) | set(offered["owner"])
     members = NAMES + ([UNATTRIBUTED] if UNATTRIBUTED in seen else [])
-    expected = reference_bill(named, offered, spec, members, D(OCTOBER_HOURS), OCTOBER_HOURS)
+    whole_month = [Version(None, spec, D(OCTOBER_HOURS))]
+    expected = reference_bill(named, offered, whole_month, members, OCTOBER_HOURS)
+
+    assert report.members == members
+    got = report.summary.set_index("member")
+    for m in members:
+        assert {k: got.loc[m, k] for k in expected["money"][m]} == expected["money"][m], m
+    assert report.pool_cost == expected["pool_cost"]
+    for payer in members:
+        for payee in members:
+            want = expected["cells"].get((payer, payee), D(0))
+            assert report.settlement.loc[payer, payee] == want, (payer, payee)
+
+
+def _policy(spec: Mapping[str, Any], version: int) -> Policy:
+    document = {"apiVersion": "fairpool.io/v1", "kind": "Policy", "spec": spec}
+    document["metadata"] = {"name": "pool", "version": version}
+    return parse_policy(yaml.safe_dump(document))
+
+
+SWITCH = pd.Timestamp("2026-10-10T01:00Z")
+"""Version 2 is applied here: version 1 governs the 217 hours of October before it (and
+`HOURS_OF_CASE[0]`), version 2 the 527 from it on."""
+
+
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    first=pools(),
+    second=pools(),
+    leaver=st.fixed_dictionaries({"H": st.integers(0, 2), "A": st.integers(0, 2)}),
+    usage=usage_rows,
+    capacity=capacity_rows,
+)
+def test_a_month_of_two_policy_versions_equals_the_bill_recomputed_by_hand(
+    first: dict[str, Any],
+    second: dict[str, Any],
+    leaver: dict[str, int],
+    usage: list[tuple[pd.Timestamp, str | None, str | None, str, float]],
+    capacity: list[tuple[pd.Timestamp, str | None, str, float]],
+) -> None:
+    # Prices, purchases, the idle cost rule and shared costs all change at SWITCH, and a
+    # member d, with the purchases `leaver`, is in version 1 only.
+    first["members"] = [*first["members"], {"name": "d", "namespaces": ["d"], "purchased": leaver}]
+    v1, v2 = _policy(first, 1), _policy(second, 2)
+    history = PolicyHistory(
+        (datetime(2026, 9, 1, tzinfo=UTC), SWITCH.to_pydatetime()), (v1, v2), True
+    )
+    used = pd.DataFrame(usage, columns=["hour", "member", "owner", "gpu_model", "gpu_seconds"])
+    used["pod_uid"] = [f"pod-{i}" for i in range(len(used))]
+    offered = pd.DataFrame(
+        capacity, columns=["hour", "owner", "gpu_model", "gpu_seconds_available"]
+    )
+    report = build_month_report("2026-10", v2, used, offered, history=history)
+
+    named = used.fillna({"member": UNATTRIBUTED, "owner": UNATTRIBUTED})
+    offered = offered.fillna({"owner": UNATTRIBUTED})
+    seen = set(named["member"]) | set(named["owner"]) | set(offered["owner"])
+    members = NAMES + (["d"] if any(leaver.values()) else [])
+    members += [UNATTRIBUTED] if UNATTRIBUTED in seen else []
+    versions = [Version(None, first, D(217)), Version(SWITCH, second, D(527))]
+    expected = reference_bill(named, offered, versions, members, OCTOBER_HOURS)
 
     assert report.members == members
     got = report.summary.set_index("member")
