@@ -32,9 +32,9 @@ test: $(STAMP) engine system-deps
 	FAIRPOOL_ENGINE=compiled $(BIN)/python -m pytest -q -p no:cacheprovider
 
 ## Unit tests only (no real components), for a quick loop: on both cores (pytest-xdist),
-## each property test drawing 40 % of its random cases (tests/examples.py; `make test`
+## each property test drawing 25 % of its random cases (tests/examples.py; `make test`
 ## draws them all).
-UNIT_EXAMPLES ?= 0.4
+UNIT_EXAMPLES ?= 0.25
 unit: $(STAMP) engine
 	FAIRPOOL_ENGINE=compiled FAIRPOOL_EXAMPLES=$(UNIT_EXAMPLES) $(BIN)/python -m pytest -q -p no:cacheprovider -n 2 tests/unit
 
