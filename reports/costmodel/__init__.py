@@ -7,6 +7,9 @@ in the order `build.build_month_report` runs them; the words are the glossary's
 - **Price** (`prices`). Every GPU-hour is priced at its GPU model's `hourlyCost` in the
   policy version in force in that hour (`PriceBook.price(model, version)`); an hour's
   version is the newest one its usage rows name, else the current policy's.
+- **Owners** (`unowned`). A node's owner that is no member of the policy version in force
+  in the hour (a typo in its label, a member removed) makes it unowned, as for the
+  scheduler: billed as `unattributed`, like a node without the label, and flagged.
 - **Usage split** (`usage_split`). Use on a member's own nodes costs nothing extra (it is
   inside its capacity cost). GPU-hours **used on others' hardware** (a member's pods on
   nodes another member owns) are first counted against the user's *purchased* GPUs of

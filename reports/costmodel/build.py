@@ -17,7 +17,8 @@ from reports.costmodel.coverage import Coverage, local_days, measure_coverage, m
 from reports.costmodel.flags import Flag
 from reports.costmodel.frames import (
     UNATTRIBUTED,
-    normalise_capacity,
+    capacity_per_owner,
+    capacity_rows,
     normalise_hour_status,
     normalise_reclaim,
     normalise_usage,
@@ -57,6 +58,7 @@ from reports.costmodel.unattributed import (
     unattributed_flags,
     unattributed_table,
 )
+from reports.costmodel.unowned import owners_to_unowned, unowned_flags
 from reports.costmodel.usage_split import CHARGED, policy_version_per_hour, split_usage
 
 
@@ -82,6 +84,9 @@ class MonthInputs:
     starts or ends inside the hour (None: every hour whole)."""
     node_coverage: pd.DataFrame | None = None
     """Per hour and node: allocation, capacity and utilization coverage (the ledger)."""
+    unowned: pd.DataFrame | None = None
+    """Usage and capacity rows whose owner named no member then, as they were
+    (`reports.costmodel.unowned`)."""
 
     def version_hours(self) -> pd.Series:
         """Policy version -> hours billed under it (purchases, shared fixed costs)."""
@@ -110,15 +115,16 @@ def build_month_report(
     status per hour (`reports.costmodel.frames` names the columns); `policies` gives the
     prices of earlier policy versions the usage names. With `history`, every hour is
     priced at the version in force then, whatever version its usage rows name."""
+    known = dict(policies or {})
+    if history is not None:
+        known |= history.by_version
     inputs = month_inputs(
-        month, policy, usage, capacity, reclaim_lost, hour_status, history, window
+        month, policy, usage, capacity, reclaim_lost, hour_status, history, window, known
     )
     if node_coverage is not None:
         inputs = replace(inputs, node_coverage=node_coverage)
-    known = dict(policies or {})
     billed = inputs.version_hours()
     if history is not None:
-        known |= history.by_version
         policy = _shared_costs_by_hours(policy, known, billed, month)
     elif window is not None:
         policy = _prorated(policy, float(billed.sum()), month)
@@ -199,10 +205,12 @@ def month_inputs(
     hour_status: pd.DataFrame | None,
     history: PolicyHistory | None = None,
     window: tuple[datetime, datetime] | None = None,
+    known: Mapping[int, Policy] | None = None,
 ) -> MonthInputs:
     """The month's window in the policy's time zone (cut to `window`, the hours a
-    simulation covered, when given) and its inputs inside it; raises NoDataError when
-    there is neither usage nor capacity."""
+    simulation covered, when given) and its inputs inside it, each owner that named no
+    member of the version in force (`known`, else `policy`) in its hour unowned; raises
+    NoDataError when there is neither usage nor capacity."""
     month = canonical_month(month)
     start, end = month_bounds(month, policy.billing.zone)
     share = None
@@ -210,12 +218,17 @@ def month_inputs(
         share = _hour_share(start, end, window)
         start, end = _within(start, end, window)
     u, no_model = set_aside(normalise_usage(usage, start, end, policy.version))
-    cap, unpriced_capacity = set_aside(normalise_capacity(capacity, start, end))
+    cap_rows = capacity_rows(capacity, start, end)
     lost = set_aside(normalise_reclaim(reclaim_lost, start, end))[0]
     version_of_hour = policy_version_per_hour(u, start, end, policy.version)
     if history is not None:
         version_of_hour = history.versions(month_hour_index(start, end))
         u["policy_version"] = u["hour"].map(version_of_hour).astype("int64")
+    by_version = known or {}
+    u, unowned_used = owners_to_unowned(u, version_of_hour, by_version, policy)
+    no_model = owners_to_unowned(no_model, version_of_hour, by_version, policy)[0]
+    cap_rows, unowned_capacity = owners_to_unowned(cap_rows, version_of_hour, by_version, policy)
+    cap, unpriced_capacity = set_aside(capacity_per_owner(cap_rows))
     if u.empty and cap.empty and no_model.empty:
         raise NoDataError(
             f"no usage and no capacity recorded for {month} "
@@ -235,6 +248,7 @@ def month_inputs(
         unattributed=unattributed_table(no_model),
         unpriced_capacity=unpriced_capacity,
         hour_share=None if share is None else share.reindex(version_of_hour.index, fill_value=0.0),
+        unowned=pd.concat([unowned_used, unowned_capacity], ignore_index=True),
     )
 
 
@@ -400,7 +414,10 @@ def _data_flags(inputs: MonthInputs, parts: BillParts) -> list[str]:
         if m not in parts.has_data
     ]
     flags.extend(unattributed_flags(inputs.unattributed, inputs.unpriced_capacity))
-    if UNATTRIBUTED in inputs.members:
+    if inputs.unowned is not None:
+        flags.extend(unowned_flags(inputs.unowned))
+    # Unowned nodes are billed as `unattributed` too: this flag is about pods only.
+    if (inputs.usage["member"] == UNATTRIBUTED).any():
         flags.append(
             f"{float(parts.hours.used.get(UNATTRIBUTED, 0.0)):.1f} GPU-hours used by pods no "
             "member could be found for (namespace not in the policy): shown as 'unattributed'"

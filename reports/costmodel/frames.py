@@ -112,12 +112,20 @@ def normalise_usage(
 def normalise_capacity(
     capacity: pd.DataFrame | None, start: datetime, end: datetime
 ) -> pd.DataFrame:
+    """Capacity per (hour, owner, GPU model) in [start, end)."""
+    return capacity_per_owner(capacity_rows(capacity, start, end))
+
+
+def capacity_rows(capacity: pd.DataFrame | None, start: datetime, end: datetime) -> pd.DataFrame:
+    """Capacity as given (per node, `node` '' when not named) in [start, end): an owner
+    is decided per node and hour (`reports.costmodel.unowned`) before it is summed."""
     if capacity is None or capacity.empty:
         return pd.DataFrame(
             {
                 "hour": pd.Series(dtype="datetime64[ns, UTC]"),
                 "owner": pd.Series(dtype="object"),
                 "gpu_model": pd.Series(dtype="object"),
+                "node": pd.Series(dtype="object"),
                 "gpu_seconds_available": pd.Series(dtype="float64"),
                 "coverage": pd.Series(dtype="float64"),
             }
@@ -128,6 +136,7 @@ def normalise_capacity(
             "hour": _utc_hours(capacity["hour"]),
             "owner": _names(capacity["owner"]),
             "gpu_model": capacity["gpu_model"].astype(str),
+            "node": capacity["node"].fillna("").astype(str) if "node" in capacity else "",
             "gpu_seconds_available": pd.to_numeric(capacity["gpu_seconds_available"]).astype(
                 "float64"
             ),
@@ -136,10 +145,15 @@ def normalise_capacity(
             else 1.0,
         }
     )
-    frame = _in_window(frame, start, end)
-    # Capacity may come per node; the cost model needs it per owner and GPU model.
+    return _in_window(frame, start, end).reset_index(drop=True)
+
+
+def capacity_per_owner(rows: pd.DataFrame) -> pd.DataFrame:
+    """`capacity_rows` summed per (hour, owner, GPU model), as the cost model needs it."""
+    if rows.empty:
+        return rows.drop(columns="node").reset_index(drop=True)
     return (
-        frame.groupby(["hour", "owner", "gpu_model"], as_index=False)
+        rows.groupby(["hour", "owner", "gpu_model"], as_index=False)
         .agg(gpu_seconds_available=("gpu_seconds_available", "sum"), coverage=("coverage", "min"))
         .reset_index(drop=True)
     )

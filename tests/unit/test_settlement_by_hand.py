@@ -261,6 +261,55 @@ def test_pods_of_no_member_and_nodes_of_no_owner() -> None:
     }
 
 
+def test_a_node_whose_owner_label_names_no_member_is_billed_as_a_node_of_no_owner() -> None:
+    # The engine gives a node labelled `lab-bioo` (a typo) to nobody's entitlement; the
+    # bill agrees. b runs 1 GPU-hour on it (A, 2 GPU-hours of capacity, 2.00): b pays
+    # `unattributed` 1.00, whose capacity cost is the node's, as for a node of no owner.
+    # a's H node: 1 GPU-hour, idle, 2.00. Before, `lab-bioo` was a member of the report.
+    u = usage([(H0, "b", "lab-bioo", "A", 3600.0)]).assign(node="gpu-7")
+    c = capacity([(H0, "a", "H", 3600.0), (H0, "lab-bioo", "A", 7200.0)])
+    c["node"] = ["a-1", "gpu-7"]
+    report = build_month_report("2026-10", policy(), u, c)
+    check_invariants(report)
+    assert report.members == ["a", "b", "c", UNATTRIBUTED]
+    assert cell(report, "b", UNATTRIBUTED) == D("1.00")
+    assert col(report, "capacity_cost")[UNATTRIBUTED] == D("2.00")
+    assert col(report, "total") == {
+        "a": D("2.00"),
+        "b": D("1.00"),
+        "c": D("0"),
+        UNATTRIBUTED: D("1.00"),
+    }
+    assert [f for f in report.flags if "lab-bioo" in f] == [
+        "owner label 'lab-bioo' names no member of the policy in force in 1 hour(s) "
+        "(2026-10-10 00:00Z), on node(s) gpu-7: unowned there, its 2.0 GPU-hours of "
+        "capacity and 1.0 GPU-hours used on it are billed as 'unattributed' (correct the "
+        "nodes' fairpool.io/owner label if it is a typo)"
+    ]
+
+
+def test_the_nodes_of_a_member_removed_mid_month_are_unowned_from_then_on() -> None:
+    # d owns a 1-GPU H node and is removed with version 2, applied at H1. b uses the
+    # node all of H0 and H1 (2.00 an hour). H0: d is a member, b pays d 2.00 and d's
+    # capacity is 2.00. H1: the node is unowned, b pays `unattributed` 2.00.
+    three = (
+        "- {name: a, namespaces: [a]}\n    - {name: b, namespaces: [b]}\n"
+        "    - {name: c, namespaces: [c]}"
+    )
+    v1 = policy(version=1, members=three + "\n    - {name: d, namespaces: [d]}")
+    v2 = policy(version=2, members=three)
+    history = PolicyHistory((datetime(2026, 9, 1, tzinfo=UTC), SWITCH), (v1, v2), True)
+    u: list[Row] = [(H0, "b", "d", "H", 3600.0), (H1, "b", "d", "H", 3600.0)]
+    report = bill(v2, u, [(h, "d", "H", 3600.0) for h in (H0, H1)], history=history)
+    assert report.members == ["a", "b", "c", "d", UNATTRIBUTED]
+    assert cell(report, "b", "d") == D("2.00")
+    assert cell(report, "b", UNATTRIBUTED) == D("2.00")
+    assert col(report, "capacity_cost")["d"] == D("2.00")
+    assert col(report, "capacity_cost")[UNATTRIBUTED] == D("2.00")
+    flags = [f for f in report.flags if f.startswith("owner label")]
+    assert len(flags) == 1 and "'d'" in flags[0] and "1 hour(s) (2026-10-10 01:00Z)" in flags[0]
+
+
 def test_a_member_that_left_mid_month_pays_its_purchase_for_the_hours_it_held_it() -> None:
     # d held 1 purchased H GPU under version 1 (217 hours at 2.00: 434.00) and left the
     # pool with version 2. a, the only other owner of H, hosted it: d owes a 434.00.
