@@ -191,6 +191,10 @@ def build_month_report(
     )
     if history is not None:
         report.price_basis = history.describe(inputs.version_of_hour.tolist())
+    else:
+        # A simulation's bill has no history; its `policy.prices` was "" while the
+        # ledger's said where its prices came from.
+        report.price_basis = _price_basis(policy, report.policy_versions)
     report.flags.extend(utilization_flags(report.utilization_daily))
     report.flags.extend(coverage.day_flags)
     return report
@@ -392,6 +396,14 @@ def _month_report(
         or policy.billing.idle_cost.value,
         unattributed=inputs.unattributed,
     )
+
+
+def _price_basis(policy: Policy, versions: list[int]) -> str:
+    """Where the prices of a report without a policy history came from (one sentence)."""
+    if set(versions) <= {policy.version}:
+        return f"prices: policy {policy.metadata.name} (version {policy.version}) for every hour"
+    listed = ", ".join(str(v) for v in versions)
+    return f"prices: each hour at the newest policy version its usage names (versions {listed})"
 
 
 def _members_with_data(inputs: MonthInputs, purchased: Mapping[tuple[str, str], float]) -> set[str]:

@@ -22,6 +22,7 @@ from policies.loader import load_policy
 from policies.model import Policy
 from reports.costmodel import MonthReport, build_month_report
 from reports.costmodel.frames import CAPACITY_COLUMNS, RECLAIM_COLUMNS
+from reports.costmodel.months import month_bounds
 from reports.costmodel.usage_row import BILLED_USAGE_COLUMNS
 from reports.rendering.render import write_report
 
@@ -110,16 +111,25 @@ def simulation_report(
         source="simulation",
         window=window,
     )
-    hours = int((report.end - report.start).total_seconds() // 3600)
-    full = int((window[1] - window[0]).total_seconds() // 3600)
+    first, last = month_bounds(chosen, policy.billing.zone)
+    billed = (max(window[0], first), min(window[1], last))
+    hours = (billed[1] - billed[0]).total_seconds() / 3600
+    full = (window[1] - window[0]).total_seconds() / 3600
+    # The window to the minute and its hours as exactly: whole hours, floored, said a
+    # window of 89.85 hours inside the month "ran 89 hours" beside "90 hours" billed.
     report.period_note = (
-        f"simulated window {report.start:%Y-%m-%d %H:%M}Z to {report.end:%Y-%m-%d %H:%M}Z "
-        f"({hours} hours of {chosen}"
-        + (f"; the simulation ran {full} hours" if full != hours else "")
+        f"simulated window {billed[0]:%Y-%m-%d %H:%M}Z to {billed[1]:%Y-%m-%d %H:%M}Z "
+        f"({_hours(hours)} hours of {chosen}"
+        + (f"; the simulation ran {_hours(full)} hours" if _hours(full) != _hours(hours) else "")
         + "): only these hours are billed; purchases and shared fixed costs are prorated "
         "to them"
     )
     return report
+
+
+def _hours(value: float) -> str:
+    """Hours to the hundredth (a window is named to the minute), without trailing zeros."""
+    return f"{value:,.2f}".rstrip("0").rstrip(".")
 
 
 def simulated_window(

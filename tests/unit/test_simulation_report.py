@@ -86,6 +86,26 @@ def test_a_window_ending_inside_an_hour_pays_that_hour_in_part(tmp_path: Path) -
     assert report.shared_fixed_cost == Decimal("116.24") + Decimal("193.74")
 
 
+def test_the_period_note_gives_the_windows_hours_and_the_invoices_their_prices(
+    tmp_path: Path,
+) -> None:
+    """A window of 89 h 51 min, all inside October, was "90 hours of 2026-10; the
+    simulation ran 89 hours" (whole hours, floored, of the touched hours and the
+    window), and a simulation's JSON invoices had an empty `policy.prices`."""
+    report = _demo_window(timedelta(hours=89, minutes=51))
+    assert report.period_note.startswith(
+        "simulated window 2026-09-30 22:00Z to 2026-10-04 15:51Z (89.85 hours of 2026-10): "
+    ), report.period_note
+    write_report(report, tmp_path / "report")
+    invoice = json.loads((tmp_path / "report" / "invoice-lab-bio.json").read_text())
+    assert invoice["policy"]["prices"] == (
+        "prices: policy demo-consortium (version 0) for every hour"
+    )
+    # A simulation longer than the month says how long it ran beside what is billed.
+    longer = _demo_window(timedelta(days=31, hours=12))
+    assert "(745 hours of 2026-10; the simulation ran 756 hours)" in longer.period_note
+
+
 def test_report_from_a_simulation_bills_with_the_policy_it_ran_with(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
