@@ -15,6 +15,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from policies.loader import DEFAULT_POLICY, load_policy
 from reports.ledger import Ledger
 from reports.sources.monthly_job import (
+    ledger_month_report,
     monthly_trigger,
     report_due,
     run_monthly_report,
@@ -411,3 +412,36 @@ def test_a_policy_name_with_brackets_is_printed_whole(
     args = ["report", "--month", "2026-10", "--ledger", ledger_url, "--policy", str(policy)]
     assert run([*args, "--out", str(tmp_path / "out")]) == 0
     assert "pool [draft] v2 · 2026-10" in capsys.readouterr().out
+
+
+def test_a_ledger_node_labelled_with_no_member_is_billed_unowned_and_flagged(
+    tmp_path: Path,
+) -> None:
+    """The meter records a node's owner label as it finds it; `lab-bioo` (a typo) became
+    a member of the report, credited with the node's capacity. The scheduler gives such
+    a node to nobody's entitlement, and the bill now agrees."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    hour = pd.Timestamp("2026-10-06T09:00Z")
+    model = "NVIDIA-H100-80GB-HBM3"
+    with Ledger(url) as ledger:
+        usage = pd.DataFrame(
+            [("u1", "lab-bio", "lab-bioo", model, 3600.0)],
+            columns=["pod_uid", "member", "owner", "gpu_model", "gpu_seconds"],
+        ).assign(
+            hour=hour,
+            namespace="lab-bio",
+            node="gpu-7",
+            utilization=0.5,
+            coverage=1.0,
+            policy_version=0,
+        )
+        capacity = pd.DataFrame(
+            [("gpu-7", "lab-bioo", model, 4 * 3600.0, 1.0)],
+            columns=["node", "owner", "gpu_model", "gpu_seconds_available", "coverage"],
+        ).assign(hour=hour)
+        ledger.replace_hour(hour.to_pydatetime(), usage, capacity, None, 1.0)
+    report = ledger_month_report(url, DEMO, "2026-10")
+    assert "lab-bioo" not in report.members
+    assert report.summary.set_index("member").loc["unattributed", "contributed_gpu_hours"] == 4.0
+    flags = [f for f in report.flags if "'lab-bioo'" in f]
+    assert len(flags) == 1 and "on node(s) gpu-7" in flags[0], report.flags
