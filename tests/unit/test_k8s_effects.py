@@ -968,16 +968,7 @@ def test_work_lost_at_an_eviction_counts_to_the_end_of_the_grace_period_it_was_g
 def test_preempted_by_names_only_the_victims_own_member() -> None:
     """The annotation beside the redacted reason named the other member that reclaimed
     (`preempted-by: lab-bio` on a pod of physics, whose reason read "another member")."""
-    other = Preemption(
-        "u1",
-        "j",
-        "physics",
-        reclaimer="lab-bio",
-        for_job="lab-bio/x",
-        reason="r",
-        grace_period_seconds=30,
-        cause="entitlement",
-    )
+    other = Preemption("u1", "j", "physics", "lab-bio", "lab-bio/x", "r", 30, "entitlement")
     own = replace(other, reclaimer="physics", cause="queue")
     assert victim_annotations(other, POD, 0.0)["fairpool.io/preempted-by"] == "another member"
     assert victim_annotations(own, POD, 0.0)["fairpool.io/preempted-by"] == "physics"
