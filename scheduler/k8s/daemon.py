@@ -47,7 +47,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -273,6 +273,7 @@ class Daemon:
         self._priced: tuple[float, Policy | None] = (0.0, None)
         """When `_watch_prices` last looked, and under which policy."""
         self._price_warning = ""
+        self._owner_warning = ""
         self.nominations = Nominations()
         self._victims: dict[str, RunningPod] = {}
         self._shares_at: tuple[float, Policy | None] = (0.0, None)
@@ -363,8 +364,9 @@ class Daemon:
     def _watch_prices(self, nodes: tuple[Node, ...], policy: Policy, now: float) -> None:
         """Say, in the log and in `fairpool_unpriced_gpu_nodes`, when nodes have a GPU
         model the policy in force does not price (new hardware before the policy lists
-        it): the hours they run cannot be billed. Looked at when the policy changes and
-        at most every `PRICE_CHECK_SECONDS` otherwise (a pass over every node)."""
+        it): the hours they run cannot be billed; and nodes whose owner names no member
+        (`_watch_owners`). Looked at when the policy changes and at most every
+        `PRICE_CHECK_SECONDS` otherwise (a pass over every node)."""
         if policy is self._priced[1] and now - self._priced[0] < PRICE_CHECK_SECONDS:
             return
         self._priced = (now, policy)
@@ -374,6 +376,23 @@ class Daemon:
         if gaps and gaps != self._price_warning:
             log.warning("%s: list the model in the policy's gpuModels", gaps)
         self._price_warning = gaps
+        self._watch_owners(nodes, policy)
+
+    def _watch_owners(self, nodes: tuple[Node, ...], policy: Policy) -> None:
+        """Say, in the log and in `fairpool_stray_owner_gpu_nodes`, when GPU nodes carry
+        an owner label that names no member of the policy in force (a typo, a member
+        removed from the policy): such a node is unowned (docs/glossary.md), so the member
+        meant gets no entitlement from it, and nothing said so."""
+        members = set(policy.member_names())
+        stray: dict[str, list[str]] = {}
+        for n in nodes:
+            if n.gpus > 0 and n.owner is not None and n.owner not in members:
+                stray.setdefault(n.owner, []).append(n.name)
+        self.metrics.stray_owner_nodes.set(sum(len(v) for v in stray.values()))
+        said = stray_owners_text(stray)
+        if said and said != self._owner_warning:
+            log.warning("%s", said)
+        self._owner_warning = said
 
     def set_policy(self, policy: Policy) -> None:
         with self._lock:
@@ -973,3 +992,25 @@ def standby_explanations(
 
 def _ref(pod: PodInfo) -> ObjectRef:
     return ObjectRef("Pod", pod.namespace, pod.name, pod.uid)
+
+
+STRAY_NODES_SHOWN = 5
+"""Nodes named per owner label in the warning; the rest are counted."""
+
+
+def stray_owners_text(stray: Mapping[str, Sequence[str]]) -> str:
+    """The warning for GPU nodes whose owner label names no member ("" when none do)."""
+    parts = []
+    for owner in sorted(stray):
+        names = sorted(stray[owner])
+        shown = ", ".join(names[:STRAY_NODES_SHOWN])
+        if len(names) > STRAY_NODES_SHOWN:
+            shown += f" and {len(names) - STRAY_NODES_SHOWN} more"
+        parts.append(f"owner label {owner!r} on {len(names)} GPU node(s) ({shown})")
+    if not parts:
+        return ""
+    return (
+        f"{'; '.join(parts)} names no member of the policy: those nodes are unowned, their "
+        "GPUs nobody's contribution or entitlement; correct the fairpool.io/owner label "
+        "(or add the member to the policy)"
+    )

@@ -352,6 +352,12 @@ class SchedulerMetrics:
             "Nodes whose GPU model the policy in use does not price (their hours cannot be billed)",
             registry=r,
         )
+        self.stray_owner_nodes = Gauge(
+            "fairpool_stray_owner_gpu_nodes",
+            "GPU nodes whose fairpool.io/owner label names no member of the policy in use "
+            "(unowned: nobody's contribution)",
+            registry=r,
+        )
         self.pod_series = True
         """Export fairpool_pod_gpu_allocation (one series per running pod, naming its
         member, namespace and node). Metering reads it from Prometheus; anyone else who

@@ -100,3 +100,33 @@ def test_nodes_of_a_model_the_policy_in_force_does_not_price_are_told(
     )
     daemon._watch_prices(new, listed, now=1201.0)  # a new policy: looked at at once
     assert unpriced() == 0
+
+
+def test_nodes_whose_owner_label_names_no_member_are_told(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A typo in the owner label ("physic") made the node unowned: its GPUs were nobody's
+    # entitlement, and neither the log nor /metrics said so.
+    daemon = Daemon(k8s.ApiClient(), load_policy(), DaemonConfig(leader_elect=False))
+    policy = daemon.policy()
+    owned = (node("h", "uni-north", model=H100), node("u", None, model=H100))
+    typo = (*owned, node("a1", "physic", model=A100), node("a2", "physic", model=A100))
+
+    def stray() -> float | None:
+        return daemon.metrics.registry.get_sample_value("fairpool_stray_owner_gpu_nodes")
+
+    daemon._watch_prices(owned, policy, now=1000.0)
+    assert stray() == 0
+    with caplog.at_level(logging.WARNING):
+        daemon._watch_prices(typo, policy, now=1061.0)
+        assert stray() == 2
+        daemon._watch_prices(typo, policy, now=1200.0)  # the same is said once
+    said = [r.getMessage() for r in caplog.records if "owner label" in r.getMessage()]
+    assert said == [
+        "owner label 'physic' on 2 GPU node(s) (a1, a2) names no member of the policy: those "
+        "nodes are unowned, their GPUs nobody's contribution or entitlement; correct the "
+        "fairpool.io/owner label (or add the member to the policy)"
+    ]
+    with_physic = parse_policy(DEFAULT_POLICY.read_text().replace("name: physics", "name: physic"))
+    daemon._watch_prices(typo, with_physic, now=1201.0)  # a new policy: looked at at once
+    assert stray() == 0
