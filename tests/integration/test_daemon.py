@@ -498,11 +498,15 @@ def test_reclaim_end_to_end(pool: Pool) -> None:
     assert len(pool.bound("a")) == 4
     preempted = pool.events("a", "Preempted")
     assert {e.involved_object.name for e in preempted} == borrowed
-    assert "member b" in preempted[0].message
-    # B's pods are pods alone, whose job ids are their uids: named namespace/name.
-    assert all(f"for job {pool.ns('b')}/b" in e.message for e in preempted), preempted[0].message
+    # Read in a's namespace by a: b and b's job are another member's (docs/api.md).
+    assert all(
+        e.message.startswith("Preempted by another member for a job of another member: ")
+        for e in preempted
+    ), preempted[0].message
+    said = " ".join(e.message for e in preempted)
+    assert "member b" not in said and f"{pool.ns('b')}/" not in said, said
     uids = {p.metadata.uid for p in pool.pods("b")}
-    assert not any(uid in e.message for e in preempted for uid in uids)
+    assert not any(uid in said for uid in uids)
     text = urllib.request.urlopen(
         f"http://127.0.0.1:{daemon.metrics.serve(0, '127.0.0.1')}/metrics"
     )
