@@ -6,7 +6,7 @@ the same shape, so one cost model serves both.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 
 import pandas as pd
@@ -116,18 +116,26 @@ def normalise_capacity(
     return capacity_per_owner(capacity_rows(capacity, start, end))
 
 
+HOUR_DTYPE = "datetime64[ns, UTC]"
+
+
+def empty_frame(dtypes: Mapping[str, str]) -> pd.DataFrame:
+    """No rows, with these columns of these types (a concat or merge with it keeps them)."""
+    return pd.DataFrame({column: pd.Series(dtype=dtype) for column, dtype in dtypes.items()})
+
+
 def capacity_rows(capacity: pd.DataFrame | None, start: datetime, end: datetime) -> pd.DataFrame:
     """Capacity as given (per node, `node` '' when not named) in [start, end): an owner
     is decided per node and hour (`reports.costmodel.unowned`) before it is summed."""
     if capacity is None or capacity.empty:
-        return pd.DataFrame(
+        return empty_frame(
             {
-                "hour": pd.Series(dtype="datetime64[ns, UTC]"),
-                "owner": pd.Series(dtype="object"),
-                "gpu_model": pd.Series(dtype="object"),
-                "node": pd.Series(dtype="object"),
-                "gpu_seconds_available": pd.Series(dtype="float64"),
-                "coverage": pd.Series(dtype="float64"),
+                "hour": HOUR_DTYPE,
+                "owner": "object",
+                "gpu_model": "object",
+                "node": "object",
+                "gpu_seconds_available": "float64",
+                "coverage": "float64",
             }
         )
     _require(capacity, "capacity", CAPACITY_COLUMNS)
@@ -161,13 +169,13 @@ def capacity_per_owner(rows: pd.DataFrame) -> pd.DataFrame:
 
 def normalise_reclaim(reclaim: pd.DataFrame | None, start: datetime, end: datetime) -> pd.DataFrame:
     if reclaim is None or reclaim.empty:
-        return pd.DataFrame(
+        return empty_frame(
             {
-                "hour": pd.Series(dtype="datetime64[ns, UTC]"),
-                "member": pd.Series(dtype="object"),
-                "gpu_model": pd.Series(dtype="object"),
-                "cause": pd.Series(dtype="object"),
-                "gpu_seconds_lost": pd.Series(dtype="float64"),
+                "hour": HOUR_DTYPE,
+                "member": "object",
+                "gpu_model": "object",
+                "cause": "object",
+                "gpu_seconds_lost": "float64",
             }
         )
     _require(reclaim, "reclaim_lost", RECLAIM_COLUMNS)

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 import pandas as pd
 
 from policies.model import Policy
-from reports.costmodel.frames import UNATTRIBUTED
+from reports.costmodel.frames import HOUR_DTYPE, UNATTRIBUTED, empty_frame
 
 FOUND_COLUMNS = ["hour", "owner", "node", "gpu_seconds", "gpu_seconds_available"]
 FLAGGED_NODES = 10
@@ -55,13 +55,13 @@ def owners_to_unowned(
 
 
 def _empty_found() -> pd.DataFrame:
-    return pd.DataFrame(
+    return empty_frame(
         {
-            "hour": pd.Series(dtype="datetime64[ns, UTC]"),
-            "owner": pd.Series(dtype="object"),
-            "node": pd.Series(dtype="object"),
-            "gpu_seconds": pd.Series(dtype="float64"),
-            "gpu_seconds_available": pd.Series(dtype="float64"),
+            "hour": HOUR_DTYPE,
+            "owner": "object",
+            "node": "object",
+            "gpu_seconds": "float64",
+            "gpu_seconds_available": "float64",
         }
     )
 
